@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+// The CLI, in the bridge dialect:
+//   parley -c config.yaml                         run
+//   parley -g -c config.yaml [-f registration.yaml]  generate the registration (fills 'generate' secrets)
+//   parley -e -c config.yaml                      write an example config
+//   parley --validate -c config.yaml              check a config and exit
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { parseDocument } from "yaml";
+import { ConfigError, loadConfig, parseConfig, SECRET_PATHS } from "../config/load.ts";
+import { sampleConfigYaml } from "../config/sample.ts";
+import { GENERATE } from "../config/schema.ts";
+import { registrationYaml } from "../matrix/registration.ts";
+import { start } from "./start.ts";
+
+const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate]
+  -c, --config FILE           config file (YAML)
+  -g, --generate-registration write the appservice registration for the homeserver, filling
+                              secrets set to '${GENERATE}' in the config with fresh random ones
+  -f, --registration FILE     where -g writes the registration (default: registration.yaml)
+  -e, --example-config        write an example config to the -c path (refuses to overwrite)
+      --validate              validate the config and exit
+  -h, --help                  this text`;
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/** Replaces 'generate' secrets in the config file in place, keeping its comments. */
+function fillGeneratedSecrets(file: string): number {
+  const doc = parseDocument(readFileSync(file, "utf8"));
+  let filled = 0;
+  for (const keyPath of SECRET_PATHS) {
+    if (doc.getIn(keyPath) === GENERATE) {
+      doc.setIn(keyPath, randomBytes(32).toString("hex"));
+      filled++;
+    }
+  }
+  if (filled) writeAtomic(file, doc.toString({ lineWidth: 100 }));
+  return filled;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        config: { type: "string", short: "c" },
+        "generate-registration": { type: "boolean", short: "g" },
+        registration: { type: "string", short: "f", default: "registration.yaml" },
+        "example-config": { type: "boolean", short: "e" },
+        validate: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!args.config) {
+    console.error(`a config file is required (-c)\n${USAGE}`);
+    return 2;
+  }
+  const file = args.config;
+  try {
+    if (args["example-config"]) {
+      if (existsSync(file)) throw new ConfigError(file, ["exists already; not overwriting"]);
+      writeAtomic(file, sampleConfigYaml());
+      console.log(`wrote example config to ${file}; edit it, then run 'parley -g -c ${file}'`);
+      return 0;
+    }
+    if (args["generate-registration"]) {
+      const filled = existsSync(file) ? fillGeneratedSecrets(file) : 0;
+      const config = loadConfig(file);
+      writeAtomic(args.registration, registrationYaml(config));
+      console.log(`wrote ${args.registration}${filled ? ` (generated ${filled} secret${filled > 1 ? "s" : ""} in ${file})` : ""}`);
+      console.log("add it to the homeserver's app_service_config_files and restart the homeserver");
+      return 0;
+    }
+    const config = loadConfig(file);
+    if (args.validate) {
+      console.log(`${file}: valid`);
+      return 0;
+    }
+    const parley = await start(config);
+    const shutdown = (signal: string) => {
+      console.error(`${signal}: stopping`);
+      void parley.stop().then(() => process.exit(0));
+    };
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    process.once("SIGINT", () => shutdown("SIGINT"));
+    return -1; // keep running
+  } catch (err) {
+    console.error(err instanceof ConfigError ? err.message : `parley: ${(err as Error).stack ?? String(err)}`);
+    return 1;
+  }
+}
+
+// Exported for tests; parseConfig re-exported so callers need one import.
+export { parseConfig };
+
+if (import.meta.main) {
+  const code = await main(process.argv.slice(2));
+  if (code >= 0) process.exit(code);
+}

@@ -1,0 +1,211 @@
+// Meeting rooms and calls: the domain rules, independent of Matrix libraries and SQLite.
+//  - an alias in Parley's namespace becomes exactly one room, even under concurrent queries,
+//    across processes (the homeserver's alias uniqueness) and across a crash (the store's claim);
+//  - `!meet` in a room the bot is in starts a call there; `!meet end` ends it;
+//  - only users of allowed servers are served; others get a clear refusal.
+import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
+import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
+import type { FederationPolicy } from "./policy.ts";
+import { RoomAliasInUseError, type Clock, type Homeserver, type IdSource } from "./ports.ts";
+
+export interface MeetingsConfig {
+  domain: string;
+  aliasPrefix: string;
+  publicUrl: string;
+  joinRule: "public" | "knock" | "invite";
+  encrypted: boolean;
+}
+
+export interface MeetingsDeps {
+  homeserver: Homeserver;
+  store: AliasStore & CallStore;
+  policy: FederationPolicy;
+  clock: Clock;
+  ids: IdSource;
+  /** Observes outcomes for metrics; optional. */
+  observe?: (what: "room_created" | "command" | "refusal", label: string) => void;
+}
+
+const SLUG = /^[a-z0-9][a-z0-9._=-]{0,63}$/;
+export const WIDGET_EVENT = "im.vector.modular.widgets";
+export const CALL_STATE_EVENT = "org.parley.call";
+
+export class MeetingService {
+  private readonly inflight = new Map<string, Promise<string>>();
+  private readonly cfg: MeetingsConfig;
+  private readonly deps: MeetingsDeps;
+
+  constructor(cfg: MeetingsConfig, deps: MeetingsDeps) {
+    this.cfg = cfg;
+    this.deps = deps;
+  }
+
+  /** The slug of an alias in Parley's namespace, or undefined for any other alias. */
+  slugOf(alias: string): string | undefined {
+    const prefix = `#${this.cfg.aliasPrefix}`;
+    const suffix = `:${this.cfg.domain}`;
+    if (!alias.startsWith(prefix) || !alias.endsWith(suffix)) return undefined;
+    const slug = alias.slice(prefix.length, alias.length - suffix.length);
+    return SLUG.test(slug) ? slug : undefined;
+  }
+
+  joinLink(roomIdOrAlias: string): string {
+    return `${this.cfg.publicUrl.replace(/\/$/, "")}/#/call/${encodeURIComponent(roomIdOrAlias)}`;
+  }
+
+  /**
+   * The homeserver asks whether a room alias exists. Returns the room id when Parley made (or
+   * re-attached) it, undefined when the alias is not Parley's to make.
+   */
+  async provisionAlias(alias: string): Promise<string | undefined> {
+    const slug = this.slugOf(alias);
+    if (slug === undefined) return undefined;
+    let pending = this.inflight.get(alias);
+    if (!pending) {
+      pending = this.ensureRoom(alias, slug).finally(() => this.inflight.delete(alias));
+      this.inflight.set(alias, pending);
+    }
+    return pending;
+  }
+
+  private async ensureRoom(alias: string, slug: string): Promise<string> {
+    const { store, homeserver } = this.deps;
+    const existing = store.getAlias(alias);
+    if (existing?.state === "ready" && existing.roomId) {
+      // The homeserver asked, so the directory lost the alias: point it at our room again.
+      await homeserver.setAlias(alias, existing.roomId).catch(async (err: unknown) => {
+        if (!(err instanceof RoomAliasInUseError)) throw err;
+      });
+      return existing.roomId;
+    }
+    if (!store.claimAlias(alias)) {
+      // A claim left by a crash (or another process): the directory knows whether it finished.
+      const roomId = await homeserver.resolveAlias(alias);
+      if (roomId) {
+        store.completeAlias(alias, roomId);
+        return roomId;
+      }
+    }
+    try {
+      const roomId = await homeserver.createMeetingRoom({
+        alias,
+        aliasLocalpart: alias.slice(1, alias.length - this.cfg.domain.length - 1),
+        name: `Meeting ${slug}`,
+        joinRule: this.cfg.joinRule,
+        encrypted: this.cfg.encrypted,
+        serverAcl: this.deps.policy.serverAcl(),
+        callInfo: { version: 1, api: this.cfg.publicUrl, alias },
+      });
+      store.completeAlias(alias, roomId);
+      this.deps.observe?.("room_created", "alias");
+      return roomId;
+    } catch (err) {
+      if (err instanceof RoomAliasInUseError) {
+        const roomId = await homeserver.resolveAlias(alias);
+        if (roomId) {
+          store.completeAlias(alias, roomId);
+          return roomId;
+        }
+      }
+      store.releaseAlias(alias);
+      throw err;
+    }
+  }
+
+  /** Claims left by a crash between "create the room" and "remember it": settle them. */
+  async reconcilePendingAliases(): Promise<number> {
+    const { store, homeserver } = this.deps;
+    let settled = 0;
+    for (const rec of store.listAliases("creating")) {
+      const roomId = await homeserver.resolveAlias(rec.alias);
+      if (roomId) store.completeAlias(rec.alias, roomId);
+      else store.releaseAlias(rec.alias);
+      settled++;
+    }
+    return settled;
+  }
+
+  /** The bot was invited somewhere: join if the inviter's server is allowed, else decline. */
+  async onBotInvited(roomId: string, inviter: string): Promise<"joined" | "refused"> {
+    const { policy, homeserver } = this.deps;
+    if (!policy.allowsUser(inviter)) {
+      this.deps.observe?.("refusal", "invite");
+      await homeserver.leaveRoom(
+        roomId,
+        `Parley on ${this.cfg.domain} accepts invites only from users of: ${policy.describe()}`,
+      );
+      return "refused";
+    }
+    await homeserver.joinRoom(roomId);
+    return "joined";
+  }
+
+  /** A text message in a room the bot is in. `eventId` makes replies idempotent. */
+  async onMessage(roomId: string, sender: string, body: unknown, eventId: string): Promise<void> {
+    if (sender === this.deps.homeserver.botUserId) return;
+    const command = parseCommand(body);
+    if (!command) return;
+    const reply = (text: string, html?: string) =>
+      this.deps.homeserver.sendNotice(roomId, html ? { text, html } : { text }, `parley-${eventId}`);
+    if (!this.deps.policy.allowsUser(sender)) {
+      this.deps.observe?.("refusal", "command");
+      await reply(
+        `Sorry ${sender}, Parley on ${this.cfg.domain} serves only users of: ${this.deps.policy.describe()}.`,
+      );
+      return;
+    }
+    this.deps.observe?.("command", command.kind);
+    switch (command.kind) {
+      case "help":
+        return reply(HELP_TEXT);
+      case "unknown":
+        return reply(`Unknown command '${COMMAND_PREFIX} ${command.word}'.\n${HELP_TEXT}`);
+      case "start":
+        return reply(...(await this.startCall(roomId, sender)));
+      case "end":
+        return reply(await this.endCall(roomId, sender));
+    }
+  }
+
+  private async startCall(roomId: string, sender: string): Promise<[string, string]> {
+    const { store, homeserver, clock, ids } = this.deps;
+    const link = this.joinLink(roomId);
+    const active = store.activeCall(roomId);
+    if (active) {
+      return [`A call is already running here: ${link}`, `A call is already running here: <a href="${link}">join it</a>`];
+    }
+    const callId = ids.callId();
+    const widgetId = (await homeserver.canSendState(roomId, WIDGET_EVENT)) ? `parley-${callId}` : null;
+    const call = store.startCall({ callId, roomId, origin: "command", startedBy: sender, startedAt: clock.now(), widgetId });
+    if (!call) {
+      return [`A call is already running here: ${link}`, `A call is already running here: <a href="${link}">join it</a>`];
+    }
+    if (widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
+    return [
+      `Call started by ${sender}. Join: ${link}`,
+      `Call started by ${escapeHtml(sender)}. <a href="${link}">Join the call</a>`,
+    ];
+  }
+
+  private widgetFor(call: CallRecord): { widgetId: string; url: string; name: string; data: Record<string, unknown> } {
+    const base = this.cfg.publicUrl.replace(/\/$/, "");
+    return {
+      widgetId: call.widgetId ?? `parley-${call.callId}`,
+      // $matrix_* are filled in by the Matrix client (widget URL template variables).
+      url: `${base}/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&callId=${encodeURIComponent(call.callId)}`,
+      name: "Parley call",
+      data: { callId: call.callId, api: base },
+    };
+  }
+
+  private async endCall(roomId: string, sender: string): Promise<string> {
+    const ended = this.deps.store.endCall(roomId, sender, this.deps.clock.now());
+    if (!ended) return "No call is running in this room.";
+    if (ended.widgetId) await this.deps.homeserver.removeWidget(roomId, ended.widgetId);
+    return `Call ended by ${sender}.`;
+  }
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

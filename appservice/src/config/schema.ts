@@ -1,0 +1,97 @@
+// The one schema of Parley's config: its TypeScript type (z.infer), its validation
+// (parseConfig in load.ts) and its sample (sample.ts walks the JSON Schema derived from it).
+// Descriptions become the sample's comments; `examples` become its values where no default fits.
+import { z } from "zod";
+
+/** Secrets in the sample carry this value; `parley -g` replaces it with fresh random tokens. */
+export const GENERATE = "generate";
+
+const secret = (description: string) =>
+  z.string().min(1).meta({ description, examples: [GENERATE] });
+
+const serverGlob = z
+  .string()
+  .regex(/^[A-Za-z0-9.*?\-[\]:]+$/, "a server name or glob such as example.org or *.gov.example")
+  .meta({ description: "server name or glob (* and ?), compared without the port as in m.room.server_acl" });
+
+const slugPrefix = z
+  .string()
+  .regex(/^[a-z0-9._=\-/]*$/, "lower-case Matrix localpart characters only (a-z 0-9 . _ = - /)");
+
+export const configSchema = z
+  .object({
+    homeserver: z
+      .object({
+        url: z.url({ error: "expected an absolute URL such as https://example.org" }).meta({
+          description: "Client-server API base URL of the homeserver Parley is registered on",
+          examples: ["http://127.0.0.1:8008"],
+        }),
+        domain: z.string().min(1).meta({
+          description: "The homeserver's server_name (the part after ':' in user ids)",
+          examples: ["example.org"],
+        }),
+      })
+      .meta({ description: "The institution's homeserver" }),
+    appservice: z
+      .object({
+        id: z.string().min(1).default("parley").meta({ description: "Registration id" }),
+        bindAddress: z.string().default("127.0.0.1").meta({ description: "Address the HTTP server binds" }),
+        port: z.int().min(1).max(65535).default(9000).meta({ description: "Port the HTTP server binds" }),
+        url: z.url({ error: "expected an absolute URL such as https://example.org" }).meta({
+          description: "URL at which the homeserver reaches this appservice (goes into the registration)",
+          examples: ["http://127.0.0.1:9000"],
+        }),
+        asToken: secret("Token Parley uses towards the homeserver (as_token)"),
+        hsToken: secret("Token the homeserver uses towards Parley (hs_token)"),
+        botLocalpart: slugPrefix.min(1).default("parley").meta({ description: "Localpart of the bot user" }),
+        userPrefix: slugPrefix.min(1).default("_parley_").meta({
+          description: "Localpart prefix of users in Parley's exclusive namespace (guests)",
+        }),
+      })
+      .meta({ description: "The application service registration and HTTP listener" }),
+    meetings: z
+      .object({
+        aliasPrefix: slugPrefix.min(1).default("meet-").meta({
+          description: "Joining #<aliasPrefix><slug>:<domain> creates a meeting room on demand",
+        }),
+        publicUrl: z.url({ error: "expected an absolute URL such as https://example.org" }).meta({
+          description: "Base URL of the web client and call API as users reach it (join links, org.parley.call)",
+          examples: ["https://meet.example.org"],
+        }),
+        joinRule: z.enum(["public", "knock", "invite"]).default("public").meta({
+          description: "Join rule of meeting rooms made from an alias; servers are limited by the allow-list either way",
+        }),
+        encrypted: z.boolean().default(true).meta({ description: "Meeting rooms are created with m.room.encryption" }),
+      })
+      .meta({ description: "Meeting rooms" }),
+    federation: z
+      .object({
+        allow: z.array(serverGlob).default([]).meta({
+          description:
+            "Servers whose users may use Parley (invite the bot, run commands, join meeting rooms). " +
+            "The homeserver's own domain is always allowed. Becomes the allow list of m.room.server_acl.",
+          examples: [["partner.example", "*.gov.example"]],
+        }),
+      })
+      .prefault({})
+      .meta({ description: "Federation policy; keep it in line with Synapse's federation_domain_whitelist" }),
+    store: z
+      .object({
+        path: z.string().min(1).default("parley.db").meta({
+          description: "SQLite database file (relative paths are relative to the config file)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "Embedded store" }),
+    logging: z
+      .object({
+        level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
+      })
+      .prefault({})
+      .meta({ description: "Logging" }),
+  })
+  ;
+
+export type ParleyConfig = z.infer<typeof configSchema>;
+/** Config as written in a file, before defaults are applied. */
+export type ParleyConfigInput = z.input<typeof configSchema>;

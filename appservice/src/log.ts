@@ -1,0 +1,27 @@
+// One logger for the process; modules take named children carrying their context
+// (room, call, user, txn). Secrets never reach a line: the redact paths below cover every
+// field name Parley uses for a credential, and tokens are never interpolated into messages.
+import { pino, type Logger } from "pino";
+
+export type { Logger };
+
+const REDACT = [
+  "*.asToken", "*.hsToken", "*.accessToken", "*.access_token", "*.password", "*.token",
+  "*.apiSecret", "*.adminSecret", "*.adminKey", "*.authorization", "*.headers.authorization",
+  "req.headers.authorization", "asToken", "hsToken", "accessToken", "password", "token",
+];
+
+let root: Logger = pino({
+  level: process.env.PARLEY_LOG_LEVEL ?? "info",
+  redact: { paths: REDACT, censor: "<redacted>" },
+  base: { svc: "parley" },
+});
+
+export function configureLogging(level: string): void {
+  root = pino({ level, redact: { paths: REDACT, censor: "<redacted>" }, base: { svc: "parley" } });
+}
+
+/** A named child logger; `context` fields (roomId, callId, userId, txnId, ...) go on every line. */
+export function getLogger(module: string, context: Record<string, unknown> = {}): Logger {
+  return root.child({ module, ...context });
+}

@@ -1,0 +1,134 @@
+// The application service API the homeserver calls (spec: Application Service API).
+//  - Transactions are acknowledged only after their events are handled, and their txnId is
+//    recorded in the store: the same txnId is processed once, across restarts too.
+//  - An event whose effects are done is recorded too, so a transaction redelivered after a
+//    crash part-way through resumes where it stopped.
+//  - A transient failure (homeserver down, store busy) answers 500: the homeserver retries.
+//    An event that keeps failing is given up after a few tries rather than blocking the queue.
+// matrix-appservice's AppService is not used for this: it acknowledges before async handlers
+// finish, remembers only the last txnId in memory, and answers failed alias queries with 200.
+import { createHash, timingSafeEqual } from "node:crypto";
+import express, { type Request, type Response, type NextFunction, type Router } from "express";
+import { MatrixError } from "matrix-js-sdk";
+import type { TransactionStore } from "../store/store.ts";
+import { ParleyError, sendError } from "../http/errors.ts";
+import { getLogger } from "../log.ts";
+import type { Metrics } from "../http/metrics.ts";
+import { transactionBody, describeZodError, type RawEvent } from "./events.ts";
+
+export interface AppserviceHandlers {
+  onEvent(event: RawEvent): Promise<void>;
+  /** Returns true when the alias now exists (Parley created it). */
+  onAliasQuery(alias: string): Promise<boolean>;
+}
+
+const MAX_ATTEMPTS = 5;
+
+/** Worth retrying: the homeserver or the network failed, not the request. */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof MatrixError) return err.httpStatus === undefined || err.httpStatus >= 500 || err.httpStatus === 429;
+  return true;
+}
+
+function digest(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+export function appserviceRouter(opts: {
+  hsToken: string;
+  store: TransactionStore;
+  handlers: AppserviceHandlers;
+  metrics: Metrics;
+}): Router {
+  const log = getLogger("matrix.appservice");
+  const expected = digest(opts.hsToken);
+  const attempts = new Map<string, number>();
+  let queue: Promise<unknown> = Promise.resolve();
+
+  const authenticate = (req: Request, res: Response, next: NextFunction) => {
+    const header = req.headers.authorization;
+    const token = header?.startsWith("Bearer ") ? header.slice(7) : (req.query.access_token as string | undefined);
+    if (!token) return sendError(res, new ParleyError("M_UNAUTHORIZED", "missing homeserver token"));
+    if (!timingSafeEqual(digest(token), expected)) return sendError(res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
+    next();
+  };
+
+  async function processEvent(event: RawEvent): Promise<void> {
+    const eventId = typeof event.event_id === "string" ? event.event_id : undefined;
+    if (eventId && opts.store.isEventProcessed(eventId)) return;
+    try {
+      await opts.handlers.onEvent(event);
+      opts.metrics.events.inc({ type: String(event.type), result: "ok" });
+    } catch (err) {
+      const tries = (eventId ? attempts.get(eventId) ?? 0 : 0) + 1;
+      if (isTransient(err) && eventId && tries < MAX_ATTEMPTS) {
+        attempts.set(eventId, tries);
+        throw err;
+      }
+      opts.metrics.events.inc({ type: String(event.type), result: "failed" });
+      log.error({ err, eventId, roomId: event.room_id, tries }, "giving up on event");
+    }
+    if (eventId) {
+      attempts.delete(eventId);
+      opts.store.markEventProcessed(eventId);
+    }
+  }
+
+  async function processTransaction(txnId: string, events: RawEvent[]): Promise<"done" | "duplicate"> {
+    if (opts.store.isTxnDone(txnId)) return "duplicate";
+    for (const event of events) await processEvent(event);
+    opts.store.markTxnDone(txnId);
+    return "done";
+  }
+
+  const router = express.Router();
+  router.use("/_matrix/app/v1", authenticate);
+
+  router.put("/_matrix/app/v1/transactions/:txnId", (req, res) => {
+    const txnId = req.params.txnId!;
+    const parsed = transactionBody.safeParse(req.body);
+    if (!parsed.success) {
+      return sendError(res, new ParleyError("M_BAD_JSON", `transaction body: ${describeZodError(parsed.error)}`));
+    }
+    // One transaction at a time, in arrival order; a duplicate waits for its twin to finish.
+    const run = queue.then(() => processTransaction(txnId, parsed.data.events));
+    queue = run.catch(() => undefined);
+    run.then(
+      (outcome) => {
+        opts.metrics.transactions.inc({ result: outcome });
+        res.json({});
+      },
+      (err: unknown) => {
+        opts.metrics.transactions.inc({ result: "retry" });
+        log.warn({ err, txnId }, "transaction failed; the homeserver will retry it");
+        sendError(res, new ParleyError("M_UNKNOWN", "transaction not processed; retry"));
+      },
+    );
+  });
+
+  router.get("/_matrix/app/v1/rooms/:alias", async (req, res) => {
+    const alias = req.params.alias!;
+    const stop = opts.metrics.aliasQuerySeconds.startTimer();
+    try {
+      const created = await opts.handlers.onAliasQuery(alias);
+      stop({ result: created ? "created" : "not_ours" });
+      if (created) res.json({});
+      else sendError(res, new ParleyError("M_NOT_FOUND", `Parley does not provide ${alias}`));
+    } catch (err) {
+      stop({ result: "failed" });
+      log.error({ err, alias }, "alias query failed");
+      sendError(res, new ParleyError("M_UNKNOWN", "could not create the meeting room"));
+    }
+  });
+
+  // Parley does not create users on demand (yet): every query is a miss.
+  router.get("/_matrix/app/v1/users/:userId", (req, res) => {
+    sendError(res, new ParleyError("M_NOT_FOUND", `Parley does not provide ${req.params.userId}`));
+  });
+
+  router.post("/_matrix/app/v1/ping", (_req, res) => {
+    res.json({});
+  });
+
+  return router;
+}

@@ -1,0 +1,33 @@
+// Inbound events are parsed, not trusted: only the fields Parley acts on, each checked.
+import { z } from "zod";
+
+const baseEvent = z.object({
+  event_id: z.string().min(1),
+  room_id: z.string().min(1),
+  sender: z.string().startsWith("@"),
+  type: z.string().min(1),
+});
+
+export const memberEvent = baseEvent.extend({
+  type: z.literal("m.room.member"),
+  state_key: z.string(),
+  content: z.object({ membership: z.string() }),
+});
+
+export const messageEvent = baseEvent.extend({
+  type: z.literal("m.room.message"),
+  content: z.object({ msgtype: z.string(), body: z.string() }),
+});
+
+export const transactionBody = z.object({
+  events: z.array(z.record(z.string(), z.unknown())).default([]),
+});
+
+export type MemberEvent = z.infer<typeof memberEvent>;
+export type MessageEvent = z.infer<typeof messageEvent>;
+export type RawEvent = Record<string, unknown>;
+
+/** "type.path: problem; ..." for logs. */
+export function describeZodError(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.join(".") || "(event)"}: ${i.message}`).join("; ");
+}

@@ -1,0 +1,196 @@
+// The bot's view of its homeserver (the Homeserver port of calls/), over matrix-js-sdk's HTTP
+// layer. No sync loop: everything the bot learns arrives in appservice transactions.
+import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-sdk";
+import type { Homeserver, MeetingRoomSpec, Notice, WidgetSpec } from "../calls/ports.ts";
+import { RoomAliasInUseError } from "../calls/ports.ts";
+import { CALL_STATE_EVENT, WIDGET_EVENT } from "../calls/meetings.ts";
+import { getLogger } from "../log.ts";
+
+/** MatrixRTC membership state must be writable by every participant. */
+const CALL_MEMBER_EVENTS = ["org.matrix.msc3401.call.member", "m.rtc.member"];
+
+/** Room versions whose creators hold unlimited power and must not appear in power levels (MSC4289). */
+export function creatorsArePrivileged(roomVersion: string): boolean {
+  if (roomVersion === "org.matrix.hydra.11") return true;
+  const n = Number(roomVersion);
+  return Number.isInteger(n) && n >= 12;
+}
+
+const enc = encodeURIComponent;
+
+function errcodeOf(err: unknown): string | undefined {
+  return err instanceof MatrixError ? err.errcode : undefined;
+}
+
+export class MatrixHomeserver implements Homeserver {
+  readonly botUserId: string;
+  readonly client: MatrixClient;
+  private defaultRoomVersion: Promise<string> | undefined;
+  private readonly log = getLogger("matrix.homeserver");
+
+  constructor(opts: { url: string; asToken: string; botUserId: string }) {
+    this.botUserId = opts.botUserId;
+    this.client = createClient({
+      baseUrl: opts.url,
+      accessToken: opts.asToken,
+      userId: opts.botUserId,
+      localTimeoutMs: 30_000,
+    });
+  }
+
+  private request<T>(method: Method, path: string, body?: unknown, query?: Record<string, string>): Promise<T> {
+    return this.client.http.authedRequest<T>(method, path, query, body as Record<string, unknown> | undefined);
+  }
+
+  /** Registers the bot user in the appservice namespace (already registered is fine). */
+  async ensureBotRegistered(displayName: string): Promise<void> {
+    const localpart = this.botUserId.slice(1, this.botUserId.indexOf(":"));
+    try {
+      await this.request(Method.Post, "/register", { type: "m.login.application_service", username: localpart, inhibit_login: true });
+      this.log.info({ userId: this.botUserId }, "bot user registered");
+    } catch (err) {
+      if (errcodeOf(err) !== "M_USER_IN_USE") throw err;
+    }
+    await this.request(Method.Put, `/profile/${enc(this.botUserId)}/displayname`, { displayname: displayName });
+  }
+
+  /** Waits until the homeserver answers (it may still be starting). */
+  async waitUntilReachable(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.client.getVersions();
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`homeserver not reachable: ${(err as Error).message}`, { cause: err });
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private roomVersion(): Promise<string> {
+    this.defaultRoomVersion ??= this.request<{ capabilities?: { "m.room_versions"?: { default?: string } } }>(
+      Method.Get,
+      "/capabilities",
+    ).then((c) => c.capabilities?.["m.room_versions"]?.default ?? "10");
+    return this.defaultRoomVersion;
+  }
+
+  async createMeetingRoom(spec: MeetingRoomSpec): Promise<string> {
+    const version = await this.roomVersion();
+    const events: Record<string, number> = {
+      [CALL_STATE_EVENT]: 100,
+      [WIDGET_EVENT]: 50,
+      "m.room.server_acl": 100,
+      "m.room.encryption": 100,
+      "m.room.power_levels": 100,
+      "m.room.join_rules": 100,
+    };
+    for (const t of CALL_MEMBER_EVENTS) events[t] = 0;
+    const initialState: { type: string; state_key: string; content: Record<string, unknown> }[] = [
+      { type: "m.room.join_rules", state_key: "", content: { join_rule: spec.joinRule } },
+      { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "shared" } },
+      { type: "m.room.guest_access", state_key: "", content: { guest_access: "forbidden" } },
+      { type: "m.room.server_acl", state_key: "", content: { ...spec.serverAcl } },
+      { type: CALL_STATE_EVENT, state_key: "", content: spec.callInfo },
+    ];
+    if (spec.encrypted) {
+      initialState.push({ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } });
+    }
+    try {
+      const res = await this.request<{ room_id: string }>(Method.Post, "/createRoom", {
+        room_alias_name: spec.aliasLocalpart,
+        name: spec.name,
+        visibility: "private",
+        preset: spec.joinRule === "public" ? "public_chat" : "private_chat",
+        room_version: version,
+        initial_state: initialState,
+        power_level_content_override: {
+          users: creatorsArePrivileged(version) ? {} : { [this.botUserId]: 100 },
+          events,
+        },
+      });
+      return res.room_id;
+    } catch (err) {
+      if (errcodeOf(err) === "M_ROOM_IN_USE") throw new RoomAliasInUseError(spec.alias);
+      throw err;
+    }
+  }
+
+  async resolveAlias(alias: string): Promise<string | undefined> {
+    try {
+      return (await this.request<{ room_id: string }>(Method.Get, `/directory/room/${enc(alias)}`)).room_id;
+    } catch (err) {
+      if (errcodeOf(err) === "M_NOT_FOUND") return undefined;
+      throw err;
+    }
+  }
+
+  async setAlias(alias: string, roomId: string): Promise<void> {
+    try {
+      await this.request(Method.Put, `/directory/room/${enc(alias)}`, { room_id: roomId });
+    } catch (err) {
+      if (err instanceof MatrixError && err.httpStatus === 409) throw new RoomAliasInUseError(alias);
+      throw err;
+    }
+  }
+
+  async joinRoom(roomId: string): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/join`, {});
+  }
+
+  async leaveRoom(roomId: string, reason: string): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/leave`, { reason });
+  }
+
+  async sendNotice(roomId: string, notice: Notice, txnId: string): Promise<void> {
+    const content: Record<string, unknown> = { msgtype: "m.notice", body: notice.text };
+    if (notice.html) Object.assign(content, { format: "org.matrix.custom.html", formatted_body: notice.html });
+    await this.request(Method.Put, `/rooms/${enc(roomId)}/send/m.room.message/${enc(txnId)}`, content);
+  }
+
+  private async state<T>(roomId: string, type: string, stateKey = ""): Promise<T | undefined> {
+    try {
+      return await this.request<T>(Method.Get, `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`);
+    } catch (err) {
+      if (errcodeOf(err) === "M_NOT_FOUND") return undefined;
+      throw err;
+    }
+  }
+
+  async canSendState(roomId: string, eventType: string): Promise<boolean> {
+    const create = await this.request<{ sender?: string; content?: Record<string, unknown> }>(
+      Method.Get,
+      `/rooms/${enc(roomId)}/state/m.room.create/`,
+      undefined,
+      { format: "event" },
+    ).catch(() => undefined);
+    const version = String(create?.content?.room_version ?? "1");
+    const creators = [create?.sender, ...((create?.content?.additional_creators as string[] | undefined) ?? [])];
+    if (creatorsArePrivileged(version) && creators.includes(this.botUserId)) return true;
+    const pl = await this.state<{ users?: Record<string, number>; users_default?: number; events?: Record<string, number>; state_default?: number }>(
+      roomId,
+      "m.room.power_levels",
+    );
+    if (!pl) return true; // no power levels: everyone may send state
+    const mine = pl.users?.[this.botUserId] ?? pl.users_default ?? 0;
+    const needed = pl.events?.[eventType] ?? pl.state_default ?? 50;
+    return mine >= needed;
+  }
+
+  async putWidget(roomId: string, widget: WidgetSpec): Promise<void> {
+    await this.request(Method.Put, `/rooms/${enc(roomId)}/state/${WIDGET_EVENT}/${enc(widget.widgetId)}`, {
+      type: "m.custom",
+      id: widget.widgetId,
+      name: widget.name,
+      url: widget.url,
+      data: widget.data,
+      creatorUserId: this.botUserId,
+      waitForIframeLoad: true,
+    });
+  }
+
+  async removeWidget(roomId: string, widgetId: string): Promise<void> {
+    await this.request(Method.Put, `/rooms/${enc(roomId)}/state/${WIDGET_EVENT}/${enc(widgetId)}`, {});
+  }
+}

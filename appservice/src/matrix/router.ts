@@ -1,0 +1,41 @@
+// Routes events from appservice transactions to the domain. One event kind, one small handler.
+import type { MeetingService } from "../calls/meetings.ts";
+import { getLogger } from "../log.ts";
+import { describeZodError, memberEvent, messageEvent, type RawEvent } from "./events.ts";
+
+type Handler = (event: RawEvent) => Promise<void>;
+
+export class EventRouter {
+  private readonly handlers: Record<string, Handler>;
+  private readonly log = getLogger("matrix.router");
+
+  constructor(meetings: MeetingService, botUserId: string) {
+    this.handlers = {
+      "m.room.member": async (raw) => {
+        const parsed = memberEvent.safeParse(raw);
+        if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
+        const ev = parsed.data;
+        if (ev.state_key === botUserId && ev.content.membership === "invite") {
+          const outcome = await meetings.onBotInvited(ev.room_id, ev.sender);
+          this.log.info({ roomId: ev.room_id, inviter: ev.sender, outcome }, "bot invited");
+        }
+      },
+      "m.room.message": async (raw) => {
+        const parsed = messageEvent.safeParse(raw);
+        if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
+        const ev = parsed.data;
+        if (ev.content.msgtype !== "m.text") return;
+        await meetings.onMessage(ev.room_id, ev.sender, ev.content.body, ev.event_id);
+      },
+    };
+  }
+
+  private reject(raw: RawEvent, why: string): void {
+    this.log.warn({ eventId: raw.event_id, type: raw.type, why }, "ignoring malformed event");
+  }
+
+  async route(event: RawEvent): Promise<void> {
+    const handler = typeof event.type === "string" ? this.handlers[event.type] : undefined;
+    if (handler) await handler(event);
+  }
+}

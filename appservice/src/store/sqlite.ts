@@ -1,0 +1,145 @@
+// SQLite implementation of the store: one file, WAL, numbered migrations tracked in
+// PRAGMA user_version, each migration and each logical change in one transaction.
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import type { AliasRecord, CallRecord, Store } from "./store.ts";
+
+const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
+
+interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export function listMigrations(dir = MIGRATIONS_DIR): Migration[] {
+  return readdirSync(dir)
+    .filter((f) => /^\d{3}-[\w-]+\.sql$/.test(f))
+    .sort()
+    .map((f, i) => {
+      const version = Number(f.slice(0, 3));
+      if (version !== i + 1) throw new Error(`migration ${f}: expected number ${String(i + 1).padStart(3, "0")}`);
+      return { version, name: f, sql: readFileSync(path.join(dir, f), "utf8") };
+    });
+}
+
+type Row = Record<string, unknown>;
+const toAlias = (r: Row): AliasRecord => ({
+  alias: r.alias as string,
+  roomId: (r.room_id as string | null) ?? null,
+  state: r.state as AliasRecord["state"],
+  createdAt: r.created_at as number,
+});
+const toCall = (r: Row): CallRecord => ({
+  callId: r.call_id as string,
+  roomId: r.room_id as string,
+  origin: r.origin as CallRecord["origin"],
+  startedBy: r.started_by as string,
+  startedAt: r.started_at as number,
+  widgetId: (r.widget_id as string | null) ?? null,
+  endedAt: (r.ended_at as number | null) ?? null,
+  endedBy: (r.ended_by as string | null) ?? null,
+});
+
+export class SqliteStore implements Store {
+  readonly db: Database.Database;
+
+  constructor(file: string, migrations: Migration[] = listMigrations()) {
+    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+    this.migrate(migrations);
+  }
+
+  get schemaVersion(): number {
+    return this.db.pragma("user_version", { simple: true }) as number;
+  }
+
+  private migrate(migrations: Migration[]): void {
+    const current = this.schemaVersion;
+    const latest = migrations.at(-1)?.version ?? 0;
+    if (current > latest) {
+      throw new Error(`store schema version ${current} is newer than this Parley knows (${latest}); refusing to run`);
+    }
+    for (const m of migrations.filter((m) => m.version > current)) {
+      this.db.transaction(() => {
+        this.db.exec(m.sql);
+        this.db.pragma(`user_version = ${m.version}`);
+      })();
+    }
+  }
+
+  isTxnDone(txnId: string): boolean {
+    return this.db.prepare("SELECT 1 FROM appservice_txn WHERE txn_id = ?").get(txnId) !== undefined;
+  }
+  markTxnDone(txnId: string): void {
+    this.db.prepare("INSERT OR IGNORE INTO appservice_txn (txn_id, completed_at) VALUES (?, ?)").run(txnId, Date.now());
+  }
+  isEventProcessed(eventId: string): boolean {
+    return this.db.prepare("SELECT 1 FROM processed_event WHERE event_id = ?").get(eventId) !== undefined;
+  }
+  markEventProcessed(eventId: string): void {
+    this.db.prepare("INSERT OR IGNORE INTO processed_event (event_id, processed_at) VALUES (?, ?)").run(eventId, Date.now());
+  }
+  prune(olderThan: number): void {
+    this.db.transaction(() => {
+      this.db.prepare("DELETE FROM appservice_txn WHERE completed_at < ?").run(olderThan);
+      this.db.prepare("DELETE FROM processed_event WHERE processed_at < ?").run(olderThan);
+    })();
+  }
+
+  getAlias(alias: string): AliasRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM meeting_alias WHERE alias = ?").get(alias) as Row | undefined;
+    return row && toAlias(row);
+  }
+  claimAlias(alias: string): boolean {
+    const r = this.db
+      .prepare("INSERT OR IGNORE INTO meeting_alias (alias, room_id, state, created_at) VALUES (?, NULL, 'creating', ?)")
+      .run(alias, Date.now());
+    return r.changes === 1;
+  }
+  completeAlias(alias: string, roomId: string): void {
+    this.db.prepare("UPDATE meeting_alias SET room_id = ?, state = 'ready' WHERE alias = ?").run(roomId, alias);
+  }
+  releaseAlias(alias: string): void {
+    this.db.prepare("DELETE FROM meeting_alias WHERE alias = ? AND state = 'creating'").run(alias);
+  }
+  listAliases(state?: AliasRecord["state"]): AliasRecord[] {
+    const rows = state
+      ? this.db.prepare("SELECT * FROM meeting_alias WHERE state = ? ORDER BY created_at").all(state)
+      : this.db.prepare("SELECT * FROM meeting_alias ORDER BY created_at").all();
+    return (rows as Row[]).map(toAlias);
+  }
+
+  activeCall(roomId: string): CallRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM call WHERE room_id = ? AND ended_at IS NULL").get(roomId) as Row | undefined;
+    return row && toCall(row);
+  }
+  startCall(call: Omit<CallRecord, "endedAt" | "endedBy">): CallRecord | undefined {
+    const r = this.db
+      .prepare(
+        `INSERT INTO call (call_id, room_id, origin, started_by, started_at, widget_id)
+         VALUES (@callId, @roomId, @origin, @startedBy, @startedAt, @widgetId)
+         ON CONFLICT DO NOTHING`,
+      )
+      .run(call);
+    return r.changes === 1 ? { ...call, endedAt: null, endedBy: null } : undefined;
+  }
+  endCall(roomId: string, endedBy: string, at: number): CallRecord | undefined {
+    const row = this.db
+      .prepare("UPDATE call SET ended_at = ?, ended_by = ? WHERE room_id = ? AND ended_at IS NULL RETURNING *")
+      .get(at, endedBy, roomId) as Row | undefined;
+    return row && toCall(row);
+  }
+  activeCalls(): CallRecord[] {
+    return (this.db.prepare("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at").all() as Row[]).map(toCall);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

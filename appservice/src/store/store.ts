@@ -1,0 +1,50 @@
+// The storage seam: what the rest of Parley may ask of its store, and nothing more.
+// Each method is one logical change and one transaction.
+
+export interface AliasRecord {
+  alias: string;
+  roomId: string | null;
+  state: "creating" | "ready";
+  createdAt: number;
+}
+
+export interface CallRecord {
+  callId: string;
+  roomId: string;
+  origin: "alias" | "command";
+  startedBy: string;
+  startedAt: number;
+  widgetId: string | null;
+  endedAt: number | null;
+  endedBy: string | null;
+}
+
+export interface TransactionStore {
+  isTxnDone(txnId: string): boolean;
+  markTxnDone(txnId: string): void;
+  isEventProcessed(eventId: string): boolean;
+  markEventProcessed(eventId: string): void;
+  /** Forgets txn ids and event ids older than the cut-off (epoch ms). */
+  prune(olderThan: number): void;
+}
+
+export interface AliasStore {
+  getAlias(alias: string): AliasRecord | undefined;
+  /** Claims an alias for creation; false when a row (ready or creating) exists already. */
+  claimAlias(alias: string): boolean;
+  completeAlias(alias: string, roomId: string): void;
+  releaseAlias(alias: string): void;
+  listAliases(state?: AliasRecord["state"]): AliasRecord[];
+}
+
+export interface CallStore {
+  activeCall(roomId: string): CallRecord | undefined;
+  /** Records a new active call; returns undefined when the room already has one. */
+  startCall(call: Omit<CallRecord, "endedAt" | "endedBy">): CallRecord | undefined;
+  endCall(roomId: string, endedBy: string, at: number): CallRecord | undefined;
+  activeCalls(): CallRecord[];
+}
+
+export interface Store extends TransactionStore, AliasStore, CallStore {
+  close(): void;
+}

