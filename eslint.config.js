@@ -1,6 +1,7 @@
 // @ts-check
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
+import globals from "globals";
 
 export default tseslint.config(
   { ignores: ["node_modules/", "dist/", "client/dist/", "vendor/", "coverage/"] },
@@ -13,6 +14,10 @@ export default tseslint.config(
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/consistent-type-imports": "error",
     },
+  },
+  {
+    files: ["client/**/*.js"],
+    languageOptions: { globals: globals.browser },
   },
   {
     // The CLI, scripts, tests and benchmarks talk to a terminal on purpose.

@@ -1,12 +1,11 @@
 // start(config) -> a running Parley. Tests start the whole service in-process through this.
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
 import type { Server } from "node:http";
-import path from "node:path";
 import express from "express";
 import { FederationPolicy } from "../calls/policy.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
+import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { createMetrics, type Metrics } from "../http/metrics.ts";
 import { configureLogging, getLogger } from "../log.ts";
@@ -26,7 +25,6 @@ export interface Parley {
 }
 
 const DAY = 24 * 3600 * 1000;
-const CLIENT_DIR = path.resolve(import.meta.dirname, "../../../client/dist");
 
 export async function start(config: ParleyConfig): Promise<Parley> {
   configureLogging(config.logging.level);
@@ -88,7 +86,13 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   app.get("/metrics", async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  if (existsSync(CLIENT_DIR)) app.use(express.static(CLIENT_DIR, { index: "index.html" }));
+  app.use(
+    clientRouter({
+      homeserverUrl: config.homeserver.publicUrl ?? config.homeserver.url,
+      serverName: config.homeserver.domain,
+      aliasPrefix: config.meetings.aliasPrefix,
+    }),
+  );
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());
 

@@ -161,26 +161,32 @@ export class MeetingService {
       case "unknown":
         return reply(`Unknown command '${COMMAND_PREFIX} ${command.word}'.\n${HELP_TEXT}`);
       case "start":
-        return reply(...(await this.startCall(roomId, sender)));
+        return reply(...(await this.startCall(roomId, sender, eventId)));
       case "end":
-        return reply(await this.endCall(roomId, sender));
+        return reply(await this.endCall(roomId, sender, eventId));
     }
   }
 
-  private async startCall(roomId: string, sender: string): Promise<[string, string]> {
+  /** Starts a call; when `eventId` already started the active call (a redelivery after a
+   *  failure), finishes what that attempt left undone instead of refusing. */
+  private async startCall(roomId: string, sender: string, eventId: string): Promise<[string, string]> {
     const { store, homeserver, clock, ids } = this.deps;
     const link = this.joinLink(roomId);
-    const active = store.activeCall(roomId);
-    if (active) {
-      return [`A call is already running here: ${link}`, `A call is already running here: <a href="${link}">join it</a>`];
-    }
-    const callId = ids.callId();
-    const widgetId = (await homeserver.canSendState(roomId, WIDGET_EVENT)) ? `parley-${callId}` : null;
-    const call = store.startCall({ callId, roomId, origin: "command", startedBy: sender, startedAt: clock.now(), widgetId });
+    const running: [string, string] = [
+      `A call is already running here: ${link}`,
+      `A call is already running here: <a href="${link}">join it</a>`,
+    ];
+    let call = store.activeCall(roomId);
+    if (call && call.startEventId !== eventId) return running;
     if (!call) {
-      return [`A call is already running here: ${link}`, `A call is already running here: <a href="${link}">join it</a>`];
+      const callId = ids.callId();
+      const widgetId = (await homeserver.canSendState(roomId, WIDGET_EVENT)) ? `parley-${callId}` : null;
+      call = store.startCall({
+        callId, roomId, origin: "command", startedBy: sender, startedAt: clock.now(), startEventId: eventId, widgetId,
+      });
+      if (!call) return running;
     }
-    if (widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
+    if (call.widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
     return [
       `Call started by ${sender}. Join: ${link}`,
       `Call started by ${escapeHtml(sender)}. <a href="${link}">Join the call</a>`,
@@ -198,11 +204,17 @@ export class MeetingService {
     };
   }
 
-  private async endCall(roomId: string, sender: string): Promise<string> {
-    const ended = this.deps.store.endCall(roomId, sender, this.deps.clock.now());
-    if (!ended) return "No call is running in this room.";
-    if (ended.widgetId) await this.deps.homeserver.removeWidget(roomId, ended.widgetId);
-    return `Call ended by ${sender}.`;
+  /** Ends the call; a redelivered `!meet end` finishes removing the widget. */
+  private async endCall(roomId: string, sender: string, eventId: string): Promise<string> {
+    const { store, clock, homeserver } = this.deps;
+    let ended = store.endCall(roomId, { by: sender, at: clock.now(), eventId });
+    if (!ended) {
+      const last = store.lastCall(roomId);
+      if (last?.endEventId !== eventId) return "No call is running in this room.";
+      ended = last;
+    }
+    if (ended.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
+    return `Call ended by ${ended.endedBy ?? sender}.`;
   }
 }
 

@@ -57,9 +57,13 @@ export class FederationPolicy {
   }
 
   /** The m.room.server_acl content for Parley's rooms. IP literals are allowed only when
-   *  an allowed entry is one (test and private deployments named by address). */
+   *  an allowed entry is one (test and private deployments named by address).
+   *  The spec compares ACL entries with the host alone, but Synapse (1.163) compares them with
+   *  the whole server name, port included; so each entry also appears as "<glob>:*", which
+   *  matches "host:port" names on Synapse and nothing on servers that strip the port. */
   serverAcl(): ServerAclContent {
-    return { allow: [...this.allowed], deny: [], allow_ip_literals: this.allowed.some(isIpLiteral) };
+    const allow = this.allowed.flatMap((glob) => [glob, `${glob}:*`]);
+    return { allow, deny: [], allow_ip_literals: this.allowed.some(isIpLiteral) };
   }
 
   describe(): string {

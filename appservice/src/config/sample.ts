@@ -10,12 +10,17 @@ interface JsonSchema {
   default?: unknown;
   examples?: unknown[];
   properties?: Record<string, JsonSchema>;
+  required?: string[];
   enum?: unknown[];
 }
 
 function sampleValue(schema: JsonSchema): unknown {
   if (schema.properties) {
-    return Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, sampleValue(v)]));
+    // Optional keys without a default stay out of the sample; the reference (schema) lists them.
+    const shown = Object.entries(schema.properties).filter(
+      ([k, v]) => schema.required?.includes(k) || v.default !== undefined || v.properties,
+    );
+    return Object.fromEntries(shown.map(([k, v]) => [k, sampleValue(v)]));
   }
   if (schema.default !== undefined) return schema.default;
   if (schema.examples?.length) return schema.examples[0];

@@ -19,12 +19,16 @@ const slugPrefix = z
   .regex(/^[a-z0-9._=\-/]*$/, "lower-case Matrix localpart characters only (a-z 0-9 . _ = - /)");
 
 export const configSchema = z
-  .object({
+  .strictObject({
     homeserver: z
-      .object({
+      .strictObject({
         url: z.url({ error: "expected an absolute URL such as https://example.org" }).meta({
           description: "Client-server API base URL of the homeserver Parley is registered on",
           examples: ["http://127.0.0.1:8008"],
+        }),
+        publicUrl: z.url({ error: "expected an absolute URL such as https://example.org" }).optional().meta({
+          description: "Client-server API URL as users' browsers reach it, when it differs from url",
+          examples: ["https://matrix.example.org"],
         }),
         domain: z.string().min(1).meta({
           description: "The homeserver's server_name (the part after ':' in user ids)",
@@ -33,7 +37,7 @@ export const configSchema = z
       })
       .meta({ description: "The institution's homeserver" }),
     appservice: z
-      .object({
+      .strictObject({
         id: z.string().min(1).default("parley").meta({ description: "Registration id" }),
         bindAddress: z.string().default("127.0.0.1").meta({ description: "Address the HTTP server binds" }),
         port: z.int().min(1).max(65535).default(9000).meta({ description: "Port the HTTP server binds" }),
@@ -50,7 +54,7 @@ export const configSchema = z
       })
       .meta({ description: "The application service registration and HTTP listener" }),
     meetings: z
-      .object({
+      .strictObject({
         aliasPrefix: slugPrefix.min(1).default("meet-").meta({
           description: "Joining #<aliasPrefix><slug>:<domain> creates a meeting room on demand",
         }),
@@ -65,7 +69,7 @@ export const configSchema = z
       })
       .meta({ description: "Meeting rooms" }),
     federation: z
-      .object({
+      .strictObject({
         allow: z.array(serverGlob).default([]).meta({
           description:
             "Servers whose users may use Parley (invite the bot, run commands, join meeting rooms). " +
@@ -76,7 +80,7 @@ export const configSchema = z
       .prefault({})
       .meta({ description: "Federation policy; keep it in line with Synapse's federation_domain_whitelist" }),
     store: z
-      .object({
+      .strictObject({
         path: z.string().min(1).default("parley.db").meta({
           description: "SQLite database file (relative paths are relative to the config file)",
         }),
@@ -84,7 +88,7 @@ export const configSchema = z
       .prefault({})
       .meta({ description: "Embedded store" }),
     logging: z
-      .object({
+      .strictObject({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
       })
       .prefault({})

@@ -47,7 +47,11 @@ export function appserviceRouter(opts: {
 
   const authenticate = (req: Request, res: Response, next: NextFunction) => {
     const header = req.headers.authorization;
-    const token = header?.startsWith("Bearer ") ? header.slice(7) : (req.query.access_token as string | undefined);
+    const query = req.query.access_token;
+    const token = header?.startsWith("Bearer ") ? header.slice(7) : typeof query === "string" ? query : undefined;
+    if (query !== undefined && typeof query !== "string") {
+      return sendError(res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
+    }
     if (!token) return sendError(res, new ParleyError("M_UNAUTHORIZED", "missing homeserver token"));
     if (!timingSafeEqual(digest(token), expected)) return sendError(res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
     next();

@@ -18,9 +18,9 @@ export function buildRegistration(config: ParleyConfig): Record<string, unknown>
   reg.setAppServiceToken(as.asToken);
   reg.setSenderLocalpart(as.botLocalpart);
   reg.setRateLimited(false);
-  reg.addRegexPattern("users", `@${escapeRegex(as.botLocalpart)}:${domain}`, true);
-  reg.addRegexPattern("users", `@${escapeRegex(as.userPrefix)}.*:${domain}`, true);
-  reg.addRegexPattern("aliases", `#${escapeRegex(meetings.aliasPrefix)}.*:${domain}`, true);
+  reg.addRegexPattern("users", `^@${escapeRegex(as.botLocalpart)}:${domain}$`, true);
+  reg.addRegexPattern("users", `^@${escapeRegex(as.userPrefix)}.*:${domain}$`, true);
+  reg.addRegexPattern("aliases", `^#${escapeRegex(meetings.aliasPrefix)}.*:${domain}$`, true);
   return reg.getOutput() as unknown as Record<string, unknown>;
 }
 

@@ -3,7 +3,7 @@
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import type { AliasRecord, CallRecord, Store } from "./store.ts";
+import type { AliasRecord, CallRecord, NewCall, Store } from "./store.ts";
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
 
@@ -37,9 +37,11 @@ const toCall = (r: Row): CallRecord => ({
   origin: r.origin as CallRecord["origin"],
   startedBy: r.started_by as string,
   startedAt: r.started_at as number,
+  startEventId: (r.start_event_id as string | null) ?? null,
   widgetId: (r.widget_id as string | null) ?? null,
   endedAt: (r.ended_at as number | null) ?? null,
   endedBy: (r.ended_by as string | null) ?? null,
+  endEventId: (r.end_event_id as string | null) ?? null,
 });
 
 export class SqliteStore implements Store {
@@ -119,20 +121,28 @@ export class SqliteStore implements Store {
     const row = this.db.prepare("SELECT * FROM call WHERE room_id = ? AND ended_at IS NULL").get(roomId) as Row | undefined;
     return row && toCall(row);
   }
-  startCall(call: Omit<CallRecord, "endedAt" | "endedBy">): CallRecord | undefined {
+  startCall(call: NewCall): CallRecord | undefined {
     const r = this.db
       .prepare(
-        `INSERT INTO call (call_id, room_id, origin, started_by, started_at, widget_id)
-         VALUES (@callId, @roomId, @origin, @startedBy, @startedAt, @widgetId)
+        `INSERT INTO call (call_id, room_id, origin, started_by, started_at, start_event_id, widget_id)
+         VALUES (@callId, @roomId, @origin, @startedBy, @startedAt, @startEventId, @widgetId)
          ON CONFLICT DO NOTHING`,
       )
       .run(call);
-    return r.changes === 1 ? { ...call, endedAt: null, endedBy: null } : undefined;
+    return r.changes === 1 ? { ...call, endedAt: null, endedBy: null, endEventId: null } : undefined;
   }
-  endCall(roomId: string, endedBy: string, at: number): CallRecord | undefined {
+  endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined {
     const row = this.db
-      .prepare("UPDATE call SET ended_at = ?, ended_by = ? WHERE room_id = ? AND ended_at IS NULL RETURNING *")
-      .get(at, endedBy, roomId) as Row | undefined;
+      .prepare(
+        "UPDATE call SET ended_at = ?, ended_by = ?, end_event_id = ? WHERE room_id = ? AND ended_at IS NULL RETURNING *",
+      )
+      .get(ended.at, ended.by, ended.eventId, roomId) as Row | undefined;
+    return row && toCall(row);
+  }
+  lastCall(roomId: string): CallRecord | undefined {
+    const row = this.db
+      .prepare("SELECT * FROM call WHERE room_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1")
+      .get(roomId) as Row | undefined;
     return row && toCall(row);
   }
   activeCalls(): CallRecord[] {

@@ -14,10 +14,15 @@ export interface CallRecord {
   origin: "alias" | "command";
   startedBy: string;
   startedAt: number;
+  /** The command event that started the call (null for calls not started by a command). */
+  startEventId: string | null;
   widgetId: string | null;
   endedAt: number | null;
   endedBy: string | null;
+  endEventId: string | null;
 }
+
+export type NewCall = Omit<CallRecord, "endedAt" | "endedBy" | "endEventId">;
 
 export interface TransactionStore {
   isTxnDone(txnId: string): boolean;
@@ -40,8 +45,11 @@ export interface AliasStore {
 export interface CallStore {
   activeCall(roomId: string): CallRecord | undefined;
   /** Records a new active call; returns undefined when the room already has one. */
-  startCall(call: Omit<CallRecord, "endedAt" | "endedBy">): CallRecord | undefined;
-  endCall(roomId: string, endedBy: string, at: number): CallRecord | undefined;
+  startCall(call: NewCall): CallRecord | undefined;
+  /** Ends the room's active call; undefined when none is active. */
+  endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined;
+  /** The room's most recent call, active or not. */
+  lastCall(roomId: string): CallRecord | undefined;
   activeCalls(): CallRecord[];
 }
 

@@ -22,15 +22,19 @@ CREATE TABLE meeting_alias (
   created_at INTEGER NOT NULL
 );
 
--- Calls: at most one active call per room.
+-- Calls: at most one active call per room. The events that started and ended a call are kept
+-- so that a command redelivered after a failure resumes its unfinished steps.
 CREATE TABLE call (
-  call_id    TEXT PRIMARY KEY,
-  room_id    TEXT NOT NULL,
-  origin     TEXT NOT NULL CHECK (origin IN ('alias', 'command')),
-  started_by TEXT NOT NULL,
-  started_at INTEGER NOT NULL,
-  widget_id  TEXT,
-  ended_at   INTEGER,
-  ended_by   TEXT
+  call_id        TEXT PRIMARY KEY,
+  room_id        TEXT NOT NULL,
+  origin         TEXT NOT NULL CHECK (origin IN ('alias', 'command')),
+  started_by     TEXT NOT NULL,
+  started_at     INTEGER NOT NULL,
+  start_event_id TEXT,
+  widget_id      TEXT,
+  ended_at       INTEGER,
+  ended_by       TEXT,
+  end_event_id   TEXT
 );
+CREATE INDEX call_room_started ON call (room_id, started_at);
 CREATE UNIQUE INDEX call_active_per_room ON call (room_id) WHERE ended_at IS NULL;

@@ -1,0 +1,140 @@
+// Parley generates the Janus 1.1.x configuration (libconfig syntax) it runs with: the core, the
+// WebSockets transport and the VideoRoom plugin. API on loopback, fresh secrets, a fixed DTLS
+// certificate, a bounded RTP range and a non-zero reclaim timeout. No imports: no Matrix here.
+
+export interface JanusConfigInput {
+  /** Janus API WebSockets port (plain ws, bound to 127.0.0.1). */
+  wsPort: number;
+  /** Admin API WebSockets port (plain ws, bound to 127.0.0.1). */
+  adminWsPort: number;
+  /** general.api_secret: every Janus API request must carry it as "apisecret". */
+  apiSecret: string;
+  /** general.admin_secret: every Admin API request must carry it as "admin_secret". */
+  adminSecret: string;
+  /** VideoRoom general.admin_key: needed to create rooms (and, locked, to RTP-forward). */
+  videoroomAdminKey: string;
+  /** Inclusive UDP range for RTP/RTCP (ICE host candidates). */
+  rtpPortRange: [number, number];
+  /** DTLS certificate and key file paths (PEM). */
+  certPem: string;
+  certKey: string;
+  /** general.reclaim_session_timeout: seconds a session survives its transport going away. */
+  reclaimSessionTimeoutS: number;
+  /** Janus API session_timeout in seconds (default 60). */
+  sessionTimeoutS?: number | undefined;
+  /**
+   * nat.ice_enforce_list: interfaces/addresses ICE may gather host candidates on (e.g. "lo" so
+   * media sockets stay on loopback in the test stack). Default: unset, i.e. all interfaces.
+   */
+  iceEnforceList?: string | undefined;
+  /** general.server_name (default "parley-janus"). */
+  serverName?: string | undefined;
+}
+
+/** Quotes a libconfig string. */
+function q(value: string): string {
+  if ([...value].some((c) => c.charCodeAt(0) < 0x20)) throw new Error("janus config: control characters in a string value");
+  return `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+}
+
+function int(value: number, what: string): string {
+  if (!Number.isInteger(value) || value < 0) throw new Error(`janus config: ${what} must be a non-negative integer`);
+  return String(value);
+}
+
+function port(value: number, what: string): string {
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`janus config: bad ${what} ${value}`);
+  return String(value);
+}
+
+/** filename -> contents, for Janus's configs folder. */
+export function renderJanusConfig(o: JanusConfigInput): Record<string, string> {
+  const [rtpMin, rtpMax] = o.rtpPortRange;
+  port(rtpMin, "rtpPortRange start");
+  port(rtpMax, "rtpPortRange end");
+  if (rtpMin > rtpMax) throw new Error("janus config: rtpPortRange start > end");
+
+  const janus = `# Written by Parley (appservice/src/sfu/janusConfig.ts).
+general: {
+	server_name = ${q(o.serverName ?? "parley-janus")}
+	api_secret = ${q(o.apiSecret)}
+	admin_secret = ${q(o.adminSecret)}
+	debug_level = 4
+	debug_timestamps = true
+	debug_colors = false
+	session_timeout = ${int(o.sessionTimeoutS ?? 60, "sessionTimeoutS")}
+	# Janus 1.1.2 reads this from "general" (see /etc/janus/janus.jcfg).
+	reclaim_session_timeout = ${int(o.reclaimSessionTimeoutS, "reclaimSessionTimeoutS")}
+	hide_dependencies = true
+}
+
+certificates: {
+	cert_pem = ${q(o.certPem)}
+	cert_key = ${q(o.certKey)}
+}
+
+media: {
+	rtp_port_range = "${rtpMin}-${rtpMax}"
+}
+
+nat: {
+	ice_lite = false
+	nice_debug = false
+	ice_ignore_list = "vmnet"${o.iceEnforceList === undefined ? "" : `\n\tice_enforce_list = ${q(o.iceEnforceList)}`}
+}
+
+plugins: {
+}
+
+transports: {
+}
+
+loggers: {
+}
+
+events: {
+	broadcast = false
+}
+`;
+
+  // Binding (checked with `ss -ltnp` against Janus 1.1.2 + libwebsockets 4.1.6): ws_ip is
+  // translated by Janus into the name of the interface that owns the address ("lo" for
+  // 127.0.0.1) and libwebsockets then binds that interface's address. An address no interface
+  // owns (e.g. 127.0.0.12, which is only routed to lo) silently falls back to ws_interface, and
+  // without that to *all* addresses; an IP literal in ws_interface also binds to all. So: ws_ip
+  // 127.0.0.1 (the only loopback address lo owns) with ws_interface "lo" as the fallback.
+  const websockets = `# Written by Parley (appservice/src/sfu/janusConfig.ts).
+general: {
+	json = "compact"
+	events = false
+	ws = true
+	ws_port = ${port(o.wsPort, "wsPort")}
+	ws_ip = "127.0.0.1"
+	ws_interface = "lo"
+	wss = false
+}
+
+admin: {
+	admin_ws = true
+	admin_ws_port = ${port(o.adminWsPort, "adminWsPort")}
+	admin_ws_ip = "127.0.0.1"
+	admin_ws_interface = "lo"
+	admin_wss = false
+}
+`;
+
+  const videoroom = `# Written by Parley (appservice/src/sfu/janusConfig.ts). No preconfigured rooms.
+general: {
+	admin_key = ${q(o.videoroomAdminKey)}
+	lock_rtp_forward = true
+	string_ids = true
+	events = false
+}
+`;
+
+  return {
+    "janus.jcfg": janus,
+    "janus.transport.websockets.jcfg": websockets,
+    "janus.plugin.videoroom.jcfg": videoroom,
+  };
+}

@@ -1,0 +1,213 @@
+// K institutions on loopback, each a Synapse, a Parley appservice (its own process and SQLite
+// file) and optionally a Janus running Parley's generated config. Institution i (0-based) lives
+// on 127.0.0.(11+i), so server ACLs (which ignore ports) can tell institutions apart.
+// Used by the dev deployment (scripts/dev.ts), the integration tests and the benchmarks.
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { stringify } from "yaml";
+import { parseConfig } from "../../appservice/src/config/load.ts";
+import type { ParleyConfig, ParleyConfigInput } from "../../appservice/src/config/schema.ts";
+import { botUserId, registrationYaml } from "../../appservice/src/matrix/registration.ts";
+import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
+import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
+import { startJanus, type JanusHandle } from "./janus.ts";
+import { freePort, waitForHttp } from "./ports.ts";
+import { startProcess, type ManagedProcess } from "./proc.ts";
+import { startSynapse, type SynapseHandle } from "./synapse.ts";
+import { generateSelfSignedCert } from "./tls.ts";
+import { registerUser, type RegisteredUser } from "./users.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const MAIN = path.join(ROOT, "appservice/src/app/main.ts");
+
+export interface StackOptions {
+  count: number;
+  /** Parley's federation allow-list for institution i, given every institution's host. */
+  allow: (index: number, hosts: string[]) => string[];
+  /** Start a Janus per institution (default true). */
+  janus?: boolean;
+  /** Where data and logs go (default: a fresh temp dir). */
+  dir?: string;
+  logLevel?: string;
+}
+
+export interface ParleyProcess {
+  readonly url: string;
+  readonly config: ParleyConfig;
+  readonly configFile: string;
+  readonly logFile: string;
+  /** SIGKILL, no cleanup. */
+  kill9(): Promise<void>;
+  /** Stops (if running) and starts again with the same config and store. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface Institution {
+  readonly index: number;
+  readonly name: string;
+  readonly ip: string;
+  /** The host part of the server name (what m.room.server_acl compares). */
+  readonly host: string;
+  readonly serverName: string;
+  readonly botUserId: string;
+  readonly dir: string;
+  readonly synapse: SynapseHandle;
+  readonly janus: JanusHandle | undefined;
+  readonly parley: ParleyProcess;
+  /** "#meet-<slug>:<serverName>" */
+  alias(slug: string): string;
+  registerUser(localpart: string, opts?: { password?: string; admin?: boolean }): Promise<RegisteredUser>;
+  /** A second connection to Parley's SQLite file (WAL: reads see committed writes). */
+  parleyStore(): SqliteStore;
+}
+
+export interface Stack {
+  readonly dir: string;
+  readonly institutions: Institution[];
+  /** Stops everything; removes the data dir unless `keep` (or PARLEY_KEEP_STACK=1). */
+  stop(opts?: { keep?: boolean }): Promise<void>;
+}
+
+const secret = () => randomBytes(32).toString("hex");
+
+async function startParley(configFile: string, config: ParleyConfig, dir: string): Promise<ManagedProcess> {
+  return startProcess({
+    name: "parley",
+    command: process.execPath,
+    args: [MAIN, "-c", configFile],
+    dir,
+    cwd: ROOT,
+    env: { ...process.env, PARLEY_LOG_LEVEL: config.logging.level },
+    ready: ({ signal }) => waitForHttp(`http://${config.appservice.bindAddress}:${config.appservice.port}/health`, 60_000, { signal }),
+    readyTimeoutMs: 90_000,
+  });
+}
+
+async function startInstitution(index: number, hosts: string[], opts: StackOptions, base: string): Promise<Institution> {
+  const name = String.fromCharCode(97 + index);
+  const ip = hosts[index]!;
+  const dir = path.join(base, name);
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const parleyPort = await freePort(ip);
+  const configFile = path.join(dir, "parley.yaml");
+  const registrationFile = path.join(dir, "registration.yaml");
+  let config: ParleyConfig | undefined;
+
+  const synapse = await startSynapse({
+    ip,
+    dir: path.join(dir, "synapse"),
+    appserviceRegistrationFiles: [registrationFile],
+    signingKey: "node",
+    onServerName: async (serverName) => {
+      const raw: ParleyConfigInput = {
+        homeserver: { url: `http://${ip}:0`, domain: serverName },
+        appservice: {
+          bindAddress: ip,
+          port: parleyPort,
+          url: `http://${ip}:${parleyPort}`,
+          asToken: secret(),
+          hsToken: secret(),
+        },
+        meetings: { publicUrl: `http://${ip}:${parleyPort}` },
+        federation: { allow: opts.allow(index, hosts) },
+        store: { path: path.join(dir, "parley.db") },
+        logging: { level: (opts.logLevel ?? "info") as "info" },
+      };
+      config = parseConfig(raw, configFile);
+      await fs.writeFile(registrationFile, registrationYaml(config), { mode: 0o600 });
+    },
+  });
+  // The client URL is known only now; the config file is written once, complete.
+  const cfg: ParleyConfig = { ...config!, homeserver: { ...config!.homeserver, url: synapse.clientUrl } };
+  await fs.writeFile(configFile, stringify(cfg), { mode: 0o600 });
+
+  let janus: JanusHandle | undefined;
+  if (opts.janus ?? true) {
+    const janusDir = path.join(dir, "janus");
+    const [wsPort, adminWsPort] = [await freePort("127.0.0.1"), await freePort("127.0.0.1")];
+    const cert = await generateSelfSignedCert({ dir: janusDir, ip: "127.0.0.1", name: "dtls" });
+    const rtpBase = 20000 + index * 1000;
+    janus = await startJanus({
+      dir: janusDir,
+      wsUrl: `ws://127.0.0.1:${wsPort}`,
+      configFiles: renderJanusConfig({
+        wsPort,
+        adminWsPort,
+        apiSecret: secret(),
+        adminSecret: secret(),
+        videoroomAdminKey: secret(),
+        rtpPortRange: [rtpBase, rtpBase + 999],
+        certPem: cert.certPath,
+        certKey: cert.keyPath,
+        reclaimSessionTimeoutS: 30,
+        iceEnforceList: "lo",
+      }),
+    });
+  }
+
+  let proc = await startParley(configFile, cfg, dir);
+  let store: SqliteStore | undefined;
+  const parley: ParleyProcess = {
+    url: `http://${ip}:${parleyPort}`,
+    config: cfg,
+    configFile,
+    logFile: proc.logFile,
+    async kill9() {
+      await proc.kill9();
+    },
+    async restart() {
+      if (!proc.hasExited) await proc.stop();
+      proc = await startParley(configFile, cfg, dir);
+    },
+    async stop() {
+      store?.close();
+      if (!proc.hasExited) await proc.stop();
+    },
+  };
+
+  return {
+    index,
+    name,
+    ip,
+    host: ip,
+    serverName: synapse.serverName,
+    botUserId: botUserId(cfg),
+    dir,
+    synapse,
+    janus,
+    parley,
+    alias: (slug) => `#${cfg.meetings.aliasPrefix}${slug}:${synapse.serverName}`,
+    registerUser: (localpart, o) => registerUser(synapse, localpart, o),
+    parleyStore: () => (store ??= new SqliteStore(cfg.store.path)),
+  };
+}
+
+export async function startInstitutions(opts: StackOptions): Promise<Stack> {
+  if (opts.count < 1 || opts.count > 3) throw new Error("startInstitutions: count must be 1..3");
+  const dir = opts.dir ?? (await fs.mkdtemp(path.join(os.tmpdir(), "parley-stack-")));
+  const hosts = Array.from({ length: opts.count }, (_, i) => `127.0.0.${11 + i}`);
+  const settled = await Promise.allSettled(hosts.map((_, i) => startInstitution(i, hosts, opts, dir)));
+  const institutions = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+
+  const stop = async (o: { keep?: boolean } = {}) => {
+    await Promise.all(
+      institutions.map(async (inst) => {
+        await inst.parley.stop();
+        await Promise.all([inst.janus?.stop(), inst.synapse.stop()]);
+      }),
+    );
+    const keep = o.keep ?? process.env.PARLEY_KEEP_STACK === "1";
+    if (keep) console.error(`stack data and logs kept in ${dir}`);
+    else await fs.rm(dir, { recursive: true, force: true });
+  };
+
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    await stop({ keep: true });
+    throw failed.reason;
+  }
+  return { dir, institutions, stop };
+}

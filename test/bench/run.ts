@@ -1,0 +1,93 @@
+// Benchmarks for the foundation, against a real Synapse + Parley started here.
+// Prints one line per figure: BENCH <name> <value> <unit>. Baselines run in the same process,
+// against the same homeserver, so the ratios compare like with like.
+//   node test/bench/run.ts [--aliases 50] [--commands 20]
+import { parseArgs } from "node:util";
+import { startInstitutions } from "../../scripts/stack/institutions.ts";
+import { TestUser } from "../support/matrix.ts";
+
+const { values } = parseArgs({
+  options: { aliases: { type: "string", default: "50" }, commands: { type: "string", default: "20" } },
+});
+const N_ALIASES = Number(values.aliases);
+const N_COMMANDS = Number(values.commands);
+
+function percentile(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
+
+async function timed<T>(fn: () => Promise<T>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+const stack = await startInstitutions({ count: 1, allow: () => [], janus: false });
+try {
+  const A = stack.institutions[0]!;
+  const creds = await A.registerUser("bench");
+  const u = new TestUser(A.synapse.clientUrl, creds.userId, creds.accessToken);
+  const run = Date.now().toString(36);
+
+  // Warm both paths once so the first sample pays no start-up cost.
+  await u.join(A.alias(`warm-${run}`));
+  await u.createRoom({ preset: "public_chat", name: "warm" });
+
+  // Interleave alias joins and plain createRoom so drift in the homeserver hits both alike.
+  const aliasMs: number[] = [];
+  const createMs: number[] = [];
+  const acl = { allow: [A.host], deny: [], allow_ip_literals: true };
+  for (let i = 0; i < N_ALIASES; i++) {
+    aliasMs.push(await timed(() => u.join(A.alias(`bench-${run}-${i}`))));
+    // The same room a meeting alias makes, created by the user directly (alias, state, power levels).
+    createMs.push(
+      await timed(() =>
+        u.createRoom({
+          room_alias_name: `plain-${run}-${i}`,
+          name: `Plain ${i}`,
+          preset: "public_chat",
+          visibility: "private",
+          initial_state: [
+            { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "shared" } },
+            { type: "m.room.guest_access", state_key: "", content: { guest_access: "forbidden" } },
+            { type: "m.room.server_acl", state_key: "", content: acl },
+            { type: "org.parley.call", state_key: "", content: { version: 1 } },
+            { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
+          ],
+        }),
+      ),
+    );
+  }
+  const aliasP50 = percentile(aliasMs, 50);
+  const createP50 = percentile(createMs, 50);
+  bench("alias_to_room_ready_p50", aliasP50, "ms");
+  bench("alias_to_room_ready_p95", percentile(aliasMs, 95), "ms");
+  bench("baseline_create_room_p50", createP50, "ms");
+  bench("alias_vs_create_room_p50_ratio", aliasP50 / createP50, "x");
+
+  // !meet -> bot reply, observed through the user's own /sync.
+  const roomId = await u.createRoom({ preset: "public_chat", name: "bench commands" });
+  await u.invite(roomId, A.botUserId);
+  for (let i = 0; i < 100; i++) {
+    const m = await u.stateEvent(roomId, "m.room.member", A.botUserId);
+    if (m?.membership === "join") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  let since = await u.syncToken();
+  const replyMs: number[] = [];
+  for (let i = 0; i < N_COMMANDS; i++) {
+    const t0 = performance.now();
+    const eventId = await u.send(roomId, i % 2 ? "!meet end" : "!meet");
+    const res = await u.syncUntil(roomId, since, (e) => e.sender === A.botUserId && e.type === "m.room.message" && e.event_id !== eventId);
+    replyMs.push(performance.now() - t0);
+    since = res.nextBatch;
+  }
+  bench("meet_command_reply_p50", percentile(replyMs, 50), "ms");
+  bench("meet_command_reply_p95", percentile(replyMs, 95), "ms");
+  console.log(`samples: ${N_ALIASES} aliases, ${N_ALIASES} createRoom, ${N_COMMANDS} commands`);
+} finally {
+  await stack.stop();
+}

@@ -1,0 +1,455 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { HELP_TEXT } from "../../../appservice/src/calls/commands.ts";
+import { MeetingService, WIDGET_EVENT, type MeetingsConfig } from "../../../appservice/src/calls/meetings.ts";
+import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
+import {
+  RoomAliasInUseError,
+  type Homeserver,
+  type MeetingRoomSpec,
+  type Notice,
+  type WidgetSpec,
+} from "../../../appservice/src/calls/ports.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
+
+const BOT = "@parley:example.org";
+const ROOM = "!chat:example.org";
+const ALICE = "@alice:example.org";
+const MALLORY = "@mallory:evil.example";
+
+/** An in-memory homeserver: a room directory, and a record of everything the bot did. */
+class FakeHomeserver implements Homeserver {
+  readonly botUserId = BOT;
+  readonly directory = new Map<string, string>();
+  readonly created: MeetingRoomSpec[] = [];
+  readonly setAliases: [string, string][] = [];
+  readonly joined: string[] = [];
+  readonly left: [string, string][] = [];
+  readonly notices: { roomId: string; notice: Notice; txnId: string }[] = [];
+  readonly widgetsPut: [string, WidgetSpec][] = [];
+  readonly widgetsRemoved: [string, string][] = [];
+  readonly canSendStateAsked: [string, string][] = [];
+  canSend = true;
+  createDelayMs = 15;
+  createFails: Error | undefined;
+  /** Failures for the next widget calls, as a flaky homeserver would give. */
+  widgetFailures: Error[] = [];
+  private rooms = 0;
+
+  async createMeetingRoom(spec: MeetingRoomSpec): Promise<string> {
+    this.created.push(spec);
+    await new Promise((r) => setTimeout(r, this.createDelayMs));
+    if (this.createFails) throw this.createFails;
+    // The homeserver's alias uniqueness, checked when the room is made.
+    if (this.directory.has(spec.alias)) throw new RoomAliasInUseError(spec.alias);
+    const roomId = `!meeting${++this.rooms}:example.org`;
+    this.directory.set(spec.alias, roomId);
+    return roomId;
+  }
+  async resolveAlias(alias: string): Promise<string | undefined> {
+    await Promise.resolve();
+    return this.directory.get(alias);
+  }
+  async setAlias(alias: string, roomId: string): Promise<void> {
+    this.setAliases.push([alias, roomId]);
+    if (this.directory.has(alias)) throw new RoomAliasInUseError(alias);
+    this.directory.set(alias, roomId);
+  }
+  async joinRoom(roomId: string): Promise<void> {
+    this.joined.push(roomId);
+  }
+  async leaveRoom(roomId: string, reason: string): Promise<void> {
+    this.left.push([roomId, reason]);
+  }
+  async sendNotice(roomId: string, notice: Notice, txnId: string): Promise<void> {
+    this.notices.push({ roomId, notice, txnId });
+  }
+  async canSendState(roomId: string, eventType: string): Promise<boolean> {
+    this.canSendStateAsked.push([roomId, eventType]);
+    return this.canSend;
+  }
+  async putWidget(roomId: string, widget: WidgetSpec): Promise<void> {
+    const failure = this.widgetFailures.shift();
+    if (failure) throw failure;
+    this.widgetsPut.push([roomId, widget]);
+  }
+  async removeWidget(roomId: string, widgetId: string): Promise<void> {
+    const failure = this.widgetFailures.shift();
+    if (failure) throw failure;
+    this.widgetsRemoved.push([roomId, widgetId]);
+  }
+}
+
+const CFG: MeetingsConfig = {
+  domain: "example.org",
+  aliasPrefix: "meet-",
+  publicUrl: "https://meet.example.org/",
+  joinRule: "knock",
+  encrypted: true,
+};
+
+let dir: string;
+let store: SqliteStore;
+let hs: FakeHomeserver;
+let observed: [string, string][];
+let now: number;
+let callIds: number;
+
+function service(cfg: MeetingsConfig = CFG, allow: string[] = ["partner.example"]): MeetingService {
+  return new MeetingService(cfg, {
+    homeserver: hs,
+    store,
+    policy: new FederationPolicy("example.org", allow),
+    clock: { now: () => now },
+    ids: { callId: () => `call${++callIds}` },
+    observe: (what, label) => observed.push([what, label]),
+  });
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), "parley-meetings-"));
+  store = new SqliteStore(path.join(dir, "parley.db"));
+  hs = new FakeHomeserver();
+  observed = [];
+  now = 1_700_000_000_000;
+  callIds = 0;
+});
+
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("provisionAlias", () => {
+  it.each([
+    "#other-team:example.org",
+    "#meet-team:other.example",
+    "#meet-team:example.org.evil",
+    "#meet-:example.org",
+    "#meet-Team:example.org",
+    "#meet--team:example.org",
+    "#meet-a b:example.org",
+    "#meet-a:b:example.org",
+    `#meet-${"a".repeat(65)}:example.org`,
+    "meet-team:example.org",
+    "!meet-team:example.org",
+  ])("returns undefined for %j and creates nothing", async (alias) => {
+    expect(await service().provisionAlias(alias)).toBeUndefined();
+    expect(hs.created).toEqual([]);
+    expect(store.listAliases()).toEqual([]);
+  });
+
+  it("accepts the longest allowed slug", async () => {
+    const alias = `#meet-${"a".repeat(64)}:example.org`;
+    expect(await service().provisionAlias(alias)).toBe("!meeting1:example.org");
+  });
+
+  it("creates the room with the configured spec and remembers it", async () => {
+    const roomId = await service().provisionAlias("#meet-team.a_1=x:example.org");
+    expect(roomId).toBe("!meeting1:example.org");
+    expect(hs.created).toEqual([
+      {
+        alias: "#meet-team.a_1=x:example.org",
+        aliasLocalpart: "meet-team.a_1=x",
+        name: "Meeting team.a_1=x",
+        joinRule: "knock",
+        encrypted: true,
+        serverAcl: { allow: ["example.org", "example.org:*", "partner.example", "partner.example:*"], deny: [], allow_ip_literals: false },
+        callInfo: { version: 1, api: "https://meet.example.org/", alias: "#meet-team.a_1=x:example.org" },
+      },
+    ]);
+    expect(store.getAlias("#meet-team.a_1=x:example.org")).toMatchObject({ roomId, state: "ready" });
+    expect(observed).toEqual([["room_created", "alias"]]);
+  });
+
+  it("follows the config's join rule, encryption and allow-list", async () => {
+    const cfg = { ...CFG, joinRule: "public" as const, encrypted: false, publicUrl: "https://calls.example" };
+    await service(cfg, ["10.1.2.3"]).provisionAlias("#meet-x:example.org");
+    expect(hs.created[0]).toMatchObject({
+      joinRule: "public",
+      encrypted: false,
+      serverAcl: { allow: ["example.org", "example.org:*", "10.1.2.3", "10.1.2.3:*"], deny: [], allow_ip_literals: true },
+      callInfo: { version: 1, api: "https://calls.example", alias: "#meet-x:example.org" },
+    });
+  });
+
+  it("creates exactly one room for 20 concurrent queries of one alias", async () => {
+    const meetings = service();
+    const results = await Promise.all(Array.from({ length: 20 }, () => meetings.provisionAlias("#meet-busy:example.org")));
+    expect(new Set(results)).toEqual(new Set(["!meeting1:example.org"]));
+    expect(hs.created).toHaveLength(1);
+    expect(observed.filter(([w]) => w === "room_created")).toHaveLength(1);
+    expect(store.listAliases()).toMatchObject([{ alias: "#meet-busy:example.org", roomId: "!meeting1:example.org", state: "ready" }]);
+  });
+
+  it("creates one room per alias when different aliases are queried at once", async () => {
+    const meetings = service();
+    const [a, b] = await Promise.all([
+      meetings.provisionAlias("#meet-a:example.org"),
+      meetings.provisionAlias("#meet-b:example.org"),
+    ]);
+    expect(a).not.toBe(b);
+    expect(hs.created.map((s) => s.alias).sort()).toEqual(["#meet-a:example.org", "#meet-b:example.org"]);
+  });
+
+  it("returns the remembered room and puts its alias back without creating another", async () => {
+    const meetings = service();
+    const first = await meetings.provisionAlias("#meet-team:example.org");
+    hs.directory.delete("#meet-team:example.org"); // someone removed it from the directory
+    expect(await meetings.provisionAlias("#meet-team:example.org")).toBe(first);
+    expect(hs.created).toHaveLength(1);
+    expect(hs.setAliases).toEqual([["#meet-team:example.org", first]]);
+    expect(hs.directory.get("#meet-team:example.org")).toBe(first);
+  });
+
+  it("resolves the alias when the homeserver says it is already in use", async () => {
+    hs.directory.set("#meet-team:example.org", "!made-elsewhere:example.org");
+    expect(await service().provisionAlias("#meet-team:example.org")).toBe("!made-elsewhere:example.org");
+    expect(hs.created).toHaveLength(1);
+    expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!made-elsewhere:example.org", state: "ready" });
+    expect(observed).toEqual([]);
+  });
+
+  it("releases its claim and rejects when the room cannot be created", async () => {
+    hs.createFails = new Error("homeserver down");
+    await expect(service().provisionAlias("#meet-team:example.org")).rejects.toThrow("homeserver down");
+    expect(store.getAlias("#meet-team:example.org")).toBeUndefined();
+    hs.createFails = undefined;
+    expect(await service().provisionAlias("#meet-team:example.org")).toBe("!meeting1:example.org");
+  });
+
+  it("finishes a claim left by a crash when the directory has the alias", async () => {
+    store.claimAlias("#meet-team:example.org");
+    hs.directory.set("#meet-team:example.org", "!before-crash:example.org");
+    expect(await service().provisionAlias("#meet-team:example.org")).toBe("!before-crash:example.org");
+    expect(hs.created).toEqual([]);
+    expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!before-crash:example.org", state: "ready" });
+  });
+});
+
+describe("reconcilePendingAliases", () => {
+  it("marks resolvable claims ready and releases the others", async () => {
+    store.claimAlias("#meet-done:example.org");
+    store.claimAlias("#meet-lost:example.org");
+    store.claimAlias("#meet-ok:example.org");
+    store.completeAlias("#meet-ok:example.org", "!ok:example.org");
+    hs.directory.set("#meet-done:example.org", "!done:example.org");
+
+    expect(await service().reconcilePendingAliases()).toBe(2);
+    expect(store.getAlias("#meet-done:example.org")).toMatchObject({ roomId: "!done:example.org", state: "ready" });
+    expect(store.getAlias("#meet-lost:example.org")).toBeUndefined();
+    expect(store.getAlias("#meet-ok:example.org")).toMatchObject({ roomId: "!ok:example.org", state: "ready" });
+    expect(store.listAliases("creating")).toEqual([]);
+    expect(await service().reconcilePendingAliases()).toBe(0);
+    expect(hs.created).toEqual([]);
+  });
+});
+
+describe("onBotInvited", () => {
+  it("joins when the inviter's server is allowed", async () => {
+    expect(await service().onBotInvited(ROOM, "@bob:partner.example:8448")).toBe("joined");
+    expect(hs.joined).toEqual([ROOM]);
+    expect(hs.left).toEqual([]);
+  });
+
+  it("leaves with a reason naming the allowed servers otherwise", async () => {
+    expect(await service().onBotInvited(ROOM, MALLORY)).toBe("refused");
+    expect(hs.joined).toEqual([]);
+    expect(hs.left).toEqual([[ROOM, "Parley on example.org accepts invites only from users of: example.org, partner.example"]]);
+    expect(observed).toEqual([["refusal", "invite"]]);
+  });
+
+  it("refuses an inviter that is not a user id", async () => {
+    expect(await service().onBotInvited(ROOM, "example.org")).toBe("refused");
+    expect(hs.joined).toEqual([]);
+  });
+});
+
+describe("onMessage", () => {
+  const link = "https://meet.example.org/#/call/!chat%3Aexample.org";
+  const texts = () => hs.notices.map((n) => n.notice.text);
+
+  it("'!meet' posts the join link, records the call and puts a widget", async () => {
+    await service().onMessage(ROOM, ALICE, "!meet", "$ev1");
+    expect(hs.notices).toEqual([
+      {
+        roomId: ROOM,
+        txnId: "parley-$ev1",
+        notice: {
+          text: `Call started by ${ALICE}. Join: ${link}`,
+          html: `Call started by ${ALICE}. <a href="${link}">Join the call</a>`,
+        },
+      },
+    ]);
+    expect(store.activeCall(ROOM)).toEqual({
+      callId: "call1",
+      roomId: ROOM,
+      origin: "command",
+      startedBy: ALICE,
+      startedAt: now,
+      startEventId: "$ev1",
+      widgetId: "parley-call1",
+      endedAt: null,
+      endedBy: null,
+      endEventId: null,
+    });
+    expect(hs.canSendStateAsked).toEqual([[ROOM, WIDGET_EVENT]]);
+    expect(hs.widgetsPut).toEqual([
+      [
+        ROOM,
+        {
+          widgetId: "parley-call1",
+          url: "https://meet.example.org/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&callId=call1",
+          name: "Parley call",
+          data: { callId: "call1", api: "https://meet.example.org" },
+        },
+      ],
+    ]);
+    expect(observed).toEqual([["command", "start"]]);
+  });
+
+  it("escapes the sender in the HTML of the notice", async () => {
+    const odd = "@<b>&'\":example.org";
+    await service().onMessage(ROOM, odd, "!meet", "$ev1");
+    expect(hs.notices[0]!.notice.html).toBe(`Call started by @&#60;b&#62;&#38;&#39;&#34;:example.org. <a href="${link}">Join the call</a>`);
+  });
+
+  it("a second '!meet' says a call is already running and starts nothing", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    await meetings.onMessage(ROOM, "@bob:partner.example", "!meet start", "$ev2");
+    expect(hs.notices[1]).toEqual({
+      roomId: ROOM,
+      txnId: "parley-$ev2",
+      notice: {
+        text: `A call is already running here: ${link}`,
+        html: `A call is already running here: <a href="${link}">join it</a>`,
+      },
+    });
+    expect(store.activeCall(ROOM)?.callId).toBe("call1");
+    expect(hs.widgetsPut).toHaveLength(1);
+    expect(callIds).toBe(1);
+  });
+
+  it("'!meet end' ends the call and removes the widget it put", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    now += 60_000;
+    await meetings.onMessage(ROOM, "@bob:partner.example", "!meet end", "$ev2");
+    expect(hs.notices[1]).toEqual({ roomId: ROOM, txnId: "parley-$ev2", notice: { text: "Call ended by @bob:partner.example." } });
+    expect(hs.widgetsRemoved).toEqual([[ROOM, "parley-call1"]]);
+    expect(store.activeCall(ROOM)).toBeUndefined();
+    // A new call may start afterwards.
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev3");
+    expect(store.activeCall(ROOM)?.callId).toBe("call2");
+  });
+
+  it("puts and removes no widget when the bot may not send widget state", async () => {
+    hs.canSend = false;
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    expect(store.activeCall(ROOM)?.widgetId).toBeNull();
+    await meetings.onMessage(ROOM, ALICE, "!meet end", "$ev2");
+    expect(texts()).toEqual([`Call started by ${ALICE}. Join: ${link}`, `Call ended by ${ALICE}.`]);
+    expect(hs.widgetsPut).toEqual([]);
+    expect(hs.widgetsRemoved).toEqual([]);
+  });
+
+  it("'!meet end' without a call says so", async () => {
+    await service().onMessage(ROOM, ALICE, "!meet end", "$ev1");
+    expect(texts()).toEqual(["No call is running in this room."]);
+    expect(hs.widgetsRemoved).toEqual([]);
+  });
+
+  it("'!meet help' posts the help text", async () => {
+    await service().onMessage(ROOM, ALICE, "!meet help", "$ev1");
+    expect(hs.notices).toEqual([{ roomId: ROOM, txnId: "parley-$ev1", notice: { text: HELP_TEXT } }]);
+    expect(store.activeCall(ROOM)).toBeUndefined();
+  });
+
+  it("an unknown word gets the help text with the word named", async () => {
+    await service().onMessage(ROOM, ALICE, "!meet Dance", "$ev1");
+    expect(texts()).toEqual([`Unknown command '!meet Dance'.\n${HELP_TEXT}`]);
+    expect(observed).toEqual([["command", "unknown"]]);
+  });
+
+  it("refuses a sender from a server that is not allowed and starts no call", async () => {
+    await service().onMessage(ROOM, MALLORY, "!meet", "$ev1");
+    expect(hs.notices).toEqual([
+      {
+        roomId: ROOM,
+        txnId: "parley-$ev1",
+        notice: { text: `Sorry ${MALLORY}, Parley on example.org serves only users of: example.org, partner.example.` },
+      },
+    ]);
+    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(hs.canSendStateAsked).toEqual([]);
+    expect(hs.widgetsPut).toEqual([]);
+    expect(observed).toEqual([["refusal", "command"]]);
+  });
+
+  it("ignores the bot's own messages", async () => {
+    await service().onMessage(ROOM, BOT, "!meet", "$ev1");
+    expect(hs.notices).toEqual([]);
+    expect(store.activeCall(ROOM)).toBeUndefined();
+  });
+
+  it("ignores messages that are not commands", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "hello !meet", "$ev1");
+    await meetings.onMessage(ROOM, ALICE, { body: "!meet" }, "$ev2");
+    expect(hs.notices).toEqual([]);
+    expect(observed).toEqual([]);
+  });
+
+  // The appservice layer redelivers an event whose handling failed transiently; the retry
+  // must finish what the first attempt started.
+  it("a '!meet' retried after the widget could not be put puts it and announces the call", async () => {
+    const meetings = service();
+    hs.widgetFailures.push(new Error("homeserver unreachable"));
+    await expect(meetings.onMessage(ROOM, ALICE, "!meet", "$ev1")).rejects.toThrow("homeserver unreachable");
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    expect(hs.widgetsPut.map(([room, w]) => [room, w.widgetId])).toEqual([[ROOM, "parley-call1"]]);
+    expect(texts()).toEqual([`Call started by ${ALICE}. Join: ${link}`]);
+  });
+
+  it("a '!meet end' retried after the widget could not be removed removes it", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    hs.widgetFailures.push(new Error("homeserver unreachable"));
+    await expect(meetings.onMessage(ROOM, ALICE, "!meet end", "$ev2")).rejects.toThrow("homeserver unreachable");
+    await meetings.onMessage(ROOM, ALICE, "!meet end", "$ev2");
+    expect(hs.widgetsRemoved).toEqual([[ROOM, "parley-call1"]]);
+    expect(texts()).toEqual([`Call started by ${ALICE}. Join: ${link}`, `Call ended by ${ALICE}.`]);
+  });
+
+  it("derives the notice txnId from the event id", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet help", "$same");
+    await meetings.onMessage(ROOM, ALICE, "!meet help", "$same");
+    await meetings.onMessage(ROOM, ALICE, "!meet help", "$other");
+    expect(hs.notices.map((n) => n.txnId)).toEqual(["parley-$same", "parley-$same", "parley-$other"]);
+  });
+
+  it("a redelivered '!meet' replies with the same txnId, so the homeserver posts one notice", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    expect(new Set(hs.notices.map((n) => n.txnId))).toEqual(new Set(["parley-$ev1"]));
+    expect(store.activeCalls()).toHaveLength(1);
+  });
+});
+
+describe("slugOf and joinLink", () => {
+  it("extracts the slug of an alias in the namespace", () => {
+    const meetings = service();
+    expect(meetings.slugOf("#meet-weekly.sync:example.org")).toBe("weekly.sync");
+    expect(meetings.slugOf("#meet-weekly:elsewhere.example")).toBeUndefined();
+  });
+
+  it("builds a join link without a double slash and with the room id encoded", () => {
+    expect(service().joinLink("#meet-a:example.org")).toBe("https://meet.example.org/#/call/%23meet-a%3Aexample.org");
+  });
+});

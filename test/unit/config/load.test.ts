@@ -1,0 +1,265 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { ConfigError, isPlaceholder, loadConfig, parseConfig, parseYaml } from "../../../appservice/src/config/load.ts";
+
+const AS = "a".repeat(64);
+const HS = "b".repeat(64);
+
+/** A minimal valid config: only the keys without defaults. */
+function minimal(): Record<string, Record<string, unknown>> {
+  return {
+    homeserver: { url: "http://127.0.0.1:8008", domain: "example.org" },
+    appservice: { url: "http://127.0.0.1:9000", asToken: AS, hsToken: HS },
+    meetings: { publicUrl: "https://meet.example.org" },
+  };
+}
+
+function with_(section: string, patch: Record<string, unknown>): Record<string, Record<string, unknown>> {
+  const raw = minimal();
+  raw[section] = { ...raw[section], ...patch };
+  return raw;
+}
+
+function problemsOf(raw: unknown): string[] {
+  try {
+    parseConfig(raw, "test.yaml");
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error("parseConfig accepted the config");
+}
+
+describe("parseConfig", () => {
+  it("applies every default to a minimal config", () => {
+    expect(parseConfig(minimal())).toEqual({
+      homeserver: { url: "http://127.0.0.1:8008", domain: "example.org" },
+      appservice: {
+        id: "parley",
+        bindAddress: "127.0.0.1",
+        port: 9000,
+        url: "http://127.0.0.1:9000",
+        asToken: AS,
+        hsToken: HS,
+        botLocalpart: "parley",
+        userPrefix: "_parley_",
+      },
+      meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
+      federation: { allow: [] },
+      store: { path: "parley.db" },
+      logging: { level: "info" },
+    });
+  });
+
+  it("keeps values that are given instead of the defaults", () => {
+    const config = parseConfig({
+      ...with_("meetings", { joinRule: "invite", encrypted: false, aliasPrefix: "call-" }),
+      federation: { allow: ["partner.example", "*.gov.example"] },
+      logging: { level: "debug" },
+    });
+    expect(config.meetings).toEqual({
+      aliasPrefix: "call-",
+      publicUrl: "https://meet.example.org",
+      joinRule: "invite",
+      encrypted: false,
+    });
+    expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
+    expect(config.logging.level).toBe("debug");
+  });
+
+  it("names the path and the expected type of a wrong type", () => {
+    expect(problemsOf(with_("appservice", { port: "9000" }))).toEqual(["appservice.port: expected number"]);
+    expect(problemsOf(with_("homeserver", { domain: 3 }))).toEqual(["homeserver.domain: expected string"]);
+    expect(problemsOf(with_("meetings", { encrypted: "yes" }))).toEqual(["meetings.encrypted: expected boolean"]);
+  });
+
+  it("says a required key is missing", () => {
+    const raw = minimal();
+    delete raw.homeserver!.domain;
+    expect(problemsOf(raw)).toEqual(["homeserver.domain: expected string (missing)"]);
+  });
+
+  it("reports a missing section and every missing key at once", () => {
+    expect(problemsOf({ homeserver: {} })).toEqual([
+      "homeserver.url: expected string (missing)",
+      "homeserver.domain: expected string (missing)",
+      "appservice: expected object (missing)",
+      "meetings: expected object (missing)",
+    ]);
+  });
+
+  it("refuses a document that is not a mapping", () => {
+    expect(problemsOf("just a string")).toEqual(["(top level): expected object"]);
+    expect(problemsOf([1, 2])).toEqual(["(top level): expected object"]);
+  });
+
+  it("says what a URL should look like", () => {
+    expect(problemsOf(with_("homeserver", { url: "localhost 8008" }))).toEqual([
+      "homeserver.url: expected an absolute URL such as https://example.org",
+    ]);
+    expect(problemsOf(with_("meetings", { publicUrl: "meet.example.org" }))).toEqual([
+      "meetings.publicUrl: expected an absolute URL such as https://example.org",
+    ]);
+  });
+
+  it("names an unknown key that is alone in a section", () => {
+    expect(problemsOf(with_("meetings", { joinrule: "invite" }))).toEqual(["meetings: unknown key 'joinrule'"]);
+  });
+
+  it("names an unknown top-level section", () => {
+    expect(problemsOf({ ...minimal(), federaton: { allow: [] } })).toEqual(["(top level): unknown key 'federaton'"]);
+  });
+
+  it("lists the allowed values of an enum", () => {
+    expect(problemsOf(with_("meetings", { joinRule: "open" }))).toEqual([
+      'meetings.joinRule: Invalid option: expected one of "public"|"knock"|"invite"',
+    ]);
+    expect(problemsOf({ ...minimal(), logging: { level: "loud" } })).toEqual([
+      'logging.level: Invalid option: expected one of "fatal"|"error"|"warn"|"info"|"debug"|"trace"',
+    ]);
+  });
+
+  it("refuses a port out of range and bad localparts and server globs", () => {
+    expect(problemsOf(with_("appservice", { port: 70000 }))).toEqual(["appservice.port: Too big: expected number to be <=65535"]);
+    expect(problemsOf(with_("appservice", { botLocalpart: "Parley" }))).toEqual([
+      "appservice.botLocalpart: lower-case Matrix localpart characters only (a-z 0-9 . _ = - /)",
+    ]);
+    expect(problemsOf({ ...minimal(), federation: { allow: ["ok.example", "bad name"] } })).toEqual([
+      "federation.allow.1: a server name or glob such as example.org or *.gov.example",
+    ]);
+  });
+
+  it.each(["generate", "CHANGE_ME", "<token>", "${AS_TOKEN}", "xxxxxxxx", " changeme "])(
+    "refuses the placeholder secret %j",
+    (placeholder) => {
+      expect(problemsOf(with_("appservice", { asToken: placeholder }))).toEqual([
+        `appservice.asToken: placeholder secret '${placeholder}' refused; run 'parley -g -c test.yaml' to generate one`,
+      ]);
+    },
+  );
+
+  it("reports both placeholder secrets", () => {
+    expect(problemsOf(with_("appservice", { asToken: "<as token>", hsToken: "generate" }))).toEqual([
+      "appservice.asToken: placeholder secret '<as token>' refused; run 'parley -g -c test.yaml' to generate one",
+      "appservice.hsToken: placeholder secret 'generate' refused; run 'parley -g -c test.yaml' to generate one",
+    ]);
+  });
+
+  it("refuses a secret shorter than 32 characters and accepts 32", () => {
+    expect(problemsOf(with_("appservice", { hsToken: "s3cr3t-but-short" }))).toEqual([
+      "appservice.hsToken: expected a random secret of at least 32 characters",
+    ]);
+    expect(problemsOf(with_("appservice", { hsToken: "h".repeat(31) }))).toEqual([
+      "appservice.hsToken: expected a random secret of at least 32 characters",
+    ]);
+    expect(parseConfig(with_("appservice", { hsToken: "h".repeat(32) })).appservice.hsToken).toBe("h".repeat(32));
+  });
+
+  it("refuses an empty secret", () => {
+    expect(problemsOf(with_("appservice", { asToken: "" }))).toEqual([
+      "appservice.asToken: Too small: expected string to have >=1 characters",
+    ]);
+  });
+
+  it("refuses identical as and hs tokens", () => {
+    expect(problemsOf(with_("appservice", { hsToken: AS }))).toEqual(["appservice.hsToken: must differ from appservice.asToken"]);
+  });
+
+  it("puts the file name and every problem in the error message", () => {
+    expect(() => parseConfig(with_("appservice", { asToken: "generate", port: "x" }), "/etc/parley.yaml")).toThrow(
+      "invalid config /etc/parley.yaml:\n  - appservice.port: expected number",
+    );
+  });
+});
+
+describe("isPlaceholder", () => {
+  it("recognises placeholders and nothing else", () => {
+    for (const p of ["generate", "GENERATE", "CHANGE_ME", "change-me", "secret", "TODO", "<token>", "${X}", "xxx"]) {
+      expect(isPlaceholder(p), p).toBe(true);
+    }
+    for (const s of ["9f2c", "generated-secret-value", "x1", "<token"]) {
+      expect(isPlaceholder(s), s).toBe(false);
+    }
+  });
+});
+
+describe("parseYaml", () => {
+  it("reports a syntax error with its line", () => {
+    let err: unknown;
+    try {
+      parseYaml("homeserver:\n  url: [unclosed\n  domain: x\n", "bad.yaml");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const { problems, message } = err as ConfigError;
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^YAML: .* at line 3, column 3/);
+    expect(message.startsWith("invalid config bad.yaml:\n  - YAML: ")).toBe(true);
+  });
+
+  it("returns plain data", () => {
+    expect(parseYaml("a:\n  b: [1, two]\n", "x.yaml")).toEqual({ a: { b: [1, "two"] } });
+  });
+});
+
+describe("loadConfig", () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  function writeConfig(extra: string): string {
+    dir = mkdtempSync(path.join(tmpdir(), "parley-load-"));
+    const file = path.join(dir, "conf", "parley.yaml");
+    const text = [
+      "homeserver:",
+      "  url: http://127.0.0.1:8008",
+      "  domain: example.org",
+      "appservice:",
+      "  url: http://127.0.0.1:9000",
+      `  asToken: ${AS}`,
+      `  hsToken: ${HS}`,
+      "meetings:",
+      "  publicUrl: https://meet.example.org",
+      extra,
+    ].join("\n");
+    mkdirSync(path.dirname(file));
+    writeFileSync(file, text);
+    return file;
+  }
+
+  it("resolves the default store path next to the config file", () => {
+    const file = writeConfig("");
+    expect(loadConfig(file).store.path).toBe(path.join(dir!, "conf", "parley.db"));
+  });
+
+  it("resolves a relative store path against the config file's folder, not the cwd", () => {
+    const file = writeConfig("store:\n  path: ../data/meetings.db\n");
+    expect(loadConfig(file).store.path).toBe(path.join(dir!, "data", "meetings.db"));
+  });
+
+  it("keeps an absolute store path", () => {
+    const file = writeConfig("store:\n  path: /var/lib/parley/parley.db\n");
+    expect(loadConfig(file).store.path).toBe("/var/lib/parley/parley.db");
+  });
+
+  it("labels problems with the file name", () => {
+    const file = writeConfig("logging:\n  level: loud\n");
+    expect(() => loadConfig(file)).toThrow(`invalid config ${file}:\n  - logging.level: Invalid option`);
+  });
+
+  it("reports YAML syntax errors of the file", () => {
+    const file = writeConfig("store: [oops\n");
+    expect(() => loadConfig(file)).toThrow(/YAML: /);
+  });
+
+  it("reports a file that cannot be read", () => {
+    dir = mkdtempSync(path.join(tmpdir(), "parley-load-"));
+    const file = path.join(dir, "absent.yaml");
+    expect(() => loadConfig(file)).toThrow(new RegExp(`^invalid config ${file}:\\n  - cannot read: ENOENT`));
+  });
+});

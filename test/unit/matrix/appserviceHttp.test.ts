@@ -1,0 +1,368 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import type { Server } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import express from "express";
+import { MatrixError } from "matrix-js-sdk";
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { errorHandler } from "../../../appservice/src/http/errors.ts";
+import { createMetrics } from "../../../appservice/src/http/metrics.ts";
+import { configureLogging } from "../../../appservice/src/log.ts";
+import { appserviceRouter, isTransient, type AppserviceHandlers } from "../../../appservice/src/matrix/appserviceHttp.ts";
+import type { RawEvent } from "../../../appservice/src/matrix/events.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
+
+const HS_TOKEN = "h".repeat(64);
+
+interface Running {
+  base: string;
+  store: SqliteStore;
+  close(): Promise<void>;
+}
+
+let dir: string;
+let dbFile: string;
+const running: Running[] = [];
+
+/** Handlers that record the events they see; `fail` decides per call whether to throw. */
+function recorder(fail: (event: RawEvent, nth: number) => Error | undefined = () => undefined) {
+  const seen: string[] = [];
+  const aliases: string[] = [];
+  let aliasAnswer: boolean | Error = true;
+  const handlers: AppserviceHandlers = {
+    async onEvent(event) {
+      seen.push(String(event.event_id));
+      await new Promise((r) => setTimeout(r, 2));
+      const err = fail(event, seen.filter((id) => id === event.event_id).length);
+      if (err) throw err;
+    },
+    async onAliasQuery(alias) {
+      aliases.push(alias);
+      if (aliasAnswer instanceof Error) throw aliasAnswer;
+      return aliasAnswer;
+    },
+  };
+  return {
+    handlers,
+    seen,
+    aliases,
+    answerAlias(a: boolean | Error) {
+      aliasAnswer = a;
+    },
+  };
+}
+
+async function serve(handlers: AppserviceHandlers): Promise<Running> {
+  const store = new SqliteStore(dbFile);
+  const app = express();
+  app.use(express.json());
+  app.use(appserviceRouter({ hsToken: HS_TOKEN, store, handlers, metrics: createMetrics() }));
+  app.use(errorHandler());
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+  });
+  const address = server.address();
+  if (!address || typeof address === "string") throw new Error("no port");
+  const r: Running = {
+    base: `http://127.0.0.1:${address.port}`,
+    store,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((done) => server.close(() => done()));
+      store.close();
+    },
+  };
+  running.push(r);
+  return r;
+}
+
+const event = (id: string, type = "m.room.message"): RawEvent => ({
+  event_id: id,
+  type,
+  room_id: "!r:example.org",
+  sender: "@alice:example.org",
+  content: { msgtype: "m.text", body: "hi" },
+});
+
+function put(base: string, txnId: string, body: unknown, token: string | null = HS_TOKEN): Promise<Response> {
+  return fetch(`${base}/_matrix/app/v1/transactions/${encodeURIComponent(txnId)}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+async function answer(res: Response): Promise<[number, unknown]> {
+  return [res.status, await res.json()];
+}
+
+beforeAll(() => configureLogging("silent"));
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), "parley-as-"));
+  dbFile = path.join(dir, "parley.db");
+});
+
+afterEach(async () => {
+  for (const r of running.splice(0)) await r.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("authentication", () => {
+  it("answers 401 M_UNAUTHORIZED without a token", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", { events: [event("$1")] }, null))).toEqual([
+      401,
+      { errcode: "M_UNAUTHORIZED", error: "missing homeserver token" },
+    ]);
+    expect(rec.seen).toEqual([]);
+  });
+
+  it("answers 403 M_FORBIDDEN with a wrong token", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", { events: [event("$1")] }, "x".repeat(64)))).toEqual([
+      403,
+      { errcode: "M_FORBIDDEN", error: "bad homeserver token" },
+    ]);
+    const wrongQuery = await fetch(`${base}/_matrix/app/v1/users/%40a%3Aexample.org?access_token=nope`);
+    expect(wrongQuery.status).toBe(403);
+    expect(rec.seen).toEqual([]);
+  });
+
+  it("accepts the token as a Bearer header", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", { events: [event("$1")] }))).toEqual([200, {}]);
+    expect(rec.seen).toEqual(["$1"]);
+  });
+
+  it("accepts the token as ?access_token", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    const res = await fetch(`${base}/_matrix/app/v1/transactions/t1?access_token=${HS_TOKEN}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ events: [event("$1")] }),
+    });
+    expect(await answer(res)).toEqual([200, {}]);
+    expect(rec.seen).toEqual(["$1"]);
+  });
+
+  it("answers 403 M_FORBIDDEN, not 500, for a repeated access_token parameter", async () => {
+    const { base } = await serve(recorder().handlers);
+    const res = await fetch(`${base}/_matrix/app/v1/ping?access_token=a&access_token=b`, { method: "POST" });
+    expect(await answer(res)).toEqual([403, { errcode: "M_FORBIDDEN", error: "bad homeserver token" }]);
+  });
+
+  it("does not take a non-Bearer authorization header as the token", async () => {
+    const { base } = await serve(recorder().handlers);
+    const res = await fetch(`${base}/_matrix/app/v1/ping`, { method: "POST", headers: { authorization: `Basic ${HS_TOKEN}` } });
+    expect(res.status).toBe(401);
+  });
+});
+
+describe("transactions", () => {
+  it("hands each event to onEvent in order and answers {}", async () => {
+    const rec = recorder();
+    const { base, store } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", { events: [event("$1"), event("$2"), event("$3")] }))).toEqual([200, {}]);
+    expect(rec.seen).toEqual(["$1", "$2", "$3"]);
+    expect(store.isTxnDone("t1")).toBe(true);
+    expect(store.isEventProcessed("$2")).toBe(true);
+  });
+
+  it("accepts a body without events as an empty transaction", async () => {
+    const rec = recorder();
+    const { base, store } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t-empty", {}))).toEqual([200, {}]);
+    expect(store.isTxnDone("t-empty")).toBe(true);
+  });
+
+  it("processes the same txnId once when it is PUT twice", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    const body = { events: [event("$1"), event("$2")] };
+    expect((await put(base, "t1", body)).status).toBe(200);
+    expect((await put(base, "t1", body)).status).toBe(200);
+    expect(rec.seen).toEqual(["$1", "$2"]);
+  });
+
+  it("processes the same txnId once when it is PUT concurrently", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    const body = { events: [event("$1"), event("$2")] };
+    const results = await Promise.all(Array.from({ length: 5 }, () => put(base, "t1", body)));
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(rec.seen).toEqual(["$1", "$2"]);
+  });
+
+  it("does not repeat an event delivered again in another transaction", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    await put(base, "t1", { events: [event("$1")] });
+    await put(base, "t2", { events: [event("$1"), event("$2")] });
+    expect(rec.seen).toEqual(["$1", "$2"]);
+  });
+
+  it("still treats a txnId as done after a restart on the same store file", async () => {
+    const first = recorder();
+    const a = await serve(first.handlers);
+    await put(a.base, "t1", { events: [event("$1")] });
+    await a.close();
+    running.splice(running.indexOf(a), 1);
+
+    const second = recorder();
+    const b = await serve(second.handlers);
+    expect(await answer(await put(b.base, "t1", { events: [event("$1")] }))).toEqual([200, {}]);
+    expect(second.seen).toEqual([]);
+  });
+
+  it("answers 500 on a transient failure; the retry re-runs only the events not yet done", async () => {
+    const rec = recorder((e, nth) => (e.event_id === "$2" && nth === 1 ? new Error("homeserver unreachable") : undefined));
+    const { base, store } = await serve(rec.handlers);
+    const body = { events: [event("$1"), event("$2"), event("$3")] };
+
+    expect(await answer(await put(base, "t1", body))).toEqual([
+      500,
+      { errcode: "M_UNKNOWN", error: "transaction not processed; retry" },
+    ]);
+    expect(rec.seen).toEqual(["$1", "$2"]);
+    expect(store.isTxnDone("t1")).toBe(false);
+    expect(store.isEventProcessed("$1")).toBe(true);
+    expect(store.isEventProcessed("$2")).toBe(false);
+
+    expect(await answer(await put(base, "t1", body))).toEqual([200, {}]);
+    expect(rec.seen).toEqual(["$1", "$2", "$2", "$3"]);
+    expect(store.isTxnDone("t1")).toBe(true);
+  });
+
+  it("treats a 5xx or 429 MatrixError as transient", async () => {
+    const rec = recorder((e, nth) =>
+      nth === 1 ? new MatrixError({ errcode: "M_LIMIT_EXCEEDED", error: "slow down" }, 429) : undefined,
+    );
+    const { base } = await serve(rec.handlers);
+    expect((await put(base, "t1", { events: [event("$1")] })).status).toBe(500);
+    expect((await put(base, "t1", { events: [event("$1")] })).status).toBe(200);
+    expect(rec.seen).toEqual(["$1", "$1"]);
+  });
+
+  it("gives up on an event that keeps failing after five tries", async () => {
+    const rec = recorder((e) => (e.event_id === "$bad" ? new Error("still down") : undefined));
+    const { base, store } = await serve(rec.handlers);
+    const body = { events: [event("$bad"), event("$good", "m.room.member")] };
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await put(base, "t1", body)).status);
+    expect(statuses).toEqual([500, 500, 500, 500, 200]);
+    expect(rec.seen).toEqual(["$bad", "$bad", "$bad", "$bad", "$bad", "$good"]);
+    expect(store.isEventProcessed("$bad")).toBe(true);
+  });
+
+  it("gives up at once on a non-transient MatrixError", async () => {
+    const rec = recorder((e) =>
+      e.event_id === "$1" ? new MatrixError({ errcode: "M_FORBIDDEN", error: "x" }, 403) : undefined,
+    );
+    const { base, store } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", { events: [event("$1"), event("$2")] }))).toEqual([200, {}]);
+    expect(rec.seen).toEqual(["$1", "$2"]);
+    expect(store.isEventProcessed("$1")).toBe(true);
+    expect(store.isTxnDone("t1")).toBe(true);
+    await put(base, "t2", { events: [event("$1")] });
+    expect(rec.seen).toEqual(["$1", "$2"]);
+  });
+
+  it("answers 400 M_BAD_JSON when events is not an array", async () => {
+    const rec = recorder();
+    const { base, store } = await serve(rec.handlers);
+    const [status, body] = await answer(await put(base, "t1", { events: { $1: event("$1") } }));
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ errcode: "M_BAD_JSON" });
+    expect((body as { error: string }).error).toMatch(/^transaction body: events: /);
+    expect(rec.seen).toEqual([]);
+    expect(store.isTxnDone("t1")).toBe(false);
+  });
+
+  it("answers 400 M_BAD_JSON when an event is not an object", async () => {
+    const { base } = await serve(recorder().handlers);
+    const [status, body] = await answer(await put(base, "t1", { events: ["$1"] }));
+    expect(status).toBe(400);
+    expect(body).toMatchObject({ errcode: "M_BAD_JSON" });
+  });
+
+  it("answers 400 M_NOT_JSON for a body that is not JSON", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await put(base, "t1", "{ events: [ "))).toEqual([
+      400,
+      { errcode: "M_NOT_JSON", error: "request body is not valid JSON" },
+    ]);
+    expect(rec.seen).toEqual([]);
+  });
+});
+
+describe("queries", () => {
+  const get = (base: string, p: string) => fetch(`${base}${p}`, { headers: { authorization: `Bearer ${HS_TOKEN}` } });
+
+  it("answers an alias query with {} when the handler made the room", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await get(base, "/_matrix/app/v1/rooms/%23meet-team%3Aexample.org"))).toEqual([200, {}]);
+    expect(rec.aliases).toEqual(["#meet-team:example.org"]);
+  });
+
+  it("answers 404 M_NOT_FOUND when the alias is not Parley's", async () => {
+    const rec = recorder();
+    rec.answerAlias(false);
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await get(base, "/_matrix/app/v1/rooms/%23other%3Aexample.org"))).toEqual([
+      404,
+      { errcode: "M_NOT_FOUND", error: "Parley does not provide #other:example.org" },
+    ]);
+  });
+
+  it("answers 500 M_UNKNOWN when the handler throws", async () => {
+    const rec = recorder();
+    rec.answerAlias(new Error("createRoom failed"));
+    const { base } = await serve(rec.handlers);
+    expect(await answer(await get(base, "/_matrix/app/v1/rooms/%23meet-x%3Aexample.org"))).toEqual([
+      500,
+      { errcode: "M_UNKNOWN", error: "could not create the meeting room" },
+    ]);
+  });
+
+  it("needs the token for alias queries too", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    expect((await fetch(`${base}/_matrix/app/v1/rooms/%23meet-x%3Aexample.org`)).status).toBe(401);
+    expect(rec.aliases).toEqual([]);
+  });
+
+  it("answers every user query with 404 M_NOT_FOUND", async () => {
+    const { base } = await serve(recorder().handlers);
+    expect(await answer(await get(base, "/_matrix/app/v1/users/%40_parley_x%3Aexample.org"))).toEqual([
+      404,
+      { errcode: "M_NOT_FOUND", error: "Parley does not provide @_parley_x:example.org" },
+    ]);
+  });
+
+  it("answers ping with 200 {}", async () => {
+    const { base } = await serve(recorder().handlers);
+    const res = await fetch(`${base}/_matrix/app/v1/ping`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${HS_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ transaction_id: "p1" }),
+    });
+    expect(await answer(res)).toEqual([200, {}]);
+  });
+});
+
+describe("isTransient", () => {
+  it("retries network errors, 5xx and 429, not other Matrix errors", () => {
+    expect(isTransient(new Error("ECONNREFUSED"))).toBe(true);
+    expect(isTransient(new MatrixError({ errcode: "M_UNKNOWN", error: "x" }, 502))).toBe(true);
+    expect(isTransient(new MatrixError({ errcode: "M_LIMIT_EXCEEDED", error: "x" }, 429))).toBe(true);
+    expect(isTransient(new MatrixError({ errcode: "M_FORBIDDEN", error: "x" }, 403))).toBe(false);
+    expect(isTransient(new MatrixError({ errcode: "M_NOT_FOUND", error: "x" }, 404))).toBe(false);
+  });
+});
