@@ -27,8 +27,8 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing from Debian: ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}" >&2 \
-    || { $SUDO apt-get update >&2 && $SUDO apt-get install -y --no-install-recommends "${apt_missing[@]}" >&2; }
+  $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null; }
   # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now janus >/dev/null 2>&1 || true; fi
   pkill -x janus >/dev/null 2>&1 || true
@@ -48,7 +48,7 @@ stamp="node_modules/.parley-install-stamp"
 want="$(node --version) $(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "npm ci"
-  npm ci --no-audit --no-fund >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$want" > "$stamp"
 fi
 log "ready"

@@ -10,13 +10,11 @@ import { stringify } from "yaml";
 import { parseConfig } from "../../appservice/src/config/load.ts";
 import type { ParleyConfig, ParleyConfigInput } from "../../appservice/src/config/schema.ts";
 import { botUserId, registrationYaml } from "../../appservice/src/matrix/registration.ts";
-import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
-import { startJanus, type JanusHandle } from "./janus.ts";
+import { startGeneratedJanus, type GeneratedJanus } from "./janus.ts";
 import { freePort, waitForHttp } from "./ports.ts";
 import { startProcess, type ManagedProcess } from "./proc.ts";
 import { startSynapse, type SynapseHandle } from "./synapse.ts";
-import { generateSelfSignedCert } from "./tls.ts";
 import { registerUser, type RegisteredUser } from "./users.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -55,7 +53,7 @@ export interface Institution {
   readonly botUserId: string;
   readonly dir: string;
   readonly synapse: SynapseHandle;
-  readonly janus: JanusHandle | undefined;
+  readonly janus: GeneratedJanus | undefined;
   readonly parley: ParleyProcess;
   /** "#meet-<slug>:<serverName>" */
   alias(slug: string): string;
@@ -124,29 +122,10 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   const cfg: ParleyConfig = { ...config!, homeserver: { ...config!.homeserver, url: synapse.clientUrl } };
   await fs.writeFile(configFile, stringify(cfg), { mode: 0o600 });
 
-  let janus: JanusHandle | undefined;
-  if (opts.janus ?? true) {
-    const janusDir = path.join(dir, "janus");
-    const [wsPort, adminWsPort] = [await freePort("127.0.0.1"), await freePort("127.0.0.1")];
-    const cert = await generateSelfSignedCert({ dir: janusDir, ip: "127.0.0.1", name: "dtls" });
-    const rtpBase = 20000 + index * 1000;
-    janus = await startJanus({
-      dir: janusDir,
-      wsUrl: `ws://127.0.0.1:${wsPort}`,
-      configFiles: renderJanusConfig({
-        wsPort,
-        adminWsPort,
-        apiSecret: secret(),
-        adminSecret: secret(),
-        videoroomAdminKey: secret(),
-        rtpPortRange: [rtpBase, rtpBase + 999],
-        certPem: cert.certPath,
-        certKey: cert.keyPath,
-        reclaimSessionTimeoutS: 30,
-        iceEnforceList: "lo",
-      }),
-    });
-  }
+  const janus =
+    (opts.janus ?? true)
+      ? await startGeneratedJanus({ dir: path.join(dir, "janus"), rtpPortRange: [20000 + index * 1000, 20999 + index * 1000] })
+      : undefined;
 
   let proc = await startParley(configFile, cfg, dir);
   let store: SqliteStore | undefined;

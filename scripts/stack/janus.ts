@@ -1,9 +1,12 @@
 // Starts a Janus gateway for the loopback dev/test stack with an isolated configs folder and
 // plugin/transport folders that hold only what Parley uses (VideoRoom, WebSockets).
+import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { waitForTcp } from "./ports.ts";
+import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
+import { freePort, waitForTcp } from "./ports.ts";
 import { startProcess, type ManagedProcess } from "./proc.ts";
+import { generateSelfSignedCert, type CertPaths } from "./tls.ts";
 
 const JANUS_LIB_DIR = "/usr/lib/x86_64-linux-gnu/janus";
 
@@ -123,5 +126,55 @@ export async function startJanus(opts: JanusOptions): Promise<JanusHandle> {
     async kill9() {
       await proc.kill9();
     },
+  };
+}
+
+/** What a Janus started with Parley's generated config needs to be talked to. */
+export interface GeneratedJanus extends JanusHandle {
+  dir: string;
+  wsUrl: string;
+  adminWsUrl: string;
+  apiSecret: string;
+  adminSecret: string;
+  videoroomAdminKey: string;
+  rtpPortRange: [number, number];
+  cert: CertPaths;
+}
+
+/**
+ * A Janus running the config Parley generates (renderJanusConfig): fresh secrets, a DTLS
+ * certificate of its own, API and Admin API on 127.0.0.1 at free ports, a 30 s reclaim timeout.
+ */
+export async function startGeneratedJanus(opts: { dir: string; rtpPortRange: [number, number] }): Promise<GeneratedJanus> {
+  const secret = () => randomBytes(32).toString("hex");
+  const [wsPort, adminWsPort] = [await freePort("127.0.0.1"), await freePort("127.0.0.1")];
+  const cert = await generateSelfSignedCert({ dir: opts.dir, ip: "127.0.0.1", name: "dtls" });
+  const [apiSecret, adminSecret, videoroomAdminKey] = [secret(), secret(), secret()];
+  const wsUrl = `ws://127.0.0.1:${wsPort}`;
+  const handle = await startJanus({
+    dir: opts.dir,
+    wsUrl,
+    configFiles: renderJanusConfig({
+      wsPort,
+      adminWsPort,
+      apiSecret,
+      adminSecret,
+      videoroomAdminKey,
+      rtpPortRange: opts.rtpPortRange,
+      certPem: cert.certPath,
+      certKey: cert.keyPath,
+      reclaimSessionTimeoutS: 30,
+    }),
+  });
+  return {
+    ...handle,
+    dir: opts.dir,
+    wsUrl,
+    adminWsUrl: `ws://127.0.0.1:${adminWsPort}`,
+    apiSecret,
+    adminSecret,
+    videoroomAdminKey,
+    rtpPortRange: opts.rtpPortRange,
+    cert,
   };
 }

@@ -3,6 +3,7 @@
 // against the same homeserver, so the ratios compare like with like.
 //   node test/bench/run.ts [--aliases 50] [--commands 20]
 import { parseArgs } from "node:util";
+import { FederationPolicy } from "../../appservice/src/calls/policy.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { TestUser } from "../support/matrix.ts";
 
@@ -39,7 +40,7 @@ try {
   // Interleave alias joins and plain createRoom so drift in the homeserver hits both alike.
   const aliasMs: number[] = [];
   const createMs: number[] = [];
-  const acl = { allow: [A.host], deny: [], allow_ip_literals: true };
+  const acl = new FederationPolicy(A.serverName, []).serverAcl();
   for (let i = 0; i < N_ALIASES; i++) {
     aliasMs.push(await timed(() => u.join(A.alias(`bench-${run}-${i}`))));
     // The same room a meeting alias makes, created by the user directly (alias, state, power levels).

@@ -3,6 +3,9 @@
 import { createClient, Method, type MatrixClient } from "matrix-js-sdk";
 
 const enc = encodeURIComponent;
+const noop = () => undefined;
+/** Tests read results, not matrix-js-sdk's per-request debug lines. */
+const quiet = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, getChild: () => quiet };
 
 export interface StateEvent {
   type: string;
@@ -24,7 +27,7 @@ export class TestUser {
 
   constructor(baseUrl: string, userId: string, accessToken: string) {
     this.userId = userId;
-    this.client = createClient({ baseUrl, userId, accessToken, localTimeoutMs: 60_000 });
+    this.client = createClient({ baseUrl, userId, accessToken, localTimeoutMs: 60_000, logger: quiet });
   }
 
   request<T>(method: Method, path: string, body?: unknown, query?: Record<string, string>): Promise<T> {

@@ -4,7 +4,7 @@ import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-
 import type { Homeserver, MeetingRoomSpec, Notice, WidgetSpec } from "../calls/ports.ts";
 import { RoomAliasInUseError } from "../calls/ports.ts";
 import { CALL_STATE_EVENT, WIDGET_EVENT } from "../calls/meetings.ts";
-import { getLogger } from "../log.ts";
+import { getLogger, sdkLogger } from "../log.ts";
 
 /** MatrixRTC membership state must be writable by every participant. */
 const CALL_MEMBER_EVENTS = ["org.matrix.msc3401.call.member", "m.rtc.member"];
@@ -35,6 +35,7 @@ export class MatrixHomeserver implements Homeserver {
       accessToken: opts.asToken,
       userId: opts.botUserId,
       localTimeoutMs: 30_000,
+      logger: sdkLogger(getLogger("matrix-js-sdk")),
     });
   }
 

@@ -23,8 +23,9 @@ export interface JanusConfigInput {
   /** Janus API session_timeout in seconds (default 60). */
   sessionTimeoutS?: number | undefined;
   /**
-   * nat.ice_enforce_list: interfaces/addresses ICE may gather host candidates on (e.g. "lo" so
-   * media sockets stay on loopback in the test stack). Default: unset, i.e. all interfaces.
+   * nat.ice_enforce_list: the interfaces/addresses ICE may gather host candidates on (e.g. the
+   * media interface of a multi-homed host). Janus 1.1.2 never gathers on loopback: "lo" or
+   * "127.0.0.1" match nothing, and it then falls back to every non-loopback address.
    */
   iceEnforceList?: string | undefined;
   /** general.server_name (default "parley-janus"). */
@@ -42,10 +43,26 @@ function int(value: number, what: string): string {
   return String(value);
 }
 
+/** A dropped control socket must not kill every call's media: zero is refused. */
+function positive(value: number, what: string): string {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`janus config: ${what} must be a positive integer`);
+  return String(value);
+}
+
 function port(value: number, what: string): string {
   if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`janus config: bad ${what} ${value}`);
   return String(value);
 }
+
+/** Janus 1.1.2 modules (Debian) that Parley never loads. */
+const OTHER_PLUGINS = [
+  "libjanus_audiobridge.so", "libjanus_echotest.so", "libjanus_nosip.so", "libjanus_recordplay.so",
+  "libjanus_sip.so", "libjanus_streaming.so", "libjanus_textroom.so", "libjanus_videocall.so",
+  "libjanus_voicemail.so", "libjanus_lua.so", "libjanus_duktape.so",
+];
+const OTHER_TRANSPORTS = [
+  "libjanus_http.so", "libjanus_pfunix.so", "libjanus_rabbitmq.so", "libjanus_mqtt.so", "libjanus_nanomsg.so",
+];
 
 /** filename -> contents, for Janus's configs folder. */
 export function renderJanusConfig(o: JanusConfigInput): Record<string, string> {
@@ -64,7 +81,7 @@ general: {
 	debug_colors = false
 	session_timeout = ${int(o.sessionTimeoutS ?? 60, "sessionTimeoutS")}
 	# Janus 1.1.2 reads this from "general" (see /etc/janus/janus.jcfg).
-	reclaim_session_timeout = ${int(o.reclaimSessionTimeoutS, "reclaimSessionTimeoutS")}
+	reclaim_session_timeout = ${positive(o.reclaimSessionTimeoutS, "reclaimSessionTimeoutS")}
 	hide_dependencies = true
 }
 
@@ -83,13 +100,18 @@ nat: {
 	ice_ignore_list = "vmnet"${o.iceEnforceList === undefined ? "" : `\n\tice_enforce_list = ${q(o.iceEnforceList)}`}
 }
 
+# Only VideoRoom and the WebSockets transport: every other module Debian's package ships is
+# disabled here too, not only left out of the folders Parley points Janus at.
 plugins: {
+	disable = "${OTHER_PLUGINS.join(",")}"
 }
 
 transports: {
+	disable = "${OTHER_TRANSPORTS.join(",")}"
 }
 
 loggers: {
+	disable = "libjanus_jsonlog.so"
 }
 
 events: {

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# A complete local deployment on loopback: installs whatever is missing, then starts two
+# institutions (each a Synapse, a Janus and a Parley serving the web client), creates a demo
+# user on each, prints the URL to open, and runs until Ctrl-C.
+#   scripts/dev.sh [--institutions 1|2|3]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+exec node scripts/dev.ts "$@"
