@@ -49,6 +49,14 @@ export function parseConfig(raw: unknown, file = "config"): ParleyConfig {
       problems.push(`${section}.${key}: expected a random secret of at least 32 characters`);
     }
   }
+  config.sfu.nodes.forEach((node, i) => {
+    for (const key of ["apiSecret", "adminKey"] as const) {
+      if (isPlaceholder(node[key])) problems.push(`sfu.nodes.${i}.${key}: placeholder secret '${node[key]}' refused`);
+      else if (node[key].length < 32) problems.push(`sfu.nodes.${i}.${key}: expected a random secret of at least 32 characters`);
+    }
+  });
+  const ids = config.sfu.nodes.map((n) => n.id);
+  if (new Set(ids).size !== ids.length) problems.push("sfu.nodes: node ids must be unique");
   if (!problems.length && config.appservice.asToken === config.appservice.hsToken) {
     problems.push("appservice.hsToken: must differ from appservice.asToken");
   }

@@ -76,9 +76,58 @@ export const configSchema = z
             "The homeserver's own domain is always allowed. Becomes the allow list of m.room.server_acl.",
           examples: [["partner.example", "*.gov.example"]],
         }),
+        openidOverrides: z.record(z.string().min(1), z.url({ error: "expected an absolute URL such as https://example.org" })).default({}).meta({
+          description:
+            "Server name -> federation base URL used to verify that server's OpenID tokens, bypassing " +
+            "server discovery (private federations, split DNS)",
+          examples: [{ "partner.example": "https://matrix.partner.example:8448" }],
+        }),
+        tlsVerify: z.boolean().default(true).meta({
+          description: "Verify remote homeservers' TLS certificates when checking OpenID tokens",
+        }),
+        caFile: z.string().optional().meta({
+          description: "Extra CA certificates (PEM) trusted for remote homeservers, e.g. a private federation's CA",
+        }),
       })
       .prefault({})
       .meta({ description: "Federation policy; keep it in line with Synapse's federation_domain_whitelist" }),
+    sfu: z
+      .strictObject({
+        nodes: z
+          .array(
+            z.strictObject({
+              id: z.string().regex(/^[a-z0-9-]+$/, "lower-case letters, digits and '-'").meta({ description: "Node name" }),
+              url: z.url({ error: "expected an absolute URL such as ws://127.0.0.1:8188" }).meta({
+                description: "Janus API WebSocket URL (loopback or a private network; never public)",
+                examples: ["ws://127.0.0.1:8188"],
+              }),
+              apiSecret: secret("Janus api_secret"),
+              adminKey: secret("Janus VideoRoom admin_key"),
+            }),
+          )
+          .default([])
+          .meta({ description: "Janus nodes; calls are placed on the least loaded" }),
+      })
+      .prefault({})
+      .meta({ description: "The SFU (Janus). Parley writes each node's config: parley --janus-config" }),
+    calls: z
+      .strictObject({
+        sessionTtlSeconds: z.int().min(30).max(86_400).default(600).meta({
+          description: "Lifetime of a call session granted after an OpenID check (the WebSocket must open within it)",
+        }),
+        iceServers: z
+          .array(
+            z.strictObject({
+              urls: z.union([z.string(), z.array(z.string())]),
+              username: z.string().optional(),
+              credential: z.string().optional(),
+            }),
+          )
+          .default([])
+          .meta({ description: "STUN/TURN servers handed to clients" }),
+      })
+      .prefault({})
+      .meta({ description: "Call sessions" }),
     store: z
       .strictObject({
         path: z.string().min(1).default("parley.db").meta({

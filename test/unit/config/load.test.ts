@@ -47,7 +47,9 @@ describe("parseConfig", () => {
         userPrefix: "_parley_",
       },
       meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
-      federation: { allow: [] },
+      federation: { allow: [], openidOverrides: {}, tlsVerify: true },
+      sfu: { nodes: [] },
+      calls: { sessionTtlSeconds: 600, iceServers: [] },
       store: { path: "parley.db" },
       logging: { level: "info" },
     });
@@ -116,6 +118,9 @@ describe("parseConfig", () => {
     expect(problemsOf(with_("meetings", { joinRule: "open" }))).toEqual([
       'meetings.joinRule: Invalid option: expected one of "public"|"knock"|"invite"',
     ]);
+    expect(
+      problemsOf({ ...minimal(), sfu: { nodes: [{ id: "a", url: "ws://127.0.0.1:8188", apiSecret: "generate", adminKey: "short" }] } }),
+    ).toEqual(["sfu.nodes.0.apiSecret: placeholder secret 'generate' refused", "sfu.nodes.0.adminKey: expected a random secret of at least 32 characters"]);
     expect(problemsOf({ ...minimal(), logging: { level: "loud" } })).toEqual([
       'logging.level: Invalid option: expected one of "fatal"|"error"|"warn"|"info"|"debug"|"trace"',
     ]);
