@@ -14,7 +14,9 @@ case "$what" in
   unit) npx vitest run --project unit --reporter=default --reporter=json --outputFile.json="$report" || status=$? ;;
   all)
     npx eslint . && npx tsc --noEmit -p tsconfig.json
-    npx vitest run --reporter=default --reporter=json --outputFile.json="$report" || status=$?
+    # Integration and browser tests run in a network namespace of their own (scripts/isolated.sh):
+    # everything binds loopback, and WebRTC media stays on the namespace's 127.77.0.1.
+    scripts/isolated.sh npx vitest run --reporter=default --reporter=json --outputFile.json="$report" || status=$?
     ;;
   *) echo "usage: scripts/test.sh [unit|all]" >&2; exit 2 ;;
 esac

@@ -110,7 +110,8 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           hsToken: secret(),
         },
         meetings: { publicUrl: `http://${ip}:${parleyPort}` },
-        federation: { allow: opts.allow(index, hosts) },
+        // The stack's homeservers use self-signed loopback certificates.
+        federation: { allow: opts.allow(index, hosts), tlsVerify: false },
         store: { path: path.join(dir, "parley.db") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
       };
@@ -118,14 +119,22 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
       await fs.writeFile(registrationFile, registrationYaml(config), { mode: 0o600 });
     },
   });
-  // The client URL is known only now; the config file is written once, complete.
-  const cfg: ParleyConfig = { ...config!, homeserver: { ...config!.homeserver, url: synapse.clientUrl } };
-  await fs.writeFile(configFile, stringify(cfg), { mode: 0o600 });
-
   const janus =
     (opts.janus ?? true)
       ? await startGeneratedJanus({ dir: path.join(dir, "janus"), rtpPortRange: [20000 + index * 1000, 20999 + index * 1000] })
       : undefined;
+
+  // The client URL and the Janus are known only now; the config file is written once, complete.
+  const cfg: ParleyConfig = {
+    ...config!,
+    homeserver: { ...config!.homeserver, url: synapse.clientUrl },
+    sfu: {
+      nodes: janus
+        ? [{ id: `janus-${name}`, url: janus.wsUrl, apiSecret: janus.apiSecret, adminKey: janus.videoroomAdminKey }]
+        : [],
+    },
+  };
+  await fs.writeFile(configFile, stringify(cfg), { mode: 0o600 });
 
   let proc = await startParley(configFile, cfg, dir);
   let store: SqliteStore | undefined;

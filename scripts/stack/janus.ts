@@ -164,6 +164,8 @@ export async function startGeneratedJanus(opts: { dir: string; rtpPortRange: [nu
       certPem: cert.certPath,
       certKey: cert.keyPath,
       reclaimSessionTimeoutS: 30,
+      // Inside scripts/isolated.sh, media goes over the namespace's own interface (127.77.0.1).
+      iceEnforceList: process.env.PARLEY_MEDIA_IFACE || undefined,
     }),
   });
   return {

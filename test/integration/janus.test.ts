@@ -216,7 +216,10 @@ describe("Janus started with Parley's generated config", () => {
     expect(jcfg).toContain(`cert_key = "${cert.keyPath}"`);
     expect(jcfg).toContain(`admin_secret = "${adminSecret}"`);
     expect(jcfg).toContain(`api_secret = "${apiSecret}"`);
-    expect(jcfg).not.toMatch(/ice_enforce_list/);
+    // Inside scripts/isolated.sh, ICE is pinned to the namespace's media interface.
+    const iface = process.env.PARLEY_MEDIA_IFACE;
+    if (iface) expect(jcfg).toMatch(new RegExp(`^\\s*ice_enforce_list = "${iface}"$`, "m"));
+    else expect(jcfg).not.toMatch(/ice_enforce_list/);
     expect(jcfg).toMatch(/^\s*disable = ".*libjanus_echotest\.so.*"$/m);
     const vrcfg = await fs.readFile(path.join(janusDir, "config", "janus.plugin.videoroom.jcfg"), "utf8");
     expect(vrcfg).toContain(`admin_key = "${videoroomAdminKey}"`);

@@ -89,6 +89,23 @@ export class TestUser {
     }
   }
 
+  /** An OpenID token from the user's own homeserver (what a client hands a call API). */
+  async openIdToken(): Promise<{ access_token: string; matrix_server_name: string; token_type: string; expires_in: number }> {
+    return this.request(Method.Post, `/user/${enc(this.userId)}/openid/request_token`, {});
+  }
+
+  async kick(roomId: string, userId: string, reason = "test"): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/kick`, { user_id: userId, reason });
+  }
+
+  async ban(roomId: string, userId: string, reason = "test"): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/ban`, { user_id: userId, reason });
+  }
+
+  async leave(roomId: string): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/leave`, {});
+  }
+
   async joinedRooms(): Promise<string[]> {
     return (await this.request<{ joined_rooms: string[] }>(Method.Get, "/joined_rooms")).joined_rooms;
   }

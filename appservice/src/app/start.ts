@@ -1,14 +1,22 @@
 // start(config) -> a running Parley. Tests start the whole service in-process through this.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import express from "express";
+import { CallService } from "../calls/callService.ts";
 import { FederationPolicy } from "../calls/policy.ts";
+import type { SfuMedia, SfuRooms } from "../calls/ports.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { createMetrics, type Metrics } from "../http/metrics.ts";
+import { callApiRouter } from "../http/callApi.ts";
+import { CallMembers, mediaHandlers } from "../http/signalling/media.ts";
+import { attachSignalling, sessionHandlers, SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { configureLogging, getLogger } from "../log.ts";
+import { OpenIdVerifier } from "../matrix/openid.ts";
+import { createSfu, type Sfu } from "../sfu/index.ts";
+import { sfuPorts } from "./sfuPorts.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
@@ -20,6 +28,7 @@ export interface Parley {
   readonly port: number;
   readonly store: SqliteStore;
   readonly meetings: MeetingService;
+  readonly calls: CallService;
   readonly metrics: Metrics;
   stop(): Promise<void>;
 }
@@ -37,6 +46,15 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     botUserId: botUserId(config),
   });
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
+  const verifier = OpenIdVerifier.fromConfig(config, policy);
+  const sfu: Sfu | undefined = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
+  // Frame encryption arrives with the E2EE issue; until then Janus rooms accept clear frames.
+  const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee: false }) : noSfu();
+  const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
+  const calls = new CallService(
+    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers },
+    { homeserver, store, policy, verifier, sfu: ports, clock: { now: () => Date.now() }, ids },
+  );
   const meetings = new MeetingService(
     {
       domain: config.homeserver.domain,
@@ -50,7 +68,8 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       store,
       policy,
       clock: { now: () => Date.now() },
-      ids: { callId: () => randomUUID() },
+      ids,
+      onCallEnded: (call) => calls.endCall(call),
       observe: (what, label) => {
         if (what === "room_created") metrics.roomsCreated.inc({ origin: label });
         else if (what === "command") metrics.commands.inc({ kind: label });
@@ -58,7 +77,10 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       },
     },
   );
-  const router = new EventRouter(meetings, homeserver.botUserId);
+  const router = new EventRouter(meetings, homeserver.botUserId, (roomId, userId, membership) => {
+    const ended = calls.evict(roomId, userId, membership);
+    if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
+  });
 
   const app = express();
   app.disable("x-powered-by");
@@ -74,6 +96,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       },
     }),
   );
+  app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
   app.get("/health", (_req, res) => {
     try {
       store.db.prepare("SELECT 1").get();
@@ -100,6 +123,21 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     const s = app.listen(config.appservice.port, config.appservice.bindAddress, () => resolve(s));
     s.once("error", reject);
   });
+  const members = new CallMembers();
+  const signalling = attachSignalling(server, calls, { ...sessionHandlers(calls), ...mediaHandlers(calls, ports, members) });
+  // A restarted Janus lost its rooms: recreate each active call's room (same id and secret);
+  // the participants' sessions died with it, and their clients are told to renegotiate.
+  sfu?.onNodeRestarted((nodeId, lost) => {
+    for (const call of store.activeCalls()) {
+      if (call.sfu?.node !== nodeId || !lost.includes(call.sfu.room)) continue;
+      const room = { node: call.sfu.node, roomId: call.sfu.room, secret: call.sfu.secret };
+      sfu
+        .recreateRoom(room)
+        .then((r) => store.setCallSfu(call.callId, { node: r.node, room: r.roomId, secret: r.secret }))
+        .then(() => log.info({ callId: call.callId, nodeId }, "SFU room recreated after a Janus restart"))
+        .catch((err: unknown) => log.error({ err, callId: call.callId, nodeId }, "could not recreate the SFU room"));
+    }
+  });
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.appservice.port;
 
@@ -109,7 +147,10 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     const settled = await meetings.reconcilePendingAliases();
     if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
   } catch (err) {
+    await signalling.close();
     server.close();
+    await sfu?.stop();
+    verifier.close();
     store.close();
     throw err;
   }
@@ -124,10 +165,15 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     port,
     store,
     meetings,
+    calls,
     metrics,
     stop() {
       stopped ??= (async () => {
         clearInterval(pruneTimer);
+        await signalling.close();
+        calls.stop();
+        await sfu?.stop();
+        verifier.close();
         server.closeAllConnections();
         await new Promise<void>((r) => server.close(() => r()));
         store.close();
@@ -136,4 +182,12 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       return stopped;
     },
   };
+}
+
+/** Without an SFU node in the config, calls cannot carry media: joins say so. */
+function noSfu(): SfuRooms & SfuMedia {
+  const unavailable = async (): Promise<never> => {
+    throw new ParleyError("M_UNAVAILABLE", "no media server (sfu.nodes) is configured");
+  };
+  return { createRoom: unavailable, destroyRoom: async () => undefined, roomExists: async () => false, open: unavailable };
 }

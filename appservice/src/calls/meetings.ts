@@ -22,6 +22,8 @@ export interface MeetingsDeps {
   policy: FederationPolicy;
   clock: Clock;
   ids: IdSource;
+  /** Told when `!meet end` ended a call (close its sessions and SFU room). */
+  onCallEnded?: (call: CallRecord) => Promise<void>;
   /** Observes outcomes for metrics; optional. */
   observe?: (what: "room_created" | "command" | "refusal", label: string) => void;
 }
@@ -214,6 +216,7 @@ export class MeetingService {
       ended = last;
     }
     if (ended.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
+    await this.deps.onCallEnded?.(ended);
     return `Call ended by ${ended.endedBy ?? sender}.`;
   }
 }

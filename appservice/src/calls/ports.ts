@@ -1,5 +1,6 @@
 // The seams the domain talks through. Implementations live in matrix/ (homeserver) and
 // store/ (persistence); unit tests give fakes.
+import type { SfuRoomRecord } from "../store/store.ts";
 import type { ServerAclContent } from "./policy.ts";
 
 export interface MeetingRoomSpec {
@@ -48,6 +49,8 @@ export interface Homeserver {
   /** Whether the bot's power level lets it send this state event type in the room. */
   canSendState(roomId: string, eventType: string): Promise<boolean>;
   putWidget(roomId: string, widget: WidgetSpec): Promise<void>;
+  /** The user's membership in the room as the bot sees it ("join", "leave", "ban", ...). */
+  getMembership(roomId: string, userId: string): Promise<string | undefined>;
   removeWidget(roomId: string, widgetId: string): Promise<void>;
 }
 
@@ -57,4 +60,51 @@ export interface Clock {
 
 export interface IdSource {
   callId(): string;
+  /** An unguessable bearer token (at least 256 bits). */
+  sessionToken(): string;
+}
+
+/** Checks a Matrix OpenID token against the user's own homeserver. */
+export interface OpenIdVerifier {
+  verify(token: string, claimedServerName: string): Promise<{ userId: string }>;
+}
+
+/** The SFU as the call layer needs it: one room per active call. */
+export interface SfuRooms {
+  createRoom(callId: string): Promise<SfuRoomRecord>;
+  destroyRoom(room: SfuRoomRecord): Promise<void>;
+  /** Whether the room still exists on its node (a restarted node has lost it). */
+  roomExists(room: SfuRoomRecord): Promise<boolean>;
+}
+
+export type TrickleTarget = "publisher" | "subscriber";
+export interface IceCandidate {
+  candidate: string;
+  sdpMid?: string | null | undefined;
+  sdpMLineIndex?: number | null | undefined;
+}
+
+export interface MediaStreamInfo {
+  mid: string;
+  kind: "audio" | "video";
+}
+
+/** One participant's media on the SFU: a publisher and one multistream subscriber. */
+export interface SfuMediaSession {
+  /** The participant's id in the SFU room (its feed, once it publishes). */
+  readonly feedId: string | number;
+  publish(offerSdp: string, opts: { simulcast: boolean }): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
+  subscribe(feeds: { feed: string | number; mid?: string | undefined }[]): Promise<{ offerSdp: string; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+  unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+  /** The client's answer to the subscriber offer. */
+  answer(answerSdp: string): Promise<void>;
+  trickle(target: TrickleTarget, candidate: IceCandidate | null): Promise<void>;
+  mute(kind: "audio" | "video", muted: boolean): Promise<void>;
+  /** Leaves the SFU room and frees the handles; safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface SfuMedia {
+  /** Joins the SFU room as `display` (a user id); `onEnded` fires if the SFU drops the session. */
+  open(room: SfuRoomRecord, display: string, onEnded: (reason: string) => void): Promise<SfuMediaSession>;
 }

@@ -1,37 +1,9 @@
-// Typed errors with stable Matrix-style codes, mapped to HTTP status in one table.
+// Matrix-style errors as HTTP responses; the codes and their status live in ../errors.ts.
 import type { ErrorRequestHandler, Response } from "express";
+import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 
-export const ERROR_STATUS = {
-  M_BAD_JSON: 400,
-  M_NOT_JSON: 400,
-  M_MISSING_PARAM: 400,
-  M_INVALID_PARAM: 400,
-  M_UNAUTHORIZED: 401,
-  M_MISSING_TOKEN: 401,
-  M_UNKNOWN_TOKEN: 401,
-  M_FORBIDDEN: 403,
-  M_NOT_FOUND: 404,
-  M_UNRECOGNIZED: 404,
-  M_TOO_LARGE: 413,
-  M_LIMIT_EXCEEDED: 429,
-  M_UNKNOWN: 500,
-  M_UNAVAILABLE: 503,
-} as const;
-
-export type ErrCode = keyof typeof ERROR_STATUS;
-
-export class ParleyError extends Error {
-  readonly errcode: ErrCode;
-  constructor(errcode: ErrCode, message: string) {
-    super(message);
-    this.name = "ParleyError";
-    this.errcode = errcode;
-  }
-  get status(): number {
-    return ERROR_STATUS[this.errcode];
-  }
-}
+export { ERROR_STATUS, ParleyError, type ErrCode } from "../errors.ts";
 
 export function sendError(res: Response, err: ParleyError): void {
   res.status(err.status).json({ errcode: err.errcode, error: err.message });

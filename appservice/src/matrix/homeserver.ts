@@ -7,7 +7,7 @@ import { CALL_STATE_EVENT, WIDGET_EVENT } from "../calls/meetings.ts";
 import { getLogger, sdkLogger } from "../log.ts";
 
 /** MatrixRTC membership state must be writable by every participant. */
-const CALL_MEMBER_EVENTS = ["org.matrix.msc3401.call.member", "m.rtc.member"];
+const CALL_MEMBER_EVENTS = ["org.matrix.msc3401.call.member", "m.rtc.member", "org.matrix.msc4143.rtc.member"];
 
 /** Room versions whose creators hold unlimited power and must not appear in power levels (MSC4289). */
 export function creatorsArePrivileged(roomVersion: string): boolean {
@@ -177,6 +177,17 @@ export class MatrixHomeserver implements Homeserver {
     const mine = pl.users?.[this.botUserId] ?? pl.users_default ?? 0;
     const needed = pl.events?.[eventType] ?? pl.state_default ?? 50;
     return mine >= needed;
+  }
+
+  async getMembership(roomId: string, userId: string): Promise<string | undefined> {
+    try {
+      const member = await this.state<{ membership?: string }>(roomId, "m.room.member", userId);
+      return member?.membership;
+    } catch (err) {
+      // The bot is not in the room (or never was): it cannot vouch for anyone there.
+      if (errcodeOf(err) === "M_FORBIDDEN") return undefined;
+      throw err;
+    }
   }
 
   async putWidget(roomId: string, widget: WidgetSpec): Promise<void> {

@@ -9,7 +9,12 @@ export class EventRouter {
   private readonly handlers: Record<string, Handler>;
   private readonly log = getLogger("matrix.router");
 
-  constructor(meetings: MeetingService, botUserId: string) {
+  /** `onMembershipLost(roomId, userId, membership)`: a user's membership is no longer "join". */
+  constructor(
+    meetings: MeetingService,
+    botUserId: string,
+    onMembershipLost: (roomId: string, userId: string, membership: string) => void = () => undefined,
+  ) {
     this.handlers = {
       "m.room.member": async (raw) => {
         const parsed = memberEvent.safeParse(raw);
@@ -18,6 +23,8 @@ export class EventRouter {
         if (ev.state_key === botUserId && ev.content.membership === "invite") {
           const outcome = await meetings.onBotInvited(ev.room_id, ev.sender);
           this.log.info({ roomId: ev.room_id, inviter: ev.sender, outcome }, "bot invited");
+        } else if (ev.state_key !== botUserId && ev.content.membership !== "join") {
+          onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);
         }
       },
       "m.room.message": async (raw) => {

@@ -42,6 +42,7 @@ const toCall = (r: Row): CallRecord => ({
   endedAt: (r.ended_at as number | null) ?? null,
   endedBy: (r.ended_by as string | null) ?? null,
   endEventId: (r.end_event_id as string | null) ?? null,
+  sfu: r.sfu_node ? { node: r.sfu_node as string, room: r.sfu_room as string, secret: r.sfu_secret as string } : null,
 });
 
 export class SqliteStore implements Store {
@@ -117,6 +118,11 @@ export class SqliteStore implements Store {
     return (rows as Row[]).map(toAlias);
   }
 
+  aliasOfRoom(roomId: string): AliasRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM meeting_alias WHERE room_id = ?").get(roomId) as Row | undefined;
+    return row && toAlias(row);
+  }
+
   activeCall(roomId: string): CallRecord | undefined {
     const row = this.db.prepare("SELECT * FROM call WHERE room_id = ? AND ended_at IS NULL").get(roomId) as Row | undefined;
     return row && toCall(row);
@@ -129,7 +135,7 @@ export class SqliteStore implements Store {
          ON CONFLICT DO NOTHING`,
       )
       .run(call);
-    return r.changes === 1 ? { ...call, endedAt: null, endedBy: null, endEventId: null } : undefined;
+    return r.changes === 1 ? { ...call, endedAt: null, endedBy: null, endEventId: null, sfu: null } : undefined;
   }
   endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined {
     const row = this.db
@@ -144,6 +150,11 @@ export class SqliteStore implements Store {
       .prepare("SELECT * FROM call WHERE room_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1")
       .get(roomId) as Row | undefined;
     return row && toCall(row);
+  }
+  setCallSfu(callId: string, sfu: { node: string; room: string; secret: string } | null): void {
+    this.db
+      .prepare("UPDATE call SET sfu_node = ?, sfu_room = ?, sfu_secret = ? WHERE call_id = ?")
+      .run(sfu?.node ?? null, sfu?.room ?? null, sfu?.secret ?? null, callId);
   }
   activeCalls(): CallRecord[] {
     return (this.db.prepare("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at").all() as Row[]).map(toCall);

@@ -20,9 +20,17 @@ export interface CallRecord {
   endedAt: number | null;
   endedBy: string | null;
   endEventId: string | null;
+  /** The SFU room carrying the call, once one was made. */
+  sfu: SfuRoomRecord | null;
 }
 
-export type NewCall = Omit<CallRecord, "endedAt" | "endedBy" | "endEventId">;
+export interface SfuRoomRecord {
+  node: string;
+  room: string;
+  secret: string;
+}
+
+export type NewCall = Omit<CallRecord, "endedAt" | "endedBy" | "endEventId" | "sfu">;
 
 export interface TransactionStore {
   isTxnDone(txnId: string): boolean;
@@ -40,6 +48,8 @@ export interface AliasStore {
   completeAlias(alias: string, roomId: string): void;
   releaseAlias(alias: string): void;
   listAliases(state?: AliasRecord["state"]): AliasRecord[];
+  /** The meeting alias whose room this is, if any. */
+  aliasOfRoom(roomId: string): AliasRecord | undefined;
 }
 
 export interface CallStore {
@@ -50,6 +60,8 @@ export interface CallStore {
   endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined;
   /** The room's most recent call, active or not. */
   lastCall(roomId: string): CallRecord | undefined;
+  /** Records (or, with null, forgets) the SFU room of a call. */
+  setCallSfu(callId: string, sfu: SfuRoomRecord | null): void;
   activeCalls(): CallRecord[];
 }
 

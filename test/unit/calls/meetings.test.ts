@@ -33,6 +33,7 @@ class FakeHomeserver implements Homeserver {
   readonly canSendStateAsked: [string, string][] = [];
   canSend = true;
   createDelayMs = 15;
+  readonly memberships = new Map<string, string>();
   createFails: Error | undefined;
   /** Failures for the next widget calls, as a flaky homeserver would give. */
   widgetFailures: Error[] = [];
@@ -70,6 +71,10 @@ class FakeHomeserver implements Homeserver {
     this.canSendStateAsked.push([roomId, eventType]);
     return this.canSend;
   }
+  async getMembership(roomId: string, userId: string): Promise<string | undefined> {
+    return this.memberships.get(`${roomId}|${userId}`);
+  }
+
   async putWidget(roomId: string, widget: WidgetSpec): Promise<void> {
     const failure = this.widgetFailures.shift();
     if (failure) throw failure;
@@ -103,7 +108,7 @@ function service(cfg: MeetingsConfig = CFG, allow: string[] = ["partner.example"
     store,
     policy: new FederationPolicy("example.org", allow),
     clock: { now: () => now },
-    ids: { callId: () => `call${++callIds}` },
+    ids: { callId: () => `call${++callIds}`, sessionToken: () => `token${callIds}` },
     observe: (what, label) => observed.push([what, label]),
   });
 }
@@ -294,6 +299,7 @@ describe("onMessage", () => {
       endedAt: null,
       endedBy: null,
       endEventId: null,
+      sfu: null,
     });
     expect(hs.canSendStateAsked).toEqual([[ROOM, WIDGET_EVENT]]);
     expect(hs.widgetsPut).toEqual([

@@ -166,6 +166,7 @@ describe("calls", () => {
       endedAt: null,
       endedBy: null,
       endEventId: null,
+      sfu: null,
     });
     expect(store.startCall(call({ callId: "c2" }))).toBeUndefined();
     expect(store.activeCall("!r:example.org")?.callId).toBe("c1");
@@ -181,6 +182,7 @@ describe("calls", () => {
       endedAt: 2000,
       endedBy: "@bob:example.org",
       endEventId: "$end",
+      sfu: null,
     });
     expect(store.activeCall("!r:example.org")).toBeUndefined();
     expect(store.lastCall("!r:example.org")).toMatchObject({ callId: "c1", endEventId: "$end" });
@@ -220,6 +222,7 @@ describe("persistence", () => {
       endedAt: null,
       endedBy: null,
       endEventId: null,
+      sfu: null,
     });
   });
 });

@@ -1,0 +1,148 @@
+// The call layer's SFU ports (calls/ports.ts) over the Janus door (sfu/). Composition only:
+// the call layer never sees Janus types, the SFU never sees Matrix ones.
+import { randomBytes } from "node:crypto";
+import type { IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuRooms, TrickleTarget } from "../calls/ports.ts";
+import { ParleyError } from "../errors.ts";
+import { SfuUnavailableError, VideoRoomError } from "../sfu/errors.ts";
+import type { RoomRef, Sfu, SubscriptionStream, TrickleCandidate } from "../sfu/index.ts";
+import type { SfuRoomRecord } from "../store/store.ts";
+
+const toRef = (r: SfuRoomRecord): RoomRef => ({ node: r.node, roomId: r.room, secret: r.secret });
+const NO_SUCH_ROOM = 426;
+
+function kindOf(type: string): MediaStreamInfo["kind"] | undefined {
+  return type === "audio" || type === "video" ? type : undefined;
+}
+
+function subscribed(streams: SubscriptionStream[]): (MediaStreamInfo & { feed: string })[] {
+  return streams.flatMap((s) => {
+    const kind = kindOf(s.type);
+    return kind && s.feed_id ? [{ feed: s.feed_id, mid: s.mid, kind }] : [];
+  });
+}
+
+/** Turns SFU failures into what a client can act on. */
+async function sfuCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof SfuUnavailableError) throw new ParleyError("M_UNAVAILABLE", "the media server is unavailable; retry shortly");
+    if (err instanceof VideoRoomError && err.code === NO_SUCH_ROOM) throw new ParleyError("M_NOT_FOUND", "the media room is gone; join again");
+    if (err instanceof VideoRoomError) throw new ParleyError("M_INVALID_PARAM", `${what} refused by the media server: ${err.reason}`);
+    throw err;
+  }
+}
+
+export interface SfuPortOptions {
+  /** Janus rooms refuse publishers whose frames are not end-to-end encrypted. */
+  requireE2ee: boolean;
+}
+
+export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuRooms & SfuMedia {
+  return {
+    async createRoom(callId) {
+      const r = await sfuCall("room creation", () => sfu.createRoom(callId, { requireE2ee: opts.requireE2ee }));
+      return { node: r.node, room: r.roomId, secret: r.secret };
+    },
+    async destroyRoom(room) {
+      await sfu.destroyRoom(toRef(room));
+    },
+    async roomExists(room) {
+      try {
+        await sfu.listParticipants(toRef(room));
+        return true;
+      } catch (err) {
+        if (err instanceof VideoRoomError && err.code === NO_SUCH_ROOM) return false;
+        if (err instanceof SfuUnavailableError) return false;
+        throw err;
+      }
+    },
+    async open(room, display, onEnded) {
+      const participantId = `p-${randomBytes(8).toString("hex")}`;
+      const participant = await sfuCall("joining", () => sfu.openParticipant(toRef(room), participantId));
+      participant.onLost((reason) => onEnded(`media session ${reason}`));
+      return mediaSession(participant, display, opts);
+    },
+  };
+}
+
+type Participant = Awaited<ReturnType<Sfu["openParticipant"]>>;
+type Publisher = Awaited<ReturnType<Participant["joinAsPublisher"]>>["publisher"];
+type Subscriber = Awaited<ReturnType<Participant["joinAsSubscriber"]>>["subscriber"];
+
+function mediaSession(participant: Participant, display: string, opts: SfuPortOptions): SfuMediaSession {
+  let publisher: Publisher | undefined;
+  let privateId: number | undefined;
+  let subscriber: Subscriber | undefined;
+  let publishedMids: MediaStreamInfo[] = [];
+  // Candidates can arrive while the handle they belong to is still being made.
+  const early: Record<TrickleTarget, (TrickleCandidate | null)[]> = { publisher: [], subscriber: [] };
+  const flush = async (target: TrickleTarget, to: Publisher | Subscriber) => {
+    for (const c of early[target].splice(0)) await to.trickle(c);
+  };
+  const toJanus = (c: IceCandidate | null): TrickleCandidate | null =>
+    c === null ? null : { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
+  let closed = false;
+
+  return {
+    feedId: participant.participantId,
+    async publish(offerSdp, { simulcast }) {
+      if (!publisher) {
+        const joined = await sfuCall("joining", () => participant.joinAsPublisher(display));
+        publisher = joined.publisher;
+        privateId = joined.joined.privateId;
+      }
+      const p = publisher;
+      const { answer, streams } = await sfuCall("publishing", () =>
+        p.publish({ jsep: { type: "offer", sdp: offerSdp }, e2ee: opts.requireE2ee, ridOrder: simulcast ? "lmh" : undefined }),
+      );
+      await flush("publisher", p);
+      publishedMids = streams.flatMap((s) => {
+        const kind = kindOf(s.type);
+        return kind ? [{ mid: s.mid, kind }] : [];
+      });
+      return { answerSdp: answer.sdp ?? "", streams: publishedMids };
+    },
+    async subscribe(feeds) {
+      const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid }));
+      if (!subscriber) {
+        const joined = await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId));
+        subscriber = joined.subscriber;
+        await flush("subscriber", subscriber);
+        return { offerSdp: joined.offer.sdp ?? "", streams: subscribed(joined.streams) };
+      }
+      const s = subscriber;
+      const update = await sfuCall("subscribing", () => s.subscribe(refs));
+      if (!update.offer) throw new ParleyError("M_UNKNOWN", "the media server sent no offer for the new subscription");
+      return { offerSdp: update.offer.sdp ?? "", streams: subscribed(update.streams) };
+    },
+    async unsubscribe(feeds) {
+      if (!subscriber) return { streams: [] };
+      const s = subscriber;
+      const update = await sfuCall("unsubscribing", () => s.unsubscribe(feeds.map((f) => ({ feed: String(f) }))));
+      return { offerSdp: update.offer?.sdp, streams: subscribed(update.streams) };
+    },
+    async answer(answerSdp) {
+      if (!subscriber) throw new ParleyError("M_INVALID_PARAM", "no subscription to answer; subscribe first");
+      const s = subscriber;
+      await sfuCall("answer", () => s.start({ type: "answer", sdp: answerSdp }, opts.requireE2ee));
+    },
+    async trickle(target, candidate) {
+      const handle = target === "publisher" ? publisher : subscriber;
+      if (handle) await handle.trickle(toJanus(candidate));
+      else early[target].push(toJanus(candidate));
+    },
+    async mute(kind, muted) {
+      if (!publisher) return;
+      const mids = publishedMids.filter((s) => s.kind === kind).map((s) => ({ mid: s.mid, send: !muted }));
+      const p = publisher;
+      if (mids.length) await sfuCall("mute", () => p.configure({ streams: mids }));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await Promise.allSettled([publisher?.leave(), subscriber?.leave()]);
+      await participant.close();
+    },
+  };
+}

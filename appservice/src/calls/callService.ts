@@ -1,0 +1,199 @@
+// Joining calls: who may, and what they get. A join carries a Matrix OpenID token; the user's
+// own homeserver vouches for the user id, the federation policy must allow its server, the bot
+// must see the user joined to the room, and the room must be a call room (a meeting alias room,
+// or a room with a running `!meet` call). The answer is a short-lived session for the signalling
+// socket. A session outlives neither its expiry nor the user's membership.
+import { ParleyError } from "../errors.ts";
+import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
+import type { FederationPolicy } from "./policy.ts";
+import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
+
+export interface IceServer {
+  urls: string | string[];
+  username?: string | undefined;
+  credential?: string | undefined;
+}
+
+export interface CallSession {
+  readonly token: string;
+  readonly userId: string;
+  readonly roomId: string;
+  readonly callId: string;
+  readonly expiresAt: number;
+}
+
+export interface JoinGrant {
+  session: string;
+  expiresAt: number;
+  callId: string;
+  roomId: string;
+  iceServers: IceServer[];
+}
+
+/** What holds a live session open (the signalling socket); told when the session must end. */
+export type SessionCloser = (reason: { errcode: "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_NOT_FOUND"; message: string }) => void;
+
+export interface CallServiceDeps {
+  homeserver: Pick<Homeserver, "resolveAlias" | "getMembership">;
+  store: Pick<CallStore & AliasStore, "activeCall" | "activeCalls" | "startCall" | "setCallSfu" | "aliasOfRoom" | "endCall">;
+  policy: Pick<FederationPolicy, "allowsUser">;
+  verifier: OpenIdVerifier;
+  sfu: SfuRooms;
+  clock: Clock;
+  ids: IdSource;
+}
+
+export interface CallServiceConfig {
+  sessionTtlMs: number;
+  iceServers: IceServer[];
+}
+
+const ROOM_ID = /^![^\s:]+(:\S+)?$/;
+const ROOM_ALIAS = /^#[^\s:]+:\S+$/;
+const SERVER_NAME = /^[A-Za-z0-9.\-[\]:]+$/;
+
+export class CallService {
+  private readonly sessions = new Map<string, CallSession>();
+  private readonly closers = new Map<string, SessionCloser>();
+  private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly sfuRoomCreation = new Map<string, Promise<CallRecord>>();
+  private readonly cfg: CallServiceConfig;
+  private readonly deps: CallServiceDeps;
+
+  constructor(cfg: CallServiceConfig, deps: CallServiceDeps) {
+    this.cfg = cfg;
+    this.deps = deps;
+  }
+
+  async join(req: { openIdToken: string; serverName: string; room: string }): Promise<JoinGrant> {
+    const { verifier, policy, homeserver } = this.deps;
+    if (!req.openIdToken) throw new ParleyError("M_MISSING_TOKEN", "an OpenID token is required");
+    if (!SERVER_NAME.test(req.serverName)) throw new ParleyError("M_INVALID_PARAM", "matrix_server_name is not a server name");
+    if (!ROOM_ID.test(req.room) && !ROOM_ALIAS.test(req.room)) {
+      throw new ParleyError("M_INVALID_PARAM", "room must be a room id (!...) or an alias (#...:server)");
+    }
+    const { userId } = await verifier.verify(req.openIdToken, req.serverName);
+    if (!policy.allowsUser(userId)) {
+      throw new ParleyError("M_FORBIDDEN", `users of ${req.serverName} may not use this Parley`);
+    }
+    const roomId = ROOM_ID.test(req.room) ? req.room : await homeserver.resolveAlias(req.room);
+    if (!roomId) throw new ParleyError("M_NOT_FOUND", `no room ${req.room}`);
+    if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
+    const membership = await homeserver.getMembership(roomId, userId);
+    if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
+    const call = await this.callFor(roomId, userId);
+    return this.grant(userId, call);
+  }
+
+  /** A meeting room made from an alias, or a room with a running `!meet` call. */
+  private isCallRoom(roomId: string): boolean {
+    const { store } = this.deps;
+    return store.activeCall(roomId) !== undefined || store.aliasOfRoom(roomId)?.state === "ready";
+  }
+
+  /** The active call of a call room, with its SFU room; made on first join of a meeting room. */
+  private async callFor(roomId: string, userId: string): Promise<CallRecord> {
+    let pending = this.sfuRoomCreation.get(roomId);
+    if (!pending) {
+      pending = this.ensureSfuRoom(roomId, userId).finally(() => this.sfuRoomCreation.delete(roomId));
+      this.sfuRoomCreation.set(roomId, pending);
+    }
+    return pending;
+  }
+
+  private async ensureSfuRoom(roomId: string, userId: string): Promise<CallRecord> {
+    const { store, sfu, clock, ids } = this.deps;
+    let call = store.activeCall(roomId);
+    if (!call) {
+      if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
+      call =
+        store.startCall({
+          callId: ids.callId(), roomId, origin: "alias", startedBy: userId, startedAt: clock.now(), startEventId: null, widgetId: null,
+        }) ?? store.activeCall(roomId);
+      if (!call) throw new ParleyError("M_UNKNOWN", "could not start the call");
+    }
+    if (call.sfu && (await sfu.roomExists(call.sfu))) return call;
+    const room = await sfu.createRoom(call.callId);
+    store.setCallSfu(call.callId, room);
+    return { ...call, sfu: room };
+  }
+
+  private grant(userId: string, call: CallRecord): JoinGrant {
+    const token = this.deps.ids.sessionToken();
+    const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
+    this.sessions.set(token, { token, userId, roomId: call.roomId, callId: call.callId, expiresAt });
+    const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
+    timer.unref();
+    this.expiryTimers.set(token, timer);
+    return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, iceServers: this.cfg.iceServers };
+  }
+
+  /** The live session for a token, or undefined (unknown or expired). */
+  session(token: string): CallSession | undefined {
+    const s = this.sessions.get(token);
+    if (s && s.expiresAt <= this.deps.clock.now()) {
+      this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" });
+      return undefined;
+    }
+    return s;
+  }
+
+  /** Registers what to close when the session ends (the signalling socket). */
+  attach(token: string, closer: SessionCloser): void {
+    this.closers.set(token, closer);
+  }
+
+  /** The session's holder went away by itself (socket closed): forget it quietly. */
+  detach(token: string): void {
+    this.closers.delete(token);
+  }
+
+  private end(token: string, reason: Parameters<SessionCloser>[0]): void {
+    const closer = this.closers.get(token);
+    this.sessions.delete(token);
+    this.closers.delete(token);
+    clearTimeout(this.expiryTimers.get(token));
+    this.expiryTimers.delete(token);
+    closer?.(reason);
+  }
+
+  /** A leave, kick or ban: every session of that user in that room ends now. Returns how many. */
+  evict(roomId: string, userId: string, membership: string): number {
+    let ended = 0;
+    for (const s of [...this.sessions.values()]) {
+      if (s.roomId === roomId && s.userId === userId) {
+        this.end(s.token, { errcode: "M_FORBIDDEN", message: `membership is now ${membership}` });
+        ended++;
+      }
+    }
+    return ended;
+  }
+
+  /** The call ended (`!meet end`): close its sessions and its SFU room. */
+  async endCall(call: CallRecord): Promise<void> {
+    for (const s of [...this.sessions.values()]) {
+      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message: "the call has ended" });
+    }
+    if (call.sfu) {
+      await this.deps.sfu.destroyRoom(call.sfu);
+      this.deps.store.setCallSfu(call.callId, null);
+    }
+  }
+
+  /** The SFU room of an active call, if it has one. */
+  sfuRoomOf(callId: string): SfuRoomRecord | undefined {
+    const call = this.deps.store.activeCalls().find((c) => c.callId === callId);
+    return call?.sfu ?? undefined;
+  }
+
+  activeSessions(): number {
+    return this.sessions.size;
+  }
+
+  stop(): void {
+    for (const t of this.expiryTimers.values()) clearTimeout(t);
+    this.expiryTimers.clear();
+    this.sessions.clear();
+    this.closers.clear();
+  }
+}

@@ -1,0 +1,64 @@
+// The call API: POST /_parley/v1/calls/join with a Matrix OpenID token and a room; the answer is
+// a short-lived session for the signalling socket. Open to other origins (a user of another
+// institution joins from their own Parley's client): bearer tokens only, no cookies.
+import express, { type Router } from "express";
+import { z } from "zod";
+import type { CallService } from "../calls/callService.ts";
+import { ParleyError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import { sendError } from "./errors.ts";
+
+const joinBody = z.object({
+  openid_token: z.object({
+    access_token: z.string().max(4096),
+    matrix_server_name: z.string().max(255),
+    token_type: z.string().optional(),
+    expires_in: z.number().optional(),
+  }),
+  room: z.string().min(1).max(255),
+});
+
+export function callApiRouter(calls: CallService, opts: { signallingPath: string }): Router {
+  const log = getLogger("http.calls");
+  const router = express.Router();
+  router.use("/_parley/v1/calls", (req, res, next) => {
+    res.setHeader("Access-Control-Allow-Origin", "*");
+    res.setHeader("Access-Control-Allow-Methods", "POST, OPTIONS");
+    res.setHeader("Access-Control-Allow-Headers", "Content-Type");
+    if (req.method === "OPTIONS") return void res.status(204).end();
+    next();
+  });
+  router.post("/_parley/v1/calls/join", async (req, res) => {
+    const parsed = joinBody.safeParse(req.body);
+    if (!parsed.success) {
+      const missingToken = parsed.error.issues.some((i) => i.path[0] === "openid_token");
+      return sendError(
+        res,
+        missingToken
+          ? new ParleyError("M_MISSING_TOKEN", "openid_token {access_token, matrix_server_name} is required")
+          : new ParleyError("M_BAD_JSON", `expected {openid_token, room}: ${parsed.error.issues.map((i) => i.path.join(".")).join(", ")}`),
+      );
+    }
+    const { openid_token: openid, room } = parsed.data;
+    try {
+      const grant = await calls.join({ openIdToken: openid.access_token, serverName: openid.matrix_server_name, room });
+      log.info({ roomId: grant.roomId, callId: grant.callId, server: openid.matrix_server_name }, "call session granted");
+      res.json({
+        session: grant.session,
+        expires_at: grant.expiresAt,
+        call_id: grant.callId,
+        room_id: grant.roomId,
+        ice_servers: grant.iceServers,
+        signalling: opts.signallingPath,
+      });
+    } catch (err) {
+      if (err instanceof ParleyError) {
+        log.info({ room, server: openid.matrix_server_name, errcode: err.errcode, why: err.message }, "call join refused");
+        return sendError(res, err);
+      }
+      log.error({ err, room }, "call join failed");
+      sendError(res, new ParleyError("M_UNKNOWN", "could not join the call"));
+    }
+  });
+  return router;
+}

@@ -1,0 +1,120 @@
+// The media handlers of the signalling socket: publish, subscribe, unsubscribe, answer, trickle,
+// mute, leave; one small function each. The call's participant list (who publishes which
+// streams, who is muted) is Parley's own record, pushed to every socket of the call on change.
+import type { CallService } from "../../calls/callService.ts";
+import type { SfuMedia, SfuMediaSession, MediaStreamInfo } from "../../calls/ports.ts";
+import { ParleyError } from "../../errors.ts";
+import type { Participant } from "./protocol.ts";
+import type { Connection, HandlerTable } from "./server.ts";
+
+interface Member {
+  conn: Connection;
+  userId: string;
+  media: SfuMediaSession;
+  streams: MediaStreamInfo[];
+  muted: { audio: boolean; video: boolean };
+}
+
+/** Who is in each call, by connection. A call's entry goes when its last member leaves. */
+export class CallMembers {
+  private readonly calls = new Map<string, Map<Connection, Member>>();
+
+  get(callId: string, conn: Connection): Member | undefined {
+    return this.calls.get(callId)?.get(conn);
+  }
+
+  add(callId: string, member: Member): void {
+    let members = this.calls.get(callId);
+    if (!members) this.calls.set(callId, (members = new Map()));
+    members.set(member.conn, member);
+  }
+
+  remove(callId: string, conn: Connection): Member | undefined {
+    const members = this.calls.get(callId);
+    const member = members?.get(conn);
+    members?.delete(conn);
+    if (members && members.size === 0) this.calls.delete(callId);
+    return member;
+  }
+
+  participants(callId: string): Participant[] {
+    return [...(this.calls.get(callId)?.values() ?? [])]
+      .filter((m) => m.streams.length > 0)
+      .map((m) => ({ user_id: m.userId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted } }));
+  }
+
+  userOfFeed(callId: string, feed: string | number): string | undefined {
+    for (const m of this.calls.get(callId)?.values() ?? []) if (String(m.media.feedId) === String(feed)) return m.userId;
+    return undefined;
+  }
+
+  broadcast(callId: string): void {
+    const participants = this.participants(callId);
+    for (const m of this.calls.get(callId)?.values() ?? []) m.conn.send({ type: "participants", participants });
+  }
+
+  size(): number {
+    return this.calls.size;
+  }
+}
+
+export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMembers): HandlerTable {
+  /** The caller's member entry, joining the SFU room on first use. */
+  async function memberOf(conn: Connection): Promise<Member> {
+    const session = conn.session!;
+    const existing = members.get(session.callId, conn);
+    if (existing) return existing;
+    const room = calls.sfuRoomOf(session.callId);
+    if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
+    const media = await sfu.open(room, session.userId, (reason) => {
+      conn.send({ type: "renegotiate", reason });
+    });
+    const member: Member = { conn, userId: session.userId, media, streams: [], muted: { audio: false, video: false } };
+    members.add(session.callId, member);
+    return member;
+  }
+
+  const withUsers = (callId: string, streams: (MediaStreamInfo & { feed: string | number })[]) =>
+    streams.map((s) => ({ ...s, user_id: members.userOfFeed(callId, s.feed) ?? "" }));
+
+  return {
+    publish: async (conn, m) => {
+      const member = await memberOf(conn);
+      const { answerSdp, streams } = await member.media.publish(m.jsep.sdp, { simulcast: m.simulcast ?? false });
+      member.streams = streams;
+      members.broadcast(conn.session!.callId);
+      return { jsep: { type: "answer", sdp: answerSdp }, feed_id: member.media.feedId };
+    },
+    subscribe: async (conn, m) => {
+      const member = await memberOf(conn);
+      const { offerSdp, streams } = await member.media.subscribe(m.feeds);
+      return { jsep: { type: "offer", sdp: offerSdp }, streams: withUsers(conn.session!.callId, streams) };
+    },
+    unsubscribe: async (conn, m) => {
+      const member = await memberOf(conn);
+      const { offerSdp, streams } = await member.media.unsubscribe(m.feeds);
+      return { ...(offerSdp ? { jsep: { type: "offer", sdp: offerSdp } } : {}), streams: withUsers(conn.session!.callId, streams) };
+    },
+    answer: async (conn, m) => {
+      await (await memberOf(conn)).media.answer(m.jsep.sdp);
+    },
+    trickle: async (conn, m) => {
+      await (await memberOf(conn)).media.trickle(m.target, m.candidate);
+    },
+    mute: async (conn, m) => {
+      const member = await memberOf(conn);
+      await member.media.mute(m.kind, m.muted);
+      member.muted[m.kind] = m.muted;
+      members.broadcast(conn.session!.callId);
+    },
+    leave: async (conn) => {
+      const session = conn.session;
+      if (!session) return;
+      const member = members.remove(session.callId, conn);
+      if (member) {
+        await member.media.close();
+        members.broadcast(session.callId);
+      }
+    },
+  };
+}

@@ -1,0 +1,72 @@
+// The signalling protocol between a client and its hosting Parley, as zod schemas: every inbound
+// message is parsed, never trusted. Requests carry an `id` echoed in their answer.
+import { z } from "zod";
+
+/** Largest message accepted; bigger ones are answered M_TOO_LARGE and the socket lives on. */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** Largest SDP accepted (an offer with simulcast for a few tracks is a few KB). */
+export const MAX_SDP_BYTES = 32 * 1024;
+
+const id = z.union([z.string().max(64), z.number().int()]).optional();
+const sdp = z
+  .string()
+  .max(MAX_SDP_BYTES, "SDP too large")
+  .refine((s) => s.startsWith("v=0"), "not an SDP (must start with v=0)");
+const jsep = (type: "offer" | "answer") => z.object({ type: z.literal(type), sdp });
+
+export const clientMessage = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256) }),
+  z.object({ type: z.literal("ping"), id }),
+  z.object({ type: z.literal("publish"), id, jsep: jsep("offer"), simulcast: z.boolean().optional() }),
+  z.object({
+    type: z.literal("subscribe"),
+    id,
+    feeds: z.array(z.object({ feed: z.union([z.string(), z.number()]), mid: z.string().max(16).optional() })).min(1).max(64),
+  }),
+  z.object({ type: z.literal("unsubscribe"), id, feeds: z.array(z.union([z.string(), z.number()])).min(1).max(64) }),
+  z.object({ type: z.literal("answer"), id, jsep: jsep("answer") }),
+  z.object({
+    type: z.literal("trickle"),
+    id,
+    target: z.enum(["publisher", "subscriber"]),
+    candidate: z.union([
+      z.object({ candidate: z.string().max(1024), sdpMid: z.string().max(16).nullish(), sdpMLineIndex: z.number().int().nullish() }),
+      z.null(),
+    ]),
+  }),
+  z.object({ type: z.literal("mute"), id, kind: z.enum(["audio", "video"]), muted: z.boolean() }),
+  z.object({ type: z.literal("leave"), id }),
+]);
+
+export type ClientMessage = z.infer<typeof clientMessage>;
+export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, { type: T }>;
+
+/*
+ * Server -> client. Every request is answered by {type:"result", id, ...} or
+ * {type:"error", id?, errcode, error}. Results:
+ *   hello       -> {user_id, room_id, call_id}
+ *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
+ *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
+ *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
+ *   answer, trickle, mute, leave, ping -> {}  (ping: {pong:true})
+ * Pushes (no id):
+ *   {type:"participants", participants: Participant[]}   the full list, on every change
+ *   {type:"trickle", target:"publisher"|"subscriber", candidate}   Janus's candidates (if any)
+ *   {type:"renegotiate", reason}   the SFU room was recreated (e.g. Janus restarted): publish and
+ *                                  subscribe again on fresh peer connections
+ *   {type:"evicted", errcode, error}   the session ended (leave/kick/ban, expiry, call end);
+ *                                      the socket closes with 4000 + HTTP status
+ */
+export interface SubscribedStream {
+  feed: string | number;
+  mid: string;
+  kind: "audio" | "video";
+  user_id: string;
+}
+
+export interface Participant {
+  user_id: string;
+  feed_id: string | number;
+  streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
+  muted: { audio: boolean; video: boolean };
+}

@@ -1,0 +1,84 @@
+// The door to Janus for the call layer: the narrow `Sfu` interface, the types it speaks, and
+// createSfu(config.sfu). Nothing here (or anywhere in sfu/) imports Matrix code. Layers, each
+// usable on its own: transport.ts -> session.ts -> handle.ts -> videoroom.ts / publisher.ts /
+// subscriber.ts; node.ts (one Janus kept connected) -> pool.ts (placement, restarts).
+import type { SessionCloseReason } from "./session.ts";
+import type { Jsep } from "./messages.ts";
+import type { NodeHealth, RoomOptions, RoomRef } from "./pool.ts";
+import { SfuPool } from "./pool.ts";
+import type { SfuNodeConfig, SfuNodeOptions } from "./node.ts";
+import type { PublisherJoined, VideoRoomPublisher } from "./publisher.ts";
+import type { StreamRef, VideoRoomSubscriber } from "./subscriber.ts";
+import type { RoomParticipant, SubscriptionStream } from "./videoroom.ts";
+
+export type { NodeHealth, RoomOptions, RoomRef, SfuNodeConfig, SfuNodeOptions, Jsep, PublisherJoined, StreamRef };
+export type { RoomParticipant, SubscriptionStream, SessionCloseReason };
+export type { PublishRequest, ConfigureRequest } from "./publisher.ts";
+export type { LayerRequest, SubscriptionUpdate, UnsubscribeRef } from "./subscriber.ts";
+export type { VideoRoomNotification, RoomPublisher, PublishedStream } from "./videoroom.ts";
+export type { PeerEvent } from "./handle.ts";
+export type { TrickleCandidate } from "./messages.ts";
+export {
+  JanusClosedError,
+  JanusError,
+  JanusReplyError,
+  JanusTimeoutError,
+  SfuUnavailableError,
+  VideoRoomError,
+  type VideoRoomErrorKind,
+} from "./errors.ts";
+
+/** What the call layer does with a participant's publishing handle. */
+export type SfuPublisher = Pick<
+  VideoRoomPublisher,
+  "publish" | "configure" | "unpublish" | "leave" | "trickle" | "onNotification" | "onPeer"
+>;
+
+/** What the call layer does with a participant's (multistream) subscribing handle. */
+export type SfuSubscriber = Pick<
+  VideoRoomSubscriber,
+  "subscribe" | "unsubscribe" | "start" | "configure" | "leave" | "trickle" | "onNotification" | "onPeer"
+>;
+
+/** One participant's presence in Janus (a Janus session on the room's node). */
+export interface SfuParticipant {
+  readonly room: RoomRef;
+  readonly participantId: string;
+  readonly closed: boolean;
+  /** Joins the room as `participantId` without SDP; then `publish` the browser's offer. */
+  joinAsPublisher(display: string): Promise<{ publisher: SfuPublisher; joined: PublisherJoined }>;
+  /** Subscribes to feeds; answer the returned offer with `subscriber.start(answer)`. */
+  joinAsSubscriber(
+    streams: StreamRef[],
+    privateId?: number,
+  ): Promise<{ subscriber: SfuSubscriber; offer: Jsep; streams: SubscriptionStream[] }>;
+  /** The session ended without close() (Janus restarted or timed it out): the client must rejoin. */
+  onLost(listener: (reason: Exclude<SessionCloseReason, "destroyed">) => void): () => void;
+  /** Leaves Janus: the session is destroyed, its handles detached, PeerConnections hung up. */
+  close(): Promise<void>;
+}
+
+/** The SFU as the call layer sees it. Errors: VideoRoomError (by `kind`), SfuUnavailableError, Janus*Error. */
+export interface Sfu {
+  /** A room for a call (end-to-end encryption required by default) on the least loaded node. */
+  createRoom(callId: string, opts?: RoomOptions): Promise<RoomRef>;
+  /** Destroys the room; idempotent (a room already gone is fine). */
+  destroyRoom(room: RoomRef): Promise<void>;
+  /** After nodeRestarted: the lost room again, same id and secret (on another node if its own is down). */
+  recreateRoom(room: RoomRef): Promise<RoomRef>;
+  kick(room: RoomRef, participantId: string): Promise<void>;
+  listParticipants(room: RoomRef): Promise<RoomParticipant[]>;
+  /** Opens a participant's session on the room's node; counts toward that node's load until closed. */
+  openParticipant(room: RoomRef, participantId: string): Promise<SfuParticipant>;
+  /** Per node: up/down and the rooms and participants Parley placed there. */
+  health(): NodeHealth[];
+  /** A node lost Parley's sessions; `lostRoomIds` must be recreated and their clients renegotiate. */
+  onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void;
+  /** Destroys Parley's rooms and sessions, closes every socket and timer. */
+  stop(): Promise<void>;
+}
+
+/** Connects to every node of config.sfu (unreachable nodes keep being retried) and returns the SFU. */
+export async function createSfu(config: { nodes: SfuNodeConfig[] }, opts: SfuNodeOptions = {}): Promise<Sfu> {
+  return SfuPool.start(config.nodes, opts);
+}

@@ -1,0 +1,230 @@
+// SfuNode: one Janus from config, kept connected. A control session with a VideoRoom handle does
+// the room administration; participants' sessions are opened here so that a reconnect can claim
+// them all on the new socket. A dropped socket makes the node "down" and starts reconnecting
+// with backoff; if the new connection finds the control session gone (Janus 1.1.2 reports no
+// start time, so a failed claim is the sign of a restart, or of a reconnect later than
+// reclaim_session_timeout) every session of the node is gone and the node emits `reset`.
+import { EventEmitter } from "node:events";
+import { getLogger, type Logger } from "../log.ts";
+import { JANUS_ERROR, JanusError, SfuUnavailableError } from "./errors.ts";
+import { JanusSession } from "./session.ts";
+import { JanusTransport } from "./transport.ts";
+import { VIDEOROOM_PLUGIN, VideoRoomAdmin } from "./videoroom.ts";
+
+/** One entry of config.sfu.nodes. */
+export interface SfuNodeConfig {
+  id: string;
+  url: string;
+  apiSecret: string;
+  adminKey: string;
+}
+
+export interface SfuNodeOptions {
+  /** Janus request timeout (default 10 s). */
+  requestTimeoutMs?: number | undefined;
+  /** Session keepalive period (default 25 s). */
+  keepaliveMs?: number | undefined;
+  /** First reconnect delay (default 250 ms); doubles per failed attempt up to reconnectMaxMs. */
+  reconnectMinMs?: number | undefined;
+  /** Longest reconnect delay (default 10 s). Keep it well below reclaim_session_timeout (30 s). */
+  reconnectMaxMs?: number | undefined;
+}
+
+export type NodeState = "connecting" | "up" | "down" | "stopped";
+
+export interface NodeEvents {
+  up: [];
+  down: [reason: string];
+  /** Janus no longer has this node's sessions: every participant session on it was closed ("lost"). */
+  reset: [];
+}
+
+interface Control {
+  session: JanusSession;
+  admin: VideoRoomAdmin;
+}
+
+export class SfuNode {
+  readonly id: string;
+  readonly events = new EventEmitter<NodeEvents>();
+  private readonly config: SfuNodeConfig;
+  private readonly opts: SfuNodeOptions;
+  private readonly log: Logger;
+  private currentState: NodeState = "connecting";
+  private transport: JanusTransport | undefined;
+  private control: Control | undefined;
+  private readonly sessions = new Set<JanusSession>();
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private attempts = 0;
+  private resetPending = false;
+  private connecting: Promise<void> | undefined;
+
+  constructor(config: SfuNodeConfig, opts: SfuNodeOptions = {}) {
+    this.id = config.id;
+    this.config = config;
+    this.opts = opts;
+    this.log = getLogger("sfu.node", { sfuNode: config.id });
+  }
+
+  get state(): NodeState {
+    return this.currentState;
+  }
+
+  /** A getter, so that checks after an await are not narrowed away by TypeScript. */
+  private get stopped(): boolean {
+    return this.currentState === "stopped";
+  }
+
+  /** Participant sessions open on this node. */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** First connection attempt; never throws: a node that cannot be reached is down and retried. */
+  async start(): Promise<void> {
+    await this.attempt();
+  }
+
+  /** The control handle's room administration; throws SfuUnavailableError while the node is not up. */
+  admin(): VideoRoomAdmin {
+    if (this.currentState !== "up" || !this.control) throw new SfuUnavailableError(`node ${this.id} is ${this.currentState}`);
+    return this.control.admin;
+  }
+
+  /** A new Janus session for one participant; it leaves the node's count when it closes. */
+  async openSession(): Promise<JanusSession> {
+    if (this.currentState !== "up" || !this.transport) throw new SfuUnavailableError(`node ${this.id} is ${this.currentState}`);
+    const session = await JanusSession.create(this.transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
+    if (this.stopped) {
+      await session.destroy();
+      throw new SfuUnavailableError(`node ${this.id} stopped`);
+    }
+    this.sessions.add(session);
+    session.events.once("closed", () => this.sessions.delete(session));
+    return session;
+  }
+
+  /** Destroys every session, closes the socket, clears the reconnect timer. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.currentState = "stopped";
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    await this.connecting;
+    await Promise.all([...this.sessions].map((s) => s.destroy()));
+    await this.control?.session.destroy();
+    this.control = undefined;
+    await this.transport?.close();
+    this.transport = undefined;
+    this.events.removeAllListeners();
+  }
+
+  /** Drops the socket as if the network failed (tests; a node that stopped answering). */
+  dropConnection(): void {
+    this.transport?.terminate();
+  }
+
+  private async attempt(): Promise<void> {
+    this.connecting = this.connect().catch((err: unknown) => {
+      if (this.stopped) return;
+      this.currentState = "down";
+      this.log.warn({ err: (err as Error).message, attempt: this.attempts }, "Janus node unreachable");
+      this.scheduleReconnect();
+    });
+    await this.connecting;
+    this.connecting = undefined;
+  }
+
+  private async connect(): Promise<void> {
+    const transport = await JanusTransport.connect({
+      url: this.config.url,
+      apiSecret: this.config.apiSecret,
+      requestTimeoutMs: this.opts.requestTimeoutMs,
+      log: this.log,
+    });
+    // stop() waits for this attempt, then destroys the sessions and closes this.transport.
+    if (this.stopped) {
+      this.transport = transport;
+      return;
+    }
+    try {
+      await this.resume(transport);
+    } catch (err) {
+      await transport.close();
+      throw err;
+    }
+    this.transport = transport;
+    if (this.stopped) return;
+    const reset = this.resetPending;
+    this.resetPending = false;
+    this.currentState = "up";
+    this.attempts = 0;
+    transport.onClose((reason) => this.connectionLost(transport, reason));
+    this.log.info({ reset }, "Janus node up");
+    this.events.emit("up");
+    if (reset) this.events.emit("reset");
+  }
+
+  /** Claims the sessions on the new socket, or replaces the control session if Janus lost them. */
+  private async resume(transport: JanusTransport): Promise<void> {
+    const previous = this.control;
+    if (previous && !previous.session.closed && (await this.claimAll(previous.session, transport))) return;
+    if (previous) {
+      this.log.warn({ sessions: this.sessions.size }, "Janus lost this node's sessions (restarted?)");
+      this.control = undefined;
+      this.resetPending = true; // reported once a new control session works
+      for (const s of [...this.sessions]) s.forget();
+    }
+    const session = await JanusSession.create(transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
+    try {
+      const handle = await session.attach(VIDEOROOM_PLUGIN);
+      this.control = { session, admin: new VideoRoomAdmin(handle, this.config.adminKey) };
+    } catch (err) {
+      await session.destroy();
+      throw err;
+    }
+    // Janus timing the control session out (a stalled event loop) is handled like a restart.
+    session.events.once("closed", (reason) => {
+      if (reason !== "destroyed" && this.control?.session === session) this.transport?.terminate();
+    });
+  }
+
+  /** Claims the control session, then every participant session; false if the control session is gone. */
+  private async claimAll(control: JanusSession, transport: JanusTransport): Promise<boolean> {
+    const gone = (err: unknown) => err instanceof JanusError && err.code === JANUS_ERROR.SESSION_NOT_FOUND;
+    try {
+      await control.claim(transport);
+    } catch (err) {
+      if (gone(err)) return false;
+      throw err;
+    }
+    for (const s of [...this.sessions]) {
+      // A participant session may have timed out on its own: claim closed it as "lost".
+      await s.claim(transport).catch((err: unknown) => {
+        if (!gone(err)) throw err;
+      });
+    }
+    return true;
+  }
+
+  private connectionLost(transport: JanusTransport, reason: string): void {
+    if (this.stopped || this.transport !== transport) return;
+    this.transport = undefined;
+    this.currentState = "down";
+    this.log.warn({ reason }, "Janus node down");
+    this.events.emit("down", reason);
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer) return;
+    const min = this.opts.reconnectMinMs ?? 250;
+    const max = this.opts.reconnectMaxMs ?? 10_000;
+    const delay = Math.min(max, min * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
+    this.attempts++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.attempt();
+    }, delay);
+  }
+}

@@ -1,0 +1,104 @@
+// A participant's VideoRoom publisher handle: join (without SDP), publish with the browser's
+// offer, configure, unpublish, leave. The e2ee flag Janus checks is written into the JSEP here.
+import type { Jsep } from "./messages.ts";
+import { VideoRoomHandle } from "./roomHandle.ts";
+import {
+  call,
+  configuredSchema,
+  joinedSchema,
+  okSchema,
+  requireJsep,
+  type PublishedStream,
+  type RoomPublisher,
+} from "./videoroom.ts";
+
+export interface PublisherJoined {
+  id: string;
+  /** Ties this participant's subscriptions to it (`private_id`). */
+  privateId: number;
+  /** Publishers already in the room. */
+  publishers: RoomPublisher[];
+}
+
+export interface PublishRequest {
+  /** The browser's offer. */
+  jsep: Jsep;
+  /** Whether the frames are end-to-end encrypted; written into the JSEP Janus reads. */
+  e2ee: boolean;
+  /** Simulcast RID order of the offer: "lmh" for libwebrtc's ascending order (Janus assumes "hml"). */
+  ridOrder?: "hml" | "lmh" | undefined;
+  /** Bitrate cap in bit/s. */
+  bitrate?: number | undefined;
+  audiocodec?: string | undefined;
+  videocodec?: string | undefined;
+  /** Labels per m-line ("camera", "screen") other participants see. */
+  descriptions?: { mid: string; description: string }[] | undefined;
+}
+
+export interface ConfigureRequest {
+  /** A renegotiation offer, if any. */
+  jsep?: Jsep | undefined;
+  e2ee?: boolean | undefined;
+  ridOrder?: "hml" | "lmh" | undefined;
+  bitrate?: number | undefined;
+  keyframe?: boolean | undefined;
+  display?: string | undefined;
+  descriptions?: { mid: string; description: string }[] | undefined;
+  /** Per-m-line switches, e.g. stop relaying a muted track. */
+  streams?: { mid: string; send?: boolean; keyframe?: boolean }[] | undefined;
+}
+
+function publisherJsep(jsep: Jsep, e2ee: boolean | undefined, ridOrder: "hml" | "lmh" | undefined): Jsep {
+  return { ...jsep, ...(e2ee !== undefined ? { e2ee } : {}), ...(ridOrder ? { rid_order: ridOrder } : {}) };
+}
+
+function defined(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+}
+
+/** A publisher handle. After `leave` Janus 1.1.2 wants a new handle (425 on a second join). */
+export class VideoRoomPublisher extends VideoRoomHandle {
+  /** Joins without publishing (no SDP yet). 436 ID_EXISTS if the id is in the room already. */
+  async join(r: { room: string; id: string; display: string }): Promise<PublisherJoined> {
+    const body = { request: "join", ptype: "publisher", room: r.room, id: r.id, display: r.display };
+    const { data } = await call(this.handle, body, joinedSchema, "async");
+    return { id: data.id, privateId: data.private_id, publishers: data.publishers };
+  }
+
+  /** Starts publishing; resolves with Janus's answer. 433 UNAUTHORIZED in an e2ee room without `e2ee`. */
+  async publish(r: PublishRequest): Promise<{ answer: Jsep; streams: PublishedStream[] }> {
+    const body = defined({
+      request: "publish",
+      bitrate: r.bitrate,
+      audiocodec: r.audiocodec,
+      videocodec: r.videocodec,
+      descriptions: r.descriptions,
+    });
+    const reply = await call(this.handle, body, configuredSchema, "async", publisherJsep(r.jsep, r.e2ee, r.ridOrder));
+    return { answer: requireJsep(reply.jsep, "answer", "publish"), streams: reply.data.streams ?? [] };
+  }
+
+  /** Changes a running publication (bitrate, muted m-lines, renegotiation with `jsep`). */
+  async configure(r: ConfigureRequest): Promise<{ answer: Jsep | undefined }> {
+    const body = defined({
+      request: "configure",
+      bitrate: r.bitrate,
+      keyframe: r.keyframe,
+      display: r.display,
+      descriptions: r.descriptions,
+      streams: r.streams,
+    });
+    const jsep = r.jsep ? publisherJsep(r.jsep, r.e2ee, r.ridOrder) : undefined;
+    const reply = await call(this.handle, body, configuredSchema, "async", jsep);
+    return { answer: jsep ? requireJsep(reply.jsep, "answer", "configure") : undefined };
+  }
+
+  /** Stops publishing (435 NOT_PUBLISHED if it was not). */
+  async unpublish(): Promise<void> {
+    await call(this.handle, { request: "unpublish" }, okSchema, "async");
+  }
+
+
+
+
+}

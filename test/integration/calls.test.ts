@@ -1,0 +1,118 @@
+// The call API and signalling socket against real components: two federating Synapses, each
+// with its Parley process and Janus; OpenID tokens from the users' own homeservers.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { TestUser, waitFor } from "../support/matrix.ts";
+import { SignallingClient } from "../support/signalling.ts";
+
+let stack: Stack;
+let A: Institution, B: Institution, C: Institution;
+let alice: TestUser, bob: TestUser, dave: TestUser, carol: TestUser;
+let roomId: string;
+let failed = false;
+
+const user = async (inst: Institution, localpart: string) => {
+  const u = await inst.registerUser(localpart);
+  return new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken);
+};
+
+async function joinCall(inst: Institution, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`${inst.parley.url}/_parley/v1/calls/join`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+const signallingUrl = (inst: Institution) => `${inst.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`;
+
+beforeAll(async () => {
+  stack = await startInstitutions({ count: 3, allow: (i, hosts) => (i === 0 ? [hosts[1]!] : [hosts[0]!]), janus: true });
+  [A, B, C] = stack.institutions as [Institution, Institution, Institution];
+  [alice, bob, dave, carol] = await Promise.all([user(A, "alice"), user(B, "bob"), user(A, "dave"), user(C, "carol")]);
+  roomId = await alice.join(A.alias("standup"));
+  await bob.join(A.alias("standup"));
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  await stack?.stop({ keep: failed || undefined });
+});
+
+describe("joining a call", () => {
+  it("a member gets a session with its OpenID token, and the socket accepts it", async () => {
+    const { status, json } = await joinCall(A, { openid_token: await alice.openIdToken(), room: A.alias("standup") });
+    expect(status).toBe(200);
+    expect(json).toMatchObject({ room_id: roomId, signalling: "/_parley/v1/signal" });
+    expect(typeof json.session).toBe("string");
+    const ws = await SignallingClient.open(signallingUrl(A));
+    const hello = await ws.request({ type: "hello", session: json.session });
+    expect(hello).toMatchObject({ type: "result", user_id: alice.userId, room_id: roomId, call_id: json.call_id });
+    ws.close();
+  });
+
+  it("a user of a federated homeserver joins with a token from their own homeserver", async () => {
+    const { status, json } = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
+    expect(status).toBe(200);
+    expect(json.room_id).toBe(roomId);
+  });
+
+  it("denials, each with its errcode", async () => {
+    const token = await alice.openIdToken();
+    const cases: [string, unknown, number, string][] = [
+      ["no token", { room: roomId }, 401, "M_MISSING_TOKEN"],
+      ["forged token", { openid_token: { ...token, access_token: "forged" }, room: roomId }, 401, "M_UNKNOWN_TOKEN"],
+      ["B's token claimed as A's", { openid_token: { ...(await bob.openIdToken()), matrix_server_name: A.serverName }, room: roomId }, 401, "M_UNKNOWN_TOKEN"],
+      ["a user not in the room", { openid_token: await dave.openIdToken(), room: roomId }, 403, "M_FORBIDDEN"],
+      ["a server not on the allow-list", { openid_token: await carol.openIdToken(), room: roomId }, 403, "M_FORBIDDEN"],
+      ["a room with no call", { openid_token: token, room: await alice.createRoom({ preset: "private_chat" }) }, 404, "M_NOT_FOUND"],
+      ["not JSON", "{nope", 400, "M_NOT_JSON"],
+      ["no room", { openid_token: token }, 400, "M_BAD_JSON"],
+    ];
+    for (const [what, body, status, errcode] of cases) {
+      const res = await joinCall(A, body);
+      expect({ what, status: res.status, errcode: res.json.errcode }).toEqual({ what, status, errcode });
+    }
+  });
+});
+
+describe("the signalling socket", () => {
+  it("answers malformed, oversize and premature messages with errors and lives on", async () => {
+    const ws = await SignallingClient.open(signallingUrl(A));
+    expect(await ws.sendRaw("{not json")).toMatchObject({ type: "error", errcode: "M_NOT_JSON" });
+    expect(await ws.sendRaw("x".repeat(70 * 1024))).toMatchObject({ type: "error", errcode: "M_TOO_LARGE" });
+    expect(await ws.request({ type: "publish", jsep: { type: "offer", sdp: "v=0" } })).toMatchObject({ errcode: "M_MISSING_TOKEN" });
+    expect(await ws.request({ type: "nonsense" })).toMatchObject({ errcode: "M_BAD_JSON" });
+    expect(await ws.request({ type: "hello", session: "made-up" })).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });
+    const { json } = await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId });
+    expect(await ws.request({ type: "hello", session: json.session })).toMatchObject({ type: "result", user_id: alice.userId });
+    expect(await ws.request({ type: "publish", jsep: { type: "offer", sdp: "not sdp" } })).toMatchObject({ errcode: "M_BAD_JSON" });
+    expect(await ws.request({ type: "ping" })).toMatchObject({ type: "result", pong: true });
+    ws.close();
+  });
+
+  it("a user banned during the call is evicted within 1 s", async () => {
+    const { json } = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
+    const ws = await SignallingClient.open(signallingUrl(A));
+    await ws.request({ type: "hello", session: json.session });
+    // The bot created the meeting room: it is the one with the power to ban.
+    const bot = new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken);
+    const bannedAt = Date.now();
+    await bot.ban(roomId, bob.userId, "test eviction");
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4403);
+    expect(closed.at - bannedAt).toBeLessThan(1000);
+    expect(ws.pushes).toContainEqual(expect.objectContaining({ type: "evicted", errcode: "M_FORBIDDEN" }));
+    // And the session is gone for good.
+    const again = await SignallingClient.open(signallingUrl(A));
+    expect(await again.request({ type: "hello", session: json.session })).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });
+    again.close();
+    await waitFor("bob's ban to be visible", async () =>
+      (await alice.stateEvent(roomId, "m.room.member", bob.userId))?.membership === "ban" ? true : undefined,
+    );
+  });
+});

@@ -1,0 +1,163 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { CallService, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
+import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
+import type { OpenIdVerifier, SfuRooms } from "../../../appservice/src/calls/ports.ts";
+import { ParleyError } from "../../../appservice/src/errors.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
+import type { SfuRoomRecord } from "../../../appservice/src/store/store.ts";
+
+const MEETING = "!meeting:a.example";
+const CHAT = "!chat:a.example";
+const ALICE = "@alice:a.example";
+const BOB = "@bob:b.example";
+const EVE = "@eve:evil.example";
+
+class FakeVerifier implements OpenIdVerifier {
+  readonly tokens = new Map<string, string>([["alice-token", ALICE], ["bob-token", BOB], ["eve-token", EVE]]);
+  async verify(token: string, server: string) {
+    const userId = this.tokens.get(token);
+    if (!userId || !userId.endsWith(`:${server}`)) throw new ParleyError("M_UNKNOWN_TOKEN", "OpenID token is not valid");
+    return { userId };
+  }
+}
+
+class FakeSfu implements SfuRooms {
+  readonly rooms = new Set<string>();
+  created = 0;
+  destroyed: string[] = [];
+  async createRoom(callId: string): Promise<SfuRoomRecord> {
+    this.created++;
+    await new Promise((r) => setTimeout(r, 5));
+    const room = { node: "n1", room: `room-${callId}-${this.created}`, secret: "s" };
+    this.rooms.add(room.room);
+    return room;
+  }
+  async destroyRoom(room: SfuRoomRecord) {
+    this.rooms.delete(room.room);
+    this.destroyed.push(room.room);
+  }
+  async roomExists(room: SfuRoomRecord) {
+    return this.rooms.has(room.room);
+  }
+}
+
+let dir: string;
+let store: SqliteStore;
+let sfu: FakeSfu;
+let now: number;
+let members: Map<string, string>;
+let service: CallService;
+let ids = 0;
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "parley-calls-"));
+  store = new SqliteStore(path.join(dir, "p.db"));
+  store.claimAlias("#meet-x:a.example");
+  store.completeAlias("#meet-x:a.example", MEETING);
+  sfu = new FakeSfu();
+  now = 1_000_000;
+  members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
+  service = new CallService(
+    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }] },
+    {
+      homeserver: {
+        resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),
+        getMembership: async (roomId, userId) => members.get(`${roomId}|${userId}`),
+      },
+      store,
+      policy: new FederationPolicy("a.example", ["b.example"]),
+      verifier: new FakeVerifier(),
+      sfu,
+      clock: { now: () => now },
+      ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+    },
+  );
+});
+
+afterEach(() => {
+  service.stop();
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const join = (token: string, server: string, room = MEETING) => service.join({ openIdToken: token, serverName: server, room });
+const codeOf = async (p: Promise<unknown>) => p.then(() => "ok", (e: ParleyError) => e.errcode);
+
+describe("join", () => {
+  it("grants a session with ICE servers to a joined member, by room id or alias", async () => {
+    const grant = await join("alice-token", "a.example");
+    expect(grant).toMatchObject({ roomId: MEETING, expiresAt: now + 60_000, iceServers: [{ urls: "stun:stun.a.example" }] });
+    expect(service.session(grant.session)).toMatchObject({ userId: ALICE, roomId: MEETING, callId: grant.callId });
+    const byAlias = await join("bob-token", "b.example", "#meet-x:a.example");
+    expect(byAlias.callId).toBe(grant.callId);
+  });
+
+  it("makes one SFU room per call, however many join at once, and records it", async () => {
+    const grants = await Promise.all([join("alice-token", "a.example"), join("bob-token", "b.example"), join("alice-token", "a.example")]);
+    expect(new Set(grants.map((g) => g.callId)).size).toBe(1);
+    expect(sfu.created).toBe(1);
+    expect(store.activeCall(MEETING)?.sfu).toEqual({ node: "n1", room: `room-${grants[0]!.callId}-1`, secret: "s" });
+  });
+
+  it("recreates the SFU room when its node lost it", async () => {
+    const first = await join("alice-token", "a.example");
+    sfu.rooms.clear();
+    await join("bob-token", "b.example");
+    expect(sfu.created).toBe(2);
+    expect(store.activeCall(MEETING)?.sfu?.room).toBe(`room-${first.callId}-2`);
+  });
+
+  it("refuses, each with its errcode", async () => {
+    expect(await codeOf(join("", "a.example"))).toBe("M_MISSING_TOKEN");
+    expect(await codeOf(join("forged", "a.example"))).toBe("M_UNKNOWN_TOKEN");
+    expect(await codeOf(join("bob-token", "a.example"))).toBe("M_UNKNOWN_TOKEN"); // a.example cannot vouch for bob
+    expect(await codeOf(join("eve-token", "evil.example"))).toBe("M_FORBIDDEN"); // server not allowed
+    members.delete(`${MEETING}|${BOB}`);
+    expect(await codeOf(join("bob-token", "b.example"))).toBe("M_FORBIDDEN"); // not in the room
+    expect(await codeOf(join("alice-token", "a.example", CHAT))).toBe("M_NOT_FOUND"); // no call there
+    expect(await codeOf(join("alice-token", "a.example", "#nope:a.example"))).toBe("M_NOT_FOUND");
+    expect(await codeOf(join("alice-token", "a.example", "meeting"))).toBe("M_INVALID_PARAM");
+    expect(await codeOf(join("alice-token", "a example"))).toBe("M_INVALID_PARAM");
+    expect(sfu.created).toBe(0);
+    expect(service.activeSessions()).toBe(0);
+  });
+
+  it("serves a chat room while its !meet call runs", async () => {
+    store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
+    expect((await join("alice-token", "a.example", CHAT)).callId).toBe("meet1");
+  });
+});
+
+describe("sessions end", () => {
+  it("on a leave, kick or ban of that user in that room, closing the socket with the reason", async () => {
+    const a = await join("alice-token", "a.example");
+    const b = await join("bob-token", "b.example");
+    const closed: Parameters<SessionCloser>[0][] = [];
+    service.attach(b.session, (r) => closed.push(r));
+    expect(service.evict(MEETING, BOB, "ban")).toBe(1);
+    expect(closed).toEqual([{ errcode: "M_FORBIDDEN", message: "membership is now ban" }]);
+    expect(service.session(b.session)).toBeUndefined();
+    expect(service.session(a.session)?.userId).toBe(ALICE);
+    expect(service.evict(CHAT, ALICE, "leave")).toBe(0);
+  });
+
+  it("at expiry", async () => {
+    const a = await join("alice-token", "a.example");
+    now += 60_000;
+    expect(service.session(a.session)).toBeUndefined();
+  });
+
+  it("when the call ends, which also destroys the SFU room", async () => {
+    const a = await join("alice-token", "a.example");
+    const closed: string[] = [];
+    service.attach(a.session, (r) => closed.push(r.errcode));
+    const call = store.activeCall(MEETING)!;
+    await service.endCall(call);
+    expect(closed).toEqual(["M_NOT_FOUND"]);
+    expect(sfu.destroyed).toEqual([call.sfu!.room]);
+    expect(store.activeCall(MEETING)?.sfu).toBeNull();
+  });
+});
