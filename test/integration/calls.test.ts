@@ -1,5 +1,6 @@
 // The call API and signalling socket against real components: two federating Synapses, each
 // with its Parley process and Janus; OpenID tokens from the users' own homeservers.
+import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
@@ -77,6 +78,31 @@ describe("joining a call", () => {
       const res = await joinCall(A, body);
       expect({ what, status: res.status, errcode: res.json.errcode }).toEqual({ what, status, errcode });
     }
+  });
+});
+
+describe("MatrixRTC membership", () => {
+  it("!meet status lists the users whose clients published call membership", async () => {
+    await alice.request(
+      Method.Put,
+      `/rooms/${encodeURIComponent(roomId)}/state/org.matrix.msc3401.call.member/${encodeURIComponent(`_${alice.userId}_ALICEDEV`)}`,
+      {
+        application: "m.call",
+        call_id: "",
+        scope: "m.room",
+        device_id: "ALICEDEV",
+        focus_active: { type: "org.parley.janus" },
+        foci_preferred: [{ type: "org.parley.janus", call_api: A.parley.url, room_id: roomId }],
+        created_ts: Date.now(),
+        expires: 3_600_000,
+      },
+    );
+    await alice.send(roomId, "!meet status");
+    const status = await alice.waitForEvent(
+      roomId,
+      (e) => e.sender === A.botUserId && String(e.content.body).includes("In the call:"),
+    );
+    expect(String(status.content.body)).toContain(`In the call: ${alice.userId}`);
   });
 });
 

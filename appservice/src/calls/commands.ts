@@ -4,6 +4,7 @@ export type Command =
   | { kind: "start" }
   | { kind: "end" }
   | { kind: "help" }
+  | { kind: "status" }
   | { kind: "unknown"; word: string };
 
 export const COMMAND_PREFIX = "!meet";
@@ -23,6 +24,9 @@ export function parseCommand(body: unknown): Command | undefined {
       return { kind: "end" };
     case "help":
       return { kind: "help" };
+    case "status":
+    case "who":
+      return { kind: "status" };
     default:
       return { kind: "unknown", word: words[1] ?? "" };
   }
@@ -32,6 +36,7 @@ export const HELP_TEXT = [
   "Parley video meetings:",
   "  !meet        start a call attached to this room and post its join link",
   "  !meet end    end the call",
+  "  !meet status who is in the call",
   "  !meet help   this text",
   "Everyone joined to this room may join its call.",
 ].join("\n");

@@ -6,6 +6,8 @@
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
 import type { FederationPolicy } from "./policy.ts";
+import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
+import { RtcParticipants } from "./rtcParticipants.ts";
 import { RoomAliasInUseError, type Clock, type Homeserver, type IdSource } from "./ports.ts";
 
 export interface MeetingsConfig {
@@ -34,6 +36,8 @@ export const CALL_STATE_EVENT = "org.parley.call";
 
 export class MeetingService {
   private readonly inflight = new Map<string, Promise<string>>();
+  /** MatrixRTC participants per room, folded from membership state events. */
+  private readonly rtc = new Map<string, RtcParticipants>();
   private readonly cfg: MeetingsConfig;
   private readonly deps: MeetingsDeps;
 
@@ -127,6 +131,27 @@ export class MeetingService {
     return settled;
   }
 
+  /** Whether an event type carries MatrixRTC call membership. */
+  static isRtcMembershipType(type: string): boolean {
+    return type === CALL_MEMBER_EVENT_TYPE || RTC_MEMBER_EVENT_TYPES.includes(type);
+  }
+
+  /** A MatrixRTC membership event (join, update or leave) in a room the bot is in. */
+  onRtcMembership(roomId: string, event: MembershipEvent): ReturnType<RtcParticipants["apply"]> {
+    let participants = this.rtc.get(roomId);
+    if (!participants) this.rtc.set(roomId, (participants = new RtcParticipants()));
+    const change = participants.apply(event, this.deps.clock.now());
+    if (participants.size === 0) this.rtc.delete(roomId);
+    return change;
+  }
+
+  /** A user left the room: they are in none of its calls either. */
+  onRoomLeft(roomId: string, userId: string): void {
+    const participants = this.rtc.get(roomId);
+    participants?.removeUser(userId);
+    if (participants?.size === 0) this.rtc.delete(roomId);
+  }
+
   /** The bot was invited somewhere: join if the inviter's server is allowed, else decline. */
   async onBotInvited(roomId: string, inviter: string): Promise<"joined" | "refused"> {
     const { policy, homeserver } = this.deps;
@@ -160,6 +185,8 @@ export class MeetingService {
     switch (command.kind) {
       case "help":
         return reply(HELP_TEXT);
+      case "status":
+        return reply(this.status(roomId));
       case "unknown":
         return reply(`Unknown command '${COMMAND_PREFIX} ${command.word}'.\n${HELP_TEXT}`);
       case "start":
@@ -167,6 +194,16 @@ export class MeetingService {
       case "end":
         return reply(await this.endCall(roomId, sender, eventId));
     }
+  }
+
+  private status(roomId: string): string {
+    const call = this.deps.store.activeCall(roomId);
+    const participants = this.rtc.get(roomId);
+    const now = this.deps.clock.now();
+    participants?.prune(now);
+    const who = participants && participants.size > 0 ? participants.describe(now) : "nobody";
+    if (!call) return `No call is running in this room. In a call here: ${who}.`;
+    return `A call is running (started by ${call.startedBy}): ${this.joinLink(roomId)}\nIn the call: ${who}.`;
   }
 
   /** Starts a call; when `eventId` already started the active call (a redelivery after a

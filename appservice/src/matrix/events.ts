@@ -19,6 +19,16 @@ export const messageEvent = baseEvent.extend({
   content: z.object({ msgtype: z.string(), body: z.string() }),
 });
 
+/** The envelope of a MatrixRTC membership event; its content is checked by calls/rtcMembership. */
+export const rtcMembershipEvent = z.looseObject({
+  room_id: z.string().min(1),
+  sender: z.string().startsWith("@"),
+  type: z.string().min(1),
+  content: z.unknown(),
+  state_key: z.string().optional(),
+  origin_server_ts: z.number().optional(),
+});
+
 export const transactionBody = z.object({
   events: z.array(z.record(z.string(), z.unknown())).default([]),
 });

@@ -1,13 +1,14 @@
 // Routes events from appservice transactions to the domain. One event kind, one small handler.
-import type { MeetingService } from "../calls/meetings.ts";
+import { MeetingService } from "../calls/meetings.ts";
 import { getLogger } from "../log.ts";
-import { describeZodError, memberEvent, messageEvent, type RawEvent } from "./events.ts";
+import { describeZodError, memberEvent, messageEvent, rtcMembershipEvent, type RawEvent } from "./events.ts";
 
 type Handler = (event: RawEvent) => Promise<void>;
 
 export class EventRouter {
   private readonly handlers: Record<string, Handler>;
   private readonly log = getLogger("matrix.router");
+  private readonly meetings: MeetingService;
 
   /** `onMembershipLost(roomId, userId, membership)`: a user's membership is no longer "join". */
   constructor(
@@ -15,6 +16,7 @@ export class EventRouter {
     botUserId: string,
     onMembershipLost: (roomId: string, userId: string, membership: string) => void = () => undefined,
   ) {
+    this.meetings = meetings;
     this.handlers = {
       "m.room.member": async (raw) => {
         const parsed = memberEvent.safeParse(raw);
@@ -24,6 +26,7 @@ export class EventRouter {
           const outcome = await meetings.onBotInvited(ev.room_id, ev.sender);
           this.log.info({ roomId: ev.room_id, inviter: ev.sender, outcome }, "bot invited");
         } else if (ev.state_key !== botUserId && ev.content.membership !== "join") {
+          meetings.onRoomLeft(ev.room_id, ev.state_key);
           onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);
         }
       },
@@ -42,7 +45,16 @@ export class EventRouter {
   }
 
   async route(event: RawEvent): Promise<void> {
-    const handler = typeof event.type === "string" ? this.handlers[event.type] : undefined;
-    if (handler) await handler(event);
+    if (typeof event.type !== "string") return;
+    const handler = this.handlers[event.type];
+    if (handler) return handler(event);
+    if (MeetingService.isRtcMembershipType(event.type)) this.rtcMembership(event);
+  }
+
+  private rtcMembership(raw: RawEvent): void {
+    const parsed = rtcMembershipEvent.safeParse(raw);
+    if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
+    const change = this.meetings.onRtcMembership(parsed.data.room_id, parsed.data);
+    if (change.kind === "invalid") this.reject(raw, change.errors.join("; "));
   }
 }

@@ -459,3 +459,46 @@ describe("slugOf and joinLink", () => {
     expect(service().joinLink("#meet-a:example.org")).toBe("https://meet.example.org/#/call/%23meet-a%3Aexample.org");
   });
 });
+
+describe("!meet status", () => {
+  const member = (sender: string, device: string, content: Record<string, unknown>) => ({
+    type: "org.matrix.msc3401.call.member",
+    sender,
+    state_key: `_${sender}_${device}`,
+    origin_server_ts: now,
+    content,
+  });
+  const joined = (device: string) => ({
+    application: "m.call",
+    call_id: "",
+    scope: "m.room",
+    device_id: device,
+    focus_active: { type: "org.parley.janus" },
+    foci_preferred: [{ type: "org.parley.janus", call_api: "https://meet.example.org", room_id: ROOM }],
+    created_ts: now,
+  });
+
+  it("lists who is in the call from MatrixRTC membership, and forgets leavers", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$start");
+    expect(meetings.onRtcMembership(ROOM, member(ALICE, "PHONE", joined("PHONE"))).kind).toBe("joined");
+    expect(meetings.onRtcMembership(ROOM, member(ALICE, "LAPTOP", joined("LAPTOP"))).kind).toBe("joined");
+    expect(meetings.onRtcMembership(ROOM, member("@bob:partner.example", "B1", joined("B1"))).kind).toBe("joined");
+    await meetings.onMessage(ROOM, ALICE, "!meet status", "$s1");
+    const first = hs.notices.at(-1)!.notice.text;
+    expect(first).toContain("A call is running (started by @alice:example.org)");
+    expect(first).toContain("@alice:example.org (2 devices)");
+    expect(first).toContain("@bob:partner.example");
+
+    expect(meetings.onRtcMembership(ROOM, member("@bob:partner.example", "B1", {})).kind).toBe("left");
+    meetings.onRoomLeft(ROOM, ALICE);
+    await meetings.onMessage(ROOM, ALICE, "!meet status", "$s2");
+    expect(hs.notices.at(-1)!.notice.text).toContain("In the call: nobody.");
+  });
+
+  it("refuses a membership written under someone else's state key", () => {
+    const meetings = service();
+    const forged = { ...member("@bob:partner.example", "B1", joined("B1")), state_key: `_${ALICE}_B1` };
+    expect(meetings.onRtcMembership(ROOM, forged).kind).toBe("invalid");
+  });
+});
