@@ -139,6 +139,8 @@ export interface GeneratedJanus extends JanusHandle {
   videoroomAdminKey: string;
   rtpPortRange: [number, number];
   cert: CertPaths;
+  /** Kills Janus (SIGKILL by default) and starts it again: same ports, secrets and certificate. */
+  restart(opts?: { kill9?: boolean }): Promise<void>;
 }
 
 /**
@@ -151,25 +153,36 @@ export async function startGeneratedJanus(opts: { dir: string; rtpPortRange: [nu
   const cert = await generateSelfSignedCert({ dir: opts.dir, ip: "127.0.0.1", name: "dtls" });
   const [apiSecret, adminSecret, videoroomAdminKey] = [secret(), secret(), secret()];
   const wsUrl = `ws://127.0.0.1:${wsPort}`;
-  const handle = await startJanus({
-    dir: opts.dir,
-    wsUrl,
-    configFiles: renderJanusConfig({
-      wsPort,
-      adminWsPort,
-      apiSecret,
-      adminSecret,
-      videoroomAdminKey,
-      rtpPortRange: opts.rtpPortRange,
-      certPem: cert.certPath,
-      certKey: cert.keyPath,
-      reclaimSessionTimeoutS: 30,
-      // Inside scripts/isolated.sh, media goes over the namespace's own interface (127.77.0.1).
-      iceEnforceList: process.env.PARLEY_MEDIA_IFACE || undefined,
-    }),
+  const configFiles = renderJanusConfig({
+    wsPort,
+    adminWsPort,
+    apiSecret,
+    adminSecret,
+    videoroomAdminKey,
+    rtpPortRange: opts.rtpPortRange,
+    certPem: cert.certPath,
+    certKey: cert.keyPath,
+    reclaimSessionTimeoutS: 30,
+    // Inside scripts/isolated.sh, media goes over the namespace's own interface (127.77.0.1).
+    iceEnforceList: process.env.PARLEY_MEDIA_IFACE || undefined,
   });
+  let current = await startJanus({ dir: opts.dir, wsUrl, configFiles });
   return {
-    ...handle,
+    get logFile() {
+      return current.logFile;
+    },
+    get startupMs() {
+      return current.startupMs;
+    },
+    get process() {
+      return current.process;
+    },
+    stop: () => current.stop(),
+    kill9: () => current.kill9(),
+    async restart(o = {}) {
+      await ((o.kill9 ?? true) ? current.kill9() : current.stop());
+      current = await startJanus({ dir: opts.dir, wsUrl, configFiles });
+    },
     dir: opts.dir,
     wsUrl,
     adminWsUrl: `ws://127.0.0.1:${adminWsPort}`,

@@ -2,6 +2,7 @@
 // with its Parley process and Janus; OpenID tokens from the users' own homeservers.
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
@@ -24,6 +25,21 @@ async function joinCall(inst: Institution, body: unknown): Promise<{ status: num
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/** Participants of the call's Janus room, asked of Janus itself (undefined: no such room). */
+async function janusParticipants(inst: Institution, room: string): Promise<string[] | undefined> {
+  const call = inst.parleyStore().activeCall(room);
+  if (!call?.sfu) return undefined;
+  const sfu = await createSfu({ nodes: inst.parley.config.sfu.nodes });
+  try {
+    const list = await sfu.listParticipants({ node: call.sfu.node, roomId: call.sfu.room, secret: call.sfu.secret });
+    return list.map((p) => String(p.display ?? p.id));
+  } catch {
+    return undefined;
+  } finally {
+    await sfu.stop();
+  }
 }
 
 const signallingUrl = (inst: Institution) => `${inst.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`;
@@ -78,6 +94,18 @@ describe("joining a call", () => {
       const res = await joinCall(A, body);
       expect({ what, status: res.status, errcode: res.json.errcode }).toEqual({ what, status, errcode });
     }
+    expect(await janusParticipants(A, roomId)).toEqual([]);
+  });
+
+  it("Janus killed mid-call: the call's room is recreated on the restarted Janus, same id", async () => {
+    const before = A.parleyStore().activeCall(roomId)!.sfu!;
+    expect(await janusParticipants(A, roomId)).toEqual([]);
+    await A.janus!.restart({ kill9: true });
+    const recreated = await waitFor("the SFU room to be recreated", () => janusParticipants(A, roomId), 20_000);
+    expect(recreated).toEqual([]);
+    expect(A.parleyStore().activeCall(roomId)!.sfu).toEqual(before);
+    const { status } = await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId });
+    expect(status).toBe(200);
   });
 });
 
