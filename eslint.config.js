@@ -4,7 +4,7 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "client/dist/", "vendor/", "coverage/"] },
+  { ignores: ["node_modules/", "dist/", "client/dist/", "vendor/", "coverage/", ".parley/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -16,7 +16,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["client/**/*.js"],
+    files: ["client/**/*.ts"],
     languageOptions: { globals: globals.browser },
   },
   {

@@ -51,4 +51,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$want" > "$stamp"
 fi
+# --- the web client (Vite build into client/dist; redone when its sources change) -------------------
+client_stamp="client/dist/.parley-build-stamp"
+client_want="$(cat package-lock.json client/index.html client/widget.html client/vite.config.ts $(find client/src -type f | sort) | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$client_stamp" ] || [ "$(cat "$client_stamp")" != "$client_want" ]; then
+  log "building the web client"
+  npx vite build client --logLevel warn >&2
+  echo "$client_want" > "$client_stamp"
+fi
 log "ready"

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import type { IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuRooms, TrickleTarget } from "../calls/ports.ts";
 import { ParleyError } from "../errors.ts";
-import { SfuUnavailableError, VideoRoomError } from "../sfu/errors.ts";
+import { JanusClosedError, SfuUnavailableError, VideoRoomError } from "../sfu/errors.ts";
 import type { RoomRef, Sfu, SubscriptionStream, TrickleCandidate } from "../sfu/index.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
 
@@ -26,7 +26,9 @@ async function sfuCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof SfuUnavailableError) throw new ParleyError("M_UNAVAILABLE", "the media server is unavailable; retry shortly");
+    if (err instanceof SfuUnavailableError || err instanceof JanusClosedError) {
+      throw new ParleyError("M_UNAVAILABLE", "the media server is unavailable; retry shortly");
+    }
     if (err instanceof VideoRoomError && err.code === NO_SUCH_ROOM) throw new ParleyError("M_NOT_FOUND", "the media room is gone; join again");
     if (err instanceof VideoRoomError) throw new ParleyError("M_INVALID_PARAM", `${what} refused by the media server: ${err.reason}`);
     throw err;
@@ -83,14 +85,20 @@ function mediaSession(participant: Participant, display: string, opts: SfuPortOp
   const toJanus = (c: IceCandidate | null): TrickleCandidate | null =>
     c === null ? null : { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
   let closed = false;
+  const up = publisherUp();
 
   return {
     feedId: participant.participantId,
-    async publish(offerSdp, { simulcast }) {
+    async publish(offerSdp, { simulcast, onUp }) {
       if (!publisher) {
         const joined = await sfuCall("joining", () => participant.joinAsPublisher(display));
         publisher = joined.publisher;
         privateId = joined.joined.privateId;
+        publisher.onPeer((e) => {
+          if (e.kind === "webrtcup") up.webrtcUp(onUp);
+          if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
+          if (e.kind === "hangup" || e.kind === "detached") up.cancel();
+        });
       }
       const p = publisher;
       const { answer, streams } = await sfuCall("publishing", () =>
@@ -101,6 +109,7 @@ function mediaSession(participant: Participant, display: string, opts: SfuPortOp
         const kind = kindOf(s.type);
         return kind ? [{ mid: s.mid, kind }] : [];
       });
+      up.check(publishedMids, onUp);
       return { answerSdp: answer.sdp ?? "", streams: publishedMids };
     },
     async subscribe(feeds) {
@@ -141,8 +150,42 @@ function mediaSession(participant: Participant, display: string, opts: SfuPortOp
     async close() {
       if (closed) return;
       closed = true;
+      up.cancel();
       await Promise.allSettled([publisher?.leave(), subscriber?.leave()]);
       await participant.close();
+    },
+  };
+}
+
+/**
+ * When to announce a new publisher: once Janus receives every published kind (audio and video),
+ * since a subscription made earlier can miss a stream. webrtcup plus a grace period is the
+ * fallback for a kind that never reports (a track muted from the start).
+ */
+function publisherUp(graceMs = 2000) {
+  const receiving = new Set<string>();
+  let announced = false;
+  let grace: ReturnType<typeof setTimeout> | undefined;
+  const announce = (onUp: () => void) => {
+    if (announced) return;
+    announced = true;
+    clearTimeout(grace);
+    onUp();
+  };
+  const check = (mids: MediaStreamInfo[], onUp: () => void) => {
+    if (mids.length > 0 && mids.every((m) => receiving.has(m.kind))) announce(onUp);
+  };
+  return {
+    webrtcUp(onUp: () => void) {
+      grace ??= setTimeout(() => announce(onUp), graceMs);
+    },
+    receiving(kind: string, mids: MediaStreamInfo[], onUp: () => void) {
+      receiving.add(kind);
+      check(mids, onUp);
+    },
+    check,
+    cancel() {
+      clearTimeout(grace);
     },
   };
 }

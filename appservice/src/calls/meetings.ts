@@ -237,7 +237,7 @@ export class MeetingService {
     return {
       widgetId: call.widgetId ?? `parley-${call.callId}`,
       // $matrix_* are filled in by the Matrix client (widget URL template variables).
-      url: `${base}/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&callId=${encodeURIComponent(call.callId)}`,
+      url: `${base}/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&deviceId=$org.matrix.msc3819.matrix_device_id&callId=${encodeURIComponent(call.callId)}`,
       name: "Parley call",
       data: { callId: call.callId, api: base },
     };

@@ -93,7 +93,11 @@ export interface MediaStreamInfo {
 export interface SfuMediaSession {
   /** The participant's id in the SFU room (its feed, once it publishes). */
   readonly feedId: string | number;
-  publish(offerSdp: string, opts: { simulcast: boolean }): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
+  /** Publishes; `onUp` fires once the SFU has the publisher's media (others may subscribe then). */
+  publish(
+    offerSdp: string,
+    opts: { simulcast: boolean; onUp: () => void },
+  ): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
   subscribe(feeds: { feed: string | number; mid?: string | undefined }[]): Promise<{ offerSdp: string; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   /** The client's answer to the subscriber offer. */

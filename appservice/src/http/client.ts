@@ -3,8 +3,9 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import express, { type Router } from "express";
+import { getLogger } from "../log.ts";
 
-export const CLIENT_DIR = path.resolve(import.meta.dirname, "../../../client/public");
+export const CLIENT_DIR = path.resolve(import.meta.dirname, "../../../client/dist");
 
 export interface ClientSettings {
   homeserverUrl: string;
@@ -17,12 +18,19 @@ export function clientRouter(settings: ClientSettings, dir = CLIENT_DIR): Router
   router.get("/_parley/v1/client-config", (_req, res) => {
     res.json(settings);
   });
-  if (existsSync(dir)) {
+  if (!existsSync(dir)) {
+    getLogger("http.client").warn({ dir }, "web client not built (npm run build:client); serving the API only");
+  } else {
     router.use(
       express.static(dir, {
         index: "index.html",
         setHeaders: (res) => {
-          res.setHeader("Content-Security-Policy", "default-src 'self'; connect-src *; img-src 'self' data:");
+          // connect-src *: the user's own homeserver and other institutions' call APIs.
+          // blob: avatars fetched with the access token; wasm: matrix-js-sdk's Rust crypto.
+          res.setHeader(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src * ws: wss:; img-src 'self' data: blob:; media-src 'self' blob:",
+          );
           res.setHeader("X-Content-Type-Options", "nosniff");
         },
       }),

@@ -307,7 +307,7 @@ describe("onMessage", () => {
         ROOM,
         {
           widgetId: "parley-call1",
-          url: "https://meet.example.org/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&callId=call1",
+          url: "https://meet.example.org/widget.html?roomId=$matrix_room_id&userId=$matrix_user_id&deviceId=$org.matrix.msc3819.matrix_device_id&callId=call1",
           name: "Parley call",
           data: { callId: "call1", api: "https://meet.example.org" },
         },

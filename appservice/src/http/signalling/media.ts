@@ -11,7 +11,12 @@ interface Member {
   conn: Connection;
   userId: string;
   media: SfuMediaSession;
-  streams: MediaStreamInfo[];
+  /** Streams announced to the others (set once the SFU has the media). */
+  streams: Participant["streams"];
+  /** Whether this socket has published on its current SFU session. */
+  published: boolean;
+  /** What the published video shows. */
+  videoSource: "camera" | "screen";
   muted: { audio: boolean; video: boolean };
 }
 
@@ -58,6 +63,11 @@ export class CallMembers {
   }
 }
 
+/** Labels the video streams with what they show (camera or screen). */
+function withSource(streams: Participant["streams"], source: "camera" | "screen"): Participant["streams"] {
+  return streams.map((s) => (s.kind === "video" ? { ...s, type: source } : s));
+}
+
 export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMembers): HandlerTable {
   /** The caller's member entry, joining the SFU room on first use. */
   async function memberOf(conn: Connection): Promise<Member> {
@@ -67,9 +77,16 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
     const room = calls.sfuRoomOf(session.callId);
     if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
     const media = await sfu.open(room, session.userId, (reason) => {
+      // The SFU lost this session (e.g. Janus restarted): forget it, so the client's next
+      // publish/subscribe (after `renegotiate`) opens a fresh one in the recreated room.
+      if (members.get(session.callId, conn)?.media === media) {
+        members.remove(session.callId, conn);
+        members.broadcast(session.callId);
+      }
+      void media.close().catch(() => undefined);
       conn.send({ type: "renegotiate", reason });
     });
-    const member: Member = { conn, userId: session.userId, media, streams: [], muted: { audio: false, video: false } };
+    const member: Member = { conn, userId: session.userId, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false } };
     members.add(session.callId, member);
     return member;
   }
@@ -79,10 +96,26 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
 
   return {
     publish: async (conn, m) => {
+      const callId = conn.session!.callId;
+      // A second publish on this socket is the client starting its media over (new peer
+      // connections): Janus cannot take a new DTLS peer on a live handle, so start a fresh session.
+      const previous = members.get(callId, conn);
+      if (previous?.published) {
+        members.remove(callId, conn);
+        members.broadcast(callId);
+        await previous.media.close();
+      }
       const member = await memberOf(conn);
-      const { answerSdp, streams } = await member.media.publish(m.jsep.sdp, { simulcast: m.simulcast ?? false });
-      member.streams = streams;
-      members.broadcast(conn.session!.callId);
+      const { answerSdp, streams } = await member.media.publish(m.jsep.sdp, {
+        simulcast: m.simulcast ?? false,
+        // Announce the feed only once Janus has its media: subscribing earlier fails (no such feed).
+        onUp: () => {
+          if (members.get(callId, conn) !== member) return;
+          member.streams = withSource(streams, member.videoSource);
+          members.broadcast(callId);
+        },
+      });
+      member.published = true;
       return { jsep: { type: "answer", sdp: answerSdp }, feed_id: member.media.feedId };
     },
     subscribe: async (conn, m) => {
@@ -105,6 +138,12 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
       const member = await memberOf(conn);
       await member.media.mute(m.kind, m.muted);
       member.muted[m.kind] = m.muted;
+      members.broadcast(conn.session!.callId);
+    },
+    source: async (conn, m) => {
+      const member = await memberOf(conn);
+      member.videoSource = m.source;
+      member.streams = withSource(member.streams, m.source);
       members.broadcast(conn.session!.callId);
     },
     leave: async (conn) => {

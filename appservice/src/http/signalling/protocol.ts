@@ -35,6 +35,8 @@ export const clientMessage = z.discriminatedUnion("type", [
     ]),
   }),
   z.object({ type: z.literal("mute"), id, kind: z.enum(["audio", "video"]), muted: z.boolean() }),
+  // What the published video shows now (a screen share swaps the track without renegotiating).
+  z.object({ type: z.literal("source"), id, kind: z.literal("video"), source: z.enum(["camera", "screen"]) }),
   z.object({ type: z.literal("leave"), id }),
 ]);
 
@@ -48,7 +50,7 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
- *   answer, trickle, mute, leave, ping -> {}  (ping: {pong:true})
+ *   answer, trickle, mute, source, leave, ping -> {}  (ping: {pong:true})
  * Pushes (no id):
  *   {type:"participants", participants: Participant[]}   the full list, on every change
  *   {type:"trickle", target:"publisher"|"subscriber", candidate}   Janus's candidates (if any)

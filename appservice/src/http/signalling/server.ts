@@ -74,6 +74,7 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
       if (message.type !== "hello" && !conn.session) {
         return fail(new ParleyError("M_MISSING_TOKEN", "send hello with your session first"), msgId);
       }
+      conn.log.debug({ type: message.type, userId: conn.session?.userId }, "signalling message");
       const handler = handlers[message.type] as Handler<typeof message.type> | undefined;
       if (!handler) return fail(new ParleyError("M_UNRECOGNIZED", `${message.type} is not supported here`), msgId);
       try {

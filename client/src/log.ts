@@ -1,0 +1,31 @@
+// One logger per module, tagged with its name; the only place the client writes to the console.
+// Tokens, passwords and SDP never go through here.
+/* eslint-disable no-console */
+
+export type Level = "debug" | "info" | "warn" | "error";
+const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+let threshold: Level = "info";
+
+export function setLogLevel(level: Level): void {
+  threshold = level;
+}
+
+export interface Logger {
+  debug(msg: string, ctx?: Record<string, unknown>): void;
+  info(msg: string, ctx?: Record<string, unknown>): void;
+  warn(msg: string, ctx?: Record<string, unknown>): void;
+  error(msg: string, ctx?: Record<string, unknown>): void;
+}
+
+export function getLogger(name: string): Logger {
+  const at =
+    (level: Level) =>
+    (msg: string, ctx?: Record<string, unknown>): void => {
+      if (ORDER[level] < ORDER[threshold]) return;
+      const line = `[parley:${name}] ${msg}`;
+      const fn = level === "debug" ? console.debug : level === "info" ? console.info : level === "warn" ? console.warn : console.error;
+      if (ctx === undefined) fn(line);
+      else fn(line, ctx);
+    };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}

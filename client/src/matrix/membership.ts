@@ -1,0 +1,254 @@
+// MatrixRTC call membership, so stock Matrix clients show who is in the call: the session-form
+// `org.matrix.msc3401.call.member` state event (state key `_{userId}_{deviceId}`) naming Parley's
+// own transport, and an empty one on leave. Where the homeserver has MSC4140 delayed events, an
+// empty "leave" is scheduled first and kept from firing by periodic restarts, so a crashed tab
+// or a lost network still ends the membership.
+import { ParleyClientError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import { Store } from "../state/store.ts";
+import { realTimers, type Timers } from "../timers.ts";
+import { enc, type MatrixHttp } from "./http.ts";
+
+export const CALL_MEMBER_EVENT = "org.matrix.msc3401.call.member";
+export const PARLEY_FOCUS_TYPE = "org.parley.janus";
+/** Relative to created_ts, as MatrixRTC has it: after this a membership counts as stale. */
+export const MEMBERSHIP_EXPIRES_MS = 14_400_000;
+
+export interface ParleyTransport {
+  type: typeof PARLEY_FOCUS_TYPE;
+  /** The hosting Parley's call API base URL. */
+  call_api: string;
+  room_id: string;
+}
+
+export interface CallMemberContent {
+  application: "m.call";
+  call_id: "";
+  scope: "m.room";
+  device_id: string;
+  created_ts: number;
+  expires: number;
+  "m.call.intent": "video";
+  foci_preferred: ParleyTransport[];
+  focus_active: { type: typeof PARLEY_FOCUS_TYPE };
+}
+
+export function membershipStateKey(userId: string, deviceId: string): string {
+  return `_${userId}_${deviceId}`;
+}
+
+export function buildMembershipContent(opts: {
+  deviceId: string;
+  callApi: string;
+  roomId: string;
+  createdTs: number;
+  expires?: number;
+}): CallMemberContent {
+  return {
+    application: "m.call",
+    call_id: "",
+    scope: "m.room",
+    device_id: opts.deviceId,
+    created_ts: opts.createdTs,
+    expires: opts.expires ?? MEMBERSHIP_EXPIRES_MS,
+    "m.call.intent": "video",
+    foci_preferred: [{ type: PARLEY_FOCUS_TYPE, call_api: opts.callApi, room_id: opts.roomId }],
+    focus_active: { type: PARLEY_FOCUS_TYPE },
+  };
+}
+
+export type DelayedAction = "restart" | "send" | "cancel";
+
+/** How membership state reaches the room: the C-S API, or Element via the widget API. */
+export interface MembershipTransport {
+  sendState(roomId: string, type: string, stateKey: string, content: object): Promise<void>;
+  /** Whether MSC4140 delayed events can be used. */
+  supportsDelayed(): Promise<boolean>;
+  /** Schedules a state event `delayMs` from now; returns its delay id. */
+  scheduleState(roomId: string, type: string, stateKey: string, content: object, delayMs: number): Promise<string>;
+  updateDelayed(delayId: string, action: DelayedAction): Promise<void>;
+}
+
+export function homeserverMembershipTransport(http: MatrixHttp): MembershipTransport {
+  let supported: Promise<boolean> | undefined;
+  return {
+    sendState: async (roomId, type, stateKey, content) => {
+      await http.request("PUT", `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`, { body: content });
+    },
+    supportsDelayed: () =>
+      (supported ??= http
+        .request<{ unstable_features?: Record<string, unknown> }>("GET", "/versions", { prefix: "/_matrix/client", anonymous: true })
+        .then((v) => v.unstable_features?.["org.matrix.msc4140"] === true)
+        .catch(() => false)),
+    scheduleState: async (roomId, type, stateKey, content, delayMs) => {
+      const res = await http.request<{ delay_id?: unknown }>("PUT", `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`, {
+        body: content,
+        query: { "org.matrix.msc4140.delay": delayMs },
+      });
+      if (typeof res.delay_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "delayed event without delay_id" });
+      return res.delay_id;
+    },
+    updateDelayed: async (delayId, action) => {
+      await http.request("POST", `/delayed_events/${enc(delayId)}`, {
+        prefix: "/_matrix/client/unstable/org.matrix.msc4140",
+        body: { action },
+      });
+    },
+  };
+}
+
+export interface MembershipStatus {
+  joined: boolean;
+  /** A delayed leave is scheduled (the membership ends by itself if this tab goes away). */
+  delayedLeave: boolean;
+  lastError: string | null;
+}
+
+export interface MembershipOptions {
+  transport: MembershipTransport;
+  roomId: string;
+  userId: string;
+  deviceId: string;
+  callApi: string;
+  timers?: Timers;
+  /** How long after the last restart the delayed leave fires. */
+  delayMs?: number;
+  restartEveryMs?: number;
+  expiresMs?: number;
+}
+
+export class MembershipManager {
+  readonly status = new Store<MembershipStatus>({ joined: false, delayedLeave: false, lastError: null });
+  private readonly o: Required<Omit<MembershipOptions, "timers">> & { timers: Timers };
+  private readonly log = getLogger("membership");
+  private readonly stateKey: string;
+  private delayId: string | null = null;
+  private createdTs = 0;
+  private expires = 0;
+  private restartTimer: unknown;
+  private refreshTimer: unknown;
+  private active = false;
+
+  constructor(opts: MembershipOptions) {
+    this.o = {
+      timers: realTimers,
+      delayMs: 30_000,
+      restartEveryMs: 10_000,
+      expiresMs: MEMBERSHIP_EXPIRES_MS,
+      ...opts,
+    };
+    this.stateKey = membershipStateKey(opts.userId, opts.deviceId);
+  }
+
+  get eventStateKey(): string {
+    return this.stateKey;
+  }
+
+  /** Publishes the membership (after scheduling the delayed leave, so no gap is left uncovered). */
+  async join(): Promise<void> {
+    if (this.active) return;
+    this.active = true;
+    this.createdTs = this.o.timers.now();
+    this.expires = this.o.expiresMs;
+    await this.scheduleDelayedLeave();
+    await this.sendMembership();
+    this.status.update({ joined: true, lastError: null });
+    this.armRestart();
+    this.armRefresh();
+  }
+
+  /** Ends the membership: fires the delayed leave now, or writes {} directly. Never throws. */
+  async leave(): Promise<void> {
+    if (!this.active) return;
+    this.active = false;
+    this.o.timers.clearTimeout(this.restartTimer);
+    this.o.timers.clearTimeout(this.refreshTimer);
+    const delayId = this.delayId;
+    this.delayId = null;
+    try {
+      if (delayId) {
+        try {
+          await this.o.transport.updateDelayed(delayId, "send");
+          return;
+        } catch (err) {
+          this.log.warn("sending the delayed leave failed; writing it directly", { err: String(err) });
+        }
+      }
+      await this.o.transport.sendState(this.o.roomId, CALL_MEMBER_EVENT, this.stateKey, {});
+    } catch (err) {
+      this.log.warn("could not remove the call membership", { err: String(err) });
+      this.status.update({ lastError: String(err) });
+    } finally {
+      this.status.update({ joined: false, delayedLeave: false });
+    }
+  }
+
+  private content() {
+    return buildMembershipContent({
+      deviceId: this.o.deviceId,
+      callApi: this.o.callApi,
+      roomId: this.o.roomId,
+      createdTs: this.createdTs,
+      expires: this.expires,
+    });
+  }
+
+  private async sendMembership(): Promise<void> {
+    await this.o.transport.sendState(this.o.roomId, CALL_MEMBER_EVENT, this.stateKey, this.content());
+  }
+
+  private async scheduleDelayedLeave(): Promise<void> {
+    this.delayId = null;
+    if (!(await this.o.transport.supportsDelayed().catch(() => false))) {
+      this.status.update({ delayedLeave: false });
+      return;
+    }
+    try {
+      this.delayId = await this.o.transport.scheduleState(this.o.roomId, CALL_MEMBER_EVENT, this.stateKey, {}, this.o.delayMs);
+      this.status.update({ delayedLeave: true });
+    } catch (err) {
+      this.log.warn("the homeserver refused a delayed leave; membership will rely on expiry", { err: String(err) });
+      this.status.update({ delayedLeave: false });
+    }
+  }
+
+  private armRestart(): void {
+    if (!this.delayId || !this.active) return;
+    this.restartTimer = this.o.timers.setTimeout(() => void this.restart(), this.o.restartEveryMs);
+  }
+
+  private async restart(): Promise<void> {
+    const delayId = this.delayId;
+    if (!delayId || !this.active) return;
+    try {
+      await this.o.transport.updateDelayed(delayId, "restart");
+      this.status.update({ lastError: null });
+    } catch (err) {
+      if (err instanceof ParleyClientError && err.code === "M_NOT_FOUND") {
+        // The leave already fired (we were unreachable for longer than the delay): join again.
+        this.log.info("delayed leave had fired; publishing the membership again");
+        try {
+          await this.scheduleDelayedLeave();
+          if (this.active) await this.sendMembership();
+        } catch (e) {
+          this.status.update({ lastError: String(e) });
+        }
+      } else {
+        this.status.update({ lastError: String(err) });
+      }
+    }
+    this.armRestart();
+  }
+
+  /** Before the membership goes stale, extend `expires` (created_ts stays: it marks the join). */
+  private armRefresh(): void {
+    if (!this.active) return;
+    const at = this.createdTs + this.expires - 5 * 60_000;
+    this.refreshTimer = this.o.timers.setTimeout(async () => {
+      if (!this.active) return;
+      this.expires += this.o.expiresMs;
+      await this.sendMembership().catch((err) => this.status.update({ lastError: String(err) }));
+      this.armRefresh();
+    }, Math.max(0, at - this.o.timers.now()));
+  }
+}

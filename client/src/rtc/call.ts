@@ -1,0 +1,312 @@
+// One call from this device: the call API grant, the signalling socket, the publisher and the
+// subscriber, kept in step with the server's participant list. A reconnected socket or a
+// `renegotiate` push rebuilds both peer connections; ICE failure does too.
+import { ParleyClientError, toClientError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import type { OpenIdProvider } from "../matrix/openid.ts";
+import { Store } from "../state/store.ts";
+import { realTimers, type Timers } from "../timers.ts";
+import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
+import type { FeedId, Participant, Push } from "./protocol.ts";
+import { Publisher } from "./publisher.ts";
+import { SignallingClient, type SocketFactory } from "./signalling.ts";
+import { Subscriber, type RemoteFeed } from "./subscriber.ts";
+import { browserPeerFactory, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
+
+export type CallPhase = "idle" | "joining" | "connected" | "reconnecting" | "ended" | "failed";
+
+export interface RemoteParticipant {
+  /** The feed id as a string: the key of this participant's tile. */
+  key: string;
+  feed: FeedId;
+  userId: string;
+  muted: { audio: boolean; video: boolean };
+  screen: boolean;
+  media: RemoteFeed | null;
+}
+
+export interface CallSnapshot {
+  phase: CallPhase;
+  error: ParleyClientError | null;
+  roomId: string | null;
+  ownFeed: FeedId | null;
+  remotes: RemoteParticipant[];
+}
+
+export interface LocalTracks {
+  audio: MediaStreamTrack | null;
+  video: MediaStreamTrack | null;
+  muted: { audio: boolean; video: boolean };
+}
+
+export interface CallConnectionOptions {
+  callApi: string;
+  room: string;
+  openId: OpenIdProvider;
+  /** What to send right now (asked again after every reconnect). */
+  local: () => LocalTracks;
+  peerFactory?: PeerFactory;
+  transforms?: MediaTransformHook;
+  socketFactory?: SocketFactory;
+  timers?: Timers;
+  join?: typeof joinCall;
+}
+
+export class CallConnection {
+  readonly state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
+  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory">> & Pick<CallConnectionOptions, "socketFactory">;
+  private readonly log = getLogger("call");
+  private grant: CallGrant | null = null;
+  private signalling: SignallingClient | null = null;
+  private publisher: Publisher | null = null;
+  private subscriber: Subscriber | null = null;
+  private participants: Participant[] = [];
+  private readonly subscribed = new Map<string, FeedId>();
+  private syncing: Promise<void> | null = null;
+  private resyncWanted = false;
+  private generation = 0;
+  private restartTimer: unknown;
+  private ended = false;
+
+  constructor(opts: CallConnectionOptions) {
+    this.o = {
+      peerFactory: browserPeerFactory,
+      transforms: noTransforms,
+      timers: realTimers,
+      join: joinCall,
+      ...opts,
+    };
+  }
+
+  async start(): Promise<void> {
+    this.state.update({ phase: "joining", error: null });
+    try {
+      const grant = await this.freshGrant();
+      this.state.update({ roomId: grant.roomId });
+      const signalling = new SignallingClient({
+        url: signallingUrl(this.o.callApi, grant.signalling),
+        session: async (renew) => (renew ? (await this.freshGrant()).session : (this.grant ?? grant).session),
+        socketFactory: this.o.socketFactory,
+        timers: this.o.timers,
+      });
+      this.signalling = signalling;
+      signalling.events.on("push", (p) => this.onPush(p));
+      signalling.events.on("ready", ({ reconnected }) => {
+        if (reconnected) void this.restartMedia("the signalling socket reconnected");
+      });
+      signalling.state.subscribe((s) => {
+        if (this.ended) return;
+        if (s.phase === "reconnecting") this.state.update({ phase: "reconnecting" });
+        if (s.phase === "closed" && s.error) this.fail(s.error);
+      });
+      await signalling.connect();
+      await this.startMedia();
+      if (!this.ended) this.state.update({ phase: "connected" });
+    } catch (err) {
+      this.fail(toClientError(err, "join"));
+      throw this.state.get().error;
+    }
+  }
+
+  /** Tells the server (and so everyone) about a mute; the track itself is handled by the caller. */
+  async setMuted(kind: "audio" | "video", muted: boolean): Promise<void> {
+    if (this.state.get().phase !== "connected") return;
+    await this.signalling?.request({ type: "mute", kind, muted }).catch((err) => this.log.warn("mute not delivered", { err: String(err) }));
+  }
+
+  /** Tells the others what our video shows (their tile marks a screen share). */
+  async setVideoSource(source: "camera" | "screen"): Promise<void> {
+    if (this.state.get().phase !== "connected") return;
+    await this.signalling?.request({ type: "source", kind: "video", source }).catch((err) => this.log.warn("source not delivered", { err: String(err) }));
+  }
+
+  /** Sends another track (camera on/off, screen share) without renegotiating. */
+  async replaceTrack(kind: "audio" | "video", track: MediaStreamTrack | null): Promise<void> {
+    await this.publisher?.replaceTrack(kind, track);
+  }
+
+  /** Levels by tile key ("local" for this device) for the active speaker. */
+  async audioLevels(): Promise<Map<string, number>> {
+    const levels = (await this.subscriber?.audioLevels()) ?? new Map<string, number>();
+    const own = await this.publisher?.audioLevel();
+    if (own !== undefined) levels.set("local", own);
+    return levels;
+  }
+
+  async leave(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.o.timers.clearTimeout(this.restartTimer);
+    const s = this.signalling;
+    if (s && s.state.get().phase === "open") await s.request({ type: "leave" }, 2000).catch(() => undefined);
+    s?.close();
+    this.closeMedia();
+    this.state.update({ phase: "ended", remotes: [] });
+  }
+
+  /** Retry now (the browser went back online). */
+  reconnectNow(): void {
+    this.signalling?.reconnectNow();
+  }
+
+  private async freshGrant(): Promise<CallGrant> {
+    const token = await this.o.openId();
+    this.grant = await this.o.join(this.o.callApi, { openid_token: token, room: this.o.room });
+    return this.grant;
+  }
+
+  private async startMedia(): Promise<void> {
+    const signalling = this.signalling!;
+    const generation = ++this.generation;
+    const iceServers = this.grant?.iceServers ?? [];
+    const common = { signalling, iceServers, peerFactory: this.o.peerFactory, transforms: this.o.transforms };
+    const publisher = new Publisher(common);
+    const subscriber = new Subscriber(common);
+    this.publisher = publisher;
+    this.subscriber = subscriber;
+    subscriber.events.on("feeds", () => this.refreshRemotes());
+    // Both transceivers are published even without a device, so a camera can be turned on later.
+    const local = this.o.local();
+    const feed = await publisher.publish({ audio: local.audio, video: local.video });
+    if (generation !== this.generation) return;
+    this.state.update({ ownFeed: feed });
+    for (const kind of ["audio", "video"] as const) {
+      const muted = kind === "audio" ? local.muted.audio || !local.audio : local.muted.video || !local.video;
+      if (muted) await signalling.request({ type: "mute", kind, muted }).catch(() => undefined);
+    }
+    this.watchPeer(publisher.peer, generation);
+    this.refreshRemotes();
+    await this.syncFeeds();
+    this.watchPeer(subscriber.peer, generation);
+  }
+
+  private closeMedia(): void {
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = null;
+    this.subscriber = null;
+    this.subscribed.clear();
+  }
+
+  private async restartMedia(why: string): Promise<void> {
+    if (this.ended || this.signalling?.state.get().phase !== "open") return;
+    this.log.info("publishing and subscribing again", { why });
+    this.closeMedia();
+    this.state.update({ phase: "reconnecting", ownFeed: null });
+    try {
+      await this.startMedia();
+      if (!this.ended) this.state.update({ phase: "connected", error: null });
+    } catch (err) {
+      const e = toClientError(err, "signalling");
+      this.log.warn("media restart failed", { code: e.code, detail: e.detail });
+      if (e.code === "CLOSED") return; // the socket dropped again; its reconnect restarts media
+      this.scheduleRestart("the last restart failed", 3000);
+    }
+  }
+
+  private scheduleRestart(why: string, ms: number): void {
+    this.o.timers.clearTimeout(this.restartTimer);
+    this.restartTimer = this.o.timers.setTimeout(() => void this.restartMedia(why), ms);
+  }
+
+  private watchPeer(pc: RTCPeerConnection | null, generation: number): void {
+    if (!pc) return;
+    pc.addEventListener("connectionstatechange", () => {
+      if (generation !== this.generation || this.ended) return;
+      if (pc.connectionState === "failed") this.scheduleRestart("ICE failed", 1000);
+    });
+  }
+
+  private onPush(p: Push): void {
+    switch (p.type) {
+      case "participants":
+        this.participants = p.participants;
+        this.refreshRemotes();
+        void this.syncFeeds();
+        return;
+      case "trickle":
+        void (p.target === "publisher" ? this.publisher : this.subscriber)?.addRemoteCandidate(p.candidate);
+        return;
+      case "renegotiate":
+        void this.restartMedia(`the server asked (${p.reason || "no reason given"})`);
+        return;
+      case "evicted":
+        return; // the signalling client turns this into a closed state
+    }
+  }
+
+  private subscribeFailures = 0;
+
+  /** Subscribes to new feeds and drops gone ones until the set matches the participant list. */
+  private syncFeeds(): Promise<void> {
+    if (this.syncing) {
+      this.resyncWanted = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      do {
+        this.resyncWanted = false;
+        const subscriber = this.subscriber;
+        if (!subscriber || this.state.get().ownFeed === null) break;
+        const own = String(this.state.get().ownFeed);
+        const wanted = new Map(
+          this.participants.filter((p) => String(p.feed_id) !== own && p.streams.length > 0).map((p) => [String(p.feed_id), p.feed_id]),
+        );
+        const gone = [...this.subscribed].filter(([k]) => !wanted.has(k));
+        const added = [...wanted].filter(([k]) => !this.subscribed.has(k));
+        if (gone.length) {
+          for (const [k] of gone) this.subscribed.delete(k);
+          await subscriber.unsubscribe(gone.map(([, f]) => f)).catch((err) => this.log.warn("unsubscribe failed", { err: String(err) }));
+        }
+        if (added.length) {
+          for (const [k, f] of added) this.subscribed.set(k, f);
+          try {
+            await subscriber.subscribe(added.map(([, f]) => f));
+            this.subscribeFailures = 0;
+          } catch (err) {
+            for (const [k] of added) this.subscribed.delete(k);
+            this.log.warn("subscribe failed", { err: String(err) });
+            if (!(err instanceof ParleyClientError) || err.code === "CLOSED") break;
+            // A feed can vanish or not be ready yet between the participant list and our request:
+            // try the subscription again a few times before restarting all media.
+            if (++this.subscribeFailures <= 3) {
+              this.o.timers.setTimeout(() => void this.syncFeeds(), 1000 * this.subscribeFailures);
+            } else {
+              this.subscribeFailures = 0;
+              this.scheduleRestart("a subscription kept failing", 1000);
+            }
+            break;
+          }
+        }
+      } while (this.resyncWanted);
+    })().finally(() => {
+      this.syncing = null;
+    });
+    return this.syncing;
+  }
+
+  private refreshRemotes(): void {
+    const own = this.state.get().ownFeed;
+    const media = this.subscriber?.current();
+    const remotes: RemoteParticipant[] = this.participants
+      .filter((p) => own === null || String(p.feed_id) !== String(own))
+      .map((p) => ({
+        key: String(p.feed_id),
+        feed: p.feed_id,
+        userId: p.user_id,
+        muted: p.muted,
+        screen: p.streams.some((s) => s.type === "screen"),
+        media: media?.get(String(p.feed_id)) ?? null,
+      }));
+    this.state.update({ remotes });
+  }
+
+  private fail(error: ParleyClientError): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.o.timers.clearTimeout(this.restartTimer);
+    this.signalling?.close();
+    this.closeMedia();
+    this.state.update({ phase: "failed", error, remotes: [] });
+  }
+}

@@ -1,0 +1,70 @@
+// POST {callApi}/_parley/v1/calls/join: an OpenID token and a room in, a short-lived call session
+// out. The errors (401/403/404/503) become words in errors.ts ("join" context).
+import { ParleyClientError } from "../errors.ts";
+import { errorFromResponse, type FetchFn } from "../matrix/http.ts";
+import type { OpenIdToken } from "../matrix/openid.ts";
+
+export interface CallGrant {
+  session: string;
+  expiresAt: number;
+  callId: string;
+  roomId: string;
+  iceServers: RTCIceServer[];
+  /** Path of the signalling WebSocket on the call API's host. */
+  signalling: string;
+}
+
+export function parseGrant(raw: unknown): CallGrant {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const bad = (what: string) => new ParleyClientError("BAD_RESPONSE", "join", { detail: `join answer: ${what}` });
+  if (typeof r.session !== "string" || !r.session) throw bad("no session");
+  if (typeof r.signalling !== "string" || !r.signalling.startsWith("/")) throw bad("signalling must be a path");
+  if (typeof r.room_id !== "string") throw bad("no room_id");
+  const ice = Array.isArray(r.ice_servers) ? r.ice_servers : [];
+  const iceServers: RTCIceServer[] = [];
+  for (const s of ice as Record<string, unknown>[]) {
+    const urls = s?.urls;
+    if (typeof urls !== "string" && !(Array.isArray(urls) && urls.every((u) => typeof u === "string"))) continue;
+    iceServers.push({
+      urls: urls as string | string[],
+      ...(typeof s.username === "string" ? { username: s.username } : {}),
+      ...(typeof s.credential === "string" ? { credential: s.credential } : {}),
+    });
+  }
+  return {
+    session: r.session,
+    expiresAt: typeof r.expires_at === "number" ? r.expires_at : 0,
+    callId: typeof r.call_id === "string" ? r.call_id : "",
+    roomId: r.room_id,
+    iceServers,
+    signalling: r.signalling,
+  };
+}
+
+export async function joinCall(
+  callApi: string,
+  body: { openid_token: OpenIdToken; room: string },
+  fetchFn: FetchFn = (i, init) => fetch(i, init),
+): Promise<CallGrant> {
+  let res: Response;
+  try {
+    res = await fetchFn(`${callApi.replace(/\/+$/, "")}/_parley/v1/calls/join`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(20_000),
+    });
+  } catch (err) {
+    throw new ParleyClientError("NETWORK", "join", { detail: `${callApi}: ${err instanceof Error ? err.message : String(err)}` });
+  }
+  const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
+  if (!res.ok) throw errorFromResponse(res.status, json, "join");
+  return parseGrant(json);
+}
+
+/** ws(s)://host of the call API + the signalling path. */
+export function signallingUrl(callApi: string, path: string): string {
+  const u = new URL(path, callApi.replace(/\/+$/, "") + "/");
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  return u.toString();
+}

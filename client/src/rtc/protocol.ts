@@ -1,0 +1,149 @@
+// The client's view of the signalling protocol (appservice/src/http/signalling/protocol.ts is the
+// server's zod schema, the source of truth). Outbound messages are typed here; inbound ones are
+// parsed by the guards below before anything acts on them.
+
+export type FeedId = string | number;
+export type Jsep<T extends "offer" | "answer"> = { type: T; sdp: string };
+export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null } | null;
+export type Target = "publisher" | "subscriber";
+
+export type ClientRequest =
+  | { type: "hello"; session: string }
+  | { type: "ping" }
+  | { type: "publish"; jsep: Jsep<"offer">; simulcast?: boolean }
+  | { type: "subscribe"; feeds: { feed: FeedId; mid?: string }[] }
+  | { type: "unsubscribe"; feeds: FeedId[] }
+  | { type: "answer"; jsep: Jsep<"answer"> }
+  | { type: "trickle"; target: Target; candidate: CandidateInit }
+  | { type: "mute"; kind: "audio" | "video"; muted: boolean }
+  | { type: "source"; kind: "video"; source: "camera" | "screen" }
+  | { type: "leave" };
+
+export interface SubscribedStream {
+  feed: FeedId;
+  mid: string;
+  kind: "audio" | "video";
+  user_id: string;
+}
+
+export interface Participant {
+  user_id: string;
+  feed_id: FeedId;
+  streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
+  muted: { audio: boolean; video: boolean };
+}
+
+export interface HelloResult {
+  user_id: string;
+  room_id: string;
+  call_id: string;
+}
+export interface PublishResult {
+  jsep: Jsep<"answer">;
+  feed_id: FeedId;
+}
+export interface SubscribeResult {
+  jsep?: Jsep<"offer">;
+  streams: SubscribedStream[];
+}
+
+export type Push =
+  | { type: "participants"; participants: Participant[] }
+  | { type: "trickle"; target: Target; candidate: CandidateInit }
+  | { type: "renegotiate"; reason: string }
+  | { type: "evicted"; errcode: string; error: string };
+
+// ---- guards: collect what is wrong instead of trusting the wire ----
+
+type R = Record<string, unknown>;
+const isObj = (v: unknown): v is R => typeof v === "object" && v !== null && !Array.isArray(v);
+const isFeed = (v: unknown): v is FeedId => typeof v === "string" || typeof v === "number";
+const isKind = (v: unknown): v is "audio" | "video" => v === "audio" || v === "video";
+
+export function isJsep<T extends "offer" | "answer">(v: unknown, type: T): v is Jsep<T> {
+  return isObj(v) && v.type === type && typeof v.sdp === "string" && v.sdp.startsWith("v=0");
+}
+
+function parseCandidate(v: unknown, errors: string[]): CandidateInit | undefined {
+  if (v === null) return null;
+  if (!isObj(v) || typeof v.candidate !== "string") return void errors.push("candidate must be null or {candidate}");
+  return {
+    candidate: v.candidate,
+    sdpMid: typeof v.sdpMid === "string" ? v.sdpMid : null,
+    sdpMLineIndex: typeof v.sdpMLineIndex === "number" ? v.sdpMLineIndex : null,
+  };
+}
+
+export function parseStreams(v: unknown, errors: string[]): SubscribedStream[] {
+  if (!Array.isArray(v)) return (errors.push("streams must be an array"), []);
+  const out: SubscribedStream[] = [];
+  v.forEach((s, i) => {
+    if (isObj(s) && isFeed(s.feed) && typeof s.mid === "string" && isKind(s.kind) && typeof s.user_id === "string") {
+      out.push({ feed: s.feed, mid: s.mid, kind: s.kind, user_id: s.user_id });
+    } else errors.push(`streams[${i}] must be {feed, mid, kind, user_id}`);
+  });
+  return out;
+}
+
+function parseParticipants(v: unknown, errors: string[]): Participant[] {
+  if (!Array.isArray(v)) return (errors.push("participants must be an array"), []);
+  const out: Participant[] = [];
+  v.forEach((p, i) => {
+    if (!isObj(p) || typeof p.user_id !== "string" || !isFeed(p.feed_id)) return void errors.push(`participants[${i}] needs user_id, feed_id`);
+    const streams = Array.isArray(p.streams)
+      ? p.streams
+          .filter((s): s is R => isObj(s) && typeof s.mid === "string" && isKind(s.kind))
+          .map((s): Participant["streams"][number] => {
+            const type = s.type === "camera" || s.type === "screen" ? s.type : undefined;
+            return { mid: s.mid as string, kind: s.kind as "audio" | "video", ...(type ? { type } : {}) };
+          })
+      : [];
+    const muted = isObj(p.muted) ? p.muted : {};
+    out.push({ user_id: p.user_id, feed_id: p.feed_id, streams, muted: { audio: muted.audio === true, video: muted.video === true } });
+  });
+  return out;
+}
+
+/** A push from the server, or the list of what is wrong with it. */
+export function parsePush(m: R): { push: Push } | { errors: string[] } {
+  const errors: string[] = [];
+  let push: Push | undefined;
+  switch (m.type) {
+    case "participants":
+      push = { type: "participants", participants: parseParticipants(m.participants, errors) };
+      break;
+    case "trickle": {
+      const target = m.target === "publisher" || m.target === "subscriber" ? m.target : undefined;
+      if (!target) errors.push("target must be publisher|subscriber");
+      const candidate = parseCandidate(m.candidate, errors);
+      if (target && candidate !== undefined) push = { type: "trickle", target, candidate };
+      break;
+    }
+    case "renegotiate":
+      push = { type: "renegotiate", reason: typeof m.reason === "string" ? m.reason : "" };
+      break;
+    case "evicted":
+      push = { type: "evicted", errcode: typeof m.errcode === "string" ? m.errcode : "M_UNKNOWN", error: typeof m.error === "string" ? m.error : "" };
+      break;
+    default:
+      errors.push(`unknown push type ${String(m.type)}`);
+  }
+  return errors.length || !push ? { errors } : { push };
+}
+
+export function parseHello(v: R): HelloResult | null {
+  return typeof v.user_id === "string" && typeof v.room_id === "string" && typeof v.call_id === "string"
+    ? { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id }
+    : null;
+}
+
+export function parsePublishResult(v: R): PublishResult | null {
+  return isJsep(v.jsep, "answer") && isFeed(v.feed_id) ? { jsep: v.jsep, feed_id: v.feed_id } : null;
+}
+
+export function parseSubscribeResult(v: R, errors: string[] = []): SubscribeResult | null {
+  const streams = parseStreams(v.streams ?? [], errors);
+  if (v.jsep !== undefined && !isJsep(v.jsep, "offer")) errors.push("jsep must be an offer");
+  if (errors.length) return null;
+  return { ...(v.jsep ? { jsep: v.jsep as Jsep<"offer"> } : {}), streams };
+}

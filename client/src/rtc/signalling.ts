@@ -1,0 +1,327 @@
+// The signalling client: one WebSocket to the hosting Parley. Requests carry an id and resolve
+// with the matching result (or reject with its error); pushes go to listeners. A dropped socket
+// is reopened with exponential backoff and a fresh `hello`; listeners of `ready` then publish and
+// subscribe again (the server ends a session's media when its socket closes).
+import { asErrCode, ParleyClientError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import { Emitter, Store } from "../state/store.ts";
+import { realTimers, type Timers } from "../timers.ts";
+import { parseHello, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
+
+/** The part of WebSocket we use (a fake in unit tests). */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+export type SocketFactory = (url: string) => SocketLike;
+
+const OPEN = 1;
+/** 4000 + HTTP status: the server ended the session on purpose; reconnecting would not help. */
+const SESSION_ENDED = new Set([4401, 4403, 4404, 4410]);
+
+export type SignallingPhase = "idle" | "connecting" | "open" | "reconnecting" | "closed";
+
+export interface SignallingState {
+  phase: SignallingPhase;
+  /** Reconnect attempts since the socket was last open. */
+  attempt: number;
+  /** Why the client stopped for good (phase "closed"), null when it was asked to. */
+  error: ParleyClientError | null;
+}
+
+export interface Backoff {
+  initialMs: number;
+  maxMs: number;
+  factor: number;
+  /** 0..1: the share of each delay that is random. */
+  jitter: number;
+  /** Give up after this many failed attempts in a row. */
+  maxAttempts: number;
+}
+
+export interface SignallingOptions {
+  url: string;
+  /** The session token for `hello`; `renew` when the server no longer knows the last one. */
+  session: (renew: boolean) => Promise<string>;
+  socketFactory?: SocketFactory;
+  timers?: Timers;
+  backoff?: Partial<Backoff>;
+  requestTimeoutMs?: number;
+  /** Keep-alive: a ping this often; no answer within requestTimeoutMs means the socket is dead. */
+  pingEveryMs?: number;
+  random?: () => number;
+}
+
+export type Result = Record<string, unknown>;
+
+interface Pending {
+  resolve(r: Result): void;
+  reject(e: ParleyClientError): void;
+  timer: unknown;
+  type: string;
+}
+
+export interface SignallingEvents extends Record<string, unknown> {
+  push: Push;
+  /** A session is open on a socket: the first time, and after every reconnect. */
+  ready: { hello: HelloResult; reconnected: boolean };
+}
+
+export class SignallingClient {
+  readonly state = new Store<SignallingState>({ phase: "idle", attempt: 0, error: null });
+  readonly events = new Emitter<SignallingEvents>();
+  private readonly o: Required<Omit<SignallingOptions, "backoff">> & { backoff: Backoff };
+  private readonly log = getLogger("signalling");
+  private socket: SocketLike | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private retryTimer: unknown;
+  private pingTimer: unknown;
+  private everReady = false;
+  private stopped = false;
+  /** The server forgot or expired our session: ask for a new one at the next hello. */
+  private renewNext = false;
+
+  constructor(opts: SignallingOptions) {
+    this.o = {
+      socketFactory: (url) => new WebSocket(url) as unknown as SocketLike,
+      timers: realTimers,
+      requestTimeoutMs: 10_000,
+      pingEveryMs: 15_000,
+      random: Math.random,
+      // An option passed as undefined keeps its default.
+      ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as SignallingOptions),
+      backoff: { initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.3, maxAttempts: 20, ...opts.backoff },
+    };
+  }
+
+  /** Opens the first socket and says hello; rejects when that fails (nothing is retried yet). */
+  connect(): Promise<HelloResult> {
+    if (this.state.get().phase !== "idle") return Promise.reject(new ParleyClientError("CLOSED", "signalling", { detail: "connect() twice" }));
+    return new Promise((resolve, reject) => {
+      const offReady = this.events.on("ready", ({ hello }) => {
+        offReady();
+        offState();
+        resolve(hello);
+      });
+      const offState = this.state.subscribe((s) => {
+        if (s.phase === "reconnecting" || s.phase === "closed") {
+          offReady();
+          offState();
+          const err = s.error ?? new ParleyClientError("NETWORK", "join", { detail: "signalling socket did not open" });
+          this.close();
+          reject(err);
+        }
+      });
+      this.open();
+    });
+  }
+
+  /** Sends a request and resolves with its result; rejects with the server's error or CLOSED. */
+  request(message: ClientRequest, timeoutMs = this.o.requestTimeoutMs): Promise<Result> {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== OPEN || (this.state.get().phase !== "open" && message.type !== "hello")) {
+      return Promise.reject(new ParleyClientError("CLOSED", "signalling", { detail: `${message.type} while ${this.state.get().phase}` }));
+    }
+    const id = this.nextId++;
+    return new Promise<Result>((resolve, reject) => {
+      const timer = this.o.timers.setTimeout(() => {
+        this.pending.delete(id);
+        reject(new ParleyClientError("TIMEOUT", "signalling", { detail: `no answer to ${message.type}` }));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer, type: message.type });
+      socket.send(JSON.stringify({ ...message, id }));
+    });
+  }
+
+  /** Stops for good (after `leave`, or on hang-up); pending requests are rejected. */
+  close(): void {
+    this.stopped = true;
+    this.o.timers.clearTimeout(this.retryTimer);
+    this.o.timers.clearTimeout(this.pingTimer);
+    this.dropSocket(1000, "bye");
+    if (this.state.get().phase !== "closed") this.state.update({ phase: "closed" });
+  }
+
+  /** Skips the backoff wait (the browser says the network is back). */
+  reconnectNow(): void {
+    if (this.stopped || this.state.get().phase !== "reconnecting") return;
+    this.o.timers.clearTimeout(this.retryTimer);
+    this.open();
+  }
+
+  private open(): void {
+    if (this.stopped) return;
+    const phase = this.state.get().phase;
+    this.state.update({ phase: phase === "idle" || phase === "connecting" ? "connecting" : "reconnecting" });
+    let socket: SocketLike;
+    try {
+      socket = this.o.socketFactory(this.o.url);
+    } catch (err) {
+      this.log.warn("could not open the signalling socket", { err: String(err) });
+      return this.lost();
+    }
+    this.socket = socket;
+    socket.onopen = () => void this.hello(socket);
+    socket.onmessage = (ev) => this.onMessage(ev.data);
+    socket.onerror = () => undefined; // a close follows
+    socket.onclose = (ev) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.onClose(ev.code, ev.reason);
+    };
+  }
+
+  private async hello(socket: SocketLike): Promise<void> {
+    try {
+      let hello: HelloResult | null = null;
+      const first = this.renewNext;
+      this.renewNext = false;
+      for (const renew of first ? [true] : [false, true]) {
+        const session = await this.o.session(renew);
+        if (this.socket !== socket) return;
+        try {
+          hello = parseHello(await this.request({ type: "hello", session }));
+          break;
+        } catch (err) {
+          if (!renew && err instanceof ParleyClientError && err.code === "M_UNKNOWN_TOKEN") continue;
+          throw err;
+        }
+      }
+      if (!hello) throw new ParleyClientError("BAD_RESPONSE", "signalling", { detail: "hello result without user_id/room_id/call_id" });
+      const reconnected = this.everReady;
+      this.everReady = true;
+      this.state.update({ phase: "open", attempt: 0, error: null });
+      this.armPing();
+      this.events.emit("ready", { hello, reconnected });
+    } catch (err) {
+      const e = err instanceof ParleyClientError ? err : new ParleyClientError("M_UNKNOWN", "signalling", { detail: String(err) });
+      if (e.code === "CLOSED" || e.code === "TIMEOUT" || e.code === "NETWORK") {
+        this.log.warn("hello failed; retrying", { code: e.code });
+        this.dropSocket(4000, "hello failed");
+        return this.lost();
+      }
+      this.fail(e);
+    }
+  }
+
+  private onMessage(data: unknown): void {
+    let m: Result;
+    try {
+      m = JSON.parse(String(data)) as Result;
+      if (typeof m !== "object" || m === null) throw new Error("not an object");
+    } catch {
+      return this.log.warn("signalling message is not JSON");
+    }
+    if ((m.type === "result" || m.type === "error") && typeof m.id === "number") {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      this.o.timers.clearTimeout(p.timer);
+      if (m.type === "result") p.resolve(m);
+      else {
+        const detail = `${p.type}: ${String(m.errcode)} ${typeof m.error === "string" ? m.error : ""}`.trim();
+        p.reject(new ParleyClientError(asErrCode(m.errcode), "signalling", { detail }));
+      }
+      return;
+    }
+    if (m.type === "error") return this.log.warn("signalling error without a request", { errcode: m.errcode, error: m.error });
+    const parsed = parsePush(m);
+    if ("errors" in parsed) return this.log.warn("ignoring a malformed push", { errors: parsed.errors });
+    if (parsed.push.type === "evicted") {
+      const code = asErrCode(parsed.push.errcode);
+      if (code === "M_UNKNOWN_TOKEN") return this.renew(parsed.push.error);
+      return this.fail(new ParleyClientError(code === "M_UNKNOWN" ? "EVICTED" : code, "signalling", { detail: parsed.push.error }));
+    }
+    this.events.emit("push", parsed.push);
+  }
+
+  private onClose(code: number, reason: string): void {
+    this.o.timers.clearTimeout(this.pingTimer);
+    this.rejectPending(`socket closed (${code})`);
+    if (this.stopped) return;
+    if (code === 4401) return this.renew(reason);
+    if (SESSION_ENDED.has(code)) {
+      const errcode = code === 4403 ? "M_FORBIDDEN" : code === 4404 ? "M_NOT_FOUND" : "M_UNKNOWN_TOKEN";
+      return this.fail(new ParleyClientError(errcode, "signalling", { detail: reason || `closed with ${code}` }));
+    }
+    this.log.info("signalling socket closed; reconnecting", { code });
+    this.lost();
+  }
+
+  /** The session expired (not a removal): reconnect with a fresh one from the call API. */
+  private renew(why: string): void {
+    this.log.info("call session expired; renewing it", { why });
+    this.renewNext = true;
+    this.dropSocket(1000, "renewing session");
+    this.rejectPending("session expired");
+    this.o.timers.clearTimeout(this.pingTimer);
+    this.lost();
+  }
+
+  /** The socket is gone but the session may live on: try again after a backoff. */
+  private lost(): void {
+    if (this.stopped) return;
+    const attempt = this.state.get().attempt + 1;
+    const b = this.o.backoff;
+    if (attempt > b.maxAttempts) {
+      return this.fail(new ParleyClientError("CLOSED", "signalling", { detail: `gave up after ${b.maxAttempts} attempts` }));
+    }
+    const base = Math.min(b.maxMs, b.initialMs * b.factor ** (attempt - 1));
+    const delay = Math.round(base * (1 - b.jitter + b.jitter * this.o.random()));
+    this.state.update({ phase: "reconnecting", attempt });
+    this.retryTimer = this.o.timers.setTimeout(() => this.open(), delay);
+  }
+
+  private fail(error: ParleyClientError): void {
+    this.stopped = true;
+    this.o.timers.clearTimeout(this.retryTimer);
+    this.o.timers.clearTimeout(this.pingTimer);
+    this.dropSocket(1000, "session ended");
+    this.rejectPending("session ended");
+    this.state.update({ phase: "closed", error });
+  }
+
+  private armPing(): void {
+    this.o.timers.clearTimeout(this.pingTimer);
+    this.pingTimer = this.o.timers.setTimeout(async () => {
+      const socket = this.socket;
+      if (!socket || this.state.get().phase !== "open") return;
+      try {
+        await this.request({ type: "ping" });
+        this.armPing();
+      } catch (err) {
+        if (this.socket !== socket) return;
+        this.log.warn("no answer to ping; reopening the socket", { err: String(err) });
+        this.dropSocket(4000, "ping timeout");
+        this.rejectPending("ping timeout");
+        this.lost();
+      }
+    }, this.o.pingEveryMs);
+  }
+
+  private dropSocket(code: number, reason: string): void {
+    const s = this.socket;
+    this.socket = null;
+    if (!s) return;
+    s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    try {
+      s.close(code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  private rejectPending(why: string): void {
+    for (const [id, p] of this.pending) {
+      this.o.timers.clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(new ParleyClientError("CLOSED", "signalling", { detail: `${p.type}: ${why}` }));
+    }
+  }
+}

@@ -1,0 +1,205 @@
+// The subscriber: ONE receive-only RTCPeerConnection for every remote feed (multistream). Each
+// subscribe/unsubscribe is a renegotiation the server starts with an offer; they run one at a
+// time. After each, the transceivers are matched to feeds by mid and listeners get the tracks.
+import { ParleyClientError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import { Emitter } from "../state/store.ts";
+import { parseSubscribeResult, type CandidateInit, type FeedId, type Jsep, type SubscribedStream } from "./protocol.ts";
+import type { Requester } from "./publisher.ts";
+import { noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
+
+export interface RemoteFeed {
+  feed: FeedId;
+  userId: string;
+  /** One stable stream per feed: tracks come and go inside it, video elements keep it. */
+  stream: MediaStream;
+  audio: MediaStreamTrack | null;
+  video: MediaStreamTrack | null;
+}
+
+/** The mid -> stream table after an operation (pure: unit-tested). */
+export function applyStreams(
+  current: ReadonlyMap<string, SubscribedStream>,
+  op: { removed?: FeedId[] },
+  streams: SubscribedStream[],
+): Map<string, SubscribedStream> {
+  const next = new Map(current);
+  if (op.removed) {
+    const gone = new Set(op.removed.map(String));
+    for (const [mid, s] of next) if (gone.has(String(s.feed))) next.delete(mid);
+  }
+  for (const s of streams) next.set(s.mid, s);
+  return next;
+}
+
+export interface SubscriberOptions {
+  signalling: Requester;
+  iceServers: RTCIceServer[];
+  peerFactory: PeerFactory;
+  transforms?: MediaTransformHook;
+}
+
+export class Subscriber {
+  readonly events = new Emitter<{ feeds: ReadonlyMap<string, RemoteFeed> }>();
+  private readonly o: Required<SubscriberOptions>;
+  private readonly log = getLogger("subscriber");
+  private pc: RTCPeerConnection | null = null;
+  private mids = new Map<string, SubscribedStream>();
+  private readonly feeds = new Map<string, RemoteFeed>();
+  private readonly receiverOwners = new WeakMap<RTCRtpReceiver, string>();
+  private queue: Promise<void> = Promise.resolve();
+  private localCandidates: CandidateInit[] | null = [];
+  private remoteCandidates: CandidateInit[] = [];
+  private closed = false;
+
+  constructor(opts: SubscriberOptions) {
+    this.o = { transforms: noTransforms, ...opts };
+  }
+
+  subscribe(feeds: FeedId[]): Promise<void> {
+    return this.enqueue(async () => {
+      const raw = await this.o.signalling.request({ type: "subscribe", feeds: feeds.map((feed) => ({ feed })) });
+      await this.apply(raw, {});
+    });
+  }
+
+  unsubscribe(feeds: FeedId[]): Promise<void> {
+    return this.enqueue(async () => {
+      const raw = await this.o.signalling.request({ type: "unsubscribe", feeds });
+      await this.apply(raw, { removed: feeds });
+    });
+  }
+
+  async addRemoteCandidate(candidate: CandidateInit): Promise<void> {
+    if (!this.pc?.remoteDescription) {
+      this.remoteCandidates.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(candidate ?? undefined).catch((err) => this.log.warn("bad remote candidate", { err: String(err) }));
+  }
+
+  /** Audio level (0..1) per feed, from the receivers' inbound-rtp stats. */
+  async audioLevels(): Promise<Map<string, number>> {
+    const levels = new Map<string, number>();
+    const stats = await this.pc?.getStats().catch(() => undefined);
+    // By mid where the browser reports it, else by the receiving track's id.
+    const byTrack = new Map<string, string>();
+    for (const [key, f] of this.feeds) if (f.audio) byTrack.set(f.audio.id, key);
+    stats?.forEach((s: { type?: string; kind?: string; mid?: string; audioLevel?: number; trackIdentifier?: string }) => {
+      if (s.type !== "inbound-rtp" || s.kind !== "audio" || typeof s.audioLevel !== "number") return;
+      const stream = s.mid !== undefined ? this.mids.get(s.mid) : undefined;
+      const key = stream ? String(stream.feed) : s.trackIdentifier !== undefined ? byTrack.get(s.trackIdentifier) : undefined;
+      if (key !== undefined) levels.set(key, Math.max(levels.get(key) ?? 0, s.audioLevel));
+    });
+    return levels;
+  }
+
+  current(): ReadonlyMap<string, RemoteFeed> {
+    return this.feeds;
+  }
+
+  get peer(): RTCPeerConnection | null {
+    return this.pc;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.pc) {
+      this.pc.onicecandidate = null;
+      this.pc.close();
+    }
+    this.pc = null;
+    this.feeds.clear();
+    this.mids.clear();
+  }
+
+  private enqueue(op: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(() => (this.closed ? undefined : op()));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private ensurePeer(): RTCPeerConnection {
+    if (this.pc) return this.pc;
+    const pc = this.o.peerFactory({ iceServers: this.o.iceServers, bundlePolicy: "max-bundle", ...this.o.transforms.peerConfig });
+    pc.onicecandidate = (ev) => {
+      const c: CandidateInit = ev.candidate ? { candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid, sdpMLineIndex: ev.candidate.sdpMLineIndex } : null;
+      if (c && !c.candidate) return;
+      if (this.localCandidates) this.localCandidates.push(c);
+      else this.sendCandidate(c);
+    };
+    this.pc = pc;
+    return pc;
+  }
+
+  private async apply(raw: Record<string, unknown>, op: { removed?: FeedId[] }): Promise<void> {
+    const errors: string[] = [];
+    const result = parseSubscribeResult(raw, errors);
+    if (!result) throw new ParleyClientError("BAD_RESPONSE", "signalling", { detail: errors.join("; ") });
+    if (this.closed) return;
+    this.mids = applyStreams(this.mids, op, result.streams);
+    if (result.jsep) await this.answer(result.jsep);
+    this.syncTracks();
+  }
+
+  private async answer(offer: Jsep<"offer">): Promise<void> {
+    const pc = this.ensurePeer();
+    await pc.setRemoteDescription(offer);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await this.o.signalling.request({ type: "answer", jsep: { type: "answer", sdp: pc.localDescription?.sdp ?? answer.sdp ?? "" } });
+    for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
+    const queued = this.localCandidates;
+    this.localCandidates = null;
+    for (const c of queued ?? []) this.sendCandidate(c);
+  }
+
+  /** Matches receivers to feeds by mid and updates each feed's stream in place. */
+  private syncTracks(): void {
+    const pc = this.pc;
+    const want = new Map<string, { userId: string; audio: MediaStreamTrack | null; video: MediaStreamTrack | null }>();
+    for (const t of pc?.getTransceivers() ?? []) {
+      const s = t.mid !== null ? this.mids.get(t.mid) : undefined;
+      if (!s || t.currentDirection === "inactive" || t.currentDirection === "stopped") continue;
+      const key = String(s.feed);
+      const info = { kind: s.kind, feed: s.feed, userId: s.user_id, mid: s.mid };
+      const owner = this.receiverOwners.get(t.receiver);
+      if (owner === undefined) this.o.transforms.attachReceiver?.(t.receiver, info);
+      else if (owner !== key) this.o.transforms.receiverReassigned?.(t.receiver, info);
+      this.receiverOwners.set(t.receiver, key);
+      const entry = want.get(key) ?? { userId: s.user_id, audio: null, video: null };
+      entry[s.kind] = t.receiver.track;
+      want.set(key, entry);
+    }
+    for (const [key, feed] of this.feeds) {
+      if (!want.has(key)) {
+        for (const tr of feed.stream.getTracks()) feed.stream.removeTrack(tr);
+        this.feeds.delete(key);
+      }
+    }
+    for (const [key, w] of want) {
+      let feed = this.feeds.get(key);
+      if (!feed) {
+        const s = [...this.mids.values()].find((m) => String(m.feed) === key)!;
+        feed = { feed: s.feed, userId: w.userId, stream: new MediaStream(), audio: null, video: null };
+        this.feeds.set(key, feed);
+      }
+      for (const kind of ["audio", "video"] as const) {
+        const track = w[kind];
+        const old = feed[kind];
+        if (old === track) continue;
+        if (old) feed.stream.removeTrack(old);
+        if (track) feed.stream.addTrack(track);
+        feed[kind] = track;
+      }
+    }
+    this.events.emit("feeds", this.feeds);
+  }
+
+  private sendCandidate(candidate: CandidateInit): void {
+    if (this.closed) return;
+    this.o.signalling
+      .request({ type: "trickle", target: "subscriber", candidate })
+      .catch((err) => this.log.debug("trickle not delivered", { err: String(err) }));
+  }
+}

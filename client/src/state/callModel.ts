@@ -1,0 +1,361 @@
+// The call screen: one tile per participant (display name, avatar, video, mute state, speaking),
+// the toolbar toggles (mic, camera, screen share), the connection banner, and leaving. Talks to
+// the call, the membership and the room's members through narrow ports.
+import { toClientError } from "../errors.ts";
+import type { AvatarSource } from "../matrix/media.ts";
+import type { RoomMember } from "../matrix/timeline.ts";
+import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
+import { SpeakerSelector } from "../rtc/speaker.ts";
+import { realTimers, type Timers } from "../timers.ts";
+import type { LocalMediaHandoff } from "./prejoinModel.ts";
+import { Store } from "./store.ts";
+
+export interface CallPort {
+  readonly state: Store<CallSnapshot>;
+  start(): Promise<void>;
+  leave(): Promise<void>;
+  setMuted(kind: "audio" | "video", muted: boolean): Promise<void>;
+  setVideoSource(source: "camera" | "screen"): Promise<void>;
+  replaceTrack(kind: "audio" | "video", track: MediaStreamTrack | null): Promise<void>;
+  audioLevels(): Promise<Map<string, number>>;
+  reconnectNow(): void;
+}
+
+export interface MembershipPort {
+  join(): Promise<void>;
+  leave(): Promise<void>;
+}
+
+export interface MembersPort {
+  members(): ReadonlyMap<string, RoomMember>;
+  onMembers(fn: (m: ReadonlyMap<string, RoomMember>) => void): () => void;
+}
+
+export interface CallMediaPort {
+  open(kind: "audio" | "video", deviceId?: string): Promise<MediaStreamTrack>;
+  openScreen(): Promise<MediaStreamTrack | null>;
+  stop(track: MediaStreamTrack | null): void;
+}
+
+export interface Tile {
+  key: string;
+  userId: string;
+  name: string;
+  initials: string;
+  avatarUrl: string | null;
+  /** Remote media (audio and video); null for this device. */
+  stream: MediaStream | null;
+  /** This device's outgoing video (camera or screen). */
+  localVideo: MediaStreamTrack | null;
+  videoOn: boolean;
+  audioMuted: boolean;
+  speaking: boolean;
+  local: boolean;
+  screen: boolean;
+}
+
+export interface CallViewState {
+  phase: CallPhase;
+  error: string | null;
+  /** A non-fatal note: reconnecting, membership not published, a device that failed. */
+  notice: string | null;
+  tiles: Tile[];
+  micOn: boolean;
+  cameraOn: boolean;
+  sharing: boolean;
+  busy: { mic: boolean; camera: boolean; screen: boolean };
+  activeSpeaker: string | null;
+}
+
+export interface CallViewModelOptions {
+  call: CallPort;
+  membership: MembershipPort | null;
+  members: MembersPort;
+  media: CallMediaPort;
+  avatars: AvatarSource;
+  self: { userId: string; displayName?: string };
+  local: LocalMediaHandoff;
+  timers?: Timers;
+  levelsEveryMs?: number;
+}
+
+export function initialsOf(name: string): string {
+  const clean = name.replace(/^[@#!]/, "").split(":")[0]!.trim();
+  const words = clean.split(/[\s._-]+/).filter(Boolean);
+  const letters = words.length > 1 ? words[0]![0]! + words[1]![0]! : clean.slice(0, 2);
+  return [...letters.toUpperCase()].slice(0, 2).join("") || "?";
+}
+
+export class CallViewModel {
+  readonly state: Store<CallViewState>;
+  private readonly o: Required<CallViewModelOptions>;
+  private audio: MediaStreamTrack | null;
+  private camera: MediaStreamTrack | null;
+  private screen: MediaStreamTrack | null = null;
+  private readonly avatarUrls = new Map<string, string | null>();
+  private readonly speaker = new SpeakerSelector();
+  private levelsTimer: unknown;
+  private readonly offs: (() => void)[] = [];
+  private membershipJoined = false;
+  private disposed = false;
+
+  constructor(opts: CallViewModelOptions) {
+    this.o = { timers: realTimers, levelsEveryMs: 250, ...opts };
+    this.audio = opts.local.audio;
+    this.camera = opts.local.video;
+    this.state = new Store<CallViewState>({
+      phase: "idle",
+      error: null,
+      notice: null,
+      tiles: [],
+      micOn: opts.local.micOn,
+      cameraOn: opts.local.cameraOn,
+      sharing: false,
+      busy: { mic: false, camera: false, screen: false },
+      activeSpeaker: null,
+    });
+    this.offs.push(this.o.call.state.subscribe((s, prev) => this.onCall(s, prev)));
+    this.offs.push(this.o.members.onMembers(() => this.rebuild()));
+    this.rebuild();
+  }
+
+  /** The tracks the call publishes right now (asked again after every reconnect). */
+  outgoing = () => {
+    const s = this.state.get();
+    return {
+      audio: this.audio,
+      video: this.screen ?? (s.cameraOn ? this.camera : null),
+      muted: { audio: !s.micOn, video: !s.cameraOn && !this.screen },
+    };
+  };
+
+  async join(): Promise<void> {
+    try {
+      await this.o.call.start();
+    } catch {
+      return; // the call's state carries the error
+    }
+    if (this.disposed || this.o.call.state.get().phase === "ended") return;
+    this.pollLevels();
+    if (this.o.membership) {
+      try {
+        await this.o.membership.join();
+        this.membershipJoined = true;
+      } catch (err) {
+        this.state.update({
+          notice: `Others using other Matrix apps may not see you in the call: ${toClientError(err, "room").human}`,
+        });
+      }
+    }
+  }
+
+  async toggleMic(): Promise<void> {
+    const on = !this.state.get().micOn;
+    this.setBusy("mic", true);
+    try {
+      if (on && !this.audio) {
+        this.audio = await this.o.media.open("audio", this.o.local.audioDeviceId ?? undefined);
+        await this.o.call.replaceTrack("audio", this.audio);
+      }
+      if (this.audio) this.audio.enabled = on;
+      this.state.update({ micOn: on && !!this.audio, notice: null });
+      await this.o.call.setMuted("audio", !on);
+    } catch (err) {
+      this.state.update({ notice: toClientError(err, "media").human });
+    } finally {
+      this.setBusy("mic", false);
+    }
+    this.rebuild();
+  }
+
+  async toggleCamera(): Promise<void> {
+    const on = !this.state.get().cameraOn;
+    this.setBusy("camera", true);
+    try {
+      if (on) {
+        const track = await this.o.media.open("video", this.o.local.videoDeviceId ?? undefined);
+        if (this.disposed) return this.o.media.stop(track);
+        this.camera = track;
+        if (!this.screen) await this.o.call.replaceTrack("video", track);
+      } else {
+        if (!this.screen) await this.o.call.replaceTrack("video", null);
+        this.o.media.stop(this.camera);
+        this.camera = null;
+      }
+      this.state.update({ cameraOn: on, notice: null });
+      if (!this.screen) await this.o.call.setMuted("video", !on);
+    } catch (err) {
+      this.state.update({ notice: toClientError(err, "media").human });
+    } finally {
+      this.setBusy("camera", false);
+    }
+    this.rebuild();
+  }
+
+  async toggleScreenShare(): Promise<void> {
+    if (this.screen) return this.stopSharing();
+    this.setBusy("screen", true);
+    try {
+      const track = await this.o.media.openScreen();
+      if (!track) return; // the user closed the picker
+      if (this.disposed) return this.o.media.stop(track);
+      this.screen = track;
+      track.addEventListener("ended", () => void this.stopSharing());
+      await this.o.call.replaceTrack("video", track);
+      this.state.update({ sharing: true, notice: null });
+      await this.o.call.setVideoSource("screen");
+      await this.o.call.setMuted("video", false);
+    } catch (err) {
+      this.state.update({ notice: toClientError(err, "media").human });
+    } finally {
+      this.setBusy("screen", false);
+      this.rebuild();
+    }
+  }
+
+  async leave(): Promise<void> {
+    this.stopLevels();
+    await Promise.all([this.o.call.leave(), this.leaveMembership()]);
+    this.stopAll();
+    this.rebuild();
+  }
+
+  /** The browser is back online: skip the reconnect backoff. */
+  networkBack(): void {
+    this.o.call.reconnectNow();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.stopLevels();
+    for (const off of this.offs.splice(0)) off();
+    void this.o.call.leave();
+    void this.leaveMembership();
+    this.stopAll();
+  }
+
+  private async stopSharing(): Promise<void> {
+    const screen = this.screen;
+    if (!screen) return;
+    this.screen = null;
+    this.o.media.stop(screen);
+    const cameraOn = this.state.get().cameraOn;
+    this.state.update({ sharing: false });
+    await this.o.call.replaceTrack("video", cameraOn ? this.camera : null).catch(() => undefined);
+    await this.o.call.setVideoSource("camera");
+    await this.o.call.setMuted("video", !cameraOn);
+    this.rebuild();
+  }
+
+  private async leaveMembership(): Promise<void> {
+    if (!this.membershipJoined || !this.o.membership) return;
+    this.membershipJoined = false;
+    await this.o.membership.leave().catch(() => undefined);
+  }
+
+  private stopAll(): void {
+    for (const t of [this.audio, this.camera, this.screen]) this.o.media.stop(t);
+    this.audio = this.camera = this.screen = null;
+  }
+
+  private setBusy(kind: keyof CallViewState["busy"], on: boolean): void {
+    this.state.update({ busy: { ...this.state.get().busy, [kind]: on } });
+  }
+
+  private onCall(s: CallSnapshot, prev: CallSnapshot): void {
+    const patch: Partial<CallViewState> = { phase: s.phase };
+    if (s.phase === "failed") {
+      patch.error = s.error?.human ?? "The call ended unexpectedly.";
+      this.stopLevels();
+      void this.leaveMembership();
+      // Camera and microphone off while nothing is being sent (pre-join reopens them).
+      this.stopAll();
+    }
+    if (s.phase === "reconnecting") patch.notice = "Connection lost. Reconnecting…";
+    else if (prev.phase === "reconnecting" && s.phase === "connected") patch.notice = null;
+    this.state.update(patch);
+    this.rebuild();
+  }
+
+  private pollLevels(): void {
+    this.stopLevels();
+    this.levelsTimer = this.o.timers.setTimeout(async () => {
+      if (this.disposed) return;
+      const levels = await this.o.call.audioLevels().catch(() => new Map<string, number>());
+      if (!this.state.get().micOn) levels.set("local", 0);
+      const active = this.speaker.update(levels, this.o.timers.now());
+      if (active !== this.state.get().activeSpeaker) {
+        this.state.update({ activeSpeaker: active });
+        this.rebuild();
+      }
+      const phase = this.o.call.state.get().phase;
+      if (phase !== "ended" && phase !== "failed") this.pollLevels();
+    }, this.o.levelsEveryMs);
+  }
+
+  private stopLevels(): void {
+    this.o.timers.clearTimeout(this.levelsTimer);
+  }
+
+  private member(userId: string): { name: string; avatarUrl: string | null } {
+    const m = this.o.members.members().get(userId);
+    const name = m?.displayName ?? (userId === this.o.self.userId ? this.o.self.displayName : undefined) ?? userId;
+    let avatarUrl: string | null = null;
+    if (m?.avatarMxc) {
+      if (this.avatarUrls.has(m.avatarMxc)) avatarUrl = this.avatarUrls.get(m.avatarMxc) ?? null;
+      else {
+        const mxc = m.avatarMxc;
+        this.avatarUrls.set(mxc, null);
+        void this.o.avatars(mxc).then((url) => {
+          this.avatarUrls.set(mxc, url);
+          if (url && !this.disposed) this.rebuild();
+        });
+      }
+    }
+    return { name, avatarUrl };
+  }
+
+  private rebuild(): void {
+    const s = this.state.get();
+    const call = this.o.call.state.get();
+    const self = this.member(this.o.self.userId);
+    const ended = call.phase === "ended" || call.phase === "failed";
+    const localVideo = ended ? null : (this.screen ?? (s.cameraOn ? this.camera : null));
+    const tiles: Tile[] = [
+      {
+        key: "local",
+        userId: this.o.self.userId,
+        name: `${self.name} (you)`,
+        initials: initialsOf(self.name),
+        avatarUrl: self.avatarUrl,
+        stream: null,
+        localVideo,
+        videoOn: !!localVideo,
+        audioMuted: !s.micOn,
+        speaking: s.activeSpeaker === "local",
+        local: true,
+        screen: !!this.screen,
+      },
+    ];
+    for (const r of call.remotes) {
+      const m = this.member(r.userId);
+      const video = r.media?.video ?? null;
+      tiles.push({
+        key: r.key,
+        userId: r.userId,
+        name: m.name,
+        initials: initialsOf(m.name),
+        avatarUrl: m.avatarUrl,
+        stream: r.media?.stream ?? null,
+        localVideo: null,
+        videoOn: !!video && !r.muted.video,
+        audioMuted: r.muted.audio,
+        speaking: s.activeSpeaker === r.key,
+        local: false,
+        screen: r.screen,
+      });
+    }
+    this.state.update({ tiles });
+  }
+}

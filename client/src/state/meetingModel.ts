@@ -1,0 +1,95 @@
+// One meeting from link to hang-up: open the room, pre-join, the call, and after leaving the
+// choice to rejoin. The services that touch the network are injected by the composition root.
+import { toClientError } from "../errors.ts";
+import type { RoomSummary } from "../matrix/rooms.ts";
+import type { CallViewModel } from "./callModel.ts";
+import type { ChatModel } from "./chatModel.ts";
+import type { LocalMediaHandoff, PrejoinModel } from "./prejoinModel.ts";
+import { Store } from "./store.ts";
+
+export interface ActiveCall {
+  vm: CallViewModel;
+  chat: ChatModel;
+  dispose(): void;
+}
+
+export interface MeetingServices {
+  openRoom(target: string): Promise<RoomSummary>;
+  prejoin(): PrejoinModel;
+  call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
+}
+
+export type MeetingState =
+  | { stage: "opening"; target: string }
+  | { stage: "prejoin"; target: string; room: RoomSummary; prejoin: PrejoinModel }
+  | { stage: "call"; target: string; room: RoomSummary; call: ActiveCall }
+  | { stage: "left"; target: string; room: RoomSummary; reason: string | null }
+  | { stage: "error"; target: string; message: string };
+
+export class MeetingModel {
+  readonly state: Store<MeetingState>;
+  private readonly services: MeetingServices;
+
+  constructor(target: string, services: MeetingServices) {
+    this.services = services;
+    this.state = new Store<MeetingState>({ stage: "opening", target });
+  }
+
+  async open(): Promise<void> {
+    const target = this.state.get().target;
+    this.state.set({ stage: "opening", target });
+    try {
+      const room = await this.services.openRoom(target);
+      this.toPrejoin(room);
+    } catch (err) {
+      this.state.set({ stage: "error", target, message: toClientError(err, "room").human });
+    }
+  }
+
+  /** From pre-join into the call, with the previewed tracks. */
+  join(): void {
+    const s = this.state.get();
+    if (s.stage !== "prejoin") return;
+    const local = s.prejoin.handOff();
+    s.prejoin.dispose();
+    const call = this.services.call(s.room, local);
+    this.state.set({ stage: "call", target: s.target, room: s.room, call });
+    // A failed call stays on screen (with its reason, the chat, and "join again").
+    void call.vm.join();
+    void call.chat.start();
+  }
+
+  /** After a failed call: back to pre-join for a fresh attempt. */
+  retry(): void {
+    const s = this.state.get();
+    if (s.stage !== "call") return;
+    s.call.dispose();
+    this.toPrejoin(s.room);
+  }
+
+  async leave(): Promise<void> {
+    const s = this.state.get();
+    if (s.stage !== "call") return;
+    await s.call.vm.leave();
+    s.call.dispose();
+    this.state.set({ stage: "left", target: s.target, room: s.room, reason: null });
+  }
+
+  /** Back to pre-join after leaving or a failure. */
+  rejoin(): void {
+    const s = this.state.get();
+    if (s.stage === "left") this.toPrejoin(s.room);
+  }
+
+  dispose(): void {
+    const s = this.state.get();
+    if (s.stage === "prejoin") s.prejoin.dispose();
+    if (s.stage === "call") s.call.dispose();
+  }
+
+  private toPrejoin(room: RoomSummary): void {
+    const prejoin = this.services.prejoin();
+    this.state.set({ stage: "prejoin", target: this.state.get().target, room, prejoin });
+    void prejoin.start();
+  }
+}

@@ -1,0 +1,179 @@
+// The call: a grid of tiles (video or avatar, name, mute, speaking), the toolbar, the banner
+// for reconnects and errors, and the chat panel. Tiles are kept by key and updated in place so
+// video elements never restart.
+import type { CallViewModel, Tile } from "../state/callModel.ts";
+import type { ChatModel } from "../state/chatModel.ts";
+import { chatView } from "./chatView.ts";
+import { h, icon, setToggle, type View } from "./dom.ts";
+import { ICONS } from "./icons.ts";
+
+interface TileEls {
+  root: HTMLElement;
+  video: HTMLVideoElement;
+  audio: HTMLAudioElement | null;
+  avatar: HTMLElement;
+  name: HTMLElement;
+  muted: HTMLElement;
+  localTrack: MediaStreamTrack | null;
+  avatarUrl: string | null;
+}
+
+const PHASE_TEXT: Record<string, string> = {
+  idle: "Starting…",
+  joining: "Joining the call…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  ended: "You left the call",
+  failed: "Not connected",
+};
+
+/** The largest 16:9 tile width that fits n tiles into width x height (gap between tiles). */
+export function tileWidth(n: number, width: number, height: number, gap = 10): number {
+  let best = 0;
+  for (let cols = 1; cols <= Math.max(1, n); cols++) {
+    const rows = Math.ceil(Math.max(1, n) / cols);
+    const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * (16 / 9));
+    best = Math.max(best, w);
+  }
+  return Math.max(120, Math.floor(best));
+}
+
+export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
+  const grid = h("div", { class: "grid", role: "list", "aria-label": "Participants" });
+  const status = h("span", { class: "call-status", role: "status" });
+  const banner = h("p", { class: "banner", role: "status", "aria-live": "polite" });
+  const errorText = h("span", { role: "alert" });
+  const retryBtn = h("button", { type: "button", class: "primary", onclick: actions.onRetry }, "Join again");
+  const errorBox = h("div", { class: "banner error" }, errorText, retryBtn);
+  const micBtn = h("button", { type: "button", class: "toggle", id: "call-mic", onclick: () => void vm.toggleMic() });
+  const camBtn = h("button", { type: "button", class: "toggle", id: "call-camera", onclick: () => void vm.toggleCamera() });
+  const screenBtn = h("button", { type: "button", class: "toggle", id: "call-screen", onclick: () => void vm.toggleScreenShare() });
+  const chatBadge = h("span", { class: "badge", "aria-hidden": "true" });
+  const chatBtn = h("button", { type: "button", class: "toggle", id: "call-chat", onclick: () => chat.setOpen(!chat.state.get().open) });
+  const leaveBtn = h("button", { type: "button", class: "danger", id: "call-leave", onclick: actions.onLeave }, icon(ICONS.hangup), h("span", { class: "label" }, "Leave"));
+  const chatPanel = chatView(chat);
+  const stage = h("div", { class: "stage" }, grid, chatPanel.el);
+  const el = h("section", { class: "call", "aria-label": `Call in ${roomName}` },
+    h("div", { class: "call-top" }, h("h2", {}, roomName), status),
+    banner,
+    errorBox,
+    stage,
+    h("div", { class: "toolbar", role: "toolbar", "aria-label": "Call controls" }, micBtn, camBtn, screenBtn, chatBtn, leaveBtn),
+  );
+  const canShare = typeof navigator.mediaDevices?.getDisplayMedia === "function";
+
+  const tiles = new Map<string, TileEls>();
+  const layout = () => {
+    const { width, height } = grid.getBoundingClientRect();
+    if (width && height) grid.style.setProperty("--tile-w", `${tileWidth(grid.children.length, width, height)}px`);
+  };
+  const resize = new ResizeObserver(layout);
+  resize.observe(grid);
+
+  const renderTile = (t: Tile): TileEls => {
+    let els = tiles.get(t.key);
+    if (!els) {
+      const video = h("video", { autoplay: true, playsInline: true, muted: true, class: "tile-video" });
+      const audio = t.local ? null : h("audio", { autoplay: true });
+      const avatar = h("div", { class: "avatar", "aria-hidden": "true" });
+      const name = h("span", { class: "tile-name" });
+      const muted = h("span", { class: "tile-muted", title: "Microphone muted" }, icon(ICONS.mutedSmall));
+      const root = h("div", { class: "tile", role: "listitem" }, avatar, video, audio, h("div", { class: "tile-label" }, muted, name));
+      els = { root, video, audio, avatar, name, muted, localTrack: null, avatarUrl: "" };
+      tiles.set(t.key, els);
+    }
+    const e = els;
+    e.root.classList.toggle("speaking", t.speaking);
+    e.root.classList.toggle("local", t.local);
+    e.root.classList.toggle("screen", t.screen);
+    e.root.classList.toggle("video-off", !t.videoOn);
+    e.root.setAttribute(
+      "aria-label",
+      `${t.name}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}`,
+    );
+    e.name.textContent = t.name;
+    e.muted.hidden = !t.audioMuted;
+    if (t.local) {
+      if (e.localTrack !== t.localVideo) {
+        e.localTrack = t.localVideo;
+        e.video.srcObject = t.localVideo ? new MediaStream([t.localVideo]) : null;
+      }
+    } else {
+      if (e.video.srcObject !== t.stream) e.video.srcObject = t.stream;
+      if (e.audio && e.audio.srcObject !== t.stream) e.audio.srcObject = t.stream;
+    }
+    e.video.hidden = !t.videoOn;
+    if (e.avatarUrl !== t.avatarUrl) {
+      e.avatarUrl = t.avatarUrl;
+      e.avatar.replaceChildren(t.avatarUrl ? h("img", { src: t.avatarUrl, alt: "" }) : h("span", { class: "initials" }, t.initials));
+      if (!t.avatarUrl) e.avatar.dataset.hue = String(hueOf(t.userId));
+    }
+    return e;
+  };
+
+  const offVm = vm.state.subscribe((s) => {
+    status.textContent = PHASE_TEXT[s.phase] ?? s.phase;
+    status.dataset.phase = s.phase;
+    banner.textContent = s.notice ?? "";
+    banner.hidden = !s.notice;
+    errorText.textContent = s.error ?? "";
+    errorBox.hidden = !s.error;
+    const over = s.phase === "failed" || s.phase === "ended";
+    micBtn.hidden = camBtn.hidden = over;
+    screenBtn.hidden = over || !canShare;
+    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
+    micBtn.classList.toggle("off", !s.micOn);
+    micBtn.disabled = s.busy.mic;
+    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: icon(s.cameraOn ? ICONS.camera : ICONS.cameraOff), action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
+    camBtn.classList.toggle("off", !s.cameraOn);
+    camBtn.disabled = s.busy.camera;
+    setToggle(screenBtn, { pressed: s.sharing, label: s.sharing ? "Stop sharing" : "Share screen", icon: icon(ICONS.screen), action: s.sharing ? "Stop sharing your screen" : "Share your screen" });
+    screenBtn.disabled = s.busy.screen || s.phase !== "connected";
+
+    const seen = new Set<string>();
+    const ordered = s.tiles.map((t) => {
+      seen.add(t.key);
+      return renderTile(t).root;
+    });
+    for (const [key, e] of tiles) {
+      if (seen.has(key)) continue;
+      e.video.srcObject = null;
+      if (e.audio) e.audio.srcObject = null;
+      tiles.delete(key);
+    }
+    // Reorder only when needed: moving a playing video element restarts it in some browsers.
+    const current = [...grid.children];
+    if (current.length !== ordered.length || ordered.some((n, i) => current[i] !== n)) grid.replaceChildren(...ordered);
+    layout();
+  }, true);
+
+  const offChat = chat.state.subscribe((c) => {
+    setToggle(chatBtn, { pressed: c.open, label: "Chat", icon: icon(ICONS.chat), action: c.open ? "Hide the chat" : "Show the chat" });
+    chatBadge.textContent = c.unread ? String(c.unread) : "";
+    chatBadge.hidden = !c.unread;
+    chatBtn.append(chatBadge);
+    if (c.unread) chatBtn.setAttribute("aria-description", `${c.unread} unread`);
+    else chatBtn.removeAttribute("aria-description");
+    stage.classList.toggle("with-chat", c.open);
+  }, true);
+
+  return {
+    el,
+    dispose: () => {
+      resize.disconnect();
+      offVm();
+      offChat();
+      chatPanel.dispose();
+      for (const e of tiles.values()) {
+        e.video.srcObject = null;
+        if (e.audio) e.audio.srcObject = null;
+      }
+    },
+  };
+}
+
+function hueOf(s: string): number {
+  let hash = 0;
+  for (const c of s) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return hash % 360;
+}

@@ -1,0 +1,56 @@
+// The chat panel: the room's messages and a composer.
+import type { ChatModel } from "../state/chatModel.ts";
+import { h, type View } from "./dom.ts";
+
+export function chatView(chat: ChatModel): View {
+  const list = h("ol", { class: "chat-list", "aria-live": "polite", "aria-relevant": "additions" });
+  const input = h("textarea", { id: "chat-input", rows: 2, maxLength: 4000, placeholder: "Message the room", "aria-label": "Message" });
+  const send = h("button", { type: "submit", class: "primary" }, "Send");
+  const cannot = h("p", { class: "hint" });
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "chat-form" }, input, send);
+  const el = h("aside", { class: "chat", "aria-labelledby": "chat-title" }, h("h3", { id: "chat-title" }, "Chat"), list, cannot, error, form);
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = input.value;
+    input.value = "";
+    if (!(await chat.send(text))) input.value ||= text;
+  });
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  const rendered = new Map<string, HTMLElement>();
+  const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const off = chat.state.subscribe((s) => {
+    el.hidden = !s.open;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const items = s.lines.map((l) => {
+      const key = `${l.id}|${l.senderName}|${l.pending}|${l.failed}`;
+      let li = rendered.get(key);
+      if (!li) {
+        li = h("li", { class: `msg ${l.kind}${l.own ? " own" : ""}${l.pending ? " pending" : ""}${l.failed ? " failed" : ""}` },
+          h("div", { class: "msg-head" }, h("span", { class: "msg-sender", title: l.sender }, l.senderName), h("time", { datetime: new Date(l.ts).toISOString() }, time.format(l.ts))),
+          h("div", { class: "msg-body" }, l.kind === "emote" ? `* ${l.senderName} ${l.body}` : l.body),
+          l.failed ? h("div", { class: "msg-failed" }, "Not sent") : null,
+        );
+        rendered.set(key, li);
+      }
+      return li;
+    });
+    const keep = new Set(items);
+    for (const [k, v] of rendered) if (!keep.has(v)) rendered.delete(k);
+    list.replaceChildren(...items);
+    if (!items.length) list.append(h("li", { class: "hint" }, s.ready ? "No messages yet." : "Loading messages…"));
+    if (atBottom) list.scrollTop = list.scrollHeight;
+    cannot.textContent = s.cannotSend ?? "";
+    cannot.hidden = !s.cannotSend;
+    input.disabled = send.disabled = !!s.cannotSend || !s.ready;
+    error.textContent = s.error ?? "";
+  }, true);
+  return { el, dispose: off };
+}

@@ -1,0 +1,60 @@
+// A meeting's stages: opening the room, pre-join, the call, after leaving, or why it failed.
+import type { MeetingModel } from "../state/meetingModel.ts";
+import { callView } from "./callView.ts";
+import { h, type View } from "./dom.ts";
+import { prejoinView } from "./prejoinView.ts";
+
+export function meetingView(meeting: MeetingModel, opts: { userName: string; onHome: (() => void) | null }): View {
+  const el = h("div", { class: "meeting" });
+  let child: View | null = null;
+  let stageKey: unknown = null;
+
+  const homeButton = () => (opts.onHome ? h("button", { type: "button", onclick: opts.onHome }, "Back to start") : null);
+
+  const off = meeting.state.subscribe((s) => {
+    const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s;
+    if (key === stageKey) return;
+    stageKey = key;
+    child?.dispose();
+    switch (s.stage) {
+      case "opening":
+        child = { el: h("div", { class: "card centered", role: "status" }, h("p", {}, `Opening ${s.target}…`)), dispose: () => undefined };
+        break;
+      case "prejoin":
+        child = prejoinView(s.prejoin, s.room, () => meeting.join(), s.room.selfName ?? opts.userName);
+        break;
+      case "call":
+        child = callView(s.call.vm, s.call.chat, s.room.name, { onLeave: () => void meeting.leave(), onRetry: () => meeting.retry() });
+        break;
+      case "left":
+        child = {
+          el: h("div", { class: "card centered" },
+            h("h2", {}, s.reason ? "The call ended" : "You left the call"),
+            s.reason ? h("p", { class: "error", role: "alert" }, s.reason) : h("p", {}, s.room.name),
+            h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: () => meeting.rejoin() }, "Join again"), homeButton()),
+          ),
+          dispose: () => undefined,
+        };
+        break;
+      case "error":
+        child = {
+          el: h("div", { class: "card centered" },
+            h("h2", {}, "Couldn't open the meeting"),
+            h("p", { class: "error", role: "alert" }, s.message),
+            h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: () => void meeting.open() }, "Try again"), homeButton()),
+          ),
+          dispose: () => undefined,
+        };
+        break;
+    }
+    el.replaceChildren(child.el);
+  }, true);
+
+  return {
+    el,
+    dispose: () => {
+      off();
+      child?.dispose();
+    },
+  };
+}

@@ -1,0 +1,98 @@
+// Pre-join: camera preview, microphone level, device choice, mic/camera toggles, join.
+import type { RoomSummary } from "../matrix/rooms.ts";
+import { LevelMeter } from "../rtc/speaker.ts";
+import type { PrejoinModel } from "../state/prejoinModel.ts";
+import { h, icon, setToggle, type View } from "./dom.ts";
+import { ICONS } from "./icons.ts";
+
+export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () => void, userName: string): View {
+  const video = h("video", { class: "preview-video", autoplay: true, playsInline: true, muted: true, "aria-label": "Your camera preview" });
+  const placeholder = h("div", { class: "preview-off" }, "Camera is off");
+  const meterFill = h("div", { class: "meter-fill" });
+  const meter = h("div", { class: "meter", role: "meter", "aria-label": "Microphone level", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0 }, meterFill);
+  const micBtn = h("button", { type: "button", class: "toggle", id: "prejoin-mic" });
+  const camBtn = h("button", { type: "button", class: "toggle", id: "prejoin-camera" });
+  const micSel = h("select", { id: "prejoin-mic-device" });
+  const camSel = h("select", { id: "prejoin-camera-device" });
+  const micErr = h("p", { class: "error", role: "alert" });
+  const camErr = h("p", { class: "error", role: "alert" });
+  const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: onJoin }, "Join call");
+
+  micBtn.addEventListener("click", () => void model.setMic(!model.state.get().micOn));
+  camBtn.addEventListener("click", () => void model.setCamera(!model.state.get().cameraOn));
+  micSel.addEventListener("change", () => void model.chooseDevice("audio", micSel.value));
+  camSel.addEventListener("change", () => void model.chooseDevice("video", camSel.value));
+
+  const el = h("section", { class: "prejoin", "aria-labelledby": "prejoin-title" },
+    h("div", { class: "preview" }, video, placeholder, h("div", { class: "preview-name" }, userName)),
+    h("div", { class: "card prejoin-side" },
+      h("h2", { id: "prejoin-title" }, room.name),
+      h("p", { class: "hint" }, "Check your camera and microphone, then join."),
+      h("div", { class: "toggles" }, micBtn, camBtn),
+      h("label", { for: "prejoin-mic-device" }, "Microphone"), micSel, meter, micErr,
+      h("label", { for: "prejoin-camera-device" }, "Camera"), camSel, camErr,
+      join,
+    ),
+  );
+
+  let meterTrack: MediaStreamTrack | null = null;
+  let levelMeter: LevelMeter | null = null;
+  let raf = 0;
+  const draw = () => {
+    const level = levelMeter && model.state.get().micOn ? levelMeter.level() : 0;
+    meterFill.style.width = `${Math.round(level * 100)}%`;
+    meter.setAttribute("aria-valuenow", String(Math.round(level * 100)));
+    raf = requestAnimationFrame(draw);
+  };
+  raf = requestAnimationFrame(draw);
+
+  const fill = (sel: HTMLSelectElement, list: { deviceId: string; label: string }[], chosen: string | null, none: string) => {
+    const key = JSON.stringify(list) + chosen;
+    if (sel.dataset.key === key) return;
+    sel.dataset.key = key;
+    sel.replaceChildren(...(list.length ? list.map((d) => h("option", { value: d.deviceId }, d.label)) : [h("option", { value: "" }, none)]));
+    sel.disabled = !list.length;
+    if (chosen) sel.value = chosen;
+  };
+
+  const off = model.state.subscribe((s) => {
+    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
+    micBtn.classList.toggle("off", !s.micOn);
+    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: icon(s.cameraOn ? ICONS.camera : ICONS.cameraOff), action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
+    camBtn.classList.toggle("off", !s.cameraOn);
+    micBtn.disabled = s.starting.audio;
+    camBtn.disabled = s.starting.video;
+    fill(micSel, s.devices.audioinput, s.audioDeviceId, "No microphone found");
+    fill(camSel, s.devices.videoinput, s.videoDeviceId, "No camera found");
+    micErr.textContent = s.micError ?? "";
+    camErr.textContent = s.cameraError ?? "";
+    const videoTrack = s.cameraOn ? s.video : null;
+    const current = (video.srcObject as MediaStream | null)?.getVideoTracks()[0] ?? null;
+    if (current !== videoTrack) video.srcObject = videoTrack ? new MediaStream([videoTrack]) : null;
+    placeholder.hidden = !!videoTrack;
+    placeholder.textContent = s.starting.video ? "Starting camera…" : "Camera is off";
+    if (s.audio !== meterTrack) {
+      levelMeter?.close();
+      meterTrack = s.audio;
+      levelMeter = s.audio ? safeMeter(s.audio) : null;
+    }
+  }, true);
+
+  return {
+    el,
+    dispose: () => {
+      off();
+      cancelAnimationFrame(raf);
+      levelMeter?.close();
+      video.srcObject = null;
+    },
+  };
+}
+
+function safeMeter(track: MediaStreamTrack): LevelMeter | null {
+  try {
+    return new LevelMeter(track);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,116 @@
+// The whole call in real browsers: institutions A and B (two Synapses, two Parleys, Janus), a user
+// of A opens a meeting in A's web client, a user of B joins it from B's web client through
+// federation; media both ways through A's Janus; screen share; leave; Janus killed mid-call.
+// Runs inside scripts/isolated.sh (npm test does that), so media stays on 127.77.0.1.
+import type { Browser, Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { launchChromium, mediaFlowing, trackPeerConnections } from "../support/browser.ts";
+import { TestUser } from "../support/matrix.ts";
+
+let stack: Stack;
+let A: Institution, B: Institution;
+let browser: Browser;
+let alicePage: Page, bobPage: Page;
+let alias: string;
+let failed = false;
+
+async function signedInUser(inst: Institution, localpart: string, displayName: string) {
+  const password = `pw-${localpart}-${Date.now()}`;
+  const u = await inst.registerUser(localpart, { password });
+  await new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken).client.setDisplayName(displayName);
+  return { ...u, password, displayName };
+}
+
+/** Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join. */
+async function joinThroughClient(link: string, user: { userId: string; password: string }): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await trackPeerConnections(page);
+  page.on("pageerror", (e) => console.error(`[${user.userId}] pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") console.error(`[${user.userId}] console.${m.type()}: ${m.text()}`);
+  });
+  await page.goto(link);
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.locator("#prejoin-join").click({ timeout: 30_000 });
+  await page.locator(".call").waitFor({ timeout: 30_000 });
+  return page;
+}
+
+const tileNames = (page: Page) => page.locator(".grid .tile .tile-name").allInnerTexts();
+
+beforeAll(async () => {
+  stack = await startInstitutions({
+    count: 2,
+    allow: (i, hosts) => hosts.filter((_, j) => j !== i),
+    janus: true,
+    logLevel: process.env.PARLEY_E2E_LOG_LEVEL ?? "info",
+  });
+  [A, B] = stack.institutions as [Institution, Institution];
+  browser = await launchChromium();
+  const [alice, bob] = await Promise.all([signedInUser(A, "alice", "Alice Aardvark"), signedInUser(B, "bob", "Bob Badger")]);
+  alias = A.alias("e2e-call");
+  alicePage = await joinThroughClient(`${A.parley.url}/#/call/${encodeURIComponent(alias)}`, alice);
+  // Bob uses his own institution's client and homeserver; the call is hosted by A.
+  bobPage = await joinThroughClient(`${B.parley.url}/#/call/${encodeURIComponent(alias)}`, bob);
+}, 180_000);
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  if (failed && alicePage) await alicePage.screenshot({ path: `${stack.dir}/alice.png` }).catch(() => undefined);
+  if (failed && bobPage) await bobPage.screenshot({ path: `${stack.dir}/bob.png` }).catch(() => undefined);
+  await browser?.close();
+  await stack?.stop({ keep: failed || undefined });
+});
+
+describe("a call across two institutions", () => {
+  it("each side decodes the other's video and audio", async () => {
+    const [a, b] = await Promise.all([mediaFlowing(alicePage), mediaFlowing(bobPage)]);
+    expect(a.videoFramesDecoded).toBeGreaterThan(0);
+    expect(a.audioEnergy).toBeGreaterThan(0);
+    expect(b.videoFramesDecoded).toBeGreaterThan(0);
+    expect(b.audioEnergy).toBeGreaterThan(0);
+  });
+
+  it("the grid shows both participants by their Matrix display names", async () => {
+    await expect.poll(() => tileNames(alicePage), { timeout: 15_000 }).toEqual(expect.arrayContaining([expect.stringContaining("Bob Badger")]));
+    await expect.poll(() => tileNames(bobPage), { timeout: 15_000 }).toEqual(expect.arrayContaining([expect.stringContaining("Alice Aardvark")]));
+  });
+
+  it("a screen share appears on the other side", async () => {
+    // Headless Chromium's fake screen draws the same test pattern as its fake camera, so the
+    // pixels cannot tell them apart: Bob's client shows Alice's tile as a screen share because
+    // Alice's client says so (the `source` message), and her video keeps arriving.
+    const aliceTile = bobPage.locator(".grid .tile", { hasText: "Alice Aardvark" });
+    expect(await aliceTile.getAttribute("class")).not.toContain("screen");
+    await alicePage.locator("#call-screen").click();
+    await expect.poll(() => alicePage.locator("#call-screen").getAttribute("aria-pressed"), { timeout: 10_000 }).toBe("true");
+    expect(await alicePage.evaluate(() => (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs
+      .flatMap((pc) => pc.getSenders()).some((s) => s.track?.label.startsWith("screen:")))).toBe(true);
+    await expect.poll(() => aliceTile.getAttribute("class"), { timeout: 10_000 }).toContain("screen");
+    expect(await aliceTile.getAttribute("aria-label")).toContain("sharing screen");
+    await mediaFlowing(bobPage);
+    await alicePage.locator("#call-screen").click();
+    await expect.poll(() => aliceTile.getAttribute("class"), { timeout: 10_000 }).not.toContain("screen");
+  });
+
+  it("Janus killed mid-call: media resumes in both browsers within 10 s", async () => {
+    await A.janus!.restart({ kill9: true });
+    const restartedAt = Date.now();
+    await Promise.all([mediaFlowing(alicePage, 10_000, 500), mediaFlowing(bobPage, 10_000, 500)]);
+    expect(Date.now() - restartedAt).toBeLessThan(10_000);
+  });
+
+  it("a leave removes the tile on the other side", async () => {
+    const before = (await tileNames(alicePage)).length;
+    await bobPage.locator("#call-leave").click();
+    await expect.poll(() => tileNames(alicePage), { timeout: 10_000 }).not.toEqual(expect.arrayContaining([expect.stringContaining("Bob Badger")]));
+    expect((await tileNames(alicePage)).length).toBe(before - 1);
+  });
+});

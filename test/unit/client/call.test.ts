@@ -1,0 +1,243 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import { CallConnection, type LocalTracks } from "../../../client/src/rtc/call.ts";
+import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
+import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
+import { applyStreams } from "../../../client/src/rtc/subscriber.ts";
+import { asTrack, FakeSocket, FakeTrack, tick } from "./fakes.ts";
+import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
+
+const GRANT: CallGrant = { session: "s1", expiresAt: 0, callId: "c", roomId: "!r:x", iceServers: [{ urls: "stun:127.0.0.1:3478" }], signalling: "/_parley/v1/signal" };
+const REMOTE = { user_id: "@b:y", feed_id: 7, streams: [{ mid: "a", kind: "audio" }, { mid: "v", kind: "video" }], muted: { audio: false, video: false } };
+
+let socket: FakeSocket;
+/** Answers the server side automatically; tests override per type. */
+let handlers: Record<string, (m: Record<string, unknown>) => Record<string, unknown> | ParleyClientError | undefined>;
+
+function defaultHandlers(): typeof handlers {
+  let feed = 100;
+  return {
+    hello: () => ({ user_id: "@a:x", room_id: "!r:x", call_id: "c" }),
+    publish: () => ({ jsep: { type: "answer", sdp: "v=0\r\npublisher answer" }, feed_id: ++feed }),
+    subscribe: (m) => {
+      const feeds = (m.feeds as { feed: number }[]).map((f) => f.feed);
+      const streams = feeds.flatMap((f) => [{ feed: f, mid: `${f}a`, kind: "audio", user_id: "@b:y" }, { feed: f, mid: `${f}v`, kind: "video", user_id: "@b:y" }]);
+      return { jsep: offerFor(streams), streams };
+    },
+    unsubscribe: () => ({ streams: [] }),
+    answer: () => ({}),
+    trickle: () => ({}),
+    mute: () => ({}),
+    leave: () => ({}),
+    ping: () => ({ pong: true }),
+  };
+}
+
+function serve(s: FakeSocket): void {
+  const send = s.send.bind(s);
+  s.send = (data: string) => {
+    send(data);
+    const m = JSON.parse(data) as Record<string, unknown>;
+    queueMicrotask(() => {
+      const r = handlers[m.type as string]?.(m);
+      if (r instanceof ParleyClientError) s.receive({ type: "error", id: m.id, errcode: r.code, error: r.detail ?? "" });
+      else if (r) s.receive({ type: "result", id: m.id, ...r });
+    });
+  };
+  queueMicrotask(() => s.open());
+}
+
+function setup(local: Partial<LocalTracks> = {}, join = vi.fn(async () => GRANT)) {
+  const audio = new FakeTrack("audio");
+  const video = new FakeTrack("video");
+  const tracks: LocalTracks = { audio: asTrack(audio), video: asTrack(video), muted: { audio: false, video: false }, ...local };
+  const openId = vi.fn(async () => ({ access_token: "o", token_type: "Bearer", matrix_server_name: "x", expires_in: 60 }));
+  const call = new CallConnection({
+    callApi: "http://127.0.0.11:9",
+    room: "!r:x",
+    openId,
+    local: () => tracks,
+    peerFactory,
+    join,
+    socketFactory: (url) => {
+      socket = new FakeSocket(url);
+      serve(socket);
+      return socket;
+    },
+  });
+  return { call, join, openId, audio, video };
+}
+
+const sent = (type: string) => FakeSocket.all.flatMap((s) => s.sent).filter((m) => m.type === type);
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  FakePeer.all = [];
+  handlers = defaultHandlers();
+  vi.stubGlobal("MediaStream", FakeMediaStream);
+});
+afterEach(() => {
+  vi.unstubAllGlobals();
+  vi.useRealTimers();
+});
+
+describe("CallConnection", () => {
+  it("joins with an OpenID token, says hello and publishes with simulcast", async () => {
+    const { call, join, audio } = setup();
+    await call.start();
+    expect(join).toHaveBeenCalledWith("http://127.0.0.11:9", { openid_token: expect.objectContaining({ access_token: "o" }), room: "!r:x" });
+    expect(socket.url).toBe("ws://127.0.0.11:9/_parley/v1/signal");
+    expect(sent("hello")[0]).toMatchObject({ session: "s1" });
+    expect(sent("publish")[0]).toMatchObject({ jsep: { type: "offer" }, simulcast: true });
+    const pub = FakePeer.all[0]!;
+    expect(pub.config.iceServers).toEqual(GRANT.iceServers);
+    expect(pub.transceivers.map((t) => [t.kind, t.init?.direction])).toEqual([["audio", "sendonly"], ["video", "sendonly"]]);
+    expect(pub.transceivers[0]!.sender.track).toBe(audio);
+    expect(pub.transceivers[1]!.init?.sendEncodings).toEqual(SIMULCAST_ENCODINGS);
+    expect(pub.remoteDescription).toMatchObject({ type: "answer" });
+    expect(call.state.get()).toMatchObject({ phase: "connected", ownFeed: 101 });
+  });
+
+  it("tells the server about what is muted at join", async () => {
+    const { call } = setup({ video: null, muted: { audio: true, video: true } });
+    await call.start();
+    expect(sent("mute").map((m) => [m.kind, m.muted])).toEqual([["audio", true], ["video", true]]);
+  });
+
+  it("holds local candidates until the offer is in, then trickles them", async () => {
+    handlers.publish = () => undefined; // answer by hand
+    const { call } = setup();
+    const starting = call.start();
+    await vi.waitFor(() => expect(sent("publish")).toHaveLength(1));
+    FakePeer.all[0]!.candidate("candidate:1 1 udp 1 127.0.0.1 5000 typ host");
+    expect(sent("trickle")).toHaveLength(0);
+    socket.receive({ type: "result", id: sent("publish")[0]!.id, jsep: { type: "answer", sdp: "v=0\r\nx" }, feed_id: 1 });
+    await starting;
+    FakePeer.all[0]!.candidate(null);
+    await tick();
+    expect(sent("trickle").map((m) => [m.target, (m.candidate as { candidate?: string } | null)?.candidate ?? null])).toEqual([
+      ["publisher", "candidate:1 1 udp 1 127.0.0.1 5000 typ host"],
+      ["publisher", null],
+    ]);
+  });
+
+  it("subscribes to new feeds on ONE peer connection and unsubscribes gone ones", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "participants", participants: [{ ...REMOTE, feed_id: 101, user_id: "@a:x" }, REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    expect(sent("subscribe")[0]).toMatchObject({ feeds: [{ feed: 7 }] });
+    await vi.waitFor(() => expect(call.state.get().remotes[0]?.media?.video).toBeTruthy());
+    const remote = call.state.get().remotes;
+    expect(remote).toHaveLength(1);
+    expect(remote[0]).toMatchObject({ key: "7", userId: "@b:y" });
+    expect(remote[0]!.media!.stream.getTracks()).toHaveLength(2);
+
+    socket.receive({ type: "participants", participants: [REMOTE, { ...REMOTE, feed_id: 8, user_id: "@c:z" }] });
+    await vi.waitFor(() => expect(sent("subscribe")).toHaveLength(2));
+    expect(sent("subscribe")[1]).toMatchObject({ feeds: [{ feed: 8 }] });
+    expect(FakePeer.all).toHaveLength(2); // publisher + one subscriber
+
+    socket.receive({ type: "participants", participants: [{ ...REMOTE, feed_id: 8, user_id: "@c:z" }] });
+    await vi.waitFor(() => expect(sent("unsubscribe")).toHaveLength(1));
+    expect(sent("unsubscribe")[0]).toMatchObject({ feeds: [7] });
+    await vi.waitFor(() => expect(call.state.get().remotes.map((r) => r.key)).toEqual(["8"]));
+  });
+
+  it("passes the server's candidates to the right peer connection", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "trickle", target: "publisher", candidate: { candidate: "candidate:9", sdpMid: "0", sdpMLineIndex: 0 } });
+    await tick();
+    expect(FakePeer.all[0]!.remoteCandidates).toEqual([{ candidate: "candidate:9", sdpMid: "0", sdpMLineIndex: 0 }]);
+  });
+
+  it("publishes and subscribes again on fresh peer connections when asked to renegotiate", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    const [oldPub, oldSub] = FakePeer.all;
+    socket.receive({ type: "renegotiate", reason: "janus restarted" });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(2));
+    expect(oldPub!.closed && oldSub!.closed).toBe(true);
+    expect(sent("publish")).toHaveLength(2);
+    expect(sent("subscribe")).toHaveLength(2);
+    expect(FakePeer.all).toHaveLength(4);
+    await vi.waitFor(() => expect(call.state.get()).toMatchObject({ phase: "connected", ownFeed: 102 }));
+  });
+
+  it("reconnects after a network blip: hello again, publish and subscribe again", async () => {
+    vi.useFakeTimers();
+    const { call } = setup();
+    const starting = call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await starting;
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.advanceTimersByTimeAsync(0);
+    const first = socket;
+    first.drop(1006);
+    expect(call.state.get().phase).toBe("reconnecting");
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(socket).not.toBe(first);
+    expect(sent("hello")).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent("publish")).toHaveLength(2);
+    expect(sent("subscribe")).toHaveLength(2);
+    expect(call.state.get().phase).toBe("connected");
+  });
+
+  it("ends with human text when removed from the call", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "evicted", errcode: "M_FORBIDDEN", error: "left the room" });
+    expect(call.state.get().phase).toBe("failed");
+    expect(call.state.get().error?.human).toBe("You're no longer allowed in this call (you left the room, or were removed from it).");
+    expect(FakePeer.all.every((p) => p.closed)).toBe(true);
+  });
+
+  it("fails with the join error in words (server not ready)", async () => {
+    const { call } = setup({}, vi.fn(async () => Promise.reject(new ParleyClientError("M_UNRECOGNIZED", "join", { status: 404 }))));
+    await expect(call.start()).rejects.toBeInstanceOf(ParleyClientError);
+    expect(call.state.get()).toMatchObject({ phase: "failed" });
+    expect(call.state.get().error?.human).toBe("This meeting server doesn't offer calls yet (its call service is missing or out of date).");
+  });
+
+  it("fails in words when the server has no media handlers yet", async () => {
+    handlers.publish = () => new ParleyClientError("M_UNRECOGNIZED", "signalling", { detail: "publish is not supported here" });
+    const { call } = setup();
+    await expect(call.start()).rejects.toBeInstanceOf(ParleyClientError);
+    expect(call.state.get().error?.human).toBe("The meeting server doesn't support this yet (its call service is out of date).");
+  });
+
+  it("leaves: says leave, closes the socket and both peer connections", async () => {
+    const { call } = setup();
+    await call.start();
+    await call.leave();
+    expect(sent("leave")).toHaveLength(1);
+    expect(socket.closedWith?.code).toBe(1000);
+    expect(FakePeer.all.every((p) => p.closed)).toBe(true);
+    expect(call.state.get().phase).toBe("ended");
+  });
+
+  it("reports audio levels per feed from the subscriber's stats", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    FakePeer.all[1]!.levels.set("7a", 0.4);
+    const levels = await call.audioLevels();
+    expect(levels.get("7")).toBe(0.4);
+  });
+});
+
+describe("applyStreams", () => {
+  it("adds new mids and drops a removed feed's", () => {
+    const a = applyStreams(new Map(), {}, [{ feed: 1, mid: "0", kind: "audio", user_id: "@a" }, { feed: 2, mid: "1", kind: "audio", user_id: "@b" }]);
+    const b = applyStreams(a, { removed: [1] }, []);
+    expect([...b.keys()]).toEqual(["1"]);
+    // Janus reuses an m-line for another feed.
+    const c = applyStreams(b, {}, [{ feed: 3, mid: "1", kind: "audio", user_id: "@c" }]);
+    expect(c.get("1")?.feed).toBe(3);
+  });
+});

@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import type { ParleyClientError } from "../../../client/src/errors.ts";
+import { joinCall, signallingUrl } from "../../../client/src/rtc/callApi.ts";
+import "./fakes.ts";
+
+const token = { access_token: "o", token_type: "Bearer", matrix_server_name: "a.example", expires_in: 3600 };
+
+function answering(status: number, body: unknown) {
+  const seen: { url?: string; body?: unknown } = {};
+  const fetchFn = async (url: string, init?: RequestInit) => {
+    seen.url = url;
+    seen.body = JSON.parse(String(init?.body));
+    return new Response(JSON.stringify(body), { status });
+  };
+  return { fetchFn, seen };
+}
+
+describe("joinCall", () => {
+  it("posts the OpenID token and room and parses the grant", async () => {
+    const { fetchFn, seen } = answering(200, {
+      session: "sess", expires_at: 99, call_id: "c", room_id: "!r:x",
+      ice_servers: [{ urls: ["stun:127.0.0.1:3478"] }, { urls: 5 }],
+      signalling: "/_parley/v1/signal",
+    });
+    const grant = await joinCall("http://127.0.0.11:9000/", { openid_token: token, room: "#meet-x:a" }, fetchFn);
+    expect(seen.url).toBe("http://127.0.0.11:9000/_parley/v1/calls/join");
+    expect(seen.body).toEqual({ openid_token: token, room: "#meet-x:a" });
+    expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], signalling: "/_parley/v1/signal" });
+  });
+
+  it.each([
+    [401, "M_MISSING_TOKEN", /didn't receive proof of who you are/],
+    [401, "M_UNKNOWN_TOKEN", /couldn't confirm who you are/],
+    [403, "M_FORBIDDEN", /not allowed to join this call/],
+    [404, "M_NOT_FOUND", /no call for this room/],
+    [503, "M_UNAVAILABLE", /isn't taking calls right now/],
+    [404, "M_UNRECOGNIZED", /doesn't offer calls yet/],
+  ])("%i %s has human text", async (status, errcode, text) => {
+    const { fetchFn } = answering(status, { errcode, error: "server words" });
+    const err = (await joinCall("http://p", { openid_token: token, room: "!r:x" }, fetchFn).catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.code).toBe(errcode);
+    expect(err.status).toBe(status);
+    expect(err.human).toMatch(text);
+  });
+
+  it("says when the meeting server can't be reached", async () => {
+    const err = (await joinCall("http://p", { openid_token: token, room: "!r:x" }, async () => {
+      throw new TypeError("fetch failed");
+    }).catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.code).toBe("NETWORK");
+    expect(err.human).toMatch(/Couldn't reach the meeting server/);
+  });
+
+  it("refuses a grant without a session", async () => {
+    const { fetchFn } = answering(200, { signalling: "/x", room_id: "!r:x" });
+    await expect(joinCall("http://p", { openid_token: token, room: "!r:x" }, fetchFn)).rejects.toMatchObject({ code: "BAD_RESPONSE" });
+  });
+});
+
+describe("signallingUrl", () => {
+  it("switches the scheme to ws(s)", () => {
+    expect(signallingUrl("https://parley.example/base/", "/_parley/v1/signal")).toBe("wss://parley.example/_parley/v1/signal");
+    expect(signallingUrl("http://127.0.0.11:9000", "/_parley/v1/signal")).toBe("ws://127.0.0.11:9000/_parley/v1/signal");
+  });
+});

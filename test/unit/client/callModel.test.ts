@@ -1,0 +1,257 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import type { RoomMember } from "../../../client/src/matrix/timeline.ts";
+import type { CallSnapshot, RemoteParticipant } from "../../../client/src/rtc/call.ts";
+import { SpeakerSelector } from "../../../client/src/rtc/speaker.ts";
+import { CallViewModel, initialsOf, type CallMediaPort, type CallPort } from "../../../client/src/state/callModel.ts";
+import { Store } from "../../../client/src/state/store.ts";
+import { asTrack, FakeTrack, tick } from "./fakes.ts";
+
+function fakeCall() {
+  const state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
+  const log: string[] = [];
+  const levels = new Map<string, number>();
+  const port: CallPort & { log: string[]; levels: Map<string, number>; failStart: ParleyClientError | null } = {
+    state,
+    log,
+    levels,
+    failStart: null,
+    start: async () => {
+      state.update({ phase: "joining" });
+      if (port.failStart) {
+        state.update({ phase: "failed", error: port.failStart });
+        throw port.failStart;
+      }
+      state.update({ phase: "connected", ownFeed: 1 });
+    },
+    leave: async () => {
+      log.push("leave");
+      state.update({ phase: "ended", remotes: [] });
+    },
+    setMuted: async (kind, muted) => void log.push(`mute ${kind} ${muted}`),
+    setVideoSource: async (source) => void log.push(`source ${source}`),
+    replaceTrack: async (kind, track) => void log.push(`replace ${kind} ${(track as unknown as FakeTrack | null)?.id ?? "null"}`),
+    audioLevels: async () => new Map(levels),
+    reconnectNow: () => void log.push("reconnectNow"),
+  };
+  return port;
+}
+
+function fakeMedia() {
+  const port: CallMediaPort & { screen: FakeTrack | null; opened: FakeTrack[] } = {
+    screen: null,
+    opened: [],
+    open: async (kind) => {
+      const t = new FakeTrack(kind);
+      port.opened.push(t);
+      return asTrack(t);
+    },
+    openScreen: async () => (port.screen ? asTrack(port.screen) : null),
+    stop: (t) => (t as unknown as FakeTrack | null)?.stop(),
+  };
+  return port;
+}
+
+const members = new Map<string, RoomMember>([
+  ["@a:x", { userId: "@a:x", displayName: "Alice Liddell", avatarMxc: "mxc://x/alice" }],
+  ["@b:y", { userId: "@b:y", displayName: "Bob", avatarMxc: null }],
+]);
+
+function setup(opts: { micOn?: boolean; cameraOn?: boolean } = {}) {
+  const call = fakeCall();
+  const media = fakeMedia();
+  const membership = { join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) };
+  const audio = new FakeTrack("audio");
+  const camera = new FakeTrack("video");
+  let onMembers: ((m: ReadonlyMap<string, RoomMember>) => void) | null = null;
+  const vm = new CallViewModel({
+    call,
+    membership,
+    members: { members: () => members, onMembers: (fn) => ((onMembers = fn), () => undefined) },
+    media,
+    avatars: async (mxc) => (mxc === "mxc://x/alice" ? "blob:alice" : null),
+    self: { userId: "@a:x" },
+    local: {
+      audio: asTrack(audio),
+      video: opts.cameraOn === false ? null : asTrack(camera),
+      micOn: opts.micOn ?? true,
+      cameraOn: opts.cameraOn ?? true,
+      audioDeviceId: null,
+      videoDeviceId: null,
+    },
+    levelsEveryMs: 100,
+  });
+  return { vm, call, media, membership, audio, camera, fireMembers: () => onMembers?.(members) };
+}
+
+const remote = (key: string, userId: string, over: Partial<RemoteParticipant> = {}): RemoteParticipant => ({
+  key, feed: Number(key), userId, muted: { audio: false, video: false }, screen: false, media: null, ...over,
+});
+
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+describe("CallViewModel", () => {
+  it("joins the call, then publishes the MatrixRTC membership", async () => {
+    const { vm, membership } = setup();
+    await vm.join();
+    expect(vm.state.get().phase).toBe("connected");
+    expect(membership.join).toHaveBeenCalledOnce();
+  });
+
+  it("builds tiles with display names, initials and avatars", async () => {
+    const { vm, call } = setup();
+    await vm.join();
+    call.state.update({ remotes: [remote("7", "@b:y", { muted: { audio: true, video: true } }), remote("8", "@c:z")] });
+    await tick();
+    const tiles = vm.state.get().tiles;
+    expect(tiles.map((t) => [t.key, t.name, t.initials, t.audioMuted, t.local])).toEqual([
+      ["local", "Alice Liddell (you)", "AL", false, true],
+      ["7", "Bob", "BO", true, false],
+      ["8", "@c:z", "C", false, false],
+    ]);
+    expect(tiles[0]!.avatarUrl).toBe("blob:alice");
+    expect(tiles[0]!.videoOn).toBe(true);
+    expect(tiles[1]!.videoOn).toBe(false);
+  });
+
+  it("mutes by disabling the track and telling the server", async () => {
+    const { vm, call, audio } = setup();
+    await vm.join();
+    await vm.toggleMic();
+    expect(audio.enabled).toBe(false);
+    expect(vm.state.get().micOn).toBe(false);
+    expect(call.log).toContain("mute audio true");
+    expect(vm.state.get().tiles[0]!.audioMuted).toBe(true);
+    await vm.toggleMic();
+    expect(audio.enabled).toBe(true);
+    expect(call.log).toContain("mute audio false");
+  });
+
+  it("turns the camera off (released) and on again (a new track)", async () => {
+    const { vm, call, camera, media } = setup();
+    await vm.join();
+    await vm.toggleCamera();
+    expect(camera.readyState).toBe("ended");
+    expect(call.log.slice(-2)).toEqual(["replace video null", "mute video true"]);
+    expect(vm.state.get().tiles[0]!.videoOn).toBe(false);
+    await vm.toggleCamera();
+    expect(call.log.slice(-2)).toEqual([`replace video ${media.opened[0]!.id}`, "mute video false"]);
+    expect(vm.outgoing().video).toBe(media.opened[0]);
+  });
+
+  it("shares the screen in place of the camera and goes back when the share ends", async () => {
+    const { vm, call, media, camera } = setup();
+    await vm.join();
+    media.screen = new FakeTrack("video");
+    await vm.toggleScreenShare();
+    expect(vm.state.get().sharing).toBe(true);
+    expect(call.log).toContain(`replace video ${media.screen.id}`);
+    expect(vm.state.get().tiles[0]).toMatchObject({ screen: true, localVideo: media.screen });
+    media.screen.end(); // the browser's "Stop sharing"
+    await tick(10);
+    expect(vm.state.get().sharing).toBe(false);
+    expect(call.log).toContain(`replace video ${camera.id}`);
+  });
+
+  it("does nothing when the screen picker is cancelled", async () => {
+    const { vm, call } = setup();
+    await vm.join();
+    const before = call.log.length;
+    await vm.toggleScreenShare();
+    expect(vm.state.get().sharing).toBe(false);
+    expect(call.log).toHaveLength(before);
+  });
+
+  it("highlights the active speaker", async () => {
+    const { vm, call } = setup();
+    await vm.join();
+    call.state.update({ remotes: [remote("7", "@b:y")] });
+    call.levels.set("7", 0.5);
+    call.levels.set("local", 0.001);
+    await vi.advanceTimersByTimeAsync(300);
+    expect(vm.state.get().activeSpeaker).toBe("7");
+    expect(vm.state.get().tiles.find((t) => t.key === "7")!.speaking).toBe(true);
+  });
+
+  it("shows reconnecting and clears it when connected again", async () => {
+    const { vm, call } = setup();
+    await vm.join();
+    call.state.update({ phase: "reconnecting" });
+    expect(vm.state.get().notice).toBe("Connection lost. Reconnecting…");
+    call.state.update({ phase: "connected" });
+    expect(vm.state.get().notice).toBeNull();
+  });
+
+  it("shows why joining failed, and publishes no membership", async () => {
+    const { vm, call, membership } = setup();
+    call.failStart = new ParleyClientError("M_FORBIDDEN", "join");
+    await vm.join();
+    expect(vm.state.get().phase).toBe("failed");
+    expect(vm.state.get().error).toBe("You're not allowed to join this call. Only members of the room can join; ask someone in it to invite you.");
+    expect(membership.join).not.toHaveBeenCalled();
+  });
+
+  it("keeps the call going when the membership can't be written, and says so", async () => {
+    const { vm, membership } = setup();
+    membership.join.mockRejectedValueOnce(new ParleyClientError("M_FORBIDDEN", "room"));
+    await vm.join();
+    expect(vm.state.get().phase).toBe("connected");
+    expect(vm.state.get().notice).toMatch(/may not see you in the call/);
+  });
+
+  it("removes the membership when the call fails later", async () => {
+    const { vm, call, membership } = setup();
+    await vm.join();
+    call.state.update({ phase: "failed", error: new ParleyClientError("EVICTED", "signalling") });
+    await tick();
+    expect(membership.leave).toHaveBeenCalledOnce();
+    expect(vm.state.get().error).toBe("You were removed from the call.");
+  });
+
+  it("leaves: call, membership, and every track stopped", async () => {
+    const { vm, call, membership, audio, camera } = setup();
+    await vm.join();
+    await vm.leave();
+    expect(call.log).toContain("leave");
+    expect(membership.leave).toHaveBeenCalledOnce();
+    expect(audio.readyState).toBe("ended");
+    expect(camera.readyState).toBe("ended");
+  });
+
+  it("skips the reconnect wait when the browser is back online", async () => {
+    const { vm, call } = setup();
+    vm.networkBack();
+    expect(call.log).toContain("reconnectNow");
+  });
+});
+
+describe("initialsOf", () => {
+  it.each([
+    ["Alice Liddell", "AL"],
+    ["@bob:example.org", "BO"],
+    ["émile zola", "ÉZ"],
+    ["", "?"],
+  ])("%s -> %s", (name, initials) => expect(initialsOf(name)).toBe(initials));
+});
+
+describe("SpeakerSelector", () => {
+  it("picks the loudest above the threshold, with a hold against flicker", () => {
+    const s = new SpeakerSelector({ threshold: 0.05, holdMs: 500, smoothing: 1 });
+    expect(s.update(new Map([["a", 0.01], ["b", 0.02]]), 0)).toBeNull();
+    expect(s.update(new Map([["a", 0.3], ["b", 0.1]]), 100)).toBe("a");
+    // b gets louder, but must stay louder for the hold time
+    expect(s.update(new Map([["a", 0.1], ["b", 0.4]]), 200)).toBe("a");
+    expect(s.update(new Map([["a", 0.1], ["b", 0.4]]), 600)).toBe("a");
+    expect(s.update(new Map([["a", 0.1], ["b", 0.4]]), 700)).toBe("b");
+    // silence: the highlight lingers briefly, then clears
+    expect(s.update(new Map([["a", 0], ["b", 0]]), 800)).toBe("b");
+    expect(s.update(new Map([["a", 0], ["b", 0]]), 2000)).toBeNull();
+  });
+
+  it("forgets someone who left", () => {
+    const s = new SpeakerSelector({ smoothing: 1 });
+    s.update(new Map([["a", 0.5]]), 0);
+    expect(s.update(new Map(), 10)).toBeNull();
+  });
+});

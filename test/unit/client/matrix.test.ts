@@ -1,0 +1,163 @@
+import { describe, expect, it } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import { MatrixHttp } from "../../../client/src/matrix/http.ts";
+import { getLoginFlows, normalizeHomeserverUrl, passwordLogin, ssoRedirectUrl } from "../../../client/src/matrix/login.ts";
+import { parseMxc } from "../../../client/src/matrix/media.ts";
+import { callApiBase, meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
+import { parseSession, SessionStore } from "../../../client/src/matrix/session.ts";
+import { membersFromState, toChatMessage } from "../../../client/src/matrix/timeline.ts";
+import { parseWidgetParams } from "../../../client/src/matrix/widget.ts";
+import "./fakes.ts";
+
+const settings = { serverName: "a.example", aliasPrefix: "meet-" };
+
+function fetchReturning(status: number, body: unknown, seen: { url?: string; init?: RequestInit } = {}) {
+  return async (url: string, init?: RequestInit) => {
+    seen.url = url;
+    seen.init = init;
+    return new Response(typeof body === "string" ? body : JSON.stringify(body), { status });
+  };
+}
+
+describe("meetingTarget", () => {
+  it("turns a name into the meeting alias", () => {
+    expect(meetingTarget("Team Sync!", settings)).toBe("#meet-team-sync:a.example");
+  });
+  it("passes aliases and room ids through", () => {
+    expect(meetingTarget(" #meet-x:b.example ", settings)).toBe("#meet-x:b.example");
+    expect(meetingTarget("!abc:b.example", settings)).toBe("!abc:b.example");
+  });
+  it("unwraps Parley and matrix.to links", () => {
+    expect(meetingTarget("http://127.0.0.1:1/#/call/%23meet-demo%3Aa.example", settings)).toBe("#meet-demo:a.example");
+    expect(meetingTarget("https://matrix.to/#/%23room%3Ab.example", settings)).toBe("#room:b.example");
+  });
+  it("refuses what can't be a meeting, in words", () => {
+    expect(() => meetingTarget("   ", settings)).toThrow(ParleyClientError);
+    const err = (() => {
+      try {
+        meetingTarget("#nocolon", settings);
+      } catch (e) {
+        return e as ParleyClientError;
+      }
+    })();
+    expect(err?.human).toBe("That isn't a valid meeting name, alias or room id.");
+  });
+});
+
+describe("room summary and call API base", () => {
+  it("reads the name, org.parley.call api and encryption from state", async () => {
+    const http = new MatrixHttp("http://hs", "tok", fetchReturning(200, [
+      { type: "m.room.name", state_key: "", content: { name: "Demo" } },
+      { type: "org.parley.call", state_key: "", content: { version: 1, api: "https://parley.b.example/" } },
+      { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
+    ]));
+    const s = await roomSummary(http, "!r:x", "#meet-demo:x");
+    expect(s).toEqual({ roomId: "!r:x", name: "Demo", callApi: "https://parley.b.example", encrypted: true });
+    expect(callApiBase(s, "http://127.0.0.1:5")).toBe("https://parley.b.example");
+  });
+  it("falls back to the origin the client came from", () => {
+    expect(callApiBase({ callApi: null }, "http://127.0.0.1:5/")).toBe("http://127.0.0.1:5");
+  });
+});
+
+describe("MatrixHttp errors", () => {
+  it("turns a Matrix error into a typed error with human text for the context", async () => {
+    const http = new MatrixHttp("http://hs", undefined, fetchReturning(403, { errcode: "M_FORBIDDEN", error: "Invalid password" }));
+    const err = (await passwordLogin(http, "alice", "pw").catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.code).toBe("M_FORBIDDEN");
+    expect(err.human).toBe("Wrong user name or password.");
+    expect(err.detail).toContain("Invalid password");
+  });
+  it("says a network failure is one", async () => {
+    const http = new MatrixHttp("http://hs", undefined, async () => {
+      throw new TypeError("Failed to fetch");
+    });
+    const err = (await getLoginFlows(http).catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.code).toBe("NETWORK");
+    expect(err.human).toMatch(/Couldn't reach the homeserver/);
+  });
+  it("treats a 404 without errcode as 'not a homeserver'", async () => {
+    const http = new MatrixHttp("http://hs", undefined, fetchReturning(404, "<html>nope</html>"));
+    const err = (await getLoginFlows(http).catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.human).toBe("That address doesn't look like a Matrix homeserver.");
+  });
+});
+
+describe("login", () => {
+  it("reads password and SSO flows with identity providers", async () => {
+    const http = new MatrixHttp("http://hs", undefined, fetchReturning(200, {
+      flows: [{ type: "m.login.password" }, { type: "m.login.sso", identity_providers: [{ id: "oidc-x", name: "Institution X" }] }, { type: "m.login.token" }],
+    }));
+    expect(await getLoginFlows(http)).toEqual({ password: true, sso: [{ id: "oidc-x", name: "Institution X" }] });
+  });
+  it("sends the password login and keeps the device id", async () => {
+    const seen: { url?: string; init?: RequestInit } = {};
+    const http = new MatrixHttp("http://hs", undefined, fetchReturning(200, { user_id: "@alice:hs", access_token: "t", device_id: "D" }, seen));
+    const s = await passwordLogin(http, "alice", "pw");
+    expect(s).toEqual({ homeserverUrl: "http://hs", userId: "@alice:hs", accessToken: "t", deviceId: "D" });
+    expect(JSON.parse(String(seen.init?.body))).toMatchObject({ type: "m.login.password", identifier: { type: "m.id.user", user: "alice" } });
+    expect((seen.init?.headers as Record<string, string>).authorization).toBeUndefined();
+  });
+  it("builds the SSO redirect", () => {
+    expect(ssoRedirectUrl(new MatrixHttp("https://hs.example"), "https://parley.example/", "oidc-x")).toBe(
+      "https://hs.example/_matrix/client/v3/login/sso/redirect/oidc-x?redirectUrl=https%3A%2F%2Fparley.example%2F",
+    );
+  });
+  it("normalizes homeserver addresses", () => {
+    expect(normalizeHomeserverUrl("matrix.example.org/")).toBe("https://matrix.example.org");
+    expect(normalizeHomeserverUrl("http://127.0.0.11:8008")).toBe("http://127.0.0.11:8008");
+  });
+});
+
+describe("session storage", () => {
+  it("round-trips a session and rejects junk", () => {
+    const mem = new Map<string, string>();
+    const storage = { getItem: (k: string) => mem.get(k) ?? null, setItem: (k: string, v: string) => void mem.set(k, v), removeItem: (k: string) => void mem.delete(k) };
+    const store = new SessionStore(storage);
+    expect(store.load()).toBeNull();
+    const s = { homeserverUrl: "http://hs", userId: "@a:hs", deviceId: "D", accessToken: "t" };
+    store.save(s);
+    expect(store.load()).toEqual(s);
+    mem.set("parley.session.v1", "{bad");
+    expect(store.load()).toBeNull();
+    expect(parseSession({ ...s, userId: "alice" })).toBeNull();
+    store.savePendingSso({ homeserverUrl: "http://hs", returnHash: "#/call/x" });
+    expect(store.takePendingSso()).toEqual({ homeserverUrl: "http://hs", returnHash: "#/call/x" });
+    expect(store.takePendingSso()).toBeNull();
+  });
+});
+
+describe("timeline events", () => {
+  it("shows messages and encrypted placeholders, skips edits and state", () => {
+    expect(toChatMessage({ event_id: "$1", sender: "@a:x", type: "m.room.message", origin_server_ts: 5, content: { msgtype: "m.text", body: "hi" }, unsigned: { transaction_id: "t1" } })).toEqual({
+      id: "$1", sender: "@a:x", ts: 5, body: "hi", kind: "text", txnId: "t1",
+    });
+    expect(toChatMessage({ event_id: "$2", sender: "@a:x", type: "m.room.encrypted", content: {} })?.kind).toBe("encrypted");
+    expect(toChatMessage({ event_id: "$3", sender: "@a:x", type: "m.room.message", content: { msgtype: "m.text", body: "* x", "m.relates_to": { rel_type: "m.replace" } } })).toBeNull();
+    expect(toChatMessage({ event_id: "$4", sender: "@a:x", type: "m.room.member", content: {} })).toBeNull();
+  });
+  it("reads joined members with names and mxc avatars", () => {
+    const m = membersFromState([
+      { type: "m.room.member", state_key: "@a:x", content: { membership: "join", displayname: "Alice", avatar_url: "mxc://x/abc" } },
+      { type: "m.room.member", state_key: "@b:x", content: { membership: "leave", displayname: "Bob" } },
+      { type: "m.room.member", state_key: "@c:x", content: { membership: "join", avatar_url: "https://evil.example/a.png" } },
+    ] as never);
+    expect([...m.values()]).toEqual([
+      { userId: "@a:x", displayName: "Alice", avatarMxc: "mxc://x/abc" },
+      { userId: "@c:x", displayName: "@c:x", avatarMxc: null },
+    ]);
+    expect(parseMxc("mxc://x/abc")).toEqual({ server: "x", mediaId: "abc" });
+    expect(parseMxc("https://x/abc")).toBeNull();
+  });
+});
+
+describe("widget parameters", () => {
+  it("reads the bot's widget URL plus what Element appends", () => {
+    const p = parseWidgetParams("?roomId=%21r%3Ax&userId=%40a%3Ax&callId=c1&widgetId=parley-c1&parentUrl=https%3A%2F%2Felement.example%2F%23%2Froom", () => "DEV");
+    expect(p).toEqual({ widgetId: "parley-c1", parentOrigin: "https://element.example", roomId: "!r:x", userId: "@a:x", deviceId: "DEV", callId: "c1" });
+  });
+  it("says what is missing", () => {
+    const p = parseWidgetParams("?roomId=%24matrix_room_id", () => "DEV");
+    expect("error" in p && p.error).toMatch(/missing widgetId, parentUrl, roomId, userId/);
+  });
+});

@@ -1,0 +1,142 @@
+import { describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import type { RoomSummary } from "../../../client/src/matrix/rooms.ts";
+import type { MatrixSession } from "../../../client/src/matrix/session.ts";
+import { AppModel, type AppServices } from "../../../client/src/state/appModel.ts";
+import { MeetingModel, type ActiveCall, type MeetingServices } from "../../../client/src/state/meetingModel.ts";
+import type { PrejoinModel } from "../../../client/src/state/prejoinModel.ts";
+import { callHash, parseRoute } from "../../../client/src/state/router.ts";
+import { Store } from "../../../client/src/state/store.ts";
+import { tick } from "./fakes.ts";
+
+const ROOM: RoomSummary = { roomId: "!r:x", name: "Demo", callApi: null, encrypted: false };
+
+function services(over: Partial<MeetingServices> = {}) {
+  const vmState = new Store<{ phase: string; error: string | null }>({ phase: "idle", error: null });
+  const active = {
+    vm: { state: vmState, join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) },
+    chat: { start: vi.fn(async () => undefined) },
+    dispose: vi.fn(),
+  };
+  const prejoin = { start: vi.fn(async () => undefined), handOff: vi.fn(() => ({ audio: null, video: null, micOn: false, cameraOn: false, audioDeviceId: null, videoDeviceId: null })), dispose: vi.fn() };
+  const s: MeetingServices = {
+    openRoom: vi.fn(async () => ROOM),
+    prejoin: () => prejoin as unknown as PrejoinModel,
+    call: vi.fn(() => active as unknown as ActiveCall),
+    ...over,
+  };
+  return { s, active, prejoin, vmState };
+}
+
+describe("router", () => {
+  it("parses call links and round-trips targets", () => {
+    expect(parseRoute(callHash("#meet-demo:a.example"))).toEqual({ name: "call", target: "#meet-demo:a.example" });
+    expect(parseRoute("#/")).toEqual({ name: "home" });
+    expect(parseRoute("#/call/%E0%A4%A")).toEqual({ name: "home" });
+  });
+});
+
+describe("MeetingModel", () => {
+  it("opens the room, pre-joins, joins, leaves and can rejoin", async () => {
+    const { s, active, prejoin } = services();
+    const m = new MeetingModel("#meet-demo:x", s);
+    await m.open();
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(prejoin.start).toHaveBeenCalled();
+    m.join();
+    expect(m.state.get().stage).toBe("call");
+    expect(prejoin.handOff).toHaveBeenCalled();
+    expect(active.vm.join).toHaveBeenCalled();
+    expect(active.chat.start).toHaveBeenCalled();
+    await m.leave();
+    expect(m.state.get()).toMatchObject({ stage: "left", reason: null });
+    expect(active.dispose).toHaveBeenCalled();
+    m.rejoin();
+    expect(m.state.get().stage).toBe("prejoin");
+  });
+
+  it("says why a room can't be opened", async () => {
+    const { s } = services({ openRoom: async () => Promise.reject(new ParleyClientError("M_FORBIDDEN", "room")) });
+    const m = new MeetingModel("#x:y", s);
+    await m.open();
+    expect(m.state.get()).toMatchObject({ stage: "error", message: "You can't enter this meeting room: it needs an invitation, or you were removed from it." });
+  });
+
+  it("keeps a failed call on screen and goes back to pre-join on retry", async () => {
+    const { s, vmState, active } = services();
+    const m = new MeetingModel("#x:y", s);
+    await m.open();
+    m.join();
+    vmState.set({ phase: "failed", error: "The call has ended." });
+    expect(m.state.get().stage).toBe("call");
+    m.retry();
+    expect(active.dispose).toHaveBeenCalled();
+    expect(m.state.get().stage).toBe("prejoin");
+  });
+});
+
+describe("AppModel", () => {
+  const session: MatrixSession = { homeserverUrl: "http://hs", userId: "@a:hs", deviceId: "D", accessToken: "t" };
+
+  function app(over: Partial<AppServices> = {}) {
+    let stored: MatrixSession | null = null;
+    const navigate = vi.fn();
+    const s: AppServices = {
+      settings: { homeserverUrl: "http://hs", serverName: "hs", aliasPrefix: "meet-" },
+      sessions: { load: () => stored, save: (x) => void (stored = x), clear: () => void (stored = null) },
+      validate: async () => true,
+      logout: async () => undefined,
+      completeSso: async () => null,
+      login: {
+        normalize: (x) => x,
+        flows: async () => ({ password: true, sso: null }),
+        password: async () => session,
+        startSso: () => undefined,
+        discover: async () => null,
+      },
+      meeting: () => services().s,
+      meetingTarget: (input) => `#meet-${input}:hs`,
+      navigate,
+      ...over,
+    };
+    return { a: new AppModel(s), navigate, setStored: (x: MatrixSession) => (stored = x) };
+  }
+
+  it("asks to sign in, then opens the meeting from the link", async () => {
+    const { a } = app();
+    await a.start("#/call/%23meet-demo%3Ahs");
+    const view = a.state.get().view;
+    expect(view.screen).toBe("login");
+    if (view.screen !== "login") return;
+    await view.login.signInWithPassword("a", "pw");
+    await tick();
+    const after = a.state.get().view;
+    expect(after.screen).toBe("meeting");
+    if (after.screen === "meeting") expect(after.meeting.state.get().target).toBe("#meet-demo:hs");
+  });
+
+  it("says a stored sign-in expired", async () => {
+    const { a, setStored } = app({ validate: async () => false });
+    setStored(session);
+    await a.start("");
+    const view = a.state.get().view;
+    expect(view.screen === "login" && view.login.state.get().notice).toBe("Your sign-in has expired. Sign in again.");
+  });
+
+  it("finishes SSO and returns to the meeting it started from", async () => {
+    const { a, navigate } = app({ completeSso: async () => ({ session, returnHash: "#/call/x" }) });
+    await a.start("");
+    expect(navigate).toHaveBeenCalledWith("#/call/x");
+    expect(a.state.get().session).toEqual(session);
+    expect(a.state.get().view.screen).toBe("meeting");
+  });
+
+  it("opens a meeting by name from home", async () => {
+    const { a, navigate, setStored } = app();
+    setStored(session);
+    await a.start("");
+    expect(a.state.get().view.screen).toBe("home");
+    a.openMeeting("team");
+    expect(navigate).toHaveBeenCalledWith("#/call/%23meet-team%3Ahs");
+  });
+});

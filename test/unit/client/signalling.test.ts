@@ -1,0 +1,230 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import type { Push } from "../../../client/src/rtc/protocol.ts";
+import { SignallingClient } from "../../../client/src/rtc/signalling.ts";
+import { FakeSocket, tick } from "./fakes.ts";
+
+const HELLO = { user_id: "@a:x", room_id: "!r:x", call_id: "c1" };
+
+function client(opts: Partial<ConstructorParameters<typeof SignallingClient>[0]> = {}) {
+  const session = vi.fn(async (renew: boolean) => (renew ? "s2" : "s1"));
+  const c = new SignallingClient({
+    url: "ws://127.0.0.1:1/_parley/v1/signal",
+    session,
+    socketFactory: (url) => new FakeSocket(url),
+    random: () => 0.5,
+    backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0, maxAttempts: 3 },
+    pingEveryMs: 60_000,
+    ...opts,
+  });
+  return { c, session };
+}
+
+/** Opens the latest socket and answers hello. */
+async function accept(hello = HELLO) {
+  const s = FakeSocket.last();
+  s.open();
+  await tick();
+  s.answer("hello", hello);
+  await tick();
+  return s;
+}
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  vi.useFakeTimers();
+});
+afterEach(() => vi.useRealTimers());
+
+describe("SignallingClient", () => {
+  it("says hello with the session and resolves with the hello result", async () => {
+    const { c } = client();
+    const connected = c.connect();
+    const s = FakeSocket.last();
+    expect(s.url).toBe("ws://127.0.0.1:1/_parley/v1/signal");
+    s.open();
+    await tick();
+    expect(s.lastSent("hello")).toMatchObject({ type: "hello", session: "s1" });
+    s.answer("hello", HELLO);
+    await expect(connected).resolves.toEqual(HELLO);
+    expect(c.state.get().phase).toBe("open");
+  });
+
+  it("matches answers to requests by id, in any order", async () => {
+    const { c } = client();
+    void c.connect();
+    const s = await accept();
+    const a = c.request({ type: "mute", kind: "audio", muted: true });
+    const b = c.request({ type: "ping" });
+    const [muteMsg, pingMsg] = s.sent.slice(-2);
+    s.receive({ type: "result", id: pingMsg!.id, pong: true });
+    s.receive({ type: "result", id: muteMsg!.id });
+    await expect(b).resolves.toMatchObject({ pong: true });
+    await expect(a).resolves.toMatchObject({ type: "result" });
+    expect(muteMsg!.id).not.toBe(pingMsg!.id);
+  });
+
+  it("rejects a request with the server's errcode and human text", async () => {
+    const { c } = client();
+    void c.connect();
+    const s = await accept();
+    const p = c.request({ type: "subscribe", feeds: [{ feed: 1 }] });
+    s.fail("subscribe", "M_FORBIDDEN", "not in the room");
+    const err = await p.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ParleyClientError);
+    expect((err as ParleyClientError).code).toBe("M_FORBIDDEN");
+    expect((err as ParleyClientError).human).toMatch(/no longer allowed/);
+    expect((err as ParleyClientError).detail).toContain("not in the room");
+  });
+
+  it("times out a request nobody answers", async () => {
+    const { c } = client({ requestTimeoutMs: 1000 });
+    void c.connect();
+    await accept();
+    const p = c.request({ type: "ping" }).catch((e: ParleyClientError) => e.code);
+    await vi.advanceTimersByTimeAsync(1001);
+    expect(await p).toBe("TIMEOUT");
+  });
+
+  it("hands parsed pushes to listeners and drops malformed ones", async () => {
+    const { c } = client();
+    void c.connect();
+    const s = await accept();
+    const pushes: Push[] = [];
+    c.events.on("push", (p) => pushes.push(p));
+    s.receive({ type: "participants", participants: [{ user_id: "@b:y", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true } }] });
+    s.receive({ type: "participants", participants: "nope" });
+    s.receive({ type: "trickle", target: "subscriber", candidate: null });
+    s.receive({ type: "trickle", target: "elsewhere", candidate: null });
+    s.receiveRaw("{not json");
+    expect(pushes).toEqual([
+      { type: "participants", participants: [{ user_id: "@b:y", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true, video: false } }] },
+      { type: "trickle", target: "subscriber", candidate: null },
+    ]);
+  });
+
+  it("reconnects with backoff after a drop, says hello again and reports the reconnect", async () => {
+    const { c } = client();
+    void c.connect();
+    const first = await accept();
+    const ready: boolean[] = [];
+    c.events.on("ready", (r) => ready.push(r.reconnected));
+    const pending = c.request({ type: "ping" }).catch((e: ParleyClientError) => e.code);
+    first.drop(1006);
+    expect(await pending).toBe("CLOSED");
+    expect(c.state.get()).toMatchObject({ phase: "reconnecting", attempt: 1 });
+    await expect(c.request({ type: "ping" })).rejects.toMatchObject({ code: "CLOSED" });
+
+    await vi.advanceTimersByTimeAsync(99);
+    expect(FakeSocket.all).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(FakeSocket.all).toHaveLength(2);
+    // The second attempt fails too: the wait doubles.
+    FakeSocket.last().drop(1006);
+    expect(c.state.get().attempt).toBe(2);
+    await vi.advanceTimersByTimeAsync(199);
+    expect(FakeSocket.all).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(1);
+    const third = await accept();
+    expect(third.lastSent("hello")).toMatchObject({ session: "s1" });
+    expect(ready).toEqual([true]);
+    expect(c.state.get()).toMatchObject({ phase: "open", attempt: 0 });
+  });
+
+  it("gives up after maxAttempts and says why", async () => {
+    const { c } = client();
+    void c.connect();
+    await accept();
+    FakeSocket.last().drop();
+    for (let i = 0; i < 3; i++) {
+      await vi.advanceTimersByTimeAsync(2000);
+      FakeSocket.last().drop();
+    }
+    expect(c.state.get().phase).toBe("closed");
+    expect(c.state.get().error?.code).toBe("CLOSED");
+    expect(c.state.get().error?.human).toMatch(/Lost the connection/);
+  });
+
+  it("asks for a new session when the server no longer knows it", async () => {
+    const { c, session } = client();
+    void c.connect();
+    await accept();
+    FakeSocket.last().drop();
+    await vi.advanceTimersByTimeAsync(100);
+    const s = FakeSocket.last();
+    s.open();
+    await tick();
+    s.fail("hello", "M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    await tick();
+    expect(session).toHaveBeenLastCalledWith(true);
+    expect(s.lastSent("hello")).toMatchObject({ session: "s2" });
+    s.answer("hello", HELLO);
+    await tick();
+    expect(c.state.get().phase).toBe("open");
+  });
+
+  it("renews an expired session (evicted M_UNKNOWN_TOKEN) instead of ending the call", async () => {
+    const { c, session } = client();
+    void c.connect();
+    const s = await accept();
+    s.receive({ type: "evicted", errcode: "M_UNKNOWN_TOKEN", error: "session expired" });
+    expect(c.state.get().phase).toBe("reconnecting");
+    await vi.advanceTimersByTimeAsync(100);
+    const next = FakeSocket.last();
+    next.open();
+    await tick();
+    expect(session).toHaveBeenLastCalledWith(true);
+    expect(next.lastSent("hello")).toMatchObject({ session: "s2" });
+  });
+
+  it("stops for good when evicted (kick, ban, call end) and does not reconnect", async () => {
+    const { c } = client();
+    void c.connect();
+    const s = await accept();
+    s.receive({ type: "evicted", errcode: "M_FORBIDDEN", error: "you were removed from the room" });
+    s.drop(4403, "you were removed from the room");
+    expect(c.state.get().phase).toBe("closed");
+    expect(c.state.get().error?.code).toBe("M_FORBIDDEN");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeSocket.all).toHaveLength(1);
+  });
+
+  it("treats a 4404 close without a push as the call having ended", async () => {
+    const { c } = client();
+    void c.connect();
+    (await accept()).drop(4404, "call ended");
+    expect(c.state.get().error?.code).toBe("M_NOT_FOUND");
+    expect(c.state.get().error?.human).toBe("The call has ended.");
+  });
+
+  it("reopens the socket when a keep-alive ping goes unanswered", async () => {
+    const { c } = client({ pingEveryMs: 1000, requestTimeoutMs: 500 });
+    void c.connect();
+    const s = await accept();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(s.lastSent("ping")).toBeTruthy();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(s.closedWith).not.toBeNull();
+    expect(c.state.get().phase).toBe("reconnecting");
+  });
+
+  it("rejects connect() when the first socket never opens, with human text", async () => {
+    const { c } = client();
+    const p = c.connect();
+    FakeSocket.last().drop(1006);
+    const err = (await p.catch((e: unknown) => e)) as ParleyClientError;
+    expect(err.code).toBe("NETWORK");
+    expect(err.human).toMatch(/Couldn't reach the meeting server/);
+    expect(c.state.get().phase).toBe("closed");
+  });
+
+  it("close() stops reconnecting", async () => {
+    const { c } = client();
+    void c.connect();
+    const s = await accept();
+    c.close();
+    expect(s.closedWith?.code).toBe(1000);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(FakeSocket.all).toHaveLength(1);
+  });
+});
