@@ -46,10 +46,14 @@ export class MeetingModel {
     }
   }
 
-  /** From pre-join into the call, with the previewed tracks. */
-  join(): void {
+  /** From pre-join into the call, with the previewed tracks (once any device still opening is). */
+  async join(): Promise<void> {
+    const before = this.state.get();
+    if (before.stage !== "prejoin") return;
+    await before.prejoin.settled();
     const s = this.state.get();
-    if (s.stage !== "prejoin") return;
+    // The user may have left the pre-join (or pressed Join twice) meanwhile.
+    if (s.stage !== "prejoin" || s.prejoin !== before.prejoin) return;
     const local = s.prejoin.handOff();
     s.prejoin.dispose();
     const call = this.services.call(s.room, local);

@@ -116,7 +116,22 @@ export class PrejoinModel {
     }
   }
 
-  private async openDevice(kind: "audio" | "video"): Promise<void> {
+  /** Device opens in flight: joining waits for them (see settled). */
+  private readonly inflight = new Set<Promise<void>>();
+
+  /** Resolves once no device is being opened: what the user sees is what the call gets. */
+  async settled(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  private openDevice(kind: "audio" | "video"): Promise<void> {
+    const opening = this.openDeviceNow(kind);
+    this.inflight.add(opening);
+    void opening.finally(() => this.inflight.delete(opening)).catch(() => undefined);
+    return opening;
+  }
+
+  private async openDeviceNow(kind: "audio" | "video"): Promise<void> {
     const s = this.state.get();
     // The mic is opened even when muted (a disabled track); the camera only when on.
     if (kind === "video" && !s.cameraOn) return;

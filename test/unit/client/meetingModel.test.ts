@@ -18,7 +18,7 @@ function services(over: Partial<MeetingServices> = {}) {
     chat: { start: vi.fn(async () => undefined) },
     dispose: vi.fn(),
   };
-  const prejoin = { start: vi.fn(async () => undefined), handOff: vi.fn(() => ({ audio: null, video: null, micOn: false, cameraOn: false, audioDeviceId: null, videoDeviceId: null })), dispose: vi.fn() };
+  const prejoin = { start: vi.fn(async () => undefined), settled: vi.fn(async () => undefined), handOff: vi.fn(() => ({ audio: null, video: null, micOn: false, cameraOn: false, audioDeviceId: null, videoDeviceId: null })), dispose: vi.fn() };
   const s: MeetingServices = {
     openRoom: vi.fn(async () => ROOM),
     prejoin: () => prejoin as unknown as PrejoinModel,
@@ -43,8 +43,9 @@ describe("MeetingModel", () => {
     await m.open();
     expect(m.state.get().stage).toBe("prejoin");
     expect(prejoin.start).toHaveBeenCalled();
-    m.join();
+    await m.join();
     expect(m.state.get().stage).toBe("call");
+    expect(prejoin.settled).toHaveBeenCalled();
     expect(prejoin.handOff).toHaveBeenCalled();
     expect(active.vm.join).toHaveBeenCalled();
     expect(active.chat.start).toHaveBeenCalled();
@@ -66,7 +67,7 @@ describe("MeetingModel", () => {
     const { s, vmState, active } = services();
     const m = new MeetingModel("#x:y", s);
     await m.open();
-    m.join();
+    await m.join();
     vmState.set({ phase: "failed", error: "The call has ended." });
     expect(m.state.get().stage).toBe("call");
     m.retry();

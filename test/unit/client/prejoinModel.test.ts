@@ -95,3 +95,26 @@ describe("PrejoinModel", () => {
     expect((video as unknown as FakeTrack).readyState).toBe("ended");
   });
 });
+
+describe("PrejoinModel.settled", () => {
+  it("waits for devices still opening, so joining early hands over the mic and camera", async () => {
+    const port = media();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const open = port.open;
+    port.open = async (kind, deviceId) => {
+      await gate; // the browser is slow to open devices
+      return open(kind, deviceId);
+    };
+    const m = new PrejoinModel(port);
+    void m.start();
+    expect(m.handOff()).toMatchObject({ micOn: false, cameraOn: false }); // what joining used to get
+    let settled = false;
+    const waiting = m.settled().then(() => (settled = true));
+    await tick();
+    expect(settled).toBe(false);
+    release();
+    await waiting;
+    expect(m.handOff()).toMatchObject({ micOn: true, cameraOn: true });
+  });
+});
