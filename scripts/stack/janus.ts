@@ -23,6 +23,8 @@ export interface JanusOptions {
   libDir?: string | undefined;
   /** Default 30 s. */
   readyTimeoutMs?: number | undefined;
+  /** Plugin libraries to load (default: the VideoRoom only). */
+  plugins?: string[] | undefined;
 }
 
 export interface JanusHandle {
@@ -79,7 +81,7 @@ export async function startJanus(opts: JanusOptions): Promise<JanusHandle> {
   await fs.rm(configDir, { recursive: true, force: true });
   await fs.mkdir(configDir, { recursive: true, mode: 0o700 });
   await Promise.all([
-    linkOnly(pluginsDir, [path.join(libDir, "plugins", "libjanus_videoroom.so")]),
+    linkOnly(pluginsDir, (opts.plugins ?? ["libjanus_videoroom.so"]).map((p) => path.join(libDir, "plugins", p))),
     linkOnly(transportsDir, [path.join(libDir, "transports", "libjanus_websockets.so")]),
     linkOnly(eventsDir, []),
     linkOnly(loggersDir, []),

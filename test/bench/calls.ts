@@ -1,0 +1,125 @@
+// Calls benchmark: join -> first decoded remote frame through Parley (real client, Janus, two
+// browsers), beside a raw Janus EchoTest join measured in the same run on the same machine.
+// Prints BENCH <name> <value> <unit> lines. Runs inside scripts/isolated.sh (npm run bench:calls).
+//   node test/bench/calls.ts [--joins 20]
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import type { Browser, Page } from "playwright-core";
+import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
+import { startInstitutions } from "../../scripts/stack/institutions.ts";
+import { startJanus } from "../../scripts/stack/janus.ts";
+import { freePort } from "../../scripts/stack/ports.ts";
+import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
+import { inboundStats, launchChromium, trackPeerConnections } from "../support/browser.ts";
+
+const { values } = parseArgs({ options: { joins: { type: "string", default: "20" } } });
+const JOINS = Number(values.joins);
+
+const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+};
+const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
+
+async function firstFrame(page: Page, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await inboundStats(page)).videoFramesDecoded === 0) {
+    if (Date.now() > deadline) throw new Error("no remote frame decoded");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function signIn(browser: Browser, link: string, user: { userId: string; password: string }) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await trackPeerConnections(page);
+  await page.goto(link);
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
+  // Devices open in pre-join, as a person waits for their preview before joining.
+  await page.waitForFunction(() => {
+    const v = document.querySelector<HTMLVideoElement>(".preview-video");
+    return !!v && v.readyState >= 2;
+  });
+  return { context, page };
+}
+
+const stack = await startInstitutions({ count: 1, allow: () => [], janus: true });
+const browser = await launchChromium();
+const servers: http.Server[] = [];
+let baselineJanus: Awaited<ReturnType<typeof startJanus>> | undefined;
+try {
+  const A = stack.institutions[0]!;
+  const password = randomBytes(9).toString("base64url");
+  const [host, guest] = await Promise.all([A.registerUser("host", { password }), A.registerUser("guest", { password })]);
+  const link = `${A.parley.url}/#/call/${encodeURIComponent(A.alias("bench"))}`;
+
+  // One participant publishing all along; each measured join is a second one arriving.
+  const hostSide = await signIn(browser, link, { userId: host.userId, password });
+  await hostSide.page.locator("#prejoin-join").click();
+  await hostSide.page.locator(".call").waitFor();
+
+  const parleyMs: number[] = [];
+  for (let i = 0; i < JOINS; i++) {
+    const { context, page } = await signIn(browser, link, { userId: guest.userId, password });
+    const t0 = performance.now();
+    await page.locator("#prejoin-join").click();
+    await firstFrame(page);
+    parleyMs.push(performance.now() - t0);
+    await page.locator("#call-leave").click();
+    await context.close();
+  }
+
+  // Baseline: the same Janus build, EchoTest plugin, a minimal page with no Matrix, no Parley.
+  const dir = path.join(stack.dir, "echotest-janus");
+  const [wsPort, adminWsPort] = [await freePort("127.0.0.1"), await freePort("127.0.0.1")];
+  const cert = await generateSelfSignedCert({ dir, ip: "127.0.0.1", name: "dtls" });
+  const apiSecret = randomBytes(32).toString("hex");
+  const files = renderJanusConfig({
+    wsPort, adminWsPort, apiSecret, adminSecret: randomBytes(32).toString("hex"), videoroomAdminKey: randomBytes(32).toString("hex"),
+    rtpPortRange: [30000, 30999], certPem: cert.certPath, certKey: cert.keyPath, reclaimSessionTimeoutS: 30,
+    iceEnforceList: process.env.PARLEY_MEDIA_IFACE || undefined,
+  });
+  // Parley's config disables every plugin but VideoRoom; the baseline needs EchoTest back.
+  files["janus.jcfg"] = files["janus.jcfg"]!.replace("libjanus_echotest.so,", "");
+  baselineJanus = await startJanus({ dir, wsUrl: `ws://127.0.0.1:${wsPort}`, configFiles: files, plugins: ["libjanus_echotest.so"] });
+  const html = readFileSync(path.join(import.meta.dirname, "echotest.html"));
+  const server = http.createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end(html));
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const pagePort = (server.address() as { port: number }).port;
+  const echoMs: number[] = [];
+  for (let i = 0; i < JOINS; i++) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const q = new URLSearchParams({ janus: `ws://127.0.0.1:${wsPort}`, apisecret: apiSecret, minFrames: "1", maxPolls: "400" });
+    await page.goto(`http://127.0.0.1:${pagePort}/?${q}`);
+    const result = await page.waitForFunction(() => {
+      const r = (window as unknown as { __result?: { state: string; msToFirstFrame?: number | null; error?: string } }).__result;
+      return r && (r.state === "done" || r.state === "error") ? r : undefined;
+    }, undefined, { timeout: 30_000 });
+    const r = (await result.jsonValue()) as { state: string; msToFirstFrame?: number | null; error?: string };
+    if (r.state !== "done" || !r.msToFirstFrame) throw new Error(`echotest failed: ${r.error ?? JSON.stringify(r)}`);
+    echoMs.push(r.msToFirstFrame);
+    await context.close();
+  }
+
+  const p50 = percentile(parleyMs, 50);
+  const e50 = percentile(echoMs, 50);
+  bench("join_to_first_remote_frame_p50", p50, "ms");
+  bench("join_to_first_remote_frame_p95", percentile(parleyMs, 95), "ms");
+  bench("baseline_janus_echotest_first_frame_p50", e50, "ms");
+  bench("baseline_janus_echotest_first_frame_p95", percentile(echoMs, 95), "ms");
+  bench("join_vs_echotest_p50_ratio", p50 / e50, "x");
+  console.log(`samples: ${JOINS} Parley joins, ${JOINS} EchoTest joins`);
+} finally {
+  await browser.close();
+  for (const s of servers) s.close();
+  await baselineJanus?.stop();
+  await stack.stop();
+}
