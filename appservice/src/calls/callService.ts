@@ -138,14 +138,25 @@ export class CallService {
     return s;
   }
 
-  /** Registers what to close when the session ends (the signalling socket). */
+  /**
+   * Registers what to close when the session ends (the signalling socket). The grant's expiry
+   * bounds how long it may wait for its socket; once open, the session lasts as long as the
+   * socket, ended by a leave, kick or ban (evict) or the call's end, never by a timer in mid-call.
+   */
   attach(token: string, closer: SessionCloser): void {
     this.closers.set(token, closer);
+    clearTimeout(this.expiryTimers.get(token));
+    this.expiryTimers.delete(token);
+    const s = this.sessions.get(token);
+    if (s) this.sessions.set(token, { ...s, expiresAt: Number.POSITIVE_INFINITY });
   }
 
-  /** The session's holder went away by itself (socket closed): forget it quietly. */
-  detach(token: string): void {
+  /** The session's holder went away by itself (socket closed): the session ends with it,
+   *  unless another socket has taken the session over since (a reconnect). */
+  detach(token: string, closer: SessionCloser): void {
+    if (this.closers.get(token) !== closer) return;
     this.closers.delete(token);
+    this.sessions.delete(token);
   }
 
   private end(token: string, reason: Parameters<SessionCloser>[0]): void {

@@ -161,3 +161,28 @@ describe("sessions end", () => {
     expect(store.activeCall(MEETING)?.sfu).toBeNull();
   });
 });
+
+describe("a session with an open socket", () => {
+  it("is not ended by the grant's expiry, only by membership, the call's end or its socket", async () => {
+    const a = await join("alice-token", "a.example");
+    const closed: string[] = [];
+    service.attach(a.session, (r) => closed.push(r.errcode));
+    now += 10 * 60_000;
+    expect(service.session(a.session)?.userId).toBe(ALICE);
+    expect(closed).toEqual([]);
+    expect(service.evict(MEETING, ALICE, "leave")).toBe(1);
+    expect(closed).toEqual(["M_FORBIDDEN"]);
+  });
+
+  it("ends when its (current) socket closes: the token cannot open another", async () => {
+    const a = await join("alice-token", "a.example");
+    const first = () => undefined;
+    const second = () => undefined;
+    service.attach(a.session, first);
+    service.attach(a.session, second); // a reconnect took the session over
+    service.detach(a.session, first); // the old socket's late close changes nothing
+    expect(service.session(a.session)?.userId).toBe(ALICE);
+    service.detach(a.session, second);
+    expect(service.session(a.session)).toBeUndefined();
+  });
+});

@@ -5,7 +5,7 @@
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { CallService, CallSession } from "../../calls/callService.ts";
+import type { CallService, CallSession, SessionCloser } from "../../calls/callService.ts";
 import { ParleyError } from "../../errors.ts";
 import { getLogger, type Logger } from "../../log.ts";
 import { clientMessage, MAX_MESSAGE_BYTES, type ClientMessage } from "./protocol.ts";
@@ -18,6 +18,8 @@ const CLOSE = { M_FORBIDDEN: 4403, M_UNKNOWN_TOKEN: 4401, M_NOT_FOUND: 4404, M_M
 export interface Connection {
   readonly log: Logger;
   session: CallSession | undefined;
+  /** What ends this socket when its session ends (registered with the call service). */
+  closer: SessionCloser | undefined;
   send(message: Record<string, unknown>): void;
   close(code: number, reason: string): void;
 }
@@ -48,6 +50,7 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
     const conn: Connection = {
       log,
       session: undefined,
+      closer: undefined,
       send: (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)),
       close: (code, reason) => ws.close(code, reason),
     };
@@ -87,8 +90,8 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
       }
     });
     ws.on("close", () => {
-      if (conn.session) {
-        calls.detach(conn.session.token);
+      if (conn.session && conn.closer) {
+        calls.detach(conn.session.token, conn.closer);
         void handlers.leave?.(conn, { type: "leave" }).catch(() => undefined);
       }
     });
@@ -113,10 +116,11 @@ export function sessionHandlers(calls: CallService): Pick<HandlerTable, "hello" 
       const session = calls.session(m.session);
       if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
       conn.session = session;
-      calls.attach(session.token, (reason) => {
+      conn.closer = (reason) => {
         conn.send({ type: "evicted", errcode: reason.errcode, error: reason.message });
         conn.close(CLOSE[reason.errcode], reason.message);
-      });
+      };
+      calls.attach(session.token, conn.closer);
       conn.log.info({ userId: session.userId, roomId: session.roomId, callId: session.callId }, "signalling session open");
       return { user_id: session.userId, room_id: session.roomId, call_id: session.callId };
     },
