@@ -2,6 +2,8 @@
 // with its Parley process and Janus; OpenID tokens from the users' own homeservers.
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import path from "node:path";
+import Database from "better-sqlite3";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
@@ -25,6 +27,21 @@ async function joinCall(inst: Institution, body: unknown): Promise<{ status: num
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/** An OpenID token whose validity has run out at its homeserver. Synapse issues them for an hour
+ *  and checks `ts_valid_until_ms` on every userinfo request: moving that into the past in its
+ *  database is what an hour's wait would do. */
+async function expiredOpenIdToken(inst: Institution, u: TestUser) {
+  const token = await u.openIdToken();
+  const db = new Database(path.join(inst.synapse.dir, "homeserver.db"));
+  try {
+    const changed = db.prepare("UPDATE open_id_tokens SET ts_valid_until_ms = ? WHERE token = ?").run(Date.now() - 1000, token.access_token);
+    if (changed.changes !== 1) throw new Error("the OpenID token is not in Synapse's database");
+  } finally {
+    db.close();
+  }
+  return token;
 }
 
 /** Participants of the call's Janus room, asked of Janus itself (undefined: no such room). */
@@ -83,6 +100,7 @@ describe("joining a call", () => {
     const cases: [string, unknown, number, string][] = [
       ["no token", { room: roomId }, 401, "M_MISSING_TOKEN"],
       ["forged token", { openid_token: { ...token, access_token: "forged" }, room: roomId }, 401, "M_UNKNOWN_TOKEN"],
+      ["expired token", { openid_token: await expiredOpenIdToken(A, alice), room: roomId }, 401, "M_UNKNOWN_TOKEN"],
       ["B's token claimed as A's", { openid_token: { ...(await bob.openIdToken()), matrix_server_name: A.serverName }, room: roomId }, 401, "M_UNKNOWN_TOKEN"],
       ["a user not in the room", { openid_token: await dave.openIdToken(), room: roomId }, 403, "M_FORBIDDEN"],
       ["a server not on the allow-list", { openid_token: await carol.openIdToken(), room: roomId }, 403, "M_FORBIDDEN"],
