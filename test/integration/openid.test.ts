@@ -5,7 +5,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ParleyError } from "../../appservice/src/http/errors.ts";
+import { failure } from "../support/errors.ts";
 import { OpenIdVerifier } from "../../appservice/src/matrix/openid.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { freePort } from "../../scripts/stack/ports.ts";
@@ -32,14 +32,6 @@ function verifier(opts: ConstructorParameters<typeof OpenIdVerifier>[0] = {}): O
   return v;
 }
 
-async function failure(p: Promise<unknown>): Promise<ParleyError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ParleyError);
-  return err as ParleyError;
-}
 
 beforeAll(async () => {
   const t0 = performance.now();

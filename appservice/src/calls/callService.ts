@@ -7,6 +7,7 @@ import { ParleyError } from "../errors.ts";
 import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
 import type { FederationPolicy } from "./policy.ts";
 import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
+import { SingleFlight } from "./singleFlight.ts";
 
 export interface IceServer {
   urls: string | string[];
@@ -56,7 +57,7 @@ export class CallService {
   private readonly sessions = new Map<string, CallSession>();
   private readonly closers = new Map<string, SessionCloser>();
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
-  private readonly sfuRoomCreation = new Map<string, Promise<CallRecord>>();
+  private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly cfg: CallServiceConfig;
   private readonly deps: CallServiceDeps;
 
@@ -93,12 +94,7 @@ export class CallService {
 
   /** The active call of a call room, with its SFU room; made on first join of a meeting room. */
   private async callFor(roomId: string, userId: string): Promise<CallRecord> {
-    let pending = this.sfuRoomCreation.get(roomId);
-    if (!pending) {
-      pending = this.ensureSfuRoom(roomId, userId).finally(() => this.sfuRoomCreation.delete(roomId));
-      this.sfuRoomCreation.set(roomId, pending);
-    }
-    return pending;
+    return this.sfuRoomCreation.run(roomId, () => this.ensureSfuRoom(roomId, userId));
   }
 
   private async ensureSfuRoom(roomId: string, userId: string): Promise<CallRecord> {

@@ -8,6 +8,7 @@ import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
 import type { FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
 import { RtcParticipants } from "./rtcParticipants.ts";
+import { SingleFlight } from "./singleFlight.ts";
 import { RoomAliasInUseError, type Clock, type Homeserver, type IdSource } from "./ports.ts";
 
 export interface MeetingsConfig {
@@ -35,7 +36,7 @@ export const WIDGET_EVENT = "im.vector.modular.widgets";
 export const CALL_STATE_EVENT = "org.parley.call";
 
 export class MeetingService {
-  private readonly inflight = new Map<string, Promise<string>>();
+  private readonly roomCreation = new SingleFlight<string, string>();
   /** MatrixRTC participants per room, folded from membership state events. */
   private readonly rtc = new Map<string, RtcParticipants>();
   private readonly cfg: MeetingsConfig;
@@ -66,12 +67,7 @@ export class MeetingService {
   async provisionAlias(alias: string): Promise<string | undefined> {
     const slug = this.slugOf(alias);
     if (slug === undefined) return undefined;
-    let pending = this.inflight.get(alias);
-    if (!pending) {
-      pending = this.ensureRoom(alias, slug).finally(() => this.inflight.delete(alias));
-      this.inflight.set(alias, pending);
-    }
-    return pending;
+    return this.roomCreation.run(alias, () => this.ensureRoom(alias, slug));
   }
 
   private async ensureRoom(alias: string, slug: string): Promise<string> {

@@ -4,7 +4,7 @@
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { parsePublishResult, type CandidateInit, type ClientRequest, type FeedId } from "./protocol.ts";
-import { noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
+import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
 export type Requester = { request(message: ClientRequest): Promise<Record<string, unknown>> };
 
@@ -110,10 +110,7 @@ export class Publisher {
 
   close(): void {
     this.closed = true;
-    if (this.pc) {
-      this.pc.onicecandidate = null;
-      this.pc.close();
-    }
+    closePeer(this.pc);
     this.pc = null;
   }
 

@@ -6,7 +6,7 @@ import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { parseSubscribeResult, type CandidateInit, type FeedId, type Jsep, type SubscribedStream } from "./protocol.ts";
 import type { Requester } from "./publisher.ts";
-import { noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
+import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
 export interface RemoteFeed {
   feed: FeedId;
@@ -104,10 +104,7 @@ export class Subscriber {
 
   close(): void {
     this.closed = true;
-    if (this.pc) {
-      this.pc.onicecandidate = null;
-      this.pc.close();
-    }
+    closePeer(this.pc);
     this.pc = null;
     this.feeds.clear();
     this.mids.clear();

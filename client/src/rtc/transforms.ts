@@ -25,3 +25,10 @@ export const noTransforms: MediaTransformHook = {};
 
 export type PeerFactory = (config: RTCConfiguration) => RTCPeerConnection;
 export const browserPeerFactory: PeerFactory = (config) => new RTCPeerConnection(config);
+
+/** Closes a peer connection made by a PeerFactory, without late candidate callbacks. */
+export function closePeer(pc: RTCPeerConnection | null): void {
+  if (!pc) return;
+  pc.onicecandidate = null;
+  pc.close();
+}

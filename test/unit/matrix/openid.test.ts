@@ -4,8 +4,8 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { failure } from "../../support/errors.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
-import { ParleyError } from "../../../appservice/src/http/errors.ts";
 import { INVALID_TOKEN_MESSAGE, OpenIdVerifier, USERINFO_PATH } from "../../../appservice/src/matrix/openid.ts";
 import {
   TransportError,
@@ -65,14 +65,6 @@ function verifier(answer: (target: ServerTarget, path: string) => Answer, extra:
   return { v, calls: h.calls, lines: c.lines, closed: h.closed };
 }
 
-async function failure(p: Promise<unknown>): Promise<ParleyError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ParleyError);
-  return err as ParleyError;
-}
 
 describe("OpenIdVerifier.verify: success", () => {
   it("asks the server named (IP literal) for userinfo with the token and returns the user id", async () => {

@@ -1,0 +1,13 @@
+// One piece of work per key at a time: callers asking while it runs share its result.
+export class SingleFlight<K, V> {
+  private readonly pending = new Map<K, Promise<V>>();
+
+  run(key: K, work: () => Promise<V>): Promise<V> {
+    let p = this.pending.get(key);
+    if (!p) {
+      p = work().finally(() => this.pending.delete(key));
+      this.pending.set(key, p);
+    }
+    return p;
+  }
+}
