@@ -28,6 +28,7 @@ export type ClientErrCode =
   | "MEDIA_NOT_FOUND"
   | "MEDIA_IN_USE"
   | "MEDIA_UNSUPPORTED"
+  | "E2EE_UNSUPPORTED"
   | "WEBRTC"
   | "NO_SSO"
   | "BAD_INPUT";
@@ -54,6 +55,7 @@ const GENERIC: Table = {
   M_UNKNOWN_TOKEN: "Your sign-in has expired. Sign in again.",
   M_MISSING_TOKEN: "You need to sign in first.",
   BAD_INPUT: "That doesn't look right. Check what you typed.",
+  E2EE_UNSUPPORTED: "This call is end-to-end encrypted, and this browser can't encrypt media (no insertable streams). Use a current Chrome, Edge, Firefox or Safari.",
 };
 
 const BY_CONTEXT: Record<ErrorContext, Table> = {

@@ -6,6 +6,8 @@ import type { RoomSummary } from "./matrix/rooms.ts";
 import type { RoomFeed } from "./matrix/timeline.ts";
 import { CallConnection } from "./rtc/call.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
+import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
+import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
 import { noTransforms, type MediaTransformHook } from "./rtc/transforms.ts";
 import { CallViewModel, type MembersPort } from "./state/callModel.ts";
 import { ChatModel } from "./state/chatModel.ts";
@@ -25,28 +27,49 @@ export interface CallWiring {
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;
   transforms?: MediaTransformHook;
+  /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
+  keys?: () => Promise<KeyChannel>;
   onStage?: (inCall: boolean) => void;
+}
+
+/** The call's E2EE, when this browser can transform frames and there is a key channel. */
+function callEncryption(room: RoomSummary, w: CallWiring): CallEncryption | null {
+  const api = browserTransformApi();
+  if (!api || !w.keys) return null;
+  const media = new E2eeMedia({ userId: w.userId, deviceId: w.deviceId, worker: createE2eeWorker(), scriptTransform: api.scriptTransform });
+  return new CallEncryption(media, { roomId: room.roomId, userId: w.userId, deviceId: w.deviceId, channel: w.keys });
 }
 
 /** One call's objects, wired: connection, membership, view model, chat. */
 export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWiring): ActiveCall {
   const media = browserMediaPort();
   let vm: CallViewModel | null = null;
+  const encryption = callEncryption(room, w);
   const connection = new CallConnection({
     callApi: w.callApi,
     room: room.roomId,
     openId: w.openId,
     local: () => vm!.outgoing(),
-    transforms: w.transforms ?? noTransforms,
+    transforms: encryption?.media ?? w.transforms ?? noTransforms,
+    deviceId: w.deviceId,
+    onHello: (hello) => encryption?.begin(hello.e2ee),
   });
-  const membership = new MembershipManager({
+  const manager = new MembershipManager({
     transport: w.membership,
     roomId: room.roomId,
     userId: w.userId,
     deviceId: w.deviceId,
     callApi: w.callApi,
   });
-  vm = new CallViewModel({ call: connection, membership, members: membersOf(w.feed), media, avatars: w.avatars, self: { userId: w.userId, ...(room.selfName ? { displayName: room.selfName } : {}) }, local });
+  // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at once).
+  const membership = {
+    join: async () => {
+      await w.keys?.().catch(() => undefined);
+      await manager.join();
+    },
+    leave: () => manager.leave(),
+  };
+  vm = new CallViewModel({ call: connection, membership, members: membersOf(w.feed), media, avatars: w.avatars, encryption: encryption?.state ?? null, self: { userId: w.userId, ...(room.selfName ? { displayName: room.selfName } : {}) }, local });
   const chat = new ChatModel(w.feed, w.userId);
   const call = vm;
   const online = () => call.networkBack();
@@ -62,6 +85,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
       call.dispose();
+      encryption?.stop();
       chat.dispose();
       w.feed.stop();
       w.onStage?.(false);

@@ -18,15 +18,21 @@ export function webMeetingServices(session: MatrixSession, origin: string): Meet
   return {
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, session.userId),
     prejoin: () => new PrejoinModel(browserMediaPort()),
-    call: (room, local) =>
-      wireCall(room, local, {
+    call: (room, local) => {
+      const feed = new SyncedRoomFeed(session, http, room.roomId, { crypto: true });
+      return wireCall(room, local, {
         userId: session.userId,
         deviceId: session.deviceId,
         callApi: callApiBase(room, origin),
         openId: homeserverOpenId(http, session.userId),
         membership: homeserverMembershipTransport(http),
-        feed: new SyncedRoomFeed(session, http, room.roomId),
+        feed,
+        keys: async () => {
+          await feed.whenStarted();
+          return { transport: feed.keyTransport(), members: feed.callMembers() };
+        },
         avatars: avatars.get,
-      }),
+      });
+    },
   };
 }

@@ -29,6 +29,8 @@ export interface StackOptions {
   /** Where data and logs go (default: a fresh temp dir). */
   dir?: string;
   logLevel?: string;
+  /** Who makes media keys in the calls institution i hosts (default: each participant). */
+  e2eeKeys?: (index: number) => "participant" | "provisioned";
 }
 
 export interface ParleyProcess {
@@ -113,6 +115,8 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         // The stack's homeservers use self-signed loopback certificates.
         federation: { allow: opts.allow(index, hosts), tlsVerify: false },
         store: { path: path.join(dir, "parley.db") },
+        calls: { e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
+        crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
       };
       config = parseConfig(raw, configFile);

@@ -5,8 +5,7 @@
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
-import { launchChromium, mediaFlowing, trackPeerConnections } from "../support/browser.ts";
-import { TestUser } from "../support/matrix.ts";
+import { joinThroughClient as joinWith, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
 
 let stack: Stack;
 let A: Institution, B: Institution;
@@ -14,31 +13,6 @@ let browser: Browser;
 let alicePage: Page, bobPage: Page;
 let alias: string;
 let failed = false;
-
-async function signedInUser(inst: Institution, localpart: string, displayName: string) {
-  const password = `pw-${localpart}-${Date.now()}`;
-  const u = await inst.registerUser(localpart, { password });
-  await new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken).client.setDisplayName(displayName);
-  return { ...u, password, displayName };
-}
-
-/** Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join. */
-async function joinThroughClient(link: string, user: { userId: string; password: string }): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  await trackPeerConnections(page);
-  page.on("pageerror", (e) => console.error(`[${user.userId}] pageerror: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") console.error(`[${user.userId}] console.${m.type()}: ${m.text()}`);
-  });
-  await page.goto(link);
-  await page.getByLabel("User").fill(user.userId);
-  await page.getByLabel("Password").fill(user.password);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.locator("#prejoin-join").click({ timeout: 30_000 });
-  await page.locator(".call").waitFor({ timeout: 30_000 });
-  return page;
-}
 
 const tileNames = (page: Page) => page.locator(".grid .tile .tile-name").allInnerTexts();
 
@@ -53,9 +27,9 @@ beforeAll(async () => {
   browser = await launchChromium();
   const [alice, bob] = await Promise.all([signedInUser(A, "alice", "Alice Aardvark"), signedInUser(B, "bob", "Bob Badger")]);
   alias = A.alias("e2e-call");
-  alicePage = await joinThroughClient(`${A.parley.url}/#/call/${encodeURIComponent(alias)}`, alice);
+  alicePage = await joinWith(browser, `${A.parley.url}/#/call/${encodeURIComponent(alias)}`, alice);
   // Bob uses his own institution's client and homeserver; the call is hosted by A.
-  bobPage = await joinThroughClient(`${B.parley.url}/#/call/${encodeURIComponent(alias)}`, bob);
+  bobPage = await joinWith(browser, `${B.parley.url}/#/call/${encodeURIComponent(alias)}`, bob);
 }, 180_000);
 
 afterEach((ctx) => {
@@ -76,6 +50,13 @@ describe("a call across two institutions", () => {
     expect(a.audioEnergy).toBeGreaterThan(0);
     expect(b.videoFramesDecoded).toBeGreaterThan(0);
     expect(b.audioEnergy).toBeGreaterThan(0);
+  });
+
+  it("both sides say the call is encrypted end to end: every incoming stream decrypts", async () => {
+    for (const page of [alicePage, bobPage]) {
+      await page.locator('#call-e2ee[data-state="encrypted"]').waitFor({ timeout: 15_000 });
+      expect(await page.locator("#call-e2ee").innerText()).toContain("Encrypted end to end");
+    }
   });
 
   it("the grid shows both participants by their Matrix display names", async () => {

@@ -6,6 +6,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
 
@@ -84,8 +85,29 @@ describe("joining a call", () => {
     expect(json).toMatchObject({ room_id: roomId, signalling: "/_parley/v1/signal" });
     expect(typeof json.session).toBe("string");
     const ws = await SignallingClient.open(signallingUrl(A));
-    const hello = await ws.request({ type: "hello", session: json.session });
-    expect(hello).toMatchObject({ type: "result", user_id: alice.userId, room_id: roomId, call_id: json.call_id });
+    const hello = await ws.request({ type: "hello", session: json.session, device_id: "ALICEDEV" });
+    expect(hello).toMatchObject({
+      type: "result",
+      user_id: alice.userId,
+      room_id: roomId,
+      call_id: json.call_id,
+      e2ee: { required: true, keys: "participant", bot: A.botUserId },
+    });
+    ws.close();
+  });
+
+  it("refuses media that is not end-to-end encrypted, from publishers and subscribers alike", async () => {
+    const { json } = await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId });
+    const ws = await SignallingClient.open(signallingUrl(A));
+    await ws.request({ type: "hello", session: json.session, device_id: "ALICEDEV" });
+    const offer = { type: "offer", sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" };
+    const refused = { type: "error", errcode: "M_FORBIDDEN", error: expect.stringContaining("end-to-end encrypted") };
+    expect(await ws.request({ type: "publish", jsep: offer })).toMatchObject(refused);
+    expect(await ws.request({ type: "publish", jsep: offer, e2ee: false })).toMatchObject(refused);
+    expect(await ws.request({ type: "subscribe", feeds: [{ feed: "p-any" }] })).toMatchObject(refused);
+    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0\r\n" } })).toMatchObject(refused);
+    // Refused before the SFU: nobody joined the Janus room.
+    expect(await janusParticipants(A, roomId)).toEqual([]);
     ws.close();
   });
 
@@ -143,12 +165,18 @@ describe("MatrixRTC membership", () => {
         expires: 3_600_000,
       },
     );
-    await alice.send(roomId, "!meet status");
-    const status = await alice.waitForEvent(
-      roomId,
-      (e) => e.sender === A.botUserId && String(e.content.body).includes("In the call:"),
-    );
-    expect(String(status.content.body)).toContain(`In the call: ${alice.userId}`);
+    // The meeting room is encrypted: the bot's answer is a Megolm notice, read with a crypto client.
+    const erin = await A.registerUser("erin");
+    await new TestUser(A.synapse.clientUrl, erin.userId, erin.accessToken).join(roomId);
+    const reader = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: erin.userId, accessToken: erin.accessToken, deviceId: erin.deviceId, rooms: [roomId] });
+    try {
+      await reader.sendText(roomId, "!meet status");
+      const status = await reader.nextMessage(roomId, (m) => m.sender === A.botUserId && m.body.includes("In the call:"), 30_000);
+      expect(status.encrypted).toBe(true);
+      expect(status.body).toContain(`In the call: ${alice.userId}`);
+    } finally {
+      await reader.stop();
+    }
   });
 });
 

@@ -2,6 +2,8 @@
 // camera and microphone. Run inside scripts/isolated.sh: there the only real interface carries
 // 127.77.0.1, so ICE candidates stay on a 127.x address.
 import { chromium, type Browser, type Page } from "playwright-core";
+import type { Institution } from "../../scripts/stack/institutions.ts";
+import { TestUser } from "./matrix.ts";
 
 export const CHROMIUM_ARGS = [
   "--no-sandbox",
@@ -88,15 +90,74 @@ export async function waitForStats(page: Page, ok: (s: InboundStats) => boolean,
   return last;
 }
 
-/** Media is flowing now: decoded frames and audio energy both grow over `windowMs`. */
+/** The E2EE worker's frame counts (client/src/rtc/e2ee/cipher.ts CipherStats), summed over the page's workers. */
+export interface E2eeStats {
+  encrypted: number;
+  decrypted: number;
+  failed: number;
+}
+
+export async function e2eeStats(page: Page): Promise<E2eeStats> {
+  const out = { encrypted: 0, decrypted: 0, failed: 0 };
+  for (const w of page.workers()) {
+    const s = await w
+      .evaluate(() => (self as unknown as { __parleyE2eeStats?: { encrypted: number; decrypted: number; failed: Record<string, number> } }).__parleyE2eeStats ?? null)
+      .catch(() => null);
+    if (!s) continue;
+    out.encrypted += s.encrypted;
+    out.decrypted += s.decrypted;
+    out.failed += Object.values(s.failed).reduce((a, b) => a + b, 0);
+  }
+  return out;
+}
+
+/**
+ * Media is flowing now: decoded frames, audio energy and frames decrypted by the E2EE worker all
+ * grow over `windowMs` (a decoder "decodes" ciphertext too, into garbage: decryption is the proof).
+ */
 export async function mediaFlowing(page: Page, timeoutMs = 20_000, windowMs = 1000): Promise<InboundStats> {
   const deadline = Date.now() + timeoutMs;
   let before = await inboundStats(page);
+  let decryptedBefore = (await e2eeStats(page)).decrypted;
   for (;;) {
     await new Promise((r) => setTimeout(r, windowMs));
     const after = await inboundStats(page);
-    if (after.videoFramesDecoded > before.videoFramesDecoded && after.audioEnergy > before.audioEnergy) return after;
+    const decrypted = (await e2eeStats(page)).decrypted;
+    const decrypting = decrypted > decryptedBefore;
+    decryptedBefore = decrypted;
+    if (after.videoFramesDecoded > before.videoFramesDecoded && after.audioEnergy > before.audioEnergy && decrypting) return after;
     if (Date.now() > deadline) throw new Error(`media not flowing: ${JSON.stringify({ before, after })}`);
     before = after;
   }
+}
+
+/** A user of `inst` with a password (for the login form) and a display name. */
+export async function signedInUser(inst: Institution, localpart: string, displayName: string) {
+  const password = `pw-${localpart}-${Date.now()}`;
+  const u = await inst.registerUser(localpart, { password });
+  await new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken).client.setDisplayName(displayName);
+  return { ...u, password, displayName };
+}
+
+/**
+ * Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join.
+ * The page's errors, warnings and E2EE log lines go to the test's stderr.
+ */
+export async function joinThroughClient(browser: Browser, link: string, user: { userId: string; password: string }): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await trackPeerConnections(page);
+  page.on("pageerror", (e) => console.error(`[${user.userId}] pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning" || m.text().startsWith("[parley:e2ee]")) {
+      console.error(`[${user.userId}] console.${m.type()}: ${m.text()}`);
+    }
+  });
+  await page.goto(link);
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.locator("#prejoin-join").click({ timeout: 30_000 });
+  await page.locator(".call").waitFor({ timeout: 30_000 });
+  return page;
 }

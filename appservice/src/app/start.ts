@@ -12,7 +12,10 @@ import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { createMetrics, type Metrics } from "../http/metrics.ts";
 import { callApiRouter } from "../http/callApi.ts";
 import { CallMembers, mediaHandlers } from "../http/signalling/media.ts";
+import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
 import { attachSignalling, sessionHandlers, SIGNALLING_PATH } from "../http/signalling/server.ts";
+import { BotCrypto } from "../crypto/botCrypto.ts";
+import { clientHttp } from "../crypto/http.ts";
 import { configureLogging, getLogger } from "../log.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
@@ -20,6 +23,7 @@ import { sfuPorts } from "./sfuPorts.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
+import type { RawEvent } from "../matrix/events.ts";
 import { EventRouter } from "../matrix/router.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 
@@ -30,6 +34,8 @@ export interface Parley {
   readonly meetings: MeetingService;
   readonly calls: CallService;
   readonly metrics: Metrics;
+  /** The bot's Olm device, when crypto is configured. */
+  readonly crypto: BotCrypto | undefined;
   stop(): Promise<void>;
 }
 
@@ -45,11 +51,16 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     asToken: config.appservice.asToken,
     botUserId: botUserId(config),
   });
+  // The bot's Olm device: opened below once the bot user exists; work that comes earlier waits.
+  const crypto = config.crypto
+    ? new BotCrypto({ userId: homeserver.botUserId, file: config.crypto.path, storeKey: config.crypto.storeKey, http: clientHttp(homeserver.client) })
+    : undefined;
+  if (!crypto) log.warn("no crypto section in the config: the bot neither reads nor answers in encrypted rooms");
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
   const verifier = OpenIdVerifier.fromConfig(config, policy);
   const sfu: Sfu | undefined = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
-  // Frame encryption arrives with the E2EE issue; until then Janus rooms accept clear frames.
-  const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee: false }) : noSfu();
+  const requireE2ee = config.calls.e2ee.required;
+  const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee }) : noSfu();
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
   const calls = new CallService(
     { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers },
@@ -64,7 +75,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       encrypted: config.meetings.encrypted,
     },
     {
-      homeserver,
+      homeserver: crypto ? crypto.homeserver(homeserver) : homeserver,
       store,
       policy,
       clock: { now: () => Date.now() },
@@ -82,6 +93,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
   });
 
+  const route = (event: RawEvent) => router.route(event);
   const app = express();
   app.disable("x-powered-by");
   app.use(express.json({ limit: "5mb" }));
@@ -91,7 +103,8 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       store,
       metrics,
       handlers: {
-        onEvent: (event) => router.route(event),
+        onEvent: route,
+        ...crypto?.handlers(route),
         onAliasQuery: async (alias) => (await meetings.provisionAlias(alias)) !== undefined,
       },
     }),
@@ -124,7 +137,35 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     s.once("error", reject);
   });
   const members = new CallMembers();
-  const signalling = attachSignalling(server, calls, { ...sessionHandlers(calls), ...mediaHandlers(calls, ports, members) });
+  // Provisioned keys need the bot's Olm device: without a crypto section calls use participant keys.
+  const provisioned = crypto
+    ? new ProvisionedKeyService({
+        sender: {
+          userId: homeserver.botUserId,
+          deviceId: async () => (await crypto.device()).identity().deviceId,
+          sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
+        },
+        random: () => randomBytes(32),
+      })
+    : undefined;
+  const wantsProvisioned = config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.length > 0;
+  if (wantsProvisioned && !provisioned) log.warn("provisioned keys need the crypto section: calls use participant keys");
+  const keysFor = (roomId: string) =>
+    provisioned && (config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.includes(roomId)) ? "provisioned" : "participant";
+  const signalling = attachSignalling(
+    server,
+    calls,
+    {
+      ...sessionHandlers(calls, (roomId) => ({ required: requireE2ee, keys: keysFor(roomId), bot: homeserver.botUserId }), {
+        opened: (conn, e2ee) => {
+          const s = conn.session;
+          if (provisioned && s && e2ee.keys === "provisioned" && conn.deviceId) provisioned.join(s.callId, s.roomId, conn, { userId: s.userId, deviceId: conn.deviceId });
+        },
+      }),
+      ...mediaHandlers(calls, ports, members, { requireE2ee }),
+    },
+    { closed: (conn) => conn.session && provisioned?.leave(conn.session.callId, conn) },
+  );
   // A restarted Janus lost its rooms: recreate each active call's room (same id and secret);
   // the participants' sessions died with it, and their clients are told to renegotiate.
   sfu?.onNodeRestarted((nodeId, lost) => {
@@ -146,11 +187,16 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     await homeserver.ensureBotRegistered("Parley");
     const settled = await meetings.reconcilePendingAliases();
     if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
+    // After the alias claims: opening the device takes seconds, and alias queries must not find
+    // a claim left by a crash still unsettled meanwhile.
+    await crypto?.start();
   } catch (err) {
     await signalling.close();
+    provisioned?.stop();
     server.close();
     await sfu?.stop();
     verifier.close();
+    await crypto?.stop();
     store.close();
     throw err;
   }
@@ -167,6 +213,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     meetings,
     calls,
     metrics,
+    crypto,
     stop() {
       stopped ??= (async () => {
         clearInterval(pruneTimer);
@@ -176,6 +223,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
         verifier.close();
         server.closeAllConnections();
         await new Promise<void>((r) => server.close(() => r()));
+        await crypto?.stop();
         store.close();
         log.info("Parley stopped");
       })();

@@ -17,7 +17,7 @@ export class ConfigError extends Error {
 
 /** Values that mean "fill me in" in samples and docs; never accepted as a secret. */
 const PLACEHOLDERS = new Set([GENERATE, "changeme", "change_me", "change-me", "secret", "token", "xxx", "todo", "placeholder"]);
-export const SECRET_PATHS = [["appservice", "asToken"], ["appservice", "hsToken"]] as const;
+export const SECRET_PATHS = [["appservice", "asToken"], ["appservice", "hsToken"], ["crypto", "storeKey"]] as const;
 
 export function isPlaceholder(value: string): boolean {
   const v = value.trim().toLowerCase();
@@ -42,7 +42,8 @@ export function parseConfig(raw: unknown, file = "config"): ParleyConfig {
   const config = result.data;
   const problems: string[] = [];
   for (const [section, key] of SECRET_PATHS) {
-    const value = config[section][key];
+    const value = (config[section] as Record<string, string> | undefined)?.[key];
+    if (value === undefined) continue; // an optional section left out
     if (isPlaceholder(value)) {
       problems.push(`${section}.${key}: placeholder secret '${value}' refused; run 'parley -g -c ${file}' to generate one`);
     } else if (value.length < 32) {
@@ -81,5 +82,6 @@ export function loadConfig(file: string): ParleyConfig {
   }
   const config = parseConfig(parseYaml(text, file), file);
   config.store.path = path.resolve(path.dirname(path.resolve(file)), config.store.path);
+  if (config.crypto) config.crypto.path = path.resolve(path.dirname(path.resolve(file)), config.crypto.path);
   return config;
 }

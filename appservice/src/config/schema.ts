@@ -125,6 +125,20 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "STUN/TURN servers handed to clients" }),
+        e2ee: z
+          .strictObject({
+            required: z.boolean().default(true).meta({
+              description: "Media must be end-to-end encrypted: Janus rooms are require_e2ee and Parley refuses publishers and subscribers that do not declare e2ee",
+            }),
+            keys: z.enum(["participant", "provisioned"]).default("participant").meta({
+              description: "Who makes media keys: each participant's device (sent over Olm to the other members), or the bot's Olm device (one call key, rotated on every membership change)",
+            }),
+            provisionedRooms: z.array(z.string().regex(/^!.+:.+$/, "a room id (!opaque:server)")).default([]).meta({
+              description: "Rooms whose calls use provisioned keys whatever `keys` says",
+            }),
+          })
+          .prefault({})
+          .meta({ description: "End-to-end encryption of call media" }),
       })
       .prefault({})
       .meta({ description: "Call sessions" }),
@@ -136,6 +150,15 @@ export const configSchema = z
       })
       .prefault({})
       .meta({ description: "Embedded store" }),
+    crypto: z
+      .strictObject({
+        storeKey: secret("Key of the bot's Olm device store at rest (AES-256-GCM); losing it means a new device"),
+        path: z.string().min(1).default("parley-crypto.bin").meta({
+          description: "File holding the bot's Olm device, encrypted (relative paths are relative to the config file)",
+        }),
+      })
+      .optional()
+      .meta({ description: "The bot's end-to-end encryption device (commands and notices in encrypted rooms); without it the bot ignores encrypted rooms" }),
     logging: z
       .strictObject({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

@@ -5,11 +5,15 @@
 //    crash part-way through resumes where it stopped.
 //  - A transient failure (homeserver down, store busy) answers 500: the homeserver retries.
 //    An event that keeps failing is given up after a few tries rather than blocking the queue.
+//  - The E2EE extensions of a transaction (MSC2409/MSC4203 to-device messages, MSC3202 device
+//    lists and key counts; Synapse's unstable names below) go to `onTransactionParts` before its
+//    events (a room key may come with the event it opens), once per txnId.
 // matrix-appservice's AppService is not used for this: it acknowledges before async handlers
 // finish, remembers only the last txnId in memory, and answers failed alias queries with 200.
 import { createHash, timingSafeEqual } from "node:crypto";
 import express, { type Request, type Response, type NextFunction, type Router } from "express";
 import { MatrixError } from "matrix-js-sdk";
+import { z } from "zod";
 import type { TransactionStore } from "../store/store.ts";
 import { ParleyError, sendError } from "../http/errors.ts";
 import { getLogger } from "../log.ts";
@@ -20,6 +24,49 @@ export interface AppserviceHandlers {
   onEvent(event: RawEvent): Promise<void>;
   /** Returns true when the alias now exists (Parley created it). */
   onAliasQuery(alias: string): Promise<boolean>;
+  /** A transaction's E2EE parts, before its events; not called again for the txnId once it returned. */
+  onTransactionParts?(parts: TransactionParts): Promise<void>;
+}
+
+/** What Synapse adds to a transaction for appservice E2EE, keyed by recipient user and device. */
+export interface TransactionParts {
+  /** Each with `to_user_id` and `to_device_id` naming the recipient. */
+  toDevice: RawEvent[];
+  deviceLists: { changed: string[]; left: string[] };
+  /** user -> device -> algorithm -> unused one-time keys (a device listed without an algorithm has none). */
+  oneTimeKeyCounts: Record<string, Record<string, Record<string, number>>>;
+  /** user -> device -> algorithms of unused fallback keys. */
+  unusedFallbackKeyTypes: Record<string, Record<string, string[]>>;
+}
+
+const byUserDevice = <T extends z.ZodType>(inner: T) => z.record(z.string(), z.record(z.string(), inner));
+const transactionParts = z.object({
+  "de.sorunome.msc2409.to_device": z.array(z.record(z.string(), z.unknown())).default([]),
+  "org.matrix.msc3202.device_lists": z
+    .object({ changed: z.array(z.string()).default([]), left: z.array(z.string()).default([]) })
+    .default({ changed: [], left: [] }),
+  "org.matrix.msc3202.device_one_time_keys_count": byUserDevice(z.record(z.string(), z.number())).default({}),
+  "org.matrix.msc3202.device_unused_fallback_key_types": byUserDevice(z.array(z.string())).default({}),
+});
+
+/** The E2EE parts of a transaction body, or undefined when it has none. */
+export function parseTransactionParts(body: unknown): TransactionParts | undefined {
+  const parsed = transactionParts.safeParse(body);
+  if (!parsed.success) {
+    getLogger("matrix.appservice").warn({ why: describeZodError(parsed.error) }, "ignoring malformed E2EE parts of a transaction");
+    return undefined;
+  }
+  const p = parsed.data;
+  const parts: TransactionParts = {
+    toDevice: p["de.sorunome.msc2409.to_device"],
+    deviceLists: p["org.matrix.msc3202.device_lists"],
+    oneTimeKeyCounts: p["org.matrix.msc3202.device_one_time_keys_count"],
+    unusedFallbackKeyTypes: p["org.matrix.msc3202.device_unused_fallback_key_types"],
+  };
+  const empty =
+    !parts.toDevice.length && !parts.deviceLists.changed.length && !parts.deviceLists.left.length &&
+    !Object.keys(parts.oneTimeKeyCounts).length && !Object.keys(parts.unusedFallbackKeyTypes).length;
+  return empty ? undefined : parts;
 }
 
 const MAX_ATTEMPTS = 5;
@@ -78,8 +125,15 @@ export function appserviceRouter(opts: {
     }
   }
 
-  async function processTransaction(txnId: string, events: RawEvent[]): Promise<"done" | "duplicate"> {
+  async function processTransaction(txnId: string, events: RawEvent[], parts: TransactionParts | undefined): Promise<"done" | "duplicate"> {
     if (opts.store.isTxnDone(txnId)) return "duplicate";
+    // Recorded like an event: a redelivery after a failed event must not feed Olm the same
+    // to-device messages twice (their one-time keys are spent).
+    const partsId = `txn-parts:${txnId}`;
+    if (parts && opts.handlers.onTransactionParts && !opts.store.isEventProcessed(partsId)) {
+      await opts.handlers.onTransactionParts(parts);
+      opts.store.markEventProcessed(partsId);
+    }
     for (const event of events) await processEvent(event);
     opts.store.markTxnDone(txnId);
     return "done";
@@ -95,7 +149,8 @@ export function appserviceRouter(opts: {
       return sendError(res, new ParleyError("M_BAD_JSON", `transaction body: ${describeZodError(parsed.error)}`));
     }
     // One transaction at a time, in arrival order; a duplicate waits for its twin to finish.
-    const run = queue.then(() => processTransaction(txnId, parsed.data.events));
+    const parts = opts.handlers.onTransactionParts ? parseTransactionParts(req.body) : undefined;
+    const run = queue.then(() => processTransaction(txnId, parsed.data.events, parts));
     queue = run.catch(() => undefined);
     run.then(
       (outcome) => {

@@ -21,7 +21,14 @@ export function buildRegistration(config: ParleyConfig): Record<string, unknown>
   reg.addRegexPattern("users", `^@${escapeRegex(as.botLocalpart)}:${domain}$`, true);
   reg.addRegexPattern("users", `^@${escapeRegex(as.userPrefix)}.*:${domain}$`, true);
   reg.addRegexPattern("aliases", `^#${escapeRegex(meetings.aliasPrefix)}.*:${domain}$`, true);
-  return reg.getOutput() as unknown as Record<string, unknown>;
+  const out = reg.getOutput() as unknown as Record<string, unknown>;
+  if (config.crypto) {
+    // The bot's Olm device (names as Synapse 1.163 reads them, synapse/config/appservice.py):
+    // to-device messages in transactions (MSC2409/MSC4203, which ride on receive_ephemeral),
+    // device lists and one-time key counts (MSC3202), and device creation by PUT (MSC4190).
+    Object.assign(out, { receive_ephemeral: true, "org.matrix.msc3202": true, "io.element.msc4190": true });
+  }
+  return out;
 }
 
 export function registrationYaml(config: ParleyConfig): string {

@@ -9,10 +9,10 @@ import { SfuPool } from "./pool.ts";
 import type { SfuNodeConfig, SfuNodeOptions } from "./node.ts";
 import type { PublisherJoined, VideoRoomPublisher } from "./publisher.ts";
 import type { StreamRef, VideoRoomSubscriber } from "./subscriber.ts";
-import type { RoomParticipant, SubscriptionStream } from "./videoroom.ts";
+import type { RoomParticipant, RtpForward, SubscriptionStream } from "./videoroom.ts";
 
 export type { NodeHealth, RoomOptions, RoomRef, SfuNodeConfig, SfuNodeOptions, Jsep, PublisherJoined, StreamRef };
-export type { RoomParticipant, SubscriptionStream, SessionCloseReason };
+export type { RoomParticipant, RtpForward, SubscriptionStream, SessionCloseReason };
 export type { PublishRequest, ConfigureRequest } from "./publisher.ts";
 export type { LayerRequest, SubscriptionUpdate, UnsubscribeRef } from "./subscriber.ts";
 export type { VideoRoomNotification, RoomPublisher, PublishedStream } from "./videoroom.ts";
@@ -68,6 +68,9 @@ export interface Sfu {
   recreateRoom(room: RoomRef): Promise<RoomRef>;
   kick(room: RoomRef, participantId: string): Promise<void>;
   listParticipants(room: RoomRef): Promise<RoomParticipant[]>;
+  /** Forwards a publisher's streams as plain RTP to local UDP ports (what the SFU holds: ciphertext frames under E2EE). */
+  rtpForward(room: RoomRef, publisherId: string, host: string, streams: { mid: string; port: number }[]): Promise<RtpForward[]>;
+  stopRtpForward(room: RoomRef, publisherId: string, streamId: number): Promise<void>;
   /** Opens a participant's session on the room's node; counts toward that node's load until closed. */
   openParticipant(room: RoomRef, participantId: string): Promise<SfuParticipant>;
   /** Per node: up/down and the rooms and participants Parley placed there. */

@@ -7,7 +7,7 @@ import { getLogger } from "../log.ts";
 import { SfuUnavailableError, VideoRoomError } from "./errors.ts";
 import { SfuNode, type NodeState, type SfuNodeConfig, type SfuNodeOptions } from "./node.ts";
 import { Participant } from "./participant.ts";
-import type { RoomParticipant } from "./videoroom.ts";
+import type { RoomParticipant, RtpForward } from "./videoroom.ts";
 
 /** Where a call's room lives; the secret is needed to destroy it and to kick participants. */
 export interface RoomRef {
@@ -123,6 +123,14 @@ export class SfuPool {
 
   async listParticipants(ref: RoomRef): Promise<RoomParticipant[]> {
     return this.node(ref).admin().listParticipants(ref.roomId);
+  }
+
+  async rtpForward(ref: RoomRef, publisherId: string, host: string, streams: { mid: string; port: number }[]): Promise<RtpForward[]> {
+    return this.node(ref).admin().rtpForward(ref.roomId, ref.secret, publisherId, host, streams);
+  }
+
+  async stopRtpForward(ref: RoomRef, publisherId: string, streamId: number): Promise<void> {
+    await this.node(ref).admin().stopRtpForward(ref.roomId, ref.secret, publisherId, streamId);
   }
 
   /** Whether the room exists in Janus (the answer of its node). */

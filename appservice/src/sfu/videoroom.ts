@@ -49,6 +49,16 @@ const createdSchema = z.looseObject({ videoroom: z.literal("created"), room: z.s
 const destroyedSchema = z.looseObject({ videoroom: z.literal("destroyed") });
 const existsSchema = z.looseObject({ exists: z.boolean() });
 const participantsSchema = z.looseObject({ participants: z.array(participantSchema) });
+const forwardersSchema = z.looseObject({
+  forwarders: z.array(z.looseObject({ stream_id: z.number(), mid: z.string().optional(), port: z.number() })),
+});
+
+/** A forward of one published stream to a local UDP port (plain RTP: the frames as Janus holds them). */
+export interface RtpForward {
+  streamId: number;
+  mid?: string | undefined;
+  port: number;
+}
 export const joinedSchema = z.looseObject({
   videoroom: z.literal("joined"),
   id: z.string(),
@@ -166,6 +176,24 @@ export class VideoRoomAdmin {
 
   async listParticipants(room: string): Promise<RoomParticipant[]> {
     return (await call(this.handle, { request: "listparticipants", room }, participantsSchema, "sync")).data.participants;
+  }
+
+  /**
+   * Forwards a publisher's streams as plain RTP to `host` (Parley's config locks rtp_forward behind
+   * the admin_key). What arrives is what the SFU holds: with E2EE, ciphertext frames.
+   */
+  async rtpForward(room: string, secret: string, publisherId: string, host: string, streams: { mid: string; port: number }[]): Promise<RtpForward[]> {
+    const reply = await call(
+      this.handle,
+      { request: "rtp_forward", room, secret, admin_key: this.adminKey, publisher_id: publisherId, host, host_family: "ipv4", streams },
+      forwardersSchema,
+      "sync",
+    );
+    return reply.data.forwarders.map((f) => ({ streamId: f.stream_id, mid: f.mid, port: f.port }));
+  }
+
+  async stopRtpForward(room: string, secret: string, publisherId: string, streamId: number): Promise<void> {
+    await call(this.handle, { request: "stop_rtp_forward", room, secret, admin_key: this.adminKey, publisher_id: publisherId, stream_id: streamId }, okSchema, "sync");
   }
 }
 

@@ -21,6 +21,8 @@ import { getLogger, type Logger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
+import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
+import { CALL_MEMBER_EVENT } from "./membership.ts";
 import { ENCRYPTED_CHAT_REASON, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
 export function syncFilterDefinition(roomId: string) {
@@ -61,13 +63,42 @@ export class SyncedRoomFeed implements RoomFeed {
   private initial: ChatMessage[] = [];
   private memberMap = new Map<string, RoomMember>();
 
-  constructor(session: MatrixSession, http: MatrixHttp, roomId: string) {
+  private readonly crypto: boolean;
+  /** Media keys that arrived before anyone listened (the first sync can carry them). */
+  private readonly keyBacklog: { from: DeviceRef; content: unknown }[] = [];
+  private readonly keyListeners = new Set<(from: DeviceRef, content: unknown) => void>();
+  private startedResolve!: () => void;
+  private startedReject!: (err: unknown) => void;
+  private readonly started = new Promise<void>((resolve, reject) => {
+    this.startedResolve = resolve;
+    this.startedReject = reject;
+  });
+
+  /** `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
+  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean } = {}) {
     this.session = session;
     this.http = http;
     this.roomId = roomId;
+    this.crypto = opts.crypto ?? false;
+    this.started.catch(() => undefined); // start() reports the failure; waiters see it too
+  }
+
+  /** Resolves once the feed has synced (and its crypto runs); rejects if it could not start. */
+  whenStarted(): Promise<void> {
+    return this.started;
   }
 
   async start(): Promise<void> {
+    try {
+      await this.startSync();
+      this.startedResolve();
+    } catch (err) {
+      this.startedReject(err);
+      throw err;
+    }
+  }
+
+  private async startSync(): Promise<void> {
     const client = createClient({
       baseUrl: this.session.homeserverUrl,
       accessToken: this.session.accessToken,
@@ -94,6 +125,11 @@ export class SyncedRoomFeed implements RoomFeed {
       }
     });
 
+    if (this.crypto) {
+      // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
+      await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${this.session.deviceId}` });
+      client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
+    }
     const ready = new Promise<void>((resolve) => {
       const onSync = (state: SyncState) => {
         if (state === SyncState.Prepared || state === SyncState.Syncing) {
@@ -105,6 +141,8 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     await client.startClient({ filter, initialSyncLimit: 50, lazyLoadMembers: true, disablePresence: true, threadSupport: false });
     await ready;
+    // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
+    if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
     const room = client.getRoom(this.roomId);
     if (room) {
       for (const ev of room.getLiveTimeline().getEvents()) this.onEvent(ev, false);
@@ -118,6 +156,62 @@ export class SyncedRoomFeed implements RoomFeed {
     this.client?.removeAllListeners();
     this.client = null;
     this.events.clear();
+  }
+
+  /** Media keys over Olm-encrypted to-device messages (needs `crypto`). */
+  keyTransport(): KeyTransport {
+    return {
+      send: async (devices, content) => {
+        const client = this.client;
+        if (!client?.getCrypto()) throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "no Matrix crypto for media keys" });
+        const missing = await sendToDevices(client, devices, content as unknown as Record<string, unknown>, !client.getRoom(this.roomId)?.hasEncryptionStateEvent());
+        if (missing.length) this.log.info("media key not delivered yet: devices unknown to Matrix crypto", { devices: missing.map((d) => `${d.userId}|${d.deviceId}`) });
+        return missing;
+      },
+      onKeys: (fn) => {
+        for (const k of this.keyBacklog.splice(0)) fn(k.from, k.content);
+        this.keyListeners.add(fn);
+        return () => this.keyListeners.delete(fn);
+      },
+    };
+  }
+
+  private onToDevice(m: { message: { type: string; content: Record<string, unknown> }; encryptionInfo: { sender: string; senderDevice?: string } | null }): void {
+    // Keys count only when Olm-encrypted: the sender is who Olm says, never a claim.
+    if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return;
+    const claimed = (m.message.content.member as { claimed_device_id?: unknown } | undefined)?.claimed_device_id;
+    const from = { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice ?? (typeof claimed === "string" ? claimed : "") };
+    if (this.keyListeners.size === 0) {
+      this.keyBacklog.push({ from, content: m.message.content });
+      this.keyBacklog.splice(0, Math.max(0, this.keyBacklog.length - 256));
+      return;
+    }
+    for (const fn of this.keyListeners) fn(from, m.message.content);
+  }
+
+  /** Devices with a live MatrixRTC membership in the room, from its state. */
+  callMembers(): CallMembersPort {
+    return {
+      devices: () => {
+        const room = this.client?.getRoom(this.roomId);
+        if (!room) return [];
+        const joined = new Set(room.getJoinedMembers().map((m) => m.userId));
+        return liveCallDevices(
+          room.currentState.getStateEvents(CALL_MEMBER_EVENT).map((ev) => ({ sender: ev.getSender() ?? "", stateKey: ev.getStateKey() ?? "", content: ev.getContent() })),
+          joined,
+          Date.now(),
+        );
+      },
+      onChange: (fn) => {
+        const client = this.client;
+        if (!client) return () => undefined;
+        const listener = (ev: MatrixEvent) => {
+          if (ev.getRoomId() === this.roomId && (ev.getType() === CALL_MEMBER_EVENT || ev.getType() === "m.room.member")) fn();
+        };
+        client.on(RoomStateEvent.Events, listener);
+        return () => client.off(RoomStateEvent.Events, listener);
+      },
+    };
   }
 
   history(): ChatMessage[] {
@@ -171,4 +265,62 @@ export class SyncedRoomFeed implements RoomFeed {
     this.memberMap = next;
     this.events.emit("members", next);
   }
+}
+
+/**
+ * The devices of live call memberships: non-empty content naming its device, the state key owned
+ * by the sender (`_{user}_{device}`), the sender joined to the room, not expired.
+ */
+export function liveCallDevices(
+  events: { sender: string; stateKey: string; content: Record<string, unknown> }[],
+  joined: ReadonlySet<string>,
+  now: number,
+): DeviceRef[] {
+  const out: DeviceRef[] = [];
+  for (const ev of events) {
+    const c = ev.content;
+    if (typeof c.device_id !== "string" || !c.device_id || !joined.has(ev.sender)) continue;
+    if (ev.stateKey !== `_${ev.sender}_${c.device_id}`) continue;
+    const created = typeof c.created_ts === "number" ? c.created_ts : 0;
+    const expires = typeof c.expires === "number" ? c.expires : 0;
+    if (created && expires && created + expires < now) continue;
+    out.push({ userId: ev.sender, deviceId: c.device_id });
+  }
+  return out;
+}
+
+/** matrix-js-sdk's RustCrypto internals used below (not on the public CryptoApi). */
+interface RustCryptoInternals {
+  olmMachine?: { updateTrackedUsers?(users: unknown[]): Promise<void> };
+  outgoingRequestsManager?: { doProcessOutgoingRequests?(): Promise<void> };
+}
+
+/**
+ * Olm-encrypts `content` for each device and queues it; returns the devices it could not reach.
+ *
+ * Rust crypto encrypts only for devices whose keys it has already downloaded, and skips the others
+ * silently. A call member's device is often brand new to us (its device-list update arrives in the
+ * same sync as its call membership, and the key query runs only after that sync), so: send to the
+ * known devices, run the pending key queries now, and try the rest again a few times.
+ * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
+ */
+async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
+  const crypto = client.getCrypto()!;
+  const internals = crypto as unknown as RustCryptoInternals;
+  if (track && internals.olmMachine?.updateTrackedUsers) {
+    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
+  }
+  let pending = devices;
+  for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
+    if (attempt > 0) {
+      await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
+      if (attempt > 1) await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
+    }
+    const batch = await crypto.encryptToDeviceMessages(CALL_KEYS_EVENT, pending, content);
+    if (batch.batch.length) await client.queueToDevice(batch);
+    const reached = new Set(batch.batch.map((b) => `${b.userId}|${b.deviceId}`));
+    pending = pending.filter((d) => !reached.has(`${d.userId}|${d.deviceId}`));
+  }
+  return pending;
 }

@@ -7,7 +7,7 @@ import type { OpenIdProvider } from "../matrix/openid.ts";
 import { Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
-import type { FeedId, Participant, Push } from "./protocol.ts";
+import type { FeedId, HelloResult, Participant, Push } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
 import { SignallingClient, type SocketFactory } from "./signalling.ts";
 import { Subscriber, type RemoteFeed } from "./subscriber.ts";
@@ -20,6 +20,8 @@ export interface RemoteParticipant {
   key: string;
   feed: FeedId;
   userId: string;
+  /** The publisher's Matrix device ("" if it declared none). */
+  deviceId: string;
   muted: { audio: boolean; video: boolean };
   screen: boolean;
   media: RemoteFeed | null;
@@ -47,6 +49,10 @@ export interface CallConnectionOptions {
   local: () => LocalTracks;
   peerFactory?: PeerFactory;
   transforms?: MediaTransformHook;
+  /** This client's Matrix device, declared to the server (media keys are addressed to it). */
+  deviceId?: string;
+  /** The server's hello (the call's E2EE settings), before any media is sent. */
+  onHello?: (hello: HelloResult) => void;
   socketFactory?: SocketFactory;
   timers?: Timers;
   join?: typeof joinCall;
@@ -54,7 +60,8 @@ export interface CallConnectionOptions {
 
 export class CallConnection {
   readonly state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
-  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory">> & Pick<CallConnectionOptions, "socketFactory">;
+  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello">> &
+    Pick<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello">;
   private readonly log = getLogger("call");
   private grant: CallGrant | null = null;
   private signalling: SignallingClient | null = null;
@@ -88,6 +95,7 @@ export class CallConnection {
         session: async (renew) => (renew ? (await this.freshGrant()).session : (this.grant ?? grant).session),
         socketFactory: this.o.socketFactory,
         timers: this.o.timers,
+        ...(this.o.deviceId ? { deviceId: this.o.deviceId } : {}),
       });
       this.signalling = signalling;
       signalling.events.on("push", (p) => this.onPush(p));
@@ -99,7 +107,11 @@ export class CallConnection {
         if (s.phase === "reconnecting") this.state.update({ phase: "reconnecting" });
         if (s.phase === "closed" && s.error) this.fail(s.error);
       });
-      await signalling.connect();
+      const hello = await signalling.connect();
+      if (hello.e2ee?.required && !this.o.transforms.e2ee) {
+        throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "the call requires E2EE; no frame transforms here" });
+      }
+      this.o.onHello?.(hello);
       await this.startMedia();
       if (!this.ended) this.state.update({ phase: "connected" });
     } catch (err) {
@@ -294,6 +306,7 @@ export class CallConnection {
         key: String(p.feed_id),
         feed: p.feed_id,
         userId: p.user_id,
+        deviceId: p.device_id,
         muted: p.muted,
         screen: p.streams.some((s) => s.type === "screen"),
         media: media?.get(String(p.feed_id)) ?? null,

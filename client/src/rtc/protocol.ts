@@ -8,12 +8,12 @@ export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLin
 export type Target = "publisher" | "subscriber";
 
 export type ClientRequest =
-  | { type: "hello"; session: string }
+  | { type: "hello"; session: string; device_id?: string }
   | { type: "ping" }
-  | { type: "publish"; jsep: Jsep<"offer">; simulcast?: boolean }
-  | { type: "subscribe"; feeds: { feed: FeedId; mid?: string }[] }
+  | { type: "publish"; jsep: Jsep<"offer">; simulcast?: boolean; e2ee?: boolean }
+  | { type: "subscribe"; feeds: { feed: FeedId; mid?: string }[]; e2ee?: boolean }
   | { type: "unsubscribe"; feeds: FeedId[] }
-  | { type: "answer"; jsep: Jsep<"answer"> }
+  | { type: "answer"; jsep: Jsep<"answer">; e2ee?: boolean }
   | { type: "trickle"; target: Target; candidate: CandidateInit }
   | { type: "mute"; kind: "audio" | "video"; muted: boolean }
   | { type: "source"; kind: "video"; source: "camera" | "screen" }
@@ -24,19 +24,29 @@ export interface SubscribedStream {
   mid: string;
   kind: "audio" | "video";
   user_id: string;
+  device_id: string;
 }
 
 export interface Participant {
   user_id: string;
+  device_id: string;
   feed_id: FeedId;
   streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
   muted: { audio: boolean; video: boolean };
+}
+
+export interface E2eeInfo {
+  required: boolean;
+  keys: "participant" | "provisioned";
+  /** The bot whose device sends provisioned keys. */
+  bot: string;
 }
 
 export interface HelloResult {
   user_id: string;
   room_id: string;
   call_id: string;
+  e2ee?: E2eeInfo;
 }
 export interface PublishResult {
   jsep: Jsep<"answer">;
@@ -79,7 +89,7 @@ export function parseStreams(v: unknown, errors: string[]): SubscribedStream[] {
   const out: SubscribedStream[] = [];
   v.forEach((s, i) => {
     if (isObj(s) && isFeed(s.feed) && typeof s.mid === "string" && isKind(s.kind) && typeof s.user_id === "string") {
-      out.push({ feed: s.feed, mid: s.mid, kind: s.kind, user_id: s.user_id });
+      out.push({ feed: s.feed, mid: s.mid, kind: s.kind, user_id: s.user_id, device_id: typeof s.device_id === "string" ? s.device_id : "" });
     } else errors.push(`streams[${i}] must be {feed, mid, kind, user_id}`);
   });
   return out;
@@ -99,7 +109,7 @@ function parseParticipants(v: unknown, errors: string[]): Participant[] {
           })
       : [];
     const muted = isObj(p.muted) ? p.muted : {};
-    out.push({ user_id: p.user_id, feed_id: p.feed_id, streams, muted: { audio: muted.audio === true, video: muted.video === true } });
+    out.push({ user_id: p.user_id, device_id: typeof p.device_id === "string" ? p.device_id : "", feed_id: p.feed_id, streams, muted: { audio: muted.audio === true, video: muted.video === true } });
   });
   return out;
 }
@@ -131,10 +141,15 @@ export function parsePush(m: R): { push: Push } | { errors: string[] } {
   return errors.length || !push ? { errors } : { push };
 }
 
+function parseE2ee(v: unknown): E2eeInfo | undefined {
+  if (!isObj(v) || typeof v.required !== "boolean") return undefined;
+  return { required: v.required, keys: v.keys === "provisioned" ? "provisioned" : "participant", bot: typeof v.bot === "string" ? v.bot : "" };
+}
+
 export function parseHello(v: R): HelloResult | null {
-  return typeof v.user_id === "string" && typeof v.room_id === "string" && typeof v.call_id === "string"
-    ? { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id }
-    : null;
+  if (typeof v.user_id !== "string" || typeof v.room_id !== "string" || typeof v.call_id !== "string") return null;
+  const e2ee = parseE2ee(v.e2ee);
+  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}) };
 }
 
 export function parsePublishResult(v: R): PublishResult | null {

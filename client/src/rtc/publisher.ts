@@ -60,6 +60,7 @@ export class Publisher {
       type: "publish",
       jsep: { type: "offer", sdp: pc.localDescription?.sdp ?? offer.sdp ?? "" },
       simulcast: this.o.simulcast,
+      ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
     });
     const result = parsePublishResult(raw);
     if (!result) throw new ParleyClientError("BAD_RESPONSE", "signalling", { detail: "publish result without jsep answer/feed_id" });

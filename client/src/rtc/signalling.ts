@@ -48,6 +48,8 @@ export interface SignallingOptions {
   url: string;
   /** The session token for `hello`; `renew` when the server no longer knows the last one. */
   session: (renew: boolean) => Promise<string>;
+  /** This client's Matrix device, declared in hello (others address media keys to it). */
+  deviceId?: string;
   socketFactory?: SocketFactory;
   timers?: Timers;
   backoff?: Partial<Backoff>;
@@ -94,6 +96,7 @@ export class SignallingClient {
       requestTimeoutMs: 10_000,
       pingEveryMs: 15_000,
       random: Math.random,
+      deviceId: "",
       // An option passed as undefined keeps its default.
       ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as SignallingOptions),
       backoff: { initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.3, maxAttempts: 20, ...opts.backoff },
@@ -186,7 +189,7 @@ export class SignallingClient {
         const session = await this.o.session(renew);
         if (this.socket !== socket) return;
         try {
-          hello = parseHello(await this.request({ type: "hello", session }));
+          hello = parseHello(await this.request({ type: "hello", session, ...(this.o.deviceId ? { device_id: this.o.deviceId } : {}) }));
           break;
         } catch (err) {
           if (!renew && err instanceof ParleyClientError && err.code === "M_UNKNOWN_TOKEN") continue;

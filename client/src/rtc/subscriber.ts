@@ -58,7 +58,11 @@ export class Subscriber {
 
   subscribe(feeds: FeedId[]): Promise<void> {
     return this.enqueue(async () => {
-      const raw = await this.o.signalling.request({ type: "subscribe", feeds: feeds.map((feed) => ({ feed })) });
+      const raw = await this.o.signalling.request({
+        type: "subscribe",
+        feeds: feeds.map((feed) => ({ feed })),
+        ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
+      });
       await this.apply(raw, {});
     });
   }
@@ -142,28 +146,45 @@ export class Subscriber {
   private async answer(offer: Jsep<"offer">): Promise<void> {
     const pc = this.ensurePeer();
     await pc.setRemoteDescription(offer);
+    // Transforms go on before any frame arrives: Chromium routes a receiver's frames through a
+    // transform set later only from its next stream, so its first frames would skip decryption.
+    this.bindReceivers();
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
-    await this.o.signalling.request({ type: "answer", jsep: { type: "answer", sdp: pc.localDescription?.sdp ?? answer.sdp ?? "" } });
+    await this.o.signalling.request({
+      type: "answer",
+      jsep: { type: "answer", sdp: pc.localDescription?.sdp ?? answer.sdp ?? "" },
+      ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
+    });
     for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
     const queued = this.localCandidates;
     this.localCandidates = null;
     for (const c of queued ?? []) this.sendCandidate(c);
   }
 
+  /** Hands each receiver to the transforms, once, and again when its mid carries another feed. */
+  private bindReceivers(): void {
+    for (const t of this.pc?.getTransceivers() ?? []) {
+      const s = t.mid !== null ? this.mids.get(t.mid) : undefined;
+      if (!s || t.currentDirection === "stopped") continue;
+      const key = String(s.feed);
+      const info = { kind: s.kind, feed: s.feed, userId: s.user_id, deviceId: s.device_id, mid: s.mid };
+      const owner = this.receiverOwners.get(t.receiver);
+      if (owner === undefined) this.o.transforms.attachReceiver?.(t.receiver, info);
+      else if (owner !== key) this.o.transforms.receiverReassigned?.(t.receiver, info);
+      this.receiverOwners.set(t.receiver, key);
+    }
+  }
+
   /** Matches receivers to feeds by mid and updates each feed's stream in place. */
   private syncTracks(): void {
     const pc = this.pc;
+    this.bindReceivers();
     const want = new Map<string, { userId: string; audio: MediaStreamTrack | null; video: MediaStreamTrack | null }>();
     for (const t of pc?.getTransceivers() ?? []) {
       const s = t.mid !== null ? this.mids.get(t.mid) : undefined;
       if (!s || t.currentDirection === "inactive" || t.currentDirection === "stopped") continue;
       const key = String(s.feed);
-      const info = { kind: s.kind, feed: s.feed, userId: s.user_id, mid: s.mid };
-      const owner = this.receiverOwners.get(t.receiver);
-      if (owner === undefined) this.o.transforms.attachReceiver?.(t.receiver, info);
-      else if (owner !== key) this.o.transforms.receiverReassigned?.(t.receiver, info);
-      this.receiverOwners.set(t.receiver, key);
       const entry = want.get(key) ?? { userId: s.user_id, audio: null, video: null };
       entry[s.kind] = t.receiver.track;
       want.set(key, entry);

@@ -1,5 +1,5 @@
-// The hook where frame encryption attaches (next issue): every RTCRtpSender and RTCRtpReceiver
-// the publisher and subscriber create passes through here exactly once, before media flows.
+// The hook where frame encryption attaches (e2ee/e2eeMedia.ts): every RTCRtpSender and
+// RTCRtpReceiver the publisher and subscriber create passes through here exactly once.
 // An implementation sets `sender.transform = new RTCRtpScriptTransform(worker, {...})` (or uses
 // createEncodedStreams, which needs `encodedInsertableStreams: true` in peerConfig).
 import type { FeedId } from "./protocol.ts";
@@ -8,10 +8,14 @@ export interface ReceiverInfo {
   kind: "audio" | "video";
   feed: FeedId;
   userId: string;
+  /** The publisher's Matrix device ("" if it declared none): whose media key decrypts it. */
+  deviceId: string;
   mid: string;
 }
 
 export interface MediaTransformHook {
+  /** Declared to the server with publish, subscribe and answer: frames are end-to-end encrypted. */
+  e2ee?: boolean;
   /** Extra RTCPeerConnection configuration for both peer connections. */
   peerConfig?: Partial<RTCConfiguration>;
   attachSender?(sender: RTCRtpSender, kind: "audio" | "video"): void;
@@ -20,7 +24,7 @@ export interface MediaTransformHook {
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
 }
 
-/** No transforms: frames pass as they are (until E2EE lands). */
+/** No transforms: frames pass as they are (tests, and calls whose server does not require E2EE). */
 export const noTransforms: MediaTransformHook = {};
 
 export type PeerFactory = (config: RTCConfiguration) => RTCPeerConnection;

@@ -5,6 +5,7 @@ import { toClientError } from "../errors.ts";
 import type { AvatarSource } from "../matrix/media.ts";
 import type { RoomMember } from "../matrix/timeline.ts";
 import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
+import type { EncryptionState } from "../rtc/e2ee/callEncryption.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
@@ -52,6 +53,20 @@ export interface Tile {
   speaking: boolean;
   local: boolean;
   screen: boolean;
+  /** This participant's media does not decrypt (missing or wrong key). */
+  undecryptable: boolean;
+}
+
+/** The call's encryption as the toolbar shows it. */
+export interface E2eeView {
+  mode: "participant" | "provisioned";
+  /** Every incoming stream decrypts. */
+  encrypted: boolean;
+  /** Names of participants whose media does not decrypt. */
+  failing: string[];
+  /** Names of participants whose first frames have not arrived or decrypted yet. */
+  waiting: string[];
+  text: string;
 }
 
 export interface CallViewState {
@@ -65,6 +80,8 @@ export interface CallViewState {
   sharing: boolean;
   busy: { mic: boolean; camera: boolean; screen: boolean };
   activeSpeaker: string | null;
+  /** Null when the call's media is not end-to-end encrypted from this client. */
+  e2ee: E2eeView | null;
 }
 
 export interface CallViewModelOptions {
@@ -73,6 +90,8 @@ export interface CallViewModelOptions {
   members: MembersPort;
   media: CallMediaPort;
   avatars: AvatarSource;
+  /** The call's E2EE state (null: not encrypted from here). */
+  encryption?: Store<EncryptionState> | null;
   self: { userId: string; displayName?: string };
   local: LocalMediaHandoff;
   timers?: Timers;
@@ -100,7 +119,7 @@ export class CallViewModel {
   private disposed = false;
 
   constructor(opts: CallViewModelOptions) {
-    this.o = { timers: realTimers, levelsEveryMs: 250, ...opts };
+    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, ...opts };
     this.audio = opts.local.audio;
     this.camera = opts.local.video;
     this.state = new Store<CallViewState>({
@@ -113,8 +132,10 @@ export class CallViewModel {
       sharing: false,
       busy: { mic: false, camera: false, screen: false },
       activeSpeaker: null,
+      e2ee: null,
     });
     this.offs.push(this.o.call.state.subscribe((s, prev) => this.onCall(s, prev)));
+    if (this.o.encryption) this.offs.push(this.o.encryption.subscribe(() => this.rebuild()));
     this.offs.push(this.o.members.onMembers(() => this.rebuild()));
     this.rebuild();
   }
@@ -130,23 +151,33 @@ export class CallViewModel {
   };
 
   async join(): Promise<void> {
+    // The MatrixRTC membership goes out while the call connects: the others' devices send their
+    // media keys as soon as they see it, so a late joiner decrypts sooner.
+    const membership = this.o.membership
+      ? this.o.membership.join().then(
+          () => {
+            this.membershipJoined = true;
+          },
+          (err: unknown) => {
+            this.state.update({
+              notice: `Others using other Matrix apps may not see you in the call: ${toClientError(err, "room").human}`,
+            });
+          },
+        )
+      : Promise.resolve();
     try {
       await this.o.call.start();
     } catch {
+      await membership;
+      await this.leaveMembership();
       return; // the call's state carries the error
     }
-    if (this.disposed || this.o.call.state.get().phase === "ended") return;
-    this.pollLevels();
-    if (this.o.membership) {
-      try {
-        await this.o.membership.join();
-        this.membershipJoined = true;
-      } catch (err) {
-        this.state.update({
-          notice: `Others using other Matrix apps may not see you in the call: ${toClientError(err, "room").human}`,
-        });
-      }
+    await membership;
+    if (this.disposed || this.o.call.state.get().phase === "ended") {
+      await this.leaveMembership();
+      return;
     }
+    this.pollLevels();
   }
 
   async toggleMic(): Promise<void> {
@@ -336,10 +367,18 @@ export class CallViewModel {
         speaking: s.activeSpeaker === "local",
         local: true,
         screen: !!this.screen,
+        undecryptable: false,
       },
     ];
+    const enc = this.o.encryption?.get() ?? null;
+    const failing: string[] = [];
+    const waiting: string[] = [];
     for (const r of call.remotes) {
       const m = this.member(r.userId);
+      const health = enc?.health.get(`${r.userId}|${r.deviceId}`);
+      const undecryptable = !!enc && health !== undefined && health !== "ok";
+      if (undecryptable) failing.push(m.name);
+      else if (enc && health === undefined && r.media) waiting.push(m.name);
       const video = r.media?.video ?? null;
       tiles.push({
         key: r.key,
@@ -354,8 +393,22 @@ export class CallViewModel {
         speaking: s.activeSpeaker === r.key,
         local: false,
         screen: r.screen,
+        undecryptable,
       });
     }
-    this.state.update({ tiles });
+    this.state.update({ tiles, e2ee: enc?.mode ? e2eeView(enc.mode, failing, waiting, enc.error) : null });
   }
+}
+
+function e2eeView(mode: E2eeView["mode"], failing: string[], waiting: string[], error: string | null): E2eeView {
+  const encrypted = !error && failing.length === 0 && waiting.length === 0;
+  const how = mode === "provisioned" ? "Encrypted end to end with keys provisioned by the meeting's server" : "Encrypted end to end";
+  const text = error
+    ? error
+    : failing.length
+      ? `Can't decrypt media from ${failing.join(", ")}`
+      : waiting.length
+        ? `Waiting for media keys from ${waiting.join(", ")}`
+        : how;
+  return { mode, encrypted, failing, waiting, text };
 }

@@ -41,6 +41,7 @@ export function tileWidth(n: number, width: number, height: number, gap = 10): n
 export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
   const grid = h("div", { class: "grid", role: "list", "aria-label": "Participants" });
   const status = h("span", { class: "call-status", role: "status" });
+  const e2ee = h("span", { class: "e2ee", id: "call-e2ee", role: "status", "aria-live": "polite" });
   const banner = h("p", { class: "banner", role: "status", "aria-live": "polite" });
   const errorText = h("span", { role: "alert" });
   const retryBtn = h("button", { type: "button", class: "primary", onclick: actions.onRetry }, "Join again");
@@ -54,7 +55,7 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
   const chatPanel = chatView(chat);
   const stage = h("div", { class: "stage" }, grid, chatPanel.el);
   const el = h("section", { class: "call", "aria-label": `Call in ${roomName}` },
-    h("div", { class: "call-top" }, h("h2", {}, roomName), status),
+    h("div", { class: "call-top" }, h("h2", {}, roomName), e2ee, status),
     banner,
     errorBox,
     stage,
@@ -87,9 +88,10 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
     e.root.classList.toggle("local", t.local);
     e.root.classList.toggle("screen", t.screen);
     e.root.classList.toggle("video-off", !t.videoOn);
+    e.root.classList.toggle("undecryptable", t.undecryptable);
     e.root.setAttribute(
       "aria-label",
-      `${t.name}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}`,
+      `${t.name}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}${t.undecryptable ? ", media can't be decrypted" : ""}`,
     );
     e.name.textContent = t.name;
     e.muted.hidden = !t.audioMuted;
@@ -114,6 +116,9 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
   const offVm = vm.state.subscribe((s) => {
     status.textContent = PHASE_TEXT[s.phase] ?? s.phase;
     status.dataset.phase = s.phase;
+    e2ee.textContent = s.e2ee ? s.e2ee.text : "Not encrypted";
+    e2ee.dataset.state = !s.e2ee ? "off" : s.e2ee.encrypted ? "encrypted" : s.e2ee.failing.length ? "failing" : "waiting";
+    e2ee.dataset.mode = s.e2ee?.mode ?? "";
     banner.textContent = s.notice ?? "";
     banner.hidden = !s.notice;
     errorText.textContent = s.error ?? "";

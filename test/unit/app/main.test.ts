@@ -50,7 +50,7 @@ describe("main", () => {
   it("-g fills the secrets keeping the comments, writes a private registration, then --validate passes", async () => {
     await main(["-e", "-c", configFile]);
     expect(await main(["-g", "-c", configFile, "-f", regFile])).toBe(0);
-    expect(printed(out)).toContain(`wrote ${regFile} (generated 2 secrets in ${configFile})`);
+    expect(printed(out)).toContain(`wrote ${regFile} (generated 3 secrets in ${configFile})`);
 
     const text = readFileSync(configFile, "utf8");
     expect(text).toContain("# Token Parley uses towards the homeserver (as_token)\n");
@@ -60,8 +60,8 @@ describe("main", () => {
     expect(filled.appservice.asToken).toMatch(/^[0-9a-f]{64}$/);
     expect(filled.appservice.hsToken).toMatch(/^[0-9a-f]{64}$/);
     expect(filled.appservice.asToken).not.toBe(filled.appservice.hsToken);
-    // Only the two secrets changed.
-    const blank = (s: string) => s.replace(/(asToken|hsToken): .*/g, "$1: X");
+    // Only the three secrets changed.
+    const blank = (s: string) => s.replace(/(asToken|hsToken|storeKey): .*/g, "$1: X");
     expect(blank(text)).toBe(blank(sampleConfigYaml()));
 
     expect(statSync(regFile).mode & 0o777).toBe(0o600);

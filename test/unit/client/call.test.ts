@@ -233,11 +233,11 @@ describe("CallConnection", () => {
 
 describe("applyStreams", () => {
   it("adds new mids and drops a removed feed's", () => {
-    const a = applyStreams(new Map(), {}, [{ feed: 1, mid: "0", kind: "audio", user_id: "@a" }, { feed: 2, mid: "1", kind: "audio", user_id: "@b" }]);
+    const a = applyStreams(new Map(), {}, [{ feed: 1, mid: "0", kind: "audio", user_id: "@a", device_id: "A" }, { feed: 2, mid: "1", kind: "audio", user_id: "@b", device_id: "B" }]);
     const b = applyStreams(a, { removed: [1] }, []);
     expect([...b.keys()]).toEqual(["1"]);
     // Janus reuses an m-line for another feed.
-    const c = applyStreams(b, {}, [{ feed: 3, mid: "1", kind: "audio", user_id: "@c" }]);
+    const c = applyStreams(b, {}, [{ feed: 3, mid: "1", kind: "audio", user_id: "@c", device_id: "C" }]);
     expect(c.get("1")?.feed).toBe(3);
   });
 });

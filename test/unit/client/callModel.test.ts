@@ -85,7 +85,7 @@ function setup(opts: { micOn?: boolean; cameraOn?: boolean } = {}) {
 }
 
 const remote = (key: string, userId: string, over: Partial<RemoteParticipant> = {}): RemoteParticipant => ({
-  key, feed: Number(key), userId, muted: { audio: false, video: false }, screen: false, media: null, ...over,
+  key, feed: Number(key), userId, deviceId: "DEV", muted: { audio: false, video: false }, screen: false, media: null, ...over,
 });
 
 beforeEach(() => vi.useFakeTimers());
@@ -183,13 +183,15 @@ describe("CallViewModel", () => {
     expect(vm.state.get().notice).toBeNull();
   });
 
-  it("shows why joining failed, and publishes no membership", async () => {
+  it("shows why joining failed, and takes back the membership it published while connecting", async () => {
     const { vm, call, membership } = setup();
     call.failStart = new ParleyClientError("M_FORBIDDEN", "join");
     await vm.join();
     expect(vm.state.get().phase).toBe("failed");
     expect(vm.state.get().error).toBe("You're not allowed to join this call. Only members of the room can join; ask someone in it to invite you.");
-    expect(membership.join).not.toHaveBeenCalled();
+    // Published early (so media keys come sooner), withdrawn when the call failed.
+    expect(membership.join).toHaveBeenCalledTimes(1);
+    expect(membership.leave).toHaveBeenCalledTimes(1);
   });
 
   it("keeps the call going when the membership can't be written, and says so", async () => {

@@ -92,13 +92,13 @@ describe("SignallingClient", () => {
     const s = await accept();
     const pushes: Push[] = [];
     c.events.on("push", (p) => pushes.push(p));
-    s.receive({ type: "participants", participants: [{ user_id: "@b:y", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true } }] });
+    s.receive({ type: "participants", participants: [{ user_id: "@b:y", device_id: "BDEV", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true } }] });
     s.receive({ type: "participants", participants: "nope" });
     s.receive({ type: "trickle", target: "subscriber", candidate: null });
     s.receive({ type: "trickle", target: "elsewhere", candidate: null });
     s.receiveRaw("{not json");
     expect(pushes).toEqual([
-      { type: "participants", participants: [{ user_id: "@b:y", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true, video: false } }] },
+      { type: "participants", participants: [{ user_id: "@b:y", device_id: "BDEV", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true, video: false } }] },
       { type: "trickle", target: "subscriber", candidate: null },
     ]);
   });

@@ -49,7 +49,7 @@ describe("parseConfig", () => {
       meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true },
       sfu: { nodes: [] },
-      calls: { sessionTtlSeconds: 600, iceServers: [] },
+      calls: { sessionTtlSeconds: 600, iceServers: [], e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
       store: { path: "parley.db" },
       logging: { level: "info" },
     });

@@ -56,14 +56,15 @@ const ALL_KEYS = schemaKeys(configSchema.shape);
 /** Optional keys without a default: the sample leaves them out. */
 const omittedKeys = ALL_KEYS.filter(({ field }) => {
   const r = field.safeParse(undefined);
-  return r.success && r.data === undefined;
+  // An optional section (crypto) is shown, so that `parley -g` fills its secret.
+  return r.success && r.data === undefined && !objectShape(field);
 }).map((k) => k.path);
 
 
 describe("sampleConfigYaml", () => {
   it("parses as YAML into the expected sections", () => {
     const data = parse(sampleConfigYaml()) as Record<string, unknown>;
-    expect(Object.keys(data)).toEqual(["homeserver", "appservice", "meetings", "federation", "sfu", "calls", "store", "logging"]);
+    expect(Object.keys(data)).toEqual(["homeserver", "appservice", "meetings", "federation", "sfu", "calls", "store", "crypto", "logging"]);
   });
 
   it("has exactly the schema's keys, leaving out only optional keys without a default", () => {
@@ -104,7 +105,7 @@ describe("sampleConfigYaml", () => {
     expect(header).toContain("`parley -g`");
   });
 
-  it("is refused as it is, for both placeholder secrets", () => {
+  it("is refused as it is, for every placeholder secret", () => {
     let err: unknown;
     try {
       parseConfig(parse(sampleConfigYaml()), "sample.yaml");
@@ -115,18 +116,20 @@ describe("sampleConfigYaml", () => {
     expect((err as ConfigError).problems).toEqual([
       `appservice.asToken: placeholder secret '${GENERATE}' refused; run 'parley -g -c sample.yaml' to generate one`,
       `appservice.hsToken: placeholder secret '${GENERATE}' refused; run 'parley -g -c sample.yaml' to generate one`,
+      `crypto.storeKey: placeholder secret '${GENERATE}' refused; run 'parley -g -c sample.yaml' to generate one`,
     ]);
   });
 
-  it("passes parseConfig once the two 'generate' tokens are replaced", () => {
+  it("passes parseConfig once the three 'generate' secrets are replaced", () => {
     const text = sampleConfigYaml();
-    expect(text.match(/: generate$/gm)).toHaveLength(2);
-    const tokens = ["0123456789abcdef".repeat(4), "fedcba9876543210".repeat(4)];
+    expect(text.match(/: generate$/gm)).toHaveLength(3);
+    const tokens = ["0123456789abcdef".repeat(4), "fedcba9876543210".repeat(4), "00112233445566778899".repeat(4)];
     let i = 0;
     const filled = text.replace(/: generate$/gm, () => `: "${tokens[i++]}"`);
     const config = parseConfig(parse(filled));
     expect(config.appservice.asToken).toBe(tokens[0]);
     expect(config.appservice.hsToken).toBe(tokens[1]);
+    expect(config.crypto?.storeKey).toBe(tokens[2]);
     expect(config.homeserver).toEqual({ url: "http://127.0.0.1:8008", domain: "example.org" });
     expect(config.meetings.publicUrl).toBe("https://meet.example.org");
     expect(config.appservice.url).toBe("http://127.0.0.1:9000");

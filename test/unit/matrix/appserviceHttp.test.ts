@@ -8,7 +8,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { errorHandler } from "../../../appservice/src/http/errors.ts";
 import { createMetrics } from "../../../appservice/src/http/metrics.ts";
 import { configureLogging } from "../../../appservice/src/log.ts";
-import { appserviceRouter, isTransient, type AppserviceHandlers } from "../../../appservice/src/matrix/appserviceHttp.ts";
+import { appserviceRouter, isTransient, parseTransactionParts, type AppserviceHandlers } from "../../../appservice/src/matrix/appserviceHttp.ts";
 import type { RawEvent } from "../../../appservice/src/matrix/events.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 
@@ -364,5 +364,71 @@ describe("isTransient", () => {
     expect(isTransient(new MatrixError({ errcode: "M_LIMIT_EXCEEDED", error: "x" }, 429))).toBe(true);
     expect(isTransient(new MatrixError({ errcode: "M_FORBIDDEN", error: "x" }, 403))).toBe(false);
     expect(isTransient(new MatrixError({ errcode: "M_NOT_FOUND", error: "x" }, 404))).toBe(false);
+  });
+});
+
+describe("E2EE parts of a transaction (MSC2409 to-device, MSC3202)", () => {
+  const toDevice = { type: "m.room.encrypted", sender: "@alice:example.org", to_user_id: "@parley:example.org", to_device_id: "DEV", content: {} };
+  const e2eeBody = (events: RawEvent[]) => ({
+    events,
+    "de.sorunome.msc2409.to_device": [toDevice],
+    "org.matrix.msc3202.device_lists": { changed: ["@alice:example.org"], left: [] },
+    "org.matrix.msc3202.device_one_time_keys_count": { "@parley:example.org": { DEV: { signed_curve25519: 50 } } },
+    "org.matrix.msc3202.device_unused_fallback_key_types": { "@parley:example.org": { DEV: ["signed_curve25519"] } },
+  });
+
+  it("parses Synapse's unstable fields, and finds nothing in a plain transaction", () => {
+    expect(parseTransactionParts(e2eeBody([]))).toEqual({
+      toDevice: [toDevice],
+      deviceLists: { changed: ["@alice:example.org"], left: [] },
+      oneTimeKeyCounts: { "@parley:example.org": { DEV: { signed_curve25519: 50 } } },
+      unusedFallbackKeyTypes: { "@parley:example.org": { DEV: ["signed_curve25519"] } },
+    });
+    expect(parseTransactionParts({ events: [event("$1")] })).toBeUndefined();
+    expect(parseTransactionParts({ "org.matrix.msc3202.device_lists": "nope" })).toBeUndefined();
+  });
+
+  it("hands the parts over before the events, once per txnId even when an event is retried", async () => {
+    const order: string[] = [];
+    let failOnce = true;
+    const rec = recorder((e) => {
+      if (e.event_id === "$2" && failOnce) {
+        failOnce = false;
+        return new MatrixError({ errcode: "M_UNKNOWN" }, 502);
+      }
+      return undefined;
+    });
+    const handlers: AppserviceHandlers = {
+      ...rec.handlers,
+      onEvent: async (e) => {
+        order.push(String(e.event_id));
+        await rec.handlers.onEvent(e);
+      },
+      onTransactionParts: async (parts) => {
+        order.push(`parts:${parts.toDevice.length}`);
+      },
+    };
+    const { base } = await serve(handlers);
+    const body = e2eeBody([event("$1"), event("$2")]);
+    expect((await put(base, "t1", body)).status).toBe(500);
+    expect((await put(base, "t1", body)).status).toBe(200);
+    expect((await put(base, "t1", body)).status).toBe(200);
+    expect(order).toEqual(["parts:1", "$1", "$2", "$2"]);
+  });
+
+  it("a failure in the parts fails the transaction, and the retry hands them over again", async () => {
+    let calls = 0;
+    const rec = recorder();
+    const { base } = await serve({
+      ...rec.handlers,
+      onTransactionParts: async () => {
+        if (++calls === 1) throw new Error("disk full");
+      },
+    });
+    expect((await put(base, "t1", e2eeBody([event("$1")]))).status).toBe(500);
+    expect(rec.seen).toEqual([]);
+    expect((await put(base, "t1", e2eeBody([event("$1")]))).status).toBe(200);
+    expect(calls).toBe(2);
+    expect(rec.seen).toEqual(["$1"]);
   });
 });

@@ -10,6 +10,7 @@ import type { Connection, HandlerTable } from "./server.ts";
 interface Member {
   conn: Connection;
   userId: string;
+  deviceId: string;
   media: SfuMediaSession;
   /** Streams announced to the others (set once the SFU has the media). */
   streams: Participant["streams"];
@@ -45,12 +46,14 @@ export class CallMembers {
   participants(callId: string): Participant[] {
     return [...(this.calls.get(callId)?.values() ?? [])]
       .filter((m) => m.streams.length > 0)
-      .map((m) => ({ user_id: m.userId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted } }));
+      .map((m) => ({ user_id: m.userId, device_id: m.deviceId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted } }));
   }
 
-  userOfFeed(callId: string, feed: string | number): string | undefined {
-    for (const m of this.calls.get(callId)?.values() ?? []) if (String(m.media.feedId) === String(feed)) return m.userId;
-    return undefined;
+  ownerOfFeed(callId: string, feed: string | number): { user_id: string; device_id: string } {
+    for (const m of this.calls.get(callId)?.values() ?? []) {
+      if (String(m.media.feedId) === String(feed)) return { user_id: m.userId, device_id: m.deviceId };
+    }
+    return { user_id: "", device_id: "" };
   }
 
   broadcast(callId: string): void {
@@ -68,7 +71,19 @@ function withSource(streams: Participant["streams"], source: "camera" | "screen"
   return streams.map((s) => (s.kind === "video" ? { ...s, type: source } : s));
 }
 
-export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMembers): HandlerTable {
+export interface MediaPolicy {
+  /** Refuse publishers and subscribers that do not declare end-to-end encrypted frames. */
+  requireE2ee: boolean;
+}
+
+/** Janus 1.1.2 checks require_e2ee for publishers only: Parley checks both ends itself. */
+function checkE2ee(policy: MediaPolicy, declared: boolean | undefined, role: "publish" | "subscribe"): void {
+  if (policy.requireE2ee && declared !== true) {
+    throw new ParleyError("M_FORBIDDEN", `this call requires end-to-end encrypted media: ${role} with e2ee: true`);
+  }
+}
+
+export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMembers, policy: MediaPolicy): HandlerTable {
   /** The caller's member entry, joining the SFU room on first use. */
   async function memberOf(conn: Connection): Promise<Member> {
     const session = conn.session!;
@@ -86,16 +101,17 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
       void media.close().catch(() => undefined);
       conn.send({ type: "renegotiate", reason });
     });
-    const member: Member = { conn, userId: session.userId, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false } };
+    const member: Member = { conn, userId: session.userId, deviceId: conn.deviceId ?? "", media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false } };
     members.add(session.callId, member);
     return member;
   }
 
   const withUsers = (callId: string, streams: (MediaStreamInfo & { feed: string | number })[]) =>
-    streams.map((s) => ({ ...s, user_id: members.userOfFeed(callId, s.feed) ?? "" }));
+    streams.map((s) => ({ ...s, ...members.ownerOfFeed(callId, s.feed) }));
 
   return {
     publish: async (conn, m) => {
+      checkE2ee(policy, m.e2ee, "publish");
       const callId = conn.session!.callId;
       // A second publish on this socket is the client starting its media over (new peer
       // connections): Janus cannot take a new DTLS peer on a live handle, so start a fresh session.
@@ -119,6 +135,7 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
       return { jsep: { type: "answer", sdp: answerSdp }, feed_id: member.media.feedId };
     },
     subscribe: async (conn, m) => {
+      checkE2ee(policy, m.e2ee, "subscribe");
       const member = await memberOf(conn);
       const { offerSdp, streams } = await member.media.subscribe(m.feeds);
       return { jsep: { type: "offer", sdp: offerSdp }, streams: withUsers(conn.session!.callId, streams) };
@@ -129,6 +146,7 @@ export function mediaHandlers(calls: CallService, sfu: SfuMedia, members: CallMe
       return { ...(offerSdp ? { jsep: { type: "offer", sdp: offerSdp } } : {}), streams: withUsers(conn.session!.callId, streams) };
     },
     answer: async (conn, m) => {
+      checkE2ee(policy, m.e2ee, "subscribe");
       await (await memberOf(conn)).media.answer(m.jsep.sdp);
     },
     trickle: async (conn, m) => {

@@ -15,16 +15,19 @@ const sdp = z
 const jsep = (type: "offer" | "answer") => z.object({ type: z.literal(type), sdp });
 
 export const clientMessage = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256) }),
+  // device_id: the Matrix device the client runs as; others address their media keys to it.
+  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256), device_id: z.string().min(1).max(255).optional() }),
   z.object({ type: z.literal("ping"), id }),
-  z.object({ type: z.literal("publish"), id, jsep: jsep("offer"), simulcast: z.boolean().optional() }),
+  // e2ee: the client's frames are end-to-end encrypted (publish) / it decrypts them (subscribe, answer).
+  z.object({ type: z.literal("publish"), id, jsep: jsep("offer"), simulcast: z.boolean().optional(), e2ee: z.boolean().optional() }),
   z.object({
     type: z.literal("subscribe"),
     id,
+    e2ee: z.boolean().optional(),
     feeds: z.array(z.object({ feed: z.union([z.string(), z.number()]), mid: z.string().max(16).optional() })).min(1).max(64),
   }),
   z.object({ type: z.literal("unsubscribe"), id, feeds: z.array(z.union([z.string(), z.number()])).min(1).max(64) }),
-  z.object({ type: z.literal("answer"), id, jsep: jsep("answer") }),
+  z.object({ type: z.literal("answer"), id, jsep: jsep("answer"), e2ee: z.boolean().optional() }),
   z.object({
     type: z.literal("trickle"),
     id,
@@ -46,7 +49,7 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
 /*
  * Server -> client. Every request is answered by {type:"result", id, ...} or
  * {type:"error", id?, errcode, error}. Results:
- *   hello       -> {user_id, room_id, call_id}
+ *   hello       -> {user_id, room_id, call_id, e2ee: {required, keys: "participant"|"provisioned", bot}}
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
@@ -64,10 +67,13 @@ export interface SubscribedStream {
   mid: string;
   kind: "audio" | "video";
   user_id: string;
+  /** The Matrix device the publisher declared in hello ("" if none): whose media key decrypts it. */
+  device_id: string;
 }
 
 export interface Participant {
   user_id: string;
+  device_id: string;
   feed_id: string | number;
   streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
   muted: { audio: boolean; video: boolean };

@@ -18,6 +18,8 @@ const CLOSE = { M_FORBIDDEN: 4403, M_UNKNOWN_TOKEN: 4401, M_NOT_FOUND: 4404, M_M
 export interface Connection {
   readonly log: Logger;
   session: CallSession | undefined;
+  /** The Matrix device the client declared in hello. */
+  deviceId: string | undefined;
   /** What ends this socket when its session ends (registered with the call service). */
   closer: SessionCloser | undefined;
   send(message: Record<string, unknown>): void;
@@ -36,7 +38,7 @@ export interface SignallingServer {
   close(): Promise<void>;
 }
 
-export function attachSignalling(server: Server, calls: CallService, handlers: HandlerTable): SignallingServer {
+export function attachSignalling(server: Server, calls: CallService, handlers: HandlerTable, hooks: { closed?: (conn: Connection) => void } = {}): SignallingServer {
   const log = getLogger("http.signalling");
   // Transport limit well above the message limit, so an oversize message gets an answer.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MAX_MESSAGE_BYTES });
@@ -50,6 +52,7 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
     const conn: Connection = {
       log,
       session: undefined,
+      deviceId: undefined,
       closer: undefined,
       send: (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)),
       close: (code, reason) => ws.close(code, reason),
@@ -90,6 +93,7 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
       }
     });
     ws.on("close", () => {
+      if (conn.session) hooks.closed?.(conn);
       if (conn.session && conn.closer) {
         calls.detach(conn.session.token, conn.closer);
         void handlers.leave?.(conn, { type: "leave" }).catch(() => undefined);
@@ -108,21 +112,36 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
   };
 }
 
+/** How a call's media is encrypted, told to the client in hello. */
+export interface E2eeInfo {
+  required: boolean;
+  keys: "participant" | "provisioned";
+  /** The bot whose Olm device sends provisioned keys (only keys from it are accepted). */
+  bot: string;
+}
+
 /** hello, ping and leave: what every connection has, whatever the media handlers. */
-export function sessionHandlers(calls: CallService): Pick<HandlerTable, "hello" | "ping"> {
+export function sessionHandlers(
+  calls: CallService,
+  e2ee: (roomId: string) => E2eeInfo,
+  hooks: { opened?: (conn: Connection, e2ee: E2eeInfo) => void } = {},
+): Pick<HandlerTable, "hello" | "ping"> {
   return {
     hello: async (conn, m) => {
       if (conn.session) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
       const session = calls.session(m.session);
       if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
       conn.session = session;
+      conn.deviceId = m.device_id;
       conn.closer = (reason) => {
         conn.send({ type: "evicted", errcode: reason.errcode, error: reason.message });
         conn.close(CLOSE[reason.errcode], reason.message);
       };
       calls.attach(session.token, conn.closer);
       conn.log.info({ userId: session.userId, roomId: session.roomId, callId: session.callId }, "signalling session open");
-      return { user_id: session.userId, room_id: session.roomId, call_id: session.callId };
+      const info = e2ee(session.roomId);
+      hooks.opened?.(conn, info);
+      return { user_id: session.userId, room_id: session.roomId, call_id: session.callId, e2ee: info };
     },
     ping: async () => ({ pong: true }),
   };

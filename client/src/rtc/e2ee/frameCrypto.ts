@@ -12,6 +12,11 @@
 //     FRAME_KEY_INFO = the 19 ASCII bytes "parley frame key v1"
 // The derived key is non-extractable.
 //
+// Provisioned mode (one call key from the bot, shared by every sender): each sender's frame key is
+// derived with its own identity appended to the info,
+//     info = FRAME_KEY_INFO || 0x00 || UTF-8("<user id>|<device id>")
+// so two senders never share an AES key and a collision of their random IV salts cannot reuse an IV.
+//
 // Encrypted frame:
 //     clear prefix  ||  AES-GCM(frameKey, IV, AAD = clear prefix)(rest of the frame) incl. 16-byte tag
 //                   ||  IV (12 bytes)  ||  key index (1 byte, 0..255)
@@ -53,15 +58,28 @@ function bufferSource(view: Uint8Array): Uint8Array<ArrayBuffer> {
     : new Uint8Array(view);
 }
 
-/** HKDF-SHA-256 of a 32-byte media key to a non-extractable AES-GCM-128 key (see the header). */
-export async function deriveFrameKey(raw: Uint8Array): Promise<CryptoKey> {
+/** The HKDF info for a media key: FRAME_KEY_INFO, plus `0x00 || context` when given (see the header). */
+export function frameKeyInfo(context?: string): Uint8Array<ArrayBuffer> {
+  if (context === undefined) return FRAME_KEY_INFO;
+  const extra = new TextEncoder().encode(context);
+  const info = new Uint8Array(FRAME_KEY_INFO.length + 1 + extra.length);
+  info.set(FRAME_KEY_INFO, 0);
+  info.set(extra, FRAME_KEY_INFO.length + 1);
+  return info;
+}
+
+/**
+ * HKDF-SHA-256 of a 32-byte media key to a non-extractable AES-GCM-128 key (see the header);
+ * `context` (the sender's "<user id>|<device id>") only for a key shared by several senders.
+ */
+export async function deriveFrameKey(raw: Uint8Array, context?: string): Promise<CryptoKey> {
   if (raw.length !== MEDIA_KEY_LENGTH) {
     throw new RangeError(`media key must be ${MEDIA_KEY_LENGTH} bytes, got ${raw.length}`);
   }
   const subtle = globalThis.crypto.subtle;
   const ikm = await subtle.importKey("raw", bufferSource(raw), "HKDF", false, ["deriveKey"]);
   return subtle.deriveKey(
-    { name: "HKDF", hash: "SHA-256", salt: FRAME_KEY_SALT, info: FRAME_KEY_INFO },
+    { name: "HKDF", hash: "SHA-256", salt: FRAME_KEY_SALT, info: frameKeyInfo(context) },
     ikm,
     { name: "AES-GCM", length: 128 },
     false,

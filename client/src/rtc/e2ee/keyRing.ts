@@ -30,6 +30,12 @@ export class KeyRing {
   #current: number | undefined;
   /** The most recently assigned index (by `set` or `rotate`), from which `rotate` counts. */
   #last: number | undefined;
+  /** Appended to the HKDF info (provisioned mode: the sender's identity); see frameCrypto.ts. */
+  readonly #context: string | undefined;
+
+  constructor(context?: string) {
+    this.#context = context;
+  }
 
   /** Derives and stores the frame key for `raw` (32 bytes) at `index`, replacing any held one. */
   async set(index: number, raw: Uint8Array): Promise<void> {
@@ -42,7 +48,7 @@ export class KeyRing {
     this.#last = index;
     let key: CryptoKey;
     try {
-      key = await deriveFrameKey(raw);
+      key = await deriveFrameKey(raw, this.#context);
     } catch (e) {
       // The caller meant to replace the key here: never leave the old one in its place.
       if (this.#generation.get(index) === generation) this.#keys.delete(index);

@@ -1,0 +1,109 @@
+// Provisioned media keys: for a call in this mode the bot's Olm device makes one 32-byte call key
+// and sends it, Olm-encrypted, to every device joined to the call (a signalling session granted
+// after the OpenID and policy checks, with the Matrix device it declared), and makes a new one on
+// every membership change: one to-device message per device and rotation, O(N) instead of the
+// participant mode's O(N^2). The message has MatrixRTC's to-device key shape; clients accept such
+// keys only from the bot (and derive a per-sender frame key from it).
+import { getLogger } from "../log.ts";
+
+export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
+
+export interface KeyDevice {
+  userId: string;
+  deviceId: string;
+}
+
+/** The bot's Olm device, as this service needs it. */
+export interface KeySender {
+  readonly userId: string;
+  deviceId(): Promise<string>;
+  sendToDevices(type: string, devices: KeyDevice[], content: Record<string, unknown>): Promise<{ sent: KeyDevice[]; unreachable: KeyDevice[] }>;
+}
+
+export interface ProvisionedKeyOptions {
+  sender: KeySender;
+  random: () => Uint8Array;
+  now?: () => number;
+  /** Membership changes closer together than this make one rotation. */
+  coalesceMs?: number;
+  /** Told of every rotation (metrics, benchmarks). */
+  onRotated?: (e: { callId: string; index: number; devices: number; unreachable: number }) => void;
+}
+
+interface CallKeys {
+  roomId: string;
+  members: Map<object, KeyDevice>;
+  index: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Rotations of one call run one after the other. */
+  chain: Promise<void>;
+}
+
+export class ProvisionedKeyService {
+  private readonly log = getLogger("calls.keys");
+  private readonly calls = new Map<string, CallKeys>();
+  private readonly o: Required<Omit<ProvisionedKeyOptions, "onRotated">> & Pick<ProvisionedKeyOptions, "onRotated">;
+
+  constructor(opts: ProvisionedKeyOptions) {
+    this.o = { now: () => Date.now(), coalesceMs: 50, ...opts };
+  }
+
+  /** A device joined the call (its signalling session said hello with a device id). */
+  join(callId: string, roomId: string, member: object, device: KeyDevice): void {
+    let call = this.calls.get(callId);
+    if (!call) this.calls.set(callId, (call = { roomId, members: new Map(), index: -1, timer: undefined, chain: Promise.resolve() }));
+    call.members.set(member, device);
+    this.schedule(callId, call);
+  }
+
+  /** A device's session ended: the others get a new key it never sees. */
+  leave(callId: string, member: object): void {
+    const call = this.calls.get(callId);
+    if (!call?.members.delete(member)) return;
+    if (call.members.size === 0) {
+      clearTimeout(call.timer);
+      this.calls.delete(callId);
+      return;
+    }
+    this.schedule(callId, call);
+  }
+
+  /** Resolves when the rotations queued for `callId` are done (tests, benchmarks). */
+  settled(callId: string): Promise<void> {
+    return this.calls.get(callId)?.chain ?? Promise.resolve();
+  }
+
+  stop(): void {
+    for (const call of this.calls.values()) clearTimeout(call.timer);
+    this.calls.clear();
+  }
+
+  private schedule(callId: string, call: CallKeys): void {
+    clearTimeout(call.timer);
+    call.timer = setTimeout(() => {
+      call.timer = undefined;
+      call.chain = call.chain.then(() => this.rotate(callId, call)).catch((err) => this.log.warn({ err, callId }, "call key not sent"));
+    }, this.o.coalesceMs);
+  }
+
+  private async rotate(callId: string, call: CallKeys): Promise<void> {
+    if (this.calls.get(callId) !== call || call.members.size === 0) return;
+    call.index = (call.index + 1) % 256;
+    const devices = [...new Map([...call.members.values()].map((d) => [`${d.userId}|${d.deviceId}`, d])).values()];
+    const key = Buffer.from(this.o.random()).toString("base64");
+    const botDevice = await this.o.sender.deviceId();
+    const content = {
+      keys: { index: call.index, key },
+      member: { id: `${this.o.sender.userId}:${botDevice}`, claimed_device_id: botDevice },
+      room_id: call.roomId,
+      session: { application: "m.call", call_id: "", scope: "m.room" },
+      sent_ts: this.o.now(),
+    };
+    const outcome = await this.o.sender.sendToDevices(CALL_KEYS_EVENT, devices, content);
+    if (outcome.unreachable.length) {
+      this.log.warn({ callId, unreachable: outcome.unreachable.map((d) => `${d.userId}|${d.deviceId}`) }, "call key could not be sent to some devices");
+    }
+    this.log.info({ callId, index: call.index, devices: outcome.sent.length }, "call key rotated");
+    this.o.onRotated?.({ callId, index: call.index, devices: outcome.sent.length, unreachable: outcome.unreachable.length });
+  }
+}

@@ -1,0 +1,145 @@
+// End-to-end encrypted media for one call, on the page's side: attaches every sender and receiver
+// to the E2EE worker (RTCRtpScriptTransform where the browser has it, else createEncodedStreams
+// with `encodedInsertableStreams`), hands the worker the media keys the key exchange produces,
+// and keeps each remote participant's decryption health for the UI.
+import { Emitter } from "../../state/store.ts";
+import type { MediaTransformHook, ReceiverInfo } from "../transforms.ts";
+import { participantId, type CipherStatus, type DecryptState, type KeyMode, type MediaKind } from "./cipher.ts";
+import type { FromWorker, ToWorker, TransformOptions } from "./workerProtocol.ts";
+
+export interface WorkerLike {
+  postMessage(message: ToWorker, transfer?: Transferable[]): void;
+  addEventListener(type: "message", fn: (ev: MessageEvent<FromWorker>) => void): void;
+  terminate(): void;
+}
+
+type ScriptTransformCtor = new (worker: WorkerLike, options: TransformOptions) => unknown;
+
+interface EncodedStreamsCapable {
+  createEncodedStreams(): { readable: ReadableStream; writable: WritableStream };
+}
+
+export interface E2eeMediaEvents extends Record<string, unknown> {
+  status: Map<string, DecryptState>;
+  error: string;
+}
+
+/**
+ * The browser's way of attaching transforms, or null when it has none (no E2EE possible).
+ * RTCRtpScriptTransform counts only with the `transform` attribute on senders and receivers: a
+ * browser can have the constructor without it, and assigning `sender.transform` would then just
+ * add a plain property, sending every frame in the clear.
+ */
+export function browserTransformApi(): { scriptTransform: ScriptTransformCtor | null; encodedStreams: boolean } | null {
+  const g = globalThis as unknown as { RTCRtpScriptTransform?: ScriptTransformCtor; RTCRtpSender?: { prototype: object }; RTCRtpReceiver?: { prototype: object } };
+  const sender = g.RTCRtpSender?.prototype;
+  const receiver = g.RTCRtpReceiver?.prototype;
+  if (!sender || !receiver) return null;
+  if (g.RTCRtpScriptTransform && "transform" in sender && "transform" in receiver) return { scriptTransform: g.RTCRtpScriptTransform, encodedStreams: false };
+  if ("createEncodedStreams" in sender && "createEncodedStreams" in receiver) return { scriptTransform: null, encodedStreams: true };
+  return null;
+}
+
+export function createE2eeWorker(): WorkerLike {
+  return new Worker(new URL("./worker.ts", import.meta.url), { type: "module", name: "parley-e2ee" }) as unknown as WorkerLike;
+}
+
+export class E2eeMedia implements MediaTransformHook {
+  readonly e2ee = true;
+  readonly peerConfig: Partial<RTCConfiguration>;
+  readonly events = new Emitter<E2eeMediaEvents>();
+  readonly self: string;
+  #mode: KeyMode = "participant";
+  readonly #worker: WorkerLike;
+  readonly #scriptTransform: ScriptTransformCtor | null;
+  readonly #receivers = new WeakMap<RTCRtpReceiver, string>();
+  #nextReceiver = 0;
+  readonly #status = new Map<string, DecryptState>();
+
+  constructor(opts: { userId: string; deviceId: string; worker: WorkerLike; scriptTransform: ScriptTransformCtor | null }) {
+    this.self = participantId(opts.userId, opts.deviceId);
+    this.#worker = opts.worker;
+    this.#scriptTransform = opts.scriptTransform;
+    // createEncodedStreams needs this (Chrome's non-standard flag); RTCRtpScriptTransform does not.
+    this.peerConfig = opts.scriptTransform ? {} : ({ encodedInsertableStreams: true } as Partial<RTCConfiguration>);
+    this.#worker.addEventListener("message", (ev) => this.#onWorker(ev.data));
+  }
+
+  get mode(): KeyMode {
+    return this.#mode;
+  }
+
+  /** The call's key mode (from the server's hello); set before media starts. */
+  setMode(mode: KeyMode): void {
+    this.#mode = mode;
+    this.#post({ type: "init", self: this.self, mode });
+  }
+
+  attachSender(sender: RTCRtpSender, kind: MediaKind): void {
+    this.#attach(sender, { operation: "encrypt", kind, self: this.self, mode: this.#mode });
+  }
+
+  attachReceiver(receiver: RTCRtpReceiver, info: ReceiverInfo): void {
+    const receiverId = `r${++this.#nextReceiver}`;
+    this.#receivers.set(receiver, receiverId);
+    const participant = participantId(info.userId, info.deviceId);
+    this.#attach(receiver, { operation: "decrypt", kind: info.kind, self: this.self, mode: this.#mode, receiverId, participant });
+  }
+
+  receiverReassigned(receiver: RTCRtpReceiver, info: ReceiverInfo): void {
+    const receiverId = this.#receivers.get(receiver);
+    if (receiverId) this.#post({ type: "bind", receiverId, participant: participantId(info.userId, info.deviceId) });
+  }
+
+  setKey(participant: string, index: number, key: Uint8Array): void {
+    this.#post({ type: "setKey", participant, index, key });
+  }
+
+  setOwnKey(index: number, key: Uint8Array, use: boolean): void {
+    this.#post({ type: "setOwnKey", index, key, use });
+  }
+
+  useOwnKey(index: number): void {
+    this.#post({ type: "useOwnKey", index });
+  }
+
+  setCallKey(index: number, key: Uint8Array, use: boolean): void {
+    this.#post({ type: "setCallKey", index, key, use });
+  }
+
+  /** A participant left: drop its keys and its health entry. */
+  forget(participant: string): void {
+    this.#post({ type: "forget", participant });
+    if (this.#status.delete(participant)) this.events.emit("status", new Map(this.#status));
+  }
+
+  /** Decryption health by participant ("<user id>|<device id>"), for those whose frames arrived. */
+  status(): Map<string, DecryptState> {
+    return new Map(this.#status);
+  }
+
+  dispose(): void {
+    this.#worker.terminate();
+  }
+
+  #attach(target: RTCRtpSender | RTCRtpReceiver, options: TransformOptions): void {
+    if (this.#scriptTransform) {
+      (target as { transform: unknown }).transform = new this.#scriptTransform(this.#worker, options);
+      return;
+    }
+    const { readable, writable } = (target as unknown as EncodedStreamsCapable).createEncodedStreams();
+    this.#post({ type: "streams", readable, writable, options }, [readable as unknown as Transferable, writable as unknown as Transferable]);
+  }
+
+  #post(message: ToWorker, transfer: Transferable[] = []): void {
+    this.#worker.postMessage(message, transfer);
+  }
+
+  #onWorker(m: FromWorker): void {
+    if (m.type === "error") return void this.events.emit("error", m.error);
+    const status: CipherStatus = m;
+    if (this.#status.get(status.participant) === status.state) return;
+    this.#status.set(status.participant, status.state);
+    this.events.emit("status", new Map(this.#status));
+  }
+}

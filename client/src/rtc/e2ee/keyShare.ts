@@ -1,0 +1,294 @@
+// Who gets which media key, and when. Two modes (the server says which in hello):
+//
+// Participant keys (default): this device makes its own 32-byte media key and sends it, Olm-
+// encrypted, to every other device with a live MatrixRTC membership in the room (the to-device
+// shape of MatrixRTC's `io.element.call.encryption_keys`). When a device leaves, a new key is made
+// and sent to those who remain, and used only after `useDelayMs` so they have it first. A joiner
+// gets the current key if it is younger than `graceMs`, else everyone gets a new one (a joiner
+// cannot decrypt what was sent before it joined, beyond the grace period). A device that is not a
+// member never gets a key; keys from a device are used only once that device is a member.
+//
+// Provisioned keys: the bot's device sends one call key to every joined, policy-checked device
+// and rotates it on every membership change; only keys from the bot are accepted, and each is
+// used for sending after `useDelayMs`.
+import { getLogger } from "../../log.ts";
+import { realTimers, type Timers } from "../../timers.ts";
+import { MEDIA_KEY_LENGTH } from "./frameCrypto.ts";
+import { participantId } from "./cipher.ts";
+import { generateMediaKey } from "./keyRing.ts";
+
+export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
+
+export interface DeviceRef {
+  userId: string;
+  deviceId: string;
+}
+
+/** MatrixRTC's to-device key content. */
+export interface CallKeyContent {
+  keys: { index: number; key: string };
+  member: { id: string; claimed_device_id: string };
+  room_id: string;
+  session: { application: "m.call"; call_id: ""; scope: "m.room" };
+  sent_ts: number;
+}
+
+export interface KeyTransport {
+  /** Olm-encrypts `content` for each device and sends it; resolves with the devices it could not reach (if it knows). */
+  send(devices: DeviceRef[], content: CallKeyContent): Promise<DeviceRef[] | void>;
+  /** Olm-decrypted key messages, with the sending device as Olm attributes it. */
+  onKeys(fn: (from: DeviceRef, content: unknown) => void): () => void;
+}
+
+export interface CallMembersPort {
+  /** Devices with a live MatrixRTC call membership in the room (this one included, or not). */
+  devices(): DeviceRef[];
+  onChange(fn: () => void): () => void;
+}
+
+export interface KeySink {
+  setOwnKey(index: number, key: Uint8Array, use: boolean): void;
+  useOwnKey(index: number): void;
+  setKey(participant: string, index: number, key: Uint8Array): void;
+  setCallKey(index: number, key: Uint8Array, use: boolean): void;
+  forget(participant: string): void;
+}
+
+export interface KeyShareOptions {
+  roomId: string;
+  self: DeviceRef;
+  transport: KeyTransport;
+  members: CallMembersPort;
+  sink: KeySink;
+  timers?: Timers;
+  now?: () => number;
+  /** A joiner gets the current key if it is younger than this; else a rotation. */
+  graceMs?: number;
+  /** A new key is sent first and used for sending this much later. */
+  useDelayMs?: number;
+  /** A key that could not reach a member device is sent again after this (doubling, up to 10 s). */
+  retryMs?: number;
+  random?: () => Uint8Array;
+}
+
+export interface RotationEvent {
+  index: number;
+  /** Devices the new key was sent to (one to-device message each). */
+  sentTo: number;
+  reason: "start" | "leave" | "join";
+}
+
+const deviceKey = (d: DeviceRef) => participantId(d.userId, d.deviceId);
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+function fromBase64(text: string): Uint8Array | null {
+  try {
+    const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+    return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+/** A valid key message's index and key for `roomId`, or why it is not one. */
+export function parseKeyContent(content: unknown, roomId: string): { index: number; key: Uint8Array; claimedDevice: string } | string {
+  if (typeof content !== "object" || content === null) return "not an object";
+  const c = content as Record<string, unknown>;
+  if (c.room_id !== roomId) return "for another room";
+  const keys = c.keys as Record<string, unknown> | undefined;
+  if (!keys || typeof keys !== "object") return "no keys";
+  const index = keys.index;
+  if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index > 255) return "bad key index";
+  const key = typeof keys.key === "string" ? fromBase64(keys.key) : null;
+  if (!key || key.length !== MEDIA_KEY_LENGTH) return `key must be ${MEDIA_KEY_LENGTH} bytes of base64`;
+  const member = c.member as Record<string, unknown> | undefined;
+  const claimedDevice = member && typeof member.claimed_device_id === "string" ? member.claimed_device_id : "";
+  return { index, key, claimedDevice };
+}
+
+export function keyContent(roomId: string, self: DeviceRef, index: number, key: Uint8Array, now: number): CallKeyContent {
+  return {
+    keys: { index, key: toBase64(key) },
+    member: { id: `${self.userId}:${self.deviceId}`, claimed_device_id: self.deviceId },
+    room_id: roomId,
+    session: { application: "m.call", call_id: "", scope: "m.room" },
+    sent_ts: now,
+  };
+}
+
+/** Participant-keys mode: this device's key, shared with the call's member devices. */
+export class ParticipantKeyShare {
+  private readonly o: Required<Omit<KeyShareOptions, "random">> & { random: () => Uint8Array };
+  private readonly log = getLogger("e2ee");
+  private current: { index: number; key: Uint8Array; createdAt: number } | null = null;
+  /** The devices that hold the current key. */
+  private sharedWith = new Map<string, DeviceRef>();
+  /** Keys from devices not (yet) seen as members, by device: applied when they are. */
+  private readonly held = new Map<string, { index: number; key: Uint8Array }[]>();
+  private readonly unsubscribe: (() => void)[] = [];
+  private useTimer: unknown;
+  /** Member devices the current key could not reach yet (their keys were not downloadable yet). */
+  private readonly undelivered = new Map<string, DeviceRef>();
+  private retryTimer: unknown;
+  private retryDelay = 0;
+  private stopped = false;
+  /** Serialises membership reactions so rotations never interleave. */
+  private queue: Promise<void> = Promise.resolve();
+  onRotated: ((e: RotationEvent) => void) | null = null;
+
+  constructor(opts: KeyShareOptions) {
+    this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts };
+  }
+
+  start(): void {
+    this.unsubscribe.push(this.o.transport.onKeys((from, content) => this.onKeys(from, content)));
+    this.unsubscribe.push(this.o.members.onChange(() => this.enqueue(() => this.onMembers())));
+    this.enqueue(() => this.rotate("start", true));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.o.timers.clearTimeout(this.useTimer);
+    this.o.timers.clearTimeout(this.retryTimer);
+    for (const u of this.unsubscribe.splice(0)) u();
+  }
+
+  /** Resolves when the queued membership reactions have run (tests, benchmarks). */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
+  private enqueue(op: () => Promise<void>): void {
+    this.queue = this.queue.then(() => (this.stopped ? undefined : op())).catch((err) => this.log.warn("key share failed", { err: String(err) }));
+  }
+
+  private others(): Map<string, DeviceRef> {
+    const self = deviceKey(this.o.self);
+    return new Map(this.o.members.devices().filter((d) => deviceKey(d) !== self).map((d) => [deviceKey(d), d]));
+  }
+
+  private async onMembers(): Promise<void> {
+    const now = this.others();
+    const left = [...this.sharedWith.keys()].filter((k) => !now.has(k));
+    const joined = [...now].filter(([k]) => !this.sharedWith.has(k)).map(([, d]) => d);
+    for (const k of left) this.o.sink.forget(k);
+    for (const d of joined) this.release(d);
+    if (left.length) return this.rotate("leave", false);
+    if (!joined.length || !this.current) return;
+    if (this.o.now() - this.current.createdAt < this.o.graceMs) {
+      const c = this.current;
+      for (const d of joined) this.sharedWith.set(deviceKey(d), d);
+      this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
+      await this.deliver(joined, c.index, c.key);
+      this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
+      return;
+    }
+    return this.rotate("join", false);
+  }
+
+  private async rotate(reason: RotationEvent["reason"], useNow: boolean): Promise<void> {
+    const index = this.current ? (this.current.index + 1) % 256 : 0;
+    const key = this.o.random();
+    this.current = { index, key, createdAt: this.o.now() };
+    this.o.sink.setOwnKey(index, key, useNow);
+    const targets = this.others();
+    this.sharedWith = targets;
+    if (!useNow) {
+      // Switch even if sending failed: after a leave the old key must go out of use.
+      this.o.timers.clearTimeout(this.useTimer);
+      this.useTimer = this.o.timers.setTimeout(() => {
+        if (!this.stopped && this.current?.index === index) this.o.sink.useOwnKey(index);
+      }, this.o.useDelayMs);
+    }
+    this.log.info("new media key", { index, reason, devices: targets.size });
+    this.undelivered.clear();
+    if (targets.size) await this.deliver([...targets.values()], index, key);
+    this.onRotated?.({ index, sentTo: targets.size, reason });
+  }
+
+  /** Sends the key at `index`; devices it could not reach get it again later while they are members. */
+  private async deliver(devices: DeviceRef[], index: number, key: Uint8Array): Promise<void> {
+    const missed = (await this.o.transport.send(devices, keyContent(this.o.roomId, this.o.self, index, key, this.o.now()))) ?? [];
+    for (const d of devices) this.undelivered.delete(deviceKey(d));
+    for (const d of missed) this.undelivered.set(deviceKey(d), d);
+    if (!missed.length) {
+      this.retryDelay = 0;
+      return;
+    }
+    this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : this.o.retryMs, 10_000);
+    this.o.timers.clearTimeout(this.retryTimer);
+    this.retryTimer = this.o.timers.setTimeout(() => this.enqueue(() => this.retry()), this.retryDelay);
+  }
+
+  private async retry(): Promise<void> {
+    const members = this.others();
+    const targets = [...this.undelivered].filter(([k]) => members.has(k)).map(([, d]) => d);
+    this.undelivered.clear();
+    if (targets.length && this.current) await this.deliver(targets, this.current.index, this.current.key);
+  }
+
+  private onKeys(from: DeviceRef, content: unknown): void {
+    const parsed = parseKeyContent(content, this.o.roomId);
+    if (typeof parsed === "string") return void this.log.debug("ignored a key message", { from: from.userId, why: parsed });
+    const id = deviceKey(from);
+    const member = this.others().has(id);
+    this.log.info("media key received", { from: id, index: parsed.index, member });
+    if (member) return this.o.sink.setKey(id, parsed.index, parsed.key);
+    // Its membership may not have reached us yet: keep the key until it does.
+    const list = this.held.get(id) ?? [];
+    list.push({ index: parsed.index, key: parsed.key });
+    this.held.set(id, list.slice(-4));
+  }
+
+  private release(d: DeviceRef): void {
+    const id = deviceKey(d);
+    for (const k of this.held.get(id) ?? []) this.o.sink.setKey(id, k.index, k.key);
+    this.held.delete(id);
+  }
+}
+
+/** Provisioned mode: keys come from the bot only; each is used for sending after `useDelayMs`. */
+export class ProvisionedKeys {
+  private readonly log = getLogger("e2ee");
+  private readonly timers: Timers;
+  private readonly useDelayMs: number;
+  private latest: number | null = null;
+  private off: (() => void) | null = null;
+  private useTimer: unknown;
+  onKey: ((index: number) => void) | null = null;
+
+  private readonly opts: { roomId: string; bot: string; transport: KeyTransport; sink: KeySink };
+
+  constructor(opts: { roomId: string; bot: string; transport: KeyTransport; sink: KeySink; timers?: Timers; useDelayMs?: number }) {
+    this.opts = opts;
+    this.timers = opts.timers ?? realTimers;
+    this.useDelayMs = opts.useDelayMs ?? 1000;
+  }
+
+  start(): void {
+    this.off = this.opts.transport.onKeys((from, content) => {
+      if (from.userId !== this.opts.bot) return void this.log.warn("ignored a key not from the bot in a provisioned call", { from: from.userId });
+      const parsed = parseKeyContent(content, this.opts.roomId);
+      if (typeof parsed === "string") return void this.log.debug("ignored a key message", { why: parsed });
+      const first = this.latest === null;
+      this.latest = parsed.index;
+      this.opts.sink.setCallKey(parsed.index, parsed.key, first);
+      this.onKey?.(parsed.index);
+      if (first) return;
+      this.timers.clearTimeout(this.useTimer);
+      this.useTimer = this.timers.setTimeout(() => {
+        if (this.latest === parsed.index) this.opts.sink.useOwnKey(parsed.index);
+      }, this.useDelayMs);
+    });
+  }
+
+  stop(): void {
+    this.timers.clearTimeout(this.useTimer);
+    this.off?.();
+  }
+}

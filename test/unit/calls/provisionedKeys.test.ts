@@ -1,0 +1,77 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { CALL_KEYS_EVENT, ProvisionedKeyService, type KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
+
+const A = { userId: "@a:x", deviceId: "ADEV" };
+const B = { userId: "@b:y", deviceId: "BDEV" };
+const C = { userId: "@c:z", deviceId: "CDEV" };
+
+function harness() {
+  const sends: { type: string; to: string[]; index: number; key: string; content: Record<string, unknown> }[] = [];
+  let n = 0;
+  const svc = new ProvisionedKeyService({
+    sender: {
+      userId: "@parley:x",
+      deviceId: async () => "BOTDEV",
+      sendToDevices: async (type: string, devices: KeyDevice[], content: Record<string, unknown>) => {
+        const keys = content.keys as { index: number; key: string };
+        sends.push({ type, to: devices.map((d) => d.deviceId), index: keys.index, key: keys.key, content });
+        return { sent: devices, unreachable: [] };
+      },
+    },
+    random: () => new Uint8Array(32).fill(++n),
+    coalesceMs: 50,
+  });
+  return { svc, sends };
+}
+
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+describe("ProvisionedKeyService", () => {
+  it("sends one call key to every joined device, in MatrixRTC's to-device shape, from the bot's device", async () => {
+    const { svc, sends } = harness();
+    const [ca, cb] = [{}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends).toHaveLength(1); // two joins close together: one rotation
+    expect(sends[0]).toMatchObject({ type: CALL_KEYS_EVENT, to: ["ADEV", "BDEV"], index: 0 });
+    expect(sends[0]!.content).toMatchObject({
+      room_id: "!r:x",
+      member: { id: "@parley:x:BOTDEV", claimed_device_id: "BOTDEV" },
+      session: { application: "m.call", call_id: "", scope: "m.room" },
+    });
+    expect(Buffer.from(sends[0]!.key, "base64")).toHaveLength(32);
+  });
+
+  it("rotates on every membership change; a leaver never gets the new key", async () => {
+    const { svc, sends } = harness();
+    const [ca, cb, cc] = [{}, {}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50);
+    svc.join("call1", "!r:x", cc, C);
+    await vi.advanceTimersByTimeAsync(50);
+    svc.leave("call1", cc);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends.map((s) => [s.index, s.to])).toEqual([
+      [0, ["ADEV", "BDEV"]],
+      [1, ["ADEV", "BDEV", "CDEV"]],
+      [2, ["ADEV", "BDEV"]],
+    ]);
+    expect(new Set(sends.map((s) => s.key)).size).toBe(3);
+  });
+
+  it("forgets a call when its last device leaves, and keeps calls apart", async () => {
+    const { svc, sends } = harness();
+    const [ca, cb] = [{}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call2", "!s:x", cb, B);
+    svc.leave("call1", ca);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call2");
+    expect(sends.map((s) => [s.content.room_id, s.to])).toEqual([["!s:x", ["BDEV"]]]);
+  });
+});

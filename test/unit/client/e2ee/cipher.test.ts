@@ -1,0 +1,127 @@
+import { describe, expect, it } from "vitest";
+import { FrameCipher, participantId, type CipherStatus, type EncodedFrameLike } from "../../../../client/src/rtc/e2ee/cipher.ts";
+import { TRAILER_LENGTH } from "../../../../client/src/rtc/e2ee/frameCrypto.ts";
+
+const ALICE = participantId("@alice:a", "ADEV");
+const BOB = participantId("@bob:b", "BDEV");
+const key = (seed: number) => Uint8Array.from({ length: 32 }, (_, i) => (seed * 7 + i) & 0xff);
+
+function vp8Frame(keyFrame: boolean, n = 120): EncodedFrameLike & { type: string } {
+  const data = Uint8Array.from({ length: n }, (_, i) => (i * 13 + 5) & 0xff);
+  data[0] = keyFrame ? 0x10 : 0x11;
+  return { data: data.buffer, type: keyFrame ? "key" : "delta" };
+}
+
+const bytes = (f: EncodedFrameLike) => new Uint8Array(f.data);
+
+function pair(mode: "participant" | "provisioned" = "participant") {
+  let now = 0;
+  const statuses: CipherStatus[] = [];
+  const alice = new FrameCipher({ self: ALICE, mode });
+  const bob = new FrameCipher({ self: BOB, mode, onStatus: (s) => statuses.push(s), now: () => now, failureHoldMs: 500 });
+  bob.bindReceiver("r1", ALICE);
+  return { alice, bob, statuses, advance: (ms: number) => (now += ms) };
+}
+
+describe("FrameCipher", () => {
+  it("drops frames while it has no key to send with: nothing leaves in the clear", async () => {
+    const { alice } = pair();
+    expect(await alice.encrypt(vp8Frame(true), "video")).toBe(false);
+  });
+
+  it("encrypts with the sender's key (VP8 header clear) and the receiver decrypts back to the original", async () => {
+    const { alice, bob, statuses } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await bob.setKey(ALICE, 0, key(1));
+    const frame = vp8Frame(true);
+    const original = bytes(frame).slice();
+    expect(await alice.encrypt(frame, "video")).toBe(true);
+    const wire = bytes(frame);
+    expect(wire.length).toBe(original.length + 16 + TRAILER_LENGTH);
+    expect([...wire.subarray(0, 10)]).toEqual([...original.subarray(0, 10)]);
+    expect([...wire.subarray(10, 40)]).not.toEqual([...original.subarray(10, 40)]);
+    expect(await bob.decrypt("r1", frame, "video")).toBe(true);
+    expect([...bytes(frame)]).toEqual([...original]);
+    expect(statuses).toEqual([{ participant: ALICE, state: "ok", keyIndex: 0 }]);
+  });
+
+  it("names the participant whose frames stop decrypting, once the failure lasts", async () => {
+    const { alice, bob, statuses, advance } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await bob.setKey(ALICE, 0, key(2)); // the wrong key
+    for (let i = 0; i < 3; i++) {
+      const f = vp8Frame(false);
+      await alice.encrypt(f, "video");
+      expect(await bob.decrypt("r1", f, "video")).toBe(false);
+      advance(300);
+    }
+    expect(statuses).toEqual([{ participant: ALICE, state: "bad-tag", keyIndex: 0 }]);
+  });
+
+  it("a receiver bound to nobody, or a participant forgotten, decrypts nothing", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await bob.setKey(ALICE, 0, key(1));
+    const f = vp8Frame(true);
+    await alice.encrypt(f, "video");
+    expect(await bob.decrypt("r-unknown", { ...f }, "video")).toBe(false);
+    bob.forget(ALICE);
+    expect(await bob.decrypt("r1", f, "video")).toBe(false);
+  });
+
+  it("a rotated key is used only from useOwnKey on; frames under the old index still decrypt", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await alice.setOwnKey(1, key(2), false);
+    const old = vp8Frame(false);
+    await alice.encrypt(old, "video");
+    expect(bytes(old).at(-1)).toBe(0);
+    alice.useOwnKey(1);
+    const fresh = vp8Frame(false);
+    await alice.encrypt(fresh, "video");
+    expect(bytes(fresh).at(-1)).toBe(1);
+    await bob.setKey(ALICE, 0, key(1));
+    expect(await bob.decrypt("r1", old, "video")).toBe(true);
+    expect(await bob.decrypt("r1", fresh, "video")).toBe(false); // key 1 not received yet
+    await bob.setKey(ALICE, 1, key(2));
+    const fresh2 = vp8Frame(false);
+    await alice.encrypt(fresh2, "video");
+    expect(await bob.decrypt("r1", fresh2, "video")).toBe(true);
+  });
+
+  it("Opus frames keep their TOC byte clear", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await bob.setKey(ALICE, 0, key(1));
+    const data = Uint8Array.from({ length: 60 }, (_, i) => i + 1);
+    const f: EncodedFrameLike = { data: data.buffer.slice(0) };
+    await alice.encrypt(f, "audio");
+    expect(bytes(f)[0]).toBe(1);
+    expect(await bob.decrypt("r1", f, "audio")).toBe(true);
+    expect([...bytes(f)]).toEqual([...data]);
+  });
+
+  it("provisioned mode: one call key, but each sender's frames are under its own derived key", async () => {
+    const { alice, bob } = pair("provisioned");
+    await alice.setCallKey(0, key(9), true);
+    await bob.setCallKey(0, key(9), true);
+    const f = vp8Frame(true);
+    await alice.encrypt(f, "video");
+    expect(await bob.decrypt("r1", { ...f }, "video")).toBe(true);
+    // The same frame attributed to another sender (same call key, other identity) fails.
+    bob.bindReceiver("r1", participantId("@mallory:m", "MDEV"));
+    expect(await bob.decrypt("r1", f, "video")).toBe(false);
+  });
+
+  it("provisioned mode: participants that appear after a call key get it too", async () => {
+    const alice = new FrameCipher({ self: ALICE, mode: "provisioned" });
+    const bob = new FrameCipher({ self: BOB, mode: "provisioned" });
+    await bob.setCallKey(3, key(4), true);
+    await alice.setCallKey(3, key(4), true);
+    bob.bindReceiver("r9", ALICE); // ring made after the key
+    await new Promise((r) => setTimeout(r, 20)); // its derivation runs in the background
+    const f = vp8Frame(false);
+    await alice.encrypt(f, "video");
+    expect(await bob.decrypt("r9", f, "video")).toBe(true);
+  });
+});

@@ -1,0 +1,180 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import {
+  CALL_KEYS_EVENT,
+  keyContent,
+  ParticipantKeyShare,
+  parseKeyContent,
+  ProvisionedKeys,
+  type CallKeyContent,
+  type DeviceRef,
+  type KeySink,
+} from "../../../../client/src/rtc/e2ee/keyShare.ts";
+
+const ROOM = "!call:a";
+const ME = { userId: "@me:a", deviceId: "MEDEV" };
+const BOB = { userId: "@bob:b", deviceId: "BDEV" };
+const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
+const id = (d: DeviceRef) => `${d.userId}|${d.deviceId}`;
+
+function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string> } = {}) {
+  let members = [ME, ...initial];
+  const memberListeners: (() => void)[] = [];
+  const keyListeners: ((from: DeviceRef, c: unknown) => void)[] = [];
+  const sent: { to: string[]; index: number; key: string }[] = [];
+  const sink: KeySink & { calls: string[] } = {
+    calls: [],
+    setOwnKey: (i, _k, use) => void sink.calls.push(`own ${i}${use ? " use" : ""}`),
+    useOwnKey: (i) => void sink.calls.push(`use ${i}`),
+    setKey: (p, i) => void sink.calls.push(`key ${p} ${i}`),
+    setCallKey: (i, _k, use) => void sink.calls.push(`call ${i}${use ? " use" : ""}`),
+    forget: (p) => void sink.calls.push(`forget ${p}`),
+  };
+  let n = 0;
+  const share = new ParticipantKeyShare({
+    roomId: ROOM,
+    self: ME,
+    sink,
+    transport: {
+      send: async (devices, content: CallKeyContent) => {
+        sent.push({ to: devices.map(id), index: content.keys.index, key: content.keys.key });
+        return devices.filter((d) => opts.unreachable?.has(id(d)));
+      },
+      onKeys: (fn) => (keyListeners.push(fn), () => undefined),
+    },
+    members: { devices: () => members, onChange: (fn) => (memberListeners.push(fn), () => undefined) },
+    random: () => new Uint8Array(32).fill(++n),
+    graceMs: opts.graceMs ?? 10_000,
+    useDelayMs: 1000,
+  });
+  return {
+    share,
+    sink,
+    sent,
+    setMembers: async (m: DeviceRef[]) => {
+      members = [ME, ...m];
+      for (const l of memberListeners) l();
+      await share.settled();
+    },
+    receive: (from: DeviceRef, content: unknown) => keyListeners.forEach((l) => l(from, content)),
+  };
+}
+
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+describe("parseKeyContent", () => {
+  it("accepts MatrixRTC's to-device key shape for this room and refuses anything else", () => {
+    const good = keyContent(ROOM, BOB, 3, new Uint8Array(32).fill(7), 1);
+    expect(parseKeyContent(good, ROOM)).toMatchObject({ index: 3, claimedDevice: "BDEV" });
+    expect(parseKeyContent(good, "!other:a")).toBe("for another room");
+    expect(parseKeyContent({ ...good, keys: { index: 300, key: good.keys.key } }, ROOM)).toBe("bad key index");
+    expect(parseKeyContent({ ...good, keys: { index: 1, key: "c2hvcnQ=" } }, ROOM)).toMatch(/32 bytes/);
+    expect(parseKeyContent(null, ROOM)).toBe("not an object");
+    expect(CALL_KEYS_EVENT).toBe("io.element.call.encryption_keys");
+  });
+});
+
+describe("ParticipantKeyShare", () => {
+  it("starts with its own key in use and sends it to every other member device, not to itself", async () => {
+    const h = harness([BOB, CAROL]);
+    h.share.start();
+    await h.share.settled();
+    expect(h.sink.calls).toEqual(["own 0 use"]);
+    expect(h.sent).toEqual([{ to: [id(BOB), id(CAROL)], index: 0, key: expect.any(String) }]);
+  });
+
+  it("on a leave: forgets the leaver, sends a new key to those who remain only, and uses it after the delay", async () => {
+    const h = harness([BOB, CAROL]);
+    h.share.start();
+    await h.share.settled();
+    await h.setMembers([BOB]);
+    expect(h.sink.calls).toEqual(["own 0 use", `forget ${id(CAROL)}`, "own 1"]);
+    expect(h.sent[1]).toMatchObject({ to: [id(BOB)], index: 1 });
+    expect(h.sent[1]!.key).not.toBe(h.sent[0]!.key);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(h.sink.calls).not.toContain("use 1");
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.sink.calls).toContain("use 1");
+  });
+
+  it("a joiner within the grace period gets the current key; after it, everyone gets a new one", async () => {
+    const h = harness([BOB], { graceMs: 5000 });
+    h.share.start();
+    await h.share.settled();
+    await h.setMembers([BOB, CAROL]);
+    expect(h.sent[1]).toEqual({ to: [id(CAROL)], index: 0, key: h.sent[0]!.key });
+    await vi.advanceTimersByTimeAsync(6000);
+    const dave = { userId: "@dave:d", deviceId: "DDEV" };
+    await h.setMembers([BOB, CAROL, dave]);
+    expect(h.sent[2]).toMatchObject({ to: [id(BOB), id(CAROL), id(dave)], index: 1 });
+  });
+
+  it("uses keys only from member devices; a key that arrives before the membership is held until it shows", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    h.receive(BOB, keyContent(ROOM, BOB, 0, new Uint8Array(32).fill(1), 0));
+    expect(h.sink.calls).toContain(`key ${id(BOB)} 0`);
+    h.receive(CAROL, keyContent(ROOM, CAROL, 4, new Uint8Array(32).fill(2), 0));
+    expect(h.sink.calls).not.toContain(`key ${id(CAROL)} 4`);
+    await h.setMembers([BOB, CAROL]);
+    expect(h.sink.calls).toContain(`key ${id(CAROL)} 4`);
+    h.receive(BOB, keyContent("!elsewhere:a", BOB, 1, new Uint8Array(32).fill(3), 0));
+    expect(h.sink.calls).not.toContain(`key ${id(BOB)} 1`);
+  });
+
+  it("sends the current key again to a member device it could not reach yet (its keys were not downloadable)", async () => {
+    const unreachable = new Set([id(CAROL)]);
+    const h = harness([BOB, CAROL], { unreachable });
+    h.share.start();
+    await h.share.settled();
+    expect(h.sent).toEqual([{ to: [id(BOB), id(CAROL)], index: 0, key: expect.any(String) }]);
+    unreachable.clear();
+    await vi.advanceTimersByTimeAsync(1000);
+    await h.share.settled();
+    expect(h.sent[1]).toEqual({ to: [id(CAROL)], index: 0, key: h.sent[0]!.key });
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(h.sent).toHaveLength(2); // delivered: no more retries
+  });
+
+  it("a device that was never a member never gets a key", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    await h.setMembers([]);
+    await h.setMembers([BOB]);
+    expect(h.sent.flatMap((s) => s.to)).not.toContain(id(CAROL));
+  });
+});
+
+describe("ProvisionedKeys", () => {
+  it("accepts keys from the bot only; the first is used at once, later ones after the delay", async () => {
+    const listeners: ((from: DeviceRef, c: unknown) => void)[] = [];
+    const calls: string[] = [];
+    const sink: KeySink = {
+      setOwnKey: () => undefined,
+      useOwnKey: (i) => void calls.push(`use ${i}`),
+      setKey: () => undefined,
+      setCallKey: (i, _k, use) => void calls.push(`call ${i}${use ? " use" : ""}`),
+      forget: () => undefined,
+    };
+    const p = new ProvisionedKeys({
+      roomId: ROOM,
+      bot: "@parley:a",
+      sink,
+      transport: { send: async () => undefined, onKeys: (fn) => (listeners.push(fn), () => undefined) },
+      useDelayMs: 1000,
+    });
+    p.start();
+    const bot = { userId: "@parley:a", deviceId: "BOT" };
+    const send = (from: DeviceRef, index: number) => listeners.forEach((l) => l(from, keyContent(ROOM, from, index, new Uint8Array(32).fill(index + 1), 0)));
+    send(BOB, 0);
+    expect(calls).toEqual([]);
+    send(bot, 0);
+    expect(calls).toEqual(["call 0 use"]);
+    send(bot, 1);
+    expect(calls).toEqual(["call 0 use", "call 1"]);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(calls).toEqual(["call 0 use", "call 1", "use 1"]);
+  });
+});
