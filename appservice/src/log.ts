@@ -9,6 +9,7 @@ const REDACT = [
   "*.asToken", "*.hsToken", "*.accessToken", "*.access_token", "*.password", "*.token",
   "*.apiSecret", "*.adminSecret", "*.adminKey", "*.authorization", "*.headers.authorization",
   "req.headers.authorization", "asToken", "hsToken", "accessToken", "password", "token",
+  "*.storeKey", "storeKey", "*.key", "*.session",
 ];
 
 let root: Logger = pino({

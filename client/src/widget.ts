@@ -63,6 +63,8 @@ async function boot(root: HTMLElement): Promise<void> {
         openId: widget.openId,
         membership: widget.membershipTransport(),
         feed: widget.roomFeed(),
+        // Media keys travel as to-device messages Element Olm-encrypts for us.
+        keys: () => widget.keyChannel(),
         avatars: avatars.get,
         onStage: (inCall) => void widget.setAlwaysOnScreen(inCall),
       }),

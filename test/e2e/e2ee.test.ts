@@ -238,6 +238,19 @@ describe("end-to-end encrypted media", () => {
     await bobPage.context().unroute("**/sendToDevice/**");
   });
 
+  it("in-call chat in the encrypted meeting room: Alice's message reaches Bob decrypted, and the server has only ciphertext", async () => {
+    await alicePage.locator("#call-chat").click();
+    await alicePage.locator("#chat-input").fill("hello over megolm");
+    await alicePage.locator(".chat-form button[type=submit]").click();
+    await bobPage.locator("#call-chat").click();
+    await bobPage.locator(".chat-list .msg-body", { hasText: "hello over megolm" }).waitFor({ timeout: 20_000 });
+    await carol.nextMessage(roomId, (m) => m.sender === alice.userId && m.body === "hello over megolm" && m.encrypted, 20_000);
+    const raw = await carolUser.client.createMessagesRequest(roomId, null, 20, "b" as never);
+    const wire = raw.chunk.filter((e) => e.sender === alice.userId && (e.type === "m.room.message" || e.type === "m.room.encrypted"));
+    expect(wire.length).toBeGreaterThan(0);
+    expect(wire.every((e) => e.type === "m.room.encrypted")).toBe(true);
+  });
+
   it("provisioned keys end to end: B's bot keys a call hosted by B, both decrypt, both are told", async () => {
     const link = (inst: Institution) => `${inst.parley.url}/#/call/${encodeURIComponent(B.alias("provisioned-call"))}`;
     for (const [page, inst] of [[alicePage, A], [bobPage, B]] as const) {

@@ -1,11 +1,16 @@
 // The room as seen through a matrix-js-sdk sync loop with a small filter (this room only, its last
-// 50 events, lazy-loaded members; no presence, account data, receipts or typing; no crypto yet).
+// 50 events, lazy-loaded members; no presence, account data, receipts or typing). With `crypto`,
+// matrix-js-sdk's Rust crypto (vodozemac) decrypts and encrypts the room's messages (Megolm) and
+// carries the call's media keys (Olm to-device).
 // Timeline event types are not filtered: state events arriving in the timeline (m.room.create in
 // a new room) must reach the SDK's room state. Messages are
 // sent with a plain PUT so our transaction id comes back on the remote echo.
 import {
   ClientEvent,
   createClient,
+  EventType,
+  MsgType,
+  PendingEventOrdering,
   Filter,
   RoomEvent,
   RoomMemberEvent,
@@ -22,7 +27,7 @@ import { Emitter } from "../state/store.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
-import { CALL_MEMBER_EVENT } from "./membership.ts";
+import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
 import { ENCRYPTED_CHAT_REASON, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
 export function syncFilterDefinition(roomId: string) {
@@ -139,13 +144,23 @@ export class SyncedRoomFeed implements RoomFeed {
       };
       client.on(ClientEvent.Sync, onSync);
     });
-    await client.startClient({ filter, initialSyncLimit: 50, lazyLoadMembers: true, disablePresence: true, threadSupport: false });
+    await client.startClient({
+      filter,
+      initialSyncLimit: 50,
+      lazyLoadMembers: true,
+      disablePresence: true,
+      threadSupport: false,
+      // Our own messages appear by their remote echo only (the chat model keeps its local echo).
+      pendingEventOrdering: PendingEventOrdering.Detached,
+    });
     await ready;
     // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
     if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
     const room = client.getRoom(this.roomId);
     if (room) {
-      for (const ev of room.getLiveTimeline().getEvents()) this.onEvent(ev, false);
+      const history = room.getLiveTimeline().getEvents();
+      await Promise.all(history.map((ev) => client.decryptEventIfNeeded(ev).catch(() => undefined)));
+      for (const ev of history) this.onEvent(ev, false);
       await room.loadMembersIfNeeded().catch((err) => this.log.warn("could not load the member list", { err: String(err) }));
     }
     this.refreshMembers();
@@ -224,13 +239,21 @@ export class SyncedRoomFeed implements RoomFeed {
 
   canSend(): SendCheck {
     const room = this.client?.getRoom(this.roomId);
-    if (room?.hasEncryptionStateEvent()) return { ok: false, reason: ENCRYPTED_CHAT_REASON };
+    if (room?.hasEncryptionStateEvent() && !this.client?.getCrypto()) return { ok: false, reason: ENCRYPTED_CHAT_REASON };
     return { ok: true };
   }
 
   async send(text: string, txnId: string): Promise<{ eventId?: string }> {
     const check = this.canSend();
     if (!check.ok) throw new ParleyClientError("M_FORBIDDEN", "chat", { human: check.reason });
+    const client = this.client;
+    if (client?.getRoom(this.roomId)?.hasEncryptionStateEvent()) {
+      // Megolm-encrypted by matrix-js-sdk's Rust crypto; our txnId comes back on the remote echo.
+      const res = await client.sendEvent(this.roomId, EventType.RoomMessage, { msgtype: MsgType.Text, body: text }, txnId).catch((err: unknown) => {
+        throw new ParleyClientError("NETWORK", "chat", { detail: err instanceof Error ? err.message : String(err) });
+      });
+      return { eventId: res.event_id };
+    }
     const res = await this.http.request<{ event_id?: unknown }>("PUT", `/rooms/${enc(this.roomId)}/send/m.room.message/${enc(txnId)}`, {
       body: { msgtype: "m.text", body: text },
       context: "chat",
@@ -241,11 +264,16 @@ export class SyncedRoomFeed implements RoomFeed {
   private onEvent(ev: MatrixEvent, live: boolean): void {
     const id = ev.getId();
     if (!id || this.seen.has(id)) return;
+    if (ev.shouldAttemptDecryption() || ev.isBeingDecrypted()) {
+      // Shown once decrypted (or as "Encrypted message" if it cannot be).
+      void this.client?.decryptEventIfNeeded(ev).then(() => this.onEvent(ev, live));
+      return;
+    }
     const msg = toChatMessage({
       event_id: id,
       sender: ev.getSender(),
-      type: ev.getWireType(),
-      content: ev.getWireContent(),
+      type: ev.getType(),
+      content: ev.getContent(),
       origin_server_ts: ev.getTs(),
       unsigned: ev.getUnsigned(),
     });
@@ -265,28 +293,6 @@ export class SyncedRoomFeed implements RoomFeed {
     this.memberMap = next;
     this.events.emit("members", next);
   }
-}
-
-/**
- * The devices of live call memberships: non-empty content naming its device, the state key owned
- * by the sender (`_{user}_{device}`), the sender joined to the room, not expired.
- */
-export function liveCallDevices(
-  events: { sender: string; stateKey: string; content: Record<string, unknown> }[],
-  joined: ReadonlySet<string>,
-  now: number,
-): DeviceRef[] {
-  const out: DeviceRef[] = [];
-  for (const ev of events) {
-    const c = ev.content;
-    if (typeof c.device_id !== "string" || !c.device_id || !joined.has(ev.sender)) continue;
-    if (ev.stateKey !== `_${ev.sender}_${c.device_id}`) continue;
-    const created = typeof c.created_ts === "number" ? c.created_ts : 0;
-    const expires = typeof c.expires === "number" ? c.expires : 0;
-    if (created && expires && created + expires < now) continue;
-    out.push({ userId: ev.sender, deviceId: c.device_id });
-  }
-  return out;
 }
 
 /** matrix-js-sdk's RustCrypto internals used below (not on the public CryptoApi). */
@@ -324,3 +330,4 @@ async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content
   }
   return pending;
 }
+export { liveCallDevices } from "./membership.ts"; // moved; the key benchmark imports it from here

@@ -252,3 +252,25 @@ export class MembershipManager {
     }, Math.max(0, at - this.o.timers.now()));
   }
 }
+
+/**
+ * The devices of live call memberships: non-empty content naming its device, the state key owned
+ * by the sender (`_{user}_{device}`), the sender joined to the room, not expired.
+ */
+export function liveCallDevices(
+  events: { sender: string; stateKey: string; content: Record<string, unknown> }[],
+  joined: ReadonlySet<string>,
+  now: number,
+): { userId: string; deviceId: string }[] {
+  const out: { userId: string; deviceId: string }[] = [];
+  for (const ev of events) {
+    const c = ev.content;
+    if (typeof c.device_id !== "string" || !c.device_id || !joined.has(ev.sender)) continue;
+    if (ev.stateKey !== `_${ev.sender}_${c.device_id}`) continue;
+    const created = typeof c.created_ts === "number" ? c.created_ts : 0;
+    const expires = typeof c.expires === "number" ? c.expires : 0;
+    if (created && expires && created + expires < now) continue;
+    out.push({ userId: ev.sender, deviceId: c.device_id });
+  }
+  return out;
+}

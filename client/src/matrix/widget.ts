@@ -1,18 +1,23 @@
 // Parley inside Element's widget iframe: no access token of ours; Element does the Matrix side
 // through the widget API (matrix-widget-api) — the OpenID token, the membership state, delayed
-// leave, the room's messages and members, avatars.
+// leave, the room's messages and members, avatars, and the Olm-encrypted to-device messages that
+// carry media keys (as Element Call does it).
 import {
+  EventDirection,
   MatrixCapabilities,
   WidgetApi,
   WidgetApiResponseError,
+  WidgetApiToWidgetAction,
+  WidgetEventCapability,
   type IRoomEvent,
-  type ISendEventToWidgetActionRequest,
-  type IUpdateStateToWidgetActionRequest,
+  type IWidgetApiRequest,
 } from "matrix-widget-api";
 import { asErrCode, ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
+import type { KeyChannel } from "../rtc/e2ee/callEncryption.ts";
+import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { Emitter } from "../state/store.ts";
-import { CALL_MEMBER_EVENT, membershipStateKey, type MembershipTransport } from "./membership.ts";
+import { CALL_MEMBER_EVENT, liveCallDevices, membershipStateKey, type MembershipTransport } from "./membership.ts";
 import { parseOpenIdToken, type OpenIdProvider } from "./openid.ts";
 import { membersFromState, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
@@ -23,6 +28,12 @@ export interface WidgetParams {
   roomId: string;
   userId: string;
   deviceId: string;
+  /**
+   * Whether `deviceId` is the client's own device (Element fills in the bot's
+   * `$org.matrix.msc3819.matrix_device_id`). Media keys are Olm-encrypted to that device, so
+   * E2EE calls need it; otherwise `deviceId` is one of ours, for the membership only.
+   */
+  hostDevice: boolean;
   callId: string | null;
 }
 
@@ -36,6 +47,7 @@ export function parseWidgetParams(search: string, newDeviceId: () => string): Wi
   const parentUrl = q.get("parentUrl");
   const roomId = q.get("roomId") ?? q.get("matrix_room_id");
   const userId = q.get("userId") ?? q.get("matrix_user_id");
+  const device = q.get("deviceId");
   const missing = [
     !widgetId && "widgetId",
     !parentUrl && "parentUrl",
@@ -54,7 +66,8 @@ export function parseWidgetParams(search: string, newDeviceId: () => string): Wi
     parentOrigin,
     roomId: roomId!,
     userId: userId!,
-    deviceId: q.get("deviceId") ?? newDeviceId(),
+    // A client that does not know the template variable leaves it as it is.
+    ...(device && !device.startsWith("$") ? { deviceId: device, hostDevice: true } : { deviceId: newDeviceId(), hostDevice: false }),
     callId: q.get("callId"),
   };
 }
@@ -69,14 +82,24 @@ function fromWidgetError(err: unknown): ParleyClientError {
   return new ParleyClientError("M_UNKNOWN", "room", { detail: String(err) });
 }
 
-/** Room state as the client pushes it (update_state), keyed by room, type and state key. */
-class PushedState {
+/** Room state events, keyed by room, type and state key: the latest one of each wins. */
+class StateMap {
   private readonly events = new Map<string, IRoomEvent>();
   readonly changed = new Emitter<{ state: IRoomEvent[] }>();
 
+  private static key(e: IRoomEvent): string {
+    return `${e.room_id}\u0000${e.type}\u0000${e.state_key ?? ""}`;
+  }
+
   apply(state: IRoomEvent[]): void {
-    for (const e of state) this.events.set(`${e.room_id}\u0000${e.type}\u0000${e.state_key ?? ""}`, e);
+    for (const e of state) this.events.set(StateMap.key(e), e);
     this.changed.emit("state", state);
+  }
+
+  /** Adds what is not known yet (a read that may be older than what was pushed since). */
+  seed(state: IRoomEvent[]): void {
+    const added = state.filter((e) => !this.events.has(StateMap.key(e)));
+    if (added.length) this.apply(added);
   }
 
   of(roomId: string, type: string): IRoomEvent[] {
@@ -84,45 +107,82 @@ class PushedState {
   }
 }
 
+/** The to-device event types the call sends and receives (media keys). */
+const TO_DEVICE_TYPES = [CALL_KEYS_EVENT];
+
+function toDeviceCapability(direction: EventDirection, type: string): string {
+  return WidgetEventCapability.forToDeviceEvent(direction, type).raw;
+}
+
+function requestCallCapabilities(api: WidgetApi, params: WidgetParams): void {
+  api.requestCapabilityToSendState(CALL_MEMBER_EVENT, membershipStateKey(params.userId, params.deviceId));
+  api.requestCapabilityToReceiveState(CALL_MEMBER_EVENT);
+  api.requestCapabilityToReceiveState("m.room.member");
+  api.requestCapabilityToReceiveState("m.room.name");
+  api.requestCapabilityToSendMessage("m.text");
+  // Any msgtype (notices, emotes): the event-type form, not receive.event:m.room.message# which
+  // matches no msgtype at all.
+  api.requestCapabilityToReceiveEvent("m.room.message");
+  api.requestCapabilityForRoomTimeline(params.roomId);
+  for (const type of TO_DEVICE_TYPES) {
+    api.requestCapabilityToSendToDevice(type);
+    api.requestCapabilityToReceiveToDevice(type);
+  }
+  api.requestCapabilities([
+    MatrixCapabilities.AlwaysOnScreen,
+    MatrixCapabilities.MSC4157SendDelayedEvent,
+    MatrixCapabilities.MSC4157UpdateDelayedEvent,
+    MatrixCapabilities.MSC4039DownloadFile,
+  ]);
+}
+
 export class WidgetSession {
   readonly api: WidgetApi;
   readonly params: WidgetParams;
-  readonly pushed: PushedState;
+  /**
+   * Room state as the client pushes it (update_state, MSC2762): clients that speak it push the
+   * readable room state from the start and answer state reads from the timeline only, so the
+   * pushed state is the source of truth.
+   */
+  readonly pushed = new StateMap();
+  private pushedAny = false;
+  /** Room events the client feeds the widget (send_event), already acknowledged. */
+  readonly timeline = new Emitter<{ event: IRoomEvent }>();
+  private readonly keys = new KeyInbox();
+  private channel: Promise<KeyChannel> | null = null;
   private readonly log = getLogger("widget");
 
-  private constructor(api: WidgetApi, params: WidgetParams, pushed: PushedState) {
+  /** `api` not started yet: the handlers are in place before the client's first push. */
+  private constructor(api: WidgetApi, params: WidgetParams) {
     this.api = api;
     this.params = params;
-    this.pushed = pushed;
+    // One handler per to-widget action, each acknowledged once, here.
+    this.handle<{ state?: IRoomEvent[] }>(WidgetApiToWidgetAction.UpdateState, (data) => {
+      this.pushedAny = true;
+      this.pushed.apply(data?.state ?? []);
+    });
+    this.handle<IRoomEvent>(WidgetApiToWidgetAction.SendEvent, (data) => this.timeline.emit("event", data));
+    this.handle<unknown>(WidgetApiToWidgetAction.SendToDevice, (data) => this.keys.receive(data));
+  }
+
+  /** Whether the client has pushed state at all (an update_state client). */
+  get pushesState(): boolean {
+    return this.pushedAny;
+  }
+
+  private handle<T>(action: WidgetApiToWidgetAction, fn: (data: T) => void): void {
+    this.api.on(`action:${action}`, (ev: CustomEvent<IWidgetApiRequest>) => {
+      ev.preventDefault();
+      this.api.transport.reply(ev.detail, {});
+      fn(ev.detail.data as T);
+    });
   }
 
   /** Asks Element for what the call needs and waits until the capabilities are settled. */
   static async connect(params: WidgetParams, timeoutMs = 15_000): Promise<WidgetSession> {
     const api = new WidgetApi(params.widgetId, params.parentOrigin);
-    const pushed = new PushedState();
-    const stateKey = membershipStateKey(params.userId, params.deviceId);
-    api.requestCapabilityToSendState(CALL_MEMBER_EVENT, stateKey);
-    api.requestCapabilityToReceiveState(CALL_MEMBER_EVENT);
-    api.requestCapabilityToReceiveState("m.room.member");
-    api.requestCapabilityToReceiveState("m.room.name");
-    api.requestCapabilityToSendMessage("m.text");
-    // Any msgtype (notices, emotes): the event-type form, not receive.event:m.room.message# which
-    // matches no msgtype at all.
-    api.requestCapabilityToReceiveEvent("m.room.message");
-    api.requestCapabilityForRoomTimeline(params.roomId);
-    api.requestCapabilities([
-      MatrixCapabilities.AlwaysOnScreen,
-      MatrixCapabilities.MSC4157SendDelayedEvent,
-      MatrixCapabilities.MSC4157UpdateDelayedEvent,
-      MatrixCapabilities.MSC4039DownloadFile,
-    ]);
-    // Clients that speak update_state (MSC2762) push the readable room state from the start and
-    // answer state reads from the timeline only: the pushed state is the source of truth.
-    api.on("action:update_state", (ev: CustomEvent<IUpdateStateToWidgetActionRequest>) => {
-      ev.preventDefault();
-      api.transport.reply(ev.detail, {});
-      pushed.apply(ev.detail.data?.state ?? []);
-    });
+    const session = new WidgetSession(api, params);
+    requestCallCapabilities(api, params);
     const ready = new Promise<void>((resolve, reject) => {
       const t = setTimeout(
         () => reject(new ParleyClientError("TIMEOUT", "room", { human: "Your Matrix app didn't answer the widget. Reload the widget and try again." })),
@@ -135,7 +195,7 @@ export class WidgetSession {
     });
     api.start();
     await ready;
-    return new WidgetSession(api, params, pushed);
+    return session;
   }
 
   /**
@@ -218,6 +278,56 @@ export class WidgetSession {
     return new WidgetRoomFeed(this);
   }
 
+  /**
+   * Media keys over the client's Olm (to-device, encrypted by Element) and the call's member
+   * devices from the room state; rejects when the client did not grant the to-device capabilities.
+   */
+  keyChannel(): Promise<KeyChannel> {
+    // A failure is not kept: the next call tries again (the chunk it loads may have failed).
+    this.channel ??= this.openKeyChannel().catch((err: unknown) => {
+      this.channel = null;
+      throw err;
+    });
+    return this.channel;
+  }
+
+  private async openKeyChannel(): Promise<KeyChannel> {
+    const denied = TO_DEVICE_TYPES.flatMap((type) =>
+      [EventDirection.Send, EventDirection.Receive].map((d) => toDeviceCapability(d, type)).filter((c) => !this.api.hasCapability(c)),
+    );
+    if (denied.length) {
+      throw new ParleyClientError("E2EE_UNSUPPORTED", "join", {
+        detail: `not granted: ${denied.join(", ")}`,
+        human: "Your Matrix app didn't let Parley exchange encryption keys for the call. Allow the widget to send and receive encrypted messages, then rejoin.",
+      });
+    }
+    if (!this.params.hostDevice) {
+      // The others would encrypt our keys to a device that does not exist.
+      throw new ParleyClientError("E2EE_UNSUPPORTED", "join", {
+        detail: "the widget URL has no device id from the client",
+        human: "Your Matrix app didn't tell Parley which device it is, and encrypted calls need that. Update your Matrix app, then rejoin.",
+      });
+    }
+    // chat.ts carries matrix-js-sdk (~235 kB gzipped) that the widget needs nowhere else: loaded
+    // with the first call, not with the page.
+    const members = new WidgetCallMembers(this, liveCallDevices);
+    await members.start();
+    return { transport: this.keyTransport(), members };
+  }
+
+  private keyTransport(): KeyTransport {
+    return {
+      send: async (devices, content) => {
+        // One request for all devices; Element Olm-encrypts for each (encrypted: true). The widget
+        // API does not say which devices Element could not encrypt for, so none are reported.
+        const messages: Record<string, Record<string, object>> = {};
+        for (const d of devices) (messages[d.userId] ??= {})[d.deviceId] = content;
+        await this.api.sendToDevice(CALL_KEYS_EVENT, true, messages).catch((e) => Promise.reject(fromWidgetError(e)));
+      },
+      onKeys: (fn) => this.keys.subscribe(fn),
+    };
+  }
+
   warn(msg: string, err: unknown): void {
     this.log.warn(msg, { err: String(err) });
   }
@@ -228,10 +338,7 @@ class WidgetRoomFeed implements RoomFeed {
   private readonly w: WidgetSession;
   private initial: ChatMessage[] = [];
   private memberMap = new Map<string, RoomMember>();
-  private readonly onSendEvent = (ev: CustomEvent<ISendEventToWidgetActionRequest>) => {
-    ev.preventDefault();
-    this.w.api.transport.reply(ev.detail, {});
-    const raw = ev.detail.data as unknown as IRoomEvent;
+  private readonly onEvent = (raw: IRoomEvent) => {
     if (raw.room_id !== this.w.params.roomId) return;
     if (raw.type === "m.room.member") {
       void this.loadMembers();
@@ -241,17 +348,19 @@ class WidgetRoomFeed implements RoomFeed {
     if (msg) this.events.emit("message", msg);
   };
 
-  private offState: (() => void) | null = null;
+  private readonly off: (() => void)[] = [];
 
   constructor(w: WidgetSession) {
     this.w = w;
   }
 
   async start(): Promise<void> {
-    this.w.api.on("action:send_event", this.onSendEvent);
-    this.offState = this.w.pushed.changed.on("state", (state) => {
-      if (state.some((e) => e.type === "m.room.member" && e.room_id === this.w.params.roomId)) void this.loadMembers();
-    });
+    this.off.push(this.w.timeline.on("event", this.onEvent));
+    this.off.push(
+      this.w.pushed.changed.on("state", (state) => {
+        if (state.some((e) => e.type === "m.room.member" && e.room_id === this.w.params.roomId)) void this.loadMembers();
+      }),
+    );
     try {
       const events = await this.w.api.readRoomEvents("m.room.message", 50, undefined, [this.w.params.roomId]);
       this.initial = events
@@ -265,8 +374,7 @@ class WidgetRoomFeed implements RoomFeed {
   }
 
   stop(): void {
-    this.w.api.off("action:send_event", this.onSendEvent);
-    this.offState?.();
+    for (const off of this.off.splice(0)) off();
     this.events.clear();
   }
 
@@ -301,5 +409,108 @@ class WidgetRoomFeed implements RoomFeed {
     } catch (err) {
       this.w.warn("could not read the room's members", err);
     }
+  }
+}
+
+type KeyListener = (from: DeviceRef, content: unknown) => void;
+
+/**
+ * A media-key message as the client feeds it (send_to_device: `{ type, sender, content,
+ * encrypted }`), with every reason it is not one we accept.
+ */
+export function parseToDeviceKey(data: unknown): { from: DeviceRef; content: Record<string, unknown> } | { errors: string[] } {
+  if (typeof data !== "object" || data === null) return { errors: ["not an object"] };
+  const d = data as Record<string, unknown>;
+  const errors: string[] = [];
+  if (d.type !== CALL_KEYS_EVENT) errors.push(`type is not ${CALL_KEYS_EVENT}`);
+  // Element sets `encrypted` from the decrypted event (isEncrypted()) and drops what failed to
+  // decrypt; a message not marked encrypted could come from anyone (or the homeserver) in clear.
+  if (d.encrypted !== true) errors.push("not Olm-encrypted");
+  if (typeof d.sender !== "string" || !d.sender.startsWith("@")) errors.push("no sender");
+  const content = typeof d.content === "object" && d.content !== null ? (d.content as Record<string, unknown>) : null;
+  // The client does not tell the sending device: the device is the one the content claims. Olm
+  // binds the message to the sender's user (a homeserver cannot forge it), but a user can claim
+  // any of its own devices.
+  const member = content?.member as { claimed_device_id?: unknown } | undefined;
+  const deviceId = typeof member?.claimed_device_id === "string" ? member.claimed_device_id : "";
+  if (!content) errors.push("no content");
+  else if (!deviceId) errors.push("no member.claimed_device_id");
+  if (errors.length) return { errors };
+  return { from: { userId: d.sender as string, deviceId }, content: content! };
+}
+
+/** Media keys from the client, held (the latest 256) until the call listens: they can come early. */
+class KeyInbox {
+  private readonly backlog: { from: DeviceRef; content: unknown }[] = [];
+  private readonly listeners = new Set<KeyListener>();
+  private readonly log = getLogger("e2ee");
+
+  receive(data: unknown): void {
+    const parsed = parseToDeviceKey(data);
+    if ("errors" in parsed) {
+      const sender = (data as { sender?: unknown } | null)?.sender;
+      return void this.log.warn("ignored a to-device message", { sender: String(sender), why: parsed.errors.join("; ") });
+    }
+    if (!this.listeners.size) {
+      this.backlog.push(parsed);
+      this.backlog.splice(0, Math.max(0, this.backlog.length - 256));
+      return;
+    }
+    for (const fn of this.listeners) fn(parsed.from, parsed.content);
+  }
+
+  subscribe(fn: KeyListener): () => void {
+    for (const k of this.backlog.splice(0)) fn(k.from, k.content);
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+}
+
+const CALL_STATE_TYPES = [CALL_MEMBER_EVENT, "m.room.member"];
+
+/**
+ * The devices with a live call membership in the room, from its state: what update_state pushes,
+ * or (clients without it) a read plus the state events fed with the timeline.
+ */
+class WidgetCallMembers implements CallMembersPort {
+  private readonly state = new StateMap();
+  private readonly w: WidgetSession;
+  private readonly live: typeof liveCallDevices;
+
+  constructor(w: WidgetSession, live: typeof liveCallDevices) {
+    this.w = w;
+    this.live = live;
+  }
+
+  /** Follows changes first, then reads what is there (kept where a change came in meanwhile). */
+  async start(): Promise<void> {
+    const roomId = this.w.params.roomId;
+    const follow = (events: IRoomEvent[]) => {
+      const ours = events.filter((e) => e.room_id === roomId && typeof e.state_key === "string" && CALL_STATE_TYPES.includes(e.type));
+      if (ours.length) this.state.apply(ours);
+    };
+    // Lives as long as the session (one per page).
+    this.w.pushed.changed.on("state", follow);
+    this.w.timeline.on("event", (e) => {
+      if (!this.w.pushesState) follow([e]);
+    });
+    // roomState() reads our room only; older clients may leave room_id out of what they return.
+    const read = await Promise.all(CALL_STATE_TYPES.map((type) => this.w.roomState(type)));
+    this.state.seed(read.flat().map((e) => ({ ...e, room_id: roomId })));
+  }
+
+  devices(): DeviceRef[] {
+    const roomId = this.w.params.roomId;
+    const joined = new Set(membersFromState(this.state.of(roomId, "m.room.member") as never).keys());
+    const calls = this.state.of(roomId, CALL_MEMBER_EVENT).map((e) => ({
+      sender: e.sender,
+      stateKey: e.state_key ?? "",
+      content: typeof e.content === "object" && e.content !== null ? (e.content as Record<string, unknown>) : {},
+    }));
+    return this.live(calls, joined, Date.now());
+  }
+
+  onChange(fn: () => void): () => void {
+    return this.state.changed.on("state", () => fn());
   }
 }

@@ -154,7 +154,12 @@ describe("timeline events", () => {
 describe("widget parameters", () => {
   it("reads the bot's widget URL plus what Element appends", () => {
     const p = parseWidgetParams("?roomId=%21r%3Ax&userId=%40a%3Ax&callId=c1&widgetId=parley-c1&parentUrl=https%3A%2F%2Felement.example%2F%23%2Froom", () => "DEV");
-    expect(p).toEqual({ widgetId: "parley-c1", parentOrigin: "https://element.example", roomId: "!r:x", userId: "@a:x", deviceId: "DEV", callId: "c1" });
+    expect(p).toEqual({ widgetId: "parley-c1", parentOrigin: "https://element.example", roomId: "!r:x", userId: "@a:x", deviceId: "DEV", hostDevice: false, callId: "c1" });
+  });
+  it("takes the client's device id when it filled the template in, not when it left it", () => {
+    const base = "?roomId=%21r%3Ax&userId=%40a%3Ax&widgetId=w&parentUrl=https%3A%2F%2Fe.x%2F";
+    expect(parseWidgetParams(`${base}&deviceId=ELEMENTDEV`, () => "DEV")).toMatchObject({ deviceId: "ELEMENTDEV", hostDevice: true });
+    expect(parseWidgetParams(`${base}&deviceId=%24org.matrix.msc3819.matrix_device_id`, () => "DEV")).toMatchObject({ deviceId: "DEV", hostDevice: false });
   });
   it("says what is missing", () => {
     const p = parseWidgetParams("?roomId=%24matrix_room_id", () => "DEV");

@@ -1,6 +1,7 @@
 // One call's end-to-end encryption: the E2EE media (worker, transforms) plus the key exchange the
 // server's hello asks for (participant or provisioned keys), started once the Matrix client that
 // carries the keys is ready. The call view reads `state` for its "encrypted" indicator.
+import { ParleyClientError } from "../../errors.ts";
 import { getLogger } from "../../log.ts";
 import { Store } from "../../state/store.ts";
 import type { E2eeInfo } from "../protocol.ts";
@@ -64,7 +65,8 @@ export class CallEncryption {
       })
       .catch((err: unknown) => {
         this.log.warn("media keys cannot be exchanged", { err: String(err) });
-        this.state.update({ error: "Media keys can't be exchanged: your Matrix session has no encryption." });
+        const why = err instanceof ParleyClientError ? err.human : "your Matrix session has no encryption.";
+        this.state.update({ error: `Media keys can't be exchanged: ${why}` });
       });
   }
 
