@@ -133,7 +133,8 @@ export const configSchema = z
             keys: z.enum(["participant", "provisioned"]).default("participant").meta({
               description: "Who makes media keys: each participant's device (sent over Olm to the other members), or the bot's Olm device (one call key, rotated on every membership change)",
             }),
-            provisionedRooms: z.array(z.string().regex(/^!.+:.+$/, "a room id (!opaque:server)")).default([]).meta({
+            // Room version 12 ids have no server part: "!opaque" as well as "!opaque:server".
+            provisionedRooms: z.array(z.string().regex(/^![^\s]+$/, "a room id (!…)")).default([]).meta({
               description: "Rooms whose calls use provisioned keys whatever `keys` says",
             }),
           })

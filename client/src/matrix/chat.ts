@@ -330,4 +330,3 @@ async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content
   }
   return pending;
 }
-export { liveCallDevices } from "./membership.ts"; // moved; the key benchmark imports it from here

@@ -128,8 +128,11 @@ export class ParticipantKeyShare {
   private current: { index: number; key: Uint8Array; createdAt: number } | null = null;
   /** The devices that hold the current key. */
   private sharedWith = new Map<string, DeviceRef>();
-  /** Keys from devices not (yet) seen as members, by device: applied when they are. */
+  /** Keys from devices not (yet, or no longer) seen as members, by device: applied when they are. */
   private readonly held = new Map<string, { index: number; key: Uint8Array }[]>();
+  /** The last keys applied per member device, kept aside if it leaves (a quick rejoin, or a
+   * membership update that arrives after its new key, must not lose its key). */
+  private readonly applied = new Map<string, { index: number; key: Uint8Array }[]>();
   private readonly unsubscribe: (() => void)[] = [];
   private useTimer: unknown;
   /** Member devices the current key could not reach yet (their keys were not downloadable yet). */
@@ -176,7 +179,12 @@ export class ParticipantKeyShare {
     const now = this.others();
     const left = [...this.sharedWith.keys()].filter((k) => !now.has(k));
     const joined = [...now].filter(([k]) => !this.sharedWith.has(k)).map(([, d]) => d);
-    for (const k of left) this.o.sink.forget(k);
+    for (const k of left) {
+      this.o.sink.forget(k);
+      const last = this.applied.get(k);
+      this.applied.delete(k);
+      if (last) this.held.set(k, last);
+    }
     for (const d of joined) this.release(d);
     if (left.length) return this.rotate("leave", false);
     if (!joined.length || !this.current) return;
@@ -201,9 +209,11 @@ export class ParticipantKeyShare {
     if (!useNow) {
       // Switch even if sending failed: after a leave the old key must go out of use.
       this.o.timers.clearTimeout(this.useTimer);
+      // Bigger calls take longer to receive a key (one Olm message per device, per sender):
+      // wait at least 100 ms per device (the key benchmark's hold time grows about that fast).
       this.useTimer = this.o.timers.setTimeout(() => {
         if (!this.stopped && this.current?.index === index) this.o.sink.useOwnKey(index);
-      }, this.o.useDelayMs);
+      }, Math.max(this.o.useDelayMs, 100 * targets.size));
     }
     this.log.info("new media key", { index, reason, devices: targets.size });
     this.undelivered.clear();
@@ -238,17 +248,18 @@ export class ParticipantKeyShare {
     const id = deviceKey(from);
     const member = this.others().has(id);
     this.log.info("media key received", { from: id, index: parsed.index, member });
-    if (member) return this.o.sink.setKey(id, parsed.index, parsed.key);
-    // Its membership may not have reached us yet: keep the key until it does.
-    const list = this.held.get(id) ?? [];
-    list.push({ index: parsed.index, key: parsed.key });
-    this.held.set(id, list.slice(-4));
+    // Not a member (yet): keep the key until its membership reaches us.
+    const into = member ? this.applied : this.held;
+    into.set(id, [...(into.get(id) ?? []), { index: parsed.index, key: parsed.key }].slice(-4));
+    if (member) this.o.sink.setKey(id, parsed.index, parsed.key);
   }
 
   private release(d: DeviceRef): void {
     const id = deviceKey(d);
-    for (const k of this.held.get(id) ?? []) this.o.sink.setKey(id, k.index, k.key);
+    const keys = this.held.get(id) ?? [];
+    for (const k of keys) this.o.sink.setKey(id, k.index, k.key);
     this.held.delete(id);
+    if (keys.length) this.applied.set(id, keys);
   }
 }
 

@@ -137,6 +137,18 @@ describe("ParticipantKeyShare", () => {
     expect(h.sent).toHaveLength(2); // delivered: no more retries
   });
 
+  it("a device whose membership flickers (leave seen after its new key) keeps the key it sent", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    h.receive(BOB, keyContent(ROOM, BOB, 5, new Uint8Array(32).fill(9), 0));
+    await h.setMembers([]); // a stale leave arrives after Bob's new key
+    expect(h.sink.calls).toContain(`forget ${id(BOB)}`);
+    h.sink.calls.length = 0;
+    await h.setMembers([BOB]); // and his membership shows again
+    expect(h.sink.calls).toContain(`key ${id(BOB)} 5`);
+  });
+
   it("a device that was never a member never gets a key", async () => {
     const h = harness([BOB]);
     h.share.start();
