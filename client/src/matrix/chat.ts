@@ -210,7 +210,10 @@ export class SyncedRoomFeed implements RoomFeed {
       devices: () => {
         const room = this.client?.getRoom(this.roomId);
         if (!room) return [];
-        const joined = new Set(room.getJoinedMembers().map((m) => m.userId));
+        // Members are lazy-loaded: one whose m.room.member we have not seen yet counts as joined
+        // (the homeserver accepted its membership state, so it was joined); one seen as anything
+        // else (left, kicked, banned) does not.
+        const joined = { has: (userId: string) => (room.getMember(userId)?.membership ?? "join") === "join" };
         return liveCallDevices(
           room.currentState.getStateEvents(CALL_MEMBER_EVENT).map((ev) => ({ sender: ev.getSender() ?? "", stateKey: ev.getStateKey() ?? "", content: ev.getContent() })),
           joined,
@@ -223,8 +226,16 @@ export class SyncedRoomFeed implements RoomFeed {
         const listener = (ev: MatrixEvent) => {
           if (ev.getRoomId() === this.roomId && (ev.getType() === CALL_MEMBER_EVENT || ev.getType() === "m.room.member")) fn();
         };
+        // Lazily loaded members arrive without state events: re-check on member list changes too.
+        const members = (ev: MatrixEvent) => {
+          if (ev.getRoomId() === this.roomId) fn();
+        };
         client.on(RoomStateEvent.Events, listener);
-        return () => client.off(RoomStateEvent.Events, listener);
+        client.on(RoomStateEvent.Members, members);
+        return () => {
+          client.off(RoomStateEvent.Events, listener);
+          client.off(RoomStateEvent.Members, members);
+        };
       },
     };
   }

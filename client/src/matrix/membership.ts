@@ -259,7 +259,7 @@ export class MembershipManager {
  */
 export function liveCallDevices(
   events: { sender: string; stateKey: string; content: Record<string, unknown> }[],
-  joined: ReadonlySet<string>,
+  joined: { has(userId: string): boolean },
   now: number,
 ): { userId: string; deviceId: string }[] {
   const out: { userId: string; deviceId: string }[] = [];

@@ -251,7 +251,10 @@ export class ParticipantKeyShare {
     // Not a member (yet): keep the key until its membership reaches us.
     const into = member ? this.applied : this.held;
     into.set(id, [...(into.get(id) ?? []), { index: parsed.index, key: parsed.key }].slice(-4));
-    if (member) this.o.sink.setKey(id, parsed.index, parsed.key);
+    if (member) return this.o.sink.setKey(id, parsed.index, parsed.key);
+    // A key is a sign its sender is in the call: look at the members again (a change we were
+    // not told about, e.g. a lazily loaded member, releases the key and shares ours).
+    this.enqueue(() => this.onMembers());
   }
 
   private release(d: DeviceRef): void {
