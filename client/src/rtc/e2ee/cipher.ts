@@ -125,6 +125,11 @@ export class FrameCipher {
     this.#ring(participant);
   }
 
+  /** Whose media the receiver `receiverId` carries. */
+  participantOf(receiverId: string): string | undefined {
+    return this.#receivers.get(receiverId);
+  }
+
   /** Encrypts a frame in place; false (drop it) when there is no key to send with yet. */
   async encrypt(frame: EncodedFrameLike, kind: MediaKind): Promise<boolean> {
     const current = this.#own.currentKey;

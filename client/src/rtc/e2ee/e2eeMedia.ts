@@ -113,11 +113,6 @@ export class E2eeMedia implements MediaTransformHook {
     if (this.#status.delete(participant)) this.events.emit("status", new Map(this.#status));
   }
 
-  /** Decryption health by participant ("<user id>|<device id>"), for those whose frames arrived. */
-  status(): Map<string, DecryptState> {
-    return new Map(this.#status);
-  }
-
   dispose(): void {
     this.#worker.terminate();
   }

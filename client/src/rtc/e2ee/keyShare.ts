@@ -274,7 +274,6 @@ export class ProvisionedKeys {
   private latest: number | null = null;
   private off: (() => void) | null = null;
   private useTimer: unknown;
-  onKey: ((index: number) => void) | null = null;
 
   private readonly opts: { roomId: string; bot: string; transport: KeyTransport; sink: KeySink };
 
@@ -292,7 +291,6 @@ export class ProvisionedKeys {
       const first = this.latest === null;
       this.latest = parsed.index;
       this.opts.sink.setCallKey(parsed.index, parsed.key, first);
-      this.onKey?.(parsed.index);
       if (first) return;
       this.timers.clearTimeout(this.useTimer);
       this.useTimer = this.timers.setTimeout(() => {

@@ -21,16 +21,16 @@ interface WorkerScope {
 const scope = globalThis as unknown as WorkerScope;
 
 let cipher: FrameCipher | null = null;
-/** Video receivers by id, with whose media they carry: a new key for that participant asks for a key frame. */
-const videoReceivers = new Map<string, { participant: string; transformer: Transformer | null }>();
+/** Video receivers' transformers by receiver id (whose media each carries is the cipher's record). */
+const videoReceivers = new Map<string, Transformer>();
 
 /**
  * A video decoder that never got a decryptable key frame stays black until the next one: when a
  * participant's key arrives, ask its video senders for one (the SFU relays the request).
  */
 function requestKeyFrames(participant: string | null): void {
-  for (const r of videoReceivers.values()) {
-    if (participant === null || r.participant === participant) void r.transformer?.sendKeyFrameRequest?.().catch(() => undefined);
+  for (const [receiverId, transformer] of videoReceivers) {
+    if (participant === null || cipher?.participantOf(receiverId) === participant) void transformer.sendKeyFrameRequest?.().catch(() => undefined);
   }
 }
 
@@ -42,9 +42,7 @@ function cipherFor(self: string, mode: KeyMode): FrameCipher {
 
 function pipe(readable: ReadableStream, writable: WritableStream, o: TransformOptions, transformer: Transformer | null): void {
   const c = cipherFor(o.self, o.mode);
-  if (o.operation === "decrypt" && o.kind === "video" && o.receiverId !== undefined) {
-    videoReceivers.set(o.receiverId, { participant: o.participant ?? "", transformer });
-  }
+  if (o.operation === "decrypt" && o.kind === "video" && o.receiverId !== undefined && transformer) videoReceivers.set(o.receiverId, transformer);
   const kind: MediaKind = o.kind;
   const transform = o.operation === "encrypt" ? c.encryptTransform(kind) : c.decryptTransform(o.receiverId ?? "", kind);
   if (o.operation === "decrypt" && o.receiverId !== undefined && o.participant !== undefined) c.bindReceiver(o.receiverId, o.participant);
@@ -79,11 +77,8 @@ scope.onmessage = (ev) => {
       return done(c.setCallKey(m.index, m.key, m.use).then(() => requestKeyFrames(null)));
     case "forget":
       return c.forget(m.participant);
-    case "bind": {
-      const r = videoReceivers.get(m.receiverId);
-      if (r) r.participant = m.participant;
+    case "bind":
       c.bindReceiver(m.receiverId, m.participant);
       return requestKeyFrames(m.participant);
-    }
   }
 };
