@@ -14,15 +14,11 @@ import { startJanus } from "../../scripts/stack/janus.ts";
 import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, trackPeerConnections } from "../support/browser.ts";
+import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" } } });
 const JOINS = Number(values.joins);
 
-const percentile = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-};
-const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
 
 async function firstFrame(page: Page, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

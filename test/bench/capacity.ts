@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import type { Page } from "playwright-core";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { launchChromium, trackPeerConnections } from "../support/browser.ts";
+import { bench } from "./lib.ts";
 
 const { values } = parseArgs({
   options: { max: { type: "string", default: "12" }, settle: { type: "string", default: "6000" }, window: { type: "string", default: "5000" } },
@@ -17,7 +18,6 @@ const MAX = Number(values.max);
 const SETTLE_MS = Number(values.settle);
 const WINDOW_MS = Number(values.window);
 const TICKS = 100; // USER_HZ on Linux
-const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function processTicks(pid: number): number {

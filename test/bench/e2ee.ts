@@ -48,6 +48,7 @@ import { startInstitutions, type Institution } from "../../scripts/stack/institu
 import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
+import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -68,11 +69,6 @@ const ROTATION_TIMEOUT_MS = 60_000;
 
 setLogLevel("warn"); // the key share logs every key at info: thousands of lines at N = 50
 
-const percentile = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-};
-const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);

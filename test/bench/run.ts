@@ -6,25 +6,13 @@ import { parseArgs } from "node:util";
 import { FederationPolicy } from "../../appservice/src/calls/policy.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { TestUser } from "../support/matrix.ts";
+import { bench, percentile, timed } from "./lib.ts";
 
 const { values } = parseArgs({
   options: { aliases: { type: "string", default: "50" }, commands: { type: "string", default: "20" } },
 });
 const N_ALIASES = Number(values.aliases);
 const N_COMMANDS = Number(values.commands);
-
-function percentile(samples: number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
-const bench = (name: string, value: number, unit: string) => console.log(`BENCH ${name} ${value.toFixed(2)} ${unit}`);
-
-async function timed<T>(fn: () => Promise<T>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
 
 const stack = await startInstitutions({ count: 1, allow: () => [], janus: false });
 try {
