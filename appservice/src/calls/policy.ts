@@ -1,6 +1,7 @@
 // Federation policy: which servers may use this Parley. Matching follows m.room.server_acl
-// (globs with * and ?, compared against the host without its port), so the ACL Parley puts in
-// its rooms and the checks it makes itself can never disagree.
+// (globs with * and ?, compared against the host), so the ACL Parley puts in its rooms and the
+// checks it makes itself agree. An entry that names a port ("partner.example:8448") matches that
+// port only; an entry without one matches the host on any port.
 
 /** The server part of a user id: "@alice:example.org:8448" -> "example.org:8448". */
 export function serverNameOf(userId: string): string {
@@ -34,18 +35,40 @@ export interface ServerAclContent {
   allow_ip_literals: boolean;
 }
 
+/** A server name or glob split at its port: "[::1]:84*" -> { host: "[::1]", port: "84*" }. */
+export function splitPort(serverName: string): { host: string; port: string | undefined } {
+  const host = hostOf(serverName);
+  if (host === serverName) {
+    // hostOf keeps non-numeric ports; a glob's port may be a glob.
+    const i = serverName.startsWith("[") ? serverName.indexOf("]:") + 1 : serverName.lastIndexOf(":");
+    if (i > 0 && /^[\d*?]+$/.test(serverName.slice(i + 1))) return { host: serverName.slice(0, i), port: serverName.slice(i + 1) };
+    return { host, port: undefined };
+  }
+  return { host, port: serverName.slice(host.length + 1) };
+}
+
+interface AllowEntry {
+  glob: string;
+  host: string;
+  /** undefined: any port. */
+  port: string | undefined;
+}
+
 export class FederationPolicy {
-  /** Host globs, the own server first. */
+  /** Entries as configured, the own server name first. */
   readonly allowed: readonly string[];
+  readonly #entries: readonly AllowEntry[];
 
   constructor(ownServerName: string, allow: readonly string[]) {
-    const own = hostOf(ownServerName);
-    this.allowed = [own, ...allow.map(hostOf).filter((g) => g !== own)];
+    this.allowed = [...new Set([ownServerName, ...allow])];
+    this.#entries = this.allowed.map((glob) => ({ glob, ...splitPort(glob) }));
   }
 
   allowsServer(serverName: string): boolean {
-    const host = hostOf(serverName);
-    return this.allowed.some((glob) => globMatches(glob, host));
+    const { host, port } = splitPort(serverName);
+    return this.#entries.some(
+      (e) => globMatches(e.host, host) && (e.port === undefined || (port !== undefined && globMatches(e.port, port))),
+    );
   }
 
   allowsUser(userId: string): boolean {
@@ -59,11 +82,13 @@ export class FederationPolicy {
   /** The m.room.server_acl content for Parley's rooms. IP literals are allowed only when
    *  an allowed entry is one (test and private deployments named by address).
    *  The spec compares ACL entries with the host alone, but Synapse (1.163) compares them with
-   *  the whole server name, port included; so each entry also appears as "<glob>:*", which
-   *  matches "host:port" names on Synapse and nothing on servers that strip the port. */
+   *  the whole server name, port included; so an entry without a port also appears as
+   *  "<glob>:*", which matches "host:port" names on Synapse and nothing on servers that strip
+   *  the port. An entry with a port appears as written: Synapse then admits that port only, and
+   *  servers that compare the host alone admit no port of it (an ACL cannot say more there). */
   serverAcl(): ServerAclContent {
-    const allow = this.allowed.flatMap((glob) => [glob, `${glob}:*`]);
-    return { allow, deny: [], allow_ip_literals: this.allowed.some(isIpLiteral) };
+    const allow = this.#entries.flatMap((e) => (e.port === undefined ? [e.glob, `${e.glob}:*`] : [e.glob]));
+    return { allow: [...new Set(allow)], deny: [], allow_ip_literals: this.#entries.some((e) => isIpLiteral(e.host)) };
   }
 
   describe(): string {

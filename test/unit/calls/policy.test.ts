@@ -5,6 +5,7 @@ import {
   hostOf,
   isIpLiteral,
   serverNameOf,
+  splitPort,
 } from "../../../appservice/src/calls/policy.ts";
 
 describe("hostOf", () => {
@@ -93,10 +94,10 @@ describe("globMatches", () => {
 describe("FederationPolicy", () => {
   const policy = new FederationPolicy("example.org", ["partner.example", "*.gov.example"]);
 
-  it("lists the own host first, without ports, without duplicates", () => {
-    const p = new FederationPolicy("example.org:8448", ["partner.example:443", "example.org", "*.gov.example"]);
-    expect(p.allowed).toEqual(["example.org", "partner.example", "*.gov.example"]);
-    expect(p.describe()).toBe("example.org, partner.example, *.gov.example");
+  it("lists the own server name first, entries as written, without duplicates", () => {
+    const p = new FederationPolicy("example.org:8448", ["partner.example:443", "example.org:8448", "example.org", "*.gov.example"]);
+    expect(p.allowed).toEqual(["example.org:8448", "partner.example:443", "example.org", "*.gov.example"]);
+    expect(p.describe()).toBe("example.org:8448, partner.example:443, example.org, *.gov.example");
   });
 
   it("always allows the own server, even with an empty allow list", () => {
@@ -142,13 +143,13 @@ describe("FederationPolicy", () => {
   });
 
   it("allows IP literals in the ACL only when an allowed entry is one", () => {
-    expect(new FederationPolicy("example.org", ["10.0.0.5:8448"]).serverAcl()).toEqual({
+    expect(new FederationPolicy("example.org", ["10.0.0.5"]).serverAcl()).toEqual({
       allow: ["example.org", "example.org:*", "10.0.0.5", "10.0.0.5:*"],
       deny: [],
       allow_ip_literals: true,
     });
     expect(new FederationPolicy("[::1]:8448", []).serverAcl()).toEqual({
-      allow: ["[::1]", "[::1]:*"],
+      allow: ["[::1]:8448"],
       deny: [],
       allow_ip_literals: true,
     });
@@ -161,5 +162,62 @@ describe("FederationPolicy", () => {
     expect(policy.serverAcl().allow).toEqual([
       "example.org", "example.org:*", "partner.example", "partner.example:*", "*.gov.example", "*.gov.example:*",
     ]);
+  });
+});
+
+describe("FederationPolicy with ports", () => {
+  it("an entry naming a port allows that port only, not the bare name nor another port", () => {
+    const p = new FederationPolicy("own.example", ["partner.example:8448"]);
+    expect(p.allowsServer("partner.example:8448")).toBe(true);
+    expect(p.allowsServer("partner.example:8449")).toBe(false);
+    expect(p.allowsServer("partner.example:84480")).toBe(false);
+    expect(p.allowsServer("partner.example")).toBe(false);
+    expect(p.allowsUser("@bob:partner.example:8448")).toBe(true);
+    expect(p.allowsUser("@mallory:partner.example:9000")).toBe(false);
+  });
+
+  it("an entry without a port allows every port of its host", () => {
+    const p = new FederationPolicy("own.example", ["partner.example"]);
+    expect(p.allowsServer("partner.example")).toBe(true);
+    expect(p.allowsServer("partner.example:9000")).toBe(true);
+  });
+
+  it("a port may be a glob, and IP literals (v4 and v6) take ports too", () => {
+    const p = new FederationPolicy("own.example", ["*.gov.example:84??", "10.0.0.5:8448", "[2001:db8::7]:443"]);
+    expect(p.allowsServer("health.gov.example:8448")).toBe(true);
+    expect(p.allowsServer("health.gov.example:443")).toBe(false);
+    expect(p.allowsServer("10.0.0.5:8448")).toBe(true);
+    expect(p.allowsServer("10.0.0.5:8449")).toBe(false);
+    expect(p.allowsServer("10.0.0.5")).toBe(false);
+    expect(p.allowsServer("[2001:db8::7]:443")).toBe(true);
+    expect(p.allowsServer("[2001:db8::7]:8448")).toBe(false);
+  });
+
+  it("the own server name with a port is that port only", () => {
+    const p = new FederationPolicy("127.0.0.11:8481", []);
+    expect(p.allowsUser("@alice:127.0.0.11:8481")).toBe(true);
+    expect(p.allowsUser("@mallory:127.0.0.11:9999")).toBe(false);
+  });
+
+  it("the server ACL keeps a named port (Synapse compares the whole name) and adds ':*' only for port-less entries", () => {
+    const p = new FederationPolicy("example.org", ["partner.example:8448", "*.gov.example", "10.0.0.5:8448"]);
+    expect(p.serverAcl()).toEqual({
+      allow: ["example.org", "example.org:*", "partner.example:8448", "*.gov.example", "*.gov.example:*", "10.0.0.5:8448"],
+      deny: [],
+      allow_ip_literals: true,
+    });
+  });
+});
+
+describe("splitPort", () => {
+  it.each([
+    ["example.org", "example.org", undefined],
+    ["example.org:8448", "example.org", "8448"],
+    ["*.example:84*", "*.example", "84*"],
+    ["[::1]", "[::1]", undefined],
+    ["[::1]:8448", "[::1]", "8448"],
+    ["example.org:http", "example.org:http", undefined],
+  ])("splitPort(%j)", (name, host, port) => {
+    expect(splitPort(name)).toEqual({ host, port });
   });
 });
