@@ -112,8 +112,8 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           hsToken: secret(),
         },
         meetings: { publicUrl: `http://${ip}:${parleyPort}` },
-        // The stack's homeservers use self-signed loopback certificates.
-        federation: { allow: opts.allow(index, hosts), tlsVerify: false },
+        // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).
+        federation: { allow: opts.allow(index, hosts), tlsVerify: false, allowPrivateAddresses: true },
         store: { path: path.join(dir, "parley.db") },
         calls: { e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
         crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },

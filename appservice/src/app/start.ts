@@ -57,7 +57,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     : undefined;
   if (!crypto) log.warn("no crypto section in the config: the bot neither reads nor answers in encrypted rooms");
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
-  const verifier = OpenIdVerifier.fromConfig(config, policy);
+  const verifier = OpenIdVerifier.fromConfig(config, policy, { ledger: store });
   const sfu: Sfu | undefined = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
   const requireE2ee = config.calls.e2ee.required;
   const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee }) : noSfu();

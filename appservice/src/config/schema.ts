@@ -12,7 +12,7 @@ const secret = (description: string) =>
 const serverGlob = z
   .string()
   .regex(/^[A-Za-z0-9.*?\-[\]:]+$/, "a server name or glob such as example.org or *.gov.example")
-  .meta({ description: "server name or glob (* and ?), compared without the port as in m.room.server_acl" });
+  .meta({ description: "server name or glob (* and ?); with a port (example.org:8448) only that port matches" });
 
 const slugPrefix = z
   .string()
@@ -87,6 +87,17 @@ export const configSchema = z
         }),
         caFile: z.string().optional().meta({
           description: "Extra CA certificates (PEM) trusted for remote homeservers, e.g. a private federation's CA",
+        }),
+        allowPrivateAddresses: z.boolean().default(false).meta({
+          description:
+            "Let server discovery connect to loopback, private (RFC 1918, CGNAT, ULA), link-local and other " +
+            "non-public addresses. Off, only servers named in openidOverrides may live there; turn it on " +
+            "only for a federation inside a private network",
+        }),
+        openidTokenLifetimeSeconds: z.int().min(60).max(86_400).default(3600).meta({
+          description:
+            "How long a used OpenID token is remembered so it cannot be used again; at least the lifetime " +
+            "homeservers give their tokens (Synapse: 3600)",
         }),
       })
       .prefault({})

@@ -4,7 +4,16 @@
 // to that same server, since a server can only vouch for its own users.
 //
 // The token travels in the query string, so neither it nor any request URL reaches a log line
-// or an error message.
+// or an error message. Nor do connection errors and addresses: the caller learns that the
+// check could not be made, the log says why.
+//
+// A token is good for one join: with a ledger, its hash is claimed before the homeserver is
+// asked (so two concurrent joins with one token cannot both pass) and kept until the token has
+// surely expired; a token that does not verify is released again, so forged tokens leave no row.
+//
+// Discovery connects only to public addresses unless the operator named the server in
+// `federation.openidOverrides` or set `federation.allowPrivateAddresses` (addressGuard.ts).
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { z } from "zod";
 import type { FederationPolicy } from "../calls/policy.ts";
@@ -12,6 +21,7 @@ import { serverNameOf } from "../calls/policy.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { ParleyError } from "../http/errors.ts";
 import { getLogger, type Logger } from "../log.ts";
+import type { OpenIdTokenStore } from "../store/store.ts";
 import {
   DiscoveryError,
   describeTarget,
@@ -31,6 +41,16 @@ const MAX_TARGETS = 3;
 const MAX_TOKEN_LENGTH = 2048;
 
 export const INVALID_TOKEN_MESSAGE = "OpenID token is not valid (expired or forged)";
+/** How long a used token is remembered unless configured (Synapse issues tokens for 3600 s). */
+export const DEFAULT_TOKEN_LIFETIME_MS = 3600_000;
+
+export const unreachableMessage = (serverName: string) => `cannot check the OpenID token with ${serverName}`;
+export const refusedMessage = (serverName: string) => `this Parley does not check OpenID tokens with ${serverName}`;
+
+/** What the ledger records instead of the token: SHA-256 over the server name and the token. */
+export function openIdTokenHash(serverName: string, token: string): string {
+  return createHash("sha256").update(serverName).update("\0").update(token).digest("hex");
+}
 
 const userInfoBody = z.object({
   sub: z.string().max(255).regex(/^@[^:]+:.+$/, "a Matrix user id"),
@@ -47,6 +67,12 @@ export interface OpenIdVerifierOptions {
   caFile?: string | undefined;
   /** When given, servers it does not allow are refused before any request is made. */
   policy?: Pick<FederationPolicy, "allowsServer"> | undefined;
+  /** Connect to loopback and private addresses found by discovery (`federation.allowPrivateAddresses`). */
+  allowPrivateAddresses?: boolean | undefined;
+  /** When given, each token verifies once: used tokens are recorded here (hashed). */
+  ledger?: Pick<OpenIdTokenStore, "claimOpenIdToken" | "releaseOpenIdToken"> | undefined;
+  /** How long a used token is remembered: at least the homeservers' token lifetime (`federation.openidTokenLifetimeSeconds`). */
+  tokenLifetimeMs?: number | undefined;
   /** Transport (default: node:https with the TLS settings above and 5 s timeouts). */
   http?: FederationHttp | undefined;
   /** SRV lookups for discovery (default: node:dns/promises). */
@@ -83,6 +109,7 @@ function overrideTarget(serverName: string, base: string): ServerTarget {
     hostHeader: url.host,
     tlsName: host,
     pathPrefix: url.pathname.replace(/\/+$/, ""),
+    configured: true,
   };
 }
 
@@ -91,21 +118,35 @@ export class OpenIdVerifier {
   readonly #discovery: ServerDiscovery;
   readonly #overrides: Map<string, ServerTarget>;
   readonly #policy: Pick<FederationPolicy, "allowsServer"> | undefined;
+  readonly #ledger: OpenIdVerifierOptions["ledger"];
+  readonly #tokenLifetimeMs: number;
+  readonly #now: () => number;
   readonly #log: Logger;
 
   /** The verifier for a Parley config: its overrides, TLS settings and federation allow-list. */
   static fromConfig(
     config: Pick<ParleyConfig, "federation">,
     policy: Pick<FederationPolicy, "allowsServer"> | undefined,
-    extra: Omit<OpenIdVerifierOptions, "overrides" | "tlsVerify" | "caFile" | "policy"> = {},
+    extra: Omit<OpenIdVerifierOptions, "overrides" | "tlsVerify" | "caFile" | "policy" | "allowPrivateAddresses" | "tokenLifetimeMs"> = {},
   ): OpenIdVerifier {
     const f = config.federation;
-    return new OpenIdVerifier({ ...extra, overrides: f.openidOverrides, tlsVerify: f.tlsVerify, caFile: f.caFile, policy });
+    return new OpenIdVerifier({
+      ...extra,
+      overrides: f.openidOverrides,
+      tlsVerify: f.tlsVerify,
+      caFile: f.caFile,
+      policy,
+      allowPrivateAddresses: f.allowPrivateAddresses,
+      tokenLifetimeMs: f.openidTokenLifetimeSeconds * 1000,
+    });
   }
 
   constructor(opts: OpenIdVerifierOptions = {}) {
     this.#log = opts.log ?? getLogger("openid");
     this.#policy = opts.policy;
+    this.#ledger = opts.ledger;
+    this.#tokenLifetimeMs = opts.tokenLifetimeMs ?? DEFAULT_TOKEN_LIFETIME_MS;
+    this.#now = opts.now ?? Date.now;
     this.#overrides = new Map(Object.entries(opts.overrides ?? {}).map(([name, base]) => [name, overrideTarget(name, base)]));
     let ca = opts.ca;
     if (opts.caFile !== undefined) {
@@ -126,6 +167,7 @@ export class OpenIdVerifier {
         connectTimeoutMs: opts.connectTimeoutMs,
         timeoutMs: opts.timeoutMs,
         maxBodyBytes: opts.maxBodyBytes,
+        allowPrivateAddresses: opts.allowPrivateAddresses,
       });
     this.#discovery = new ServerDiscovery({
       http: this.#http,
@@ -139,8 +181,9 @@ export class OpenIdVerifier {
   /**
    * The user the token belongs to, as its homeserver `claimedServerName` says. Throws
    * ParleyError: M_MISSING_TOKEN, M_INVALID_PARAM (not a server name), M_FORBIDDEN (server not
-   * allowed, or it vouched for another server's user), M_UNKNOWN_TOKEN (the server does not know
-   * the token), M_UNAVAILABLE (the server could not be found or reached, or answered nonsense).
+   * allowed, discovery led to an address Parley does not connect to, or it vouched for another
+   * server's user), M_UNKNOWN_TOKEN (the server does not know the token, or it was used before),
+   * M_UNAVAILABLE (the server could not be found or reached, or answered nonsense).
    */
   async verify(token: string, claimedServerName: string): Promise<VerifiedOpenId> {
     if (typeof token !== "string" || token.length === 0) {
@@ -159,7 +202,24 @@ export class OpenIdVerifier {
     if (this.#policy && !this.#policy.allowsServer(serverName)) {
       throw new ParleyError("M_FORBIDDEN", `${serverName} is not a server this Parley federates with`);
     }
+    const ledger = this.#ledger;
+    if (!ledger) return this.#check(token, serverName, log);
+    const hash = openIdTokenHash(serverName, token);
+    const now = this.#now();
+    if (!ledger.claimOpenIdToken(hash, now + this.#tokenLifetimeMs, now)) {
+      log.info("OpenID check: token used before (or being checked now); refused");
+      throw new ParleyError("M_UNKNOWN_TOKEN", INVALID_TOKEN_MESSAGE);
+    }
+    try {
+      return await this.#check(token, serverName, log);
+    } catch (err) {
+      // Not accepted: the token may be tried again, and a forged one leaves no row behind.
+      ledger.releaseOpenIdToken(hash);
+      throw err;
+    }
+  }
 
+  async #check(token: string, serverName: string, log: Logger): Promise<VerifiedOpenId> {
     const started = performance.now();
     let targets: ServerTarget[];
     let via: string;
@@ -186,14 +246,17 @@ export class OpenIdVerifier {
         break;
       } catch (err) {
         lastError = err instanceof TransportError ? err : new TransportError("connect", `request to ${describeTarget(target)} failed`);
-        log.info({ via, target: describeTarget(target), kind: lastError.kind, reason: lastError.message }, "OpenID check: no answer");
+        const detail = { via, target: describeTarget(target), kind: lastError.kind, reason: lastError.message };
+        if (lastError.kind === "blocked") log.warn(detail, "OpenID check: refused to connect to a non-public address");
+        else log.info(detail, "OpenID check: no answer");
         if (lastError.kind === "too-large" || lastError.kind === "protocol") break;
       }
     }
     const ms = Math.round(performance.now() - started);
     if (!answer) {
-      const reason = lastError?.message ?? "no address to try";
-      throw new ParleyError("M_UNAVAILABLE", `cannot check the OpenID token with ${serverName}: ${reason}`);
+      // The details (addresses, connection errors) are logged above, never told to the caller.
+      if (lastError?.kind === "blocked") throw new ParleyError("M_FORBIDDEN", refusedMessage(serverName));
+      throw new ParleyError("M_UNAVAILABLE", unreachableMessage(serverName));
     }
     const userId = this.#interpret(answer, serverName, log, ms);
     log.debug({ via, userId, ms }, "OpenID token verified");

@@ -26,6 +26,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { z } from "zod";
 import { getLogger, type Logger } from "../log.ts";
+import { BlockedAddressError, blockedReason, guardedLookup } from "./addressGuard.ts";
 
 export const DEFAULT_FEDERATION_PORT = 8448;
 
@@ -120,6 +121,8 @@ export interface ServerTarget {
   tlsName: string;
   /** Prepended to request paths (an override URL's path); "" otherwise. */
   pathPrefix: string;
+  /** The operator named this target (an override URL): it may be a loopback or private address. */
+  configured?: boolean | undefined;
 }
 
 export interface HttpAnswer {
@@ -139,7 +142,8 @@ export interface FederationHttp {
   close(): void;
 }
 
-export type TransportErrorKind = "connect" | "tls" | "timeout" | "too-large" | "protocol";
+/** "blocked": the target resolved only to addresses Parley does not connect to (addressGuard.ts). */
+export type TransportErrorKind = "connect" | "tls" | "timeout" | "too-large" | "protocol" | "blocked";
 
 export class TransportError extends Error {
   readonly kind: TransportErrorKind;
@@ -161,6 +165,9 @@ export interface NodeFederationHttpOptions {
   timeoutMs?: number | undefined;
   /** Largest response body accepted (default 64 KiB). */
   maxBodyBytes?: number | undefined;
+  /** Connect to loopback, private, link-local and other non-public addresses too (default false);
+   *  targets marked `configured` may always. */
+  allowPrivateAddresses?: boolean | undefined;
 }
 
 const TLS_CODE = /CERT|SELF_SIGNED|UNABLE_TO_|^ERR_TLS_|^ERR_SSL_|^EPROTO$|HOSTNAME_MISMATCH/;
@@ -173,6 +180,7 @@ function classify(err: unknown, where: string): TransportError {
   if (err instanceof TransportError) return err;
   const e = err as { code?: unknown; message?: unknown };
   const code = typeof e.code === "string" ? e.code : "";
+  if (err instanceof BlockedAddressError) return new TransportError("blocked", err.message);
   // Node's socket and TLS messages name the address, never the request path.
   const detail = typeof e.message === "string" ? e.message : String(err);
   if (TLS_CODE.test(code)) {
@@ -187,23 +195,43 @@ function classify(err: unknown, where: string): TransportError {
 /**
  * The production transport: node:https (node:http for http override URLs) with keep-alive
  * agents, the TLS settings from config, connect and total timeouts and a body size bound.
+ * Unless private addresses are allowed, connections that are not to a `configured` target go
+ * through agents whose DNS lookup refuses non-public addresses (and IP literals are checked
+ * before connecting); those agents keep their own connection pools, so a socket opened for an
+ * override is never reused for a discovered target.
  */
 export function nodeFederationHttp(opts: NodeFederationHttpOptions = {}): FederationHttp {
   const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
   const timeoutMs = opts.timeoutMs ?? 5000;
   const maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024;
-  const httpsAgent = new https.Agent({
-    keepAlive: true,
-    maxSockets: 32,
-    rejectUnauthorized: opts.tlsVerify ?? true,
-    // `ca` replaces Node's roots, so they are passed along: caFile adds, it does not narrow.
-    ...(opts.ca === undefined ? {} : { ca: [...tls.rootCertificates, opts.ca] }),
-  });
-  const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  const allowPrivate = opts.allowPrivateAddresses ?? false;
+  const agents = (guarded: boolean) => {
+    const lookup = guarded ? { lookup: guardedLookup() } : {};
+    return {
+      https: new https.Agent({
+        keepAlive: true,
+        maxSockets: 32,
+        rejectUnauthorized: opts.tlsVerify ?? true,
+        // `ca` replaces Node's roots, so they are passed along: caFile adds, it does not narrow.
+        ...(opts.ca === undefined ? {} : { ca: [...tls.rootCertificates, opts.ca] }),
+        ...lookup,
+      }),
+      http: new http.Agent({ keepAlive: true, maxSockets: 32, ...lookup }),
+    };
+  };
+  const open = agents(false);
+  const guarded = allowPrivate ? open : agents(true);
 
   function get(target: ServerTarget, path: string): Promise<HttpAnswer> {
     const where = describeTarget(target);
     const secure = target.scheme === "https";
+    const checked = !allowPrivate && !target.configured;
+    // IP literals never reach the lookup hook: judged here.
+    const literalBlocked = checked && net.isIP(target.host) !== 0 ? blockedReason(target.host) : undefined;
+    if (literalBlocked !== undefined) {
+      return Promise.reject(new TransportError("blocked", `${where} is a ${literalBlocked} address, which Parley does not connect to`));
+    }
+    const pool = checked ? guarded : open;
     return new Promise<HttpAnswer>((resolve, reject) => {
       let settled = false;
       let connectTimer: NodeJS.Timeout | undefined;
@@ -216,7 +244,7 @@ export function nodeFederationHttp(opts: NodeFederationHttpOptions = {}): Federa
         else resolve(answer!);
       };
       const options: https.RequestOptions = {
-        agent: secure ? httpsAgent : httpAgent,
+        agent: secure ? pool.https : pool.http,
         host: target.host,
         port: target.port,
         method: "GET",
@@ -274,8 +302,10 @@ export function nodeFederationHttp(opts: NodeFederationHttpOptions = {}): Federa
   return {
     get,
     close() {
-      httpsAgent.destroy();
-      httpAgent.destroy();
+      for (const pool of new Set([open, guarded])) {
+        pool.https.destroy();
+        pool.http.destroy();
+      }
     },
   };
 }

@@ -160,6 +160,19 @@ export class SqliteStore implements Store {
     return (this.db.prepare("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at").all() as Row[]).map(toCall);
   }
 
+  claimOpenIdToken(hash: string, expiresAt: number, now: number): boolean {
+    return this.db.transaction(() => {
+      this.db.prepare("DELETE FROM openid_token_used WHERE expires_at <= ?").run(now);
+      return this.db.prepare("INSERT OR IGNORE INTO openid_token_used (token_hash, expires_at) VALUES (?, ?)").run(hash, expiresAt).changes === 1;
+    }).immediate();
+  }
+  releaseOpenIdToken(hash: string): void {
+    this.db.prepare("DELETE FROM openid_token_used WHERE token_hash = ?").run(hash);
+  }
+  openIdTokenCount(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM openid_token_used").get() as { n: number }).n;
+  }
+
   close(): void {
     if (this.db.open) this.db.close();
   }

@@ -65,6 +65,19 @@ export interface CallStore {
   activeCalls(): CallRecord[];
 }
 
-export interface Store extends TransactionStore, AliasStore, CallStore {
+/** OpenID tokens already used for a join, by hash (never the token itself). */
+export interface OpenIdTokenStore {
+  /**
+   * Records the hash until `expiresAt` (epoch ms); false when it is recorded already (the token
+   * was used, or is being checked right now). Forgets rows expired by `now` in the same transaction.
+   */
+  claimOpenIdToken(hash: string, expiresAt: number, now: number): boolean;
+  /** Forgets a claim whose token was not accepted. */
+  releaseOpenIdToken(hash: string): void;
+  /** Rows held (for tests and metrics). */
+  openIdTokenCount(): number;
+}
+
+export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore {
   close(): void;
 }

@@ -6,7 +6,8 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { failure } from "../../support/errors.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
-import { INVALID_TOKEN_MESSAGE, OpenIdVerifier, USERINFO_PATH } from "../../../appservice/src/matrix/openid.ts";
+import { INVALID_TOKEN_MESSAGE, OpenIdVerifier, openIdTokenHash, USERINFO_PATH } from "../../../appservice/src/matrix/openid.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 import {
   TransportError,
   type FederationHttp,
@@ -112,6 +113,7 @@ describe("OpenIdVerifier.verify: success", () => {
       hostHeader: "10.1.2.3:8443",
       tlsName: "10.1.2.3",
       pathPrefix: "",
+      configured: true,
     });
     await v.verify(TOKEN, "other.example").catch(() => undefined);
     expect(calls[1]!.target).toMatchObject({ scheme: "http", host: "127.0.0.1", port: 8008, pathPrefix: "/fed" });
@@ -211,12 +213,21 @@ describe("OpenIdVerifier.verify: errors", () => {
     ["tls", new TransportError("tls", "TLS with 127.0.0.9:8448 failed: self-signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT)"), /TLS .*self-signed/],
     ["timeout", new TransportError("timeout", "no answer from 127.0.0.9:8448 within 5000 ms"), /within 5000 ms/],
     ["too-large", new TransportError("too-large", "127.0.0.9:8448 sent an answer larger than 65536 bytes"), /larger than/],
-  ])("a %s failure is M_UNAVAILABLE with the reason and the server name", async (_kind, error, message) => {
-    const { v } = verifier(() => error);
+  ])("a %s failure is M_UNAVAILABLE naming the server; the reason is logged, not told", async (_kind, error, message) => {
+    const { v, lines } = verifier(() => error);
     const err = await failure(v.verify(TOKEN, "127.0.0.9"));
     expect(err.errcode).toBe("M_UNAVAILABLE");
-    expect(err.message).toMatch(/^cannot check the OpenID token with 127\.0\.0\.9: /);
-    expect(err.message).toMatch(message);
+    expect(err.message).toBe("cannot check the OpenID token with 127.0.0.9");
+    expect(lines.join("")).toMatch(message);
+  });
+
+  it("a blocked address is M_FORBIDDEN with a generic message; the address is logged, not told", async () => {
+    const blocked = new TransportError("blocked", "internal.example resolves only to addresses Parley does not connect to: 10.1.2.3 (private)");
+    const { v, lines } = verifier(() => blocked);
+    const err = await failure(v.verify(TOKEN, "internal.example:8448"));
+    expect(err.errcode).toBe("M_FORBIDDEN");
+    expect(err.message).toBe("this Parley does not check OpenID tokens with internal.example:8448");
+    expect(lines.join("")).toContain("10.1.2.3 (private)");
   });
 
   it("a discovery failure (DNS) is M_UNAVAILABLE naming the server and the lookup", async () => {
@@ -298,7 +309,7 @@ describe("construction", () => {
       await fs.writeFile(caFile, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
       const h = fakeHttp(() => ok("@a:partner.example"));
       const v = OpenIdVerifier.fromConfig(
-        { federation: { allow: [], openidOverrides: { "partner.example": "https://10.0.0.1:8448" }, tlsVerify: true, caFile } },
+        { federation: { allow: [], openidOverrides: { "partner.example": "https://10.0.0.1:8448" }, tlsVerify: true, caFile, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 } },
         new FederationPolicy("own.example", ["partner.example"]),
         { http: h.http, log: pino({ level: "silent" }) },
       );
@@ -339,5 +350,85 @@ describe("construction", () => {
     const c = capture();
     new OpenIdVerifier({ tlsVerify: false, log: c.log }).close();
     expect(c.lines.join("")).toContain("federation.tlsVerify is false");
+  });
+});
+
+describe("one use per token (the ledger)", () => {
+  const HOUR = 3600_000;
+  function ledgered(answer: (target: ServerTarget, path: string) => Answer | Promise<Answer>, now = () => 1_000_000) {
+    const store = new SqliteStore(":memory:");
+    const calls: string[] = [];
+    const http: FederationHttp = {
+      async get(_target, path) {
+        calls.push(path);
+        const a = await answer(_target, path);
+        if (a instanceof Error) throw a;
+        return a;
+      },
+      close() {},
+    };
+    const v = new OpenIdVerifier({ http, resolver: noSrv, log: pino({ level: "silent" }), ledger: store, tokenLifetimeMs: HOUR, now });
+    return { v, store, calls };
+  }
+
+  it("a token verifies once; the second use is M_UNKNOWN_TOKEN with the generic message, without asking its server", async () => {
+    const { v, calls } = ledgered(() => ok("@bob:127.0.0.12:35001"));
+    expect(await v.verify(TOKEN, "127.0.0.12:35001")).toEqual({ userId: "@bob:127.0.0.12:35001" });
+    const err = await failure(v.verify(TOKEN, "127.0.0.12:35001"));
+    expect(err.errcode).toBe("M_UNKNOWN_TOKEN");
+    expect(err.status).toBe(401);
+    expect(err.message).toBe(INVALID_TOKEN_MESSAGE);
+    expect(calls).toHaveLength(1);
+  });
+
+  it("two concurrent checks of one token: exactly one passes, and its server is asked once", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { v, calls } = ledgered(async () => {
+      await gate;
+      return ok("@bob:127.0.0.12:35001");
+    });
+    const both = Promise.allSettled([v.verify(TOKEN, "127.0.0.12:35001"), v.verify(TOKEN, "127.0.0.12:35001")]);
+    release();
+    const outcomes = await both;
+    expect(outcomes.map((o) => o.status).sort()).toEqual(["fulfilled", "rejected"]);
+    expect((outcomes.find((o) => o.status === "rejected") as PromiseRejectedResult).reason.errcode).toBe("M_UNKNOWN_TOKEN");
+    expect(calls).toHaveLength(1);
+  });
+
+  it("stores a hash until the token's lifetime is over, never the token", async () => {
+    const { v, store } = ledgered(() => ok("@bob:127.0.0.12:35001"));
+    await v.verify(TOKEN, "127.0.0.12:35001");
+    const rows = store.db.prepare("SELECT * FROM openid_token_used").all();
+    expect(rows).toEqual([{ token_hash: openIdTokenHash("127.0.0.12:35001", TOKEN), expires_at: 1_000_000 + HOUR }]);
+    expect(JSON.stringify(rows)).not.toContain(TOKEN);
+  });
+
+  it("once the lifetime is over the row is pruned (the homeserver refuses the token by then)", async () => {
+    let now = 1_000_000;
+    const { v, store } = ledgered(() => ok("@bob:127.0.0.12:35001"), () => now);
+    await v.verify(TOKEN, "127.0.0.12:35001");
+    now += HOUR - 1;
+    expect((await failure(v.verify(TOKEN, "127.0.0.12:35001"))).errcode).toBe("M_UNKNOWN_TOKEN");
+    now += 1;
+    await v.verify("another-token", "127.0.0.12:35001");
+    expect(store.openIdTokenCount()).toBe(1);
+  });
+
+  it.each([
+    ["refused by its server (forged)", () => status(401, { errcode: "M_UNKNOWN_TOKEN" }), "M_UNKNOWN_TOKEN"],
+    ["unreachable", () => new TransportError("connect", "connect ECONNREFUSED"), "M_UNAVAILABLE"],
+    ["vouching for another server's user", () => ok("@admin:victim.example"), "M_FORBIDDEN"],
+  ] as const)("a token %s leaves no row behind and may be tried again", async (_what, answer, errcode) => {
+    const { v, store, calls } = ledgered(answer);
+    for (let i = 0; i < 50; i++) expect((await failure(v.verify(`forged-${i % 2}`, "127.0.0.12:35001"))).errcode).toBe(errcode);
+    expect(store.openIdTokenCount()).toBe(0);
+    expect(calls).toHaveLength(50);
+  });
+
+  it("the same token claimed for another server is another entry (a server vouches only for its own tokens)", async () => {
+    const { v } = ledgered((target) => ok(`@bob:${target.hostHeader}`));
+    await v.verify(TOKEN, "127.0.0.12:35001");
+    await v.verify(TOKEN, "127.0.0.13:35001");
   });
 });

@@ -487,6 +487,9 @@ describe("nodeFederationHttp", () => {
     return (server.address() as AddressInfo).port;
   }
 
+  // These servers listen on loopback, which a transport refuses unless allowed (addressGuard.test.ts).
+  const LOOPBACK = { allowPrivateAddresses: true };
+
   const tgt = (port: number, over: Partial<ServerTarget> = {}): ServerTarget => ({
     scheme: "https",
     host: "127.0.0.1",
@@ -499,7 +502,7 @@ describe("nodeFederationHttp", () => {
 
   it("GETs with the Host header and path prefix given, returns status, lower-case headers and body", async () => {
     const port = await listen(http.createServer(handler));
-    const t = nodeFederationHttp();
+    const t = nodeFederationHttp(LOOPBACK);
     try {
       seen.length = 0;
       const a = await t.get(tgt(port, { scheme: "http", hostHeader: "example.org", pathPrefix: "/prefix" }), "/x?access_token=s3cret");
@@ -513,9 +516,9 @@ describe("nodeFederationHttp", () => {
 
   it("refuses a self-signed certificate unless it is trusted (ca) or checks are off", async () => {
     const port = await listen(https.createServer({ cert, key }, handler));
-    const verifying = nodeFederationHttp();
-    const trusting = nodeFederationHttp({ ca: cert });
-    const lax = nodeFederationHttp({ tlsVerify: false });
+    const verifying = nodeFederationHttp(LOOPBACK);
+    const trusting = nodeFederationHttp({ ...LOOPBACK, ca: cert });
+    const lax = nodeFederationHttp({ ...LOOPBACK, tlsVerify: false });
     try {
       const err = await verifying.get(tgt(port), "/x?access_token=s3cret").catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TransportError);
@@ -533,7 +536,7 @@ describe("nodeFederationHttp", () => {
 
   it("checks the certificate against tlsName (not the address connected to) and sends it as SNI", async () => {
     const port = await listen(https.createServer({ cert, key }, handler));
-    const t = nodeFederationHttp({ ca: cert });
+    const t = nodeFederationHttp({ ...LOOPBACK, ca: cert });
     try {
       seen.length = 0;
       expect((await t.get(tgt(port, { tlsName: "fed.test", hostHeader: "fed.test" }), "/x")).status).toBe(200);
@@ -548,7 +551,7 @@ describe("nodeFederationHttp", () => {
 
   it("bounds the body, declared or streamed", async () => {
     const port = await listen(http.createServer(handler));
-    const t = nodeFederationHttp({ maxBodyBytes: 50_000 });
+    const t = nodeFederationHttp({ ...LOOPBACK, maxBodyBytes: 50_000 });
     try {
       for (const p of ["/big", "/stream"]) {
         const err = await t.get(tgt(port, { scheme: "http" }), p).catch((e: unknown) => e);
@@ -562,7 +565,7 @@ describe("nodeFederationHttp", () => {
 
   it("times out a server that never answers", async () => {
     const port = await listen(http.createServer(handler));
-    const t = nodeFederationHttp({ timeoutMs: 300 });
+    const t = nodeFederationHttp({ ...LOOPBACK, timeoutMs: 300 });
     try {
       const started = performance.now();
       const err = await t.get(tgt(port, { scheme: "http" }), "/slow?access_token=s3cret").catch((e: unknown) => e);
@@ -580,7 +583,7 @@ describe("nodeFederationHttp", () => {
     const server = net.createServer((s) => sockets.push(s));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as AddressInfo).port;
-    const t = nodeFederationHttp({ connectTimeoutMs: 200, timeoutMs: 5000 });
+    const t = nodeFederationHttp({ ...LOOPBACK, connectTimeoutMs: 200, timeoutMs: 5000 });
     try {
       const err = await t.get(tgt(port), "/x").catch((e: unknown) => e);
       expect((err as TransportError).kind).toBe("timeout");
@@ -595,7 +598,7 @@ describe("nodeFederationHttp", () => {
   it("reports a refused connection as a connect error", async () => {
     const port = await listen(http.createServer(handler));
     await new Promise((r) => servers.pop()!.close(r));
-    const t = nodeFederationHttp();
+    const t = nodeFederationHttp(LOOPBACK);
     try {
       const err = await t.get(tgt(port), "/x").catch((e: unknown) => e);
       expect((err as TransportError).kind).toBe("connect");

@@ -50,7 +50,7 @@ describe("migrations", () => {
     expect(store.schemaVersion).toBe(listMigrations().length);
     const tables = (store.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[])
       .map((r) => r.name);
-    expect(tables).toEqual(["appservice_txn", "call", "meeting_alias", "processed_event"]);
+    expect(tables).toEqual(["appservice_txn", "call", "meeting_alias", "openid_token_used", "processed_event"]);
     expect(store.db.pragma("journal_mode", { simple: true })).toBe("wal");
   });
 
@@ -224,5 +224,49 @@ describe("persistence", () => {
       endEventId: null,
       sfu: null,
     });
+  });
+});
+
+const H1 = "a".repeat(64);
+const H2 = "b".repeat(64);
+
+describe("used OpenID tokens", () => {
+  it("a hash is claimed once until it expires", () => {
+    const store = open();
+    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    expect(store.claimOpenIdToken(H1, 3000, 1500)).toBe(false);
+    expect(store.claimOpenIdToken(H2, 3000, 1500)).toBe(true);
+    // At its expiry the row is pruned, and the hash may be claimed again.
+    expect(store.claimOpenIdToken(H1, 5000, 2000)).toBe(true);
+    expect(store.openIdTokenCount()).toBe(2);
+  });
+
+  it("a released claim may be claimed again", () => {
+    const store = open();
+    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    store.releaseOpenIdToken(H1);
+    expect(store.openIdTokenCount()).toBe(0);
+    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+  });
+
+  it("each claim prunes every expired row, so the table holds only live tokens", () => {
+    const store = open();
+    for (let i = 0; i < 100; i++) expect(store.claimOpenIdToken(`h${i}`, 1000 + i, 0)).toBe(true);
+    expect(store.openIdTokenCount()).toBe(100);
+    expect(store.claimOpenIdToken("late", 10_000, 1050)).toBe(true);
+    expect(store.openIdTokenCount()).toBe(50); // h51..h99 and "late"
+  });
+
+  it("a claim is exclusive across two connections to one file", () => {
+    const a = open();
+    const b = open();
+    expect(a.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    expect(b.claimOpenIdToken(H1, 2000, 1000)).toBe(false);
+  });
+
+  it("survives a restart", () => {
+    open().claimOpenIdToken(H1, 2000, 1000);
+    opened.splice(0).forEach((s) => s.close());
+    expect(open().claimOpenIdToken(H1, 2000, 1500)).toBe(false);
   });
 });
