@@ -233,7 +233,7 @@ export class OpenIdVerifier {
       } catch (err) {
         const reason = err instanceof DiscoveryError ? err.message : "discovery failed";
         log.warn({ reason }, "OpenID check: server discovery failed");
-        throw new ParleyError("M_UNAVAILABLE", `cannot find the homeserver ${serverName}: ${reason}`);
+        throw new ParleyError("M_UNAVAILABLE", unreachableMessage(serverName));
       }
     }
 
