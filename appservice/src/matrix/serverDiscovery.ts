@@ -229,7 +229,7 @@ export function nodeFederationHttp(opts: NodeFederationHttpOptions = {}): Federa
     // IP literals never reach the lookup hook: judged here.
     const literalBlocked = checked && net.isIP(target.host) !== 0 ? blockedReason(target.host) : undefined;
     if (literalBlocked !== undefined) {
-      return Promise.reject(new TransportError("blocked", `${where} is a ${literalBlocked} address, which Parley does not connect to`));
+      return Promise.reject(new TransportError("blocked", `${where} is not a public address (${literalBlocked}); Parley does not connect there`));
     }
     const pool = checked ? guarded : open;
     return new Promise<HttpAnswer>((resolve, reject) => {

@@ -110,7 +110,7 @@ describe("nodeFederationHttp and non-public addresses", () => {
     const err = await get(nodeFederationHttp(), target("127.0.0.1", l.port));
     expect(err).toBeInstanceOf(TransportError);
     expect((err as TransportError).kind).toBe("blocked");
-    expect((err as TransportError).message).toBe(`127.0.0.1:${l.port} is a loopback address, which Parley does not connect to`);
+    expect((err as TransportError).message).toBe(`127.0.0.1:${l.port} is not a public address (loopback); Parley does not connect there`);
     expect(l.connections()).toBe(0);
   });
 
