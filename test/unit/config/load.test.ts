@@ -136,6 +136,17 @@ describe("parseConfig", () => {
     ]);
   });
 
+  it("bounds how long used OpenID tokens are remembered (60 s .. 1 day)", () => {
+    expect(problemsOf({ ...minimal(), federation: { openidTokenLifetimeSeconds: 59 } })).toEqual([
+      "federation.openidTokenLifetimeSeconds: Too small: expected number to be >=60",
+    ]);
+    expect(problemsOf({ ...minimal(), federation: { openidTokenLifetimeSeconds: 86_401 } })).toEqual([
+      "federation.openidTokenLifetimeSeconds: Too big: expected number to be <=86400",
+    ]);
+    const ok = parseConfig({ ...minimal(), federation: { openidTokenLifetimeSeconds: 60, allowPrivateAddresses: true } }, "parley.yaml");
+    expect(ok.federation).toMatchObject({ openidTokenLifetimeSeconds: 60, allowPrivateAddresses: true });
+  });
+
   it.each(["generate", "CHANGE_ME", "<token>", "${AS_TOKEN}", "xxxxxxxx", " changeme "])(
     "refuses the placeholder secret %j",
     (placeholder) => {
