@@ -2,7 +2,8 @@
 // then hand the page to the app model and its views.
 import "./ui/styles.css";
 import { toClientError } from "./errors.ts";
-import { discoverHomeserver, getLoginFlows, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, tokenLogin } from "./matrix/login.ts";
+import { discoverHomeserver, finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
+import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -11,14 +12,25 @@ import { AppModel } from "./state/appModel.ts";
 import { h } from "./ui/dom.ts";
 import { mountApp } from "./ui/appView.ts";
 
+function parseCallTrust(raw: unknown): CallTrustSettings {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const strings = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+  return { servers: strings(r.servers), botLocalparts: strings(r.botLocalparts), insecureLoopback: r.insecureLoopback === true };
+}
+
 async function loadSettings(): Promise<ClientSettings> {
   const res = await fetch("/_parley/v1/client-config", { signal: AbortSignal.timeout(10_000) });
   if (!res.ok) throw new Error(`client-config: HTTP ${res.status}`);
-  const raw = (await res.json()) as Partial<ClientSettings>;
-  if (typeof raw.homeserverUrl !== "string" || typeof raw.serverName !== "string" || typeof raw.aliasPrefix !== "string") {
-    throw new Error("client-config: missing homeserverUrl/serverName/aliasPrefix");
+  const raw = (await res.json()) as Partial<Record<keyof ClientSettings, unknown>>;
+  if (typeof raw.serverName !== "string" || typeof raw.aliasPrefix !== "string") {
+    throw new Error("client-config: missing serverName/aliasPrefix");
   }
-  return { homeserverUrl: raw.homeserverUrl, serverName: raw.serverName, aliasPrefix: raw.aliasPrefix };
+  // Without a public homeserver URL in the config: the server name's .well-known, else the name.
+  const homeserverUrl =
+    typeof raw.homeserverUrl === "string"
+      ? raw.homeserverUrl
+      : ((await discoverHomeserver(raw.serverName)) ?? normalizeHomeserverUrl(raw.serverName));
+  return { homeserverUrl, serverName: raw.serverName, aliasPrefix: raw.aliasPrefix, callTrust: parseCallTrust(raw.callTrust) };
 }
 
 async function boot(root: HTMLElement): Promise<void> {
@@ -38,31 +50,30 @@ async function boot(root: HTMLElement): Promise<void> {
     return;
   }
   const sessions = new SessionStore(safeStorage("localStorage"), safeStorage("sessionStorage"));
+  const trust = new CallTrust(location.origin, settings.callTrust, new HostConsents(safeStorage("localStorage")));
   const app = new AppModel({
     settings,
     sessions,
     validate: (s) => sessionIsValid(s),
     logout: (s) => logout(s),
     completeSso: async () => {
-      const params = new URLSearchParams(location.search);
-      const token = params.get("loginToken");
-      if (!token) return null;
+      const search = location.search;
+      if (!new URLSearchParams(search).has("loginToken")) return null;
       history.replaceState(null, "", location.pathname + location.hash);
-      const pending = sessions.takePendingSso();
-      const session = await tokenLogin(new MatrixHttp(pending?.homeserverUrl ?? settings.homeserverUrl), token);
-      return { session, returnHash: pending?.returnHash ?? "" };
+      return finishSso(search, sessions.takePendingSso(), (hs, token) => tokenLogin(new MatrixHttp(hs), token));
     },
     login: {
       normalize: normalizeHomeserverUrl,
       flows: (hs) => getLoginFlows(new MatrixHttp(hs)),
       password: (hs, user, password) => passwordLogin(new MatrixHttp(hs), user, password),
       startSso: (hs, idp) => {
-        sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash });
-        location.assign(ssoRedirectUrl(new MatrixHttp(hs), location.origin + location.pathname, idp));
+        const nonce = newSsoNonce();
+        sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash, nonce });
+        location.assign(ssoRedirectUrl(new MatrixHttp(hs), ssoReturnUrl(location.origin + location.pathname, nonce), idp));
       },
       discover: (serverName) => discoverHomeserver(serverName),
     },
-    meeting: (session) => webMeetingServices(session, location.origin),
+    meeting: (session) => webMeetingServices(session, trust),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {
       location.hash = hash;

@@ -1,30 +1,33 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/chat.ts";
+import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId } from "./matrix/openid.ts";
-import { callApiBase, joinRoom, roomSummary } from "./matrix/rooms.ts";
+import { joinRoom, roomSummary } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
 import { PrejoinModel } from "./state/prejoinModel.ts";
 
-export function webMeetingServices(session: MatrixSession, origin: string): MeetingServices {
+export function webMeetingServices(session: MatrixSession, trust: CallTrust): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
   return {
-    openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, session.userId),
-    prejoin: () => new PrejoinModel(browserMediaPort()),
+    openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, trust, session.userId),
+    prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
     call: (room, local) => {
+      const host = trust.decide(room.call);
       const feed = new SyncedRoomFeed(session, http, room.roomId, { crypto: true });
       return wireCall(room, local, {
         userId: session.userId,
         deviceId: session.deviceId,
-        callApi: callApiBase(room, origin),
-        openId: homeserverOpenId(http, session.userId),
+        // Nothing is sent to an untrusted host (the OpenID guard fails the call first).
+        callApi: isTrusted(host) ? host.api : "",
+        openId: guardedOpenId(host, homeserverOpenId(http, session.userId)),
         membership: homeserverMembershipTransport(http),
         feed,
         keys: async () => {

@@ -30,7 +30,10 @@ function fatal(root: HTMLElement, message: string): void {
 
 async function boot(root: HTMLElement): Promise<void> {
   document.body.classList.add("in-widget");
-  const params = parseWidgetParams(location.search, newDeviceId);
+  // The host's origin: the parentUrl Element appends, checked against the browser's own record of
+  // the embedding page where it keeps one (ancestorOrigins: Chromium, Safari).
+  if (window.parent === window) return fatal(root, "Parley's call widget runs inside your Matrix app. Open the call from the room's widget there.");
+  const params = parseWidgetParams(location.search, newDeviceId, location.ancestorOrigins?.[0] ?? null);
   if ("error" in params) return fatal(root, params.error);
   root.replaceChildren(h("p", { class: "centered", role: "status" }, "Connecting to your Matrix app…"));
   let widget: WidgetSession;
@@ -49,7 +52,9 @@ async function boot(root: HTMLElement): Promise<void> {
       return {
         roomId: params.roomId,
         name: typeof n === "string" && n ? n : "this room",
-        callApi: location.origin,
+        // The widget's call is always hosted by the Parley that served it.
+        call: null,
+        host: { trust: "origin" as const, api: location.origin, origin: location.origin, host: location.host },
         encrypted: false,
         ...(typeof me === "string" && me ? { selfName: me } : {}),
       };

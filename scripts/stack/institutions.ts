@@ -112,6 +112,8 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           hsToken: secret(),
         },
         meetings: { publicUrl: `http://${ip}:${parleyPort}` },
+        // Every call API of the stack is plain http on loopback.
+        client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).
         federation: { allow: opts.allow(index, hosts), tlsVerify: false, allowPrivateAddresses: true },
         store: { path: path.join(dir, "parley.db") },
@@ -131,7 +133,8 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   // The client URL and the Janus are known only now; the config file is written once, complete.
   const cfg: ParleyConfig = {
     ...config!,
-    homeserver: { ...config!.homeserver, url: synapse.clientUrl },
+    // Browsers reach the same Synapse listener (client-config never hands out homeserver.url).
+    homeserver: { ...config!.homeserver, url: synapse.clientUrl, publicUrl: synapse.clientUrl },
     sfu: {
       nodes: janus
         ? [{ id: `janus-${name}`, url: janus.wsUrl, apiSecret: janus.apiSecret, adminKey: janus.videoroomAdminKey }]

@@ -122,13 +122,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   app.get("/metrics", async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.use(
-    clientRouter({
-      homeserverUrl: config.homeserver.publicUrl ?? config.homeserver.url,
-      serverName: config.homeserver.domain,
-      aliasPrefix: config.meetings.aliasPrefix,
-    }),
-  );
+  app.use(clientRouter(config));
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());
 

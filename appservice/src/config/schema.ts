@@ -68,6 +68,30 @@ export const configSchema = z
         encrypted: z.boolean().default(true).meta({ description: "Meeting rooms are created with m.room.encryption" }),
       })
       .meta({ description: "Meeting rooms" }),
+    client: z
+      .strictObject({
+        widgetHostOrigins: z
+          .array(z.string().regex(/^https?:\/\/[^/\s?#]+$/, "an origin such as https://app.element.io (scheme and host, no path)"))
+          .default([])
+          .meta({
+            description:
+              "Origins of the Matrix web clients that may embed the call widget (its frame-ancestors); empty: no page may embed it",
+            examples: [["https://app.element.io"]],
+          }),
+        callBotLocalparts: z.array(slugPrefix.min(1)).default([]).meta({
+          description:
+            "Bot localparts of the other institutions' Parleys, besides appservice.botLocalpart: the web client sends a " +
+            "user's identity without asking only to a call API that such a bot of an allowed server announced",
+          examples: [["parley"]],
+        }),
+        insecureLoopbackCallApis: z.boolean().default(false).meta({
+          description:
+            "Let the web client send identity tokens over plain http to call APIs on loopback addresses (test stacks only; " +
+            "every other call API must be https)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "The web client Parley serves: who may embed it and where it sends users' identity" }),
     federation: z
       .strictObject({
         allow: z.array(serverGlob).default([]).meta({

@@ -2,7 +2,7 @@
 // here and an m.login.token exchange. Also finding the homeserver from a Matrix id.
 import { ParleyClientError } from "../errors.ts";
 import { MatrixHttp, type FetchFn } from "./http.ts";
-import type { MatrixSession } from "./session.ts";
+import type { MatrixSession, PendingSso } from "./session.ts";
 
 export interface IdentityProvider {
   id: string;
@@ -107,6 +107,46 @@ export async function passwordLogin(http: MatrixHttp, user: string, password: st
 export function ssoRedirectUrl(http: MatrixHttp, redirectUrl: string, idpId?: string): string {
   const path = idpId ? `/login/sso/redirect/${encodeURIComponent(idpId)}` : "/login/sso/redirect";
   return http.url(path, { query: { redirectUrl } });
+}
+
+/** The query parameter that carries the SSO nonce through the homeserver and back. */
+export const SSO_NONCE_PARAM = "parleySso";
+
+/** A fresh nonce for one SSO sign-in (128 random bits). */
+export function newSsoNonce(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The URL the homeserver sends the browser back to: this page, carrying the nonce. */
+export function ssoReturnUrl(pageUrl: string, nonce: string): string {
+  const u = new URL(pageUrl);
+  u.search = "";
+  u.hash = "";
+  u.searchParams.set(SSO_NONCE_PARAM, nonce);
+  return u.toString();
+}
+
+/**
+ * The end of an SSO redirect: a `loginToken` in the page's query is exchanged only for a sign-in
+ * this browser tab started (its nonce, kept in sessionStorage, came back in the URL). Anyone can
+ * send a victim a link with *their own* loginToken, which would sign the victim in as them.
+ * Returns null when the page is no SSO return.
+ */
+export async function finishSso(
+  search: string,
+  pending: PendingSso | null,
+  exchange: (homeserverUrl: string, loginToken: string) => Promise<MatrixSession>,
+): Promise<{ session: MatrixSession; returnHash: string } | null> {
+  const q = new URLSearchParams(search);
+  const token = q.get("loginToken");
+  if (!token) return null;
+  if (!pending || q.get(SSO_NONCE_PARAM) !== pending.nonce) {
+    throw new ParleyClientError("M_FORBIDDEN", "login", {
+      detail: pending ? "SSO nonce does not match" : "no SSO sign-in pending in this tab",
+      human: "This sign-in link didn't start in this browser tab, so Parley ignored it. Sign in again from here.",
+    });
+  }
+  return { session: await exchange(pending.homeserverUrl, token), returnHash: pending.returnHash };
 }
 
 export async function tokenLogin(http: MatrixHttp, loginToken: string): Promise<MatrixSession> {

@@ -1,12 +1,15 @@
 // Finding the meeting room: what the user typed (a name, an alias, a room id, a link) becomes a
-// room to join; the room's org.parley.call state names the Parley that hosts its call.
+// room to join; the room's org.parley.call state names the Parley that hosts its call, and
+// callTrust.ts decides whether the user's identity may go there.
 import { ParleyClientError } from "../errors.ts";
+import type { CallAnnouncement, CallHost, CallTrustSettings } from "./callTrust.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 
 export interface ClientSettings {
   homeserverUrl: string;
   serverName: string;
   aliasPrefix: string;
+  callTrust: CallTrustSettings;
 }
 
 export const CALL_STATE_EVENT = "org.parley.call";
@@ -40,8 +43,10 @@ function safeDecode(s: string): string {
 export interface RoomSummary {
   roomId: string;
   name: string;
-  /** The hosting Parley's public URL from org.parley.call, if the room has one. */
-  callApi: string | null;
+  /** The room's org.parley.call state (the hosting Parley's URL and who said so), if it has one. */
+  call: CallAnnouncement | null;
+  /** Where the user's identity goes for this call, decided when the room was opened. */
+  host: CallHost;
   encrypted: boolean;
   /** The signed-in user's display name in this room, when known. */
   selfName?: string;
@@ -54,24 +59,30 @@ export async function joinRoom(http: MatrixHttp, target: string): Promise<string
   return res.room_id;
 }
 
-export async function roomSummary(http: MatrixHttp, roomId: string, target: string, selfUserId?: string): Promise<RoomSummary> {
+export async function roomSummary(
+  http: MatrixHttp,
+  roomId: string,
+  target: string,
+  trust: { decide(call: CallAnnouncement | null): CallHost },
+  selfUserId?: string,
+): Promise<RoomSummary> {
   const state = await http.request<unknown>("GET", `/rooms/${enc(roomId)}/state`, { context: "room" });
-  const events = Array.isArray(state) ? (state as { type?: unknown; state_key?: unknown; content?: Record<string, unknown> }[]) : [];
-  const find = (type: string) => events.find((e) => e.type === type && e.state_key === "")?.content;
+  type StateEvent = { type?: unknown; state_key?: unknown; sender?: unknown; content?: Record<string, unknown> };
+  const events = Array.isArray(state) ? (state as StateEvent[]) : [];
+  const event = (type: string) => events.find((e) => e.type === type && e.state_key === "");
+  const find = (type: string) => event(type)?.content;
   const name = find("m.room.name")?.name;
   const alias = find("m.room.canonical_alias")?.alias;
-  const api = find(CALL_STATE_EVENT)?.api;
+  const announced = event(CALL_STATE_EVENT);
+  const api = announced?.content?.api;
+  const call = typeof api === "string" && typeof announced?.sender === "string" ? { api, sender: announced.sender } : null;
   const me = events.find((e) => e.type === "m.room.member" && e.state_key === selfUserId)?.content?.displayname;
   return {
     roomId,
     name: typeof name === "string" && name ? name : typeof alias === "string" ? alias : target,
-    callApi: typeof api === "string" && /^https?:\/\//.test(api) ? api.replace(/\/+$/, "") : null,
+    call,
+    host: trust.decide(call),
     encrypted: !!find("m.room.encryption"),
     ...(typeof me === "string" && me.trim() ? { selfName: me } : {}),
   };
-}
-
-/** The call API for a room: the hosting Parley's URL, else the origin this client came from. */
-export function callApiBase(summary: Pick<RoomSummary, "callApi">, origin: string): string {
-  return summary.callApi ?? origin.replace(/\/+$/, "");
 }

@@ -8,6 +8,13 @@ export interface MatrixSession {
   accessToken: string;
 }
 
+/** An SSO sign-in this browser tab started. */
+export interface PendingSso {
+  homeserverUrl: string;
+  returnHash: string;
+  nonce: string;
+}
+
 export type KeyValueStorage = Pick<Storage, "getItem" | "setItem" | "removeItem">;
 
 const KEY = "parley.session.v1";
@@ -48,18 +55,21 @@ export class SessionStore {
     this.storage.removeItem(KEY);
   }
 
-  /** Before the SSO redirect: which homeserver, and where to go back to afterwards. */
-  savePendingSso(pending: { homeserverUrl: string; returnHash: string }): void {
+  /**
+   * Before the SSO redirect: which homeserver, where to go back to afterwards, and the nonce the
+   * redirect URL carries (a loginToken is exchanged only when it comes back with it).
+   */
+  savePendingSso(pending: PendingSso): void {
     this.transient.setItem(PENDING_SSO, JSON.stringify(pending));
   }
 
-  takePendingSso(): { homeserverUrl: string; returnHash: string } | null {
+  takePendingSso(): PendingSso | null {
     const raw = this.transient.getItem(PENDING_SSO);
     this.transient.removeItem(PENDING_SSO);
     try {
-      const p = JSON.parse(raw ?? "null") as { homeserverUrl?: unknown; returnHash?: unknown } | null;
-      if (typeof p?.homeserverUrl !== "string") return null;
-      return { homeserverUrl: p.homeserverUrl, returnHash: typeof p.returnHash === "string" ? p.returnHash : "" };
+      const p = JSON.parse(raw ?? "null") as { homeserverUrl?: unknown; returnHash?: unknown; nonce?: unknown } | null;
+      if (typeof p?.homeserverUrl !== "string" || typeof p.nonce !== "string" || !p.nonce) return null;
+      return { homeserverUrl: p.homeserverUrl, returnHash: typeof p.returnHash === "string" ? p.returnHash : "", nonce: p.nonce };
     } catch {
       return null;
     }

@@ -39,9 +39,11 @@ export interface WidgetParams {
 
 /**
  * From the widget URL: ?roomId=&userId=&callId= (the bot's template, filled in by Element from
- * $matrix_room_id/$matrix_user_id) plus widgetId and parentUrl, which Element appends.
+ * $matrix_room_id/$matrix_user_id) plus widgetId and parentUrl, which Element appends. The host's
+ * origin is parentUrl's; `ancestorOrigin` is the browser's own record of the embedding page
+ * (location.ancestorOrigins[0], where the browser keeps one): when known, the two must agree.
  */
-export function parseWidgetParams(search: string, newDeviceId: () => string): WidgetParams | { error: string } {
+export function parseWidgetParams(search: string, newDeviceId: () => string, ancestorOrigin?: string | null): WidgetParams | { error: string } {
   const q = new URLSearchParams(search);
   const widgetId = q.get("widgetId");
   const parentUrl = q.get("parentUrl");
@@ -61,6 +63,9 @@ export function parseWidgetParams(search: string, newDeviceId: () => string): Wi
   } catch {
     return { error: "The widget URL's parentUrl is not a valid URL." };
   }
+  if (parentOrigin === "null") return { error: "The widget URL's parentUrl has no origin to talk to." };
+  // The page that really embeds us must be the one the URL names: only its messages are accepted.
+  if (ancestorOrigin && ancestorOrigin !== parentOrigin) return { error: "The page showing this widget isn't the Matrix app its URL names." };
   return {
     widgetId: widgetId!,
     parentOrigin,
@@ -80,6 +85,27 @@ function fromWidgetError(err: unknown): ParleyClientError {
     return new ParleyClientError("M_FORBIDDEN", "room", { detail: err.message });
   }
   return new ParleyClientError("M_UNKNOWN", "room", { detail: String(err) });
+}
+
+/**
+ * Drops every `message` event that is not from the host before matrix-widget-api sees it: its
+ * source must be the embedding window (`win.parent`, not a sibling, child or opener frame, whatever
+ * their origin) and its origin the host's. matrix-widget-api's transport listens for `message` on
+ * the same window and checks neither; this listener is added first and in the capture phase, so it
+ * runs first and stops the event. Returns the removal.
+ */
+export function acceptOnlyHost(win: Pick<Window, "addEventListener" | "removeEventListener" | "parent">, hostOrigin: string): () => void {
+  const log = getLogger("widget");
+  let dropped = 0;
+  const filter = (ev: Event) => {
+    const m = ev as MessageEvent;
+    if (m.source === win.parent && m.origin === hostOrigin) return;
+    ev.stopImmediatePropagation();
+    // The first few are worth a line; a flood is not.
+    if (++dropped <= 5) log.warn("dropped a message not from the host", { origin: String(m.origin), fromParent: m.source === win.parent });
+  };
+  win.addEventListener("message", filter, { capture: true });
+  return () => win.removeEventListener("message", filter, { capture: true });
 }
 
 /** Room state events, keyed by room, type and state key: the latest one of each wins. */
@@ -180,6 +206,8 @@ export class WidgetSession {
 
   /** Asks Element for what the call needs and waits until the capabilities are settled. */
   static async connect(params: WidgetParams, timeoutMs = 15_000): Promise<WidgetSession> {
+    // Before the widget API listens (it starts in api.start() below): ours is the first listener.
+    acceptOnlyHost(globalThis as unknown as Window, params.parentOrigin);
     const api = new WidgetApi(params.widgetId, params.parentOrigin);
     const session = new WidgetSession(api, params);
     requestCallCapabilities(api, params);

@@ -15,7 +15,8 @@ export interface ActiveCall {
 
 export interface MeetingServices {
   openRoom(target: string): Promise<RoomSummary>;
-  prejoin(): PrejoinModel;
+  /** The pre-join screen for this room (it asks about the call's host where the rule says to). */
+  prejoin(room: RoomSummary): PrejoinModel;
   call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
 }
 
@@ -92,7 +93,7 @@ export class MeetingModel {
   }
 
   private toPrejoin(room: RoomSummary): void {
-    const prejoin = this.services.prejoin();
+    const prejoin = this.services.prejoin(room);
     this.state.set({ stage: "prejoin", target: this.state.get().target, room, prejoin });
     void prejoin.start();
   }

@@ -1,6 +1,7 @@
 // The pre-join screen: camera preview, microphone level, device choice, and whether to join with
 // the mic and camera on. When the user joins, the tracks are handed to the call (not stopped).
 import { toClientError } from "../errors.ts";
+import { isTrusted, type CallHost } from "../matrix/callTrust.ts";
 import type { DeviceLists } from "../rtc/devices.ts";
 import { Store } from "./store.ts";
 
@@ -24,6 +25,15 @@ export interface PrejoinState {
   starting: { audio: boolean; video: boolean };
   micError: string | null;
   cameraError: string | null;
+  /** Where the user's identity goes for the call; "ask" until the user says yes to the host. */
+  host: CallHost | null;
+}
+
+/** The call's host as decided for the room, and how the user's yes to it is recorded. */
+export interface HostConsentPort {
+  host: CallHost;
+  /** Remembers the yes for this host; returns the decision made again. */
+  confirm(): CallHost;
 }
 
 export interface LocalMediaHandoff {
@@ -49,14 +59,29 @@ export class PrejoinModel {
     starting: { audio: false, video: false },
     micError: null,
     cameraError: null,
+    host: null,
   });
   private readonly media: PrejoinMediaPort;
+  private readonly consent: HostConsentPort | undefined;
   private offDeviceChange: (() => void) | null = null;
   private handedOff = false;
   private disposed = false;
 
-  constructor(media: PrejoinMediaPort) {
+  constructor(media: PrejoinMediaPort, consent?: HostConsentPort) {
     this.media = media;
+    this.consent = consent;
+    if (consent) this.state.update({ host: consent.host });
+  }
+
+  /** Whether the call may start: no host, or one the user's identity may go to. */
+  get canJoin(): boolean {
+    const { host } = this.state.get();
+    return !host || isTrusted(host);
+  }
+
+  /** The user said yes to sending their identity to the call's host. */
+  confirmHost(): void {
+    if (this.consent && this.state.get().host?.trust === "ask") this.state.update({ host: this.consent.confirm() });
   }
 
   async start(): Promise<void> {

@@ -1,4 +1,5 @@
 // Pre-join: camera preview, microphone level, device choice, mic/camera toggles, join.
+import type { CallHost } from "../matrix/callTrust.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
 import { LevelMeter } from "../rtc/speaker.ts";
 import type { PrejoinModel } from "../state/prejoinModel.ts";
@@ -16,7 +17,11 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
   const camSel = h("select", { id: "prejoin-camera-device" });
   const micErr = h("p", { class: "error", role: "alert" });
   const camErr = h("p", { class: "error", role: "alert" });
-  const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: onJoin }, "Join call");
+  const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: () => model.canJoin && onJoin() }, "Join call");
+  // Where the user's identity goes: asked by host name unless the trust rule already says yes.
+  const hostText = h("p", { id: "prejoin-host" });
+  const trustHost = h("button", { type: "button", id: "prejoin-trust-host", onclick: () => model.confirmHost() });
+  const hostBox = h("div", { class: "prejoin-host" }, hostText, trustHost);
 
   micBtn.addEventListener("click", () => void model.setMic(!model.state.get().micOn));
   camBtn.addEventListener("click", () => void model.setCamera(!model.state.get().cameraOn));
@@ -28,6 +33,7 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     h("div", { class: "card prejoin-side" },
       h("h2", { id: "prejoin-title" }, room.name),
       h("p", { class: "hint" }, "Check your camera and microphone, then join."),
+      hostBox,
       h("div", { class: "toggles" }, micBtn, camBtn),
       h("label", { for: "prejoin-mic-device" }, "Microphone"), micSel, meter, micErr,
       h("label", { for: "prejoin-camera-device" }, "Camera"), camSel, camErr,
@@ -55,6 +61,18 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     if (chosen) sel.value = chosen;
   };
 
+  const showHost = (host: CallHost | null) => {
+    hostBox.hidden = !host || host.trust === "origin";
+    trustHost.hidden = host?.trust !== "ask";
+    hostText.className = host?.trust === "refused" ? "error" : "hint";
+    hostText.setAttribute("role", host?.trust === "refused" || host?.trust === "ask" ? "alert" : "status");
+    if (!host || host.trust === "origin") hostText.textContent = "";
+    else if (host.trust === "ask") hostText.textContent = `This meeting is hosted at ${host.host}. Send your identity there?`;
+    else if (host.trust === "refused") hostText.textContent = host.reason;
+    else hostText.textContent = `This meeting is hosted at ${host.host}.`;
+    if (host?.trust === "ask") trustHost.textContent = `Yes, send it to ${host.host}`;
+  };
+
   const off = model.state.subscribe((s) => {
     setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
     micBtn.classList.toggle("off", !s.micOn);
@@ -64,6 +82,8 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     camBtn.disabled = s.starting.video;
     fill(micSel, s.devices.audioinput, s.audioDeviceId, "No microphone found");
     fill(camSel, s.devices.videoinput, s.videoDeviceId, "No camera found");
+    showHost(s.host);
+    join.disabled = !model.canJoin;
     micErr.textContent = s.micError ?? "";
     camErr.textContent = s.cameraError ?? "";
     const videoTrack = s.cameraOn ? s.video : null;

@@ -3,7 +3,8 @@ import { ParleyClientError } from "../../../client/src/errors.ts";
 import { MatrixHttp } from "../../../client/src/matrix/http.ts";
 import { getLoginFlows, normalizeHomeserverUrl, passwordLogin, ssoRedirectUrl } from "../../../client/src/matrix/login.ts";
 import { parseMxc } from "../../../client/src/matrix/media.ts";
-import { callApiBase, meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
+import { decideCallHost, type CallAnnouncement } from "../../../client/src/matrix/callTrust.ts";
+import { meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
 import { parseSession, SessionStore } from "../../../client/src/matrix/session.ts";
 import { membersFromState, toChatMessage } from "../../../client/src/matrix/timeline.ts";
 import { parseWidgetParams } from "../../../client/src/matrix/widget.ts";
@@ -44,19 +45,28 @@ describe("meetingTarget", () => {
   });
 });
 
-describe("room summary and call API base", () => {
-  it("reads the name, org.parley.call api and encryption from state", async () => {
+describe("room summary", () => {
+  const trust = { decide: (call: CallAnnouncement | null) => decideCallHost(call, { origin: "http://127.0.0.1:5", settings: { servers: ["b.example"], botLocalparts: ["parley"], insecureLoopback: false }, confirmed: () => false }) };
+
+  it("reads the name, the org.parley.call api with its sender, and encryption from state", async () => {
     const http = new MatrixHttp("http://hs", "tok", fetchReturning(200, [
       { type: "m.room.name", state_key: "", content: { name: "Demo" } },
-      { type: "org.parley.call", state_key: "", content: { version: 1, api: "https://parley.b.example/" } },
+      { type: "org.parley.call", state_key: "", sender: "@parley:b.example", content: { version: 1, api: "https://parley.b.example/" } },
       { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
     ]));
-    const s = await roomSummary(http, "!r:x", "#meet-demo:x");
-    expect(s).toEqual({ roomId: "!r:x", name: "Demo", callApi: "https://parley.b.example", encrypted: true });
-    expect(callApiBase(s, "http://127.0.0.1:5")).toBe("https://parley.b.example");
+    const s = await roomSummary(http, "!r:x", "#meet-demo:x", trust);
+    expect(s).toEqual({
+      roomId: "!r:x",
+      name: "Demo",
+      call: { api: "https://parley.b.example/", sender: "@parley:b.example" },
+      host: { trust: "bot", api: "https://parley.b.example", origin: "https://parley.b.example", host: "parley.b.example" },
+      encrypted: true,
+    });
   });
-  it("falls back to the origin the client came from", () => {
-    expect(callApiBase({ callApi: null }, "http://127.0.0.1:5/")).toBe("http://127.0.0.1:5");
+
+  it("without org.parley.call the call is the serving Parley's", async () => {
+    const s = await roomSummary(new MatrixHttp("http://hs", "tok", fetchReturning(200, [])), "!r:x", "#meet-demo:x", trust);
+    expect(s.host).toEqual({ trust: "origin", api: "http://127.0.0.1:5", origin: "http://127.0.0.1:5", host: "127.0.0.1:5" });
   });
 });
 
@@ -121,8 +131,8 @@ describe("session storage", () => {
     mem.set("parley.session.v1", "{bad");
     expect(store.load()).toBeNull();
     expect(parseSession({ ...s, userId: "alice" })).toBeNull();
-    store.savePendingSso({ homeserverUrl: "http://hs", returnHash: "#/call/x" });
-    expect(store.takePendingSso()).toEqual({ homeserverUrl: "http://hs", returnHash: "#/call/x" });
+    store.savePendingSso({ homeserverUrl: "http://hs", returnHash: "#/call/x", nonce: "n1" });
+    expect(store.takePendingSso()).toEqual({ homeserverUrl: "http://hs", returnHash: "#/call/x", nonce: "n1" });
     expect(store.takePendingSso()).toBeNull();
   });
 });

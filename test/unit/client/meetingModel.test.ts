@@ -9,7 +9,13 @@ import { callHash, parseRoute } from "../../../client/src/state/router.ts";
 import { Store } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
 
-const ROOM: RoomSummary = { roomId: "!r:x", name: "Demo", callApi: null, encrypted: false };
+const ROOM: RoomSummary = {
+  roomId: "!r:x",
+  name: "Demo",
+  call: null,
+  host: { trust: "origin", api: "http://p", origin: "http://p", host: "p" },
+  encrypted: false,
+};
 
 function services(over: Partial<MeetingServices> = {}) {
   const vmState = new Store<{ phase: string; error: string | null }>({ phase: "idle", error: null });
@@ -83,7 +89,7 @@ describe("AppModel", () => {
     let stored: MatrixSession | null = null;
     const navigate = vi.fn();
     const s: AppServices = {
-      settings: { homeserverUrl: "http://hs", serverName: "hs", aliasPrefix: "meet-" },
+      settings: { homeserverUrl: "http://hs", serverName: "hs", aliasPrefix: "meet-", callTrust: { servers: ["hs"], botLocalparts: ["parley"], insecureLoopback: false } },
       sessions: { load: () => stored, save: (x) => void (stored = x), clear: () => void (stored = null) },
       validate: async () => true,
       logout: async () => undefined,

@@ -52,9 +52,11 @@ class FakeElement extends WidgetDriver {
 /** One window for both halves: postMessage is a structured clone delivered in a later task. */
 function fakeWindow(): () => void {
   const bus = new EventTarget();
-  const postMessage = (data: unknown) => setTimeout(() => bus.dispatchEvent(new MessageEvent("message", { data: structuredClone(data), origin: params.parentOrigin })), 0);
+  const parent = { postMessage: (data: unknown) => void setTimeout(() => bus.dispatchEvent(fromParent(data)), 0) };
+  // From the host: the widget drops anything whose source is not its parent window.
+  const fromParent = (data: unknown) => Object.defineProperty(new MessageEvent("message", { data: structuredClone(data), origin: params.parentOrigin }), "source", { value: parent });
   const g = globalThis as Record<string, unknown>;
-  g.parent = { postMessage };
+  g.parent = parent;
   g.addEventListener = bus.addEventListener.bind(bus);
   g.removeEventListener = bus.removeEventListener.bind(bus);
   return () => {

@@ -47,6 +47,7 @@ describe("parseConfig", () => {
         userPrefix: "_parley_",
       },
       meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
+      client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
       sfu: { nodes: [] },
       calls: { sessionTtlSeconds: 600, iceServers: [], e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
