@@ -61,7 +61,7 @@ beforeEach(() => {
   now = 1_000_000;
   members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
   service = new CallService(
-    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }] },
+    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3 },
     {
       homeserver: {
         resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),

@@ -49,7 +49,13 @@ describe("parseConfig", () => {
       meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true },
       sfu: { nodes: [] },
-      calls: { sessionTtlSeconds: 600, iceServers: [], e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
+      calls: {
+        sessionTtlSeconds: 600,
+        iceServers: [],
+        e2ee: { required: true, keys: "participant", provisionedRooms: [] },
+        idleEndSeconds: 300,
+        limits: { sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, iceCandidatesBeforeMedia: 100 },
+      },
       store: { path: "parley.db" },
       logging: { level: "info" },
     });

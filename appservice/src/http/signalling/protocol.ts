@@ -71,10 +71,4 @@ export interface SubscribedStream {
   device_id: string;
 }
 
-export interface Participant {
-  user_id: string;
-  device_id: string;
-  feed_id: string | number;
-  streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
-  muted: { audio: boolean; video: boolean };
-}
+export type { Participant } from "../../calls/callRoster.ts";
