@@ -135,7 +135,7 @@ export const configSchema = z
             }),
             // Room version 12 ids have no server part: "!opaque" as well as "!opaque:server".
             provisionedRooms: z.array(z.string().regex(/^![^\s]+$/, "a room id (!…)")).default([]).meta({
-              description: "Rooms whose calls use provisioned keys whatever `keys` says",
+              description: "Rooms the bot marks for provisioned keys, whatever `keys` says, when it writes their org.parley.call state",
             }),
           })
           .prefault({})
@@ -150,7 +150,7 @@ export const configSchema = z
               description: "Live call sessions (granted or on an open socket) one user may hold in one call; more joins get M_LIMIT_EXCEEDED",
             }),
             socketsPerAddress: z.int().min(1).max(100_000).default(64).meta({
-              description: "Open signalling sockets per remote address; more are answered M_LIMIT_EXCEEDED and closed",
+              description: "Open signalling sockets per remote address (behind a reverse proxy: the proxy's); more are answered M_LIMIT_EXCEEDED and closed",
             }),
             helloTimeoutSeconds: z.int().min(1).max(600).default(10).meta({
               description: "A signalling socket that has not sent a valid hello within this time is closed",
