@@ -56,7 +56,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   const verifier = OpenIdVerifier.fromConfig(config, policy);
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
   const callParts = await startCalls(config, { homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto });
-  const calls: CallService = callParts.calls;
+  const { calls } = callParts;
   const meetings = new MeetingService(
     {
       domain: config.homeserver.domain,
