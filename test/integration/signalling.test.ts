@@ -167,8 +167,10 @@ describe("provisioned keys", () => {
 
       // Frank's client stops answering: the server will not see its socket close by itself.
       wsFrank.stall();
+      const erinBefore = fromBot(keys.erin).length;
       await bot.kick(keysRoom, frank.userId, "test eviction");
-      const rotated = await waitFor("erin's key after the eviction", async () => fromBot(keys.erin).map(keyOf).find((k) => k.index !== shared.index && k.key !== shared.key));
+      const rotated = await waitFor("erin's key after the eviction", async () => fromBot(keys.erin).slice(erinBefore).map(keyOf)[0]);
+      expect(rotated.key).not.toBe(shared.key);
 
       // A marker sent to frank after erin got the new key: once frank has it, every key the bot
       // sent him before it has arrived too.
