@@ -31,6 +31,8 @@ export interface StackOptions {
   logLevel?: string;
   /** Who makes media keys in the calls institution i hosts (default: each participant). */
   e2eeKeys?: (index: number) => "participant" | "provisioned";
+  /** More of the `calls` config section for institution i (limits, idle end). */
+  calls?: (index: number) => Omit<NonNullable<ParleyConfigInput["calls"]>, "e2ee">;
 }
 
 export interface ParleyProcess {
@@ -117,7 +119,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).
         federation: { allow: opts.allow(index, hosts), tlsVerify: false, allowPrivateAddresses: true },
         store: { path: path.join(dir, "parley.db") },
-        calls: { e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
+        calls: { ...opts.calls?.(index), e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
         crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
       };

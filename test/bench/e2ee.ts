@@ -27,10 +27,8 @@
 //   rotations; leaves, which are measured, rotate whatever it says.
 // - The pool grows with N (a call of N devices has N devices syncing); a leaver leaves the call,
 //   not Matrix, and comes back as a new member for the next leave.
-import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { Method, RoomStateEvent, type MatrixEvent } from "matrix-js-sdk";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { setLogLevel } from "../../client/src/log.ts";
 import { buildMembershipContent, CALL_MEMBER_EVENT, liveCallDevices, membershipStateKey } from "../../client/src/matrix/membership.ts";
 import { FrameCipher, participantId, type KeyMode } from "../../client/src/rtc/e2ee/cipher.ts";
@@ -607,16 +605,14 @@ async function sampleBaseline(a: Device, b: Device, samples: number): Promise<vo
 }
 
 /**
- * Parley's config on disk with `calls.e2ee.keys: provisioned`; Parley restarted to read it. (Not
- * `provisionedRooms`: its schema wants `!opaque:server`, and this Synapse's default room version
- * makes ids without a server part.) Participant-mode devices never join through Parley's
- * signalling, so the bot sends them nothing either way.
+ * The room's `org.parley.call` state says provisioned keys, written by the bot as it would for a
+ * room made with that mode: the room, not Parley's config, decides a call's key mode. Participant-mode
+ * devices never join through Parley's signalling, so the bot sends them nothing either way.
  */
-async function restartParleyProvisioned(inst: Institution): Promise<void> {
-  const config = parseYaml(await readFile(inst.parley.configFile, "utf8")) as { calls: { e2ee: { keys: KeyMode } } };
-  config.calls.e2ee.keys = "provisioned";
-  await writeFile(inst.parley.configFile, stringifyYaml(config), { mode: 0o600 });
-  await inst.parley.restart();
+async function markProvisioned(inst: Institution, roomId: string): Promise<void> {
+  const bot = new TestUser(inst.synapse.clientUrl, inst.botUserId, inst.parley.config.appservice.asToken);
+  const state = (await bot.stateEvent(roomId, "org.parley.call")) ?? {};
+  await bot.request(Method.Put, `/rooms/${encodeURIComponent(roomId)}/state/org.parley.call/`, { ...state, e2ee: { keys: "provisioned", bot: inst.botUserId } });
 }
 
 /**
@@ -652,7 +648,7 @@ try {
   const host = await A.registerUser("host");
   const hostUser = new TestUser(A.synapse.clientUrl, host.userId, host.accessToken);
   const rooms = { participant: await hostUser.join(A.alias("e2ee-participant")), provisioned: await hostUser.join(A.alias("e2ee-provisioned")) };
-  if (MODES.includes("provisioned")) await restartParleyProvisioned(A);
+  if (MODES.includes("provisioned")) await markProvisioned(A, rooms.provisioned);
   const runs = {
     participant: participantMode(rooms.participant, A.parley.url),
     provisioned: provisionedMode(A, rooms.provisioned),

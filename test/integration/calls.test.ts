@@ -4,8 +4,8 @@ import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { janusParticipants as roomParticipants, joinCall, signallingUrl } from "../support/callStack.ts";
 import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
@@ -20,15 +20,6 @@ const user = async (inst: Institution, localpart: string) => {
   const u = await inst.registerUser(localpart);
   return new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken);
 };
-
-async function joinCall(inst: Institution, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(`${inst.parley.url}/_parley/v1/calls/join`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
 
 /** An OpenID token whose validity has run out at its homeserver. Synapse issues them for an hour
  *  and checks `ts_valid_until_ms` on every userinfo request: moving that into the past in its
@@ -48,19 +39,8 @@ async function expiredOpenIdToken(inst: Institution, u: TestUser) {
 /** Participants of the call's Janus room, asked of Janus itself (undefined: no such room). */
 async function janusParticipants(inst: Institution, room: string): Promise<string[] | undefined> {
   const call = inst.parleyStore().activeCall(room);
-  if (!call?.sfu) return undefined;
-  const sfu = await createSfu({ nodes: inst.parley.config.sfu.nodes });
-  try {
-    const list = await sfu.listParticipants({ node: call.sfu.node, roomId: call.sfu.room, secret: call.sfu.secret });
-    return list.map((p) => String(p.display ?? p.id));
-  } catch {
-    return undefined;
-  } finally {
-    await sfu.stop();
-  }
+  return call?.sfu ? roomParticipants(inst, call.sfu) : undefined;
 }
-
-const signallingUrl = (inst: Institution) => `${inst.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`;
 
 beforeAll(async () => {
   stack = await startInstitutions({ count: 3, allow: (i, hosts) => (i === 0 ? [hosts[1]!] : [hosts[0]!]), janus: true });

@@ -69,4 +69,16 @@ export class SignallingClient {
   close(): void {
     this.ws.close();
   }
+
+  /**
+   * Stops reading from the connection, as a client whose network silently died: the server's
+   * messages and close frame go unanswered. `resume()` undoes it.
+   */
+  stall(): void {
+    (this.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  }
+
+  resume(): void {
+    (this.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+  }
 }

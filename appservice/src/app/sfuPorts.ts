@@ -38,10 +38,19 @@ async function sfuCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
 export interface SfuPortOptions {
   /** Janus rooms refuse publishers whose frames are not end-to-end encrypted. */
   requireE2ee: boolean;
+  /** ICE candidates held per participant while its publisher/subscriber handle is not made yet. */
+  maxEarlyCandidates: number;
 }
 
-export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuRooms & SfuMedia {
+/** The call layer's SFU ports, and the restart recovery's way to make a lost room again. */
+export type SfuPorts = SfuRooms & SfuMedia & { recreateRoom(room: SfuRoomRecord): Promise<SfuRoomRecord> };
+
+export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuPorts {
   return {
+    async recreateRoom(room) {
+      const r = await sfu.recreateRoom(toRef(room));
+      return { node: r.node, room: r.roomId, secret: r.secret };
+    },
     async createRoom(callId) {
       const r = await sfuCall("room creation", () => sfu.createRoom(callId, { requireE2ee: opts.requireE2ee }));
       return { node: r.node, room: r.roomId, secret: r.secret };
@@ -138,8 +147,11 @@ function mediaSession(participant: Participant, display: string, opts: SfuPortOp
     },
     async trickle(target, candidate) {
       const handle = target === "publisher" ? publisher : subscriber;
-      if (handle) await handle.trickle(toJanus(candidate));
-      else early[target].push(toJanus(candidate));
+      if (handle) return void (await handle.trickle(toJanus(candidate)));
+      if (early.publisher.length + early.subscriber.length >= opts.maxEarlyCandidates) {
+        throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${opts.maxEarlyCandidates} ICE candidates before publish/subscribe`);
+      }
+      early[target].push(toJanus(candidate));
     },
     async mute(kind, muted) {
       if (!publisher) return;

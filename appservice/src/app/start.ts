@@ -2,24 +2,20 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import express from "express";
-import { CallService } from "../calls/callService.ts";
+import type { CallService } from "../calls/callService.ts";
 import { FederationPolicy } from "../calls/policy.ts";
-import type { SfuMedia, SfuRooms } from "../calls/ports.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { createMetrics, type Metrics } from "../http/metrics.ts";
 import { callApiRouter } from "../http/callApi.ts";
-import { CallMembers, mediaHandlers } from "../http/signalling/media.ts";
-import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
-import { attachSignalling, sessionHandlers, SIGNALLING_PATH } from "../http/signalling/server.ts";
+import { SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { BotCrypto } from "../crypto/botCrypto.ts";
 import { clientHttp } from "../crypto/http.ts";
 import { configureLogging, getLogger } from "../log.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
-import { createSfu, type Sfu } from "../sfu/index.ts";
-import { sfuPorts } from "./sfuPorts.ts";
+import { startCalls } from "./calls.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
@@ -58,14 +54,9 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   if (!crypto) log.warn("no crypto section in the config: the bot neither reads nor answers in encrypted rooms");
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
   const verifier = OpenIdVerifier.fromConfig(config, policy, { ledger: store });
-  const sfu: Sfu | undefined = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
-  const requireE2ee = config.calls.e2ee.required;
-  const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee }) : noSfu();
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
-  const calls = new CallService(
-    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers },
-    { homeserver, store, policy, verifier, sfu: ports, clock: { now: () => Date.now() }, ids },
-  );
+  const callParts = await startCalls(config, { homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto });
+  const { calls } = callParts;
   const meetings = new MeetingService(
     {
       domain: config.homeserver.domain,
@@ -130,49 +121,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     const s = app.listen(config.appservice.port, config.appservice.bindAddress, () => resolve(s));
     s.once("error", reject);
   });
-  const members = new CallMembers();
-  // Provisioned keys need the bot's Olm device: without a crypto section calls use participant keys.
-  const provisioned = crypto
-    ? new ProvisionedKeyService({
-        sender: {
-          userId: homeserver.botUserId,
-          deviceId: async () => (await crypto.device()).identity().deviceId,
-          sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
-        },
-        random: () => randomBytes(32),
-      })
-    : undefined;
-  const wantsProvisioned = config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.length > 0;
-  if (wantsProvisioned && !provisioned) log.warn("provisioned keys need the crypto section: calls use participant keys");
-  const keysFor = (roomId: string) =>
-    provisioned && (config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.includes(roomId)) ? "provisioned" : "participant";
-  const signalling = attachSignalling(
-    server,
-    calls,
-    {
-      ...sessionHandlers(calls, (roomId) => ({ required: requireE2ee, keys: keysFor(roomId), bot: homeserver.botUserId }), {
-        opened: (conn, e2ee) => {
-          const s = conn.session;
-          if (provisioned && s && e2ee.keys === "provisioned" && conn.deviceId) provisioned.join(s.callId, s.roomId, conn, { userId: s.userId, deviceId: conn.deviceId });
-        },
-      }),
-      ...mediaHandlers(calls, ports, members, { requireE2ee }),
-    },
-    { closed: (conn) => conn.session && provisioned?.leave(conn.session.callId, conn) },
-  );
-  // A restarted Janus lost its rooms: recreate each active call's room (same id and secret);
-  // the participants' sessions died with it, and their clients are told to renegotiate.
-  sfu?.onNodeRestarted((nodeId, lost) => {
-    for (const call of store.activeCalls()) {
-      if (call.sfu?.node !== nodeId || !lost.includes(call.sfu.room)) continue;
-      const room = { node: call.sfu.node, roomId: call.sfu.room, secret: call.sfu.secret };
-      sfu
-        .recreateRoom(room)
-        .then((r) => store.setCallSfu(call.callId, { node: r.node, room: r.roomId, secret: r.secret }))
-        .then(() => log.info({ callId: call.callId, nodeId }, "SFU room recreated after a Janus restart"))
-        .catch((err: unknown) => log.error({ err, callId: call.callId, nodeId }, "could not recreate the SFU room"));
-    }
-  });
+  callParts.attach(server);
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.appservice.port;
 
@@ -185,10 +134,8 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     // a claim left by a crash still unsettled meanwhile.
     await crypto?.start();
   } catch (err) {
-    await signalling.close();
-    provisioned?.stop();
+    await callParts.stop();
     server.close();
-    await sfu?.stop();
     verifier.close();
     await crypto?.stop();
     store.close();
@@ -211,9 +158,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     stop() {
       stopped ??= (async () => {
         clearInterval(pruneTimer);
-        await signalling.close();
-        calls.stop();
-        await sfu?.stop();
+        await callParts.stop();
         verifier.close();
         server.closeAllConnections();
         await new Promise<void>((r) => server.close(() => r()));
@@ -224,12 +169,4 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       return stopped;
     },
   };
-}
-
-/** Without an SFU node in the config, calls cannot carry media: joins say so. */
-function noSfu(): SfuRooms & SfuMedia {
-  const unavailable = async (): Promise<never> => {
-    throw new ParleyError("M_UNAVAILABLE", "no media server (sfu.nodes) is configured");
-  };
-  return { createRoom: unavailable, destroyRoom: async () => undefined, roomExists: async () => false, open: unavailable };
 }

@@ -2,7 +2,8 @@
 // own homeserver vouches for the user id, the federation policy must allow its server, the bot
 // must see the user joined to the room, and the room must be a call room (a meeting alias room,
 // or a room with a running `!meet` call). The answer is a short-lived session for the signalling
-// socket. A session outlives neither its expiry nor the user's membership.
+// socket. A session outlives neither its expiry nor the user's membership. One session, one
+// holder: a second socket saying hello with a session takes it over and the first is ended.
 import { ParleyError } from "../errors.ts";
 import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
 import type { FederationPolicy } from "./policy.ts";
@@ -32,7 +33,13 @@ export interface JoinGrant {
 }
 
 /** What holds a live session open (the signalling socket); told when the session must end. */
-export type SessionCloser = (reason: { errcode: "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_NOT_FOUND"; message: string }) => void;
+export type SessionCloser = (reason: SessionEndReason) => void;
+export interface SessionEndReason {
+  errcode: "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_NOT_FOUND";
+  message: string;
+}
+
+export const TAKEN_OVER: SessionEndReason = { errcode: "M_FORBIDDEN", message: "session taken over by another connection" };
 
 export interface CallServiceDeps {
   homeserver: Pick<Homeserver, "resolveAlias" | "getMembership">;
@@ -47,6 +54,8 @@ export interface CallServiceDeps {
 export interface CallServiceConfig {
   sessionTtlMs: number;
   iceServers: IceServer[];
+  /** Live sessions (granted or held by a socket) one user may have in one call. */
+  sessionsPerUserPerCall: number;
 }
 
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
@@ -115,6 +124,10 @@ export class CallService {
   }
 
   private grant(userId: string, call: CallRecord): JoinGrant {
+    const held = [...this.sessions.values()].filter((s) => s.userId === userId && s.callId === call.callId).length;
+    if (held >= this.cfg.sessionsPerUserPerCall) {
+      throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${this.cfg.sessionsPerUserPerCall} sessions per user in a call; close one first`);
+    }
     const token = this.deps.ids.sessionToken();
     const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
     this.sessions.set(token, { token, userId, roomId: call.roomId, callId: call.callId, expiresAt });
@@ -138,13 +151,23 @@ export class CallService {
    * Registers what to close when the session ends (the signalling socket). The grant's expiry
    * bounds how long it may wait for its socket; once open, the session lasts as long as the
    * socket, ended by a leave, kick or ban (evict) or the call's end, never by a timer in mid-call.
+   * A session has one holder: a new one takes it over, and the previous holder is ended now
+   * (a reconnecting client whose old socket is not yet seen dead must not be locked out).
    */
   attach(token: string, closer: SessionCloser): void {
+    if (!this.sessions.has(token)) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    const previous = this.closers.get(token);
     this.closers.set(token, closer);
     clearTimeout(this.expiryTimers.get(token));
     this.expiryTimers.delete(token);
     const s = this.sessions.get(token);
     if (s) this.sessions.set(token, { ...s, expiresAt: Number.POSITIVE_INFINITY });
+    if (previous && previous !== closer) previous(TAKEN_OVER);
+  }
+
+  /** Whether the session is live and held by `closer` (what every media message checks). */
+  holds(token: string, closer: SessionCloser): boolean {
+    return this.sessions.has(token) && this.closers.get(token) === closer;
   }
 
   /** The session's holder went away by itself (socket closed): the session ends with it,
@@ -176,15 +199,40 @@ export class CallService {
     return ended;
   }
 
-  /** The call ended (`!meet end`): close its sessions and its SFU room. */
-  async endCall(call: CallRecord): Promise<void> {
+  /**
+   * The call ended (`!meet end`, the bot removed from the room): every session of it ends now
+   * (its sockets close, their SFU sessions and provisioned keys are released by their closers),
+   * then its SFU room is destroyed.
+   */
+  async endCall(call: Pick<CallRecord, "callId" | "sfu">): Promise<void> {
     for (const s of [...this.sessions.values()]) {
       if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message: "the call has ended" });
     }
-    if (call.sfu) {
-      await this.deps.sfu.destroyRoom(call.sfu);
+    const sfu = this.deps.store.activeCalls().find((c) => c.callId === call.callId)?.sfu ?? call.sfu;
+    if (sfu) {
+      await this.deps.sfu.destroyRoom(sfu);
       this.deps.store.setCallSfu(call.callId, null);
     }
+  }
+
+  /**
+   * Nobody has been in the call for a while: its SFU room goes. A meeting-alias call ends (the
+   * next join starts a new call and room); a `!meet` call stays running and gets a new SFU room
+   * on the next join (its widget and join link stay valid until `!meet end`).
+   */
+  async endIdle(call: CallRecord): Promise<void> {
+    if (this.occupied(call.callId) || this.sfuRoomCreation.running(call.roomId)) return;
+    if (call.origin === "alias") this.deps.store.endCall(call.roomId, { by: "idle", at: this.deps.clock.now(), eventId: null });
+    if (call.sfu) {
+      this.deps.store.setCallSfu(call.callId, null);
+      await this.deps.sfu.destroyRoom(call.sfu);
+    }
+  }
+
+  /** Whether the call has a live session (granted, or held by a socket), or a join making its room. */
+  occupied(callId: string): boolean {
+    for (const s of this.sessions.values()) if (s.callId === callId) return true;
+    return false;
   }
 
   /** The SFU room of an active call, if it has one. */

@@ -88,10 +88,13 @@ export class ProvisionedKeyService {
 
   private async rotate(callId: string, call: CallKeys): Promise<void> {
     if (this.calls.get(callId) !== call || call.members.size === 0) return;
+    const botDevice = await this.o.sender.deviceId();
+    // The member set is read after the last wait before sending: a device evicted meanwhile
+    // (leave() is synchronous at eviction) is not among the recipients of this key.
+    if (this.calls.get(callId) !== call || call.members.size === 0) return;
     call.index = (call.index + 1) % 256;
     const devices = [...new Map([...call.members.values()].map((d) => [`${d.userId}|${d.deviceId}`, d])).values()];
     const key = Buffer.from(this.o.random()).toString("base64");
-    const botDevice = await this.o.sender.deviceId();
     const content = {
       keys: { index: call.index, key },
       member: { id: `${this.o.sender.userId}:${botDevice}`, claimed_device_id: botDevice },

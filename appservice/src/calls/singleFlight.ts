@@ -10,4 +10,9 @@ export class SingleFlight<K, V> {
     }
     return p;
   }
+
+  /** Whether work for `key` is under way. */
+  running(key: K): boolean {
+    return this.pending.has(key);
+  }
 }

@@ -166,15 +166,36 @@ export const configSchema = z
               description: "Media must be end-to-end encrypted: Janus rooms are require_e2ee and Parley refuses publishers and subscribers that do not declare e2ee",
             }),
             keys: z.enum(["participant", "provisioned"]).default("participant").meta({
-              description: "Who makes media keys: each participant's device (sent over Olm to the other members), or the bot's Olm device (one call key, rotated on every membership change)",
+              description: "Who makes media keys in the rooms the bot creates (written into their org.parley.call state, which is what calls follow): each participant's device (sent over Olm to the other members), or the bot's Olm device (one call key, rotated on every membership change)",
             }),
             // Room version 12 ids have no server part: "!opaque" as well as "!opaque:server".
             provisionedRooms: z.array(z.string().regex(/^![^\s]+$/, "a room id (!…)")).default([]).meta({
-              description: "Rooms whose calls use provisioned keys whatever `keys` says",
+              description: "Rooms the bot marks for provisioned keys, whatever `keys` says, when it writes their org.parley.call state",
             }),
           })
           .prefault({})
           .meta({ description: "End-to-end encryption of call media" }),
+        idleEndSeconds: z.int().min(1).max(86_400).default(300).meta({
+          description:
+            "A call nobody has been in for this long loses its SFU room: a meeting-alias call ends (the next join starts a new one), a !meet call gets a new SFU room on its next join",
+        }),
+        limits: z
+          .strictObject({
+            sessionsPerUserPerCall: z.int().min(1).max(1000).default(10).meta({
+              description: "Live call sessions (granted or on an open socket) one user may hold in one call; more joins get M_LIMIT_EXCEEDED",
+            }),
+            socketsPerAddress: z.int().min(1).max(100_000).default(64).meta({
+              description: "Open signalling sockets per remote address (behind a reverse proxy: the proxy's); more are answered M_LIMIT_EXCEEDED and closed",
+            }),
+            helloTimeoutSeconds: z.int().min(1).max(600).default(10).meta({
+              description: "A signalling socket that has not sent a valid hello within this time is closed",
+            }),
+            iceCandidatesBeforeMedia: z.int().min(1).max(10_000).default(100).meta({
+              description: "ICE candidates a socket may send before its publish/subscribe exists; more get M_LIMIT_EXCEEDED",
+            }),
+          })
+          .prefault({})
+          .meta({ description: "Bounds on what one client can make Parley hold" }),
       })
       .prefault({})
       .meta({ description: "Call sessions" }),

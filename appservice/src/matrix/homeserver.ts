@@ -159,6 +159,11 @@ export class MatrixHomeserver implements Homeserver {
     }
   }
 
+  /** A state event's content, undefined when the room has none (the calls' RoomStateReader). */
+  async stateContent(roomId: string, type: string, stateKey = ""): Promise<Record<string, unknown> | undefined> {
+    return this.state<Record<string, unknown>>(roomId, type, stateKey);
+  }
+
   async canSendState(roomId: string, eventType: string): Promise<boolean> {
     const create = await this.request<{ sender?: string; content?: Record<string, unknown> }>(
       Method.Get,

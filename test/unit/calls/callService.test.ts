@@ -61,7 +61,7 @@ beforeEach(() => {
   now = 1_000_000;
   members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
   service = new CallService(
-    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }] },
+    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3 },
     {
       homeserver: {
         resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),
@@ -184,5 +184,76 @@ describe("a session with an open socket", () => {
     expect(service.session(a.session)?.userId).toBe(ALICE);
     service.detach(a.session, second);
     expect(service.session(a.session)).toBeUndefined();
+  });
+});
+
+describe("one session, one holder", () => {
+  it("a second holder takes the session over: the first is ended with the reason, and no longer holds it", async () => {
+    const a = await join("alice-token", "a.example");
+    const ended: Parameters<SessionCloser>[0][] = [];
+    const first: SessionCloser = (r) => ended.push(r);
+    const second: SessionCloser = () => undefined;
+    service.attach(a.session, first);
+    expect(service.holds(a.session, first)).toBe(true);
+    service.attach(a.session, second);
+    expect(ended).toEqual([{ errcode: "M_FORBIDDEN", message: "session taken over by another connection" }]);
+    expect(service.holds(a.session, first)).toBe(false);
+    expect(service.holds(a.session, second)).toBe(true);
+    expect(service.evict(MEETING, ALICE, "kick")).toBe(1);
+    expect(service.holds(a.session, second)).toBe(false);
+  });
+
+  it("refuses a holder for an unknown session", () => {
+    expect(() => service.attach("made-up", () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+  });
+});
+
+describe("limits", () => {
+  it("sessions per user per call: one more is M_LIMIT_EXCEEDED, a closed one frees its place", async () => {
+    const grants = [await join("alice-token", "a.example"), await join("alice-token", "a.example"), await join("alice-token", "a.example")];
+    expect(await codeOf(join("alice-token", "a.example"))).toBe("M_LIMIT_EXCEEDED");
+    expect(await codeOf(join("bob-token", "b.example"))).toBe("ok");
+    const closer = () => undefined;
+    service.attach(grants[0]!.session, closer);
+    service.detach(grants[0]!.session, closer);
+    expect(await codeOf(join("alice-token", "a.example"))).toBe("ok");
+  });
+});
+
+describe("an idle call", () => {
+  it("by alias ends and loses its SFU room; the next join starts a new call", async () => {
+    const a = await join("alice-token", "a.example");
+    expect(service.occupied(a.callId)).toBe(true);
+    const closer = () => undefined;
+    service.attach(a.session, closer);
+    service.detach(a.session, closer);
+    expect(service.occupied(a.callId)).toBe(false);
+    const call = store.activeCall(MEETING)!;
+    await service.endIdle(call);
+    expect(store.activeCall(MEETING)).toBeUndefined();
+    expect(sfu.destroyed).toEqual([call.sfu!.room]);
+    const next = await join("alice-token", "a.example");
+    expect(next.callId).not.toBe(a.callId);
+  });
+
+  it("by !meet keeps its call; the next join makes a new SFU room", async () => {
+    store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
+    const a = await join("alice-token", "a.example", CHAT);
+    service.detach(a.session, () => undefined); // not its holder: nothing changes
+    expect(service.occupied("meet1")).toBe(true);
+    now += 60_000; // the grant expires unused
+    expect(service.session(a.session)).toBeUndefined();
+    const call = store.activeCall(CHAT)!;
+    await service.endIdle(call);
+    expect(store.activeCall(CHAT)).toMatchObject({ callId: "meet1", sfu: null });
+    await join("alice-token", "a.example", CHAT);
+    expect(store.activeCall(CHAT)?.sfu?.room).not.toBe(call.sfu!.room);
+  });
+
+  it("is not ended while someone holds a session in it", async () => {
+    await join("alice-token", "a.example");
+    const call = store.activeCall(MEETING)!;
+    await service.endIdle(call);
+    expect(store.activeCall(MEETING)?.sfu).toEqual(call.sfu);
   });
 });

@@ -64,6 +64,34 @@ describe("ProvisionedKeyService", () => {
     expect(new Set(sends.map((s) => s.key)).size).toBe(3);
   });
 
+  it("reads the member set just before sending: a device evicted while a rotation is under way gets none of it", async () => {
+    const sends: string[][] = [];
+    let botDevice!: () => void;
+    const gate = new Promise<string>((resolve) => (botDevice = () => resolve("BOTDEV")));
+    const svc = new ProvisionedKeyService({
+      sender: {
+        userId: "@parley:x",
+        deviceId: () => gate,
+        sendToDevices: async (_type: string, devices: KeyDevice[]) => {
+          sends.push(devices.map((d) => d.deviceId));
+          return { sent: devices, unreachable: [] };
+        },
+      },
+      random: () => new Uint8Array(32),
+      coalesceMs: 50,
+    });
+    const [ca, cb] = [{}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50); // the rotation starts and waits for the bot's device
+    svc.leave("call1", cb); // B is evicted meanwhile
+    botDevice();
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends.flat()).not.toContain("BDEV");
+    expect(sends.at(-1)).toEqual(["ADEV"]);
+  });
+
   it("forgets a call when its last device leaves, and keeps calls apart", async () => {
     const { svc, sends } = harness();
     const [ca, cb] = [{}, {}];

@@ -50,7 +50,13 @@ describe("parseConfig", () => {
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
       sfu: { nodes: [] },
-      calls: { sessionTtlSeconds: 600, iceServers: [], e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
+      calls: {
+        sessionTtlSeconds: 600,
+        iceServers: [],
+        e2ee: { required: true, keys: "participant", provisionedRooms: [] },
+        idleEndSeconds: 300,
+        limits: { sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, iceCandidatesBeforeMedia: 100 },
+      },
       store: { path: "parley.db" },
       logging: { level: "info" },
     });

@@ -10,6 +10,14 @@ let janus: FakeJanus;
 let model: JanusModel;
 let transport: JanusTransport;
 const tick = (ms = 30) => new Promise((r) => setTimeout(r, ms));
+/** Waits for an observable state (the machine may be loaded: never for a fixed time). */
+async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error("condition not met");
+    await tick(5);
+  }
+}
 
 beforeEach(async () => {
   janus = await FakeJanus.start();
@@ -28,9 +36,7 @@ describe("JanusSession", () => {
   it("creates, keeps alive every keepaliveMs, and stops the timer on destroy", async () => {
     const session = await JanusSession.create(transport, { keepaliveMs: 40 });
     expect(model.sessions.has(session.id)).toBe(true);
-    await tick(110);
-    const keepalives = kinds().filter((k) => k === "keepalive").length;
-    expect(keepalives).toBeGreaterThanOrEqual(2);
+    await until(() => kinds().filter((k) => k === "keepalive").length >= 2);
     expect(janus.received.find((m) => m["janus"] === "keepalive")).toMatchObject({ session_id: session.id });
     const closed: SessionCloseReason[] = [];
     session.events.on("closed", (r) => closed.push(r));
@@ -64,7 +70,7 @@ describe("JanusSession", () => {
       const seen: PeerEvent[] = [];
       handle.onPeer((e) => seen.push(e));
       janus.broadcast({ janus: "webrtcup", session_id: session.id, sender: handle.id });
-      await tick();
+      await until(() => seen.length > 0);
       expect(seen).toEqual([{ kind: "webrtcup" }]);
     } finally {
       await session.destroy();
@@ -94,7 +100,7 @@ describe("JanusSession", () => {
     b.events.on("closed", (r) => reasons.push(`b:${r}`));
     janus.broadcast({ janus: "timeout", session_id: a.id });
     model.sessions.delete(b.id);
-    await tick(100);
+    await until(() => reasons.length >= 2);
     expect(reasons.sort()).toEqual(["a:timeout", "b:lost"]);
   });
 });
@@ -116,6 +122,7 @@ describe("JanusPluginHandle", () => {
     janus.broadcast({ janus: "hangup", ...base, reason: "DTLS alert" });
     janus.broadcast({ janus: "detached", ...base });
     janus.broadcast({ janus: "webrtcup", ...base }); // after detach: nobody listens
+    await until(() => handle.detached);
     await tick(50);
     expect(seen).toEqual([
       { kind: "webrtcup" },

@@ -59,8 +59,12 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   {type:"trickle", target:"publisher"|"subscriber", candidate}   Janus's candidates (if any)
  *   {type:"renegotiate", reason}   the SFU room was recreated (e.g. Janus restarted): publish and
  *                                  subscribe again on fresh peer connections
- *   {type:"evicted", errcode, error}   the session ended (leave/kick/ban, expiry, call end);
- *                                      the socket closes with 4000 + HTTP status
+ *   {type:"evicted", errcode, error}   the session ended (leave/kick/ban, expiry, call end, or
+ *                                      another socket's hello took it over); the socket closes
+ *                                      with 4000 + HTTP status (4403, 4401, 4404)
+ *   {type:"error", errcode, error}     unsolicited, then closed: M_MISSING_TOKEN (no hello within
+ *                                      calls.limits.helloTimeoutSeconds; 4408), M_LIMIT_EXCEEDED
+ *                                      (calls.limits.socketsPerAddress; 4429)
  */
 export interface SubscribedStream {
   feed: string | number;
@@ -71,10 +75,4 @@ export interface SubscribedStream {
   device_id: string;
 }
 
-export interface Participant {
-  user_id: string;
-  device_id: string;
-  feed_id: string | number;
-  streams: { mid: string; kind: "audio" | "video"; type?: "camera" | "screen" }[];
-  muted: { audio: boolean; video: boolean };
-}
+export type { Participant } from "../../calls/callRoster.ts";

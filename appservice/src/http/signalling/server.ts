@@ -1,29 +1,30 @@
 // The signalling WebSocket. The first message must be `hello` with the session granted by the
-// call API (never a token in the URL: URLs end up in logs). Then each message type has one small
-// handler (handlers.ts); errors are Matrix-style and the socket lives on after a bad message.
-// A session that ends (leave/kick/ban, expiry, call end) closes its socket with the reason.
+// call API (never a token in the URL: URLs end up in logs), within the hello timeout. Then each
+// message type has one small handler; errors are Matrix-style and the socket lives on after a bad
+// message. A seat that ends (leave/kick/ban, takeover, expiry, call end) closes its socket with
+// the reason. Sockets per remote address are capped.
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { CallService, CallSession, SessionCloser } from "../../calls/callService.ts";
-import { ParleyError } from "../../errors.ts";
+import type { Seat } from "../../calls/callMedia.ts";
+import type { CallSeats } from "../../calls/callSeats.ts";
+import type { SessionEndReason } from "../../calls/callService.ts";
+import { ParleyError, type ErrCode } from "../../errors.ts";
 import { getLogger, type Logger } from "../../log.ts";
 import { clientMessage, MAX_MESSAGE_BYTES, type ClientMessage } from "./protocol.ts";
 
 export const SIGNALLING_PATH = "/_parley/v1/signal";
 
 /** Close codes: 4000 + the HTTP status of the reason. */
-const CLOSE = { M_FORBIDDEN: 4403, M_UNKNOWN_TOKEN: 4401, M_NOT_FOUND: 4404, M_MISSING_TOKEN: 4401 } as const;
+const closeCode = (errcode: ErrCode) => 4000 + new ParleyError(errcode, "").status;
+/** How long an ended seat's client gets to complete the close handshake. */
+const CLOSE_GRACE_MS = 1000;
 
 export interface Connection {
   readonly log: Logger;
-  session: CallSession | undefined;
-  /** The Matrix device the client declared in hello. */
-  deviceId: string | undefined;
-  /** What ends this socket when its session ends (registered with the call service). */
-  closer: SessionCloser | undefined;
+  /** The seat in a call, once hello succeeded. */
+  seat: Seat | undefined;
   send(message: Record<string, unknown>): void;
-  close(code: number, reason: string): void;
 }
 
 export type Handler<T extends ClientMessage["type"]> = (
@@ -33,32 +34,81 @@ export type Handler<T extends ClientMessage["type"]> = (
 
 export type HandlerTable = { [T in ClientMessage["type"]]?: Handler<T> };
 
+export interface SignallingLimits {
+  /** Open sockets per remote address; more are answered M_LIMIT_EXCEEDED and closed. */
+  socketsPerAddress: number;
+  /** A socket without a successful hello by then is closed. */
+  helloTimeoutMs: number;
+}
+
 export interface SignallingServer {
   connections(): number;
   close(): Promise<void>;
 }
 
-export function attachSignalling(server: Server, calls: CallService, handlers: HandlerTable, hooks: { closed?: (conn: Connection) => void } = {}): SignallingServer {
+export function attachSignalling(server: Server, seats: CallSeats, handlers: HandlerTable, limits: SignallingLimits): SignallingServer {
   const log = getLogger("http.signalling");
   // Transport limit well above the message limit, so an oversize message gets an answer.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MAX_MESSAGE_BYTES });
+  const perAddress = new Map<string, number>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (new URL(req.url ?? "/", "http://x").pathname !== SIGNALLING_PATH) return;
-    wss.handleUpgrade(req, socket, head, (ws) => serve(ws));
+    wss.handleUpgrade(req, socket, head, (ws) => serve(ws, req.socket.remoteAddress ?? ""));
   };
   server.on("upgrade", onUpgrade);
 
-  function serve(ws: WebSocket): void {
-    const conn: Connection = {
-      log,
-      session: undefined,
-      deviceId: undefined,
-      closer: undefined,
-      send: (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)),
-      close: (code, reason) => ws.close(code, reason),
-    };
+  function serve(ws: WebSocket, address: string): void {
+    const conn: Connection = { log, seat: undefined, send: (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)) };
     const fail = (err: ParleyError, msgId?: unknown) =>
       conn.send({ type: "error", ...(msgId === undefined ? {} : { id: msgId }), errcode: err.errcode, error: err.message });
+    const shut = (err: ParleyError, code = closeCode(err.errcode), type = "error") => {
+      conn.send({ type, errcode: err.errcode, error: err.message });
+      ws.close(code, err.message);
+      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+    };
+
+    const open = (perAddress.get(address) ?? 0) + 1;
+    perAddress.set(address, open);
+    ws.on("close", () => {
+      clearTimeout(helloTimer);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
+      if (conn.seat) seats.closed(conn.seat);
+    });
+    ws.on("error", (err) => log.warn({ err }, "signalling socket error"));
+    const helloTimer = setTimeout(
+      () => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${limits.helloTimeoutMs} ms`), 4408),
+      limits.helloTimeoutMs,
+    );
+    if (open > limits.socketsPerAddress) {
+      return shut(new ParleyError("M_LIMIT_EXCEEDED", `at most ${limits.socketsPerAddress} signalling sockets per address`));
+    }
+
+    let helloPending = false;
+    const hello: Handler<"hello"> = async (_conn, message) => {
+      if (conn.seat || helloPending) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
+      helloPending = true;
+      try {
+        const { seat, e2ee } = await seats.open(
+          {
+            push: (event) => conn.send(event),
+            ended: (reason: SessionEndReason) => shut(new ParleyError(reason.errcode, reason.message), undefined, "evicted"),
+          },
+          message.session,
+          message.device_id,
+        );
+        conn.seat = seat;
+        clearTimeout(helloTimer);
+        // The socket went away while the session was being opened: the seat goes with it.
+        if (ws.readyState !== ws.OPEN) seats.closed(seat);
+        const s = seat.session;
+        log.info({ userId: s.userId, roomId: s.roomId, callId: s.callId }, "signalling session open");
+        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee };
+      } finally {
+        helloPending = false;
+      }
+    };
 
     ws.on("message", async (data, isBinary) => {
       const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
@@ -77,29 +127,22 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
         return fail(new ParleyError("M_BAD_JSON", detail), msgId);
       }
       const message = parsed.data;
-      if (message.type !== "hello" && !conn.session) {
+      if (message.type !== "hello" && !conn.seat) {
         return fail(new ParleyError("M_MISSING_TOKEN", "send hello with your session first"), msgId);
       }
-      conn.log.debug({ type: message.type, userId: conn.session?.userId }, "signalling message");
-      const handler = handlers[message.type] as Handler<typeof message.type> | undefined;
+      const userId = conn.seat?.session.userId;
+      conn.log.debug({ type: message.type, userId }, "signalling message");
+      const handler = message.type === "hello" ? hello : (handlers[message.type] as Handler<typeof message.type> | undefined);
       if (!handler) return fail(new ParleyError("M_UNRECOGNIZED", `${message.type} is not supported here`), msgId);
       try {
         const result = await handler(conn, message as never);
         conn.send({ type: "result", ...(message.id === undefined ? {} : { id: message.id }), ...(result ?? {}) });
       } catch (err) {
         if (err instanceof ParleyError) return fail(err, message.id);
-        conn.log.error({ err, type: message.type, userId: conn.session?.userId }, "signalling handler failed");
+        conn.log.error({ err, type: message.type, userId }, "signalling handler failed");
         fail(new ParleyError("M_UNKNOWN", "internal error"), message.id);
       }
     });
-    ws.on("close", () => {
-      if (conn.session) hooks.closed?.(conn);
-      if (conn.session && conn.closer) {
-        calls.detach(conn.session.token, conn.closer);
-        void handlers.leave?.(conn, { type: "leave" }).catch(() => undefined);
-      }
-    });
-    ws.on("error", (err) => log.warn({ err }, "signalling socket error"));
   }
 
   return {
@@ -112,37 +155,5 @@ export function attachSignalling(server: Server, calls: CallService, handlers: H
   };
 }
 
-/** How a call's media is encrypted, told to the client in hello. */
-export interface E2eeInfo {
-  required: boolean;
-  keys: "participant" | "provisioned";
-  /** The bot whose Olm device sends provisioned keys (only keys from it are accepted). */
-  bot: string;
-}
-
-/** hello, ping and leave: what every connection has, whatever the media handlers. */
-export function sessionHandlers(
-  calls: CallService,
-  e2ee: (roomId: string) => E2eeInfo,
-  hooks: { opened?: (conn: Connection, e2ee: E2eeInfo) => void } = {},
-): Pick<HandlerTable, "hello" | "ping"> {
-  return {
-    hello: async (conn, m) => {
-      if (conn.session) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
-      const session = calls.session(m.session);
-      if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-      conn.session = session;
-      conn.deviceId = m.device_id;
-      conn.closer = (reason) => {
-        conn.send({ type: "evicted", errcode: reason.errcode, error: reason.message });
-        conn.close(CLOSE[reason.errcode], reason.message);
-      };
-      calls.attach(session.token, conn.closer);
-      conn.log.info({ userId: session.userId, roomId: session.roomId, callId: session.callId }, "signalling session open");
-      const info = e2ee(session.roomId);
-      hooks.opened?.(conn, info);
-      return { user_id: session.userId, room_id: session.roomId, call_id: session.callId, e2ee: info };
-    },
-    ping: async () => ({ pong: true }),
-  };
-}
+/** ping: what every connection has, whatever the media handlers. */
+export const sessionHandlers: Pick<HandlerTable, "ping"> = { ping: async () => ({ pong: true }) };

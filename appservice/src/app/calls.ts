@@ -1,0 +1,105 @@
+// The call wiring of start(): the SFU and its ports, the call service, seats and media rules,
+// provisioned keys, the signalling socket, idle-call ending and restart recovery. Two steps,
+// because the call API needs the call service before the HTTP server exists: startCalls() makes
+// the parts, attach(server) opens the signalling socket on the listening server; stop() unwinds
+// both, whatever was reached.
+import { randomBytes } from "node:crypto";
+import type { Server } from "node:http";
+import { CallSeats } from "../calls/callSeats.ts";
+import { CallService, type CallServiceDeps } from "../calls/callService.ts";
+import { IdleCalls } from "../calls/idleCalls.ts";
+import type { RoomStateReader } from "../calls/keyMode.ts";
+import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
+import { recoverLostRooms } from "../calls/sfuRecovery.ts";
+import type { ParleyConfig } from "../config/schema.ts";
+import type { BotCrypto } from "../crypto/botCrypto.ts";
+import { ParleyError } from "../errors.ts";
+import { mediaHandlers } from "../http/signalling/media.ts";
+import { attachSignalling, sessionHandlers, type SignallingServer } from "../http/signalling/server.ts";
+import { getLogger } from "../log.ts";
+import { createSfu, type Sfu } from "../sfu/index.ts";
+import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
+
+export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver"> {
+  homeserver: CallServiceDeps["homeserver"] & RoomStateReader & { readonly botUserId: string };
+  crypto: BotCrypto | undefined;
+}
+
+export interface RunningCalls {
+  readonly calls: CallService;
+  readonly seats: CallSeats;
+  readonly sfu: Sfu | undefined;
+  readonly provisioned: ProvisionedKeyService | undefined;
+  /** Opens the signalling socket on the (listening) HTTP server. */
+  attach(server: Server): void;
+  stop(): Promise<void>;
+}
+
+export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise<RunningCalls> {
+  const log = getLogger("app.calls");
+  const { limits } = config.calls;
+  const requireE2ee = config.calls.e2ee.required;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
+  const ports = sfu ? sfuPorts(sfu, { requireE2ee, maxEarlyCandidates: limits.iceCandidatesBeforeMedia }) : noSfu();
+  const calls = new CallService(
+    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers, sessionsPerUserPerCall: limits.sessionsPerUserPerCall },
+    { ...deps, sfu: ports },
+  );
+  // Provisioned keys need the bot's Olm device: without a crypto section no keys are provisioned.
+  const crypto = deps.crypto;
+  const provisioned = crypto
+    ? new ProvisionedKeyService({
+        sender: {
+          userId: deps.homeserver.botUserId,
+          deviceId: async () => (await crypto.device()).identity().deviceId,
+          sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
+        },
+        random: () => randomBytes(32),
+      })
+    : undefined;
+  const seats = new CallSeats({ calls, sfu: ports, rooms: deps.homeserver, keys: provisioned, botUserId: deps.homeserver.botUserId, requireE2ee });
+
+  const idleMs = config.calls.idleEndSeconds * 1000;
+  const idle = new IdleCalls(idleMs, {
+    clock: deps.clock,
+    activeCalls: () => deps.store.activeCalls(),
+    occupied: (callId) => calls.occupied(callId),
+    endIdle: async (call) => {
+      await calls.endIdle(call);
+      log.info({ callId: call.callId, roomId: call.roomId, origin: call.origin }, "idle call: SFU room destroyed");
+    },
+  });
+  const idleTimer = setInterval(() => void idle.sweep().catch((err: unknown) => log.warn({ err }, "idle call sweep failed")), IdleCalls.periodMs(idleMs));
+  idleTimer.unref();
+  const unwatch = sfu?.onNodeRestarted((nodeId, lost) => void recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
+
+  let signalling: SignallingServer | undefined;
+  return {
+    calls,
+    seats,
+    sfu,
+    provisioned,
+    attach(server) {
+      signalling = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media) }, {
+        socketsPerAddress: limits.socketsPerAddress,
+        helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
+      });
+    },
+    async stop() {
+      clearInterval(idleTimer);
+      unwatch?.();
+      await signalling?.close();
+      provisioned?.stop();
+      calls.stop();
+      await sfu?.stop();
+    },
+  };
+}
+
+/** Without an SFU node in the config, calls cannot carry media: joins say so. */
+function noSfu(): SfuPorts {
+  const unavailable = async (): Promise<never> => {
+    throw new ParleyError("M_UNAVAILABLE", "no media server (sfu.nodes) is configured");
+  };
+  return { createRoom: unavailable, destroyRoom: async () => undefined, roomExists: async () => false, open: unavailable, recreateRoom: unavailable };
+}

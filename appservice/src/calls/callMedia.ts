@@ -1,0 +1,150 @@
+// The media rules of a call, one method per client request: a seat's SFU session is opened once
+// (single-flight: a burst of first messages opens one), only while the seat's session is live
+// and held by it (checked on every request, and again once the SFU answered), and released with
+// everything it opened when the seat goes. A second publish starts the media over on a fresh SFU
+// session (Janus takes no new DTLS peer on a live handle); a session the SFU lost (Janus
+// restarted) is forgotten and the client told to renegotiate.
+import { ParleyError } from "../errors.ts";
+import type { CallSession } from "./callService.ts";
+import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
+import { admitE2ee } from "./e2eeAdmission.ts";
+import type { IceCandidate, MediaStreamInfo, SfuMedia, TrickleTarget } from "./ports.ts";
+import { SingleFlight } from "./singleFlight.ts";
+import type { SfuRoomRecord } from "../store/store.ts";
+
+/** One signalling socket's place in a call. */
+export interface Seat {
+  readonly session: CallSession;
+  /** The Matrix device the client declared in hello ("" if none). */
+  readonly deviceId: string;
+  readonly client: CallClient;
+}
+
+export interface CallMediaDeps {
+  sfu: SfuMedia;
+  sfuRoomOf(callId: string): SfuRoomRecord | undefined;
+  /** Whether the seat's session is live and still held by this seat. */
+  live(seat: Seat): boolean;
+  requireE2ee: boolean;
+}
+
+type Feeds = (MediaStreamInfo & { feed: string | number })[];
+
+export class CallMedia {
+  readonly roster = new CallRoster<Seat>();
+  private readonly opening = new SingleFlight<Seat, Member<Seat>>();
+  private readonly deps: CallMediaDeps;
+
+  constructor(deps: CallMediaDeps) {
+    this.deps = deps;
+  }
+
+  async publish(seat: Seat, req: { sdp: string; simulcast: boolean; e2ee: boolean | undefined }): Promise<{ answerSdp: string; feedId: string | number }> {
+    admitE2ee(this.deps.requireE2ee, req.e2ee, "publish");
+    const callId = seat.session.callId;
+    const previous = this.roster.get(callId, seat);
+    if (previous?.published) await this.drop(seat, previous);
+    const member = await this.memberOf(seat);
+    const { answerSdp, streams } = await member.media.publish(req.sdp, {
+      simulcast: req.simulcast,
+      // Announce the feed only once the SFU has its media: subscribing earlier fails (no such feed).
+      onUp: () => {
+        if (this.roster.get(callId, seat) !== member) return;
+        member.streams = withSource(streams, member.videoSource);
+        this.roster.broadcast(callId);
+      },
+    });
+    member.published = true;
+    return { answerSdp, feedId: member.media.feedId };
+  }
+
+  async subscribe(seat: Seat, feeds: { feed: string | number; mid?: string | undefined }[], e2ee: boolean | undefined): Promise<{ offerSdp: string; streams: Feeds }> {
+    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe");
+    const member = await this.memberOf(seat);
+    const { offerSdp, streams } = await member.media.subscribe(feeds);
+    return { offerSdp, streams: this.withOwners(seat, streams) };
+  }
+
+  async unsubscribe(seat: Seat, feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
+    const member = await this.memberOf(seat);
+    const { offerSdp, streams } = await member.media.unsubscribe(feeds);
+    return { offerSdp, streams: this.withOwners(seat, streams) };
+  }
+
+  async answer(seat: Seat, sdp: string, e2ee: boolean | undefined): Promise<void> {
+    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe");
+    await (await this.memberOf(seat)).media.answer(sdp);
+  }
+
+  async trickle(seat: Seat, target: TrickleTarget, candidate: IceCandidate | null): Promise<void> {
+    await (await this.memberOf(seat)).media.trickle(target, candidate);
+  }
+
+  async mute(seat: Seat, kind: "audio" | "video", muted: boolean): Promise<void> {
+    const member = await this.memberOf(seat);
+    await member.media.mute(kind, muted);
+    member.muted[kind] = muted;
+    this.roster.broadcast(seat.session.callId);
+  }
+
+  async source(seat: Seat, source: VideoSource): Promise<void> {
+    const member = await this.memberOf(seat);
+    member.videoSource = source;
+    member.streams = withSource(member.streams, source);
+    this.roster.broadcast(seat.session.callId);
+  }
+
+  /** The seat leaves the call's media (a `leave`, or the seat ended): its SFU session is closed. */
+  async release(seat: Seat): Promise<void> {
+    const member = this.roster.get(seat.session.callId, seat);
+    if (member) await this.drop(seat, member);
+  }
+
+  private async drop(seat: Seat, member: Member<Seat>): Promise<void> {
+    if (this.roster.get(seat.session.callId, seat) === member) {
+      this.roster.remove(seat.session.callId, seat);
+      this.roster.broadcast(seat.session.callId);
+    }
+    await member.media.close();
+  }
+
+  private assertLive(seat: Seat): void {
+    if (!this.deps.live(seat)) throw new ParleyError("M_FORBIDDEN", "this session has ended or moved to another connection");
+  }
+
+  /** The seat's member entry, opening its SFU session on first use (once, however many ask). */
+  private async memberOf(seat: Seat): Promise<Member<Seat>> {
+    this.assertLive(seat);
+    const existing = this.roster.get(seat.session.callId, seat);
+    if (existing) return existing;
+    return this.opening.run(seat, () => this.open(seat));
+  }
+
+  private async open(seat: Seat): Promise<Member<Seat>> {
+    const { callId, userId } = seat.session;
+    const room = this.deps.sfuRoomOf(callId);
+    if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
+    const media = await this.deps.sfu.open(room, userId, (reason) => {
+      // The SFU lost this session (e.g. Janus restarted): forget it, so the client's next
+      // publish/subscribe (after `renegotiate`) opens a fresh one in the recreated room.
+      const current = this.roster.get(callId, seat);
+      if (current?.media === media) void this.drop(seat, current).catch(() => undefined);
+      else void media.close().catch(() => undefined);
+      seat.client.push({ type: "renegotiate", reason });
+    });
+    if (!this.deps.live(seat)) {
+      // The seat ended while the SFU was answering: release what was just opened.
+      await media.close();
+      throw new ParleyError("M_FORBIDDEN", "this session has ended or moved to another connection");
+    }
+    const member: Member<Seat> = {
+      seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
+    };
+    this.roster.add(callId, member);
+    return member;
+  }
+
+  private withOwners(seat: Seat, streams: Feeds) {
+    return streams.map((s) => ({ ...s, ...this.roster.ownerOfFeed(seat.session.callId, s.feed) }));
+  }
+}

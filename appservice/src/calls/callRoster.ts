@@ -1,0 +1,86 @@
+// Who is in each call, by seat (one signalling socket's place in a call): the participant list
+// (who publishes which streams, who is muted) is Parley's own record, pushed to every seat of
+// the call on each change. A call's entry goes when its last member leaves.
+import type { MediaStreamInfo, SfuMediaSession } from "./ports.ts";
+
+export type VideoSource = "camera" | "screen";
+
+export interface Participant {
+  user_id: string;
+  device_id: string;
+  feed_id: string | number;
+  streams: { mid: string; kind: "audio" | "video"; type?: VideoSource }[];
+  muted: { audio: boolean; video: boolean };
+}
+
+/** What the call pushes to a seat's client. */
+export type CallPush = { type: "participants"; participants: Participant[] } | { type: "renegotiate"; reason: string };
+
+export interface CallClient {
+  push(event: CallPush): void;
+}
+
+export interface Member<S> {
+  seat: S;
+  userId: string;
+  deviceId: string;
+  client: CallClient;
+  media: SfuMediaSession;
+  /** Streams announced to the others (set once the SFU has the media). */
+  streams: Participant["streams"];
+  /** Whether this seat has published on its current SFU session. */
+  published: boolean;
+  /** What the published video shows. */
+  videoSource: VideoSource;
+  muted: { audio: boolean; video: boolean };
+}
+
+export class CallRoster<S> {
+  private readonly calls = new Map<string, Map<S, Member<S>>>();
+
+  get(callId: string, seat: S): Member<S> | undefined {
+    return this.calls.get(callId)?.get(seat);
+  }
+
+  add(callId: string, member: Member<S>): void {
+    let members = this.calls.get(callId);
+    if (!members) this.calls.set(callId, (members = new Map()));
+    members.set(member.seat, member);
+  }
+
+  remove(callId: string, seat: S): Member<S> | undefined {
+    const members = this.calls.get(callId);
+    const member = members?.get(seat);
+    members?.delete(seat);
+    if (members && members.size === 0) this.calls.delete(callId);
+    return member;
+  }
+
+  participants(callId: string): Participant[] {
+    return [...(this.calls.get(callId)?.values() ?? [])]
+      .filter((m) => m.streams.length > 0)
+      .map((m) => ({ user_id: m.userId, device_id: m.deviceId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted } }));
+  }
+
+  ownerOfFeed(callId: string, feed: string | number): { user_id: string; device_id: string } {
+    for (const m of this.calls.get(callId)?.values() ?? []) {
+      if (String(m.media.feedId) === String(feed)) return { user_id: m.userId, device_id: m.deviceId };
+    }
+    return { user_id: "", device_id: "" };
+  }
+
+  broadcast(callId: string): void {
+    const participants = this.participants(callId);
+    for (const m of this.calls.get(callId)?.values() ?? []) m.client.push({ type: "participants", participants });
+  }
+
+  /** Calls with at least one member. */
+  size(): number {
+    return this.calls.size;
+  }
+}
+
+/** Labels the video streams with what they show (camera or screen). */
+export function withSource(streams: (MediaStreamInfo & { type?: VideoSource })[], source: VideoSource): Participant["streams"] {
+  return streams.map((s) => (s.kind === "video" ? { ...s, type: source } : s));
+}

@@ -1,0 +1,117 @@
+// Seats: a signalling socket's place in a call, from hello to its end. A hello takes the session
+// over (the previous holder ends at once), reads the room's key mode and, for provisioned keys,
+// adds the device to the key service. A seat ends on eviction, takeover, the call's end or its
+// socket's close; ending releases, synchronously, its provisioned-key membership (no key sent
+// afterwards reaches it) and its SFU session (closed through the SFU at once), then tells the
+// client and closes its socket.
+import { ParleyError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import type { CallClient } from "./callRoster.ts";
+import { CallMedia, type Seat } from "./callMedia.ts";
+import type { CallService, SessionCloser, SessionEndReason } from "./callService.ts";
+import { readKeyMode, type KeyMode, type RoomStateReader } from "./keyMode.ts";
+import type { SfuMedia } from "./ports.ts";
+import type { KeyDevice } from "./provisionedKeys.ts";
+
+/** What the signalling layer gives a seat: pushes, and the end of its socket. */
+export interface SeatClient extends CallClient {
+  /** The seat ended: tell the client why and close the socket. */
+  ended(reason: SessionEndReason): void;
+}
+
+/** How a call's media is encrypted, as told in hello. */
+export interface E2eeInfo {
+  required: boolean;
+  keys: KeyMode;
+  /** The bot whose Olm device sends provisioned keys (only keys from it are accepted). */
+  bot: string;
+}
+
+/** The provisioned-key service, as seats use it. */
+export interface CallKeys {
+  join(callId: string, roomId: string, member: object, device: KeyDevice): void;
+  leave(callId: string, member: object): void;
+}
+
+export interface CallSeatsDeps {
+  calls: Pick<CallService, "session" | "attach" | "detach" | "holds" | "sfuRoomOf">;
+  sfu: SfuMedia;
+  rooms: RoomStateReader;
+  /** The bot's Olm device sending provisioned keys; undefined without crypto. */
+  keys: CallKeys | undefined;
+  botUserId: string;
+  requireE2ee: boolean;
+}
+
+interface SeatState extends Seat {
+  readonly closer: SessionCloser;
+  ended: boolean;
+}
+
+export class CallSeats {
+  readonly media: CallMedia;
+  private readonly deps: CallSeatsDeps;
+  private readonly log = getLogger("calls.seats");
+
+  constructor(deps: CallSeatsDeps) {
+    this.deps = deps;
+    this.media = new CallMedia({
+      sfu: deps.sfu,
+      sfuRoomOf: (callId) => deps.calls.sfuRoomOf(callId),
+      live: (seat) => this.live(seat),
+      requireE2ee: deps.requireE2ee,
+    });
+  }
+
+  /** hello: the seat of `token` for this client, taking the session over from any other socket. */
+  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo }> {
+    const { calls } = this.deps;
+    const known = calls.session(token);
+    if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    const mode = await readKeyMode(this.deps.rooms, known.roomId);
+    // The session may have ended while the room state was read.
+    const session = calls.session(token);
+    if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    const seat: SeatState = {
+      session,
+      deviceId: deviceId ?? "",
+      client,
+      ended: false,
+      closer: (reason) => {
+        this.release(seat);
+        client.ended(reason);
+      },
+    };
+    calls.attach(token, seat.closer);
+    const bot = mode.bot ?? this.deps.botUserId;
+    const keys = this.deps.keys;
+    if (mode.keys === "provisioned") {
+      if (!keys || bot !== this.deps.botUserId) {
+        this.log.warn({ roomId: session.roomId, bot }, "the room wants provisioned keys this Parley cannot send");
+      } else if (deviceId) {
+        keys.join(session.callId, session.roomId, seat, { userId: session.userId, deviceId });
+      }
+    }
+    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot } };
+  }
+
+  /** Whether the seat's session is live and still held by this seat. */
+  live(seat: Seat): boolean {
+    const s = seat as SeatState;
+    return !s.ended && this.deps.calls.holds(s.session.token, s.closer);
+  }
+
+  /** The seat's socket closed by itself: its session ends with it (unless taken over). */
+  closed(seat: Seat): void {
+    const s = seat as SeatState;
+    this.deps.calls.detach(s.session.token, s.closer);
+    this.release(s);
+  }
+
+  private release(seat: SeatState): void {
+    if (seat.ended) return;
+    seat.ended = true;
+    this.deps.keys?.leave(seat.session.callId, seat);
+    void this.media.release(seat).catch((err: unknown) => this.log.warn({ err, callId: seat.session.callId }, "SFU session not released"));
+  }
+}

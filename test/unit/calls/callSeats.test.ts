@@ -1,0 +1,233 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
+import { CallSeats, type SeatClient } from "../../../appservice/src/calls/callSeats.ts";
+import { CallService, type SessionEndReason } from "../../../appservice/src/calls/callService.ts";
+import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
+import type { SfuMedia, SfuMediaSession, SfuRooms } from "../../../appservice/src/calls/ports.ts";
+import type { KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
+import type { SfuRoomRecord } from "../../../appservice/src/store/store.ts";
+
+const ROOM = "!meeting:a.example";
+const ALICE = "@alice:a.example";
+const BOT = "@parley:a.example";
+
+/** An SFU whose open() answers when the test says so; it counts what is open. */
+class FakeSfu implements SfuRooms, SfuMedia {
+  opened = 0;
+  open_ = new Set<FakeMedia>();
+  lose: ((reason: string) => void)[] = [];
+  gate: Promise<void> = Promise.resolve();
+  async createRoom(callId: string): Promise<SfuRoomRecord> {
+    return { node: "n1", room: `room-${callId}`, secret: "s" };
+  }
+  async destroyRoom(): Promise<void> {}
+  async roomExists(): Promise<boolean> {
+    return true;
+  }
+  async open(_room: SfuRoomRecord, _display: string, onEnded: (reason: string) => void): Promise<SfuMediaSession> {
+    this.opened++;
+    await this.gate;
+    const media = new FakeMedia(this, `p${this.opened}`);
+    this.open_.add(media);
+    this.lose.push(onEnded);
+    return media;
+  }
+}
+
+class FakeMedia implements SfuMediaSession {
+  readonly feedId: string;
+  readonly trickles: unknown[] = [];
+  private readonly sfu: FakeSfu;
+  constructor(sfu: FakeSfu, feedId: string) {
+    this.sfu = sfu;
+    this.feedId = feedId;
+  }
+  async publish(_sdp: string, opts: { onUp: () => void }) {
+    setTimeout(opts.onUp, 0);
+    return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }] };
+  }
+  async subscribe() {
+    return { offerSdp: "v=0 offer", streams: [] };
+  }
+  async unsubscribe() {
+    return { streams: [] };
+  }
+  async answer() {}
+  async trickle(_t: string, c: unknown) {
+    this.trickles.push(c);
+  }
+  async mute() {}
+  async close() {
+    this.sfu.open_.delete(this);
+  }
+}
+
+class Client implements SeatClient {
+  readonly pushes: CallPush[] = [];
+  readonly endings: SessionEndReason[] = [];
+  push(e: CallPush) {
+    this.pushes.push(e);
+  }
+  ended(r: SessionEndReason) {
+    this.endings.push(r);
+  }
+}
+
+let dir: string;
+let store: SqliteStore;
+let sfu: FakeSfu;
+let calls: CallService;
+let seats: CallSeats;
+let roomState: Record<string, unknown> | undefined;
+let keyLog: string[];
+let ids = 0;
+
+function makeSeats(opts: { keys?: boolean } = {}) {
+  keyLog = [];
+  return new CallSeats({
+    calls,
+    sfu,
+    rooms: { stateContent: async () => roomState },
+    keys: opts.keys === false ? undefined : {
+      join: (_c: string, _r: string, _m: object, d: KeyDevice) => keyLog.push(`join ${d.deviceId}`),
+      leave: () => keyLog.push("leave"),
+    },
+    botUserId: BOT,
+    requireE2ee: true,
+  });
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "parley-seats-"));
+  store = new SqliteStore(path.join(dir, "p.db"));
+  store.claimAlias("#meet-x:a.example");
+  store.completeAlias("#meet-x:a.example", ROOM);
+  sfu = new FakeSfu();
+  roomState = { version: 1, api: "https://meet.a.example" };
+  calls = new CallService(
+    { sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 5 },
+    {
+      homeserver: { resolveAlias: async () => undefined, getMembership: async () => "join" },
+      store,
+      policy: new FederationPolicy("a.example", []),
+      verifier: { verify: async () => ({ userId: ALICE }) },
+      sfu,
+      clock: { now: () => 1_000 },
+      ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+    },
+  );
+  seats = makeSeats();
+});
+
+afterEach(() => {
+  calls.stop();
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const session = async () => (await calls.join({ openIdToken: "t", serverName: "a.example", room: ROOM })).session;
+const candidate = { candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host" };
+
+describe("a seat", () => {
+  it("takes its session over from another socket, which is ended and releases its SFU session at once", async () => {
+    const token = await session();
+    const [one, two] = [new Client(), new Client()];
+    const first = await seats.open(one, token, "DEV");
+    await seats.media.trickle(first.seat, "publisher", candidate);
+    expect(sfu.open_.size).toBe(1);
+    const second = await seats.open(two, token, "DEV");
+    expect(one.endings).toEqual([{ errcode: "M_FORBIDDEN", message: "session taken over by another connection" }]);
+    expect(sfu.open_.size).toBe(0);
+    // Every media message re-checks the seat: the first one is refused, the second one served.
+    await expect(seats.media.trickle(first.seat, "publisher", candidate)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await seats.media.trickle(second.seat, "publisher", candidate);
+    expect(sfu.open_.size).toBe(1);
+  });
+
+  it("opens one SFU session for a burst of first messages", async () => {
+    const { seat } = await seats.open(new Client(), await session(), "DEV");
+    let release!: () => void;
+    sfu.gate = new Promise((r) => (release = r));
+    const burst = Array.from({ length: 50 }, () => seats.media.trickle(seat, "subscriber", candidate));
+    release();
+    await Promise.all(burst);
+    expect(sfu.opened).toBe(1);
+    expect([...sfu.open_][0]!.trickles).toHaveLength(50);
+  });
+
+  it("releases an SFU session that was still opening when the seat ended", async () => {
+    const token = await session();
+    const { seat } = await seats.open(new Client(), token, "DEV");
+    let release!: () => void;
+    sfu.gate = new Promise((r) => (release = r));
+    const pending = seats.media.trickle(seat, "publisher", candidate);
+    calls.evict(ROOM, ALICE, "kick");
+    release();
+    await expect(pending).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    expect(sfu.open_.size).toBe(0);
+  });
+
+  it("ends on the call's end: client told, SFU session and key membership released", async () => {
+    const client = new Client();
+    const { seat } = await seats.open(client, await session(), "DEV");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await calls.endCall(store.activeCall(ROOM)!);
+    expect(client.endings).toEqual([{ errcode: "M_NOT_FOUND", message: "the call has ended" }]);
+    expect(sfu.open_.size).toBe(0);
+  });
+
+  it("refuses media that does not declare end-to-end encryption, before the SFU", async () => {
+    const { seat } = await seats.open(new Client(), await session(), "DEV");
+    await expect(seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: undefined })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await expect(seats.media.subscribe(seat, [{ feed: "p1" }], false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    expect(sfu.opened).toBe(0);
+  });
+
+  it("a second publish starts over on a fresh SFU session; a lost one is forgotten and the client told to renegotiate", async () => {
+    const client = new Client();
+    const { seat } = await seats.open(client, await session(), "DEV");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    expect(sfu.opened).toBe(2);
+    expect(sfu.open_.size).toBe(1);
+    sfu.lose.at(-1)!("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    expect(sfu.open_.size).toBe(0);
+    expect(client.pushes.at(-1)).toEqual({ type: "renegotiate", reason: "media session lost" });
+  });
+});
+
+describe("the key mode comes from the room's org.parley.call state", () => {
+  it("provisioned: the device joins the key service, and leaves it synchronously when its seat ends", async () => {
+    roomState = { version: 1, e2ee: { keys: "provisioned", bot: BOT } };
+    const token = await session();
+    const opened = await seats.open(new Client(), token, "DEV");
+    expect(opened.e2ee).toEqual({ required: true, keys: "provisioned", bot: BOT });
+    expect(keyLog).toEqual(["join DEV"]);
+    calls.evict(ROOM, ALICE, "kick");
+    expect(keyLog).toEqual(["join DEV", "leave"]);
+  });
+
+  it("no state, or no e2ee in it: participant keys", async () => {
+    for (const state of [undefined, { version: 1 }, { e2ee: "provisioned" }]) {
+      roomState = state;
+      expect((await seats.open(new Client(), await session(), "DEV")).e2ee).toEqual({ required: true, keys: "participant", bot: BOT });
+    }
+    expect(keyLog.filter((l) => l.startsWith("join"))).toEqual([]);
+  });
+
+  it("provisioned for another bot, or without crypto: this Parley sends no keys", async () => {
+    roomState = { e2ee: { keys: "provisioned", bot: "@other:b.example" } };
+    expect((await seats.open(new Client(), await session(), "DEV")).e2ee).toMatchObject({ keys: "provisioned", bot: "@other:b.example" });
+    expect(keyLog).toEqual([]);
+  });
+
+  it("an unreadable room state refuses the hello (M_UNAVAILABLE) rather than guess", async () => {
+    seats = new CallSeats({ calls, sfu, rooms: { stateContent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
+    await expect(seats.open(new Client(), await session(), "DEV")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+  });
+});
