@@ -29,7 +29,7 @@ export function webMeetingServices(session: MatrixSession, origin: string): Meet
         feed,
         keys: async () => {
           await feed.whenStarted();
-          return { transport: feed.keyTransport(), members: feed.callMembers() };
+          return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
         },
         avatars: avatars.get,
       });
