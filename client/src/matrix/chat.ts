@@ -58,6 +58,23 @@ function sdkLogger(log: Logger, prefix = "sdk"): SdkLogger {
   };
 }
 
+/** A to-device message as matrix-js-sdk hands it over (ClientEvent.ReceivedToDeviceMessage). */
+export interface ReceivedToDevice {
+  message: { type: string; content: Record<string, unknown> };
+  encryptionInfo: { sender: string; senderDevice?: string | null | undefined } | null;
+}
+
+/**
+ * A media-key message with its sender as Olm authenticates it, or null if it is not one. Keys
+ * count only when Olm-encrypted, and the sender is who Olm says: the user and the device whose
+ * session decrypted it (Rust crypto knows it for every to-device type but m.room_key), never what
+ * the content claims. Without a device the key is passed on as such, and refused downstream.
+ */
+export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: unknown } | null {
+  if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return null;
+  return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
+}
+
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
   private readonly log = getLogger("chat");
@@ -192,18 +209,15 @@ export class SyncedRoomFeed implements RoomFeed {
     };
   }
 
-  private onToDevice(m: { message: { type: string; content: Record<string, unknown> }; encryptionInfo: { sender: string; senderDevice?: string | null } | null }): void {
-    // Keys count only when Olm-encrypted, and the sender is who Olm says: the user and the device
-    // whose session decrypted it (Rust crypto knows it for every to-device type but m.room_key),
-    // never what the content claims. Without a device the key is passed on as such, and refused.
-    if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return;
-    const from = { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null };
+  private onToDevice(m: ReceivedToDevice): void {
+    const key = olmKeyMessage(m);
+    if (!key) return;
     if (this.keyListeners.size === 0) {
-      this.keyBacklog.push({ from, content: m.message.content });
+      this.keyBacklog.push(key);
       this.keyBacklog.splice(0, Math.max(0, this.keyBacklog.length - 256));
       return;
     }
-    for (const fn of this.keyListeners) fn(from, m.message.content);
+    for (const fn of this.keyListeners) fn(key.from, key.content);
   }
 
   /** The content of the room's org.parley.call state (state key ""), null if it has none. */
