@@ -13,6 +13,7 @@ import { decryptFrame, deriveFrameKey, clearBytesForCodec, TRAILER_LENGTH } from
 import { CALL_KEYS_EVENT, parseKeyContent } from "../../client/src/rtc/e2ee/keyShare.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { e2eeStats, joinThroughClient, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
+import { announceCallE2ee } from "../support/callState.ts";
 import { CryptoClient, type ToDeviceMessage } from "../support/cryptoClient.ts";
 import { TestUser } from "../support/matrix.ts";
 import { RtpCapture, vp8Frames, type RtpPacket } from "../support/rtp.ts";
@@ -145,6 +146,7 @@ describe("end-to-end encrypted media", () => {
       await mediaFlowing(page);
       await page.locator('#call-e2ee[data-state="encrypted"]').waitFor({ timeout: 15_000 });
       expect(await page.locator("#call-e2ee").innerText()).toBe("Encrypted end to end");
+      expect(await page.locator("#call-keys").innerText()).toBe("Keys: each participant");
     }
   });
 
@@ -254,6 +256,8 @@ describe("end-to-end encrypted media", () => {
   });
 
   it("provisioned keys end to end: B's bot keys a call hosted by B, both decrypt, both are told", async () => {
+    // The room decides the key mode (its org.parley.call state), as B's bot announces it.
+    await announceCallE2ee(B, B.alias("provisioned-call"), { keys: "provisioned", bot: B.botUserId });
     const link = (inst: Institution) => `${inst.parley.url}/#/call/${encodeURIComponent(B.alias("provisioned-call"))}`;
     for (const [page, inst] of [[alicePage, A], [bobPage, B]] as const) {
       await page.locator("#call-leave").click();
@@ -265,6 +269,7 @@ describe("end-to-end encrypted media", () => {
       await mediaFlowing(page);
       await page.locator('#call-e2ee[data-state="encrypted"][data-mode="provisioned"]').waitFor({ timeout: 15_000 });
       expect(await page.locator("#call-e2ee").innerText()).toBe("Encrypted end to end with keys provisioned by the meeting's server");
+      expect(await page.locator("#call-keys").innerText()).toBe(`Keys: provisioned by ${B.botUserId}`);
     }
   });
 });
