@@ -192,7 +192,7 @@ export class ParticipantKeyShare {
         this.enqueue(() => this.onMembers());
       }),
     );
-    if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.useHeldKeys()));
+    if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -324,6 +324,20 @@ export class ParticipantKeyShare {
   private use(id: string, keys: { index: number; key: Uint8Array }[]): void {
     for (const k of keys) this.o.sink.setKey(id, k.index, k.key);
     this.applied.set(id, [...(this.applied.get(id) ?? []), ...keys.map((k) => ({ index: k.index, key: k.key }))].slice(-MAX_KEYS_PER_SENDER));
+  }
+
+  /** The SFU's list changed: use the keys of new publishers; forget those of publishers that
+   * went and were never members (a member's leave is `onMembers`' to handle, with a rotation). */
+  private onRoster(): void {
+    const members = this.others();
+    const publishing = this.publishing();
+    for (const [id, keys] of this.applied) {
+      if (members.has(id) || publishing.has(id) || this.sharedWith.has(id)) continue;
+      this.o.sink.forget(id);
+      this.held.add(id, keys);
+      this.applied.delete(id);
+    }
+    this.useHeldKeys();
   }
 
   /** Uses the held keys of every device that is in the call now. */

@@ -230,6 +230,10 @@ describe("ParticipantKeyShare: a key that arrives before its sender is seen in t
     expect(h.sink.calls).toContain(`key ${id(CAROL)} 3`);
     // A publisher that is no member still gets none of this device's keys.
     expect(h.sent.flatMap((s) => s.to)).not.toContain(id(CAROL));
+    // When she stops publishing, her keys go out of use (and are held, bounded, in case she comes back).
+    h.setRoster([BOB]);
+    expect(h.sink.calls).toContain(`forget ${id(CAROL)}`);
+    expect(h.share.heldCount).toBe(2);
   });
 
   it("keeps a key that came while its sender's leave was still to be handled, and uses it when the sender shows again", async () => {
