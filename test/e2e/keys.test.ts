@@ -23,8 +23,9 @@ let alice: Awaited<ReturnType<typeof signedInUser>>, bob: Awaited<ReturnType<typ
 let carol: CryptoClient;
 let roomId: string;
 let failed = false;
-/** Bob's page's E2EE log lines. */
+/** Bob's and Alice's pages' E2EE log lines. */
 const bobLog: string[] = [];
+const aliceLog: string[] = [];
 
 const CAROL_DEVICE = "CAROLDEV";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -32,6 +33,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The device id a page's user runs as. */
 async function deviceOf(page: Page): Promise<string> {
   return page.evaluate(() => localStorage.getItem("parley.session.v1") ?? "").then((raw) => (JSON.parse(raw || "{}") as { deviceId?: string }).deviceId ?? "");
+}
+
+/** Whether a "media decryption" log line says the frames of `userId`'s device decrypt. */
+function decrypts(line: string, userId: string): boolean {
+  const at = line.indexOf(`${userId}|`);
+  return line.includes("media decryption") && at >= 0 && /^[^:]*: ok/.test(line.slice(at + userId.length + 1));
 }
 
 async function decrypting(page: Page): Promise<void> {
@@ -52,6 +59,9 @@ beforeAll(async () => {
   bobPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${encodeURIComponent(alias)}`, bob);
   bobPage.on("console", (m: ConsoleMessage) => {
     if (m.text().startsWith("[parley:e2ee]")) bobLog.push(m.text());
+  });
+  alicePage.on("console", (m: ConsoleMessage) => {
+    if (m.text().startsWith("[parley:e2ee]")) aliceLog.push(m.text());
   });
   await Promise.all([decrypting(alicePage), decrypting(bobPage)]);
 
@@ -112,6 +122,30 @@ describe("media keys: only the Olm sender's device, and the mode the room names"
     for (const page of [alicePage, bobPage]) {
       await page.locator('#call-keys[data-mode="participant"]').waitFor({ timeout: 15_000 });
       expect(await page.locator("#call-keys").innerText()).toBe("Keys: each participant");
+    }
+  });
+
+  it("a key whose sender's MatrixRTC membership never shows is used once the SFU lists that device publishing", async () => {
+    // Dave's client cannot publish its call membership (the homeserver never gets it): his media
+    // key reaches Alice before (and without) any membership of his.
+    const dave = await signedInUser(A, "dave", "Dave Dormouse");
+    const davePage = await joinThroughClient(browser, `${A.parley.url}/#/call/${encodeURIComponent(A.alias("keys-call"))}`, dave, {
+      beforeOpen: async (page) => {
+        await page.route(`**/state/${encodeURIComponent(CALL_MEMBER_EVENT)}/**`, (route) => route.abort());
+      },
+    });
+    try {
+      await davePage.locator('.call-status[data-phase="connected"]').waitFor({ timeout: 30_000 });
+      // Alice's client reports each sender's decryption state: Dave's frames decrypt.
+      const daveOk = () => aliceLog.some((l) => decrypts(l, dave.userId));
+      const deadline = Date.now() + 30_000;
+      while (!daveOk() && Date.now() < deadline) await sleep(100);
+      expect(daveOk(), aliceLog.filter((l) => l.includes(dave.userId)).join("\n")).toBe(true);
+      expect(aliceLog.some((l) => l.includes("media key received") && l.includes(dave.userId) && l.includes("member: false"))).toBe(true);
+      const daveTile = alicePage.locator(".tile", { has: alicePage.locator(".tile-name", { hasText: "Dave Dormouse" }) });
+      expect(await daveTile.getAttribute("class")).not.toContain("undecryptable");
+    } finally {
+      await davePage.context().close();
     }
   });
 
