@@ -54,6 +54,33 @@ async function deviceOf(page: Page): Promise<string> {
   return page.evaluate(() => localStorage.getItem("parley.session.v1") ?? "").then((raw) => (JSON.parse(raw || "{}") as { deviceId?: string }).deviceId ?? "");
 }
 
+/** Packets a page has sent on its lowest simulcast video layer (rid "l": Janus's substream 0, what an rtp_forward copies). */
+async function lowLayerPacketsSent(page: Page): Promise<number> {
+  return page.evaluate(async () => {
+    let sent = 0;
+    for (const pc of (window as unknown as { __parleyPcs?: RTCPeerConnection[] }).__parleyPcs ?? []) {
+      if (pc.connectionState === "closed") continue;
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === "l") sent += Number(s.packetsSent ?? 0);
+      });
+    }
+    return sent;
+  });
+}
+
+/** Waits until the page's video reaches Janus (its low layer's packet count grows): a forward made before copies no video. */
+async function sendingVideo(page: Page, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let before = await lowLayerPacketsSent(page);
+  for (;;) {
+    await sleep(250);
+    const now = await lowLayerPacketsSent(page);
+    if (before > 0 && now > before) return;
+    if (Date.now() > deadline) throw new Error(`no video sent on the low layer (${now} packets)`);
+    before = now;
+  }
+}
+
 /** Forwards Alice's published audio (mid 0) and video (mid 1) from Janus to two local sockets. */
 async function captureAlice(): Promise<{ audio: RtpCapture; video: RtpCapture; stop: () => Promise<void> }> {
   const call = A.parleyStore().activeCall(roomId);
@@ -112,7 +139,9 @@ beforeAll(async () => {
   carolUser = new TestUser(A.synapse.clientUrl, c.userId, login.access_token);
   carol.onToDevice(CALL_KEYS_EVENT, onCarolKey);
   await setCarolMembership(true);
-  // Janus's copy of Alice's media from before Bob joins (his subscription asks Alice for a key frame).
+  // Janus's copy of Alice's media from before Bob joins (his subscription asks Alice for a key frame),
+  // once her video flows (her client publishes only after it has read the room's key mode).
+  await sendingVideo(alicePage);
   aliceCapture = await captureAlice();
 
   // Bob joins late, from his own institution.
