@@ -32,7 +32,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust): Me
         feed,
         keys: async () => {
           await feed.whenStarted();
-          return { transport: feed.keyTransport(), members: feed.callMembers() };
+          return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
         },
         avatars: avatars.get,
       });

@@ -13,6 +13,7 @@ import { decryptFrame, deriveFrameKey, clearBytesForCodec, TRAILER_LENGTH } from
 import { CALL_KEYS_EVENT, parseKeyContent } from "../../client/src/rtc/e2ee/keyShare.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { e2eeStats, joinThroughClient, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
+import { announceCallE2ee } from "../support/callState.ts";
 import { CryptoClient, type ToDeviceMessage } from "../support/cryptoClient.ts";
 import { TestUser } from "../support/matrix.ts";
 import { RtpCapture, vp8Frames, type RtpPacket } from "../support/rtp.ts";
@@ -51,6 +52,33 @@ function onCarolKey(m: ToDeviceMessage): void {
 /** The device id a page's user runs as (from the participant list Janus's host keeps). */
 async function deviceOf(page: Page): Promise<string> {
   return page.evaluate(() => localStorage.getItem("parley.session.v1") ?? "").then((raw) => (JSON.parse(raw || "{}") as { deviceId?: string }).deviceId ?? "");
+}
+
+/** Packets a page has sent on its lowest simulcast video layer (rid "l": Janus's substream 0, what an rtp_forward copies). */
+async function lowLayerPacketsSent(page: Page): Promise<number> {
+  return page.evaluate(async () => {
+    let sent = 0;
+    for (const pc of (window as unknown as { __parleyPcs?: RTCPeerConnection[] }).__parleyPcs ?? []) {
+      if (pc.connectionState === "closed") continue;
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === "l") sent += Number(s.packetsSent ?? 0);
+      });
+    }
+    return sent;
+  });
+}
+
+/** Waits until the page's video reaches Janus (its low layer's packet count grows): a forward made before copies no video. */
+async function sendingVideo(page: Page, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let before = await lowLayerPacketsSent(page);
+  for (;;) {
+    await sleep(250);
+    const now = await lowLayerPacketsSent(page);
+    if (before > 0 && now > before) return;
+    if (Date.now() > deadline) throw new Error(`no video sent on the low layer (${now} packets)`);
+    before = now;
+  }
 }
 
 /** Forwards Alice's published audio (mid 0) and video (mid 1) from Janus to two local sockets. */
@@ -111,7 +139,9 @@ beforeAll(async () => {
   carolUser = new TestUser(A.synapse.clientUrl, c.userId, login.access_token);
   carol.onToDevice(CALL_KEYS_EVENT, onCarolKey);
   await setCarolMembership(true);
-  // Janus's copy of Alice's media from before Bob joins (his subscription asks Alice for a key frame).
+  // Janus's copy of Alice's media from before Bob joins (his subscription asks Alice for a key frame),
+  // once her video flows (her client publishes only after it has read the room's key mode).
+  await sendingVideo(alicePage);
   aliceCapture = await captureAlice();
 
   // Bob joins late, from his own institution.
@@ -145,6 +175,7 @@ describe("end-to-end encrypted media", () => {
       await mediaFlowing(page);
       await page.locator('#call-e2ee[data-state="encrypted"]').waitFor({ timeout: 15_000 });
       expect(await page.locator("#call-e2ee").innerText()).toBe("Encrypted end to end");
+      expect(await page.locator("#call-keys").innerText()).toBe("Keys: each participant");
     }
   });
 
@@ -254,6 +285,8 @@ describe("end-to-end encrypted media", () => {
   });
 
   it("provisioned keys end to end: B's bot keys a call hosted by B, both decrypt, both are told", async () => {
+    // The room decides the key mode (its org.parley.call state), as B's bot announces it.
+    await announceCallE2ee(B, B.alias("provisioned-call"), { keys: "provisioned", bot: B.botUserId });
     const link = (inst: Institution) => `${inst.parley.url}/#/call/${encodeURIComponent(B.alias("provisioned-call"))}`;
     for (const [page, inst] of [[alicePage, A], [bobPage, B]] as const) {
       await page.locator("#call-leave").click();
@@ -265,6 +298,7 @@ describe("end-to-end encrypted media", () => {
       await mediaFlowing(page);
       await page.locator('#call-e2ee[data-state="encrypted"][data-mode="provisioned"]').waitFor({ timeout: 15_000 });
       expect(await page.locator("#call-e2ee").innerText()).toBe("Encrypted end to end with keys provisioned by the meeting's server");
+      expect(await page.locator("#call-keys").innerText()).toBe(`Keys: provisioned by ${B.botUserId}`);
     }
   });
 });

@@ -140,12 +140,19 @@ export async function signedInUser(inst: Institution, localpart: string, display
 }
 
 /**
- * Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join.
+ * Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join
+ * (`beforeOpen` runs on the new page first, e.g. to route its requests).
  * The page's errors, warnings and E2EE log lines go to the test's stderr.
  */
-export async function joinThroughClient(browser: Browser, link: string, user: { userId: string; password: string }): Promise<Page> {
+export async function joinThroughClient(
+  browser: Browser,
+  link: string,
+  user: { userId: string; password: string },
+  opts: { beforeOpen?: (page: Page) => Promise<void> } = {},
+): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
+  await opts.beforeOpen?.(page);
   await trackPeerConnections(page);
   page.on("pageerror", (e) => console.error(`[${user.userId}] pageerror: ${e.message}`));
   page.on("console", (m) => {

@@ -26,8 +26,9 @@ import { getLogger, type Logger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
-import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
+import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
+import { CALL_STATE_EVENT } from "./rooms.ts";
 import { ENCRYPTED_CHAT_REASON, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
 export function syncFilterDefinition(roomId: string) {
@@ -57,6 +58,23 @@ function sdkLogger(log: Logger, prefix = "sdk"): SdkLogger {
   };
 }
 
+/** A to-device message as matrix-js-sdk hands it over (ClientEvent.ReceivedToDeviceMessage). */
+export interface ReceivedToDevice {
+  message: { type: string; content: Record<string, unknown> };
+  encryptionInfo: { sender: string; senderDevice?: string | null | undefined } | null;
+}
+
+/**
+ * A media-key message with its sender as Olm authenticates it, or null if it is not one. Keys
+ * count only when Olm-encrypted, and the sender is who Olm says: the user and the device whose
+ * session decrypted it (Rust crypto knows it for every to-device type but m.room_key), never what
+ * the content claims. Without a device the key is passed on as such, and refused downstream.
+ */
+export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: unknown } | null {
+  if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return null;
+  return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
+}
+
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
   private readonly log = getLogger("chat");
@@ -70,8 +88,8 @@ export class SyncedRoomFeed implements RoomFeed {
 
   private readonly crypto: boolean;
   /** Media keys that arrived before anyone listened (the first sync can carry them). */
-  private readonly keyBacklog: { from: DeviceRef; content: unknown }[] = [];
-  private readonly keyListeners = new Set<(from: DeviceRef, content: unknown) => void>();
+  private readonly keyBacklog: { from: KeySender; content: unknown }[] = [];
+  private readonly keyListeners = new Set<(from: KeySender, content: unknown) => void>();
   private startedResolve!: () => void;
   private startedReject!: (err: unknown) => void;
   private readonly started = new Promise<void>((resolve, reject) => {
@@ -191,17 +209,20 @@ export class SyncedRoomFeed implements RoomFeed {
     };
   }
 
-  private onToDevice(m: { message: { type: string; content: Record<string, unknown> }; encryptionInfo: { sender: string; senderDevice?: string } | null }): void {
-    // Keys count only when Olm-encrypted: the sender is who Olm says, never a claim.
-    if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return;
-    const claimed = (m.message.content.member as { claimed_device_id?: unknown } | undefined)?.claimed_device_id;
-    const from = { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice ?? (typeof claimed === "string" ? claimed : "") };
+  private onToDevice(m: ReceivedToDevice): void {
+    const key = olmKeyMessage(m);
+    if (!key) return;
     if (this.keyListeners.size === 0) {
-      this.keyBacklog.push({ from, content: m.message.content });
+      this.keyBacklog.push(key);
       this.keyBacklog.splice(0, Math.max(0, this.keyBacklog.length - 256));
       return;
     }
-    for (const fn of this.keyListeners) fn(from, m.message.content);
+    for (const fn of this.keyListeners) fn(key.from, key.content);
+  }
+
+  /** The content of the room's org.parley.call state (state key ""), null if it has none. */
+  callState(): unknown {
+    return this.client?.getRoom(this.roomId)?.currentState.getStateEvents(CALL_STATE_EVENT, "")?.getContent() ?? null;
   }
 
   /** Devices with a live MatrixRTC membership in the room, from its state. */

@@ -15,10 +15,11 @@ import {
 import { asErrCode, ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { KeyChannel } from "../rtc/e2ee/callEncryption.ts";
-import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
+import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { Emitter } from "../state/store.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices, membershipStateKey, type MembershipTransport } from "./membership.ts";
 import { parseOpenIdToken, type OpenIdProvider } from "./openid.ts";
+import { CALL_STATE_EVENT } from "./rooms.ts";
 import { membersFromState, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
 export interface WidgetParams {
@@ -145,6 +146,8 @@ function requestCallCapabilities(api: WidgetApi, params: WidgetParams): void {
   api.requestCapabilityToReceiveState(CALL_MEMBER_EVENT);
   api.requestCapabilityToReceiveState("m.room.member");
   api.requestCapabilityToReceiveState("m.room.name");
+  // The call's key mode is the room's (org.parley.call e2ee), never the signalling server's.
+  api.requestCapabilityToReceiveState(CALL_STATE_EVENT);
   api.requestCapabilityToSendMessage("m.text");
   // Any msgtype (notices, emotes): the event-type form, not receive.event:m.room.message# which
   // matches no msgtype at all.
@@ -340,7 +343,13 @@ export class WidgetSession {
     // with the first call, not with the page.
     const members = new WidgetCallMembers(this, liveCallDevices);
     await members.start();
-    return { transport: this.keyTransport(), members };
+    return { transport: this.keyTransport(), members, callState: () => this.callState(), authenticatedDevices: false };
+  }
+
+  /** The content of the room's org.parley.call state (state key ""), null if it has none. */
+  private async callState(): Promise<unknown> {
+    const events = await this.roomState(CALL_STATE_EVENT);
+    return events.find((e) => e.state_key === "")?.content ?? null;
   }
 
   private keyTransport(): KeyTransport {
@@ -440,13 +449,13 @@ class WidgetRoomFeed implements RoomFeed {
   }
 }
 
-type KeyListener = (from: DeviceRef, content: unknown) => void;
+type KeyListener = (from: KeySender, content: unknown) => void;
 
 /**
  * A media-key message as the client feeds it (send_to_device: `{ type, sender, content,
  * encrypted }`), with every reason it is not one we accept.
  */
-export function parseToDeviceKey(data: unknown): { from: DeviceRef; content: Record<string, unknown> } | { errors: string[] } {
+export function parseToDeviceKey(data: unknown): { from: KeySender; content: Record<string, unknown> } | { errors: string[] } {
   if (typeof data !== "object" || data === null) return { errors: ["not an object"] };
   const d = data as Record<string, unknown>;
   const errors: string[] = [];
@@ -456,20 +465,17 @@ export function parseToDeviceKey(data: unknown): { from: DeviceRef; content: Rec
   if (d.encrypted !== true) errors.push("not Olm-encrypted");
   if (typeof d.sender !== "string" || !d.sender.startsWith("@")) errors.push("no sender");
   const content = typeof d.content === "object" && d.content !== null ? (d.content as Record<string, unknown>) : null;
-  // The client does not tell the sending device: the device is the one the content claims. Olm
-  // binds the message to the sender's user (a homeserver cannot forge it), but a user can claim
-  // any of its own devices.
-  const member = content?.member as { claimed_device_id?: unknown } | undefined;
-  const deviceId = typeof member?.claimed_device_id === "string" ? member.claimed_device_id : "";
   if (!content) errors.push("no content");
-  else if (!deviceId) errors.push("no member.claimed_device_id");
   if (errors.length) return { errors };
-  return { from: { userId: d.sender as string, deviceId }, content: content! };
+  // The widget API does not say which device Olm decrypted the message from: Olm binds it to the
+  // sender's user only. The content's claimed device is not taken instead (a user's device could
+  // claim another of its devices), so the device stays unknown and participant keys are refused.
+  return { from: { userId: d.sender as string, deviceId: null }, content: content! };
 }
 
 /** Media keys from the client, held (the latest 256) until the call listens: they can come early. */
 class KeyInbox {
-  private readonly backlog: { from: DeviceRef; content: unknown }[] = [];
+  private readonly backlog: { from: KeySender; content: unknown }[] = [];
   private readonly listeners = new Set<KeyListener>();
   private readonly log = getLogger("e2ee");
 

@@ -51,8 +51,8 @@ export interface CallConnectionOptions {
   transforms?: MediaTransformHook;
   /** This client's Matrix device, declared to the server (media keys are addressed to it). */
   deviceId?: string;
-  /** The server's hello (the call's E2EE settings), before any media is sent. */
-  onHello?: (hello: HelloResult) => void;
+  /** The server's hello, before any media is sent; media waits for what it returns (the E2EE key mode). */
+  onHello?: (hello: HelloResult) => void | Promise<void>;
   socketFactory?: SocketFactory;
   timers?: Timers;
   join?: typeof joinCall;
@@ -111,7 +111,8 @@ export class CallConnection {
       if (hello.e2ee?.required && !this.o.transforms.e2ee) {
         throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "the call requires E2EE; no frame transforms here" });
       }
-      this.o.onHello?.(hello);
+      await this.o.onHello?.(hello);
+      if (this.ended) return;
       await this.startMedia();
       if (!this.ended) this.state.update({ phase: "connected" });
     } catch (err) {
@@ -233,6 +234,9 @@ export class CallConnection {
     switch (p.type) {
       case "participants":
         this.participants = p.participants;
+        this.o.transforms.participants?.(
+          p.participants.filter((x) => x.device_id && x.streams.length > 0).map((x) => ({ userId: x.user_id, deviceId: x.device_id })),
+        );
         this.refreshRemotes();
         void this.syncFeeds();
         return;

@@ -13,6 +13,12 @@ export interface ReceiverInfo {
   mid: string;
 }
 
+/** A device publishing media in the call, from the SFU's participant list. */
+export interface PublishingDevice {
+  userId: string;
+  deviceId: string;
+}
+
 export interface MediaTransformHook {
   /** Declared to the server with publish, subscribe and answer: frames are end-to-end encrypted. */
   e2ee?: boolean;
@@ -22,6 +28,8 @@ export interface MediaTransformHook {
   attachReceiver?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
   /** A receiver's mid now carries another feed (Janus reuses m-lines): re-key it. */
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
+  /** The server's participant list changed: the other devices publishing media (with a device id). */
+  participants?(devices: PublishingDevice[]): void;
 }
 
 /** No transforms: frames pass as they are (tests, and calls whose server does not require E2EE). */

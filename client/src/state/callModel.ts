@@ -6,6 +6,7 @@ import type { AvatarSource } from "../matrix/media.ts";
 import type { RoomMember } from "../matrix/timeline.ts";
 import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
 import type { EncryptionState } from "../rtc/e2ee/callEncryption.ts";
+import { keyModeText } from "../rtc/e2ee/keyMode.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
@@ -67,6 +68,8 @@ export interface E2eeView {
   /** Names of participants whose first frames have not arrived or decrypted yet. */
   waiting: string[];
   text: string;
+  /** Who makes the media keys, as the room's state decides: "Keys: each participant" / "Keys: provisioned by <bot>". */
+  keys: string;
 }
 
 export interface CallViewState {
@@ -396,11 +399,11 @@ export class CallViewModel {
         undecryptable,
       });
     }
-    this.state.update({ tiles, e2ee: enc?.mode ? e2eeView(enc.mode, failing, waiting, enc.error) : null });
+    this.state.update({ tiles, e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, failing, waiting, enc.error) : null });
   }
 }
 
-function e2eeView(mode: E2eeView["mode"], failing: string[], waiting: string[], error: string | null): E2eeView {
+function e2eeView(mode: E2eeView["mode"], bot: string | null, failing: string[], waiting: string[], error: string | null): E2eeView {
   const encrypted = !error && failing.length === 0 && waiting.length === 0;
   const how = mode === "provisioned" ? "Encrypted end to end with keys provisioned by the meeting's server" : "Encrypted end to end";
   const text = error
@@ -410,5 +413,5 @@ function e2eeView(mode: E2eeView["mode"], failing: string[], waiting: string[], 
       : waiting.length
         ? `Waiting for media keys from ${waiting.join(", ")}`
         : how;
-  return { mode, encrypted, failing, waiting, text };
+  return { mode, encrypted, failing, waiting, text, keys: keyModeText(mode, bot) };
 }

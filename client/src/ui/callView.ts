@@ -42,6 +42,7 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
   const grid = h("div", { class: "grid", role: "list", "aria-label": "Participants" });
   const status = h("span", { class: "call-status", role: "status" });
   const e2ee = h("span", { class: "e2ee", id: "call-e2ee", role: "status", "aria-live": "polite" });
+  const keys = h("span", { class: "e2ee-keys", id: "call-keys" });
   const banner = h("p", { class: "banner", role: "status", "aria-live": "polite" });
   const errorText = h("span", { role: "alert" });
   const retryBtn = h("button", { type: "button", class: "primary", onclick: actions.onRetry }, "Join again");
@@ -55,7 +56,7 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
   const chatPanel = chatView(chat);
   const stage = h("div", { class: "stage" }, grid, chatPanel.el);
   const el = h("section", { class: "call", "aria-label": `Call in ${roomName}` },
-    h("div", { class: "call-top" }, h("h2", {}, roomName), e2ee, status),
+    h("div", { class: "call-top" }, h("h2", {}, roomName), e2ee, keys, status),
     banner,
     errorBox,
     stage,
@@ -119,6 +120,9 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
     e2ee.textContent = s.e2ee ? s.e2ee.text : "Not encrypted";
     e2ee.dataset.state = !s.e2ee ? "off" : s.e2ee.encrypted ? "encrypted" : s.e2ee.failing.length ? "failing" : "waiting";
     e2ee.dataset.mode = s.e2ee?.mode ?? "";
+    keys.textContent = s.e2ee?.keys ?? "";
+    keys.hidden = !s.e2ee;
+    keys.dataset.mode = s.e2ee?.mode ?? "";
     banner.textContent = s.notice ?? "";
     banner.hidden = !s.notice;
     errorText.textContent = s.error ?? "";

@@ -241,3 +241,51 @@ describe("applyStreams", () => {
     expect(c.get("1")?.feed).toBe(3);
   });
 });
+
+describe("CallConnection and E2EE", () => {
+  function e2eeSetup(onHello: () => Promise<void>) {
+    const rosters: { userId: string; deviceId: string }[][] = [];
+    const call = new CallConnection({
+      callApi: "http://127.0.0.11:9",
+      room: "!r:x",
+      openId: async () => ({ access_token: "o", token_type: "Bearer", matrix_server_name: "x", expires_in: 60 }),
+      local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
+      peerFactory,
+      join: async () => GRANT,
+      transforms: { participants: (devices) => void rosters.push(devices) },
+      onHello,
+      socketFactory: (url) => {
+        socket = new FakeSocket(url);
+        serve(socket);
+        return socket;
+      },
+    });
+    return { call, rosters };
+  }
+
+  it("publishes only once the key mode is set (what onHello returns has settled)", async () => {
+    let setMode!: () => void;
+    const { call } = e2eeSetup(() => new Promise<void>((r) => (setMode = r)));
+    const starting = call.start();
+    await vi.waitFor(() => expect(sent("hello")).toHaveLength(1));
+    await tick();
+    expect(sent("publish")).toHaveLength(0);
+    setMode();
+    await starting;
+    expect(sent("publish")).toHaveLength(1);
+  });
+
+  it("tells the frame transforms which other devices publish (the SFU's roster), as the server lists them", async () => {
+    const { call, rosters } = e2eeSetup(async () => undefined);
+    await call.start();
+    socket.receive({
+      type: "participants",
+      participants: [
+        { ...REMOTE, device_id: "BDEV" },
+        { ...REMOTE, feed_id: 8, user_id: "@c:z", device_id: "CDEV", streams: [] }, // not publishing
+        { ...REMOTE, feed_id: 9, user_id: "@d:z", device_id: "" }, // no device declared
+      ],
+    });
+    expect(rosters.at(-1)).toEqual([{ userId: "@b:y", deviceId: "BDEV" }]);
+  });
+});

@@ -5,6 +5,7 @@ import type { CallSnapshot, RemoteParticipant } from "../../../client/src/rtc/ca
 import { SpeakerSelector } from "../../../client/src/rtc/speaker.ts";
 import { CallViewModel, initialsOf, type CallMediaPort, type CallPort } from "../../../client/src/state/callModel.ts";
 import { Store } from "../../../client/src/state/store.ts";
+import type { EncryptionState } from "../../../client/src/rtc/e2ee/callEncryption.ts";
 import { asTrack, FakeTrack, tick } from "./fakes.ts";
 
 function fakeCall() {
@@ -57,7 +58,7 @@ const members = new Map<string, RoomMember>([
   ["@b:y", { userId: "@b:y", displayName: "Bob", avatarMxc: null }],
 ]);
 
-function setup(opts: { micOn?: boolean; cameraOn?: boolean } = {}) {
+function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState> } = {}) {
   const call = fakeCall();
   const media = fakeMedia();
   const membership = { join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) };
@@ -80,6 +81,7 @@ function setup(opts: { micOn?: boolean; cameraOn?: boolean } = {}) {
       videoDeviceId: null,
     },
     levelsEveryMs: 100,
+    ...(opts.encryption ? { encryption: opts.encryption } : {}),
   });
   return { vm, call, media, membership, audio, camera, fireMembers: () => onMembers?.(members) };
 }
@@ -255,5 +257,17 @@ describe("SpeakerSelector", () => {
     const s = new SpeakerSelector({ smoothing: 1 });
     s.update(new Map([["a", 0.5]]), 0);
     expect(s.update(new Map(), 10)).toBeNull();
+  });
+});
+
+describe("CallViewModel: the key mode in the call header", () => {
+  it("says who makes the media keys, as the room's state decided", () => {
+    const encryption = new Store<EncryptionState>({ mode: null, bot: null, health: new Map(), error: null });
+    const { vm } = setup({ encryption });
+    expect(vm.state.get().e2ee).toBeNull();
+    encryption.update({ mode: "participant" });
+    expect(vm.state.get().e2ee?.keys).toBe("Keys: each participant");
+    encryption.update({ mode: "provisioned", bot: "@parley:b.example" });
+    expect(vm.state.get().e2ee?.keys).toBe("Keys: provisioned by @parley:b.example");
   });
 });

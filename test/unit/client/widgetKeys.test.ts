@@ -7,7 +7,7 @@ import "./fakes.ts";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { CALL_MEMBER_EVENT } from "../../../client/src/matrix/membership.ts";
 import { parseToDeviceKey, WidgetSession, type WidgetParams } from "../../../client/src/matrix/widget.ts";
-import { CALL_KEYS_EVENT, keyContent, type DeviceRef } from "../../../client/src/rtc/e2ee/keyShare.ts";
+import { CALL_KEYS_EVENT, keyContent, type DeviceRef, type KeySender } from "../../../client/src/rtc/e2ee/keyShare.ts";
 
 const ROOM = "!call:parley.test";
 const ME = "@me:parley.test";
@@ -130,29 +130,29 @@ describe("widget media-key channel", () => {
     expect(element.sent).toEqual([{ type: CALL_KEYS_EVENT, encrypted: true, messages: { "@ann:x": { ANN1: content, ANN2: content }, "@bob:x": { BOB1: content } } }]);
   });
 
-  it("delivers keys that came before anyone listened, then live ones, with the claimed device", async () => {
+  it("delivers keys that came before anyone listened, then live ones, with no device (the widget API names none, and a claim is not taken)", async () => {
     const w = await connect();
     await feedKey({ userId: "@ann:x", deviceId: "ANN1" }, true, 0);
     await feedKey({ userId: "@ann:x", deviceId: "ANN1" }, true, 1);
-    const got: { from: DeviceRef; index: unknown }[] = [];
+    const got: { from: KeySender; index: unknown }[] = [];
     const channel = await w.keyChannel();
+    expect(channel.authenticatedDevices).toBe(false);
     const off = channel.transport.onKeys((from, content) => got.push({ from, index: (content as { keys: { index: number } }).keys.index }));
     expect(got).toEqual([
-      { from: { userId: "@ann:x", deviceId: "ANN1" }, index: 0 },
-      { from: { userId: "@ann:x", deviceId: "ANN1" }, index: 1 },
+      { from: { userId: "@ann:x", deviceId: null }, index: 0 },
+      { from: { userId: "@ann:x", deviceId: null }, index: 1 },
     ]);
     await feedKey({ userId: "@bob:x", deviceId: "BOB1" }, true, 2);
-    expect(got.at(-1)).toEqual({ from: { userId: "@bob:x", deviceId: "BOB1" }, index: 2 });
+    expect(got.at(-1)).toEqual({ from: { userId: "@bob:x", deviceId: null }, index: 2 });
     off();
     await feedKey({ userId: "@bob:x", deviceId: "BOB1" }, true, 3);
     expect(got).toHaveLength(3);
   });
 
-  it("ignores keys Element did not receive Olm-encrypted, and messages that claim no device", async () => {
+  it("ignores keys Element did not receive Olm-encrypted", async () => {
     const w = await connect();
     await feedKey({ userId: "@eve:x", deviceId: "EVE1" }, false);
-    await host.feedToDevice({ type: CALL_KEYS_EVENT, sender: "@eve:x", content: { keys: { index: 0, key: "AA" } } }, true);
-    const got: DeviceRef[] = [];
+    const got: KeySender[] = [];
     (await w.keyChannel()).transport.onKeys((from) => got.push(from));
     await feedKey({ userId: "@eve:x", deviceId: "EVE1" }, false);
     expect(got).toEqual([]);
@@ -222,13 +222,13 @@ describe("widget media-key channel", () => {
 describe("parseToDeviceKey", () => {
   it("names every reason a message is not an acceptable key", () => {
     expect(parseToDeviceKey({ type: "m.other", encrypted: false, content: {} })).toEqual({
-      errors: [`type is not ${CALL_KEYS_EVENT}`, "not Olm-encrypted", "no sender", "no member.claimed_device_id"],
+      errors: [`type is not ${CALL_KEYS_EVENT}`, "not Olm-encrypted", "no sender"],
     });
     expect(parseToDeviceKey(null)).toEqual({ errors: ["not an object"] });
   });
 
-  it("takes the user from the sender and the device from the content's claim", () => {
+  it("takes the user from the sender and never the device from the content's claim", () => {
     const content = { member: { claimed_device_id: "D1" } };
-    expect(parseToDeviceKey({ type: CALL_KEYS_EVENT, encrypted: true, sender: "@a:x", content })).toEqual({ from: { userId: "@a:x", deviceId: "D1" }, content });
+    expect(parseToDeviceKey({ type: CALL_KEYS_EVENT, encrypted: true, sender: "@a:x", content })).toEqual({ from: { userId: "@a:x", deviceId: null }, content });
   });
 });

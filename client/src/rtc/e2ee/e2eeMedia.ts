@@ -3,7 +3,7 @@
 // with `encodedInsertableStreams`), hands the worker the media keys the key exchange produces,
 // and keeps each remote participant's decryption health for the UI.
 import { Emitter } from "../../state/store.ts";
-import type { MediaTransformHook, ReceiverInfo } from "../transforms.ts";
+import type { MediaTransformHook, PublishingDevice, ReceiverInfo } from "../transforms.ts";
 import { participantId, type CipherStatus, type DecryptState, type KeyMode, type MediaKind } from "./cipher.ts";
 import type { FromWorker, ToWorker, TransformOptions } from "./workerProtocol.ts";
 
@@ -22,6 +22,8 @@ interface EncodedStreamsCapable {
 export interface E2eeMediaEvents extends Record<string, unknown> {
   status: Map<string, DecryptState>;
   error: string;
+  /** The devices publishing in the call changed (see `roster`). */
+  roster: undefined;
 }
 
 /**
@@ -55,6 +57,7 @@ export class E2eeMedia implements MediaTransformHook {
   readonly #receivers = new WeakMap<RTCRtpReceiver, string>();
   #nextReceiver = 0;
   readonly #status = new Map<string, DecryptState>();
+  #roster: PublishingDevice[] = [];
 
   constructor(opts: { userId: string; deviceId: string; worker: WorkerLike; scriptTransform: ScriptTransformCtor | null }) {
     this.self = participantId(opts.userId, opts.deviceId);
@@ -89,6 +92,19 @@ export class E2eeMedia implements MediaTransformHook {
   receiverReassigned(receiver: RTCRtpReceiver, info: ReceiverInfo): void {
     const receiverId = this.#receivers.get(receiver);
     if (receiverId) this.#post({ type: "bind", receiverId, participant: participantId(info.userId, info.deviceId) });
+  }
+
+  /** The SFU's participant list changed: the devices publishing media in the call now. */
+  participants(devices: PublishingDevice[]): void {
+    const key = (list: PublishingDevice[]) => list.map((d) => participantId(d.userId, d.deviceId)).sort().join("\n");
+    if (key(devices) === key(this.#roster)) return;
+    this.#roster = devices.map((d) => ({ userId: d.userId, deviceId: d.deviceId }));
+    this.events.emit("roster", undefined);
+  }
+
+  /** The devices publishing media in the call, as the SFU's participant list last said. */
+  roster(): PublishingDevice[] {
+    return [...this.#roster];
   }
 
   setKey(participant: string, index: number, key: Uint8Array): void {

@@ -1,4 +1,5 @@
-// Who gets which media key, and when. Two modes (the server says which in hello):
+// Who gets which media key, and when. Two modes (the room's `org.parley.call` state says which;
+// see keyMode.ts):
 //
 // Participant keys (default): this device makes its own 32-byte media key and sends it, Olm-
 // encrypted, to every other device with a live MatrixRTC membership in the room (the to-device
@@ -6,15 +7,22 @@
 // and sent to those who remain, and used only after `useDelayMs` so they have it first. A joiner
 // gets the current key if it is younger than `graceMs`, else everyone gets a new one (a joiner
 // cannot decrypt what was sent before it joined, beyond the grace period). A device that is not a
-// member never gets a key; keys from a device are used only once that device is a member.
+// member never gets a key.
+//
+// A received key counts only from the device Olm authenticated as its sender, and only if the
+// content claims that same device (no fallback to the claim). It is used once its sender is in the
+// call: a MatrixRTC member, or publishing in the SFU's participant list. Until then it is held
+// (heldKeys.ts, bounded), and every change of either list uses the held keys of whoever is now in
+// the call, in whatever order the key, the membership and the roster arrived.
 //
 // Provisioned keys: the bot's device sends one call key to every joined, policy-checked device
-// and rotates it on every membership change; only keys from the bot are accepted, and each is
-// used for sending after `useDelayMs`.
+// and rotates it on every membership change; only keys from the bot the room names are accepted,
+// and each is used for sending after `useDelayMs`.
 import { getLogger } from "../../log.ts";
 import { realTimers, type Timers } from "../../timers.ts";
 import { MEDIA_KEY_LENGTH } from "./frameCrypto.ts";
 import { participantId } from "./cipher.ts";
+import { HeldKeys, MAX_KEYS_PER_SENDER, type HeldKeyLimits } from "./heldKeys.ts";
 import { generateMediaKey } from "./keyRing.ts";
 
 export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
@@ -33,11 +41,20 @@ export interface CallKeyContent {
   sent_ts: number;
 }
 
+/**
+ * Who sent a key message, as the transport's Olm layer authenticates it: the user, and the device
+ * whose Olm session decrypted it (null when the transport cannot say, e.g. the widget API).
+ */
+export interface KeySender {
+  userId: string;
+  deviceId: string | null;
+}
+
 export interface KeyTransport {
   /** Olm-encrypts `content` for each device and sends it; resolves with the devices it could not reach (if it knows). */
   send(devices: DeviceRef[], content: CallKeyContent): Promise<DeviceRef[] | void>;
-  /** Olm-decrypted key messages, with the sending device as Olm attributes it. */
-  onKeys(fn: (from: DeviceRef, content: unknown) => void): () => void;
+  /** Olm-decrypted key messages, with the sender as Olm authenticates it (never a claim of the content). */
+  onKeys(fn: (from: KeySender, content: unknown) => void): () => void;
 }
 
 export interface CallMembersPort {
@@ -45,6 +62,9 @@ export interface CallMembersPort {
   devices(): DeviceRef[];
   onChange(fn: () => void): () => void;
 }
+
+/** The devices publishing media in the call, from the SFU's participant list (same shape). */
+export type CallRosterPort = CallMembersPort;
 
 export interface KeySink {
   setOwnKey(index: number, key: Uint8Array, use: boolean): void;
@@ -59,6 +79,8 @@ export interface KeyShareOptions {
   self: DeviceRef;
   transport: KeyTransport;
   members: CallMembersPort;
+  /** Devices publishing in the SFU: their keys are used even before (or without) their membership. */
+  roster?: CallRosterPort;
   sink: KeySink;
   timers?: Timers;
   now?: () => number;
@@ -69,6 +91,8 @@ export interface KeyShareOptions {
   /** A key that could not reach a member device is sent again after this (doubling, up to 10 s). */
   retryMs?: number;
   random?: () => Uint8Array;
+  /** Bounds of the keys held for senders not in the call (defaults in heldKeys.ts). */
+  heldLimits?: Partial<HeldKeyLimits>;
 }
 
 export interface RotationEvent {
@@ -93,6 +117,16 @@ function fromBase64(text: string): Uint8Array | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Why a key message from `from` claiming `claimedDevice` is not acceptable, or null: the sender
+ * must be a device Olm authenticated, and the content must claim that same device.
+ */
+export function senderProblem(from: KeySender, claimedDevice: string): string | null {
+  if (!from.deviceId) return "no Olm-authenticated sending device";
+  if (claimedDevice !== from.deviceId) return `claims device ${JSON.stringify(claimedDevice)} but Olm says ${from.deviceId}`;
+  return null;
 }
 
 /** A valid key message's index and key for `roomId`, or why it is not one. */
@@ -123,14 +157,14 @@ export function keyContent(roomId: string, self: DeviceRef, index: number, key: 
 
 /** Participant-keys mode: this device's key, shared with the call's member devices. */
 export class ParticipantKeyShare {
-  private readonly o: Required<Omit<KeyShareOptions, "random">> & { random: () => Uint8Array };
+  private readonly o: Required<Omit<KeyShareOptions, "random" | "roster" | "heldLimits">> & { random: () => Uint8Array; roster: CallRosterPort | null };
   private readonly log = getLogger("e2ee");
   private current: { index: number; key: Uint8Array; createdAt: number } | null = null;
   /** The devices that hold the current key. */
   private sharedWith = new Map<string, DeviceRef>();
-  /** Keys from devices not (yet, or no longer) seen as members, by device: applied when they are. */
-  private readonly held = new Map<string, { index: number; key: Uint8Array }[]>();
-  /** The last keys applied per member device, kept aside if it leaves (a quick rejoin, or a
+  /** Keys from devices not (yet, or no longer) in the call, by device: used when they are. */
+  private readonly held: HeldKeys;
+  /** The last keys used per device in the call, kept aside if it leaves (a quick rejoin, or a
    * membership update that arrives after its new key, must not lose its key). */
   private readonly applied = new Map<string, { index: number; key: Uint8Array }[]>();
   private readonly unsubscribe: (() => void)[] = [];
@@ -145,12 +179,20 @@ export class ParticipantKeyShare {
   onRotated: ((e: RotationEvent) => void) | null = null;
 
   constructor(opts: KeyShareOptions) {
-    this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts };
+    this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts, roster: opts.roster ?? null };
+    this.held = new HeldKeys(() => this.o.now(), opts.heldLimits);
   }
 
   start(): void {
     this.unsubscribe.push(this.o.transport.onKeys((from, content) => this.onKeys(from, content)));
-    this.unsubscribe.push(this.o.members.onChange(() => this.enqueue(() => this.onMembers())));
+    this.unsubscribe.push(
+      this.o.members.onChange(() => {
+        // Held keys are used at once, not after our own key's delivery (which can take seconds).
+        this.useHeldKeys();
+        this.enqueue(() => this.onMembers());
+      }),
+    );
+    if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -166,6 +208,11 @@ export class ParticipantKeyShare {
     return this.queue;
   }
 
+  /** How many keys are held for senders not in the call (tests, diagnostics). */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
   private enqueue(op: () => Promise<void>): void {
     this.queue = this.queue.then(() => (this.stopped ? undefined : op())).catch((err) => this.log.warn("key share failed", { err: String(err) }));
   }
@@ -175,17 +222,31 @@ export class ParticipantKeyShare {
     return new Map(this.o.members.devices().filter((d) => deviceKey(d) !== self).map((d) => [deviceKey(d), d]));
   }
 
+  /** Devices publishing in the SFU (other than this one). */
+  private publishing(): Set<string> {
+    const self = deviceKey(this.o.self);
+    return new Set((this.o.roster?.devices() ?? []).map(deviceKey).filter((k) => k !== self));
+  }
+
+  /** Whether a key from device `id` may be used now: it is a member, or it publishes in the SFU. */
+  private inCall(id: string): boolean {
+    return this.others().has(id) || this.publishing().has(id);
+  }
+
   private async onMembers(): Promise<void> {
     const now = this.others();
+    const publishing = this.publishing();
     const left = [...this.sharedWith.keys()].filter((k) => !now.has(k));
     const joined = [...now].filter(([k]) => !this.sharedWith.has(k)).map(([, d]) => d);
     for (const k of left) {
+      if (publishing.has(k)) continue; // still sending media: its key still decrypts it
       this.o.sink.forget(k);
-      const last = this.applied.get(k);
+      this.held.add(k, this.applied.get(k) ?? []);
       this.applied.delete(k);
-      if (last) this.held.set(k, last);
     }
-    for (const d of joined) this.release(d);
+    // Keys held for anyone in the call now, not only for the devices that joined since the last
+    // look: a rotation may have counted a device in before its held key was looked at.
+    this.useHeldKeys();
     if (left.length) return this.rotate("leave", false);
     if (!joined.length || !this.current) return;
     if (this.o.now() - this.current.createdAt < this.o.graceMs) {
@@ -206,6 +267,7 @@ export class ParticipantKeyShare {
     this.o.sink.setOwnKey(index, key, useNow);
     const targets = this.others();
     this.sharedWith = targets;
+    this.useHeldKeys();
     if (!useNow) {
       // Switch even if sending failed: after a leave the old key must go out of use.
       this.o.timers.clearTimeout(this.useTimer);
@@ -242,31 +304,55 @@ export class ParticipantKeyShare {
     if (targets.length && this.current) await this.deliver(targets, this.current.index, this.current.key);
   }
 
-  private onKeys(from: DeviceRef, content: unknown): void {
+  private onKeys(from: KeySender, content: unknown): void {
     const parsed = parseKeyContent(content, this.o.roomId);
     if (typeof parsed === "string") return void this.log.debug("ignored a key message", { from: from.userId, why: parsed });
-    const id = deviceKey(from);
+    const problem = senderProblem(from, parsed.claimedDevice);
+    if (problem) return void this.log.warn("ignored a media key", { from: from.userId, why: problem });
+    const id = participantId(from.userId, from.deviceId!);
     const member = this.others().has(id);
-    this.log.info("media key received", { from: id, index: parsed.index, member });
-    // Not a member (yet): keep the key until its membership reaches us.
-    const into = member ? this.applied : this.held;
-    into.set(id, [...(into.get(id) ?? []), { index: parsed.index, key: parsed.key }].slice(-4));
-    if (member) return this.o.sink.setKey(id, parsed.index, parsed.key);
+    const inCall = member || this.publishing().has(id);
+    this.log.info("media key received", { from: id, index: parsed.index, member, inCall });
+    if (inCall) return this.use(id, [parsed]);
+    // Not in the call (yet): hold the key until its membership or its media reaches us.
+    this.held.add(id, [parsed]);
     // A key is a sign its sender is in the call: look at the members again (a change we were
     // not told about, e.g. a lazily loaded member, releases the key and shares ours).
     this.enqueue(() => this.onMembers());
   }
 
-  private release(d: DeviceRef): void {
-    const id = deviceKey(d);
-    const keys = this.held.get(id) ?? [];
+  private use(id: string, keys: { index: number; key: Uint8Array }[]): void {
     for (const k of keys) this.o.sink.setKey(id, k.index, k.key);
-    this.held.delete(id);
-    if (keys.length) this.applied.set(id, keys);
+    this.applied.set(id, [...(this.applied.get(id) ?? []), ...keys.map((k) => ({ index: k.index, key: k.key }))].slice(-MAX_KEYS_PER_SENDER));
+  }
+
+  /** The SFU's list changed: use the keys of new publishers; forget those of publishers that
+   * went and were never members (a member's leave is `onMembers`' to handle, with a rotation). */
+  private onRoster(): void {
+    const members = this.others();
+    const publishing = this.publishing();
+    for (const [id, keys] of this.applied) {
+      if (members.has(id) || publishing.has(id) || this.sharedWith.has(id)) continue;
+      this.o.sink.forget(id);
+      this.held.add(id, keys);
+      this.applied.delete(id);
+    }
+    this.useHeldKeys();
+  }
+
+  /** Uses the held keys of every device that is in the call now. */
+  private useHeldKeys(): void {
+    for (const id of this.held.senders()) {
+      if (this.inCall(id)) this.use(id, this.held.take(id));
+    }
   }
 }
 
-/** Provisioned mode: keys come from the bot only; each is used for sending after `useDelayMs`. */
+/**
+ * Provisioned mode: keys come from the bot the room names only; each is used for sending after
+ * `useDelayMs`. The key is the call's (not one device's), so what matters is the Olm-authenticated
+ * user; where the transport also knows the device (not the widget API), the claim must match it.
+ */
 export class ProvisionedKeys {
   private readonly log = getLogger("e2ee");
   private readonly timers: Timers;
@@ -288,6 +374,8 @@ export class ProvisionedKeys {
       if (from.userId !== this.opts.bot) return void this.log.warn("ignored a key not from the bot in a provisioned call", { from: from.userId });
       const parsed = parseKeyContent(content, this.opts.roomId);
       if (typeof parsed === "string") return void this.log.debug("ignored a key message", { why: parsed });
+      const problem = from.deviceId === null ? null : senderProblem(from, parsed.claimedDevice);
+      if (problem) return void this.log.warn("ignored a media key", { from: from.userId, why: problem });
       const first = this.latest === null;
       this.latest = parsed.index;
       this.opts.sink.setCallKey(parsed.index, parsed.key, first);

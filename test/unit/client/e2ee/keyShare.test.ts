@@ -7,8 +7,10 @@ import {
   ProvisionedKeys,
   type CallKeyContent,
   type DeviceRef,
+  type KeySender,
   type KeySink,
 } from "../../../../client/src/rtc/e2ee/keyShare.ts";
+import { HELD_KEY_TTL_MS, MAX_HELD_KEYS, type HeldKeyLimits } from "../../../../client/src/rtc/e2ee/heldKeys.ts";
 
 const ROOM = "!call:a";
 const ME = { userId: "@me:a", deviceId: "MEDEV" };
@@ -16,10 +18,14 @@ const BOB = { userId: "@bob:b", deviceId: "BDEV" };
 const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
 const id = (d: DeviceRef) => `${d.userId}|${d.deviceId}`;
 
-function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string> } = {}) {
+function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits> } = {}) {
   let members = [ME, ...initial];
+  let roster: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
-  const keyListeners: ((from: DeviceRef, c: unknown) => void)[] = [];
+  const rosterListeners: (() => void)[] = [];
+  const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
+  /** While set, sending a key waits for it (a slow delivery: key queries, retries). */
+  let gate: Promise<void> | null = null;
   const sent: { to: string[]; index: number; key: string }[] = [];
   const sink: KeySink & { calls: string[] } = {
     calls: [],
@@ -37,14 +43,17 @@ function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: S
     transport: {
       send: async (devices, content: CallKeyContent) => {
         sent.push({ to: devices.map(id), index: content.keys.index, key: content.keys.key });
+        if (gate) await gate;
         return devices.filter((d) => opts.unreachable?.has(id(d)));
       },
       onKeys: (fn) => (keyListeners.push(fn), () => undefined),
     },
     members: { devices: () => members, onChange: (fn) => (memberListeners.push(fn), () => undefined) },
+    roster: { devices: () => roster, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
     useDelayMs: 1000,
+    ...(opts.heldLimits ? { heldLimits: opts.heldLimits } : {}),
   });
   return {
     share,
@@ -55,7 +64,25 @@ function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: S
       for (const l of memberListeners) l();
       await share.settled();
     },
-    receive: (from: DeviceRef, content: unknown) => keyListeners.forEach((l) => l(from, content)),
+    /** The membership changes; the share's reaction may still be queued. */
+    changeMembers: (m: DeviceRef[]) => {
+      members = [ME, ...m];
+      for (const l of memberListeners) l();
+    },
+    setRoster: (r: DeviceRef[]) => {
+      roster = r;
+      for (const l of rosterListeners) l();
+    },
+    /** Holds every key delivery until the returned function is called. */
+    slowSends: () => {
+      let open!: () => void;
+      gate = new Promise<void>((r) => (open = r));
+      return () => {
+        gate = null;
+        open();
+      };
+    },
+    receive: (from: KeySender, content: unknown) => keyListeners.forEach((l) => l(from, content)),
   };
 }
 
@@ -156,6 +183,117 @@ describe("ParticipantKeyShare", () => {
     await h.setMembers([]);
     await h.setMembers([BOB]);
     expect(h.sent.flatMap((s) => s.to)).not.toContain(id(CAROL));
+  });
+});
+
+describe("ParticipantKeyShare: a key that arrives before its sender is seen in the call", () => {
+  const key = (from: DeviceRef, index: number) => keyContent(ROOM, from, index, new Uint8Array(32).fill(index + 1), 0);
+
+  it("is used as soon as the late membership shows, even while this device's own key is still being delivered", async () => {
+    const h = harness([BOB], { graceMs: 0 });
+    h.share.start();
+    await h.share.settled();
+    const open = h.slowSends();
+    h.changeMembers([BOB, { userId: "@dave:d", deviceId: "DDEV" }]); // a rotation starts; its delivery hangs
+    h.receive(CAROL, key(CAROL, 4)); // Carol's key comes before her membership
+    expect(h.sink.calls).not.toContain(`key ${id(CAROL)} 4`);
+    h.changeMembers([BOB, { userId: "@dave:d", deviceId: "DDEV" }, CAROL]);
+    expect(h.sink.calls).toContain(`key ${id(CAROL)} 4`);
+    open();
+    await h.share.settled();
+  });
+
+  it("is used when its sender's membership flickered (gone when the key came, back before the share looked again)", async () => {
+    const h = harness([BOB], { graceMs: 0 });
+    h.share.start();
+    await h.share.settled();
+    const open = h.slowSends();
+    h.changeMembers([BOB, CAROL]); // keeps the share busy delivering
+    h.changeMembers([]); // Bob's membership is briefly not seen (a replaced state event, a reloaded member)...
+    h.receive(BOB, key(BOB, 7)); // ...when his new key arrives
+    h.changeMembers([BOB, CAROL]); // and he is back before the share reacted to his absence
+    open();
+    await h.share.settled();
+    expect(h.sink.calls).toContain(`key ${id(BOB)} 7`);
+  });
+
+  it("is used when the SFU's participant list shows that device publishing, with no membership ever seen", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    h.receive(CAROL, key(CAROL, 2));
+    await h.share.settled();
+    expect(h.sink.calls).not.toContain(`key ${id(CAROL)} 2`);
+    h.setRoster([BOB, CAROL]);
+    expect(h.sink.calls).toContain(`key ${id(CAROL)} 2`);
+    h.receive(CAROL, key(CAROL, 3)); // while she publishes, her next keys are used at once
+    expect(h.sink.calls).toContain(`key ${id(CAROL)} 3`);
+    // A publisher that is no member still gets none of this device's keys.
+    expect(h.sent.flatMap((s) => s.to)).not.toContain(id(CAROL));
+    // When she stops publishing, her keys go out of use (and are held, bounded, in case she comes back).
+    h.setRoster([BOB]);
+    expect(h.sink.calls).toContain(`forget ${id(CAROL)}`);
+    expect(h.share.heldCount).toBe(2);
+  });
+
+  it("keeps a key that came while its sender's leave was still to be handled, and uses it when the sender shows again", async () => {
+    const h = harness([BOB], { graceMs: 0 });
+    h.share.start();
+    await h.share.settled();
+    h.receive(BOB, key(BOB, 5));
+    const open = h.slowSends();
+    h.changeMembers([BOB, CAROL]); // keeps the share busy delivering
+    h.changeMembers([CAROL]); // Bob is seen leaving...
+    h.receive(BOB, key(BOB, 6)); // ...and his next key comes before the share handled the leave
+    open();
+    await h.share.settled();
+    h.sink.calls.length = 0;
+    await h.setMembers([BOB, CAROL]);
+    expect(h.sink.calls).toEqual(expect.arrayContaining([`key ${id(BOB)} 5`, `key ${id(BOB)} 6`]));
+  });
+});
+
+describe("ParticipantKeyShare: only the Olm-authenticated device counts", () => {
+  it("drops a key whose claimed device is not the one Olm decrypted it from, and a key with no authenticated device", async () => {
+    const h = harness([BOB, CAROL]);
+    h.share.start();
+    await h.share.settled();
+    const claimingBob = keyContent(ROOM, BOB, 3, new Uint8Array(32).fill(3), 0); // claims BDEV...
+    h.receive({ userId: BOB.userId, deviceId: "OTHERDEV" }, claimingBob); // ...sent by another of Bob's devices
+    h.receive({ userId: CAROL.userId, deviceId: CAROL.deviceId }, claimingBob); // ...sent by Carol
+    h.receive({ userId: BOB.userId, deviceId: null }, claimingBob); // the transport cannot say which device
+    await h.share.settled();
+    expect(h.sink.calls.filter((c) => c.startsWith("key "))).toEqual([]);
+    expect(h.share.heldCount).toBe(0);
+    h.receive(BOB, claimingBob); // the device itself
+    expect(h.sink.calls).toContain(`key ${id(BOB)} 3`);
+  });
+});
+
+describe("ParticipantKeyShare: held keys are bounded", () => {
+  const key = (from: DeviceRef, index: number) => keyContent(ROOM, from, index, new Uint8Array(32).fill(index + 1), 0);
+
+  it("holds at most MAX_HELD_KEYS keys from non-members, however many senders try", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    for (let i = 0; i < 200; i++) {
+      const d = { userId: `@stranger${i}:x`, deviceId: "S" };
+      for (let k = 0; k < 3; k++) h.receive(d, key(d, k));
+    }
+    await h.share.settled();
+    expect(h.share.heldCount).toBe(MAX_HELD_KEYS);
+  });
+
+  it("does not use a held key older than HELD_KEY_TTL_MS when the membership finally shows", async () => {
+    const h = harness([BOB]);
+    h.share.start();
+    await h.share.settled();
+    h.receive(CAROL, key(CAROL, 1));
+    await vi.advanceTimersByTimeAsync(HELD_KEY_TTL_MS + 1);
+    await h.setMembers([BOB, CAROL]);
+    expect(h.sink.calls).not.toContain(`key ${id(CAROL)} 1`);
+    expect(h.share.heldCount).toBe(0);
   });
 });
 

@@ -1,0 +1,63 @@
+// The call's key mode comes from the room's org.parley.call state, never from the server's hello.
+import { describe, expect, it } from "vitest";
+import { CallEncryption, type KeyChannel } from "../../../../client/src/rtc/e2ee/callEncryption.ts";
+import { E2eeMedia, type WorkerLike } from "../../../../client/src/rtc/e2ee/e2eeMedia.ts";
+import { keyContent, type KeySender } from "../../../../client/src/rtc/e2ee/keyShare.ts";
+import type { ToWorker } from "../../../../client/src/rtc/e2ee/workerProtocol.ts";
+
+const ROOM = "!call:a";
+const BOT = "@parley:b";
+
+function setup(callState: unknown, opts: { authenticatedDevices?: boolean } = {}) {
+  const posted: ToWorker[] = [];
+  const worker: WorkerLike = { postMessage: (m) => void posted.push(m), addEventListener: () => undefined, terminate: () => undefined };
+  const media = new E2eeMedia({ userId: "@me:a", deviceId: "MEDEV", worker, scriptTransform: null });
+  const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
+  const channel: KeyChannel = {
+    transport: { send: async () => undefined, onKeys: (fn) => (keyListeners.push(fn), () => undefined) },
+    members: { devices: () => [], onChange: () => () => undefined },
+    callState: async () => callState,
+    ...(opts.authenticatedDevices === undefined ? {} : { authenticatedDevices: opts.authenticatedDevices }),
+  };
+  const enc = new CallEncryption(media, { roomId: ROOM, userId: "@me:a", deviceId: "MEDEV", channel: async () => channel });
+  const receive = (from: KeySender, index: number) => keyListeners.forEach((l) => l(from, keyContent(ROOM, { userId: from.userId, deviceId: from.deviceId ?? "X" }, index, new Uint8Array(32).fill(1), 0)));
+  return { enc, posted, receive };
+}
+
+const hello = { required: true, keys: "provisioned" as const, bot: "@evil:server" };
+
+describe("CallEncryption: the key mode", () => {
+  it("is the room's: a hello that asks for provisioned keys from its own bot changes nothing", async () => {
+    const { enc, posted, receive } = setup({ version: 1, api: "https://p" });
+    await enc.begin(hello);
+    expect(enc.state.get()).toMatchObject({ mode: "participant", bot: null, error: null });
+    expect(posted[0]).toMatchObject({ type: "init", mode: "participant" });
+    receive({ userId: "@evil:server", deviceId: "EVIL" }, 0);
+    expect(posted.some((m) => m.type === "setCallKey")).toBe(false);
+  });
+
+  it("provisioned by the bot the room names: its keys are accepted, the hello's bot's are not", async () => {
+    const { enc, posted, receive } = setup({ version: 1, e2ee: { keys: "provisioned", bot: BOT } });
+    await enc.begin(hello);
+    expect(enc.state.get()).toMatchObject({ mode: "provisioned", bot: BOT, error: null });
+    receive({ userId: "@evil:server", deviceId: "EVIL" }, 0);
+    expect(posted.filter((m) => m.type === "setCallKey")).toEqual([]);
+    receive({ userId: BOT, deviceId: "BOTDEV" }, 1);
+    expect(posted.filter((m) => m.type === "setCallKey")).toMatchObject([{ index: 1 }]);
+  });
+
+  it("an invalid e2ee field: no keys at all, and the header says why", async () => {
+    const { enc, posted, receive } = setup({ version: 1, e2ee: { keys: "provisioned" } });
+    await enc.begin(hello);
+    expect(enc.state.get().error).toMatch(/call settings name no valid key mode/);
+    receive({ userId: BOT, deviceId: "BOTDEV" }, 0);
+    expect(posted.some((m) => m.type === "setCallKey" || m.type === "setOwnKey")).toBe(false);
+  });
+
+  it("participant keys over a transport that cannot name the sending device (the widget API) are refused, with a reason", async () => {
+    const { enc, posted } = setup(null, { authenticatedDevices: false });
+    await enc.begin();
+    expect(enc.state.get().error).toMatch(/doesn't tell Parley which device sent each key/);
+    expect(posted.some((m) => m.type === "setOwnKey")).toBe(false);
+  });
+});
