@@ -467,10 +467,13 @@ export function parseToDeviceKey(data: unknown): { from: KeySender; content: Rec
   const content = typeof d.content === "object" && d.content !== null ? (d.content as Record<string, unknown>) : null;
   if (!content) errors.push("no content");
   if (errors.length) return { errors };
-  // The widget API does not say which device Olm decrypted the message from: Olm binds it to the
-  // sender's user only. The content's claimed device is not taken instead (a user's device could
-  // claim another of its devices), so the device stays unknown and participant keys are refused.
-  return { from: { userId: d.sender as string, deviceId: null }, content: content! };
+  // The widget API does not say which device Olm decrypted the message from: the host's Olm binds
+  // it to the sender's user only. Within that user, the device is the content's claim: a user's
+  // device could speak for another device of the same user (the same person), never for anyone
+  // else. Without this, calls in Element's widget could not exchange participant keys at all.
+  const member = content!.member as { claimed_device_id?: unknown } | undefined;
+  const claimed = typeof member?.claimed_device_id === "string" && member.claimed_device_id ? member.claimed_device_id : null;
+  return { from: { userId: d.sender as string, deviceId: claimed }, content: content! };
 }
 
 /** Media keys from the client, held (the latest 256) until the call listens: they can come early. */

@@ -130,7 +130,7 @@ describe("widget media-key channel", () => {
     expect(element.sent).toEqual([{ type: CALL_KEYS_EVENT, encrypted: true, messages: { "@ann:x": { ANN1: content, ANN2: content }, "@bob:x": { BOB1: content } } }]);
   });
 
-  it("delivers keys that came before anyone listened, then live ones, with no device (the widget API names none, and a claim is not taken)", async () => {
+  it("delivers keys that came before anyone listened, then live ones, with the device each claims (the host's Olm binds the key to its sender's user only)", async () => {
     const w = await connect();
     await feedKey({ userId: "@ann:x", deviceId: "ANN1" }, true, 0);
     await feedKey({ userId: "@ann:x", deviceId: "ANN1" }, true, 1);
@@ -139,11 +139,11 @@ describe("widget media-key channel", () => {
     expect(channel.authenticatedDevices).toBe(false);
     const off = channel.transport.onKeys((from, content) => got.push({ from, index: (content as { keys: { index: number } }).keys.index }));
     expect(got).toEqual([
-      { from: { userId: "@ann:x", deviceId: null }, index: 0 },
-      { from: { userId: "@ann:x", deviceId: null }, index: 1 },
+      { from: { userId: "@ann:x", deviceId: "ANN1" }, index: 0 },
+      { from: { userId: "@ann:x", deviceId: "ANN1" }, index: 1 },
     ]);
     await feedKey({ userId: "@bob:x", deviceId: "BOB1" }, true, 2);
-    expect(got.at(-1)).toEqual({ from: { userId: "@bob:x", deviceId: null }, index: 2 });
+    expect(got.at(-1)).toEqual({ from: { userId: "@bob:x", deviceId: "BOB1" }, index: 2 });
     off();
     await feedKey({ userId: "@bob:x", deviceId: "BOB1" }, true, 3);
     expect(got).toHaveLength(3);
@@ -227,8 +227,9 @@ describe("parseToDeviceKey", () => {
     expect(parseToDeviceKey(null)).toEqual({ errors: ["not an object"] });
   });
 
-  it("takes the user from the sender and never the device from the content's claim", () => {
+  it("takes the user from the sender (the host's Olm) and the device, within that user, from the claim", () => {
     const content = { member: { claimed_device_id: "D1" } };
-    expect(parseToDeviceKey({ type: CALL_KEYS_EVENT, encrypted: true, sender: "@a:x", content })).toEqual({ from: { userId: "@a:x", deviceId: null }, content });
+    expect(parseToDeviceKey({ type: CALL_KEYS_EVENT, encrypted: true, sender: "@a:x", content })).toEqual({ from: { userId: "@a:x", deviceId: "D1" }, content });
+    expect(parseToDeviceKey({ type: CALL_KEYS_EVENT, encrypted: true, sender: "@a:x", content: {} })).toEqual({ from: { userId: "@a:x", deviceId: null }, content: {} });
   });
 });

@@ -16,7 +16,7 @@ export interface KeyChannel {
   members: CallMembersPort;
   /** The content of the room's `org.parley.call` state (state key ""), null when there is none. */
   callState(): Promise<unknown>;
-  /** False when the transport cannot say which device sent a key (the widget API): no participant keys. */
+  /** False when the transport binds a key to its sender's user only (the widget API): the device is the sender's claim. */
   authenticatedDevices?: boolean;
 }
 
@@ -74,10 +74,7 @@ export class CallEncryption {
       return this.refuse("Media keys can't be exchanged: the room's call settings name no valid key mode. Ask the room's admins to fix them.");
     }
     if (mode.keys === "participant" && channel.authenticatedDevices === false) {
-      this.log.warn("participant keys need the sending device, which this Matrix app does not tell");
-      return this.refuse(
-        "Media keys can't be checked here: your Matrix app doesn't tell Parley which device sent each key. Use the Parley app, or ask the room's admins for keys provisioned by the meeting's server.",
-      );
+      this.log.info("keys are bound to their sender's user by the host's Olm; the device within that user is the sender's claim");
     }
     const bot = mode.keys === "provisioned" ? mode.bot : null;
     if (server && (server.keys !== mode.keys || (bot !== null && server.bot !== bot))) {
