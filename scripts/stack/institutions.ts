@@ -31,6 +31,8 @@ export interface StackOptions {
   logLevel?: string;
   /** Who makes media keys in the calls institution i hosts (default: each participant). */
   e2eeKeys?: (index: number) => "participant" | "provisioned";
+  /** Limits on meeting rooms made from aliases by institution i (default: the config's). */
+  aliasRooms?: (index: number) => { perMinute?: number; burst?: number; max?: number };
 }
 
 export interface ParleyProcess {
@@ -111,7 +113,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           asToken: secret(),
           hsToken: secret(),
         },
-        meetings: { publicUrl: `http://${ip}:${parleyPort}` },
+        meetings: { publicUrl: `http://${ip}:${parleyPort}`, aliasRooms: opts.aliasRooms?.(index) ?? {} },
         // The stack's homeservers use self-signed loopback certificates.
         federation: { allow: opts.allow(index, hosts), tlsVerify: false },
         store: { path: path.join(dir, "parley.db") },

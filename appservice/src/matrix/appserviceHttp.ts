@@ -165,6 +165,9 @@ export function appserviceRouter(opts: {
     );
   });
 
+  // Synapse 1.163 (synapse/appservice/api.py query_alias) treats any answer but 200 as "no such
+  // alias": the user is told M_NOT_FOUND whether Parley answers 404, 429 or 500. The answer still
+  // says why, for the homeserver's log and for other homeservers.
   router.get("/_matrix/app/v1/rooms/:alias", async (req, res) => {
     const alias = req.params.alias!;
     const stop = opts.metrics.aliasQuerySeconds.startTimer();
@@ -174,6 +177,16 @@ export function appserviceRouter(opts: {
       if (created) res.json({});
       else sendError(res, new ParleyError("M_NOT_FOUND", `Parley does not provide ${alias}`));
     } catch (err) {
+      if (err instanceof ParleyError && err.status < 500) {
+        stop({ result: err.errcode === "M_LIMIT_EXCEEDED" ? "refused" : "not_ours" });
+        const retry = (err as { retryAfterMs?: unknown }).retryAfterMs;
+        const body: Record<string, unknown> = { errcode: err.errcode, error: err.message };
+        if (typeof retry === "number" && Number.isFinite(retry)) {
+          body.retry_after_ms = retry;
+          res.setHeader("Retry-After", String(Math.ceil(retry / 1000)));
+        }
+        return void res.status(err.status).json(body);
+      }
       stop({ result: "failed" });
       log.error({ err, alias }, "alias query failed");
       sendError(res, new ParleyError("M_UNKNOWN", "could not create the meeting room"));
