@@ -180,6 +180,11 @@ describe("names Synapse cannot resolve", () => {
     const direct = await aliasQuery(`#meet-a\uFF1Ab:${A.serverName}`);
     expect(direct).toMatchObject({ status: 404, json: { errcode: "M_NOT_FOUND" } });
     expect((await aliasQuery(`#meet-x\uFF1A${A.serverName}`)).status).toBe(404);
+    // Half of the full-width colon's UTF-8 bytes: not decodable.
+    const torn = await fetch(`${A.parley.url}/_matrix/app/v1/rooms/%23meet-x%EF%BC${encodeURIComponent(`:${A.serverName}`)}`, {
+      headers: { authorization: `Bearer ${A.parley.config.appservice.hsToken}` },
+    });
+    expect([torn.status, ((await torn.json()) as { errcode?: string }).errcode]).toEqual([400, "M_INVALID_PARAM"]);
     const viaSynapse = await directoryLookup(alice, `#meet-a\uFF1Ab:${A.serverName}`);
     expect(viaSynapse).toMatchObject({ status: 404, errcode: "M_NOT_FOUND" });
     const port = await directoryLookup(alice, `#meet-x:${A.serverName.replace(/:(\d+)$/, "\uFF1A$1")}`);
@@ -226,8 +231,6 @@ describe("alias lookups are bounded", () => {
     for (const a of refused) expect(A.parleyStore().getAlias(a)).toBeUndefined();
     expect(answers.every((r) => r.status === 200 || r.status === 429)).toBe(true);
     expect(await metric("parley_alias_rooms_total", { outcome: "refused_rate" })).toBeGreaterThanOrEqual(refused.length);
-    // Through Synapse, the user is told "not found" (Synapse 1.163 turns any refusal into M_NOT_FOUND), never a 500.
-    expect(await directoryLookup(alice, A.alias(`rate-${run}-more`))).toMatchObject({ status: 404, errcode: "M_NOT_FOUND" });
   });
 
   it("1,000 concurrent lookups through Synapse make at most the cap, every made alias recorded, no orphan", async () => {
@@ -237,7 +240,9 @@ describe("alias lookups are bounded", () => {
     const answers = await Promise.all(aliases.map((a) => directoryLookup(alice, a)));
     expect(answers.filter((r) => r.status >= 500)).toEqual([]);
     const made = answers.flatMap((r, i) => (r.status === 200 ? [[aliases[i]!, r.roomId!] as const] : []));
+    // Through Synapse, a refused lookup is "not found" (Synapse 1.163 turns any refusal into M_NOT_FOUND), never a 500.
     for (const r of answers) if (r.status !== 200) expect(r).toMatchObject({ status: 404, errcode: "M_NOT_FOUND" });
+    expect(made.length).toBeLessThan(aliases.length);
     expect(store.aliasCount()).toBeLessThanOrEqual(LIMITS.max);
     for (const [alias, roomId] of made) expect(store.getAlias(alias)).toMatchObject({ roomId, state: "ready" });
     // Aliases that were refused do not exist, in the directory or the store.

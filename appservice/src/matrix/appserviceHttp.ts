@@ -11,7 +11,7 @@
 // matrix-appservice's AppService is not used for this: it acknowledges before async handlers
 // finish, remembers only the last txnId in memory, and answers failed alias queries with 200.
 import { createHash, timingSafeEqual } from "node:crypto";
-import express, { type Request, type Response, type NextFunction, type Router } from "express";
+import express, { type ErrorRequestHandler, type Request, type Response, type NextFunction, type Router } from "express";
 import { MatrixError } from "matrix-js-sdk";
 import { z } from "zod";
 import type { TransactionStore } from "../store/store.ts";
@@ -201,6 +201,13 @@ export function appserviceRouter(opts: {
   router.post("/_matrix/app/v1/ping", (_req, res) => {
     res.json({});
   });
+
+  // A path parameter that is not percent-encoded UTF-8 (e.g. half of a full-width colon's
+  // bytes) fails to decode before any handler runs: the caller's mistake, not a 500.
+  router.use("/_matrix/app/v1/rooms", ((err, _req, res, next) => {
+    if (!(err instanceof URIError)) return next(err);
+    sendError(res, new ParleyError("M_INVALID_PARAM", "the alias is not percent-encoded UTF-8"));
+  }) as ErrorRequestHandler);
 
   return router;
 }
