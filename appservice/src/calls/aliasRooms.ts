@@ -11,7 +11,7 @@ import { ParleyError } from "../errors.ts";
 import type { AliasStore } from "../store/store.ts";
 import { CALL_STATE_EVENT } from "./callState.ts";
 import type { FederationPolicy } from "./policy.ts";
-import { RoomAliasInUseError, type Clock, type Homeserver } from "./ports.ts";
+import { OutcomeUnknownError, RoomAliasInUseError, type Clock, type Homeserver } from "./ports.ts";
 import { TokenBucket } from "./rateLimit.ts";
 import { SingleFlight } from "./singleFlight.ts";
 
@@ -105,8 +105,9 @@ export class AliasRooms {
       return existing.roomId;
     }
     if (existing) {
-      // A claim left by a crash (or another process): the directory knows whether it finished.
-      const found = await this.settleFromDirectory(alias);
+      // A claim left by a crash, by an unknown outcome or by another process: the directory
+      // knows whether it finished; if not, the room is made under that claim.
+      const found = await this.settleFromDirectory(alias, { keepClaim: true });
       if (found) return found;
       this.takeToken();
     } else {
@@ -149,38 +150,41 @@ export class AliasRooms {
         serverAcl: this.deps.policy.serverAcl(),
         callInfo: this.deps.callState(alias),
       });
-      store.completeAlias(alias, roomId);
+      store.recordAlias(alias, roomId);
       this.deps.observe?.("created");
       return roomId;
     } catch (err) {
       // In use, or an error after which the homeserver may still have made the room: ask the
-      // directory before letting the claim go. If it cannot be asked, the claim stays (counted
-      // against the cap) and the next query, a member event there or a restart settles it.
-      const found = await this.settleFromDirectory(alias).catch((checkErr: unknown) => {
+      // directory before letting the claim go. When the homeserver may still be making it (no
+      // answer) or the directory cannot be asked, the claim stays, counted against the cap;
+      // the room's first member event, the alias's next query or a restart settles it.
+      const keep = err instanceof OutcomeUnknownError;
+      const found = await this.settleFromDirectory(alias, { keepClaim: keep }).catch((checkErr: unknown) => {
         if (checkErr instanceof ParleyError) throw checkErr;
         return undefined;
       });
       if (found) return found;
+      if (keep) throw new ParleyError("M_UNAVAILABLE", "the homeserver did not finish making the meeting room; retry");
       throw err;
     }
   }
 
   /** The alias's room when the directory has a room that is Parley's (adopted); otherwise the
    *  claim is released, and a half-made room of the bot is set aside so the alias can be made again. */
-  private async settleFromDirectory(alias: string): Promise<string | undefined> {
+  private async settleFromDirectory(alias: string, opts: { keepClaim?: boolean } = {}): Promise<string | undefined> {
     const found = await this.askDirectory(alias);
     switch (found.kind) {
       case "ours":
         return this.adopt(alias, found.roomId);
       case "absent":
-        this.deps.store.releaseAlias(alias);
+        if (!opts.keepClaim) this.deps.store.releaseAlias(alias);
         return undefined;
       case "unfinished":
         // Made by the bot but without its call state: the homeserver failed part-way through.
         await this.deps.homeserver.deleteAlias(alias);
         await this.deps.homeserver.leaveRoom(found.roomId, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
         this.deps.note?.("half-made meeting room set aside", { alias, roomId: found.roomId });
-        this.deps.store.releaseAlias(alias);
+        if (!opts.keepClaim) this.deps.store.releaseAlias(alias);
         return undefined;
       case "foreign":
         this.deps.store.releaseAlias(alias);
@@ -220,7 +224,12 @@ export class AliasRooms {
   async onMemberJoined(roomId: string): Promise<void> {
     const { store, homeserver } = this.deps;
     if (this.notAliasRooms.has(roomId) || store.aliasOfRoom(roomId)) return;
-    const call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT).catch(() => undefined);
+    let call;
+    try {
+      call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT);
+    } catch {
+      return; // unreadable now (the bot is leaving, the homeserver is busy): asked again next time
+    }
     const alias = call?.sender === homeserver.botUserId ? call.content.alias : undefined;
     if (typeof alias !== "string" || this.slugOf(alias) === undefined) {
       this.remember(roomId);

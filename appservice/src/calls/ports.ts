@@ -35,6 +35,14 @@ export class RoomAliasInUseError extends Error {
   }
 }
 
+/** The homeserver gave no answer, or failed on its side (5xx): it may have acted anyway. */
+export class OutcomeUnknownError extends Error {
+  constructor(what: string, options?: ErrorOptions) {
+    super(`${what}: the homeserver's outcome is unknown`, options);
+    this.name = "OutcomeUnknownError";
+  }
+}
+
 export interface StateEventFacts {
   sender: string;
   content: Record<string, unknown>;
@@ -42,7 +50,8 @@ export interface StateEventFacts {
 
 export interface Homeserver {
   readonly botUserId: string;
-  /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists. */
+  /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists,
+   *  OutcomeUnknownError when the room may exist although the call failed. */
   createMeetingRoom(spec: MeetingRoomSpec): Promise<string>;
   resolveAlias(alias: string): Promise<string | undefined>;
   /** Points an existing room's alias at it again (after it was removed from the directory). */

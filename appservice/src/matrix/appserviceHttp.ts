@@ -189,7 +189,7 @@ export function appserviceRouter(opts: {
       }
       stop({ result: "failed" });
       log.error({ err, alias }, "alias query failed");
-      sendError(res, new ParleyError("M_UNKNOWN", "could not create the meeting room"));
+      sendError(res, err instanceof ParleyError ? err : new ParleyError("M_UNKNOWN", "could not create the meeting room"));
     }
   });
 

@@ -3,7 +3,7 @@
 import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-sdk";
 import type { Homeserver, MeetingRoomSpec, Notice, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
 import { ParleyError } from "../errors.ts";
-import { RoomAliasInUseError } from "../calls/ports.ts";
+import { OutcomeUnknownError, RoomAliasInUseError } from "../calls/ports.ts";
 import { CALL_STATE_EVENT } from "../calls/callState.ts";
 import { WIDGET_EVENT } from "../calls/meetings.ts";
 import { getLogger, sdkLogger } from "../log.ts";
@@ -126,6 +126,10 @@ export class MatrixHomeserver implements Homeserver {
       return res.room_id;
     } catch (err) {
       if (errcodeOf(err) === "M_ROOM_IN_USE") throw new RoomAliasInUseError(spec.alias);
+      // No answer (timeout, connection lost) or a failure on the homeserver's side: Synapse
+      // writes the alias before the room's state, and goes on after a client gives up.
+      const status = err instanceof MatrixError ? err.httpStatus : undefined;
+      if (status === undefined || status >= 500) throw new OutcomeUnknownError(`creating ${spec.alias}`, { cause: err });
       throw err;
     }
   }

@@ -6,6 +6,7 @@ import { HELP_TEXT } from "../../../appservice/src/calls/commands.ts";
 import { MeetingService, WIDGET_EVENT, type MeetingsConfig } from "../../../appservice/src/calls/meetings.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import {
+  OutcomeUnknownError,
   RoomAliasInUseError,
   type Homeserver,
   type MeetingRoomSpec,
@@ -597,6 +598,26 @@ describe("alias rooms converge", () => {
     expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!made-anyway:example.org");
     expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!made-anyway:example.org", state: "ready" });
     expect(observed).toContainEqual(["alias", "adopted"]);
+  });
+
+  it("keeps the claim when the homeserver's outcome is unknown; the room's first member settles it", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    // The homeserver finished the room after Parley stopped waiting.
+    parleyRoom("!late:example.org", "#meet-x:example.org");
+    await meetings.onMemberJoined("!late:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!late:example.org", state: "ready" });
+  });
+
+  it("a kept claim whose room never came is made on the alias's next query", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    hs.createFails = undefined;
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!meeting1:example.org", state: "ready" });
   });
 
   it("does not adopt a room the bot did not make, and releases the claim", async () => {
