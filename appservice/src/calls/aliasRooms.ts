@@ -62,7 +62,6 @@ const SLUG = /^[a-z0-9][a-z0-9._=-]{0,63}$/;
 /** Rooms found not to be alias rooms, remembered so a busy chat room is not asked again. */
 const CHECKED_ROOMS_MAX = 10_000;
 
-type DirectoryAnswer = { kind: "absent" } | { kind: "ours"; roomId: string } | { kind: "foreign"; roomId: string } | { kind: "unfinished"; roomId: string };
 
 export class AliasRooms {
   private readonly creation = new SingleFlight<string, string>();
@@ -106,8 +105,8 @@ export class AliasRooms {
     }
     if (existing) {
       // A claim left by a crash, by an unknown outcome or by another process: the directory
-      // knows whether it finished; if not, the room is made under that claim.
-      const found = await this.settleFromDirectory(alias, { keepClaim: true });
+      // knows whether that creation finished; if it never began, the room is made under it.
+      const found = await this.settle(alias, "pending");
       if (found) return found;
       this.takeToken();
     } else {
@@ -154,58 +153,64 @@ export class AliasRooms {
       this.deps.observe?.("created");
       return roomId;
     } catch (err) {
-      // In use, or an error after which the homeserver may still have made the room: ask the
-      // directory before letting the claim go. When the homeserver may still be making it (no
-      // answer) or the directory cannot be asked, the claim stays, counted against the cap;
-      // the room's first member event, the alias's next query or a restart settles it.
-      const keep = err instanceof OutcomeUnknownError;
-      const found = await this.settleFromDirectory(alias, { keepClaim: keep }).catch((checkErr: unknown) => {
-        if (checkErr instanceof ParleyError) throw checkErr;
-        return undefined;
-      });
+      // In use, or an error after which the homeserver may have made the room anyway: the
+      // directory is asked before the claim goes. Without an answer the homeserver may still be
+      // making it: the claim stays (counted against the cap) until the room's first member
+      // event, the alias's next query or a restart settles it.
+      const outcome = err instanceof OutcomeUnknownError ? "pending" : "definite";
+      const found = await this.settle(alias, outcome);
       if (found) return found;
-      if (keep) throw new ParleyError("M_UNAVAILABLE", "the homeserver did not finish making the meeting room; retry");
+      if (outcome === "pending") throw new ParleyError("M_UNAVAILABLE", "the homeserver did not finish making the meeting room; retry");
       throw err;
     }
   }
 
-  /** The alias's room when the directory has a room that is Parley's (adopted); otherwise the
-   *  claim is released, and a half-made room of the bot is set aside so the alias can be made again. */
-  private async settleFromDirectory(alias: string, opts: { keepClaim?: boolean } = {}): Promise<string | undefined> {
-    const found = await this.askDirectory(alias);
-    switch (found.kind) {
-      case "ours":
-        return this.adopt(alias, found.roomId);
-      case "absent":
-        if (!opts.keepClaim) this.deps.store.releaseAlias(alias);
-        return undefined;
-      case "unfinished":
-        // Made by the bot but without its call state: the homeserver failed part-way through.
-        await this.deps.homeserver.deleteAlias(alias);
-        await this.deps.homeserver.leaveRoom(found.roomId, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
-        this.deps.note?.("half-made meeting room set aside", { alias, roomId: found.roomId });
-        if (!opts.keepClaim) this.deps.store.releaseAlias(alias);
-        return undefined;
-      case "foreign":
-        this.deps.store.releaseAlias(alias);
-        this.deps.note?.("alias names a room Parley did not make", { alias, roomId: found.roomId });
-        throw new ParleyError("M_NOT_FOUND", `${alias} names a room Parley did not make`);
+  /**
+   * Settles a claim with the directory: a room that is Parley's is adopted (returned). Otherwise
+   * undefined, having released the claim when the homeserver's work is known to be over
+   * ("definite"): then a half-made room of the bot is set aside so the alias can be made again.
+   * While it may still be at work ("pending"), nothing but an adoption or a foreign room is
+   * decided, and a room that cannot be judged yet keeps the claim (M_UNAVAILABLE).
+   */
+  private async settle(alias: string, outcome: "definite" | "pending"): Promise<string | undefined> {
+    const { store, homeserver } = this.deps;
+    const roomId = await homeserver.resolveAlias(alias);
+    const kind = roomId ? await this.ownership(roomId, alias) : "absent";
+    if (kind === "ours") return this.adopt(alias, roomId!);
+    if (kind === "foreign") {
+      store.releaseAlias(alias);
+      this.deps.note?.("alias names a room Parley did not make", { alias, roomId });
+      throw new ParleyError("M_NOT_FOUND", `${alias} names a room Parley did not make`);
     }
+    if (outcome === "pending") {
+      if (kind === "absent") return undefined;
+      throw new ParleyError("M_UNAVAILABLE", "the meeting room is still being made; retry");
+    }
+    if (kind === "unknown") throw new ParleyError("M_UNAVAILABLE", "could not check the meeting room; retry");
+    if (kind === "unfinished") {
+      // Made by the bot but without its call state: the homeserver failed part-way through.
+      await homeserver.deleteAlias(alias);
+      await homeserver.leaveRoom(roomId!, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
+      this.deps.note?.("half-made meeting room set aside", { alias, roomId });
+    }
+    store.releaseAlias(alias);
+    return undefined;
   }
 
-  private async askDirectory(alias: string): Promise<DirectoryAnswer> {
-    const roomId = await this.deps.homeserver.resolveAlias(alias);
-    if (!roomId) return { kind: "absent" };
-    return { kind: await this.ownership(roomId, alias), roomId };
-  }
-
-  /** Whether the room is Parley's room for this alias: the bot made it and sent its call state. */
-  private async ownership(roomId: string, alias: string): Promise<"ours" | "foreign" | "unfinished"> {
+  /** Whether the room is Parley's room for this alias: the bot made it and sent its call state.
+   *  "unknown" when the homeserver cannot tell now (e.g. the bot's join is not written yet). */
+  private async ownership(roomId: string, alias: string): Promise<"ours" | "foreign" | "unfinished" | "unknown"> {
     const { homeserver } = this.deps;
     const bot = homeserver.botUserId;
-    const create = await homeserver.stateEvent(roomId, "m.room.create").catch(() => undefined);
-    if (create?.sender !== bot) return "foreign";
-    const call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT).catch(() => undefined);
+    let create, call;
+    try {
+      create = await homeserver.stateEvent(roomId, "m.room.create");
+      call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT);
+    } catch {
+      return "unknown";
+    }
+    if (!create) return "unknown";
+    if (create.sender !== bot) return "foreign";
     if (!call) return "unfinished";
     return call.sender === bot && call.content.alias === alias ? "ours" : "foreign";
   }
@@ -239,9 +244,13 @@ export class AliasRooms {
     await this.creation.run(alias, async () => {
       const rec = store.getAlias(alias);
       if (rec?.state === "ready" && rec.roomId) return rec.roomId;
-      const found = await this.askDirectory(alias);
-      if (found.kind !== "ours" || found.roomId !== roomId) {
+      if ((await homeserver.resolveAlias(alias)) !== roomId) {
         this.remember(roomId);
+        return "";
+      }
+      const kind = await this.ownership(roomId, alias);
+      if (kind !== "ours") {
+        if (kind !== "unknown") this.remember(roomId);
         return "";
       }
       this.deps.note?.("meeting room adopted", { alias, roomId });
@@ -261,7 +270,7 @@ export class AliasRooms {
   async reconcilePending(): Promise<number> {
     let settled = 0;
     for (const rec of this.deps.store.listAliases("creating")) {
-      await this.creation.run(rec.alias, async () => (await this.settleFromDirectory(rec.alias).catch(() => undefined)) ?? "");
+      await this.creation.run(rec.alias, async () => (await this.settle(rec.alias, "definite").catch(() => undefined)) ?? "");
       settled++;
     }
     return settled;

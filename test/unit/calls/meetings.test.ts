@@ -611,6 +611,27 @@ describe("alias rooms converge", () => {
     expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!late:example.org", state: "ready" });
   });
 
+  it("a room still being made when Parley gave up waiting is neither set aside nor released", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    // The alias exists, but the room's state is not readable yet (the bot's join is not written).
+    hs.directory.set("#meet-x:example.org", "!in-progress:example.org");
+    const stateEvent = hs.stateEvent.bind(hs);
+    hs.stateEvent = async (r, t) => {
+      if (r === "!in-progress:example.org") throw new Error("M_FORBIDDEN: not in room");
+      return stateEvent(r, t);
+    };
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    expect(hs.deletedAliases).toEqual([]);
+    expect(hs.left).toEqual([]);
+    // Once readable, the room's first member settles it.
+    hs.stateEvent = stateEvent;
+    parleyRoom("!in-progress:example.org", "#meet-x:example.org");
+    await meetings.onMemberJoined("!in-progress:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!in-progress:example.org", state: "ready" });
+  });
+
   it("a kept claim whose room never came is made on the alias's next query", async () => {
     hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
     const meetings = service();
