@@ -188,7 +188,8 @@ export function appserviceRouter(opts: {
         return void res.status(err.status).json(body);
       }
       stop({ result: "failed" });
-      log.error({ err, alias }, "alias query failed");
+      if (err instanceof ParleyError) log.warn({ alias, errcode: err.errcode, why: err.message }, "alias query not answered");
+      else log.error({ err, alias }, "alias query failed");
       sendError(res, err instanceof ParleyError ? err : new ParleyError("M_UNKNOWN", "could not create the meeting room"));
     }
   });
