@@ -217,7 +217,7 @@ export class MeetingService {
     // Without the power to send it, clients find the API from the join link (asking the user to
     // confirm its host) and use participant keys.
     const announced = await homeserver.canSendState(roomId, CALL_STATE_EVENT);
-    if (announced) await homeserver.putState(roomId, CALL_STATE_EVENT, this.callState(roomId));
+    if (announced) await homeserver.putState(roomId, CALL_STATE_EVENT, this.callState(roomId, store.aliasOfRoom(roomId)?.alias));
     if (call.widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
     const note = announced
       ? ""

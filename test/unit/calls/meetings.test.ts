@@ -721,6 +721,13 @@ describe("!meet end and the call state", () => {
     expect(hs.created[0]!.callInfo).toMatchObject({ e2ee: { keys: "participant" } });
   });
 
+  it("'!meet' in an alias room keeps the room's alias in the call state", async () => {
+    const meetings = service();
+    const roomId = (await meetings.provisionAlias("#meet-x:example.org"))!;
+    await meetings.onMessage(roomId, ALICE, "!meet", "$ev1");
+    expect(hs.statePut).toEqual([[roomId, "org.parley.call", { version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "participant" } }]]);
+  });
+
   it("alias rooms announce provisioned keys when calls.e2ee.keys says so", async () => {
     await service({ ...CFG, e2ee: { keys: "provisioned", provisionedRooms: [] } }).provisionAlias("#meet-x:example.org");
     expect(hs.created[0]!.callInfo).toEqual({
