@@ -61,6 +61,8 @@ export class AliasRefusedError extends ParleyError {
 const SLUG = /^[a-z0-9][a-z0-9._=-]{0,63}$/;
 /** Rooms found not to be alias rooms, remembered so a busy chat room is not asked again. */
 const CHECKED_ROOMS_MAX = 10_000;
+/** After this long, a homeserver has finished (or given up) any room creation Parley asked for. */
+const HOMESERVER_DONE_MS = 120_000;
 
 
 export class AliasRooms {
@@ -106,7 +108,7 @@ export class AliasRooms {
     if (existing) {
       // A claim left by a crash, by an unknown outcome or by another process: the directory
       // knows whether that creation finished; if it never began, the room is made under it.
-      const found = await this.settle(alias, "pending");
+      const found = await this.settle(alias, { releaseIfAbsent: false, finished: false });
       if (found) return found;
       this.takeToken();
     } else {
@@ -157,44 +159,47 @@ export class AliasRooms {
       // directory is asked before the claim goes. Without an answer the homeserver may still be
       // making it: the claim stays (counted against the cap) until the room's first member
       // event, the alias's next query or a restart settles it.
-      const outcome = err instanceof OutcomeUnknownError ? "pending" : "definite";
-      const found = await this.settle(alias, outcome);
+      const over = !(err instanceof OutcomeUnknownError);
+      const found = await this.settle(alias, { releaseIfAbsent: over, finished: over });
       if (found) return found;
-      if (outcome === "pending") throw new ParleyError("M_UNAVAILABLE", "the homeserver did not finish making the meeting room; retry");
+      if (!over) throw new ParleyError("M_UNAVAILABLE", "the homeserver did not finish making the meeting room; retry");
       throw err;
     }
   }
 
   /**
-   * Settles a claim with the directory: a room that is Parley's is adopted (returned). Otherwise
-   * undefined, having released the claim when the homeserver's work is known to be over
-   * ("definite"): then a half-made room of the bot is set aside so the alias can be made again.
-   * While it may still be at work ("pending"), nothing but an adoption or a foreign room is
-   * decided, and a room that cannot be judged yet keeps the claim (M_UNAVAILABLE).
+   * Settles a claim with the directory: a room that is Parley's is adopted (returned), a room
+   * someone else made releases the claim (M_NOT_FOUND). Otherwise undefined, with the claim
+   * released if the directory has no room and `releaseIfAbsent`. A room of the bot's without its
+   * call state is half-made only once the homeserver's work is known to be over (`finished`):
+   * then it is set aside so the alias can be made again; before that (and whenever the room
+   * cannot be judged) the claim stays and the caller is told M_UNAVAILABLE.
    */
-  private async settle(alias: string, outcome: "definite" | "pending"): Promise<string | undefined> {
+  private async settle(alias: string, opts: { releaseIfAbsent: boolean; finished: boolean }): Promise<string | undefined> {
     const { store, homeserver } = this.deps;
     const roomId = await homeserver.resolveAlias(alias);
     const kind = roomId ? await this.ownership(roomId, alias) : "absent";
-    if (kind === "ours") return this.adopt(alias, roomId!);
-    if (kind === "foreign") {
-      store.releaseAlias(alias);
-      this.deps.note?.("alias names a room Parley did not make", { alias, roomId });
-      throw new ParleyError("M_NOT_FOUND", `${alias} names a room Parley did not make`);
+    switch (kind) {
+      case "ours":
+        return this.adopt(alias, roomId!);
+      case "foreign":
+        store.releaseAlias(alias);
+        this.deps.note?.("alias names a room Parley did not make", { alias, roomId });
+        throw new ParleyError("M_NOT_FOUND", `${alias} names a room Parley did not make`);
+      case "absent":
+        if (opts.releaseIfAbsent) store.releaseAlias(alias);
+        return undefined;
+      case "unfinished":
+        if (!opts.finished) break;
+        await homeserver.deleteAlias(alias);
+        await homeserver.leaveRoom(roomId!, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
+        this.deps.note?.("half-made meeting room set aside", { alias, roomId });
+        store.releaseAlias(alias);
+        return undefined;
+      case "unknown":
+        break;
     }
-    if (outcome === "pending") {
-      if (kind === "absent") return undefined;
-      throw new ParleyError("M_UNAVAILABLE", "the meeting room is still being made; retry");
-    }
-    if (kind === "unknown") throw new ParleyError("M_UNAVAILABLE", "could not check the meeting room; retry");
-    if (kind === "unfinished") {
-      // Made by the bot but without its call state: the homeserver failed part-way through.
-      await homeserver.deleteAlias(alias);
-      await homeserver.leaveRoom(roomId!, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
-      this.deps.note?.("half-made meeting room set aside", { alias, roomId });
-    }
-    store.releaseAlias(alias);
-    return undefined;
+    throw new ParleyError("M_UNAVAILABLE", "the meeting room is still being made; retry");
   }
 
   /** Whether the room is Parley's room for this alias: the bot made it and sent its call state.
@@ -204,8 +209,7 @@ export class AliasRooms {
     const bot = homeserver.botUserId;
     let create, call;
     try {
-      create = await homeserver.stateEvent(roomId, "m.room.create");
-      call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT);
+      [create, call] = await Promise.all([homeserver.stateEvent(roomId, "m.room.create"), homeserver.stateEvent(roomId, CALL_STATE_EVENT)]);
     } catch {
       return "unknown";
     }
@@ -266,13 +270,18 @@ export class AliasRooms {
     this.notAliasRooms.add(roomId);
   }
 
-  /** Claims left by a crash between "create the room" and "remember it": settle them. */
+  /** Claims left by a crash between "create the room" and "remember it": settled together
+   *  (startup waits for this, and every claim costs a few homeserver round trips). */
   async reconcilePending(): Promise<number> {
-    let settled = 0;
-    for (const rec of this.deps.store.listAliases("creating")) {
-      await this.creation.run(rec.alias, async () => (await this.settle(rec.alias, "definite").catch(() => undefined)) ?? "");
-      settled++;
-    }
-    return settled;
+    const pending = this.deps.store.listAliases("creating");
+    const now = this.deps.clock.now();
+    await Promise.all(
+      pending.map((rec) => {
+        // A young claim's room may still be in the making on the homeserver (Parley died waiting).
+        const opts = { releaseIfAbsent: true, finished: now - rec.createdAt > HOMESERVER_DONE_MS };
+        return this.creation.run(rec.alias, async () => (await this.settle(rec.alias, opts).catch(() => undefined)) ?? "");
+      }),
+    );
+    return pending.length;
   }
 }

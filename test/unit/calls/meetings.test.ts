@@ -283,6 +283,23 @@ describe("reconcilePendingAliases", () => {
   });
 });
 
+describe("reconcilePendingAliases and rooms still in the making", () => {
+  it("keeps a young claim whose room lacks its call state; sets an old one's room aside", async () => {
+    store.claimAlias("#meet-young:example.org");
+    parleyRoom("!young:example.org", "#meet-young:example.org", { callState: false });
+    now = Date.now(); // the claim was just made
+    expect(await service().reconcilePendingAliases()).toBe(1);
+    expect(store.getAlias("#meet-young:example.org")?.state).toBe("creating");
+    expect(hs.deletedAliases).toEqual([]);
+
+    now = Date.now() + 10 * 60_000; // long after: the homeserver is done with it
+    await service().reconcilePendingAliases();
+    expect(store.getAlias("#meet-young:example.org")).toBeUndefined();
+    expect(hs.deletedAliases).toEqual(["#meet-young:example.org"]);
+    expect(hs.left.map(([r]) => r)).toEqual(["!young:example.org"]);
+  });
+});
+
 describe("onBotInvited", () => {
   it("joins when the inviter's server is allowed", async () => {
     expect(await service().onBotInvited(ROOM, "@bob:partner.example:8448")).toBe("joined");
