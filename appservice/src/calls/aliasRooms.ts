@@ -69,6 +69,8 @@ export class AliasRooms {
   private readonly creation = new SingleFlight<string, string>();
   private readonly bucket: TokenBucket;
   private readonly notAliasRooms = new Set<string>();
+  /** Aliases Parley is looking up in the directory right now, with how many lookups. */
+  private readonly lookingUp = new Map<string, number>();
   private readonly cfg: AliasRoomsConfig;
   private readonly deps: AliasRoomsDeps;
 
@@ -92,7 +94,22 @@ export class AliasRooms {
   async provision(alias: string): Promise<string | undefined> {
     const slug = this.slugOf(alias);
     if (slug === undefined) return undefined;
+    // Parley itself is asking the directory about this alias (lookUp), and the homeserver, not
+    // having it, asks Parley: the truthful answer is "not (yet)", and waiting would deadlock.
+    if (this.lookingUp.has(alias)) return undefined;
     return this.creation.run(alias, () => this.ensureRoom(alias, slug));
+  }
+
+  /** The directory's room for one of Parley's aliases (see provision for the re-entrant query). */
+  private async lookUp(alias: string): Promise<string | undefined> {
+    this.lookingUp.set(alias, (this.lookingUp.get(alias) ?? 0) + 1);
+    try {
+      return await this.deps.homeserver.resolveAlias(alias);
+    } finally {
+      const n = this.lookingUp.get(alias)! - 1;
+      if (n > 0) this.lookingUp.set(alias, n);
+      else this.lookingUp.delete(alias);
+    }
   }
 
   private async ensureRoom(alias: string, slug: string): Promise<string> {
@@ -177,7 +194,7 @@ export class AliasRooms {
    */
   private async settle(alias: string, opts: { releaseIfAbsent: boolean; finished: boolean }): Promise<string | undefined> {
     const { store, homeserver } = this.deps;
-    const roomId = await homeserver.resolveAlias(alias);
+    const roomId = await this.lookUp(alias);
     const kind = roomId ? await this.ownership(roomId, alias) : "absent";
     switch (kind) {
       case "ours":
@@ -248,7 +265,7 @@ export class AliasRooms {
     await this.creation.run(alias, async () => {
       const rec = store.getAlias(alias);
       if (rec?.state === "ready" && rec.roomId) return rec.roomId;
-      if ((await homeserver.resolveAlias(alias)) !== roomId) {
+      if ((await this.lookUp(alias)) !== roomId) {
         this.remember(roomId);
         return "";
       }

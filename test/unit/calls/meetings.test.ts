@@ -649,6 +649,18 @@ describe("alias rooms converge", () => {
     expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!in-progress:example.org", state: "ready" });
   });
 
+  it("answers the homeserver's query made while Parley looks the alias up itself with 'not found' (no deadlock)", async () => {
+    store.claimAlias("#meet-x:example.org"); // left by a crash
+    const meetings = service();
+    // A homeserver that, not having the alias, asks the appservice before answering (as Synapse does).
+    hs.resolveAlias = async (alias) => {
+      const asked = await meetings.provisionAlias(alias);
+      return asked ?? hs.directory.get(alias);
+    };
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "ready" });
+  });
+
   it("a kept claim whose room never came is made on the alias's next query", async () => {
     hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
     const meetings = service();
