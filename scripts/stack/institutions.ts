@@ -33,6 +33,8 @@ export interface StackOptions {
   e2eeKeys?: (index: number) => "participant" | "provisioned";
   /** More of the `calls` config section for institution i (limits, idle end). */
   calls?: (index: number) => Omit<NonNullable<ParleyConfigInput["calls"]>, "e2ee">;
+  /** Limits on meeting rooms made from aliases by institution i (default: the config's). */
+  aliasRooms?: (index: number) => { perMinute?: number; burst?: number; max?: number };
 }
 
 export interface ParleyProcess {
@@ -113,7 +115,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           asToken: secret(),
           hsToken: secret(),
         },
-        meetings: { publicUrl: `http://${ip}:${parleyPort}` },
+        meetings: { publicUrl: `http://${ip}:${parleyPort}`, aliasRooms: opts.aliasRooms?.(index) ?? {} },
         // Every call API of the stack is plain http on loopback.
         client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).

@@ -64,6 +64,9 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       publicUrl: config.meetings.publicUrl,
       joinRule: config.meetings.joinRule,
       encrypted: config.meetings.encrypted,
+      aliasRooms: config.meetings.aliasRooms,
+      // Provisioned keys need the bot's Olm device (the crypto section).
+      e2ee: crypto ? config.calls.e2ee : { keys: "participant", provisionedRooms: [] },
     },
     {
       homeserver: crypto ? crypto.homeserver(homeserver) : homeserver,
@@ -72,8 +75,10 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       clock: { now: () => Date.now() },
       ids,
       onCallEnded: (call) => calls.endCall(call),
+      note: (what, details) => log.info(details, what),
       observe: (what, label) => {
         if (what === "room_created") metrics.roomsCreated.inc({ origin: label });
+        else if (what === "alias") metrics.aliasRooms.inc({ outcome: label });
         else if (what === "command") metrics.commands.inc({ kind: label });
         else metrics.refusals.inc({ what: label });
       },

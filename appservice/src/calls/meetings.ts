@@ -1,15 +1,19 @@
 // Meeting rooms and calls: the domain rules, independent of Matrix libraries and SQLite.
-//  - an alias in Parley's namespace becomes exactly one room, even under concurrent queries,
-//    across processes (the homeserver's alias uniqueness) and across a crash (the store's claim);
-//  - `!meet` in a room the bot is in starts a call there; `!meet end` ends it;
+//  - an alias in Parley's namespace becomes exactly one room (aliasRooms.ts: limits, convergence);
+//  - `!meet` in a room the bot is in starts a call there; `!meet end` ends it, for users whose
+//    power level lets them change the call state (org.parley.call);
+//  - the bot kicked, banned or gone from a room ends the call there;
 //  - only users of allowed servers are served; others get a clear refusal.
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
+import { AliasRooms, type AliasOutcome, type AliasRoomLimits } from "./aliasRooms.ts";
+import { CALL_STATE_EVENT, callStateContent, keyModeOf, type KeyPolicy } from "./callState.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
 import type { FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
 import { RtcParticipants } from "./rtcParticipants.ts";
-import { SingleFlight } from "./singleFlight.ts";
-import { RoomAliasInUseError, type Clock, type Homeserver, type IdSource } from "./ports.ts";
+import type { Clock, Homeserver, IdSource } from "./ports.ts";
+
+export { CALL_STATE_EVENT } from "./callState.ts";
 
 export interface MeetingsConfig {
   domain: string;
@@ -17,6 +21,10 @@ export interface MeetingsConfig {
   publicUrl: string;
   joinRule: "public" | "knock" | "invite";
   encrypted: boolean;
+  /** Limits on rooms made from aliases (meetings.aliasRooms). */
+  aliasRooms: AliasRoomLimits;
+  /** Which key mode calls use (calls.e2ee), announced in org.parley.call. */
+  e2ee: KeyPolicy;
 }
 
 export interface MeetingsDeps {
@@ -25,106 +33,90 @@ export interface MeetingsDeps {
   policy: FederationPolicy;
   clock: Clock;
   ids: IdSource;
-  /** Told when `!meet end` ended a call (close its sessions and SFU room). */
+  /** Told when a call ended (`!meet end`, the bot removed): close its sessions and SFU room. */
   onCallEnded?: (call: CallRecord) => Promise<void>;
   /** Observes outcomes for metrics; optional. */
-  observe?: (what: "room_created" | "command" | "refusal", label: string) => void;
+  observe?: (what: "room_created" | "command" | "refusal" | "alias", label: string) => void;
+  /** Told what was settled without a caller to tell (adoptions, ...); optional. */
+  note?: (what: string, details: Record<string, unknown>) => void;
 }
 
-const SLUG = /^[a-z0-9][a-z0-9._=-]{0,63}$/;
 export const WIDGET_EVENT = "im.vector.modular.widgets";
-export const CALL_STATE_EVENT = "org.parley.call";
 
 export class MeetingService {
-  private readonly roomCreation = new SingleFlight<string, string>();
   /** MatrixRTC participants per room, folded from membership state events. */
   private readonly rtc = new Map<string, RtcParticipants>();
+  private readonly aliasRooms: AliasRooms;
   private readonly cfg: MeetingsConfig;
   private readonly deps: MeetingsDeps;
 
   constructor(cfg: MeetingsConfig, deps: MeetingsDeps) {
     this.cfg = cfg;
     this.deps = deps;
+    const observe = (outcome: AliasOutcome) => {
+      if (outcome === "created") deps.observe?.("room_created", "alias");
+      deps.observe?.("alias", outcome);
+    };
+    this.aliasRooms = new AliasRooms(
+      { domain: cfg.domain, aliasPrefix: cfg.aliasPrefix, joinRule: cfg.joinRule, encrypted: cfg.encrypted, limits: cfg.aliasRooms },
+      {
+        homeserver: deps.homeserver,
+        store: deps.store,
+        policy: deps.policy,
+        clock: deps.clock,
+        callState: (alias) => this.callState(undefined, alias),
+        observe,
+        ...(deps.note ? { note: deps.note } : {}),
+      },
+    );
   }
 
   /** The slug of an alias in Parley's namespace, or undefined for any other alias. */
   slugOf(alias: string): string | undefined {
-    const prefix = `#${this.cfg.aliasPrefix}`;
-    const suffix = `:${this.cfg.domain}`;
-    if (!alias.startsWith(prefix) || !alias.endsWith(suffix)) return undefined;
-    const slug = alias.slice(prefix.length, alias.length - suffix.length);
-    return SLUG.test(slug) ? slug : undefined;
+    return this.aliasRooms.slugOf(alias);
   }
 
   joinLink(roomIdOrAlias: string): string {
     return `${this.cfg.publicUrl.replace(/\/$/, "")}/#/call/${encodeURIComponent(roomIdOrAlias)}`;
   }
 
-  /**
-   * The homeserver asks whether a room alias exists. Returns the room id when Parley made (or
-   * re-attached) it, undefined when the alias is not Parley's to make.
-   */
-  async provisionAlias(alias: string): Promise<string | undefined> {
-    const slug = this.slugOf(alias);
-    if (slug === undefined) return undefined;
-    return this.roomCreation.run(alias, () => this.ensureRoom(alias, slug));
+  /** The org.parley.call content the bot writes in a room (alias rooms carry their alias). */
+  private callState(roomId: string | undefined, alias?: string): Record<string, unknown> {
+    const keys = keyModeOf(this.cfg.e2ee, roomId);
+    return callStateContent({ api: this.cfg.publicUrl, ...(alias ? { alias } : {}), keys, bot: this.deps.homeserver.botUserId });
   }
 
-  private async ensureRoom(alias: string, slug: string): Promise<string> {
-    const { store, homeserver } = this.deps;
-    const existing = store.getAlias(alias);
-    if (existing?.state === "ready" && existing.roomId) {
-      // The homeserver asked, so the directory lost the alias: point it at our room again.
-      await homeserver.setAlias(alias, existing.roomId).catch(async (err: unknown) => {
-        if (!(err instanceof RoomAliasInUseError)) throw err;
-      });
-      return existing.roomId;
-    }
-    if (!store.claimAlias(alias)) {
-      // A claim left by a crash (or another process): the directory knows whether it finished.
-      const roomId = await homeserver.resolveAlias(alias);
-      if (roomId) {
-        store.completeAlias(alias, roomId);
-        return roomId;
-      }
-    }
-    try {
-      const roomId = await homeserver.createMeetingRoom({
-        alias,
-        aliasLocalpart: alias.slice(1, alias.length - this.cfg.domain.length - 1),
-        name: `Meeting ${slug}`,
-        joinRule: this.cfg.joinRule,
-        encrypted: this.cfg.encrypted,
-        serverAcl: this.deps.policy.serverAcl(),
-        callInfo: { version: 1, api: this.cfg.publicUrl, alias },
-      });
-      store.completeAlias(alias, roomId);
-      this.deps.observe?.("room_created", "alias");
-      return roomId;
-    } catch (err) {
-      if (err instanceof RoomAliasInUseError) {
-        const roomId = await homeserver.resolveAlias(alias);
-        if (roomId) {
-          store.completeAlias(alias, roomId);
-          return roomId;
-        }
-      }
-      store.releaseAlias(alias);
-      throw err;
-    }
+  /**
+   * The homeserver asks whether a room alias exists. Returns the room id when Parley made (or
+   * re-attached) it, undefined when the alias is not Parley's to make; throws AliasRefusedError
+   * when a limit refuses a new room.
+   */
+  async provisionAlias(alias: string): Promise<string | undefined> {
+    return this.aliasRooms.provision(alias);
   }
 
   /** Claims left by a crash between "create the room" and "remember it": settle them. */
   async reconcilePendingAliases(): Promise<number> {
-    const { store, homeserver } = this.deps;
-    let settled = 0;
-    for (const rec of store.listAliases("creating")) {
-      const roomId = await homeserver.resolveAlias(rec.alias);
-      if (roomId) store.completeAlias(rec.alias, roomId);
-      else store.releaseAlias(rec.alias);
-      settled++;
+    return this.aliasRooms.reconcilePending();
+  }
+
+  /** A user (not the bot) joined a room the bot is in: an alias room without a record is adopted. */
+  async onMemberJoined(roomId: string): Promise<void> {
+    await this.aliasRooms.onMemberJoined(roomId);
+  }
+
+  /** The bot left, was kicked or banned: the call there ends, its sessions close. */
+  async onBotRemoved(roomId: string, by: string, eventId: string): Promise<CallRecord | undefined> {
+    this.rtc.delete(roomId);
+    const { store, clock } = this.deps;
+    let ended = store.endCall(roomId, { by, at: clock.now(), eventId });
+    if (!ended) {
+      const last = store.lastCall(roomId);
+      if (!last || last.endEventId !== eventId) return undefined;
+      ended = last; // a redelivery: finish closing what the first attempt may have left
     }
-    return settled;
+    await this.deps.onCallEnded?.(ended);
+    return ended;
   }
 
   /** Whether an event type carries MatrixRTC call membership. */
@@ -221,10 +213,18 @@ export class MeetingService {
       });
       if (!call) return running;
     }
+    // The call state tells clients where the call API is and which key mode the call uses.
+    // Without the power to send it, clients find the API from the join link (asking the user to
+    // confirm its host) and use participant keys.
+    const announced = await homeserver.canSendState(roomId, CALL_STATE_EVENT);
+    if (announced) await homeserver.putState(roomId, CALL_STATE_EVENT, this.callState(roomId, store.aliasOfRoom(roomId)?.alias));
     if (call.widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
+    const note = announced
+      ? ""
+      : ` (Parley may not set ${CALL_STATE_EVENT} in this room: clients ask you to confirm ${hostOf(this.cfg.publicUrl)}, and keys are the participants'.)`;
     return [
-      `Call started by ${sender}. Join: ${link}`,
-      `Call started by ${escapeHtml(sender)}. <a href="${link}">Join the call</a>`,
+      `Call started by ${sender}. Join: ${link}${note}`,
+      `Call started by ${escapeHtml(sender)}. <a href="${link}">Join the call</a>${escapeHtml(note)}`,
     ];
   }
 
@@ -239,18 +239,28 @@ export class MeetingService {
     };
   }
 
-  /** Ends the call; a redelivered `!meet end` finishes removing the widget. */
+  /** Ends the call (for a sender who may change the call state); a redelivered `!meet end`
+   *  finishes removing the widget. */
   private async endCall(roomId: string, sender: string, eventId: string): Promise<string> {
     const { store, clock, homeserver } = this.deps;
-    let ended = store.endCall(roomId, { by: sender, at: clock.now(), eventId });
-    if (!ended) {
-      const last = store.lastCall(roomId);
-      if (last?.endEventId !== eventId) return "No call is running in this room.";
-      ended = last;
+    const last = store.lastCall(roomId);
+    if (!last || (last.endedAt !== null && last.endEventId !== eventId)) return "No call is running in this room.";
+    if (last.endedAt === null && !(await homeserver.canSendState(roomId, CALL_STATE_EVENT, sender))) {
+      this.deps.observe?.("refusal", "end");
+      return `Sorry ${sender}, ending the call needs the power level to change the call state (${CALL_STATE_EVENT}) in this room.`;
     }
+    const ended = store.endCall(roomId, { by: sender, at: clock.now(), eventId }) ?? last;
     if (ended.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
     await this.deps.onCallEnded?.(ended);
     return `Call ended by ${ended.endedBy ?? sender}.`;
+  }
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
   }
 }
 

@@ -35,19 +35,40 @@ export class RoomAliasInUseError extends Error {
   }
 }
 
+/** The homeserver gave no answer, or failed on its side (5xx): it may have acted anyway. */
+export class OutcomeUnknownError extends Error {
+  constructor(what: string, options?: ErrorOptions) {
+    super(`${what}: the homeserver's outcome is unknown`, options);
+    this.name = "OutcomeUnknownError";
+  }
+}
+
+export interface StateEventFacts {
+  sender: string;
+  content: Record<string, unknown>;
+}
+
 export interface Homeserver {
   readonly botUserId: string;
-  /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists. */
+  /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists,
+   *  OutcomeUnknownError when the room may exist although the call failed. */
   createMeetingRoom(spec: MeetingRoomSpec): Promise<string>;
   resolveAlias(alias: string): Promise<string | undefined>;
   /** Points an existing room's alias at it again (after it was removed from the directory). */
   setAlias(alias: string, roomId: string): Promise<void>;
+  /** Removes an alias from the directory (absent already is fine). */
+  deleteAlias(alias: string): Promise<void>;
   joinRoom(roomId: string): Promise<void>;
   leaveRoom(roomId: string, reason: string): Promise<void>;
   /** Sends a notice; the same txnId never posts twice. */
   sendNotice(roomId: string, notice: Notice, txnId: string): Promise<void>;
-  /** Whether the bot's power level lets it send this state event type in the room. */
-  canSendState(roomId: string, eventType: string): Promise<boolean>;
+  /** Whether the user's (default: the bot's) power level lets them send this state event type
+   *  in the room (m.room.power_levels, and the creators of room versions where they are privileged). */
+  canSendState(roomId: string, eventType: string, userId?: string): Promise<boolean>;
+  /** A state event of the room as the bot sees it; undefined when absent (throws when the bot may not read it). */
+  stateEvent(roomId: string, eventType: string, stateKey?: string): Promise<StateEventFacts | undefined>;
+  /** Sends a state event as the bot. */
+  putState(roomId: string, eventType: string, content: Record<string, unknown>, stateKey?: string): Promise<void>;
   putWidget(roomId: string, widget: WidgetSpec): Promise<void>;
   /** The user's membership in the room as the bot sees it ("join", "leave", "ban", ...). */
   getMembership(roomId: string, userId: string): Promise<string | undefined>;

@@ -66,6 +66,20 @@ export const configSchema = z
           description: "Join rule of meeting rooms made from an alias; servers are limited by the allow-list either way",
         }),
         encrypted: z.boolean().default(true).meta({ description: "Meeting rooms are created with m.room.encryption" }),
+        aliasRooms: z
+          .strictObject({
+            perMinute: z.number().min(0).max(100_000).default(30).meta({
+              description: "New meeting rooms made from aliases per minute, sustained (any alias lookup can ask for one)",
+            }),
+            burst: z.int().min(1).max(100_000).default(10).meta({
+              description: "New meeting rooms made from aliases at once, before the per-minute rate applies",
+            }),
+            max: z.int().min(0).max(10_000_000).default(10_000).meta({
+              description: "Meeting rooms made from aliases in total; lookups of new aliases beyond it are refused",
+            }),
+          })
+          .prefault({})
+          .meta({ description: "Limits on meeting rooms made on demand from aliases; a refused lookup creates and writes nothing" }),
       })
       .meta({ description: "Meeting rooms" }),
     client: z

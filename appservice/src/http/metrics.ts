@@ -8,6 +8,7 @@ export interface Metrics {
   commands: Counter<"kind">;
   refusals: Counter<"what">;
   roomsCreated: Counter<"origin">;
+  aliasRooms: Counter<"outcome">;
   aliasQuerySeconds: Histogram<"result">;
 }
 
@@ -21,6 +22,12 @@ export function createMetrics(): Metrics {
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
     refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy", labelNames: ["what"], registers: [registry] }),
     roomsCreated: new Counter({ name: "parley_rooms_created_total", help: "Meeting rooms created", labelNames: ["origin"], registers: [registry] }),
+    aliasRooms: new Counter({
+      name: "parley_alias_rooms_total",
+      help: "New meeting rooms asked for by alias lookups: created, adopted (made but unrecorded), refused_rate, refused_cap",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
     aliasQuerySeconds: new Histogram({
       name: "parley_alias_query_seconds",
       help: "Time to answer an alias query (room creation included)",

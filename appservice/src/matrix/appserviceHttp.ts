@@ -11,7 +11,7 @@
 // matrix-appservice's AppService is not used for this: it acknowledges before async handlers
 // finish, remembers only the last txnId in memory, and answers failed alias queries with 200.
 import { createHash, timingSafeEqual } from "node:crypto";
-import express, { type Request, type Response, type NextFunction, type Router } from "express";
+import express, { type ErrorRequestHandler, type Request, type Response, type NextFunction, type Router } from "express";
 import { MatrixError } from "matrix-js-sdk";
 import { z } from "zod";
 import type { TransactionStore } from "../store/store.ts";
@@ -165,6 +165,9 @@ export function appserviceRouter(opts: {
     );
   });
 
+  // Synapse 1.163 (synapse/appservice/api.py query_alias) treats any answer but 200 as "no such
+  // alias": the user is told M_NOT_FOUND whether Parley answers 404, 429 or 500. The answer still
+  // says why, for the homeserver's log and for other homeservers.
   router.get("/_matrix/app/v1/rooms/:alias", async (req, res) => {
     const alias = req.params.alias!;
     const stop = opts.metrics.aliasQuerySeconds.startTimer();
@@ -174,9 +177,20 @@ export function appserviceRouter(opts: {
       if (created) res.json({});
       else sendError(res, new ParleyError("M_NOT_FOUND", `Parley does not provide ${alias}`));
     } catch (err) {
+      if (err instanceof ParleyError && err.status < 500) {
+        stop({ result: err.errcode === "M_LIMIT_EXCEEDED" ? "refused" : "not_ours" });
+        const retry = (err as { retryAfterMs?: unknown }).retryAfterMs;
+        const body: Record<string, unknown> = { errcode: err.errcode, error: err.message };
+        if (typeof retry === "number" && Number.isFinite(retry)) {
+          body.retry_after_ms = retry;
+          res.setHeader("Retry-After", String(Math.ceil(retry / 1000)));
+        }
+        return void res.status(err.status).json(body);
+      }
       stop({ result: "failed" });
-      log.error({ err, alias }, "alias query failed");
-      sendError(res, new ParleyError("M_UNKNOWN", "could not create the meeting room"));
+      if (err instanceof ParleyError) log.warn({ alias, errcode: err.errcode, why: err.message }, "alias query not answered");
+      else log.error({ err, alias }, "alias query failed");
+      sendError(res, err instanceof ParleyError ? err : new ParleyError("M_UNKNOWN", "could not create the meeting room"));
     }
   });
 
@@ -188,6 +202,13 @@ export function appserviceRouter(opts: {
   router.post("/_matrix/app/v1/ping", (_req, res) => {
     res.json({});
   });
+
+  // A path parameter that is not percent-encoded UTF-8 (e.g. half of a full-width colon's
+  // bytes) fails to decode before any handler runs: the caller's mistake, not a 500.
+  router.use("/_matrix/app/v1/rooms", ((err, _req, res, next) => {
+    if (!(err instanceof URIError)) return next(err);
+    sendError(res, new ParleyError("M_INVALID_PARAM", "the alias is not percent-encoded UTF-8"));
+  }) as ErrorRequestHandler);
 
   return router;
 }

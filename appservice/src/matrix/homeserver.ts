@@ -1,9 +1,11 @@
 // The bot's view of its homeserver (the Homeserver port of calls/), over matrix-js-sdk's HTTP
 // layer. No sync loop: everything the bot learns arrives in appservice transactions.
 import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-sdk";
-import type { Homeserver, MeetingRoomSpec, Notice, WidgetSpec } from "../calls/ports.ts";
-import { RoomAliasInUseError } from "../calls/ports.ts";
-import { CALL_STATE_EVENT, WIDGET_EVENT } from "../calls/meetings.ts";
+import type { Homeserver, MeetingRoomSpec, Notice, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
+import { ParleyError } from "../errors.ts";
+import { OutcomeUnknownError, RoomAliasInUseError } from "../calls/ports.ts";
+import { CALL_STATE_EVENT } from "../calls/callState.ts";
+import { WIDGET_EVENT } from "../calls/meetings.ts";
 import { getLogger, sdkLogger } from "../log.ts";
 
 /** MatrixRTC membership state must be writable by every participant. */
@@ -17,6 +19,16 @@ export function creatorsArePrivileged(roomVersion: string): boolean {
 }
 
 const enc = encodeURIComponent;
+
+interface PowerLevels {
+  users?: Record<string, unknown>;
+  users_default?: unknown;
+  events?: Record<string, unknown>;
+  state_default?: unknown;
+}
+const num = (v: unknown, fallback: number) => (typeof v === "number" && Number.isFinite(v) ? v : fallback);
+const powerOf = (pl: PowerLevels, userId: string) => num(pl.users?.[userId], num(pl.users_default, 0));
+const neededFor = (pl: PowerLevels, eventType: string) => num(pl.events?.[eventType], num(pl.state_default, 50));
 
 function errcodeOf(err: unknown): string | undefined {
   return err instanceof MatrixError ? err.errcode : undefined;
@@ -114,15 +126,28 @@ export class MatrixHomeserver implements Homeserver {
       return res.room_id;
     } catch (err) {
       if (errcodeOf(err) === "M_ROOM_IN_USE") throw new RoomAliasInUseError(spec.alias);
+      // No answer (timeout, connection lost) or a failure on the homeserver's side: Synapse
+      // writes the alias before the room's state, and goes on after a client gives up.
+      const status = err instanceof MatrixError ? err.httpStatus : undefined;
+      if (status === undefined || status >= 500) throw new OutcomeUnknownError(`creating ${spec.alias}`, { cause: err });
       throw err;
     }
   }
 
+  /**
+   * The room an alias names, undefined when the directory has none. What the homeserver cannot
+   * resolve is the caller's problem, not Parley's: an alias it calls invalid (e.g. a full-width
+   * colon where the port separator should be) is M_INVALID_PARAM, an alias whose server it
+   * cannot reach (Synapse 1.163 answers 502) is M_NOT_FOUND.
+   */
   async resolveAlias(alias: string): Promise<string | undefined> {
     try {
       return (await this.request<{ room_id: string }>(Method.Get, `/directory/room/${enc(alias)}`)).room_id;
     } catch (err) {
       if (errcodeOf(err) === "M_NOT_FOUND") return undefined;
+      const status = err instanceof MatrixError ? err.httpStatus : undefined;
+      if (status === 400) throw new ParleyError("M_INVALID_PARAM", `${alias} is not a valid room alias`);
+      if (status === 502 || status === 504) throw new ParleyError("M_NOT_FOUND", `no room ${alias}: its server could not be reached`);
       throw err;
     }
   }
@@ -133,6 +158,14 @@ export class MatrixHomeserver implements Homeserver {
     } catch (err) {
       if (err instanceof MatrixError && err.httpStatus === 409) throw new RoomAliasInUseError(alias);
       throw err;
+    }
+  }
+
+  async deleteAlias(alias: string): Promise<void> {
+    try {
+      await this.request(Method.Delete, `/directory/room/${enc(alias)}`);
+    } catch (err) {
+      if (errcodeOf(err) !== "M_NOT_FOUND") throw err;
     }
   }
 
@@ -161,27 +194,38 @@ export class MatrixHomeserver implements Homeserver {
 
   /** A state event's content, undefined when the room has none (the calls' RoomStateReader). */
   async stateContent(roomId: string, type: string, stateKey = ""): Promise<Record<string, unknown> | undefined> {
-    return this.state<Record<string, unknown>>(roomId, type, stateKey);
+    return (await this.stateEvent(roomId, type, stateKey))?.content;
   }
 
-  async canSendState(roomId: string, eventType: string): Promise<boolean> {
-    const create = await this.request<{ sender?: string; content?: Record<string, unknown> }>(
-      Method.Get,
-      `/rooms/${enc(roomId)}/state/m.room.create/`,
-      undefined,
-      { format: "event" },
-    ).catch(() => undefined);
-    const version = String(create?.content?.room_version ?? "1");
-    const creators = [create?.sender, ...((create?.content?.additional_creators as string[] | undefined) ?? [])];
-    if (creatorsArePrivileged(version) && creators.includes(this.botUserId)) return true;
-    const pl = await this.state<{ users?: Record<string, number>; users_default?: number; events?: Record<string, number>; state_default?: number }>(
-      roomId,
-      "m.room.power_levels",
-    );
-    if (!pl) return true; // no power levels: everyone may send state
-    const mine = pl.users?.[this.botUserId] ?? pl.users_default ?? 0;
-    const needed = pl.events?.[eventType] ?? pl.state_default ?? 50;
-    return mine >= needed;
+  async stateEvent(roomId: string, type: string, stateKey = ""): Promise<StateEventFacts | undefined> {
+    try {
+      const e = await this.request<{ sender?: unknown; content?: unknown }>(
+        Method.Get,
+        `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`,
+        undefined,
+        { format: "event" },
+      );
+      if (typeof e.sender !== "string" || typeof e.content !== "object" || e.content === null) return undefined;
+      return { sender: e.sender, content: e.content as Record<string, unknown> };
+    } catch (err) {
+      if (errcodeOf(err) === "M_NOT_FOUND") return undefined;
+      throw err;
+    }
+  }
+
+  async putState(roomId: string, type: string, content: Record<string, unknown>, stateKey = ""): Promise<void> {
+    await this.request(Method.Put, `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`, content);
+  }
+
+  async canSendState(roomId: string, eventType: string, userId = this.botUserId): Promise<boolean> {
+    const create = await this.stateEvent(roomId, "m.room.create");
+    const version = String(create?.content.room_version ?? "1");
+    const extra = create?.content.additional_creators;
+    const creators = [create?.sender, ...(Array.isArray(extra) ? extra : [])];
+    if (creatorsArePrivileged(version) && creators.includes(userId)) return true;
+    const pl = (await this.stateEvent(roomId, "m.room.power_levels"))?.content as PowerLevels | undefined;
+    if (!pl) return true; // no power levels: everyone may send state (state_default 0)
+    return powerOf(pl, userId) >= neededFor(pl, eventType);
   }
 
   async getMembership(roomId: string, userId: string): Promise<string | undefined> {

@@ -22,10 +22,19 @@ export class EventRouter {
         const parsed = memberEvent.safeParse(raw);
         if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
         const ev = parsed.data;
-        if (ev.state_key === botUserId && ev.content.membership === "invite") {
-          const outcome = await meetings.onBotInvited(ev.room_id, ev.sender);
-          this.log.info({ roomId: ev.room_id, inviter: ev.sender, outcome }, "bot invited");
-        } else if (ev.state_key !== botUserId && ev.content.membership !== "join") {
+        const membership = ev.content.membership;
+        if (ev.state_key === botUserId) {
+          if (membership === "invite") {
+            const outcome = await meetings.onBotInvited(ev.room_id, ev.sender);
+            this.log.info({ roomId: ev.room_id, inviter: ev.sender, outcome }, "bot invited");
+          } else if (membership === "leave" || membership === "ban") {
+            // Kicked, banned or gone: the bot can no longer vouch for anyone there.
+            const ended = await meetings.onBotRemoved(ev.room_id, ev.sender, ev.event_id);
+            this.log.info({ roomId: ev.room_id, by: ev.sender, membership, callId: ended?.callId }, "bot removed from a room");
+          }
+        } else if (membership === "join") {
+          await meetings.onMemberJoined(ev.room_id);
+        } else {
           meetings.onRoomLeft(ev.room_id, ev.state_key);
           onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);
         }

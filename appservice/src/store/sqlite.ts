@@ -105,6 +105,24 @@ export class SqliteStore implements Store {
       .run(alias, Date.now());
     return r.changes === 1;
   }
+  claimAliasWithin(alias: string, max: number): "claimed" | "exists" | "full" {
+    return this.db.transaction(() => {
+      if (this.getAlias(alias)) return "exists";
+      if (this.aliasCount() >= max) return "full";
+      return this.claimAlias(alias) ? "claimed" : "exists";
+    }).immediate();
+  }
+  aliasCount(): number {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM meeting_alias").get() as { n: number }).n;
+  }
+  recordAlias(alias: string, roomId: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES (?, ?, 'ready', ?)
+         ON CONFLICT (alias) DO UPDATE SET room_id = excluded.room_id, state = 'ready'`,
+      )
+      .run(alias, roomId, Date.now());
+  }
   completeAlias(alias: string, roomId: string): void {
     this.db.prepare("UPDATE meeting_alias SET room_id = ?, state = 'ready' WHERE alias = ?").run(roomId, alias);
   }

@@ -45,7 +45,13 @@ export interface AliasStore {
   getAlias(alias: string): AliasRecord | undefined;
   /** Claims an alias for creation; false when a row (ready or creating) exists already. */
   claimAlias(alias: string): boolean;
+  /** Claims an alias for a new room unless `max` aliases (ready or claimed) exist already; one transaction. */
+  claimAliasWithin(alias: string, max: number): "claimed" | "exists" | "full";
+  /** How many aliases are recorded (ready or claimed). */
+  aliasCount(): number;
   completeAlias(alias: string, roomId: string): void;
+  /** Records an existing room as the alias's room (adoption): inserts, or completes a claim. */
+  recordAlias(alias: string, roomId: string): void;
   releaseAlias(alias: string): void;
   listAliases(state?: AliasRecord["state"]): AliasRecord[];
   /** The meeting alias whose room this is, if any. */

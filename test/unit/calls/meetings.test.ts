@@ -6,10 +6,12 @@ import { HELP_TEXT } from "../../../appservice/src/calls/commands.ts";
 import { MeetingService, WIDGET_EVENT, type MeetingsConfig } from "../../../appservice/src/calls/meetings.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import {
+  OutcomeUnknownError,
   RoomAliasInUseError,
   type Homeserver,
   type MeetingRoomSpec,
   type Notice,
+  type StateEventFacts,
   type WidgetSpec,
 } from "../../../appservice/src/calls/ports.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
@@ -18,6 +20,13 @@ const BOT = "@parley:example.org";
 const ROOM = "!chat:example.org";
 const ALICE = "@alice:example.org";
 const MALLORY = "@mallory:evil.example";
+
+/** A room the bot made for `alias`, as the homeserver has it: creator, call state, directory entry. */
+function parleyRoom(roomId: string, alias: string, opts: { callState?: boolean; creator?: string } = {}): void {
+  hs.directory.set(alias, roomId);
+  hs.stateEvents.set(`${roomId}|m.room.create`, { sender: opts.creator ?? BOT, content: { room_version: "12" } });
+  if (opts.callState ?? true) hs.stateEvents.set(`${roomId}|org.parley.call`, { sender: BOT, content: { version: 1, alias } });
+}
 
 /** An in-memory homeserver: a room directory, and a record of everything the bot did. */
 class FakeHomeserver implements Homeserver {
@@ -30,8 +39,14 @@ class FakeHomeserver implements Homeserver {
   readonly notices: { roomId: string; notice: Notice; txnId: string }[] = [];
   readonly widgetsPut: [string, WidgetSpec][] = [];
   readonly widgetsRemoved: [string, string][] = [];
-  readonly canSendStateAsked: [string, string][] = [];
+  readonly canSendStateAsked: [string, string, string | undefined][] = [];
+  /** room|type -> state event; createMeetingRoom fills in what the real homeserver would. */
+  readonly stateEvents = new Map<string, StateEventFacts>();
+  readonly statePut: [string, string, Record<string, unknown>][] = [];
+  readonly deletedAliases: string[] = [];
   canSend = true;
+  /** Users other than the bot whose power lets them send state; the bot's is `canSend`. */
+  readonly powerful = new Set<string>([ALICE]);
   createDelayMs = 15;
   readonly memberships = new Map<string, string>();
   createFails: Error | undefined;
@@ -47,6 +62,8 @@ class FakeHomeserver implements Homeserver {
     if (this.directory.has(spec.alias)) throw new RoomAliasInUseError(spec.alias);
     const roomId = `!meeting${++this.rooms}:example.org`;
     this.directory.set(spec.alias, roomId);
+    this.stateEvents.set(`${roomId}|m.room.create`, { sender: BOT, content: { room_version: "12" } });
+    this.stateEvents.set(`${roomId}|org.parley.call`, { sender: BOT, content: spec.callInfo });
     return roomId;
   }
   async resolveAlias(alias: string): Promise<string | undefined> {
@@ -67,9 +84,21 @@ class FakeHomeserver implements Homeserver {
   async sendNotice(roomId: string, notice: Notice, txnId: string): Promise<void> {
     this.notices.push({ roomId, notice, txnId });
   }
-  async canSendState(roomId: string, eventType: string): Promise<boolean> {
-    this.canSendStateAsked.push([roomId, eventType]);
-    return this.canSend;
+  async canSendState(roomId: string, eventType: string, userId?: string): Promise<boolean> {
+    this.canSendStateAsked.push([roomId, eventType, userId]);
+    return userId === undefined || userId === BOT ? this.canSend : this.powerful.has(userId);
+  }
+  async stateEvent(roomId: string, eventType: string): Promise<StateEventFacts | undefined> {
+    await Promise.resolve();
+    return this.stateEvents.get(`${roomId}|${eventType}`);
+  }
+  async putState(roomId: string, eventType: string, content: Record<string, unknown>): Promise<void> {
+    this.statePut.push([roomId, eventType, content]);
+    this.stateEvents.set(`${roomId}|${eventType}`, { sender: BOT, content });
+  }
+  async deleteAlias(alias: string): Promise<void> {
+    this.deletedAliases.push(alias);
+    this.directory.delete(alias);
   }
   async getMembership(roomId: string, userId: string): Promise<string | undefined> {
     return this.memberships.get(`${roomId}|${userId}`);
@@ -93,6 +122,8 @@ const CFG: MeetingsConfig = {
   publicUrl: "https://meet.example.org/",
   joinRule: "knock",
   encrypted: true,
+  aliasRooms: { perMinute: 60, burst: 1000, max: 1000 },
+  e2ee: { keys: "participant", provisionedRooms: [] },
 };
 
 let dir: string;
@@ -162,11 +193,11 @@ describe("provisionAlias", () => {
         joinRule: "knock",
         encrypted: true,
         serverAcl: { allow: ["example.org", "example.org:*", "partner.example", "partner.example:*"], deny: [], allow_ip_literals: false },
-        callInfo: { version: 1, api: "https://meet.example.org/", alias: "#meet-team.a_1=x:example.org" },
+        callInfo: { version: 1, api: "https://meet.example.org/", alias: "#meet-team.a_1=x:example.org", e2ee: { keys: "participant" } },
       },
     ]);
     expect(store.getAlias("#meet-team.a_1=x:example.org")).toMatchObject({ roomId, state: "ready" });
-    expect(observed).toEqual([["room_created", "alias"]]);
+    expect(observed).toEqual([["room_created", "alias"], ["alias", "created"]]);
   });
 
   it("follows the config's join rule, encryption and allow-list", async () => {
@@ -176,7 +207,7 @@ describe("provisionAlias", () => {
       joinRule: "public",
       encrypted: false,
       serverAcl: { allow: ["example.org", "example.org:*", "10.1.2.3", "10.1.2.3:*"], deny: [], allow_ip_literals: true },
-      callInfo: { version: 1, api: "https://calls.example", alias: "#meet-x:example.org" },
+      callInfo: { version: 1, api: "https://calls.example", alias: "#meet-x:example.org", e2ee: { keys: "participant" } },
     });
   });
 
@@ -209,12 +240,12 @@ describe("provisionAlias", () => {
     expect(hs.directory.get("#meet-team:example.org")).toBe(first);
   });
 
-  it("resolves the alias when the homeserver says it is already in use", async () => {
-    hs.directory.set("#meet-team:example.org", "!made-elsewhere:example.org");
+  it("adopts the bot's room when the homeserver says the alias is already in use", async () => {
+    parleyRoom("!made-elsewhere:example.org", "#meet-team:example.org");
     expect(await service().provisionAlias("#meet-team:example.org")).toBe("!made-elsewhere:example.org");
     expect(hs.created).toHaveLength(1);
     expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!made-elsewhere:example.org", state: "ready" });
-    expect(observed).toEqual([]);
+    expect(observed).toEqual([["alias", "adopted"]]);
   });
 
   it("releases its claim and rejects when the room cannot be created", async () => {
@@ -227,7 +258,7 @@ describe("provisionAlias", () => {
 
   it("finishes a claim left by a crash when the directory has the alias", async () => {
     store.claimAlias("#meet-team:example.org");
-    hs.directory.set("#meet-team:example.org", "!before-crash:example.org");
+    parleyRoom("!before-crash:example.org", "#meet-team:example.org");
     expect(await service().provisionAlias("#meet-team:example.org")).toBe("!before-crash:example.org");
     expect(hs.created).toEqual([]);
     expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!before-crash:example.org", state: "ready" });
@@ -240,7 +271,7 @@ describe("reconcilePendingAliases", () => {
     store.claimAlias("#meet-lost:example.org");
     store.claimAlias("#meet-ok:example.org");
     store.completeAlias("#meet-ok:example.org", "!ok:example.org");
-    hs.directory.set("#meet-done:example.org", "!done:example.org");
+    parleyRoom("!done:example.org", "#meet-done:example.org");
 
     expect(await service().reconcilePendingAliases()).toBe(2);
     expect(store.getAlias("#meet-done:example.org")).toMatchObject({ roomId: "!done:example.org", state: "ready" });
@@ -249,6 +280,23 @@ describe("reconcilePendingAliases", () => {
     expect(store.listAliases("creating")).toEqual([]);
     expect(await service().reconcilePendingAliases()).toBe(0);
     expect(hs.created).toEqual([]);
+  });
+});
+
+describe("reconcilePendingAliases and rooms still in the making", () => {
+  it("keeps a young claim whose room lacks its call state; sets an old one's room aside", async () => {
+    store.claimAlias("#meet-young:example.org");
+    parleyRoom("!young:example.org", "#meet-young:example.org", { callState: false });
+    now = Date.now(); // the claim was just made
+    expect(await service().reconcilePendingAliases()).toBe(1);
+    expect(store.getAlias("#meet-young:example.org")?.state).toBe("creating");
+    expect(hs.deletedAliases).toEqual([]);
+
+    now = Date.now() + 10 * 60_000; // long after: the homeserver is done with it
+    await service().reconcilePendingAliases();
+    expect(store.getAlias("#meet-young:example.org")).toBeUndefined();
+    expect(hs.deletedAliases).toEqual(["#meet-young:example.org"]);
+    expect(hs.left.map(([r]) => r)).toEqual(["!young:example.org"]);
   });
 });
 
@@ -301,7 +349,8 @@ describe("onMessage", () => {
       endEventId: null,
       sfu: null,
     });
-    expect(hs.canSendStateAsked).toEqual([[ROOM, WIDGET_EVENT]]);
+    expect(hs.canSendStateAsked).toEqual([[ROOM, WIDGET_EVENT, undefined], [ROOM, "org.parley.call", undefined]]);
+    expect(hs.statePut).toEqual([[ROOM, "org.parley.call", { version: 1, api: "https://meet.example.org/", e2ee: { keys: "participant" } }]]);
     expect(hs.widgetsPut).toEqual([
       [
         ROOM,
@@ -343,6 +392,7 @@ describe("onMessage", () => {
     const meetings = service();
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
     now += 60_000;
+    hs.powerful.add("@bob:partner.example");
     await meetings.onMessage(ROOM, "@bob:partner.example", "!meet end", "$ev2");
     expect(hs.notices[1]).toEqual({ roomId: ROOM, txnId: "parley-$ev2", notice: { text: "Call ended by @bob:partner.example." } });
     expect(hs.widgetsRemoved).toEqual([[ROOM, "parley-call1"]]);
@@ -358,7 +408,11 @@ describe("onMessage", () => {
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
     expect(store.activeCall(ROOM)?.widgetId).toBeNull();
     await meetings.onMessage(ROOM, ALICE, "!meet end", "$ev2");
-    expect(texts()).toEqual([`Call started by ${ALICE}. Join: ${link}`, `Call ended by ${ALICE}.`]);
+    expect(texts()).toEqual([
+      `Call started by ${ALICE}. Join: ${link} (Parley may not set org.parley.call in this room: clients ask you to confirm meet.example.org, and keys are the participants'.)`,
+      `Call ended by ${ALICE}.`,
+    ]);
+    expect(hs.statePut).toEqual([]);
     expect(hs.widgetsPut).toEqual([]);
     expect(hs.widgetsRemoved).toEqual([]);
   });
@@ -500,5 +554,213 @@ describe("!meet status", () => {
     const meetings = service();
     const forged = { ...member("@bob:partner.example", "B1", joined("B1")), state_key: `_${ALICE}_B1` };
     expect(meetings.onRtcMembership(ROOM, forged).kind).toBe("invalid");
+  });
+});
+
+describe("alias room limits", () => {
+  const limited = (aliasRooms: MeetingsConfig["aliasRooms"]) => service({ ...CFG, aliasRooms });
+  const alias = (i: number) => `#meet-n${i}:example.org`;
+
+  it("refuses beyond the burst with M_LIMIT_EXCEEDED and a retry time, writing nothing", async () => {
+    const meetings = limited({ perMinute: 6, burst: 3, max: 100 });
+    for (let i = 0; i < 3; i++) expect(await meetings.provisionAlias(alias(i))).toBeDefined();
+    const refused = meetings.provisionAlias(alias(3));
+    await expect(refused).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", reason: "rate", retryAfterMs: 10_000 });
+    expect(store.getAlias(alias(3))).toBeUndefined();
+    expect(hs.created).toHaveLength(3);
+    expect(observed.filter(([w]) => w === "alias")).toEqual([
+      ["alias", "created"], ["alias", "created"], ["alias", "created"], ["alias", "refused_rate"],
+    ]);
+    now += 10_000; // one token back at 6 a minute
+    expect(await meetings.provisionAlias(alias(3))).toBeDefined();
+    await expect(meetings.provisionAlias(alias(4))).rejects.toMatchObject({ reason: "rate" });
+  });
+
+  it("refuses beyond the cap, and still serves the aliases it has", async () => {
+    const meetings = limited({ perMinute: 600, burst: 100, max: 2 });
+    const first = await meetings.provisionAlias(alias(0));
+    await meetings.provisionAlias(alias(1));
+    await expect(meetings.provisionAlias(alias(2))).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", reason: "cap" });
+    expect(store.getAlias(alias(2))).toBeUndefined();
+    expect(await meetings.provisionAlias(alias(0))).toBe(first);
+    expect(hs.created).toHaveLength(2);
+  });
+
+  it("1000 concurrent lookups of distinct aliases make at most the cap, each recorded", async () => {
+    const meetings = limited({ perMinute: 60, burst: 1000, max: 25 });
+    const results = await Promise.allSettled(Array.from({ length: 1000 }, (_, i) => meetings.provisionAlias(alias(i))));
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(25);
+    expect(hs.created).toHaveLength(25);
+    expect(store.listAliases("ready")).toHaveLength(25);
+    expect(store.listAliases("creating")).toEqual([]);
+  });
+
+  it("a lookup of an alias that exists is not refused by the limits", async () => {
+    const meetings = limited({ perMinute: 0, burst: 1, max: 1 });
+    const roomId = await meetings.provisionAlias(alias(0));
+    expect(await meetings.provisionAlias(alias(0))).toBe(roomId);
+  });
+});
+
+describe("alias rooms converge", () => {
+  it("a creation that failed although the homeserver made the room adopts that room", async () => {
+    hs.createFails = new Error("500 from the homeserver");
+    const meetings = service();
+    // The homeserver made the room before failing (Synapse writes the alias first).
+    const create = hs.createMeetingRoom.bind(hs);
+    hs.createMeetingRoom = async (spec) => {
+      parleyRoom("!made-anyway:example.org", spec.alias);
+      return create(spec);
+    };
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!made-anyway:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!made-anyway:example.org", state: "ready" });
+    expect(observed).toContainEqual(["alias", "adopted"]);
+  });
+
+  it("keeps the claim when the homeserver's outcome is unknown; the room's first member settles it", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    // The homeserver finished the room after Parley stopped waiting.
+    parleyRoom("!late:example.org", "#meet-x:example.org");
+    await meetings.onMemberJoined("!late:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!late:example.org", state: "ready" });
+  });
+
+  it("a room still being made when Parley gave up waiting is neither set aside nor released", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    // The alias exists, but the room's state is not readable yet (the bot's join is not written).
+    hs.directory.set("#meet-x:example.org", "!in-progress:example.org");
+    const stateEvent = hs.stateEvent.bind(hs);
+    hs.stateEvent = async (r, t) => {
+      if (r === "!in-progress:example.org") throw new Error("M_FORBIDDEN: not in room");
+      return stateEvent(r, t);
+    };
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    expect(hs.deletedAliases).toEqual([]);
+    expect(hs.left).toEqual([]);
+    // Once readable, the room's first member settles it.
+    hs.stateEvent = stateEvent;
+    parleyRoom("!in-progress:example.org", "#meet-x:example.org");
+    await meetings.onMemberJoined("!in-progress:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!in-progress:example.org", state: "ready" });
+  });
+
+  it("answers the homeserver's query made while Parley looks the alias up itself with 'not found' (no deadlock)", async () => {
+    store.claimAlias("#meet-x:example.org"); // left by a crash
+    const meetings = service();
+    // A homeserver that, not having the alias, asks the appservice before answering (as Synapse does).
+    hs.resolveAlias = async (alias) => {
+      const asked = await meetings.provisionAlias(alias);
+      return asked ?? hs.directory.get(alias);
+    };
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "ready" });
+  });
+
+  it("a kept claim whose room never came is made on the alias's next query", async () => {
+    hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
+    const meetings = service();
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+    hs.createFails = undefined;
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!meeting1:example.org", state: "ready" });
+  });
+
+  it("does not adopt a room the bot did not make, and releases the claim", async () => {
+    parleyRoom("!squatted:example.org", "#meet-x:example.org", { creator: "@admin:example.org" });
+    await expect(service().provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_NOT_FOUND" });
+    expect(store.getAlias("#meet-x:example.org")).toBeUndefined();
+  });
+
+  it("sets aside a half-made room of the bot (no call state) so the alias can be made again", async () => {
+    parleyRoom("!half:example.org", "#meet-x:example.org", { callState: false });
+    const meetings = service();
+    await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toBeInstanceOf(RoomAliasInUseError);
+    expect(hs.deletedAliases).toEqual(["#meet-x:example.org"]);
+    expect(hs.left.map(([r]) => r)).toEqual(["!half:example.org"]);
+    expect(store.getAlias("#meet-x:example.org")).toBeUndefined();
+    expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
+  });
+
+  it("a member joining a room with Parley's alias but no record gets the room adopted", async () => {
+    parleyRoom("!orphan:example.org", "#meet-x:example.org");
+    const meetings = service();
+    await meetings.onMemberJoined("!orphan:example.org");
+    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!orphan:example.org", state: "ready" });
+  });
+
+  it("a member joining an ordinary room adopts nothing, and the room is asked about once", async () => {
+    hs.stateEvents.set(`${ROOM}|org.parley.call`, { sender: "@mallory:example.org", content: { version: 1, alias: "#meet-x:example.org" } });
+    hs.directory.set("#meet-x:example.org", ROOM);
+    const meetings = service();
+    let asked = 0;
+    const stateEvent = hs.stateEvent.bind(hs);
+    hs.stateEvent = async (r, t) => {
+      asked++;
+      return stateEvent(r, t);
+    };
+    await meetings.onMemberJoined(ROOM);
+    await meetings.onMemberJoined(ROOM);
+    expect(store.listAliases()).toEqual([]);
+    expect(asked).toBe(1);
+  });
+});
+
+describe("the bot removed from a room", () => {
+  it("ends the room's call and tells onCallEnded, once per event", async () => {
+    const ended: string[] = [];
+    const meetings = new MeetingService(CFG, {
+      homeserver: hs, store, policy: new FederationPolicy("example.org", []), clock: { now: () => now },
+      ids: { callId: () => "call1", sessionToken: () => "t" },
+      onCallEnded: async (call) => void ended.push(call.callId),
+    });
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    const call = await meetings.onBotRemoved(ROOM, ALICE, "$kick");
+    expect(call).toMatchObject({ callId: "call1", endedBy: ALICE, endEventId: "$kick" });
+    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(ended).toEqual(["call1"]);
+    await meetings.onBotRemoved(ROOM, ALICE, "$kick"); // redelivered: closes again, idempotent
+    expect(ended).toEqual(["call1", "call1"]);
+    expect(await meetings.onBotRemoved(ROOM, ALICE, "$other")).toBeUndefined();
+  });
+});
+
+describe("!meet end and the call state", () => {
+  it("refuses '!meet end' from a user who may not change the call state", async () => {
+    const meetings = service();
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    await meetings.onMessage(ROOM, "@bob:partner.example", "!meet end", "$ev2");
+    expect(hs.notices[1]!.notice.text).toBe(
+      "Sorry @bob:partner.example, ending the call needs the power level to change the call state (org.parley.call) in this room.",
+    );
+    expect(hs.canSendStateAsked.at(-1)).toEqual([ROOM, "org.parley.call", "@bob:partner.example"]);
+    expect(store.activeCall(ROOM)).toBeDefined();
+    expect(observed).toContainEqual(["refusal", "end"]);
+  });
+
+  it("announces provisioned keys and the bot in rooms the operator lists", async () => {
+    const meetings = service({ ...CFG, e2ee: { keys: "participant", provisionedRooms: [ROOM] } });
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    expect(hs.statePut[0]![2]).toEqual({ version: 1, api: "https://meet.example.org/", e2ee: { keys: "provisioned", bot: BOT } });
+    await meetings.provisionAlias("#meet-x:example.org");
+    expect(hs.created[0]!.callInfo).toMatchObject({ e2ee: { keys: "participant" } });
+  });
+
+  it("'!meet' in an alias room keeps the room's alias in the call state", async () => {
+    const meetings = service();
+    const roomId = (await meetings.provisionAlias("#meet-x:example.org"))!;
+    await meetings.onMessage(roomId, ALICE, "!meet", "$ev1");
+    expect(hs.statePut).toEqual([[roomId, "org.parley.call", { version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "participant" } }]]);
+  });
+
+  it("alias rooms announce provisioned keys when calls.e2ee.keys says so", async () => {
+    await service({ ...CFG, e2ee: { keys: "provisioned", provisionedRooms: [] } }).provisionAlias("#meet-x:example.org");
+    expect(hs.created[0]!.callInfo).toEqual({
+      version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "provisioned", bot: BOT },
+    });
   });
 });

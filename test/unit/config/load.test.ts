@@ -46,7 +46,13 @@ describe("parseConfig", () => {
         botLocalpart: "parley",
         userPrefix: "_parley_",
       },
-      meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
+      meetings: {
+        aliasPrefix: "meet-",
+        publicUrl: "https://meet.example.org",
+        joinRule: "public",
+        encrypted: true,
+        aliasRooms: { perMinute: 30, burst: 10, max: 10_000 },
+      },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
       sfu: { nodes: [] },
@@ -64,7 +70,7 @@ describe("parseConfig", () => {
 
   it("keeps values that are given instead of the defaults", () => {
     const config = parseConfig({
-      ...with_("meetings", { joinRule: "invite", encrypted: false, aliasPrefix: "call-" }),
+      ...with_("meetings", { joinRule: "invite", encrypted: false, aliasPrefix: "call-", aliasRooms: { burst: 3 } }),
       federation: { allow: ["partner.example", "*.gov.example"] },
       logging: { level: "debug" },
     });
@@ -73,6 +79,7 @@ describe("parseConfig", () => {
       publicUrl: "https://meet.example.org",
       joinRule: "invite",
       encrypted: false,
+      aliasRooms: { perMinute: 30, burst: 3, max: 10_000 },
     });
     expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
     expect(config.logging.level).toBe("debug");
@@ -82,6 +89,7 @@ describe("parseConfig", () => {
     expect(problemsOf(with_("appservice", { port: "9000" }))).toEqual(["appservice.port: expected number"]);
     expect(problemsOf(with_("homeserver", { domain: 3 }))).toEqual(["homeserver.domain: expected string"]);
     expect(problemsOf(with_("meetings", { encrypted: "yes" }))).toEqual(["meetings.encrypted: expected boolean"]);
+    expect(problemsOf(with_("meetings", { aliasRooms: { burst: 0 } }))[0]).toMatch(/^meetings\.aliasRooms\.burst: /);
   });
 
   it("says a required key is missing", () => {

@@ -6,6 +6,7 @@ import express from "express";
 import { MatrixError } from "matrix-js-sdk";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { errorHandler } from "../../../appservice/src/http/errors.ts";
+import { AliasRefusedError } from "../../../appservice/src/calls/aliasRooms.ts";
 import { createMetrics } from "../../../appservice/src/http/metrics.ts";
 import { configureLogging } from "../../../appservice/src/log.ts";
 import { appserviceRouter, isTransient, parseTransactionParts, type AppserviceHandlers } from "../../../appservice/src/matrix/appserviceHttp.ts";
@@ -329,6 +330,25 @@ describe("queries", () => {
       500,
       { errcode: "M_UNKNOWN", error: "could not create the meeting room" },
     ]);
+  });
+
+  it("answers a refusal by a limit with its errcode, status and retry time (not 500)", async () => {
+    const rec = recorder();
+    rec.answerAlias(new AliasRefusedError("rate", "too many new meeting rooms", 1500));
+    const { base } = await serve(rec.handlers);
+    const res = await get(base, "/_matrix/app/v1/rooms/%23meet-x%3Aexample.org");
+    expect(res.headers.get("retry-after")).toBe("2");
+    expect(await answer(res)).toEqual([429, { errcode: "M_LIMIT_EXCEEDED", error: "too many new meeting rooms", retry_after_ms: 1500 }]);
+    rec.answerAlias(new AliasRefusedError("cap", "the cap"));
+    expect(await answer(await get(base, "/_matrix/app/v1/rooms/%23meet-y%3Aexample.org"))).toEqual([429, { errcode: "M_LIMIT_EXCEEDED", error: "the cap" }]);
+  });
+
+  it("answers an alias that is not percent-encoded UTF-8 with 400, not 500", async () => {
+    const rec = recorder();
+    const { base } = await serve(rec.handlers);
+    const [status, body] = await answer(await get(base, "/_matrix/app/v1/rooms/%23meet-x%EF%BC%3Aexample.org%E0%A4%A"));
+    expect([status, (body as { errcode?: string }).errcode]).toEqual([400, "M_INVALID_PARAM"]);
+    expect(rec.aliases).toEqual([]);
   });
 
   it("needs the token for alias queries too", async () => {

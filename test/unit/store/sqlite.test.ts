@@ -147,6 +147,30 @@ describe("aliases", () => {
     expect(store.getAlias(alias)).toMatchObject({ alias, roomId: "!room:example.org", state: "ready" });
   });
 
+  it("claimAliasWithin counts claims and ready aliases against the cap, in one transaction", () => {
+    const a = open();
+    const b = open();
+    expect(a.claimAliasWithin("#meet-a:example.org", 2)).toBe("claimed");
+    expect(b.claimAliasWithin("#meet-a:example.org", 2)).toBe("exists");
+    a.completeAlias("#meet-a:example.org", "!a:example.org");
+    expect(b.claimAliasWithin("#meet-b:example.org", 2)).toBe("claimed");
+    expect(a.claimAliasWithin("#meet-c:example.org", 2)).toBe("full");
+    expect(a.aliasCount()).toBe(2);
+    expect(a.getAlias("#meet-c:example.org")).toBeUndefined();
+  });
+
+  it("recordAlias adopts a room: inserts it, or completes a claim", () => {
+    const store = open();
+    store.recordAlias("#meet-a:example.org", "!a:example.org");
+    store.claimAlias("#meet-b:example.org");
+    store.recordAlias("#meet-b:example.org", "!b:example.org");
+    expect(store.listAliases().map((r) => [r.alias, r.roomId, r.state])).toEqual([
+      ["#meet-a:example.org", "!a:example.org", "ready"],
+      ["#meet-b:example.org", "!b:example.org", "ready"],
+    ]);
+    expect(store.aliasOfRoom("!a:example.org")?.alias).toBe("#meet-a:example.org");
+  });
+
   it("lists aliases by state", () => {
     const store = open();
     store.claimAlias("#meet-a:example.org");
