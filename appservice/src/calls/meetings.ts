@@ -8,7 +8,7 @@ import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { AliasRooms, type AliasOutcome, type AliasRoomLimits } from "./aliasRooms.ts";
 import { CALL_STATE_EVENT, callStateContent, keyModeOf, type KeyPolicy } from "./callState.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
-import type { FederationPolicy } from "./policy.ts";
+import { serverNameOf, type FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
 import { RtcParticipants } from "./rtcParticipants.ts";
 import type { Clock, Homeserver, IdSource } from "./ports.ts";
@@ -100,9 +100,20 @@ export class MeetingService {
     return this.aliasRooms.reconcilePending();
   }
 
-  /** A user (not the bot) joined a room the bot is in: an alias room without a record is adopted. */
-  async onMemberJoined(roomId: string): Promise<void> {
+  /**
+   * A user (not the bot) joined a room the bot is in: an alias room without a record is adopted.
+   * A user of another server joining a call room gets the forks merged: an event sent here while
+   * their server's join was on its way (a MatrixRTC membership, typically) was sent to the servers
+   * in the room then, not to theirs, and their join does not reference it; their server fetches it
+   * only when a later event does. Without this, a remote joiner could never see a participant's
+   * call membership, and so never send them its media key (the issue-8 fresh-machine failure).
+   */
+  async onMemberJoined(roomId: string, userId?: string, eventId?: string): Promise<void> {
     await this.aliasRooms.onMemberJoined(roomId);
+    if (!userId || !eventId || !isRemote(userId, this.cfg.domain)) return;
+    const { store } = this.deps;
+    if (!store.activeCall(roomId) && store.aliasOfRoom(roomId)?.state !== "ready") return;
+    await this.deps.homeserver.mergeForks(roomId, `parley-merge-${eventId}`);
   }
 
   /** The bot left, was kicked or banned: the call there ends, its sessions close. */
@@ -266,4 +277,12 @@ function hostOf(url: string): string {
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function isRemote(userId: string, domain: string): boolean {
+  try {
+    return serverNameOf(userId) !== domain;
+  } catch {
+    return false; // not a user id: nobody to merge anything for
+  }
 }

@@ -62,6 +62,10 @@ export interface Homeserver {
   leaveRoom(roomId: string, reason: string): Promise<void>;
   /** Sends a notice; the same txnId never posts twice. */
   sendNotice(roomId: string, notice: Notice, txnId: string): Promise<void>;
+  /** Sends an `org.matrix.dummy_event` (clients show nothing): its prev_events join the room's
+   *  forward extremities, so a server that joined concurrently with an event fetches that event.
+   *  The same txnId never sends twice. */
+  mergeForks(roomId: string, txnId: string): Promise<void>;
   /** Whether the user's (default: the bot's) power level lets them send this state event type
    *  in the room (m.room.power_levels, and the creators of room versions where they are privileged). */
   canSendState(roomId: string, eventType: string, userId?: string): Promise<boolean>;

@@ -161,6 +161,10 @@ export class MatrixHomeserver implements Homeserver {
     }
   }
 
+  async mergeForks(roomId: string, txnId: string): Promise<void> {
+    await this.request(Method.Put, `/rooms/${enc(roomId)}/send/org.matrix.dummy_event/${enc(txnId)}`, {});
+  }
+
   async deleteAlias(alias: string): Promise<void> {
     try {
       await this.request(Method.Delete, `/directory/room/${enc(alias)}`);

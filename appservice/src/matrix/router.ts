@@ -33,7 +33,7 @@ export class EventRouter {
             this.log.info({ roomId: ev.room_id, by: ev.sender, membership, callId: ended?.callId }, "bot removed from a room");
           }
         } else if (membership === "join") {
-          await meetings.onMemberJoined(ev.room_id);
+          await meetings.onMemberJoined(ev.room_id, ev.state_key, ev.event_id);
         } else {
           meetings.onRoomLeft(ev.room_id, ev.state_key);
           onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);

@@ -96,6 +96,11 @@ class FakeHomeserver implements Homeserver {
     this.statePut.push([roomId, eventType, content]);
     this.stateEvents.set(`${roomId}|${eventType}`, { sender: BOT, content });
   }
+  readonly merged: [string, string][] = [];
+  async mergeForks(roomId: string, txnId: string): Promise<void> {
+    await Promise.resolve();
+    this.merged.push([roomId, txnId]);
+  }
   async deleteAlias(alias: string): Promise<void> {
     this.deletedAliases.push(alias);
     this.directory.delete(alias);
@@ -707,6 +712,18 @@ describe("alias rooms converge", () => {
     await meetings.onMemberJoined(ROOM);
     expect(store.listAliases()).toEqual([]);
     expect(asked).toBe(1);
+  });
+});
+
+describe("a user of another server joins a call room", () => {
+  it("merges the room's forks once per join event, only for remote users of call rooms", async () => {
+    const meetings = service();
+    await meetings.onMemberJoined(ROOM, "@bob:partner.example", "$join0"); // no call yet: nothing
+    await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
+    await meetings.onMemberJoined(ROOM, "@carol:example.org", "$join1"); // a local user: nothing
+    await meetings.onMemberJoined(ROOM, "not a user id", "$join2");
+    await meetings.onMemberJoined(ROOM, "@bob:partner.example", "$join3");
+    expect(hs.merged).toEqual([[ROOM, "parley-merge-$join3"]]);
   });
 });
 
