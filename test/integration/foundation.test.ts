@@ -56,7 +56,8 @@ describe("meeting rooms by alias", () => {
     expect(of("m.room.encryption")?.content.algorithm).toBe("m.megolm.v1.aes-sha2");
     expect(of("m.room.join_rules")?.content.join_rule).toBe("public");
     expect(of("m.room.server_acl")?.content).toEqual({
-      allow: [A.serverName, B.host, `${B.host}:*`], // the own server name keeps its port
+      // Each host alone (a transaction's origin, port stripped) and with its port (an event's sender).
+      allow: [A.host, A.serverName, B.host, `${B.host}:*`],
       deny: [],
       allow_ip_literals: true,
     });

@@ -81,13 +81,13 @@ export class FederationPolicy {
 
   /** The m.room.server_acl content for Parley's rooms. IP literals are allowed only when
    *  an allowed entry is one (test and private deployments named by address).
-   *  The spec compares ACL entries with the host alone, but Synapse (1.163) compares them with
-   *  the whole server name, port included; so an entry without a port also appears as
-   *  "<glob>:*", which matches "host:port" names on Synapse and nothing on servers that strip
-   *  the port. An entry with a port appears as written: Synapse then admits that port only, and
-   *  servers that compare the host alone admit no port of it (an ACL cannot say more there). */
+   *  Synapse (1.163) checks ACLs twice with different names: the origin of an inbound
+   *  transaction without its port (as the spec says), and an event sender's server name with it.
+   *  So every entry appears as its host alone and with a port: "<host>:*" for an entry without
+   *  a port, "<host>:<port>" for one with. A server name's port therefore cannot be fenced by the
+   *  ACL (the host alone admits every port of it); Parley's own checks (allowsServer) compare it. */
   serverAcl(): ServerAclContent {
-    const allow = this.#entries.flatMap((e) => (e.port === undefined ? [e.glob, `${e.glob}:*`] : [e.glob]));
+    const allow = this.#entries.flatMap((e) => [e.host, `${e.host}:${e.port ?? "*"}`]);
     return { allow: [...new Set(allow)], deny: [], allow_ip_literals: this.#entries.some((e) => isIpLiteral(e.host)) };
   }
 

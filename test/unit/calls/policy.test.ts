@@ -149,7 +149,7 @@ describe("FederationPolicy", () => {
       allow_ip_literals: true,
     });
     expect(new FederationPolicy("[::1]:8448", []).serverAcl()).toEqual({
-      allow: ["[::1]:8448"],
+      allow: ["[::1]", "[::1]:8448"],
       deny: [],
       allow_ip_literals: true,
     });
@@ -199,10 +199,10 @@ describe("FederationPolicy with ports", () => {
     expect(p.allowsUser("@mallory:127.0.0.11:9999")).toBe(false);
   });
 
-  it("the server ACL keeps a named port (Synapse compares the whole name) and adds ':*' only for port-less entries", () => {
+  it("the server ACL names each host alone (Synapse strips the port of a transaction's origin) and with its port or ':*' (it keeps the port of an event's sender)", () => {
     const p = new FederationPolicy("example.org", ["partner.example:8448", "*.gov.example", "10.0.0.5:8448"]);
     expect(p.serverAcl()).toEqual({
-      allow: ["example.org", "example.org:*", "partner.example:8448", "*.gov.example", "*.gov.example:*", "10.0.0.5:8448"],
+      allow: ["example.org", "example.org:*", "partner.example", "partner.example:8448", "*.gov.example", "*.gov.example:*", "10.0.0.5", "10.0.0.5:8448"],
       deny: [],
       allow_ip_literals: true,
     });
