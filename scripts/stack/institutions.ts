@@ -35,6 +35,8 @@ export interface StackOptions {
 
 export interface ParleyProcess {
   readonly url: string;
+  /** GET /metrics, on Parley's separate metrics listener. */
+  readonly metricsUrl: string;
   readonly config: ParleyConfig;
   readonly configFile: string;
   readonly logFile: string;
@@ -92,6 +94,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   const dir = path.join(base, name);
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const parleyPort = await freePort(ip);
+  const metricsPort = await freePort(ip);
   const configFile = path.join(dir, "parley.yaml");
   const registrationFile = path.join(dir, "registration.yaml");
   let config: ParleyConfig | undefined;
@@ -115,6 +118,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         // The stack's homeservers use self-signed loopback certificates.
         federation: { allow: opts.allow(index, hosts), tlsVerify: false },
         store: { path: path.join(dir, "parley.db") },
+        metrics: { bindAddress: ip, port: metricsPort },
         calls: { e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
         crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
@@ -144,6 +148,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   let store: SqliteStore | undefined;
   const parley: ParleyProcess = {
     url: `http://${ip}:${parleyPort}`,
+    metricsUrl: `http://${ip}:${metricsPort}/metrics`,
     config: cfg,
     configFile,
     logFile: proc.logFile,

@@ -9,14 +9,16 @@ import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
-import { createMetrics, type Metrics } from "../http/metrics.ts";
+import { BODY_LIMITS, jsonBody } from "../http/body.ts";
+import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
 import { callApiRouter } from "../http/callApi.ts";
 import { CallMembers, mediaHandlers } from "../http/signalling/media.ts";
 import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
 import { attachSignalling, sessionHandlers, SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { BotCrypto } from "../crypto/botCrypto.ts";
 import { clientHttp } from "../crypto/http.ts";
-import { configureLogging, getLogger } from "../log.ts";
+import { configureLogging, getLogger, type Logger } from "../log.ts";
+import { type Lifecycle, withLifecycle } from "./lifecycle.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { sfuPorts } from "./sfuPorts.ts";
@@ -34,6 +36,8 @@ export interface Parley {
   readonly meetings: MeetingService;
   readonly calls: CallService;
   readonly metrics: Metrics;
+  /** Where GET /metrics answers (its own listener), unless metrics are disabled. */
+  readonly metricsUrl: string | undefined;
   /** The bot's Olm device, when crypto is configured. */
   readonly crypto: BotCrypto | undefined;
   stop(): Promise<void>;
@@ -44,7 +48,12 @@ const DAY = 24 * 3600 * 1000;
 export async function start(config: ParleyConfig): Promise<Parley> {
   configureLogging(config.logging.level);
   const log = getLogger("app");
-  const store = new SqliteStore(config.store.path);
+  // Everything that starts is recorded in `life`; a failed start and stop() both unwind it.
+  return withLifecycle(log, (life) => run(config, life, log));
+}
+
+async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<Parley> {
+  const store = life.add("store", new SqliteStore(config.store.path), (s) => s.close());
   const metrics = createMetrics();
   const homeserver = new MatrixHomeserver({
     url: config.homeserver.url,
@@ -53,18 +62,21 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   });
   // The bot's Olm device: opened below once the bot user exists; work that comes earlier waits.
   const crypto = config.crypto
-    ? new BotCrypto({ userId: homeserver.botUserId, file: config.crypto.path, storeKey: config.crypto.storeKey, http: clientHttp(homeserver.client) })
+    ? life.add("crypto", new BotCrypto({ userId: homeserver.botUserId, file: config.crypto.path, storeKey: config.crypto.storeKey, http: clientHttp(homeserver.client) }))
     : undefined;
   if (!crypto) log.warn("no crypto section in the config: the bot neither reads nor answers in encrypted rooms");
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
-  const verifier = OpenIdVerifier.fromConfig(config, policy);
-  const sfu: Sfu | undefined = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
+  const verifier = life.add("openid verifier", OpenIdVerifier.fromConfig(config, policy), (v) => v.close());
+  const sfu: Sfu | undefined = config.sfu.nodes.length ? await life.start("sfu", () => createSfu(config.sfu)) : undefined;
   const requireE2ee = config.calls.e2ee.required;
   const ports: SfuRooms & SfuMedia = sfu ? sfuPorts(sfu, { requireE2ee }) : noSfu();
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
-  const calls = new CallService(
-    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers },
-    { homeserver, store, policy, verifier, sfu: ports, clock: { now: () => Date.now() }, ids },
+  const calls = life.add(
+    "call sessions",
+    new CallService(
+      { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers },
+      { homeserver, store, policy, verifier, sfu: ports, clock: { now: () => Date.now() }, ids },
+    ),
   );
   const meetings = new MeetingService(
     {
@@ -88,15 +100,16 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       },
     },
   );
-  const router = new EventRouter(meetings, homeserver.botUserId, (roomId, userId, membership) => {
+  const evict = (roomId: string, userId: string, membership: string) => {
     const ended = calls.evict(roomId, userId, membership);
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
-  });
+  };
+  const router = new EventRouter(meetings, homeserver.botUserId, evict);
 
   const route = (event: RawEvent) => router.route(event);
   const app = express();
   app.disable("x-powered-by");
-  app.use(express.json({ limit: "5mb" }));
+  // No body parser for the whole app: each route that takes a body reads it with its own limit.
   app.use(
     appserviceRouter({
       hsToken: config.appservice.hsToken,
@@ -104,11 +117,13 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       metrics,
       handlers: {
         onEvent: route,
+        onMembershipLost: evict,
         ...crypto?.handlers(route),
         onAliasQuery: async (alias) => (await meetings.provisionAlias(alias)) !== undefined,
       },
     }),
   );
+  app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
   app.get("/health", (_req, res) => {
     try {
@@ -118,9 +133,6 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       log.error({ err }, "health check failed");
       sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
     }
-  });
-  app.get("/metrics", async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use(
     clientRouter({
@@ -132,28 +144,29 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());
 
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.appservice.port, config.appservice.bindAddress, () => resolve(s));
-    s.once("error", reject);
-  });
+  const server = await life.start("http server", () => listen(app, config.appservice.port, config.appservice.bindAddress));
+  const metricsListener = config.metrics.enabled ? await life.start("metrics listener", () => serveMetrics(metrics.registry, config.metrics)) : undefined;
   const members = new CallMembers();
   // Provisioned keys need the bot's Olm device: without a crypto section calls use participant keys.
   const provisioned = crypto
-    ? new ProvisionedKeyService({
-        sender: {
-          userId: homeserver.botUserId,
-          deviceId: async () => (await crypto.device()).identity().deviceId,
-          sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
-        },
-        random: () => randomBytes(32),
-      })
+    ? life.add(
+        "provisioned keys",
+        new ProvisionedKeyService({
+          sender: {
+            userId: homeserver.botUserId,
+            deviceId: async () => (await crypto.device()).identity().deviceId,
+            sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
+          },
+          random: () => randomBytes(32),
+        }),
+      )
     : undefined;
   const wantsProvisioned = config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.length > 0;
   if (wantsProvisioned && !provisioned) log.warn("provisioned keys need the crypto section: calls use participant keys");
   const keysFor = (roomId: string) =>
     provisioned && (config.calls.e2ee.keys === "provisioned" || config.calls.e2ee.provisionedRooms.includes(roomId)) ? "provisioned" : "participant";
   const signalling = attachSignalling(
-    server,
+    server.http,
     calls,
     {
       ...sessionHandlers(calls, (roomId) => ({ required: requireE2ee, keys: keysFor(roomId), bot: homeserver.botUserId }), {
@@ -166,6 +179,7 @@ export async function start(config: ParleyConfig): Promise<Parley> {
     },
     { closed: (conn) => conn.session && provisioned?.leave(conn.session.callId, conn) },
   );
+  life.add("signalling", signalling, (s) => s.close());
   // A restarted Janus lost its rooms: recreate each active call's room (same id and secret);
   // the participants' sessions died with it, and their clients are told to renegotiate.
   sfu?.onNodeRestarted((nodeId, lost) => {
@@ -179,55 +193,47 @@ export async function start(config: ParleyConfig): Promise<Parley> {
         .catch((err: unknown) => log.error({ err, callId: call.callId, nodeId }, "could not recreate the SFU room"));
     }
   });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : config.appservice.port;
 
-  try {
-    await homeserver.waitUntilReachable(60_000);
-    await homeserver.ensureBotRegistered("Parley");
-    const settled = await meetings.reconcilePendingAliases();
-    if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
-    // After the alias claims: opening the device takes seconds, and alias queries must not find
-    // a claim left by a crash still unsettled meanwhile.
-    await crypto?.start();
-  } catch (err) {
-    await signalling.close();
-    provisioned?.stop();
-    server.close();
-    await sfu?.stop();
-    verifier.close();
-    await crypto?.stop();
-    store.close();
-    throw err;
-  }
+  await homeserver.waitUntilReachable(60_000);
+  await homeserver.ensureBotRegistered("Parley");
+  const settled = await meetings.reconcilePendingAliases();
+  if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
+  // After the alias claims: opening the device takes seconds, and alias queries must not find
+  // a claim left by a crash still unsettled meanwhile.
+  await crypto?.start();
   store.prune(Date.now() - 7 * DAY);
-  const pruneTimer = setInterval(() => store.prune(Date.now() - 7 * DAY), DAY);
-  pruneTimer.unref();
-  log.info({ port, bot: homeserver.botUserId }, "Parley is running");
+  life.add("store pruning", setInterval(() => store.prune(Date.now() - 7 * DAY), DAY).unref(), clearInterval);
+  log.info({ port: server.port, metrics: metricsListener?.url, bot: homeserver.botUserId }, "Parley is running");
 
-  let stopped: Promise<void> | undefined;
   return {
-    url: `http://${config.appservice.bindAddress}:${port}`,
-    port,
+    url: `http://${config.appservice.bindAddress}:${server.port}`,
+    port: server.port,
+    metricsUrl: metricsListener?.url,
     store,
     meetings,
     calls,
     metrics,
     crypto,
-    stop() {
-      stopped ??= (async () => {
-        clearInterval(pruneTimer);
-        await signalling.close();
-        calls.stop();
-        await sfu?.stop();
-        verifier.close();
-        server.closeAllConnections();
-        await new Promise<void>((r) => server.close(() => r()));
-        await crypto?.stop();
-        store.close();
-        log.info("Parley stopped");
-      })();
-      return stopped;
+    async stop() {
+      await life.stop();
+      log.info("Parley stopped");
+    },
+  };
+}
+
+/** The main HTTP listener; stop() closes it with its open connections. */
+async function listen(app: express.Express, port: number, host: string): Promise<{ http: Server; port: number; stop(): Promise<void> }> {
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(port, host, () => resolve(s));
+    s.once("error", reject);
+  });
+  const address = server.address();
+  return {
+    http: server,
+    port: typeof address === "object" && address ? address.port : port,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }

@@ -160,6 +160,18 @@ export const configSchema = z
       })
       .optional()
       .meta({ description: "The bot's end-to-end encryption device (commands and notices in encrypted rooms); without it the bot ignores encrypted rooms" }),
+    metrics: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({ description: "Serve Prometheus metrics (GET /metrics) on their own listener" }),
+        bindAddress: z.string().default("127.0.0.1").meta({
+          description: "Address the metrics listener binds (loopback by default: metrics are for the operator, never the public)",
+        }),
+        port: z.int().min(0).max(65535).default(9001).meta({
+          description: "Port of the metrics listener (never the appservice port; 0 picks a free one)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "Prometheus metrics, on a listener apart from the appservice and call API" }),
     logging: z
       .strictObject({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

@@ -51,6 +51,7 @@ describe("parseConfig", () => {
       sfu: { nodes: [] },
       calls: { sessionTtlSeconds: 600, iceServers: [], e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
       store: { path: "parley.db" },
+      metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
       logging: { level: "info" },
     });
   });

@@ -55,7 +55,6 @@ function recorder(fail: (event: RawEvent, nth: number) => Error | undefined = ()
 async function serve(handlers: AppserviceHandlers): Promise<Running> {
   const store = new SqliteStore(dbFile);
   const app = express();
-  app.use(express.json());
   app.use(appserviceRouter({ hsToken: HS_TOKEN, store, handlers, metrics: createMetrics() }));
   app.use(errorHandler());
   const server = await new Promise<Server>((resolve) => {
@@ -126,8 +125,6 @@ describe("authentication", () => {
       403,
       { errcode: "M_FORBIDDEN", error: "bad homeserver token" },
     ]);
-    const wrongQuery = await fetch(`${base}/_matrix/app/v1/users/%40a%3Aexample.org?access_token=nope`);
-    expect(wrongQuery.status).toBe(403);
     expect(rec.seen).toEqual([]);
   });
 
@@ -138,7 +135,7 @@ describe("authentication", () => {
     expect(rec.seen).toEqual(["$1"]);
   });
 
-  it("accepts the token as ?access_token", async () => {
+  it("refuses the token as ?access_token: Synapse 1.163 sends it in the Authorization header", async () => {
     const rec = recorder();
     const { base } = await serve(rec.handlers);
     const res = await fetch(`${base}/_matrix/app/v1/transactions/t1?access_token=${HS_TOKEN}`, {
@@ -146,14 +143,8 @@ describe("authentication", () => {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ events: [event("$1")] }),
     });
-    expect(await answer(res)).toEqual([200, {}]);
-    expect(rec.seen).toEqual(["$1"]);
-  });
-
-  it("answers 403 M_FORBIDDEN, not 500, for a repeated access_token parameter", async () => {
-    const { base } = await serve(recorder().handlers);
-    const res = await fetch(`${base}/_matrix/app/v1/ping?access_token=a&access_token=b`, { method: "POST" });
-    expect(await answer(res)).toEqual([403, { errcode: "M_FORBIDDEN", error: "bad homeserver token" }]);
+    expect(await answer(res)).toEqual([401, { errcode: "M_UNAUTHORIZED", error: "missing homeserver token" }]);
+    expect(rec.seen).toEqual([]);
   });
 
   it("does not take a non-Bearer authorization header as the token", async () => {
