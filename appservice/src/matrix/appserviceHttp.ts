@@ -76,6 +76,8 @@ export function parseTransactionParts(body: unknown): TransactionParts | undefin
 }
 
 const MAX_ATTEMPTS = 5;
+/** Events handled between two turns of the event loop while a transaction is processed. */
+const YIELD_EVERY = 16;
 
 /** Calls `hook` for an m.room.member event whose membership is not "join"; never throws. */
 function evictEarly(event: RawEvent, hook: NonNullable<AppserviceHandlers["onMembershipLost"]>): void {
@@ -153,7 +155,13 @@ export function appserviceRouter(opts: {
       await opts.handlers.onTransactionParts(parts);
       opts.store.markEventProcessed(partsId);
     }
-    for (const event of events) await processEvent(event);
+    for (let i = 0; i < events.length; i++) {
+      await processEvent(events[i]!);
+      // Handlers that finish without I/O would run the whole transaction as one microtask
+      // chain: yield now and then, so that sockets, timers and the next request (an eviction)
+      // are served while a bulk transaction is processed.
+      if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
+    }
     opts.store.markTxnDone(txnId);
     return "done";
   }
