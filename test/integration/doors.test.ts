@@ -76,6 +76,19 @@ function putTracked(url: string, body: string, headers: Record<string, string>):
   return { sent: sentP, answered };
 }
 
+/** A JSON POST from a given local (loopback) address. */
+function postFrom(localAddress: string, url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown>; retryAfter?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", localAddress, headers: { "content-type": "application/json" } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, json: jsonOf(Buffer.concat(chunks).toString()), retryAfter: res.headers["retry-after"] }));
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 async function post(url: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, { method: headers["x-method"] ?? "POST", headers: { "content-type": "application/json", ...headers }, body });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
@@ -163,6 +176,26 @@ describe("small doors", () => {
     const files = [A.parley.config.store.path, `${A.parley.config.store.path}-wal`, `${A.parley.config.store.path}-shm`, A.parley.config.crypto!.path];
     await waitFor("the crypto file", async () => (statSync(files[3]!, { throwIfNoEntry: false }) ? true : undefined));
     for (const f of files) expect((statSync(f).mode & 0o777).toString(8), f).toBe("600");
+  });
+});
+
+describe("call join rate limit", () => {
+  it("joins over the per-address limit get 429 M_LIMIT_EXCEEDED before any OpenID check; other addresses are served", async () => {
+    const { burst } = A.parley.config.calls.joinRateLimit;
+    const forged = (i: number) => ({ openid_token: { access_token: `forged-${i}`, token_type: "Bearer", matrix_server_name: A.serverName, expires_in: 3600 }, room: roomId });
+    const statuses: number[] = [];
+    let refusal: { status: number; json: Record<string, unknown>; retryAfter?: string } | undefined;
+    for (let i = 0; i < burst + 3; i++) {
+      const r = await postFrom("127.0.0.77", `${A.parley.url}/_parley/v1/calls/join`, forged(i));
+      statuses.push(r.status);
+      if (r.status === 429) refusal ??= r;
+    }
+    // Within the burst each token is checked (and refused: forged), after it none is.
+    expect(statuses.slice(0, burst).every((s) => s >= 400 && s < 500 && s !== 429)).toBe(true);
+    expect(statuses.slice(burst)).toEqual([429, 429, 429]);
+    expect(refusal).toMatchObject({ json: { errcode: "M_LIMIT_EXCEEDED" }, retryAfter: expect.stringMatching(/^\d+$/) });
+    expect((await postFrom("127.0.0.78", `${A.parley.url}/_parley/v1/calls/join`, forged(99))).status).not.toBe(429);
+    expect(await (await fetch(A.parley.metricsUrl)).text()).toMatch(/parley_policy_refusals_total\{what="join_rate"\} 3/);
   });
 });
 

@@ -11,6 +11,7 @@ import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { BODY_LIMITS, jsonBody } from "../http/body.ts";
 import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
+import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
 import { callApiRouter } from "../http/callApi.ts";
 import { CallMembers, mediaHandlers } from "../http/signalling/media.ts";
 import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
@@ -123,6 +124,13 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       },
     }),
   );
+  // Refusals before the call API's router (rate limit, body) carry its CORS origin header too.
+  app.use("/_parley/v1/calls", (_req, res, next) => {
+    res.setHeader("Access-Control-Allow-Origin", "*");
+    next();
+  });
+  const joinLimiter = new AddressRateLimiter(config.calls.joinRateLimit);
+  app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
   app.get("/health", (_req, res) => {

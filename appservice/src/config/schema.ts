@@ -125,6 +125,19 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "STUN/TURN servers handed to clients" }),
+        joinRateLimit: z
+          .strictObject({
+            perMinute: z.int().min(1).max(100_000).default(30).meta({
+              description: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
+            }),
+            burst: z.int().min(1).max(10_000).default(10).meta({ description: "Call joins one address may make at once" }),
+          })
+          .prefault({})
+          .meta({
+            description:
+              "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
+              "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
+          }),
         e2ee: z
           .strictObject({
             required: z.boolean().default(true).meta({

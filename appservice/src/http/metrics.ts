@@ -20,7 +20,7 @@ export function createMetrics(): Metrics {
     transactions: new Counter({ name: "parley_appservice_transactions_total", help: "Appservice transactions by outcome", labelNames: ["result"], registers: [registry] }),
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
-    refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy", labelNames: ["what"], registers: [registry] }),
+    refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy or a rate limit", labelNames: ["what"], registers: [registry] }),
     roomsCreated: new Counter({ name: "parley_rooms_created_total", help: "Meeting rooms created", labelNames: ["origin"], registers: [registry] }),
     aliasQuerySeconds: new Histogram({
       name: "parley_alias_query_seconds",

@@ -423,3 +423,41 @@ describe("E2EE parts of a transaction (MSC2409 to-device, MSC3202)", () => {
     expect(rec.seen).toEqual(["$1"]);
   });
 });
+
+describe("evictions do not wait behind bulk work", () => {
+  it("a membership loss reaches onMembershipLost on arrival, while an earlier transaction still runs", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const lost: string[] = [];
+    const handlers: AppserviceHandlers = {
+      async onEvent(e) {
+        if (e.event_id === "$slow") await held;
+      },
+      onAliasQuery: async () => false,
+      onMembershipLost: (roomId, userId, membership) => void lost.push(`${roomId} ${userId} ${membership}`),
+    };
+    const { base, store } = await serve(handlers);
+    const bulk = put(base, "t-bulk", { events: [event("$slow")] });
+    const member = (id: string, userId: string, membership: string): RawEvent => ({
+      event_id: id, type: "m.room.member", room_id: "!r:example.org", sender: userId, state_key: userId, content: { membership },
+    });
+    const kick = put(base, "t-kick", { events: [member("$kick", "@bob:example.org", "leave"), member("$join", "@carol:example.org", "join")] });
+    await waitUntil(() => lost.length > 0);
+    expect(lost).toEqual(["!r:example.org @bob:example.org leave"]); // joins are not losses
+    expect(store.isTxnDone("t-bulk")).toBe(false);
+    release();
+    expect((await bulk).status).toBe(200);
+    expect((await kick).status).toBe(200);
+    // A redelivered transaction that is done already does not evict again.
+    expect((await put(base, "t-kick", { events: [member("$kick", "@bob:example.org", "leave")] })).status).toBe(200);
+    expect(lost).toHaveLength(1);
+  });
+});
+
+async function waitUntil(ok: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
