@@ -29,6 +29,8 @@ export interface StackOptions {
   /** Where data and logs go (default: a fresh temp dir). */
   dir?: string;
   logLevel?: string;
+  /** Parley's per-address call join limit (default: none to speak of; test clients share one address). */
+  joinRateLimit?: { perMinute: number; burst: number };
   /** Who makes media keys in the calls institution i hosts (default: each participant). */
   e2eeKeys?: (index: number) => "participant" | "provisioned";
 }
@@ -119,7 +121,10 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         federation: { allow: opts.allow(index, hosts), tlsVerify: false },
         store: { path: path.join(dir, "parley.db") },
         metrics: { bindAddress: ip, port: metricsPort },
-        calls: { e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
+        calls: {
+          e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" },
+          joinRateLimit: opts.joinRateLimit ?? { perMinute: 100_000, burst: 10_000 },
+        },
         crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
       };

@@ -7,6 +7,7 @@ import { readFileSync, statSync } from "node:fs";
 import http from "node:http";
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { JOIN_RATE_LIMIT_DEFAULT } from "../../appservice/src/config/schema.ts";
 import { BODY_LIMITS } from "../../appservice/src/http/body.ts";
 import { LOG_LIMITS } from "../../appservice/src/log.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
@@ -99,7 +100,7 @@ const txnUrl = (txnId: string) => `${A.parley.url}/_matrix/app/v1/transactions/$
 const run = Date.now().toString(36);
 
 beforeAll(async () => {
-  stack = await startInstitutions({ count: 1, allow: () => [], janus: true });
+  stack = await startInstitutions({ count: 1, allow: () => [], janus: true, joinRateLimit: JOIN_RATE_LIMIT_DEFAULT });
   A = stack.institutions[0]!;
   const u = await A.registerUser("alice");
   alice = new TestUser(A.synapse.clientUrl, u.userId, u.accessToken);

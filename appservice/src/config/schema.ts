@@ -18,6 +18,9 @@ const slugPrefix = z
   .string()
   .regex(/^[a-z0-9._=\-/]*$/, "lower-case Matrix localpart characters only (a-z 0-9 . _ = - /)");
 
+/** Call joins per client address: generous for an office behind one NAT, a trickle for a flood. */
+export const JOIN_RATE_LIMIT_DEFAULT = { perMinute: 60, burst: 20 } as const;
+
 export const configSchema = z
   .strictObject({
     homeserver: z
@@ -127,10 +130,12 @@ export const configSchema = z
           .meta({ description: "STUN/TURN servers handed to clients" }),
         joinRateLimit: z
           .strictObject({
-            perMinute: z.int().min(1).max(100_000).default(30).meta({
+            perMinute: z.int().min(1).max(100_000).default(JOIN_RATE_LIMIT_DEFAULT.perMinute).meta({
               description: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
             }),
-            burst: z.int().min(1).max(10_000).default(10).meta({ description: "Call joins one address may make at once" }),
+            burst: z.int().min(1).max(10_000).default(JOIN_RATE_LIMIT_DEFAULT.burst).meta({
+              description: "Call joins one address may make at once (people behind one NAT arriving together)",
+            }),
           })
           .prefault({})
           .meta({

@@ -49,7 +49,7 @@ describe("parseConfig", () => {
       meetings: { aliasPrefix: "meet-", publicUrl: "https://meet.example.org", joinRule: "public", encrypted: true },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true },
       sfu: { nodes: [] },
-      calls: { sessionTtlSeconds: 600, iceServers: [], joinRateLimit: { perMinute: 30, burst: 10 }, e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
+      calls: { sessionTtlSeconds: 600, iceServers: [], joinRateLimit: { perMinute: 60, burst: 20 }, e2ee: { required: true, keys: "participant", provisionedRooms: [] } },
       store: { path: "parley.db" },
       metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
       logging: { level: "info" },
