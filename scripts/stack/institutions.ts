@@ -29,6 +29,8 @@ export interface StackOptions {
   /** Where data and logs go (default: a fresh temp dir). */
   dir?: string;
   logLevel?: string;
+  /** Parley's per-address call join limit (default: none to speak of; test clients share one address). */
+  joinRateLimit?: { perMinute: number; burst: number };
   /** Who makes media keys in the calls institution i hosts (default: each participant). */
   e2eeKeys?: (index: number) => "participant" | "provisioned";
   /** More of the `calls` config section for institution i (limits, idle end). */
@@ -39,6 +41,8 @@ export interface StackOptions {
 
 export interface ParleyProcess {
   readonly url: string;
+  /** GET /metrics, on Parley's separate metrics listener. */
+  readonly metricsUrl: string;
   readonly config: ParleyConfig;
   readonly configFile: string;
   readonly logFile: string;
@@ -96,6 +100,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   const dir = path.join(base, name);
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const parleyPort = await freePort(ip);
+  const metricsPort = await freePort(ip);
   const configFile = path.join(dir, "parley.yaml");
   const registrationFile = path.join(dir, "registration.yaml");
   let config: ParleyConfig | undefined;
@@ -121,7 +126,12 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).
         federation: { allow: opts.allow(index, hosts), tlsVerify: false, allowPrivateAddresses: true },
         store: { path: path.join(dir, "parley.db") },
-        calls: { ...opts.calls?.(index), e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" } },
+        metrics: { bindAddress: ip, port: metricsPort },
+        calls: {
+          ...opts.calls?.(index),
+          e2ee: { keys: opts.e2eeKeys?.(index) ?? "participant" },
+          joinRateLimit: opts.joinRateLimit ?? { perMinute: 100_000, burst: 10_000 },
+        },
         crypto: { storeKey: secret(), path: path.join(dir, "parley-crypto.bin") },
         logging: { level: (opts.logLevel ?? "info") as "info" },
       };
@@ -151,6 +161,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
   let store: SqliteStore | undefined;
   const parley: ParleyProcess = {
     url: `http://${ip}:${parleyPort}`,
+    metricsUrl: `http://${ip}:${metricsPort}/metrics`,
     config: cfg,
     configFile,
     logFile: proc.logFile,

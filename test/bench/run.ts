@@ -7,6 +7,7 @@ import { FederationPolicy } from "../../appservice/src/calls/policy.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { TestUser } from "../support/matrix.ts";
 import { aliasBurst } from "./aliasBurst.ts";
+import { benchJoinUnderAttack } from "./joinUnderAttack.ts";
 import { bench, percentile, timed } from "./lib.ts";
 
 const { values } = parseArgs({
@@ -83,3 +84,5 @@ try {
 } finally {
   await stack.stop();
 }
+// A call join while another client floods Parley (its own stack: it needs Janus).
+await benchJoinUnderAttack();

@@ -16,7 +16,7 @@ const user = async (inst: Institution, localpart: string) => {
 
 /** A metric's value from Parley's /metrics (0 when absent). */
 async function metric(inst: Institution, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${inst.parley.url}/metrics`)).text();
+  const text = await (await fetch(inst.parley.metricsUrl)).text();
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   for (const line of text.split("\n")) {
     if (!line.startsWith(name)) continue;

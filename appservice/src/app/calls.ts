@@ -30,8 +30,8 @@ export interface RunningCalls {
   readonly seats: CallSeats;
   readonly sfu: Sfu | undefined;
   readonly provisioned: ProvisionedKeyService | undefined;
-  /** Opens the signalling socket on the (listening) HTTP server. */
-  attach(server: Server): void;
+  /** Opens the signalling socket on the (listening) HTTP server; stop() closes it. */
+  attach(server: Server): { stop(): Promise<void> };
   stop(): Promise<void>;
 }
 
@@ -74,21 +74,28 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const unwatch = sfu?.onNodeRestarted((nodeId, lost) => void recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
 
   let signalling: SignallingServer | undefined;
+  const closeSignalling = async () => {
+    const s = signalling;
+    signalling = undefined;
+    await s?.close();
+  };
   return {
     calls,
     seats,
     sfu,
     provisioned,
     attach(server) {
-      signalling = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media) }, {
+      const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media) }, {
         socketsPerAddress: limits.socketsPerAddress,
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
       });
+      signalling = opened;
+      return { stop: () => closeSignalling() };
     },
     async stop() {
       clearInterval(idleTimer);
       unwatch?.();
-      await signalling?.close();
+      await closeSignalling();
       provisioned?.stop();
       calls.stop();
       await sfu?.stop();

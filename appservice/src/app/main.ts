@@ -4,23 +4,28 @@
 //   parley -g -c config.yaml [-f registration.yaml]  generate the registration (fills 'generate' secrets)
 //   parley -e -c config.yaml                      write an example config
 //   parley --validate -c config.yaml              check a config and exit
+//   parley --samples DIR                          write the sample files of config/ into DIR
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import { ConfigError, loadConfig, parseConfig, SECRET_PATHS } from "../config/load.ts";
 import { sampleConfigYaml } from "../config/sample.ts";
+import { sampleFiles } from "../config/samples.ts";
 import { GENERATE } from "../config/schema.ts";
 import { registrationYaml } from "../matrix/registration.ts";
 import { start } from "./start.ts";
 
-const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate]
+const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] | --samples DIR
   -c, --config FILE           config file (YAML)
   -g, --generate-registration write the appservice registration for the homeserver, filling
                               secrets set to '${GENERATE}' in the config with fresh random ones
   -f, --registration FILE     where -g writes the registration (default: registration.yaml)
   -e, --example-config        write an example config to the -c path (refuses to overwrite)
       --validate              validate the config and exit
+      --samples DIR           write the sample config, registration and Janus config template
+                              (the repository's config/ folder) into DIR
   -h, --help                  this text`;
 
 function writeAtomic(file: string, text: string): void {
@@ -54,6 +59,7 @@ export async function main(argv: string[]): Promise<number> {
         registration: { type: "string", short: "f", default: "registration.yaml" },
         "example-config": { type: "boolean", short: "e" },
         validate: { type: "boolean" },
+        samples: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -64,6 +70,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.help) {
     console.log(USAGE);
+    return 0;
+  }
+  if (args.samples !== undefined) {
+    for (const [name, text] of Object.entries(sampleFiles())) {
+      const file = path.join(args.samples, name);
+      mkdirSync(path.dirname(file), { recursive: true });
+      writeFileSync(file, text);
+    }
+    console.log(`wrote the sample files into ${args.samples}`);
     return 0;
   }
   if (!args.config) {

@@ -8,12 +8,15 @@ import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
-import { createMetrics, type Metrics } from "../http/metrics.ts";
+import { BODY_LIMITS, jsonBody } from "../http/body.ts";
+import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
+import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
 import { callApiRouter } from "../http/callApi.ts";
 import { SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { BotCrypto } from "../crypto/botCrypto.ts";
 import { clientHttp } from "../crypto/http.ts";
-import { configureLogging, getLogger } from "../log.ts";
+import { configureLogging, getLogger, type Logger } from "../log.ts";
+import { type Lifecycle, withLifecycle } from "./lifecycle.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { startCalls } from "./calls.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
@@ -30,6 +33,8 @@ export interface Parley {
   readonly meetings: MeetingService;
   readonly calls: CallService;
   readonly metrics: Metrics;
+  /** Where GET /metrics answers (its own listener), unless metrics are disabled. */
+  readonly metricsUrl: string | undefined;
   /** The bot's Olm device, when crypto is configured. */
   readonly crypto: BotCrypto | undefined;
   stop(): Promise<void>;
@@ -40,7 +45,12 @@ const DAY = 24 * 3600 * 1000;
 export async function start(config: ParleyConfig): Promise<Parley> {
   configureLogging(config.logging.level);
   const log = getLogger("app");
-  const store = new SqliteStore(config.store.path);
+  // Everything that starts is recorded in `life`; a failed start and stop() both unwind it.
+  return withLifecycle(log, (life) => run(config, life, log));
+}
+
+async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<Parley> {
+  const store = life.add("store", new SqliteStore(config.store.path), (s) => s.close());
   const metrics = createMetrics();
   const homeserver = new MatrixHomeserver({
     url: config.homeserver.url,
@@ -49,13 +59,15 @@ export async function start(config: ParleyConfig): Promise<Parley> {
   });
   // The bot's Olm device: opened below once the bot user exists; work that comes earlier waits.
   const crypto = config.crypto
-    ? new BotCrypto({ userId: homeserver.botUserId, file: config.crypto.path, storeKey: config.crypto.storeKey, http: clientHttp(homeserver.client) })
+    ? life.add("crypto", new BotCrypto({ userId: homeserver.botUserId, file: config.crypto.path, storeKey: config.crypto.storeKey, http: clientHttp(homeserver.client) }))
     : undefined;
   if (!crypto) log.warn("no crypto section in the config: the bot neither reads nor answers in encrypted rooms");
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
-  const verifier = OpenIdVerifier.fromConfig(config, policy, { ledger: store });
+  const verifier = life.add("openid verifier", OpenIdVerifier.fromConfig(config, policy, { ledger: store }), (v) => v.close());
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
-  const callParts = await startCalls(config, { homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto });
+  const callParts = await life.start("calls", () =>
+    startCalls(config, { homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto }),
+  );
   const { calls } = callParts;
   const meetings = new MeetingService(
     {
@@ -84,15 +96,16 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       },
     },
   );
-  const router = new EventRouter(meetings, homeserver.botUserId, (roomId, userId, membership) => {
+  const evict = (roomId: string, userId: string, membership: string) => {
     const ended = calls.evict(roomId, userId, membership);
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
-  });
+  };
+  const router = new EventRouter(meetings, homeserver.botUserId, evict);
 
   const route = (event: RawEvent) => router.route(event);
   const app = express();
   app.disable("x-powered-by");
-  app.use(express.json({ limit: "5mb" }));
+  // No body parser for the whole app: each route that takes a body reads it with its own limit.
   app.use(
     appserviceRouter({
       hsToken: config.appservice.hsToken,
@@ -100,13 +113,26 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       metrics,
       handlers: {
         onEvent: route,
+        onMembershipLost: evict,
         ...crypto?.handlers(route),
         onAliasQuery: async (alias) => (await meetings.provisionAlias(alias)) !== undefined,
       },
     }),
   );
+  // Refusals before the call API's router (rate limit, body) carry its CORS origin header too.
+  app.use("/_parley/v1/calls", (_req, res, next) => {
+    res.setHeader("Access-Control-Allow-Origin", "*");
+    next();
+  });
+  const joinLimiter = new AddressRateLimiter(config.calls.joinRateLimit);
+  app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
+  app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
+  // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
+  // load balancer, and the test stack, must not send users to a Parley still starting).
+  let running = false;
   app.get("/health", (_req, res) => {
+    if (!running) return sendError(res, new ParleyError("M_UNAVAILABLE", "starting"));
     try {
       store.db.prepare("SELECT 1").get();
       res.json({ status: "ok", activeCalls: store.activeCalls().length });
@@ -115,63 +141,55 @@ export async function start(config: ParleyConfig): Promise<Parley> {
       sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
     }
   });
-  app.get("/metrics", async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
   app.use(clientRouter(config));
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());
 
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.appservice.port, config.appservice.bindAddress, () => resolve(s));
-    s.once("error", reject);
-  });
-  callParts.attach(server);
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : config.appservice.port;
-
-  try {
-    await homeserver.waitUntilReachable(60_000);
-    await homeserver.ensureBotRegistered("Parley");
-    const settled = await meetings.reconcilePendingAliases();
-    if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
-    // After the alias claims: opening the device takes seconds, and alias queries must not find
-    // a claim left by a crash still unsettled meanwhile.
-    await crypto?.start();
-  } catch (err) {
-    await callParts.stop();
-    server.close();
-    verifier.close();
-    await crypto?.stop();
-    store.close();
-    throw err;
-  }
+  const server = await life.start("http server", () => listen(app, config.appservice.port, config.appservice.bindAddress));
+  const metricsListener = config.metrics.enabled ? await life.start("metrics listener", () => serveMetrics(metrics.registry, config.metrics)) : undefined;
+  // The signalling socket closes before the HTTP server (the lifecycle unwinds in reverse).
+  life.add("signalling", callParts.attach(server.http));
+  await homeserver.waitUntilReachable(60_000);
+  await homeserver.ensureBotRegistered("Parley");
+  const settled = await meetings.reconcilePendingAliases();
+  if (settled) log.info({ settled }, "settled alias claims left by an earlier run");
+  // After the alias claims: opening the device takes seconds, and alias queries must not find
+  // a claim left by a crash still unsettled meanwhile.
+  await crypto?.start();
   store.prune(Date.now() - 7 * DAY);
-  const pruneTimer = setInterval(() => store.prune(Date.now() - 7 * DAY), DAY);
-  pruneTimer.unref();
-  log.info({ port, bot: homeserver.botUserId }, "Parley is running");
+  life.add("store pruning", setInterval(() => store.prune(Date.now() - 7 * DAY), DAY).unref(), clearInterval);
+  running = true;
+  log.info({ port: server.port, metrics: metricsListener?.url, bot: homeserver.botUserId }, "Parley is running");
 
-  let stopped: Promise<void> | undefined;
   return {
-    url: `http://${config.appservice.bindAddress}:${port}`,
-    port,
+    url: `http://${config.appservice.bindAddress}:${server.port}`,
+    port: server.port,
+    metricsUrl: metricsListener?.url,
     store,
     meetings,
     calls,
     metrics,
     crypto,
-    stop() {
-      stopped ??= (async () => {
-        clearInterval(pruneTimer);
-        await callParts.stop();
-        verifier.close();
-        server.closeAllConnections();
-        await new Promise<void>((r) => server.close(() => r()));
-        await crypto?.stop();
-        store.close();
-        log.info("Parley stopped");
-      })();
-      return stopped;
+    async stop() {
+      await life.stop();
+      log.info("Parley stopped");
+    },
+  };
+}
+
+/** The main HTTP listener; stop() closes it with its open connections. */
+async function listen(app: express.Express, port: number, host: string): Promise<{ http: Server; port: number; stop(): Promise<void> }> {
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(port, host, () => resolve(s));
+    s.once("error", reject);
+  });
+  const address = server.address();
+  return {
+    http: server,
+    port: typeof address === "object" && address ? address.port : port,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }

@@ -18,6 +18,9 @@ const slugPrefix = z
   .string()
   .regex(/^[a-z0-9._=\-/]*$/, "lower-case Matrix localpart characters only (a-z 0-9 . _ = - /)");
 
+/** Call joins per client address: generous for an office behind one NAT, a trickle for a flood. */
+export const JOIN_RATE_LIMIT_DEFAULT = { perMinute: 60, burst: 20 } as const;
+
 export const configSchema = z
   .strictObject({
     homeserver: z
@@ -174,6 +177,21 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "STUN/TURN servers handed to clients" }),
+        joinRateLimit: z
+          .strictObject({
+            perMinute: z.int().min(1).max(100_000).default(JOIN_RATE_LIMIT_DEFAULT.perMinute).meta({
+              description: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
+            }),
+            burst: z.int().min(1).max(10_000).default(JOIN_RATE_LIMIT_DEFAULT.burst).meta({
+              description: "Call joins one address may make at once (people behind one NAT arriving together)",
+            }),
+          })
+          .prefault({})
+          .meta({
+            description:
+              "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
+              "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
+          }),
         e2ee: z
           .strictObject({
             required: z.boolean().default(true).meta({
@@ -230,6 +248,18 @@ export const configSchema = z
       })
       .optional()
       .meta({ description: "The bot's end-to-end encryption device (commands and notices in encrypted rooms); without it the bot ignores encrypted rooms" }),
+    metrics: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({ description: "Serve Prometheus metrics (GET /metrics) on their own listener" }),
+        bindAddress: z.string().default("127.0.0.1").meta({
+          description: "Address the metrics listener binds (loopback by default: metrics are for the operator, never the public)",
+        }),
+        port: z.int().min(0).max(65535).default(9001).meta({
+          description: "Port of the metrics listener (never the appservice port; 0 picks a free one)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "Prometheus metrics, on a listener apart from the appservice and call API" }),
     logging: z
       .strictObject({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

@@ -49,12 +49,13 @@ export function unseal(sealed: Buffer, key: Buffer, label = "sealed data"): Buff
   }
 }
 
-/** Writes `data` to `file` atomically and durably, mode 0600. */
+/** Writes `data` to `file` atomically and durably, mode 0600 whatever the umask. */
 export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   const handle = await fs.open(tmp, "wx", 0o600);
   try {
+    await handle.chmod(0o600); // the umask may have taken bits away; the owner must read and write
     await handle.writeFile(data);
     await handle.sync();
   } catch (err) {

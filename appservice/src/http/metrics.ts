@@ -1,4 +1,5 @@
 // Prometheus metrics, one registry per running service (tests start several in one process).
+import { createServer } from "node:http";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export interface Metrics {
@@ -20,7 +21,7 @@ export function createMetrics(): Metrics {
     transactions: new Counter({ name: "parley_appservice_transactions_total", help: "Appservice transactions by outcome", labelNames: ["result"], registers: [registry] }),
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
-    refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy", labelNames: ["what"], registers: [registry] }),
+    refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy or a rate limit", labelNames: ["what"], registers: [registry] }),
     roomsCreated: new Counter({ name: "parley_rooms_created_total", help: "Meeting rooms created", labelNames: ["origin"], registers: [registry] }),
     aliasRooms: new Counter({
       name: "parley_alias_rooms_total",
@@ -35,5 +36,43 @@ export function createMetrics(): Metrics {
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+  };
+}
+
+/** A listener that answers GET /metrics only (and 404 M_UNRECOGNIZED for anything else). */
+export interface MetricsListener {
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+export async function serveMetrics(registry: Registry, at: { bindAddress: string; port: number }): Promise<MetricsListener> {
+  const server = createServer((req, res) => {
+    const answer = (status: number, type: string, body: string) => {
+      res.writeHead(status, { "content-type": type, "cache-control": "no-store" }).end(body);
+    };
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" || path !== "/metrics") {
+      return answer(404, "application/json", JSON.stringify({ errcode: "M_UNRECOGNIZED", error: "only GET /metrics here" }));
+    }
+    registry.metrics().then(
+      (text) => answer(200, registry.contentType, text),
+      () => answer(500, "application/json", JSON.stringify({ errcode: "M_UNKNOWN", error: "metrics unavailable" })),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(at.port, at.bindAddress, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : at.port;
+  const host = at.bindAddress.includes(":") ? `[${at.bindAddress}]` : at.bindAddress;
+  return {
+    url: `http://${host}:${port}/metrics`,
+    port,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
   };
 }

@@ -15,6 +15,7 @@ import express, { type ErrorRequestHandler, type Request, type Response, type Ne
 import { MatrixError } from "matrix-js-sdk";
 import { z } from "zod";
 import type { TransactionStore } from "../store/store.ts";
+import { BODY_LIMITS, jsonBody, refuseUnread } from "../http/body.ts";
 import { ParleyError, sendError } from "../http/errors.ts";
 import { getLogger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
@@ -24,6 +25,11 @@ export interface AppserviceHandlers {
   onEvent(event: RawEvent): Promise<void>;
   /** Returns true when the alias now exists (Parley created it). */
   onAliasQuery(alias: string): Promise<boolean>;
+  /**
+   * A user's membership is no longer "join" (leave, kick, ban): called synchronously when the
+   * transaction arrives, before it is queued. Must be idempotent.
+   */
+  onMembershipLost?(roomId: string, userId: string, membership: string): void;
   /** A transaction's E2EE parts, before its events; not called again for the txnId once it returned. */
   onTransactionParts?(parts: TransactionParts): Promise<void>;
 }
@@ -70,6 +76,21 @@ export function parseTransactionParts(body: unknown): TransactionParts | undefin
 }
 
 const MAX_ATTEMPTS = 5;
+/** Events handled between two turns of the event loop while a transaction is processed. */
+const YIELD_EVERY = 16;
+
+/** Calls `hook` for an m.room.member event whose membership is not "join"; never throws. */
+function evictEarly(event: RawEvent, hook: NonNullable<AppserviceHandlers["onMembershipLost"]>): void {
+  if (event.type !== "m.room.member") return;
+  const { room_id: roomId, state_key: userId } = event;
+  const membership = (event.content as { membership?: unknown } | undefined)?.membership;
+  if (typeof roomId !== "string" || typeof userId !== "string" || typeof membership !== "string" || membership === "join") return;
+  try {
+    hook(roomId, userId, membership);
+  } catch (err) {
+    getLogger("matrix.appservice").error({ err, roomId }, "early eviction failed; the queued event will retry it");
+  }
+}
 
 /** Worth retrying: the homeserver or the network failed, not the request. */
 export function isTransient(err: unknown): boolean {
@@ -92,15 +113,15 @@ export function appserviceRouter(opts: {
   const attempts = new Map<string, number>();
   let queue: Promise<unknown> = Promise.resolve();
 
+  // Synapse 1.163 sends the hs token as `Authorization: Bearer` on every request
+  // (synapse/appservice/api.py); it adds `?access_token=` only with the deprecated, off by
+  // default `use_appservice_legacy_authorization`. The query parameter is not accepted: a token
+  // in a URL ends up in access logs. A refusal is answered before the body is read.
   const authenticate = (req: Request, res: Response, next: NextFunction) => {
     const header = req.headers.authorization;
-    const query = req.query.access_token;
-    const token = header?.startsWith("Bearer ") ? header.slice(7) : typeof query === "string" ? query : undefined;
-    if (query !== undefined && typeof query !== "string") {
-      return sendError(res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
-    }
-    if (!token) return sendError(res, new ParleyError("M_UNAUTHORIZED", "missing homeserver token"));
-    if (!timingSafeEqual(digest(token), expected)) return sendError(res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
+    const token = header?.startsWith("Bearer ") ? header.slice(7) : undefined;
+    if (!token) return refuseUnread(req, res, new ParleyError("M_UNAUTHORIZED", "missing homeserver token"));
+    if (!timingSafeEqual(digest(token), expected)) return refuseUnread(req, res, new ParleyError("M_FORBIDDEN", "bad homeserver token"));
     next();
   };
 
@@ -134,19 +155,37 @@ export function appserviceRouter(opts: {
       await opts.handlers.onTransactionParts(parts);
       opts.store.markEventProcessed(partsId);
     }
-    for (const event of events) await processEvent(event);
+    for (let i = 0; i < events.length; i++) {
+      await processEvent(events[i]!);
+      // Handlers that finish without I/O would run the whole transaction as one microtask
+      // chain: yield now and then, so that sockets, timers and the next request (an eviction)
+      // are served while a bulk transaction is processed.
+      if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
+    }
     opts.store.markTxnDone(txnId);
     return "done";
   }
 
   const router = express.Router();
   router.use("/_matrix/app/v1", authenticate);
+  // Bodies are read only once the token checked out, each route with its own limit.
+  router.put("/_matrix/app/v1/transactions/:txnId", jsonBody(BODY_LIMITS.transaction));
+  router.use("/_matrix/app/v1", jsonBody(BODY_LIMITS.appserviceSmall));
 
   router.put("/_matrix/app/v1/transactions/:txnId", (req, res) => {
     const txnId = req.params.txnId!;
     const parsed = transactionBody.safeParse(req.body);
     if (!parsed.success) {
       return sendError(res, new ParleyError("M_BAD_JSON", `transaction body: ${describeZodError(parsed.error)}`));
+    }
+    // Evictions do not wait behind bulk work: a membership loss takes effect on arrival, even
+    // while an earlier transaction is still being processed (the hook is idempotent; the event
+    // is handled again, in order, by the queue below).
+    if (opts.handlers.onMembershipLost && !opts.store.isTxnDone(txnId)) {
+      for (const e of parsed.data.events) {
+        if (typeof e.event_id === "string" && opts.store.isEventProcessed(e.event_id)) continue;
+        evictEarly(e, opts.handlers.onMembershipLost);
+      }
     }
     // One transaction at a time, in arrival order; a duplicate waits for its twin to finish.
     const parts = opts.handlers.onTransactionParts ? parseTransactionParts(req.body) : undefined;

@@ -1,6 +1,6 @@
 // SQLite implementation of the store: one file, WAL, numbered migrations tracked in
 // PRAGMA user_version, each migration and each logical change in one transaction.
-import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import type { AliasRecord, CallRecord, NewCall, Store } from "./store.ts";
@@ -45,13 +45,29 @@ const toCall = (r: Row): CallRecord => ({
   sfu: r.sfu_node ? { node: r.sfu_node as string, room: r.sfu_room as string, secret: r.sfu_secret as string } : null,
 });
 
+/** Creates `file` (if missing) readable by its owner only: 0600 whatever the umask. */
+function ownerOnly(file: string): void {
+  const fd = openSync(file, "a", 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class SqliteStore implements Store {
   readonly db: Database.Database;
 
   constructor(file: string, migrations: Migration[] = listMigrations()) {
-    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+    if (file !== ":memory:") {
+      mkdirSync(path.dirname(file), { recursive: true });
+      ownerOnly(file);
+    }
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
+    // SQLite gives the -wal and -shm files the database file's mode; files left by an older run
+    // are tightened too.
+    for (const side of [`${file}-wal`, `${file}-shm`]) if (file !== ":memory:" && existsSync(side)) chmodSync(side, 0o600);
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");

@@ -59,11 +59,13 @@ describe("parseConfig", () => {
       calls: {
         sessionTtlSeconds: 600,
         iceServers: [],
+        joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },
         idleEndSeconds: 300,
         limits: { sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, iceCandidatesBeforeMedia: 100 },
       },
       store: { path: "parley.db" },
+      metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
       logging: { level: "info" },
     });
   });
