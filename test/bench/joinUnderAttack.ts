@@ -51,11 +51,12 @@ function postJson(url: string, body: unknown, localAddress?: string): Promise<{ 
 async function joinOnce(A: Institution, user: TestUser, room: string, from: string): Promise<{ ms: number; failed?: string }> {
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
+  const progress = { stage: "start" };
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no join within ${JOIN_TIMEOUT_MS} ms`)), JOIN_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new Error(`no join within ${JOIN_TIMEOUT_MS} ms (stuck at: ${progress.stage})`)), JOIN_TIMEOUT_MS);
   });
   try {
-    await Promise.race([join(A, user, room, from), timeout]);
+    await Promise.race([join(A, user, room, from, progress), timeout]);
     return { ms: performance.now() - t0 };
   } catch (err) {
     return { ms: performance.now() - t0, failed: (err as Error).message };
@@ -64,13 +65,19 @@ async function joinOnce(A: Institution, user: TestUser, room: string, from: stri
   }
 }
 
-async function join(A: Institution, user: TestUser, room: string, from: string): Promise<void> {
+async function join(A: Institution, user: TestUser, room: string, from: string, progress = { stage: "" }): Promise<void> {
+  progress.stage = "OpenID token from the homeserver";
   const token = await user.openIdToken();
+  progress.stage = "POST /_parley/v1/calls/join";
   const join = await postJson(`${A.parley.url}/_parley/v1/calls/join`, { openid_token: token, room }, from);
   if (join.status !== 200) throw new Error(`join refused: ${join.status} ${JSON.stringify(join.json)}`);
+  progress.stage = "signalling socket open";
   const ws = new WebSocket(`${A.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`, { localAddress: from });
   await new Promise<void>((resolve, reject) => {
-    ws.once("open", () => ws.send(JSON.stringify({ type: "hello", id: 1, session: join.json.session, device_id: "BENCHDEV" })));
+    ws.once("open", () => {
+      progress.stage = "hello answered";
+      ws.send(JSON.stringify({ type: "hello", id: 1, session: join.json.session, device_id: "BENCHDEV" }));
+    });
     ws.on("message", (data) => {
       const m = JSON.parse(String(data)) as { id?: number; type: string };
       if (m.id !== 1) return;

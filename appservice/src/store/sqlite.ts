@@ -59,15 +59,16 @@ export class SqliteStore implements Store {
   readonly db: Database.Database;
 
   constructor(file: string, migrations: Migration[] = listMigrations()) {
-    if (file !== ":memory:") {
+    const onDisk = file !== ":memory:";
+    if (onDisk) {
       mkdirSync(path.dirname(file), { recursive: true });
       ownerOnly(file);
     }
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
-    // SQLite gives the -wal and -shm files the database file's mode; files left by an older run
-    // are tightened too.
-    for (const side of [`${file}-wal`, `${file}-shm`]) if (file !== ":memory:" && existsSync(side)) chmodSync(side, 0o600);
+    // SQLite creates the -wal and -shm files with the database file's mode; files left by an
+    // older run are tightened too.
+    if (onDisk) for (const side of [`${file}-wal`, `${file}-shm`]) if (existsSync(side)) chmodSync(side, 0o600);
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");

@@ -52,6 +52,17 @@ describe("seal / unseal", () => {
 });
 
 describe("writeFileAtomic", () => {
+  it("writes mode 0600 whatever the umask (one that takes the owner's write bit too)", async () => {
+    const file = path.join(dir, "umask.bin");
+    const old = process.umask(0o277);
+    try {
+      await writeFileAtomic(file, Buffer.from("x"));
+    } finally {
+      process.umask(old);
+    }
+    expect((statSync(file).mode & 0o777).toString(8)).toBe("600");
+  });
+
   it("writes the file with mode 0600 and leaves no temporary file", async () => {
     const file = path.join(dir, "state.bin");
     await writeFileAtomic(file, Buffer.from("one"));

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -292,5 +292,22 @@ describe("used OpenID tokens", () => {
     open().claimOpenIdToken(H1, 2000, 1000);
     opened.splice(0).forEach((s) => s.close());
     expect(open().claimOpenIdToken(H1, 2000, 1500)).toBe(false);
+  });
+});
+
+describe("file modes", () => {
+  it("the database and its -wal and -shm files are 0600 even under a permissive umask", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "parley-mode-"));
+    const old = process.umask(0o000);
+    try {
+      const file = path.join(dir, "modes.db");
+      const store = new SqliteStore(file);
+      store.db.prepare("SELECT 1").get();
+      for (const f of [file, `${file}-wal`, `${file}-shm`]) expect((statSync(f).mode & 0o777).toString(8), f).toBe("600");
+      store.close();
+    } finally {
+      process.umask(old);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
