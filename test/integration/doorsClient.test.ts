@@ -33,6 +33,7 @@ beforeAll(async () => {
     sfu: { nodes: [] },
     store: { path: path.join(dir, "parley.db") },
     crypto: undefined,
+    metrics: { ...a.metrics, enabled: false }, // the stack's Parley holds its metrics port
   };
   https = await start(config);
 });

@@ -21,7 +21,7 @@ const user = async (localpart: string) => {
 
 /** A metric's value from Parley's /metrics (0 when absent). */
 async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${A.parley.url}/metrics`)).text();
+  const text = await (await fetch(A.parley.metricsUrl)).text();
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   for (const line of text.split("\n")) {
     const m = /^([^{\s]+)(\{[^}]*\})?\s+(\S+)/.exec(line);

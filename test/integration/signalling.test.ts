@@ -8,9 +8,10 @@ import { startInstitutions, type Institution, type Stack } from "../../scripts/s
 import { audioOffer, callSession, janusParticipants, janusSessions, joinCall, seated, signallingUrl } from "../support/callStack.ts";
 import { CryptoClient, type ToDeviceMessage } from "../support/cryptoClient.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
+import { ERRORS_BEFORE_HELLO } from "../../appservice/src/http/signalling/server.ts";
 import { SignallingClient } from "../support/signalling.ts";
 
-const LIMITS = { sessionsPerUserPerCall: 3, socketsPerAddress: 6, helloTimeoutSeconds: 2, iceCandidatesBeforeMedia: 64 };
+const LIMITS = { sessionsPerUserPerCall: 3, socketsPerAddress: 6, helloTimeoutSeconds: 2, iceCandidatesBeforeMedia: 64, messagesPerSecond: 50, messageBurst: 200 };
 
 let stack: Stack;
 let A: Institution;
@@ -64,6 +65,28 @@ describe("bounds a client can grow", () => {
       return status === 200 ? (json.session as string) : undefined;
     });
     (await seated(A, again)).close();
+  });
+
+  it("a socket that keeps sending wrong messages before any hello is closed after a few answers", async () => {
+    const ws = await SignallingClient.open(signallingUrl(A));
+    for (let i = 0; i < ERRORS_BEFORE_HELLO; i++) {
+      expect(await ws.request({ type: "hello", session: `made-up-${i}` })).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });
+    }
+    ws.send({ type: "ping" });
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4401);
+    expect(ws.pushes.at(-1)).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
+  });
+
+  it("a socket sending faster than its message rate is closed with M_LIMIT_EXCEEDED", async () => {
+    const ws = await seated(A, await callSession(A, alice, roomId));
+    for (let i = 0; i < LIMITS.messageBurst * 2; i++) ws.send({ type: "ping", id: `flood-${i}` });
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4429);
+    expect(ws.pushes).toContainEqual(expect.objectContaining({ type: "error", errcode: "M_LIMIT_EXCEEDED" }));
+    // Answered within its burst, nothing after the limit.
+    const answered = ws.pushes.filter((p) => p.type === "result").length;
+    expect(answered).toBeLessThanOrEqual(LIMITS.messageBurst + 1);
   });
 
   it("a socket that never says hello is closed after the hello timeout", async () => {

@@ -54,6 +54,11 @@ export class SignallingClient {
     });
   }
 
+  /** Sends without waiting; its answer, if any, lands in `pushes`. */
+  send(message: Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(message));
+  }
+
   /** Sends raw text (malformed-message tests) and waits for the next unsolicited answer. */
   sendRaw(text: string | Buffer, timeoutMs = 10_000): Promise<Answer> {
     return new Promise((resolve, reject) => {

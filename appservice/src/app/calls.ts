@@ -88,6 +88,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media) }, {
         socketsPerAddress: limits.socketsPerAddress,
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
+        messagesPerSecond: limits.messagesPerSecond,
+        messageBurst: limits.messageBurst,
       });
       signalling = opened;
       return { stop: () => closeSignalling() };

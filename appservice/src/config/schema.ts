@@ -225,6 +225,12 @@ export const configSchema = z
             iceCandidatesBeforeMedia: z.int().min(1).max(10_000).default(100).meta({
               description: "ICE candidates a socket may send before its publish/subscribe exists; more get M_LIMIT_EXCEEDED",
             }),
+            messagesPerSecond: z.int().min(1).max(10_000).default(50).meta({
+              description: "Signalling messages per socket per second, sustained; a socket sending faster (past messageBurst) is answered M_LIMIT_EXCEEDED and closed",
+            }),
+            messageBurst: z.int().min(1).max(100_000).default(200).meta({
+              description: "Signalling messages a socket may send at once above messagesPerSecond (a join trickles a few dozen ICE candidates)",
+            }),
           })
           .prefault({})
           .meta({ description: "Bounds on what one client can make Parley hold" }),

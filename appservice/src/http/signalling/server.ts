@@ -9,6 +9,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import type { Seat } from "../../calls/callMedia.ts";
 import type { CallSeats } from "../../calls/callSeats.ts";
 import type { SessionEndReason } from "../../calls/callService.ts";
+import { TokenBucket } from "../../calls/rateLimit.ts";
 import { ParleyError, type ErrCode } from "../../errors.ts";
 import { getLogger, type Logger } from "../../log.ts";
 import { clientMessage, MAX_MESSAGE_BYTES, type ClientMessage } from "./protocol.ts";
@@ -19,6 +20,9 @@ export const SIGNALLING_PATH = "/_parley/v1/signal";
 const closeCode = (errcode: ErrCode) => 4000 + new ParleyError(errcode, "").status;
 /** How long an ended seat's client gets to complete the close handshake. */
 const CLOSE_GRACE_MS = 1000;
+/** Messages a socket may get wrong before its hello succeeds; the next one closes it (a caller
+ *  without a session gets a few answers to learn from, not an error service). */
+export const ERRORS_BEFORE_HELLO = 8;
 
 export interface Connection {
   readonly log: Logger;
@@ -39,6 +43,9 @@ export interface SignallingLimits {
   socketsPerAddress: number;
   /** A socket without a successful hello by then is closed. */
   helloTimeoutMs: number;
+  /** Messages per socket per second, sustained, and at once above that; faster closes the socket. */
+  messagesPerSecond: number;
+  messageBurst: number;
 }
 
 export interface SignallingServer {
@@ -59,8 +66,14 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
 
   function serve(ws: WebSocket, address: string): void {
     const conn: Connection = { log, seat: undefined, send: (m) => ws.readyState === ws.OPEN && ws.send(JSON.stringify(m)) };
-    const fail = (err: ParleyError, msgId?: unknown) =>
+    let errorsBeforeHello = 0;
+    const fail = (err: ParleyError, msgId?: unknown) => {
+      if (!conn.seat && ++errorsBeforeHello > ERRORS_BEFORE_HELLO) {
+        return shut(new ParleyError(err.errcode, `${err.message}; too many errors before hello`));
+      }
       conn.send({ type: "error", ...(msgId === undefined ? {} : { id: msgId }), errcode: err.errcode, error: err.message });
+    };
+    const messages = new TokenBucket({ perMinute: limits.messagesPerSecond * 60, burst: limits.messageBurst }, { now: () => Date.now() });
     const shut = (err: ParleyError, code = closeCode(err.errcode), type = "error") => {
       conn.send({ type, errcode: err.errcode, error: err.message });
       ws.close(code, err.message);
@@ -111,6 +124,10 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
     };
 
     ws.on("message", async (data, isBinary) => {
+      if (ws.readyState !== ws.OPEN) return; // closing: nothing more is answered
+      if (messages.take() > 0) {
+        return shut(new ParleyError("M_LIMIT_EXCEEDED", `at most ${limits.messagesPerSecond} messages per second (${limits.messageBurst} at once)`));
+      }
       const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (isBinary) return fail(new ParleyError("M_NOT_JSON", "binary messages are not accepted"));
       if (size > MAX_MESSAGE_BYTES) return fail(new ParleyError("M_TOO_LARGE", `messages are limited to ${MAX_MESSAGE_BYTES} bytes`));
