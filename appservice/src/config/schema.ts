@@ -161,7 +161,7 @@ export const configSchema = z
           .meta({ description: "Janus nodes; calls are placed on the least loaded" }),
       })
       .prefault({})
-      .meta({ description: "The SFU (Janus). Parley writes each node's config: parley --janus-config" }),
+      .meta({ description: "The SFU (Janus). Each node runs a config Parley generates (`parley --samples DIR` writes the template into DIR/janus)" }),
     calls: z
       .strictObject({
         sessionTtlSeconds: z.int().min(30).max(86_400).default(600).meta({
