@@ -241,6 +241,14 @@ export class SyncedRoomFeed implements RoomFeed {
           Date.now(),
         );
       },
+      joinedToRoom: async (userId) => {
+        const client = this.client;
+        const loaded = client?.getRoom(this.roomId)?.getMember(userId)?.membership;
+        if (loaded !== undefined || !client) return loaded === "join";
+        // Not loaded (lazy members): ask the homeserver, which knows.
+        const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
+        return (content as { membership?: unknown } | undefined)?.membership === "join";
+      },
       onChange: (fn) => {
         const client = this.client;
         if (!client) return () => undefined;

@@ -61,6 +61,9 @@ export interface CallMembersPort {
   /** Devices with a live MatrixRTC call membership in the room (this one included, or not). */
   devices(): DeviceRef[];
   onChange(fn: () => void): () => void;
+  /** Whether the user is joined to the room as this user's homeserver sees it (a definite answer,
+   *  asked of the homeserver when the member is not loaded). Absent: keys go to members only. */
+  joinedToRoom?(userId: string): Promise<boolean>;
 }
 
 /** The devices publishing media in the call, from the SFU's participant list (same shape). */
@@ -168,6 +171,14 @@ export class ParticipantKeyShare {
    * membership update that arrives after its new key, must not lose its key). */
   private readonly applied = new Map<string, { index: number; key: Uint8Array }[]>();
   private readonly unsubscribe: (() => void)[] = [];
+  /**
+   * Devices in the call whose call membership has not reached us (a membership sent while our
+   * server was joining the room over federation can reach it late, or never): each sent us an
+   * Olm-authenticated key for this room, publishes in the SFU and belongs to a user our
+   * homeserver sees joined to the room. They get our key like members; one that stops
+   * publishing is gone from the call (a rotation, as for a member's leave).
+   */
+  private readonly keySenders = new Map<string, DeviceRef>();
   private useTimer: unknown;
   /** Member devices the current key could not reach yet (their keys were not downloadable yet). */
   private readonly undelivered = new Map<string, DeviceRef>();
@@ -222,6 +233,17 @@ export class ParticipantKeyShare {
     return new Map(this.o.members.devices().filter((d) => deviceKey(d) !== self).map((d) => [deviceKey(d), d]));
   }
 
+  /** Who gets this device's key: the call's member devices and the key senders still publishing. */
+  private targets(): Map<string, DeviceRef> {
+    const targets = this.others();
+    const publishing = this.publishing();
+    for (const [id, d] of this.keySenders) {
+      if (!publishing.has(id)) this.keySenders.delete(id);
+      else targets.set(id, d);
+    }
+    return targets;
+  }
+
   /** Devices publishing in the SFU (other than this one). */
   private publishing(): Set<string> {
     const self = deviceKey(this.o.self);
@@ -234,7 +256,7 @@ export class ParticipantKeyShare {
   }
 
   private async onMembers(): Promise<void> {
-    const now = this.others();
+    const now = this.targets();
     const publishing = this.publishing();
     const left = [...this.sharedWith.keys()].filter((k) => !now.has(k));
     const joined = [...now].filter(([k]) => !this.sharedWith.has(k)).map(([, d]) => d);
@@ -265,7 +287,7 @@ export class ParticipantKeyShare {
     const key = this.o.random();
     this.current = { index, key, createdAt: this.o.now() };
     this.o.sink.setOwnKey(index, key, useNow);
-    const targets = this.others();
+    const targets = this.targets();
     this.sharedWith = targets;
     this.useHeldKeys();
     if (!useNow) {
@@ -298,7 +320,7 @@ export class ParticipantKeyShare {
   }
 
   private async retry(): Promise<void> {
-    const members = this.others();
+    const members = this.targets();
     const targets = [...this.undelivered].filter(([k]) => members.has(k)).map(([, d]) => d);
     this.undelivered.clear();
     if (targets.length && this.current) await this.deliver(targets, this.current.index, this.current.key);
@@ -313,12 +335,28 @@ export class ParticipantKeyShare {
     const member = this.others().has(id);
     const inCall = member || this.publishing().has(id);
     this.log.info("media key received", { from: id, index: parsed.index, member, inCall });
+    if (!member && inCall) this.enqueue(() => this.shareWithKeySender(id, { userId: from.userId, deviceId: from.deviceId! }));
     if (inCall) return this.use(id, [parsed]);
     // Not in the call (yet): hold the key until its membership or its media reaches us.
     this.held.add(id, [parsed]);
     // A key is a sign its sender is in the call: look at the members again (a change we were
     // not told about, e.g. a lazily loaded member, releases the key and shares ours).
     this.enqueue(() => this.onMembers());
+  }
+
+  /** A publisher whose membership we have not seen sent us its key: it gets ours if its user is
+   *  joined to the room (else it could be anyone the hosting server lists). */
+  private async shareWithKeySender(id: string, device: DeviceRef): Promise<void> {
+    const joined = this.o.members.joinedToRoom;
+    if (!joined || this.sharedWith.has(id) || this.others().has(id) || !this.publishing().has(id)) return;
+    if (!(await joined(device.userId))) return void this.log.warn("a publisher's key came from a user not joined to the room", { from: id });
+    if (this.stopped || this.sharedWith.has(id) || !this.publishing().has(id)) return;
+    this.keySenders.set(id, device);
+    if (!this.current) return;
+    const c = this.current;
+    this.sharedWith.set(id, device);
+    this.log.info("media key shared with a publisher whose call membership has not reached us", { to: id, index: c.index });
+    await this.deliver([device], c.index, c.key);
   }
 
   private use(id: string, keys: { index: number; key: Uint8Array }[]): void {
@@ -331,6 +369,8 @@ export class ParticipantKeyShare {
   private onRoster(): void {
     const members = this.others();
     const publishing = this.publishing();
+    // A key sender that stopped publishing has left the call: rotate as for a member's leave.
+    if ([...this.keySenders.keys()].some((id) => !publishing.has(id))) this.enqueue(() => this.onMembers());
     for (const [id, keys] of this.applied) {
       if (members.has(id) || publishing.has(id) || this.sharedWith.has(id)) continue;
       this.o.sink.forget(id);

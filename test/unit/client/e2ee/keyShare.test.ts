@@ -18,7 +18,7 @@ const BOB = { userId: "@bob:b", deviceId: "BDEV" };
 const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
 const id = (d: DeviceRef) => `${d.userId}|${d.deviceId}`;
 
-function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits> } = {}) {
+function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string> } = {}) {
   let members = [ME, ...initial];
   let roster: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
@@ -48,7 +48,11 @@ function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: S
       },
       onKeys: (fn) => (keyListeners.push(fn), () => undefined),
     },
-    members: { devices: () => members, onChange: (fn) => (memberListeners.push(fn), () => undefined) },
+    members: {
+      devices: () => members,
+      onChange: (fn) => (memberListeners.push(fn), () => undefined),
+      ...(opts.joined ? { joinedToRoom: async (userId: string) => opts.joined!.has(userId) } : {}),
+    },
     roster: { devices: () => roster, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
@@ -234,6 +238,27 @@ describe("ParticipantKeyShare: a key that arrives before its sender is seen in t
     h.setRoster([BOB]);
     expect(h.sink.calls).toContain(`forget ${id(CAROL)}`);
     expect(h.share.heldCount).toBe(2);
+  });
+
+  it("shares this device's key with a publisher whose membership never reached us, once its key came and its user is joined to the room", async () => {
+    const MALLORY = { userId: "@mallory:m", deviceId: "MDEV" };
+    const h = harness([BOB], { joined: new Set([BOB.userId, CAROL.userId]) });
+    h.share.start();
+    await h.share.settled();
+    h.setRoster([BOB, CAROL, MALLORY]);
+    h.receive(CAROL, key(CAROL, 2));
+    h.receive(MALLORY, key(MALLORY, 1)); // publishing, but not joined to the room
+    await h.share.settled();
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(CAROL)], index: 0 });
+    expect(h.sent.flatMap((s) => s.to)).not.toContain(id(MALLORY));
+    // She is in the next rotation like a member (a member leaves)...
+    await h.setMembers([]);
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(CAROL)], index: 1 });
+    // ...until she stops publishing: she has left the call, and the next key is not hers.
+    h.setRoster([BOB, MALLORY]);
+    await h.share.settled();
+    await h.setMembers([BOB]);
+    expect(h.sent.filter((s) => s.index >= 2).flatMap((s) => s.to)).not.toContain(id(CAROL));
   });
 
   it("keeps a key that came while its sender's leave was still to be handled, and uses it when the sender shows again", async () => {
