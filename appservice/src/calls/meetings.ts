@@ -105,8 +105,8 @@ export class MeetingService {
    * A user of another server joining a call room gets the forks merged: an event sent here while
    * their server's join was on its way (a MatrixRTC membership, typically) was sent to the servers
    * in the room then, not to theirs, and their join does not reference it; their server fetches it
-   * only when a later event does. Without this, a remote joiner could never see a participant's
-   * call membership, and so never send them its media key (the issue-8 fresh-machine failure).
+   * only when a later event does (Synapse skips that fetch while the room's state is partial
+   * after a fast join; the web client covers that case on its side, see keyShare.ts).
    */
   async onMemberJoined(roomId: string, userId?: string, eventId?: string): Promise<void> {
     await this.aliasRooms.onMemberJoined(roomId);
