@@ -8,7 +8,7 @@ import type { Server } from "node:http";
 import { CallSeats } from "../calls/callSeats.ts";
 import { CallService, type CallServiceDeps } from "../calls/callService.ts";
 import { IdleCalls } from "../calls/idleCalls.ts";
-import type { RoomStateReader } from "../calls/keyMode.ts";
+import type { RoomStateReader } from "../calls/callState.ts";
 import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
 import { recoverLostRooms } from "../calls/sfuRecovery.ts";
 import type { ParleyConfig } from "../config/schema.ts";

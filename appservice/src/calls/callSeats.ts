@@ -9,7 +9,7 @@ import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
 import { CallMedia, type Seat } from "./callMedia.ts";
 import type { CallService, SessionCloser, SessionEndReason } from "./callService.ts";
-import { readKeyMode, type KeyMode, type RoomStateReader } from "./keyMode.ts";
+import { readKeyMode, type KeyMode, type RoomStateReader } from "./callState.ts";
 import type { SfuMedia } from "./ports.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
 

@@ -6,7 +6,7 @@
 //  - only users of allowed servers are served; others get a clear refusal.
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { AliasRooms, type AliasOutcome, type AliasRoomLimits } from "./aliasRooms.ts";
-import { CALL_STATE_EVENT, callStateContent, keyModeOf, type KeyPolicy } from "./callState.ts";
+import { CALL_STATE_EVENT, callStateContent, configuredKeyMode, type KeyPolicy } from "./callState.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
 import { serverNameOf, type FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
@@ -82,7 +82,7 @@ export class MeetingService {
 
   /** The org.parley.call content the bot writes in a room (alias rooms carry their alias). */
   private callState(roomId: string | undefined, alias?: string): Record<string, unknown> {
-    const keys = keyModeOf(this.cfg.e2ee, roomId);
+    const keys = configuredKeyMode(this.cfg.e2ee, roomId);
     return callStateContent({ api: this.cfg.publicUrl, ...(alias ? { alias } : {}), keys, bot: this.deps.homeserver.botUserId });
   }
 

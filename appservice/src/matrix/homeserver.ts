@@ -187,20 +187,6 @@ export class MatrixHomeserver implements Homeserver {
     await this.request(Method.Put, `/rooms/${enc(roomId)}/send/m.room.message/${enc(txnId)}`, content);
   }
 
-  private async state<T>(roomId: string, type: string, stateKey = ""): Promise<T | undefined> {
-    try {
-      return await this.request<T>(Method.Get, `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`);
-    } catch (err) {
-      if (errcodeOf(err) === "M_NOT_FOUND") return undefined;
-      throw err;
-    }
-  }
-
-  /** A state event's content, undefined when the room has none (the calls' RoomStateReader). */
-  async stateContent(roomId: string, type: string, stateKey = ""): Promise<Record<string, unknown> | undefined> {
-    return (await this.stateEvent(roomId, type, stateKey))?.content;
-  }
-
   async stateEvent(roomId: string, type: string, stateKey = ""): Promise<StateEventFacts | undefined> {
     try {
       const e = await this.request<{ sender?: unknown; content?: unknown }>(
@@ -234,8 +220,8 @@ export class MatrixHomeserver implements Homeserver {
 
   async getMembership(roomId: string, userId: string): Promise<string | undefined> {
     try {
-      const member = await this.state<{ membership?: string }>(roomId, "m.room.member", userId);
-      return member?.membership;
+      const membership = (await this.stateEvent(roomId, "m.room.member", userId))?.content.membership;
+      return typeof membership === "string" ? membership : undefined;
     } catch (err) {
       // The bot is not in the room (or never was): it cannot vouch for anyone there.
       if (errcodeOf(err) === "M_FORBIDDEN") return undefined;

@@ -91,7 +91,7 @@ function makeSeats(opts: { keys?: boolean } = {}) {
   return new CallSeats({
     calls,
     sfu,
-    rooms: { stateContent: async () => roomState },
+    rooms: { stateEvent: async () => roomState && { sender: BOT, content: roomState } },
     keys: opts.keys === false ? undefined : {
       join: (_c: string, _r: string, _m: object, d: KeyDevice) => keyLog.push(`join ${d.deviceId}`),
       leave: () => keyLog.push("leave"),
@@ -227,7 +227,7 @@ describe("the key mode comes from the room's org.parley.call state", () => {
   });
 
   it("an unreadable room state refuses the hello (M_UNAVAILABLE) rather than guess", async () => {
-    seats = new CallSeats({ calls, sfu, rooms: { stateContent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
+    seats = new CallSeats({ calls, sfu, rooms: { stateEvent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
     await expect(seats.open(new Client(), await session(), "DEV")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
   });
 });
