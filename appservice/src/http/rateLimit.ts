@@ -6,6 +6,8 @@
 // client shares the proxy's address, so the limit must then be set for the proxy.
 import { isIPv6 } from "node:net";
 import type { Request, RequestHandler } from "express";
+import type { Clock } from "../calls/ports.ts";
+import { TokenBucket } from "../calls/rateLimit.ts";
 import { ParleyError } from "../errors.ts";
 import { refuseUnread } from "./body.ts";
 
@@ -19,38 +21,27 @@ export interface RateLimit {
 /** Addresses tracked at most; beyond, the least recently seen is forgotten (its bucket refills). */
 export const MAX_TRACKED_ADDRESSES = 10_000;
 
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
 export class AddressRateLimiter {
-  private readonly buckets = new Map<string, Bucket>();
+  /** One bucket per address key, least recently seen first (a Map keeps insertion order). */
+  private readonly buckets = new Map<string, TokenBucket>();
   private readonly limit: RateLimit;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly maxTracked: number;
 
   constructor(limit: RateLimit, now: () => number = Date.now, maxTracked = MAX_TRACKED_ADDRESSES) {
     this.limit = limit;
-    this.now = now;
+    this.clock = { now };
     this.maxTracked = maxTracked;
   }
 
   /** Takes one request from the address's bucket: 0 when allowed, else the ms until it would be. */
   take(address: string): number {
     const key = addressKey(address);
-    const now = this.now();
-    const perMs = this.limit.perMinute / 60_000;
-    const old = this.buckets.get(key);
-    const tokens = old ? Math.min(this.limit.burst, old.tokens + (now - old.at) * perMs) : this.limit.burst;
-    this.buckets.delete(key); // re-inserted below: the map's order is least recently seen first
-    if (tokens < 1) {
-      this.buckets.set(key, { tokens, at: now });
-      return Math.ceil((1 - tokens) / perMs);
-    }
-    this.buckets.set(key, { tokens: tokens - 1, at: now });
+    const bucket = this.buckets.get(key) ?? new TokenBucket(this.limit, this.clock);
+    this.buckets.delete(key); // re-inserted last: the most recently seen
+    this.buckets.set(key, bucket);
     if (this.buckets.size > this.maxTracked) this.buckets.delete(this.buckets.keys().next().value!);
-    return 0;
+    return bucket.take();
   }
 
   get tracked(): number {
