@@ -208,7 +208,7 @@ export class CallService {
     for (const s of [...this.sessions.values()]) {
       if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message: "the call has ended" });
     }
-    const sfu = this.deps.store.activeCalls().find((c) => c.callId === call.callId)?.sfu ?? call.sfu;
+    const sfu = this.sfuRoomOf(call.callId) ?? call.sfu;
     if (sfu) {
       await this.deps.sfu.destroyRoom(sfu);
       this.deps.store.setCallSfu(call.callId, null);
@@ -229,7 +229,7 @@ export class CallService {
     }
   }
 
-  /** Whether the call has a live session (granted, or held by a socket), or a join making its room. */
+  /** Whether the call has a live session (granted, or held by a socket). */
   occupied(callId: string): boolean {
     for (const s of this.sessions.values()) if (s.callId === callId) return true;
     return false;

@@ -64,7 +64,10 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                                      with 4000 + HTTP status (4403, 4401, 4404)
  *   {type:"error", errcode, error}     unsolicited, then closed: M_MISSING_TOKEN (no hello within
  *                                      calls.limits.helloTimeoutSeconds; 4408), M_LIMIT_EXCEEDED
- *                                      (calls.limits.socketsPerAddress; 4429)
+ *                                      (calls.limits.socketsPerAddress, or messagesPerSecond past
+ *                                      messageBurst; 4429); a socket whose messages failed
+ *                                      ERRORS_BEFORE_HELLO times before its hello is closed with
+ *                                      the next error's code
  */
 export interface SubscribedStream {
   feed: string | number;
