@@ -65,9 +65,6 @@ export const configSchema = z
           description: "Base URL of the web client and call API as users reach it (join links, org.parley.call)",
           examples: ["https://meet.example.org"],
         }),
-        joinRule: z.enum(["public", "knock", "invite"]).default("public").meta({
-          description: "Join rule of meeting rooms made from an alias; servers are limited by the allow-list either way",
-        }),
         encrypted: z.boolean().default(true).meta({ description: "Meeting rooms are created with m.room.encryption" }),
         aliasRooms: z
           .strictObject({
@@ -83,6 +80,40 @@ export const configSchema = z
           })
           .prefault({})
           .meta({ description: "Limits on meeting rooms made on demand from aliases; a refused lookup creates and writes nothing" }),
+        governance: z
+          .strictObject({
+            access: z.enum(["open", "institution", "invited"]).default("open").meta({
+              description:
+                "Default access level of new meetings (hosts change it per meeting): open = anyone on an allowed server joins; " +
+                "institution = users of this server and of trustedServers join, others ask to join (knock); invited = only invited users join, others ask",
+            }),
+            hosts: z.enum(["first_local_joiner", "listed"]).default("first_local_joiner").meta({
+              description:
+                "Who becomes host (power level 100) of a meeting made from an alias: the first local user who joins it (and any local user " +
+                "joining one without a joined host), or only the users in hostUsers",
+            }),
+            hostUsers: z.array(z.string().regex(/^@[^\s:]+:\S+$/, "a Matrix user id such as @alice:example.org")).default([]).meta({
+              description: "With hosts: listed, the users who become hosts of alias meetings when they join",
+              examples: [["@director:example.org"]],
+            }),
+            cohostLevel: z.int().min(1).max(99).default(50).meta({
+              description: "Power level from which a user is a co-host; meeting rooms give it invite, kick, ban and org.parley.moderate",
+            }),
+            trustedServers: z.array(serverGlob).default([]).meta({
+              description: "Servers whose users join 'institution' meetings directly, like this server's (their knock is admitted at once)",
+              examples: [["partner.example"]],
+            }),
+            externalServers: z.array(serverGlob).default([]).meta({
+              description:
+                "Servers whose users are external (Tchap-style): always through the lobby, never power above 0; " +
+                "meeting rooms carry im.vector.room.access_rules 'unrestricted' when any are listed",
+              examples: [["externe.example"]],
+            }),
+            reactionsPerMinute: z.int().min(1).max(6000).default(30).meta({ description: "Reactions one user may send per minute in a call" }),
+            reactionBurst: z.int().min(1).max(100).default(5).meta({ description: "Reactions one user may send at once" }),
+          })
+          .prefault({})
+          .meta({ description: "Meeting governance: access levels, hosts and co-hosts, the lobby (docs/governance.md)" }),
       })
       .meta({ description: "Meeting rooms" }),
     client: z
