@@ -67,10 +67,14 @@ export function withSettings(content: Record<string, unknown>, s: MeetingSetting
   return { ...rest, ...settingsContent(s) };
 }
 
-/** The join rule an access level maps to (a locked meeting takes no knocks: invite). */
-export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">): "public" | "knock" | "invite" {
+/**
+ * The join rule an access level maps to (a locked meeting takes no knocks: invite). Where the
+ * institution has external users (Tchap-style), an open meeting knocks too: Parley admits every
+ * knock at once except external users' and guests', who always pass through the lobby.
+ */
+export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">, hasExternalUsers = false): "public" | "knock" | "invite" {
   if (s.locked) return "invite";
-  return s.access === "open" ? "public" : "knock";
+  return s.access === "open" && !hasExternalUsers ? "public" : "knock";
 }
 
 export interface RoomKeyMode {

@@ -278,11 +278,16 @@ export class Governance {
     return next;
   }
 
+  /** A knock Parley answers itself: in an *institution* meeting, one from this or a trusted
+   *  server; in an *open* one that knocks (external users exist), anyone's. Never an external
+   *  user's or a guest's, never while locked. */
   private async autoAdmit(roomId: string, userId: string): Promise<void> {
-    if (!this.trusted.hasUser(userId) || this.isExternal(userId) || this.isGuest(userId)) return;
+    if (this.isExternal(userId) || this.isGuest(userId)) return;
     const { settings } = await this.facts(roomId);
-    if (settings.access !== "institution" || settings.locked) return;
-    await this.deps.homeserver.membershipAct(roomId, "invite", userId, "a member of the institution");
+    if (settings.locked) return;
+    const admit = settings.access === "open" || (settings.access === "institution" && this.trusted.hasUser(userId));
+    if (!admit) return;
+    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
     this.deps.observe?.("auto_admit", "ok");
     this.log.info({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
   }
@@ -438,8 +443,9 @@ export class Governance {
       ...(a.guests !== undefined ? { guests: a.guests } : {}),
     };
     const { homeserver } = this.deps;
-    if (joinRuleFor(after) !== joinRuleFor(before)) {
-      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after) });
+    const external = this.cfg.externalServers.length > 0;
+    if (joinRuleFor(after, external) !== joinRuleFor(before, external)) {
+      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after, external) });
     }
     await homeserver.putState(actor.roomId, CALL_STATE_EVENT, withSettings(facts.content, after));
     this.cache.delete(actor.roomId);

@@ -62,7 +62,7 @@ export class MeetingService {
       {
         domain: cfg.domain,
         aliasPrefix: cfg.aliasPrefix,
-        joinRule: joinRuleFor({ access: cfg.governance.access, locked: false }),
+        joinRule: joinRuleFor({ access: cfg.governance.access, locked: false }, cfg.governance.hasExternalServers),
         encrypted: cfg.encrypted,
         limits: cfg.aliasRooms,
         moderatorLevel: cfg.governance.cohostLevel,

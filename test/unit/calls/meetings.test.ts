@@ -222,7 +222,8 @@ describe("provisionAlias", () => {
     };
     await service(cfg, ["10.1.2.3"]).provisionAlias("#meet-x:example.org");
     expect(hs.created[0]).toMatchObject({
-      joinRule: "public",
+      // With external users, an open meeting knocks: Parley admits every knock but theirs.
+      joinRule: "knock",
       encrypted: false,
       moderatorLevel: 40,
       accessRule: "unrestricted",
@@ -231,6 +232,8 @@ describe("provisionAlias", () => {
     });
     await service({ ...cfg, governance: { ...cfg.governance, access: "institution" } }).provisionAlias("#meet-y:example.org");
     expect(hs.created[1]).toMatchObject({ joinRule: "knock", callInfo: { access: "institution" } });
+    await service({ ...cfg, governance: { ...cfg.governance, hasExternalServers: false } }).provisionAlias("#meet-z:example.org");
+    expect(hs.created[2]).toMatchObject({ joinRule: "public", accessRule: "restricted" });
   });
 
   it("creates exactly one room for 20 concurrent queries of one alias", async () => {
