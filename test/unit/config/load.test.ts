@@ -52,6 +52,7 @@ describe("parseConfig", () => {
         joinRule: "public",
         encrypted: true,
         aliasRooms: { perMinute: 30, burst: 10, max: 10_000 },
+        lookupRateLimit: { perMinute: 120, burst: 30 },
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
@@ -82,6 +83,7 @@ describe("parseConfig", () => {
       joinRule: "invite",
       encrypted: false,
       aliasRooms: { perMinute: 30, burst: 3, max: 10_000 },
+      lookupRateLimit: { perMinute: 120, burst: 30 },
     });
     expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
     expect(config.logging.level).toBe("debug");
