@@ -31,6 +31,7 @@ export type ClientErrCode =
   | "E2EE_UNSUPPORTED"
   | "WEBRTC"
   | "NO_SSO"
+  | "NO_HOMESERVER"
   | "BAD_INPUT";
 
 const KNOWN = new Set<string>([
@@ -66,6 +67,7 @@ const BY_CONTEXT: Record<ErrorContext, Table> = {
     M_UNRECOGNIZED: "That address doesn't look like a Matrix homeserver.",
     NETWORK: "Couldn't reach the homeserver. Check its address and your connection.",
     NO_SSO: "This homeserver doesn't offer single sign-on.",
+    NO_HOMESERVER: "Couldn't find your homeserver. Enter its address above and sign in again.",
     BAD_RESPONSE: "That address answered, but not like a Matrix homeserver.",
   },
   room: {

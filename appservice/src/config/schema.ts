@@ -121,8 +121,8 @@ export const configSchema = z
         }),
         insecureLoopbackCallApis: z.boolean().default(false).meta({
           description:
-            "Let the web client send identity tokens over plain http to call APIs on loopback addresses (test stacks only; " +
-            "every other call API must be https)",
+            "Let the web client send identity tokens over plain http to call APIs, and passwords to homeservers found by server " +
+            "discovery, on loopback addresses (test stacks only; every other call API and discovered homeserver must be https)",
         }),
       })
       .prefault({})

@@ -32,6 +32,12 @@ export function meetingTarget(input: string, settings: Pick<ClientSettings, "ser
   return `#${settings.aliasPrefix}${slug}:${settings.serverName}`;
 }
 
+/** The server name of an alias or room id ("#meet-team:a.example" -> "a.example"); null for none. */
+export function serverOfTarget(target: string): string | null {
+  const m = /^[#!][^:]*:(.+)$/.exec(target.trim());
+  return m ? m[1]! : null;
+}
+
 function safeDecode(s: string): string {
   try {
     return decodeURIComponent(s);

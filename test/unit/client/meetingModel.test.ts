@@ -99,7 +99,7 @@ describe("AppModel", () => {
         flows: async () => ({ password: true, sso: null }),
         password: async () => session,
         startSso: () => undefined,
-        discover: async () => null,
+        discover: async (s) => `https://${s}`,
       },
       meeting: () => services().s,
       meetingTarget: (input) => `#meet-${input}:hs`,
