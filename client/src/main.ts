@@ -6,6 +6,7 @@ import { findHomeserver } from "./matrix/discovery.ts";
 import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { MatrixHttp } from "./matrix/http.ts";
+import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
 import { webMeetingServices } from "./webServices.ts";
@@ -76,7 +77,7 @@ async function boot(root: HTMLElement): Promise<void> {
       },
       discover: (serverName) => findHomeserver(serverName, { insecureLoopback: settings.callTrust.insecureLoopback }),
     },
-    meeting: (session) => webMeetingServices(session, trust),
+    meeting: (session) => webMeetingServices(session, trust, (target) => isNewMeeting(target, { settings, apiBase: location.origin })),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {
       location.hash = hash;

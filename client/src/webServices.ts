@@ -13,10 +13,11 @@ import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
 import { PrejoinModel } from "./state/prejoinModel.ts";
 
-export function webMeetingServices(session: MatrixSession, trust: CallTrust): MeetingServices {
+export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
   return {
+    isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, trust, session.userId),
     prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
     call: (room, local) => {
