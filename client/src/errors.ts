@@ -32,6 +32,7 @@ export type ClientErrCode =
   | "WEBRTC"
   | "NO_SSO"
   | "NO_HOMESERVER"
+  | "UNREACHABLE"
   | "BAD_INPUT";
 
 const KNOWN = new Set<string>([
@@ -113,6 +114,14 @@ const BY_CONTEXT: Record<ErrorContext, Table> = {
 
 export function humanText(code: ClientErrCode, context: ErrorContext): string {
   return BY_CONTEXT[context][code] ?? GENERIC[code] ?? "Something went wrong. Try again.";
+}
+
+/** A server the user's homeserver could not reach (over federation), named. */
+export function unreachableServer(server: string, context: ErrorContext, opts: { detail?: string; status?: number } = {}): ParleyClientError {
+  return new ParleyClientError("UNREACHABLE", context, {
+    ...opts,
+    human: `${server} could not be reached, so the meeting can't be opened. Try again later; if it keeps happening, your homeserver may not be allowed to talk to ${server}.`,
+  });
 }
 
 export class ParleyClientError extends Error {

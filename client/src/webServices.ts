@@ -2,6 +2,7 @@
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
+import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
@@ -18,7 +19,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   const avatars = new AvatarCache(homeserverThumbnails(http));
   return {
     isNewMeeting,
-    openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, trust, session.userId),
+    openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
     prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
     call: (room, local) => {
       const host = trust.decide(room.call);
