@@ -1,6 +1,8 @@
 // Headless Chromium for browser tests (Debian's chromium, driven by playwright-core), with a fake
 // camera and microphone. Run inside scripts/isolated.sh: there the only real interface carries
 // 127.77.0.1, so ICE candidates stay on a 127.x address.
+import { createHash, X509Certificate } from "node:crypto";
+import fs from "node:fs/promises";
 import { chromium, type Browser, type Page } from "playwright-core";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { TestUser } from "./matrix.ts";
@@ -21,8 +23,20 @@ export const CHROMIUM_ARGS = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 
-export async function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: process.env.PARLEY_CHROMIUM_BIN ?? "/usr/bin/chromium", args: CHROMIUM_ARGS });
+/**
+ * Headless Chromium; `trustCertificates` (PEM files, such as the stack's self-signed Synapse
+ * certificates) are accepted for https by their public keys, and no other certificate error is.
+ */
+export async function launchChromium(opts: { trustCertificates?: string[] } = {}): Promise<Browser> {
+  const spki = await Promise.all((opts.trustCertificates ?? []).map(async (file) => spkiHash(await fs.readFile(file))));
+  const args = spki.length ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki.join(",")}`] : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath: process.env.PARLEY_CHROMIUM_BIN ?? "/usr/bin/chromium", args });
+}
+
+/** base64(sha256(SubjectPublicKeyInfo)) of a PEM certificate, as Chromium's SPKI list takes it. */
+function spkiHash(pem: Buffer): string {
+  const der = new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(der).digest("base64");
 }
 
 export interface InboundStats {
