@@ -154,7 +154,8 @@ export async function signedInUser(inst: Institution, localpart: string, display
 }
 
 /**
- * Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join
+ * Opens `link` in a fresh browser context, signs in on the login form (signInToMeeting), joins
+ * from pre-join
  * (`beforeOpen` runs on the new page first, e.g. to route its requests).
  * The page's errors, warnings and E2EE log lines go to the test's stderr.
  */
@@ -175,10 +176,21 @@ export async function joinThroughClient(
     }
   });
   await page.goto(link);
-  await page.getByLabel("User").fill(user.userId);
-  await page.getByLabel("Password").fill(user.password);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await signInToMeeting(page, user);
   await page.locator("#prejoin-join").click({ timeout: 30_000 });
   await page.locator(".call").waitFor({ timeout: 30_000 });
   return page;
+}
+
+/**
+ * On a meeting link's sign-in form: signs in and waits for the pre-join. The first visitor of a
+ * meeting of the serving Parley's is asked whether to create it, and says yes.
+ */
+export async function signInToMeeting(page: Page, user: { userId: string; password: string }): Promise<void> {
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.locator("#prejoin-join, #meeting-create").first().waitFor({ timeout: 30_000 });
+  if (await page.locator("#meeting-create").isVisible()) await page.locator("#meeting-create").click();
+  await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
 }
