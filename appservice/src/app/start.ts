@@ -13,6 +13,7 @@ import { BODY_LIMITS, jsonBody } from "../http/body.ts";
 import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
 import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
 import { callApiRouter } from "../http/callApi.ts";
+import { meetingInfoRouter } from "../http/meetingInfo.ts";
 import { SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { BotCrypto } from "../crypto/botCrypto.ts";
 import { clientHttp } from "../crypto/http.ts";
@@ -138,6 +139,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
+  app.use(meetingInfoRouter({ aliases: store, meetings, limit: config.meetings.lookupRateLimit, onRefused: () => metrics.refusals.inc({ what: "lookup_rate" }) }));
   // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
   // load balancer, and the test stack, must not send users to a Parley still starting).
   let running = false;

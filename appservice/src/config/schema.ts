@@ -21,6 +21,19 @@ const slugPrefix = z
 /** Call joins per client address: generous for an office behind one NAT, a trickle for a flood. */
 export const JOIN_RATE_LIMIT_DEFAULT = { perMinute: 60, burst: 20 } as const;
 
+/** A per-address token bucket of an HTTP route (http/rateLimit.ts), with its defaults and words. */
+const addressRateLimit = (defaults: { perMinute: number; burst: number }, words: { perMinute: string; burst: string; whole: string }) =>
+  z
+    .strictObject({
+      perMinute: z.int().min(1).max(100_000).default(defaults.perMinute).meta({ description: words.perMinute }),
+      burst: z.int().min(1).max(10_000).default(defaults.burst).meta({ description: words.burst }),
+    })
+    .prefault({})
+    .meta({ description: words.whole });
+
+/** Meeting lookups per client address: one per meeting opened, so a little more than joins. */
+export const LOOKUP_RATE_LIMIT_DEFAULT = { perMinute: 120, burst: 30 } as const;
+
 export const configSchema = z
   .strictObject({
     homeserver: z
@@ -114,6 +127,11 @@ export const configSchema = z
           })
           .prefault({})
           .meta({ description: "Meeting governance: access levels, hosts and co-hosts, the lobby (docs/governance.md)" }),
+        lookupRateLimit: addressRateLimit(LOOKUP_RATE_LIMIT_DEFAULT, {
+          perMinute: "Meeting lookups (GET /_parley/v1/meetings/{alias}) one client address may make per minute in the long run",
+          burst: "Meeting lookups one address may make at once",
+          whole: "Per-address limit on asking whether a meeting exists (the web client asks before it creates one)",
+        }),
       })
       .meta({ description: "Meeting rooms" }),
     client: z
@@ -134,8 +152,8 @@ export const configSchema = z
         }),
         insecureLoopbackCallApis: z.boolean().default(false).meta({
           description:
-            "Let the web client send identity tokens over plain http to call APIs on loopback addresses (test stacks only; " +
-            "every other call API must be https)",
+            "Let the web client send identity tokens over plain http to call APIs, and passwords to homeservers found by server " +
+            "discovery, on loopback addresses (test stacks only; every other call API and discovered homeserver must be https)",
         }),
       })
       .prefault({})
@@ -208,21 +226,13 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "STUN/TURN servers handed to clients" }),
-        joinRateLimit: z
-          .strictObject({
-            perMinute: z.int().min(1).max(100_000).default(JOIN_RATE_LIMIT_DEFAULT.perMinute).meta({
-              description: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
-            }),
-            burst: z.int().min(1).max(10_000).default(JOIN_RATE_LIMIT_DEFAULT.burst).meta({
-              description: "Call joins one address may make at once (people behind one NAT arriving together)",
-            }),
-          })
-          .prefault({})
-          .meta({
-            description:
-              "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
-              "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
-          }),
+        joinRateLimit: addressRateLimit(JOIN_RATE_LIMIT_DEFAULT, {
+          perMinute: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
+          burst: "Call joins one address may make at once (people behind one NAT arriving together)",
+          whole:
+            "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
+            "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
+        }),
         e2ee: z
           .strictObject({
             required: z.boolean().default(true).meta({

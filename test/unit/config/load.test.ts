@@ -55,6 +55,7 @@ describe("parseConfig", () => {
           access: "open", hosts: "first_local_joiner", hostUsers: [], cohostLevel: 50, trustedServers: [], externalServers: [],
           reactionsPerMinute: 30, reactionBurst: 5,
         },
+        lookupRateLimit: { perMinute: 120, burst: 30 },
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
@@ -88,6 +89,7 @@ describe("parseConfig", () => {
         access: "invited", hosts: "first_local_joiner", hostUsers: [], cohostLevel: 60, trustedServers: [], externalServers: [],
         reactionsPerMinute: 30, reactionBurst: 5,
       },
+      lookupRateLimit: { perMinute: 120, burst: 30 },
     });
     expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
     expect(config.logging.level).toBe("debug");
