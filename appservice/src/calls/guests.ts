@@ -198,7 +198,7 @@ export class GuestService {
   onMeetingEnded(roomId: string): void {
     const now = this.deps.clock.now();
     for (const g of this.deps.store.guestsOfRoom(roomId)) {
-      if (g.state === "creating") continue;
+      if (g.state === "creating" || g.state === "deactivated") continue;
       this.deps.store.scheduleGuest(g.userId, g.state, Math.min(g.deactivateAt ?? now, now + this.cfg.deactivateAfterMs));
     }
   }
