@@ -19,6 +19,7 @@ import { configureLogging, getLogger, type Logger } from "../log.ts";
 import { type Lifecycle, withLifecycle } from "./lifecycle.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { startCalls } from "./calls.ts";
+import { startGuests } from "./guests.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
@@ -101,8 +102,12 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
   };
   const router = new EventRouter(meetings, homeserver.botUserId, evict);
+  const guests = life.add("guests", startGuests(config, { homeserver, store, metrics }));
 
-  const route = (event: RawEvent) => router.route(event);
+  const route = (event: RawEvent) => {
+    guests.onEvent(event);
+    return router.route(event);
+  };
   const app = express();
   app.disable("x-powered-by");
   // No body parser for the whole app: each route that takes a body reads it with its own limit.
@@ -141,6 +146,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
     }
   });
+  app.use(guests.routers);
   app.use(clientRouter(config));
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());
