@@ -37,6 +37,10 @@ export interface StackOptions {
   calls?: (index: number) => Omit<NonNullable<ParleyConfigInput["calls"]>, "e2ee">;
   /** Limits on meeting rooms made from aliases by institution i (default: the config's). */
   aliasRooms?: (index: number) => { perMinute?: number; burst?: number; max?: number };
+  /** Join rule of the meeting rooms institution i makes from aliases (default: the config's). */
+  meetingJoinRule?: (index: number) => "public" | "knock" | "invite";
+  /** The `guests` config section of institution i (default: the config's, guests off). */
+  guests?: (index: number) => ParleyConfigInput["guests"];
 }
 
 export interface ParleyProcess {
@@ -120,7 +124,12 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           asToken: secret(),
           hsToken: secret(),
         },
-        meetings: { publicUrl: `http://${ip}:${parleyPort}`, aliasRooms: opts.aliasRooms?.(index) ?? {} },
+        meetings: {
+          publicUrl: `http://${ip}:${parleyPort}`,
+          aliasRooms: opts.aliasRooms?.(index) ?? {},
+          ...(opts.meetingJoinRule ? { joinRule: opts.meetingJoinRule(index) } : {}),
+        },
+        ...(opts.guests ? { guests: opts.guests(index) } : {}),
         // Every call API of the stack is plain http on loopback.
         client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).

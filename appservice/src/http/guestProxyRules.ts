@@ -221,6 +221,8 @@ const ROUTES: Route[] = [
       return { body: { action } };
     },
   },
+  // MSC4143: matrix-js-sdk asks which MatrixRTC transports the homeserver offers (read-only).
+  { family: "rtc", method: "GET", prefix: "/_matrix/client/unstable/org.matrix.msc4143", pattern: ["rtc", "transports"] },
   {
     family: "media",
     method: "GET",
