@@ -4,6 +4,7 @@ import "./ui/styles.css";
 import { toClientError } from "./errors.ts";
 import { discoverHomeserver, finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
+import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -73,6 +74,7 @@ async function boot(root: HTMLElement): Promise<void> {
       },
       discover: (serverName) => discoverHomeserver(serverName),
     },
+    guests: { mode: () => guestMode(location.origin), create: (name, meeting) => createGuest(location.origin, name, meeting) },
     meeting: (session) => webMeetingServices(session, trust),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {
