@@ -165,8 +165,9 @@ export class GuestService {
     return { ...guest, token };
   }
 
-  /** The live guest a bearer token belongs to. */
+  /** The live guest a bearer token belongs to (none once guests are off: the sweep still removes them). */
   authenticate(token: string): GuestRecord | undefined {
+    if (this.cfg.mode === "off") return undefined;
     const guest = this.deps.store.guestByTokenHash(this.deps.ids.hash(token));
     return guest && guest.state !== "creating" ? guest : undefined;
   }

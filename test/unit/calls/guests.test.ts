@@ -100,6 +100,12 @@ describe("making a guest", () => {
     expect(store.guest(g.userId)).toMatchObject({ state: "waiting", deactivateAt: now + 1800 * S });
   });
 
+  it("once guests are switched off, no guest token works any more", async () => {
+    const g = await make().create({ name: "Ada", meeting: ROOM });
+    expect(make().authenticate(g.token)).toBeDefined();
+    expect(make({ mode: "off" }).authenticate(g.token)).toBeUndefined();
+  });
+
   it("takes a room id as well as an alias", async () => {
     expect((await make().create({ name: "Bo", meeting: ROOM })).roomId).toBe(ROOM);
   });
