@@ -3,7 +3,14 @@
 // Rust crypto, which then receives Olm to-device messages), cannot create rooms or invite
 // (403 M_FORBIDDEN from the proxy), knocks on the meeting, is admitted (an invite, as a host's
 // admission is), and is deactivated a second after it leaves, or after it is denied.
+import "fake-indexeddb/auto";
 import { Method } from "matrix-js-sdk";
+import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
+import { MatrixHttp } from "../../client/src/matrix/http.ts";
+import { homeserverMembershipTransport, MembershipManager } from "../../client/src/matrix/membership.ts";
+import { homeserverOpenId } from "../../client/src/matrix/openid.ts";
+import { joinRoom, roomSummary } from "../../client/src/matrix/rooms.ts";
+import { setLogLevel } from "../../client/src/log.ts";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { CryptoClient } from "../support/cryptoClient.ts";
@@ -132,6 +139,43 @@ describe("guests by link", () => {
     expect((await asGuest(guest, "POST", `${V3}/rooms/${e(roomId)}/leave`, {})).status).toBe(200);
     await waitFor("the guest token refused", async () => ((await asGuest(guest, "GET", `${V3}/account/whoami`)).json.errcode === "M_UNKNOWN_TOKEN" ? true : undefined));
     await waitFor("the account deactivated", async () => ((await deactivated(guest.userId)) ? true : undefined));
+  }, 120_000);
+
+  it("the web client's own Matrix code runs through the proxy without a refusal", async () => {
+    setLogLevel("error");
+    const { alias, roomId } = await meeting("webclient");
+    const guest = await createGuest(A, "Web", alias);
+    const session = { homeserverUrl: guest.homeserverUrl, userId: guest.userId, deviceId: guest.deviceId, accessToken: guest.accessToken };
+    const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
+    const before = await refusals();
+    expect((await asGuest(guest, "POST", `${V3}/knock/${e(alias)}`, {})).status).toBe(200);
+    await waitFor("the knock", async () => ((await membership(roomId, guest.userId)) === "knock" ? true : undefined));
+    await bot.invite(roomId, guest.userId);
+    // What the meeting screen does: join, read the room, start the synced feed with Rust crypto
+    // (IndexedDB store), publish the call membership (MSC4140 delayed leave), ask for OpenID.
+    expect(await joinRoom(http, alias)).toBe(roomId);
+    const summary = await roomSummary(http, roomId, alias, { decide: () => ({ trust: "origin", api: A.parley.url, origin: A.parley.url, host: A.ip }) }, guest.userId);
+    expect(summary).toMatchObject({ roomId, encrypted: true, selfName: "Web (guest)" });
+    const feed = new SyncedRoomFeed(session, http, roomId, { crypto: true });
+    await feed.start();
+    const manager = new MembershipManager({ transport: homeserverMembershipTransport(http), roomId, userId: guest.userId, deviceId: guest.deviceId, callApi: A.parley.url });
+    await manager.join();
+    expect(manager.status.get()).toMatchObject({ joined: true, lastError: null });
+    expect((await homeserverOpenId(http, guest.userId)()).matrix_server_name).toBe(A.serverName);
+    // Its media key reaches a host's device over Olm (a fresh user: a device's Olm account lives in one client).
+    const h = await A.registerUser("host2");
+    await bot.invite(roomId, h.userId);
+    await new TestUser(A.synapse.clientUrl, h.userId, h.accessToken).join(roomId);
+    const hostCrypto = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: h.userId, accessToken: h.accessToken, deviceId: h.deviceId, rooms: [roomId] });
+    clients.push(hostCrypto);
+    await waitFor("the host's device known to the guest", async () => {
+      const missing = await feed.keyTransport().send([{ userId: h.userId, deviceId: h.deviceId }], { keys: [{ index: 0, key: "w" }] } as never);
+      return (missing ?? []).length === 0 ? true : undefined;
+    });
+    expect(await hostCrypto.nextToDevice("io.element.call.encryption_keys", (m) => m.sender === guest.userId)).toMatchObject({ encrypted: true, senderDevice: guest.deviceId });
+    await manager.leave();
+    feed.stop();
+    expect(await refusals()).toEqual(before);
   }, 120_000);
 
   it("a denied guest is deactivated too", async () => {
