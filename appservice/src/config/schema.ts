@@ -243,7 +243,8 @@ export const configSchema = z
           description:
             "off: no guests. lobby: a person without a Matrix account who opens a meeting link may give a name and wait in the " +
             "meeting's lobby (a Matrix knock) as a guest user of Parley's namespace until a host admits them; a meeting can still " +
-            "refuse guests (guests: false in its org.parley.call state), and only meetings with a lobby (join rule knock) take them",
+            "refuse guests (guests: false in its org.parley.call state), and only meetings with a lobby (join rule knock) take them. " +
+            "Switched back to off, no guest token works any more and the sweep still deactivates every guest",
         }),
         deactivateAfterSeconds: z.int().min(1).max(7 * 86_400).default(600).meta({
           description: "A guest who left the meeting room (or was denied, removed or banned) is deactivated this long afterwards, unless they joined again meanwhile",
