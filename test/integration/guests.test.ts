@@ -34,7 +34,8 @@ beforeAll(async () => {
     janus: false,
     allow: () => [],
     meetingJoinRule: () => "knock",
-    guests: () => ({ mode: "lobby", deactivateAfterSeconds: 1, lobbyWaitSeconds: 300 }),
+    // Every request of the test comes from one address: the per-address limit is the unit tests'.
+    guests: () => ({ mode: "lobby", deactivateAfterSeconds: 1, lobbyWaitSeconds: 300, createRateLimit: { perMinute: 1000, burst: 100 } }),
   });
   A = stack.institutions[0]!;
   const a = await A.registerUser("alice");
