@@ -1,0 +1,219 @@
+// Meeting governance in real browsers, on two institutions (Synapse x2, Janus, Parley x2):
+// - a user of B knocks on A's *institution* meeting from B's Parley client; A's host sees the
+//   knock in the client (badge, name, server, reason), lets them in; B's client joins by itself
+//   and decrypts A's media;
+// - the same knock admitted by a plain matrix-js-sdk client standing in for Element (an invite);
+// - a co-host (promoted in Matrix, acting over signalling) mutes B's microphone: A's page stops
+//   receiving B's audio (decoded energy flat) and B's page shows the forced mute; allowed again,
+//   B unmutes and the audio returns;
+// - a removed participant's page says who removed them; a kicked device gets no later media key
+//   while a newcomer does;
+// - a guest joins by link, waits in the lobby, is admitted, decrypts media, and is deactivated
+//   after leaving;
+// - end for everyone ends every page's call.
+// Runs inside scripts/isolated.sh (npm test does that).
+import { Method } from "matrix-js-sdk";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { inboundStats, joinThroughClient, launchChromium, mediaFlowing, signedInUser, trackPeerConnections } from "../support/browser.ts";
+import { callSession, seated } from "../support/callStack.ts";
+import { CryptoClient } from "../support/cryptoClient.ts";
+import { TestUser, waitFor } from "../support/matrix.ts";
+import type { SignallingClient } from "../support/signalling.ts";
+
+let stack: Stack;
+let A: Institution, B: Institution;
+let browser: Browser;
+let alias: string;
+let roomId: string;
+let alicePage: Page, bobPage: Page;
+let alice: Awaited<ReturnType<typeof signedInUser>>, bob: Awaited<ReturnType<typeof signedInUser>>;
+let botA: TestUser;
+let carolWs: SignallingClient;
+let failed = false;
+
+const enc = encodeURIComponent;
+const KEYS = "io.element.call.encryption_keys";
+const link = (inst: Institution) => `${inst.parley.url}/#/call/${enc(alias)}`;
+const membershipOf = async (userId: string) => (await botA.stateEvent(roomId, "m.room.member", userId))?.membership;
+const testUser = (inst: Institution, u: { userId: string; accessToken: string }) => new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken);
+
+/** A fresh page signed in on `inst`'s Parley at the meeting link (stops wherever the meeting flow leads). */
+async function openSignedIn(inst: Institution, user: { userId: string; password: string }): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  await trackPeerConnections(page);
+  page.on("pageerror", (e) => console.error(`[${user.userId}] pageerror: ${e.message}`));
+  await page.goto(link(inst));
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  return page;
+}
+
+/** Audio energy A's page decodes over `ms` (what B's microphone adds). */
+async function energyOver(page: Page, ms: number): Promise<number> {
+  const before = (await inboundStats(page)).audioEnergy;
+  await page.waitForTimeout(ms);
+  return (await inboundStats(page)).audioEnergy - before;
+}
+
+beforeAll(async () => {
+  stack = await startInstitutions({
+    count: 2,
+    allow: (i, hosts) => hosts.filter((_, j) => j !== i),
+    janus: true,
+    governance: (i) => (i === 0 ? { access: "institution" } : {}),
+    guests: (i) => (i === 0 ? { mode: "lobby", deactivateAfterSeconds: 1 } : undefined),
+  });
+  [A, B] = stack.institutions as [Institution, Institution];
+  browser = await launchChromium();
+  alias = A.alias("board");
+  botA = new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken);
+  [alice, bob] = await Promise.all([signedInUser(A, "alice", "Alice"), signedInUser(B, "bob", "Bob")]);
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await stack?.stop({ keep: failed || undefined });
+});
+
+describe("meeting governance in the browser", () => {
+  it("a user of B knocks on A's institution meeting; A's host sees it and lets them in; B joins and decrypts media", async () => {
+    alicePage = await joinThroughClient(browser, link(A), alice);
+    roomId = (await botA.resolveAlias(alias))!;
+    await alicePage.getByTestId("alone-hint").waitFor();
+
+    bobPage = await openSignedIn(B, bob);
+    await bobPage.getByTestId("knock").waitFor({ timeout: 30_000 });
+    await bobPage.getByTestId("knock-reason").fill("Budget review");
+    await bobPage.getByTestId("knock-ask").click();
+
+    await alicePage.getByTestId("lobby-badge").waitFor({ state: "visible" });
+    await alicePage.getByTestId("people").click();
+    const entry = alicePage.getByTestId(`lobby-entry-${bob.userId}`);
+    await entry.waitFor();
+    expect(await entry.textContent()).toContain("Budget review");
+    expect(await entry.textContent()).toContain(B.serverName);
+    await alicePage.getByTestId(`admit-${bob.userId}`).click();
+
+    await bobPage.locator("#prejoin-join").click({ timeout: 30_000 });
+    await bobPage.locator(".call").waitFor();
+    await mediaFlowing(bobPage);
+    await mediaFlowing(alicePage);
+  });
+
+  it("the same knock admitted from a matrix-js-sdk client standing in for Element: the knocker's client joins by itself", async () => {
+    const erin = await signedInUser(B, "erin", "Erin");
+    const erinPage = await openSignedIn(B, erin);
+    await erinPage.getByTestId("knock").waitFor({ timeout: 30_000 });
+    await erinPage.getByTestId("knock-ask").click();
+    await waitFor("erin's knock", async () => ((await membershipOf(erin.userId)) === "knock" ? true : undefined));
+    await testUser(A, alice).invite(roomId, erin.userId);
+    await erinPage.locator("#prejoin-join").waitFor({ timeout: 30_000 });
+    await erinPage.context().close();
+  });
+
+  it("a co-host's mute stops B's audio at A's page and shows on B's page; allowed again, B unmutes and it returns", async () => {
+    // Carol knocks (an institution member: admitted at once), is made co-host in Matrix (what a
+    // host does in Element), and acts over signalling.
+    const carolReg = await A.registerUser("carol");
+    const carol = testUser(A, carolReg);
+    await carol.request(Method.Post, `/knock/${enc(alias)}`, {});
+    await waitFor("carol invited", async () => ((await membershipOf(carol.userId)) === "invite" ? true : undefined));
+    await carol.join(roomId);
+    const pl = (await botA.stateEvent(roomId, "m.room.power_levels"))!;
+    await testUser(A, alice).request(Method.Put, `/rooms/${enc(roomId)}/state/m.room.power_levels/`, {
+      ...pl, users: { ...(pl.users as object), [carol.userId]: 50 },
+    });
+    carolWs = await seated(A, await callSession(A, carol, roomId));
+    await carolWs.push("carol is co-host", (p) => p.type === "meeting" && (p.you as { role: string }).role === "cohost");
+
+    expect(await energyOver(alicePage, 1000)).toBeGreaterThan(0);
+    expect(await carolWs.request({ type: "moderate", action: { action: "mute", user_id: bob.userId, kind: "audio" } })).toMatchObject({ type: "result" });
+    await bobPage.getByTestId("forced-mute-notice").waitFor({ state: "visible" });
+    expect(await bobPage.locator("#call-mic").isDisabled()).toBe(true);
+    // Packets already on their way drain; then nothing more arrives.
+    await waitFor("B's audio stopped at A's page", async () => ((await energyOver(alicePage, 1000)) === 0 ? true : undefined));
+
+    expect(await carolWs.request({ type: "moderate", action: { action: "allow", user_id: bob.userId, kind: "audio" } })).toMatchObject({ type: "result" });
+    await bobPage.getByTestId("forced-mute-notice").waitFor({ state: "hidden" });
+    await bobPage.locator("#call-mic").click();
+    await waitFor("B's audio back at A's page", async () => ((await energyOver(alicePage, 1000)) > 0 ? true : undefined));
+  });
+
+  it("a kicked device gets no later media key, while a newcomer does", async () => {
+    const device = async (localpart: string) => {
+      const reg = await A.registerUser(localpart);
+      const u = testUser(A, reg);
+      await u.request(Method.Post, `/knock/${enc(alias)}`, {});
+      await waitFor(`${localpart} invited`, async () => ((await membershipOf(u.userId)) === "invite" ? true : undefined));
+      await u.join(roomId);
+      const client = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: reg.userId, accessToken: reg.accessToken, deviceId: reg.deviceId });
+      // A call membership: the browsers send their media keys to this device.
+      await u.request(Method.Put, `/rooms/${enc(roomId)}/state/org.matrix.msc3401.call.member/${enc(`_${reg.userId}_${client.deviceId}`)}`, {
+        application: "m.call", call_id: "", scope: "m.room", device_id: client.deviceId, expires: 3_600_000,
+        focus_active: { type: "livekit", focus_selection: "oldest_membership" }, foci_preferred: [], membershipID: client.deviceId,
+      });
+      return { u, client };
+    };
+    const keysOf = (m: { content: Record<string, unknown> }) => ((m.content.keys ?? []) as { key?: string }[]).map((k) => k.key);
+    const dave = await device("dave");
+    await dave.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
+    await testUser(A, alice).kick(roomId, dave.u.userId);
+    const frank = await device("frank");
+    // The key the newcomer gets from A's page is one made after the kick (a leave rotates): the
+    // kicked device must not hold it.
+    const fresh = keysOf(await frank.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000));
+    expect(fresh.length).toBeGreaterThan(0);
+    const daveKeys = dave.client.pendingToDevice(KEYS).filter((m) => m.sender === alice.userId).flatMap(keysOf);
+    for (const k of fresh) expect(daveKeys).not.toContain(k);
+    await Promise.all([dave.client.stop(), frank.client.stop()]);
+  });
+
+  it("a guest joins by link, waits in the lobby, is admitted, decrypts media, and is deactivated after leaving", async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    const guestPage = await context.newPage();
+    await trackPeerConnections(guestPage);
+    await guestPage.goto(link(A));
+    await guestPage.locator("#guest-name").fill("Ada");
+    await guestPage.getByRole("button", { name: "Join as guest" }).click();
+    await guestPage.getByTestId("knock").waitFor({ timeout: 30_000 });
+    await guestPage.getByTestId("knock-ask").click();
+
+    const row = alicePage.locator(`[data-testid^="lobby-entry-@"]`, { hasText: "Ada (guest)" });
+    await row.waitFor({ timeout: 30_000 });
+    const guestId = (await row.getAttribute("data-testid"))!.slice("lobby-entry-".length);
+    await alicePage.getByTestId(`admit-${guestId}`).click();
+    await guestPage.locator("#prejoin-join").click({ timeout: 30_000 });
+    await guestPage.locator(".call").waitFor();
+    await mediaFlowing(guestPage);
+
+    await guestPage.locator("#call-leave").click();
+    await context.close();
+    const admin = await A.registerUser("admin", { admin: true });
+    await waitFor("guest deactivated", async () => {
+      const u = await testUser(A, admin).client.http.authedRequest<{ deactivated?: boolean }>(
+        Method.Get, `/users/${enc(guestId)}`, undefined, undefined, { prefix: "/_synapse/admin/v2" },
+      );
+      return u.deactivated === true ? true : undefined;
+    }, 30_000);
+  });
+
+  it("a host removes a participant from the client: their page says who; end for everyone ends every call", async () => {
+    await alicePage.getByTestId(`menu-${bob.userId}`).click();
+    await alicePage.getByTestId(`remove-${bob.userId}`).click();
+    await bobPage.getByText("Alice removed you from the meeting").waitFor({ timeout: 10_000 });
+
+    await alicePage.getByTestId("end-for-all").click();
+    await alicePage.getByTestId("end-confirm").click();
+    expect((await carolWs.closed).code).toBe(4404);
+    await alicePage.getByText("You ended the meeting").waitFor({ timeout: 10_000 });
+    expect(await botA.stateEvent(roomId, "org.parley.call")).toMatchObject({ ended: { by: alice.userId } });
+  });
+});
