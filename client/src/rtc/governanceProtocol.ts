@@ -4,6 +4,8 @@
 // (appservice/src/http/signalling/protocol.ts) is the source of truth.
 import { isKind, isObj, isUserId, nullableString, type Kind, type R } from "./wireGuards.ts";
 
+export type { Kind };
+
 export type Role = "host" | "cohost" | "participant";
 export type Access = "open" | "institution" | "invited";
 
