@@ -35,6 +35,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust): Me
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
         },
         avatars: avatars.get,
+        // The page's own address is the meeting's link (…/#/call/<target>).
+        shareLink: globalThis.location?.href,
       });
     },
   };

@@ -2,14 +2,18 @@
 // choice to rejoin. The services that touch the network are injected by the composition root.
 import { toClientError } from "../errors.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
+import type { CallDevicesModel } from "./callDevices.ts";
 import type { CallViewModel } from "./callModel.ts";
 import type { ChatModel } from "./chatModel.ts";
+import type { GovernanceModel } from "./governanceModel.ts";
 import type { LocalMediaHandoff, PrejoinModel } from "./prejoinModel.ts";
 import { Store } from "./store.ts";
 
 export interface ActiveCall {
   vm: CallViewModel;
   chat: ChatModel;
+  governance: GovernanceModel;
+  devices: CallDevicesModel;
   dispose(): void;
 }
 
