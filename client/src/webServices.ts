@@ -3,6 +3,7 @@
 import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { MatrixHttp } from "./matrix/http.ts";
+import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId } from "./matrix/openid.ts";
@@ -18,6 +19,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust): Me
   const avatars = new AvatarCache(homeserverThumbnails(http));
   return {
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, trust, session.userId),
+    knock: {
+      preview: (target) => previewRoom(http, target),
+      knock: (target, reason) => knockRoom(http, target, reason),
+      wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
+      withdraw: (roomId) => withdrawKnock(http, roomId),
+    },
     prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
     call: (room, local) => {
       const host = trust.decide(room.call);

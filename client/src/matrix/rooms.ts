@@ -4,6 +4,7 @@
 import { ParleyClientError } from "../errors.ts";
 import type { CallAnnouncement, CallHost, CallTrustSettings } from "./callTrust.ts";
 import { enc, type MatrixHttp } from "./http.ts";
+import { viaServers } from "./knock.ts";
 
 export interface ClientSettings {
   homeserverUrl: string;
@@ -52,9 +53,13 @@ export interface RoomSummary {
   selfName?: string;
 }
 
-/** Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. */
+/**
+ * Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. A 403
+ * (M_FORBIDDEN) for a room whose join rule is `knock` is where asking to join starts (knock.ts).
+ */
 export async function joinRoom(http: MatrixHttp, target: string): Promise<string> {
-  const res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, context: "room" });
+  const via = viaServers(target);
+  const res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
   if (typeof res.room_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "join without room_id" });
   return res.room_id;
 }
