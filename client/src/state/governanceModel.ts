@@ -76,7 +76,8 @@ export class GovernanceModel {
         if (s.phase !== prev.phase) this.rebuild();
         if (s.phase === "ended" || s.phase === "failed") {
           this.reactions.dispose();
-          this.state.update({ confirmingEnd: false });
+          this.lobby.setOpen(false);
+          this.state.update({ confirmingEnd: false, error: null });
         }
       }),
     );

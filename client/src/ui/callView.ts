@@ -18,6 +18,8 @@ interface TileEls {
   avatar: HTMLElement;
   name: HTMLElement;
   muted: HTMLElement;
+  hand: HTMLElement;
+  userId: string;
   localTrack: MediaStreamTrack | null;
   avatarUrl: string | null;
 }
@@ -91,8 +93,9 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
       const avatar = h("div", { class: "avatar", "aria-hidden": "true" });
       const name = h("span", { class: "tile-name" });
       const muted = h("span", { class: "tile-muted", title: "Microphone muted" }, icon(ICONS.mutedSmall));
-      const root = h("div", { class: "tile", role: "listitem" }, avatar, video, audio, h("div", { class: "tile-label" }, muted, name));
-      els = { root, video, audio, avatar, name, muted, localTrack: null, avatarUrl: "" };
+      const hand = h("span", { class: "hand", title: "Hand raised", hidden: true }, icon(ICONS.hand));
+      const root = h("div", { class: "tile", role: "listitem" }, avatar, video, audio, h("div", { class: "tile-label" }, hand, muted, name));
+      els = { root, video, audio, avatar, name, muted, hand, userId: t.userId, localTrack: null, avatarUrl: "" };
       tiles.set(t.key, els);
     }
     const e = els;
@@ -125,6 +128,13 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
     return e;
   };
 
+  // Raised hands show on the tiles too (the governance model knows them, per person).
+  const markHands = () => {
+    const raised = new Set(call.governance.state.get().people.filter((p) => p.hand !== null).map((p) => p.userId));
+    for (const e of tiles.values()) e.hand.hidden = !raised.has(e.userId);
+  };
+  const offHands = call.governance.state.subscribe(markHands);
+
   const offVm = vm.state.subscribe((s) => {
     status.textContent = PHASE_TEXT[s.phase] ?? s.phase;
     status.dataset.phase = s.phase;
@@ -143,7 +153,7 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
     screenBtn.hidden = over || !canShare;
     for (const t of [...controls.tools, controls.endForAll]) t.classList.toggle("over", over);
     forced.textContent = s.forcedNotice ? `${s.forcedNotice}. You can turn it back on once a host allows it.` : "";
-    forced.hidden = !s.forcedNotice;
+    forced.hidden = !s.forcedNotice || over;
     setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
     micBtn.classList.toggle("off", !s.micOn);
     micBtn.disabled = s.busy.mic || !!s.forced.audio;
@@ -170,7 +180,9 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
     const current = [...grid.children];
     if (current.length !== ordered.length || ordered.some((n, i) => current[i] !== n)) grid.replaceChildren(...ordered);
     layout();
+    markHands();
   }, true);
+
 
   const offChat = chat.state.subscribe((c) => {
     setToggle(chatBtn, { pressed: c.open, label: "Chat", icon: icon(ICONS.chat), action: c.open ? "Hide the chat" : "Show the chat" });
@@ -190,6 +202,7 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
       offChat();
       chatPanel.dispose();
       controls.dispose();
+      offHands();
       for (const e of tiles.values()) {
         e.video.srcObject = null;
         if (e.audio) e.audio.srcObject = null;

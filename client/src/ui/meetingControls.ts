@@ -46,7 +46,7 @@ export function meetingControls(call: ActiveCall): MeetingControls {
   const hand = h("button", { type: "button", class: "toggle", id: "call-hand", "data-testid": "raise-hand", onclick: () => void g.setHand(!g.state.get().handRaised) });
   const badge = h("span", { class: "badge", "data-testid": "lobby-badge", "aria-hidden": "true", hidden: true });
   const people = h("button", { type: "button", class: "toggle", id: "call-people", "data-testid": "people", onclick: () => g.lobby.setOpen(!g.lobby.state.get().open) });
-  const endForAll = h("button", { type: "button", class: "danger", id: "call-end-all", "data-testid": "end-for-all", onclick: () => g.askEnd() }, "End for everyone");
+  const endForAll = h("button", { type: "button", class: "danger", id: "call-end-all", "data-testid": "end-for-all", title: "End the meeting for everyone", onclick: () => g.askEnd() }, "End for all");
   const reactions = use(reactionsView(g));
   const devices = use(devicesView(call.devices));
   const settings = use(settingsView(g));

@@ -5,7 +5,7 @@
 //   people-panel                     the panel
 //   participant-<userId>             one person's row (data-role, data-hand, data-muted-audio,
 //                                    data-forced-audio, data-forced-video)
-//   menu-<userId>                    opens that person's menu (a <details>: click it first)
+//   menu-<userId>                    opens that person's menu (click it before its acts)
 //   mute-audio-<userId>, mute-video-<userId>, allow-audio-<userId>, allow-video-<userId>,
 //   stop-share-<userId>, lower-hand-<userId>, make-cohost-<userId>, make-participant-<userId>,
 //   remove-<userId>, ban-<userId>    the menu's acts
@@ -36,20 +36,25 @@ export function participantsView(g: GovernanceModel, actions: { onSettings: () =
   const rows = new Map<string, HTMLElement>();
 
   const make = (p: PersonRow) => {
-    const menu = h("details", { class: "menu" },
-      h("summary", { "data-testid": `menu-${p.userId}`, title: `Actions for ${p.name}`, "aria-label": `Actions for ${p.name}` }, icon(ICONS.more)),
-      h("div", { class: "menu-items", role: "menu" }),
-    );
+    // The menu is a popover (the top layer): the panel's scrolling never clips it.
+    const items = h("div", { class: "menu-items", role: "menu", popover: "auto" });
+    const toggle = h("button", { type: "button", class: "icon-only menu-toggle", "data-testid": `menu-${p.userId}`, title: `Actions for ${p.name}`, "aria-label": `Actions for ${p.name}`, "aria-haspopup": "menu" }, icon(ICONS.more));
+    toggle.popoverTargetElement = items;
+    items.addEventListener("toggle", (ev) => {
+      toggle.setAttribute("aria-expanded", String((ev as ToggleEvent).newState === "open"));
+      if ((ev as ToggleEvent).newState === "open") placeBelow(items, toggle);
+    });
     return h("li", { class: "person", "data-testid": `participant-${p.userId}` },
       h("span", { class: "who-avatar" }),
       h("div", { class: "who" }, h("span", { class: "who-name" }), h("span", { class: "who-role" })),
       h("span", { class: "person-state" }),
-      menu,
+      h("span", { class: "menu" }, toggle, items),
     );
   };
 
   const update = (li: HTMLElement, p: PersonRow) => {
-    const [avatar, who, state, menu] = li.children as unknown as [HTMLElement, HTMLElement, HTMLElement, HTMLDetailsElement];
+    const [avatar, who, state, menu] = li.children as unknown as [HTMLElement, HTMLElement, HTMLElement, HTMLElement];
+    const items = menu.lastElementChild as HTMLElement;
     const [name, role] = who.children as unknown as [HTMLElement, HTMLElement];
     if (avatar.dataset.url !== (p.avatarUrl ?? "")) {
       avatar.dataset.url = p.avatarUrl ?? "";
@@ -64,7 +69,7 @@ export function participantsView(g: GovernanceModel, actions: { onSettings: () =
     li.dataset.forcedAudio = String(p.forced.audio);
     li.dataset.forcedVideo = String(p.forced.video);
     replace(state, 
-      p.hand !== null ? h("span", { class: "hand", title: "Hand raised", role: "img", "aria-label": "Hand raised" }, "✋") : null,
+      p.hand !== null ? h("span", { class: "hand", title: "Hand raised" }, icon(ICONS.hand)) : null,
       p.sharing ? h("span", { class: "tag" }, "Sharing") : null,
       p.forced.audio || p.forced.video ? h("span", { class: "tag forced", title: "Muted by a host" }, "Muted by host") : null,
       p.muted.audio ? h("span", { class: "tile-muted", title: "Microphone muted" }, icon(ICONS.mutedSmall)) : null,
@@ -75,7 +80,7 @@ export function participantsView(g: GovernanceModel, actions: { onSettings: () =
     menu.hidden = !p.actions.length;
     if (menu.dataset.key !== key) {
       menu.dataset.key = key;
-      const items = menu.lastElementChild!;
+      if (!p.actions.length && items.matches(":popover-open")) items.hidePopover();
       items.replaceChildren(
         ...p.actions.map((a) =>
           h("button", {
@@ -84,7 +89,7 @@ export function participantsView(g: GovernanceModel, actions: { onSettings: () =
             class: a.danger ? "small danger-text" : "small",
             "data-testid": `${a.id}-${p.userId}`,
             onclick: () => {
-              menu.open = false;
+              items.hidePopover();
               void g.moderate(a.action);
             },
           }, a.label),
@@ -112,4 +117,12 @@ export function participantsView(g: GovernanceModel, actions: { onSettings: () =
       lobby.dispose();
     },
   };
+}
+
+/** Puts a popover under its button, right-aligned, inside the window. */
+function placeBelow(pop: HTMLElement, anchor: HTMLElement): void {
+  const r = anchor.getBoundingClientRect();
+  const { offsetWidth: w, offsetHeight: ht } = pop;
+  pop.style.left = `${Math.max(8, Math.min(r.right - w, innerWidth - w - 8))}px`;
+  pop.style.top = `${r.bottom + 4 + ht > innerHeight - 8 ? Math.max(8, r.top - 4 - ht) : r.bottom + 4}px`;
 }
