@@ -31,6 +31,8 @@ export type ClientErrCode =
   | "E2EE_UNSUPPORTED"
   | "WEBRTC"
   | "NO_SSO"
+  | "NO_HOMESERVER"
+  | "UNREACHABLE"
   | "BAD_INPUT";
 
 const KNOWN = new Set<string>([
@@ -66,6 +68,7 @@ const BY_CONTEXT: Record<ErrorContext, Table> = {
     M_UNRECOGNIZED: "That address doesn't look like a Matrix homeserver.",
     NETWORK: "Couldn't reach the homeserver. Check its address and your connection.",
     NO_SSO: "This homeserver doesn't offer single sign-on.",
+    NO_HOMESERVER: "Couldn't find your homeserver. Enter its address above and sign in again.",
     BAD_RESPONSE: "That address answered, but not like a Matrix homeserver.",
   },
   room: {
@@ -111,6 +114,14 @@ const BY_CONTEXT: Record<ErrorContext, Table> = {
 
 export function humanText(code: ClientErrCode, context: ErrorContext): string {
   return BY_CONTEXT[context][code] ?? GENERIC[code] ?? "Something went wrong. Try again.";
+}
+
+/** A server the user's homeserver could not reach (over federation), named. */
+export function unreachableServer(server: string, context: ErrorContext, opts: { detail?: string; status?: number } = {}): ParleyClientError {
+  return new ParleyClientError("UNREACHABLE", context, {
+    ...opts,
+    human: `${server} could not be reached, so the meeting can't be opened. Try again later; if it keeps happening, your homeserver may not be allowed to talk to ${server}.`,
+  });
 }
 
 export class ParleyClientError extends Error {

@@ -2,9 +2,11 @@
 // then hand the page to the app model and its views.
 import "./ui/styles.css";
 import { toClientError } from "./errors.ts";
-import { discoverHomeserver, finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
+import { findHomeserver } from "./matrix/discovery.ts";
+import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { MatrixHttp } from "./matrix/http.ts";
+import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
 import { webMeetingServices } from "./webServices.ts";
@@ -25,12 +27,14 @@ async function loadSettings(): Promise<ClientSettings> {
   if (typeof raw.serverName !== "string" || typeof raw.aliasPrefix !== "string") {
     throw new Error("client-config: missing serverName/aliasPrefix");
   }
+  const { serverName, aliasPrefix } = raw;
+  const callTrust = parseCallTrust(raw.callTrust);
   // Without a public homeserver URL in the config: the server name's .well-known, else the name.
   const homeserverUrl =
     typeof raw.homeserverUrl === "string"
       ? raw.homeserverUrl
-      : ((await discoverHomeserver(raw.serverName)) ?? normalizeHomeserverUrl(raw.serverName));
-  return { homeserverUrl, serverName: raw.serverName, aliasPrefix: raw.aliasPrefix, callTrust: parseCallTrust(raw.callTrust) };
+      : await findHomeserver(serverName, { insecureLoopback: callTrust.insecureLoopback }).catch(() => normalizeHomeserverUrl(serverName));
+  return { homeserverUrl, serverName, aliasPrefix, callTrust };
 }
 
 async function boot(root: HTMLElement): Promise<void> {
@@ -71,9 +75,9 @@ async function boot(root: HTMLElement): Promise<void> {
         sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash, nonce });
         location.assign(ssoRedirectUrl(new MatrixHttp(hs), ssoReturnUrl(location.origin + location.pathname, nonce), idp));
       },
-      discover: (serverName) => discoverHomeserver(serverName),
+      discover: (serverName) => findHomeserver(serverName, { insecureLoopback: settings.callTrust.insecureLoopback }),
     },
-    meeting: (session) => webMeetingServices(session, trust),
+    meeting: (session) => webMeetingServices(session, trust, (target) => isNewMeeting(target, { settings, apiBase: location.origin })),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {
       location.hash = hash;

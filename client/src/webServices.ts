@@ -2,6 +2,7 @@
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
+import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
@@ -14,11 +15,12 @@ import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
 import { PrejoinModel } from "./state/prejoinModel.ts";
 
-export function webMeetingServices(session: MatrixSession, trust: CallTrust): MeetingServices {
+export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
   return {
-    openRoom: async (target) => roomSummary(http, await joinRoom(http, target), target, trust, session.userId),
+    isNewMeeting,
+    openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
     knock: {
       preview: (target) => previewRoom(http, target),
       knock: (target, reason) => knockRoom(http, target, reason),

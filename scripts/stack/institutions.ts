@@ -37,6 +37,8 @@ export interface StackOptions {
   calls?: (index: number) => Omit<NonNullable<ParleyConfigInput["calls"]>, "e2ee">;
   /** Limits on meeting rooms made from aliases by institution i (default: the config's). */
   aliasRooms?: (index: number) => { perMinute?: number; burst?: number; max?: number };
+  /** Meeting governance of institution i (default access level, trusted and external servers...). */
+  governance?: (index: number, hosts: string[]) => NonNullable<NonNullable<ParleyConfigInput["meetings"]>["governance"]>;
 }
 
 export interface ParleyProcess {
@@ -120,7 +122,11 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           asToken: secret(),
           hsToken: secret(),
         },
-        meetings: { publicUrl: `http://${ip}:${parleyPort}`, aliasRooms: opts.aliasRooms?.(index) ?? {} },
+        meetings: {
+          publicUrl: `http://${ip}:${parleyPort}`,
+          aliasRooms: opts.aliasRooms?.(index) ?? {},
+          governance: opts.governance?.(index, hosts) ?? {},
+        },
         // Every call API of the stack is plain http on loopback.
         client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).

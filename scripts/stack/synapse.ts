@@ -46,8 +46,10 @@ export interface SynapseHandle {
   serverName: string;
   /** http://ip:clientPort */
   clientUrl: string;
-  /** https://ip:federationPort */
+  /** https://ip:federationPort; also serves /.well-known/matrix/client (server discovery). */
   federationUrl: string;
+  /** The self-signed certificate of the federation listener (a browser test may trust it). */
+  certPath: string;
   registrationSharedSecret: string;
   dir: string;
   /** Synapse's own log (dir/homeserver.log). stdout/stderr go to dir/synapse.stdout.log. */
@@ -180,7 +182,10 @@ export function renderHomeserverConfig(o: {
         bind_addresses: [ip],
         type: "http",
         tls: true,
-        resources: [{ names: ["federation", "openid"], compress: false }],
+        // "client" too: https://<server name>/.well-known/matrix/client is where server discovery
+        // looks (it answers public_baseurl, the plain-http client listener above), as a server
+        // name's host does in a real deployment.
+        resources: [{ names: ["federation", "openid", "client"], compress: false }],
       },
     ],
     tls_certificate_path: o.certPath,
@@ -359,6 +364,7 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapseHandle>
     serverName: `${opts.ip}:${state.federationPort}`,
     clientUrl,
     federationUrl: `https://${opts.ip}:${state.federationPort}`,
+    certPath: cert.certPath,
     registrationSharedSecret: state.registrationSharedSecret,
     dir,
     logFile,

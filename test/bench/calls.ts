@@ -13,7 +13,7 @@ import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { startJanus } from "../../scripts/stack/janus.ts";
 import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
-import { inboundStats, launchChromium, trackPeerConnections } from "../support/browser.ts";
+import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" } } });
@@ -33,10 +33,7 @@ async function signIn(browser: Browser, link: string, user: { userId: string; pa
   const page = await context.newPage();
   await trackPeerConnections(page);
   await page.goto(link);
-  await page.getByLabel("User").fill(user.userId);
-  await page.getByLabel("Password").fill(user.password);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
-  await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
+  await signInToMeeting(page, user);
   // Devices open in pre-join, as a person waits for their preview before joining.
   await page.waitForFunction(() => {
     const v = document.querySelector<HTMLVideoElement>(".preview-video");

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { Page } from "playwright-core";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
-import { launchChromium, trackPeerConnections } from "../support/browser.ts";
+import { launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { bench } from "./lib.ts";
 
 const { values } = parseArgs({
@@ -63,9 +63,7 @@ try {
     const page = await context.newPage();
     await trackPeerConnections(page);
     await page.goto(link);
-    await page.getByLabel("User").fill(user.userId);
-    await page.getByLabel("Password").fill(password);
-    await page.getByRole("button", { name: "Sign in", exact: true }).click();
+    await signInToMeeting(page, { userId: user.userId, password });
     await page.locator("#prejoin-join").click({ timeout: 30_000 });
     await page.locator(".call").waitFor();
     pages.push(page);

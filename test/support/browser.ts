@@ -1,6 +1,8 @@
 // Headless Chromium for browser tests (Debian's chromium, driven by playwright-core), with a fake
 // camera and microphone. Run inside scripts/isolated.sh: there the only real interface carries
 // 127.77.0.1, so ICE candidates stay on a 127.x address.
+import { createHash, X509Certificate } from "node:crypto";
+import fs from "node:fs/promises";
 import { chromium, type Browser, type Page } from "playwright-core";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { TestUser } from "./matrix.ts";
@@ -21,8 +23,20 @@ export const CHROMIUM_ARGS = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 
-export async function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: process.env.PARLEY_CHROMIUM_BIN ?? "/usr/bin/chromium", args: CHROMIUM_ARGS });
+/**
+ * Headless Chromium; `trustCertificates` (PEM files, such as the stack's self-signed Synapse
+ * certificates) are accepted for https by their public keys, and no other certificate error is.
+ */
+export async function launchChromium(opts: { trustCertificates?: string[] } = {}): Promise<Browser> {
+  const spki = await Promise.all((opts.trustCertificates ?? []).map(async (file) => spkiHash(await fs.readFile(file))));
+  const args = spki.length ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki.join(",")}`] : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath: process.env.PARLEY_CHROMIUM_BIN ?? "/usr/bin/chromium", args });
+}
+
+/** base64(sha256(SubjectPublicKeyInfo)) of a PEM certificate, as Chromium's SPKI list takes it. */
+function spkiHash(pem: Buffer): string {
+  const der = new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(der).digest("base64");
 }
 
 export interface InboundStats {
@@ -140,7 +154,8 @@ export async function signedInUser(inst: Institution, localpart: string, display
 }
 
 /**
- * Opens `link` in a fresh browser context, signs in on the login form, joins from pre-join
+ * Opens `link` in a fresh browser context, signs in on the login form (signInToMeeting), joins
+ * from pre-join
  * (`beforeOpen` runs on the new page first, e.g. to route its requests).
  * The page's errors, warnings and E2EE log lines go to the test's stderr.
  */
@@ -161,10 +176,21 @@ export async function joinThroughClient(
     }
   });
   await page.goto(link);
-  await page.getByLabel("User").fill(user.userId);
-  await page.getByLabel("Password").fill(user.password);
-  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await signInToMeeting(page, user);
   await page.locator("#prejoin-join").click({ timeout: 30_000 });
   await page.locator(".call").waitFor({ timeout: 30_000 });
   return page;
+}
+
+/**
+ * On a meeting link's sign-in form: signs in and waits for the pre-join. The first visitor of a
+ * meeting of the serving Parley's is asked whether to create it, and says yes.
+ */
+export async function signInToMeeting(page: Page, user: { userId: string; password: string }): Promise<void> {
+  await page.getByLabel("User").fill(user.userId);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.locator("#prejoin-join, #meeting-create").first().waitFor({ timeout: 30_000 });
+  if (await page.locator("#meeting-create").isVisible()) await page.locator("#meeting-create").click();
+  await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
 }

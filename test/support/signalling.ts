@@ -71,6 +71,21 @@ export class SignallingClient {
     });
   }
 
+  /** The first push (already received or still to come) that `match` accepts. */
+  push(what: string, match: (a: Answer) => boolean, timeoutMs = 10_000): Promise<Answer> {
+    const seen = this.pushes.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no push: ${what}; got ${JSON.stringify(this.pushes.map((p) => p.type))}`)), timeoutMs);
+      const waiter = (a: Answer) => {
+        if (!match(a)) return void this.pushWaiters.push(waiter);
+        clearTimeout(timer);
+        resolve(a);
+      };
+      this.pushWaiters.push(waiter);
+    });
+  }
+
   close(): void {
     this.ws.close();
   }

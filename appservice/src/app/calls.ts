@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import type { Server } from "node:http";
 import { CallSeats } from "../calls/callSeats.ts";
 import { CallService, type CallServiceDeps } from "../calls/callService.ts";
+import { Governance, type GovernanceDeps } from "../calls/governance.ts";
 import { IdleCalls } from "../calls/idleCalls.ts";
 import type { RoomStateReader } from "../calls/callState.ts";
 import { ProvisionedKeyService } from "../calls/provisionedKeys.ts";
@@ -14,20 +15,25 @@ import { recoverLostRooms } from "../calls/sfuRecovery.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import type { BotCrypto } from "../crypto/botCrypto.ts";
 import { ParleyError } from "../errors.ts";
+import { governanceHandlers } from "../http/signalling/governance.ts";
 import { mediaHandlers } from "../http/signalling/media.ts";
 import { attachSignalling, sessionHandlers, type SignallingServer } from "../http/signalling/server.ts";
 import { getLogger } from "../log.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
-export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver"> {
-  homeserver: CallServiceDeps["homeserver"] & RoomStateReader & { readonly botUserId: string };
+export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission"> {
+  homeserver: CallServiceDeps["homeserver"] & RoomStateReader & GovernanceDeps["homeserver"];
+  store: CallServiceDeps["store"] & GovernanceDeps["store"];
   crypto: BotCrypto | undefined;
+  /** Counts governance actions (metrics); optional. */
+  observeGovernance?: GovernanceDeps["observe"];
 }
 
 export interface RunningCalls {
   readonly calls: CallService;
   readonly seats: CallSeats;
+  readonly governance: Governance;
   readonly sfu: Sfu | undefined;
   readonly provisioned: ProvisionedKeyService | undefined;
   /** Opens the signalling socket on the (listening) HTTP server; stop() closes it. */
@@ -41,9 +47,11 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const requireE2ee = config.calls.e2ee.required;
   const sfu = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
   const ports = sfu ? sfuPorts(sfu, { requireE2ee, maxEarlyCandidates: limits.iceCandidatesBeforeMedia }) : noSfu();
+  // Governance and the seats need each other (roles shown in the roster, pushes to seats): bound late.
+  const late: { governance?: Governance } = {};
   const calls = new CallService(
     { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers, sessionsPerUserPerCall: limits.sessionsPerUserPerCall },
-    { ...deps, sfu: ports },
+    { ...deps, sfu: ports, admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall) },
   );
   // Provisioned keys need the bot's Olm device: without a crypto section no keys are provisioned.
   const crypto = deps.crypto;
@@ -57,7 +65,43 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         random: () => randomBytes(32),
       })
     : undefined;
-  const seats = new CallSeats({ calls, sfu: ports, rooms: deps.homeserver, keys: provisioned, botUserId: deps.homeserver.botUserId, requireE2ee });
+  const g = config.meetings.governance;
+  const seats = new CallSeats({
+    calls,
+    sfu: ports,
+    rooms: deps.homeserver,
+    keys: provisioned,
+    botUserId: deps.homeserver.botUserId,
+    requireE2ee,
+    clock: deps.clock,
+    moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
+    roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
+    onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
+  });
+  const governance = (late.governance = new Governance(
+    {
+      domain: config.homeserver.domain,
+      cohostLevel: g.cohostLevel,
+      hosts: g.hosts,
+      hostUsers: g.hostUsers,
+      trustedServers: g.trustedServers,
+      externalServers: g.externalServers,
+      guestPrefix: config.appservice.userPrefix,
+      defaults: { access: g.access, guests: false },
+    },
+    {
+      homeserver: deps.homeserver,
+      store: deps.store,
+      clock: deps.clock,
+      moderation: seats.media.moderation,
+      seats,
+      endCall: async (call) => {
+        await calls.endCall(call, call.endedBy ? `the meeting was ended by ${call.endedBy}` : undefined);
+        seats.media.forgetCall(call.callId);
+      },
+      ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
+    },
+  ));
 
   const idleMs = config.calls.idleEndSeconds * 1000;
   const idle = new IdleCalls(idleMs, {
@@ -66,6 +110,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     occupied: (callId) => calls.occupied(callId),
     endIdle: async (call) => {
       await calls.endIdle(call);
+      if (!calls.occupied(call.callId)) seats.media.forgetCall(call.callId);
       log.info({ callId: call.callId, roomId: call.roomId, origin: call.origin }, "idle call: SFU room destroyed");
     },
   });
@@ -82,10 +127,11 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   return {
     calls,
     seats,
+    governance,
     sfu,
     provisioned,
     attach(server) {
-      const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media) }, {
+      const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media), ...governanceHandlers(governance, seats.media.moderation, (s) => seats.live(s)) }, {
         socketsPerAddress: limits.socketsPerAddress,
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,

@@ -72,7 +72,7 @@ export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuPorts {
       const participantId = `p-${randomBytes(8).toString("hex")}`;
       const participant = await sfuCall("joining", () => sfu.openParticipant(toRef(room), participantId));
       participant.onLost((reason) => onEnded(`media session ${reason}`));
-      return mediaSession(participant, display, opts);
+      return mediaSession(participant, display, opts, (mid, mute) => sfu.moderate(participant.room, participantId, mid, mute));
     },
   };
 }
@@ -81,7 +81,12 @@ type Participant = Awaited<ReturnType<Sfu["openParticipant"]>>;
 type Publisher = Awaited<ReturnType<Participant["joinAsPublisher"]>>["publisher"];
 type Subscriber = Awaited<ReturnType<Participant["joinAsSubscriber"]>>["subscriber"];
 
-function mediaSession(participant: Participant, display: string, opts: SfuPortOptions): SfuMediaSession {
+function mediaSession(
+  participant: Participant,
+  display: string,
+  opts: SfuPortOptions,
+  moderate: (mid: string, mute: boolean) => Promise<void>,
+): SfuMediaSession {
   let publisher: Publisher | undefined;
   let privateId: number | undefined;
   let subscriber: Subscriber | undefined;
@@ -158,6 +163,9 @@ function mediaSession(participant: Participant, display: string, opts: SfuPortOp
       const mids = publishedMids.filter((s) => s.kind === kind).map((s) => ({ mid: s.mid, send: !muted }));
       const p = publisher;
       if (mids.length) await sfuCall("mute", () => p.configure({ streams: mids }));
+    },
+    async moderate(kind, muted) {
+      for (const s of publishedMids.filter((m) => m.kind === kind)) await sfuCall("moderation", () => moderate(s.mid, muted));
     },
     async close() {
       if (closed) return;

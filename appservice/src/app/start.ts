@@ -3,6 +3,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import express from "express";
 import type { CallService } from "../calls/callService.ts";
+import type { Governance } from "../calls/governance.ts";
 import { FederationPolicy } from "../calls/policy.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import type { ParleyConfig } from "../config/schema.ts";
@@ -12,6 +13,7 @@ import { BODY_LIMITS, jsonBody } from "../http/body.ts";
 import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
 import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
 import { callApiRouter } from "../http/callApi.ts";
+import { meetingInfoRouter } from "../http/meetingInfo.ts";
 import { SIGNALLING_PATH } from "../http/signalling/server.ts";
 import { BotCrypto } from "../crypto/botCrypto.ts";
 import { clientHttp } from "../crypto/http.ts";
@@ -32,6 +34,7 @@ export interface Parley {
   readonly store: SqliteStore;
   readonly meetings: MeetingService;
   readonly calls: CallService;
+  readonly governance: Governance;
   readonly metrics: Metrics;
   /** Where GET /metrics answers (its own listener), unless metrics are disabled. */
   readonly metricsUrl: string | undefined;
@@ -66,16 +69,24 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const verifier = life.add("openid verifier", OpenIdVerifier.fromConfig(config, policy, { ledger: store }), (v) => v.close());
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
   const callParts = await life.start("calls", () =>
-    startCalls(config, { homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto }),
+    startCalls(config, {
+      homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
+      observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
+    }),
   );
-  const { calls } = callParts;
+  const { calls, governance } = callParts;
   const meetings = new MeetingService(
     {
       domain: config.homeserver.domain,
       aliasPrefix: config.meetings.aliasPrefix,
       publicUrl: config.meetings.publicUrl,
-      joinRule: config.meetings.joinRule,
       encrypted: config.meetings.encrypted,
+      governance: {
+        access: config.meetings.governance.access,
+        guests: false,
+        cohostLevel: config.meetings.governance.cohostLevel,
+        hasExternalServers: config.meetings.governance.externalServers.length > 0,
+      },
       aliasRooms: config.meetings.aliasRooms,
       // Provisioned keys need the bot's Olm device (the crypto section).
       e2ee: crypto ? config.calls.e2ee : { keys: "participant", provisionedRooms: [] },
@@ -100,7 +111,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     const ended = calls.evict(roomId, userId, membership);
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
   };
-  const router = new EventRouter(meetings, homeserver.botUserId, evict);
+  const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);
 
   const route = (event: RawEvent) => router.route(event);
   const app = express();
@@ -128,6 +139,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
+  app.use(meetingInfoRouter({ aliases: store, meetings, limit: config.meetings.lookupRateLimit, onRefused: () => metrics.refusals.inc({ what: "lookup_rate" }) }));
   // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
   // load balancer, and the test stack, must not send users to a Parley still starting).
   let running = false;
@@ -168,6 +180,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     store,
     meetings,
     calls,
+    governance,
     metrics,
     crypto,
     async stop() {

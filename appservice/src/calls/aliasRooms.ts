@@ -30,6 +30,10 @@ export interface AliasRoomsConfig {
   joinRule: "public" | "knock" | "invite";
   encrypted: boolean;
   limits: AliasRoomLimits;
+  /** Power level of co-hosts: what moderation needs in the rooms made (invite, kick, ban, ...). */
+  moderatorLevel: number;
+  /** Tchap's im.vector.room.access_rules for the rooms made, if any. */
+  accessRule?: "restricted" | "unrestricted" | undefined;
 }
 
 export type AliasOutcome = "created" | "adopted" | "refused_rate" | "refused_cap";
@@ -165,6 +169,8 @@ export class AliasRooms {
         name: `Meeting ${slug}`,
         joinRule: this.cfg.joinRule,
         encrypted: this.cfg.encrypted,
+        moderatorLevel: this.cfg.moderatorLevel,
+        accessRule: this.cfg.accessRule,
         serverAcl: this.deps.policy.serverAcl(),
         callInfo: this.deps.callState(alias),
       });

@@ -8,7 +8,9 @@ import { ParleyError } from "../errors.ts";
 import type { CallSession } from "./callService.ts";
 import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
 import { admitE2ee } from "./e2eeAdmission.ts";
-import type { IceCandidate, MediaStreamInfo, SfuMedia, TrickleTarget } from "./ports.ts";
+import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, TrickleTarget } from "./ports.ts";
+import { Moderation, type ModerationConfig } from "./moderation.ts";
+import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
 
@@ -26,17 +28,36 @@ export interface CallMediaDeps {
   /** Whether the seat's session is live and still held by this seat. */
   live(seat: Seat): boolean;
   requireE2ee: boolean;
+  /** The user's role in the room (governance); undefined: not known yet. */
+  roleOf?: (roomId: string, userId: string) => Role | undefined;
+  clock: Clock;
+  moderation: ModerationConfig;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
 
 export class CallMedia {
-  readonly roster = new CallRoster<Seat>();
+  readonly roster: CallRoster<Seat>;
+  readonly moderation: Moderation<Seat>;
   private readonly opening = new SingleFlight<Seat, Member<Seat>>();
   private readonly deps: CallMediaDeps;
 
   constructor(deps: CallMediaDeps) {
     this.deps = deps;
+    this.moderation = new Moderation(deps.moderation, { roster: () => this.roster, clock: deps.clock });
+    this.roster = new CallRoster<Seat>((callId, m) => {
+      const role = deps.roleOf?.(m.seat.session.roomId, m.userId);
+      return {
+        ...(role ? { role } : {}),
+        hand: this.moderation.handOf(callId, m.userId),
+        forced: this.moderation.forcedOf(callId, m.userId),
+      };
+    });
+  }
+
+  /** The call ended: its moderation state goes with it. */
+  forgetCall(callId: string): void {
+    this.moderation.forget(callId);
   }
 
   async publish(seat: Seat, req: { sdp: string; simulcast: boolean; e2ee: boolean | undefined }): Promise<{ answerSdp: string; feedId: string | number }> {
@@ -51,7 +72,11 @@ export class CallMedia {
       onUp: () => {
         if (this.roster.get(callId, seat) !== member) return;
         member.streams = withSource(streams, member.videoSource);
-        this.roster.broadcast(callId);
+        // A forced mute outlives a republish: block the new streams before announcing them.
+        void this.moderation
+          .onPublished(member, callId)
+          .catch(() => undefined)
+          .finally(() => this.roster.broadcast(callId));
       },
     });
     member.published = true;
@@ -81,6 +106,7 @@ export class CallMedia {
   }
 
   async mute(seat: Seat, kind: "audio" | "video", muted: boolean): Promise<void> {
+    this.moderation.assertMayUnmute(seat.session.callId, seat.session.userId, kind, muted);
     const member = await this.memberOf(seat);
     await member.media.mute(kind, muted);
     member.muted[kind] = muted;
@@ -91,6 +117,7 @@ export class CallMedia {
     const member = await this.memberOf(seat);
     member.videoSource = source;
     member.streams = withSource(member.streams, source);
+    await this.moderation.onSource(member, seat.session.callId, source);
     this.roster.broadcast(seat.session.callId);
   }
 

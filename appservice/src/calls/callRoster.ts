@@ -11,10 +11,24 @@ export interface Participant {
   feed_id: string | number;
   streams: { mid: string; kind: "audio" | "video"; type?: VideoSource }[];
   muted: { audio: boolean; video: boolean };
+  /** Meeting governance (docs/governance.md): the user's role, raised hand (since, ms), forced mutes. */
+  role?: "host" | "cohost" | "participant";
+  hand?: number | null;
+  forced?: { audio: boolean; video: boolean };
 }
 
-/** What the call pushes to a seat's client. */
-export type CallPush = { type: "participants"; participants: Participant[] } | { type: "renegotiate"; reason: string };
+/** What governance adds to a participant's entry. */
+export type Annotate<S> = (callId: string, member: Member<S>) => Pick<Participant, "role" | "hand" | "forced">;
+
+/** What the call pushes to a seat's client (governance pushes: docs/governance.md). */
+export type CallPush =
+  | { type: "participants"; participants: Participant[] }
+  | { type: "renegotiate"; reason: string }
+  | { type: "moderated"; kind: "audio" | "video"; muted: boolean; by: string }
+  | { type: "stop_share"; by: string }
+  | { type: "reaction"; user_id: string; emoji: string }
+  | { type: "meeting"; [k: string]: unknown }
+  | { type: "lobby"; waiting: unknown[] };
 
 export interface CallClient {
   push(event: CallPush): void;
@@ -37,6 +51,21 @@ export interface Member<S> {
 
 export class CallRoster<S> {
   private readonly calls = new Map<string, Map<S, Member<S>>>();
+  private readonly annotate: Annotate<S> | undefined;
+
+  constructor(annotate?: Annotate<S>) {
+    this.annotate = annotate;
+  }
+
+  /** The members of a call (every seat with an SFU session). */
+  members(callId: string): Member<S>[] {
+    return [...(this.calls.get(callId)?.values() ?? [])];
+  }
+
+  /** Members of a call who are this user (one per seat). */
+  membersOf(callId: string, userId: string): Member<S>[] {
+    return this.members(callId).filter((m) => m.userId === userId);
+  }
 
   get(callId: string, seat: S): Member<S> | undefined {
     return this.calls.get(callId)?.get(seat);
@@ -57,9 +86,13 @@ export class CallRoster<S> {
   }
 
   participants(callId: string): Participant[] {
+    // Everyone with media in the call, publishing or not yet (streams: []): the participant list
+    // shows them all (hands, roles); clients make tiles and subscriptions from those with streams.
     return [...(this.calls.get(callId)?.values() ?? [])]
-      .filter((m) => m.streams.length > 0)
-      .map((m) => ({ user_id: m.userId, device_id: m.deviceId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted } }));
+      .map((m) => ({
+        user_id: m.userId, device_id: m.deviceId, feed_id: m.media.feedId, streams: m.streams, muted: { ...m.muted },
+        ...this.annotate?.(callId, m),
+      }));
   }
 
   ownerOfFeed(callId: string, feed: string | number): { user_id: string; device_id: string } {
@@ -72,6 +105,11 @@ export class CallRoster<S> {
   broadcast(callId: string): void {
     const participants = this.participants(callId);
     for (const m of this.calls.get(callId)?.values() ?? []) m.client.push({ type: "participants", participants });
+  }
+
+  /** Every call with members. */
+  callIds(): string[] {
+    return [...this.calls.keys()];
   }
 
   /** Calls with at least one member. */

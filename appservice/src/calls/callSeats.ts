@@ -10,7 +10,10 @@ import type { CallClient } from "./callRoster.ts";
 import { CallMedia, type Seat } from "./callMedia.ts";
 import type { CallService, SessionCloser, SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomStateReader } from "./callState.ts";
-import type { SfuMedia } from "./ports.ts";
+import type { CallPush } from "./callRoster.ts";
+import type { ModerationConfig } from "./moderation.ts";
+import type { Clock, SfuMedia } from "./ports.ts";
+import type { Role } from "./roles.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
 
 /** What the signalling layer gives a seat: pushes, and the end of its socket. */
@@ -41,6 +44,11 @@ export interface CallSeatsDeps {
   keys: CallKeys | undefined;
   botUserId: string;
   requireE2ee: boolean;
+  clock: Clock;
+  moderation: ModerationConfig;
+  /** Governance: the role shown for a user, and what a newly seated user is told. */
+  roleOf?: (roomId: string, userId: string) => Role | undefined;
+  onSeated?: (roomId: string, userId: string, push: (p: CallPush) => void) => Promise<void>;
 }
 
 interface SeatState extends Seat {
@@ -51,6 +59,8 @@ interface SeatState extends Seat {
 export class CallSeats {
   readonly media: CallMedia;
   private readonly deps: CallSeatsDeps;
+  /** Live seats per room (governance pushes reach them before they have media). */
+  private readonly byRoom = new Map<string, Set<SeatState>>();
   private readonly log = getLogger("calls.seats");
 
   constructor(deps: CallSeatsDeps) {
@@ -60,7 +70,25 @@ export class CallSeats {
       sfuRoomOf: (callId) => deps.calls.sfuRoomOf(callId),
       live: (seat) => this.live(seat),
       requireE2ee: deps.requireE2ee,
+      clock: deps.clock,
+      moderation: deps.moderation,
+      ...(deps.roleOf ? { roleOf: deps.roleOf } : {}),
     });
+  }
+
+  /** Pushes to each live seat of the room what `push(userId)` gives for its user. */
+  pushEach(roomId: string, push: (userId: string) => CallPush | undefined): void {
+    for (const seat of this.byRoom.get(roomId) ?? []) {
+      const p = push(seat.session.userId);
+      if (p) seat.client.push(p);
+    }
+  }
+
+  /** Live seats (tests: a closed call leaves none). */
+  size(): number {
+    let n = 0;
+    for (const seats of this.byRoom.values()) n += seats.size;
+    return n;
   }
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
@@ -83,6 +111,12 @@ export class CallSeats {
       },
     };
     calls.attach(token, seat.closer);
+    let seats = this.byRoom.get(session.roomId);
+    if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
+    seats.add(seat);
+    void this.deps.onSeated?.(session.roomId, session.userId, (p) => {
+      if (!seat.ended) client.push(p);
+    }).catch((err: unknown) => this.log.warn({ err, roomId: session.roomId }, "meeting state not sent"));
     const bot = mode.bot ?? this.deps.botUserId;
     const keys = this.deps.keys;
     if (mode.keys === "provisioned") {
@@ -111,6 +145,9 @@ export class CallSeats {
   private release(seat: SeatState): void {
     if (seat.ended) return;
     seat.ended = true;
+    const seats = this.byRoom.get(seat.session.roomId);
+    seats?.delete(seat);
+    if (seats?.size === 0) this.byRoom.delete(seat.session.roomId);
     this.deps.keys?.leave(seat.session.callId, seat);
     void this.media.release(seat).catch((err: unknown) => this.log.warn({ err, callId: seat.session.callId }, "SFU session not released"));
   }

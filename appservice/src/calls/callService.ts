@@ -49,6 +49,8 @@ export interface CallServiceDeps {
   sfu: SfuRooms;
   clock: Clock;
   ids: IdSource;
+  /** Governance's say on a joined user (locked, ended, external users): throws to refuse. */
+  admission?: (roomId: string, userId: string, inCall: boolean) => Promise<void>;
 }
 
 export interface CallServiceConfig {
@@ -91,8 +93,16 @@ export class CallService {
     if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
     const membership = await homeserver.getMembership(roomId, userId);
     if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
+    await this.deps.admission?.(roomId, userId, this.inCall(roomId, userId));
     const call = await this.callFor(roomId, userId);
     return this.grant(userId, call);
+  }
+
+  /** Whether the user holds a session in the room's running call (a reconnect is not someone new). */
+  private inCall(roomId: string, userId: string): boolean {
+    const callId = this.deps.store.activeCall(roomId)?.callId;
+    for (const s of this.sessions.values()) if (s.callId === callId && s.userId === userId) return true;
+    return false;
   }
 
   /** A meeting room made from an alias, or a room with a running `!meet` call. */
@@ -204,9 +214,9 @@ export class CallService {
    * (its sockets close, their SFU sessions and provisioned keys are released by their closers),
    * then its SFU room is destroyed.
    */
-  async endCall(call: Pick<CallRecord, "callId" | "sfu">): Promise<void> {
+  async endCall(call: Pick<CallRecord, "callId" | "sfu">, message = "the call has ended"): Promise<void> {
     for (const s of [...this.sessions.values()]) {
-      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message: "the call has ended" });
+      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message });
     }
     const sfu = this.sfuRoomOf(call.callId) ?? call.sfu;
     if (sfu) {

@@ -1,7 +1,9 @@
 // The room state `org.parley.call` (state_key ""), sent only by a Parley bot. It tells clients
 // where the call API is and which key mode the room's calls use (the room's admins control it:
 // its power level is 100 in meeting rooms Parley makes):
-//   { version: 1, api, alias?, e2ee: { keys: "participant" | "provisioned", bot? } }
+//   { version: 1, api, alias?, e2ee: { keys: "participant" | "provisioned", bot? },
+//     access?: "open" | "institution" | "invited", locked?: boolean, guests?: boolean,
+//     ended?: { by, at } }   (meeting governance: docs/governance.md)
 // `e2ee.bot` names the only user whose Olm device may send call keys, when keys are provisioned.
 // The bot writes it from config (configuredKeyMode); the server reads the mode from the room at
 // each hello (readKeyMode), never from config directly nor from a client.
@@ -23,13 +25,56 @@ export function configuredKeyMode(policy: KeyPolicy, roomId: string | undefined)
   return policy.keys === "provisioned" || (roomId !== undefined && policy.provisionedRooms.includes(roomId)) ? "provisioned" : "participant";
 }
 
-export function callStateContent(opts: { api: string; alias?: string; keys: KeyMode; bot: string }): Record<string, unknown> {
+export function callStateContent(opts: { api: string; alias?: string; keys: KeyMode; bot: string; settings?: MeetingSettings }): Record<string, unknown> {
   return {
     version: 1,
     api: opts.api,
     ...(opts.alias !== undefined ? { alias: opts.alias } : {}),
     e2ee: opts.keys === "provisioned" ? { keys: "provisioned", bot: opts.bot } : { keys: "participant" },
+    ...(opts.settings ? settingsContent(opts.settings) : {}),
   };
+}
+
+export type Access = "open" | "institution" | "invited";
+export const ACCESS_LEVELS: readonly Access[] = ["open", "institution", "invited"];
+
+/** The meeting's governance settings, as org.parley.call carries them. */
+export interface MeetingSettings {
+  access: Access;
+  locked: boolean;
+  /** Guests by link may ask to join (when the institution allows guests at all). */
+  guests: boolean;
+  ended: { by: string; at: number } | null;
+}
+
+function settingsContent(s: MeetingSettings): Record<string, unknown> {
+  return { access: s.access, locked: s.locked, guests: s.guests, ...(s.ended ? { ended: s.ended } : {}) };
+}
+
+/** The settings a content says; what is absent or malformed takes `defaults` (a room made before
+ *  governance, or a `!meet` room: its join rule decides who is in, the access level only informs). */
+export function meetingSettings(content: Record<string, unknown> | undefined, defaults: Pick<MeetingSettings, "access" | "guests">): MeetingSettings {
+  const c = content ?? {};
+  const access = ACCESS_LEVELS.includes(c.access as Access) ? (c.access as Access) : defaults.access;
+  const e = c.ended as Record<string, unknown> | undefined;
+  const ended = typeof e === "object" && e !== null && typeof e.by === "string" && typeof e.at === "number" ? { by: e.by, at: e.at } : null;
+  return { access, locked: c.locked === true, guests: typeof c.guests === "boolean" ? c.guests : defaults.guests, ended };
+}
+
+/** The content with new settings, everything else (api, alias, e2ee, unknown keys) kept. */
+export function withSettings(content: Record<string, unknown>, s: MeetingSettings): Record<string, unknown> {
+  const { ended: _ended, ...rest } = content;
+  return { ...rest, ...settingsContent(s) };
+}
+
+/**
+ * The join rule an access level maps to (a locked meeting takes no knocks: invite). Where the
+ * institution has external users (Tchap-style), an open meeting knocks too: Parley admits every
+ * knock at once except external users' and guests', who always pass through the lobby.
+ */
+export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">, hasExternalUsers = false): "public" | "knock" | "invite" {
+  if (s.locked) return "invite";
+  return s.access === "open" && !hasExternalUsers ? "public" : "knock";
 }
 
 export interface RoomKeyMode {

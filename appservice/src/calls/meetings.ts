@@ -6,7 +6,7 @@
 //  - only users of allowed servers are served; others get a clear refusal.
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { AliasRooms, type AliasOutcome, type AliasRoomLimits } from "./aliasRooms.ts";
-import { CALL_STATE_EVENT, callStateContent, configuredKeyMode, type KeyPolicy } from "./callState.ts";
+import { CALL_STATE_EVENT, callStateContent, configuredKeyMode, joinRuleFor, type Access, type KeyPolicy } from "./callState.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
 import { serverNameOf, type FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
@@ -19,8 +19,9 @@ export interface MeetingsConfig {
   domain: string;
   aliasPrefix: string;
   publicUrl: string;
-  joinRule: "public" | "knock" | "invite";
   encrypted: boolean;
+  /** The institution's governance defaults for new meetings (meetings.governance). */
+  governance: { access: Access; guests: boolean; cohostLevel: number; hasExternalServers: boolean };
   /** Limits on rooms made from aliases (meetings.aliasRooms). */
   aliasRooms: AliasRoomLimits;
   /** Which key mode calls use (calls.e2ee), announced in org.parley.call. */
@@ -58,13 +59,21 @@ export class MeetingService {
       deps.observe?.("alias", outcome);
     };
     this.aliasRooms = new AliasRooms(
-      { domain: cfg.domain, aliasPrefix: cfg.aliasPrefix, joinRule: cfg.joinRule, encrypted: cfg.encrypted, limits: cfg.aliasRooms },
+      {
+        domain: cfg.domain,
+        aliasPrefix: cfg.aliasPrefix,
+        joinRule: joinRuleFor({ access: cfg.governance.access, locked: false }, cfg.governance.hasExternalServers),
+        encrypted: cfg.encrypted,
+        limits: cfg.aliasRooms,
+        moderatorLevel: cfg.governance.cohostLevel,
+        accessRule: cfg.governance.hasExternalServers ? "unrestricted" : "restricted",
+      },
       {
         homeserver: deps.homeserver,
         store: deps.store,
         policy: deps.policy,
         clock: deps.clock,
-        callState: (alias) => this.callState(undefined, alias),
+        callState: (alias) => this.callState(undefined, alias, true),
         observe,
         ...(deps.note ? { note: deps.note } : {}),
       },
@@ -81,9 +90,17 @@ export class MeetingService {
   }
 
   /** The org.parley.call content the bot writes in a room (alias rooms carry their alias). */
-  private callState(roomId: string | undefined, alias?: string): Record<string, unknown> {
+  private callState(roomId: string | undefined, alias?: string, fresh = false): Record<string, unknown> {
     const keys = configuredKeyMode(this.cfg.e2ee, roomId);
-    return callStateContent({ api: this.cfg.publicUrl, ...(alias ? { alias } : {}), keys, bot: this.deps.homeserver.botUserId });
+    const { access, guests } = this.cfg.governance;
+    return callStateContent({
+      api: this.cfg.publicUrl,
+      ...(alias ? { alias } : {}),
+      keys,
+      bot: this.deps.homeserver.botUserId,
+      // A new meeting gets the institution's defaults; a `!meet` restates them only at its start.
+      ...(fresh ? { settings: { access, guests, locked: false, ended: null } } : {}),
+    });
   }
 
   /**
@@ -228,7 +245,12 @@ export class MeetingService {
     // Without the power to send it, clients find the API from the join link (asking the user to
     // confirm its host) and use participant keys.
     const announced = await homeserver.canSendState(roomId, CALL_STATE_EVENT);
-    if (announced) await homeserver.putState(roomId, CALL_STATE_EVENT, this.callState(roomId, store.aliasOfRoom(roomId)?.alias));
+    if (announced) {
+      // The meeting's governance settings stay (a `!meet` in a meeting room starts it again: `ended` goes).
+      const before = (await homeserver.stateEvent(roomId, CALL_STATE_EVENT))?.content ?? {};
+      const kept = Object.fromEntries(Object.entries(before).filter(([k]) => ["access", "locked", "guests"].includes(k)));
+      await homeserver.putState(roomId, CALL_STATE_EVENT, { ...this.callState(roomId, store.aliasOfRoom(roomId)?.alias), ...kept });
+    }
     if (call.widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
     const note = announced
       ? ""

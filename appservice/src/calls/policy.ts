@@ -54,29 +54,50 @@ interface AllowEntry {
   port: string | undefined;
 }
 
-export class FederationPolicy {
-  /** Entries as configured, the own server name first. */
-  readonly allowed: readonly string[];
+/** A set of server names and globs, matched like the allow-list (trusted servers, external ones). */
+export class ServerSet {
   readonly #entries: readonly AllowEntry[];
 
-  constructor(ownServerName: string, allow: readonly string[]) {
-    this.allowed = [...new Set([ownServerName, ...allow])];
-    this.#entries = this.allowed.map((glob) => ({ glob, ...splitPort(glob) }));
+  constructor(entries: readonly string[]) {
+    this.#entries = entries.map((glob) => ({ glob, ...splitPort(glob) }));
   }
 
-  allowsServer(serverName: string): boolean {
+  get entries(): readonly AllowEntry[] {
+    return this.#entries;
+  }
+
+  hasServer(serverName: string): boolean {
     const { host, port } = splitPort(serverName);
     return this.#entries.some(
       (e) => globMatches(e.host, host) && (e.port === undefined || (port !== undefined && globMatches(e.port, port))),
     );
   }
 
-  allowsUser(userId: string): boolean {
+  hasUser(userId: string): boolean {
     try {
-      return this.allowsServer(serverNameOf(userId));
+      return this.hasServer(serverNameOf(userId));
     } catch {
       return false;
     }
+  }
+}
+
+export class FederationPolicy {
+  /** Entries as configured, the own server name first. */
+  readonly allowed: readonly string[];
+  readonly #servers: ServerSet;
+
+  constructor(ownServerName: string, allow: readonly string[]) {
+    this.allowed = [...new Set([ownServerName, ...allow])];
+    this.#servers = new ServerSet(this.allowed);
+  }
+
+  allowsServer(serverName: string): boolean {
+    return this.#servers.hasServer(serverName);
+  }
+
+  allowsUser(userId: string): boolean {
+    return this.#servers.hasUser(userId);
   }
 
   /** The m.room.server_acl content for Parley's rooms. IP literals are allowed only when
@@ -87,8 +108,9 @@ export class FederationPolicy {
    *  a port, "<host>:<port>" for one with. A server name's port therefore cannot be fenced by the
    *  ACL (the host alone admits every port of it); Parley's own checks (allowsServer) compare it. */
   serverAcl(): ServerAclContent {
-    const allow = this.#entries.flatMap((e) => [e.host, `${e.host}:${e.port ?? "*"}`]);
-    return { allow: [...new Set(allow)], deny: [], allow_ip_literals: this.#entries.some((e) => isIpLiteral(e.host)) };
+    const entries = this.#servers.entries;
+    const allow = entries.flatMap((e) => [e.host, `${e.host}:${e.port ?? "*"}`]);
+    return { allow: [...new Set(allow)], deny: [], allow_ip_literals: entries.some((e) => isIpLiteral(e.host)) };
   }
 
   describe(): string {

@@ -11,6 +11,10 @@ export interface MeetingRoomSpec {
   name: string;
   joinRule: "public" | "knock" | "invite";
   encrypted: boolean;
+  /** Power levels a co-host needs for moderation (invite, kick, ban, org.parley.moderate). */
+  moderatorLevel: number;
+  /** Tchap's im.vector.room.access_rules: "unrestricted" when external users may come in. */
+  accessRule?: "restricted" | "unrestricted" | undefined;
   serverAcl: ServerAclContent;
   /** Content of the org.parley.call state event. */
   callInfo: Record<string, unknown>;
@@ -48,6 +52,19 @@ export interface StateEventFacts {
   content: Record<string, unknown>;
 }
 
+/** A member of a room as its m.room.member state says. */
+export interface RoomMemberFacts {
+  userId: string;
+  displayName: string | undefined;
+  avatarUrl: string | undefined;
+  /** The knock's (or leave's) reason, when given. */
+  reason: string | undefined;
+  /** When the membership event was sent (ms). */
+  since: number;
+}
+
+export type MembershipAct = "invite" | "kick" | "ban";
+
 export interface Homeserver {
   readonly botUserId: string;
   /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists,
@@ -77,6 +94,10 @@ export interface Homeserver {
   /** The user's membership in the room as the bot sees it ("join", "leave", "ban", ...). */
   getMembership(roomId: string, userId: string): Promise<string | undefined>;
   removeWidget(roomId: string, widgetId: string): Promise<void>;
+  /** The room's members with this membership (the bot must be joined). */
+  members(roomId: string, membership: "join" | "knock" | "invite"): Promise<RoomMemberFacts[]>;
+  /** Invites, kicks or bans a user as the bot, with a reason (naming who asked for it). */
+  membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string): Promise<void>;
 }
 
 export interface Clock {
@@ -129,6 +150,9 @@ export interface SfuMediaSession {
   answer(answerSdp: string): Promise<void>;
   trickle(target: TrickleTarget, candidate: IceCandidate | null): Promise<void>;
   mute(kind: "audio" | "video", muted: boolean): Promise<void>;
+  /** A moderator's block on the published `kind` (the SFU stops forwarding it whatever the client
+   *  sends) or its lifting; nothing published yet: nothing to do (the caller re-applies on publish). */
+  moderate(kind: "audio" | "video", muted: boolean): Promise<void>;
   /** Leaves the SFU room and frees the handles; safe to call twice. */
   close(): Promise<void>;
 }

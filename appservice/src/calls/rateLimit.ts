@@ -2,6 +2,11 @@
 // a unit test moves time by hand.
 import type { Clock } from "./ports.ts";
 
+export interface RateLimit {
+  perMinute: number;
+  burst: number;
+}
+
 export class TokenBucket {
   private tokens: number;
   private last: number;

@@ -21,6 +21,19 @@ const slugPrefix = z
 /** Call joins per client address: generous for an office behind one NAT, a trickle for a flood. */
 export const JOIN_RATE_LIMIT_DEFAULT = { perMinute: 60, burst: 20 } as const;
 
+/** A per-address token bucket of an HTTP route (http/rateLimit.ts), with its defaults and words. */
+const addressRateLimit = (defaults: { perMinute: number; burst: number }, words: { perMinute: string; burst: string; whole: string }) =>
+  z
+    .strictObject({
+      perMinute: z.int().min(1).max(100_000).default(defaults.perMinute).meta({ description: words.perMinute }),
+      burst: z.int().min(1).max(10_000).default(defaults.burst).meta({ description: words.burst }),
+    })
+    .prefault({})
+    .meta({ description: words.whole });
+
+/** Meeting lookups per client address: one per meeting opened, so a little more than joins. */
+export const LOOKUP_RATE_LIMIT_DEFAULT = { perMinute: 120, burst: 30 } as const;
+
 export const configSchema = z
   .strictObject({
     homeserver: z
@@ -65,9 +78,6 @@ export const configSchema = z
           description: "Base URL of the web client and call API as users reach it (join links, org.parley.call)",
           examples: ["https://meet.example.org"],
         }),
-        joinRule: z.enum(["public", "knock", "invite"]).default("public").meta({
-          description: "Join rule of meeting rooms made from an alias; servers are limited by the allow-list either way",
-        }),
         encrypted: z.boolean().default(true).meta({ description: "Meeting rooms are created with m.room.encryption" }),
         aliasRooms: z
           .strictObject({
@@ -83,6 +93,45 @@ export const configSchema = z
           })
           .prefault({})
           .meta({ description: "Limits on meeting rooms made on demand from aliases; a refused lookup creates and writes nothing" }),
+        governance: z
+          .strictObject({
+            access: z.enum(["open", "institution", "invited"]).default("open").meta({
+              description:
+                "Default access level of new meetings (hosts change it per meeting): open = anyone on an allowed server joins; " +
+                "institution = users of this server and of trustedServers join, others ask to join (knock); invited = only invited users join, others ask",
+            }),
+            hosts: z.enum(["first_local_joiner", "listed"]).default("first_local_joiner").meta({
+              description:
+                "Who becomes host (power level 100) of a meeting made from an alias: the first local user who joins it (and any local user " +
+                "joining one without a joined host), or only the users in hostUsers",
+            }),
+            hostUsers: z.array(z.string().regex(/^@[^\s:]+:\S+$/, "a Matrix user id such as @alice:example.org")).default([]).meta({
+              description: "With hosts: listed, the users who become hosts of alias meetings when they join",
+              examples: [["@director:example.org"]],
+            }),
+            cohostLevel: z.int().min(1).max(99).default(50).meta({
+              description: "Power level from which a user is a co-host; meeting rooms give it invite, kick, ban and org.parley.moderate",
+            }),
+            trustedServers: z.array(serverGlob).default([]).meta({
+              description: "Servers whose users join 'institution' meetings directly, like this server's (their knock is admitted at once)",
+              examples: [["partner.example"]],
+            }),
+            externalServers: z.array(serverGlob).default([]).meta({
+              description:
+                "Servers whose users are external (Tchap-style): always through the lobby, never power above 0; " +
+                "meeting rooms carry im.vector.room.access_rules 'unrestricted' when any are listed",
+              examples: [["externe.example"]],
+            }),
+            reactionsPerMinute: z.int().min(1).max(6000).default(30).meta({ description: "Reactions one user may send per minute in a call" }),
+            reactionBurst: z.int().min(1).max(100).default(5).meta({ description: "Reactions one user may send at once" }),
+          })
+          .prefault({})
+          .meta({ description: "Meeting governance: access levels, hosts and co-hosts, the lobby (docs/governance.md)" }),
+        lookupRateLimit: addressRateLimit(LOOKUP_RATE_LIMIT_DEFAULT, {
+          perMinute: "Meeting lookups (GET /_parley/v1/meetings/{alias}) one client address may make per minute in the long run",
+          burst: "Meeting lookups one address may make at once",
+          whole: "Per-address limit on asking whether a meeting exists (the web client asks before it creates one)",
+        }),
       })
       .meta({ description: "Meeting rooms" }),
     client: z
@@ -103,8 +152,8 @@ export const configSchema = z
         }),
         insecureLoopbackCallApis: z.boolean().default(false).meta({
           description:
-            "Let the web client send identity tokens over plain http to call APIs on loopback addresses (test stacks only; " +
-            "every other call API must be https)",
+            "Let the web client send identity tokens over plain http to call APIs, and passwords to homeservers found by server " +
+            "discovery, on loopback addresses (test stacks only; every other call API and discovered homeserver must be https)",
         }),
       })
       .prefault({})
@@ -177,21 +226,13 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "STUN/TURN servers handed to clients" }),
-        joinRateLimit: z
-          .strictObject({
-            perMinute: z.int().min(1).max(100_000).default(JOIN_RATE_LIMIT_DEFAULT.perMinute).meta({
-              description: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
-            }),
-            burst: z.int().min(1).max(10_000).default(JOIN_RATE_LIMIT_DEFAULT.burst).meta({
-              description: "Call joins one address may make at once (people behind one NAT arriving together)",
-            }),
-          })
-          .prefault({})
-          .meta({
-            description:
-              "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
-              "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
-          }),
+        joinRateLimit: addressRateLimit(JOIN_RATE_LIMIT_DEFAULT, {
+          perMinute: "Call joins (POST /_parley/v1/calls/join) one client address may make per minute in the long run",
+          burst: "Call joins one address may make at once (people behind one NAT arriving together)",
+          whole:
+            "Per-address limit on call joins, refused with 429 before the OpenID token is checked (each check costs a homeserver request). " +
+            "Behind a reverse proxy every client has the proxy's address: raise the limit accordingly",
+        }),
         e2ee: z
           .strictObject({
             required: z.boolean().default(true).meta({

@@ -11,6 +11,7 @@ export interface Metrics {
   roomsCreated: Counter<"origin">;
   aliasRooms: Counter<"outcome">;
   aliasQuerySeconds: Histogram<"result">;
+  moderation: Counter<"action" | "outcome">;
 }
 
 export function createMetrics(): Metrics {
@@ -22,6 +23,7 @@ export function createMetrics(): Metrics {
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
     refusals: new Counter({ name: "parley_policy_refusals_total", help: "Requests refused by the federation policy or a rate limit", labelNames: ["what"], registers: [registry] }),
+    moderation: new Counter({ name: "parley_moderation_actions_total", help: "Meeting governance actions (host actions, lobby admissions, host assignment) by outcome", labelNames: ["action", "outcome"], registers: [registry] }),
     roomsCreated: new Counter({ name: "parley_rooms_created_total", help: "Meeting rooms created", labelNames: ["origin"], registers: [registry] }),
     aliasRooms: new Counter({
       name: "parley_alias_rooms_total",

@@ -8,11 +8,18 @@ const baseEvent = z.object({
   type: z.string().min(1),
 });
 
+const optionalText = z.string().optional().catch(undefined);
+
 export const memberEvent = baseEvent.extend({
   type: z.literal("m.room.member"),
   state_key: z.string(),
-  content: z.object({ membership: z.string() }),
+  origin_server_ts: z.number().optional().catch(undefined),
+  // Profile and reason are shown (the lobby) but never required: a wrong type reads as absent.
+  content: z.object({ membership: z.string(), displayname: optionalText, avatar_url: optionalText, reason: optionalText }),
 });
+
+/** A state event whose change governance re-reads (its content is read from the room, not here). */
+export const stateEvent = baseEvent.extend({ state_key: z.string() });
 
 export const messageEvent = baseEvent.extend({
   type: z.literal("m.room.message"),

@@ -1,7 +1,8 @@
 // The bot's view of its homeserver (the Homeserver port of calls/), over matrix-js-sdk's HTTP
 // layer. No sync loop: everything the bot learns arrives in appservice transactions.
 import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-sdk";
-import type { Homeserver, MeetingRoomSpec, Notice, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
+import type { Homeserver, MeetingRoomSpec, MembershipAct, Notice, RoomMemberFacts, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
+import { creatorsArePrivileged, MODERATE_EVENT, RoomPower } from "../calls/roles.ts";
 import { ParleyError } from "../errors.ts";
 import { OutcomeUnknownError, RoomAliasInUseError } from "../calls/ports.ts";
 import { CALL_STATE_EVENT } from "../calls/callState.ts";
@@ -11,24 +12,9 @@ import { getLogger, sdkLogger } from "../log.ts";
 /** MatrixRTC membership state must be writable by every participant. */
 const CALL_MEMBER_EVENTS = ["org.matrix.msc3401.call.member", "m.rtc.member", "org.matrix.msc4143.rtc.member"];
 
-/** Room versions whose creators hold unlimited power and must not appear in power levels (MSC4289). */
-export function creatorsArePrivileged(roomVersion: string): boolean {
-  if (roomVersion === "org.matrix.hydra.11") return true;
-  const n = Number(roomVersion);
-  return Number.isInteger(n) && n >= 12;
-}
 
 const enc = encodeURIComponent;
-
-interface PowerLevels {
-  users?: Record<string, unknown>;
-  users_default?: unknown;
-  events?: Record<string, unknown>;
-  state_default?: unknown;
-}
-const num = (v: unknown, fallback: number) => (typeof v === "number" && Number.isFinite(v) ? v : fallback);
-const powerOf = (pl: PowerLevels, userId: string) => num(pl.users?.[userId], num(pl.users_default, 0));
-const neededFor = (pl: PowerLevels, eventType: string) => num(pl.events?.[eventType], num(pl.state_default, 50));
+const str = (v: unknown) => (typeof v === "string" ? v : undefined);
 
 function errcodeOf(err: unknown): string | undefined {
   return err instanceof MatrixError ? err.errcode : undefined;
@@ -100,6 +86,7 @@ export class MatrixHomeserver implements Homeserver {
       "m.room.join_rules": 100,
     };
     for (const t of CALL_MEMBER_EVENTS) events[t] = 0;
+    events[MODERATE_EVENT] = spec.moderatorLevel;
     const initialState: { type: string; state_key: string; content: Record<string, unknown> }[] = [
       { type: "m.room.join_rules", state_key: "", content: { join_rule: spec.joinRule } },
       { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "shared" } },
@@ -107,6 +94,7 @@ export class MatrixHomeserver implements Homeserver {
       { type: "m.room.server_acl", state_key: "", content: { ...spec.serverAcl } },
       { type: CALL_STATE_EVENT, state_key: "", content: spec.callInfo },
     ];
+    if (spec.accessRule) initialState.push({ type: "im.vector.room.access_rules", state_key: "", content: { rule: spec.accessRule } });
     if (spec.encrypted) {
       initialState.push({ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } });
     }
@@ -121,6 +109,9 @@ export class MatrixHomeserver implements Homeserver {
         power_level_content_override: {
           users: creatorsArePrivileged(version) ? {} : { [this.botUserId]: 100 },
           events,
+          invite: spec.moderatorLevel,
+          kick: spec.moderatorLevel,
+          ban: spec.moderatorLevel,
         },
       });
       return res.room_id;
@@ -208,14 +199,31 @@ export class MatrixHomeserver implements Homeserver {
   }
 
   async canSendState(roomId: string, eventType: string, userId = this.botUserId): Promise<boolean> {
-    const create = await this.stateEvent(roomId, "m.room.create");
-    const version = String(create?.content.room_version ?? "1");
-    const extra = create?.content.additional_creators;
-    const creators = [create?.sender, ...(Array.isArray(extra) ? extra : [])];
-    if (creatorsArePrivileged(version) && creators.includes(userId)) return true;
-    const pl = (await this.stateEvent(roomId, "m.room.power_levels"))?.content as PowerLevels | undefined;
+    const [create, pl] = await Promise.all([this.stateEvent(roomId, "m.room.create"), this.stateEvent(roomId, "m.room.power_levels")]);
     if (!pl) return true; // no power levels: everyone may send state (state_default 0)
-    return powerOf(pl, userId) >= neededFor(pl, eventType);
+    const power = new RoomPower({ create, powerLevels: pl.content }, { cohostLevel: 50, botUserId: "" });
+    return power.levelOf(userId) >= power.neededForEvent(eventType);
+  }
+
+  async members(roomId: string, membership: "join" | "knock" | "invite"): Promise<RoomMemberFacts[]> {
+    const res = await this.request<{ chunk?: unknown }>(Method.Get, `/rooms/${enc(roomId)}/members`, undefined, { membership });
+    const chunk = Array.isArray(res.chunk) ? (res.chunk as Record<string, unknown>[]) : [];
+    return chunk.flatMap((e) => {
+      const content = (typeof e.content === "object" && e.content !== null ? e.content : {}) as Record<string, unknown>;
+      const userId = str(e.state_key);
+      if (!userId || content.membership !== membership) return [];
+      return [{
+        userId,
+        displayName: str(content.displayname),
+        avatarUrl: str(content.avatar_url),
+        reason: str(content.reason),
+        since: typeof e.origin_server_ts === "number" ? e.origin_server_ts : 0,
+      }];
+    });
+  }
+
+  async membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string): Promise<void> {
+    await this.request(Method.Post, `/rooms/${enc(roomId)}/${act}`, { user_id: userId, reason });
   }
 
   async getMembership(roomId: string, userId: string): Promise<string | undefined> {

@@ -1,7 +1,8 @@
 // Routes events from appservice transactions to the domain. One event kind, one small handler.
+import type { Governance } from "../calls/governance.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import { getLogger } from "../log.ts";
-import { describeZodError, memberEvent, messageEvent, rtcMembershipEvent, type RawEvent } from "./events.ts";
+import { describeZodError, memberEvent, messageEvent, rtcMembershipEvent, stateEvent, type RawEvent } from "./events.ts";
 
 type Handler = (event: RawEvent) => Promise<void>;
 
@@ -15,9 +16,18 @@ export class EventRouter {
     meetings: MeetingService,
     botUserId: string,
     onMembershipLost: (roomId: string, userId: string, membership: string) => void = () => undefined,
+    governance?: Pick<Governance, "onMembership" | "onRoomState" | "forgetRoom">,
   ) {
     this.meetings = meetings;
+    const stateChanged = async (raw: RawEvent) => {
+      const parsed = stateEvent.safeParse(raw);
+      if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
+      governance?.onRoomState(parsed.data.room_id, parsed.data.type);
+    };
     this.handlers = {
+      "m.room.power_levels": stateChanged,
+      "m.room.join_rules": stateChanged,
+      "org.parley.call": stateChanged,
       "m.room.member": async (raw) => {
         const parsed = memberEvent.safeParse(raw);
         if (!parsed.success) return this.reject(raw, describeZodError(parsed.error));
@@ -30,14 +40,27 @@ export class EventRouter {
           } else if (membership === "leave" || membership === "ban") {
             // Kicked, banned or gone: the bot can no longer vouch for anyone there.
             const ended = await meetings.onBotRemoved(ev.room_id, ev.sender, ev.event_id);
+            governance?.forgetRoom(ev.room_id);
             this.log.info({ roomId: ev.room_id, by: ev.sender, membership, callId: ended?.callId }, "bot removed from a room");
           }
-        } else if (membership === "join") {
+          return;
+        }
+        if (membership === "join") {
           await meetings.onMemberJoined(ev.room_id, ev.state_key, ev.event_id);
         } else {
           meetings.onRoomLeft(ev.room_id, ev.state_key);
           onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);
         }
+        const c = ev.content;
+        // Governance's follow-ups (an institution member's knock admitted, a host named) are
+        // best effort: a failure is logged and the host can still act; the transaction stands.
+        await governance
+          ?.onMembership(
+            ev.room_id,
+            { userId: ev.state_key, displayName: c.displayname, avatarUrl: c.avatar_url, reason: c.reason, since: ev.origin_server_ts ?? 0 },
+            membership,
+          )
+          .catch((err: unknown) => this.log.warn({ err, roomId: ev.room_id, userId: ev.state_key, membership }, "governance follow-up failed"));
       },
       "m.room.message": async (raw) => {
         const parsed = messageEvent.safeParse(raw);

@@ -67,6 +67,8 @@ export interface Sfu {
   /** After nodeRestarted: the lost room again, same id and secret (on another node if its own is down). */
   recreateRoom(room: RoomRef): Promise<RoomRef>;
   kick(room: RoomRef, participantId: string): Promise<void>;
+  /** Blocks (or unblocks) forwarding of a publisher's stream `mid` (VideoRoom `moderate`). */
+  moderate(room: RoomRef, participantId: string, mid: string, mute: boolean): Promise<void>;
   listParticipants(room: RoomRef): Promise<RoomParticipant[]>;
   /** Forwards a publisher's streams as plain RTP to local UDP ports (what the SFU holds: ciphertext frames under E2EE). */
   rtpForward(room: RoomRef, publisherId: string, host: string, streams: { mid: string; port: number }[]): Promise<RtpForward[]>;

@@ -121,6 +121,10 @@ export class SfuPool {
     await this.node(ref).admin().kick(ref.roomId, ref.secret, participantId);
   }
 
+  async moderate(ref: RoomRef, participantId: string, mid: string, mute: boolean): Promise<void> {
+    await this.node(ref).admin().moderate(ref.roomId, ref.secret, participantId, mid, mute);
+  }
+
   async listParticipants(ref: RoomRef): Promise<RoomParticipant[]> {
     return this.node(ref).admin().listParticipants(ref.roomId);
   }

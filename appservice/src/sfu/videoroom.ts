@@ -174,6 +174,11 @@ export class VideoRoomAdmin {
     await call(this.handle, { request: "kick", room, secret, id: participantId }, okSchema, "sync");
   }
 
+  /** A moderator's mute of one published stream (`mid`): Janus stops relaying it until unmuted. */
+  async moderate(room: string, secret: string, participantId: string, mid: string, mute: boolean): Promise<void> {
+    await call(this.handle, { request: "moderate", room, secret, id: participantId, mid, mute }, okSchema, "sync");
+  }
+
   async listParticipants(room: string): Promise<RoomParticipant[]> {
     return (await call(this.handle, { request: "listparticipants", room }, participantsSchema, "sync")).data.participants;
   }

@@ -37,7 +37,8 @@ export function isTrusted(h: CallHost): h is Extract<CallHost, { trust: TrustedB
   return h.trust === "origin" || h.trust === "bot" || h.trust === "confirmed";
 }
 
-function isLoopback(hostname: string): boolean {
+/** localhost, [::1] or 127.x.y.z: the hosts where plain http may be allowed (test stacks). */
+export function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 

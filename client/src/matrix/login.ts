@@ -1,5 +1,5 @@
 // Signing in to the user's own homeserver: password, or SSO (m.login.sso) with a redirect back
-// here and an m.login.token exchange. Also finding the homeserver from a Matrix id.
+// here and an m.login.token exchange. Finding the homeserver from a Matrix id: discovery.ts.
 import { ParleyClientError } from "../errors.ts";
 import { MatrixHttp, type FetchFn } from "./http.ts";
 import type { MatrixSession, PendingSso } from "./session.ts";
@@ -26,28 +26,6 @@ export function normalizeHomeserverUrl(input: string): string {
     return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, "")}`;
   } catch {
     throw new ParleyClientError("BAD_INPUT", "login", { human: "That isn't a valid homeserver address." });
-  }
-}
-
-/** "@alice:example.org" -> "example.org"; anything else -> null. */
-export function serverNameOf(userId: string): string | null {
-  const m = /^@[^:]+:(.+)$/.exec(userId.trim());
-  return m ? m[1]! : null;
-}
-
-/**
- * The homeserver for a full Matrix id, by .well-known/matrix/client on its server name; null when
- * the server publishes none (then the address the user typed stands).
- */
-export async function discoverHomeserver(serverName: string, fetchFn: FetchFn = (i, init) => fetch(i, init)): Promise<string | null> {
-  try {
-    const res = await fetchFn(`https://${serverName}/.well-known/matrix/client`, { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) return null;
-    const json = (await res.json()) as { "m.homeserver"?: { base_url?: unknown } };
-    const base = json["m.homeserver"]?.base_url;
-    return typeof base === "string" ? normalizeHomeserverUrl(base) : null;
-  } catch {
-    return null;
   }
 }
 

@@ -1,7 +1,7 @@
 // Finding the meeting room: what the user typed (a name, an alias, a room id, a link) becomes a
 // room to join; the room's org.parley.call state names the Parley that hosts its call, and
 // callTrust.ts decides whether the user's identity may go there.
-import { ParleyClientError } from "../errors.ts";
+import { ParleyClientError, unreachableServer } from "../errors.ts";
 import type { CallAnnouncement, CallHost, CallTrustSettings } from "./callTrust.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import { viaServers } from "./knock.ts";
@@ -33,6 +33,12 @@ export function meetingTarget(input: string, settings: Pick<ClientSettings, "ser
   return `#${settings.aliasPrefix}${slug}:${settings.serverName}`;
 }
 
+/** The server name of an alias or room id ("#meet-team:a.example" -> "a.example"); null for none. */
+export function serverOfTarget(target: string): string | null {
+  const m = /^[#!][^:]*:(.+)$/.exec(target.trim());
+  return m ? m[1]! : null;
+}
+
 function safeDecode(s: string): string {
   try {
     return decodeURIComponent(s);
@@ -49,6 +55,8 @@ export interface RoomSummary {
   /** Where the user's identity goes for this call, decided when the room was opened. */
   host: CallHost;
   encrypted: boolean;
+  /** The institution hosting the meeting: the server name of its alias, else of who announced its call, else of its id. */
+  hostedBy?: string;
   /** The signed-in user's display name in this room, when known. */
   selfName?: string;
 }
@@ -57,11 +65,28 @@ export interface RoomSummary {
  * Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. A 403
  * (M_FORBIDDEN) for a room whose join rule is `knock` is where asking to join starts (knock.ts).
  */
-export async function joinRoom(http: MatrixHttp, target: string): Promise<string> {
+export async function joinRoom(http: MatrixHttp, target: string, ownServer: string | null = null): Promise<string> {
   const via = viaServers(target);
-  const res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
+  let res: { room_id?: unknown };
+  try {
+    res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
+  } catch (err) {
+    throw joinFailure(err, target, ownServer);
+  }
   if (typeof res.room_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "join without room_id" });
   return res.room_id;
+}
+
+/**
+ * A join's failure, with the meeting's server named when the user's homeserver could not reach
+ * it: Synapse answers 502 (or 504) with an errcode (M_UNKNOWN) when a federation request fails.
+ * A 502 without an errcode (M_UNAVAILABLE here) is a proxy in front of the user's own homeserver.
+ */
+export function joinFailure(err: unknown, target: string, ownServer: string | null): unknown {
+  if (!(err instanceof ParleyClientError) || (err.status !== 502 && err.status !== 504) || err.code === "M_UNAVAILABLE") return err;
+  const server = serverOfTarget(target);
+  if (!server || server === ownServer) return err;
+  return unreachableServer(server, "room", { status: err.status, ...(err.detail ? { detail: err.detail } : {}) });
 }
 
 export async function roomSummary(
@@ -82,12 +107,21 @@ export async function roomSummary(
   const api = announced?.content?.api;
   const call = typeof api === "string" && typeof announced?.sender === "string" ? { api, sender: announced.sender } : null;
   const me = events.find((e) => e.type === "m.room.member" && e.state_key === selfUserId)?.content?.displayname;
+  const hostedBy = meetingHost(target, typeof alias === "string" ? alias : null, call, roomId);
   return {
     roomId,
     name: typeof name === "string" && name ? name : typeof alias === "string" ? alias : target,
     call,
     host: trust.decide(call),
     encrypted: !!find("m.room.encryption"),
+    ...(hostedBy ? { hostedBy } : {}),
     ...(typeof me === "string" && me.trim() ? { selfName: me } : {}),
   };
+}
+
+/** Who hosts a meeting, by server name: its alias's (the target's or the canonical one), else who announced its call, else its room id's. */
+export function meetingHost(target: string, canonicalAlias: string | null, call: CallAnnouncement | null, roomId: string): string | null {
+  const alias = target.startsWith("#") ? target : canonicalAlias;
+  const announcer = call ? /^@[^:]+:(.+)$/.exec(call.sender)?.[1] : undefined;
+  return (alias ? serverOfTarget(alias) : null) ?? announcer ?? serverOfTarget(roomId);
 }

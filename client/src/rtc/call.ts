@@ -337,7 +337,7 @@ export class CallConnection {
     const own = this.state.get().ownFeed;
     const media = this.subscriber?.current();
     const remotes: RemoteParticipant[] = this.participants
-      .filter((p) => own === null || String(p.feed_id) !== String(own))
+      .filter((p) => p.streams.length > 0 && (own === null || String(p.feed_id) !== String(own)))
       .map((p) => ({
         key: String(p.feed_id),
         feed: p.feed_id,

@@ -1,7 +1,7 @@
 // The app: signed out -> login; signed in -> home (open a meeting) or a meeting from the link.
 // Finishes an SSO sign-in when the homeserver redirects back with a loginToken.
 import { ParleyClientError, toClientError } from "../errors.ts";
-import type { ClientSettings } from "../matrix/rooms.ts";
+import { serverOfTarget, type ClientSettings } from "../matrix/rooms.ts";
 import type { MatrixSession } from "../matrix/session.ts";
 import { LoginModel, type LoginPort } from "./loginModel.ts";
 import { MeetingModel, type MeetingServices } from "./meetingModel.ts";
@@ -116,7 +116,10 @@ export class AppModel {
 
   private showLogin(error: string | null): void {
     this.disposeView();
-    const login = new LoginModel(this.s.login, this.s.settings.homeserverUrl, (session) => {
+    const route = parseRoute(this.hash);
+    const meeting = route.name === "call" ? { target: route.target, hostedBy: serverOfTarget(route.target) } : null;
+    const { homeserverUrl: homeserver, serverName } = this.s.settings;
+    const login = new LoginModel(this.s.login, { homeserver, serverName, meeting }, (session) => {
       this.s.sessions.save(session);
       this.state.update({ session });
       void this.route(this.hash);

@@ -1,5 +1,8 @@
 // The sign-in screen: which homeserver, which ways it offers (password, SSO), and the attempt.
+// A full Matrix id of another server signs in at that server's homeserver (server discovery), so
+// that a meeting link from another institution works with the user's own account.
 import { ParleyClientError, toClientError } from "../errors.ts";
+import { serverNameOf } from "../matrix/discovery.ts";
 import type { LoginFlows } from "../matrix/login.ts";
 import type { MatrixSession } from "../matrix/session.ts";
 import { Store } from "./store.ts";
@@ -10,8 +13,34 @@ export interface LoginPort {
   password(homeserverUrl: string, user: string, password: string): Promise<MatrixSession>;
   /** Sends the browser to the homeserver's SSO page (does not return in a browser). */
   startSso(homeserverUrl: string, idpId: string | undefined): void;
-  /** A homeserver from .well-known for a server name, or null. */
-  discover(serverName: string): Promise<string | null>;
+  /** The homeserver of a server name (.well-known), or a ParleyClientError that names the server. */
+  discover(serverName: string): Promise<string>;
+}
+
+/** The meeting a sign-in leads to (the page was opened by its link), and who hosts it. */
+export interface LoginPurpose {
+  target: string;
+  /** The server name of the meeting's alias or room id; null when it has none. */
+  hostedBy: string | null;
+}
+
+export interface LoginContext {
+  /** This Parley's homeserver, filled in the form. */
+  homeserver: string;
+  /** Its server name: bare user names and ids of this server sign in there. */
+  serverName: string;
+  meeting: LoginPurpose | null;
+}
+
+/**
+ * Where a password sign-in goes: null for the homeserver in the form (a bare user name, an id of
+ * this Parley's server, or an address the user typed), else the server name whose homeserver is
+ * to be discovered.
+ */
+export function serverToDiscover(user: string, ctx: { serverName: string; homeserverChosen: boolean }): string | null {
+  const server = serverNameOf(user);
+  if (!server || ctx.homeserverChosen || server.toLowerCase() === ctx.serverName.toLowerCase()) return null;
+  return server;
 }
 
 export interface LoginState {
@@ -23,28 +52,40 @@ export interface LoginState {
   error: string | null;
   /** Why the user is here (an expired sign-in, a failed SSO), shown above the form. */
   notice: string | null;
+  meeting: LoginPurpose | null;
 }
 
 export class LoginModel {
   readonly state: Store<LoginState>;
   private readonly port: LoginPort;
   private readonly onSignedIn: (s: MatrixSession) => void;
+  private readonly serverName: string;
   private flowsFor = "";
+  /** The user typed a homeserver address: their ids sign in there, not where discovery says. */
+  private homeserverChosen = false;
 
-  constructor(port: LoginPort, defaultHomeserver: string, onSignedIn: (s: MatrixSession) => void, initialError: string | null = null) {
+  constructor(port: LoginPort, ctx: LoginContext, onSignedIn: (s: MatrixSession) => void, notice: string | null = null) {
     this.port = port;
     this.onSignedIn = onSignedIn;
+    this.serverName = ctx.serverName;
     this.state = new Store<LoginState>({
-      homeserver: defaultHomeserver,
+      homeserver: ctx.homeserver,
       flows: null,
       checking: false,
       busy: false,
       error: null,
-      notice: initialError,
+      notice,
+      meeting: ctx.meeting,
     });
   }
 
-  /** Looks up what the homeserver offers (on start and when the address changes). */
+  /** The user changed the homeserver address in the form. */
+  async chooseHomeserver(input: string): Promise<void> {
+    this.homeserverChosen = true;
+    await this.setHomeserver(input);
+  }
+
+  /** Looks up what the homeserver offers (on start, when the address changes, after discovery). */
   async setHomeserver(input: string): Promise<void> {
     let url: string;
     try {
@@ -70,17 +111,17 @@ export class LoginModel {
     if (this.state.get().busy) return;
     this.state.update({ busy: true, error: null });
     try {
-      let homeserver = this.state.get().homeserver;
-      // "@alice:other.example" on a homeserver that isn't other.example: ask other.example where its homeserver is.
-      const server = /^@[^:]+:(.+)$/.exec(user.trim())?.[1];
-      if (server && !homeserver.includes(server)) {
-        const found = await this.port.discover(server);
-        if (found) {
-          homeserver = found;
-          this.state.update({ homeserver });
+      const server = serverToDiscover(user, { serverName: this.serverName, homeserverChosen: this.homeserverChosen });
+      if (server) {
+        // The form then shows where the password goes, and what that homeserver offers.
+        await this.setHomeserver(await this.port.discover(server));
+        const { flows, error } = this.state.get();
+        if (error) return this.state.update({ busy: false });
+        if (flows && !flows.password) {
+          return this.state.update({ busy: false, error: `${server} doesn't take passwords here: sign in with single sign-on below.` });
         }
       }
-      const session = await this.port.password(homeserver, user, password);
+      const session = await this.port.password(this.state.get().homeserver, user, password);
       this.state.update({ busy: false });
       this.onSignedIn(session);
     } catch (err) {

@@ -1,6 +1,6 @@
-// One meeting from link to hang-up: open the room (or ask to join it and wait for a host), pre-join,
-// the call, and after leaving the choice to rejoin. The services that touch the network are
-// injected by the composition root.
+// One meeting from link to hang-up: open the room (after a yes when that would create a new
+// meeting; or ask to join it and wait for a host), pre-join, the call, and after leaving the
+// choice to rejoin. The services that touch the network are injected by the composition root.
 import { ParleyClientError, toClientError } from "../errors.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
 import type { CallDevicesModel } from "./callDevices.ts";
@@ -20,6 +20,8 @@ export interface ActiveCall {
 }
 
 export interface MeetingServices {
+  /** Whether opening the target would create a new meeting; absent: targets open as they are. */
+  isNewMeeting?(target: string): Promise<boolean>;
   openRoom(target: string): Promise<RoomSummary>;
   /** The pre-join screen for this room (it asks about the call's host where the rule says to). */
   prejoin(room: RoomSummary): PrejoinModel;
@@ -30,6 +32,7 @@ export interface MeetingServices {
 
 export type MeetingState =
   | { stage: "opening"; target: string }
+  | { stage: "confirm"; target: string }
   | { stage: "knock"; target: string; knock: KnockModel }
   | { stage: "prejoin"; target: string; room: RoomSummary; prejoin: PrejoinModel }
   | { stage: "call"; target: string; room: RoomSummary; call: ActiveCall }
@@ -39,6 +42,8 @@ export type MeetingState =
 export class MeetingModel {
   readonly state: Store<MeetingState>;
   private readonly services: MeetingServices;
+  /** The user said yes to creating this meeting. */
+  private createConfirmed = false;
 
   constructor(target: string, services: MeetingServices) {
     this.services = services;
@@ -49,12 +54,23 @@ export class MeetingModel {
     const target = this.state.get().target;
     this.state.set({ stage: "opening", target });
     try {
+      if (!this.createConfirmed && (await this.services.isNewMeeting?.(target))) {
+        this.state.set({ stage: "confirm", target });
+        return;
+      }
       const room = await this.services.openRoom(target);
       this.toPrejoin(room);
     } catch (err) {
       if (this.services.knock && err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return this.toKnock(target, this.services.knock, err);
       this.state.set({ stage: "error", target, message: toClientError(err, "room").human });
     }
+  }
+
+  /** The user said yes to a new meeting: opening it creates it. */
+  async create(): Promise<void> {
+    if (this.state.get().stage !== "confirm") return;
+    this.createConfirmed = true;
+    await this.open();
   }
 
   /** From pre-join into the call, with the previewed tracks (once any device still opening is). */

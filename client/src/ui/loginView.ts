@@ -1,4 +1,5 @@
-// Sign in: homeserver address, user and password; SSO buttons where the homeserver offers them.
+// Sign in: which meeting it leads to, homeserver address, user and password; SSO buttons where
+// the homeserver offers them.
 import type { LoginModel } from "../state/loginModel.ts";
 import { h, replace, type View } from "./dom.ts";
 
@@ -17,8 +18,13 @@ export function loginView(model: LoginModel): View {
     submit,
   );
 
+  const meeting = model.state.get().meeting;
+  const title = meeting
+    ? `Sign in to join ${meeting.target}${meeting.hostedBy ? `, hosted by ${meeting.hostedBy}` : ""}`
+    : "Sign in with your Matrix account";
   const form = h("form", { class: "card login", "aria-labelledby": "login-title", "aria-describedby": "login-error", novalidate: true },
-    h("h2", { id: "login-title" }, "Sign in with your Matrix account"),
+    h("h2", { id: "login-title" }, title),
+    meeting ? h("p", { class: "hint", id: "login-purpose" }, "Use your own Matrix account: from another institution, type your full Matrix ID (@you:your.server).") : null,
     notice,
     h("label", { for: "login-homeserver" }, "Homeserver"),
     homeserver,
@@ -31,7 +37,7 @@ export function loginView(model: LoginModel): View {
     ev.preventDefault();
     void model.signInWithPassword(user.value, password.value);
   });
-  homeserver.addEventListener("change", () => void model.setHomeserver(homeserver.value));
+  homeserver.addEventListener("change", () => void model.chooseHomeserver(homeserver.value));
 
   let ssoKey = "";
   const off = model.state.subscribe((s) => {

@@ -1,5 +1,5 @@
-// A meeting's stages: opening the room, asking to join, pre-join, the call, after leaving, or why
-// it failed.
+// A meeting's stages: opening the room, the yes to a new meeting, asking to join, pre-join, the
+// call, after leaving, or why it failed.
 import type { MeetingModel } from "../state/meetingModel.ts";
 import { callView } from "./callView.ts";
 import { h, type View } from "./dom.ts";
@@ -11,7 +11,7 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
   let child: View | null = null;
   let stageKey: unknown = null;
 
-  const homeButton = () => (opts.onHome ? h("button", { type: "button", onclick: opts.onHome }, "Back to start") : null);
+  const homeButton = () => (opts.onHome ? h("button", { type: "button", id: "meeting-home", onclick: opts.onHome }, "Back to start") : null);
 
   const off = meeting.state.subscribe((s) => {
     const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s.stage === "knock" ? s.knock : s;
@@ -21,6 +21,17 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
     switch (s.stage) {
       case "opening":
         child = { el: h("div", { class: "card centered", role: "status" }, h("p", {}, `Opening ${s.target}…`)), dispose: () => undefined };
+        break;
+      case "confirm":
+        child = {
+          el: h("div", { class: "card centered", "aria-labelledby": "meeting-new-title" },
+            h("h2", { id: "meeting-new-title" }, "A new meeting"),
+            h("p", { id: "meeting-new" }, `This is a new meeting: ${s.target}. Create it?`),
+            h("p", { class: "hint" }, "No meeting has this name yet. If you meant to join one, go back and check the name."),
+            h("div", { class: "row" }, h("button", { type: "button", class: "primary", id: "meeting-create", onclick: () => void meeting.create() }, "Create it"), homeButton()),
+          ),
+          dispose: () => undefined,
+        };
         break;
       case "knock":
         child = knockView(s.knock, { onHome: opts.onHome, onRetry: () => void meeting.open() });

@@ -32,6 +32,7 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     h("div", { class: "preview" }, video, placeholder, h("div", { class: "preview-name" }, userName)),
     h("div", { class: "card prejoin-side" },
       h("h2", { id: "prejoin-title" }, room.name),
+      room.hostedBy ? h("p", { class: "hint", id: "prejoin-hosted-by" }, `Hosted by ${room.hostedBy}`) : null,
       h("p", { class: "hint" }, "Check your camera and microphone, then join."),
       hostBox,
       h("div", { class: "toggles" }, micBtn, camBtn),

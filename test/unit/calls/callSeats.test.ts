@@ -57,6 +57,7 @@ class FakeMedia implements SfuMediaSession {
     return { streams: [] };
   }
   async answer() {}
+  async moderate() {}
   async trickle(_t: string, c: unknown) {
     this.trickles.push(c);
   }
@@ -83,12 +84,14 @@ let sfu: FakeSfu;
 let calls: CallService;
 let seats: CallSeats;
 let roomState: Record<string, unknown> | undefined;
+const SEAT_BASICS = { clock: { now: () => Date.now() }, moderation: { reactions: { perMinute: 30, burst: 5 } } };
 let keyLog: string[];
 let ids = 0;
 
 function makeSeats(opts: { keys?: boolean } = {}) {
   keyLog = [];
   return new CallSeats({
+    ...SEAT_BASICS,
     calls,
     sfu,
     rooms: { stateEvent: async () => roomState && { sender: BOT, content: roomState } },
@@ -227,7 +230,7 @@ describe("the key mode comes from the room's org.parley.call state", () => {
   });
 
   it("an unreadable room state refuses the hello (M_UNAVAILABLE) rather than guess", async () => {
-    seats = new CallSeats({ calls, sfu, rooms: { stateEvent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
+    seats = new CallSeats({ ...SEAT_BASICS, calls, sfu, rooms: { stateEvent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
     await expect(seats.open(new Client(), await session(), "DEV")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
   });
 });

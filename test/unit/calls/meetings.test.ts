@@ -10,6 +10,7 @@ import {
   RoomAliasInUseError,
   type Homeserver,
   type MeetingRoomSpec,
+  type RoomMemberFacts,
   type Notice,
   type StateEventFacts,
   type WidgetSpec,
@@ -119,14 +120,18 @@ class FakeHomeserver implements Homeserver {
     if (failure) throw failure;
     this.widgetsRemoved.push([roomId, widgetId]);
   }
+  async members(): Promise<RoomMemberFacts[]> {
+    return [];
+  }
+  async membershipAct(): Promise<void> {}
 }
 
 const CFG: MeetingsConfig = {
   domain: "example.org",
   aliasPrefix: "meet-",
   publicUrl: "https://meet.example.org/",
-  joinRule: "knock",
   encrypted: true,
+  governance: { access: "invited", guests: false, cohostLevel: 50, hasExternalServers: false },
   aliasRooms: { perMinute: 60, burst: 1000, max: 1000 },
   e2ee: { keys: "participant", provisionedRooms: [] },
 };
@@ -197,23 +202,38 @@ describe("provisionAlias", () => {
         name: "Meeting team.a_1=x",
         joinRule: "knock",
         encrypted: true,
+        moderatorLevel: 50,
+        accessRule: "restricted",
         serverAcl: { allow: ["example.org", "example.org:*", "partner.example", "partner.example:*"], deny: [], allow_ip_literals: false },
-        callInfo: { version: 1, api: "https://meet.example.org/", alias: "#meet-team.a_1=x:example.org", e2ee: { keys: "participant" } },
+        callInfo: {
+          version: 1, api: "https://meet.example.org/", alias: "#meet-team.a_1=x:example.org", e2ee: { keys: "participant" },
+          access: "invited", locked: false, guests: false,
+        },
       },
     ]);
     expect(store.getAlias("#meet-team.a_1=x:example.org")).toMatchObject({ roomId, state: "ready" });
     expect(observed).toEqual([["room_created", "alias"], ["alias", "created"]]);
   });
 
-  it("follows the config's join rule, encryption and allow-list", async () => {
-    const cfg = { ...CFG, joinRule: "public" as const, encrypted: false, publicUrl: "https://calls.example" };
+  it("follows the config's access level (as a join rule), external servers, encryption and allow-list", async () => {
+    const cfg: MeetingsConfig = {
+      ...CFG, encrypted: false, publicUrl: "https://calls.example",
+      governance: { access: "open", guests: true, cohostLevel: 40, hasExternalServers: true },
+    };
     await service(cfg, ["10.1.2.3"]).provisionAlias("#meet-x:example.org");
     expect(hs.created[0]).toMatchObject({
-      joinRule: "public",
+      // With external users, an open meeting knocks: Parley admits every knock but theirs.
+      joinRule: "knock",
       encrypted: false,
+      moderatorLevel: 40,
+      accessRule: "unrestricted",
       serverAcl: { allow: ["example.org", "example.org:*", "10.1.2.3", "10.1.2.3:*"], deny: [], allow_ip_literals: true },
-      callInfo: { version: 1, api: "https://calls.example", alias: "#meet-x:example.org", e2ee: { keys: "participant" } },
+      callInfo: { version: 1, api: "https://calls.example", alias: "#meet-x:example.org", e2ee: { keys: "participant" }, access: "open", guests: true, locked: false },
     });
+    await service({ ...cfg, governance: { ...cfg.governance, access: "institution" } }).provisionAlias("#meet-y:example.org");
+    expect(hs.created[1]).toMatchObject({ joinRule: "knock", callInfo: { access: "institution" } });
+    await service({ ...cfg, governance: { ...cfg.governance, hasExternalServers: false } }).provisionAlias("#meet-z:example.org");
+    expect(hs.created[2]).toMatchObject({ joinRule: "public", accessRule: "restricted" });
   });
 
   it("creates exactly one room for 20 concurrent queries of one alias", async () => {
@@ -771,13 +791,18 @@ describe("!meet end and the call state", () => {
     const meetings = service();
     const roomId = (await meetings.provisionAlias("#meet-x:example.org"))!;
     await meetings.onMessage(roomId, ALICE, "!meet", "$ev1");
-    expect(hs.statePut).toEqual([[roomId, "org.parley.call", { version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "participant" } }]]);
+    // The meeting's governance settings stay.
+    expect(hs.statePut).toEqual([[
+      roomId, "org.parley.call",
+      { version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "participant" }, access: "invited", locked: false, guests: false },
+    ]]);
   });
 
   it("alias rooms announce provisioned keys when calls.e2ee.keys says so", async () => {
     await service({ ...CFG, e2ee: { keys: "provisioned", provisionedRooms: [] } }).provisionAlias("#meet-x:example.org");
     expect(hs.created[0]!.callInfo).toEqual({
       version: 1, api: "https://meet.example.org/", alias: "#meet-x:example.org", e2ee: { keys: "provisioned", bot: BOT },
+      access: "invited", locked: false, guests: false,
     });
   });
 });

@@ -4,7 +4,7 @@ import { MatrixHttp } from "../../../client/src/matrix/http.ts";
 import { getLoginFlows, normalizeHomeserverUrl, passwordLogin, ssoRedirectUrl } from "../../../client/src/matrix/login.ts";
 import { parseMxc } from "../../../client/src/matrix/media.ts";
 import { decideCallHost, type CallAnnouncement } from "../../../client/src/matrix/callTrust.ts";
-import { meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
+import { joinRoom, meetingHost, meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
 import { parseSession, SessionStore } from "../../../client/src/matrix/session.ts";
 import { membersFromState, toChatMessage } from "../../../client/src/matrix/timeline.ts";
 import { parseWidgetParams } from "../../../client/src/matrix/widget.ts";
@@ -61,7 +61,17 @@ describe("room summary", () => {
       call: { api: "https://parley.b.example/", sender: "@parley:b.example" },
       host: { trust: "bot", api: "https://parley.b.example", origin: "https://parley.b.example", host: "parley.b.example" },
       encrypted: true,
+      hostedBy: "x",
     });
+  });
+
+  it("names the institution hosting the meeting: its alias's server, else its call's announcer's, else its id's", () => {
+    const call = { api: "https://parley.b.example", sender: "@parley:b.example" };
+    expect(meetingHost("#meet-team:a.example", null, call, "!r:c.example")).toBe("a.example");
+    expect(meetingHost("!r:c.example", "#team:d.example:8448", call, "!r:c.example")).toBe("d.example:8448");
+    expect(meetingHost("!r:c.example", null, call, "!r:c.example")).toBe("b.example");
+    expect(meetingHost("!r:c.example", null, null, "!r:c.example")).toBe("c.example");
+    expect(meetingHost("!opaque", null, null, "!opaque")).toBeNull();
   });
 
   it("without org.parley.call the call is the serving Parley's", async () => {
@@ -90,6 +100,26 @@ describe("MatrixHttp errors", () => {
     const http = new MatrixHttp("http://hs", undefined, fetchReturning(404, "<html>nope</html>"));
     const err = (await getLoginFlows(http).catch((e: unknown) => e)) as ParleyClientError;
     expect(err.human).toBe("That address doesn't look like a Matrix homeserver.");
+  });
+});
+
+describe("joining a meeting room", () => {
+  const failing = (status: number, body: unknown) => new MatrixHttp("http://hs", "tok", fetchReturning(status, body));
+  const joinError = (http: MatrixHttp, target: string) => joinRoom(http, target, "b.example").then(() => null, (e: unknown) => e as ParleyClientError);
+
+  it("names the meeting's server when the user's homeserver could not reach it (Synapse: 502 M_UNKNOWN)", async () => {
+    const err = await joinError(failing(502, { errcode: "M_UNKNOWN", error: "Failed to fetch alias" }), "#meet-team:a.example");
+    expect(err?.code).toBe("UNREACHABLE");
+    expect(err?.human).toBe("a.example could not be reached, so the meeting can't be opened. Try again later; if it keeps happening, your homeserver may not be allowed to talk to a.example.");
+    expect((await joinError(failing(504, { errcode: "M_UNKNOWN", error: "timed out" }), "!room:a.example:8448"))?.human).toMatch(/^a\.example:8448 could not be reached/);
+  });
+
+  it("keeps the homeserver's own failures as they are", async () => {
+    // A proxy's 502 page in front of the user's own homeserver.
+    expect((await joinError(failing(502, "<html>Bad Gateway</html>"), "#meet-team:a.example"))?.human).toBe("The server is busy or down for maintenance. Try again in a minute.");
+    // The user's own server: nothing remote to name.
+    expect((await joinError(failing(502, { errcode: "M_UNKNOWN" }), "#meet-team:b.example"))?.code).toBe("M_UNKNOWN");
+    expect((await joinError(failing(404, { errcode: "M_NOT_FOUND" }), "#meet-team:a.example"))?.human).toBe("There is no meeting with that name or address.");
   });
 });
 

@@ -69,6 +69,36 @@ describe("MeetingModel", () => {
     expect(m.state.get()).toMatchObject({ stage: "error", message: "You can't enter this meeting room: it needs an invitation, or you were removed from it." });
   });
 
+  it("asks before a new meeting is created, and creates nothing until the user says yes", async () => {
+    const isNewMeeting = vi.fn(async (target: string) => target === "#meet-tema:x");
+    const { s } = services({ isNewMeeting });
+    const m = new MeetingModel("#meet-tema:x", s);
+    await m.open();
+    expect(m.state.get()).toEqual({ stage: "confirm", target: "#meet-tema:x" });
+    expect(s.openRoom).not.toHaveBeenCalled();
+    await m.create();
+    expect(s.openRoom).toHaveBeenCalledWith("#meet-tema:x");
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(isNewMeeting).toHaveBeenCalledTimes(1);
+  });
+
+  it("opens an existing meeting without asking", async () => {
+    const { s } = services({ isNewMeeting: async () => false });
+    const m = new MeetingModel("#meet-team:x", s);
+    await m.create(); // no question asked: nothing to say yes to
+    expect(s.openRoom).not.toHaveBeenCalled();
+    await m.open();
+    expect(m.state.get().stage).toBe("prejoin");
+  });
+
+  it("says why it couldn't check whether the meeting exists", async () => {
+    const { s } = services({ isNewMeeting: async () => Promise.reject(new ParleyClientError("M_LIMIT_EXCEEDED", "room")) });
+    const m = new MeetingModel("#meet-team:x", s);
+    await m.open();
+    expect(m.state.get()).toMatchObject({ stage: "error", message: "Too many attempts in a short time. Wait a moment and try again." });
+    expect(s.openRoom).not.toHaveBeenCalled();
+  });
+
   it("keeps a failed call on screen and goes back to pre-join on retry", async () => {
     const { s, vmState, active } = services();
     const m = new MeetingModel("#x:y", s);
@@ -99,7 +129,7 @@ describe("AppModel", () => {
         flows: async () => ({ password: true, sso: null }),
         password: async () => session,
         startSso: () => undefined,
-        discover: async () => null,
+        discover: async (s) => `https://${s}`,
       },
       meeting: () => services().s,
       meetingTarget: (input) => `#meet-${input}:hs`,

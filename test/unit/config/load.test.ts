@@ -49,9 +49,13 @@ describe("parseConfig", () => {
       meetings: {
         aliasPrefix: "meet-",
         publicUrl: "https://meet.example.org",
-        joinRule: "public",
         encrypted: true,
         aliasRooms: { perMinute: 30, burst: 10, max: 10_000 },
+        governance: {
+          access: "open", hosts: "first_local_joiner", hostUsers: [], cohostLevel: 50, trustedServers: [], externalServers: [],
+          reactionsPerMinute: 30, reactionBurst: 5,
+        },
+        lookupRateLimit: { perMinute: 120, burst: 30 },
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
@@ -72,16 +76,20 @@ describe("parseConfig", () => {
 
   it("keeps values that are given instead of the defaults", () => {
     const config = parseConfig({
-      ...with_("meetings", { joinRule: "invite", encrypted: false, aliasPrefix: "call-", aliasRooms: { burst: 3 } }),
+      ...with_("meetings", { governance: { access: "invited", cohostLevel: 60 }, encrypted: false, aliasPrefix: "call-", aliasRooms: { burst: 3 } }),
       federation: { allow: ["partner.example", "*.gov.example"] },
       logging: { level: "debug" },
     });
     expect(config.meetings).toEqual({
       aliasPrefix: "call-",
       publicUrl: "https://meet.example.org",
-      joinRule: "invite",
       encrypted: false,
       aliasRooms: { perMinute: 30, burst: 3, max: 10_000 },
+      governance: {
+        access: "invited", hosts: "first_local_joiner", hostUsers: [], cohostLevel: 60, trustedServers: [], externalServers: [],
+        reactionsPerMinute: 30, reactionBurst: 5,
+      },
+      lookupRateLimit: { perMinute: 120, burst: 30 },
     });
     expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
     expect(config.logging.level).toBe("debug");
@@ -132,8 +140,8 @@ describe("parseConfig", () => {
   });
 
   it("lists the allowed values of an enum", () => {
-    expect(problemsOf(with_("meetings", { joinRule: "open" }))).toEqual([
-      'meetings.joinRule: Invalid option: expected one of "public"|"knock"|"invite"',
+    expect(problemsOf(with_("meetings", { governance: { access: "public" } }))).toEqual([
+      'meetings.governance.access: Invalid option: expected one of "open"|"institution"|"invited"',
     ]);
     expect(
       problemsOf({ ...minimal(), sfu: { nodes: [{ id: "a", url: "ws://127.0.0.1:8188", apiSecret: "generate", adminKey: "short" }] } }),

@@ -93,7 +93,7 @@ describe("sampleConfigYaml", () => {
 
   it("lists the options of enums in the comment", () => {
     const comments = new Map(sampleKeys(sampleConfigYaml()).map((k) => [k.path, k.comment]));
-    expect(comments.get("meetings.joinRule")).toContain("one of: public, knock, invite");
+    expect(comments.get("meetings.governance.access")).toContain("one of: open, institution, invited");
     expect(comments.get("logging.level")).toBe("one of: fatal, error, warn, info, debug, trace");
   });
 

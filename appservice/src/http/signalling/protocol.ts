@@ -13,6 +13,24 @@ const sdp = z
   .max(MAX_SDP_BYTES, "SDP too large")
   .refine((s) => s.startsWith("v=0"), "not an SDP (must start with v=0)");
 const jsep = (type: "offer" | "answer") => z.object({ type: z.literal(type), sdp });
+const userId = z.string().regex(/^@[^\s:]+:\S+$/, "a Matrix user id").max(255);
+const kind = z.enum(["audio", "video"]);
+
+/** A host or co-host action (docs/governance.md); the room's power levels decide who may. */
+export const moderateAction = z.discriminatedUnion("action", [
+  z.object({ action: z.enum(["mute", "allow"]), user_id: userId, kind }),
+  z.object({ action: z.literal("mute_all"), kind }),
+  z.object({ action: z.enum(["stop_share", "lower_hand", "admit", "deny"]), user_id: userId }),
+  z.object({ action: z.enum(["remove", "ban"]), user_id: userId, reason: z.string().max(500).optional() }),
+  z.object({ action: z.enum(["end", "admit_all"]) }),
+  z.object({ action: z.literal("set_role"), user_id: userId, role: z.enum(["cohost", "participant"]) }),
+  z.object({
+    action: z.literal("settings"),
+    access: z.enum(["open", "institution", "invited"]).optional(),
+    locked: z.boolean().optional(),
+    guests: z.boolean().optional(),
+  }),
+]);
 
 export const clientMessage = z.discriminatedUnion("type", [
   // device_id: the Matrix device the client runs as; others address their media keys to it.
@@ -41,6 +59,9 @@ export const clientMessage = z.discriminatedUnion("type", [
   // What the published video shows now (a screen share swaps the track without renegotiating).
   z.object({ type: z.literal("source"), id, kind: z.literal("video"), source: z.enum(["camera", "screen"]) }),
   z.object({ type: z.literal("leave"), id }),
+  z.object({ type: z.literal("hand"), id, raised: z.boolean() }),
+  z.object({ type: z.literal("react"), id, emoji: z.string().min(1).max(16) }),
+  z.object({ type: z.literal("moderate"), id, action: moderateAction }),
 ]);
 
 export type ClientMessage = z.infer<typeof clientMessage>;
@@ -53,12 +74,15 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
- *   answer, trickle, mute, source, leave, ping -> {}  (ping: {pong:true})
+ *   answer, trickle, mute, source, leave, ping, hand, react -> {}  (ping: {pong:true})
+ *   moderate    -> {} or counts ({muted}, {admitted}, {seats}); M_FORBIDDEN when the room's power
+ *                  levels do not allow it (docs/governance.md)
  * Pushes (no id):
  *   {type:"participants", participants: Participant[]}   the full list, on every change
  *   {type:"trickle", target:"publisher"|"subscriber", candidate}   Janus's candidates (if any)
  *   {type:"renegotiate", reason}   the SFU room was recreated (e.g. Janus restarted): publish and
  *                                  subscribe again on fresh peer connections
+ *   {type:"meeting"|"lobby"|"moderated"|"stop_share"|"reaction", ...}   governance (docs/governance.md)
  *   {type:"evicted", errcode, error}   the session ended (leave/kick/ban, expiry, call end, or
  *                                      another socket's hello took it over); the socket closes
  *                                      with 4000 + HTTP status (4403, 4401, 4404)

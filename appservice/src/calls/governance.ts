@@ -1,0 +1,474 @@
+// Meeting governance (docs/governance.md): roles read from the room, who becomes host, the lobby
+// (Matrix knocks), admission to calls (locked, ended), and every host action, each checked against
+// the room's power levels before Parley's bot does the Matrix act or the SFU enforces it.
+// Decisions are read fresh from the room; the cache only feeds what clients are shown (roles in
+// the participant list), refreshed by the state events that arrive in transactions.
+import { ParleyError } from "../errors.ts";
+import { getLogger } from "../log.ts";
+import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
+import { CALL_STATE_EVENT, joinRuleFor, meetingSettings, withSettings, type Access, type MeetingSettings } from "./callState.ts";
+import type { CallPush } from "./callRoster.ts";
+import type { Kind, Moderation } from "./moderation.ts";
+import { serverNameOf, ServerSet } from "./policy.ts";
+import type { Clock, Homeserver, RoomMemberFacts } from "./ports.ts";
+import { HOST_LEVEL, RoomPower, type Action, type Role } from "./roles.ts";
+
+export interface GovernanceConfig {
+  domain: string;
+  cohostLevel: number;
+  /** first_local_joiner: a local user joining an alias meeting without a joined host becomes host;
+   *  listed: only hostUsers become hosts (each when they join). */
+  hosts: "first_local_joiner" | "listed";
+  hostUsers: readonly string[];
+  /** Servers whose users join *institution* meetings directly (besides this one). */
+  trustedServers: readonly string[];
+  /** Servers whose users are external: always through the lobby, never power above 0. */
+  externalServers: readonly string[];
+  /** Localpart prefix of Parley's guest users (never power, never auto-admitted). */
+  guestPrefix: string;
+  defaults: { access: Access; guests: boolean };
+}
+
+export type ModerateAction =
+  | { action: "mute" | "allow"; user_id: string; kind: Kind }
+  | { action: "mute_all"; kind: Kind }
+  | { action: "stop_share" | "lower_hand"; user_id: string }
+  | { action: "remove" | "ban"; user_id: string; reason?: string | undefined }
+  | { action: "end" }
+  | { action: "admit" | "deny"; user_id: string }
+  | { action: "admit_all" }
+  | { action: "set_role"; user_id: string; role: "cohost" | "participant" }
+  | { action: "settings"; access?: Access | undefined; locked?: boolean | undefined; guests?: boolean | undefined };
+
+/** Who acts, from which call. */
+export interface Actor {
+  userId: string;
+  roomId: string;
+  callId: string;
+}
+
+export interface LobbyEntry {
+  user_id: string;
+  display_name: string;
+  avatar_url: string | null;
+  server: string;
+  reason: string | null;
+  since: number;
+}
+
+/** Where governance pushes reach: the seats of a room's call. */
+export interface SeatsOfRoom {
+  /** Pushes to each seat of the room; `push(userId)` says what that seat's user gets (or nothing). */
+  pushEach(roomId: string, push: (userId: string) => CallPush | undefined): void;
+}
+
+export interface GovernanceDeps {
+  homeserver: Pick<Homeserver, "botUserId" | "stateEvent" | "putState" | "members" | "membershipAct" | "removeWidget">;
+  store: Pick<AliasStore & CallStore, "aliasOfRoom" | "activeCall" | "endCall" | "lastCall">;
+  clock: Clock;
+  moderation: Pick<Moderation<unknown>, "setForced" | "stopShare" | "raiseHand" | "usersInCall">;
+  seats: SeatsOfRoom;
+  /** Closes every session of the call and its SFU room. */
+  endCall(call: CallRecord): Promise<void>;
+  /** Counts actions by outcome (metrics); optional. */
+  observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
+}
+
+interface RoomFacts {
+  power: RoomPower;
+  settings: MeetingSettings;
+  content: Record<string, unknown>;
+}
+
+export class Governance {
+  private readonly cfg: GovernanceConfig;
+  private readonly deps: GovernanceDeps;
+  private readonly trusted: ServerSet;
+  private readonly external: ServerSet;
+  private readonly cache = new Map<string, RoomFacts>();
+  private readonly loading = new Map<string, Promise<RoomFacts>>();
+  private readonly lobbies = new Map<string, Map<string, LobbyEntry>>();
+  private readonly lobbySeeded = new Map<string, Promise<void>>();
+  /** One membership decision at a time per room (two first joiners must not both become host). */
+  private readonly serial = new Map<string, Promise<unknown>>();
+  private readonly log = getLogger("calls.governance");
+
+  constructor(cfg: GovernanceConfig, deps: GovernanceDeps) {
+    this.cfg = cfg;
+    this.deps = deps;
+    this.trusted = new ServerSet([cfg.domain, ...cfg.trustedServers]);
+    this.external = new ServerSet(cfg.externalServers);
+  }
+
+  // ---- reading the room ----
+
+  /** The room's power and settings, read now (what every decision uses). */
+  async facts(roomId: string): Promise<RoomFacts> {
+    const { homeserver } = this.deps;
+    const [create, pl, call] = await Promise.all([
+      homeserver.stateEvent(roomId, "m.room.create"),
+      homeserver.stateEvent(roomId, "m.room.power_levels"),
+      homeserver.stateEvent(roomId, CALL_STATE_EVENT),
+    ]);
+    const facts: RoomFacts = {
+      power: new RoomPower({ create, powerLevels: pl?.content }, { cohostLevel: this.cfg.cohostLevel, botUserId: homeserver.botUserId }),
+      settings: meetingSettings(call?.content, this.cfg.defaults),
+      content: call?.content ?? {},
+    };
+    this.cache.set(roomId, facts);
+    return facts;
+  }
+
+  /** The role shown for a user (from the cache; a miss loads it and pushes again). */
+  roleOf(roomId: string, userId: string): Role | undefined {
+    const facts = this.cache.get(roomId);
+    if (facts) return facts.power.roleOf(userId);
+    this.refresh(roomId);
+    return undefined;
+  }
+
+  private refresh(roomId: string): void {
+    if (this.loading.has(roomId)) return;
+    const p = this.facts(roomId).finally(() => this.loading.delete(roomId));
+    this.loading.set(roomId, p);
+    void p.then(() => this.notify(roomId)).catch((err: unknown) => this.log.warn({ err, roomId }, "room state not read"));
+  }
+
+  /** A state event that governance reads changed (from a transaction): everyone is told anew. */
+  onRoomState(roomId: string, type: string): void {
+    if (!["m.room.create", "m.room.power_levels", CALL_STATE_EVENT, "m.room.join_rules"].includes(type)) return;
+    this.cache.delete(roomId);
+    this.refresh(roomId);
+  }
+
+  private isGuest(userId: string): boolean {
+    return userId.startsWith(`@${this.cfg.guestPrefix}`) && this.isLocal(userId);
+  }
+
+  private isLocal(userId: string): boolean {
+    try {
+      return serverNameOf(userId) === this.cfg.domain;
+    } catch {
+      return false;
+    }
+  }
+
+  isExternal(userId: string): boolean {
+    return this.external.hasUser(userId);
+  }
+
+  private isAliasMeeting(roomId: string): boolean {
+    return this.deps.store.aliasOfRoom(roomId)?.state === "ready";
+  }
+
+  // ---- what clients are shown ----
+
+  /** The `meeting` push for one user. */
+  meetingPush(roomId: string, userId: string): CallPush | undefined {
+    const facts = this.cache.get(roomId);
+    if (!facts) return undefined;
+    const { settings, power } = facts;
+    return {
+      type: "meeting",
+      access: settings.access,
+      locked: settings.locked,
+      guests: settings.guests,
+      ended: settings.ended,
+      you: { role: power.roleOf(userId), can: power.allowed(userId) },
+    };
+  }
+
+  private lobbyPush(roomId: string, userId: string): CallPush | undefined {
+    const facts = this.cache.get(roomId);
+    if (!facts?.power.may(userId, "admit")) return undefined;
+    return { type: "lobby", waiting: this.waiting(roomId) };
+  }
+
+  /** Pushes the meeting (and, to those who may admit, the lobby) to every seat of the room. */
+  notify(roomId: string): void {
+    this.deps.seats.pushEach(roomId, (userId) => this.meetingPush(roomId, userId));
+    this.deps.seats.pushEach(roomId, (userId) => this.lobbyPush(roomId, userId));
+  }
+
+  /** A seat opened: its user gets the meeting and, if they may admit, the lobby. */
+  async onSeated(roomId: string, userId: string, push: (p: CallPush) => void): Promise<void> {
+    await Promise.all([this.cache.has(roomId) ? undefined : this.facts(roomId), this.seedLobby(roomId)]);
+    const meeting = this.meetingPush(roomId, userId);
+    if (meeting) push(meeting);
+    const lobby = this.lobbyPush(roomId, userId);
+    if (lobby) push(lobby);
+  }
+
+  // ---- the lobby ----
+
+  waiting(roomId: string): LobbyEntry[] {
+    return [...(this.lobbies.get(roomId)?.values() ?? [])].sort((a, b) => a.since - b.since);
+  }
+
+  /** Knocks made before Parley started are read from the room once. */
+  private seedLobby(roomId: string): Promise<void> {
+    let seeded = this.lobbySeeded.get(roomId);
+    if (!seeded) {
+      seeded = this.deps.homeserver
+        .members(roomId, "knock")
+        .then((knocks) => {
+          for (const k of knocks) this.addKnock(roomId, k);
+        })
+        .catch((err: unknown) => {
+          this.lobbySeeded.delete(roomId);
+          this.log.warn({ err, roomId }, "knocks not read");
+        });
+      this.lobbySeeded.set(roomId, seeded);
+    }
+    return seeded;
+  }
+
+  private addKnock(roomId: string, k: RoomMemberFacts): void {
+    let lobby = this.lobbies.get(roomId);
+    if (!lobby) this.lobbies.set(roomId, (lobby = new Map()));
+    let server: string;
+    try {
+      server = serverNameOf(k.userId);
+    } catch {
+      return;
+    }
+    const name = k.displayName?.trim() ? k.displayName.slice(0, 256) : k.userId;
+    lobby.set(k.userId, {
+      user_id: k.userId,
+      display_name: this.isGuest(k.userId) && !/\(guest\)$/.test(name) ? `${name} (guest)` : name,
+      avatar_url: k.avatarUrl?.startsWith("mxc://") ? k.avatarUrl : null,
+      server,
+      reason: k.reason ? k.reason.slice(0, 500) : null,
+      since: k.since,
+    });
+  }
+
+  private removeKnock(roomId: string, userId: string): boolean {
+    const lobby = this.lobbies.get(roomId);
+    const had = lobby?.delete(userId) ?? false;
+    if (lobby?.size === 0) this.lobbies.delete(roomId);
+    return had;
+  }
+
+  /**
+   * A membership changed (from a transaction). A knock joins the lobby (and, in an *institution*
+   * meeting, a user of this or a trusted server is invited at once); anything else leaves it. A
+   * local user joining an alias meeting may become its host; a host leaving may promote a co-host.
+   */
+  async onMembership(roomId: string, k: RoomMemberFacts, membership: string): Promise<void> {
+    if (membership === "knock") {
+      this.addKnock(roomId, k);
+      this.notify(roomId);
+      await this.autoAdmit(roomId, k.userId);
+      return;
+    }
+    if (this.removeKnock(roomId, k.userId)) this.notify(roomId);
+    if (!this.isAliasMeeting(roomId) || k.userId === this.deps.homeserver.botUserId) return;
+    if (membership === "join") await this.inRoomOrder(roomId, () => this.maybeMakeHost(roomId, k.userId));
+    else if (membership === "leave" || membership === "ban") await this.inRoomOrder(roomId, () => this.maybePromote(roomId));
+  }
+
+  private inRoomOrder<T>(roomId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.serial.get(roomId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(fn);
+    this.serial.set(roomId, next);
+    void next.finally(() => {
+      if (this.serial.get(roomId) === next) this.serial.delete(roomId);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  /** A knock Parley answers itself: in an *institution* meeting, one from this or a trusted
+   *  server; in an *open* one that knocks (external users exist), anyone's. Never an external
+   *  user's or a guest's, never while locked. */
+  private async autoAdmit(roomId: string, userId: string): Promise<void> {
+    if (this.isExternal(userId) || this.isGuest(userId)) return;
+    const { settings } = await this.facts(roomId);
+    if (settings.locked) return;
+    const admit = settings.access === "open" || (settings.access === "institution" && this.trusted.hasUser(userId));
+    if (!admit) return;
+    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
+    this.deps.observe?.("auto_admit", "ok");
+    this.log.info({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
+  }
+
+  private mayHost(userId: string): boolean {
+    if (!this.isLocal(userId) || this.isGuest(userId) || this.isExternal(userId)) return false;
+    return this.cfg.hosts === "first_local_joiner" || this.cfg.hostUsers.includes(userId);
+  }
+
+  private async joinedHosts(roomId: string, power: RoomPower): Promise<RoomMemberFacts[]> {
+    const joined = await this.deps.homeserver.members(roomId, "join");
+    return joined.filter((m) => m.userId !== this.deps.homeserver.botUserId && power.roleOf(m.userId) === "host");
+  }
+
+  private async maybeMakeHost(roomId: string, userId: string): Promise<void> {
+    if (!this.mayHost(userId)) return;
+    const { power } = await this.facts(roomId);
+    if (power.roleOf(userId) === "host") return;
+    if (this.cfg.hosts === "first_local_joiner" && (await this.joinedHosts(roomId, power)).some((m) => m.userId !== userId)) return;
+    await this.setLevel(roomId, power, userId, HOST_LEVEL);
+    this.deps.observe?.("host_assigned", "ok");
+    this.log.info({ audit: "host_assigned", roomId, target: userId, policy: this.cfg.hosts }, "host of the meeting");
+  }
+
+  /** The last host left: the co-host present longest (earliest membership) becomes host. */
+  private async maybePromote(roomId: string): Promise<void> {
+    const { power } = await this.facts(roomId);
+    const joined = (await this.deps.homeserver.members(roomId, "join")).filter((m) => m.userId !== this.deps.homeserver.botUserId);
+    if (joined.some((m) => power.roleOf(m.userId) === "host")) return;
+    const next = joined
+      .filter((m) => power.roleOf(m.userId) === "cohost" && !this.isExternal(m.userId) && !this.isGuest(m.userId))
+      .sort((a, b) => a.since - b.since)[0];
+    if (!next) return;
+    await this.setLevel(roomId, power, next.userId, HOST_LEVEL);
+    this.deps.observe?.("host_promoted", "ok");
+    this.log.info({ audit: "host_promoted", roomId, target: next.userId }, "the last host left: co-host promoted");
+  }
+
+  private async setLevel(roomId: string, power: RoomPower, userId: string, level: number): Promise<void> {
+    await this.deps.homeserver.putState(roomId, "m.room.power_levels", power.withLevel(userId, level));
+    this.cache.delete(roomId);
+  }
+
+  // ---- admission to a call ----
+
+  /**
+   * Whether the user may get a call session now: a locked meeting takes nobody new (hosts,
+   * co-hosts and users already in the call excepted), an ended one only a host (whose join
+   * starts it again), external users only after a host admitted them.
+   */
+  async admit(roomId: string, userId: string, inCall: boolean): Promise<void> {
+    const { power, settings, content } = await this.facts(roomId);
+    const role = power.roleOf(userId);
+    if (settings.ended) {
+      if (role !== "host") {
+        throw new ParleyError("M_FORBIDDEN", `this meeting was ended by ${settings.ended.by}; a host can start it again`);
+      }
+      await this.deps.homeserver.putState(roomId, CALL_STATE_EVENT, withSettings(content, { ...settings, ended: null }));
+      this.cache.delete(roomId);
+      this.log.info({ audit: "restart", roomId, actor: userId }, "meeting started again");
+    }
+    if (settings.locked && role === "participant" && !inCall) {
+      throw new ParleyError("M_FORBIDDEN", "this meeting is locked: nobody new can join until a host unlocks it");
+    }
+  }
+
+  // ---- host actions ----
+
+  async act(actor: Actor, a: ModerateAction): Promise<Record<string, unknown>> {
+    const facts = await this.facts(actor.roomId);
+    const target = "user_id" in a ? a.user_id : undefined;
+    const refuse = (why: string): never => {
+      this.deps.observe?.(a.action, "refused");
+      this.log.info({ audit: a.action, roomId: actor.roomId, actor: actor.userId, target, outcome: "refused", why }, "moderation refused");
+      throw new ParleyError("M_FORBIDDEN", why);
+    };
+    if (!facts.power.may(actor.userId, a.action, target)) {
+      refuse(target !== undefined && facts.power.levelOf(target) >= facts.power.levelOf(actor.userId) && facts.power.may(actor.userId, a.action)
+        ? `you may not ${a.action.replace("_", " ")} ${target}: their power level is not below yours`
+        : `your power level in this room does not allow '${a.action.replace("_", " ")}'`);
+    }
+    const result = await this.perform(actor, a, facts, refuse);
+    this.deps.observe?.(a.action, "ok");
+    this.log.info({ audit: a.action, roomId: actor.roomId, callId: actor.callId, actor: actor.userId, target, outcome: "ok", ...result }, "moderation");
+    return result;
+  }
+
+  private async perform(actor: Actor, a: ModerateAction, facts: RoomFacts, refuse: (why: string) => never): Promise<Record<string, unknown>> {
+    const { homeserver } = this.deps;
+    const { moderation } = this.deps;
+    const by = actor.userId;
+    const reason = (what: string) => `${what} by ${by}`;
+    switch (a.action) {
+      case "mute":
+      case "allow":
+        if (facts.power.levelOf(a.user_id) > facts.power.levelOf(by)) refuse(`you may not mute ${a.user_id}: their power level is above yours`);
+        return { seats: await moderation.setForced(actor.callId, a.user_id, a.kind, a.action === "mute", by) };
+      case "mute_all": {
+        let muted = 0;
+        for (const u of moderation.usersInCall(actor.callId)) {
+          if (u === by || facts.power.roleOf(u) !== "participant") continue;
+          await moderation.setForced(actor.callId, u, a.kind, true, by);
+          muted++;
+        }
+        return { muted };
+      }
+      case "stop_share":
+        if ((await moderation.stopShare(actor.callId, a.user_id, by)) === 0) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not sharing their screen`);
+        return {};
+      case "lower_hand":
+        moderation.raiseHand(actor.callId, a.user_id, false);
+        return {};
+      case "remove":
+        await homeserver.membershipAct(actor.roomId, "kick", a.user_id, a.reason ? `${a.reason} (${reason("removed")})` : reason("removed"));
+        return {};
+      case "ban":
+        await homeserver.membershipAct(actor.roomId, "ban", a.user_id, a.reason ? `${a.reason} (${reason("banned")})` : reason("banned"));
+        return {};
+      case "admit":
+      case "deny": {
+        if (!this.lobbies.get(actor.roomId)?.has(a.user_id)) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
+        if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
+        await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"));
+        return {};
+      }
+      case "admit_all": {
+        if (facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
+        const waiting = this.waiting(actor.roomId);
+        for (const w of waiting) await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"));
+        return { admitted: waiting.length };
+      }
+      case "set_role": {
+        if (a.role === "cohost" && (this.isExternal(a.user_id) || this.isGuest(a.user_id))) {
+          refuse(`${a.user_id} is ${this.isGuest(a.user_id) ? "a guest" : "an external user"} and cannot hold power`);
+        }
+        await this.setLevel(actor.roomId, facts.power, a.user_id, a.role === "cohost" ? this.cfg.cohostLevel : 0);
+        return {};
+      }
+      case "settings":
+        return this.changeSettings(actor, a, facts);
+      case "end":
+        await this.end(actor.roomId, by, facts);
+        return {};
+    }
+  }
+
+  private async changeSettings(actor: Actor, a: Extract<ModerateAction, { action: "settings" }>, facts: RoomFacts): Promise<Record<string, unknown>> {
+    const before = facts.settings;
+    const after: MeetingSettings = {
+      ...before,
+      ...(a.access !== undefined ? { access: a.access } : {}),
+      ...(a.locked !== undefined ? { locked: a.locked } : {}),
+      ...(a.guests !== undefined ? { guests: a.guests } : {}),
+    };
+    const { homeserver } = this.deps;
+    const external = this.cfg.externalServers.length > 0;
+    if (joinRuleFor(after, external) !== joinRuleFor(before, external)) {
+      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after, external) });
+    }
+    await homeserver.putState(actor.roomId, CALL_STATE_EVENT, withSettings(facts.content, after));
+    this.cache.delete(actor.roomId);
+    await this.facts(actor.roomId);
+    this.notify(actor.roomId);
+    return { access: after.access, locked: after.locked, guests: after.guests };
+  }
+
+  /** End for all: the call state says ended, every session closes, the SFU room goes. */
+  private async end(roomId: string, by: string, facts: RoomFacts): Promise<void> {
+    const { homeserver, store, clock } = this.deps;
+    const at = clock.now();
+    await homeserver.putState(roomId, CALL_STATE_EVENT, withSettings(facts.content, { ...facts.settings, ended: { by, at } }));
+    this.cache.delete(roomId);
+    const ended = store.endCall(roomId, { by, at, eventId: null });
+    if (ended?.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
+    if (ended) await this.deps.endCall(ended);
+  }
+
+  /** Nothing of a room stays once Parley leaves it. */
+  forgetRoom(roomId: string): void {
+    this.cache.delete(roomId);
+    this.lobbies.delete(roomId);
+    this.lobbySeeded.delete(roomId);
+  }
+}

@@ -1,0 +1,142 @@
+// What moderators do to media, enforced at the SFU (docs/governance.md): a forced mute blocks the
+// stream in Janus (`moderate`), whatever the client sends, until a moderator allows it again; the
+// client is told, and its own unmute of that source is refused. A stopped screen share is blocked
+// the same way until the client shows its camera again. Forced mutes belong to the user in the
+// call: every seat of theirs, and every later publish (a reconnect), gets them. Raised hands and
+// reactions live here too. Permission checks are the caller's (governance.ts).
+import { ParleyError } from "../errors.ts";
+import type { CallRoster, Member } from "./callRoster.ts";
+import { TokenBucket, type RateLimit } from "./rateLimit.ts";
+import type { Clock } from "./ports.ts";
+
+export type Kind = "audio" | "video";
+
+/** Reactions a client may send (anything else is refused). */
+export const REACTIONS = ["👍", "👏", "😂", "❤️", "🎉", "😮", "🤔", "🙏"] as const;
+
+export interface ModerationConfig {
+  /** Reactions per user per call (sustained per minute, and at once). */
+  reactions: RateLimit;
+}
+
+interface CallState {
+  forced: Map<string, { audio: boolean; video: boolean }>;
+  hands: Map<string, number>;
+  /** Users whose screen share a moderator stopped (blocked until they show the camera). */
+  shareStopped: Set<string>;
+  reactionBuckets: Map<string, TokenBucket>;
+}
+
+export class Moderation<S> {
+  private readonly calls = new Map<string, CallState>();
+  private readonly roster: () => CallRoster<S>;
+  private readonly clock: Clock;
+  private readonly cfg: ModerationConfig;
+
+  constructor(cfg: ModerationConfig, deps: { roster: () => CallRoster<S>; clock: Clock }) {
+    this.cfg = cfg;
+    this.roster = deps.roster;
+    this.clock = deps.clock;
+  }
+
+  private state(callId: string): CallState {
+    let s = this.calls.get(callId);
+    if (!s) this.calls.set(callId, (s = { forced: new Map(), hands: new Map(), shareStopped: new Set(), reactionBuckets: new Map() }));
+    return s;
+  }
+
+  forcedOf(callId: string, userId: string): { audio: boolean; video: boolean } {
+    return { ...(this.calls.get(callId)?.forced.get(userId) ?? { audio: false, video: false }) };
+  }
+
+  handOf(callId: string, userId: string): number | null {
+    return this.calls.get(callId)?.hands.get(userId) ?? null;
+  }
+
+  /** A moderator mutes (or allows again) a user's `kind` in the call. Returns the seats reached. */
+  async setForced(callId: string, userId: string, kind: Kind, muted: boolean, by: string): Promise<number> {
+    const s = this.state(callId);
+    const forced = { ...this.forcedOf(callId, userId), [kind]: muted };
+    if (forced.audio || forced.video) s.forced.set(userId, forced);
+    else s.forced.delete(userId);
+    const members = this.roster().membersOf(callId, userId);
+    for (const m of members) {
+      // A stopped share keeps the video blocked even when a forced video mute is lifted.
+      const block = muted || (kind === "video" && s.shareStopped.has(userId));
+      await m.media.moderate(kind, block);
+      if (muted) m.muted[kind] = true;
+      m.client.push({ type: "moderated", kind, muted, by });
+    }
+    this.roster().broadcast(callId);
+    return members.length;
+  }
+
+  /** Users in the call other than `except` (mute all). */
+  usersInCall(callId: string): string[] {
+    return [...new Set(this.roster().members(callId).map((m) => m.userId))];
+  }
+
+  /** A moderator stops a user's screen share: the video is blocked until they switch to the camera. */
+  async stopShare(callId: string, userId: string, by: string): Promise<number> {
+    const sharing = this.roster().membersOf(callId, userId).filter((m) => m.videoSource === "screen");
+    if (sharing.length === 0) return 0;
+    this.state(callId).shareStopped.add(userId);
+    for (const m of sharing) {
+      await m.media.moderate("video", true);
+      m.client.push({ type: "stop_share", by });
+    }
+    return sharing.length;
+  }
+
+  /** A client's own mute request: unmuting a forced-muted source is refused. */
+  assertMayUnmute(callId: string, userId: string, kind: Kind, muted: boolean): void {
+    if (!muted && this.forcedOf(callId, userId)[kind]) {
+      throw new ParleyError("M_FORBIDDEN", `your ${kind === "audio" ? "microphone" : "camera"} was muted by a moderator; ask them to allow it`);
+    }
+  }
+
+  /** A client switched what its video shows: back on the camera after a stopped share, the block goes. */
+  async onSource(member: Member<S>, callId: string, source: "camera" | "screen"): Promise<void> {
+    const s = this.calls.get(callId);
+    if (!s?.shareStopped.has(member.userId)) return;
+    if (source === "screen") return void (await member.media.moderate("video", true));
+    s.shareStopped.delete(member.userId);
+    if (!this.forcedOf(callId, member.userId).video) await member.media.moderate("video", false);
+  }
+
+  /** A member's publisher is up (a new publish, a reconnect): the user's blocks apply to it too. */
+  async onPublished(member: Member<S>, callId: string): Promise<void> {
+    const forced = this.forcedOf(callId, member.userId);
+    const stopped = this.calls.get(callId)?.shareStopped.has(member.userId) ?? false;
+    if (forced.audio) await member.media.moderate("audio", true);
+    if (forced.video || (stopped && member.videoSource === "screen")) await member.media.moderate("video", true);
+    if (forced.audio) member.muted.audio = true;
+    if (forced.video) member.muted.video = true;
+  }
+
+  raiseHand(callId: string, userId: string, raised: boolean): void {
+    const hands = this.state(callId).hands;
+    if (raised) hands.set(userId, hands.get(userId) ?? this.clock.now());
+    else hands.delete(userId);
+    this.roster().broadcast(callId);
+  }
+
+  react(callId: string, userId: string, emoji: string): void {
+    if (!(REACTIONS as readonly string[]).includes(emoji)) throw new ParleyError("M_INVALID_PARAM", `reactions are one of ${REACTIONS.join(" ")}`);
+    const buckets = this.state(callId).reactionBuckets;
+    let bucket = buckets.get(userId);
+    if (!bucket) buckets.set(userId, (bucket = new TokenBucket(this.cfg.reactions, this.clock)));
+    if (bucket.take() > 0) throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${this.cfg.reactions.burst} reactions at once, ${this.cfg.reactions.perMinute} a minute`);
+    for (const m of this.roster().members(callId)) m.client.push({ type: "reaction", user_id: userId, emoji });
+  }
+
+  /** The call ended: nothing of it stays. */
+  forget(callId: string): void {
+    this.calls.delete(callId);
+  }
+
+  /** Calls with moderation state (tests: a closed call leaves none). */
+  size(): number {
+    return this.calls.size;
+  }
+}

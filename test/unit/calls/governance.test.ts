@@ -1,0 +1,260 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { Governance, type GovernanceConfig } from "../../../appservice/src/calls/governance.ts";
+import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
+import type { MembershipAct, RoomMemberFacts, StateEventFacts } from "../../../appservice/src/calls/ports.ts";
+import type { CallRecord } from "../../../appservice/src/store/store.ts";
+
+const BOT = "@parley:a.example";
+const ROOM = "!m:a.example";
+
+class FakeHomeserver {
+  readonly botUserId = BOT;
+  state = new Map<string, StateEventFacts>();
+  members_: Record<string, RoomMemberFacts[]> = { join: [], knock: [], invite: [] };
+  acts: [MembershipAct, string, string][] = [];
+  puts: [string, Record<string, unknown>][] = [];
+  /** Resolves each state read only when released (concurrency tests). */
+  gate: Promise<void> | undefined;
+  async stateEvent(_room: string, type: string): Promise<StateEventFacts | undefined> {
+    await this.gate;
+    return this.state.get(type);
+  }
+  async putState(_room: string, type: string, content: Record<string, unknown>): Promise<void> {
+    this.puts.push([type, content]);
+    this.state.set(type, { sender: BOT, content });
+  }
+  async members(_room: string, membership: "join" | "knock" | "invite"): Promise<RoomMemberFacts[]> {
+    return this.members_[membership] ?? [];
+  }
+  async membershipAct(_room: string, act: MembershipAct, userId: string, reason: string): Promise<void> {
+    this.acts.push([act, userId, reason]);
+  }
+  async removeWidget(): Promise<void> {}
+}
+
+const CFG: GovernanceConfig = {
+  domain: "a.example", cohostLevel: 50, hosts: "first_local_joiner", hostUsers: [], trustedServers: ["partner.example"],
+  externalServers: ["ext.example"], guestPrefix: "_parley_", defaults: { access: "open", guests: false },
+};
+const fact = (userId: string, since = 0): RoomMemberFacts => ({ userId, displayName: undefined, avatarUrl: undefined, reason: undefined, since });
+
+let hs: FakeHomeserver;
+let ended: CallRecord[];
+let pushes: [string, CallPush][];
+let seated: string[];
+let alias: boolean;
+let forced: [string, string, boolean][];
+
+function governance(cfg: GovernanceConfig = CFG): Governance {
+  return new Governance(cfg, {
+    homeserver: hs,
+    store: {
+      aliasOfRoom: () => (alias ? { alias: "#meet-x:a.example", roomId: ROOM, state: "ready", createdAt: 0 } : undefined) as never,
+      activeCall: () => undefined,
+      lastCall: () => undefined,
+      endCall: (roomId, e) => ({ callId: "c1", roomId, origin: "alias", startedBy: "x", startedAt: 0, startEventId: null, widgetId: null, endedAt: e.at, endedBy: e.by, endEventId: null, sfu: null }),
+    },
+    clock: { now: () => 42 },
+    moderation: {
+      setForced: async (_c, u, k, m) => (forced.push([u, k, m]), 1),
+      stopShare: async () => 0,
+      raiseHand: () => undefined,
+      usersInCall: () => ["@host:a.example", "@p1:a.example", "@co:a.example", "@p2:b.example"],
+    },
+    seats: { pushEach: (_room, push) => seated.forEach((u) => { const p = push(u); if (p) pushes.push([u, p]); }) },
+    endCall: async (call) => void ended.push(call),
+  });
+}
+const setPl = (users: Record<string, number>, extra: Record<string, unknown> = {}) =>
+  hs.state.set("m.room.power_levels", { sender: BOT, content: { users, invite: 50, kick: 50, ban: 50, events: { "org.parley.moderate": 50, "org.parley.call": 100 }, ...extra } });
+const level = (u: string) => ((hs.state.get("m.room.power_levels")!.content.users as Record<string, number>) ?? {})[u];
+const actor = (userId: string) => ({ userId, roomId: ROOM, callId: "c1" });
+
+beforeEach(() => {
+  hs = new FakeHomeserver();
+  hs.state.set("m.room.create", { sender: BOT, content: { room_version: "12" } });
+  setPl({});
+  hs.state.set("org.parley.call", { sender: BOT, content: { version: 1, api: "https://a", access: "open", locked: false, guests: false } });
+  ended = [];
+  pushes = [];
+  seated = [];
+  alias = true;
+  forced = [];
+});
+
+describe("who becomes host", () => {
+  it("the first local joiner of an alias meeting, not a remote, guest or external user, nor a later joiner", async () => {
+    const g = governance();
+    for (const u of ["@bob:b.example", "@_parley_guest1:a.example", "@x:ext.example"]) await g.onMembership(ROOM, fact(u), "join");
+    expect(hs.puts).toEqual([]);
+    hs.members_.join = [fact("@alice:a.example")];
+    await g.onMembership(ROOM, fact("@alice:a.example"), "join");
+    expect(level("@alice:a.example")).toBe(100);
+    hs.members_.join.push(fact("@carol:a.example"));
+    await g.onMembership(ROOM, fact("@carol:a.example"), "join");
+    expect(level("@carol:a.example")).toBeUndefined();
+  });
+
+  it("two local users joining at once: exactly one becomes host", async () => {
+    const g = governance();
+    hs.members_.join = [fact("@alice:a.example"), fact("@carol:a.example")];
+    await Promise.all([g.onMembership(ROOM, fact("@alice:a.example"), "join"), g.onMembership(ROOM, fact("@carol:a.example"), "join")]);
+    const hosts = ["@alice:a.example", "@carol:a.example"].filter((u) => level(u) === 100);
+    expect(hosts).toHaveLength(1);
+  });
+
+  it("with hosts: listed, only listed users become hosts (each of them); a !meet room's power levels are left alone", async () => {
+    const g = governance({ ...CFG, hosts: "listed", hostUsers: ["@boss:a.example", "@deputy:a.example"] });
+    await g.onMembership(ROOM, fact("@alice:a.example"), "join");
+    await g.onMembership(ROOM, fact("@boss:a.example"), "join");
+    await g.onMembership(ROOM, fact("@deputy:a.example"), "join");
+    expect([level("@alice:a.example"), level("@boss:a.example"), level("@deputy:a.example")]).toEqual([undefined, 100, 100]);
+    alias = false;
+    setPl({});
+    await g.onMembership(ROOM, fact("@boss:a.example"), "join");
+    expect(level("@boss:a.example")).toBeUndefined();
+  });
+
+  it("when the last host leaves, the co-host present longest is promoted; none while a host remains", async () => {
+    const g = governance();
+    setPl({ "@h1:a.example": 100, "@h2:a.example": 100, "@co-late:a.example": 50, "@co-early:a.example": 50, "@x:ext.example": 50 });
+    hs.members_.join = [fact("@h2:a.example"), fact("@co-late:a.example", 300), fact("@co-early:a.example", 200), fact("@x:ext.example", 100)];
+    await g.onMembership(ROOM, fact("@h1:a.example"), "leave");
+    expect(level("@co-early:a.example")).toBe(50);
+    hs.members_.join = hs.members_.join.filter((m) => m.userId !== "@h2:a.example");
+    await g.onMembership(ROOM, fact("@h2:a.example"), "leave");
+    expect(level("@co-early:a.example")).toBe(100);
+    expect(level("@x:ext.example")).toBe(50);
+  });
+});
+
+describe("the lobby", () => {
+  it("an institution meeting admits a knock from this or a trusted server at once, never an external user's or a guest's", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "institution" } });
+    const g = governance();
+    for (const u of ["@dave:a.example", "@pat:partner.example", "@bob:b.example", "@x:ext.example", "@_parley_g:a.example"]) {
+      await g.onMembership(ROOM, fact(u), "knock");
+    }
+    expect(hs.acts.map(([act, u]) => `${act} ${u}`)).toEqual(["invite @dave:a.example", "invite @pat:partner.example"]);
+  });
+
+  it("an open meeting that knocks (external users exist) admits everyone at once but external users and guests", async () => {
+    const g = governance();
+    for (const u of ["@bob:b.example", "@x:ext.example", "@_parley_g:a.example"]) await g.onMembership(ROOM, fact(u), "knock");
+    expect(hs.acts.map(([act, u]) => `${act} ${u}`)).toEqual(["invite @bob:b.example"]);
+    // bob leaves the queue when his invite arrives (a membership event, not simulated here).
+    expect(g.waiting(ROOM).map((w) => w.user_id)).toEqual(["@bob:b.example", "@x:ext.example", "@_parley_g:a.example"]);
+  });
+
+  it("invited and locked meetings admit nobody by themselves; the queue shows name, server and reason, and guests are marked", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "institution", locked: true } });
+    const g = governance();
+    await g.onMembership(ROOM, { ...fact("@dave:a.example", 5), reason: "late", displayName: "Dave" }, "knock");
+    await g.onMembership(ROOM, { ...fact("@_parley_g1:a.example", 7), displayName: "Ada", avatarUrl: "https://evil/x.png" }, "knock");
+    expect(hs.acts).toEqual([]);
+    expect(g.waiting(ROOM)).toEqual([
+      { user_id: "@dave:a.example", display_name: "Dave", avatar_url: null, server: "a.example", reason: "late", since: 5 },
+      { user_id: "@_parley_g1:a.example", display_name: "Ada (guest)", avatar_url: null, server: "a.example", reason: null, since: 7 },
+    ]);
+    await g.onMembership(ROOM, fact("@dave:a.example"), "leave");
+    expect(g.waiting(ROOM).map((w) => w.user_id)).toEqual(["@_parley_g1:a.example"]);
+  });
+
+  it("only those who may admit are shown the lobby", async () => {
+    setPl({ "@host:a.example": 100 });
+    const g = governance();
+    seated = ["@host:a.example", "@p1:a.example"];
+    await g.facts(ROOM);
+    await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
+    expect(pushes.filter(([, p]) => p.type === "lobby").map(([u]) => u)).toEqual(["@host:a.example"]);
+  });
+});
+
+describe("host actions", () => {
+  beforeEach(() => setPl({ "@host:a.example": 100, "@co:a.example": 50 }));
+
+  it("are refused M_FORBIDDEN below the room's level, and do nothing", async () => {
+    const g = governance();
+    await expect(g.act(actor("@p1:a.example"), { action: "remove", user_id: "@p2:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await expect(g.act(actor("@co:a.example"), { action: "settings", locked: true })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await expect(g.act(actor("@co:a.example"), { action: "remove", user_id: "@host:a.example" })).rejects.toMatchObject({
+      errcode: "M_FORBIDDEN", message: expect.stringContaining("not below yours"),
+    });
+    expect(hs.acts).toEqual([]);
+    expect(hs.puts).toEqual([]);
+  });
+
+  it("remove and ban are the bot's kick and ban with a reason naming the actor", async () => {
+    const g = governance();
+    await g.act(actor("@co:a.example"), { action: "remove", user_id: "@p2:b.example", reason: "noise" });
+    await g.act(actor("@host:a.example"), { action: "ban", user_id: "@p1:a.example" });
+    expect(hs.acts).toEqual([
+      ["kick", "@p2:b.example", "noise (removed by @co:a.example)"],
+      ["ban", "@p1:a.example", "banned by @host:a.example"],
+    ]);
+  });
+
+  it("admit needs the user in the lobby and the meeting unlocked; admit all invites each", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "invited" } });
+    const g = governance();
+    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" })).rejects.toMatchObject({ errcode: "M_NOT_FOUND" });
+    await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    await g.act(actor("@co:a.example"), { action: "deny", user_id: "@eve:b.example" });
+    expect(await g.act(actor("@co:a.example"), { action: "admit_all" })).toEqual({ admitted: 2 });
+    expect(hs.acts.map(([a, u]) => `${a} ${u}`)).toEqual(["kick @eve:b.example", "invite @bob:b.example", "invite @eve:b.example"]);
+    hs.state.set("org.parley.call", { sender: BOT, content: { locked: true } });
+    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+  });
+
+  it("mute all mutes the participants, not the actor nor hosts and co-hosts", async () => {
+    const g = governance();
+    expect(await g.act(actor("@co:a.example"), { action: "mute_all", kind: "audio" })).toEqual({ muted: 2 });
+    expect(forced).toEqual([["@p1:a.example", "audio", true], ["@p2:b.example", "audio", true]]);
+  });
+
+  it("settings map access and lock onto the join rule and keep the rest of the call state", async () => {
+    const g = governance({ ...CFG, externalServers: [] });
+    await g.act(actor("@host:a.example"), { action: "settings", access: "invited" });
+    await g.act(actor("@host:a.example"), { action: "settings", locked: true });
+    await g.act(actor("@host:a.example"), { action: "settings", locked: false, access: "open" });
+    expect(hs.puts.filter(([t]) => t === "m.room.join_rules").map(([, c]) => c.join_rule)).toEqual(["knock", "invite", "public"]);
+    // With external users, an open meeting knocks (Parley admits all but them).
+    hs.puts = [];
+    const withExternal = governance(CFG);
+    await withExternal.act(actor("@host:a.example"), { action: "settings", access: "institution" });
+    await withExternal.act(actor("@host:a.example"), { action: "settings", access: "open" });
+    expect(hs.puts.filter(([t]) => t === "m.room.join_rules")).toEqual([]);
+    expect(hs.state.get("org.parley.call")!.content).toMatchObject({ version: 1, api: "https://a", access: "open", locked: false });
+  });
+
+  it("roles: a host makes co-hosts and participants; external users and guests cannot hold power", async () => {
+    const g = governance();
+    await g.act(actor("@host:a.example"), { action: "set_role", user_id: "@p1:a.example", role: "cohost" });
+    expect(level("@p1:a.example")).toBe(50);
+    await g.act(actor("@host:a.example"), { action: "set_role", user_id: "@p1:a.example", role: "participant" });
+    expect(level("@p1:a.example")).toBeUndefined();
+    await expect(g.act(actor("@host:a.example"), { action: "set_role", user_id: "@x:ext.example", role: "cohost" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await expect(g.act(actor("@host:a.example"), { action: "set_role", user_id: "@_parley_g:a.example", role: "cohost" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+  });
+
+  it("end for all marks the call state ended and closes the call; only a host's join starts it again", async () => {
+    const g = governance();
+    await g.act(actor("@co:a.example"), { action: "end" });
+    expect(hs.state.get("org.parley.call")!.content.ended).toEqual({ by: "@co:a.example", at: 42 });
+    expect(ended.map((c) => c.endedBy)).toEqual(["@co:a.example"]);
+    await expect(g.admit(ROOM, "@p1:a.example", false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringContaining("ended by @co:a.example") });
+    await expect(g.admit(ROOM, "@co:a.example", false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await g.admit(ROOM, "@host:a.example", false);
+    expect(hs.state.get("org.parley.call")!.content.ended).toBeUndefined();
+    await g.admit(ROOM, "@p1:a.example", false);
+  });
+
+  it("a locked meeting admits hosts, co-hosts and those already in the call, nobody else", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { locked: true } });
+    const g = governance();
+    await g.admit(ROOM, "@co:a.example", false);
+    await g.admit(ROOM, "@p1:a.example", true);
+    await expect(g.admit(ROOM, "@p1:a.example", false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringContaining("locked") });
+  });
+});
