@@ -75,7 +75,10 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   };
   const self = { userId: w.userId, ...(room.selfName ? { displayName: room.selfName } : {}) };
   const members = membersOf(w.feed);
-  vm = new CallViewModel({ call: connection, membership, members, media, avatars: w.avatars, encryption: encryption?.state ?? null, self, local });
+  // Who ended the meeting, when the eviction does not say: the room's org.parley.call.
+  const keys = w.keys;
+  const callState = keys ? async () => (await keys()).callState() : null;
+  vm = new CallViewModel({ call: connection, membership, members, media, avatars: w.avatars, encryption: encryption?.state ?? null, self, local, callState });
   const chat = new ChatModel(w.feed, w.userId);
   const call = vm;
   const governance = new GovernanceModel({ call: connection, members, avatars: w.avatars, self, shareLink: w.shareLink ?? null });

@@ -15,8 +15,8 @@ export const ACTIONS = [
 ] as const;
 export type ActionName = (typeof ACTIONS)[number];
 
-/** The reactions a `react` may carry (the server must accept the same list). */
-export const REACTIONS = ["👍", "👏", "❤️", "😂", "😮", "🎉"] as const;
+/** The reactions a `react` may carry: the server's list (appservice/src/calls/moderation.ts), kept equal by a unit test. */
+export const REACTIONS = ["👍", "👏", "😂", "❤️", "🎉", "😮", "🤔", "🙏"] as const;
 export type Reaction = (typeof REACTIONS)[number];
 
 export type ModerateAction =

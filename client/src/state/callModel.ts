@@ -10,7 +10,7 @@ import { keyModeText } from "../rtc/e2ee/keyMode.ts";
 import type { GovernanceRequest, Kind, Push } from "../rtc/protocol.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
-import { evictionText } from "./callEnded.ts";
+import { endedByOf, evictionText, fromRoomState, joinRefusalText } from "./callEnded.ts";
 import { forcedNotice, newlyForced, NOT_FORCED, onModerated, onOwnEntry, type Forced } from "./forcedMute.ts";
 import { initialsOf, MemberDirectory, type MembersPort } from "./memberDirectory.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
@@ -107,6 +107,8 @@ export interface CallViewModelOptions {
   local: LocalMediaHandoff;
   timers?: Timers;
   levelsEveryMs?: number;
+  /** The room's `org.parley.call` content: who ended the meeting, when the eviction does not say. */
+  callState?: (() => Promise<unknown>) | null;
 }
 
 export class CallViewModel {
@@ -118,6 +120,10 @@ export class CallViewModel {
   private audioDeviceId: string | null;
   private videoDeviceId: string | null;
   private forced: Forced = NOT_FORCED;
+  /** Asking the room's state why the call ended or was refused (once per call). */
+  private stateLookup: Promise<void> | null = null;
+  /** What the room's state said about it, once it did. */
+  private explained: string | null = null;
   private readonly directory: MemberDirectory;
   private readonly speaker = new SpeakerSelector();
   private levelsTimer: unknown;
@@ -126,7 +132,7 @@ export class CallViewModel {
   private disposed = false;
 
   constructor(opts: CallViewModelOptions) {
-    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, ...opts };
+    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, callState: null, ...opts };
     this.audio = opts.local.audio;
     this.camera = opts.local.video;
     this.audioDeviceId = opts.local.audioDeviceId;
@@ -383,6 +389,20 @@ export class CallViewModel {
     this.rebuild();
   }
 
+  /**
+   * The call ended, or the join was refused, for a reason the room's state tells better than the
+   * error (who ended the meeting; that it is locked): its words replace the error's.
+   */
+  private explainFromRoom(pick: (content: unknown) => string | null, delaysMs?: readonly number[]): void {
+    const read = this.o.callState;
+    if (!read || this.stateLookup) return;
+    this.stateLookup = fromRoomState(read, pick, this.o.timers, delaysMs).then((text) => {
+      if (!text || this.disposed) return;
+      this.explained = text;
+      if (this.o.call.state.get().phase === "failed") this.state.update({ error: text });
+    });
+  }
+
   private async leaveMembership(): Promise<void> {
     if (!this.membershipJoined || !this.o.membership) return;
     this.membershipJoined = false;
@@ -401,7 +421,16 @@ export class CallViewModel {
   private onCall(s: CallSnapshot, prev: CallSnapshot): void {
     const patch: Partial<CallViewState> = { phase: s.phase };
     if (s.phase === "failed") {
-      patch.error = evictionText(s.evicted, this.o.self.userId, (u) => this.directory.name(u)) ?? s.error?.human ?? "The call ended unexpectedly.";
+      patch.error = this.explained ?? evictionText(s.evicted, this.o.self.userId, (u) => this.directory.name(u)) ?? s.error?.human ?? "The call ended unexpectedly.";
+      if (s.evicted?.errcode === "M_NOT_FOUND" && !s.evicted.by) {
+        const evicted = s.evicted;
+        this.explainFromRoom((c) => {
+          const by = endedByOf(c);
+          return by && evictionText({ ...evicted, by }, this.o.self.userId, (u) => this.directory.name(u));
+        });
+      } else if (s.error?.context === "join" && s.error.code === "M_FORBIDDEN") {
+        this.explainFromRoom((c) => joinRefusalText(c, this.o.self.userId, (u) => this.directory.name(u)), [0]);
+      }
       this.stopLevels();
       void this.leaveMembership();
       // Camera and microphone off while nothing is being sent (pre-join reopens them).

@@ -1,7 +1,10 @@
-// Asking to join a meeting the user could not enter (the join was refused, 403): offered when the
-// room takes knocks (or when the homeserver can't say), then waiting in the lobby until a host
-// lets the user in (an invite: the meeting opens again and joins) or declines. The user may take
-// the request back. Leaving the page keeps the knock: opening the meeting again resumes the wait.
+// Asking to join a meeting the user could not enter (the join was refused, 403). Where the room
+// takes knocks (or the homeserver can't say), the client knocks at once, without asking: Parley
+// lets many knocks in by itself (an open meeting where external servers exist, an institution
+// member), so most users only pass through. Otherwise they wait in the lobby until a host lets
+// them in (an invite: the meeting opens again and joins) or declines; meanwhile they may add a
+// message for the hosts (a knock again, with the reason) or take the request back. Leaving the
+// page keeps the knock: opening the meeting again resumes the wait.
 import { toClientError, type ParleyClientError } from "../errors.ts";
 import type { Admission, RoomPreview } from "../matrix/knock.ts";
 import { Store } from "./store.ts";
@@ -17,9 +20,10 @@ export interface KnockPort {
 
 export type KnockState =
   | { status: "checking"; name: string }
-  /** "Ask to join", with an optional reason. */
+  /** "Ask to join", with an optional reason (after a cancel, or when a knock failed). */
   | { status: "offer"; name: string; sending: boolean; error: string | null }
-  | { status: "waiting"; name: string; cancelling: boolean; error: string | null }
+  /** In the lobby; `note`: the message for the hosts (none yet, being sent, sent). */
+  | { status: "waiting"; name: string; cancelling: boolean; error: string | null; note: "none" | "sending" | "sent" }
   | { status: "declined"; name: string }
   /** Asking is not possible (invite-only or locked, banned): the words why. */
   | { status: "closed"; name: string; message: string };
@@ -61,6 +65,7 @@ export class KnockModel {
     }
     if (p.kind === "hidden") return this.state.set({ status: "closed", name, message: INVITE_ONLY_TEXT });
     this.state.set({ status: "offer", name, sending: false, error: null });
+    await this.ask("");
   }
 
   async ask(reason: string): Promise<void> {
@@ -75,6 +80,20 @@ export class KnockModel {
       return;
     }
     if (!this.disposed) this.waitForAnswer(s.name);
+  }
+
+  /** A message for the hosts while waiting: the knock again, with it as the reason. */
+  async addNote(reason: string): Promise<void> {
+    const s = this.state.get();
+    const text = reason.trim().slice(0, MAX_REASON);
+    if (s.status !== "waiting" || s.note === "sending" || !text) return;
+    this.state.set({ ...s, note: "sending", error: null });
+    try {
+      await this.port.knock(this.target, text);
+      this.update((w) => ({ ...w, note: "sent" }));
+    } catch (err) {
+      this.update((w) => ({ ...w, note: "none", error: `Your message didn't reach the hosts: ${toClientError(err, "room").human}` }));
+    }
   }
 
   /** Takes the request back; the offer to ask shows again. */
@@ -103,8 +122,14 @@ export class KnockModel {
     const waiting = new AbortController();
     this.waiting?.abort();
     this.waiting = waiting;
-    this.state.set({ status: "waiting", name, cancelling: false, error });
+    this.state.set({ status: "waiting", name, cancelling: false, error, note: "none" });
     void this.answer(this.roomId!, name, waiting);
+  }
+
+  /** Changes the waiting state, if still waiting. */
+  private update(fn: (w: Extract<KnockState, { status: "waiting" }>) => KnockState): void {
+    const s = this.state.get();
+    if (!this.disposed && s.status === "waiting") this.state.set(fn(s));
   }
 
   private async answer(roomId: string, name: string, waiting: AbortController): Promise<void> {

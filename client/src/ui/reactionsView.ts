@@ -3,7 +3,7 @@
 //
 // Test ids (stable, for the browser tests):
 //   reactions              the toolbar button opening the picker
-//   react-<name>           one emoji in the picker: thumbsup, clap, heart, laugh, wow, tada
+//   react-<name>           one emoji in the picker: thumbsup, clap, laugh, heart, tada, wow, thinking, pray
 //   reaction-shown         one reaction on screen (data-user, data-emoji)
 import { REACTIONS, type Reaction } from "../rtc/governanceProtocol.ts";
 import type { GovernanceModel } from "../state/governanceModel.ts";
@@ -14,10 +14,12 @@ import { ICONS } from "./icons.ts";
 const NAMES: Record<Reaction, [string, string]> = {
   "👍": ["thumbsup", "Thumbs up"],
   "👏": ["clap", "Applause"],
-  "❤️": ["heart", "Love"],
   "😂": ["laugh", "Laughter"],
-  "😮": ["wow", "Surprise"],
+  "❤️": ["heart", "Love"],
   "🎉": ["tada", "Celebration"],
+  "😮": ["wow", "Surprise"],
+  "🤔": ["thinking", "Thinking"],
+  "🙏": ["pray", "Thanks"],
 };
 
 export function reactionsView(g: GovernanceModel): View & { button: HTMLButtonElement; overlay: HTMLElement } {

@@ -65,7 +65,7 @@ export const members = new Map<string, RoomMember>([
   ["@b:y", { userId: "@b:y", displayName: "Bob", avatarMxc: null }],
 ]);
 
-export function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState> } = {}) {
+export function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState>; callState?: () => Promise<unknown> } = {}) {
   const call = fakeCall();
   const media = fakeMedia();
   const membership = { join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) };
@@ -89,6 +89,7 @@ export function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: 
     },
     levelsEveryMs: 100,
     ...(opts.encryption ? { encryption: opts.encryption } : {}),
+    ...(opts.callState ? { callState: opts.callState } : {}),
   });
   return { vm, call, media, membership, audio, camera, fireMembers: () => onMembers?.(members) };
 }

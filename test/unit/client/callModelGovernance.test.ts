@@ -146,6 +146,45 @@ describe("CallViewModel: the call ended by a person", () => {
     expect(b.vm.state.get().error).toBe("Bob removed you from the meeting: off topic");
   });
 
+  it("reads who ended it from the room's state when the eviction does not say (the state may come a moment later)", async () => {
+    let content: unknown = { api: "https://p" };
+    const { vm, call } = setup({ callState: async () => content });
+    await vm.join();
+    call.state.update({ phase: "failed", error: ended, evicted: { errcode: "M_NOT_FOUND", by: null, reason: null } });
+    expect(vm.state.get().error).toBe("The call has ended.");
+    await vi.advanceTimersByTimeAsync(500);
+    content = { api: "https://p", ended: { by: "@b:y", at: 1 } };
+    await vi.advanceTimersByTimeAsync(1500);
+    expect(vm.state.get().error).toBe("Bob ended the meeting.");
+  });
+
+  it("reads the room's state once, and gives up quietly when it never says", async () => {
+    const read = vi.fn(async () => ({ ended: { by: "not a user id" } }));
+    const { vm, call } = setup({ callState: read });
+    await vm.join();
+    call.state.update({ phase: "failed", error: ended, evicted: { errcode: "M_NOT_FOUND", by: null, reason: null } });
+    call.state.update({ remotes: [] });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(read).toHaveBeenCalledTimes(4);
+    expect(vm.state.get().error).toBe("The call has ended.");
+  });
+
+  it("says why the meeting's server refused the join: the meeting was ended, or is locked", async () => {
+    const refused = new ParleyClientError("M_FORBIDDEN", "join", { status: 403 });
+    for (const [content, text] of [
+      [{ ended: { by: "@b:y", at: 1 } }, "Bob ended the meeting. Only a host can start it again."],
+      [{ locked: true }, "This meeting is locked: nobody new can join until a host unlocks it."],
+      [{ locked: false }, refused.human],
+    ] as const) {
+      const { vm, call } = setup({ callState: async () => content });
+      call.failStart = refused;
+      await vm.join();
+      await tick();
+      call.state.update({ remotes: [] }); // later updates keep the words
+      expect(vm.state.get().error).toBe(text);
+    }
+  });
+
   it("keeps the plain words when nobody is named", async () => {
     const { vm, call } = setup();
     await vm.join();

@@ -1,5 +1,5 @@
-// Asking to join, as the meeting screen drives it: offered after a refused join, the wait in the
-// lobby, let in (the meeting opens again), declined, cancelled, refused because locked.
+// Asking to join, as the meeting screen drives it: a knock at once after a refused join, the wait
+// in the lobby, let in (the meeting opens again), declined, cancelled, refused because locked.
 import { describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import type { Admission, RoomPreview } from "../../../client/src/matrix/knock.ts";
@@ -34,28 +34,23 @@ function port(preview: RoomPreview = KNOCKABLE) {
   return { p, signals, answer: (a: Admission) => answer?.(a), fail: (e: unknown) => fail?.(e) };
 }
 
-/** A knock model that was offered to ask, and asked. */
+/** A knock model that started (and so knocked, where the room takes knocks). */
 async function asked(p: KnockPort, admitted = vi.fn()): Promise<KnockModel> {
   const k = new KnockModel("#board:x", p, admitted);
   await k.start(FORBIDDEN);
-  await k.ask("");
   return k;
 }
 
 describe("KnockModel", () => {
-  it("offers to ask when the room takes knocks, sends the reason and waits", async () => {
+  it("knocks at once, without asking, where the room takes knocks, and waits", async () => {
     const { p } = port();
-    const admitted = vi.fn();
-    const k = new KnockModel("#board:x", p, admitted);
-    await k.start(FORBIDDEN);
-    expect(k.state.get()).toEqual({ status: "offer", name: "Board meeting", sending: false, error: null });
-    await k.ask("  I'm presenting  ");
-    expect(p.knock).toHaveBeenCalledWith("#board:x", "I'm presenting");
-    expect(k.state.get()).toEqual({ status: "waiting", name: "Board meeting", cancelling: false, error: null });
+    const k = await asked(p);
+    expect(p.knock).toHaveBeenCalledWith("#board:x", "");
+    expect(k.state.get()).toEqual({ status: "waiting", name: "Board meeting", cancelling: false, error: null, note: "none" });
     expect(p.wait).toHaveBeenCalledWith("!r:x", expect.any(AbortSignal));
   });
 
-  it("goes on to the meeting when let in", async () => {
+  it("goes on to the meeting when let in (by a host, or at once by the meeting's server)", async () => {
     const { p, answer } = port();
     const admitted = vi.fn();
     await asked(p, admitted);
@@ -64,32 +59,49 @@ describe("KnockModel", () => {
     expect(admitted).toHaveBeenCalledOnce();
   });
 
-  it("says a host declined, and may ask again", async () => {
+  it("sends a message for the hosts while waiting, as the knock's reason, and keeps waiting", async () => {
+    const { p, signals } = port();
+    const k = await asked(p);
+    await k.addNote("   ");
+    expect(p.knock).toHaveBeenCalledTimes(1); // nothing to send
+    await k.addNote("  I'm presenting the budget  ");
+    expect(p.knock).toHaveBeenLastCalledWith("#board:x", "I'm presenting the budget");
+    expect(k.state.get()).toMatchObject({ status: "waiting", note: "sent", error: null });
+    expect(signals[0]!.aborted).toBe(false);
+    const again = await asked(p);
+    p.knock.mockRejectedValueOnce(new ParleyClientError("NETWORK", "room"));
+    await again.addNote("hello");
+    expect(again.state.get()).toMatchObject({ status: "waiting", note: "none", error: expect.stringMatching(/^Your message didn't reach the hosts/) });
+  });
+
+  it("says a host declined, and may ask again with a reason", async () => {
     const { p, answer } = port();
     const k = await asked(p);
     answer("declined");
     await tick();
     expect(k.state.get()).toEqual({ status: "declined", name: "Board meeting" });
-    void k.ask("please");
-    await tick();
-    expect(p.knock).toHaveBeenCalledTimes(2);
+    await k.ask(" please ");
+    expect(p.knock).toHaveBeenLastCalledWith("#board:x", "please");
     expect(k.state.get().status).toBe("waiting");
   });
 
-  it("says a locked meeting takes no requests when the knock is refused", async () => {
+  it("says a locked meeting takes no requests when the knock is refused, and may try again", async () => {
     const { p } = port();
     p.knock.mockRejectedValueOnce(new ParleyClientError("M_FORBIDDEN", "room", { status: 403 }));
     const k = await asked(p);
     expect(k.state.get()).toEqual({ status: "offer", name: "Board meeting", sending: false, error: LOCKED_TEXT });
+    await k.ask("");
+    expect(k.state.get().status).toBe("waiting");
   });
 
-  it("takes the request back on cancel: stops waiting and leaves the knock", async () => {
+  it("takes the request back on cancel: stops waiting and leaves the knock; asking again is the user's choice", async () => {
     const { p, signals } = port();
     const k = await asked(p);
     await k.cancel();
     expect(signals[0]!.aborted).toBe(true);
     expect(p.withdraw).toHaveBeenCalledWith("!r:x");
-    expect(k.state.get()).toMatchObject({ status: "offer", error: null });
+    expect(k.state.get()).toEqual({ status: "offer", name: "Board meeting", sending: false, error: null });
+    expect(p.knock).toHaveBeenCalledTimes(1);
   });
 
   it("keeps waiting when the request can't be taken back", async () => {
@@ -103,29 +115,30 @@ describe("KnockModel", () => {
 
   it("resumes the wait for a knock made earlier (the page was reloaded)", async () => {
     const { p } = port({ ...KNOCKABLE, membership: "knock" });
-    const k = new KnockModel("#board:x", p, vi.fn());
-    await k.start(FORBIDDEN);
+    const k = await asked(p);
     expect(k.state.get().status).toBe("waiting");
     expect(p.knock).not.toHaveBeenCalled();
   });
 
-  it("does not offer to ask where it can't be done: invite-only or hidden, banned", async () => {
+  it("does not knock where it can't be done: invite-only or hidden, banned", async () => {
     for (const [preview, message] of [
       [{ ...KNOCKABLE, joinRule: "invite" }, INVITE_ONLY_TEXT],
       [{ kind: "hidden" }, INVITE_ONLY_TEXT],
       [{ ...KNOCKABLE, membership: "ban" }, "You were banned from this meeting."],
       [{ ...KNOCKABLE, joinRule: "public" }, FORBIDDEN.human],
     ] as [RoomPreview, string][]) {
-      const k = new KnockModel("#board:x", port(preview).p, vi.fn());
-      await k.start(FORBIDDEN);
+      const { p } = port(preview);
+      const k = await asked(p);
       expect(k.state.get()).toMatchObject({ status: "closed", message });
+      expect(p.knock).not.toHaveBeenCalled();
     }
   });
 
-  it("offers to ask when the homeserver can't say what the room allows", async () => {
-    const k = new KnockModel("#board:x", port({ kind: "unknown" }).p, vi.fn());
-    await k.start(FORBIDDEN);
-    expect(k.state.get()).toMatchObject({ status: "offer", name: "#board:x" });
+  it("knocks when the homeserver can't say what the room allows (the knock's answer will)", async () => {
+    const { p } = port({ kind: "unknown" });
+    const k = await asked(p);
+    expect(p.knock).toHaveBeenCalledOnce();
+    expect(k.state.get()).toMatchObject({ status: "waiting", name: "#board:x" });
   });
 
   it("says so when the wait can't go on (the sign-in expired)", async () => {
@@ -156,10 +169,7 @@ describe("MeetingModel: asking to join", () => {
     const { p, answer } = port();
     const { m, openRoom } = meeting(p);
     await m.open();
-    const s = m.state.get();
-    if (s.stage !== "knock") throw new Error(`stage ${s.stage}`);
-    void s.knock.ask("");
-    await tick();
+    expect(m.state.get().stage).toBe("knock");
     openRoom.mockResolvedValueOnce(ROOM);
     answer("invited");
     await tick(10);
