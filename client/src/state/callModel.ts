@@ -422,11 +422,12 @@ export class CallViewModel {
     const patch: Partial<CallViewState> = { phase: s.phase };
     if (s.phase === "failed") {
       patch.error = this.explained ?? evictionText(s.evicted, this.o.self.userId, (u) => this.directory.name(u)) ?? s.error?.human ?? "The call ended unexpectedly.";
-      if (s.evicted?.errcode === "M_NOT_FOUND" && !s.evicted.by) {
-        const evicted = s.evicted;
+      // The call ended (an eviction, or only the socket's 4404): who ended it, if nobody said.
+      const ended = (s.evicted?.errcode ?? (s.error?.context === "signalling" ? s.error.code : null)) === "M_NOT_FOUND";
+      if (ended && !s.evicted?.by) {
         this.explainFromRoom((c) => {
           const by = endedByOf(c);
-          return by && evictionText({ ...evicted, by }, this.o.self.userId, (u) => this.directory.name(u));
+          return by && evictionText({ errcode: "M_NOT_FOUND", by, reason: null }, this.o.self.userId, (u) => this.directory.name(u));
         });
       } else if (s.error?.context === "join" && s.error.code === "M_FORBIDDEN") {
         this.explainFromRoom((c) => joinRefusalText(c, this.o.self.userId, (u) => this.directory.name(u)), [0]);

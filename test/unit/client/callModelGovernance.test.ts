@@ -158,6 +158,14 @@ describe("CallViewModel: the call ended by a person", () => {
     expect(vm.state.get().error).toBe("Bob ended the meeting.");
   });
 
+  it("reads who ended it also when only the socket's close said the call has ended", async () => {
+    const { vm, call } = setup({ callState: async () => ({ ended: { by: "@b:y", at: 1 } }) });
+    await vm.join();
+    call.state.update({ phase: "failed", error: ended });
+    await tick();
+    expect(vm.state.get().error).toBe("Bob ended the meeting.");
+  });
+
   it("reads the room's state once, and gives up quietly when it never says", async () => {
     const read = vi.fn(async () => ({ ended: { by: "not a user id" } }));
     const { vm, call } = setup({ callState: read });
