@@ -5,6 +5,7 @@ import { toClientError } from "./errors.ts";
 import { findHomeserver } from "./matrix/discovery.ts";
 import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, passwordLogin, sessionIsValid, logout, ssoRedirectUrl, ssoReturnUrl, tokenLogin } from "./matrix/login.ts";
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
+import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
@@ -77,6 +78,7 @@ async function boot(root: HTMLElement): Promise<void> {
       },
       discover: (serverName) => findHomeserver(serverName, { insecureLoopback: settings.callTrust.insecureLoopback }),
     },
+    guests: { mode: () => guestMode(location.origin), create: (name, meeting) => createGuest(location.origin, name, meeting) },
     meeting: (session) => webMeetingServices(session, trust, (target) => isNewMeeting(target, { settings, apiBase: location.origin })),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {

@@ -39,6 +39,8 @@ export interface StackOptions {
   aliasRooms?: (index: number) => { perMinute?: number; burst?: number; max?: number };
   /** Meeting governance of institution i (default access level, trusted and external servers...). */
   governance?: (index: number, hosts: string[]) => NonNullable<NonNullable<ParleyConfigInput["meetings"]>["governance"]>;
+  /** The `guests` config section of institution i (default: the config's, guests off). */
+  guests?: (index: number) => ParleyConfigInput["guests"];
 }
 
 export interface ParleyProcess {
@@ -127,6 +129,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
           aliasRooms: opts.aliasRooms?.(index) ?? {},
           governance: opts.governance?.(index, hosts) ?? {},
         },
+        ...(opts.guests ? { guests: opts.guests(index) } : {}),
         // Every call API of the stack is plain http on loopback.
         client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).

@@ -28,6 +28,8 @@ export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | 
   crypto: BotCrypto | undefined;
   /** Counts governance actions (metrics); optional. */
   observeGovernance?: GovernanceDeps["observe"];
+  /** A meeting was ended for all (guests' accounts go sooner). */
+  onMeetingEnded?: GovernanceDeps["onMeetingEnded"];
 }
 
 export interface RunningCalls {
@@ -87,7 +89,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       trustedServers: g.trustedServers,
       externalServers: g.externalServers,
       guestPrefix: config.appservice.userPrefix,
-      defaults: { access: g.access, guests: false },
+      guestsLobby: config.guests.mode === "lobby",
+      defaults: { access: g.access, guests: config.guests.mode === "lobby" },
     },
     {
       homeserver: deps.homeserver,
@@ -100,6 +103,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         seats.media.forgetCall(call.callId);
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
+      ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
     },
   ));
 

@@ -21,6 +21,7 @@ import { configureLogging, getLogger, type Logger } from "../log.ts";
 import { type Lifecycle, withLifecycle } from "./lifecycle.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { startCalls } from "./calls.ts";
+import { startGuests } from "./guests.ts";
 import { appserviceRouter } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
@@ -68,10 +69,12 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
   const verifier = life.add("openid verifier", OpenIdVerifier.fromConfig(config, policy, { ledger: store }), (v) => v.close());
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
+  const guests = life.add("guests", startGuests(config, { homeserver, store, metrics }));
   const callParts = await life.start("calls", () =>
     startCalls(config, {
       homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
       observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
+      onMeetingEnded: (roomId) => guests.service.onMeetingEnded(roomId),
     }),
   );
   const { calls, governance } = callParts;
@@ -83,9 +86,10 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       encrypted: config.meetings.encrypted,
       governance: {
         access: config.meetings.governance.access,
-        guests: false,
+        guests: config.guests.mode === "lobby",
         cohostLevel: config.meetings.governance.cohostLevel,
         hasExternalServers: config.meetings.governance.externalServers.length > 0,
+        guestsLobby: config.guests.mode === "lobby",
       },
       aliasRooms: config.meetings.aliasRooms,
       // Provisioned keys need the bot's Olm device (the crypto section).
@@ -113,7 +117,10 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   };
   const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);
 
-  const route = (event: RawEvent) => router.route(event);
+  const route = (event: RawEvent) => {
+    guests.onEvent(event);
+    return router.route(event);
+  };
   const app = express();
   app.disable("x-powered-by");
   // No body parser for the whole app: each route that takes a body reads it with its own limit.
@@ -153,6 +160,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
     }
   });
+  app.use(guests.routers);
   app.use(clientRouter(config));
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
   app.use(errorHandler());

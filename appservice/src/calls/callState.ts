@@ -68,13 +68,13 @@ export function withSettings(content: Record<string, unknown>, s: MeetingSetting
 }
 
 /**
- * The join rule an access level maps to (a locked meeting takes no knocks: invite). Where the
- * institution has external users (Tchap-style), an open meeting knocks too: Parley admits every
- * knock at once except external users' and guests', who always pass through the lobby.
+ * The join rule an access level maps to (a locked meeting takes no knocks: invite). Where some
+ * users must always pass the lobby (external users, Tchap-style; guests, when the meeting takes
+ * them), an open meeting knocks too: Parley admits every knock at once except theirs.
  */
-export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">, hasExternalUsers = false): "public" | "knock" | "invite" {
+export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">, lobbyAlways = false): "public" | "knock" | "invite" {
   if (s.locked) return "invite";
-  return s.access === "open" && !hasExternalUsers ? "public" : "knock";
+  return s.access === "open" && !lobbyAlways ? "public" : "knock";
 }
 
 export interface RoomKeyMode {

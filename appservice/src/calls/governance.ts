@@ -26,6 +26,8 @@ export interface GovernanceConfig {
   externalServers: readonly string[];
   /** Localpart prefix of Parley's guest users (never power, never auto-admitted). */
   guestPrefix: string;
+  /** The institution takes guests (guests.mode: lobby): meetings that allow them always knock. */
+  guestsLobby?: boolean;
   defaults: { access: Access; guests: boolean };
 }
 
@@ -70,6 +72,8 @@ export interface GovernanceDeps {
   seats: SeatsOfRoom;
   /** Closes every session of the call and its SFU room. */
   endCall(call: CallRecord): Promise<void>;
+  /** The meeting was ended for all (guests' accounts go sooner); optional. */
+  onMeetingEnded?: (roomId: string) => void;
   /** Counts actions by outcome (metrics); optional. */
   observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
 }
@@ -443,9 +447,9 @@ export class Governance {
       ...(a.guests !== undefined ? { guests: a.guests } : {}),
     };
     const { homeserver } = this.deps;
-    const external = this.cfg.externalServers.length > 0;
-    if (joinRuleFor(after, external) !== joinRuleFor(before, external)) {
-      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after, external) });
+    const lobbyAlways = (s: MeetingSettings) => this.cfg.externalServers.length > 0 || (this.cfg.guestsLobby === true && s.guests);
+    if (joinRuleFor(after, lobbyAlways(after)) !== joinRuleFor(before, lobbyAlways(before))) {
+      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after, lobbyAlways(after)) });
     }
     await homeserver.putState(actor.roomId, CALL_STATE_EVENT, withSettings(facts.content, after));
     this.cache.delete(actor.roomId);
@@ -463,6 +467,7 @@ export class Governance {
     const ended = store.endCall(roomId, { by, at, eventId: null });
     if (ended?.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
     if (ended) await this.deps.endCall(ended);
+    this.deps.onMeetingEnded?.(roomId);
   }
 
   /** Nothing of a room stays once Parley leaves it. */

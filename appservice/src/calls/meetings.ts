@@ -21,7 +21,7 @@ export interface MeetingsConfig {
   publicUrl: string;
   encrypted: boolean;
   /** The institution's governance defaults for new meetings (meetings.governance). */
-  governance: { access: Access; guests: boolean; cohostLevel: number; hasExternalServers: boolean };
+  governance: { access: Access; guests: boolean; cohostLevel: number; hasExternalServers: boolean; guestsLobby?: boolean };
   /** Limits on rooms made from aliases (meetings.aliasRooms). */
   aliasRooms: AliasRoomLimits;
   /** Which key mode calls use (calls.e2ee), announced in org.parley.call. */
@@ -62,7 +62,10 @@ export class MeetingService {
       {
         domain: cfg.domain,
         aliasPrefix: cfg.aliasPrefix,
-        joinRule: joinRuleFor({ access: cfg.governance.access, locked: false }, cfg.governance.hasExternalServers),
+        joinRule: joinRuleFor(
+          { access: cfg.governance.access, locked: false },
+          cfg.governance.hasExternalServers || (cfg.governance.guests && cfg.governance.guestsLobby === true),
+        ),
         encrypted: cfg.encrypted,
         limits: cfg.aliasRooms,
         moderatorLevel: cfg.governance.cohostLevel,

@@ -278,6 +278,51 @@ export const configSchema = z
       })
       .prefault({})
       .meta({ description: "Call sessions" }),
+    guests: z
+      .strictObject({
+        mode: z.enum(["off", "lobby"]).default("off").meta({
+          description:
+            "off: no guests. lobby: a person without a Matrix account who opens a meeting link may give a name and wait in the " +
+            "meeting's lobby (a Matrix knock) as a guest user of Parley's namespace until a host admits them; a meeting can still " +
+            "refuse guests (guests: false in its org.parley.call state), and only meetings with a lobby (join rule knock) take them. " +
+            "Switched back to off, no guest token works any more and the sweep still deactivates every guest",
+        }),
+        deactivateAfterSeconds: z.int().min(1).max(7 * 86_400).default(600).meta({
+          description: "A guest who left the meeting room (or was denied, removed or banned) is deactivated this long afterwards, unless they joined again meanwhile",
+        }),
+        lobbyWaitSeconds: z.int().min(1).max(86_400).default(1800).meta({
+          description: "A guest not joined to the meeting (still waiting in the lobby, or never knocking) this long after being made is deactivated",
+        }),
+        maxLifetimeSeconds: z.int().min(60).max(30 * 86_400).default(86_400).meta({
+          description: "A guest is deactivated at the latest this long after being made, even while in the meeting",
+        }),
+        maxLive: z.int().min(1).max(100_000).default(200).meta({
+          description: "Guests not yet deactivated, at most; more are refused with M_LIMIT_EXCEEDED",
+        }),
+        createRateLimit: z
+          .strictObject({
+            perMinute: z.int().min(1).max(100_000).default(10).meta({ description: "Guests one client address may make per minute in the long run" }),
+            burst: z.int().min(1).max(10_000).default(5).meta({ description: "Guests one client address may make at once" }),
+          })
+          .prefault({})
+          .meta({ description: "Per-address limit on POST /_parley/v1/guests, refused with 429 before the body is read (behind a reverse proxy: the proxy's address)" }),
+        proxy: z
+          .strictObject({
+            requestsPerMinute: z.int().min(1).max(100_000).default(600).meta({
+              description: "Requests one guest may send through the guest proxy per minute in the long run (Synapse does not rate-limit them: they reach it as the appservice)",
+            }),
+            burst: z.int().min(1).max(10_000).default(200).meta({ description: "Requests one guest may send at once (a client's start sends a few dozen)" }),
+            concurrent: z.int().min(1).max(100).default(8).meta({ description: "Requests of one guest in flight at once (one of them is the /sync long poll)" }),
+            maxBodyBytes: z.int().min(1024).max(16 * 1024 * 1024).default(512 * 1024).meta({
+              description: "Largest request body a guest may send (to-device media keys for every device of a large call)",
+            }),
+            syncTimeoutSeconds: z.int().min(0).max(120).default(30).meta({ description: "Longest /sync long poll a guest may ask for" }),
+          })
+          .prefault({})
+          .meta({ description: "The guests' door to the homeserver: Parley forwards an allow-list of client-server requests for them" }),
+      })
+      .prefault({})
+      .meta({ description: "Guests by link: people without a Matrix account in meetings, admitted from the lobby by a host" }),
     store: z
       .strictObject({
         path: z.string().min(1).default("parley.db").meta({

@@ -20,6 +20,8 @@ export const BODY_LIMITS = {
   appserviceSmall: 4 * 1024,
   /** POST /_parley/v1/calls/join: an OpenID token (access_token <= 4096) and a room (<= 255). */
   callJoin: 8 * 1024,
+  /** POST /_parley/v1/guests: a name (<= 64 characters) and a meeting (<= 255). */
+  guestCreate: 2 * 1024,
 } as const;
 
 /** How long a refused request's remaining bytes are discarded before the socket is destroyed. */

@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import type { AliasRecord, CallRecord, NewCall, Store } from "./store.ts";
+import type { AliasRecord, CallRecord, GuestRecord, GuestState, NewCall, NewGuest, Store } from "./store.ts";
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
 
@@ -43,6 +43,18 @@ const toCall = (r: Row): CallRecord => ({
   endedBy: (r.ended_by as string | null) ?? null,
   endEventId: (r.end_event_id as string | null) ?? null,
   sfu: r.sfu_node ? { node: r.sfu_node as string, room: r.sfu_room as string, secret: r.sfu_secret as string } : null,
+});
+
+const toGuest = (r: Row): GuestRecord => ({
+  userId: r.user_id as string,
+  deviceId: r.device_id as string,
+  roomId: r.room_id as string,
+  displayName: r.display_name as string,
+  state: r.state as GuestState,
+  createdAt: r.created_at as number,
+  deactivateAt: (r.deactivate_at as number | null) ?? null,
+  deactivatedAt: (r.deactivated_at as number | null) ?? null,
+  attempts: r.attempts as number,
 });
 
 /** Creates `file` (if missing) readable by its owner only: 0600 whatever the umask. */
@@ -109,6 +121,7 @@ export class SqliteStore implements Store {
     this.db.transaction(() => {
       this.db.prepare("DELETE FROM appservice_txn WHERE completed_at < ?").run(olderThan);
       this.db.prepare("DELETE FROM processed_event WHERE processed_at < ?").run(olderThan);
+      this.db.prepare("DELETE FROM guest WHERE state = 'deactivated' AND deactivated_at < ?").run(olderThan);
     })();
   }
 
@@ -206,6 +219,63 @@ export class SqliteStore implements Store {
   }
   openIdTokenCount(): number {
     return (this.db.prepare("SELECT count(*) AS n FROM openid_token_used").get() as { n: number }).n;
+  }
+
+  claimGuest(g: NewGuest, max: number): boolean {
+    return this.db.transaction(() => {
+      if (this.liveGuestCount() >= max) return false;
+      this.db
+        .prepare(
+          `INSERT INTO guest (user_id, device_id, token_hash, room_id, display_name, state, created_at, deactivate_at)
+           VALUES (@userId, @deviceId, @tokenHash, @roomId, @displayName, 'creating', @createdAt, @deactivateAt)`,
+        )
+        .run(g);
+      return true;
+    }).immediate();
+  }
+  forgetGuest(userId: string): void {
+    this.db.prepare("DELETE FROM guest WHERE user_id = ?").run(userId);
+  }
+  guest(userId: string): GuestRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM guest WHERE user_id = ?").get(userId) as Row | undefined;
+    return row && toGuest(row);
+  }
+  guestByTokenHash(hash: string): GuestRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM guest WHERE token_hash = ? AND state <> 'deactivated'").get(hash) as Row | undefined;
+    return row && toGuest(row);
+  }
+  scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): void {
+    this.db
+      .prepare("UPDATE guest SET state = ?, deactivate_at = ?, attempts = 0 WHERE user_id = ? AND state <> 'deactivated'")
+      .run(state, deactivateAt, userId);
+  }
+  deferGuest(userId: string, deactivateAt: number): void {
+    this.db
+      .prepare("UPDATE guest SET deactivate_at = ?, attempts = attempts + 1 WHERE user_id = ? AND state <> 'deactivated'")
+      .run(deactivateAt, userId);
+  }
+  revokeGuestToken(userId: string): void {
+    this.db.prepare("UPDATE guest SET token_hash = NULL WHERE user_id = ?").run(userId);
+  }
+  markGuestDeactivated(userId: string, at: number): void {
+    this.db
+      .prepare("UPDATE guest SET state = 'deactivated', token_hash = NULL, deactivate_at = NULL, deactivated_at = ? WHERE user_id = ?")
+      .run(at, userId);
+  }
+  dueGuests(now: number, limit: number): GuestRecord[] {
+    const rows = this.db.prepare("SELECT * FROM guest WHERE deactivate_at <= ? ORDER BY deactivate_at LIMIT ?").all(now, limit) as Row[];
+    return rows.map(toGuest);
+  }
+  nextGuestDue(): number | undefined {
+    const row = this.db.prepare("SELECT min(deactivate_at) AS at FROM guest WHERE deactivate_at IS NOT NULL").get() as { at: number | null };
+    return row.at ?? undefined;
+  }
+  liveGuestCount(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM guest WHERE state <> 'deactivated'").get() as { n: number }).n;
+  }
+  guestsOfRoom(roomId: string): GuestRecord[] {
+    const rows = this.db.prepare("SELECT * FROM guest WHERE room_id = ? AND state <> 'deactivated' ORDER BY created_at").all(roomId) as Row[];
+    return rows.map(toGuest);
   }
 
   close(): void {

@@ -37,7 +37,7 @@ export interface TransactionStore {
   markTxnDone(txnId: string): void;
   isEventProcessed(eventId: string): boolean;
   markEventProcessed(eventId: string): void;
-  /** Forgets txn ids and event ids older than the cut-off (epoch ms). */
+  /** Forgets txn ids, event ids and guests deactivated before the cut-off (epoch ms). */
   prune(olderThan: number): void;
 }
 
@@ -84,6 +84,59 @@ export interface OpenIdTokenStore {
   openIdTokenCount(): number;
 }
 
-export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore {
+export type GuestState = "creating" | "waiting" | "joined" | "left" | "deactivated";
+
+export interface GuestRecord {
+  userId: string;
+  deviceId: string;
+  /** The meeting room the guest was made for (the only room it may knock on or join). */
+  roomId: string;
+  displayName: string;
+  /** creating: the account is being made; waiting: not joined (lobby); joined; left; deactivated. */
+  state: GuestState;
+  createdAt: number;
+  /** When the sweep deactivates the guest; null once deactivated. */
+  deactivateAt: number | null;
+  deactivatedAt: number | null;
+  /** Failed deactivation attempts so far. */
+  attempts: number;
+}
+
+export interface NewGuest {
+  userId: string;
+  deviceId: string;
+  roomId: string;
+  displayName: string;
+  /** Hash of the bearer token the browser holds (never the token). */
+  tokenHash: string;
+  createdAt: number;
+  deactivateAt: number;
+}
+
+/** Guests by link: one row per guest account, kept until some time after its deactivation. */
+export interface GuestStore {
+  /** Records a new guest ('creating') unless `max` guests are live (not deactivated); one transaction. */
+  claimGuest(guest: NewGuest, max: number): boolean;
+  /** Forgets a guest whose account was never made. */
+  forgetGuest(userId: string): void;
+  guest(userId: string): GuestRecord | undefined;
+  /** The live guest holding the token of this hash (not revoked, not deactivated). */
+  guestByTokenHash(hash: string): GuestRecord | undefined;
+  /** Sets a live guest's state and when it is deactivated (failed attempts start again from 0). */
+  scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): void;
+  /** After a failed deactivation: try again at `deactivateAt`, one more attempt counted. */
+  deferGuest(userId: string, deactivateAt: number): void;
+  revokeGuestToken(userId: string): void;
+  markGuestDeactivated(userId: string, at: number): void;
+  /** Live guests due for deactivation by `now`, earliest first, at most `limit`. */
+  dueGuests(now: number, limit: number): GuestRecord[];
+  /** The earliest deactivation time scheduled, if any. */
+  nextGuestDue(): number | undefined;
+  liveGuestCount(): number;
+  /** Live guests made for this room. */
+  guestsOfRoom(roomId: string): GuestRecord[];
+}
+
+export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore, GuestStore {
   close(): void;
 }

@@ -3,6 +3,7 @@
 import { ParleyClientError, toClientError } from "../errors.ts";
 import { serverOfTarget, type ClientSettings } from "../matrix/rooms.ts";
 import type { MatrixSession } from "../matrix/session.ts";
+import { GuestModel, type GuestPort } from "./guestModel.ts";
 import { LoginModel, type LoginPort } from "./loginModel.ts";
 import { MeetingModel, type MeetingServices } from "./meetingModel.ts";
 import { callHash, parseRoute } from "./router.ts";
@@ -21,6 +22,8 @@ export interface AppServices {
   /** When the page was opened by an SSO redirect: the finished session and where to go next. */
   completeSso(): Promise<{ session: MatrixSession; returnHash: string } | null>;
   login: LoginPort;
+  /** "Join as guest" on a meeting link's sign-in page (absent: never offered). */
+  guests?: GuestPort;
   meeting(session: MatrixSession): MeetingServices;
   meetingTarget(input: string): string;
   navigate(hash: string): void;
@@ -28,7 +31,7 @@ export interface AppServices {
 
 export type AppScreen =
   | { screen: "loading" }
-  | { screen: "login"; login: LoginModel }
+  | { screen: "login"; login: LoginModel; guest?: GuestModel }
   | { screen: "home"; error: string | null }
   | { screen: "meeting"; meeting: MeetingModel };
 
@@ -119,13 +122,16 @@ export class AppModel {
     const route = parseRoute(this.hash);
     const meeting = route.name === "call" ? { target: route.target, hostedBy: serverOfTarget(route.target) } : null;
     const { homeserverUrl: homeserver, serverName } = this.s.settings;
-    const login = new LoginModel(this.s.login, { homeserver, serverName, meeting }, (session) => {
+    const signedIn = (session: MatrixSession) => {
       this.s.sessions.save(session);
       this.state.update({ session });
       void this.route(this.hash);
-    }, error);
-    this.state.update({ view: { screen: "login", login } });
+    };
+    const login = new LoginModel(this.s.login, { homeserver, serverName, meeting }, signedIn, error);
+    const guest = this.s.guests && route.name === "call" ? new GuestModel(this.s.guests, route.target, signedIn) : undefined;
+    this.state.update({ view: { screen: "login", login, ...(guest ? { guest } : {}) } });
     void login.setHomeserver(this.s.settings.homeserverUrl);
+    void guest?.load();
   }
 
   private disposeView(): void {

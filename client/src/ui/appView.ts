@@ -1,6 +1,7 @@
 // The page frame: header with who is signed in, and the current screen.
 import type { AppModel } from "../state/appModel.ts";
 import { h, type View } from "./dom.ts";
+import { guestView } from "./guestView.ts";
 import { homeView } from "./homeView.ts";
 import { loginView } from "./loginView.ts";
 import { meetingView } from "./meetingView.ts";
@@ -29,6 +30,10 @@ export function mountApp(root: HTMLElement, app: AppModel, opts: { aliasExample:
         break;
       case "login":
         view = loginView(v.login);
+        if (v.guest) {
+          const [signIn, guest] = [view, guestView(v.guest)];
+          view = { el: h("div", { class: "login-choices" }, signIn.el, guest.el), dispose: () => (signIn.dispose(), guest.dispose()) };
+        }
         break;
       case "home":
         view = homeView(app, v.error, opts.aliasExample);
