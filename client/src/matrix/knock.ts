@@ -33,7 +33,10 @@ export async function previewRoom(http: MatrixHttp, target: string): Promise<Roo
       context: "room",
     });
   } catch (err) {
-    if (err instanceof ParleyClientError && (err.code === "M_NOT_FOUND" || err.code === "M_FORBIDDEN")) return { kind: "hidden" };
+    // Synapse answers 404 for a room it shows no non-member (invite-only, or locked). Anything
+    // else (no such endpoint, or a 403 from Parley's guest proxy, which does not pass it on):
+    // the homeserver can't say, and the knock's own answer will.
+    if (err instanceof ParleyClientError && err.code === "M_NOT_FOUND") return { kind: "hidden" };
     return { kind: "unknown" };
   }
   if (typeof r.room_id !== "string") return { kind: "unknown" };

@@ -50,6 +50,8 @@ describe("knocking", () => {
     hs.on("/_matrix/client/v1/room_summary/#x:b.example", { status: 404, body: { errcode: "M_NOT_FOUND", error: "Room not found or is not accessible" } });
     expect(await previewRoom(hs.http, "#x:b.example")).toEqual({ kind: "hidden" });
     expect(await previewRoom(hs.http, "#y:b.example")).toEqual({ kind: "unknown" }); // 404 M_UNRECOGNIZED
+    hs.on("/_matrix/client/v1/room_summary/#z:b.example", { status: 403, body: { errcode: "M_FORBIDDEN", error: "not on the guest proxy's list" } });
+    expect(await previewRoom(hs.http, "#z:b.example")).toEqual({ kind: "unknown" });
   });
 
   it("knocks with the reason and the room's server, and leaves to withdraw", async () => {
