@@ -2,8 +2,9 @@
 // Janus): A's meetings are *institution* meetings, so Bob of B knocks. Alice of A opens the
 // meeting and is its host; Bob's client asks to join at once and waits in the lobby with a
 // message for the hosts; Alice hears of it (the lobby badge), lets him in from the people panel;
-// then Alice mutes Bob (his mic button is disabled, "Muted by Alice"), allows him again, sees his
-// raised hand and reaction, and ends the meeting for everyone ("Alice ended the meeting").
+// a guest without a Matrix account asks to join the same way; then Alice mutes Bob (his mic button
+// is disabled, "Muted by Alice"), allows him again, sees his raised hand and reaction, and ends the
+// meeting for everyone ("Alice ended the meeting").
 // Runs inside scripts/isolated.sh (npm test does that).
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -25,6 +26,7 @@ beforeAll(async () => {
     allow: (i, hosts) => hosts.filter((_, j) => j !== i),
     janus: true,
     governance: (i) => (i === 0 ? { access: "institution" } : {}),
+    guests: (i) => (i === 0 ? { mode: "lobby" } : undefined),
     logLevel: process.env.PARLEY_E2E_LOG_LEVEL ?? "info",
   });
   [A, B] = stack.institutions as [Institution, Institution];
@@ -84,6 +86,23 @@ describe("meeting controls", () => {
     await bobPage.locator(".call").waitFor({ timeout: 30_000 });
     await byId(alicePage, `participant-${bob.userId}`).waitFor({ timeout: 30_000 });
     expect(await entry.count()).toBe(0);
+  });
+
+  it("a guest asks to join from the sign-in page, marked as a guest in the lobby; the host lets them in", async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    contexts.push(context);
+    const guest = await context.newPage();
+    guest.on("pageerror", (e) => console.error(`[guest] pageerror: ${e.message}`));
+    await guest.goto(`${A.parley.url}/#/call/${encodeURIComponent(alias)}`);
+    await guest.locator("#guest-name").fill("Gina");
+    await guest.getByRole("button", { name: "Join as guest" }).click();
+    await byId(guest, "knock-waiting").waitFor({ timeout: 60_000 });
+    const entry = alicePage.locator('[data-testid^="lobby-entry-"]', { hasText: "Gina (guest)" });
+    await entry.waitFor({ timeout: 30_000 });
+    await entry.locator('[data-testid^="admit-"]').click();
+    await guest.locator("#prejoin-join").click({ timeout: 60_000 });
+    await guest.locator(".call").waitFor({ timeout: 30_000 });
+    await alicePage.locator('[data-testid^="participant-"]', { hasText: "Gina (guest)" }).waitFor({ timeout: 30_000 });
   });
 
   it("the host mutes him: his mic button is disabled and says who; allowed again, he may unmute", async () => {
