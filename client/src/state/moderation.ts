@@ -112,5 +112,6 @@ const WHY: Partial<Record<string, string>> = {
 
 /** "Couldn't remove Bob from the meeting: you don't have the permission to do that in this meeting." */
 export function refusalText(r: GovernanceRequest, err: ParleyClientError, nameOf: (userId: string) => string): string {
-  return `Couldn't ${requestText(r, nameOf)}: ${WHY[err.code] ?? err.human}`;
+  const notSharing = r.type === "moderate" && r.action.action === "stop_share" && err.code === "M_NOT_FOUND";
+  return `Couldn't ${requestText(r, nameOf)}: ${notSharing ? "they are not sharing their screen any more." : (WHY[err.code] ?? err.human)}`;
 }

@@ -48,6 +48,9 @@ describe("naming a refused act", () => {
     expect(refusalText({ type: "moderate", action: { action: "admit", user_id: "@c:z" } }, new ParleyClientError("M_NOT_FOUND", "signalling"), names)).toBe(
       "Couldn't let Carol in: they are no longer in the meeting or the lobby.",
     );
+    expect(refusalText({ type: "moderate", action: { action: "stop_share", user_id: "@b:y" } }, new ParleyClientError("M_NOT_FOUND", "signalling"), names)).toBe(
+      "Couldn't stop Bob's screen share: they are not sharing their screen any more.",
+    );
     expect(refusalText({ type: "hand", raised: true }, new ParleyClientError("M_BAD_JSON", "signalling"), names)).toBe(
       "Couldn't raise your hand: the meeting server doesn't support this yet.",
     );
