@@ -9,8 +9,10 @@ import { browserMediaPort } from "./rtc/devices.ts";
 import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
 import { noTransforms, type MediaTransformHook } from "./rtc/transforms.ts";
+import { CallDevicesModel } from "./state/callDevices.ts";
 import { CallViewModel, type MembersPort } from "./state/callModel.ts";
 import { ChatModel } from "./state/chatModel.ts";
+import { GovernanceModel } from "./state/governanceModel.ts";
 import type { ActiveCall } from "./state/meetingModel.ts";
 import type { LocalMediaHandoff } from "./state/prejoinModel.ts";
 
@@ -30,6 +32,8 @@ export interface CallWiring {
   /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
   keys?: () => Promise<KeyChannel>;
   onStage?: (inCall: boolean) => void;
+  /** The meeting's link to hand out (none inside Element). */
+  shareLink?: string;
 }
 
 /** The call's E2EE, when this browser can transform frames and there is a key channel. */
@@ -69,9 +73,16 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     },
     leave: () => manager.leave(),
   };
-  vm = new CallViewModel({ call: connection, membership, members: membersOf(w.feed), media, avatars: w.avatars, encryption: encryption?.state ?? null, self: { userId: w.userId, ...(room.selfName ? { displayName: room.selfName } : {}) }, local });
+  const self = { userId: w.userId, ...(room.selfName ? { displayName: room.selfName } : {}) };
+  const members = membersOf(w.feed);
+  // Who ended the meeting, when the eviction does not say: the room's org.parley.call.
+  const keys = w.keys;
+  const callState = keys ? async () => (await keys()).callState() : null;
+  vm = new CallViewModel({ call: connection, membership, members, media, avatars: w.avatars, encryption: encryption?.state ?? null, self, local, callState });
   const chat = new ChatModel(w.feed, w.userId);
   const call = vm;
+  const governance = new GovernanceModel({ call: connection, members, avatars: w.avatars, self, shareLink: w.shareLink ?? null });
+  const devices = new CallDevicesModel(media, call);
   const online = () => call.networkBack();
   // Closing the tab: fire the delayed leave if there is one (best effort; it fires by itself later).
   const pagehide = () => void membership.leave();
@@ -81,9 +92,13 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   return {
     vm: call,
     chat,
+    governance,
+    devices,
     dispose: () => {
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
+      devices.dispose();
+      governance.dispose();
       call.dispose();
       encryption?.stop();
       chat.dispose();

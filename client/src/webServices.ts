@@ -4,6 +4,7 @@ import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
+import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId } from "./matrix/openid.ts";
@@ -20,6 +21,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   return {
     isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
+    knock: {
+      preview: (target) => previewRoom(http, target),
+      knock: (target, reason) => knockRoom(http, target, reason),
+      wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
+      withdraw: (roomId) => withdrawKnock(http, roomId),
+    },
     prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
     call: (room, local) => {
       const host = trust.decide(room.call);
@@ -37,6 +44,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
         },
         avatars: avatars.get,
+        // The page's own address is the meeting's link (…/#/call/<target>).
+        shareLink: globalThis.location?.href,
       });
     },
   };

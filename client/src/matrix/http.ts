@@ -7,13 +7,16 @@ export type FetchFn = (input: string, init?: RequestInit) => Promise<Response>;
 
 export interface RequestOptions {
   body?: unknown;
-  query?: Record<string, string | number | undefined>;
+  /** A list repeats its parameter (`?via=a&via=b`). */
+  query?: Record<string, string | number | readonly string[] | undefined>;
   /** Defaults to /_matrix/client/v3. */
   prefix?: string;
   context?: ErrorContext;
   timeoutMs?: number;
   /** No Authorization header even when the client has a token (login, /versions). */
   anonymous?: boolean;
+  /** Aborts the request (a long poll the user stopped waiting for). */
+  signal?: AbortSignal;
 }
 
 export class MatrixHttp {
@@ -32,8 +35,10 @@ export class MatrixHttp {
   }
 
   url(path: string, opts: Pick<RequestOptions, "prefix" | "query"> = {}): string {
-    const q = Object.entries(opts.query ?? {}).filter((e): e is [string, string | number] => e[1] !== undefined);
-    const search = q.length ? `?${new URLSearchParams(q.map(([k, v]) => [k, String(v)])).toString()}` : "";
+    const q = Object.entries(opts.query ?? {}).flatMap(([k, v]): [string, string][] =>
+      v === undefined ? [] : typeof v === "object" ? v.map((x) => [k, x]) : [[k, String(v)]],
+    );
+    const search = q.length ? `?${new URLSearchParams(q).toString()}` : "";
     return `${this.baseUrl}${opts.prefix ?? "/_matrix/client/v3"}${path}${search}`;
   }
 
@@ -57,7 +62,8 @@ export class MatrixHttp {
     const headers: Record<string, string> = {};
     if (this.accessToken && !opts.anonymous) headers.authorization = `Bearer ${this.accessToken}`;
     if (opts.body !== undefined) headers["content-type"] = "application/json";
-    const signal = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
+    const timeout = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
+    const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
     try {
       return await this.fetchFn(url, {
         method,
@@ -66,7 +72,7 @@ export class MatrixHttp {
         signal,
       });
     } catch (err) {
-      const timedOut = signal.aborted;
+      const timedOut = timeout.aborted;
       throw new ParleyClientError(timedOut ? "TIMEOUT" : "NETWORK", opts.context ?? "room", {
         detail: `${method} ${new URL(url).pathname}: ${err instanceof Error ? err.message : String(err)}`,
       });

@@ -4,6 +4,7 @@
 import { ParleyClientError, unreachableServer } from "../errors.ts";
 import type { CallAnnouncement, CallHost, CallTrustSettings } from "./callTrust.ts";
 import { enc, type MatrixHttp } from "./http.ts";
+import { viaServers } from "./knock.ts";
 
 export interface ClientSettings {
   homeserverUrl: string;
@@ -60,11 +61,15 @@ export interface RoomSummary {
   selfName?: string;
 }
 
-/** Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. */
+/**
+ * Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. A 403
+ * (M_FORBIDDEN) for a room whose join rule is `knock` is where asking to join starts (knock.ts).
+ */
 export async function joinRoom(http: MatrixHttp, target: string, ownServer: string | null = null): Promise<string> {
+  const via = viaServers(target);
   let res: { room_id?: unknown };
   try {
-    res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, context: "room" });
+    res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
   } catch (err) {
     throw joinFailure(err, target, ownServer);
   }

@@ -4,10 +4,10 @@
 import { ParleyClientError, toClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { OpenIdProvider } from "../matrix/openid.ts";
-import { Store } from "../state/store.ts";
+import { Emitter, Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
-import type { FeedId, HelloResult, Participant, Push } from "./protocol.ts";
+import type { FeedId, GovernanceRequest, HelloResult, Participant, Push } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
 import { SignallingClient, type SocketFactory } from "./signalling.ts";
 import { Subscriber, type RemoteFeed } from "./subscriber.ts";
@@ -27,9 +27,18 @@ export interface RemoteParticipant {
   media: RemoteFeed | null;
 }
 
+/** Why the server ended this device's session, when a push said so (phase "failed"). */
+export interface Eviction {
+  errcode: string;
+  /** Who did it (a host's end, remove or ban), when the server or the meeting's state said. */
+  by: string | null;
+  reason: string | null;
+}
+
 export interface CallSnapshot {
   phase: CallPhase;
   error: ParleyClientError | null;
+  evicted?: Eviction;
   roomId: string | null;
   ownFeed: FeedId | null;
   remotes: RemoteParticipant[];
@@ -74,6 +83,9 @@ export class CallConnection {
   private generation = 0;
   private restartTimer: unknown;
   private ended = false;
+  private readonly pushes = new Emitter<{ push: Push }>();
+  /** Who ended the meeting, from the last `meeting` push (an eviction may not say). */
+  private endedBy: string | null = null;
 
   constructor(opts: CallConnectionOptions) {
     this.o = {
@@ -98,7 +110,7 @@ export class CallConnection {
         ...(this.o.deviceId ? { deviceId: this.o.deviceId } : {}),
       });
       this.signalling = signalling;
-      signalling.events.on("push", (p) => this.onPush(p));
+      signalling.events.on("push", (p) => this.handlePush(p));
       signalling.events.on("ready", ({ reconnected }) => {
         if (reconnected) void this.restartMedia("the signalling socket reconnected");
       });
@@ -119,6 +131,18 @@ export class CallConnection {
       this.fail(toClientError(err, "join"));
       throw this.state.get().error;
     }
+  }
+
+  /** Every push from the server, after the call has acted on it (governance models listen here). */
+  onPush(fn: (p: Push) => void): () => void {
+    return this.pushes.on("push", fn);
+  }
+
+  /** A governance request (hand, reaction, moderation); rejects with the server's error. */
+  async send(request: GovernanceRequest): Promise<void> {
+    const s = this.signalling;
+    if (!s || this.ended) throw new ParleyClientError("CLOSED", "signalling", { detail: `${request.type} outside a call` });
+    await s.request(request);
   }
 
   /** Tells the server (and so everyone) about a mute; the track itself is handled by the caller. */
@@ -230,7 +254,7 @@ export class CallConnection {
     });
   }
 
-  private onPush(p: Push): void {
+  private handlePush(p: Push): void {
     switch (p.type) {
       case "participants":
         this.participants = p.participants;
@@ -239,16 +263,24 @@ export class CallConnection {
         );
         this.refreshRemotes();
         void this.syncFeeds();
-        return;
+        break;
       case "trickle":
         void (p.target === "publisher" ? this.publisher : this.subscriber)?.addRemoteCandidate(p.candidate);
         return;
       case "renegotiate":
         void this.restartMedia(`the server asked (${p.reason || "no reason given"})`);
         return;
-      case "evicted":
-        return; // the signalling client turns this into a closed state
+      case "evicted": {
+        // The signalling client closes the state right after; this only records who and why.
+        const by = p.by ?? (p.errcode === "M_NOT_FOUND" ? this.endedBy : null);
+        this.state.update({ evicted: { errcode: p.errcode, by, reason: p.reason ?? null } });
+        break;
+      }
+      case "meeting":
+        this.endedBy = p.ended?.by ?? null;
+        break;
     }
+    this.pushes.emit("push", p);
   }
 
   private subscribeFailures = 0;

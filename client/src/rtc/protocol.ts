@@ -1,6 +1,17 @@
 // The client's view of the signalling protocol (appservice/src/http/signalling/protocol.ts is the
 // server's zod schema, the source of truth). Outbound messages are typed here; inbound ones are
-// parsed by the guards below before anything acts on them.
+// parsed by the guards below before anything acts on them. Meeting governance (roles, lobby,
+// moderation, hands, reactions) has its own module, governanceProtocol.ts.
+import {
+  GOVERNANCE_PUSHES,
+  parseGovernanceFields,
+  type GovernanceFields,
+  type GovernancePush,
+  type GovernanceRequest,
+} from "./governanceProtocol.ts";
+import { isFeed, isKind, isObj, isUserId, type R } from "./wireGuards.ts";
+
+export type * from "./governanceProtocol.ts";
 
 export type FeedId = string | number;
 export type Jsep<T extends "offer" | "answer"> = { type: T; sdp: string };
@@ -17,7 +28,8 @@ export type ClientRequest =
   | { type: "trickle"; target: Target; candidate: CandidateInit }
   | { type: "mute"; kind: "audio" | "video"; muted: boolean }
   | { type: "source"; kind: "video"; source: "camera" | "screen" }
-  | { type: "leave" };
+  | { type: "leave" }
+  | GovernanceRequest;
 
 export interface SubscribedStream {
   feed: FeedId;
@@ -27,7 +39,7 @@ export interface SubscribedStream {
   device_id: string;
 }
 
-export interface Participant {
+export interface Participant extends GovernanceFields {
   user_id: string;
   device_id: string;
   feed_id: FeedId;
@@ -61,14 +73,11 @@ export type Push =
   | { type: "participants"; participants: Participant[] }
   | { type: "trickle"; target: Target; candidate: CandidateInit }
   | { type: "renegotiate"; reason: string }
-  | { type: "evicted"; errcode: string; error: string };
+  /** The session ended; `by` and `reason` when a person ended it (a host's end, remove or ban). */
+  | { type: "evicted"; errcode: string; error: string; by?: string; reason?: string }
+  | GovernancePush;
 
 // ---- guards: collect what is wrong instead of trusting the wire ----
-
-type R = Record<string, unknown>;
-const isObj = (v: unknown): v is R => typeof v === "object" && v !== null && !Array.isArray(v);
-const isFeed = (v: unknown): v is FeedId => typeof v === "string" || typeof v === "number";
-const isKind = (v: unknown): v is "audio" | "video" => v === "audio" || v === "video";
 
 export function isJsep<T extends "offer" | "answer">(v: unknown, type: T): v is Jsep<T> {
   return isObj(v) && v.type === type && typeof v.sdp === "string" && v.sdp.startsWith("v=0");
@@ -109,35 +118,52 @@ function parseParticipants(v: unknown, errors: string[]): Participant[] {
           })
       : [];
     const muted = isObj(p.muted) ? p.muted : {};
-    out.push({ user_id: p.user_id, device_id: typeof p.device_id === "string" ? p.device_id : "", feed_id: p.feed_id, streams, muted: { audio: muted.audio === true, video: muted.video === true } });
+    out.push({
+      user_id: p.user_id,
+      device_id: typeof p.device_id === "string" ? p.device_id : "",
+      feed_id: p.feed_id,
+      streams,
+      muted: { audio: muted.audio === true, video: muted.video === true },
+      ...parseGovernanceFields(p, `participants[${i}]`, errors),
+    });
   });
   return out;
 }
 
+function parseTrickle(m: R, errors: string[]): Push | undefined {
+  const target = m.target === "publisher" || m.target === "subscriber" ? m.target : undefined;
+  if (!target) errors.push("target must be publisher|subscriber");
+  const candidate = parseCandidate(m.candidate, errors);
+  return target && candidate !== undefined ? { type: "trickle", target, candidate } : undefined;
+}
+
+function parseEvicted(m: R): Push {
+  return {
+    type: "evicted",
+    errcode: typeof m.errcode === "string" ? m.errcode : "M_UNKNOWN",
+    error: typeof m.error === "string" ? m.error : "",
+    // Who ended the session is a courtesy for the words on screen: dropped when malformed, since
+    // the eviction itself must take effect whatever else the message carries.
+    ...(isUserId(m.by) ? { by: m.by } : {}),
+    ...(typeof m.reason === "string" && m.reason ? { reason: m.reason } : {}),
+  };
+}
+
+/** Every push by type: each parser reports what is wrong in `errors`. */
+const PUSHES: Record<Push["type"], (m: R, errors: string[]) => Push | undefined> = {
+  participants: (m, errors) => ({ type: "participants", participants: parseParticipants(m.participants, errors) }),
+  trickle: parseTrickle,
+  renegotiate: (m) => ({ type: "renegotiate", reason: typeof m.reason === "string" ? m.reason : "" }),
+  evicted: parseEvicted,
+  ...GOVERNANCE_PUSHES,
+};
+
 /** A push from the server, or the list of what is wrong with it. */
 export function parsePush(m: R): { push: Push } | { errors: string[] } {
   const errors: string[] = [];
-  let push: Push | undefined;
-  switch (m.type) {
-    case "participants":
-      push = { type: "participants", participants: parseParticipants(m.participants, errors) };
-      break;
-    case "trickle": {
-      const target = m.target === "publisher" || m.target === "subscriber" ? m.target : undefined;
-      if (!target) errors.push("target must be publisher|subscriber");
-      const candidate = parseCandidate(m.candidate, errors);
-      if (target && candidate !== undefined) push = { type: "trickle", target, candidate };
-      break;
-    }
-    case "renegotiate":
-      push = { type: "renegotiate", reason: typeof m.reason === "string" ? m.reason : "" };
-      break;
-    case "evicted":
-      push = { type: "evicted", errcode: typeof m.errcode === "string" ? m.errcode : "M_UNKNOWN", error: typeof m.error === "string" ? m.error : "" };
-      break;
-    default:
-      errors.push(`unknown push type ${String(m.type)}`);
-  }
+  const parse = typeof m.type === "string" && Object.hasOwn(PUSHES, m.type) ? PUSHES[m.type as Push["type"]] : undefined;
+  if (!parse) return { errors: [`unknown push type ${String(m.type)}`] };
+  const push = parse(m, errors);
   return errors.length || !push ? { errors } : { push };
 }
 

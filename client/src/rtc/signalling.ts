@@ -239,6 +239,8 @@ export class SignallingClient {
     if (parsed.push.type === "evicted") {
       const code = asErrCode(parsed.push.errcode);
       if (code === "M_UNKNOWN_TOKEN") return this.renew(parsed.push.error);
+      // Listeners learn who ended the session (for the words on screen) before the state closes.
+      this.events.emit("push", parsed.push);
       return this.fail(new ParleyClientError(code === "M_UNKNOWN" ? "EVICTED" : code, "signalling", { detail: parsed.push.error }));
     }
     this.events.emit("push", parsed.push);

@@ -1,16 +1,22 @@
 // The call screen: one tile per participant (display name, avatar, video, mute state, speaking),
-// the toolbar toggles (mic, camera, screen share), the connection banner, and leaving. Talks to
-// the call, the membership and the room's members through narrow ports.
+// the toolbar toggles (mic, camera, screen share), switching devices, the connection banner, and
+// leaving; a host's forced mute and stop-share act on this device's media here. Talks to the
+// call, the membership and the room's members through narrow ports.
 import { toClientError } from "../errors.ts";
 import type { AvatarSource } from "../matrix/media.ts";
-import type { RoomMember } from "../matrix/timeline.ts";
 import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
 import type { EncryptionState } from "../rtc/e2ee/callEncryption.ts";
 import { keyModeText } from "../rtc/e2ee/keyMode.ts";
+import type { GovernanceRequest, Kind, Push } from "../rtc/protocol.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
+import { endedByOf, evictionText, fromRoomState, joinRefusalText } from "./callEnded.ts";
+import { forcedNotice, newlyForced, NOT_FORCED, onModerated, onOwnEntry, type Forced } from "./forcedMute.ts";
+import { initialsOf, MemberDirectory, type MembersPort } from "./memberDirectory.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
 import { Store } from "./store.ts";
+
+export { initialsOf, type MembersPort };
 
 export interface CallPort {
   readonly state: Store<CallSnapshot>;
@@ -21,16 +27,14 @@ export interface CallPort {
   replaceTrack(kind: "audio" | "video", track: MediaStreamTrack | null): Promise<void>;
   audioLevels(): Promise<Map<string, number>>;
   reconnectNow(): void;
+  /** Every push from the server (governance: forced mutes, stop-share, the meeting, the lobby). */
+  onPush(fn: (p: Push) => void): () => void;
+  send(request: GovernanceRequest): Promise<void>;
 }
 
 export interface MembershipPort {
   join(): Promise<void>;
   leave(): Promise<void>;
-}
-
-export interface MembersPort {
-  members(): ReadonlyMap<string, RoomMember>;
-  onMembers(fn: (m: ReadonlyMap<string, RoomMember>) => void): () => void;
 }
 
 export interface CallMediaPort {
@@ -82,6 +86,10 @@ export interface CallViewState {
   cameraOn: boolean;
   sharing: boolean;
   busy: { mic: boolean; camera: boolean; screen: boolean };
+  /** Who forced the microphone / camera off (a host's mute the user cannot lift), null if nobody. */
+  forced: { audio: string | null; video: string | null };
+  /** "Muted by Alice": shown next to the disabled buttons while a forced mute lasts. */
+  forcedNotice: string | null;
   activeSpeaker: string | null;
   /** Null when the call's media is not end-to-end encrypted from this client. */
   e2ee: E2eeView | null;
@@ -99,13 +107,8 @@ export interface CallViewModelOptions {
   local: LocalMediaHandoff;
   timers?: Timers;
   levelsEveryMs?: number;
-}
-
-export function initialsOf(name: string): string {
-  const clean = name.replace(/^[@#!]/, "").split(":")[0]!.trim();
-  const words = clean.split(/[\s._-]+/).filter(Boolean);
-  const letters = words.length > 1 ? words[0]![0]! + words[1]![0]! : clean.slice(0, 2);
-  return [...letters.toUpperCase()].slice(0, 2).join("") || "?";
+  /** The room's `org.parley.call` content: who ended the meeting, when the eviction does not say. */
+  callState?: (() => Promise<unknown>) | null;
 }
 
 export class CallViewModel {
@@ -114,7 +117,14 @@ export class CallViewModel {
   private audio: MediaStreamTrack | null;
   private camera: MediaStreamTrack | null;
   private screen: MediaStreamTrack | null = null;
-  private readonly avatarUrls = new Map<string, string | null>();
+  private audioDeviceId: string | null;
+  private videoDeviceId: string | null;
+  private forced: Forced = NOT_FORCED;
+  /** Asking the room's state why the call ended or was refused (once per call). */
+  private stateLookup: Promise<void> | null = null;
+  /** What the room's state said about it, once it did. */
+  private explained: string | null = null;
+  private readonly directory: MemberDirectory;
   private readonly speaker = new SpeakerSelector();
   private levelsTimer: unknown;
   private readonly offs: (() => void)[] = [];
@@ -122,9 +132,14 @@ export class CallViewModel {
   private disposed = false;
 
   constructor(opts: CallViewModelOptions) {
-    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, ...opts };
+    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, callState: null, ...opts };
     this.audio = opts.local.audio;
     this.camera = opts.local.video;
+    this.audioDeviceId = opts.local.audioDeviceId;
+    this.videoDeviceId = opts.local.videoDeviceId;
+    this.directory = new MemberDirectory(opts.members, opts.avatars, opts.self, () => {
+      if (!this.disposed) this.rebuild();
+    });
     this.state = new Store<CallViewState>({
       phase: "idle",
       error: null,
@@ -134,12 +149,15 @@ export class CallViewModel {
       cameraOn: opts.local.cameraOn,
       sharing: false,
       busy: { mic: false, camera: false, screen: false },
+      forced: { audio: null, video: null },
+      forcedNotice: null,
       activeSpeaker: null,
       e2ee: null,
     });
     this.offs.push(this.o.call.state.subscribe((s, prev) => this.onCall(s, prev)));
     if (this.o.encryption) this.offs.push(this.o.encryption.subscribe(() => this.rebuild()));
     this.offs.push(this.o.members.onMembers(() => this.rebuild()));
+    this.offs.push(this.o.call.onPush((p) => this.onPush(p)));
     this.rebuild();
   }
 
@@ -185,10 +203,11 @@ export class CallViewModel {
 
   async toggleMic(): Promise<void> {
     const on = !this.state.get().micOn;
+    if (on && this.forced.audio) return;
     this.setBusy("mic", true);
     try {
       if (on && !this.audio) {
-        this.audio = await this.o.media.open("audio", this.o.local.audioDeviceId ?? undefined);
+        this.audio = await this.o.media.open("audio", this.audioDeviceId ?? undefined);
         await this.o.call.replaceTrack("audio", this.audio);
       }
       if (this.audio) this.audio.enabled = on;
@@ -204,10 +223,11 @@ export class CallViewModel {
 
   async toggleCamera(): Promise<void> {
     const on = !this.state.get().cameraOn;
+    if (on && this.forced.video) return;
     this.setBusy("camera", true);
     try {
       if (on) {
-        const track = await this.o.media.open("video", this.o.local.videoDeviceId ?? undefined);
+        const track = await this.o.media.open("video", this.videoDeviceId ?? undefined);
         if (this.disposed) return this.o.media.stop(track);
         this.camera = track;
         if (!this.screen) await this.o.call.replaceTrack("video", track);
@@ -228,6 +248,7 @@ export class CallViewModel {
 
   async toggleScreenShare(): Promise<void> {
     if (this.screen) return this.stopSharing();
+    if (this.forced.video) return;
     this.setBusy("screen", true);
     try {
       const track = await this.o.media.openScreen();
@@ -247,6 +268,42 @@ export class CallViewModel {
     }
   }
 
+  /** The chosen device: a live microphone or camera is swapped without renegotiating; one that is off opens with it next time. */
+  async switchDevice(kind: Kind, deviceId: string): Promise<void> {
+    const current = kind === "audio" ? this.audio : this.camera;
+    if (kind === "audio") this.audioDeviceId = deviceId;
+    else this.videoDeviceId = deviceId;
+    if (!current) return;
+    const busy = kind === "audio" ? "mic" : "camera";
+    this.setBusy(busy, true);
+    try {
+      const track = await this.o.media.open(kind, deviceId);
+      // The device may have been turned off (or the call left) while the new one was starting.
+      if (this.disposed || (kind === "audio" ? this.audio : this.camera) !== current) return this.o.media.stop(track);
+      if (kind === "audio") {
+        track.enabled = this.state.get().micOn;
+        this.audio = track;
+        await this.o.call.replaceTrack("audio", track);
+      } else {
+        this.camera = track;
+        if (!this.screen) await this.o.call.replaceTrack("video", track);
+      }
+      this.o.media.stop(current);
+      this.state.update({ notice: null });
+    } catch (err) {
+      this.state.update({ notice: toClientError(err, "media").human });
+    } finally {
+      this.setBusy(busy, false);
+    }
+    this.rebuild();
+  }
+
+  /** The devices in use now (what the device pickers show as chosen). */
+  deviceIds(): { audio: string | null; video: string | null } {
+    const id = (t: MediaStreamTrack | null, chosen: string | null) => t?.getSettings?.().deviceId ?? chosen;
+    return { audio: id(this.audio, this.audioDeviceId), video: id(this.camera, this.videoDeviceId) };
+  }
+
   async leave(): Promise<void> {
     this.stopLevels();
     await Promise.all([this.o.call.leave(), this.leaveMembership()]);
@@ -262,6 +319,7 @@ export class CallViewModel {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.directory.dispose();
     this.stopLevels();
     for (const off of this.offs.splice(0)) off();
     void this.o.call.leave();
@@ -282,6 +340,69 @@ export class CallViewModel {
     this.rebuild();
   }
 
+  private onPush(p: Push): void {
+    if (p.type === "moderated") this.setForced(onModerated(this.forced, p));
+    else if (p.type === "participants") {
+      const own = this.o.call.state.get().ownFeed;
+      const entry = own === null ? undefined : p.participants.find((x) => String(x.feed_id) === String(own));
+      this.setForced(onOwnEntry(this.forced, entry?.forced));
+    } else if (p.type === "stop_share" && this.screen) {
+      this.state.update({ notice: `${this.directory.name(p.by)} stopped your screen share.` });
+      void this.stopSharing();
+    }
+  }
+
+  /** A host's mute set or lifted: what became forced goes off now; what was lifted stays off. */
+  private setForced(next: Forced): void {
+    const prev = this.forced;
+    if (next === prev) return;
+    this.forced = next;
+    const name = (f: Forced["audio"]) => (f ? (f.by ? this.directory.name(f.by) : "a host") : null);
+    const lifted = (["audio", "video"] as const).some((k) => prev[k] && !next[k]);
+    this.state.update({
+      forced: { audio: name(next.audio), video: name(next.video) },
+      forcedNotice: forcedNotice(next, (u) => this.directory.name(u)),
+      ...(lifted && !next.audio && !next.video ? { notice: "A host allowed you to turn your microphone and camera back on." } : {}),
+    });
+    for (const kind of newlyForced(prev, next)) void this.forceOff(kind);
+  }
+
+  private async forceOff(kind: Kind): Promise<void> {
+    const s = this.state.get();
+    if (kind === "audio") {
+      if (this.audio) this.audio.enabled = false;
+      if (!s.micOn) return;
+      this.state.update({ micOn: false });
+      await this.o.call.setMuted("audio", true);
+    } else {
+      const screen = this.screen;
+      if (!screen && !s.cameraOn) return;
+      this.screen = null;
+      this.o.media.stop(screen);
+      this.o.media.stop(this.camera);
+      this.camera = null;
+      this.state.update({ cameraOn: false, sharing: false });
+      await this.o.call.replaceTrack("video", null).catch(() => undefined);
+      if (screen) await this.o.call.setVideoSource("camera");
+      await this.o.call.setMuted("video", true);
+    }
+    this.rebuild();
+  }
+
+  /**
+   * The call ended, or the join was refused, for a reason the room's state tells better than the
+   * error (who ended the meeting; that it is locked): its words replace the error's.
+   */
+  private explainFromRoom(pick: (content: unknown) => string | null, delaysMs?: readonly number[]): void {
+    const read = this.o.callState;
+    if (!read || this.stateLookup) return;
+    this.stateLookup = fromRoomState(read, pick, this.o.timers, delaysMs).then((text) => {
+      if (!text || this.disposed) return;
+      this.explained = text;
+      if (this.o.call.state.get().phase === "failed") this.state.update({ error: text });
+    });
+  }
+
   private async leaveMembership(): Promise<void> {
     if (!this.membershipJoined || !this.o.membership) return;
     this.membershipJoined = false;
@@ -300,7 +421,17 @@ export class CallViewModel {
   private onCall(s: CallSnapshot, prev: CallSnapshot): void {
     const patch: Partial<CallViewState> = { phase: s.phase };
     if (s.phase === "failed") {
-      patch.error = s.error?.human ?? "The call ended unexpectedly.";
+      patch.error = this.explained ?? evictionText(s.evicted, this.o.self.userId, (u) => this.directory.name(u)) ?? s.error?.human ?? "The call ended unexpectedly.";
+      // The call ended (an eviction, or only the socket's 4404): who ended it, if nobody said.
+      const ended = (s.evicted?.errcode ?? (s.error?.context === "signalling" ? s.error.code : null)) === "M_NOT_FOUND";
+      if (ended && !s.evicted?.by) {
+        this.explainFromRoom((c) => {
+          const by = endedByOf(c);
+          return by && evictionText({ errcode: "M_NOT_FOUND", by, reason: null }, this.o.self.userId, (u) => this.directory.name(u));
+        });
+      } else if (s.error?.context === "join" && s.error.code === "M_FORBIDDEN") {
+        this.explainFromRoom((c) => joinRefusalText(c, this.o.self.userId, (u) => this.directory.name(u)), [0]);
+      }
       this.stopLevels();
       void this.leaveMembership();
       // Camera and microphone off while nothing is being sent (pre-join reopens them).
@@ -332,28 +463,10 @@ export class CallViewModel {
     this.o.timers.clearTimeout(this.levelsTimer);
   }
 
-  private member(userId: string): { name: string; avatarUrl: string | null } {
-    const m = this.o.members.members().get(userId);
-    const name = m?.displayName ?? (userId === this.o.self.userId ? this.o.self.displayName : undefined) ?? userId;
-    let avatarUrl: string | null = null;
-    if (m?.avatarMxc) {
-      if (this.avatarUrls.has(m.avatarMxc)) avatarUrl = this.avatarUrls.get(m.avatarMxc) ?? null;
-      else {
-        const mxc = m.avatarMxc;
-        this.avatarUrls.set(mxc, null);
-        void this.o.avatars(mxc).then((url) => {
-          this.avatarUrls.set(mxc, url);
-          if (url && !this.disposed) this.rebuild();
-        });
-      }
-    }
-    return { name, avatarUrl };
-  }
-
   private rebuild(): void {
     const s = this.state.get();
     const call = this.o.call.state.get();
-    const self = this.member(this.o.self.userId);
+    const self = this.directory.profile(this.o.self.userId);
     const ended = call.phase === "ended" || call.phase === "failed";
     const localVideo = ended ? null : (this.screen ?? (s.cameraOn ? this.camera : null));
     const tiles: Tile[] = [
@@ -377,7 +490,7 @@ export class CallViewModel {
     const failing: string[] = [];
     const waiting: string[] = [];
     for (const r of call.remotes) {
-      const m = this.member(r.userId);
+      const m = this.directory.profile(r.userId);
       const health = enc?.health.get(`${r.userId}|${r.deviceId}`);
       const undecryptable = !!enc && health !== undefined && health !== "ok";
       if (undecryptable) failing.push(m.name);

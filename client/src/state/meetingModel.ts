@@ -1,15 +1,21 @@
 // One meeting from link to hang-up: open the room (after a yes when that would create a new
-// meeting), pre-join, the call, and after leaving the choice to rejoin. The services that touch the network are injected by the composition root.
-import { toClientError } from "../errors.ts";
+// meeting; or ask to join it and wait for a host), pre-join, the call, and after leaving the
+// choice to rejoin. The services that touch the network are injected by the composition root.
+import { ParleyClientError, toClientError } from "../errors.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
+import type { CallDevicesModel } from "./callDevices.ts";
 import type { CallViewModel } from "./callModel.ts";
 import type { ChatModel } from "./chatModel.ts";
+import type { GovernanceModel } from "./governanceModel.ts";
+import { KnockModel, type KnockPort } from "./knockModel.ts";
 import type { LocalMediaHandoff, PrejoinModel } from "./prejoinModel.ts";
 import { Store } from "./store.ts";
 
 export interface ActiveCall {
   vm: CallViewModel;
   chat: ChatModel;
+  governance: GovernanceModel;
+  devices: CallDevicesModel;
   dispose(): void;
 }
 
@@ -20,11 +26,14 @@ export interface MeetingServices {
   /** The pre-join screen for this room (it asks about the call's host where the rule says to). */
   prejoin(room: RoomSummary): PrejoinModel;
   call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
+  /** Asking to join a room the user may not enter directly (absent: no knocking here, e.g. the widget). */
+  knock?: KnockPort;
 }
 
 export type MeetingState =
   | { stage: "opening"; target: string }
   | { stage: "confirm"; target: string }
+  | { stage: "knock"; target: string; knock: KnockModel }
   | { stage: "prejoin"; target: string; room: RoomSummary; prejoin: PrejoinModel }
   | { stage: "call"; target: string; room: RoomSummary; call: ActiveCall }
   | { stage: "left"; target: string; room: RoomSummary; reason: string | null }
@@ -52,6 +61,7 @@ export class MeetingModel {
       const room = await this.services.openRoom(target);
       this.toPrejoin(room);
     } catch (err) {
+      if (this.services.knock && err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return this.toKnock(target, this.services.knock, err);
       this.state.set({ stage: "error", target, message: toClientError(err, "room").human });
     }
   }
@@ -106,6 +116,23 @@ export class MeetingModel {
     const s = this.state.get();
     if (s.stage === "prejoin") s.prejoin.dispose();
     if (s.stage === "call") s.call.dispose();
+    if (s.stage === "knock") s.knock.dispose();
+  }
+
+  /** The join was refused: ask to join (a knock) and wait for a host; let in, the meeting opens again. */
+  private async toKnock(target: string, port: KnockPort, refusal: ParleyClientError): Promise<void> {
+    const knock = new KnockModel(target, port, () => {
+      const s = this.state.get();
+      if (s.stage === "knock" && s.knock === knock) void this.open();
+    });
+    this.state.set({ stage: "knock", target, knock });
+    // Whatever moves the meeting on (let in, "Try again") ends this wait.
+    const off = this.state.subscribe((s) => {
+      if (s.stage === "knock" && s.knock === knock) return;
+      off();
+      knock.dispose();
+    });
+    await knock.start(refusal);
   }
 
   private toPrejoin(room: RoomSummary): void {

@@ -1,11 +1,15 @@
 // The call: a grid of tiles (video or avatar, name, mute, speaking), the toolbar, the banner
-// for reconnects and errors, and the chat panel. Tiles are kept by key and updated in place so
-// video elements never restart.
-import type { CallViewModel, Tile } from "../state/callModel.ts";
-import type { ChatModel } from "../state/chatModel.ts";
+// for reconnects and errors, the chat panel and the meeting's controls (meetingControls.ts).
+// Tiles are kept by key and updated in place so video elements never restart.
+//
+// Test ids (stable, for the browser tests), besides the ids #call-mic, #call-camera, ...:
+//   forced-mute-notice    "Muted by <host>" while a host's mute lasts (the mic button is disabled)
+import type { Tile } from "../state/callModel.ts";
+import type { ActiveCall } from "../state/meetingModel.ts";
 import { chatView } from "./chatView.ts";
-import { h, icon, setToggle, type View } from "./dom.ts";
+import { h, hueOf, icon, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
+import { meetingControls } from "./meetingControls.ts";
 
 interface TileEls {
   root: HTMLElement;
@@ -14,6 +18,8 @@ interface TileEls {
   avatar: HTMLElement;
   name: HTMLElement;
   muted: HTMLElement;
+  hand: HTMLElement;
+  userId: string;
   localTrack: MediaStreamTrack | null;
   avatarUrl: string | null;
 }
@@ -38,7 +44,9 @@ export function tileWidth(n: number, width: number, height: number, gap = 10): n
   return Math.max(120, Math.floor(best));
 }
 
-export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
+export function callView(call: ActiveCall, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
+  const { vm, chat } = call;
+  const controls = meetingControls(call);
   const grid = h("div", { class: "grid", role: "list", "aria-label": "Participants" });
   const status = h("span", { class: "call-status", role: "status" });
   const e2ee = h("span", { class: "e2ee", id: "call-e2ee", role: "status", "aria-live": "polite" });
@@ -53,14 +61,19 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
   const chatBadge = h("span", { class: "badge", "aria-hidden": "true" });
   const chatBtn = h("button", { type: "button", class: "toggle", id: "call-chat", onclick: () => chat.setOpen(!chat.state.get().open) });
   const leaveBtn = h("button", { type: "button", class: "danger", id: "call-leave", onclick: actions.onLeave }, icon(ICONS.hangup), h("span", { class: "label" }, "Leave"));
+  const forced = h("p", { class: "banner forced", role: "status", "data-testid": "forced-mute-notice", hidden: true });
   const chatPanel = chatView(chat);
-  const stage = h("div", { class: "stage" }, grid, chatPanel.el);
+  const stage = h("div", { class: "stage" }, h("div", { class: "grid-wrap" }, grid, controls.overlay), ...controls.panels, chatPanel.el);
+  const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Call controls" }, micBtn, camBtn, screenBtn, ...controls.tools, chatBtn, leaveBtn, controls.endForAll);
   const el = h("section", { class: "call", "aria-label": `Call in ${roomName}` },
     h("div", { class: "call-top" }, h("h2", {}, roomName), e2ee, keys, status),
     banner,
     errorBox,
+    ...controls.banners,
+    forced,
     stage,
-    h("div", { class: "toolbar", role: "toolbar", "aria-label": "Call controls" }, micBtn, camBtn, screenBtn, chatBtn, leaveBtn),
+    toolbar,
+    ...controls.dialogs,
   );
   const canShare = typeof navigator.mediaDevices?.getDisplayMedia === "function";
 
@@ -80,8 +93,9 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
       const avatar = h("div", { class: "avatar", "aria-hidden": "true" });
       const name = h("span", { class: "tile-name" });
       const muted = h("span", { class: "tile-muted", title: "Microphone muted" }, icon(ICONS.mutedSmall));
-      const root = h("div", { class: "tile", role: "listitem" }, avatar, video, audio, h("div", { class: "tile-label" }, muted, name));
-      els = { root, video, audio, avatar, name, muted, localTrack: null, avatarUrl: "" };
+      const hand = h("span", { class: "hand", title: "Hand raised", hidden: true }, icon(ICONS.hand));
+      const root = h("div", { class: "tile", role: "listitem" }, avatar, video, audio, h("div", { class: "tile-label" }, hand, muted, name));
+      els = { root, video, audio, avatar, name, muted, hand, userId: t.userId, localTrack: null, avatarUrl: "" };
       tiles.set(t.key, els);
     }
     const e = els;
@@ -114,6 +128,13 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
     return e;
   };
 
+  // Raised hands show on the tiles too (the governance model knows them, per person).
+  const markHands = () => {
+    const raised = new Set(call.governance.state.get().people.filter((p) => p.hand !== null).map((p) => p.userId));
+    for (const e of tiles.values()) e.hand.hidden = !raised.has(e.userId);
+  };
+  const offHands = call.governance.state.subscribe(markHands);
+
   const offVm = vm.state.subscribe((s) => {
     status.textContent = PHASE_TEXT[s.phase] ?? s.phase;
     status.dataset.phase = s.phase;
@@ -130,14 +151,19 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
     const over = s.phase === "failed" || s.phase === "ended";
     micBtn.hidden = camBtn.hidden = over;
     screenBtn.hidden = over || !canShare;
+    for (const t of [...controls.tools, controls.endForAll]) t.classList.toggle("over", over);
+    forced.textContent = s.forcedNotice ? `${s.forcedNotice}. You can turn it back on once a host allows it.` : "";
+    forced.hidden = !s.forcedNotice || over;
     setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
     micBtn.classList.toggle("off", !s.micOn);
-    micBtn.disabled = s.busy.mic;
+    micBtn.disabled = s.busy.mic || !!s.forced.audio;
+    if (s.forced.audio) micBtn.title = `Muted by ${s.forced.audio}`;
     setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: icon(s.cameraOn ? ICONS.camera : ICONS.cameraOff), action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
     camBtn.classList.toggle("off", !s.cameraOn);
-    camBtn.disabled = s.busy.camera;
+    camBtn.disabled = s.busy.camera || !!s.forced.video;
+    if (s.forced.video) camBtn.title = `Camera turned off by ${s.forced.video}`;
     setToggle(screenBtn, { pressed: s.sharing, label: s.sharing ? "Stop sharing" : "Share screen", icon: icon(ICONS.screen), action: s.sharing ? "Stop sharing your screen" : "Share your screen" });
-    screenBtn.disabled = s.busy.screen || s.phase !== "connected";
+    screenBtn.disabled = s.busy.screen || s.phase !== "connected" || (!s.sharing && !!s.forced.video);
 
     const seen = new Set<string>();
     const ordered = s.tiles.map((t) => {
@@ -154,7 +180,9 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
     const current = [...grid.children];
     if (current.length !== ordered.length || ordered.some((n, i) => current[i] !== n)) grid.replaceChildren(...ordered);
     layout();
+    markHands();
   }, true);
+
 
   const offChat = chat.state.subscribe((c) => {
     setToggle(chatBtn, { pressed: c.open, label: "Chat", icon: icon(ICONS.chat), action: c.open ? "Hide the chat" : "Show the chat" });
@@ -173,16 +201,12 @@ export function callView(vm: CallViewModel, chat: ChatModel, roomName: string, a
       offVm();
       offChat();
       chatPanel.dispose();
+      controls.dispose();
+      offHands();
       for (const e of tiles.values()) {
         e.video.srcObject = null;
         if (e.audio) e.audio.srcObject = null;
       }
     },
   };
-}
-
-function hueOf(s: string): number {
-  let hash = 0;
-  for (const c of s) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-  return hash % 360;
 }

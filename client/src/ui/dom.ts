@@ -48,3 +48,47 @@ export function icon(path: string): Element {
   t.innerHTML = `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false" class="icon"><path d="${path}"/></svg>`;
   return t.content.firstElementChild!;
 }
+
+/** Fills a device picker, keeping it as it is when neither the list nor the choice changed. */
+export function fillSelect(sel: HTMLSelectElement, list: { deviceId: string; label: string }[], chosen: string | null, none: string): void {
+  const key = JSON.stringify(list) + chosen;
+  if (sel.dataset.key === key) return;
+  sel.dataset.key = key;
+  sel.replaceChildren(...(list.length ? list.map((d) => h("option", { value: d.deviceId }, d.label)) : [h("option", { value: "" }, none)]));
+  sel.disabled = !list.length;
+  if (chosen) sel.value = chosen;
+}
+
+/** A stable colour for someone without an avatar. */
+export function hueOf(s: string): number {
+  let hash = 0;
+  for (const c of s) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return hash % 360;
+}
+
+/** A small round avatar: the picture, or initials on a colour of the user's own. */
+export function avatarEl(url: string | null, initials: string, userId: string): HTMLElement {
+  if (url) return h("img", { class: "mini-avatar", src: url, alt: "" });
+  const el = h("span", { class: "mini-avatar initials", "aria-hidden": "true" }, initials);
+  el.style.setProperty("--hue", String(hueOf(userId)));
+  return el;
+}
+
+/**
+ * Keeps one element per item in `list`, in the items' order: made once by `make` (so its state,
+ * such as an open menu, survives), refreshed by `update` on every call.
+ */
+export function keyed<T>(list: HTMLElement, cache: Map<string, HTMLElement>, items: readonly T[], key: (t: T) => string, make: (t: T) => HTMLElement, update: (el: HTMLElement, t: T) => void): void {
+  const seen = new Set<string>();
+  const els = items.map((t) => {
+    const k = key(t);
+    seen.add(k);
+    let el = cache.get(k);
+    if (!el) cache.set(k, (el = make(t)));
+    update(el, t);
+    return el;
+  });
+  for (const k of [...cache.keys()]) if (!seen.has(k)) cache.delete(k);
+  const current = [...list.children];
+  if (current.length !== els.length || els.some((e, i) => current[i] !== e)) list.replaceChildren(...els);
+}

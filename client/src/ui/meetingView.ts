@@ -1,7 +1,9 @@
-// A meeting's stages: opening the room, the yes to a new meeting, pre-join, the call, after leaving, or why it failed.
+// A meeting's stages: opening the room, the yes to a new meeting, asking to join, pre-join, the
+// call, after leaving, or why it failed.
 import type { MeetingModel } from "../state/meetingModel.ts";
 import { callView } from "./callView.ts";
 import { h, type View } from "./dom.ts";
+import { knockView } from "./knockView.ts";
 import { prejoinView } from "./prejoinView.ts";
 
 export function meetingView(meeting: MeetingModel, opts: { userName: string; onHome: (() => void) | null }): View {
@@ -12,7 +14,7 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
   const homeButton = () => (opts.onHome ? h("button", { type: "button", id: "meeting-home", onclick: opts.onHome }, "Back to start") : null);
 
   const off = meeting.state.subscribe((s) => {
-    const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s;
+    const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s.stage === "knock" ? s.knock : s;
     if (key === stageKey) return;
     stageKey = key;
     child?.dispose();
@@ -31,11 +33,14 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
           dispose: () => undefined,
         };
         break;
+      case "knock":
+        child = knockView(s.knock, { onHome: opts.onHome, onRetry: () => void meeting.open() });
+        break;
       case "prejoin":
         child = prejoinView(s.prejoin, s.room, () => meeting.join(), s.room.selfName ?? opts.userName);
         break;
       case "call":
-        child = callView(s.call.vm, s.call.chat, s.room.name, { onLeave: () => void meeting.leave(), onRetry: () => meeting.retry() });
+        child = callView(s.call, s.room.name, { onLeave: () => void meeting.leave(), onRetry: () => meeting.retry() });
         break;
       case "left":
         child = {

@@ -3,7 +3,7 @@ import type { CallHost } from "../matrix/callTrust.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
 import { LevelMeter } from "../rtc/speaker.ts";
 import type { PrejoinModel } from "../state/prejoinModel.ts";
-import { h, icon, setToggle, type View } from "./dom.ts";
+import { fillSelect, h, icon, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 
 export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () => void, userName: string): View {
@@ -53,15 +53,6 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
   };
   raf = requestAnimationFrame(draw);
 
-  const fill = (sel: HTMLSelectElement, list: { deviceId: string; label: string }[], chosen: string | null, none: string) => {
-    const key = JSON.stringify(list) + chosen;
-    if (sel.dataset.key === key) return;
-    sel.dataset.key = key;
-    sel.replaceChildren(...(list.length ? list.map((d) => h("option", { value: d.deviceId }, d.label)) : [h("option", { value: "" }, none)]));
-    sel.disabled = !list.length;
-    if (chosen) sel.value = chosen;
-  };
-
   const showHost = (host: CallHost | null) => {
     hostBox.hidden = !host || host.trust === "origin";
     trustHost.hidden = host?.trust !== "ask";
@@ -81,8 +72,8 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     camBtn.classList.toggle("off", !s.cameraOn);
     micBtn.disabled = s.starting.audio;
     camBtn.disabled = s.starting.video;
-    fill(micSel, s.devices.audioinput, s.audioDeviceId, "No microphone found");
-    fill(camSel, s.devices.videoinput, s.videoDeviceId, "No camera found");
+    fillSelect(micSel, s.devices.audioinput, s.audioDeviceId, "No microphone found");
+    fillSelect(camSel, s.devices.videoinput, s.videoDeviceId, "No camera found");
     showHost(s.host);
     join.disabled = !model.canJoin;
     micErr.textContent = s.micError ?? "";

@@ -196,6 +196,41 @@ describe("CallConnection", () => {
     expect(FakePeer.all.every((p) => p.closed)).toBe(true);
   });
 
+  it("records who ended the session: from the eviction, else from the meeting's ended state", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "evicted", errcode: "M_FORBIDDEN", error: "removed", by: "@h:x", reason: "spam" });
+    expect(call.state.get()).toMatchObject({ phase: "failed", evicted: { errcode: "M_FORBIDDEN", by: "@h:x", reason: "spam" } });
+
+    const second = setup();
+    await second.call.start();
+    socket.receive({ type: "meeting", access: "open", locked: false, guests: false, ended: { by: "@h:x", at: 1 }, you: { role: "participant", can: [] } });
+    socket.receive({ type: "evicted", errcode: "M_NOT_FOUND", error: "the call has ended" });
+    expect(second.call.state.get()).toMatchObject({ phase: "failed", evicted: { errcode: "M_NOT_FOUND", by: "@h:x", reason: null } });
+    expect(second.call.state.get().error?.human).toBe("The call has ended.");
+  });
+
+  it("passes every push on to listeners and sends governance requests, rejecting with the server's error", async () => {
+    const { call } = setup();
+    await call.start();
+    const seen: string[] = [];
+    const off = call.onPush((p) => seen.push(p.type));
+    socket.receive({ type: "reaction", user_id: "@b:y", emoji: "👍" });
+    socket.receive({ type: "participants", participants: [] });
+    socket.receive({ type: "lobby", waiting: "garbage" });
+    off();
+    socket.receive({ type: "stop_share", by: "@h:x" });
+    expect(seen).toEqual(["reaction", "participants"]);
+
+    handlers.hand = () => ({});
+    await call.send({ type: "hand", raised: true });
+    expect(sent("hand")).toEqual([expect.objectContaining({ type: "hand", raised: true })]);
+    handlers.moderate = () => new ParleyClientError("M_FORBIDDEN", "signalling", { detail: "not a host" });
+    await expect(call.send({ type: "moderate", action: { action: "end" } })).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    await call.leave();
+    await expect(call.send({ type: "hand", raised: false })).rejects.toMatchObject({ code: "CLOSED" });
+  });
+
   it("fails with the join error in words (server not ready)", async () => {
     const { call } = setup({}, vi.fn(async () => Promise.reject(new ParleyClientError("M_UNRECOGNIZED", "join", { status: 404 }))));
     await expect(call.start()).rejects.toBeInstanceOf(ParleyClientError);

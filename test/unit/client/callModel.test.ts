@@ -1,94 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
-import type { RoomMember } from "../../../client/src/matrix/timeline.ts";
-import type { CallSnapshot, RemoteParticipant } from "../../../client/src/rtc/call.ts";
 import { SpeakerSelector } from "../../../client/src/rtc/speaker.ts";
-import { CallViewModel, initialsOf, type CallMediaPort, type CallPort } from "../../../client/src/state/callModel.ts";
+import { initialsOf } from "../../../client/src/state/callModel.ts";
 import { Store } from "../../../client/src/state/store.ts";
 import type { EncryptionState } from "../../../client/src/rtc/e2ee/callEncryption.ts";
-import { asTrack, FakeTrack, tick } from "./fakes.ts";
-
-function fakeCall() {
-  const state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
-  const log: string[] = [];
-  const levels = new Map<string, number>();
-  const port: CallPort & { log: string[]; levels: Map<string, number>; failStart: ParleyClientError | null } = {
-    state,
-    log,
-    levels,
-    failStart: null,
-    start: async () => {
-      state.update({ phase: "joining" });
-      if (port.failStart) {
-        state.update({ phase: "failed", error: port.failStart });
-        throw port.failStart;
-      }
-      state.update({ phase: "connected", ownFeed: 1 });
-    },
-    leave: async () => {
-      log.push("leave");
-      state.update({ phase: "ended", remotes: [] });
-    },
-    setMuted: async (kind, muted) => void log.push(`mute ${kind} ${muted}`),
-    setVideoSource: async (source) => void log.push(`source ${source}`),
-    replaceTrack: async (kind, track) => void log.push(`replace ${kind} ${(track as unknown as FakeTrack | null)?.id ?? "null"}`),
-    audioLevels: async () => new Map(levels),
-    reconnectNow: () => void log.push("reconnectNow"),
-  };
-  return port;
-}
-
-function fakeMedia() {
-  const port: CallMediaPort & { screen: FakeTrack | null; opened: FakeTrack[] } = {
-    screen: null,
-    opened: [],
-    open: async (kind) => {
-      const t = new FakeTrack(kind);
-      port.opened.push(t);
-      return asTrack(t);
-    },
-    openScreen: async () => (port.screen ? asTrack(port.screen) : null),
-    stop: (t) => (t as unknown as FakeTrack | null)?.stop(),
-  };
-  return port;
-}
-
-const members = new Map<string, RoomMember>([
-  ["@a:x", { userId: "@a:x", displayName: "Alice Liddell", avatarMxc: "mxc://x/alice" }],
-  ["@b:y", { userId: "@b:y", displayName: "Bob", avatarMxc: null }],
-]);
-
-function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState> } = {}) {
-  const call = fakeCall();
-  const media = fakeMedia();
-  const membership = { join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) };
-  const audio = new FakeTrack("audio");
-  const camera = new FakeTrack("video");
-  let onMembers: ((m: ReadonlyMap<string, RoomMember>) => void) | null = null;
-  const vm = new CallViewModel({
-    call,
-    membership,
-    members: { members: () => members, onMembers: (fn) => ((onMembers = fn), () => undefined) },
-    media,
-    avatars: async (mxc) => (mxc === "mxc://x/alice" ? "blob:alice" : null),
-    self: { userId: "@a:x" },
-    local: {
-      audio: asTrack(audio),
-      video: opts.cameraOn === false ? null : asTrack(camera),
-      micOn: opts.micOn ?? true,
-      cameraOn: opts.cameraOn ?? true,
-      audioDeviceId: null,
-      videoDeviceId: null,
-    },
-    levelsEveryMs: 100,
-    ...(opts.encryption ? { encryption: opts.encryption } : {}),
-  });
-  return { vm, call, media, membership, audio, camera, fireMembers: () => onMembers?.(members) };
-}
-
-const remote = (key: string, userId: string, over: Partial<RemoteParticipant> = {}): RemoteParticipant => ({
-  key, feed: Number(key), userId, deviceId: "DEV", muted: { audio: false, video: false }, screen: false, media: null, ...over,
-});
+import { remote, setup } from "./callFakes.ts";
+import { FakeTrack, tick } from "./fakes.ts";
 
 beforeEach(() => vi.useFakeTimers());
 afterEach(() => vi.useRealTimers());

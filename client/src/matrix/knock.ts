@@ -1,0 +1,141 @@
+// Asking to join a meeting room whose join rule is `knock` (docs/governance.md, Lobby): what the
+// homeserver tells a non-member about the room (its summary), the knock itself, and waiting on
+// /sync for the answer: an invite (a host let us in, or the meeting's server invites institution
+// users at once) or a leave (a host declined: the knock was kicked, or banned). Withdrawing the
+// knock is leaving the room.
+import { ParleyClientError } from "../errors.ts";
+import { realTimers, type Timers } from "../timers.ts";
+import { enc, type MatrixHttp } from "./http.ts";
+
+/** What the homeserver says of a room before joining it. */
+export type RoomPreview =
+  | { kind: "summary"; roomId: string; name: string | null; joinRule: string | null; membership: string | null }
+  /** Not shown to a non-member: invite-only (or locked), or unknown to the homeserver. */
+  | { kind: "hidden" }
+  /** The homeserver has no room summary, or could not be asked. */
+  | { kind: "unknown" };
+
+export type Admission = "invited" | "joined" | "declined";
+
+/** Servers to reach a room id through (`!opaque:server` before room v12); an alias resolves by itself. */
+export function viaServers(target: string): string[] {
+  const colon = target.indexOf(":");
+  return target.startsWith("!") && colon > 0 ? [target.slice(colon + 1)] : [];
+}
+
+/** GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (Matrix 1.15, MSC3266). */
+export async function previewRoom(http: MatrixHttp, target: string): Promise<RoomPreview> {
+  let r: Record<string, unknown>;
+  try {
+    r = await http.request<Record<string, unknown>>("GET", `/room_summary/${enc(target)}`, {
+      prefix: "/_matrix/client/v1",
+      query: { via: viaServers(target) },
+      context: "room",
+    });
+  } catch (err) {
+    // Synapse answers 404 for a room it shows no non-member (invite-only, or locked). Anything
+    // else (no such endpoint, or a 403 from Parley's guest proxy, which does not pass it on):
+    // the homeserver can't say, and the knock's own answer will.
+    if (err instanceof ParleyClientError && err.code === "M_NOT_FOUND") return { kind: "hidden" };
+    return { kind: "unknown" };
+  }
+  if (typeof r.room_id !== "string") return { kind: "unknown" };
+  const str = (v: unknown) => (typeof v === "string" && v ? v : null);
+  return { kind: "summary", roomId: r.room_id, name: str(r.name) ?? str(r.canonical_alias), joinRule: str(r.join_rule), membership: str(r.membership) };
+}
+
+/** POST /knock/{roomIdOrAlias}; resolves with the room id. */
+export async function knockRoom(http: MatrixHttp, target: string, reason: string): Promise<string> {
+  const res = await http.request<{ room_id?: unknown }>("POST", `/knock/${enc(target)}`, {
+    body: reason ? { reason } : {},
+    query: { server_name: viaServers(target), via: viaServers(target) },
+    context: "room",
+  });
+  if (typeof res.room_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "knock without room_id" });
+  return res.room_id;
+}
+
+/** Takes the knock back (or leaves whatever membership there is). */
+export async function withdrawKnock(http: MatrixHttp, roomId: string): Promise<void> {
+  await http.request("POST", `/rooms/${enc(roomId)}/leave`, { body: {}, context: "room" });
+}
+
+type SyncRooms = Partial<Record<"join" | "invite" | "leave" | "knock", Record<string, unknown>>>;
+
+/** The answer a /sync response holds for the room, if any. */
+export function admissionIn(res: { rooms?: SyncRooms }, roomId: string): Admission | null {
+  const has = (section: keyof SyncRooms) => {
+    const rooms = res.rooms?.[section];
+    return typeof rooms === "object" && rooms !== null && Object.hasOwn(rooms, roomId);
+  };
+  if (has("join")) return "joined";
+  if (has("invite")) return "invited";
+  if (has("leave")) return "declined";
+  return null;
+}
+
+/** Only this room, and as little of it as the homeserver allows. */
+export function waitFilter(roomId: string): string {
+  const none = { not_types: ["*"] };
+  return JSON.stringify({
+    presence: none,
+    account_data: none,
+    room: { rooms: [roomId], timeline: { limit: 1 }, state: { types: [] }, ephemeral: none, account_data: none },
+  });
+}
+
+export interface WaitOptions {
+  signal: AbortSignal;
+  timers?: Timers;
+  /** How long one /sync waits for news. */
+  pollMs?: number;
+}
+
+/**
+ * Long-polls /sync until the room answers the knock. The first, initial sync gives the current
+ * membership (a knock answered while nobody watched, or at once); later ones give what changed.
+ * Network trouble is retried with a backoff; an expired sign-in or the abort ends the wait.
+ */
+export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOptions): Promise<Admission> {
+  const timers = o.timers ?? realTimers;
+  const pollMs = o.pollMs ?? 30_000;
+  const filter = waitFilter(roomId);
+  let since: string | undefined;
+  let failures = 0;
+  for (;;) {
+    if (o.signal.aborted) throw aborted();
+    let res: { next_batch?: unknown; rooms?: SyncRooms };
+    try {
+      res = await http.request("GET", "/sync", {
+        query: { filter, since, timeout: since ? pollMs : 0 },
+        timeoutMs: pollMs + 15_000,
+        signal: o.signal,
+        context: "room",
+      });
+      failures = 0;
+    } catch (err) {
+      if (o.signal.aborted) throw aborted();
+      if (err instanceof ParleyClientError && (err.code === "M_UNKNOWN_TOKEN" || err.code === "M_MISSING_TOKEN" || err.code === "M_FORBIDDEN")) throw err;
+      await sleep(timers, Math.min(30_000, 1000 * 2 ** failures++), o.signal);
+      continue;
+    }
+    const answer = admissionIn(res, roomId);
+    if (answer) return answer;
+    if (typeof res.next_batch === "string") since = res.next_batch;
+  }
+}
+
+const aborted = () => new ParleyClientError("CLOSED", "room", { detail: "stopped waiting for the knock's answer" });
+
+function sleep(timers: Timers, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      timers.clearTimeout(handle);
+      signal.removeEventListener("abort", done);
+      if (signal.aborted) reject(aborted());
+      else resolve();
+    };
+    const handle = timers.setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
+}

@@ -1,0 +1,139 @@
+// Asking to join against a fake homeserver: the room summary, the knock, and the /sync wait.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import { MatrixHttp } from "../../../client/src/matrix/http.ts";
+import { admissionIn, awaitAdmission, knockRoom, previewRoom, viaServers, withdrawKnock } from "../../../client/src/matrix/knock.ts";
+import { joinRoom } from "../../../client/src/matrix/rooms.ts";
+import { tick } from "./fakes.ts";
+
+type Reply = { status: number; body: unknown } | "network" | "hang";
+
+/** A homeserver that answers each request with the next reply queued for its (decoded) path. */
+function homeserver() {
+  const seen: { method: string; url: URL; body: unknown }[] = [];
+  const queues = new Map<string, Reply[]>();
+  const fetchFn = async (input: string, init?: RequestInit): Promise<Response> => {
+    const url = new URL(input);
+    seen.push({ method: init?.method ?? "GET", url, body: init?.body ? JSON.parse(String(init.body)) : undefined });
+    const reply = queues.get(decodeURIComponent(url.pathname))?.shift() ?? { status: 404, body: { errcode: "M_UNRECOGNIZED" } };
+    if (reply === "network") throw new TypeError("fetch failed");
+    if (reply === "hang") {
+      return new Promise((_, reject) => init?.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+    }
+    return new Response(JSON.stringify(reply.body), { status: reply.status });
+  };
+  return {
+    http: new MatrixHttp("https://hs.example", "tok", fetchFn),
+    seen,
+    on: (path: string, ...replies: Reply[]) => queues.set(path, [...(queues.get(path) ?? []), ...replies]),
+  };
+}
+
+const SYNC = "/_matrix/client/v3/sync";
+
+describe("knocking", () => {
+  it("finds servers to reach a room id through; an alias needs none", () => {
+    expect(viaServers("!abc:b.example")).toEqual(["b.example"]);
+    expect(viaServers("!opaqueV12id")).toEqual([]);
+    expect(viaServers("#meet-x:b.example")).toEqual([]);
+  });
+
+  it("reads the room summary: join rule, name and the user's membership", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v1/room_summary/!r:b.example", { status: 200, body: { room_id: "!r:b.example", name: "Board", join_rule: "knock", membership: "leave" } });
+    expect(await previewRoom(hs.http, "!r:b.example")).toEqual({ kind: "summary", roomId: "!r:b.example", name: "Board", joinRule: "knock", membership: "leave" });
+    expect(hs.seen[0]!.url.searchParams.getAll("via")).toEqual(["b.example"]);
+  });
+
+  it("tells a hidden room (invite-only) from a homeserver that can't say", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v1/room_summary/#x:b.example", { status: 404, body: { errcode: "M_NOT_FOUND", error: "Room not found or is not accessible" } });
+    expect(await previewRoom(hs.http, "#x:b.example")).toEqual({ kind: "hidden" });
+    expect(await previewRoom(hs.http, "#y:b.example")).toEqual({ kind: "unknown" }); // 404 M_UNRECOGNIZED
+    hs.on("/_matrix/client/v1/room_summary/#z:b.example", { status: 403, body: { errcode: "M_FORBIDDEN", error: "not on the guest proxy's list" } });
+    expect(await previewRoom(hs.http, "#z:b.example")).toEqual({ kind: "unknown" });
+  });
+
+  it("knocks with the reason and the room's server, and leaves to withdraw", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v3/knock/!r:b.example", { status: 200, body: { room_id: "!r:b.example" } });
+    hs.on("/_matrix/client/v3/rooms/!r:b.example/leave", { status: 200, body: {} });
+    expect(await knockRoom(hs.http, "!r:b.example", "I'm presenting")).toBe("!r:b.example");
+    expect(hs.seen[0]).toMatchObject({ method: "POST", body: { reason: "I'm presenting" } });
+    expect(hs.seen[0]!.url.searchParams.getAll("server_name")).toEqual(["b.example"]);
+    await withdrawKnock(hs.http, "!r:b.example");
+    expect(hs.seen[1]).toMatchObject({ method: "POST", body: {} });
+  });
+
+  it("reports a refused knock with the homeserver's code (a locked meeting)", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v3/knock/#x:b.example", { status: 403, body: { errcode: "M_FORBIDDEN", error: "You are not allowed to knock on this room" } });
+    await expect(knockRoom(hs.http, "#x:b.example", "")).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    expect(hs.seen[0]!.body).toEqual({});
+  });
+
+  it("joins a room id through its server", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v3/join/!r:b.example", { status: 200, body: { room_id: "!r:b.example" } });
+    await joinRoom(hs.http, "!r:b.example");
+    expect(hs.seen[0]!.url.searchParams.getAll("via")).toEqual(["b.example"]);
+  });
+});
+
+describe("the answer in a sync response", () => {
+  it("is an invite, a join or a leave of this room; anything else is no answer yet", () => {
+    expect(admissionIn({ rooms: { invite: { "!r:x": {} } } }, "!r:x")).toBe("invited");
+    expect(admissionIn({ rooms: { join: { "!r:x": {} } } }, "!r:x")).toBe("joined");
+    expect(admissionIn({ rooms: { leave: { "!r:x": {} } } }, "!r:x")).toBe("declined");
+    expect(admissionIn({ rooms: { knock: { "!r:x": {} }, invite: { "!other:x": {} } } }, "!r:x")).toBeNull();
+    expect(admissionIn({}, "!r:x")).toBeNull();
+  });
+});
+
+describe("waiting for a host", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it("takes the state first, then long-polls from there until invited", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": {} } } } }, { status: 200, body: { next_batch: "s2" } }, { status: 200, body: { next_batch: "s3", rooms: { invite: { "!r:x": {} } } } });
+    const answer = await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, pollMs: 30_000 });
+    expect(answer).toBe("invited");
+    const q = hs.seen.map((r) => [r.url.searchParams.get("since"), r.url.searchParams.get("timeout")]);
+    expect(q).toEqual([[null, "0"], ["s1", "30000"], ["s2", "30000"]]);
+    expect(JSON.parse(hs.seen[0]!.url.searchParams.get("filter")!)).toMatchObject({ room: { rooms: ["!r:x"], timeline: { limit: 1 } } });
+  });
+
+  it("sees an answer given before the wait began (the institution's instant invite, a declined knock)", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { invite: { "!r:x": {} } } } });
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal })).toBe("invited");
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1" } }, { status: 200, body: { next_batch: "s2", rooms: { leave: { "!r:x": {} } } } });
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal })).toBe("declined");
+  });
+
+  it("retries network trouble with a backoff and gives up on an expired sign-in", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, "network", { status: 502, body: "bad gateway" }, { status: 200, body: { next_batch: "s1", rooms: { join: { "!r:x": {} } } } });
+    const waiting = awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(hs.seen).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(2000);
+    await expect(waiting).resolves.toBe("joined");
+
+    hs.on(SYNC, { status: 401, body: { errcode: "M_UNKNOWN_TOKEN" } });
+    await expect(awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal })).rejects.toMatchObject({ code: "M_UNKNOWN_TOKEN" });
+  });
+
+  it("stops at once when the user cancels, even in the middle of a long poll", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1" } }, "hang");
+    const stop = new AbortController();
+    const waiting = awaitAdmission(hs.http, "!r:x", { signal: stop.signal });
+    await vi.waitFor(() => expect(hs.seen).toHaveLength(2));
+    stop.abort();
+    await expect(waiting).rejects.toBeInstanceOf(ParleyClientError);
+    await tick();
+    expect(hs.seen).toHaveLength(2);
+  });
+});

@@ -1,0 +1,201 @@
+// Asking to join, as the meeting screen drives it: a knock at once after a refused join, the wait
+// in the lobby, let in (the meeting opens again), declined, cancelled, refused because locked.
+import { describe, expect, it, vi } from "vitest";
+import { ParleyClientError } from "../../../client/src/errors.ts";
+import type { Admission, RoomPreview } from "../../../client/src/matrix/knock.ts";
+import type { RoomSummary } from "../../../client/src/matrix/rooms.ts";
+import { INVITE_ONLY_TEXT, KnockModel, LOCKED_TEXT, type KnockPort } from "../../../client/src/state/knockModel.ts";
+import { MeetingModel, type ActiveCall, type MeetingServices } from "../../../client/src/state/meetingModel.ts";
+import type { PrejoinModel } from "../../../client/src/state/prejoinModel.ts";
+import { tick } from "./fakes.ts";
+
+const FORBIDDEN = new ParleyClientError("M_FORBIDDEN", "room", { status: 403, detail: "M_FORBIDDEN: You are not invited to this room." });
+const KNOCKABLE: RoomPreview = { kind: "summary", roomId: "!r:x", name: "Board meeting", joinRule: "knock", membership: "leave" };
+
+/** A knock port whose wait resolves when the test answers. */
+function port(preview: RoomPreview = KNOCKABLE) {
+  let answer: ((a: Admission) => void) | null = null;
+  let fail: ((e: unknown) => void) | null = null;
+  const signals: AbortSignal[] = [];
+  const p = {
+    preview: vi.fn(async () => preview),
+    knock: vi.fn(async (): Promise<string> => "!r:x"),
+    wait: vi.fn(
+      (_roomId: string, signal: AbortSignal) =>
+        new Promise<Admission>((resolve, reject) => {
+          signals.push(signal);
+          answer = resolve;
+          fail = reject;
+          signal.addEventListener("abort", () => reject(new ParleyClientError("CLOSED", "room")));
+        }),
+    ),
+    withdraw: vi.fn(async () => undefined),
+  } satisfies KnockPort;
+  return { p, signals, answer: (a: Admission) => answer?.(a), fail: (e: unknown) => fail?.(e) };
+}
+
+/** A knock model that started (and so knocked, where the room takes knocks). */
+async function asked(p: KnockPort, admitted = vi.fn()): Promise<KnockModel> {
+  const k = new KnockModel("#board:x", p, admitted);
+  await k.start(FORBIDDEN);
+  return k;
+}
+
+describe("KnockModel", () => {
+  it("knocks at once, without asking, where the room takes knocks, and waits", async () => {
+    const { p } = port();
+    const k = await asked(p);
+    expect(p.knock).toHaveBeenCalledWith("#board:x", "");
+    expect(k.state.get()).toEqual({ status: "waiting", name: "Board meeting", cancelling: false, error: null, note: "none" });
+    expect(p.wait).toHaveBeenCalledWith("!r:x", expect.any(AbortSignal));
+  });
+
+  it("goes on to the meeting when let in (by a host, or at once by the meeting's server)", async () => {
+    const { p, answer } = port();
+    const admitted = vi.fn();
+    await asked(p, admitted);
+    answer("invited");
+    await tick();
+    expect(admitted).toHaveBeenCalledOnce();
+  });
+
+  it("sends a message for the hosts while waiting, as the knock's reason, and keeps waiting", async () => {
+    const { p, signals } = port();
+    const k = await asked(p);
+    await k.addNote("   ");
+    expect(p.knock).toHaveBeenCalledTimes(1); // nothing to send
+    await k.addNote("  I'm presenting the budget  ");
+    expect(p.knock).toHaveBeenLastCalledWith("#board:x", "I'm presenting the budget");
+    expect(k.state.get()).toMatchObject({ status: "waiting", note: "sent", error: null });
+    expect(signals[0]!.aborted).toBe(false);
+    const again = await asked(p);
+    p.knock.mockRejectedValueOnce(new ParleyClientError("NETWORK", "room"));
+    await again.addNote("hello");
+    expect(again.state.get()).toMatchObject({ status: "waiting", note: "none", error: expect.stringMatching(/^Your message didn't reach the hosts/) });
+  });
+
+  it("says a host declined, and may ask again with a reason", async () => {
+    const { p, answer } = port();
+    const k = await asked(p);
+    answer("declined");
+    await tick();
+    expect(k.state.get()).toEqual({ status: "declined", name: "Board meeting" });
+    await k.ask(" please ");
+    expect(p.knock).toHaveBeenLastCalledWith("#board:x", "please");
+    expect(k.state.get().status).toBe("waiting");
+  });
+
+  it("says a locked meeting takes no requests when the knock is refused, and may try again", async () => {
+    const { p } = port();
+    p.knock.mockRejectedValueOnce(new ParleyClientError("M_FORBIDDEN", "room", { status: 403 }));
+    const k = await asked(p);
+    expect(k.state.get()).toEqual({ status: "offer", name: "Board meeting", sending: false, error: LOCKED_TEXT });
+    await k.ask("");
+    expect(k.state.get().status).toBe("waiting");
+  });
+
+  it("takes the request back on cancel: stops waiting and leaves the knock; asking again is the user's choice", async () => {
+    const { p, signals } = port();
+    const k = await asked(p);
+    await k.cancel();
+    expect(signals[0]!.aborted).toBe(true);
+    expect(p.withdraw).toHaveBeenCalledWith("!r:x");
+    expect(k.state.get()).toEqual({ status: "offer", name: "Board meeting", sending: false, error: null });
+    expect(p.knock).toHaveBeenCalledTimes(1);
+  });
+
+  it("keeps waiting when the request can't be taken back", async () => {
+    const { p } = port();
+    p.withdraw.mockRejectedValueOnce(new ParleyClientError("NETWORK", "room"));
+    const k = await asked(p);
+    await k.cancel();
+    expect(k.state.get()).toMatchObject({ status: "waiting", error: expect.stringMatching(/^Couldn't take your request back/) });
+    expect(p.wait).toHaveBeenCalledTimes(2);
+  });
+
+  it("resumes the wait for a knock made earlier (the page was reloaded)", async () => {
+    const { p } = port({ ...KNOCKABLE, membership: "knock" });
+    const k = await asked(p);
+    expect(k.state.get().status).toBe("waiting");
+    expect(p.knock).not.toHaveBeenCalled();
+  });
+
+  it("does not knock where it can't be done: invite-only or hidden, banned", async () => {
+    for (const [preview, message] of [
+      [{ ...KNOCKABLE, joinRule: "invite" }, INVITE_ONLY_TEXT],
+      [{ kind: "hidden" }, INVITE_ONLY_TEXT],
+      [{ ...KNOCKABLE, membership: "ban" }, "You were banned from this meeting."],
+      [{ ...KNOCKABLE, joinRule: "public" }, FORBIDDEN.human],
+    ] as [RoomPreview, string][]) {
+      const { p } = port(preview);
+      const k = await asked(p);
+      expect(k.state.get()).toMatchObject({ status: "closed", message });
+      expect(p.knock).not.toHaveBeenCalled();
+    }
+  });
+
+  it("knocks when the homeserver can't say what the room allows (the knock's answer will)", async () => {
+    const { p } = port({ kind: "unknown" });
+    const k = await asked(p);
+    expect(p.knock).toHaveBeenCalledOnce();
+    expect(k.state.get()).toMatchObject({ status: "waiting", name: "#board:x" });
+  });
+
+  it("says so when the wait can't go on (the sign-in expired)", async () => {
+    const { p, fail } = port();
+    const k = await asked(p);
+    fail(new ParleyClientError("M_UNKNOWN_TOKEN", "room"));
+    await tick();
+    expect(k.state.get()).toMatchObject({ status: "offer", error: "Stopped waiting for a host: Your sign-in has expired. Sign in again to open the meeting." });
+  });
+});
+
+describe("MeetingModel: asking to join", () => {
+  const ROOM: RoomSummary = { roomId: "!r:x", name: "Board meeting", call: null, host: { trust: "origin", api: "http://p", origin: "http://p", host: "p" }, encrypted: false };
+
+  function meeting(knock?: KnockPort) {
+    const prejoin = { start: vi.fn(async () => undefined), dispose: vi.fn() };
+    const openRoom = vi.fn<MeetingServices["openRoom"]>(async () => Promise.reject(FORBIDDEN));
+    const services: MeetingServices = {
+      openRoom,
+      prejoin: () => prejoin as unknown as PrejoinModel,
+      call: () => ({}) as ActiveCall,
+      ...(knock ? { knock } : {}),
+    };
+    return { m: new MeetingModel("#board:x", services), openRoom };
+  }
+
+  it("goes to the knock stage on a refused join, and opens the meeting once let in", async () => {
+    const { p, answer } = port();
+    const { m, openRoom } = meeting(p);
+    await m.open();
+    expect(m.state.get().stage).toBe("knock");
+    openRoom.mockResolvedValueOnce(ROOM);
+    answer("invited");
+    await tick(10);
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(openRoom).toHaveBeenCalledTimes(2);
+  });
+
+  it("stops waiting when the meeting screen goes away", async () => {
+    const { p, signals } = port({ ...KNOCKABLE, membership: "knock" });
+    const { m } = meeting(p);
+    await m.open();
+    expect(m.state.get().stage).toBe("knock");
+    m.dispose();
+    expect(signals[0]!.aborted).toBe(true);
+    expect(p.withdraw).not.toHaveBeenCalled(); // the knock stays for when the meeting opens again
+  });
+
+  it("keeps the old error where it can't knock (the Element widget), or for other errors", async () => {
+    const { m } = meeting();
+    await m.open();
+    expect(m.state.get()).toMatchObject({ stage: "error", message: FORBIDDEN.human });
+    const { p } = port();
+    const other = meeting(p);
+    other.openRoom.mockRejectedValueOnce(new ParleyClientError("M_NOT_FOUND", "room"));
+    await other.m.open();
+    expect(other.m.state.get().stage).toBe("error");
+    expect(p.preview).not.toHaveBeenCalled();
+  });
+});
