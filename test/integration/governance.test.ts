@@ -211,6 +211,8 @@ describe("meeting governance", () => {
     const closed = await bobWs.closed;
     expect(closed.code).toBe(4403);
     expect(closed.at - t0).toBeLessThan(1000);
+    // The eviction names the host the bot acted for, and the host's own reason.
+    expect(bobWs.pushes.at(-1)).toMatchObject({ type: "evicted", by: alice.userId, reason: "test" });
     expect(await membershipOf(bob.userId)).toBe("leave");
   });
 
@@ -230,7 +232,7 @@ describe("meeting governance", () => {
     carolWs.send({ type: "moderate", action: { action: "end" } });
     for (const ws of [aliceWs, carolWs]) {
       expect((await ws.closed).code).toBe(4404);
-      expect(ws.pushes.at(-1)).toMatchObject({ type: "evicted", error: expect.stringContaining(`ended by ${carol.userId}`) });
+      expect(ws.pushes.at(-1)).toMatchObject({ type: "evicted", by: carol.userId, error: expect.stringContaining(`ended by ${carol.userId}`) });
     }
     expect(await alice.stateEvent(roomId, "org.parley.call")).toMatchObject({ ended: { by: carol.userId } });
     expect((await joinCall(A, { openid_token: await carol.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });

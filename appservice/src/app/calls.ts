@@ -99,7 +99,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       moderation: seats.media.moderation,
       seats,
       endCall: async (call) => {
-        await calls.endCall(call, call.endedBy ? `the meeting was ended by ${call.endedBy}` : undefined);
+        await calls.endCall(call, call.endedBy ? `the meeting was ended by ${call.endedBy}` : undefined, call.endedBy ?? undefined);
         seats.media.forgetCall(call.callId);
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),

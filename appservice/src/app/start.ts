@@ -22,7 +22,7 @@ import { type Lifecycle, withLifecycle } from "./lifecycle.ts";
 import { OpenIdVerifier } from "../matrix/openid.ts";
 import { startCalls } from "./calls.ts";
 import { startGuests } from "./guests.ts";
-import { appserviceRouter } from "../matrix/appserviceHttp.ts";
+import { appserviceRouter, type MembershipCause } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
 import type { RawEvent } from "../matrix/events.ts";
@@ -111,8 +111,9 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       },
     },
   );
-  const evict = (roomId: string, userId: string, membership: string) => {
-    const ended = calls.evict(roomId, userId, membership);
+  const evict = (roomId: string, userId: string, membership: string, cause: MembershipCause = {}) => {
+    // The bot kicks and bans for hosts: the eviction names the host who asked.
+    const ended = calls.evict(roomId, userId, membership, (cause.by === homeserver.botUserId && governance.actorOf(roomId, userId)) || cause);
     if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
   };
   const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);

@@ -37,6 +37,9 @@ export type SessionCloser = (reason: SessionEndReason) => void;
 export interface SessionEndReason {
   errcode: "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_NOT_FOUND";
   message: string;
+  /** Who ended it (a kick's or ban's actor, whoever ended the meeting), and the reason they gave. */
+  by?: string | undefined;
+  reason?: string | undefined;
 }
 
 export const TAKEN_OVER: SessionEndReason = { errcode: "M_FORBIDDEN", message: "session taken over by another connection" };
@@ -198,11 +201,12 @@ export class CallService {
   }
 
   /** A leave, kick or ban: every session of that user in that room ends now. Returns how many. */
-  evict(roomId: string, userId: string, membership: string): number {
+  evict(roomId: string, userId: string, membership: string, cause: { by?: string | undefined; reason?: string | undefined } = {}): number {
     let ended = 0;
     for (const s of [...this.sessions.values()]) {
       if (s.roomId === roomId && s.userId === userId) {
-        this.end(s.token, { errcode: "M_FORBIDDEN", message: `membership is now ${membership}` });
+        const by = cause.by && cause.by !== userId ? cause.by : undefined;
+        this.end(s.token, { errcode: "M_FORBIDDEN", message: `membership is now ${membership}`, by, reason: by ? cause.reason : undefined });
         ended++;
       }
     }
@@ -214,9 +218,9 @@ export class CallService {
    * (its sockets close, their SFU sessions and provisioned keys are released by their closers),
    * then its SFU room is destroyed.
    */
-  async endCall(call: Pick<CallRecord, "callId" | "sfu">, message = "the call has ended"): Promise<void> {
+  async endCall(call: Pick<CallRecord, "callId" | "sfu">, message = "the call has ended", by?: string): Promise<void> {
     for (const s of [...this.sessions.values()]) {
-      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message });
+      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message, by });
     }
     const sfu = this.sfuRoomOf(call.callId) ?? call.sfu;
     if (sfu) {

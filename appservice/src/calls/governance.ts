@@ -93,6 +93,8 @@ export class Governance {
   private readonly loading = new Map<string, Promise<RoomFacts>>();
   private readonly lobbies = new Map<string, Map<string, LobbyEntry>>();
   private readonly lobbySeeded = new Map<string, Promise<void>>();
+  /** Who asked the bot to remove or ban a user ("room|user" -> actor), until the eviction reads it. */
+  private readonly actedFor = new Map<string, { by: string; reason: string | undefined }>();
   /** One membership decision at a time per room (two first joiners must not both become host). */
   private readonly serial = new Map<string, Promise<unknown>>();
   private readonly log = getLogger("calls.governance");
@@ -405,11 +407,18 @@ export class Governance {
         moderation.raiseHand(actor.callId, a.user_id, false);
         return {};
       case "remove":
-        await homeserver.membershipAct(actor.roomId, "kick", a.user_id, a.reason ? `${a.reason} (${reason("removed")})` : reason("removed"));
+      case "ban": {
+        const key = `${actor.roomId}|${a.user_id}`;
+        this.actedFor.set(key, { by, reason: a.reason });
+        const what = a.action === "remove" ? "removed" : "banned";
+        try {
+          await homeserver.membershipAct(actor.roomId, a.action === "remove" ? "kick" : "ban", a.user_id, a.reason ? `${a.reason} (${reason(what)})` : reason(what));
+        } catch (err) {
+          this.actedFor.delete(key);
+          throw err;
+        }
         return {};
-      case "ban":
-        await homeserver.membershipAct(actor.roomId, "ban", a.user_id, a.reason ? `${a.reason} (${reason("banned")})` : reason("banned"));
-        return {};
+      }
       case "admit":
       case "deny": {
         if (!this.lobbies.get(actor.roomId)?.has(a.user_id)) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
@@ -468,6 +477,14 @@ export class Governance {
     if (ended?.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
     if (ended) await this.deps.endCall(ended);
     this.deps.onMeetingEnded?.(roomId);
+  }
+
+  /** The host on whose behalf the bot removed or banned a user, and their reason (read once, by the eviction). */
+  actorOf(roomId: string, userId: string): { by: string; reason: string | undefined } | undefined {
+    const key = `${roomId}|${userId}`;
+    const actor = this.actedFor.get(key);
+    this.actedFor.delete(key);
+    return actor;
   }
 
   /** Nothing of a room stays once Parley leaves it. */

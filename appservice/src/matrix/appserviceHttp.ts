@@ -21,6 +21,12 @@ import { getLogger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
 import { transactionBody, describeZodError, type RawEvent } from "./events.ts";
 
+/** Who changed a membership (the event's sender) and the reason they gave. */
+export interface MembershipCause {
+  by?: string;
+  reason?: string;
+}
+
 export interface AppserviceHandlers {
   onEvent(event: RawEvent): Promise<void>;
   /** Returns true when the alias now exists (Parley created it). */
@@ -29,7 +35,7 @@ export interface AppserviceHandlers {
    * A user's membership is no longer "join" (leave, kick, ban): called synchronously when the
    * transaction arrives, before it is queued. Must be idempotent.
    */
-  onMembershipLost?(roomId: string, userId: string, membership: string): void;
+  onMembershipLost?(roomId: string, userId: string, membership: string, cause?: MembershipCause): void;
   /** A transaction's E2EE parts, before its events; not called again for the txnId once it returned. */
   onTransactionParts?(parts: TransactionParts): Promise<void>;
 }
@@ -83,10 +89,13 @@ const YIELD_EVERY = 16;
 function evictEarly(event: RawEvent, hook: NonNullable<AppserviceHandlers["onMembershipLost"]>): void {
   if (event.type !== "m.room.member") return;
   const { room_id: roomId, state_key: userId } = event;
-  const membership = (event.content as { membership?: unknown } | undefined)?.membership;
+  const content = event.content as { membership?: unknown; reason?: unknown } | undefined;
+  const membership = content?.membership;
   if (typeof roomId !== "string" || typeof userId !== "string" || typeof membership !== "string" || membership === "join") return;
+  const by = typeof event.sender === "string" ? event.sender : undefined;
+  const reason = typeof content?.reason === "string" ? content.reason.slice(0, 500) : undefined;
   try {
-    hook(roomId, userId, membership);
+    hook(roomId, userId, membership, { ...(by ? { by } : {}), ...(reason ? { reason } : {}) });
   } catch (err) {
     getLogger("matrix.appservice").error({ err, roomId }, "early eviction failed; the queued event will retry it");
   }

@@ -2,6 +2,7 @@
 import type { Governance } from "../calls/governance.ts";
 import { MeetingService } from "../calls/meetings.ts";
 import { getLogger } from "../log.ts";
+import type { MembershipCause } from "./appserviceHttp.ts";
 import { describeZodError, memberEvent, messageEvent, rtcMembershipEvent, stateEvent, type RawEvent } from "./events.ts";
 
 type Handler = (event: RawEvent) => Promise<void>;
@@ -11,11 +12,11 @@ export class EventRouter {
   private readonly log = getLogger("matrix.router");
   private readonly meetings: MeetingService;
 
-  /** `onMembershipLost(roomId, userId, membership)`: a user's membership is no longer "join". */
+  /** `onMembershipLost(roomId, userId, membership, cause)`: a user's membership is no longer "join". */
   constructor(
     meetings: MeetingService,
     botUserId: string,
-    onMembershipLost: (roomId: string, userId: string, membership: string) => void = () => undefined,
+    onMembershipLost: (roomId: string, userId: string, membership: string, cause?: MembershipCause) => void = () => undefined,
     governance?: Pick<Governance, "onMembership" | "onRoomState" | "forgetRoom">,
   ) {
     this.meetings = meetings;
@@ -49,7 +50,10 @@ export class EventRouter {
           await meetings.onMemberJoined(ev.room_id, ev.state_key, ev.event_id);
         } else {
           meetings.onRoomLeft(ev.room_id, ev.state_key);
-          onMembershipLost(ev.room_id, ev.state_key, ev.content.membership);
+          onMembershipLost(ev.room_id, ev.state_key, ev.content.membership, {
+            by: ev.sender,
+            ...(ev.content.reason ? { reason: ev.content.reason.slice(0, 500) } : {}),
+          });
         }
         const c = ev.content;
         // Governance's follow-ups (an institution member's knock admitted, a host named) are

@@ -74,8 +74,8 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       conn.send({ type: "error", ...(msgId === undefined ? {} : { id: msgId }), errcode: err.errcode, error: err.message });
     };
     const messages = new TokenBucket({ perMinute: limits.messagesPerSecond * 60, burst: limits.messageBurst }, { now: () => Date.now() });
-    const shut = (err: ParleyError, code = closeCode(err.errcode), type = "error") => {
-      conn.send({ type, errcode: err.errcode, error: err.message });
+    const shut = (err: ParleyError, code = closeCode(err.errcode), type = "error", extra: Record<string, unknown> = {}) => {
+      conn.send({ type, errcode: err.errcode, error: err.message, ...extra });
       ws.close(code, err.message);
       setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     };
@@ -106,7 +106,11 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         const { seat, e2ee } = await seats.open(
           {
             push: (event) => conn.send(event),
-            ended: (reason: SessionEndReason) => shut(new ParleyError(reason.errcode, reason.message), undefined, "evicted"),
+            ended: (reason: SessionEndReason) =>
+              shut(new ParleyError(reason.errcode, reason.message), undefined, "evicted", {
+                ...(reason.by ? { by: reason.by } : {}),
+                ...(reason.reason ? { reason: reason.reason } : {}),
+              }),
           },
           message.session,
           message.device_id,

@@ -1,4 +1,5 @@
-// Meeting governance in real browsers, on two institutions (Synapse x2, Janus, Parley x2):
+// Meeting governance enforced on media, in real browsers, on two institutions (Synapse x2, Janus,
+// Parley x2); meetingControls.test.ts covers the controls themselves:
 // - a user of B knocks on A's *institution* meeting from B's Parley client; A's host sees the
 //   knock in the client (badge, name, server, reason), lets them in; B's client joins by itself
 //   and decrypts A's media;
@@ -90,15 +91,16 @@ describe("meeting governance in the browser", () => {
     await alicePage.getByTestId("alone-hint").waitFor();
 
     bobPage = await openSignedIn(B, bob);
-    await bobPage.getByTestId("knock").waitFor({ timeout: 30_000 });
-    await bobPage.getByTestId("knock-reason").fill("Budget review");
-    await bobPage.getByTestId("knock-ask").click();
+    // The client asks to join at once; a message for the hosts can follow.
+    await bobPage.getByTestId("knock-waiting").waitFor({ timeout: 60_000 });
+    await bobPage.getByTestId("knock-note").fill("Budget review");
+    await bobPage.getByTestId("knock-send-note").click();
 
     await alicePage.getByTestId("lobby-badge").waitFor({ state: "visible" });
     await alicePage.getByTestId("people").click();
     const entry = alicePage.getByTestId(`lobby-entry-${bob.userId}`);
     await entry.waitFor();
-    expect(await entry.textContent()).toContain("Budget review");
+    await expect.poll(() => entry.textContent(), { timeout: 30_000 }).toContain("Budget review");
     expect(await entry.textContent()).toContain(B.serverName);
     await alicePage.getByTestId(`admit-${bob.userId}`).click();
 
@@ -111,8 +113,7 @@ describe("meeting governance in the browser", () => {
   it("the same knock admitted from a matrix-js-sdk client standing in for Element: the knocker's client joins by itself", async () => {
     const erin = await signedInUser(B, "erin", "Erin");
     const erinPage = await openSignedIn(B, erin);
-    await erinPage.getByTestId("knock").waitFor({ timeout: 30_000 });
-    await erinPage.getByTestId("knock-ask").click();
+    await erinPage.getByTestId("knock-waiting").waitFor({ timeout: 60_000 });
     await waitFor("erin's knock", async () => ((await membershipOf(erin.userId)) === "knock" ? true : undefined));
     await testUser(A, alice).invite(roomId, erin.userId);
     await erinPage.locator("#prejoin-join").waitFor({ timeout: 30_000 });
@@ -183,8 +184,7 @@ describe("meeting governance in the browser", () => {
     await guestPage.goto(link(A));
     await guestPage.locator("#guest-name").fill("Ada");
     await guestPage.getByRole("button", { name: "Join as guest" }).click();
-    await guestPage.getByTestId("knock").waitFor({ timeout: 30_000 });
-    await guestPage.getByTestId("knock-ask").click();
+    await guestPage.getByTestId("knock-waiting").waitFor({ timeout: 60_000 });
 
     const row = alicePage.locator(`[data-testid^="lobby-entry-@"]`, { hasText: "Ada (guest)" });
     await row.waitFor({ timeout: 30_000 });
