@@ -163,7 +163,8 @@ describe("meeting governance in the browser", () => {
       });
       return { u, client };
     };
-    const keysOf = (m: { content: Record<string, unknown> }) => ((m.content.keys ?? []) as { key?: string }[]).map((k) => k.key);
+    // MatrixRTC's to-device shape: {keys: {index, key}, ...}.
+    const keysOf = (m: { content: Record<string, unknown> }) => [(m.content.keys as { key?: string } | undefined)?.key];
     const dave = await device("dave");
     await dave.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
     await testUser(A, alice).kick(roomId, dave.u.userId);

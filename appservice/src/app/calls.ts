@@ -28,6 +28,8 @@ export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | 
   crypto: BotCrypto | undefined;
   /** Counts governance actions (metrics); optional. */
   observeGovernance?: GovernanceDeps["observe"];
+  /** A user's first call session in a room began, or their last one ended (guests' accounts). */
+  onPresence?: CallServiceDeps["onPresence"];
   /** A meeting was ended for all (guests' accounts go sooner). */
   onMeetingEnded?: GovernanceDeps["onMeetingEnded"];
 }

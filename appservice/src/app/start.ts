@@ -75,6 +75,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
       observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
       onMeetingEnded: (roomId) => guests.service.onMeetingEnded(roomId),
+      onPresence: (roomId, userId, present) => guests.service.onCallPresence(roomId, userId, present),
     }),
   );
   const { calls, governance } = callParts;

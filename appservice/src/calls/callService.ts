@@ -52,6 +52,8 @@ export interface CallServiceDeps {
   sfu: SfuRooms;
   clock: Clock;
   ids: IdSource;
+  /** Told when a user's first session in a room is granted and when their last one ends (guests' accounts). */
+  onPresence?: (roomId: string, userId: string, present: boolean) => void;
   /** Governance's say on a joined user (locked, ended, external users): throws to refuse. */
   admission?: (roomId: string, userId: string, inCall: boolean) => Promise<void>;
 }
@@ -143,7 +145,9 @@ export class CallService {
     }
     const token = this.deps.ids.sessionToken();
     const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
+    const first = !this.hasSession(call.roomId, userId);
     this.sessions.set(token, { token, userId, roomId: call.roomId, callId: call.callId, expiresAt });
+    if (first) this.deps.onPresence?.(call.roomId, userId, true);
     const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
     timer.unref();
     this.expiryTimers.set(token, timer);
@@ -188,12 +192,25 @@ export class CallService {
   detach(token: string, closer: SessionCloser): void {
     if (this.closers.get(token) !== closer) return;
     this.closers.delete(token);
+    this.forget(token);
+  }
+
+  private hasSession(roomId: string, userId: string): boolean {
+    for (const s of this.sessions.values()) if (s.roomId === roomId && s.userId === userId) return true;
+    return false;
+  }
+
+  /** Drops a session; the user's last one in the room ending is told. */
+  private forget(token: string): void {
+    const s = this.sessions.get(token);
+    if (!s) return;
     this.sessions.delete(token);
+    if (!this.hasSession(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false);
   }
 
   private end(token: string, reason: Parameters<SessionCloser>[0]): void {
     const closer = this.closers.get(token);
-    this.sessions.delete(token);
+    this.forget(token);
     this.closers.delete(token);
     clearTimeout(this.expiryTimers.get(token));
     this.expiryTimers.delete(token);

@@ -187,6 +187,21 @@ export class GuestService {
     else store.scheduleGuest(userId, "left", Math.min(latest, now + this.cfg.deactivateAfterMs));
   }
 
+  /**
+   * A guest's call presence changed: its first call session began (the account lives on to its
+   * lifetime), or its last one ended (hung up, tab closed, evicted): the account goes
+   * `deactivateAfterMs` later unless a new session comes first. A guest who leaves the call does
+   * not leave the room, so this, not the membership, is what ends a guest's use of the account.
+   */
+  onCallPresence(roomId: string, userId: string, present: boolean): void {
+    if (!this.isGuest(userId)) return;
+    const { store, clock } = this.deps;
+    const guest = store.guest(userId);
+    if (!guest || guest.state !== "joined" || guest.roomId !== roomId) return;
+    const latest = guest.createdAt + this.cfg.maxLifetimeMs;
+    store.scheduleGuest(userId, "joined", present ? latest : Math.min(latest, clock.now() + this.cfg.deactivateAfterMs));
+  }
+
   /** The guest signed out: its token stops working now and the account goes at the next sweep. */
   signOut(userId: string): void {
     const guest = this.deps.store.guest(userId);

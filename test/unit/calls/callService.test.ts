@@ -51,6 +51,7 @@ let now: number;
 let members: Map<string, string>;
 let service: CallService;
 let ids = 0;
+let presence: string[];
 
 beforeEach(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), "parley-calls-"));
@@ -59,6 +60,7 @@ beforeEach(() => {
   store.completeAlias("#meet-x:a.example", MEETING);
   sfu = new FakeSfu();
   now = 1_000_000;
+  presence = [];
   members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
   service = new CallService(
     { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3 },
@@ -73,6 +75,7 @@ beforeEach(() => {
       sfu,
       clock: { now: () => now },
       ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+      onPresence: (roomId, userId, present) => presence.push(`${present ? "+" : "-"}${userId}@${roomId}`),
     },
   );
 });
@@ -142,6 +145,18 @@ describe("sessions end", () => {
     expect(service.session(b.session)).toBeUndefined();
     expect(service.session(a.session)?.userId).toBe(ALICE);
     expect(service.evict(CHAT, ALICE, "leave")).toBe(0);
+  });
+
+  it("the user's first session in a room and the end of their last one are told (guests' accounts hang on it)", async () => {
+    const a1 = await join("alice-token", "a.example");
+    const a2 = await join("alice-token", "a.example");
+    const closer: SessionCloser = () => undefined;
+    service.attach(a1.session, closer);
+    service.detach(a1.session, closer);
+    expect(presence).toEqual([`+${ALICE}@${MEETING}`]);
+    service.attach(a2.session, closer);
+    service.evict(MEETING, ALICE, "leave");
+    expect(presence).toEqual([`+${ALICE}@${MEETING}`, `-${ALICE}@${MEETING}`]);
   });
 
   it("at expiry", async () => {

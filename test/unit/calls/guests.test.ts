@@ -216,6 +216,25 @@ describe("deactivation", () => {
     expect(store.guest(g.userId)?.state).toBe("deactivated");
   });
 
+  it("a joined guest whose last call session ended goes deactivateAfter later, unless a new session comes first", async () => {
+    const guests = make();
+    const g = await guests.create({ name: "Ada", meeting: ROOM });
+    guests.onMembership(ROOM, g.userId, "join");
+    guests.onCallPresence(ROOM, g.userId, true);
+    guests.onCallPresence(ROOM, g.userId, false);
+    now += 300 * S;
+    guests.onCallPresence(ROOM, g.userId, true);
+    now += 600 * S;
+    expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 0 });
+    guests.onCallPresence(ROOM, g.userId, false);
+    now += 599 * S;
+    expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 0 });
+    now += 1 * S;
+    expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });
+    // Non-guests and other rooms change nothing.
+    guests.onCallPresence(ROOM, "@alice:a.example", false);
+  });
+
   it("a guest never admitted goes lobbyWait after it was made; an invite gives it time to join", async () => {
     const guests = make({ lobbyWaitMs: 100 * S, deactivateAfterMs: 60 * S });
     const a = await guests.create({ name: "A", meeting: ROOM });
