@@ -1,7 +1,8 @@
 // Calls benchmark: join -> first decoded remote frame through Parley (real client, Janus, two
 // browsers), beside a raw Janus EchoTest join measured in the same run on the same machine.
 // Prints BENCH <name> <value> <unit> lines. Runs inside scripts/isolated.sh (npm run bench:calls).
-//   node test/bench/calls.ts [--joins 20]
+//   node test/bench/calls.ts [--joins 20] [--knocks 5]
+// Then knock to first frame (knock.ts) on a two-institution stack of its own.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
@@ -14,10 +15,12 @@ import { startJanus } from "../../scripts/stack/janus.ts";
 import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
+import { benchKnock } from "./knock.ts";
 import { bench, percentile } from "./lib.ts";
 
-const { values } = parseArgs({ options: { joins: { type: "string", default: "20" } } });
+const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
 const JOINS = Number(values.joins);
+const KNOCKS = Number(values.knocks);
 
 
 async function firstFrame(page: Page, timeoutMs = 20_000): Promise<void> {
@@ -110,6 +113,7 @@ try {
   bench("baseline_janus_echotest_first_frame_p95", percentile(echoMs, 95), "ms");
   bench("join_vs_echotest_p50_ratio", p50 / e50, "x");
   console.log(`samples: ${JOINS} Parley joins, ${JOINS} EchoTest joins`);
+  await benchKnock(browser, KNOCKS, p50);
 } finally {
   await browser.close();
   for (const s of servers) s.close();

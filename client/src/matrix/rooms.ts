@@ -65,13 +65,37 @@ export interface RoomSummary {
  * Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. A 403
  * (M_FORBIDDEN) for a room whose join rule is `knock` is where asking to join starts (knock.ts).
  */
-export async function joinRoom(http: MatrixHttp, target: string, ownServer: string | null = null): Promise<string> {
+/** Joins refused by a homeserver race are tried again this many times. */
+const JOIN_RACE_RETRIES = 4;
+
+/**
+ * Synapse 1.163 sometimes refuses a join over federation right after a knock and its invite
+ * ("duplicate auth_events" for the joiner's membership: the join was built on both); the same join
+ * a moment later goes through.
+ */
+function isJoinRace(err: unknown): boolean {
+  return err instanceof ParleyClientError && err.code === "M_FORBIDDEN" && !!err.detail?.includes("duplicate auth_events");
+}
+
+export async function joinRoom(
+  http: MatrixHttp,
+  target: string,
+  ownServer: string | null = null,
+  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+): Promise<string> {
   const via = viaServers(target);
   let res: { room_id?: unknown };
-  try {
-    res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
-  } catch (err) {
-    throw joinFailure(err, target, ownServer);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
+      break;
+    } catch (err) {
+      if (isJoinRace(err) && attempt < JOIN_RACE_RETRIES) {
+        await sleep(100 * 2 ** attempt);
+        continue;
+      }
+      throw joinFailure(err, target, ownServer);
+    }
   }
   if (typeof res.room_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "join without room_id" });
   return res.room_id;

@@ -114,6 +114,25 @@ describe("joining a meeting room", () => {
     expect((await joinError(failing(504, { errcode: "M_UNKNOWN", error: "timed out" }), "!room:a.example:8448"))?.human).toMatch(/^a\.example:8448 could not be reached/);
   });
 
+  it("tries a join again when Synapse refuses it in its knock-invite race (duplicate auth_events), a few times only", async () => {
+    const race = { errcode: "M_FORBIDDEN", error: "Event $x has duplicate auth_events for ('m.room.member', '@bob:b.example'): $a and $b" };
+    const answers = [race, race, { room_id: "!r:a.example" }];
+    const waits: number[] = [];
+    const http = new MatrixHttp("http://hs", "tok", async () => {
+      const body = answers.shift()!;
+      return new Response(JSON.stringify(body), { status: "room_id" in body ? 200 : 403, headers: { "content-type": "application/json" } });
+    });
+    expect(await joinRoom(http, "!r:a.example", "b.example", async (ms) => void waits.push(ms))).toBe("!r:a.example");
+    expect(waits).toEqual([100, 200]);
+    const always = new MatrixHttp("http://hs", "tok", async () => new Response(JSON.stringify(race), { status: 403 }));
+    await expect(joinRoom(always, "!r:a.example", "b.example", async () => undefined)).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    // Any other refusal is not tried again.
+    let calls = 0;
+    const refused = new MatrixHttp("http://hs", "tok", async () => (calls++, new Response(JSON.stringify({ errcode: "M_FORBIDDEN", error: "You are not invited" }), { status: 403 })));
+    await expect(joinRoom(refused, "!r:a.example", "b.example", async () => undefined)).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    expect(calls).toBe(1);
+  });
+
   it("keeps the homeserver's own failures as they are", async () => {
     // A proxy's 502 page in front of the user's own homeserver.
     expect((await joinError(failing(502, "<html>Bad Gateway</html>"), "#meet-team:a.example"))?.human).toBe("The server is busy or down for maintenance. Try again in a minute.");
