@@ -91,7 +91,7 @@ export async function joinRoom(
       break;
     } catch (err) {
       if (isJoinRace(err) && attempt < JOIN_RACE_RETRIES) {
-        await sleep(100 * 2 ** attempt);
+        await sleep(25 * 2 ** attempt);
         continue;
       }
       throw joinFailure(err, target, ownServer);

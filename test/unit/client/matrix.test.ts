@@ -123,7 +123,7 @@ describe("joining a meeting room", () => {
       return new Response(JSON.stringify(body), { status: "room_id" in body ? 200 : 403, headers: { "content-type": "application/json" } });
     });
     expect(await joinRoom(http, "!r:a.example", "b.example", async (ms) => void waits.push(ms))).toBe("!r:a.example");
-    expect(waits).toEqual([100, 200]);
+    expect(waits).toEqual([25, 50]);
     const always = new MatrixHttp("http://hs", "tok", async () => new Response(JSON.stringify(race), { status: 403 }));
     await expect(joinRoom(always, "!r:a.example", "b.example", async () => undefined)).rejects.toMatchObject({ code: "M_FORBIDDEN" });
     // Any other refusal is not tried again.
