@@ -105,7 +105,10 @@ describe("org.parley.call", () => {
     const state = await alice.state(roomId);
     const call = state.find((e) => e.type === "org.parley.call" && e.state_key === "")!;
     expect(call.sender).toBe(A.botUserId);
-    expect(call.content).toEqual({ version: 1, api: A.parley.config.meetings.publicUrl, alias, e2ee: { keys: "participant" } });
+    // With the meeting's governance settings (docs/governance.md): the institution's default access.
+    expect(call.content).toEqual({
+      version: 1, api: A.parley.config.meetings.publicUrl, alias, e2ee: { keys: "participant" }, access: "open", locked: false, guests: false,
+    });
     const pl = state.find((e) => e.type === "m.room.power_levels")!.content as { events: Record<string, number> };
     expect(pl.events["org.parley.call"]).toBe(100);
   });
