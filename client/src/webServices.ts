@@ -18,7 +18,25 @@ import { PrejoinModel } from "./state/prejoinModel.ts";
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
+  // The room's sync loop and crypto start with the pre-join, not with the call: the device's keys
+  // are up and its first sync done while the user looks at their preview, so the call's media
+  // keys can travel as soon as it joins (the join's slowest part for a new device). The call
+  // takes the warm feed over; leaving the meeting first stops it.
+  let warm: { roomId: string; feed: SyncedRoomFeed } | undefined;
+  const feedFor = (roomId: string) => {
+    if (warm?.roomId !== roomId) {
+      warm?.feed.stop();
+      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true }) };
+      const feed = warm.feed;
+      void feed.start().catch(() => undefined); // the call's chat reports a failure
+    }
+    return warm.feed;
+  };
   return {
+    dispose: () => {
+      warm?.feed.stop();
+      warm = undefined;
+    },
     isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
     knock: {
@@ -27,10 +45,14 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },
-    prejoin: (room) => new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) }),
+    prejoin: (room) => {
+      feedFor(room.roomId);
+      return new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) });
+    },
     call: (room, local) => {
       const host = trust.decide(room.call);
-      const feed = new SyncedRoomFeed(session, http, room.roomId, { crypto: true });
+      const feed = feedFor(room.roomId);
+      warm = undefined; // the call owns it now (and stops it when it ends)
       return wireCall(room, local, {
         userId: session.userId,
         deviceId: session.deviceId,

@@ -111,14 +111,22 @@ export class SyncedRoomFeed implements RoomFeed {
     return this.started;
   }
 
-  async start(): Promise<void> {
-    try {
-      await this.startSync();
-      this.startedResolve();
-    } catch (err) {
-      this.startedReject(err);
-      throw err;
-    }
+  private starting: Promise<void> | undefined;
+  /** Stopped, perhaps while still starting: a start in progress stops its client when it gets there. */
+  private stopped = false;
+
+  /** Starts the sync loop (and the crypto); once: a feed warmed up during the pre-join is the call's. */
+  start(): Promise<void> {
+    this.starting ??= (async () => {
+      try {
+        await this.startSync();
+        this.startedResolve();
+      } catch (err) {
+        this.startedReject(err);
+        throw err;
+      }
+    })();
+    return this.starting;
   }
 
   private async startSync(): Promise<void> {
@@ -172,6 +180,10 @@ export class SyncedRoomFeed implements RoomFeed {
       pendingEventOrdering: PendingEventOrdering.Detached,
     });
     await ready;
+    if (this.stopped) {
+      client.stopClient();
+      throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
+    }
     // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
     if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
     const room = client.getRoom(this.roomId);
@@ -185,6 +197,7 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   stop(): void {
+    this.stopped = true;
     this.client?.stopClient();
     this.client?.removeAllListeners();
     this.client = null;
@@ -319,7 +332,8 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     if (!msg) return;
     this.seen.add(id);
-    if (live) this.events.emit("message", msg);
+    // Live messages nobody listens to yet (a feed started during the pre-join) join the history.
+    if (live && this.events.has("message")) this.events.emit("message", msg);
     else this.initial.push(msg);
   }
 

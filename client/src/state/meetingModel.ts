@@ -26,6 +26,8 @@ export interface MeetingServices {
   /** The pre-join screen for this room (it asks about the call's host where the rule says to). */
   prejoin(room: RoomSummary): PrejoinModel;
   call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
+  /** The meeting is closed: whatever the services started for it (a feed warming up) stops. */
+  dispose?(): void;
   /** Asking to join a room the user may not enter directly (absent: no knocking here, e.g. the widget). */
   knock?: KnockPort;
 }
@@ -114,6 +116,7 @@ export class MeetingModel {
 
   dispose(): void {
     const s = this.state.get();
+    this.services.dispose?.();
     if (s.stage === "prejoin") s.prejoin.dispose();
     if (s.stage === "call") s.call.dispose();
     if (s.stage === "knock") s.knock.dispose();

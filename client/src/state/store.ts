@@ -48,6 +48,11 @@ export class Emitter<Events extends Record<string, unknown>> {
     return () => set.delete(handler as (payload: never) => void);
   }
 
+  /** Whether anyone listens to `event`. */
+  has<K extends keyof Events>(event: K): boolean {
+    return (this.handlers.get(event)?.size ?? 0) > 0;
+  }
+
   emit<K extends keyof Events>(event: K, payload: Events[K]): void {
     for (const h of [...(this.handlers.get(event) ?? [])]) (h as (p: Events[K]) => void)(payload);
   }

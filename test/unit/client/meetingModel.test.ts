@@ -99,6 +99,16 @@ describe("MeetingModel", () => {
     expect(s.openRoom).not.toHaveBeenCalled();
   });
 
+  it("closing the meeting stops what its services started (a feed warming up during the pre-join)", async () => {
+    const dispose = vi.fn();
+    const { s } = services({ dispose });
+    const m = new MeetingModel("#x:y", s);
+    await m.open();
+    expect(m.state.get().stage).toBe("prejoin");
+    m.dispose();
+    expect(dispose).toHaveBeenCalledTimes(1);
+  });
+
   it("keeps a failed call on screen and goes back to pre-join on retry", async () => {
     const { s, vmState, active } = services();
     const m = new MeetingModel("#x:y", s);
