@@ -18,7 +18,7 @@ import { PrejoinModel } from "./state/prejoinModel.ts";
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
-  // The room's sync loop and crypto start with the pre-join (or the lobby wait), not with the call:
+  // The room's sync loop and crypto start with the pre-join, not with the call:
   // the device's keys are up and its first sync done while the user looks at their preview, so the
   // call's media keys can travel as soon as it joins (the join's slowest part for a new device).
   // The call takes the warm feed over; leaving the meeting first stops it.
@@ -42,11 +42,9 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     knock: {
       preview: (target) => previewRoom(http, target),
       knock: (target, reason) => knockRoom(http, target, reason),
-      // Waiting in the lobby is time the device's crypto can use: its sync and keys start now.
-      wait: (roomId, signal) => {
-        feedFor(roomId);
-        return awaitAdmission(http, roomId, { signal });
-      },
+      // Not warmed during the lobby wait: a feed started on a knocked room never loads the
+      // member list it gets once joined (names show as ids), and its call saw no media in a trial.
+      wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },
     prejoin: (room) => {

@@ -188,6 +188,11 @@ describe("meeting governance", () => {
     expect(await moderate(carolWs, { action: "mute", user_id: bob.userId, kind: "audio" })).toMatchObject({ type: "result", seats: 1 });
     expect(await bobWs.push("bob told", (p) => p.type === "moderated")).toMatchObject({ kind: "audio", muted: true, by: carol.userId });
     expect(await bobWs.request({ type: "mute", kind: "audio", muted: false })).toMatchObject({ errcode: "M_FORBIDDEN" });
+    // Another seat of bob's (a reconnect) is told the mute still holds, and who made it.
+    const again = await seated(A, await callSession(A, bob, roomId));
+    expect(await again.push("the mute told again", (p) => p.type === "moderated")).toMatchObject({ kind: "audio", muted: true, by: carol.userId });
+    again.close();
+    await again.closed;
     // A co-host may not mute a host.
     expect(await moderate(carolWs, { action: "mute", user_id: alice.userId, kind: "audio" })).toMatchObject({ errcode: "M_FORBIDDEN" });
 

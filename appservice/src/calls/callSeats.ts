@@ -114,6 +114,10 @@ export class CallSeats {
     let seats = this.byRoom.get(session.roomId);
     if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
     seats.add(seat);
+    // After the hello's answer (sent once this returns): forced mutes that still hold, and by whom.
+    setImmediate(() => {
+      if (!seat.ended) this.media.moderation.replay(session.callId, session.userId, (p) => client.push(p));
+    });
     void this.deps.onSeated?.(session.roomId, session.userId, (p) => {
       if (!seat.ended) client.push(p);
     }).catch((err: unknown) => this.log.warn({ err, roomId: session.roomId }, "meeting state not sent"));

@@ -5,7 +5,7 @@
 // call: every seat of theirs, and every later publish (a reconnect), gets them. Raised hands and
 // reactions live here too. Permission checks are the caller's (governance.ts).
 import { ParleyError } from "../errors.ts";
-import type { CallRoster, Member } from "./callRoster.ts";
+import type { CallPush, CallRoster, Member } from "./callRoster.ts";
 import { TokenBucket, type RateLimit } from "./rateLimit.ts";
 import type { Clock } from "./ports.ts";
 
@@ -21,6 +21,8 @@ export interface ModerationConfig {
 
 interface CallState {
   forced: Map<string, { audio: boolean; video: boolean }>;
+  /** Who forced each mute ("user|kind" -> moderator), told again to a reconnecting seat. */
+  forcedBy: Map<string, string>;
   hands: Map<string, number>;
   /** Users whose screen share a moderator stopped (blocked until they show the camera). */
   shareStopped: Set<string>;
@@ -41,7 +43,7 @@ export class Moderation<S> {
 
   private state(callId: string): CallState {
     let s = this.calls.get(callId);
-    if (!s) this.calls.set(callId, (s = { forced: new Map(), hands: new Map(), shareStopped: new Set(), reactionBuckets: new Map() }));
+    if (!s) this.calls.set(callId, (s = { forced: new Map(), forcedBy: new Map(), hands: new Map(), shareStopped: new Set(), reactionBuckets: new Map() }));
     return s;
   }
 
@@ -59,6 +61,8 @@ export class Moderation<S> {
     const forced = { ...this.forcedOf(callId, userId), [kind]: muted };
     if (forced.audio || forced.video) s.forced.set(userId, forced);
     else s.forced.delete(userId);
+    if (muted) s.forcedBy.set(`${userId}|${kind}`, by);
+    else s.forcedBy.delete(`${userId}|${kind}`);
     const members = this.roster().membersOf(callId, userId);
     for (const m of members) {
       // A stopped share keeps the video blocked even when a forced video mute is lifted.
@@ -71,7 +75,17 @@ export class Moderation<S> {
     return members.length;
   }
 
-  /** Users in the call other than `except` (mute all). */
+  /** A new seat of a user (a reconnect) is told the forced mutes that still hold, and by whom. */
+  replay(callId: string, userId: string, push: (p: CallPush) => void): void {
+    const s = this.calls.get(callId);
+    const forced = s?.forced.get(userId);
+    if (!s || !forced) return;
+    for (const kind of ["audio", "video"] as const) {
+      if (forced[kind]) push({ type: "moderated", kind, muted: true, by: s.forcedBy.get(`${userId}|${kind}`) ?? "" });
+    }
+  }
+
+  /** Users in the call (mute all). */
   usersInCall(callId: string): string[] {
     return [...new Set(this.roster().members(callId).map((m) => m.userId))];
   }

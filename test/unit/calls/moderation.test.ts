@@ -53,9 +53,16 @@ describe("moderation at the SFU", () => {
     const again = member("s4", "@bob:b");
     await moderation.onPublished(again, "call");
     expect(again.media.blocks).toEqual(["audio:block"]);
+    // A reconnecting seat is told again who muted it.
+    const told: CallPush[] = [];
+    moderation.replay("call", "@bob:b", (p) => told.push(p));
+    expect(told).toEqual([{ type: "moderated", kind: "audio", muted: true, by: "@host:a" }]);
 
     await moderation.setForced("call", "@bob:b", "audio", false, "@host:a");
     expect(a1.media.blocks.at(-1)).toBe("audio:unblock");
+    const none: CallPush[] = [];
+    moderation.replay("call", "@bob:b", (p) => none.push(p));
+    expect(none).toEqual([]);
     expect(() => moderation.assertMayUnmute("call", "@bob:b", "audio", false)).not.toThrow();
   });
 
