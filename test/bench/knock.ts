@@ -119,6 +119,14 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         if (knockAt !== undefined && r.method() === "POST" && url.includes("/_matrix/client/v3/join/")) marks.roomJoin ??= performance.now() - knockAt;
         if (knockAt !== undefined && url.includes("/_parley/v1/calls/join")) marks.callJoin ??= performance.now() - knockAt;
       });
+      // The media keys: this device's first key out, the host's first key in (the client's log).
+      page.on("console", (m) => {
+        if (knockAt === undefined) return;
+        const text = m.text();
+        if (text.includes("media key received")) marks.keyIn ??= performance.now() - knockAt;
+        const sent = text.includes("media key shared") || (text.includes("new media key") && !/devices: 0\b/.test(text));
+        if (sent) marks.keyOut ??= performance.now() - knockAt;
+      });
       await page.goto(`${B.parley.url}/#/call/${enc(alias)}`);
       await page.getByLabel("User").fill(knocker.userId);
       await page.getByLabel("Password").fill(knocker.password);
