@@ -11,6 +11,7 @@ import { e2eeStats, inboundStats, joinThroughClient, signedInUser, trackPeerConn
 import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
+import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -68,13 +69,14 @@ async function syncUntil(user: TestUser, from: string, found: (res: SyncRooms) =
  * measured time.
  */
 async function joinAfterInvite(user: TestUser, roomId: string, via: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
+  for (let attempt = 0; ; attempt++) {
     try {
       await user.join(roomId, [via]);
       return;
     } catch (err) {
-      if (attempt >= 5 || !String((err as Error).message).includes("duplicate auth_events")) throw err;
-      console.log(`join refused by a Synapse race (${attempt}), trying again`);
+      if (attempt >= JOIN_RACE_RETRIES || !String((err as Error).message).includes("duplicate auth_events")) throw err;
+      // The web client's schedule (client/src/matrix/rooms.ts).
+      await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
     }
   }
 }

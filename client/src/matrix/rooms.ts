@@ -65,8 +65,8 @@ export interface RoomSummary {
  * Joins (or re-joins) the room; joining a #<prefix> alias makes Parley create the room. A 403
  * (M_FORBIDDEN) for a room whose join rule is `knock` is where asking to join starts (knock.ts).
  */
-/** Joins refused by a homeserver race are tried again this many times. */
-const JOIN_RACE_RETRIES = 4;
+/** Joins refused by a homeserver race are tried again this many times (after 25 ms, doubling: 1.6 s in all). */
+export const JOIN_RACE_RETRIES = 6;
 
 /**
  * Synapse 1.163 sometimes refuses a join over federation right after a knock and its invite

@@ -4,7 +4,7 @@ import { MatrixHttp } from "../../../client/src/matrix/http.ts";
 import { getLoginFlows, normalizeHomeserverUrl, passwordLogin, ssoRedirectUrl } from "../../../client/src/matrix/login.ts";
 import { parseMxc } from "../../../client/src/matrix/media.ts";
 import { decideCallHost, type CallAnnouncement } from "../../../client/src/matrix/callTrust.ts";
-import { joinRoom, meetingHost, meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
+import { JOIN_RACE_RETRIES, joinRoom, meetingHost, meetingTarget, roomSummary } from "../../../client/src/matrix/rooms.ts";
 import { parseSession, SessionStore } from "../../../client/src/matrix/session.ts";
 import { membersFromState, toChatMessage } from "../../../client/src/matrix/timeline.ts";
 import { parseWidgetParams } from "../../../client/src/matrix/widget.ts";
@@ -117,6 +117,7 @@ describe("joining a meeting room", () => {
   it("tries a join again when Synapse refuses it in its knock-invite race (duplicate auth_events), a few times only", async () => {
     const race = { errcode: "M_FORBIDDEN", error: "Event $x has duplicate auth_events for ('m.room.member', '@bob:b.example'): $a and $b" };
     const answers = [race, race, { room_id: "!r:a.example" }];
+    expect(JOIN_RACE_RETRIES).toBe(6);
     const waits: number[] = [];
     const http = new MatrixHttp("http://hs", "tok", async () => {
       const body = answers.shift()!;
