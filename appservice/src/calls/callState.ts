@@ -72,8 +72,12 @@ export function withSettings(content: Record<string, unknown>, s: MeetingSetting
  * users must always pass the lobby (external users, Tchap-style; guests, when the meeting takes
  * them), an open meeting knocks too: Parley admits every knock at once except theirs.
  */
-export function joinRuleFor(s: Pick<MeetingSettings, "access" | "locked">, lobbyAlways = false): "public" | "knock" | "invite" {
+export function joinRuleFor(
+  s: Pick<MeetingSettings, "access" | "locked" | "guests">,
+  institution: { externalUsers: boolean; guestsLobby: boolean },
+): "public" | "knock" | "invite" {
   if (s.locked) return "invite";
+  const lobbyAlways = institution.externalUsers || (institution.guestsLobby && s.guests);
   return s.access === "open" && !lobbyAlways ? "public" : "knock";
 }
 

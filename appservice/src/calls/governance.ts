@@ -456,10 +456,9 @@ export class Governance {
       ...(a.guests !== undefined ? { guests: a.guests } : {}),
     };
     const { homeserver } = this.deps;
-    const lobbyAlways = (s: MeetingSettings) => this.cfg.externalServers.length > 0 || (this.cfg.guestsLobby === true && s.guests);
-    if (joinRuleFor(after, lobbyAlways(after)) !== joinRuleFor(before, lobbyAlways(before))) {
-      await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: joinRuleFor(after, lobbyAlways(after)) });
-    }
+    const institution = { externalUsers: this.cfg.externalServers.length > 0, guestsLobby: this.cfg.guestsLobby === true };
+    const rule = joinRuleFor(after, institution);
+    if (rule !== joinRuleFor(before, institution)) await homeserver.putState(actor.roomId, "m.room.join_rules", { join_rule: rule });
     await homeserver.putState(actor.roomId, CALL_STATE_EVENT, withSettings(facts.content, after));
     this.cache.delete(actor.roomId);
     await this.facts(actor.roomId);

@@ -63,8 +63,8 @@ export class MeetingService {
         domain: cfg.domain,
         aliasPrefix: cfg.aliasPrefix,
         joinRule: joinRuleFor(
-          { access: cfg.governance.access, locked: false },
-          cfg.governance.hasExternalServers || (cfg.governance.guests && cfg.governance.guestsLobby === true),
+          { access: cfg.governance.access, locked: false, guests: cfg.governance.guests },
+          { externalUsers: cfg.governance.hasExternalServers, guestsLobby: cfg.governance.guestsLobby === true },
         ),
         encrypted: cfg.encrypted,
         limits: cfg.aliasRooms,
