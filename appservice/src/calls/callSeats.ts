@@ -84,13 +84,6 @@ export class CallSeats {
     }
   }
 
-  /** Live seats (tests: a closed call leaves none). */
-  size(): number {
-    let n = 0;
-    for (const seats of this.byRoom.values()) n += seats.size;
-    return n;
-  }
-
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
   async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo }> {
     const { calls } = this.deps;

@@ -98,16 +98,10 @@ export class CallService {
     if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
     const membership = await homeserver.getMembership(roomId, userId);
     if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
-    await this.deps.admission?.(roomId, userId, this.inCall(roomId, userId));
+    // A user holding a session in the room's call reconnecting is not someone new.
+    await this.deps.admission?.(roomId, userId, this.hasSession(roomId, userId));
     const call = await this.callFor(roomId, userId);
     return this.grant(userId, call);
-  }
-
-  /** Whether the user holds a session in the room's running call (a reconnect is not someone new). */
-  private inCall(roomId: string, userId: string): boolean {
-    const callId = this.deps.store.activeCall(roomId)?.callId;
-    for (const s of this.sessions.values()) if (s.callId === callId && s.userId === userId) return true;
-    return false;
   }
 
   /** A meeting room made from an alias, or a room with a running `!meet` call. */

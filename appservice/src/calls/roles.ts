@@ -61,10 +61,6 @@ export class RoomPower {
     return num(obj(this.pl.users)[userId], num(this.pl.users_default, 0));
   }
 
-  isCreator(userId: string): boolean {
-    return this.privileged.has(userId);
-  }
-
   roleOf(userId: string): Role {
     const level = this.levelOf(userId);
     if (level >= HOST_LEVEL) return "host";
@@ -116,17 +112,6 @@ export class RoomPower {
     return ACTIONS.filter((a) => this.may(actor, a));
   }
 
-  /** Users listed with power >= 100 (hosts by level; creators are known from m.room.create). */
-  usersAtLeast(level: number): string[] {
-    const users = obj(this.pl?.users);
-    return Object.keys(users).filter((u) => u !== this.bot && num(users[u], 0) >= level);
-  }
-
-  /** Hosts among `joined` (the bot never counts). */
-  hostsAmong(joined: Iterable<string>): string[] {
-    return [...joined].filter((u) => u !== this.bot && this.roleOf(u) === "host");
-  }
-
   /** The power_levels content with one user's level changed (0 removes the entry). */
   withLevel(userId: string, level: number): Record<string, unknown> {
     const pl = { ...(this.pl ?? {}) };
@@ -134,9 +119,5 @@ export class RoomPower {
     if (level === num(pl.users_default, 0)) delete users[userId];
     else users[userId] = level;
     return { ...pl, users };
-  }
-
-  get cohost(): number {
-    return this.cohostLevel;
   }
 }
