@@ -9,7 +9,8 @@ import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { CALL_STATE_EVENT, joinRuleFor, meetingSettings, withSettings, type Access, type MeetingSettings } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { Kind, Moderation } from "./moderation.ts";
-import { serverNameOf, ServerSet } from "./policy.ts";
+import { serverOf, ServerSet } from "./policy.ts";
+import { GUEST_MARK } from "./guests.ts";
 import type { Clock, Homeserver, RoomMemberFacts } from "./ports.ts";
 import { HOST_LEVEL, RoomPower, type Action, type Role } from "./roles.ts";
 
@@ -152,11 +153,7 @@ export class Governance {
   }
 
   private isLocal(userId: string): boolean {
-    try {
-      return serverNameOf(userId) === this.cfg.domain;
-    } catch {
-      return false;
-    }
+    return serverOf(userId) === this.cfg.domain;
   }
 
   isExternal(userId: string): boolean {
@@ -230,18 +227,15 @@ export class Governance {
   }
 
   private addKnock(roomId: string, k: RoomMemberFacts): void {
+    const server = serverOf(k.userId);
+    if (server === undefined) return;
     let lobby = this.lobbies.get(roomId);
     if (!lobby) this.lobbies.set(roomId, (lobby = new Map()));
-    let server: string;
-    try {
-      server = serverNameOf(k.userId);
-    } catch {
-      return;
-    }
     const name = k.displayName?.trim() ? k.displayName.slice(0, 256) : k.userId;
     lobby.set(k.userId, {
       user_id: k.userId,
-      display_name: this.isGuest(k.userId) && !/\(guest\)$/.test(name) ? `${name} (guest)` : name,
+      // Guests' names carry the mark already (calls/guests.ts); a guest who renamed gets it back.
+      display_name: this.isGuest(k.userId) && !name.endsWith(GUEST_MARK.trim()) ? `${name}${GUEST_MARK}` : name,
       avatar_url: k.avatarUrl?.startsWith("mxc://") ? k.avatarUrl : null,
       server,
       reason: k.reason ? k.reason.slice(0, 500) : null,

@@ -8,7 +8,7 @@ import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
 import { AliasRooms, type AliasOutcome, type AliasRoomLimits } from "./aliasRooms.ts";
 import { CALL_STATE_EVENT, callStateContent, configuredKeyMode, joinRuleFor, type Access, type KeyPolicy } from "./callState.ts";
 import { COMMAND_PREFIX, HELP_TEXT, parseCommand } from "./commands.ts";
-import { serverNameOf, type FederationPolicy } from "./policy.ts";
+import { serverOf, type FederationPolicy } from "./policy.ts";
 import { CALL_MEMBER_EVENT_TYPE, RTC_MEMBER_EVENT_TYPES, type MembershipEvent } from "./rtcMembership.ts";
 import { RtcParticipants } from "./rtcParticipants.ts";
 import type { Clock, Homeserver, IdSource } from "./ports.ts";
@@ -305,9 +305,6 @@ function escapeHtml(s: string): string {
 }
 
 function isRemote(userId: string, domain: string): boolean {
-  try {
-    return serverNameOf(userId) !== domain;
-  } catch {
-    return false; // not a user id: nobody to merge anything for
-  }
+  const server = serverOf(userId);
+  return server !== undefined && server !== domain; // not a user id: nobody to merge anything for
 }

@@ -10,6 +10,15 @@ export function serverNameOf(userId: string): string {
   return userId.slice(i + 1);
 }
 
+/** The server part of a user id, or undefined when it is not one. */
+export function serverOf(userId: string): string | undefined {
+  try {
+    return serverNameOf(userId);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A server name without its port: "[::1]:8448" -> "[::1]", "example.org:443" -> "example.org". */
 export function hostOf(serverName: string): string {
   if (serverName.startsWith("[")) {
