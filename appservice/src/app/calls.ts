@@ -137,7 +137,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     sfu,
     provisioned,
     attach(server) {
-      const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media), ...governanceHandlers(governance, seats.media.moderation, (s) => seats.live(s)) }, {
+      const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media), ...governanceHandlers(governance, seats.media) }, {
         socketsPerAddress: limits.socketsPerAddress,
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,

@@ -135,7 +135,8 @@ export class CallMedia {
     await member.media.close();
   }
 
-  private assertLive(seat: Seat): void {
+  /** Every request of a seat checks this first: its session is live and still held by it. */
+  assertLive(seat: Seat): void {
     if (!this.deps.live(seat)) throw new ParleyError("M_FORBIDDEN", "this session has ended or moved to another connection");
   }
 

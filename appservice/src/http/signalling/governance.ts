@@ -1,17 +1,15 @@
 // The governance messages of the signalling socket (docs/governance.md): raised hands, reactions
 // and host actions, each translated to one call of the governance rules (calls/governance.ts,
 // calls/moderation.ts), which check the room's power levels.
-import { ParleyError } from "../../errors.ts";
 import type { Governance } from "../../calls/governance.ts";
-import type { Moderation } from "../../calls/moderation.ts";
-import type { Seat } from "../../calls/callMedia.ts";
+import type { CallMedia, Seat } from "../../calls/callMedia.ts";
 import type { Connection, HandlerTable } from "./server.ts";
 
-
-export function governanceHandlers(governance: Governance, moderation: Moderation<Seat>, live: (seat: Seat) => boolean): HandlerTable {
+export function governanceHandlers(governance: Governance, media: Pick<CallMedia, "assertLive" | "moderation">): HandlerTable {
+  const { moderation } = media;
   const seatOf = (conn: Connection): Seat => {
     const seat = conn.seat!;
-    if (!live(seat)) throw new ParleyError("M_FORBIDDEN", "this session has ended or moved to another connection");
+    media.assertLive(seat);
     return seat;
   };
   return {
