@@ -34,6 +34,8 @@ export interface CallWiring {
   onStage?: (inCall: boolean) => void;
   /** The meeting's link to hand out (none inside Element). */
   shareLink?: string;
+  /** The feed is someone else's (it outlives this call): the call does not stop it. */
+  keepFeed?: boolean;
 }
 
 /** The call's E2EE, when this browser can transform frames and there is a key channel. */
@@ -41,7 +43,13 @@ function callEncryption(room: RoomSummary, w: CallWiring): CallEncryption | null
   const api = browserTransformApi();
   if (!api || !w.keys) return null;
   const media = new E2eeMedia({ userId: w.userId, deviceId: w.deviceId, worker: createE2eeWorker(), scriptTransform: api.scriptTransform });
-  return new CallEncryption(media, { roomId: room.roomId, userId: w.userId, deviceId: w.deviceId, channel: w.keys });
+  return new CallEncryption(media, {
+    roomId: room.roomId,
+    userId: w.userId,
+    deviceId: w.deviceId,
+    channel: w.keys,
+    ...(room.callContent !== undefined ? { roomState: room.callContent } : {}),
+  });
 }
 
 /** One call's objects, wired: connection, membership, view model, chat. */
@@ -102,7 +110,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
       call.dispose();
       encryption?.stop();
       chat.dispose();
-      w.feed.stop();
+      if (!w.keepFeed) w.feed.stop();
       w.onStage?.(false);
     },
   };

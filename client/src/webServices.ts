@@ -1,6 +1,7 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
-import { SyncedRoomFeed } from "./matrix/chat.ts";
+import type { MatrixClient } from "matrix-js-sdk";
+import { prepareMatrixClient, SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
@@ -18,15 +19,26 @@ import { PrejoinModel } from "./state/prejoinModel.ts";
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
+  // The Matrix client's crypto (a large WebAssembly module, the device's keys) starts now, while
+  // the meeting opens, the user answers a question or waits in the lobby; the first room feed
+  // takes it over. Failing here, the feed makes its own (and reports what fails).
+  let prepared: Promise<MatrixClient | null> | undefined = prepareMatrixClient(session).catch(() => null);
+  const takePrepared = () => {
+    const p = prepared;
+    prepared = undefined;
+    return p;
+  };
   // The room's sync loop and crypto start with the pre-join, not with the call:
   // the device's keys are up and its first sync done while the user looks at their preview, so the
   // call's media keys can travel as soon as it joins (the join's slowest part for a new device).
-  // The call takes the warm feed over; leaving the meeting first stops it.
+  // The feed lasts as long as the meeting: a call left and joined again finds it running (its
+  // keys, its Olm sessions, its sync). Closing the meeting stops it.
   let warm: { roomId: string; feed: SyncedRoomFeed } | undefined;
   const feedFor = (roomId: string) => {
     if (warm?.roomId !== roomId) {
       warm?.feed.stop();
-      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true }) };
+      const client = takePrepared();
+      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true, ...(client ? { client } : {}) }) };
       const feed = warm.feed;
       void feed.start().catch(() => undefined); // the call's chat reports a failure
     }
@@ -36,6 +48,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     dispose: () => {
       warm?.feed.stop();
       warm = undefined;
+      void takePrepared()?.then((c) => c?.stopClient());
     },
     isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
@@ -54,8 +67,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     call: (room, local) => {
       const host = trust.decide(room.call);
       const feed = feedFor(room.roomId);
-      warm = undefined; // the call owns it now (and stops it when it ends)
       return wireCall(room, local, {
+        keepFeed: true, // the meeting's (stopped by dispose above)
         userId: session.userId,
         deviceId: session.deviceId,
         // Nothing is sent to an untrusted host (the OpenID guard fails the call first).

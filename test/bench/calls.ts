@@ -16,6 +16,7 @@ import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { benchKnock } from "./knock.ts";
+import { joinTimeline, printTimeline } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -61,12 +62,14 @@ try {
   await hostSide.page.locator(".call").waitFor();
 
   const parleyMs: number[] = [];
+  const timelines: Record<string, number>[] = [];
   for (let i = 0; i < JOINS; i++) {
     const { context, page } = await signIn(browser, link, { userId: guest.userId, password });
     const t0 = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page);
     parleyMs.push(performance.now() - t0);
+    timelines.push(await joinTimeline(page));
     await page.locator("#call-leave").click();
     await context.close();
   }
@@ -113,6 +116,7 @@ try {
   bench("baseline_janus_echotest_first_frame_p95", percentile(echoMs, 95), "ms");
   bench("join_vs_echotest_p50_ratio", p50 / e50, "x");
   console.log(`samples: ${JOINS} Parley joins, ${JOINS} EchoTest joins`);
+  printTimeline("join", timelines, parleyMs);
   await benchKnock(browser, KNOCKS, p50);
 } finally {
   await browser.close();

@@ -12,6 +12,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
+import { joinTimeline, printTimeline } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -107,6 +108,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const knockMs: number[] = [];
     const joinMs: number[] = [];
     const timeline: Record<string, number[]> = {};
+    const [knockJoins, knockFrames, fedJoins]: [Record<string, number>[], number[], Record<string, number>[]] = [[], [], []];
     for (let i = 0; i < samples; i++) {
       const knocker = await signedInUser(B, `knocker${i}`, `Knocker ${i}`);
       const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
@@ -139,10 +141,13 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // the time until then is in the measure.
       await previewShown(page);
       if (knockAt !== undefined) marks.preview = performance.now() - knockAt;
+      const clickedAt = performance.now();
       await page.locator("#prejoin-join").click();
       await firstDecryptedFrame(page);
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);
+      knockJoins.push(await joinTimeline(page));
+      knockFrames.push(performance.now() - clickedAt);
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).
@@ -155,6 +160,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await page.locator("#prejoin-join").click();
       await firstDecryptedFrame(page, decrypted);
       joinMs.push(performance.now() - t0);
+      fedJoins.push(await joinTimeline(page));
       await page.locator("#call-leave").click();
       await context.close();
     }
@@ -183,6 +189,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     bench("knock_to_first_frame_p50", k50, "ms");
     bench("knock_to_first_frame_p95", percentile(knockMs, 95), "ms");
     for (const [k, v] of Object.entries(timeline)) console.log(`knock timeline: ${k} at ${percentile(v, 50).toFixed(0)} ms (p50 from the knock)`);
+    printTimeline("knocker's call join", knockJoins, knockFrames);
+    printTimeline("federated join", fedJoins, joinMs);
     bench("baseline_knock_invite_join_p50", b50, "ms");
     const j50 = percentile(joinMs, 50);
     bench("federated_join_to_first_frame_p50", j50, "ms");

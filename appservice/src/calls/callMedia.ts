@@ -55,6 +55,16 @@ export class CallMedia {
     });
   }
 
+  /**
+   * A seat just said hello: its SFU session opens now, beside the client's own preparations, so
+   * its publish and subscribe find it ready, and the participant list it needs to subscribe
+   * reaches it at once (not only when something in the call changes). A failure here is the
+   * first request's to report (it opens again).
+   */
+  warm(seat: Seat): void {
+    void this.memberOf(seat).catch(() => undefined);
+  }
+
   /** The call ended: its moderation state goes with it. */
   forgetCall(callId: string): void {
     this.moderation.forget(callId);
@@ -169,6 +179,8 @@ export class CallMedia {
       seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
     };
     this.roster.add(callId, member);
+    // Everyone sees the newcomer (no streams yet); the newcomer sees everyone it may subscribe to.
+    this.roster.broadcast(callId);
     return member;
   }
 

@@ -107,6 +107,9 @@ export class CallSeats {
     let seats = this.byRoom.get(session.roomId);
     if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
     seats.add(seat);
+    // The seat's SFU session opens now, before any request needs it (the participant list is
+    // pushed once it has: after the hello's answer, since the SFU answers after this returns).
+    this.media.warm(seat);
     // After the hello's answer (sent once this returns): forced mutes that still hold, and by whom.
     setImmediate(() => {
       if (!seat.ended) this.media.moderation.replay(session.callId, session.userId, (p) => client.push(p));

@@ -24,6 +24,7 @@ import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
 import { ParleyClientError } from "../errors.ts";
 import { getLogger, type Logger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
+import { markStep } from "../timeline.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
@@ -75,6 +76,53 @@ export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: 
   return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
 }
 
+export interface FeedOptions {
+  /** Run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
+  crypto?: boolean;
+  /** A client made (with `crypto`: its crypto started and keys uploaded) by prepareMatrixClient, used by this feed alone; null: make one. */
+  client?: Promise<MatrixClient | null>;
+}
+
+function newMatrixClient(session: MatrixSession, log: Logger): MatrixClient {
+  return createClient({
+    baseUrl: session.homeserverUrl,
+    accessToken: session.accessToken,
+    userId: session.userId,
+    deviceId: session.deviceId,
+    timelineSupport: false,
+    logger: sdkLogger(log),
+  });
+}
+
+async function initCrypto(client: MatrixClient, session: MatrixSession): Promise<void> {
+  markStep("feed-start");
+  // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
+  await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${session.deviceId}` });
+  markStep("feed-crypto");
+}
+
+async function uploadKeys(client: MatrixClient): Promise<void> {
+  await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+  markStep("feed-keys");
+}
+
+/**
+ * A Matrix client with its crypto started and this device's keys uploaded, before any room is
+ * known (while the meeting opens, the user answers a question or waits in the lobby): the slow
+ * part of a feed's start. Hand it to one SyncedRoomFeed (`client`), which syncs with it.
+ */
+export async function prepareMatrixClient(session: MatrixSession): Promise<MatrixClient> {
+  const client = newMatrixClient(session, getLogger("chat"));
+  await initCrypto(client, session);
+  await uploadKeys(client);
+  return client;
+}
+
+/** Devices of a call a feed sets up Olm sessions with before its own call starts. */
+const MAX_PREPARED_DEVICES = 50;
+/** Messages a feed keeps for the next chat that opens on it. */
+const MAX_HISTORY = 200;
+
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
   private readonly log = getLogger("chat");
@@ -97,12 +145,14 @@ export class SyncedRoomFeed implements RoomFeed {
     this.startedReject = reject;
   });
 
-  /** `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
-  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean } = {}) {
+  private readonly opts: FeedOptions;
+
+  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: FeedOptions = {}) {
     this.session = session;
     this.http = http;
     this.roomId = roomId;
     this.crypto = opts.crypto ?? false;
+    this.opts = opts;
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
   }
 
@@ -130,14 +180,10 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   private async startSync(): Promise<void> {
-    const client = createClient({
-      baseUrl: this.session.homeserverUrl,
-      accessToken: this.session.accessToken,
-      userId: this.session.userId,
-      deviceId: this.session.deviceId,
-      timelineSupport: false,
-      logger: sdkLogger(this.log),
-    });
+    // A client prepared before the room was known (its crypto up, its keys uploaded) is this
+    // feed's if it was handed one; else one is made now.
+    const prepared = this.opts.client ? await this.opts.client : null;
+    const client = prepared ?? newMatrixClient(this.session, this.log);
     this.client = client;
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
@@ -157,10 +203,13 @@ export class SyncedRoomFeed implements RoomFeed {
     });
 
     if (this.crypto) {
-      // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
-      await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${this.session.deviceId}` });
+      if (!prepared) await initCrypto(client, this.session);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
     }
+    // Upload this device's keys now (done already for a prepared client), beside the first sync:
+    // the others encrypt our media keys to them as soon as they see us.
+    const uploaded = this.crypto && !prepared ? uploadKeys(client) : Promise.resolve();
+    uploaded.catch(() => undefined); // awaited below, after the first sync
     const ready = new Promise<void>((resolve) => {
       const onSync = (state: SyncState) => {
         if (state === SyncState.Prepared || state === SyncState.Syncing) {
@@ -180,12 +229,12 @@ export class SyncedRoomFeed implements RoomFeed {
       pendingEventOrdering: PendingEventOrdering.Detached,
     });
     await ready;
+    markStep("feed-synced");
     if (this.stopped) {
       client.stopClient();
       throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
     }
-    // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
-    if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+    await uploaded;
     const room = client.getRoom(this.roomId);
     if (room) {
       const history = room.getLiveTimeline().getEvents();
@@ -194,6 +243,8 @@ export class SyncedRoomFeed implements RoomFeed {
       await room.loadMembersIfNeeded().catch((err) => this.log.warn("could not load the member list", { err: String(err) }));
     }
     this.refreshMembers();
+    markStep("feed-started");
+    if (this.crypto) void this.prepareKeySessions();
   }
 
   stop(): void {
@@ -202,6 +253,25 @@ export class SyncedRoomFeed implements RoomFeed {
     this.client?.removeAllListeners();
     this.client = null;
     this.events.clear();
+  }
+
+  /**
+   * Sets up Olm sessions with the devices in the call now (their keys downloaded, a one-time key
+   * claimed for each), so this device's first media key goes out without those round trips (over
+   * federation, three of them) when it joins. Nothing is sent: the message is encrypted and dropped.
+   */
+  private async prepareKeySessions(): Promise<void> {
+    const client = this.client;
+    if (!client?.getCrypto()) return;
+    const self = `${this.session.userId}|${this.session.deviceId}`;
+    const devices = this.callMembers().devices().filter((d) => `${d.userId}|${d.deviceId}` !== self).slice(0, MAX_PREPARED_DEVICES);
+    if (!devices.length) return;
+    try {
+      await prepareSessions(client, devices, !client.getRoom(this.roomId)?.hasEncryptionStateEvent());
+      markStep("feed-olm");
+    } catch (err) {
+      this.log.debug("Olm sessions not prepared", { err: String(err) });
+    }
   }
 
   /** Media keys over Olm-encrypted to-device messages (needs `crypto`). */
@@ -332,9 +402,11 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     if (!msg) return;
     this.seen.add(id);
-    // Live messages nobody listens to yet (a feed started during the pre-join) join the history.
+    // Every message joins the history (a feed outlives a call: the next one's chat starts with
+    // it); live ones also go to whoever listens now.
+    this.initial.push(msg);
+    this.initial.splice(0, Math.max(0, this.initial.length - MAX_HISTORY));
     if (live && this.events.has("message")) this.events.emit("message", msg);
-    else this.initial.push(msg);
   }
 
   private refreshMembers(): void {
@@ -364,13 +436,25 @@ interface RustCryptoInternals {
  * known devices, run the pending key queries now, and try the rest again a few times.
  * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
  */
-async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
+/** Makes matrix-js-sdk's crypto track the users' devices (a room without encryption has nobody tracked). */
+async function track(client: MatrixClient, devices: DeviceRef[]): Promise<void> {
+  const internals = client.getCrypto() as unknown as RustCryptoInternals;
+  if (!internals.olmMachine?.updateTrackedUsers) return;
+  const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+  await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
+}
+
+/** Olm sessions with the devices, ready for a later message: keys queried, one-time keys claimed, nothing sent. */
+async function prepareSessions(client: MatrixClient, devices: DeviceRef[], untracked: boolean): Promise<void> {
+  if (untracked) await track(client, devices);
+  await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+  await client.getCrypto()!.encryptToDeviceMessages(CALL_KEYS_EVENT, devices, {});
+}
+
+async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, untracked: boolean): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
-  if (track && internals.olmMachine?.updateTrackedUsers) {
-    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-    await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
-  }
+  if (untracked) await track(client, devices);
   let pending = devices;
   for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
     if (attempt > 0) {

@@ -59,6 +59,8 @@ export interface RoomSummary {
   hostedBy?: string;
   /** The signed-in user's display name in this room, when known. */
   selfName?: string;
+  /** The content of the room's org.parley.call state as read on opening (null: none; absent: not read): the call's key mode before the room's sync is up. */
+  callContent?: unknown;
 }
 
 /**
@@ -138,6 +140,7 @@ export async function roomSummary(
     call,
     host: trust.decide(call),
     encrypted: !!find("m.room.encryption"),
+    callContent: announced?.content ?? null,
     ...(hostedBy ? { hostedBy } : {}),
     ...(typeof me === "string" && me.trim() ? { selfName: me } : {}),
   };

@@ -5,6 +5,7 @@ import { ParleyClientError, toClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { OpenIdProvider } from "../matrix/openid.ts";
 import { Emitter, Store } from "../state/store.ts";
+import { markStep } from "../timeline.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
 import type { FeedId, GovernanceRequest, HelloResult, Participant, Push } from "./protocol.ts";
@@ -78,6 +79,8 @@ export class CallConnection {
   private subscriber: Subscriber | null = null;
   private participants: Participant[] = [];
   private readonly subscribed = new Map<string, FeedId>();
+  /** Every feed this connection published (a republish gets a new one; a late push may still list the old). */
+  private readonly ownFeeds = new Set<string>();
   private syncing: Promise<void> | null = null;
   private resyncWanted = false;
   private generation = 0;
@@ -101,6 +104,7 @@ export class CallConnection {
     this.state.update({ phase: "joining", error: null });
     try {
       const grant = await this.freshGrant();
+      markStep("grant");
       this.state.update({ roomId: grant.roomId });
       const signalling = new SignallingClient({
         url: signallingUrl(this.o.callApi, grant.signalling),
@@ -120,10 +124,12 @@ export class CallConnection {
         if (s.phase === "closed" && s.error) this.fail(s.error);
       });
       const hello = await signalling.connect();
+      markStep("hello");
       if (hello.e2ee?.required && !this.o.transforms.e2ee) {
         throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "the call requires E2EE; no frame transforms here" });
       }
       await this.o.onHello?.(hello);
+      markStep("e2ee-ready");
       if (this.ended) return;
       await this.startMedia();
       if (!this.ended) this.state.update({ phase: "connected" });
@@ -204,17 +210,23 @@ export class CallConnection {
     subscriber.events.on("feeds", () => this.refreshRemotes());
     // Both transceivers are published even without a device, so a camera can be turned on later.
     const local = this.o.local();
-    const feed = await publisher.publish({ audio: local.audio, video: local.video });
-    if (generation !== this.generation) return;
-    this.state.update({ ownFeed: feed });
-    for (const kind of ["audio", "video"] as const) {
-      const muted = kind === "audio" ? local.muted.audio || !local.audio : local.muted.video || !local.video;
-      if (muted) await signalling.request({ type: "mute", kind, muted }).catch(() => undefined);
-    }
-    this.watchPeer(publisher.peer, generation);
-    this.refreshRemotes();
-    await this.syncFeeds();
-    this.watchPeer(subscriber.peer, generation);
+    const publishing = (async () => {
+      const feed = await publisher.publish({ audio: local.audio, video: local.video });
+      markStep("published");
+      this.ownFeeds.add(String(feed));
+      if (generation !== this.generation) return;
+      this.state.update({ ownFeed: feed });
+      for (const kind of ["audio", "video"] as const) {
+        const muted = kind === "audio" ? local.muted.audio || !local.audio : local.muted.video || !local.video;
+        if (muted) await signalling.request({ type: "mute", kind, muted }).catch(() => undefined);
+      }
+      this.watchPeer(publisher.peer, generation, "publisher");
+      this.refreshRemotes();
+    })();
+    // The others' media does not wait for ours: subscribing runs beside publishing (the feed this
+    // device publishes is never among the feeds with streams before its publish has answered).
+    await Promise.all([publishing, this.syncFeeds()]);
+    this.watchPeer(subscriber.peer, generation, "subscriber");
   }
 
   private closeMedia(): void {
@@ -246,10 +258,11 @@ export class CallConnection {
     this.restartTimer = this.o.timers.setTimeout(() => void this.restartMedia(why), ms);
   }
 
-  private watchPeer(pc: RTCPeerConnection | null, generation: number): void {
+  private watchPeer(pc: RTCPeerConnection | null, generation: number, role: "publisher" | "subscriber"): void {
     if (!pc) return;
     pc.addEventListener("connectionstatechange", () => {
       if (generation !== this.generation || this.ended) return;
+      if (pc.connectionState === "connected") markStep(`${role}-connected`);
       if (pc.connectionState === "failed") this.scheduleRestart("ICE failed", 1000);
     });
   }
@@ -295,10 +308,9 @@ export class CallConnection {
       do {
         this.resyncWanted = false;
         const subscriber = this.subscriber;
-        if (!subscriber || this.state.get().ownFeed === null) break;
-        const own = String(this.state.get().ownFeed);
+        if (!subscriber) break;
         const wanted = new Map(
-          this.participants.filter((p) => String(p.feed_id) !== own && p.streams.length > 0).map((p) => [String(p.feed_id), p.feed_id]),
+          this.participants.filter((p) => !this.ownFeeds.has(String(p.feed_id)) && p.streams.length > 0).map((p) => [String(p.feed_id), p.feed_id]),
         );
         const gone = [...this.subscribed].filter(([k]) => !wanted.has(k));
         const added = [...wanted].filter(([k]) => !this.subscribed.has(k));
@@ -309,7 +321,9 @@ export class CallConnection {
         if (added.length) {
           for (const [k, f] of added) this.subscribed.set(k, f);
           try {
+            markStep("subscribe");
             await subscriber.subscribe(added.map(([, f]) => f));
+            markStep("subscribed");
             this.subscribeFailures = 0;
           } catch (err) {
             for (const [k] of added) this.subscribed.delete(k);
@@ -334,10 +348,9 @@ export class CallConnection {
   }
 
   private refreshRemotes(): void {
-    const own = this.state.get().ownFeed;
     const media = this.subscriber?.current();
     const remotes: RemoteParticipant[] = this.participants
-      .filter((p) => p.streams.length > 0 && (own === null || String(p.feed_id) !== String(own)))
+      .filter((p) => p.streams.length > 0 && !this.ownFeeds.has(String(p.feed_id)))
       .map((p) => ({
         key: String(p.feed_id),
         feed: p.feed_id,

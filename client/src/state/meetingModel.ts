@@ -9,6 +9,7 @@ import type { ChatModel } from "./chatModel.ts";
 import type { GovernanceModel } from "./governanceModel.ts";
 import { KnockModel, type KnockPort } from "./knockModel.ts";
 import type { LocalMediaHandoff, PrejoinModel } from "./prejoinModel.ts";
+import { markStep } from "../timeline.ts";
 import { Store } from "./store.ts";
 
 export interface ActiveCall {
@@ -79,6 +80,7 @@ export class MeetingModel {
   async join(): Promise<void> {
     const before = this.state.get();
     if (before.stage !== "prejoin") return;
+    markStep("join");
     await before.prejoin.settled();
     const s = this.state.get();
     // The user may have left the pre-join (or pressed Join twice) meanwhile.

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
 import { CallSeats, type SeatClient } from "../../../appservice/src/calls/callSeats.ts";
 import { CallService, type SessionEndReason } from "../../../appservice/src/calls/callService.ts";
@@ -46,11 +46,15 @@ class FakeMedia implements SfuMediaSession {
     this.sfu = sfu;
     this.feedId = feedId;
   }
+  /** What was asked of this SFU session, in order. */
+  readonly calls: string[] = [];
   async publish(_sdp: string, opts: { onUp: () => void }) {
+    this.calls.push("publish");
     setTimeout(opts.onUp, 0);
     return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }] };
   }
   async subscribe() {
+    this.calls.push("subscribe");
     return { offerSdp: "v=0 offer", streams: [] };
   }
   async unsubscribe() {
@@ -142,9 +146,10 @@ describe("a seat", () => {
     const first = await seats.open(one, token, "DEV");
     await seats.media.trickle(first.seat, "publisher", candidate);
     expect(sfu.open_.size).toBe(1);
+    const firstMedia = [...sfu.open_][0]!;
     const second = await seats.open(two, token, "DEV");
     expect(one.endings).toEqual([{ errcode: "M_FORBIDDEN", message: "session taken over by another connection" }]);
-    expect(sfu.open_.size).toBe(0);
+    expect(sfu.open_.has(firstMedia)).toBe(false);
     // Every media message re-checks the seat: the first one is refused, the second one served.
     await expect(seats.media.trickle(first.seat, "publisher", candidate)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
     await seats.media.trickle(second.seat, "publisher", candidate);
@@ -187,7 +192,20 @@ describe("a seat", () => {
     const { seat } = await seats.open(new Client(), await session(), "DEV");
     await expect(seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: undefined })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
     await expect(seats.media.subscribe(seat, [{ feed: "p1" }], false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
-    expect(sfu.opened).toBe(0);
+    // The SFU session opened at hello; nothing was published or subscribed in it.
+    await vi.waitFor(() => expect(sfu.opened).toBe(1));
+    expect([...sfu.open_][0]!.calls).toEqual([]);
+  });
+
+  it("opens the SFU session at hello and shows the newcomer the call, before it asks for anything", async () => {
+    const [a, b] = [new Client(), new Client()];
+    const first = await seats.open(a, await session(), "DEVA");
+    await seats.media.publish(first.seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await vi.waitFor(() => expect(a.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ streams: [{ mid: "0" }] }] }));
+    await seats.open(b, await session(), "DEVB");
+    await vi.waitFor(() => expect(sfu.opened).toBe(2));
+    const seen = b.pushes.filter((p) => p.type === "participants").at(-1);
+    expect(seen).toMatchObject({ participants: [{ device_id: "DEVA", streams: [{ mid: "0" }] }, { device_id: "DEVB", streams: [] }] });
   });
 
   it("a second publish starts over on a fresh SFU session; a lost one is forgotten and the client told to renegotiate", async () => {

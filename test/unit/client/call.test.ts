@@ -121,6 +121,24 @@ describe("CallConnection", () => {
     ]);
   });
 
+  it("subscribes to the others while its own publish is still unanswered, and never to its own feed", async () => {
+    handlers.publish = () => undefined; // answer by hand, late
+    const { call } = setup();
+    const starting = call.start();
+    await vi.waitFor(() => expect(sent("publish")).toHaveLength(1));
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("subscribe")).toHaveLength(1));
+    expect(sent("subscribe")[0]).toMatchObject({ feeds: [{ feed: 7 }] });
+    socket.receive({ type: "result", id: sent("publish")[0]!.id, jsep: { type: "answer", sdp: "v=0\r\nx" }, feed_id: 55 });
+    await starting;
+    // Our own feed, once up, is listed like anyone's: it is not subscribed to, nor shown.
+    socket.receive({ type: "participants", participants: [{ ...REMOTE, feed_id: 55, user_id: "@a:x" }, REMOTE] });
+    await tick();
+    await tick();
+    expect(sent("subscribe")).toHaveLength(1);
+    expect(call.state.get().remotes.map((r) => r.key)).toEqual(["7"]);
+  });
+
   it("subscribes to new feeds on ONE peer connection and unsubscribes gone ones", async () => {
     const { call } = setup();
     await call.start();

@@ -62,6 +62,8 @@ describe("room summary", () => {
       host: { trust: "bot", api: "https://parley.b.example", origin: "https://parley.b.example", host: "parley.b.example" },
       encrypted: true,
       hostedBy: "x",
+      // The whole content, for the call's key mode before the room's sync is up.
+      callContent: { api: "https://parley.b.example/", version: 1 },
     });
   });
 

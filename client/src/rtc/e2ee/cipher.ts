@@ -52,10 +52,19 @@ interface Health {
   failingSince: number | undefined;
 }
 
+/**
+ * Video frames a receiver keeps while their sender's key is on its way (from the last key frame
+ * on, at most this many): decrypted and passed on once it is, so the picture starts at the key's
+ * arrival instead of at the next key frame the sender is asked for (a round trip to its encoder).
+ */
+export const MAX_HELD_FRAMES = 45;
+
 /** Frame counts (no key material): what was encrypted, decrypted and dropped, for diagnostics and tests. */
 export interface CipherStats {
   encrypted: number;
   decrypted: number;
+  /** Of the decrypted: frames held for a missing key and passed on once it came. */
+  released: number;
   /** Dropped by the sender: no key to send with yet. */
   unsent: number;
   /** Dropped by a receiver, by reason. */
@@ -63,7 +72,7 @@ export interface CipherStats {
 }
 
 export class FrameCipher {
-  readonly stats: CipherStats = { encrypted: 0, decrypted: 0, unsent: 0, failed: { ok: 0, "no-key": 0, "bad-tag": 0, "too-short": 0, unbound: 0 } };
+  readonly stats: CipherStats = { encrypted: 0, decrypted: 0, released: 0, unsent: 0, failed: { ok: 0, "no-key": 0, "bad-tag": 0, "too-short": 0, unbound: 0 } };
   readonly self: string;
   readonly mode: KeyMode;
   readonly #own: KeyRing;
@@ -73,6 +82,8 @@ export class FrameCipher {
   readonly #callKeys = new Map<number, Uint8Array>();
   readonly #receivers = new Map<string, string>();
   readonly #health = new Map<string, Health>();
+  /** By receiver: video frames waiting for their sender's key, a key frame first. */
+  readonly #held = new Map<string, EncodedFrameLike[]>();
   readonly #onStatus: (status: CipherStatus) => void;
   readonly #now: () => number;
   readonly #hold: number;
@@ -115,12 +126,14 @@ export class FrameCipher {
 
   /** Drops a participant's keys (it left): its frames no longer decrypt. */
   forget(participant: string): void {
+    for (const [receiverId, p] of this.#receivers) if (p === participant) this.#held.delete(receiverId);
     this.#rings.delete(participant);
     this.#health.delete(participant);
   }
 
   /** The receiver `receiverId` now carries `participant`'s media (Janus reuses m-lines). */
   bindReceiver(receiverId: string, participant: string): void {
+    if (this.#receivers.get(receiverId) !== participant) this.#held.delete(receiverId);
     this.#receivers.set(receiverId, participant);
     this.#ring(participant);
   }
@@ -148,21 +161,26 @@ export class FrameCipher {
 
   /** Decrypts a frame in place; false (drop it) when it does not decrypt. */
   async decrypt(receiverId: string, frame: EncodedFrameLike, kind: MediaKind): Promise<boolean> {
+    return (await this.#decrypt(receiverId, frame, kind)) === "ok";
+  }
+
+  /** Decrypts in place, counting and reporting; what happened. */
+  async #decrypt(receiverId: string, frame: EncodedFrameLike, kind: MediaKind): Promise<DecryptState | "unbound"> {
     const participant = this.#receivers.get(receiverId);
     if (participant === undefined) {
       this.stats.failed.unbound++;
-      return false;
+      return "unbound";
     }
     const ring = this.#ring(participant);
     const result = await decryptFrame(new Uint8Array(frame.data), ring.lookup, clearBytesForCodec(kind, codecOf(frame, kind)));
     this.#report(participant, result);
     if (!result.ok) {
       this.stats.failed[result.reason]++;
-      return false;
+      return result.reason;
     }
     frame.data = result.data.buffer as ArrayBuffer;
     this.stats.decrypted++;
-    return true;
+    return "ok";
   }
 
   encryptTransform(kind: MediaKind): TransformStream<EncodedFrameLike, EncodedFrameLike> {
@@ -173,10 +191,54 @@ export class FrameCipher {
     });
   }
 
+  /**
+   * A receiver's next frame: what to pass on, in order. A video frame that arrives before its
+   * sender's key is held (see MAX_HELD_FRAMES); the first frame after the key came brings the
+   * held ones out before itself.
+   */
+  async receive(receiverId: string, frame: EncodedFrameLike, kind: MediaKind): Promise<EncodedFrameLike[]> {
+    const out = kind === "video" ? await this.#release(receiverId) : [];
+    const state = await this.#decrypt(receiverId, frame, kind);
+    if (state === "ok") {
+      out.push(frame);
+    } else if (kind === "video" && state === "no-key") {
+      const held = this.#held.get(receiverId);
+      if (frame.type ? frame.type === "key" : isVp8KeyFrame(new Uint8Array(frame.data))) this.#held.set(receiverId, [frame]);
+      else if (held && held.length < MAX_HELD_FRAMES) held.push(frame);
+      else this.#held.delete(receiverId); // too long a wait: the next key frame starts again
+    } else {
+      this.#held.delete(receiverId);
+    }
+    return out;
+  }
+
+  /** The held frames of a receiver, decrypted, once their key is here (none while it is not). */
+  async #release(receiverId: string): Promise<EncodedFrameLike[]> {
+    const held = this.#held.get(receiverId);
+    const participant = this.#receivers.get(receiverId);
+    if (!held || participant === undefined) return [];
+    const lookup = this.#ring(participant).lookup;
+    const out: EncodedFrameLike[] = [];
+    for (const [i, frame] of held.entries()) {
+      const result = await decryptFrame(new Uint8Array(frame.data), lookup, clearBytesForCodec("video", codecOf(frame, "video")));
+      if (!result.ok) {
+        if (i === 0 && result.reason === "no-key") return []; // still waiting
+        continue;
+      }
+      frame.data = result.data.buffer as ArrayBuffer;
+      this.stats.decrypted++;
+      this.stats.released++;
+      this.#report(participant, result);
+      out.push(frame);
+    }
+    this.#held.delete(receiverId);
+    return out;
+  }
+
   decryptTransform(receiverId: string, kind: MediaKind): TransformStream<EncodedFrameLike, EncodedFrameLike> {
     return new TransformStream({
       transform: async (frame, controller) => {
-        if (await this.decrypt(receiverId, frame, kind)) controller.enqueue(frame);
+        for (const f of await this.receive(receiverId, frame, kind)) controller.enqueue(f);
       },
     });
   }

@@ -19,6 +19,7 @@
 // and rotates it on every membership change; only keys from the bot the room names are accepted,
 // and each is used for sending after `useDelayMs`.
 import { getLogger } from "../../log.ts";
+import { markStep } from "../../timeline.ts";
 import { realTimers, type Timers } from "../../timers.ts";
 import { MEDIA_KEY_LENGTH } from "./frameCrypto.ts";
 import { participantId } from "./cipher.ts";
@@ -310,6 +311,7 @@ export class ParticipantKeyShare {
     const missed = (await this.o.transport.send(devices, keyContent(this.o.roomId, this.o.self, index, key, this.o.now()))) ?? [];
     for (const d of devices) this.undelivered.delete(deviceKey(d));
     for (const d of missed) this.undelivered.set(deviceKey(d), d);
+    if (devices.length > missed.length) markStep("key-out");
     if (!missed.length) {
       this.retryDelay = 0;
       return;
@@ -335,6 +337,7 @@ export class ParticipantKeyShare {
     const member = this.others().has(id);
     const inCall = member || this.publishing().has(id);
     this.log.info("media key received", { from: id, index: parsed.index, member, inCall });
+    markStep("key-in");
     if (!member && inCall) this.enqueue(() => this.shareWithKeySender(id, { userId: from.userId, deviceId: from.deviceId! }));
     if (inCall) return this.use(id, [parsed]);
     // Not in the call (yet): hold the key until its membership or its media reaches us.

@@ -1,5 +1,5 @@
 // The call's key mode comes from the room's org.parley.call state, never from the server's hello.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { CallEncryption, type KeyChannel } from "../../../../client/src/rtc/e2ee/callEncryption.ts";
 import { E2eeMedia, type WorkerLike } from "../../../../client/src/rtc/e2ee/e2eeMedia.ts";
 import { keyContent, type KeySender } from "../../../../client/src/rtc/e2ee/keyShare.ts";
@@ -8,7 +8,7 @@ import type { ToWorker } from "../../../../client/src/rtc/e2ee/workerProtocol.ts
 const ROOM = "!call:a";
 const BOT = "@parley:b";
 
-function setup(callState: unknown, opts: { authenticatedDevices?: boolean } = {}) {
+function setup(callState: unknown, opts: { authenticatedDevices?: boolean; roomState?: unknown; channel?: Promise<void> } = {}) {
   const posted: ToWorker[] = [];
   const worker: WorkerLike = { postMessage: (m) => void posted.push(m), addEventListener: () => undefined, terminate: () => undefined };
   const media = new E2eeMedia({ userId: "@me:a", deviceId: "MEDEV", worker, scriptTransform: null });
@@ -19,7 +19,16 @@ function setup(callState: unknown, opts: { authenticatedDevices?: boolean } = {}
     callState: async () => callState,
     ...(opts.authenticatedDevices === undefined ? {} : { authenticatedDevices: opts.authenticatedDevices }),
   };
-  const enc = new CallEncryption(media, { roomId: ROOM, userId: "@me:a", deviceId: "MEDEV", channel: async () => channel });
+  const enc = new CallEncryption(media, {
+    roomId: ROOM,
+    userId: "@me:a",
+    deviceId: "MEDEV",
+    channel: async () => {
+      await opts.channel;
+      return channel;
+    },
+    ...("roomState" in opts ? { roomState: opts.roomState } : {}),
+  });
   const receive = (from: KeySender, index: number) => keyListeners.forEach((l) => l(from, keyContent(ROOM, { userId: from.userId, deviceId: from.deviceId ?? "X" }, index, new Uint8Array(32).fill(1), 0)));
   return { enc, posted, receive };
 }
@@ -60,5 +69,39 @@ describe("CallEncryption: the key mode", () => {
     expect(enc.state.get().error).toBeFalsy();
     expect(enc.state.get().mode).toBe("participant");
     expect(posted.some((m) => m.type === "setOwnKey")).toBe(true);
+  });
+});
+
+describe("CallEncryption: the key mode read when the meeting was opened", () => {
+  const provisioned = { version: 1, e2ee: { keys: "provisioned", bot: BOT } };
+
+  it("sets the mode at once, before the Matrix client is up; keys flow once it is", async () => {
+    let up!: () => void;
+    const channel = new Promise<void>((r) => (up = r));
+    const { enc, posted, receive } = setup(provisioned, { roomState: provisioned, channel });
+    await enc.begin(hello);
+    expect(enc.state.get()).toMatchObject({ mode: "provisioned", bot: BOT, error: null });
+    expect(posted[0]).toMatchObject({ type: "init", mode: "provisioned" });
+    up();
+    await vi.waitFor(() => {
+      receive({ userId: BOT, deviceId: "BOTDEV" }, 2);
+      expect(posted.filter((m) => m.type === "setCallKey")).toMatchObject([{ index: 2 }]);
+    });
+  });
+
+  it("a mode that changed before the synced room came up: no keys at all, and the header says so", async () => {
+    const { enc, posted, receive } = setup({ version: 1 }, { roomState: provisioned });
+    await enc.begin();
+    await vi.waitFor(() => expect(enc.state.get().error).toMatch(/key mode changed/));
+    receive({ userId: BOT, deviceId: "BOTDEV" }, 0);
+    receive({ userId: "@other:a", deviceId: "OTHER" }, 0);
+    expect(posted.some((m) => m.type === "setCallKey" || m.type === "setOwnKey" || m.type === "setKey")).toBe(false);
+  });
+
+  it("an invalid mode read at open is refused at once, as the synced one would be", async () => {
+    const { enc, posted } = setup(null, { roomState: { e2ee: { keys: "nonsense" } } });
+    await enc.begin();
+    expect(enc.state.get().error).toMatch(/call settings name no valid key mode/);
+    expect(posted.some((m) => m.type === "setOwnKey")).toBe(false);
   });
 });

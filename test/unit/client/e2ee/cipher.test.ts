@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FrameCipher, participantId, type CipherStatus, type EncodedFrameLike } from "../../../../client/src/rtc/e2ee/cipher.ts";
+import { FrameCipher, MAX_HELD_FRAMES, participantId, type CipherStatus, type EncodedFrameLike } from "../../../../client/src/rtc/e2ee/cipher.ts";
 import { TRAILER_LENGTH } from "../../../../client/src/rtc/e2ee/frameCrypto.ts";
 
 const ALICE = participantId("@alice:a", "ADEV");
@@ -123,5 +123,73 @@ describe("FrameCipher", () => {
     const f = vp8Frame(false);
     await alice.encrypt(f, "video");
     expect(await bob.decrypt("r9", f, "video")).toBe(true);
+  });
+});
+
+describe("FrameCipher: video that arrives before its key", () => {
+  /** Alice's encrypted frames: a key frame, then `deltas` deltas, each tagged by its position. */
+  async function sent(alice: FrameCipher, deltas: number, keyFrameFirst = true) {
+    const frames: (EncodedFrameLike & { type: string })[] = [];
+    for (let i = 0; i <= deltas; i++) {
+      const f = vp8Frame(keyFrameFirst && i === 0, 100 + i);
+      await alice.encrypt(f, "video");
+      frames.push(f);
+    }
+    return frames;
+  }
+
+  it("is held from its key frame on and passed on, decrypted and in order, with the first frame after the key", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    const [k, d1, d2, d3] = await sent(alice, 3);
+    expect(await bob.receive("r1", k!, "video")).toEqual([]);
+    expect(await bob.receive("r1", d1!, "video")).toEqual([]);
+    expect(await bob.receive("r1", d2!, "video")).toEqual([]);
+    await bob.setKey(ALICE, 0, key(1));
+    const out = await bob.receive("r1", d3!, "video");
+    expect(out.map((f) => bytes(f).length)).toEqual([100, 101, 102, 103]); // decrypted back to their sizes, in order
+    expect(out[0]!.type).toBe("key");
+    expect(bob.stats).toMatchObject({ decrypted: 4, released: 3 });
+    // Nothing is held any more.
+    const [, next] = await sent(alice, 1);
+    expect(await bob.receive("r1", next!, "video")).toHaveLength(1);
+  });
+
+  it("holds nothing before a key frame, nor past MAX_HELD_FRAMES (the next key frame starts again)", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    const deltas = await sent(alice, 2, false);
+    for (const f of deltas) expect(await bob.receive("r1", f, "video")).toEqual([]);
+    const long = await sent(alice, MAX_HELD_FRAMES + 1);
+    for (const f of long) expect(await bob.receive("r1", f, "video")).toEqual([]);
+    await bob.setKey(ALICE, 0, key(1));
+    const [, after] = await sent(alice, 1);
+    expect(await bob.receive("r1", after!, "video")).toHaveLength(1); // only itself
+    expect(bob.stats.released).toBe(0);
+  });
+
+  it("holds no audio, and releases nothing under a wrong key", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    const opus = { data: Uint8Array.from([0x78, 1, 2, 3, 4, 5, 6, 7]).buffer } as EncodedFrameLike;
+    await alice.encrypt(opus, "audio");
+    expect(await bob.receive("r1", opus, "audio")).toEqual([]);
+    const [k, d1] = await sent(alice, 1);
+    expect(await bob.receive("r1", k!, "video")).toEqual([]);
+    await bob.setKey(ALICE, 0, key(9)); // not Alice's
+    expect(await bob.receive("r1", d1!, "video")).toEqual([]);
+    expect(bob.stats.released).toBe(0);
+  });
+
+  it("a receiver moved to another participant, or a participant forgotten, drops what it held", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    const [k, d1] = await sent(alice, 1);
+    await bob.receive("r1", k!, "video");
+    bob.bindReceiver("r1", BOB);
+    bob.bindReceiver("r1", ALICE);
+    await bob.setKey(ALICE, 0, key(1));
+    expect(await bob.receive("r1", d1!, "video")).toHaveLength(1);
+    expect(bob.stats.released).toBe(0);
   });
 });

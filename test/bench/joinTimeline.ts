@@ -1,0 +1,30 @@
+// Where a join's time goes: the client marks each step (client/src/timeline.ts) and these read
+// the marks from the page and print their medians.
+import type { Page } from "playwright-core";
+import { percentile } from "./lib.ts";
+
+/** The join's timeline on the page: ms from the `join` mark to each later step (client/src/timeline.ts). */
+export async function joinTimeline(page: Page): Promise<Record<string, number>> {
+  return page.evaluate(() => {
+    const marks = performance.getEntriesByType("mark").filter((m) => m.name.startsWith("parley:"));
+    const join = marks.filter((m) => m.name === "parley:join").at(-1);
+    const out: Record<string, number> = {};
+    if (!join) return out;
+    // The room's sync and crypto start in the pre-join (feed-*): shown before Join, as negative times.
+    const previous = marks.filter((m) => m.name === "parley:join" && m.startTime < join.startTime).at(-1)?.startTime ?? -Infinity;
+    for (const m of marks) {
+      const after = m.startTime >= join.startTime || (m.name.startsWith("parley:feed-") && m.startTime > previous);
+      if (after && m.name !== "parley:join") out[m.name.slice(7)] ??= m.startTime - join.startTime;
+    }
+    return out;
+  });
+}
+
+/** Prints each step's p50 over the samples, in the order the steps happen. */
+export function printTimeline(label: string, samples: Record<string, number>[], firstFrame: number[]): void {
+  const steps = new Map<string, number[]>();
+  for (const s of samples) for (const [k, v] of Object.entries(s)) (steps.get(k) ?? steps.set(k, []).get(k)!).push(v);
+  const rows = [...steps].map(([k, v]) => [k, percentile(v, 50)] as const).sort((a, b) => a[1] - b[1]);
+  rows.push(["first-frame", percentile(firstFrame, 50)]);
+  console.log(`${label} timeline (p50 ms from Join): ${rows.map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
+}
