@@ -124,7 +124,10 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         if (knockAt !== undefined && url.includes("/_parley/v1/calls/join")) marks.callJoin ??= performance.now() - knockAt;
       });
       // The media keys: this device's first key out, the host's first key in (the client's log).
+      // The knocker's own account of its keys, printed if its media never decrypts.
+      const keyLog: string[] = [];
       page.on("console", (m) => {
+        if (/\[parley:(e2ee|chat|call)\]/.test(m.text())) keyLog.push(m.text().slice(0, 300));
         if (knockAt === undefined) return;
         const text = m.text();
         if (text.includes("media key received")) marks.keyIn ??= performance.now() - knockAt;
@@ -143,7 +146,10 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (knockAt !== undefined) marks.preview = performance.now() - knockAt;
       const clickedAt = performance.now();
       await page.locator("#prejoin-join").click();
-      await firstDecryptedFrame(page);
+      await firstDecryptedFrame(page).catch((err: unknown) => {
+        console.log(`the knocker's log:\n${keyLog.join("\n")}`);
+        throw err;
+      });
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);
       knockJoins.push(await joinTimeline(page));

@@ -109,10 +109,12 @@ export interface E2eeStats {
   encrypted: number;
   decrypted: number;
   failed: number;
+  /** Failed frames by why (no-key, bad-tag, too-short, unbound). */
+  reasons: Record<string, number>;
 }
 
 export async function e2eeStats(page: Page): Promise<E2eeStats> {
-  const out = { encrypted: 0, decrypted: 0, failed: 0 };
+  const out: E2eeStats = { encrypted: 0, decrypted: 0, failed: 0, reasons: {} };
   for (const w of page.workers()) {
     const s = await w
       .evaluate(() => (self as unknown as { __parleyE2eeStats?: { encrypted: number; decrypted: number; failed: Record<string, number> } }).__parleyE2eeStats ?? null)
@@ -121,6 +123,7 @@ export async function e2eeStats(page: Page): Promise<E2eeStats> {
     out.encrypted += s.encrypted;
     out.decrypted += s.decrypted;
     out.failed += Object.values(s.failed).reduce((a, b) => a + b, 0);
+    for (const [k, v] of Object.entries(s.failed)) if (v) out.reasons[k] = (out.reasons[k] ?? 0) + v;
   }
   return out;
 }
