@@ -8,9 +8,18 @@ import {
   joinedSchema,
   okSchema,
   requireJsep,
+  talkingSchema,
   type PublishedStream,
   type RoomPublisher,
 } from "./videoroom.ts";
+
+/** A talking / stopped-talking of one of this publisher's audio streams (room audiolevel_event). */
+export interface TalkingEvent {
+  talking: boolean;
+  mid: string | undefined;
+  /** The average audio level (dBov, 0 loudest .. 127 silence) over the detection window. */
+  level: number | undefined;
+}
 
 export interface PublisherJoined {
   id: string;
@@ -58,11 +67,29 @@ function defined(fields: Record<string, unknown>): Record<string, unknown> {
 
 /** A publisher handle. After `leave` Janus 1.1.2 wants a new handle (425 on a second join). */
 export class VideoRoomPublisher extends VideoRoomHandle {
+  private joinedId: string | undefined;
+
   /** Joins without publishing (no SDP yet). 436 ID_EXISTS if the id is in the room already. */
   async join(r: { room: string; id: string; display: string }): Promise<PublisherJoined> {
     const body = { request: "join", ptype: "publisher", room: r.room, id: r.id, display: r.display };
     const { data } = await call(this.handle, body, joinedSchema, "async");
+    this.joinedId = data.id;
     return { id: data.id, privateId: data.private_id, publishers: data.publishers };
+  }
+
+  /**
+   * This publisher's talking events. Janus 1.1.2 sends every talking / stopped-talking of a room
+   * to every publisher handle in it (janus_videoroom_notify_participants, the speaker included),
+   * so each handle keeps only its own: each event is handled once, by its speaker's handle.
+   */
+  onTalking(listener: (e: TalkingEvent) => void): () => void {
+    const fn = (data: Record<string, unknown>) => {
+      const t = talkingSchema.safeParse(data);
+      if (!t.success || this.joinedId === undefined || t.data.id !== this.joinedId) return;
+      listener({ talking: t.data.videoroom === "talking", mid: t.data.mid, level: t.data["audio-level-dBov-avg"] });
+    };
+    this.handle.events.on("event", fn);
+    return () => this.handle.events.off("event", fn);
   }
 
   /** Starts publishing; resolves with Janus's answer. 433 UNAUTHORIZED in an e2ee room without `e2ee`. */

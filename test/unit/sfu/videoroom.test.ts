@@ -2,10 +2,10 @@
 // replies they accept, and the typed errors. The real plugin is exercised in
 // test/integration/sfu.test.ts (which cannot send SDP: media would bind non-loopback addresses).
 import type { WebSocket } from "ws";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { JanusReplyError, VideoRoomError } from "../../../appservice/src/sfu/errors.ts";
 import type { JanusPluginHandle } from "../../../appservice/src/sfu/handle.ts";
-import { VideoRoomPublisher } from "../../../appservice/src/sfu/publisher.ts";
+import { VideoRoomPublisher, type TalkingEvent } from "../../../appservice/src/sfu/publisher.ts";
 import { JanusSession } from "../../../appservice/src/sfu/session.ts";
 import { VideoRoomSubscriber } from "../../../appservice/src/sfu/subscriber.ts";
 import { JanusTransport } from "../../../appservice/src/sfu/transport.ts";
@@ -52,6 +52,16 @@ describe("VideoRoomAdmin", () => {
     expect(lastMessage()["body"]).toEqual({
       request: "create", admin_key: "adm", room: "r1", secret: "sec", description: "r1", is_private: true,
       permanent: false, require_e2ee: true, publishers: 6, bitrate: 512000,
+    });
+  });
+
+  it("creates a room with talk detection tuned by Parley and Opus DTX (docs/large-meetings.md)", async () => {
+    answer = (b) => ({ data: { videoroom: "created", room: b["room"] }, async: false });
+    await new VideoRoomAdmin(handle, "adm").create({
+      room: "r2", secret: "sec", requireE2ee: true, publishers: 50, opusDtx: true, talking: { audioActivePackets: 5, audioLevelAverage: 25 },
+    });
+    expect(lastMessage()["body"]).toMatchObject({
+      room: "r2", publishers: 50, opus_dtx: true, audiolevel_ext: true, audiolevel_event: true, audio_active_packets: 5, audio_level_average: 25,
     });
   });
 
@@ -123,7 +133,34 @@ describe("VideoRoomPublisher", () => {
   });
 });
 
+describe("talking events", () => {
+  const talk = (data: Json) =>
+    janus.broadcast({ janus: "event", session_id: session.id, sender: handle.id, plugindata: { plugin: "janus.plugin.videoroom", data } });
+
+  it("a publisher handle keeps only its own talking / stopped-talking (Janus sends every one to every publisher)", async () => {
+    answer = () => ({ data: { videoroom: "joined", room: "r1", id: "alice", private_id: 1, publishers: [] }, async: true });
+    const pub = new VideoRoomPublisher(handle);
+    const seen: TalkingEvent[] = [];
+    pub.onTalking((e) => seen.push(e));
+    talk({ videoroom: "talking", room: "r1", id: "alice", mid: "0" }); // before join: not known as ours yet
+    await pub.join({ room: "r1", id: "alice", display: "A" });
+    talk({ videoroom: "talking", room: "r1", id: "bob", mid: "0", "audio-level-dBov-avg": 20 });
+    talk({ videoroom: "talking", room: "r1", id: "alice", mindex: 0, mid: "0", "audio-level-dBov-avg": 21.5 });
+    talk({ videoroom: "talking", room: "r1", id: 7 });
+    talk({ videoroom: "stopped-talking", room: "r1", id: "alice", mid: "0", "audio-level-dBov-avg": 60 });
+    await vi.waitFor(() => expect(seen).toHaveLength(2));
+    expect(seen).toEqual([{ talking: true, mid: "0", level: 21.5 }, { talking: false, mid: "0", level: 60 }]);
+  });
+});
+
 describe("VideoRoomSubscriber", () => {
+  it("configures only the m-lines given: pause, resume, substream (no renegotiation)", async () => {
+    answer = () => ({ data: { videoroom: "event", room: "r1", configured: "ok" }, async: true });
+    await new VideoRoomSubscriber(handle).configure([{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }, { mid: "5", substream: 0 }]);
+    expect(lastMessage()["body"]).toEqual({ request: "configure", streams: [{ mid: "1", send: false }, { mid: "3", substream: 2, send: true }, { mid: "5", substream: 0 }] });
+    expect(lastMessage()["jsep"]).toBeUndefined();
+  });
+
   it("joins with multistream streams and returns Janus's offer", async () => {
     answer = () => ({
       data: { videoroom: "attached", room: "r1", streams: [{ mid: "0", type: "audio", feed_id: "bob", feed_mid: "0" }] },
