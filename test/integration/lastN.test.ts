@@ -42,6 +42,7 @@ class SyntheticPublisher {
   private timers: NodeJS.Timeout[] = [];
   private seq = { audio: 1, video: 1 };
   feed = "";
+  answerSdp = "";
 
   async publish(ws: SignallingClient): Promise<void> {
     this.pc.addTransceiver(this.audio, { direction: "sendonly" });
@@ -51,6 +52,7 @@ class SyntheticPublisher {
     const answer = await ws.request({ type: "publish", jsep: { type: "offer", sdp: this.pc.localDescription!.sdp }, e2ee: true });
     if (answer.type !== "result") throw new Error(`publish refused: ${JSON.stringify(answer)}`);
     this.feed = String(answer.feed_id);
+    this.answerSdp = (answer.jsep as { sdp: string }).sdp;
     await this.pc.setRemoteDescription((answer.jsep as { type: "answer"; sdp: string }));
     const t0 = Date.now();
     this.timers.push(setInterval(() => {
@@ -148,6 +150,9 @@ describe("last-N videos and the speaker order through Janus", () => {
     closers.push(...pubs.map((p) => () => p.close()));
     for (const [i, ws] of [annWs, benWs, catWs].entries()) await pubs[i]!.publish(ws);
     const [ann, ben, cat] = pubs.map((p) => p.feed) as [string, string, string];
+    // The room negotiates the audio-level extension and Opus DTX (the offers had no usedtx).
+    expect(pubs[0]!.answerSdp).toMatch(/a=extmap:\d+ urn:ietf:params:rtp-hdrext:ssrc-audio-level/);
+    expect(pubs[0]!.answerSdp).toMatch(/a=fmtp:111 .*usedtx=1/);
     // The roster announces a feed once Janus receives its media (to the members: ann is one).
     await annWs.push("three publishers with video", (p) =>
       p.type === "participants" && (p.participants as { streams: { kind: string }[] }[]).filter((x) => x.streams.some((s) => s.kind === "video")).length === 3,

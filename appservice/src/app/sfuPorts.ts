@@ -131,7 +131,7 @@ function mediaSession(
       }
       const p = publisher;
       const { answer, streams } = await sfuCall("publishing", () =>
-        p.publish({ jsep: { type: "offer", sdp: offerSdp }, e2ee: opts.requireE2ee, ridOrder: simulcast ? "lmh" : undefined }),
+        p.publish({ jsep: { type: "offer", sdp: offerSdp }, e2ee: opts.requireE2ee, ridOrder: simulcast ? "lmh" : undefined, opusDtx: opts.opusDtx }),
       );
       await flush("publisher", p);
       publishedMids = streams.flatMap((s) => {

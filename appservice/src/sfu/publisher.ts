@@ -42,6 +42,8 @@ export interface PublishRequest {
   videocodec?: string | undefined;
   /** Labels per m-line ("camera", "screen") other participants see. */
   descriptions?: { mid: string; description: string }[] | undefined;
+  /** Ask the browser for Opus DTX (see withOpusDtx). */
+  opusDtx?: boolean | undefined;
 }
 
 export interface ConfigureRequest {
@@ -59,6 +61,30 @@ export interface ConfigureRequest {
 
 function publisherJsep(jsep: Jsep, e2ee: boolean | undefined, ridOrder: "hml" | "lmh" | undefined): Jsep {
   return { ...jsep, ...(e2ee !== undefined ? { e2ee } : {}), ...(ridOrder ? { rid_order: ridOrder } : {}) };
+}
+
+/**
+ * The offer with `usedtx=1` on its Opus payload types. Janus 1.1.2 ignores the room's `opus_dtx`
+ * when answering: it writes `usedtx=1` into its answer only when the publisher's offer had it
+ * (janus_videoroom.c, ps->opusdtx; parsed while opus_fec is on, the default). Browsers do not
+ * offer it, and a browser's Opus encoder uses DTX when the answer asks for it. Nothing else of
+ * the offer changes.
+ */
+export function withOpusDtx(sdp: string): string {
+  const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
+  const lines = sdp.split(eol);
+  const opus = new Set(lines.flatMap((l) => /^a=rtpmap:(\d+) opus\//i.exec(l)?.[1] ?? []));
+  const withFmtp = new Set<string>();
+  const out = lines.map((l) => {
+    const m = /^a=fmtp:(\d+) (.*)$/.exec(l);
+    if (!m || !opus.has(m[1]!)) return l;
+    withFmtp.add(m[1]!);
+    return /(^|;)\s*usedtx=/.test(m[2]!) ? l : `${l};usedtx=1`;
+  });
+  return out.flatMap((l) => {
+    const pt = /^a=rtpmap:(\d+) opus\//i.exec(l)?.[1];
+    return pt && !withFmtp.has(pt) ? [l, `a=fmtp:${pt} usedtx=1`] : [l];
+  }).join(eol);
 }
 
 function defined(fields: Record<string, unknown>): Record<string, unknown> {
@@ -101,7 +127,8 @@ export class VideoRoomPublisher extends VideoRoomHandle {
       videocodec: r.videocodec,
       descriptions: r.descriptions,
     });
-    const reply = await call(this.handle, body, configuredSchema, "async", publisherJsep(r.jsep, r.e2ee, r.ridOrder));
+    const offer = r.opusDtx ? { ...r.jsep, sdp: withOpusDtx(r.jsep.sdp) } : r.jsep;
+    const reply = await call(this.handle, body, configuredSchema, "async", publisherJsep(offer, r.e2ee, r.ridOrder));
     return { answer: requireJsep(reply.jsep, "answer", "publish"), streams: reply.data.streams ?? [] };
   }
 

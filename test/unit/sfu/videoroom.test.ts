@@ -5,7 +5,7 @@ import type { WebSocket } from "ws";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { JanusReplyError, VideoRoomError } from "../../../appservice/src/sfu/errors.ts";
 import type { JanusPluginHandle } from "../../../appservice/src/sfu/handle.ts";
-import { VideoRoomPublisher, type TalkingEvent } from "../../../appservice/src/sfu/publisher.ts";
+import { VideoRoomPublisher, withOpusDtx, type TalkingEvent } from "../../../appservice/src/sfu/publisher.ts";
 import { JanusSession } from "../../../appservice/src/sfu/session.ts";
 import { VideoRoomSubscriber } from "../../../appservice/src/sfu/subscriber.ts";
 import { JanusTransport } from "../../../appservice/src/sfu/transport.ts";
@@ -130,6 +130,29 @@ describe("VideoRoomPublisher", () => {
     janus.broadcast({ janus: "event", session_id: session.id, sender: handle.id, plugindata: { plugin: "janus.plugin.videoroom", data: { videoroom: 3 } } });
     await new Promise((r) => setTimeout(r, 30));
     expect(seen).toEqual([{ videoroom: "event", room: "r1", leaving: "ok", reason: "kicked" }]);
+  });
+});
+
+describe("Opus DTX in the publisher's offer (Janus 1.1.2 answers usedtx=1 only to an offer that has it)", () => {
+  const offer = (...lines: string[]) => ["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111 0", ...lines, ""].join("\r\n");
+
+  it("adds usedtx=1 to the Opus fmtp, or an fmtp line when there is none; other codecs and lines stay", () => {
+    expect(withOpusDtx(offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1", "a=rtpmap:0 PCMU/8000", "a=fmtp:0 x=1")))
+      .toBe(offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1", "a=rtpmap:0 PCMU/8000", "a=fmtp:0 x=1"));
+    expect(withOpusDtx(offer("a=rtpmap:111 OPUS/48000/2", "a=mid:0"))).toBe(offer("a=rtpmap:111 OPUS/48000/2", "a=fmtp:111 usedtx=1", "a=mid:0"));
+  });
+
+  it("leaves an offer that already says usedtx (either way) and one without Opus as they are", () => {
+    const dtxOff = offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 usedtx=0");
+    expect(withOpusDtx(dtxOff)).toBe(dtxOff);
+    const video = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rtpmap:96 VP8/90000\n";
+    expect(withOpusDtx(video)).toBe(video);
+  });
+
+  it("is applied to the publish JSEP when asked", async () => {
+    answer = () => ({ data: { videoroom: "event", configured: "ok" }, jsep: { type: "answer", sdp: "v=0 answer" }, async: true });
+    await new VideoRoomPublisher(handle).publish({ jsep: { type: "offer", sdp: offer("a=rtpmap:111 opus/48000/2") }, e2ee: true, opusDtx: true });
+    expect((lastMessage()["jsep"] as { sdp: string }).sdp).toContain("a=fmtp:111 usedtx=1");
   });
 });
 
