@@ -94,6 +94,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       layerKbps: media.layerKbps,
       keyframeIntervalMs: media.keyframeIntervalMs,
       speakerHoldMs: media.speakerHoldMs,
+      speakerGapMs: media.speakerGapMs,
       speakersPushIntervalMs: media.speakersPushIntervalMs,
       recentMax: 50,
       largeCall: media.largeCall,

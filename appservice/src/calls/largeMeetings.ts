@@ -16,6 +16,7 @@ export interface LargeMeetingsConfig {
   layerKbps: readonly [number, number, number];
   keyframeIntervalMs: number;
   speakerHoldMs: number;
+  speakerGapMs: number;
   speakersPushIntervalMs: number;
   recentMax: number;
   largeCall: LargeCallConfig;
@@ -26,6 +27,7 @@ export const LARGE_MEETINGS_DEFAULTS: LargeMeetingsConfig = {
   layerKbps: [150, 500, 1500],
   keyframeIntervalMs: 1000,
   speakerHoldMs: 1500,
+  speakerGapMs: 600,
   speakersPushIntervalMs: 300,
   recentMax: 50,
   largeCall: { from: 10, publisherBitrate: 700_000, liftedBitrate: 2_500_000 },
@@ -108,7 +110,7 @@ export class LargeMeetings<S> {
     if (!call) return;
     const members = this.deps.members(callId);
     // Janus stops its talk detection for a muted stream without a stopped-talking: Parley stops it.
-    for (const m of members) if (this.audioMuted(callId, m)) call.speakers.stopped(feedOf(m));
+    for (const m of members) if (this.audioMuted(callId, m)) call.speakers.silenced(feedOf(m));
     call.viewers.invalidate();
     this.bitrate.apply(
       members.map((m) => ({ key: m.media, published: m.published, setBitrate: (b: number) => m.media.setBitrate?.(b) ?? Promise.resolve() })),
@@ -140,7 +142,7 @@ export class LargeMeetings<S> {
     if (existing) return existing;
     const { clock, timers } = this.deps;
     const entry: CallEntry<S> = {
-      speakers: new SpeakerOrder({ holdMs: this.cfg.speakerHoldMs, recentMax: this.cfg.recentMax }, { clock, timers }, (what) => {
+      speakers: new SpeakerOrder({ holdMs: this.cfg.speakerHoldMs, gapMs: this.cfg.speakerGapMs, recentMax: this.cfg.recentMax }, { clock, timers }, (what) => {
         entry.push.poke();
         if (what === "order") entry.viewers.invalidate();
       }),

@@ -50,6 +50,9 @@ const mediaSchema = z
     speakerHoldMs: z.int().min(0).max(10_000).default(1500).meta({
       description: "How long someone must talk without stopping before they become the newest speaker (first among the videos): a one-word interjection reorders nobody",
     }),
+    speakerGapMs: z.int().min(0).max(10_000).default(600).meta({
+      description: "A pause shorter than this (between words) does not end someone's turn as a speaker",
+    }),
     speakersPushIntervalMs: z.int().min(50).max(10_000).default(300).meta({
       description: "At most one 'speakers' push per call per this many ms (changes in between are folded into it)",
     }),

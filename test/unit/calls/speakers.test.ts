@@ -9,7 +9,7 @@ let order: SpeakerOrder;
 beforeEach(() => {
   time = new FakeTime();
   changes = [];
-  order = new SpeakerOrder({ holdMs: 1500, recentMax: 3 }, { clock: time.clock, timers: time }, (w) => changes.push(w));
+  order = new SpeakerOrder({ holdMs: 1500, gapMs: 600, recentMax: 3 }, { clock: time.clock, timers: time }, (w) => changes.push(w));
 });
 
 describe("speaker order", () => {
@@ -41,11 +41,14 @@ describe("speaker order", () => {
     time.advance(1500);
     expect(order.snapshot()).toEqual({ talking: ["b", "a"], speaking: ["b", "a"], recent: ["b", "a"] });
     order.stopped("b");
+    // a pause: b's turn goes on for the gap, then ends (b stays in recent)
+    expect(order.snapshot()).toEqual({ talking: ["a"], speaking: ["b", "a"], recent: ["b", "a"] });
+    time.advance(600);
     expect(order.snapshot()).toEqual({ talking: ["a"], speaking: ["a"], recent: ["b", "a"] });
     expect(changes.at(-1)).toBe("order");
-    // speaking again after the hold: to the front again
-    order.talking("a");
+    // a new turn of a past the hold: to the front again
     order.stopped("a");
+    time.advance(600);
     order.talking("a");
     time.advance(1500);
     expect(order.snapshot().recent).toEqual(["a", "b"]);
@@ -57,12 +60,44 @@ describe("speaker order", () => {
       time.advance(1500);
       order.stopped(f);
     }
+    time.advance(600);
     expect(order.snapshot().recent).toEqual(["d", "c", "b"]);
     order.talking("c");
     order.remove("c");
     expect(order.snapshot()).toEqual({ talking: [], speaking: [], recent: ["d", "b"] });
     order.talking("x");
     order.close();
+    expect(time.timers).toBe(0);
+  });
+
+  it("pauses between words do not end a turn: a speaker who pauses every 400 ms still takes the floor", () => {
+    order.talking("a");
+    for (let i = 0; i < 4; i++) {
+      time.advance(300);
+      order.stopped("a");
+      time.advance(100);
+      order.talking("a");
+    }
+    expect(order.snapshot().recent).toEqual(["a"]);
+    // the hold ending during a pause counts once the feed talks again within the gap
+    order.talking("b");
+    time.advance(1400);
+    order.stopped("b");
+    time.advance(300);
+    expect(order.snapshot().recent).toEqual(["a"]);
+    order.talking("b");
+    expect(order.snapshot().recent).toEqual(["b", "a"]);
+    // a longer pause ends the turn: no longer among the speaking, still recent
+    order.stopped("b");
+    time.advance(600);
+    expect(order.snapshot()).toEqual({ talking: ["a"], speaking: ["a"], recent: ["b", "a"] });
+  });
+
+  it("a muted feed's turn ends at once, without waiting for the gap", () => {
+    order.talking("a");
+    time.advance(1500);
+    order.silenced("a");
+    expect(order.snapshot()).toEqual({ talking: [], speaking: [], recent: ["a"] });
     expect(time.timers).toBe(0);
   });
 
@@ -74,7 +109,7 @@ describe("speaker order", () => {
   });
 
   it("holdMs 0 promotes at once", () => {
-    const o = new SpeakerOrder({ holdMs: 0, recentMax: 50 }, { clock: time.clock, timers: time }, () => undefined);
+    const o = new SpeakerOrder({ holdMs: 0, gapMs: 0, recentMax: 50 }, { clock: time.clock, timers: time }, () => undefined);
     o.talking("a");
     expect(o.snapshot().recent).toEqual(["a"]);
   });

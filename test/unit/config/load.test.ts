@@ -6,7 +6,7 @@ import { ConfigError, isPlaceholder, loadConfig, parseConfig, parseYaml } from "
 
 /** meetings.media with nothing given (docs/large-meetings.md). */
 const MEDIA_DEFAULTS = {
-  lastN: 9, layerKbps: [150, 500, 1500], keyframeIntervalMs: 1000, speakerHoldMs: 1500, speakersPushIntervalMs: 300,
+  lastN: 9, layerKbps: [150, 500, 1500], keyframeIntervalMs: 1000, speakerHoldMs: 1500, speakerGapMs: 600, speakersPushIntervalMs: 300,
   audioActivePackets: 5, audioLevelAverage: 25, opusDtx: true,
   largeCall: { from: 10, publisherBitrate: 700_000, liftedBitrate: 2_500_000 },
 };
