@@ -132,9 +132,19 @@ export class CallViewers<K> {
     for (const key of this.viewers.keys()) this.schedule(key);
   }
 
-  /** A publisher left: its keyframe window goes with it. */
+  /**
+   * A publisher left: its keyframe window goes, and so do the viewers' m-lines of it (Janus drops
+   * them from the subscriptions, and a configure naming a gone m-line is refused as a whole).
+   */
   forgetFeed(feed: FeedId): void {
     this.gate.forget(feed);
+    for (const v of this.viewers.values()) {
+      for (const [mid, f] of v.mids) {
+        if (f !== feed) continue;
+        v.mids.delete(mid);
+        v.applied.delete(mid);
+      }
+    }
   }
 
   close(): void {

@@ -133,6 +133,17 @@ describe("a viewer's videos applied to its subscription", () => {
     expect(v.last).toEqual([{ feed: "b", layer: 1 }, { feed: "c", layer: 1 }]);
   });
 
+  it("a publisher that left is forgotten: its m-lines are never configured again", async () => {
+    const v = seat("s", "me", "a", "b", "c");
+    await settle();
+    candidates = [cam("b"), cam("c"), cam("d")];
+    viewers.forgetFeed("a");
+    viewers.invalidate();
+    await settle();
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: true, substream: 1 }]);
+    expect(v.last).toEqual([{ feed: "b", layer: 1 }, { feed: "c", layer: 1 }]);
+  });
+
   it("a refused configure changes nothing known; the next change tries again", async () => {
     const v = seat("s", "me", "a", "b", "c");
     v.fail = true;
