@@ -1,10 +1,11 @@
 // Large meetings on the real stack (Synapse, Janus 1.1.2, Parley; docs/large-meetings.md):
 // synthetic participants (werift peer connections, no browser) publish Opus with the
-// audio-level extension and VP8 through Janus; a synthetic viewer subscribes to everyone. A
+// audio-level extension and VP8 through Janus; two synthetic viewers subscribe to everyone. A
 // `view` with videos=1 makes Janus stop forwarding the other videos (the viewer's packet counts)
 // while every audio keeps flowing, the `videos` push names exactly the forwarded feed, and a
 // publisher who starts talking (loud audio levels: Janus's own talk detection) reaches the
-// viewer as a `speakers` push and becomes its one video.
+// viewers as a `speakers` push and becomes their one video, its keyframe requests (one PLI per
+// resumed viewer in Janus 1.1.2) arriving as one batch.
 import {
   MediaStreamTrack,
   RTCPeerConnection,
@@ -37,6 +38,8 @@ class SyntheticPublisher {
   readonly pc = new RTCPeerConnection(peerConfig());
   private readonly audio = new MediaStreamTrack({ kind: "audio" });
   private readonly video = new MediaStreamTrack({ kind: "video" });
+  /** When the video sender received a PLI (Janus asking for a keyframe). */
+  readonly plis: number[] = [];
   /** dBov magnitude in the audio-level extension: 127 silence, 10 loud speech. */
   level = 127;
   private timers: NodeJS.Timeout[] = [];
@@ -46,7 +49,8 @@ class SyntheticPublisher {
 
   async publish(ws: SignallingClient): Promise<void> {
     this.pc.addTransceiver(this.audio, { direction: "sendonly" });
-    this.pc.addTransceiver(this.video, { direction: "sendonly" });
+    const video = this.pc.addTransceiver(this.video, { direction: "sendonly" });
+    video.sender.onPictureLossIndication.subscribe(() => void this.plis.push(Date.now()));
     await this.pc.setLocalDescription(await this.pc.createOffer());
     await waitFor("ICE gathering", async () => this.pc.iceGatheringState === "complete" || undefined);
     const answer = await ws.request({ type: "publish", jsep: { type: "offer", sdp: this.pc.localDescription!.sdp }, e2ee: true });
@@ -135,7 +139,7 @@ const lastPush = (ws: SignallingClient, type: string): Answer | undefined => ws.
 
 describe("last-N videos and the speaker order through Janus", () => {
   it("videos=1 stops the other videos at Janus, audio flows for all, and a new speaker becomes the one video", async () => {
-    const users = await Promise.all(["ann", "ben", "cat", "vic"].map(async (name) => {
+    const users = await Promise.all(["ann", "ben", "cat", "vic", "dan"].map(async (name) => {
       const u = await A.registerUser(`${name}-lastn`);
       return new TestUser(A.synapse.clientUrl, u.userId, u.accessToken);
     }));
@@ -143,7 +147,7 @@ describe("last-N videos and the speaker order through Janus", () => {
     await Promise.all(users.slice(1).map((u) => u.join(roomId)));
     const sockets = await Promise.all(users.map(async (u) => seated(A, await callSession(A, u, roomId))));
     closers.push(() => sockets.forEach((s) => s.close()));
-    const [annWs, benWs, catWs, vicWs] = sockets as [SignallingClient, SignallingClient, SignallingClient, SignallingClient];
+    const [annWs, benWs, catWs, vicWs, danWs] = sockets as [SignallingClient, SignallingClient, SignallingClient, SignallingClient, SignallingClient];
 
     // Three publishers, one after the other (join order ann, ben, cat).
     const pubs = [new SyntheticPublisher(), new SyntheticPublisher(), new SyntheticPublisher()];
@@ -159,8 +163,10 @@ describe("last-N videos and the speaker order through Janus", () => {
     30_000);
 
     const viewer = new SyntheticViewer();
-    closers.push(() => viewer.pc.close());
+    const second = new SyntheticViewer();
+    closers.push(() => viewer.pc.close(), () => second.pc.close());
     await viewer.subscribe(vicWs, [ann, ben, cat]);
+    await second.subscribe(danWs, [ann, ben, cat]);
     // No view yet: the config's cap (9) at layer 1, so all three.
     await vicWs.push("all three videos", (p) => p.type === "videos" && (p.videos as unknown[]).length === 3, 20_000);
     const all = await waitFor("every m-line flowing", async () => {
@@ -171,6 +177,8 @@ describe("last-N videos and the speaker order through Janus", () => {
 
     // One video: nobody spoke, so the first to join.
     expect(await vicWs.request({ type: "view", videos: 1, tiles: [{ feed: ann, height: 720 }] })).toMatchObject({ type: "result" });
+    expect(await danWs.request({ type: "view", videos: 1 })).toMatchObject({ type: "result" });
+    await danWs.push("dan's one video", (p) => p.type === "videos" && (p.videos as unknown[]).length === 1);
     const one = await vicWs.push("one video", (p) => p.type === "videos" && (p.videos as unknown[]).length === 1);
     expect(one.videos).toEqual([{ feed: ann, layer: 2 }]);
     const afterView = await waitFor("ben's and cat's video paused by Janus", async () => {
@@ -181,6 +189,11 @@ describe("last-N videos and the speaker order through Janus", () => {
     for (const feed of [ann, ben, cat]) expect(afterView.get(viewer.mid(feed, "audio"))).toBeGreaterThan(20);
 
     // Cat talks (loud audio levels): Janus's talk detection, Parley's speakers push, cat's video.
+    await waitFor("both viewers settled (no video of cat)", async () => {
+      const [a, b] = await Promise.all([viewer.flow(500), second.flow(500)]);
+      return a.get(viewer.mid(cat, "video")) === 0 && b.get(second.mid(cat, "video")) === 0 || undefined;
+    });
+    const plisBefore = pubs[2]!.plis.length;
     pubs[2]!.level = 10;
     const speaking = await vicWs.push("cat talking", (p) => p.type === "speakers" && (p.talking as string[]).includes(cat), 15_000);
     expect(speaking.talking).toEqual([cat]);
@@ -193,6 +206,12 @@ describe("last-N videos and the speaker order through Janus", () => {
       return f.get(viewer.mid(ann, "video")) === 0 && (f.get(viewer.mid(cat, "video")) ?? 0) > 5 ? f : undefined;
     }, 15_000);
     expect(afterSpeaker.get(viewer.mid(ben, "video"))).toBe(0);
+    await waitFor("cat's video at the second viewer", async () => ((await second.flow(500)).get(second.mid(cat, "video")) ?? 0) > 3 || undefined);
+    // Both viewers resumed cat in one pass: Janus sent one PLI per viewer (no coalescing in
+    // 1.1.2), back to back, inside the 300 ms in which the browser's encoder makes one keyframe.
+    const plis = pubs[2]!.plis.slice(plisBefore);
+    expect(plis.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...plis) - Math.min(...plis)).toBeLessThan(300);
     // Everyone else heard about it too.
     await annWs.push("speakers at ann", (p) => p.type === "speakers" && (p.recent as string[])[0] === cat);
     expect(lastPush(benWs, "speakers")).toMatchObject({ talking: [cat] });
