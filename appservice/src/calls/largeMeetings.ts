@@ -81,6 +81,9 @@ export class LargeMeetings<S> {
       else call.speakers.stopped(feedOf(member));
     });
     if (off) call.talking.set(member.seat, off);
+    // A newcomer learns the speakers so far at once, not at the next change.
+    const { talking, recent } = call.speakers.snapshot();
+    if (talking.length || recent.length) member.client.push({ type: "speakers", talking, recent });
   }
 
   /** The seat's whole subscription now. */

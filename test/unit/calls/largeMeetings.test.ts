@@ -98,6 +98,17 @@ describe("large meetings, per call", () => {
     expect([a, b, c].flatMap((m) => m.media.configures.flat())).not.toContainEqual(expect.objectContaining({ mid: expect.stringMatching(/^a-/) }));
   });
 
+  it("a newcomer is told the speakers so far at once; nobody is told an empty list", async () => {
+    const a = member("a");
+    member("b");
+    expect(speakersOf("b")).toEqual([]);
+    a.media.talk!(true);
+    time.advance(LARGE_MEETINGS_DEFAULTS.speakerHoldMs);
+    await settle();
+    member("c");
+    expect(speakersOf("c")).toEqual([{ type: "speakers", talking: ["f-a"], recent: ["f-a"] }]);
+  });
+
   it("speakers pushes are coalesced: a burst of talking changes makes at most one push per interval", async () => {
     const ms = ["a", "b", "c", "d", "e"].map((s) => member(s));
     await settle();
