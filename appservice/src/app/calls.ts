@@ -50,7 +50,15 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const { limits } = config.calls;
   const requireE2ee = config.calls.e2ee.required;
   const sfu = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
-  const ports = sfu ? sfuPorts(sfu, { requireE2ee, maxEarlyCandidates: limits.iceCandidatesBeforeMedia }) : noSfu();
+  const media = config.meetings.media;
+  const ports = sfu
+    ? sfuPorts(sfu, {
+        requireE2ee,
+        maxEarlyCandidates: limits.iceCandidatesBeforeMedia,
+        talking: { audioActivePackets: media.audioActivePackets, audioLevelAverage: media.audioLevelAverage },
+        opusDtx: media.opusDtx,
+      })
+    : noSfu();
   // Governance and the seats need each other (roles shown in the roster, pushes to seats): bound late.
   const late: { governance?: Governance } = {};
   const calls = new CallService(
@@ -81,6 +89,16 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
     roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
+    media: {
+      lastN: media.lastN,
+      layerKbps: media.layerKbps,
+      keyframeIntervalMs: media.keyframeIntervalMs,
+      speakerHoldMs: media.speakerHoldMs,
+      speakerGapMs: media.speakerGapMs,
+      speakersPushIntervalMs: media.speakersPushIntervalMs,
+      recentMax: 50,
+      largeCall: media.largeCall,
+    },
   });
   const governance = (late.governance = new Governance(
     {

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import type { IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuRooms, TrickleTarget } from "../calls/ports.ts";
 import { ParleyError } from "../errors.ts";
 import { JanusClosedError, SfuUnavailableError, VideoRoomError } from "../sfu/errors.ts";
-import type { RoomRef, Sfu, SubscriptionStream, TrickleCandidate } from "../sfu/index.ts";
+import type { RoomRef, Sfu, SubscriptionStream, TalkDetection, TrickleCandidate } from "../sfu/index.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
 
 const toRef = (r: SfuRoomRecord): RoomRef => ({ node: r.node, roomId: r.room, secret: r.secret });
@@ -40,6 +40,9 @@ export interface SfuPortOptions {
   requireE2ee: boolean;
   /** ICE candidates held per participant while its publisher/subscriber handle is not made yet. */
   maxEarlyCandidates: number;
+  /** Large meetings (docs/large-meetings.md): talk detection and Opus DTX of the rooms made. */
+  talking?: TalkDetection | undefined;
+  opusDtx?: boolean | undefined;
 }
 
 /** The call layer's SFU ports, and the restart recovery's way to make a lost room again. */
@@ -52,7 +55,9 @@ export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuPorts {
       return { node: r.node, room: r.roomId, secret: r.secret };
     },
     async createRoom(callId) {
-      const r = await sfuCall("room creation", () => sfu.createRoom(callId, { requireE2ee: opts.requireE2ee }));
+      const r = await sfuCall("room creation", () =>
+        sfu.createRoom(callId, { requireE2ee: opts.requireE2ee, talking: opts.talking, opusDtx: opts.opusDtx }),
+      );
       return { node: r.node, room: r.roomId, secret: r.secret };
     },
     async destroyRoom(room) {
@@ -100,6 +105,10 @@ function mediaSession(
     c === null ? null : { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
   let closed = false;
   const up = publisherUp();
+  const talkingListeners = new Set<(talking: boolean) => void>();
+  const talking = (t: boolean) => {
+    for (const l of talkingListeners) l(t);
+  };
 
   return {
     feedId: participant.participantId,
@@ -111,12 +120,18 @@ function mediaSession(
         publisher.onPeer((e) => {
           if (e.kind === "webrtcup") up.webrtcUp(onUp);
           if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
-          if (e.kind === "hangup" || e.kind === "detached") up.cancel();
+          // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
+          if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
+          if (e.kind === "hangup" || e.kind === "detached") {
+            up.cancel();
+            talking(false);
+          }
         });
+        publisher.onTalking((e) => talking(e.talking));
       }
       const p = publisher;
       const { answer, streams } = await sfuCall("publishing", () =>
-        p.publish({ jsep: { type: "offer", sdp: offerSdp }, e2ee: opts.requireE2ee, ridOrder: simulcast ? "lmh" : undefined }),
+        p.publish({ jsep: { type: "offer", sdp: offerSdp }, e2ee: opts.requireE2ee, ridOrder: simulcast ? "lmh" : undefined, opusDtx: opts.opusDtx }),
       );
       await flush("publisher", p);
       publishedMids = streams.flatMap((s) => {
@@ -167,8 +182,23 @@ function mediaSession(
     async moderate(kind, muted) {
       for (const s of publishedMids.filter((m) => m.kind === kind)) await sfuCall("moderation", () => moderate(s.mid, muted));
     },
+    onTalking(listener) {
+      talkingListeners.add(listener);
+      return () => talkingListeners.delete(listener);
+    },
+    async configureVideos(changes) {
+      const s = subscriber;
+      if (!s || changes.length === 0) return;
+      await sfuCall("video choice", () => s.configure(changes));
+    },
+    async setBitrate(bitsPerSecond) {
+      const p = publisher;
+      if (!p) return;
+      await sfuCall("bitrate", () => p.configure({ bitrate: bitsPerSecond }));
+    },
     async close() {
       if (closed) return;
+      talkingListeners.clear();
       closed = true;
       up.cancel();
       await Promise.allSettled([publisher?.leave(), subscriber?.leave()]);

@@ -13,6 +13,9 @@ import { Moderation, type ModerationConfig } from "./moderation.ts";
 import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
+import { LargeMeetings, LARGE_MEETINGS_DEFAULTS, type LargeMeetingsConfig } from "./largeMeetings.ts";
+import { realTimers, type Timers } from "./speakers.ts";
+import type { ViewRequest } from "./viewers.ts";
 
 /** One signalling socket's place in a call. */
 export interface Seat {
@@ -32,6 +35,11 @@ export interface CallMediaDeps {
   roleOf?: (roomId: string, userId: string) => Role | undefined;
   clock: Clock;
   moderation: ModerationConfig;
+  /** Large meetings: last-N videos, speakers, bitrate cap (docs/large-meetings.md); defaults if absent. */
+  media?: LargeMeetingsConfig | undefined;
+  timers?: Timers | undefined;
+  /** Something the SFU refused while applying a speaker / video choice. */
+  mediaFailed?: (what: string, err: unknown) => void;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
@@ -39,6 +47,7 @@ type Feeds = (MediaStreamInfo & { feed: string | number })[];
 export class CallMedia {
   readonly roster: CallRoster<Seat>;
   readonly moderation: Moderation<Seat>;
+  readonly large: LargeMeetings<Seat>;
   private readonly opening = new SingleFlight<Seat, Member<Seat>>();
   private readonly deps: CallMediaDeps;
 
@@ -52,6 +61,13 @@ export class CallMedia {
         hand: this.moderation.handOf(callId, m.userId),
         forced: this.moderation.forcedOf(callId, m.userId),
       };
+    }, (callId) => this.large.rosterChanged(callId));
+    this.large = new LargeMeetings<Seat>(deps.media ?? LARGE_MEETINGS_DEFAULTS, {
+      clock: deps.clock,
+      timers: deps.timers ?? realTimers,
+      members: (callId) => this.roster.members(callId),
+      forced: (callId, userId) => this.moderation.forcedOf(callId, userId),
+      failed: (what, err) => deps.mediaFailed?.(what, err),
     });
   }
 
@@ -68,6 +84,7 @@ export class CallMedia {
   /** The call ended: its moderation state goes with it. */
   forgetCall(callId: string): void {
     this.moderation.forget(callId);
+    this.large.forgetCall(callId);
   }
 
   async publish(seat: Seat, req: { sdp: string; simulcast: boolean; e2ee: boolean | undefined }): Promise<{ answerSdp: string; feedId: string | number }> {
@@ -97,12 +114,14 @@ export class CallMedia {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe");
     const member = await this.memberOf(seat);
     const { offerSdp, streams } = await member.media.subscribe(feeds);
+    this.large.subscribed(seat.session.callId, seat, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
   async unsubscribe(seat: Seat, feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
     const member = await this.memberOf(seat);
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
+    this.large.subscribed(seat.session.callId, seat, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
@@ -131,6 +150,12 @@ export class CallMedia {
     this.roster.broadcast(seat.session.callId);
   }
 
+  /** The viewer's layout: how many videos, pinned feeds, tile heights, downlink (docs/large-meetings.md). */
+  async view(seat: Seat, view: ViewRequest): Promise<void> {
+    await this.memberOf(seat);
+    this.large.view(seat.session.callId, seat, view);
+  }
+
   /** The seat leaves the call's media (a `leave`, or the seat ended): its SFU session is closed. */
   async release(seat: Seat): Promise<void> {
     const member = this.roster.get(seat.session.callId, seat);
@@ -139,6 +164,7 @@ export class CallMedia {
 
   private async drop(seat: Seat, member: Member<Seat>): Promise<void> {
     if (this.roster.get(seat.session.callId, seat) === member) {
+      this.large.left(seat.session.callId, member);
       this.roster.remove(seat.session.callId, seat);
       this.roster.broadcast(seat.session.callId);
     }
@@ -179,6 +205,7 @@ export class CallMedia {
       seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
     };
     this.roster.add(callId, member);
+    this.large.joined(callId, member);
     // Everyone sees the newcomer (no streams yet); the newcomer sees everyone it may subscribe to.
     this.roster.broadcast(callId);
     return member;

@@ -28,7 +28,10 @@ export type CallPush =
   | { type: "stop_share"; by: string }
   | { type: "reaction"; user_id: string; emoji: string }
   | { type: "meeting"; [k: string]: unknown }
-  | { type: "lobby"; waiting: unknown[] };
+  | { type: "lobby"; waiting: unknown[] }
+  // Large meetings (docs/large-meetings.md): who talks, and which videos this viewer receives.
+  | { type: "speakers"; talking: string[]; recent: string[] }
+  | { type: "videos"; videos: { feed: string; layer: 0 | 1 | 2 }[] };
 
 export interface CallClient {
   push(event: CallPush): void;
@@ -52,9 +55,12 @@ export interface Member<S> {
 export class CallRoster<S> {
   private readonly calls = new Map<string, Map<S, Member<S>>>();
   private readonly annotate: Annotate<S> | undefined;
+  /** Told after every broadcast (any change of the participant list). */
+  private readonly changed: ((callId: string) => void) | undefined;
 
-  constructor(annotate?: Annotate<S>) {
+  constructor(annotate?: Annotate<S>, changed?: (callId: string) => void) {
     this.annotate = annotate;
+    this.changed = changed;
   }
 
   /** The members of a call (every seat with an SFU session). */
@@ -105,6 +111,7 @@ export class CallRoster<S> {
   broadcast(callId: string): void {
     const participants = this.participants(callId);
     for (const m of this.calls.get(callId)?.values() ?? []) m.client.push({ type: "participants", participants });
+    this.changed?.(callId);
   }
 
   /** Every call with members. */

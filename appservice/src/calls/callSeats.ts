@@ -15,6 +15,7 @@ import type { ModerationConfig } from "./moderation.ts";
 import type { Clock, SfuMedia } from "./ports.ts";
 import type { Role } from "./roles.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
+import type { LargeMeetingsConfig } from "./largeMeetings.ts";
 
 /** What the signalling layer gives a seat: pushes, and the end of its socket. */
 export interface SeatClient extends CallClient {
@@ -49,6 +50,8 @@ export interface CallSeatsDeps {
   /** Governance: the role shown for a user, and what a newly seated user is told. */
   roleOf?: (roomId: string, userId: string) => Role | undefined;
   onSeated?: (roomId: string, userId: string, push: (p: CallPush) => void) => Promise<void>;
+  /** Large meetings (docs/large-meetings.md); defaults if absent. */
+  media?: LargeMeetingsConfig | undefined;
 }
 
 interface SeatState extends Seat {
@@ -73,6 +76,8 @@ export class CallSeats {
       clock: deps.clock,
       moderation: deps.moderation,
       ...(deps.roleOf ? { roleOf: deps.roleOf } : {}),
+      media: deps.media,
+      mediaFailed: (what, err) => this.log.warn({ err, what }, "large-meeting media choice not applied"),
     });
   }
 

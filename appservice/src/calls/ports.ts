@@ -155,6 +155,12 @@ export interface SfuMediaSession {
   moderate(kind: "audio" | "video", muted: boolean): Promise<void>;
   /** Leaves the SFU room and frees the handles; safe to call twice. */
   close(): Promise<void>;
+  /** Large meetings (docs/large-meetings.md): the SFU's talking / stopped-talking of this participant's audio. */
+  onTalking?(listener: (talking: boolean) => void): () => void;
+  /** Pauses, resumes or switches the simulcast layer of subscribed video m-lines, in one request, without renegotiation. */
+  configureVideos?(changes: { mid: string; send?: boolean; substream?: 0 | 1 | 2 }[]): Promise<void>;
+  /** Caps the published bitrate (bit/s) the SFU asks the browser for. */
+  setBitrate?(bitsPerSecond: number): Promise<void>;
 }
 
 export interface SfuMedia {

@@ -34,6 +34,51 @@ const addressRateLimit = (defaults: { perMinute: number; burst: number }, words:
 /** Meeting lookups per client address: one per meeting opened, so a little more than joins. */
 export const LOOKUP_RATE_LIMIT_DEFAULT = { perMinute: 120, burst: 30 } as const;
 
+/** Large meetings (docs/large-meetings.md): last-N videos, speakers, DTX, the bitrate cap of large calls. */
+const mediaSchema = z
+  .strictObject({
+    lastN: z.int().min(0).max(50).default(9).meta({
+      description: "Videos one viewer receives at most (the speakers, pinned and screen shares first; everyone's audio always); the client's layout may ask for fewer",
+    }),
+    layerKbps: z
+      .tuple([z.int().min(1).max(100_000), z.int().min(1).max(100_000), z.int().min(1).max(100_000)])
+      .default([150, 500, 1500])
+      .meta({ description: "Estimated kbit/s of the low, medium and high simulcast layers: a viewer's downlink estimate lowers layers until their sum fits" }),
+    keyframeIntervalMs: z.int().min(0).max(10_000).default(1000).meta({
+      description: "Video resumes and layer switches that make Janus ask a publisher for a keyframe go out in at most one batch per publisher per this many ms",
+    }),
+    speakerHoldMs: z.int().min(0).max(10_000).default(1500).meta({
+      description: "How long someone must talk without stopping before they become the newest speaker (first among the videos): a one-word interjection reorders nobody",
+    }),
+    speakerGapMs: z.int().min(0).max(10_000).default(600).meta({
+      description: "A pause shorter than this (between words) does not end someone's turn as a speaker",
+    }),
+    speakersPushIntervalMs: z.int().min(50).max(10_000).default(300).meta({
+      description: "At most one 'speakers' push per call per this many ms (changes in between are folded into it)",
+    }),
+    audioActivePackets: z.int().min(1).max(1000).default(5).meta({
+      description: "Janus talk detection: audio packets per decision. Janus counts packets, not time; under Opus DTX silence sends one packet per 400 ms, so 5 notices silence within 0.4-1.6 s and speech within 100 ms",
+    }),
+    audioLevelAverage: z.int().min(1).max(127).default(25).meta({
+      description: "Janus talk detection: talking when the packets' average audio level is below this (dBov magnitude: 0 loudest, 127 silence)",
+    }),
+    opusDtx: z.boolean().default(true).meta({ description: "Negotiate Opus DTX (usedtx=1): silent participants send almost no audio packets" }),
+    largeCall: z
+      .strictObject({
+        from: z.int().min(2).max(100_000).default(10).meta({ description: "Members from which a call is large: every publisher's bitrate is capped" }),
+        publisherBitrate: z.int().min(64_000).max(100_000_000).default(700_000).meta({
+          description: "Bitrate cap (bit/s) of each publisher in a large call, sent as REMB by Janus (700 kbit/s keeps the low and medium simulcast layers)",
+        }),
+        liftedBitrate: z.int().min(64_000).max(100_000_000).default(2_500_000).meta({
+          description: "Bitrate (bit/s) a publisher is given when its call is no longer large (browsers keep the last REMB, so the cap is raised, not just stopped)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "Large calls: a bitrate cap for every publisher" }),
+  })
+  .prefault({})
+  .meta({ description: "Media of large meetings: last-N videos, the speaker order, Opus DTX, keyframe pacing (docs/large-meetings.md)" });
+
 export const configSchema = z
   .strictObject({
     homeserver: z
@@ -127,6 +172,7 @@ export const configSchema = z
           })
           .prefault({})
           .meta({ description: "Meeting governance: access levels, hosts and co-hosts, the lobby (docs/governance.md)" }),
+        media: mediaSchema,
         lookupRateLimit: addressRateLimit(LOOKUP_RATE_LIMIT_DEFAULT, {
           perMinute: "Meeting lookups (GET /_parley/v1/meetings/{alias}) one client address may make per minute in the long run",
           burst: "Meeting lookups one address may make at once",

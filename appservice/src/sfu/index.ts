@@ -13,7 +13,8 @@ import type { RoomParticipant, RtpForward, SubscriptionStream } from "./videoroo
 
 export type { NodeHealth, RoomOptions, RoomRef, SfuNodeConfig, SfuNodeOptions, Jsep, PublisherJoined, StreamRef };
 export type { RoomParticipant, RtpForward, SubscriptionStream, SessionCloseReason };
-export type { PublishRequest, ConfigureRequest } from "./publisher.ts";
+export type { PublishRequest, ConfigureRequest, TalkingEvent } from "./publisher.ts";
+export type { TalkDetection } from "./videoroom.ts";
 export type { LayerRequest, SubscriptionUpdate, UnsubscribeRef } from "./subscriber.ts";
 export type { VideoRoomNotification, RoomPublisher, PublishedStream } from "./videoroom.ts";
 export type { PeerEvent } from "./handle.ts";
@@ -31,7 +32,7 @@ export {
 /** What the call layer does with a participant's publishing handle. */
 export type SfuPublisher = Pick<
   VideoRoomPublisher,
-  "publish" | "configure" | "unpublish" | "leave" | "trickle" | "onNotification" | "onPeer"
+  "publish" | "configure" | "unpublish" | "leave" | "trickle" | "onNotification" | "onPeer" | "onTalking"
 >;
 
 /** What the call layer does with a participant's (multistream) subscribing handle. */

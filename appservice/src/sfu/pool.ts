@@ -7,7 +7,7 @@ import { getLogger } from "../log.ts";
 import { SfuUnavailableError, VideoRoomError } from "./errors.ts";
 import { SfuNode, type NodeState, type SfuNodeConfig, type SfuNodeOptions } from "./node.ts";
 import { Participant } from "./participant.ts";
-import type { RoomParticipant, RtpForward } from "./videoroom.ts";
+import type { RoomParticipant, RtpForward, TalkDetection } from "./videoroom.ts";
 
 /** Where a call's room lives; the secret is needed to destroy it and to kick participants. */
 export interface RoomRef {
@@ -23,6 +23,10 @@ export interface RoomOptions {
   requireE2ee?: boolean | undefined;
   /** Per-publisher bitrate cap in bit/s (default: none). */
   bitrate?: number | undefined;
+  /** Talking events from the audio-level extension (default: none). */
+  talking?: TalkDetection | undefined;
+  /** Negotiate Opus DTX with publishers (default: Janus's, off). */
+  opusDtx?: boolean | undefined;
 }
 
 export interface NodeHealth {
@@ -184,6 +188,8 @@ export class SfuPool {
         requireE2ee: opts.requireE2ee ?? true,
         publishers: opts.publishers ?? 32,
         bitrate: opts.bitrate,
+        talking: opts.talking,
+        opusDtx: opts.opusDtx,
       });
     } catch (err) {
       if (!(existingIsFine && err instanceof VideoRoomError && err.kind === "ROOM_EXISTS")) throw err;

@@ -85,6 +85,14 @@ export const notificationSchema = z.looseObject({
 });
 export type VideoRoomNotification = z.infer<typeof notificationSchema>;
 
+/** A room's talk detection (audiolevel_event): sent to every publisher handle of the room. */
+export const talkingSchema = z.looseObject({
+  videoroom: z.enum(["talking", "stopped-talking"]),
+  id: z.string(),
+  mid: z.string().optional(),
+  "audio-level-dBov-avg": z.number().optional(),
+});
+
 /** Sends one VideoRoom request and parses its reply. */
 export async function call<S extends z.ZodType>(
   handle: JanusPluginHandle,
@@ -130,6 +138,18 @@ export interface CreateRoomRequest {
   bitrate?: number | undefined;
   videocodec?: string | undefined;
   audiocodec?: string | undefined;
+  /** Talk detection (docs/large-meetings.md); absent: Janus's defaults (no talking events). */
+  talking?: TalkDetection | undefined;
+  /** Negotiate Opus DTX (usedtx=1) with publishers. */
+  opusDtx?: boolean | undefined;
+}
+
+/** The room's talk detection: Janus averages the audio-level extension over a packet count. */
+export interface TalkDetection {
+  /** Packets per decision (Janus counts packets, not time: under DTX a silent second has ~2.5). */
+  audioActivePackets: number;
+  /** Talking when the window's average level is below this (dBov magnitude: 0 loudest, 127 silence). */
+  audioLevelAverage: number;
 }
 
 /** Room administration on a control handle; `create` needs the VideoRoom admin_key. */
@@ -157,6 +177,15 @@ export class VideoRoomAdmin {
       ...(r.bitrate !== undefined ? { bitrate: r.bitrate } : {}),
       ...(r.videocodec !== undefined ? { videocodec: r.videocodec } : {}),
       ...(r.audiocodec !== undefined ? { audiocodec: r.audiocodec } : {}),
+      ...(r.opusDtx !== undefined ? { opus_dtx: r.opusDtx } : {}),
+      ...(r.talking
+        ? {
+            audiolevel_ext: true,
+            audiolevel_event: true,
+            audio_active_packets: r.talking.audioActivePackets,
+            audio_level_average: r.talking.audioLevelAverage,
+          }
+        : {}),
     }, createdSchema, "sync");
   }
 

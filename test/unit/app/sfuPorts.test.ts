@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { sfuPorts } from "../../../appservice/src/app/sfuPorts.ts";
-import type { Sfu, SfuParticipant } from "../../../appservice/src/sfu/index.ts";
+import type { PeerEvent, Sfu, SfuParticipant, TalkingEvent } from "../../../appservice/src/sfu/index.ts";
 
 function fakeSfu(): Sfu {
   const participant = { participantId: "p1", closed: false, onLost: () => () => undefined, close: async () => undefined } as unknown as SfuParticipant;
@@ -16,5 +16,80 @@ describe("sfuPorts", () => {
     await media.trickle("subscriber", c);
     await media.trickle("publisher", null);
     await expect(media.trickle("subscriber", c)).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED" });
+  });
+});
+
+/** An SFU whose participant records what the ports ask of its publisher and subscriber handles. */
+function recordingSfu() {
+  const calls: { what: string; arg: unknown }[] = [];
+  const peer: ((e: PeerEvent) => void)[] = [];
+  const talk: ((e: TalkingEvent) => void)[] = [];
+  const publisher = {
+    onPeer: (l: (e: PeerEvent) => void) => (peer.push(l), () => undefined),
+    onTalking: (l: (e: TalkingEvent) => void) => (talk.push(l), () => undefined),
+    publish: async (r: unknown) => (calls.push({ what: "publish", arg: r }), { answer: { type: "answer", sdp: "v=0" }, streams: [{ type: "audio", mid: "0" }] }),
+    configure: async (r: unknown) => (calls.push({ what: "publisher.configure", arg: r }), { answer: undefined }),
+    trickle: async () => undefined,
+    leave: async () => undefined,
+  };
+  const subscriber = {
+    configure: async (r: unknown) => void calls.push({ what: "subscriber.configure", arg: r }),
+    trickle: async () => undefined,
+    leave: async () => undefined,
+  };
+  const participant = {
+    participantId: "p1", closed: false, onLost: () => () => undefined, close: async () => undefined,
+    joinAsPublisher: async () => ({ publisher, joined: { id: "p1", privateId: 7, publishers: [] } }),
+    joinAsSubscriber: async () => ({ subscriber, offer: { type: "offer", sdp: "v=0" }, streams: [] }),
+  } as unknown as SfuParticipant;
+  const sfu = {
+    openParticipant: async () => participant,
+    createRoom: async (callId: string, opts: unknown) => (calls.push({ what: "createRoom", arg: opts }), { node: "n", roomId: `r-${callId}`, secret: "s" }),
+  } as unknown as Sfu;
+  return { sfu, calls, peer: (e: PeerEvent) => peer.forEach((l) => l(e)), talk: (e: TalkingEvent) => talk.forEach((l) => l(e)) };
+}
+
+describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
+  const opts = { requireE2ee: true, maxEarlyCandidates: 3, talking: { audioActivePackets: 5, audioLevelAverage: 25 }, opusDtx: true };
+
+  it("creates rooms with talk detection and DTX, and publishes asking for DTX", async () => {
+    const s = recordingSfu();
+    const ports = sfuPorts(s.sfu, opts);
+    await ports.createRoom("c1");
+    expect(s.calls[0]).toEqual({ what: "createRoom", arg: { requireE2ee: true, talking: opts.talking, opusDtx: true } });
+    const media = await ports.open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
+    await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    expect(s.calls.at(-1)).toMatchObject({ what: "publish", arg: { opusDtx: true, e2ee: true } });
+  });
+
+  it("passes the publisher's talking on, and takes lost audio (or a hangup) as stopped talking", async () => {
+    const s = recordingSfu();
+    const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
+    const seen: boolean[] = [];
+    media.onTalking!((t) => seen.push(t));
+    await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    s.talk({ talking: true, mid: "0", level: 20 });
+    s.peer({ kind: "media", info: { type: "video", receiving: false } });
+    s.peer({ kind: "media", info: { type: "audio", receiving: false } });
+    s.talk({ talking: true, mid: "0", level: 20 });
+    s.peer({ kind: "hangup", reason: "DTLS alert" });
+    expect(seen).toEqual([true, false, true, false]);
+  });
+
+  it("video choices go to the subscriber as one configure; the bitrate cap to the publisher; nothing before the handles exist", async () => {
+    const s = recordingSfu();
+    const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
+    await media.configureVideos!([{ mid: "1", send: false }]);
+    await media.setBitrate!(500_000);
+    expect(s.calls).toEqual([]);
+    await media.subscribe([{ feed: "p2" }]);
+    await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    await media.configureVideos!([{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }]);
+    await media.configureVideos!([]);
+    await media.setBitrate!(500_000);
+    expect(s.calls.filter((c) => c.what !== "publish")).toEqual([
+      { what: "subscriber.configure", arg: [{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }] },
+      { what: "publisher.configure", arg: { bitrate: 500_000 } },
+    ]);
   });
 });

@@ -4,6 +4,13 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, isPlaceholder, loadConfig, parseConfig, parseYaml } from "../../../appservice/src/config/load.ts";
 
+/** meetings.media with nothing given (docs/large-meetings.md). */
+const MEDIA_DEFAULTS = {
+  lastN: 9, layerKbps: [150, 500, 1500], keyframeIntervalMs: 1000, speakerHoldMs: 1500, speakerGapMs: 600, speakersPushIntervalMs: 300,
+  audioActivePackets: 5, audioLevelAverage: 25, opusDtx: true,
+  largeCall: { from: 10, publisherBitrate: 700_000, liftedBitrate: 2_500_000 },
+};
+
 const AS = "a".repeat(64);
 const HS = "b".repeat(64);
 
@@ -56,6 +63,7 @@ describe("parseConfig", () => {
           reactionsPerMinute: 30, reactionBurst: 5,
         },
         lookupRateLimit: { perMinute: 120, burst: 30 },
+        media: MEDIA_DEFAULTS,
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
@@ -99,9 +107,18 @@ describe("parseConfig", () => {
         reactionsPerMinute: 30, reactionBurst: 5,
       },
       lookupRateLimit: { perMinute: 120, burst: 30 },
+      media: MEDIA_DEFAULTS,
     });
     expect(config.federation.allow).toEqual(["partner.example", "*.gov.example"]);
     expect(config.logging.level).toBe("debug");
+  });
+
+  it("takes the large-meeting media settings within their limits (meetings.media)", () => {
+    const config = parseConfig(with_("meetings", { media: { lastN: 4, largeCall: { from: 20 } } }));
+    expect(config.meetings.media).toEqual({ ...MEDIA_DEFAULTS, lastN: 4, largeCall: { ...MEDIA_DEFAULTS.largeCall, from: 20 } });
+    expect(problemsOf(with_("meetings", { media: { lastN: 51 } }))[0]).toMatch(/^meetings\.media\.lastN: /);
+    expect(problemsOf(with_("meetings", { media: { layerKbps: [1, 2] } }))[0]).toMatch(/^meetings\.media\.layerKbps/);
+    expect(problemsOf(with_("meetings", { media: { largeCall: { publisherBitrate: 1000 } } }))[0]).toMatch(/^meetings\.media\.largeCall\.publisherBitrate: /);
   });
 
   it("names the path and the expected type of a wrong type", () => {

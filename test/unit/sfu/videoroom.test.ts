@@ -2,10 +2,10 @@
 // replies they accept, and the typed errors. The real plugin is exercised in
 // test/integration/sfu.test.ts (which cannot send SDP: media would bind non-loopback addresses).
 import type { WebSocket } from "ws";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { JanusReplyError, VideoRoomError } from "../../../appservice/src/sfu/errors.ts";
 import type { JanusPluginHandle } from "../../../appservice/src/sfu/handle.ts";
-import { VideoRoomPublisher } from "../../../appservice/src/sfu/publisher.ts";
+import { VideoRoomPublisher, withOpusDtx, type TalkingEvent } from "../../../appservice/src/sfu/publisher.ts";
 import { JanusSession } from "../../../appservice/src/sfu/session.ts";
 import { VideoRoomSubscriber } from "../../../appservice/src/sfu/subscriber.ts";
 import { JanusTransport } from "../../../appservice/src/sfu/transport.ts";
@@ -52,6 +52,16 @@ describe("VideoRoomAdmin", () => {
     expect(lastMessage()["body"]).toEqual({
       request: "create", admin_key: "adm", room: "r1", secret: "sec", description: "r1", is_private: true,
       permanent: false, require_e2ee: true, publishers: 6, bitrate: 512000,
+    });
+  });
+
+  it("creates a room with talk detection tuned by Parley and Opus DTX (docs/large-meetings.md)", async () => {
+    answer = (b) => ({ data: { videoroom: "created", room: b["room"] }, async: false });
+    await new VideoRoomAdmin(handle, "adm").create({
+      room: "r2", secret: "sec", requireE2ee: true, publishers: 50, opusDtx: true, talking: { audioActivePackets: 5, audioLevelAverage: 25 },
+    });
+    expect(lastMessage()["body"]).toMatchObject({
+      room: "r2", publishers: 50, opus_dtx: true, audiolevel_ext: true, audiolevel_event: true, audio_active_packets: 5, audio_level_average: 25,
     });
   });
 
@@ -123,7 +133,57 @@ describe("VideoRoomPublisher", () => {
   });
 });
 
+describe("Opus DTX in the publisher's offer (Janus 1.1.2 answers usedtx=1 only to an offer that has it)", () => {
+  const offer = (...lines: string[]) => ["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111 0", ...lines, ""].join("\r\n");
+
+  it("adds usedtx=1 to the Opus fmtp, or an fmtp line when there is none; other codecs and lines stay", () => {
+    expect(withOpusDtx(offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1", "a=rtpmap:0 PCMU/8000", "a=fmtp:0 x=1")))
+      .toBe(offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1", "a=rtpmap:0 PCMU/8000", "a=fmtp:0 x=1"));
+    expect(withOpusDtx(offer("a=rtpmap:111 OPUS/48000/2", "a=mid:0"))).toBe(offer("a=rtpmap:111 OPUS/48000/2", "a=fmtp:111 usedtx=1", "a=mid:0"));
+  });
+
+  it("leaves an offer that already says usedtx (either way) and one without Opus as they are", () => {
+    const dtxOff = offer("a=rtpmap:111 opus/48000/2", "a=fmtp:111 usedtx=0");
+    expect(withOpusDtx(dtxOff)).toBe(dtxOff);
+    const video = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rtpmap:96 VP8/90000\n";
+    expect(withOpusDtx(video)).toBe(video);
+  });
+
+  it("is applied to the publish JSEP when asked", async () => {
+    answer = () => ({ data: { videoroom: "event", configured: "ok" }, jsep: { type: "answer", sdp: "v=0 answer" }, async: true });
+    await new VideoRoomPublisher(handle).publish({ jsep: { type: "offer", sdp: offer("a=rtpmap:111 opus/48000/2") }, e2ee: true, opusDtx: true });
+    expect((lastMessage()["jsep"] as { sdp: string }).sdp).toContain("a=fmtp:111 usedtx=1");
+  });
+});
+
+describe("talking events", () => {
+  const talk = (data: Json) =>
+    janus.broadcast({ janus: "event", session_id: session.id, sender: handle.id, plugindata: { plugin: "janus.plugin.videoroom", data } });
+
+  it("a publisher handle keeps only its own talking / stopped-talking (Janus sends every one to every publisher)", async () => {
+    answer = () => ({ data: { videoroom: "joined", room: "r1", id: "alice", private_id: 1, publishers: [] }, async: true });
+    const pub = new VideoRoomPublisher(handle);
+    const seen: TalkingEvent[] = [];
+    pub.onTalking((e) => seen.push(e));
+    talk({ videoroom: "talking", room: "r1", id: "alice", mid: "0" }); // before join: not known as ours yet
+    await pub.join({ room: "r1", id: "alice", display: "A" });
+    talk({ videoroom: "talking", room: "r1", id: "bob", mid: "0", "audio-level-dBov-avg": 20 });
+    talk({ videoroom: "talking", room: "r1", id: "alice", mindex: 0, mid: "0", "audio-level-dBov-avg": 21.5 });
+    talk({ videoroom: "talking", room: "r1", id: 7 });
+    talk({ videoroom: "stopped-talking", room: "r1", id: "alice", mid: "0", "audio-level-dBov-avg": 60 });
+    await vi.waitFor(() => expect(seen).toHaveLength(2));
+    expect(seen).toEqual([{ talking: true, mid: "0", level: 21.5 }, { talking: false, mid: "0", level: 60 }]);
+  });
+});
+
 describe("VideoRoomSubscriber", () => {
+  it("configures only the m-lines given: pause, resume, substream (no renegotiation)", async () => {
+    answer = () => ({ data: { videoroom: "event", room: "r1", configured: "ok" }, async: true });
+    await new VideoRoomSubscriber(handle).configure([{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }, { mid: "5", substream: 0 }]);
+    expect(lastMessage()["body"]).toEqual({ request: "configure", streams: [{ mid: "1", send: false }, { mid: "3", substream: 2, send: true }, { mid: "5", substream: 0 }] });
+    expect(lastMessage()["jsep"]).toBeUndefined();
+  });
+
   it("joins with multistream streams and returns Janus's offer", async () => {
     answer = () => ({
       data: { videoroom: "attached", room: "r1", streams: [{ mid: "0", type: "audio", feed_id: "bob", feed_mid: "0" }] },

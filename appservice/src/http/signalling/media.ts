@@ -1,6 +1,8 @@
 // The media messages of the signalling socket, each translated to one call of the call media
 // rules (calls/callMedia.ts) and its answer translated back.
 import type { CallMedia, Seat } from "../../calls/callMedia.ts";
+import { ParleyError } from "../../errors.ts";
+import type { MessageOf } from "./protocol.ts";
 import type { Connection, HandlerTable } from "./server.ts";
 
 const seatOf = (conn: Connection): Seat => conn.seat!;
@@ -23,8 +25,18 @@ export function mediaHandlers(media: CallMedia): HandlerTable {
     trickle: async (conn, m) => media.trickle(seatOf(conn), m.target, m.candidate),
     mute: async (conn, m) => media.mute(seatOf(conn), m.kind, m.muted),
     source: async (conn, m) => media.source(seatOf(conn), m.source),
+    view: async (conn, m) => media.view(seatOf(conn), viewOf(m)),
     leave: async (conn) => {
       if (conn.seat) await media.release(conn.seat);
     },
   };
+}
+
+/** The view message as the call takes it; a feed pinned twice or a tile given twice is refused. */
+export function viewOf(m: MessageOf<"view">): { videos: number; pinned: string[]; tiles: { feed: string; height: number }[]; downlinkKbps?: number } {
+  const pinned = m.pinned ?? [];
+  const tiles = m.tiles ?? [];
+  if (new Set(pinned).size !== pinned.length) throw new ParleyError("M_INVALID_PARAM", "pinned: a feed is pinned twice");
+  if (new Set(tiles.map((t) => t.feed)).size !== tiles.length) throw new ParleyError("M_INVALID_PARAM", "tiles: a feed has two tiles");
+  return { videos: m.videos, pinned, tiles, ...(m.downlink_kbps !== undefined ? { downlinkKbps: m.downlink_kbps } : {}) };
 }

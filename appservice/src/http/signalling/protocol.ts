@@ -32,6 +32,20 @@ export const moderateAction = z.discriminatedUnion("action", [
   }),
 ]);
 
+/** Limits of the `view` message (docs/large-meetings.md). */
+export const VIEW_LIMITS = { videos: 200, pinned: 4, tiles: 200, height: 4320, downlinkKbps: 10_000_000 } as const;
+const feedId = z.string().min(1).max(64);
+
+/** What the viewer's layout shows now: the server picks its videos and layers from it. */
+export const viewMessage = z.object({
+  type: z.literal("view"),
+  id,
+  videos: z.int().min(0).max(VIEW_LIMITS.videos),
+  pinned: z.array(feedId).max(VIEW_LIMITS.pinned).optional(),
+  tiles: z.array(z.object({ feed: feedId, height: z.int().min(0).max(VIEW_LIMITS.height) })).max(VIEW_LIMITS.tiles).optional(),
+  downlink_kbps: z.number().min(0).max(VIEW_LIMITS.downlinkKbps).optional(),
+});
+
 export const clientMessage = z.discriminatedUnion("type", [
   // device_id: the Matrix device the client runs as; others address their media keys to it.
   z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256), device_id: z.string().min(1).max(255).optional() }),
@@ -62,6 +76,7 @@ export const clientMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("hand"), id, raised: z.boolean() }),
   z.object({ type: z.literal("react"), id, emoji: z.string().min(1).max(16) }),
   z.object({ type: z.literal("moderate"), id, action: moderateAction }),
+  viewMessage,
 ]);
 
 export type ClientMessage = z.infer<typeof clientMessage>;
@@ -74,7 +89,8 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
- *   answer, trickle, mute, source, leave, ping, hand, react -> {}  (ping: {pong:true})
+ *   answer, trickle, mute, source, leave, ping, hand, react, view -> {}  (ping: {pong:true})
+ *   view        -> M_INVALID_PARAM for a feed pinned twice or a tile given twice
  *   moderate    -> {} or counts ({muted}, {admitted}, {seats}); M_FORBIDDEN when the room's power
  *                  levels do not allow it (docs/governance.md)
  * Pushes (no id):
@@ -83,6 +99,11 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   {type:"renegotiate", reason}   the SFU room was recreated (e.g. Janus restarted): publish and
  *                                  subscribe again on fresh peer connections
  *   {type:"meeting"|"lobby"|"moderated"|"stop_share"|"reaction", ...}   governance (docs/governance.md)
+ *   {type:"speakers", talking, recent}   who talks now, and the speakers most recent first
+ *                                        (at most 50), on change, coalesced (docs/large-meetings.md)
+ *   {type:"videos", videos: [{feed, layer}]}   exactly the remote videos the server forwards to
+ *                                        this viewer now, in selection order, and their simulcast
+ *                                        layer (0 low, 1 medium, 2 high); others get no video
  *   {type:"evicted", errcode, error}   the session ended (leave/kick/ban, expiry, call end, or
  *                                      another socket's hello took it over); the socket closes
  *                                      with 4000 + HTTP status (4403, 4401, 4404)

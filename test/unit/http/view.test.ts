@@ -1,0 +1,53 @@
+// The `view` message (docs/large-meetings.md): parsed to the protocol's limits (M_BAD_JSON past
+// them, as the socket answers every malformed message), then checked for repeats (M_INVALID_PARAM).
+import { describe, expect, it } from "vitest";
+import { clientMessage, VIEW_LIMITS } from "../../../appservice/src/http/signalling/protocol.ts";
+import { viewOf } from "../../../appservice/src/http/signalling/media.ts";
+
+const parse = (m: Record<string, unknown>) => clientMessage.safeParse({ type: "view", id: 1, ...m });
+const problems = (m: Record<string, unknown>) => {
+  const r = parse(m);
+  return r.success ? [] : r.error.issues.map((i) => i.path.join("."));
+};
+const tiles = (n: number, height = 100) => Array.from({ length: n }, (_, i) => ({ feed: `p-${i}`, height }));
+
+describe("view message", () => {
+  it("takes a full view at its limits", () => {
+    const r = parse({ videos: VIEW_LIMITS.videos, pinned: ["a", "b", "c", "d"], tiles: tiles(VIEW_LIMITS.tiles, VIEW_LIMITS.height), downlink_kbps: 2500.5 });
+    expect(r.success).toBe(true);
+    expect(parse({ videos: 0 }).success).toBe(true);
+  });
+
+  it.each([
+    [{ videos: 201 }, "videos"],
+    [{ videos: -1 }, "videos"],
+    [{ videos: 1.5 }, "videos"],
+    [{ videos: "9" }, "videos"],
+    [{}, "videos"],
+    [{ videos: 9, pinned: ["a", "b", "c", "d", "e"] }, "pinned"],
+    [{ videos: 9, pinned: [""] }, "pinned.0"],
+    [{ videos: 9, pinned: ["x".repeat(65)] }, "pinned.0"],
+    [{ videos: 9, tiles: tiles(201) }, "tiles"],
+    [{ videos: 9, tiles: [{ feed: "a", height: 4321 }] }, "tiles.0.height"],
+    [{ videos: 9, tiles: [{ feed: "a", height: -1 }] }, "tiles.0.height"],
+    [{ videos: 9, tiles: [{ feed: "a" }] }, "tiles.0.height"],
+    [{ videos: 9, downlink_kbps: -5 }, "downlink_kbps"],
+    [{ videos: 9, downlink_kbps: "fast" }, "downlink_kbps"],
+  ])("refuses %j (%s)", (m, path) => {
+    expect(problems(m)).toContain(path);
+  });
+
+  it("a feed pinned twice or a tile given twice is M_INVALID_PARAM; the rest becomes the call's view", () => {
+    const ok = (m: Record<string, unknown>) => {
+      const r = parse(m);
+      if (!r.success || r.data.type !== "view") throw new Error("not a view");
+      return r.data;
+    };
+    expect(() => viewOf(ok({ videos: 2, pinned: ["a", "a"] }))).toThrow(expect.objectContaining({ errcode: "M_INVALID_PARAM" }));
+    expect(() => viewOf(ok({ videos: 2, tiles: [{ feed: "a", height: 1 }, { feed: "a", height: 2 }] }))).toThrow(expect.objectContaining({ errcode: "M_INVALID_PARAM" }));
+    expect(viewOf(ok({ videos: 2 }))).toEqual({ videos: 2, pinned: [], tiles: [] });
+    expect(viewOf(ok({ videos: 2, pinned: ["b"], tiles: [{ feed: "b", height: 720 }], downlink_kbps: 900 }))).toEqual({
+      videos: 2, pinned: ["b"], tiles: [{ feed: "b", height: 720 }], downlinkKbps: 900,
+    });
+  });
+});
