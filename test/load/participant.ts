@@ -62,6 +62,8 @@ export interface ParticipantOptions {
    * starts decrypted. false: werift's whole SRTP/RTP/receiver stack for every packet.
    */
   leanReceive?: boolean;
+  /** Keep the last audio payload (one Opus frame, still E2EE-sealed) per feed, for E2EE checks. */
+  keepLastAudio?: boolean;
 }
 
 /** What one inbound stream (one subscriber m-line) received. */
@@ -140,6 +142,8 @@ export class SyntheticParticipant {
   private viewTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private knownFeeds: string[] = [];
+  /** With keepLastAudio: feed -> the last audio RTP payload received (an encrypted Opus frame). */
+  readonly lastAudio = new Map<string, Buffer>();
 
   constructor(opts: ParticipantOptions) {
     this.o = {
@@ -148,6 +152,7 @@ export class SyntheticParticipant {
       video: true,
       keyframeEveryMs: 0,
       leanReceive: true,
+      keepLastAudio: false,
       iceAddress: process.env.PARLEY_MEDIA_ADDR || undefined,
       ...opts,
     };
@@ -309,6 +314,10 @@ export class SyntheticParticipant {
     // Extend the 16-bit sequence number around the highest one seen.
     const delta = ((p.sequence - (s.highestSeq & 0xffff) + 0x8000) & 0xffff) - 0x8000;
     if (delta > 0) s.highestSeq += delta;
+    if (s.kind === "audio" && this.o.keepLastAudio) {
+      const payload = p.payload();
+      if (payload) this.lastAudio.set(s.feed, Buffer.from(payload));
+    }
     // Only a frame's first packet can say key frame (and its size): decrypt just those.
     if (s.kind === "video" && p.timestamp !== s.lastTimestamp) {
       s.lastTimestamp = p.timestamp;
