@@ -19,7 +19,7 @@ import { startInstitutions, type Institution } from "../../scripts/stack/institu
 import { startJanusParticipants, startParleyParticipants, totals, type SyntheticHandle, type Tuning } from "../load/call.ts";
 import { FeedRegistry } from "../load/planes.ts";
 import type { ParticipantStats } from "../load/participant.ts";
-import { bench, CpuWindow, percentile } from "./lib.ts";
+import { bench, CpuWindow, percentile, udpDrops } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -33,6 +33,8 @@ const { values } = parseArgs({
     baseline: { type: "string" },
     "stop-loss": { type: "string", default: "0.01" },
     "stop-machine": { type: "string", default: "0.95" },
+    // werift's own SRTP/RTP receive stack for every packet instead of test/load/leanReceive.ts.
+    "werift-receive": { type: "boolean", default: false },
   },
 });
 const MAX = Number(values.max);
@@ -40,7 +42,7 @@ const SETTLE_MS = Number(values.settle);
 const WINDOW_MS = Number(values.window);
 const STOP_LOSS = Number(values["stop-loss"]);
 const STOP_MACHINE = Number(values["stop-machine"]);
-const TUNING: Tuning = { fps: Number(values.fps), view: { videos: Number(values.videos), tileHeight: Number(values.tile) } };
+const TUNING: Tuning = { fps: Number(values.fps), leanReceive: !values["werift-receive"], view: { videos: Number(values.videos), tileHeight: Number(values.tile) } };
 const CORES = availableParallelism();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -56,6 +58,8 @@ interface Step {
   n: number;
   loss: number;
   forwardedPerSecond: number;
+  /** Packets the synthetic participants sent per second. */
+  sentPerSecond: number;
   janusCores: number;
   parleyCores: number;
   loadgenCores: number;
@@ -63,6 +67,8 @@ interface Step {
   janusUsPerPacket: number;
   /** What the viewers were forwarded in the window: videos per viewer (median) and the commonest layer. */
   shape: { videos: number; layer: number };
+  /** Datagrams the kernel dropped in the window (full receive buffers / failed sends). */
+  udp: { rcvbuf: number; sndbuf: number };
 }
 
 /** Per viewer, the video streams that received packets between two readings, and their layers. */
@@ -97,9 +103,11 @@ async function measure(handles: SyntheticHandle[], pids: { janus: number; parley
   await sleep(SETTLE_MS);
   const before = totals(handles);
   const statsBefore = handles.map((h) => h.participant.stats());
+  const udp0 = udpDrops();
   const cpu = new CpuWindow([pids.janus, ...(pids.parley ? [pids.parley] : [])]);
   await sleep(WINDOW_MS);
   const after = totals(handles);
+  const udp1 = udpDrops();
   const shape = shapeOf(statsBefore, handles.map((h) => h.participant.stats()));
   const received = after.received - before.received;
   const lost = after.lost - before.lost;
@@ -109,12 +117,14 @@ async function measure(handles: SyntheticHandle[], pids: { janus: number; parley
     n: handles.length,
     loss: received + lost > 0 ? lost / (received + lost) : 0,
     forwardedPerSecond: received / seconds,
+    sentPerSecond: (after.sent - before.sent) / seconds,
     janusCores,
     parleyCores: pids.parley ? cpu.cores(pids.parley) : 0,
     loadgenCores: cpu.self(),
     machine: cpu.machine(),
     janusUsPerPacket: received > 0 ? (janusCores * seconds * 1e6) / received : Number.NaN,
     shape,
+    udp: { rcvbuf: udp1.rcvbuf - udp0.rcvbuf, sndbuf: udp1.sndbuf - udp0.sndbuf },
   };
 }
 
@@ -122,8 +132,8 @@ function report(label: string, s: Step): void {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
   console.log(
     `${label} ${s.n}: forwarded ${s.forwardedPerSecond.toFixed(0)} packets/s, loss ${(s.loss * 100).toFixed(2)} %, ` +
-      `janus ${pct(s.janusCores)} core (${s.janusUsPerPacket.toFixed(1)} us/packet), parley ${pct(s.parleyCores)} core, ` +
-      `loadgen ${pct(s.loadgenCores)} core, machine ${pct(s.machine)}; each viewer got ${s.shape.videos} videos, mostly layer ${s.shape.layer}`,
+      `sent ${s.sentPerSecond.toFixed(0)} packets/s, janus ${pct(s.janusCores)} core (${s.janusUsPerPacket.toFixed(1)} us/packet), parley ${pct(s.parleyCores)} core, ` +
+      `loadgen ${pct(s.loadgenCores)} core, machine ${pct(s.machine)}; udp drops ${s.udp.rcvbuf} rcvbuf ${s.udp.sndbuf} sndbuf; each viewer got ${s.shape.videos} videos, mostly layer ${s.shape.layer}`,
   );
 }
 
@@ -196,6 +206,8 @@ try {
     bench("janus_us_per_forwarded_packet", best.janusUsPerPacket, "us");
     bench("parley_cpu_per_participant", (best.parleyCores * 100) / best.n, "%core");
     bench("loadgen_cpu_per_participant", (best.loadgenCores * 100) / best.n, "%core");
+    // What the generator costs per packet it sends or receives (sealing, SRTP, RTP both ways).
+    bench("loadgen_us_per_packet", (best.loadgenCores * 1e6) / (best.sentPerSecond + best.forwardedPerSecond), "us");
   }
   const n = values.baseline !== undefined ? Number(values.baseline) : (best?.n ?? 5);
   if (n > 0) {

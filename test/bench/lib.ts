@@ -70,3 +70,16 @@ export class CpuWindow {
     return (m.busy - this.machine0.busy) / Math.max(1, m.total - this.machine0.total);
   }
 }
+
+/**
+ * UDP counters of this network namespace (/proc/net/snmp): datagrams the kernel dropped because a
+ * socket's receive buffer was full, or could not send. Inside scripts/isolated.sh only this run's
+ * Janus and synthetic participants are counted.
+ */
+export function udpDrops(): { rcvbuf: number; sndbuf: number } {
+  const lines = readFileSync("/proc/net/snmp", "utf8").split("\n").filter((l) => l.startsWith("Udp:"));
+  const names = lines[0]?.split(/\s+/) ?? [];
+  const vals = lines[1]?.split(/\s+/).map(Number) ?? [];
+  const get = (name: string) => vals[names.indexOf(name)] ?? 0;
+  return { rcvbuf: get("RcvbufErrors"), sndbuf: get("SndbufErrors") };
+}

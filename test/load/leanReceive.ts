@@ -23,7 +23,29 @@ interface DtlsInternals {
   srtp: { decrypt(data: Buffer): Buffer };
   updateSrtpSession(): void;
   startSrtp(): void;
-  iceTransport: { connection: { onData: { subscribe(fn: (data: Buffer) => void): unknown } } };
+  iceTransport: { connection: { onData: { subscribe(fn: (data: Buffer) => void): unknown }; protocols?: { transport?: { socket?: unknown } }[] } };
+}
+
+/** The receive buffer asked of the kernel for each UDP socket (capped by net.core.rmem_max). */
+export const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Widens the receive buffers of the UDP sockets under `dtls` (werift's ICE host sockets): a
+ * synthetic subscriber gets the bursts of dozens of streams on one socket, and a drop there would
+ * count as the SFU's loss. Best effort: returns how many sockets took it.
+ */
+export function growReceiveBuffers(dtls: RTCDtlsTransport, bytes = RECEIVE_BUFFER_BYTES): number {
+  let n = 0;
+  for (const p of (dtls as unknown as DtlsInternals).iceTransport.connection.protocols ?? []) {
+    const socket = p.transport?.socket as { setRecvBufferSize?(size: number): void } | undefined;
+    try {
+      socket?.setRecvBufferSize?.(bytes);
+      n++;
+    } catch {
+      // not bound yet, or not UDP
+    }
+  }
+  return n;
 }
 
 /**
@@ -38,6 +60,7 @@ export function leanReceive(dtls: RTCDtlsTransport, onRtp: (p: RtpSeen) => void)
     if (this.srtpStarted) return;
     this.srtpStarted = true;
     this.updateSrtpSession();
+    growReceiveBuffers(dtls);
     this.iceTransport.connection.onData.subscribe((data: Buffer) => {
       const b0 = data[0]!;
       if (data.length < 12 || b0 < 128 || b0 > 191) return; // not RTP/RTCP

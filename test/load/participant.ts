@@ -20,7 +20,7 @@ function seen(p: RtpPacket): RtpSeen {
   return { ssrc: p.header.ssrc, sequence: p.header.sequenceNumber, timestamp: p.header.timestamp, size: p.serializeSize, payload: () => p.payload };
 }
 import { FrameSealer } from "./frameSeal.ts";
-import { leanReceive, type RtpSeen } from "./leanReceive.ts";
+import { growReceiveBuffers, leanReceive, type RtpSeen } from "./leanReceive.ts";
 import {
   audioLevelByte,
   DEFAULT_LAYERS,
@@ -40,6 +40,7 @@ import { EXT, extmapIds, ssrcOf, ssrcsByMid, withSsrcSimulcast } from "./sdp.ts"
 import { ticker } from "./ticker.ts";
 
 const OPUS_PT = 111;
+const AUDIO_FRAME_MS = 20;
 const VP8_PT = 96;
 
 export interface ParticipantOptions {
@@ -126,7 +127,7 @@ export class SyntheticParticipant {
   private readonly videoSsrcs: number[];
   private audioSsrc = 0;
   private readonly seq: number[];
-  private readonly audio = { seq: randomInt(0xffff), ts: randomInt(0xffffffff), frame: 0 };
+  private readonly audio = { seq: randomInt(0xffff), ts: randomInt(0xffffffff), frame: 0, next: 0 };
   private readonly video = { ts: randomInt(0xffffffff), pictureId: randomInt(0x7fff), next: 0, frames: 0, keyNext: [true, true, true], lastKey: 0 };
   private ext = { audioMid: 0, audioLevel: 0, videoMid: 0, audioMidValue: Buffer.alloc(0), videoMidValue: Buffer.alloc(0) };
   private talking = false;
@@ -202,7 +203,9 @@ export class SyntheticParticipant {
     await this.connected(this.pub);
     this.pubTransport = this.pub.getTransceivers()[0]!.sender.dtlsTransport;
     this.pubTransport.onRtcp.subscribe((p) => this.onPublisherRtcp(p));
+    // Each participant on its own phase, as real senders are: no synchronized bursts.
     this.video.next = performance.now() + Math.random() * (1000 / this.o.fps);
+    this.audio.next = performance.now() + Math.random() * AUDIO_FRAME_MS;
     this.untick = ticker.add((now) => this.tick(now));
     plane.onFeeds((feeds) => {
       this.knownFeeds = feeds;
@@ -278,7 +281,10 @@ export class SyntheticParticipant {
     await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
     if (first) {
       const dtls = pc.getTransceivers()[0]!.receiver.dtlsTransport;
-      if (!(this.o.leanReceive && leanReceive(dtls, (p) => this.onRtp(p)))) dtls.onRtp.subscribe((p) => this.onRtp(seen(p)));
+      if (!(this.o.leanReceive && leanReceive(dtls, (p) => this.onRtp(p)))) {
+        dtls.onRtp.subscribe((p) => this.onRtp(seen(p)));
+        dtls.onStateChange.subscribe((state) => state === "connected" && growReceiveBuffers(dtls));
+      }
     }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
@@ -389,7 +395,11 @@ export class SyntheticParticipant {
 
   private tick(now: number): void {
     if (this.closed || !this.pubTransport) return;
-    this.sendAudio();
+    for (let n = 0; this.audio.next <= now && n < 3; n++) {
+      this.sendAudio();
+      this.audio.next += AUDIO_FRAME_MS;
+    }
+    if (this.audio.next <= now) this.audio.next = now + AUDIO_FRAME_MS;
     const frameMs = 1000 / this.o.fps;
     if (this.o.video) {
       let frames = 0;

@@ -1,9 +1,9 @@
-// One 20 ms clock for every synthetic participant of a process (one timer instead of one per
+// One 5 ms clock for every synthetic participant of a process (one timer instead of one per
 // participant): each tick calls every sender with the current time; senders keep their own
-// schedules (audio every tick, video frames when due).
+// schedules and phases (audio every 20 ms, video frames when due).
 type Tick = (now: number) => void;
 
-const TICK_MS = 20;
+const TICK_MS = 5;
 
 class Ticker {
   private readonly fns = new Set<Tick>();
