@@ -16,8 +16,9 @@ import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
-import { startJanusParticipants, startParleyParticipants, totals, type SyntheticHandle, type Tuning } from "../load/call.ts";
+import { startJanusParticipants, sumStats, type Tuning } from "../load/call.ts";
 import { FeedRegistry } from "../load/planes.ts";
+import { LocalPopulation, WorkerPopulation, type Population } from "../load/population.ts";
 import type { ParticipantStats } from "../load/participant.ts";
 import { bench, CpuWindow, percentile, udpDrops } from "./lib.ts";
 
@@ -35,6 +36,8 @@ const { values } = parseArgs({
     "stop-machine": { type: "string", default: "0.95" },
     // werift's own SRTP/RTP receive stack for every packet instead of test/load/leanReceive.ts.
     "werift-receive": { type: "boolean", default: false },
+    // Worker threads hosting the Parley participants (0: all in this thread).
+    workers: { type: "string", default: "2" },
   },
 });
 const MAX = Number(values.max);
@@ -85,36 +88,36 @@ function shapeOf(before: ParticipantStats[], after: ParticipantStats[]): { video
 }
 
 /** One talker at a time, the next one every `everyMs`. */
-function rotateTalker(handles: () => SyntheticHandle[], everyMs: number): () => void {
+function rotateTalker(people: Population, everyMs: number): () => void {
   let k = 0;
   const timer = setInterval(() => {
-    const hs = handles();
-    if (hs.length === 0) return;
-    hs[k % hs.length]?.talk(false);
+    if (people.size === 0) return;
+    people.talk(k % people.size, false);
     k++;
-    hs[k % hs.length]?.talk(true);
+    people.talk(k % people.size, true);
   }, everyMs);
   return () => clearInterval(timer);
 }
 
-/** Settles, then measures one window over `handles` with Janus's (and Parley's) CPU. */
-async function measure(handles: SyntheticHandle[], pids: { janus: number; parley?: number }): Promise<Step> {
-  await Promise.all(handles.map((h) => h.participant.settled()));
+/** Settles, then measures one window over `people` with Janus's (and Parley's) CPU. */
+async function measure(people: Population, pids: { janus: number; parley?: number }): Promise<Step> {
+  await people.settled();
   await sleep(SETTLE_MS);
-  const before = totals(handles);
-  const statsBefore = handles.map((h) => h.participant.stats());
+  const statsBefore = await people.snapshot();
+  const before = sumStats(statsBefore);
   const udp0 = udpDrops();
   const cpu = new CpuWindow([pids.janus, ...(pids.parley ? [pids.parley] : [])]);
   await sleep(WINDOW_MS);
-  const after = totals(handles);
+  const statsAfter = await people.snapshot();
+  const after = sumStats(statsAfter);
   const udp1 = udpDrops();
-  const shape = shapeOf(statsBefore, handles.map((h) => h.participant.stats()));
+  const shape = shapeOf(statsBefore, statsAfter);
   const received = after.received - before.received;
   const lost = after.lost - before.lost;
   const janusCores = cpu.cores(pids.janus);
   const seconds = cpu.seconds();
   return {
-    n: handles.length,
+    n: people.size,
     loss: received + lost > 0 ? lost / (received + lost) : 0,
     forwardedPerSecond: received / seconds,
     sentPerSecond: (after.sent - before.sent) / seconds,
@@ -138,19 +141,20 @@ function report(label: string, s: Step): void {
 }
 
 async function capacity(A: Institution): Promise<Step | undefined> {
-  const handles: SyntheticHandle[] = [];
-  const stopTalking = rotateTalker(() => handles, Number(values["talk-every"]));
+  const workers = Number(values.workers);
+  const o = { inst: A, room: A.alias("capacity"), tuning: TUNING };
+  const people: Population = workers > 0 ? new WorkerPopulation(o, workers) : LocalPopulation.parley(o);
+  const stopTalking = rotateTalker(people, Number(values["talk-every"]));
   let best: Step | undefined;
   try {
     for (const n of steps(MAX)) {
       try {
-        const more = await startParleyParticipants({ inst: A, room: A.alias("capacity"), count: n - handles.length, from: handles.length + 1, tuning: TUNING });
-        handles.push(...more);
+        await people.add(n - people.size);
       } catch (err) {
         console.log(`participants ${n}: a join failed, stopping: ${String(err)}`);
         break;
       }
-      const step = await measure(handles, { janus: A.janus!.process.pid, parley: A.parley.pid });
+      const step = await measure(people, { janus: A.janus!.process.pid, parley: A.parley.pid });
       report("participants", step);
       // The machine is shared: it counts as saturated by this call only when Janus, Parley and the
       // load generator are most of what keeps it busy.
@@ -165,7 +169,7 @@ async function capacity(A: Institution): Promise<Step | undefined> {
     }
   } finally {
     stopTalking();
-    await Promise.all(handles.map((h) => h.close()));
+    await people.close();
   }
   return best;
 }
@@ -176,17 +180,20 @@ const TILE_FOR_LAYER = [100, 360, 720];
 async function baseline(A: Institution, n: number, shape: { videos: number; layer: number }): Promise<Step> {
   const j = A.janus!;
   const sfu = await createSfu({ nodes: [{ id: "baseline", url: j.wsUrl, apiSecret: j.apiSecret, adminKey: j.videoroomAdminKey }] });
-  const handles: SyntheticHandle[] = [];
-  const stopTalking = rotateTalker(() => handles, Number(values["talk-every"]));
+  const registry = new FeedRegistry();
+  const tuning = { ...TUNING, view: { videos: shape.videos, tileHeight: TILE_FOR_LAYER[shape.layer]! } };
+  let room: Awaited<ReturnType<typeof sfu.createRoom>> | undefined;
+  const people = new LocalPopulation((from, count) => startJanusParticipants({ target: { sfu, room: room!, registry }, count, from, tuning }));
+  const stopTalking = rotateTalker(people, Number(values["talk-every"]));
   try {
-    const room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1 });
-    handles.push(...(await startJanusParticipants({ target: { sfu, room, registry: new FeedRegistry() }, count: n, tuning: { ...TUNING, view: { videos: shape.videos, tileHeight: TILE_FOR_LAYER[shape.layer]! } } })));
-    const step = await measure(handles, { janus: j.process.pid });
+    room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1 });
+    await people.add(n);
+    const step = await measure(people, { janus: j.process.pid });
     report("baseline (Janus only)", step);
     return step;
   } finally {
     stopTalking();
-    await Promise.all(handles.map((h) => h.close()));
+    await people.close();
     await sfu.stop();
   }
 }

@@ -7,7 +7,7 @@ import type { RoomRef, Sfu } from "../../appservice/src/sfu/index.ts";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { registerUsers, type RegisteredUser } from "../../scripts/stack/users.ts";
 import { JanusPlane, ParleyPlane, type FeedRegistry, type MediaPlane } from "./planes.ts";
-import { SyntheticParticipant, type ParticipantOptions } from "./participant.ts";
+import { SyntheticParticipant, type ParticipantOptions, type ParticipantStats } from "./participant.ts";
 
 export type Tuning = Omit<ParticipantOptions, "plane" | "mediaKey">;
 
@@ -91,17 +91,23 @@ export async function startParleyParticipants(o: ParleyCallOptions): Promise<Syn
     from: o.from ?? 1,
     concurrency: o.concurrency ?? 4,
   });
-  return inBatches(users, o.concurrency ?? 4, async (user) => {
-    await matrix(user, clientUrl, `/join/${enc(o.room)}`);
-    const plane = () =>
-      ParleyPlane.connect({
-        callApi: o.inst.parley.url,
-        room: o.room,
-        deviceId: user.deviceId,
-        openIdToken: () => matrix(user, clientUrl, `/user/${enc(user.userId)}/openid/request_token`),
-      });
-    return start(plane, o.tuning ?? {}, user.userId);
-  });
+  return inBatches(users, o.concurrency ?? 4, (user) =>
+    joinParley({ user, clientUrl, callApi: o.inst.parley.url, room: o.room, tuning: o.tuning ?? {} }),
+  );
+}
+
+/** One registered user joins the meeting room, then the call (what a worker thread runs too). */
+export async function joinParley(j: { user: RegisteredUser; clientUrl: string; callApi: string; room: string; tuning: Tuning }): Promise<SyntheticHandle> {
+  const { user, clientUrl } = j;
+  await matrix(user, clientUrl, `/join/${enc(j.room)}`);
+  const plane = () =>
+    ParleyPlane.connect({
+      callApi: j.callApi,
+      room: j.room,
+      deviceId: user.deviceId,
+      openIdToken: () => matrix(user, clientUrl, `/user/${enc(user.userId)}/openid/request_token`),
+    });
+  return start(plane, j.tuning, user.userId);
 }
 
 /** A Janus VideoRoom the baseline's participants share, made as Parley makes its rooms. */
@@ -119,9 +125,12 @@ export async function startJanusParticipants(o: { target: JanusRoom; count: numb
 
 /** Inbound packets/bytes/loss summed over every participant (for a window: subtract two of these). */
 export function totals(handles: SyntheticHandle[]): { received: number; lost: number; bytes: number; sent: number } {
+  return sumStats(handles.map((h) => h.participant.stats()));
+}
+
+export function sumStats(stats: ParticipantStats[]): { received: number; lost: number; bytes: number; sent: number } {
   const t = { received: 0, lost: 0, bytes: 0, sent: 0 };
-  for (const h of handles) {
-    const s = h.participant.stats();
+  for (const s of stats) {
     t.sent += s.sent.packets;
     for (const i of s.inbound) {
       t.received += i.packets;
