@@ -34,10 +34,15 @@ async function matrix<T>(user: RegisteredUser, clientUrl: string, path: string, 
   return json;
 }
 
-/** Runs `fn` over `items`, `concurrency` at a time, keeping the order of results. */
-export async function inBatches<T, R>(items: T[], concurrency: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+/**
+ * Runs `fn` over `items`, `concurrency` at a time, keeping the order of results. With `firstAlone`
+ * the first item runs before the others start: the first join of a meeting alias makes its room,
+ * and joins racing that creation were refused (403 "not invited").
+ */
+export async function inBatches<T, R>(items: T[], concurrency: number, fn: (item: T, i: number) => Promise<R>, firstAlone = false): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
+  if (firstAlone && items.length) out[next] = await fn(items[next]!, next++);
   const worker = async () => {
     for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!, i);
   };
@@ -91,8 +96,11 @@ export async function startParleyParticipants(o: ParleyCallOptions): Promise<Syn
     from: o.from ?? 1,
     concurrency: o.concurrency ?? 4,
   });
-  return inBatches(users, o.concurrency ?? 4, (user) =>
-    joinParley({ user, clientUrl, callApi: o.inst.parley.url, room: o.room, tuning: o.tuning ?? {} }),
+  return inBatches(
+    users,
+    o.concurrency ?? 4,
+    (user) => joinParley({ user, clientUrl, callApi: o.inst.parley.url, room: o.room, tuning: o.tuning ?? {} }),
+    (o.from ?? 1) === 1,
   );
 }
 

@@ -62,7 +62,7 @@ export class LocalPopulation implements Population {
 
   /** Participants joining through Parley, in this thread. */
   static parley(o: PopulationOptions): LocalPopulation {
-    return new LocalPopulation(async (from, count) => inBatches(await users(o, from, count), o.concurrency ?? 4, (u) => joinParley(spec(o, u))));
+    return new LocalPopulation(async (from, count) => inBatches(await users(o, from, count), o.concurrency ?? 4, (u) => joinParley(spec(o, u)), from === 1));
   }
 
   get size(): number {
@@ -137,7 +137,7 @@ export class WorkerPopulation implements Population {
       const worker = i % this.workers.length;
       await this.ask(worker, { op: "join", index: i, spec: spec(this.o, u) });
       this.placement[i] = worker;
-    });
+    }, from === 0);
   }
 
   talk(i: number, on: boolean): void {
