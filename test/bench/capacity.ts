@@ -70,6 +70,8 @@ interface Step {
   janusUsPerPacket: number;
   /** What the viewers were forwarded in the window: videos per viewer (median) and the commonest layer. */
   shape: { videos: number; layer: number };
+  /** Subscriptions that failed so far (all participants), and one reason. */
+  errors: { count: number; example: string | null };
   /** Datagrams the kernel dropped in the window (full receive buffers / failed sends). */
   udp: { rcvbuf: number; sndbuf: number };
 }
@@ -128,6 +130,7 @@ async function measure(people: Population, pids: { janus: number; parley?: numbe
     janusUsPerPacket: received > 0 ? (janusCores * seconds * 1e6) / received : Number.NaN,
     shape,
     udp: { rcvbuf: udp1.rcvbuf - udp0.rcvbuf, sndbuf: udp1.sndbuf - udp0.sndbuf },
+    errors: { count: statsAfter.reduce((a, x) => a + x.errors, 0), example: statsAfter.find((x) => x.lastError)?.lastError ?? null },
   };
 }
 
@@ -161,8 +164,9 @@ async function capacity(A: Institution): Promise<Step | undefined> {
       const ours = step.janusCores + step.parleyCores + step.loadgenCores;
       const saturated = step.machine >= STOP_MACHINE && ours >= 0.75 * step.machine * CORES;
       if (step.machine >= STOP_MACHINE && !saturated) console.log(`(the machine is busy with other work: ${(ours * 100).toFixed(0)} % core is this call's)`);
-      if (step.loss >= STOP_LOSS || saturated) {
-        console.log(`stopping: ${step.loss >= STOP_LOSS ? "loss" : "machine saturated"}`);
+      if (step.errors.count > 0) console.log(`${step.errors.count} subscriptions failed, e.g. ${step.errors.example}`);
+      if (step.loss >= STOP_LOSS || saturated || step.errors.count > 0) {
+        console.log(`stopping: ${step.loss >= STOP_LOSS ? "loss" : saturated ? "machine saturated" : "subscriptions failed"}`);
         break;
       }
       best = step;
@@ -180,20 +184,26 @@ const TILE_FOR_LAYER = [100, 360, 720];
 async function baseline(A: Institution, n: number, shape: { videos: number; layer: number }): Promise<Step> {
   const j = A.janus!;
   const sfu = await createSfu({ nodes: [{ id: "baseline", url: j.wsUrl, apiSecret: j.apiSecret, adminKey: j.videoroomAdminKey }] });
-  const registry = new FeedRegistry();
   const tuning = { ...TUNING, view: { videos: shape.videos, tileHeight: TILE_FOR_LAYER[shape.layer]! } };
-  let room: Awaited<ReturnType<typeof sfu.createRoom>> | undefined;
-  const people = new LocalPopulation((from, count) => startJanusParticipants({ target: { sfu, room: room!, registry }, count, from, tuning }));
-  const stopTalking = rotateTalker(people, Number(values["talk-every"]));
+  const workers = Number(values.workers);
+  const registry = new FeedRegistry();
+  let people: Population | undefined;
+  let stopTalking = () => {};
   try {
-    room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1 });
+    const room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1 });
+    // Generated as the Parley run was: in the same number of worker threads.
+    people =
+      workers > 0
+        ? new WorkerPopulation({ inst: A, room: "", tuning, janus: { janus: { url: j.wsUrl, apiSecret: j.apiSecret, adminKey: j.videoroomAdminKey }, room, tuning } }, workers)
+        : new LocalPopulation((from, count) => startJanusParticipants({ target: { sfu, room, registry }, count, from, tuning }));
+    stopTalking = rotateTalker(people, Number(values["talk-every"]));
     await people.add(n);
     const step = await measure(people, { janus: j.process.pid });
     report("baseline (Janus only)", step);
     return step;
   } finally {
     stopTalking();
-    await people.close();
+    await people?.close();
     await sfu.stop();
   }
 }

@@ -125,10 +125,15 @@ export interface JanusRoom {
   registry: FeedRegistry;
 }
 
+/** One participant straight on a Janus room (`registry` null: it learns publishers from Janus). */
+export function joinJanus(sfu: Sfu, room: RoomRef, registry: FeedRegistry | null, id: string, tuning: Tuning): Promise<SyntheticHandle> {
+  return start(() => JanusPlane.connect(sfu, room, registry, id), tuning, id);
+}
+
 /** `count` synthetic participants publishing and subscribing straight on a Janus room. */
 export async function startJanusParticipants(o: { target: JanusRoom; count: number; from?: number; tuning?: Tuning; concurrency?: number }): Promise<SyntheticHandle[]> {
   const ids = Array.from({ length: o.count }, (_, i) => `synthetic${(o.from ?? 1) + i}`);
-  return inBatches(ids, o.concurrency ?? 4, (id) => start(() => JanusPlane.connect(o.target.sfu, o.target.room, o.target.registry, id), o.tuning ?? {}, id));
+  return inBatches(ids, o.concurrency ?? 4, (id) => joinJanus(o.target.sfu, o.target.room, o.target.registry, id, o.tuning ?? {}));
 }
 
 /** Inbound packets/bytes/loss summed over every participant (for a window: subtract two of these). */

@@ -84,6 +84,9 @@ export interface InboundStats {
 export interface ParticipantStats {
   sent: { packets: number; bytes: number; keyframes: number; plis: number };
   inbound: InboundStats[];
+  /** Subscriptions (subscribe, answer) that failed, and the last reason. */
+  errors: number;
+  lastError: string | null;
 }
 
 interface Inbound extends InboundStats {
@@ -132,6 +135,8 @@ export class SyntheticParticipant {
   private ext = { audioMid: 0, audioLevel: 0, videoMid: 0, audioMidValue: Buffer.alloc(0), videoMidValue: Buffer.alloc(0) };
   private talking = false;
   private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0 };
+  private errors = 0;
+  private lastError: string | null = null;
   private readonly inbound = new Map<number, Inbound>();
   private readonly mids = new Map<string, { feed: string; kind: "audio" | "video" }>();
   private ssrcMap = new Map<number, { mid: string; kind: "audio" | "video" }>();
@@ -236,7 +241,7 @@ export class SyntheticParticipant {
       const expected = s.packets ? ((s.highestSeq - s.firstSeq + 1) | 0) : 0;
       inbound.push({ feed: s.feed, mid: s.mid, kind: s.kind, packets: s.packets, bytes: s.bytes, lost: Math.max(0, expected - s.packets), keyframes: s.keyframes, layer: s.layer });
     }
-    return { sent: { ...this.sent }, inbound };
+    return { sent: { ...this.sent }, inbound, errors: this.errors, lastError: this.lastError };
   }
 
   async close(): Promise<void> {
@@ -267,7 +272,9 @@ export class SyntheticParticipant {
   private enqueue(op: () => Promise<void>): void {
     const run = this.queue.then(() => (this.closed ? undefined : op()));
     this.queue = run.catch((err) => {
-      if (!this.closed) console.error(`synthetic participant ${this.feed}: ${String(err)}`);
+      if (this.closed) return;
+      this.errors++;
+      this.lastError = String(err);
     });
   }
 

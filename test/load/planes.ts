@@ -148,6 +148,7 @@ export class FeedRegistry {
   private readonly listeners = new Set<(feeds: string[]) => void>();
 
   add(feed: string): void {
+    if (this.feeds.includes(feed)) return;
     this.feeds.push(feed);
     for (const fn of this.listeners) fn([...this.feeds]);
   }
@@ -179,29 +180,44 @@ export class JanusPlane implements MediaPlane {
   private readonly videoMids = new Map<string, string>();
 
   private readonly participant: SfuParticipant;
+  /** Who publishes: a registry shared in this thread, or (null) Janus's own publisher events. */
   private readonly registry: FeedRegistry;
+  private readonly fromJanus: boolean;
   private readonly id: string;
 
-  private constructor(participant: SfuParticipant, registry: FeedRegistry, id: string) {
+  private constructor(participant: SfuParticipant, registry: FeedRegistry | null, id: string) {
     this.participant = participant;
-    this.registry = registry;
+    this.registry = registry ?? new FeedRegistry();
+    this.fromJanus = registry === null;
     this.id = id;
   }
 
-  static async connect(sfu: Sfu, room: RoomRef, registry: FeedRegistry, id: string): Promise<JanusPlane> {
+  /** `registry` null: learn the room's publishers from Janus (participants in other threads). */
+  static async connect(sfu: Sfu, room: RoomRef, registry: FeedRegistry | null, id: string): Promise<JanusPlane> {
     return new JanusPlane(await sfu.openParticipant(room, id), registry, id);
   }
 
   async publish(offerSdp: string): Promise<{ answerSdp: string; feed: string }> {
-    const { publisher } = await this.participant.joinAsPublisher(this.id);
+    const { publisher, joined } = await this.participant.joinAsPublisher(this.id);
     this.publisher = publisher;
+    if (this.fromJanus) {
+      // Janus names the publishers already up at join, then each new one once its media is up.
+      for (const p of joined.publishers) this.registry.add(p.id);
+      this.off.push(
+        publisher.onNotification((n) => {
+          for (const p of n.publishers ?? []) this.registry.add(p.id);
+          const gone = n.unpublished ?? n.leaving;
+          if (gone && gone !== "ok") this.registry.remove(gone);
+        }),
+      );
+    }
     this.off.push(
       publisher.onPeer((e) => {
         if (e.kind === "trickle") this.candidateFn("publisher", toCandidate(e.candidate));
         // Janus lets subscribers join a feed only once its PeerConnection is up (else 428).
         if (e.kind === "webrtcup" && !this.feed) {
           this.feed = this.id;
-          this.registry.add(this.id);
+          if (!this.fromJanus) this.registry.add(this.id);
         }
       }),
     );
@@ -269,7 +285,7 @@ export class JanusPlane implements MediaPlane {
 
   async leave(): Promise<void> {
     for (const off of this.off.splice(0)) off();
-    if (this.feed) this.registry.remove(this.feed);
+    if (this.feed && !this.fromJanus) this.registry.remove(this.feed);
     await this.participant.close().catch(() => undefined);
   }
 }

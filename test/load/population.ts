@@ -8,6 +8,7 @@ import type { Institution } from "../../scripts/stack/institutions.ts";
 import { registerUsers, type RegisteredUser } from "../../scripts/stack/users.ts";
 import { inBatches, joinParley, type SyntheticHandle, type Tuning } from "./call.ts";
 import type { ParticipantStats } from "./participant.ts";
+import type { RoomRef } from "../../appservice/src/sfu/index.ts";
 
 export interface Population {
   readonly size: number;
@@ -35,6 +36,14 @@ export interface JoinSpec {
   clientUrl: string;
   callApi: string;
   room: string;
+  tuning: Tuning;
+}
+
+/** A baseline participant straight on Janus, from a worker (its own Janus connection). */
+export interface JanusSpec {
+  janus: { url: string; apiSecret: string; adminKey: string };
+  room: RoomRef;
+  id: string;
   tuning: Tuning;
 }
 
@@ -94,14 +103,15 @@ type Reply = { req: number; ok: true; value?: unknown } | { req: number; ok: fal
 
 /** Participants spread round-robin over `workers` worker threads (test/load/worker.ts). */
 export class WorkerPopulation implements Population {
-  private readonly o: PopulationOptions;
+  /** Parley participants, or (with `janus`) baseline participants straight on a Janus room. */
+  private readonly o: PopulationOptions & { janus?: Omit<JanusSpec, "id"> };
   private readonly workers: Worker[];
   /** Participant i lives in worker placement[i]. */
   private readonly placement: number[] = [];
   private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private nextReq = 1;
 
-  constructor(o: PopulationOptions, workers: number) {
+  constructor(o: PopulationOptions & { janus?: Omit<JanusSpec, "id"> }, workers: number) {
     this.o = o;
     this.workers = Array.from({ length: workers }, () => {
       const w = new Worker(new URL("./worker.ts", import.meta.url), { env: process.env });
@@ -131,6 +141,16 @@ export class WorkerPopulation implements Population {
 
   async add(count: number): Promise<void> {
     const from = this.placement.length;
+    const janus = this.o.janus;
+    if (janus) {
+      const ids = Array.from({ length: count }, (_, k) => from + k);
+      await inBatches(ids, this.o.concurrency ?? 4, async (i) => {
+        const worker = i % this.workers.length;
+        await this.ask(worker, { op: "joinJanus", index: i, spec: { ...janus, id: `synthetic${i + 1}` } });
+        this.placement[i] = worker;
+      });
+      return;
+    }
     const us = await users(this.o, from + 1, count);
     await inBatches(us, this.o.concurrency ?? 4, async (u, k) => {
       const i = from + k;
