@@ -153,3 +153,23 @@ describe("last-N (skipped while the server refuses `view`)", () => {
     }
   });
 });
+
+// Last: it makes the call one smaller.
+describe("a participant leaving", () => {
+  it("is dropped from everyone's subscription, with no failed renegotiation, and the others keep flowing", async () => {
+    const leaver = people[COUNT - 1]!;
+    const stay = people.slice(0, COUNT - 1);
+    await leaver.close();
+    await waitFor("everyone unsubscribed the leaver", async () => (stay.every((h) => !h.participant.subscriptions().includes(leaver.feed)) ? true : undefined), 20_000);
+    await Promise.all(stay.map((h) => h.participant.settled()));
+    expect(stay.map((h) => h.participant.stats().errors)).toEqual(stay.map(() => 0));
+    const before = stay.map((h) => h.participant.stats());
+    await waitFor("audio from every remaining feed after the leave", async () =>
+      stay.every((h, i) => others(h).filter((o) => o !== leaver).every((o) => {
+        const was = before[i]!.inbound.find((s) => s.kind === "audio" && s.feed === o.feed)?.packets ?? 0;
+        return (h.participant.stats().inbound.find((s) => s.kind === "audio" && s.feed === o.feed)?.packets ?? 0) > was;
+      })) || undefined,
+    20_000);
+    people = stay;
+  });
+});

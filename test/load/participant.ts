@@ -138,6 +138,7 @@ export class SyntheticParticipant {
   private errors = 0;
   private lastError: string | null = null;
   private readonly inbound = new Map<number, Inbound>();
+  private readonly retired: Inbound[] = [];
   private readonly mids = new Map<string, { feed: string; kind: "audio" | "video" }>();
   private ssrcMap = new Map<number, { mid: string; kind: "audio" | "video" }>();
   private readonly subscribed = new Set<string>();
@@ -230,6 +231,11 @@ export class SyntheticParticipant {
     return ok;
   }
 
+  /** The feeds this participant subscribes to now. */
+  subscriptions(): string[] {
+    return [...this.subscribed];
+  }
+
   /** Resolves when every feed in `feeds` is subscribed and its answer sent. */
   async settled(): Promise<void> {
     await this.queue;
@@ -237,7 +243,7 @@ export class SyntheticParticipant {
 
   stats(): ParticipantStats {
     const inbound: InboundStats[] = [];
-    for (const s of this.inbound.values()) {
+    for (const s of [...this.retired, ...this.inbound.values()]) {
       const expected = s.packets ? ((s.highestSeq - s.firstSeq + 1) | 0) : 0;
       inbound.push({ feed: s.feed, mid: s.mid, kind: s.kind, packets: s.packets, bytes: s.bytes, lost: Math.max(0, expected - s.packets), keyframes: s.keyframes, layer: s.layer });
     }
@@ -256,13 +262,26 @@ export class SyntheticParticipant {
   // ---- subscribing ----
 
   private follow(feeds: string[]): void {
+    if (!this.feed) return;
+    const now = new Set(feeds);
+    // Feeds that left are unsubscribed, as the web client's syncFeeds does.
+    const gone = [...this.subscribed].filter((f) => !now.has(f));
+    if (gone.length) {
+      for (const f of gone) this.subscribed.delete(f);
+      this.enqueue(async () => {
+        const r = await this.o.plane.unsubscribe(gone);
+        for (const [mid, s] of this.mids) if (gone.includes(s.feed)) this.mids.delete(mid);
+        if (r.offerSdp) await this.answer(r.offerSdp);
+      });
+    }
     const added = feeds.filter((f) => f !== this.feed && !this.subscribed.has(f));
-    if (added.length === 0 || !this.feed) return;
+    if (added.length === 0) return;
     for (const f of added) this.subscribed.add(f);
     this.enqueue(async () => {
       for (let i = 0; i < added.length; i += 64) {
         const r = await this.o.plane.subscribe(added.slice(i, i + 64));
         for (const s of r.streams) this.mids.set(s.mid, { feed: s.feed, kind: s.kind });
+        this.retireReused();
         if (r.offerSdp) await this.answer(r.offerSdp);
       }
       this.scheduleView();
@@ -300,6 +319,15 @@ export class SyntheticParticipant {
     if (!this.remoteReady.subscriber) void this.o.plane.trickle("subscriber", null);
     this.remoteReady.subscriber = true;
     await this.flushCandidates();
+  }
+
+  /** Janus reuses a freed m-line for a new feed: the old feed's counts stay, under `retired`. */
+  private retireReused(): void {
+    for (const [ssrc, s] of this.inbound) {
+      if (this.mids.get(s.mid)?.feed === s.feed) continue;
+      this.retired.push(s);
+      this.inbound.delete(ssrc);
+    }
   }
 
   private scheduleView(): void {

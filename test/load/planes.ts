@@ -28,6 +28,8 @@ export interface MediaPlane {
   publish(offerSdp: string): Promise<{ answerSdp: string; feed: string }>;
   /** Adds feeds to this participant's one subscription; an offer to answer when m-lines changed. */
   subscribe(feeds: string[]): Promise<{ offerSdp?: string; streams: SubscribedStream[] }>;
+  /** Drops feeds that left; an offer to answer when m-lines changed. */
+  unsubscribe(feeds: string[]): Promise<{ offerSdp?: string }>;
   answer(sdp: string): Promise<void>;
   trickle(target: Target, candidate: Candidate): Promise<void>;
   /** Sends the viewer's layout; resolves false when the other side refused or does not know it. */
@@ -101,6 +103,12 @@ export class ParleyPlane implements MediaPlane {
       kind: s.kind === "video" ? ("video" as const) : ("audio" as const),
     }));
     return { ...(typeof jsep?.sdp === "string" ? { offerSdp: jsep.sdp } : {}), streams };
+  }
+
+  async unsubscribe(feeds: string[]): Promise<{ offerSdp?: string }> {
+    const r = await this.ws.request({ type: "unsubscribe", feeds });
+    const jsep = r.jsep as { sdp?: unknown } | undefined;
+    return typeof jsep?.sdp === "string" ? { offerSdp: jsep.sdp } : {};
   }
 
   async answer(sdp: string): Promise<void> {
@@ -245,6 +253,13 @@ export class JanusPlane implements MediaPlane {
       .map((s) => ({ feed: String(s.feed_id), mid: s.mid, kind: s.type as "audio" | "video" }));
     for (const s of streams) if (s.kind === "video") this.videoMids.set(s.mid, s.feed);
     return { ...(offer ? { offerSdp: offer } : {}), streams };
+  }
+
+  async unsubscribe(feeds: string[]): Promise<{ offerSdp?: string }> {
+    if (!this.subscriber) return {};
+    const update = await this.subscriber.unsubscribe(feeds.map((feed) => ({ feed })));
+    for (const [mid, feed] of this.videoMids) if (feeds.includes(feed)) this.videoMids.delete(mid);
+    return update.offer ? { offerSdp: update.offer.sdp } : {};
   }
 
   async answer(sdp: string): Promise<void> {
