@@ -50,6 +50,8 @@ export interface ParleyProcess {
   readonly config: ParleyConfig;
   readonly configFile: string;
   readonly logFile: string;
+  /** The running process's id (for CPU readings from /proc; -1 if it never started). */
+  readonly pid: number;
   /** SIGKILL, no cleanup. */
   kill9(): Promise<void>;
   /** Stops (if running) and starts again with the same config and store. */
@@ -174,6 +176,9 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     config: cfg,
     configFile,
     logFile: proc.logFile,
+    get pid() {
+      return proc.pid;
+    },
     async kill9() {
       await proc.kill9();
     },

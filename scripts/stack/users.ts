@@ -85,3 +85,24 @@ export async function login(clientUrl: string, localpart: string, password: stri
   }
   return { userId, accessToken, deviceId, password };
 }
+
+/**
+ * `count` users `<prefix>1` .. `<prefix><count>` (a password each: re-running against the same
+ * data dir logs them in), registered `concurrency` at a time: synthetic participants of a
+ * benchmark or a large-call test.
+ */
+export async function registerUsers(
+  hs: { clientUrl: string; registrationSharedSecret: string },
+  prefix: string,
+  count: number,
+  opts: { password: string; concurrency?: number; from?: number },
+): Promise<RegisteredUser[]> {
+  const from = opts.from ?? 1;
+  const out: RegisteredUser[] = new Array(count);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < count; i = next++) out[i] = await registerUser(hs, `${prefix}${from + i}`, { password: opts.password });
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(count, opts.concurrency ?? 4)) }, worker));
+  return out;
+}
