@@ -63,9 +63,13 @@ export interface ParleyJoin {
 
 export class ParleyPlane implements MediaPlane {
   private readonly ws: SignalSocket;
+  /** The latest push of each type since hello: the server sends the participant list (and the
+   * speakers) as soon as the seat is open, before this participant has published and listens. */
+  private readonly latest = new Map<string, Message>();
 
   private constructor(ws: SignalSocket) {
     this.ws = ws;
+    for (const type of ["participants", "speakers", "videos"]) ws.on(type, (m) => this.latest.set(type, m));
   }
 
   static async connect(j: ParleyJoin): Promise<ParleyPlane> {
@@ -134,14 +138,17 @@ export class ParleyPlane implements MediaPlane {
   }
 
   onFeeds(fn: (feeds: string[]) => void): void {
-    this.ws.on("participants", (m) => {
+    this.onPush("participants", (m) => {
       const list = (m.participants as { feed_id?: unknown; streams?: unknown[] }[] | undefined) ?? [];
       fn(list.filter((p) => p.feed_id !== undefined && (p.streams?.length ?? 0) > 0).map((p) => feedKey(p.feed_id)));
     });
   }
 
+  /** Pushes of `type` from now on, starting with the latest one already here. */
   onPush(type: string, fn: (m: Message) => void): void {
     this.ws.on(type, fn);
+    const last = this.latest.get(type);
+    if (last) fn(last);
   }
 
   async leave(): Promise<void> {
