@@ -5,6 +5,7 @@
 // Test ids (stable, for the browser tests), besides the ids #call-mic, #call-camera, ...:
 //   forced-mute-notice    "Muted by <host>" while a host's mute lasts (the mic button is disabled)
 import type { Tile } from "../state/callModel.ts";
+import { tileWidth } from "../state/layoutModel.ts";
 import type { ActiveCall } from "../state/meetingModel.ts";
 import { chatView } from "./chatView.ts";
 import { h, hueOf, icon, setToggle, type View } from "./dom.ts";
@@ -32,17 +33,6 @@ const PHASE_TEXT: Record<string, string> = {
   ended: "You left the call",
   failed: "Not connected",
 };
-
-/** The largest 16:9 tile width that fits n tiles into width x height (gap between tiles). */
-export function tileWidth(n: number, width: number, height: number, gap = 10): number {
-  let best = 0;
-  for (let cols = 1; cols <= Math.max(1, n); cols++) {
-    const rows = Math.ceil(Math.max(1, n) / cols);
-    const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * (16 / 9));
-    best = Math.max(best, w);
-  }
-  return Math.max(120, Math.floor(best));
-}
 
 export function callView(call: ActiveCall, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
   const { vm, chat } = call;
