@@ -146,7 +146,8 @@ export class LayoutModel {
 
   /** The call's tiles changed (people, speakers, forwarded videos). */
   setCall(call: Pick<CallViewState, "tiles" | "activeSpeaker">): void {
-    this.call = call;
+    if (call.tiles === this.call.tiles && call.activeSpeaker === this.call.activeSpeaker) return;
+    this.call = { tiles: call.tiles, activeSpeaker: call.activeSpeaker };
     this.recompute();
   }
 
