@@ -4,6 +4,7 @@
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { parsePublishResult, type CandidateInit, type ClientRequest, type FeedId } from "./protocol.ts";
+import { withOpusDtx } from "./sdp.ts";
 import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
 export type Requester = { request(message: ClientRequest): Promise<Record<string, unknown>> };
@@ -55,7 +56,7 @@ export class Publisher {
     this.o.transforms.attachSender?.(video.sender, "video");
 
     const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
+    await pc.setLocalDescription({ type: "offer", sdp: withOpusDtx(offer.sdp ?? "") });
     const raw = await this.o.signalling.request({
       type: "publish",
       jsep: { type: "offer", sdp: pc.localDescription?.sdp ?? offer.sdp ?? "" },

@@ -89,6 +89,7 @@ describe("CallConnection", () => {
     expect(socket.url).toBe("ws://127.0.0.11:9/_parley/v1/signal");
     expect(sent("hello")[0]).toMatchObject({ session: "s1" });
     expect(sent("publish")[0]).toMatchObject({ jsep: { type: "offer" }, simulcast: true });
+    expect((sent("publish")[0]!.jsep as { sdp: string }).sdp).toContain("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1");
     const pub = FakePeer.all[0]!;
     expect(pub.config.iceServers).toEqual(GRANT.iceServers);
     expect(pub.transceivers.map((t) => [t.kind, t.init?.direction])).toEqual([["audio", "sendonly"], ["video", "sendonly"]]);
