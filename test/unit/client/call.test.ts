@@ -4,6 +4,9 @@ import { CallConnection, type LocalTracks } from "../../../client/src/rtc/call.t
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
 import { applyStreams } from "../../../client/src/rtc/subscriber.ts";
+import { ViewReporter } from "../../../client/src/rtc/view.ts";
+import type { ViewReport } from "../../../client/src/state/layoutModel.ts";
+import { Store } from "../../../client/src/state/store.ts";
 import { asTrack, FakeSocket, FakeTrack, tick } from "./fakes.ts";
 import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
 
@@ -186,6 +189,28 @@ describe("CallConnection", () => {
     expect(sent("publish")).toHaveLength(2);
     expect(sent("subscribe")).toHaveLength(2);
     expect(call.state.get().phase).toBe("connected");
+  });
+
+  it("carries the view reporter's request; a server that refuses it keeps the call, a reconnect sends it again", async () => {
+    vi.useFakeTimers();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    handlers.view = () => new ParleyClientError("M_BAD_JSON", "signalling", { detail: "type: Invalid discriminator value" });
+    const { call } = setup();
+    const layout = new Store<{ report: ViewReport | null }>({ report: { videos: 2, pinned: ["7"], tiles: [{ feed: 7, height: 720 }] } });
+    const views = new ViewReporter({ call, layout, statsEveryMs: 0 });
+    const starting = call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await starting;
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(sent("view")).toEqual([expect.objectContaining({ type: "view", videos: 2, pinned: ["7"], tiles: [{ feed: 7, height: 720 }] })]);
+    expect(call.state.get().phase).toBe("connected");
+    handlers.view = () => ({});
+    socket.drop(1006);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(call.state.get().phase).toBe("connected");
+    expect(sent("view")).toHaveLength(2);
+    views.stop();
+    warn.mockRestore();
   });
 
   it("ends with human text when removed from the call", async () => {
