@@ -25,11 +25,12 @@ export const VIEW_LIMITS = {
 /** Simulcast layer: 0 low (1/4 size), 1 medium (1/2), 2 high. */
 export type Layer = 0 | 1 | 2;
 
+/** Feed ids go as strings (the server's schema takes nothing else). */
 export interface ViewRequest {
   type: "view";
   videos: number;
-  pinned?: Feed[];
-  tiles?: { feed: Feed; height: number }[];
+  pinned?: string[];
+  tiles?: { feed: string; height: number }[];
   downlink_kbps?: number;
 }
 
@@ -85,12 +86,17 @@ export const VIEW_PUSHES: Record<ViewPush["type"], (m: R, errors: string[]) => V
 const clampInt = (n: number, max: number) => Math.max(0, Math.min(max, Math.round(Number.isFinite(n) ? n : 0)));
 
 /**
- * A `view` request within the protocol's bounds whatever the layout computed: counts and heights
- * clamped, at most 4 distinct pins and 200 tiles, no downlink estimate unless it is a positive number.
+ * A `view` request within the protocol's bounds whatever the layout computed: feed ids as strings,
+ * counts and heights clamped, at most 4 distinct pins and 200 tiles of distinct feeds (the server
+ * refuses a repeated one), no downlink estimate unless it is a positive number.
  */
 export function viewRequest(v: { videos: number; pinned?: readonly Feed[]; tiles?: readonly { feed: Feed; height: number }[]; downlinkKbps?: number | null }): ViewRequest {
-  const pinned = [...new Set(v.pinned ?? [])].slice(0, VIEW_LIMITS.maxPinned);
-  const tiles = (v.tiles ?? []).slice(0, VIEW_LIMITS.maxTiles).map((t) => ({ feed: t.feed, height: clampInt(t.height, VIEW_LIMITS.maxTileHeight) }));
+  const pinned = [...new Set((v.pinned ?? []).map(String))].slice(0, VIEW_LIMITS.maxPinned);
+  const seen = new Set<string>();
+  const tiles = (v.tiles ?? [])
+    .filter((t) => !seen.has(String(t.feed)) && seen.add(String(t.feed)))
+    .slice(0, VIEW_LIMITS.maxTiles)
+    .map((t) => ({ feed: String(t.feed), height: clampInt(t.height, VIEW_LIMITS.maxTileHeight) }));
   const kbps = v.downlinkKbps;
   return {
     type: "view",

@@ -202,7 +202,7 @@ describe("CallConnection", () => {
     await vi.advanceTimersByTimeAsync(0);
     await starting;
     await vi.advanceTimersByTimeAsync(3000);
-    expect(sent("view")).toEqual([expect.objectContaining({ type: "view", videos: 2, pinned: ["7"], tiles: [{ feed: 7, height: 720 }] })]);
+    expect(sent("view")).toEqual([expect.objectContaining({ type: "view", videos: 2, pinned: ["7"], tiles: [{ feed: "7", height: 720 }] })]);
     expect(call.state.get().phase).toBe("connected");
     handlers.view = () => ({});
     socket.drop(1006);

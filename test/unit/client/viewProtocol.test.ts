@@ -55,6 +55,14 @@ describe("viewRequest", () => {
     });
     expect(viewRequest({ videos: 0 })).toEqual({ type: "view", videos: 0 });
   });
+  it("sends feed ids as strings and each tile's feed once", () => {
+    expect(viewRequest({ videos: 2, pinned: [7], tiles: [{ feed: 7, height: 100 }, { feed: "7", height: 300 }, { feed: 8, height: 50 }] })).toEqual({
+      type: "view",
+      videos: 2,
+      pinned: ["7"],
+      tiles: [{ feed: "7", height: 100 }, { feed: "8", height: 50 }],
+    });
+  });
   it("clamps counts and heights, keeps at most 4 distinct pins and 200 tiles, drops a useless estimate", () => {
     const v = viewRequest({
       videos: 1e6,
