@@ -1,11 +1,11 @@
 // Who talks, as the server says (its `speakers` push from Janus's talking events), and the order
 // of the remote tiles that follows from it: the server's own selection order for last-N video
-// (screen shares, talking now, recent speakers, the others in join order), so the first page shows
-// the people whose video the server forwards. Pins go first on top of this (layoutModel.ts).
+// (screen shares, speakers, the others in join order), so the first page shows the people whose
+// video the server forwards. Pins go first on top of this (layoutModel.ts).
 import type { Layer, ViewPush } from "../rtc/protocol.ts";
 
 export interface Speakers {
-  /** Tile keys (feed ids as strings) talking now. */
+  /** Tile keys (feed ids as strings) talking now, in the server's order (most recent first). */
   talking: ReadonlySet<string>;
   /** Tile keys of the most recent speakers, most recent first. */
   recent: readonly string[];
@@ -25,17 +25,17 @@ export function forwardedFrom(p: Extract<ViewPush, { type: "videos" }>): Forward
 }
 
 /**
- * Remote tiles in speaker order: screen shares, talking now (most recent speaker first), recent
- * speakers, then everyone else as given (join order). Stable: equal ranks keep their order.
+ * Remote tiles in the server's selection order (appservice calls/lastN.ts, pins aside): screen
+ * shares in join order, then the recent speakers (most recent first; the server puts a feed there
+ * once it has talked for a moment, so a one-word interjection reorders nobody), then everyone else
+ * as given (join order). Who talks now only marks tiles, it does not move them.
  */
 export function speakerOrder<T extends { key: string; screen: boolean }>(remotes: readonly T[], s: Speakers): T[] {
   const recency = new Map(s.recent.map((k, i) => [k, i]));
   const rank = (t: T): [number, number] => {
-    const r = recency.get(t.key) ?? Infinity;
-    if (t.screen) return [0, r];
-    if (s.talking.has(t.key)) return [1, r];
-    if (r !== Infinity) return [2, r];
-    return [3, 0];
+    if (t.screen) return [0, 0];
+    const r = recency.get(t.key);
+    return r === undefined ? [2, 0] : [1, r];
   };
   return remotes
     .map((t, i) => ({ t, i, r: rank(t) }))
@@ -44,10 +44,9 @@ export function speakerOrder<T extends { key: string; screen: boolean }>(remotes
 }
 
 /**
- * The speaker the speaker view shows large: the most recent speaker who talks now, else whoever
- * talked last and is still here (the view does not go blank in a pause); null when nobody has.
+ * The speaker the speaker view shows large: the most recent speaker still here (through a pause
+ * too, so the view does not go blank), else whoever talks now; null when nobody has spoken.
  */
 export function activeSpeaker(s: Speakers, present: (key: string) => boolean): string | null {
-  const talkingNow = s.recent.find((k) => s.talking.has(k) && present(k)) ?? [...s.talking].find(present);
-  return talkingNow ?? s.recent.find(present) ?? null;
+  return s.recent.find(present) ?? [...s.talking].find(present) ?? null;
 }

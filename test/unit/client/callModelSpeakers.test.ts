@@ -17,19 +17,19 @@ const withVideo = () => {
 
 describe("speakerOrder", () => {
   const t = (key: string, screen = false) => ({ key, screen });
-  it("puts screen shares, then talking, then recent speakers, then the rest in join order", () => {
-    const tiles = [t("1"), t("2"), t("3"), t("4", true), t("5"), t("6")];
-    const order = speakerOrder(tiles, { talking: new Set(["5", "3"]), recent: ["3", "6", "5", "2"] });
-    expect(order.map((x) => x.key)).toEqual(["4", "3", "5", "6", "2", "1"]);
+  it("puts screen shares (join order), then recent speakers, then the rest in join order; talking alone moves nobody", () => {
+    const tiles = [t("1"), t("2", true), t("3"), t("4", true), t("5"), t("6")];
+    const order = speakerOrder(tiles, { talking: new Set(["5", "1"]), recent: ["4", "3", "6", "5"] });
+    expect(order.map((x) => x.key)).toEqual(["2", "4", "3", "6", "5", "1"]);
   });
   it("keeps join order when nobody has spoken", () => {
-    expect(speakerOrder([t("9"), t("1"), t("5")], { talking: new Set(), recent: [] }).map((x) => x.key)).toEqual(["9", "1", "5"]);
+    expect(speakerOrder([t("9"), t("1"), t("5")], { talking: new Set(["5"]), recent: [] }).map((x) => x.key)).toEqual(["9", "1", "5"]);
   });
 });
 
 describe("activeSpeaker", () => {
-  it("is the most recent speaker talking now, else the last one still here", () => {
-    expect(activeSpeaker({ talking: new Set(["2", "3"]), recent: ["3", "2"] }, () => true)).toBe("3");
+  it("is the most recent speaker still here, else whoever talks now", () => {
+    expect(activeSpeaker({ talking: new Set(["2"]), recent: ["3", "2"] }, () => true)).toBe("3");
     expect(activeSpeaker({ talking: new Set(), recent: ["gone", "2"] }, (k) => k !== "gone")).toBe("2");
     expect(activeSpeaker({ talking: new Set(["4"]), recent: [] }, () => true)).toBe("4");
     expect(activeSpeaker({ talking: new Set(), recent: [] }, () => true)).toBeNull();
@@ -41,12 +41,12 @@ describe("CallViewModel with the server's speakers and videos", () => {
     const { vm, call } = setup();
     await vm.join();
     call.state.update({ remotes: [remote("7", "@b:y"), remote("8", "@c:z"), remote("9", "@d:z")] });
-    call.push({ type: "speakers", talking: ["9"], recent: ["9", "8"] });
+    call.push({ type: "speakers", talking: ["9", "7"], recent: ["9", "8"] });
     await tick();
     const s = vm.state.get();
-    expect(s.tiles.map((t) => [t.key, t.speaking])).toEqual([["local", false], ["9", true], ["8", false], ["7", false]]);
+    expect(s.tiles.map((t) => [t.key, t.speaking])).toEqual([["local", false], ["9", true], ["8", false], ["7", true]]);
     expect(s.activeSpeaker).toBe("9");
-    expect(s.talking).toEqual(["@d:z"]);
+    expect(s.talking).toEqual(["@d:z", "Bob"]);
     call.push({ type: "speakers", talking: [], recent: ["9", "8"] });
     expect(vm.state.get().talking).toEqual([]);
     expect(vm.state.get().activeSpeaker).toBe("9"); // kept through a pause
