@@ -9,11 +9,14 @@ import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } fr
 
 export type Requester = { request(message: ClientRequest): Promise<Record<string, unknown>> };
 
-/** Janus's simulcast layout (as janus.js has it): high, medium (1/2), low (1/4). */
+/**
+ * Janus's simulcast layout: low (1/4), medium (1/2), high, in that order, as the server declares it
+ * to Janus (rid_order "lmh"): Janus's substream 0 is then the low layer, as last-N's layers mean.
+ */
 export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
-  { rid: "h", active: true, maxBitrate: 1_200_000 },
-  { rid: "m", active: true, maxBitrate: 400_000, scaleResolutionDownBy: 2 },
   { rid: "l", active: true, maxBitrate: 120_000, scaleResolutionDownBy: 4 },
+  { rid: "m", active: true, maxBitrate: 400_000, scaleResolutionDownBy: 2 },
+  { rid: "h", active: true, maxBitrate: 1_200_000 },
 ];
 
 export interface PublisherOptions {
