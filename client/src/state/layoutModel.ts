@@ -54,7 +54,7 @@ export interface LayoutState {
   shown: PlacedTile[];
   /** Pinned tile keys, in the order pinned. */
   pinned: string[];
-  /** Null until the stage has a size (nothing to tell the server yet). */
+  /** Null until the stage has a size and someone else is in the call (nothing to tell the server yet). */
   report: ViewReport | null;
 }
 
@@ -210,7 +210,8 @@ export class LayoutModel {
       pageSize: placed.pageSize,
       shown: placed.shown,
       pinned: [...this.pins],
-      report: this.viewport.width && this.viewport.height ? viewReport(placed.shown, pinnedTiles, this.viewport.dpr) : null,
+      // Nothing to tell the server before the stage has a size, or while nobody else is in the call.
+      report: this.viewport.width && this.viewport.height && tiles.some((t) => !t.local) ? viewReport(placed.shown, pinnedTiles, this.viewport.dpr) : null,
     });
   }
 }

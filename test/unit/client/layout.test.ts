@@ -147,6 +147,15 @@ describe("LayoutModel", () => {
     expect(keys(m)[0]).toBe("4");
   });
 
+  it("reports nothing while this device is alone in the call", () => {
+    const m = new LayoutModel();
+    m.setViewport({ width: 800, height: 450, dpr: 1 });
+    m.setCall(call(0));
+    expect(m.state.get().report).toBeNull();
+    m.setCall(call(1, { "1": { cameraOn: false } }));
+    expect(m.state.get().report).toEqual({ videos: 0, pinned: [], tiles: [] });
+  });
+
   it("reports nothing before the stage has a size and changes nothing on the same viewport", () => {
     const m = new LayoutModel();
     m.setCall(call(2));
