@@ -9,10 +9,12 @@ import { browserMediaPort } from "./rtc/devices.ts";
 import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
 import { noTransforms, type MediaTransformHook } from "./rtc/transforms.ts";
+import { ViewReporter } from "./rtc/view.ts";
 import { CallDevicesModel } from "./state/callDevices.ts";
 import { CallViewModel, type MembersPort } from "./state/callModel.ts";
 import { ChatModel } from "./state/chatModel.ts";
 import { GovernanceModel } from "./state/governanceModel.ts";
+import { LayoutModel } from "./state/layoutModel.ts";
 import type { ActiveCall } from "./state/meetingModel.ts";
 import type { LocalMediaHandoff } from "./state/prejoinModel.ts";
 
@@ -91,6 +93,10 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   const call = vm;
   const governance = new GovernanceModel({ call: connection, members, avatars: w.avatars, self, shareLink: w.shareLink ?? null });
   const devices = new CallDevicesModel(media, call);
+  // Last-N: the layout places the tiles, and the server hears what it shows.
+  const layout = new LayoutModel();
+  const offLayout = call.state.subscribe((s) => layout.setCall(s), true);
+  const views = new ViewReporter({ call: connection, layout: layout.state });
   const online = () => call.networkBack();
   // Closing the tab: fire the delayed leave if there is one (best effort; it fires by itself later).
   const pagehide = () => void membership.leave();
@@ -102,7 +108,10 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     chat,
     governance,
     devices,
+    layout,
     dispose: () => {
+      views.stop();
+      offLayout();
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
       devices.dispose();

@@ -5,6 +5,7 @@
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { hasOpusDtx } from "../../client/src/rtc/sdp.ts";
 import { joinThroughClient as joinWith, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
 
 let stack: Stack;
@@ -62,6 +63,34 @@ describe("a call across two institutions", () => {
   it("the grid shows both participants by their Matrix display names", async () => {
     await expect.poll(() => tileNames(alicePage), { timeout: 15_000 }).toEqual(expect.arrayContaining([expect.stringContaining("Bob Badger")]));
     await expect.poll(() => tileNames(bobPage), { timeout: 15_000 }).toEqual(expect.arrayContaining([expect.stringContaining("Alice Aardvark")]));
+  });
+
+  it("the publisher asks for Opus DTX and Janus's answer keeps it (with in-band FEC)", async () => {
+    const sdps = await alicePage.evaluate(() =>
+      (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs
+        .filter((pc) => pc.connectionState !== "closed" && pc.getTransceivers().some((t) => t.direction === "sendonly"))
+        .map((pc) => ({ offer: pc.localDescription?.sdp ?? "", answer: pc.remoteDescription?.sdp ?? "" })),
+    );
+    expect(sdps).toHaveLength(1);
+    expect(hasOpusDtx(sdps[0]!.offer)).toBe(true);
+    expect(hasOpusDtx(sdps[0]!.answer)).toBe(true);
+    expect(sdps[0]!.answer).toMatch(/^a=fmtp:\d+ .*useinbandfec=1/m);
+  });
+
+  it("each remote tile shows its video, every remote's audio plays, and the speaker view and pins work", async () => {
+    const bobTile = alicePage.locator('[data-testid="tile"]', { hasText: "Bob Badger" });
+    await expect.poll(() => bobTile.getAttribute("data-video"), { timeout: 15_000 }).toBe("on");
+    expect(await alicePage.locator('[data-testid="remote-audio"] audio').count()).toBe(1);
+    expect(await alicePage.locator('[data-testid="page-label"]').isVisible()).toBe(false); // two people: one page
+    await alicePage.locator('[data-testid="layout-toggle"]').click();
+    await expect.poll(() => bobTile.getAttribute("class"), { timeout: 5000 }).toContain("main");
+    expect(await alicePage.locator(".grid").getAttribute("class")).toContain("speaker");
+    await bobTile.locator('[data-testid="tile-pin"]').click();
+    await expect.poll(() => bobTile.locator('[data-testid="tile-pin"]').getAttribute("aria-pressed")).toBe("true");
+    await bobTile.locator('[data-testid="tile-pin"]').click();
+    await alicePage.locator('[data-testid="layout-toggle"]').click();
+    await expect.poll(() => alicePage.locator(".grid").getAttribute("class")).not.toContain("speaker");
+    await expect.poll(() => bobTile.getAttribute("data-video"), { timeout: 10_000 }).toBe("on");
   });
 
   it("a screen share appears on the other side", async () => {

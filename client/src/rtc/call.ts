@@ -8,7 +8,7 @@ import { Emitter, Store } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
-import type { FeedId, GovernanceRequest, HelloResult, Participant, Push } from "./protocol.ts";
+import type { FeedId, GovernanceRequest, HelloResult, Participant, Push, ViewRequest } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
 import { SignallingClient, type SocketFactory } from "./signalling.ts";
 import { Subscriber, type RemoteFeed } from "./subscriber.ts";
@@ -145,7 +145,7 @@ export class CallConnection {
   }
 
   /** A governance request (hand, reaction, moderation); rejects with the server's error. */
-  async send(request: GovernanceRequest): Promise<void> {
+  async send(request: GovernanceRequest | ViewRequest): Promise<void> {
     const s = this.signalling;
     if (!s || this.ended) throw new ParleyClientError("CLOSED", "signalling", { detail: `${request.type} outside a call` });
     await s.request(request);
@@ -174,6 +174,16 @@ export class CallConnection {
     const own = await this.publisher?.audioLevel();
     if (own !== undefined) levels.set("local", own);
     return levels;
+  }
+
+  /** This device's microphone level (0..1): its own tile's speaking mark (remote speakers come from the server). */
+  async ownAudioLevel(): Promise<number> {
+    return (await this.publisher?.audioLevel()) ?? 0;
+  }
+
+  /** The subscriber's receive stats (the view reporter's downlink estimate); null without one. */
+  async receiveStats(): Promise<RTCStatsReport | null> {
+    return (await this.subscriber?.peer?.getStats().catch(() => null)) ?? null;
   }
 
   async leave(): Promise<void> {

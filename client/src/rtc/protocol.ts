@@ -9,9 +9,11 @@ import {
   type GovernancePush,
   type GovernanceRequest,
 } from "./governanceProtocol.ts";
+import { VIEW_PUSHES, type ViewPush, type ViewRequest } from "./viewProtocol.ts";
 import { isFeed, isKind, isObj, isUserId, type R } from "./wireGuards.ts";
 
 export type * from "./governanceProtocol.ts";
+export type * from "./viewProtocol.ts";
 
 export type FeedId = string | number;
 export type Jsep<T extends "offer" | "answer"> = { type: T; sdp: string };
@@ -29,6 +31,7 @@ export type ClientRequest =
   | { type: "mute"; kind: "audio" | "video"; muted: boolean }
   | { type: "source"; kind: "video"; source: "camera" | "screen" }
   | { type: "leave" }
+  | ViewRequest
   | GovernanceRequest;
 
 export interface SubscribedStream {
@@ -75,6 +78,7 @@ export type Push =
   | { type: "renegotiate"; reason: string }
   /** The session ended; `by` and `reason` when a person ended it (a host's end, remove or ban). */
   | { type: "evicted"; errcode: string; error: string; by?: string; reason?: string }
+  | ViewPush
   | GovernancePush;
 
 // ---- guards: collect what is wrong instead of trusting the wire ----
@@ -156,6 +160,7 @@ const PUSHES: Record<Push["type"], (m: R, errors: string[]) => Push | undefined>
   renegotiate: (m) => ({ type: "renegotiate", reason: typeof m.reason === "string" ? m.reason : "" }),
   evicted: parseEvicted,
   ...GOVERNANCE_PUSHES,
+  ...VIEW_PUSHES,
 };
 
 /** A push from the server, or the list of what is wrong with it. */

@@ -4,15 +4,19 @@
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { parsePublishResult, type CandidateInit, type ClientRequest, type FeedId } from "./protocol.ts";
+import { withOpusDtx } from "./sdp.ts";
 import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
 export type Requester = { request(message: ClientRequest): Promise<Record<string, unknown>> };
 
-/** Janus's simulcast layout (as janus.js has it): high, medium (1/2), low (1/4). */
+/**
+ * Janus's simulcast layout: low (1/4), medium (1/2), high, in that order, as the server declares it
+ * to Janus (rid_order "lmh"): Janus's substream 0 is then the low layer, as last-N's layers mean.
+ */
 export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
-  { rid: "h", active: true, maxBitrate: 1_200_000 },
-  { rid: "m", active: true, maxBitrate: 400_000, scaleResolutionDownBy: 2 },
   { rid: "l", active: true, maxBitrate: 120_000, scaleResolutionDownBy: 4 },
+  { rid: "m", active: true, maxBitrate: 400_000, scaleResolutionDownBy: 2 },
+  { rid: "h", active: true, maxBitrate: 1_200_000 },
 ];
 
 export interface PublisherOptions {
@@ -55,7 +59,7 @@ export class Publisher {
     this.o.transforms.attachSender?.(video.sender, "video");
 
     const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
+    await pc.setLocalDescription({ type: "offer", sdp: withOpusDtx(offer.sdp ?? "") });
     const raw = await this.o.signalling.request({
       type: "publish",
       jsep: { type: "offer", sdp: pc.localDescription?.sdp ?? offer.sdp ?? "" },

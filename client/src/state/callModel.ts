@@ -1,4 +1,6 @@
 // The call screen: one tile per participant (display name, avatar, video, mute state, speaking),
+// in the order the server's `speakers` push gives, with video only where its `videos` push
+// forwards it (last-N: the others show their avatar);
 // the toolbar toggles (mic, camera, screen share), switching devices, the connection banner, and
 // leaving; a host's forced mute and stop-share act on this device's media here. Talks to the
 // call, the membership and the room's members through narrow ports.
@@ -7,13 +9,14 @@ import type { AvatarSource } from "../matrix/media.ts";
 import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
 import type { EncryptionState } from "../rtc/e2ee/callEncryption.ts";
 import { keyModeText } from "../rtc/e2ee/keyMode.ts";
-import type { GovernanceRequest, Kind, Push } from "../rtc/protocol.ts";
+import type { FeedId, GovernanceRequest, Kind, Layer, Push } from "../rtc/protocol.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { endedByOf, evictionText, fromRoomState, joinRefusalText } from "./callEnded.ts";
 import { forcedNotice, newlyForced, NOT_FORCED, onModerated, onOwnEntry, type Forced } from "./forcedMute.ts";
 import { initialsOf, MemberDirectory, type MembersPort } from "./memberDirectory.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
+import { activeSpeaker, forwardedFrom, NO_SPEAKERS, speakerOrder, speakersFrom, type Forwarded, type Speakers } from "./speakers.ts";
 import { Store } from "./store.ts";
 
 export { initialsOf, type MembersPort };
@@ -25,7 +28,8 @@ export interface CallPort {
   setMuted(kind: "audio" | "video", muted: boolean): Promise<void>;
   setVideoSource(source: "camera" | "screen"): Promise<void>;
   replaceTrack(kind: "audio" | "video", track: MediaStreamTrack | null): Promise<void>;
-  audioLevels(): Promise<Map<string, number>>;
+  /** This device's microphone level (0..1) as sent: its own tile's speaking mark. */
+  ownAudioLevel(): Promise<number>;
   reconnectNow(): void;
   /** Every push from the server (governance: forced mutes, stop-share, the meeting, the lobby). */
   onPush(fn: (p: Push) => void): () => void;
@@ -45,6 +49,8 @@ export interface CallMediaPort {
 
 export interface Tile {
   key: string;
+  /** The remote feed (null for this device). */
+  feed: FeedId | null;
   userId: string;
   name: string;
   initials: string;
@@ -53,7 +59,12 @@ export interface Tile {
   stream: MediaStream | null;
   /** This device's outgoing video (camera or screen). */
   localVideo: MediaStreamTrack | null;
+  /** Video shows: the camera (or screen) is on and, for a remote, the server forwards it. */
   videoOn: boolean;
+  /** The participant sends video (camera or screen on), forwarded to this viewer or not. */
+  cameraOn: boolean;
+  /** The simulcast layer the server forwards (null: not said, or this device). */
+  layer: Layer | null;
   audioMuted: boolean;
   speaking: boolean;
   local: boolean;
@@ -90,7 +101,10 @@ export interface CallViewState {
   forced: { audio: string | null; video: string | null };
   /** "Muted by Alice": shown next to the disabled buttons while a forced mute lasts. */
   forcedNotice: string | null;
+  /** The remote speaker the speaker view shows large (the server's most recent speaker), or null. */
   activeSpeaker: string | null;
+  /** Names of who talks now (the server's talking events; this device from its own microphone). */
+  talking: string[];
   /** Null when the call's media is not end-to-end encrypted from this client. */
   e2ee: E2eeView | null;
 }
@@ -125,7 +139,11 @@ export class CallViewModel {
   /** What the room's state said about it, once it did. */
   private explained: string | null = null;
   private readonly directory: MemberDirectory;
-  private readonly speaker = new SpeakerSelector();
+  /** This device's microphone only: remote speakers come from the server's `speakers` push. */
+  private readonly ownSpeaker = new SpeakerSelector();
+  private ownSpeaking = false;
+  private speakers: Speakers = NO_SPEAKERS;
+  private forwarded: Forwarded = null;
   private levelsTimer: unknown;
   private readonly offs: (() => void)[] = [];
   private membershipJoined = false;
@@ -152,6 +170,7 @@ export class CallViewModel {
       forced: { audio: null, video: null },
       forcedNotice: null,
       activeSpeaker: null,
+      talking: [],
       e2ee: null,
     });
     this.offs.push(this.o.call.state.subscribe((s, prev) => this.onCall(s, prev)));
@@ -346,6 +365,12 @@ export class CallViewModel {
       const own = this.o.call.state.get().ownFeed;
       const entry = own === null ? undefined : p.participants.find((x) => String(x.feed_id) === String(own));
       this.setForced(onOwnEntry(this.forced, entry?.forced));
+    } else if (p.type === "speakers") {
+      this.speakers = speakersFrom(p);
+      this.rebuild();
+    } else if (p.type === "videos") {
+      this.forwarded = forwardedFrom(p);
+      this.rebuild();
     } else if (p.type === "stop_share" && this.screen) {
       this.state.update({ notice: `${this.directory.name(p.by)} stopped your screen share.` });
       void this.stopSharing();
@@ -447,11 +472,10 @@ export class CallViewModel {
     this.stopLevels();
     this.levelsTimer = this.o.timers.setTimeout(async () => {
       if (this.disposed) return;
-      const levels = await this.o.call.audioLevels().catch(() => new Map<string, number>());
-      if (!this.state.get().micOn) levels.set("local", 0);
-      const active = this.speaker.update(levels, this.o.timers.now());
-      if (active !== this.state.get().activeSpeaker) {
-        this.state.update({ activeSpeaker: active });
+      const level = this.state.get().micOn ? await this.o.call.ownAudioLevel().catch(() => 0) : 0;
+      const speaking = this.ownSpeaker.update(new Map([["local", level]]), this.o.timers.now()) === "local";
+      if (speaking !== this.ownSpeaking) {
+        this.ownSpeaking = speaking;
         this.rebuild();
       }
       const phase = this.o.call.state.get().phase;
@@ -472,6 +496,7 @@ export class CallViewModel {
     const tiles: Tile[] = [
       {
         key: "local",
+        feed: null,
         userId: this.o.self.userId,
         name: `${self.name} (you)`,
         initials: initialsOf(self.name),
@@ -479,8 +504,10 @@ export class CallViewModel {
         stream: null,
         localVideo,
         videoOn: !!localVideo,
+        cameraOn: !!localVideo,
+        layer: null,
         audioMuted: !s.micOn,
-        speaking: s.activeSpeaker === "local",
+        speaking: this.ownSpeaking && s.micOn && !ended,
         local: true,
         screen: !!this.screen,
         undecryptable: false,
@@ -489,30 +516,46 @@ export class CallViewModel {
     const enc = this.o.encryption?.get() ?? null;
     const failing: string[] = [];
     const waiting: string[] = [];
-    for (const r of call.remotes) {
+    const talking = tiles[0]!.speaking ? [tiles[0]!.name] : [];
+    for (const r of speakerOrder(call.remotes, this.speakers)) {
       const m = this.directory.profile(r.userId);
+      const layer = this.forwarded ? this.forwarded.get(r.key) : null;
+      const forwarded = layer !== undefined;
+      // Waiting for keys only where frames should arrive: audio that is on, video the server forwards.
+      const expectsFrames = !r.muted.audio || (forwarded && !r.muted.video);
       const health = enc?.health.get(`${r.userId}|${r.deviceId}`);
       const undecryptable = !!enc && health !== undefined && health !== "ok";
       if (undecryptable) failing.push(m.name);
-      else if (enc && health === undefined && r.media) waiting.push(m.name);
+      else if (enc && health === undefined && r.media && expectsFrames) waiting.push(m.name);
       const video = r.media?.video ?? null;
+      const speaking = this.speakers.talking.has(r.key);
+      if (speaking) talking.push(m.name);
       tiles.push({
         key: r.key,
+        feed: r.feed,
         userId: r.userId,
         name: m.name,
         initials: initialsOf(m.name),
         avatarUrl: m.avatarUrl,
         stream: r.media?.stream ?? null,
         localVideo: null,
-        videoOn: !!video && !r.muted.video,
+        videoOn: !!video && !r.muted.video && forwarded,
+        cameraOn: !r.muted.video,
+        layer: layer ?? null,
         audioMuted: r.muted.audio,
-        speaking: s.activeSpeaker === r.key,
+        speaking,
         local: false,
         screen: r.screen,
         undecryptable,
       });
     }
-    this.state.update({ tiles, e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, failing, waiting, enc.error) : null });
+    const present = new Set(call.remotes.map((r) => r.key));
+    this.state.update({
+      tiles,
+      talking,
+      activeSpeaker: activeSpeaker(this.speakers, (k) => present.has(k)),
+      e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, failing, waiting, enc.error) : null,
+    });
   }
 }
 

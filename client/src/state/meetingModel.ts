@@ -7,6 +7,7 @@ import type { CallDevicesModel } from "./callDevices.ts";
 import type { CallViewModel } from "./callModel.ts";
 import type { ChatModel } from "./chatModel.ts";
 import type { GovernanceModel } from "./governanceModel.ts";
+import type { LayoutModel } from "./layoutModel.ts";
 import { KnockModel, type KnockPort } from "./knockModel.ts";
 import type { LocalMediaHandoff, PrejoinModel } from "./prejoinModel.ts";
 import { markStep } from "../timeline.ts";
@@ -17,6 +18,8 @@ export interface ActiveCall {
   chat: ChatModel;
   governance: GovernanceModel;
   devices: CallDevicesModel;
+  /** Where the tiles go (pages, the speaker view, pins); what it shows is reported to the server. */
+  layout: LayoutModel;
   dispose(): void;
 }
 

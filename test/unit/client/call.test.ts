@@ -4,6 +4,9 @@ import { CallConnection, type LocalTracks } from "../../../client/src/rtc/call.t
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
 import { applyStreams } from "../../../client/src/rtc/subscriber.ts";
+import { ViewReporter } from "../../../client/src/rtc/view.ts";
+import type { ViewReport } from "../../../client/src/state/layoutModel.ts";
+import { Store } from "../../../client/src/state/store.ts";
 import { asTrack, FakeSocket, FakeTrack, tick } from "./fakes.ts";
 import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
 
@@ -89,6 +92,7 @@ describe("CallConnection", () => {
     expect(socket.url).toBe("ws://127.0.0.11:9/_parley/v1/signal");
     expect(sent("hello")[0]).toMatchObject({ session: "s1" });
     expect(sent("publish")[0]).toMatchObject({ jsep: { type: "offer" }, simulcast: true });
+    expect((sent("publish")[0]!.jsep as { sdp: string }).sdp).toContain("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1");
     const pub = FakePeer.all[0]!;
     expect(pub.config.iceServers).toEqual(GRANT.iceServers);
     expect(pub.transceivers.map((t) => [t.kind, t.init?.direction])).toEqual([["audio", "sendonly"], ["video", "sendonly"]]);
@@ -203,6 +207,28 @@ describe("CallConnection", () => {
     expect(sent("publish")).toHaveLength(2);
     expect(sent("subscribe")).toHaveLength(2);
     expect(call.state.get().phase).toBe("connected");
+  });
+
+  it("carries the view reporter's request; a server that refuses it keeps the call, a reconnect sends it again", async () => {
+    vi.useFakeTimers();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    handlers.view = () => new ParleyClientError("M_BAD_JSON", "signalling", { detail: "type: Invalid discriminator value" });
+    const { call } = setup();
+    const layout = new Store<{ report: ViewReport | null }>({ report: { videos: 2, pinned: ["7"], tiles: [{ feed: 7, height: 720 }] } });
+    const views = new ViewReporter({ call, layout, statsEveryMs: 0 });
+    const starting = call.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await starting;
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(sent("view")).toEqual([expect.objectContaining({ type: "view", videos: 2, pinned: ["7"], tiles: [{ feed: "7", height: 720 }] })]);
+    expect(call.state.get().phase).toBe("connected");
+    handlers.view = () => ({});
+    socket.drop(1006);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(call.state.get().phase).toBe("connected");
+    expect(sent("view")).toHaveLength(2);
+    views.stop();
+    warn.mockRestore();
   });
 
   it("ends with human text when removed from the call", async () => {

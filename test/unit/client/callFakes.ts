@@ -39,7 +39,7 @@ export function fakeCall() {
     setMuted: async (kind, muted) => void log.push(`mute ${kind} ${muted}`),
     setVideoSource: async (source) => void log.push(`source ${source}`),
     replaceTrack: async (kind, track) => void log.push(`replace ${kind} ${(track as unknown as FakeTrack | null)?.id ?? "null"}`),
-    audioLevels: async () => new Map(levels),
+    ownAudioLevel: async () => levels.get("local") ?? 0,
     reconnectNow: () => void log.push("reconnectNow"),
   };
   return port;

@@ -82,15 +82,15 @@ describe("CallViewModel", () => {
     expect(call.log).toHaveLength(before);
   });
 
-  it("highlights the active speaker", async () => {
+  it("marks its own tile speaking from the microphone level, never a remote one from levels", async () => {
     const { vm, call } = setup();
     await vm.join();
     call.state.update({ remotes: [remote("7", "@b:y")] });
-    call.levels.set("7", 0.5);
-    call.levels.set("local", 0.001);
+    call.levels.set("local", 0.5);
     await vi.advanceTimersByTimeAsync(300);
-    expect(vm.state.get().activeSpeaker).toBe("7");
-    expect(vm.state.get().tiles.find((t) => t.key === "7")!.speaking).toBe(true);
+    expect(vm.state.get().tiles.map((t) => [t.key, t.speaking])).toEqual([["local", true], ["7", false]]);
+    expect(vm.state.get().talking).toEqual(["Alice Liddell (you)"]);
+    expect(vm.state.get().activeSpeaker).toBeNull();
   });
 
   it("shows reconnecting and clears it when connected again", async () => {

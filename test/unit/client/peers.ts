@@ -72,7 +72,9 @@ export class FakePeer extends EventTarget {
     return t;
   }
   async createOffer() {
-    return { type: "offer", sdp: `v=0\r\nfake publisher offer ${this.transceivers.length}` };
+    // Chromium's Opus line as it offers it (the publisher adds DTX).
+    const audio = this.transceivers.some((t) => t.kind === "audio") ? "\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1" : "";
+    return { type: "offer", sdp: `v=0\r\nfake publisher offer ${this.transceivers.length}${audio}` };
   }
   async createAnswer() {
     return { type: "answer", sdp: "v=0\r\nfake answer" };
