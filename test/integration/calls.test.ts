@@ -8,6 +8,7 @@ import { startInstitutions, type Institution, type Stack } from "../../scripts/s
 import { janusParticipants as roomParticipants, joinCall, signallingUrl } from "../support/callStack.ts";
 import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
+import { MAX_MESSAGE_BYTES } from "../../appservice/src/http/signalling/protocol.ts";
 import { SignallingClient } from "../support/signalling.ts";
 
 let stack: Stack;
@@ -164,7 +165,7 @@ describe("the signalling socket", () => {
   it("answers malformed, oversize and premature messages with errors and lives on", async () => {
     const ws = await SignallingClient.open(signallingUrl(A));
     expect(await ws.sendRaw("{not json")).toMatchObject({ type: "error", errcode: "M_NOT_JSON" });
-    expect(await ws.sendRaw("x".repeat(70 * 1024))).toMatchObject({ type: "error", errcode: "M_TOO_LARGE" });
+    expect(await ws.sendRaw("x".repeat(MAX_MESSAGE_BYTES + 1))).toMatchObject({ type: "error", errcode: "M_TOO_LARGE" });
     expect(await ws.request({ type: "publish", jsep: { type: "offer", sdp: "v=0" } })).toMatchObject({ errcode: "M_MISSING_TOKEN" });
     expect(await ws.request({ type: "nonsense" })).toMatchObject({ errcode: "M_BAD_JSON" });
     expect(await ws.request({ type: "hello", session: "made-up" })).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });

@@ -57,12 +57,13 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         maxEarlyCandidates: limits.iceCandidatesBeforeMedia,
         talking: { audioActivePackets: media.audioActivePackets, audioLevelAverage: media.audioLevelAverage },
         opusDtx: media.opusDtx,
+        publishers: limits.sessionsPerCall,
       })
     : noSfu();
   // Governance and the seats need each other (roles shown in the roster, pushes to seats): bound late.
   const late: { governance?: Governance } = {};
   const calls = new CallService(
-    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers, sessionsPerUserPerCall: limits.sessionsPerUserPerCall },
+    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers, sessionsPerUserPerCall: limits.sessionsPerUserPerCall, sessionsPerCall: limits.sessionsPerCall },
     { ...deps, sfu: ports, admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall) },
   );
   // Provisioned keys need the bot's Olm device: without a crypto section no keys are provisioned.

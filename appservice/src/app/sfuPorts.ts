@@ -43,20 +43,23 @@ export interface SfuPortOptions {
   /** Large meetings (docs/large-meetings.md): talk detection and Opus DTX of the rooms made. */
   talking?: TalkDetection | undefined;
   opusDtx?: boolean | undefined;
+  /** Janus rooms take at most this many publishers (a call's session limit). */
+  publishers?: number | undefined;
 }
 
 /** The call layer's SFU ports, and the restart recovery's way to make a lost room again. */
 export type SfuPorts = SfuRooms & SfuMedia & { recreateRoom(room: SfuRoomRecord): Promise<SfuRoomRecord> };
 
 export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuPorts {
+  const roomOptions = { requireE2ee: opts.requireE2ee, talking: opts.talking, opusDtx: opts.opusDtx, publishers: opts.publishers };
   return {
     async recreateRoom(room) {
-      const r = await sfu.recreateRoom(toRef(room));
+      const r = await sfu.recreateRoom(toRef(room), roomOptions);
       return { node: r.node, room: r.roomId, secret: r.secret };
     },
     async createRoom(callId) {
       const r = await sfuCall("room creation", () =>
-        sfu.createRoom(callId, { requireE2ee: opts.requireE2ee, talking: opts.talking, opusDtx: opts.opusDtx }),
+        sfu.createRoom(callId, roomOptions),
       );
       return { node: r.node, room: r.roomId, secret: r.secret };
     },

@@ -63,6 +63,8 @@ export interface CallServiceConfig {
   iceServers: IceServer[];
   /** Live sessions (granted or held by a socket) one user may have in one call. */
   sessionsPerUserPerCall: number;
+  /** Sessions in one call at most (absent: no limit of Parley's own). */
+  sessionsPerCall?: number;
 }
 
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
@@ -133,7 +135,11 @@ export class CallService {
   }
 
   private grant(userId: string, call: CallRecord): JoinGrant {
-    const held = [...this.sessions.values()].filter((s) => s.userId === userId && s.callId === call.callId).length;
+    const inCall = [...this.sessions.values()].filter((s) => s.callId === call.callId);
+    if (this.cfg.sessionsPerCall !== undefined && inCall.length >= this.cfg.sessionsPerCall) {
+      throw new ParleyError("M_LIMIT_EXCEEDED", `the call is full: at most ${this.cfg.sessionsPerCall} participants' devices`);
+    }
+    const held = inCall.filter((s) => s.userId === userId).length;
     if (held >= this.cfg.sessionsPerUserPerCall) {
       throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${this.cfg.sessionsPerUserPerCall} sessions per user in a call; close one first`);
     }

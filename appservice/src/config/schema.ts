@@ -1,6 +1,7 @@
 // The one schema of Parley's config: its TypeScript type (z.infer), its validation
 // (parseConfig in load.ts) and its sample (sample.ts walks the JSON Schema derived from it).
 // Descriptions become the sample's comments; `examples` become its values where no default fits.
+import { MAX_SESSIONS_PER_CALL } from "../http/signalling/protocol.ts";
 import { z } from "zod";
 
 /** Secrets in the sample carry this value; `parley -g` replaces it with fresh random tokens. */
@@ -300,6 +301,9 @@ export const configSchema = z
         }),
         limits: z
           .strictObject({
+            sessionsPerCall: z.int().min(2).max(MAX_SESSIONS_PER_CALL).default(100).meta({
+              description: `Live call sessions in one call (its participants' devices); the next join gets M_LIMIT_EXCEEDED ("the call is full"). Also the Janus room's publisher limit. At most ${MAX_SESSIONS_PER_CALL}: a subscriber's SDP for everyone must fit the signalling's size limit`,
+            }),
             sessionsPerUserPerCall: z.int().min(1).max(1000).default(10).meta({
               description: "Live call sessions (granted or on an open socket) one user may hold in one call; more joins get M_LIMIT_EXCEEDED",
             }),

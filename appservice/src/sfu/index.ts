@@ -65,8 +65,8 @@ export interface Sfu {
   createRoom(callId: string, opts?: RoomOptions): Promise<RoomRef>;
   /** Destroys the room; idempotent (a room already gone is fine). */
   destroyRoom(room: RoomRef): Promise<void>;
-  /** After nodeRestarted: the lost room again, same id and secret (on another node if its own is down). */
-  recreateRoom(room: RoomRef): Promise<RoomRef>;
+  /** After nodeRestarted: the lost room again, same id and secret (on another node if its own is down); `opts` for a room this process did not make. */
+  recreateRoom(room: RoomRef, opts?: RoomOptions): Promise<RoomRef>;
   kick(room: RoomRef, participantId: string): Promise<void>;
   /** Blocks (or unblocks) forwarding of a publisher's stream `mid` (VideoRoom `moderate`). */
   moderate(room: RoomRef, participantId: string, mid: string, mute: boolean): Promise<void>;

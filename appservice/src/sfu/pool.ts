@@ -102,8 +102,9 @@ export class SfuPool {
    * Creates a lost room again with the same id and secret: on its node if that is up, else on
    * the least loaded one (the returned ref names the node).
    */
-  async recreateRoom(ref: RoomRef): Promise<RoomRef> {
-    const entry = this.rooms.get(ref.roomId) ?? { ref, callId: "", opts: {} };
+  async recreateRoom(ref: RoomRef, opts: RoomOptions = {}): Promise<RoomRef> {
+    // A room this pool did not place (Parley restarted since) is made with the options given.
+    const entry = this.rooms.get(ref.roomId) ?? { ref, callId: "", opts };
     const home = this.nodes.find((n) => n.id === ref.node && n.state === "up");
     const candidates = home ? [home] : this.byLoad();
     if (!candidates[0]) throw new SfuUnavailableError("no SFU node is up");

@@ -45,18 +45,23 @@ function recordingSfu() {
   const sfu = {
     openParticipant: async () => participant,
     createRoom: async (callId: string, opts: unknown) => (calls.push({ what: "createRoom", arg: opts }), { node: "n", roomId: `r-${callId}`, secret: "s" }),
+    recreateRoom: async (ref: { node: string; roomId: string; secret: string }, opts: unknown) => (calls.push({ what: "recreateRoom", arg: opts }), ref),
   } as unknown as Sfu;
   return { sfu, calls, peer: (e: PeerEvent) => peer.forEach((l) => l(e)), talk: (e: TalkingEvent) => talk.forEach((l) => l(e)) };
 }
 
 describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
-  const opts = { requireE2ee: true, maxEarlyCandidates: 3, talking: { audioActivePackets: 5, audioLevelAverage: 25 }, opusDtx: true };
+  const opts = { requireE2ee: true, maxEarlyCandidates: 3, talking: { audioActivePackets: 5, audioLevelAverage: 25 }, opusDtx: true, publishers: 100 };
 
-  it("creates rooms with talk detection and DTX, and publishes asking for DTX", async () => {
+  it("creates rooms (and makes lost ones again) with talk detection, DTX and the call's publisher limit, and publishes asking for DTX", async () => {
     const s = recordingSfu();
     const ports = sfuPorts(s.sfu, opts);
     await ports.createRoom("c1");
-    expect(s.calls[0]).toEqual({ what: "createRoom", arg: { requireE2ee: true, talking: opts.talking, opusDtx: true } });
+    const room = { requireE2ee: true, talking: opts.talking, opusDtx: true, publishers: 100 };
+    expect(s.calls[0]).toEqual({ what: "createRoom", arg: room });
+    await ports.recreateRoom({ node: "n", room: "r-c1", secret: "s" });
+    expect(s.calls[1]).toEqual({ what: "recreateRoom", arg: room });
+    s.calls.splice(1, 1);
     const media = await ports.open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
     await media.publish("v=0", { simulcast: false, onUp: () => undefined });
     expect(s.calls.at(-1)).toMatchObject({ what: "publish", arg: { opusDtx: true, e2ee: true } });

@@ -63,7 +63,7 @@ beforeEach(() => {
   presence = [];
   members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
   service = new CallService(
-    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3 },
+    { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3, sessionsPerCall: 5 },
     {
       homeserver: {
         resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),
@@ -232,6 +232,17 @@ describe("limits", () => {
     service.attach(grants[0]!.session, closer);
     service.detach(grants[0]!.session, closer);
     expect(await codeOf(join("alice-token", "a.example"))).toBe("ok");
+  });
+
+  it("sessions per call: a full call refuses anyone's next join with M_LIMIT_EXCEEDED until one leaves", async () => {
+    const grants = [...(await Promise.all([1, 2, 3].map(() => join("alice-token", "a.example")))), await join("bob-token", "b.example"), await join("bob-token", "b.example")];
+    // Bob holds 2 of his 3: the call's limit refuses him, not his own.
+    const refusal = await join("bob-token", "b.example").catch((err: unknown) => err);
+    expect(refusal).toMatchObject({ errcode: "M_LIMIT_EXCEEDED", message: expect.stringContaining("the call is full") });
+    const closer = () => undefined;
+    service.attach(grants[0]!.session, closer);
+    service.detach(grants[0]!.session, closer);
+    expect(await codeOf(join("bob-token", "b.example"))).toBe("ok");
   });
 });
 

@@ -1,7 +1,7 @@
 // The `view` message (docs/large-meetings.md): parsed to the protocol's limits (M_BAD_JSON past
 // them, as the socket answers every malformed message), then checked for repeats (M_INVALID_PARAM).
 import { describe, expect, it } from "vitest";
-import { clientMessage, VIEW_LIMITS } from "../../../appservice/src/http/signalling/protocol.ts";
+import { clientMessage, MAX_SDP_BYTES, MAX_SESSIONS_PER_CALL, VIEW_LIMITS } from "../../../appservice/src/http/signalling/protocol.ts";
 import { viewOf } from "../../../appservice/src/http/signalling/media.ts";
 
 const parse = (m: Record<string, unknown>) => clientMessage.safeParse({ type: "view", id: 1, ...m });
@@ -10,6 +10,22 @@ const problems = (m: Record<string, unknown>) => {
   return r.success ? [] : r.error.issues.map((i) => i.path.join("."));
 };
 const tiles = (n: number, height = 100) => Array.from({ length: n }, (_, i) => ({ feed: `p-${i}`, height }));
+
+describe("SDP size", () => {
+  // A subscriber's answer for a call at the session limit: two m-lines per other participant, at
+  // the size of Chromium's recvonly m-lines with their extensions and feedback (about 700 bytes).
+  const mline = (i: number) => `m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:${i}\r\n${"a=rtcp-fb:96 goog-remb\r\n".repeat(27)}`;
+  const answer = (mlines: number) => `v=0\r\n${Array.from({ length: mlines }, (_, i) => mline(i)).join("")}`;
+  const message = (sdp: string) => clientMessage.safeParse({ type: "answer", id: 1, jsep: { type: "answer", sdp }, e2ee: true });
+
+  it("takes the answer of a call at the session limit, and refuses one past MAX_SDP_BYTES", () => {
+    const full = answer(2 * (MAX_SESSIONS_PER_CALL - 1));
+    expect(full.length).toBeGreaterThan(200 * 1024);
+    expect(full.length).toBeLessThan(MAX_SDP_BYTES);
+    expect(message(full).success).toBe(true);
+    expect(message(full + "x".repeat(MAX_SDP_BYTES - full.length + 1)).success).toBe(false);
+  });
+});
 
 describe("view message", () => {
   it("takes a full view at its limits", () => {

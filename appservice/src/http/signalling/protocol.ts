@@ -2,10 +2,16 @@
 // message is parsed, never trusted. Requests carry an `id` echoed in their answer.
 import { z } from "zod";
 
-/** Largest message accepted; bigger ones are answered M_TOO_LARGE and the socket lives on. */
-export const MAX_MESSAGE_BYTES = 64 * 1024;
-/** Largest SDP accepted (an offer with simulcast for a few tracks is a few KB). */
-export const MAX_SDP_BYTES = 32 * 1024;
+/** The most sessions a call may be configured for (calls.limits.sessionsPerCall). */
+export const MAX_SESSIONS_PER_CALL = 150;
+/**
+ * Largest SDP accepted. A publisher's offer is a few KB; a subscriber's answer has two m-lines
+ * per other participant, about 1.4 KB (Chromium's, with its extensions and feedback lines): for a
+ * call of MAX_SESSIONS_PER_CALL about 210 KB.
+ */
+export const MAX_SDP_BYTES = 256 * 1024;
+/** Largest message accepted (an SDP and its envelope); bigger ones are answered M_TOO_LARGE and the socket lives on. */
+export const MAX_MESSAGE_BYTES = MAX_SDP_BYTES + 16 * 1024;
 
 const id = z.union([z.string().max(64), z.number().int()]).optional();
 const sdp = z

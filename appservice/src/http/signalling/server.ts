@@ -56,7 +56,8 @@ export interface SignallingServer {
 export function attachSignalling(server: Server, seats: CallSeats, handlers: HandlerTable, limits: SignallingLimits): SignallingServer {
   const log = getLogger("http.signalling");
   // Transport limit well above the message limit, so an oversize message gets an answer.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MAX_MESSAGE_BYTES });
+  // A frame past twice the largest message is not even read (the socket is closed, 1009).
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * MAX_MESSAGE_BYTES });
   const perAddress = new Map<string, number>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (new URL(req.url ?? "/", "http://x").pathname !== SIGNALLING_PATH) return;
