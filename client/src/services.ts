@@ -97,6 +97,12 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   const layout = new LayoutModel();
   const offLayout = call.state.subscribe((s) => layout.setCall(s), true);
   const views = new ViewReporter({ call: connection, layout: layout.state });
+  // Olm sessions with whoever is about to need this device's media key: the lobby (a host sees
+  // it) and every device that takes a seat in the call, before it publishes or says it is a member.
+  const offPrepare = connection.onPush((p) => {
+    if (p.type === "lobby") w.feed.prepareKeys?.(p.waiting.map((x) => ({ userId: x.user_id })));
+    if (p.type === "participants") w.feed.prepareKeys?.(p.participants.filter((x) => x.device_id).map((x) => ({ userId: x.user_id, deviceId: x.device_id })));
+  });
   const online = () => call.networkBack();
   // Closing the tab: fire the delayed leave if there is one (best effort; it fires by itself later).
   const pagehide = () => void membership.leave();
@@ -112,6 +118,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     dispose: () => {
       views.stop();
       offLayout();
+      offPrepare();
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
       devices.dispose();

@@ -120,6 +120,9 @@ export async function prepareMatrixClient(session: MatrixSession): Promise<Matri
 
 /** Devices of a call a feed sets up Olm sessions with before its own call starts. */
 const MAX_PREPARED_DEVICES = 50;
+/** Lobby entries and newcomers a feed prepares Olm sessions for (over the feed's life), and devices per user. */
+const MAX_PREPARED_TARGETS = 200;
+const MAX_DEVICES_PER_USER = 10;
 /** Messages a feed keeps for the next chat that opens on it. */
 const MAX_HISTORY = 200;
 
@@ -272,6 +275,31 @@ export class SyncedRoomFeed implements RoomFeed {
     } catch (err) {
       this.log.debug("Olm sessions not prepared", { err: String(err) });
     }
+  }
+
+  /** Users (devices) this feed set up Olm sessions with already, or is doing so. */
+  private readonly prepared = new Set<string>();
+
+  prepareKeys(targets: { userId: string; deviceId?: string }[]): void {
+    const client = this.client;
+    if (!this.crypto || !client?.getCrypto()) return;
+    const fresh = targets.filter((t) => {
+      const key = `${t.userId}|${t.deviceId ?? "*"}`;
+      if (t.userId === this.session.userId || this.prepared.has(key) || this.prepared.size >= MAX_PREPARED_TARGETS) return false;
+      this.prepared.add(key);
+      return true;
+    });
+    if (!fresh.length) return;
+    void (async () => {
+      const untracked = !client.getRoom(this.roomId)?.hasEncryptionStateEvent();
+      if (untracked) await track(client, fresh.map((t) => ({ userId: t.userId, deviceId: t.deviceId ?? "" })));
+      await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+      const devices: DeviceRef[] = [];
+      const all = await client.getCrypto()!.getUserDeviceInfo(fresh.filter((t) => !t.deviceId).map((t) => t.userId), true);
+      for (const [userId, byDevice] of all) for (const deviceId of [...byDevice.keys()].slice(0, MAX_DEVICES_PER_USER)) devices.push({ userId, deviceId });
+      for (const t of fresh) if (t.deviceId) devices.push({ userId: t.userId, deviceId: t.deviceId });
+      if (devices.length) await client.getCrypto()!.encryptToDeviceMessages(CALL_KEYS_EVENT, devices, {});
+    })().catch((err: unknown) => this.log.debug("Olm sessions not prepared", { err: String(err) }));
   }
 
   /** Media keys over Olm-encrypted to-device messages (needs `crypto`). */
