@@ -33,6 +33,8 @@ export interface CallWiring {
   transforms?: MediaTransformHook;
   /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
   keys?: () => Promise<KeyChannel>;
+  /** Resolves once this device's keys are on its homeserver (others can encrypt to it); absent: once `keys` resolves. */
+  deviceKeysUp?: () => Promise<void>;
   onStage?: (inCall: boolean) => void;
   /** The meeting's link to hand out (none inside Element). */
   shareLink?: string;
@@ -78,7 +80,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at once).
   const membership = {
     join: async () => {
-      await w.keys?.().catch(() => undefined);
+      await (w.deviceKeysUp ? w.deviceKeysUp() : w.keys?.())?.catch(() => undefined);
       await manager.join();
     },
     leave: () => manager.leave(),

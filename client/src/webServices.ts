@@ -76,6 +76,9 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         openId: guardedOpenId(host, homeserverOpenId(http, session.userId)),
         membership: homeserverMembershipTransport(http),
         feed,
+        // The membership goes out once the device's keys are up (done while the meeting opened),
+        // not after the room's first sync: the others start keying this device sooner.
+        deviceKeysUp: () => feed.deviceKeysUp(),
         keys: async () => {
           await feed.whenStarted();
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };

@@ -109,6 +109,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const joinMs: number[] = [];
     const timeline: Record<string, number[]> = {};
     const [knockJoins, knockFrames, fedJoins]: [Record<string, number>[], number[], Record<string, number>[]] = [[], [], []];
+    const released: number[] = [];
     for (let i = 0; i < samples; i++) {
       const knocker = await signedInUser(B, `knocker${i}`, `Knocker ${i}`);
       const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
@@ -154,6 +155,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       knockMs.push(performance.now() - knockAt);
       knockJoins.push(await joinTimeline(page));
       knockFrames.push(performance.now() - clickedAt);
+      released.push((await e2eeStats(page)).released);
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).
@@ -197,6 +199,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     for (const [k, v] of Object.entries(timeline)) console.log(`knock timeline: ${k} at ${percentile(v, 50).toFixed(0)} ms (p50 from the knock)`);
     printTimeline("knocker's call join", knockJoins, knockFrames);
     printTimeline("federated join", fedJoins, joinMs);
+    console.log(`video frames held for their key and released at the knocker's join: p50 ${percentile(released, 50)} (per join: ${released.join(", ")})`);
     bench("baseline_knock_invite_join_p50", b50, "ms");
     const j50 = percentile(joinMs, 50);
     bench("federated_join_to_first_frame_p50", j50, "ms");

@@ -159,6 +159,14 @@ export class SyncedRoomFeed implements RoomFeed {
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
   }
 
+  private keysUpResolve!: () => void;
+  private readonly keysUp = new Promise<void>((resolve) => (this.keysUpResolve = resolve));
+
+  /** Resolves once this device's keys are uploaded (a prepared client's were; else during the start). Never rejects: whenStarted reports failures. */
+  deviceKeysUp(): Promise<void> {
+    return Promise.race([this.keysUp, this.started.catch(() => undefined)]);
+  }
+
   /** Resolves once the feed has synced (and its crypto runs); rejects if it could not start. */
   whenStarted(): Promise<void> {
     return this.started;
@@ -186,6 +194,7 @@ export class SyncedRoomFeed implements RoomFeed {
     // A client prepared before the room was known (its crypto up, its keys uploaded) is this
     // feed's if it was handed one; else one is made now.
     const prepared = this.opts.client ? await this.opts.client : null;
+    if (prepared && this.crypto) this.keysUpResolve();
     const client = prepared ?? newMatrixClient(this.session, this.log);
     this.client = client;
     const filter = new Filter(this.session.userId);
@@ -211,7 +220,7 @@ export class SyncedRoomFeed implements RoomFeed {
     }
     // Upload this device's keys now (done already for a prepared client), beside the first sync:
     // the others encrypt our media keys to them as soon as they see us.
-    const uploaded = this.crypto && !prepared ? uploadKeys(client) : Promise.resolve();
+    const uploaded = this.crypto && !prepared ? uploadKeys(client).then(() => this.keysUpResolve()) : Promise.resolve();
     uploaded.catch(() => undefined); // awaited below, after the first sync
     const ready = new Promise<void>((resolve) => {
       const onSync = (state: SyncState) => {
