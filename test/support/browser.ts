@@ -159,14 +159,15 @@ export async function signedInUser(inst: Institution, localpart: string, display
 /**
  * Opens `link` in a fresh browser context, signs in on the login form (signInToMeeting), joins
  * from pre-join
- * (`beforeOpen` runs on the new page first, e.g. to route its requests).
+ * (`beforeOpen` runs on the new page first, e.g. to route its requests; `beforeJoin` on the
+ * pre-join, e.g. to turn the camera off).
  * The page's errors, warnings and E2EE log lines go to the test's stderr.
  */
 export async function joinThroughClient(
   browser: Browser,
   link: string,
   user: { userId: string; password: string },
-  opts: { beforeOpen?: (page: Page) => Promise<void> } = {},
+  opts: { beforeOpen?: (page: Page) => Promise<void>; beforeJoin?: (page: Page) => Promise<void> } = {},
 ): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
@@ -180,6 +181,7 @@ export async function joinThroughClient(
   });
   await page.goto(link);
   await signInToMeeting(page, user);
+  await opts.beforeJoin?.(page);
   await page.locator("#prejoin-join").click({ timeout: 30_000 });
   await page.locator(".call").waitFor({ timeout: 30_000 });
   return page;
