@@ -11,19 +11,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { clearBytesForCodec, decryptFrame, deriveFrameKey } from "../../client/src/rtc/e2ee/frameCrypto.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { startParleyParticipants, totals, type SyntheticHandle } from "../load/call.ts";
+import { LARGE_CALL_COUNT, LARGE_CALL_FPS, LARGE_CALL_LAYERS, LARGE_CALL_VIEW } from "../load/largeCall.ts";
 import { OPUS_TOC } from "../load/media.ts";
 import type { InboundStats, ParticipantStats } from "../load/participant.ts";
 import { waitFor } from "../support/matrix.ts";
 
-const COUNT = 12;
-/** What a viewer shows: 9 tiles of 360 px (a 3x3 grid on a 1080p screen) -> layer 1. */
-const VIEW = { videos: 9, tileHeight: 360 };
-/** Lighter layers than a camera's (the machine has 2 cores): the same three sizes, fewer packets. */
-const LAYERS = [
-  { width: 320, height: 180, kbps: 60 },
-  { width: 640, height: 360, kbps: 150 },
-  { width: 1280, height: 720, kbps: 400 },
-];
+const COUNT = LARGE_CALL_COUNT;
+const VIEW = LARGE_CALL_VIEW;
+const LAYERS = LARGE_CALL_LAYERS;
 
 let stack: Stack;
 let A: Institution;
@@ -66,7 +61,7 @@ beforeAll(async () => {
     inst: A,
     room: A.alias("large"),
     count: COUNT,
-    tuning: { fps: 15, layers: LAYERS, view: VIEW, keepLastAudio: true },
+    tuning: { fps: LARGE_CALL_FPS, layers: LAYERS, view: VIEW, keepLastAudio: true },
   });
   // Last-N: every subscription answered, the view accepted, audio from all 11 others and video
   // from the 9 the server lists (not all 11: the other two are paused at Janus).
