@@ -78,6 +78,19 @@ export async function inboundStats(page: Page): Promise<InboundStats> {
   });
 }
 
+/** The height of a sender's simulcast encoding (rid l, m or h) as its own stats report it (0: none). */
+export async function sentHeight(page: Page, rid: "l" | "m" | "h"): Promise<number> {
+  return page.evaluate(async (r) => {
+    let height = 0;
+    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === r) height = Number(s.frameHeight ?? 0);
+      });
+    }
+    return height;
+  }, rid);
+}
+
 /** Makes every RTCPeerConnection the page creates visible to inboundStats (before any script runs). */
 export async function trackPeerConnections(page: Page): Promise<void> {
   await page.addInitScript(() => {
