@@ -11,8 +11,9 @@
 // frame is ever decoded and inbound-rtp has no frameHeight for them. The checks on synthetic
 // video in Chromium are therefore RTP-level: packetsReceived (which m-lines Janus forwards) and
 // bytesReceived per second (which simulcast layer: the synthetic layers are 60 / 150 / 400
-// kbit/s, far enough apart to tell). Alice's video, the only one that decrypts and decodes in
-// Chromium, is checked by decoded frame height against her own encodings.
+// kbit/s, apart enough to tell even with the key frames Chromium keeps asking for). Alice's
+// video, the only one that decrypts and decodes in Chromium, is checked by decoded frame height
+// against her own encodings.
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
@@ -115,11 +116,16 @@ async function rtpIn(page: Page): Promise<RtpIn[]> {
 
 const find = (rows: RtpIn[], feed: string, kind: "audio" | "video") => rows.find((r) => r.feed === feed && r.kind === kind);
 
-/** The synthetic layer whose bit rate is nearest (on a log scale) to what a stream received between two samples. */
+/**
+ * The synthetic layer a stream's received bit rate between two samples belongs to, -1 for none.
+ * A layer sends its nominal rate plus key frames (3 times a frame): Chromium, which never decodes
+ * a synthetic frame, keeps asking for them, and the synthetic sender honours one per 300 ms per
+ * layer as libwebrtc does, so at 15 fps a layer arrives at 1 to about 1.5 times its rate (plus the
+ * seal's and descriptor's bytes): the ranges below are disjoint for 60 / 150 / 400 kbit/s.
+ */
 function layerOfRate(a: RtpIn, b: RtpIn): number {
   const kbps = ((b.bytes - a.bytes) * 8) / Math.max(1, b.at - a.at);
-  const off = LAYERS.map((l) => Math.abs(Math.log(kbps / l.kbps)));
-  return off.indexOf(Math.min(...off));
+  return LAYERS.findIndex((l) => kbps >= 0.8 * l.kbps && kbps <= 1.7 * l.kbps);
 }
 
 /** The page's own feed id (the one feed of the call it has no remote-audio element for). */
@@ -134,12 +140,14 @@ async function ownFeed(page: Page, all: string[]): Promise<string> {
  * Samples the page's inbound video until every feed in `pushed` received at least `packets` more
  * packets (a state, not a time): the feeds whose video moved meanwhile, and the two samples.
  */
-async function videoWindow(page: Page, pushed: Map<string, number>, packets = 30) {
+async function videoWindow(page: Page, pushed: Map<string, number>, packets = 30, spanMs = 0) {
   const before = await rtpIn(page);
   const was = (feed: string) => find(before, feed, "video")?.packets ?? 0;
+  const start = Math.min(...before.map((r) => r.at));
   const after = await waitFor("every pushed video moving", async () => {
     const now = await rtpIn(page);
-    return [...pushed.keys()].every((f) => (find(now, f, "video")?.packets ?? 0) >= was(f) + packets) ? now : undefined;
+    const enough = [...pushed.keys()].every((f) => (find(now, f, "video")?.packets ?? 0) >= was(f) + packets);
+    return enough && Math.min(...now.map((r) => r.at)) - start >= spanMs ? now : undefined;
   }, 20_000);
   const moving = new Set(after.filter((r) => r.kind === "video" && r.packets > was(r.feed)).map((r) => r.feed));
   return { before, after, moving };
@@ -238,7 +246,8 @@ describe("a synthetic call of 12 with 3 Chromium viewers", () => {
     for (const [i, page] of pages.entries()) {
       const pushed = (await pushedVideos(page))!;
       await expect.poll(async () => {
-        const { before, after } = await videoWindow(page, pushed, 20);
+        // Rates over at least 2 s of stats: a few key frames' worth, not one.
+        const { before, after } = await videoWindow(page, pushed, 20, 2000);
         const got: Record<string, number> = {};
         for (const feed of pushed.keys()) {
           if (feed === aliceFeed) continue;
