@@ -8,7 +8,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { clientMessage } from "../../appservice/src/http/signalling/protocol.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
-import { joinThroughClient as joinWith, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
+import { joinThroughClient as joinWith, launchChromium, mediaFlowing, sentHeight, signedInUser } from "../support/browser.ts";
 
 const serverKnowsView = clientMessage.safeParse({ type: "view", id: 1, videos: 0 }).success;
 
@@ -48,19 +48,6 @@ async function decodedHeights(page: Page): Promise<number[]> {
     return out;
   });
   return Object.values(heights).filter(([frames]) => frames > 0).map(([, h]) => h).sort((a, b) => a - b);
-}
-
-/** The height of a sender's simulcast encoding (rid l, m or h) as its own stats report it. */
-async function sentHeight(page: Page, rid: "l" | "m" | "h"): Promise<number> {
-  return page.evaluate(async (r) => {
-    let height = 0;
-    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
-      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
-        if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === r) height = Number(s.frameHeight ?? 0);
-      });
-    }
-    return height;
-  }, rid);
 }
 
 const remoteTiles = (page: Page) => page.locator('[data-testid="tile"]:not(.local)');

@@ -42,6 +42,12 @@ import { ticker } from "./ticker.ts";
 const OPUS_PT = 111;
 const AUDIO_FRAME_MS = 20;
 const VP8_PT = 96;
+/**
+ * A key frame request within this long of the last one honoured on the same layer is dropped, as
+ * libwebrtc's encoder does (EncoderRtcpFeedback, 300 ms): a receiver that never decodes (Chromium
+ * without the sender's key) asks again and again, and each honoured request triples a frame.
+ */
+const MIN_KEYFRAME_REQUEST_MS = 300;
 
 export interface ParticipantOptions {
   plane: MediaPlane;
@@ -131,7 +137,7 @@ export class SyntheticParticipant {
   private audioSsrc = 0;
   private readonly seq: number[];
   private readonly audio = { seq: randomInt(0xffff), ts: randomInt(0xffffffff), frame: 0, next: 0 };
-  private readonly video = { ts: randomInt(0xffffffff), pictureId: randomInt(0x7fff), next: 0, frames: 0, keyNext: [true, true, true], lastKey: 0 };
+  private readonly video = { ts: randomInt(0xffffffff), pictureId: randomInt(0x7fff), next: 0, frames: 0, keyNext: [true, true, true], lastKey: 0, lastRequest: [-Infinity, -Infinity, -Infinity] };
   private ext = { audioMid: 0, audioLevel: 0, videoMid: 0, audioMidValue: Buffer.alloc(0), videoMidValue: Buffer.alloc(0) };
   private talking = false;
   private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0 };
@@ -422,8 +428,11 @@ export class SyntheticParticipant {
     for (const ssrc of ssrcs) {
       const layer = this.videoSsrcs.indexOf(ssrc);
       if (layer >= 0) {
-        this.video.keyNext[layer] = true;
         this.sent.plis++;
+        const now = performance.now();
+        if (now - this.video.lastRequest[layer]! < MIN_KEYFRAME_REQUEST_MS) continue;
+        this.video.lastRequest[layer] = now;
+        this.video.keyNext[layer] = true;
       }
     }
   }

@@ -78,6 +78,19 @@ export async function inboundStats(page: Page): Promise<InboundStats> {
   });
 }
 
+/** The height of a sender's simulcast encoding (rid l, m or h) as its own stats report it (0: none). */
+export async function sentHeight(page: Page, rid: "l" | "m" | "h"): Promise<number> {
+  return page.evaluate(async (r) => {
+    let height = 0;
+    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === r) height = Number(s.frameHeight ?? 0);
+      });
+    }
+    return height;
+  }, rid);
+}
+
 /** Makes every RTCPeerConnection the page creates visible to inboundStats (before any script runs). */
 export async function trackPeerConnections(page: Page): Promise<void> {
   await page.addInitScript(() => {
@@ -162,14 +175,15 @@ export async function signedInUser(inst: Institution, localpart: string, display
 /**
  * Opens `link` in a fresh browser context, signs in on the login form (signInToMeeting), joins
  * from pre-join
- * (`beforeOpen` runs on the new page first, e.g. to route its requests).
+ * (`beforeOpen` runs on the new page first, e.g. to route its requests; `beforeJoin` on the
+ * pre-join, e.g. to turn the camera off).
  * The page's errors, warnings and E2EE log lines go to the test's stderr.
  */
 export async function joinThroughClient(
   browser: Browser,
   link: string,
   user: { userId: string; password: string },
-  opts: { beforeOpen?: (page: Page) => Promise<void> } = {},
+  opts: { beforeOpen?: (page: Page) => Promise<void>; beforeJoin?: (page: Page) => Promise<void> } = {},
 ): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
@@ -183,6 +197,7 @@ export async function joinThroughClient(
   });
   await page.goto(link);
   await signInToMeeting(page, user);
+  await opts.beforeJoin?.(page);
   await page.locator("#prejoin-join").click({ timeout: 30_000 });
   await page.locator(".call").waitFor({ timeout: 30_000 });
   return page;
