@@ -25,7 +25,9 @@ esac
 if [ -f "$report" ]; then
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+    // A file whose setup failed counts its tests as skipped: its failure is named here too.
+    const files = r.numFailedTestSuites ? `, ${r.numFailedTestSuites} file(s) failed` : "";
+    console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${files}`);
     if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
   ' "$report" || status=1
 fi
