@@ -26,7 +26,8 @@ if [ -f "$report" ]; then
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     // A file whose setup failed counts its tests as skipped: its failure is named here too.
-    const files = r.numFailedTestSuites ? `, ${r.numFailedTestSuites} file(s) failed` : "";
+    const failedFiles = (r.testResults ?? []).filter((t) => t.status === "failed").length;
+    const files = failedFiles ? `, ${failedFiles} file(s) failed` : "";
     console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${files}`);
     if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
   ' "$report" || status=1

@@ -145,7 +145,9 @@ describe("last-N videos and the speaker order through Janus", () => {
     }));
     const roomId = await users[0]!.join(A.alias("lastn"));
     await Promise.all(users.slice(1).map((u) => u.join(roomId)));
-    const sockets = await Promise.all(users.map(async (u) => seated(A, await callSession(A, u, roomId))));
+    // Seated one after the other: a seat joins the call (its place in the join order) at hello.
+    const sockets: SignallingClient[] = [];
+    for (const u of users) sockets.push(await seated(A, await callSession(A, u, roomId)));
     closers.push(() => sockets.forEach((s) => s.close()));
     const [annWs, benWs, catWs, vicWs, danWs] = sockets as [SignallingClient, SignallingClient, SignallingClient, SignallingClient, SignallingClient];
 
