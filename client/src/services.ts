@@ -33,8 +33,6 @@ export interface CallWiring {
   transforms?: MediaTransformHook;
   /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
   keys?: () => Promise<KeyChannel>;
-  /** Resolves once this device's keys are on its homeserver (others can encrypt to it); absent: once `keys` resolves. */
-  deviceKeysUp?: () => Promise<void>;
   onStage?: (inCall: boolean) => void;
   /** The meeting's link to hand out (none inside Element). */
   shareLink?: string;
@@ -80,7 +78,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at once).
   const membership = {
     join: async () => {
-      await (w.deviceKeysUp ? w.deviceKeysUp() : w.keys?.())?.catch(() => undefined);
+      await w.keys?.().catch(() => undefined);
       await manager.join();
     },
     leave: () => manager.leave(),
@@ -99,12 +97,6 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   const layout = new LayoutModel();
   const offLayout = call.state.subscribe((s) => layout.setCall(s), true);
   const views = new ViewReporter({ call: connection, layout: layout.state });
-  // Olm sessions with whoever is about to need this device's media key: the lobby (a host sees
-  // it) and every device that takes a seat in the call, before it publishes or says it is a member.
-  const offPrepare = connection.onPush((p) => {
-    if (p.type === "lobby") w.feed.prepareKeys?.(p.waiting.map((x) => ({ userId: x.user_id })));
-    if (p.type === "participants") w.feed.prepareKeys?.(p.participants.filter((x) => x.device_id).map((x) => ({ userId: x.user_id, deviceId: x.device_id })));
-  });
   const online = () => call.networkBack();
   // Closing the tab: fire the delayed leave if there is one (best effort; it fires by itself later).
   const pagehide = () => void membership.leave();
@@ -120,7 +112,6 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     dispose: () => {
       views.stop();
       offLayout();
-      offPrepare();
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
       devices.dispose();

@@ -1,7 +1,6 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
-import type { MatrixClient } from "matrix-js-sdk";
-import { prepareMatrixClient, SyncedRoomFeed } from "./matrix/chat.ts";
+import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
@@ -19,15 +18,6 @@ import { PrejoinModel } from "./state/prejoinModel.ts";
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
-  // The Matrix client's crypto (a large WebAssembly module, the device's keys) starts now, while
-  // the meeting opens, the user answers a question or waits in the lobby; the first room feed
-  // takes it over. Failing here, the feed makes its own (and reports what fails).
-  let prepared: Promise<MatrixClient | null> | undefined = prepareMatrixClient(session).catch(() => null);
-  const takePrepared = () => {
-    const p = prepared;
-    prepared = undefined;
-    return p;
-  };
   // The room's sync loop and crypto start with the pre-join, not with the call:
   // the device's keys are up and its first sync done while the user looks at their preview, so the
   // call's media keys can travel as soon as it joins (the join's slowest part for a new device).
@@ -37,8 +27,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   const feedFor = (roomId: string) => {
     if (warm?.roomId !== roomId) {
       warm?.feed.stop();
-      const client = takePrepared();
-      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true, ...(client ? { client } : {}) }) };
+      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true }) };
       const feed = warm.feed;
       void feed.start().catch(() => undefined); // the call's chat reports a failure
     }
@@ -48,7 +37,6 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     dispose: () => {
       warm?.feed.stop();
       warm = undefined;
-      void takePrepared()?.then((c) => c?.stopClient());
     },
     isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
@@ -76,9 +64,6 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         openId: guardedOpenId(host, homeserverOpenId(http, session.userId)),
         membership: homeserverMembershipTransport(http),
         feed,
-        // The membership goes out once the device's keys are up (done while the meeting opened),
-        // not after the room's first sync: the others start keying this device sooner.
-        deviceKeysUp: () => feed.deviceKeysUp(),
         keys: async () => {
           await feed.whenStarted();
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };

@@ -76,53 +76,6 @@ export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: 
   return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
 }
 
-export interface FeedOptions {
-  /** Run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
-  crypto?: boolean;
-  /** A client made (with `crypto`: its crypto started and keys uploaded) by prepareMatrixClient, used by this feed alone; null: make one. */
-  client?: Promise<MatrixClient | null>;
-}
-
-function newMatrixClient(session: MatrixSession, log: Logger): MatrixClient {
-  return createClient({
-    baseUrl: session.homeserverUrl,
-    accessToken: session.accessToken,
-    userId: session.userId,
-    deviceId: session.deviceId,
-    timelineSupport: false,
-    logger: sdkLogger(log),
-  });
-}
-
-async function initCrypto(client: MatrixClient, session: MatrixSession): Promise<void> {
-  markStep("feed-start");
-  // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
-  await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${session.deviceId}` });
-  markStep("feed-crypto");
-}
-
-async function uploadKeys(client: MatrixClient): Promise<void> {
-  await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
-  markStep("feed-keys");
-}
-
-/**
- * A Matrix client with its crypto started and this device's keys uploaded, before any room is
- * known (while the meeting opens, the user answers a question or waits in the lobby): the slow
- * part of a feed's start. Hand it to one SyncedRoomFeed (`client`), which syncs with it.
- */
-export async function prepareMatrixClient(session: MatrixSession): Promise<MatrixClient> {
-  const client = newMatrixClient(session, getLogger("chat"));
-  await initCrypto(client, session);
-  await uploadKeys(client);
-  return client;
-}
-
-/** Devices of a call a feed sets up Olm sessions with before its own call starts. */
-const MAX_PREPARED_DEVICES = 50;
-/** Lobby entries and newcomers a feed prepares Olm sessions for (over the feed's life), and devices per user. */
-const MAX_PREPARED_TARGETS = 200;
-const MAX_DEVICES_PER_USER = 10;
 /** Messages a feed keeps for the next chat that opens on it. */
 const MAX_HISTORY = 200;
 
@@ -148,23 +101,13 @@ export class SyncedRoomFeed implements RoomFeed {
     this.startedReject = reject;
   });
 
-  private readonly opts: FeedOptions;
-
-  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: FeedOptions = {}) {
+  /** `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
+  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean } = {}) {
     this.session = session;
     this.http = http;
     this.roomId = roomId;
     this.crypto = opts.crypto ?? false;
-    this.opts = opts;
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
-  }
-
-  private keysUpResolve!: () => void;
-  private readonly keysUp = new Promise<void>((resolve) => (this.keysUpResolve = resolve));
-
-  /** Resolves once this device's keys are uploaded (a prepared client's were; else during the start). Never rejects: whenStarted reports failures. */
-  deviceKeysUp(): Promise<void> {
-    return Promise.race([this.keysUp, this.started.catch(() => undefined)]);
   }
 
   /** Resolves once the feed has synced (and its crypto runs); rejects if it could not start. */
@@ -191,11 +134,14 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   private async startSync(): Promise<void> {
-    // A client prepared before the room was known (its crypto up, its keys uploaded) is this
-    // feed's if it was handed one; else one is made now.
-    const prepared = this.opts.client ? await this.opts.client : null;
-    if (prepared && this.crypto) this.keysUpResolve();
-    const client = prepared ?? newMatrixClient(this.session, this.log);
+    const client = createClient({
+      baseUrl: this.session.homeserverUrl,
+      accessToken: this.session.accessToken,
+      userId: this.session.userId,
+      deviceId: this.session.deviceId,
+      timelineSupport: false,
+      logger: sdkLogger(this.log),
+    });
     this.client = client;
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
@@ -215,13 +161,12 @@ export class SyncedRoomFeed implements RoomFeed {
     });
 
     if (this.crypto) {
-      if (!prepared) await initCrypto(client, this.session);
+      // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
+      markStep("feed-start");
+      await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${this.session.deviceId}` });
+      markStep("feed-crypto");
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
     }
-    // Upload this device's keys now (done already for a prepared client), beside the first sync:
-    // the others encrypt our media keys to them as soon as they see us.
-    const uploaded = this.crypto && !prepared ? uploadKeys(client).then(() => this.keysUpResolve()) : Promise.resolve();
-    uploaded.catch(() => undefined); // awaited below, after the first sync
     const ready = new Promise<void>((resolve) => {
       const onSync = (state: SyncState) => {
         if (state === SyncState.Prepared || state === SyncState.Syncing) {
@@ -246,7 +191,9 @@ export class SyncedRoomFeed implements RoomFeed {
       client.stopClient();
       throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
     }
-    await uploaded;
+    // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
+    if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+    markStep("feed-keys");
     const room = client.getRoom(this.roomId);
     if (room) {
       const history = room.getLiveTimeline().getEvents();
@@ -256,7 +203,6 @@ export class SyncedRoomFeed implements RoomFeed {
     }
     this.refreshMembers();
     markStep("feed-started");
-    if (this.crypto) void this.prepareKeySessions();
   }
 
   stop(): void {
@@ -265,50 +211,6 @@ export class SyncedRoomFeed implements RoomFeed {
     this.client?.removeAllListeners();
     this.client = null;
     this.events.clear();
-  }
-
-  /**
-   * Sets up Olm sessions with the devices in the call now (their keys downloaded, a one-time key
-   * claimed for each), so this device's first media key goes out without those round trips (over
-   * federation, three of them) when it joins. Nothing is sent: the message is encrypted and dropped.
-   */
-  private async prepareKeySessions(): Promise<void> {
-    const client = this.client;
-    if (!client?.getCrypto()) return;
-    const self = `${this.session.userId}|${this.session.deviceId}`;
-    const devices = this.callMembers().devices().filter((d) => `${d.userId}|${d.deviceId}` !== self).slice(0, MAX_PREPARED_DEVICES);
-    if (!devices.length) return;
-    try {
-      await prepareSessions(client, devices, !client.getRoom(this.roomId)?.hasEncryptionStateEvent());
-      markStep("feed-olm");
-    } catch (err) {
-      this.log.debug("Olm sessions not prepared", { err: String(err) });
-    }
-  }
-
-  /** Users (devices) this feed set up Olm sessions with already, or is doing so. */
-  private readonly prepared = new Set<string>();
-
-  prepareKeys(targets: { userId: string; deviceId?: string }[]): void {
-    const client = this.client;
-    if (!this.crypto || !client?.getCrypto()) return;
-    const fresh = targets.filter((t) => {
-      const key = `${t.userId}|${t.deviceId ?? "*"}`;
-      if (t.userId === this.session.userId || this.prepared.has(key) || this.prepared.size >= MAX_PREPARED_TARGETS) return false;
-      this.prepared.add(key);
-      return true;
-    });
-    if (!fresh.length) return;
-    void (async () => {
-      const untracked = !client.getRoom(this.roomId)?.hasEncryptionStateEvent();
-      if (untracked) await track(client, fresh.map((t) => ({ userId: t.userId, deviceId: t.deviceId ?? "" })));
-      await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
-      const devices: DeviceRef[] = [];
-      const all = await client.getCrypto()!.getUserDeviceInfo(fresh.filter((t) => !t.deviceId).map((t) => t.userId), true);
-      for (const [userId, byDevice] of all) for (const deviceId of [...byDevice.keys()].slice(0, MAX_DEVICES_PER_USER)) devices.push({ userId, deviceId });
-      for (const t of fresh) if (t.deviceId) devices.push({ userId: t.userId, deviceId: t.deviceId });
-      if (devices.length) await client.getCrypto()!.encryptToDeviceMessages(CALL_KEYS_EVENT, devices, {});
-    })().catch((err: unknown) => this.log.debug("Olm sessions not prepared", { err: String(err) }));
   }
 
   /** Media keys over Olm-encrypted to-device messages (needs `crypto`). */
@@ -473,25 +375,13 @@ interface RustCryptoInternals {
  * known devices, run the pending key queries now, and try the rest again a few times.
  * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
  */
-/** Makes matrix-js-sdk's crypto track the users' devices (a room without encryption has nobody tracked). */
-async function track(client: MatrixClient, devices: DeviceRef[]): Promise<void> {
-  const internals = client.getCrypto() as unknown as RustCryptoInternals;
-  if (!internals.olmMachine?.updateTrackedUsers) return;
-  const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-  await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
-}
-
-/** Olm sessions with the devices, ready for a later message: keys queried, one-time keys claimed, nothing sent. */
-async function prepareSessions(client: MatrixClient, devices: DeviceRef[], untracked: boolean): Promise<void> {
-  if (untracked) await track(client, devices);
-  await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
-  await client.getCrypto()!.encryptToDeviceMessages(CALL_KEYS_EVENT, devices, {});
-}
-
-async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, untracked: boolean): Promise<DeviceRef[]> {
+async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
-  if (untracked) await track(client, devices);
+  if (track && internals.olmMachine?.updateTrackedUsers) {
+    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
+  }
   let pending = devices;
   for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
     if (attempt > 0) {

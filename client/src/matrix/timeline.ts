@@ -37,13 +37,6 @@ export interface RoomFeed {
   canSend(): SendCheck;
   /** Sends a text message; resolves with its event id when known. */
   send(text: string, txnId: string): Promise<{ eventId?: string }>;
-  /**
-   * Olm sessions set up ahead with these users' devices (all of a user's, up to a cap, when no
-   * device is named): someone waiting in the lobby or just seated gets this device's media key
-   * without the key query and one-time key claim round trips. Nothing is sent. Optional: feeds
-   * without crypto do nothing.
-   */
-  prepareKeys?(targets: { userId: string; deviceId?: string }[]): void;
 }
 
 export const ENCRYPTED_CHAT_REASON =
