@@ -3,14 +3,11 @@
 // the server forward exactly that one video (her other subscribed video stops decoding, every
 // audio goes on) and the other remote's tile shows an avatar on the next page; a large window
 // brings both videos back, and each video arrives at the layer its tile's size asks for (the
-// senders' own encodings' heights). Runs once the server takes `view` (skipped before).
+// senders' own encodings' heights).
 import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { clientMessage } from "../../appservice/src/http/signalling/protocol.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { joinThroughClient as joinWith, launchChromium, mediaFlowing, sentHeight, signedInUser } from "../support/browser.ts";
-
-const serverKnowsView = clientMessage.safeParse({ type: "view", id: 1, videos: 0 }).success;
 
 let stack: Stack;
 let A: Institution;
@@ -54,7 +51,6 @@ const remoteTiles = (page: Page) => page.locator('[data-testid="tile"]:not(.loca
 const remoteVideosOn = (page: Page) => page.locator('[data-testid="tile"]:not(.local)[data-video="on"]').count();
 
 beforeAll(async () => {
-  if (!serverKnowsView) return;
   stack = await startInstitutions({ count: 1, allow: () => [], janus: true, logLevel: process.env.PARLEY_E2E_LOG_LEVEL ?? "info" });
   [A] = stack.institutions as [Institution];
   browser = await launchChromium();
@@ -74,7 +70,7 @@ afterAll(async () => {
   pages = [];
 });
 
-describe.skipIf(!serverKnowsView)("last-N from the browser's layout", () => {
+describe("last-N from the browser's layout", () => {
   it("a small window's first page gets exactly its one remote video; audio from everyone goes on", async () => {
     const alice = pages[0]!;
     await expect.poll(() => remoteTiles(alice).count(), { timeout: 20_000 }).toBe(2);
