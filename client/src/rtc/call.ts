@@ -168,14 +168,6 @@ export class CallConnection {
     await this.publisher?.replaceTrack(kind, track);
   }
 
-  /** Levels by tile key ("local" for this device) for the active speaker. */
-  async audioLevels(): Promise<Map<string, number>> {
-    const levels = (await this.subscriber?.audioLevels()) ?? new Map<string, number>();
-    const own = await this.publisher?.audioLevel();
-    if (own !== undefined) levels.set("local", own);
-    return levels;
-  }
-
   /** This device's microphone level (0..1): its own tile's speaking mark (remote speakers come from the server). */
   async ownAudioLevel(): Promise<number> {
     return (await this.publisher?.audioLevel()) ?? 0;

@@ -82,22 +82,6 @@ export class Subscriber {
     await this.pc.addIceCandidate(candidate ?? undefined).catch((err) => this.log.warn("bad remote candidate", { err: String(err) }));
   }
 
-  /** Audio level (0..1) per feed, from the receivers' inbound-rtp stats. */
-  async audioLevels(): Promise<Map<string, number>> {
-    const levels = new Map<string, number>();
-    const stats = await this.pc?.getStats().catch(() => undefined);
-    // By mid where the browser reports it, else by the receiving track's id.
-    const byTrack = new Map<string, string>();
-    for (const [key, f] of this.feeds) if (f.audio) byTrack.set(f.audio.id, key);
-    stats?.forEach((s: { type?: string; kind?: string; mid?: string; audioLevel?: number; trackIdentifier?: string }) => {
-      if (s.type !== "inbound-rtp" || s.kind !== "audio" || typeof s.audioLevel !== "number") return;
-      const stream = s.mid !== undefined ? this.mids.get(s.mid) : undefined;
-      const key = stream ? String(stream.feed) : s.trackIdentifier !== undefined ? byTrack.get(s.trackIdentifier) : undefined;
-      if (key !== undefined) levels.set(key, Math.max(levels.get(key) ?? 0, s.audioLevel));
-    });
-    return levels;
-  }
-
   current(): ReadonlyMap<string, RemoteFeed> {
     return this.feeds;
   }

@@ -298,16 +298,6 @@ describe("CallConnection", () => {
     expect(FakePeer.all.every((p) => p.closed)).toBe(true);
     expect(call.state.get().phase).toBe("ended");
   });
-
-  it("reports audio levels per feed from the subscriber's stats", async () => {
-    const { call } = setup();
-    await call.start();
-    socket.receive({ type: "participants", participants: [REMOTE] });
-    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
-    FakePeer.all[1]!.levels.set("7a", 0.4);
-    const levels = await call.audioLevels();
-    expect(levels.get("7")).toBe(0.4);
-  });
 });
 
 describe("applyStreams", () => {
