@@ -7,6 +7,7 @@ import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, password
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
+import { preloadCryptoCode } from "./matrix/deviceCrypto.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -39,6 +40,8 @@ async function loadSettings(): Promise<ClientSettings> {
 }
 
 async function boot(root: HTMLElement): Promise<void> {
+  // A meeting link: its crypto's code loads while the page signs in (the join needs it first).
+  if (location.hash.startsWith("#/call/")) void preloadCryptoCode();
   let settings: ClientSettings;
   try {
     settings = await loadSettings();

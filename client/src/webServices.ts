@@ -1,6 +1,7 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/chat.ts";
+import { prepareDeviceCrypto } from "./matrix/deviceCrypto.ts";
 import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
@@ -16,6 +17,9 @@ import type { MeetingServices } from "./state/meetingModel.ts";
 import { PrejoinModel } from "./state/prejoinModel.ts";
 
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
+  // A meeting is opening: the device's crypto starts and its keys go up while the room is joined
+  // (or the knock waits in the lobby), not when the pre-join shows.
+  prepareDeviceCrypto(session);
   const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
   const avatars = new AvatarCache(homeserverThumbnails(http));
   // The room's sync loop and crypto start with the pre-join, not with the call:

@@ -124,11 +124,16 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         if (knockAt !== undefined && r.method() === "POST" && url.includes("/_matrix/client/v3/join/")) marks.roomJoin ??= performance.now() - knockAt;
         if (knockAt !== undefined && url.includes("/_parley/v1/calls/join")) marks.callJoin ??= performance.now() - knockAt;
       });
+      page.on("requestfinished", (r) => {
+        const url = r.url();
+        if (knockAt !== undefined && r.method() === "POST" && url.includes("/_matrix/client/v3/join/")) marks.roomJoined ??= performance.now() - knockAt;
+        if (knockAt !== undefined && r.method() === "GET" && /\/rooms\/[^/]+\/state$/.test(url)) marks.roomState ??= performance.now() - knockAt;
+      });
       // The media keys: this device's first key out, the host's first key in (the client's log).
       // The knocker's own account of its keys, printed if its media never decrypts.
       const keyLog: string[] = [];
       page.on("console", (m) => {
-        if (/\[parley:(e2ee|chat|call)\]/.test(m.text())) keyLog.push(m.text().slice(0, 300));
+        if (/\[parley:(e2ee|chat|call|crypto)\]/.test(m.text())) keyLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.text().slice(0, 300)}`);
         if (knockAt === undefined) return;
         const text = m.text();
         if (text.includes("media key received")) marks.keyIn ??= performance.now() - knockAt;
@@ -151,6 +156,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         console.log(`the knocker's log:\n${keyLog.join("\n")}`);
         throw err;
       });
+      // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
+      if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);
       knockJoins.push(await joinTimeline(page));

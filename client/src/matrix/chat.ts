@@ -7,7 +7,6 @@
 // sent with a plain PUT so our transaction id comes back on the remote echo.
 import {
   ClientEvent,
-  createClient,
   EventType,
   MsgType,
   PendingEventOrdering,
@@ -20,11 +19,11 @@ import {
   type MatrixEvent,
   type Room,
 } from "matrix-js-sdk";
-import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
 import { ParleyClientError } from "../errors.ts";
-import { getLogger, type Logger } from "../log.ts";
+import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
+import { cryptoStorePrefix, newClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
@@ -43,19 +42,6 @@ export function syncFilterDefinition(roomId: string) {
       state: { lazy_load_members: true },
       timeline: { limit: 50 },
     },
-  };
-}
-
-/** matrix-js-sdk's chatter (push rule defaults, sync progress) stays out of the console: warnings and errors only. */
-function sdkLogger(log: Logger, prefix = "sdk"): SdkLogger {
-  const text = (msg: unknown[]) => `${prefix}: ${msg.map((m) => (m instanceof Error ? m.message : String(m))).join(" ")}`;
-  return {
-    trace: () => undefined,
-    debug: () => undefined,
-    info: () => undefined,
-    warn: (...msg: unknown[]) => log.debug(text(msg)),
-    error: (...msg: unknown[]) => log.warn(text(msg)),
-    getChild: (ns: string) => sdkLogger(log, `${prefix}/${ns}`),
   };
 }
 
@@ -78,6 +64,8 @@ export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: 
 
 /** Messages a feed keeps for the next chat that opens on it. */
 const MAX_HISTORY = 200;
+/** Users one preparation of Olm sessions covers (a large call's first key claims the rest). */
+const MAX_PREPARED_USERS = 100;
 
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
@@ -134,20 +122,18 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   private async startSync(): Promise<void> {
-    const client = createClient({
-      baseUrl: this.session.homeserverUrl,
-      accessToken: this.session.accessToken,
-      userId: this.session.userId,
-      deviceId: this.session.deviceId,
-      timelineSupport: false,
-      logger: sdkLogger(this.log),
-    });
+    // With crypto: the device's prepared client (deviceCrypto.ts), its keys most likely up already.
+    if (this.crypto) markStep("feed-start");
+    const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
     this.client = client;
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
 
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
+      // Someone joined the room (a knock let in) or the call: their devices' Olm sessions now.
+      const joiner = ev.getType() === "m.room.member" && ev.getContent().membership === "join" ? ev.getStateKey() : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
+      if (joiner) this.prepareOlm([joiner]);
       this.onEvent(ev, true);
     });
     const membersChanged = () => this.refreshMembers();
@@ -161,9 +147,7 @@ export class SyncedRoomFeed implements RoomFeed {
     });
 
     if (this.crypto) {
-      // One IndexedDB store per device: a new login is a new device, and a store belongs to one.
-      markStep("feed-start");
-      await client.initRustCrypto({ cryptoDatabasePrefix: `parley-${this.session.deviceId}` });
+      if (!cryptoStarted) await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(this.session.deviceId) });
       markStep("feed-crypto");
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
     }
@@ -176,6 +160,10 @@ export class SyncedRoomFeed implements RoomFeed {
       };
       client.on(ClientEvent.Sync, onSync);
     });
+    // The device's keys go up now that the room is joined (deviceCrypto.ts says why not before),
+    // beside the first sync: the others encrypt our media keys to them as soon as they see us.
+    const uploaded = this.crypto ? (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.() : undefined;
+    uploaded?.catch(() => undefined); // awaited (and so reported) after the first sync
     await client.startClient({
       filter,
       initialSyncLimit: 50,
@@ -191,8 +179,7 @@ export class SyncedRoomFeed implements RoomFeed {
       client.stopClient();
       throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
     }
-    // Upload this device's keys now: the others encrypt our media keys to them as soon as they see us.
-    if (this.crypto) await (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.();
+    await uploaded;
     markStep("feed-keys");
     const room = client.getRoom(this.roomId);
     if (room) {
@@ -203,6 +190,36 @@ export class SyncedRoomFeed implements RoomFeed {
     }
     this.refreshMembers();
     markStep("feed-started");
+    // The call's devices: our first media key to them goes out without a key query or claim.
+    this.prepareOlm(this.callMembers().devices().map((d) => d.userId));
+  }
+
+  /** Users whose Olm sessions are being prepared now. */
+  private readonly preparing = new Set<string>();
+
+  /**
+   * Makes Olm sessions with these users' devices now, as Element does before a message is typed
+   * (matrix-js-sdk's prepareToEncrypt): their keys queried, a one-time key of each device
+   * claimed, nothing sent. The first media key to them then needs neither round trip (two
+   * federation round trips each for a remote user). Best effort: sending does both anyway.
+   */
+  private prepareOlm(users: string[]): void {
+    const client = this.client;
+    const internals = client?.getCrypto() as unknown as RustCryptoInternals | undefined;
+    const ids = [...new Set(users)].filter((u) => u !== this.session.userId && !this.preparing.has(u)).slice(0, MAX_PREPARED_USERS);
+    if (!client || !internals?.keyClaimManager || !ids.length) return;
+    for (const u of ids) this.preparing.add(u);
+    void (async () => {
+      const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+      const userIds = () => ids.map((u) => new UserId(u));
+      if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await internals.olmMachine?.updateTrackedUsers?.(userIds());
+      await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
+      await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
+    })()
+      .catch((err: unknown) => this.log.debug("could not prepare Olm sessions", { err: String(err) }))
+      .finally(() => {
+        for (const u of ids) this.preparing.delete(u);
+      });
   }
 
   stop(): void {
@@ -358,12 +375,6 @@ export class SyncedRoomFeed implements RoomFeed {
     this.memberMap = next;
     this.events.emit("members", next);
   }
-}
-
-/** matrix-js-sdk's RustCrypto internals used below (not on the public CryptoApi). */
-interface RustCryptoInternals {
-  olmMachine?: { updateTrackedUsers?(users: unknown[]): Promise<void> };
-  outgoingRequestsManager?: { doProcessOutgoingRequests?(): Promise<void> };
 }
 
 /**

@@ -1,0 +1,120 @@
+// This device's Matrix client with its Rust crypto (vodozemac) started before any room is known:
+// as soon as a meeting opens, while the room is joined or the knock waits in the lobby. The
+// room's feed (chat.ts) takes it over and starts its sync; until then nothing room-bound happens
+// (no sync, no filter, no membership).
+//
+// The device's keys are not uploaded here but by the feed, once the room is joined. A device whose
+// keys go up while its user shares no room with the meeting's server is never announced to that
+// server (homeservers send device-list updates to the servers their user shares a room with), and
+// a server that cached the user's devices earlier keeps serving the list without it: its users
+// then never encrypt to the device (seen: every media key from one sender lost, 1 run in 7).
+//
+// One per page and device, never two at once: two OlmMachines opening the same empty store
+// together would each make an identity for the device. So the first feed of the device takes the
+// prepared client; a later feed (another meeting after this one) makes its own after the prepared
+// one is up, when the store already holds the device's identity.
+import { createClient, type MatrixClient } from "matrix-js-sdk";
+import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
+import { getLogger, type Logger } from "../log.ts";
+import { markStep } from "../timeline.ts";
+import type { MatrixSession } from "./session.ts";
+
+/** matrix-js-sdk's internals we use to upload the device's keys at once (not public API). */
+export interface RustCryptoInternals {
+  outgoingRequestsManager?: { doProcessOutgoingRequests?: () => Promise<void> };
+  olmMachine?: { updateTrackedUsers?: (users: unknown[]) => Promise<void> };
+  /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
+  keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
+}
+
+/** matrix-js-sdk's chatter (push rule defaults, sync progress) stays out of the console: warnings and errors only. */
+export function sdkLogger(log: Logger, prefix = "sdk"): SdkLogger {
+  const text = (msg: unknown[]) => `${prefix}: ${msg.map((m) => (m instanceof Error ? m.message : String(m))).join(" ")}`;
+  return {
+    trace: () => undefined,
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (...msg: unknown[]) => log.debug(text(msg)),
+    error: (...msg: unknown[]) => log.warn(text(msg)),
+    getChild: (ns: string) => sdkLogger(log, `${prefix}/${ns}`),
+  };
+}
+
+/** One IndexedDB store per device: a new login is a new device, and a store belongs to one. */
+export function cryptoStorePrefix(deviceId: string): string {
+  return `parley-${deviceId}`;
+}
+
+export function newClient(session: MatrixSession, log: Logger): MatrixClient {
+  return createClient({
+    baseUrl: session.homeserverUrl,
+    accessToken: session.accessToken,
+    userId: session.userId,
+    deviceId: session.deviceId,
+    timelineSupport: false,
+    logger: sdkLogger(log),
+  });
+}
+
+/**
+ * Fetches and compiles the Rust crypto's WebAssembly (7.8 MB) and matrix-js-sdk's crypto code,
+ * once per page, with no device yet (a meeting link opened before signing in): nothing device- or
+ * room-bound happens, and initRustCrypto later finds the module loaded.
+ */
+let cryptoCode: Promise<unknown> | undefined;
+export function preloadCryptoCode(): Promise<unknown> {
+  cryptoCode ??= Promise.all([
+    import("@matrix-org/matrix-sdk-crypto-wasm").then((m) => m.initAsync()),
+    import("matrix-js-sdk/lib/rust-crypto/index.js"),
+  ]).catch(() => undefined); // initRustCrypto loads them again, and reports a failure itself
+  return cryptoCode;
+}
+
+interface Prepared {
+  key: string;
+  client: MatrixClient;
+  /** Crypto started. */
+  ready: Promise<void>;
+  taken: boolean;
+}
+
+let prepared: Prepared | undefined;
+const log = getLogger("crypto");
+const keyOf = (s: MatrixSession) => `${s.userId}|${s.deviceId}|${s.accessToken}`;
+
+/** Starts this device's crypto now (once per page and device; later calls return at once). */
+export function prepareDeviceCrypto(session: MatrixSession): void {
+  if (prepared?.key === keyOf(session)) return;
+  const client = newClient(session, log);
+  const ready = (async () => {
+    markStep("crypto-prepare");
+    await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(session.deviceId) });
+    markStep("crypto-prepared");
+  })();
+  const p: Prepared = { key: keyOf(session), client, ready, taken: false };
+  ready.catch((err: unknown) => {
+    log.warn("could not prepare this device's crypto", { err: String(err) });
+    if (prepared === p && !p.taken) prepared = undefined;
+  });
+  prepared = p;
+}
+
+/**
+ * The device's client with its crypto started, for a room feed to start its sync on: the prepared
+ * one the first time (null if none was prepared or it failed: make one), else a fresh one once the
+ * prepared client's crypto has opened the store (crypto not started yet: the feed starts it).
+ */
+export async function takeDeviceClient(session: MatrixSession, feedLog: Logger): Promise<{ client: MatrixClient; cryptoStarted: boolean }> {
+  const p = prepared?.key === keyOf(session) ? prepared : undefined;
+  if (p) {
+    const ok = await p.ready.then(
+      () => true,
+      () => false,
+    );
+    if (ok && !p.taken) {
+      p.taken = true;
+      return { client: p.client, cryptoStarted: true };
+    }
+  }
+  return { client: newClient(session, feedLog), cryptoStarted: false };
+}
