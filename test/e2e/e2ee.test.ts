@@ -271,6 +271,35 @@ describe("end-to-end encrypted media", () => {
     }
   });
 
+  it("a join into keys older than the grace period: only the joiner gets each sender's next key, the others derive it and go on decoding", async () => {
+    const aliceId = `${alice.userId}|${await deviceOf(alicePage)}`;
+    const before = new Set(carolKeys.get(aliceId)?.keys());
+    const [aliceBefore, bobBefore] = await Promise.all([e2eeStats(alicePage), e2eeStats(bobPage)]);
+    // The keys made at Carol's leave (the test before) age past the grace period (10 s).
+    await sleep(11_000);
+    await setCarolMembership(true);
+    // Carol, joining, gets Alice's next key: one she never held, and that decrypts Alice's frames now.
+    const cap = await captureAlice();
+    try {
+      await expect.poll(() => [...(carolKeys.get(aliceId)?.keys() ?? [])].filter((i) => !before.has(i)).length, { timeout: 15_000 }).toBeGreaterThan(0);
+      const fresh = new Map([...carolKeys.get(aliceId)!].filter(([i]) => !before.has(i)));
+      const decryptWithFresh = await decrypterFor(fresh);
+      await expect
+        .poll(async () => (await Promise.all(opusFrames(cap.audio.packets).slice(-10).map((f) => decryptWithFresh(f, "audio")))).filter((r) => r.ok).length, { timeout: 15_000 })
+        .toBeGreaterThan(5);
+    } finally {
+      await cap.stop();
+    }
+    // Alice and Bob derived each other's next key themselves (only Carol was sent it).
+    await expect.poll(async () => (await e2eeStats(bobPage)).ratcheted, { timeout: 15_000 }).toBeGreaterThan(bobBefore.ratcheted);
+    await expect.poll(async () => (await e2eeStats(alicePage)).ratcheted, { timeout: 15_000 }).toBeGreaterThan(aliceBefore.ratcheted);
+    for (const page of [alicePage, bobPage]) {
+      await mediaFlowing(page);
+      expect(await page.locator("#call-e2ee").getAttribute("data-state")).toBe("encrypted");
+    }
+    await setCarolMembership(false);
+  });
+
   it("when Bob's keys stop reaching Alice, her client names him and the call goes on", async () => {
     // Bob's to-device sends fail from now on; Carol joins and leaves again, so Bob rotates.
     await bobPage.context().route("**/sendToDevice/**", (route) => route.abort());

@@ -126,18 +126,21 @@ export interface E2eeStats {
   reasons: Record<string, number>;
   /** Of the decrypted: video frames held for their key and passed on once it came. */
   released: number;
+  /** Keys this page derived by ratcheting a sender's key (a join) and then decrypted with. */
+  ratcheted: number;
 }
 
 export async function e2eeStats(page: Page): Promise<E2eeStats> {
-  const out: E2eeStats = { encrypted: 0, decrypted: 0, failed: 0, reasons: {}, released: 0 };
+  const out: E2eeStats = { encrypted: 0, decrypted: 0, failed: 0, reasons: {}, released: 0, ratcheted: 0 };
   for (const w of page.workers()) {
     const s = await w
-      .evaluate(() => (self as unknown as { __parleyE2eeStats?: { encrypted: number; decrypted: number; released?: number; failed: Record<string, number> } }).__parleyE2eeStats ?? null)
+      .evaluate(() => (self as unknown as { __parleyE2eeStats?: { encrypted: number; decrypted: number; released?: number; ratcheted?: number; failed: Record<string, number> } }).__parleyE2eeStats ?? null)
       .catch(() => null);
     if (!s) continue;
     out.encrypted += s.encrypted;
     out.decrypted += s.decrypted;
     out.released += s.released ?? 0;
+    out.ratcheted += s.ratcheted ?? 0;
     out.failed += Object.values(s.failed).reduce((a, b) => a + b, 0);
     for (const [k, v] of Object.entries(s.failed)) if (v) out.reasons[k] = (out.reasons[k] ?? 0) + v;
   }

@@ -65,6 +65,8 @@ export interface CipherStats {
   decrypted: number;
   /** Of the decrypted: frames held for a missing key and passed on once it came. */
   released: number;
+  /** Keys derived by ratcheting a sender's key (a join) that its frames then decrypted with. */
+  ratcheted: number;
   /** Dropped by the sender: no key to send with yet. */
   unsent: number;
   /** Dropped by a receiver, by reason. */
@@ -72,7 +74,7 @@ export interface CipherStats {
 }
 
 export class FrameCipher {
-  readonly stats: CipherStats = { encrypted: 0, decrypted: 0, released: 0, unsent: 0, failed: { ok: 0, "no-key": 0, "bad-tag": 0, "too-short": 0, unbound: 0 } };
+  readonly stats: CipherStats = { encrypted: 0, decrypted: 0, released: 0, ratcheted: 0, unsent: 0, failed: { ok: 0, "no-key": 0, "bad-tag": 0, "too-short": 0, unbound: 0 } };
   readonly self: string;
   readonly mode: KeyMode;
   readonly #own: KeyRing;
@@ -171,8 +173,7 @@ export class FrameCipher {
       this.stats.failed.unbound++;
       return "unbound";
     }
-    const ring = this.#ring(participant);
-    const result = await decryptFrame(new Uint8Array(frame.data), ring.lookup, clearBytesForCodec(kind, codecOf(frame, kind)));
+    const result = await this.#open(participant, frame, kind);
     this.#report(participant, result);
     if (!result.ok) {
       this.stats.failed[result.reason]++;
@@ -217,10 +218,9 @@ export class FrameCipher {
     const held = this.#held.get(receiverId);
     const participant = this.#receivers.get(receiverId);
     if (!held || participant === undefined) return [];
-    const lookup = this.#ring(participant).lookup;
     const out: EncodedFrameLike[] = [];
     for (const [i, frame] of held.entries()) {
-      const result = await decryptFrame(new Uint8Array(frame.data), lookup, clearBytesForCodec("video", codecOf(frame, "video")));
+      const result = await this.#open(participant, frame, "video");
       if (!result.ok) {
         if (i === 0 && result.reason === "no-key") return []; // still waiting
         continue;
@@ -241,6 +241,32 @@ export class FrameCipher {
         for (const f of await this.receive(receiverId, frame, kind)) controller.enqueue(f);
       },
     });
+  }
+
+  /**
+   * Decrypts a frame's bytes (not in place). Participant mode: a frame under an index whose key is
+   * not here yet may be under the sender's next ratchet step (a join): its key is derived from the
+   * one before and tried; a wrong guess (the sender made a fresh key) counts as no key.
+   */
+  async #open(participant: string, frame: EncodedFrameLike, kind: MediaKind): Promise<DecryptResult> {
+    const ring = this.#ring(participant);
+    const data = new Uint8Array(frame.data);
+    const clear = clearBytesForCodec(kind, codecOf(frame, kind));
+    let result = await decryptFrame(data, ring.lookup, clear);
+    if (this.mode !== "participant" || result.keyIndex === undefined) return result;
+    const index = result.keyIndex;
+    if (!result.ok && result.reason === "no-key" && (await ring.ratchetTo(index))) result = await decryptFrame(data, ring.lookup, clear);
+    if (!ring.isDerived(index)) return result;
+    // A derived key: right once a frame decrypts with it; wrong (the sender made a fresh key that
+    // is still on its way) if the first frame does not.
+    if (result.ok) {
+      ring.confirmDerived(index);
+      this.stats.ratcheted++;
+    } else if (result.reason === "bad-tag") {
+      ring.refuteDerived(index);
+      return { ok: false, reason: "no-key", keyIndex: index };
+    }
+    return result;
   }
 
   #ring(participant: string): KeyRing {

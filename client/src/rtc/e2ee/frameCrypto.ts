@@ -37,12 +37,24 @@
 // reset its counter while that key can still be in use, and never let the counter wrap (the
 // sequence throws first). A fresh sequence (e.g. a restarted worker) starts from a new random salt.
 //
+// Ratchet (participant mode). When someone joins a call whose current key is older than the
+// grace period, a sender does not make a fresh key (which it could use only once everyone has it)
+// but ratchets: the next media key is
+//     mediaKey[i+1] = HKDF-SHA-256(ikm = mediaKey[i], salt = RATCHET_SALT, info = RATCHET_INFO, L = 32)
+//     RATCHET_SALT = the 15 ASCII bytes "ParleyRatchet01", RATCHET_INFO = "parley media key ratchet v1"
+// sent at index i+1 to the joiners only, and used at once: the members who hold key i derive it
+// themselves when the first frame under i+1 arrives (keyRing.ts). The joiner cannot go back to key
+// i, so it reads nothing sent before it joined. A leave still makes a fresh random key: a member
+// who left could ratchet forward.
+//
 // Minimum length of a valid encrypted frame: clear prefix + 16 (tag) + 13 (trailer); an empty
 // encrypted remainder is allowed.
 
 export const FRAME_KEY_SALT: Uint8Array<ArrayBuffer> = new TextEncoder().encode("ParleyFrameKey01");
 export const FRAME_KEY_INFO: Uint8Array<ArrayBuffer> = new TextEncoder().encode("parley frame key v1");
 /** Length of a participant's raw media key. */
+export const RATCHET_SALT: Uint8Array<ArrayBuffer> = new TextEncoder().encode("ParleyRatchet01");
+export const RATCHET_INFO: Uint8Array<ArrayBuffer> = new TextEncoder().encode("parley media key ratchet v1");
 export const MEDIA_KEY_LENGTH = 32;
 export const IV_LENGTH = 12;
 export const TAG_LENGTH = 16;
@@ -85,6 +97,17 @@ export async function deriveFrameKey(raw: Uint8Array, context?: string): Promise
     false,
     ["encrypt", "decrypt"],
   );
+}
+
+/** The media key after `raw` in its sender's ratchet (see the header): one-way, 32 bytes. */
+export async function ratchetMediaKey(raw: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  if (raw.length !== MEDIA_KEY_LENGTH) {
+    throw new RangeError(`media key must be ${MEDIA_KEY_LENGTH} bytes, got ${raw.length}`);
+  }
+  const subtle = globalThis.crypto.subtle;
+  const ikm = await subtle.importKey("raw", bufferSource(raw), "HKDF", false, ["deriveBits"]);
+  const bits = await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: RATCHET_SALT, info: RATCHET_INFO }, ikm, MEDIA_KEY_LENGTH * 8);
+  return new Uint8Array(bits);
 }
 
 /** VP8 payload header (RFC 6386 §9.1): bit 0 of the first byte is 0 on key frames. */

@@ -1,6 +1,9 @@
 // Per-participant frame keys by one-byte index, and the per-sender IV sequence. See the wire
 // format at the top of frameCrypto.ts.
-import { IV_LENGTH, KEY_INDEX_COUNT, MEDIA_KEY_LENGTH, deriveFrameKey } from "./frameCrypto.ts";
+import { IV_LENGTH, KEY_INDEX_COUNT, MEDIA_KEY_LENGTH, deriveFrameKey, ratchetMediaKey } from "./frameCrypto.ts";
+
+/** How many ratchet steps a receiver derives to reach a frame's key index (joins in a row). */
+export const RATCHET_WINDOW = 8;
 
 /** A fresh random 32-byte media key. */
 export function generateMediaKey(): Uint8Array<ArrayBuffer> {
@@ -33,8 +36,66 @@ export class KeyRing {
   /** Appended to the HKDF info (provisioned mode: the sender's identity); see frameCrypto.ts. */
   readonly #context: string | undefined;
 
+  /** The media keys as received (participant mode), to ratchet from. */
+  readonly #raw = new Map<number, Uint8Array>();
+  /** Indexes whose key came from the sender (or is on its way): never replaced by a derived one. */
+  readonly #given = new Set<number>();
+  /** Indexes holding a key this ring derived by ratcheting (a guess until a frame decrypts with it). */
+  readonly #derived = new Set<number>();
+  /** Indexes where a ratcheted key turned out wrong (the sender made a fresh key): not tried again. */
+  readonly #refused = new Set<number>();
+
   constructor(context?: string) {
     this.#context = context;
+  }
+
+  /**
+   * Makes sure a key is held at `index`: if not, ratchets forward from the nearest key received
+   * at most RATCHET_WINDOW indexes before it. False when there is nothing to ratchet from (or it
+   * was tried and was wrong). The derived keys are guesses: `refuteDerived` drops a wrong one.
+   */
+  async ratchetTo(index: number): Promise<boolean> {
+    checkIndex(index);
+    if (this.#keys.has(index)) return true;
+    if (this.#given.has(index) || this.#refused.has(index)) return false;
+    for (let back = 1; back <= RATCHET_WINDOW; back++) {
+      const from = (index - back + KEY_INDEX_COUNT) % KEY_INDEX_COUNT;
+      const base = this.#raw.get(from);
+      if (!base) continue;
+      let raw = base;
+      for (let step = 1; step <= back; step++) {
+        const at = (from + step) % KEY_INDEX_COUNT;
+        raw = await ratchetMediaKey(raw);
+        if (this.#given.has(at) || this.#refused.has(at)) return this.#keys.has(index);
+        if (this.#keys.has(at)) continue;
+        const key = await deriveFrameKey(raw, this.#context);
+        // A key from the sender may have come meanwhile: it wins.
+        if (this.#given.has(at) || this.#keys.has(at)) continue;
+        this.#keys.set(at, key);
+        this.#raw.set(at, raw);
+        this.#derived.add(at);
+      }
+      return this.#keys.has(index);
+    }
+    return false;
+  }
+
+  /** Whether the key at `index` was derived by ratcheting (not received). */
+  isDerived(index: number): boolean {
+    return this.#derived.has(index);
+  }
+
+  /** A frame decrypted with the ratcheted key at `index`: it is the sender's. */
+  confirmDerived(index: number): void {
+    this.#derived.delete(index);
+  }
+
+  /** A frame under `index` failed with the ratcheted key: drop it, and do not ratchet there again. */
+  refuteDerived(index: number): void {
+    if (!this.#derived.delete(index)) return;
+    this.#keys.delete(index);
+    this.#raw.delete(index);
+    this.#refused.add(index);
   }
 
   /** Derives and stores the frame key for `raw` (32 bytes) at `index`, replacing any held one. */
@@ -46,12 +107,28 @@ export class KeyRing {
     const generation = (this.#generation.get(index) ?? 0) + 1;
     this.#generation.set(index, generation);
     this.#last = index;
+    this.#given.add(index);
+    this.#derived.delete(index);
+    this.#refused.delete(index);
+    this.#raw.set(index, new Uint8Array(raw));
+    // Keys ratcheted after this index came from whatever was here before: derive them again.
+    for (let k = 1; k <= RATCHET_WINDOW; k++) {
+      const after = (index + k) % KEY_INDEX_COUNT;
+      this.#refused.delete(after);
+      if (this.#derived.delete(after)) {
+        this.#keys.delete(after);
+        this.#raw.delete(after);
+      }
+    }
     let key: CryptoKey;
     try {
       key = await deriveFrameKey(raw, this.#context);
     } catch (e) {
       // The caller meant to replace the key here: never leave the old one in its place.
-      if (this.#generation.get(index) === generation) this.#keys.delete(index);
+      if (this.#generation.get(index) === generation) {
+        this.#keys.delete(index);
+        this.#raw.delete(index);
+      }
       throw e;
     }
     if (this.#generation.get(index) === generation) this.#keys.set(index, key);
@@ -74,6 +151,9 @@ export class KeyRing {
     checkIndex(index);
     this.#generation.set(index, (this.#generation.get(index) ?? 0) + 1);
     this.#keys.delete(index);
+    this.#raw.delete(index);
+    this.#given.delete(index);
+    this.#derived.delete(index);
     if (this.#current === index) this.#current = undefined;
   }
 
@@ -81,6 +161,10 @@ export class KeyRing {
   clear(): void {
     for (const index of this.#keys.keys()) this.#generation.set(index, (this.#generation.get(index) ?? 0) + 1);
     this.#keys.clear();
+    this.#raw.clear();
+    this.#given.clear();
+    this.#derived.clear();
+    this.#refused.clear();
     this.#current = undefined;
     this.#last = undefined;
   }

@@ -21,7 +21,7 @@
 import { getLogger } from "../../log.ts";
 import { markStep } from "../../timeline.ts";
 import { realTimers, type Timers } from "../../timers.ts";
-import { MEDIA_KEY_LENGTH } from "./frameCrypto.ts";
+import { MEDIA_KEY_LENGTH, ratchetMediaKey } from "./frameCrypto.ts";
 import { participantId } from "./cipher.ts";
 import { HeldKeys, MAX_KEYS_PER_SENDER, type HeldKeyLimits } from "./heldKeys.ts";
 import { generateMediaKey } from "./keyRing.ts";
@@ -280,7 +280,27 @@ export class ParticipantKeyShare {
       this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
       return;
     }
-    return this.rotate("join", false);
+    return this.ratchet(joined);
+  }
+
+  /**
+   * A join into a key older than the grace period: the next key is the current one ratcheted
+   * (frameCrypto.ts), used at once and sent to the joiners only; the others derive it from the
+   * key they hold when its first frame comes, so nobody waits for a key's delivery and the joiners
+   * cannot read what was sent before they came.
+   */
+  private async ratchet(joined: DeviceRef[]): Promise<void> {
+    const previous = this.current!;
+    const index = (previous.index + 1) % 256;
+    const key = await ratchetMediaKey(previous.key);
+    if (this.stopped || this.current !== previous) return;
+    this.current = { index, key, createdAt: this.o.now() };
+    this.o.timers.clearTimeout(this.useTimer); // a fresh key waiting for its switch is superseded
+    this.o.sink.setOwnKey(index, key, true);
+    for (const d of joined) this.sharedWith.set(deviceKey(d), d);
+    this.log.info("media key ratcheted for joiners", { index, devices: joined.length });
+    await this.deliver(joined, index, key);
+    this.onRotated?.({ index, sentTo: joined.length, reason: "join" });
   }
 
   private async rotate(reason: RotationEvent["reason"], useNow: boolean): Promise<void> {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FrameCipher, MAX_HELD_FRAMES, participantId, type CipherStatus, type EncodedFrameLike } from "../../../../client/src/rtc/e2ee/cipher.ts";
-import { TRAILER_LENGTH } from "../../../../client/src/rtc/e2ee/frameCrypto.ts";
+import { TRAILER_LENGTH, ratchetMediaKey } from "../../../../client/src/rtc/e2ee/frameCrypto.ts";
+import { RATCHET_WINDOW } from "../../../../client/src/rtc/e2ee/keyRing.ts";
 
 const ALICE = participantId("@alice:a", "ADEV");
 const BOB = participantId("@bob:b", "BDEV");
@@ -191,5 +192,90 @@ describe("FrameCipher: video that arrives before its key", () => {
     await bob.setKey(ALICE, 0, key(1));
     expect(await bob.receive("r1", d1!, "video")).toHaveLength(1);
     expect(bob.stats.released).toBe(0);
+  });
+});
+
+describe("FrameCipher: the sender's ratchet (a join into an older key)", () => {
+  /** Alice ratchets `steps` times from `raw` at `from` and sends with the result; returns it. */
+  async function ratchetedSender(alice: FrameCipher, raw: Uint8Array, from: number, steps: number) {
+    let k = raw;
+    for (let i = 0; i < steps; i++) k = await ratchetMediaKey(k);
+    const index = (from + steps) % 256;
+    await alice.setOwnKey(index, k, true);
+    return { index, key: k };
+  }
+
+  async function encrypted(alice: FrameCipher, keyFrame = false) {
+    const f = vp8Frame(keyFrame);
+    expect(await alice.encrypt(f, "video")).toBe(true);
+    return f;
+  }
+
+  it("a member who holds the key before derives the next ones (two joins in a row, and across index 255)", async () => {
+    const { alice, bob, statuses } = pair();
+    await alice.setOwnKey(254, key(1), true);
+    await bob.setKey(ALICE, 254, key(1));
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(true);
+    await ratchetedSender(alice, key(1), 254, 1);
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(true);
+    await ratchetedSender(alice, key(1), 254, 3); // index 1, after 255 and 0
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(true);
+    expect(statuses.map((s) => s.state)).toEqual(["ok"]);
+    expect(bob.stats.failed["bad-tag"]).toBe(0);
+  });
+
+  it("a joiner given the ratcheted key cannot read frames under the key before it", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(3, key(1), true);
+    const before = await encrypted(alice);
+    const next = await ratchetedSender(alice, key(1), 3, 1);
+    await bob.setKey(ALICE, next.index, next.key);
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(true);
+    expect(await bob.decrypt("r1", before, "video")).toBe(false);
+    expect(bob.stats.failed["no-key"]).toBe(1);
+  });
+
+  it("no further than RATCHET_WINDOW steps", async () => {
+    const { alice, bob } = pair();
+    await bob.setKey(ALICE, 0, key(1));
+    await ratchetedSender(alice, key(1), 0, RATCHET_WINDOW + 1);
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(false);
+    expect(bob.stats.failed["no-key"]).toBe(1);
+  });
+
+  it("a fresh key (a leave) is not guessed: its frames wait as having no key, held video decrypts once it comes", async () => {
+    const { alice, bob, statuses, advance } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    await bob.setKey(ALICE, 0, key(1));
+    await alice.setOwnKey(1, key(9), true); // fresh, not the ratchet of key(1)
+    const k = await encrypted(alice, true);
+    const d = await encrypted(alice);
+    advance(2000);
+    expect(await bob.receive("r1", k, "video")).toEqual([]);
+    expect(await bob.receive("r1", d, "video")).toEqual([]);
+    expect(bob.stats.failed).toMatchObject({ "no-key": 2, "bad-tag": 0 });
+    await bob.setKey(ALICE, 1, key(9));
+    expect(await bob.receive("r1", await encrypted(alice), "video")).toHaveLength(3);
+    expect(statuses.every((s) => s.state !== "bad-tag")).toBe(true);
+  });
+
+  it("a member that missed a fresh key ratchets from it once it comes", async () => {
+    const { alice, bob } = pair();
+    await bob.setKey(ALICE, 0, key(1));
+    // Alice: a fresh key at 1 (Bob's copy is late), then a join ratchets it to 2.
+    const two = await ratchetedSender(alice, key(9), 1, 1);
+    expect(two.index).toBe(2);
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(false); // guessed from key 0: wrong
+    await bob.setKey(ALICE, 1, key(9));
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(true);
+  });
+
+  it("provisioned mode does not ratchet (the call key comes from the bot)", async () => {
+    const { alice, bob } = pair("provisioned");
+    await alice.setCallKey(0, key(1), true);
+    await bob.setCallKey(0, key(1), true);
+    const next = await ratchetMediaKey(key(1));
+    await alice.setCallKey(1, next, true);
+    expect(await bob.decrypt("r1", await encrypted(alice), "video")).toBe(false);
   });
 });

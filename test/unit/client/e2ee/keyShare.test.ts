@@ -10,6 +10,7 @@ import {
   type KeySender,
   type KeySink,
 } from "../../../../client/src/rtc/e2ee/keyShare.ts";
+import { ratchetMediaKey } from "../../../../client/src/rtc/e2ee/frameCrypto.ts";
 import { HELD_KEY_TTL_MS, MAX_HELD_KEYS, type HeldKeyLimits } from "../../../../client/src/rtc/e2ee/heldKeys.ts";
 
 const ROOM = "!call:a";
@@ -17,6 +18,8 @@ const ME = { userId: "@me:a", deviceId: "MEDEV" };
 const BOB = { userId: "@bob:b", deviceId: "BDEV" };
 const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
 const id = (d: DeviceRef) => `${d.userId}|${d.deviceId}`;
+
+const ratchetB64 = async (key: string) => Buffer.from(await ratchetMediaKey(Buffer.from(key, "base64"))).toString("base64");
 
 function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string> } = {}) {
   let members = [ME, ...initial];
@@ -128,7 +131,7 @@ describe("ParticipantKeyShare", () => {
     expect(h.sink.calls).toContain("use 1");
   });
 
-  it("a joiner within the grace period gets the current key; after it, everyone gets a new one", async () => {
+  it("a joiner within the grace period gets the current key; after it, the joiner alone gets the key ratcheted, used at once", async () => {
     const h = harness([BOB], { graceMs: 5000 });
     h.share.start();
     await h.share.settled();
@@ -137,7 +140,13 @@ describe("ParticipantKeyShare", () => {
     await vi.advanceTimersByTimeAsync(6000);
     const dave = { userId: "@dave:d", deviceId: "DDEV" };
     await h.setMembers([BOB, CAROL, dave]);
-    expect(h.sent[2]).toMatchObject({ to: [id(BOB), id(CAROL), id(dave)], index: 1 });
+    expect(h.sent).toHaveLength(3);
+    expect(h.sent[2]).toEqual({ to: [id(dave)], index: 1, key: await ratchetB64(h.sent[0]!.key) });
+    expect(h.sink.calls).toContain("own 1 use");
+    // A leave still makes a fresh key (a member who left could ratchet), for everyone left.
+    await h.setMembers([BOB, dave]);
+    expect(h.sent[3]).toMatchObject({ to: [id(BOB), id(dave)], index: 2 });
+    expect(h.sent[3]!.key).not.toEqual(await ratchetB64(h.sent[2]!.key));
   });
 
   it("uses keys only from member devices; a key that arrives before the membership is held until it shows", async () => {
