@@ -187,7 +187,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
       proc = await startParley(configFile, cfg, dir);
     },
     async stop() {
-      store?.close();
+      await store?.close();
       if (!proc.hasExited) await proc.stop();
     },
   };

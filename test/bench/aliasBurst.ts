@@ -11,7 +11,7 @@ export async function aliasBurst(A: Institution, u: TestUser, opts: { lookups?: 
   const spreadMs = (opts.seconds ?? 10) * 1000;
   const store = A.parleyStore();
   const limits = A.parley.config.meetings.aliasRooms;
-  const before = store.aliasCount();
+  const before = await store.aliasCount();
   const run = Date.now().toString(36);
   const token = u.client.getAccessToken();
   const t0 = performance.now();
@@ -27,9 +27,9 @@ export async function aliasBurst(A: Institution, u: TestUser, opts: { lookups?: 
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
-  const created = store.aliasCount() - before;
+  const created = await store.aliasCount() - before;
   // Claims kept because the homeserver did not answer in time (it may still make those rooms).
-  const pending = store.listAliases("creating").length;
+  const pending = (await store.listAliases("creating")).length;
   const errors = statuses.filter((s) => s >= 500).length;
   bench("alias_burst_rooms_created", created, "rooms");
   bench("alias_burst_cap", limits.max, "rooms");

@@ -83,7 +83,7 @@ async function sendingVideo(page: Page, timeoutMs = 30_000): Promise<void> {
 
 /** Forwards Alice's published audio (mid 0) and video (mid 1) from Janus to two local sockets. */
 async function captureAlice(): Promise<{ audio: RtpCapture; video: RtpCapture; stop: () => Promise<void> }> {
-  const call = A.parleyStore().activeCall(roomId);
+  const call = await A.parleyStore().activeCall(roomId);
   if (!call?.sfu) throw new Error("no SFU room for the call");
   const ref = { node: call.sfu.node, roomId: call.sfu.room, secret: call.sfu.secret };
   const sfu = await createSfu({ nodes: A.parley.config.sfu.nodes });

@@ -89,7 +89,7 @@ describe("the bot in an encrypted room", () => {
   it("answers !meet with a Megolm-encrypted notice that the user decrypts", async () => {
     const answer = await ask("!meet", (body) => body.startsWith("Call started by"));
     expect(answer).toMatchObject({ encrypted: true, msgtype: "m.notice", body: expect.stringContaining(alice.userId) });
-    expect(A.parleyStore().activeCall(roomId)?.startedBy).toBe(alice.userId);
+    expect((await A.parleyStore().activeCall(roomId))?.startedBy).toBe(alice.userId);
     firstSession = answer.megolmSession;
   });
 

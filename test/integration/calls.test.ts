@@ -39,7 +39,7 @@ async function expiredOpenIdToken(inst: Institution, u: TestUser) {
 
 /** Participants of the call's Janus room, asked of Janus itself (undefined: no such room). */
 async function janusParticipants(inst: Institution, room: string): Promise<string[] | undefined> {
-  const call = inst.parleyStore().activeCall(room);
+  const call = await inst.parleyStore().activeCall(room);
   return call?.sfu ? roomParticipants(inst, call.sfu) : undefined;
 }
 
@@ -119,12 +119,12 @@ describe("joining a call", () => {
   });
 
   it("Janus killed mid-call: the call's room is recreated on the restarted Janus, same id", async () => {
-    const before = A.parleyStore().activeCall(roomId)!.sfu!;
+    const before = (await A.parleyStore().activeCall(roomId))!.sfu!;
     expect(await janusParticipants(A, roomId)).toEqual([]);
     await A.janus!.restart({ kill9: true });
     const recreated = await waitFor("the SFU room to be recreated", () => janusParticipants(A, roomId), 20_000);
     expect(recreated).toEqual([]);
-    expect(A.parleyStore().activeCall(roomId)!.sfu).toEqual(before);
+    expect((await A.parleyStore().activeCall(roomId))!.sfu).toEqual(before);
     const { status } = await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId });
     expect(status).toBe(200);
   });

@@ -238,7 +238,7 @@ describe("evictions and bulk work", () => {
     const [bulkAnswer, leaveAnswer] = await Promise.all([bulkTxn.answered, leaveTxn.answered]);
     expect(bulkAnswer.status).toBe(200);
     expect(leaveAnswer.status).toBe(200);
-    expect(A.parleyStore().isTxnDone(`bulk-${run}`)).toBe(true);
+    expect(await A.parleyStore().isTxnDone(`bulk-${run}`)).toBe(true);
   });
 });
 
@@ -256,7 +256,7 @@ describe("log lines", () => {
       foci_preferred: Array.from({ length: 20_000 }, () => 0),
     });
     for (const e of [room, call]) {
-      await waitFor("Parley to handle the event", async () => (A.parleyStore().isEventProcessed(e.event_id) ? true : undefined));
+      await waitFor("Parley to handle the event", async () => (await A.parleyStore().isEventProcessed(e.event_id) ? true : undefined));
     }
     const lines = readFileSync(A.parley.logFile, "utf8").split("\n");
     const longest = Math.max(...lines.map((l) => l.length));

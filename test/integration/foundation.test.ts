@@ -133,7 +133,7 @@ describe("!meet in a chat room", () => {
     const widgets = (await alice.state(roomId)).filter((e) => e.type === "im.vector.modular.widgets" && e.content.url);
     expect(widgets).toHaveLength(1);
     expect(String(widgets[0]!.content.url)).toContain("$matrix_room_id");
-    expect(A.parleyStore().activeCall(roomId)?.startedBy).toBe(alice.userId);
+    expect((await A.parleyStore().activeCall(roomId))?.startedBy).toBe(alice.userId);
   });
 
   it("!meet again says a call is running; !meet end ends it and removes the widget", async () => {
@@ -143,7 +143,7 @@ describe("!meet in a chat room", () => {
     await alice.waitForEvent(roomId, botNotice("Call ended"));
     const widgets = (await alice.state(roomId)).filter((e) => e.type === "im.vector.modular.widgets" && e.content.url);
     expect(widgets).toHaveLength(0);
-    expect(A.parleyStore().activeCall(roomId)).toBeUndefined();
+    expect(await A.parleyStore().activeCall(roomId)).toBeUndefined();
   });
 
   it("!meet help explains the commands", async () => {
@@ -157,7 +157,7 @@ describe("!meet in a chat room", () => {
     await carol.send(roomId, "!meet");
     const refusal = await alice.waitForEvent(roomId, botNotice(`Sorry ${carol.userId}`));
     expect(String(refusal.content.body)).toContain(A.host);
-    expect(A.parleyStore().activeCall(roomId)).toBeUndefined();
+    expect(await A.parleyStore().activeCall(roomId)).toBeUndefined();
   });
 
   it("an invite from a server that is not allowed is refused", async () => {
@@ -220,7 +220,7 @@ describe("transactions and restarts", () => {
     expect(new Set(roomIds).size).toBe(aliases.length);
     for (const [i, alias] of aliases.entries()) {
       expect(await alice.resolveAlias(alias)).toBe(roomIds[i]);
-      expect(A.parleyStore().getAlias(alias)).toMatchObject({ state: "ready", roomId: roomIds[i] });
+      expect(await A.parleyStore().getAlias(alias)).toMatchObject({ state: "ready", roomId: roomIds[i] });
     }
     // No stray rooms: every room the bot is in that carries org.parley.call names a distinct alias.
     const bot = new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken);

@@ -65,7 +65,7 @@ async function orphans(): Promise<string[]> {
   for (const roomId of await bot.joinedRooms()) {
     const call = await bot.stateEvent(roomId, "org.parley.call");
     const alias = call?.alias;
-    if (typeof alias === "string" && store.getAlias(alias)?.roomId !== roomId) out.push(`${alias} -> ${roomId}`);
+    if (typeof alias === "string" && (await store.getAlias(alias))?.roomId !== roomId) out.push(`${alias} -> ${roomId}`);
   }
   return out;
 }
@@ -136,10 +136,10 @@ describe("the bot's absence and !meet end", () => {
     await alice.waitForEvent(roomId, botNotice("Call started"));
     await bob.send(roomId, "!meet end");
     await alice.waitForEvent(roomId, botNotice(`Sorry ${bob.userId}, ending the call needs the power level`));
-    expect(A.parleyStore().activeCall(roomId)).toBeDefined();
+    expect(await A.parleyStore().activeCall(roomId)).toBeDefined();
     await alice.send(roomId, "!meet end");
     await alice.waitForEvent(roomId, botNotice("Call ended"));
-    expect(A.parleyStore().activeCall(roomId)).toBeUndefined();
+    expect(await A.parleyStore().activeCall(roomId)).toBeUndefined();
   });
 
   it("the bot kicked mid-call: the call ends in the store and its sockets close", async () => {
@@ -150,15 +150,15 @@ describe("the bot's absence and !meet end", () => {
     expect(status).toBe(200);
     const ws = await SignallingClient.open(`${A.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`);
     expect(await ws.request({ type: "hello", session: json.session, device_id: "ALICEDEV" })).toMatchObject({ type: "result" });
-    const callId = A.parleyStore().activeCall(roomId)!.callId;
+    const callId = (await A.parleyStore().activeCall(roomId))!.callId;
 
     await alice.kick(roomId, A.botUserId, "no bots here");
     const closed = await ws.closed;
     expect(closed.reason).toContain("ended");
-    const last = A.parleyStore().lastCall(roomId)!;
+    const last = (await A.parleyStore().lastCall(roomId))!;
     expect(last).toMatchObject({ callId, endedBy: alice.userId });
     expect(last.endedAt).not.toBeNull();
-    expect(A.parleyStore().activeCall(roomId)).toBeUndefined();
+    expect(await A.parleyStore().activeCall(roomId)).toBeUndefined();
     expect((await joinCall(alice, roomId)).status).toBe(404);
   });
 });
@@ -167,7 +167,7 @@ describe("names Synapse cannot resolve", () => {
   // A full-width colon (U+FF1A) where the port separator should be, and servers nobody answers for.
   it("the call API answers 4xx with a Matrix errcode, writes nothing and lives on", async () => {
     const host = A.serverName.replace(/:(\d+)$/, "\uFF1A$1");
-    const before = A.parleyStore().listAliases().length;
+    const before = (await A.parleyStore().listAliases()).length;
     const bad = await joinCall(alice, `#meet-x:${host}`);
     expect(bad).toMatchObject({ status: 400, json: { errcode: "M_INVALID_PARAM" } });
     const nowhere = await joinCall(alice, "#meet-x:127.0.0.99:1");
@@ -175,11 +175,11 @@ describe("names Synapse cannot resolve", () => {
     const unknown = await joinCall(alice, "#meet-x:unresolvable.invalid");
     expect(unknown).toMatchObject({ status: 404, json: { errcode: "M_NOT_FOUND" } });
     expect(await healthy()).toBe(true);
-    expect(A.parleyStore().listAliases().length).toBe(before);
+    expect((await A.parleyStore().listAliases()).length).toBe(before);
   });
 
   it("the alias query answers 404 for a full-width colon, directly and through Synapse", async () => {
-    const before = A.parleyStore().listAliases().length;
+    const before = (await A.parleyStore().listAliases()).length;
     const direct = await aliasQuery(`#meet-a\uFF1Ab:${A.serverName}`);
     expect(direct).toMatchObject({ status: 404, json: { errcode: "M_NOT_FOUND" } });
     expect((await aliasQuery(`#meet-x\uFF1A${A.serverName}`)).status).toBe(404);
@@ -194,7 +194,7 @@ describe("names Synapse cannot resolve", () => {
     expect(port.status).toBeGreaterThanOrEqual(400);
     expect(port.status).toBeLessThan(500);
     expect(await healthy()).toBe(true);
-    expect(A.parleyStore().listAliases().length).toBe(before);
+    expect((await A.parleyStore().listAliases()).length).toBe(before);
   });
 });
 
@@ -207,7 +207,7 @@ describe("convergence", () => {
       preset: "public_chat",
       initial_state: [{ type: "org.parley.call", state_key: "", content: { version: 1, api: A.parley.config.meetings.publicUrl, alias } }],
     });
-    expect(A.parleyStore().getAlias(alias)).toBeUndefined();
+    expect(await A.parleyStore().getAlias(alias)).toBeUndefined();
     expect(await alice.join(alias)).toBe(roomId);
     const rec = await waitFor("the room to be adopted", async () => A.parleyStore().getAlias(alias));
     expect(rec).toMatchObject({ roomId, state: "ready" });
@@ -221,17 +221,17 @@ describe("convergence", () => {
 describe("alias lookups are bounded", () => {
   it("beyond the burst, a lookup gets M_LIMIT_EXCEEDED with a retry time and nothing is written", async () => {
     const run = Date.now().toString(36);
-    const before = A.parleyStore().aliasCount();
+    const before = await A.parleyStore().aliasCount();
     const aliases = Array.from({ length: LIMITS.burst + 5 }, (_, i) => A.alias(`rate-${run}-${i}`));
     const answers = await Promise.all(aliases.map((a) => aliasQuery(a)));
     // (Resolving a refused alias through Synapse would ask Parley again: the store tells instead.)
-    expect(A.parleyStore().aliasCount()).toBe(before + answers.filter((r) => r.status === 200).length);
+    expect(await A.parleyStore().aliasCount()).toBe(before + answers.filter((r) => r.status === 200).length);
     const refused = answers.flatMap((r, i) => (r.status === 429 ? [aliases[i]!] : []));
     expect(refused.length).toBeGreaterThanOrEqual(1);
     const first = answers.find((r) => r.status === 429)!;
     expect(first.json).toMatchObject({ errcode: "M_LIMIT_EXCEEDED" });
     expect(first.json.retry_after_ms).toBeGreaterThan(0);
-    for (const a of refused) expect(A.parleyStore().getAlias(a)).toBeUndefined();
+    for (const a of refused) expect(await A.parleyStore().getAlias(a)).toBeUndefined();
     expect(answers.every((r) => r.status === 200 || r.status === 429)).toBe(true);
     expect(await metric("parley_alias_rooms_total", { outcome: "refused_rate" })).toBeGreaterThanOrEqual(refused.length);
   });
@@ -246,14 +246,14 @@ describe("alias lookups are bounded", () => {
     // Through Synapse, a refused lookup is "not found" (Synapse 1.163 turns any refusal into M_NOT_FOUND), never a 500.
     for (const r of answers) if (r.status !== 200) expect(r).toMatchObject({ status: 404, errcode: "M_NOT_FOUND" });
     expect(made.length).toBeLessThan(aliases.length);
-    expect(store.aliasCount()).toBeLessThanOrEqual(LIMITS.max);
-    for (const [alias, roomId] of made) expect(store.getAlias(alias)).toMatchObject({ roomId, state: "ready" });
+    expect(await store.aliasCount()).toBeLessThanOrEqual(LIMITS.max);
+    for (const [alias, roomId] of made) expect(await store.getAlias(alias)).toMatchObject({ roomId, state: "ready" });
     // Aliases that were refused do not exist, in the directory or the store.
     for (const [i, a] of aliases.entries()) {
       if (answers[i]!.status === 200) continue;
-      expect(store.getAlias(a)).toBeUndefined();
+      expect(await store.getAlias(a)).toBeUndefined();
     }
-    expect(store.listAliases("creating")).toEqual([]);
+    expect(await store.listAliases("creating")).toEqual([]);
     expect(await orphans()).toEqual([]);
     expect(await healthy()).toBe(true);
   }, 300_000);
@@ -273,10 +273,10 @@ describe("alias lookups are bounded", () => {
     );
     expect(capped.json).toMatchObject({ errcode: "M_LIMIT_EXCEEDED" });
     expect(capped.json.retry_after_ms).toBeUndefined();
-    expect(store.aliasCount()).toBe(LIMITS.max);
+    expect(await store.aliasCount()).toBe(LIMITS.max);
     expect(await metric("parley_alias_rooms_total", { outcome: "refused_cap" })).toBeGreaterThanOrEqual(1);
     expect(await directoryLookup(alice, A.alias(`cap-${run}-${i}`))).toMatchObject({ status: 404, errcode: "M_NOT_FOUND" });
-    const known = store.listAliases("ready")[0]!;
+    const known = (await store.listAliases("ready"))[0]!;
     expect(await alice.resolveAlias(known.alias)).toBe(known.roomId);
     expect(await orphans()).toEqual([]);
   }, 180_000);

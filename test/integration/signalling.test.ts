@@ -23,7 +23,7 @@ const user = async (localpart: string) => {
   const u = await A.registerUser(localpart);
   return new TestUser(A.synapse.clientUrl, u.userId, u.accessToken);
 };
-const sfuRoom = (room: string) => A.parleyStore().activeCall(room)!.sfu!;
+const sfuRoom = async (room: string) => (await A.parleyStore().activeCall(room))!.sfu!;
 const candidate = (i: number) => ({ candidate: `candidate:${i} 1 udp 2122260223 127.0.0.1 ${40000 + i} typ host`, sdpMid: "0", sdpMLineIndex: 0 });
 
 beforeAll(async () => {
@@ -129,7 +129,7 @@ describe("bounds a client can grow", () => {
 describe("one session, one socket, one person", () => {
   it("a second hello takes the session over; a kick then closes every socket of the user and empties the Janus room", async () => {
     const [s1, s2] = [await callSession(A, bob, roomId), await callSession(A, bob, roomId)];
-    const room = sfuRoom(roomId);
+    const room = await sfuRoom(roomId);
     const first = await seated(A, s1, "BOBPHONE");
     expect(await first.request({ type: "publish", jsep: audioOffer(), e2ee: true })).toMatchObject({ type: "result" });
     expect(await janusParticipants(A, room)).toEqual([bob.userId]);

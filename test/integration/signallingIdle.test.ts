@@ -30,7 +30,7 @@ afterAll(async () => {
 async function visit(room: string) {
   const ws = await seated(A, await callSession(A, alice, room), "ALICEDEV");
   expect(await ws.request({ type: "publish", jsep: audioOffer(), e2ee: true })).toMatchObject({ type: "result" });
-  const call = A.parleyStore().activeCall(room)!;
+  const call = (await A.parleyStore().activeCall(room))!;
   expect(await janusParticipants(A, call.sfu!)).toEqual([alice.userId]);
   ws.close();
   await ws.closed;
@@ -41,8 +41,8 @@ describe("an idle call", () => {
   it("by alias: ends, its Janus room destroyed; a later join starts a new call and room", async () => {
     const room = await alice.join(A.alias("idle"));
     const first = await visit(room);
-    await waitFor("the idle alias call to end", async () => (A.parleyStore().activeCall(room) ? undefined : true));
-    expect(A.parleyStore().lastCall(room)).toMatchObject({ callId: first.callId, endedBy: "idle" });
+    await waitFor("the idle alias call to end", async () => (await A.parleyStore().activeCall(room) ? undefined : true));
+    expect(await A.parleyStore().lastCall(room)).toMatchObject({ callId: first.callId, endedBy: "idle" });
     expect(await janusParticipants(A, first.sfu!)).toBeUndefined(); // no such Janus room
 
     const second = await visit(room);
@@ -58,8 +58,8 @@ describe("an idle call", () => {
     await waitFor("the call to start", async () => A.parleyStore().activeCall(room));
 
     const first = await visit(room);
-    await waitFor("the idle call's Janus room to go", async () => (A.parleyStore().activeCall(room)?.sfu === null ? true : undefined));
-    expect(A.parleyStore().activeCall(room)?.callId).toBe(first.callId);
+    await waitFor("the idle call's Janus room to go", async () => ((await A.parleyStore().activeCall(room))?.sfu === null ? true : undefined));
+    expect((await A.parleyStore().activeCall(room))?.callId).toBe(first.callId);
     expect(await janusParticipants(A, first.sfu!)).toBeUndefined();
 
     const second = await visit(room);

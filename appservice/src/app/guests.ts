@@ -22,7 +22,7 @@ export interface RunningGuests {
   /** The guest API (/_parley/v1/guests) and the guest proxy (/_parley/guest). */
   readonly routers: Router[];
   /** Every event of a transaction, in order: a guest's membership changes its schedule. */
-  onEvent(event: RawEvent): void;
+  onEvent(event: RawEvent): Promise<void>;
   stop(): void;
 }
 
@@ -116,10 +116,10 @@ export function startGuests(
   return {
     service,
     routers,
-    onEvent(event) {
+    async onEvent(event) {
       if (event.type !== "m.room.member" || typeof event.state_key !== "string" || typeof event.room_id !== "string") return;
       const membership = (event.content as { membership?: unknown } | undefined)?.membership;
-      if (typeof membership === "string") service.onMembership(event.room_id, event.state_key, membership);
+      if (typeof membership === "string") await service.onMembership(event.room_id, event.state_key, membership);
     },
     stop() {
       clearInterval(timer);

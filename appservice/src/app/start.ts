@@ -74,8 +74,9 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     startCalls(config, {
       homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
       observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
-      onMeetingEnded: (roomId) => guests.service.onMeetingEnded(roomId),
-      onPresence: (roomId, userId, present) => guests.service.onCallPresence(roomId, userId, present),
+      onMeetingEnded: (roomId) => void guests.service.onMeetingEnded(roomId).catch((err: unknown) => log.warn({ err, roomId }, "guests of an ended meeting not rescheduled")),
+      onPresence: (roomId, userId, present) =>
+        void guests.service.onCallPresence(roomId, userId, present).catch((err: unknown) => log.warn({ err, roomId }, "guest presence not recorded")),
     }),
   );
   const { calls, governance } = callParts;
@@ -119,8 +120,8 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   };
   const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);
 
-  const route = (event: RawEvent) => {
-    guests.onEvent(event);
+  const route = async (event: RawEvent) => {
+    await guests.onEvent(event);
     return router.route(event);
   };
   const app = express();
@@ -152,11 +153,11 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
   // load balancer, and the test stack, must not send users to a Parley still starting).
   let running = false;
-  app.get("/health", (_req, res) => {
+  app.get("/health", async (_req, res) => {
     if (!running) return sendError(res, new ParleyError("M_UNAVAILABLE", "starting"));
     try {
-      store.db.prepare("SELECT 1").get();
-      res.json({ status: "ok", activeCalls: store.activeCalls().length });
+      await store.ping();
+      res.json({ status: "ok", activeCalls: (await store.activeCalls()).length });
     } catch (err) {
       log.error({ err }, "health check failed");
       sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
@@ -178,8 +179,9 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   // After the alias claims: opening the device takes seconds, and alias queries must not find
   // a claim left by a crash still unsettled meanwhile.
   await crypto?.start();
-  store.prune(Date.now() - 7 * DAY);
-  life.add("store pruning", setInterval(() => store.prune(Date.now() - 7 * DAY), DAY).unref(), clearInterval);
+  await store.prune(Date.now() - 7 * DAY);
+  const prune = () => void store.prune(Date.now() - 7 * DAY).catch((err: unknown) => log.warn({ err }, "store pruning failed; tried again tomorrow"));
+  life.add("store pruning", setInterval(prune, DAY).unref(), clearInterval);
   running = true;
   log.info({ port: server.port, metrics: metricsListener?.url, bot: homeserver.botUserId }, "Parley is running");
 

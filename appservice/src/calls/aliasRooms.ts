@@ -118,7 +118,7 @@ export class AliasRooms {
 
   private async ensureRoom(alias: string, slug: string): Promise<string> {
     const { store, homeserver } = this.deps;
-    const existing = store.getAlias(alias);
+    const existing = await store.getAlias(alias);
     if (existing?.state === "ready" && existing.roomId) {
       // The homeserver asked, so the directory lost the alias: point it at our room again.
       await homeserver.setAlias(alias, existing.roomId).catch(async (err: unknown) => {
@@ -133,18 +133,18 @@ export class AliasRooms {
       if (found) return found;
       this.takeToken();
     } else {
-      this.admit(alias);
+      await this.admit(alias);
     }
     return this.create(alias, slug);
   }
 
   /** Cap, then rate, then the claim (which checks the cap again in one store transaction). */
-  private admit(alias: string): void {
+  private async admit(alias: string): Promise<void> {
     const { store } = this.deps;
     const { max } = this.cfg.limits;
-    if (store.aliasCount() >= max) throw this.refuseCap();
+    if ((await store.aliasCount()) >= max) throw this.refuseCap();
     this.takeToken();
-    if (store.claimAliasWithin(alias, max) === "full") throw this.refuseCap();
+    if ((await store.claimAliasWithin(alias, max)) === "full") throw this.refuseCap();
   }
 
   private takeToken(): void {
@@ -174,7 +174,7 @@ export class AliasRooms {
         serverAcl: this.deps.policy.serverAcl(),
         callInfo: this.deps.callState(alias),
       });
-      store.recordAlias(alias, roomId);
+      await store.recordAlias(alias, roomId);
       this.deps.observe?.("created");
       return roomId;
     } catch (err) {
@@ -206,18 +206,18 @@ export class AliasRooms {
       case "ours":
         return this.adopt(alias, roomId!);
       case "foreign":
-        store.releaseAlias(alias);
+        await store.releaseAlias(alias);
         this.deps.note?.("alias names a room Parley did not make", { alias, roomId });
         throw new ParleyError("M_NOT_FOUND", `${alias} names a room Parley did not make`);
       case "absent":
-        if (opts.releaseIfAbsent) store.releaseAlias(alias);
+        if (opts.releaseIfAbsent) await store.releaseAlias(alias);
         return undefined;
       case "unfinished":
         if (!opts.finished) break;
         await homeserver.deleteAlias(alias);
         await homeserver.leaveRoom(roomId!, "this meeting room was not completely made; the alias gets a new room").catch(() => undefined);
         this.deps.note?.("half-made meeting room set aside", { alias, roomId });
-        store.releaseAlias(alias);
+        await store.releaseAlias(alias);
         return undefined;
       case "unknown":
         break;
@@ -242,8 +242,8 @@ export class AliasRooms {
     return call.sender === bot && call.content.alias === alias ? "ours" : "foreign";
   }
 
-  private adopt(alias: string, roomId: string): string {
-    this.deps.store.recordAlias(alias, roomId);
+  private async adopt(alias: string, roomId: string): Promise<string> {
+    await this.deps.store.recordAlias(alias, roomId);
     this.deps.observe?.("adopted");
     return roomId;
   }
@@ -255,7 +255,7 @@ export class AliasRooms {
    */
   async onMemberJoined(roomId: string): Promise<void> {
     const { store, homeserver } = this.deps;
-    if (this.notAliasRooms.has(roomId) || store.aliasOfRoom(roomId)) return;
+    if (this.notAliasRooms.has(roomId) || (await store.aliasOfRoom(roomId))) return;
     let call;
     try {
       call = await homeserver.stateEvent(roomId, CALL_STATE_EVENT);
@@ -269,7 +269,7 @@ export class AliasRooms {
     }
     // Through the alias's single flight: a creation of that alias in progress finishes first.
     await this.creation.run(alias, async () => {
-      const rec = store.getAlias(alias);
+      const rec = await store.getAlias(alias);
       if (rec?.state === "ready" && rec.roomId) return rec.roomId;
       if ((await this.lookUp(alias)) !== roomId) {
         this.remember(roomId);
@@ -296,7 +296,7 @@ export class AliasRooms {
   /** Claims left by a crash between "create the room" and "remember it": settled together
    *  (startup waits for this, and every claim costs a few homeserver round trips). */
   async reconcilePending(): Promise<number> {
-    const pending = this.deps.store.listAliases("creating");
+    const pending = await this.deps.store.listAliases("creating");
     const now = this.deps.clock.now();
     await Promise.all(
       pending.map((rec) => {

@@ -27,7 +27,7 @@ export interface Seat {
 
 export interface CallMediaDeps {
   sfu: SfuMedia;
-  sfuRoomOf(callId: string): SfuRoomRecord | undefined;
+  sfuRoomOf(callId: string): Promise<SfuRoomRecord | undefined>;
   /** Whether the seat's session is live and still held by this seat. */
   live(seat: Seat): boolean;
   requireE2ee: boolean;
@@ -186,7 +186,7 @@ export class CallMedia {
 
   private async open(seat: Seat): Promise<Member<Seat>> {
     const { callId, userId } = seat.session;
-    const room = this.deps.sfuRoomOf(callId);
+    const room = await this.deps.sfuRoomOf(callId);
     if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
     const media = await this.deps.sfu.open(room, userId, (reason) => {
       // The SFU lost this session (e.g. Janus restarted): forget it, so the client's next

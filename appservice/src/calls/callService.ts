@@ -97,7 +97,7 @@ export class CallService {
     }
     const roomId = ROOM_ID.test(req.room) ? req.room : await homeserver.resolveAlias(req.room);
     if (!roomId) throw new ParleyError("M_NOT_FOUND", `no room ${req.room}`);
-    if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
+    if (!(await this.isCallRoom(roomId))) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
     const membership = await homeserver.getMembership(roomId, userId);
     if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
     // A user holding a session in the room's call reconnecting is not someone new.
@@ -107,9 +107,9 @@ export class CallService {
   }
 
   /** A meeting room made from an alias, or a room with a running `!meet` call. */
-  private isCallRoom(roomId: string): boolean {
+  private async isCallRoom(roomId: string): Promise<boolean> {
     const { store } = this.deps;
-    return store.activeCall(roomId) !== undefined || store.aliasOfRoom(roomId)?.state === "ready";
+    return (await store.activeCall(roomId)) !== undefined || (await store.aliasOfRoom(roomId))?.state === "ready";
   }
 
   /** The active call of a call room, with its SFU room; made on first join of a meeting room. */
@@ -119,18 +119,19 @@ export class CallService {
 
   private async ensureSfuRoom(roomId: string, userId: string): Promise<CallRecord> {
     const { store, sfu, clock, ids } = this.deps;
-    let call = store.activeCall(roomId);
+    let call = await store.activeCall(roomId);
     if (!call) {
-      if (!this.isCallRoom(roomId)) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
+      if (!(await this.isCallRoom(roomId))) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
+      // Another Parley on the same store may start it first: then its call is the one joined.
       call =
-        store.startCall({
+        (await store.startCall({
           callId: ids.callId(), roomId, origin: "alias", startedBy: userId, startedAt: clock.now(), startEventId: null, widgetId: null,
-        }) ?? store.activeCall(roomId);
+        })) ?? (await store.activeCall(roomId));
       if (!call) throw new ParleyError("M_UNKNOWN", "could not start the call");
     }
     if (call.sfu && (await sfu.roomExists(call.sfu))) return call;
     const room = await sfu.createRoom(call.callId);
-    store.setCallSfu(call.callId, room);
+    await store.setCallSfu(call.callId, room);
     return { ...call, sfu: room };
   }
 
@@ -239,10 +240,10 @@ export class CallService {
     for (const s of [...this.sessions.values()]) {
       if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message, by });
     }
-    const sfu = this.sfuRoomOf(call.callId) ?? call.sfu;
+    const sfu = (await this.sfuRoomOf(call.callId)) ?? call.sfu;
     if (sfu) {
       await this.deps.sfu.destroyRoom(sfu);
-      this.deps.store.setCallSfu(call.callId, null);
+      await this.deps.store.setCallSfu(call.callId, null);
     }
   }
 
@@ -253,9 +254,9 @@ export class CallService {
    */
   async endIdle(call: CallRecord): Promise<void> {
     if (this.occupied(call.callId) || this.sfuRoomCreation.running(call.roomId)) return;
-    if (call.origin === "alias") this.deps.store.endCall(call.roomId, { by: "idle", at: this.deps.clock.now(), eventId: null });
+    if (call.origin === "alias") await this.deps.store.endCall(call.roomId, { by: "idle", at: this.deps.clock.now(), eventId: null });
     if (call.sfu) {
-      this.deps.store.setCallSfu(call.callId, null);
+      await this.deps.store.setCallSfu(call.callId, null);
       await this.deps.sfu.destroyRoom(call.sfu);
     }
   }
@@ -267,8 +268,8 @@ export class CallService {
   }
 
   /** The SFU room of an active call, if it has one. */
-  sfuRoomOf(callId: string): SfuRoomRecord | undefined {
-    const call = this.deps.store.activeCalls().find((c) => c.callId === callId);
+  async sfuRoomOf(callId: string): Promise<SfuRoomRecord | undefined> {
+    const call = (await this.deps.store.activeCalls()).find((c) => c.callId === callId);
     return call?.sfu ?? undefined;
   }
 

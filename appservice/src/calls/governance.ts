@@ -160,8 +160,8 @@ export class Governance {
     return this.external.hasUser(userId);
   }
 
-  private isAliasMeeting(roomId: string): boolean {
-    return this.deps.store.aliasOfRoom(roomId)?.state === "ready";
+  private async isAliasMeeting(roomId: string): Promise<boolean> {
+    return (await this.deps.store.aliasOfRoom(roomId))?.state === "ready";
   }
 
   // ---- what clients are shown ----
@@ -263,7 +263,7 @@ export class Governance {
       return;
     }
     if (this.removeKnock(roomId, k.userId)) this.notify(roomId);
-    if (!this.isAliasMeeting(roomId) || k.userId === this.deps.homeserver.botUserId) return;
+    if (!(await this.isAliasMeeting(roomId)) || k.userId === this.deps.homeserver.botUserId) return;
     if (membership === "join") await this.inRoomOrder(roomId, () => this.maybeMakeHost(roomId, k.userId));
     else if (membership === "leave" || membership === "ban") await this.inRoomOrder(roomId, () => this.maybePromote(roomId));
   }
@@ -466,7 +466,7 @@ export class Governance {
     const at = clock.now();
     await homeserver.putState(roomId, CALL_STATE_EVENT, withSettings(facts.content, { ...facts.settings, ended: { by, at } }));
     this.cache.delete(roomId);
-    const ended = store.endCall(roomId, { by, at, eventId: null });
+    const ended = await store.endCall(roomId, { by, at, eventId: null });
     if (ended?.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
     if (ended) await this.deps.endCall(ended);
     this.deps.onMeetingEnded?.(roomId);

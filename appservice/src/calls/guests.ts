@@ -148,43 +148,43 @@ export class GuestService {
       displayName: `${name}${GUEST_MARK}`,
     };
     const deactivateAt = now + Math.min(this.cfg.lobbyWaitMs, this.cfg.maxLifetimeMs);
-    if (!store.claimGuest({ ...guest, tokenHash: ids.hash(token), createdAt: now, deactivateAt }, this.cfg.maxLive)) {
+    if (!(await store.claimGuest({ ...guest, tokenHash: ids.hash(token), createdAt: now, deactivateAt }, this.cfg.maxLive))) {
       throw new ParleyError("M_LIMIT_EXCEEDED", "too many guests at the moment; try again later");
     }
     try {
       await this.deps.accounts.create(guest);
     } catch (err) {
       // The account may exist (no answer): the sweep deactivates it, or finds it absent.
-      store.revokeGuestToken(guest.userId);
-      store.scheduleGuest(guest.userId, "creating", now);
+      await store.revokeGuestToken(guest.userId);
+      await store.scheduleGuest(guest.userId, "creating", now);
       this.deps.note?.("guest account not made", { userId: guest.userId, err });
       throw new ParleyError("M_UNAVAILABLE", "the guest account could not be made; try again shortly");
     }
-    store.scheduleGuest(guest.userId, "waiting", deactivateAt);
+    await store.scheduleGuest(guest.userId, "waiting", deactivateAt);
     this.deps.note?.("guest made", { userId: guest.userId, roomId });
     return { ...guest, token };
   }
 
   /** The live guest a bearer token belongs to (none once guests are off: the sweep still removes them). */
-  authenticate(token: string): GuestRecord | undefined {
+  async authenticate(token: string): Promise<GuestRecord | undefined> {
     if (this.cfg.mode === "off") return undefined;
-    const guest = this.deps.store.guestByTokenHash(this.deps.ids.hash(token));
+    const guest = await this.deps.store.guestByTokenHash(this.deps.ids.hash(token));
     return guest && guest.state !== "creating" ? guest : undefined;
   }
 
   /** A membership of a guest changed (from the appservice's transactions, in order). */
-  onMembership(roomId: string, userId: string, membership: string): void {
+  async onMembership(roomId: string, userId: string, membership: string): Promise<void> {
     if (!this.isGuest(userId)) return;
     const { store, clock } = this.deps;
-    const guest = store.guest(userId);
+    const guest = await store.guest(userId);
     if (!guest || guest.state === "deactivated" || guest.state === "creating" || guest.roomId !== roomId) return;
     const now = clock.now();
     const latest = guest.createdAt + this.cfg.maxLifetimeMs;
     const current = guest.deactivateAt ?? now;
-    if (membership === "join") store.scheduleGuest(userId, "joined", latest);
-    else if (membership === "invite") store.scheduleGuest(userId, "waiting", Math.min(latest, Math.max(current, now + this.cfg.deactivateAfterMs)));
-    else if (membership === "knock") store.scheduleGuest(userId, "waiting", current);
-    else store.scheduleGuest(userId, "left", Math.min(latest, now + this.cfg.deactivateAfterMs));
+    if (membership === "join") await store.scheduleGuest(userId, "joined", latest);
+    else if (membership === "invite") await store.scheduleGuest(userId, "waiting", Math.min(latest, Math.max(current, now + this.cfg.deactivateAfterMs)));
+    else if (membership === "knock") await store.scheduleGuest(userId, "waiting", current);
+    else await store.scheduleGuest(userId, "left", Math.min(latest, now + this.cfg.deactivateAfterMs));
   }
 
   /**
@@ -193,29 +193,29 @@ export class GuestService {
    * `deactivateAfterMs` later unless a new session comes first. A guest who leaves the call does
    * not leave the room, so this, not the membership, is what ends a guest's use of the account.
    */
-  onCallPresence(roomId: string, userId: string, present: boolean): void {
+  async onCallPresence(roomId: string, userId: string, present: boolean): Promise<void> {
     if (!this.isGuest(userId)) return;
     const { store, clock } = this.deps;
-    const guest = store.guest(userId);
+    const guest = await store.guest(userId);
     if (!guest || guest.state !== "joined" || guest.roomId !== roomId) return;
     const latest = guest.createdAt + this.cfg.maxLifetimeMs;
-    store.scheduleGuest(userId, "joined", present ? latest : Math.min(latest, clock.now() + this.cfg.deactivateAfterMs));
+    await store.scheduleGuest(userId, "joined", present ? latest : Math.min(latest, clock.now() + this.cfg.deactivateAfterMs));
   }
 
   /** The guest signed out: its token stops working now and the account goes at the next sweep. */
-  signOut(userId: string): void {
-    const guest = this.deps.store.guest(userId);
+  async signOut(userId: string): Promise<void> {
+    const guest = await this.deps.store.guest(userId);
     if (!guest || guest.state === "deactivated") return;
-    this.deps.store.revokeGuestToken(userId);
-    this.deps.store.scheduleGuest(userId, guest.state, this.deps.clock.now());
+    await this.deps.store.revokeGuestToken(userId);
+    await this.deps.store.scheduleGuest(userId, guest.state, this.deps.clock.now());
   }
 
   /** A host ended the meeting: its guests go `deactivateAfterMs` from now (or earlier if due). */
-  onMeetingEnded(roomId: string): void {
+  async onMeetingEnded(roomId: string): Promise<void> {
     const now = this.deps.clock.now();
-    for (const g of this.deps.store.guestsOfRoom(roomId)) {
+    for (const g of await this.deps.store.guestsOfRoom(roomId)) {
       if (g.state === "creating" || g.state === "deactivated") continue;
-      this.deps.store.scheduleGuest(g.userId, g.state, Math.min(g.deactivateAt ?? now, now + this.cfg.deactivateAfterMs));
+      await this.deps.store.scheduleGuest(g.userId, g.state, Math.min(g.deactivateAt ?? now, now + this.cfg.deactivateAfterMs));
     }
   }
 
@@ -224,16 +224,16 @@ export class GuestService {
     const { store, clock, accounts } = this.deps;
     let deactivated = 0;
     let failed = 0;
-    for (const g of store.dueGuests(clock.now(), SWEEP_BATCH)) {
+    for (const g of await store.dueGuests(clock.now(), SWEEP_BATCH)) {
       try {
         const outcome = await accounts.deactivate(g.userId);
-        store.markGuestDeactivated(g.userId, clock.now());
+        await store.markGuestDeactivated(g.userId, clock.now());
         deactivated++;
         this.deps.note?.("guest deactivated", { userId: g.userId, roomId: g.roomId, outcome });
       } catch (err) {
         failed++;
         const retryMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(g.attempts, 20));
-        store.deferGuest(g.userId, clock.now() + retryMs);
+        await store.deferGuest(g.userId, clock.now() + retryMs);
         this.deps.note?.("guest deactivation failed; will retry", { userId: g.userId, attempts: g.attempts + 1, retryMs, err });
       }
     }

@@ -7,7 +7,7 @@ import type { Clock } from "./ports.ts";
 export interface IdleCallsDeps {
   clock: Clock;
   /** The active calls. */
-  activeCalls(): CallRecord[];
+  activeCalls(): Promise<CallRecord[]>;
   occupied(callId: string): boolean;
   endIdle(call: CallRecord): Promise<void>;
 }
@@ -28,7 +28,7 @@ export class IdleCalls {
     const now = this.deps.clock.now();
     const idle: CallRecord[] = [];
     const seen = new Set<string>();
-    for (const call of this.deps.activeCalls()) {
+    for (const call of await this.deps.activeCalls()) {
       if (!call.sfu) continue;
       seen.add(call.callId);
       if (this.deps.occupied(call.callId)) {

@@ -132,7 +132,7 @@ export class MeetingService {
     await this.aliasRooms.onMemberJoined(roomId);
     if (!userId || !eventId || !isRemote(userId, this.cfg.domain)) return;
     const { store } = this.deps;
-    if (!store.activeCall(roomId) && store.aliasOfRoom(roomId)?.state !== "ready") return;
+    if (!(await store.activeCall(roomId)) && (await store.aliasOfRoom(roomId))?.state !== "ready") return;
     await this.deps.homeserver.mergeForks(roomId, `parley-merge-${eventId}`);
   }
 
@@ -140,9 +140,9 @@ export class MeetingService {
   async onBotRemoved(roomId: string, by: string, eventId: string): Promise<CallRecord | undefined> {
     this.rtc.delete(roomId);
     const { store, clock } = this.deps;
-    let ended = store.endCall(roomId, { by, at: clock.now(), eventId });
+    let ended = await store.endCall(roomId, { by, at: clock.now(), eventId });
     if (!ended) {
-      const last = store.lastCall(roomId);
+      const last = await store.lastCall(roomId);
       if (!last || last.endEventId !== eventId) return undefined;
       ended = last; // a redelivery: finish closing what the first attempt may have left
     }
@@ -205,7 +205,7 @@ export class MeetingService {
       case "help":
         return reply(HELP_TEXT);
       case "status":
-        return reply(this.status(roomId));
+        return reply(await this.status(roomId));
       case "unknown":
         return reply(`Unknown command '${COMMAND_PREFIX} ${command.word}'.\n${HELP_TEXT}`);
       case "start":
@@ -215,8 +215,8 @@ export class MeetingService {
     }
   }
 
-  private status(roomId: string): string {
-    const call = this.deps.store.activeCall(roomId);
+  private async status(roomId: string): Promise<string> {
+    const call = await this.deps.store.activeCall(roomId);
     const participants = this.rtc.get(roomId);
     const now = this.deps.clock.now();
     participants?.prune(now);
@@ -234,12 +234,12 @@ export class MeetingService {
       `A call is already running here: ${link}`,
       `A call is already running here: <a href="${link}">join it</a>`,
     ];
-    let call = store.activeCall(roomId);
+    let call = await store.activeCall(roomId);
     if (call && call.startEventId !== eventId) return running;
     if (!call) {
       const callId = ids.callId();
       const widgetId = (await homeserver.canSendState(roomId, WIDGET_EVENT)) ? `parley-${callId}` : null;
-      call = store.startCall({
+      call = await store.startCall({
         callId, roomId, origin: "command", startedBy: sender, startedAt: clock.now(), startEventId: eventId, widgetId,
       });
       if (!call) return running;
@@ -252,7 +252,7 @@ export class MeetingService {
       // The meeting's governance settings stay (a `!meet` in a meeting room starts it again: `ended` goes).
       const before = (await homeserver.stateEvent(roomId, CALL_STATE_EVENT))?.content ?? {};
       const kept = Object.fromEntries(Object.entries(before).filter(([k]) => ["access", "locked", "guests"].includes(k)));
-      await homeserver.putState(roomId, CALL_STATE_EVENT, { ...this.callState(roomId, store.aliasOfRoom(roomId)?.alias), ...kept });
+      await homeserver.putState(roomId, CALL_STATE_EVENT, { ...this.callState(roomId, (await store.aliasOfRoom(roomId))?.alias), ...kept });
     }
     if (call.widgetId) await homeserver.putWidget(roomId, this.widgetFor(call));
     const note = announced
@@ -279,13 +279,13 @@ export class MeetingService {
    *  finishes removing the widget. */
   private async endCall(roomId: string, sender: string, eventId: string): Promise<string> {
     const { store, clock, homeserver } = this.deps;
-    const last = store.lastCall(roomId);
+    const last = await store.lastCall(roomId);
     if (!last || (last.endedAt !== null && last.endEventId !== eventId)) return "No call is running in this room.";
     if (last.endedAt === null && !(await homeserver.canSendState(roomId, CALL_STATE_EVENT, sender))) {
       this.deps.observe?.("refusal", "end");
       return `Sorry ${sender}, ending the call needs the power level to change the call state (${CALL_STATE_EVENT}) in this room.`;
     }
-    const ended = store.endCall(roomId, { by: sender, at: clock.now(), eventId }) ?? last;
+    const ended = (await store.endCall(roomId, { by: sender, at: clock.now(), eventId })) ?? last;
     if (ended.widgetId) await homeserver.removeWidget(roomId, ended.widgetId);
     await this.deps.onCallEnded?.(ended);
     return `Call ended by ${ended.endedBy ?? sender}.`;

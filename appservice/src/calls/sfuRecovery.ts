@@ -12,11 +12,11 @@ export interface SfuRecoveryDeps {
 
 export async function recoverLostRooms(deps: SfuRecoveryDeps, nodeId: string, lostRooms: string[]): Promise<void> {
   const log = getLogger("calls.recovery");
-  const lost = deps.store.activeCalls().filter((c) => c.sfu?.node === nodeId && lostRooms.includes(c.sfu.room));
+  const lost = (await deps.store.activeCalls()).filter((c) => c.sfu?.node === nodeId && lostRooms.includes(c.sfu.room));
   await Promise.all(
     lost.map(async (call) => {
       try {
-        deps.store.setCallSfu(call.callId, await deps.recreateRoom(call.sfu!));
+        await deps.store.setCallSfu(call.callId, await deps.recreateRoom(call.sfu!));
         log.info({ callId: call.callId, nodeId }, "SFU room recreated after a node restart");
       } catch (err) {
         log.error({ err, callId: call.callId, nodeId }, "could not recreate the SFU room");

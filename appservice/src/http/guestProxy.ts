@@ -50,11 +50,17 @@ export function guestProxyRouter(opts: GuestProxyOptions): Router {
 
   router.get(`${GUEST_PROXY_PREFIX}/_matrix/client/versions`, (req, res) => void relay(req, res, undefined, { path: "/_matrix/client/versions", query: [], timeoutMs: 10_000 }));
 
-  router.use(GUEST_PROXY_PREFIX, (req, res, next) => {
+  router.use(GUEST_PROXY_PREFIX, async (req, res, next) => {
     const header = req.headers.authorization;
     const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
     if (!token) return refuse(req, res, "token", new ParleyError("M_MISSING_TOKEN", "send the guest token as Authorization: Bearer"));
-    const guest = opts.guests.authenticate(token);
+    let guest;
+    try {
+      guest = await opts.guests.authenticate(token);
+    } catch (err) {
+      log.error({ err }, "guest token not checked");
+      return refuse(req, res, "token", new ParleyError("M_UNAVAILABLE", "the guest token cannot be checked now; retry"));
+    }
     if (!guest) return refuse(req, res, "token", new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired guest token"));
     const waitMs = opts.limiter.take(guest.userId);
     if (waitMs) {
@@ -86,7 +92,7 @@ export function guestProxyRouter(opts: GuestProxyOptions): Router {
       const decision = await decideGuestRequest(match, query, req.body, guest, opts.ctx);
       if (decision.kind === "answer") return void res.status(decision.status).json(decision.body);
       if (decision.kind === "logout") {
-        opts.guests.signOut(guest.userId);
+        await opts.guests.signOut(guest.userId);
         log.info({ userId: guest.userId }, "guest signed out");
         return void res.json({});
       }

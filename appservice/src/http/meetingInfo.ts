@@ -35,7 +35,7 @@ export interface MeetingInfoDeps {
 }
 
 /** The answer for one path segment (still percent-encoded), or the error to send. */
-export function meetingInfo(segment: string, deps: Pick<MeetingInfoDeps, "aliases" | "meetings">): MeetingInfo | ParleyError {
+export async function meetingInfo(segment: string, deps: Pick<MeetingInfoDeps, "aliases" | "meetings">): Promise<MeetingInfo | ParleyError> {
   let alias: string;
   try {
     alias = decodeURIComponent(segment);
@@ -50,7 +50,7 @@ export function meetingInfo(segment: string, deps: Pick<MeetingInfoDeps, "aliase
   if (deps.meetings.slugOf(alias) === undefined) {
     return new ParleyError("M_NOT_FOUND", `${alias} is not a meeting alias of this Parley`);
   }
-  const record = deps.aliases.getAlias(alias);
+  const record = await deps.aliases.getAlias(alias);
   // A claim still "creating" is not a meeting yet: the join that follows may be the one making it.
   return { exists: record?.state === "ready" && record.roomId !== null, alias, server: m[2]! };
 }
@@ -67,9 +67,10 @@ export function meetingInfoRouter(deps: MeetingInfoDeps): Router {
     limited(req, res, () => {
       const segment = req.path.replace(/^\//, "");
       if (!segment) return sendError(res, new ParleyError("M_MISSING_PARAM", `expected ${MEETINGS_PATH}/{alias}`));
-      const answer = meetingInfo(segment, deps);
-      if (answer instanceof ParleyError) return sendError(res, answer);
-      res.json(answer);
+      meetingInfo(segment, deps).then(
+        (answer) => (answer instanceof ParleyError ? sendError(res, answer) : res.json(answer)),
+        (err: unknown) => next(err),
+      );
     });
   });
   return router;

@@ -136,7 +136,7 @@ export function appserviceRouter(opts: {
 
   async function processEvent(event: RawEvent): Promise<void> {
     const eventId = typeof event.event_id === "string" ? event.event_id : undefined;
-    if (eventId && opts.store.isEventProcessed(eventId)) return;
+    if (eventId && (await opts.store.isEventProcessed(eventId))) return;
     try {
       await opts.handlers.onEvent(event);
       opts.metrics.events.inc({ type: String(event.type), result: "ok" });
@@ -151,18 +151,18 @@ export function appserviceRouter(opts: {
     }
     if (eventId) {
       attempts.delete(eventId);
-      opts.store.markEventProcessed(eventId);
+      await opts.store.markEventProcessed(eventId);
     }
   }
 
   async function processTransaction(txnId: string, events: RawEvent[], parts: TransactionParts | undefined): Promise<"done" | "duplicate"> {
-    if (opts.store.isTxnDone(txnId)) return "duplicate";
+    if (await opts.store.isTxnDone(txnId)) return "duplicate";
     // Recorded like an event: a redelivery after a failed event must not feed Olm the same
     // to-device messages twice (their one-time keys are spent).
     const partsId = `txn-parts:${txnId}`;
-    if (parts && opts.handlers.onTransactionParts && !opts.store.isEventProcessed(partsId)) {
+    if (parts && opts.handlers.onTransactionParts && !(await opts.store.isEventProcessed(partsId))) {
       await opts.handlers.onTransactionParts(parts);
-      opts.store.markEventProcessed(partsId);
+      await opts.store.markEventProcessed(partsId);
     }
     for (let i = 0; i < events.length; i++) {
       await processEvent(events[i]!);
@@ -171,8 +171,21 @@ export function appserviceRouter(opts: {
       // are served while a bulk transaction is processed.
       if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
     }
-    opts.store.markTxnDone(txnId);
+    await opts.store.markTxnDone(txnId);
     return "done";
+  }
+
+  async function evictOnArrival(txnId: string, events: RawEvent[], hook: NonNullable<AppserviceHandlers["onMembershipLost"]>): Promise<void> {
+    try {
+      if (await opts.store.isTxnDone(txnId)) return;
+      for (const e of events) {
+        if (e.type !== "m.room.member") continue; // the only events evicted early; spares a query each
+        if (typeof e.event_id === "string" && (await opts.store.isEventProcessed(e.event_id))) continue;
+        evictEarly(e, hook);
+      }
+    } catch (err) {
+      log.error({ err, txnId }, "early eviction failed; the queued events will retry it");
+    }
   }
 
   const router = express.Router();
@@ -189,16 +202,17 @@ export function appserviceRouter(opts: {
     }
     // Evictions do not wait behind bulk work: a membership loss takes effect on arrival, even
     // while an earlier transaction is still being processed (the hook is idempotent; the event
-    // is handled again, in order, by the queue below).
-    if (opts.handlers.onMembershipLost && !opts.store.isTxnDone(txnId)) {
-      for (const e of parsed.data.events) {
-        if (typeof e.event_id === "string" && opts.store.isEventProcessed(e.event_id)) continue;
-        evictEarly(e, opts.handlers.onMembershipLost);
-      }
-    }
-    // One transaction at a time, in arrival order; a duplicate waits for its twin to finish.
+    // is handled again, in order, by the queue below). Only the store's answer is awaited, not
+    // the queue.
+    const lost = opts.handlers.onMembershipLost;
+    const early = lost ? evictOnArrival(txnId, parsed.data.events, lost) : Promise.resolve();
+    // One transaction at a time, in arrival order (the place in the queue is taken now, at
+    // arrival); a duplicate waits for its twin to finish.
     const parts = opts.handlers.onTransactionParts ? parseTransactionParts(req.body) : undefined;
-    const run = queue.then(() => processTransaction(txnId, parsed.data.events, parts));
+    const run = queue.then(async () => {
+      await early;
+      return processTransaction(txnId, parsed.data.events, parts);
+    });
     queue = run.catch(() => undefined);
     run.then(
       (outcome) => {

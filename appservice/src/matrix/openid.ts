@@ -206,7 +206,7 @@ export class OpenIdVerifier {
     if (!ledger) return this.#check(token, serverName, log);
     const hash = openIdTokenHash(serverName, token);
     const now = this.#now();
-    if (!ledger.claimOpenIdToken(hash, now + this.#tokenLifetimeMs, now)) {
+    if (!(await ledger.claimOpenIdToken(hash, now + this.#tokenLifetimeMs, now))) {
       log.info("OpenID check: token used before (or being checked now); refused");
       throw new ParleyError("M_UNKNOWN_TOKEN", INVALID_TOKEN_MESSAGE);
     }
@@ -214,7 +214,7 @@ export class OpenIdVerifier {
       return await this.#check(token, serverName, log);
     } catch (err) {
       // Not accepted: the token may be tried again, and a forged one leaves no row behind.
-      ledger.releaseOpenIdToken(hash);
+      await ledger.releaseOpenIdToken(hash);
       throw err;
     }
   }

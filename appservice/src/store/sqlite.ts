@@ -67,6 +67,12 @@ function ownerOnly(file: string): void {
   }
 }
 
+const LIVE_GUESTS = "SELECT count(*) AS n FROM guest WHERE state <> 'deactivated'";
+
+/**
+ * The methods are async for the seam's sake (see store.ts) but run synchronously inside: each one
+ * finishes in a single turn of the event loop, so no other call interleaves with it.
+ */
 export class SqliteStore implements Store {
   readonly db: Database.Database;
 
@@ -105,19 +111,19 @@ export class SqliteStore implements Store {
     }
   }
 
-  isTxnDone(txnId: string): boolean {
+  async isTxnDone(txnId: string): Promise<boolean> {
     return this.db.prepare("SELECT 1 FROM appservice_txn WHERE txn_id = ?").get(txnId) !== undefined;
   }
-  markTxnDone(txnId: string): void {
+  async markTxnDone(txnId: string): Promise<void> {
     this.db.prepare("INSERT OR IGNORE INTO appservice_txn (txn_id, completed_at) VALUES (?, ?)").run(txnId, Date.now());
   }
-  isEventProcessed(eventId: string): boolean {
+  async isEventProcessed(eventId: string): Promise<boolean> {
     return this.db.prepare("SELECT 1 FROM processed_event WHERE event_id = ?").get(eventId) !== undefined;
   }
-  markEventProcessed(eventId: string): void {
+  async markEventProcessed(eventId: string): Promise<void> {
     this.db.prepare("INSERT OR IGNORE INTO processed_event (event_id, processed_at) VALUES (?, ?)").run(eventId, Date.now());
   }
-  prune(olderThan: number): void {
+  async prune(olderThan: number): Promise<void> {
     this.db.transaction(() => {
       this.db.prepare("DELETE FROM appservice_txn WHERE completed_at < ?").run(olderThan);
       this.db.prepare("DELETE FROM processed_event WHERE processed_at < ?").run(olderThan);
@@ -125,27 +131,28 @@ export class SqliteStore implements Store {
     })();
   }
 
-  getAlias(alias: string): AliasRecord | undefined {
+  async getAlias(alias: string): Promise<AliasRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM meeting_alias WHERE alias = ?").get(alias) as Row | undefined;
     return row && toAlias(row);
   }
-  claimAlias(alias: string): boolean {
+  async claimAlias(alias: string): Promise<boolean> {
     const r = this.db
       .prepare("INSERT OR IGNORE INTO meeting_alias (alias, room_id, state, created_at) VALUES (?, NULL, 'creating', ?)")
       .run(alias, Date.now());
     return r.changes === 1;
   }
-  claimAliasWithin(alias: string, max: number): "claimed" | "exists" | "full" {
+  async claimAliasWithin(alias: string, max: number): Promise<"claimed" | "exists" | "full"> {
     return this.db.transaction(() => {
-      if (this.getAlias(alias)) return "exists";
-      if (this.aliasCount() >= max) return "full";
-      return this.claimAlias(alias) ? "claimed" : "exists";
+      if (this.db.prepare("SELECT 1 FROM meeting_alias WHERE alias = ?").get(alias)) return "exists";
+      if (this.count("SELECT COUNT(*) AS n FROM meeting_alias") >= max) return "full";
+      this.db.prepare("INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES (?, NULL, 'creating', ?)").run(alias, Date.now());
+      return "claimed";
     }).immediate();
   }
-  aliasCount(): number {
-    return (this.db.prepare("SELECT COUNT(*) AS n FROM meeting_alias").get() as { n: number }).n;
+  async aliasCount(): Promise<number> {
+    return this.count("SELECT COUNT(*) AS n FROM meeting_alias");
   }
-  recordAlias(alias: string, roomId: string): void {
+  async recordAlias(alias: string, roomId: string): Promise<void> {
     this.db
       .prepare(
         `INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES (?, ?, 'ready', ?)
@@ -153,29 +160,29 @@ export class SqliteStore implements Store {
       )
       .run(alias, roomId, Date.now());
   }
-  completeAlias(alias: string, roomId: string): void {
+  async completeAlias(alias: string, roomId: string): Promise<void> {
     this.db.prepare("UPDATE meeting_alias SET room_id = ?, state = 'ready' WHERE alias = ?").run(roomId, alias);
   }
-  releaseAlias(alias: string): void {
+  async releaseAlias(alias: string): Promise<void> {
     this.db.prepare("DELETE FROM meeting_alias WHERE alias = ? AND state = 'creating'").run(alias);
   }
-  listAliases(state?: AliasRecord["state"]): AliasRecord[] {
+  async listAliases(state?: AliasRecord["state"]): Promise<AliasRecord[]> {
     const rows = state
       ? this.db.prepare("SELECT * FROM meeting_alias WHERE state = ? ORDER BY created_at").all(state)
       : this.db.prepare("SELECT * FROM meeting_alias ORDER BY created_at").all();
     return (rows as Row[]).map(toAlias);
   }
 
-  aliasOfRoom(roomId: string): AliasRecord | undefined {
+  async aliasOfRoom(roomId: string): Promise<AliasRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM meeting_alias WHERE room_id = ?").get(roomId) as Row | undefined;
     return row && toAlias(row);
   }
 
-  activeCall(roomId: string): CallRecord | undefined {
+  async activeCall(roomId: string): Promise<CallRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM call WHERE room_id = ? AND ended_at IS NULL").get(roomId) as Row | undefined;
     return row && toCall(row);
   }
-  startCall(call: NewCall): CallRecord | undefined {
+  async startCall(call: NewCall): Promise<CallRecord | undefined> {
     const r = this.db
       .prepare(
         `INSERT INTO call (call_id, room_id, origin, started_by, started_at, start_event_id, widget_id)
@@ -185,7 +192,7 @@ export class SqliteStore implements Store {
       .run(call);
     return r.changes === 1 ? { ...call, endedAt: null, endedBy: null, endEventId: null, sfu: null } : undefined;
   }
-  endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined {
+  async endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): Promise<CallRecord | undefined> {
     const row = this.db
       .prepare(
         "UPDATE call SET ended_at = ?, ended_by = ?, end_event_id = ? WHERE room_id = ? AND ended_at IS NULL RETURNING *",
@@ -193,37 +200,37 @@ export class SqliteStore implements Store {
       .get(ended.at, ended.by, ended.eventId, roomId) as Row | undefined;
     return row && toCall(row);
   }
-  lastCall(roomId: string): CallRecord | undefined {
+  async lastCall(roomId: string): Promise<CallRecord | undefined> {
     const row = this.db
       .prepare("SELECT * FROM call WHERE room_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1")
       .get(roomId) as Row | undefined;
     return row && toCall(row);
   }
-  setCallSfu(callId: string, sfu: { node: string; room: string; secret: string } | null): void {
+  async setCallSfu(callId: string, sfu: { node: string; room: string; secret: string } | null): Promise<void> {
     this.db
       .prepare("UPDATE call SET sfu_node = ?, sfu_room = ?, sfu_secret = ? WHERE call_id = ?")
       .run(sfu?.node ?? null, sfu?.room ?? null, sfu?.secret ?? null, callId);
   }
-  activeCalls(): CallRecord[] {
+  async activeCalls(): Promise<CallRecord[]> {
     return (this.db.prepare("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at").all() as Row[]).map(toCall);
   }
 
-  claimOpenIdToken(hash: string, expiresAt: number, now: number): boolean {
+  async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
     return this.db.transaction(() => {
       this.db.prepare("DELETE FROM openid_token_used WHERE expires_at <= ?").run(now);
       return this.db.prepare("INSERT OR IGNORE INTO openid_token_used (token_hash, expires_at) VALUES (?, ?)").run(hash, expiresAt).changes === 1;
     }).immediate();
   }
-  releaseOpenIdToken(hash: string): void {
+  async releaseOpenIdToken(hash: string): Promise<void> {
     this.db.prepare("DELETE FROM openid_token_used WHERE token_hash = ?").run(hash);
   }
-  openIdTokenCount(): number {
-    return (this.db.prepare("SELECT count(*) AS n FROM openid_token_used").get() as { n: number }).n;
+  async openIdTokenCount(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM openid_token_used");
   }
 
-  claimGuest(g: NewGuest, max: number): boolean {
+  async claimGuest(g: NewGuest, max: number): Promise<boolean> {
     return this.db.transaction(() => {
-      if (this.liveGuestCount() >= max) return false;
+      if (this.count(LIVE_GUESTS) >= max) return false;
       this.db
         .prepare(
           `INSERT INTO guest (user_id, device_id, token_hash, room_id, display_name, state, created_at, deactivate_at)
@@ -233,52 +240,60 @@ export class SqliteStore implements Store {
       return true;
     }).immediate();
   }
-  forgetGuest(userId: string): void {
+  async forgetGuest(userId: string): Promise<void> {
     this.db.prepare("DELETE FROM guest WHERE user_id = ?").run(userId);
   }
-  guest(userId: string): GuestRecord | undefined {
+  async guest(userId: string): Promise<GuestRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM guest WHERE user_id = ?").get(userId) as Row | undefined;
     return row && toGuest(row);
   }
-  guestByTokenHash(hash: string): GuestRecord | undefined {
+  async guestByTokenHash(hash: string): Promise<GuestRecord | undefined> {
     const row = this.db.prepare("SELECT * FROM guest WHERE token_hash = ? AND state <> 'deactivated'").get(hash) as Row | undefined;
     return row && toGuest(row);
   }
-  scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): void {
+  async scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): Promise<void> {
     this.db
       .prepare("UPDATE guest SET state = ?, deactivate_at = ?, attempts = 0 WHERE user_id = ? AND state <> 'deactivated'")
       .run(state, deactivateAt, userId);
   }
-  deferGuest(userId: string, deactivateAt: number): void {
+  async deferGuest(userId: string, deactivateAt: number): Promise<void> {
     this.db
       .prepare("UPDATE guest SET deactivate_at = ?, attempts = attempts + 1 WHERE user_id = ? AND state <> 'deactivated'")
       .run(deactivateAt, userId);
   }
-  revokeGuestToken(userId: string): void {
+  async revokeGuestToken(userId: string): Promise<void> {
     this.db.prepare("UPDATE guest SET token_hash = NULL WHERE user_id = ?").run(userId);
   }
-  markGuestDeactivated(userId: string, at: number): void {
+  async markGuestDeactivated(userId: string, at: number): Promise<void> {
     this.db
       .prepare("UPDATE guest SET state = 'deactivated', token_hash = NULL, deactivate_at = NULL, deactivated_at = ? WHERE user_id = ?")
       .run(at, userId);
   }
-  dueGuests(now: number, limit: number): GuestRecord[] {
+  async dueGuests(now: number, limit: number): Promise<GuestRecord[]> {
     const rows = this.db.prepare("SELECT * FROM guest WHERE deactivate_at <= ? ORDER BY deactivate_at LIMIT ?").all(now, limit) as Row[];
     return rows.map(toGuest);
   }
-  nextGuestDue(): number | undefined {
+  async nextGuestDue(): Promise<number | undefined> {
     const row = this.db.prepare("SELECT min(deactivate_at) AS at FROM guest WHERE deactivate_at IS NOT NULL").get() as { at: number | null };
     return row.at ?? undefined;
   }
-  liveGuestCount(): number {
-    return (this.db.prepare("SELECT count(*) AS n FROM guest WHERE state <> 'deactivated'").get() as { n: number }).n;
+  async liveGuestCount(): Promise<number> {
+    return this.count(LIVE_GUESTS);
   }
-  guestsOfRoom(roomId: string): GuestRecord[] {
+  async guestsOfRoom(roomId: string): Promise<GuestRecord[]> {
     const rows = this.db.prepare("SELECT * FROM guest WHERE room_id = ? AND state <> 'deactivated' ORDER BY created_at").all(roomId) as Row[];
     return rows.map(toGuest);
   }
 
-  close(): void {
+  async ping(): Promise<void> {
+    this.db.prepare("SELECT 1").get();
+  }
+
+  private count(sql: string): number {
+    return (this.db.prepare(sql).get() as { n: number }).n;
+  }
+
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 }

@@ -1,5 +1,7 @@
 // The storage seam: what the rest of Parley may ask of its store, and nothing more.
-// Each method is one logical change and one transaction.
+// Each method is one logical change and one transaction, and answers asynchronously: a store may
+// be a file in this process (SQLite) or a server shared by several Parley instances (PostgreSQL).
+// A check-then-act that must be atomic is one method here, never two calls by the caller.
 
 export interface AliasRecord {
   alias: string;
@@ -33,42 +35,42 @@ export interface SfuRoomRecord {
 export type NewCall = Omit<CallRecord, "endedAt" | "endedBy" | "endEventId" | "sfu">;
 
 export interface TransactionStore {
-  isTxnDone(txnId: string): boolean;
-  markTxnDone(txnId: string): void;
-  isEventProcessed(eventId: string): boolean;
-  markEventProcessed(eventId: string): void;
+  isTxnDone(txnId: string): Promise<boolean>;
+  markTxnDone(txnId: string): Promise<void>;
+  isEventProcessed(eventId: string): Promise<boolean>;
+  markEventProcessed(eventId: string): Promise<void>;
   /** Forgets txn ids, event ids and guests deactivated before the cut-off (epoch ms). */
-  prune(olderThan: number): void;
+  prune(olderThan: number): Promise<void>;
 }
 
 export interface AliasStore {
-  getAlias(alias: string): AliasRecord | undefined;
+  getAlias(alias: string): Promise<AliasRecord | undefined>;
   /** Claims an alias for creation; false when a row (ready or creating) exists already. */
-  claimAlias(alias: string): boolean;
+  claimAlias(alias: string): Promise<boolean>;
   /** Claims an alias for a new room unless `max` aliases (ready or claimed) exist already; one transaction. */
-  claimAliasWithin(alias: string, max: number): "claimed" | "exists" | "full";
+  claimAliasWithin(alias: string, max: number): Promise<"claimed" | "exists" | "full">;
   /** How many aliases are recorded (ready or claimed). */
-  aliasCount(): number;
-  completeAlias(alias: string, roomId: string): void;
+  aliasCount(): Promise<number>;
+  completeAlias(alias: string, roomId: string): Promise<void>;
   /** Records an existing room as the alias's room (adoption): inserts, or completes a claim. */
-  recordAlias(alias: string, roomId: string): void;
-  releaseAlias(alias: string): void;
-  listAliases(state?: AliasRecord["state"]): AliasRecord[];
+  recordAlias(alias: string, roomId: string): Promise<void>;
+  releaseAlias(alias: string): Promise<void>;
+  listAliases(state?: AliasRecord["state"]): Promise<AliasRecord[]>;
   /** The meeting alias whose room this is, if any. */
-  aliasOfRoom(roomId: string): AliasRecord | undefined;
+  aliasOfRoom(roomId: string): Promise<AliasRecord | undefined>;
 }
 
 export interface CallStore {
-  activeCall(roomId: string): CallRecord | undefined;
+  activeCall(roomId: string): Promise<CallRecord | undefined>;
   /** Records a new active call; returns undefined when the room already has one. */
-  startCall(call: NewCall): CallRecord | undefined;
+  startCall(call: NewCall): Promise<CallRecord | undefined>;
   /** Ends the room's active call; undefined when none is active. */
-  endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): CallRecord | undefined;
+  endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): Promise<CallRecord | undefined>;
   /** The room's most recent call, active or not. */
-  lastCall(roomId: string): CallRecord | undefined;
+  lastCall(roomId: string): Promise<CallRecord | undefined>;
   /** Records (or, with null, forgets) the SFU room of a call. */
-  setCallSfu(callId: string, sfu: SfuRoomRecord | null): void;
-  activeCalls(): CallRecord[];
+  setCallSfu(callId: string, sfu: SfuRoomRecord | null): Promise<void>;
+  activeCalls(): Promise<CallRecord[]>;
 }
 
 /** OpenID tokens already used for a join, by hash (never the token itself). */
@@ -77,11 +79,11 @@ export interface OpenIdTokenStore {
    * Records the hash until `expiresAt` (epoch ms); false when it is recorded already (the token
    * was used, or is being checked right now). Forgets rows expired by `now` in the same transaction.
    */
-  claimOpenIdToken(hash: string, expiresAt: number, now: number): boolean;
+  claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean>;
   /** Forgets a claim whose token was not accepted. */
-  releaseOpenIdToken(hash: string): void;
+  releaseOpenIdToken(hash: string): Promise<void>;
   /** Rows held (for tests and metrics). */
-  openIdTokenCount(): number;
+  openIdTokenCount(): Promise<number>;
 }
 
 export type GuestState = "creating" | "waiting" | "joined" | "left" | "deactivated";
@@ -116,27 +118,29 @@ export interface NewGuest {
 /** Guests by link: one row per guest account, kept until some time after its deactivation. */
 export interface GuestStore {
   /** Records a new guest ('creating') unless `max` guests are live (not deactivated); one transaction. */
-  claimGuest(guest: NewGuest, max: number): boolean;
+  claimGuest(guest: NewGuest, max: number): Promise<boolean>;
   /** Forgets a guest whose account was never made. */
-  forgetGuest(userId: string): void;
-  guest(userId: string): GuestRecord | undefined;
+  forgetGuest(userId: string): Promise<void>;
+  guest(userId: string): Promise<GuestRecord | undefined>;
   /** The live guest holding the token of this hash (not revoked, not deactivated). */
-  guestByTokenHash(hash: string): GuestRecord | undefined;
+  guestByTokenHash(hash: string): Promise<GuestRecord | undefined>;
   /** Sets a live guest's state and when it is deactivated (failed attempts start again from 0). */
-  scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): void;
+  scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): Promise<void>;
   /** After a failed deactivation: try again at `deactivateAt`, one more attempt counted. */
-  deferGuest(userId: string, deactivateAt: number): void;
-  revokeGuestToken(userId: string): void;
-  markGuestDeactivated(userId: string, at: number): void;
+  deferGuest(userId: string, deactivateAt: number): Promise<void>;
+  revokeGuestToken(userId: string): Promise<void>;
+  markGuestDeactivated(userId: string, at: number): Promise<void>;
   /** Live guests due for deactivation by `now`, earliest first, at most `limit`. */
-  dueGuests(now: number, limit: number): GuestRecord[];
+  dueGuests(now: number, limit: number): Promise<GuestRecord[]>;
   /** The earliest deactivation time scheduled, if any. */
-  nextGuestDue(): number | undefined;
-  liveGuestCount(): number;
+  nextGuestDue(): Promise<number | undefined>;
+  liveGuestCount(): Promise<number>;
   /** Live guests made for this room. */
-  guestsOfRoom(roomId: string): GuestRecord[];
+  guestsOfRoom(roomId: string): Promise<GuestRecord[]>;
 }
 
 export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore, GuestStore {
-  close(): void;
+  /** Resolves when the store answers a trivial query (the health check). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
 }

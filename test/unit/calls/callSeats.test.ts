@@ -108,11 +108,11 @@ function makeSeats(opts: { keys?: boolean } = {}) {
   });
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "parley-seats-"));
   store = new SqliteStore(path.join(dir, "p.db"));
-  store.claimAlias("#meet-x:a.example");
-  store.completeAlias("#meet-x:a.example", ROOM);
+  await store.claimAlias("#meet-x:a.example");
+  await store.completeAlias("#meet-x:a.example", ROOM);
   sfu = new FakeSfu();
   roomState = { version: 1, api: "https://meet.a.example" };
   calls = new CallService(
@@ -130,9 +130,9 @@ beforeEach(() => {
   seats = makeSeats();
 });
 
-afterEach(() => {
+afterEach(async () => {
   calls.stop();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -183,7 +183,7 @@ describe("a seat", () => {
     const client = new Client();
     const { seat } = await seats.open(client, await session(), "DEV");
     await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
-    await calls.endCall(store.activeCall(ROOM)!);
+    await calls.endCall((await store.activeCall(ROOM))!);
     expect(client.endings).toEqual([{ errcode: "M_NOT_FOUND", message: "the call has ended" }]);
     expect(sfu.open_.size).toBe(0);
   });

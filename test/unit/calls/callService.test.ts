@@ -53,11 +53,11 @@ let service: CallService;
 let ids = 0;
 let presence: string[];
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "parley-calls-"));
   store = new SqliteStore(path.join(dir, "p.db"));
-  store.claimAlias("#meet-x:a.example");
-  store.completeAlias("#meet-x:a.example", MEETING);
+  await store.claimAlias("#meet-x:a.example");
+  await store.completeAlias("#meet-x:a.example", MEETING);
   sfu = new FakeSfu();
   now = 1_000_000;
   presence = [];
@@ -80,9 +80,9 @@ beforeEach(() => {
   );
 });
 
-afterEach(() => {
+afterEach(async () => {
   service.stop();
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -102,7 +102,7 @@ describe("join", () => {
     const grants = await Promise.all([join("alice-token", "a.example"), join("bob-token", "b.example"), join("alice-token", "a.example")]);
     expect(new Set(grants.map((g) => g.callId)).size).toBe(1);
     expect(sfu.created).toBe(1);
-    expect(store.activeCall(MEETING)?.sfu).toEqual({ node: "n1", room: `room-${grants[0]!.callId}-1`, secret: "s" });
+    expect((await store.activeCall(MEETING))?.sfu).toEqual({ node: "n1", room: `room-${grants[0]!.callId}-1`, secret: "s" });
   });
 
   it("recreates the SFU room when its node lost it", async () => {
@@ -110,7 +110,7 @@ describe("join", () => {
     sfu.rooms.clear();
     await join("bob-token", "b.example");
     expect(sfu.created).toBe(2);
-    expect(store.activeCall(MEETING)?.sfu?.room).toBe(`room-${first.callId}-2`);
+    expect((await store.activeCall(MEETING))?.sfu?.room).toBe(`room-${first.callId}-2`);
   });
 
   it("refuses, each with its errcode", async () => {
@@ -129,7 +129,7 @@ describe("join", () => {
   });
 
   it("serves a chat room while its !meet call runs", async () => {
-    store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
+    await store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
     expect((await join("alice-token", "a.example", CHAT)).callId).toBe("meet1");
   });
 });
@@ -169,11 +169,11 @@ describe("sessions end", () => {
     const a = await join("alice-token", "a.example");
     const closed: string[] = [];
     service.attach(a.session, (r) => closed.push(r.errcode));
-    const call = store.activeCall(MEETING)!;
+    const call = (await store.activeCall(MEETING))!;
     await service.endCall(call);
     expect(closed).toEqual(["M_NOT_FOUND"]);
     expect(sfu.destroyed).toEqual([call.sfu!.room]);
-    expect(store.activeCall(MEETING)?.sfu).toBeNull();
+    expect((await store.activeCall(MEETING))?.sfu).toBeNull();
   });
 });
 
@@ -254,32 +254,32 @@ describe("an idle call", () => {
     service.attach(a.session, closer);
     service.detach(a.session, closer);
     expect(service.occupied(a.callId)).toBe(false);
-    const call = store.activeCall(MEETING)!;
+    const call = (await store.activeCall(MEETING))!;
     await service.endIdle(call);
-    expect(store.activeCall(MEETING)).toBeUndefined();
+    expect(await store.activeCall(MEETING)).toBeUndefined();
     expect(sfu.destroyed).toEqual([call.sfu!.room]);
     const next = await join("alice-token", "a.example");
     expect(next.callId).not.toBe(a.callId);
   });
 
   it("by !meet keeps its call; the next join makes a new SFU room", async () => {
-    store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
+    await store.startCall({ callId: "meet1", roomId: CHAT, origin: "command", startedBy: ALICE, startedAt: 1, startEventId: "$e", widgetId: null });
     const a = await join("alice-token", "a.example", CHAT);
     service.detach(a.session, () => undefined); // not its holder: nothing changes
     expect(service.occupied("meet1")).toBe(true);
     now += 60_000; // the grant expires unused
     expect(service.session(a.session)).toBeUndefined();
-    const call = store.activeCall(CHAT)!;
+    const call = (await store.activeCall(CHAT))!;
     await service.endIdle(call);
-    expect(store.activeCall(CHAT)).toMatchObject({ callId: "meet1", sfu: null });
+    expect(await store.activeCall(CHAT)).toMatchObject({ callId: "meet1", sfu: null });
     await join("alice-token", "a.example", CHAT);
-    expect(store.activeCall(CHAT)?.sfu?.room).not.toBe(call.sfu!.room);
+    expect((await store.activeCall(CHAT))?.sfu?.room).not.toBe(call.sfu!.room);
   });
 
   it("is not ended while someone holds a session in it", async () => {
     await join("alice-token", "a.example");
-    const call = store.activeCall(MEETING)!;
+    const call = (await store.activeCall(MEETING))!;
     await service.endIdle(call);
-    expect(store.activeCall(MEETING)?.sfu).toEqual(call.sfu);
+    expect((await store.activeCall(MEETING))?.sfu).toEqual(call.sfu);
   });
 });

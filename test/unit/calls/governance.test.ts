@@ -49,10 +49,10 @@ function governance(cfg: GovernanceConfig = CFG): Governance {
   return new Governance(cfg, {
     homeserver: hs,
     store: {
-      aliasOfRoom: () => (alias ? { alias: "#meet-x:a.example", roomId: ROOM, state: "ready", createdAt: 0 } : undefined) as never,
-      activeCall: () => undefined,
-      lastCall: () => undefined,
-      endCall: (roomId, e) => ({ callId: "c1", roomId, origin: "alias", startedBy: "x", startedAt: 0, startEventId: null, widgetId: null, endedAt: e.at, endedBy: e.by, endEventId: null, sfu: null }),
+      aliasOfRoom: async () => (alias ? { alias: "#meet-x:a.example", roomId: ROOM, state: "ready", createdAt: 0 } : undefined) as never,
+      activeCall: async () => undefined,
+      lastCall: async () => undefined,
+      endCall: async (roomId, e) => ({ callId: "c1", roomId, origin: "alias", startedBy: "x", startedAt: 0, startEventId: null, widgetId: null, endedAt: e.at, endedBy: e.by, endEventId: null, sfu: null }),
     },
     clock: { now: () => 42 },
     moderation: {

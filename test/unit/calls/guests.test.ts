@@ -77,7 +77,7 @@ beforeEach(() => {
   n = 0;
   t = 0;
 });
-afterEach(() => store.close());
+afterEach(async () => await store.close());
 
 async function refused(p: Promise<unknown>): Promise<ParleyError> {
   const err = await p.then(
@@ -95,15 +95,15 @@ describe("making a guest", () => {
     expect(g).toEqual({ userId: "@_parley_guest-x1:example.org", deviceId: "PGDEV1", roomId: ROOM, displayName: "Ada Lovelace (guest)", token: "token1" });
     expect(accounts.created).toEqual([{ userId: g.userId, deviceId: g.deviceId, roomId: ROOM, displayName: "Ada Lovelace (guest)" }]);
     expect(guests.isGuest(g.userId)).toBe(true);
-    expect(guests.authenticate("token1")?.userId).toBe(g.userId);
-    expect(guests.authenticate("token2")).toBeUndefined();
-    expect(store.guest(g.userId)).toMatchObject({ state: "waiting", deactivateAt: now + 1800 * S });
+    expect((await guests.authenticate("token1"))?.userId).toBe(g.userId);
+    expect(await guests.authenticate("token2")).toBeUndefined();
+    expect(await store.guest(g.userId)).toMatchObject({ state: "waiting", deactivateAt: now + 1800 * S });
   });
 
   it("once guests are switched off, no guest token works any more", async () => {
     const g = await make().create({ name: "Ada", meeting: ROOM });
-    expect(make().authenticate(g.token)).toBeDefined();
-    expect(make({ mode: "off" }).authenticate(g.token)).toBeUndefined();
+    expect(await make().authenticate(g.token)).toBeDefined();
+    expect(await make({ mode: "off" }).authenticate(g.token)).toBeUndefined();
   });
 
   it("takes a room id as well as an alias", async () => {
@@ -129,7 +129,7 @@ describe("making a guest", () => {
     expect((await refused(guests.create({ name: "Ada", meeting: ROOM }))).errcode).toBe("M_NOT_FOUND");
     expect((await refused(guests.create({ name: "Ada", meeting: "!unknown:example.org" }))).errcode).toBe("M_NOT_FOUND");
     expect(accounts.created).toEqual([]);
-    expect(store.liveGuestCount()).toBe(0);
+    expect(await store.liveGuestCount()).toBe(0);
   });
 
   it("treats a meeting without a guests field as admitting them (knock_restricted too)", async () => {
@@ -154,7 +154,7 @@ describe("making a guest", () => {
     const err = await refused(guests.create({ name: "C", meeting: ROOM }));
     expect(err.errcode).toBe("M_LIMIT_EXCEEDED");
     expect(accounts.created).toHaveLength(2);
-    guests.onMembership(ROOM, a.userId, "leave");
+    await guests.onMembership(ROOM, a.userId, "leave");
     now += 1;
     await guests.sweep();
     await expect(guests.create({ name: "C", meeting: ROOM })).resolves.toBeDefined();
@@ -164,9 +164,9 @@ describe("making a guest", () => {
     const guests = make();
     accounts.createFails = new Error("timeout");
     expect((await refused(guests.create({ name: "Ada", meeting: ROOM }))).errcode).toBe("M_UNAVAILABLE");
-    expect(guests.authenticate("token1")).toBeUndefined();
+    expect(await guests.authenticate("token1")).toBeUndefined();
     expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });
-    expect(store.liveGuestCount()).toBe(0);
+    expect(await store.liveGuestCount()).toBe(0);
   });
 });
 
@@ -197,51 +197,51 @@ describe("deactivation", () => {
   it("a guest who left goes deactivateAfter later; joining again meanwhile keeps it", async () => {
     const guests = make();
     const g = await guests.create({ name: "Ada", meeting: ROOM });
-    guests.onMembership(ROOM, g.userId, "knock");
-    guests.onMembership(ROOM, g.userId, "invite");
-    guests.onMembership(ROOM, g.userId, "join");
-    expect(store.guest(g.userId)).toMatchObject({ state: "joined", deactivateAt: now + 86_400 * S });
-    guests.onMembership(ROOM, g.userId, "leave");
+    await guests.onMembership(ROOM, g.userId, "knock");
+    await guests.onMembership(ROOM, g.userId, "invite");
+    await guests.onMembership(ROOM, g.userId, "join");
+    expect(await store.guest(g.userId)).toMatchObject({ state: "joined", deactivateAt: now + 86_400 * S });
+    await guests.onMembership(ROOM, g.userId, "leave");
     now += 599 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 0 });
-    guests.onMembership(ROOM, g.userId, "join");
+    await guests.onMembership(ROOM, g.userId, "join");
     now += 10 * S;
-    guests.onMembership(ROOM, g.userId, "ban");
+    await guests.onMembership(ROOM, g.userId, "ban");
     now += 600 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });
     expect(accounts.deactivated).toEqual([g.userId]);
-    expect(guests.authenticate(g.token)).toBeUndefined();
+    expect(await guests.authenticate(g.token)).toBeUndefined();
     // Deactivation makes the homeserver part the guest: that leave changes nothing.
-    guests.onMembership(ROOM, g.userId, "leave");
-    expect(store.guest(g.userId)?.state).toBe("deactivated");
+    await guests.onMembership(ROOM, g.userId, "leave");
+    expect((await store.guest(g.userId))?.state).toBe("deactivated");
   });
 
   it("a joined guest whose last call session ended goes deactivateAfter later, unless a new session comes first", async () => {
     const guests = make();
     const g = await guests.create({ name: "Ada", meeting: ROOM });
-    guests.onMembership(ROOM, g.userId, "join");
-    guests.onCallPresence(ROOM, g.userId, true);
-    guests.onCallPresence(ROOM, g.userId, false);
+    await guests.onMembership(ROOM, g.userId, "join");
+    await guests.onCallPresence(ROOM, g.userId, true);
+    await guests.onCallPresence(ROOM, g.userId, false);
     now += 300 * S;
-    guests.onCallPresence(ROOM, g.userId, true);
+    await guests.onCallPresence(ROOM, g.userId, true);
     now += 600 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 0 });
-    guests.onCallPresence(ROOM, g.userId, false);
+    await guests.onCallPresence(ROOM, g.userId, false);
     now += 599 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 0 });
     now += 1 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });
     // Non-guests and other rooms change nothing.
-    guests.onCallPresence(ROOM, "@alice:a.example", false);
+    await guests.onCallPresence(ROOM, "@alice:a.example", false);
   });
 
   it("a guest never admitted goes lobbyWait after it was made; an invite gives it time to join", async () => {
     const guests = make({ lobbyWaitMs: 100 * S, deactivateAfterMs: 60 * S });
     const a = await guests.create({ name: "A", meeting: ROOM });
     const b = await guests.create({ name: "B", meeting: ROOM });
-    guests.onMembership(ROOM, a.userId, "knock");
+    await guests.onMembership(ROOM, a.userId, "knock");
     now += 90 * S;
-    guests.onMembership(ROOM, b.userId, "invite"); // admitted late: 60 s from now to join
+    await guests.onMembership(ROOM, b.userId, "invite"); // admitted late: 60 s from now to join
     now += 10 * S;
     await guests.sweep();
     expect(accounts.deactivated).toEqual([a.userId]);
@@ -256,48 +256,48 @@ describe("deactivation", () => {
   it("a joined guest goes at maxLifetime at the latest; a leave near the end does not extend it", async () => {
     const guests = make({ maxLifetimeMs: 1000 * S });
     const g = await guests.create({ name: "A", meeting: ROOM });
-    guests.onMembership(ROOM, g.userId, "join");
+    await guests.onMembership(ROOM, g.userId, "join");
     now += 999 * S;
-    guests.onMembership(ROOM, g.userId, "leave");
-    expect(store.guest(g.userId)?.deactivateAt).toBe(now + 1 * S);
+    await guests.onMembership(ROOM, g.userId, "leave");
+    expect((await store.guest(g.userId))?.deactivateAt).toBe(now + 1 * S);
   });
 
   it("memberships in other rooms and of non-guests change nothing", async () => {
     const guests = make();
     const g = await guests.create({ name: "A", meeting: ROOM });
-    const before = store.guest(g.userId);
-    guests.onMembership("!other:example.org", g.userId, "leave");
-    guests.onMembership(ROOM, "@alice:example.org", "leave");
-    expect(store.guest(g.userId)).toEqual(before);
+    const before = await store.guest(g.userId);
+    await guests.onMembership("!other:example.org", g.userId, "leave");
+    await guests.onMembership(ROOM, "@alice:example.org", "leave");
+    expect(await store.guest(g.userId)).toEqual(before);
   });
 
   it("sign-out revokes the token at once and deactivates at the next sweep", async () => {
     const guests = make();
     const g = await guests.create({ name: "A", meeting: ROOM });
-    guests.signOut(g.userId);
-    expect(guests.authenticate(g.token)).toBeUndefined();
+    await guests.signOut(g.userId);
+    expect(await guests.authenticate(g.token)).toBeUndefined();
     expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });
   });
 
   it("a meeting's end brings its guests' deactivation forward", async () => {
     const guests = make({ deactivateAfterMs: 60 * S });
     const g = await guests.create({ name: "A", meeting: ROOM });
-    guests.onMembership(ROOM, g.userId, "join");
-    guests.onMeetingEnded(ROOM);
-    expect(store.guest(g.userId)?.deactivateAt).toBe(now + 60 * S);
+    await guests.onMembership(ROOM, g.userId, "join");
+    await guests.onMeetingEnded(ROOM);
+    expect((await store.guest(g.userId))?.deactivateAt).toBe(now + 60 * S);
   });
 
   it("a failed deactivation is retried with backoff, and survives a restart (the schedule is stored)", async () => {
     let guests = make({ deactivateAfterMs: 1 });
     const g = await guests.create({ name: "A", meeting: ROOM });
-    guests.onMembership(ROOM, g.userId, "leave");
+    await guests.onMembership(ROOM, g.userId, "leave");
     now += 1;
     accounts.deactivateFails = 2;
     expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 1 });
-    expect(store.guest(g.userId)?.deactivateAt).toBe(now + 30 * S);
+    expect((await store.guest(g.userId))?.deactivateAt).toBe(now + 30 * S);
     now += 30 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 0, failed: 1 });
-    expect(store.guest(g.userId)?.deactivateAt).toBe(now + 60 * S);
+    expect((await store.guest(g.userId))?.deactivateAt).toBe(now + 60 * S);
     guests = make({ deactivateAfterMs: 1 }); // a new process, the same store
     now += 60 * S;
     expect(await guests.sweep()).toEqual({ deactivated: 1, failed: 0 });

@@ -13,7 +13,7 @@ function harness(calls: CallRecord[]) {
   const ended: string[] = [];
   const idle = new IdleCalls(300_000, {
     clock: { now: () => now },
-    activeCalls: () => calls,
+    activeCalls: async () => calls,
     occupied: (id) => occupied.has(id),
     endIdle: async (c) => void ended.push(c.callId),
   });

@@ -154,7 +154,7 @@ function service(cfg: MeetingsConfig = CFG, allow: string[] = ["partner.example"
   });
 }
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "parley-meetings-"));
   store = new SqliteStore(path.join(dir, "parley.db"));
   hs = new FakeHomeserver();
@@ -163,8 +163,8 @@ beforeEach(() => {
   callIds = 0;
 });
 
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -184,7 +184,7 @@ describe("provisionAlias", () => {
   ])("returns undefined for %j and creates nothing", async (alias) => {
     expect(await service().provisionAlias(alias)).toBeUndefined();
     expect(hs.created).toEqual([]);
-    expect(store.listAliases()).toEqual([]);
+    expect(await store.listAliases()).toEqual([]);
   });
 
   it("accepts the longest allowed slug", async () => {
@@ -211,7 +211,7 @@ describe("provisionAlias", () => {
         },
       },
     ]);
-    expect(store.getAlias("#meet-team.a_1=x:example.org")).toMatchObject({ roomId, state: "ready" });
+    expect(await store.getAlias("#meet-team.a_1=x:example.org")).toMatchObject({ roomId, state: "ready" });
     expect(observed).toEqual([["room_created", "alias"], ["alias", "created"]]);
   });
 
@@ -242,7 +242,7 @@ describe("provisionAlias", () => {
     expect(new Set(results)).toEqual(new Set(["!meeting1:example.org"]));
     expect(hs.created).toHaveLength(1);
     expect(observed.filter(([w]) => w === "room_created")).toHaveLength(1);
-    expect(store.listAliases()).toMatchObject([{ alias: "#meet-busy:example.org", roomId: "!meeting1:example.org", state: "ready" }]);
+    expect(await store.listAliases()).toMatchObject([{ alias: "#meet-busy:example.org", roomId: "!meeting1:example.org", state: "ready" }]);
   });
 
   it("creates one room per alias when different aliases are queried at once", async () => {
@@ -269,40 +269,40 @@ describe("provisionAlias", () => {
     parleyRoom("!made-elsewhere:example.org", "#meet-team:example.org");
     expect(await service().provisionAlias("#meet-team:example.org")).toBe("!made-elsewhere:example.org");
     expect(hs.created).toHaveLength(1);
-    expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!made-elsewhere:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!made-elsewhere:example.org", state: "ready" });
     expect(observed).toEqual([["alias", "adopted"]]);
   });
 
   it("releases its claim and rejects when the room cannot be created", async () => {
     hs.createFails = new Error("homeserver down");
     await expect(service().provisionAlias("#meet-team:example.org")).rejects.toThrow("homeserver down");
-    expect(store.getAlias("#meet-team:example.org")).toBeUndefined();
+    expect(await store.getAlias("#meet-team:example.org")).toBeUndefined();
     hs.createFails = undefined;
     expect(await service().provisionAlias("#meet-team:example.org")).toBe("!meeting1:example.org");
   });
 
   it("finishes a claim left by a crash when the directory has the alias", async () => {
-    store.claimAlias("#meet-team:example.org");
+    await store.claimAlias("#meet-team:example.org");
     parleyRoom("!before-crash:example.org", "#meet-team:example.org");
     expect(await service().provisionAlias("#meet-team:example.org")).toBe("!before-crash:example.org");
     expect(hs.created).toEqual([]);
-    expect(store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!before-crash:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-team:example.org")).toMatchObject({ roomId: "!before-crash:example.org", state: "ready" });
   });
 });
 
 describe("reconcilePendingAliases", () => {
   it("marks resolvable claims ready and releases the others", async () => {
-    store.claimAlias("#meet-done:example.org");
-    store.claimAlias("#meet-lost:example.org");
-    store.claimAlias("#meet-ok:example.org");
-    store.completeAlias("#meet-ok:example.org", "!ok:example.org");
+    await store.claimAlias("#meet-done:example.org");
+    await store.claimAlias("#meet-lost:example.org");
+    await store.claimAlias("#meet-ok:example.org");
+    await store.completeAlias("#meet-ok:example.org", "!ok:example.org");
     parleyRoom("!done:example.org", "#meet-done:example.org");
 
     expect(await service().reconcilePendingAliases()).toBe(2);
-    expect(store.getAlias("#meet-done:example.org")).toMatchObject({ roomId: "!done:example.org", state: "ready" });
-    expect(store.getAlias("#meet-lost:example.org")).toBeUndefined();
-    expect(store.getAlias("#meet-ok:example.org")).toMatchObject({ roomId: "!ok:example.org", state: "ready" });
-    expect(store.listAliases("creating")).toEqual([]);
+    expect(await store.getAlias("#meet-done:example.org")).toMatchObject({ roomId: "!done:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-lost:example.org")).toBeUndefined();
+    expect(await store.getAlias("#meet-ok:example.org")).toMatchObject({ roomId: "!ok:example.org", state: "ready" });
+    expect(await store.listAliases("creating")).toEqual([]);
     expect(await service().reconcilePendingAliases()).toBe(0);
     expect(hs.created).toEqual([]);
   });
@@ -310,16 +310,16 @@ describe("reconcilePendingAliases", () => {
 
 describe("reconcilePendingAliases and rooms still in the making", () => {
   it("keeps a young claim whose room lacks its call state; sets an old one's room aside", async () => {
-    store.claimAlias("#meet-young:example.org");
+    await store.claimAlias("#meet-young:example.org");
     parleyRoom("!young:example.org", "#meet-young:example.org", { callState: false });
     now = Date.now(); // the claim was just made
     expect(await service().reconcilePendingAliases()).toBe(1);
-    expect(store.getAlias("#meet-young:example.org")?.state).toBe("creating");
+    expect((await store.getAlias("#meet-young:example.org"))?.state).toBe("creating");
     expect(hs.deletedAliases).toEqual([]);
 
     now = Date.now() + 10 * 60_000; // long after: the homeserver is done with it
     await service().reconcilePendingAliases();
-    expect(store.getAlias("#meet-young:example.org")).toBeUndefined();
+    expect(await store.getAlias("#meet-young:example.org")).toBeUndefined();
     expect(hs.deletedAliases).toEqual(["#meet-young:example.org"]);
     expect(hs.left.map(([r]) => r)).toEqual(["!young:example.org"]);
   });
@@ -361,7 +361,7 @@ describe("onMessage", () => {
         },
       },
     ]);
-    expect(store.activeCall(ROOM)).toEqual({
+    expect(await store.activeCall(ROOM)).toEqual({
       callId: "call1",
       roomId: ROOM,
       origin: "command",
@@ -408,7 +408,7 @@ describe("onMessage", () => {
         html: `A call is already running here: <a href="${link}">join it</a>`,
       },
     });
-    expect(store.activeCall(ROOM)?.callId).toBe("call1");
+    expect((await store.activeCall(ROOM))?.callId).toBe("call1");
     expect(hs.widgetsPut).toHaveLength(1);
     expect(callIds).toBe(1);
   });
@@ -421,17 +421,17 @@ describe("onMessage", () => {
     await meetings.onMessage(ROOM, "@bob:partner.example", "!meet end", "$ev2");
     expect(hs.notices[1]).toEqual({ roomId: ROOM, txnId: "parley-$ev2", notice: { text: "Call ended by @bob:partner.example." } });
     expect(hs.widgetsRemoved).toEqual([[ROOM, "parley-call1"]]);
-    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(await store.activeCall(ROOM)).toBeUndefined();
     // A new call may start afterwards.
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev3");
-    expect(store.activeCall(ROOM)?.callId).toBe("call2");
+    expect((await store.activeCall(ROOM))?.callId).toBe("call2");
   });
 
   it("puts and removes no widget when the bot may not send widget state", async () => {
     hs.canSend = false;
     const meetings = service();
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
-    expect(store.activeCall(ROOM)?.widgetId).toBeNull();
+    expect((await store.activeCall(ROOM))?.widgetId).toBeNull();
     await meetings.onMessage(ROOM, ALICE, "!meet end", "$ev2");
     expect(texts()).toEqual([
       `Call started by ${ALICE}. Join: ${link} (Parley may not set org.parley.call in this room: clients ask you to confirm meet.example.org, and keys are the participants'.)`,
@@ -451,7 +451,7 @@ describe("onMessage", () => {
   it("'!meet help' posts the help text", async () => {
     await service().onMessage(ROOM, ALICE, "!meet help", "$ev1");
     expect(hs.notices).toEqual([{ roomId: ROOM, txnId: "parley-$ev1", notice: { text: HELP_TEXT } }]);
-    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(await store.activeCall(ROOM)).toBeUndefined();
   });
 
   it("an unknown word gets the help text with the word named", async () => {
@@ -469,7 +469,7 @@ describe("onMessage", () => {
         notice: { text: `Sorry ${MALLORY}, Parley on example.org serves only users of: example.org, partner.example.` },
       },
     ]);
-    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(await store.activeCall(ROOM)).toBeUndefined();
     expect(hs.canSendStateAsked).toEqual([]);
     expect(hs.widgetsPut).toEqual([]);
     expect(observed).toEqual([["refusal", "command"]]);
@@ -478,7 +478,7 @@ describe("onMessage", () => {
   it("ignores the bot's own messages", async () => {
     await service().onMessage(ROOM, BOT, "!meet", "$ev1");
     expect(hs.notices).toEqual([]);
-    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(await store.activeCall(ROOM)).toBeUndefined();
   });
 
   it("ignores messages that are not commands", async () => {
@@ -523,7 +523,7 @@ describe("onMessage", () => {
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
     expect(new Set(hs.notices.map((n) => n.txnId))).toEqual(new Set(["parley-$ev1"]));
-    expect(store.activeCalls()).toHaveLength(1);
+    expect(await store.activeCalls()).toHaveLength(1);
   });
 });
 
@@ -591,7 +591,7 @@ describe("alias room limits", () => {
     for (let i = 0; i < 3; i++) expect(await meetings.provisionAlias(alias(i))).toBeDefined();
     const refused = meetings.provisionAlias(alias(3));
     await expect(refused).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", reason: "rate", retryAfterMs: 10_000 });
-    expect(store.getAlias(alias(3))).toBeUndefined();
+    expect(await store.getAlias(alias(3))).toBeUndefined();
     expect(hs.created).toHaveLength(3);
     expect(observed.filter(([w]) => w === "alias")).toEqual([
       ["alias", "created"], ["alias", "created"], ["alias", "created"], ["alias", "refused_rate"],
@@ -606,7 +606,7 @@ describe("alias room limits", () => {
     const first = await meetings.provisionAlias(alias(0));
     await meetings.provisionAlias(alias(1));
     await expect(meetings.provisionAlias(alias(2))).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", reason: "cap" });
-    expect(store.getAlias(alias(2))).toBeUndefined();
+    expect(await store.getAlias(alias(2))).toBeUndefined();
     expect(await meetings.provisionAlias(alias(0))).toBe(first);
     expect(hs.created).toHaveLength(2);
   });
@@ -616,8 +616,8 @@ describe("alias room limits", () => {
     const results = await Promise.allSettled(Array.from({ length: 1000 }, (_, i) => meetings.provisionAlias(alias(i))));
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(25);
     expect(hs.created).toHaveLength(25);
-    expect(store.listAliases("ready")).toHaveLength(25);
-    expect(store.listAliases("creating")).toEqual([]);
+    expect(await store.listAliases("ready")).toHaveLength(25);
+    expect(await store.listAliases("creating")).toEqual([]);
   });
 
   it("a lookup of an alias that exists is not refused by the limits", async () => {
@@ -638,7 +638,7 @@ describe("alias rooms converge", () => {
       return create(spec);
     };
     expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!made-anyway:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!made-anyway:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!made-anyway:example.org", state: "ready" });
     expect(observed).toContainEqual(["alias", "adopted"]);
   });
 
@@ -646,11 +646,11 @@ describe("alias rooms converge", () => {
     hs.createFails = new OutcomeUnknownError("creating #meet-x:example.org");
     const meetings = service();
     await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
     // The homeserver finished the room after Parley stopped waiting.
     parleyRoom("!late:example.org", "#meet-x:example.org");
     await meetings.onMemberJoined("!late:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!late:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!late:example.org", state: "ready" });
   });
 
   it("a room still being made when Parley gave up waiting is neither set aside nor released", async () => {
@@ -664,18 +664,18 @@ describe("alias rooms converge", () => {
       return stateEvent(r, t);
     };
     await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ state: "creating" });
     expect(hs.deletedAliases).toEqual([]);
     expect(hs.left).toEqual([]);
     // Once readable, the room's first member settles it.
     hs.stateEvent = stateEvent;
     parleyRoom("!in-progress:example.org", "#meet-x:example.org");
     await meetings.onMemberJoined("!in-progress:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!in-progress:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!in-progress:example.org", state: "ready" });
   });
 
   it("answers the homeserver's query made while Parley looks the alias up itself with 'not found' (no deadlock)", async () => {
-    store.claimAlias("#meet-x:example.org"); // left by a crash
+    await store.claimAlias("#meet-x:example.org"); // left by a crash
     const meetings = service();
     // A homeserver that, not having the alias, asks the appservice before answering (as Synapse does).
     hs.resolveAlias = async (alias) => {
@@ -683,7 +683,7 @@ describe("alias rooms converge", () => {
       return asked ?? hs.directory.get(alias);
     };
     expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ state: "ready" });
   });
 
   it("a kept claim whose room never came is made on the alias's next query", async () => {
@@ -692,13 +692,13 @@ describe("alias rooms converge", () => {
     await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
     hs.createFails = undefined;
     expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!meeting1:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!meeting1:example.org", state: "ready" });
   });
 
   it("does not adopt a room the bot did not make, and releases the claim", async () => {
     parleyRoom("!squatted:example.org", "#meet-x:example.org", { creator: "@admin:example.org" });
     await expect(service().provisionAlias("#meet-x:example.org")).rejects.toMatchObject({ errcode: "M_NOT_FOUND" });
-    expect(store.getAlias("#meet-x:example.org")).toBeUndefined();
+    expect(await store.getAlias("#meet-x:example.org")).toBeUndefined();
   });
 
   it("sets aside a half-made room of the bot (no call state) so the alias can be made again", async () => {
@@ -707,7 +707,7 @@ describe("alias rooms converge", () => {
     await expect(meetings.provisionAlias("#meet-x:example.org")).rejects.toBeInstanceOf(RoomAliasInUseError);
     expect(hs.deletedAliases).toEqual(["#meet-x:example.org"]);
     expect(hs.left.map(([r]) => r)).toEqual(["!half:example.org"]);
-    expect(store.getAlias("#meet-x:example.org")).toBeUndefined();
+    expect(await store.getAlias("#meet-x:example.org")).toBeUndefined();
     expect(await meetings.provisionAlias("#meet-x:example.org")).toBe("!meeting1:example.org");
   });
 
@@ -715,7 +715,7 @@ describe("alias rooms converge", () => {
     parleyRoom("!orphan:example.org", "#meet-x:example.org");
     const meetings = service();
     await meetings.onMemberJoined("!orphan:example.org");
-    expect(store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!orphan:example.org", state: "ready" });
+    expect(await store.getAlias("#meet-x:example.org")).toMatchObject({ roomId: "!orphan:example.org", state: "ready" });
   });
 
   it("a member joining an ordinary room adopts nothing, and the room is asked about once", async () => {
@@ -730,7 +730,7 @@ describe("alias rooms converge", () => {
     };
     await meetings.onMemberJoined(ROOM);
     await meetings.onMemberJoined(ROOM);
-    expect(store.listAliases()).toEqual([]);
+    expect(await store.listAliases()).toEqual([]);
     expect(asked).toBe(1);
   });
 });
@@ -758,7 +758,7 @@ describe("the bot removed from a room", () => {
     await meetings.onMessage(ROOM, ALICE, "!meet", "$ev1");
     const call = await meetings.onBotRemoved(ROOM, ALICE, "$kick");
     expect(call).toMatchObject({ callId: "call1", endedBy: ALICE, endEventId: "$kick" });
-    expect(store.activeCall(ROOM)).toBeUndefined();
+    expect(await store.activeCall(ROOM)).toBeUndefined();
     expect(ended).toEqual(["call1"]);
     await meetings.onBotRemoved(ROOM, ALICE, "$kick"); // redelivered: closes again, idempotent
     expect(ended).toEqual(["call1", "call1"]);
@@ -775,7 +775,7 @@ describe("!meet end and the call state", () => {
       "Sorry @bob:partner.example, ending the call needs the power level to change the call state (org.parley.call) in this room.",
     );
     expect(hs.canSendStateAsked.at(-1)).toEqual([ROOM, "org.parley.call", "@bob:partner.example"]);
-    expect(store.activeCall(ROOM)).toBeDefined();
+    expect(await store.activeCall(ROOM)).toBeDefined();
     expect(observed).toContainEqual(["refusal", "end"]);
   });
 

@@ -14,7 +14,7 @@ describe("recoverLostRooms", () => {
     const recreated: string[] = [];
     await recoverLostRooms(
       {
-        store: { activeCalls: () => calls, setCallSfu: (id, sfu) => void recorded.push([id, sfu]) },
+        store: { activeCalls: async () => calls, setCallSfu: async (id, sfu) => void recorded.push([id, sfu]) },
         recreateRoom: async (r) => {
           recreated.push(`${r.node}/${r.room}`);
           if (r.room === "r2") throw new Error("no node up");

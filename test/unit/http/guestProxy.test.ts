@@ -114,7 +114,7 @@ beforeEach(() => {
 afterEach(async () => {
   server.closeAllConnections();
   await new Promise((r) => server.close(r));
-  store.close();
+  await store.close();
 });
 
 async function makeGuest(meeting = ALIAS): Promise<{ user_id: string; device_id: string; access_token: string; room_id: string }> {

@@ -12,7 +12,7 @@ const records = new Map<string, AliasRecord>([
 const asked: string[] = [];
 const deps: Omit<MeetingInfoDeps, "limit"> = {
   aliases: {
-    getAlias: (alias) => {
+    getAlias: async (alias) => {
       asked.push(alias);
       return records.get(alias);
     },

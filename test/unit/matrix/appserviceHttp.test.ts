@@ -69,7 +69,7 @@ async function serve(handlers: AppserviceHandlers): Promise<Running> {
     async close() {
       server.closeAllConnections();
       await new Promise<void>((done) => server.close(() => done()));
-      store.close();
+      await store.close();
     },
   };
   running.push(r);
@@ -161,15 +161,15 @@ describe("transactions", () => {
     const { base, store } = await serve(rec.handlers);
     expect(await answer(await put(base, "t1", { events: [event("$1"), event("$2"), event("$3")] }))).toEqual([200, {}]);
     expect(rec.seen).toEqual(["$1", "$2", "$3"]);
-    expect(store.isTxnDone("t1")).toBe(true);
-    expect(store.isEventProcessed("$2")).toBe(true);
+    expect(await store.isTxnDone("t1")).toBe(true);
+    expect(await store.isEventProcessed("$2")).toBe(true);
   });
 
   it("accepts a body without events as an empty transaction", async () => {
     const rec = recorder();
     const { base, store } = await serve(rec.handlers);
     expect(await answer(await put(base, "t-empty", {}))).toEqual([200, {}]);
-    expect(store.isTxnDone("t-empty")).toBe(true);
+    expect(await store.isTxnDone("t-empty")).toBe(true);
   });
 
   it("processes the same txnId once when it is PUT twice", async () => {
@@ -221,13 +221,13 @@ describe("transactions", () => {
       { errcode: "M_UNKNOWN", error: "transaction not processed; retry" },
     ]);
     expect(rec.seen).toEqual(["$1", "$2"]);
-    expect(store.isTxnDone("t1")).toBe(false);
-    expect(store.isEventProcessed("$1")).toBe(true);
-    expect(store.isEventProcessed("$2")).toBe(false);
+    expect(await store.isTxnDone("t1")).toBe(false);
+    expect(await store.isEventProcessed("$1")).toBe(true);
+    expect(await store.isEventProcessed("$2")).toBe(false);
 
     expect(await answer(await put(base, "t1", body))).toEqual([200, {}]);
     expect(rec.seen).toEqual(["$1", "$2", "$2", "$3"]);
-    expect(store.isTxnDone("t1")).toBe(true);
+    expect(await store.isTxnDone("t1")).toBe(true);
   });
 
   it("treats a 5xx or 429 MatrixError as transient", async () => {
@@ -248,7 +248,7 @@ describe("transactions", () => {
     for (let i = 0; i < 5; i++) statuses.push((await put(base, "t1", body)).status);
     expect(statuses).toEqual([500, 500, 500, 500, 200]);
     expect(rec.seen).toEqual(["$bad", "$bad", "$bad", "$bad", "$bad", "$good"]);
-    expect(store.isEventProcessed("$bad")).toBe(true);
+    expect(await store.isEventProcessed("$bad")).toBe(true);
   });
 
   it("gives up at once on a non-transient MatrixError", async () => {
@@ -258,8 +258,8 @@ describe("transactions", () => {
     const { base, store } = await serve(rec.handlers);
     expect(await answer(await put(base, "t1", { events: [event("$1"), event("$2")] }))).toEqual([200, {}]);
     expect(rec.seen).toEqual(["$1", "$2"]);
-    expect(store.isEventProcessed("$1")).toBe(true);
-    expect(store.isTxnDone("t1")).toBe(true);
+    expect(await store.isEventProcessed("$1")).toBe(true);
+    expect(await store.isTxnDone("t1")).toBe(true);
     await put(base, "t2", { events: [event("$1")] });
     expect(rec.seen).toEqual(["$1", "$2"]);
   });
@@ -272,7 +272,7 @@ describe("transactions", () => {
     expect(body).toMatchObject({ errcode: "M_BAD_JSON" });
     expect((body as { error: string }).error).toMatch(/^transaction body: events: /);
     expect(rec.seen).toEqual([]);
-    expect(store.isTxnDone("t1")).toBe(false);
+    expect(await store.isTxnDone("t1")).toBe(false);
   });
 
   it("answers 400 M_BAD_JSON when an event is not an object", async () => {
@@ -464,7 +464,7 @@ describe("evictions do not wait behind bulk work", () => {
     const kick = put(base, "t-kick", { events: [member("$kick", "@bob:example.org", "leave"), member("$join", "@carol:example.org", "join")] });
     await waitUntil(() => lost.length > 0);
     expect(lost).toEqual(["!r:example.org @bob:example.org leave"]); // joins are not losses
-    expect(store.isTxnDone("t-bulk")).toBe(false);
+    expect(await store.isTxnDone("t-bulk")).toBe(false);
     release();
     expect((await bulk).status).toBe(200);
     expect((await kick).status).toBe(200);

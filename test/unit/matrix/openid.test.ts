@@ -413,7 +413,7 @@ describe("one use per token (the ledger)", () => {
     expect((await failure(v.verify(TOKEN, "127.0.0.12:35001"))).errcode).toBe("M_UNKNOWN_TOKEN");
     now += 1;
     await v.verify("another-token", "127.0.0.12:35001");
-    expect(store.openIdTokenCount()).toBe(1);
+    expect(await store.openIdTokenCount()).toBe(1);
   });
 
   it.each([
@@ -423,7 +423,7 @@ describe("one use per token (the ledger)", () => {
   ] as const)("a token %s leaves no row behind and may be tried again", async (_what, answer, errcode) => {
     const { v, store, calls } = ledgered(answer);
     for (let i = 0; i < 50; i++) expect((await failure(v.verify(`forged-${i % 2}`, "127.0.0.12:35001"))).errcode).toBe(errcode);
-    expect(store.openIdTokenCount()).toBe(0);
+    expect(await store.openIdTokenCount()).toBe(0);
     expect(calls).toHaveLength(50);
   });
 

@@ -20,9 +20,9 @@ beforeEach(() => {
   file = path.join(dir, "nested", "parley.db");
 });
 
-afterEach(() => {
+afterEach(async () => {
   vi.useRealTimers();
-  for (const s of opened.splice(0)) s.close();
+  for (const s of opened.splice(0)) await s.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -38,14 +38,14 @@ const call = (over: Partial<{ callId: string; roomId: string; startedAt: number;
 });
 
 describe("migrations", () => {
-  it("are numbered from 001 without gaps", () => {
+  it("are numbered from 001 without gaps", async () => {
     const migrations = listMigrations();
     expect(migrations.length).toBeGreaterThanOrEqual(1);
     expect(migrations.map((m) => m.version)).toEqual(migrations.map((_, i) => i + 1));
     expect(migrations[0]!.name).toBe("001-initial.sql");
   });
 
-  it("create the schema and set user_version to the number of migrations", () => {
+  it("create the schema and set user_version to the number of migrations", async () => {
     const store = open();
     expect(store.schemaVersion).toBe(listMigrations().length);
     const tables = (store.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[])
@@ -54,194 +54,194 @@ describe("migrations", () => {
     expect(store.db.pragma("journal_mode", { simple: true })).toBe("wal");
   });
 
-  it("are a no-op when the same file is opened again", () => {
-    open().close();
+  it("are a no-op when the same file is opened again", async () => {
+    await open().close();
     const again = open();
     expect(again.schemaVersion).toBe(listMigrations().length);
   });
 
-  it("refuse a database written by a newer Parley", () => {
-    open().close();
+  it("refuse a database written by a newer Parley", async () => {
+    await open().close();
     const raw = new Database(file);
     raw.pragma("user_version = 99");
     raw.close();
     expect(() => open()).toThrow(`store schema version 99 is newer than this Parley knows (${listMigrations().length}); refusing to run`);
   });
 
-  it("create the folder of the database file", () => {
+  it("create the folder of the database file", async () => {
     const store = open();
     expect(store.db.name).toBe(file);
   });
 });
 
 describe("transactions and events", () => {
-  it("remembers done txn ids and processed events", () => {
+  it("remembers done txn ids and processed events", async () => {
     const store = open();
-    expect(store.isTxnDone("t1")).toBe(false);
-    store.markTxnDone("t1");
-    store.markTxnDone("t1");
-    expect(store.isTxnDone("t1")).toBe(true);
-    expect(store.isTxnDone("t2")).toBe(false);
-    expect(store.isEventProcessed("$e1")).toBe(false);
-    store.markEventProcessed("$e1");
-    expect(store.isEventProcessed("$e1")).toBe(true);
-    expect(store.isEventProcessed("$e2")).toBe(false);
+    expect(await store.isTxnDone("t1")).toBe(false);
+    await store.markTxnDone("t1");
+    await store.markTxnDone("t1");
+    expect(await store.isTxnDone("t1")).toBe(true);
+    expect(await store.isTxnDone("t2")).toBe(false);
+    expect(await store.isEventProcessed("$e1")).toBe(false);
+    await store.markEventProcessed("$e1");
+    expect(await store.isEventProcessed("$e1")).toBe(true);
+    expect(await store.isEventProcessed("$e2")).toBe(false);
   });
 
-  it("prune removes only rows older than the cut-off", () => {
+  it("prune removes only rows older than the cut-off", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     const store = open();
     vi.setSystemTime(1_000);
-    store.markTxnDone("old-txn");
-    store.markEventProcessed("$old");
+    await store.markTxnDone("old-txn");
+    await store.markEventProcessed("$old");
     vi.setSystemTime(5_000);
-    store.markTxnDone("new-txn");
-    store.markEventProcessed("$new");
-    store.prune(5_000);
-    expect(store.isTxnDone("old-txn")).toBe(false);
-    expect(store.isEventProcessed("$old")).toBe(false);
-    expect(store.isTxnDone("new-txn")).toBe(true);
-    expect(store.isEventProcessed("$new")).toBe(true);
+    await store.markTxnDone("new-txn");
+    await store.markEventProcessed("$new");
+    await store.prune(5_000);
+    expect(await store.isTxnDone("old-txn")).toBe(false);
+    expect(await store.isEventProcessed("$old")).toBe(false);
+    expect(await store.isTxnDone("new-txn")).toBe(true);
+    expect(await store.isEventProcessed("$new")).toBe(true);
   });
 
-  it("prune leaves aliases and calls alone", () => {
+  it("prune leaves aliases and calls alone", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     vi.setSystemTime(1_000);
     const store = open();
-    store.claimAlias("#meet-a:example.org");
-    store.startCall(call({ startedAt: 1 }));
-    store.prune(1_000_000);
-    expect(store.getAlias("#meet-a:example.org")?.state).toBe("creating");
-    expect(store.activeCall("!r:example.org")?.callId).toBe("c1");
+    await store.claimAlias("#meet-a:example.org");
+    await store.startCall(call({ startedAt: 1 }));
+    await store.prune(1_000_000);
+    expect((await store.getAlias("#meet-a:example.org"))?.state).toBe("creating");
+    expect((await store.activeCall("!r:example.org"))?.callId).toBe("c1");
   });
 });
 
 describe("aliases", () => {
   const alias = "#meet-team:example.org";
 
-  it("claimAlias is exclusive until released", () => {
+  it("claimAlias is exclusive until released", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     vi.setSystemTime(1234);
     const store = open();
-    expect(store.claimAlias(alias)).toBe(true);
-    expect(store.claimAlias(alias)).toBe(false);
-    expect(store.getAlias(alias)).toEqual({ alias, roomId: null, state: "creating", createdAt: 1234 });
-    store.releaseAlias(alias);
-    expect(store.getAlias(alias)).toBeUndefined();
-    expect(store.claimAlias(alias)).toBe(true);
+    expect(await store.claimAlias(alias)).toBe(true);
+    expect(await store.claimAlias(alias)).toBe(false);
+    expect(await store.getAlias(alias)).toEqual({ alias, roomId: null, state: "creating", createdAt: 1234 });
+    await store.releaseAlias(alias);
+    expect(await store.getAlias(alias)).toBeUndefined();
+    expect(await store.claimAlias(alias)).toBe(true);
   });
 
-  it("claimAlias is exclusive across two connections to one file", () => {
+  it("claimAlias is exclusive across two connections to one file", async () => {
     const a = open();
     const b = open();
-    expect(a.claimAlias(alias)).toBe(true);
-    expect(b.claimAlias(alias)).toBe(false);
+    expect(await a.claimAlias(alias)).toBe(true);
+    expect(await b.claimAlias(alias)).toBe(false);
   });
 
-  it("a completed alias stays claimed and is not released", () => {
+  it("a completed alias stays claimed and is not released", async () => {
     const store = open();
-    store.claimAlias(alias);
-    store.completeAlias(alias, "!room:example.org");
-    expect(store.claimAlias(alias)).toBe(false);
-    store.releaseAlias(alias);
-    expect(store.getAlias(alias)).toMatchObject({ alias, roomId: "!room:example.org", state: "ready" });
+    await store.claimAlias(alias);
+    await store.completeAlias(alias, "!room:example.org");
+    expect(await store.claimAlias(alias)).toBe(false);
+    await store.releaseAlias(alias);
+    expect(await store.getAlias(alias)).toMatchObject({ alias, roomId: "!room:example.org", state: "ready" });
   });
 
-  it("claimAliasWithin counts claims and ready aliases against the cap, in one transaction", () => {
+  it("claimAliasWithin counts claims and ready aliases against the cap, in one transaction", async () => {
     const a = open();
     const b = open();
-    expect(a.claimAliasWithin("#meet-a:example.org", 2)).toBe("claimed");
-    expect(b.claimAliasWithin("#meet-a:example.org", 2)).toBe("exists");
-    a.completeAlias("#meet-a:example.org", "!a:example.org");
-    expect(b.claimAliasWithin("#meet-b:example.org", 2)).toBe("claimed");
-    expect(a.claimAliasWithin("#meet-c:example.org", 2)).toBe("full");
-    expect(a.aliasCount()).toBe(2);
-    expect(a.getAlias("#meet-c:example.org")).toBeUndefined();
+    expect(await a.claimAliasWithin("#meet-a:example.org", 2)).toBe("claimed");
+    expect(await b.claimAliasWithin("#meet-a:example.org", 2)).toBe("exists");
+    await a.completeAlias("#meet-a:example.org", "!a:example.org");
+    expect(await b.claimAliasWithin("#meet-b:example.org", 2)).toBe("claimed");
+    expect(await a.claimAliasWithin("#meet-c:example.org", 2)).toBe("full");
+    expect(await a.aliasCount()).toBe(2);
+    expect(await a.getAlias("#meet-c:example.org")).toBeUndefined();
   });
 
-  it("recordAlias adopts a room: inserts it, or completes a claim", () => {
+  it("recordAlias adopts a room: inserts it, or completes a claim", async () => {
     const store = open();
-    store.recordAlias("#meet-a:example.org", "!a:example.org");
-    store.claimAlias("#meet-b:example.org");
-    store.recordAlias("#meet-b:example.org", "!b:example.org");
-    expect(store.listAliases().map((r) => [r.alias, r.roomId, r.state])).toEqual([
+    await store.recordAlias("#meet-a:example.org", "!a:example.org");
+    await store.claimAlias("#meet-b:example.org");
+    await store.recordAlias("#meet-b:example.org", "!b:example.org");
+    expect((await store.listAliases()).map((r) => [r.alias, r.roomId, r.state])).toEqual([
       ["#meet-a:example.org", "!a:example.org", "ready"],
       ["#meet-b:example.org", "!b:example.org", "ready"],
     ]);
-    expect(store.aliasOfRoom("!a:example.org")?.alias).toBe("#meet-a:example.org");
+    expect((await store.aliasOfRoom("!a:example.org"))?.alias).toBe("#meet-a:example.org");
   });
 
-  it("lists aliases by state", () => {
+  it("lists aliases by state", async () => {
     const store = open();
-    store.claimAlias("#meet-a:example.org");
-    store.claimAlias("#meet-b:example.org");
-    store.completeAlias("#meet-b:example.org", "!b:example.org");
-    expect(store.listAliases("creating").map((a) => a.alias)).toEqual(["#meet-a:example.org"]);
-    expect(store.listAliases("ready").map((a) => [a.alias, a.roomId])).toEqual([["#meet-b:example.org", "!b:example.org"]]);
-    expect(store.listAliases().map((a) => a.alias).sort()).toEqual(["#meet-a:example.org", "#meet-b:example.org"]);
+    await store.claimAlias("#meet-a:example.org");
+    await store.claimAlias("#meet-b:example.org");
+    await store.completeAlias("#meet-b:example.org", "!b:example.org");
+    expect((await store.listAliases("creating")).map((a) => a.alias)).toEqual(["#meet-a:example.org"]);
+    expect((await store.listAliases("ready")).map((a) => [a.alias, a.roomId])).toEqual([["#meet-b:example.org", "!b:example.org"]]);
+    expect((await store.listAliases()).map((a) => a.alias).sort()).toEqual(["#meet-a:example.org", "#meet-b:example.org"]);
   });
 });
 
 describe("calls", () => {
-  it("startCall records an active call and refuses a second one in the same room", () => {
+  it("startCall records an active call and refuses a second one in the same room", async () => {
     const store = open();
-    expect(store.startCall(call({ widgetId: "parley-c1" }))).toEqual({
+    expect(await store.startCall(call({ widgetId: "parley-c1" }))).toEqual({
       ...call({ widgetId: "parley-c1" }),
       endedAt: null,
       endedBy: null,
       endEventId: null,
       sfu: null,
     });
-    expect(store.startCall(call({ callId: "c2" }))).toBeUndefined();
-    expect(store.activeCall("!r:example.org")?.callId).toBe("c1");
-    expect(store.startCall(call({ callId: "c3", roomId: "!other:example.org", startedAt: 500 }))?.callId).toBe("c3");
-    expect(store.activeCalls().map((c) => c.callId)).toEqual(["c3", "c1"]); // by start time
+    expect(await store.startCall(call({ callId: "c2" }))).toBeUndefined();
+    expect((await store.activeCall("!r:example.org"))?.callId).toBe("c1");
+    expect((await store.startCall(call({ callId: "c3", roomId: "!other:example.org", startedAt: 500 })))?.callId).toBe("c3");
+    expect((await store.activeCalls()).map((c) => c.callId)).toEqual(["c3", "c1"]); // by start time
   });
 
-  it("endCall ends the active call, after which a new one may start", () => {
+  it("endCall ends the active call, after which a new one may start", async () => {
     const store = open();
-    store.startCall(call({ widgetId: "w1" }));
-    expect(store.endCall("!r:example.org", { by: "@bob:example.org", at: 2000, eventId: "$end" })).toEqual({
+    await store.startCall(call({ widgetId: "w1" }));
+    expect(await store.endCall("!r:example.org", { by: "@bob:example.org", at: 2000, eventId: "$end" })).toEqual({
       ...call({ widgetId: "w1" }),
       endedAt: 2000,
       endedBy: "@bob:example.org",
       endEventId: "$end",
       sfu: null,
     });
-    expect(store.activeCall("!r:example.org")).toBeUndefined();
-    expect(store.lastCall("!r:example.org")).toMatchObject({ callId: "c1", endEventId: "$end" });
-    expect(store.endCall("!r:example.org", { by: "@bob:example.org", at: 3000, eventId: "$end2" })).toBeUndefined();
-    expect(store.startCall(call({ callId: "c2", startedAt: 4000 }))?.callId).toBe("c2");
-    expect(store.activeCall("!r:example.org")?.callId).toBe("c2");
-    expect(store.lastCall("!r:example.org")?.callId).toBe("c2");
+    expect(await store.activeCall("!r:example.org")).toBeUndefined();
+    expect(await store.lastCall("!r:example.org")).toMatchObject({ callId: "c1", endEventId: "$end" });
+    expect(await store.endCall("!r:example.org", { by: "@bob:example.org", at: 3000, eventId: "$end2" })).toBeUndefined();
+    expect((await store.startCall(call({ callId: "c2", startedAt: 4000 })))?.callId).toBe("c2");
+    expect((await store.activeCall("!r:example.org"))?.callId).toBe("c2");
+    expect((await store.lastCall("!r:example.org"))?.callId).toBe("c2");
   });
 
-  it("refuses a duplicate call id", () => {
+  it("refuses a duplicate call id", async () => {
     const store = open();
-    store.startCall(call());
-    store.endCall("!r:example.org", { by: "@a:example.org", at: 5, eventId: null });
-    expect(store.startCall(call())).toBeUndefined();
+    await store.startCall(call());
+    await store.endCall("!r:example.org", { by: "@a:example.org", at: 5, eventId: null });
+    expect(await store.startCall(call())).toBeUndefined();
   });
 });
 
 describe("persistence", () => {
-  it("keeps everything across close and reopen", () => {
+  it("keeps everything across close and reopen", async () => {
     const first = open();
-    first.markTxnDone("t1");
-    first.markEventProcessed("$e1");
-    first.claimAlias("#meet-a:example.org");
-    first.completeAlias("#meet-a:example.org", "!a:example.org");
-    first.claimAlias("#meet-b:example.org");
-    first.startCall(call({ widgetId: "w" }));
-    first.close();
-    first.close(); // closing twice is harmless
+    await first.markTxnDone("t1");
+    await first.markEventProcessed("$e1");
+    await first.claimAlias("#meet-a:example.org");
+    await first.completeAlias("#meet-a:example.org", "!a:example.org");
+    await first.claimAlias("#meet-b:example.org");
+    await first.startCall(call({ widgetId: "w" }));
+    await first.close();
+    await first.close(); // closing twice is harmless
 
     const second = open();
-    expect(second.isTxnDone("t1")).toBe(true);
-    expect(second.isEventProcessed("$e1")).toBe(true);
-    expect(second.getAlias("#meet-a:example.org")).toMatchObject({ roomId: "!a:example.org", state: "ready" });
-    expect(second.getAlias("#meet-b:example.org")).toMatchObject({ roomId: null, state: "creating" });
-    expect(second.activeCall("!r:example.org")).toEqual({
+    expect(await second.isTxnDone("t1")).toBe(true);
+    expect(await second.isEventProcessed("$e1")).toBe(true);
+    expect(await second.getAlias("#meet-a:example.org")).toMatchObject({ roomId: "!a:example.org", state: "ready" });
+    expect(await second.getAlias("#meet-b:example.org")).toMatchObject({ roomId: null, state: "creating" });
+    expect(await second.activeCall("!r:example.org")).toEqual({
       ...call({ widgetId: "w" }),
       endedAt: null,
       endedBy: null,
@@ -255,48 +255,48 @@ const H1 = "a".repeat(64);
 const H2 = "b".repeat(64);
 
 describe("used OpenID tokens", () => {
-  it("a hash is claimed once until it expires", () => {
+  it("a hash is claimed once until it expires", async () => {
     const store = open();
-    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
-    expect(store.claimOpenIdToken(H1, 3000, 1500)).toBe(false);
-    expect(store.claimOpenIdToken(H2, 3000, 1500)).toBe(true);
+    expect(await store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    expect(await store.claimOpenIdToken(H1, 3000, 1500)).toBe(false);
+    expect(await store.claimOpenIdToken(H2, 3000, 1500)).toBe(true);
     // At its expiry the row is pruned, and the hash may be claimed again.
-    expect(store.claimOpenIdToken(H1, 5000, 2000)).toBe(true);
-    expect(store.openIdTokenCount()).toBe(2);
+    expect(await store.claimOpenIdToken(H1, 5000, 2000)).toBe(true);
+    expect(await store.openIdTokenCount()).toBe(2);
   });
 
-  it("a released claim may be claimed again", () => {
+  it("a released claim may be claimed again", async () => {
     const store = open();
-    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
-    store.releaseOpenIdToken(H1);
-    expect(store.openIdTokenCount()).toBe(0);
-    expect(store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    expect(await store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    await store.releaseOpenIdToken(H1);
+    expect(await store.openIdTokenCount()).toBe(0);
+    expect(await store.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
   });
 
-  it("each claim prunes every expired row, so the table holds only live tokens", () => {
+  it("each claim prunes every expired row, so the table holds only live tokens", async () => {
     const store = open();
-    for (let i = 0; i < 100; i++) expect(store.claimOpenIdToken(`h${i}`, 1000 + i, 0)).toBe(true);
-    expect(store.openIdTokenCount()).toBe(100);
-    expect(store.claimOpenIdToken("late", 10_000, 1050)).toBe(true);
-    expect(store.openIdTokenCount()).toBe(50); // h51..h99 and "late"
+    for (let i = 0; i < 100; i++) expect(await store.claimOpenIdToken(`h${i}`, 1000 + i, 0)).toBe(true);
+    expect(await store.openIdTokenCount()).toBe(100);
+    expect(await store.claimOpenIdToken("late", 10_000, 1050)).toBe(true);
+    expect(await store.openIdTokenCount()).toBe(50); // h51..h99 and "late"
   });
 
-  it("a claim is exclusive across two connections to one file", () => {
+  it("a claim is exclusive across two connections to one file", async () => {
     const a = open();
     const b = open();
-    expect(a.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
-    expect(b.claimOpenIdToken(H1, 2000, 1000)).toBe(false);
+    expect(await a.claimOpenIdToken(H1, 2000, 1000)).toBe(true);
+    expect(await b.claimOpenIdToken(H1, 2000, 1000)).toBe(false);
   });
 
-  it("survives a restart", () => {
-    open().claimOpenIdToken(H1, 2000, 1000);
-    opened.splice(0).forEach((s) => s.close());
-    expect(open().claimOpenIdToken(H1, 2000, 1500)).toBe(false);
+  it("survives a restart", async () => {
+    await open().claimOpenIdToken(H1, 2000, 1000);
+    for (const s of opened.splice(0)) await s.close();
+    expect(await open().claimOpenIdToken(H1, 2000, 1500)).toBe(false);
   });
 });
 
 describe("file modes", () => {
-  it("the database and its -wal and -shm files are 0600 even under a permissive umask", () => {
+  it("the database and its -wal and -shm files are 0600 even under a permissive umask", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), "parley-mode-"));
     const old = process.umask(0o000);
     try {
@@ -304,7 +304,7 @@ describe("file modes", () => {
       const store = new SqliteStore(file);
       store.db.prepare("SELECT 1").get();
       for (const f of [file, `${file}-wal`, `${file}-shm`]) expect((statSync(f).mode & 0o777).toString(8), f).toBe("600");
-      store.close();
+      await store.close();
     } finally {
       process.umask(old);
       rmSync(dir, { recursive: true, force: true });
