@@ -15,7 +15,9 @@ cp -r dist package.json package-lock.json vendor "$out/"
 cp -al node_modules "$out/node_modules"
 (cd "$out" && npm prune --omit=dev --offline --ignore-scripts --no-audit --no-fund --loglevel=error)
 main="$out/dist/appservice/src/app/main.js"
-[ ! -e "$out/appservice" ] && [ ! -e "$out/node_modules/typescript" ] && [ ! -e "$out/node_modules/vitest" ]
+for absent in appservice client/src node_modules/typescript node_modules/vitest; do
+  [ ! -e "$out/$absent" ] || { echo "dist-check: $absent is in the copy"; exit 1; }
+done
 ls "$out/dist/client/dist/index.html" "$out/dist/appservice/src/store/migrations/001-initial.sql" >/dev/null
 
 cd "$out"

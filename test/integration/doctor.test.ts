@@ -64,7 +64,7 @@ describe("parley doctor", () => {
     expect(code).toBe(0);
     expect(statuses(report)).toMatchObject({
       config: "ok", homeserver: "ok", clock: "ok", registration: "ok", bot: "ok", [`janus.janus-a`]: "ok",
-      turn: "skip", "tls.meetings.publicUrl": "info", "tls.homeserver.publicUrl": "info", store: "ok",
+      turn: "skip", "tls.meetings.publicUrl": "info", "tls.homeserver.publicUrl": "info", store: "ok", crypto: "ok",
     });
     expect(report.findings.find((f) => f.check === "turn")!.message).toMatch(/^not configured/);
     expect(report.endpoints.map((e) => `${e.kind} ${e.address}`)).toEqual([

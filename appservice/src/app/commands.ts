@@ -9,7 +9,7 @@ import type { ParleyConfig } from "../config/schema.ts";
 import { configureLogging } from "../log.ts";
 import { BackupError, backup, restore, type BackupPaths } from "../ops/backup.ts";
 import { exitCode, formatHuman, formatJson, runChecks, type Check } from "../ops/doctor.ts";
-import { DEFAULT_LIMITS, endpoints, homeserverChecks, janusCheck, storeFinding, tlsCheck, turnCheck, type TurnProbe } from "../ops/doctorChecks.ts";
+import { cryptoFinding, DEFAULT_LIMITS, endpoints, homeserverChecks, janusCheck, storeFinding, tlsCheck, turnCheck, type TurnProbe } from "../ops/doctorChecks.ts";
 import { JanusFilesError, janusFiles, writeJanusFiles } from "../ops/janusFiles.ts";
 
 export const SUBCOMMAND_USAGE = `       parley doctor -c CONFIG [--json]     check the deployment; exit 1 on any error
@@ -40,6 +40,7 @@ export async function doctor(config: ParleyConfig, file: string, opts: { json: b
     turnCheck(turn),
     tlsCheck(config, DEFAULT_LIMITS),
     { id: "store", run: async () => [await storeFinding(config.store.path)] },
+    { id: "crypto", run: async () => [await cryptoFinding(config.crypto)] },
   ];
   const report = await runChecks(checks, endpoints(config, turn));
   process.stdout.write(opts.json ? formatJson(report) : formatHuman(report));

@@ -38,7 +38,7 @@ export class BackupError extends Error {
 const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /** Fails unless the crypto file opens with the key: a backup or restore nobody can open is worse than none. */
-function checkSealed(data: Buffer, storeKey: string, label: string): void {
+export function checkSealed(data: Buffer, storeKey: string, label: string): void {
   try {
     unseal(data, deriveKey(storeKey, OLM_SNAPSHOT_PURPOSE), label);
   } catch (err) {

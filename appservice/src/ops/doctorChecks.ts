@@ -4,7 +4,7 @@
 // the Janus check (a session and a throwaway room, destroyed at once).
 import { randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
-import { access, constants } from "node:fs/promises";
+import { access, constants, readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
@@ -14,6 +14,7 @@ import { blockedReason } from "../matrix/addressGuard.ts";
 import { JanusSession } from "../sfu/session.ts";
 import { JanusTransport } from "../sfu/transport.ts";
 import { VIDEOROOM_PLUGIN, VideoRoomAdmin } from "../sfu/videoroom.ts";
+import { checkSealed } from "./backup.ts";
 import type { Check, Endpoint, Finding } from "./doctor.ts";
 
 /** Thresholds; every one is an option so that an operator (and a test) can move it. */
@@ -360,6 +361,25 @@ export async function storeFinding(file: string): Promise<Finding> {
   } finally {
     db?.close();
   }
+}
+
+/** The bot's sealed crypto file opens with crypto.storeKey (else the bot would make a new device). */
+export async function cryptoFinding(crypto: { path: string; storeKey: string } | undefined): Promise<Finding> {
+  const check = "crypto";
+  if (!crypto) return { check, status: "info", message: "no crypto section: the bot ignores encrypted rooms" };
+  let data: Buffer;
+  try {
+    data = await readFile(crypto.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { check, status: "info", message: `${crypto.path} does not exist yet; the bot makes its device on first start` };
+    return { check, status: "error", message: `${crypto.path}: ${(err as Error).message}`, fix: "the file must be readable and writable by the user Parley runs as" };
+  }
+  try {
+    checkSealed(data, crypto.storeKey, crypto.path);
+  } catch (err) {
+    return { check, status: "error", message: (err as Error).message, fix: "put back the crypto.storeKey this file was made with (from the config's backup); only if it is lost, move the file away: the bot then starts as a new device" };
+  }
+  return { check, status: "ok", message: `${crypto.path} opens with crypto.storeKey` };
 }
 
 /** Everything the deployment contacts: its own parts, TURN, and the partner servers. */

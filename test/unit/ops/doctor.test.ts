@@ -6,7 +6,8 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { exitCode, formatHuman, formatJson, runChecks, type Check } from "../../../appservice/src/ops/doctor.ts";
-import { clockFinding, endpoints, janusInfoFindings, pingFinding, storeFinding, tlsCheck, tlsTargets, turnCheck } from "../../../appservice/src/ops/doctorChecks.ts";
+import { deriveKey, seal } from "../../../appservice/src/crypto/sealedFile.ts";
+import { clockFinding, cryptoFinding, endpoints, janusInfoFindings, pingFinding, storeFinding, tlsCheck, tlsTargets, turnCheck } from "../../../appservice/src/ops/doctorChecks.ts";
 import { testConfig } from "./fixtures.ts";
 
 const limits = { requestTimeoutMs: 1000, clockWarnMs: 5000, clockErrorMs: 60_000, certWarnDays: 21 };
@@ -144,5 +145,17 @@ describe("endpoints", () => {
     expect(partner.why).toContain("OpenID checks at https://matrix.partner.example:8448");
     const probe = { endpoints: () => [{ kind: "turn" as const, address: "turn:127.0.0.1:3478", why: "own TURN" }], check: async () => [] };
     expect(endpoints(config, probe).map((e) => e.address)).toContain("turn:127.0.0.1:3478");
+  });
+});
+
+describe("crypto", () => {
+  it("the bot's file opens with the key; another key is an error; no file yet is info", async () => {
+    const file = path.join(dir, "parley-crypto.bin");
+    const key = "k".repeat(40);
+    expect((await cryptoFinding({ path: file, storeKey: key })).status).toBe("info");
+    writeFileSync(file, seal(Buffer.from("device"), deriveKey(key, "olm-snapshot")));
+    expect(await cryptoFinding({ path: file, storeKey: key })).toMatchObject({ status: "ok" });
+    expect(await cryptoFinding({ path: file, storeKey: "z".repeat(40) })).toMatchObject({ status: "error", message: expect.stringContaining("does not open with the configured key") });
+    expect((await cryptoFinding(undefined)).status).toBe("info");
   });
 });
