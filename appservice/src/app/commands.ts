@@ -12,12 +12,12 @@ import { exitCode, formatHuman, formatJson, runChecks, type Check } from "../ops
 import { cryptoFinding, DEFAULT_LIMITS, endpoints, homeserverChecks, janusCheck, storeFinding, tlsCheck, turnCheck, type TurnProbe } from "../ops/doctorChecks.ts";
 import { JanusFilesError, janusFiles, writeJanusFiles } from "../ops/janusFiles.ts";
 
-export const SUBCOMMAND_USAGE = `       parley doctor -c CONFIG [--json]     check the deployment; exit 1 on any error
-       parley backup -c CONFIG --to DIR     back up the store and the bot's crypto file
-       parley restore -c CONFIG --from DIR  restore them (Parley stopped, files absent)
-       parley janus-config -c CONFIG --out DIR [--node ID] [--admin-port N]
-              [--rtp-ports MIN-MAX] [--cert PEM --key KEY] [--ice-enforce LIST] [--force]
-                                            write Janus's config files for one sfu node`;
+export const SUBCOMMAND_USAGE = `  parley doctor -c CONFIG [--json]     check the deployment; exit 1 on any error
+  parley backup -c CONFIG --to DIR     back up the store and the bot's crypto file
+  parley restore -c CONFIG --from DIR  restore them (Parley stopped, files absent)
+  parley janus-config -c CONFIG --out DIR [--node ID] [--admin-port N]
+         [--rtp-ports MIN-MAX] [--cert PEM --key KEY] [--ice-enforce LIST] [--force]
+                                       write Janus's config files for one sfu node`;
 
 type Options = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>["options"]>;
 
@@ -117,7 +117,7 @@ export async function runSubcommand(name: string, argv: string[]): Promise<numbe
   try {
     a = parse(argv, command.options);
   } catch (err) {
-    console.error(`${(err as Error).message}\nusage: ${SUBCOMMAND_USAGE.trimStart()}`);
+    console.error(`${(err as Error).message}\nusage:\n${SUBCOMMAND_USAGE}`);
     return 2;
   }
   if (typeof a["config"] !== "string") {

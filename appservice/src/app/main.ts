@@ -26,6 +26,8 @@ const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] 
       --samples DIR           write the sample config, registration and Janus config template
                               (the repository's config/ folder) into DIR
   -h, --help                  this text
+
+operator subcommands (docs/deployment.md):
 ${SUBCOMMAND_USAGE}`;
 
 function writeAtomic(file: string, text: string): void {
