@@ -21,7 +21,7 @@ export default tseslint.config(
   },
   {
     // The CLI, scripts, tests and benchmarks talk to a terminal on purpose.
-    files: ["appservice/src/app/main.ts", "scripts/**", "test/**"],
+    files: ["appservice/src/app/main.ts", "appservice/src/app/commands.ts", "scripts/**", "test/**"],
     rules: { "no-console": "off" },
   },
 );

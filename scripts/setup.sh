@@ -23,6 +23,8 @@ apt_missing=()
 [ -x /usr/bin/janus ] || apt_missing+=(janus)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v openssl >/dev/null || apt_missing+=(openssl)
+# nginx: the reverse-proxy sample (deploy/nginx/) is tested in front of Parley.
+[ -x /usr/sbin/nginx ] || apt_missing+=(nginx)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing from Debian: ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,6 +34,10 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now janus >/dev/null 2>&1 || true; fi
   pkill -x janus >/dev/null 2>&1 || true
+  # Likewise nginx's default site on port 80, when this run installed it: the tests start their own.
+  if [[ " ${apt_missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- Synapse in a pinned venv -------------------------------------------------------------------

@@ -18,7 +18,8 @@ import { startSynapse, type SynapseHandle } from "./synapse.ts";
 import { registerUser, type RegisteredUser } from "./users.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
-const MAIN = path.join(ROOT, "appservice/src/app/main.ts");
+// PARLEY_MAIN: run another build of Parley, e.g. dist/ copied away from the sources (scripts/dist-check.sh).
+const MAIN = process.env["PARLEY_MAIN"] ?? path.join(ROOT, "appservice/src/app/main.ts");
 
 export interface StackOptions {
   count: number;

@@ -5,6 +5,7 @@
 //   parley -e -c config.yaml                      write an example config
 //   parley --validate -c config.yaml              check a config and exit
 //   parley --samples DIR                          write the sample files of config/ into DIR
+//   parley doctor | backup | restore | janus-config  operator subcommands (commands.ts)
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -12,10 +13,8 @@ import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import { ConfigError, loadConfig, parseConfig, SECRET_PATHS } from "../config/load.ts";
 import { sampleConfigYaml } from "../config/sample.ts";
-import { sampleFiles } from "../config/samples.ts";
 import { GENERATE } from "../config/schema.ts";
-import { registrationYaml } from "../matrix/registration.ts";
-import { start } from "./start.ts";
+import { isSubcommand, runSubcommand, SUBCOMMAND_USAGE } from "./commands.ts";
 
 const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] | --samples DIR
   -c, --config FILE           config file (YAML)
@@ -26,7 +25,10 @@ const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] 
       --validate              validate the config and exit
       --samples DIR           write the sample config, registration and Janus config template
                               (the repository's config/ folder) into DIR
-  -h, --help                  this text`;
+  -h, --help                  this text
+
+operator subcommands (docs/deployment.md):
+${SUBCOMMAND_USAGE}`;
 
 function writeAtomic(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
@@ -49,6 +51,7 @@ function fillGeneratedSecrets(file: string): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  if (isSubcommand(argv[0])) return runSubcommand(argv[0]!, argv.slice(1));
   let args;
   try {
     args = parseArgs({
@@ -73,6 +76,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (args.samples !== undefined) {
+    // Loaded here, like registration.ts and start.ts below: they bring matrix-appservice-bridge,
+    // whose deprecation warnings would land on the stderr of every subcommand.
+    const { sampleFiles } = await import("../config/samples.ts");
     for (const [name, text] of Object.entries(sampleFiles())) {
       const file = path.join(args.samples, name);
       mkdirSync(path.dirname(file), { recursive: true });
@@ -96,6 +102,7 @@ export async function main(argv: string[]): Promise<number> {
     if (args["generate-registration"]) {
       const filled = existsSync(file) ? fillGeneratedSecrets(file) : 0;
       const config = loadConfig(file);
+      const { registrationYaml } = await import("../matrix/registration.ts");
       writeAtomic(args.registration, registrationYaml(config));
       console.log(`wrote ${args.registration}${filled ? ` (generated ${filled} secret${filled > 1 ? "s" : ""} in ${file})` : ""}`);
       console.log("add it to the homeserver's app_service_config_files and restart the homeserver");
@@ -106,6 +113,8 @@ export async function main(argv: string[]): Promise<number> {
       console.log(`${file}: valid`);
       return 0;
     }
+    // Loaded here, not at the top: the subcommands (doctor, backup) need none of the service.
+    const { start } = await import("./start.ts");
     const parley = await start(config);
     const shutdown = (signal: string) => {
       console.error(`${signal}: stopping`);

@@ -15,9 +15,9 @@ export interface JanusConfigInput {
   videoroomAdminKey: string;
   /** Inclusive UDP range for RTP/RTCP (ICE host candidates). */
   rtpPortRange: [number, number];
-  /** DTLS certificate and key file paths (PEM). */
-  certPem: string;
-  certKey: string;
+  /** DTLS certificate and key file paths (PEM); without them Janus makes a new one at each start. */
+  certPem?: string | undefined;
+  certKey?: string | undefined;
   /** general.reclaim_session_timeout: seconds a session survives its transport going away. */
   reclaimSessionTimeoutS: number;
   /** Janus API session_timeout in seconds (default 60). */
@@ -85,11 +85,11 @@ general: {
 	hide_dependencies = true
 }
 
-certificates: {
+${o.certPem === undefined || o.certKey === undefined ? "" : `certificates: {
 	cert_pem = ${q(o.certPem)}
 	cert_key = ${q(o.certKey)}
 }
-
+`}
 media: {
 	rtp_port_range = "${rtpMin}-${rtpMax}"
 }
