@@ -19,7 +19,8 @@ import { governanceHandlers } from "../http/signalling/governance.ts";
 import { mediaHandlers } from "../http/signalling/media.ts";
 import { attachSignalling, sessionHandlers, type SignallingServer } from "../http/signalling/server.ts";
 import { getLogger } from "../log.ts";
-import { createSfu, type Sfu } from "../sfu/index.ts";
+import type { CallMetrics } from "../http/callMetrics.ts";
+import { createSfu, JanusClosedError, JanusError, JanusTimeoutError, type Sfu } from "../sfu/index.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
 export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission"> {
@@ -32,6 +33,8 @@ export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | 
   onPresence?: CallServiceDeps["onPresence"];
   /** A meeting was ended for all (guests' accounts go sooner). */
   onMeetingEnded?: GovernanceDeps["onMeetingEnded"];
+  /** Call, lobby, key, Janus and signalling metrics; optional. */
+  metrics?: CallMetrics | undefined;
 }
 
 export interface RunningCalls {
@@ -49,7 +52,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const log = getLogger("app.calls");
   const { limits } = config.calls;
   const requireE2ee = config.calls.e2ee.required;
-  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
+  const metrics = deps.metrics;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, metrics ? { observeRequest: janusObserver(metrics) } : {}) : undefined;
   const media = config.meetings.media;
   const ports = sfu
     ? sfuPorts(sfu, {
@@ -76,6 +80,15 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
           sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
         },
         random: () => randomBytes(32),
+        ...(metrics
+          ? {
+              onRotated: (r: { devices: number; unreachable: number }) => {
+                metrics.keyRotations.inc();
+                metrics.keyDevices.inc({ outcome: "sent" }, r.devices);
+                metrics.keyDevices.inc({ outcome: "unreachable" }, r.unreachable);
+              },
+            }
+          : {}),
       })
     : undefined;
   const g = config.meetings.governance;
@@ -90,6 +103,12 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
     roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
+    ...(metrics
+      ? {
+          onSeat: (what: string) => (what === "joined" ? metrics.joins.inc() : metrics.seatsEnded.inc({ reason: what })),
+          observeE2ee: (role: string, outcome: string) => metrics.e2eeAdmissions.inc({ role, outcome }),
+        }
+      : {}),
     media: {
       lastN: media.lastN,
       layerKbps: media.layerKbps,
@@ -125,6 +144,14 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
+      ...(metrics
+        ? {
+            observeLobby: (decision: string, by: string, waitedMs: number) => {
+              metrics.lobbyDecisions.inc({ decision, by });
+              metrics.lobbyWaitSeconds.observe({ decision, by }, waitedMs / 1000);
+            },
+          }
+        : {}),
     },
   ));
 
@@ -144,6 +171,14 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const unwatch = sfu?.onNodeRestarted((nodeId, lost) => void recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
 
   let signalling: SignallingServer | undefined;
+  metrics?.watch({
+    occupiedCalls: () => calls.occupiedCalls(),
+    seatsPerCall: () => seats.seatsPerCall(),
+    largeCalls: () => seats.media.large.largeCalls(),
+    waitingKnocks: () => governance.waitingKnocks(),
+    sockets: () => signalling?.connections() ?? 0,
+    janusNodes: () => (sfu?.health() ?? []).map((n) => ({ id: n.id, up: n.state === "up", sessions: n.participants, handles: n.handles, rooms: n.rooms })),
+  });
   const closeSignalling = async () => {
     const s = signalling;
     signalling = undefined;
@@ -161,6 +196,9 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,
         messageBurst: limits.messageBurst,
+      }, metrics && {
+        message: (type) => metrics.signallingMessages.inc({ type }),
+        rejected: (errcode) => metrics.signallingRejected.inc({ errcode }),
       });
       signalling = opened;
       return { stop: () => closeSignalling() };
@@ -173,6 +211,16 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       calls.stop();
       await sfu?.stop();
     },
+  };
+}
+
+/** Janus request timings and failures, by node and request kind. */
+function janusObserver(metrics: CallMetrics) {
+  return (node: string, request: string, seconds: number, error: Error | undefined) => {
+    metrics.janusRequestSeconds.observe({ node, request }, seconds);
+    if (!error) return;
+    const kind = error instanceof JanusTimeoutError ? "timeout" : error instanceof JanusClosedError ? "closed" : error instanceof JanusError ? "janus" : "other";
+    metrics.janusErrors.inc({ node, request, error: kind });
   };
 }
 

@@ -1,6 +1,7 @@
 // Prometheus metrics, one registry per running service (tests start several in one process).
 import { createServer } from "node:http";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { createCallMetrics, type CallMetrics } from "./callMetrics.ts";
 
 export interface Metrics {
   registry: Registry;
@@ -12,6 +13,8 @@ export interface Metrics {
   aliasRooms: Counter<"outcome">;
   aliasQuerySeconds: Histogram<"result">;
   moderation: Counter<"action" | "outcome">;
+  /** Calls, participants, lobby, keys, Janus and signalling (callMetrics.ts). */
+  calls: CallMetrics;
 }
 
 export function createMetrics(): Metrics {
@@ -19,6 +22,7 @@ export function createMetrics(): Metrics {
   collectDefaultMetrics({ register: registry, prefix: "parley_" });
   return {
     registry,
+    calls: createCallMetrics(registry),
     transactions: new Counter({ name: "parley_appservice_transactions_total", help: "Appservice transactions by outcome", labelNames: ["result"], registers: [registry] }),
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
