@@ -45,6 +45,19 @@ export function createMetrics(): Metrics {
   };
 }
 
+/** Event types Parley acts on, and the common room events; any other (a type is anyone's to
+ *  invent, and a remote server sends what it likes) is counted as "other", one series. */
+const EVENT_TYPES: ReadonlySet<string> = new Set([
+  "m.room.member", "m.room.message", "m.room.encrypted", "m.room.encryption", "m.room.create", "m.room.power_levels",
+  "m.room.join_rules", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias", "m.room.history_visibility",
+  "m.room.guest_access", "m.room.redaction", "m.reaction", "org.parley.call", "org.matrix.msc3401.call.member", "im.vector.modular.widgets",
+]);
+
+/** An event's type as a metric label (bounded). */
+export function eventTypeLabel(type: unknown): string {
+  return typeof type === "string" && EVENT_TYPES.has(type) ? type : "other";
+}
+
 /** A listener that answers GET /metrics only (and 404 M_UNRECOGNIZED for anything else). */
 export interface MetricsListener {
   readonly url: string;

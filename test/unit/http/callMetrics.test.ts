@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { callEndReason, observedCallStore, type CallSources } from "../../../appservice/src/http/callMetrics.ts";
 import { seatEnd } from "../../../appservice/src/calls/callSeats.ts";
 import { TAKEN_OVER } from "../../../appservice/src/calls/callService.ts";
-import { createMetrics, type Metrics } from "../../../appservice/src/http/metrics.ts";
+import { createMetrics, eventTypeLabel, type Metrics } from "../../../appservice/src/http/metrics.ts";
+import { guestRefusalLabel } from "../../../appservice/src/app/guests.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 import type { CallRecord, NewCall } from "../../../appservice/src/store/store.ts";
 
@@ -125,5 +126,18 @@ describe("seat ends", () => {
     expect(seatEnd({ errcode: "M_NOT_FOUND", message: "the call has ended", by: "@h:a.example" })).toBe("call_ended");
     expect(seatEnd({ errcode: "M_FORBIDDEN", message: "membership is now leave" })).toBe("left_room");
     expect(seatEnd({ errcode: "M_FORBIDDEN", message: "membership is now ban", by: "@h:a.example" })).toBe("removed");
+  });
+});
+
+describe("labels from what others send", () => {
+  it("an event's type, or a guest's refused path, is a label only when Parley knows it", () => {
+    expect(eventTypeLabel("m.room.member")).toBe("m.room.member");
+    expect(eventTypeLabel("org.parley.call")).toBe("org.parley.call");
+    expect(eventTypeLabel("com.example.anything.at.all")).toBe("other");
+    expect(eventTypeLabel(42)).toBe("other");
+    expect(guestRefusalLabel("sync")).toBe("sync");
+    expect(guestRefusalLabel("rate")).toBe("rate");
+    expect(guestRefusalLabel("createRoom")).toBe("unlisted");
+    expect(guestRefusalLabel("rooms/made-up-verb-1")).toBe("unlisted");
   });
 });
