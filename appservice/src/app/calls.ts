@@ -20,7 +20,7 @@ import { mediaHandlers } from "../http/signalling/media.ts";
 import { attachSignalling, sessionHandlers, type SignallingServer } from "../http/signalling/server.ts";
 import { getLogger } from "../log.ts";
 import type { CallMetrics } from "../http/callMetrics.ts";
-import { createSfu, JanusClosedError, JanusError, JanusTimeoutError, type Sfu } from "../sfu/index.ts";
+import { createSfu, type Sfu } from "../sfu/index.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
 export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission"> {
@@ -53,7 +53,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const { limits } = config.calls;
   const requireE2ee = config.calls.e2ee.required;
   const metrics = deps.metrics;
-  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, metrics ? { observeRequest: janusObserver(metrics) } : {}) : undefined;
+  const observe = metrics?.observe;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest }) : undefined;
   const media = config.meetings.media;
   const ports = sfu
     ? sfuPorts(sfu, {
@@ -80,15 +81,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
           sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
         },
         random: () => randomBytes(32),
-        ...(metrics
-          ? {
-              onRotated: (r: { devices: number; unreachable: number }) => {
-                metrics.keyRotations.inc();
-                metrics.keyDevices.inc({ outcome: "sent" }, r.devices);
-                metrics.keyDevices.inc({ outcome: "unreachable" }, r.unreachable);
-              },
-            }
-          : {}),
+        onRotated: observe?.keysRotated,
       })
     : undefined;
   const g = config.meetings.governance;
@@ -103,12 +96,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
     roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
-    ...(metrics
-      ? {
-          onSeat: (what: string) => (what === "joined" ? metrics.joins.inc() : metrics.seatsEnded.inc({ reason: what })),
-          observeE2ee: (role: string, outcome: string) => metrics.e2eeAdmissions.inc({ role, outcome }),
-        }
-      : {}),
+    onSeat: observe?.seat,
+    observeE2ee: observe?.e2ee,
     media: {
       lastN: media.lastN,
       layerKbps: media.layerKbps,
@@ -144,14 +133,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
-      ...(metrics
-        ? {
-            observeLobby: (decision: string, by: string, waitedMs: number) => {
-              metrics.lobbyDecisions.inc({ decision, by });
-              metrics.lobbyWaitSeconds.observe({ decision, by }, waitedMs / 1000);
-            },
-          }
-        : {}),
+      observeLobby: observe?.lobby,
     },
   ));
 
@@ -196,10 +178,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,
         messageBurst: limits.messageBurst,
-      }, metrics && {
-        message: (type) => metrics.signallingMessages.inc({ type }),
-        rejected: (errcode) => metrics.signallingRejected.inc({ errcode }),
-      });
+      }, observe?.signalling);
       signalling = opened;
       return { stop: () => closeSignalling() };
     },
@@ -211,16 +190,6 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       calls.stop();
       await sfu?.stop();
     },
-  };
-}
-
-/** Janus request timings and failures, by node and request kind. */
-function janusObserver(metrics: CallMetrics) {
-  return (node: string, request: string, seconds: number, error: Error | undefined) => {
-    metrics.janusRequestSeconds.observe({ node, request }, seconds);
-    if (!error) return;
-    const kind = error instanceof JanusTimeoutError ? "timeout" : error instanceof JanusClosedError ? "closed" : error instanceof JanusError ? "janus" : "other";
-    metrics.janusErrors.inc({ node, request, error: kind });
   };
 }
 

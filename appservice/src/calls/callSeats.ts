@@ -65,9 +65,9 @@ export interface CallSeatsDeps {
   /** Large meetings (docs/large-meetings.md); defaults if absent. */
   media?: LargeMeetingsConfig | undefined;
   /** Told of each seat opened and ended (metrics); optional. */
-  onSeat?: (what: "joined" | SeatEnd) => void;
+  onSeat?: ((what: "joined" | SeatEnd) => void) | undefined;
   /** Told of each end-to-end encryption check (metrics); optional. */
-  observeE2ee?: E2eeObserver;
+  observeE2ee?: E2eeObserver | undefined;
 }
 
 interface SeatState extends Seat {
@@ -94,7 +94,7 @@ export class CallSeats {
       ...(deps.roleOf ? { roleOf: deps.roleOf } : {}),
       media: deps.media,
       mediaFailed: (what, err) => this.log.warn({ err, what }, "large-meeting media choice not applied"),
-      ...(deps.observeE2ee ? { observeE2ee: deps.observeE2ee } : {}),
+      observeE2ee: deps.observeE2ee,
     });
   }
 

@@ -78,7 +78,7 @@ export interface GovernanceDeps {
   /** Counts actions by outcome (metrics); optional. */
   observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
   /** Told of each knock decided, by a host or by the access policy, and how long it waited (metrics); optional. */
-  observeLobby?: (decision: "admitted" | "denied", by: "host" | "auto", waitedMs: number) => void;
+  observeLobby?: ((decision: "admitted" | "denied", by: "host" | "auto", waitedMs: number) => void) | undefined;
 }
 
 interface RoomFacts {

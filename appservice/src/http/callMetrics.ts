@@ -5,9 +5,10 @@
 // sessions) are read when Prometheus scrapes, through the accessors in CallSources, rather than
 // kept twice with inc/dec that could drift.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-
-/** How a participant's seat (a signalling session in a call) ended. */
-export type SeatEnd = "socket_closed" | "taken_over" | "expired" | "call_ended" | "left_room" | "removed";
+import type { SeatEnd } from "../calls/callSeats.ts";
+import type { E2eeObserver } from "../calls/e2eeAdmission.ts";
+import { JanusClosedError, JanusError, JanusTimeoutError } from "../sfu/index.ts";
+import type { SignallingObserver } from "./signalling/server.ts";
 
 /** Why a call ended: nobody there (an alias call), a host's end for all in the call UI, or a room
  *  event (`!meet end`, the bot leaving or removed from the room: the record does not tell them apart). */
@@ -47,6 +48,15 @@ export interface CallMetrics {
   signallingRejected: Counter<"errcode">;
   /** Binds the scrape-time accessors (the gauges read nothing until then). */
   watch(sources: CallSources): void;
+  /** The hooks the call parts are given (app/calls.ts). */
+  readonly observe: {
+    seat(what: "joined" | SeatEnd): void;
+    e2ee: E2eeObserver;
+    lobby(decision: "admitted" | "denied", by: "host" | "auto", waitedMs: number): void;
+    keysRotated(rotation: { devices: number; unreachable: number }): void;
+    janusRequest(node: string, request: string, seconds: number, error: Error | undefined): void;
+    signalling: SignallingObserver;
+  };
 }
 
 export function createCallMetrics(registry: Registry): CallMetrics {
@@ -88,7 +98,7 @@ export function createCallMetrics(registry: Registry): CallMetrics {
   nodeGauge("parley_janus_handles", "Plugin handles of Parley's participant sessions on the node", (n) => n.handles);
   nodeGauge("parley_janus_rooms", "VideoRoom rooms Parley placed on the node", (n) => n.rooms);
 
-  return {
+  const m = {
     callsStarted: new Counter({ name: "parley_calls_started_total", help: "Calls started, by origin (alias: a meeting link's first join; command: !meet)", labelNames: ["origin"], registers }),
     callsEnded: new Counter({ name: "parley_calls_ended_total", help: "Calls ended, by origin and reason (idle, host, room_event)", labelNames: ["origin", "reason"], registers }),
     callSeconds: new Histogram({
@@ -132,10 +142,40 @@ export function createCallMetrics(registry: Registry): CallMetrics {
     janusErrors: new Counter({ name: "parley_janus_request_errors_total", help: "Failed Janus requests by node, request kind and error (janus, timeout, closed)", labelNames: ["node", "request", "error"], registers }),
     signallingMessages: new Counter({ name: "parley_signalling_messages_total", help: "Signalling messages accepted, by type (the protocol's message types)", labelNames: ["type"], registers }),
     signallingRejected: new Counter({ name: "parley_signalling_rejected_total", help: "Signalling messages answered with an error, by errcode", labelNames: ["errcode"], registers }),
+  };
+  return {
+    ...m,
     watch(s) {
       sources = s;
     },
+    observe: {
+      seat: (what) => (what === "joined" ? m.joins.inc() : m.seatsEnded.inc({ reason: what })),
+      e2ee: (role, outcome) => m.e2eeAdmissions.inc({ role, outcome }),
+      lobby: (decision, by, waitedMs) => {
+        m.lobbyDecisions.inc({ decision, by });
+        m.lobbyWaitSeconds.observe({ decision, by }, waitedMs / 1000);
+      },
+      keysRotated: (r) => {
+        m.keyRotations.inc();
+        m.keyDevices.inc({ outcome: "sent" }, r.devices);
+        m.keyDevices.inc({ outcome: "unreachable" }, r.unreachable);
+      },
+      janusRequest: (node, request, seconds, error) => {
+        m.janusRequestSeconds.observe({ node, request }, seconds);
+        if (error) m.janusErrors.inc({ node, request, error: janusErrorKind(error) });
+      },
+      signalling: {
+        message: (type) => m.signallingMessages.inc({ type }),
+        rejected: (errcode) => m.signallingRejected.inc({ errcode }),
+      },
+    },
   };
+}
+
+function janusErrorKind(error: Error): "timeout" | "closed" | "janus" | "other" {
+  if (error instanceof JanusTimeoutError) return "timeout";
+  if (error instanceof JanusClosedError) return "closed";
+  return error instanceof JanusError ? "janus" : "other";
 }
 
 /** The reason of an ended call record: its `endedBy` and `endEventId` say it. */
