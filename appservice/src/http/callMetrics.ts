@@ -208,18 +208,25 @@ export function observedCallStore<T extends object>(store: T, metrics: Pick<Call
     if (call.endedAt !== null) metrics.callSeconds.observe({ origin: call.origin }, Math.max(0, (call.endedAt - call.startedAt) / 1000));
   };
   const observers: Record<string, (call: CallRecordLike | undefined) => void> = { startCall: started, endCall: ended };
+  // Methods are bound once (the store is asked for one on every event and request).
+  const methods = new Map<PropertyKey, unknown>();
+  const method = (target: T, prop: PropertyKey, fn: (...args: unknown[]) => unknown) => {
+    const observe = typeof prop === "string" ? observers[prop] : undefined;
+    if (!observe) return fn.bind(target);
+    return (...args: unknown[]) => {
+      const result: unknown = fn.apply(target, args);
+      if (result instanceof Promise) void result.then((r: CallRecordLike | undefined) => observe(r), () => undefined);
+      else observe(result as CallRecordLike | undefined);
+      return result;
+    };
+  };
   return new Proxy(store, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
-      const observe = typeof prop === "string" ? observers[prop] : undefined;
-      if (!observe) return value.bind(target);
-      return (...args: unknown[]) => {
-        const result: unknown = value.apply(target, args);
-        if (result instanceof Promise) void result.then((r: CallRecordLike | undefined) => observe(r), () => undefined);
-        else observe(result as CallRecordLike | undefined);
-        return result;
-      };
+      let m = methods.get(prop);
+      if (!m) methods.set(prop, (m = method(target, prop, value as (...args: unknown[]) => unknown)));
+      return m;
     },
   });
 }

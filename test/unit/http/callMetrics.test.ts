@@ -61,6 +61,7 @@ describe("call starts and ends, counted as the store records them", () => {
     // Everything else reaches the store itself, its answers unchanged.
     expect(s.activeCalls()).toEqual([]);
     expect(s.lastCall("!b:a.example")?.endedBy).toBe("@a:a.example");
+    expect(s.activeCalls).toBe(s.activeCalls); // bound once, not on every access
   });
 
   it("observes a store that answers with promises once they resolve", async () => {
