@@ -4,6 +4,7 @@ import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
+import { metric } from "../support/metrics.ts";
 
 let stack: Stack;
 let A: Institution, B: Institution, C: Institution;
@@ -13,18 +14,6 @@ const user = async (inst: Institution, localpart: string) => {
   const u = await inst.registerUser(localpart);
   return new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken);
 };
-
-/** A metric's value from Parley's /metrics (0 when absent). */
-async function metric(inst: Institution, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(inst.parley.metricsUrl)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([^{\s]+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (m?.[1] === name && want.every((w) => (m[2] ?? "").includes(w))) return Number(m[3]);
-  }
-  return 0;
-}
 
 beforeAll(async () => {
   stack = await startInstitutions({

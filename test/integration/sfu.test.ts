@@ -132,7 +132,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
       const ref = await sfu.createRoom("call-1", { publishers: 4 });
       expect(ref.node).toBe("a");
       expect(await look.room(ref.roomId)).toMatchObject({ require_e2ee: true, is_private: true, max_publishers: 4 });
-      expect(sfu.health()).toEqual([{ id: "a", state: "up", rooms: 1, participants: 0 }]);
+      expect(sfu.health()).toEqual([{ id: "a", state: "up", rooms: 1, participants: 0, handles: 0 }]);
       await sfu.destroyRoom(ref);
       await sfu.destroyRoom(ref);
       expect(await look.room(ref.roomId)).toBeUndefined();
@@ -150,7 +150,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     expect(joined).toMatchObject({ id: "alice", publishers: [] });
     expect(typeof joined.privateId).toBe("number");
     expect(await sfu.listParticipants(ref)).toEqual([{ id: "alice", display: "Alice", publisher: false }]);
-    expect(sfu.health()[0]).toMatchObject({ rooms: 1, participants: 1 });
+    expect(sfu.health()[0]).toMatchObject({ rooms: 1, participants: 1, handles: 1 });
 
     const bob = await sfu.openParticipant(ref, "alice");
     await expect(bob.joinAsPublisher("Impostor")).rejects.toMatchObject({ kind: "ID_EXISTS" });
@@ -164,7 +164,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     expect(await kicked).toMatchObject({ leaving: "ok", reason: "kicked" });
     expect(await sfu.listParticipants(ref)).toEqual([]);
     await alice.close();
-    expect(sfu.health()[0]).toMatchObject({ participants: 0 });
+    expect(sfu.health()[0]).toMatchObject({ participants: 0, handles: 0 });
   });
 
   it("places rooms on the least loaded of two nodes", async () => {
@@ -178,8 +178,8 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     expect(r3.node).toBe("a"); // a: 1 room; b: 1 room + 1 participant
     expect((await sfu.createRoom("c4")).node).toBe("b");
     expect(sfu.health()).toEqual([
-      { id: "a", state: "up", rooms: 2, participants: 0 },
-      { id: "b", state: "up", rooms: 2, participants: 1 },
+      { id: "a", state: "up", rooms: 2, participants: 0, handles: 0 },
+      { id: "b", state: "up", rooms: 2, participants: 1, handles: 1 },
     ]);
     const lookB = await inspect(janusB);
     try {
@@ -226,7 +226,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     janusC = await fixedJanus(dir, ports, secrets);
     expect(await restarted).toEqual(["c", [ref.roomId]]);
     expect(lost).toEqual(["lost"]);
-    expect(sfu.health()).toEqual([{ id: "c", state: "up", rooms: 1, participants: 0 }]);
+    expect(sfu.health()).toEqual([{ id: "c", state: "up", rooms: 1, participants: 0, handles: 0 }]);
 
     expect(await sfu.recreateRoom(ref)).toEqual(ref);
     const again = await sfu.openParticipant(ref, "alice");

@@ -19,6 +19,7 @@ import { governanceHandlers } from "../http/signalling/governance.ts";
 import { mediaHandlers } from "../http/signalling/media.ts";
 import { attachSignalling, sessionHandlers, type SignallingServer } from "../http/signalling/server.ts";
 import { getLogger } from "../log.ts";
+import type { CallMetrics } from "../http/callMetrics.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
@@ -32,6 +33,8 @@ export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | 
   onPresence?: CallServiceDeps["onPresence"];
   /** A meeting was ended for all (guests' accounts go sooner). */
   onMeetingEnded?: GovernanceDeps["onMeetingEnded"];
+  /** Call, lobby, key, Janus and signalling metrics; optional. */
+  metrics?: CallMetrics | undefined;
 }
 
 export interface RunningCalls {
@@ -49,7 +52,9 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const log = getLogger("app.calls");
   const { limits } = config.calls;
   const requireE2ee = config.calls.e2ee.required;
-  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu) : undefined;
+  const metrics = deps.metrics;
+  const observe = metrics?.observe;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest }) : undefined;
   const media = config.meetings.media;
   const ports = sfu
     ? sfuPorts(sfu, {
@@ -76,6 +81,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
           sendToDevices: async (type, devices, content) => (await crypto.device()).sendToDevices(type, devices, content),
         },
         random: () => randomBytes(32),
+        onRotated: observe?.keysRotated,
       })
     : undefined;
   const g = config.meetings.governance;
@@ -90,6 +96,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
     roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
+    onSeat: observe?.seat,
+    observeE2ee: observe?.e2ee,
     media: {
       lastN: media.lastN,
       layerKbps: media.layerKbps,
@@ -125,6 +133,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
+      observeLobby: observe?.lobby,
     },
   ));
 
@@ -144,6 +153,14 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const unwatch = sfu?.onNodeRestarted((nodeId, lost) => void recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
 
   let signalling: SignallingServer | undefined;
+  metrics?.watch({
+    occupiedCalls: () => calls.occupiedCalls(),
+    seatsPerCall: () => seats.seatsPerCall(),
+    largeCalls: () => seats.media.large.largeCalls(),
+    waitingKnocks: () => governance.waitingKnocks(),
+    sockets: () => signalling?.connections() ?? 0,
+    janusNodes: () => (sfu?.health() ?? []).map((n) => ({ id: n.id, up: n.state === "up", sessions: n.participants, handles: n.handles, rooms: n.rooms })),
+  });
   const closeSignalling = async () => {
     const s = signalling;
     signalling = undefined;
@@ -161,7 +178,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,
         messageBurst: limits.messageBurst,
-      });
+      }, observe?.signalling);
       signalling = opened;
       return { stop: () => closeSignalling() };
     },

@@ -10,12 +10,21 @@ import type { Homeserver } from "../calls/ports.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { guestApiRouter } from "../http/guestApi.ts";
 import { GUEST_PROXY_PREFIX, guestProxyRouter } from "../http/guestProxy.ts";
+import { GUEST_ROUTE_FAMILIES } from "../http/guestProxyRules.ts";
 import type { Metrics } from "../http/metrics.ts";
 import { AddressRateLimiter } from "../http/rateLimit.ts";
 import { getLogger } from "../log.ts";
 import type { RawEvent } from "../matrix/events.ts";
 import { MatrixGuestAccounts } from "../matrix/guestAccounts.ts";
 import type { GuestStore } from "../store/store.ts";
+
+/** The limits whose refusals are counted by name (guestApi.ts, guestProxy.ts). */
+const REFUSAL_LIMITS: ReadonlySet<string> = new Set(["rate", "concurrency", "token", "guest_rate", "guest_max_live"]);
+
+/** A refused guest request's label: a route family or a limit's name, anything else "unlisted". */
+export function guestRefusalLabel(family: string): string {
+  return GUEST_ROUTE_FAMILIES.has(family) || REFUSAL_LIMITS.has(family) ? family : "unlisted";
+}
 
 export interface RunningGuests {
   readonly service: GuestService;
@@ -75,7 +84,9 @@ export function startGuests(
       },
     },
   );
-  const onRefused = (family: string) => refused.inc({ family });
+  // A refused path's family comes from the guest's request: only the route table's families and
+  // the limits' names become labels (a guest must not be able to add series).
+  const onRefused = (family: string) => refused.inc({ family: guestRefusalLabel(family) });
   const publicUrl = config.meetings.publicUrl.replace(/\/+$/, "");
   const routers = [
     guestApiRouter({ guests: service, limiter: new AddressRateLimiter(g.createRateLimit), proxyUrl: `${publicUrl}${GUEST_PROXY_PREFIX}`, onRefused }),

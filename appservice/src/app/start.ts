@@ -11,6 +11,7 @@ import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { BODY_LIMITS, jsonBody } from "../http/body.ts";
 import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
+import { observedCallStore } from "../http/callMetrics.ts";
 import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
 import { callApiRouter } from "../http/callApi.ts";
 import { meetingInfoRouter } from "../http/meetingInfo.ts";
@@ -54,8 +55,9 @@ export async function start(config: ParleyConfig): Promise<Parley> {
 }
 
 async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<Parley> {
-  const store = life.add("store", new SqliteStore(config.store.path), (s) => s.close());
   const metrics = createMetrics();
+  // Every call start and end is counted as the store records it (http/callMetrics.ts).
+  const store = observedCallStore(life.add("store", new SqliteStore(config.store.path), (s) => s.close()), metrics.calls);
   const homeserver = new MatrixHomeserver({
     url: config.homeserver.url,
     asToken: config.appservice.asToken,
@@ -74,6 +76,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     startCalls(config, {
       homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
       observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
+      metrics: metrics.calls,
       onMeetingEnded: (roomId) => void guests.service.onMeetingEnded(roomId).catch((err: unknown) => log.warn({ err, roomId }, "guests of an ended meeting not rescheduled")),
       onPresence: (roomId, userId, present) =>
         void guests.service.onCallPresence(roomId, userId, present).catch((err: unknown) => log.warn({ err, roomId }, "guest presence not recorded")),
@@ -148,7 +151,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const joinLimiter = new AddressRateLimiter(config.calls.joinRateLimit);
   app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
-  app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH }));
+  app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH, onRefused: (errcode) => metrics.calls.joinRefusals.inc({ errcode }) }));
   app.use(meetingInfoRouter({ aliases: store, meetings, limit: config.meetings.lookupRateLimit, onRefused: () => metrics.refusals.inc({ what: "lookup_rate" }) }));
   // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
   // load balancer, and the test stack, must not send users to a Parley still starting).

@@ -7,7 +7,7 @@
 import { ParleyError } from "../errors.ts";
 import type { CallSession } from "./callService.ts";
 import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
-import { admitE2ee } from "./e2eeAdmission.ts";
+import { admitE2ee, type E2eeObserver } from "./e2eeAdmission.ts";
 import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, TrickleTarget } from "./ports.ts";
 import { Moderation, type ModerationConfig } from "./moderation.ts";
 import type { Role } from "./roles.ts";
@@ -40,6 +40,8 @@ export interface CallMediaDeps {
   timers?: Timers | undefined;
   /** Something the SFU refused while applying a speaker / video choice. */
   mediaFailed?: (what: string, err: unknown) => void;
+  /** Told of each end-to-end encryption check (metrics); optional. */
+  observeE2ee?: E2eeObserver | undefined;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
@@ -88,7 +90,7 @@ export class CallMedia {
   }
 
   async publish(seat: Seat, req: { sdp: string; simulcast: boolean; e2ee: boolean | undefined }): Promise<{ answerSdp: string; feedId: string | number }> {
-    admitE2ee(this.deps.requireE2ee, req.e2ee, "publish");
+    admitE2ee(this.deps.requireE2ee, req.e2ee, "publish", this.deps.observeE2ee);
     const callId = seat.session.callId;
     const previous = this.roster.get(callId, seat);
     if (previous?.published) await this.drop(seat, previous);
@@ -111,7 +113,7 @@ export class CallMedia {
   }
 
   async subscribe(seat: Seat, feeds: { feed: string | number; mid?: string | undefined }[], e2ee: boolean | undefined): Promise<{ offerSdp: string; streams: Feeds }> {
-    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe");
+    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     const member = await this.memberOf(seat);
     const { offerSdp, streams } = await member.media.subscribe(feeds);
     this.large.subscribed(seat.session.callId, seat, streams);
@@ -126,7 +128,7 @@ export class CallMedia {
   }
 
   async answer(seat: Seat, sdp: string, e2ee: boolean | undefined): Promise<void> {
-    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe");
+    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     await (await this.memberOf(seat)).media.answer(sdp);
   }
 

@@ -8,7 +8,7 @@ import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
 import { CallMedia, type Seat } from "./callMedia.ts";
-import type { CallService, SessionCloser, SessionEndReason } from "./callService.ts";
+import { TAKEN_OVER, type CallService, type SessionCloser, type SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { ModerationConfig } from "./moderation.ts";
@@ -16,6 +16,18 @@ import type { Clock, SfuMedia } from "./ports.ts";
 import type { Role } from "./roles.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
 import type { LargeMeetingsConfig } from "./largeMeetings.ts";
+import type { E2eeObserver } from "./e2eeAdmission.ts";
+
+/** How a seat ended (metrics): its socket closed, another took it over, or its session ended. */
+export type SeatEnd = "socket_closed" | "taken_over" | "expired" | "call_ended" | "left_room" | "removed";
+
+/** The seat end a session's end reason means: a membership change by someone else is a removal. */
+export function seatEnd(reason: SessionEndReason): SeatEnd {
+  if (reason === TAKEN_OVER) return "taken_over";
+  if (reason.errcode === "M_UNKNOWN_TOKEN") return "expired";
+  if (reason.errcode === "M_NOT_FOUND") return "call_ended";
+  return reason.by ? "removed" : "left_room";
+}
 
 /** What the signalling layer gives a seat: pushes, and the end of its socket. */
 export interface SeatClient extends CallClient {
@@ -52,6 +64,10 @@ export interface CallSeatsDeps {
   onSeated?: (roomId: string, userId: string, push: (p: CallPush) => void) => Promise<void>;
   /** Large meetings (docs/large-meetings.md); defaults if absent. */
   media?: LargeMeetingsConfig | undefined;
+  /** Told of each seat opened and ended (metrics); optional. */
+  onSeat?: ((what: "joined" | SeatEnd) => void) | undefined;
+  /** Told of each end-to-end encryption check (metrics); optional. */
+  observeE2ee?: E2eeObserver | undefined;
 }
 
 interface SeatState extends Seat {
@@ -78,6 +94,7 @@ export class CallSeats {
       ...(deps.roleOf ? { roleOf: deps.roleOf } : {}),
       media: deps.media,
       mediaFailed: (what, err) => this.log.warn({ err, what }, "large-meeting media choice not applied"),
+      observeE2ee: deps.observeE2ee,
     });
   }
 
@@ -104,7 +121,7 @@ export class CallSeats {
       client,
       ended: false,
       closer: (reason) => {
-        this.release(seat);
+        this.release(seat, seatEnd(reason));
         client.ended(reason);
       },
     };
@@ -112,6 +129,7 @@ export class CallSeats {
     let seats = this.byRoom.get(session.roomId);
     if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
     seats.add(seat);
+    this.deps.onSeat?.("joined");
     // The seat's SFU session opens now, before any request needs it (the participant list is
     // pushed once it has: after the hello's answer, since the SFU answers after this returns).
     this.media.warm(seat);
@@ -144,12 +162,18 @@ export class CallSeats {
   closed(seat: Seat): void {
     const s = seat as SeatState;
     this.deps.calls.detach(s.session.token, s.closer);
-    this.release(s);
+    this.release(s, "socket_closed");
   }
 
-  private release(seat: SeatState): void {
+  /** Seated sessions per call (metrics; a room has one call at a time). */
+  seatsPerCall(): number[] {
+    return [...this.byRoom.values()].map((s) => s.size);
+  }
+
+  private release(seat: SeatState, end: SeatEnd): void {
     if (seat.ended) return;
     seat.ended = true;
+    this.deps.onSeat?.(end);
     const seats = this.byRoom.get(seat.session.roomId);
     seats?.delete(seat);
     if (seats?.size === 0) this.byRoom.delete(seat.session.roomId);

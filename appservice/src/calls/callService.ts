@@ -273,6 +273,11 @@ export class CallService {
     return call?.sfu ?? undefined;
   }
 
+  /** Calls with at least one live session (metrics). */
+  occupiedCalls(): number {
+    return new Set([...this.sessions.values()].map((s) => s.callId)).size;
+  }
+
   activeSessions(): number {
     return this.sessions.size;
   }

@@ -77,6 +77,8 @@ export interface GovernanceDeps {
   onMeetingEnded?: (roomId: string) => void;
   /** Counts actions by outcome (metrics); optional. */
   observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
+  /** Told of each knock decided, by a host or by the access policy, and how long it waited (metrics); optional. */
+  observeLobby?: ((decision: "admitted" | "denied", by: "host" | "auto", waitedMs: number) => void) | undefined;
 }
 
 interface RoomFacts {
@@ -208,6 +210,21 @@ export class Governance {
     return [...(this.lobbies.get(roomId)?.values() ?? [])].sort((a, b) => a.since - b.since);
   }
 
+  /** Knocks waiting in every lobby (metrics). */
+  waitingKnocks(): number {
+    let n = 0;
+    for (const lobby of this.lobbies.values()) n += lobby.size;
+    return n;
+  }
+
+  /** What to call once a knock is decided (metrics). Read before deciding: the decision's own
+   *  membership event may take the knock out of the lobby before the decision returns. */
+  private decision(since: number | undefined): (decision: "admitted" | "denied", by: "host" | "auto") => void {
+    return (decision, by) => {
+      if (since) this.deps.observeLobby?.(decision, by, Math.max(0, this.deps.clock.now() - since));
+    };
+  }
+
   /** Knocks made before Parley started are read from the room once. */
   private seedLobby(roomId: string): Promise<void> {
     let seeded = this.lobbySeeded.get(roomId);
@@ -282,6 +299,7 @@ export class Governance {
    *  server; in an *open* one that knocks (external users exist), anyone's. Never an external
    *  user's or a guest's, never while locked. */
   private async autoAdmit(roomId: string, userId: string): Promise<void> {
+    const decided = this.decision(this.lobbies.get(roomId)?.get(userId)?.since);
     if (this.isExternal(userId) || this.isGuest(userId)) return;
     const { settings } = await this.facts(roomId);
     if (settings.locked) return;
@@ -289,6 +307,7 @@ export class Governance {
     if (!admit) return;
     await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
     this.deps.observe?.("auto_admit", "ok");
+    decided("admitted", "auto");
     this.log.info({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
   }
 
@@ -415,15 +434,20 @@ export class Governance {
       }
       case "admit":
       case "deny": {
-        if (!this.lobbies.get(actor.roomId)?.has(a.user_id)) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
+        const knock = this.lobbies.get(actor.roomId)?.get(a.user_id);
+        if (!knock) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
         if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"));
+        this.decision(knock.since)(a.action === "admit" ? "admitted" : "denied", "host");
         return {};
       }
       case "admit_all": {
         if (facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         const waiting = this.waiting(actor.roomId);
-        for (const w of waiting) await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"));
+        for (const w of waiting) {
+          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"));
+          this.decision(w.since)("admitted", "host");
+        }
         return { admitted: waiting.length };
       }
       case "set_role": {

@@ -131,6 +131,13 @@ export class LargeMeetings<S> {
     for (const off of call.talking.values()) off();
   }
 
+  /** Calls at or past the large-call size now (metrics). */
+  largeCalls(): number {
+    let n = 0;
+    for (const callId of this.calls.keys()) if (this.deps.members(callId).length >= this.cfg.largeCall.from) n++;
+    return n;
+  }
+
   /** Calls with state (tests: a closed call leaves none). */
   size(): number {
     return this.calls.size;

@@ -27,7 +27,7 @@ export interface ProvisionedKeyOptions {
   /** Membership changes closer together than this make one rotation. */
   coalesceMs?: number;
   /** Told of every rotation (metrics, benchmarks). */
-  onRotated?: (e: { callId: string; index: number; devices: number; unreachable: number }) => void;
+  onRotated?: ((e: { callId: string; index: number; devices: number; unreachable: number }) => void) | undefined;
 }
 
 interface CallKeys {

@@ -4,7 +4,7 @@
 import express, { type Router } from "express";
 import { z } from "zod";
 import type { CallService } from "../calls/callService.ts";
-import { ParleyError } from "../errors.ts";
+import { ParleyError, type ErrCode } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { sendError } from "./errors.ts";
 
@@ -18,7 +18,7 @@ const joinBody = z.object({
   room: z.string().min(1).max(255),
 });
 
-export function callApiRouter(calls: CallService, opts: { signallingPath: string }): Router {
+export function callApiRouter(calls: CallService, opts: { signallingPath: string; onRefused?: (errcode: ErrCode) => void }): Router {
   const log = getLogger("http.calls");
   const router = express.Router();
   router.use("/_parley/v1/calls", (req, res, next) => {
@@ -29,11 +29,14 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
     next();
   });
   router.post("/_parley/v1/calls/join", async (req, res) => {
+    const refuse = (err: ParleyError) => {
+      opts.onRefused?.(err.errcode);
+      sendError(res, err);
+    };
     const parsed = joinBody.safeParse(req.body);
     if (!parsed.success) {
       const missingToken = parsed.error.issues.some((i) => i.path[0] === "openid_token");
-      return sendError(
-        res,
+      return refuse(
         missingToken
           ? new ParleyError("M_MISSING_TOKEN", "openid_token {access_token, matrix_server_name} is required")
           : new ParleyError("M_BAD_JSON", `expected {openid_token, room}: ${parsed.error.issues.map((i) => i.path.join(".")).join(", ")}`),
@@ -54,10 +57,10 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
     } catch (err) {
       if (err instanceof ParleyError) {
         log.info({ room, server: openid.matrix_server_name, errcode: err.errcode, why: err.message }, "call join refused");
-        return sendError(res, err);
+        return refuse(err);
       }
       log.error({ err, room }, "call join failed");
-      sendError(res, new ParleyError("M_UNKNOWN", "could not join the call"));
+      refuse(new ParleyError("M_UNKNOWN", "could not join the call"));
     }
   });
   return router;

@@ -288,6 +288,9 @@ export function matchGuestRoute(method: string, path: string): RouteMatch {
   throw forbid(`guests may not use ${method} ${familyOf(path)}`);
 }
 
+/** The families of the routes guests may use (a bounded metric label). */
+export const GUEST_ROUTE_FAMILIES: ReadonlySet<string> = new Set(ROUTES.map((r) => r.family));
+
 /** The broad name of a refused path, for the refusal message and metrics ("createRoom", "rooms/invite"). */
 export function familyOf(path: string): string {
   const rest = path.replace(/^\/_matrix\/client\/(v\d+|r0|unstable\/[^/]+)\//, "").split("/");

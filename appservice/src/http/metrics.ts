@@ -1,6 +1,7 @@
 // Prometheus metrics, one registry per running service (tests start several in one process).
 import { createServer } from "node:http";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { createCallMetrics, type CallMetrics } from "./callMetrics.ts";
 
 export interface Metrics {
   registry: Registry;
@@ -12,6 +13,8 @@ export interface Metrics {
   aliasRooms: Counter<"outcome">;
   aliasQuerySeconds: Histogram<"result">;
   moderation: Counter<"action" | "outcome">;
+  /** Calls, participants, lobby, keys, Janus and signalling (callMetrics.ts). */
+  calls: CallMetrics;
 }
 
 export function createMetrics(): Metrics {
@@ -19,6 +22,7 @@ export function createMetrics(): Metrics {
   collectDefaultMetrics({ register: registry, prefix: "parley_" });
   return {
     registry,
+    calls: createCallMetrics(registry),
     transactions: new Counter({ name: "parley_appservice_transactions_total", help: "Appservice transactions by outcome", labelNames: ["result"], registers: [registry] }),
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
@@ -39,6 +43,19 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
   };
+}
+
+/** Event types Parley acts on, and the common room events; any other (a type is anyone's to
+ *  invent, and a remote server sends what it likes) is counted as "other", one series. */
+const EVENT_TYPES: ReadonlySet<string> = new Set([
+  "m.room.member", "m.room.message", "m.room.encrypted", "m.room.encryption", "m.room.create", "m.room.power_levels",
+  "m.room.join_rules", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias", "m.room.history_visibility",
+  "m.room.guest_access", "m.room.redaction", "m.reaction", "org.parley.call", "org.matrix.msc3401.call.member", "im.vector.modular.widgets",
+]);
+
+/** An event's type as a metric label (bounded). */
+export function eventTypeLabel(type: unknown): string {
+  return typeof type === "string" && EVENT_TYPES.has(type) ? type : "other";
 }
 
 /** A listener that answers GET /metrics only (and 404 M_UNRECOGNIZED for anything else). */

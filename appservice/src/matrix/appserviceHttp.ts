@@ -18,7 +18,7 @@ import type { TransactionStore } from "../store/store.ts";
 import { BODY_LIMITS, jsonBody, refuseUnread } from "../http/body.ts";
 import { ParleyError, sendError } from "../http/errors.ts";
 import { getLogger } from "../log.ts";
-import type { Metrics } from "../http/metrics.ts";
+import { eventTypeLabel, type Metrics } from "../http/metrics.ts";
 import { transactionBody, describeZodError, type RawEvent } from "./events.ts";
 
 /** Who changed a membership (the event's sender) and the reason they gave. */
@@ -139,14 +139,14 @@ export function appserviceRouter(opts: {
     if (eventId && (await opts.store.isEventProcessed(eventId))) return;
     try {
       await opts.handlers.onEvent(event);
-      opts.metrics.events.inc({ type: String(event.type), result: "ok" });
+      opts.metrics.events.inc({ type: eventTypeLabel(event.type), result: "ok" });
     } catch (err) {
       const tries = (eventId ? attempts.get(eventId) ?? 0 : 0) + 1;
       if (isTransient(err) && eventId && tries < MAX_ATTEMPTS) {
         attempts.set(eventId, tries);
         throw err;
       }
-      opts.metrics.events.inc({ type: String(event.type), result: "failed" });
+      opts.metrics.events.inc({ type: eventTypeLabel(event.type), result: "failed" });
       log.error({ err, eventId, roomId: event.room_id, tries }, "giving up on event");
     }
     if (eventId) {

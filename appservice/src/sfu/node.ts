@@ -28,6 +28,8 @@ export interface SfuNodeOptions {
   reconnectMinMs?: number | undefined;
   /** Longest reconnect delay (default 10 s). Keep it well below reclaim_session_timeout (30 s). */
   reconnectMaxMs?: number | undefined;
+  /** Told of each Janus request with the node's id (metrics); optional. */
+  observeRequest?: ((node: string, request: string, seconds: number, error: Error | undefined) => void) | undefined;
 }
 
 export type NodeState = "connecting" | "up" | "down" | "stopped";
@@ -78,6 +80,13 @@ export class SfuNode {
   /** Participant sessions open on this node. */
   get sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Plugin handles of the participant sessions open on this node. */
+  get handleCount(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.handleCount;
+    return n;
   }
 
   /** First connection attempt; never throws: a node that cannot be reached is down and retried. */
@@ -136,11 +145,13 @@ export class SfuNode {
   }
 
   private async connect(): Promise<void> {
+    const observeRequest = this.opts.observeRequest;
     const transport = await JanusTransport.connect({
       url: this.config.url,
       apiSecret: this.config.apiSecret,
       requestTimeoutMs: this.opts.requestTimeoutMs,
       log: this.log,
+      observe: observeRequest && ((request, seconds, error) => observeRequest(this.id, request, seconds, error)),
     });
     // stop() waits for this attempt, then destroys the sessions and closes this.transport.
     if (this.stopped) {

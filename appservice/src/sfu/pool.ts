@@ -36,6 +36,8 @@ export interface NodeHealth {
   rooms: number;
   /** Participant sessions Parley holds on the node. */
   participants: number;
+  /** Plugin handles of those sessions. */
+  handles: number;
 }
 
 export interface PoolEvents {
@@ -159,7 +161,7 @@ export class SfuPool {
   }
 
   health(): NodeHealth[] {
-    return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount }));
+    return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount, handles: n.handleCount }));
   }
 
   /** Destroys Parley's rooms (best effort), then every session, socket and timer of every node. */

@@ -56,6 +56,11 @@ export class JanusSession {
     return this.currentTransport;
   }
 
+  /** Plugin handles attached on this session (metrics). */
+  get handleCount(): number {
+    return this.handles.size;
+  }
+
   get closed(): boolean {
     return this.closeReason !== undefined;
   }

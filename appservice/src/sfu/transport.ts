@@ -20,7 +20,11 @@ export interface JanusTransportOptions {
   /** Opening handshake timeout (default 10 s). */
   connectTimeoutMs?: number | undefined;
   log?: Logger | undefined;
+  /** Told of each request once answered or failed (metrics): its kind ("attach", "message(join)"), seconds, error if any. */
+  observe?: RequestObserver | undefined;
 }
+
+export type RequestObserver = (request: string, seconds: number, error: Error | undefined) => void;
 
 /** A Janus API request without transaction and apisecret (the transport adds both). */
 export interface JanusRequest {
@@ -51,6 +55,7 @@ export class JanusTransport {
   private readonly apiSecret: string;
   private readonly timeoutMs: number;
   private readonly log: Logger;
+  private readonly observe: RequestObserver | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly sessions = new Map<number, Listener>();
   private readonly closeListeners = new Set<(reason: string) => void>();
@@ -61,6 +66,7 @@ export class JanusTransport {
     this.apiSecret = opts.apiSecret;
     this.timeoutMs = opts.requestTimeoutMs ?? 10_000;
     this.log = log;
+    this.observe = opts.observe;
     ws.on("message", (data, isBinary) => this.receive(isBinary ? "<binary>" : String(data)));
     ws.on("error", (err) => this.log.warn({ err: err.message }, "janus socket error"));
     ws.on("close", (code, reason) => this.socketClosed(`socket closed (${code}${reason.length ? ` ${String(reason)}` : ""})`));
@@ -146,7 +152,8 @@ export class JanusTransport {
     const what = describe(body);
     if (this.closeReason !== undefined) return Promise.reject(new JanusClosedError(`Janus connection closed; ${what} not sent`));
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
-    return new Promise<JanusMessage>((resolve, reject) => {
+    const sentAt = performance.now();
+    const reply = new Promise<JanusMessage>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(transaction);
         reject(new JanusTimeoutError(what, timeoutMs));
@@ -161,6 +168,12 @@ export class JanusTransport {
       if (reply.janus === "error") throw new JanusError(reply.error?.code ?? 0, reply.error?.reason ?? "", what);
       return reply;
     });
+    if (this.observe) {
+      const observe = this.observe;
+      const took = () => (performance.now() - sentAt) / 1000;
+      reply.then(() => observe(kindOf(body), took(), undefined), (err: Error) => observe(kindOf(body), took(), err));
+    }
+    return reply;
   }
 
   private settle(transaction: string): Pending | undefined {
@@ -209,6 +222,13 @@ export class JanusTransport {
     this.closeListeners.clear();
     for (const l of listeners) l(reason);
   }
+}
+
+/** The request's kind for metrics: its Janus verb and, for a plugin message, the plugin's request
+ *  ("message(join)"); both come from Parley's code, but a name that does not look like one is "other". */
+function kindOf(body: JanusRequest): string {
+  const what = describe(body);
+  return /^[a-z_]{1,32}(\([a-z_]{1,32}\))?$/.test(what) ? what : "other";
 }
 
 /** "message(join)" / "keepalive": names a request in logs and errors, never with its fields. */

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
-import { CallSeats, type SeatClient } from "../../../appservice/src/calls/callSeats.ts";
+import { CallSeats, type CallSeatsDeps, type SeatClient } from "../../../appservice/src/calls/callSeats.ts";
 import { CallService, type SessionEndReason } from "../../../appservice/src/calls/callService.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import type { SfuMedia, SfuMediaSession, SfuRooms } from "../../../appservice/src/calls/ports.ts";
@@ -92,7 +92,7 @@ const SEAT_BASICS = { clock: { now: () => Date.now() }, moderation: { reactions:
 let keyLog: string[];
 let ids = 0;
 
-function makeSeats(opts: { keys?: boolean } = {}) {
+function makeSeats(opts: { keys?: boolean } & Pick<CallSeatsDeps, "onSeat" | "observeE2ee"> = {}) {
   keyLog = [];
   return new CallSeats({
     ...SEAT_BASICS,
@@ -105,6 +105,8 @@ function makeSeats(opts: { keys?: boolean } = {}) {
     },
     botUserId: BOT,
     requireE2ee: true,
+    ...(opts.onSeat ? { onSeat: opts.onSeat } : {}),
+    ...(opts.observeE2ee ? { observeE2ee: opts.observeE2ee } : {}),
   });
 }
 
@@ -154,6 +156,33 @@ describe("a seat", () => {
     await expect(seats.media.trickle(first.seat, "publisher", candidate)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
     await seats.media.trickle(second.seat, "publisher", candidate);
     expect(sfu.open_.size).toBe(1);
+  });
+
+  it("tells the metrics of each seat opened and how each ended, and of each end-to-end encryption check", async () => {
+    const seatEvents: string[] = [];
+    const checks: string[] = [];
+    seats = makeSeats({ onSeat: (what) => seatEvents.push(what), observeE2ee: (role, outcome) => checks.push(`${role} ${outcome}`) });
+    const token = await session();
+    await seats.open(new Client(), token, "DEV");
+    await seats.open(new Client(), token, "DEV");
+    const third = await seats.open(new Client(), await session(), "DEV2");
+    const fourth = await seats.open(new Client(), await session(), "DEV3");
+    expect(seats.seatsPerCall()).toEqual([3]);
+    await expect(seats.media.publish(fourth.seat, { sdp: "v=0", simulcast: false, e2ee: undefined })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await seats.media.publish(fourth.seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    seats.closed(third.seat);
+    seats.closed(third.seat);
+    calls.evict(ROOM, ALICE, "ban", { by: "@host:a.example" });
+    expect(seatEvents).toEqual(["joined", "taken_over", "joined", "joined", "joined", "socket_closed", "removed", "removed"]);
+    expect(checks).toEqual(["publish refused", "publish encrypted"]);
+    expect(seats.seatsPerCall()).toEqual([]);
+    await seats.open(new Client(), await session(), "DEV4");
+    await calls.endCall((await store.activeCall(ROOM))!);
+    calls.evict(ROOM, ALICE, "leave");
+    expect(seatEvents.slice(8)).toEqual(["joined", "call_ended"]);
+    await seats.open(new Client(), await session(), "DEV5");
+    calls.evict(ROOM, ALICE, "leave");
+    expect(seatEvents.slice(10)).toEqual(["joined", "left_room"]);
   });
 
   it("opens one SFU session for a burst of first messages", async () => {

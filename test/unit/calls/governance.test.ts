@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { Governance, type GovernanceConfig } from "../../../appservice/src/calls/governance.ts";
+import { Governance, type GovernanceConfig, type GovernanceDeps } from "../../../appservice/src/calls/governance.ts";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
 import type { MembershipAct, RoomMemberFacts, StateEventFacts } from "../../../appservice/src/calls/ports.ts";
 import type { CallRecord } from "../../../appservice/src/store/store.ts";
@@ -45,7 +45,7 @@ let seated: string[];
 let alias: boolean;
 let forced: [string, string, boolean][];
 
-function governance(cfg: GovernanceConfig = CFG): Governance {
+function governance(cfg: GovernanceConfig = CFG, extra: Partial<GovernanceDeps> = {}): Governance {
   return new Governance(cfg, {
     homeserver: hs,
     store: {
@@ -63,6 +63,7 @@ function governance(cfg: GovernanceConfig = CFG): Governance {
     },
     seats: { pushEach: (_room, push) => seated.forEach((u) => { const p = push(u); if (p) pushes.push([u, p]); }) },
     endCall: async (call) => void ended.push(call),
+    ...extra,
   });
 }
 const setPl = (users: Record<string, number>, extra: Record<string, unknown> = {}) =>
@@ -205,6 +206,24 @@ describe("host actions", () => {
     expect(hs.acts.map(([a, u]) => `${a} ${u}`)).toEqual(["kick @eve:b.example", "invite @bob:b.example", "invite @eve:b.example"]);
     hs.state.set("org.parley.call", { sender: BOT, content: { locked: true } });
     await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+  });
+
+  it("tells the metrics of each knock decided, by a host or by the policy, with its wait; counts the knocks waiting", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "institution" } });
+    const decided: string[] = [];
+    const g = governance(CFG, { observeLobby: (decision, by, ms) => decided.push(`${decision} ${by} ${ms}`) });
+    await g.onMembership(ROOM, fact("@dave:a.example", 40), "knock");
+    await g.onMembership(ROOM, fact("@bob:b.example", 30), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example", 12), "knock");
+    await g.onMembership("!other:a.example", fact("@zed:b.example", 1), "knock");
+    expect(g.waitingKnocks()).toBe(4); // dave's invite has not come back as an event yet
+    // The invite's own event may take the knock out before the decision returns: the wait is still known.
+    hs.membershipAct = async (room, act, userId) => void g.onMembership(room, fact(userId), act === "invite" ? "invite" : "leave");
+    await g.act(actor("@co:a.example"), { action: "deny", user_id: "@eve:b.example" });
+    await g.act(actor("@co:a.example"), { action: "admit_all" });
+    expect(decided).toEqual(["admitted auto 2", "denied host 30", "admitted host 12", "admitted host 2"]);
+    await g.onMembership(ROOM, fact("@dave:a.example"), "invite");
+    expect(g.waitingKnocks()).toBe(1);
   });
 
   it("mute all mutes the participants, not the actor nor hosts and co-hosts", async () => {

@@ -52,11 +52,11 @@ describe("SfuPool", () => {
     expect(await pool.listParticipants(a)).toEqual([{ id: "alice", publisher: false }]);
     expect((await pool.createRoom("call-c")).node).toBe("n1"); // n0: 1 room + 1 participant
     expect(pool.health()).toEqual([
-      { id: "n0", state: "up", rooms: 1, participants: 1 },
-      { id: "n1", state: "up", rooms: 2, participants: 0 },
+      { id: "n0", state: "up", rooms: 1, participants: 1, handles: 1 },
+      { id: "n1", state: "up", rooms: 2, participants: 0, handles: 0 },
     ]);
     await alice.close();
-    expect(pool.health()[0]!.participants).toBe(0);
+    expect(pool.health()[0]).toMatchObject({ participants: 0, handles: 0 });
     await pool.destroyRoom(a);
     await pool.destroyRoom(a); // idempotent: 426 counts as destroyed
     expect(models[0]!.rooms.size).toBe(0);

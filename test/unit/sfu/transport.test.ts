@@ -18,6 +18,26 @@ afterEach(async () => {
 });
 
 describe("JanusTransport", () => {
+  it("tells the metrics of each request: its kind, how long it took, and its error", async () => {
+    const seen: string[] = [];
+    const observed = await JanusTransport.connect({
+      url: janus.url, apiSecret: "s3cret", requestTimeoutMs: 100,
+      observe: (request, seconds, error) => seen.push(`${request} ${seconds >= 0 && seconds < 5} ${error?.name ?? "ok"}`),
+    });
+    janus.onRequest((msg, socket) => {
+      if (msg["janus"] === "keepalive") return; // never answered: times out
+      const body = msg["body"] as { request?: string } | undefined;
+      if (body?.request === "destroy") return send(socket, { janus: "error", transaction: msg["transaction"], error: { code: 458, reason: "no such session" } });
+      send(socket, { janus: "success", transaction: msg["transaction"], data: { id: 1 } });
+    });
+    await observed.request({ janus: "create" });
+    await expect(observed.request({ janus: "message", session_id: 1, handle_id: 2, body: { request: "destroy" } })).rejects.toBeInstanceOf(JanusError);
+    await expect(observed.request({ janus: "keepalive", session_id: 1 })).rejects.toBeInstanceOf(JanusTimeoutError);
+    await observed.request({ janus: "message", session_id: 1, handle_id: 2, body: { request: "Not A Kind!" } });
+    await observed.close();
+    expect(seen).toEqual(["create true ok", "message(destroy) true JanusError", "keepalive true JanusTimeoutError", "other true ok"]);
+  });
+
   it("adds a fresh random transaction and the api_secret to every request", async () => {
     janus.onRequest((msg, socket) => send(socket, { janus: "success", transaction: msg["transaction"], data: { id: 1 } }));
     await transport.request({ janus: "create" });

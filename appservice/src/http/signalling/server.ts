@@ -48,12 +48,18 @@ export interface SignallingLimits {
   messageBurst: number;
 }
 
+/** Told of each message taken (by its protocol type) and each error answered (metrics). */
+export interface SignallingObserver {
+  message(type: ClientMessage["type"]): void;
+  rejected(errcode: ErrCode): void;
+}
+
 export interface SignallingServer {
   connections(): number;
   close(): Promise<void>;
 }
 
-export function attachSignalling(server: Server, seats: CallSeats, handlers: HandlerTable, limits: SignallingLimits): SignallingServer {
+export function attachSignalling(server: Server, seats: CallSeats, handlers: HandlerTable, limits: SignallingLimits, observe?: SignallingObserver): SignallingServer {
   const log = getLogger("http.signalling");
   // Transport limit well above the message limit, so an oversize message gets an answer.
   // A frame past twice the largest message is not even read (the socket is closed, 1009).
@@ -72,10 +78,12 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       if (!conn.seat && ++errorsBeforeHello > ERRORS_BEFORE_HELLO) {
         return shut(new ParleyError(err.errcode, `${err.message}; too many errors before hello`));
       }
+      observe?.rejected(err.errcode);
       conn.send({ type: "error", ...(msgId === undefined ? {} : { id: msgId }), errcode: err.errcode, error: err.message });
     };
     const messages = new TokenBucket({ perMinute: limits.messagesPerSecond * 60, burst: limits.messageBurst }, { now: () => Date.now() });
     const shut = (err: ParleyError, code = closeCode(err.errcode), type = "error", extra: Record<string, unknown> = {}) => {
+      if (type === "error") observe?.rejected(err.errcode);
       conn.send({ type, errcode: err.errcode, error: err.message, ...extra });
       ws.close(code, err.message);
       setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
@@ -156,6 +164,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       conn.log.debug({ type: message.type, userId }, "signalling message");
       const handler = message.type === "hello" ? hello : (handlers[message.type] as Handler<typeof message.type> | undefined);
       if (!handler) return fail(new ParleyError("M_UNRECOGNIZED", `${message.type} is not supported here`), msgId);
+      observe?.message(message.type);
       try {
         const result = await handler(conn, message as never);
         conn.send({ type: "result", ...(message.id === undefined ? {} : { id: message.id }), ...(result ?? {}) });
