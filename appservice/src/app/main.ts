@@ -5,6 +5,8 @@
 //   parley -e -c config.yaml                      write an example config
 //   parley --validate -c config.yaml              check a config and exit
 //   parley --samples DIR                          write the sample files of config/ into DIR
+//   parley export --user @x:hs -c config.yaml     what Parley holds about a user, as JSON
+//   parley erase --user @x:hs -c config.yaml      remove it (docs/personal-data.md)
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -15,9 +17,11 @@ import { sampleConfigYaml } from "../config/sample.ts";
 import { sampleFiles } from "../config/samples.ts";
 import { GENERATE } from "../config/schema.ts";
 import { registrationYaml } from "../matrix/registration.ts";
+import { checkUserId, eraseCommand, exportCommand } from "./personalData.ts";
 import { start } from "./start.ts";
 
 const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] | --samples DIR
+       parley export|erase --user USER_ID -c CONFIG
   -c, --config FILE           config file (YAML)
   -g, --generate-registration write the appservice registration for the homeserver, filling
                               secrets set to '${GENERATE}' in the config with fresh random ones
@@ -26,6 +30,8 @@ const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] 
       --validate              validate the config and exit
       --samples DIR           write the sample config, registration and Janus config template
                               (the repository's config/ folder) into DIR
+      --user USER_ID          export: write everything Parley holds about the user as JSON;
+                              erase: remove it (a guest's account is deactivated too)
   -h, --help                  this text`;
 
 function writeAtomic(file: string, text: string): void {
@@ -49,9 +55,9 @@ function fillGeneratedSecrets(file: string): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let args;
+  let parsed;
   try {
-    args = parseArgs({
+    parsed = parseArgs({
       args: argv,
       options: {
         config: { type: "string", short: "c" },
@@ -60,12 +66,20 @@ export async function main(argv: string[]): Promise<number> {
         "example-config": { type: "boolean", short: "e" },
         validate: { type: "boolean" },
         samples: { type: "string" },
+        user: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
-    }).values;
+      allowPositionals: true,
+    });
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const args = parsed.values;
+  const command = parsed.positionals[0];
+  if (parsed.positionals.length > 1 || (command !== undefined && command !== "export" && command !== "erase")) {
+    console.error(`unknown command '${parsed.positionals.join(" ")}'\n${USAGE}`);
     return 2;
   }
   if (args.help) {
@@ -86,6 +100,26 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const file = args.config;
+  if (command) {
+    const userId = checkUserId(args.user);
+    if (!userId) {
+      console.error(`${command} needs --user with a Matrix user id (@name:server)\n${USAGE}`);
+      return 2;
+    }
+    try {
+      const config = loadConfig(file);
+      if (command === "export") {
+        console.log(await exportCommand(config, userId));
+      } else {
+        const erased = await eraseCommand(config, userId);
+        console.log(`erased ${userId}: ${erased.rows} record${erased.rows === 1 ? "" : "s"} removed or rewritten${erased.guestDeactivated ? "; guest account deactivated" : ""}`);
+      }
+      return 0;
+    } catch (err) {
+      console.error(err instanceof ConfigError ? err.message : `parley ${command}: ${(err as Error).message}`);
+      return 1;
+    }
+  }
   try {
     if (args["example-config"]) {
       if (existsSync(file)) throw new ConfigError(file, ["exists already; not overwriting"]);
