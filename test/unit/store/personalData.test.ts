@@ -97,6 +97,14 @@ describe("personal data store", () => {
     expect(JSON.stringify(erasures)).not.toContain("alice");
   });
 
+  it("erasing the target of another's action keeps the action in the actor's records", async () => {
+    await eraseUser(deps(), BOB);
+    const alice = await exportUser(deps(), ALICE);
+    expect(alice.audit.map((e) => [e.action, e.actor, e.target])).toEqual([["admit", ALICE, CAROL], ["mute", ALICE, ERASED_USER], ["host_assigned", null, ALICE]]);
+    expect(alice.calls.map((c) => [c.startedBy, c.endedBy])).toEqual([[ALICE, ERASED_USER]]);
+    expect((await exportUser(deps(), BOB)).audit).toEqual([]);
+  });
+
   it("erasing a live guest deactivates its account through the homeserver and removes its row", async () => {
     const erased = await eraseUser(deps(), GUEST);
     expect(erased).toEqual({ rows: 2, guestDeactivated: true });
