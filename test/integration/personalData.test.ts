@@ -12,6 +12,7 @@ import { startInstitutions, type Institution, type Stack } from "../../scripts/s
 import type { PersonalDataExport } from "../../appservice/src/privacy/personalData.ts";
 import { ERASED_USER } from "../../appservice/src/store/store.ts";
 import { callSession, joinCall, seated } from "../support/callStack.ts";
+import { createGuest } from "../support/guests.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import type { SignallingClient } from "../support/signalling.ts";
 
@@ -20,12 +21,12 @@ const MAIN = path.join(ROOT, "appservice/src/app/main.ts");
 
 let stack: Stack;
 let A: Institution, B: Institution;
-let alice: TestUser, carol: TestUser, bob: TestUser;
+let alice: TestUser, carol: TestUser, bob: TestUser, admin: TestUser;
 let roomId: string;
 let failed = false;
 
-const userOf = async (inst: Institution, localpart: string) => {
-  const u = await inst.registerUser(localpart);
+const userOf = async (inst: Institution, localpart: string, isAdmin = false) => {
+  const u = await inst.registerUser(localpart, { admin: isAdmin });
   return new TestUser(inst.synapse.clientUrl, u.userId, u.accessToken);
 };
 
@@ -38,9 +39,15 @@ const exportOf = async (userId: string) => JSON.parse(await parley("export", "--
 const actions = (x: PersonalDataExport) => [...x.attendance, ...x.audit].sort((a, b) => a.at - b.at).map((e) => `${e.action} ${e.actor ?? "-"} ${e.target ?? "-"}`);
 
 beforeAll(async () => {
-  stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: true });
+  stack = await startInstitutions({
+    count: 2,
+    allow: (i, hosts) => hosts.filter((_, j) => j !== i),
+    janus: true,
+    // A takes guests (its meetings all knock, so its own users are invited in).
+    guests: (i) => (i === 0 ? { mode: "lobby" } : undefined),
+  });
   [A, B] = stack.institutions as [Institution, Institution];
-  [alice, carol, bob] = await Promise.all([userOf(A, "alice"), userOf(A, "carol"), userOf(B, "bob")]);
+  [alice, carol, bob, admin] = await Promise.all([userOf(A, "alice"), userOf(A, "carol"), userOf(B, "bob"), userOf(A, "root", true)]);
 });
 
 afterEach((ctx) => {
@@ -56,9 +63,13 @@ describe("personal data", () => {
 
   it("joining, leaving and admission from the lobby are recorded; export shows them for the user they concern", async () => {
     const alias = A.alias("privacy");
-    roomId = await alice.join(alias);
+    // The meeting knocks (A takes guests): the bot lets alice in, as a host would.
+    roomId = await waitFor(`room of ${alias}`, () => alice.resolveAlias(alias));
+    await new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken).invite(roomId, alice.userId);
+    await alice.join(roomId);
     await waitFor("alice host", async () => (((await alice.stateEvent(roomId, "m.room.power_levels"))?.users as Record<string, number> | undefined)?.[alice.userId] === 100 || undefined));
     aliceWs = await waitFor("alice's seat", async () => seated(A, await callSession(A, alice, roomId)).catch(() => undefined));
+    await alice.invite(roomId, carol.userId);
     await carol.join(roomId);
     // From here on, users of other servers wait in the lobby.
     expect(await aliceWs.request({ type: "moderate", action: { action: "settings", access: "institution" } })).toMatchObject({ type: "result" });
@@ -111,6 +122,24 @@ describe("personal data", () => {
     const erasures = await store.erasures();
     expect(erasures).toEqual([{ erasedAt: expect.any(Number), rowsRemoved: 3, guestDeactivated: false }]);
     expect(JSON.stringify(erasures)).not.toContain("bob");
+  });
+
+  it("erasing one of Parley's guests deactivates its account at the homeserver and removes its records", async () => {
+    const guest = await createGuest(A, "Ada", roomId);
+    const before = await waitFor("the guest recorded", async () => {
+      const x = await exportOf(guest.userId);
+      return x.audit.length ? x : undefined;
+    });
+    expect(actions(before)).toEqual([`guest_created - ${guest.userId}`]);
+    expect(before.guest).toMatchObject({ userId: guest.userId, roomId, displayName: "Ada (guest)", state: "waiting" });
+
+    expect(await parley("erase", "--user", guest.userId)).toMatch(/; guest account deactivated\n$/);
+    const u = await admin.client.http.authedRequest<{ deactivated?: boolean }>(Method.Get, `/users/${encodeURIComponent(guest.userId)}`, undefined, undefined, { prefix: "/_synapse/admin/v2" });
+    expect(u.deactivated).toBe(true);
+    const after = await exportOf(guest.userId);
+    expect([...after.attendance, ...after.audit]).toEqual([]);
+    expect(after.guest).toBeNull();
+    expect((await A.parleyStore().erasures()).at(-1)).toMatchObject({ rowsRemoved: 2, guestDeactivated: true });
   });
 
   it("refuses a malformed user id with a usage error", async () => {
