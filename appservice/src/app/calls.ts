@@ -29,7 +29,9 @@ export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | 
   crypto: BotCrypto | undefined;
   /** Counts governance actions (metrics); optional. */
   observeGovernance?: GovernanceDeps["observe"];
-  /** A user's first call session in a room began, or their last one ended (guests' accounts). */
+  /** Persists governance's audit events (the attendance and audit log); optional. */
+  audit?: GovernanceDeps["audit"];
+  /** A user's first call session in a room began, or their last one ended (guests' accounts, attendance). */
   onPresence?: CallServiceDeps["onPresence"];
   /** A meeting was ended for all (guests' accounts go sooner). */
   onMeetingEnded?: GovernanceDeps["onMeetingEnded"];
@@ -132,6 +134,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
         seats.media.forgetCall(call.callId);
       },
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
+      ...(deps.audit ? { audit: deps.audit } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
       observeLobby: observe?.lobby,
     },

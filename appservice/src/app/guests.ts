@@ -16,6 +16,7 @@ import { AddressRateLimiter } from "../http/rateLimit.ts";
 import { getLogger } from "../log.ts";
 import type { RawEvent } from "../matrix/events.ts";
 import { MatrixGuestAccounts } from "../matrix/guestAccounts.ts";
+import type { Audit } from "../privacy/auditLog.ts";
 import type { GuestStore } from "../store/store.ts";
 
 /** The limits whose refusals are counted by name (guestApi.ts, guestProxy.ts). */
@@ -43,7 +44,7 @@ function base32(chars: number): string {
 
 export function startGuests(
   config: ParleyConfig,
-  deps: { homeserver: Pick<Homeserver, "resolveAlias" | "stateEvent" | "getMembership">; store: GuestStore; metrics: Metrics },
+  deps: { homeserver: Pick<Homeserver, "resolveAlias" | "stateEvent" | "getMembership">; store: GuestStore; metrics: Metrics; audit?: Audit },
 ): RunningGuests {
   const log = getLogger("app.guests");
   const g = config.guests;
@@ -77,8 +78,15 @@ export function startGuests(
         hash: (token) => createHash("sha256").update(token).digest("hex"),
       },
       note: (what, details) => {
-        if (what === "guest made") made.inc({ outcome: "made" });
-        else if (what === "guest deactivated") made.inc({ outcome: "deactivated" });
+        const target = typeof details.userId === "string" ? details.userId : undefined;
+        const roomId = typeof details.roomId === "string" ? details.roomId : undefined;
+        if (what === "guest made") {
+          made.inc({ outcome: "made" });
+          deps.audit?.({ action: "guest_created", roomId, target });
+        } else if (what === "guest deactivated") {
+          made.inc({ outcome: "deactivated" });
+          deps.audit?.({ action: "guest_deactivated", roomId, target, outcome: typeof details.outcome === "string" ? details.outcome : undefined });
+        }
         else if (what.startsWith("guest deactivation failed")) made.inc({ outcome: "deactivation_failed" });
         log.info(details, what);
       },

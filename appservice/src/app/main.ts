@@ -6,6 +6,8 @@
 //   parley --validate -c config.yaml              check a config and exit
 //   parley --samples DIR                          write the sample files of config/ into DIR
 //   parley doctor | backup | restore | janus-config  operator subcommands (commands.ts)
+//   parley export --user @x:hs -c config.yaml     what Parley holds about a user, as JSON
+//   parley erase --user @x:hs -c config.yaml      remove it (docs/personal-data.md)
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -17,6 +19,7 @@ import { GENERATE } from "../config/schema.ts";
 import { isSubcommand, runSubcommand, SUBCOMMAND_USAGE } from "./commands.ts";
 
 const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] | --samples DIR
+       parley export|erase --user USER_ID -c CONFIG
   -c, --config FILE           config file (YAML)
   -g, --generate-registration write the appservice registration for the homeserver, filling
                               secrets set to '${GENERATE}' in the config with fresh random ones
@@ -25,6 +28,8 @@ const USAGE = `usage: parley -c CONFIG [-g [-f REGISTRATION]] [-e] [--validate] 
       --validate              validate the config and exit
       --samples DIR           write the sample config, registration and Janus config template
                               (the repository's config/ folder) into DIR
+      --user USER_ID          export: write everything Parley holds about the user as JSON;
+                              erase: remove it (a guest's account is deactivated too)
   -h, --help                  this text
 
 operator subcommands (docs/deployment.md):
@@ -52,9 +57,9 @@ function fillGeneratedSecrets(file: string): number {
 
 export async function main(argv: string[]): Promise<number> {
   if (isSubcommand(argv[0])) return runSubcommand(argv[0]!, argv.slice(1));
-  let args;
+  let parsed;
   try {
-    args = parseArgs({
+    parsed = parseArgs({
       args: argv,
       options: {
         config: { type: "string", short: "c" },
@@ -63,12 +68,20 @@ export async function main(argv: string[]): Promise<number> {
         "example-config": { type: "boolean", short: "e" },
         validate: { type: "boolean" },
         samples: { type: "string" },
+        user: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
-    }).values;
+      allowPositionals: true,
+    });
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const args = parsed.values;
+  const command = parsed.positionals[0];
+  if (parsed.positionals.length > 1 || (command !== undefined && command !== "export" && command !== "erase")) {
+    console.error(`unknown command '${parsed.positionals.join(" ")}'\n${USAGE}`);
     return 2;
   }
   if (args.help) {
@@ -92,6 +105,27 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const file = args.config;
+  if (command) {
+    const { checkUserId, eraseCommand, exportCommand } = await import("./personalData.ts");
+    const userId = checkUserId(args.user);
+    if (!userId) {
+      console.error(`${command} needs --user with a Matrix user id (@name:server)\n${USAGE}`);
+      return 2;
+    }
+    try {
+      const config = loadConfig(file);
+      if (command === "export") {
+        console.log(await exportCommand(config, userId));
+      } else {
+        const erased = await eraseCommand(config, userId);
+        console.log(`erased ${userId}: ${erased.rows} record${erased.rows === 1 ? "" : "s"} removed or rewritten${erased.guestDeactivated ? "; guest account deactivated" : ""}`);
+      }
+      return 0;
+    } catch (err) {
+      console.error(err instanceof ConfigError ? err.message : `parley ${command}: ${(err as Error).message}`);
+      return 1;
+    }
+  }
   try {
     if (args["example-config"]) {
       if (existsSync(file)) throw new ConfigError(file, ["exists already; not overwriting"]);

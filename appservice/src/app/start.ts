@@ -28,6 +28,9 @@ import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
 import type { RawEvent } from "../matrix/events.ts";
 import { EventRouter } from "../matrix/router.ts";
+import { AuditLog } from "../privacy/auditLog.ts";
+import { purgeExpired } from "../privacy/retention.ts";
+import { UserIds } from "../privacy/userIds.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 
 export interface Parley {
@@ -38,6 +41,8 @@ export interface Parley {
   readonly calls: CallService;
   readonly governance: Governance;
   readonly metrics: Metrics;
+  /** The attendance and audit log's writer (flush() in tests). */
+  readonly audit: AuditLog;
   /** Where GET /metrics answers (its own listener), unless metrics are disabled. */
   readonly metricsUrl: string | undefined;
   /** The bot's Olm device, when crypto is configured. */
@@ -58,6 +63,16 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const metrics = createMetrics();
   // Every call start and end is counted as the store records it (http/callMetrics.ts).
   const store = observedCallStore(life.add("store", new SqliteStore(config.store.path), (s) => s.close()), metrics.calls);
+  const clock = { now: () => Date.now() };
+  const { privacy } = config;
+  // Stops after everything that records events, before the store closes: what is queued is written.
+  const audit = life.add(
+    "audit log",
+    new AuditLog(
+      { maxQueued: privacy.auditQueueMax, batchSize: privacy.auditBatchSize, flushMs: privacy.auditFlushMs },
+      { store, clock, ids: userIds(config) },
+    ),
+  );
   const homeserver = new MatrixHomeserver({
     url: config.homeserver.url,
     asToken: config.appservice.asToken,
@@ -71,15 +86,18 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const policy = new FederationPolicy(config.homeserver.domain, config.federation.allow);
   const verifier = life.add("openid verifier", OpenIdVerifier.fromConfig(config, policy, { ledger: store }), (v) => v.close());
   const ids = { callId: () => randomUUID(), sessionToken: () => randomBytes(32).toString("base64url") };
-  const guests = life.add("guests", startGuests(config, { homeserver, store, metrics }));
+  const guests = life.add("guests", startGuests(config, { homeserver, store, metrics, audit: audit.record }));
   const callParts = await life.start("calls", () =>
     startCalls(config, {
       homeserver, store, policy, verifier, clock: { now: () => Date.now() }, ids, crypto,
       observeGovernance: (action, outcome) => metrics.moderation.inc({ action, outcome }),
       metrics: metrics.calls,
+      audit: audit.record,
       onMeetingEnded: (roomId) => void guests.service.onMeetingEnded(roomId).catch((err: unknown) => log.warn({ err, roomId }, "guests of an ended meeting not rescheduled")),
-      onPresence: (roomId, userId, present) =>
-        void guests.service.onCallPresence(roomId, userId, present).catch((err: unknown) => log.warn({ err, roomId }, "guest presence not recorded")),
+      onPresence: (roomId, userId, present, callId) => {
+        audit.record({ action: present ? "call_join" : "call_leave", roomId, callId, actor: userId });
+        void guests.service.onCallPresence(roomId, userId, present).catch((err: unknown) => log.warn({ err, roomId }, "guest presence not recorded"));
+      },
     }),
   );
   const { calls, governance } = callParts;
@@ -118,8 +136,13 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   );
   const evict = (roomId: string, userId: string, membership: string, cause: MembershipCause = {}) => {
     // The bot kicks and bans for hosts: the eviction names the host who asked.
-    const ended = calls.evict(roomId, userId, membership, (cause.by === homeserver.botUserId && governance.actorOf(roomId, userId)) || cause);
-    if (ended) log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
+    const by = (cause.by === homeserver.botUserId && governance.actorOf(roomId, userId)) || cause;
+    const ended = calls.evict(roomId, userId, membership, by);
+    if (ended) {
+      log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");
+      // A kick or ban that ended sessions (a host's through Parley is also recorded by governance).
+      if (by.by && by.by !== userId) audit.record({ action: `membership_${membership}`, roomId, target: userId, actor: by.by });
+    }
   };
   const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);
 
@@ -182,8 +205,13 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   // After the alias claims: opening the device takes seconds, and alias queries must not find
   // a claim left by a crash still unsettled meanwhile.
   await crypto?.start();
-  await store.prune(Date.now() - 7 * DAY);
-  const prune = () => void store.prune(Date.now() - 7 * DAY).catch((err: unknown) => log.warn({ err }, "store pruning failed; tried again tomorrow"));
+  const retention = async () => {
+    await store.prune(Date.now() - 7 * DAY);
+    const purged = await purgeExpired({ store, clock }, privacy.retentionDays);
+    if (purged.audit || purged.calls || purged.guests) log.info({ ...purged, retentionDays: privacy.retentionDays }, "records older than the retention period purged");
+  };
+  await retention();
+  const prune = () => void retention().catch((err: unknown) => log.warn({ err }, "store pruning failed; tried again tomorrow"));
   life.add("store pruning", setInterval(prune, DAY).unref(), clearInterval);
   running = true;
   log.info({ port: server.port, metrics: metricsListener?.url, bot: homeserver.botUserId }, "Parley is running");
@@ -197,12 +225,18 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
     calls,
     governance,
     metrics,
+    audit,
     crypto,
     async stop() {
       await life.stop();
       log.info("Parley stopped");
     },
   };
+}
+
+/** How the attendance and audit log names users (pseudonyms for remote users, if configured). */
+export function userIds(config: ParleyConfig): UserIds {
+  return new UserIds(config.homeserver.domain, config.privacy.pseudonymizeRemoteUsers ? config.privacy.pseudonymKey : undefined);
 }
 
 /** The main HTTP listener; stop() closes it with its open connections. */

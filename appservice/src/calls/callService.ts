@@ -52,8 +52,8 @@ export interface CallServiceDeps {
   sfu: SfuRooms;
   clock: Clock;
   ids: IdSource;
-  /** Told when a user's first session in a room is granted and when their last one ends (guests' accounts). */
-  onPresence?: (roomId: string, userId: string, present: boolean) => void;
+  /** Told when a user's first session in a room is granted and when their last one ends (guests' accounts, attendance). */
+  onPresence?: (roomId: string, userId: string, present: boolean, callId: string) => void;
   /** Governance's say on a joined user (locked, ended, external users): throws to refuse. */
   admission?: (roomId: string, userId: string, inCall: boolean) => Promise<void>;
 }
@@ -148,7 +148,7 @@ export class CallService {
     const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
     const first = !this.hasSession(call.roomId, userId);
     this.sessions.set(token, { token, userId, roomId: call.roomId, callId: call.callId, expiresAt });
-    if (first) this.deps.onPresence?.(call.roomId, userId, true);
+    if (first) this.deps.onPresence?.(call.roomId, userId, true, call.callId);
     const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
     timer.unref();
     this.expiryTimers.set(token, timer);
@@ -206,7 +206,7 @@ export class CallService {
     const s = this.sessions.get(token);
     if (!s) return;
     this.sessions.delete(token);
-    if (!this.hasSession(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false);
+    if (!this.hasSession(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
   }
 
   private end(token: string, reason: Parameters<SessionCloser>[0]): void {

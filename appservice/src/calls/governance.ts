@@ -75,6 +75,8 @@ export interface GovernanceDeps {
   endCall(call: CallRecord): Promise<void>;
   /** The meeting was ended for all (guests' accounts go sooner); optional. */
   onMeetingEnded?: (roomId: string) => void;
+  /** Persists an audit event (the attendance and audit log); optional. */
+  audit?: (event: { action: string; roomId: string; callId?: string; actor?: string; target?: string; outcome?: string; details?: Record<string, unknown> }) => void;
   /** Counts actions by outcome (metrics); optional. */
   observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
   /** Told of each knock decided, by a host or by the access policy, and how long it waited (metrics); optional. */
@@ -308,7 +310,19 @@ export class Governance {
     await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
     this.deps.observe?.("auto_admit", "ok");
     decided("admitted", "auto");
-    this.log.info({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
+    this.audit({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
+  }
+
+  /**
+   * Logs an audit line and persists it. The log line keeps every field; the stored event keeps
+   * the ids in their columns and, as details, only the other facts that name nobody (counts,
+   * media kind, policy): a refusal's reason quotes user ids, so it stays in the log.
+   */
+  private audit(fields: { audit: string; roomId: string; callId?: string; actor?: string; target?: string | undefined; outcome?: string; why?: string } & Record<string, unknown>, msg: string): void {
+    this.log.info(fields, msg);
+    const { audit: action, roomId, callId, actor, target, outcome, why: _why, ...rest } = fields;
+    const details = Object.fromEntries(Object.entries(rest).filter(([, v]) => typeof v === "number" || typeof v === "boolean" || (typeof v === "string" && !v.includes("@"))));
+    this.deps.audit?.({ action, roomId, ...(callId ? { callId } : {}), ...(actor ? { actor } : {}), ...(target ? { target } : {}), ...(outcome ? { outcome } : {}), details });
   }
 
   private mayHost(userId: string): boolean {
@@ -328,7 +342,7 @@ export class Governance {
     if (this.cfg.hosts === "first_local_joiner" && (await this.joinedHosts(roomId, power)).some((m) => m.userId !== userId)) return;
     await this.setLevel(roomId, power, userId, HOST_LEVEL);
     this.deps.observe?.("host_assigned", "ok");
-    this.log.info({ audit: "host_assigned", roomId, target: userId, policy: this.cfg.hosts }, "host of the meeting");
+    this.audit({ audit: "host_assigned", roomId, target: userId, policy: this.cfg.hosts }, "host of the meeting");
   }
 
   /** The last host left: the co-host present longest (earliest membership) becomes host. */
@@ -342,7 +356,7 @@ export class Governance {
     if (!next) return;
     await this.setLevel(roomId, power, next.userId, HOST_LEVEL);
     this.deps.observe?.("host_promoted", "ok");
-    this.log.info({ audit: "host_promoted", roomId, target: next.userId }, "the last host left: co-host promoted");
+    this.audit({ audit: "host_promoted", roomId, target: next.userId }, "the last host left: co-host promoted");
   }
 
   private async setLevel(roomId: string, power: RoomPower, userId: string, level: number): Promise<void> {
@@ -366,7 +380,7 @@ export class Governance {
       }
       await this.deps.homeserver.putState(roomId, CALL_STATE_EVENT, withSettings(content, { ...settings, ended: null }));
       this.cache.delete(roomId);
-      this.log.info({ audit: "restart", roomId, actor: userId }, "meeting started again");
+      this.audit({ audit: "restart", roomId, actor: userId }, "meeting started again");
     }
     if (settings.locked && role === "participant" && !inCall) {
       throw new ParleyError("M_FORBIDDEN", "this meeting is locked: nobody new can join until a host unlocks it");
@@ -380,7 +394,7 @@ export class Governance {
     const target = "user_id" in a ? a.user_id : undefined;
     const refuse = (why: string): never => {
       this.deps.observe?.(a.action, "refused");
-      this.log.info({ audit: a.action, roomId: actor.roomId, actor: actor.userId, target, outcome: "refused", why }, "moderation refused");
+      this.audit({ audit: a.action, roomId: actor.roomId, callId: actor.callId, actor: actor.userId, target, outcome: "refused", why }, "moderation refused");
       throw new ParleyError("M_FORBIDDEN", why);
     };
     if (!facts.power.may(actor.userId, a.action, target)) {
@@ -390,7 +404,7 @@ export class Governance {
     }
     const result = await this.perform(actor, a, facts, refuse);
     this.deps.observe?.(a.action, "ok");
-    this.log.info({ audit: a.action, roomId: actor.roomId, callId: actor.callId, actor: actor.userId, target, outcome: "ok", ...result }, "moderation");
+    this.audit({ audit: a.action, roomId: actor.roomId, callId: actor.callId, actor: actor.userId, target, outcome: "ok", ...("kind" in a ? { kind: a.kind } : {}), ...result }, "moderation");
     return result;
   }
 

@@ -17,7 +17,7 @@ export class ConfigError extends Error {
 
 /** Values that mean "fill me in" in samples and docs; never accepted as a secret. */
 const PLACEHOLDERS = new Set([GENERATE, "changeme", "change_me", "change-me", "secret", "token", "xxx", "todo", "placeholder"]);
-export const SECRET_PATHS = [["appservice", "asToken"], ["appservice", "hsToken"], ["crypto", "storeKey"]] as const;
+export const SECRET_PATHS = [["appservice", "asToken"], ["appservice", "hsToken"], ["crypto", "storeKey"], ["privacy", "pseudonymKey"]] as const;
 
 export function isPlaceholder(value: string): boolean {
   const v = value.trim().toLowerCase();
@@ -49,6 +49,9 @@ export function parseConfig(raw: unknown, file = "config"): ParleyConfig {
     } else if (value.length < 32) {
       problems.push(`${section}.${key}: expected a random secret of at least 32 characters`);
     }
+  }
+  if (config.privacy.pseudonymizeRemoteUsers && config.privacy.pseudonymKey === undefined) {
+    problems.push("privacy.pseudonymKey: required when privacy.pseudonymizeRemoteUsers is true (set it to 'generate' and run parley -g)");
   }
   config.sfu.nodes.forEach((node, i) => {
     for (const key of ["apiSecret", "adminKey"] as const) {

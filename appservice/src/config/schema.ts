@@ -402,6 +402,33 @@ export const configSchema = z
       })
       .prefault({})
       .meta({ description: "Prometheus metrics, on a listener apart from the appservice and call API" }),
+    privacy: z
+      .strictObject({
+        retentionDays: z.int().min(1).max(3650).default(183).meta({
+          description:
+            "Days Parley keeps its records of a person (attendance and audit events, ended calls' records, deactivated guests' rows); " +
+            "a daily job purges older ones. 183 (about six months) by default: set what your institution's rules say",
+        }),
+        pseudonymizeRemoteUsers: z.boolean().default(false).meta({
+          description:
+            "Record users of other servers in the attendance and audit log under a pseudonym (a keyed hash of their Matrix id) " +
+            "instead of their id; needs pseudonymKey. Off by default: the log is there to show who was in a meeting and who " +
+            "removed whom, the same ids are in the meeting room's state on the homeserver anyway, and export and erase work either way",
+        }),
+        pseudonymKey: z.string().min(1).optional().meta({
+          description:
+            "Key of the pseudonyms (set it to 'generate' and run parley -g); kept here, never in the store beside the log. " +
+            "Changing it makes earlier pseudonyms unreadable to export and erase",
+          examples: [GENERATE],
+        }),
+        auditQueueMax: z.int().min(100).max(1_000_000).default(10_000).meta({
+          description: "Attendance and audit events waiting to be written at most; more are dropped, counted and logged (a join never waits for the store)",
+        }),
+        auditBatchSize: z.int().min(1).max(10_000).default(200).meta({ description: "Attendance and audit events written per store transaction at most" }),
+        auditFlushMs: z.int().min(1).max(60_000).default(500).meta({ description: "How long an attendance or audit event may wait to be written with others" }),
+      })
+      .prefault({})
+      .meta({ description: "Personal data (docs/personal-data.md): the attendance and audit log and how long Parley keeps records of people" }),
     logging: z
       .strictObject({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

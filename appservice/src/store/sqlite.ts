@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import type { AliasRecord, CallRecord, GuestRecord, GuestState, NewCall, NewGuest, Store } from "./store.ts";
+import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type Store } from "./store.ts";
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
 
@@ -56,6 +56,20 @@ const toGuest = (r: Row): GuestRecord => ({
   deactivatedAt: (r.deactivated_at as number | null) ?? null,
   attempts: r.attempts as number,
 });
+
+const toAudit = (r: Row): AuditEvent => ({
+  at: r.at as number,
+  action: r.action as string,
+  roomId: (r.room_id as string | null) ?? null,
+  callId: (r.call_id as string | null) ?? null,
+  actor: (r.actor as string | null) ?? null,
+  target: (r.target as string | null) ?? null,
+  outcome: (r.outcome as string | null) ?? null,
+  details: r.details ? (JSON.parse(r.details as string) as Record<string, unknown>) : null,
+});
+
+/** `?, ?, …` for a list of values. */
+const marks = (values: readonly unknown[]): string => values.map(() => "?").join(", ");
 
 /** Creates `file` (if missing) readable by its owner only: 0600 whatever the umask. */
 function ownerOnly(file: string): void {
@@ -283,6 +297,60 @@ export class SqliteStore implements Store {
   async guestsOfRoom(roomId: string): Promise<GuestRecord[]> {
     const rows = this.db.prepare("SELECT * FROM guest WHERE room_id = ? AND state <> 'deactivated' ORDER BY created_at").all(roomId) as Row[];
     return rows.map(toGuest);
+  }
+
+  // ---- PersonalDataStore (docs/personal-data.md): portable SQL, one block to port ----
+
+  async appendAudit(events: readonly AuditEvent[]): Promise<void> {
+    const insert = this.db.prepare(
+      "INSERT INTO audit_event (at, action, room_id, call_id, actor, target, outcome, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.db.transaction(() => {
+      for (const e of events) {
+        insert.run(e.at, e.action, e.roomId, e.callId, e.actor, e.target, e.outcome, e.details ? JSON.stringify(e.details) : null);
+      }
+    })();
+  }
+  async auditOf(ids: readonly string[]): Promise<AuditEvent[]> {
+    if (!ids.length) return [];
+    const rows = this.db
+      .prepare(`SELECT * FROM audit_event WHERE actor IN (${marks(ids)}) OR target IN (${marks(ids)}) ORDER BY at`)
+      .all(...ids, ...ids) as Row[];
+    return rows.map(toAudit);
+  }
+  async callsOf(userId: string): Promise<CallRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM call WHERE started_by = ? OR ended_by = ? ORDER BY started_at").all(userId, userId) as Row[];
+    return rows.map(toCall);
+  }
+  async eraseUser(userId: string, auditIds: readonly string[], erasure: { at: number; guestDeactivated: boolean }): Promise<number> {
+    return this.db.transaction(() => {
+      let rows = 0;
+      const run = (sql: string, ...params: unknown[]) => (rows += this.db.prepare(sql).run(...params).changes);
+      for (const id of auditIds) {
+        // An event about the user and someone else keeps the other's part.
+        run("UPDATE audit_event SET actor = ? WHERE actor = ? AND target IS NOT NULL AND target <> ?", ERASED_USER, id, id);
+        run("UPDATE audit_event SET target = ? WHERE target = ? AND actor IS NOT NULL AND actor <> ?", ERASED_USER, id, id);
+        run("DELETE FROM audit_event WHERE actor = ? OR target = ?", id, id);
+      }
+      run("UPDATE call SET started_by = ? WHERE started_by = ?", ERASED_USER, userId);
+      run("UPDATE call SET ended_by = ? WHERE ended_by = ?", ERASED_USER, userId);
+      run("DELETE FROM guest WHERE user_id = ?", userId);
+      this.db
+        .prepare("INSERT INTO erasure (erased_at, rows_removed, guest_deactivated) VALUES (?, ?, ?)")
+        .run(erasure.at, rows, erasure.guestDeactivated ? 1 : 0);
+      return rows;
+    }).immediate();
+  }
+  async purgePersonalData(cutoff: number): Promise<PurgeCounts> {
+    return this.db.transaction(() => ({
+      audit: this.db.prepare("DELETE FROM audit_event WHERE at < ?").run(cutoff).changes,
+      calls: this.db.prepare("DELETE FROM call WHERE ended_at IS NOT NULL AND ended_at < ?").run(cutoff).changes,
+      guests: this.db.prepare("DELETE FROM guest WHERE state = 'deactivated' AND deactivated_at < ?").run(cutoff).changes,
+    }))();
+  }
+  async erasures(): Promise<ErasureRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM erasure ORDER BY erased_at").all() as Row[];
+    return rows.map((r) => ({ erasedAt: r.erased_at as number, rowsRemoved: r.rows_removed as number, guestDeactivated: r.guest_deactivated === 1 }));
   }
 
   async ping(): Promise<void> {

@@ -139,7 +139,58 @@ export interface GuestStore {
   guestsOfRoom(roomId: string): Promise<GuestRecord[]>;
 }
 
-export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore, GuestStore {
+// ---- personal data (docs/personal-data.md): the attendance and audit log, export, erasure, retention ----
+// Every method of this block is in PersonalDataStore, so a second backend ports it as one piece.
+
+/** One attendance or audit event. User ids are as recorded: a remote user's may be a pseudonym. */
+export interface AuditEvent {
+  at: number;
+  /** call_join, call_leave, admit, deny, mute, remove, ban, auto_admit, host_assigned, guest_created, … */
+  action: string;
+  roomId: string | null;
+  callId: string | null;
+  actor: string | null;
+  target: string | null;
+  outcome: string | null;
+  /** Facts without user ids (counts, media kind, policy). */
+  details: Record<string, unknown> | null;
+}
+
+/** What an erasure removed or rewrote (no user id: this row is kept). */
+export interface ErasureRecord {
+  erasedAt: number;
+  rowsRemoved: number;
+  guestDeactivated: boolean;
+}
+
+/** What stands in for an erased user where a row also records someone else. */
+export const ERASED_USER = "(erased)";
+
+export interface PurgeCounts {
+  audit: number;
+  calls: number;
+  guests: number;
+}
+
+export interface PersonalDataStore {
+  /** Appends events in one transaction. */
+  appendAudit(events: readonly AuditEvent[]): Promise<void>;
+  /** Events where any of `ids` is actor or target, oldest first. */
+  auditOf(ids: readonly string[]): Promise<AuditEvent[]>;
+  /** Calls the user started or ended, oldest first. */
+  callsOf(userId: string): Promise<CallRecord[]>;
+  /**
+   * One transaction: events only about the user (any of `auditIds`) are deleted, and where an event
+   * or a call also names someone else the user's id is replaced by ERASED_USER; the guest row goes;
+   * an erasure row (without the id) records it. Returns the rows removed or rewritten.
+   */
+  eraseUser(userId: string, auditIds: readonly string[], erasure: { at: number; guestDeactivated: boolean }): Promise<number>;
+  /** Deletes events older than `cutoff`, calls ended before it and guests deactivated before it. */
+  purgePersonalData(cutoff: number): Promise<PurgeCounts>;
+  erasures(): Promise<ErasureRecord[]>;
+}
+
+export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
   /** Resolves when the store answers a trivial query (the health check). */
   ping(): Promise<void>;
   close(): Promise<void>;

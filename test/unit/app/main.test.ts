@@ -5,6 +5,7 @@ import { parse } from "yaml";
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
 import { main } from "../../../appservice/src/app/main.ts";
 import { sampleConfigYaml } from "../../../appservice/src/config/sample.ts";
+import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 
 let dir: string;
 let configFile: string;
@@ -104,5 +105,37 @@ describe("main", () => {
     expect(printed(err)).toContain("a config file is required (-c)");
     expect(await main(["--help"])).toBe(0);
     expect(printed(out)).toContain("-g, --generate-registration");
+  });
+
+  it("export and erase --user read the config's store: one user's records as JSON, then gone; others stay", async () => {
+    await main(["-e", "-c", configFile]);
+    await main(["-g", "-c", configFile, "-f", regFile]);
+    const store = new SqliteStore(path.join(dir, "parley.db"));
+    const row = (actor: string, at: number) => ({ at, action: "call_join", roomId: "!r:example.org", callId: "c", actor, target: null, outcome: null, details: null });
+    await store.appendAudit([row("@a:example.org", 1), row("@b:example.org", 2)]);
+    await store.close();
+    out.mockClear();
+    expect(await main(["export", "--user", "@a:example.org", "-c", configFile])).toBe(0);
+    const exported = JSON.parse(printed(out)) as { userId: string; attendance: { actor: string }[] };
+    expect(exported.userId).toBe("@a:example.org");
+    expect(exported.attendance.map((e) => e.actor)).toEqual(["@a:example.org"]);
+
+    out.mockClear();
+    expect(await main(["erase", "--user", "@a:example.org", "-c", configFile])).toBe(0);
+    expect(printed(out)).toBe("erased @a:example.org: 1 record removed or rewritten");
+    out.mockClear();
+    await main(["export", "--user", "@a:example.org", "-c", configFile]);
+    expect((JSON.parse(printed(out)) as { attendance: unknown[] }).attendance).toEqual([]);
+    out.mockClear();
+    await main(["export", "--user", "@b:example.org", "-c", configFile]);
+    expect((JSON.parse(printed(out)) as { attendance: unknown[] }).attendance).toHaveLength(1);
+  });
+
+  it("export and erase refuse a missing or malformed user id, and unknown commands, with exit 2", async () => {
+    expect(await main(["export", "-c", configFile])).toBe(2);
+    expect(await main(["erase", "--user", "bob", "-c", configFile])).toBe(2);
+    expect(printed(err)).toContain("erase needs --user with a Matrix user id (@name:server)");
+    expect(await main(["purge", "-c", configFile])).toBe(2);
+    expect(printed(err)).toContain("unknown command 'purge'");
   });
 });

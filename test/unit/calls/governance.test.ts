@@ -44,6 +44,7 @@ let pushes: [string, CallPush][];
 let seated: string[];
 let alias: boolean;
 let forced: [string, string, boolean][];
+let audited: Record<string, unknown>[];
 
 function governance(cfg: GovernanceConfig = CFG, extra: Partial<GovernanceDeps> = {}): Governance {
   return new Governance(cfg, {
@@ -63,6 +64,7 @@ function governance(cfg: GovernanceConfig = CFG, extra: Partial<GovernanceDeps> 
     },
     seats: { pushEach: (_room, push) => seated.forEach((u) => { const p = push(u); if (p) pushes.push([u, p]); }) },
     endCall: async (call) => void ended.push(call),
+    audit: (e) => void audited.push(e),
     ...extra,
   });
 }
@@ -81,6 +83,7 @@ beforeEach(() => {
   seated = [];
   alias = true;
   forced = [];
+  audited = [];
 });
 
 describe("who becomes host", () => {
@@ -224,6 +227,23 @@ describe("host actions", () => {
     expect(decided).toEqual(["admitted auto 2", "denied host 30", "admitted host 12", "admitted host 2"]);
     await g.onMembership(ROOM, fact("@dave:a.example"), "invite");
     expect(g.waitingKnocks()).toBe(1);
+  });
+
+  it("every host action, refusal, auto-admit and host assignment reaches the audit log; details quote nobody", async () => {
+    const g = governance({ ...CFG, defaults: { access: "institution", guests: false } });
+    hs.members_.join = [fact("@alice:a.example")];
+    await g.onMembership(ROOM, fact("@alice:a.example"), "join");
+    await g.onMembership(ROOM, fact("@carol:a.example"), "knock");
+    await g.act(actor("@co:a.example"), { action: "mute", user_id: "@p1:a.example", kind: "video" });
+    await expect(g.act(actor("@p1:a.example"), { action: "remove", user_id: "@p2:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await g.act(actor("@co:a.example"), { action: "remove", user_id: "@p2:b.example", reason: "noise by @x:a.example" });
+    expect(audited).toEqual([
+      { action: "host_assigned", roomId: ROOM, target: "@alice:a.example", details: { policy: "first_local_joiner" } },
+      { action: "auto_admit", roomId: ROOM, target: "@carol:a.example", details: {} },
+      { action: "mute", roomId: ROOM, callId: "c1", actor: "@co:a.example", target: "@p1:a.example", outcome: "ok", details: { kind: "video", seats: 1 } },
+      { action: "remove", roomId: ROOM, callId: "c1", actor: "@p1:a.example", target: "@p2:b.example", outcome: "refused", details: {} },
+      { action: "remove", roomId: ROOM, callId: "c1", actor: "@co:a.example", target: "@p2:b.example", outcome: "ok", details: {} },
+    ]);
   });
 
   it("mute all mutes the participants, not the actor nor hosts and co-hosts", async () => {

@@ -87,6 +87,7 @@ describe("parseConfig", () => {
       },
       store: { path: "parley.db" },
       metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
+      privacy: { retentionDays: 183, pseudonymizeRemoteUsers: false, auditQueueMax: 10_000, auditBatchSize: 200, auditFlushMs: 500 },
       logging: { level: "info" },
     });
   });
@@ -206,6 +207,17 @@ describe("parseConfig", () => {
       ]);
     },
   );
+
+  it("pseudonymising remote users needs a generated pseudonym key", () => {
+    expect(problemsOf({ ...minimal(), privacy: { pseudonymizeRemoteUsers: true } })).toEqual([
+      "privacy.pseudonymKey: required when privacy.pseudonymizeRemoteUsers is true (set it to 'generate' and run parley -g)",
+    ]);
+    expect(problemsOf({ ...minimal(), privacy: { pseudonymizeRemoteUsers: true, pseudonymKey: "generate" } })).toEqual([
+      "privacy.pseudonymKey: placeholder secret 'generate' refused; run 'parley -g -c test.yaml' to generate one",
+    ]);
+    expect(parseConfig({ ...minimal(), privacy: { pseudonymizeRemoteUsers: true, pseudonymKey: "p".repeat(32) } }).privacy.pseudonymizeRemoteUsers).toBe(true);
+    expect(problemsOf({ ...minimal(), privacy: { retentionDays: 0 } })).toEqual(["privacy.retentionDays: Too small: expected number to be >=1"]);
+  });
 
   it("reports both placeholder secrets", () => {
     expect(problemsOf(with_("appservice", { asToken: "<as token>", hsToken: "generate" }))).toEqual([
