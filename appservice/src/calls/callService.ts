@@ -5,16 +5,14 @@
 // socket. A session outlives neither its expiry nor the user's membership. One session, one
 // holder: a second socket saying hello with a session takes it over and the first is ended.
 import { ParleyError } from "../errors.ts";
+import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
 import type { FederationPolicy } from "./policy.ts";
 import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
 import { SingleFlight } from "./singleFlight.ts";
 
-export interface IceServer {
-  urls: string | string[];
-  username?: string | undefined;
-  credential?: string | undefined;
-}
+
+export type { IceServer, TurnGrantConfig };
 
 export interface CallSession {
   readonly token: string;
@@ -30,7 +28,10 @@ export interface JoinGrant {
   callId: string;
   roomId: string;
   iceServers: IceServer[];
+  /** "relay": the browser may use only TURN relay candidates (config turn.relayOnly). */
+  iceTransportPolicy: "all" | "relay";
 }
+
 
 /** What holds a live session open (the signalling socket); told when the session must end. */
 export type SessionCloser = (reason: SessionEndReason) => void;
@@ -61,6 +62,7 @@ export interface CallServiceDeps {
 export interface CallServiceConfig {
   sessionTtlMs: number;
   iceServers: IceServer[];
+  turn?: TurnGrantConfig | undefined;
   /** Live sessions (granted or held by a socket) one user may have in one call. */
   sessionsPerUserPerCall: number;
   /** Sessions in one call at most (absent: no limit of Parley's own). */
@@ -151,8 +153,9 @@ export class CallService {
     const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
     timer.unref();
     this.expiryTimers.set(token, timer);
-    return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, iceServers: this.cfg.iceServers };
+    return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, ...iceForSession(this.cfg, token, this.deps.clock.now()) };
   }
+
 
   /** The live session for a token, or undefined (unknown or expired). */
   session(token: string): CallSession | undefined {

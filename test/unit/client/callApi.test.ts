@@ -25,7 +25,7 @@ describe("joinCall", () => {
     const grant = await joinCall("http://127.0.0.11:9000/", { openid_token: token, room: "#meet-x:a" }, fetchFn);
     expect(seen.url).toBe("http://127.0.0.11:9000/_parley/v1/calls/join");
     expect(seen.body).toEqual({ openid_token: token, room: "#meet-x:a" });
-    expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], signalling: "/_parley/v1/signal" });
+    expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], iceTransportPolicy: "all", signalling: "/_parley/v1/signal" });
   });
 
   it.each([
