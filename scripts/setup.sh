@@ -24,6 +24,8 @@ apt_missing=()
 [ -x /usr/bin/turnserver ] || apt_missing+=(coturn)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v openssl >/dev/null || apt_missing+=(openssl)
+# strace: the egress test traces what the stack's processes address (test/e2e/egress.test.ts).
+command -v strace >/dev/null || apt_missing+=(strace)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing from Debian: ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -19,6 +19,7 @@ export const JANUS_TEMPLATE = {
   certPem: "/etc/janus/dtls.pem",
   certKey: "/etc/janus/dtls.key",
   reclaimSessionTimeoutS: 30,
+  localIp: "<this node's media IP address>",
 } as const;
 
 /**
