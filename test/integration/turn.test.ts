@@ -1,6 +1,9 @@
 // coturn running Parley's generated config (renderCoturnConfig) against the credentials Parley
 // hands out (turnCredential): a fresh one allocates a relay, an expired one or one signed with
 // another secret is refused, and an allocation may reach the SFU's address and nothing else.
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { turnCredential } from "../../appservice/src/turn/credentials.ts";
 import { startCoturn, type CoturnHandle } from "../../scripts/stack/coturn.ts";
@@ -9,6 +12,7 @@ import { TurnProbe, type TurnAnswer } from "../support/turn.ts";
 const IP = "127.0.0.1";
 const SFU = "127.0.0.5";
 let coturn: CoturnHandle;
+let dir: string;
 const probes: TurnProbe[] = [];
 
 async function allocate(username: string, password: string): Promise<{ probe: TurnProbe; answer: TurnAnswer }> {
@@ -18,12 +22,14 @@ async function allocate(username: string, password: string): Promise<{ probe: Tu
 }
 
 beforeAll(async () => {
-  coturn = await startCoturn({ dir: `${process.env.TMPDIR ?? "/tmp"}/parley-turn-${process.pid}`, ip: IP, realm: "turn.test", relayPortRange: [41000, 41099], allowedPeerIps: [SFU] });
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "parley-turn-"));
+  coturn = await startCoturn({ dir, ip: IP, realm: "turn.test", relayPortRange: [41000, 41099], allowedPeerIps: [SFU] });
 }, 30_000);
 
 afterAll(async () => {
   for (const p of probes) p.close();
   await coturn?.stop();
+  if (dir) await fs.rm(dir, { recursive: true, force: true });
 });
 
 describe("coturn with Parley's config and credentials", () => {
