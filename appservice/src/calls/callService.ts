@@ -5,14 +5,11 @@
 // socket. A session outlives neither its expiry nor the user's membership. One session, one
 // holder: a second socket saying hello with a session takes it over and the first is ended.
 import { ParleyError } from "../errors.ts";
-import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
+import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { FederationPolicy } from "./policy.ts";
 import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
 import { SingleFlight } from "./singleFlight.ts";
-
-
-export type { IceServer, TurnGrantConfig };
 
 export interface CallSession {
   readonly token: string;
@@ -31,7 +28,6 @@ export interface JoinGrant {
   /** "relay": the browser may use only TURN relay candidates (config turn.relayOnly). */
   iceTransportPolicy: "all" | "relay";
 }
-
 
 /** What holds a live session open (the signalling socket); told when the session must end. */
 export type SessionCloser = (reason: SessionEndReason) => void;
@@ -155,7 +151,6 @@ export class CallService {
     this.expiryTimers.set(token, timer);
     return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, ...iceForSession(this.cfg, token, this.deps.clock.now()) };
   }
-
 
   /** The live session for a token, or undefined (unknown or expired). */
   session(token: string): CallSession | undefined {

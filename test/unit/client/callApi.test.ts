@@ -28,6 +28,14 @@ describe("joinCall", () => {
     expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], iceTransportPolicy: "all", signalling: "/_parley/v1/signal" });
   });
 
+  it("takes the relay-only policy from the grant; any other word means all candidates", async () => {
+    const grant = (policy: unknown) =>
+      joinCall("http://p", { openid_token: token, room: "!r:x" }, answering(200, { session: "s", room_id: "!r:x", signalling: "/s", ice_transport_policy: policy }).fetchFn);
+    expect((await grant("relay")).iceTransportPolicy).toBe("relay");
+    expect((await grant("bogus")).iceTransportPolicy).toBe("all");
+    expect((await grant(undefined)).iceTransportPolicy).toBe("all");
+  });
+
   it.each([
     [401, "M_MISSING_TOKEN", /didn't receive proof of who you are/],
     [401, "M_UNKNOWN_TOKEN", /couldn't confirm who you are/],
