@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A complete local deployment on loopback: installs whatever is missing, then starts two
-# institutions (each a Synapse, a Janus and a Parley serving the web client), creates a demo
+# institutions (each a Synapse, a Janus, a coturn and a Parley serving the web client), creates a demo
 # user on each, prints the URL to open, and runs until Ctrl-C.
 #   scripts/dev.sh [--institutions 1|2|3]
 set -euo pipefail

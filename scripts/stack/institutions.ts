@@ -1,5 +1,5 @@
 // K institutions on loopback, each a Synapse, a Parley appservice (its own process and SQLite
-// file) and optionally a Janus running Parley's generated config. Institution i (0-based) lives
+// file) and optionally a Janus running Parley's generated config, with a coturn beside it. Institution i (0-based) lives
 // on 127.0.0.(11+i), so server ACLs (which ignore ports) can tell institutions apart.
 // Used by the dev deployment (scripts/dev.ts), the integration tests and the benchmarks.
 import { randomBytes } from "node:crypto";
@@ -11,6 +11,7 @@ import { parseConfig } from "../../appservice/src/config/load.ts";
 import type { ParleyConfig, ParleyConfigInput } from "../../appservice/src/config/schema.ts";
 import { botUserId, registrationYaml } from "../../appservice/src/matrix/registration.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
+import { startCoturn, type CoturnHandle } from "./coturn.ts";
 import { startGeneratedJanus, type GeneratedJanus } from "./janus.ts";
 import { freePort, waitForHttp } from "./ports.ts";
 import { startProcess, type ManagedProcess } from "./proc.ts";
@@ -27,6 +28,10 @@ export interface StackOptions {
   allow: (index: number, hosts: string[]) => string[];
   /** Start a Janus per institution (default true). */
   janus?: boolean;
+  /** Start a coturn beside each Janus, handed to browsers in call grants (default true). */
+  turn?: boolean;
+  /** Browsers in the calls institution i hosts may use only TURN relay candidates (default false). */
+  relayOnly?: (index: number) => boolean;
   /** Where data and logs go (default: a fresh temp dir). */
   dir?: string;
   logLevel?: string;
@@ -71,6 +76,7 @@ export interface Institution {
   readonly dir: string;
   readonly synapse: SynapseHandle;
   readonly janus: GeneratedJanus | undefined;
+  readonly coturn: CoturnHandle | undefined;
   readonly parley: ParleyProcess;
   /** "#meet-<slug>:<serverName>" */
   alias(slug: string): string;
@@ -87,6 +93,22 @@ export interface Stack {
 }
 
 const secret = () => randomBytes(32).toString("hex");
+
+/**
+ * Where coturn listens and which peers it may relay to: the addresses Janus gathers on. Inside
+ * scripts/isolated.sh that is the media address (127.77.0.1), where the browsers gather too.
+ * Outside (the dev deployment) Janus gathers on the machine's interfaces: coturn listens on the
+ * institution's loopback address and may relay to those interfaces' addresses.
+ */
+function turnAddresses(ip: string): { ip: string; allowedPeerIps: string[] } {
+  const media = process.env.PARLEY_MEDIA_ADDR;
+  if (media) return { ip: media, allowedPeerIps: [media] };
+  const local = Object.values(os.networkInterfaces())
+    .flat()
+    .filter((a) => a && !a.internal && a.family === "IPv4")
+    .map((a) => a!.address);
+  return { ip, allowedPeerIps: local.length ? local : [ip] };
+}
 
 async function startParley(configFile: string, config: ParleyConfig, dir: string): Promise<ManagedProcess> {
   return startProcess({
@@ -155,6 +177,15 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     (opts.janus ?? true)
       ? await startGeneratedJanus({ dir: path.join(dir, "janus"), rtpPortRange: [20000 + index * 1000, 20999 + index * 1000] })
       : undefined;
+  const coturn =
+    janus && (opts.turn ?? true)
+      ? await startCoturn({
+          dir: path.join(dir, "coturn"),
+          ...turnAddresses(ip),
+          realm: synapse.serverName,
+          relayPortRange: [40000 + index * 1000, 40999 + index * 1000],
+        })
+      : undefined;
 
   // The client URL and the Janus are known only now; the config file is written once, complete.
   const cfg: ParleyConfig = {
@@ -166,6 +197,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         ? [{ id: `janus-${name}`, url: janus.wsUrl, apiSecret: janus.apiSecret, adminKey: janus.videoroomAdminKey }]
         : [],
     },
+    ...(coturn ? { turn: { urls: coturn.urls, secretFile: coturn.secretFile, ttlSeconds: 3600, relayOnly: opts.relayOnly?.(index) ?? false } } : {}),
   };
   await fs.writeFile(configFile, stringify(cfg), { mode: 0o600 });
 
@@ -203,6 +235,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     dir,
     synapse,
     janus,
+    coturn,
     parley,
     alias: (slug) => `#${cfg.meetings.aliasPrefix}${slug}:${synapse.serverName}`,
     registerUser: (localpart, o) => registerUser(synapse, localpart, o),
@@ -221,7 +254,7 @@ export async function startInstitutions(opts: StackOptions): Promise<Stack> {
     await Promise.all(
       institutions.map(async (inst) => {
         await inst.parley.stop();
-        await Promise.all([inst.janus?.stop(), inst.synapse.stop()]);
+        await Promise.all([inst.janus?.stop(), inst.coturn?.stop(), inst.synapse.stop()]);
       }),
     );
     const keep = o.keep ?? process.env.PARLEY_KEEP_STACK === "1";

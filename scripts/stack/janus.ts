@@ -167,6 +167,8 @@ export async function startGeneratedJanus(opts: { dir: string; rtpPortRange: [nu
     reclaimSessionTimeoutS: 30,
     // Inside scripts/isolated.sh, media goes over the namespace's own interface (127.77.0.1).
     iceEnforceList: process.env.PARLEY_MEDIA_IFACE || undefined,
+    // Inside it, the media address is Janus's own (no address discovery towards 1.2.3.4).
+    localIp: process.env.PARLEY_MEDIA_ADDR || undefined,
   });
   let current = await startJanus({ dir: opts.dir, wsUrl, configFiles });
   return {

@@ -60,6 +60,22 @@ export interface StartProcessOptions {
   killWithParent?: boolean | undefined;
 }
 
+/**
+ * Set (to anything) in the environment of the Node process starting the stack, every managed
+ * process runs under `strace -D -f`, tracing the syscalls that address a peer (connect, sendto,
+ * sendmsg, sendmmsg) into `<logFile>.net.strace`: the egress test (test/e2e/egress.test.ts) reads
+ * them. -D keeps the traced program the direct child, so the pid, signals and exit status are its own.
+ */
+export const TRACE_NETWORK_ENV = "PARLEY_TRACE_NETWORK";
+export const NETWORK_TRACE_SUFFIX = ".net.strace";
+
+function networkTraced(command: string, args: string[], logFile: string): [string, string[]] {
+  const strace = process.env["PARLEY_STRACE_BIN"] ?? "/usr/bin/strace";
+  // -yy: each socket descriptor shows its protocol (TCP, UDP...); -s 0: no payloads in the trace.
+  const traceArgs = ["-D", "-f", "--seccomp-bpf", "-qq", "-yy", "-s", "0", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-e", "signal=none"];
+  return [strace, [...traceArgs, "-o", `${logFile}${NETWORK_TRACE_SUFFIX}`, "--", command, ...args]];
+}
+
 // Every child still running; killed synchronously when this Node process exits.
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -149,12 +165,11 @@ export async function startProcess(opts: StartProcessOptions): Promise<ManagedPr
     fd,
     `=== ${new Date().toISOString()} starting ${opts.name}: ${opts.command} ${opts.args.join(" ")}\n`,
   );
-  let command = opts.command;
-  let args = opts.args;
+  let [command, args] = process.env[TRACE_NETWORK_ENV] ? networkTraced(opts.command, opts.args, logFile) : [opts.command, opts.args];
   const setpriv = opts.killWithParent === false ? null : findSetpriv();
   if (setpriv) {
+    args = ["--pdeathsig", "KILL", "--", command, ...args];
     command = setpriv;
-    args = ["--pdeathsig", "KILL", "--", opts.command, ...opts.args];
   }
   let child: ChildProcess;
   try {

@@ -1,5 +1,6 @@
 // Calls benchmark: join -> first decoded remote frame through Parley (real client, Janus, two
-// browsers), beside a raw Janus EchoTest join measured in the same run on the same machine.
+// browsers), the same join with the joiner's browser on relay candidates only (through the
+// institution's coturn), beside a raw Janus EchoTest join measured in the same run on the same machine.
 // Prints BENCH <name> <value> <unit> lines. Runs inside scripts/isolated.sh (npm run bench:calls).
 //   node test/bench/calls.ts [--joins 20] [--knocks 5]
 // Then knock to first frame (knock.ts) on a two-institution stack of its own.
@@ -32,9 +33,22 @@ async function firstFrame(page: Page, timeoutMs = 20_000): Promise<void> {
   }
 }
 
-async function signIn(browser: Browser, link: string, user: { userId: string; password: string }) {
+/** Every RTCPeerConnection of the page gathers relay candidates only (what turn.relayOnly makes Parley ask). */
+async function forceRelay(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Native {
+      constructor(config?: RTCConfiguration) {
+        super({ ...config, iceTransportPolicy: "relay" });
+      }
+    } as typeof RTCPeerConnection;
+  });
+}
+
+async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
+  if (opts.relay) await forceRelay(page);
   await trackPeerConnections(page);
   await page.goto(link);
   await signInToMeeting(page, user);
@@ -63,14 +77,17 @@ try {
   await hostSide.page.locator(".call").waitFor();
 
   const parleyMs: number[] = [];
+  const relayMs: number[] = [];
   const timelines: Record<string, number>[] = [];
-  for (let i = 0; i < JOINS; i++) {
-    const { context, page } = await signIn(browser, link, { userId: guest.userId, password });
+  // Direct and relay-only joins alternate, so both see the same machine load over the run.
+  for (let i = 0; i < JOINS * 2; i++) {
+    const relay = i % 2 === 1;
+    const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay });
     const t0 = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page);
-    parleyMs.push(performance.now() - t0);
-    timelines.push(await joinTimeline(page));
+    (relay ? relayMs : parleyMs).push(performance.now() - t0);
+    if (!relay) timelines.push(await joinTimeline(page));
     await page.locator("#call-leave").click();
     await context.close();
   }
@@ -113,10 +130,12 @@ try {
   const e50 = percentile(echoMs, 50);
   bench("join_to_first_remote_frame_p50", p50, "ms");
   bench("join_to_first_remote_frame_p95", percentile(parleyMs, 95), "ms");
+  bench("turn_relay_join_p50", percentile(relayMs, 50), "ms");
+  bench("turn_relay_join_p95", percentile(relayMs, 95), "ms");
   bench("baseline_janus_echotest_first_frame_p50", e50, "ms");
   bench("baseline_janus_echotest_first_frame_p95", percentile(echoMs, 95), "ms");
   bench("join_vs_echotest_p50_ratio", p50 / e50, "x");
-  console.log(`samples: ${JOINS} Parley joins, ${JOINS} EchoTest joins`);
+  console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins`);
   printTimeline("join", timelines, parleyMs);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the

@@ -218,3 +218,21 @@ export async function signInToMeeting(page: Page, user: { userId: string; passwo
   if (await page.locator("#meeting-create").isVisible()) await page.locator("#meeting-create").click();
   await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
 }
+
+/** Per live peer connection of the page: the type of every local ICE candidate and of the selected pair's local one. */
+export async function iceCandidateTypes(page: Page): Promise<{ gathered: string[]; selected: string | null }[]> {
+  return page.evaluate(async () => {
+    const out: { gathered: string[]; selected: string | null }[] = [];
+    for (const pc of (window as unknown as { __parleyPcs?: RTCPeerConnection[] }).__parleyPcs ?? []) {
+      if (pc.connectionState === "closed") continue;
+      const stats = new Map<string, Record<string, unknown>>();
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => stats.set(s.id as string, s));
+      const gathered = [...stats.values()].filter((s) => s.type === "local-candidate").map((s) => String(s.candidateType));
+      const transport = [...stats.values()].find((s) => s.type === "transport" && s.selectedCandidatePairId);
+      const pair = transport ? stats.get(transport.selectedCandidatePairId as string) : undefined;
+      const local = pair ? stats.get(pair.localCandidateId as string) : undefined;
+      out.push({ gathered, selected: local ? String(local.candidateType) : null });
+    }
+    return out;
+  });
+}

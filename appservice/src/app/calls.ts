@@ -21,6 +21,7 @@ import { attachSignalling, sessionHandlers, type SignallingServer } from "../htt
 import { getLogger } from "../log.ts";
 import type { CallMetrics } from "../http/callMetrics.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
+import { readTurnSecret } from "../turn/credentials.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
 export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission"> {
@@ -70,7 +71,13 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   // Governance and the seats need each other (roles shown in the roster, pushes to seats): bound late.
   const late: { governance?: Governance } = {};
   const calls = new CallService(
-    { sessionTtlMs: config.calls.sessionTtlSeconds * 1000, iceServers: config.calls.iceServers, sessionsPerUserPerCall: limits.sessionsPerUserPerCall, sessionsPerCall: limits.sessionsPerCall },
+    {
+      sessionTtlMs: config.calls.sessionTtlSeconds * 1000,
+      iceServers: config.calls.iceServers,
+      turn: config.turn && { ...config.turn, secret: readTurnSecret(config.turn.secretFile) },
+      sessionsPerUserPerCall: limits.sessionsPerUserPerCall,
+      sessionsPerCall: limits.sessionsPerCall,
+    },
     { ...deps, sfu: ports, admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall) },
   );
   // Provisioned keys need the bot's Olm device: without a crypto section no keys are provisioned.

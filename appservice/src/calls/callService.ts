@@ -6,15 +6,10 @@
 // holder: a second socket saying hello with a session takes it over and the first is ended.
 import { ParleyError } from "../errors.ts";
 import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
+import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { FederationPolicy } from "./policy.ts";
 import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
 import { SingleFlight } from "./singleFlight.ts";
-
-export interface IceServer {
-  urls: string | string[];
-  username?: string | undefined;
-  credential?: string | undefined;
-}
 
 export interface CallSession {
   readonly token: string;
@@ -30,6 +25,8 @@ export interface JoinGrant {
   callId: string;
   roomId: string;
   iceServers: IceServer[];
+  /** "relay": the browser may use only TURN relay candidates (config turn.relayOnly). */
+  iceTransportPolicy: "all" | "relay";
 }
 
 /** What holds a live session open (the signalling socket); told when the session must end. */
@@ -61,6 +58,7 @@ export interface CallServiceDeps {
 export interface CallServiceConfig {
   sessionTtlMs: number;
   iceServers: IceServer[];
+  turn?: TurnGrantConfig | undefined;
   /** Live sessions (granted or held by a socket) one user may have in one call. */
   sessionsPerUserPerCall: number;
   /** Sessions in one call at most (absent: no limit of Parley's own). */
@@ -152,7 +150,7 @@ export class CallService {
     const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
     timer.unref();
     this.expiryTimers.set(token, timer);
-    return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, iceServers: this.cfg.iceServers };
+    return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, ...iceForSession(this.cfg, token, this.deps.clock.now()) };
   }
 
   /** The live session for a token, or undefined (unknown or expired). */

@@ -86,5 +86,6 @@ export function loadConfig(file: string): ParleyConfig {
   const config = parseConfig(parseYaml(text, file), file);
   config.store.path = path.resolve(path.dirname(path.resolve(file)), config.store.path);
   if (config.crypto) config.crypto.path = path.resolve(path.dirname(path.resolve(file)), config.crypto.path);
+  if (config.turn) config.turn.secretFile = path.resolve(path.dirname(path.resolve(file)), config.turn.secretFile);
   return config;
 }

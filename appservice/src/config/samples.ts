@@ -4,6 +4,7 @@
 import { parse, stringify } from "yaml";
 import { buildRegistration } from "../matrix/registration.ts";
 import { renderJanusConfig } from "../sfu/janusConfig.ts";
+import { renderCoturnConfig } from "../turn/coturnConfig.ts";
 import { sampleConfigYaml } from "./sample.ts";
 import { configSchema } from "./schema.ts";
 
@@ -18,7 +19,28 @@ export const JANUS_TEMPLATE = {
   certPem: "/etc/janus/dtls.pem",
   certKey: "/etc/janus/dtls.key",
   reclaimSessionTimeoutS: 30,
+  localIp: "<this node's media IP address>",
 } as const;
+
+/**
+ * The coturn template: a TURN server on one public address, relaying only to the Janus nodes'
+ * media addresses (documentation addresses here: put the real ones).
+ */
+export const COTURN_TEMPLATE = {
+  listeningIps: ["192.0.2.10"],
+  port: 3478,
+  relayIp: "192.0.2.10",
+  relayPortRange: [49152, 65535] as [number, number],
+  realm: "<homeserver.domain-in-parley.yaml>",
+  secret: "<the-secret-in-the-file-named-by-turn.secretFile-in-parley.yaml>",
+  allowedPeerIps: ["192.0.2.20"],
+  userQuota: 12,
+  totalQuota: 2000,
+  maxBytesPerSecond: 0,
+  logFile: "stdout",
+  pidFile: "/run/turnserver/turnserver.pid",
+  userDbFile: "/var/lib/turn/turndb",
+};
 
 function sampleRegistrationYaml(): string {
   // The sample config as the schema reads it, secrets named rather than generated.
@@ -39,5 +61,6 @@ export function sampleFiles(): Record<string, string> {
     "parley.sample.yaml": sampleConfigYaml(),
     "registration.sample.yaml": sampleRegistrationYaml(),
     ...Object.fromEntries(janus.map(([name, text]) => [`janus/${name}`, text])),
+    "coturn/turnserver.conf": renderCoturnConfig(COTURN_TEMPLATE),
   };
 }

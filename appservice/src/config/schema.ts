@@ -258,6 +258,28 @@ export const configSchema = z
       })
       .prefault({})
       .meta({ description: "The SFU (Janus). Each node runs a config Parley generates (`parley --samples DIR` writes the template into DIR/janus)" }),
+    turn: z
+      .strictObject({
+        urls: z
+          .array(z.string().regex(/^turns?:[^\s?]+(\?transport=(udp|tcp))?$/, "a TURN URL such as turn:turn.example.org:3478?transport=udp"))
+          .min(1)
+          .meta({
+            description: "The institution's own TURN server (coturn) as browsers reach it; every call grant carries these with fresh credentials",
+            examples: [["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp"]],
+          }),
+        secretFile: z.string().min(1).meta({
+          description: "File holding coturn's static-auth-secret (use-auth-secret), at least 32 characters; relative paths are relative to the config file",
+          examples: ["turn-secret"],
+        }),
+        ttlSeconds: z.int().min(60).max(86_400).default(43_200).meta({
+          description: "Lifetime of the TURN credentials in a call grant. coturn checks it on every allocation refresh too, so a relayed call lasts at most this long after its join",
+        }),
+        relayOnly: z.boolean().default(false).meta({
+          description: "Browsers send media only through the TURN relay (iceTransportPolicy relay): the SFU never learns their addresses, at the cost of a relay hop",
+        }),
+      })
+      .optional()
+      .meta({ description: "TURN (coturn, docs/turn.md): short-lived credentials in coturn's shared-secret scheme for every call grant. Without it, browsers and Janus connect directly" }),
     calls: z
       .strictObject({
         sessionTtlSeconds: z.int().min(30).max(86_400).default(600).meta({

@@ -52,6 +52,7 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
         call_id: grant.callId,
         room_id: grant.roomId,
         ice_servers: grant.iceServers,
+        ice_transport_policy: grant.iceTransportPolicy,
         signalling: opts.signallingPath,
       });
     } catch (err) {

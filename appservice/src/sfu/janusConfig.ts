@@ -28,6 +28,12 @@ export interface JanusConfigInput {
    * "127.0.0.1" match nothing, and it then falls back to every non-loopback address.
    */
   iceEnforceList?: string | undefined;
+  /**
+   * general.interface: the address Janus puts in its SDP. Without it Janus finds its address by
+   * connecting a UDP socket to 1.2.3.4 (and ::1.2.3.4): no packet leaves, but it is an attempt to
+   * address the internet, which a deployment that contacts nothing else should not make.
+   */
+  localIp?: string | undefined;
   /** general.server_name (default "parley-janus"). */
   serverName?: string | undefined;
 }
@@ -73,7 +79,8 @@ export function renderJanusConfig(o: JanusConfigInput): Record<string, string> {
 
   const janus = `# Written by Parley (appservice/src/sfu/janusConfig.ts).
 general: {
-	server_name = ${q(o.serverName ?? "parley-janus")}
+	server_name = ${q(o.serverName ?? "parley-janus")}${o.localIp === undefined ? "" : `
+	interface = ${q(o.localIp)}`}
 	api_secret = ${q(o.apiSecret)}
 	admin_secret = ${q(o.adminSecret)}
 	debug_level = 4

@@ -204,7 +204,8 @@ export class CallConnection {
     const signalling = this.signalling!;
     const generation = ++this.generation;
     const iceServers = this.grant?.iceServers ?? [];
-    const common = { signalling, iceServers, peerFactory: this.o.peerFactory, transforms: this.o.transforms };
+    const iceTransportPolicy = this.grant?.iceTransportPolicy ?? "all";
+    const common = { signalling, iceServers, iceTransportPolicy, peerFactory: this.o.peerFactory, transforms: this.o.transforms };
     const publisher = new Publisher(common);
     const subscriber = new Subscriber(common);
     this.publisher = publisher;

@@ -10,6 +10,8 @@ export interface CallGrant {
   callId: string;
   roomId: string;
   iceServers: RTCIceServer[];
+  /** "relay": only the TURN relay may carry media (the call API's turn.relayOnly). */
+  iceTransportPolicy: RTCIceTransportPolicy;
   /** Path of the signalling WebSocket on the call API's host. */
   signalling: string;
 }
@@ -37,6 +39,8 @@ export function parseGrant(raw: unknown): CallGrant {
     callId: typeof r.call_id === "string" ? r.call_id : "",
     roomId: r.room_id,
     iceServers,
+    // Only "relay" narrows anything; an unknown word must not widen or break the connection.
+    iceTransportPolicy: r.ice_transport_policy === "relay" ? "relay" : "all",
     signalling: r.signalling,
   };
 }

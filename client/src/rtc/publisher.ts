@@ -22,6 +22,8 @@ export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
 export interface PublisherOptions {
   signalling: Requester;
   iceServers: RTCIceServer[];
+  /** "relay" when the call API says media must go through its TURN relay. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   peerFactory: PeerFactory;
   transforms?: MediaTransformHook;
   simulcast?: boolean;
@@ -39,11 +41,11 @@ export class Publisher {
   feedId: FeedId | null = null;
 
   constructor(opts: PublisherOptions) {
-    this.o = { transforms: noTransforms, simulcast: true, ...opts };
+    this.o = { transforms: noTransforms, simulcast: true, iceTransportPolicy: "all", ...opts };
   }
 
   async publish(tracks: { audio: MediaStreamTrack | null; video: MediaStreamTrack | null }): Promise<FeedId> {
-    const pc = this.o.peerFactory({ iceServers: this.o.iceServers, bundlePolicy: "max-bundle", ...this.o.transforms.peerConfig });
+    const pc = this.o.peerFactory({ iceServers: this.o.iceServers, iceTransportPolicy: this.o.iceTransportPolicy, bundlePolicy: "max-bundle", ...this.o.transforms.peerConfig });
     this.pc = pc;
     pc.onicecandidate = (ev) => this.onLocalCandidate(ev.candidate);
     const stream = new MediaStream([tracks.audio, tracks.video].filter((t): t is MediaStreamTrack => !!t));

@@ -35,6 +35,8 @@ export function applyStreams(
 export interface SubscriberOptions {
   signalling: Requester;
   iceServers: RTCIceServer[];
+  /** "relay" when the call API says media must go through its TURN relay. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   peerFactory: PeerFactory;
   transforms?: MediaTransformHook;
 }
@@ -53,7 +55,7 @@ export class Subscriber {
   private closed = false;
 
   constructor(opts: SubscriberOptions) {
-    this.o = { transforms: noTransforms, ...opts };
+    this.o = { transforms: noTransforms, iceTransportPolicy: "all", ...opts };
   }
 
   subscribe(feeds: FeedId[]): Promise<void> {
@@ -106,7 +108,7 @@ export class Subscriber {
 
   private ensurePeer(): RTCPeerConnection {
     if (this.pc) return this.pc;
-    const pc = this.o.peerFactory({ iceServers: this.o.iceServers, bundlePolicy: "max-bundle", ...this.o.transforms.peerConfig });
+    const pc = this.o.peerFactory({ iceServers: this.o.iceServers, iceTransportPolicy: this.o.iceTransportPolicy, bundlePolicy: "max-bundle", ...this.o.transforms.peerConfig });
     pc.onicecandidate = (ev) => {
       const c: CandidateInit = ev.candidate ? { candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid, sdpMLineIndex: ev.candidate.sdpMLineIndex } : null;
       if (c && !c.candidate) return;

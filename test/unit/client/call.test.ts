@@ -10,7 +10,7 @@ import { Store } from "../../../client/src/state/store.ts";
 import { asTrack, FakeSocket, FakeTrack, tick } from "./fakes.ts";
 import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
 
-const GRANT: CallGrant = { session: "s1", expiresAt: 0, callId: "c", roomId: "!r:x", iceServers: [{ urls: "stun:127.0.0.1:3478" }], signalling: "/_parley/v1/signal" };
+const GRANT: CallGrant = { session: "s1", expiresAt: 0, callId: "c", roomId: "!r:x", iceServers: [{ urls: "stun:127.0.0.1:3478" }], iceTransportPolicy: "all", signalling: "/_parley/v1/signal" };
 const REMOTE = { user_id: "@b:y", feed_id: 7, streams: [{ mid: "a", kind: "audio" }, { mid: "v", kind: "video" }], muted: { audio: false, video: false } };
 
 let socket: FakeSocket;
@@ -123,6 +123,18 @@ describe("CallConnection", () => {
       ["publisher", "candidate:1 1 udp 1 127.0.0.1 5000 typ host"],
       ["publisher", null],
     ]);
+  });
+
+  it("a grant saying relay makes the peer connections relay-only, with the grant's TURN server", async () => {
+    const turn = { urls: "turn:127.0.0.1:3478?transport=udp", username: "1800000000:abc", credential: "c2VjcmV0" };
+    const { call } = setup({}, vi.fn(async () => ({ ...GRANT, iceServers: [turn], iceTransportPolicy: "relay" as const })));
+    await call.start();
+    await vi.waitFor(() => expect(sent("publish")).toHaveLength(1));
+    expect(FakePeer.all.length).toBeGreaterThanOrEqual(1);
+    for (const pc of FakePeer.all) {
+      expect(pc.config.iceTransportPolicy).toBe("relay");
+      expect(pc.config.iceServers).toEqual([turn]);
+    }
   });
 
   it("subscribes to the others while its own publish is still unanswered, and never to its own feed", async () => {

@@ -25,7 +25,15 @@ describe("joinCall", () => {
     const grant = await joinCall("http://127.0.0.11:9000/", { openid_token: token, room: "#meet-x:a" }, fetchFn);
     expect(seen.url).toBe("http://127.0.0.11:9000/_parley/v1/calls/join");
     expect(seen.body).toEqual({ openid_token: token, room: "#meet-x:a" });
-    expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], signalling: "/_parley/v1/signal" });
+    expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], iceTransportPolicy: "all", signalling: "/_parley/v1/signal" });
+  });
+
+  it("takes the relay-only policy from the grant; any other word means all candidates", async () => {
+    const grant = (policy: unknown) =>
+      joinCall("http://p", { openid_token: token, room: "!r:x" }, answering(200, { session: "s", room_id: "!r:x", signalling: "/s", ice_transport_policy: policy }).fetchFn);
+    expect((await grant("relay")).iceTransportPolicy).toBe("relay");
+    expect((await grant("bogus")).iceTransportPolicy).toBe("all");
+    expect((await grant(undefined)).iceTransportPolicy).toBe("all");
   });
 
   it.each([

@@ -342,3 +342,32 @@ describe("loadConfig", () => {
     expect(() => loadConfig(file)).toThrow(new RegExp(`^invalid config ${file}:\\n  - cannot read: ENOENT`));
   });
 });
+
+describe("the turn section", () => {
+  const turn = (patch: Record<string, unknown> = {}) => ({ ...minimal(), turn: { urls: ["turn:turn.example.org:3478?transport=udp"], secretFile: "turn-secret", ...patch } });
+
+  it("is optional; given, it defaults to 12 h credentials and direct media allowed", () => {
+    expect(parseConfig(minimal()).turn).toBeUndefined();
+    expect(parseConfig(turn()).turn).toEqual({ urls: ["turn:turn.example.org:3478?transport=udp"], secretFile: "turn-secret", ttlSeconds: 43_200, relayOnly: false });
+  });
+
+  it("takes TURN URLs only (no STUN, no http), at least one, and a bounded credential lifetime", () => {
+    expect(problemsOf(turn({ urls: ["stun:stun.example.org:3478"] }))[0]).toMatch(/^turn\.urls\.0: a TURN URL/);
+    expect(problemsOf(turn({ urls: ["https://turn.example.org"] }))[0]).toMatch(/^turn\.urls\.0: a TURN URL/);
+    expect(problemsOf(turn({ urls: [] }))[0]).toMatch(/^turn\.urls: /);
+    expect(problemsOf(turn({ ttlSeconds: 59 }))[0]).toMatch(/^turn\.ttlSeconds: /);
+    expect(problemsOf(turn({ ttlSeconds: 86_401 }))[0]).toMatch(/^turn\.ttlSeconds: /);
+    expect(parseConfig(turn({ urls: ["turns:turn.example.org:5349?transport=tcp"], ttlSeconds: 86_400 })).turn?.ttlSeconds).toBe(86_400);
+  });
+
+  it("resolves a relative secretFile against the config file's folder", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "parley-load-"));
+    try {
+      const file = path.join(dir, "parley.yaml");
+      writeFileSync(file, JSON.stringify(turn()));
+      expect(loadConfig(file).turn?.secretFile).toBe(path.join(dir, "turn-secret"));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

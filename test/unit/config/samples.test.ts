@@ -32,6 +32,7 @@ describe("config/ (the sample files)", () => {
     expect(await main(["--samples", out])).toBe(0);
     const generated = filesUnder(out);
     expect(Object.keys(generated).sort()).toEqual([
+      "coturn/turnserver.conf",
       "janus/janus.jcfg",
       "janus/janus.plugin.videoroom.jcfg",
       "janus/janus.transport.websockets.jcfg",

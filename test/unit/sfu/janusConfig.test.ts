@@ -78,7 +78,7 @@ describe("renderJanusConfig", () => {
   });
 
   it("janus.jcfg: optional settings", () => {
-    const jcfg = render({ sessionTimeoutS: 120, reclaimSessionTimeoutS: 5, serverName: "janus-a", iceEnforceList: "lo" })[
+    const jcfg = render({ sessionTimeoutS: 120, reclaimSessionTimeoutS: 5, serverName: "janus-a", iceEnforceList: "lo", localIp: "192.0.2.20" })[
       "janus.jcfg"
     ]!;
     const general = section(jcfg, "general");
@@ -86,6 +86,9 @@ describe("renderJanusConfig", () => {
     expect(general.get("reclaim_session_timeout")).toBe("5");
     expect(str(general.get("server_name"))).toBe("janus-a");
     expect(str(section(jcfg, "nat").get("ice_enforce_list"))).toBe("lo");
+    // Set, Janus does not look for its address by addressing 1.2.3.4; unset, the key is absent.
+    expect(str(general.get("interface"))).toBe("192.0.2.20");
+    expect(section(render({})["janus.jcfg"]!, "general").has("interface")).toBe(false);
   });
 
   it("WebSockets transport: Janus API and Admin API as plain ws on 127.0.0.1 only", () => {
