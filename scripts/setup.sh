@@ -18,10 +18,11 @@ if [ ! -x "$PARLEY_NODE_PKG/bin/node" ] && ! parley_system_node_ok; then
 fi
 log "node $(node --version) at $(command -v node)"
 
-# --- Debian packages: Janus, Chromium -----------------------------------------------------------
+# --- Debian packages: Janus, Chromium, PostgreSQL (the store's second backend, tested) ----------
 apt_missing=()
 [ -x /usr/bin/janus ] || apt_missing+=(janus)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)
 command -v openssl >/dev/null || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing from Debian: ${apt_missing[*]}"
@@ -31,6 +32,10 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null; }
   # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now janus >/dev/null 2>&1 || true; fi
+  # Likewise its system-wide PostgreSQL cluster: tests start throwaway clusters of their own.
+  if [[ " ${apt_missing[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
   pkill -x janus >/dev/null 2>&1 || true
 fi
 

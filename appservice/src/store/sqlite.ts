@@ -1,61 +1,12 @@
 // SQLite implementation of the store: one file, WAL, numbered migrations tracked in
 // PRAGMA user_version, each migration and each logical change in one transaction.
-import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
+import { listMigrations, refuseNewer, toAlias, toCall, toGuest, type Migration, type Row } from "./rows.ts";
 import type { AliasRecord, CallRecord, GuestRecord, GuestState, NewCall, NewGuest, Store } from "./store.ts";
 
-const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
-
-interface Migration {
-  version: number;
-  name: string;
-  sql: string;
-}
-
-export function listMigrations(dir = MIGRATIONS_DIR): Migration[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d{3}-[\w-]+\.sql$/.test(f))
-    .sort()
-    .map((f, i) => {
-      const version = Number(f.slice(0, 3));
-      if (version !== i + 1) throw new Error(`migration ${f}: expected number ${String(i + 1).padStart(3, "0")}`);
-      return { version, name: f, sql: readFileSync(path.join(dir, f), "utf8") };
-    });
-}
-
-type Row = Record<string, unknown>;
-const toAlias = (r: Row): AliasRecord => ({
-  alias: r.alias as string,
-  roomId: (r.room_id as string | null) ?? null,
-  state: r.state as AliasRecord["state"],
-  createdAt: r.created_at as number,
-});
-const toCall = (r: Row): CallRecord => ({
-  callId: r.call_id as string,
-  roomId: r.room_id as string,
-  origin: r.origin as CallRecord["origin"],
-  startedBy: r.started_by as string,
-  startedAt: r.started_at as number,
-  startEventId: (r.start_event_id as string | null) ?? null,
-  widgetId: (r.widget_id as string | null) ?? null,
-  endedAt: (r.ended_at as number | null) ?? null,
-  endedBy: (r.ended_by as string | null) ?? null,
-  endEventId: (r.end_event_id as string | null) ?? null,
-  sfu: r.sfu_node ? { node: r.sfu_node as string, room: r.sfu_room as string, secret: r.sfu_secret as string } : null,
-});
-
-const toGuest = (r: Row): GuestRecord => ({
-  userId: r.user_id as string,
-  deviceId: r.device_id as string,
-  roomId: r.room_id as string,
-  displayName: r.display_name as string,
-  state: r.state as GuestState,
-  createdAt: r.created_at as number,
-  deactivateAt: (r.deactivate_at as number | null) ?? null,
-  deactivatedAt: (r.deactivated_at as number | null) ?? null,
-  attempts: r.attempts as number,
-});
+export { listMigrations } from "./rows.ts";
 
 /** Creates `file` (if missing) readable by its owner only: 0600 whatever the umask. */
 function ownerOnly(file: string): void {
@@ -99,10 +50,7 @@ export class SqliteStore implements Store {
 
   private migrate(migrations: Migration[]): void {
     const current = this.schemaVersion;
-    const latest = migrations.at(-1)?.version ?? 0;
-    if (current > latest) {
-      throw new Error(`store schema version ${current} is newer than this Parley knows (${latest}); refusing to run`);
-    }
+    refuseNewer(current, migrations);
     for (const m of migrations.filter((m) => m.version > current)) {
       this.db.transaction(() => {
         this.db.exec(m.sql);

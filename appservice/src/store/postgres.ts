@@ -1,0 +1,312 @@
+// PostgreSQL implementation of the store, for several Parley instances on one database (see
+// docs/scale-out.md). Numbered migrations (migrations/postgres, the same numbers as SQLite's)
+// tracked in parley_schema, each in its own transaction under an advisory lock so that
+// instances starting together migrate once. Each logical change is one statement or one
+// transaction; a claim bounded by a cap takes a transaction-scoped advisory lock, so two
+// instances counting at once cannot both take the last place.
+import pg from "pg";
+import { getLogger } from "../log.ts";
+import { listMigrations, POSTGRES_MIGRATIONS_DIR, refuseNewer, toAlias, toCall, toGuest, type Migration, type Row } from "./rows.ts";
+import type { AliasRecord, CallRecord, GuestRecord, GuestState, NewCall, NewGuest, Store } from "./store.ts";
+
+export interface PostgresStoreOptions {
+  /** postgres://user@host:port/database (no password in it: see `password`). */
+  connectionString?: string | undefined;
+  host?: string | undefined;
+  port?: number | undefined;
+  user?: string | undefined;
+  database?: string | undefined;
+  password?: string | undefined;
+  /** Connections this instance holds at most. */
+  poolSize: number;
+  /** How long to wait for a connection (ms). */
+  connectTimeoutMs?: number | undefined;
+}
+
+// Advisory lock keys (classid, objid): "Parley" and what the lock guards.
+const LOCK_CLASS = 0x50617231;
+const LOCK = { migrate: 1, aliasCap: 2, guestCap: 3 } as const;
+
+const INT8_OID = 20;
+// Epoch milliseconds and counts come back as BIGINT; they fit a double exactly (< 2^53).
+const types = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+type Queryable = Pick<pg.PoolClient, "query">;
+
+export class PostgresStore implements Store {
+  private readonly pool: pg.Pool;
+  private closed = false;
+
+  private constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  /** Connects and runs the migrations this database lacks. */
+  static async open(opts: PostgresStoreOptions, migrations: Migration[] = listMigrations(POSTGRES_MIGRATIONS_DIR)): Promise<PostgresStore> {
+    const pool = new pg.Pool({
+      ...(opts.connectionString ? { connectionString: opts.connectionString } : {}),
+      ...(opts.host ? { host: opts.host } : {}),
+      ...(opts.port ? { port: opts.port } : {}),
+      ...(opts.user ? { user: opts.user } : {}),
+      ...(opts.database ? { database: opts.database } : {}),
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      max: opts.poolSize,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
+      application_name: "parley",
+      types,
+    });
+    // An idle connection the server drops must not crash the process; the next query reconnects.
+    const log = getLogger("store.postgres");
+    pool.on("error", (err) => log.warn({ err: { message: err.message } }, "idle PostgreSQL connection lost"));
+    const store = new PostgresStore(pool);
+    try {
+      await store.migrate(migrations);
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+    return store;
+  }
+
+  /** The schema version recorded in the database (0 before the first migration). */
+  async schemaVersion(): Promise<number> {
+    return this.readVersion(this.pool);
+  }
+
+  private async readVersion(q: Queryable): Promise<number> {
+    await q.query("CREATE TABLE IF NOT EXISTS parley_schema (version INTEGER NOT NULL)");
+    const { rows } = await q.query<{ version: number }>("SELECT version FROM parley_schema");
+    return rows[0]?.version ?? 0;
+  }
+
+  private async migrate(migrations: Migration[]): Promise<void> {
+    for (;;) {
+      const done = await this.tx(async (c) => {
+        await c.query("SELECT pg_advisory_xact_lock($1, $2)", [LOCK_CLASS, LOCK.migrate]);
+        const current = await this.readVersion(c);
+        refuseNewer(current, migrations);
+        const next = migrations.find((m) => m.version === current + 1);
+        if (!next) return true;
+        await c.query(next.sql);
+        await c.query("DELETE FROM parley_schema");
+        await c.query("INSERT INTO parley_schema (version) VALUES ($1)", [next.version]);
+        return false;
+      });
+      if (done) return;
+    }
+  }
+
+  /** Runs `fn` in one transaction on one connection: committed if it returns, rolled back if it throws. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    try {
+      await c.query("BEGIN");
+      const out = await fn(c);
+      await c.query("COMMIT");
+      return out;
+    } catch (err) {
+      await c.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  private async one(sql: string, params: unknown[] = [], q: Queryable = this.pool): Promise<Row | undefined> {
+    return (await q.query<Row>(sql, params)).rows[0];
+  }
+  private async all(sql: string, params: unknown[] = []): Promise<Row[]> {
+    return (await this.pool.query<Row>(sql, params)).rows;
+  }
+  private async count(sql: string, params: unknown[] = [], q: Queryable = this.pool): Promise<number> {
+    return (await q.query<{ n: number }>(sql, params)).rows[0]!.n;
+  }
+  private async changes(sql: string, params: unknown[] = []): Promise<number> {
+    return (await this.pool.query(sql, params)).rowCount ?? 0;
+  }
+
+  async isTxnDone(txnId: string): Promise<boolean> {
+    return (await this.one("SELECT 1 FROM appservice_txn WHERE txn_id = $1", [txnId])) !== undefined;
+  }
+  async markTxnDone(txnId: string): Promise<void> {
+    await this.changes("INSERT INTO appservice_txn (txn_id, completed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", [txnId, Date.now()]);
+  }
+  async isEventProcessed(eventId: string): Promise<boolean> {
+    return (await this.one("SELECT 1 FROM processed_event WHERE event_id = $1", [eventId])) !== undefined;
+  }
+  async markEventProcessed(eventId: string): Promise<void> {
+    await this.changes("INSERT INTO processed_event (event_id, processed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", [eventId, Date.now()]);
+  }
+  async prune(olderThan: number): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query("DELETE FROM appservice_txn WHERE completed_at < $1", [olderThan]);
+      await c.query("DELETE FROM processed_event WHERE processed_at < $1", [olderThan]);
+      await c.query("DELETE FROM guest WHERE state = 'deactivated' AND deactivated_at < $1", [olderThan]);
+    });
+  }
+
+  async getAlias(alias: string): Promise<AliasRecord | undefined> {
+    const row = await this.one("SELECT * FROM meeting_alias WHERE alias = $1", [alias]);
+    return row && toAlias(row);
+  }
+  async claimAlias(alias: string): Promise<boolean> {
+    const sql = "INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES ($1, NULL, 'creating', $2) ON CONFLICT DO NOTHING";
+    return (await this.changes(sql, [alias, Date.now()])) === 1;
+  }
+  async claimAliasWithin(alias: string, max: number): Promise<"claimed" | "exists" | "full"> {
+    return this.tx(async (c) => {
+      // Every capped claim, on every instance, counts and inserts one after the other.
+      await c.query("SELECT pg_advisory_xact_lock($1, $2)", [LOCK_CLASS, LOCK.aliasCap]);
+      if (await this.one("SELECT 1 FROM meeting_alias WHERE alias = $1", [alias], c)) return "exists";
+      if ((await this.count("SELECT count(*) AS n FROM meeting_alias", [], c)) >= max) return "full";
+      const r = await c.query(
+        "INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES ($1, NULL, 'creating', $2) ON CONFLICT DO NOTHING",
+        [alias, Date.now()],
+      );
+      return r.rowCount === 1 ? "claimed" : "exists";
+    });
+  }
+  async aliasCount(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM meeting_alias");
+  }
+  async recordAlias(alias: string, roomId: string): Promise<void> {
+    await this.changes(
+      `INSERT INTO meeting_alias (alias, room_id, state, created_at) VALUES ($1, $2, 'ready', $3)
+       ON CONFLICT (alias) DO UPDATE SET room_id = excluded.room_id, state = 'ready'`,
+      [alias, roomId, Date.now()],
+    );
+  }
+  async completeAlias(alias: string, roomId: string): Promise<void> {
+    await this.changes("UPDATE meeting_alias SET room_id = $1, state = 'ready' WHERE alias = $2", [roomId, alias]);
+  }
+  async releaseAlias(alias: string): Promise<void> {
+    await this.changes("DELETE FROM meeting_alias WHERE alias = $1 AND state = 'creating'", [alias]);
+  }
+  async listAliases(state?: AliasRecord["state"]): Promise<AliasRecord[]> {
+    const rows = state
+      ? await this.all("SELECT * FROM meeting_alias WHERE state = $1 ORDER BY created_at", [state])
+      : await this.all("SELECT * FROM meeting_alias ORDER BY created_at");
+    return rows.map(toAlias);
+  }
+  async aliasOfRoom(roomId: string): Promise<AliasRecord | undefined> {
+    const row = await this.one("SELECT * FROM meeting_alias WHERE room_id = $1", [roomId]);
+    return row && toAlias(row);
+  }
+
+  async activeCall(roomId: string): Promise<CallRecord | undefined> {
+    const row = await this.one("SELECT * FROM call WHERE room_id = $1 AND ended_at IS NULL", [roomId]);
+    return row && toCall(row);
+  }
+  async startCall(call: NewCall): Promise<CallRecord | undefined> {
+    // The partial unique index (one active call per room) decides between racing instances.
+    const n = await this.changes(
+      `INSERT INTO call (call_id, room_id, origin, started_by, started_at, start_event_id, widget_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+      [call.callId, call.roomId, call.origin, call.startedBy, call.startedAt, call.startEventId, call.widgetId],
+    );
+    return n === 1 ? { ...call, endedAt: null, endedBy: null, endEventId: null, sfu: null } : undefined;
+  }
+  async endCall(roomId: string, ended: { by: string; at: number; eventId: string | null }): Promise<CallRecord | undefined> {
+    const row = await this.one(
+      "UPDATE call SET ended_at = $1, ended_by = $2, end_event_id = $3 WHERE room_id = $4 AND ended_at IS NULL RETURNING *",
+      [ended.at, ended.by, ended.eventId, roomId],
+    );
+    return row && toCall(row);
+  }
+  async lastCall(roomId: string): Promise<CallRecord | undefined> {
+    const row = await this.one("SELECT * FROM call WHERE room_id = $1 ORDER BY started_at DESC, seq DESC LIMIT 1", [roomId]);
+    return row && toCall(row);
+  }
+  async setCallSfu(callId: string, sfu: { node: string; room: string; secret: string } | null): Promise<void> {
+    await this.changes("UPDATE call SET sfu_node = $1, sfu_room = $2, sfu_secret = $3 WHERE call_id = $4", [
+      sfu?.node ?? null, sfu?.room ?? null, sfu?.secret ?? null, callId,
+    ]);
+  }
+  async activeCalls(): Promise<CallRecord[]> {
+    return (await this.all("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at, seq")).map(toCall);
+  }
+
+  async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
+    return this.tx(async (c) => {
+      await c.query("DELETE FROM openid_token_used WHERE expires_at <= $1", [now]);
+      // A racing claim of the same hash waits on the row's key, then finds it taken.
+      const r = await c.query("INSERT INTO openid_token_used (token_hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", [hash, expiresAt]);
+      return r.rowCount === 1;
+    });
+  }
+  async releaseOpenIdToken(hash: string): Promise<void> {
+    await this.changes("DELETE FROM openid_token_used WHERE token_hash = $1", [hash]);
+  }
+  async openIdTokenCount(): Promise<number> {
+    return this.count("SELECT count(*) AS n FROM openid_token_used");
+  }
+
+  async claimGuest(g: NewGuest, max: number): Promise<boolean> {
+    return this.tx(async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1, $2)", [LOCK_CLASS, LOCK.guestCap]);
+      if ((await this.count(LIVE_GUESTS, [], c)) >= max) return false;
+      await c.query(
+        `INSERT INTO guest (user_id, device_id, token_hash, room_id, display_name, state, created_at, deactivate_at)
+         VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7)`,
+        [g.userId, g.deviceId, g.tokenHash, g.roomId, g.displayName, g.createdAt, g.deactivateAt],
+      );
+      return true;
+    });
+  }
+  async forgetGuest(userId: string): Promise<void> {
+    await this.changes("DELETE FROM guest WHERE user_id = $1", [userId]);
+  }
+  async guest(userId: string): Promise<GuestRecord | undefined> {
+    const row = await this.one("SELECT * FROM guest WHERE user_id = $1", [userId]);
+    return row && toGuest(row);
+  }
+  async guestByTokenHash(hash: string): Promise<GuestRecord | undefined> {
+    const row = await this.one("SELECT * FROM guest WHERE token_hash = $1 AND state <> 'deactivated'", [hash]);
+    return row && toGuest(row);
+  }
+  async scheduleGuest(userId: string, state: Exclude<GuestState, "deactivated">, deactivateAt: number): Promise<void> {
+    await this.changes("UPDATE guest SET state = $1, deactivate_at = $2, attempts = 0 WHERE user_id = $3 AND state <> 'deactivated'", [
+      state, deactivateAt, userId,
+    ]);
+  }
+  async deferGuest(userId: string, deactivateAt: number): Promise<void> {
+    await this.changes("UPDATE guest SET deactivate_at = $1, attempts = attempts + 1 WHERE user_id = $2 AND state <> 'deactivated'", [deactivateAt, userId]);
+  }
+  async revokeGuestToken(userId: string): Promise<void> {
+    await this.changes("UPDATE guest SET token_hash = NULL WHERE user_id = $1", [userId]);
+  }
+  async markGuestDeactivated(userId: string, at: number): Promise<void> {
+    await this.changes(
+      "UPDATE guest SET state = 'deactivated', token_hash = NULL, deactivate_at = NULL, deactivated_at = $1 WHERE user_id = $2",
+      [at, userId],
+    );
+  }
+  async dueGuests(now: number, limit: number): Promise<GuestRecord[]> {
+    return (await this.all("SELECT * FROM guest WHERE deactivate_at <= $1 ORDER BY deactivate_at LIMIT $2", [now, limit])).map(toGuest);
+  }
+  async nextGuestDue(): Promise<number | undefined> {
+    const row = await this.one("SELECT min(deactivate_at) AS at FROM guest WHERE deactivate_at IS NOT NULL");
+    return (row?.at as number | null | undefined) ?? undefined;
+  }
+  async liveGuestCount(): Promise<number> {
+    return this.count(LIVE_GUESTS);
+  }
+  async guestsOfRoom(roomId: string): Promise<GuestRecord[]> {
+    return (await this.all("SELECT * FROM guest WHERE room_id = $1 AND state <> 'deactivated' ORDER BY created_at", [roomId])).map(toGuest);
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query("SELECT 1");
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+const LIVE_GUESTS = "SELECT count(*) AS n FROM guest WHERE state <> 'deactivated'";
