@@ -27,12 +27,13 @@ import { MatrixHomeserver } from "../matrix/homeserver.ts";
 import { botUserId } from "../matrix/registration.ts";
 import type { RawEvent } from "../matrix/events.ts";
 import { EventRouter } from "../matrix/router.ts";
-import { SqliteStore } from "../store/sqlite.ts";
+import { openStore } from "../store/open.ts";
+import type { Store } from "../store/store.ts";
 
 export interface Parley {
   readonly url: string;
   readonly port: number;
-  readonly store: SqliteStore;
+  readonly store: Store;
   readonly meetings: MeetingService;
   readonly calls: CallService;
   readonly governance: Governance;
@@ -54,7 +55,8 @@ export async function start(config: ParleyConfig): Promise<Parley> {
 }
 
 async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<Parley> {
-  const store = life.add("store", new SqliteStore(config.store.path), (s) => s.close());
+  const store = life.add("store", await openStore(config.store), (s) => s.close());
+  log.info({ backend: config.store.backend }, "store open");
   const metrics = createMetrics();
   const homeserver = new MatrixHomeserver({
     url: config.homeserver.url,
