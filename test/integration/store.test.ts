@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { PostgresStore } from "../../appservice/src/store/postgres.ts";
-import { listMigrations, POSTGRES_MIGRATIONS_DIR } from "../../appservice/src/store/rows.ts";
+import { forPostgres, PostgresStore } from "../../appservice/src/store/postgres.ts";
+import { listMigrations } from "../../appservice/src/store/rows.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
 import type { NewGuest, Store } from "../../appservice/src/store/store.ts";
 import { startPostgres, type PostgresHandle } from "../../scripts/stack/postgres.ts";
@@ -273,6 +273,17 @@ describe.each(backends)("store on $name", (backend) => {
       expect((await store.lastCall("!r:example.org"))?.callId).toBe("c2");
     });
 
+    it("of two calls started in the same millisecond, the later one is the room's last call", async () => {
+      const store = await open();
+      await store.startCall(call({ callId: "c1", startedAt: 1000 }));
+      await store.endCall("!r:example.org", { by: "@a:example.org", at: 1000, eventId: null });
+      await store.startCall(call({ callId: "c2", startedAt: 1000 }));
+      await store.setCallSfu("c1", null); // c1's row written again after c2's: where a row sits must not decide
+      expect((await store.lastCall("!r:example.org"))?.callId).toBe("c2");
+      await store.endCall("!r:example.org", { by: "@a:example.org", at: 1001, eventId: null });
+      expect((await store.lastCall("!r:example.org"))?.callId).toBe("c2");
+    });
+
     it("refuses a duplicate call id", async () => {
       const store = await open();
       await store.startCall(call());
@@ -419,7 +430,7 @@ describe("PostgreSQL migrations", () => {
     const { database, opts } = await connect();
     const stores = await Promise.all([PostgresStore.open(opts), PostgresStore.open(opts), PostgresStore.open(opts)]);
     for (const s of stores) cleanups.push(() => s.close());
-    expect(await stores[0]!.schemaVersion()).toBe(listMigrations(POSTGRES_MIGRATIONS_DIR).length);
+    expect(await stores[0]!.schemaVersion()).toBe(listMigrations().length);
     const c = new pg.Client(server.connection(database));
     await c.connect();
     try {
@@ -439,13 +450,13 @@ describe("PostgreSQL migrations", () => {
     await c.query("UPDATE parley_schema SET version = 99");
     await c.end();
     await expect(PostgresStore.open(opts)).rejects.toThrow(
-      `store schema version 99 is newer than this Parley knows (${listMigrations(POSTGRES_MIGRATIONS_DIR).length}); refusing to run`,
+      `store schema version 99 is newer than this Parley knows (${listMigrations().length}); refusing to run`,
     );
   });
 
   it("a failed migration leaves the version where it was", async () => {
     const { opts } = await connect();
-    const good = listMigrations(POSTGRES_MIGRATIONS_DIR);
+    const good = listMigrations().map(forPostgres);
     const broken = [...good, { version: good.length + 1, name: "bad.sql", sql: "CREATE TABLE x (a INT); SELECT no_such_function();" }];
     await expect(PostgresStore.open(opts, broken)).rejects.toThrow(/no_such_function/);
     const store = await PostgresStore.open(opts);

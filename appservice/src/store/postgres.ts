@@ -1,12 +1,12 @@
 // PostgreSQL implementation of the store, for several Parley instances on one database (see
-// docs/scale-out.md). Numbered migrations (migrations/postgres, the same numbers as SQLite's)
-// tracked in parley_schema, each in its own transaction under an advisory lock so that
-// instances starting together migrate once. Each logical change is one statement or one
+// docs/scale-out.md). The same numbered migrations as SQLite's (forPostgres below), tracked in
+// parley_schema, each in its own transaction under an advisory lock so that instances starting
+// together migrate once. Each logical change is one statement or one
 // transaction; a claim bounded by a cap takes a transaction-scoped advisory lock, so two
 // instances counting at once cannot both take the last place.
 import pg from "pg";
 import { getLogger } from "../log.ts";
-import { listMigrations, POSTGRES_MIGRATIONS_DIR, refuseNewer, toAlias, toCall, toGuest, type Migration, type Row } from "./rows.ts";
+import { listMigrations, refuseNewer, toAlias, toCall, toGuest, type Migration, type Row } from "./rows.ts";
 import type { AliasRecord, CallRecord, GuestRecord, GuestState, NewCall, NewGuest, Store } from "./store.ts";
 
 export interface PostgresStoreOptions {
@@ -36,6 +36,15 @@ const types = {
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
+/**
+ * A shared migration in PostgreSQL's dialect. The files are plain SQL both take, except in two
+ * places: INTEGER is 64-bit in SQLite but 32-bit here (the times are epoch milliseconds), and
+ * WITHOUT ROWID is SQLite's alone. Every migration runs on a real PostgreSQL in the store tests.
+ */
+export function forPostgres(m: Migration): Migration {
+  return { ...m, sql: m.sql.replace(/\bINTEGER\b/g, "BIGINT").replace(/\)\s*WITHOUT ROWID\s*;/g, ");") };
+}
+
 export class PostgresStore implements Store {
   private readonly pool: pg.Pool;
   private closed = false;
@@ -45,7 +54,7 @@ export class PostgresStore implements Store {
   }
 
   /** Connects and runs the migrations this database lacks. */
-  static async open(opts: PostgresStoreOptions, migrations: Migration[] = listMigrations(POSTGRES_MIGRATIONS_DIR)): Promise<PostgresStore> {
+  static async open(opts: PostgresStoreOptions, migrations: Migration[] = listMigrations().map(forPostgres)): Promise<PostgresStore> {
     const pool = new pg.Pool({
       ...(opts.connectionString ? { connectionString: opts.connectionString } : {}),
       ...(opts.host ? { host: opts.host } : {}),
@@ -217,7 +226,12 @@ export class PostgresStore implements Store {
     return row && toCall(row);
   }
   async lastCall(roomId: string): Promise<CallRecord | undefined> {
-    const row = await this.one("SELECT * FROM call WHERE room_id = $1 ORDER BY started_at DESC, seq DESC LIMIT 1", [roomId]);
+    // Of calls started in the same millisecond the later one is active, or ended later (a room's
+    // next call starts only once the previous one ended); SQLite orders these by rowid.
+    const row = await this.one(
+      "SELECT * FROM call WHERE room_id = $1 ORDER BY started_at DESC, ended_at IS NULL DESC, ended_at DESC LIMIT 1",
+      [roomId],
+    );
     return row && toCall(row);
   }
   async setCallSfu(callId: string, sfu: { node: string; room: string; secret: string } | null): Promise<void> {
@@ -226,7 +240,7 @@ export class PostgresStore implements Store {
     ]);
   }
   async activeCalls(): Promise<CallRecord[]> {
-    return (await this.all("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at, seq")).map(toCall);
+    return (await this.all("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at")).map(toCall);
   }
 
   async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {

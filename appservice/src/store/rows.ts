@@ -4,9 +4,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { AliasRecord, CallRecord, GuestRecord, GuestState } from "./store.ts";
 
+/** The one numbered list of migrations, written in SQL both backends take (see postgres.ts). */
 export const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
-/** PostgreSQL's twins of the SQLite migrations: the same numbers, the same tables. */
-export const POSTGRES_MIGRATIONS_DIR = path.join(MIGRATIONS_DIR, "postgres");
 
 export interface Migration {
   version: number;

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { POSTGRES_MIGRATIONS_DIR } from "../../../appservice/src/store/rows.ts";
+import { forPostgres } from "../../../appservice/src/store/postgres.ts";
 import { listMigrations, SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 
 let dir: string;
@@ -36,8 +36,12 @@ describe("migrations", () => {
     expect(migrations[0]!.name).toBe("001-initial.sql");
   });
 
-  it("PostgreSQL's list has the same numbered files as SQLite's (one schema history, two dialects)", async () => {
-    expect(listMigrations(POSTGRES_MIGRATIONS_DIR).map((m) => m.name)).toEqual(listMigrations().map((m) => m.name));
+  it("PostgreSQL takes the same list, with 64-bit integers and without SQLite's WITHOUT ROWID", async () => {
+    const pg = listMigrations().map(forPostgres);
+    expect(pg.map((m) => m.name)).toEqual(listMigrations().map((m) => m.name));
+    const all = pg.map((m) => m.sql).join("\n");
+    expect(all).not.toMatch(/\bINTEGER\b|WITHOUT ROWID/);
+    expect(all).toMatch(/expires_at BIGINT NOT NULL\n\);/);
   });
 
   it("create the schema and set user_version to the number of migrations", async () => {
