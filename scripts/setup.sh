@@ -18,11 +18,12 @@ if [ ! -x "$PARLEY_NODE_PKG/bin/node" ] && ! parley_system_node_ok; then
 fi
 log "node $(node --version) at $(command -v node)"
 
-# --- Debian packages: Janus, coturn, Chromium ---------------------------------------------------
+# --- Debian packages: Janus, coturn, Chromium, PostgreSQL (the store's second backend, tested) --
 apt_missing=()
 [ -x /usr/bin/janus ] || apt_missing+=(janus)
 [ -x /usr/bin/turnserver ] || apt_missing+=(coturn)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)
 command -v openssl >/dev/null || apt_missing+=(openssl)
 # nginx: the reverse-proxy sample (deploy/nginx/) is tested in front of Parley.
 [ -x /usr/sbin/nginx ] || apt_missing+=(nginx)
@@ -37,6 +38,10 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   # Debian's package starts a system-wide Janus with its own (open) config: Parley never uses it.
   # Same for coturn: the dev stack and the tests run their own, with the config Parley generates.
   if command -v systemctl >/dev/null 2>&1; then for unit in janus coturn; do $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true; done; fi
+  # Likewise its system-wide PostgreSQL cluster: tests start throwaway clusters of their own.
+  if [[ " ${apt_missing[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
+  fi
   pkill -x janus >/dev/null 2>&1 || true
   # Likewise nginx's default site on port 80, when this run installed it: the tests start their own.
   if [[ " ${apt_missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then

@@ -47,6 +47,8 @@ export interface StackOptions {
   governance?: (index: number, hosts: string[]) => NonNullable<NonNullable<ParleyConfigInput["meetings"]>["governance"]>;
   /** The `guests` config section of institution i (default: the config's, guests off). */
   guests?: (index: number) => ParleyConfigInput["guests"];
+  /** Institution i's store section (default: SQLite in its folder), e.g. a PostgreSQL database. */
+  store?: (index: number) => Omit<NonNullable<ParleyConfigInput["store"]>, "path"> | undefined;
 }
 
 export interface ParleyProcess {
@@ -159,7 +161,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
         client: { insecureLoopbackCallApis: true },
         // The stack's homeservers use self-signed certificates on 127.0.0.x (not public addresses).
         federation: { allow: opts.allow(index, hosts), tlsVerify: false, allowPrivateAddresses: true },
-        store: { path: path.join(dir, "parley.db") },
+        store: { path: path.join(dir, "parley.db"), ...opts.store?.(index) },
         metrics: { bindAddress: ip, port: metricsPort },
         calls: {
           ...opts.calls?.(index),
@@ -239,7 +241,10 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     parley,
     alias: (slug) => `#${cfg.meetings.aliasPrefix}${slug}:${synapse.serverName}`,
     registerUser: (localpart, o) => registerUser(synapse, localpart, o),
-    parleyStore: () => (store ??= new SqliteStore(cfg.store.path)),
+    parleyStore: () => {
+      if (cfg.store.backend !== "sqlite") throw new Error("parleyStore(): this institution's store is not SQLite; open it with PostgresStore");
+      return (store ??= new SqliteStore(cfg.store.path));
+    },
   };
 }
 

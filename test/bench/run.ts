@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import { FederationPolicy } from "../../appservice/src/calls/policy.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
+import { startPostgres } from "../../scripts/stack/postgres.ts";
 import { TestUser } from "../support/matrix.ts";
 import { aliasBurst } from "./aliasBurst.ts";
 import { benchJoinUnderAttack } from "./joinUnderAttack.ts";
@@ -16,24 +17,40 @@ const { values } = parseArgs({
 const N_ALIASES = Number(values.aliases);
 const N_COMMANDS = Number(values.commands);
 
+// Institution B is A's twin with its store on PostgreSQL (a throwaway cluster): the alias path is
+// measured on both, interleaved, for the store comparison.
+const pg = await startPostgres();
+const pgDatabase = await pg.createDatabase("parley_bench");
 // Alias limits loose enough for the sequential joins below, with a cap the burst at the end meets.
-const stack = await startInstitutions({ count: 1, allow: () => [], janus: false, aliasRooms: () => ({ perMinute: 600, burst: 100, max: 200 }) });
+const stack = await startInstitutions({
+  count: 2,
+  allow: () => [],
+  janus: false,
+  aliasRooms: () => ({ perMinute: 600, burst: 100, max: 200 }),
+  store: (i) => (i === 1 ? { backend: "postgres", postgres: { host: pg.host, port: pg.port, user: pg.user, database: pgDatabase, passwordFile: pg.passwordFile } } : undefined),
+});
 try {
   const A = stack.institutions[0]!;
+  const B = stack.institutions[1]!;
   const creds = await A.registerUser("bench");
   const u = new TestUser(A.synapse.clientUrl, creds.userId, creds.accessToken);
+  const credsB = await B.registerUser("bench");
+  const uB = new TestUser(B.synapse.clientUrl, credsB.userId, credsB.accessToken);
   const run = Date.now().toString(36);
 
   // Warm both paths once so the first sample pays no start-up cost.
   await u.join(A.alias(`warm-${run}`));
+  await uB.join(B.alias(`warm-${run}`));
   await u.createRoom({ preset: "public_chat", name: "warm" });
 
   // Interleave alias joins and plain createRoom so drift in the homeserver hits both alike.
   const aliasMs: number[] = [];
+  const aliasPgMs: number[] = [];
   const createMs: number[] = [];
   const acl = new FederationPolicy(A.serverName, []).serverAcl();
   for (let i = 0; i < N_ALIASES; i++) {
     aliasMs.push(await timed(() => u.join(A.alias(`bench-${run}-${i}`))));
+    aliasPgMs.push(await timed(() => uB.join(B.alias(`bench-${run}-${i}`))));
     // The same room a meeting alias makes, created by the user directly (alias, state, power levels).
     createMs.push(
       await timed(() =>
@@ -59,6 +76,11 @@ try {
   bench("alias_to_room_ready_p95", percentile(aliasMs, 95), "ms");
   bench("baseline_create_room_p50", createP50, "ms");
   bench("alias_vs_create_room_p50_ratio", aliasP50 / createP50, "x");
+  // The same path with the store on PostgreSQL (B: same Synapse version and config, own process).
+  const aliasPgP50 = percentile(aliasPgMs, 50);
+  bench("alias_to_room_ready_postgres_p50", aliasPgP50, "ms");
+  bench("alias_to_room_ready_sqlite_p50", aliasP50, "ms");
+  bench("store_postgres_vs_sqlite_p50_ratio", aliasPgP50 / aliasP50, "x");
 
   // !meet -> bot reply, observed through the user's own /sync.
   const roomId = await u.createRoom({ preset: "public_chat", name: "bench commands" });
@@ -83,6 +105,7 @@ try {
   await aliasBurst(A, u);
 } finally {
   await stack.stop();
+  await pg.stop();
 }
 // A call join while another client floods Parley (its own stack: it needs Janus).
 await benchJoinUnderAttack();

@@ -114,11 +114,11 @@ describe("a mistyped meeting name", () => {
     expect(await page.locator("#meeting-new").innerText()).toBe(`This is a new meeting: ${alias}. Create it?`);
     // Nothing was made: no room on A's Synapse, no alias in Parley's store.
     expect(await roomsMatching(admin, "meet-tema")).toBe(0);
-    expect(A.parleyStore().getAlias(alias)).toBeUndefined();
+    expect(await A.parleyStore().getAlias(alias)).toBeUndefined();
 
     await page.locator("#meeting-create").click();
     await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
-    expect(A.parleyStore().getAlias(alias)).toMatchObject({ state: "ready", roomId: expect.stringMatching(/^!/) });
+    expect(await A.parleyStore().getAlias(alias)).toMatchObject({ state: "ready", roomId: expect.stringMatching(/^!/) });
     // The admin search does see such a room once it exists (so the 0 above meant something).
     await expect.poll(() => roomsMatching(admin, "meet-tema"), { timeout: 15_000 }).toBe(1);
   });

@@ -31,7 +31,7 @@ beforeAll(async () => {
     client: { widgetHostOrigins: ["https://app.element.test", "https://chat.example.test"], callBotLocalparts: ["meet"], insecureLoopbackCallApis: false },
     federation: { ...a.federation, allow: ["partner.example"] },
     sfu: { nodes: [] },
-    store: { path: path.join(dir, "parley.db") },
+    store: { backend: "sqlite", path: path.join(dir, "parley.db") },
     crypto: undefined,
     metrics: { ...a.metrics, enabled: false }, // the stack's Parley holds its metrics port
   };

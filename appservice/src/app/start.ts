@@ -31,12 +31,13 @@ import { EventRouter } from "../matrix/router.ts";
 import { AuditLog } from "../privacy/auditLog.ts";
 import { purgeExpired } from "../privacy/retention.ts";
 import { UserIds } from "../privacy/userIds.ts";
-import { SqliteStore } from "../store/sqlite.ts";
+import { openStore } from "../store/open.ts";
+import type { Store } from "../store/store.ts";
 
 export interface Parley {
   readonly url: string;
   readonly port: number;
-  readonly store: SqliteStore;
+  readonly store: Store;
   readonly meetings: MeetingService;
   readonly calls: CallService;
   readonly governance: Governance;
@@ -62,7 +63,8 @@ export async function start(config: ParleyConfig): Promise<Parley> {
 async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<Parley> {
   const metrics = createMetrics();
   // Every call start and end is counted as the store records it (http/callMetrics.ts).
-  const store = observedCallStore(life.add("store", new SqliteStore(config.store.path), (s) => s.close()), metrics.calls);
+  const store = observedCallStore(life.add("store", await openStore(config.store), (s) => s.close()), metrics.calls);
+  log.info({ backend: config.store.backend }, "store open");
   const clock = { now: () => Date.now() };
   const { privacy } = config;
   // Stops after everything that records events, before the store closes: what is queued is written.

@@ -11,6 +11,7 @@
 // The schedule lives in the store, so a restarted Parley still deactivates everyone it must.
 import { ParleyError } from "../errors.ts";
 import type { GuestRecord, GuestStore } from "../store/store.ts";
+import { InOrder } from "./inOrder.ts";
 import type { Clock } from "./ports.ts";
 
 export type GuestMode = "off" | "lobby";
@@ -117,6 +118,8 @@ export class GuestService {
   private readonly cfg: GuestConfig;
   private readonly deps: GuestDeps;
   private readonly pattern: RegExp;
+  /** Membership, presence and sign-out of one guest change its row in the order they happen. */
+  private readonly perGuest = new InOrder<string>();
 
   constructor(cfg: GuestConfig, deps: GuestDeps) {
     this.cfg = cfg;
@@ -175,6 +178,10 @@ export class GuestService {
   /** A membership of a guest changed (from the appservice's transactions, in order). */
   async onMembership(roomId: string, userId: string, membership: string): Promise<void> {
     if (!this.isGuest(userId)) return;
+    await this.perGuest.run(userId, () => this.applyMembership(roomId, userId, membership));
+  }
+
+  private async applyMembership(roomId: string, userId: string, membership: string): Promise<void> {
     const { store, clock } = this.deps;
     const guest = await store.guest(userId);
     if (!guest || guest.state === "deactivated" || guest.state === "creating" || guest.roomId !== roomId) return;
@@ -195,6 +202,10 @@ export class GuestService {
    */
   async onCallPresence(roomId: string, userId: string, present: boolean): Promise<void> {
     if (!this.isGuest(userId)) return;
+    await this.perGuest.run(userId, () => this.applyPresence(roomId, userId, present));
+  }
+
+  private async applyPresence(roomId: string, userId: string, present: boolean): Promise<void> {
     const { store, clock } = this.deps;
     const guest = await store.guest(userId);
     if (!guest || guest.state !== "joined" || guest.roomId !== roomId) return;
@@ -204,18 +215,22 @@ export class GuestService {
 
   /** The guest signed out: its token stops working now and the account goes at the next sweep. */
   async signOut(userId: string): Promise<void> {
-    const guest = await this.deps.store.guest(userId);
-    if (!guest || guest.state === "deactivated") return;
-    await this.deps.store.revokeGuestToken(userId);
-    await this.deps.store.scheduleGuest(userId, guest.state, this.deps.clock.now());
+    await this.perGuest.run(userId, async () => {
+      const guest = await this.deps.store.guest(userId);
+      if (!guest || guest.state === "deactivated") return;
+      await this.deps.store.revokeGuestToken(userId);
+      await this.deps.store.scheduleGuest(userId, guest.state, this.deps.clock.now());
+    });
   }
 
   /** A host ended the meeting: its guests go `deactivateAfterMs` from now (or earlier if due). */
   async onMeetingEnded(roomId: string): Promise<void> {
     const now = this.deps.clock.now();
     for (const g of await this.deps.store.guestsOfRoom(roomId)) {
-      if (g.state === "creating" || g.state === "deactivated") continue;
-      await this.deps.store.scheduleGuest(g.userId, g.state, Math.min(g.deactivateAt ?? now, now + this.cfg.deactivateAfterMs));
+      const { state } = g;
+      if (state === "creating" || state === "deactivated") continue;
+      const at = Math.min(g.deactivateAt ?? now, now + this.cfg.deactivateAfterMs);
+      await this.perGuest.run(g.userId, () => this.deps.store.scheduleGuest(g.userId, state, at));
     }
   }
 

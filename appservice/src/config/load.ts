@@ -85,6 +85,8 @@ export function loadConfig(file: string): ParleyConfig {
   }
   const config = parseConfig(parseYaml(text, file), file);
   config.store.path = path.resolve(path.dirname(path.resolve(file)), config.store.path);
+  const pg = config.store.postgres;
+  if (pg?.passwordFile) pg.passwordFile = path.resolve(path.dirname(path.resolve(file)), pg.passwordFile);
   if (config.crypto) config.crypto.path = path.resolve(path.dirname(path.resolve(file)), config.crypto.path);
   if (config.turn) config.turn.secretFile = path.resolve(path.dirname(path.resolve(file)), config.turn.secretFile);
   return config;

@@ -397,12 +397,44 @@ export const configSchema = z
       .meta({ description: "Guests by link: people without a Matrix account in meetings, admitted from the lobby by a host" }),
     store: z
       .strictObject({
-        path: z.string().min(1).default("parley.db").meta({
-          description: "SQLite database file (relative paths are relative to the config file)",
+        backend: z.enum(["sqlite", "postgres"]).default("sqlite").meta({
+          description: "sqlite: one file next to Parley (one instance); postgres: a PostgreSQL database several Parley instances share (docs/store.md)",
         }),
+        path: z.string().min(1).default("parley.db").meta({
+          description: "SQLite database file (relative paths are relative to the config file); unused with postgres",
+        }),
+        postgres: z
+          .strictObject({
+            url: z
+              .string()
+              .regex(/^postgres(ql)?:\/\/[^:@/]*@?[^@]*$/, "a postgres://user@host:port/database URL without a password (use passwordFile or passwordEnv)")
+              .optional()
+              .meta({ description: "Connection URL without the password; or give host, port, user and database", examples: ["postgres://parley@db.example.org:5432/parley"] }),
+            host: z.string().min(1).optional().meta({ description: "Server host (or the folder of its Unix socket)" }),
+            port: z.int().min(1).max(65535).default(5432).meta({ description: "Server port" }),
+            user: z.string().min(1).optional().meta({ description: "Role Parley logs in as" }),
+            database: z.string().min(1).optional().meta({ description: "Database (Parley creates its tables there)" }),
+            passwordFile: z.string().min(1).optional().meta({
+              description: "File holding the password (relative to the config file); never written in this config",
+              examples: ["/etc/parley/postgres-password"],
+            }),
+            passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional().meta({ description: "Or: the environment variable holding the password" }),
+            poolSize: z.int().min(1).max(200).default(10).meta({
+              description: "Connections this instance holds at most (the server's max_connections is shared by every instance)",
+            }),
+            connectTimeoutSeconds: z.int().min(1).max(300).default(10).meta({ description: "How long a query waits for a free connection" }),
+          })
+          .refine((p) => !p.url || !/[?&]password=/i.test(p.url), { message: "no password in url: use passwordFile or passwordEnv", path: ["url"] })
+          .refine((p) => !(p.passwordFile && p.passwordEnv), { message: "give passwordFile or passwordEnv, not both" })
+          .optional()
+          .meta({ description: "PostgreSQL connection, used when backend is postgres" }),
+      })
+      .refine((s) => s.backend !== "postgres" || s.postgres?.url !== undefined || s.postgres?.host !== undefined, {
+        message: "backend postgres needs postgres.url, or postgres.host (with user and database)",
+        path: ["postgres"],
       })
       .prefault({})
-      .meta({ description: "Embedded store" }),
+      .meta({ description: "Where Parley keeps its state (aliases, calls, guests, handled transactions)" }),
     crypto: z
       .strictObject({
         storeKey: secret("Key of the bot's Olm device store at rest (AES-256-GCM); losing it means a new device"),

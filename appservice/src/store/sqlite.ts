@@ -1,72 +1,13 @@
 // SQLite implementation of the store: one file, WAL, numbered migrations tracked in
 // PRAGMA user_version, each migration and each logical change in one transaction.
-import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
+import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, type Migration, type Row } from "./rows.ts";
 import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type Store } from "./store.ts";
 
-const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
+export { listMigrations } from "./rows.ts";
 
-interface Migration {
-  version: number;
-  name: string;
-  sql: string;
-}
-
-export function listMigrations(dir = MIGRATIONS_DIR): Migration[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d{3}-[\w-]+\.sql$/.test(f))
-    .sort()
-    .map((f, i) => {
-      const version = Number(f.slice(0, 3));
-      if (version !== i + 1) throw new Error(`migration ${f}: expected number ${String(i + 1).padStart(3, "0")}`);
-      return { version, name: f, sql: readFileSync(path.join(dir, f), "utf8") };
-    });
-}
-
-type Row = Record<string, unknown>;
-const toAlias = (r: Row): AliasRecord => ({
-  alias: r.alias as string,
-  roomId: (r.room_id as string | null) ?? null,
-  state: r.state as AliasRecord["state"],
-  createdAt: r.created_at as number,
-});
-const toCall = (r: Row): CallRecord => ({
-  callId: r.call_id as string,
-  roomId: r.room_id as string,
-  origin: r.origin as CallRecord["origin"],
-  startedBy: r.started_by as string,
-  startedAt: r.started_at as number,
-  startEventId: (r.start_event_id as string | null) ?? null,
-  widgetId: (r.widget_id as string | null) ?? null,
-  endedAt: (r.ended_at as number | null) ?? null,
-  endedBy: (r.ended_by as string | null) ?? null,
-  endEventId: (r.end_event_id as string | null) ?? null,
-  sfu: r.sfu_node ? { node: r.sfu_node as string, room: r.sfu_room as string, secret: r.sfu_secret as string } : null,
-});
-
-const toGuest = (r: Row): GuestRecord => ({
-  userId: r.user_id as string,
-  deviceId: r.device_id as string,
-  roomId: r.room_id as string,
-  displayName: r.display_name as string,
-  state: r.state as GuestState,
-  createdAt: r.created_at as number,
-  deactivateAt: (r.deactivate_at as number | null) ?? null,
-  deactivatedAt: (r.deactivated_at as number | null) ?? null,
-  attempts: r.attempts as number,
-});
-
-const toAudit = (r: Row): AuditEvent => ({
-  at: r.at as number,
-  action: r.action as string,
-  roomId: (r.room_id as string | null) ?? null,
-  callId: (r.call_id as string | null) ?? null,
-  actor: (r.actor as string | null) ?? null,
-  target: (r.target as string | null) ?? null,
-  outcome: (r.outcome as string | null) ?? null,
-  details: r.details ? (JSON.parse(r.details as string) as Record<string, unknown>) : null,
-});
 
 /** `?, ?, …` for a list of values. */
 const marks = (values: readonly unknown[]): string => values.map(() => "?").join(", ");
@@ -113,10 +54,7 @@ export class SqliteStore implements Store {
 
   private migrate(migrations: Migration[]): void {
     const current = this.schemaVersion;
-    const latest = migrations.at(-1)?.version ?? 0;
-    if (current > latest) {
-      throw new Error(`store schema version ${current} is newer than this Parley knows (${latest}); refusing to run`);
-    }
+    refuseNewer(current, migrations);
     for (const m of migrations.filter((m) => m.version > current)) {
       this.db.transaction(() => {
         this.db.exec(m.sql);
@@ -350,7 +288,7 @@ export class SqliteStore implements Store {
   }
   async erasures(): Promise<ErasureRecord[]> {
     const rows = this.db.prepare("SELECT * FROM erasure ORDER BY erased_at").all() as Row[];
-    return rows.map((r) => ({ erasedAt: r.erased_at as number, rowsRemoved: r.rows_removed as number, guestDeactivated: r.guest_deactivated === 1 }));
+    return rows.map(toErasure);
   }
 
   async ping(): Promise<void> {

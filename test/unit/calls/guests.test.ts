@@ -235,6 +235,16 @@ describe("deactivation", () => {
     await guests.onCallPresence(ROOM, "@alice:a.example", false);
   });
 
+  it("a guest's membership and call presence apply in the order they come, even when not awaited one by one", async () => {
+    const guests = make();
+    const g = await guests.create({ name: "Ada", meeting: ROOM });
+    // The join's read and write of the guest's row finish before the presence reads it.
+    const joined = guests.onMembership(ROOM, g.userId, "join");
+    await guests.onCallPresence(ROOM, g.userId, false);
+    await joined;
+    expect(await store.guest(g.userId)).toMatchObject({ state: "joined", deactivateAt: now + 600 * S });
+  });
+
   it("a guest never admitted goes lobbyWait after it was made; an invite gives it time to join", async () => {
     const guests = make({ lobbyWaitMs: 100 * S, deactivateAfterMs: 60 * S });
     const a = await guests.create({ name: "A", meeting: ROOM });

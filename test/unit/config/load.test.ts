@@ -85,7 +85,7 @@ describe("parseConfig", () => {
         createRateLimit: { perMinute: 10, burst: 5 },
         proxy: { requestsPerMinute: 600, burst: 200, concurrent: 8, maxBodyBytes: 512 * 1024, syncTimeoutSeconds: 30 },
       },
-      store: { path: "parley.db" },
+      store: { backend: "sqlite", path: "parley.db" },
       metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
       privacy: { retentionDays: 183, pseudonymizeRemoteUsers: false, auditQueueMax: 10_000, auditBatchSize: 200, auditFlushMs: 500 },
       logging: { level: "info" },
@@ -369,5 +369,35 @@ describe("the turn section", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("store section", () => {
+  const withStore = (store: unknown) => ({ ...minimal(), store });
+
+  it("postgres needs a url or a host", () => {
+    expect(problemsOf(withStore({ backend: "postgres" }))).toEqual([
+      "store.postgres: backend postgres needs postgres.url, or postgres.host (with user and database)",
+    ]);
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { poolSize: 5 } }))).toHaveLength(1);
+    expect(parseConfig(withStore({ backend: "postgres", postgres: { url: "postgres://parley@db.example.org:5432/parley" } })).store.postgres).toMatchObject({
+      poolSize: 10,
+      connectTimeoutSeconds: 10,
+    });
+  });
+
+  it("refuses a password in the url, and both a password file and a variable", () => {
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { url: "postgres://parley:hunter2@db/parley" } }))[0]).toMatch(/^store\.postgres\.url: .*without a password/);
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { url: "postgres://parley@db/parley?password=hunter2" } }))).toEqual([
+      "store.postgres.url: no password in url: use passwordFile or passwordEnv",
+    ]);
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { host: "db", passwordFile: "/p", passwordEnv: "PW" } }))).toEqual([
+      "store.postgres: give passwordFile or passwordEnv, not both",
+    ]);
+  });
+
+  it("limits the pool size", () => {
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { host: "db", poolSize: 201 } }))[0]).toMatch(/^store\.postgres\.poolSize: /);
+    expect(problemsOf(withStore({ backend: "postgres", postgres: { host: "db", poolSize: 0 } }))[0]).toMatch(/^store\.postgres\.poolSize: /);
   });
 });
