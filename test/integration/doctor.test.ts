@@ -1,6 +1,7 @@
 // `parley doctor` run as an operator runs it (the CLI, a child process) against a real Synapse,
-// Parley and Janus: a healthy stack passes and lists its endpoints; a Janus that is down, a
-// registration whose hs_token differs from Parley's, and a store on a read-only filesystem
+// Parley, Janus and coturn: a healthy stack passes and lists its endpoints; a Janus that is down,
+// a TURN secret that is not coturn's, a registration whose hs_token differs from Parley's, and a
+// store on a read-only filesystem
 // (systemd's ProtectSystem= without ReadWritePaths= does that) each fail, named. The Janus
 // config `parley janus-config` writes is run by a real Janus and passes the doctor's Janus check.
 import { execFileSync } from "node:child_process";
@@ -64,14 +65,18 @@ describe("parley doctor", () => {
     expect(code).toBe(0);
     expect(statuses(report)).toMatchObject({
       config: "ok", homeserver: "ok", clock: "ok", registration: "ok", bot: "ok", [`janus.janus-a`]: "ok",
-      turn: "skip", "tls.meetings.publicUrl": "info", "tls.homeserver.publicUrl": "info", store: "ok", crypto: "ok",
+      "tls.meetings.publicUrl": "info", "tls.homeserver.publicUrl": "info", store: "ok", crypto: "ok",
     });
-    expect(report.findings.find((f) => f.check === "turn")!.message).toMatch(/^not configured/);
+    // The stack's coturn over UDP (allocated, released) and TCP (listed, not probed).
+    const turn = report.findings.filter((f) => f.check === "turn");
+    expect(turn.map((f) => f.status)).toEqual(["ok", "info"]);
+    expect(turn[0]!.message).toMatch(/\?transport=udp: a relay allocated with fresh credentials \(127\.[\d.]+:\d+\)$/);
     expect(report.endpoints.map((e) => `${e.kind} ${e.address}`)).toEqual([
       `homeserver ${A.synapse.clientUrl}`,
       `appservice ${A.parley.config.appservice.url}`,
       `client ${A.parley.config.meetings.publicUrl}`,
       `janus ${A.janus!.wsUrl}`,
+      ...A.coturn!.urls.map((u) => `turn ${u}`),
       "federation partner.example",
       "federation *.gov.example",
     ]);
@@ -152,6 +157,18 @@ describe("parley doctor", () => {
       await A.parley.restart();
     }
     expect((await doctor(A.parley.configFile)).code).toBe(0);
+  });
+
+  it("names a TURN server whose secret is not the one Parley signs credentials with", async () => {
+    const wrongSecret = path.join(A.dir, "wrong-turn-secret");
+    await fs.writeFile(wrongSecret, randomBytes(32).toString("hex"), { mode: 0o600 });
+    const file = await configVariant("wrong-turn-secret", (raw) => {
+      raw.turn!.secretFile = wrongSecret;
+    });
+    const { code, report } = await doctor(file);
+    expect(code).toBe(1);
+    expect(errors(report)).toEqual([expect.objectContaining({ check: "turn", message: expect.stringMatching(/transport=udp: refused Parley's credentials \(401 .*static-auth-secret/) })]);
+    expect(errors(report)[0]!.fix).toContain("static-auth-secret");
   });
 
   it("names a Janus that is down", async () => {

@@ -2,11 +2,16 @@
 // store.backend = postgres (password in a file), a throwaway PostgreSQL cluster. The meeting
 // room an alias makes is recorded in the database, survives a restart of Parley, the health
 // check asks the database, and the password never reaches Parley's log.
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ParleyConfigInput } from "../../appservice/src/config/schema.ts";
+import type { DoctorReport } from "../../appservice/src/ops/doctor.ts";
 import { PostgresStore } from "../../appservice/src/store/postgres.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { startPostgres, type PostgresHandle } from "../../scripts/stack/postgres.ts";
+import { parley } from "../support/cli.ts";
 import { TestUser } from "../support/matrix.ts";
 
 let pg: PostgresHandle;
@@ -56,5 +61,25 @@ describe("Parley with its store on PostgreSQL", () => {
     const log = await readFile(A.parley.logFile, "utf8");
     expect(log).toContain('"backend":"postgres"');
     expect(log).not.toContain(pg.password);
+  });
+});
+
+describe("parley doctor on a PostgreSQL store", () => {
+  it("reports the database writable at its schema version, and names a wrong password", async () => {
+    const ok = await parley(["doctor", "-c", A.parley.configFile, "--json"]);
+    const store = (JSON.parse(ok.stdout) as DoctorReport).findings.find((f) => f.check === "store");
+    expect(store).toMatchObject({ status: "ok", message: expect.stringMatching(/^PostgreSQL takes writes \(schema version [1-9]\d*\)$/) });
+
+    const wrong = path.join(A.dir, "wrong-pg-password");
+    await writeFile(wrong, "not-the-password", { mode: 0o600 });
+    const raw = parse(await readFile(A.parley.configFile, "utf8")) as ParleyConfigInput;
+    raw.store!.postgres!.passwordFile = wrong;
+    const file = path.join(A.dir, "wrong-pg.yaml");
+    await writeFile(file, stringify(raw), { mode: 0o600 });
+    const bad = await parley(["doctor", "-c", file, "--json"]);
+    expect(bad.code).toBe(1);
+    const finding = (JSON.parse(bad.stdout) as DoctorReport).findings.find((f) => f.check === "store");
+    expect(finding).toMatchObject({ status: "error", message: expect.stringMatching(/^PostgreSQL store: .*password authentication failed/) });
+    expect(bad.stdout).not.toContain("not-the-password");
   });
 });

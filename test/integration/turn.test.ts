@@ -7,16 +7,16 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { turnCredential } from "../../appservice/src/turn/credentials.ts";
 import { startCoturn, type CoturnHandle } from "../../scripts/stack/coturn.ts";
-import { TurnProbe, type TurnAnswer } from "../support/turn.ts";
+import { TurnClient, type TurnAnswer } from "../../appservice/src/turn/client.ts";
 
 const IP = "127.0.0.1";
 const SFU = "127.0.0.5";
 let coturn: CoturnHandle;
 let dir: string;
-const probes: TurnProbe[] = [];
+const probes: TurnClient[] = [];
 
-async function allocate(username: string, password: string): Promise<{ probe: TurnProbe; answer: TurnAnswer }> {
-  const probe = await TurnProbe.open({ ip: IP, port: coturn.port });
+async function allocate(username: string, password: string): Promise<{ probe: TurnClient; answer: TurnAnswer }> {
+  const probe = await TurnClient.open({ ip: IP, port: coturn.port });
   probes.push(probe);
   return { probe, answer: await probe.allocate(username, password) };
 }

@@ -9,7 +9,8 @@ import type { ParleyConfig } from "../config/schema.ts";
 import { configureLogging } from "../log.ts";
 import { BackupError, backup, restore, type BackupPaths } from "../ops/backup.ts";
 import { exitCode, formatHuman, formatJson, runChecks, type Check } from "../ops/doctor.ts";
-import { cryptoFinding, DEFAULT_LIMITS, endpoints, homeserverChecks, janusCheck, storeFinding, tlsCheck, turnCheck, type TurnProbe } from "../ops/doctorChecks.ts";
+import { turnProbe } from "../turn/probe.ts";
+import { cryptoFinding, DEFAULT_LIMITS, postgresStoreFinding, endpoints, homeserverChecks, janusCheck, storeFinding, tlsCheck, turnCheck, type TurnProbe } from "../ops/doctorChecks.ts";
 import { JanusFilesError, janusFiles, writeJanusFiles } from "../ops/janusFiles.ts";
 
 export const SUBCOMMAND_USAGE = `  parley doctor -c CONFIG [--json]     check the deployment; exit 1 on any error
@@ -25,13 +26,8 @@ function parse(argv: string[], options: Options) {
   return parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, ...options }, strict: true }).values as Record<string, string | boolean | undefined>;
 }
 
-/** The TURN probe, once the config grows a turn section (the coturn work); none until then. */
-function turnProbe(_config: ParleyConfig): TurnProbe | undefined {
-  return undefined;
-}
-
 export async function doctor(config: ParleyConfig, file: string, opts: { json: boolean }): Promise<number> {
-  const turn = turnProbe(config);
+  const turn: TurnProbe | undefined = config.turn ? turnProbe(config.turn) : undefined;
   const checks: Check[] = [
     { id: "config", run: async () => [{ check: "config", status: "ok", message: `${file} is valid` }] },
     ...homeserverChecks(config, DEFAULT_LIMITS),
@@ -39,7 +35,7 @@ export async function doctor(config: ParleyConfig, file: string, opts: { json: b
     ...(config.sfu.nodes.length ? [] : [{ id: "janus", run: async () => [{ check: "janus", status: "error" as const, message: "no sfu.nodes: calls cannot start", fix: "add a Janus node to sfu.nodes and write its config with 'parley janus-config'" }] }]),
     turnCheck(turn),
     tlsCheck(config, DEFAULT_LIMITS),
-    { id: "store", run: async () => [await storeFinding(config.store.path)] },
+    { id: "store", run: async () => [config.store.backend === "postgres" ? await postgresStoreFinding(config.store.postgres!) : await storeFinding(config.store.path)] },
     { id: "crypto", run: async () => [await cryptoFinding(config.crypto)] },
   ];
   const report = await runChecks(checks, endpoints(config, turn));

@@ -9,6 +9,8 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import Database from "better-sqlite3";
+import pg from "pg";
+import { postgresOptions } from "../store/open.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { blockedReason } from "../matrix/addressGuard.ts";
 import { JanusSession } from "../sfu/session.ts";
@@ -322,6 +324,43 @@ export function tlsCheck(config: ParleyConfig, limits: DoctorLimits, now: () => 
  * The store takes a write: opened as Parley opens it, a table created and a row written in a
  * transaction that is rolled back. A store that does not exist yet is judged by its folder.
  */
+/**
+ * A PostgreSQL store: connects with the config's options, reads the schema version and makes a
+ * write in a transaction it rolls back (nothing migrated: that is Parley's start's to do).
+ */
+export async function postgresStoreFinding(cfg: NonNullable<ParleyConfig["store"]["postgres"]>): Promise<Finding> {
+  const check = "store";
+  let client: pg.Client | undefined;
+  try {
+    const o = postgresOptions(cfg);
+    client = new pg.Client({
+      ...(o.connectionString ? { connectionString: o.connectionString } : {}),
+      ...(o.host ? { host: o.host } : {}),
+      ...(o.port ? { port: o.port } : {}),
+      ...(o.user ? { user: o.user } : {}),
+      ...(o.database ? { database: o.database } : {}),
+      ...(o.password !== undefined ? { password: o.password } : {}),
+      connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000,
+      application_name: "parley-doctor",
+    });
+    await client.connect();
+    const version = await client
+      .query<{ version: number }>("SELECT version FROM parley_schema")
+      .then((r) => r.rows[0]?.version ?? 0, () => 0);
+    await client.query("BEGIN");
+    try {
+      await client.query("CREATE TABLE parley_doctor_write_probe (at BIGINT)");
+    } finally {
+      await client.query("ROLLBACK");
+    }
+    return { check, status: "ok", message: `PostgreSQL takes writes (schema version ${version}${version ? "" : ": Parley creates the schema on first start"})` };
+  } catch (err) {
+    return { check, status: "error", message: `PostgreSQL store: ${(err as Error).message}`, fix: "check store.postgres (address, user, database, password file) and that the user may create tables in the database" };
+  } finally {
+    await client?.end().catch(() => undefined);
+  }
+}
+
 export async function storeFinding(file: string): Promise<Finding> {
   const check = "store";
   if (!existsSync(file)) {

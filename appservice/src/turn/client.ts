@@ -1,7 +1,8 @@
 // A TURN client just big enough to ask a real coturn what it thinks of a credential: Allocate
 // (RFC 8656) over UDP with the long-term credential mechanism, CreatePermission and Refresh, each
-// answered with the server's success or its ERROR-CODE. (werift's TURN client only retransmits
-// and times out on a refusal: a test must see the refusal itself.)
+// answered with the server's success or its ERROR-CODE. `parley doctor` uses it to check the
+// deployment's TURN server with fresh credentials, the tests to check coturn's policy. (werift's
+// TURN client only retransmits and times out on a refusal: both need the refusal itself.)
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 
@@ -84,7 +85,7 @@ function answerOf(p: Parsed): TurnAnswer {
 }
 
 /** One UDP 5-tuple to a TURN server: one allocation at most. */
-export class TurnProbe {
+export class TurnClient {
   private readonly socket = dgram.createSocket("udp4");
   private realm = "";
   private nonce: Buffer = Buffer.alloc(0);
@@ -96,12 +97,14 @@ export class TurnProbe {
     this.server = server;
   }
 
-  static async open(server: { ip: string; port: number }, localIp = server.ip): Promise<TurnProbe> {
-    const p = new TurnProbe(server);
+  static async open(server: { ip: string; port: number }, localIp?: string): Promise<TurnClient> {
+    const p = new TurnClient(server);
     await new Promise<void>((resolve, reject) => {
       p.socket.once("error", reject);
-      p.socket.bind(0, localIp, () => resolve());
+      p.socket.bind(0, localIp ?? (server.ip.startsWith("127.") ? server.ip : undefined), () => resolve());
     });
+    // A send that fails (no route, port unreachable) shows up as no answer, never as a crash.
+    p.socket.on("error", () => undefined);
     return p;
   }
 
