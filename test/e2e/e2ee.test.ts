@@ -9,7 +9,8 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { buildMembershipContent, CALL_MEMBER_EVENT, membershipStateKey } from "../../client/src/matrix/membership.ts";
-import { decryptFrame, deriveFrameKey, clearBytesForCodec, TRAILER_LENGTH } from "../../client/src/rtc/e2ee/frameCrypto.ts";
+import { decryptFrame, clearBytesForCodec, TRAILER_LENGTH } from "../../client/src/rtc/e2ee/frameCrypto.ts";
+import { KeyRing } from "../../client/src/rtc/e2ee/keyRing.ts";
 import { CALL_KEYS_EVENT, parseKeyContent } from "../../client/src/rtc/e2ee/keyShare.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { e2eeStats, joinThroughClient, launchChromium, mediaFlowing, signedInUser } from "../support/browser.ts";
@@ -107,11 +108,20 @@ async function captureAlice(): Promise<{ audio: RtpCapture; video: RtpCapture; s
 }
 
 /** Decrypts captured frames with any of the media keys held (derived once). */
+/**
+ * Decrypts as a call member does: with the keys it was sent, and, for a frame under a later index,
+ * the sender's ratchet from them (a join into an older key ratchets instead of sending members a
+ * new key: frameCrypto.ts). A key made fresh at a leave is not derivable, so it still fails.
+ */
 async function decrypterFor(keys: Map<number, Uint8Array> | undefined) {
-  const derived = new Map<number, CryptoKey>();
-  for (const [i, raw] of keys ?? []) derived.set(i, await deriveFrameKey(raw));
-  return (frame: Uint8Array, kind: "audio" | "video") =>
-    decryptFrame(frame, (i) => derived.get(i), clearBytesForCodec(kind, kind === "video" ? "vp8" : "opus"));
+  const ring = new KeyRing();
+  for (const [i, raw] of keys ?? []) await ring.set(i, raw);
+  return async (frame: Uint8Array, kind: "audio" | "video") => {
+    const clear = clearBytesForCodec(kind, kind === "video" ? "vp8" : "opus");
+    const r = await decryptFrame(frame, ring.lookup, clear);
+    if (r.ok || r.reason !== "no-key" || r.keyIndex === undefined || !(await ring.ratchetTo(r.keyIndex))) return r;
+    return decryptFrame(frame, ring.lookup, clear);
+  };
 }
 
 const opusFrames = (packets: RtpPacket[]) => packets.map((p) => new Uint8Array(p.payload));
