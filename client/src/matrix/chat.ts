@@ -122,7 +122,7 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   private async startSync(): Promise<void> {
-    // With crypto: the device's prepared client (deviceCrypto.ts), its keys most likely up already.
+    // With crypto: the device's prepared client (deviceCrypto.ts), its crypto most likely started already.
     if (this.crypto) markStep("feed-start");
     const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
     this.client = client;
