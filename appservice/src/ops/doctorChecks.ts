@@ -11,6 +11,7 @@ import tls from "node:tls";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { postgresOptions } from "../store/open.ts";
+import { connectionConfig } from "../store/postgres.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { blockedReason } from "../matrix/addressGuard.ts";
 import { JanusSession } from "../sfu/session.ts";
@@ -332,17 +333,7 @@ export async function postgresStoreFinding(cfg: NonNullable<ParleyConfig["store"
   const check = "store";
   let client: pg.Client | undefined;
   try {
-    const o = postgresOptions(cfg);
-    client = new pg.Client({
-      ...(o.connectionString ? { connectionString: o.connectionString } : {}),
-      ...(o.host ? { host: o.host } : {}),
-      ...(o.port ? { port: o.port } : {}),
-      ...(o.user ? { user: o.user } : {}),
-      ...(o.database ? { database: o.database } : {}),
-      ...(o.password !== undefined ? { password: o.password } : {}),
-      connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000,
-      application_name: "parley-doctor",
-    });
+    client = new pg.Client(connectionConfig(postgresOptions(cfg), "parley-doctor"));
     await client.connect();
     const version = await client
       .query<{ version: number }>("SELECT version FROM parley_schema")

@@ -36,6 +36,20 @@ const types = {
 
 type Queryable = Pick<pg.PoolClient, "query">;
 
+/** The driver's connection settings for these options (a pool's, or one client's). */
+export function connectionConfig(opts: Omit<PostgresStoreOptions, "poolSize">, applicationName: string): pg.ClientConfig {
+  return {
+    ...(opts.connectionString ? { connectionString: opts.connectionString } : {}),
+    ...(opts.host ? { host: opts.host } : {}),
+    ...(opts.port ? { port: opts.port } : {}),
+    ...(opts.user ? { user: opts.user } : {}),
+    ...(opts.database ? { database: opts.database } : {}),
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
+    application_name: applicationName,
+  };
+}
+
 /**
  * A shared migration in PostgreSQL's dialect. The files are plain SQL both take, except in two
  * places: INTEGER is 64-bit in SQLite but 32-bit here (the times are epoch milliseconds), and
@@ -55,18 +69,7 @@ export class PostgresStore implements Store {
 
   /** Connects and runs the migrations this database lacks. */
   static async open(opts: PostgresStoreOptions, migrations: Migration[] = listMigrations().map(forPostgres)): Promise<PostgresStore> {
-    const pool = new pg.Pool({
-      ...(opts.connectionString ? { connectionString: opts.connectionString } : {}),
-      ...(opts.host ? { host: opts.host } : {}),
-      ...(opts.port ? { port: opts.port } : {}),
-      ...(opts.user ? { user: opts.user } : {}),
-      ...(opts.database ? { database: opts.database } : {}),
-      ...(opts.password !== undefined ? { password: opts.password } : {}),
-      max: opts.poolSize,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
-      application_name: "parley",
-      types,
-    });
+    const pool = new pg.Pool({ ...connectionConfig(opts, "parley"), max: opts.poolSize, types });
     // An idle connection the server drops must not crash the process; the next query reconnects.
     const log = getLogger("store.postgres");
     pool.on("error", (err) => log.warn({ err: { message: err.message } }, "idle PostgreSQL connection lost"));

@@ -211,9 +211,9 @@ export class SyncedRoomFeed implements RoomFeed {
     for (const u of ids) this.preparing.add(u);
     void (async () => {
       const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-      const userIds = () => ids.map((u) => new UserId(u));
-      if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await internals.olmMachine?.updateTrackedUsers?.(userIds());
+      if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
       await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
+      const userIds = () => ids.map((u) => new UserId(u));
       await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
     })()
       .catch((err: unknown) => this.log.debug("could not prepare Olm sessions", { err: String(err) }))
@@ -377,6 +377,13 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 }
 
+/** Has Rust crypto track these users' devices (it tracks an encrypted room's members by itself). */
+async function trackUsers(internals: RustCryptoInternals, users: string[]): Promise<void> {
+  if (!internals.olmMachine?.updateTrackedUsers) return;
+  const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+  await internals.olmMachine.updateTrackedUsers([...new Set(users)].map((u) => new UserId(u)));
+}
+
 /**
  * Olm-encrypts `content` for each device and queues it; returns the devices it could not reach.
  *
@@ -389,10 +396,7 @@ export class SyncedRoomFeed implements RoomFeed {
 async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
-  if (track && internals.olmMachine?.updateTrackedUsers) {
-    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-    await internals.olmMachine.updateTrackedUsers([...new Set(devices.map((d) => d.userId))].map((u) => new UserId(u)));
-  }
+  if (track) await trackUsers(internals, devices.map((d) => d.userId));
   let pending = devices;
   for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
     if (attempt > 0) {
