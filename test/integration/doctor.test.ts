@@ -156,7 +156,9 @@ describe("parley doctor", () => {
       await fs.writeFile(A.parley.configFile, original);
       await A.parley.restart();
     }
-    expect((await doctor(A.parley.configFile)).code).toBe(0);
+    const after = await doctor(A.parley.configFile);
+    expect(errors(after.report)).toEqual([]);
+    expect(after.code).toBe(0);
   });
 
   it("names a TURN server whose secret is not the one Parley signs credentials with", async () => {
