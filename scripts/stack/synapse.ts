@@ -56,8 +56,13 @@ export interface SynapseHandle {
   logFile: string;
   /** Milliseconds from startSynapse() until /_matrix/client/versions answered. */
   startupMs: number;
-  process: ManagedProcess;
+  /** The running process (a new one after restart()). */
+  readonly process: ManagedProcess;
   stop(): Promise<void>;
+  /** SIGKILL, no cleanup (a crash). */
+  kill9(): Promise<void>;
+  /** Stops it (SIGKILL by default) and starts it again: same config, ports, keys and database. */
+  restart(opts?: { kill9?: boolean }): Promise<void>;
 }
 
 // Persisted next to the data so that restarting in the same dir keeps the server name (which
@@ -338,7 +343,7 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapseHandle>
   const tKeys = performance.now();
 
   const clientUrl = `http://${opts.ip}:${state.clientPort}`;
-  const proc = await startProcess({
+  const launch = () => startProcess({
     name: "synapse",
     command: python,
     args: ["-m", "synapse.app.homeserver", "-c", configFile],
@@ -353,6 +358,7 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapseHandle>
         intervalMs: 100,
       }),
   });
+  let proc = await launch();
   const startupMs = Math.round(performance.now() - t0);
   if (process.env["PARLEY_STACK_DEBUG"]) {
     console.error(
@@ -369,9 +375,18 @@ export async function startSynapse(opts: SynapseOptions): Promise<SynapseHandle>
     dir,
     logFile,
     startupMs,
-    process: proc,
+    get process() {
+      return proc;
+    },
     async stop() {
       await proc.stop();
+    },
+    async kill9() {
+      await proc.kill9();
+    },
+    async restart(o = {}) {
+      await ((o.kill9 ?? true) ? proc.kill9() : proc.stop());
+      proc = await launch();
     },
   };
 }
