@@ -3,7 +3,7 @@
 // because the call API needs the call service before the HTTP server exists: startCalls() makes
 // the parts, attach(server) opens the signalling socket on the listening server; stop() unwinds
 // both, whatever was reached.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Server } from "node:http";
 import { CallSeats } from "../calls/callSeats.ts";
 import { CallService, type CallServiceDeps } from "../calls/callService.ts";
@@ -22,11 +22,12 @@ import { getLogger } from "../log.ts";
 import type { CallMetrics } from "../http/callMetrics.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { readTurnSecret } from "../turn/credentials.ts";
+import type { SeatStore } from "../store/store.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
-export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission"> {
+export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission" | "recorder"> {
   homeserver: CallServiceDeps["homeserver"] & RoomStateReader & GovernanceDeps["homeserver"];
-  store: CallServiceDeps["store"] & GovernanceDeps["store"];
+  store: CallServiceDeps["store"] & GovernanceDeps["store"] & SeatStore;
   crypto: BotCrypto | undefined;
   /** Counts governance actions (metrics); optional. */
   observeGovernance?: GovernanceDeps["observe"];
@@ -78,7 +79,19 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       sessionsPerUserPerCall: limits.sessionsPerUserPerCall,
       sessionsPerCall: limits.sessionsPerCall,
     },
-    { ...deps, sfu: ports, admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall) },
+    {
+      ...deps,
+      sfu: ports,
+      admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall),
+      // Sessions (and their SFU sessions) outlive a restart of this process: docs/resilience.md.
+      recorder: {
+        key: (token) => createHash("sha256").update(token).digest("base64url"),
+        save: (seat) => deps.store.saveSeat(seat),
+        media: (key, media, at) => deps.store.setSeatMedia(key, media, at),
+        forget: (key) => deps.store.forgetSeat(key),
+      },
+      recordFailed: (err) => log.warn({ err }, "call session not recorded; a restart would end it"),
+    },
   );
   // Provisioned keys need the bot's Olm device: without a crypto section no keys are provisioned.
   const crypto = deps.crypto;
@@ -147,6 +160,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     },
   ));
 
+  await resumeSessions(deps.store, ports, seats, config.calls.resumeGraceSeconds * 1000, deps.clock.now());
+
   const idleMs = config.calls.idleEndSeconds * 1000;
   const idle = new IdleCalls(idleMs, {
     clock: deps.clock,
@@ -172,6 +187,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     janusNodes: () => (sfu?.health() ?? []).map((n) => ({ id: n.id, up: n.state === "up", sessions: n.participants, handles: n.handles, rooms: n.rooms })),
   });
   const closeSignalling = async () => {
+    // The sockets closing now end no session: the next process takes them and their media over.
+    seats.suspend();
     const s = signalling;
     signalling = undefined;
     await s?.close();
@@ -198,9 +215,29 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       await closeSignalling();
       provisioned?.stop();
       calls.stop();
-      await sfu?.stop();
+      // Rooms and participants' sessions stay in Janus for the next process (a restart, an upgrade).
+      await sfu?.stop({ keepMedia: true });
     },
   };
+}
+
+/**
+ * What an earlier Parley process left running (docs/resilience.md): its calls' SFU rooms are
+ * this process's own again, and its call sessions live on, their SFU sessions adopted, until
+ * their clients reattach. Sessions of calls that ended meanwhile are forgotten.
+ */
+async function resumeSessions(store: CallsDeps["store"], ports: SfuPorts, seats: CallSeats, graceMs: number, now: number): Promise<void> {
+  const log = getLogger("app.calls");
+  const active = await store.activeCalls();
+  for (const call of active) if (call.sfu) ports.adoptRoom?.(call.sfu, call.callId);
+  const records = await store.seats();
+  const live = new Set(active.map((c) => c.callId));
+  const stale = records.filter((r) => !live.has(r.callId) || (r.expiresAt !== null && r.expiresAt <= now));
+  await Promise.all(stale.map((r) => store.forgetSeat(r.tokenHash)));
+  const kept = records.filter((r) => !stale.includes(r));
+  if (!kept.length) return;
+  const resumed = await seats.restore(kept, graceMs, now);
+  log.info({ ...resumed, graceMs }, "call sessions of the previous run resumed; their clients may reattach");
 }
 
 /** Without an SFU node in the config, calls cannot carry media: joins say so. */

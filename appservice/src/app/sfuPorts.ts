@@ -1,7 +1,7 @@
 // The call layer's SFU ports (calls/ports.ts) over the Janus door (sfu/). Composition only:
 // the call layer never sees Janus types, the SFU never sees Matrix ones.
 import { randomBytes } from "node:crypto";
-import type { IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuRooms, TrickleTarget } from "../calls/ports.ts";
+import type { IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuMediaSnapshot, SfuRooms, TrickleTarget } from "../calls/ports.ts";
 import { ParleyError } from "../errors.ts";
 import { JanusClosedError, SfuUnavailableError, VideoRoomError } from "../sfu/errors.ts";
 import type { RoomRef, Sfu, SubscriptionStream, TalkDetection, TrickleCandidate } from "../sfu/index.ts";
@@ -82,6 +82,14 @@ export function sfuPorts(sfu: Sfu, opts: SfuPortOptions): SfuPorts {
       participant.onLost((reason) => onEnded(`media session ${reason}`));
       return mediaSession(participant, display, opts, (mid, mute) => sfu.moderate(participant.room, participantId, mid, mute));
     },
+    async adopt(room, display, snapshot, onEnded) {
+      const participant = await sfu.adoptParticipant(toRef(room), snapshot.feedId, snapshot.session);
+      participant.onLost((reason) => onEnded(`media session ${reason}`));
+      return mediaSession(participant, display, opts, (mid, mute) => sfu.moderate(participant.room, snapshot.feedId, mid, mute), snapshot);
+    },
+    adoptRoom(room, callId) {
+      sfu.adoptRoom(toRef(room), callId, roomOptions);
+    },
   };
 }
 
@@ -94,11 +102,12 @@ function mediaSession(
   display: string,
   opts: SfuPortOptions,
   moderate: (mid: string, mute: boolean) => Promise<void>,
+  adopted?: SfuMediaSnapshot,
 ): SfuMediaSession {
   let publisher: Publisher | undefined;
-  let privateId: number | undefined;
-  let subscriber: Subscriber | undefined;
-  let publishedMids: MediaStreamInfo[] = [];
+  let privateId: number | undefined = adopted?.publisher?.privateId;
+  let subscriber: Subscriber | undefined = adopted?.subscriber && participant.adoptSubscriber(adopted.subscriber.handle);
+  let publishedMids: MediaStreamInfo[] = adopted?.publisher?.streams ?? [];
   // Candidates can arrive while the handle they belong to is still being made.
   const early: Record<TrickleTarget, (TrickleCandidate | null)[]> = { publisher: [], subscriber: [] };
   const flush = async (target: TrickleTarget, to: Publisher | Subscriber) => {
@@ -112,25 +121,41 @@ function mediaSession(
   const talking = (t: boolean) => {
     for (const l of talkingListeners) l(t);
   };
+  const wirePublisher = (p: Publisher, onUp: () => void) => {
+    p.onPeer((e) => {
+      if (e.kind === "webrtcup") up.webrtcUp(onUp);
+      if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
+      // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
+      if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
+      if (e.kind === "hangup" || e.kind === "detached") {
+        up.cancel();
+        talking(false);
+      }
+    });
+    p.onTalking((e) => talking(e.talking));
+  };
+  if (adopted?.publisher) {
+    // Its media is up and announced already: nothing more to announce.
+    publisher = participant.adoptPublisher(adopted.publisher.handle);
+    wirePublisher(publisher, () => {});
+  }
 
   return {
     feedId: participant.participantId,
+    snapshot() {
+      return {
+        session: participant.sessionId,
+        feedId: participant.participantId,
+        ...(publisher && privateId !== undefined ? { publisher: { handle: publisher.handle.id, privateId, streams: publishedMids } } : {}),
+        ...(subscriber ? { subscriber: { handle: subscriber.handle.id } } : {}),
+      };
+    },
     async publish(offerSdp, { simulcast, onUp }) {
       if (!publisher) {
         const joined = await sfuCall("joining", () => participant.joinAsPublisher(display));
         publisher = joined.publisher;
         privateId = joined.joined.privateId;
-        publisher.onPeer((e) => {
-          if (e.kind === "webrtcup") up.webrtcUp(onUp);
-          if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
-          // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
-          if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
-          if (e.kind === "hangup" || e.kind === "detached") {
-            up.cancel();
-            talking(false);
-          }
-        });
-        publisher.onTalking((e) => talking(e.talking));
+        wirePublisher(publisher, onUp);
       }
       const p = publisher;
       const { answer, streams } = await sfuCall("publishing", () =>

@@ -8,7 +8,7 @@ import { ParleyError } from "../errors.ts";
 import type { CallSession } from "./callService.ts";
 import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
 import { admitE2ee, type E2eeObserver } from "./e2eeAdmission.ts";
-import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, TrickleTarget } from "./ports.ts";
+import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuMediaSnapshot, TrickleTarget } from "./ports.ts";
 import { Moderation, type ModerationConfig } from "./moderation.ts";
 import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
@@ -23,6 +23,20 @@ export interface Seat {
   /** The Matrix device the client declared in hello ("" if none). */
   readonly deviceId: string;
   readonly client: CallClient;
+}
+
+/**
+ * A member as a restarted Parley takes it over (recorded in the store, docs/resilience.md): its
+ * SFU session to adopt and what the others were told of it.
+ */
+export interface MemberRecord {
+  sfu: SfuMediaSnapshot;
+  streams: Member<Seat>["streams"];
+  published: boolean;
+  videoSource: VideoSource;
+  muted: { audio: boolean; video: boolean };
+  /** Its whole subscription (which m-line carries which feed). */
+  subscribed: { mid: string; kind: "audio" | "video"; feed: string | number }[];
 }
 
 export interface CallMediaDeps {
@@ -42,6 +56,8 @@ export interface CallMediaDeps {
   mediaFailed?: (what: string, err: unknown) => void;
   /** Told of each end-to-end encryption check (metrics); optional. */
   observeE2ee?: E2eeObserver | undefined;
+  /** Records what a restarted Parley needs of the seat's member (null: it has no SFU session); optional. */
+  recordMember?: ((seat: Seat, record: MemberRecord | null) => void) | undefined;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
@@ -52,6 +68,8 @@ export class CallMedia {
   readonly large: LargeMeetings<Seat>;
   private readonly opening = new SingleFlight<Seat, Member<Seat>>();
   private readonly deps: CallMediaDeps;
+  /** Each member's whole subscription, as the SFU last reported it. */
+  private readonly subscriptions = new WeakMap<Member<Seat>, MemberRecord["subscribed"]>();
 
   constructor(deps: CallMediaDeps) {
     this.deps = deps;
@@ -101,6 +119,7 @@ export class CallMedia {
       onUp: () => {
         if (this.roster.get(callId, seat) !== member) return;
         member.streams = withSource(streams, member.videoSource);
+        this.record(member);
         // A forced mute outlives a republish: block the new streams before announcing them.
         void this.moderation
           .onPublished(member, callId)
@@ -109,6 +128,7 @@ export class CallMedia {
       },
     });
     member.published = true;
+    this.record(member);
     return { answerSdp, feedId: member.media.feedId };
   }
 
@@ -116,14 +136,14 @@ export class CallMedia {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     const member = await this.memberOf(seat);
     const { offerSdp, streams } = await member.media.subscribe(feeds);
-    this.large.subscribed(seat.session.callId, seat, streams);
+    this.subscribedNow(member, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
   async unsubscribe(seat: Seat, feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
     const member = await this.memberOf(seat);
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
-    this.large.subscribed(seat.session.callId, seat, streams);
+    this.subscribedNow(member, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
@@ -141,6 +161,7 @@ export class CallMedia {
     const member = await this.memberOf(seat);
     await member.media.mute(kind, muted);
     member.muted[kind] = muted;
+    this.record(member);
     this.roster.broadcast(seat.session.callId);
   }
 
@@ -149,6 +170,7 @@ export class CallMedia {
     member.videoSource = source;
     member.streams = withSource(member.streams, source);
     await this.moderation.onSource(member, seat.session.callId, source);
+    this.record(member);
     this.roster.broadcast(seat.session.callId);
   }
 
@@ -169,8 +191,78 @@ export class CallMedia {
       this.large.left(seat.session.callId, member);
       this.roster.remove(seat.session.callId, seat);
       this.roster.broadcast(seat.session.callId);
+      // The session lives on without an SFU session (it publishes again); an ended one's record goes with it.
+      if (this.deps.live(seat)) this.deps.recordMember?.(seat, null);
     }
     await member.media.close();
+  }
+
+  /**
+   * A member an earlier Parley process had (recorded in the store): its SFU session is adopted
+   * and it is in the roster again, under a stand-in seat until its client reattaches (`moved`)
+   * or its session ends. False when the SFU no longer has the session (the client renegotiates
+   * once it reattaches).
+   */
+  async adopt(seat: Seat, record: MemberRecord): Promise<boolean> {
+    const { callId, userId } = seat.session;
+    const room = await this.deps.sfuRoomOf(callId);
+    if (!room || !this.deps.sfu.adopt) return false;
+    const adopted: { media?: SfuMediaSession } = {};
+    try {
+      adopted.media = await this.deps.sfu.adopt(room, userId, record.sfu, (reason) => adopted.media && this.lost(callId, adopted.media, reason));
+    } catch {
+      return false;
+    }
+    const member: Member<Seat> = {
+      seat, userId, deviceId: seat.deviceId, client: seat.client, media: adopted.media, streams: record.streams,
+      published: record.published, videoSource: record.videoSource, muted: { ...record.muted },
+    };
+    this.roster.add(callId, member);
+    this.large.joined(callId, member);
+    if (record.subscribed.length) this.subscribedNow(member, record.subscribed);
+    this.roster.broadcast(callId);
+    return true;
+  }
+
+  /** The stand-in seat's member now belongs to the client's new seat: same SFU session, nothing renegotiated. */
+  moved(from: Seat, to: Seat): boolean {
+    const callId = from.session.callId;
+    const old = this.roster.get(callId, from);
+    if (!old) return false;
+    this.roster.remove(callId, from);
+    const member: Member<Seat> = { ...old, seat: to, client: to.client, deviceId: to.deviceId || old.deviceId };
+    this.roster.add(callId, member);
+    this.large.moved(callId, old, member);
+    const subscribed = this.subscriptions.get(old);
+    if (subscribed) this.subscriptions.set(member, subscribed);
+    this.record(member);
+    this.roster.broadcast(callId);
+    return true;
+  }
+
+  private subscribedNow(member: Member<Seat>, streams: MemberRecord["subscribed"]): void {
+    this.subscriptions.set(member, streams.map((s) => ({ mid: s.mid, kind: s.kind, feed: s.feed })));
+    this.large.subscribed(member.seat.session.callId, member.seat, streams);
+    this.record(member);
+  }
+
+  /** Writes what a restarted Parley needs of the member (while it holds its seat's session). */
+  private record(member: Member<Seat>): void {
+    const recordMember = this.deps.recordMember;
+    const sfu = member.media.snapshot?.();
+    if (!recordMember || !sfu || this.roster.get(member.seat.session.callId, member.seat) !== member) return;
+    recordMember(member.seat, {
+      sfu, streams: member.streams, published: member.published, videoSource: member.videoSource, muted: { ...member.muted },
+      subscribed: this.subscriptions.get(member) ?? [],
+    });
+  }
+
+  /** The SFU lost an adopted member's session (whichever seat holds it now): as for an opened one (see open). */
+  private lost(callId: string, media: SfuMediaSession, reason: string): void {
+    const member = this.roster.members(callId).find((m) => m.media === media);
+    if (!member) return void media.close().catch(() => undefined);
+    void this.drop(member.seat, member).catch(() => undefined);
+    member.client.push({ type: "renegotiate", reason });
   }
 
   /** Every request of a seat checks this first: its session is live and still held by it. */
@@ -208,6 +300,7 @@ export class CallMedia {
     };
     this.roster.add(callId, member);
     this.large.joined(callId, member);
+    this.record(member);
     // Everyone sees the newcomer (no streams yet); the newcomer sees everyone it may subscribe to.
     this.roster.broadcast(callId);
     return member;

@@ -7,7 +7,7 @@
 import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
-import { CallMedia, type Seat } from "./callMedia.ts";
+import { CallMedia, type MemberRecord, type Seat } from "./callMedia.ts";
 import { TAKEN_OVER, type CallService, type SessionCloser, type SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
@@ -17,6 +17,7 @@ import type { Role } from "./roles.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
 import type { LargeMeetingsConfig } from "./largeMeetings.ts";
 import type { E2eeObserver } from "./e2eeAdmission.ts";
+import type { SeatRecord } from "../store/store.ts";
 
 /** How a seat ended (metrics): its socket closed, another took it over, or its session ended. */
 export type SeatEnd = "socket_closed" | "taken_over" | "expired" | "call_ended" | "left_room" | "removed";
@@ -50,7 +51,7 @@ export interface CallKeys {
 }
 
 export interface CallSeatsDeps {
-  calls: Pick<CallService, "session" | "attach" | "detach" | "holds" | "sfuRoomOf">;
+  calls: Pick<CallService, "session" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
   /** The bot's Olm device sending provisioned keys; undefined without crypto. */
@@ -73,6 +74,8 @@ export interface CallSeatsDeps {
 interface SeatState extends Seat {
   readonly closer: SessionCloser;
   ended: boolean;
+  /** Holds a session restored from the store until its client reattaches (no socket, no metrics). */
+  standIn?: true;
 }
 
 export class CallSeats {
@@ -81,6 +84,10 @@ export class CallSeats {
   /** Live seats per room (governance pushes reach them before they have media). */
   private readonly byRoom = new Map<string, Set<SeatState>>();
   private readonly log = getLogger("calls.seats");
+  /** Stand-in seats of sessions restored from the store, by session key. */
+  private readonly standIns = new Map<string, SeatState>();
+  /** Parley is stopping: sockets closing now end nothing (the next process takes the sessions over). */
+  private suspended = false;
 
   constructor(deps: CallSeatsDeps) {
     this.deps = deps;
@@ -95,7 +102,38 @@ export class CallSeats {
       media: deps.media,
       mediaFailed: (what, err) => this.log.warn({ err, what }, "large-meeting media choice not applied"),
       observeE2ee: deps.observeE2ee,
+      recordMember: (seat, record) => deps.calls.recordMedia(seat.session, record && JSON.stringify(record)),
     });
+  }
+
+  /**
+   * Sessions an earlier Parley process recorded (docs/resilience.md): live again, each under a
+   * stand-in seat with its SFU session adopted and its member back in the roster, until its
+   * client says hello again (and takes the member over, media untouched) or `graceMs` passes
+   * (the session ends and its SFU session closes). A record whose SFU session is gone leaves a
+   * session without media: its client renegotiates once back.
+   */
+  async restore(records: readonly SeatRecord[], graceMs: number, now: number): Promise<{ sessions: number; media: number }> {
+    const adopted = await Promise.all(
+      records.map(async (r) => {
+        const grace = r.expiresAt === null ? graceMs : r.expiresAt - now;
+        if (grace <= 0) return false;
+        const closer: SessionCloser = (reason) => {
+          if (this.standIns.get(r.tokenHash) === seat) this.standIns.delete(r.tokenHash);
+          this.release(seat, seatEnd(reason));
+        };
+        const seat: SeatState = { session: this.deps.calls.restore(r, closer, grace), deviceId: r.deviceId, client: { push: () => {} }, ended: false, standIn: true, closer };
+        this.standIns.set(r.tokenHash, seat);
+        const member = parseMemberRecord(r.media);
+        return member !== undefined && (await this.media.adopt(seat, member));
+      }),
+    );
+    return { sessions: this.standIns.size, media: adopted.filter(Boolean).length };
+  }
+
+  /** Parley is stopping for a restart: sockets that close from now on end no session and release no media. */
+  suspend(): void {
+    this.suspended = true;
   }
 
   /** Pushes to each live seat of the room what `push(userId)` gives for its user. */
@@ -107,7 +145,8 @@ export class CallSeats {
   }
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
-  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo }> {
+  /** `resumed`: the seat took over the SFU session its client had before a Parley restart (nothing to renegotiate). */
+  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean }> {
     const { calls } = this.deps;
     const known = calls.session(token);
     if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
@@ -125,7 +164,14 @@ export class CallSeats {
         client.ended(reason);
       },
     };
-    calls.attach(token, seat.closer);
+    // A session an earlier Parley process had: its member (SFU session and all) is this seat's now.
+    const standIn = this.standIns.get(session.key);
+    if (standIn) {
+      this.standIns.delete(session.key);
+      standIn.ended = true;
+    }
+    calls.attach(token, seat.closer, deviceId ?? "");
+    const resumed = standIn !== undefined && this.media.moved(standIn, seat);
     let seats = this.byRoom.get(session.roomId);
     if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
     seats.add(seat);
@@ -149,7 +195,7 @@ export class CallSeats {
         keys.join(session.callId, session.roomId, seat, { userId: session.userId, deviceId });
       }
     }
-    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot } };
+    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed };
   }
 
   /** Whether the seat's session is live and still held by this seat. */
@@ -160,6 +206,7 @@ export class CallSeats {
 
   /** The seat's socket closed by itself: its session ends with it (unless taken over). */
   closed(seat: Seat): void {
+    if (this.suspended) return;
     const s = seat as SeatState;
     this.deps.calls.detach(s.session.token, s.closer);
     this.release(s, "socket_closed");
@@ -173,11 +220,23 @@ export class CallSeats {
   private release(seat: SeatState, end: SeatEnd): void {
     if (seat.ended) return;
     seat.ended = true;
-    this.deps.onSeat?.(end);
+    if (!seat.standIn) this.deps.onSeat?.(end);
     const seats = this.byRoom.get(seat.session.roomId);
     seats?.delete(seat);
     if (seats?.size === 0) this.byRoom.delete(seat.session.roomId);
     this.deps.keys?.leave(seat.session.callId, seat);
     void this.media.release(seat).catch((err: unknown) => this.log.warn({ err, callId: seat.session.callId }, "SFU session not released"));
+  }
+}
+
+/** The recorded member, or undefined when there is none or it is not one this Parley wrote. */
+function parseMemberRecord(json: string | null): MemberRecord | undefined {
+  if (!json) return undefined;
+  try {
+    const r = JSON.parse(json) as Partial<MemberRecord> | null;
+    const ok = r && typeof r.sfu?.session === "number" && typeof r.sfu.feedId === "string" && Array.isArray(r.streams) && Array.isArray(r.subscribed);
+    return ok ? (r as MemberRecord) : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -5,14 +5,18 @@
 // socket. A session outlives neither its expiry nor the user's membership. One session, one
 // holder: a second socket saying hello with a session takes it over and the first is ended.
 import { ParleyError } from "../errors.ts";
-import type { AliasStore, CallRecord, CallStore, SfuRoomRecord } from "../store/store.ts";
+import type { AliasStore, CallRecord, CallStore, SeatRecord, SfuRoomRecord } from "../store/store.ts";
 import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { FederationPolicy } from "./policy.ts";
 import type { Clock, Homeserver, IdSource, OpenIdVerifier, SfuRooms } from "./ports.ts";
+import { InOrder } from "./inOrder.ts";
 import { SingleFlight } from "./singleFlight.ts";
 
 export interface CallSession {
+  /** The bearer token ("" for a session restored from the store until its client says hello). */
   readonly token: string;
+  /** The session's key: the recorder's hash of the token (the token itself without a recorder). */
+  readonly key: string;
   readonly userId: string;
   readonly roomId: string;
   readonly callId: string;
@@ -41,6 +45,19 @@ export interface SessionEndReason {
 
 export const TAKEN_OVER: SessionEndReason = { errcode: "M_FORBIDDEN", message: "session taken over by another connection" };
 
+/**
+ * Sessions recorded in the store, so that a restarted Parley still knows them and their clients
+ * reattach without joining again (docs/resilience.md). Writes for one session run in order.
+ */
+export interface SessionRecorder {
+  /** The store's key of a token (a hash: the token is never stored). */
+  key(token: string): string;
+  save(seat: Omit<SeatRecord, "media">): Promise<void>;
+  /** The session's member (SFU session and what the others know of it), JSON; null: none. */
+  media(key: string, media: string | null, at: number): Promise<void>;
+  forget(key: string): Promise<void>;
+}
+
 export interface CallServiceDeps {
   homeserver: Pick<Homeserver, "resolveAlias" | "getMembership">;
   store: Pick<CallStore & AliasStore, "activeCall" | "activeCalls" | "startCall" | "setCallSfu" | "aliasOfRoom" | "endCall">;
@@ -53,6 +70,10 @@ export interface CallServiceDeps {
   onPresence?: (roomId: string, userId: string, present: boolean, callId: string) => void;
   /** Governance's say on a joined user (locked, ended, external users): throws to refuse. */
   admission?: (roomId: string, userId: string, inCall: boolean) => Promise<void>;
+  /** Records sessions for a restarted Parley; absent: sessions live in this process only. */
+  recorder?: SessionRecorder | undefined;
+  /** A recording failed (logged by the caller); the session goes on. */
+  recordFailed?: (err: unknown) => void;
 }
 
 export interface CallServiceConfig {
@@ -74,6 +95,7 @@ export class CallService {
   private readonly closers = new Map<string, SessionCloser>();
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
+  private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
   private readonly deps: CallServiceDeps;
 
@@ -143,24 +165,46 @@ export class CallService {
       throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${this.cfg.sessionsPerUserPerCall} sessions per user in a call; close one first`);
     }
     const token = this.deps.ids.sessionToken();
+    const key = this.keyOf(token);
     const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
     const first = !this.hasSession(call.roomId, userId);
-    this.sessions.set(token, { token, userId, roomId: call.roomId, callId: call.callId, expiresAt });
+    const session = { token, key, userId, roomId: call.roomId, callId: call.callId, expiresAt };
+    this.sessions.set(key, session);
+    this.record(session, "");
     if (first) this.deps.onPresence?.(call.roomId, userId, true, call.callId);
-    const timer = setTimeout(() => this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), this.cfg.sessionTtlMs);
-    timer.unref();
-    this.expiryTimers.set(token, timer);
+    this.expireIn(key, this.cfg.sessionTtlMs);
     return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, ...iceForSession(this.cfg, token, this.deps.clock.now()) };
   }
 
   /** The live session for a token, or undefined (unknown or expired). */
   session(token: string): CallSession | undefined {
-    const s = this.sessions.get(token);
+    const key = this.keyOf(token);
+    const s = this.sessions.get(key);
     if (s && s.expiresAt <= this.deps.clock.now()) {
-      this.end(token, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" });
+      this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" });
       return undefined;
     }
+    if (s && s.token !== token) {
+      // Restored from the store: the client's hello gave the token back.
+      const known = { ...s, token };
+      this.sessions.set(key, known);
+      return known;
+    }
     return s;
+  }
+
+  /**
+   * A session an earlier Parley process recorded: live again, held by `closer` (what releases
+   * what the session still has, its SFU session) until its client says hello again or
+   * `graceMs` passes. Its user's presence was told already.
+   */
+  restore(record: Pick<SeatRecord, "tokenHash" | "userId" | "roomId" | "callId">, closer: SessionCloser, graceMs: number): CallSession {
+    const key = record.tokenHash;
+    const session = { token: "", key, userId: record.userId, roomId: record.roomId, callId: record.callId, expiresAt: this.deps.clock.now() + graceMs };
+    this.sessions.set(key, session);
+    this.closers.set(key, closer);
+    this.expireIn(key, graceMs);
+    return session;
   }
 
   /**
@@ -170,28 +214,41 @@ export class CallService {
    * A session has one holder: a new one takes it over, and the previous holder is ended now
    * (a reconnecting client whose old socket is not yet seen dead must not be locked out).
    */
-  attach(token: string, closer: SessionCloser): void {
-    if (!this.sessions.has(token)) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-    const previous = this.closers.get(token);
-    this.closers.set(token, closer);
-    clearTimeout(this.expiryTimers.get(token));
-    this.expiryTimers.delete(token);
-    const s = this.sessions.get(token);
-    if (s) this.sessions.set(token, { ...s, expiresAt: Number.POSITIVE_INFINITY });
+  attach(token: string, closer: SessionCloser, deviceId = ""): void {
+    const key = this.keyOf(token);
+    const s = this.sessions.get(key);
+    if (!s) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    const previous = this.closers.get(key);
+    this.closers.set(key, closer);
+    clearTimeout(this.expiryTimers.get(key));
+    this.expiryTimers.delete(key);
+    const held = { ...s, expiresAt: Number.POSITIVE_INFINITY };
+    this.sessions.set(key, held);
+    this.record(held, deviceId);
     if (previous && previous !== closer) previous(TAKEN_OVER);
+  }
+
+  /** Records the session's member for a restarted Parley, in order with the session's own writes. */
+  recordMedia(session: Pick<CallSession, "key">, media: string | null): void {
+    const recorder = this.deps.recorder;
+    if (!recorder || !this.sessions.has(session.key)) return;
+    const at = this.deps.clock.now();
+    void this.recording.run(session.key, () => recorder.media(session.key, media, at)).catch((err: unknown) => this.deps.recordFailed?.(err));
   }
 
   /** Whether the session is live and held by `closer` (what every media message checks). */
   holds(token: string, closer: SessionCloser): boolean {
-    return this.sessions.has(token) && this.closers.get(token) === closer;
+    const key = this.keyOf(token);
+    return this.sessions.has(key) && this.closers.get(key) === closer;
   }
 
   /** The session's holder went away by itself (socket closed): the session ends with it,
    *  unless another socket has taken the session over since (a reconnect). */
   detach(token: string, closer: SessionCloser): void {
-    if (this.closers.get(token) !== closer) return;
-    this.closers.delete(token);
-    this.forget(token);
+    const key = this.keyOf(token);
+    if (this.closers.get(key) !== closer) return;
+    this.closers.delete(key);
+    this.forget(key);
   }
 
   private hasSession(roomId: string, userId: string): boolean {
@@ -200,20 +257,43 @@ export class CallService {
   }
 
   /** Drops a session; the user's last one in the room ending is told. */
-  private forget(token: string): void {
-    const s = this.sessions.get(token);
+  private forget(key: string): void {
+    const s = this.sessions.get(key);
     if (!s) return;
-    this.sessions.delete(token);
+    this.sessions.delete(key);
+    const recorder = this.deps.recorder;
+    if (recorder) void this.recording.run(key, () => recorder.forget(key)).catch((err: unknown) => this.deps.recordFailed?.(err));
     if (!this.hasSession(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
   }
 
-  private end(token: string, reason: Parameters<SessionCloser>[0]): void {
-    const closer = this.closers.get(token);
-    this.forget(token);
-    this.closers.delete(token);
-    clearTimeout(this.expiryTimers.get(token));
-    this.expiryTimers.delete(token);
+  private end(key: string, reason: Parameters<SessionCloser>[0]): void {
+    const closer = this.closers.get(key);
+    this.forget(key);
+    this.closers.delete(key);
+    clearTimeout(this.expiryTimers.get(key));
+    this.expiryTimers.delete(key);
     closer?.(reason);
+  }
+
+  private expireIn(key: string, ms: number): void {
+    const timer = setTimeout(() => this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session expired" }), ms);
+    timer.unref();
+    this.expiryTimers.set(key, timer);
+  }
+
+  private keyOf(token: string): string {
+    return this.deps.recorder?.key(token) ?? token;
+  }
+
+  /** Writes the session's holder part (a session without a socket keeps its grant's expiry). */
+  private record(s: CallSession, deviceId: string): void {
+    const recorder = this.deps.recorder;
+    if (!recorder) return;
+    const seat = {
+      tokenHash: s.key, userId: s.userId, roomId: s.roomId, callId: s.callId, deviceId,
+      expiresAt: Number.isFinite(s.expiresAt) ? s.expiresAt : null, updatedAt: this.deps.clock.now(),
+    };
+    void this.recording.run(s.key, () => recorder.save(seat)).catch((err: unknown) => this.deps.recordFailed?.(err));
   }
 
   /** A leave, kick or ban: every session of that user in that room ends now. Returns how many. */
@@ -222,7 +302,7 @@ export class CallService {
     for (const s of [...this.sessions.values()]) {
       if (s.roomId === roomId && s.userId === userId) {
         const by = cause.by && cause.by !== userId ? cause.by : undefined;
-        this.end(s.token, { errcode: "M_FORBIDDEN", message: `membership is now ${membership}`, by, reason: by ? cause.reason : undefined });
+        this.end(s.key, { errcode: "M_FORBIDDEN", message: `membership is now ${membership}`, by, reason: by ? cause.reason : undefined });
         ended++;
       }
     }
@@ -236,7 +316,7 @@ export class CallService {
    */
   async endCall(call: Pick<CallRecord, "callId" | "sfu">, message = "the call has ended", by?: string): Promise<void> {
     for (const s of [...this.sessions.values()]) {
-      if (s.callId === call.callId) this.end(s.token, { errcode: "M_NOT_FOUND", message, by });
+      if (s.callId === call.callId) this.end(s.key, { errcode: "M_NOT_FOUND", message, by });
     }
     const sfu = (await this.sfuRoomOf(call.callId)) ?? call.sfu;
     if (sfu) {

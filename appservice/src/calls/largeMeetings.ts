@@ -70,20 +70,41 @@ export class LargeMeetings<S> {
   /** A seat's SFU session opened: it is a viewer now, and its talking events count. */
   joined(callId: string, member: Member<S>): void {
     const call = this.call(callId);
-    call.viewers.add(member.seat, {
+    call.viewers.add(member.seat, this.viewerOf(member));
+    this.listenTalking(callId, member);
+    // A newcomer learns the speakers so far at once, not at the next change.
+    const { talking, recent } = call.speakers.snapshot();
+    if (talking.length || recent.length) member.client.push({ type: "speakers", talking, recent });
+  }
+
+  /**
+   * A member's seat changed (its client reattached after a Parley restart): the viewer keeps
+   * what it receives and at which layer (nothing is re-applied), its feed stays the speaker's.
+   */
+  moved(callId: string, from: Member<S>, to: Member<S>): void {
+    const call = this.call(callId);
+    call.talking.get(from.seat)?.();
+    call.talking.delete(from.seat);
+    call.viewers.rekey(from.seat, to.seat, this.viewerOf(to));
+    this.listenTalking(callId, to);
+  }
+
+  private viewerOf(member: Member<S>) {
+    return {
       self: () => (member.published ? feedOf(member) : undefined),
-      configure: (changes) => member.media.configureVideos?.(changes) ?? Promise.resolve(),
-      push: (p) => member.client.push(p),
-    });
+      configure: (changes: Parameters<NonNullable<Member<S>["media"]["configureVideos"]>>[0]) => member.media.configureVideos?.(changes) ?? Promise.resolve(),
+      push: (p: CallPush) => member.client.push(p),
+    };
+  }
+
+  private listenTalking(callId: string, member: Member<S>): void {
+    const call = this.call(callId);
     const off = member.media.onTalking?.((talking) => {
       if (talking && this.audioMuted(callId, member)) return;
       if (talking) call.speakers.talking(feedOf(member));
       else call.speakers.stopped(feedOf(member));
     });
     if (off) call.talking.set(member.seat, off);
-    // A newcomer learns the speakers so far at once, not at the next change.
-    const { talking, recent } = call.speakers.snapshot();
-    if (talking.length || recent.length) member.client.push({ type: "speakers", talking, recent });
   }
 
   /** The seat's whole subscription now. */

@@ -136,9 +136,23 @@ export interface MediaStreamInfo {
 }
 
 /** One participant's media on the SFU: a publisher and one multistream subscriber. */
+/**
+ * What a restarted Parley needs to take over a participant's SFU session, which outlives the
+ * process (docs/resilience.md): recorded in the store, JSON as it is.
+ */
+export interface SfuMediaSnapshot {
+  /** The SFU's session id. */
+  session: number;
+  feedId: string;
+  publisher?: { handle: number; privateId: number; streams: MediaStreamInfo[] } | undefined;
+  subscriber?: { handle: number } | undefined;
+}
+
 export interface SfuMediaSession {
   /** The participant's id in the SFU room (its feed, once it publishes). */
   readonly feedId: string | number;
+  /** What to record for a restarted Parley to adopt this session (absent: it cannot be adopted). */
+  snapshot?(): SfuMediaSnapshot;
   /** Publishes; `onUp` fires once the SFU has the publisher's media (others may subscribe then). */
   publish(
     offerSdp: string,
@@ -166,4 +180,8 @@ export interface SfuMediaSession {
 export interface SfuMedia {
   /** Joins the SFU room as `display` (a user id); `onEnded` fires if the SFU drops the session. */
   open(room: SfuRoomRecord, display: string, onEnded: (reason: string) => void): Promise<SfuMediaSession>;
+  /** Takes over a session an earlier Parley process opened; rejects if the SFU no longer has it. */
+  adopt?(room: SfuRoomRecord, display: string, snapshot: SfuMediaSnapshot, onEnded: (reason: string) => void): Promise<SfuMediaSession>;
+  /** Counts a room an earlier Parley process made as this one's (its recovery, its node's load). */
+  adoptRoom?(room: SfuRoomRecord, callId: string): void;
 }

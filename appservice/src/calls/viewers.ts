@@ -99,6 +99,16 @@ export class CallViewers<K> {
     this.viewers.set(key, { viewer, view: undefined, mids: new Map(), applied: new Map(), busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]" });
   }
 
+  /** The viewer's seat changed (a client reattached after a Parley restart): same state, new key and callbacks. */
+  rekey(from: K, to: K, viewer: Viewer): void {
+    const v = this.viewers.get(from);
+    if (!v) return this.add(to, viewer);
+    this.viewers.delete(from);
+    const wasDirty = this.dirty.delete(from);
+    this.viewers.set(to, { ...v, viewer });
+    if (wasDirty) this.dirty.add(to);
+  }
+
   remove(key: K): void {
     const v = this.viewers.get(key);
     v?.retry?.();

@@ -285,6 +285,9 @@ export const configSchema = z
         sessionTtlSeconds: z.int().min(30).max(86_400).default(600).meta({
           description: "Lifetime of a call session granted after an OpenID check (the WebSocket must open within it)",
         }),
+        resumeGraceSeconds: z.int().min(1).max(600).default(30).meta({
+          description: "After a Parley restart, how long a call session whose socket was open waits for its client to reconnect and take its media over (docs/resilience.md); later, the client joins again and publishes anew",
+        }),
         iceServers: z
           .array(
             z.strictObject({

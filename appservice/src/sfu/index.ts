@@ -46,13 +46,18 @@ export interface SfuParticipant {
   readonly room: RoomRef;
   readonly participantId: string;
   readonly closed: boolean;
+  /** The Janus session's id (what a restarted Parley adopts). */
+  readonly sessionId: number;
+  /** Handles of an adopted session, by their recorded ids. */
+  adoptPublisher(handleId: number): SfuPublisher & { readonly handle: { readonly id: number } };
+  adoptSubscriber(handleId: number): SfuSubscriber & { readonly handle: { readonly id: number } };
   /** Joins the room as `participantId` without SDP; then `publish` the browser's offer. */
-  joinAsPublisher(display: string): Promise<{ publisher: SfuPublisher; joined: PublisherJoined }>;
+  joinAsPublisher(display: string): Promise<{ publisher: SfuPublisher & { readonly handle: { readonly id: number } }; joined: PublisherJoined }>;
   /** Subscribes to feeds; answer the returned offer with `subscriber.start(answer)`. */
   joinAsSubscriber(
     streams: StreamRef[],
     privateId?: number,
-  ): Promise<{ subscriber: SfuSubscriber; offer: Jsep; streams: SubscriptionStream[] }>;
+  ): Promise<{ subscriber: SfuSubscriber & { readonly handle: { readonly id: number } }; offer: Jsep; streams: SubscriptionStream[] }>;
   /** The session ended without close() (Janus restarted or timed it out): the client must rejoin. */
   onLost(listener: (reason: Exclude<SessionCloseReason, "destroyed">) => void): () => void;
   /** Leaves Janus: the session is destroyed, its handles detached, PeerConnections hung up. */
@@ -76,12 +81,16 @@ export interface Sfu {
   stopRtpForward(room: RoomRef, publisherId: string, streamId: number): Promise<void>;
   /** Opens a participant's session on the room's node; counts toward that node's load until closed. */
   openParticipant(room: RoomRef, participantId: string): Promise<SfuParticipant>;
+  /** A participant's session an earlier Parley process opened (the store recorded its id); throws JanusError 458 if Janus lost it. */
+  adoptParticipant(room: RoomRef, participantId: string, sessionId: number): Promise<SfuParticipant>;
+  /** A room an earlier Parley process made: counted and recovered as this process's own. */
+  adoptRoom(room: RoomRef, callId: string, opts?: RoomOptions): void;
   /** Per node: up/down and the rooms and participants Parley placed there. */
   health(): NodeHealth[];
   /** A node lost Parley's sessions; `lostRoomIds` must be recreated and their clients renegotiate. */
   onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void;
-  /** Destroys Parley's rooms and sessions, closes every socket and timer. */
-  stop(): Promise<void>;
+  /** Destroys Parley's rooms and sessions, closes every socket and timer; `keepMedia` leaves rooms and sessions to the next process. */
+  stop(opts?: { keepMedia?: boolean }): Promise<void>;
 }
 
 /** Connects to every node of config.sfu (unreachable nodes keep being retried) and returns the SFU. */

@@ -113,13 +113,30 @@ export class SfuNode {
     return session;
   }
 
-  /** Destroys every session, closes the socket, clears the reconnect timer. */
-  async stop(): Promise<void> {
+  /**
+   * A participant session a previous Parley process opened on this node (see JanusSession.adopt);
+   * counted in the node's load like one opened here. Throws JanusError 458 if Janus lost it.
+   */
+  async adoptSession(id: number): Promise<JanusSession> {
+    if (this.currentState !== "up" || !this.transport) throw new SfuUnavailableError(`node ${this.id} is ${this.currentState}`);
+    const session = await JanusSession.adopt(this.transport, id, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
+    this.sessions.add(session);
+    session.events.once("closed", () => this.sessions.delete(session));
+    return session;
+  }
+
+  /**
+   * Destroys every session, closes the socket, clears the reconnect timer. With `keepSessions`
+   * the participants' sessions are left in Janus (only the socket closes): the next Parley
+   * process claims them within reclaim_session_timeout, so a restart does not cut media.
+   */
+  async stop(opts: { keepSessions?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.currentState = "stopped";
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     await this.connecting;
+    if (opts.keepSessions) for (const s of [...this.sessions]) s.release();
     await Promise.all([...this.sessions].map((s) => s.destroy()));
     await this.control?.session.destroy();
     this.control = undefined;

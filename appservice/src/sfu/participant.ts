@@ -21,6 +21,21 @@ export class Participant {
     this.participantId = participantId;
   }
 
+  /** The Janus session's id (recorded, so that a restarted Parley can adopt the session). */
+  get sessionId(): number {
+    return this.session.id;
+  }
+
+  /** The publisher handle of an adopted session (joined and publishing already). */
+  adoptPublisher(handleId: number): VideoRoomPublisher {
+    return new VideoRoomPublisher(this.session.adoptHandle(handleId, VIDEOROOM_PLUGIN));
+  }
+
+  /** The subscriber handle of an adopted session. */
+  adoptSubscriber(handleId: number): VideoRoomSubscriber {
+    return new VideoRoomSubscriber(this.session.adoptHandle(handleId, VIDEOROOM_PLUGIN));
+  }
+
   /** True once closed, or once Janus lost the session (see onLost). */
   get closed(): boolean {
     return this.session.closed;

@@ -154,6 +154,22 @@ export class SfuPool {
     return new Participant(await this.node(ref).openSession(), ref, participantId);
   }
 
+  /**
+   * Takes over a participant's session that an earlier Parley process opened (recorded in the
+   * store): claimed on the room's node. Throws JanusError 458 when Janus no longer has it.
+   */
+  async adoptParticipant(ref: RoomRef, participantId: string, sessionId: number): Promise<Participant> {
+    return new Participant(await this.node(ref).adoptSession(sessionId), ref, participantId);
+  }
+
+  /**
+   * Counts a room an earlier Parley process made (it lives on in Janus) as this pool's own: its
+   * node's load, and its recovery should the node restart.
+   */
+  adoptRoom(ref: RoomRef, callId: string, opts: RoomOptions = {}): void {
+    if (!this.rooms.has(ref.roomId)) this.rooms.set(ref.roomId, { ref, callId, opts });
+  }
+
   /** Subscribes to nodeRestarted; returns the unsubscribe function. */
   onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void {
     this.events.on("nodeRestarted", listener);
@@ -164,9 +180,13 @@ export class SfuPool {
     return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount, handles: n.handleCount }));
   }
 
-  /** Destroys Parley's rooms (best effort), then every session, socket and timer of every node. */
-  async stop(): Promise<void> {
-    const entries = [...this.rooms.values()];
+  /**
+   * Destroys Parley's rooms (best effort), then every session, socket and timer of every node.
+   * With `keepMedia` (a Parley restart) rooms and participants' sessions stay in Janus for the
+   * next process to adopt; only sockets and timers go.
+   */
+  async stop(opts: { keepMedia?: boolean } = {}): Promise<void> {
+    const entries = opts.keepMedia ? [] : [...this.rooms.values()];
     this.rooms.clear();
     await Promise.all(
       entries.map(async ({ ref }) => {
@@ -178,7 +198,7 @@ export class SfuPool {
         clearTimeout(timer);
       }),
     );
-    await Promise.all(this.nodes.map((n) => n.stop()));
+    await Promise.all(this.nodes.map((n) => n.stop({ keepSessions: opts.keepMedia === true })));
     this.events.removeAllListeners();
   }
 

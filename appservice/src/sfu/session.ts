@@ -52,6 +52,28 @@ export class JanusSession {
     return new JanusSession(transport, id, opts);
   }
 
+  /**
+   * Takes over a session another process (a Parley before its restart) opened on a transport
+   * that is gone: claims it on `transport`. Janus keeps such a session for
+   * reclaim_session_timeout; later (or after a Janus restart) the claim fails with 458.
+   */
+  static async adopt(transport: JanusTransport, id: number, opts: JanusSessionOptions = {}): Promise<JanusSession> {
+    await transport.request({ janus: "claim", session_id: id });
+    return new JanusSession(transport, id, opts);
+  }
+
+  /**
+   * A plugin handle of an adopted session, known by its id (no attach: Janus has it already).
+   * Janus says nothing about it until it sends an event or a request fails.
+   */
+  adoptHandle(id: number, plugin: string): JanusPluginHandle {
+    if (this.closeReason !== undefined) throw new JanusClosedError(`adopt: the Janus session is closed (${this.closeReason})`);
+    const handle = new JanusPluginHandle(this, id, plugin, this.log);
+    this.handles.set(id, handle);
+    handle.events.once("detached", () => this.handles.delete(id));
+    return handle;
+  }
+
   get transport(): JanusTransport {
     return this.currentTransport;
   }
@@ -121,6 +143,14 @@ export class JanusSession {
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, "session destroy failed (already gone?)");
     }
+  }
+
+  /**
+   * Lets go of the session locally and leaves it alive in Janus, for another process to adopt
+   * (a Parley restart); ends like destroy() for this process's listeners.
+   */
+  release(): void {
+    this.teardown("destroyed");
   }
 
   /** Ends the session locally without telling Janus, which no longer has it (reason "lost"). */

@@ -6,8 +6,8 @@
 // instances counting at once cannot both take the last place.
 import pg from "pg";
 import { getLogger } from "../log.ts";
-import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, type Migration, type Row } from "./rows.ts";
-import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type Store } from "./store.ts";
+import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
+import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export interface PostgresStoreOptions {
   /** postgres://user@host:port/database (no password in it: see `password`). */
@@ -246,6 +246,24 @@ export class PostgresStore implements Store {
     return (await this.all("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at")).map(toCall);
   }
 
+  async saveSeat(seat: Omit<SeatRecord, "media">): Promise<void> {
+    await this.changes(
+      `INSERT INTO call_seat (token_hash, user_id, room_id, call_id, device_id, expires_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (token_hash) DO UPDATE SET device_id = excluded.device_id, expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
+      [seat.tokenHash, seat.userId, seat.roomId, seat.callId, seat.deviceId, seat.expiresAt, seat.updatedAt],
+    );
+  }
+  async setSeatMedia(tokenHash: string, media: string | null, at: number): Promise<void> {
+    await this.changes("UPDATE call_seat SET media = $1, updated_at = $2 WHERE token_hash = $3", [media, at, tokenHash]);
+  }
+  async forgetSeat(tokenHash: string): Promise<void> {
+    await this.changes("DELETE FROM call_seat WHERE token_hash = $1", [tokenHash]);
+  }
+  async seats(): Promise<SeatRecord[]> {
+    return (await this.all("SELECT * FROM call_seat ORDER BY updated_at")).map(toSeat);
+  }
+
   async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
     return this.tx(async (c) => {
       await c.query("DELETE FROM openid_token_used WHERE expires_at <= $1", [now]);
@@ -347,6 +365,7 @@ export class PostgresStore implements Store {
       await run("UPDATE call SET started_by = $1 WHERE started_by = $2", [ERASED_USER, userId]);
       await run("UPDATE call SET ended_by = $1 WHERE ended_by = $2", [ERASED_USER, userId]);
       await run("DELETE FROM guest WHERE user_id = $1", [userId]);
+      await run("DELETE FROM call_seat WHERE user_id = $1", [userId]);
       await c.query("INSERT INTO erasure (erased_at, rows_removed, guest_deactivated) VALUES ($1, $2, $3)", [erasure.at, rows, erasure.guestDeactivated ? 1 : 0]);
       return rows;
     });

@@ -2,7 +2,7 @@
 // (snake_case columns) to the records of the storage seam.
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import type { AliasRecord, AuditEvent, CallRecord, ErasureRecord, GuestRecord, GuestState } from "./store.ts";
+import type { AliasRecord, AuditEvent, CallRecord, ErasureRecord, GuestRecord, GuestState, SeatRecord } from "./store.ts";
 
 /** The one numbered list of migrations, written in SQL both backends take (see postgres.ts). */
 export const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
@@ -82,4 +82,15 @@ export const toErasure = (r: Row): ErasureRecord => ({
   erasedAt: r.erased_at as number,
   rowsRemoved: r.rows_removed as number,
   guestDeactivated: Number(r.guest_deactivated) === 1,
+});
+
+export const toSeat = (r: Row): SeatRecord => ({
+  tokenHash: r.token_hash as string,
+  userId: r.user_id as string,
+  roomId: r.room_id as string,
+  callId: r.call_id as string,
+  deviceId: r.device_id as string,
+  expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+  media: (r.media as string | null) ?? null,
+  updatedAt: Number(r.updated_at),
 });

@@ -3,8 +3,8 @@
 import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, type Migration, type Row } from "./rows.ts";
-import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type Store } from "./store.ts";
+import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
+import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export { listMigrations } from "./rows.ts";
 
@@ -167,6 +167,25 @@ export class SqliteStore implements Store {
     return (this.db.prepare("SELECT * FROM call WHERE ended_at IS NULL ORDER BY started_at").all() as Row[]).map(toCall);
   }
 
+  async saveSeat(seat: Omit<SeatRecord, "media">): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO call_seat (token_hash, user_id, room_id, call_id, device_id, expires_at, updated_at)
+         VALUES (@tokenHash, @userId, @roomId, @callId, @deviceId, @expiresAt, @updatedAt)
+         ON CONFLICT (token_hash) DO UPDATE SET device_id = excluded.device_id, expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
+      )
+      .run(seat);
+  }
+  async setSeatMedia(tokenHash: string, media: string | null, at: number): Promise<void> {
+    this.db.prepare("UPDATE call_seat SET media = ?, updated_at = ? WHERE token_hash = ?").run(media, at, tokenHash);
+  }
+  async forgetSeat(tokenHash: string): Promise<void> {
+    this.db.prepare("DELETE FROM call_seat WHERE token_hash = ?").run(tokenHash);
+  }
+  async seats(): Promise<SeatRecord[]> {
+    return (this.db.prepare("SELECT * FROM call_seat ORDER BY updated_at").all() as Row[]).map(toSeat);
+  }
+
   async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
     return this.db.transaction(() => {
       this.db.prepare("DELETE FROM openid_token_used WHERE expires_at <= ?").run(now);
@@ -273,6 +292,7 @@ export class SqliteStore implements Store {
       run("UPDATE call SET started_by = ? WHERE started_by = ?", ERASED_USER, userId);
       run("UPDATE call SET ended_by = ? WHERE ended_by = ?", ERASED_USER, userId);
       run("DELETE FROM guest WHERE user_id = ?", userId);
+      run("DELETE FROM call_seat WHERE user_id = ?", userId);
       this.db
         .prepare("INSERT INTO erasure (erased_at, rows_removed, guest_deactivated) VALUES (?, ?, ?)")
         .run(erasure.at, rows, erasure.guestDeactivated ? 1 : 0);

@@ -73,6 +73,30 @@ export interface CallStore {
   activeCalls(): Promise<CallRecord[]>;
 }
 
+/** A call session as a restarted Parley needs it (docs/resilience.md); by token hash, never the token. */
+export interface SeatRecord {
+  tokenHash: string;
+  userId: string;
+  roomId: string;
+  callId: string;
+  /** The device declared in hello ("" before). */
+  deviceId: string;
+  /** When a session no socket holds expires (epoch ms); null while a socket holds it. */
+  expiresAt: number | null;
+  /** The SFU session to adopt (JSON, opaque to the store); null before one is open. */
+  media: string | null;
+  updatedAt: number;
+}
+
+export interface SeatStore {
+  /** Records a session or updates its holder's part (device, expiry); its media is kept. */
+  saveSeat(seat: Omit<SeatRecord, "media">): Promise<void>;
+  /** Records the session's SFU session (null: it has none). No-op for a session not recorded. */
+  setSeatMedia(tokenHash: string, media: string | null, at: number): Promise<void>;
+  forgetSeat(tokenHash: string): Promise<void>;
+  seats(): Promise<SeatRecord[]>;
+}
+
 /** OpenID tokens already used for a join, by hash (never the token itself). */
 export interface OpenIdTokenStore {
   /**
@@ -190,7 +214,7 @@ export interface PersonalDataStore {
   erasures(): Promise<ErasureRecord[]>;
 }
 
-export interface Store extends TransactionStore, AliasStore, CallStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
+export interface Store extends TransactionStore, AliasStore, CallStore, SeatStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
   /** Resolves when the store answers a trivial query (the health check). */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -115,8 +115,12 @@ export class CallConnection {
       });
       this.signalling = signalling;
       signalling.events.on("push", (p) => this.handlePush(p));
-      signalling.events.on("ready", ({ reconnected }) => {
-        if (reconnected) void this.restartMedia("the signalling socket reconnected");
+      signalling.events.on("ready", ({ hello, reconnected }) => {
+        if (!reconnected) return;
+        // Parley restarted and kept this client's media (docs/resilience.md): the peer
+        // connections go on as they are; only the signalling socket is new.
+        if (hello.resumed && this.publisher && !this.ended) this.state.update({ phase: "connected", error: null });
+        else void this.restartMedia("the signalling socket reconnected");
       });
       signalling.state.subscribe((s) => {
         if (this.ended) return;

@@ -62,6 +62,8 @@ export interface HelloResult {
   room_id: string;
   call_id: string;
   e2ee?: E2eeInfo;
+  /** The server took over this client's media from before a Parley restart: nothing to publish again. */
+  resumed?: boolean;
 }
 export interface PublishResult {
   jsep: Jsep<"answer">;
@@ -180,7 +182,7 @@ function parseE2ee(v: unknown): E2eeInfo | undefined {
 export function parseHello(v: R): HelloResult | null {
   if (typeof v.user_id !== "string" || typeof v.room_id !== "string" || typeof v.call_id !== "string") return null;
   const e2ee = parseE2ee(v.e2ee);
-  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}) };
+  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}), ...(v.resumed === true ? { resumed: true } : {}) };
 }
 
 export function parsePublishResult(v: R): PublishResult | null {

@@ -1,7 +1,8 @@
 // The signalling client: one WebSocket to the hosting Parley. Requests carry an id and resolve
 // with the matching result (or reject with its error); pushes go to listeners. A dropped socket
-// is reopened with exponential backoff and a fresh `hello`; listeners of `ready` then publish and
-// subscribe again (the server ends a session's media when its socket closes).
+// is reopened at once and often at first, then with exponential backoff, and a fresh `hello`;
+// listeners of `ready` then publish and subscribe again (the server ends a session's media when
+// its socket closes), unless the hello says the media was kept (a Parley restart).
 import { asErrCode, ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter, Store } from "../state/store.ts";
@@ -42,6 +43,8 @@ export interface Backoff {
   jitter: number;
   /** Give up after this many failed attempts in a row. */
   maxAttempts: number;
+  /** The first attempts wait only initialMs each (a server restarting comes back in seconds); then the delay grows. */
+  fastAttempts: number;
 }
 
 export interface SignallingOptions {
@@ -99,7 +102,9 @@ export class SignallingClient {
       deviceId: "",
       // An option passed as undefined keeps its default.
       ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as SignallingOptions),
-      backoff: { initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.3, maxAttempts: 20, ...opts.backoff },
+      // About 5 s of retries every quarter second (a Parley restart or upgrade is over by then),
+      // then doubling up to 8 s; about a minute in all before giving up.
+      backoff: { initialMs: 250, maxMs: 8000, factor: 2, jitter: 0.3, maxAttempts: 30, fastAttempts: 20, ...opts.backoff },
     };
   }
 
@@ -277,7 +282,7 @@ export class SignallingClient {
     if (attempt > b.maxAttempts) {
       return this.fail(new ParleyClientError("CLOSED", "signalling", { detail: `gave up after ${b.maxAttempts} attempts` }));
     }
-    const base = Math.min(b.maxMs, b.initialMs * b.factor ** (attempt - 1));
+    const base = Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, attempt - b.fastAttempts));
     const delay = Math.round(base * (1 - b.jitter + b.jitter * this.o.random()));
     this.state.update({ phase: "reconnecting", attempt });
     this.retryTimer = this.o.timers.setTimeout(() => this.open(), delay);

@@ -13,7 +13,7 @@ function client(opts: Partial<ConstructorParameters<typeof SignallingClient>[0]>
     session,
     socketFactory: (url) => new FakeSocket(url),
     random: () => 0.5,
-    backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0, maxAttempts: 3 },
+    backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: 0, maxAttempts: 3, fastAttempts: 1 },
     pingEveryMs: 60_000,
     ...opts,
   });

@@ -70,6 +70,7 @@ describe("parseConfig", () => {
       sfu: { nodes: [] },
       calls: {
         sessionTtlSeconds: 600,
+        resumeGraceSeconds: 30,
         iceServers: [],
         joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },

@@ -112,7 +112,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       if (conn.seat || helloPending) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
       helloPending = true;
       try {
-        const { seat, e2ee } = await seats.open(
+        const { seat, e2ee, resumed } = await seats.open(
           {
             push: (event) => conn.send(event),
             ended: (reason: SessionEndReason) =>
@@ -129,8 +129,9 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         // The socket went away while the session was being opened: the seat goes with it.
         if (ws.readyState !== ws.OPEN) seats.closed(seat);
         const s = seat.session;
-        log.info({ userId: s.userId, roomId: s.roomId, callId: s.callId }, "signalling session open");
-        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee };
+        log.info({ userId: s.userId, roomId: s.roomId, callId: s.callId, resumed }, "signalling session open");
+        // resumed: the media the client had before a Parley restart is this seat's (nothing to publish again).
+        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed };
       } finally {
         helloPending = false;
       }
