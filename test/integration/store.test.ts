@@ -319,6 +319,31 @@ describe.each(backends)("store on $name", (backend) => {
     });
   });
 
+  describe("call sessions kept for a restart (docs/resilience.md)", () => {
+    const seat = { tokenHash: "h-1", userId: "@a:x", roomId: "!r:x", callId: "c1", deviceId: "", expiresAt: 5000, updatedAt: 1000 };
+    it("a session is recorded, its holder and media updated, seen by another instance, and forgotten", async () => {
+      const [one, two] = [await open(), await open()];
+      await one.saveSeat(seat);
+      await one.setSeatMedia("h-1", '{"sfu":{"session":1}}', 1100);
+      // hello: the device and "held" (no expiry) replace the grant's part; the media stays.
+      await one.saveSeat({ ...seat, deviceId: "DEV", expiresAt: null, updatedAt: 1200 });
+      expect(await two.seats()).toEqual([{ ...seat, deviceId: "DEV", expiresAt: null, media: '{"sfu":{"session":1}}', updatedAt: 1200 }]);
+      await two.setSeatMedia("h-1", null, 1300);
+      expect((await one.seats())[0]?.media).toBeNull();
+      await one.forgetSeat("h-1");
+      await one.setSeatMedia("h-1", "{}", 1400); // a late write for a forgotten session adds nothing
+      expect(await two.seats()).toEqual([]);
+    });
+
+    it("erasing a user removes their sessions", async () => {
+      const store = await open();
+      await store.saveSeat(seat);
+      await store.saveSeat({ ...seat, tokenHash: "h-2", userId: "@b:x" });
+      await store.eraseUser("@a:x", [], { at: 2000, guestDeactivated: false });
+      expect((await store.seats()).map((s) => s.userId)).toEqual(["@b:x"]);
+    });
+  });
+
   describe("used OpenID tokens", () => {
     it("a hash is claimed once until it expires", async () => {
       const store = await open();

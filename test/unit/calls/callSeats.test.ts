@@ -6,7 +6,7 @@ import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
 import { CallSeats, type CallSeatsDeps, type SeatClient } from "../../../appservice/src/calls/callSeats.ts";
 import { CallService, type SessionEndReason } from "../../../appservice/src/calls/callService.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
-import type { SfuMedia, SfuMediaSession, SfuRooms } from "../../../appservice/src/calls/ports.ts";
+import type { SfuMedia, SfuMediaSession, SfuMediaSnapshot, SfuRooms } from "../../../appservice/src/calls/ports.ts";
 import type { KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 import type { SfuRoomRecord } from "../../../appservice/src/store/store.ts";
@@ -36,6 +36,17 @@ class FakeSfu implements SfuRooms, SfuMedia {
     this.lose.push(onEnded);
     return media;
   }
+  /** Sessions the SFU still has for a restarted Parley to adopt (by feed id); others are gone. */
+  adoptable = new Set<string>();
+  adopted: string[] = [];
+  async adopt(_room: SfuRoomRecord, _display: string, snapshot: SfuMediaSnapshot, onEnded: (reason: string) => void): Promise<SfuMediaSession> {
+    if (!this.adoptable.has(snapshot.feedId)) throw new Error("no such session (458)");
+    this.adopted.push(snapshot.feedId);
+    const media = new FakeMedia(this, snapshot.feedId);
+    this.open_.add(media);
+    this.lose.push(onEnded);
+    return media;
+  }
 }
 
 class FakeMedia implements SfuMediaSession {
@@ -48,6 +59,9 @@ class FakeMedia implements SfuMediaSession {
   }
   /** What was asked of this SFU session, in order. */
   readonly calls: string[] = [];
+  snapshot(): SfuMediaSnapshot {
+    return { session: 7, feedId: this.feedId };
+  }
   async publish(_sdp: string, opts: { onUp: () => void }) {
     this.calls.push("publish");
     setTimeout(opts.onUp, 0);
@@ -279,5 +293,90 @@ describe("the key mode comes from the room's org.parley.call state", () => {
   it("an unreadable room state refuses the hello (M_UNAVAILABLE) rather than guess", async () => {
     seats = new CallSeats({ ...SEAT_BASICS, calls, sfu, rooms: { stateEvent: async () => Promise.reject(new Error("down")) }, keys: undefined, botUserId: BOT, requireE2ee: true });
     await expect(seats.open(new Client(), await session(), "DEV")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+  });
+});
+
+describe("a Parley restart (docs/resilience.md)", () => {
+  const recorder = () => ({
+    key: (token: string) => `hash:${token}`,
+    save: (seat: Parameters<SqliteStore["saveSeat"]>[0]) => store.saveSeat(seat),
+    media: (key: string, media: string | null, at: number) => store.setSeatMedia(key, media, at),
+    forget: (key: string) => store.forgetSeat(key),
+  });
+  /** A CallService and its seats as a (re)started process makes them, on the same store. */
+  function process() {
+    calls.stop();
+    calls = new CallService(
+      { sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 5 },
+      {
+        homeserver: { resolveAlias: async () => undefined, getMembership: async () => "join" },
+        store,
+        policy: new FederationPolicy("a.example", []),
+        verifier: { verify: async () => ({ userId: ALICE }) },
+        sfu,
+        clock: { now: () => 1_000 },
+        ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+        recorder: recorder(),
+      },
+    );
+    seats = makeSeats();
+  }
+  /** Alice's seat, published, as recorded by the first process. */
+  async function published() {
+    process();
+    const token = await session();
+    const { seat } = await seats.open(new Client(), token, "DEV");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await vi.waitFor(async () => expect(JSON.parse((await store.seats())[0]?.media ?? "{}")).toMatchObject({ published: true, streams: [{ mid: "0" }] }));
+    const [record] = await store.seats();
+    expect(record).toMatchObject({ tokenHash: `hash:${token}`, userId: ALICE, deviceId: "DEV", expiresAt: null });
+    expect(JSON.stringify(record)).not.toContain(`"${token}"`);
+    return { token, feedId: [...sfu.open_][0]!.feedId };
+  }
+
+  it("the next process adopts the SFU session; the client's hello takes it over with nothing to publish again", async () => {
+    const { token, feedId } = await published();
+    sfu.adoptable.add(feedId);
+    const opened = sfu.opened;
+    process(); // the old process is gone without a word (SIGKILL): nothing was released
+    expect(await seats.restore(await store.seats(), 30_000, 1_000)).toEqual({ sessions: 1, media: 1 });
+    const client = new Client();
+    const { seat, resumed } = await seats.open(client, token, "DEV");
+    expect(resumed).toBe(true);
+    expect(sfu.adopted).toEqual([feedId]);
+    expect(sfu.opened).toBe(opened); // no new SFU session
+    await vi.waitFor(() => expect(client.pushes.filter((p) => p.type === "participants").at(-1)).toMatchObject({ participants: [{ feed_id: feedId, streams: [{ mid: "0" }] }] }));
+    // The adopted session serves the seat's requests.
+    await seats.media.trickle(seat, "publisher", candidate);
+    expect([...sfu.open_].at(-1)!.trickles).toEqual([candidate]);
+  });
+
+  it("a session whose client does not come back within the grace ends: its SFU session closes, its record goes", async () => {
+    const { feedId } = await published();
+    sfu.adoptable.add(feedId);
+    process();
+    await seats.restore(await store.seats(), 20, 1_000);
+    expect(sfu.open_.size).toBe(2); // the old process's (never released) and the adopted one
+    await vi.waitFor(async () => expect(await store.seats()).toEqual([]));
+    // The adopted one closed; what is left is the old process's own (the fake does not share them).
+    expect([...sfu.open_].map((m) => m.calls)).toEqual([["publish"]]);
+  });
+
+  it("an SFU session the SFU lost (Janus restarted too): the hello works, and the client publishes again", async () => {
+    const { token } = await published();
+    process();
+    expect(await seats.restore(await store.seats(), 30_000, 1_000)).toEqual({ sessions: 1, media: 0 });
+    const { resumed } = await seats.open(new Client(), token, "DEV");
+    expect(resumed).toBe(false);
+  });
+
+  it("while stopping, sockets that close end no session (the next process takes them over)", async () => {
+    const { token } = await published();
+    const { seat } = await seats.open(new Client(), token, "DEV");
+    const media = sfu.open_.size;
+    seats.suspend();
+    seats.closed(seat);
+    expect(sfu.open_.size).toBe(media);
+    expect(await store.seats()).toHaveLength(1);
   });
 });
