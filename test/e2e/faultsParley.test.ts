@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
-import { joinThroughClient, mediaFlowing, signedInUser } from "../support/browser.ts";
+import { joinThroughClient, mediaFlowing, signedInUser, watchDecodedFrames, decodingVideos } from "../support/browser.ts";
 import { startFederatedCall, tearDownOnFailureKeeping, type FederatedCall } from "../support/federatedCall.ts";
 import { waitFor } from "../support/matrix.ts";
 import { metric } from "../support/metrics.ts";
@@ -32,42 +32,6 @@ async function janusFeeds(inst: Institution): Promise<string[]> {
   }
 }
 
-/**
- * Starts watching every inbound video of the page (by SSRC): `stop` answers the longest time (ms)
- * any of them went without a newly decoded frame, up to now, and how many were watched.
- */
-async function watchFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; videos: number }> }> {
-  await page.evaluate(() => {
-    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; last: Map<string, { frames: number; at: number }>; max: number } };
-    const gaps = { timer: 0, last: new Map<string, { frames: number; at: number }>(), max: 0 };
-    w.__gaps = gaps;
-    gaps.timer = window.setInterval(async () => {
-      const now = performance.now();
-      for (const pc of w.__parleyPcs.filter((p) => p.connectionState !== "closed")) {
-        (await pc.getStats()).forEach((s: Record<string, unknown>) => {
-          if (s.type !== "inbound-rtp" || s.kind !== "video") return;
-          const key = String(s.ssrc);
-          const frames = Number(s.framesDecoded ?? 0);
-          const prev = gaps.last.get(key);
-          if (!prev || frames > prev.frames) gaps.last.set(key, { frames, at: now });
-          else gaps.max = Math.max(gaps.max, now - prev.at);
-        });
-      }
-    }, 100);
-  });
-  return {
-    stop: () =>
-      page.evaluate(() => {
-        const gaps = (window as unknown as { __gaps: { timer: number; last: Map<string, { at: number }>; max: number } }).__gaps;
-        clearInterval(gaps.timer);
-        // A video that stopped for good (its peer connection closed: a republish) counts until now.
-        const now = performance.now();
-        const stalled = Math.max(0, ...[...gaps.last.values()].map((v) => now - v.at));
-        return { maxGapMs: Math.round(Math.max(gaps.max, stalled)), videos: gaps.last.size };
-      }),
-  };
-}
-
 const peerConnections = (page: Page) => page.evaluate(() => (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.length);
 
 describe("a Parley restart during a call", () => {
@@ -77,7 +41,7 @@ describe("a Parley restart during a call", () => {
     const carolPage = await joinThroughClient(call.browser, `${call.A.parley.url}/#/call/${encodeURIComponent(call.A.alias(SLUG))}`, carol);
     pages = [call.alicePage, call.bobPage, carolPage];
     // Everyone receives both others' media, decrypted.
-    await Promise.all(pages.map((p) => waitFor("two remote videos", async () => ((await inboundVideos(p)) >= 2 ? true : undefined), 30_000)));
+    await Promise.all(pages.map((p) => waitFor("two remote videos", async () => ((await decodingVideos(p)) >= 2 ? true : undefined), 30_000)));
     await Promise.all(pages.map((p) => mediaFlowing(p, 30_000)));
   }, 240_000);
 
@@ -93,7 +57,7 @@ describe("a Parley restart during a call", () => {
       const feeds = await janusFeeds(A);
       expect(feeds).toHaveLength(3);
       const pcs = await Promise.all(pages.map(peerConnections));
-      const watches = await Promise.all(pages.map(watchFrames));
+      const watches = await Promise.all(pages.map(watchDecodedFrames));
       if (how === "SIGKILL") await A.parley.kill9();
       await A.parley.restart(); // SIGTERM when still running; resolves once /health is ok
       // Every client's signalling is back: three seats held again.
@@ -111,16 +75,3 @@ describe("a Parley restart during a call", () => {
     }, 120_000);
   }
 });
-
-/** Inbound video streams of the page's live peer connections. */
-async function inboundVideos(page: Page): Promise<number> {
-  return page.evaluate(async () => {
-    let n = 0;
-    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
-      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
-        if (s.type === "inbound-rtp" && s.kind === "video" && Number(s.framesDecoded ?? 0) > 0) n++;
-      });
-    }
-    return n;
-  });
-}

@@ -236,3 +236,52 @@ export async function iceCandidateTypes(page: Page): Promise<{ gathered: string[
     return out;
   });
 }
+
+/**
+ * Starts watching every inbound video of the page (by SSRC): `stop` answers the longest time (ms)
+ * any of them went without a newly decoded frame, up to now, and how many were watched.
+ */
+export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; videos: number }> }> {
+  await page.evaluate(() => {
+    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; last: Map<string, { frames: number; at: number }>; max: number } };
+    const gaps = { timer: 0, last: new Map<string, { frames: number; at: number }>(), max: 0 };
+    w.__gaps = gaps;
+    gaps.timer = window.setInterval(async () => {
+      const now = performance.now();
+      for (const pc of w.__parleyPcs.filter((p) => p.connectionState !== "closed")) {
+        (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+          if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+          const key = String(s.ssrc);
+          const frames = Number(s.framesDecoded ?? 0);
+          const prev = gaps.last.get(key);
+          if (!prev || frames > prev.frames) gaps.last.set(key, { frames, at: now });
+          else gaps.max = Math.max(gaps.max, now - prev.at);
+        });
+      }
+    }, 100);
+  });
+  return {
+    stop: () =>
+      page.evaluate(() => {
+        const gaps = (window as unknown as { __gaps: { timer: number; last: Map<string, { at: number }>; max: number } }).__gaps;
+        clearInterval(gaps.timer);
+        // A video that stopped for good (its peer connection closed: a republish) counts until now.
+        const now = performance.now();
+        const stalled = Math.max(0, ...[...gaps.last.values()].map((v) => now - v.at));
+        return { maxGapMs: Math.round(Math.max(gaps.max, stalled)), videos: gaps.last.size };
+      }),
+  };
+}
+
+/** Inbound videos of the page's live peer connections that have decoded a frame. */
+export async function decodingVideos(page: Page): Promise<number> {
+  return page.evaluate(async () => {
+    let n = 0;
+    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && Number(s.framesDecoded ?? 0) > 0) n++;
+      });
+    }
+    return n;
+  });
+}
