@@ -504,7 +504,7 @@ describe("PostgreSQL migrations", () => {
     await c.connect();
     try {
       const tables = await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
-      expect(tables.rows.map((r) => r.tablename)).toEqual(["appservice_txn", "audit_event", "call", "erasure", "guest", "meeting_alias", "openid_token_used", "parley_schema", "processed_event"]);
+      expect(tables.rows.map((r) => r.tablename)).toEqual(["appservice_txn", "audit_event", "call", "call_seat", "erasure", "guest", "meeting_alias", "openid_token_used", "parley_schema", "processed_event"]);
       expect((await c.query("SELECT * FROM parley_schema")).rowCount).toBe(1);
     } finally {
       await c.end();
