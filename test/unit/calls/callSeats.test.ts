@@ -131,7 +131,12 @@ beforeEach(async () => {
   await store.completeAlias("#meet-x:a.example", ROOM);
   sfu = new FakeSfu();
   roomState = { version: 1, api: "https://meet.a.example" };
-  calls = new CallService(
+  calls = makeCalls();
+  seats = makeSeats();
+});
+
+function makeCalls(more: Partial<ConstructorParameters<typeof CallService>[1]> = {}) {
+  return new CallService(
     { sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 5 },
     {
       homeserver: { resolveAlias: async () => undefined, getMembership: async () => "join" },
@@ -141,10 +146,10 @@ beforeEach(async () => {
       sfu,
       clock: { now: () => 1_000 },
       ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+      ...more,
     },
   );
-  seats = makeSeats();
-});
+}
 
 afterEach(async () => {
   calls.stop();
@@ -306,19 +311,7 @@ describe("a Parley restart (docs/resilience.md)", () => {
   /** A CallService and its seats as a (re)started process makes them, on the same store. */
   function process() {
     calls.stop();
-    calls = new CallService(
-      { sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 5 },
-      {
-        homeserver: { resolveAlias: async () => undefined, getMembership: async () => "join" },
-        store,
-        policy: new FederationPolicy("a.example", []),
-        verifier: { verify: async () => ({ userId: ALICE }) },
-        sfu,
-        clock: { now: () => 1_000 },
-        ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
-        recorder: recorder(),
-      },
-    );
+    calls = makeCalls({ recorder: recorder() });
     seats = makeSeats();
   }
   /** Alice's seat, published, as recorded by the first process. */
