@@ -87,6 +87,7 @@ describe("parseConfig", () => {
       },
       store: { backend: "sqlite", path: "parley.db" },
       metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
+      health: { cacheMs: 2000, intervalMs: 5000, probeTimeoutMs: 2000 },
       privacy: { retentionDays: 183, pseudonymizeRemoteUsers: false, auditQueueMax: 10_000, auditBatchSize: 200, auditFlushMs: 500 },
       logging: { level: "info" },
     });
