@@ -2,7 +2,7 @@
 // Janus check and the whole report down (503, one node), and ok again once it is back; Synapse
 // SIGKILLed makes the homeserver check down, and ok again after its restart; a registration the
 // homeserver no longer accepts is named; the outages and recoveries are counted in the metrics,
-// also when nobody asks /health (the background check).
+// also when nobody asks /health (Janus's connection watched, the homeserver by the background check).
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -90,13 +90,21 @@ describe("/health on the real stack", () => {
     expect(await metric(A, "parley_dependency_up", janus())).toBe(1);
   });
 
-  it("the background check counts a Janus outage with nobody asking /health", async () => {
+  it("with nobody asking /health, outages are counted: Janus as its connection drops, the homeserver by the background check", async () => {
     await A.janus!.kill9();
     await metricUntil("parley_dependency_up", janus(), 0);
     expect(await metric(A, "parley_dependency_outages_total", janus())).toBe(2);
     await A.janus!.restart();
     await metricUntil("parley_dependency_up", janus(), 1);
     expect(await metric(A, "parley_dependency_recoveries_total", janus())).toBe(2);
+
+    // The homeserver has no connection to watch: only the timer (health.intervalMs) can see it go.
+    await A.synapse.kill9();
+    await metricUntil("parley_dependency_up", homeserver, 0);
+    expect(await metric(A, "parley_dependency_outages_total", homeserver)).toBe(1);
+    await A.synapse.restart();
+    await metricUntil("parley_dependency_up", homeserver, 1);
+    expect(await metric(A, "parley_dependency_recoveries_total", homeserver)).toBe(1);
   });
 
   it("Synapse SIGKILLed: the homeserver check is down (503); ok again after its restart; counted", async () => {
@@ -109,8 +117,8 @@ describe("/health on the real stack", () => {
     await A.synapse.restart();
     const ok = await healthUntil("ok after the Synapse restart", (h) => h.report.status === "ok", 60_000);
     expect(ok.status).toBe(200);
-    expect(await metric(A, "parley_dependency_outages_total", homeserver)).toBe(1);
-    expect(await metric(A, "parley_dependency_recoveries_total", homeserver)).toBe(1);
+    expect(await metric(A, "parley_dependency_outages_total", homeserver)).toBe(2);
+    expect(await metric(A, "parley_dependency_recoveries_total", homeserver)).toBe(2);
   });
 
   it("a registration the homeserver no longer accepts is down, and named (M_UNKNOWN_TOKEN)", async () => {

@@ -62,7 +62,7 @@ export interface DependencyMetrics {
 export interface HealthDeps {
   homeserver: Pick<MatrixHomeserver, "whoami">;
   store: Pick<Store, "probeWrite" | "activeCalls">;
-  sfu?: Pick<Sfu, "health" | "onNodeRestarted"> | undefined;
+  sfu?: Pick<Sfu, "health" | "onNodeState"> | undefined;
   crypto?: Pick<BotCrypto, "status" | "probe"> | undefined;
   clock: { now(): number };
   metrics?: DependencyMetrics | undefined;
@@ -174,11 +174,9 @@ export class HealthMonitor {
 
   /** Starts the background checks (first one now) and listens for Janus restarts. */
   start(): void {
-    // A node that restarted between two checks was down meanwhile: count it even if no check saw it.
-    this.unwatch = this.deps.sfu?.onNodeRestarted((nodeId) => {
-      this.observe("janus", nodeId, false, "it restarted (Parley's sessions there were lost)");
-      this.observe("janus", nodeId, true, "up again");
-    });
+    // A Janus node's connection is watched as it changes: a restart quicker than the interval
+    // between two checks is still an outage and a recovery.
+    this.unwatch = this.deps.sfu?.onNodeState((nodeId, up) => this.observe("janus", nodeId, up, up ? "node up" : "node down"));
     const tick = () => void this.report().catch((err: unknown) => this.log.warn({ err }, "health check failed"));
     this.timer = setInterval(tick, this.opts.intervalMs);
     this.timer.unref();

@@ -78,6 +78,8 @@ export interface Sfu {
   openParticipant(room: RoomRef, participantId: string): Promise<SfuParticipant>;
   /** Per node: up/down and the rooms and participants Parley placed there. */
   health(): NodeHealth[];
+  /** A node's connection went down (false) or came up (true), as it happens (the health metrics). */
+  onNodeState(listener: (nodeId: string, up: boolean) => void): () => void;
   /** A node lost Parley's sessions; `lostRoomIds` must be recreated and their clients renegotiate. */
   onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void;
   /** Destroys Parley's rooms and sessions, closes every socket and timer. */

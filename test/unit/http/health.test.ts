@@ -25,7 +25,7 @@ interface World {
   crypto: { status: "new" | "opening" | "open" | "stopped"; probe: () => Promise<void> } | undefined;
   calls: { whoami: number; write: number };
   now: number;
-  restarted: ((nodeId: string, lost: string[]) => void) | undefined;
+  nodeState: ((nodeId: string, up: boolean) => void) | undefined;
 }
 
 function world(over: Partial<World> = {}): World {
@@ -36,7 +36,7 @@ function world(over: Partial<World> = {}): World {
     crypto: { status: "open", probe: async () => undefined },
     calls: { whoami: 0, write: 0 },
     now: 1_000_000,
-    restarted: undefined,
+    nodeState: undefined,
     ...over,
   };
 }
@@ -58,9 +58,9 @@ function deps(w: World, metrics?: HealthDeps["metrics"]): HealthDeps {
     },
     sfu: {
       health: () => w.nodes.map((n) => ({ id: n.id, state: n.state as "up", rooms: 0, participants: 0, handles: 0 })),
-      onNodeRestarted: (l) => {
-        w.restarted = l;
-        return () => (w.restarted = undefined);
+      onNodeState: (l) => {
+        w.nodeState = l;
+        return () => (w.nodeState = undefined);
       },
     },
     crypto: w.crypto && {
@@ -238,16 +238,30 @@ describe("dependency metrics", () => {
     expect(await value(metrics, "parley_dependency_up", { dependency: "janus", node: "j1" })).toBe(1);
   });
 
-  it("a Janus restart no check saw (between two checks) still counts as an outage and a recovery", async () => {
+  it("a Janus restart between two checks is counted as it happens, once, whenever the checks look", async () => {
     const metrics = createMetrics();
     const w = world();
     const m = monitor(w, metrics.dependencies);
     m.start();
     await m.report();
-    w.restarted!("janus-1", []);
     const janus = { dependency: "janus", node: "janus-1" };
+    // Down and up again before any check: counted from the node's events.
+    w.nodeState!("janus-1", false);
+    expect(await value(metrics, "parley_dependency_up", janus)).toBe(0);
+    w.nodeState!("janus-1", true);
     expect(await value(metrics, "parley_dependency_outages_total", janus)).toBe(1);
     expect(await value(metrics, "parley_dependency_recoveries_total", janus)).toBe(1);
+    // Down again, and a check sees it down too, then up: still one more outage and one recovery.
+    w.nodeState!("janus-1", false);
+    w.nodes = [{ id: "janus-1", state: "down" }];
+    w.now += OPTS.cacheMs;
+    await m.report();
+    w.nodes = [{ id: "janus-1", state: "up" }];
+    w.nodeState!("janus-1", true);
+    w.now += OPTS.cacheMs;
+    await m.report();
+    expect(await value(metrics, "parley_dependency_outages_total", janus)).toBe(2);
+    expect(await value(metrics, "parley_dependency_recoveries_total", janus)).toBe(2);
   });
 
   it("the background timer checks without anyone asking, every intervalMs, and stops on stop()", async () => {
@@ -264,7 +278,7 @@ describe("dependency metrics", () => {
     expect(w.calls.whoami).toBe(2);
     expect(await value(metrics, "parley_dependency_outages_total", { dependency: "homeserver", node: "" })).toBe(1);
     await m.stop();
-    expect(w.restarted).toBeUndefined();
+    expect(w.nodeState).toBeUndefined();
     w.now += 10 * OPTS.intervalMs;
     await vi.advanceTimersByTimeAsync(10 * OPTS.intervalMs);
     expect(w.calls.whoami).toBe(2);
