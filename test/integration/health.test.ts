@@ -1,8 +1,9 @@
-// /health on the real stack (Synapse, Janus, Parley): every check ok; Janus SIGKILLed makes the
-// Janus check and the whole report down (503, one node), and ok again once it is back; Synapse
-// SIGKILLed makes the homeserver check down, and ok again after its restart; a registration the
-// homeserver no longer accepts is named; the outages and recoveries are counted in the metrics,
-// also when nobody asks /health (Janus's connection watched, the homeserver by the background check).
+// /health on the real stack (Synapse, Janus, Parley): every check ok; hundreds of requests cost
+// Synapse one probe per cache period; Janus SIGKILLed makes the Janus check and the whole report
+// down (503, one node), and ok again once it is back; Synapse SIGKILLed makes the homeserver check
+// down, and ok again after its restart; a registration the homeserver no longer accepts is named;
+// the outages and recoveries are counted in the metrics, also when nobody asks /health (Janus's
+// connection watched, the homeserver by the background check).
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -70,6 +71,25 @@ describe("/health on the real stack", () => {
     expect(await metric(A, "parley_dependency_up", homeserver)).toBe(1);
     expect(await metric(A, "parley_dependency_up", { dependency: "store", node: "" })).toBe(1);
     expect(await metric(A, "parley_dependency_up", { dependency: "crypto", node: "" })).toBe(1);
+  });
+
+  it("a hammered /health reaches the homeserver once per health.cacheMs at most (counted in Synapse's access log)", async () => {
+    const whoamis = async () => (await readFile(A.synapse.logFile, "utf8")).split("\n").filter((l) => l.includes("/account/whoami")).length;
+    const before = await whoamis();
+    const t0 = Date.now();
+    const { cacheMs, intervalMs } = A.parley.config.health;
+    // Bursts of 25 for over two cache periods: a fresh check is due at least once meanwhile.
+    let requests = 0;
+    while (requests < 500 || Date.now() - t0 < 2.5 * cacheMs) {
+      const answers = await Promise.all(Array.from({ length: 25 }, () => fetch(`${A.parley.url}/health`).then((r) => r.status)));
+      expect(answers.every((s) => s === 200)).toBe(true);
+      requests += answers.length;
+    }
+    const elapsed = Date.now() - t0;
+    const asked = (await whoamis()) - before;
+    // One per cache period, plus the background checks, plus one of each in flight at either end.
+    expect(asked).toBeGreaterThan(0);
+    expect(asked).toBeLessThanOrEqual(Math.ceil(elapsed / cacheMs) + Math.ceil(elapsed / intervalMs) + 2);
   });
 
   it("Janus SIGKILLed: the Janus check and the report are down (503, the only node); ok again after its restart; counted", async () => {

@@ -1,9 +1,9 @@
 // GET /health: each dependency Parley needs, checked for real, with an overall status a load
 // balancer can act on (docs/health.md). The homeserver answers the as_token (the registration is
 // accepted), the store takes a committed write, each Janus node is connected, the bot's Olm device
-// answers. The endpoint is public: a report is reused for `cacheMs` and concurrent requests share
-// one check, so hammering /health costs the homeserver one request per period at most. A timer
-// checks on its own too, so the dependency metrics count outages when nobody asks.
+// answers. It needs no token (anyone may ask): a report is reused for `cacheMs` and concurrent
+// requests share one check, so hammering /health costs the homeserver one request per period at
+// most. A timer checks on its own too, so the dependency metrics count outages when nobody asks.
 import type { RequestHandler } from "express";
 import type { Counter, Gauge } from "prom-client";
 import { ConnectionError, MatrixError } from "matrix-js-sdk";
