@@ -1,10 +1,11 @@
 // The local deployment behind scripts/dev.sh: K institutions that allow each other, a demo user
-// on each (fresh random password, shown once here), and the URL to open.
+// on each (fresh random password, shown once here), and the URL to open; what dies is started again.
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { startInstitutions } from "./stack/institutions.ts";
+import { stackComponents, supervise } from "./stack/supervise.ts";
 
 const { values } = parseArgs({ options: { institutions: { type: "string", default: "2" } } });
 const count = Number(values.institutions);
@@ -35,12 +36,16 @@ for (const inst of stack.institutions) {
 }
 const first = stack.institutions[0]!;
 console.log(["", ...lines, "", `Open ${first.parley.url}/ and sign in as the demo user above.`, "Ctrl-C stops everything."].join("\n"));
+// A component that dies (Synapse, Janus, coturn, Parley) is started again, as systemd does in production.
+const supervisor = supervise(stackComponents(stack), { log: (line) => console.log(line) });
 
 let stopping = false;
 const shutdown = async () => {
   if (stopping) return;
   stopping = true;
   console.log("\nstopping…");
+  // Watching ends first: the stack's own stop must not look like deaths to restart.
+  await supervisor.stop();
   await stack.stop({ keep: true });
   process.exit(0);
 };

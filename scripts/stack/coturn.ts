@@ -19,8 +19,11 @@ export interface CoturnHandle {
   realm: string;
   relayPortRange: [number, number];
   logFile: string;
-  process: ManagedProcess;
+  /** The running process (a new one after restart()). */
+  readonly process: ManagedProcess;
   stop(): Promise<void>;
+  /** Stops it (SIGKILL) and starts it again: same config, port and secret. */
+  restart(): Promise<void>;
 }
 
 export interface CoturnOptions {
@@ -63,7 +66,7 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
     }),
     { mode: 0o600 },
   );
-  const proc = await startProcess({
+  const launch = () => startProcess({
     name: "coturn",
     command: opts.bin ?? process.env["PARLEY_TURNSERVER_BIN"] ?? "/usr/bin/turnserver",
     // -c alone: coturn reads this file and no other (-n would make it ignore every file).
@@ -75,6 +78,7 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
     ready: ({ signal }) => waitForTcp(opts.ip, port, 20_000, { signal, intervalMs: 25 }),
     readyTimeoutMs: 20_000,
   });
+  let proc = await launch();
   return {
     urls: [`turn:${opts.ip}:${port}?transport=udp`, `turn:${opts.ip}:${port}?transport=tcp`],
     ip: opts.ip,
@@ -84,7 +88,13 @@ export async function startCoturn(opts: CoturnOptions): Promise<CoturnHandle> {
     realm: opts.realm,
     relayPortRange: opts.relayPortRange,
     logFile,
-    process: proc,
+    get process() {
+      return proc;
+    },
     stop: () => proc.stop().then(() => undefined),
+    async restart() {
+      await proc.kill9();
+      proc = await launch();
+    },
   };
 }

@@ -60,6 +60,8 @@ export interface ParleyProcess {
   readonly logFile: string;
   /** The running process's id (for CPU readings from /proc; -1 if it never started). */
   readonly pid: number;
+  /** The running process (a new one after restart()). */
+  readonly process: ManagedProcess;
   /** SIGKILL, no cleanup. */
   kill9(): Promise<void>;
   /** Stops (if running) and starts again with the same config and store. */
@@ -213,6 +215,9 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     logFile: proc.logFile,
     get pid() {
       return proc.pid;
+    },
+    get process() {
+      return proc;
     },
     async kill9() {
       await proc.kill9();

@@ -24,7 +24,23 @@ interface Backend {
   name: string;
   /** Makes an empty database for one test; returns how to open connections to it. */
   fresh(): Promise<() => Promise<Store>>;
+  /** Makes the test's database refuse writes from `store` the way this backend does (read-only file, read-only server). */
+  refuseWrites(store: Store): Promise<void>;
+  /** Rows of appservice_txn, read beside the store. */
+  txnRows(store: Store): Promise<number>;
 }
+
+async function onServer<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client(server.connection(db));
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+let database = "";
 
 const backends: Backend[] = [
   {
@@ -35,12 +51,29 @@ const backends: Backend[] = [
       const file = path.join(dir, "parley.db");
       return async () => new SqliteStore(file);
     },
+    async refuseWrites(store) {
+      (store as SqliteStore).db.pragma("query_only = ON");
+    },
+    async txnRows(store) {
+      return ((store as SqliteStore).db.prepare("SELECT count(*) AS n FROM appservice_txn").get() as { n: number }).n;
+    },
   },
   {
     name: "postgres",
     async fresh() {
-      const database = await server.createDatabase();
-      return () => PostgresStore.open({ ...server.connection(database), poolSize: 4 });
+      database = await server.createDatabase();
+      const db = database;
+      return () => PostgresStore.open({ ...server.connection(db), poolSize: 4 });
+    },
+    async refuseWrites() {
+      // As a server switched to read-only (or a standby): new sessions refuse writes; the open ones are cut.
+      await onServer("postgres", async (c) => {
+        await c.query(`ALTER DATABASE ${pg.escapeIdentifier(database)} SET default_transaction_read_only = on`);
+        await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database]);
+      });
+    },
+    async txnRows() {
+      return onServer(database, async (c) => (await c.query<{ n: number }>("SELECT count(*)::int AS n FROM appservice_txn")).rows[0]!.n);
     },
   },
 ];
@@ -132,6 +165,17 @@ describe.each(backends)("store on $name", (backend) => {
   });
 
   describe("transactions and events", () => {
+    it("probeWrite commits a write and leaves no row; a store refusing writes fails it with a code", async () => {
+      const store = await open();
+      await store.probeWrite();
+      await store.probeWrite();
+      expect(await backend.txnRows(store)).toBe(0);
+      await backend.refuseWrites(store);
+      // PostgreSQL: a connection cut by the server fails once, the next one is read-only.
+      const code = () => store.probeWrite().then(() => "wrote", (err: { code?: string }) => err.code);
+      await expect.poll(code).toBe(backend.name === "sqlite" ? "SQLITE_READONLY" : "25006");
+    });
+
     it("remembers done txn ids and processed events", async () => {
       const store = await open();
       expect(await store.isTxnDone("t1")).toBe(false);

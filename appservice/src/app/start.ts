@@ -10,6 +10,7 @@ import type { ParleyConfig } from "../config/schema.ts";
 import { clientRouter } from "../http/client.ts";
 import { errorHandler, ParleyError, sendError } from "../http/errors.ts";
 import { BODY_LIMITS, jsonBody } from "../http/body.ts";
+import { HealthMonitor, healthRoute } from "../http/health.ts";
 import { createMetrics, serveMetrics, type Metrics } from "../http/metrics.ts";
 import { observedCallStore } from "../http/callMetrics.ts";
 import { AddressRateLimiter, rateLimited } from "../http/rateLimit.ts";
@@ -178,19 +179,12 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
   app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH, onRefused: (errcode) => metrics.calls.joinRefusals.inc({ errcode }) }));
   app.use(meetingInfoRouter({ aliases: store, meetings, limit: config.meetings.lookupRateLimit, onRefused: () => metrics.refusals.inc({ what: "lookup_rate" }) }));
-  // Healthy once started: the bot registered, alias claims settled and its Olm device open (a
-  // load balancer, and the test stack, must not send users to a Parley still starting).
+  // Healthy once started (the bot registered, alias claims settled, its Olm device open: a load
+  // balancer, and the test stack, must not send users to a Parley still starting), then as healthy
+  // as its dependencies (http/health.ts).
   let running = false;
-  app.get("/health", async (_req, res) => {
-    if (!running) return sendError(res, new ParleyError("M_UNAVAILABLE", "starting"));
-    try {
-      await store.ping();
-      res.json({ status: "ok", activeCalls: (await store.activeCalls()).length });
-    } catch (err) {
-      log.error({ err }, "health check failed");
-      sendError(res, new ParleyError("M_UNAVAILABLE", "store unavailable"));
-    }
-  });
+  const health = new HealthMonitor(config.health, { homeserver, store, sfu: callParts.sfu, crypto, clock, metrics: metrics.dependencies });
+  app.get("/health", healthRoute(health, () => running));
   app.use(guests.routers);
   app.use(clientRouter(config));
   app.use((req, res) => sendError(res, new ParleyError("M_UNRECOGNIZED", `unrecognized request ${req.method} ${req.path}`)));
@@ -215,6 +209,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   await retention();
   const prune = () => void retention().catch((err: unknown) => log.warn({ err }, "store pruning failed; tried again tomorrow"));
   life.add("store pruning", setInterval(prune, DAY).unref(), clearInterval);
+  life.add("health checks", health).start();
   running = true;
   log.info({ port: server.port, metrics: metricsListener?.url, bot: homeserver.botUserId }, "Parley is running");
 

@@ -459,6 +459,22 @@ export const configSchema = z
       })
       .prefault({})
       .meta({ description: "Prometheus metrics, on a listener apart from the appservice and call API" }),
+    health: z
+      .strictObject({
+        cacheMs: z.int().min(100).max(60_000).default(2000).meta({
+          description:
+            "GET /health answers from the last check while it is this recent (milliseconds); concurrent requests share one check. " +
+            "/health is public: this bounds the homeserver requests it can cause to one per period, however often it is asked",
+        }),
+        intervalMs: z.int().min(500).max(600_000).default(5000).meta({
+          description: "How often Parley checks its dependencies on its own, so that the metrics count outages when no one asks /health (milliseconds)",
+        }),
+        probeTimeoutMs: z.int().min(100).max(30_000).default(2000).meta({
+          description: "How long one probe (homeserver, store write, crypto device) may take before it counts as failed (milliseconds)",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "The health check (GET /health, docs/health.md) and the dependency metrics" }),
     privacy: z
       .strictObject({
         retentionDays: z.int().min(1).max(3650).default(183).meta({

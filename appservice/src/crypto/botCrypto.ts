@@ -71,6 +71,20 @@ export class BotCrypto {
     return this.state === "stopped";
   }
 
+  /**
+   * Where the device is: "new" or "opening" (start() not done), "open", or "stopped" (stopped,
+   * or failed to open). The health check probes an open device further (OlmDevice.probe).
+   */
+  get status(): "new" | "opening" | "open" | "stopped" {
+    return this.state;
+  }
+
+  /** Resolves once the open device answers (see OlmDevice.probe); rejects unless it is open. */
+  async probe(): Promise<void> {
+    if (this.state !== "open") throw new Error(`the bot's Olm device is ${this.state}`);
+    await (await this.opened).device.probe();
+  }
+
   /** The device's port (for sending keys to devices). */
   async device(): Promise<BotDevice> {
     return (await this.opened).device;

@@ -288,6 +288,14 @@ export class OlmDevice implements BotDevice {
     });
   }
 
+  /**
+   * Resolves once the machine, behind the work queued before, reads its own identity keys: the
+   * device is open and not wedged (the health check; it changes nothing, so writes nothing).
+   */
+  async probe(): Promise<void> {
+    await this.exclusive(async () => void this.identity());
+  }
+
   /** Waits for the work in progress, writes the snapshot a last time and closes the machine. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -1,7 +1,8 @@
 // Prometheus metrics, one registry per running service (tests start several in one process).
 import { createServer } from "node:http";
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { createCallMetrics, type CallMetrics } from "./callMetrics.ts";
+import type { DependencyMetrics } from "./health.ts";
 
 export interface Metrics {
   registry: Registry;
@@ -15,6 +16,8 @@ export interface Metrics {
   moderation: Counter<"action" | "outcome">;
   /** Calls, participants, lobby, keys, Janus and signalling (callMetrics.ts). */
   calls: CallMetrics;
+  /** Each dependency up or not, and its outages and recoveries (the health checks, health.ts). */
+  dependencies: DependencyMetrics;
 }
 
 export function createMetrics(): Metrics {
@@ -23,6 +26,7 @@ export function createMetrics(): Metrics {
   return {
     registry,
     calls: createCallMetrics(registry),
+    dependencies: createDependencyMetrics(registry),
     transactions: new Counter({ name: "parley_appservice_transactions_total", help: "Appservice transactions by outcome", labelNames: ["result"], registers: [registry] }),
     events: new Counter({ name: "parley_appservice_events_total", help: "Events handled by type and outcome", labelNames: ["type", "result"], registers: [registry] }),
     commands: new Counter({ name: "parley_commands_total", help: "Bot commands by kind", labelNames: ["kind"], registers: [registry] }),
@@ -42,6 +46,17 @@ export function createMetrics(): Metrics {
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+  };
+}
+
+function createDependencyMetrics(registry: Registry): DependencyMetrics {
+  const labelNames = ["dependency", "node"] as const;
+  const registers = [registry];
+  const what = "(dependency: homeserver, store, janus, crypto; node: the Janus node id from sfu.nodes, else empty)";
+  return {
+    up: new Gauge({ name: "parley_dependency_up", help: `1 when the dependency passed its last health check ${what}`, labelNames, registers }),
+    outages: new Counter({ name: "parley_dependency_outages_total", help: `Times the dependency was found down after being up, or down at the first check ${what}`, labelNames, registers }),
+    recoveries: new Counter({ name: "parley_dependency_recoveries_total", help: `Times the dependency was found up again after being down ${what}`, labelNames, registers }),
   };
 }
 

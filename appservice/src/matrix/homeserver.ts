@@ -67,6 +67,15 @@ export class MatrixHomeserver implements Homeserver {
     }
   }
 
+  /**
+   * Whom the homeserver takes the as_token for (GET /account/whoami): the health check's probe
+   * that it answers and still accepts Parley's registration. Gives up after `timeoutMs`.
+   */
+  async whoami(timeoutMs: number): Promise<string> {
+    const res = await this.client.http.authedRequest<{ user_id: string }>(Method.Get, "/account/whoami", undefined, undefined, { localTimeoutMs: timeoutMs });
+    return res.user_id;
+  }
+
   private roomVersion(): Promise<string> {
     this.defaultRoomVersion ??= this.request<{ capabilities?: { "m.room_versions"?: { default?: string } } }>(
       Method.Get,

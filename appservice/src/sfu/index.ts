@@ -87,6 +87,8 @@ export interface Sfu {
   adoptRoom(room: RoomRef, callId: string, opts?: RoomOptions): void;
   /** Per node: up/down and the rooms and participants Parley placed there. */
   health(): NodeHealth[];
+  /** A node's connection went down (false) or came up (true), as it happens (the health metrics). */
+  onNodeState(listener: (nodeId: string, up: boolean) => void): () => void;
   /** A node lost Parley's sessions; `lostRoomIds` must be recreated and their clients renegotiate. */
   onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void;
   /** Destroys Parley's rooms and sessions, closes every socket and timer; `keepMedia` leaves rooms and sessions to the next process. */

@@ -176,6 +176,18 @@ export class SfuPool {
     return () => this.events.off("nodeRestarted", listener);
   }
 
+  /** Subscribes to each node's connection going down and coming up again; returns the unsubscribe function. */
+  onNodeState(listener: (nodeId: string, up: boolean) => void): () => void {
+    const down = (nodeId: string) => listener(nodeId, false);
+    const up = (nodeId: string) => listener(nodeId, true);
+    this.events.on("nodeDown", down);
+    this.events.on("nodeUp", up);
+    return () => {
+      this.events.off("nodeDown", down);
+      this.events.off("nodeUp", up);
+    };
+  }
+
   health(): NodeHealth[] {
     return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount, handles: n.handleCount }));
   }

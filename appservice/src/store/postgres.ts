@@ -6,7 +6,7 @@
 // instances counting at once cannot both take the last place.
 import pg from "pg";
 import { getLogger } from "../log.ts";
-import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
+import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
 import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export interface PostgresStoreOptions {
@@ -61,6 +61,7 @@ export function forPostgres(m: Migration): Migration {
 
 export class PostgresStore implements Store {
   private readonly pool: pg.Pool;
+  private readonly probeId = probeTxnId();
   private closed = false;
 
   private constructor(pool: pg.Pool) {
@@ -381,8 +382,12 @@ export class PostgresStore implements Store {
     return (await this.all("SELECT * FROM erasure ORDER BY erased_at")).map(toErasure);
   }
 
-  async ping(): Promise<void> {
-    await this.pool.query("SELECT 1");
+  async probeWrite(): Promise<void> {
+    // A replica promoted the wrong way round, or a server in read-only mode, refuses the INSERT.
+    await this.tx(async (c) => {
+      await c.query("INSERT INTO appservice_txn (txn_id, completed_at) VALUES ($1, $2)", [this.probeId, Date.now()]);
+      await c.query("DELETE FROM appservice_txn WHERE txn_id = $1", [this.probeId]);
+    });
   }
 
   async close(): Promise<void> {

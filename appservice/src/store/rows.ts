@@ -1,5 +1,6 @@
 // What both store backends share: the numbered migration files and the mapping of table rows
 // (snake_case columns) to the records of the storage seam.
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { AliasRecord, AuditEvent, CallRecord, ErasureRecord, GuestRecord, GuestState, SeatRecord } from "./store.ts";
@@ -33,6 +34,13 @@ export function refuseNewer(current: number, migrations: Migration[]): void {
 }
 
 export type Row = Record<string, unknown>;
+
+/**
+ * The appservice_txn id the health check's write uses: never one a homeserver sends (Synapse's
+ * are numbers), and one per store instance, so that instances sharing a database never wait on
+ * each other's probe row.
+ */
+export const probeTxnId = (): string => `parley-health-probe-${randomBytes(8).toString("hex")}`;
 
 export const toAlias = (r: Row): AliasRecord => ({
   alias: r.alias as string,

@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { listMigrations, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
+import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
 import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export { listMigrations } from "./rows.ts";
@@ -30,6 +30,7 @@ const LIVE_GUESTS = "SELECT count(*) AS n FROM guest WHERE state <> 'deactivated
  */
 export class SqliteStore implements Store {
   readonly db: Database.Database;
+  private readonly probeId = probeTxnId();
 
   constructor(file: string, migrations: Migration[] = listMigrations()) {
     const onDisk = file !== ":memory:";
@@ -311,8 +312,12 @@ export class SqliteStore implements Store {
     return rows.map(toErasure);
   }
 
-  async ping(): Promise<void> {
-    this.db.prepare("SELECT 1").get();
+  async probeWrite(): Promise<void> {
+    // Committed, not rolled back: SQLite writes the changed page to the WAL only at a commit.
+    this.db.transaction(() => {
+      this.db.prepare("INSERT INTO appservice_txn (txn_id, completed_at) VALUES (?, ?)").run(this.probeId, Date.now());
+      this.db.prepare("DELETE FROM appservice_txn WHERE txn_id = ?").run(this.probeId);
+    }).immediate();
   }
 
   private count(sql: string): number {

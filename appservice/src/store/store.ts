@@ -215,7 +215,11 @@ export interface PersonalDataStore {
 }
 
 export interface Store extends TransactionStore, AliasStore, CallStore, SeatStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
-  /** Resolves when the store answers a trivial query (the health check). */
-  ping(): Promise<void>;
+  /**
+   * Writes a row and deletes it again in one committed transaction (the health check): resolves
+   * when the store takes writes, rejects when it does not (read-only file or replica, disk full,
+   * server gone). Leaves no row behind.
+   */
+  probeWrite(): Promise<void>;
   close(): Promise<void>;
 }

@@ -88,6 +88,7 @@ describe("parseConfig", () => {
       },
       store: { backend: "sqlite", path: "parley.db" },
       metrics: { enabled: true, bindAddress: "127.0.0.1", port: 9001 },
+      health: { cacheMs: 2000, intervalMs: 5000, probeTimeoutMs: 2000 },
       privacy: { retentionDays: 183, pseudonymizeRemoteUsers: false, auditQueueMax: 10_000, auditBatchSize: 200, auditFlushMs: 500 },
       logging: { level: "info" },
     });
@@ -208,6 +209,16 @@ describe("parseConfig", () => {
       ]);
     },
   );
+
+  it("bounds the health check's cache, interval and probe timeout (health)", () => {
+    expect(problemsOf({ ...minimal(), health: { cacheMs: 99, intervalMs: 499, probeTimeoutMs: 30_001 } })).toEqual([
+      "health.cacheMs: Too small: expected number to be >=100",
+      "health.intervalMs: Too small: expected number to be >=500",
+      "health.probeTimeoutMs: Too big: expected number to be <=30000",
+    ]);
+    const ok = parseConfig({ ...minimal(), health: { cacheMs: 100, intervalMs: 500, probeTimeoutMs: 30_000 } }, "parley.yaml");
+    expect(ok.health).toEqual({ cacheMs: 100, intervalMs: 500, probeTimeoutMs: 30_000 });
+  });
 
   it("pseudonymising remote users needs a generated pseudonym key", () => {
     expect(problemsOf({ ...minimal(), privacy: { pseudonymizeRemoteUsers: true } })).toEqual([

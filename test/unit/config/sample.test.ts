@@ -64,7 +64,7 @@ const omittedKeys = ALL_KEYS.filter(({ field }) => {
 describe("sampleConfigYaml", () => {
   it("parses as YAML into the expected sections", () => {
     const data = parse(sampleConfigYaml()) as Record<string, unknown>;
-    expect(Object.keys(data)).toEqual(["homeserver", "appservice", "meetings", "client", "federation", "sfu", "turn", "calls", "guests", "store", "crypto", "metrics", "privacy", "logging"]);
+    expect(Object.keys(data)).toEqual(["homeserver", "appservice", "meetings", "client", "federation", "sfu", "turn", "calls", "guests", "store", "crypto", "metrics", "health", "privacy", "logging"]);
   });
 
   it("has exactly the schema's keys, leaving out only optional keys without a default", () => {

@@ -47,7 +47,7 @@ describe("the dashboard and the alert rules", () => {
 
   it("show each group of call metrics somewhere", async () => {
     const used = new Set(dashboardExprs().flatMap(metricNames));
-    const groups = ["parley_calls_", "parley_participant_", "parley_lobby_", "parley_moderation_", "parley_provisioned_key_", "parley_e2ee_", "parley_janus_", "parley_signalling_"];
+    const groups = ["parley_calls_", "parley_participant_", "parley_lobby_", "parley_moderation_", "parley_provisioned_key_", "parley_e2ee_", "parley_janus_", "parley_signalling_", "parley_dependency_"];
     expect(groups.filter((g) => ![...used].some((n) => n.startsWith(g)))).toEqual([]);
     // Every metric of the call groups has a panel (a histogram through its buckets).
     const metrics = (await createMetrics().registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => groups.some((g) => n.startsWith(g)));

@@ -85,8 +85,7 @@ describe("SfuPool", () => {
     const room = await pool.createRoom("c");
     const p = await pool.openParticipant(room, "alice");
     const events: string[] = [];
-    pool.events.on("nodeDown", (id) => events.push(`down:${id}`));
-    pool.events.on("nodeUp", (id) => events.push(`up:${id}`));
+    pool.onNodeState((id, up) => events.push(`${up ? "up" : "down"}:${id}`));
     pool.onNodeRestarted((id) => events.push(`restarted:${id}`));
     p.onLost((r) => events.push(`lost:${r}`));
     fakes[0]!.dropClients();
