@@ -4,7 +4,7 @@
 // Janus nodes at A, the call moving to the live one when its node dies for good.
 // Runs inside scripts/isolated.sh, so media stays on 127.77.0.1.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { everyoneFlowing, startThreePersonCall, tileCount, type ThreePersonCall } from "../support/faults.ts";
+import { everyoneFlowing, resetCounts, startThreePersonCall, tileCount, type ThreePersonCall } from "../support/faults.ts";
 
 const TRIALS = Number(process.env.PARLEY_FAULT_TRIALS ?? 10);
 let failed = false;
@@ -25,6 +25,7 @@ describe("Janus SIGKILLed and restarted at once", () => {
   it(`every stream flows again in every browser, ${TRIALS} times in a row`, async () => {
     await everyoneFlowing(call);
     for (let trial = 1; trial <= TRIALS; trial++) {
+      resetCounts(call);
       const t0 = performance.now();
       await call.A.janus!.restart({ kill9: true });
       const flowing = await everyoneFlowing(call).catch((err: Error) => {
@@ -32,6 +33,8 @@ describe("Janus SIGKILLed and restarted at once", () => {
       });
       console.error(`trial ${trial}: every stream flowing ${Math.round(flowing - t0)} ms after the SIGKILL (Janus started in ${call.A.janus!.startupMs} ms)`);
       for (const page of call.all) expect(await tileCount(page)).toBe(3);
+      // Without flapping: each client started its media over once, and no subscription failed.
+      expect([...call.counts.values()]).toEqual(call.all.map(() => ({ restarts: 1, subscribeFailures: 0 })));
     }
     // The store kept one call for the meeting all along.
     const active = (await call.A.parleyStore().activeCalls()).filter((c) => c.sfu);

@@ -16,7 +16,31 @@ export interface ThreePersonCall {
   all: Page[];
   /** The call's meeting alias (hosted by A). */
   alias: string;
+  /** What each page's client logged about its media since the last reset (see ClientCounts). */
+  counts: Map<Page, ClientCounts>;
   stop(opts?: { keep?: boolean }): Promise<void>;
+}
+
+/** Per page: media restarts the client made, and subscriptions the server refused. */
+export interface ClientCounts {
+  restarts: number;
+  subscribeFailures: number;
+}
+
+/** Counts the client's own log lines about restarts and failed subscriptions (client/src/rtc/call.ts). */
+function countClientLog(page: Page): ClientCounts {
+  const counts = { restarts: 0, subscribeFailures: 0 };
+  page.on("console", (m) => {
+    const text = m.text();
+    if (text.startsWith("[parley:call] publishing and subscribing again")) counts.restarts++;
+    if (text.startsWith("[parley:call] subscribe failed")) counts.subscribeFailures++;
+  });
+  return counts;
+}
+
+/** Sets every page's counts back to zero (before a trial). */
+export function resetCounts(call: Pick<ThreePersonCall, "counts">): void {
+  for (const c of call.counts.values()) Object.assign(c, { restarts: 0, subscribeFailures: 0 });
 }
 
 export async function startThreePersonCall(o: { slug: string; stack?: Omit<StackOptions, "count" | "allow"> }): Promise<ThreePersonCall> {
@@ -36,6 +60,7 @@ export async function startThreePersonCall(o: { slug: string; stack?: Omit<Stack
     const bobPage = await joinThroughClient(browser, link(B), bob);
     const carolPage = await joinThroughClient(browser, link(A), carol);
     const b = browser;
+    const counts = new Map([alicePage, bobPage, carolPage].map((p) => [p, countClientLog(p)]));
     // PARLEY_FAULT_TRACE=1: every client log line with a wall-clock time, to line up with Parley's log.
     if (process.env.PARLEY_FAULT_TRACE === "1") {
       for (const [name, page] of Object.entries({ alice: alicePage, bob: bobPage, carol: carolPage })) {
@@ -52,6 +77,7 @@ export async function startThreePersonCall(o: { slug: string; stack?: Omit<Stack
       pages: { alice: alicePage, bob: bobPage, carol: carolPage },
       all: [alicePage, bobPage, carolPage],
       alias,
+      counts,
       async stop(opts) {
         await b.close().catch(() => undefined);
         await stack.stop(opts);
