@@ -4,7 +4,7 @@
 // Janus nodes at A, the call moving to the live one when its node dies for good.
 // Runs inside scripts/isolated.sh, so media stays on 127.77.0.1.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { everyoneFlowing, resetCounts, startThreePersonCall, tileCount, type ThreePersonCall } from "../support/faults.ts";
+import { everyoneFlowing, resetCounts, startThreePersonCall, streamsNow, tileCount, type ThreePersonCall } from "../support/faults.ts";
 
 const TRIALS = Number(process.env.PARLEY_FAULT_TRIALS ?? 10);
 let failed = false;
@@ -26,9 +26,10 @@ describe("Janus SIGKILLed and restarted at once", () => {
     await everyoneFlowing(call);
     for (let trial = 1; trial <= TRIALS; trial++) {
       resetCounts(call);
+      const before = await streamsNow(call);
       const t0 = performance.now();
       await call.A.janus!.restart({ kill9: true });
-      const flowing = await everyoneFlowing(call).catch((err: Error) => {
+      const flowing = await everyoneFlowing(call, 30_000, before).catch((err: Error) => {
         throw new Error(`trial ${trial}: ${err.message}`);
       });
       console.error(`trial ${trial}: every stream flowing ${Math.round(flowing - t0)} ms after the SIGKILL (Janus started in ${call.A.janus!.startupMs} ms)`);
@@ -68,9 +69,10 @@ describe("a Janus node dies for good, a second one is configured", () => {
     const nodes = call.A.parley.config.sfu.nodes.map((n) => n.id);
     expect(nodes).toEqual(["janus-a", "janus-a2"]);
     const home = nodes.indexOf(before!.sfu!.node);
+    const streams = await streamsNow(call);
     const killedAt = performance.now();
     await call.A.januses[home]!.kill9();
-    const flowing = await everyoneFlowing(call, 60_000);
+    const flowing = await everyoneFlowing(call, 60_000, streams);
     console.error(`the call flows on the other node ${Math.round(flowing - killedAt)} ms after the SIGKILL (detection ${deadNodeSeconds} s)`);
     const after = (await store.activeCalls()).filter((c) => c.sfu);
     expect(after).toHaveLength(1);

@@ -108,35 +108,71 @@ async function streamCounters(page: Page): Promise<Map<string, { kind: string; v
   return new Map(rows.map(([k, kind, value]) => [k, { kind, value }]));
 }
 
+/** The inbound streams a page has now (to tell the streams of a later restart from these). */
+export async function knownStreams(page: Page): Promise<Set<string>> {
+  return new Set((await streamCounters(page)).keys());
+}
+
 /**
- * Waits until, within one window, `remotes` video streams decode new frames, `remotes` audio
- * streams carry new energy and the page's E2EE worker decrypts new frames: every other person's
- * media arrives, not only some of it. Resolves with the time (performance.now()) it saw that.
+ * Waits until the page receives every other person's media: `remotes` video streams decoding new
+ * frames and `remotes` audio streams carrying new energy, confirmed over one window of
+ * `windowMs` in which the page's E2EE worker also decrypts new frames. Streams in `ignore` (those
+ * of before a fault) do not count. Resolves with the time (performance.now(), sampled every
+ * 100 ms) the last of the counted streams started to flow: when every stream was flowing again.
  */
-export async function allStreamsFlowing(page: Page, remotes: number, timeoutMs = 30_000, windowMs = 500): Promise<number> {
-  const deadline = performance.now() + timeoutMs;
-  let before = await streamCounters(page);
-  let decryptedBefore = (await e2eeStats(page)).decrypted;
+export async function allStreamsFlowing(
+  page: Page,
+  remotes: number,
+  opts: { timeoutMs?: number; windowMs?: number; ignore?: Set<string> } = {},
+): Promise<number> {
+  const deadline = performance.now() + (opts.timeoutMs ?? 30_000);
+  const windowMs = opts.windowMs ?? 500;
+  const ignore = opts.ignore ?? new Set<string>();
+  const started = new Map<string, number>();
+  let prev = await streamCounters(page);
+  let lastWindow = { at: performance.now(), counters: prev, decrypted: (await e2eeStats(page)).decrypted };
+  let last = "";
   for (;;) {
-    await new Promise((r) => setTimeout(r, windowMs));
-    const after = await streamCounters(page);
-    const decrypted = (await e2eeStats(page)).decrypted;
-    const growing = { audio: 0, video: 0 };
-    for (const [k, s] of after) {
-      const b = before.get(k);
-      if (b && s.value > b.value && (s.kind === "audio" || s.kind === "video")) growing[s.kind]++;
+    await new Promise((r) => setTimeout(r, 100));
+    const now = performance.now();
+    const counters = await streamCounters(page);
+    for (const [k, c] of counters) {
+      const p = prev.get(k);
+      if (!ignore.has(k) && !started.has(k) && p && c.value > p.value) started.set(k, now);
     }
-    const decrypting = decrypted > decryptedBefore;
-    if (growing.video >= remotes && growing.audio >= remotes && decrypting) return performance.now();
-    if (performance.now() > deadline) throw new Error(`not every stream is flowing: ${JSON.stringify({ growing, decrypting, streams: after.size })}`);
-    before = after;
-    decryptedBefore = decrypted;
+    prev = counters;
+    if (now - lastWindow.at >= windowMs) {
+      const decrypted = (await e2eeStats(page)).decrypted;
+      const flowing = { audio: [] as number[], video: [] as number[] };
+      for (const [k, c] of counters) {
+        const before = lastWindow.counters.get(k);
+        const at = started.get(k);
+        if (at !== undefined && before && c.value > before.value && (c.kind === "audio" || c.kind === "video")) flowing[c.kind].push(at);
+      }
+      const decrypting = decrypted > lastWindow.decrypted;
+      if (flowing.video.length >= remotes && flowing.audio.length >= remotes && decrypting) {
+        // The `remotes` earliest flowing streams of each kind are the people; the last of those started it.
+        const earliest = (xs: number[]) => xs.sort((a, b) => a - b).slice(0, remotes);
+        return Math.max(...earliest(flowing.video), ...earliest(flowing.audio));
+      }
+      last = JSON.stringify({ video: flowing.video.length, audio: flowing.audio.length, decrypting, streams: counters.size });
+      lastWindow = { at: now, counters, decrypted };
+    }
+    if (now > deadline) throw new Error(`not every stream is flowing: ${last}`);
   }
 }
 
-/** Every page of the call receives every other person's audio and video; the latest time any did. */
-export async function everyoneFlowing(call: Pick<ThreePersonCall, "all">, timeoutMs = 30_000): Promise<number> {
-  const times = await Promise.all(call.all.map((p) => allStreamsFlowing(p, call.all.length - 1, timeoutMs)));
+/** Per page, the streams it has now: pass to everyoneFlowing after a fault to count only new ones. */
+export async function streamsNow(call: Pick<ThreePersonCall, "all">): Promise<Map<Page, Set<string>>> {
+  return new Map(await Promise.all(call.all.map(async (p) => [p, await knownStreams(p)] as const)));
+}
+
+/**
+ * Every page of the call receives every other person's audio and video (streams in `before`
+ * not counted); resolves with the time the last stream of any page started to flow.
+ */
+export async function everyoneFlowing(call: Pick<ThreePersonCall, "all">, timeoutMs = 30_000, before?: Map<Page, Set<string>>): Promise<number> {
+  const times = await Promise.all(call.all.map((p) => allStreamsFlowing(p, call.all.length - 1, { timeoutMs, ignore: before?.get(p) })));
   return Math.max(...times);
 }
 
