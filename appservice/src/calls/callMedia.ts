@@ -137,7 +137,10 @@ export class CallMedia {
   }
 
   async unsubscribe(seat: Seat, feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
-    const member = await this.memberOf(seat);
+    this.assertLive(seat);
+    // Without an SFU session (none yet, or it was lost) nothing is subscribed: none is opened for this.
+    const member = this.roster.get(seat.session.callId, seat);
+    if (!member) return { streams: [] };
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
     this.large.subscribed(seat.session.callId, seat, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };

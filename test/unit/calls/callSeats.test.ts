@@ -283,6 +283,15 @@ describe("a Janus restart, as the call's seats see it", () => {
     }
   });
 
+  it("an unsubscribe after the session was lost opens no SFU session (the client drops its old feeds)", async () => {
+    const { seatA } = await twoPublished();
+    for (const lose of sfu.lose) lose("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    const opened = sfu.opened;
+    expect(await seats.media.unsubscribe(seatA, ["p2"])).toEqual({ streams: [] });
+    expect(sfu.opened).toBe(opened);
+  });
+
   it("a lost session the client already left (it published again) brings no renegotiate", async () => {
     const client = new Client();
     const { seat } = await seats.open(client, await session(), "DEV");
