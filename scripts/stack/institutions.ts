@@ -28,6 +28,10 @@ export interface StackOptions {
   allow: (index: number, hosts: string[]) => string[];
   /** Start a Janus per institution (default true). */
   janus?: boolean;
+  /** Janus nodes institution i runs, each in its sfu.nodes (default 1; at most 4). */
+  janusNodes?: (index: number) => number;
+  /** More of the `sfu` config section for institution i (e.g. deadNodeSeconds). */
+  sfu?: (index: number) => { deadNodeSeconds?: number };
   /** Start a coturn beside each Janus, handed to browsers in call grants (default true). */
   turn?: boolean;
   /** Browsers in the calls institution i hosts may use only TURN relay candidates (default false). */
@@ -79,7 +83,10 @@ export interface Institution {
   readonly botUserId: string;
   readonly dir: string;
   readonly synapse: SynapseHandle;
+  /** The first of its Janus nodes (sfu node id `janus-<name>`). */
   readonly janus: GeneratedJanus | undefined;
+  /** Every Janus node of the institution, in sfu.nodes order (ids janus-<name>, janus-<name>2, ...). */
+  readonly januses: GeneratedJanus[];
   readonly coturn: CoturnHandle | undefined;
   readonly parley: ParleyProcess;
   /** "#meet-<slug>:<serverName>" */
@@ -177,10 +184,16 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
       await fs.writeFile(registrationFile, registrationYaml(config), { mode: 0o600 });
     },
   });
-  const janus =
-    (opts.janus ?? true)
-      ? await startGeneratedJanus({ dir: path.join(dir, "janus"), rtpPortRange: [20000 + index * 1000, 20999 + index * 1000] })
-      : undefined;
+  // The first node keeps the ports it always had; more nodes take 500 ports each above 50000.
+  const nodeCount = (opts.janus ?? true) ? (opts.janusNodes?.(index) ?? 1) : 0;
+  if (nodeCount > 4) throw new Error("startInstitutions: at most 4 Janus nodes per institution");
+  const januses: GeneratedJanus[] = [];
+  for (let k = 0; k < nodeCount; k++) {
+    const base = k === 0 ? 20000 + index * 1000 : 50000 + index * 2000 + (k - 1) * 500;
+    const size = k === 0 ? 1000 : 500;
+    januses.push(await startGeneratedJanus({ dir: path.join(dir, k === 0 ? "janus" : `janus${k + 1}`), rtpPortRange: [base, base + size - 1] }));
+  }
+  const janus = januses[0];
   const coturn =
     janus && (opts.turn ?? true)
       ? await startCoturn({
@@ -197,9 +210,9 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     // Browsers reach the same Synapse listener (client-config never hands out homeserver.url).
     homeserver: { ...config!.homeserver, url: synapse.clientUrl, publicUrl: synapse.clientUrl },
     sfu: {
-      nodes: janus
-        ? [{ id: `janus-${name}`, url: janus.wsUrl, apiSecret: janus.apiSecret, adminKey: janus.videoroomAdminKey }]
-        : [],
+      ...config!.sfu,
+      ...opts.sfu?.(index),
+      nodes: januses.map((j, k) => ({ id: `janus-${name}${k ? k + 1 : ""}`, url: j.wsUrl, apiSecret: j.apiSecret, adminKey: j.videoroomAdminKey })),
     },
     ...(coturn ? { turn: { urls: coturn.urls, secretFile: coturn.secretFile, ttlSeconds: 3600, relayOnly: opts.relayOnly?.(index) ?? false } } : {}),
   };
@@ -242,6 +255,7 @@ async function startInstitution(index: number, hosts: string[], opts: StackOptio
     dir,
     synapse,
     janus,
+    januses,
     coturn,
     parley,
     alias: (slug) => `#${cfg.meetings.aliasPrefix}${slug}:${synapse.serverName}`,
@@ -264,7 +278,7 @@ export async function startInstitutions(opts: StackOptions): Promise<Stack> {
     await Promise.all(
       institutions.map(async (inst) => {
         await inst.parley.stop();
-        await Promise.all([inst.janus?.stop(), inst.coturn?.stop(), inst.synapse.stop()]);
+        await Promise.all([...inst.januses.map((j) => j.stop()), inst.coturn?.stop(), inst.synapse.stop()]);
       }),
     );
     const keep = o.keep ?? process.env.PARLEY_KEEP_STACK === "1";

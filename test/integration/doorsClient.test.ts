@@ -30,7 +30,7 @@ beforeAll(async () => {
     meetings: { ...a.meetings, publicUrl: "https://meet.example.test" },
     client: { widgetHostOrigins: ["https://app.element.test", "https://chat.example.test"], callBotLocalparts: ["meet"], insecureLoopbackCallApis: false },
     federation: { ...a.federation, allow: ["partner.example"] },
-    sfu: { nodes: [] },
+    sfu: { ...a.sfu, nodes: [] },
     store: { backend: "sqlite", path: path.join(dir, "parley.db") },
     crypto: undefined,
     metrics: { ...a.metrics, enabled: false }, // the stack's Parley holds its metrics port

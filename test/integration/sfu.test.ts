@@ -197,7 +197,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     const alice = await sfu.openParticipant(ref, "alice");
     const { publisher } = await alice.joinAsPublisher("Alice");
     const restarts: string[][] = [];
-    sfu.onNodeRestarted((_id, rooms) => restarts.push(rooms));
+    sfu.onNodeRestarted((_id, rooms) => void restarts.push(rooms));
     cutter.cut();
     await until(() => sfu.health()[0]!.state === "down");
     await until(() => sfu.health()[0]!.state === "up");
@@ -225,6 +225,8 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     await janusC.kill9();
     janusC = await fixedJanus(dir, ports, secrets);
     expect(await restarted).toEqual(["c", [ref.roomId]]);
+    // The lost sessions are released once the listeners are done (rooms first, clients after).
+    await until(() => lost.length > 0);
     expect(lost).toEqual(["lost"]);
     expect(sfu.health()).toEqual([{ id: "c", state: "up", rooms: 1, participants: 0, handles: 0 }]);
 

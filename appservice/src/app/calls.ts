@@ -58,7 +58,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const requireE2ee = config.calls.e2ee.required;
   const metrics = deps.metrics;
   const observe = metrics?.observe;
-  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest }) : undefined;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest, deadAfterMs: config.sfu.deadNodeSeconds * 1000 }) : undefined;
   const media = config.meetings.media;
   const ports = sfu
     ? sfuPorts(sfu, {
@@ -175,7 +175,8 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   });
   const idleTimer = setInterval(() => void idle.sweep().catch((err: unknown) => log.warn({ err }, "idle call sweep failed")), IdleCalls.periodMs(idleMs));
   idleTimer.unref();
-  const unwatch = sfu?.onNodeRestarted((nodeId, lost) => void recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
+  // Awaited by the pool: the lost participants' clients are told to renegotiate only after this.
+  const unwatch = sfu?.onNodeRestarted((nodeId, lost) => recoverLostRooms({ store: deps.store, recreateRoom: (r) => ports.recreateRoom(r) }, nodeId, lost));
 
   let signalling: SignallingServer | undefined;
   metrics?.watch({

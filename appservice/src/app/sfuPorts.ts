@@ -30,6 +30,7 @@ async function sfuCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
       throw new ParleyError("M_UNAVAILABLE", "the media server is unavailable; retry shortly");
     }
     if (err instanceof VideoRoomError && err.code === NO_SUCH_ROOM) throw new ParleyError("M_NOT_FOUND", "the media room is gone; join again");
+    if (err instanceof VideoRoomError && err.kind === "NO_SUCH_FEED") throw new ParleyError("M_NOT_FOUND", `${what}: that feed is no longer published`);
     if (err instanceof VideoRoomError) throw new ParleyError("M_INVALID_PARAM", `${what} refused by the media server: ${err.reason}`);
     throw err;
   }
@@ -179,8 +180,8 @@ function mediaSession(
       }
       const s = subscriber;
       const update = await sfuCall("subscribing", () => s.subscribe(refs));
-      if (!update.offer) throw new ParleyError("M_UNKNOWN", "the media server sent no offer for the new subscription");
-      return { offerSdp: update.offer.sdp ?? "", streams: subscribed(update.streams) };
+      // No offer: nothing to renegotiate (every feed asked for was subscribed already).
+      return { offerSdp: update.offer?.sdp, streams: subscribed(update.streams) };
     },
     async unsubscribe(feeds) {
       if (!subscriber) return { streams: [] };

@@ -132,16 +132,35 @@ export class CallMedia {
     return { answerSdp, feedId: member.media.feedId };
   }
 
-  async subscribe(seat: Seat, feeds: { feed: string | number; mid?: string | undefined }[], e2ee: boolean | undefined): Promise<{ offerSdp: string; streams: Feeds }> {
+  /**
+   * Subscribes to the requested feeds that are announced now (a member's streams are listed only
+   * once the SFU has its media); a feed that is gone (its publisher left or lost its SFU session)
+   * is left out, not an error: the answer's streams say what was subscribed, and no offer comes
+   * when nothing was. A feed vanishing between this check and the SFU is checked once more.
+   */
+  async subscribe(seat: Seat, feeds: { feed: string | number; mid?: string | undefined }[], e2ee: boolean | undefined): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     const member = await this.memberOf(seat);
-    const { offerSdp, streams } = await member.media.subscribe(feeds);
-    this.subscribedNow(member, streams);
-    return { offerSdp, streams: this.withOwners(seat, streams) };
+    const callId = seat.session.callId;
+    for (let attempt = 1; ; attempt++) {
+      const announced = new Set(this.roster.members(callId).filter((m) => m.streams.length > 0).map((m) => String(m.media.feedId)));
+      const present = feeds.filter((f) => announced.has(String(f.feed)));
+      if (present.length === 0) return { streams: [] };
+      try {
+        const { offerSdp, streams } = await member.media.subscribe(present);
+        this.subscribedNow(member, streams);
+        return { offerSdp, streams: this.withOwners(seat, streams) };
+      } catch (err) {
+        if (attempt >= 2 || !(err instanceof ParleyError && err.errcode === "M_NOT_FOUND")) throw err;
+      }
+    }
   }
 
   async unsubscribe(seat: Seat, feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: Feeds }> {
-    const member = await this.memberOf(seat);
+    this.assertLive(seat);
+    // Without an SFU session (none yet, or it was lost) nothing is subscribed: none is opened for this.
+    const member = this.roster.get(seat.session.callId, seat);
+    if (!member) return { streams: [] };
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
     this.subscribedNow(member, streams);
     return { offerSdp, streams: this.withOwners(seat, streams) };
@@ -262,7 +281,10 @@ export class CallMedia {
     const member = this.roster.members(callId).find((m) => m.media === media);
     if (!member) return void media.close().catch(() => undefined);
     void this.drop(member.seat, member).catch(() => undefined);
-    member.client.push({ type: "renegotiate", reason });
+    queueMicrotask(() => {
+      member.client.push({ type: "participants", participants: this.roster.participants(callId) });
+      member.client.push({ type: "renegotiate", reason });
+    });
   }
 
   /** Every request of a seat checks this first: its session is live and still held by it. */
@@ -283,12 +305,23 @@ export class CallMedia {
     const room = await this.deps.sfuRoomOf(callId);
     if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
     const media = await this.deps.sfu.open(room, userId, (reason) => {
-      // The SFU lost this session (e.g. Janus restarted): forget it, so the client's next
-      // publish/subscribe (after `renegotiate`) opens a fresh one in the recreated room.
+      // The SFU lost this session (e.g. Janus restarted; the SFU tells only once the room exists
+      // again): forget it, so the client's next publish/subscribe (after `renegotiate`) opens a
+      // fresh one in the recreated room.
       const current = this.roster.get(callId, seat);
-      if (current?.media === media) void this.drop(seat, current).catch(() => undefined);
-      else void media.close().catch(() => undefined);
-      seat.client.push({ type: "renegotiate", reason });
+      if (current?.media !== media) {
+        // The client already started over on another session: nothing to tell it.
+        void media.close().catch(() => undefined);
+        return;
+      }
+      void this.drop(seat, current).catch(() => undefined);
+      // A restart loses every session of the node at once: the client hears after all of them
+      // were dropped, with a participant list holding none of their dead feeds (it would
+      // subscribe to those again otherwise).
+      queueMicrotask(() => {
+        seat.client.push({ type: "participants", participants: this.roster.participants(callId) });
+        seat.client.push({ type: "renegotiate", reason });
+      });
     });
     if (!this.deps.live(seat)) {
       // The seat ended while the SFU was answering: release what was just opened.

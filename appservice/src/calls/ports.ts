@@ -158,7 +158,8 @@ export interface SfuMediaSession {
     offerSdp: string,
     opts: { simulcast: boolean; onUp: () => void },
   ): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
-  subscribe(feeds: { feed: string | number; mid?: string | undefined }[]): Promise<{ offerSdp: string; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+  /** No offer when nothing changed (every feed was subscribed already). */
+  subscribe(feeds: { feed: string | number; mid?: string | undefined }[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   /** The client's answer to the subscriber offer. */
   answer(answerSdp: string): Promise<void>;

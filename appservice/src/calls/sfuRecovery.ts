@@ -1,6 +1,8 @@
-// A restarted SFU node lost its rooms: each active call's room there is made again (same id and
-// secret, so stored references stay valid); the participants' SFU sessions died with the node
-// and their clients are told to renegotiate (see CallMedia).
+// A restarted SFU node lost its rooms (or a dead one was given up): each active call's room there
+// is made again (same id and secret, so stored references stay valid; on a live node if its own
+// is dead, and the call's record then names that node). The SFU waits for this before it closes
+// the participants' lost sessions, which tells their clients to renegotiate (see CallMedia): they
+// always find the room.
 import { getLogger } from "../log.ts";
 import type { CallStore, SfuRoomRecord } from "../store/store.ts";
 

@@ -255,6 +255,15 @@ export const configSchema = z
           )
           .default([])
           .meta({ description: "Janus nodes; calls are placed on the least loaded" }),
+        deadNodeSeconds: z
+          .number()
+          .min(0.5)
+          .max(300)
+          .default(5)
+          .meta({
+            description:
+              "A Janus node unreachable this long is given up: its calls move to a live node and their clients renegotiate there (with one node, calls wait for it to come back)",
+          }),
       })
       .prefault({})
       .meta({ description: "The SFU (Janus). Each node runs a config Parley generates (`parley --samples DIR` writes the template into DIR/janus)" }),

@@ -4,14 +4,14 @@
 // subscriber.ts; node.ts (one Janus kept connected) -> pool.ts (placement, restarts).
 import type { SessionCloseReason } from "./session.ts";
 import type { Jsep } from "./messages.ts";
-import type { NodeHealth, RoomOptions, RoomRef } from "./pool.ts";
+import type { NodeHealth, PoolOptions, RestartListener, RoomOptions, RoomRef } from "./pool.ts";
 import { SfuPool } from "./pool.ts";
 import type { SfuNodeConfig, SfuNodeOptions } from "./node.ts";
 import type { PublisherJoined, VideoRoomPublisher } from "./publisher.ts";
 import type { StreamRef, VideoRoomSubscriber } from "./subscriber.ts";
 import type { RoomParticipant, RtpForward, SubscriptionStream } from "./videoroom.ts";
 
-export type { NodeHealth, RoomOptions, RoomRef, SfuNodeConfig, SfuNodeOptions, Jsep, PublisherJoined, StreamRef };
+export type { NodeHealth, PoolOptions, RestartListener, RoomOptions, RoomRef, SfuNodeConfig, SfuNodeOptions, Jsep, PublisherJoined, StreamRef };
 export type { RoomParticipant, RtpForward, SubscriptionStream, SessionCloseReason };
 export type { PublishRequest, ConfigureRequest, TalkingEvent } from "./publisher.ts";
 export type { TalkDetection } from "./videoroom.ts";
@@ -89,13 +89,16 @@ export interface Sfu {
   health(): NodeHealth[];
   /** A node's connection went down (false) or came up (true), as it happens (the health metrics). */
   onNodeState(listener: (nodeId: string, up: boolean) => void): () => void;
-  /** A node lost Parley's sessions; `lostRoomIds` must be recreated and their clients renegotiate. */
-  onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void;
+  /**
+   * A node lost Parley's rooms (it restarted, or was given up as dead): `lostRoomIds` must be
+   * recreated; the lost participants' clients are told (onLost) once the promise settles.
+   */
+  onNodeRestarted(listener: RestartListener): () => void;
   /** Destroys Parley's rooms and sessions, closes every socket and timer; `keepMedia` leaves rooms and sessions to the next process. */
   stop(opts?: { keepMedia?: boolean }): Promise<void>;
 }
 
 /** Connects to every node of config.sfu (unreachable nodes keep being retried) and returns the SFU. */
-export async function createSfu(config: { nodes: SfuNodeConfig[] }, opts: SfuNodeOptions = {}): Promise<Sfu> {
+export async function createSfu(config: { nodes: SfuNodeConfig[] }, opts: PoolOptions = {}): Promise<Sfu> {
   return SfuPool.start(config.nodes, opts);
 }

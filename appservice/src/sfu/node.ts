@@ -3,7 +3,9 @@
 // them all on the new socket. A dropped socket makes the node "down" and starts reconnecting
 // with backoff; if the new connection finds the control session gone (Janus 1.1.2 reports no
 // start time, so a failed claim is the sign of a restart, or of a reconnect later than
-// reclaim_session_timeout) every session of the node is gone and the node emits `reset`.
+// reclaim_session_timeout) every session of the node is gone and the node emits `reset`. The
+// lost sessions are held (not yet closed) until the pool has made the rooms again and calls
+// releaseLost(): their clients are told to renegotiate only once there is a room to join.
 import { EventEmitter } from "node:events";
 import { getLogger, type Logger } from "../log.ts";
 import { JANUS_ERROR, JanusError, SfuUnavailableError } from "./errors.ts";
@@ -24,8 +26,14 @@ export interface SfuNodeOptions {
   requestTimeoutMs?: number | undefined;
   /** Session keepalive period (default 25 s). */
   keepaliveMs?: number | undefined;
-  /** First reconnect delay (default 250 ms); doubles per failed attempt up to reconnectMaxMs. */
+  /**
+   * Reconnect delay (default 250 ms): retried at this pace for the first reconnectFastMs after a
+   * drop (a restarting Janus is back within a second or two and should be seen at once), then
+   * doubling per failed attempt up to reconnectMaxMs.
+   */
   reconnectMinMs?: number | undefined;
+  /** How long after a drop reconnects stay at reconnectMinMs (default 5 s). */
+  reconnectFastMs?: number | undefined;
   /** Longest reconnect delay (default 10 s). Keep it well below reclaim_session_timeout (30 s). */
   reconnectMaxMs?: number | undefined;
   /** Told of each Janus request with the node's id (metrics); optional. */
@@ -37,7 +45,10 @@ export type NodeState = "connecting" | "up" | "down" | "stopped";
 export interface NodeEvents {
   up: [];
   down: [reason: string];
-  /** Janus no longer has this node's sessions: every participant session on it was closed ("lost"). */
+  /**
+   * Janus no longer has this node's sessions (it restarted). The participant sessions are held
+   * until releaseLost() closes them ("lost"), so that rooms can be made again first.
+   */
   reset: [];
 }
 
@@ -56,6 +67,10 @@ export class SfuNode {
   private transport: JanusTransport | undefined;
   private control: Control | undefined;
   private readonly sessions = new Set<JanusSession>();
+  /** Sessions Janus no longer has, waiting for releaseLost(). */
+  private lost: JanusSession[] = [];
+  /** When the current outage began (for the fast reconnect pace). */
+  private downSince = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private attempts = 0;
   private resetPending = false;
@@ -136,6 +151,7 @@ export class SfuNode {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     await this.connecting;
+    this.releaseLost();
     if (opts.keepSessions) for (const s of [...this.sessions]) s.release();
     await Promise.all([...this.sessions].map((s) => s.destroy()));
     await this.control?.session.destroy();
@@ -143,6 +159,23 @@ export class SfuNode {
     await this.transport?.close();
     this.transport = undefined;
     this.events.removeAllListeners();
+  }
+
+  /**
+   * Closes ("lost") the participant sessions Janus lost: after a reset, once their rooms exist
+   * again; or every session of a node given up as dead (abandonSessions first).
+   */
+  releaseLost(): void {
+    for (const s of this.lost.splice(0)) s.forget();
+  }
+
+  /**
+   * The node is given up (down too long): its participant sessions are held as lost, to be
+   * released once their calls live on another node. Janus, if it comes back, times them out.
+   */
+  abandonSessions(): void {
+    this.lost.push(...this.sessions);
+    this.sessions.clear();
   }
 
   /** Drops the socket as if the network failed (tests; a node that stopped answering). */
@@ -187,6 +220,7 @@ export class SfuNode {
     this.resetPending = false;
     this.currentState = "up";
     this.attempts = 0;
+    this.downSince = 0;
     transport.onClose((reason) => this.connectionLost(transport, reason));
     this.log.info({ reset }, "Janus node up");
     this.events.emit("up");
@@ -201,7 +235,7 @@ export class SfuNode {
       this.log.warn({ sessions: this.sessions.size }, "Janus lost this node's sessions (restarted?)");
       this.control = undefined;
       this.resetPending = true; // reported once a new control session works
-      for (const s of [...this.sessions]) s.forget();
+      this.abandonSessions();
     }
     const session = await JanusSession.create(transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
     try {
@@ -239,6 +273,7 @@ export class SfuNode {
     if (this.stopped || this.transport !== transport) return;
     this.transport = undefined;
     this.currentState = "down";
+    this.downSince = Date.now();
     this.log.warn({ reason }, "Janus node down");
     this.events.emit("down", reason);
     this.scheduleReconnect();
@@ -248,8 +283,10 @@ export class SfuNode {
     if (this.stopped || this.reconnectTimer) return;
     const min = this.opts.reconnectMinMs ?? 250;
     const max = this.opts.reconnectMaxMs ?? 10_000;
-    const delay = Math.min(max, min * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
-    this.attempts++;
+    // Right after a drop, a steady fast pace: a restarted Janus is used as soon as it listens.
+    const fast = this.downSince > 0 && Date.now() - this.downSince < (this.opts.reconnectFastMs ?? 5000);
+    const delay = fast ? min : Math.min(max, min * 2 ** this.attempts) * (0.8 + Math.random() * 0.4);
+    if (!fast) this.attempts++;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       void this.attempt();

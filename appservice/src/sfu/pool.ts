@@ -1,6 +1,12 @@
 // SfuPool: every configured Janus node, least-loaded placement of rooms, and the registry of
 // the rooms Parley created (what a restarted node has lost). A stopped pool leaves no timer,
 // no socket, no map entry and none of its rooms in Janus.
+//
+// Recovery runs in one order, so that no client is sent to a room that is not there yet: a
+// node that restarted (or is given up as dead after deadAfterMs down, when another node is up)
+// first has its lost rooms made again by the restart listeners (same id and secret; on a live
+// node if it is dead), new participants of that node wait meanwhile, and only then are the old
+// participant sessions closed as "lost", which tells their clients to renegotiate.
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { getLogger } from "../log.ts";
@@ -40,6 +46,17 @@ export interface NodeHealth {
   handles: number;
 }
 
+export interface PoolOptions extends SfuNodeOptions {
+  /**
+   * A node down this long (and not back) is given up: its calls move to a live node, if there is
+   * one (default 5 s). Undefined or 0: never.
+   */
+  deadAfterMs?: number | undefined;
+}
+
+/** Told of lost rooms (see PoolEvents.nodeRestarted); the pool waits for it before releasing clients. */
+export type RestartListener = (nodeId: string, lostRoomIds: string[]) => void | Promise<void>;
+
 export interface PoolEvents {
   /**
    * Janus lost the node's sessions (it restarted, or was unreachable past
@@ -48,6 +65,8 @@ export interface PoolEvents {
    * clients join and negotiate again.
    */
   nodeRestarted: [nodeId: string, lostRoomIds: string[]];
+  /** A node down past deadAfterMs was given up; its rooms were moved (nodeRestarted told first). */
+  nodeDead: [nodeId: string];
   nodeDown: [nodeId: string, reason: string];
   nodeUp: [nodeId: string];
 }
@@ -65,21 +84,37 @@ export class SfuPool {
   private readonly nodes: SfuNode[];
   private readonly rooms = new Map<string, RoomEntry>();
   private readonly log = getLogger("sfu.pool");
+  private readonly restartListeners = new Set<RestartListener>();
+  /** Nodes whose lost rooms are being made again: their new participants wait for it. */
+  private readonly recovering = new Map<string, Promise<void>>();
+  /** Per down node, the timer that gives it up. */
+  private readonly deadTimers = new Map<string, NodeJS.Timeout>();
+  /** Rooms moved off a node given up: destroyed there if it comes back without restarting. */
+  private readonly orphans = new Map<string, RoomRef[]>();
+  private readonly deadAfterMs: number;
 
-  private constructor(nodes: SfuNode[]) {
+  private constructor(nodes: SfuNode[], deadAfterMs: number) {
     this.nodes = nodes;
+    this.deadAfterMs = deadAfterMs;
     for (const node of nodes) {
-      node.events.on("up", () => this.events.emit("nodeUp", node.id));
-      node.events.on("down", (reason) => this.events.emit("nodeDown", node.id, reason));
-      node.events.on("reset", () => void this.nodeReset(node));
+      node.events.on("up", () => {
+        this.clearDeadTimer(node.id);
+        this.destroyOrphans(node);
+        this.events.emit("nodeUp", node.id);
+      });
+      node.events.on("down", (reason) => {
+        this.armDeadTimer(node);
+        this.events.emit("nodeDown", node.id, reason);
+      });
+      node.events.on("reset", () => void this.recover(node, () => this.lostRoomsOf(node)));
     }
   }
 
   /** Connects to every node (unreachable ones are retried in the background). */
-  static async start(configs: SfuNodeConfig[], opts: SfuNodeOptions = {}): Promise<SfuPool> {
+  static async start(configs: SfuNodeConfig[], opts: PoolOptions = {}): Promise<SfuPool> {
     const ids = new Set(configs.map((c) => c.id));
     if (ids.size !== configs.length) throw new Error("sfu.nodes: node ids must be unique");
-    const pool = new SfuPool(configs.map((c) => new SfuNode(c, opts)));
+    const pool = new SfuPool(configs.map((c) => new SfuNode(c, opts)), opts.deadAfterMs ?? 5000);
     await Promise.all(pool.nodes.map((n) => n.start()));
     return pool;
   }
@@ -115,9 +150,10 @@ export class SfuPool {
 
   /** Destroys a room; a room that is already gone counts as destroyed. */
   async destroyRoom(ref: RoomRef): Promise<void> {
+    const node = this.node(ref);
     this.rooms.delete(ref.roomId);
     try {
-      await this.node(ref).admin().destroy(ref.roomId, ref.secret);
+      await node.admin().destroy(ref.roomId, ref.secret);
     } catch (err) {
       if (!(err instanceof VideoRoomError && err.kind === "NO_SUCH_ROOM")) throw err;
     }
@@ -149,9 +185,15 @@ export class SfuPool {
     return this.node(ref).admin().exists(ref.roomId);
   }
 
-  /** Opens a participant's Janus session on the room's node; counted in its load until closed. */
+  /**
+   * Opens a participant's Janus session on the room's node; counted in its load until closed.
+   * While the node's lost rooms are being made again, waits for that (the room may be one).
+   */
   async openParticipant(ref: RoomRef, participantId: string): Promise<Participant> {
-    return new Participant(await this.node(ref).openSession(), ref, participantId);
+    await this.recovering.get(ref.node);
+    // The room may have moved meanwhile (its node was given up): follow it.
+    const current = this.rooms.get(ref.roomId)?.ref ?? ref;
+    return new Participant(await this.node(current).openSession(), current, participantId);
   }
 
   /**
@@ -170,10 +212,14 @@ export class SfuPool {
     if (!this.rooms.has(ref.roomId)) this.rooms.set(ref.roomId, { ref, callId, opts });
   }
 
-  /** Subscribes to nodeRestarted; returns the unsubscribe function. */
-  onNodeRestarted(listener: (nodeId: string, lostRoomIds: string[]) => void): () => void {
-    this.events.on("nodeRestarted", listener);
-    return () => this.events.off("nodeRestarted", listener);
+  /**
+   * Told when a node lost rooms (restarted, or given up as dead); the pool waits for the promise
+   * (rooms made again, records updated) before the lost participants' clients are told.
+   * Returns the unsubscribe function.
+   */
+  onNodeRestarted(listener: RestartListener): () => void {
+    this.restartListeners.add(listener);
+    return () => this.restartListeners.delete(listener);
   }
 
   /** Subscribes to each node's connection going down and coming up again; returns the unsubscribe function. */
@@ -198,6 +244,8 @@ export class SfuPool {
    * next process to adopt; only sockets and timers go.
    */
   async stop(opts: { keepMedia?: boolean } = {}): Promise<void> {
+    for (const id of [...this.deadTimers.keys()]) this.clearDeadTimer(id);
+    this.restartListeners.clear();
     const entries = opts.keepMedia ? [] : [...this.rooms.values()];
     this.rooms.clear();
     await Promise.all(
@@ -250,22 +298,86 @@ export class SfuPool {
     return count;
   }
 
+  /** The node a room lives on now (a caller's ref may name the node it left). */
   private node(ref: RoomRef): SfuNode {
-    const node = this.nodes.find((n) => n.id === ref.node);
-    if (!node) throw new SfuUnavailableError(`unknown SFU node ${ref.node}`);
+    const id = this.rooms.get(ref.roomId)?.ref.node ?? ref.node;
+    const node = this.nodes.find((n) => n.id === id);
+    if (!node) throw new SfuUnavailableError(`unknown SFU node ${id}`);
     return node;
   }
 
-  /** Which of Parley's rooms on a reset node are gone; then tells the call layer. */
-  private async nodeReset(node: SfuNode): Promise<void> {
-    const lost: string[] = [];
-    for (const { ref } of [...this.rooms.values()].filter((e) => e.ref.node === node.id)) {
-      const exists = await Promise.resolve()
-        .then(() => node.admin().exists(ref.roomId))
-        .catch(() => false);
-      if (!exists) lost.push(ref.roomId);
+  /** Which of Parley's rooms on a restarted node are gone (asked in parallel). */
+  private async lostRoomsOf(node: SfuNode): Promise<string[]> {
+    const refs = [...this.rooms.values()].filter((e) => e.ref.node === node.id).map((e) => e.ref);
+    const exists = await Promise.all(
+      refs.map((ref) =>
+        Promise.resolve()
+          .then(() => node.admin().exists(ref.roomId))
+          .catch(() => false),
+      ),
+    );
+    return refs.filter((_, i) => !exists[i]).map((r) => r.roomId);
+  }
+
+  /**
+   * The recovery order (see the top of the file): lost rooms made again by the listeners while
+   * the node's new participants wait, then the lost participant sessions released.
+   */
+  private async recover(node: SfuNode, lostRooms: () => Promise<string[]>): Promise<void> {
+    const run = (async () => {
+      const lost = await lostRooms();
+      this.log.warn({ sfuNode: node.id, lostRooms: lost.length }, node.state === "up" ? "Janus node restarted" : "Janus node given up");
+      await Promise.allSettled([...this.restartListeners].map(async (l) => l(node.id, lost)));
+      this.events.emit("nodeRestarted", node.id, lost);
+    })();
+    this.recovering.set(node.id, run);
+    try {
+      await run;
+    } finally {
+      if (this.recovering.get(node.id) === run) this.recovering.delete(node.id);
+      node.releaseLost();
     }
-    this.log.warn({ sfuNode: node.id, lostRooms: lost.length }, "Janus node restarted");
-    this.events.emit("nodeRestarted", node.id, lost);
+  }
+
+  private armDeadTimer(node: SfuNode): void {
+    if (!this.deadAfterMs || this.deadTimers.has(node.id)) return;
+    const timer = setTimeout(() => {
+      this.deadTimers.delete(node.id);
+      if (node.state === "up" || node.state === "stopped") return;
+      if (!this.byLoad().length) {
+        this.armDeadTimer(node); // nowhere to move its calls yet: look again later
+        return;
+      }
+      void this.giveUp(node);
+    }, this.deadAfterMs);
+    timer.unref();
+    this.deadTimers.set(node.id, timer);
+  }
+
+  private clearDeadTimer(id: string): void {
+    clearTimeout(this.deadTimers.get(id));
+    this.deadTimers.delete(id);
+  }
+
+  /** A node down too long: its rooms move to live nodes, its sessions are released as lost. */
+  private async giveUp(node: SfuNode): Promise<void> {
+    const refs = [...this.rooms.values()].filter((e) => e.ref.node === node.id).map((e) => e.ref);
+    this.orphans.set(node.id, [...(this.orphans.get(node.id) ?? []), ...refs]);
+    node.abandonSessions();
+    await this.recover(node, async () => refs.map((r) => r.roomId));
+    this.events.emit("nodeDead", node.id);
+  }
+
+  /** A node given up came back: the rooms that moved away are destroyed there (best effort). */
+  private destroyOrphans(node: SfuNode): void {
+    const refs = this.orphans.get(node.id);
+    if (!refs) return;
+    this.orphans.delete(node.id);
+    for (const ref of refs) {
+      if (this.rooms.get(ref.roomId)?.ref.node === node.id) continue; // it lives here again
+      void Promise.resolve()
+        .then(() => node.admin().destroy(ref.roomId, ref.secret))
+        .catch(() => undefined);
+    }
   }
 }

@@ -85,6 +85,9 @@ export class CallConnection {
   private resyncWanted = false;
   private generation = 0;
   private restartTimer: unknown;
+  /** The media restart running now, and whether another was asked for meanwhile. */
+  private restarting: Promise<void> | null = null;
+  private restartAgain = false;
   private ended = false;
   private readonly pushes = new Emitter<{ push: Push }>();
   /** Who ended the meeting, from the last `meeting` push (an eviction may not say). */
@@ -244,7 +247,27 @@ export class CallConnection {
     this.subscribed.clear();
   }
 
-  private async restartMedia(why: string): Promise<void> {
+  /**
+   * One restart at a time: what asks during one (a burst of pushes and socket events) gets one
+   * more afterwards, not a restart tearing down the one half done.
+   */
+  private restartMedia(why: string): Promise<void> {
+    if (this.restarting) {
+      this.restartAgain = true;
+      return this.restarting;
+    }
+    this.restarting = (async () => {
+      do {
+        this.restartAgain = false;
+        await this.restartOnce(why);
+      } while (this.restartAgain && !this.ended);
+    })().finally(() => {
+      this.restarting = null;
+    });
+    return this.restarting;
+  }
+
+  private async restartOnce(why: string): Promise<void> {
     if (this.ended || this.signalling?.state.get().phase !== "open") return;
     this.log.info("publishing and subscribing again", { why });
     this.closeMedia();
@@ -329,9 +352,12 @@ export class CallConnection {
           for (const [k, f] of added) this.subscribed.set(k, f);
           try {
             markStep("subscribe");
-            await subscriber.subscribe(added.map(([, f]) => f));
+            const now = await subscriber.subscribe(added.map(([, f]) => f));
             markStep("subscribed");
             this.subscribeFailures = 0;
+            // A feed gone before the server saw the request is left out: the next participant
+            // list that still holds it subscribes again.
+            for (const [k] of added) if (!now.has(k)) this.subscribed.delete(k);
           } catch (err) {
             for (const [k] of added) this.subscribed.delete(k);
             this.log.warn("subscribe failed", { err: String(err) });

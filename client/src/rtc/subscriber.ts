@@ -49,7 +49,7 @@ export class Subscriber {
   private mids = new Map<string, SubscribedStream>();
   private readonly feeds = new Map<string, RemoteFeed>();
   private readonly receiverOwners = new WeakMap<RTCRtpReceiver, string>();
-  private queue: Promise<void> = Promise.resolve();
+  private queue: Promise<unknown> = Promise.resolve();
   private localCandidates: CandidateInit[] | null = [];
   private remoteCandidates: CandidateInit[] = [];
   private closed = false;
@@ -58,7 +58,8 @@ export class Subscriber {
     this.o = { transforms: noTransforms, iceTransportPolicy: "all", ...opts };
   }
 
-  subscribe(feeds: FeedId[]): Promise<void> {
+  /** Resolves with the feeds now subscribed: the server leaves out a feed that is gone. */
+  subscribe(feeds: FeedId[]): Promise<Set<string>> {
     return this.enqueue(async () => {
       const raw = await this.o.signalling.request({
         type: "subscribe",
@@ -66,7 +67,8 @@ export class Subscriber {
         ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
       });
       await this.apply(raw, {});
-    });
+      return new Set([...this.mids.values()].map((s) => String(s.feed)));
+    }).then((subscribed) => subscribed ?? new Set<string>());
   }
 
   unsubscribe(feeds: FeedId[]): Promise<void> {
@@ -100,7 +102,7 @@ export class Subscriber {
     this.mids.clear();
   }
 
-  private enqueue(op: () => Promise<void>): Promise<void> {
+  private enqueue<T>(op: () => Promise<T>): Promise<T | undefined> {
     const run = this.queue.then(() => (this.closed ? undefined : op()));
     this.queue = run.catch(() => undefined);
     return run;

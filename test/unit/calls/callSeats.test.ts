@@ -8,6 +8,7 @@ import { CallService, type SessionEndReason } from "../../../appservice/src/call
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import type { SfuMedia, SfuMediaSession, SfuMediaSnapshot, SfuRooms } from "../../../appservice/src/calls/ports.ts";
 import type { KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
+import { ParleyError } from "../../../appservice/src/errors.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 import type { SfuRoomRecord } from "../../../appservice/src/store/store.ts";
 
@@ -67,9 +68,14 @@ class FakeMedia implements SfuMediaSession {
     setTimeout(opts.onUp, 0);
     return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }] };
   }
-  async subscribe() {
+  /** Feeds of each subscribe, in order; `noSuchFeed` makes the next one fail as Janus does. */
+  readonly subscribed: string[][] = [];
+  noSuchFeed = 0;
+  async subscribe(feeds: { feed: string | number }[]) {
     this.calls.push("subscribe");
-    return { offerSdp: "v=0 offer", streams: [] };
+    this.subscribed.push(feeds.map((f) => String(f.feed)));
+    if (this.noSuchFeed > 0 && this.noSuchFeed--) throw new ParleyError("M_NOT_FOUND", "subscribing: that feed is no longer published");
+    return { offerSdp: "v=0 offer", streams: feeds.map((f) => ({ feed: f.feed, mid: `v-${f.feed}`, kind: "video" as const })) };
   }
   async unsubscribe() {
     return { streams: [] };
@@ -267,6 +273,73 @@ describe("a seat", () => {
     await new Promise((r) => setTimeout(r, 0));
     expect(sfu.open_.size).toBe(0);
     expect(client.pushes.at(-1)).toEqual({ type: "renegotiate", reason: "media session lost" });
+  });
+});
+
+describe("a Janus restart, as the call's seats see it", () => {
+  /** Two seats that published, their streams announced to each other. */
+  async function twoPublished() {
+    const [a, b] = [new Client(), new Client()];
+    const seatA = (await seats.open(a, await session(), "DEVA")).seat;
+    const seatB = (await seats.open(b, await session(), "DEVB")).seat;
+    await seats.media.publish(seatA, { sdp: "v=0", simulcast: false, e2ee: true });
+    await seats.media.publish(seatB, { sdp: "v=0", simulcast: false, e2ee: true });
+    const announced = (c: Client) => c.pushes.filter((p) => p.type === "participants").at(-1);
+    await vi.waitFor(() => expect(announced(a)).toMatchObject({ participants: [{ streams: [{ mid: "0" }] }, { streams: [{ mid: "0" }] }] }));
+    return { a, b, seatA, seatB };
+  }
+
+  it("every session lost at once: each client hears after all were dropped, with a list holding no dead feed, then renegotiate", async () => {
+    const { a, b } = await twoPublished();
+    const [pushedA, pushedB] = [a.pushes.length, b.pushes.length];
+    for (const lose of sfu.lose) lose("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    for (const [client, from] of [[a, pushedA], [b, pushedB]] as const) {
+      const told = client.pushes.slice(from);
+      // One participant list per drop at most, then the current one (nobody left) and renegotiate, last.
+      expect(told.slice(-2)).toEqual([{ type: "participants", participants: [] }, { type: "renegotiate", reason: "media session lost" }]);
+      expect(told.filter((p) => p.type === "renegotiate")).toHaveLength(1);
+    }
+  });
+
+  it("an unsubscribe after the session was lost opens no SFU session (the client drops its old feeds)", async () => {
+    const { seatA } = await twoPublished();
+    for (const lose of sfu.lose) lose("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    const opened = sfu.opened;
+    expect(await seats.media.unsubscribe(seatA, ["p2"])).toEqual({ streams: [] });
+    expect(sfu.opened).toBe(opened);
+  });
+
+  it("a lost session the client already left (it published again) brings no renegotiate", async () => {
+    const client = new Client();
+    const { seat } = await seats.open(client, await session(), "DEV");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    sfu.lose[0]!("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    expect(client.pushes.filter((p) => p.type === "renegotiate")).toEqual([]);
+  });
+
+  it("subscribe asks the SFU only for feeds announced now: a gone or unannounced feed is left out, none left means no offer", async () => {
+    const { seatA } = await twoPublished();
+    const [mediaA, mediaB] = [...sfu.open_] as [FakeMedia, FakeMedia];
+    const got = await seats.media.subscribe(seatA, [{ feed: mediaB.feedId }, { feed: "p-gone" }], true);
+    expect(mediaA.subscribed).toEqual([[mediaB.feedId]]);
+    expect(got).toMatchObject({ offerSdp: "v=0 offer", streams: [{ feed: mediaB.feedId }] });
+    expect(await seats.media.subscribe(seatA, [{ feed: "p-gone" }], true)).toEqual({ streams: [] });
+    expect(mediaA.subscribed).toHaveLength(1);
+  });
+
+  it("a feed vanishing between the check and the SFU: checked once more, then subscribed without it", async () => {
+    const { seatA } = await twoPublished();
+    const [mediaA, mediaB] = [...sfu.open_] as [FakeMedia, FakeMedia];
+    mediaA.noSuchFeed = 1;
+    const got = await seats.media.subscribe(seatA, [{ feed: mediaB.feedId }], true);
+    expect(mediaA.subscribed).toEqual([[mediaB.feedId], [mediaB.feedId]]);
+    expect(got.streams).toHaveLength(1);
+    mediaA.noSuchFeed = 2; // still refused the second time: the error reaches the client
+    await expect(seats.media.subscribe(seatA, [{ feed: mediaB.feedId }], true)).rejects.toMatchObject({ errcode: "M_NOT_FOUND" });
   });
 });
 

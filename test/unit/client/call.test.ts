@@ -201,6 +201,48 @@ describe("CallConnection", () => {
     await vi.waitFor(() => expect(call.state.get()).toMatchObject({ phase: "connected", ownFeed: 102 }));
   });
 
+  it("a burst of renegotiate pushes restarts media once more at most, never tearing down the restart half done", async () => {
+    const { call } = setup();
+    await call.start();
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    // The server's answers to the first restart's publish wait until the whole burst is in.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const publish = handlers.publish!;
+    handlers.publish = (m) => {
+      void gate.then(() => socket.receive({ type: "result", id: m.id, ...(publish(m) as Record<string, unknown>) }));
+      return undefined;
+    };
+    for (let i = 0; i < 3; i++) socket.receive({ type: "renegotiate", reason: "media session lost" });
+    await tick();
+    expect(sent("publish")).toHaveLength(2); // the first restart's, still waiting
+    const restartPeers = FakePeer.all.slice(2);
+    release();
+    await vi.waitFor(() => expect(sent("publish")).toHaveLength(3));
+    await vi.waitFor(() => expect(call.state.get().phase).toBe("connected"));
+    // The first restart's publisher was not closed under it; the one more restart came after it.
+    expect(sent("publish")).toHaveLength(3);
+    expect(restartPeers[0]!.closed).toBe(true); // by the second restart, which ran after the first
+    expect(FakePeer.all).toHaveLength(6);
+  });
+
+  it("subscribes again to a feed the server left out (gone at its check) when the next list still holds it", async () => {
+    const { call } = setup();
+    await call.start();
+    const subscribe = handlers.subscribe!;
+    handlers.subscribe = () => ({ streams: [] }); // gone: no offer, nothing subscribed
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("subscribe")).toHaveLength(1));
+    await tick();
+    handlers.subscribe = subscribe;
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    expect(sent("subscribe")).toHaveLength(2);
+    expect(sent("unsubscribe")).toHaveLength(0);
+    await vi.waitFor(() => expect(call.state.get().remotes[0]?.media).not.toBeNull());
+  });
+
   it("reconnects after a network blip: hello again, publish and subscribe again", async () => {
     vi.useFakeTimers();
     const { call } = setup();

@@ -67,7 +67,7 @@ describe("parseConfig", () => {
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
-      sfu: { nodes: [] },
+      sfu: { nodes: [], deadNodeSeconds: 5 },
       calls: {
         sessionTtlSeconds: 600,
         resumeGraceSeconds: 30,
@@ -162,6 +162,12 @@ describe("parseConfig", () => {
 
   it("names an unknown key that is alone in a section", () => {
     expect(problemsOf(with_("meetings", { joinrule: "invite" }))).toEqual(["meetings: unknown key 'joinrule'"]);
+  });
+
+  it("bounds how long a Janus node may be down before its calls move (sfu.deadNodeSeconds)", () => {
+    expect(parseConfig({ ...minimal(), sfu: { deadNodeSeconds: 0.5 } }).sfu.deadNodeSeconds).toBe(0.5);
+    expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 0.4 } })).toEqual(["sfu.deadNodeSeconds: Too small: expected number to be >=0.5"]);
+    expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 301 } })).toEqual(["sfu.deadNodeSeconds: Too big: expected number to be <=300"]);
   });
 
   it("names an unknown top-level section", () => {

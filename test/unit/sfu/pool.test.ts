@@ -86,7 +86,7 @@ describe("SfuPool", () => {
     const p = await pool.openParticipant(room, "alice");
     const events: string[] = [];
     pool.onNodeState((id, up) => events.push(`${up ? "up" : "down"}:${id}`));
-    pool.onNodeRestarted((id) => events.push(`restarted:${id}`));
+    pool.onNodeRestarted((id) => void events.push(`restarted:${id}`));
     p.onLost((r) => events.push(`lost:${r}`));
     fakes[0]!.dropClients();
     await until(() => events.includes("up:n0"));
@@ -97,25 +97,98 @@ describe("SfuPool", () => {
     await p.joinAsPublisher("Alice"); // the claimed session works
   });
 
-  it("reports a restart with the lost rooms, loses the participants, and recreates rooms", async () => {
+  it("on a restart: the listener recreates the lost rooms first, new participants wait, and only then are the old sessions lost", async () => {
     pool = await SfuPool.start(nodes().slice(0, 1), fast);
     const lostRoom = await pool.createRoom("c1");
     const kept = await pool.createRoom("c2");
     const p = await pool.openParticipant(lostRoom, "alice");
-    const lost: string[] = [];
-    p.onLost((r) => lost.push(r));
-    const restarted = new Promise<[string, string[]]>((resolve) => pool!.onNodeRestarted((id, rooms) => resolve([id, rooms])));
+    const order: string[] = [];
+    p.onLost((r) => order.push(`lost:${r}`));
+    let newcomer: Promise<unknown> | undefined;
+    pool.onNodeRestarted(async (id, rooms) => {
+      order.push(`restarted:${id}:${rooms.join(",")}:alice closed=${p.closed}`);
+      // A client asking now (its own ICE failed) waits for the room instead of missing it.
+      newcomer = pool!.openParticipant(lostRoom, "bob").then(async (bob) => {
+        order.push("bob opened");
+        await bob.joinAsPublisher("Bob");
+        order.push("bob joined");
+      });
+      await tick(50);
+      order.push(`recreated:${(await pool!.recreateRoom(lostRoom)).roomId === lostRoom.roomId}`);
+    });
     models[0]!.restart();
     models[0]!.rooms.set(kept.roomId, { secret: kept.secret, participants: [] }); // a room that survived
     fakes[0]!.dropClients();
-    expect(await restarted).toEqual(["n0", [lostRoom.roomId]]);
-    expect(lost).toEqual(["lost"]);
+    await until(() => order.includes("bob joined"));
+    expect(order).toEqual([`restarted:n0:${lostRoom.roomId}:alice closed=false`, "recreated:true", "lost:lost", "bob opened", "bob joined"]);
+    await newcomer;
     expect(p.closed).toBe(true);
-    expect(pool.health()[0]).toMatchObject({ state: "up", participants: 0, rooms: 2 });
-    const again = await pool.recreateRoom(lostRoom);
-    expect(again).toEqual(lostRoom);
     expect(models[0]!.rooms.get(lostRoom.roomId)?.secret).toBe(lostRoom.secret);
+    expect(pool.health()[0]).toMatchObject({ state: "up", participants: 1, rooms: 2 });
     await expect(pool.recreateRoom(kept)).resolves.toEqual(kept); // already there: fine
+  });
+
+  it("sees a restarted node at once: reconnects stay at the first delay for reconnectFastMs after a drop", async () => {
+    pool = await SfuPool.start(nodes().slice(0, 1), { ...fast, reconnectMinMs: 20, reconnectMaxMs: 5000, reconnectFastMs: 2000 });
+    const port = fakes[0]!.port;
+    const downAt = new Promise<number>((resolve) => pool!.events.once("nodeDown", () => resolve(Date.now())));
+    const upAt = new Promise<number>((resolve) => pool!.events.once("nodeUp", () => resolve(Date.now())));
+    await fakes[0]!.close();
+    const down = await downAt;
+    // Down 1.5 s: doubling from 20 ms would have the next attempt ~1 s after Janus is back.
+    await tick(1500);
+    fakes[0] = await FakeJanus.start(port);
+    models[0] = fakes[0].emulate({ adminKey: "k" });
+    const back = Date.now();
+    const up = await upAt;
+    expect(up - back).toBeLessThan(500);
+    expect(up - down).toBeGreaterThanOrEqual(1500);
+  });
+
+  it("gives a dead node up after deadAfterMs: its rooms move to the live node before its participants are lost", async () => {
+    pool = await SfuPool.start(nodes(), { ...fast, deadAfterMs: 150 });
+    const room = await pool.createRoom("c1");
+    expect(room.node).toBe("n0");
+    const p = await pool.openParticipant(room, "alice");
+    const order: string[] = [];
+    p.onLost((r) => order.push(`lost:${r}`));
+    const dead = new Promise<string>((resolve) => pool!.events.once("nodeDead", resolve));
+    pool.onNodeRestarted(async (id, rooms) => {
+      order.push(`restarted:${id}:${rooms.join(",")}:alice closed=${p.closed}`);
+      const moved = await pool!.recreateRoom(room);
+      order.push(`moved to ${moved.node}`);
+    });
+    const downAt = Date.now();
+    await fakes[0]!.close();
+    expect(await dead).toBe("n0");
+    expect(Date.now() - downAt).toBeGreaterThanOrEqual(150);
+    expect(order).toEqual([`restarted:n0:${room.roomId}:alice closed=false`, "moved to n1", "lost:lost"]);
+    expect(models[1]!.rooms.get(room.roomId)?.secret).toBe(room.secret);
+    // A ref naming the old node follows the room.
+    const again = await pool.openParticipant(room, "alice-2");
+    expect(again.room.node).toBe("n1");
+    await again.joinAsPublisher("Alice");
+    expect(await pool.listParticipants(room)).toEqual([{ id: "alice-2", publisher: false }]);
+    expect(pool.health().map((h) => [h.id, h.state, h.rooms])).toEqual([["n0", "down", 0], ["n1", "up", 1]]);
+  });
+
+  it("does not give up the only node: with nowhere to move, calls wait for it", async () => {
+    pool = await SfuPool.start(nodes().slice(0, 1), { ...fast, deadAfterMs: 50 });
+    const room = await pool.createRoom("c1");
+    const p = await pool.openParticipant(room, "alice");
+    const events: string[] = [];
+    pool.events.on("nodeDead", (id) => events.push(`dead:${id}`));
+    pool.onNodeRestarted((id) => void events.push(`restarted:${id}`));
+    fakes[0]!.dropClients();
+    const port = fakes[0]!.port;
+    await fakes[0]!.close();
+    await tick(200); // four detection periods
+    expect(events).toEqual([]);
+    expect(p.closed).toBe(false);
+    fakes[0] = await FakeJanus.start(port);
+    models[0] = fakes[0].emulate({ adminKey: "k" });
+    await until(() => events.includes("restarted:n0"));
+    expect(events).toEqual(["restarted:n0"]);
   });
 
   it("treats Janus timing out the control session like a restart (rooms that survived are not lost)", async () => {

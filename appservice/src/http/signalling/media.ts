@@ -15,7 +15,7 @@ export function mediaHandlers(media: CallMedia): HandlerTable {
     },
     subscribe: async (conn, m) => {
       const { offerSdp, streams } = await media.subscribe(seatOf(conn), m.feeds, m.e2ee);
-      return { jsep: { type: "offer", sdp: offerSdp }, streams };
+      return { ...(offerSdp ? { jsep: { type: "offer", sdp: offerSdp } } : {}), streams };
     },
     unsubscribe: async (conn, m) => {
       const { offerSdp, streams } = await media.unsubscribe(seatOf(conn), m.feeds);
