@@ -3,10 +3,11 @@
 // the running call; the call is made by startFaultsCall (test/support/faults.ts), so more kinds
 // (a Parley restart) can be added beside the Janus one. Prints BENCH <name> <value> <unit> lines.
 // Runs inside scripts/isolated.sh (npm run bench:faults).
-//   node test/bench/faults.ts [--trials 10]
+//   node test/bench/faults.ts [--trials 10] [--parley-trials 5]
 import { parseArgs } from "node:util";
 import { everyoneFlowing, resetCounts, startThreePersonCall, streamsNow, type ThreePersonCall } from "../support/faults.ts";
 import { bench, percentile } from "./lib.ts";
+import { parleyRestartTrials, printParleyRestart, quietMediaGap } from "./parleyRestart.ts";
 
 /** The goal of issue 12: the Janus restart gap, p50, at most this much over Janus's own start. */
 const JANUS_GOAL_OVER_START_MS = 3000;
@@ -51,11 +52,28 @@ export async function benchJanusRestart(call: ThreePersonCall, trials: number): 
   console.log(`goal: gap p50 under ${JANUS_GOAL_OVER_START_MS} ms over the Janus start: ${Math.round(over)} ms over, ${over < JANUS_GOAL_OVER_START_MS ? "met" : "NOT met"}`);
 }
 
+/**
+ * Parley SIGKILLed and started again at once, `trials` times (docs/resilience.md): media should
+ * never stop (the longest stretch without a decoded frame, beside the same measure over a quiet
+ * stretch of the same call), and clients' signalling is back soon after Parley's own start.
+ */
+export async function benchParleyRestart(call: ThreePersonCall, trials: number): Promise<void> {
+  await everyoneFlowing(call);
+  const quiet = await quietMediaGap(call.all, 5000);
+  resetCounts(call);
+  const figures = await parleyRestartTrials(call.A, call.all, trials);
+  printParleyRestart(figures, quiet);
+  const restarts = [...call.counts.values()].reduce((n, c) => n + c.restarts, 0);
+  console.log(`samples: ${trials} Parley restarts (SIGKILL) in a 3-person call; media restarts by clients: ${restarts} (goal 0)`);
+  console.log(`gaps (ms): ${figures.mediaGapMs.join(" ")}; signalling back (ms): ${figures.signallingBackMs.map(Math.round).join(" ")}; Parley starts (ms): ${figures.startMs.map(Math.round).join(" ")}`);
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { trials: { type: "string", default: "10" } } });
+  const { values } = parseArgs({ options: { trials: { type: "string", default: "10" }, "parley-trials": { type: "string", default: "5" } } });
   const call = await startFaultsCall();
   try {
     await benchJanusRestart(call, Number(values.trials));
+    await benchParleyRestart(call, Number(values["parley-trials"]));
   } finally {
     await call.stop();
   }

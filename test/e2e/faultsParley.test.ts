@@ -3,19 +3,18 @@
 // publishes again (no new peer connection, the same feeds in Janus), and every client's
 // signalling reattaches to the restarted Parley by itself.
 import type { Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
-import { joinThroughClient, mediaFlowing, signedInUser, watchDecodedFrames, decodingVideos } from "../support/browser.ts";
-import { startFederatedCall, tearDownOnFailureKeeping, type FederatedCall } from "../support/federatedCall.ts";
+import { mediaFlowing, watchDecodedFrames } from "../support/browser.ts";
+import { everyoneFlowing, resetCounts, startThreePersonCall, type ThreePersonCall } from "../support/faults.ts";
 import { waitFor } from "../support/matrix.ts";
 import { metric } from "../support/metrics.ts";
 
-const SLUG = "parley-restart";
-let call: FederatedCall;
+let call: ThreePersonCall;
 let pages: Page[];
-const keepOnFailure = tearDownOnFailureKeeping();
+let failed = false;
 
 /** The publishers Janus has in the call's room (their feed ids), asked of Janus itself. */
 async function janusFeeds(inst: Institution): Promise<string[]> {
@@ -36,19 +35,17 @@ const peerConnections = (page: Page) => page.evaluate(() => (window as unknown a
 
 describe("a Parley restart during a call", () => {
   beforeAll(async () => {
-    call = await startFederatedCall({ slug: SLUG });
-    const carol = await signedInUser(call.A, "carol", "Carol Caracal");
-    const carolPage = await joinThroughClient(call.browser, `${call.A.parley.url}/#/call/${encodeURIComponent(call.A.alias(SLUG))}`, carol);
-    pages = [call.alicePage, call.bobPage, carolPage];
-    // Everyone receives both others' media, decrypted.
-    await Promise.all(pages.map((p) => waitFor("two remote videos", async () => ((await decodingVideos(p)) >= 2 ? true : undefined), 30_000)));
-    await Promise.all(pages.map((p) => mediaFlowing(p, 30_000)));
+    call = await startThreePersonCall({ slug: "parley-restart" });
+    pages = call.all;
+    await everyoneFlowing(call, 60_000);
   }, 240_000);
 
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === "fail") failed = true;
+  });
+
   afterAll(async () => {
-    await keepOnFailure(call);
-    await call?.browser.close();
-    await call?.stack.stop();
+    await call?.stop({ keep: failed });
   });
 
   for (const how of ["SIGKILL", "SIGTERM"] as const) {
@@ -57,6 +54,7 @@ describe("a Parley restart during a call", () => {
       const feeds = await janusFeeds(A);
       expect(feeds).toHaveLength(3);
       const pcs = await Promise.all(pages.map(peerConnections));
+      resetCounts(call);
       const watches = await Promise.all(pages.map(watchDecodedFrames));
       if (how === "SIGKILL") await A.parley.kill9();
       await A.parley.restart(); // SIGTERM when still running; resolves once /health is ok
@@ -71,6 +69,7 @@ describe("a Parley restart during a call", () => {
         expect(g.maxGapMs).toBeLessThan(1000);
       }
       expect(await Promise.all(pages.map(peerConnections))).toEqual(pcs);
+      expect([...call.counts.values()].map((c) => c.restarts)).toEqual([0, 0, 0]);
       expect(await janusFeeds(A)).toEqual(feeds);
     }, 120_000);
   }

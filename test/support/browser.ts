@@ -272,16 +272,3 @@ export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<
       }),
   };
 }
-
-/** Inbound videos of the page's live peer connections that have decoded a frame. */
-export async function decodingVideos(page: Page): Promise<number> {
-  return page.evaluate(async () => {
-    let n = 0;
-    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
-      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
-        if (s.type === "inbound-rtp" && s.kind === "video" && Number(s.framesDecoded ?? 0) > 0) n++;
-      });
-    }
-    return n;
-  });
-}
