@@ -588,7 +588,8 @@ export class CallViewModel {
       talking,
       activeSpeaker: activeSpeaker(this.speakers, (k) => present.has(k)),
       e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, { failing, waiting }, enc.error, this.mediaForBadge()) : null,
-      media: verdict?.call ?? null,
+      // Alone shows with the roster, not at the next sample: the badge says so at the same moment.
+      media: verdict ? (call.remotes.length ? verdict.call : "alone") : null,
     });
   }
 

@@ -77,13 +77,19 @@ describe("ChatModel", () => {
   describe("while the homeserver cannot be reached", () => {
     afterEach(() => vi.useRealTimers());
 
-    it("keeps the message pending and sends it again (same transaction id) until it goes through", async () => {
+    /** "hello" sent (transaction t1) while every send fails for want of a connection, on fake timers. */
+    async function sentWhileDown(giveUpMs?: number) {
       vi.useFakeTimers();
       const f = feed();
       f.sendResult = new ParleyClientError("NETWORK", "chat");
-      const chat = new ChatModel(f, "@a:x", () => "t1");
+      const chat = new ChatModel(f, "@a:x", () => "t1", giveUpMs === undefined ? {} : { giveUpMs });
       await chat.start();
       chat.send("hello");
+      return { f, chat };
+    }
+
+    it("keeps the message pending and sends it again (same transaction id) until it goes through", async () => {
+      const { f, chat } = await sentWhileDown();
       await vi.advanceTimersByTimeAsync(3500);
       expect(chat.state.get().lines[0]).toMatchObject({ id: "t1", pending: true, failed: false });
       expect(chat.state.get().error).toBeNull();
@@ -95,12 +101,7 @@ describe("ChatModel", () => {
     });
 
     it("tries at once when the feed says the homeserver is back", async () => {
-      vi.useFakeTimers();
-      const f = feed();
-      f.sendResult = new ParleyClientError("NETWORK", "chat");
-      const chat = new ChatModel(f, "@a:x", () => "t1");
-      await chat.start();
-      chat.send("hello");
+      const { f, chat } = await sentWhileDown();
       await vi.advanceTimersByTimeAsync(7500); // attempts at 0, 1, 3, 7 s; the next at 15 s
       const tries = f.sent.length;
       f.sendResult = { eventId: "$e" };
@@ -111,12 +112,7 @@ describe("ChatModel", () => {
     });
 
     it("gives up after the limit: not sent, and Retry sends it again", async () => {
-      vi.useFakeTimers();
-      const f = feed();
-      f.sendResult = new ParleyClientError("NETWORK", "chat");
-      const chat = new ChatModel(f, "@a:x", () => "t1", { giveUpMs: 30_000 });
-      await chat.start();
-      chat.send("hello");
+      const { f, chat } = await sentWhileDown(30_000);
       await vi.advanceTimersByTimeAsync(29_000);
       expect(chat.state.get().lines[0]).toMatchObject({ pending: true, failed: false });
       await vi.advanceTimersByTimeAsync(15_000);
