@@ -101,6 +101,12 @@ describe("the client's state while parts of the call fail", () => {
       await page.locator("#call-chat").click();
       await page.locator(".chat").waitFor();
     }
+    // A first message shares Bob's room key while his homeserver is up: the one sent during the
+    // outage then fails at its send, not in the SDK's own retried key requests.
+    const before = `before the outage ${Date.now()}`;
+    await bobPage.locator("#chat-input").fill(before);
+    await bobPage.locator(".chat-form button[type=submit]").click();
+    await alicePage.locator(".chat-list .msg-body", { hasText: before }).waitFor({ timeout: 30_000 });
     await B.synapse.kill9();
     const text = `sent while Bob's homeserver was down ${Date.now()}`;
     await bobPage.locator("#chat-input").fill(text);

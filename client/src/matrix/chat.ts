@@ -155,7 +155,7 @@ export class SyncedRoomFeed implements RoomFeed {
     if (this.crypto) {
       if (!cryptoStarted) await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(this.session.deviceId) });
       markStep("feed-crypto");
-      if (this.stopped) throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
+      if (this.stopped) throw this.stoppedWhileStarting(client);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
     }
     const ready = new Promise<void>((resolve) => {
@@ -182,10 +182,7 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     await ready;
     markStep("feed-synced");
-    if (this.stopped) {
-      void releaseDeviceClient(client, this.cryptoWork);
-      throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
-    }
+    if (this.stopped) throw this.stoppedWhileStarting(client);
     await uploaded;
     markStep("feed-keys");
     const room = client.getRoom(this.roomId);
@@ -236,6 +233,13 @@ export class SyncedRoomFeed implements RoomFeed {
     this.client = null;
     this.events.clear();
     if (client) void releaseDeviceClient(client, this.cryptoWork);
+  }
+
+  /** Stopped before the start finished: the client goes (stop() may have run before it was ours). */
+  private stoppedWhileStarting(client: MatrixClient): ParleyClientError {
+    if (this.client === client) this.client = null;
+    void releaseDeviceClient(client, this.cryptoWork);
+    return new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
   }
 
   /** Runs (or follows) a call into the crypto, so that the crypto is not freed under it. */
