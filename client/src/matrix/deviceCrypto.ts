@@ -48,16 +48,18 @@ let releasing: Promise<void> | undefined;
 
 /**
  * Stops a device's client and frees its crypto once nothing uses it: the sync loop stopped (it
- * says Stopped, or is not processing a response), `work` settled, RELEASE_WAIT_MS at most.
+ * says Stopped), `work` settled, RELEASE_WAIT_MS at most.
  */
 export function releaseDeviceClient(client: MatrixClient, work: Iterable<Promise<unknown>> = []): Promise<void> {
   const known = releases.get(client);
   if (known) return known;
   const done = (async () => {
-    const idle = [null, SyncState.Stopped, SyncState.Error, SyncState.Reconnecting];
     const syncStopped = new Promise<void>((resolve) => {
-      // Between responses (or waiting for a homeserver that is down) the loop touches no crypto.
-      if (!(client as unknown as SyncInternals).syncApi || idle.includes(client.getSyncState())) return resolve();
+      // The loop says Stopped once it has finished the response in hand (or its request is
+      // aborted, or it had not begun). Its state does not tell whether it is processing one: the
+      // first sync is processed in state null, one after a reconnect in Reconnecting. Only a loop
+      // parked waiting for a homeserver that is down never says it, and waits out the cap.
+      if (!(client as unknown as SyncInternals).syncApi || client.getSyncState() === SyncState.Stopped) return resolve();
       client.on(ClientEvent.Sync, (state: SyncState) => {
         if (state === SyncState.Stopped) resolve();
       });

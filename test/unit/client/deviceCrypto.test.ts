@@ -2,7 +2,7 @@
 // loop stopped processing and the feed's own crypto calls settled, never under them (Rust crypto
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, SyncState, type MatrixClient } from "matrix-js-sdk";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
@@ -40,14 +40,30 @@ describe("releaseDeviceClient", () => {
     expect(c.log).toEqual(["sync stopped", "crypto freed", "listeners removed"]);
   });
 
-  it("does not wait for a loop that is between responses (the homeserver is down)", async () => {
-    const c = fakeClient(SyncState.Error);
+  it("waits for a loop in its first sync (state null) to say Stopped, and frees the crypto anyway after the cap", async () => {
+    vi.useFakeTimers();
+    try {
+      const c = fakeClient(null);
+      const released = releaseDeviceClient(asClient(c));
+      await vi.advanceTimersByTimeAsync(4000);
+      expect(c.log).toEqual(["sync stopped"]);
+      await vi.advanceTimersByTimeAsync(1000);
+      await released;
+      expect(c.log).toEqual(["sync stopped", "crypto freed", "listeners removed"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("does not wait for a client whose sync never started", async () => {
+    const c = fakeClient(null);
+    delete (c as { syncApi?: unknown }).syncApi;
     await releaseDeviceClient(asClient(c));
-    expect(c.log).toEqual(["sync stopped", "crypto freed", "listeners removed"]);
+    expect(c.log).toEqual(["crypto freed", "listeners removed"]);
   });
 
   it("lets each client go once", async () => {
-    const c = fakeClient(null);
+    const c = fakeClient(SyncState.Stopped);
     const a = releaseDeviceClient(asClient(c));
     expect(releaseDeviceClient(asClient(c))).toBe(a);
     await a;
