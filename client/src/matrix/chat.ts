@@ -7,7 +7,9 @@
 // sent with a plain PUT so our transaction id comes back on the remote echo.
 import {
   ClientEvent,
+  EventStatus,
   EventType,
+  MatrixError,
   MsgType,
   PendingEventOrdering,
   Filter,
@@ -23,8 +25,8 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
-import { cryptoStorePrefix, newClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
-import { enc, type MatrixHttp } from "./http.ts";
+import { cryptoStorePrefix, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
@@ -79,6 +81,8 @@ export class SyncedRoomFeed implements RoomFeed {
   private memberMap = new Map<string, RoomMember>();
 
   private readonly crypto: boolean;
+  /** Our calls into the client's crypto in flight: it is freed only after them (deviceCrypto.ts). */
+  private readonly cryptoWork = new Set<Promise<unknown>>();
   /** Media keys that arrived before anyone listened (the first sync can carry them). */
   private readonly keyBacklog: { from: KeySender; content: unknown }[] = [];
   private readonly keyListeners = new Set<(from: KeySender, content: unknown) => void>();
@@ -140,15 +144,18 @@ export class SyncedRoomFeed implements RoomFeed {
     client.on(RoomStateEvent.Members, membersChanged);
     client.on(RoomMemberEvent.Name, membersChanged);
     client.on(RoomMemberEvent.Membership, membersChanged);
-    client.on(ClientEvent.Sync, (state: SyncState) => {
+    client.on(ClientEvent.Sync, (state: SyncState, prev: SyncState | null) => {
       if (state === SyncState.Error) {
         this.events.emit("error", new ParleyClientError("NETWORK", "chat", { human: "Chat is offline; reconnecting to your homeserver…" }));
+      } else if ((prev === SyncState.Error || prev === SyncState.Reconnecting) && state !== SyncState.Stopped && state !== SyncState.Reconnecting) {
+        this.events.emit("online", undefined);
       }
     });
 
     if (this.crypto) {
       if (!cryptoStarted) await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(this.session.deviceId) });
       markStep("feed-crypto");
+      if (this.stopped) throw this.stoppedWhileStarting(client);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
     }
     const ready = new Promise<void>((resolve) => {
@@ -175,16 +182,13 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     await ready;
     markStep("feed-synced");
-    if (this.stopped) {
-      client.stopClient();
-      throw new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
-    }
+    if (this.stopped) throw this.stoppedWhileStarting(client);
     await uploaded;
     markStep("feed-keys");
     const room = client.getRoom(this.roomId);
     if (room) {
       const history = room.getLiveTimeline().getEvents();
-      await Promise.all(history.map((ev) => client.decryptEventIfNeeded(ev).catch(() => undefined)));
+      await this.usingCrypto(Promise.all(history.map((ev) => client.decryptEventIfNeeded(ev).catch(() => undefined))));
       for (const ev of history) this.onEvent(ev, false);
       await room.loadMembersIfNeeded().catch((err) => this.log.warn("could not load the member list", { err: String(err) }));
     }
@@ -209,25 +213,42 @@ export class SyncedRoomFeed implements RoomFeed {
     const ids = [...new Set(users)].filter((u) => u !== this.session.userId && !this.preparing.has(u)).slice(0, MAX_PREPARED_USERS);
     if (!client || !internals?.keyClaimManager || !ids.length) return;
     for (const u of ids) this.preparing.add(u);
-    void (async () => {
+    void this.usingCrypto(async () => {
       const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
       if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
       await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
       const userIds = () => ids.map((u) => new UserId(u));
       await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
-    })()
+    })
       .catch((err: unknown) => this.log.debug("could not prepare Olm sessions", { err: String(err) }))
       .finally(() => {
         for (const u of ids) this.preparing.delete(u);
       });
   }
 
+  /** Stops the feed; its client's crypto is freed once the sync loop and our crypto calls are done. */
   stop(): void {
     this.stopped = true;
-    this.client?.stopClient();
-    this.client?.removeAllListeners();
+    const client = this.client;
     this.client = null;
     this.events.clear();
+    if (client) void releaseDeviceClient(client, this.cryptoWork);
+  }
+
+  /** Stopped before the start finished: the client goes (stop() may have run before it was ours). */
+  private stoppedWhileStarting(client: MatrixClient): ParleyClientError {
+    if (this.client === client) this.client = null;
+    void releaseDeviceClient(client, this.cryptoWork);
+    return new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
+  }
+
+  /** Runs (or follows) a call into the crypto, so that the crypto is not freed under it. */
+  private usingCrypto<T>(work: Promise<T> | (() => Promise<T>)): Promise<T> {
+    const p = typeof work === "function" ? work() : work;
+    this.cryptoWork.add(p);
+    const done = () => void this.cryptoWork.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   /** Media keys over Olm-encrypted to-device messages (needs `crypto`). */
@@ -236,7 +257,7 @@ export class SyncedRoomFeed implements RoomFeed {
       send: async (devices, content) => {
         const client = this.client;
         if (!client?.getCrypto()) throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "no Matrix crypto for media keys" });
-        const missing = await sendToDevices(client, devices, content as unknown as Record<string, unknown>, !client.getRoom(this.roomId)?.hasEncryptionStateEvent());
+        const missing = await this.usingCrypto(sendToDevices(client, devices, content as unknown as Record<string, unknown>, !client.getRoom(this.roomId)?.hasEncryptionStateEvent()));
         if (missing.length) this.log.info("media key not delivered yet: devices unknown to Matrix crypto", { devices: missing.map((d) => `${d.userId}|${d.deviceId}`) });
         return missing;
       },
@@ -326,9 +347,15 @@ export class SyncedRoomFeed implements RoomFeed {
     const check = this.canSend();
     if (!check.ok) throw new ParleyClientError("M_FORBIDDEN", "chat", { human: check.reason });
     const client = this.client;
-    if (client?.getRoom(this.roomId)?.hasEncryptionStateEvent()) {
+    const room = client?.getRoom(this.roomId);
+    if (client && room?.hasEncryptionStateEvent()) {
       // Megolm-encrypted by matrix-js-sdk's Rust crypto; our txnId comes back on the remote echo.
-      const res = await client.sendEvent(this.roomId, EventType.RoomMessage, { msgtype: MsgType.Text, body: text }, txnId).catch((err: unknown) => {
+      // Sent before and not sent (the homeserver was down): the SDK keeps that event, send it again.
+      const unsent = room.getPendingEvents().find((ev) => ev.getTxnId() === txnId && ev.status === EventStatus.NOT_SENT);
+      const sending = unsent ? client.resendEvent(unsent, room) : client.sendEvent(this.roomId, EventType.RoomMessage, { msgtype: MsgType.Text, body: text }, txnId);
+      const res = await this.usingCrypto(sending).catch((err: unknown) => {
+        // The homeserver's own refusal keeps its errcode (not worth retrying); anything else is the way there.
+        if (err instanceof MatrixError && err.httpStatus) throw errorFromResponse(err.httpStatus, { errcode: err.errcode, error: err.data.error ?? err.message }, "chat");
         throw new ParleyClientError("NETWORK", "chat", { detail: err instanceof Error ? err.message : String(err) });
       });
       return { eventId: res.event_id };
@@ -345,7 +372,8 @@ export class SyncedRoomFeed implements RoomFeed {
     if (!id || this.seen.has(id)) return;
     if (ev.shouldAttemptDecryption() || ev.isBeingDecrypted()) {
       // Shown once decrypted (or as "Encrypted message" if it cannot be).
-      void this.client?.decryptEventIfNeeded(ev).then(() => this.onEvent(ev, live));
+      const client = this.client;
+      if (client) void this.usingCrypto(client.decryptEventIfNeeded(ev)).then(() => this.onEvent(ev, live));
       return;
     }
     const msg = toChatMessage({

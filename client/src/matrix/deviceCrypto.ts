@@ -12,8 +12,16 @@
 // One per page and device, never two at once: two OlmMachines opening the same empty store
 // together would each make an identity for the device. So the first feed of the device takes the
 // prepared client; a later feed (another meeting after this one) makes its own after the prepared
-// one is up, when the store already holds the device's identity.
-import { createClient, type MatrixClient } from "matrix-js-sdk";
+// one is up, when the store already holds the device's identity, and after the last one let go
+// has closed.
+//
+// Letting a client go frees its OlmMachine, and nothing may call into it after that (Rust crypto
+// then throws "null pointer passed to rust"). matrix-js-sdk's stopClient frees it first and stops
+// the sync loop after, so a sync response being processed at that moment (a leave's own
+// membership event coming back, typically) still passed its changes to the freed machine. So the
+// sync loop stops first, and the crypto is freed once it has, and once the feed's own crypto calls
+// (Olm preparation, key sends, decryption, encrypted sends) are done.
+import { ClientEvent, createClient, SyncState, type MatrixClient } from "matrix-js-sdk";
 import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
 import { getLogger, type Logger } from "../log.ts";
 import { markStep } from "../timeline.ts";
@@ -25,6 +33,48 @@ export interface RustCryptoInternals {
   olmMachine?: { updateTrackedUsers?: (users: unknown[]) => Promise<void> };
   /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
   keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
+}
+
+/** matrix-js-sdk's sync loop, to stop it without freeing the crypto (not public API). */
+interface SyncInternals {
+  syncApi?: { stop(): void };
+}
+
+/** The longest a client being let go waits for its sync loop and crypto calls before it is freed anyway. */
+const RELEASE_WAIT_MS = 5000;
+const releases = new WeakMap<MatrixClient, Promise<void>>();
+/** The last client let go, until it is closed: the device's next client waits for it. */
+let releasing: Promise<void> | undefined;
+
+/**
+ * Stops a device's client and frees its crypto once nothing uses it: the sync loop stopped (it
+ * says Stopped), `work` settled, RELEASE_WAIT_MS at most.
+ */
+export function releaseDeviceClient(client: MatrixClient, work: Iterable<Promise<unknown>> = []): Promise<void> {
+  const known = releases.get(client);
+  if (known) return known;
+  const done = (async () => {
+    const syncStopped = new Promise<void>((resolve) => {
+      // The loop says Stopped once it has finished the response in hand (or its request is
+      // aborted, or it had not begun). Its state does not tell whether it is processing one: the
+      // first sync is processed in state null, one after a reconnect in Reconnecting. Only a loop
+      // parked waiting for a homeserver that is down never says it, and waits out the cap.
+      if (!(client as unknown as SyncInternals).syncApi || client.getSyncState() === SyncState.Stopped) return resolve();
+      client.on(ClientEvent.Sync, (state: SyncState) => {
+        if (state === SyncState.Stopped) resolve();
+      });
+    });
+    (client as unknown as SyncInternals).syncApi?.stop();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const cap = new Promise<void>((resolve) => (timer = setTimeout(resolve, RELEASE_WAIT_MS)));
+    await Promise.race([Promise.allSettled([syncStopped, ...work]), cap]);
+    clearTimeout(timer);
+    client.stopClient();
+    client.removeAllListeners();
+  })();
+  releases.set(client, done);
+  releasing = done;
+  return done;
 }
 
 /** matrix-js-sdk's chatter (push rule defaults, sync progress) stays out of the console: warnings and errors only. */
@@ -105,6 +155,7 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
  * prepared client's crypto has opened the store (crypto not started yet: the feed starts it).
  */
 export async function takeDeviceClient(session: MatrixSession, feedLog: Logger): Promise<{ client: MatrixClient; cryptoStarted: boolean }> {
+  await releasing;
   const p = prepared?.key === keyOf(session) ? prepared : undefined;
   if (p) {
     const ok = await p.ready.then(

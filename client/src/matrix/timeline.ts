@@ -23,6 +23,8 @@ export interface RoomFeedEvents extends Record<string, unknown> {
   message: ChatMessage;
   members: ReadonlyMap<string, RoomMember>;
   error: ParleyClientError;
+  /** The homeserver answers again after an error (pending messages go now). */
+  online: undefined;
 }
 
 export type SendCheck = { ok: true } | { ok: false; reason: string };

@@ -8,6 +8,7 @@ import { Emitter, Store } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
+import { sampleMedia, type MediaSample } from "./mediaHealth.ts";
 import type { FeedId, GovernanceRequest, HelloResult, Participant, Push, ViewRequest } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
 import { SignallingClient, type SocketFactory } from "./signalling.ts";
@@ -183,6 +184,11 @@ export class CallConnection {
   /** The subscriber's receive stats (the view reporter's downlink estimate); null without one. */
   async receiveStats(): Promise<RTCStatsReport | null> {
     return (await this.subscriber?.peer?.getStats().catch(() => null)) ?? null;
+  }
+
+  /** Receive stats and peer states of the media connections now (the call view's stale-media check). */
+  mediaStats(): Promise<MediaSample> {
+    return sampleMedia(this.subscriber?.peer ?? null, this.publisher?.peer ?? null);
   }
 
   async leave(): Promise<void> {

@@ -8,18 +8,19 @@ import { toClientError } from "../errors.ts";
 import type { AvatarSource } from "../matrix/media.ts";
 import type { CallPhase, CallSnapshot } from "../rtc/call.ts";
 import type { EncryptionState } from "../rtc/e2ee/callEncryption.ts";
-import { keyModeText } from "../rtc/e2ee/keyMode.ts";
+import type { ExpectedFeed, MediaSample } from "../rtc/mediaHealth.ts";
 import type { FeedId, GovernanceRequest, Kind, Layer, Push } from "../rtc/protocol.ts";
 import { SpeakerSelector } from "../rtc/speaker.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { endedByOf, evictionText, fromRoomState, joinRefusalText } from "./callEnded.ts";
 import { forcedNotice, newlyForced, NOT_FORCED, onModerated, onOwnEntry, type Forced } from "./forcedMute.ts";
 import { initialsOf, MemberDirectory, type MembersPort } from "./memberDirectory.ts";
+import { e2eeView, MediaWatch, type CallMedia, type E2eeView, type MediaVerdict } from "./mediaState.ts";
 import type { LocalMediaHandoff } from "./prejoinModel.ts";
 import { activeSpeaker, forwardedFrom, NO_SPEAKERS, speakerOrder, speakersFrom, type Forwarded, type Speakers } from "./speakers.ts";
 import { Store } from "./store.ts";
 
-export { initialsOf, type MembersPort };
+export { initialsOf, type E2eeView, type MembersPort };
 
 export interface CallPort {
   readonly state: Store<CallSnapshot>;
@@ -34,6 +35,8 @@ export interface CallPort {
   /** Every push from the server (governance: forced mutes, stop-share, the meeting, the lobby). */
   onPush(fn: (p: Push) => void): () => void;
   send(request: GovernanceRequest): Promise<void>;
+  /** The media connections' receive stats now (absent: the others' media is taken to arrive). */
+  mediaStats?(): Promise<MediaSample>;
 }
 
 export interface MembershipPort {
@@ -71,20 +74,8 @@ export interface Tile {
   screen: boolean;
   /** This participant's media does not decrypt (missing or wrong key). */
   undecryptable: boolean;
-}
-
-/** The call's encryption as the toolbar shows it. */
-export interface E2eeView {
-  mode: "participant" | "provisioned";
-  /** Every incoming stream decrypts. */
-  encrypted: boolean;
-  /** Names of participants whose media does not decrypt. */
-  failing: string[];
-  /** Names of participants whose first frames have not arrived or decrypted yet. */
-  waiting: string[];
-  text: string;
-  /** Who makes the media keys, as the room's state decides: "Keys: each participant" / "Keys: provisioned by <bot>". */
-  keys: string;
+  /** This participant's media stopped arriving though it should (or never started). */
+  stale: boolean;
 }
 
 export interface CallViewState {
@@ -107,6 +98,8 @@ export interface CallViewState {
   talking: string[];
   /** Null when the call's media is not end-to-end encrypted from this client. */
   e2ee: E2eeView | null;
+  /** Whether the others' media arrives (mediaState.ts); null before the first look, or without stats. */
+  media: CallMedia | null;
 }
 
 export interface CallViewModelOptions {
@@ -121,6 +114,8 @@ export interface CallViewModelOptions {
   local: LocalMediaHandoff;
   timers?: Timers;
   levelsEveryMs?: number;
+  /** How often the receive stats are read for the stale-media check. */
+  mediaEveryMs?: number;
   /** The room's `org.parley.call` content: who ended the meeting, when the eviction does not say. */
   callState?: (() => Promise<unknown>) | null;
 }
@@ -145,12 +140,14 @@ export class CallViewModel {
   private speakers: Speakers = NO_SPEAKERS;
   private forwarded: Forwarded = null;
   private levelsTimer: unknown;
+  private readonly mediaWatch: MediaWatch | null;
+  private mediaVerdict: MediaVerdict | null = null;
   private readonly offs: (() => void)[] = [];
   private membershipJoined = false;
   private disposed = false;
 
   constructor(opts: CallViewModelOptions) {
-    this.o = { timers: realTimers, levelsEveryMs: 250, encryption: null, callState: null, ...opts };
+    this.o = { timers: realTimers, levelsEveryMs: 250, mediaEveryMs: 250, encryption: null, callState: null, ...opts };
     this.audio = opts.local.audio;
     this.camera = opts.local.video;
     this.audioDeviceId = opts.local.audioDeviceId;
@@ -172,7 +169,21 @@ export class CallViewModel {
       activeSpeaker: null,
       talking: [],
       e2ee: null,
+      media: null,
     });
+    const stats = opts.call.mediaStats?.bind(opts.call);
+    this.mediaWatch = stats
+      ? new MediaWatch({
+          sample: stats,
+          feeds: () => this.expectedFeeds(),
+          onChange: (v) => {
+            this.mediaVerdict = v;
+            this.rebuild();
+          },
+          timers: this.o.timers,
+          everyMs: this.o.mediaEveryMs,
+        })
+      : null;
     this.offs.push(this.o.call.state.subscribe((s, prev) => this.onCall(s, prev)));
     if (this.o.encryption) this.offs.push(this.o.encryption.subscribe(() => this.rebuild()));
     this.offs.push(this.o.members.onMembers(() => this.rebuild()));
@@ -218,6 +229,7 @@ export class CallViewModel {
       return;
     }
     this.pollLevels();
+    this.mediaWatch?.start();
   }
 
   async toggleMic(): Promise<void> {
@@ -325,6 +337,7 @@ export class CallViewModel {
 
   async leave(): Promise<void> {
     this.stopLevels();
+    this.mediaWatch?.stop();
     await Promise.all([this.o.call.leave(), this.leaveMembership()]);
     this.stopAll();
     this.rebuild();
@@ -340,6 +353,7 @@ export class CallViewModel {
     this.disposed = true;
     this.directory.dispose();
     this.stopLevels();
+    this.mediaWatch?.stop();
     for (const off of this.offs.splice(0)) off();
     void this.o.call.leave();
     void this.leaveMembership();
@@ -458,11 +472,15 @@ export class CallViewModel {
         this.explainFromRoom((c) => joinRefusalText(c, this.o.self.userId, (u) => this.directory.name(u)), [0]);
       }
       this.stopLevels();
+      this.mediaWatch?.stop();
       void this.leaveMembership();
       // Camera and microphone off while nothing is being sent (pre-join reopens them).
       this.stopAll();
     }
-    if (s.phase === "reconnecting") patch.notice = "Connection lost. Reconnecting…";
+    // A Parley restart drops only the signalling socket: media keeps arriving (the server keeps
+    // it for the client), and a loss nobody can see or hear is not announced (docs/resilience.md).
+    const media = this.state.get().media;
+    if (s.phase === "reconnecting") patch.notice = media === "flowing" || media === "quiet" ? null : "Connection lost. Reconnecting…";
     else if (prev.phase === "reconnecting" && s.phase === "connected") patch.notice = null;
     this.state.update(patch);
     this.rebuild();
@@ -485,6 +503,19 @@ export class CallViewModel {
 
   private stopLevels(): void {
     this.o.timers.clearTimeout(this.levelsTimer);
+  }
+
+  /** What each remote feed should be sending this viewer now (the stale-media check's yardstick). */
+  private expectedFeeds(): ExpectedFeed[] {
+    return this.o.call.state.get().remotes.map((r) => {
+      const forwarded = !this.forwarded || this.forwarded.has(r.key);
+      return {
+        key: r.key,
+        audio: { track: r.media?.audio?.id ?? null, expected: !r.muted.audio },
+        // A still screen share sends frames only when the picture changes: its audio speaks for it.
+        video: { track: r.media?.video?.id ?? null, expected: !r.muted.video && forwarded && !r.screen },
+      };
+    });
   }
 
   private rebuild(): void {
@@ -511,8 +542,10 @@ export class CallViewModel {
         local: true,
         screen: !!this.screen,
         undecryptable: false,
+        stale: false,
       },
     ];
+    const verdict = this.mediaVerdict;
     const enc = this.o.encryption?.get() ?? null;
     const failing: string[] = [];
     const waiting: string[] = [];
@@ -524,9 +557,11 @@ export class CallViewModel {
       // Waiting for keys only where frames should arrive: audio that is on, video the server forwards.
       const expectsFrames = !r.muted.audio || (forwarded && !r.muted.video);
       const health = enc?.health.get(`${r.userId}|${r.deviceId}`);
+      const stale = !!verdict?.stale.has(r.key);
       const undecryptable = !!enc && health !== undefined && health !== "ok";
-      if (undecryptable) failing.push(m.name);
-      else if (enc && health === undefined && r.media && expectsFrames) waiting.push(m.name);
+      // The badge names only media that arrives: a stale feed's last word on decryption is old news.
+      if (undecryptable && !stale) failing.push(m.name);
+      else if (enc && health === undefined && r.media && expectsFrames && !stale) waiting.push(m.name);
       const video = r.media?.video ?? null;
       const speaking = this.speakers.talking.has(r.key);
       if (speaking) talking.push(m.name);
@@ -547,6 +582,7 @@ export class CallViewModel {
         local: false,
         screen: r.screen,
         undecryptable,
+        stale,
       });
     }
     const present = new Set(call.remotes.map((r) => r.key));
@@ -554,20 +590,18 @@ export class CallViewModel {
       tiles,
       talking,
       activeSpeaker: activeSpeaker(this.speakers, (k) => present.has(k)),
-      e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, failing, waiting, enc.error) : null,
+      e2ee: enc?.mode ? e2eeView(enc.mode, enc.bot, { failing, waiting }, enc.error, this.mediaForBadge()) : null,
+      // Alone shows with the roster, not at the next sample: the badge says so at the same moment.
+      media: verdict ? (call.remotes.length ? verdict.call : "alone") : null,
     });
   }
-}
 
-function e2eeView(mode: E2eeView["mode"], bot: string | null, failing: string[], waiting: string[], error: string | null): E2eeView {
-  const encrypted = !error && failing.length === 0 && waiting.length === 0;
-  const how = mode === "provisioned" ? "Encrypted end to end with keys provisioned by the meeting's server" : "Encrypted end to end";
-  const text = error
-    ? error
-    : failing.length
-      ? `Can't decrypt media from ${failing.join(", ")}`
-      : waiting.length
-        ? `Waiting for media keys from ${waiting.join(", ")}`
-        : how;
-  return { mode, encrypted, failing, waiting, text, keys: keyModeText(mode, bot) };
+  private mediaForBadge(): "alone" | "none" | "connecting" | "ok" {
+    const call = this.o.call.state.get();
+    if (!call.remotes.length) return "alone";
+    const v = this.mediaVerdict;
+    if (!v) return this.mediaWatch ? "connecting" : "ok";
+    if (v.call === "connecting") return "connecting";
+    return v.flowing.size ? "ok" : "none";
+  }
 }

@@ -3,6 +3,9 @@
 //
 // Test ids (stable, for the browser tests), besides the ids #call-mic, #call-camera, ...:
 //   forced-mute-notice    "Muted by <host>" while a host's mute lasts (the mic button is disabled)
+//   .call-status          the call's state: data-phase (the connection), data-media (whether the
+//                         others' media arrives: alone|connecting|flowing|quiet|stalled)
+//   #call-e2ee            the E2EE badge: data-state encrypted|failing|waiting|alone|no-media|off
 //   + tilesView.ts
 import type { ActiveCall } from "../state/meetingModel.ts";
 import { chatView } from "./chatView.ts";
@@ -19,6 +22,15 @@ const PHASE_TEXT: Record<string, string> = {
   ended: "You left the call",
   failed: "Not connected",
 };
+
+/** The connection's phase, or what the media says when that is worse: stalled media is not "Connected". */
+function statusText(phase: string, media: string | null): string {
+  if ((phase === "connected" || phase === "reconnecting") && media === "stalled") return "Reconnecting media…";
+  // Media still arrives: only the signalling socket is being reopened (a Parley restart).
+  if (phase === "reconnecting" && (media === "flowing" || media === "quiet")) return "Connected · reconnecting to the server…";
+  if (phase === "connected" && media === "connecting") return "Connecting media…";
+  return PHASE_TEXT[phase] ?? phase;
+}
 
 export function callView(call: ActiveCall, roomName: string, actions: { onLeave: () => void; onRetry: () => void }): View {
   const { vm, chat } = call;
@@ -56,10 +68,11 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
   const canShare = typeof navigator.mediaDevices?.getDisplayMedia === "function";
 
   const offVm = vm.state.subscribe((s) => {
-    status.textContent = PHASE_TEXT[s.phase] ?? s.phase;
+    status.textContent = statusText(s.phase, s.media);
     status.dataset.phase = s.phase;
+    status.dataset.media = s.media ?? "";
     e2ee.textContent = s.e2ee ? s.e2ee.text : "Not encrypted";
-    e2ee.dataset.state = !s.e2ee ? "off" : s.e2ee.encrypted ? "encrypted" : s.e2ee.failing.length ? "failing" : "waiting";
+    e2ee.dataset.state = s.e2ee?.state ?? "off";
     e2ee.dataset.mode = s.e2ee?.mode ?? "";
     keys.textContent = s.e2ee?.keys ?? "";
     keys.hidden = !s.e2ee;

@@ -1,4 +1,7 @@
 // The chat panel: the room's messages and a composer.
+//
+// Test ids: .msg.pending (our message on its way: "Sending…"), .msg.failed ("Not sent", and a
+// .msg-retry button).
 import type { ChatModel } from "../state/chatModel.ts";
 import { h, type View } from "./dom.ts";
 
@@ -11,11 +14,11 @@ export function chatView(chat: ChatModel): View {
   const form = h("form", { class: "chat-form" }, input, send);
   const el = h("aside", { class: "chat", "aria-labelledby": "chat-title" }, h("h3", { id: "chat-title" }, "Chat"), list, cannot, error, form);
 
-  form.addEventListener("submit", async (ev) => {
+  form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const text = input.value;
-    input.value = "";
-    if (!(await chat.send(text))) input.value ||= text;
+    // A refused message (too long, not allowed here) stays in the composer; a queued one shows in
+    // the list as sending, then sent, or not sent with Retry.
+    if (chat.send(input.value)) input.value = "";
   });
   input.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -31,12 +34,16 @@ export function chatView(chat: ChatModel): View {
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const items = s.lines.map((l) => {
       const key = `${l.id}|${l.senderName}|${l.pending}|${l.failed}`;
+      const id = l.id;
       let li = rendered.get(key);
       if (!li) {
         li = h("li", { class: `msg ${l.kind}${l.own ? " own" : ""}${l.pending ? " pending" : ""}${l.failed ? " failed" : ""}` },
           h("div", { class: "msg-head" }, h("span", { class: "msg-sender", title: l.sender }, l.senderName), h("time", { datetime: new Date(l.ts).toISOString() }, time.format(l.ts))),
           h("div", { class: "msg-body" }, l.kind === "emote" ? `* ${l.senderName} ${l.body}` : l.body),
-          l.failed ? h("div", { class: "msg-failed" }, "Not sent") : null,
+          l.pending ? h("div", { class: "msg-pending" }, "Sending…") : null,
+          l.failed
+            ? h("div", { class: "msg-failed" }, "Not sent ", h("button", { type: "button", class: "msg-retry", onclick: () => chat.retry(id) }, "Retry"))
+            : null,
         );
         rendered.set(key, li);
       }

@@ -7,7 +7,9 @@
 //
 // Test ids (stable, for the browser tests):
 //   tile                  one participant's tile (also .tile); data-key (feed id or "local"),
-//                         data-video "on"|"off" (video forwarded and showing), data-layer 0|1|2
+//                         data-video "on"|"off" (video forwarded and showing), data-layer 0|1|2,
+//                         data-stale "true" while its media stopped arriving (.stale)
+//   tile-stale            "Reconnecting…" on a tile whose media stopped arriving
 //   tile-pin              pin/unpin on a remote tile (aria-pressed)
 //   talking-strip         "Talking: <names>" (hidden when nobody talks)
 //   page-prev, page-next  the grid's (or the strip's) pages;  page-label: "Page 2 of 3"
@@ -26,6 +28,7 @@ interface TileEls {
   name: HTMLElement;
   muted: HTMLElement;
   hand: HTMLElement;
+  stale: HTMLElement;
   pin: HTMLButtonElement | null;
   userId: string;
   localTrack: MediaStreamTrack | null;
@@ -99,10 +102,11 @@ export function tilesView(call: ActiveCall): TilesView {
     const name = h("span", { class: "tile-name" });
     const muted = h("span", { class: "tile-muted", title: "Microphone muted" }, icon(ICONS.mutedSmall));
     const hand = h("span", { class: "hand", title: "Hand raised", hidden: true }, icon(ICONS.hand));
+    const stale = h("span", { class: "tile-stale", "data-testid": "tile-stale", role: "status", hidden: true }, "Reconnecting…");
     const pin = t.local ? null : h("button", { type: "button", class: "tile-pin", "data-testid": "tile-pin", onclick: () => layout.togglePin(t.key) }, icon(ICONS.pin));
-    const root = h("div", { class: "tile", role: "listitem", "data-testid": "tile" }, avatar, video, h("div", { class: "tile-label" }, hand, muted, name), pin);
+    const root = h("div", { class: "tile", role: "listitem", "data-testid": "tile" }, avatar, video, stale, h("div", { class: "tile-label" }, hand, muted, name), pin);
     root.dataset.key = t.key;
-    return { root, video, avatar, name, muted, hand, pin, userId: t.userId, localTrack: null, avatarUrl: "", painted: false, videoOn: false };
+    return { root, video, avatar, name, muted, hand, stale, pin, userId: t.userId, localTrack: null, avatarUrl: "", painted: false, videoOn: false };
   };
 
   const render = (p: PlacedTile): TileEls => {
@@ -113,6 +117,9 @@ export function tilesView(call: ActiveCall): TilesView {
     e.root.classList.toggle("local", t.local);
     e.root.classList.toggle("screen", t.screen);
     e.root.classList.toggle("undecryptable", t.undecryptable);
+    e.root.classList.toggle("stale", t.stale);
+    e.root.dataset.stale = String(t.stale);
+    e.stale.hidden = !t.stale;
     e.root.classList.toggle("main", p.main);
     e.root.classList.toggle("pinned", p.pinned);
     e.root.style.width = `${p.width}px`;
@@ -120,7 +127,7 @@ export function tilesView(call: ActiveCall): TilesView {
     else e.root.dataset.layer = String(t.layer);
     e.root.setAttribute(
       "aria-label",
-      `${t.name}${p.pinned ? ", pinned" : ""}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}${t.undecryptable ? ", media can't be decrypted" : ""}`,
+      `${t.name}${p.pinned ? ", pinned" : ""}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}${t.undecryptable ? ", media can't be decrypted" : ""}${t.stale ? ", media not arriving" : ""}`,
     );
     e.name.textContent = t.name;
     e.muted.hidden = !t.audioMuted;

@@ -5,6 +5,7 @@ import type { ParleyClientError } from "../../../client/src/errors.ts";
 import type { RoomMember } from "../../../client/src/matrix/timeline.ts";
 import type { CallSnapshot, RemoteParticipant } from "../../../client/src/rtc/call.ts";
 import type { EncryptionState } from "../../../client/src/rtc/e2ee/callEncryption.ts";
+import type { MediaSample } from "../../../client/src/rtc/mediaHealth.ts";
 import type { GovernanceRequest, Push } from "../../../client/src/rtc/protocol.ts";
 import { CallViewModel, type CallMediaPort, type CallPort } from "../../../client/src/state/callModel.ts";
 import { Emitter, Store } from "../../../client/src/state/store.ts";
@@ -65,8 +66,11 @@ export const members = new Map<string, RoomMember>([
   ["@b:y", { userId: "@b:y", displayName: "Bob", avatarMxc: null }],
 ]);
 
-export function setup(opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState>; callState?: () => Promise<unknown> } = {}) {
+export function setup(
+  opts: { micOn?: boolean; cameraOn?: boolean; encryption?: Store<EncryptionState>; callState?: () => Promise<unknown>; mediaStats?: () => Promise<MediaSample> } = {},
+) {
   const call = fakeCall();
+  if (opts.mediaStats) call.mediaStats = opts.mediaStats;
   const media = fakeMedia();
   const membership = { join: vi.fn(async () => undefined), leave: vi.fn(async () => undefined) };
   const audio = new FakeTrack("audio");

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import type { ChatMessage, RoomFeedEvents, RoomMember, SendCheck } from "../../../client/src/matrix/timeline.ts";
 import { ChatModel } from "../../../client/src/state/chatModel.ts";
@@ -44,9 +44,9 @@ describe("ChatModel", () => {
     f.sendResult = {};
     const chat = new ChatModel(f, "@a:x", () => "txn1");
     await chat.start();
-    const sending = chat.send("  on my way  ");
+    expect(chat.send("  on my way  ")).toBe(true);
     expect(chat.state.get().lines).toMatchObject([{ id: "txn1", body: "on my way", pending: true, own: true }]);
-    await sending;
+    await tick();
     f.events.emit("message", msg("$9", "@a:x", "on my way", 10, "txn1"));
     expect(chat.state.get().lines).toMatchObject([{ id: "$9", pending: false, own: true }]);
     expect(f.sent).toEqual([{ text: "on my way", txnId: "txn1" }]);
@@ -56,20 +56,75 @@ describe("ChatModel", () => {
     const f = feed();
     const chat = new ChatModel(f, "@a:x", () => "txn1");
     await chat.start();
-    const sending = chat.send("x");
+    chat.send("x");
     f.events.emit("message", msg("$sent", "@a:x", "x", 10));
-    await sending;
+    await tick();
     expect(chat.state.get().lines.map((l) => l.id)).toEqual(["$sent"]);
   });
 
-  it("marks a failed message and says why", async () => {
+  it("marks a message the homeserver refuses as not sent at once, and says why", async () => {
     const f = feed();
-    f.sendResult = new ParleyClientError("NETWORK", "chat");
+    f.sendResult = new ParleyClientError("M_FORBIDDEN", "chat", { status: 403 });
     const chat = new ChatModel(f, "@a:x", () => "t");
     await chat.start();
-    expect(await chat.send("x")).toBe(false);
+    expect(chat.send("x")).toBe(true);
+    await tick();
     expect(chat.state.get().lines[0]).toMatchObject({ failed: true, pending: false });
-    expect(chat.state.get().error).toBe("Your message couldn't be sent: no connection to your homeserver.");
+    expect(f.sent).toHaveLength(1);
+    expect(chat.state.get().error).toBeTruthy();
+  });
+
+  describe("while the homeserver cannot be reached", () => {
+    afterEach(() => vi.useRealTimers());
+
+    /** "hello" sent (transaction t1) while every send fails for want of a connection, on fake timers. */
+    async function sentWhileDown(giveUpMs?: number) {
+      vi.useFakeTimers();
+      const f = feed();
+      f.sendResult = new ParleyClientError("NETWORK", "chat");
+      const chat = new ChatModel(f, "@a:x", () => "t1", giveUpMs === undefined ? {} : { giveUpMs });
+      await chat.start();
+      chat.send("hello");
+      return { f, chat };
+    }
+
+    it("keeps the message pending and sends it again (same transaction id) until it goes through", async () => {
+      const { f, chat } = await sentWhileDown();
+      await vi.advanceTimersByTimeAsync(3500);
+      expect(chat.state.get().lines[0]).toMatchObject({ id: "t1", pending: true, failed: false });
+      expect(chat.state.get().error).toBeNull();
+      f.sendResult = { eventId: "$e" };
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(chat.state.get().lines[0]).toMatchObject({ id: "$e", pending: false, failed: false });
+      expect(new Set(f.sent.map((s) => s.txnId))).toEqual(new Set(["t1"]));
+      expect(f.sent.length).toBeGreaterThan(2);
+    });
+
+    it("tries at once when the feed says the homeserver is back", async () => {
+      const { f, chat } = await sentWhileDown();
+      await vi.advanceTimersByTimeAsync(7500); // attempts at 0, 1, 3, 7 s; the next at 15 s
+      const tries = f.sent.length;
+      f.sendResult = { eventId: "$e" };
+      f.events.emit("online", undefined);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(f.sent.length).toBe(tries + 1);
+      expect(chat.state.get().lines[0]).toMatchObject({ id: "$e", pending: false });
+    });
+
+    it("gives up after the limit: not sent, and Retry sends it again", async () => {
+      const { f, chat } = await sentWhileDown(30_000);
+      await vi.advanceTimersByTimeAsync(29_000);
+      expect(chat.state.get().lines[0]).toMatchObject({ pending: true, failed: false });
+      await vi.advanceTimersByTimeAsync(15_000);
+      expect(chat.state.get().lines[0]).toMatchObject({ pending: false, failed: true });
+      expect(chat.state.get().error).toBe("Your message couldn't be sent: no connection to your homeserver.");
+      f.sendResult = { eventId: "$e" };
+      chat.retry("t1");
+      expect(chat.state.get().lines[0]).toMatchObject({ pending: true, failed: false });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(chat.state.get().lines[0]).toMatchObject({ id: "$e", pending: false, failed: false });
+      expect(f.sent.at(-1)).toEqual({ text: "hello", txnId: "t1" });
+    });
   });
 
   it("counts unread messages from others while closed", async () => {
@@ -89,7 +144,7 @@ describe("ChatModel", () => {
     const chat = new ChatModel(f, "@a:x");
     await chat.start();
     expect(chat.state.get().cannotSend).toBe("This room is end-to-end encrypted.");
-    expect(await chat.send("x")).toBe(false);
+    expect(chat.send("x")).toBe(false);
     expect(f.sent).toEqual([]);
   });
 

@@ -47,6 +47,7 @@ const tile = (key: string, over: Partial<Tile> = {}): Tile => ({
   local: key === "local",
   screen: false,
   undecryptable: false,
+  stale: false,
   ...over,
 });
 const call = (n: number, over: Record<string, Partial<Tile>> = {}) => ({

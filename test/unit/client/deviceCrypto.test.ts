@@ -1,0 +1,72 @@
+// Letting a device's Matrix client go: its crypto (the OlmMachine) is freed only after the sync
+// loop stopped processing and the feed's own crypto calls settled, never under them (Rust crypto
+// then throws "null pointer passed to rust"); the device's next client waits for that.
+import { ClientEvent, SyncState, type MatrixClient } from "matrix-js-sdk";
+import { describe, expect, it, vi } from "vitest";
+import { releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { Emitter } from "../../../client/src/state/store.ts";
+import { tick } from "./fakes.ts";
+
+function fakeClient(syncState: SyncState | null) {
+  const events = new Emitter<Record<string, unknown>>();
+  const log: string[] = [];
+  const client = {
+    log,
+    events,
+    syncApi: { stop: () => void log.push("sync stopped") },
+    getSyncState: () => syncState,
+    on: (event: string, fn: (s: unknown) => void) => events.on(event, fn),
+    stopClient: () => void log.push("crypto freed"),
+    removeAllListeners: () => void log.push("listeners removed"),
+  };
+  return client;
+}
+
+const asClient = (c: ReturnType<typeof fakeClient>) => c as unknown as MatrixClient;
+
+describe("releaseDeviceClient", () => {
+  it("stops the sync loop first and frees the crypto only once the loop says Stopped and our calls settled", async () => {
+    const c = fakeClient(SyncState.Syncing);
+    let finishWork!: () => void;
+    const work = new Promise<void>((r) => (finishWork = r));
+    const released = releaseDeviceClient(asClient(c), [work]);
+    await tick();
+    expect(c.log).toEqual(["sync stopped"]);
+    c.events.emit(ClientEvent.Sync, SyncState.Stopped);
+    await tick();
+    expect(c.log).toEqual(["sync stopped"]);
+    finishWork();
+    await released;
+    expect(c.log).toEqual(["sync stopped", "crypto freed", "listeners removed"]);
+  });
+
+  it("waits for a loop in its first sync (state null) to say Stopped, and frees the crypto anyway after the cap", async () => {
+    vi.useFakeTimers();
+    try {
+      const c = fakeClient(null);
+      const released = releaseDeviceClient(asClient(c));
+      await vi.advanceTimersByTimeAsync(4000);
+      expect(c.log).toEqual(["sync stopped"]);
+      await vi.advanceTimersByTimeAsync(1000);
+      await released;
+      expect(c.log).toEqual(["sync stopped", "crypto freed", "listeners removed"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("does not wait for a client whose sync never started", async () => {
+    const c = fakeClient(null);
+    delete (c as { syncApi?: unknown }).syncApi;
+    await releaseDeviceClient(asClient(c));
+    expect(c.log).toEqual(["crypto freed", "listeners removed"]);
+  });
+
+  it("lets each client go once", async () => {
+    const c = fakeClient(SyncState.Stopped);
+    const a = releaseDeviceClient(asClient(c));
+    expect(releaseDeviceClient(asClient(c))).toBe(a);
+    await a;
+    expect(c.log.filter((l) => l === "crypto freed")).toHaveLength(1);
+  });
+});
