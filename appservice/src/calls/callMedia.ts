@@ -237,7 +237,7 @@ export class CallMedia {
       published: record.published, videoSource: record.videoSource, muted: { ...record.muted },
     };
     this.roster.add(callId, member);
-    this.large.joined(callId, member);
+    this.large.joined(callId, member, { adopted: true });
     if (record.subscribed.length) this.subscribedNow(member, record.subscribed);
     this.roster.broadcast(callId);
     return true;

@@ -67,10 +67,10 @@ export class LargeMeetings<S> {
     this.bitrate = new LargeCallBitrate(cfg.largeCall, (err) => deps.failed("bitrate", err));
   }
 
-  /** A seat's SFU session opened: it is a viewer now, and its talking events count. */
-  joined(callId: string, member: Member<S>): void {
+  /** A seat's SFU session opened (or was `adopted` from a previous process): it is a viewer now, and its talking events count. */
+  joined(callId: string, member: Member<S>, opts: { adopted?: boolean } = {}): void {
     const call = this.call(callId);
-    call.viewers.add(member.seat, this.viewerOf(member));
+    call.viewers.add(member.seat, this.viewerOf(member), opts);
     this.listenTalking(callId, member);
     // A newcomer learns the speakers so far at once, not at the next change.
     const { talking, recent } = call.speakers.snapshot();

@@ -74,6 +74,12 @@ interface ViewerState {
   /** The chosen feeds of the last evaluation, in selection order. */
   order: FeedId[];
   lastPush: string;
+  /**
+   * Taken over from a previous Parley process (docs/resilience.md): what Janus forwards is what
+   * that process chose, unknown here. Nothing is sent until the client's view comes; then the
+   * choice for it is taken as applied (the same layout chose the same), so no layer switches.
+   */
+  adopted?: boolean;
 }
 
 /** Janus's state of a subscribed video before any configure. */
@@ -94,9 +100,12 @@ export class CallViewers<K> {
     this.deps = deps;
   }
 
-  add(key: K, viewer: Viewer): void {
+  add(key: K, viewer: Viewer, opts: { adopted?: boolean } = {}): void {
     if (this.viewers.has(key)) return;
-    this.viewers.set(key, { viewer, view: undefined, mids: new Map(), applied: new Map(), busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]" });
+    this.viewers.set(key, {
+      viewer, view: undefined, mids: new Map(), applied: new Map(), busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]",
+      ...(opts.adopted ? { adopted: true } : {}),
+    });
   }
 
   /** The viewer's seat changed (a client reattached after a Parley restart): same state, new key and callbacks. */
@@ -191,6 +200,17 @@ export class CallViewers<K> {
   private evaluate(key: K, v: ViewerState): void {
     v.retry?.();
     v.retry = undefined;
+    if (v.adopted) {
+      if (!v.view) return;
+      v.adopted = false;
+      const chosen = this.desired(v);
+      v.order = [...chosen.keys()];
+      for (const [mid, feed] of v.mids) {
+        const layer = chosen.get(feed);
+        v.applied.set(mid, layer === undefined ? { send: false, layer: JANUS_DEFAULT.layer } : { send: true, layer });
+      }
+      return this.pushIfChanged(v);
+    }
     const desired = this.desired(v);
     v.order = [...desired.keys()];
     const changes: VideoChange[] = [];

@@ -62,6 +62,23 @@ beforeEach(() => {
   );
 });
 
+describe("a viewer taken over from a previous Parley process (docs/resilience.md)", () => {
+  it("sends nothing before its client's view, takes the choice for that view as applied, and changes only what changes later", async () => {
+    const v = new FakeViewer("me");
+    viewers.add("s", v, { adopted: true });
+    viewers.subscribed("s", subscription("a", "b"));
+    await settle();
+    expect(v.configures).toEqual([]); // before the view: what Janus forwards is left alone
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 720 }, { feed: "b", height: 720 }] });
+    await settle();
+    expect(v.configures).toEqual([]); // the same layout: no layer switch, no keyframe wait
+    expect(v.last.map((x) => x.feed)).toEqual(["a", "b"]);
+    viewers.view("s", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 720 }] });
+    await settle();
+    expect(v.configures).toEqual([[{ mid: "v-b", send: false }]]);
+  });
+});
+
 describe("a viewer's videos applied to its subscription", () => {
   it("before any view: the cap's videos at layer 1, the others paused, in ONE configure; audio untouched", async () => {
     const v = seat("s", "me", "a", "b", "c", "d");
