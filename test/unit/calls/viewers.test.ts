@@ -72,7 +72,7 @@ describe("a viewer taken over from a previous Parley process (docs/resilience.md
     viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 720 }, { feed: "b", height: 720 }] });
     await settle();
     expect(v.configures).toEqual([]); // the same layout: no layer switch, no keyframe wait
-    expect(v.last.map((x) => x.feed)).toEqual(["a", "b"]);
+    expect(v.last!.map((x) => x.feed)).toEqual(["a", "b"]);
     viewers.view("s", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 720 }] });
     await settle();
     expect(v.configures).toEqual([[{ mid: "v-b", send: false }]]);
