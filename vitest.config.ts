@@ -15,11 +15,8 @@ export default defineConfig({
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           environment: "node",
-          // Real Synapse/Janus processes: one file at a time on a 2-core machine, and not beside
-          // a browser file (groupOrder): the two largeCall files measure simulcast layers, which
-          // the senders drop when both run at once (both failed together in one CI run).
+          // Real Synapse/Janus processes: one file at a time on a 2-core machine.
           fileParallelism: false,
-          sequence: { groupOrder: 1 },
           testTimeout: 120_000,
           hookTimeout: 180_000,
         },
@@ -30,7 +27,6 @@ export default defineConfig({
           include: ["test/e2e/**/*.test.ts"],
           environment: "node",
           fileParallelism: false,
-          sequence: { groupOrder: 2 },
           testTimeout: 120_000,
           hookTimeout: 240_000,
         },
