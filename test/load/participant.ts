@@ -60,6 +60,8 @@ export interface ParticipantOptions {
   video?: boolean;
   /** A key frame on every layer this often, besides the ones Janus asks for (default 0: only when asked). */
   keyframeEveryMs?: number;
+  /** Key frame requests within this long of the last honoured one on a layer are dropped (default 300, libwebrtc's). */
+  keyframeRequestWindowMs?: number;
   /** The `view` this viewer sends once subscribed, and again when the roster changes (default none). */
   view?: { videos: number; tileHeight?: number } | undefined;
   /** Only this local address for ICE (default $PARLEY_MEDIA_ADDR inside scripts/isolated.sh). */
@@ -88,7 +90,8 @@ export interface InboundStats {
 }
 
 export interface ParticipantStats {
-  sent: { packets: number; bytes: number; keyframes: number; plis: number };
+  /** `plisDropped`: key frame requests that came within keyframeRequestWindowMs of an honoured one. */
+  sent: { packets: number; bytes: number; keyframes: number; plis: number; plisDropped: number };
   inbound: InboundStats[];
   /** Subscriptions (subscribe, answer) that failed, and the last reason. */
   errors: number;
@@ -140,7 +143,7 @@ export class SyntheticParticipant {
   private readonly video = { ts: randomInt(0xffffffff), pictureId: randomInt(0x7fff), next: 0, frames: 0, keyNext: [true, true, true], lastKey: 0, lastRequest: [-Infinity, -Infinity, -Infinity] };
   private ext = { audioMid: 0, audioLevel: 0, videoMid: 0, audioMidValue: Buffer.alloc(0), videoMidValue: Buffer.alloc(0) };
   private talking = false;
-  private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0 };
+  private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0, plisDropped: 0 };
   private errors = 0;
   private lastError: string | null = null;
   private readonly inbound = new Map<number, Inbound>();
@@ -164,6 +167,7 @@ export class SyntheticParticipant {
       layers: DEFAULT_LAYERS,
       video: true,
       keyframeEveryMs: 0,
+      keyframeRequestWindowMs: MIN_KEYFRAME_REQUEST_MS,
       leanReceive: true,
       keepLastAudio: false,
       iceAddress: process.env.PARLEY_MEDIA_ADDR || undefined,
@@ -430,7 +434,10 @@ export class SyntheticParticipant {
       if (layer >= 0) {
         this.sent.plis++;
         const now = performance.now();
-        if (now - this.video.lastRequest[layer]! < MIN_KEYFRAME_REQUEST_MS) continue;
+        if (now - this.video.lastRequest[layer]! < this.o.keyframeRequestWindowMs) {
+          this.sent.plisDropped++;
+          continue;
+        }
         this.video.lastRequest[layer] = now;
         this.video.keyNext[layer] = true;
       }

@@ -107,7 +107,14 @@ function mediaSession(
 ): SfuMediaSession {
   let publisher: Publisher | undefined;
   let privateId: number | undefined = adopted?.publisher?.privateId;
-  let subscriber: Subscriber | undefined = adopted?.subscriber && participant.adoptSubscriber(adopted.subscriber.handle);
+  const layerListeners = new Set<(mid: string, layer: 0 | 1 | 2) => void>();
+  const wireSubscriber = (s: Subscriber): Subscriber => {
+    s.onSubstream((mid, layer) => {
+      for (const l of layerListeners) l(mid, layer);
+    });
+    return s;
+  };
+  let subscriber: Subscriber | undefined = adopted?.subscriber && wireSubscriber(participant.adoptSubscriber(adopted.subscriber.handle));
   let publishedMids: MediaStreamInfo[] = adopted?.publisher?.streams ?? [];
   // Candidates can arrive while the handle they belong to is still being made.
   const early: Record<TrickleTarget, (TrickleCandidate | null)[]> = { publisher: [], subscriber: [] };
@@ -174,7 +181,7 @@ function mediaSession(
       const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid }));
       if (!subscriber) {
         const joined = await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId));
-        subscriber = joined.subscriber;
+        subscriber = wireSubscriber(joined.subscriber);
         await flush("subscriber", subscriber);
         return { offerSdp: joined.offer.sdp ?? "", streams: subscribed(joined.streams) };
       }
@@ -215,6 +222,10 @@ function mediaSession(
       talkingListeners.add(listener);
       return () => talkingListeners.delete(listener);
     },
+    onLayer(listener) {
+      layerListeners.add(listener);
+      return () => layerListeners.delete(listener);
+    },
     async configureVideos(changes) {
       const s = subscriber;
       if (!s || changes.length === 0) return;
@@ -228,6 +239,7 @@ function mediaSession(
     async close() {
       if (closed) return;
       talkingListeners.clear();
+      layerListeners.clear();
       closed = true;
       up.cancel();
       await Promise.allSettled([publisher?.leave(), subscriber?.leave()]);

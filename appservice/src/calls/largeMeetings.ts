@@ -48,8 +48,8 @@ interface CallEntry<S> {
   speakers: SpeakerOrder;
   push: Coalescer;
   viewers: CallViewers<S>;
-  /** Member -> the unsubscribe of its talking events. */
-  talking: Map<S, () => void>;
+  /** Member -> the unsubscribe of its SFU events (talking, forwarded layers). */
+  listening: Map<S, () => void>;
   lastSpeakers: string;
 }
 
@@ -71,7 +71,7 @@ export class LargeMeetings<S> {
   joined(callId: string, member: Member<S>, opts: { adopted?: boolean } = {}): void {
     const call = this.call(callId);
     call.viewers.add(member.seat, this.viewerOf(member), opts);
-    this.listenTalking(callId, member);
+    this.listen(callId, member);
     // A newcomer learns the speakers so far at once, not at the next change.
     const { talking, recent } = call.speakers.snapshot();
     if (talking.length || recent.length) member.client.push({ type: "speakers", talking, recent });
@@ -83,10 +83,10 @@ export class LargeMeetings<S> {
    */
   moved(callId: string, from: Member<S>, to: Member<S>): void {
     const call = this.call(callId);
-    call.talking.get(from.seat)?.();
-    call.talking.delete(from.seat);
+    call.listening.get(from.seat)?.();
+    call.listening.delete(from.seat);
     call.viewers.rekey(from.seat, to.seat, this.viewerOf(to));
-    this.listenTalking(callId, to);
+    this.listen(callId, to);
   }
 
   private viewerOf(member: Member<S>) {
@@ -97,14 +97,19 @@ export class LargeMeetings<S> {
     };
   }
 
-  private listenTalking(callId: string, member: Member<S>): void {
+  /** The member's talking events feed the speaker order; its subscription's layer reports, its viewer. */
+  private listen(callId: string, member: Member<S>): void {
     const call = this.call(callId);
-    const off = member.media.onTalking?.((talking) => {
+    const offTalking = member.media.onTalking?.((talking) => {
       if (talking && this.audioMuted(callId, member)) return;
       if (talking) call.speakers.talking(feedOf(member));
       else call.speakers.stopped(feedOf(member));
     });
-    if (off) call.talking.set(member.seat, off);
+    const offLayer = member.media.onLayer?.((mid, layer) => call.viewers.forwarded(member.seat, mid, layer));
+    call.listening.set(member.seat, () => {
+      offTalking?.();
+      offLayer?.();
+    });
   }
 
   /** The seat's whole subscription now. */
@@ -120,8 +125,8 @@ export class LargeMeetings<S> {
   left(callId: string, member: Member<S>): void {
     const call = this.calls.get(callId);
     if (!call) return;
-    call.talking.get(member.seat)?.();
-    call.talking.delete(member.seat);
+    call.listening.get(member.seat)?.();
+    call.listening.delete(member.seat);
     call.viewers.remove(member.seat);
     call.speakers.remove(feedOf(member));
     call.viewers.forgetFeed(feedOf(member));
@@ -149,7 +154,7 @@ export class LargeMeetings<S> {
     call.speakers.close();
     call.push.close();
     call.viewers.close();
-    for (const off of call.talking.values()) off();
+    for (const off of call.listening.values()) off();
   }
 
   /** Calls at or past the large-call size now (metrics). */
@@ -188,7 +193,7 @@ export class LargeMeetings<S> {
           failed: (err) => this.deps.failed("configure", err),
         },
       ),
-      talking: new Map(),
+      listening: new Map(),
       lastSpeakers: "",
     };
     this.calls.set(callId, entry);

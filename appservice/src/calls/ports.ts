@@ -174,6 +174,8 @@ export interface SfuMediaSession {
   onTalking?(listener: (talking: boolean) => void): () => void;
   /** Pauses, resumes or switches the simulcast layer of subscribed video m-lines, in one request, without renegotiation. */
   configureVideos?(changes: { mid: string; send?: boolean; substream?: 0 | 1 | 2 }[]): Promise<void>;
+  /** The simulcast layer the SFU now forwards on a subscribed video m-line (on each switch). */
+  onLayer?(listener: (mid: string, layer: 0 | 1 | 2) => void): () => void;
   /** Caps the published bitrate (bit/s) the SFU asks the browser for. */
   setBitrate?(bitsPerSecond: number): Promise<void>;
 }

@@ -4,6 +4,15 @@
 // renegotiation; audio is never touched. Re-evaluated on the viewer's view, speaker changes,
 // roster changes and the viewer's subscription changes; bursts of those fold into one pass per
 // tick. After each applied change the viewer is told exactly what it receives (`videos`).
+//
+// A layer switch is done only when the SFU says so. Janus 1.1.2 asks the publisher for a key
+// frame once per `configure` and switches on the target layer's next one; an encoder drops a key
+// frame request that comes within 300 ms of the last one it honoured (libwebrtc's
+// EncoderRtcpFeedback; another viewer's switch, or a subscription's start), and then the viewer
+// stays on the old layer until some later key frame, which may never come. So a switch the SFU
+// has not reported within the keyframe interval is asked again (the same `configure`, which
+// makes Janus send its PLI again), through the same per-publisher gate, at most
+// `layerRetries` times.
 import type { Clock } from "./ports.ts";
 import { KeyframeGate } from "./keyframes.ts";
 import { chooseLayers, type Layer } from "./layers.ts";
@@ -43,6 +52,8 @@ export interface ViewersConfig {
   layerKbps: readonly [number, number, number];
   /** At most one batch of keyframe-causing changes per publisher per this many ms. */
   keyframeIntervalMs: number;
+  /** A layer switch the SFU has not reported after a keyframe interval is asked again, at most this often (default 5). */
+  layerRetries?: number;
 }
 
 export interface ViewersDeps {
@@ -68,6 +79,12 @@ interface ViewerState {
   mids: Map<string, FeedId>;
   /** What the SFU was last told per m-line (absent: never configured: Janus sends layer 2). */
   applied: Map<string, MidState>;
+  /** The layer the SFU reports forwarding per m-line (absent: none reported yet). */
+  forwarded: Map<string, Layer>;
+  /** Switches asked for and not yet reported done: m-line -> the layer, when last asked, how often asked again. */
+  unconfirmed: Map<string, { layer: Layer; at: number; retries: number }>;
+  /** The timer that looks again at unconfirmed switches. */
+  recheck: (() => void) | undefined;
   busy: boolean;
   dirty: boolean;
   retry: (() => void) | undefined;
@@ -103,7 +120,8 @@ export class CallViewers<K> {
   add(key: K, viewer: Viewer, opts: { adopted?: boolean } = {}): void {
     if (this.viewers.has(key)) return;
     this.viewers.set(key, {
-      viewer, view: undefined, mids: new Map(), applied: new Map(), busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]",
+      viewer, view: undefined, mids: new Map(), applied: new Map(), forwarded: new Map(), unconfirmed: new Map(), recheck: undefined,
+      busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]",
       ...(opts.adopted ? { adopted: true } : {}),
     });
   }
@@ -114,13 +132,18 @@ export class CallViewers<K> {
     if (!v) return this.add(to, viewer);
     this.viewers.delete(from);
     const wasDirty = this.dirty.delete(from);
-    this.viewers.set(to, { ...v, viewer });
-    if (wasDirty) this.dirty.add(to);
+    // Timers name the old key: cancelled, and what they would have done is done for the new one.
+    const waiting = v.retry !== undefined || v.recheck !== undefined;
+    v.retry?.();
+    v.recheck?.();
+    this.viewers.set(to, { ...v, viewer, retry: undefined, recheck: undefined });
+    if (wasDirty || waiting) this.schedule(to);
   }
 
   remove(key: K): void {
     const v = this.viewers.get(key);
     v?.retry?.();
+    v?.recheck?.();
     this.viewers.delete(key);
     this.dirty.delete(key);
   }
@@ -142,8 +165,16 @@ export class CallViewers<K> {
     const v = this.viewers.get(key);
     if (!v) return;
     v.mids = new Map(streams.filter((s) => s.kind === "video").map((s) => [s.mid, s.feed]));
-    for (const mid of [...v.applied.keys()]) if (!v.mids.has(mid)) v.applied.delete(mid);
+    for (const mid of [...v.applied.keys()]) if (!v.mids.has(mid)) dropMid(v, mid);
     this.schedule(key);
+  }
+
+  /** The SFU reports the layer it now forwards on one of the viewer's m-lines. */
+  forwarded(key: K, mid: string, layer: Layer): void {
+    const v = this.viewers.get(key);
+    if (!v) return;
+    v.forwarded.set(mid, layer);
+    if (v.unconfirmed.get(mid)?.layer === layer) v.unconfirmed.delete(mid);
   }
 
   /** Speakers, roster or mutes changed: every viewer is chosen for again. */
@@ -161,7 +192,7 @@ export class CallViewers<K> {
       for (const [mid, f] of v.mids) {
         if (f !== feed) continue;
         v.mids.delete(mid);
-        v.applied.delete(mid);
+        dropMid(v, mid);
       }
     }
   }
@@ -170,7 +201,10 @@ export class CallViewers<K> {
     this.closed = true;
     this.flushTimer?.();
     this.flushTimer = undefined;
-    for (const v of this.viewers.values()) v.retry?.();
+    for (const v of this.viewers.values()) {
+      v.retry?.();
+      v.recheck?.();
+    }
     this.viewers.clear();
     this.dirty.clear();
   }
@@ -229,6 +263,21 @@ export class CallViewers<K> {
       const switchLayer = want !== now.layer;
       if (!resume && !switchLayer) {
         next.set(mid, now);
+        const asked = v.unconfirmed.get(mid);
+        if (!asked || asked.layer !== want) continue;
+        // Asked for, not reported done after a keyframe interval: ask again (Janus sends its PLI again).
+        if (asked.retries >= this.layerRetries) {
+          v.unconfirmed.delete(mid);
+          continue;
+        }
+        const due = asked.at + this.cfg.keyframeIntervalMs - this.deps.clock.now();
+        if (due > 0 || !this.gate.take(feed)) {
+          waitMs = Math.max(waitMs, due, this.gate.waitFor(feed));
+          continue;
+        }
+        asked.retries++;
+        asked.at = this.deps.clock.now();
+        changes.push({ mid, substream: want });
         continue;
       }
       // A never-configured m-line is new: Janus asks its keyframe anyway ("Subscriber start").
@@ -249,6 +298,7 @@ export class CallViewers<K> {
     v.viewer.configure(changes).then(
       () => {
         for (const [mid, s] of next) if (v.mids.has(mid)) v.applied.set(mid, s);
+        this.expectLayers(key, v, changes);
         this.pushIfChanged(v);
       },
       (err: unknown) => this.deps.failed?.(err),
@@ -258,6 +308,35 @@ export class CallViewers<K> {
         v.dirty = false;
         this.schedule(key);
       }
+    });
+  }
+
+  private get layerRetries(): number {
+    return this.cfg.layerRetries ?? DEFAULT_LAYER_RETRIES;
+  }
+
+  /**
+   * After a configure: each m-line it switched or resumed should now forward its layer. Those
+   * the SFU has not reported on are looked at again after a keyframe interval.
+   */
+  private expectLayers(key: K, v: ViewerState, changes: VideoChange[]): void {
+    for (const c of changes) {
+      if (c.send === false) {
+        v.unconfirmed.delete(c.mid);
+        continue;
+      }
+      const layer = v.applied.get(c.mid)?.layer;
+      if (layer === undefined || v.forwarded.get(c.mid) === layer) {
+        v.unconfirmed.delete(c.mid);
+        continue;
+      }
+      const asked = v.unconfirmed.get(c.mid);
+      if (!asked || asked.layer !== layer) v.unconfirmed.set(c.mid, { layer, at: this.deps.clock.now(), retries: 0 });
+    }
+    if (v.unconfirmed.size === 0 || v.recheck) return;
+    v.recheck = this.deps.timers.after(this.cfg.keyframeIntervalMs, () => {
+      v.recheck = undefined;
+      if (this.viewers.get(key) === v && v.unconfirmed.size > 0) this.schedule(key);
     });
   }
 
@@ -303,6 +382,16 @@ export class CallViewers<K> {
     v.viewer.push({ type: "videos", videos });
   }
 }
+
+/** A subscribed m-line went (unsubscribed, or its publisher left): nothing of it is kept. */
+function dropMid(v: ViewerState, mid: string): void {
+  v.applied.delete(mid);
+  v.forwarded.delete(mid);
+  v.unconfirmed.delete(mid);
+}
+
+/** How often an unreported layer switch is asked again (then left to Janus and the next change). */
+const DEFAULT_LAYER_RETRIES = 5;
 
 /** A height that the layer rule maps to layer 1 (the default before any view). */
 const LAYER1_HEIGHT = 300;

@@ -38,7 +38,7 @@ export type SfuPublisher = Pick<
 /** What the call layer does with a participant's (multistream) subscribing handle. */
 export type SfuSubscriber = Pick<
   VideoRoomSubscriber,
-  "subscribe" | "unsubscribe" | "start" | "configure" | "leave" | "trickle" | "onNotification" | "onPeer"
+  "subscribe" | "unsubscribe" | "start" | "configure" | "leave" | "trickle" | "onNotification" | "onPeer" | "onSubstream"
 >;
 
 /** One participant's presence in Janus (a Janus session on the room's node). */

@@ -7,6 +7,7 @@ import {
   call,
   okSchema,
   requireJsep,
+  substreamSchema,
   updatedSchema,
   type SubscriptionStream,
 } from "./videoroom.ts";
@@ -91,9 +92,19 @@ export class VideoRoomSubscriber extends VideoRoomHandle {
     await call(this.handle, { request: "configure", streams }, okSchema, "async");
   }
 
-
-
-
+  /**
+   * The substream each m-line forwards, as Janus reports it: on the first key frame of a new
+   * subscription and on every switch (a `configure`'s target reached, or Janus's own fall-back
+   * when a layer stops arriving).
+   */
+  onSubstream(listener: (mid: string, substream: 0 | 1 | 2) => void): () => void {
+    const fn = (data: Record<string, unknown>) => {
+      const e = substreamSchema.safeParse(data);
+      if (e.success) listener(e.data.mid, e.data.substream as 0 | 1 | 2);
+    };
+    this.handle.events.on("event", fn);
+    return () => this.handle.events.off("event", fn);
+  }
 }
 
 function streamBody(s: StreamRef): Record<string, unknown> {

@@ -93,6 +93,16 @@ export const talkingSchema = z.looseObject({
   "audio-level-dBov-avg": z.number().optional(),
 });
 
+/**
+ * A subscriber m-line now forwards another simulcast substream (Janus switches on the target
+ * layer's first key frame after a `configure`, and reports it on the subscriber's handle).
+ */
+export const substreamSchema = z.looseObject({
+  videoroom: z.literal("event"),
+  mid: z.string(),
+  substream: z.number().int().min(0).max(2),
+});
+
 /** Sends one VideoRoom request and parses its reply. */
 export async function call<S extends z.ZodType>(
   handle: JanusPluginHandle,

@@ -24,6 +24,7 @@ function recordingSfu() {
   const calls: { what: string; arg: unknown }[] = [];
   const peer: ((e: PeerEvent) => void)[] = [];
   const talk: ((e: TalkingEvent) => void)[] = [];
+  const substream: ((mid: string, layer: 0 | 1 | 2) => void)[] = [];
   const publisher = {
     onPeer: (l: (e: PeerEvent) => void) => (peer.push(l), () => undefined),
     onTalking: (l: (e: TalkingEvent) => void) => (talk.push(l), () => undefined),
@@ -33,6 +34,7 @@ function recordingSfu() {
     leave: async () => undefined,
   };
   const subscriber = {
+    onSubstream: (l: (mid: string, layer: 0 | 1 | 2) => void) => (substream.push(l), () => undefined),
     configure: async (r: unknown) => void calls.push({ what: "subscriber.configure", arg: r }),
     trickle: async () => undefined,
     leave: async () => undefined,
@@ -47,7 +49,12 @@ function recordingSfu() {
     createRoom: async (callId: string, opts: unknown) => (calls.push({ what: "createRoom", arg: opts }), { node: "n", roomId: `r-${callId}`, secret: "s" }),
     recreateRoom: async (ref: { node: string; roomId: string; secret: string }, opts: unknown) => (calls.push({ what: "recreateRoom", arg: opts }), ref),
   } as unknown as Sfu;
-  return { sfu, calls, peer: (e: PeerEvent) => peer.forEach((l) => l(e)), talk: (e: TalkingEvent) => talk.forEach((l) => l(e)) };
+  return {
+    sfu, calls,
+    peer: (e: PeerEvent) => peer.forEach((l) => l(e)),
+    talk: (e: TalkingEvent) => talk.forEach((l) => l(e)),
+    substream: (mid: string, layer: 0 | 1 | 2) => substream.forEach((l) => l(mid, layer)),
+  };
 }
 
 describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
@@ -96,5 +103,21 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
       { what: "subscriber.configure", arg: [{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }] },
       { what: "publisher.configure", arg: { bitrate: 500_000 } },
     ]);
+  });
+
+  it("the subscriber's substream reports reach onLayer listeners, from a subscription made after they listen; none after close", async () => {
+    const s = recordingSfu();
+    const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
+    const seen: [string, number][] = [];
+    const off = media.onLayer!((mid, layer) => seen.push([mid, layer]));
+    await media.subscribe([{ feed: "p2" }]);
+    s.substream("1", 0);
+    s.substream("1", 1);
+    off();
+    s.substream("1", 2);
+    media.onLayer!((mid, layer) => seen.push([mid, layer]));
+    await media.close();
+    s.substream("3", 2);
+    expect(seen).toEqual([["1", 0], ["1", 1]]);
   });
 });

@@ -4,11 +4,17 @@ import type { SpeakersSnapshot } from "../../../appservice/src/calls/speakers.ts
 import { CallViewers, type VideoChange, type VideosPush } from "../../../appservice/src/calls/viewers.ts";
 import { FakeTime } from "./fakeTimers.ts";
 
-/** A viewer whose subscription's configure is recorded (and answered when the test says). */
+/**
+ * A viewer whose subscription's configure is recorded (and answered when the test says). Like
+ * Janus, it reports each substream switch a configure asked for (`switches`; off: the publisher
+ * never sends the key frame the switch waits for).
+ */
 class FakeViewer {
   readonly configures: VideoChange[][] = [];
   readonly pushes: VideosPush[] = [];
   fail = false;
+  switches = true;
+  report: ((mid: string, layer: 0 | 1 | 2) => void) | undefined;
   hold: (() => void)[] | undefined;
   readonly feed: string | undefined;
   constructor(feed: string | undefined) {
@@ -19,6 +25,7 @@ class FakeViewer {
     this.configures.push(changes);
     if (this.hold) await new Promise<void>((r) => this.hold!.push(r));
     if (this.fail) throw new Error("428 no such mid");
+    if (this.switches) for (const c of changes) if (c.substream !== undefined) this.report?.(c.mid, c.substream);
   };
   push = (p: VideosPush) => void this.pushes.push(p);
   get last(): VideosPush["videos"] | undefined {
@@ -46,6 +53,7 @@ async function settle(): Promise<void> {
 
 function seat(key: string, feed: string | undefined, ...subscribedTo: string[]): FakeViewer {
   const v = new FakeViewer(feed);
+  v.report = (mid, layer) => viewers.forwarded(key, mid, layer);
   viewers.add(key, v);
   viewers.subscribed(key, subscription(...subscribedTo));
   return v;
@@ -223,6 +231,72 @@ describe("a viewer's videos applied to its subscription", () => {
     await settle();
     expect(resumes("p40", seats[2]!, mid[2]!)).toEqual([{ mid: "v-p40", substream: 2 }]);
     expect(seats[2]!.last).toEqual([{ feed: "p40", layer: 2 }, { feed: "p0", layer: 0 }]);
+  });
+
+  it("a layer switch the SFU does not report is asked again each keyframe interval until it is, at most layerRetries times", async () => {
+    const v = seat("s", "me", "a", "b");
+    v.switches = false; // the publisher drops the key frame requests: Janus never switches
+    await settle();
+    expect(v.configures).toEqual([[{ mid: "v-a", substream: 1 }, { mid: "v-b", substream: 1 }]]);
+    time.advance(999);
+    await settle();
+    expect(v.configures).toHaveLength(1); // not before the interval
+    time.advance(1);
+    await settle();
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }, { mid: "v-b", substream: 1 }]);
+    // Janus switches b now; only a is asked again.
+    viewers.forwarded("s", "v-b", 1);
+    time.advance(1000);
+    await settle();
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }]);
+    // a never switches: 5 retries in all, then nothing more (Janus and the next change take over).
+    for (let i = 0; i < 10; i++) {
+      time.advance(1000);
+      await settle();
+    }
+    const asksOfA = v.configures.flat().filter((c) => c.mid === "v-a").length;
+    expect(asksOfA).toBe(1 + 5);
+    expect(time.timers).toBe(0);
+    expect(v.last).toEqual([{ feed: "a", layer: 1 }, { feed: "b", layer: 1 }]);
+  });
+
+  it("a switch reported before the configure's answer, a pause, or a left publisher is not asked again", async () => {
+    const v = seat("s", "me", "a", "b", "c");
+    v.switches = false;
+    v.hold = [];
+    await settle();
+    viewers.forwarded("s", "v-a", 1); // Janus's event came before its answer to the configure
+    v.hold.splice(0).forEach((r) => r());
+    v.hold = undefined;
+    await settle();
+    viewers.view("s", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 300 }] }); // b paused
+    await settle();
+    viewers.forgetFeed("c");
+    const before = v.configures.length;
+    for (let i = 0; i < 10; i++) {
+      time.advance(1000);
+      await settle();
+    }
+    expect(v.configures.slice(before)).toEqual([]);
+  });
+
+  it("the retries of one publisher's layer by many viewers go in one batch per keyframe interval", async () => {
+    const seats = ["s1", "s2", "s3"].map((k) => seat(k, k, "a"));
+    for (const s of seats) s.switches = false;
+    await settle();
+    time.advance(1000);
+    await settle();
+    for (const s of seats) expect(s.configures).toEqual([[{ mid: "v-a", substream: 1 }], [{ mid: "v-a", substream: 1 }]]);
+    // A view change of s1 that asks a's key frame within the interval waits for the next batch.
+    time.advance(200);
+    viewers.view("s1", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 700 }] });
+    await settle();
+    expect(seats[0]!.configures).toHaveLength(2);
+    time.advance(800);
+    await settle();
+    expect(seats[0]!.configures.at(-1)).toEqual([{ mid: "v-a", substream: 2 }]);
+    expect(seats[1]!.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }]);
+    expect(seats.map((s) => s.configures.length)).toEqual([3, 3, 3]);
   });
 
   it("a removed viewer and a closed call leave no timer", async () => {

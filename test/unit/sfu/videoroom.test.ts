@@ -177,6 +177,27 @@ describe("talking events", () => {
 });
 
 describe("VideoRoomSubscriber", () => {
+  it("reports the substream Janus switched each m-line to; other events and malformed ones are not reports", async () => {
+    const sub = new VideoRoomSubscriber(handle);
+    const seen: [string, number][] = [];
+    const all: [string, number][] = [];
+    const off = sub.onSubstream((mid, layer) => seen.push([mid, layer]));
+    sub.onSubstream((mid, layer) => all.push([mid, layer]));
+    const event = (data: Json) =>
+      janus.broadcast({ janus: "event", session_id: session.id, sender: handle.id, plugindata: { plugin: "janus.plugin.videoroom", data } });
+    event({ videoroom: "event", room: "r1", mid: "1", substream: 0 });
+    event({ videoroom: "event", room: "r1", mid: "1", temporal: 2 });
+    event({ videoroom: "event", room: "r1", mid: "3", substream: 7 });
+    event({ videoroom: "event", room: "r1", substream: 1 });
+    event({ videoroom: "talking", room: "r1", id: "x", mid: "1", substream: 1 });
+    event({ videoroom: "event", room: "r1", mid: "3", substream: 2 });
+    await vi.waitFor(() => expect(seen).toHaveLength(2));
+    off();
+    event({ videoroom: "event", room: "r1", mid: "1", substream: 2 });
+    await vi.waitFor(() => expect(all).toHaveLength(3)); // delivered, to the listener still on
+    expect(seen).toEqual([["1", 0], ["3", 2]]);
+  });
+
   it("configures only the m-lines given: pause, resume, substream (no renegotiation)", async () => {
     answer = () => ({ data: { videoroom: "event", room: "r1", configured: "ok" }, async: true });
     await new VideoRoomSubscriber(handle).configure([{ mid: "1", send: false }, { mid: "3", send: true, substream: 2 }, { mid: "5", substream: 0 }]);
