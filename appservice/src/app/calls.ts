@@ -233,9 +233,10 @@ async function resumeSessions(store: CallsDeps["store"], ports: SfuPorts, seats:
   for (const call of active) if (call.sfu) ports.adoptRoom?.(call.sfu, call.callId);
   const records = await store.seats();
   const live = new Set(active.map((c) => c.callId));
-  const stale = records.filter((r) => !live.has(r.callId) || (r.expiresAt !== null && r.expiresAt <= now));
+  const kept: typeof records = [];
+  const stale: typeof records = [];
+  for (const r of records) (live.has(r.callId) && (r.expiresAt === null || r.expiresAt > now) ? kept : stale).push(r);
   await Promise.all(stale.map((r) => store.forgetSeat(r.tokenHash)));
-  const kept = records.filter((r) => !stale.includes(r));
   if (!kept.length) return;
   const resumed = await seats.restore(kept, graceMs, now);
   log.info({ ...resumed, graceMs }, "call sessions of the previous run resumed; their clients may reattach");

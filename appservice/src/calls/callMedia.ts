@@ -226,14 +226,14 @@ export class CallMedia {
     const { callId, userId } = seat.session;
     const room = await this.deps.sfuRoomOf(callId);
     if (!room || !this.deps.sfu.adopt) return false;
-    const adopted: { media?: SfuMediaSession } = {};
+    let media: SfuMediaSession | undefined;
     try {
-      adopted.media = await this.deps.sfu.adopt(room, userId, record.sfu, (reason) => adopted.media && this.lost(callId, adopted.media, reason));
+      media = await this.deps.sfu.adopt(room, userId, record.sfu, (reason) => this.lost(callId, media, reason));
     } catch {
       return false;
     }
     const member: Member<Seat> = {
-      seat, userId, deviceId: seat.deviceId, client: seat.client, media: adopted.media, streams: record.streams,
+      seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: record.streams,
       published: record.published, videoSource: record.videoSource, muted: { ...record.muted },
     };
     this.roster.add(callId, member);
@@ -268,19 +268,30 @@ export class CallMedia {
   /** Writes what a restarted Parley needs of the member (while it holds its seat's session). */
   private record(member: Member<Seat>): void {
     const recordMember = this.deps.recordMember;
+    if (!recordMember || this.roster.get(member.seat.session.callId, member.seat) !== member) return;
     const sfu = member.media.snapshot?.();
-    if (!recordMember || !sfu || this.roster.get(member.seat.session.callId, member.seat) !== member) return;
+    if (!sfu) return;
     recordMember(member.seat, {
       sfu, streams: member.streams, published: member.published, videoSource: member.videoSource, muted: { ...member.muted },
       subscribed: this.subscriptions.get(member) ?? [],
     });
   }
 
-  /** The SFU lost an adopted member's session (whichever seat holds it now): as for an opened one (see open). */
-  private lost(callId: string, media: SfuMediaSession, reason: string): void {
+  /**
+   * The SFU lost a member's session (e.g. Janus restarted; the SFU tells only once the room exists
+   * again), whichever seat holds it now: forget it, so the client's next publish/subscribe (after
+   * `renegotiate`) opens a fresh one in the recreated room. A session no member holds any more
+   * (the client already started over on another) is only closed: nothing to tell anyone.
+   */
+  private lost(callId: string, media: SfuMediaSession | undefined, reason: string): void {
+    // Lost before the SFU's answer reached here: the caller's first request on it fails instead.
+    if (!media) return;
     const member = this.roster.members(callId).find((m) => m.media === media);
     if (!member) return void media.close().catch(() => undefined);
     void this.drop(member.seat, member).catch(() => undefined);
+    // A restart loses every session of the node at once: the client hears after all of them were
+    // dropped, with a participant list holding none of their dead feeds (it would subscribe to
+    // those again otherwise).
     queueMicrotask(() => {
       member.client.push({ type: "participants", participants: this.roster.participants(callId) });
       member.client.push({ type: "renegotiate", reason });
@@ -304,25 +315,9 @@ export class CallMedia {
     const { callId, userId } = seat.session;
     const room = await this.deps.sfuRoomOf(callId);
     if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
-    const media = await this.deps.sfu.open(room, userId, (reason) => {
-      // The SFU lost this session (e.g. Janus restarted; the SFU tells only once the room exists
-      // again): forget it, so the client's next publish/subscribe (after `renegotiate`) opens a
-      // fresh one in the recreated room.
-      const current = this.roster.get(callId, seat);
-      if (current?.media !== media) {
-        // The client already started over on another session: nothing to tell it.
-        void media.close().catch(() => undefined);
-        return;
-      }
-      void this.drop(seat, current).catch(() => undefined);
-      // A restart loses every session of the node at once: the client hears after all of them
-      // were dropped, with a participant list holding none of their dead feeds (it would
-      // subscribe to those again otherwise).
-      queueMicrotask(() => {
-        seat.client.push({ type: "participants", participants: this.roster.participants(callId) });
-        seat.client.push({ type: "renegotiate", reason });
-      });
-    });
+    // The SFU lost this session (e.g. Janus restarted): see lost().
+    let media: SfuMediaSession | undefined;
+    media = await this.deps.sfu.open(room, userId, (reason) => this.lost(callId, media, reason));
     if (!this.deps.live(seat)) {
       // The seat ended while the SFU was answering: release what was just opened.
       await media.close();
