@@ -12,7 +12,8 @@
 // stays on the old layer until some later key frame, which may never come. So a switch the SFU
 // has not reported within the keyframe interval is asked again (the same `configure`, which
 // makes Janus send its PLI again), through the same per-publisher gate, at most
-// `layerRetries` times.
+// `layerRetries` times; never for an m-line Janus reported no layer on (a feed that does not
+// simulcast: Janus ignores `substream` there, and each ask would cost a key frame).
 import type { Clock } from "./ports.ts";
 import { KeyframeGate } from "./keyframes.ts";
 import { chooseLayers, type Layer } from "./layers.ts";
@@ -266,13 +267,19 @@ export class CallViewers<K> {
         const asked = v.unconfirmed.get(mid);
         if (!asked || asked.layer !== want) continue;
         // Asked for, not reported done after a keyframe interval: ask again (Janus sends its PLI again).
-        if (asked.retries >= this.layerRetries) {
+        const due = asked.at + this.cfg.keyframeIntervalMs - this.deps.clock.now();
+        if (due > 0) {
+          waitMs = Math.max(waitMs, due);
+          continue;
+        }
+        // Janus reports layers only for a feed that simulcasts (from its first key frame on): no
+        // report by now, no layers to switch between (it ignores `substream` and sends all).
+        if (!v.forwarded.has(mid) || asked.retries >= this.layerRetries) {
           v.unconfirmed.delete(mid);
           continue;
         }
-        const due = asked.at + this.cfg.keyframeIntervalMs - this.deps.clock.now();
-        if (due > 0 || !this.gate.take(feed)) {
-          waitMs = Math.max(waitMs, due, this.gate.waitFor(feed));
+        if (!this.gate.take(feed)) {
+          waitMs = Math.max(waitMs, this.gate.waitFor(feed));
           continue;
         }
         asked.retries++;

@@ -236,6 +236,9 @@ describe("a viewer's videos applied to its subscription", () => {
   it("a layer switch the SFU does not report is asked again each keyframe interval until it is, at most layerRetries times", async () => {
     const v = seat("s", "me", "a", "b");
     v.switches = false; // the publisher drops the key frame requests: Janus never switches
+    // Janus's first key frames: it forwards layer 2 of both (reported: these feeds simulcast).
+    viewers.forwarded("s", "v-a", 2);
+    viewers.forwarded("s", "v-b", 2);
     await settle();
     expect(v.configures).toEqual([[{ mid: "v-a", substream: 1 }, { mid: "v-b", substream: 1 }]]);
     time.advance(999);
@@ -280,9 +283,23 @@ describe("a viewer's videos applied to its subscription", () => {
     expect(v.configures.slice(before)).toEqual([]);
   });
 
+  it("an m-line Janus reports no layer on (its publisher does not simulcast) is not asked again", async () => {
+    const v = seat("s", "me", "a", "b");
+    v.switches = false;
+    viewers.forwarded("s", "v-b", 0); // b simulcasts; a sends one layer and Janus says nothing of it
+    await settle();
+    for (let i = 0; i < 3; i++) {
+      time.advance(1000);
+      await settle();
+    }
+    expect(v.configures.flat().filter((c) => c.mid === "v-a")).toEqual([{ mid: "v-a", substream: 1 }]);
+    expect(v.configures.flat().filter((c) => c.mid === "v-b").length).toBe(1 + 3);
+  });
+
   it("the retries of one publisher's layer by many viewers go in one batch per keyframe interval", async () => {
     const seats = ["s1", "s2", "s3"].map((k) => seat(k, k, "a"));
     for (const s of seats) s.switches = false;
+    for (const k of ["s1", "s2", "s3"]) viewers.forwarded(k, "v-a", 0);
     await settle();
     time.advance(1000);
     await settle();
