@@ -316,8 +316,9 @@ export class CallMedia {
     const room = await this.deps.sfuRoomOf(callId);
     if (!room) throw new ParleyError("M_NOT_FOUND", "the call has no media room; join again");
     // The SFU lost this session (e.g. Janus restarted): see lost().
-    let media: SfuMediaSession | undefined;
-    media = await this.deps.sfu.open(room, userId, (reason) => this.lost(callId, media, reason));
+    const opened: { media?: SfuMediaSession } = {};
+    const media = await this.deps.sfu.open(room, userId, (reason) => this.lost(callId, opened.media, reason));
+    opened.media = media;
     if (!this.deps.live(seat)) {
       // The seat ended while the SFU was answering: release what was just opened.
       await media.close();
