@@ -10,10 +10,12 @@ export async function joinTimeline(page: Page): Promise<Record<string, number>> 
     const join = marks.filter((m) => m.name === "parley:join").at(-1);
     const out: Record<string, number> = {};
     if (!join) return out;
-    // The room's sync and crypto start before Join (feed-*, crypto-*): shown as negative times.
+    // The room's sync and crypto start before Join (feed-*, crypto-*), and so do a knock's steps
+    // (knock, admitted, room-opened, prejoin-shown): shown as negative times.
     const previous = marks.filter((m) => m.name === "parley:join" && m.startTime < join.startTime).at(-1)?.startTime ?? -Infinity;
+    const before = /^parley:((feed|crypto)-|knock$|admitted$|room-opened$|prejoin-shown$)/;
     for (const m of marks) {
-      const after = m.startTime >= join.startTime || (/^parley:(feed|crypto)-/.test(m.name) && m.startTime > previous);
+      const after = m.startTime >= join.startTime || (before.test(m.name) && m.startTime > previous);
       if (after && m.name !== "parley:join") out[m.name.slice(7)] ??= m.startTime - join.startTime;
     }
     return out;

@@ -7,6 +7,7 @@
 // page keeps the knock: opening the meeting again resumes the wait.
 import { toClientError, type ParleyClientError } from "../errors.ts";
 import type { Admission, RoomPreview } from "../matrix/knock.ts";
+import { markStep } from "../timeline.ts";
 import { Store } from "./store.ts";
 
 export interface KnockPort {
@@ -72,6 +73,7 @@ export class KnockModel {
     const s = this.state.get();
     if ((s.status !== "offer" && s.status !== "declined") || (s.status === "offer" && s.sending)) return;
     this.state.set({ status: "offer", name: s.name, sending: true, error: null });
+    markStep("knock");
     try {
       this.roomId = await this.port.knock(this.target, reason.trim().slice(0, MAX_REASON));
     } catch (err) {

@@ -65,6 +65,7 @@ export class MeetingModel {
         return;
       }
       const room = await this.services.openRoom(target);
+      markStep("room-opened");
       this.toPrejoin(room);
     } catch (err) {
       if (this.services.knock && err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return this.toKnock(target, this.services.knock, err);
@@ -130,6 +131,7 @@ export class MeetingModel {
   /** The join was refused: ask to join (a knock) and wait for a host; let in, the meeting opens again. */
   private async toKnock(target: string, port: KnockPort, refusal: ParleyClientError): Promise<void> {
     const knock = new KnockModel(target, port, () => {
+      markStep("admitted");
       const s = this.state.get();
       if (s.stage === "knock" && s.knock === knock) void this.open();
     });
@@ -146,6 +148,7 @@ export class MeetingModel {
   private toPrejoin(room: RoomSummary): void {
     const prejoin = this.services.prejoin(room);
     this.state.set({ stage: "prejoin", target: this.state.get().target, room, prejoin });
+    markStep("prejoin-shown");
     void prejoin.start();
   }
 }
