@@ -105,9 +105,13 @@ export class FrameCipher {
   }
 
   /** Participant mode: this device's key at `index`; `use` makes it the one frames are sent with. */
-  async setOwnKey(index: number, raw: Uint8Array, use: boolean): Promise<void> {
+  /** True when the key replaced one in use (a switch at once: a ratchet for joiners). */
+  async setOwnKey(index: number, raw: Uint8Array, use: boolean): Promise<boolean> {
     await this.#own.set(index, raw);
-    if (use) this.#own.setCurrent(index);
+    if (!use) return false;
+    const switched = this.#own.current !== undefined && this.#own.current !== index;
+    this.#own.setCurrent(index);
+    return switched;
   }
 
   /** Starts sending with the own key at `index` (set before). */
