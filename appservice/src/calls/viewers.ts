@@ -12,7 +12,7 @@
 // stays on the old layer until some later key frame, which may never come. So a switch the SFU
 // has not reported within the keyframe interval is asked again (the same `configure`, which
 // makes Janus send its PLI again), through the same per-publisher gate, at most
-// `layerRetries` times; never for an m-line Janus reported no layer on (a feed that does not
+// LAYER_RETRIES times; never for an m-line Janus reported no layer on (a feed that does not
 // simulcast: Janus ignores `substream` there, and each ask would cost a key frame).
 import type { Clock } from "./ports.ts";
 import { KeyframeGate } from "./keyframes.ts";
@@ -53,8 +53,6 @@ export interface ViewersConfig {
   layerKbps: readonly [number, number, number];
   /** At most one batch of keyframe-causing changes per publisher per this many ms. */
   keyframeIntervalMs: number;
-  /** A layer switch the SFU has not reported after a keyframe interval is asked again, at most this often (default 5). */
-  layerRetries?: number;
 }
 
 export interface ViewersDeps {
@@ -84,8 +82,6 @@ interface ViewerState {
   forwarded: Map<string, Layer>;
   /** Switches asked for and not yet reported done: m-line -> the layer, when last asked, how often asked again. */
   unconfirmed: Map<string, { layer: Layer; at: number; retries: number }>;
-  /** The timer that looks again at unconfirmed switches. */
-  recheck: (() => void) | undefined;
   busy: boolean;
   dirty: boolean;
   retry: (() => void) | undefined;
@@ -121,7 +117,7 @@ export class CallViewers<K> {
   add(key: K, viewer: Viewer, opts: { adopted?: boolean } = {}): void {
     if (this.viewers.has(key)) return;
     this.viewers.set(key, {
-      viewer, view: undefined, mids: new Map(), applied: new Map(), forwarded: new Map(), unconfirmed: new Map(), recheck: undefined,
+      viewer, view: undefined, mids: new Map(), applied: new Map(), forwarded: new Map(), unconfirmed: new Map(),
       busy: false, dirty: false, retry: undefined, order: [], lastPush: "[]",
       ...(opts.adopted ? { adopted: true } : {}),
     });
@@ -133,18 +129,16 @@ export class CallViewers<K> {
     if (!v) return this.add(to, viewer);
     this.viewers.delete(from);
     const wasDirty = this.dirty.delete(from);
-    // Timers name the old key: cancelled, and what they would have done is done for the new one.
-    const waiting = v.retry !== undefined || v.recheck !== undefined;
+    // Its timer names the old key: cancelled, and what it would have done is done for the new one.
+    const waiting = v.retry !== undefined;
     v.retry?.();
-    v.recheck?.();
-    this.viewers.set(to, { ...v, viewer, retry: undefined, recheck: undefined });
+    this.viewers.set(to, { ...v, viewer, retry: undefined });
     if (wasDirty || waiting) this.schedule(to);
   }
 
   remove(key: K): void {
     const v = this.viewers.get(key);
     v?.retry?.();
-    v?.recheck?.();
     this.viewers.delete(key);
     this.dirty.delete(key);
   }
@@ -202,10 +196,7 @@ export class CallViewers<K> {
     this.closed = true;
     this.flushTimer?.();
     this.flushTimer = undefined;
-    for (const v of this.viewers.values()) {
-      v.retry?.();
-      v.recheck?.();
-    }
+    for (const v of this.viewers.values()) v.retry?.();
     this.viewers.clear();
     this.dirty.clear();
   }
@@ -274,7 +265,7 @@ export class CallViewers<K> {
         }
         // Janus reports layers only for a feed that simulcasts (from its first key frame on): no
         // report by now, no layers to switch between (it ignores `substream` and sends all).
-        if (!v.forwarded.has(mid) || asked.retries >= this.layerRetries) {
+        if (!v.forwarded.has(mid) || asked.retries >= LAYER_RETRIES) {
           v.unconfirmed.delete(mid);
           continue;
         }
@@ -318,13 +309,10 @@ export class CallViewers<K> {
     });
   }
 
-  private get layerRetries(): number {
-    return this.cfg.layerRetries ?? DEFAULT_LAYER_RETRIES;
-  }
-
   /**
    * After a configure: each m-line it switched or resumed should now forward its layer. Those
-   * the SFU has not reported on are looked at again after a keyframe interval.
+   * the SFU has not reported on are looked at again after a keyframe interval (or sooner, when
+   * the viewer's retry timer is set already: that pass waits again for what is not yet due).
    */
   private expectLayers(key: K, v: ViewerState, changes: VideoChange[]): void {
     for (const c of changes) {
@@ -340,11 +328,7 @@ export class CallViewers<K> {
       const asked = v.unconfirmed.get(c.mid);
       if (!asked || asked.layer !== layer) v.unconfirmed.set(c.mid, { layer, at: this.deps.clock.now(), retries: 0 });
     }
-    if (v.unconfirmed.size === 0 || v.recheck) return;
-    v.recheck = this.deps.timers.after(this.cfg.keyframeIntervalMs, () => {
-      v.recheck = undefined;
-      if (this.viewers.get(key) === v && v.unconfirmed.size > 0) this.schedule(key);
-    });
+    if (v.unconfirmed.size > 0) v.retry ??= this.deps.timers.after(this.cfg.keyframeIntervalMs, () => this.schedule(key));
   }
 
   /** The chosen feeds of this viewer, with their layers, in selection order. */
@@ -398,7 +382,7 @@ function dropMid(v: ViewerState, mid: string): void {
 }
 
 /** How often an unreported layer switch is asked again (then left to Janus and the next change). */
-const DEFAULT_LAYER_RETRIES = 5;
+const LAYER_RETRIES = 5;
 
 /** A height that the layer rule maps to layer 1 (the default before any view). */
 const LAYER1_HEIGHT = 300;

@@ -233,7 +233,7 @@ describe("a viewer's videos applied to its subscription", () => {
     expect(seats[2]!.last).toEqual([{ feed: "p40", layer: 2 }, { feed: "p0", layer: 0 }]);
   });
 
-  it("a layer switch the SFU does not report is asked again each keyframe interval until it is, at most layerRetries times", async () => {
+  it("a layer switch the SFU does not report is asked again each keyframe interval until it is, at most LAYER_RETRIES (5) times", async () => {
     const v = seat("s", "me", "a", "b");
     v.switches = false; // the publisher drops the key frame requests: Janus never switches
     // Janus's first key frames: it forwards layer 2 of both (reported: these feeds simulcast).

@@ -104,8 +104,10 @@ export class FrameCipher {
     await this.#ring(participant).set(index, raw);
   }
 
-  /** Participant mode: this device's key at `index`; `use` makes it the one frames are sent with. */
-  /** True when the key replaced one in use (a switch at once: a ratchet for joiners). */
+  /**
+   * Participant mode: this device's key at `index`; `use` makes it the one frames are sent with.
+   * True when it replaced another key in use (a switch at once: a ratchet for joiners).
+   */
   async setOwnKey(index: number, raw: Uint8Array, use: boolean): Promise<boolean> {
     await this.#own.set(index, raw);
     if (!use) return false;
