@@ -33,6 +33,8 @@ export interface CallWiring {
   transforms?: MediaTransformHook;
   /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
   keys?: () => Promise<KeyChannel>;
+  /** What the call membership waits for: this device's keys on the homeserver (default: `keys`). */
+  keysUploaded?: () => Promise<void>;
   onStage?: (inCall: boolean) => void;
   /** The meeting's link to hand out (none inside Element). */
   shareLink?: string;
@@ -75,10 +77,11 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     deviceId: w.deviceId,
     callApi: w.callApi,
   });
-  // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at once).
+  // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at
+  // once): not after the room's first sync, which a quick Join comes before.
   const membership = {
     join: async () => {
-      await w.keys?.().catch(() => undefined);
+      await (w.keysUploaded ?? w.keys)?.().catch(() => undefined);
       await manager.join();
     },
     leave: () => manager.leave(),

@@ -8,7 +8,7 @@ import { MatrixHttp } from "./matrix/http.ts";
 import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
-import { homeserverOpenId } from "./matrix/openid.ts";
+import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
@@ -37,6 +37,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     }
     return warm.feed;
   };
+  // What the join asks of the homeserver first is asked when the pre-join shows: the OpenID token
+  // (one, used by the next join) and whether delayed events exist (the membership's first request).
+  const openId = prefetchingOpenId(homeserverOpenId(http, session.userId));
+  const membership = homeserverMembershipTransport(http);
   return {
     dispose: () => {
       warm?.feed.stop();
@@ -54,6 +58,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     prejoin: (room) => {
       feedFor(room.roomId);
+      openId.warm();
+      void membership.supportsDelayed();
       return new PrejoinModel(browserMediaPort(), { host: room.host, confirm: () => trust.confirm(room.call) });
     },
     call: (room, local) => {
@@ -65,9 +71,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         deviceId: session.deviceId,
         // Nothing is sent to an untrusted host (the OpenID guard fails the call first).
         callApi: isTrusted(host) ? host.api : "",
-        openId: guardedOpenId(host, homeserverOpenId(http, session.userId)),
-        membership: homeserverMembershipTransport(http),
+        openId: guardedOpenId(host, openId),
+        membership,
         feed,
+        keysUploaded: () => feed.whenKeysUploaded(),
         keys: async () => {
           await feed.whenStarted();
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };

@@ -25,10 +25,17 @@ const JOINS = Number(values.joins);
 const KNOCKS = Number(values.knocks);
 
 
-async function firstFrame(page: Page, timeoutMs = 20_000): Promise<void> {
+/** Each page's console, printed if its join fails (the benchmark's only view into the client). */
+const consoles = new WeakMap<Page, string[]>();
+
+async function firstFrame(page: Page, host?: Page, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while ((await inboundStats(page)).videoFramesDecoded === 0) {
-    if (Date.now() > deadline) throw new Error("no remote frame decoded");
+    if (Date.now() > deadline) {
+      for (const line of consoles.get(page) ?? []) console.error(`[joiner] ${line}`);
+      for (const line of (host && consoles.get(host)?.slice(-200)) ?? []) console.error(`[host] ${line}`);
+      throw new Error("no remote frame decoded");
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -48,6 +55,9 @@ async function forceRelay(page: Page): Promise<void> {
 async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
+  const lines: string[] = [];
+  consoles.set(page, lines);
+  page.on("console", (m) => lines.push(`${new Date().toISOString().slice(11, 23)} ${m.type()}: ${m.text().slice(0, 500)}`));
   if (opts.relay) await forceRelay(page);
   await trackPeerConnections(page);
   await page.goto(link);
@@ -85,7 +95,7 @@ try {
     const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay });
     const t0 = performance.now();
     await page.locator("#prejoin-join").click();
-    await firstFrame(page);
+    await firstFrame(page, hostSide.page);
     (relay ? relayMs : parleyMs).push(performance.now() - t0);
     if (!relay) timelines.push(await joinTimeline(page));
     await page.locator("#call-leave").click();

@@ -95,15 +95,41 @@ export function cryptoStorePrefix(deviceId: string): string {
   return `parley-${deviceId}`;
 }
 
+/** Whether a request is this device's identity keys going up (a /keys/upload carrying `device_keys`). */
+export function isDeviceKeysUpload(url: string, init: { method?: string; body?: unknown } | undefined): boolean {
+  return init?.method === "POST" && /\/keys\/upload(\?|$)/.test(url) && typeof init.body === "string" && init.body.includes('"device_keys"');
+}
+
+const deviceKeysSeen = new WeakMap<MatrixClient, Promise<void>>();
+
+/**
+ * Resolves when the homeserver has accepted this client's device keys, as the HTTP answer says:
+ * earlier than matrix-js-sdk's outgoing-request pass, which also waits for the keys query beside
+ * it and for the crypto store's bookkeeping (100-300 ms on a busy page). Never, if the keys were
+ * already up (a device's later clients): the caller also waits for that pass.
+ */
+export function deviceKeysUploaded(client: MatrixClient): Promise<void> {
+  return deviceKeysSeen.get(client) ?? new Promise<void>(() => undefined);
+}
+
 export function newClient(session: MatrixSession, log: Logger): MatrixClient {
-  return createClient({
+  let uploaded!: () => void;
+  const seen = new Promise<void>((resolve) => (uploaded = resolve));
+  const client = createClient({
     baseUrl: session.homeserverUrl,
     accessToken: session.accessToken,
     userId: session.userId,
     deviceId: session.deviceId,
     timelineSupport: false,
     logger: sdkLogger(log),
+    fetchFn: async (input, init) => {
+      const res = await globalThis.fetch(input, init);
+      if (res.ok && isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init)) uploaded();
+      return res;
+    },
   });
+  deviceKeysSeen.set(client, seen);
+  return client;
 }
 
 /**

@@ -1,11 +1,12 @@
 // MatrixRTC call membership, so stock Matrix clients show who is in the call: the session-form
 // `org.matrix.msc3401.call.member` state event (state key `_{userId}_{deviceId}`) naming Parley's
 // own transport, and an empty one on leave. Where the homeserver has MSC4140 delayed events, an
-// empty "leave" is scheduled first and kept from firing by periodic restarts, so a crashed tab
-// or a lost network still ends the membership.
+// empty "leave" is scheduled with the membership and kept from firing by periodic restarts, so a
+// crashed tab or a lost network still ends the membership.
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Store } from "../state/store.ts";
+import { markStep } from "../timeline.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 
@@ -144,14 +145,20 @@ export class MembershipManager {
     return this.stateKey;
   }
 
-  /** Publishes the membership (after scheduling the delayed leave, so no gap is left uncovered). */
+  /**
+   * Publishes the membership, and schedules the delayed leave beside it (not before: the others'
+   * devices send their media keys when they see the membership, so it is on a joiner's critical
+   * path; one request less in front of it is 20-130 ms here). A tab that dies between the two
+   * requests leaves the membership to its expiry, as a homeserver without delayed events does.
+   * The homeserver does not cancel a delayed event for a state event of its own sender (MSC4140),
+   * so the order in which the two arrive does not matter.
+   */
   async join(): Promise<void> {
     if (this.active) return;
     this.active = true;
     this.createdTs = this.o.timers.now();
     this.expires = this.o.expiresMs;
-    await this.scheduleDelayedLeave();
-    await this.sendMembership();
+    await Promise.all([this.scheduleDelayedLeave(), this.sendMembership().then(() => markStep("membership"))]);
     this.status.update({ joined: true, lastError: null });
     this.armRestart();
     this.armRefresh();

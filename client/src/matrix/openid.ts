@@ -30,3 +30,33 @@ export function homeserverOpenId(http: MatrixHttp, userId: string): OpenIdProvid
   return async () =>
     parseOpenIdToken(await http.request("POST", `/user/${enc(userId)}/openid/request_token`, { body: {}, context: "join" }));
 }
+
+/** The share of a token's lifetime after which a prefetched token is not used (a fresh one is asked). */
+const PREFETCH_USABLE_SHARE = 0.5;
+
+/**
+ * An OpenID provider that can fetch its next token ahead (`warm`, when the pre-join shows), so the
+ * join does not wait for the homeserver's answer. A token is used once (Parley refuses a token it
+ * has seen: replay protection), and only while half its lifetime is left; otherwise, or if the
+ * prefetch failed, the token is asked for when the join needs it, as without a prefetch.
+ */
+export function prefetchingOpenId(fetch: OpenIdProvider, now: () => number = () => Date.now()): OpenIdProvider & { warm(): void } {
+  let next: { at: number; token: Promise<OpenIdToken> } | undefined;
+  const take = async (): Promise<OpenIdToken | null> => {
+    const n = next;
+    next = undefined;
+    if (!n) return null;
+    const token = await n.token.catch(() => null);
+    if (!token || now() - n.at > token.expires_in * 1000 * PREFETCH_USABLE_SHARE) return null;
+    return token;
+  };
+  const provider = async () => (await take()) ?? fetch();
+  return Object.assign(provider, {
+    warm: () => {
+      if (next) return;
+      const token = fetch();
+      token.catch(() => undefined); // a failed prefetch is asked again by the join
+      next = { at: now(), token };
+    },
+  });
+}

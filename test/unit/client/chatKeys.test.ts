@@ -1,7 +1,8 @@
 // Media keys from matrix-js-sdk's Rust crypto: the sender is the Olm-authenticated device, never
 // the device the content claims.
+import type { MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it } from "vitest";
-import { olmKeyMessage } from "../../../client/src/matrix/chat.ts";
+import { olmKeyMessage, sendToDevices } from "../../../client/src/matrix/chat.ts";
 import { CALL_KEYS_EVENT } from "../../../client/src/rtc/e2ee/keyShare.ts";
 
 const content = { member: { claimed_device_id: "ALICEDEV" }, keys: { index: 0, key: "AA" } };
@@ -23,5 +24,48 @@ describe("olmKeyMessage", () => {
   it("ignores what was not Olm-encrypted, and other types", () => {
     expect(olmKeyMessage({ message: { type: CALL_KEYS_EVENT, content }, encryptionInfo: null })).toBeNull();
     expect(olmKeyMessage({ message: { type: "m.other", content }, encryptionInfo: { sender: "@a:a", senderDevice: "A" } })).toBeNull();
+  });
+});
+
+describe("sendToDevices", () => {
+  const BOB = { userId: "@bob:b", deviceId: "BDEV" };
+  const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
+
+  function fakeClient(results: ("throw" | "ok" | "unknown-carol")[]) {
+    const queued: string[][] = [];
+    const passes: number[] = [];
+    const crypto = {
+      outgoingRequestsManager: { doProcessOutgoingRequests: async () => void passes.push(passes.length) },
+      encryptToDeviceMessages: async (_type: string, devices: { userId: string; deviceId: string }[]) => {
+        const r = results.shift() ?? "ok";
+        if (r === "throw") throw new Error("encryption failed because the device does not have a valid Olm session with us");
+        const reached = r === "unknown-carol" ? devices.filter((d) => d.deviceId !== "CDEV") : devices;
+        return { eventType: "m.room.encrypted", batch: reached.map((d) => ({ userId: d.userId, deviceId: d.deviceId, payload: {} })) };
+      },
+    };
+    const client = {
+      getCrypto: () => crypto,
+      queueToDevice: async (b: { batch: { deviceId: string }[] }) => void queued.push(b.batch.map((x) => x.deviceId)),
+    };
+    return { client: client as unknown as MatrixClient, queued, passes };
+  }
+
+  it("tries again when the encryption throws for a device with no Olm session yet (known after the claim)", async () => {
+    const f = fakeClient(["throw", "ok"]);
+    expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
+    expect(f.queued).toEqual([["BDEV", "CDEV"]]);
+    expect(f.passes).toHaveLength(1); // the key query and claim ran again before the second try
+  });
+
+  it("returns the devices it could not reach, for the caller to try later, when it keeps failing", async () => {
+    const f = fakeClient(["throw", "throw", "throw"]);
+    expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([BOB, CAROL]);
+    expect(f.queued).toEqual([]);
+  });
+
+  it("sends to the devices it can and tries the rest again", async () => {
+    const f = fakeClient(["unknown-carol", "ok"]);
+    expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
+    expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
   });
 });

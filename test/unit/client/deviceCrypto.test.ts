@@ -1,9 +1,10 @@
 // Letting a device's Matrix client go: its crypto (the OlmMachine) is freed only after the sync
 // loop stopped processing and the feed's own crypto calls settled, never under them (Rust crypto
 // then throws "null pointer passed to rust"); the device's next client waits for that.
-import { ClientEvent, SyncState, type MatrixClient } from "matrix-js-sdk";
+import { ClientEvent, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
 
@@ -68,5 +69,39 @@ describe("releaseDeviceClient", () => {
     expect(releaseDeviceClient(asClient(c))).toBe(a);
     await a;
     expect(c.log.filter((l) => l === "crypto freed")).toHaveLength(1);
+  });
+});
+
+describe("deviceKeysUploaded", () => {
+  const session = { homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" };
+
+  it("knows a device-key upload from an upload of one-time keys only, and from other requests", () => {
+    const body = (o: object) => ({ method: "POST", body: JSON.stringify(o) });
+    const url = "https://hs.example/_matrix/client/v3/keys/upload";
+    expect(isDeviceKeysUpload(url, body({ device_keys: { device_id: "DEV" }, one_time_keys: {} }))).toBe(true);
+    expect(isDeviceKeysUpload(url, body({ one_time_keys: {} }))).toBe(false);
+    expect(isDeviceKeysUpload("https://hs.example/_matrix/client/v3/keys/query", body({ device_keys: { "@a:hs": [] } }))).toBe(false);
+    expect(isDeviceKeysUpload(url, { method: "GET" })).toBe(false);
+  });
+
+  it("resolves once the homeserver accepted the device's keys, not on a refusal or another request", async () => {
+    const answers: number[] = [];
+    vi.stubGlobal("fetch", async (_url: string) => new Response("{}", { status: answers.shift() ?? 200, headers: { "content-type": "application/json" } }));
+    try {
+      const client = newClient(session, getLogger("test"));
+      let up = false;
+      void deviceKeysUploaded(client).then(() => (up = true));
+      const upload = (body: object) => client.http.authedRequest(Method.Post, "/keys/upload", undefined, body).catch(() => undefined);
+      await upload({ one_time_keys: {} });
+      answers.push(500);
+      await upload({ device_keys: { device_id: "DEV" } });
+      await tick();
+      expect(up).toBe(false);
+      await upload({ device_keys: { device_id: "DEV" } });
+      await tick();
+      expect(up).toBe(true);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });

@@ -84,14 +84,35 @@ describe("MembershipManager", () => {
   });
   afterEach(() => vi.useRealTimers());
 
-  it("schedules the delayed leave before publishing the membership", async () => {
+  it("schedules the delayed leave and publishes the membership", async () => {
     const t = fakeTransport();
     const m = manager(t);
     await m.join();
-    expect(t.calls.map((c) => c.op)).toEqual(["schedule", "sendState"]);
-    expect(t.calls[0]!.args).toEqual(["!r:x", CALL_MEMBER_EVENT, "_@a:x_D1", {}, 30_000]);
-    expect(t.calls[1]!.args[3]).toMatchObject({ device_id: "D1", created_ts: 5_000_000 });
+    expect(t.calls.map((c) => c.op).sort()).toEqual(["schedule", "sendState"]);
+    expect(t.calls.find((c) => c.op === "schedule")!.args).toEqual(["!r:x", CALL_MEMBER_EVENT, "_@a:x_D1", {}, 30_000]);
+    expect(t.calls.find((c) => c.op === "sendState")!.args[3]).toMatchObject({ device_id: "D1", created_ts: 5_000_000 });
     expect(m.status.get()).toEqual({ joined: true, delayedLeave: true, lastError: null });
+  });
+
+  it("does not hold the membership back for the delayed leave, and is joined once both are done", async () => {
+    const t = fakeTransport();
+    let scheduled!: (id: string) => void;
+    t.scheduleState = (...args) => {
+      t.calls.push({ op: "schedule", args });
+      return new Promise<string>((r) => (scheduled = r));
+    };
+    const m = manager(t);
+    let joined = false;
+    const join = m.join().then(() => (joined = true));
+    await tick();
+    // The membership does not even wait for the homeserver's /versions (delayed events or not).
+    expect(t.calls.map((c) => c.op)).toEqual(["sendState", "schedule"]);
+    expect(joined).toBe(false);
+    scheduled("d1");
+    await join;
+    expect(m.status.get()).toEqual({ joined: true, delayedLeave: true, lastError: null });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(t.calls.at(-1)).toMatchObject({ op: "restart", args: ["d1", "restart"] });
   });
 
   it("restarts the delayed leave periodically", async () => {
@@ -107,7 +128,7 @@ describe("MembershipManager", () => {
     t.failRestart = new ParleyClientError("M_NOT_FOUND", "room");
     await vi.advanceTimersByTimeAsync(10_000);
     t.failRestart = null;
-    expect(t.calls.map((c) => c.op)).toEqual(["schedule", "sendState", "restart", "schedule", "sendState"]);
+    expect(t.calls.map((c) => c.op)).toEqual(["sendState", "schedule", "restart", "schedule", "sendState"]);
     await vi.advanceTimersByTimeAsync(10_000);
     expect(t.calls[t.calls.length - 1]).toMatchObject({ op: "restart", args: ["d2", "restart"] });
   });

@@ -328,7 +328,13 @@ export class ParticipantKeyShare {
 
   /** Sends the key at `index`; devices it could not reach get it again later while they are members. */
   private async deliver(devices: DeviceRef[], index: number, key: Uint8Array): Promise<void> {
-    const missed = (await this.o.transport.send(devices, keyContent(this.o.roomId, this.o.self, index, key, this.o.now()))) ?? [];
+    // A send that fails outright reached nobody: every device gets the key again later (a thrown
+    // send used to end here, with the devices counted as holding the key for good).
+    const missed =
+      (await this.o.transport.send(devices, keyContent(this.o.roomId, this.o.self, index, key, this.o.now())).catch((err: unknown) => {
+        this.log.warn("sending a media key failed; trying again later", { err: String(err), devices: devices.length });
+        return devices;
+      })) ?? [];
     for (const d of devices) this.undelivered.delete(deviceKey(d));
     for (const d of missed) this.undelivered.set(deviceKey(d), d);
     if (devices.length > missed.length) markStep("key-out");

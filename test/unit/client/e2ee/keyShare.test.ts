@@ -21,7 +21,10 @@ const id = (d: DeviceRef) => `${d.userId}|${d.deviceId}`;
 
 const ratchetB64 = async (key: string) => Buffer.from(await ratchetMediaKey(Buffer.from(key, "base64"))).toString("base64");
 
-function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string> } = {}) {
+function harness(
+  initial: DeviceRef[],
+  opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string>; failingSends?: { left: number } } = {},
+) {
   let members = [ME, ...initial];
   let roster: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
@@ -47,6 +50,7 @@ function harness(initial: DeviceRef[], opts: { graceMs?: number; unreachable?: S
       send: async (devices, content: CallKeyContent) => {
         sent.push({ to: devices.map(id), index: content.keys.index, key: content.keys.key });
         if (gate) await gate;
+        if (opts.failingSends && opts.failingSends.left-- > 0) throw new Error("encryption failed because the device does not have a valid Olm session with us");
         return devices.filter((d) => opts.unreachable?.has(id(d)));
       },
       onKeys: (fn) => (keyListeners.push(fn), () => undefined),
@@ -175,6 +179,21 @@ describe("ParticipantKeyShare", () => {
     expect(h.sent[1]).toEqual({ to: [id(CAROL)], index: 0, key: h.sent[0]!.key });
     await vi.advanceTimersByTimeAsync(20_000);
     expect(h.sent).toHaveLength(2); // delivered: no more retries
+  });
+
+  it("sends the key again to every device when a send fails outright (it reached nobody)", async () => {
+    const failingSends = { left: 0 };
+    const h = harness([BOB], { failingSends });
+    h.share.start();
+    await h.share.settled();
+    failingSends.left = 1;
+    await h.setMembers([BOB, CAROL]); // Carol's first key fails to go out as a whole
+    expect(h.sent[1]).toEqual({ to: [id(CAROL)], index: 0, key: h.sent[0]!.key });
+    await vi.advanceTimersByTimeAsync(1000);
+    await h.share.settled();
+    expect(h.sent[2]).toEqual({ to: [id(CAROL)], index: 0, key: h.sent[0]!.key });
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(h.sent).toHaveLength(3);
   });
 
   it("a device whose membership flickers (leave seen after its new key) keeps the key it sent", async () => {
