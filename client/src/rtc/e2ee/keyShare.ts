@@ -99,6 +99,12 @@ export interface KeyShareOptions {
   heldLimits?: Partial<HeldKeyLimits>;
 }
 
+interface OwnKey {
+  index: number;
+  key: Uint8Array;
+  createdAt: number;
+}
+
 export interface RotationEvent {
   index: number;
   /** Devices the new key was sent to (one to-device message each). */
@@ -163,7 +169,10 @@ export function keyContent(roomId: string, self: DeviceRef, index: number, key: 
 export class ParticipantKeyShare {
   private readonly o: Required<Omit<KeyShareOptions, "random" | "roster" | "heldLimits">> & { random: () => Uint8Array; roster: CallRosterPort | null };
   private readonly log = getLogger("e2ee");
-  private current: { index: number; key: Uint8Array; createdAt: number } | null = null;
+  /** The newest key: sent, and used for sending now or once its switch comes (`useTimer`). */
+  private current: OwnKey | null = null;
+  /** The key frames are encrypted with now, and the devices that were sent it (or can derive it). */
+  private inUse: (OwnKey & { holders: Set<string> }) | null = null;
   /** The devices that hold the current key. */
   private sharedWith = new Map<string, DeviceRef>();
   /** Keys from devices not (yet, or no longer) in the call, by device: used when they are. */
@@ -276,11 +285,30 @@ export class ParticipantKeyShare {
       const c = this.current;
       for (const d of joined) this.sharedWith.set(deviceKey(d), d);
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
+      await this.shareInUse(joined, c);
       await this.deliver(joined, c.index, c.key);
       this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
       return;
     }
     return this.ratchet(joined);
+  }
+
+  /**
+   * A join while a new key waits for its switch (after a leave: `useDelayMs`, 100 ms per device
+   * in a large call): the frames are still encrypted with the key in use, which the joiner would
+   * not get, so it would see nothing until the switch. It gets that key too where the rules that
+   * give a joiner the current key allow it: the device held it before (it left since the switch
+   * and is back: "Join again"), or the key is younger than the grace period.
+   */
+  private async shareInUse(joined: DeviceRef[], current: OwnKey): Promise<void> {
+    const used = this.inUse;
+    if (!used || used.index === current.index) return;
+    const young = this.o.now() - used.createdAt < this.o.graceMs;
+    const again = joined.filter((d) => young || used.holders.has(deviceKey(d)));
+    if (!again.length) return;
+    for (const d of again) used.holders.add(deviceKey(d));
+    this.log.info("media key in use shared with joiners until the switch", { index: used.index, devices: again.length });
+    await this.deliver(again, used.index, used.key);
   }
 
   /**
@@ -298,6 +326,8 @@ export class ParticipantKeyShare {
     this.o.timers.clearTimeout(this.useTimer); // a fresh key waiting for its switch is superseded
     this.o.sink.setOwnKey(index, key, true);
     for (const d of joined) this.sharedWith.set(deviceKey(d), d);
+    // Whoever was sent the previous key derives this one; the joiners are sent it.
+    this.inUse = { ...this.current, holders: new Set(this.sharedWith.keys()) };
     this.log.info("media key ratcheted for joiners", { index, devices: joined.length });
     await this.deliver(joined, index, key);
     this.onRotated?.({ index, sentTo: joined.length, reason: "join" });
@@ -311,13 +341,16 @@ export class ParticipantKeyShare {
     const targets = this.targets();
     this.sharedWith = targets;
     this.useHeldKeys();
-    if (!useNow) {
+    if (useNow) this.inUse = { ...this.current, holders: new Set(targets.keys()) };
+    else {
       // Switch even if sending failed: after a leave the old key must go out of use.
       this.o.timers.clearTimeout(this.useTimer);
       // Bigger calls take longer to receive a key (one Olm message per device, per sender):
       // wait at least 100 ms per device (the key benchmark's hold time grows about that fast).
       this.useTimer = this.o.timers.setTimeout(() => {
-        if (!this.stopped && this.current?.index === index) this.o.sink.useOwnKey(index);
+        if (this.stopped || this.current?.index !== index) return;
+        this.o.sink.useOwnKey(index);
+        this.inUse = { ...this.current, holders: new Set(this.sharedWith.keys()) };
       }, Math.max(this.o.useDelayMs, 100 * targets.size));
     }
     this.log.info("new media key", { index, reason, devices: targets.size });

@@ -153,6 +153,48 @@ describe("ParticipantKeyShare", () => {
     expect(h.sent[3]!.key).not.toEqual(await ratchetB64(h.sent[2]!.key));
   });
 
+  it("a device back while the key of its leave waits for its switch gets the key in use too (it held it), then not after the switch", async () => {
+    const h = harness([BOB, CAROL], { graceMs: 5000 });
+    h.share.start();
+    await h.share.settled();
+    await vi.advanceTimersByTimeAsync(6000); // the key in use is older than the grace period
+    await h.setMembers([BOB]); // Carol leaves: key 1 is sent, used in 1 s
+    await vi.advanceTimersByTimeAsync(300);
+    await h.setMembers([BOB, CAROL]); // "Join again" before the switch
+    expect(h.sent.slice(2)).toEqual([
+      { to: [id(CAROL)], index: 0, key: h.sent[0]!.key }, // what frames are encrypted with now
+      { to: [id(CAROL)], index: 1, key: h.sent[1]!.key },
+    ]);
+    // A device that never held the old key, joining now that it is older than the grace period,
+    // gets only the new one.
+    const dave = { userId: "@dave:d", deviceId: "DDEV" };
+    await h.setMembers([BOB, CAROL, dave]);
+    expect(h.sent.slice(4)).toEqual([{ to: [id(dave)], index: 1, key: h.sent[1]!.key }]);
+    await vi.advanceTimersByTimeAsync(700);
+    expect(h.sink.calls).toContain("use 1");
+    // After the switch the key in use is key 1: a leave and a quick return is the same again.
+    await h.setMembers([BOB, CAROL]);
+    await h.setMembers([BOB, CAROL, dave]);
+    expect(h.sent.slice(5).map((x) => [x.to, x.index])).toEqual([
+      [[id(BOB), id(CAROL)], 2],
+      [[id(dave)], 1],
+      [[id(dave)], 2],
+    ]);
+  });
+
+  it("a joiner while a switch waits gets the key in use too if it is younger than the grace period", async () => {
+    const h = harness([BOB, CAROL]);
+    h.share.start();
+    await h.share.settled();
+    await h.setMembers([BOB]);
+    const dave = { userId: "@dave:d", deviceId: "DDEV" };
+    await h.setMembers([BOB, dave]);
+    expect(h.sent.slice(2).map((x) => [x.to, x.index])).toEqual([
+      [[id(dave)], 0],
+      [[id(dave)], 1],
+    ]);
+  });
+
   it("uses keys only from member devices; a key that arrives before the membership is held until it shows", async () => {
     const h = harness([BOB]);
     h.share.start();
