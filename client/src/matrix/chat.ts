@@ -432,17 +432,14 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
 }
 
 /**
- * Olm-encrypts `content` for each device and queues it; returns the devices it could not reach.
+ * Olm-encrypts `content` for each device and queues it; returns the devices it could not reach,
+ * for the caller to try again later.
  *
  * Rust crypto encrypts only for devices whose keys it has already downloaded, and skips the others
  * silently. A call member's device is often brand new to us (its device-list update arrives in the
  * same sync as its call membership, and the key query runs only after that sync), so: send to the
  * known devices, run the pending key queries now, and try the rest again a few times.
  * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
- */
-/**
- * Olm-encrypts `content` for each device and queues it; returns the devices not reached (their
- * keys not downloadable yet, or no Olm session with them yet), for the caller to try again later.
  */
 export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;

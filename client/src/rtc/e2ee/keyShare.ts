@@ -285,6 +285,7 @@ export class ParticipantKeyShare {
       const c = this.current;
       for (const d of joined) this.sharedWith.set(deviceKey(d), d);
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
+      this.heldBy(c.index, joined);
       await this.shareInUse(joined, c);
       await this.deliver(joined, c.index, c.key);
       this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
@@ -306,9 +307,14 @@ export class ParticipantKeyShare {
     const young = this.o.now() - used.createdAt < this.o.graceMs;
     const again = joined.filter((d) => young || used.holders.has(deviceKey(d)));
     if (!again.length) return;
-    for (const d of again) used.holders.add(deviceKey(d));
+    this.heldBy(used.index, again);
     this.log.info("media key in use shared with joiners until the switch", { index: used.index, devices: again.length });
     await this.deliver(again, used.index, used.key);
+  }
+
+  /** Counts `devices` among the holders of the key in use, if `index` is that key. */
+  private heldBy(index: number, devices: DeviceRef[]): void {
+    if (this.inUse?.index === index) for (const d of devices) this.inUse.holders.add(deviceKey(d));
   }
 
   /**
@@ -417,6 +423,7 @@ export class ParticipantKeyShare {
     if (!this.current) return;
     const c = this.current;
     this.sharedWith.set(id, device);
+    this.heldBy(c.index, [device]);
     this.log.info("media key shared with a publisher whose call membership has not reached us", { to: id, index: c.index });
     await this.deliver([device], c.index, c.key);
   }

@@ -182,6 +182,20 @@ describe("ParticipantKeyShare", () => {
     ]);
   });
 
+  it("counts a joiner given the key in use among its holders: back during a later switch, it gets that key again", async () => {
+    const h = harness([BOB], { graceMs: 5000 });
+    h.share.start();
+    await h.share.settled();
+    await h.setMembers([BOB, CAROL]); // Carol joins within the grace period: key 0
+    await vi.advanceTimersByTimeAsync(6000);
+    await h.setMembers([BOB]); // she leaves: key 1 waits for its switch
+    await h.setMembers([BOB, CAROL]); // and is back before it
+    expect(h.sent.slice(3).map((x) => [x.to, x.index])).toEqual([
+      [[id(CAROL)], 0],
+      [[id(CAROL)], 1],
+    ]);
+  });
+
   it("a joiner while a switch waits gets the key in use too if it is younger than the grace period", async () => {
     const h = harness([BOB, CAROL]);
     h.share.start();
