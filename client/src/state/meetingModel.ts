@@ -32,6 +32,11 @@ export interface MeetingServices {
   call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
   /** The meeting is closed: whatever the services started for it (a feed warming up) stops. */
   dispose?(): void;
+  /**
+   * Starts opening the microphone and camera for the next pre-join now (a knock let in: the
+   * pre-join follows the room's join); returns what stops them if no pre-join takes them.
+   */
+  warmDevices?(): () => void;
   /** Asking to join a room the user may not enter directly (absent: no knocking here, e.g. the widget). */
   knock?: KnockPort;
 }
@@ -133,7 +138,12 @@ export class MeetingModel {
     const knock = new KnockModel(target, port, () => {
       markStep("admitted");
       const s = this.state.get();
-      if (s.stage === "knock" && s.knock === knock) void this.open();
+      if (s.stage !== "knock" || s.knock !== knock) return;
+      // The user asked to join: their preview starts while the room is joined, not after.
+      const release = this.services.warmDevices?.();
+      void this.open().finally(() => {
+        if (this.state.get().stage !== "prejoin") release?.();
+      });
     });
     this.state.set({ stage: "knock", target, knock });
     // Whatever moves the meeting on (let in, "Try again") ends this wait.

@@ -156,14 +156,45 @@ describe("MeetingModel: asking to join", () => {
   function meeting(knock?: KnockPort) {
     const prejoin = { start: vi.fn(async () => undefined), dispose: vi.fn() };
     const openRoom = vi.fn<MeetingServices["openRoom"]>(async () => Promise.reject(FORBIDDEN));
+    const release = vi.fn();
+    const warmDevices = vi.fn(() => release);
     const services: MeetingServices = {
       openRoom,
       prejoin: () => prejoin as unknown as PrejoinModel,
       call: () => ({}) as ActiveCall,
+      warmDevices,
       ...(knock ? { knock } : {}),
     };
-    return { m: new MeetingModel("#board:x", services), openRoom };
+    return { m: new MeetingModel("#board:x", services), openRoom, warmDevices, release };
   }
+
+  it("starts the devices when let in, while the room is joined, and leaves them to the pre-join", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, warmDevices, release } = meeting(p);
+    await m.open();
+    expect(warmDevices).not.toHaveBeenCalled(); // no camera while only waiting
+    let joined!: (r: RoomSummary) => void;
+    openRoom.mockImplementationOnce(() => new Promise((r) => (joined = r)));
+    answer("invited");
+    await tick(10);
+    expect(warmDevices).toHaveBeenCalledTimes(1);
+    expect(m.state.get().stage).toBe("opening");
+    joined(ROOM);
+    await tick(10);
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(release).not.toHaveBeenCalled();
+  });
+
+  it("stops the devices it started when the room cannot be opened after all", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, release } = meeting(p);
+    await m.open();
+    openRoom.mockRejectedValueOnce(new ParleyClientError("M_UNKNOWN", "room"));
+    answer("invited");
+    await tick(10);
+    expect(m.state.get().stage).toBe("error");
+    expect(release).toHaveBeenCalledTimes(1);
+  });
 
   it("goes to the knock stage on a refused join, and opens the meeting once let in", async () => {
     const { p, answer } = port();
