@@ -100,14 +100,16 @@ try {
     const t0 = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page, hostSide.page);
-    (relay ? relayMs : parleyMs).push(performance.now() - t0);
-    const seenAt = performance.timeOrigin + performance.now();
-    const joinAt = await page.evaluate(() => {
-      const mark = performance.getEntriesByName("parley:join").at(-1);
-      return mark ? performance.timeOrigin + mark.startTime : null;
-    });
-    if (!relay && joinAt !== null) fromHandlerMs.push(seenAt - joinAt);
-    if (!relay) timelines.push(await joinTimeline(page));
+    const seen = performance.now();
+    (relay ? relayMs : parleyMs).push(seen - t0);
+    if (!relay) {
+      const joinAt = await page.evaluate(() => {
+        const mark = performance.getEntriesByName("parley:join").at(-1);
+        return mark ? performance.timeOrigin + mark.startTime : null;
+      });
+      if (joinAt !== null) fromHandlerMs.push(performance.timeOrigin + seen - joinAt);
+      timelines.push(await joinTimeline(page));
+    }
     await page.locator("#call-leave").click();
     await context.close();
   }

@@ -312,6 +312,11 @@ export class ParticipantKeyShare {
     await this.deliver(again, used.index, used.key);
   }
 
+  /** The current key is now the one frames are encrypted with; whoever was sent it holds it. */
+  private currentInUse(): void {
+    if (this.current) this.inUse = { ...this.current, holders: new Set(this.sharedWith.keys()) };
+  }
+
   /** Counts `devices` among the holders of the key in use, if `index` is that key. */
   private heldBy(index: number, devices: DeviceRef[]): void {
     if (this.inUse?.index === index) for (const d of devices) this.inUse.holders.add(deviceKey(d));
@@ -333,7 +338,7 @@ export class ParticipantKeyShare {
     this.o.sink.setOwnKey(index, key, true);
     for (const d of joined) this.sharedWith.set(deviceKey(d), d);
     // Whoever was sent the previous key derives this one; the joiners are sent it.
-    this.inUse = { ...this.current, holders: new Set(this.sharedWith.keys()) };
+    this.currentInUse();
     this.log.info("media key ratcheted for joiners", { index, devices: joined.length });
     await this.deliver(joined, index, key);
     this.onRotated?.({ index, sentTo: joined.length, reason: "join" });
@@ -347,7 +352,7 @@ export class ParticipantKeyShare {
     const targets = this.targets();
     this.sharedWith = targets;
     this.useHeldKeys();
-    if (useNow) this.inUse = { ...this.current, holders: new Set(targets.keys()) };
+    if (useNow) this.currentInUse();
     else {
       // Switch even if sending failed: after a leave the old key must go out of use.
       this.o.timers.clearTimeout(this.useTimer);
@@ -356,7 +361,7 @@ export class ParticipantKeyShare {
       this.useTimer = this.o.timers.setTimeout(() => {
         if (this.stopped || this.current?.index !== index) return;
         this.o.sink.useOwnKey(index);
-        this.inUse = { ...this.current, holders: new Set(this.sharedWith.keys()) };
+        this.currentInUse();
       }, Math.max(this.o.useDelayMs, 100 * targets.size));
     }
     this.log.info("new media key", { index, reason, devices: targets.size });
