@@ -14,7 +14,7 @@ import type { MatrixSession } from "./matrix/session.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
-import { PrejoinModel, WarmDevices } from "./state/prejoinModel.ts";
+import { PrejoinModel } from "./state/prejoinModel.ts";
 
 export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
   // A meeting is opening: the device's crypto starts and its keys go up while the room is joined
@@ -41,22 +41,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // (one, used by the next join) and whether delayed events exist (the membership's first request).
   const openId = prefetchingOpenId(homeserverOpenId(http, session.userId));
   const membership = homeserverMembershipTransport(http);
-  let devices: WarmDevices | undefined;
   return {
     dispose: () => {
       warm?.feed.stop();
       warm = undefined;
-      devices?.release();
-      devices = undefined;
-    },
-    warmDevices: () => {
-      devices?.release();
-      const mine = new WarmDevices(browserMediaPort());
-      devices = mine;
-      return () => {
-        mine.release();
-        if (devices === mine) devices = undefined;
-      };
     },
     isNewMeeting,
     openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
@@ -68,13 +56,21 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },
-    prejoin: (room) => {
+    // Asking to join: the preview and the devices beside the wait, and the OpenID token the call
+    // will want fetched now (the room's feed waits for the join: see knock above).
+    lobbyPrejoin: () => {
+      openId.warm();
+      void membership.supportsDelayed();
+      return new PrejoinModel(browserMediaPort());
+    },
+    prejoin: (room, kept) => {
       feedFor(room.roomId);
       openId.warm();
       void membership.supportsDelayed();
-      const media = devices ?? browserMediaPort();
-      devices = undefined; // the pre-join takes the warmed tracks; later pre-joins open their own
-      return new PrejoinModel(media, { host: room.host, confirm: () => trust.confirm(room.call) });
+      const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
+      if (!kept) return new PrejoinModel(browserMediaPort(), consent);
+      kept.setConsent(consent);
+      return kept;
     },
     call: (room, local) => {
       const host = trust.decide(room.call);

@@ -1,7 +1,8 @@
 // Meeting governance in real browsers against two institutions (two Synapses, two Parleys,
 // Janus): A's meetings are *institution* meetings, so Bob of B knocks. Alice of A opens the
 // meeting and is its host; Bob's client asks to join at once and waits in the lobby with a
-// message for the hosts; Alice hears of it (the lobby badge), lets him in from the people panel;
+// message for the hosts, his preview beside, and "Join when let in" pressed; Alice hears of it
+// (the lobby badge), lets him in from the people panel, and he is in the call with no pre-join;
 // a guest without a Matrix account asks to join the same way; then Alice mutes Bob (his mic button
 // is disabled, "Muted by Alice"), allows him again, sees his raised hand and reaction, and ends the
 // meeting for everyone ("Alice ended the meeting").
@@ -57,7 +58,7 @@ describe("meeting controls", () => {
     await byId(alicePage, "alone-hint").waitFor({ timeout: 10_000 });
   });
 
-  it("a user of another institution asks to join at once and waits, with a message for the hosts", async () => {
+  it("a user of another institution asks to join at once and waits, with a message for the hosts, beside his preview", async () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
     contexts.push(context);
     bobPage = await context.newPage();
@@ -73,17 +74,23 @@ describe("meeting controls", () => {
     await byId(bobPage, "knock-note").fill("Bob from B, presenting the budget");
     await byId(bobPage, "knock-send-note").click();
     await byId(bobPage, "knock-note-sent").waitFor({ timeout: 30_000 });
+    // His preview plays beside the wait (the devices he will join with), and he asks to join as
+    // soon as he is let in.
+    await bobPage.waitForFunction(() => (document.querySelector<HTMLVideoElement>(".knock .preview-video")?.readyState ?? 0) >= 2, undefined, { timeout: 30_000 });
+    await byId(bobPage, "lobby-join").click();
+    await byId(bobPage, "lobby-join-armed").waitFor();
   });
 
-  it("the host sees the knock (badge, lobby entry with the message) and lets him in; he joins the call", async () => {
+  it("the host sees the knock (badge, lobby entry with the message) and lets him in; he is in the call at once", async () => {
     await expect.poll(() => byId(alicePage, "lobby-badge").innerText(), { timeout: 30_000 }).toBe("1");
     await byId(alicePage, "people").click();
     const entry = byId(alicePage, `lobby-entry-${bob.userId}`);
     await entry.waitFor({ timeout: 10_000 });
     await expect.poll(() => entry.innerText(), { timeout: 30_000 }).toContain("presenting the budget");
     await byId(alicePage, `admit-${bob.userId}`).click();
-    await bobPage.locator("#prejoin-join").click({ timeout: 60_000 });
-    await bobPage.locator(".call").waitFor({ timeout: 30_000 });
+    // No pre-join after the wait: he asked to join when let in.
+    await bobPage.locator(".call").waitFor({ timeout: 60_000 });
+    expect(await bobPage.locator("#prejoin-join").count()).toBe(0);
     await byId(alicePage, `participant-${bob.userId}`).waitFor({ timeout: 30_000 });
     expect(await entry.count()).toBe(0);
   });

@@ -1,6 +1,11 @@
 // One meeting from link to hang-up: open the room (after a yes when that would create a new
 // meeting; or ask to join it and wait for a host), pre-join, the call, and after leaving the
 // choice to rejoin. The services that touch the network are injected by the composition root.
+//
+// Asking to join is a pre-join too (as in Meet and Teams): the preview and the device choice show
+// beside the wait, and "Join when let in" enters the call as soon as a host lets the user in (the
+// room joined, no second Join). Let in before that, the user gets the pre-join with the same
+// devices and joins when they are ready.
 import { ParleyClientError, toClientError } from "../errors.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
 import type { CallDevicesModel } from "./callDevices.ts";
@@ -27,16 +32,20 @@ export interface MeetingServices {
   /** Whether opening the target would create a new meeting; absent: targets open as they are. */
   isNewMeeting?(target: string): Promise<boolean>;
   openRoom(target: string): Promise<RoomSummary>;
-  /** The pre-join screen for this room (it asks about the call's host where the rule says to). */
-  prejoin(room: RoomSummary): PrejoinModel;
+  /**
+   * The pre-join screen for this room (it asks about the call's host where the rule says to);
+   * `kept`: the one shown while asking to join, returned with the host to ask about (its devices
+   * go on).
+   */
+  prejoin(room: RoomSummary, kept?: PrejoinModel): PrejoinModel;
+  /**
+   * The pre-join shown while asking to join, before the room is open: the preview and the
+   * devices (the call's host is asked about once the room is open). Absent: no preview there.
+   */
+  lobbyPrejoin?(): PrejoinModel;
   call(room: RoomSummary, local: LocalMediaHandoff): ActiveCall;
   /** The meeting is closed: whatever the services started for it (a feed warming up) stops. */
   dispose?(): void;
-  /**
-   * Starts opening the microphone and camera for the next pre-join now (a knock let in: the
-   * pre-join follows the room's join); returns what stops them if no pre-join takes them.
-   */
-  warmDevices?(): () => void;
   /** Asking to join a room the user may not enter directly (absent: no knocking here, e.g. the widget). */
   knock?: KnockPort;
 }
@@ -44,7 +53,11 @@ export interface MeetingServices {
 export type MeetingState =
   | { stage: "opening"; target: string }
   | { stage: "confirm"; target: string }
-  | { stage: "knock"; target: string; knock: KnockModel }
+  /**
+   * Asking to join. `prejoin`: the preview beside the wait (none once asking is not possible);
+   * `joinWhenAdmitted`: the user pressed "Join when let in"; `admitted`: let in, the room opening.
+   */
+  | { stage: "knock"; target: string; knock: KnockModel; prejoin: PrejoinModel | null; joinWhenAdmitted: boolean; admitted: boolean }
   | { stage: "prejoin"; target: string; room: RoomSummary; prejoin: PrejoinModel }
   | { stage: "call"; target: string; room: RoomSummary; call: ActiveCall }
   | { stage: "left"; target: string; room: RoomSummary; reason: string | null }
@@ -85,19 +98,30 @@ export class MeetingModel {
     await this.open();
   }
 
-  /** From pre-join into the call, with the previewed tracks (once any device still opening is). */
+  /**
+   * From pre-join into the call, with the previewed tracks (once any device still opening is).
+   * While asking to join: the call starts as soon as a host lets the user in.
+   */
   async join(): Promise<void> {
     const before = this.state.get();
+    if (before.stage === "knock") {
+      if (before.prejoin && !before.joinWhenAdmitted && before.knock.state.get().status === "waiting") this.state.set({ ...before, joinWhenAdmitted: true });
+      return;
+    }
     if (before.stage !== "prejoin") return;
     markStep("join");
     await before.prejoin.settled();
     const s = this.state.get();
     // The user may have left the pre-join (or pressed Join twice) meanwhile.
     if (s.stage !== "prejoin" || s.prejoin !== before.prejoin) return;
-    const local = s.prejoin.handOff();
-    s.prejoin.dispose();
-    const call = this.services.call(s.room, local);
-    this.state.set({ stage: "call", target: s.target, room: s.room, call });
+    this.startCall(s.target, s.room, s.prejoin);
+  }
+
+  private startCall(target: string, room: RoomSummary, prejoin: PrejoinModel): void {
+    const local = prejoin.handOff();
+    prejoin.dispose();
+    const call = this.services.call(room, local);
+    this.state.set({ stage: "call", target, room, call });
     // A failed call stays on screen (with its reason, the chat, and "join again").
     void call.vm.join();
     void call.chat.start();
@@ -130,35 +154,84 @@ export class MeetingModel {
     this.services.dispose?.();
     if (s.stage === "prejoin") s.prejoin.dispose();
     if (s.stage === "call") s.call.dispose();
-    if (s.stage === "knock") s.knock.dispose();
+    if (s.stage === "knock") {
+      s.knock.dispose();
+      s.prejoin?.dispose();
+    }
   }
 
   /** The join was refused: ask to join (a knock) and wait for a host; let in, the meeting opens again. */
   private async toKnock(target: string, port: KnockPort, refusal: ParleyClientError): Promise<void> {
-    const knock = new KnockModel(target, port, () => {
-      markStep("admitted");
+    const knock = new KnockModel(target, port, () => void this.admitted(knock));
+    const prejoin = this.services.lobbyPrejoin?.() ?? null;
+    this.state.set({ stage: "knock", target, knock, prejoin, joinWhenAdmitted: false, admitted: false });
+    if (prejoin) void prejoin.start();
+    const here = () => {
       const s = this.state.get();
-      if (s.stage !== "knock" || s.knock !== knock) return;
-      // The user asked to join: their preview starts while the room is joined, not after.
-      const release = this.services.warmDevices?.();
-      void this.open().finally(() => {
-        if (this.state.get().stage !== "prejoin") release?.();
-      });
+      return s.stage === "knock" && s.knock === knock ? s : null;
+    };
+    const offKnock = knock.state.subscribe((k) => {
+      const s = here();
+      // Asking is not possible (banned, invite-only, locked): the preview stops.
+      if (k.status === "closed" && s?.prejoin) {
+        s.prejoin.dispose();
+        this.state.set({ ...s, prejoin: null, joinWhenAdmitted: false });
+      }
+      // "Join when let in" holds only while waiting (not after a cancel or a decline).
+      if (k.status !== "waiting" && s?.joinWhenAdmitted) this.state.set({ ...s, joinWhenAdmitted: false });
     });
-    this.state.set({ stage: "knock", target, knock });
-    // Whatever moves the meeting on (let in, "Try again") ends this wait.
+    // Whatever moves the meeting on (let in, "Try again") ends this wait. The preview goes with
+    // it unless the pre-join or the call took it.
     const off = this.state.subscribe((s) => {
       if (s.stage === "knock" && s.knock === knock) return;
       off();
+      offKnock();
       knock.dispose();
+      const taken = (s.stage === "prejoin" && s.prejoin === prejoin) || s.stage === "call";
+      if (!taken) prejoin?.dispose();
     });
     await knock.start(refusal);
   }
 
+  /** Let in: the room opens (the preview goes on), then the pre-join, or the call if asked for. */
+  private async admitted(knock: KnockModel): Promise<void> {
+    markStep("admitted");
+    const s = this.state.get();
+    if (s.stage !== "knock" || s.knock !== knock || s.admitted) return;
+    if (!s.prejoin) return void this.open();
+    this.state.set({ ...s, admitted: true });
+    let room: RoomSummary;
+    try {
+      room = await this.services.openRoom(s.target);
+    } catch (err) {
+      const cur = this.state.get();
+      if (cur.stage !== "knock" || cur.knock !== knock) return;
+      // Refused after all (the invite taken back): ask again, from the start.
+      if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open();
+      this.state.set({ stage: "error", target: s.target, message: toClientError(err, "room").human });
+      return;
+    }
+    markStep("room-opened");
+    const now = this.state.get();
+    if (now.stage !== "knock" || now.knock !== knock) return;
+    if (!now.prejoin) return this.toPrejoin(room);
+    const prejoin = this.services.prejoin(room, now.prejoin);
+    if (!now.joinWhenAdmitted || !prejoin.canJoin) return this.showPrejoin(room, prejoin);
+    markStep("join");
+    await prejoin.settled();
+    const later = this.state.get();
+    if (later.stage !== "knock" || later.knock !== knock) return;
+    this.startCall(later.target, room, prejoin);
+  }
+
   private toPrejoin(room: RoomSummary): void {
     const prejoin = this.services.prejoin(room);
+    this.showPrejoin(room, prejoin);
+    void prejoin.start();
+  }
+
+  private showPrejoin(room: RoomSummary, prejoin: PrejoinModel): void {
     this.state.set({ stage: "prejoin", target: this.state.get().target, room, prejoin });
     markStep("prejoin-shown");
-    void prejoin.start();
   }
 }

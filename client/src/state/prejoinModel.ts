@@ -45,50 +45,6 @@ export interface LocalMediaHandoff {
   videoDeviceId: string | null;
 }
 
-/**
- * A media port whose default microphone and camera start opening now, before the pre-join that
- * takes them exists (a knock let in: the room's join runs first, 100-300 ms in the knock
- * benchmark, and the preview then shows that much sooner). `open` without a device id takes a
- * track opening ahead (once per kind); `release` stops what the pre-join never took.
- */
-export class WarmDevices implements PrejoinMediaPort {
-  private readonly base: PrejoinMediaPort;
-  private readonly ahead = new Map<"audio" | "video", Promise<MediaStreamTrack>>();
-
-  constructor(base: PrejoinMediaPort) {
-    this.base = base;
-    for (const kind of ["audio", "video"] as const) {
-      const track = base.open(kind);
-      track.catch(() => undefined); // the pre-join opens it again and says why it failed
-      this.ahead.set(kind, track);
-    }
-  }
-
-  list(): Promise<DeviceLists> {
-    return this.base.list();
-  }
-
-  open(kind: "audio" | "video", deviceId?: string): Promise<MediaStreamTrack> {
-    const ahead = deviceId === undefined ? this.ahead.get(kind) : undefined;
-    this.ahead.delete(kind);
-    if (!ahead) return this.base.open(kind, deviceId);
-    return ahead.catch(() => this.base.open(kind, deviceId));
-  }
-
-  stop(track: MediaStreamTrack | null): void {
-    this.base.stop(track);
-  }
-
-  onDeviceChange(fn: () => void): () => void {
-    return this.base.onDeviceChange(fn);
-  }
-
-  release(): void {
-    for (const track of this.ahead.values()) void track.then((t) => this.base.stop(t), () => undefined);
-    this.ahead.clear();
-  }
-}
-
 const NO_DEVICES: DeviceLists = { audioinput: [], videoinput: [], audiooutput: [] };
 
 export class PrejoinModel {
@@ -106,15 +62,23 @@ export class PrejoinModel {
     host: null,
   });
   private readonly media: PrejoinMediaPort;
-  private readonly consent: HostConsentPort | undefined;
+  private consent: HostConsentPort | undefined;
   private offDeviceChange: (() => void) | null = null;
   private handedOff = false;
   private disposed = false;
 
   constructor(media: PrejoinMediaPort, consent?: HostConsentPort) {
     this.media = media;
+    if (consent) this.setConsent(consent);
+  }
+
+  /**
+   * The call's host, once known: a pre-join shown while asking to join starts before the room
+   * is open (and so before its call is known), and learns it when the room opens.
+   */
+  setConsent(consent: HostConsentPort): void {
     this.consent = consent;
-    if (consent) this.state.update({ host: consent.host });
+    this.state.update({ host: consent.host });
   }
 
   /** Whether the call may start: no host, or one the user's identity may go to. */

@@ -1,5 +1,6 @@
 // Asking to join a meeting the user can't enter directly (the knock goes out at once), and waiting
-// for a host.
+// for a host, beside the pre-join's preview and devices (as in Meet and Teams): "Join when let in"
+// enters the call as soon as a host lets the user in.
 //
 // Test ids (stable, for the browser tests):
 //   knock               the card (data-status: checking | offer | waiting | declined | closed)
@@ -12,10 +13,23 @@
 //   knock-declined      "A host declined your request"
 //   knock-error         why asking failed (e.g. the meeting is locked)
 //   knock-closed        why asking is not possible here
+//   lobby-join          "Join when let in" (while waiting, beside the preview)
+//   lobby-join-armed    "You'll join as soon as a host lets you in."
+//   lobby-admitted      "You're in: opening the meeting…"
 import type { KnockModel } from "../state/knockModel.ts";
+import type { MeetingModel } from "../state/meetingModel.ts";
+import type { PrejoinModel } from "../state/prejoinModel.ts";
 import { h, replace, type View } from "./dom.ts";
+import { prejoinParts } from "./prejoinView.ts";
 
-export function knockView(knock: KnockModel, opts: { onHome: (() => void) | null; onRetry: () => void }): View {
+export interface KnockViewOptions {
+  onHome: (() => void) | null;
+  onRetry: () => void;
+  /** The preview beside the wait (null: none, e.g. asking is not possible), its meeting, the user's name. */
+  lobby: { prejoin: PrejoinModel; meeting: MeetingModel; userName: string } | null;
+}
+
+export function knockView(knock: KnockModel, opts: KnockViewOptions): View {
   const title = h("h2", { id: "knock-title" });
   const body = h("div", { class: "knock-body" });
   const reason = h("textarea", { id: "knock-reason", "data-testid": "knock-reason", rows: 3, maxLength: 500, placeholder: "Optional: who you are or why you'd like to join" });
@@ -25,7 +39,12 @@ export function knockView(knock: KnockModel, opts: { onHome: (() => void) | null
   const sendNote = h("button", { type: "button", "data-testid": "knock-send-note", onclick: () => void knock.addNote(note.value) }, "Send to the hosts");
   const retry = h("button", { type: "button", class: "primary", onclick: opts.onRetry }, "Try again");
   const home = opts.onHome ? h("button", { type: "button", onclick: opts.onHome }, "Back to start") : null;
-  const el = h("section", { class: "card centered knock", "aria-labelledby": "knock-title", "data-testid": "knock" }, title, body);
+  const lobby = opts.lobby ? lobbyParts(knock, opts.lobby) : null;
+  const el = lobby
+    ? h("section", { class: "prejoin knock", "aria-labelledby": "knock-title", "data-testid": "knock" },
+        lobby.parts.preview,
+        h("div", { class: "card prejoin-side" }, title, body, ...lobby.parts.controls, lobby.join))
+    : h("section", { class: "card centered knock", "aria-labelledby": "knock-title", "data-testid": "knock" }, title, body);
 
   const off = knock.state.subscribe((s) => {
     el.dataset.status = s.status;
@@ -56,7 +75,7 @@ export function knockView(knock: KnockModel, opts: { onHome: (() => void) | null
         note.disabled = sendNote.disabled = s.note === "sending";
         replace(body,
           h("p", { role: "status", "aria-live": "polite", "data-testid": "knock-waiting" }, h("span", { class: "spinner", "aria-hidden": "true" }), "Waiting for a host to let you in…"),
-          h("p", { class: "hint" }, "Keep this page open: you'll join as soon as someone lets you in."),
+          h("p", { class: "hint" }, "Keep this page open while you wait."),
           s.note === "sent"
             ? h("p", { class: "hint", role: "status", "data-testid": "knock-note-sent" }, "Your message was sent to the hosts.")
             : h("div", { class: "knock-note" }, h("label", { for: "knock-note" }, "Message to the hosts"), note, h("div", { class: "row" }, sendNote)),
@@ -81,6 +100,41 @@ export function knockView(knock: KnockModel, opts: { onHome: (() => void) | null
         );
         break;
     }
+    lobby?.update();
   }, true);
-  return { el, dispose: off };
+  return {
+    el,
+    dispose: () => {
+      off();
+      lobby?.dispose();
+    },
+  };
+}
+
+/** Beside the wait: the preview and devices, and "Join when let in" (or what it became). */
+function lobbyParts(knock: KnockModel, lobby: NonNullable<KnockViewOptions["lobby"]>) {
+  const { prejoin, meeting } = lobby;
+  const parts = prejoinParts(prejoin, lobby.userName, () => undefined);
+  const button = h("button", { type: "button", class: "primary join", "data-testid": "lobby-join", onclick: () => void meeting.join() }, "Join when let in");
+  const armed = h("p", { class: "hint", role: "status", "data-testid": "lobby-join-armed" }, "You'll join as soon as a host lets you in.");
+  const admitted = h("p", { role: "status", "data-testid": "lobby-admitted" }, h("span", { class: "spinner", "aria-hidden": "true" }), "You're in: opening the meeting…");
+  const join = h("div", { class: "lobby-join" });
+  const update = () => {
+    const s = meeting.state.get();
+    if (s.stage !== "knock" || s.knock !== knock) return;
+    if (s.admitted) replace(join, admitted);
+    else if (s.joinWhenAdmitted) replace(join, armed);
+    else if (knock.state.get().status === "waiting") replace(join, button);
+    else replace(join);
+  };
+  const off = meeting.state.subscribe(update);
+  return {
+    parts,
+    join,
+    update,
+    dispose: () => {
+      off();
+      parts.dispose();
+    },
+  };
 }

@@ -10,13 +10,16 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
   const el = h("div", { class: "meeting" });
   let child: View | null = null;
   let stageKey: unknown = null;
+  let stage: string | null = null;
 
   const homeButton = () => (opts.onHome ? h("button", { type: "button", id: "meeting-home", onclick: opts.onHome }, "Back to start") : null);
 
   const off = meeting.state.subscribe((s) => {
-    const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s.stage === "knock" ? s.knock : s;
-    if (key === stageKey) return;
+    // The knock's view stays while its flags change; it is built again without the preview.
+    const key = s.stage === "prejoin" ? s.prejoin : s.stage === "call" ? s.call : s.stage === "knock" ? (s.prejoin ?? s.knock) : s;
+    if (key === stageKey && s.stage === stage) return;
     stageKey = key;
+    stage = s.stage;
     child?.dispose();
     switch (s.stage) {
       case "opening":
@@ -34,7 +37,11 @@ export function meetingView(meeting: MeetingModel, opts: { userName: string; onH
         };
         break;
       case "knock":
-        child = knockView(s.knock, { onHome: opts.onHome, onRetry: () => void meeting.open() });
+        child = knockView(s.knock, {
+          onHome: opts.onHome,
+          onRetry: () => void meeting.open(),
+          lobby: s.prejoin ? { prejoin: s.prejoin, meeting, userName: opts.userName } : null,
+        });
         break;
       case "prejoin":
         child = prejoinView(s.prejoin, s.room, () => meeting.join(), s.room.selfName ?? opts.userName);

@@ -7,6 +7,28 @@ import { fillSelect, h, icon, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 
 export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () => void, userName: string): View {
+  const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: () => model.canJoin && onJoin() }, "Join call");
+  const parts = prejoinParts(model, userName, (canJoin) => (join.disabled = !canJoin));
+  const el = h("section", { class: "prejoin", "aria-labelledby": "prejoin-title" },
+    parts.preview,
+    h("div", { class: "card prejoin-side" },
+      h("h2", { id: "prejoin-title" }, room.name),
+      room.hostedBy ? h("p", { class: "hint", id: "prejoin-hosted-by" }, `Hosted by ${room.hostedBy}`) : null,
+      h("p", { class: "hint" }, "Check your camera and microphone, then join."),
+      parts.host,
+      ...parts.controls,
+      join,
+    ),
+  );
+  return { el, dispose: parts.dispose };
+}
+
+/**
+ * The pre-join's pieces, for the pre-join and for the wait to be let in: the preview (with the
+ * user's name), the host question, and the controls (mic and camera toggles, device choice, the
+ * level meter, device errors). `canJoin` hears whether the call may start, as it changes.
+ */
+export function prejoinParts(model: PrejoinModel, userName: string, canJoin: (yes: boolean) => void): { preview: HTMLElement; host: HTMLElement; controls: HTMLElement[]; dispose(): void } {
   const video = h("video", { class: "preview-video", autoplay: true, playsInline: true, muted: true, "aria-label": "Your camera preview" });
   const placeholder = h("div", { class: "preview-off" }, "Camera is off");
   const meterFill = h("div", { class: "meter-fill" });
@@ -17,7 +39,6 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
   const camSel = h("select", { id: "prejoin-camera-device" });
   const micErr = h("p", { class: "error", role: "alert" });
   const camErr = h("p", { class: "error", role: "alert" });
-  const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: () => model.canJoin && onJoin() }, "Join call");
   // Where the user's identity goes: asked by host name unless the trust rule already says yes.
   const hostText = h("p", { id: "prejoin-host" });
   const trustHost = h("button", { type: "button", id: "prejoin-trust-host", onclick: () => model.confirmHost() });
@@ -28,19 +49,12 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
   micSel.addEventListener("change", () => void model.chooseDevice("audio", micSel.value));
   camSel.addEventListener("change", () => void model.chooseDevice("video", camSel.value));
 
-  const el = h("section", { class: "prejoin", "aria-labelledby": "prejoin-title" },
-    h("div", { class: "preview" }, video, placeholder, h("div", { class: "preview-name" }, userName)),
-    h("div", { class: "card prejoin-side" },
-      h("h2", { id: "prejoin-title" }, room.name),
-      room.hostedBy ? h("p", { class: "hint", id: "prejoin-hosted-by" }, `Hosted by ${room.hostedBy}`) : null,
-      h("p", { class: "hint" }, "Check your camera and microphone, then join."),
-      hostBox,
-      h("div", { class: "toggles" }, micBtn, camBtn),
-      h("label", { for: "prejoin-mic-device" }, "Microphone"), micSel, meter, micErr,
-      h("label", { for: "prejoin-camera-device" }, "Camera"), camSel, camErr,
-      join,
-    ),
-  );
+  const preview = h("div", { class: "preview" }, video, placeholder, h("div", { class: "preview-name" }, userName));
+  const controls = [
+    h("div", { class: "toggles" }, micBtn, camBtn),
+    h("label", { for: "prejoin-mic-device" }, "Microphone"), micSel, meter, micErr,
+    h("label", { for: "prejoin-camera-device" }, "Camera"), camSel, camErr,
+  ];
 
   let meterTrack: MediaStreamTrack | null = null;
   let levelMeter: LevelMeter | null = null;
@@ -75,7 +89,7 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
     fillSelect(micSel, s.devices.audioinput, s.audioDeviceId, "No microphone found");
     fillSelect(camSel, s.devices.videoinput, s.videoDeviceId, "No camera found");
     showHost(s.host);
-    join.disabled = !model.canJoin;
+    canJoin(model.canJoin);
     micErr.textContent = s.micError ?? "";
     camErr.textContent = s.cameraError ?? "";
     const videoTrack = s.cameraOn ? s.video : null;
@@ -91,7 +105,9 @@ export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () =
   }, true);
 
   return {
-    el,
+    preview,
+    host: hostBox,
+    controls,
     dispose: () => {
       off();
       cancelAnimationFrame(raf);

@@ -153,47 +153,129 @@ describe("KnockModel", () => {
 describe("MeetingModel: asking to join", () => {
   const ROOM: RoomSummary = { roomId: "!r:x", name: "Board meeting", call: null, host: { trust: "origin", api: "http://p", origin: "http://p", host: "p" }, encrypted: false };
 
-  function meeting(knock?: KnockPort) {
-    const prejoin = { start: vi.fn(async () => undefined), dispose: vi.fn() };
-    const openRoom = vi.fn<MeetingServices["openRoom"]>(async () => Promise.reject(FORBIDDEN));
-    const release = vi.fn();
-    const warmDevices = vi.fn(() => release);
-    const services: MeetingServices = {
-      openRoom,
-      prejoin: () => prejoin as unknown as PrejoinModel,
-      call: () => ({}) as ActiveCall,
-      warmDevices,
-      ...(knock ? { knock } : {}),
-    };
-    return { m: new MeetingModel("#board:x", services), openRoom, warmDevices, release };
+  /** A fake pre-join: what the meeting model asks of it. */
+  function fakePrejoin(canJoin = true) {
+    const off = { audio: null, video: null, micOn: true, cameraOn: true, audioDeviceId: null, videoDeviceId: null };
+    return { canJoin, start: vi.fn(async () => undefined), settled: vi.fn(async () => undefined), handOff: vi.fn(() => off), dispose: vi.fn() };
   }
 
-  it("starts the devices when let in, while the room is joined, and leaves them to the pre-join", async () => {
+  function meeting(knock?: KnockPort, opts: { lobby?: boolean; canJoin?: boolean } = {}) {
+    const lobby = fakePrejoin(opts.canJoin);
+    const fresh = fakePrejoin();
+    const openRoom = vi.fn<MeetingServices["openRoom"]>(async () => Promise.reject(FORBIDDEN));
+    const prejoin = vi.fn((_room: RoomSummary, kept?: PrejoinModel) => (kept ?? fresh) as unknown as PrejoinModel);
+    const joinCall = vi.fn(async () => undefined);
+    const call = vi.fn((): ActiveCall => ({ vm: { join: joinCall }, chat: { start: vi.fn(async () => undefined) }, dispose: vi.fn() }) as unknown as ActiveCall);
+    const services: MeetingServices = {
+      openRoom,
+      prejoin,
+      call,
+      ...(opts.lobby === false ? {} : { lobbyPrejoin: () => lobby as unknown as PrejoinModel }),
+      ...(knock ? { knock } : {}),
+    };
+    return { m: new MeetingModel("#board:x", services), openRoom, prejoin, lobby, fresh, call, joinCall };
+  }
+
+  it("shows the preview beside the wait; let in, the pre-join goes on with the same devices", async () => {
     const { p, answer } = port();
-    const { m, openRoom, warmDevices, release } = meeting(p);
+    const { m, openRoom, prejoin, lobby, call } = meeting(p);
     await m.open();
-    expect(warmDevices).not.toHaveBeenCalled(); // no camera while only waiting
+    expect(m.state.get()).toMatchObject({ stage: "knock", prejoin: lobby, joinWhenAdmitted: false, admitted: false });
+    expect(lobby.start).toHaveBeenCalledTimes(1); // the camera starts with the wait, with its preview
     let joined!: (r: RoomSummary) => void;
     openRoom.mockImplementationOnce(() => new Promise((r) => (joined = r)));
     answer("invited");
     await tick(10);
-    expect(warmDevices).toHaveBeenCalledTimes(1);
-    expect(m.state.get().stage).toBe("opening");
+    expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true }); // the room opening, the preview still there
     joined(ROOM);
     await tick(10);
-    expect(m.state.get().stage).toBe("prejoin");
-    expect(release).not.toHaveBeenCalled();
+    expect(m.state.get()).toMatchObject({ stage: "prejoin", prejoin: lobby });
+    expect(prejoin).toHaveBeenCalledWith(ROOM, lobby);
+    expect(lobby.start).toHaveBeenCalledTimes(1); // not opened again
+    expect(lobby.dispose).not.toHaveBeenCalled();
+    expect(call).not.toHaveBeenCalled(); // the user did not ask to join yet: their Join
+    await m.join();
+    expect(call).toHaveBeenCalledTimes(1);
+    expect(m.state.get().stage).toBe("call");
   });
 
-  it("stops the devices it started when the room cannot be opened after all", async () => {
+  it("'Join when let in' enters the call as soon as the room opens, with the devices chosen while waiting", async () => {
     const { p, answer } = port();
-    const { m, openRoom, release } = meeting(p);
+    const { m, openRoom, lobby, call, joinCall } = meeting(p);
+    await m.open();
+    await m.join();
+    expect(m.state.get()).toMatchObject({ stage: "knock", joinWhenAdmitted: true });
+    expect(call).not.toHaveBeenCalled(); // not let in yet
+    openRoom.mockResolvedValueOnce(ROOM);
+    answer("invited");
+    await tick(10);
+    expect(m.state.get().stage).toBe("call");
+    expect(lobby.settled).toHaveBeenCalled();
+    expect(lobby.handOff).toHaveBeenCalledTimes(1);
+    expect(call).toHaveBeenCalledWith(ROOM, lobby.handOff.mock.results[0]!.value);
+    expect(joinCall).toHaveBeenCalledTimes(1);
+  });
+
+  it("'Join when let in' stops at the pre-join when the call's host must be asked about first", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, call } = meeting(p, { canJoin: false });
+    await m.open();
+    await m.join();
+    openRoom.mockResolvedValueOnce(ROOM);
+    answer("invited");
+    await tick(10);
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(call).not.toHaveBeenCalled();
+  });
+
+  it("'Join when let in' holds only while waiting: not before the knock is out, and not after a cancel", async () => {
+    const { p } = port();
+    const { m } = meeting(p);
+    await m.open();
+    const s = m.state.get();
+    if (s.stage !== "knock") throw new Error("not knocking");
+    await m.join();
+    expect(m.state.get()).toMatchObject({ joinWhenAdmitted: true });
+    await s.knock.cancel();
+    expect(m.state.get()).toMatchObject({ stage: "knock", joinWhenAdmitted: false });
+    await m.join(); // the offer to ask again shows: nothing to join yet
+    expect(m.state.get()).toMatchObject({ joinWhenAdmitted: false });
+  });
+
+  it("stops the preview when asking is not possible, and when the meeting screen goes away", async () => {
+    const { p } = port({ ...KNOCKABLE, joinRule: "invite" });
+    const { m, lobby } = meeting(p);
+    await m.open();
+    expect(m.state.get()).toMatchObject({ stage: "knock", prejoin: null });
+    expect(lobby.dispose).toHaveBeenCalledTimes(1);
+    const other = port();
+    const waiting = meeting(other.p);
+    await waiting.m.open();
+    waiting.m.dispose();
+    expect(waiting.lobby.dispose).toHaveBeenCalledTimes(1);
+  });
+
+  it("stops the preview when the room cannot be opened after all", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, lobby } = meeting(p);
     await m.open();
     openRoom.mockRejectedValueOnce(new ParleyClientError("M_UNKNOWN", "room"));
     answer("invited");
     await tick(10);
     expect(m.state.get().stage).toBe("error");
-    expect(release).toHaveBeenCalledTimes(1);
+    expect(lobby.dispose).toHaveBeenCalledTimes(1);
+  });
+
+  it("without a preview beside the wait (the services give none), opens the meeting when let in as before", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, fresh } = meeting(p, { lobby: false });
+    await m.open();
+    expect(m.state.get()).toMatchObject({ stage: "knock", prejoin: null });
+    openRoom.mockResolvedValueOnce(ROOM);
+    answer("invited");
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "prejoin", prejoin: fresh });
+    expect(fresh.start).toHaveBeenCalledTimes(1);
   });
 
   it("goes to the knock stage on a refused join, and opens the meeting once let in", async () => {

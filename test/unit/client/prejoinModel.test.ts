@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { mediaError } from "../../../client/src/rtc/devices.ts";
-import { PrejoinModel, WarmDevices, type PrejoinMediaPort } from "../../../client/src/state/prejoinModel.ts";
+import { PrejoinModel, type PrejoinMediaPort } from "../../../client/src/state/prejoinModel.ts";
 import { asTrack, FakeTrack, tick } from "./fakes.ts";
 
 function media(opts: { fail?: Partial<Record<"audio" | "video", Error>> } = {}) {
@@ -119,35 +119,20 @@ describe("PrejoinModel.settled", () => {
   });
 });
 
-describe("WarmDevices", () => {
-  it("opens the default microphone and camera at once, and hands each to the pre-join once", async () => {
+describe("PrejoinModel.setConsent (the pre-join beside the wait to be let in)", () => {
+  it("starts without a host, and asks about the call's host once the room opens, keeping its devices", async () => {
     const m = media();
-    const warm = new WarmDevices(m);
-    await tick();
-    expect(m.opened.map((t) => t.kind)).toEqual(["audio", "video"]);
-    const p = new PrejoinModel(warm);
+    const p = new PrejoinModel(m);
     await p.start();
-    expect(m.opened).toHaveLength(2); // the preview took the tracks opened ahead
-    expect(p.state.get().video).toBe(asTrack(m.opened[1]!));
-    await p.chooseDevice("audio", "mic2"); // a chosen device opens as it always did
-    expect(m.opened.map((t) => t.deviceId)).toEqual(["mic1", "cam1", "mic2"]);
-    warm.release();
-    expect(m.opened[1]!.readyState).toBe("live"); // what the pre-join took is not released
-  });
-
-  it("stops what no pre-join took", async () => {
-    const m = media();
-    const warm = new WarmDevices(m);
-    warm.release();
-    await tick();
-    expect(m.opened.map((t) => t.readyState)).toEqual(["ended", "ended"]);
-  });
-
-  it("opens again, and reports, a device that failed ahead", async () => {
-    const m = media({ fail: { video: new DOMException("busy", "NotReadableError") } });
-    const p = new PrejoinModel(new WarmDevices(m));
-    await p.start();
-    expect(p.state.get().cameraError).toMatch(/camera/i);
-    expect(p.state.get().audio).not.toBeNull();
+    expect(p.canJoin).toBe(true);
+    const asked = { trust: "ask", host: "parley.b", api: "https://parley.b", origin: "https://parley.b" } as const;
+    const yes = { ...asked, trust: "confirmed" } as const;
+    p.setConsent({ host: asked, confirm: () => yes });
+    expect(p.canJoin).toBe(false);
+    expect(p.state.get().host).toEqual(asked);
+    p.confirmHost();
+    expect(p.canJoin).toBe(true);
+    expect(m.opened).toHaveLength(2); // the same tracks: nothing opened again
+    expect(p.handOff()).toMatchObject({ audio: asTrack(m.opened[0]!), video: asTrack(m.opened[1]!) });
   });
 });
