@@ -27,11 +27,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // call's media keys can travel as soon as it joins (the join's slowest part for a new device).
   // The feed lasts as long as the meeting: a call left and joined again finds it running (its
   // keys, its Olm sessions, its sync). Closing the meeting stops it.
+  // A knock waiting in the lobby starts it too (its keys and the rest wait for the join: chat.ts).
   let warm: { roomId: string; feed: SyncedRoomFeed } | undefined;
-  const feedFor = (roomId: string) => {
+  const feedFor = (roomId: string, knocking = false) => {
     if (warm?.roomId !== roomId) {
       warm?.feed.stop();
-      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true }) };
+      warm = { roomId, feed: new SyncedRoomFeed(session, http, roomId, { crypto: true, knocking }) };
       const feed = warm.feed;
       void feed.start().catch(() => undefined); // the call's chat reports a failure
     }
@@ -51,9 +52,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     knock: {
       preview: (target) => previewRoom(http, target),
       knock: (target, reason) => knockRoom(http, target, reason),
-      // Not warmed during the lobby wait: a feed started on a knocked room never loads the
-      // member list it gets once joined (names show as ids), and its call saw no media in a trial.
-      wait: (roomId, signal) => awaitAdmission(http, roomId, { signal }),
+      // The wait in the lobby is time for the room's sync loop and crypto: let in, the room's
+      // join arrives in a sync already running, and the keys go up then (not before: deviceCrypto.ts).
+      wait: (roomId, signal) => {
+        feedFor(roomId, true);
+        return awaitAdmission(http, roomId, { signal });
+      },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },
     // Asking to join: the preview and the devices beside the wait, and the OpenID token the call

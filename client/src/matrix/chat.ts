@@ -25,7 +25,7 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
@@ -99,14 +99,40 @@ export class SyncedRoomFeed implements RoomFeed {
     this.keysUpReject = reject;
   });
 
-  /** `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. */
-  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean } = {}) {
+  /** Started while knocking: the room-bound part of the start waits for the room's join. */
+  private readonly knocking: boolean;
+  private joinSeenResolve!: () => void;
+  private joinSeenReject!: (err: unknown) => void;
+  /** Resolves when this feed's sync shows the room joined; rejects if the feed stops first. */
+  private readonly joinSeen = new Promise<void>((resolve, reject) => {
+    this.joinSeenResolve = resolve;
+    this.joinSeenReject = reject;
+  });
+
+  /**
+   * `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. `knocking`:
+   * the user is asking to join the room and waits in the lobby: the sync loop and the crypto
+   * start now, and the rest waits for the room's join, seen in this feed's own sync (the device's
+   * keys go up then, and the room's history and members load). Let in, the feed is the room's
+   * without a first sync of its own.
+   */
+  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean; knocking?: boolean } = {}) {
     this.session = session;
     this.http = http;
     this.roomId = roomId;
     this.crypto = opts.crypto ?? false;
+    this.knocking = opts.knocking ?? false;
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
     this.keysUp.catch(() => undefined);
+    this.joinSeen.catch(() => undefined);
+  }
+
+  private syncingResolve!: () => void;
+  private readonly syncing = new Promise<void>((resolve) => (this.syncingResolve = resolve));
+
+  /** Resolves once the sync loop runs (its first sync done): for a knocking feed, before the join. */
+  whenSyncing(): Promise<void> {
+    return this.syncing;
   }
 
   /** Resolves once the feed has synced (and its crypto runs); rejects if it could not start. */
@@ -148,6 +174,7 @@ export class SyncedRoomFeed implements RoomFeed {
     if (this.crypto) markStep("feed-start");
     const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
     this.client = client;
+    if (this.knocking) holdDeviceKeysUpload(client, this.joinSeen);
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
 
@@ -201,7 +228,24 @@ export class SyncedRoomFeed implements RoomFeed {
     });
     await ready;
     markStep("feed-synced");
+    this.syncingResolve();
     if (this.stopped) throw this.stoppedWhileStarting(client);
+    if (this.knocking) {
+      // Waiting in the lobby: the rest once the sync shows the room joined (the keys go up then).
+      const check = () => {
+        if (client.getRoom(this.roomId)?.getMyMembership() === "join") this.joinSeenResolve();
+      };
+      client.on(ClientEvent.Sync, check);
+      check();
+      try {
+        await this.joinSeen;
+      } catch {
+        throw this.stoppedWhileStarting(client);
+      } finally {
+        client.off(ClientEvent.Sync, check);
+      }
+      markStep("feed-joined");
+    }
     await uploaded;
     markStep("feed-keys");
     const room = client.getRoom(this.roomId);
@@ -248,6 +292,7 @@ export class SyncedRoomFeed implements RoomFeed {
   /** Stops the feed; its client's crypto is freed once the sync loop and our crypto calls are done. */
   stop(): void {
     this.stopped = true;
+    this.joinSeenReject(new ParleyClientError("CLOSED", "chat", { detail: "stopped before the room was joined" }));
     const client = this.client;
     this.client = null;
     this.events.clear();

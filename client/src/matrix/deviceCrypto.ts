@@ -3,7 +3,8 @@
 // room's feed (chat.ts) takes it over and starts its sync; until then nothing room-bound happens
 // (no sync, no filter, no membership).
 //
-// The device's keys are not uploaded here but by the feed, once the room is joined. A device whose
+// The device's keys are not uploaded here but by the feed, once the room is joined (a feed started
+// while a knock waits holds them back until then: holdDeviceKeysUpload). A device whose
 // keys go up while its user shares no room with the meeting's server is never announced to that
 // server (homeservers send device-list updates to the servers their user shares a room with), and
 // a server that cached the user's devices earlier keeps serving the list without it: its users
@@ -101,6 +102,18 @@ export function isDeviceKeysUpload(url: string, init: { method?: string; body?: 
 }
 
 const deviceKeysSeen = new WeakMap<MatrixClient, Promise<void>>();
+const uploadHolds = new WeakMap<MatrixClient, (until: Promise<void>) => void>();
+
+/**
+ * Holds this client's device-keys upload (a /keys/upload carrying `device_keys`) until `until`
+ * resolves; rejected, the upload fails (Rust crypto tries it again with its next requests). For a
+ * sync loop started before its room is joined (a knock waiting in the lobby): the keys go up once
+ * the room is joined, as the header says why. matrix-js-sdk's outgoing requests go one at a time,
+ * so the others (a keys query) wait behind it.
+ */
+export function holdDeviceKeysUpload(client: MatrixClient, until: Promise<void>): void {
+  uploadHolds.get(client)?.(until);
+}
 
 /**
  * Resolves when the homeserver has accepted this client's device keys, as the HTTP answer says:
@@ -115,6 +128,7 @@ export function deviceKeysUploaded(client: MatrixClient): Promise<void> {
 export function newClient(session: MatrixSession, log: Logger): MatrixClient {
   let uploaded!: () => void;
   const seen = new Promise<void>((resolve) => (uploaded = resolve));
+  let hold: Promise<void> | undefined;
   const client = createClient({
     baseUrl: session.homeserverUrl,
     accessToken: session.accessToken,
@@ -123,12 +137,15 @@ export function newClient(session: MatrixSession, log: Logger): MatrixClient {
     timelineSupport: false,
     logger: sdkLogger(log),
     fetchFn: async (input, init) => {
+      const keysUpload = isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init);
+      if (keysUpload && hold) await hold;
       const res = await globalThis.fetch(input, init);
-      if (res.ok && isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init)) uploaded();
+      if (res.ok && keysUpload) uploaded();
       return res;
     },
   });
   deviceKeysSeen.set(client, seen);
+  uploadHolds.set(client, (until) => (hold = until));
   return client;
 }
 

@@ -3,7 +3,7 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
@@ -100,6 +100,58 @@ describe("deviceKeysUploaded", () => {
       await upload({ device_keys: { device_id: "DEV" } });
       await tick();
       expect(up).toBe(true);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+});
+
+describe("holdDeviceKeysUpload (a sync loop started while a knock waits)", () => {
+  const session = { homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" };
+
+  it("sends the device's keys only once the hold resolves; other requests, and one-time keys, go at once", async () => {
+    const sent: string[] = [];
+    vi.stubGlobal("fetch", async (url: string, init?: { body?: string }) => {
+      sent.push(`${new URL(url).pathname} ${init?.body ?? ""}`);
+      return new Response("{}", { status: 200, headers: { "content-type": "application/json" } });
+    });
+    try {
+      const client = newClient(session, getLogger("test"));
+      let joined!: () => void;
+      holdDeviceKeysUpload(client, new Promise<void>((r) => (joined = r)));
+      let up = false;
+      void deviceKeysUploaded(client).then(() => (up = true));
+      const keys = client.http.authedRequest(Method.Post, "/keys/upload", undefined, { device_keys: { device_id: "DEV" } });
+      await client.http.authedRequest(Method.Post, "/keys/upload", undefined, { one_time_keys: {} });
+      await client.http.authedRequest(Method.Post, "/keys/query", undefined, { device_keys: {} });
+      await tick(5);
+      expect(sent.map((s) => s.split(" ")[0])).toEqual(["/_matrix/client/v3/keys/upload", "/_matrix/client/v3/keys/query"]);
+      expect(up).toBe(false);
+      joined();
+      await keys;
+      expect(sent.at(-1)).toContain("device_keys");
+      expect(up).toBe(true);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it("fails the held upload without sending it when the hold is rejected (the feed stopped in the lobby)", async () => {
+    const sent: string[] = [];
+    vi.stubGlobal("fetch", async (url: string) => {
+      sent.push(url);
+      return new Response("{}", { status: 200, headers: { "content-type": "application/json" } });
+    });
+    try {
+      const client = newClient(session, getLogger("test"));
+      let stopped!: (e: Error) => void;
+      const hold = new Promise<void>((_, reject) => (stopped = reject));
+      hold.catch(() => undefined);
+      holdDeviceKeysUpload(client, hold);
+      const keys = client.http.authedRequest(Method.Post, "/keys/upload", undefined, { device_keys: { device_id: "DEV" } });
+      stopped(new Error("stopped"));
+      await expect(keys).rejects.toThrow();
+      expect(sent).toEqual([]);
     } finally {
       vi.unstubAllGlobals();
     }
