@@ -48,7 +48,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       warm = undefined;
     },
     isNewMeeting,
-    openRoom: async (target) => roomSummary(http, await joinRoom(http, target, serverNameOf(session.userId)), target, trust, session.userId),
+    openRoom: async (target) => {
+      const roomId = await joinRoom(http, target, serverNameOf(session.userId));
+      if (warm?.roomId === roomId) warm.feed.roomJoined(); // a knock's feed: its keys go up now
+      return roomSummary(http, roomId, target, trust, session.userId);
+    },
     knock: {
       preview: (target) => previewRoom(http, target),
       knock: (target, reason) => knockRoom(http, target, reason),

@@ -96,12 +96,16 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const settings = await ws.request({ type: "moderate", action: { action: "settings", access: "invited" } });
     if (settings.type !== "result") throw new Error(`settings refused: ${JSON.stringify(settings)}`);
     const admitted = new Set<string>();
+    // When the host's client saw each knock in the lobby, and when Parley answered its admit.
+    const hostSaw = new Map<string, number>();
+    const hostAdmitted = new Map<string, number>();
     const admitter = setInterval(() => {
       const lobby = [...ws.pushes].reverse().find((p: Answer) => p.type === "lobby");
       for (const w of (lobby?.waiting ?? []) as { user_id: string }[]) {
         if (admitted.has(w.user_id)) continue;
         admitted.add(w.user_id);
-        ws.send({ type: "moderate", action: { action: "admit", user_id: w.user_id } });
+        hostSaw.set(w.user_id, performance.now());
+        void ws.request({ type: "moderate", action: { action: "admit", user_id: w.user_id } }).then(() => hostAdmitted.set(w.user_id, performance.now()));
       }
     }, 10);
 
@@ -181,8 +185,15 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);
       knockJoins.push(await joinTimeline(page));
-      knockFrames.push(performance.now() - clickedAt);
+      // The call join's own timeline runs from the page's Join (pressed in the pre-join, or the
+      // room opened after "Join when let in"): its first frame too, from the page's knock mark.
+      const frameAt = knockMs.at(-1)!;
+      const joinMarks = knockJoins.at(-1)!;
+      knockFrames.push(joinMarks.knock !== undefined ? frameAt + joinMarks.knock : frameAt - (clickedAt - knockAt));
       released.push((await e2eeStats(page)).released);
+      const saw = hostSaw.get(knocker.userId), done = hostAdmitted.get(knocker.userId);
+      if (saw !== undefined) marks.hostSawKnock = saw - knockAt;
+      if (done !== undefined) marks.hostAdmitDone = done - knockAt;
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).

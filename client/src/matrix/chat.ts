@@ -101,6 +101,9 @@ export class SyncedRoomFeed implements RoomFeed {
 
   /** Started while knocking: the room-bound part of the start waits for the room's join. */
   private readonly knocking: boolean;
+  private joinedResolve!: () => void;
+  /** The homeserver said the room is joined (roomJoined), perhaps before this feed's sync shows it. */
+  private readonly joined = new Promise<void>((resolve) => (this.joinedResolve = resolve));
   private joinSeenResolve!: () => void;
   private joinSeenReject!: (err: unknown) => void;
   /** Resolves when this feed's sync shows the room joined; rejects if the feed stops first. */
@@ -129,6 +132,14 @@ export class SyncedRoomFeed implements RoomFeed {
 
   private syncingResolve!: () => void;
   private readonly syncing = new Promise<void>((resolve) => (this.syncingResolve = resolve));
+
+  /**
+   * The room is joined now, as the homeserver answered the join: a feed started while knocking
+   * sends the device's keys at once (its sync may show the join a few hundred ms later).
+   */
+  roomJoined(): void {
+    this.joinedResolve();
+  }
 
   /** Resolves once the sync loop runs (its first sync done): for a knocking feed, before the join. */
   whenSyncing(): Promise<void> {
@@ -174,7 +185,8 @@ export class SyncedRoomFeed implements RoomFeed {
     if (this.crypto) markStep("feed-start");
     const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
     this.client = client;
-    if (this.knocking) holdDeviceKeysUpload(client, this.joinSeen);
+    // The keys go up once the room is joined: the homeserver's answer to the join or this feed's sync, whichever first.
+    if (this.knocking) holdDeviceKeysUpload(client, Promise.race([this.joined, this.joinSeen]));
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
 

@@ -122,9 +122,7 @@ export async function roomSummary(
   trust: { decide(call: CallAnnouncement | null): CallHost },
   selfUserId?: string,
 ): Promise<RoomSummary> {
-  const state = await http.request<unknown>("GET", `/rooms/${enc(roomId)}/state`, { context: "room" });
-  type StateEvent = { type?: unknown; state_key?: unknown; sender?: unknown; content?: Record<string, unknown> };
-  const events = Array.isArray(state) ? (state as StateEvent[]) : [];
+  const events = await summaryState(http, roomId, selfUserId);
   const event = (type: string) => events.find((e) => e.type === type && e.state_key === "");
   const find = (type: string) => event(type)?.content;
   const name = find("m.room.name")?.name;
@@ -144,6 +142,40 @@ export async function roomSummary(
     ...(hostedBy ? { hostedBy } : {}),
     ...(typeof me === "string" && me.trim() ? { selfName: me } : {}),
   };
+}
+
+type StateEvent = { type?: unknown; state_key?: unknown; sender?: unknown; content?: Record<string, unknown> };
+
+/** The state events a summary reads: (type, state key). The call's announcement is read whole (its sender counts). */
+const SUMMARY_STATE = ["m.room.name", "m.room.canonical_alias", CALL_STATE_EVENT, "m.room.encryption"] as const;
+
+/**
+ * The few state events a summary needs, each asked for by itself (`format=event`), at once: not
+ * the room's whole state, which lists every member (megabytes for an assembly) and which Synapse
+ * answers only once a room joined over federation has its full state (its members come after a
+ * fast join: 100-300 ms in the knock benchmark). A homeserver that answers with the content only
+ * (no `format=event`) gets the whole-state request instead.
+ */
+async function summaryState(http: MatrixHttp, roomId: string, selfUserId: string | undefined): Promise<StateEvent[]> {
+  const one = async (type: string, stateKey: string): Promise<StateEvent | null | "content-only"> => {
+    try {
+      const ev = await http.request<unknown>("GET", `/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`, { query: { format: "event" }, context: "room" });
+      const e = ev as StateEvent | null;
+      if (!e || typeof e !== "object" || typeof e.content !== "object" || e.content === null || e.type !== type) return "content-only";
+      return e;
+    } catch (err) {
+      if (err instanceof ParleyClientError && err.code === "M_NOT_FOUND") return null;
+      throw err;
+    }
+  };
+  const wanted: [string, string][] = SUMMARY_STATE.map((t) => [t, ""]);
+  if (selfUserId) wanted.push(["m.room.member", selfUserId]);
+  const got = await Promise.all(wanted.map(([t, k]) => one(t, k)));
+  if (got.includes("content-only")) {
+    const state = await http.request<unknown>("GET", `/rooms/${enc(roomId)}/state`, { context: "room" });
+    return Array.isArray(state) ? (state as StateEvent[]) : [];
+  }
+  return got.filter((e): e is StateEvent => e !== null && e !== "content-only");
 }
 
 /** Who hosts a meeting, by server name: its alias's (the target's or the canonical one), else who announced its call, else its room id's. */

@@ -105,6 +105,7 @@ export class MeetingModel {
   async join(): Promise<void> {
     const before = this.state.get();
     if (before.stage === "knock") {
+      // Waiting, or let in while the room opens: the call starts once it has.
       if (before.prejoin && !before.joinWhenAdmitted && before.knock.state.get().status === "waiting") this.state.set({ ...before, joinWhenAdmitted: true });
       return;
     }

@@ -13,8 +13,8 @@
 //   knock-declined      "A host declined your request"
 //   knock-error         why asking failed (e.g. the meeting is locked)
 //   knock-closed        why asking is not possible here
-//   lobby-join          "Join when let in" (while waiting, beside the preview)
-//   lobby-join-armed    "You'll join as soon as a host lets you in."
+//   lobby-join          "Join when let in" (while waiting, beside the preview); "Join now" once let in
+//   lobby-join-armed    "You'll join as soon as a host lets you in." (or "joining the call" once let in)
 //   lobby-admitted      "You're in: opening the meeting…"
 import type { KnockModel } from "../state/knockModel.ts";
 import type { MeetingModel } from "../state/meetingModel.ts";
@@ -115,15 +115,18 @@ export function knockView(knock: KnockModel, opts: KnockViewOptions): View {
 function lobbyParts(knock: KnockModel, lobby: NonNullable<KnockViewOptions["lobby"]>) {
   const { prejoin, meeting } = lobby;
   const parts = prejoinParts(prejoin, lobby.userName, () => undefined);
-  const button = h("button", { type: "button", class: "primary join", "data-testid": "lobby-join", onclick: () => void meeting.join() }, "Join when let in");
-  const armed = h("p", { class: "hint", role: "status", "data-testid": "lobby-join-armed" }, "You'll join as soon as a host lets you in.");
+  const button = h("button", { type: "button", class: "primary join", "data-testid": "lobby-join", onclick: () => void meeting.join() });
+  const armed = h("p", { class: "hint", role: "status", "data-testid": "lobby-join-armed" });
   const admitted = h("p", { role: "status", "data-testid": "lobby-admitted" }, h("span", { class: "spinner", "aria-hidden": "true" }), "You're in: opening the meeting…");
   const join = h("div", { class: "lobby-join" });
   const update = () => {
     const s = meeting.state.get();
     if (s.stage !== "knock" || s.knock !== knock) return;
-    if (s.admitted) replace(join, admitted);
-    else if (s.joinWhenAdmitted) replace(join, armed);
+    // Let in, the room opens; Join pressed now (or before) enters the call once it has.
+    button.textContent = s.admitted ? "Join now" : "Join when let in";
+    armed.textContent = s.admitted ? "You're in: joining the call…" : "You'll join as soon as a host lets you in.";
+    if (s.joinWhenAdmitted) replace(join, armed);
+    else if (s.admitted) replace(join, admitted, button);
     else if (knock.state.get().status === "waiting") replace(join, button);
     else replace(join);
   };

@@ -216,6 +216,23 @@ describe("MeetingModel: asking to join", () => {
     expect(joinCall).toHaveBeenCalledTimes(1);
   });
 
+  it("Join pressed once let in, while the room opens, enters the call as soon as it has", async () => {
+    const { p, answer } = port();
+    const { m, openRoom, call } = meeting(p);
+    await m.open();
+    let joined!: (r: RoomSummary) => void;
+    openRoom.mockImplementationOnce(() => new Promise((r) => (joined = r)));
+    answer("invited");
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true, joinWhenAdmitted: false });
+    await m.join();
+    expect(m.state.get()).toMatchObject({ stage: "knock", joinWhenAdmitted: true });
+    joined(ROOM);
+    await tick(10);
+    expect(m.state.get().stage).toBe("call");
+    expect(call).toHaveBeenCalledTimes(1);
+  });
+
   it("'Join when let in' stops at the pre-join when the call's host must be asked about first", async () => {
     const { p, answer } = port();
     const { m, openRoom, call } = meeting(p, { canJoin: false });

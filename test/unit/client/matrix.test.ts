@@ -48,12 +48,48 @@ describe("meetingTarget", () => {
 describe("room summary", () => {
   const trust = { decide: (call: CallAnnouncement | null) => decideCallHost(call, { origin: "http://127.0.0.1:5", settings: { servers: ["b.example"], botLocalparts: ["parley"], insecureLoopback: false }, confirmed: () => false }) };
 
+  const STATE = [
+    { type: "m.room.name", state_key: "", content: { name: "Demo" } },
+    { type: "org.parley.call", state_key: "", sender: "@parley:b.example", content: { version: 1, api: "https://parley.b.example/" } },
+    { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
+    { type: "m.room.member", state_key: "@me:x", sender: "@me:x", content: { membership: "join", displayname: "Me" } },
+    { type: "m.room.member", state_key: "@other:x", sender: "@other:x", content: { membership: "join" } },
+  ];
+
+  /** A homeserver answering single state events (whole with format=event unless `contentOnly`), and the whole state. */
+  function stateServer(events: typeof STATE, opts: { contentOnly?: boolean } = {}) {
+    const asked: string[] = [];
+    const fetch = async (url: string) => {
+      const u = new URL(url);
+      asked.push(decodeURIComponent(u.pathname.replace(/^.*\/rooms\/[^/]+/, "")) + (u.search ? "?" + u.searchParams.toString() : ""));
+      const single = /\/state\/([^/]+)\/([^/]*)$/.exec(u.pathname);
+      if (!single) return new Response(JSON.stringify(events), { status: 200 });
+      const [type, key] = [decodeURIComponent(single[1]!), decodeURIComponent(single[2]!)];
+      const ev = events.find((e) => e.type === type && e.state_key === key);
+      if (!ev) return new Response(JSON.stringify({ errcode: "M_NOT_FOUND", error: "Event not found." }), { status: 404 });
+      return new Response(JSON.stringify(u.searchParams.get("format") === "event" && !opts.contentOnly ? ev : ev.content), { status: 200 });
+    };
+    return { http: new MatrixHttp("http://hs", "tok", fetch), asked };
+  }
+
+  it("reads the name, the org.parley.call api with its sender, encryption and the user's name from a few state events, not the whole state", async () => {
+    const { http, asked } = stateServer(STATE);
+    const s = await roomSummary(http, "!r:x", "#meet-demo:x", trust, "@me:x");
+    expect(asked.sort()).toEqual([
+      "/state/m.room.canonical_alias/?format=event",
+      "/state/m.room.encryption/?format=event",
+      "/state/m.room.member/@me:x?format=event",
+      "/state/m.room.name/?format=event",
+      "/state/org.parley.call/?format=event",
+    ]);
+    expect(s).toMatchObject({ selfName: "Me" });
+    const fallback = stateServer(STATE, { contentOnly: true });
+    expect(await roomSummary(fallback.http, "!r:x", "#meet-demo:x", trust, "@me:x")).toEqual(s); // the whole state instead
+    expect(fallback.asked).toContain("/state");
+  });
+
   it("reads the name, the org.parley.call api with its sender, and encryption from state", async () => {
-    const http = new MatrixHttp("http://hs", "tok", fetchReturning(200, [
-      { type: "m.room.name", state_key: "", content: { name: "Demo" } },
-      { type: "org.parley.call", state_key: "", sender: "@parley:b.example", content: { version: 1, api: "https://parley.b.example/" } },
-      { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
-    ]));
+    const { http } = stateServer(STATE.slice(0, 3));
     const s = await roomSummary(http, "!r:x", "#meet-demo:x", trust);
     expect(s).toEqual({
       roomId: "!r:x",
@@ -77,7 +113,7 @@ describe("room summary", () => {
   });
 
   it("without org.parley.call the call is the serving Parley's", async () => {
-    const s = await roomSummary(new MatrixHttp("http://hs", "tok", fetchReturning(200, [])), "!r:x", "#meet-demo:x", trust);
+    const s = await roomSummary(stateServer([]).http, "!r:x", "#meet-demo:x", trust);
     expect(s.host).toEqual({ trust: "origin", api: "http://127.0.0.1:5", origin: "http://127.0.0.1:5", host: "127.0.0.1:5" });
   });
 });
