@@ -49,15 +49,17 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     isNewMeeting,
     openRoom: async (target) => {
-      const roomId = await joinRoom(http, target, serverNameOf(session.userId));
-      if (warm?.roomId === roomId) warm.feed.roomJoined(); // a knock's feed: its keys go up now
+      // A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off the join.
+      const join = () => joinRoom(http, target, serverNameOf(session.userId));
+      const roomId = await (warm ? warm.feed.joining(join) : join());
       return roomSummary(http, roomId, target, trust, session.userId);
     },
     knock: {
       preview: (target) => previewRoom(http, target),
       knock: (target, reason) => knockRoom(http, target, reason),
-      // The wait in the lobby is time for the room's sync loop and crypto: let in, the room's
-      // join arrives in a sync already running, and the keys go up then (not before: deviceCrypto.ts).
+      // The wait in the lobby is time for the room's sync loop and crypto, and for the device's
+      // keys: let in, the room's join arrives in a sync already running, and the others can make
+      // Olm sessions with the device as soon as it joins (the join keeps clear of the upload).
       wait: (roomId, signal) => {
         feedFor(roomId, true);
         return awaitAdmission(http, roomId, { signal });

@@ -25,7 +25,7 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
@@ -64,6 +64,9 @@ export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: 
   return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
 }
 
+/** The longest a room join waits for an upload of the device's keys in flight (SyncedRoomFeed.joining). */
+export const KEYS_UPLOAD_WAIT_MS = 3000;
+
 /** Messages a feed keeps for the next chat that opens on it. */
 const MAX_HISTORY = 200;
 /** Users one preparation of Olm sessions covers (a large call's first key claims the rest). */
@@ -101,9 +104,8 @@ export class SyncedRoomFeed implements RoomFeed {
 
   /** Started while knocking: the room-bound part of the start waits for the room's join. */
   private readonly knocking: boolean;
-  private joinedResolve!: () => void;
-  /** The homeserver said the room is joined (roomJoined), perhaps before this feed's sync shows it. */
-  private readonly joined = new Promise<void>((resolve) => (this.joinedResolve = resolve));
+  /** A room join in progress (joining): a device-keys upload waits for it. */
+  private joinHold: Promise<void> | null = null;
   private joinSeenResolve!: () => void;
   private joinSeenReject!: (err: unknown) => void;
   /** Resolves when this feed's sync shows the room joined; rejects if the feed stops first. */
@@ -115,9 +117,10 @@ export class SyncedRoomFeed implements RoomFeed {
   /**
    * `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. `knocking`:
    * the user is asking to join the room and waits in the lobby: the sync loop and the crypto
-   * start now, and the rest waits for the room's join, seen in this feed's own sync (the device's
-   * keys go up then, and the room's history and members load). Let in, the feed is the room's
-   * without a first sync of its own.
+   * start now, and the device's keys go up (the join is run through `joining`); the rest waits
+   * for the room's join, seen in this feed's own sync (the room's history and members load then).
+   * Let in, the feed is the room's without a first sync of its own, and the others can have Olm
+   * sessions with the device before its call begins.
    */
   constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean; knocking?: boolean } = {}) {
     this.session = session;
@@ -134,11 +137,28 @@ export class SyncedRoomFeed implements RoomFeed {
   private readonly syncing = new Promise<void>((resolve) => (this.syncingResolve = resolve));
 
   /**
-   * The room is joined now, as the homeserver answered the join: a feed started while knocking
-   * sends the device's keys at once (its sync may show the join a few hundred ms later).
+   * Runs the room's join so that no upload of the device's keys overlaps it (deviceCrypto.ts says
+   * why; a knock's feed uploads them in the lobby): an upload that would start meanwhile waits
+   * until the join has answered, and one in flight is waited out first (KEYS_UPLOAD_WAIT_MS at
+   * most: an upload hanging that long is left to its fate).
    */
-  roomJoined(): void {
-    this.joinedResolve();
+  async joining<T>(join: () => Promise<T>): Promise<T> {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    this.joinHold = held;
+    const client = this.client;
+    if (client) holdDeviceKeysUpload(client, held);
+    try {
+      if (client) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([deviceKeysUploadSettled(client), new Promise<void>((resolve) => (timer = setTimeout(resolve, KEYS_UPLOAD_WAIT_MS)))]);
+        clearTimeout(timer);
+      }
+      return await join();
+    } finally {
+      release();
+      if (this.joinHold === held) this.joinHold = null;
+    }
   }
 
   /** Resolves once the sync loop runs (its first sync done): for a knocking feed, before the join. */
@@ -185,8 +205,7 @@ export class SyncedRoomFeed implements RoomFeed {
     if (this.crypto) markStep("feed-start");
     const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
     this.client = client;
-    // The keys go up once the room is joined: the homeserver's answer to the join or this feed's sync, whichever first.
-    if (this.knocking) holdDeviceKeysUpload(client, Promise.race([this.joined, this.joinSeen]));
+    if (this.joinHold) holdDeviceKeysUpload(client, this.joinHold); // a join already under way (joining)
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
 
@@ -224,8 +243,9 @@ export class SyncedRoomFeed implements RoomFeed {
       };
       client.on(ClientEvent.Sync, onSync);
     });
-    // The device's keys go up now that the room is joined (deviceCrypto.ts says why not before),
-    // beside the first sync: the others encrypt our media keys to them as soon as they see us.
+    // The device's keys go up now, beside the first sync: the room is joined, or a knock waits in
+    // the lobby and the join will keep clear of the upload (joining; deviceCrypto.ts says why).
+    // The others encrypt our media keys to them as soon as they see us.
     const uploaded = this.crypto ? (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.() : undefined;
     uploaded?.then(() => this.keysUpResolve(), () => undefined); // a failure is awaited (and so reported) after the first sync
     if (this.crypto) void deviceKeysUploaded(client).then(() => this.keysUpResolve());
@@ -243,7 +263,7 @@ export class SyncedRoomFeed implements RoomFeed {
     this.syncingResolve();
     if (this.stopped) throw this.stoppedWhileStarting(client);
     if (this.knocking) {
-      // Waiting in the lobby: the rest once the sync shows the room joined (the keys go up then).
+      // Waiting in the lobby: the rest once the sync shows the room joined.
       const check = () => {
         if (client.getRoom(this.roomId)?.getMyMembership() === "join") this.joinSeenResolve();
       };

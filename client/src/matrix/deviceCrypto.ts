@@ -3,12 +3,19 @@
 // room's feed (chat.ts) takes it over and starts its sync; until then nothing room-bound happens
 // (no sync, no filter, no membership).
 //
-// The device's keys are not uploaded here but by the feed, once the room is joined (a feed started
-// while a knock waits holds them back until then: holdDeviceKeysUpload). A device whose
-// keys go up while its user shares no room with the meeting's server is never announced to that
-// server (homeservers send device-list updates to the servers their user shares a room with), and
-// a server that cached the user's devices earlier keeps serving the list without it: its users
-// then never encrypt to the device (seen: every media key from one sender lost, 1 run in 7).
+// The device's keys are not uploaded here but by the feed: once the room is joined, or, for a
+// knock, while it waits in the lobby, where the room's join then never overlaps the upload
+// (SyncedRoomFeed.joining: the join waits for an upload in flight, and holds back one that would
+// start, holdDeviceKeysUpload). A device whose keys go up during its user's join to the meeting's
+// room can be missed by the meeting's server for good: that server fetches the user's device
+// list as the join reaches it (the upload not yet in), and the user's homeserver sends
+// device-list updates only to servers its user shares a room with, which it does only once the
+// join is done on its side; the update for the upload went nowhere, and the other server's users
+// never encrypt to the device (seen: every media key from one sender lost, 1 run in 7, when the
+// keys went up as the meeting opened). Before the join, or after it, the list is right: the
+// meeting's server fetches it afresh at the join (it caches the lists of users it shares a room
+// with only, and refetches when one rejoins: checked against Synapse 1.163), and an upload after
+// the join is announced to it.
 //
 // One per page and device, never two at once: two OlmMachines opening the same empty store
 // together would each make an identity for the device. So the first feed of the device takes the
@@ -103,16 +110,21 @@ export function isDeviceKeysUpload(url: string, init: { method?: string; body?: 
 
 const deviceKeysSeen = new WeakMap<MatrixClient, Promise<void>>();
 const uploadHolds = new WeakMap<MatrixClient, (until: Promise<void>) => void>();
+const uploadsInFlight = new WeakMap<MatrixClient, () => Promise<void>>();
 
 /**
  * Holds this client's device-keys upload (a /keys/upload carrying `device_keys`) until `until`
  * resolves; rejected, the upload fails (Rust crypto tries it again with its next requests). For a
- * sync loop started before its room is joined (a knock waiting in the lobby): the keys go up once
- * the room is joined, as the header says why. matrix-js-sdk's outgoing requests go one at a time,
- * so the others (a keys query) wait behind it.
+ * room join that an upload must not overlap (the header says why). matrix-js-sdk's outgoing
+ * requests go one at a time, so the others (a keys query) wait behind it.
  */
 export function holdDeviceKeysUpload(client: MatrixClient, until: Promise<void>): void {
   uploadHolds.get(client)?.(until);
+}
+
+/** Resolves once no device-keys upload of this client is in flight (at once if none is). */
+export function deviceKeysUploadSettled(client: MatrixClient): Promise<void> {
+  return uploadsInFlight.get(client)?.() ?? Promise.resolve();
 }
 
 /**
@@ -129,6 +141,7 @@ export function newClient(session: MatrixSession, log: Logger): MatrixClient {
   let uploaded!: () => void;
   const seen = new Promise<void>((resolve) => (uploaded = resolve));
   let hold: Promise<void> | undefined;
+  let inFlight: Promise<unknown> | undefined;
   const client = createClient({
     baseUrl: session.homeserverUrl,
     accessToken: session.accessToken,
@@ -139,13 +152,21 @@ export function newClient(session: MatrixSession, log: Logger): MatrixClient {
     fetchFn: async (input, init) => {
       const keysUpload = isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init);
       if (keysUpload && hold) await hold;
-      const res = await globalThis.fetch(input, init);
+      const answer = globalThis.fetch(input, init);
+      if (keysUpload) inFlight = answer;
+      const res = await answer;
       if (res.ok && keysUpload) uploaded();
       return res;
     },
   });
   deviceKeysSeen.set(client, seen);
   uploadHolds.set(client, (until) => (hold = until));
+  uploadsInFlight.set(client, async () => {
+    for (let seen: Promise<unknown> | undefined; inFlight && inFlight !== seen; ) {
+      seen = inFlight;
+      await seen.catch(() => undefined);
+    }
+  });
   return client;
 }
 

@@ -3,7 +3,7 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
@@ -106,7 +106,7 @@ describe("deviceKeysUploaded", () => {
   });
 });
 
-describe("holdDeviceKeysUpload (a sync loop started while a knock waits)", () => {
+describe("holdDeviceKeysUpload and deviceKeysUploadSettled (a room join kept clear of the keys upload)", () => {
   const session = { homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" };
 
   it("sends the device's keys only once the hold resolves; other requests, and one-time keys, go at once", async () => {
@@ -136,7 +136,38 @@ describe("holdDeviceKeysUpload (a sync loop started while a knock waits)", () =>
     }
   });
 
-  it("fails the held upload without sending it when the hold is rejected (the feed stopped in the lobby)", async () => {
+  it("tells when no upload of the device's keys is in flight, counting one that starts while waiting", async () => {
+    const answers: (() => void)[] = [];
+    vi.stubGlobal("fetch", (_url: string) => new Promise<Response>((resolve) => answers.push(() => resolve(new Response("{}", { status: 200, headers: { "content-type": "application/json" } })))));
+    try {
+      const client = newClient(session, getLogger("test"));
+      let settled = false;
+      await deviceKeysUploadSettled(client); // none yet: at once
+      const upload = () => client.http.authedRequest(Method.Post, "/keys/upload", undefined, { device_keys: { device_id: "DEV" } });
+      const first = upload();
+      await tick();
+      void deviceKeysUploadSettled(client).then(() => (settled = true));
+      const query = client.http.authedRequest(Method.Post, "/keys/query", undefined, { device_keys: {} });
+      await tick();
+      answers[1]!(); // the query: not an upload
+      await query;
+      expect(settled).toBe(false);
+      const second = upload(); // starts while the first is out
+      await tick();
+      answers[0]!();
+      await first;
+      await tick(5);
+      expect(settled).toBe(false);
+      answers[2]!();
+      await second;
+      await tick(5);
+      expect(settled).toBe(true);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it("fails the held upload without sending it when the hold is rejected", async () => {
     const sent: string[] = [];
     vi.stubGlobal("fetch", async (url: string) => {
       sent.push(url);
