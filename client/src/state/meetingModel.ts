@@ -179,7 +179,7 @@ export class MeetingModel {
         this.state.set({ ...s, prejoin: null, joinWhenAdmitted: false });
       }
       // "Join when let in" holds only while waiting (not after a cancel or a decline).
-      if (k.status !== "waiting" && s?.joinWhenAdmitted) this.state.set({ ...s, joinWhenAdmitted: false });
+      else if (k.status !== "waiting" && s?.joinWhenAdmitted) this.state.set({ ...s, joinWhenAdmitted: false });
     });
     // Whatever moves the meeting on (let in, "Try again") ends this wait. The preview goes with
     // it unless the pre-join or the call took it.
