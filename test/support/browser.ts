@@ -239,23 +239,30 @@ export async function iceCandidateTypes(page: Page): Promise<{ gathered: string[
 
 /**
  * Starts watching every inbound video of the page (by SSRC): `stop` answers the longest time (ms)
- * any of them went without a newly decoded frame, up to now, and how many were watched.
+ * any of them went without a newly decoded frame (`maxGapMs`) and without a newly received packet
+ * (`maxPacketGapMs`), up to now, and how many were watched. Packets are counted on the network
+ * side: a page whose main thread or decoder is starved for a while (a loaded two-core machine,
+ * where the servers restart beside the browsers) still sees them arrive, so the packet gap is
+ * what the SFU did, the frame gap what the person saw.
  */
-export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; videos: number }> }> {
+export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; maxPacketGapMs: number; videos: number }> }> {
   await page.evaluate(() => {
-    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; last: Map<string, { frames: number; at: number }>; max: number } };
-    const gaps = { timer: 0, last: new Map<string, { frames: number; at: number }>(), max: 0 };
+    type Last = { count: number; at: number };
+    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number } } };
+    const gaps = { timer: 0, frames: new Map<string, Last>(), packets: new Map<string, Last>(), max: { frames: 0, packets: 0 } };
     w.__gaps = gaps;
+    const note = (kind: "frames" | "packets", key: string, count: number, now: number) => {
+      const prev = gaps[kind].get(key);
+      if (!prev || count > prev.count) gaps[kind].set(key, { count, at: now });
+      else gaps.max[kind] = Math.max(gaps.max[kind], now - prev.at);
+    };
     gaps.timer = window.setInterval(async () => {
       const now = performance.now();
       for (const pc of w.__parleyPcs.filter((p) => p.connectionState !== "closed")) {
         (await pc.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type !== "inbound-rtp" || s.kind !== "video") return;
-          const key = String(s.ssrc);
-          const frames = Number(s.framesDecoded ?? 0);
-          const prev = gaps.last.get(key);
-          if (!prev || frames > prev.frames) gaps.last.set(key, { frames, at: now });
-          else gaps.max = Math.max(gaps.max, now - prev.at);
+          note("frames", String(s.ssrc), Number(s.framesDecoded ?? 0), now);
+          note("packets", String(s.ssrc), Number(s.packetsReceived ?? 0), now);
         });
       }
     }, 100);
@@ -263,12 +270,17 @@ export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<
   return {
     stop: () =>
       page.evaluate(() => {
-        const gaps = (window as unknown as { __gaps: { timer: number; last: Map<string, { at: number }>; max: number } }).__gaps;
+        type Last = { at: number };
+        const gaps = (window as unknown as { __gaps: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number } } }).__gaps;
         clearInterval(gaps.timer);
         // A video that stopped for good (its peer connection closed: a republish) counts until now.
         const now = performance.now();
-        const stalled = Math.max(0, ...[...gaps.last.values()].map((v) => now - v.at));
-        return { maxGapMs: Math.round(Math.max(gaps.max, stalled)), videos: gaps.last.size };
+        const until = (m: Map<string, Last>) => Math.max(0, ...[...m.values()].map((v) => now - v.at));
+        return {
+          maxGapMs: Math.round(Math.max(gaps.max.frames, until(gaps.frames))),
+          maxPacketGapMs: Math.round(Math.max(gaps.max.packets, until(gaps.packets))),
+          videos: gaps.frames.size,
+        };
       }),
   };
 }
