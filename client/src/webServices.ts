@@ -27,7 +27,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // call's media keys can travel as soon as it joins (the join's slowest part for a new device).
   // The feed lasts as long as the meeting: a call left and joined again finds it running (its
   // keys, its Olm sessions, its sync). Closing the meeting stops it.
-  // A knock waiting in the lobby starts it too (its keys and the rest wait for the join: chat.ts).
+  // A knock waiting in the lobby starts it too: its sync, crypto and keys in the lobby, the
+  // room-bound rest once the room is joined (chat.ts).
   let warm: { roomId: string; feed: SyncedRoomFeed } | undefined;
   const feedFor = (roomId: string, knocking = false) => {
     if (warm?.roomId !== roomId) {
