@@ -43,6 +43,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // (one, used by the next join) and whether delayed events exist (the membership's first request).
   const openId = prefetchingOpenId(homeserverOpenId(http, session.userId));
   const membership = homeserverMembershipTransport(http);
+  const warmJoin = () => {
+    openId.warm();
+    void membership.supportsDelayed();
+  };
   return {
     dispose: () => {
       warm?.feed.stop();
@@ -70,14 +74,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     // Asking to join: the preview and the devices beside the wait, and the OpenID token the call
     // will want fetched now (the room's feed waits for the join: see knock above).
     lobbyPrejoin: () => {
-      openId.warm();
-      void membership.supportsDelayed();
+      warmJoin();
       return new PrejoinModel(browserMediaPort());
     },
     prejoin: (room, kept) => {
       feedFor(room.roomId);
-      openId.warm();
-      void membership.supportsDelayed();
+      warmJoin();
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

@@ -25,7 +25,7 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
@@ -149,11 +149,7 @@ export class SyncedRoomFeed implements RoomFeed {
     const client = this.client;
     if (client) holdDeviceKeysUpload(client, held);
     try {
-      if (client) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([deviceKeysUploadSettled(client), new Promise<void>((resolve) => (timer = setTimeout(resolve, KEYS_UPLOAD_WAIT_MS)))]);
-        clearTimeout(timer);
-      }
+      if (client) await settledWithin(deviceKeysUploadSettled(client), KEYS_UPLOAD_WAIT_MS);
       return await join();
     } finally {
       release();

@@ -54,6 +54,14 @@ const releases = new WeakMap<MatrixClient, Promise<void>>();
 /** The last client let go, until it is closed: the device's next client waits for it. */
 let releasing: Promise<void> | undefined;
 
+/** Resolves when `work` settles, or after `ms` if it has not by then. */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const cap = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  await Promise.race([work.then(() => undefined, () => undefined), cap]);
+  clearTimeout(timer);
+}
+
 /**
  * Stops a device's client and frees its crypto once nothing uses it: the sync loop stopped (it
  * says Stopped), `work` settled, RELEASE_WAIT_MS at most.
@@ -73,10 +81,7 @@ export function releaseDeviceClient(client: MatrixClient, work: Iterable<Promise
       });
     });
     (client as unknown as SyncInternals).syncApi?.stop();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const cap = new Promise<void>((resolve) => (timer = setTimeout(resolve, RELEASE_WAIT_MS)));
-    await Promise.race([Promise.allSettled([syncStopped, ...work]), cap]);
-    clearTimeout(timer);
+    await settledWithin(Promise.allSettled([syncStopped, ...work]), RELEASE_WAIT_MS);
     client.stopClient();
     client.removeAllListeners();
   })();

@@ -167,12 +167,8 @@ export class MeetingModel {
     const prejoin = this.services.lobbyPrejoin?.() ?? null;
     this.state.set({ stage: "knock", target, knock, prejoin, joinWhenAdmitted: false, admitted: false });
     if (prejoin) void prejoin.start();
-    const here = () => {
-      const s = this.state.get();
-      return s.stage === "knock" && s.knock === knock ? s : null;
-    };
     const offKnock = knock.state.subscribe((k) => {
-      const s = here();
+      const s = this.knockStage(knock);
       // Asking is not possible (banned, invite-only, locked): the preview stops.
       if (k.status === "closed" && s?.prejoin) {
         s.prejoin.dispose();
@@ -197,32 +193,36 @@ export class MeetingModel {
   /** Let in: the room opens (the preview goes on), then the pre-join, or the call if asked for. */
   private async admitted(knock: KnockModel): Promise<void> {
     markStep("admitted");
-    const s = this.state.get();
-    if (s.stage !== "knock" || s.knock !== knock || s.admitted) return;
+    const s = this.knockStage(knock);
+    if (!s || s.admitted) return;
     if (!s.prejoin) return void this.open();
     this.state.set({ ...s, admitted: true });
     let room: RoomSummary;
     try {
       room = await this.services.openRoom(s.target);
     } catch (err) {
-      const cur = this.state.get();
-      if (cur.stage !== "knock" || cur.knock !== knock) return;
+      if (!this.knockStage(knock)) return;
       // Refused after all (the invite taken back): ask again, from the start.
       if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open();
       this.state.set({ stage: "error", target: s.target, message: toClientError(err, "room").human });
       return;
     }
     markStep("room-opened");
-    const now = this.state.get();
-    if (now.stage !== "knock" || now.knock !== knock) return;
+    const now = this.knockStage(knock);
+    if (!now) return;
     if (!now.prejoin) return this.toPrejoin(room);
     const prejoin = this.services.prejoin(room, now.prejoin);
     if (!now.joinWhenAdmitted || !prejoin.canJoin) return this.showPrejoin(room, prejoin);
     markStep("join");
     await prejoin.settled();
-    const later = this.state.get();
-    if (later.stage !== "knock" || later.knock !== knock) return;
-    this.startCall(later.target, room, prejoin);
+    if (!this.knockStage(knock)) return;
+    this.startCall(s.target, room, prejoin);
+  }
+
+  /** The meeting's state while it is still asking to join with `knock`, else null. */
+  private knockStage(knock: KnockModel): Extract<MeetingState, { stage: "knock" }> | null {
+    const s = this.state.get();
+    return s.stage === "knock" && s.knock === knock ? s : null;
   }
 
   private toPrejoin(room: RoomSummary): void {
