@@ -325,4 +325,38 @@ describe("a synthetic call of 12 with 3 Chromium viewers", () => {
     for (const page of pages) await expect.poll(async () => ((await pushes(page)).speakers?.talking ?? []).map(String), { timeout: 15_000 }).not.toContain(speaker.feed);
     for (const page of pages) await expect.poll(() => page.locator('[data-testid="talking-strip"]').innerText(), { timeout: 10_000 }).not.toContain(localpart);
   });
+
+  it("a viewer on grid page 2 receives the videos of page 2's tiles", async () => {
+    // Alice's window made small enough for two grid pages (15 tiles: hers and 14 remotes).
+    const alice = pages[0]!;
+    const synthetic = new Set(people.map((p) => p.feed));
+    await alice.setViewportSize({ width: 800, height: 520 });
+    await expect.poll(() => alice.locator('[data-testid="page-label"]').innerText(), { timeout: 10_000 }).toMatch(/^Page 1 of [2-9]/);
+    /** The cameras on the page now (the synthetic tiles; Bob's and Carol's cameras are off) and the page's `videos` push, read together. */
+    const pageAndPush = async () => {
+      const keys = await alice.locator('[data-testid="tile"]:not(.local)').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.key ?? ""));
+      const shown = keys.filter((k) => synthetic.has(k)).sort();
+      const pushed = [...((await pushedVideos(alice)) ?? new Map()).keys()].sort();
+      return { shown, pushed };
+    };
+    // Speakers can reorder the tiles meanwhile (Chromium's fake microphones beep): wait for the state.
+    const first = await waitFor("page 1's cameras in the push", async () => {
+      const s = await pageAndPush();
+      return s.shown.length > 0 && s.shown.length <= 9 && JSON.stringify(s.shown) === JSON.stringify(s.pushed) ? s : undefined;
+    }, 20_000);
+    await alice.locator('[data-testid="page-next"]').click();
+    await expect.poll(() => alice.locator('[data-testid="page-label"]').innerText()).toMatch(/^Page 2 of/);
+    const second = await waitFor("page 2's cameras in the push", async () => {
+      const s = await pageAndPush();
+      return s.shown.length > 0 && JSON.stringify(s.shown) === JSON.stringify(s.pushed) ? s : undefined;
+    }, 20_000);
+    // Page 2 shows other people than page 1, and their videos are what arrives.
+    expect(second.shown.some((f) => !first.shown.includes(f))).toBe(true);
+    const { moving } = await videoWindow(alice, new Map(second.pushed.map((f) => [f, 0])));
+    for (const f of second.pushed) expect(moving.has(f), `video of ${f}`).toBe(true);
+    // And every page-2 tile with a camera shows a layer (its video is forwarded).
+    const layers = await alice.locator('[data-testid="tile"]:not(.local)').evaluateAll((els) => els.map((e) => [(e as HTMLElement).dataset.key ?? "", (e as HTMLElement).dataset.layer ?? null] as const));
+    for (const [feed, layer] of layers) if (synthetic.has(feed)) expect(layer, `tile ${feed}`).not.toBeNull();
+  });
 });
+

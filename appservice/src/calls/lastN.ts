@@ -1,7 +1,8 @@
 // Last-N: which remote videos one viewer receives (docs/large-meetings.md). Pure: the order is
 // pinned (as given), screen shares, feeds talking now, recent speakers (most recent first), then
 // everyone else in join order; video-muted feeds and the viewer's own are skipped; the first
-// min(videos, cap) are taken.
+// min(videos, cap) are taken. Feeds the viewer has a tile for on screen go before the others, each
+// group in that order: a viewer on grid page 2 receives page 2's videos, not page 1's.
 
 /** A Janus feed id (the publisher's participant id in the room). */
 export type FeedId = string;
@@ -26,6 +27,9 @@ export interface LastNInput {
   talking: readonly FeedId[];
   /** Recent speakers, most recent first. */
   recent: readonly FeedId[];
+  /** Feeds with a tile on the viewer's screen (the `view`'s `tiles`): chosen before any other.
+   *  Empty (no tiles said): the order alone decides. */
+  shown?: ReadonlySet<FeedId>;
   /** How many videos the viewer's layout shows. */
   videos: number;
   /** The operator's cap (meetings.media.lastN). */
@@ -46,9 +50,18 @@ export function selectVideos(input: LastNInput): FeedId[] {
     chosen.push(feed);
   };
   for (const f of input.pinned) take(f);
-  for (const c of eligible.values()) if (c.screen) take(c.feed);
-  for (const f of input.talking) take(f);
-  for (const f of input.recent) take(f);
-  for (const f of eligible.keys()) take(f);
+  const inOrder = (pick: (feed: FeedId) => void) => {
+    for (const c of eligible.values()) if (c.screen) pick(c.feed);
+    for (const f of input.talking) pick(f);
+    for (const f of input.recent) pick(f);
+    for (const f of eligible.keys()) pick(f);
+  };
+  const shown = input.shown;
+  if (shown?.size) {
+    inOrder((f) => {
+      if (shown.has(f)) take(f);
+    });
+  }
+  inOrder(take);
   return chosen;
 }

@@ -339,6 +339,7 @@ export class CallViewers<K> {
     const speakers = this.deps.speakers();
     const feeds = selectVideos({
       candidates, self: v.viewer.self(), pinned: view.pinned, talking: speakers.speaking, recent: speakers.recent, videos: view.videos, cap: this.cfg.lastN,
+      shown: new Set(view.tiles.map((t) => t.feed)),
     });
     const previous = new Map<FeedId, Layer>();
     for (const [mid, s] of v.applied) if (s.send) previous.set(v.mids.get(mid)!, s.layer);

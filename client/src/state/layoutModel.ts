@@ -87,12 +87,17 @@ export function layoutOrder(tiles: readonly Tile[], pinned: readonly string[]): 
   return [...first, ...rest.filter((t) => t.local), ...rest.filter((t) => !t.local)];
 }
 
-/** The remote videos among the placed tiles, as the server wants them reported. */
+/**
+ * The remote videos among the placed tiles, as the server wants them reported. The server gives
+ * the tiles on screen their videos first (a later grid page gets its own); a pin counts only on the
+ * page that shows it, or a page-1 pin would take one of page 2's videos.
+ */
 export function viewReport(shown: readonly PlacedTile[], pinned: readonly Tile[], dpr: number): ViewReport {
   const videos = shown.filter((p) => !p.tile.local && p.tile.feed !== null && p.tile.cameraOn);
+  const onScreen = new Set(shown.map((p) => p.tile.key));
   return {
     videos: videos.length,
-    pinned: pinned.map((t) => t.feed).filter((f): f is FeedId => f !== null),
+    pinned: pinned.filter((t) => onScreen.has(t.key)).map((t) => t.feed).filter((f): f is FeedId => f !== null),
     tiles: videos.map((p) => ({ feed: p.tile.feed!, height: Math.round(p.height * dpr) })),
   };
 }

@@ -115,6 +115,18 @@ describe("a viewer's videos applied to its subscription", () => {
     expect(v.pushes).toHaveLength(2);
   });
 
+  it("a viewer on grid page 2 gets the videos of the tiles it shows, not the speakers' of page 1", async () => {
+    const v = seat("s", "me", "a", "b", "c", "d");
+    speakers = { talking: ["a"], speaking: ["a"], recent: ["a", "b"] };
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "c", height: 300 }, { feed: "d", height: 300 }] });
+    await settle();
+    expect(v.last).toEqual([{ feed: "c", layer: 1 }, { feed: "d", layer: 1 }]);
+    // Back on page 1: the speakers' videos again.
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 300 }, { feed: "b", height: 300 }] });
+    await settle();
+    expect(v.last).toEqual([{ feed: "a", layer: 1 }, { feed: "b", layer: 1 }]);
+  });
+
   it("tile heights move layers with hysteresis, one substream change per changed tile", async () => {
     const v = seat("s", "me", "a", "b");
     viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 300 }, { feed: "b", height: 100 }] });

@@ -120,6 +120,20 @@ describe("LayoutModel", () => {
     expect(m.state.get().report!.pinned).toEqual(["26", "29"]);
   });
 
+  it("reports page 2's videos on page 2, and pins only on the page that shows them", () => {
+    const m = new LayoutModel({ minTileWidth: 200 });
+    m.setViewport({ width: 1240, height: 560, dpr: 1 });
+    m.setCall(call(30, { "23": { cameraOn: false } }));
+    m.togglePin("5");
+    expect(m.state.get().report!.pinned).toEqual(["5"]);
+    m.nextPage();
+    // Page 1: the pin, this device and 18 others (1-4, 6-19); page 2: 20-30 but 23's camera is off.
+    const report = m.state.get().report!;
+    expect(report.pinned).toEqual([]);
+    expect(report.tiles.map((t) => t.feed)).toEqual(["20", "21", "22", "24", "25", "26", "27", "28", "29", "30"]);
+    expect(report.videos).toBe(10);
+  });
+
   it("shows the active speaker large in the speaker view and the others in a paged strip of thumbnails", () => {
     const m = new LayoutModel({ stripHeight: 108 });
     m.setViewport({ width: 1000, height: 700, dpr: 2 });
