@@ -78,7 +78,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       return new PrejoinModel(browserMediaPort());
     },
     prejoin: (room, kept) => {
-      feedFor(room.roomId);
+      // The call's devices hear that this one is about to join and send it their media keys now.
+      void feedFor(room.roomId).announcePrejoin();
       warmJoin();
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);

@@ -11,9 +11,10 @@ export async function joinTimeline(page: Page): Promise<Record<string, number>> 
     const out: Record<string, number> = {};
     if (!join) return out;
     // The room's sync and crypto start before Join (feed-*, crypto-*), and so do a knock's steps
-    // (knock, admitted, room-opened, prejoin-shown): shown as negative times.
+    // (knock, admitted, room-opened, prejoin-shown), the pre-join's announcement and the media keys
+    // it brought (prejoin-announced, key-early): shown as negative times.
     const previous = marks.filter((m) => m.name === "parley:join" && m.startTime < join.startTime).at(-1)?.startTime ?? -Infinity;
-    const before = /^parley:((feed|crypto)-|knock$|admitted$|room-opened$|prejoin-shown$)/;
+    const before = /^parley:((feed|crypto)-|knock$|admitted$|room-opened$|prejoin-shown$|prejoin-announced$|key-early$)/;
     for (const m of marks) {
       const after = m.startTime >= join.startTime || (before.test(m.name) && m.startTime > previous);
       if (after && m.name !== "parley:join") out[m.name.slice(7)] ??= m.startTime - join.startTime;

@@ -28,7 +28,8 @@ import { markStep } from "../timeline.ts";
 import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
-import { CALL_KEYS_EVENT, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
+import { keyModeFromCallState } from "../rtc/e2ee/keyMode.ts";
+import { CALL_KEYS_EVENT, CALL_PREJOIN_EVENT, prejoinContent, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
 import { CALL_STATE_EVENT } from "./rooms.ts";
 import { ENCRYPTED_CHAT_REASON, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
@@ -59,10 +60,13 @@ export interface ReceivedToDevice {
  * session decrypted it (Rust crypto knows it for every to-device type but m.room_key), never what
  * the content claims. Without a device the key is passed on as such, and refused downstream.
  */
-export function olmKeyMessage(m: ReceivedToDevice): { from: KeySender; content: unknown } | null {
-  if (m.message.type !== CALL_KEYS_EVENT || !m.encryptionInfo) return null;
+export function olmKeyMessage(m: ReceivedToDevice, type: string = CALL_KEYS_EVENT): { from: KeySender; content: unknown } | null {
+  if (m.message.type !== type || !m.encryptionInfo) return null;
   return { from: { userId: m.encryptionInfo.sender, deviceId: m.encryptionInfo.senderDevice || null }, content: m.message.content };
 }
+
+/** Call member devices one pre-join announcement goes to (a larger call's others hear of the join from its membership). */
+export const MAX_PREJOIN_DEVICES = 100;
 
 /** The longest a room join waits for an upload of the device's keys in flight (SyncedRoomFeed.joining). */
 export const KEYS_UPLOAD_WAIT_MS = 3000;
@@ -89,6 +93,8 @@ export class SyncedRoomFeed implements RoomFeed {
   /** Media keys that arrived before anyone listened (the first sync can carry them). */
   private readonly keyBacklog: { from: KeySender; content: unknown }[] = [];
   private readonly keyListeners = new Set<(from: KeySender, content: unknown) => void>();
+  /** Listeners to devices about to join (no backlog: an announcement is for those in the call now). */
+  private readonly prejoinListeners = new Set<(from: KeySender, content: unknown) => void>();
   private startedResolve!: () => void;
   private startedReject!: (err: unknown) => void;
   private readonly started = new Promise<void>((resolve, reject) => {
@@ -358,13 +364,56 @@ export class SyncedRoomFeed implements RoomFeed {
         this.keyListeners.add(fn);
         return () => this.keyListeners.delete(fn);
       },
+      onPrejoin: (fn) => {
+        this.prejoinListeners.add(fn);
+        return () => this.prejoinListeners.delete(fn);
+      },
     };
   }
 
+  /**
+   * This device is in the pre-join: the call's member devices are told so over Olm
+   * (`org.parley.call.prejoin`, keyShare.ts), and send it their media keys now, which wait in the
+   * key backlog for the call. The first frames then decrypt as soon as they arrive, and the Olm
+   * sessions both ways are made before the join. Participant keys only (in a provisioned call the
+   * bot's key comes with the join). Resolves with the devices told; never throws.
+   */
+  async announcePrejoin(): Promise<number> {
+    try {
+      // After the first sync (the room's call memberships) with the room joined, and the device's
+      // keys up (the others authenticate the announcement by them); not after the history and
+      // the member list (feed-started), which on a busy page comes only after a quick Join.
+      await this.whenSyncing();
+      if (this.knocking) await this.joinSeen;
+      await this.whenKeysUploaded();
+      const client = this.client;
+      const mode = keyModeFromCallState(this.callState());
+      if (!client?.getCrypto() || !("keys" in mode) || mode.keys !== "participant") return 0;
+      const self = `${this.session.userId}|${this.session.deviceId}`;
+      const devices = this.callMembers().devices().filter((d) => `${d.userId}|${d.deviceId}` !== self).slice(0, MAX_PREJOIN_DEVICES);
+      if (!devices.length) return 0;
+      const content = prejoinContent(this.roomId, { userId: this.session.userId, deviceId: this.session.deviceId }, Date.now());
+      const track = !client.getRoom(this.roomId)?.hasEncryptionStateEvent();
+      const missing = await this.usingCrypto(sendToDevices(client, devices, content as unknown as Record<string, unknown>, track, CALL_PREJOIN_EVENT));
+      markStep("prejoin-announced");
+      this.log.info("told the call this device is about to join", { devices: devices.length, unreached: missing.length });
+      return devices.length - missing.length;
+    } catch (err) {
+      this.log.debug("could not announce the pre-join", { err: String(err) });
+      return 0;
+    }
+  }
+
   private onToDevice(m: ReceivedToDevice): void {
+    const prejoin = olmKeyMessage(m, CALL_PREJOIN_EVENT);
+    if (prejoin) {
+      for (const fn of this.prejoinListeners) fn(prejoin.from, prejoin.content);
+      return;
+    }
     const key = olmKeyMessage(m);
     if (!key) return;
     if (this.keyListeners.size === 0) {
+      markStep("key-early"); // before the call: a key for the pre-join (or a first sync's)
       this.keyBacklog.push(key);
       this.keyBacklog.splice(0, Math.max(0, this.keyBacklog.length - 256));
       return;
@@ -514,7 +563,7 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
  * known devices, run the pending key queries now, and try the rest again a few times.
  * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
  */
-export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean): Promise<DeviceRef[]> {
+export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean, type: string = CALL_KEYS_EVENT): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
   if (track) await trackUsers(internals, devices.map((d) => d.userId));
@@ -526,7 +575,7 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
     }
     let batch: Awaited<ReturnType<typeof crypto.encryptToDeviceMessages>>;
     try {
-      batch = await crypto.encryptToDeviceMessages(CALL_KEYS_EVENT, pending, content);
+      batch = await crypto.encryptToDeviceMessages(type, pending, content);
     } catch (err) {
       // A device that became known between matrix-js-sdk's one-time-key claim and the encryption
       // (its keys query answered in between: a device whose membership came right after its keys

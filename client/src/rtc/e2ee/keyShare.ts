@@ -7,7 +7,18 @@
 // and sent to those who remain, and used only after `useDelayMs` so they have it first. A joiner
 // gets the current key if it is younger than `graceMs`, else everyone gets a new one (a joiner
 // cannot decrypt what was sent before it joined, beyond the grace period). A device that is not a
-// member never gets a key.
+// member gets a key only when it says, Olm-encrypted, that it is about to join (below).
+//
+// About to join: a device in the pre-join sends the call's member devices an Olm-encrypted
+// `org.parley.call.prejoin`. A device of a user joined to the room (asked of the homeserver) is
+// sent the key in use then, by the same rules as a joiner (a key older than the grace period is
+// ratcheted first), so its first frames decrypt as soon as its media arrives instead of after a
+// key exchange that starts at its join. It does not count as a member: it gets no later key, and
+// leaving the pre-join rotates nothing. Its join then needs no ratchet if it still holds the key
+// in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
+// media from `graceMs` before its announcement on, not from before its join (media it can only
+// have through the SFU, which needs a join). Announcements are bounded per device, in devices
+// remembered, and per minute.
 //
 // A received key counts only from the device Olm authenticated as its sender, and only if the
 // content claims that same device (no fallback to the claim). It is used once its sender is in the
@@ -27,6 +38,22 @@ import { HeldKeys, MAX_KEYS_PER_SENDER, type HeldKeyLimits } from "./heldKeys.ts
 import { generateMediaKey } from "./keyRing.ts";
 
 export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
+/** Olm-encrypted to-device type of a device in the pre-join, to the call's member devices. */
+export const CALL_PREJOIN_EVENT = "org.parley.call.prejoin";
+
+/** The bounds of the answers to devices about to join (every field a limit a test crosses). */
+export interface PrejoinLimits {
+  /** An announcement spares its device the join's ratchet for this long (still holding the key in use). */
+  validMs: number;
+  /** A device's announcements closer together than this are ignored. */
+  repeatMs: number;
+  /** Devices remembered at once; the oldest announcement is forgotten first. */
+  devices: number;
+  /** Announcements answered per minute, over all devices (more are ignored). */
+  perMinute: number;
+}
+
+export const PREJOIN_LIMITS: PrejoinLimits = { validMs: 60_000, repeatMs: 5_000, devices: 32, perMinute: 60 };
 
 export interface DeviceRef {
   userId: string;
@@ -56,6 +83,17 @@ export interface KeyTransport {
   send(devices: DeviceRef[], content: CallKeyContent): Promise<DeviceRef[] | void>;
   /** Olm-decrypted key messages, with the sender as Olm authenticates it (never a claim of the content). */
   onKeys(fn: (from: KeySender, content: unknown) => void): () => void;
+  /** Olm-decrypted announcements of devices about to join (`CALL_PREJOIN_EVENT`), authenticated
+   *  the same way. Absent: the transport has none (the widget API), and nobody is answered early. */
+  onPrejoin?(fn: (from: KeySender, content: unknown) => void): () => void;
+}
+
+/** A device in the pre-join, as its announcement says it (`CALL_PREJOIN_EVENT`). */
+export interface PrejoinContent {
+  member: { id: string; claimed_device_id: string };
+  room_id: string;
+  session: { application: "m.call"; call_id: ""; scope: "m.room" };
+  sent_ts: number;
 }
 
 export interface CallMembersPort {
@@ -97,6 +135,8 @@ export interface KeyShareOptions {
   random?: () => Uint8Array;
   /** Bounds of the keys held for senders not in the call (defaults in heldKeys.ts). */
   heldLimits?: Partial<HeldKeyLimits>;
+  /** Bounds of the answers to devices about to join (defaults: PREJOIN_LIMITS). */
+  prejoinLimits?: Partial<PrejoinLimits>;
 }
 
 interface OwnKey {
@@ -155,6 +195,26 @@ export function parseKeyContent(content: unknown, roomId: string): { index: numb
   return { index, key, claimedDevice };
 }
 
+/** A valid announcement's claimed device for `roomId`, or why it is not one. */
+export function parsePrejoinContent(content: unknown, roomId: string): { claimedDevice: string } | string {
+  if (typeof content !== "object" || content === null) return "not an object";
+  const c = content as Record<string, unknown>;
+  if (c.room_id !== roomId) return "for another room";
+  const member = c.member as Record<string, unknown> | undefined;
+  const claimedDevice = member && typeof member.claimed_device_id === "string" ? member.claimed_device_id : "";
+  if (!claimedDevice) return "no claimed device";
+  return { claimedDevice };
+}
+
+export function prejoinContent(roomId: string, self: DeviceRef, now: number): PrejoinContent {
+  return {
+    member: { id: `${self.userId}:${self.deviceId}`, claimed_device_id: self.deviceId },
+    room_id: roomId,
+    session: { application: "m.call", call_id: "", scope: "m.room" },
+    sent_ts: now,
+  };
+}
+
 export function keyContent(roomId: string, self: DeviceRef, index: number, key: Uint8Array, now: number): CallKeyContent {
   return {
     keys: { index, key: toBase64(key) },
@@ -167,7 +227,13 @@ export function keyContent(roomId: string, self: DeviceRef, index: number, key: 
 
 /** Participant-keys mode: this device's key, shared with the call's member devices. */
 export class ParticipantKeyShare {
-  private readonly o: Required<Omit<KeyShareOptions, "random" | "roster" | "heldLimits">> & { random: () => Uint8Array; roster: CallRosterPort | null };
+  private readonly o: Required<Omit<KeyShareOptions, "random" | "roster" | "heldLimits" | "prejoinLimits">> & { random: () => Uint8Array; roster: CallRosterPort | null };
+  private readonly prejoinLimits: PrejoinLimits;
+  /** Devices that said they are about to join, sent the key at `index` (insertion order: oldest first). */
+  private readonly prejoined = new Map<string, { at: number; index: number }>();
+  /** When the announcements answered in the last minute came. */
+  private prejoinAnswers: number[] = [];
+  private prejoinFloodLogged = false;
   private readonly log = getLogger("e2ee");
   /** The newest key: sent, and used for sending now or once its switch comes (`useTimer`). */
   private current: OwnKey | null = null;
@@ -202,6 +268,7 @@ export class ParticipantKeyShare {
   constructor(opts: KeyShareOptions) {
     this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts, roster: opts.roster ?? null };
     this.held = new HeldKeys(() => this.o.now(), opts.heldLimits);
+    this.prejoinLimits = { ...PREJOIN_LIMITS, ...opts.prejoinLimits };
   }
 
   start(): void {
@@ -214,6 +281,7 @@ export class ParticipantKeyShare {
       }),
     );
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
+    if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin((from, content) => this.onPrejoin(from, content)));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -281,8 +349,11 @@ export class ParticipantKeyShare {
     this.useHeldKeys();
     if (left.length) return this.rotate("leave", false);
     if (!joined.length || !this.current) return;
-    if (this.o.now() - this.current.createdAt < this.o.graceMs) {
-      const c = this.current;
+    const c = this.current;
+    // Joiners that announced themselves hold this key already: no ratchet (and no wait) for them.
+    const holding = joined.every((d) => this.holdsFromPrejoin(deviceKey(d), c.index));
+    for (const d of joined) this.prejoined.delete(deviceKey(d));
+    if (this.o.now() - c.createdAt < this.o.graceMs || holding) {
       for (const d of joined) this.sharedWith.set(deviceKey(d), d);
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
       this.heldBy(c.index, joined);
@@ -329,19 +400,86 @@ export class ParticipantKeyShare {
    * cannot read what was sent before they came.
    */
   private async ratchet(joined: DeviceRef[]): Promise<void> {
-    const previous = this.current!;
-    const index = (previous.index + 1) % 256;
-    const key = await ratchetMediaKey(previous.key);
-    if (this.stopped || this.current !== previous) return;
-    this.current = { index, key, createdAt: this.o.now() };
-    this.o.timers.clearTimeout(this.useTimer); // a fresh key waiting for its switch is superseded
-    this.o.sink.setOwnKey(index, key, true);
+    const next = await this.ratchetCurrent();
+    if (!next) return;
     for (const d of joined) this.sharedWith.set(deviceKey(d), d);
     // Whoever was sent the previous key derives this one; the joiners are sent it.
     this.currentInUse();
-    this.log.info("media key ratcheted for joiners", { index, devices: joined.length });
-    await this.deliver(joined, index, key);
-    this.onRotated?.({ index, sentTo: joined.length, reason: "join" });
+    this.log.info("media key ratcheted for joiners", { index: next.index, devices: joined.length });
+    await this.deliver(joined, next.index, next.key);
+    this.onRotated?.({ index: next.index, sentTo: joined.length, reason: "join" });
+  }
+
+  /** The current key ratcheted and used at once (null: another change came meanwhile). */
+  private async ratchetCurrent(): Promise<OwnKey | null> {
+    const previous = this.current!;
+    const index = (previous.index + 1) % 256;
+    const key = await ratchetMediaKey(previous.key);
+    if (this.stopped || this.current !== previous) return null;
+    this.current = { index, key, createdAt: this.o.now() };
+    this.o.timers.clearTimeout(this.useTimer); // a fresh key waiting for its switch is superseded
+    this.o.sink.setOwnKey(index, key, true);
+    return this.current;
+  }
+
+  /** Whether device `id` was sent the key at `index` when it said it was about to join, recently enough. */
+  private holdsFromPrejoin(id: string, index: number): boolean {
+    const p = this.prejoined.get(id);
+    return !!p && p.index === index && this.o.now() - p.at < this.prejoinLimits.validMs;
+  }
+
+  /** A device says it is about to join: checked and bounded here, answered in the queue. */
+  private onPrejoin(from: KeySender, content: unknown): void {
+    const parsed = parsePrejoinContent(content, this.o.roomId);
+    if (typeof parsed === "string") return void this.log.debug("ignored a pre-join announcement", { from: from.userId, why: parsed });
+    const problem = senderProblem(from, parsed.claimedDevice);
+    if (problem) return void this.log.warn("ignored a pre-join announcement", { from: from.userId, why: problem });
+    const id = participantId(from.userId, from.deviceId!);
+    if (id === deviceKey(this.o.self)) return;
+    const now = this.o.now();
+    const last = this.prejoined.get(id);
+    if (last && now - last.at < this.prejoinLimits.repeatMs) return void this.log.debug("ignored a pre-join announcement", { from: id, why: "too soon after the last" });
+    this.prejoinAnswers = this.prejoinAnswers.filter((t) => now - t < 60_000);
+    if (this.prejoinAnswers.length >= this.prejoinLimits.perMinute) {
+      if (!this.prejoinFloodLogged) this.log.warn("ignoring pre-join announcements: too many this minute", { limit: this.prejoinLimits.perMinute });
+      this.prejoinFloodLogged = true;
+      return;
+    }
+    this.prejoinFloodLogged = false;
+    this.prejoinAnswers.push(now);
+    // Remembered at once, so a repeat within repeatMs is ignored even before the answer.
+    this.rememberPrejoin(id, { at: now, index: -1 });
+    this.enqueue(() => this.answerPrejoin(id, { userId: from.userId, deviceId: from.deviceId! }));
+  }
+
+  private rememberPrejoin(id: string, entry: { at: number; index: number }): void {
+    this.prejoined.delete(id);
+    this.prejoined.set(id, entry);
+    for (const old of this.prejoined.keys()) {
+      if (this.prejoined.size <= this.prejoinLimits.devices) break;
+      this.prejoined.delete(old);
+    }
+  }
+
+  /**
+   * Sends the key in use to a device about to join, if its user is joined to the room: as to a
+   * joiner, a key older than the grace period is ratcheted first. Not a member: no later key.
+   */
+  private async answerPrejoin(id: string, device: DeviceRef): Promise<void> {
+    if (this.inCall(id) || this.sharedWith.has(id)) return; // its join is under way: the ordinary path
+    const joined = this.o.members.joinedToRoom;
+    if (!joined) return;
+    if (!(await joined(device.userId))) return void this.log.warn("a pre-join announcement came from a user not joined to the room", { from: id });
+    if (this.stopped || !this.current || this.inCall(id) || this.sharedWith.has(id) || !this.prejoined.has(id)) return;
+    if (this.o.now() - this.current.createdAt >= this.o.graceMs) {
+      if (!(await this.ratchetCurrent())) return;
+      this.currentInUse();
+    }
+    const c = this.current;
+    this.rememberPrejoin(id, { at: this.prejoined.get(id)?.at ?? this.o.now(), index: c.index });
+    this.heldBy(c.index, [device]);
+    this.log.info("media key sent to a device about to join", { to: id, index: c.index });
+    await this.deliver([device], c.index, c.key);
   }
 
   private async rotate(reason: RotationEvent["reason"], useNow: boolean): Promise<void> {

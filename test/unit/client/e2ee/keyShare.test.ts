@@ -3,6 +3,9 @@ import {
   CALL_KEYS_EVENT,
   keyContent,
   ParticipantKeyShare,
+  prejoinContent,
+  parsePrejoinContent,
+  type PrejoinLimits,
   parseKeyContent,
   ProvisionedKeys,
   type CallKeyContent,
@@ -23,13 +26,14 @@ const ratchetB64 = async (key: string) => Buffer.from(await ratchetMediaKey(Buff
 
 function harness(
   initial: DeviceRef[],
-  opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string>; failingSends?: { left: number } } = {},
+  opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string>; failingSends?: { left: number }; prejoinLimits?: Partial<PrejoinLimits> } = {},
 ) {
   let members = [ME, ...initial];
   let roster: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
   const rosterListeners: (() => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
+  const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
   /** While set, sending a key waits for it (a slow delivery: key queries, retries). */
   let gate: Promise<void> | null = null;
   const sent: { to: string[]; index: number; key: string }[] = [];
@@ -54,6 +58,7 @@ function harness(
         return devices.filter((d) => opts.unreachable?.has(id(d)));
       },
       onKeys: (fn) => (keyListeners.push(fn), () => undefined),
+      onPrejoin: (fn) => (prejoinListeners.push(fn), () => undefined),
     },
     members: {
       devices: () => members,
@@ -65,6 +70,7 @@ function harness(
     graceMs: opts.graceMs ?? 10_000,
     useDelayMs: 1000,
     ...(opts.heldLimits ? { heldLimits: opts.heldLimits } : {}),
+    ...(opts.prejoinLimits ? { prejoinLimits: opts.prejoinLimits } : {}),
   });
   return {
     share,
@@ -94,6 +100,11 @@ function harness(
       };
     },
     receive: (from: KeySender, content: unknown) => keyListeners.forEach((l) => l(from, content)),
+    /** `device` says, Olm-authenticated, that it is about to join; resolves once the share answered. */
+    announce: async (device: DeviceRef, content: unknown = prejoinContent(ROOM, device, 0)) => {
+      prejoinListeners.forEach((l) => l(device, content));
+      await share.settled();
+    },
   };
 }
 
@@ -437,3 +448,104 @@ describe("ProvisionedKeys", () => {
     expect(calls).toEqual(["call 0 use", "call 1", "use 1"]);
   });
 });
+
+describe("ParticipantKeyShare: a device about to join (pre-join announcement)", () => {
+  const DAVE = { userId: "@dave:d", deviceId: "DDEV" };
+  const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+
+  it("parses the announcement: this room, a claimed device", () => {
+    expect(parsePrejoinContent(prejoinContent(ROOM, DAVE, 1), ROOM)).toEqual({ claimedDevice: "DDEV" });
+    expect(parsePrejoinContent(prejoinContent(ROOM, DAVE, 1), "!other:a")).toBe("for another room");
+    expect(parsePrejoinContent({ room_id: ROOM }, ROOM)).toBe("no claimed device");
+    expect(parsePrejoinContent("hi", ROOM)).toBe("not an object");
+  });
+
+  it("a device of a user joined to the room is sent the key in use before its join; its join sends it again, no ratchet", async () => {
+    const h = harness([BOB], { joined: new Set([DAVE.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.announce(DAVE);
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 0, key: h.sent[0]!.key }]);
+    // Not a member: a leave's new key is not sent to it.
+    await h.setMembers([]);
+    expect(h.sink.calls).toContain("own 1");
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    await h.setMembers([DAVE]);
+    expect(sentTo(h, DAVE).at(-1)).toMatchObject({ index: 1 });
+  });
+
+  it("a key older than the grace period is ratcheted first (used at once, the members derive it); a join within validMs needs no second ratchet", async () => {
+    const h = harness([BOB], { graceMs: 5000, joined: new Set([DAVE.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await vi.advanceTimersByTimeAsync(6000);
+    await h.announce(DAVE);
+    const ratcheted = await ratchetB64(h.sent[0]!.key);
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 1, key: ratcheted }]);
+    expect(h.sink.calls).toContain("own 1 use");
+    expect(sentTo(h, BOB)).toHaveLength(1); // Bob derives it from the key he holds
+    // 50 s later (older than the grace period, inside validMs): the join keeps index 1.
+    await vi.advanceTimersByTimeAsync(50_000);
+    await h.setMembers([BOB, DAVE]);
+    expect(sentTo(h, DAVE).at(-1)).toEqual({ to: [id(DAVE)], index: 1, key: ratcheted });
+    expect(h.sink.calls).not.toContain("own 2 use");
+  });
+
+  it("an announcement older than validMs spares nothing: the join is ratcheted as any late joiner's", async () => {
+    const h = harness([BOB], { graceMs: 5000, joined: new Set([DAVE.userId]), prejoinLimits: { validMs: 20_000 } });
+    h.share.start();
+    await h.share.settled();
+    await h.announce(DAVE);
+    await vi.advanceTimersByTimeAsync(21_000);
+    await h.setMembers([BOB, DAVE]);
+    expect(sentTo(h, DAVE).map((x) => x.index)).toEqual([0, 1]);
+    expect(h.sink.calls).toContain("own 1 use");
+  });
+
+  it("answers nobody else: a user not joined to the room, another room, a device Olm did not authenticate, this device, no room check", async () => {
+    const h = harness([BOB], { joined: new Set([BOB.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.announce(DAVE); // not joined to the room
+    await h.announce(CAROL, prejoinContent("!other:a", CAROL, 0));
+    await h.announce(CAROL, prejoinContent(ROOM, { ...CAROL, deviceId: "OTHER" }, 0));
+    await h.announce({ userId: CAROL.userId, deviceId: null } as unknown as DeviceRef, prejoinContent(ROOM, CAROL, 0));
+    await h.announce(ME);
+    expect(h.sent).toHaveLength(1); // the start's key to Bob only
+    const noCheck = harness([BOB]); // a members port that cannot say who is joined
+    noCheck.share.start();
+    await noCheck.share.settled();
+    await noCheck.announce(DAVE);
+    expect(noCheck.sent).toHaveLength(1);
+  });
+
+  it("bounded: a device's repeat within repeatMs is ignored, and more than perMinute announcements a minute", async () => {
+    const many = Array.from({ length: 3 }, (_, i) => ({ userId: `@u${i}:x`, deviceId: `D${i}` }));
+    const h = harness([BOB], { joined: new Set([DAVE.userId, ...many.map((d) => d.userId)]), prejoinLimits: { repeatMs: 5000, perMinute: 3 } });
+    h.share.start();
+    await h.share.settled();
+    await h.announce(DAVE);
+    await h.announce(DAVE); // a repeat at once: ignored
+    await h.announce(many[0]!);
+    await h.announce(many[1]!);
+    await h.announce(many[2]!); // the 4th answer this minute: over perMinute
+    expect([DAVE, ...many].map((d) => sentTo(h, d).length)).toEqual([1, 1, 1, 0]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    await h.announce(many[2]!);
+    await h.announce(DAVE); // after repeatMs: answered again
+    expect([DAVE, ...many].map((d) => sentTo(h, d).length)).toEqual([2, 1, 1, 1]);
+  });
+
+  it("bounded: at most `devices` announcements remembered, the oldest forgotten first", async () => {
+    const many = Array.from({ length: 3 }, (_, i) => ({ userId: `@u${i}:x`, deviceId: `D${i}` }));
+    const h = harness([BOB], { joined: new Set(many.map((d) => d.userId)), prejoinLimits: { repeatMs: 5000, devices: 2 } });
+    h.share.start();
+    await h.share.settled();
+    for (const d of many) await h.announce(d);
+    // u0's announcement was forgotten (a repeat of it is new); u2's is remembered (a repeat is ignored).
+    await h.announce(many[0]!);
+    await h.announce(many[2]!);
+    expect(many.map((d) => sentTo(h, d).length)).toEqual([2, 1, 1]);
+  });
+});
+

@@ -1,0 +1,154 @@
+// Media keys in the pre-join (keyShare.ts, "About to join"), against two real Synapses federating:
+// a host in A's call runs the client's key share on the client's room feed; a user of B (and one
+// of A) opens the meeting, its feed announces over Olm that the device is about to join, and the
+// host's key in use reaches the device before it has any call membership, so its first frames
+// can decrypt at once. Its join then makes no new key. A user no longer in the room is not
+// answered. Real Olm both ways (matrix-sdk-crypto-wasm in Node, fake-indexeddb), real to-device.
+import "fake-indexeddb/auto";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
+import { MatrixHttp } from "../../client/src/matrix/http.ts";
+import { buildMembershipContent, CALL_MEMBER_EVENT, homeserverMembershipTransport, membershipStateKey } from "../../client/src/matrix/membership.ts";
+import { setLogLevel } from "../../client/src/log.ts";
+import { CALL_PREJOIN_EVENT, ParticipantKeyShare, prejoinContent, type DeviceRef, type KeySender, type KeySink } from "../../client/src/rtc/e2ee/keyShare.ts";
+import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { CryptoClient } from "../support/cryptoClient.ts";
+import { TestUser, waitFor } from "../support/matrix.ts";
+
+let stack: Stack;
+let A: Institution, B: Institution;
+let failed = false;
+const feeds: SyncedRoomFeed[] = [];
+const shares: ParticipantKeyShare[] = [];
+const clients: CryptoClient[] = [];
+
+beforeAll(async () => {
+  setLogLevel("error");
+  stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: false });
+  [A, B] = stack.institutions as [Institution, Institution];
+}, 180_000);
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  for (const s of shares) s.stop();
+  for (const f of feeds) f.stop();
+  for (const c of clients) await c.stop();
+  await stack?.stop({ keep: failed || undefined });
+});
+
+type Registered = Awaited<ReturnType<Institution["registerUser"]>>;
+
+/** The room feed the web client runs for the meeting, for this device. */
+function feedOf(inst: Institution, r: Registered, roomId: string) {
+  const session = { homeserverUrl: inst.synapse.clientUrl, userId: r.userId, deviceId: r.deviceId, accessToken: r.accessToken };
+  const http = new MatrixHttp(session.homeserverUrl, session.accessToken);
+  const feed = new SyncedRoomFeed(session, http, roomId, { crypto: true });
+  feeds.push(feed);
+  return { feed, http };
+}
+
+/** A's meeting with a host in its call: the host's feed, its MatrixRTC membership, its key share (every key send recorded). */
+async function hostedCall(slug: string) {
+  const a = await A.registerUser(`host-${slug}`);
+  const host = new TestUser(A.synapse.clientUrl, a.userId, a.accessToken);
+  const alias = A.alias(slug);
+  const roomId = await host.join(alias);
+  const { feed, http } = feedOf(A, a, roomId);
+  await feed.start();
+  await homeserverMembershipTransport(http).sendState(
+    roomId, CALL_MEMBER_EVENT, membershipStateKey(a.userId, a.deviceId),
+    buildMembershipContent({ deviceId: a.deviceId, callApi: A.parley.url, roomId, createdTs: Date.now() }),
+  );
+  const own: { index: number; key: string }[] = [];
+  const sink: KeySink = {
+    setOwnKey: (index, key) => void own.push({ index, key: Buffer.from(key).toString("base64") }),
+    useOwnKey: () => undefined,
+    setKey: () => undefined,
+    setCallKey: () => undefined,
+    forget: () => undefined,
+  };
+  const transport = feed.keyTransport();
+  const sentTo: string[] = [];
+  const share = new ParticipantKeyShare({
+    roomId,
+    self: { userId: a.userId, deviceId: a.deviceId },
+    transport: { ...transport, send: (devices, content) => (sentTo.push(...devices.map((d) => `${d.userId}|${d.deviceId}`)), transport.send(devices, content)) },
+    members: feed.callMembers(),
+    sink,
+  });
+  shares.push(share);
+  share.start();
+  await share.settled();
+  return { a, host, alias, roomId, own, sentTo, share };
+}
+
+/** Keys reaching this feed (what the call's key share would be handed: the backlog first). */
+function keysReaching(feed: SyncedRoomFeed) {
+  const got: { from: KeySender; content: { keys: { index: number; key: string } } }[] = [];
+  feed.keyTransport().onKeys((from, content) => void got.push({ from, content: content as (typeof got)[number]["content"] }));
+  return got;
+}
+
+const b64 = (s: string) => Buffer.from(s.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("base64");
+
+describe("media keys in the pre-join", () => {
+  it("a user of B in the pre-join gets the host's key in use over Olm before any membership of theirs; their join makes no new key", async () => {
+    const call = await hostedCall("prejoin-fed");
+    const b = await B.registerUser("bob");
+    const bob = new TestUser(B.synapse.clientUrl, b.userId, b.accessToken);
+    await bob.join(call.alias);
+    const { feed, http } = feedOf(B, b, call.roomId);
+    await feed.start();
+    // The host's homeserver learns of Bob's new device over federation; then the announcement.
+    const told = await waitFor("the announcement sent to the host's device", async () => ((await feed.announcePrejoin()) === 1 ? true : undefined), 20_000);
+    expect(told).toBe(true);
+    const got = keysReaching(feed);
+    const key = await waitFor("the host's media key in Bob's pre-join", async () => got.find((k) => k.from.userId === call.a.userId), 20_000);
+    expect(key.from.deviceId).toBe(call.a.deviceId);
+    const inUse = call.own.at(-1)!;
+    expect(key.content.keys.index).toBe(inUse.index);
+    expect(b64(key.content.keys.key)).toBe(inUse.key);
+    // Bob has no call membership: the key came from the announcement alone.
+    expect(await bob.stateEvent(call.roomId, CALL_MEMBER_EVENT, membershipStateKey(b.userId, b.deviceId)).catch(() => undefined)).toBeUndefined();
+
+    // Bob joins the call: the host sends him the same key again (its Olm session is there), and makes no new one.
+    const ownBefore = call.own.length;
+    await homeserverMembershipTransport(http).sendState(
+      call.roomId, CALL_MEMBER_EVENT, membershipStateKey(b.userId, b.deviceId),
+      buildMembershipContent({ deviceId: b.deviceId, callApi: A.parley.url, roomId: call.roomId, createdTs: Date.now() }),
+    );
+    await waitFor("the join's key for Bob", async () => (got.filter((k) => k.from.userId === call.a.userId).length >= 2 ? true : undefined), 20_000);
+    await call.share.settled();
+    expect(call.own.length).toBe(ownBefore);
+    expect(got.filter((k) => k.from.userId === call.a.userId).map((k) => k.content.keys.index)).toEqual([inUse.index, inUse.index]);
+  }, 120_000);
+
+  it("a user no longer joined to the room is not answered; a local user in the pre-join is", async () => {
+    const call = await hostedCall("prejoin-left");
+    // Carol was in the room (her device knows the host's), has left, and still announces herself.
+    const c = await A.registerUser("carol");
+    const carol = new TestUser(A.synapse.clientUrl, c.userId, c.accessToken);
+    await carol.join(call.roomId);
+    const carolCrypto = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: c.userId, accessToken: c.accessToken, deviceId: c.deviceId, rooms: [call.roomId] });
+    clients.push(carolCrypto);
+    const hostDevice: DeviceRef = { userId: call.a.userId, deviceId: call.a.deviceId };
+    await carolCrypto.waitForDevices([hostDevice]);
+    await carol.leave(call.roomId);
+    await carolCrypto.sendToDevice(CALL_PREJOIN_EVENT, [hostDevice], prejoinContent(call.roomId, { userId: c.userId, deviceId: c.deviceId }, Date.now()) as unknown as Record<string, unknown>);
+
+    // Dan (joined) announces after her: the host answers in order, so once Dan has his key, Carol's was decided.
+    const d = await A.registerUser("dan");
+    await new TestUser(A.synapse.clientUrl, d.userId, d.accessToken).join(call.roomId);
+    const { feed } = feedOf(A, d, call.roomId);
+    await feed.start();
+    const got = keysReaching(feed);
+    await waitFor("Dan's announcement sent to the host", async () => ((await feed.announcePrejoin()) === 1 ? true : undefined), 20_000);
+    await waitFor("the host's key in Dan's pre-join", async () => got.find((k) => k.from.userId === call.a.userId), 20_000);
+    await call.share.settled();
+    expect(call.sentTo).toContain(`${d.userId}|${d.deviceId}`);
+    expect(call.sentTo).not.toContain(`${c.userId}|${c.deviceId}`);
+  }, 120_000);
+});
