@@ -131,6 +131,8 @@ export class SyntheticParticipant {
   videos: { feed: string; layer: number }[] | null = null;
   /** False once the server refused a `view` (a server without last-N yet). */
   viewAccepted: boolean | null = null;
+  /** The last `view` the server accepted (null: none yet). */
+  acceptedView: ViewRequest | null = null;
   private readonly o: Required<Omit<ParticipantOptions, "view" | "iceAddress" | "mediaKey">> & Pick<ParticipantOptions, "view" | "iceAddress">;
   private readonly sealer: FrameSealer;
   private readonly pub: RTCPeerConnection;
@@ -238,6 +240,7 @@ export class SyntheticParticipant {
   async view(v: ViewRequest): Promise<boolean> {
     const ok = await this.o.plane.view(v);
     this.viewAccepted = ok;
+    if (ok) this.acceptedView = v;
     return ok;
   }
 

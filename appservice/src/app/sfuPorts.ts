@@ -178,7 +178,7 @@ function mediaSession(
       return { answerSdp: answer.sdp ?? "", streams: publishedMids };
     },
     async subscribe(feeds) {
-      const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid }));
+      const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid, substream: f.substream }));
       if (!subscriber) {
         const joined = await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId));
         subscriber = wireSubscriber(joined.subscriber);

@@ -14,6 +14,7 @@ import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
 import { LargeMeetings, LARGE_MEETINGS_DEFAULTS, type LargeMeetingsConfig } from "./largeMeetings.ts";
+import { FIRST_LAYER } from "./viewers.ts";
 import { realTimers, type Timers } from "./speakers.ts";
 import type { ViewRequest } from "./viewers.ts";
 
@@ -147,7 +148,7 @@ export class CallMedia {
       const present = feeds.filter((f) => announced.has(String(f.feed)));
       if (present.length === 0) return { streams: [] };
       try {
-        const { offerSdp, streams } = await member.media.subscribe(present);
+        const { offerSdp, streams } = await member.media.subscribe(present.map((f) => ({ ...f, substream: FIRST_LAYER })));
         this.subscribedNow(member, streams);
         return { offerSdp, streams: this.withOwners(seat, streams) };
       } catch (err) {

@@ -158,8 +158,9 @@ export interface SfuMediaSession {
     offerSdp: string,
     opts: { simulcast: boolean; onUp: () => void },
   ): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
-  /** No offer when nothing changed (every feed was subscribed already). */
-  subscribe(feeds: { feed: string | number; mid?: string | undefined }[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+  /** No offer when nothing changed (every feed was subscribed already). `substream`: the simulcast
+   *  layer a new video m-line starts on (absent: the SFU's default, the highest). */
+  subscribe(feeds: { feed: string | number; mid?: string | undefined; substream?: 0 | 1 | 2 | undefined }[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   /** The client's answer to the subscriber offer. */
   answer(answerSdp: string): Promise<void>;

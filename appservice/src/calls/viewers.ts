@@ -25,6 +25,8 @@ export interface ViewRequest {
   pinned: FeedId[];
   tiles: { feed: FeedId; height: number }[];
   downlinkKbps?: number | undefined;
+  /** The layout's page (0-based; absent: 0): past the first, the tiles on screen get their videos first. */
+  page?: number | undefined;
 }
 
 /** One change of a subscribed video m-line, as the SFU's configure takes it. */
@@ -96,8 +98,18 @@ interface ViewerState {
   adopted?: boolean;
 }
 
-/** Janus's state of a subscribed video before any configure. */
-const JANUS_DEFAULT: MidState = { send: true, layer: 2 };
+/**
+ * The simulcast layer a new video m-line starts on: the subscription asks Janus for it
+ * (CallMedia.subscribe), so the first pass configures no substream for a chosen feed at that
+ * layer. Janus's own default is 2; a switch from it before the subscriber's PeerConnection is up
+ * cost a key frame that reached nobody, and made the encoder drop (300 ms filter) the key frame
+ * Janus asks for once the PeerConnection is up ("New subscriber available"): the first picture
+ * then waited for the viewer's browser to ask again, about 300 ms later.
+ */
+export const FIRST_LAYER: Layer = 1;
+
+/** Janus's state of a subscribed video before any configure: forwarded, at the subscription's layer. */
+const SUBSCRIBED: MidState = { send: true, layer: FIRST_LAYER };
 
 export class CallViewers<K> {
   private readonly viewers = new Map<K, ViewerState>();
@@ -233,7 +245,7 @@ export class CallViewers<K> {
       v.order = [...chosen.keys()];
       for (const [mid, feed] of v.mids) {
         const layer = chosen.get(feed);
-        v.applied.set(mid, layer === undefined ? { send: false, layer: JANUS_DEFAULT.layer } : { send: true, layer });
+        v.applied.set(mid, layer === undefined ? { send: false, layer: SUBSCRIBED.layer } : { send: true, layer });
       }
       return this.pushIfChanged(v);
     }
@@ -245,7 +257,7 @@ export class CallViewers<K> {
     for (const [mid, feed] of v.mids) {
       const want = desired.get(feed);
       const known = v.applied.get(mid);
-      const now = known ?? JANUS_DEFAULT;
+      const now = known ?? SUBSCRIBED;
       if (want === undefined) {
         if (now.send) changes.push({ mid, send: false });
         next.set(mid, { send: false, layer: now.layer });
@@ -339,7 +351,9 @@ export class CallViewers<K> {
     const speakers = this.deps.speakers();
     const feeds = selectVideos({
       candidates, self: v.viewer.self(), pinned: view.pinned, talking: speakers.speaking, recent: speakers.recent, videos: view.videos, cap: this.cfg.lastN,
-      shown: new Set(view.tiles.map((t) => t.feed)),
+      // Page 1 shows the server's own order (speakers first, so a speaker's video comes at once);
+      // a later page shows other people, whose tiles must get their videos.
+      ...(view.page ? { shown: new Set(view.tiles.map((t) => t.feed)) } : {}),
     });
     const previous = new Map<FeedId, Layer>();
     for (const [mid, s] of v.applied) if (s.send) previous.set(v.mids.get(mid)!, s.layer);
@@ -362,7 +376,7 @@ export class CallViewers<K> {
     }
     // Anything still forwarded that is no longer chosen (a resume or pause waiting) is listed too.
     for (const [mid, f] of v.mids) {
-      const s = v.applied.get(mid) ?? JANUS_DEFAULT;
+      const s = v.applied.get(mid) ?? SUBSCRIBED;
       if (s.send && !listed.has(f)) {
         listed.add(f);
         videos.push({ feed: f, layer: s.layer });

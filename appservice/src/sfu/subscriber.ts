@@ -16,6 +16,8 @@ import {
 export interface StreamRef {
   feed: string;
   mid?: string | undefined;
+  /** The simulcast substream a new video m-line starts on (Janus's default: 2, the highest). */
+  substream?: 0 | 1 | 2 | undefined;
 }
 
 /** A subscriber m-line to drop: by publisher feed (and its mid) or by the subscriber's own mid. */
@@ -108,5 +110,5 @@ export class VideoRoomSubscriber extends VideoRoomHandle {
 }
 
 function streamBody(s: StreamRef): Record<string, unknown> {
-  return s.mid === undefined ? { feed: s.feed } : { feed: s.feed, mid: s.mid };
+  return { feed: s.feed, ...(s.mid !== undefined ? { mid: s.mid } : {}), ...(s.substream !== undefined ? { substream: s.substream } : {}) };
 }

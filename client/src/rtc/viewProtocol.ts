@@ -16,6 +16,8 @@ export const VIEW_LIMITS = {
   maxTiles: 200,
   /** A tile's height in device pixels (8K). */
   maxTileHeight: 4320,
+  /** `page`: the layout's page, 0-based. */
+  maxPage: 1000,
   /** `speakers.recent`: most recent speakers. */
   maxRecent: 50,
   /** `speakers.talking` and `videos.videos`: entries in one push (a call's participants at most). */
@@ -32,6 +34,8 @@ export interface ViewRequest {
   pinned?: string[];
   tiles?: { feed: string; height: number }[];
   downlink_kbps?: number;
+  /** The layout's page, 0-based (absent: 0): past the first, the server gives the tiles on screen their videos first. */
+  page?: number;
 }
 
 export type ViewPush =
@@ -90,7 +94,7 @@ const clampInt = (n: number, max: number) => Math.max(0, Math.min(max, Math.roun
  * counts and heights clamped, at most 4 distinct pins and 200 tiles of distinct feeds (the server
  * refuses a repeated one), no downlink estimate unless it is a positive number.
  */
-export function viewRequest(v: { videos: number; pinned?: readonly Feed[]; tiles?: readonly { feed: Feed; height: number }[]; downlinkKbps?: number | null }): ViewRequest {
+export function viewRequest(v: { videos: number; pinned?: readonly Feed[]; tiles?: readonly { feed: Feed; height: number }[]; downlinkKbps?: number | null; page?: number }): ViewRequest {
   const pinned = [...new Set((v.pinned ?? []).map(String))].slice(0, VIEW_LIMITS.maxPinned);
   const seen = new Set<string>();
   const tiles = (v.tiles ?? [])
@@ -104,5 +108,6 @@ export function viewRequest(v: { videos: number; pinned?: readonly Feed[]; tiles
     ...(pinned.length ? { pinned } : {}),
     ...(tiles.length ? { tiles } : {}),
     ...(typeof kbps === "number" && Number.isFinite(kbps) && kbps > 0 ? { downlink_kbps: Math.round(kbps) } : {}),
+    ...(v.page ? { page: clampInt(v.page, VIEW_LIMITS.maxPage) } : {}),
   };
 }

@@ -41,6 +41,8 @@ export interface ViewReport {
   videos: number;
   pinned: FeedId[];
   tiles: { feed: FeedId; height: number }[];
+  /** The page on screen, past the first (grid or strip): the server gives its tiles their videos first. */
+  page?: number;
 }
 
 export interface LayoutState {
@@ -88,17 +90,19 @@ export function layoutOrder(tiles: readonly Tile[], pinned: readonly string[]): 
 }
 
 /**
- * The remote videos among the placed tiles, as the server wants them reported. The server gives
- * the tiles on screen their videos first (a later grid page gets its own); a pin counts only on the
- * page that shows it, or a page-1 pin would take one of page 2's videos.
+ * The remote videos among the placed tiles, as the server wants them reported. On a page past
+ * the first (`page`), the server gives the tiles on screen their videos first (page 1 follows the
+ * server's own order: a new speaker's video comes without waiting for this report); a pin counts
+ * only on the page that shows it, or a page-1 pin would take one of page 2's videos.
  */
-export function viewReport(shown: readonly PlacedTile[], pinned: readonly Tile[], dpr: number): ViewReport {
+export function viewReport(shown: readonly PlacedTile[], pinned: readonly Tile[], dpr: number, page = 0): ViewReport {
   const videos = shown.filter((p) => !p.tile.local && p.tile.feed !== null && p.tile.cameraOn);
   const onScreen = new Set(shown.map((p) => p.tile.key));
   return {
     videos: videos.length,
     pinned: pinned.filter((t) => onScreen.has(t.key)).map((t) => t.feed).filter((f): f is FeedId => f !== null),
     tiles: videos.map((p) => ({ feed: p.tile.feed!, height: Math.round(p.height * dpr) })),
+    ...(page > 0 ? { page } : {}),
   };
 }
 
@@ -216,7 +220,7 @@ export class LayoutModel {
       shown: placed.shown,
       pinned: [...this.pins],
       // Nothing to tell the server before the stage has a size, or while nobody else is in the call.
-      report: this.viewport.width && this.viewport.height && tiles.some((t) => !t.local) ? viewReport(placed.shown, pinnedTiles, this.viewport.dpr) : null,
+      report: this.viewport.width && this.viewport.height && tiles.some((t) => !t.local) ? viewReport(placed.shown, pinnedTiles, this.viewport.dpr, this.page) : null,
     });
   }
 }

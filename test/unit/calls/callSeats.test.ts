@@ -11,6 +11,7 @@ import type { KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts
 import { ParleyError } from "../../../appservice/src/errors.ts";
 import { SqliteStore } from "../../../appservice/src/store/sqlite.ts";
 import type { SfuRoomRecord } from "../../../appservice/src/store/store.ts";
+import { FIRST_LAYER } from "../../../appservice/src/calls/viewers.ts";
 
 const ROOM = "!meeting:a.example";
 const ALICE = "@alice:a.example";
@@ -70,10 +71,12 @@ class FakeMedia implements SfuMediaSession {
   }
   /** Feeds of each subscribe, in order; `noSuchFeed` makes the next one fail as Janus does. */
   readonly subscribed: string[][] = [];
+  readonly substreams: (number | undefined)[] = [];
   noSuchFeed = 0;
-  async subscribe(feeds: { feed: string | number }[]) {
+  async subscribe(feeds: { feed: string | number; substream?: number | undefined }[]) {
     this.calls.push("subscribe");
     this.subscribed.push(feeds.map((f) => String(f.feed)));
+    this.substreams.push(...feeds.map((f) => f.substream));
     if (this.noSuchFeed > 0 && this.noSuchFeed--) throw new ParleyError("M_NOT_FOUND", "subscribing: that feed is no longer published");
     return { offerSdp: "v=0 offer", streams: feeds.map((f) => ({ feed: f.feed, mid: `v-${f.feed}`, kind: "video" as const })) };
   }
@@ -326,6 +329,7 @@ describe("a Janus restart, as the call's seats see it", () => {
     const [mediaA, mediaB] = [...sfu.open_] as [FakeMedia, FakeMedia];
     const got = await seats.media.subscribe(seatA, [{ feed: mediaB.feedId }, { feed: "p-gone" }], true);
     expect(mediaA.subscribed).toEqual([[mediaB.feedId]]);
+    expect(mediaA.substreams).toEqual([FIRST_LAYER]); // a new m-line starts on the layer the viewers assume
     expect(got).toMatchObject({ offerSdp: "v=0 offer", streams: [{ feed: mediaB.feedId }] });
     expect(await seats.media.subscribe(seatA, [{ feed: "p-gone" }], true)).toEqual({ streams: [] });
     expect(mediaA.subscribed).toHaveLength(1);

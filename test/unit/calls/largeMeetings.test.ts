@@ -91,7 +91,7 @@ describe("large meetings, per call", () => {
     await settle();
     expect(speakersOf("b").at(-1)).toEqual({ type: "speakers", talking: ["f-c"], recent: ["f-c"] });
     expect(videosOf("b")).toEqual({ type: "videos", videos: [{ feed: "f-c", layer: 1 }] });
-    expect(b.media.configures.at(-1)).toEqual([{ mid: "v-a", send: false }, { mid: "v-c", send: true, substream: 1 }]);
+    expect(b.media.configures.at(-1)).toEqual([{ mid: "v-a", send: false }, { mid: "v-c", send: true }]);
     // c's own view is unchanged (never its own video)
     expect(videosOf("c")).toEqual({ type: "videos", videos: [{ feed: "f-a", layer: 1 }] });
     // audio m-lines are never configured

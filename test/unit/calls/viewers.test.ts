@@ -88,12 +88,10 @@ describe("a viewer taken over from a previous Parley process (docs/resilience.md
 });
 
 describe("a viewer's videos applied to its subscription", () => {
-  it("before any view: the cap's videos at layer 1, the others paused, in ONE configure; audio untouched", async () => {
+  it("before any view: the cap's videos at the subscription's layer 1 (no substream asked, no key frame), the others paused, in ONE configure; audio untouched", async () => {
     const v = seat("s", "me", "a", "b", "c", "d");
     await settle();
     expect(v.configures).toEqual([[
-      { mid: "v-a", substream: 1 },
-      { mid: "v-b", substream: 1 },
       { mid: "v-c", send: false },
       { mid: "v-d", send: false },
     ]]);
@@ -118,13 +116,24 @@ describe("a viewer's videos applied to its subscription", () => {
   it("a viewer on grid page 2 gets the videos of the tiles it shows, not the speakers' of page 1", async () => {
     const v = seat("s", "me", "a", "b", "c", "d");
     speakers = { talking: ["a"], speaking: ["a"], recent: ["a", "b"] };
-    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "c", height: 300 }, { feed: "d", height: 300 }] });
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "c", height: 300 }, { feed: "d", height: 300 }], page: 1 });
     await settle();
     expect(v.last).toEqual([{ feed: "c", layer: 1 }, { feed: "d", layer: 1 }]);
     // Back on page 1: the speakers' videos again.
     viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 300 }, { feed: "b", height: 300 }] });
     await settle();
     expect(v.last).toEqual([{ feed: "a", layer: 1 }, { feed: "b", layer: 1 }]);
+  });
+
+  it("on page 1 a new speaker's video comes at once, before the client's layout sends a view with its tile", async () => {
+    const v = seat("s", "me", "a", "b", "c");
+    viewers.view("s", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 300 }] });
+    await settle();
+    expect(v.last).toEqual([{ feed: "a", layer: 1 }]);
+    speakers = { talking: ["c"], speaking: ["c"], recent: ["c"] };
+    viewers.invalidate();
+    await settle();
+    expect(v.last).toEqual([{ feed: "c", layer: 0 }]);
   });
 
   it("tile heights move layers with hysteresis, one substream change per changed tile", async () => {
@@ -163,10 +172,10 @@ describe("a viewer's videos applied to its subscription", () => {
     expect(v.last).toEqual([{ feed: "a", layer: 1 }]);
     viewers.subscribed("s", subscription("a", "b", "c"));
     await settle();
-    expect(v.configures.at(-1)).toEqual([{ mid: "v-b", substream: 1 }, { mid: "v-c", send: false }]);
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: false }]);
     viewers.subscribed("s", subscription("b", "c"));
     await settle();
-    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: true, substream: 1 }]);
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: true }]);
     expect(v.last).toEqual([{ feed: "b", layer: 1 }, { feed: "c", layer: 1 }]);
   });
 
@@ -177,7 +186,7 @@ describe("a viewer's videos applied to its subscription", () => {
     viewers.forgetFeed("a");
     viewers.invalidate();
     await settle();
-    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: true, substream: 1 }]);
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-c", send: true }]);
     expect(v.last).toEqual([{ feed: "b", layer: 1 }, { feed: "c", layer: 1 }]);
   });
 
@@ -227,7 +236,7 @@ describe("a viewer's videos applied to its subscription", () => {
     seats.forEach((s, i) => {
       if (all[i] === "p40") return;
       expect(s.configures.length - before[i]!).toBe(1);
-      expect(resumes("p40", s, before[i]!)).toEqual([{ mid: "v-p40", send: true, substream: 1 }]);
+      expect(resumes("p40", s, before[i]!)).toEqual([{ mid: "v-p40", send: true }]);
     });
     // Another change asking p40's keyframe within the interval waits for it to end...
     const mid = seats.map((s) => s.configures.length);
@@ -248,22 +257,26 @@ describe("a viewer's videos applied to its subscription", () => {
   it("a layer switch the SFU does not report is asked again each keyframe interval until it is, at most LAYER_RETRIES (5) times", async () => {
     const v = seat("s", "me", "a", "b");
     v.switches = false; // the publisher drops the key frame requests: Janus never switches
-    // Janus's first key frames: it forwards layer 2 of both (reported: these feeds simulcast).
-    viewers.forwarded("s", "v-a", 2);
-    viewers.forwarded("s", "v-b", 2);
+    // Janus's first key frames: it forwards layer 1 of both (reported: these feeds simulcast).
+    viewers.forwarded("s", "v-a", 1);
+    viewers.forwarded("s", "v-b", 1);
     await settle();
-    expect(v.configures).toEqual([[{ mid: "v-a", substream: 1 }, { mid: "v-b", substream: 1 }]]);
+    expect(v.configures).toEqual([]);
+    // Thumbnails: layer 0 for both.
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 100 }, { feed: "b", height: 100 }] });
+    await settle();
+    expect(v.configures).toEqual([[{ mid: "v-a", substream: 0 }, { mid: "v-b", substream: 0 }]]);
     time.advance(999);
     await settle();
     expect(v.configures).toHaveLength(1); // not before the interval
     time.advance(1);
     await settle();
-    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }, { mid: "v-b", substream: 1 }]);
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 0 }, { mid: "v-b", substream: 0 }]);
     // Janus switches b now; only a is asked again.
-    viewers.forwarded("s", "v-b", 1);
+    viewers.forwarded("s", "v-b", 0);
     time.advance(1000);
     await settle();
-    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }]);
+    expect(v.configures.at(-1)).toEqual([{ mid: "v-a", substream: 0 }]);
     // a never switches: 5 retries in all, then nothing more (Janus and the next change take over).
     for (let i = 0; i < 10; i++) {
       time.advance(1000);
@@ -272,7 +285,7 @@ describe("a viewer's videos applied to its subscription", () => {
     const asksOfA = v.configures.flat().filter((c) => c.mid === "v-a").length;
     expect(asksOfA).toBe(1 + 5);
     expect(time.timers).toBe(0);
-    expect(v.last).toEqual([{ feed: "a", layer: 1 }, { feed: "b", layer: 1 }]);
+    expect(v.last).toEqual([{ feed: "a", layer: 0 }, { feed: "b", layer: 0 }]);
   });
 
   it("a switch reported before the configure's answer, a pause, or a left publisher is not asked again", async () => {
@@ -298,24 +311,26 @@ describe("a viewer's videos applied to its subscription", () => {
   it("an m-line Janus reports no layer on (its publisher does not simulcast) is not asked again", async () => {
     const v = seat("s", "me", "a", "b");
     v.switches = false;
-    viewers.forwarded("s", "v-b", 0); // b simulcasts; a sends one layer and Janus says nothing of it
+    viewers.forwarded("s", "v-b", 1); // b simulcasts; a sends one layer and Janus says nothing of it
+    viewers.view("s", { videos: 2, pinned: [], tiles: [{ feed: "a", height: 100 }, { feed: "b", height: 100 }] });
     await settle();
     for (let i = 0; i < 3; i++) {
       time.advance(1000);
       await settle();
     }
-    expect(v.configures.flat().filter((c) => c.mid === "v-a")).toEqual([{ mid: "v-a", substream: 1 }]);
+    expect(v.configures.flat().filter((c) => c.mid === "v-a")).toEqual([{ mid: "v-a", substream: 0 }]);
     expect(v.configures.flat().filter((c) => c.mid === "v-b").length).toBe(1 + 3);
   });
 
   it("the retries of one publisher's layer by many viewers go in one batch per keyframe interval", async () => {
     const seats = ["s1", "s2", "s3"].map((k) => seat(k, k, "a"));
     for (const s of seats) s.switches = false;
-    for (const k of ["s1", "s2", "s3"]) viewers.forwarded(k, "v-a", 0);
+    for (const k of ["s1", "s2", "s3"]) viewers.forwarded(k, "v-a", 1);
+    for (const k of ["s1", "s2", "s3"]) viewers.view(k, { videos: 1, pinned: [], tiles: [{ feed: "a", height: 100 }] });
     await settle();
     time.advance(1000);
     await settle();
-    for (const s of seats) expect(s.configures).toEqual([[{ mid: "v-a", substream: 1 }], [{ mid: "v-a", substream: 1 }]]);
+    for (const s of seats) expect(s.configures).toEqual([[{ mid: "v-a", substream: 0 }], [{ mid: "v-a", substream: 0 }]]);
     // A view change of s1 that asks a's key frame within the interval waits for the next batch.
     time.advance(200);
     viewers.view("s1", { videos: 1, pinned: [], tiles: [{ feed: "a", height: 700 }] });
@@ -324,7 +339,7 @@ describe("a viewer's videos applied to its subscription", () => {
     time.advance(800);
     await settle();
     expect(seats[0]!.configures.at(-1)).toEqual([{ mid: "v-a", substream: 2 }]);
-    expect(seats[1]!.configures.at(-1)).toEqual([{ mid: "v-a", substream: 1 }]);
+    expect(seats[1]!.configures.at(-1)).toEqual([{ mid: "v-a", substream: 0 }]);
     expect(seats.map((s) => s.configures.length)).toEqual([3, 3, 3]);
   });
 

@@ -132,6 +132,9 @@ describe("LayoutModel", () => {
     expect(report.pinned).toEqual([]);
     expect(report.tiles.map((t) => t.feed)).toEqual(["20", "21", "22", "24", "25", "26", "27", "28", "29", "30"]);
     expect(report.videos).toBe(10);
+    expect(report.page).toBe(1);
+    m.previousPage();
+    expect(m.state.get().report).not.toHaveProperty("page");
   });
 
   it("shows the active speaker large in the speaker view and the others in a paged strip of thumbnails", () => {

@@ -74,6 +74,7 @@ const PUSHES: CallPush[] = [
 const VIEWS: ClientRequest[] = [
   { type: "view", videos: 0 },
   { type: "view", videos: 9, pinned: ["3", "4"], tiles: [{ feed: "3", height: 720 }, { feed: "4", height: 0 }], downlink_kbps: 2500 },
+  { type: "view", videos: 4, tiles: [{ feed: "7", height: 300 }], page: 2 },
 ];
 
 describe("the client's view requests parse with the server's schema", () => {

@@ -77,5 +77,7 @@ describe("viewRequest", () => {
     expect(v.tiles![1]!.height).toBe(0);
     expect(v).not.toHaveProperty("downlink_kbps");
     expect(viewRequest({ videos: Number.NaN, downlinkKbps: 0 })).toEqual({ type: "view", videos: 0 });
+    expect(viewRequest({ videos: 1, page: 5000 }).page).toBe(1000);
+    expect(viewRequest({ videos: 1, page: 0 })).not.toHaveProperty("page");
   });
 });

@@ -29,7 +29,7 @@ describe("SDP size", () => {
 
 describe("view message", () => {
   it("takes a full view at its limits", () => {
-    const r = parse({ videos: VIEW_LIMITS.videos, pinned: ["a", "b", "c", "d"], tiles: tiles(VIEW_LIMITS.tiles, VIEW_LIMITS.height), downlink_kbps: 2500.5 });
+    const r = parse({ videos: VIEW_LIMITS.videos, pinned: ["a", "b", "c", "d"], tiles: tiles(VIEW_LIMITS.tiles, VIEW_LIMITS.height), downlink_kbps: 2500.5, page: VIEW_LIMITS.page });
     expect(r.success).toBe(true);
     expect(parse({ videos: 0 }).success).toBe(true);
   });
@@ -49,6 +49,9 @@ describe("view message", () => {
     [{ videos: 9, tiles: [{ feed: "a" }] }, "tiles.0.height"],
     [{ videos: 9, downlink_kbps: -5 }, "downlink_kbps"],
     [{ videos: 9, downlink_kbps: "fast" }, "downlink_kbps"],
+    [{ videos: 9, page: 1001 }, "page"],
+    [{ videos: 9, page: -1 }, "page"],
+    [{ videos: 9, page: 1.5 }, "page"],
   ])("refuses %j (%s)", (m, path) => {
     expect(problems(m)).toContain(path);
   });
@@ -65,5 +68,7 @@ describe("view message", () => {
     expect(viewOf(ok({ videos: 2, pinned: ["b"], tiles: [{ feed: "b", height: 720 }], downlink_kbps: 900 }))).toEqual({
       videos: 2, pinned: ["b"], tiles: [{ feed: "b", height: 720 }], downlinkKbps: 900,
     });
+    expect(viewOf(ok({ videos: 2, page: 3 }))).toEqual({ videos: 2, pinned: [], tiles: [], page: 3 });
+    expect(viewOf(ok({ videos: 2, page: 0 }))).toEqual({ videos: 2, pinned: [], tiles: [] });
   });
 });

@@ -212,20 +212,20 @@ describe("VideoRoomSubscriber", () => {
       async: true,
     });
     const sub = new VideoRoomSubscriber(handle);
-    const out = await sub.join({ room: "r1", streams: [{ feed: "bob" }, { feed: "carol", mid: "1" }], privateId: 42 });
+    const out = await sub.join({ room: "r1", streams: [{ feed: "bob", substream: 1 }, { feed: "carol", mid: "1" }], privateId: 42 });
     expect(out.offer).toEqual({ type: "offer", sdp: "v=0 offer", e2ee: true });
     expect(out.streams[0]).toMatchObject({ mid: "0", feed_id: "bob" });
     expect(lastMessage()["body"]).toEqual({
       request: "join", ptype: "subscriber", room: "r1", use_msid: true, private_id: 42,
-      streams: [{ feed: "bob" }, { feed: "carol", mid: "1" }],
+      streams: [{ feed: "bob", substream: 1 }, { feed: "carol", mid: "1" }],
     });
   });
 
   it("subscribes, unsubscribes, starts with the answer and selects simulcast layers", async () => {
     const sub = new VideoRoomSubscriber(handle);
     answer = () => ({ data: { videoroom: "updated", room: "r1", streams: [] }, jsep: { type: "offer", sdp: "o2" }, async: true });
-    expect((await sub.subscribe([{ feed: "dave" }])).offer).toEqual({ type: "offer", sdp: "o2" });
-    expect(lastMessage()["body"]).toEqual({ request: "subscribe", streams: [{ feed: "dave" }] });
+    expect((await sub.subscribe([{ feed: "dave" }, { feed: "erin", substream: 0 }])).offer).toEqual({ type: "offer", sdp: "o2" });
+    expect(lastMessage()["body"]).toEqual({ request: "subscribe", streams: [{ feed: "dave" }, { feed: "erin", substream: 0 }] });
     await sub.unsubscribe([{ feed: "dave" }, { subMid: "3" }]);
     expect(lastMessage()["body"]).toEqual({ request: "unsubscribe", streams: [{ feed: "dave" }, { sub_mid: "3" }] });
     answer = () => ({ data: { videoroom: "event", room: "r1", started: "ok" }, async: true });

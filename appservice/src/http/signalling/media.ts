@@ -33,10 +33,10 @@ export function mediaHandlers(media: CallMedia): HandlerTable {
 }
 
 /** The view message as the call takes it; a feed pinned twice or a tile given twice is refused. */
-export function viewOf(m: MessageOf<"view">): { videos: number; pinned: string[]; tiles: { feed: string; height: number }[]; downlinkKbps?: number } {
+export function viewOf(m: MessageOf<"view">): { videos: number; pinned: string[]; tiles: { feed: string; height: number }[]; downlinkKbps?: number; page?: number } {
   const pinned = m.pinned ?? [];
   const tiles = m.tiles ?? [];
   if (new Set(pinned).size !== pinned.length) throw new ParleyError("M_INVALID_PARAM", "pinned: a feed is pinned twice");
   if (new Set(tiles.map((t) => t.feed)).size !== tiles.length) throw new ParleyError("M_INVALID_PARAM", "tiles: a feed has two tiles");
-  return { videos: m.videos, pinned, tiles, ...(m.downlink_kbps !== undefined ? { downlinkKbps: m.downlink_kbps } : {}) };
+  return { videos: m.videos, pinned, tiles, ...(m.downlink_kbps !== undefined ? { downlinkKbps: m.downlink_kbps } : {}), ...(m.page ? { page: m.page } : {}) };
 }

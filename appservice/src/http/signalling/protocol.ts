@@ -39,7 +39,7 @@ export const moderateAction = z.discriminatedUnion("action", [
 ]);
 
 /** Limits of the `view` message (docs/large-meetings.md). */
-export const VIEW_LIMITS = { videos: 200, pinned: 4, tiles: 200, height: 4320, downlinkKbps: 10_000_000 } as const;
+export const VIEW_LIMITS = { videos: 200, pinned: 4, tiles: 200, height: 4320, downlinkKbps: 10_000_000, page: 1000 } as const;
 const feedId = z.string().min(1).max(64);
 
 /** What the viewer's layout shows now: the server picks its videos and layers from it. */
@@ -50,6 +50,8 @@ export const viewMessage = z.object({
   pinned: z.array(feedId).max(VIEW_LIMITS.pinned).optional(),
   tiles: z.array(z.object({ feed: feedId, height: z.int().min(0).max(VIEW_LIMITS.height) })).max(VIEW_LIMITS.tiles).optional(),
   downlink_kbps: z.number().min(0).max(VIEW_LIMITS.downlinkKbps).optional(),
+  /** The layout's page (0-based; absent: 0). Past the first, the tiles on screen get their videos first. */
+  page: z.int().min(0).max(VIEW_LIMITS.page).optional(),
 });
 
 export const clientMessage = z.discriminatedUnion("type", [
