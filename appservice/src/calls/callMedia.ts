@@ -14,9 +14,8 @@ import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
 import { LargeMeetings, LARGE_MEETINGS_DEFAULTS, type LargeMeetingsConfig } from "./largeMeetings.ts";
-import { FIRST_LAYER } from "./viewers.ts";
 import { realTimers, type Timers } from "./speakers.ts";
-import type { ViewRequest } from "./viewers.ts";
+import { FIRST_LAYER, type ViewRequest } from "./viewers.ts";
 
 /** One signalling socket's place in a call. */
 export interface Seat {

@@ -1,8 +1,8 @@
 // Last-N: which remote videos one viewer receives (docs/large-meetings.md). Pure: the order is
 // pinned (as given), screen shares, feeds talking now, recent speakers (most recent first), then
 // everyone else in join order; video-muted feeds and the viewer's own are skipped; the first
-// min(videos, cap) are taken. Feeds the viewer has a tile for on screen go before the others, each
-// group in that order: a viewer on grid page 2 receives page 2's videos, not page 1's.
+// min(videos, cap) are taken. Feeds in `shown` (the tiles on screen of a page past the first) go
+// before the others, each group in that order: a viewer on grid page 2 receives page 2's videos.
 
 /** A Janus feed id (the publisher's participant id in the room). */
 export type FeedId = string;
@@ -27,8 +27,8 @@ export interface LastNInput {
   talking: readonly FeedId[];
   /** Recent speakers, most recent first. */
   recent: readonly FeedId[];
-  /** Feeds with a tile on the viewer's screen (the `view`'s `tiles`): chosen before any other.
-   *  Empty (no tiles said): the order alone decides. */
+  /** Feeds with a tile on the viewer's screen when it shows a page past the first (the `view`'s
+   *  `tiles`): chosen before any other. Absent or empty: the order alone decides. */
   shown?: ReadonlySet<FeedId>;
   /** How many videos the viewer's layout shows. */
   videos: number;

@@ -11,8 +11,8 @@
 //
 // About to join: a device in the pre-join sends the call's member devices an Olm-encrypted
 // `org.parley.call.prejoin`. A device of a user joined to the room (asked of the homeserver) is
-// sent the key in use then, by the same rules as a joiner (a key older than the grace period is
-// ratcheted first), so its first frames decrypt as soon as its media arrives instead of after a
+// sent the current key then, by the same rules as a joiner (a key older than the grace period is
+// ratcheted first; a leave's new key waiting for its switch is the one sent), so its first frames decrypt as soon as its media arrives instead of after a
 // key exchange that starts at its join. It does not count as a member: it gets no later key, and
 // leaving the pre-join rotates nothing. Its join then needs no ratchet if it still holds the key
 // in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
@@ -462,7 +462,7 @@ export class ParticipantKeyShare {
   }
 
   /**
-   * Sends the key in use to a device about to join, if its user is joined to the room: as to a
+   * Sends the current key to a device about to join, if its user is joined to the room: as to a
    * joiner, a key older than the grace period is ratcheted first. Not a member: no later key.
    */
   private async answerPrejoin(id: string, device: DeviceRef): Promise<void> {
