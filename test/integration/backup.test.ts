@@ -6,7 +6,6 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { Method } from "matrix-js-sdk";
 import { parse, stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ParleyConfigInput } from "../../appservice/src/config/schema.ts";
@@ -25,19 +24,8 @@ let roomId: string;
 let failed = false;
 
 
-interface DeviceKeys {
-  device_id: string;
-  keys: Record<string, string>;
-}
-
 /** The bot's devices as the homeserver lists them to a user: exactly one, with its identity keys. */
-async function onlyBotDevice(): Promise<{ deviceId: string; curve25519: string; ed25519: string }> {
-  const res = await alice.request<{ device_keys: Record<string, Record<string, DeviceKeys>> }>(Method.Post, "/keys/query", { device_keys: { [A.botUserId]: [] } });
-  const devices = Object.values(res.device_keys[A.botUserId] ?? {});
-  expect(devices).toHaveLength(1);
-  const d = devices[0]!;
-  return { deviceId: d.device_id, curve25519: d.keys[`curve25519:${d.device_id}`]!, ed25519: d.keys[`ed25519:${d.device_id}`]! };
-}
+const onlyBotDevice = () => alice.onlyDeviceOf(A.botUserId);
 
 /** Asks the bot in the encrypted room; its answer must come Megolm-encrypted and decrypt. */
 async function ask(text: string, starts: string) {

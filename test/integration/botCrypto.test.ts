@@ -22,25 +22,8 @@ const clients: CryptoClient[] = [];
 let roomId: string;
 let failed = false;
 
-interface DeviceKeys {
-  device_id: string;
-  keys: Record<string, string>;
-}
-
-/** The bot's devices as a user's homeserver lists them (what a client Olm-encrypts to). */
-async function botDevices(): Promise<Record<string, DeviceKeys>> {
-  const res = await alice.request<{ device_keys: Record<string, Record<string, DeviceKeys>> }>(Method.Post, "/keys/query", {
-    device_keys: { [A.botUserId]: [] },
-  });
-  return res.device_keys[A.botUserId] ?? {};
-}
-
-async function onlyBotDevice(): Promise<{ deviceId: string; curve25519: string; ed25519: string }> {
-  const devices = Object.values(await botDevices());
-  expect(devices).toHaveLength(1);
-  const d = devices[0]!;
-  return { deviceId: d.device_id, curve25519: d.keys[`curve25519:${d.device_id}`]!, ed25519: d.keys[`ed25519:${d.device_id}`]! };
-}
+/** The bot's one device as a user's homeserver lists it (what a client Olm-encrypts to), with its identity keys. */
+const onlyBotDevice = () => alice.onlyDeviceOf(A.botUserId);
 
 /** Sends `text` from alice's E2EE device and waits for the bot's reply, decrypted. */
 async function ask(text: string, reply: (body: string) => boolean) {

@@ -51,10 +51,7 @@ async function enter(user: TestUser, alias: string): Promise<string> {
 }
 
 /** The device keys B's homeserver holds for this device (none: not uploaded). */
-async function keysOf(user: TestUser, deviceId: string): Promise<unknown> {
-  const res = await user.request<{ device_keys?: Record<string, Record<string, unknown>> }>(Method.Post, "/keys/query", { device_keys: { [user.userId]: [] } });
-  return res.device_keys?.[user.userId]?.[deviceId];
-}
+const keysOf = async (user: TestUser, deviceId: string) => (await user.devicesOf(user.userId))[deviceId];
 
 /** A user of B knocking on A's meeting, with the feed the web client starts for the wait. */
 async function knocker(localpart: string, alias: string, roomId: string) {

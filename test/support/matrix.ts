@@ -21,6 +21,12 @@ export interface TimelineEvent {
   content: Record<string, unknown>;
 }
 
+/** A device and its keys as a homeserver lists them (`/keys/query`). */
+export interface ListedDevice {
+  device_id: string;
+  keys: Record<string, string>;
+}
+
 export class TestUser {
   readonly userId: string;
   readonly client: MatrixClient;
@@ -87,6 +93,20 @@ export class TestUser {
     } catch {
       return undefined;
     }
+  }
+
+  /** The devices of `userId` with their keys, as this user's homeserver lists them (what a client Olm-encrypts to). */
+  async devicesOf(userId: string): Promise<Record<string, ListedDevice>> {
+    const res = await this.request<{ device_keys?: Record<string, Record<string, ListedDevice>> }>(Method.Post, "/keys/query", { device_keys: { [userId]: [] } });
+    return res.device_keys?.[userId] ?? {};
+  }
+
+  /** The one device the homeserver lists for `userId`, with its identity keys (an error if it lists more or none). */
+  async onlyDeviceOf(userId: string): Promise<{ deviceId: string; curve25519: string; ed25519: string }> {
+    const devices = Object.values(await this.devicesOf(userId));
+    if (devices.length !== 1) throw new Error(`${userId}: ${devices.length} devices listed, not one`);
+    const d = devices[0]!;
+    return { deviceId: d.device_id, curve25519: d.keys[`curve25519:${d.device_id}`]!, ed25519: d.keys[`ed25519:${d.device_id}`]! };
   }
 
   /** An OpenID token from the user's own homeserver (what a client hands a call API). */
