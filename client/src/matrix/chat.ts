@@ -28,6 +28,7 @@ import { markStep } from "../timeline.ts";
 import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
+import { participantId } from "../rtc/e2ee/cipher.ts";
 import { keyModeFromCallState } from "../rtc/e2ee/keyMode.ts";
 import { CALL_KEYS_EVENT, CALL_PREJOIN_EVENT, prejoinContent, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
@@ -389,8 +390,8 @@ export class SyncedRoomFeed implements RoomFeed {
       const client = this.client;
       const mode = keyModeFromCallState(this.callState());
       if (!client?.getCrypto() || !("keys" in mode) || mode.keys !== "participant") return 0;
-      const self = `${this.session.userId}|${this.session.deviceId}`;
-      const devices = this.callMembers().devices().filter((d) => `${d.userId}|${d.deviceId}` !== self).slice(0, MAX_PREJOIN_DEVICES);
+      const self = participantId(this.session.userId, this.session.deviceId);
+      const devices = this.callMembers().devices().filter((d) => participantId(d.userId, d.deviceId) !== self).slice(0, MAX_PREJOIN_DEVICES);
       if (!devices.length) return 0;
       const content = prejoinContent(this.roomId, { userId: this.session.userId, deviceId: this.session.deviceId }, Date.now());
       const track = !client.getRoom(this.roomId)?.hasEncryptionStateEvent();

@@ -12,8 +12,9 @@
 // About to join: a device in the pre-join sends the call's member devices an Olm-encrypted
 // `org.parley.call.prejoin`. A device of a user joined to the room (asked of the homeserver) is
 // sent the current key then, by the same rules as a joiner (a key older than the grace period is
-// ratcheted first; a leave's new key waiting for its switch is the one sent), so its first frames decrypt as soon as its media arrives instead of after a
-// key exchange that starts at its join. It does not count as a member: it gets no later key, and
+// ratcheted first; a leave's new key waiting for its switch is the one sent), so its first
+// frames decrypt as soon as its media arrives instead of after a key exchange that starts at its
+// join. It does not count as a member: it gets no later key, and
 // leaving the pre-join rotates nothing. Its join then needs no ratchet if it still holds the key
 // in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
 // media from `graceMs` before its announcement on, not from before its join (media it can only
@@ -61,12 +62,17 @@ export interface DeviceRef {
 }
 
 /** MatrixRTC's to-device key content. */
-export interface CallKeyContent {
-  keys: { index: number; key: string };
+/** What each of the call's to-device messages carries besides its own fields (MatrixRTC's shape): the sender's claim, the room. */
+export interface CallEnvelope {
   member: { id: string; claimed_device_id: string };
   room_id: string;
   session: { application: "m.call"; call_id: ""; scope: "m.room" };
   sent_ts: number;
+}
+
+/** MatrixRTC's to-device key content. */
+export interface CallKeyContent extends CallEnvelope {
+  keys: { index: number; key: string };
 }
 
 /**
@@ -88,13 +94,8 @@ export interface KeyTransport {
   onPrejoin?(fn: (from: KeySender, content: unknown) => void): () => void;
 }
 
-/** A device in the pre-join, as its announcement says it (`CALL_PREJOIN_EVENT`). */
-export interface PrejoinContent {
-  member: { id: string; claimed_device_id: string };
-  room_id: string;
-  session: { application: "m.call"; call_id: ""; scope: "m.room" };
-  sent_ts: number;
-}
+/** A device in the pre-join, as its announcement says it (`CALL_PREJOIN_EVENT`): the envelope alone. */
+export type PrejoinContent = CallEnvelope;
 
 export interface CallMembersPort {
   /** Devices with a live MatrixRTC call membership in the room (this one included, or not). */
@@ -181,29 +182,31 @@ export function senderProblem(from: KeySender, claimedDevice: string): string | 
 
 /** A valid key message's index and key for `roomId`, or why it is not one. */
 export function parseKeyContent(content: unknown, roomId: string): { index: number; key: Uint8Array; claimedDevice: string } | string {
-  if (typeof content !== "object" || content === null) return "not an object";
-  const c = content as Record<string, unknown>;
-  if (c.room_id !== roomId) return "for another room";
-  const keys = c.keys as Record<string, unknown> | undefined;
+  const env = parseEnvelope(content, roomId);
+  if (typeof env === "string") return env;
+  const keys = env.c.keys as Record<string, unknown> | undefined;
   if (!keys || typeof keys !== "object") return "no keys";
   const index = keys.index;
   if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index > 255) return "bad key index";
   const key = typeof keys.key === "string" ? fromBase64(keys.key) : null;
   if (!key || key.length !== MEDIA_KEY_LENGTH) return `key must be ${MEDIA_KEY_LENGTH} bytes of base64`;
-  const member = c.member as Record<string, unknown> | undefined;
-  const claimedDevice = member && typeof member.claimed_device_id === "string" ? member.claimed_device_id : "";
-  return { index, key, claimedDevice };
+  return { index, key, claimedDevice: env.claimedDevice };
 }
 
 /** A valid announcement's claimed device for `roomId`, or why it is not one. */
 export function parsePrejoinContent(content: unknown, roomId: string): { claimedDevice: string } | string {
+  const env = parseEnvelope(content, roomId);
+  if (typeof env === "string") return env;
+  return env.claimedDevice ? { claimedDevice: env.claimedDevice } : "no claimed device";
+}
+
+/** A call message's envelope for `roomId`: the content as a record and the device it claims ("" if none), or why not. */
+function parseEnvelope(content: unknown, roomId: string): { c: Record<string, unknown>; claimedDevice: string } | string {
   if (typeof content !== "object" || content === null) return "not an object";
   const c = content as Record<string, unknown>;
   if (c.room_id !== roomId) return "for another room";
   const member = c.member as Record<string, unknown> | undefined;
-  const claimedDevice = member && typeof member.claimed_device_id === "string" ? member.claimed_device_id : "";
-  if (!claimedDevice) return "no claimed device";
-  return { claimedDevice };
+  return { c, claimedDevice: member && typeof member.claimed_device_id === "string" ? member.claimed_device_id : "" };
 }
 
 export function prejoinContent(roomId: string, self: DeviceRef, now: number): PrejoinContent {
@@ -216,13 +219,7 @@ export function prejoinContent(roomId: string, self: DeviceRef, now: number): Pr
 }
 
 export function keyContent(roomId: string, self: DeviceRef, index: number, key: Uint8Array, now: number): CallKeyContent {
-  return {
-    keys: { index, key: toBase64(key) },
-    member: { id: `${self.userId}:${self.deviceId}`, claimed_device_id: self.deviceId },
-    room_id: roomId,
-    session: { application: "m.call", call_id: "", scope: "m.room" },
-    sent_ts: now,
-  };
+  return { keys: { index, key: toBase64(key) }, ...prejoinContent(roomId, self, now) };
 }
 
 /** Participant-keys mode: this device's key, shared with the call's member devices. */
@@ -476,7 +473,7 @@ export class ParticipantKeyShare {
       this.currentInUse();
     }
     const c = this.current;
-    this.rememberPrejoin(id, { at: this.prejoined.get(id)?.at ?? this.o.now(), index: c.index });
+    this.rememberPrejoin(id, { at: this.prejoined.get(id)!.at, index: c.index });
     this.heldBy(c.index, [device]);
     this.log.info("media key sent to a device about to join", { to: id, index: c.index });
     await this.deliver([device], c.index, c.key);
