@@ -5,6 +5,7 @@ import type { OpenIdProvider } from "./matrix/openid.ts";
 import type { RoomSummary } from "./matrix/rooms.ts";
 import type { RoomFeed } from "./matrix/timeline.ts";
 import { CallConnection } from "./rtc/call.ts";
+import type { CallGrant } from "./rtc/callApi.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
@@ -27,6 +28,8 @@ export interface CallWiring {
   deviceId: string;
   callApi: string;
   openId: OpenIdProvider;
+  /** The grant the pre-join asked for ahead (the standalone client's); none: the join asks. */
+  grantAhead?: () => Promise<CallGrant | null>;
   membership: MembershipTransport;
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;
@@ -65,6 +68,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     callApi: w.callApi,
     room: room.roomId,
     openId: w.openId,
+    ...(w.grantAhead ? { grantAhead: w.grantAhead } : {}),
     local: () => vm!.outgoing(),
     transforms: encryption?.media ?? w.transforms ?? noTransforms,
     deviceId: w.deviceId,

@@ -11,6 +11,7 @@ import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
+import { grantAhead, joinCall, type GrantAhead } from "./rtc/callApi.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
@@ -47,6 +48,22 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     openId.warm();
     void membership.supportsDelayed();
   };
+  // The call's grant too, from a call API the user trusts already (docs/join.md, "The grant in
+  // the pre-join"): Join then starts at the signalling socket. Its OpenID token is the prefetched
+  // one; another is fetched for a join that cannot use this grant (too old, refused).
+  let ahead: { key: string; grant: GrantAhead } | undefined;
+  const grantFor = (api: string, roomId: string) => {
+    const key = `${api}|${roomId}`;
+    if (ahead?.key !== key) {
+      const ask = async () => {
+        const token = await openId();
+        openId.warm();
+        return joinCall(api, { openid_token: token, room: roomId, ahead: true });
+      };
+      ahead = { key, grant: grantAhead(ask) };
+    }
+    return ahead.grant;
+  };
   return {
     dispose: () => {
       warm?.feed.stop();
@@ -81,6 +98,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // The call's devices hear that this one is about to join and send it their media keys now.
       void feedFor(room.roomId).announcePrejoin();
       warmJoin();
+      const host = trust.decide(room.call);
+      if (isTrusted(host)) grantFor(host.api, room.roomId).warm();
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);
@@ -96,6 +115,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         // Nothing is sent to an untrusted host (the OpenID guard fails the call first).
         callApi: isTrusted(host) ? host.api : "",
         openId: guardedOpenId(host, openId),
+        ...(isTrusted(host) ? { grantAhead: () => grantFor(host.api, room.roomId).take() } : {}),
         membership,
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),

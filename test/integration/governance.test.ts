@@ -8,9 +8,9 @@
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
-import { audioOffer, callSession, joinCall, seated } from "../support/callStack.ts";
+import { audioOffer, callSession, joinCall, seated, signallingUrl } from "../support/callStack.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
-import type { Answer, SignallingClient } from "../support/signalling.ts";
+import { SignallingClient, type Answer } from "../support/signalling.ts";
 
 let stack: Stack;
 let A: Institution, B: Institution;
@@ -165,7 +165,14 @@ describe("meeting governance", () => {
   });
 
   it("a locked meeting refuses an invited user a session and takes no knocks; those in the call stay", async () => {
+    // Dave's pre-join asked for his grant before the lock: its hello is admitted again, and refused.
+    const early = await joinCall(A, { openid_token: await dave.openIdToken(), room: roomId, ahead: true });
+    expect(early.status).toBe(200);
     expect(await moderate(aliceWs, { action: "settings", locked: true })).toMatchObject({ type: "result", locked: true });
+    const daveWs = await SignallingClient.open(signallingUrl(A));
+    expect(await daveWs.request({ type: "hello", session: early.json.session })).toMatchObject({ errcode: "M_FORBIDDEN", error: expect.stringContaining("locked") });
+    expect(await daveWs.request({ type: "hello", session: early.json.session })).toMatchObject({ errcode: "M_UNKNOWN_TOKEN" });
+    daveWs.close();
     expect(await alice.stateEvent(roomId, "m.room.join_rules")).toMatchObject({ join_rule: "invite" });
     await alice.invite(roomId, frank.userId);
     await frank.join(roomId);
@@ -241,6 +248,11 @@ describe("meeting governance", () => {
     }
     expect(await alice.stateEvent(roomId, "org.parley.call")).toMatchObject({ ended: { by: carol.userId } });
     expect((await joinCall(A, { openid_token: await carol.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });
+    // A host's pre-join (a grant asked ahead) does not start it again; their join does.
+    expect((await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId, ahead: true })).json).toMatchObject({
+      errcode: "M_FORBIDDEN", error: expect.stringContaining("joining starts it again"),
+    });
+    expect(await alice.stateEvent(roomId, "org.parley.call")).toMatchObject({ ended: { by: carol.userId } });
     aliceWs = await seated(A, await callSession(A, alice, roomId));
     expect((await alice.stateEvent(roomId, "org.parley.call"))!.ended).toBeUndefined();
     carolWs = await seated(A, await callSession(A, carol, roomId));

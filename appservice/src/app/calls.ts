@@ -82,7 +82,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     {
       ...deps,
       sfu: ports,
-      admission: (roomId, userId, inCall) => late.governance!.admit(roomId, userId, inCall),
+      admission: (roomId, userId, inCall, ahead) => late.governance!.admit(roomId, userId, inCall, ahead),
       // Sessions (and their SFU sessions) outlive a restart of this process: docs/resilience.md.
       recorder: {
         key: (token) => createHash("sha256").update(token).digest("base64url"),

@@ -115,6 +115,22 @@ function mediaSession(
     return s;
   };
   let subscriber: Subscriber | undefined = adopted?.subscriber && wireSubscriber(participant.adoptSubscriber(adopted.subscriber.handle));
+  type Joined = Awaited<ReturnType<Participant["joinAsSubscriber"]>>;
+  /** The subscription made before the client asked (prepareSubscription), with the feeds it holds. */
+  let prepared: { key: string; joined: Promise<Joined | undefined> } | undefined;
+  /** Whole feeds on one layer, in any order: what a prepared subscription is matched by. */
+  const feedsKey = (feeds: { feed: string | number; mid?: string | undefined; substream?: number | undefined }[]): string | undefined =>
+    feeds.some((f) => f.mid !== undefined) ? undefined : feeds.map((f) => `${f.feed}/${f.substream ?? ""}`).sort().join(",");
+  /** The prepared subscription if it holds exactly `feeds`; otherwise it is dropped. */
+  const takePrepared = async (feeds: { feed: string; mid?: string | undefined; substream?: number | undefined }[]): Promise<Joined | undefined> => {
+    const p = prepared;
+    prepared = undefined;
+    const joined = p && (await p.joined);
+    if (!joined) return undefined;
+    if (p.key === feedsKey(feeds)) return joined;
+    await joined.subscriber.leave().catch(() => undefined);
+    return undefined;
+  };
   let publishedMids: MediaStreamInfo[] = adopted?.publisher?.streams ?? [];
   // Candidates can arrive while the handle they belong to is still being made.
   const early: Record<TrickleTarget, (TrickleCandidate | null)[]> = { publisher: [], subscriber: [] };
@@ -177,10 +193,16 @@ function mediaSession(
       up.check(publishedMids, onUp);
       return { answerSdp: answer.sdp ?? "", streams: publishedMids };
     },
+    prepareSubscription(feeds) {
+      if (subscriber || prepared || closed || feeds.length === 0) return;
+      const refs = feeds.map((f) => ({ feed: String(f.feed), substream: f.substream }));
+      // A failure (a feed gone meanwhile) leaves it to the client's own subscribe.
+      prepared = { key: feedsKey(refs)!, joined: participant.joinAsSubscriber(refs, privateId).catch(() => undefined) };
+    },
     async subscribe(feeds) {
       const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid, substream: f.substream }));
       if (!subscriber) {
-        const joined = await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId));
+        const joined = (await takePrepared(refs)) ?? (await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId)));
         subscriber = wireSubscriber(joined.subscriber);
         await flush("subscriber", subscriber);
         return { offerSdp: joined.offer.sdp ?? "", streams: subscribed(joined.streams) };
@@ -242,7 +264,9 @@ function mediaSession(
       layerListeners.clear();
       closed = true;
       up.cancel();
-      await Promise.allSettled([publisher?.leave(), subscriber?.leave()]);
+      const unclaimed = prepared && (await prepared.joined);
+      prepared = undefined;
+      await Promise.allSettled([publisher?.leave(), subscriber?.leave(), unclaimed?.subscriber.leave()]);
       await participant.close();
     },
   };

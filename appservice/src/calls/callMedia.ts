@@ -332,6 +332,10 @@ export class CallMedia {
     this.record(member);
     // Everyone sees the newcomer (no streams yet); the newcomer sees everyone it may subscribe to.
     this.roster.broadcast(callId);
+    // ...and will ask for every one of them: the SFU makes that subscription's offer meanwhile
+    // (docs/join.md, "The subscription made at hello"). Nothing flows before the client answers it.
+    const feeds = this.roster.members(callId).filter((m) => m !== member && m.streams.length > 0);
+    if (feeds.length) media.prepareSubscription?.(feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER })));
     return member;
   }
 

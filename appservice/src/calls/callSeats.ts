@@ -51,7 +51,7 @@ export interface CallKeys {
 }
 
 export interface CallSeatsDeps {
-  calls: Pick<CallService, "session" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia">;
+  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
   /** The bot's Olm device sending provisioned keys; undefined without crypto. */
@@ -150,7 +150,8 @@ export class CallSeats {
     const { calls } = this.deps;
     const known = calls.session(token);
     if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-    const mode = await readKeyMode(this.deps.rooms, known.roomId);
+    // A session granted from the pre-join passes the meeting's admission now (locked or ended since?).
+    const [mode] = await Promise.all([readKeyMode(this.deps.rooms, known.roomId), calls.admitHolder(token)]);
     // The session may have ended while the room state was read.
     const session = calls.session(token);
     if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");

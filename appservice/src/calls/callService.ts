@@ -66,10 +66,14 @@ export interface CallServiceDeps {
   sfu: SfuRooms;
   clock: Clock;
   ids: IdSource;
-  /** Told when a user's first session in a room is granted and when their last one ends (guests' accounts, attendance). */
+  /** Told when a user's first session in a room gets its holder (the socket's hello) and when their last held one ends (guests' accounts, attendance). */
   onPresence?: (roomId: string, userId: string, present: boolean, callId: string) => void;
-  /** Governance's say on a joined user (locked, ended, external users): throws to refuse. */
-  admission?: (roomId: string, userId: string, inCall: boolean) => Promise<void>;
+  /**
+   * Governance's say on a joined user (locked, ended): throws to refuse. `ahead`: the grant is
+   * asked from the pre-join, before the user chose to join, so it must change nothing (an ended
+   * meeting is not started again by a host who only looks at their preview).
+   */
+  admission?: (roomId: string, userId: string, inCall: boolean, ahead: boolean) => Promise<void>;
   /** Records sessions for a restarted Parley; absent: sessions live in this process only. */
   recorder?: SessionRecorder | undefined;
   /** A recording failed (logged by the caller); the session goes on. */
@@ -94,6 +98,11 @@ export class CallService {
   private readonly sessions = new Map<string, CallSession>();
   private readonly closers = new Map<string, SessionCloser>();
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Sessions whose admission is decided again by their first hello: granted ahead (from the
+   *  pre-join), or restored from the store before any hello. */
+  private readonly admitAtHello = new Set<string>();
+  /** Sessions held by a socket (or restored as held): a user's presence in the call. */
+  private readonly held = new Set<string>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
@@ -104,7 +113,12 @@ export class CallService {
     this.deps = deps;
   }
 
-  async join(req: { openIdToken: string; serverName: string; room: string }): Promise<JoinGrant> {
+  /**
+   * `ahead`: asked when the pre-join shows, so that Join does not wait for the OpenID check.
+   * Such a session is nobody's presence until its hello, which runs the admission again (the
+   * meeting may have been locked or ended meanwhile); the grant itself starts nothing again.
+   */
+  async join(req: { openIdToken: string; serverName: string; room: string; ahead?: boolean }): Promise<JoinGrant> {
     const { verifier, policy, homeserver } = this.deps;
     if (!req.openIdToken) throw new ParleyError("M_MISSING_TOKEN", "an OpenID token is required");
     if (!SERVER_NAME.test(req.serverName)) throw new ParleyError("M_INVALID_PARAM", "matrix_server_name is not a server name");
@@ -121,9 +135,31 @@ export class CallService {
     const membership = await homeserver.getMembership(roomId, userId);
     if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
     // A user holding a session in the room's call reconnecting is not someone new.
-    await this.deps.admission?.(roomId, userId, this.hasSession(roomId, userId));
+    const ahead = req.ahead === true;
+    await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
     const call = await this.callFor(roomId, userId);
-    return this.grant(userId, call);
+    // Waiting for its hello, a grant asked ahead lives no longer than its TURN credential.
+    const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
+    const grant = this.grant(userId, call, ttlMs);
+    if (ahead) this.admitAtHello.add(this.keyOf(grant.session));
+    return grant;
+  }
+
+  /**
+   * Before a session's first holder: a session granted ahead passes the admission now, as a join
+   * would (a refused one ends, so its token opens nothing). Other sessions pass as they are.
+   */
+  async admitHolder(token: string): Promise<void> {
+    const key = this.keyOf(token);
+    const s = this.sessions.get(key);
+    if (!s || !this.admitAtHello.has(key)) return;
+    try {
+      await this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false);
+      this.admitAtHello.delete(key);
+    } catch (err) {
+      this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
+      throw err;
+    }
   }
 
   /** A meeting room made from an alias, or a room with a running `!meet` call. */
@@ -155,7 +191,7 @@ export class CallService {
     return { ...call, sfu: room };
   }
 
-  private grant(userId: string, call: CallRecord): JoinGrant {
+  private grant(userId: string, call: CallRecord, ttlMs: number): JoinGrant {
     const inCall = [...this.sessions.values()].filter((s) => s.callId === call.callId);
     if (this.cfg.sessionsPerCall !== undefined && inCall.length >= this.cfg.sessionsPerCall) {
       throw new ParleyError("M_LIMIT_EXCEEDED", `the call is full: at most ${this.cfg.sessionsPerCall} participants' devices`);
@@ -166,13 +202,11 @@ export class CallService {
     }
     const token = this.deps.ids.sessionToken();
     const key = this.keyOf(token);
-    const expiresAt = this.deps.clock.now() + this.cfg.sessionTtlMs;
-    const first = !this.hasSession(call.roomId, userId);
+    const expiresAt = this.deps.clock.now() + ttlMs;
     const session = { token, key, userId, roomId: call.roomId, callId: call.callId, expiresAt };
     this.sessions.set(key, session);
     this.record(session, "");
-    if (first) this.deps.onPresence?.(call.roomId, userId, true, call.callId);
-    this.expireIn(key, this.cfg.sessionTtlMs);
+    this.expireIn(key, ttlMs);
     return { session: token, expiresAt, callId: call.callId, roomId: call.roomId, ...iceForSession(this.cfg, token, this.deps.clock.now()) };
   }
 
@@ -196,13 +230,16 @@ export class CallService {
   /**
    * A session an earlier Parley process recorded: live again, held by `closer` (what releases
    * what the session still has, its SFU session) until its client says hello again or
-   * `graceMs` passes. Its user's presence was told already.
+   * `graceMs` passes. A held one's presence was told already; one never held (a grant waiting for
+   * its hello, `expiresAt` set) is admitted at its hello, as a grant asked ahead is.
    */
-  restore(record: Pick<SeatRecord, "tokenHash" | "userId" | "roomId" | "callId">, closer: SessionCloser, graceMs: number): CallSession {
+  restore(record: Pick<SeatRecord, "tokenHash" | "userId" | "roomId" | "callId" | "expiresAt">, closer: SessionCloser, graceMs: number): CallSession {
     const key = record.tokenHash;
     const session = { token: "", key, userId: record.userId, roomId: record.roomId, callId: record.callId, expiresAt: this.deps.clock.now() + graceMs };
     this.sessions.set(key, session);
     this.closers.set(key, closer);
+    if (record.expiresAt === null) this.held.add(key);
+    else this.admitAtHello.add(key);
     this.expireIn(key, graceMs);
     return session;
   }
@@ -213,18 +250,22 @@ export class CallService {
    * socket, ended by a leave, kick or ban (evict) or the call's end, never by a timer in mid-call.
    * A session has one holder: a new one takes it over, and the previous holder is ended now
    * (a reconnecting client whose old socket is not yet seen dead must not be locked out).
+   * The user's first held session in the room is their presence in the call.
    */
   attach(token: string, closer: SessionCloser, deviceId = ""): void {
     const key = this.keyOf(token);
     const s = this.sessions.get(key);
     if (!s) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    const first = !this.present(s.roomId, s.userId);
     const previous = this.closers.get(key);
     this.closers.set(key, closer);
+    this.held.add(key);
     clearTimeout(this.expiryTimers.get(key));
     this.expiryTimers.delete(key);
     const held = { ...s, expiresAt: Number.POSITIVE_INFINITY };
     this.sessions.set(key, held);
     this.record(held, deviceId);
+    if (first) this.deps.onPresence?.(s.roomId, s.userId, true, s.callId);
     if (previous && previous !== closer) previous(TAKEN_OVER);
   }
 
@@ -247,23 +288,26 @@ export class CallService {
   detach(token: string, closer: SessionCloser): void {
     const key = this.keyOf(token);
     if (this.closers.get(key) !== closer) return;
-    this.closers.delete(key);
     this.forget(key);
   }
 
-  private hasSession(roomId: string, userId: string): boolean {
-    for (const s of this.sessions.values()) if (s.roomId === roomId && s.userId === userId) return true;
+  /** Whether the user holds a session in the room: is in its call (a grant not yet said hello with is not). */
+  private present(roomId: string, userId: string): boolean {
+    for (const [key, s] of this.sessions) if (s.roomId === roomId && s.userId === userId && this.held.has(key)) return true;
     return false;
   }
 
-  /** Drops a session; the user's last one in the room ending is told. */
+  /** Drops a session and its holder; the user's last held one in the room ending is told. */
   private forget(key: string): void {
     const s = this.sessions.get(key);
     if (!s) return;
+    const held = this.held.delete(key);
+    this.closers.delete(key);
     this.sessions.delete(key);
+    this.admitAtHello.delete(key);
     const recorder = this.deps.recorder;
     if (recorder) void this.recording.run(key, () => recorder.forget(key)).catch((err: unknown) => this.deps.recordFailed?.(err));
-    if (!this.hasSession(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
+    if (held && !this.present(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
   }
 
   private end(key: string, reason: Parameters<SessionCloser>[0]): void {
@@ -365,5 +409,7 @@ export class CallService {
     this.expiryTimers.clear();
     this.sessions.clear();
     this.closers.clear();
+    this.held.clear();
+    this.admitAtHello.clear();
   }
 }

@@ -369,15 +369,17 @@ export class Governance {
   /**
    * Whether the user may get a call session now: a locked meeting takes nobody new (hosts,
    * co-hosts and users already in the call excepted), an ended one only a host (whose join
-   * starts it again), external users only after a host admitted them.
+   * starts it again; a grant asked `ahead`, from the pre-join, starts nothing), external users
+   * only after a host admitted them.
    */
-  async admit(roomId: string, userId: string, inCall: boolean): Promise<void> {
+  async admit(roomId: string, userId: string, inCall: boolean, ahead = false): Promise<void> {
     const { power, settings, content } = await this.facts(roomId);
     const role = power.roleOf(userId);
     if (settings.ended) {
       if (role !== "host") {
         throw new ParleyError("M_FORBIDDEN", `this meeting was ended by ${settings.ended.by}; a host can start it again`);
       }
+      if (ahead) throw new ParleyError("M_FORBIDDEN", `this meeting was ended by ${settings.ended.by}; joining starts it again`);
       await this.deps.homeserver.putState(roomId, CALL_STATE_EVENT, withSettings(content, { ...settings, ended: null }));
       this.cache.delete(roomId);
       this.audit({ audit: "restart", roomId, actor: userId }, "meeting started again");

@@ -162,6 +162,12 @@ export interface SfuMediaSession {
    *  layer a new video m-line starts on (absent: the SFU's default, the highest). */
   subscribe(feeds: { feed: string | number; mid?: string | undefined; substream?: 0 | 1 | 2 | undefined }[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+  /**
+   * Makes the subscription to whole `feeds` before anyone asks (the seat's hello): the first
+   * `subscribe` asking for exactly these gets its offer without waiting for the SFU; any other
+   * first `subscribe` drops it and subscribes as without. Nothing flows before the client answers.
+   */
+  prepareSubscription?(feeds: { feed: string | number; substream?: 0 | 1 | 2 | undefined }[]): void;
   /** The client's answer to the subscriber offer. */
   answer(answerSdp: string): Promise<void>;
   trickle(target: TrickleTarget, candidate: IceCandidate | null): Promise<void>;

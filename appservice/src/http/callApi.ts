@@ -16,6 +16,8 @@ const joinBody = z.object({
     expires_in: z.number().optional(),
   }),
   room: z.string().min(1).max(255),
+  /** Asked from the pre-join, before the user pressed Join (docs/join.md, "The grant in the pre-join"). */
+  ahead: z.boolean().optional(),
 });
 
 export function callApiRouter(calls: CallService, opts: { signallingPath: string; onRefused?: (errcode: ErrCode) => void }): Router {
@@ -42,10 +44,10 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
           : new ParleyError("M_BAD_JSON", `expected {openid_token, room}: ${parsed.error.issues.map((i) => i.path.join(".")).join(", ")}`),
       );
     }
-    const { openid_token: openid, room } = parsed.data;
+    const { openid_token: openid, room, ahead } = parsed.data;
     try {
-      const grant = await calls.join({ openIdToken: openid.access_token, serverName: openid.matrix_server_name, room });
-      log.info({ roomId: grant.roomId, callId: grant.callId, server: openid.matrix_server_name }, "call session granted");
+      const grant = await calls.join({ openIdToken: openid.access_token, serverName: openid.matrix_server_name, room, ahead });
+      log.info({ roomId: grant.roomId, callId: grant.callId, server: openid.matrix_server_name, ahead }, "call session granted");
       res.json({
         session: grant.session,
         expires_at: grant.expiresAt,

@@ -56,6 +56,8 @@ export interface CallConnectionOptions {
   callApi: string;
   room: string;
   openId: OpenIdProvider;
+  /** A grant asked before Join (the pre-join's), used instead of asking now; null: ask now. */
+  grantAhead?: () => Promise<CallGrant | null>;
   /** What to send right now (asked again after every reconnect). */
   local: () => LocalTracks;
   peerFactory?: PeerFactory;
@@ -71,8 +73,8 @@ export interface CallConnectionOptions {
 
 export class CallConnection {
   readonly state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
-  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello">> &
-    Pick<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello">;
+  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello" | "grantAhead">> &
+    Pick<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello" | "grantAhead">;
   private readonly log = getLogger("call");
   private grant: CallGrant | null = null;
   private signalling: SignallingClient | null = null;
@@ -107,7 +109,9 @@ export class CallConnection {
   async start(): Promise<void> {
     this.state.update({ phase: "joining", error: null });
     try {
-      const grant = await this.freshGrant();
+      const ahead = await this.o.grantAhead?.();
+      if (ahead) this.grant = ahead;
+      const grant = ahead ?? (await this.freshGrant());
       markStep("grant");
       this.state.update({ roomId: grant.roomId });
       const signalling = new SignallingClient({

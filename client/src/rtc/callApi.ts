@@ -47,7 +47,7 @@ export function parseGrant(raw: unknown): CallGrant {
 
 export async function joinCall(
   callApi: string,
-  body: { openid_token: OpenIdToken; room: string },
+  body: { openid_token: OpenIdToken; room: string; ahead?: true },
   fetchFn: FetchFn = (i, init) => fetch(i, init),
 ): Promise<CallGrant> {
   let res: Response;
@@ -64,6 +64,40 @@ export async function joinCall(
   const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
   if (!res.ok) throw errorFromResponse(res.status, json, "join");
   return parseGrant(json);
+}
+
+/** The share of a grant's lifetime (as seen when it came) after which a grant asked ahead is not used. */
+const AHEAD_USABLE_SHARE = 0.5;
+
+/** A call grant asked for before Join (when the pre-join shows), taken by the next join. */
+export interface GrantAhead {
+  /** Asks for a grant now, unless one is held or on its way. */
+  warm(): void;
+  /** The grant asked ahead, once: still on its way, it is waited for; none, failed or too old: null. */
+  take(): Promise<CallGrant | null>;
+}
+
+/**
+ * Join's first step done while the user looks at their preview: the OpenID token checked, the
+ * session granted (docs/join.md, "The grant in the pre-join"). The server admits the session again
+ * at its hello; a grant older than half its lifetime is not used (the join asks afresh, as
+ * without one), nor is a failed one (a locked or ended meeting answers the join itself).
+ */
+export function grantAhead(ask: () => Promise<CallGrant>, now: () => number = () => Date.now()): GrantAhead {
+  let next: { at: number; grant: Promise<CallGrant | null> } | undefined;
+  return {
+    warm: () => {
+      if (next) return;
+      next = { at: now(), grant: ask().catch(() => null) };
+    },
+    take: async () => {
+      const n = next;
+      next = undefined;
+      const grant = n && (await n.grant);
+      if (!n || !grant) return null;
+      return now() - n.at < (grant.expiresAt - n.at) * AHEAD_USABLE_SHARE ? grant : null;
+    },
+  };
 }
 
 /** ws(s)://host of the call API + the signalling path. */

@@ -121,3 +121,69 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
     expect(seen).toEqual([["1", 0], ["1", 1]]);
   });
 });
+
+describe("a subscription prepared at hello (docs/join.md)", () => {
+  /** A participant whose subscriber joins are recorded; each join is its own handle and offer. */
+  function preparingSfu(opts: { failFirst?: boolean } = {}) {
+    const joins: { refs: unknown; privateId: unknown }[] = [];
+    const left: number[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const participant = {
+      participantId: "p1", closed: false, onLost: () => () => undefined, close: async () => undefined,
+      joinAsSubscriber: async (refs: unknown, privateId: unknown) => {
+        const n = joins.push({ refs, privateId });
+        if (n === 1) await gate;
+        if (n === 1 && opts.failFirst) throw new Error("428 no such feed");
+        const subscriber = { onSubstream: () => () => undefined, trickle: async () => undefined, leave: async () => void left.push(n) };
+        return { subscriber, offer: { type: "offer", sdp: `offer-${n}` }, streams: [{ type: "video", mid: "0", feed_id: "f1" }] };
+      },
+    } as unknown as SfuParticipant;
+    const sfu = { openParticipant: async () => participant } as unknown as Sfu;
+    return { sfu, joins, left, release };
+  }
+  const room = { node: "n", room: "r", secret: "s" };
+
+  it("answers the first subscribe for the same feeds with the offer made ahead, waiting for it if still coming", async () => {
+    const s = preparingSfu();
+    const media = await sfuPorts(s.sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+    media.prepareSubscription!([{ feed: "f1", substream: 1 }, { feed: "f2", substream: 1 }]);
+    media.prepareSubscription!([{ feed: "f3" }]); // one prepared subscription at most
+    const answer = media.subscribe([{ feed: "f2", substream: 1 }, { feed: "f1", substream: 1 }]);
+    s.release();
+    expect(await answer).toMatchObject({ offerSdp: "offer-1" });
+    expect(s.joins).toHaveLength(1);
+    expect(s.joins[0]!.refs).toEqual([{ feed: "f1", substream: 1 }, { feed: "f2", substream: 1 }]);
+    // Later subscriptions are updates of that one; nothing more is prepared.
+    media.prepareSubscription!([{ feed: "f9" }]);
+    expect(s.joins).toHaveLength(1);
+  });
+
+  it("drops it when the first subscribe asks for other feeds, or a layer or an m-line of its own, and subscribes as asked", async () => {
+    for (const asked of [[{ feed: "f1", substream: 1 as const }], [{ feed: "f1", substream: 2 as const }, { feed: "f2", substream: 1 as const }], [{ feed: "f1", mid: "0", substream: 1 as const }, { feed: "f2", substream: 1 as const }]]) {
+      const s = preparingSfu();
+      const media = await sfuPorts(s.sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+      media.prepareSubscription!([{ feed: "f1", substream: 1 }, { feed: "f2", substream: 1 }]);
+      s.release();
+      expect(await media.subscribe(asked)).toMatchObject({ offerSdp: "offer-2" });
+      expect(s.left).toEqual([1]);
+      expect(s.joins).toHaveLength(2);
+    }
+  });
+
+  it("a prepared subscription that failed leaves the client's subscribe to join as usual; an unclaimed one leaves on close", async () => {
+    const failing = preparingSfu({ failFirst: true });
+    const media = await sfuPorts(failing.sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+    media.prepareSubscription!([{ feed: "f1" }]);
+    failing.release();
+    expect(await media.subscribe([{ feed: "f1" }])).toMatchObject({ offerSdp: "offer-2" });
+
+    const s = preparingSfu();
+    const unclaimed = await sfuPorts(s.sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+    unclaimed.prepareSubscription!([{ feed: "f1" }]);
+    unclaimed.prepareSubscription!([]);
+    s.release();
+    await unclaimed.close();
+    expect(s.left).toEqual([1]);
+  });
+});

@@ -83,6 +83,11 @@ class FakeMedia implements SfuMediaSession {
   async unsubscribe() {
     return { streams: [] };
   }
+  /** Subscriptions made ahead (at hello), by their feeds and layers. */
+  readonly prepared: string[][] = [];
+  prepareSubscription(feeds: { feed: string | number; substream?: number | undefined }[]) {
+    this.prepared.push(feeds.map((f) => `${f.feed}/${f.substream}`));
+  }
   async answer() {}
   async moderate() {}
   async trickle(_t: string, c: unknown) {
@@ -263,6 +268,32 @@ describe("a seat", () => {
     await vi.waitFor(() => expect(sfu.opened).toBe(2));
     const seen = b.pushes.filter((p) => p.type === "participants").at(-1);
     expect(seen).toMatchObject({ participants: [{ device_id: "DEVA", streams: [{ mid: "0" }] }, { device_id: "DEVB", streams: [] }] });
+    // ...and the SFU makes the subscription the newcomer will ask for: every announced feed, on the first layer.
+    const [mediaA, mediaB] = [...sfu.open_] as [FakeMedia, FakeMedia];
+    expect(mediaA.prepared).toEqual([]);
+    expect(mediaB.prepared).toEqual([[`${mediaA.feedId}/${FIRST_LAYER}`]]);
+  });
+
+  it("a session granted ahead (the pre-join's) is admitted again at its hello; refused, it gets no seat and no SFU session", async () => {
+    const admissions: string[] = [];
+    let locked = false;
+    calls.stop();
+    calls = makeCalls({
+      admission: async (_room, user, inCall, ahead) => {
+        admissions.push(`${user} inCall=${inCall} ahead=${ahead}`);
+        if (locked && !inCall) throw new ParleyError("M_FORBIDDEN", "this meeting is locked");
+      },
+    });
+    seats = makeSeats();
+    const early = (await calls.join({ openIdToken: "t", serverName: "a.example", room: ROOM, ahead: true })).session;
+    const plain = await session();
+    locked = true;
+    const client = new Client();
+    await expect(seats.open(client, early, "DEV")).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: "this meeting is locked" });
+    expect(sfu.opened).toBe(0);
+    expect(admissions).toEqual([`${ALICE} inCall=false ahead=true`, `${ALICE} inCall=false ahead=false`, `${ALICE} inCall=false ahead=false`]);
+    await seats.open(client, plain, "DEV"); // granted at Join: decided then
+    expect(admissions).toHaveLength(3);
   });
 
   it("a second publish starts over on a fresh SFU session; a lost one is forgotten and the client told to renegotiate", async () => {

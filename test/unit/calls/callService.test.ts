@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CallService, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
+import { CallService, type CallServiceConfig, type CallServiceDeps, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import type { OpenIdVerifier, SfuRooms } from "../../../appservice/src/calls/ports.ts";
 import { ParleyError } from "../../../appservice/src/errors.ts";
@@ -62,23 +62,28 @@ beforeEach(async () => {
   now = 1_000_000;
   presence = [];
   members = new Map([[`${MEETING}|${ALICE}`, "join"], [`${MEETING}|${BOB}`, "join"], [`${MEETING}|${EVE}`, "join"], [`${CHAT}|${ALICE}`, "join"]]);
-  service = new CallService(
+  service = makeService(
     { sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], sessionsPerUserPerCall: 3, sessionsPerCall: 5 },
-    {
-      homeserver: {
-        resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),
-        getMembership: async (roomId, userId) => members.get(`${roomId}|${userId}`),
-      },
-      store,
-      policy: new FederationPolicy("a.example", ["b.example"]),
-      verifier: new FakeVerifier(),
-      sfu,
-      clock: { now: () => now },
-      ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
-      onPresence: (roomId, userId, present) => presence.push(`${present ? "+" : "-"}${userId}@${roomId}`),
-    },
+    { onPresence: (roomId, userId, present) => presence.push(`${present ? "+" : "-"}${userId}@${roomId}`) },
   );
 });
+
+/** A service over this file's store, fake SFU, members and clock. */
+function makeService(cfg: CallServiceConfig, more: Partial<CallServiceDeps> = {}): CallService {
+  return new CallService(cfg, {
+    homeserver: {
+      resolveAlias: async (alias) => (alias === "#meet-x:a.example" ? MEETING : undefined),
+      getMembership: async (roomId, userId) => members.get(`${roomId}|${userId}`),
+    },
+    store,
+    policy: new FederationPolicy("a.example", ["b.example"]),
+    verifier: new FakeVerifier(),
+    sfu,
+    clock: { now: () => now },
+    ids: { callId: () => `call${++ids}`, sessionToken: () => `session-${++ids}` },
+    ...more,
+  });
+}
 
 afterEach(async () => {
   service.stop();
@@ -147,16 +152,24 @@ describe("sessions end", () => {
     expect(service.evict(CHAT, ALICE, "leave")).toBe(0);
   });
 
-  it("the user's first session in a room and the end of their last one are told (guests' accounts hang on it)", async () => {
+  it("the user's first held session in a room and the end of their last held one are told (guests' accounts hang on it)", async () => {
     const a1 = await join("alice-token", "a.example");
     const a2 = await join("alice-token", "a.example");
-    const closer: SessionCloser = () => undefined;
-    service.attach(a1.session, closer);
-    service.detach(a1.session, closer);
+    const a3 = await join("alice-token", "a.example");
+    expect(presence).toEqual([]); // granted is not present: the hello is
+    const first: SessionCloser = () => undefined;
+    const second: SessionCloser = () => undefined;
+    service.attach(a1.session, first);
+    service.attach(a1.session, second); // a takeover is the same presence
+    service.attach(a2.session, first);
     expect(presence).toEqual([`+${ALICE}@${MEETING}`]);
-    service.attach(a2.session, closer);
-    service.evict(MEETING, ALICE, "leave");
+    service.detach(a1.session, second);
+    expect(presence).toEqual([`+${ALICE}@${MEETING}`]);
+    service.detach(a2.session, first); // a3 is granted, not held: Alice is gone
     expect(presence).toEqual([`+${ALICE}@${MEETING}`, `-${ALICE}@${MEETING}`]);
+    now += 60_000;
+    expect(service.session(a3.session)).toBeUndefined(); // its expiry tells nothing
+    expect(presence).toHaveLength(2);
   });
 
   it("at expiry", async () => {
@@ -281,5 +294,90 @@ describe("an idle call", () => {
     const call = (await store.activeCall(MEETING))!;
     await service.endIdle(call);
     expect((await store.activeCall(MEETING))?.sfu).toEqual(call.sfu);
+  });
+});
+
+describe("a grant asked ahead (from the pre-join)", () => {
+  let admissions: string[];
+  let refuse: string | undefined;
+  const aheadService = (turnTtlSeconds?: number) =>
+    makeService(
+      {
+        sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3,
+        ...(turnTtlSeconds ? { turn: { urls: ["turn:127.0.0.1:3478"], secret: "s", ttlSeconds: turnTtlSeconds, relayOnly: false } } : {}),
+      },
+      {
+        onPresence: (_roomId, userId, present) => presence.push(`${present ? "+" : "-"}${userId}`),
+        admission: async (_roomId, userId, inCall, ahead) => {
+          admissions.push(`${userId} inCall=${inCall} ahead=${ahead}`);
+          if (refuse) throw new ParleyError("M_FORBIDDEN", refuse);
+        },
+      },
+    );
+  let s: CallService;
+  beforeEach(() => {
+    admissions = [];
+    refuse = undefined;
+    s = aheadService();
+  });
+  afterEach(() => s.stop());
+
+  it("is admitted again at its first hello only; a plain grant is not", async () => {
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    expect(admissions).toEqual([`${BOB} inCall=false ahead=true`, `${ALICE} inCall=false ahead=false`]);
+    await s.admitHolder(plain.session);
+    await s.admitHolder(early.session);
+    expect(admissions.slice(2)).toEqual([`${BOB} inCall=false ahead=false`]);
+    s.attach(early.session, () => undefined);
+    await s.admitHolder(early.session); // a reconnect with the same session
+    expect(admissions).toHaveLength(3);
+    expect(presence).toEqual([`+${BOB}`]);
+  });
+
+  it("refused at its hello (locked or ended meanwhile), ends: its token opens nothing", async () => {
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    refuse = "this meeting is locked";
+    await expect(s.admitHolder(early.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: "this meeting is locked" });
+    expect(s.session(early.session)).toBeUndefined();
+    expect(() => s.attach(early.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+    expect(presence).toEqual([]);
+  });
+
+  it("does not count as being in the call for the user's next join (a lock is not passed with it)", async () => {
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING });
+    s.attach(early.session, () => undefined);
+    await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING });
+    expect(admissions).toEqual([`${BOB} inCall=false ahead=true`, `${BOB} inCall=false ahead=false`, `${BOB} inCall=true ahead=false`]);
+  });
+
+  it("restored from the store after a restart: one never held is admitted at its hello and is nobody's presence until then; a held one is neither", async () => {
+    const closer = () => undefined;
+    const base = { userId: BOB, roomId: MEETING, callId: "c1" };
+    s.restore({ ...base, tokenHash: "granted", expiresAt: now + 30_000 }, closer, 30_000);
+    s.restore({ ...base, tokenHash: "held", expiresAt: null }, closer, 30_000);
+    await s.admitHolder("held");
+    expect(admissions).toEqual([]);
+    await s.admitHolder("granted");
+    expect(admissions).toEqual([`${BOB} inCall=true ahead=false`]); // the held one is Bob in the call
+    s.attach("granted", closer);
+    s.attach("held", closer);
+    expect(presence).toEqual([]); // told by the process that saw the first hello
+    s.detach("held", closer);
+    s.detach("granted", closer);
+    expect(presence).toEqual([`-${BOB}`]);
+  });
+
+  it("waits for its hello no longer than its TURN credential lives", async () => {
+    s.stop();
+    s = aheadService(30);
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    expect(early.expiresAt).toBe(now + 30_000);
+    expect(plain.expiresAt).toBe(now + 60_000);
+    now += 30_000;
+    expect(s.session(early.session)).toBeUndefined();
+    expect(s.session(plain.session)?.userId).toBe(ALICE);
   });
 });

@@ -284,6 +284,9 @@ describe("host actions", () => {
     expect(ended.map((c) => c.endedBy)).toEqual(["@co:a.example"]);
     await expect(g.admit(ROOM, "@p1:a.example", false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringContaining("ended by @co:a.example") });
     await expect(g.admit(ROOM, "@co:a.example", false)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    // A host in the pre-join (a grant asked ahead) starts nothing: their Join does.
+    await expect(g.admit(ROOM, "@host:a.example", false, true)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringContaining("joining starts it again") });
+    expect(hs.state.get("org.parley.call")!.content.ended).toEqual({ by: "@co:a.example", at: 42 });
     await g.admit(ROOM, "@host:a.example", false);
     expect(hs.state.get("org.parley.call")!.content.ended).toBeUndefined();
     await g.admit(ROOM, "@p1:a.example", false);

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
-import { CallConnection, type LocalTracks } from "../../../client/src/rtc/call.ts";
+import { CallConnection, type CallConnectionOptions, type LocalTracks } from "../../../client/src/rtc/call.ts";
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
 import { applyStreams } from "../../../client/src/rtc/subscriber.ts";
@@ -50,7 +50,7 @@ function serve(s: FakeSocket): void {
   queueMicrotask(() => s.open());
 }
 
-function setup(local: Partial<LocalTracks> = {}, join = vi.fn(async () => GRANT)) {
+function setup(local: Partial<LocalTracks> = {}, join = vi.fn(async () => GRANT), more: Partial<CallConnectionOptions> = {}) {
   const audio = new FakeTrack("audio");
   const video = new FakeTrack("video");
   const tracks: LocalTracks = { audio: asTrack(audio), video: asTrack(video), muted: { audio: false, video: false }, ...local };
@@ -67,6 +67,7 @@ function setup(local: Partial<LocalTracks> = {}, join = vi.fn(async () => GRANT)
       serve(socket);
       return socket;
     },
+    ...more,
   });
   return { call, join, openId, audio, video };
 }
@@ -100,6 +101,31 @@ describe("CallConnection", () => {
     expect(pub.transceivers[1]!.init?.sendEncodings).toEqual(SIMULCAST_ENCODINGS);
     expect(pub.remoteDescription).toMatchObject({ type: "answer" });
     expect(call.state.get()).toMatchObject({ phase: "connected", ownFeed: 101 });
+  });
+
+  it("starts with the grant the pre-join asked for: no OpenID token, no join, its session in hello", async () => {
+    const grantAhead = vi.fn(async () => ({ ...GRANT, session: "early" }));
+    const { call, join, openId } = setup({}, undefined, { grantAhead });
+    await call.start();
+    expect(grantAhead).toHaveBeenCalledTimes(1);
+    expect(join).not.toHaveBeenCalled();
+    expect(openId).not.toHaveBeenCalled();
+    expect(sent("hello").map((m) => m.session)).toEqual(["early"]);
+    expect(call.state.get().phase).toBe("connected");
+  });
+
+  it("asks for a fresh grant when the server no longer knows the one asked ahead, or there is none", async () => {
+    handlers.hello = (m) =>
+      m.session === "early" ? new ParleyClientError("M_UNKNOWN_TOKEN", "signalling", { detail: "unknown or expired session" }) : { user_id: "@a:x", room_id: "!r:x", call_id: "c" };
+    const stale = setup({}, undefined, { grantAhead: async () => ({ ...GRANT, session: "early" }) });
+    await stale.call.start();
+    expect(stale.join).toHaveBeenCalledTimes(1);
+    expect(sent("hello").map((m) => m.session)).toEqual(["early", "s1"]);
+    FakeSocket.all = [];
+    const none = setup({}, undefined, { grantAhead: async () => null });
+    await none.call.start();
+    expect(none.join).toHaveBeenCalledTimes(1);
+    expect(sent("hello").map((m) => m.session)).toEqual(["s1"]);
   });
 
   it("tells the server about what is muted at join", async () => {

@@ -1,6 +1,6 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { ParleyClientError } from "../../../client/src/errors.ts";
-import { joinCall, signallingUrl } from "../../../client/src/rtc/callApi.ts";
+import { grantAhead, joinCall, signallingUrl, type CallGrant } from "../../../client/src/rtc/callApi.ts";
 import "./fakes.ts";
 
 const token = { access_token: "o", token_type: "Bearer", matrix_server_name: "a.example", expires_in: 3600 };
@@ -69,5 +69,46 @@ describe("signallingUrl", () => {
   it("switches the scheme to ws(s)", () => {
     expect(signallingUrl("https://parley.example/base/", "/_parley/v1/signal")).toBe("wss://parley.example/_parley/v1/signal");
     expect(signallingUrl("http://127.0.0.11:9000", "/_parley/v1/signal")).toBe("ws://127.0.0.11:9000/_parley/v1/signal");
+  });
+});
+
+describe("grantAhead", () => {
+  const grant = (expiresAt: number): CallGrant => ({ session: "s", expiresAt, callId: "c", roomId: "!r:x", iceServers: [], iceTransportPolicy: "all", signalling: "/s" });
+
+  it("asks once however often it is warmed, and is taken once", async () => {
+    const now = 1000;
+    const ask = vi.fn(async () => grant(now + 600_000));
+    const g = grantAhead(ask, () => now);
+    g.warm();
+    g.warm();
+    expect(ask).toHaveBeenCalledTimes(1);
+    expect(await g.take()).toMatchObject({ session: "s" });
+    expect(await g.take()).toBeNull();
+    g.warm();
+    expect(ask).toHaveBeenCalledTimes(2);
+  });
+
+  it("is not used past half its lifetime, nor when the ask failed, nor when never warmed", async () => {
+    let now = 1000;
+    const g = grantAhead(async () => grant(now + 600_000), () => now);
+    g.warm();
+    now += 300_000;
+    expect(await g.take()).toBeNull();
+    g.warm();
+    now += 299_999;
+    expect(await g.take()).not.toBeNull();
+    const failing = grantAhead(async () => Promise.reject(new Error("M_FORBIDDEN: locked")), () => now);
+    failing.warm();
+    expect(await failing.take()).toBeNull();
+    expect(await grantAhead(async () => grant(now + 600_000)).take()).toBeNull();
+  });
+
+  it("still on its way when taken, is waited for", async () => {
+    let answer!: (g: CallGrant) => void;
+    const g = grantAhead(() => new Promise<CallGrant>((r) => (answer = r)), () => 0);
+    g.warm();
+    const taken = g.take();
+    answer(grant(600_000));
+    expect(await taken).toMatchObject({ session: "s" });
   });
 });
