@@ -74,6 +74,8 @@ interface Step {
   errors: { count: number; example: string | null };
   /** Datagrams the kernel dropped in the window (full receive buffers / failed sends). */
   udp: { rcvbuf: number; sndbuf: number };
+  /** Simulcast layers each publisher sends (median), after Janus's bitrate estimate (REMB). */
+  layersSent: number;
 }
 
 /** Per viewer, the video streams that received packets between two readings, and their layers. */
@@ -131,6 +133,7 @@ async function measure(people: Population, pids: { janus: number; parley?: numbe
     shape,
     udp: { rcvbuf: udp1.rcvbuf - udp0.rcvbuf, sndbuf: udp1.sndbuf - udp0.sndbuf },
     errors: { count: statsAfter.reduce((a, x) => a + x.errors, 0), example: statsAfter.find((x) => x.lastError)?.lastError ?? null },
+    layersSent: percentile(statsAfter.map((x) => x.sent.layers), 50),
   };
 }
 
@@ -139,7 +142,7 @@ function report(label: string, s: Step): void {
   console.log(
     `${label} ${s.n}: forwarded ${s.forwardedPerSecond.toFixed(0)} packets/s, loss ${(s.loss * 100).toFixed(2)} %, ` +
       `sent ${s.sentPerSecond.toFixed(0)} packets/s, janus ${pct(s.janusCores)} core (${s.janusUsPerPacket.toFixed(1)} us/packet), parley ${pct(s.parleyCores)} core, ` +
-      `loadgen ${pct(s.loadgenCores)} core, machine ${pct(s.machine)}; udp drops ${s.udp.rcvbuf} rcvbuf ${s.udp.sndbuf} sndbuf; each viewer got ${s.shape.videos} videos, mostly layer ${s.shape.layer}`,
+      `loadgen ${pct(s.loadgenCores)} core, machine ${pct(s.machine)}; udp drops ${s.udp.rcvbuf} rcvbuf ${s.udp.sndbuf} sndbuf; each viewer got ${s.shape.videos} videos, mostly layer ${s.shape.layer}; publishers send ${s.layersSent} layers`,
   );
 }
 
@@ -190,7 +193,10 @@ async function baseline(A: Institution, n: number, shape: { videos: number; laye
   let people: Population | undefined;
   let stopTalking = () => {};
   try {
-    const room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1 });
+    // Parley caps every publisher of a large call (meetings.media.largeCall, REMB): the same cap here,
+    // so that Janus takes in the same layers in both runs (the synthetic senders follow REMB).
+    const large = A.parley.config.meetings.media.largeCall;
+    const room = await sfu.createRoom(`baseline-${Date.now()}`, { publishers: n + 1, ...(n >= large.from ? { bitrate: large.publisherBitrate } : {}) });
     // Generated as the Parley run was: in the same number of worker threads.
     people =
       workers > 0

@@ -104,6 +104,14 @@ describe("a synthetic call of 12 under last-N", () => {
     expect(lost / (received + lost)).toBeLessThan(0.01);
   });
 
+  it("a call of 12 is large: Parley's publisher cap reaches every sender as Janus's bitrate estimate (REMB), under which these light layers all fit", async () => {
+    const cap = A.parley.config.meetings.media.largeCall;
+    expect(COUNT).toBeGreaterThanOrEqual(cap.from);
+    // Janus sends REMB on the configure and every 5 s after: the first one after the cap is waited for.
+    await waitFor("every sender told the cap", async () => (people.every((h) => h.participant.stats().sent.remb === cap.publisherBitrate) ? true : undefined), 15_000);
+    expect(people.map((h) => h.participant.stats().sent.layers)).toEqual(people.map(() => LAYERS.length));
+  });
+
   it("frames arrive sealed as sent: each sender's key decrypts its Opus frames at every receiver", async () => {
     const viewer = people[0]!;
     await waitFor("an audio frame from every other feed", async () => (others(viewer).every((o) => viewer.participant.lastAudio.has(o.feed)) ? true : undefined));

@@ -18,6 +18,30 @@ export const DEFAULT_LAYERS: readonly LayerSpec[] = [
   { width: 1280, height: 720, kbps: 1500 },
 ];
 
+/**
+ * A layer starts only if the bitrate left after the layers below it covers this share of its own
+ * (libwebrtc's simulcast allocator enables a layer from its minimum bitrate; its defaults for VP8
+ * put that near 0.3-0.4 of the layer's target: 150 of 500 kbit/s at 360p, 600 of 1500 at 720p).
+ */
+export const LAYER_MIN_SHARE = 0.4;
+
+/**
+ * How many layers, from the lowest, a sender keeps on under a receiver's bitrate estimate (REMB, in
+ * bit/s), as libwebrtc's encoder does: always the lowest; each next one while the bitrate covers
+ * the layers below at their rate plus LAYER_MIN_SHARE of its own.
+ */
+export function activeLayers(layers: readonly LayerSpec[], bitsPerSecond: number): number {
+  const kbps = bitsPerSecond / 1000;
+  let below = 0;
+  let active = 0;
+  for (const layer of layers) {
+    if (active > 0 && below + layer.kbps * LAYER_MIN_SHARE > kbps) break;
+    below += layer.kbps;
+    active++;
+  }
+  return Math.max(1, active);
+}
+
 /** The largest RTP payload we make (Chrome's VP8 packetizer stays near 1200 with SRTP overhead). */
 export const MAX_RTP_PAYLOAD = 1100;
 const VP8_DESCRIPTOR_LENGTH = 4;

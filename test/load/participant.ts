@@ -22,6 +22,7 @@ function seen(p: RtpPacket): RtpSeen {
 import { FrameSealer } from "./frameSeal.ts";
 import { growReceiveBuffers, leanReceive, type RtpSeen } from "./leanReceive.ts";
 import {
+  activeLayers,
   audioLevelByte,
   DEFAULT_LAYERS,
   frameBytes,
@@ -42,6 +43,8 @@ import { ticker } from "./ticker.ts";
 const OPUS_PT = 111;
 const AUDIO_FRAME_MS = 20;
 const VP8_PT = 96;
+/** RTCP payload-specific feedback FMT of a receiver's bitrate estimate (REMB, draft-alvestrand-rmcat-remb). */
+const REMB_FMT = 15;
 /**
  * A key frame request within this long of the last one honoured on the same layer is dropped, as
  * libwebrtc's encoder does (EncoderRtcpFeedback, 300 ms): a receiver that never decodes (Chromium
@@ -73,6 +76,11 @@ export interface ParticipantOptions {
   leanReceive?: boolean;
   /** Keep the last audio payload (one Opus frame, still E2EE-sealed) per feed, for E2EE checks. */
   keepLastAudio?: boolean;
+  /**
+   * Follow Janus's bitrate estimate (REMB: a room's or a large call's cap) as a browser's encoder
+   * does, sending only the layers it covers (`activeLayers`) (default true). false: every layer always.
+   */
+  followRemb?: boolean;
 }
 
 /** What one inbound stream (one subscriber m-line) received. */
@@ -91,7 +99,7 @@ export interface InboundStats {
 
 export interface ParticipantStats {
   /** `plisDropped`: key frame requests that came within keyframeRequestWindowMs of an honoured one. */
-  sent: { packets: number; bytes: number; keyframes: number; plis: number; plisDropped: number };
+  sent: { packets: number; bytes: number; keyframes: number; plis: number; plisDropped: number; layers: number; remb: number | null };
   inbound: InboundStats[];
   /** Subscriptions (subscribe, answer) that failed, and the last reason. */
   errors: number;
@@ -145,7 +153,7 @@ export class SyntheticParticipant {
   private readonly video = { ts: randomInt(0xffffffff), pictureId: randomInt(0x7fff), next: 0, frames: 0, keyNext: [true, true, true], lastKey: 0, lastRequest: [-Infinity, -Infinity, -Infinity] };
   private ext = { audioMid: 0, audioLevel: 0, videoMid: 0, audioMidValue: Buffer.alloc(0), videoMidValue: Buffer.alloc(0) };
   private talking = false;
-  private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0, plisDropped: 0 };
+  private readonly sent = { packets: 0, bytes: 0, keyframes: 0, plis: 0, plisDropped: 0, layers: 0, remb: null as number | null };
   private errors = 0;
   private lastError: string | null = null;
   private readonly inbound = new Map<number, Inbound>();
@@ -172,6 +180,7 @@ export class SyntheticParticipant {
       keyframeRequestWindowMs: MIN_KEYFRAME_REQUEST_MS,
       leanReceive: true,
       keepLastAudio: false,
+      followRemb: true,
       iceAddress: process.env.PARLEY_MEDIA_ADDR || undefined,
       ...opts,
     };
@@ -179,6 +188,7 @@ export class SyntheticParticipant {
     this.pub = new RTCPeerConnection(peerConfig(this.o.iceAddress));
     this.videoSsrcs = this.o.layers.map(() => randomInt(1, 0xffffffff));
     this.seq = this.o.layers.map(() => randomInt(0xffff));
+    this.sent.layers = this.o.layers.length;
   }
 
   /** Publishes, then follows the roster: subscribes to every other feed as it appears. */
@@ -430,7 +440,8 @@ export class SyntheticParticipant {
 
   private onPublisherRtcp(p: RtcpPacket): void {
     if (p.type !== 206) return;
-    const fb = (p as { feedback?: { count?: number; mediaSsrc?: number; fir?: { ssrc: number }[] } }).feedback;
+    const fb = (p as { feedback?: { count?: number; mediaSsrc?: number; fir?: { ssrc: number }[]; bitrate?: bigint } }).feedback;
+    if (fb?.count === REMB_FMT && fb.bitrate !== undefined) return this.onRemb(Number(fb.bitrate));
     const ssrcs = fb?.count === 4 ? (fb.fir ?? []).map((e) => e.ssrc) : fb?.count === 1 ? [fb.mediaSsrc ?? 0] : [];
     for (const ssrc of ssrcs) {
       const layer = this.videoSsrcs.indexOf(ssrc);
@@ -445,6 +456,15 @@ export class SyntheticParticipant {
         this.video.keyNext[layer] = true;
       }
     }
+  }
+
+  /** A layer turned on starts with a key frame, as an encoder's does. */
+  private onRemb(bitsPerSecond: number): void {
+    this.sent.remb = bitsPerSecond;
+    if (!this.o.followRemb) return;
+    const active = activeLayers(this.o.layers, bitsPerSecond);
+    for (let i = this.sent.layers; i < active; i++) this.video.keyNext[i] = true;
+    this.sent.layers = active;
   }
 
   private tick(now: number): void {
@@ -486,6 +506,7 @@ export class SyntheticParticipant {
     const periodic = this.o.keyframeEveryMs > 0 && now - v.lastKey >= this.o.keyframeEveryMs;
     if (periodic) v.lastKey = now;
     this.o.layers.forEach((layer, i) => {
+      if (i >= this.sent.layers) return;
       const key = v.keyNext[i]! || periodic;
       v.keyNext[i] = false;
       if (key) this.sent.keyframes++;

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { clearBytesForCodec, decryptFrame, deriveFrameKey } from "../../../client/src/rtc/e2ee/frameCrypto.ts";
 import { FrameSealer } from "../../load/frameSeal.ts";
 import {
+  activeLayers,
   audioLevelByte,
   DEFAULT_LAYERS,
   frameBytes,
@@ -39,6 +40,20 @@ describe("synthetic VP8", () => {
   it("frame sizes follow the layer's bitrate; key frames are larger", () => {
     expect(frameBytes(DEFAULT_LAYERS[0]!, 30, false)).toBe(625);
     expect(frameBytes(DEFAULT_LAYERS[2]!, 30, true)).toBe(3 * 6250);
+  });
+});
+
+describe("layers under a bitrate estimate (REMB), as libwebrtc's encoder keeps them", () => {
+  it("a large call's 700 kbit/s cap keeps the low and medium layers; the lifted 2.5 Mbit/s all three; the lowest always", () => {
+    expect(activeLayers(DEFAULT_LAYERS, 700_000)).toBe(2); // 150 + 500, and 650 + 0.4 x 1500 > 700
+    expect(activeLayers(DEFAULT_LAYERS, 1_250_000)).toBe(3);
+    expect(activeLayers(DEFAULT_LAYERS, 1_249_000)).toBe(2);
+    expect(activeLayers(DEFAULT_LAYERS, 2_500_000)).toBe(3);
+    expect(activeLayers(DEFAULT_LAYERS, 300_000)).toBe(1);
+    expect(activeLayers(DEFAULT_LAYERS, 10_000)).toBe(1);
+    // The tests' light layers (60/150/400) fit under the cap whole.
+    const light = [{ width: 320, height: 180, kbps: 60 }, { width: 640, height: 360, kbps: 150 }, { width: 1280, height: 720, kbps: 400 }];
+    expect(activeLayers(light, 700_000)).toBe(3);
   });
 });
 
