@@ -27,6 +27,11 @@ const KNOCKS = Number(values.knocks);
 // default 0: Join as soon as the preview plays, as before). The others' media keys reach a device
 // in the pre-join (keyShare.ts, "About to join"): with a dwell the join's first frames find them there.
 const DWELL_MS = Number(process.env.PARLEY_BENCH_PREJOIN_DWELL_MS ?? 0);
+// The joins come one after another, and each leave makes the host a fresh key, so a joiner finds
+// a key younger than the grace period (10 s) and gets it as it is. PARLEY_BENCH_JOIN_GAP_MS waits
+// that long between a leave and the next join: with more than the grace period, every join is
+// one into an established call (the host's key ratcheted for the joiner).
+const GAP_MS = Number(process.env.PARLEY_BENCH_JOIN_GAP_MS ?? 0);
 
 
 /** Each page's console, printed if its join fails (the benchmark's only view into the client). */
@@ -117,6 +122,7 @@ try {
     }
     await page.locator("#call-leave").click();
     await context.close();
+    if (GAP_MS > 0) await new Promise((r) => setTimeout(r, GAP_MS));
   }
 
   // Baseline: the same Janus build, EchoTest plugin, a minimal page with no Matrix, no Parley.
@@ -164,7 +170,7 @@ try {
   bench("baseline_janus_echotest_first_frame_p95", percentile(echoMs, 95), "ms");
   bench("join_vs_echotest_p50_ratio", p50 / e50, "x");
   bench("join_handler_vs_echotest_p50_ratio", percentile(fromHandlerMs, 50) / e50, "x");
-  console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; Join pressed ${DWELL_MS} ms after the preview played`);
+  console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
   printTimeline("join", timelines, parleyMs);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the
