@@ -52,6 +52,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // the pre-join"): Join then starts at the signalling socket. Its OpenID token is the prefetched
   // one; another is fetched for a join that cannot use this grant (too old, refused).
   let ahead: { key: string; grant: GrantAhead } | undefined;
+  /** Ends the pre-join's announcement (not sent once the call has started). */
+  let prejoinShown: AbortController | undefined;
   const grantFor = (api: string, roomId: string) => {
     const key = `${api}|${roomId}`;
     if (ahead?.key !== key) {
@@ -66,6 +68,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   };
   return {
     dispose: () => {
+      prejoinShown?.abort();
       warm?.feed.stop();
       warm = undefined;
     },
@@ -96,7 +99,9 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     prejoin: (room, kept) => {
       // The call's devices hear that this one is about to join and send it their media keys now.
-      void feedFor(room.roomId).announcePrejoin();
+      prejoinShown?.abort();
+      prejoinShown = new AbortController();
+      void feedFor(room.roomId).announcePrejoin(prejoinShown.signal);
       warmJoin();
       const host = trust.decide(room.call);
       if (isTrusted(host)) grantFor(host.api, room.roomId).warm();
@@ -106,6 +111,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       return kept;
     },
     call: (room, local) => {
+      prejoinShown?.abort();
       const host = trust.decide(room.call);
       const feed = feedFor(room.roomId);
       return wireCall(room, local, {

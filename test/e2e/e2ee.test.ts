@@ -207,9 +207,10 @@ describe("end-to-end encrypted media", () => {
       const video = vp8Frames(cap.video.packets);
       expect(audio.length).toBeGreaterThan(20);
       expect(video.length).toBeGreaterThan(5);
-      for (const frame of audio) {
+      for (const [i, frame] of audio.entries()) {
         const r = await decrypt(frame, "audio");
-        expect(r.ok).toBe(true);
+        const head = Buffer.from(frame.subarray(0, 4)).toString("hex");
+        expect(r.ok, `audio frame ${i} of ${audio.length} (${frame.length} bytes, ${head}...): ${r.ok ? "" : `${r.reason} at key ${r.keyIndex}`}; Carol holds keys ${[...(carolKeys.get(`${alice.userId}|${await deviceOf(alicePage)}`)?.keys() ?? [])]}`).toBe(true);
         if (r.ok) expect(r.data.length).toBe(frame.length - 16 - TRAILER_LENGTH);
       }
       // A key frame (Bob's subscription asked for one): Chromium's VP8 decoder makes Alice's picture

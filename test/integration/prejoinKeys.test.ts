@@ -105,6 +105,11 @@ describe("media keys in the pre-join", () => {
     // The host's homeserver learns of Bob's new device over federation; then the announcement.
     const told = await waitFor("the announcement sent to the host's device", async () => ((await feed.announcePrejoin()) === 1 ? true : undefined), 20_000);
     expect(told).toBe(true);
+    // A pre-join that ended (the call started) before its announcement went out sends none.
+    const over = new AbortController();
+    const late = feed.announcePrejoin(over.signal);
+    over.abort();
+    expect(await late).toBe(0);
     const got = keysReaching(feed);
     const key = await waitFor("the host's media key in Bob's pre-join", async () => got.find((k) => k.from.userId === call.a.userId), 20_000);
     expect(key.from.deviceId).toBe(call.a.deviceId);

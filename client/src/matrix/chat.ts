@@ -377,9 +377,11 @@ export class SyncedRoomFeed implements RoomFeed {
    * (`org.parley.call.prejoin`, keyShare.ts), and send it their media keys now, which wait in the
    * key backlog for the call. The first frames then decrypt as soon as they arrive, and the Olm
    * sessions both ways are made before the join. Participant keys only (in a provisioned call the
-   * bot's key comes with the join). Resolves with the devices told; never throws.
+   * bot's key comes with the join). Resolves with the devices told; never throws. `signal`: the
+   * pre-join is over (the call started: its membership asks for the keys now, and an announcement
+   * after it would only have every member answer it again): nothing is sent from then on.
    */
-  async announcePrejoin(): Promise<number> {
+  async announcePrejoin(signal?: AbortSignal): Promise<number> {
     try {
       // After the first sync (the room's call memberships) with the room joined, and the device's
       // keys up (the others authenticate the announcement by them); not after the history and
@@ -387,6 +389,7 @@ export class SyncedRoomFeed implements RoomFeed {
       await this.whenSyncing();
       if (this.knocking) await this.joinSeen;
       await this.whenKeysUploaded();
+      if (signal?.aborted) return 0;
       const client = this.client;
       const mode = keyModeFromCallState(this.callState());
       if (!client?.getCrypto() || !("keys" in mode) || mode.keys !== "participant") return 0;
