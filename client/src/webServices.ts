@@ -52,8 +52,6 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // the pre-join"): Join then starts at the signalling socket. Its OpenID token is the prefetched
   // one; another is fetched for a join that cannot use this grant (too old, refused).
   let ahead: { key: string; grant: GrantAhead } | undefined;
-  /** Ends the pre-join's announcement (not sent once the call has started). */
-  let prejoinShown: AbortController | undefined;
   const grantFor = (api: string, roomId: string) => {
     const key = `${api}|${roomId}`;
     if (ahead?.key !== key) {
@@ -66,6 +64,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     }
     return ahead.grant;
   };
+  /** Ends the pre-join's announcement (not sent once the call has started). */
+  let prejoinShown: AbortController | undefined;
   return {
     dispose: () => {
       prejoinShown?.abort();
