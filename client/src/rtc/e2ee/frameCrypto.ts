@@ -48,7 +48,7 @@
 // who left could ratchet forward.
 //
 // Minimum length of a valid encrypted frame: clear prefix + 16 (tag) + 13 (trailer); an empty
-// encrypted remainder is allowed.
+// encrypted remainder is allowed, and an empty frame has no prefix (29 bytes: tag and trailer).
 
 export const FRAME_KEY_SALT: Uint8Array<ArrayBuffer> = new TextEncoder().encode("ParleyFrameKey01");
 export const FRAME_KEY_INFO: Uint8Array<ArrayBuffer> = new TextEncoder().encode("parley frame key v1");
@@ -130,13 +130,16 @@ export function clearPrefixLength(
 
 /**
  * The receiver's `clearBytesFor` for one codec: computes the prefix length from the frame's own
- * (clear) bytes, for VP8 from the key-frame bit of the first byte.
+ * (clear) bytes, for VP8 from the key-frame bit of the first byte. An empty frame has no prefix:
+ * the sender keeps the shorter of the codec's prefix and the frame clear (cipher.ts), so an empty
+ * Opus frame, which Chromium's encoder hands the transform now and then under DTX, goes out as its
+ * tag and trailer alone (29 bytes).
  */
 export function clearBytesForCodec(
   kind: "audio" | "video",
   codec: "vp8" | "opus" | (string & {}),
 ): (body: Uint8Array) => number {
-  return (body) => clearPrefixLength(kind, codec, isVp8KeyFrame(body));
+  return (body) => (body.length === TAG_LENGTH ? 0 : clearPrefixLength(kind, codec, isVp8KeyFrame(body)));
 }
 
 export interface EncryptOptions {

@@ -117,6 +117,18 @@ describe("encryptFrame / decryptFrame", () => {
     expect(expectOk(await decryptFrame(enc, () => key, opus))).toEqual(frame);
   });
 
+  it("round-trips an empty frame (Chromium's Opus encoder hands the transform some under DTX): sent as tag and trailer, prefix 0", async () => {
+    const key = await deriveFrameKey(rawKey(1));
+    const empty = new Uint8Array(0);
+    const clearBytes = Math.min(clearPrefixLength("audio", "opus", false), empty.length); // as cipher.ts encrypts
+    const enc = await encryptFrame(empty, { key, keyIndex: 0, clearBytes, iv: new IvSequence().next() });
+    expect(enc.length).toBe(TAG_LENGTH + TRAILER_LENGTH);
+    expect(expectOk(await decryptFrame(enc, () => key, opus))).toEqual(empty);
+    expect(expectOk(await decryptFrame(enc, () => key, vp8))).toEqual(empty);
+    // One byte short of that is still too short.
+    expect(await decryptFrame(enc.subarray(1), () => key, opus)).toMatchObject({ ok: false, reason: "too-short" });
+  });
+
   it("works on views into larger buffers", async () => {
     const key = await deriveFrameKey(rawKey(1));
     const big = new Uint8Array(300);
