@@ -1,6 +1,7 @@
 // The OpenID token that proves to a Parley (possibly another institution's) who the user is:
 // the homeserver issues it, Parley checks it against that homeserver over federation.
 import { ParleyClientError } from "../errors.ts";
+import { askedAhead } from "../ahead.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 
 export interface OpenIdToken {
@@ -41,22 +42,7 @@ const PREFETCH_USABLE_SHARE = 0.5;
  * prefetch failed, the token is asked for when the join needs it, as without a prefetch.
  */
 export function prefetchingOpenId(fetch: OpenIdProvider, now: () => number = () => Date.now()): OpenIdProvider & { warm(): void } {
-  let next: { at: number; token: Promise<OpenIdToken> } | undefined;
-  const take = async (): Promise<OpenIdToken | null> => {
-    const n = next;
-    next = undefined;
-    if (!n) return null;
-    const token = await n.token.catch(() => null);
-    if (!token || now() - n.at > token.expires_in * 1000 * PREFETCH_USABLE_SHARE) return null;
-    return token;
-  };
-  const provider = async () => (await take()) ?? fetch();
-  return Object.assign(provider, {
-    warm: () => {
-      if (next) return;
-      const token = fetch();
-      token.catch(() => undefined); // a failed prefetch is asked again by the join
-      next = { at: now(), token };
-    },
-  });
+  const ahead = askedAhead(fetch, (token, at, t) => t - at <= token.expires_in * 1000 * PREFETCH_USABLE_SHARE, now);
+  const provider = async () => (await ahead.take()) ?? fetch();
+  return Object.assign(provider, { warm: ahead.warm });
 }

@@ -1,5 +1,6 @@
 // POST {callApi}/_parley/v1/calls/join: an OpenID token and a room in, a short-lived call session
 // out. The errors (401/403/404/503) become words in errors.ts ("join" context).
+import { askedAhead, type AskedAhead } from "../ahead.ts";
 import { ParleyClientError } from "../errors.ts";
 import { errorFromResponse, type FetchFn } from "../matrix/http.ts";
 import type { OpenIdToken } from "../matrix/openid.ts";
@@ -70,12 +71,7 @@ export async function joinCall(
 const AHEAD_USABLE_SHARE = 0.5;
 
 /** A call grant asked for before Join (when the pre-join shows), taken by the next join. */
-export interface GrantAhead {
-  /** Asks for a grant now, unless one is held or on its way. */
-  warm(): void;
-  /** The grant asked ahead, once: still on its way, it is waited for; none, failed or too old: null. */
-  take(): Promise<CallGrant | null>;
-}
+export type GrantAhead = AskedAhead<CallGrant>;
 
 /**
  * Join's first step done while the user looks at their preview: the OpenID token checked, the
@@ -84,20 +80,7 @@ export interface GrantAhead {
  * without one), nor is a failed one (a locked or ended meeting answers the join itself).
  */
 export function grantAhead(ask: () => Promise<CallGrant>, now: () => number = () => Date.now()): GrantAhead {
-  let next: { at: number; grant: Promise<CallGrant | null> } | undefined;
-  return {
-    warm: () => {
-      if (next) return;
-      next = { at: now(), grant: ask().catch(() => null) };
-    },
-    take: async () => {
-      const n = next;
-      next = undefined;
-      const grant = n && (await n.grant);
-      if (!n || !grant) return null;
-      return now() - n.at < (grant.expiresAt - n.at) * AHEAD_USABLE_SHARE ? grant : null;
-    },
-  };
+  return askedAhead(ask, (grant, at, t) => t - at < (grant.expiresAt - at) * AHEAD_USABLE_SHARE, now);
 }
 
 /** ws(s)://host of the call API + the signalling path. */

@@ -61,7 +61,6 @@ export interface DeviceRef {
   deviceId: string;
 }
 
-/** MatrixRTC's to-device key content. */
 /** What each of the call's to-device messages carries besides its own fields (MatrixRTC's shape): the sender's claim, the room. */
 export interface CallEnvelope {
   member: { id: string; claimed_device_id: string };

@@ -1,0 +1,27 @@
+// Something a join needs, asked for before the join (when the pre-join shows) so that the join
+// does not wait for it: the OpenID token (matrix/openid.ts), the call grant (rtc/callApi.ts).
+
+/** A value asked for ahead, taken by the next use. */
+export interface AskedAhead<T> {
+  /** Asks now, unless a value is held or on its way. */
+  warm(): void;
+  /** The value asked ahead, once: still on its way, it is waited for; none, failed or no longer `fresh`: null. */
+  take(): Promise<T | null>;
+}
+
+/** `fresh(value, askedAt, now)`: whether a value asked at `askedAt` may still be used. */
+export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: number, now: number) => boolean, now: () => number = () => Date.now()): AskedAhead<T> {
+  let next: { at: number; value: Promise<T | null> } | undefined;
+  return {
+    warm: () => {
+      if (next) return;
+      next = { at: now(), value: ask().catch(() => null) };
+    },
+    take: async () => {
+      const n = next;
+      next = undefined;
+      const value = n && (await n.value);
+      return n && value && fresh(value, n.at, now()) ? value : null;
+    },
+  };
+}
