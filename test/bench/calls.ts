@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import type { Browser, Page } from "playwright-core";
+import type { Browser, Page, Request } from "playwright-core";
 import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { startJanus } from "../../scripts/stack/janus.ts";
@@ -61,6 +61,38 @@ async function forceRelay(page: Page): Promise<void> {
   });
 }
 
+/**
+ * PARLEY_BENCH_TRACE=1: each page's HTTP requests from the click on (ms from the click), to see
+ * which of them a join's first frame waits for (the host's answer to the joiner among them).
+ */
+function traceRequests(pages: [string, Page][]): { start(t0: number): void; stop(): string[] } {
+  const lines: string[] = [];
+  const began = new Map<unknown, number>();
+  let t0 = 0;
+  const offs = pages.map(([label, page]) => {
+    const onRequest = (r: unknown) => began.set(r, performance.now());
+    const onFinished = (r: Request) => {
+      const at = began.get(r);
+      if (at === undefined || at < t0) return;
+      const path = new URL(r.url()).pathname.replace(/^\/_matrix\/client\/v3/, "").slice(0, 80);
+      lines.push(`${(at - t0).toFixed(0).padStart(6)} -> ${(performance.now() - t0).toFixed(0).padStart(6)} ms  ${label.padEnd(6)} ${r.method()} ${path}`);
+    };
+    page.on("request", onRequest);
+    page.on("requestfinished", onFinished);
+    return () => {
+      page.off("request", onRequest);
+      page.off("requestfinished", onFinished);
+    };
+  });
+  return {
+    start: (at) => void (t0 = at),
+    stop: () => {
+      for (const off of offs) off();
+      return lines.sort((a, b) => parseFloat(a) - parseFloat(b));
+    },
+  };
+}
+
 async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
@@ -107,10 +139,13 @@ try {
   for (let i = 0; i < JOINS * 2; i++) {
     const relay = i % 2 === 1;
     const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay });
+    const traced = !relay && process.env.PARLEY_BENCH_TRACE ? traceRequests([["joiner", page], ["host", hostSide.page]]) : null;
     const t0 = performance.now();
+    traced?.start(t0);
     await page.locator("#prejoin-join").click();
     await firstFrame(page, hostSide.page);
     const seen = performance.now();
+    if (traced) console.log(`join ${i / 2 + 1}: first frame at ${(seen - t0).toFixed(0)} ms; page marks from its Join: ${JSON.stringify(await joinTimeline(page))}\n${traced.stop().join("\n")}`);
     (relay ? relayMs : parleyMs).push(seen - t0);
     if (!relay) {
       const joinAt = await page.evaluate(() => {

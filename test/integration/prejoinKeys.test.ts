@@ -5,6 +5,7 @@
 // can decrypt at once. Its join then makes no new key. A user no longer in the room is not
 // answered. Real Olm both ways (matrix-sdk-crypto-wasm in Node, fake-indexeddb), real to-device.
 import "fake-indexeddb/auto";
+import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
@@ -155,5 +156,35 @@ describe("media keys in the pre-join", () => {
     await call.share.settled();
     expect(call.sentTo).toContain(`${d.userId}|${d.deviceId}`);
     expect(call.sentTo).not.toContain(`${c.userId}|${c.deviceId}`);
+  }, 120_000);
+
+  it("a user of B let in from the lobby gets the host's key in use before joining the room; taking the admission back rotates", async () => {
+    const call = await hostedCall("lobby-key");
+    // The host makes the meeting ask to join, as from Element.
+    await call.host.request(Method.Put, `/rooms/${encodeURIComponent(call.roomId)}/state/m.room.join_rules/`, { join_rule: "knock" });
+    const e = await B.registerUser("erin");
+    const erin = new TestUser(B.synapse.clientUrl, e.userId, e.accessToken);
+    await erin.request(Method.Post, `/knock/${encodeURIComponent(call.alias)}`, {}, { server_name: A.serverName });
+    // The web client's feed for the wait in the lobby: its device's keys go up there.
+    const session = { homeserverUrl: B.synapse.clientUrl, userId: e.userId, deviceId: e.deviceId, accessToken: e.accessToken };
+    const feed = new SyncedRoomFeed(session, new MatrixHttp(session.homeserverUrl, session.accessToken), call.roomId, { crypto: true, knocking: true });
+    feeds.push(feed);
+    void feed.start().catch(() => undefined);
+    await feed.whenKeysUploaded();
+    const got = keysReaching(feed);
+
+    await waitFor("Erin's knock reaching A", async () => ((await call.host.stateEvent(call.roomId, "m.room.member", e.userId))?.membership === "knock" ? true : undefined), 20_000);
+    await call.host.invite(call.roomId, e.userId);
+    const key = await waitFor("the host's media key on Erin's device, still outside the room", async () => got.find((k) => k.from.userId === call.a.userId), 20_000);
+    expect(key.from.deviceId).toBe(call.a.deviceId);
+    const inUse = call.own.at(-1)!;
+    expect(key.content.keys.index).toBe(inUse.index);
+    expect(b64(key.content.keys.key)).toBe(inUse.key);
+    expect((await call.host.stateEvent(call.roomId, "m.room.member", e.userId))?.membership).toBe("invite");
+
+    // The admission taken back before Erin joined: the host's key in use goes out of use (a new key).
+    const ownBefore = call.own.length;
+    await call.host.kick(call.roomId, e.userId, "changed my mind");
+    await waitFor("the host's new media key", async () => (call.own.length > ownBefore ? true : undefined), 20_000);
   }, 120_000);
 });

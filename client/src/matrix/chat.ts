@@ -214,8 +214,10 @@ export class SyncedRoomFeed implements RoomFeed {
 
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
-      // Someone joined the room (a knock let in) or the call: their devices' Olm sessions now.
-      const joiner = ev.getType() === "m.room.member" && ev.getContent().membership === "join" ? ev.getStateKey() : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
+      // Someone joined the room, was let in from the lobby, or joined the call: their devices' Olm sessions now.
+      const membership = ev.getType() === "m.room.member" ? ev.getContent().membership : undefined;
+      const admitted = membership === "invite" && ev.getPrevContent().membership === "knock";
+      const joiner = membership === "join" || admitted ? ev.getStateKey() : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
       if (joiner) this.prepareOlm([joiner]);
       this.onEvent(ev, true);
     });
@@ -453,6 +455,25 @@ export class SyncedRoomFeed implements RoomFeed {
         // Not loaded (lazy members): ask the homeserver, which knows.
         const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
         return (content as { membership?: unknown } | undefined)?.membership === "join";
+      },
+      onRoomMembership: (fn) => {
+        const client = this.client;
+        if (!client) return () => undefined;
+        const listener = (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
+          if (room?.roomId !== this.roomId || toStartOfTimeline || ev.getType() !== "m.room.member") return;
+          const userId = ev.getStateKey();
+          const membership = ev.getContent().membership;
+          if (userId && typeof membership === "string") fn(userId, membership, ev.getPrevContent().membership as string | undefined);
+        };
+        client.on(RoomEvent.Timeline, listener);
+        return () => void client.off(RoomEvent.Timeline, listener);
+      },
+      devicesOf: async (userId) => {
+        const crypto = this.client?.getCrypto();
+        if (!crypto) return [];
+        // Downloaded from the user's homeserver if not tracked here (a user not in the room yet).
+        const devices = await this.usingCrypto(crypto.getUserDeviceInfo([userId], true));
+        return [...(devices.get(userId)?.keys() ?? [])].map((deviceId) => ({ userId, deviceId }));
       },
       onChange: (fn) => {
         const client = this.client;

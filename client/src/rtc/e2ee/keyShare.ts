@@ -15,7 +15,15 @@
 // ratcheted first; a leave's new key waiting for its switch is the one sent), so its first
 // frames decrypt as soon as its media arrives instead of after a key exchange that starts at its
 // join. It does not count as a member: it gets no later key, and
-// leaving the pre-join rotates nothing. Its join then needs no ratchet if it still holds the key
+// leaving the pre-join rotates nothing.
+//
+// Let in from the lobby: a user the room invites after their knock (a host's admission, from
+// Parley's client or Element) has every device of theirs sent the current key at that moment, by
+// the same rules and bounds as an announcement, so the key exchange runs beside their room join
+// instead of after it (a knocker's device cannot announce itself: it sees none of the room's state
+// until it has joined). Matrix shares room keys with invited users the same way. A user sent a key
+// early who then leaves the room without joining the call (an admission taken back, a removal)
+// makes this device rotate, as a member's leave does. Its join then needs no ratchet if it still holds the key
 // in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
 // media from `graceMs` before its announcement on, not from before its join (media it can only
 // have through the SFU, which needs a join). Announcements are bounded per device, in devices
@@ -103,7 +111,15 @@ export interface CallMembersPort {
   /** Whether the user is joined to the room as this user's homeserver sees it (a definite answer,
    *  asked of the homeserver when the member is not loaded). Absent: keys go to members only. */
   joinedToRoom?(userId: string): Promise<boolean>;
+  /** Room membership changes from the room's timeline, with the membership before (`unsigned.prev_content`).
+   *  Absent: nobody let in from the lobby is sent a key before their join. */
+  onRoomMembership?(fn: (userId: string, membership: string, previous: string | undefined) => void): () => void;
+  /** The user's devices as their homeserver lists them (asked for if not known here). */
+  devicesOf?(userId: string): Promise<DeviceRef[]>;
 }
+
+/** Devices of one user let in from the lobby that are sent the key early (more are left to their join). */
+export const MAX_ADMITTED_DEVICES = 8;
 
 /** The devices publishing media in the call, from the SFU's participant list (same shape). */
 export type CallRosterPort = CallMembersPort;
@@ -278,6 +294,7 @@ export class ParticipantKeyShare {
     );
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin((from, content) => this.onPrejoin(from, content)));
+    if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership((user, membership, previous) => this.onRoomMembership(user, membership, previous)));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -432,20 +449,66 @@ export class ParticipantKeyShare {
     if (problem) return void this.log.warn("ignored a pre-join announcement", { from: from.userId, why: problem });
     const id = participantId(from.userId, from.deviceId!);
     if (id === deviceKey(this.o.self)) return;
-    const now = this.o.now();
+    if (this.answeredRecently(id)) return void this.log.debug("ignored a pre-join announcement", { from: id, why: "too soon after the last" });
+    if (!this.takeEarlyAnswer()) return;
+    // Remembered at once, so a repeat within repeatMs is ignored even before the answer.
+    this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
+    this.enqueue(() => this.answerPrejoin(id, { userId: from.userId, deviceId: from.deviceId! }));
+  }
+
+  /** Whether device `id` was answered early less than `repeatMs` ago. */
+  private answeredRecently(id: string): boolean {
     const last = this.prejoined.get(id);
-    if (last && now - last.at < this.prejoinLimits.repeatMs) return void this.log.debug("ignored a pre-join announcement", { from: id, why: "too soon after the last" });
+    return !!last && this.o.now() - last.at < this.prejoinLimits.repeatMs;
+  }
+
+  /** One early answer (an announcement, an admission) out of `perMinute`: false when they are spent. */
+  private takeEarlyAnswer(): boolean {
+    const now = this.o.now();
     this.prejoinAnswers = this.prejoinAnswers.filter((t) => now - t < 60_000);
     if (this.prejoinAnswers.length >= this.prejoinLimits.perMinute) {
-      if (!this.prejoinFloodLogged) this.log.warn("ignoring pre-join announcements: too many this minute", { limit: this.prejoinLimits.perMinute });
+      if (!this.prejoinFloodLogged) this.log.warn("ignoring devices about to join: too many this minute", { limit: this.prejoinLimits.perMinute });
       this.prejoinFloodLogged = true;
-      return;
+      return false;
     }
     this.prejoinFloodLogged = false;
     this.prejoinAnswers.push(now);
-    // Remembered at once, so a repeat within repeatMs is ignored even before the answer.
-    this.rememberPrejoin(id, { at: now, index: -1 });
-    this.enqueue(() => this.answerPrejoin(id, { userId: from.userId, deviceId: from.deviceId! }));
+    return true;
+  }
+
+  /**
+   * The room's membership changed. A user invited after their knock was let in from the lobby:
+   * their devices are sent the key now. A user who left the room (left, kicked, banned) and was
+   * sent a key early, not in the call: the key goes out of use (a rotation, as for a leave).
+   */
+  private onRoomMembership(userId: string, membership: string, previous: string | undefined): void {
+    if (userId === this.o.self.userId) return;
+    if (membership === "invite" && previous === "knock") {
+      if (!this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
+      this.enqueue(() => this.answerAdmitted(userId));
+      return;
+    }
+    if (membership !== "leave" && membership !== "ban") return;
+    const early = [...this.prejoined].filter(([id, p]) => id.startsWith(`${userId}|`) && p.index >= 0 && !this.inCall(id));
+    if (!early.length) return;
+    for (const [id] of early) this.prejoined.delete(id);
+    // (Whichever key they were sent: a key ratcheted since derives from it.)
+    this.log.info("a user sent the media key before joining left the room: rotating", { user: userId, devices: early.length });
+    this.enqueue(() => this.rotate("leave", false));
+  }
+
+  /** Sends the current key to the devices of a user let in from the lobby (at most MAX_ADMITTED_DEVICES). */
+  private async answerAdmitted(userId: string): Promise<void> {
+    const listed = await this.o.members.devicesOf!(userId).catch((err: unknown) => {
+      this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
+      return [] as DeviceRef[];
+    });
+    const devices = listed
+      .filter((d) => d.userId === userId)
+      .slice(0, MAX_ADMITTED_DEVICES)
+      .filter((d) => !this.answeredRecently(deviceKey(d)));
+    for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
+    await this.answerEarly(devices, "media key sent to a user let in from the lobby");
   }
 
   private rememberPrejoin(id: string, entry: { at: number; index: number }): void {
@@ -466,16 +529,28 @@ export class ParticipantKeyShare {
     const joined = this.o.members.joinedToRoom;
     if (!joined) return;
     if (!(await joined(device.userId))) return void this.log.warn("a pre-join announcement came from a user not joined to the room", { from: id });
-    if (this.stopped || !this.current || this.inCall(id) || this.sharedWith.has(id) || !this.prejoined.has(id)) return;
+    await this.answerEarly([device], "media key sent to a device about to join");
+  }
+
+  /**
+   * Sends the current key to devices before their join (announced, or let in from the lobby) that
+   * are still remembered and not in the call yet: as to a joiner, a key older than the grace
+   * period is ratcheted first. Not members: no later key.
+   */
+  private async answerEarly(devices: DeviceRef[], what: string): Promise<void> {
+    const waiting = () => devices.filter((d) => !this.inCall(deviceKey(d)) && !this.sharedWith.has(deviceKey(d)) && this.prejoined.has(deviceKey(d)));
+    if (this.stopped || !this.current || !waiting().length) return;
     if (this.o.now() - this.current.createdAt >= this.o.graceMs) {
       if (!(await this.ratchetCurrent())) return;
       this.currentInUse();
     }
     const c = this.current;
-    this.rememberPrejoin(id, { at: this.prejoined.get(id)!.at, index: c.index });
-    this.heldBy(c.index, [device]);
-    this.log.info("media key sent to a device about to join", { to: id, index: c.index });
-    await this.deliver([device], c.index, c.key);
+    const to = waiting();
+    if (!to.length) return;
+    for (const d of to) this.rememberPrejoin(deviceKey(d), { at: this.prejoined.get(deviceKey(d))!.at, index: c.index });
+    this.heldBy(c.index, to);
+    this.log.info(what, { to: to.map(deviceKey), index: c.index });
+    await this.deliver(to, c.index, c.key);
   }
 
   private async rotate(reason: RotationEvent["reason"], useNow: boolean): Promise<void> {

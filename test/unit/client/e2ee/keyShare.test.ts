@@ -8,6 +8,7 @@ import {
   type PrejoinLimits,
   parseKeyContent,
   ProvisionedKeys,
+  MAX_ADMITTED_DEVICES,
   type CallKeyContent,
   type DeviceRef,
   type KeySender,
@@ -26,7 +27,16 @@ const ratchetB64 = async (key: string) => Buffer.from(await ratchetMediaKey(Buff
 
 function harness(
   initial: DeviceRef[],
-  opts: { graceMs?: number; unreachable?: Set<string>; heldLimits?: Partial<HeldKeyLimits>; joined?: Set<string>; failingSends?: { left: number }; prejoinLimits?: Partial<PrejoinLimits> } = {},
+  opts: {
+    graceMs?: number;
+    unreachable?: Set<string>;
+    heldLimits?: Partial<HeldKeyLimits>;
+    joined?: Set<string>;
+    failingSends?: { left: number };
+    prejoinLimits?: Partial<PrejoinLimits>;
+    /** Each user's devices as their homeserver lists them (absent: the port cannot list devices). */
+    devicesOf?: (userId: string) => Promise<DeviceRef[]>;
+  } = {},
 ) {
   let members = [ME, ...initial];
   let roster: DeviceRef[] = [];
@@ -34,6 +44,7 @@ function harness(
   const rosterListeners: (() => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
+  const roomListeners: ((userId: string, membership: string, previous: string | undefined) => void)[] = [];
   /** While set, sending a key waits for it (a slow delivery: key queries, retries). */
   let gate: Promise<void> | null = null;
   const sent: { to: string[]; index: number; key: string }[] = [];
@@ -64,6 +75,8 @@ function harness(
       devices: () => members,
       onChange: (fn) => (memberListeners.push(fn), () => undefined),
       ...(opts.joined ? { joinedToRoom: async (userId: string) => opts.joined!.has(userId) } : {}),
+      onRoomMembership: (fn) => (roomListeners.push(fn), () => undefined),
+      ...(opts.devicesOf ? { devicesOf: opts.devicesOf } : {}),
     },
     roster: { devices: () => roster, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
     random: () => new Uint8Array(32).fill(++n),
@@ -103,6 +116,11 @@ function harness(
     /** `device` says, Olm-authenticated, that it is about to join; resolves once the share answered. */
     announce: async (device: DeviceRef, content: unknown = prejoinContent(ROOM, device, 0)) => {
       prejoinListeners.forEach((l) => l(device, content));
+      await share.settled();
+    },
+    /** The room's timeline shows `userId`'s membership change; resolves once the share reacted. */
+    roomMembership: async (userId: string, membership: string, previous?: string) => {
+      roomListeners.forEach((l) => l(userId, membership, previous));
       await share.settled();
     },
   };
@@ -549,3 +567,101 @@ describe("ParticipantKeyShare: a device about to join (pre-join announcement)", 
   });
 });
 
+describe("ParticipantKeyShare: a user let in from the lobby", () => {
+  const ERIN = { userId: "@erin:e", deviceId: "E1" };
+  const ERIN2 = { userId: "@erin:e", deviceId: "E2" };
+  const DAVE_ = { userId: "@dave:d", deviceId: "DDEV" };
+  const erinsDevices = async (userId: string) => (userId === ERIN.userId ? [ERIN, ERIN2] : []);
+  const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+
+  it("an invite after a knock sends every device of the user the key in use; the join then needs no ratchet", async () => {
+    const h = harness([BOB], { graceMs: 5000, devicesOf: erinsDevices });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN), id(ERIN2)], index: 0, key: h.sent[0]!.key }]);
+    // Joining 10 s later (older than the grace period, within validMs): the key they hold, no ratchet.
+    await vi.advanceTimersByTimeAsync(10_000);
+    await h.setMembers([BOB, ERIN]);
+    expect(sentTo(h, ERIN).at(-1)).toMatchObject({ to: [id(ERIN)], index: 0 });
+    expect(h.sink.calls).not.toContain("own 1 use");
+  });
+
+  it("a key older than the grace period is ratcheted for them first, as for a joiner", async () => {
+    const h = harness([BOB], { graceMs: 5000, devicesOf: erinsDevices });
+    h.share.start();
+    await h.share.settled();
+    await vi.advanceTimersByTimeAsync(6000);
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN), id(ERIN2)], index: 1, key: await ratchetB64(h.sent[0]!.key) }]);
+    expect(h.sink.calls).toContain("own 1 use");
+  });
+
+  it("sends nothing for an invite that is not an admission, a knock, a join, or when devices cannot be listed", async () => {
+    const h = harness([BOB], { devicesOf: erinsDevices });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", undefined); // invited ahead, not let in from the lobby
+    await h.roomMembership(ERIN.userId, "invite", "leave");
+    await h.roomMembership(ERIN.userId, "knock", undefined);
+    await h.roomMembership(ERIN.userId, "join", "invite");
+    await h.roomMembership(ME.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toEqual([]);
+    const noList = harness([BOB]);
+    noList.share.start();
+    await noList.share.settled();
+    await noList.roomMembership(ERIN.userId, "invite", "knock");
+    expect(noList.sent).toHaveLength(1);
+    const failing = harness([BOB], { devicesOf: async () => Promise.reject(new Error("federation down")) });
+    failing.share.start();
+    await failing.share.settled();
+    await failing.roomMembership(ERIN.userId, "invite", "knock");
+    expect(failing.sent).toHaveLength(1);
+    // A listing that names another user's device is not believed for it.
+    const lying = harness([BOB], { devicesOf: async () => [CAROL, ERIN] });
+    lying.share.start();
+    await lying.share.settled();
+    await lying.roomMembership(ERIN.userId, "invite", "knock");
+    expect(lying.sent.at(-1)!.to).toEqual([id(ERIN)]);
+  });
+
+  it(`bounded: at most ${MAX_ADMITTED_DEVICES} devices of a user, and the per-minute answers shared with announcements`, async () => {
+    const many = Array.from({ length: MAX_ADMITTED_DEVICES + 3 }, (_, i) => ({ userId: ERIN.userId, deviceId: `E${i}` }));
+    const h = harness([BOB], { devicesOf: async (u) => (u === ERIN.userId ? many : [{ userId: u, deviceId: "F1" }]), prejoinLimits: { perMinute: 3, repeatMs: 5000 }, joined: new Set([CAROL.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(h.sent.at(-1)!.to).toHaveLength(MAX_ADMITTED_DEVICES);
+    // The same admission again within repeatMs: the devices just sent the key get nothing more.
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(h.sent).toHaveLength(2);
+    await h.announce(CAROL);
+    expect(h.sent).toHaveLength(3);
+    await h.roomMembership("@frank:f", "invite", "knock"); // the fourth early answer this minute
+    expect(h.sent).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(60_000);
+    await h.roomMembership("@frank:f", "invite", "knock");
+    expect(h.sent).toHaveLength(4);
+  });
+
+  it("a user sent the key early who leaves the room without joining the call makes a rotation the members get", async () => {
+    const h = harness([BOB], { devicesOf: erinsDevices, joined: new Set([DAVE_.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    await h.roomMembership(ERIN.userId, "leave", "invite"); // the admission taken back
+    expect(h.sink.calls).toContain("own 1");
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(BOB)], index: 1 });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(h.sink.calls).toContain("use 1");
+    // A device in the pre-join whose user is then banned: the same.
+    await h.announce(DAVE_);
+    expect(sentTo(h, DAVE_)).toHaveLength(1);
+    await h.roomMembership(DAVE_.userId, "ban", "join");
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(BOB)], index: 2 });
+    // Someone who was sent nothing leaving: no rotation.
+    await h.roomMembership("@frank:f", "leave", "join");
+    expect(h.sent.at(-1)).toMatchObject({ index: 2 });
+    expect(h.sink.calls.filter((c) => c.startsWith("own "))).toHaveLength(3);
+  });
+});
