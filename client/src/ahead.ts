@@ -3,7 +3,7 @@
 
 /** A value asked for ahead, taken by the next use. */
 export interface AskedAhead<T> {
-  /** Asks now, unless a value is held or on its way. */
+  /** Asks now, unless a value is held or on its way (a failed ask is asked again). */
   warm(): void;
   /** The value asked ahead, once: still on its way, it is waited for; none, failed or no longer `fresh`: null. */
   take(): Promise<T | null>;
@@ -11,11 +11,16 @@ export interface AskedAhead<T> {
 
 /** `fresh(value, askedAt, now)`: whether a value asked at `askedAt` may still be used. */
 export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: number, now: number) => boolean, now: () => number = () => Date.now()): AskedAhead<T> {
-  let next: { at: number; value: Promise<T | null> } | undefined;
+  let next: { at: number; value: Promise<T | null>; failed: boolean } | undefined;
   return {
     warm: () => {
-      if (next) return;
-      next = { at: now(), value: ask().catch(() => null) };
+      if (next && !next.failed) return;
+      const n: NonNullable<typeof next> = { at: now(), value: Promise.resolve(null), failed: false };
+      n.value = ask().catch(() => {
+        n.failed = true;
+        return null;
+      });
+      next = n;
     },
     take: async () => {
       const n = next;

@@ -2,7 +2,7 @@
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/chat.ts";
 import { prepareDeviceCrypto } from "./matrix/deviceCrypto.ts";
-import { guardedOpenId, isTrusted, type CallTrust } from "./matrix/callTrust.ts";
+import { guardedOpenId, isTrusted, type CallAnnouncement, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
@@ -85,9 +85,15 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // The wait in the lobby is time for the room's sync loop and crypto, and for the device's
       // keys: let in, the room's join arrives in a sync already running, and the others can make
       // Olm sessions with the device as soon as it joins (the join keeps clear of the upload).
+      // Let in: the call's grant is asked beside the room's join (its hello needs the join), from
+      // a call API the invite's stripped state names and the user trusts already.
       wait: (roomId, signal) => {
         feedFor(roomId, true);
-        return awaitAdmission(http, roomId, { signal });
+        const onInvite = (call: CallAnnouncement | null) => {
+          const host = call && trust.decide(call);
+          if (host && isTrusted(host)) grantFor(host.api, roomId).warm();
+        };
+        return awaitAdmission(http, roomId, { signal, onInvite });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },

@@ -222,6 +222,9 @@ export function renderHomeserverConfig(o: {
     form_secret: state.formSecret,
     app_service_config_files: o.appserviceRegistrationFiles,
     presence: { enabled: false },
+    // The room's call API in the stripped state of its invites: a user let in from the lobby asks
+    // the call's grant beside their room join (docs/deployment.md, "Synapse").
+    room_prejoin_state: { additional_event_types: [["org.parley.call", ""]] },
     url_preview_enabled: false,
     // MSC4140 delayed events (MatrixRTC leave): a top-level option in synapse/config/server.py.
     // Delayed events are on when this is set and experimental_features.

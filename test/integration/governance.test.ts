@@ -7,6 +7,8 @@
 // The tests run in order and share the meeting.
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { awaitAdmission } from "../../client/src/matrix/knock.ts";
+import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { audioOffer, callSession, joinCall, seated, signallingUrl } from "../support/callStack.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
@@ -143,13 +145,25 @@ describe("meeting governance", () => {
     expect(carolWs.pushes.some((p) => p.type === "lobby")).toBe(false);
     expect((await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });
 
+    // Bob's client waits for the answer as the web client does; the invite's stripped state names
+    // the call API (Synapse's room_prejoin_state), so it asks its grant beside its room join.
+    const told: unknown[] = [];
+    const answered = awaitAdmission(new MatrixHttp(B.synapse.clientUrl, bob.client.getAccessToken()!), roomId, { signal: AbortSignal.timeout(30_000), onInvite: (c) => told.push(c) });
     expect(await moderate(aliceWs, { action: "admit", user_id: bob.userId })).toMatchObject({ type: "result" });
+    expect(await answered).toBe("invited");
+    const announced = (await alice.stateEvent(roomId, "org.parley.call"))!;
+    expect(told).toEqual([{ api: announced.api, sender: A.botUserId }]);
     await waitFor("bob invited", async () => ((await membershipOf(bob.userId)) === "invite" ? true : undefined));
+    // Let in, not joined yet: a grant asked ahead is given, a plain one is not; a hello before the room's join is refused.
+    expect((await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });
+    const early = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId, ahead: true });
+    const tooSoon = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId, ahead: true });
+    expect([early.status, tooSoon.status]).toEqual([200, 200]);
+    const soonWs = await SignallingClient.open(signallingUrl(A));
+    expect(await soonWs.request({ type: "hello", session: tooSoon.json.session })).toMatchObject({ errcode: "M_FORBIDDEN", error: expect.stringContaining("not joined") });
+    soonWs.close();
     await waitFor("bob's invite reached B", async () => (await errcodeOf(bob.join(roomId, [A.serverName]))) === "ok" || undefined);
-    bobWs = await waitFor("bob's session", async () => {
-      const { status, json } = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
-      return status === 200 ? seated(A, json.session as string) : undefined;
-    });
+    bobWs = await seated(A, early.json.session as string);
     await aliceWs.push("the lobby empty again", (p) => p.type === "lobby" && (p.waiting as unknown[]).length === 0);
   });
 

@@ -133,9 +133,11 @@ export class CallService {
     if (!roomId) throw new ParleyError("M_NOT_FOUND", `no room ${req.room}`);
     if (!(await this.isCallRoom(roomId))) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
     const membership = await homeserver.getMembership(roomId, userId);
-    if (membership !== "join") throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
-    // A user holding a session in the room's call reconnecting is not someone new.
     const ahead = req.ahead === true;
+    // Let in from the lobby (invited after a knock) and joining the room now: the client asks its
+    // grant ahead beside that join, and the hello, which comes after it, needs the join.
+    if (membership !== "join" && !(ahead && membership === "invite")) throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
+    // A user holding a session in the room's call reconnecting is not someone new.
     await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
     const call = await this.callFor(roomId, userId);
     // Waiting for its hello, a grant asked ahead lives no longer than its TURN credential.
@@ -147,14 +149,18 @@ export class CallService {
 
   /**
    * Before a session's first holder: a session granted ahead passes the admission now, as a join
-   * would (a refused one ends, so its token opens nothing). Other sessions pass as they are.
+   * would, its user joined to the room (a refused one ends, so its token opens nothing). Other
+   * sessions pass as they are.
    */
   async admitHolder(token: string): Promise<void> {
     const key = this.keyOf(token);
     const s = this.sessions.get(key);
     if (!s || !this.admitAtHello.has(key)) return;
     try {
-      await this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false);
+      const joined = async () => {
+        if ((await this.deps.homeserver.getMembership(s.roomId, s.userId)) !== "join") throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
+      };
+      await Promise.all([joined(), this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false)]);
       this.admitAtHello.delete(key);
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
@@ -340,8 +346,13 @@ export class CallService {
     void this.recording.run(s.key, () => recorder.save(seat)).catch((err: unknown) => this.deps.recordFailed?.(err));
   }
 
-  /** A leave, kick or ban: every session of that user in that room ends now. Returns how many. */
+  /**
+   * A leave, kick or ban: every session of that user in that room ends now. Returns how many. An
+   * invite takes nothing away: an invited user (never a joined one) holds at most a grant asked
+   * ahead for the room join it is making, whose hello needs that join.
+   */
   evict(roomId: string, userId: string, membership: string, cause: { by?: string | undefined; reason?: string | undefined } = {}): number {
+    if (membership === "invite") return 0;
     let ended = 0;
     for (const s of [...this.sessions.values()]) {
       if (s.roomId === roomId && s.userId === userId) {

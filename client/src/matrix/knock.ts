@@ -5,7 +5,9 @@
 // knock is leaving the room.
 import { ParleyClientError } from "../errors.ts";
 import { realTimers, type Timers } from "../timers.ts";
+import type { CallAnnouncement } from "./callTrust.ts";
 import { enc, type MatrixHttp } from "./http.ts";
+import { CALL_STATE_EVENT } from "./rooms.ts";
 
 /** What the homeserver says of a room before joining it. */
 export type RoomPreview =
@@ -74,6 +76,24 @@ export function admissionIn(res: { rooms?: SyncRooms }, roomId: string): Admissi
   return null;
 }
 
+/**
+ * The call API the room announces, as its invite's stripped state shows it (`invite_state`): the
+ * inviting server adds `org.parley.call` to it when configured so (Synapse's
+ * `room_prejoin_state.additional_event_types`, docs/deployment.md), else null. Unauthenticated,
+ * like any stripped state: only a hint (trusted as the room's own state would be, by its sender;
+ * the joined room's state decides).
+ */
+export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string): CallAnnouncement | null {
+  const invite = res.rooms?.invite?.[roomId] as { invite_state?: { events?: unknown } } | undefined;
+  const events = Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : [];
+  for (const e of events) {
+    const ev = e as { type?: unknown; state_key?: unknown; sender?: unknown; content?: { api?: unknown } } | null;
+    if (ev?.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
+    return { api: ev.content.api, sender: ev.sender };
+  }
+  return null;
+}
+
 /** Only this room, and as little of it as the homeserver allows. */
 export function waitFilter(roomId: string): string {
   const none = { not_types: ["*"] };
@@ -89,6 +109,8 @@ export interface WaitOptions {
   timers?: Timers;
   /** How long one /sync waits for news. */
   pollMs?: number;
+  /** Invited: the call API the invite's stripped state announces (callOfInvite), before the answer returns. */
+  onInvite?: (call: CallAnnouncement | null) => void;
 }
 
 /**
@@ -120,6 +142,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       continue;
     }
     const answer = admissionIn(res, roomId);
+    if (answer === "invited") o.onInvite?.(callOfInvite(res, roomId));
     if (answer) return answer;
     if (typeof res.next_batch === "string") since = res.next_batch;
   }

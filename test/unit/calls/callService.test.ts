@@ -369,6 +369,34 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(presence).toEqual([`-${BOB}`]);
   });
 
+  it("may be had by a user let in from the lobby (invited) while they join the room; its hello needs the join", async () => {
+    members.set(`${MEETING}|${BOB}`, "invite");
+    await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    const again = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    // The invite's own event (Parley hears it after the grant, over the appservice) takes nothing away.
+    expect(s.evict(MEETING, BOB, "invite")).toBe(0);
+    // A hello before the room's join is refused, and the session ends.
+    await expect(s.admitHolder(early.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not joined to ${MEETING}` });
+    expect(s.session(early.session)).toBeUndefined();
+    members.set(`${MEETING}|${BOB}`, "join");
+    await s.admitHolder(again.session);
+    s.attach(again.session, () => undefined);
+    expect(presence).toEqual([`+${BOB}`]);
+    // Knocking, or gone: no grant at all, ahead or not.
+    for (const m of ["knock", "leave", "ban"]) {
+      members.set(`${MEETING}|${EVE}`, m);
+      await expect(s.join({ openIdToken: "eve-token", serverName: "evil.example", room: MEETING, ahead: true })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    }
+  });
+
+  it("an invite taken back ends the invitee's grant", async () => {
+    members.set(`${MEETING}|${BOB}`, "invite");
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    expect(s.evict(MEETING, BOB, "leave")).toBe(1);
+    expect(s.session(early.session)).toBeUndefined();
+  });
+
   it("waits for its hello no longer than its TURN credential lives", async () => {
     s.stop();
     s = aheadService(30);

@@ -103,6 +103,20 @@ describe("grantAhead", () => {
     expect(await grantAhead(async () => grant(now + 600_000)).take()).toBeNull();
   });
 
+  it("a failed ask is asked again by the next warm (an invitee's grant refused before its invite reached the server)", async () => {
+    let refuse = true;
+    const ask = vi.fn(async () => (refuse ? Promise.reject(new Error("M_FORBIDDEN: not joined")) : grant(600_000)));
+    const g = grantAhead(ask, () => 0);
+    g.warm();
+    g.warm(); // still on its way: not asked twice
+    expect(ask).toHaveBeenCalledTimes(1);
+    await new Promise((r) => setTimeout(r, 0));
+    refuse = false;
+    g.warm();
+    expect(ask).toHaveBeenCalledTimes(2);
+    expect(await g.take()).toMatchObject({ session: "s" });
+  });
+
   it("still on its way when taken, is waited for", async () => {
     let answer!: (g: CallGrant) => void;
     const g = grantAhead(() => new Promise<CallGrant>((r) => (answer = r)), () => 0);

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { MatrixHttp } from "../../../client/src/matrix/http.ts";
-import { admissionIn, awaitAdmission, knockRoom, previewRoom, viaServers, withdrawKnock } from "../../../client/src/matrix/knock.ts";
+import { admissionIn, awaitAdmission, callOfInvite, knockRoom, previewRoom, viaServers, withdrawKnock } from "../../../client/src/matrix/knock.ts";
 import { joinRoom } from "../../../client/src/matrix/rooms.ts";
 import { tick } from "./fakes.ts";
 
@@ -90,6 +90,23 @@ describe("the answer in a sync response", () => {
   });
 });
 
+describe("the call API an invite announces", () => {
+  const call = { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } };
+  const invite = (events: unknown) => ({ rooms: { invite: { "!r:x": { invite_state: { events } } } } });
+
+  it("is the org.parley.call of the invite's stripped state, with its sender", () => {
+    expect(callOfInvite(invite([{ type: "m.room.name", state_key: "", content: { name: "x" } }, call]), "!r:x")).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+  });
+
+  it("is none when the state does not carry it, or carries something else", () => {
+    expect(callOfInvite(invite([]), "!r:x")).toBeNull();
+    expect(callOfInvite({ rooms: { invite: { "!r:x": {} } } }, "!r:x")).toBeNull();
+    expect(callOfInvite(invite("nope"), "!r:x")).toBeNull();
+    expect(callOfInvite(invite([call]), "!other:x")).toBeNull();
+    expect(callOfInvite(invite([{ ...call, state_key: "x" }, { ...call, content: { api: 7 } }, { ...call, sender: undefined }, null]), "!r:x")).toBeNull();
+  });
+});
+
 describe("waiting for a host", () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
@@ -102,6 +119,18 @@ describe("waiting for a host", () => {
     const q = hs.seen.map((r) => [r.url.searchParams.get("since"), r.url.searchParams.get("timeout")]);
     expect(q).toEqual([[null, "0"], ["s1", "30000"], ["s2", "30000"]]);
     expect(JSON.parse(hs.seen[0]!.url.searchParams.get("filter")!)).toMatchObject({ room: { rooms: ["!r:x"], timeline: { limit: 1 } } });
+  });
+
+  it("tells the invite's call announcement before answering; a join or a decline tells none", async () => {
+    const hs = homeserver();
+    const told: unknown[] = [];
+    const stripped = [{ type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } }];
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { invite: { "!r:x": { invite_state: { events: stripped } } } } } });
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite: (c) => told.push(c) })).toBe("invited");
+    expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { join: { "!r:x": {} } } } });
+    await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite: (c) => told.push(c) });
+    expect(told).toHaveLength(1);
   });
 
   it("sees an answer given before the wait began (the institution's instant invite, a declined knock)", async () => {
