@@ -89,11 +89,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // a call API the invite's stripped state names and the user trusts already.
       wait: (roomId, signal) => {
         feedFor(roomId, true);
-        const onInvite = (call: CallAnnouncement | null) => {
-          const host = call && trust.decide(call);
+        const call = (announced: CallAnnouncement | null) => {
+          const host = announced && trust.decide(announced);
           if (host && isTrusted(host)) grantFor(host.api, roomId).warm();
         };
-        return awaitAdmission(http, roomId, { signal, onInvite });
+        return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, call } });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },

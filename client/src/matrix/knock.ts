@@ -6,6 +6,7 @@
 import { ParleyClientError } from "../errors.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import type { CallAnnouncement } from "./callTrust.ts";
+import { serverNameOf } from "./discovery.ts";
 import { enc, type MatrixHttp } from "./http.ts";
 import { CALL_STATE_EVENT } from "./rooms.ts";
 
@@ -77,18 +78,23 @@ export function admissionIn(res: { rooms?: SyncRooms }, roomId: string): Admissi
 }
 
 /**
- * The call API the room announces, as its invite's stripped state shows it (`invite_state`): the
+ * The call API the room announces, as the invite's stripped state shows it (`invite_state`): the
  * inviting server adds `org.parley.call` to it when configured so (Synapse's
- * `room_prejoin_state.additional_event_types`, docs/deployment.md), else null. Unauthenticated,
- * like any stripped state: only a hint (trusted as the room's own state would be, by its sender;
- * the joined room's state decides).
+ * `room_prejoin_state.additional_event_types`, docs/deployment.md), else null. Stripped state is
+ * not signed: the inviting server says what it likes in it. So the announcement counts only when
+ * its sender is a user of that same server (the server of the invite's sender, which signed the
+ * invite: our homeserver checked that), which vouches for its own users only; the caller then
+ * trusts it as it would the room's own state, by its sender, and the joined room's state decides.
  */
-export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string): CallAnnouncement | null {
+export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string, userId: string): CallAnnouncement | null {
   const invite = res.rooms?.invite?.[roomId] as { invite_state?: { events?: unknown } } | undefined;
-  const events = Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : [];
-  for (const e of events) {
-    const ev = e as { type?: unknown; state_key?: unknown; sender?: unknown; content?: { api?: unknown } } | null;
+  const events = (Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : []) as
+    ({ type?: unknown; state_key?: unknown; sender?: unknown; content?: { api?: unknown; membership?: unknown } } | null)[];
+  const inviter = events.find((e) => e?.type === "m.room.member" && e.state_key === userId && e.content?.membership === "invite")?.sender;
+  const inviterServer = typeof inviter === "string" ? serverNameOf(inviter) : null;
+  for (const ev of events) {
     if (ev?.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
+    if (!inviterServer || serverNameOf(ev.sender) !== inviterServer) return null;
     return { api: ev.content.api, sender: ev.sender };
   }
   return null;
@@ -109,8 +115,8 @@ export interface WaitOptions {
   timers?: Timers;
   /** How long one /sync waits for news. */
   pollMs?: number;
-  /** Invited: the call API the invite's stripped state announces (callOfInvite), before the answer returns. */
-  onInvite?: (call: CallAnnouncement | null) => void;
+  /** Invited: the call API the invite's stripped state announces (callOfInvite for `userId`), before the answer returns. */
+  onInvite?: { userId: string; call: (call: CallAnnouncement | null) => void };
 }
 
 /**
@@ -142,7 +148,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       continue;
     }
     const answer = admissionIn(res, roomId);
-    if (answer === "invited") o.onInvite?.(callOfInvite(res, roomId));
+    if (answer === "invited" && o.onInvite) o.onInvite.call(callOfInvite(res, roomId, o.onInvite.userId));
     if (answer) return answer;
     if (typeof res.next_batch === "string") since = res.next_batch;
   }

@@ -91,19 +91,28 @@ describe("the answer in a sync response", () => {
 });
 
 describe("the call API an invite announces", () => {
+  const ME = "@me:b";
   const call = { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } };
+  const invitedBy = (sender: string) => ({ type: "m.room.member", state_key: ME, sender, content: { membership: "invite" } });
   const invite = (events: unknown) => ({ rooms: { invite: { "!r:x": { invite_state: { events } } } } });
 
-  it("is the org.parley.call of the invite's stripped state, with its sender", () => {
-    expect(callOfInvite(invite([{ type: "m.room.name", state_key: "", content: { name: "x" } }, call]), "!r:x")).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+  it("is the org.parley.call of the invite's stripped state, with its sender, when the inviter's server is the sender's", () => {
+    const state = [{ type: "m.room.name", state_key: "", content: { name: "x" } }, call, invitedBy("@host:a")];
+    expect(callOfInvite(invite(state), "!r:x", ME)).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+  });
+
+  it("is none when another server invited (stripped state is unsigned: c cannot vouch for a's bot)", () => {
+    expect(callOfInvite(invite([call, invitedBy("@mallory:c")]), "!r:x", ME)).toBeNull();
+    expect(callOfInvite(invite([call]), "!r:x", ME)).toBeNull(); // no invite event: nobody vouches
+    expect(callOfInvite(invite([call, { ...invitedBy("@host:a"), state_key: "@other:b" }]), "!r:x", ME)).toBeNull();
   });
 
   it("is none when the state does not carry it, or carries something else", () => {
-    expect(callOfInvite(invite([]), "!r:x")).toBeNull();
-    expect(callOfInvite({ rooms: { invite: { "!r:x": {} } } }, "!r:x")).toBeNull();
-    expect(callOfInvite(invite("nope"), "!r:x")).toBeNull();
-    expect(callOfInvite(invite([call]), "!other:x")).toBeNull();
-    expect(callOfInvite(invite([{ ...call, state_key: "x" }, { ...call, content: { api: 7 } }, { ...call, sender: undefined }, null]), "!r:x")).toBeNull();
+    expect(callOfInvite(invite([invitedBy("@host:a")]), "!r:x", ME)).toBeNull();
+    expect(callOfInvite({ rooms: { invite: { "!r:x": {} } } }, "!r:x", ME)).toBeNull();
+    expect(callOfInvite(invite("nope"), "!r:x", ME)).toBeNull();
+    expect(callOfInvite(invite([call, invitedBy("@host:a")]), "!other:x", ME)).toBeNull();
+    expect(callOfInvite(invite([{ ...call, state_key: "x" }, { ...call, content: { api: 7 } }, { ...call, sender: undefined }, null, invitedBy("@host:a")]), "!r:x", ME)).toBeNull();
   });
 });
 
@@ -124,12 +133,16 @@ describe("waiting for a host", () => {
   it("tells the invite's call announcement before answering; a join or a decline tells none", async () => {
     const hs = homeserver();
     const told: unknown[] = [];
-    const stripped = [{ type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } }];
+    const stripped = [
+      { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } },
+      { type: "m.room.member", state_key: "@me:b", sender: "@parley:a", content: { membership: "invite" } },
+    ];
+    const onInvite = { userId: "@me:b", call: (c: unknown) => void told.push(c) };
     hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { invite: { "!r:x": { invite_state: { events: stripped } } } } } });
-    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite: (c) => told.push(c) })).toBe("invited");
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite })).toBe("invited");
     expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
     hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { join: { "!r:x": {} } } } });
-    await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite: (c) => told.push(c) });
+    await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite });
     expect(told).toHaveLength(1);
   });
 
