@@ -93,6 +93,38 @@ function traceRequests(pages: [string, Page][]): { start(t0: number): void; stop
   };
 }
 
+/**
+ * PARLEY_BENCH_TRACE=1: the page marks when the first remote video packets, frames and decoded
+ * frames show in its own stats (polled in the page every 5 ms, no round trip to the benchmark),
+ * so the timeline tells a key frame that came late from a key that did.
+ */
+async function markVideoArrival(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen = new Set<string>();
+    const poll = async () => {
+      const pcs = (window as unknown as { __parleyPcs?: RTCPeerConnection[] }).__parleyPcs ?? [];
+      const totals = { packets: 0, frames: 0, keyframes: 0, decoded: 0 };
+      for (const pc of pcs.filter((p) => p.connectionState !== "closed")) {
+        (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+          if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+          totals.packets += Number(s.packetsReceived ?? 0);
+          totals.frames += Number(s.framesReceived ?? 0);
+          totals.keyframes += Number(s.keyFramesDecoded ?? 0);
+          totals.decoded += Number(s.framesDecoded ?? 0);
+        });
+      }
+      for (const [k, v] of Object.entries(totals)) {
+        if (v > 0 && !seen.has(k)) {
+          seen.add(k);
+          performance.mark(`parley:video-${k}`);
+        }
+      }
+      if (seen.size < 4) setTimeout(() => void poll(), 5);
+    };
+    void poll();
+  });
+}
+
 async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
@@ -140,6 +172,7 @@ try {
     const relay = i % 2 === 1;
     const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay });
     const traced = !relay && process.env.PARLEY_BENCH_TRACE ? traceRequests([["joiner", page], ["host", hostSide.page]]) : null;
+    if (traced) await markVideoArrival(page);
     const t0 = performance.now();
     traced?.start(t0);
     await page.locator("#prejoin-join").click();

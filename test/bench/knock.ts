@@ -158,7 +158,11 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // The media keys: this device's first key out, the host's first key in (the client's log).
       // The knocker's own account of its keys, printed if its media never decrypts.
       const keyLog: string[] = [];
+      // Everything else the page said, the last lines of which are printed if it never decrypts.
+      const pageLog: string[] = [];
       page.on("console", (m) => {
+        pageLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.type()}: ${m.text().slice(0, 300)}`);
+        pageLog.splice(0, Math.max(0, pageLog.length - 80));
         if (/\[parley:(e2ee|chat|call|crypto)\]/.test(m.text())) keyLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.text().slice(0, 300)}`);
         if (knockAt === undefined) return;
         const text = m.text();
@@ -182,7 +186,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await join.first().click();
       if (inLobby) joinedFromLobby++;
       await firstDecryptedFrame(page).catch((err: unknown) => {
-        console.log(`the knocker's log:\n${keyLog.join("\n")}`);
+        console.log(`the knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
         throw err;
       });
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.

@@ -10,6 +10,7 @@ import {
   EventStatus,
   EventType,
   MatrixError,
+  Method,
   MsgType,
   PendingEventOrdering,
   Filter,
@@ -469,11 +470,12 @@ export class SyncedRoomFeed implements RoomFeed {
         return () => void client.off(RoomEvent.Timeline, listener);
       },
       devicesOf: async (userId) => {
-        const crypto = this.client?.getCrypto();
-        if (!crypto) return [];
-        // Downloaded from the user's homeserver if not tracked here (a user not in the room yet).
-        const devices = await this.usingCrypto(crypto.getUserDeviceInfo([userId], true));
-        return [...(devices.get(userId)?.keys() ?? [])].map((deviceId) => ({ userId, deviceId }));
+        const client = this.client;
+        if (!client) return [];
+        // Asked of the homeserver itself: Rust crypto's own list of a user it has just begun to
+        // track (an invited member of an encrypted room) is empty until its key query ran.
+        const res = await client.http.authedRequest<{ device_keys?: Record<string, Record<string, unknown>> }>(Method.Post, "/keys/query", undefined, { device_keys: { [userId]: [] } });
+        return Object.keys(res.device_keys?.[userId] ?? {}).map((deviceId) => ({ userId, deviceId }));
       },
       onChange: (fn) => {
         const client = this.client;

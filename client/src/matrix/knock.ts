@@ -148,7 +148,13 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       continue;
     }
     const answer = admissionIn(res, roomId);
-    if (answer === "invited" && o.onInvite) o.onInvite.call(callOfInvite(res, roomId, o.onInvite.userId));
+    if (answer === "invited" && o.onInvite) {
+      try {
+        o.onInvite.call(callOfInvite(res, roomId, o.onInvite.userId));
+      } catch {
+        // a hint: the answer stands whatever its listener does
+      }
+    }
     if (answer) return answer;
     if (typeof res.next_batch === "string") since = res.next_batch;
   }

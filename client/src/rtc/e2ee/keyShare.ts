@@ -120,6 +120,12 @@ export interface CallMembersPort {
 
 /** Devices of one user let in from the lobby that are sent the key early (more are left to their join). */
 export const MAX_ADMITTED_DEVICES = 8;
+/**
+ * A user let in from the lobby is listed again this long after the previous listing (ms), while
+ * they are still invited and none of their devices is in the call: a device that knocked as soon
+ * as it signed in may have its keys still on their way up at the admission.
+ */
+export const ADMITTED_RELIST_MS = [250, 750] as const;
 
 /** The devices publishing media in the call, from the SFU's participant list (same shape). */
 export type CallRosterPort = CallMembersPort;
@@ -243,6 +249,8 @@ export class ParticipantKeyShare {
   private readonly prejoinLimits: PrejoinLimits;
   /** Devices that said they are about to join, sent the key at `index` (insertion order: oldest first). */
   private readonly prejoined = new Map<string, { at: number; index: number }>();
+  /** Users let in from the lobby whose devices are still being listed (ADMITTED_RELIST_MS). */
+  private readonly admitted = new Set<string>();
   /** When the announcements answered in the last minute came. */
   private prejoinAnswers: number[] = [];
   private prejoinFloodLogged = false;
@@ -485,9 +493,11 @@ export class ParticipantKeyShare {
     if (userId === this.o.self.userId) return;
     if (membership === "invite" && previous === "knock") {
       if (!this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
-      this.enqueue(() => this.answerAdmitted(userId));
+      this.admitted.add(userId);
+      this.enqueue(() => this.answerAdmitted(userId, 0));
       return;
     }
+    this.admitted.delete(userId); // joined (their join's own path from here), or gone
     if (membership !== "leave" && membership !== "ban") return;
     const early = [...this.prejoined].filter(([id, p]) => id.startsWith(`${userId}|`) && p.index >= 0 && !this.inCall(id));
     if (!early.length) return;
@@ -497,8 +507,13 @@ export class ParticipantKeyShare {
     this.enqueue(() => this.rotate("leave", false));
   }
 
-  /** Sends the current key to the devices of a user let in from the lobby (at most MAX_ADMITTED_DEVICES). */
-  private async answerAdmitted(userId: string): Promise<void> {
+  /**
+   * Sends the current key to the devices of a user let in from the lobby (at most
+   * MAX_ADMITTED_DEVICES), then lists them again after ADMITTED_RELIST_MS[`round`] for devices
+   * that were not listed yet, while the user is still only invited and not in the call.
+   */
+  private async answerAdmitted(userId: string, round: number): Promise<void> {
+    if (!this.admitted.has(userId) || this.userInCall(userId)) return void this.admitted.delete(userId);
     const listed = await this.o.members.devicesOf!(userId).catch((err: unknown) => {
       this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
       return [] as DeviceRef[];
@@ -509,6 +524,17 @@ export class ParticipantKeyShare {
       .filter((d) => !this.answeredRecently(deviceKey(d)));
     for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
     await this.answerEarly(devices, "media key sent to a user let in from the lobby");
+    const delay = ADMITTED_RELIST_MS[round];
+    if (delay === undefined || this.stopped) return void this.admitted.delete(userId);
+    this.o.timers.setTimeout(() => {
+      if (!this.stopped && this.admitted.has(userId)) this.enqueue(() => this.answerAdmitted(userId, round + 1));
+    }, delay);
+  }
+
+  /** Whether any device of `userId` is in the call (a member, or publishing). */
+  private userInCall(userId: string): boolean {
+    const prefix = `${userId}|`;
+    return [...this.others().keys(), ...this.publishing()].some((id) => id.startsWith(prefix));
   }
 
   private rememberPrejoin(id: string, entry: { at: number; index: number }): void {

@@ -8,6 +8,7 @@ import {
   type PrejoinLimits,
   parseKeyContent,
   ProvisionedKeys,
+  ADMITTED_RELIST_MS,
   MAX_ADMITTED_DEVICES,
   type CallKeyContent,
   type DeviceRef,
@@ -642,6 +643,40 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await vi.advanceTimersByTimeAsync(60_000);
     await h.roomMembership("@frank:f", "invite", "knock");
     expect(h.sent).toHaveLength(4);
+  });
+
+  it(`a device not listed at the admission (its keys still going up) is listed again after ${ADMITTED_RELIST_MS.join(" and ")} ms, until the user is in the call`, async () => {
+    let listing: DeviceRef[] = [];
+    const asked: number[] = [];
+    const h = harness([BOB], { devicesOf: async () => (asked.push(Date.now()), listing) });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toEqual([]);
+    listing = [ERIN];
+    await vi.advanceTimersByTimeAsync(ADMITTED_RELIST_MS[0]);
+    await h.share.settled();
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN)], index: 0, key: h.sent[0]!.key }]);
+    listing = [ERIN, ERIN2];
+    await vi.advanceTimersByTimeAsync(ADMITTED_RELIST_MS[1]);
+    await h.share.settled();
+    expect(h.sent.at(-1)).toEqual({ to: [id(ERIN2)], index: 0, key: h.sent[0]!.key }); // the new one only
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(asked).toHaveLength(1 + ADMITTED_RELIST_MS.length); // and no more
+
+    // Another user: in the call (or joined) before the next listing, no more listings.
+    const g = harness([BOB], { devicesOf: async () => (asked.push(Date.now()), []) });
+    g.share.start();
+    await g.share.settled();
+    asked.length = 0;
+    await g.roomMembership(ERIN.userId, "invite", "knock");
+    await g.setMembers([BOB, ERIN]);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(asked).toHaveLength(1);
+    await g.roomMembership(CAROL.userId, "invite", "knock");
+    await g.roomMembership(CAROL.userId, "join", "invite");
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(asked).toHaveLength(2);
   });
 
   it("a user sent the key early who leaves the room without joining the call makes a rotation the members get", async () => {
