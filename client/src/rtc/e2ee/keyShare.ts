@@ -15,7 +15,11 @@
 // ratcheted first; a leave's new key waiting for its switch is the one sent), so its first
 // frames decrypt as soon as its media arrives instead of after a key exchange that starts at its
 // join. It does not count as a member: it gets no later key, and
-// leaving the pre-join rotates nothing.
+// leaving the pre-join rotates nothing. Its join then needs no ratchet if it still holds the key
+// in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
+// media from `graceMs` before its announcement on, not from before its join (media it can only
+// have through the SFU, which needs a join). Announcements are bounded per device, in devices
+// remembered, and per minute.
 //
 // Let in from the lobby: a user the room invites after their knock (a host's admission, from
 // Parley's client or Element) has every device of theirs sent the current key at that moment, by
@@ -23,11 +27,7 @@
 // instead of after it (a knocker's device cannot announce itself: it sees none of the room's state
 // until it has joined). Matrix shares room keys with invited users the same way. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
-// makes this device rotate, as a member's leave does. Its join then needs no ratchet if it still holds the key
-// in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
-// media from `graceMs` before its announcement on, not from before its join (media it can only
-// have through the SFU, which needs a join). Announcements are bounded per device, in devices
-// remembered, and per minute.
+// makes this device rotate, as a member's leave does.
 //
 // A received key counts only from the device Olm authenticated as its sender, and only if the
 // content claims that same device (no fallback to the claim). It is used once its sender is in the
