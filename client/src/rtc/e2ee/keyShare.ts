@@ -121,9 +121,9 @@ export interface CallMembersPort {
 /** Devices of one user let in from the lobby that are sent the key early (more are left to their join). */
 export const MAX_ADMITTED_DEVICES = 8;
 /**
- * A user let in from the lobby is listed again this long after the previous listing (ms), while
- * they are still invited and none of their devices is in the call: a device that knocked as soon
- * as it signed in may have its keys still on their way up at the admission.
+ * A user let in from the lobby whose listing named no device is listed again this long after it
+ * (ms), while they are still invited and none of their devices is in the call: a device that
+ * knocked as soon as it signed in may have its keys still on their way up at the admission.
  */
 export const ADMITTED_RELIST_MS = [250, 750] as const;
 
@@ -518,13 +518,13 @@ export class ParticipantKeyShare {
       this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
       return [] as DeviceRef[];
     });
-    const devices = listed
-      .filter((d) => d.userId === userId)
-      .slice(0, MAX_ADMITTED_DEVICES)
-      .filter((d) => !this.answeredRecently(deviceKey(d)));
+    const own = listed.filter((d) => d.userId === userId);
+    const devices = own.slice(0, MAX_ADMITTED_DEVICES).filter((d) => !this.answeredRecently(deviceKey(d)));
     for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
     await this.answerEarly(devices, "media key sent to a user let in from the lobby");
-    const delay = ADMITTED_RELIST_MS[round];
+    // Listed again only when this listing named no device: each listing is a key query (one
+    // federation request for a remote user) from every device in the call.
+    const delay = own.length ? undefined : ADMITTED_RELIST_MS[round];
     if (delay === undefined || this.stopped) return void this.admitted.delete(userId);
     this.o.timers.setTimeout(() => {
       if (!this.stopped && this.admitted.has(userId)) this.enqueue(() => this.answerAdmitted(userId, round + 1));
