@@ -100,6 +100,9 @@ describe("meeting controls", () => {
     contexts.push(context);
     const guest = await context.newPage();
     guest.on("pageerror", (e) => console.error(`[guest] pageerror: ${e.message}`));
+    guest.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning" || /\[parley:/.test(m.text())) console.error(`[guest] console.${m.type()}: ${m.text().slice(0, 400)}`);
+    });
     await guest.goto(`${A.parley.url}/#/call/${encodeURIComponent(alias)}`);
     await guest.locator("#guest-name").fill("Gina");
     await guest.getByRole("button", { name: "Join as guest" }).click();

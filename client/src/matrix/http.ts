@@ -19,6 +19,21 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** A request refused with 429 is asked again at most this many times. */
+export const RATE_LIMIT_RETRIES = 3;
+/** The longest wait before asking again (a longer one the server names is cut to this). */
+export const RATE_LIMIT_MAX_WAIT_MS = 5_000;
+
+/**
+ * How long to wait before asking again after a 429: the server's `retry_after_ms` (Matrix) or
+ * `Retry-After` seconds, else 100 ms doubling; never more than RATE_LIMIT_MAX_WAIT_MS.
+ */
+export function rateLimitWaitMs(json: Record<string, unknown> | undefined, retryAfter: string | null, attempt: number): number {
+  const named = typeof json?.retry_after_ms === "number" ? json.retry_after_ms : retryAfter !== null && /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000 : NaN;
+  const wait = Number.isFinite(named) && named >= 0 ? named : 100 * 2 ** attempt;
+  return Math.min(wait, RATE_LIMIT_MAX_WAIT_MS);
+}
+
 export class MatrixHttp {
   readonly baseUrl: string;
   readonly accessToken: string | undefined;
@@ -43,12 +58,32 @@ export class MatrixHttp {
   }
 
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
-    const res = await this.raw(method, this.url(path, opts), opts);
     const context = opts.context ?? "room";
-    const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
-    if (!res.ok) throw errorFromResponse(res.status, json, context);
-    if (json === undefined || typeof json !== "object") throw new ParleyClientError("BAD_RESPONSE", context, { status: res.status });
-    return json as T;
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.raw(method, this.url(path, opts), opts);
+      const json = (await res.json().catch(() => undefined)) as Record<string, unknown> | undefined;
+      if (res.status === 429 && attempt < RATE_LIMIT_RETRIES) {
+        // Refused before it was acted on (a homeserver's rate limit, the guest proxy's requests
+        // in flight): asked again after the wait it names, or a short one.
+        await this.sleep(rateLimitWaitMs(json, res.headers.get("retry-after"), attempt), opts.signal);
+        continue;
+      }
+      if (!res.ok) throw errorFromResponse(res.status, json, context);
+      if (json === undefined || typeof json !== "object") throw new ParleyClientError("BAD_RESPONSE", context, { status: res.status });
+      return json as T;
+    }
+  }
+
+  private sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        resolve(); // an abort: the next request fails at once with it
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener("abort", done);
+    });
   }
 
   /** A request whose body is not JSON (media); errors are still turned into ParleyClientError. */

@@ -1,6 +1,6 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
-import { MatrixHttp } from "../../../client/src/matrix/http.ts";
+import { MatrixHttp, RATE_LIMIT_MAX_WAIT_MS, RATE_LIMIT_RETRIES } from "../../../client/src/matrix/http.ts";
 import { getLoginFlows, normalizeHomeserverUrl, passwordLogin, ssoRedirectUrl } from "../../../client/src/matrix/login.ts";
 import { parseMxc } from "../../../client/src/matrix/media.ts";
 import { decideCallHost, type CallAnnouncement } from "../../../client/src/matrix/callTrust.ts";
@@ -138,6 +138,47 @@ describe("MatrixHttp errors", () => {
     const http = new MatrixHttp("http://hs", undefined, fetchReturning(404, "<html>nope</html>"));
     const err = (await getLoginFlows(http).catch((e: unknown) => e)) as ParleyClientError;
     expect(err.human).toBe("That address doesn't look like a Matrix homeserver.");
+  });
+});
+
+describe("MatrixHttp and 429", () => {
+  /** Answers each request with the next of `answers` (the last one repeats), counting the requests. */
+  const answering = (answers: { status: number; body: unknown; headers?: Record<string, string> }[]) => {
+    const at: number[] = [];
+    const fetchFn = async () => {
+      const a = answers[Math.min(at.length, answers.length - 1)]!;
+      at.push(Date.now());
+      return new Response(JSON.stringify(a.body), { status: a.status, headers: { "content-type": "application/json", ...a.headers } });
+    };
+    return { fetchFn, at };
+  };
+  const limited = { status: 429, body: { errcode: "M_LIMIT_EXCEEDED", error: "at most 8 requests at once" } };
+
+  it(`asks again after a refusal (the wait it names, else 100 ms doubling), at most ${RATE_LIMIT_RETRIES} times`, async () => {
+    vi.useFakeTimers();
+    try {
+      const ok = answering([limited, { status: 429, body: { errcode: "M_LIMIT_EXCEEDED", retry_after_ms: 700 } }, { status: 200, body: { done: true } }]);
+      const got = new MatrixHttp("http://hs", "t", ok.fetchFn).request("GET", "/x");
+      await vi.advanceTimersByTimeAsync(100 + 700);
+      expect(await got).toEqual({ done: true });
+      expect(ok.at.map((t) => t - ok.at[0]!)).toEqual([0, 100, 800]);
+
+      const never = answering([{ ...limited, headers: { "retry-after": "60" } }]);
+      const refused = new MatrixHttp("http://hs", "t", never.fetchFn).request("GET", "/x").catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(RATE_LIMIT_RETRIES * RATE_LIMIT_MAX_WAIT_MS);
+      expect(await refused).toMatchObject({ code: "M_LIMIT_EXCEEDED" });
+      expect(never.at).toHaveLength(1 + RATE_LIMIT_RETRIES);
+      // A minute named by Retry-After is cut to the longest wait.
+      expect(never.at[1]! - never.at[0]!).toBe(RATE_LIMIT_MAX_WAIT_MS);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("does not ask again after any other refusal", async () => {
+    const forbidden = answering([{ status: 403, body: { errcode: "M_FORBIDDEN" } }]);
+    await expect(new MatrixHttp("http://hs", "t", forbidden.fetchFn).request("GET", "/x")).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    expect(forbidden.at).toHaveLength(1);
   });
 });
 
