@@ -64,6 +64,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     }
     return ahead.grant;
   };
+  /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
+  const warmGrant = (call: CallAnnouncement | null, roomId: string) => {
+    const host = trust.decide(call);
+    if (isTrusted(host)) grantFor(host.api, roomId).warm();
+  };
   /** Ends the pre-join's announcement (not sent once the call has started). */
   let prejoinShown: AbortController | undefined;
   return {
@@ -89,10 +94,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // a call API the invite's stripped state names and the user trusts already.
       wait: (roomId, signal) => {
         feedFor(roomId, true);
-        const call = (announced: CallAnnouncement | null) => {
-          const host = announced && trust.decide(announced);
-          if (host && isTrusted(host)) grantFor(host.api, roomId).warm();
-        };
+        // (No announcement is no hint: not the serving Parley's call, as for a room without one.)
+        const call = (announced: CallAnnouncement | null) => announced && warmGrant(announced, roomId);
         return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, call } });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
@@ -109,8 +112,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       prejoinShown = new AbortController();
       void feedFor(room.roomId).announcePrejoin(prejoinShown.signal);
       warmJoin();
-      const host = trust.decide(room.call);
-      if (isTrusted(host)) grantFor(host.api, room.roomId).warm();
+      warmGrant(room.call, room.roomId);
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import type { Browser, Page, Request } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
 import { startInstitutions } from "../../scripts/stack/institutions.ts";
 import { startJanus } from "../../scripts/stack/janus.ts";
@@ -17,7 +17,7 @@ import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, printTimeline } from "./joinTimeline.ts";
+import { joinTimeline, printTimeline, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -59,38 +59,6 @@ async function forceRelay(page: Page): Promise<void> {
       }
     } as typeof RTCPeerConnection;
   });
-}
-
-/**
- * PARLEY_BENCH_TRACE=1: each page's HTTP requests from the click on (ms from the click), to see
- * which of them a join's first frame waits for (the host's answer to the joiner among them).
- */
-function traceRequests(pages: [string, Page][]): { start(t0: number): void; stop(): string[] } {
-  const lines: string[] = [];
-  const began = new Map<unknown, number>();
-  let t0 = 0;
-  const offs = pages.map(([label, page]) => {
-    const onRequest = (r: unknown) => began.set(r, performance.now());
-    const onFinished = (r: Request) => {
-      const at = began.get(r);
-      if (at === undefined || at < t0) return;
-      const path = new URL(r.url()).pathname.replace(/^\/_matrix\/client\/v3/, "").slice(0, 80);
-      lines.push(`${(at - t0).toFixed(0).padStart(6)} -> ${(performance.now() - t0).toFixed(0).padStart(6)} ms  ${label.padEnd(6)} ${r.method()} ${path}`);
-    };
-    page.on("request", onRequest);
-    page.on("requestfinished", onFinished);
-    return () => {
-      page.off("request", onRequest);
-      page.off("requestfinished", onFinished);
-    };
-  });
-  return {
-    start: (at) => void (t0 = at),
-    stop: () => {
-      for (const off of offs) off();
-      return lines.sort((a, b) => parseFloat(a) - parseFloat(b));
-    },
-  };
 }
 
 /**

@@ -1,6 +1,6 @@
 // Where a join's time goes: the client marks each step (client/src/timeline.ts) and these read
 // the marks from the page and print their medians.
-import type { Page } from "playwright-core";
+import type { Page, Request } from "playwright-core";
 import { percentile } from "./lib.ts";
 
 /** The join's timeline on the page: ms from the `join` mark to each later step (client/src/timeline.ts). */
@@ -30,4 +30,37 @@ export function printTimeline(label: string, samples: Record<string, number>[], 
   const rows = [...steps].map(([k, v]) => [k, percentile(v, 50)] as const).sort((a, b) => a[1] - b[1]);
   rows.push(["first-frame", percentile(firstFrame, 50)]);
   console.log(`${label} timeline (p50 ms from Join): ${rows.map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
+}
+
+/**
+ * PARLEY_BENCH_TRACE=1: the HTTP requests of each page (labelled) that finish after `start(t0)`,
+ * as "begin -> end ms  label METHOD path" from t0 (a request begun before t0 has a negative begin),
+ * in the order they began: to see which of them a step waits for.
+ */
+export function traceRequests(pages: [string, Page][]): { start(t0: number): void; stop(): string[] } {
+  const lines: { at: number; line: string }[] = [];
+  const began = new Map<Request, number>();
+  let t0 = Infinity;
+  const offs = pages.map(([label, page]) => {
+    const onRequest = (r: Request) => began.set(r, performance.now());
+    const onFinished = (r: Request) => {
+      const at = began.get(r);
+      if (at === undefined || performance.now() < t0) return;
+      const path = new URL(r.url()).pathname.replace(/^\/_matrix\/client\/v3/, "").slice(0, 90);
+      lines.push({ at, line: `${(at - t0).toFixed(0).padStart(6)} -> ${(performance.now() - t0).toFixed(0).padStart(6)} ms  ${label ? `${label.padEnd(6)} ` : ""}${r.method()} ${path}` });
+    };
+    page.on("request", onRequest);
+    page.on("requestfinished", onFinished);
+    return () => {
+      page.off("request", onRequest);
+      page.off("requestfinished", onFinished);
+    };
+  });
+  return {
+    start: (at) => void (t0 = at),
+    stop: () => {
+      for (const off of offs) off();
+      return lines.sort((a, b) => a.at - b.at).map((l) => l.line);
+    },
+  };
 }

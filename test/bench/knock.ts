@@ -12,7 +12,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { joinTimeline, printTimeline } from "./joinTimeline.ts";
+import { joinTimeline, printTimeline, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -130,26 +130,19 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const page = await context.newPage();
       await trackPeerConnections(page);
       let knockAt: number | undefined;
+      // PARLEY_BENCH_TRACE=1: every request of the knocker's page from the knock on (ms from the knock).
+      const trace = process.env.PARLEY_BENCH_TRACE ? traceRequests([["", page]]) : null;
       // Where the time goes: the knock, the room join once let in, the pre-join, the call join.
       const marks: Record<string, number> = {};
       page.on("request", (r) => {
         const url = r.url();
-        if (knockAt === undefined && r.method() === "POST" && url.includes("/knock/")) knockAt = performance.now();
+        if (knockAt === undefined && r.method() === "POST" && url.includes("/knock/")) {
+          knockAt = performance.now();
+          trace?.start(knockAt);
+        }
         if (knockAt !== undefined && r.method() === "POST" && url.includes("/_matrix/client/v3/join/")) marks.roomJoin ??= performance.now() - knockAt;
         if (knockAt !== undefined && url.includes("/_parley/v1/calls/join")) marks.callJoin ??= performance.now() - knockAt;
       });
-      // PARLEY_BENCH_TRACE=1: every request of the knocker's page from the knock on (ms from the knock).
-      const trace: string[] = [];
-      if (process.env.PARLEY_BENCH_TRACE) {
-        const began = new Map<unknown, number>();
-        page.on("request", (r) => began.set(r, performance.now()));
-        page.on("requestfinished", (r) => {
-          const t0 = began.get(r);
-          if (knockAt === undefined || t0 === undefined) return;
-          const path = new URL(r.url()).pathname.replace(/^\/_matrix\/client\/v3/, "").slice(0, 90);
-          trace.push(`${(t0 - knockAt).toFixed(0).padStart(6)} -> ${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  ${r.method()} ${path}`);
-        });
-      }
       page.on("requestfinished", (r) => {
         const url = r.url();
         if (knockAt !== undefined && r.method() === "POST" && url.includes("/_matrix/client/v3/join/")) marks.roomJoined ??= performance.now() - knockAt;
@@ -193,7 +186,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (process.env.PARLEY_BENCH_TRACE) {
         const marks = await joinTimeline(page);
-        console.log(`the knocker's requests (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms, frame at ${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms; page marks from Join: ${JSON.stringify(marks)}):\n${trace.sort().join("\n")}`);
+        console.log(`the knocker's requests (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms, frame at ${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms; page marks from Join: ${JSON.stringify(marks)}):\n${trace?.stop().join("\n")}`);
       }
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);

@@ -10,7 +10,6 @@ import {
   EventStatus,
   EventType,
   MatrixError,
-  Method,
   MsgType,
   PendingEventOrdering,
   Filter,
@@ -216,9 +215,9 @@ export class SyncedRoomFeed implements RoomFeed {
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
       // Someone joined the room, was let in from the lobby, or joined the call: their devices' Olm sessions now.
-      const membership = ev.getType() === "m.room.member" ? ev.getContent().membership : undefined;
-      const admitted = membership === "invite" && ev.getPrevContent().membership === "knock";
-      const joiner = membership === "join" || admitted ? ev.getStateKey() : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
+      const change = membershipChange(ev);
+      const admitted = change?.membership === "invite" && change.previous === "knock";
+      const joiner = change?.membership === "join" || admitted ? change.userId : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
       if (joiner) this.prepareOlm([joiner]);
       this.onEvent(ev, true);
     });
@@ -461,20 +460,16 @@ export class SyncedRoomFeed implements RoomFeed {
         const client = this.client;
         if (!client) return () => undefined;
         const listener = (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
-          if (room?.roomId !== this.roomId || toStartOfTimeline || ev.getType() !== "m.room.member") return;
-          const userId = ev.getStateKey();
-          const membership = ev.getContent().membership;
-          if (userId && typeof membership === "string") fn(userId, membership, ev.getPrevContent().membership as string | undefined);
+          const change = room?.roomId === this.roomId && !toStartOfTimeline ? membershipChange(ev) : null;
+          if (change) fn(change.userId, change.membership, change.previous);
         };
         client.on(RoomEvent.Timeline, listener);
         return () => void client.off(RoomEvent.Timeline, listener);
       },
       devicesOf: async (userId) => {
-        const client = this.client;
-        if (!client) return [];
         // Asked of the homeserver itself: Rust crypto's own list of a user it has just begun to
         // track (an invited member of an encrypted room) is empty until its key query ran.
-        const res = await client.http.authedRequest<{ device_keys?: Record<string, Record<string, unknown>> }>(Method.Post, "/keys/query", undefined, { device_keys: { [userId]: [] } });
+        const res = await this.http.request<{ device_keys?: Record<string, Record<string, unknown>> }>("POST", "/keys/query", { body: { device_keys: { [userId]: [] } } });
         return Object.keys(res.device_keys?.[userId] ?? {}).map((deviceId) => ({ userId, deviceId }));
       },
       onChange: (fn) => {
@@ -571,6 +566,15 @@ export class SyncedRoomFeed implements RoomFeed {
     this.memberMap = next;
     this.events.emit("members", next);
   }
+}
+
+/** A room membership event's change: whose, to what, from what (`unsigned.prev_content`); null for any other event. */
+function membershipChange(ev: MatrixEvent): { userId: string; membership: string; previous: string | undefined } | null {
+  const userId = ev.getStateKey();
+  const membership = ev.getContent().membership;
+  if (ev.getType() !== "m.room.member" || !userId || typeof membership !== "string") return null;
+  const previous = ev.getPrevContent().membership;
+  return { userId, membership, previous: typeof previous === "string" ? previous : undefined };
 }
 
 /** Has Rust crypto track these users' devices (it tracks an encrypted room's members by itself). */

@@ -2,6 +2,7 @@
 // every failure a ParleyClientError carrying the errcode. Used for login, OpenID, state events
 // and media, where matrix-js-sdk would be more than we need.
 import { asErrCode, ParleyClientError, type ErrorContext } from "../errors.ts";
+import { pause, realTimers } from "../timers.ts";
 
 export type FetchFn = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -65,25 +66,13 @@ export class MatrixHttp {
       if (res.status === 429 && attempt < RATE_LIMIT_RETRIES) {
         // Refused before it was acted on (a homeserver's rate limit, the guest proxy's requests
         // in flight): asked again after the wait it names, or a short one.
-        await this.sleep(rateLimitWaitMs(json, res.headers.get("retry-after"), attempt), opts.signal);
+        await pause(realTimers, rateLimitWaitMs(json, res.headers.get("retry-after"), attempt), opts.signal); // aborted: the next request fails at once
         continue;
       }
       if (!res.ok) throw errorFromResponse(res.status, json, context);
       if (json === undefined || typeof json !== "object") throw new ParleyClientError("BAD_RESPONSE", context, { status: res.status });
       return json as T;
     }
-  }
-
-  private sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        resolve(); // an abort: the next request fails at once with it
-      };
-      const timer = setTimeout(done, ms);
-      signal?.addEventListener("abort", done);
-    });
   }
 
   /** A request whose body is not JSON (media); errors are still turned into ParleyClientError. */

@@ -4,7 +4,7 @@
 // users at once) or a leave (a host declined: the knock was kicked, or banned). Withdrawing the
 // knock is leaving the room.
 import { ParleyClientError } from "../errors.ts";
-import { realTimers, type Timers } from "../timers.ts";
+import { pause, realTimers, type Timers } from "../timers.ts";
 import type { CallAnnouncement } from "./callTrust.ts";
 import { serverNameOf } from "./discovery.ts";
 import { enc, type MatrixHttp } from "./http.ts";
@@ -144,7 +144,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
     } catch (err) {
       if (o.signal.aborted) throw aborted();
       if (err instanceof ParleyClientError && (err.code === "M_UNKNOWN_TOKEN" || err.code === "M_MISSING_TOKEN" || err.code === "M_FORBIDDEN")) throw err;
-      await sleep(timers, Math.min(30_000, 1000 * 2 ** failures++), o.signal);
+      await pause(timers, Math.min(30_000, 1000 * 2 ** failures++), o.signal); // an abort ends the loop at its top
       continue;
     }
     const answer = admissionIn(res, roomId);
@@ -161,16 +161,3 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
 }
 
 const aborted = () => new ParleyClientError("CLOSED", "room", { detail: "stopped waiting for the knock's answer" });
-
-function sleep(timers: Timers, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      timers.clearTimeout(handle);
-      signal.removeEventListener("abort", done);
-      if (signal.aborted) reject(aborted());
-      else resolve();
-    };
-    const handle = timers.setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
-}

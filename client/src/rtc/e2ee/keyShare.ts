@@ -175,6 +175,8 @@ export interface RotationEvent {
 }
 
 const deviceKey = (d: DeviceRef) => participantId(d.userId, d.deviceId);
+/** Whether the participant id `id` (cipher.ts) is a device of `userId`. */
+const ofUser = (userId: string) => (id: string) => id.startsWith(participantId(userId, ""));
 
 function toBase64(bytes: Uint8Array): string {
   let s = "";
@@ -499,7 +501,8 @@ export class ParticipantKeyShare {
     }
     this.admitted.delete(userId); // joined (their join's own path from here), or gone
     if (membership !== "leave" && membership !== "ban") return;
-    const early = [...this.prejoined].filter(([id, p]) => id.startsWith(`${userId}|`) && p.index >= 0 && !this.inCall(id));
+    const theirs = ofUser(userId);
+    const early = [...this.prejoined].filter(([id, p]) => theirs(id) && p.index >= 0 && !this.inCall(id));
     if (!early.length) return;
     for (const [id] of early) this.prejoined.delete(id);
     // (Whichever key they were sent: a key ratcheted since derives from it.)
@@ -533,8 +536,7 @@ export class ParticipantKeyShare {
 
   /** Whether any device of `userId` is in the call (a member, or publishing). */
   private userInCall(userId: string): boolean {
-    const prefix = `${userId}|`;
-    return [...this.others().keys(), ...this.publishing()].some((id) => id.startsWith(prefix));
+    return [...this.others().keys(), ...this.publishing()].some(ofUser(userId));
   }
 
   private rememberPrejoin(id: string, entry: { at: number; index: number }): void {
