@@ -5,11 +5,11 @@ import { prepareDeviceCrypto } from "./matrix/deviceCrypto.ts";
 import { guardedOpenId, isTrusted, type CallAnnouncement, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { awaitAdmission, knockRoom, previewRoom, withdrawKnock } from "./matrix/knock.ts";
+import { awaitAdmission, knockRoom, previewRoom, withdrawKnock, type InviteState } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
-import { joinRoom, roomSummary } from "./matrix/rooms.ts";
+import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { grantAhead, joinCall, type GrantAhead } from "./rtc/callApi.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
@@ -69,6 +69,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     const host = trust.decide(call);
     if (isTrusted(host)) grantFor(host.api, roomId).warm();
   };
+  /** The invite that let this user in from the lobby, as its stripped state shows the room (knock.ts inviteState). */
+  let letIn: { roomId: string; state: InviteState } | undefined;
   /** Ends the pre-join's announcement (not sent once the call has started). */
   let prejoinShown: AbortController | undefined;
   return {
@@ -82,6 +84,13 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off the join.
       const join = () => joinRoom(http, target, serverNameOf(session.userId));
       const roomId = await (warm ? warm.feed.joining(join) : join());
+      const invite = letIn?.roomId === roomId ? letIn.state : undefined;
+      letIn = undefined;
+      // Let in from the lobby: the room as its invite showed it, when that announces the call
+      // (vouched for by the inviting server), not read again (five state reads, 40-200 ms after
+      // the join). Its key mode is checked against the synced room before any key travels
+      // (callEncryption.ts); the rest is what the page shows.
+      if (invite?.call) return summaryOf(invite.events, roomId, target, trust, session.userId);
       return roomSummary(http, roomId, target, trust, session.userId);
     },
     knock: {
@@ -95,8 +104,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       wait: (roomId, signal) => {
         feedFor(roomId, true);
         // (No announcement is no hint: not the serving Parley's call, as for a room without one.)
-        const call = (announced: CallAnnouncement | null) => announced && warmGrant(announced, roomId);
-        return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, call } });
+        const invited = (state: InviteState) => {
+          letIn = { roomId, state };
+          if (state.call) warmGrant(state.call, roomId);
+        };
+        return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited } });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },
@@ -134,7 +146,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),
         keys: async () => {
-          await feed.whenStarted();
+          await feed.whenKeysCanTravel();
           return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
         },
         avatars: avatars.get,

@@ -148,7 +148,7 @@ describe("meeting governance", () => {
     // Bob's client waits for the answer as the web client does; the invite's stripped state names
     // the call API (Synapse's room_prejoin_state), so it asks its grant beside its room join.
     const told: unknown[] = [];
-    const answered = awaitAdmission(new MatrixHttp(B.synapse.clientUrl, bob.client.getAccessToken()!), roomId, { signal: AbortSignal.timeout(30_000), onInvite: { userId: bob.userId, call: (c) => void told.push(c) } });
+    const answered = awaitAdmission(new MatrixHttp(B.synapse.clientUrl, bob.client.getAccessToken()!), roomId, { signal: AbortSignal.timeout(30_000), onInvite: { userId: bob.userId, invited: (s) => void told.push(s.call) } });
     expect(await moderate(aliceWs, { action: "admit", user_id: bob.userId })).toMatchObject({ type: "result" });
     expect(await answered).toBe("invited");
     const announced = (await alice.stateEvent(roomId, "org.parley.call"))!;

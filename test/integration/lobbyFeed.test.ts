@@ -109,15 +109,22 @@ describe("the room's feed during a knock", () => {
     const { a, roomId, alias, host, hostCrypto } = await meeting("lobby-feed");
     const { b, user: bob, feed, join } = await knocker("bob", alias, roomId);
     let started = false;
+    let keysCanTravel = false;
     void feed.start().then(() => (started = true), () => undefined);
+    void feed.whenKeysCanTravel().then(() => (keysCanTravel = true));
     // In the lobby: the sync runs and the keys are up; the room-bound part waits for the join.
     await feed.whenSyncing();
     await feed.whenKeysUploaded();
     expect(await keysOf(bob, b.deviceId)).toBeDefined();
     expect(started).toBe(false);
+    expect(keysCanTravel).toBe(false);
 
     await host.invite(roomId, b.userId);
     expect(await feed.joining(join)).toBe(roomId);
+    // Media keys may travel once the sync has the room joined: its call state is there (the key
+    // mode), not its history and member list, which come after.
+    await feed.whenKeysCanTravel();
+    expect(feed.callState()).toMatchObject({ api: expect.any(String) });
     await feed.whenStarted();
     await waitFor("the host among the room's members", async () => (feed.members().has(a.userId) ? true : undefined));
     await hostCrypto.waitForDevices([{ userId: b.userId, deviceId: b.deviceId }]);
@@ -172,8 +179,10 @@ describe("the room's feed during a knock", () => {
     const { roomId, alias } = await meeting("lobby-gone");
     const { feed } = await knocker("erin", alias, roomId);
     const start = feed.start();
+    const keys = feed.whenKeysCanTravel();
     await feed.whenSyncing();
     feed.stop();
     await expect(start).rejects.toMatchObject({ code: "CLOSED" });
+    await expect(keys).rejects.toMatchObject({ code: "CLOSED" });
   }, 60_000);
 });

@@ -183,6 +183,25 @@ export class SyncedRoomFeed implements RoomFeed {
     return this.crypto ? this.keysUp : this.started;
   }
 
+  /**
+   * Resolves once media keys can travel for this room: the first sync done with the room joined
+   * (its call memberships and `org.parley.call` known) and this device's keys up (the others
+   * authenticate its key messages by them). Not once the feed has started (feed-started): its
+   * history and member list add nothing keys need (members are lazy-loaded, and one not loaded
+   * yet counts as joined: callMembers), and for a knock let in they came 50-300 ms after the
+   * room's join was synced, with the host's key already in the backlog. Rejects if the feed
+   * cannot start.
+   */
+  whenKeysCanTravel(): Promise<void> {
+    const ready = (async () => {
+      await this.whenSyncing();
+      if (this.knocking) await this.joinSeen;
+      await this.whenKeysUploaded();
+    })();
+    // A start that fails ends the wait (the first sync would then never come).
+    return Promise.race([ready, this.started]);
+  }
+
   private starting: Promise<void> | undefined;
   /** Stopped, perhaps while still starting: a start in progress stops its client when it gets there. */
   private stopped = false;
@@ -385,12 +404,9 @@ export class SyncedRoomFeed implements RoomFeed {
    */
   async announcePrejoin(signal?: AbortSignal): Promise<number> {
     try {
-      // After the first sync (the room's call memberships) with the room joined, and the device's
-      // keys up (the others authenticate the announcement by them); not after the history and
-      // the member list (feed-started), which on a busy page comes only after a quick Join.
-      await this.whenSyncing();
-      if (this.knocking) await this.joinSeen;
-      await this.whenKeysUploaded();
+      // Not after the history and the member list (feed-started), which on a busy page comes
+      // only after a quick Join.
+      await this.whenKeysCanTravel();
       if (signal?.aborted) return 0;
       const client = this.client;
       const mode = keyModeFromCallState(this.callState());

@@ -207,6 +207,8 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
   const client = newClient(session, log);
   const ready = (async () => {
     markStep("crypto-prepare");
+    await preloadCryptoCode(); // (from the meeting link's page load, usually under way already)
+    markStep("crypto-code");
     await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(session.deviceId) });
     markStep("crypto-prepared");
   })();

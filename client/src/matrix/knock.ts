@@ -8,7 +8,7 @@ import { pause, realTimers, type Timers } from "../timers.ts";
 import type { CallAnnouncement } from "./callTrust.ts";
 import { serverNameOf } from "./discovery.ts";
 import { enc, type MatrixHttp } from "./http.ts";
-import { CALL_STATE_EVENT } from "./rooms.ts";
+import { CALL_STATE_EVENT, type StateEvent } from "./rooms.ts";
 
 /** What the homeserver says of a room before joining it. */
 export type RoomPreview =
@@ -77,27 +77,43 @@ export function admissionIn(res: { rooms?: SyncRooms }, roomId: string): Admissi
   return null;
 }
 
+/** The room as an invite shows it before the join (its stripped state, knock.ts inviteState). */
+export interface InviteState {
+  /** The call API the room announces, vouched for by the inviting server (callOfInvite), else null. */
+  call: CallAnnouncement | null;
+  /** The invite's stripped state events, the call's announcement among them only if vouched for. */
+  events: StateEvent[];
+}
+
 /**
- * The call API the room announces, as the invite's stripped state shows it (`invite_state`): the
- * inviting server adds `org.parley.call` to it when configured so (Synapse's
- * `room_prejoin_state.additional_event_types`, docs/deployment.md), else null. Stripped state is
- * not signed: the inviting server says what it likes in it. So the announcement counts only when
- * its sender is a user of that same server (the server of the invite's sender, which signed the
- * invite: our homeserver checked that), which vouches for its own users only; the caller then
- * trusts it as it would the room's own state, by its sender, and the joined room's state decides.
+ * The room as the invite's stripped state (`invite_state`) shows it. The inviting server adds
+ * `org.parley.call` to it when configured so (Synapse's `room_prejoin_state.additional_event_types`,
+ * docs/deployment.md). Stripped state is not signed: the inviting server says what it likes in
+ * it. So the call's announcement counts only when its sender is a user of that same server (the
+ * server of the invite's sender, which signed the invite: our homeserver checked that), which
+ * vouches for its own users only; the caller then trusts it as it would the room's own state, by
+ * its sender, and the joined room's state decides (the key mode: callEncryption.ts). The rest
+ * (name, alias, the invite itself) is what a client shows of any invite.
  */
-export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string, userId: string): CallAnnouncement | null {
+export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: string): InviteState {
   const invite = res.rooms?.invite?.[roomId] as { invite_state?: { events?: unknown } } | undefined;
-  const events = (Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : []) as
-    ({ type?: unknown; state_key?: unknown; sender?: unknown; content?: { api?: unknown; membership?: unknown } } | null)[];
-  const inviter = events.find((e) => e?.type === "m.room.member" && e.state_key === userId && e.content?.membership === "invite")?.sender;
+  const events = (Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : []).filter(
+    (e): e is StateEvent => typeof e === "object" && e !== null && !Array.isArray(e),
+  );
+  const inviter = events.find((e) => e.type === "m.room.member" && e.state_key === userId && e.content?.membership === "invite")?.sender;
   const inviterServer = typeof inviter === "string" ? serverNameOf(inviter) : null;
+  const others = events.filter((e) => e.type !== CALL_STATE_EVENT);
   for (const ev of events) {
-    if (ev?.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
-    if (!inviterServer || serverNameOf(ev.sender) !== inviterServer) return null;
-    return { api: ev.content.api, sender: ev.sender };
+    if (ev.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
+    if (!inviterServer || serverNameOf(ev.sender) !== inviterServer) break;
+    return { call: { api: ev.content.api, sender: ev.sender }, events: [...others, ev] };
   }
-  return null;
+  return { call: null, events: others };
+}
+
+/** The call API the invite's stripped state announces, vouched for by the inviting server (inviteState), else null. */
+export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string, userId: string): CallAnnouncement | null {
+  return inviteState(res, roomId, userId).call;
 }
 
 /** Only this room, and as little of it as the homeserver allows. */
@@ -115,8 +131,8 @@ export interface WaitOptions {
   timers?: Timers;
   /** How long one /sync waits for news. */
   pollMs?: number;
-  /** Invited: the call API the invite's stripped state announces (callOfInvite for `userId`), before the answer returns. */
-  onInvite?: { userId: string; call: (call: CallAnnouncement | null) => void };
+  /** Invited: the room as the invite's stripped state shows it to `userId` (inviteState), before the answer returns. */
+  onInvite?: { userId: string; invited: (state: InviteState) => void };
 }
 
 /**
@@ -150,7 +166,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
     const answer = admissionIn(res, roomId);
     if (answer === "invited" && o.onInvite) {
       try {
-        o.onInvite.call(callOfInvite(res, roomId, o.onInvite.userId));
+        o.onInvite.invited(inviteState(res, roomId, o.onInvite.userId));
       } catch {
         // a hint: the answer stands whatever its listener does
       }

@@ -122,7 +122,20 @@ export async function roomSummary(
   trust: { decide(call: CallAnnouncement | null): CallHost },
   selfUserId?: string,
 ): Promise<RoomSummary> {
-  const events = await summaryState(http, roomId, selfUserId);
+  return summaryOf(await summaryState(http, roomId, selfUserId), roomId, target, trust, selfUserId);
+}
+
+/**
+ * A room's summary from its state events: read from the joined room (roomSummary), or the
+ * stripped state of the invite that let the user in (knock.ts inviteState).
+ */
+export function summaryOf(
+  events: readonly StateEvent[],
+  roomId: string,
+  target: string,
+  trust: { decide(call: CallAnnouncement | null): CallHost },
+  selfUserId?: string,
+): RoomSummary {
   const event = (type: string) => events.find((e) => e.type === type && e.state_key === "");
   const find = (type: string) => event(type)?.content;
   const name = find("m.room.name")?.name;
@@ -144,7 +157,7 @@ export async function roomSummary(
   };
 }
 
-type StateEvent = { type?: unknown; state_key?: unknown; sender?: unknown; content?: Record<string, unknown> };
+export type StateEvent = { type?: unknown; state_key?: unknown; sender?: unknown; content?: Record<string, unknown> };
 
 /** The state events a summary reads: (type, state key). The call's announcement is read whole (its sender counts). */
 const SUMMARY_STATE = ["m.room.name", "m.room.canonical_alias", CALL_STATE_EVENT, "m.room.encryption"] as const;

@@ -2,8 +2,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { MatrixHttp } from "../../../client/src/matrix/http.ts";
-import { admissionIn, awaitAdmission, callOfInvite, knockRoom, previewRoom, viaServers, withdrawKnock } from "../../../client/src/matrix/knock.ts";
-import { joinRoom } from "../../../client/src/matrix/rooms.ts";
+import { admissionIn, awaitAdmission, callOfInvite, inviteState, knockRoom, previewRoom, viaServers, withdrawKnock, type InviteState } from "../../../client/src/matrix/knock.ts";
+import { joinRoom, summaryOf } from "../../../client/src/matrix/rooms.ts";
+import type { CallAnnouncement, CallHost } from "../../../client/src/matrix/callTrust.ts";
 import { tick } from "./fakes.ts";
 
 type Reply = { status: number; body: unknown } | "network" | "hang";
@@ -90,6 +91,9 @@ describe("the answer in a sync response", () => {
   });
 });
 
+/** A stand-in for callTrust.ts: says which announcement it was asked about. */
+const trust = { decide: (c: CallAnnouncement | null) => (c ? ({ trusted: c.api } as unknown as CallHost) : ({ none: true } as unknown as CallHost)) };
+
 describe("the call API an invite announces", () => {
   const ME = "@me:b";
   const call = { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } };
@@ -114,6 +118,35 @@ describe("the call API an invite announces", () => {
     expect(callOfInvite(invite([call, invitedBy("@host:a")]), "!other:x", ME)).toBeNull();
     expect(callOfInvite(invite([{ ...call, state_key: "x" }, { ...call, content: { api: 7 } }, { ...call, sender: undefined }, null, invitedBy("@host:a")]), "!r:x", ME)).toBeNull();
   });
+
+  it("keeps the stripped state for the room's summary, with the call's announcement only when vouched for", () => {
+    const name = { type: "m.room.name", state_key: "", content: { name: "Weekly" } };
+    const vouched = inviteState(invite([name, call, invitedBy("@host:a"), 7, null]), "!r:x", ME);
+    expect(vouched.call).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+    expect(vouched.events).toEqual([name, invitedBy("@host:a"), call]);
+    // The first well-formed announcement decides: another one after a refused one is not taken.
+    const forged = { ...call, sender: "@bot:c", content: { api: "https://evil.c" } };
+    const refused = inviteState(invite([forged, call, name, invitedBy("@host:a")]), "!r:x", ME);
+    expect(refused).toEqual({ call: null, events: [name, invitedBy("@host:a")] });
+    expect(summaryOf(refused.events, "!r:x", "#m:a", trust, ME)).toMatchObject({ call: null, callContent: null });
+  });
+});
+
+describe("a room's summary from an invite's stripped state", () => {
+  const ME = "@me:b";
+  it("names the room, its call, its key mode's content and the invited user's name as the invite shows them", () => {
+    const events = [
+      { type: "m.room.name", state_key: "", content: { name: "Weekly" } },
+      { type: "m.room.canonical_alias", state_key: "", content: { alias: "#meet-weekly:a" } },
+      { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } },
+      { type: "m.room.member", state_key: ME, sender: "@host:a", content: { membership: "invite", displayname: "Me" } },
+      { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a", keys: "participant" } },
+    ];
+    const room = summaryOf(events, "!r:a", "!r:a", trust, ME);
+    expect(room).toMatchObject({ roomId: "!r:a", name: "Weekly", call: { api: "https://parley.a", sender: "@parley:a" }, encrypted: true, hostedBy: "a", selfName: "Me" });
+    expect(room.host).toEqual({ trusted: "https://parley.a" });
+    expect(room.callContent).toEqual({ api: "https://parley.a", keys: "participant" });
+  });
 });
 
 describe("waiting for a host", () => {
@@ -137,7 +170,7 @@ describe("waiting for a host", () => {
       { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } },
       { type: "m.room.member", state_key: "@me:b", sender: "@parley:a", content: { membership: "invite" } },
     ];
-    const onInvite = { userId: "@me:b", call: (c: unknown) => void told.push(c) };
+    const onInvite = { userId: "@me:b", invited: (s: InviteState) => void told.push(s.call) };
     hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { invite: { "!r:x": { invite_state: { events: stripped } } } } } });
     expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite })).toBe("invited");
     expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
