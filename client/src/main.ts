@@ -7,7 +7,7 @@ import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, password
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { preloadCryptoCode } from "./matrix/deviceCrypto.ts";
+import { nextDeviceId, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -40,8 +40,13 @@ async function loadSettings(): Promise<ClientSettings> {
 }
 
 async function boot(root: HTMLElement): Promise<void> {
-  // A meeting link: its crypto's code loads while the page signs in (the join needs it first).
-  if (location.hash.startsWith("#/call/")) void preloadCryptoCode();
+  // A meeting link: its crypto's code loads while the page signs in (the join needs it first),
+  // and, signed out, so does the crypto store of the device the sign-in will make.
+  if (location.hash.startsWith("#/call/")) {
+    void preloadCryptoCode();
+    const storage = safeStorage("localStorage");
+    if (!new SessionStore(storage).load()) readyNextDevice(storage);
+  }
   let settings: ClientSettings;
   try {
     settings = await loadSettings();
@@ -73,7 +78,7 @@ async function boot(root: HTMLElement): Promise<void> {
     login: {
       normalize: normalizeHomeserverUrl,
       flows: (hs) => getLoginFlows(new MatrixHttp(hs)),
-      password: (hs, user, password) => passwordLogin(new MatrixHttp(hs), user, password),
+      password: (hs, user, password) => passwordLogin(new MatrixHttp(hs), user, password, nextDeviceId()),
       startSso: (hs, idp) => {
         const nonce = newSsoNonce();
         sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash, nonce });

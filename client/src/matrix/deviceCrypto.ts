@@ -33,7 +33,7 @@ import { ClientEvent, createClient, SyncState, type MatrixClient } from "matrix-
 import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
 import { getLogger, type Logger } from "../log.ts";
 import { markStep } from "../timeline.ts";
-import type { MatrixSession } from "./session.ts";
+import type { KeyValueStorage, MatrixSession } from "./session.ts";
 
 /** matrix-js-sdk's internals we use to upload the device's keys at once (not public API). */
 export interface RustCryptoInternals {
@@ -189,6 +189,82 @@ export function preloadCryptoCode(): Promise<unknown> {
   return cryptoCode;
 }
 
+const log = getLogger("crypto");
+
+/**
+ * The device a sign-in on this page will make, made ready before it (a meeting link opened
+ * signed out): its id chosen here and sent as /login's `device_id` (the homeserver makes a
+ * device of that id), and its crypto store opened now: StoreHandle.open creates the store's two
+ * IndexedDB databases and their schema, 150-700 ms of a busy page, which then passed on the way
+ * to the device's keys, and so to the first media key (docs/join.md). While the user types their
+ * password it is done. Unclaimed (the page closed signed out, or the homeserver made another id),
+ * it is listed in `storage` and deleted by a later page once older than SPARE_DEVICE_MAX_AGE_MS.
+ */
+let nextDevice: { deviceId: string; store: Promise<void>; storage: KeyValueStorage } | undefined;
+const SPARE_DEVICES = "parley.spareDevices.v1";
+/** How long a crypto store opened for a sign-in that never came is kept (a day). */
+export const SPARE_DEVICE_MAX_AGE_MS = 24 * 3600_000;
+
+/** A device id as Synapse makes them: ten capital letters, from the browser's CSPRNG. */
+export function newDeviceId(): string {
+  const out: string[] = [];
+  while (out.length < 10) {
+    for (const b of crypto.getRandomValues(new Uint8Array(16))) if (b < 234 && out.length < 10) out.push(String.fromCharCode(65 + (b % 26)));
+  }
+  return out.join("");
+}
+
+/** The crypto stores opened for sign-ins that have not claimed them: device id, when (ms). */
+function spareDevices(storage: KeyValueStorage): { id: string; at: number }[] {
+  try {
+    const raw: unknown = JSON.parse(storage.getItem(SPARE_DEVICES) ?? "[]");
+    return Array.isArray(raw) ? raw.filter((e): e is { id: string; at: number } => typeof e?.id === "string" && /^[A-Z]{10}$/.test(e.id) && typeof e.at === "number") : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Deletes a device's crypto store (its two IndexedDB databases, as matrix-sdk-indexeddb names them). */
+function deleteCryptoStore(deviceId: string): void {
+  for (const db of ["::matrix-sdk-crypto", "::matrix-sdk-crypto-meta"]) globalThis.indexedDB?.deleteDatabase(`${cryptoStorePrefix(deviceId)}${db}`);
+}
+
+/**
+ * Makes the next sign-in's device ready (see nextDevice above): its id, and its store opening (never
+ * rejects); the same until a sign-in claims it. Deletes the stores of spares older than
+ * SPARE_DEVICE_MAX_AGE_MS.
+ */
+export function readyNextDevice(storage: KeyValueStorage, now = Date.now()): { deviceId: string; store: Promise<void> } {
+  if (nextDevice) return nextDevice;
+  const deviceId = newDeviceId();
+  const spares = spareDevices(storage);
+  const kept = spares.filter((e) => now - e.at < SPARE_DEVICE_MAX_AGE_MS);
+  for (const e of spares) if (!kept.includes(e)) deleteCryptoStore(e.id);
+  storage.setItem(SPARE_DEVICES, JSON.stringify([...kept, { id: deviceId, at: now }]));
+  const store = (async () => {
+    await preloadCryptoCode();
+    const { StoreHandle } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    (await StoreHandle.open(cryptoStorePrefix(deviceId), undefined)).free();
+    markStep("crypto-store-ready");
+  })().catch((err: unknown) => log.debug("could not open the next device's crypto store", { err: String(err) })); // initRustCrypto opens it then
+  nextDevice = { deviceId, store, storage };
+  return nextDevice;
+}
+
+/** The device id this page's next sign-in asks for (readyNextDevice), if one is ready. */
+export function nextDeviceId(): string | undefined {
+  return nextDevice?.deviceId;
+}
+
+/** A session on the readied device claims it: its store is the device's, no longer a spare. Resolves once the store is open. */
+function claimNextDevice(deviceId: string): Promise<void> {
+  const next = nextDevice;
+  if (next?.deviceId !== deviceId) return Promise.resolve();
+  nextDevice = undefined;
+  next.storage.setItem(SPARE_DEVICES, JSON.stringify(spareDevices(next.storage).filter((e) => e.id !== deviceId)));
+  return next.store;
+}
+
 interface Prepared {
   key: string;
   client: MatrixClient;
@@ -198,7 +274,6 @@ interface Prepared {
 }
 
 let prepared: Prepared | undefined;
-const log = getLogger("crypto");
 const keyOf = (s: MatrixSession) => `${s.userId}|${s.deviceId}|${s.accessToken}`;
 
 /** Starts this device's crypto now (once per page and device; later calls return at once). */
@@ -209,6 +284,7 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
     markStep("crypto-prepare");
     await preloadCryptoCode(); // (from the meeting link's page load, usually under way already)
     markStep("crypto-code");
+    await claimNextDevice(session.deviceId);
     await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(session.deviceId) });
     markStep("crypto-prepared");
   })();

@@ -65,7 +65,8 @@ function sessionFrom(http: MatrixHttp, res: LoginResponse): MatrixSession {
   };
 }
 
-export async function passwordLogin(http: MatrixHttp, user: string, password: string): Promise<MatrixSession> {
+/** `deviceId`: the device to make (deviceCrypto.ts readyNextDevice), else the homeserver picks one. */
+export async function passwordLogin(http: MatrixHttp, user: string, password: string, deviceId?: string): Promise<MatrixSession> {
   const u = user.trim();
   if (!u || !password) throw new ParleyClientError("BAD_INPUT", "login", { human: "Enter your user name and password." });
   const res = await http.request<LoginResponse>("POST", "/login", {
@@ -76,6 +77,7 @@ export async function passwordLogin(http: MatrixHttp, user: string, password: st
       identifier: { type: "m.id.user", user: u },
       password,
       initial_device_display_name: DEVICE_NAME,
+      ...(deviceId ? { device_id: deviceId } : {}),
     },
   });
   return sessionFrom(http, res);

@@ -3,7 +3,7 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
@@ -186,5 +186,15 @@ describe("holdDeviceKeysUpload and deviceKeysUploadSettled (a room join kept cle
     } finally {
       vi.unstubAllGlobals();
     }
+  });
+});
+
+describe("newDeviceId", () => {
+  it("makes ids as Synapse does (ten capital letters), a different one each time", () => {
+    const ids = Array.from({ length: 200 }, () => newDeviceId());
+    for (const id of ids) expect(id).toMatch(/^[A-Z]{10}$/);
+    expect(new Set(ids).size).toBe(200);
+    // Every letter turns up (no letter left out by the byte-to-letter mapping).
+    expect(new Set(ids.join("")).size).toBe(26);
   });
 });

@@ -235,7 +235,15 @@ describe("login", () => {
     const s = await passwordLogin(http, "alice", "pw");
     expect(s).toEqual({ homeserverUrl: "http://hs", userId: "@alice:hs", accessToken: "t", deviceId: "D" });
     expect(JSON.parse(String(seen.init?.body))).toMatchObject({ type: "m.login.password", identifier: { type: "m.id.user", user: "alice" } });
+    expect(JSON.parse(String(seen.init?.body))).not.toHaveProperty("device_id");
     expect((seen.init?.headers as Record<string, string>).authorization).toBeUndefined();
+  });
+  it("asks for the device made ready before the sign-in, and keeps the one the homeserver made", async () => {
+    const seen: { url?: string; init?: RequestInit } = {};
+    const http = new MatrixHttp("http://hs", undefined, fetchReturning(200, { user_id: "@alice:hs", access_token: "t", device_id: "OTHERDEVIC" }, seen));
+    const s = await passwordLogin(http, "alice", "pw", "ABCDEFGHIJ");
+    expect(JSON.parse(String(seen.init?.body))).toMatchObject({ device_id: "ABCDEFGHIJ" });
+    expect(s.deviceId).toBe("OTHERDEVIC");
   });
   it("builds the SSO redirect", () => {
     expect(ssoRedirectUrl(new MatrixHttp("https://hs.example"), "https://parley.example/", "oidc-x")).toBe(
