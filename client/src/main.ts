@@ -7,7 +7,7 @@ import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, password
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { nextDeviceId, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
+import { deleteCryptoStore, nextDeviceId, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -68,7 +68,13 @@ async function boot(root: HTMLElement): Promise<void> {
     settings,
     sessions,
     validate: (s) => sessionIsValid(s),
-    logout: (s) => logout(s),
+    logout: async (s) => {
+      await logout(s);
+      // The device is gone from the homeserver: its crypto store goes too, and the sign-in form
+      // that follows gets a device made ready, as a meeting link opened signed out does.
+      deleteCryptoStore(s.deviceId);
+      readyNextDevice(safeStorage("localStorage"));
+    },
     completeSso: async () => {
       const search = location.search;
       if (!new URLSearchParams(search).has("loginToken")) return null;

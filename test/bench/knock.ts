@@ -154,7 +154,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // Everything else the page said, the last lines of which are printed if it never decrypts.
       const pageLog: string[] = [];
       page.on("console", (m) => {
-        pageLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.type()}: ${m.text().slice(0, 300)}`);
+        // (Not matrix-js-sdk's own debug chatter, which would push Parley's lines out.)
+        if (m.type() !== "debug") pageLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.type()}: ${m.text().slice(0, 300)}`);
         pageLog.splice(0, Math.max(0, pageLog.length - 80));
         if (/\[parley:(e2ee|chat|call|crypto)\]/.test(m.text())) keyLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.text().slice(0, 300)}`);
         if (knockAt === undefined) return;
@@ -180,7 +181,15 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (inLobby) joinedFromLobby++;
       await firstDecryptedFrame(page).catch((err: unknown) => {
         console.log(`the knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
-        throw err;
+        return page
+          .evaluate(() => ({
+            screen: ["[data-testid=lobby-join]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q)),
+            marks: performance.getEntriesByType("mark").map((m) => `${m.name}@${m.startTime.toFixed(0)}`),
+          }))
+          .then((where) => console.log(`the knocker's page shows ${JSON.stringify(where)}`), () => undefined)
+          .then(() => {
+            throw err;
+          });
       });
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);

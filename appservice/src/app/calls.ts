@@ -78,6 +78,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       turn: config.turn && { ...config.turn, secret: readTurnSecret(config.turn.secretFile) },
       sessionsPerUserPerCall: limits.sessionsPerUserPerCall,
       sessionsPerCall: limits.sessionsPerCall,
+      invitedJoinWaitMs: limits.invitedJoinWaitMs,
     },
     {
       ...deps,

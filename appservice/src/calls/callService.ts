@@ -88,6 +88,8 @@ export interface CallServiceConfig {
   sessionsPerUserPerCall: number;
   /** Sessions in one call at most (absent: no limit of Parley's own). */
   sessionsPerCall?: number;
+  /** How long the hello of an invited user's session granted ahead waits for their room join to reach the homeserver (absent: not at all). */
+  invitedJoinWaitMs?: number;
 }
 
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
@@ -157,8 +159,19 @@ export class CallService {
     const s = this.sessions.get(key);
     if (!s || !this.admitAtHello.has(key)) return;
     try {
+      // A user let in from the lobby says hello as soon as their own homeserver has answered
+      // their room join, and a homeserver already in the room answers before it has sent the
+      // join here: while they are invited, their membership is read again (after 25 ms,
+      // doubling, 250 ms at most apart) for invitedJoinWaitMs in all.
       const joined = async () => {
-        if ((await this.deps.homeserver.getMembership(s.roomId, s.userId)) !== "join") throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
+        for (let waited = 0, pause = 25; ; waited += pause, pause = Math.min(pause * 2, 250)) {
+          const membership = await this.deps.homeserver.getMembership(s.roomId, s.userId);
+          if (membership === "join") return;
+          if (membership !== "invite" || waited >= (this.cfg.invitedJoinWaitMs ?? 0) || !this.sessions.has(key)) {
+            throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
+          }
+          await new Promise((resolve) => setTimeout(resolve, pause));
+        }
       };
       await Promise.all([joined(), this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false)]);
       this.admitAtHello.delete(key);

@@ -347,6 +347,10 @@ export const configSchema = z
             helloTimeoutSeconds: z.int().min(1).max(600).default(10).meta({
               description: "A signalling socket that has not sent a valid hello within this time is closed",
             }),
+            invitedJoinWaitMs: z.int().min(0).max(10_000).default(3000).meta({
+              description:
+                "A user let in from the lobby (invited) whose hello comes before their room join has reached this homeserver over federation (their own homeserver answers the join first): how long the hello waits for it, re-reading the membership, before it is refused",
+            }),
             iceCandidatesBeforeMedia: z.int().min(1).max(10_000).default(100).meta({
               description: "ICE candidates a socket may send before its publish/subscribe exists; more get M_LIMIT_EXCEEDED",
             }),

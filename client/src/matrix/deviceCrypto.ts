@@ -224,8 +224,12 @@ function spareDevices(storage: KeyValueStorage): { id: string; at: number }[] {
   }
 }
 
-/** Deletes a device's crypto store (its two IndexedDB databases, as matrix-sdk-indexeddb names them). */
-function deleteCryptoStore(deviceId: string): void {
+/**
+ * Deletes a device's crypto store (its two IndexedDB databases, as matrix-sdk-indexeddb names
+ * them): a spare never claimed, or a device signed out (its Olm account is of no use once the
+ * homeserver deleted the device). A database still open is deleted once its client closes it.
+ */
+export function deleteCryptoStore(deviceId: string): void {
   for (const db of ["::matrix-sdk-crypto", "::matrix-sdk-crypto-meta"]) globalThis.indexedDB?.deleteDatabase(`${cryptoStorePrefix(deviceId)}${db}`);
 }
 

@@ -390,6 +390,33 @@ describe("a grant asked ahead (from the pre-join)", () => {
     }
   });
 
+  it("the hello of a user let in waits a while for their room join to arrive over federation, not longer", async () => {
+    const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 400 });
+    try {
+      members.set(`${MEETING}|${BOB}`, "invite");
+      const early = await wait.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+      // The join lands 100 ms after the hello: the hello goes through.
+      setTimeout(() => members.set(`${MEETING}|${BOB}`, "join"), 100);
+      await wait.admitHolder(early.session);
+      // Never joined: refused once the wait is over (400 ms of pauses), and the session ends.
+      members.set(`${MEETING}|${ALICE}`, "invite");
+      const alice = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+      const t0 = performance.now();
+      await expect(wait.admitHolder(alice.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${ALICE} is not joined to ${MEETING}` });
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(400);
+      expect(wait.session(alice.session)).toBeUndefined();
+      // Not invited (gone, or knocking again): no wait at all.
+      members.set(`${MEETING}|${ALICE}`, "invite");
+      const again = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+      members.set(`${MEETING}|${ALICE}`, "leave");
+      const t1 = performance.now();
+      await expect(wait.admitHolder(again.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+      expect(performance.now() - t1).toBeLessThan(400);
+    } finally {
+      wait.stop();
+    }
+  });
+
   it("an invite taken back ends the invitee's grant", async () => {
     members.set(`${MEETING}|${BOB}`, "invite");
     const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });

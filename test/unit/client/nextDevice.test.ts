@@ -1,10 +1,10 @@
 // The device a sign-in will make, made ready before it (deviceCrypto.ts readyNextDevice): its id
 // chosen by the page, its crypto store (the IndexedDB databases of matrix-sdk-crypto, here
 // fake-indexeddb) opened before /login, claimed by the session that got that id, and the stores
-// of sign-ins that never came deleted a day later.
+// of sign-ins that never came deleted a day later; a device signed out loses its store.
 import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
-import { cryptoStorePrefix, nextDeviceId, prepareDeviceCrypto, readyNextDevice, SPARE_DEVICE_MAX_AGE_MS, takeDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { cryptoStorePrefix, deleteCryptoStore, nextDeviceId, prepareDeviceCrypto, readyNextDevice, SPARE_DEVICE_MAX_AGE_MS, takeDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import type { KeyValueStorage } from "../../../client/src/matrix/session.ts";
 
@@ -48,6 +48,10 @@ describe("the device made ready before the sign-in", () => {
     expect(client.getCrypto()).toBeDefined();
     expect(spares(storage)).toEqual([]);
     expect(nextDeviceId()).toBeUndefined();
+    // Signed out: the device's store goes once its client has let it go.
     client.stopClient();
+    deleteCryptoStore(deviceId);
+    for (let i = 0; i < 100 && (await databases()).includes(storeOf(deviceId)); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await databases()).not.toContain(storeOf(deviceId));
   }, 60_000);
 });

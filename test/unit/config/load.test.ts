@@ -75,7 +75,7 @@ describe("parseConfig", () => {
         joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },
         idleEndSeconds: 300,
-        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
+        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, invitedJoinWaitMs: 3000, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
       },
       guests: {
         mode: "off",
