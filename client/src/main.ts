@@ -7,7 +7,7 @@ import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, password
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { deleteCryptoStore, nextDeviceId, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
+import { deleteCryptoStore, nextDeviceId, nextDeviceSignedIn, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -84,7 +84,11 @@ async function boot(root: HTMLElement): Promise<void> {
     login: {
       normalize: normalizeHomeserverUrl,
       flows: (hs) => getLoginFlows(new MatrixHttp(hs)),
-      password: (hs, user, password) => passwordLogin(new MatrixHttp(hs), user, password, nextDeviceId()),
+      password: async (hs, user, password) => {
+        const session = await passwordLogin(new MatrixHttp(hs), user, password, nextDeviceId());
+        nextDeviceSignedIn(session.deviceId);
+        return session;
+      },
       startSso: (hs, idp) => {
         const nonce = newSsoNonce();
         sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash, nonce });

@@ -260,12 +260,23 @@ export function nextDeviceId(): string | undefined {
   return nextDevice?.deviceId;
 }
 
-/** A session on the readied device claims it: its store is the device's, no longer a spare. Resolves once the store is open. */
+/**
+ * A sign-in got the readied device: its store is the device's, no longer a spare (so no later page
+ * deletes it). Said as soon as /login answers, not only when the meeting's crypto starts: a page
+ * closed in between would leave a signed-in device's store listed for deletion.
+ */
+export function nextDeviceSignedIn(deviceId: string): void {
+  const next = nextDevice;
+  if (next?.deviceId !== deviceId) return;
+  next.storage.setItem(SPARE_DEVICES, JSON.stringify(spareDevices(next.storage).filter((e) => e.id !== deviceId)));
+}
+
+/** The crypto of the readied device starts: its store is claimed. Resolves once it is open. */
 function claimNextDevice(deviceId: string): Promise<void> {
   const next = nextDevice;
   if (next?.deviceId !== deviceId) return Promise.resolve();
+  nextDeviceSignedIn(deviceId);
   nextDevice = undefined;
-  next.storage.setItem(SPARE_DEVICES, JSON.stringify(spareDevices(next.storage).filter((e) => e.id !== deviceId)));
   return next.store;
 }
 
