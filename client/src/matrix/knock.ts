@@ -79,7 +79,7 @@ export function admissionIn(res: { rooms?: SyncRooms }, roomId: string): Admissi
 
 /** The room as an invite shows it before the join (its stripped state, knock.ts inviteState). */
 export interface InviteState {
-  /** The call API the room announces, vouched for by the inviting server (callOfInvite), else null. */
+  /** The call API the room announces, vouched for by the inviting server, else null. */
   call: CallAnnouncement | null;
   /** The invite's stripped state events, the call's announcement among them only if vouched for. */
   events: StateEvent[];
@@ -109,11 +109,6 @@ export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: 
     return { call: { api: ev.content.api, sender: ev.sender }, events: [...others, ev] };
   }
   return { call: null, events: others };
-}
-
-/** The call API the invite's stripped state announces, vouched for by the inviting server (inviteState), else null. */
-export function callOfInvite(res: { rooms?: SyncRooms }, roomId: string, userId: string): CallAnnouncement | null {
-  return inviteState(res, roomId, userId).call;
 }
 
 /** Only this room, and as little of it as the homeserver allows. */

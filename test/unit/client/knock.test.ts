@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { MatrixHttp } from "../../../client/src/matrix/http.ts";
-import { admissionIn, awaitAdmission, callOfInvite, inviteState, knockRoom, previewRoom, viaServers, withdrawKnock, type InviteState } from "../../../client/src/matrix/knock.ts";
+import { admissionIn, awaitAdmission, inviteState, knockRoom, previewRoom, viaServers, withdrawKnock, type InviteState } from "../../../client/src/matrix/knock.ts";
 import { joinRoom, summaryOf } from "../../../client/src/matrix/rooms.ts";
 import type { CallAnnouncement, CallHost } from "../../../client/src/matrix/callTrust.ts";
 import { tick } from "./fakes.ts";
@@ -93,6 +93,9 @@ describe("the answer in a sync response", () => {
 
 /** A stand-in for callTrust.ts: says which announcement it was asked about. */
 const trust = { decide: (c: CallAnnouncement | null) => (c ? ({ trusted: c.api } as unknown as CallHost) : ({ none: true } as unknown as CallHost)) };
+
+/** The call API an invite's stripped state announces, as inviteState vouches for it. */
+const callOfInvite = (...a: Parameters<typeof inviteState>) => inviteState(...a).call;
 
 describe("the call API an invite announces", () => {
   const ME = "@me:b";
