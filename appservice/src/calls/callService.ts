@@ -4,6 +4,7 @@
 // or a room with a running `!meet` call). The answer is a short-lived session for the signalling
 // socket. A session outlives neither its expiry nor the user's membership. One session, one
 // holder: a second socket saying hello with a session takes it over and the first is ended.
+import { setTimeout as sleep } from "node:timers/promises";
 import { ParleyError } from "../errors.ts";
 import type { AliasStore, CallRecord, CallStore, SeatRecord, SfuRoomRecord } from "../store/store.ts";
 import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
@@ -170,7 +171,7 @@ export class CallService {
           if (membership !== "invite" || waited >= (this.cfg.invitedJoinWaitMs ?? 0) || !this.sessions.has(key)) {
             throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
           }
-          await new Promise((resolve) => setTimeout(resolve, pause));
+          await sleep(pause);
         }
       };
       await Promise.all([joined(), this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false)]);

@@ -224,6 +224,10 @@ function spareDevices(storage: KeyValueStorage): { id: string; at: number }[] {
   }
 }
 
+function saveSpareDevices(storage: KeyValueStorage, spares: { id: string; at: number }[]): void {
+  storage.setItem(SPARE_DEVICES, JSON.stringify(spares));
+}
+
 /**
  * Deletes a device's crypto store (its two IndexedDB databases, as matrix-sdk-indexeddb names
  * them): a spare never claimed, or a device signed out (its Olm account is of no use once the
@@ -244,7 +248,7 @@ export function readyNextDevice(storage: KeyValueStorage, now = Date.now()): { d
   const spares = spareDevices(storage);
   const kept = spares.filter((e) => now - e.at < SPARE_DEVICE_MAX_AGE_MS);
   for (const e of spares) if (!kept.includes(e)) deleteCryptoStore(e.id);
-  storage.setItem(SPARE_DEVICES, JSON.stringify([...kept, { id: deviceId, at: now }]));
+  saveSpareDevices(storage, [...kept, { id: deviceId, at: now }]);
   const store = (async () => {
     await preloadCryptoCode();
     const { StoreHandle } = await import("@matrix-org/matrix-sdk-crypto-wasm");
@@ -268,7 +272,7 @@ export function nextDeviceId(): string | undefined {
 export function nextDeviceSignedIn(deviceId: string): void {
   const next = nextDevice;
   if (next?.deviceId !== deviceId) return;
-  next.storage.setItem(SPARE_DEVICES, JSON.stringify(spareDevices(next.storage).filter((e) => e.id !== deviceId)));
+  saveSpareDevices(next.storage, spareDevices(next.storage).filter((e) => e.id !== deviceId));
 }
 
 /** The crypto of the readied device starts: its store is claimed. Resolves once it is open. */
