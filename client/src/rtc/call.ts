@@ -312,7 +312,7 @@ export class CallConnection {
       case "participants":
         this.participants = p.participants;
         this.o.transforms.participants?.(
-          p.participants.filter((x) => x.device_id && x.streams.length > 0).map((x) => ({ userId: x.user_id, deviceId: x.device_id })),
+          p.participants.filter((x) => x.device_id).map((x) => ({ userId: x.user_id, deviceId: x.device_id, publishing: x.streams.length > 0 })),
         );
         this.refreshRemotes();
         void this.syncFeeds();

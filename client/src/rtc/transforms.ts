@@ -13,10 +13,12 @@ export interface ReceiverInfo {
   mid: string;
 }
 
-/** A device publishing media in the call, from the SFU's participant list. */
+/** A device in the call, from the SFU's participant list. */
 export interface PublishingDevice {
   userId: string;
   deviceId: string;
+  /** False: in the call's media (Parley admitted its session), not publishing yet. Absent: publishing. */
+  publishing?: boolean;
 }
 
 export interface MediaTransformHook {
@@ -28,7 +30,7 @@ export interface MediaTransformHook {
   attachReceiver?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
   /** A receiver's mid now carries another feed (Janus reuses m-lines): re-key it. */
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
-  /** The server's participant list changed: the other devices publishing media (with a device id). */
+  /** The server's participant list changed: the devices in the call's media (with a device id), publishing or not yet. */
   participants?(devices: PublishingDevice[]): void;
 }
 

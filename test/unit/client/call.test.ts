@@ -424,7 +424,7 @@ describe("CallConnection and E2EE", () => {
     expect(sent("publish")).toHaveLength(1);
   });
 
-  it("tells the frame transforms which other devices publish (the SFU's roster), as the server lists them", async () => {
+  it("tells the frame transforms which other devices are in the call and which publish (the SFU's roster), as the server lists them", async () => {
     const { call, rosters } = e2eeSetup(async () => undefined);
     await call.start();
     socket.receive({
@@ -435,6 +435,9 @@ describe("CallConnection and E2EE", () => {
         { ...REMOTE, feed_id: 9, user_id: "@d:z", device_id: "" }, // no device declared
       ],
     });
-    expect(rosters.at(-1)).toEqual([{ userId: "@b:y", deviceId: "BDEV" }]);
+    expect(rosters.at(-1)).toEqual([
+      { userId: "@b:y", deviceId: "BDEV", publishing: true },
+      { userId: "@c:z", deviceId: "CDEV", publishing: false },
+    ]);
   });
 });

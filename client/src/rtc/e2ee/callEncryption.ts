@@ -136,7 +136,7 @@ export class CallEncryption {
         ...common,
         self: { userId: this.o.userId, deviceId: this.o.deviceId },
         members: channel.members,
-        roster: { devices: () => this.media.roster(), onChange: (fn) => this.media.events.on("roster", () => fn()) },
+        roster: { devices: () => this.media.roster(), arrived: () => this.media.arrived(), onChange: (fn) => this.media.events.on("roster", () => fn()) },
         ...(this.o.graceMs === undefined ? {} : { graceMs: this.o.graceMs }),
       });
     }

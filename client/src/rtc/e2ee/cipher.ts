@@ -54,8 +54,9 @@ interface Health {
 
 /**
  * Video frames a receiver keeps while their sender's key is on its way (from the last key frame
- * on, at most this many): decrypted and passed on once it is, so the picture starts at the key's
- * arrival instead of at the next key frame the sender is asked for (a round trip to its encoder).
+ * on, at most this many): decrypted and passed on once it is (`releaseFor`, as the key is set), so
+ * the picture starts at the key's arrival instead of at the next key frame the sender is asked for
+ * (a round trip to its encoder), or at the next frame (60-80 ms on a loaded machine).
  */
 export const MAX_HELD_FRAMES = 45;
 
@@ -86,6 +87,8 @@ export class FrameCipher {
   readonly #health = new Map<string, Health>();
   /** By receiver: video frames waiting for their sender's key, a key frame first. */
   readonly #held = new Map<string, EncodedFrameLike[]>();
+  /** By video receiver: its transform's way to pass frames on in turn with its own frames. */
+  readonly #outlets = new Map<string, (work: () => Promise<EncodedFrameLike[]>) => Promise<void>>();
   readonly #onStatus: (status: CipherStatus) => void;
   readonly #now: () => number;
   readonly #hold: number;
@@ -242,11 +245,42 @@ export class FrameCipher {
   }
 
   decryptTransform(receiverId: string, kind: MediaKind): TransformStream<EncodedFrameLike, EncodedFrameLike> {
+    let out: TransformStreamDefaultController<EncodedFrameLike> | undefined;
+    // One frame, or one release of held frames, at a time, in order.
+    let turn: Promise<void> = Promise.resolve();
+    const inTurn = (work: () => Promise<EncodedFrameLike[]>): Promise<void> =>
+      (turn = turn.then(async () => {
+        for (const f of await work()) out?.enqueue(f);
+      }));
+    const outlet = (work: () => Promise<EncodedFrameLike[]>) => inTurn(work).catch(() => undefined);
+    if (kind === "video") this.#outlets.set(receiverId, outlet);
     return new TransformStream({
-      transform: async (frame, controller) => {
-        for (const f of await this.receive(receiverId, frame, kind)) controller.enqueue(f);
+      start: (controller) => {
+        out = controller;
+      },
+      transform: (frame) => inTurn(() => this.receive(receiverId, frame, kind)),
+      flush: () => {
+        if (this.#outlets.get(receiverId) === outlet) this.#outlets.delete(receiverId);
       },
     });
+  }
+
+  /**
+   * The key of `participant` (null: anyone's, a call key) was just set: the frames its video
+   * receivers hold are passed on now, not with their next frame. How many were.
+   */
+  async releaseFor(participant: string | null): Promise<number> {
+    let released = 0;
+    for (const [receiverId, p] of this.#receivers) {
+      const outlet = this.#outlets.get(receiverId);
+      if ((participant !== null && p !== participant) || !outlet || !this.#held.has(receiverId)) continue;
+      await outlet(async () => {
+        const frames = await this.#release(receiverId);
+        released += frames.length;
+        return frames;
+      });
+    }
+    return released;
   }
 
   /**

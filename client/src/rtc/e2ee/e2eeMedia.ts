@@ -2,6 +2,7 @@
 // to the E2EE worker (RTCRtpScriptTransform where the browser has it, else createEncodedStreams
 // with `encodedInsertableStreams`), hands the worker the media keys the key exchange produces,
 // and keeps each remote participant's decryption health for the UI.
+import { markStep } from "../../timeline.ts";
 import { Emitter } from "../../state/store.ts";
 import type { MediaTransformHook, PublishingDevice, ReceiverInfo } from "../transforms.ts";
 import { participantId, type CipherStatus, type DecryptState, type KeyMode, type MediaKind } from "./cipher.ts";
@@ -22,7 +23,7 @@ interface EncodedStreamsCapable {
 export interface E2eeMediaEvents extends Record<string, unknown> {
   status: Map<string, DecryptState>;
   error: string;
-  /** The devices publishing in the call changed (see `roster`). */
+  /** The devices in the call's media changed (see `roster` and `arrived`). */
   roster: undefined;
 }
 
@@ -94,17 +95,22 @@ export class E2eeMedia implements MediaTransformHook {
     if (receiverId) this.#post({ type: "bind", receiverId, participant: participantId(info.userId, info.deviceId) });
   }
 
-  /** The SFU's participant list changed: the devices publishing media in the call now. */
+  /** The SFU's participant list changed: the devices in the call's media now, publishing or not yet. */
   participants(devices: PublishingDevice[]): void {
-    const key = (list: PublishingDevice[]) => list.map((d) => participantId(d.userId, d.deviceId)).sort().join("\n");
+    const key = (list: PublishingDevice[]) => list.map((d) => `${participantId(d.userId, d.deviceId)} ${d.publishing !== false}`).sort().join("\n");
     if (key(devices) === key(this.#roster)) return;
-    this.#roster = devices.map((d) => ({ userId: d.userId, deviceId: d.deviceId }));
+    this.#roster = devices.map((d) => ({ userId: d.userId, deviceId: d.deviceId, publishing: d.publishing !== false }));
     this.events.emit("roster", undefined);
   }
 
   /** The devices publishing media in the call, as the SFU's participant list last said. */
-  roster(): PublishingDevice[] {
-    return [...this.#roster];
+  roster(): { userId: string; deviceId: string }[] {
+    return this.#roster.filter((d) => d.publishing).map((d) => ({ userId: d.userId, deviceId: d.deviceId }));
+  }
+
+  /** Every device in the call's media, publishing or not yet (Parley admitted its session). */
+  arrived(): { userId: string; deviceId: string }[] {
+    return this.#roster.map((d) => ({ userId: d.userId, deviceId: d.deviceId }));
   }
 
   setKey(participant: string, index: number, key: Uint8Array): void {
@@ -148,6 +154,7 @@ export class E2eeMedia implements MediaTransformHook {
 
   #onWorker(m: FromWorker): void {
     if (m.type === "error") return void this.events.emit("error", m.error);
+    if (m.type === "released") return void markStep("held-released");
     const status: CipherStatus = m;
     if (this.#status.get(status.participant) === status.state) return;
     this.#status.set(status.participant, status.state);

@@ -29,6 +29,15 @@
 // early who then leaves the room without joining the call (an admission taken back, a removal)
 // makes this device rotate, as a member's leave does.
 //
+// In the call's media: a device the SFU's participant list shows (Parley admitted its session at
+// its hello, its user checked by OpenID; the device is the client's claim) whose user is joined to
+// the room is sent the current key then, by the same rules and bounds as an announcement, about
+// the time its membership is sent rather than once it has reached this device's sync (150-300 ms
+// later on a quick Join). The list only chooses when: the key still goes, Olm-encrypted, only to
+// a device its own user's homeserver lists, of a user joined to the room, as the membership path
+// would send it. One that leaves the SFU's list without having become a member makes this device
+// rotate, as a member's leave does.
+//
 // A received key counts only from the device Olm authenticated as its sender, and only if the
 // content claims that same device (no fallback to the claim). It is used once its sender is in the
 // call: a MatrixRTC member, or publishing in the SFU's participant list. Until then it is held
@@ -128,7 +137,10 @@ export const MAX_ADMITTED_DEVICES = 8;
 export const ADMITTED_RELIST_MS = [250, 750] as const;
 
 /** The devices publishing media in the call, from the SFU's participant list (same shape). */
-export type CallRosterPort = CallMembersPort;
+export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onChange"> {
+  /** Every device in the call's media, publishing or not yet. Absent: nobody is sent a key at arrival. */
+  arrived?(): DeviceRef[];
+}
 
 export interface KeySink {
   setOwnKey(index: number, key: Uint8Array, use: boolean): void;
@@ -253,6 +265,10 @@ export class ParticipantKeyShare {
   private readonly prejoined = new Map<string, { at: number; index: number }>();
   /** Users let in from the lobby whose devices are still being listed (ADMITTED_RELIST_MS). */
   private readonly admitted = new Set<string>();
+  /** Devices answered at their arrival in the SFU's list, not members yet; `sent`: a key went to it. */
+  private readonly arrivals = new Map<string, { sent: boolean }>();
+  /** Members that left while still in the SFU's list: not answered at arrival until they leave it. */
+  private readonly departing = new Set<string>();
   /** When the announcements answered in the last minute came. */
   private prejoinAnswers: number[] = [];
   private prejoinFloodLogged = false;
@@ -361,7 +377,9 @@ export class ParticipantKeyShare {
     const publishing = this.publishing();
     const left = [...this.sharedWith.keys()].filter((k) => !now.has(k));
     const joined = [...now].filter(([k]) => !this.sharedWith.has(k)).map(([, d]) => d);
+    const arrived = new Set((this.o.roster?.arrived?.() ?? []).map(deviceKey));
     for (const k of left) {
+      if (arrived.has(k)) this.departing.add(k); // its SFU leave may come after: no arrival key meanwhile
       if (publishing.has(k)) continue; // still sending media: its key still decrypts it
       this.o.sink.forget(k);
       this.held.add(k, this.applied.get(k) ?? []);
@@ -374,15 +392,21 @@ export class ParticipantKeyShare {
     if (!joined.length || !this.current) return;
     const c = this.current;
     // Joiners that announced themselves hold this key already: no ratchet (and no wait) for them.
-    const holding = joined.every((d) => this.holdsFromPrejoin(deviceKey(d), c.index));
-    for (const d of joined) this.prejoined.delete(deviceKey(d));
+    const early = new Set(joined.map(deviceKey).filter((k) => this.holdsFromPrejoin(k, c.index) && !this.undelivered.has(k)));
+    const holding = joined.every((d) => early.has(deviceKey(d)));
+    for (const d of joined) {
+      this.prejoined.delete(deviceKey(d));
+      this.arrivals.delete(deviceKey(d)); // a member now: a member's rules from here
+    }
     if (this.o.now() - c.createdAt < this.o.graceMs || holding) {
       for (const d of joined) this.sharedWith.set(deviceKey(d), d);
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
       this.heldBy(c.index, joined);
       await this.shareInUse(joined, c);
-      await this.deliver(joined, c.index, c.key);
-      this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
+      // Not again to a device that was sent this key before its join and reached.
+      const fresh = joined.filter((d) => !early.has(deviceKey(d)));
+      if (fresh.length) await this.deliver(fresh, c.index, c.key);
+      this.onRotated?.({ index: c.index, sentTo: fresh.length, reason: "join" });
       return;
     }
     return this.ratchet(joined);
@@ -504,7 +528,10 @@ export class ParticipantKeyShare {
     const theirs = ofUser(userId);
     const early = [...this.prejoined].filter(([id, p]) => theirs(id) && p.index >= 0 && !this.inCall(id));
     if (!early.length) return;
-    for (const [id] of early) this.prejoined.delete(id);
+    for (const [id] of early) {
+      this.prejoined.delete(id);
+      this.arrivals.delete(id);
+    }
     // (Whichever key they were sent: a key ratcheted since derives from it.)
     this.log.info("a user sent the media key before joining left the room: rotating", { user: userId, devices: early.length });
     this.enqueue(() => this.rotate("leave", false));
@@ -565,20 +592,71 @@ export class ParticipantKeyShare {
    * are still remembered and not in the call yet: as to a joiner, a key older than the grace
    * period is ratcheted first. Not members: no later key.
    */
-  private async answerEarly(devices: DeviceRef[], what: string): Promise<void> {
-    const waiting = () => devices.filter((d) => !this.inCall(deviceKey(d)) && !this.sharedWith.has(deviceKey(d)) && this.prejoined.has(deviceKey(d)));
-    if (this.stopped || !this.current || !waiting().length) return;
+  private async answerEarly(devices: DeviceRef[], what: string, publishingToo = false): Promise<DeviceRef[]> {
+    // A device publishing already is answered by the key it sends (shareWithKeySender), except
+    // one answered for its arrival: it may start publishing while its user's room join is checked.
+    const inCall = (id: string) => (publishingToo ? this.others().has(id) : this.inCall(id));
+    const waiting = () => devices.filter((d) => !inCall(deviceKey(d)) && !this.sharedWith.has(deviceKey(d)) && this.prejoined.has(deviceKey(d)));
+    if (this.stopped || !this.current || !waiting().length) return [];
     if (this.o.now() - this.current.createdAt >= this.o.graceMs) {
-      if (!(await this.ratchetCurrent())) return;
+      if (!(await this.ratchetCurrent())) return [];
       this.currentInUse();
     }
     const c = this.current;
     const to = waiting();
-    if (!to.length) return;
+    if (!to.length) return [];
     for (const d of to) this.rememberPrejoin(deviceKey(d), { at: this.prejoined.get(deviceKey(d))!.at, index: c.index });
     this.heldBy(c.index, to);
     this.log.info(what, { to: to.map(deviceKey), index: c.index });
+    // A leave's new key waiting for its switch: the key in use too, where a joiner would get it.
+    await this.shareInUse(to, c);
     await this.deliver(to, c.index, c.key);
+    return to;
+  }
+
+  /**
+   * Devices that arrived in the SFU's list (their session's hello) and are not members yet are
+   * sent the key early, bounded as announcements are; one answered so that left the list without
+   * becoming a member makes this device rotate.
+   */
+  private answerArrivals(): void {
+    const arrived = this.o.roster?.arrived?.();
+    if (!arrived) return;
+    const members = this.others();
+    const here = new Set(arrived.map(deviceKey));
+    for (const id of this.departing) if (!here.has(id)) this.departing.delete(id);
+    const gone = [...this.arrivals].filter(([id]) => !here.has(id) && !members.has(id));
+    for (const [id] of gone) {
+      this.arrivals.delete(id);
+      this.prejoined.delete(id);
+    }
+    if (gone.some(([, a]) => a.sent)) {
+      this.log.info("a device sent the media key at its arrival left the call before its membership came: rotating", { devices: gone.length });
+      this.enqueue(() => this.rotate("leave", false));
+    }
+    if (!this.o.members.joinedToRoom) return;
+    const self = deviceKey(this.o.self);
+    for (const d of arrived) {
+      const id = deviceKey(d);
+      if (id === self || members.has(id) || this.sharedWith.has(id) || this.arrivals.has(id) || this.departing.has(id) || this.answeredRecently(id)) continue;
+      if (!this.takeEarlyAnswer()) return;
+      const entry = { sent: false };
+      this.arrivals.set(id, entry);
+      this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
+      this.enqueue(() => this.answerArrival(id, d, entry));
+    }
+  }
+
+  /** Sends the current key to a device that arrived in the SFU's list, if its user is joined to the room. */
+  private async answerArrival(id: string, device: DeviceRef, entry: { sent: boolean }): Promise<void> {
+    if (this.arrivals.get(id) !== entry || this.others().has(id) || this.sharedWith.has(id)) return;
+    if (!(await this.o.members.joinedToRoom!(device.userId))) {
+      this.arrivals.delete(id);
+      return void this.log.warn("a device in the call's media belongs to a user not joined to the room", { device: id });
+    }
+    if (this.arrivals.get(id) !== entry) return;
+    const sent = await this.answerEarly([device], "media key sent to a device at its arrival in the call", true);
+    if (sent.length) entry.sent = true;
   }
 
   private async rotate(reason: RotationEvent["reason"], useNow: boolean): Promise<void> {
@@ -689,6 +767,7 @@ export class ParticipantKeyShare {
       this.applied.delete(id);
     }
     this.useHeldKeys();
+    this.answerArrivals();
   }
 
   /** Uses the held keys of every device that is in the call now. */

@@ -30,12 +30,19 @@ const videoSenders = new Set<Transformer>();
 
 /**
  * A video decoder that never got a decryptable key frame stays black until the next one: when a
- * participant's key arrives, ask its video senders for one (the SFU relays the request).
+ * participant's key arrives and none was held for it (cipher.ts, `releaseFor`), ask its video
+ * senders for one (the SFU relays the request).
  */
 function requestKeyFrames(participant: string | null): void {
   for (const [receiverId, transformer] of videoReceivers) {
     if (participant === null || cipher?.participantOf(receiverId) === participant) void transformer.sendKeyFrameRequest?.().catch(() => undefined);
   }
+}
+
+/** After a key was set: the page hears of frames passed on; with none, the sender is asked for a key frame. */
+function released(frames: number, participant: string | null): void {
+  if (frames > 0) scope.postMessage({ type: "released", frames });
+  else requestKeyFrames(participant);
 }
 
 /**
@@ -86,14 +93,20 @@ scope.onmessage = (ev) => {
   if (!c) return;
   switch (m.type) {
     case "setKey":
-      return inOrder(() => c.setKey(m.participant, m.index, m.key).then(() => requestKeyFrames(m.participant)));
+      return inOrder(async () => {
+        await c.setKey(m.participant, m.index, m.key);
+        released(await c.releaseFor(m.participant), m.participant);
+      });
     case "setOwnKey":
       // A key used at once while another one was in use: a switch (see generateKeyFrames).
       return inOrder(() => c.setOwnKey(m.index, m.key, m.use).then((switched) => switched && generateKeyFrames()));
     case "useOwnKey":
       return inOrder(() => c.useOwnKey(m.index));
     case "setCallKey":
-      return inOrder(() => c.setCallKey(m.index, m.key, m.use).then(() => requestKeyFrames(null)));
+      return inOrder(async () => {
+        await c.setCallKey(m.index, m.key, m.use);
+        released(await c.releaseFor(null), null);
+      });
     case "forget":
       return inOrder(() => c.forget(m.participant));
     case "bind":

@@ -21,4 +21,8 @@ export type ToWorker =
   | { type: "forget"; participant: string }
   | { type: "bind"; receiverId: string; participant: string };
 
-export type FromWorker = ({ type: "status" } & CipherStatus) | { type: "error"; error: string };
+export type FromWorker =
+  | ({ type: "status" } & CipherStatus)
+  | { type: "error"; error: string }
+  /** Video frames held for a key were passed on as it was set (the page's timeline marks it). */
+  | { type: "released"; frames: number };

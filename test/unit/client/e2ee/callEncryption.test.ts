@@ -105,3 +105,22 @@ describe("CallEncryption: the key mode read when the meeting was opened", () => 
     expect(posted.some((m) => m.type === "setOwnKey")).toBe(false);
   });
 });
+
+describe("E2eeMedia: the SFU's participant list", () => {
+  it("keeps who publishes (keys from them are used) apart from who is in the call's media at all, and says when either changed", () => {
+    const worker: WorkerLike = { postMessage: () => undefined, addEventListener: () => undefined, terminate: () => undefined };
+    const media = new E2eeMedia({ userId: "@me:a", deviceId: "MEDEV", worker, scriptTransform: null });
+    let changes = 0;
+    media.events.on("roster", () => void changes++);
+    const B = { userId: "@b:b", deviceId: "B" };
+    const C = { userId: "@c:c", deviceId: "C" };
+    media.participants([{ ...B, publishing: true }, { ...C, publishing: false }]);
+    expect(media.roster()).toEqual([B]);
+    expect(media.arrived()).toEqual([B, C]);
+    media.participants([{ ...C, publishing: false }, { ...B, publishing: true }]); // the same, in another order
+    expect(changes).toBe(1);
+    media.participants([B, { ...C, publishing: true }]); // C publishes now (absent: publishing)
+    expect(media.roster()).toEqual([B, C]);
+    expect(changes).toBe(2);
+  });
+});

@@ -156,6 +156,28 @@ describe("FrameCipher: video that arrives before its key", () => {
     expect(await bob.receive("r1", next!, "video")).toHaveLength(1);
   });
 
+  it("through its transform, passes what it held on as the key is set (releaseFor), before any next frame", async () => {
+    const { alice, bob } = pair();
+    await alice.setOwnKey(0, key(1), true);
+    const [k, d1] = await sent(alice, 1);
+    bob.bindReceiver("r1", ALICE);
+    const t = bob.decryptTransform("r1", "video");
+    const reader = t.readable.getReader();
+    const writer = t.writable.getWriter();
+    const first = reader.read(); // pulls: the transform takes frames
+    await writer.write(k!);
+    await writer.write(d1!);
+    expect(await bob.releaseFor(BOB)).toBe(0); // someone else's key: nothing
+    expect(await bob.releaseFor(ALICE)).toBe(0); // no key yet: still held
+    await bob.setKey(ALICE, 0, key(1));
+    expect(await bob.releaseFor(ALICE)).toBe(2);
+    const second = await reader.read();
+    expect([(await first).value!, second.value!].map((f) => bytes(f).length)).toEqual([100, 101]);
+    expect((await first).value!.type).toBe("key");
+    expect(await bob.releaseFor(ALICE)).toBe(0); // nothing held any more
+    expect(bob.stats.released).toBe(2);
+  });
+
   it("holds nothing before a key frame, nor past MAX_HELD_FRAMES (the next key frame starts again)", async () => {
     const { alice, bob } = pair();
     await alice.setOwnKey(0, key(1), true);

@@ -41,6 +41,8 @@ function harness(
 ) {
   let members = [ME, ...initial];
   let roster: DeviceRef[] = [];
+  /** Every device in the SFU's list, publishing or not yet. */
+  let arrived: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
   const rosterListeners: (() => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
@@ -79,7 +81,7 @@ function harness(
       onRoomMembership: (fn) => (roomListeners.push(fn), () => undefined),
       ...(opts.devicesOf ? { devicesOf: opts.devicesOf } : {}),
     },
-    roster: { devices: () => roster, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
+    roster: { devices: () => roster, arrived: () => arrived, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
     useDelayMs: 1000,
@@ -103,6 +105,13 @@ function harness(
     setRoster: (r: DeviceRef[]) => {
       roster = r;
       for (const l of rosterListeners) l();
+    },
+    /** The SFU's list: `all` in the call's media, `publishing` of them publishing; resolves once the share answered. */
+    setArrived: async (all: DeviceRef[], publishing: DeviceRef[] = []) => {
+      arrived = all;
+      roster = publishing;
+      for (const l of rosterListeners) l();
+      await share.settled();
     },
     /** Holds every key delivery until the returned function is called. */
     slowSends: () => {
@@ -584,7 +593,7 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     // Joining 10 s later (older than the grace period, within validMs): the key they hold, no ratchet.
     await vi.advanceTimersByTimeAsync(10_000);
     await h.setMembers([BOB, ERIN]);
-    expect(sentTo(h, ERIN).at(-1)).toMatchObject({ to: [id(ERIN)], index: 0 });
+    expect(sentTo(h, ERIN)).toHaveLength(1); // reached before: not sent again
     expect(h.sink.calls).not.toContain("own 1 use");
   });
 
@@ -703,5 +712,87 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await h.roomMembership("@frank:f", "leave", "join");
     expect(h.sent.at(-1)).toMatchObject({ index: 2 });
     expect(h.sink.calls.filter((c) => c.startsWith("own "))).toHaveLength(3);
+  });
+});
+
+describe("ParticipantKeyShare: a device at its arrival in the SFU's list", () => {
+  const DAVE = { userId: "@dave:d", deviceId: "DDEV" };
+  const MALLORY = { userId: "@mallory:m", deviceId: "MDEV" };
+  const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+
+  it("is sent the current key before its membership, and not again when the membership comes", async () => {
+    const h = harness([BOB], { graceMs: 5000, joined: new Set([DAVE.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, DAVE], [BOB]);
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 0, key: h.sent[0]!.key }]);
+    // Its membership comes 6 s on (older than the grace period): it holds the key in use, no ratchet.
+    await vi.advanceTimersByTimeAsync(6000);
+    await h.setMembers([BOB, DAVE]);
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    expect(h.sink.calls).not.toContain("own 1 use");
+    // A member from here: a member's leave rotates; the SFU's list changing again sends nothing.
+    await h.setArrived([BOB, DAVE], [BOB, DAVE]);
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+  });
+
+  it("after the grace period the key is ratcheted for it, as for a joiner; it is sent even once it publishes", async () => {
+    const h = harness([BOB], { graceMs: 5000, joined: new Set([DAVE.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await vi.advanceTimersByTimeAsync(6000);
+    await h.setArrived([BOB, DAVE], [BOB, DAVE]);
+    expect(h.sink.calls).toContain("own 1 use");
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 1, key: await ratchetB64(h.sent[0]!.key) }]);
+  });
+
+  it("sends nothing to a device of a user not joined to the room, nor without a way to ask", async () => {
+    const h = harness([BOB], { joined: new Set([BOB.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, MALLORY]);
+    expect(sentTo(h, MALLORY)).toEqual([]);
+    const noCheck = harness([BOB]);
+    noCheck.share.start();
+    await noCheck.share.settled();
+    await noCheck.setArrived([BOB, DAVE]);
+    expect(noCheck.sent).toHaveLength(1); // the start's key to Bob only
+  });
+
+  it("one that leaves the list before its membership came makes a rotation; one that became a member leaves by its membership", async () => {
+    const h = harness([BOB], { joined: new Set([DAVE.userId, CAROL.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, DAVE, CAROL]);
+    await h.setMembers([BOB, CAROL]);
+    const before = h.sent.length;
+    await h.setArrived([BOB, CAROL]); // Dave is gone, never a member
+    expect(h.sink.calls).toContain("own 1");
+    expect(h.sent.slice(before)).toEqual([{ to: [id(BOB), id(CAROL)], index: 1, key: expect.any(String) }]);
+    const after = h.sent.length;
+    await h.setArrived([BOB]); // Carol is a member: her membership's leave is what rotates
+    expect(h.sent.length).toBe(after);
+  });
+
+  it("a member whose membership ended while still in the list gets no key until it left the list and came back", async () => {
+    const h = harness([BOB, DAVE], { joined: new Set([DAVE.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, DAVE], [BOB, DAVE]);
+    await h.setMembers([BOB]); // Dave leaves: a new key, not his
+    await h.setArrived([BOB, DAVE], [BOB]); // the SFU's list still shows him a moment
+    expect(h.sent.filter((s) => s.index >= 1).flatMap((s) => s.to)).not.toContain(id(DAVE));
+    await h.setArrived([BOB], [BOB]);
+    await h.setArrived([BOB, DAVE], [BOB]); // back ("Join again")
+    expect(sentTo(h, DAVE).at(-1)).toMatchObject({ to: [id(DAVE)], index: 1 });
+  });
+
+  it("bounded with the announcements: at most perMinute answers a minute", async () => {
+    const many = Array.from({ length: 3 }, (_, i) => ({ userId: `@u${i}:x`, deviceId: `D${i}` }));
+    const h = harness([BOB], { joined: new Set(many.map((d) => d.userId)), prejoinLimits: { perMinute: 2 } });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, ...many]);
+    expect(many.map((d) => sentTo(h, d).length)).toEqual([1, 1, 0]);
   });
 });

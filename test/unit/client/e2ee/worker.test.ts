@@ -1,6 +1,7 @@
 // The E2EE worker's key frame on a key switch (client/src/rtc/e2ee/worker.ts): loaded into this
 // test's global scope as a worker would be, driven by its two entry points (rtctransform, message).
 import { beforeAll, describe, expect, it, vi } from "vitest";
+import { FrameCipher, type CipherStats, type EncodedFrameLike } from "../../../../client/src/rtc/e2ee/cipher.ts";
 import type { ToWorker, TransformOptions } from "../../../../client/src/rtc/e2ee/workerProtocol.ts";
 
 interface FakeTransformer {
@@ -18,10 +19,12 @@ interface Scope {
 const scope = globalThis as unknown as Scope;
 const SELF = "@a:x|DEV";
 const errors: unknown[] = [];
+const released: unknown[] = [];
 
 beforeAll(async () => {
   scope.postMessage = (m) => {
     if ((m as { type?: string }).type === "error") errors.push(m);
+    if ((m as { type?: string }).type === "released") released.push(m);
   };
   await import("../../../../client/src/rtc/e2ee/worker.ts");
 });
@@ -59,6 +62,37 @@ describe("the E2EE worker", () => {
     // two keys before made none.
     send({ type: "setOwnKey", index: 2, key: key(3), use: true });
     await vi.waitFor(() => expect(keyFrames()).toEqual([1, 1, 0, 0]));
+    expect(errors).toEqual([]);
+  });
+
+  it("asks a remote sender for a key frame when its key comes and nothing of it was held; passes a held key frame on instead", async () => {
+    send({ type: "init", self: SELF, mode: "participant" });
+    const requests = (t: FakeTransformer) => (t.sendKeyFrameRequest as ReturnType<typeof vi.fn>).mock.calls.length;
+    const idle = transformer({ operation: "decrypt", kind: "video", receiverId: "r2", participant: "@c:x|C" });
+    send({ type: "setKey", participant: "@c:x|C", index: 0, key: key(5) });
+    await vi.waitFor(() => expect(requests(idle)).toBe(1));
+    expect(released).toEqual([]);
+
+    // Dave's key frame arrives before his key: held, then passed on as the key is set.
+    const dave = new FrameCipher({ self: "@d:x|D", mode: "participant" });
+    await dave.setOwnKey(0, key(6), true);
+    const frame: EncodedFrameLike = { data: new Uint8Array(100).fill(0x10).buffer, type: "key" };
+    await dave.encrypt(frame, "video");
+    const out: EncodedFrameLike[] = [];
+    const held: FakeTransformer = {
+      readable: new ReadableStream({ start: (c) => c.enqueue(frame) }),
+      writable: new WritableStream({ write: (f: EncodedFrameLike) => void out.push(f) }),
+      options: { operation: "decrypt", kind: "video", receiverId: "r3", participant: "@d:x|D", self: SELF, mode: "participant" },
+      sendKeyFrameRequest: vi.fn(async () => undefined),
+    };
+    scope.onrtctransform!({ transformer: held });
+    const stats = () => (globalThis as unknown as { __parleyE2eeStats: CipherStats }).__parleyE2eeStats;
+    await vi.waitFor(() => expect(stats().failed["no-key"]).toBeGreaterThan(0));
+    send({ type: "setKey", participant: "@d:x|D", index: 0, key: key(6) });
+    await vi.waitFor(() => expect(out).toHaveLength(1));
+    expect(new Uint8Array(out[0]!.data)).toEqual(new Uint8Array(100).fill(0x10));
+    expect(requests(held)).toBe(0);
+    expect(released).toEqual([{ type: "released", frames: 1 }]); // the page marks it (held-released)
     expect(errors).toEqual([]);
   });
 });
