@@ -7,6 +7,8 @@ export interface AskedAhead<T> {
   warm(): void;
   /** The value asked ahead, once: still on its way, it is waited for; none, failed or no longer `fresh`: null. */
   take(): Promise<T | null>;
+  /** The value asked ahead, as `take` would give it, left for the next `take`. */
+  peek(): Promise<T | null>;
 }
 
 /** `fresh(value, askedAt, now)`: whether a value asked at `askedAt` may still be used. */
@@ -25,6 +27,11 @@ export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: 
     take: async () => {
       const n = next;
       next = undefined;
+      const value = n && (await n.value);
+      return n && value && fresh(value, n.at, now()) ? value : null;
+    },
+    peek: async () => {
+      const n = next;
       const value = n && (await n.value);
       return n && value && fresh(value, n.at, now()) ? value : null;
     },

@@ -119,12 +119,16 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       return new PrejoinModel(browserMediaPort());
     },
     prejoin: (room, kept) => {
-      // The call's devices hear that this one is about to join and send it their media keys now.
+      // The call's devices hear that this one is about to join and send it their media keys now:
+      // those the grant asked ahead lists as soon as the device's keys are up, not only once the
+      // room's first sync shows its members (after a quick Join).
       prejoinShown?.abort();
       prejoinShown = new AbortController();
-      void feedFor(room.roomId).announcePrejoin(prejoinShown.signal);
       warmJoin();
       warmGrant(room.call, room.roomId);
+      const host = trust.decide(room.call);
+      const devices = isTrusted(host) ? grantFor(host.api, room.roomId).peek().then((g) => g?.devices ?? null) : Promise.resolve(null);
+      void feedFor(room.roomId).announcePrejoin(prejoinShown.signal, { callState: room.callContent, devices });
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

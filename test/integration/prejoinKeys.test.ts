@@ -52,17 +52,19 @@ function feedOf(inst: Institution, r: Registered, roomId: string) {
 }
 
 /** A's meeting with a host in its call: the host's feed, its MatrixRTC membership, its key share (every key send recorded). */
-async function hostedCall(slug: string) {
+async function hostedCall(slug: string, opts: { membership?: boolean } = {}) {
   const a = await A.registerUser(`host-${slug}`);
   const host = new TestUser(A.synapse.clientUrl, a.userId, a.accessToken);
   const alias = A.alias(slug);
   const roomId = await host.join(alias);
   const { feed, http } = feedOf(A, a, roomId);
   await feed.start();
-  await homeserverMembershipTransport(http).sendState(
-    roomId, CALL_MEMBER_EVENT, membershipStateKey(a.userId, a.deviceId),
-    buildMembershipContent({ deviceId: a.deviceId, callApi: A.parley.url, roomId, createdTs: Date.now() }),
-  );
+  if (opts.membership !== false) {
+    await homeserverMembershipTransport(http).sendState(
+      roomId, CALL_MEMBER_EVENT, membershipStateKey(a.userId, a.deviceId),
+      buildMembershipContent({ deviceId: a.deviceId, callApi: A.parley.url, roomId, createdTs: Date.now() }),
+    );
+  }
   const own: { index: number; key: string }[] = [];
   const sink: KeySink = {
     setOwnKey: (index, key) => void own.push({ index, key: Buffer.from(key).toString("base64") }),
@@ -83,7 +85,7 @@ async function hostedCall(slug: string) {
   shares.push(share);
   share.start();
   await share.settled();
-  return { a, host, alias, roomId, own, sentTo, share };
+  return { a, host, alias, roomId, own, sentTo, share, feed };
 }
 
 /** Keys reaching this feed (what the call's key share would be handed: the backlog first). */
@@ -120,16 +122,40 @@ describe("media keys in the pre-join", () => {
     // Bob has no call membership: the key came from the announcement alone.
     expect(await bob.stateEvent(call.roomId, CALL_MEMBER_EVENT, membershipStateKey(b.userId, b.deviceId)).catch(() => undefined)).toBeUndefined();
 
-    // Bob joins the call: the host sends him the same key again (its Olm session is there), and makes no new one.
+    // Bob joins the call: he holds the key in use, reached: the host neither sends it again nor makes a new one.
     const ownBefore = call.own.length;
     await homeserverMembershipTransport(http).sendState(
       call.roomId, CALL_MEMBER_EVENT, membershipStateKey(b.userId, b.deviceId),
       buildMembershipContent({ deviceId: b.deviceId, callApi: A.parley.url, roomId: call.roomId, createdTs: Date.now() }),
     );
-    await waitFor("the join's key for Bob", async () => (got.filter((k) => k.from.userId === call.a.userId).length >= 2 ? true : undefined), 20_000);
+    const bobDevice = `${b.userId}|${b.deviceId}`;
+    await waitFor("Bob's membership at the host", async () => (call.feed.callMembers().devices().some((d) => `${d.userId}|${d.deviceId}` === bobDevice) ? true : undefined), 20_000);
     await call.share.settled();
     expect(call.own.length).toBe(ownBefore);
-    expect(got.filter((k) => k.from.userId === call.a.userId).map((k) => k.content.keys.index)).toEqual([inUse.index, inUse.index]);
+    expect(call.sentTo.filter((d) => d === bobDevice)).toHaveLength(1);
+  }, 120_000);
+
+  it("the devices a grant asked ahead lists are told once this device's keys are up, not only after the room's first sync", async () => {
+    // The host's device is in the call's media (the grant lists it) with no MatrixRTC membership
+    // (one from another client, or not synced yet): only the grant says whom to tell.
+    const call = await hostedCall("prejoin-grant", { membership: false });
+    const f = await B.registerUser("fay");
+    await new TestUser(B.synapse.clientUrl, f.userId, f.accessToken).join(call.alias);
+    const { feed } = feedOf(B, f, call.roomId);
+    void feed.start().catch(() => undefined); // its first sync not awaited
+    const got = keysReaching(feed);
+    const hostDevice: DeviceRef = { userId: call.a.userId, deviceId: call.a.deviceId };
+    // A call whose state names provisioned keys: nobody is told (the bot's key comes with the join).
+    const provisioned = { e2ee: { keys: "provisioned", bot: "@parley:a" } };
+    expect(await feed.announcePrejoin(undefined, { callState: provisioned, devices: Promise.resolve([hostDevice]) })).toBe(0);
+    expect(await feed.announcePrejoin(undefined)).toBe(0); // the synced room has no member to tell
+    const told = await waitFor("the announcement sent to the grant's device", async () => {
+      const n = await feed.announcePrejoin(undefined, { callState: null, devices: Promise.resolve([hostDevice]) });
+      return n === 1 ? n : undefined;
+    }, 20_000);
+    expect(told).toBe(1);
+    const key = await waitFor("the host's media key in Fay's pre-join", async () => got.find((k) => k.from.userId === call.a.userId), 20_000);
+    expect(key.content.keys.index).toBe(call.own.at(-1)!.index);
   }, 120_000);
 
   it("a user no longer joined to the room is not answered; a local user in the pre-join is", async () => {

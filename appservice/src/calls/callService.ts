@@ -32,7 +32,16 @@ export interface JoinGrant {
   iceServers: IceServer[];
   /** "relay": the browser may use only TURN relay candidates (config turn.relayOnly). */
   iceTransportPolicy: "all" | "relay";
+  /**
+   * A grant asked ahead: the Matrix devices in the call now (sessions held, with the device their
+   * client declared), at most MAX_GRANT_DEVICES. The pre-join tells them, Olm-encrypted, that it
+   * is about to join (docs/join.md); the room's call memberships say as much to any room member.
+   */
+  devices?: { userId: string; deviceId: string }[];
 }
+
+/** Devices a grant asked ahead lists at most (the client announces itself to no more). */
+export const MAX_GRANT_DEVICES = 100;
 
 /** What holds a live session open (the signalling socket); told when the session must end. */
 export type SessionCloser = (reason: SessionEndReason) => void;
@@ -106,6 +115,8 @@ export class CallService {
   private readonly admitAtHello = new Set<string>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
   private readonly held = new Set<string>();
+  /** The Matrix device each held session's client declared at its hello (none: not listed). */
+  private readonly deviceOf = new Map<string, string>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
@@ -146,8 +157,9 @@ export class CallService {
     // Waiting for its hello, a grant asked ahead lives no longer than its TURN credential.
     const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
     const grant = this.grant(userId, call, ttlMs);
-    if (ahead) this.admitAtHello.add(this.keyOf(grant.session));
-    return grant;
+    if (!ahead) return grant;
+    this.admitAtHello.add(this.keyOf(grant.session));
+    return { ...grant, devices: this.devicesIn(call.callId) };
   }
 
   /**
@@ -280,6 +292,8 @@ export class CallService {
     const previous = this.closers.get(key);
     this.closers.set(key, closer);
     this.held.add(key);
+    if (deviceId) this.deviceOf.set(key, deviceId);
+    else this.deviceOf.delete(key);
     clearTimeout(this.expiryTimers.get(key));
     this.expiryTimers.delete(key);
     const held = { ...s, expiresAt: Number.POSITIVE_INFINITY };
@@ -312,6 +326,17 @@ export class CallService {
   }
 
   /** Whether the user holds a session in the room: is in its call (a grant not yet said hello with is not). */
+  /** The devices of the sessions held in a call (those whose client declared one), at most MAX_GRANT_DEVICES. */
+  private devicesIn(callId: string): { userId: string; deviceId: string }[] {
+    const devices: { userId: string; deviceId: string }[] = [];
+    for (const [key, deviceId] of this.deviceOf) {
+      const s = this.sessions.get(key);
+      if (s?.callId === callId && this.held.has(key)) devices.push({ userId: s.userId, deviceId });
+      if (devices.length >= MAX_GRANT_DEVICES) break;
+    }
+    return devices;
+  }
+
   private present(roomId: string, userId: string): boolean {
     for (const [key, s] of this.sessions) if (s.roomId === roomId && s.userId === userId && this.held.has(key)) return true;
     return false;
@@ -322,6 +347,7 @@ export class CallService {
     const s = this.sessions.get(key);
     if (!s) return;
     const held = this.held.delete(key);
+    this.deviceOf.delete(key);
     this.closers.delete(key);
     this.sessions.delete(key);
     this.admitAtHello.delete(key);

@@ -56,6 +56,7 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
         ice_servers: grant.iceServers,
         ice_transport_policy: grant.iceTransportPolicy,
         signalling: opts.signallingPath,
+        ...(grant.devices ? { devices: grant.devices.map((d) => ({ user_id: d.userId, device_id: d.deviceId })) } : {}),
       });
     } catch (err) {
       if (err instanceof ParleyError) {

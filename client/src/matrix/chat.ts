@@ -401,29 +401,50 @@ export class SyncedRoomFeed implements RoomFeed {
    * bot's key comes with the join). Resolves with the devices told; never throws. `signal`: the
    * pre-join is over (the call started: its membership asks for the keys now, and an announcement
    * after it would only have every member answer it again): nothing is sent from then on.
+   *
+   * `early`: what the pre-join knows before the room's first sync (300-400 ms after the room
+   * opened, so after a quick Join): the room's call state as the room was opened (its key mode),
+   * and the devices in the call as the call API's grant asked ahead lists them. Those are told as
+   * soon as this device's keys are up; the members the synced room shows that were not among
+   * them, once it is synced. The list only says whom to tell (the announcement carries no key):
+   * each member answers only a user its own homeserver sees joined to the room (keyShare.ts).
    */
-  async announcePrejoin(signal?: AbortSignal): Promise<number> {
-    try {
-      // Not after the history and the member list (feed-started), which on a busy page comes
-      // only after a quick Join.
-      await this.whenKeysCanTravel();
-      if (signal?.aborted) return 0;
+  async announcePrejoin(signal?: AbortSignal, early?: { callState: unknown; devices: Promise<DeviceRef[] | null> }): Promise<number> {
+    const told = new Set([participantId(this.session.userId, this.session.deviceId)]);
+    const tell = async (devices: DeviceRef[], callState: unknown): Promise<number> => {
       const client = this.client;
-      const mode = keyModeFromCallState(this.callState());
-      if (!client?.getCrypto() || !("keys" in mode) || mode.keys !== "participant") return 0;
-      const self = participantId(this.session.userId, this.session.deviceId);
-      const devices = this.callMembers().devices().filter((d) => participantId(d.userId, d.deviceId) !== self).slice(0, MAX_PREJOIN_DEVICES);
-      if (!devices.length) return 0;
+      const mode = keyModeFromCallState(callState);
+      if (signal?.aborted || !client?.getCrypto() || !("keys" in mode) || mode.keys !== "participant") return 0;
+      const to = devices.filter((d) => !told.has(participantId(d.userId, d.deviceId))).slice(0, MAX_PREJOIN_DEVICES + 1 - told.size);
+      if (!to.length) return 0;
+      for (const d of to) told.add(participantId(d.userId, d.deviceId)); // before the send: the other path skips them
       const content = prejoinContent(this.roomId, { userId: this.session.userId, deviceId: this.session.deviceId }, Date.now());
       const track = !client.getRoom(this.roomId)?.hasEncryptionStateEvent();
-      const missing = await this.usingCrypto(sendToDevices(client, devices, content as unknown as Record<string, unknown>, track, CALL_PREJOIN_EVENT));
+      const missing = await this.usingCrypto(sendToDevices(client, to, content as unknown as Record<string, unknown>, track, CALL_PREJOIN_EVENT));
       markStep("prejoin-announced");
-      this.log.info("told the call this device is about to join", { devices: devices.length, unreached: missing.length });
-      return devices.length - missing.length;
-    } catch (err) {
-      this.log.debug("could not announce the pre-join", { err: String(err) });
-      return 0;
-    }
+      this.log.info("told the call this device is about to join", { devices: to.length, unreached: missing.length });
+      return to.length - missing.length;
+    };
+    const safely = (p: () => Promise<number>) =>
+      p().catch((err: unknown) => {
+        this.log.debug("could not announce the pre-join", { err: String(err) });
+        return 0;
+      });
+    const fromGrant = safely(async () => {
+      if (!early) return 0;
+      const devices = await early.devices;
+      if (!devices?.length) return 0;
+      await this.whenKeysUploaded();
+      return tell(devices, early.callState);
+    });
+    // Not after the history and the member list (feed-started), which on a busy page comes only
+    // after a quick Join.
+    const fromSync = safely(async () => {
+      await this.whenKeysCanTravel();
+      return tell(this.callMembers().devices(), this.callState());
+    });
+    const [a, b] = await Promise.all([fromGrant, fromSync]);
+    return a + b;
   }
 
   private onToDevice(m: ReceivedToDevice): void {
@@ -594,10 +615,20 @@ function membershipChange(ev: MatrixEvent): { userId: string; membership: string
 }
 
 /** Has Rust crypto track these users' devices (it tracks an encrypted room's members by itself). */
+/**
+ * Makes Rust crypto track these users' devices (a room that is not encrypted is not tracked by
+ * itself). Users new to it get their keys queried now: the encryption that follows waits for a
+ * pending query (up to 5 s in matrix-sdk-crypto), which otherwise goes out only after the next sync.
+ */
 async function trackUsers(internals: RustCryptoInternals, users: string[]): Promise<void> {
-  if (!internals.olmMachine?.updateTrackedUsers) return;
+  const machine = internals.olmMachine;
+  if (!machine?.updateTrackedUsers) return;
   const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-  await internals.olmMachine.updateTrackedUsers([...new Set(users)].map((u) => new UserId(u)));
+  const tracked = machine.trackedUsers ? new Set([...(await machine.trackedUsers())].map((u) => u.toString())) : null;
+  const fresh = [...new Set(users)].filter((u) => !tracked?.has(u));
+  if (!fresh.length) return;
+  await machine.updateTrackedUsers(fresh.map((u) => new UserId(u)));
+  if (tracked) await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
 }
 
 /**
@@ -610,6 +641,13 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
  * known devices, run the pending key queries now, and try the rest again a few times.
  * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
  */
+/** A batch's messages as the to-device API's map, by user then device. */
+function toDeviceMap(messages: { userId: string; deviceId: string; payload: Record<string, unknown> }[]): Map<string, Map<string, Record<string, unknown>>> {
+  const map = new Map<string, Map<string, Record<string, unknown>>>();
+  for (const m of messages) (map.get(m.userId) ?? map.set(m.userId, new Map()).get(m.userId)!).set(m.deviceId, m.payload);
+  return map;
+}
+
 export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean, type: string = CALL_KEYS_EVENT): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
@@ -631,7 +669,10 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
       getLogger("chat").debug("encrypting a media key failed; trying again", { attempt, err: String(err) });
       continue;
     }
-    if (batch.batch.length) await client.queueToDevice(batch);
+    // Sent at once, not through matrix-js-sdk's to-device queue, which sends one batch at a time
+    // (a media key waited 30-60 ms behind another batch on a busy page). A failed send throws:
+    // the caller sends the key again later (keyShare.ts), as the queue would have retried it.
+    if (batch.batch.length) await client.sendToDevice(batch.eventType, toDeviceMap(batch.batch));
     const reached = new Set(batch.batch.map((b) => `${b.userId}|${b.deviceId}`));
     pending = pending.filter((d) => !reached.has(`${d.userId}|${d.deviceId}`));
   }

@@ -38,7 +38,7 @@ import type { KeyValueStorage, MatrixSession } from "./session.ts";
 /** matrix-js-sdk's internals we use to upload the device's keys at once (not public API). */
 export interface RustCryptoInternals {
   outgoingRequestsManager?: { doProcessOutgoingRequests?: () => Promise<void> };
-  olmMachine?: { updateTrackedUsers?: (users: unknown[]) => Promise<void> };
+  olmMachine?: { updateTrackedUsers?: (users: unknown[]) => Promise<void>; trackedUsers?: () => Promise<Set<{ toString(): string }>> };
   /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
   keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
 }

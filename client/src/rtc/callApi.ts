@@ -15,6 +15,21 @@ export interface CallGrant {
   iceTransportPolicy: RTCIceTransportPolicy;
   /** Path of the signalling WebSocket on the call API's host. */
   signalling: string;
+  /** Asked ahead: the Matrix devices in the call now, as the server lists them (at most MAX_GRANT_DEVICES). */
+  devices?: { userId: string; deviceId: string }[];
+}
+
+/** Devices of a grant taken at most (the server lists no more). */
+export const MAX_GRANT_DEVICES = 100;
+
+/** The grant's `devices`: well-formed entries only, at most MAX_GRANT_DEVICES. */
+function grantDevices(raw: unknown): NonNullable<CallGrant["devices"]> {
+  if (!Array.isArray(raw)) return [];
+  const devices: NonNullable<CallGrant["devices"]> = [];
+  for (const d of raw.slice(0, MAX_GRANT_DEVICES) as Record<string, unknown>[]) {
+    if (typeof d?.user_id === "string" && typeof d.device_id === "string" && d.user_id.startsWith("@") && d.device_id) devices.push({ userId: d.user_id, deviceId: d.device_id });
+  }
+  return devices;
 }
 
 export function parseGrant(raw: unknown): CallGrant {
@@ -43,6 +58,7 @@ export function parseGrant(raw: unknown): CallGrant {
     // Only "relay" narrows anything; an unknown word must not widen or break the connection.
     iceTransportPolicy: r.ice_transport_policy === "relay" ? "relay" : "all",
     signalling: r.signalling,
+    ...(r.devices === undefined ? {} : { devices: grantDevices(r.devices) }),
   };
 }
 

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CallService, type CallServiceConfig, type CallServiceDeps, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
+import { CallService, MAX_GRANT_DEVICES, type CallServiceConfig, type CallServiceDeps, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import type { OpenIdVerifier, SfuRooms } from "../../../appservice/src/calls/ports.ts";
 import { ParleyError } from "../../../appservice/src/errors.ts";
@@ -333,6 +333,33 @@ describe("a grant asked ahead (from the pre-join)", () => {
     await s.admitHolder(early.session); // a reconnect with the same session
     expect(admissions).toHaveLength(3);
     expect(presence).toEqual([`+${BOB}`]);
+  });
+
+  it("lists the devices in the call (sessions held, with a declared device), a plain grant none; at most MAX_GRANT_DEVICES", async () => {
+    const first = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    const noDevice = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    const notHeld = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    void notHeld;
+    s.attach(first.session, () => undefined, "ADEV");
+    s.attach(noDevice.session, () => undefined);
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    expect(early.devices).toEqual([{ userId: ALICE, deviceId: "ADEV" }]);
+    expect((await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).devices).toBeUndefined();
+    // A session that ended is no longer listed.
+    s.evict(MEETING, ALICE, "leave");
+    const later = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    expect(later.devices).toEqual([]);
+  });
+
+  it("lists at most MAX_GRANT_DEVICES devices", async () => {
+    const big = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: MAX_GRANT_DEVICES + 5 }, {});
+    for (let i = 0; i < MAX_GRANT_DEVICES + 3; i++) {
+      const g = await big.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+      big.attach(g.session, () => undefined, `D${i}`);
+    }
+    const early = await big.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    expect(early.devices).toHaveLength(MAX_GRANT_DEVICES);
+    big.stop();
   });
 
   it("refused at its hello (locked or ended meanwhile), ends: its token opens nothing", async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import type { ParleyClientError } from "../../../client/src/errors.ts";
-import { grantAhead, joinCall, signallingUrl, type CallGrant } from "../../../client/src/rtc/callApi.ts";
+import { grantAhead, joinCall, MAX_GRANT_DEVICES, signallingUrl, type CallGrant } from "../../../client/src/rtc/callApi.ts";
 import "./fakes.ts";
 
 const token = { access_token: "o", token_type: "Bearer", matrix_server_name: "a.example", expires_in: 3600 };
@@ -26,6 +26,18 @@ describe("joinCall", () => {
     expect(seen.url).toBe("http://127.0.0.11:9000/_parley/v1/calls/join");
     expect(seen.body).toEqual({ openid_token: token, room: "#meet-x:a" });
     expect(grant).toEqual({ session: "sess", expiresAt: 99, callId: "c", roomId: "!r:x", iceServers: [{ urls: ["stun:127.0.0.1:3478"] }], iceTransportPolicy: "all", signalling: "/_parley/v1/signal" });
+  });
+
+  it("takes the devices in the call from a grant asked ahead: well-formed ones, at most MAX_GRANT_DEVICES", async () => {
+    const grant = (devices: unknown) =>
+      joinCall("http://p", { openid_token: token, room: "!r:x" }, answering(200, { session: "s", room_id: "!r:x", signalling: "/s", devices }).fetchFn);
+    expect((await grant([{ user_id: "@a:x", device_id: "A" }, { user_id: "a", device_id: "B" }, { user_id: "@c:x", device_id: "" }, { user_id: "@d:x" }, null, 7])).devices).toEqual([
+      { userId: "@a:x", deviceId: "A" },
+    ]);
+    expect((await grant("many")).devices).toEqual([]);
+    const many = Array.from({ length: MAX_GRANT_DEVICES + 5 }, (_, i) => ({ user_id: `@u${i}:x`, device_id: "D" }));
+    expect((await grant(many)).devices).toHaveLength(MAX_GRANT_DEVICES);
+    expect((await grant(undefined)).devices).toBeUndefined();
   });
 
   it("takes the relay-only policy from the grant; any other word means all candidates", async () => {
@@ -74,6 +86,16 @@ describe("signallingUrl", () => {
 
 describe("grantAhead", () => {
   const grant = (expiresAt: number): CallGrant => ({ session: "s", expiresAt, callId: "c", roomId: "!r:x", iceServers: [], iceTransportPolicy: "all", signalling: "/s" });
+
+  it("is peeked at without being taken: the next take still has it", async () => {
+    const now = 1000;
+    const g = grantAhead(async () => grant(now + 600_000), () => now);
+    expect(await g.peek()).toBeNull(); // never warmed
+    g.warm();
+    expect(await g.peek()).toMatchObject({ session: "s" });
+    expect(await g.take()).toMatchObject({ session: "s" });
+    expect(await g.peek()).toBeNull();
+  });
 
   it("asks once however often it is warmed, and is taken once", async () => {
     const now = 1000;

@@ -31,7 +31,7 @@ describe("sendToDevices", () => {
   const BOB = { userId: "@bob:b", deviceId: "BDEV" };
   const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
 
-  function fakeClient(results: ("throw" | "ok" | "unknown-carol")[]) {
+  function fakeClient(results: ("throw" | "ok" | "unknown-carol")[], sendFails = false) {
     const queued: string[][] = [];
     const passes: number[] = [];
     const crypto = {
@@ -45,7 +45,12 @@ describe("sendToDevices", () => {
     };
     const client = {
       getCrypto: () => crypto,
-      queueToDevice: async (b: { batch: { deviceId: string }[] }) => void queued.push(b.batch.map((x) => x.deviceId)),
+      sendToDevice: async (type: string, map: Map<string, Map<string, unknown>>) => {
+        if (type !== "m.room.encrypted") throw new Error(`sent as ${type}`);
+        if (sendFails) throw new Error("M_UNKNOWN: the homeserver failed");
+        queued.push([...map.values()].flatMap((devices) => [...devices.keys()]));
+        return {};
+      },
     };
     return { client: client as unknown as MatrixClient, queued, passes };
   }
@@ -67,5 +72,13 @@ describe("sendToDevices", () => {
     const f = fakeClient(["unknown-carol", "ok"]);
     expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
     expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
+  });
+
+  it("sends at once (not through the to-device queue), by user then device, and a failed send throws for the caller to try again", async () => {
+    const f = fakeClient(["ok"]);
+    expect(await sendToDevices(f.client, [BOB, CAROL, { userId: BOB.userId, deviceId: "B2" }], {}, false)).toEqual([]);
+    expect(f.queued).toEqual([["BDEV", "B2", "CDEV"]]);
+    const failing = fakeClient(["ok"], true);
+    await expect(sendToDevices(failing.client, [BOB], {}, false)).rejects.toThrow(/homeserver failed/);
   });
 });
