@@ -20,6 +20,7 @@ import type { PlacedTile } from "../state/layoutModel.ts";
 import type { ActiveCall } from "../state/meetingModel.ts";
 import { h, hueOf, icon, setToggle } from "./dom.ts";
 import { ICONS } from "./icons.ts";
+import { markStep } from "../timeline.ts";
 
 interface TileEls {
   root: HTMLElement;
@@ -82,18 +83,20 @@ export function tilesView(call: ActiveCall): TilesView {
     e.root.dataset.video = shows ? "on" : "off";
   };
   /** The video shows from its next painted frame (the avatar stays until then, FIRST_FRAME_MS at most). */
-  const awaitFrame = (e: TileEls) => {
+  const awaitFrame = (e: TileEls, local: boolean) => {
     const v = e.video as FrameVideo;
     if (!v.requestVideoFrameCallback) return void (e.painted = true);
     e.painted = false;
-    const painted = () => {
+    const painted = (presented: boolean) => {
       clearTimeout(fallback);
       if (e.painted || !e.videoOn) return;
       e.painted = true;
+      // The join's timeline (timeline.ts): the first remote picture on screen, once per join.
+      if (presented && !local) markStep("remote-painted");
       showVideo(e);
     };
-    const fallback = setTimeout(painted, FIRST_FRAME_MS);
-    v.requestVideoFrameCallback(painted);
+    const fallback = setTimeout(() => painted(false), FIRST_FRAME_MS);
+    v.requestVideoFrameCallback(() => painted(true));
   };
 
   const make = (t: Tile): TileEls => {
@@ -142,7 +145,7 @@ export function tilesView(call: ActiveCall): TilesView {
         e.video.srcObject = t.localVideo ? new MediaStream([t.localVideo]) : null;
       }
     } else if (e.video.srcObject !== t.stream) e.video.srcObject = t.stream;
-    if (t.videoOn && !e.videoOn) awaitFrame(e);
+    if (t.videoOn && !e.videoOn) awaitFrame(e, t.local);
     e.videoOn = t.videoOn;
     showVideo(e);
     if (e.avatarUrl !== t.avatarUrl) {
