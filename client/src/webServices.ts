@@ -11,7 +11,7 @@ import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
-import { grantAhead, joinCall, type GrantAhead } from "./rtc/callApi.ts";
+import { announceArriving, grantAhead, joinCall, type GrantAhead } from "./rtc/callApi.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
@@ -127,8 +127,18 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       warmJoin();
       warmGrant(room.call, room.roomId);
       const host = trust.decide(room.call);
-      const devices = isTrusted(host) ? grantFor(host.api, room.roomId).peek().then((g) => g?.devices ?? null) : Promise.resolve(null);
-      void feedFor(room.roomId).announcePrejoin(prejoinShown.signal, { callState: room.callContent, devices });
+      const grant = isTrusted(host) ? grantFor(host.api, room.roomId).peek() : Promise.resolve(null);
+      const feed = feedFor(room.roomId);
+      void feed.announcePrejoin(prejoinShown.signal, { callState: room.callContent, devices: grant.then((g) => g?.devices ?? null) });
+      // The call's Parley tells the devices in the call too, once this device's keys are up: they
+      // answer it as an announcement, with no Olm session of this device's to wait for.
+      const shown = prejoinShown.signal;
+      void (async () => {
+        const g = await grant;
+        if (!g || !isTrusted(host)) return;
+        await feed.whenKeysUploaded();
+        if (!shown.aborted) await announceArriving(host.api, g.session, session.deviceId);
+      })().catch(() => undefined);
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

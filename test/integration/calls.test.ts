@@ -92,6 +92,32 @@ describe("joining a call", () => {
     ws.close();
   });
 
+  it("a grant asked ahead lists the devices in the call; its device, announced once, is pushed to the call's seats", async () => {
+    const plain = await joinCall(A, { openid_token: await alice.openIdToken(), room: roomId });
+    const aliceWs = await SignallingClient.open(signallingUrl(A));
+    await aliceWs.request({ type: "hello", session: plain.json.session, device_id: "ALICEDEV" });
+    const early = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId, ahead: true });
+    expect(early.json.devices).toEqual([{ user_id: alice.userId, device_id: "ALICEDEV" }]);
+    const arriving = (body: unknown) =>
+      fetch(`${A.parley.url}/_parley/v1/calls/arriving`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, json: await r.json() }));
+    expect(await arriving({ session: early.json.session, device_id: "BOBDEV" })).toEqual({ status: 200, json: {} });
+    expect(await aliceWs.push("bob's device arriving", (p) => p.type === "arriving")).toMatchObject({ user_id: bob.userId, device_id: "BOBDEV" });
+    // The same again (a retry, a second tab): answered, not pushed again.
+    expect((await arriving({ session: early.json.session, device_id: "BOBDEV" })).status).toBe(200);
+    // Not a session granted ahead, an unknown one, a malformed body: refused with their errcodes.
+    expect(await arriving({ session: plain.json.session, device_id: "X" })).toEqual({ status: 200, json: {} }); // held: its hello told the call
+    const other = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
+    expect(await arriving({ session: other.json.session, device_id: "X" })).toMatchObject({ status: 403, json: { errcode: "M_FORBIDDEN" } });
+    expect(await arriving({ session: "nope", device_id: "X" })).toMatchObject({ status: 401, json: { errcode: "M_UNKNOWN_TOKEN" } });
+    expect(await arriving({ session: early.json.session })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
+    expect(await arriving({ session: early.json.session, device_id: "x".repeat(256) })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
+    const bobWs = await SignallingClient.open(signallingUrl(A));
+    await bobWs.request({ type: "hello", session: early.json.session, device_id: "BOBDEV" });
+    expect(aliceWs.pushes.filter((p) => p.type === "arriving")).toHaveLength(1);
+    bobWs.close();
+    aliceWs.close();
+  });
+
   it("a user of a federated homeserver joins with a token from their own homeserver", async () => {
     const { status, json } = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
     expect(status).toBe(200);

@@ -177,7 +177,13 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const joinLimiter = new AddressRateLimiter(config.calls.joinRateLimit);
   app.post("/_parley/v1/calls/join", rateLimited(joinLimiter, "call joins", () => metrics.refusals.inc({ what: "join_rate" })));
   app.use("/_parley/v1/calls", jsonBody(BODY_LIMITS.callJoin));
-  app.use(callApiRouter(calls, { signallingPath: SIGNALLING_PATH, onRefused: (errcode) => metrics.calls.joinRefusals.inc({ errcode }) }));
+  app.use(
+    callApiRouter(calls, {
+      signallingPath: SIGNALLING_PATH,
+      onRefused: (errcode) => metrics.calls.joinRefusals.inc({ errcode }),
+      onArriving: (s, deviceId) => callParts.seats.pushEach(s.roomId, () => ({ type: "arriving", user_id: s.userId, device_id: deviceId })),
+    }),
+  );
   app.use(meetingInfoRouter({ aliases: store, meetings, limit: config.meetings.lookupRateLimit, onRefused: () => metrics.refusals.inc({ what: "lookup_rate" }) }));
   // Healthy once started (the bot registered, alias claims settled, its Olm device open: a load
   // balancer, and the test stack, must not send users to a Parley still starting), then as healthy

@@ -31,7 +31,9 @@ export type CallPush =
   | { type: "lobby"; waiting: unknown[] }
   // Large meetings (docs/large-meetings.md): who talks, and which videos this viewer receives.
   | { type: "speakers"; talking: string[]; recent: string[] }
-  | { type: "videos"; videos: { feed: string; layer: 0 | 1 | 2 }[] };
+  | { type: "videos"; videos: { feed: string; layer: 0 | 1 | 2 }[] }
+  // A device in the pre-join (its session granted ahead, its keys up): send it the media key now.
+  | { type: "arriving"; user_id: string; device_id: string };
 
 export interface CallClient {
   push(event: CallPush): void;

@@ -117,6 +117,8 @@ export class CallService {
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
   private readonly deviceOf = new Map<string, string>();
+  /** Sessions granted ahead whose device was announced to the call (`arriving`: once each). */
+  private readonly announced = new Set<string>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
@@ -326,6 +328,24 @@ export class CallService {
   }
 
   /** Whether the user holds a session in the room: is in its call (a grant not yet said hello with is not). */
+  /**
+   * A session granted ahead names the Matrix device that will hold it, its keys up: the call is
+   * told (by the caller: the seats' `arriving` push), so that the devices in it send that device
+   * their media keys during its pre-join (docs/join.md). Once per session: true the first time,
+   * false after (or once the session is held: its hello told the call). Unknown or expired:
+   * M_UNKNOWN_TOKEN; a session not granted ahead: M_FORBIDDEN.
+   */
+  arriving(token: string): { session: CallSession; first: boolean } {
+    const key = this.keyOf(token);
+    const session = this.sessions.get(key);
+    if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    if (this.held.has(key)) return { session, first: false };
+    if (!this.admitAtHello.has(key)) throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
+    const first = !this.announced.has(key);
+    this.announced.add(key);
+    return { session, first };
+  }
+
   /** The devices of the sessions held in a call (those whose client declared one), at most MAX_GRANT_DEVICES. */
   private devicesIn(callId: string): { userId: string; deviceId: string }[] {
     const devices: { userId: string; deviceId: string }[] = [];
@@ -348,6 +368,7 @@ export class CallService {
     if (!s) return;
     const held = this.held.delete(key);
     this.deviceOf.delete(key);
+    this.announced.delete(key);
     this.closers.delete(key);
     this.sessions.delete(key);
     this.admitAtHello.delete(key);

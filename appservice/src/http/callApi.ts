@@ -3,7 +3,7 @@
 // institution joins from their own Parley's client): bearer tokens only, no cookies.
 import express, { type Router } from "express";
 import { z } from "zod";
-import type { CallService } from "../calls/callService.ts";
+import type { CallService, CallSession } from "../calls/callService.ts";
 import { ParleyError, type ErrCode } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { sendError } from "./errors.ts";
@@ -20,7 +20,19 @@ const joinBody = z.object({
   ahead: z.boolean().optional(),
 });
 
-export function callApiRouter(calls: CallService, opts: { signallingPath: string; onRefused?: (errcode: ErrCode) => void }): Router {
+const arrivingBody = z.object({
+  session: z.string().min(1).max(256),
+  device_id: z.string().min(1).max(255),
+});
+
+export interface CallApiOptions {
+  signallingPath: string;
+  onRefused?: (errcode: ErrCode) => void;
+  /** A session granted ahead named its device: tell the call's seats (once per session). */
+  onArriving?: (session: CallSession, deviceId: string) => void;
+}
+
+export function callApiRouter(calls: CallService, opts: CallApiOptions): Router {
   const log = getLogger("http.calls");
   const router = express.Router();
   router.use("/_parley/v1/calls", (req, res, next) => {
@@ -65,6 +77,23 @@ export function callApiRouter(calls: CallService, opts: { signallingPath: string
       }
       log.error({ err, room }, "call join failed");
       refuse(new ParleyError("M_UNKNOWN", "could not join the call"));
+    }
+  });
+  // The pre-join's device, its keys up: the call's devices send it their media keys before its
+  // Join (docs/join.md, "Keys in the pre-join, told by Parley"). The session token is the proof.
+  router.post("/_parley/v1/calls/arriving", (req, res) => {
+    const parsed = arrivingBody.safeParse(req.body);
+    if (!parsed.success) {
+      return sendError(res, new ParleyError("M_BAD_JSON", `expected {session, device_id}: ${parsed.error.issues.map((i) => i.path.join(".")).join(", ")}`));
+    }
+    try {
+      const { session, first } = calls.arriving(parsed.data.session);
+      if (first) opts.onArriving?.(session, parsed.data.device_id);
+      res.json({});
+    } catch (err) {
+      if (err instanceof ParleyError) return sendError(res, err);
+      log.error({ err }, "arriving failed");
+      sendError(res, new ParleyError("M_UNKNOWN", "could not announce the device"));
     }
   });
   return router;

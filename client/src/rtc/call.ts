@@ -320,6 +320,9 @@ export class CallConnection {
       case "trickle":
         void (p.target === "publisher" ? this.publisher : this.subscriber)?.addRemoteCandidate(p.candidate);
         return;
+      case "arriving":
+        this.o.transforms.arriving?.({ userId: p.user_id, deviceId: p.device_id });
+        return;
       case "renegotiate":
         void this.restartMedia(`the server asked (${p.reason || "no reason given"})`);
         return;

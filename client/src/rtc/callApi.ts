@@ -83,6 +83,25 @@ export async function joinCall(
   return parseGrant(json);
 }
 
+/**
+ * Tells the call, through the call API that granted `session` ahead, that this device (its keys
+ * up) is in the pre-join: the devices in the call send it their media keys now (docs/join.md).
+ * Best effort: false when it could not (the join's own hello tells the call anyway).
+ */
+export async function announceArriving(callApi: string, session: string, deviceId: string, fetchFn: FetchFn = (i, init) => fetch(i, init)): Promise<boolean> {
+  try {
+    const res = await fetchFn(`${callApi.replace(/\/+$/, "")}/_parley/v1/calls/arriving`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ session, device_id: deviceId }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
 /** The share of a grant's lifetime (as seen when it came) after which a grant asked ahead is not used. */
 const AHEAD_USABLE_SHARE = 0.5;
 

@@ -80,6 +80,8 @@ export type Push =
   | { type: "renegotiate"; reason: string }
   /** The session ended; `by` and `reason` when a person ended it (a host's end, remove or ban). */
   | { type: "evicted"; errcode: string; error: string; by?: string; reason?: string }
+  /** A device in the pre-join (its session granted ahead, its keys up): its media keys may go now. */
+  | { type: "arriving"; user_id: string; device_id: string }
   | ViewPush
   | GovernancePush;
 
@@ -161,6 +163,11 @@ const PUSHES: Record<Push["type"], (m: R, errors: string[]) => Push | undefined>
   trickle: parseTrickle,
   renegotiate: (m) => ({ type: "renegotiate", reason: typeof m.reason === "string" ? m.reason : "" }),
   evicted: parseEvicted,
+  arriving: (m, errors) => {
+    if (isUserId(m.user_id) && typeof m.device_id === "string" && m.device_id && m.device_id.length <= 255) return { type: "arriving", user_id: m.user_id, device_id: m.device_id };
+    errors.push("arriving needs user_id and device_id");
+    return undefined;
+  },
   ...GOVERNANCE_PUSHES,
   ...VIEW_PUSHES,
 };

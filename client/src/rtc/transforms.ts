@@ -30,6 +30,8 @@ export interface MediaTransformHook {
   attachReceiver?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
   /** A receiver's mid now carries another feed (Janus reuses m-lines): re-key it. */
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
+  /** A device in the pre-join, as the server announces it (its session granted ahead): keys may go to it now. */
+  arriving?(device: PublishingDevice): void;
   /** The server's participant list changed: the devices in the call's media (with a device id), publishing or not yet. */
   participants?(devices: PublishingDevice[]): void;
 }

@@ -351,6 +351,17 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(later.devices).toEqual([]);
   });
 
+  it("announces its device once (arriving); a plain grant, a held or unknown session, none", async () => {
+    const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+    const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    expect(s.arriving(early.session)).toMatchObject({ first: true, session: { userId: BOB, roomId: MEETING } });
+    expect(s.arriving(early.session).first).toBe(false);
+    expect(() => s.arriving(plain.session)).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN" }));
+    expect(() => s.arriving("unknown")).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+    s.attach(plain.session, () => undefined, "ADEV");
+    expect(s.arriving(plain.session).first).toBe(false); // held: its hello told the call
+  });
+
   it("lists at most MAX_GRANT_DEVICES devices", async () => {
     const big = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: MAX_GRANT_DEVICES + 5 }, {});
     for (let i = 0; i < MAX_GRANT_DEVICES + 3; i++) {

@@ -394,6 +394,7 @@ describe("applyStreams", () => {
 describe("CallConnection and E2EE", () => {
   function e2eeSetup(onHello: () => Promise<void>) {
     const rosters: { userId: string; deviceId: string }[][] = [];
+    const arriving: { userId: string; deviceId: string }[] = [];
     const call = new CallConnection({
       callApi: "http://127.0.0.11:9",
       room: "!r:x",
@@ -401,7 +402,7 @@ describe("CallConnection and E2EE", () => {
       local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
       peerFactory,
       join: async () => GRANT,
-      transforms: { participants: (devices) => void rosters.push(devices) },
+      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d) },
       onHello,
       socketFactory: (url) => {
         socket = new FakeSocket(url);
@@ -409,8 +410,17 @@ describe("CallConnection and E2EE", () => {
         return socket;
       },
     });
-    return { call, rosters };
+    return { call, rosters, arriving };
   }
+
+  it("hands the frame transforms the devices the server announces in the pre-join; a malformed announcement is dropped", async () => {
+    const { call, arriving } = e2eeSetup(async () => undefined);
+    await call.start();
+    socket.receive({ type: "arriving", user_id: "@b:y", device_id: "BDEV" });
+    socket.receive({ type: "arriving", user_id: "not a user", device_id: "X" });
+    socket.receive({ type: "arriving", user_id: "@c:y", device_id: "" });
+    expect(arriving).toEqual([{ userId: "@b:y", deviceId: "BDEV" }]);
+  });
 
   it("publishes only once the key mode is set (what onHello returns has settled)", async () => {
     let setMode!: () => void;

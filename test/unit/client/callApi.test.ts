@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import type { ParleyClientError } from "../../../client/src/errors.ts";
-import { grantAhead, joinCall, MAX_GRANT_DEVICES, signallingUrl, type CallGrant } from "../../../client/src/rtc/callApi.ts";
+import { announceArriving, grantAhead, joinCall, MAX_GRANT_DEVICES, signallingUrl, type CallGrant } from "../../../client/src/rtc/callApi.ts";
 import "./fakes.ts";
 
 const token = { access_token: "o", token_type: "Bearer", matrix_server_name: "a.example", expires_in: 3600 };
@@ -74,6 +74,16 @@ describe("joinCall", () => {
   it("refuses a grant without a session", async () => {
     const { fetchFn } = answering(200, { signalling: "/x", room_id: "!r:x" });
     await expect(joinCall("http://p", { openid_token: token, room: "!r:x" }, fetchFn)).rejects.toMatchObject({ code: "BAD_RESPONSE" });
+  });
+});
+
+describe("announceArriving", () => {
+  it("posts the session and the device to the call API; a refusal or a network failure is false, never thrown", async () => {
+    const { fetchFn, seen } = answering(200, {});
+    expect(await announceArriving("http://127.0.0.11:9000/", "sess", "DEV", fetchFn)).toBe(true);
+    expect(seen).toEqual({ url: "http://127.0.0.11:9000/_parley/v1/calls/arriving", body: { session: "sess", device_id: "DEV" } });
+    expect(await announceArriving("http://p", "sess", "DEV", answering(403, { errcode: "M_FORBIDDEN" }).fetchFn)).toBe(false);
+    expect(await announceArriving("http://p", "sess", "DEV", async () => Promise.reject(new TypeError("fetch failed")))).toBe(false);
   });
 });
 

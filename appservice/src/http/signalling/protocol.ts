@@ -109,6 +109,9 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   {type:"meeting"|"lobby"|"moderated"|"stop_share"|"reaction", ...}   governance (docs/governance.md)
  *   {type:"speakers", talking, recent}   who talks now, and the speakers most recent first
  *                                        (at most 50), on change, coalesced (docs/large-meetings.md)
+ *   {type:"arriving", user_id, device_id}   a device in the pre-join (its session granted ahead,
+ *                                        its keys up: POST /_parley/v1/calls/arriving): the
+ *                                        devices in the call may send it their media keys now
  *   {type:"videos", videos: [{feed, layer}]}   exactly the remote videos the server forwards to
  *                                        this viewer now, in selection order, and their simulcast
  *                                        layer (0 low, 1 medium, 2 high); others get no video

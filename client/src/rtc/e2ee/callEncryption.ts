@@ -136,7 +136,12 @@ export class CallEncryption {
         ...common,
         self: { userId: this.o.userId, deviceId: this.o.deviceId },
         members: channel.members,
-        roster: { devices: () => this.media.roster(), arrived: () => this.media.arrived(), onChange: (fn) => this.media.events.on("roster", () => fn()) },
+        roster: {
+          devices: () => this.media.roster(),
+          arrived: () => this.media.arrived(),
+          onChange: (fn) => this.media.events.on("roster", () => fn()),
+          onArriving: (fn) => this.media.events.on("arriving", fn),
+        },
         ...(this.o.graceMs === undefined ? {} : { graceMs: this.o.graceMs }),
       });
     }

@@ -25,6 +25,8 @@ export interface E2eeMediaEvents extends Record<string, unknown> {
   error: string;
   /** The devices in the call's media changed (see `roster` and `arrived`). */
   roster: undefined;
+  /** A device in the pre-join, as the server announced it. */
+  arriving: { userId: string; deviceId: string };
 }
 
 /**
@@ -101,6 +103,11 @@ export class E2eeMedia implements MediaTransformHook {
     if (key(devices) === key(this.#roster)) return;
     this.#roster = devices.map((d) => ({ userId: d.userId, deviceId: d.deviceId, publishing: d.publishing !== false }));
     this.events.emit("roster", undefined);
+  }
+
+  /** A device in the pre-join, as the server announced it: the key share may send it the key. */
+  arriving(device: PublishingDevice): void {
+    this.events.emit("arriving", { userId: device.userId, deviceId: device.deviceId });
   }
 
   /** The devices publishing media in the call, as the SFU's participant list last said. */

@@ -19,7 +19,9 @@
 // in use from an announcement less than `PrejoinLimits.validMs` old: such a device can decrypt
 // media from `graceMs` before its announcement on, not from before its join (media it can only
 // have through the SFU, which needs a join). Announcements are bounded per device, in devices
-// remembered, and per minute.
+// remembered, and per minute. The call's Parley announces a device in the pre-join too (the
+// `arriving` push: its session granted ahead, its keys up), answered by the same rules and bounds
+// with no Olm message of the device's to wait for (a device still starting sends its own late).
 //
 // Let in from the lobby: a user the room invites after their knock (a host's admission, from
 // Parley's client or Element) has every device of theirs sent the current key at that moment, by
@@ -140,6 +142,8 @@ export const ADMITTED_RELIST_MS = [250, 750] as const;
 export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onChange"> {
   /** Every device in the call's media, publishing or not yet. Absent: nobody is sent a key at arrival. */
   arrived?(): DeviceRef[];
+  /** Devices in the pre-join, as the server announces them (their session granted ahead, their keys up). */
+  onArriving?(fn: (device: DeviceRef) => void): () => void;
 }
 
 export interface KeySink {
@@ -319,6 +323,7 @@ export class ParticipantKeyShare {
       }),
     );
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
+    if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving((d) => this.onServerPrejoin(d)));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin((from, content) => this.onPrejoin(from, content)));
     if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership((user, membership, previous) => this.onRoomMembership(user, membership, previous)));
     this.enqueue(() => this.rotate("start", true));
@@ -490,6 +495,19 @@ export class ParticipantKeyShare {
     this.enqueue(() => this.answerPrejoin(id, { userId: from.userId, deviceId: from.deviceId! }));
   }
 
+  /**
+   * The server says a device is in the pre-join (its session granted ahead, its keys up): it is
+   * answered as an announcement is (its user joined to the room, the same bounds), without
+   * waiting for its own Olm-encrypted announcement, which a device still starting makes late.
+   */
+  private onServerPrejoin(device: DeviceRef): void {
+    const id = deviceKey(device);
+    if (id === deviceKey(this.o.self) || !device.deviceId || this.answeredRecently(id)) return;
+    if (!this.takeEarlyAnswer()) return;
+    this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
+    this.enqueue(() => this.answerPrejoin(id, { userId: device.userId, deviceId: device.deviceId }));
+  }
+
   /** Whether device `id` was answered early less than `repeatMs` ago. */
   private answeredRecently(id: string): boolean {
     const last = this.prejoined.get(id);
@@ -638,7 +656,8 @@ export class ParticipantKeyShare {
     const self = deviceKey(this.o.self);
     for (const d of arrived) {
       const id = deviceKey(d);
-      if (id === self || members.has(id) || this.sharedWith.has(id) || this.arrivals.has(id) || this.departing.has(id) || this.answeredRecently(id)) continue;
+      const reached = this.answeredRecently(id) && !this.undelivered.has(id);
+      if (id === self || members.has(id) || this.sharedWith.has(id) || this.arrivals.has(id) || this.departing.has(id) || reached) continue;
       if (!this.takeEarlyAnswer()) return;
       const entry = { sent: false };
       this.arrivals.set(id, entry);

@@ -45,6 +45,7 @@ function harness(
   let arrived: DeviceRef[] = [];
   const memberListeners: (() => void)[] = [];
   const rosterListeners: (() => void)[] = [];
+  const arrivingListeners: ((d: DeviceRef) => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const roomListeners: ((userId: string, membership: string, previous: string | undefined) => void)[] = [];
@@ -81,7 +82,12 @@ function harness(
       onRoomMembership: (fn) => (roomListeners.push(fn), () => undefined),
       ...(opts.devicesOf ? { devicesOf: opts.devicesOf } : {}),
     },
-    roster: { devices: () => roster, arrived: () => arrived, onChange: (fn) => (rosterListeners.push(fn), () => undefined) },
+    roster: {
+      devices: () => roster,
+      arrived: () => arrived,
+      onChange: (fn) => (rosterListeners.push(fn), () => undefined),
+      onArriving: (fn) => (arrivingListeners.push(fn), () => undefined),
+    },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
     useDelayMs: 1000,
@@ -123,6 +129,11 @@ function harness(
       };
     },
     receive: (from: KeySender, content: unknown) => keyListeners.forEach((l) => l(from, content)),
+    /** The server says `device` is in the pre-join; resolves once the share answered. */
+    serverArriving: async (device: DeviceRef) => {
+      arrivingListeners.forEach((l) => l(device));
+      await share.settled();
+    },
     /** `device` says, Olm-authenticated, that it is about to join; resolves once the share answered. */
     announce: async (device: DeviceRef, content: unknown = prejoinContent(ROOM, device, 0)) => {
       prejoinListeners.forEach((l) => l(device, content));
@@ -794,5 +805,47 @@ describe("ParticipantKeyShare: a device at its arrival in the SFU's list", () =>
     await h.share.settled();
     await h.setArrived([BOB, ...many]);
     expect(many.map((d) => sentTo(h, d).length)).toEqual([1, 1, 0]);
+  });
+});
+
+describe("ParticipantKeyShare: a device the server announces in the pre-join", () => {
+  const DAVE = { userId: "@dave:d", deviceId: "DDEV" };
+  const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+
+  it("is answered as an announcement: the key in use to a device of a joined user, once within repeatMs, no later key, no rotation", async () => {
+    const h = harness([BOB], { joined: new Set([DAVE.userId]), prejoinLimits: { repeatMs: 5000 } });
+    h.share.start();
+    await h.share.settled();
+    await h.serverArriving(DAVE);
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 0, key: h.sent[0]!.key }]);
+    await h.serverArriving(DAVE); // again at once: ignored
+    await h.setArrived([BOB, DAVE]); // then its hello: the key it holds reached it, nothing more
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    const before = h.sent.length;
+    await h.setMembers([BOB, CAROL]);
+    await h.setMembers([BOB]); // Carol leaves: a new key, not sent to Dave (no member yet)
+    expect(h.sink.calls).toContain("own 1");
+    expect(h.sent.slice(before).filter((x) => x.index === 1).flatMap((x) => x.to)).toEqual([id(BOB)]);
+  });
+
+  it("answers no user not joined to the room, not this device, and no more than perMinute", async () => {
+    const many = Array.from({ length: 3 }, (_, i) => ({ userId: `@u${i}:x`, deviceId: `D${i}` }));
+    const h = harness([BOB], { joined: new Set(many.map((d) => d.userId)), prejoinLimits: { perMinute: 2 } });
+    h.share.start();
+    await h.share.settled();
+    await h.serverArriving(DAVE);
+    await h.serverArriving(ME);
+    expect(h.sent).toHaveLength(1);
+    for (const d of many) await h.serverArriving(d);
+    expect(many.map((d) => sentTo(h, d).length)).toEqual([1, 0, 0]); // Dave's refusal took one of the two
+  });
+
+  it("a key that did not reach it is sent again at its arrival in the call", async () => {
+    const h = harness([BOB], { joined: new Set([DAVE.userId]), unreachable: new Set([id(DAVE)]) });
+    h.share.start();
+    await h.share.settled();
+    await h.serverArriving(DAVE);
+    await h.setArrived([BOB, DAVE]);
+    expect(sentTo(h, DAVE)).toHaveLength(2);
   });
 });
