@@ -5,6 +5,7 @@
 // its socket closes), unless the hello says the media was kept (a Parley restart).
 import { asErrCode, ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
+import { markStep } from "../timeline.ts";
 import { Emitter, Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { parseHello, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
@@ -186,6 +187,7 @@ export class SignallingClient {
   }
 
   private async hello(socket: SocketLike): Promise<void> {
+    markStep("socket-open");
     try {
       let hello: HelloResult | null = null;
       const first = this.renewNext;

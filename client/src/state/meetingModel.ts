@@ -123,6 +123,7 @@ export class MeetingModel {
     prejoin.dispose();
     const call = this.services.call(room, local);
     this.state.set({ stage: "call", target, room, call });
+    markStep("call-shown");
     // A failed call stays on screen (with its reason, the chat, and "join again").
     void call.vm.join();
     void call.chat.start();
