@@ -83,7 +83,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     {
       ...deps,
       sfu: ports,
-      admission: (roomId, userId, inCall, ahead) => late.governance!.admit(roomId, userId, inCall, ahead),
+      admission: (roomId, userId, inCall, ahead, atHello) => late.governance!.admit(roomId, userId, inCall, ahead, atHello),
       // Sessions (and their SFU sessions) outlive a restart of this process: docs/resilience.md.
       recorder: {
         key: (token) => createHash("sha256").update(token).digest("base64url"),
@@ -112,6 +112,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     calls,
     sfu: ports,
     rooms: deps.homeserver,
+    keyMode: (roomId) => late.governance!.keyMode(roomId),
     keys: provisioned,
     botUserId: deps.homeserver.botUserId,
     requireE2ee,

@@ -9,7 +9,7 @@ import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
 import { CallMedia, type MemberRecord, type Seat } from "./callMedia.ts";
 import { TAKEN_OVER, type CallService, type SessionCloser, type SessionEndReason } from "./callService.ts";
-import { readKeyMode, type KeyMode, type RoomStateReader } from "./callState.ts";
+import { readKeyMode, type KeyMode, type RoomKeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { ModerationConfig } from "./moderation.ts";
 import type { Clock, SfuMedia } from "./ports.ts";
@@ -54,6 +54,8 @@ export interface CallSeatsDeps {
   calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
+  /** The room's key mode for a hello, from state read lately (governance's); absent: read now. */
+  keyMode?: (roomId: string) => Promise<RoomKeyMode>;
   /** The bot's Olm device sending provisioned keys; undefined without crypto. */
   keys: CallKeys | undefined;
   botUserId: string;
@@ -151,7 +153,8 @@ export class CallSeats {
     const known = calls.session(token);
     if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
     // A session granted from the pre-join passes the meeting's admission now (locked or ended since?).
-    const [mode] = await Promise.all([readKeyMode(this.deps.rooms, known.roomId), calls.admitHolder(token)]);
+    const keyMode = this.deps.keyMode ?? ((roomId: string) => readKeyMode(this.deps.rooms, roomId));
+    const [mode] = await Promise.all([keyMode(known.roomId), calls.admitHolder(token)]);
     // The session may have ended while the room state was read.
     const session = calls.session(token);
     if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");

@@ -83,7 +83,7 @@ export interface CallServiceDeps {
    * asked from the pre-join, before the user chose to join, so it must change nothing (an ended
    * meeting is not started again by a host who only looks at their preview).
    */
-  admission?: (roomId: string, userId: string, inCall: boolean, ahead: boolean) => Promise<void>;
+  admission?: (roomId: string, userId: string, inCall: boolean, ahead: boolean, atHello?: boolean) => Promise<void>;
   /** Records sessions for a restarted Parley; absent: sessions live in this process only. */
   recorder?: SessionRecorder | undefined;
   /** A recording failed (logged by the caller); the session goes on. */
@@ -117,6 +117,12 @@ export class CallService {
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
   private readonly deviceOf = new Map<string, string>();
+  /**
+   * Sessions granted ahead to a user joined to the room: their hello does not read the membership
+   * again (a leave, kick or ban since reaches Parley in a transaction and ends the session, as it
+   * would a held one: `evict`). One granted while invited (let in from the lobby) waits for the join.
+   */
+  private readonly joinedAtGrant = new Set<string>();
   /** Sessions granted ahead whose device was announced to the call (`arriving`: once each). */
   private readonly announced = new Set<string>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
@@ -161,6 +167,7 @@ export class CallService {
     const grant = this.grant(userId, call, ttlMs);
     if (!ahead) return grant;
     this.admitAtHello.add(this.keyOf(grant.session));
+    if (membership === "join") this.joinedAtGrant.add(this.keyOf(grant.session));
     return { ...grant, devices: this.devicesIn(call.callId) };
   }
 
@@ -188,8 +195,10 @@ export class CallService {
           await sleep(pause);
         }
       };
-      await Promise.all([joined(), this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false)]);
+      const membership = this.joinedAtGrant.has(key) ? undefined : joined();
+      await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
       this.admitAtHello.delete(key);
+      this.joinedAtGrant.delete(key);
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
@@ -369,6 +378,7 @@ export class CallService {
     const held = this.held.delete(key);
     this.deviceOf.delete(key);
     this.announced.delete(key);
+    this.joinedAtGrant.delete(key);
     this.closers.delete(key);
     this.sessions.delete(key);
     this.admitAtHello.delete(key);
@@ -483,5 +493,8 @@ export class CallService {
     this.closers.clear();
     this.held.clear();
     this.admitAtHello.clear();
+    this.joinedAtGrant.clear();
+    this.announced.clear();
+    this.deviceOf.clear();
   }
 }

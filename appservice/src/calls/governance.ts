@@ -6,7 +6,7 @@
 import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
-import { CALL_STATE_EVENT, joinRuleFor, meetingSettings, withSettings, type Access, type MeetingSettings } from "./callState.ts";
+import { CALL_STATE_EVENT, joinRuleFor, meetingSettings, roomKeyMode, withSettings, type Access, type MeetingSettings, type RoomKeyMode } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { Kind, Moderation } from "./moderation.ts";
 import { serverOf, ServerSet } from "./policy.ts";
@@ -87,7 +87,16 @@ interface RoomFacts {
   power: RoomPower;
   settings: MeetingSettings;
   content: Record<string, unknown>;
+  /** When they were read (the governance clock). */
+  at: number;
 }
+
+/**
+ * How old the room's facts a hello's admission may use (a session granted ahead, admitted with
+ * fresh facts at its grant): a change Parley hears of in a transaction drops them at once
+ * (`onRoomState`), so this bounds only a change whose transaction is late.
+ */
+export const HELLO_FACTS_MAX_AGE_MS = 10_000;
 
 export class Governance {
   private readonly cfg: GovernanceConfig;
@@ -125,9 +134,28 @@ export class Governance {
       power: new RoomPower({ create, powerLevels: pl?.content }, { cohostLevel: this.cfg.cohostLevel, botUserId: homeserver.botUserId }),
       settings: meetingSettings(call?.content, this.cfg.defaults),
       content: call?.content ?? {},
+      at: this.deps.clock.now(),
     };
     this.cache.set(roomId, facts);
     return facts;
+  }
+
+  /** The room's facts as last read, if less than `maxAgeMs` old (a change heard of drops them); else read now. */
+  private async recentFacts(roomId: string, maxAgeMs: number): Promise<RoomFacts> {
+    const cached = this.cache.get(roomId);
+    return cached && this.deps.clock.now() - cached.at < maxAgeMs ? cached : this.facts(roomId);
+  }
+
+  /** The room's key mode for a hello, from its `org.parley.call` as read lately (HELLO_FACTS_MAX_AGE_MS). */
+  async keyMode(roomId: string): Promise<RoomKeyMode> {
+    let facts: RoomFacts;
+    try {
+      facts = await this.recentFacts(roomId, HELLO_FACTS_MAX_AGE_MS);
+    } catch {
+      // Fail closed, as readKeyMode does: a guess could hand out the wrong key mode.
+      throw new ParleyError("M_UNAVAILABLE", "the room's call settings could not be read; retry shortly");
+    }
+    return roomKeyMode(facts.content);
   }
 
   /** The role shown for a user (from the cache; a miss loads it and pushes again). */
@@ -372,8 +400,12 @@ export class Governance {
    * starts it again; a grant asked `ahead`, from the pre-join, starts nothing), external users
    * only after a host admitted them.
    */
-  async admit(roomId: string, userId: string, inCall: boolean, ahead = false): Promise<void> {
-    const { power, settings, content } = await this.facts(roomId);
+  /**
+   * `atHello`: the hello of a session granted ahead, admitted at its grant moments before: the
+   * facts read then serve (HELLO_FACTS_MAX_AGE_MS), not three more state reads on the join's path.
+   */
+  async admit(roomId: string, userId: string, inCall: boolean, ahead = false, atHello = false): Promise<void> {
+    const { power, settings, content } = atHello ? await this.recentFacts(roomId, HELLO_FACTS_MAX_AGE_MS) : await this.facts(roomId);
     const role = power.roleOf(userId);
     if (settings.ended) {
       if (role !== "host") {

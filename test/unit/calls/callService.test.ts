@@ -428,6 +428,26 @@ describe("a grant asked ahead (from the pre-join)", () => {
     }
   });
 
+  it("the hello of a session granted ahead to a joined user reads no membership (a leave since ends it by its transaction)", async () => {
+    let reads = 0;
+    const counting = aheadService();
+    const orig = members;
+    try {
+      const early = await counting.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+      members = new Proxy(orig, { get: (t, k) => (k === "get" ? (key: string) => (reads++, t.get(key)) : Reflect.get(t, k).bind(t)) });
+      await counting.admitHolder(early.session);
+      expect(reads).toBe(0);
+      // A leave heard of in a transaction between the grant and the hello ends the session.
+      const left = await counting.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+      counting.evict(MEETING, BOB, "leave");
+      await counting.admitHolder(left.session);
+      expect(() => counting.attach(left.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+    } finally {
+      members = orig;
+      counting.stop();
+    }
+  });
+
   it("the hello of a user let in waits a while for their room join to arrive over federation, not longer", async () => {
     const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 400 });
     try {

@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { Governance, type GovernanceConfig, type GovernanceDeps } from "../../../appservice/src/calls/governance.ts";
+import { Governance, HELLO_FACTS_MAX_AGE_MS, type GovernanceConfig, type GovernanceDeps } from "../../../appservice/src/calls/governance.ts";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
 import type { MembershipAct, RoomMemberFacts, StateEventFacts } from "../../../appservice/src/calls/ports.ts";
 import type { CallRecord } from "../../../appservice/src/store/store.ts";
@@ -290,6 +290,31 @@ describe("host actions", () => {
     await g.admit(ROOM, "@host:a.example", false);
     expect(hs.state.get("org.parley.call")!.content.ended).toBeUndefined();
     await g.admit(ROOM, "@p1:a.example", false);
+  });
+
+  it("a hello's admission uses the facts read lately (up to HELLO_FACTS_MAX_AGE_MS, dropped by a change heard of); its key mode too", async () => {
+    let now = 1000;
+    const g = governance(CFG, { clock: { now: () => now } });
+    let reads = 0;
+    const read = hs.stateEvent.bind(hs);
+    hs.stateEvent = async (room, type) => (reads++, read(room, type));
+    await g.admit(ROOM, "@p1:a.example", false, true); // the grant asked ahead: read now
+    const atGrant = reads;
+    hs.state.set("org.parley.call", { sender: BOT, content: { locked: true, e2ee: { keys: "provisioned", bot: BOT } } });
+    now += HELLO_FACTS_MAX_AGE_MS - 1;
+    await g.admit(ROOM, "@p1:a.example", false, false, true); // its hello: the facts of the grant, no read
+    expect(await g.keyMode(ROOM)).toEqual({ keys: "participant", bot: undefined });
+    expect(reads).toBe(atGrant);
+    g.onRoomState(ROOM, "org.parley.call"); // the lock heard of in a transaction
+    await expect(g.admit(ROOM, "@p1:a.example", false, false, true)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringContaining("locked") });
+    expect(await g.keyMode(ROOM)).toEqual({ keys: "provisioned", bot: BOT });
+    // Too old: read again (a join not at a hello always reads).
+    hs.state.set("org.parley.call", { sender: BOT, content: {} });
+    now += HELLO_FACTS_MAX_AGE_MS;
+    await g.admit(ROOM, "@p1:a.example", false, false, true);
+    hs.stateEvent = async () => Promise.reject(new Error("homeserver down"));
+    now += HELLO_FACTS_MAX_AGE_MS;
+    await expect(g.keyMode(ROOM)).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
   });
 
   it("a locked meeting admits hosts, co-hosts and those already in the call, nobody else", async () => {
