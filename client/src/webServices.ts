@@ -159,9 +159,16 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         membership,
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),
+        // The key exchange starts before the room's first sync is processed: the host's key that
+        // came in it (or in the pre-join) is used as soon as the SFU shows the host publishing.
+        // The synced room's key mode is checked against the one read at open when it comes.
         keys: async () => {
-          await feed.whenKeysCanTravel();
-          return { transport: feed.keyTransport(), members: feed.callMembers(), callState: async () => feed.callState() };
+          await feed.whenKeysCanFlow();
+          const callState = async () => {
+            await feed.whenKeysCanTravel();
+            return feed.callState();
+          };
+          return { transport: feed.keyTransport(), members: feed.callMembers(), callState };
         },
         avatars: avatars.get,
         // The page's own address is the meeting's link (…/#/call/<target>).

@@ -202,6 +202,24 @@ export class SyncedRoomFeed implements RoomFeed {
     return Promise.race([ready, this.started]);
   }
 
+  /**
+   * Resolves once the call's media keys can come in and go out before the room's first sync is
+   * processed (on a busy page 100-400 ms after its response arrived): the crypto up and this
+   * device's keys uploaded (a knock let in: the room's join seen too). A key that came in the
+   * first sync waits in the backlog; whom to send keys to (the call's memberships) comes with the
+   * sync, as a change of `callMembers`. Rejects if the feed cannot start.
+   */
+  whenKeysCanFlow(): Promise<void> {
+    const ready = (async () => {
+      if (this.knocking) {
+        await this.whenSyncing();
+        await this.joinSeen;
+      }
+      await this.whenKeysUploaded();
+    })();
+    return Promise.race([ready, this.started]);
+  }
+
   private starting: Promise<void> | undefined;
   /** Stopped, perhaps while still starting: a start in progress stops its client when it gets there. */
   private stopped = false;

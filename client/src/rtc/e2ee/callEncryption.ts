@@ -76,13 +76,15 @@ export class CallEncryption {
       const mode = this.modeFrom(this.o.roomState, server);
       if (!mode) return;
       void this.channelThen(async (channel) => {
-        // The synced state agrees with what was read at open; a change in between is refused, not followed.
+        // Keys flow at once (the synced room may come 100-400 ms later on a busy page; whom to
+        // send to comes with it). The synced state must agree with what was read at open: a
+        // change in between is refused, not followed, and the key exchange stops.
+        this.startShare(mode, channel);
         const now = keyModeFromCallState(await channel.callState());
         if ("error" in now || now.keys !== mode.keys || (now.keys === "provisioned" && mode.keys === "provisioned" && now.bot !== mode.bot)) {
           this.log.warn("the room's key mode changed while the call started");
           return this.refuse("Media keys can't be exchanged: the room's key mode changed while the call started. Join again.");
         }
-        this.startShare(mode, channel);
       });
       return;
     }

@@ -314,18 +314,22 @@ export class ParticipantKeyShare {
   }
 
   start(): void {
-    this.unsubscribe.push(this.o.transport.onKeys((from, content) => this.onKeys(from, content)));
+    // A stopped share takes nothing more, whether or not a port's unsubscribe took effect.
+    const live = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => void (this.stopped || fn(...args));
+    this.unsubscribe.push(this.o.transport.onKeys(live((from, content) => this.onKeys(from, content))));
     this.unsubscribe.push(
-      this.o.members.onChange(() => {
-        // Held keys are used at once, not after our own key's delivery (which can take seconds).
-        this.useHeldKeys();
-        this.enqueue(() => this.onMembers());
-      }),
+      this.o.members.onChange(
+        live(() => {
+          // Held keys are used at once, not after our own key's delivery (which can take seconds).
+          this.useHeldKeys();
+          this.enqueue(() => this.onMembers());
+        }),
+      ),
     );
-    if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(() => this.onRoster()));
-    if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving((d) => this.onServerPrejoin(d)));
-    if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin((from, content) => this.onPrejoin(from, content)));
-    if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership((user, membership, previous) => this.onRoomMembership(user, membership, previous)));
+    if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(live(() => this.onRoster())));
+    if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving(live((d) => this.onServerPrejoin(d))));
+    if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin(live((from, content) => this.onPrejoin(from, content))));
+    if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership(live((user, membership, previous) => this.onRoomMembership(user, membership, previous))));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -809,6 +813,7 @@ export class ProvisionedKeys {
   private latest: number | null = null;
   private off: (() => void) | null = null;
   private useTimer: unknown;
+  private stopped = false;
 
   private readonly opts: { roomId: string; bot: string; transport: KeyTransport; sink: KeySink };
 
@@ -820,6 +825,7 @@ export class ProvisionedKeys {
 
   start(): void {
     this.off = this.opts.transport.onKeys((from, content) => {
+      if (this.stopped) return; // whether or not the transport's unsubscribe took effect
       if (from.userId !== this.opts.bot) return void this.log.warn("ignored a key not from the bot in a provisioned call", { from: from.userId });
       const parsed = parseKeyContent(content, this.opts.roomId);
       if (typeof parsed === "string") return void this.log.debug("ignored a key message", { why: parsed });
@@ -837,6 +843,7 @@ export class ProvisionedKeys {
   }
 
   stop(): void {
+    this.stopped = true;
     this.timers.clearTimeout(this.useTimer);
     this.off?.();
   }

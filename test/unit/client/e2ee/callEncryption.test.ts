@@ -8,7 +8,7 @@ import type { ToWorker } from "../../../../client/src/rtc/e2ee/workerProtocol.ts
 const ROOM = "!call:a";
 const BOT = "@parley:b";
 
-function setup(callState: unknown, opts: { authenticatedDevices?: boolean; roomState?: unknown; channel?: Promise<void> } = {}) {
+function setup(callState: unknown, opts: { authenticatedDevices?: boolean; roomState?: unknown; channel?: Promise<void>; synced?: Promise<void> } = {}) {
   const posted: ToWorker[] = [];
   const worker: WorkerLike = { postMessage: (m) => void posted.push(m), addEventListener: () => undefined, terminate: () => undefined };
   const media = new E2eeMedia({ userId: "@me:a", deviceId: "MEDEV", worker, scriptTransform: null });
@@ -16,7 +16,10 @@ function setup(callState: unknown, opts: { authenticatedDevices?: boolean; roomS
   const channel: KeyChannel = {
     transport: { send: async () => undefined, onKeys: (fn) => (keyListeners.push(fn), () => undefined) },
     members: { devices: () => [], onChange: () => () => undefined },
-    callState: async () => callState,
+    callState: async () => {
+      await opts.synced;
+      return callState;
+    },
     ...(opts.authenticatedDevices === undefined ? {} : { authenticatedDevices: opts.authenticatedDevices }),
   };
   const enc = new CallEncryption(media, {
@@ -30,7 +33,7 @@ function setup(callState: unknown, opts: { authenticatedDevices?: boolean; roomS
     ...("roomState" in opts ? { roomState: opts.roomState } : {}),
   });
   const receive = (from: KeySender, index: number) => keyListeners.forEach((l) => l(from, keyContent(ROOM, { userId: from.userId, deviceId: from.deviceId ?? "X" }, index, new Uint8Array(32).fill(1), 0)));
-  return { enc, posted, receive };
+  return { enc, posted, receive, media };
 }
 
 const hello = { required: true, keys: "provisioned" as const, bot: "@evil:server" };
@@ -87,6 +90,23 @@ describe("CallEncryption: the key mode read when the meeting was opened", () => 
       receive({ userId: BOT, deviceId: "BOTDEV" }, 2);
       expect(posted.filter((m) => m.type === "setCallKey")).toMatchObject([{ index: 2 }]);
     });
+  });
+
+  it("keys flow before the synced room is up (a key from a device publishing is used); a synced mode that disagrees then stops them", async () => {
+    const participant = { version: 1 };
+    let synced!: () => void;
+    const { enc, posted, receive, media } = setup(provisioned, { roomState: participant, synced: new Promise<void>((r) => (synced = r)) });
+    await enc.begin();
+    media.participants([{ userId: "@b:b", deviceId: "BDEV", publishing: true }]);
+    await vi.waitFor(() => {
+      receive({ userId: "@b:b", deviceId: "BDEV" }, 3);
+      expect(posted.filter((m) => m.type === "setKey")).toMatchObject([{ participant: "@b:b|BDEV", index: 3 }]);
+    });
+    synced(); // the synced room says provisioned: refused, and no key is taken from then on
+    await vi.waitFor(() => expect(enc.state.get().error).toMatch(/key mode changed/));
+    const before = posted.length;
+    receive({ userId: "@b:b", deviceId: "BDEV" }, 4);
+    expect(posted.slice(before).some((m) => m.type === "setKey")).toBe(false);
   });
 
   it("a mode that changed before the synced room came up: no keys at all, and the header says so", async () => {
