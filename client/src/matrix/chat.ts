@@ -632,7 +632,6 @@ function membershipChange(ev: MatrixEvent): { userId: string; membership: string
   return { userId, membership, previous: typeof previous === "string" ? previous : undefined };
 }
 
-/** Has Rust crypto track these users' devices (it tracks an encrypted room's members by itself). */
 /**
  * Makes Rust crypto track these users' devices (a room that is not encrypted is not tracked by
  * itself). Users new to it get their keys queried now: the encryption that follows waits for a
@@ -649,16 +648,6 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
   if (tracked) await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
 }
 
-/**
- * Olm-encrypts `content` for each device and queues it; returns the devices it could not reach,
- * for the caller to try again later.
- *
- * Rust crypto encrypts only for devices whose keys it has already downloaded, and skips the others
- * silently. A call member's device is often brand new to us (its device-list update arrives in the
- * same sync as its call membership, and the key query runs only after that sync), so: send to the
- * known devices, run the pending key queries now, and try the rest again a few times.
- * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
- */
 /** A batch's messages as the to-device API's map, by user then device. */
 function toDeviceMap(messages: { userId: string; deviceId: string; payload: Record<string, unknown> }[]): Map<string, Map<string, Record<string, unknown>>> {
   const map = new Map<string, Map<string, Record<string, unknown>>>();
@@ -666,6 +655,16 @@ function toDeviceMap(messages: { userId: string; deviceId: string; payload: Reco
   return map;
 }
 
+/**
+ * Olm-encrypts `content` for each device and sends it; returns the devices it could not reach,
+ * for the caller to try again later (a send the homeserver refuses throws, reaching nobody).
+ *
+ * Rust crypto encrypts only for devices whose keys it has already downloaded, and skips the others
+ * silently. A call member's device is often brand new to us (its device-list update arrives in the
+ * same sync as its call membership, and the key query runs only after that sync), so: send to the
+ * known devices, run the pending key queries now, and try the rest again a few times.
+ * `track`: the room is not encrypted, so Rust crypto does not track its members by itself.
+ */
 export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], content: Record<string, unknown>, track: boolean, type: string = CALL_KEYS_EVENT): Promise<DeviceRef[]> {
   const crypto = client.getCrypto()!;
   const internals = crypto as unknown as RustCryptoInternals;
