@@ -336,7 +336,6 @@ export class CallService {
     this.forget(key);
   }
 
-  /** Whether the user holds a session in the room: is in its call (a grant not yet said hello with is not). */
   /**
    * A session granted ahead names the Matrix device that will hold it, its keys up: the call is
    * told (by the caller: the seats' `arriving` push), so that the devices in it send that device
@@ -366,6 +365,7 @@ export class CallService {
     return devices;
   }
 
+  /** Whether the user holds a session in the room: is in its call (a grant not yet said hello with is not). */
   private present(roomId: string, userId: string): boolean {
     for (const [key, s] of this.sessions) if (s.roomId === roomId && s.userId === userId && this.held.has(key)) return true;
     return false;
