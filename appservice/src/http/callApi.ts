@@ -80,7 +80,7 @@ export function callApiRouter(calls: CallService, opts: CallApiOptions): Router 
     }
   });
   // The pre-join's device, its keys up: the call's devices send it their media keys before its
-  // Join (docs/join.md, "Keys in the pre-join, told by Parley"). The session token is the proof.
+  // Join (docs/join.md, "Keys at arrival, keys before the first sync"). The session token is the proof.
   router.post("/_parley/v1/calls/arriving", (req, res) => {
     const parsed = arrivingBody.safeParse(req.body);
     if (!parsed.success) {
