@@ -143,6 +143,7 @@ describe("media keys in the pre-join", () => {
     await new TestUser(B.synapse.clientUrl, f.userId, f.accessToken).join(call.alias);
     const { feed } = feedOf(B, f, call.roomId);
     void feed.start().catch(() => undefined); // its first sync not awaited
+    await feed.whenKeysCanFlow(); // the crypto up: keys may come in (the call's key channel opens here)
     const got = keysReaching(feed);
     const hostDevice: DeviceRef = { userId: call.a.userId, deviceId: call.a.deviceId };
     // A call whose state names provisioned keys: nobody is told (the bot's key comes with the join).

@@ -102,6 +102,9 @@ export class SyncedRoomFeed implements RoomFeed {
     this.startedResolve = resolve;
     this.startedReject = reject;
   });
+  private cryptoUpResolve!: () => void;
+  /** The device's crypto is up and to-device messages reach this feed (keys wait in the backlog). */
+  private readonly cryptoUp = new Promise<void>((resolve) => (this.cryptoUpResolve = resolve));
   private keysUpResolve!: () => void;
   private keysUpReject!: (err: unknown) => void;
   private readonly keysUp = new Promise<void>((resolve, reject) => {
@@ -203,11 +206,13 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 
   /**
-   * Resolves once the call's media keys can come in and go out before the room's first sync is
-   * processed (on a busy page 100-400 ms after its response arrived): the crypto up and this
-   * device's keys uploaded (a knock let in: the room's join seen too). A key that came in the
-   * first sync waits in the backlog; whom to send keys to (the call's memberships) comes with the
-   * sync, as a change of `callMembers`. Rejects if the feed cannot start.
+   * Resolves once the call's media keys can come in before the room's first sync is processed
+   * (on a busy page 100-400 ms after its response arrived) and before this device's keys are
+   * uploaded (on a quick Join, up to 250 ms after it): the crypto up (a knock let in: the room's
+   * join seen too). A key that came in the first sync waits in the backlog; keys go out once this
+   * device's keys are up (`keyTransport().send` waits for them: the others authenticate our key
+   * messages by them); whom to send them to (the call's memberships) comes with the sync, as a
+   * change of `callMembers`. Rejects if the feed cannot start.
    */
   whenKeysCanFlow(): Promise<void> {
     const ready = (async () => {
@@ -215,7 +220,7 @@ export class SyncedRoomFeed implements RoomFeed {
         await this.whenSyncing();
         await this.joinSeen;
       }
-      await this.whenKeysUploaded();
+      await (this.crypto ? this.cryptoUp : this.started);
     })();
     return Promise.race([ready, this.started]);
   }
@@ -275,6 +280,7 @@ export class SyncedRoomFeed implements RoomFeed {
       markStep("feed-crypto");
       if (this.stopped) throw this.stoppedWhileStarting(client);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
+      this.cryptoUpResolve();
     }
     const ready = new Promise<void>((resolve) => {
       const onSync = (state: SyncState) => {
@@ -393,6 +399,9 @@ export class SyncedRoomFeed implements RoomFeed {
   keyTransport(): KeyTransport {
     return {
       send: async (devices, content) => {
+        // Not before this device's keys are up: a key message from a device its recipient cannot
+        // look up is not Olm-authenticated there, and is dropped.
+        await this.whenKeysUploaded();
         const client = this.client;
         if (!client?.getCrypto()) throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "no Matrix crypto for media keys" });
         const missing = await this.usingCrypto(sendToDevices(client, devices, content as unknown as Record<string, unknown>, !client.getRoom(this.roomId)?.hasEncryptionStateEvent()));
