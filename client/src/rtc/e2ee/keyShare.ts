@@ -412,10 +412,11 @@ export class ParticipantKeyShare {
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
       this.heldBy(c.index, joined);
       await this.shareInUse(joined, c);
-      // Not again to a device that was sent this key before its join and reached.
-      const fresh = joined.filter((d) => !early.has(deviceKey(d)));
-      if (fresh.length) await this.deliver(fresh, c.index, c.key);
-      this.onRotated?.({ index: c.index, sentTo: fresh.length, reason: "join" });
+      // Again to a device sent this key before its join: a homeserver accepting a to-device
+      // message is no proof its device could read it (a browser suite run lost one sent at the
+      // joiner's arrival over federation, and the joiner never decrypted that sender).
+      await this.deliver(joined, c.index, c.key);
+      this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
       return;
     }
     return this.ratchet(joined);
