@@ -99,13 +99,18 @@ export function roomKeyMode(content: Record<string, unknown> | undefined): RoomK
   return { keys: "provisioned", bot: typeof bot === "string" ? bot : undefined };
 }
 
-export async function readKeyMode(reader: RoomStateReader, roomId: string): Promise<RoomKeyMode> {
+/** The key mode of the org.parley.call content `read` gives (undefined: none); a read that fails fails closed. */
+export async function keyModeOf(read: () => Promise<Record<string, unknown> | undefined>): Promise<RoomKeyMode> {
   let content: Record<string, unknown> | undefined;
   try {
-    content = (await reader.stateEvent(roomId, CALL_STATE_EVENT, ""))?.content;
+    content = await read();
   } catch {
     // Fail closed: a guess could hand out the wrong key mode.
     throw new ParleyError("M_UNAVAILABLE", "the room's call settings could not be read; retry shortly");
   }
   return roomKeyMode(content);
+}
+
+export async function readKeyMode(reader: RoomStateReader, roomId: string): Promise<RoomKeyMode> {
+  return keyModeOf(async () => (await reader.stateEvent(roomId, CALL_STATE_EVENT, ""))?.content);
 }

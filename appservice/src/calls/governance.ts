@@ -6,7 +6,7 @@
 import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { AliasStore, CallRecord, CallStore } from "../store/store.ts";
-import { CALL_STATE_EVENT, joinRuleFor, meetingSettings, roomKeyMode, withSettings, type Access, type MeetingSettings, type RoomKeyMode } from "./callState.ts";
+import { CALL_STATE_EVENT, joinRuleFor, keyModeOf, meetingSettings, withSettings, type Access, type MeetingSettings, type RoomKeyMode } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { Kind, Moderation } from "./moderation.ts";
 import { serverOf, ServerSet } from "./policy.ts";
@@ -147,15 +147,8 @@ export class Governance {
   }
 
   /** The room's key mode for a hello, from its `org.parley.call` as read lately (HELLO_FACTS_MAX_AGE_MS). */
-  async keyMode(roomId: string): Promise<RoomKeyMode> {
-    let facts: RoomFacts;
-    try {
-      facts = await this.recentFacts(roomId, HELLO_FACTS_MAX_AGE_MS);
-    } catch {
-      // Fail closed, as readKeyMode does: a guess could hand out the wrong key mode.
-      throw new ParleyError("M_UNAVAILABLE", "the room's call settings could not be read; retry shortly");
-    }
-    return roomKeyMode(facts.content);
+  keyMode(roomId: string): Promise<RoomKeyMode> {
+    return keyModeOf(async () => (await this.recentFacts(roomId, HELLO_FACTS_MAX_AGE_MS)).content);
   }
 
   /** The role shown for a user (from the cache; a miss loads it and pushes again). */
