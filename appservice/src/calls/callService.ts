@@ -110,19 +110,18 @@ export class CallService {
   private readonly sessions = new Map<string, CallSession>();
   private readonly closers = new Map<string, SessionCloser>();
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
-  /** Sessions whose admission is decided again by their first hello: granted ahead (from the
-   *  pre-join), or restored from the store before any hello. */
-  private readonly admitAtHello = new Set<string>();
+  /**
+   * Sessions whose admission is decided again by their first hello: granted ahead (from the
+   * pre-join), or restored from the store before any hello. `joinedAtGrant`: granted ahead to a
+   * user joined to the room, whose hello does not read the membership again (a leave, kick or ban
+   * since reaches Parley in a transaction and ends the session, as it would a held one: `evict`);
+   * one granted while invited (let in from the lobby) waits for the join.
+   */
+  private readonly admitAtHello = new Map<string, { joinedAtGrant: boolean }>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
   private readonly deviceOf = new Map<string, string>();
-  /**
-   * Sessions granted ahead to a user joined to the room: their hello does not read the membership
-   * again (a leave, kick or ban since reaches Parley in a transaction and ends the session, as it
-   * would a held one: `evict`). One granted while invited (let in from the lobby) waits for the join.
-   */
-  private readonly joinedAtGrant = new Set<string>();
   /** Sessions granted ahead whose device was announced to the call (`arriving`: once each). */
   private readonly announced = new Set<string>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
@@ -166,8 +165,7 @@ export class CallService {
     const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
     const grant = this.grant(userId, call, ttlMs);
     if (!ahead) return grant;
-    this.admitAtHello.add(this.keyOf(grant.session));
-    if (membership === "join") this.joinedAtGrant.add(this.keyOf(grant.session));
+    this.admitAtHello.set(this.keyOf(grant.session), { joinedAtGrant: membership === "join" });
     return { ...grant, devices: this.devicesIn(call.callId) };
   }
 
@@ -195,10 +193,9 @@ export class CallService {
           await sleep(pause);
         }
       };
-      const membership = this.joinedAtGrant.has(key) ? undefined : joined();
+      const membership = this.admitAtHello.get(key)?.joinedAtGrant ? undefined : joined();
       await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
       this.admitAtHello.delete(key);
-      this.joinedAtGrant.delete(key);
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
@@ -282,7 +279,7 @@ export class CallService {
     this.sessions.set(key, session);
     this.closers.set(key, closer);
     if (record.expiresAt === null) this.held.add(key);
-    else this.admitAtHello.add(key);
+    else this.admitAtHello.set(key, { joinedAtGrant: false });
     this.expireIn(key, graceMs);
     return session;
   }
@@ -378,7 +375,6 @@ export class CallService {
     const held = this.held.delete(key);
     this.deviceOf.delete(key);
     this.announced.delete(key);
-    this.joinedAtGrant.delete(key);
     this.closers.delete(key);
     this.sessions.delete(key);
     this.admitAtHello.delete(key);
@@ -493,7 +489,6 @@ export class CallService {
     this.closers.clear();
     this.held.clear();
     this.admitAtHello.clear();
-    this.joinedAtGrant.clear();
     this.announced.clear();
     this.deviceOf.clear();
   }
