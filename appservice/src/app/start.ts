@@ -147,7 +147,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       if (by.by && by.by !== userId) audit.record({ action: `membership_${membership}`, roomId, target: userId, actor: by.by });
     }
   };
-  const router = new EventRouter(meetings, homeserver.botUserId, evict, governance);
+  const router = new EventRouter(meetings, homeserver.botUserId, evict, governance, (roomId, userId) => calls.memberJoined(roomId, userId));
 
   const route = async (event: RawEvent) => {
     await guests.onEvent(event);

@@ -12,12 +12,16 @@ export class EventRouter {
   private readonly log = getLogger("matrix.router");
   private readonly meetings: MeetingService;
 
-  /** `onMembershipLost(roomId, userId, membership, cause)`: a user's membership is no longer "join". */
+  /**
+   * `onMembershipLost(roomId, userId, membership, cause)`: a user's membership is no longer "join".
+   * `onJoined(roomId, userId)`: a user (not the bot) joined, told before anything else is done with it.
+   */
   constructor(
     meetings: MeetingService,
     botUserId: string,
     onMembershipLost: (roomId: string, userId: string, membership: string, cause?: MembershipCause) => void = () => undefined,
     governance?: Pick<Governance, "onMembership" | "onRoomState" | "forgetRoom">,
+    onJoined: (roomId: string, userId: string) => void = () => undefined,
   ) {
     this.meetings = meetings;
     const stateChanged = async (raw: RawEvent) => {
@@ -47,6 +51,7 @@ export class EventRouter {
           return;
         }
         if (membership === "join") {
+          onJoined(ev.room_id, ev.state_key);
           await meetings.onMemberJoined(ev.room_id, ev.state_key, ev.event_id);
         } else {
           meetings.onRoomLeft(ev.room_id, ev.state_key);

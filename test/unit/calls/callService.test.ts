@@ -475,6 +475,37 @@ describe("a grant asked ahead (from the pre-join)", () => {
     }
   });
 
+  it("the hello of a user let in goes on as soon as their join's transaction comes, not at the next read", async () => {
+    const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 5000 });
+    let reads = 0;
+    const orig = members;
+    try {
+      members.set(`${MEETING}|${BOB}`, "invite");
+      const early = await wait.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
+      members = new Proxy(orig, { get: (t, k) => (k === "get" ? (key: string) => (reads++, t.get(key)) : Reflect.get(t, k).bind(t)) });
+      const hello = wait.admitHolder(early.session);
+      // The pauses between reads (25, 50, 100, 200 ms...) are well past; the join of another
+      // user or room wakes nothing.
+      await new Promise((r) => setTimeout(r, 200));
+      const readsBefore = reads;
+      wait.memberJoined(MEETING, ALICE);
+      wait.memberJoined("!other:a.example", BOB);
+      const t0 = performance.now();
+      wait.memberJoined(MEETING, BOB);
+      await hello;
+      // The wake admits without another read (the next pause would have been 200-250 ms).
+      expect(performance.now() - t0).toBeLessThan(100);
+      expect(reads).toBe(readsBefore);
+      expect(() => wait.attach(early.session, () => undefined)).not.toThrow();
+      // Nothing waits any more: a join now wakes no one, and leaves nothing behind.
+      wait.memberJoined(MEETING, BOB);
+      expect((wait as unknown as { joinWaiters: Map<string, unknown> }).joinWaiters.size).toBe(0);
+    } finally {
+      members = orig;
+      wait.stop();
+    }
+  });
+
   it("an invite taken back ends the invitee's grant", async () => {
     members.set(`${MEETING}|${BOB}`, "invite");
     const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
