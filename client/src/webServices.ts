@@ -69,6 +69,20 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     const host = trust.decide(call);
     if (isTrusted(host)) grantFor(host.api, roomId).warm();
   };
+  /**
+   * The call's Parley tells the devices in the call that this device is about to join, once the
+   * grant asked ahead came and this device's keys are up (`arriving`): they send it their media
+   * keys then, with no Olm message of this device's to wait for. Not once `shown` is aborted (the
+   * call started: its hello tells the call).
+   */
+  const announceArrival = (api: string, roomId: string, feed: SyncedRoomFeed, shown: AbortSignal) => {
+    void (async () => {
+      const g = await grantFor(api, roomId).peek();
+      if (!g) return;
+      await feed.whenKeysUploaded();
+      if (!shown.aborted) await announceArriving(api, g.session, session.deviceId);
+    })().catch(() => undefined);
+  };
   /** The invite that let this user in from the lobby, as its stripped state shows the room (knock.ts inviteState). */
   let letIn: { roomId: string; state: InviteState } | undefined;
   /** Ends the pre-join's announcement (not sent once the call has started). */
@@ -102,11 +116,19 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // Let in: the call's grant is asked beside the room's join (its hello needs the join), from
       // a call API the invite's stripped state names and the user trusts already.
       wait: (roomId, signal) => {
-        feedFor(roomId, true);
+        const feed = feedFor(roomId, true);
         // (No announcement is no hint: not the serving Parley's call, as for a room without one.)
+        // Let in, the device is announced as from a pre-join (the knocker's own Olm announcement
+        // needs the room's state, which it sees only once joined): the devices in the call answer
+        // it as they answer the admission, now that its keys are up.
         const invited = (state: InviteState) => {
           letIn = { roomId, state };
-          if (state.call) warmGrant(state.call, roomId);
+          if (!state.call) return;
+          warmGrant(state.call, roomId);
+          const host = trust.decide(state.call);
+          prejoinShown?.abort();
+          prejoinShown = new AbortController();
+          if (isTrusted(host)) announceArrival(host.api, roomId, feed, prejoinShown.signal);
         };
         return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited } });
       },
@@ -130,15 +152,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       const grant = isTrusted(host) ? grantFor(host.api, room.roomId).peek() : Promise.resolve(null);
       const feed = feedFor(room.roomId);
       void feed.announcePrejoin(prejoinShown.signal, { callState: room.callContent, devices: grant.then((g) => g?.devices ?? null) });
-      // The call's Parley tells the devices in the call too, once this device's keys are up: they
-      // answer it as an announcement, with no Olm session of this device's to wait for.
-      const shown = prejoinShown.signal;
-      void (async () => {
-        const g = await grant;
-        if (!g || !isTrusted(host)) return;
-        await feed.whenKeysUploaded();
-        if (!shown.aborted) await announceArriving(host.api, g.session, session.deviceId);
-      })().catch(() => undefined);
+      // The call's Parley tells the devices in the call too.
+      if (isTrusted(host)) announceArrival(host.api, room.roomId, feed, prejoinShown.signal);
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

@@ -131,7 +131,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await trackPeerConnections(page);
       let knockAt: number | undefined;
       // PARLEY_BENCH_TRACE=1: every request of the knocker's page from the knock on (ms from the knock).
-      const trace = process.env.PARLEY_BENCH_TRACE ? traceRequests([["", page]]) : null;
+      const trace = process.env.PARLEY_BENCH_TRACE ? traceRequests([["", page], ["host", hostPage]]) : null;
       // Where the time goes: the knock, the room join once let in, the pre-join, the call join.
       const marks: Record<string, number> = {};
       page.on("request", (r) => {
@@ -153,6 +153,12 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const keyLog: string[] = [];
       // Everything else the page said, the last lines of which are printed if it never decrypts.
       const pageLog: string[] = [];
+      // PARLEY_BENCH_TRACE: when the host's client sent and got media keys (its log), on the knock's clock.
+      const hostKeys: string[] = [];
+      const onHostLog = (m: { text(): string }) => {
+        if (knockAt !== undefined && /media key|let in|arrival|about to join/.test(m.text())) hostKeys.push(`${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 200)}`);
+      };
+      if (trace) hostPage.on("console", onHostLog);
       page.on("console", (m) => {
         // (Not matrix-js-sdk's own debug chatter, which would push Parley's lines out.)
         if (m.type() !== "debug") pageLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.type()}: ${m.text().slice(0, 300)}`);
@@ -195,7 +201,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (process.env.PARLEY_BENCH_TRACE) {
         const marks = await joinTimeline(page);
-        console.log(`the knocker's requests (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms, frame at ${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms; page marks from Join: ${JSON.stringify(marks)}):\n${trace?.stop().join("\n")}`);
+        console.log(`the knocker's requests (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms, frame at ${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms; page marks from Join: ${JSON.stringify(marks)}):\n${trace?.stop().join("\n")}\n${hostKeys.join("\n")}`);
+        hostPage.off("console", onHostLog);
       }
       if (knockAt === undefined) throw new Error("the client never knocked");
       knockMs.push(performance.now() - knockAt);

@@ -21,11 +21,12 @@ import {
   type MatrixEvent,
   type Room,
 } from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/CryptoEvent.js";
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, warmSyncStartup, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { participantId } from "../rtc/e2ee/cipher.ts";
@@ -248,11 +249,14 @@ export class SyncedRoomFeed implements RoomFeed {
   private async startSync(): Promise<void> {
     // With crypto: the device's prepared client (deviceCrypto.ts), its crypto most likely started already.
     if (this.crypto) markStep("feed-start");
-    const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: newClient(this.session, this.log), cryptoStarted: false };
-    this.client = client;
-    if (this.joinHold) holdDeviceKeysUpload(client, this.joinHold); // a join already under way (joining)
     const filter = new Filter(this.session.userId);
     filter.setDefinition(syncFilterDefinition(this.roomId));
+    // The sync's filter is uploaded now, beside the crypto's start, not by the sync's own start
+    // after it (a request on the way to the first /sync): see seedFilter.
+    const uploaded = this.uploadFilter(filter);
+    const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: warmSyncStartup(newClient(this.session, this.log)), cryptoStarted: false };
+    this.client = client;
+    if (this.joinHold) holdDeviceKeysUpload(client, this.joinHold); // a join already under way (joining)
 
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
@@ -294,9 +298,10 @@ export class SyncedRoomFeed implements RoomFeed {
     // The device's keys go up now, beside the first sync: the room is joined, or a knock waits in
     // the lobby and the join will keep clear of the upload (joining; deviceCrypto.ts says why).
     // The others encrypt our media keys to them as soon as they see us.
-    const uploaded = this.crypto ? (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.() : undefined;
-    uploaded?.then(() => this.keysUpResolve(), () => undefined); // a failure is awaited (and so reported) after the first sync
+    const keysUp = this.crypto ? (client.getCrypto() as unknown as RustCryptoInternals).outgoingRequestsManager?.doProcessOutgoingRequests?.() : undefined;
+    keysUp?.then(() => this.keysUpResolve(), () => undefined); // a failure is awaited (and so reported) after the first sync
     if (this.crypto) void deviceKeysUploaded(client).then(() => this.keysUpResolve());
+    seedFilter(client, filter, await uploaded);
     await client.startClient({
       filter,
       initialSyncLimit: 50,
@@ -326,7 +331,7 @@ export class SyncedRoomFeed implements RoomFeed {
       }
       markStep("feed-joined");
     }
-    await uploaded;
+    await keysUp;
     markStep("feed-keys");
     const room = client.getRoom(this.roomId);
     if (room) {
@@ -386,6 +391,17 @@ export class SyncedRoomFeed implements RoomFeed {
     return new ParleyClientError("CLOSED", "chat", { detail: "stopped while starting" });
   }
 
+  /** The filter uploaded (its id), or null if that failed (the sync's start uploads it then). */
+  private async uploadFilter(filter: Filter): Promise<string | null> {
+    try {
+      const res = await this.http.request<{ filter_id?: unknown }>("POST", `/user/${enc(this.session.userId)}/filter`, { body: filter.getDefinition() });
+      return typeof res.filter_id === "string" && res.filter_id ? res.filter_id : null;
+    } catch (err) {
+      this.log.debug("could not upload the sync filter ahead", { err: String(err) });
+      return null;
+    }
+  }
+
   /** Runs (or follows) a call into the crypto, so that the crypto is not freed under it. */
   private usingCrypto<T>(work: Promise<T> | (() => Promise<T>)): Promise<T> {
     const p = typeof work === "function" ? work() : work;
@@ -416,6 +432,13 @@ export class SyncedRoomFeed implements RoomFeed {
       onPrejoin: (fn) => {
         this.prejoinListeners.add(fn);
         return () => this.prejoinListeners.delete(fn);
+      },
+      onDevicesUpdated: (fn) => {
+        const client = this.client;
+        if (!client) return () => undefined;
+        const listener = (users: string[]) => fn(users);
+        client.on(CryptoEvent.DevicesUpdated, listener);
+        return () => void client.off(CryptoEvent.DevicesUpdated, listener);
       },
     };
   }
@@ -657,6 +680,35 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
   if (tracked) await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
 }
 
+/** At most this many users in one key query made for a send (MAX_PREJOIN_DEVICES bounds a send's devices). */
+const MAX_QUERIED_USERS = 100;
+
+/** One key query for `users` (at most MAX_QUERIED_USERS), now; a failure is left to the next try. */
+async function queryKeysNow(internals: RustCryptoInternals, users: string[]): Promise<void> {
+  const machine = internals.olmMachine;
+  const processor = internals.outgoingRequestProcessor;
+  if (!machine?.queryKeysForUsers || !processor) return;
+  try {
+    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    await processor.makeOutgoingRequest(machine.queryKeysForUsers([...new Set(users)].slice(0, MAX_QUERIED_USERS).map((u) => new UserId(u))));
+  } catch (err) {
+    getLogger("chat").debug("a key query for new devices failed", { err: String(err) });
+  }
+}
+
+/**
+ * Hands matrix-js-sdk's sync the filter uploaded ahead (`filterId`), as its own store would
+ * remember one: its start then finds it by name (matrix-js-sdk's `FILTER_SYNC_<user id>`) and
+ * checks it against the store's copy, with no request. A name that no longer matches (another
+ * matrix-js-sdk) only means the sync uploads its own, as before.
+ */
+export function seedFilter(client: MatrixClient, filter: Filter, filterId: string | null): void {
+  if (!filterId) return;
+  filter.filterId = filterId;
+  client.store.storeFilter(filter);
+  client.store.setFilterIdByName(`FILTER_SYNC_${filter.userId}`, filterId);
+}
+
 /** A batch's messages as the to-device API's map, by user then device. */
 function toDeviceMap(messages: { userId: string; deviceId: string; payload: Record<string, unknown> }[]): Map<string, Map<string, Record<string, unknown>>> {
   const map = new Map<string, Map<string, Record<string, unknown>>>();
@@ -680,9 +732,16 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
   if (track) await trackUsers(internals, devices.map((d) => d.userId));
   let pending = devices;
   for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
-    if (attempt > 0) {
+    if (attempt === 1) {
+      // Devices still unknown after a first try are newer than the last key query of their
+      // users, who are tracked already (a device whose keys went up after its user was first
+      // queried: a knocker let in, a joiner's fresh device). Their homeserver's device-list
+      // update comes to our sync later (over federation, a transaction away): ask for those
+      // users' keys now, beside the queries the machine has pending.
+      await Promise.all([internals.outgoingRequestsManager?.doProcessOutgoingRequests?.(), queryKeysNow(internals, pending.map((d) => d.userId))]);
+    } else if (attempt > 1) {
       await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
-      if (attempt > 1) await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
+      await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
     }
     let batch: Awaited<ReturnType<typeof crypto.encryptToDeviceMessages>>;
     try {

@@ -310,6 +310,7 @@ export class CallConnection {
   private handlePush(p: Push): void {
     switch (p.type) {
       case "participants":
+        markStep("participants");
         this.participants = p.participants;
         this.o.transforms.participants?.(
           p.participants.filter((x) => x.device_id).map((x) => ({ userId: x.user_id, deviceId: x.device_id, publishing: x.streams.length > 0 })),

@@ -1,7 +1,7 @@
 // Media keys from matrix-js-sdk's Rust crypto: the sender is the Olm-authenticated device, never
 // the device the content claims.
 import type { MatrixClient } from "matrix-js-sdk";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { olmKeyMessage, sendToDevices } from "../../../client/src/matrix/chat.ts";
 import { CALL_KEYS_EVENT } from "../../../client/src/rtc/e2ee/keyShare.ts";
 
@@ -27,6 +27,19 @@ describe("olmKeyMessage", () => {
   });
 });
 
+// The key query's user ids (the real ones need the wasm module loaded, as the browser has it).
+vi.mock("@matrix-org/matrix-sdk-crypto-wasm", () => ({
+  UserId: class {
+    readonly id: string;
+    constructor(id: string) {
+      this.id = id;
+    }
+    toString(): string {
+      return this.id;
+    }
+  },
+}));
+
 describe("sendToDevices", () => {
   const BOB = { userId: "@bob:b", deviceId: "BDEV" };
   const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
@@ -34,8 +47,12 @@ describe("sendToDevices", () => {
   function fakeClient(results: ("throw" | "ok" | "unknown-carol")[], sendFails = false) {
     const queued: string[][] = [];
     const passes: number[] = [];
+    /** The users of each key query made outside the machine's own (queryKeysForUsers, sent at once). */
+    const queried: string[][] = [];
     const crypto = {
       outgoingRequestsManager: { doProcessOutgoingRequests: async () => void passes.push(passes.length) },
+      olmMachine: { queryKeysForUsers: (users: { toString(): string }[]) => ({ users: users.map(String) }) },
+      outgoingRequestProcessor: { makeOutgoingRequest: async (req: { users: string[] }) => void queried.push(req.users) },
       encryptToDeviceMessages: async (_type: string, devices: { userId: string; deviceId: string }[]) => {
         const r = results.shift() ?? "ok";
         if (r === "throw") throw new Error("encryption failed because the device does not have a valid Olm session with us");
@@ -52,7 +69,7 @@ describe("sendToDevices", () => {
         return {};
       },
     };
-    return { client: client as unknown as MatrixClient, queued, passes };
+    return { client: client as unknown as MatrixClient, queued, passes, queried };
   }
 
   it("tries again when the encryption throws for a device with no Olm session yet (known after the claim)", async () => {
@@ -68,10 +85,15 @@ describe("sendToDevices", () => {
     expect(f.queued).toEqual([]);
   });
 
-  it("sends to the devices it can and tries the rest again", async () => {
+  it("sends to the devices it can and tries the rest again, after asking at once for the keys of the users whose devices it did not know", async () => {
     const f = fakeClient(["unknown-carol", "ok"]);
     expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
     expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
+    expect(f.queried).toEqual([[CAROL.userId]]);
+    // Every device known: no query of its own.
+    const known = fakeClient(["ok"]);
+    await sendToDevices(known.client, [BOB, CAROL], {}, false);
+    expect(known.queried).toEqual([]);
   });
 
   it("sends at once (not through the to-device queue), by user then device, and a failed send throws for the caller to try again", async () => {

@@ -1,9 +1,10 @@
 // Letting a device's Matrix client go: its crypto (the OlmMachine) is freed only after the sync
 // loop stopped processing and the feed's own crypto calls settled, never under them (Rust crypto
 // then throws "null pointer passed to rust"); the device's next client waits for that.
-import { ClientEvent, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
+import { ClientEvent, Filter, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
+import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/chat.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
@@ -196,5 +197,74 @@ describe("newDeviceId", () => {
     expect(new Set(ids).size).toBe(200);
     // Every letter turns up (no letter left out by the byte-to-letter mapping).
     expect(new Set(ids.join("")).size).toBe(26);
+  });
+});
+
+describe("the sync's start, asked ahead (warmSyncStartup, seedFilter)", () => {
+  const session = { homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" };
+  const json = (body: unknown) => new Response(JSON.stringify(body), { status: 200, headers: { "content-type": "application/json" } });
+
+  it("asks the versions and push rules once, at once; the sync's own ask gets the answer, and the next ask goes to the server", async () => {
+    const sent: string[] = [];
+    vi.stubGlobal("fetch", async (url: string) => {
+      const path = new URL(url).pathname;
+      sent.push(path);
+      return json(path.endsWith("/versions") ? { versions: ["v1.11"] } : { global: {} });
+    });
+    try {
+      const client = warmSyncStartup(newClient(session, getLogger("test")));
+      await tick(5);
+      expect(sent.sort()).toEqual(["/_matrix/client/v3/pushrules/", "/_matrix/client/versions"]);
+      await client.getVersions();
+      await client.getPushRules();
+      expect(sent).toHaveLength(2);
+      await client.getPushRules();
+      expect(sent).toHaveLength(3);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it("a failed early ask is asked again when the sync wants it", async () => {
+    let fail = true;
+    vi.stubGlobal("fetch", async () => (fail ? new Response("{}", { status: 500 }) : json({ global: {} })));
+    try {
+      const client = warmSyncStartup(newClient(session, getLogger("test")));
+      await tick(5);
+      fail = false;
+      await expect(client.getPushRules()).resolves.toBeDefined();
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it("the filter uploaded ahead is the one matrix-js-sdk's sync start finds, with no request (its name as matrix-js-sdk makes it)", async () => {
+    const sent: string[] = [];
+    vi.stubGlobal("fetch", async (url: string, init?: { method?: string }) => {
+      sent.push(`${init?.method ?? "GET"} ${new URL(url).pathname}`);
+      return json({ filter_id: "fresh" });
+    });
+    // matrix-js-sdk's memory store keeps filter names in the page's localStorage.
+    const items = new Map<string, string>();
+    vi.stubGlobal("localStorage", { getItem: (k: string) => items.get(k) ?? null, setItem: (k: string, v: string) => void items.set(k, v), removeItem: (k: string) => void items.delete(k) });
+    try {
+      const client = newClient(session, getLogger("test"));
+      const filter = new Filter(session.userId);
+      filter.setDefinition(syncFilterDefinition("!room:hs.example"));
+      seedFilter(client, filter, "f1");
+      // As SyncApi names the sync's filter (getFilterName in matrix-js-sdk's sync.ts).
+      const syncFilter = new Filter(session.userId);
+      syncFilter.setDefinition(syncFilterDefinition("!room:hs.example"));
+      syncFilter.setLazyLoadMembers(true);
+      expect(await client.getOrCreateFilter(`FILTER_SYNC_${session.userId}`, syncFilter)).toBe("f1");
+      expect(sent).toEqual([]);
+      // None uploaded ahead: the sync uploads its own, as before.
+      const other = newClient({ ...session, userId: "@b:hs.example" }, getLogger("test"));
+      seedFilter(other, new Filter("@b:hs.example"), null);
+      expect(await other.getOrCreateFilter("FILTER_SYNC_@b:hs.example", syncFilter)).toBe("fresh");
+      expect(sent).toEqual(["POST /_matrix/client/v3/user/%40b%3Ahs.example/filter"]);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });

@@ -27,7 +27,8 @@
 // Parley's client or Element) has every device of theirs sent the current key at that moment, by
 // the same rules and bounds as an announcement, so the key exchange runs beside their room join
 // instead of after it (a knocker's device cannot announce itself: it sees none of the room's state
-// until it has joined). Matrix shares room keys with invited users the same way. A user sent a key
+// until it has joined; its Parley client has Parley announce it once its keys are up, the
+// `arriving` push, answered the same way). Matrix shares room keys with invited users the same way. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
 // makes this device rotate, as a member's leave does.
 //
@@ -110,6 +111,8 @@ export interface KeyTransport {
   /** Olm-decrypted announcements of devices about to join (`CALL_PREJOIN_EVENT`), authenticated
    *  the same way. Absent: the transport has none (the widget API), and nobody is answered early. */
   onPrejoin?(fn: (from: KeySender, content: unknown) => void): () => void;
+  /** The crypto learned these users' devices anew (a key query answered): a device it could not reach before may be reachable now. */
+  onDevicesUpdated?(fn: (userIds: string[]) => void): () => void;
 }
 
 /** A device in the pre-join, as its announcement says it (`CALL_PREJOIN_EVENT`): the envelope alone. */
@@ -267,7 +270,11 @@ export class ParticipantKeyShare {
   private readonly prejoinLimits: PrejoinLimits;
   /** Devices that said they are about to join, sent the key at `index` (insertion order: oldest first). */
   private readonly prejoined = new Map<string, { at: number; index: number }>();
-  /** Users let in from the lobby whose devices are still being listed (ADMITTED_RELIST_MS). */
+  /**
+   * Users let in from the lobby and still only invited (their devices listed again after
+   * ADMITTED_RELIST_MS while none was named; a device Parley names is answered as the admission),
+   * at most `prejoinLimits.devices`, the oldest forgotten first.
+   */
   private readonly admitted = new Set<string>();
   /** Devices answered at their arrival in the SFU's list, not members yet; `sent`: a key went to it. */
   private readonly arrivals = new Map<string, { sent: boolean }>();
@@ -330,6 +337,7 @@ export class ParticipantKeyShare {
     if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving(live((d) => this.onServerPrejoin(d))));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin(live((from, content) => this.onPrejoin(from, content))));
     if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership(live((user, membership, previous) => this.onRoomMembership(user, membership, previous))));
+    if (this.o.transport.onDevicesUpdated) this.unsubscribe.push(this.o.transport.onDevicesUpdated(live((users) => this.onDevicesUpdated(users))));
     this.enqueue(() => this.rotate("start", true));
   }
 
@@ -507,10 +515,21 @@ export class ParticipantKeyShare {
    */
   private onServerPrejoin(device: DeviceRef): void {
     const id = deviceKey(device);
-    if (id === deviceKey(this.o.self) || !device.deviceId || this.answeredRecently(id)) return;
+    // (Answered already, unless that key did not reach it: a device unknown to the crypto then.)
+    const reached = this.answeredRecently(id) && !this.undelivered.has(id);
+    if (id === deviceKey(this.o.self) || !device.deviceId || reached) return;
     if (!this.takeEarlyAnswer()) return;
     this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
-    this.enqueue(() => this.answerPrejoin(id, { userId: device.userId, deviceId: device.deviceId }));
+    const d = { userId: device.userId, deviceId: device.deviceId };
+    // A user let in from the lobby and still only invited: answered as the admission is (the
+    // admission's own listing of their devices may have come before this device's keys went up).
+    this.enqueue(() => (this.admitted.has(d.userId) ? this.answerLetIn(d) : this.answerPrejoin(id, d)));
+  }
+
+  /** A device of a user let in from the lobby, named by the call's Parley: sent the key now (joined since: as a pre-join). */
+  private async answerLetIn(device: DeviceRef): Promise<void> {
+    if (!this.admitted.has(device.userId)) return this.answerPrejoin(deviceKey(device), device);
+    await this.answerEarly([device], "media key sent to a user let in from the lobby");
   }
 
   /** Whether device `id` was answered early less than `repeatMs` ago. */
@@ -542,7 +561,12 @@ export class ParticipantKeyShare {
     if (userId === this.o.self.userId) return;
     if (membership === "invite" && previous === "knock") {
       if (!this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
+      this.admitted.delete(userId);
       this.admitted.add(userId);
+      for (const old of this.admitted) {
+        if (this.admitted.size <= this.prejoinLimits.devices) break;
+        this.admitted.delete(old);
+      }
       this.enqueue(() => this.answerAdmitted(userId, 0));
       return;
     }
@@ -578,7 +602,7 @@ export class ParticipantKeyShare {
     // Listed again only when this listing named no device: each listing is a key query (one
     // federation request for a remote user) from every device in the call.
     const delay = own.length ? undefined : ADMITTED_RELIST_MS[round];
-    if (delay === undefined || this.stopped) return void this.admitted.delete(userId);
+    if (delay === undefined || this.stopped) return;
     this.o.timers.setTimeout(() => {
       if (!this.stopped && this.admitted.has(userId)) this.enqueue(() => this.answerAdmitted(userId, round + 1));
     }, delay);
@@ -728,6 +752,29 @@ export class ParticipantKeyShare {
     this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : this.o.retryMs, 10_000);
     this.o.timers.clearTimeout(this.retryTimer);
     this.retryTimer = this.o.timers.setTimeout(() => this.enqueue(() => this.retry()), this.retryDelay);
+  }
+
+  /**
+   * The crypto learned these users' devices anew: a device of theirs the key did not reach (then
+   * unknown to the crypto: a knocker's device whose keys went up after its user was first looked
+   * up) is sent it again now rather than at the next retry or at its membership. Members get the
+   * key in use; a device answered early, the key it was answered with if that is still the one in
+   * use (else its membership brings the current one).
+   */
+  private onDevicesUpdated(userIds: string[]): void {
+    const users = new Set(userIds);
+    if (![...this.undelivered.values()].some((d) => users.has(d.userId))) return;
+    this.enqueue(async () => {
+      const c = this.current;
+      if (this.stopped || !c) return;
+      const members = this.targets();
+      const to = [...this.undelivered]
+        .filter(([k, d]) => users.has(d.userId) && (members.has(k) || this.prejoined.get(k)?.index === c.index))
+        .map(([, d]) => d);
+      if (!to.length) return;
+      this.log.info("media key sent again to devices now known", { devices: to.length, index: c.index });
+      await this.deliver(to, c.index, c.key);
+    });
   }
 
   private async retry(): Promise<void> {

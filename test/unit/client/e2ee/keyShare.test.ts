@@ -48,6 +48,7 @@ function harness(
   const arrivingListeners: ((d: DeviceRef) => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
+  const devicesListeners: ((users: string[]) => void)[] = [];
   const roomListeners: ((userId: string, membership: string, previous: string | undefined) => void)[] = [];
   /** While set, sending a key waits for it (a slow delivery: key queries, retries). */
   let gate: Promise<void> | null = null;
@@ -74,6 +75,7 @@ function harness(
       },
       onKeys: (fn) => (keyListeners.push(fn), () => undefined),
       onPrejoin: (fn) => (prejoinListeners.push(fn), () => undefined),
+      onDevicesUpdated: (fn) => (devicesListeners.push(fn), () => undefined),
     },
     members: {
       devices: () => members,
@@ -137,6 +139,11 @@ function harness(
     /** `device` says, Olm-authenticated, that it is about to join; resolves once the share answered. */
     announce: async (device: DeviceRef, content: unknown = prejoinContent(ROOM, device, 0)) => {
       prejoinListeners.forEach((l) => l(device, content));
+      await share.settled();
+    },
+    /** The crypto learned `users`' devices anew; resolves once the share reacted. */
+    devicesUpdated: async (users: string[]) => {
+      devicesListeners.forEach((l) => l(users));
       await share.settled();
     },
     /** The room's timeline shows `userId`'s membership change; resolves once the share reacted. */
@@ -702,6 +709,73 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await g.roomMembership(CAROL.userId, "join", "invite");
     await vi.advanceTimersByTimeAsync(5000);
     expect(asked).toHaveLength(2);
+  });
+
+  it("a device of a user let in that the call's Parley names (its keys up after the admission's listing) is sent the key then; not one of a user only invited", async () => {
+    const h = harness([BOB], { devicesOf: async () => [], joined: new Set() });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock"); // listed: none yet
+    expect(sentTo(h, ERIN)).toEqual([]);
+    await h.serverArriving(ERIN);
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN)], index: 0, key: h.sent[0]!.key }]);
+    // Named again: answered already.
+    await h.serverArriving(ERIN);
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    // A user invited without a knock (not let in from the lobby), not joined: nothing.
+    await h.roomMembership(DAVE_.userId, "invite", undefined);
+    await h.serverArriving(DAVE_);
+    expect(sentTo(h, DAVE_)).toEqual([]);
+    // Let in, then joined before Parley named the device: answered as a pre-join (joined: yes).
+    const j = harness([BOB], { devicesOf: async () => [], joined: new Set([ERIN.userId]) });
+    j.share.start();
+    await j.share.settled();
+    await j.roomMembership(ERIN.userId, "invite", "knock");
+    await j.roomMembership(ERIN.userId, "join", "invite");
+    await j.serverArriving(ERIN2);
+    expect(sentTo(j, ERIN2)).toHaveLength(1);
+  });
+
+  it("a device of a user let in whose first key did not reach it (unknown to the crypto then) is sent it again when Parley names it", async () => {
+    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable: new Set([id(ERIN)]) });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    await h.serverArriving(ERIN);
+    expect(sentTo(h, ERIN)).toHaveLength(2);
+  });
+
+  it("a device the key did not reach (unknown to the crypto) is sent it again as soon as the crypto learns its user's devices, not before", async () => {
+    const unreachable = new Set([id(ERIN)]);
+    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    // Another user's devices: nothing.
+    await h.devicesUpdated([CAROL.userId]);
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    unreachable.clear();
+    await h.devicesUpdated([ERIN.userId]);
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN)], index: 0, key: h.sent[0]!.key }, { to: [id(ERIN)], index: 0, key: h.sent[0]!.key }]);
+    // Reached now: a later update sends nothing more.
+    await h.devicesUpdated([ERIN.userId]);
+    expect(sentTo(h, ERIN)).toHaveLength(2);
+  });
+
+  it("a device answered early whose key is no longer the one in use is not sent it again on a devices update (its membership brings the current one)", async () => {
+    const unreachable = new Set([id(ERIN)]);
+    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    await h.setMembers([]); // Bob leaves: a fresh key
+    await vi.advanceTimersByTimeAsync(1000);
+    const before = h.sent.length;
+    unreachable.clear();
+    await h.devicesUpdated([ERIN.userId]);
+    expect(h.sent.length).toBe(before);
   });
 
   it("a user sent the key early who leaves the room without joining the call makes a rotation the members get", async () => {
