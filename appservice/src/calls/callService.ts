@@ -113,9 +113,10 @@ export class CallService {
   /**
    * Sessions whose admission is decided again by their first hello: granted ahead (from the
    * pre-join), or restored from the store before any hello. `joinedAtGrant`: granted ahead to a
-   * user joined to the room, whose hello does not read the membership again (a leave, kick or ban
-   * since reaches Parley in a transaction and ends the session, as it would a held one: `evict`);
-   * one granted while invited (let in from the lobby) waits for the join.
+   * user joined to the room, or whose join came in a transaction since (`memberJoined`), whose
+   * hello does not read the membership again (a leave, kick or ban since reaches Parley in a
+   * transaction and ends the session, as it would a held one: `evict`); one granted while
+   * invited (let in from the lobby) waits for the join.
    */
   private readonly admitAtHello = new Map<string, { joinedAtGrant: boolean }>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
@@ -216,6 +217,11 @@ export class CallService {
    * go on now.
    */
   memberJoined(roomId: string, userId: string): void {
+    // A hello still to come needs no read either (a leave after this comes the same way).
+    for (const [key, admit] of this.admitAtHello) {
+      const s = this.sessions.get(key);
+      if (s?.roomId === roomId && s.userId === userId) admit.joinedAtGrant = true;
+    }
     const waiters = this.joinWaiters.get(`${roomId}|${userId}`);
     if (!waiters) return;
     this.joinWaiters.delete(`${roomId}|${userId}`);

@@ -500,6 +500,20 @@ describe("a grant asked ahead (from the pre-join)", () => {
       // Nothing waits any more: a join now wakes no one, and leaves nothing behind.
       wait.memberJoined(MEETING, BOB);
       expect((wait as unknown as { joinWaiters: Map<string, unknown> }).joinWaiters.size).toBe(0);
+      // A join that came before the hello: the hello reads nothing.
+      members.set(`${MEETING}|${ALICE}`, "invite");
+      const alice = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+      wait.memberJoined(MEETING, ALICE);
+      const before = reads;
+      await wait.admitHolder(alice.session);
+      expect(reads).toBe(before);
+      // ...and a leave after that join still ends the session before its hello.
+      members.set(`${MEETING}|${ALICE}`, "invite");
+      const again = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+      wait.memberJoined(MEETING, ALICE);
+      wait.evict(MEETING, ALICE, "leave");
+      await wait.admitHolder(again.session);
+      expect(() => wait.attach(again.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
     } finally {
       members = orig;
       wait.stop();
