@@ -9,20 +9,36 @@ export interface AskedAhead<T> {
   take(): Promise<T | null>;
   /** The value asked ahead, as `take` would give it, left for the next `take`. */
   peek(): Promise<T | null>;
+  /**
+   * `take` without a pause, when the answer is in already: the value (or null, as `take` would
+   * give); undefined while it is still on its way (then `take` waits for it).
+   */
+  takeNow(): T | null | undefined;
 }
 
 /** `fresh(value, askedAt, now)`: whether a value asked at `askedAt` may still be used. */
 export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: number, now: number) => boolean, now: () => number = () => Date.now()): AskedAhead<T> {
-  let next: { at: number; value: Promise<T | null>; failed: boolean } | undefined;
+  let next: { at: number; value: Promise<T | null>; failed: boolean; answer?: { value: T | null } } | undefined;
   return {
     warm: () => {
       if (next && !next.failed) return;
       const n: NonNullable<typeof next> = { at: now(), value: Promise.resolve(null), failed: false };
-      n.value = ask().catch(() => {
-        n.failed = true;
-        return null;
-      });
+      n.value = ask().then(
+        (value) => ((n.answer = { value }), value),
+        () => {
+          n.failed = true;
+          n.answer = { value: null };
+          return null;
+        },
+      );
       next = n;
+    },
+    takeNow: () => {
+      const n = next;
+      if (n && !n.answer) return undefined;
+      next = undefined;
+      const value = n?.answer?.value;
+      return n && value && fresh(value, n.at, now()) ? value : null;
     },
     take: async () => {
       const n = next;

@@ -29,7 +29,7 @@ export interface CallWiring {
   callApi: string;
   openId: OpenIdProvider;
   /** The grant the pre-join asked for ahead (the standalone client's); none: the join asks. */
-  grantAhead?: () => Promise<CallGrant | null>;
+  grantAhead?: () => CallGrant | null | Promise<CallGrant | null>;
   membership: MembershipTransport;
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;

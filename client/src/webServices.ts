@@ -170,7 +170,16 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         // Nothing is sent to an untrusted host (the OpenID guard fails the call first).
         callApi: isTrusted(host) ? host.api : "",
         openId: guardedOpenId(host, openId),
-        ...(isTrusted(host) ? { grantAhead: () => grantFor(host.api, room.roomId).take() } : {}),
+        // An answer already in is taken without a pause: the signalling socket then opens before
+        // the call screen is drawn (20-30 ms of the Join handler), not after.
+        ...(isTrusted(host)
+          ? {
+              grantAhead: () => {
+                const g = grantFor(host.api, room.roomId);
+                return g.takeNow() ?? g.take();
+              },
+            }
+          : {}),
         membership,
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),

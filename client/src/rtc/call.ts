@@ -57,7 +57,7 @@ export interface CallConnectionOptions {
   room: string;
   openId: OpenIdProvider;
   /** A grant asked before Join (the pre-join's), used instead of asking now; null: ask now. */
-  grantAhead?: () => Promise<CallGrant | null>;
+  grantAhead?: () => CallGrant | null | Promise<CallGrant | null>;
   /** What to send right now (asked again after every reconnect). */
   local: () => LocalTracks;
   peerFactory?: PeerFactory;
@@ -109,7 +109,10 @@ export class CallConnection {
   async start(): Promise<void> {
     this.state.update({ phase: "joining", error: null });
     try {
-      const ahead = await this.o.grantAhead?.();
+      // A grant already here is taken without a pause: the socket opens in this same task
+      // (before the page draws the call screen), not after it.
+      const asked = this.o.grantAhead?.();
+      const ahead = asked instanceof Promise ? await asked : asked;
       if (ahead) this.grant = ahead;
       const grant = ahead ?? (await this.freshGrant());
       markStep("grant");

@@ -122,10 +122,12 @@ export class MeetingModel {
     const local = prejoin.handOff();
     prejoin.dispose();
     const call = this.services.call(room, local);
+    // The join starts before the call screen is drawn (its view reads the call's state as it is
+    // then): with the grant in already, the signalling socket opens first. A failed call stays on
+    // screen (with its reason, the chat, and "join again").
+    void call.vm.join();
     this.state.set({ stage: "call", target, room, call });
     markStep("call-shown");
-    // A failed call stays on screen (with its reason, the chat, and "join again").
-    void call.vm.join();
     void call.chat.start();
   }
 

@@ -114,6 +114,20 @@ describe("CallConnection", () => {
     expect(call.state.get().phase).toBe("connected");
   });
 
+  it("a grant ahead already here opens the socket before start() first yields (before the page draws the call screen); one on its way, after", async () => {
+    const ready = setup({}, undefined, { grantAhead: () => ({ ...GRANT, session: "early" }) });
+    const started = ready.call.start();
+    expect(FakeSocket.all).toHaveLength(1);
+    await started;
+    expect(sent("hello").map((m) => m.session)).toEqual(["early"]);
+    FakeSocket.all = [];
+    const later = setup({}, undefined, { grantAhead: async () => ({ ...GRANT, session: "early" }) });
+    const waiting = later.call.start();
+    expect(FakeSocket.all).toHaveLength(0);
+    await waiting;
+    expect(FakeSocket.all).toHaveLength(1);
+  });
+
   it("asks for a fresh grant when the server no longer knows the one asked ahead, or there is none", async () => {
     handlers.hello = (m) =>
       m.session === "early" ? new ParleyClientError("M_UNKNOWN_TOKEN", "signalling", { detail: "unknown or expired session" }) : { user_id: "@a:x", room_id: "!r:x", call_id: "c" };

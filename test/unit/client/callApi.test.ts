@@ -157,4 +157,28 @@ describe("grantAhead", () => {
     answer(grant(600_000));
     expect(await taken).toMatchObject({ session: "s" });
   });
+
+  it("taken without a pause once its answer is in (as take would give it); still on its way, left for take", async () => {
+    let now = 0;
+    let answer!: (g: CallGrant) => void;
+    const g = grantAhead(() => new Promise<CallGrant>((r) => (answer = r)), () => now);
+    expect(g.takeNow()).toBeNull(); // never warmed
+    g.warm();
+    expect(g.takeNow()).toBeUndefined(); // on its way: not taken
+    answer(grant(600_000));
+    await new Promise((r) => setTimeout(r, 0));
+    expect(g.takeNow()).toMatchObject({ session: "s" });
+    expect(g.takeNow()).toBeNull(); // taken once
+    expect(await g.take()).toBeNull();
+    // Too old, or refused: null, as take gives.
+    g.warm();
+    answer(grant(600_000));
+    await new Promise((r) => setTimeout(r, 0));
+    now = 300_000;
+    expect(g.takeNow()).toBeNull();
+    const failing = grantAhead(async () => Promise.reject(new Error("M_FORBIDDEN: locked")), () => 0);
+    failing.warm();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(failing.takeNow()).toBeNull();
+  });
 });

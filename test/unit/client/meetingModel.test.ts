@@ -49,7 +49,14 @@ describe("MeetingModel", () => {
     await m.open();
     expect(m.state.get().stage).toBe("prejoin");
     expect(prejoin.start).toHaveBeenCalled();
+    // The call's join starts before the call screen is drawn (its socket opens first).
+    let joinedBeforeShown: boolean | undefined;
+    const off = m.state.subscribe((st) => {
+      if (st.stage === "call") joinedBeforeShown ??= active.vm.join.mock.calls.length > 0;
+    });
     await m.join();
+    off();
+    expect(joinedBeforeShown).toBe(true);
     expect(m.state.get().stage).toBe("call");
     expect(prejoin.settled).toHaveBeenCalled();
     expect(prejoin.handOff).toHaveBeenCalled();
