@@ -112,13 +112,13 @@ export class CallService {
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /**
    * Sessions whose admission is decided again by their first hello: granted ahead (from the
-   * pre-join), or restored from the store before any hello. `joinedAtGrant`: granted ahead to a
-   * user joined to the room, or whose join came in a transaction since (`memberJoined`), whose
+   * pre-join), or restored from the store before any hello. `knownJoined`: granted ahead to a
+   * user joined to the room (at the grant), or whose join came in a transaction since (`memberJoined`), whose
    * hello does not read the membership again (a leave, kick or ban since reaches Parley in a
    * transaction and ends the session, as it would a held one: `evict`); one granted while
    * invited (let in from the lobby) waits for the join.
    */
-  private readonly admitAtHello = new Map<string, { joinedAtGrant: boolean }>();
+  private readonly admitAtHello = new Map<string, { knownJoined: boolean }>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
@@ -171,7 +171,7 @@ export class CallService {
     const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
     const grant = this.grant(userId, call, ttlMs);
     if (!ahead) return grant;
-    this.admitAtHello.set(this.keyOf(grant.session), { joinedAtGrant: membership === "join" });
+    this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: membership === "join" });
     return { ...grant, devices: this.devicesIn(call.callId) };
   }
 
@@ -203,7 +203,7 @@ export class CallService {
           if (await this.joinOrPause(s.roomId, s.userId, pause)) return;
         }
       };
-      const membership = this.admitAtHello.get(key)?.joinedAtGrant ? undefined : joined();
+      const membership = this.admitAtHello.get(key)?.knownJoined ? undefined : joined();
       await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
       this.admitAtHello.delete(key);
     } catch (err) {
@@ -220,7 +220,7 @@ export class CallService {
     // A hello still to come needs no read either (a leave after this comes the same way).
     for (const [key, admit] of this.admitAtHello) {
       const s = this.sessions.get(key);
-      if (s?.roomId === roomId && s.userId === userId) admit.joinedAtGrant = true;
+      if (s?.roomId === roomId && s.userId === userId) admit.knownJoined = true;
     }
     const waiters = this.joinWaiters.get(`${roomId}|${userId}`);
     if (!waiters) return;
@@ -322,7 +322,7 @@ export class CallService {
     this.sessions.set(key, session);
     this.closers.set(key, closer);
     if (record.expiresAt === null) this.held.add(key);
-    else this.admitAtHello.set(key, { joinedAtGrant: false });
+    else this.admitAtHello.set(key, { knownJoined: false });
     this.expireIn(key, graceMs);
     return session;
   }
