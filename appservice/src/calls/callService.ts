@@ -116,20 +116,16 @@ export class CallService {
    * user joined to the room (at the grant), or whose join came in a transaction since (`memberJoined`), whose
    * hello does not read the membership again (a leave, kick or ban since reaches Parley in a
    * transaction and ends the session, as it would a held one: `evict`); one granted while
-   * invited (let in from the lobby) waits for the join.
+   * invited (let in from the lobby) waits for the join; `wake`, while its hello waits, ends that
+   * wait when the join comes (`memberJoined`), not at the next read of the membership.
    */
-  private readonly admitAtHello = new Map<string, { knownJoined: boolean }>();
+  private readonly admitAtHello = new Map<string, { knownJoined: boolean; wake?: () => void }>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
   private readonly deviceOf = new Map<string, string>();
   /** Sessions granted ahead whose device was announced to the call (`arriving`: once each). */
   private readonly announced = new Set<string>();
-  /**
-   * Hellos of invited users' sessions waiting for their room join (by room and user): woken by
-   * the join's transaction (`memberJoined`), not only by the next read of the membership.
-   */
-  private readonly joinWaiters = new Map<string, Set<() => void>>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
@@ -200,7 +196,7 @@ export class CallService {
           }
           // Woken by the join: the homeserver's word in a transaction is the read's (a leave,
           // kick or ban after it comes the same way, and evicts).
-          if (await this.joinOrPause(s.roomId, s.userId, pause)) return;
+          if (await this.joinOrPause(key, pause)) return;
         }
       };
       const membership = this.admitAtHello.get(key)?.knownJoined ? undefined : joined();
@@ -220,28 +216,23 @@ export class CallService {
     // A hello still to come needs no read either (a leave after this comes the same way).
     for (const [key, admit] of this.admitAtHello) {
       const s = this.sessions.get(key);
-      if (s?.roomId === roomId && s.userId === userId) admit.knownJoined = true;
+      if (s?.roomId !== roomId || s.userId !== userId) continue;
+      admit.knownJoined = true;
+      admit.wake?.();
     }
-    const waiters = this.joinWaiters.get(`${roomId}|${userId}`);
-    if (!waiters) return;
-    this.joinWaiters.delete(`${roomId}|${userId}`);
-    for (const wake of waiters) wake();
   }
 
-  /** True if the user's join came (`memberJoined`) within `ms`; false when `ms` passed first. */
-  private async joinOrPause(roomId: string, userId: string, ms: number): Promise<boolean> {
-    const id = `${roomId}|${userId}`;
-    const waiters = this.joinWaiters.get(id) ?? this.joinWaiters.set(id, new Set()).get(id)!;
-    let wake!: () => void;
-    const woken = new Promise<true>((resolve) => (wake = () => resolve(true)));
-    waiters.add(wake);
+  /** True if the session's user joined (`memberJoined`) within `ms`; false when `ms` passed first. */
+  private async joinOrPause(key: string, ms: number): Promise<boolean> {
+    const admit = this.admitAtHello.get(key);
+    if (!admit) return sleep(ms, false);
     const timer = new AbortController();
+    const woken = new Promise<true>((resolve) => (admit.wake = () => resolve(true)));
     try {
       return await Promise.race([woken, sleep(ms, false, { signal: timer.signal })]);
     } finally {
       timer.abort();
-      waiters.delete(wake);
-      if (!waiters.size && this.joinWaiters.get(id) === waiters) this.joinWaiters.delete(id);
+      delete admit.wake;
     }
   }
 
@@ -534,6 +525,5 @@ export class CallService {
     this.admitAtHello.clear();
     this.announced.clear();
     this.deviceOf.clear();
-    this.joinWaiters.clear();
   }
 }

@@ -391,11 +391,9 @@ export class Governance {
    * Whether the user may get a call session now: a locked meeting takes nobody new (hosts,
    * co-hosts and users already in the call excepted), an ended one only a host (whose join
    * starts it again; a grant asked `ahead`, from the pre-join, starts nothing), external users
-   * only after a host admitted them.
-   */
-  /**
-   * `atHello`: the hello of a session granted ahead, admitted at its grant moments before: the
-   * facts read then serve (HELLO_FACTS_MAX_AGE_MS), not three more state reads on the join's path.
+   * only after a host admitted them. `atHello`: the hello of a session granted ahead, admitted at
+   * its grant moments before: the facts read then serve (HELLO_FACTS_MAX_AGE_MS), not three more
+   * state reads on the join's path.
    */
   async admit(roomId: string, userId: string, inCall: boolean, ahead = false, atHello = false): Promise<void> {
     const { power, settings, content } = atHello ? await this.recentFacts(roomId, HELLO_FACTS_MAX_AGE_MS) : await this.facts(roomId);
