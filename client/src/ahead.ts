@@ -19,6 +19,8 @@ export interface AskedAhead<T> {
 /** `fresh(value, askedAt, now)`: whether a value asked at `askedAt` may still be used. */
 export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: number, now: number) => boolean, now: () => number = () => Date.now()): AskedAhead<T> {
   let next: { at: number; value: Promise<T | null>; failed: boolean; answer?: { value: T | null } } | undefined;
+  /** What `n`'s answer `value` gives: the value while still fresh, else null. */
+  const usable = (n: typeof next, value: T | null | undefined) => (n && value && fresh(value, n.at, now()) ? value : null);
   return {
     warm: () => {
       if (next && !next.failed) return;
@@ -37,19 +39,16 @@ export function askedAhead<T>(ask: () => Promise<T>, fresh: (value: T, askedAt: 
       const n = next;
       if (n && !n.answer) return undefined;
       next = undefined;
-      const value = n?.answer?.value;
-      return n && value && fresh(value, n.at, now()) ? value : null;
+      return usable(n, n?.answer?.value);
     },
     take: async () => {
       const n = next;
       next = undefined;
-      const value = n && (await n.value);
-      return n && value && fresh(value, n.at, now()) ? value : null;
+      return usable(n, n && (await n.value));
     },
     peek: async () => {
       const n = next;
-      const value = n && (await n.value);
-      return n && value && fresh(value, n.at, now()) ? value : null;
+      return usable(n, n && (await n.value));
     },
   };
 }

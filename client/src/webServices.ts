@@ -87,6 +87,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   let letIn: { roomId: string; state: InviteState } | undefined;
   /** Ends the pre-join's announcement (not sent once the call has started). */
   let prejoinShown: AbortController | undefined;
+  /** A new pre-join (or a knock let in): the previous one's announcements end. */
+  const newPrejoin = (): AbortSignal => {
+    prejoinShown?.abort();
+    prejoinShown = new AbortController();
+    return prejoinShown.signal;
+  };
   return {
     dispose: () => {
       prejoinShown?.abort();
@@ -126,9 +132,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
           if (!state.call) return;
           warmGrant(state.call, roomId);
           const host = trust.decide(state.call);
-          prejoinShown?.abort();
-          prejoinShown = new AbortController();
-          if (isTrusted(host)) announceArrival(host.api, roomId, feed, prejoinShown.signal);
+          const shown = newPrejoin();
+          if (isTrusted(host)) announceArrival(host.api, roomId, feed, shown);
         };
         return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited } });
       },
@@ -144,16 +149,15 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // The call's devices hear that this one is about to join and send it their media keys now:
       // those the grant asked ahead lists as soon as the device's keys are up, not only once the
       // room's first sync shows its members (after a quick Join).
-      prejoinShown?.abort();
-      prejoinShown = new AbortController();
+      const shown = newPrejoin();
       warmJoin();
       warmGrant(room.call, room.roomId);
       const host = trust.decide(room.call);
       const grant = isTrusted(host) ? grantFor(host.api, room.roomId).peek() : Promise.resolve(null);
       const feed = feedFor(room.roomId);
-      void feed.announcePrejoin(prejoinShown.signal, { callState: room.callContent, devices: grant.then((g) => g?.devices ?? null) });
+      void feed.announcePrejoin(shown, { callState: room.callContent, devices: grant.then((g) => g?.devices ?? null) });
       // The call's Parley tells the devices in the call too.
-      if (isTrusted(host)) announceArrival(host.api, room.roomId, feed, prejoinShown.signal);
+      if (isTrusted(host)) announceArrival(host.api, room.roomId, feed, shown);
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);

@@ -436,9 +436,8 @@ export class SyncedRoomFeed implements RoomFeed {
       onDevicesUpdated: (fn) => {
         const client = this.client;
         if (!client) return () => undefined;
-        const listener = (users: string[]) => fn(users);
-        client.on(CryptoEvent.DevicesUpdated, listener);
-        return () => void client.off(CryptoEvent.DevicesUpdated, listener);
+        client.on(CryptoEvent.DevicesUpdated, fn);
+        return () => void client.off(CryptoEvent.DevicesUpdated, fn);
       },
     };
   }
@@ -672,12 +671,17 @@ function membershipChange(ev: MatrixEvent): { userId: string; membership: string
 async function trackUsers(internals: RustCryptoInternals, users: string[]): Promise<void> {
   const machine = internals.olmMachine;
   if (!machine?.updateTrackedUsers) return;
-  const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
   const tracked = machine.trackedUsers ? new Set([...(await machine.trackedUsers())].map((u) => u.toString())) : null;
-  const fresh = [...new Set(users)].filter((u) => !tracked?.has(u));
+  const fresh = users.filter((u) => !tracked?.has(u));
   if (!fresh.length) return;
-  await machine.updateTrackedUsers(fresh.map((u) => new UserId(u)));
+  await machine.updateTrackedUsers(await rustUserIds(fresh));
   if (tracked) await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
+}
+
+/** Rust crypto's ids for these users, each once, the first `max` of them. */
+async function rustUserIds(users: string[], max = Infinity): Promise<unknown[]> {
+  const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+  return [...new Set(users)].slice(0, max).map((u) => new UserId(u));
 }
 
 /** At most this many users in one key query made for a send (MAX_PREJOIN_DEVICES bounds a send's devices). */
@@ -689,8 +693,7 @@ async function queryKeysNow(internals: RustCryptoInternals, users: string[]): Pr
   const processor = internals.outgoingRequestProcessor;
   if (!machine?.queryKeysForUsers || !processor) return;
   try {
-    const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-    await processor.makeOutgoingRequest(machine.queryKeysForUsers([...new Set(users)].slice(0, MAX_QUERIED_USERS).map((u) => new UserId(u))));
+    await processor.makeOutgoingRequest(machine.queryKeysForUsers(await rustUserIds(users, MAX_QUERIED_USERS)));
   } catch (err) {
     getLogger("chat").debug("a key query for new devices failed", { err: String(err) });
   }
@@ -732,16 +735,14 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
   if (track) await trackUsers(internals, devices.map((d) => d.userId));
   let pending = devices;
   for (let attempt = 0; attempt < 3 && pending.length; attempt++) {
-    if (attempt === 1) {
+    if (attempt > 0) {
       // Devices still unknown after a first try are newer than the last key query of their
       // users, who are tracked already (a device whose keys went up after its user was first
       // queried: a knocker let in, a joiner's fresh device). Their homeserver's device-list
-      // update comes to our sync later (over federation, a transaction away): ask for those
-      // users' keys now, beside the queries the machine has pending.
-      await Promise.all([internals.outgoingRequestsManager?.doProcessOutgoingRequests?.(), queryKeysNow(internals, pending.map((d) => d.userId))]);
-    } else if (attempt > 1) {
-      await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
-      await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
+      // update comes to our sync later (over federation, a transaction away): the second try
+      // asks for those users' keys now, beside the queries the machine has pending.
+      await Promise.all([internals.outgoingRequestsManager?.doProcessOutgoingRequests?.(), attempt === 1 ? queryKeysNow(internals, pending.map((d) => d.userId)) : undefined]);
+      if (attempt > 1) await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
     }
     let batch: Awaited<ReturnType<typeof crypto.encryptToDeviceMessages>>;
     try {

@@ -264,6 +264,14 @@ export function keyContent(roomId: string, self: DeviceRef, index: number, key: 
   return { keys: { index, key: toBase64(key) }, ...prejoinContent(roomId, self, now) };
 }
 
+/** Drops the oldest (first inserted) of `keys` until at most `limit` are left. */
+function keepNewest(keys: { keys(): Iterable<string>; delete(key: string): boolean; readonly size: number }, limit: number): void {
+  for (const old of keys.keys()) {
+    if (keys.size <= limit) break;
+    keys.delete(old);
+  }
+}
+
 /** Participant-keys mode: this device's key, shared with the call's member devices. */
 export class ParticipantKeyShare {
   private readonly o: Required<Omit<KeyShareOptions, "random" | "roster" | "heldLimits" | "prejoinLimits">> & { random: () => Uint8Array; roster: CallRosterPort | null };
@@ -515,9 +523,7 @@ export class ParticipantKeyShare {
    */
   private onServerPrejoin(device: DeviceRef): void {
     const id = deviceKey(device);
-    // (Answered already, unless that key did not reach it: a device unknown to the crypto then.)
-    const reached = this.answeredRecently(id) && !this.undelivered.has(id);
-    if (id === deviceKey(this.o.self) || !device.deviceId || reached) return;
+    if (id === deviceKey(this.o.self) || !device.deviceId || this.reachedRecently(id)) return;
     if (!this.takeEarlyAnswer()) return;
     this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
     const d = { userId: device.userId, deviceId: device.deviceId };
@@ -536,6 +542,11 @@ export class ParticipantKeyShare {
   private answeredRecently(id: string): boolean {
     const last = this.prejoined.get(id);
     return !!last && this.o.now() - last.at < this.prejoinLimits.repeatMs;
+  }
+
+  /** Answered early lately, and that key reached it (not a device unknown to the crypto then). */
+  private reachedRecently(id: string): boolean {
+    return this.answeredRecently(id) && !this.undelivered.has(id);
   }
 
   /** One early answer (an announcement, an admission) out of `perMinute`: false when they are spent. */
@@ -563,10 +574,7 @@ export class ParticipantKeyShare {
       if (!this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
       this.admitted.delete(userId);
       this.admitted.add(userId);
-      for (const old of this.admitted) {
-        if (this.admitted.size <= this.prejoinLimits.devices) break;
-        this.admitted.delete(old);
-      }
+      keepNewest(this.admitted, this.prejoinLimits.devices);
       this.enqueue(() => this.answerAdmitted(userId, 0));
       return;
     }
@@ -616,10 +624,7 @@ export class ParticipantKeyShare {
   private rememberPrejoin(id: string, entry: { at: number; index: number }): void {
     this.prejoined.delete(id);
     this.prejoined.set(id, entry);
-    for (const old of this.prejoined.keys()) {
-      if (this.prejoined.size <= this.prejoinLimits.devices) break;
-      this.prejoined.delete(old);
-    }
+    keepNewest(this.prejoined, this.prejoinLimits.devices);
   }
 
   /**
@@ -685,8 +690,7 @@ export class ParticipantKeyShare {
     const self = deviceKey(this.o.self);
     for (const d of arrived) {
       const id = deviceKey(d);
-      const reached = this.answeredRecently(id) && !this.undelivered.has(id);
-      if (id === self || members.has(id) || this.sharedWith.has(id) || this.arrivals.has(id) || this.departing.has(id) || reached) continue;
+      if (id === self || members.has(id) || this.sharedWith.has(id) || this.arrivals.has(id) || this.departing.has(id) || this.reachedRecently(id)) continue;
       if (!this.takeEarlyAnswer()) return;
       const entry = { sent: false };
       this.arrivals.set(id, entry);

@@ -601,6 +601,14 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
   const DAVE_ = { userId: "@dave:d", deviceId: "DDEV" };
   const erinsDevices = async (userId: string) => (userId === ERIN.userId ? [ERIN, ERIN2] : []);
   const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+  /** Erin (one device) let in from the lobby; sends to the devices in `unreachable` reach nobody. */
+  const erinLetIn = async (unreachable: Set<string>) => {
+    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    return h;
+  };
 
   it("an invite after a knock sends every device of the user the key in use; the join then needs no ratchet", async () => {
     const h = harness([BOB], { graceMs: 5000, devicesOf: erinsDevices });
@@ -737,10 +745,7 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
   });
 
   it("a device of a user let in whose first key did not reach it (unknown to the crypto then) is sent it again when Parley names it", async () => {
-    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable: new Set([id(ERIN)]) });
-    h.share.start();
-    await h.share.settled();
-    await h.roomMembership(ERIN.userId, "invite", "knock");
+    const h = await erinLetIn(new Set([id(ERIN)]));
     expect(sentTo(h, ERIN)).toHaveLength(1);
     await h.serverArriving(ERIN);
     expect(sentTo(h, ERIN)).toHaveLength(2);
@@ -748,10 +753,7 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
 
   it("a device the key did not reach (unknown to the crypto) is sent it again as soon as the crypto learns its user's devices, not before", async () => {
     const unreachable = new Set([id(ERIN)]);
-    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable });
-    h.share.start();
-    await h.share.settled();
-    await h.roomMembership(ERIN.userId, "invite", "knock");
+    const h = await erinLetIn(unreachable);
     expect(sentTo(h, ERIN)).toHaveLength(1);
     // Another user's devices: nothing.
     await h.devicesUpdated([CAROL.userId]);
@@ -766,10 +768,7 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
 
   it("a device answered early whose key is no longer the one in use is not sent it again on a devices update (its membership brings the current one)", async () => {
     const unreachable = new Set([id(ERIN)]);
-    const h = harness([BOB], { devicesOf: async () => [ERIN], unreachable });
-    h.share.start();
-    await h.share.settled();
-    await h.roomMembership(ERIN.userId, "invite", "knock");
+    const h = await erinLetIn(unreachable);
     await h.setMembers([]); // Bob leaves: a fresh key
     await vi.advanceTimersByTimeAsync(1000);
     const before = h.sent.length;
