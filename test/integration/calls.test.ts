@@ -111,6 +111,7 @@ describe("joining a call", () => {
     expect(await arriving({ session: "nope", device_id: "X" })).toMatchObject({ status: 401, json: { errcode: "M_UNKNOWN_TOKEN" } });
     expect(await arriving({ session: early.json.session })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
     expect(await arriving({ session: early.json.session, device_id: "x".repeat(256) })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
+    expect(await arriving({ session: "x".repeat(257), device_id: "X" })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
     const bobWs = await SignallingClient.open(signallingUrl(A));
     await bobWs.request({ type: "hello", session: early.json.session, device_id: "BOBDEV" });
     expect(aliceWs.pushes.filter((p) => p.type === "arriving")).toHaveLength(1);

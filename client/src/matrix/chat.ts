@@ -685,7 +685,7 @@ async function rustUserIds(users: string[], max = Infinity): Promise<unknown[]> 
 }
 
 /** At most this many users in one key query made for a send (MAX_PREJOIN_DEVICES bounds a send's devices). */
-const MAX_QUERIED_USERS = 100;
+export const MAX_QUERIED_USERS = 100;
 
 /** One key query for `users` (at most MAX_QUERIED_USERS), now; a failure is left to the next try. */
 async function queryKeysNow(internals: RustCryptoInternals, users: string[]): Promise<void> {

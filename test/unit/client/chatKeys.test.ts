@@ -2,7 +2,7 @@
 // the device the content claims.
 import type { MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { olmKeyMessage, sendToDevices } from "../../../client/src/matrix/chat.ts";
+import { MAX_QUERIED_USERS, olmKeyMessage, sendToDevices } from "../../../client/src/matrix/chat.ts";
 import { CALL_KEYS_EVENT } from "../../../client/src/rtc/e2ee/keyShare.ts";
 
 const content = { member: { claimed_device_id: "ALICEDEV" }, keys: { index: 0, key: "AA" } };
@@ -44,7 +44,7 @@ describe("sendToDevices", () => {
   const BOB = { userId: "@bob:b", deviceId: "BDEV" };
   const CAROL = { userId: "@carol:c", deviceId: "CDEV" };
 
-  function fakeClient(results: ("throw" | "ok" | "unknown-carol")[], sendFails = false) {
+  function fakeClient(results: ("throw" | "ok" | "unknown-carol" | "none")[], sendFails = false) {
     const queued: string[][] = [];
     const passes: number[] = [];
     /** The users of each key query made outside the machine's own (queryKeysForUsers, sent at once). */
@@ -56,7 +56,7 @@ describe("sendToDevices", () => {
       encryptToDeviceMessages: async (_type: string, devices: { userId: string; deviceId: string }[]) => {
         const r = results.shift() ?? "ok";
         if (r === "throw") throw new Error("encryption failed because the device does not have a valid Olm session with us");
-        const reached = r === "unknown-carol" ? devices.filter((d) => d.deviceId !== "CDEV") : devices;
+        const reached = r === "none" ? [] : r === "unknown-carol" ? devices.filter((d) => d.deviceId !== "CDEV") : devices;
         return { eventType: "m.room.encrypted", batch: reached.map((d) => ({ userId: d.userId, deviceId: d.deviceId, payload: {} })) };
       },
     };
@@ -94,6 +94,14 @@ describe("sendToDevices", () => {
     const known = fakeClient(["ok"]);
     await sendToDevices(known.client, [BOB, CAROL], {}, false);
     expect(known.queried).toEqual([]);
+  });
+
+  it(`asks the keys of at most MAX_QUERIED_USERS (${MAX_QUERIED_USERS}) users at once, each once`, async () => {
+    const f = fakeClient(["none", "ok"]);
+    const devices = Array.from({ length: MAX_QUERIED_USERS + 5 }, (_, i) => ({ userId: `@u${i}:x`, deviceId: "D" }));
+    expect(await sendToDevices(f.client, [...devices, { userId: "@u0:x", deviceId: "D2" }], {}, false)).toEqual([]);
+    expect(f.queried).toHaveLength(1);
+    expect(f.queried[0]).toEqual(devices.slice(0, MAX_QUERIED_USERS).map((d) => d.userId));
   });
 
   it("sends at once (not through the to-device queue), by user then device, and a failed send throws for the caller to try again", async () => {

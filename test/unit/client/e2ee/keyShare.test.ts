@@ -744,6 +744,21 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     expect(sentTo(j, ERIN2)).toHaveLength(1);
   });
 
+  it("remembers at most prejoinLimits.devices users let in: the oldest's device named by Parley is then answered as a pre-join (not joined: nothing)", async () => {
+    const FRANK = { userId: "@frank:f", deviceId: "F1" };
+    const GUS = { userId: "@gus:g", deviceId: "G1" };
+    const h = harness([BOB], { devicesOf: async () => [], joined: new Set(), prejoinLimits: { devices: 2, perMinute: 100 } });
+    h.share.start();
+    await h.share.settled();
+    for (const u of [ERIN, FRANK, GUS]) await h.roomMembership(u.userId, "invite", "knock");
+    await h.serverArriving(ERIN); // forgotten: the oldest of three
+    expect(sentTo(h, ERIN)).toEqual([]);
+    await h.serverArriving(GUS);
+    expect(sentTo(h, GUS)).toHaveLength(1);
+    await h.serverArriving(FRANK);
+    expect(sentTo(h, FRANK)).toHaveLength(1);
+  });
+
   it("a device of a user let in whose first key did not reach it (unknown to the crypto then) is sent it again when Parley names it", async () => {
     const h = await erinLetIn(new Set([id(ERIN)]));
     expect(sentTo(h, ERIN)).toHaveLength(1);
