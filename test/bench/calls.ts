@@ -11,11 +11,12 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Browser, Page } from "playwright-core";
 import { renderJanusConfig } from "../../appservice/src/sfu/janusConfig.ts";
-import { startInstitutions } from "../../scripts/stack/institutions.ts";
+import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
 import { startJanus } from "../../scripts/stack/janus.ts";
 import { freePort } from "../../scripts/stack/ports.ts";
 import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
+import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
 import { joinTimeline, printTimeline, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
@@ -32,7 +33,18 @@ const DWELL_MS = Number(process.env.PARLEY_BENCH_PREJOIN_DWELL_MS ?? 0);
 // that long between a leave and the next join: with more than the grace period, every join is
 // one into an established call (the host's key ratcheted for the joiner).
 const GAP_MS = Number(process.env.PARLEY_BENCH_JOIN_GAP_MS ?? 0);
+// PARLEY_BENCH_METRICS=1: after the joins, the mean time of each kind of Parley's Janus requests
+// (from Parley's own parley_janus_request_seconds histogram).
+const METRICS = !!process.env.PARLEY_BENCH_METRICS;
 
+
+/** The mean time of the Janus requests on a join's way, from Parley's own metrics. */
+async function printJanusRequests(inst: Institution): Promise<void> {
+  for (const request of ["create", "attach", "message(join)", "message(publish)", "message(start)", "trickle"]) {
+    const [sum, n] = await Promise.all(["sum", "count"].map((s) => metric(inst, `parley_janus_request_seconds_${s}`, { request })));
+    if (n) console.log(`janus ${request}: ${n} requests, mean ${((sum! / n) * 1000).toFixed(1)} ms`);
+  }
+}
 
 /** Each page's console, printed if its join fails (the benchmark's only view into the client). */
 const consoles = new WeakMap<Page, string[]>();
@@ -229,6 +241,7 @@ try {
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the
   // EchoTest's Janus stop first (left running, they took a core from the knock's browsers and
   // servers, and not from its plain-Synapse baseline).
+  if (METRICS) await printJanusRequests(A);
   await hostSide.context.close();
   await baselineJanus?.stop();
   baselineJanus = undefined;

@@ -132,7 +132,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
       const ref = await sfu.createRoom("call-1", { publishers: 4 });
       expect(ref.node).toBe("a");
       expect(await look.room(ref.roomId)).toMatchObject({ require_e2ee: true, is_private: true, max_publishers: 4 });
-      expect(sfu.health()).toEqual([{ id: "a", state: "up", rooms: 1, participants: 0, handles: 0 }]);
+      expect(sfu.health()).toEqual([{ id: "a", state: "up", rooms: 1, participants: 0, handles: 0, warm: 0 }]);
       await sfu.destroyRoom(ref);
       await sfu.destroyRoom(ref);
       expect(await look.room(ref.roomId)).toBeUndefined();
@@ -178,8 +178,8 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     expect(r3.node).toBe("a"); // a: 1 room; b: 1 room + 1 participant
     expect((await sfu.createRoom("c4")).node).toBe("b");
     expect(sfu.health()).toEqual([
-      { id: "a", state: "up", rooms: 2, participants: 0, handles: 0 },
-      { id: "b", state: "up", rooms: 2, participants: 1, handles: 1 },
+      { id: "a", state: "up", rooms: 2, participants: 0, handles: 0, warm: 0 },
+      { id: "b", state: "up", rooms: 2, participants: 1, handles: 1, warm: 0 },
     ]);
     const lookB = await inspect(janusB);
     try {
@@ -228,7 +228,7 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     // The lost sessions are released once the listeners are done (rooms first, clients after).
     await until(() => lost.length > 0);
     expect(lost).toEqual(["lost"]);
-    expect(sfu.health()).toEqual([{ id: "c", state: "up", rooms: 1, participants: 0, handles: 0 }]);
+    expect(sfu.health()).toEqual([{ id: "c", state: "up", rooms: 1, participants: 0, handles: 0, warm: 0 }]);
 
     expect(await sfu.recreateRoom(ref)).toEqual(ref);
     const again = await sfu.openParticipant(ref, "alice");

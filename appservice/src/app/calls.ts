@@ -58,7 +58,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
   const requireE2ee = config.calls.e2ee.required;
   const metrics = deps.metrics;
   const observe = metrics?.observe;
-  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest, deadAfterMs: config.sfu.deadNodeSeconds * 1000 }) : undefined;
+  const sfu = config.sfu.nodes.length ? await createSfu(config.sfu, { observeRequest: observe?.janusRequest, deadAfterMs: config.sfu.deadNodeSeconds * 1000, warmSessions: config.sfu.warmSessions }) : undefined;
   const media = config.meetings.media;
   const ports = sfu
     ? sfuPorts(sfu, {

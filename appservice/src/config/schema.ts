@@ -264,6 +264,15 @@ export const configSchema = z
             description:
               "A Janus node unreachable this long is given up: its calls move to a live node and their clients renegotiate there (with one node, calls wait for it to come back)",
           }),
+        warmSessions: z
+          .int()
+          .min(0)
+          .max(64)
+          .default(2)
+          .meta({
+            description:
+              "Janus sessions each node keeps open ahead, their two VideoRoom handles attached: a participant's arrival takes one instead of waiting for three Janus round trips (docs/join.md). Refilled as they are taken; 0: none",
+          }),
       })
       .prefault({})
       .meta({ description: "The SFU (Janus). Each node runs a config Parley generates (`parley --samples DIR` writes the template into DIR/janus)" }),

@@ -36,9 +36,18 @@ export interface SfuNodeOptions {
   reconnectFastMs?: number | undefined;
   /** Longest reconnect delay (default 10 s). Keep it well below reclaim_session_timeout (30 s). */
   reconnectMaxMs?: number | undefined;
+  /**
+   * Sessions kept open ahead, each with WARM_HANDLES VideoRoom handles attached (default 0):
+   * openSession() takes one instead of three round trips to Janus (create, attach, attach) on a
+   * participant's way in (docs/join.md). Refilled in the background; not counted in the load.
+   */
+  warmSessions?: number | undefined;
   /** Told of each Janus request with the node's id (metrics); optional. */
   observeRequest?: ((node: string, request: string, seconds: number, error: Error | undefined) => void) | undefined;
 }
+
+/** Handles a participant uses: its publisher and its subscriber. */
+export const WARM_HANDLES = 2;
 
 export type NodeState = "connecting" | "up" | "down" | "stopped";
 
@@ -67,6 +76,9 @@ export class SfuNode {
   private transport: JanusTransport | undefined;
   private control: Control | undefined;
   private readonly sessions = new Set<JanusSession>();
+  /** Sessions made ahead for openSession() (warmSessions), on the current transport. */
+  private readonly warm: JanusSession[] = [];
+  private warming: Promise<void> | undefined;
   /** Sessions Janus no longer has, waiting for releaseLost(). */
   private lost: JanusSession[] = [];
   /** When the current outage began (for the fast reconnect pace). */
@@ -115,10 +127,20 @@ export class SfuNode {
     return this.control.admin;
   }
 
-  /** A new Janus session for one participant; it leaves the node's count when it closes. */
+  /** Sessions made ahead and not taken yet (warmSessions). */
+  get warmCount(): number {
+    return this.warm.length;
+  }
+
+  /**
+   * A Janus session for one participant, made ahead if one is warm; it leaves the node's count
+   * when it closes.
+   */
   async openSession(): Promise<JanusSession> {
     if (this.currentState !== "up" || !this.transport) throw new SfuUnavailableError(`node ${this.id} is ${this.currentState}`);
-    const session = await JanusSession.create(this.transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
+    const ready = this.warm.shift();
+    this.warmUp();
+    const session = ready ?? (await JanusSession.create(this.transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log }));
     if (this.stopped) {
       await session.destroy();
       throw new SfuUnavailableError(`node ${this.id} stopped`);
@@ -151,6 +173,9 @@ export class SfuNode {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     await this.connecting;
+    await this.warming;
+    // Nobody would adopt a session that was never a participant's: destroyed even with keepSessions.
+    await this.dropWarm();
     this.releaseLost();
     if (opts.keepSessions) for (const s of [...this.sessions]) s.release();
     await Promise.all([...this.sessions].map((s) => s.destroy()));
@@ -225,6 +250,47 @@ export class SfuNode {
     this.log.info({ reset }, "Janus node up");
     this.events.emit("up");
     if (reset) this.events.emit("reset");
+    this.warmUp();
+  }
+
+  /**
+   * Makes sessions ahead until warmSessions are ready, one at a time, in the background; stops
+   * when the node is no longer up on the transport it began on. A failure is left to the next call.
+   */
+  private warmUp(): void {
+    const target = this.opts.warmSessions ?? 0;
+    if (this.warming || target <= 0) return;
+    const transport = this.transport;
+    const current = () => this.currentState === "up" && this.transport === transport;
+    this.warming = (async () => {
+      while (transport && current() && this.warm.length < target) {
+        const session = await JanusSession.create(transport, { keepaliveMs: this.opts.keepaliveMs, log: this.log });
+        try {
+          await session.attachAhead(VIDEOROOM_PLUGIN, WARM_HANDLES);
+        } catch (err) {
+          await session.destroy();
+          throw err;
+        }
+        if (!current()) {
+          await session.destroy();
+          return;
+        }
+        session.events.once("closed", () => {
+          const i = this.warm.indexOf(session);
+          if (i >= 0) this.warm.splice(i, 1);
+        });
+        this.warm.push(session);
+      }
+    })()
+      .catch((err: unknown) => this.log.debug({ err: (err as Error).message }, "a warm Janus session could not be made"))
+      .finally(() => {
+        this.warming = undefined;
+      });
+  }
+
+  /** Destroys the sessions made ahead (on a closed transport: locally only; Janus reaps them). */
+  private async dropWarm(): Promise<void> {
+    await Promise.all(this.warm.splice(0).map((s) => s.destroy()));
   }
 
   /** Claims the sessions on the new socket, or replaces the control session if Janus lost them. */
@@ -274,6 +340,7 @@ export class SfuNode {
     this.transport = undefined;
     this.currentState = "down";
     this.downSince = Date.now();
+    void this.dropWarm();
     this.log.warn({ reason }, "Janus node down");
     this.events.emit("down", reason);
     this.scheduleReconnect();

@@ -44,6 +44,8 @@ export interface NodeHealth {
   participants: number;
   /** Plugin handles of those sessions. */
   handles: number;
+  /** Sessions open ahead for the next participants (sfu.warmSessions), not counted above. */
+  warm: number;
 }
 
 export interface PoolOptions extends SfuNodeOptions {
@@ -235,7 +237,7 @@ export class SfuPool {
   }
 
   health(): NodeHealth[] {
-    return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount, handles: n.handleCount }));
+    return this.nodes.map((n) => ({ id: n.id, state: n.state, rooms: this.roomCount(n), participants: n.sessionCount, handles: n.handleCount, warm: n.warmCount }));
   }
 
   /**

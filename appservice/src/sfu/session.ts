@@ -30,6 +30,8 @@ export class JanusSession {
   private currentTransport: JanusTransport;
   private unsubscribe: () => void;
   private readonly handles = new Map<number, JanusPluginHandle>();
+  /** Handles attached ahead (attachAhead), handed out by attach() without a round trip. */
+  private readonly spares: JanusPluginHandle[] = [];
   private readonly keepaliveMs: number;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private closeReason: SessionCloseReason | undefined;
@@ -87,8 +89,22 @@ export class JanusSession {
     return this.closeReason !== undefined;
   }
 
-  /** Attaches a plugin handle ({"janus":"attach"}). */
+  /**
+   * Attaches `count` handles of `plugin` now, for later attach() calls to take at once (a warm
+   * session, sfu/node.ts). They count as attached; destroy() detaches them with the session.
+   */
+  async attachAhead(plugin: string, count: number): Promise<void> {
+    const made = await Promise.all(Array.from({ length: count }, () => this.attach(plugin)));
+    this.spares.push(...made);
+  }
+
+  /** Attaches a plugin handle ({"janus":"attach"}), or takes one attached ahead. */
   async attach(plugin: string, opts: { opaqueId?: string } = {}): Promise<JanusPluginHandle> {
+    if (opts.opaqueId === undefined) {
+      // Taken before any await: two attaches at once never get the same spare.
+      const i = this.spares.findIndex((h) => h.plugin === plugin && !h.detached);
+      if (i >= 0) return this.spares.splice(i, 1)[0]!;
+    }
     const reply = await this.request({ janus: "attach", plugin, ...(opts.opaqueId ? { opaque_id: opts.opaqueId } : {}) });
     const id = reply.data?.id;
     if (id === undefined) throw new JanusReplyError("attach", "no data.id");
@@ -188,6 +204,7 @@ export class JanusSession {
     this.unsubscribe();
     for (const handle of [...this.handles.values()]) handle.gone();
     this.handles.clear();
+    this.spares.length = 0;
     this.events.emit("closed", reason);
     this.events.removeAllListeners();
   }

@@ -3,6 +3,7 @@
 // time. After each, the transceivers are matched to feeds by mid and listeners get the tracks.
 import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
+import { markStep } from "../timeline.ts";
 import { Emitter } from "../state/store.ts";
 import { parseSubscribeResult, type CandidateInit, type FeedId, type Jsep, type SubscribedStream } from "./protocol.ts";
 import type { Requester } from "./publisher.ts";
@@ -132,6 +133,7 @@ export class Subscriber {
   }
 
   private async answer(offer: Jsep<"offer">): Promise<void> {
+    markStep("sub-offer");
     const pc = this.ensurePeer();
     await pc.setRemoteDescription(offer);
     // Transforms go on before any frame arrives: Chromium routes a receiver's frames through a
@@ -139,15 +141,20 @@ export class Subscriber {
     this.bindReceivers();
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
-    await this.o.signalling.request({
+    markStep("sub-answer");
+    const answered = this.o.signalling.request({
       type: "answer",
       jsep: { type: "answer", sdp: pc.localDescription?.sdp ?? answer.sdp ?? "" },
       ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
     });
-    for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
+    // This device's candidates go right behind the answer, not after Janus's reply to it: the
+    // subscription exists on the server, and Janus holds a trickle that comes before the answer
+    // it belongs to until that answer is in (its pending trickles), then checks at once.
     const queued = this.localCandidates;
     this.localCandidates = null;
     for (const c of queued ?? []) this.sendCandidate(c);
+    await answered;
+    for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
   }
 
   /** Hands each receiver to the transforms, once, and again when its mid carries another feed. */

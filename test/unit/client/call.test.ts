@@ -165,6 +165,29 @@ describe("CallConnection", () => {
     ]);
   });
 
+  it("sends the subscriber's candidates right behind its answer, before the server has answered it", async () => {
+    handlers.answer = () => undefined; // the server's reply to the answer never comes here
+    const { call } = setup();
+    await call.start();
+    // A candidate gathered as the answer is set waits for the answer to go first.
+    const setLocal = FakePeer.prototype.setLocalDescription;
+    const spy = vi.spyOn(FakePeer.prototype, "setLocalDescription").mockImplementation(async function (this: FakePeer, d) {
+      await setLocal.call(this, d);
+      if (this === FakePeer.all[1]) this.candidate("candidate:1 1 udp 1 127.0.0.1 5001 typ host");
+    });
+    socket.receive({ type: "participants", participants: [REMOTE] });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(1));
+    const subscriberTrickles = () => sent("trickle").filter((m) => m.target === "subscriber").map((m) => (m.candidate as { candidate?: string } | null)?.candidate ?? null);
+    await vi.waitFor(() => expect(subscriberTrickles()).toEqual(["candidate:1 1 udp 1 127.0.0.1 5001 typ host"]));
+    const order = FakeSocket.all.flatMap((s) => s.sent).map((m) => m.type);
+    expect(order.indexOf("answer")).toBeLessThan(order.lastIndexOf("trickle"));
+    // Gathered later: sent as it comes, the answer still unanswered.
+    FakePeer.all[1]!.candidate(null);
+    await tick();
+    expect(subscriberTrickles()).toEqual(["candidate:1 1 udp 1 127.0.0.1 5001 typ host", null]);
+    spy.mockRestore();
+  });
+
   it("a grant saying relay makes the peer connections relay-only, with the grant's TURN server", async () => {
     const turn = { urls: "turn:127.0.0.1:3478?transport=udp", username: "1800000000:abc", credential: "c2VjcmV0" };
     const { call } = setup({}, vi.fn(async () => ({ ...GRANT, iceServers: [turn], iceTransportPolicy: "relay" as const })));

@@ -67,7 +67,7 @@ describe("parseConfig", () => {
       },
       client: { widgetHostOrigins: [], callBotLocalparts: [], insecureLoopbackCallApis: false },
       federation: { allow: [], openidOverrides: {}, tlsVerify: true, allowPrivateAddresses: false, openidTokenLifetimeSeconds: 3600 },
-      sfu: { nodes: [], deadNodeSeconds: 5 },
+      sfu: { nodes: [], deadNodeSeconds: 5, warmSessions: 2 },
       calls: {
         sessionTtlSeconds: 600,
         resumeGraceSeconds: 30,
@@ -168,6 +168,14 @@ describe("parseConfig", () => {
     expect(parseConfig({ ...minimal(), sfu: { deadNodeSeconds: 0.5 } }).sfu.deadNodeSeconds).toBe(0.5);
     expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 0.4 } })).toEqual(["sfu.deadNodeSeconds: Too small: expected number to be >=0.5"]);
     expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 301 } })).toEqual(["sfu.deadNodeSeconds: Too big: expected number to be <=300"]);
+  });
+
+  it("bounds the Janus sessions kept open ahead per node (sfu.warmSessions)", () => {
+    expect(parseConfig({ ...minimal(), sfu: { warmSessions: 0 } }).sfu.warmSessions).toBe(0);
+    expect(parseConfig({ ...minimal(), sfu: { warmSessions: 64 } }).sfu.warmSessions).toBe(64);
+    expect(problemsOf({ ...minimal(), sfu: { warmSessions: 65 } })).toEqual(["sfu.warmSessions: Too big: expected number to be <=64"]);
+    expect(problemsOf({ ...minimal(), sfu: { warmSessions: -1 } })).toEqual(["sfu.warmSessions: Too small: expected number to be >=0"]);
+    expect(problemsOf({ ...minimal(), sfu: { warmSessions: 1.5 } })).toHaveLength(1);
   });
 
   it("names an unknown top-level section", () => {

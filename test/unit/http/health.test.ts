@@ -57,7 +57,7 @@ function deps(w: World, metrics?: HealthDeps["metrics"]): HealthDeps {
       activeCalls: async () => [],
     },
     sfu: {
-      health: () => w.nodes.map((n) => ({ id: n.id, state: n.state as "up", rooms: 0, participants: 0, handles: 0 })),
+      health: () => w.nodes.map((n) => ({ id: n.id, state: n.state as "up", rooms: 0, participants: 0, handles: 0, warm: 0 })),
       onNodeState: (l) => {
         w.nodeState = l;
         return () => (w.nodeState = undefined);

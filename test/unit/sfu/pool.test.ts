@@ -52,8 +52,8 @@ describe("SfuPool", () => {
     expect(await pool.listParticipants(a)).toEqual([{ id: "alice", publisher: false }]);
     expect((await pool.createRoom("call-c")).node).toBe("n1"); // n0: 1 room + 1 participant
     expect(pool.health()).toEqual([
-      { id: "n0", state: "up", rooms: 1, participants: 1, handles: 1 },
-      { id: "n1", state: "up", rooms: 2, participants: 0, handles: 0 },
+      { id: "n0", state: "up", rooms: 1, participants: 1, handles: 1, warm: 0 },
+      { id: "n1", state: "up", rooms: 2, participants: 0, handles: 0, warm: 0 },
     ]);
     await alice.close();
     expect(pool.health()[0]).toMatchObject({ participants: 0, handles: 0 });
@@ -201,6 +201,57 @@ describe("SfuPool", () => {
     expect(await restarted).toEqual(["n0", []]);
     expect(await pool.roomExists(room)).toBe(true);
     expect(models[0]!.sessions.size).toBe(1); // the new control session
+  });
+
+  describe("sessions kept open ahead (warmSessions)", () => {
+    const count = (kind: string) => fakes[0]!.received.filter((m) => m["janus"] === kind).length;
+    const warm = () => pool!.health()[0]!.warm;
+
+    it("a participant takes a session made ahead, its handles attached: no create or attach on its way in; the node makes the next", async () => {
+      pool = await SfuPool.start(nodes().slice(0, 1), { ...fast, warmSessions: 2 });
+      await until(() => warm() === 2);
+      // The control session, then two more with two VideoRoom handles each.
+      expect([count("create"), count("attach")]).toEqual([3, 5]);
+      const ahead = new Set(models[0]!.sessions);
+      const room = await pool.createRoom("c");
+      const alice = await pool.openParticipant(room, "alice");
+      await alice.joinAsPublisher("Alice");
+      expect(ahead.has(alice.sessionId)).toBe(true);
+      await until(() => warm() === 2);
+      // Only the refill: the publisher's handle was one attached ahead.
+      expect([count("create"), count("attach")]).toEqual([4, 7]);
+      expect(pool.health()[0]).toMatchObject({ participants: 1, handles: 2, warm: 2 });
+      // More arrivals at once than sessions ahead: each gets its own, the rest made as before.
+      const more = await Promise.all(["b", "c", "d"].map((id) => pool!.openParticipant(room, id)));
+      expect(new Set([alice, ...more].map((p) => p.sessionId)).size).toBe(4);
+      await until(() => warm() === 2);
+      expect(pool.health()[0]).toMatchObject({ participants: 4 });
+    });
+
+    it("none with warmSessions 0 (or unset)", async () => {
+      pool = await SfuPool.start(nodes().slice(0, 1), { ...fast, warmSessions: 0 });
+      await pool.openParticipant(await pool.createRoom("c"), "alice");
+      await tick();
+      expect([count("create"), warm()]).toEqual([2, 0]);
+    });
+
+    it("are dropped with their socket and made again on the next one (never claimed), and stop() destroys them even when media is kept", async () => {
+      pool = await SfuPool.start(nodes().slice(0, 1), { ...fast, warmSessions: 2 });
+      await until(() => warm() === 2);
+      const first = new Set(models[0]!.sessions);
+      const events: string[] = [];
+      pool.onNodeState((id, up) => events.push(`${up ? "up" : "down"}:${id}`));
+      fakes[0]!.dropClients();
+      await until(() => events.includes("up:n0") && warm() === 2);
+      expect(count("claim")).toBe(1); // the control session only
+      const second = [...models[0]!.sessions].filter((id) => !first.has(id));
+      expect(second).toHaveLength(2);
+      await pool.stop({ keepMedia: true });
+      pool = undefined;
+      // Left: the first socket's two, which Janus reaps after reclaim_session_timeout.
+      expect(models[0]!.sessions.size).toBe(2);
+      expect([...models[0]!.sessions].every((id) => first.has(id))).toBe(true);
+    });
   });
 
   it("stop() destroys its rooms and sessions and leaves no timer or socket", async () => {
