@@ -31,7 +31,7 @@ export interface StackOptions {
   /** Janus nodes institution i runs, each in its sfu.nodes (default 1; at most 4). */
   janusNodes?: (index: number) => number;
   /** More of the `sfu` config section for institution i (e.g. deadNodeSeconds). */
-  sfu?: (index: number) => { deadNodeSeconds?: number };
+  sfu?: (index: number) => { deadNodeSeconds?: number; warmSessions?: number };
   /** Start a coturn beside each Janus, handed to browsers in call grants (default true). */
   turn?: boolean;
   /** Browsers in the calls institution i hosts may use only TURN relay candidates (default false). */

@@ -251,6 +251,35 @@ describe("sfu/ against a real Janus 1.1.2", () => {
     }
   });
 
+  it("keeps sessions open ahead (warmSessions): a participant joins on one, the pool makes another, and stop() leaves none", async () => {
+    const sfu = await createSfu({ nodes: [nodeOf("a", janusA)] }, { ...fast, warmSessions: 2 });
+    sfus.push(sfu);
+    const look = await inspect(janusA);
+    try {
+      const settle = (warm: number) => until(() => sfu.health()[0]!.warm === warm);
+      await settle(2);
+      const ahead = await look.sessions(); // the control session and the two made ahead
+      expect(ahead).toHaveLength(3);
+      const ref = await sfu.createRoom("call-9");
+      const alice = await sfu.openParticipant(ref, "alice");
+      expect(ahead).toContain(alice.sessionId);
+      // The handles attached ahead are VideoRoom handles Janus knows: a publisher joins on one and is
+      // listed; a subscriber's join on the other reaches the plugin (refused: that feed does not publish).
+      const { joined } = await alice.joinAsPublisher("Alice");
+      expect(await sfu.listParticipants(ref)).toEqual([{ id: "alice", display: "Alice", publisher: false }]);
+      await settle(2);
+      expect(sfu.health()[0]).toMatchObject({ participants: 1, handles: 2, warm: 2 });
+      expect(await look.sessions()).toHaveLength(4);
+      await expect(alice.joinAsSubscriber([{ feed: "nobody" }], joined.privateId)).rejects.toMatchObject({ kind: "NO_SUCH_FEED" });
+      await alice.close();
+      expect(await look.sessions()).toHaveLength(3);
+      await sfus.pop()!.stop();
+      expect(await look.sessions()).toEqual([]);
+    } finally {
+      await look.close();
+    }
+  });
+
   it("maps a wrong admin_key to VideoRoomError UNAUTHORIZED", async () => {
     const sfu = await sfuOf({ ...nodeOf("a", janusA), adminKey: "wrong" });
     const err = await sfu.createRoom("call-8").catch((e: unknown) => e);

@@ -27,7 +27,9 @@ const sfuRoom = async (room: string) => (await A.parleyStore().activeCall(room))
 const candidate = (i: number) => ({ candidate: `candidate:${i} 1 udp 2122260223 127.0.0.1 ${40000 + i} typ host`, sdpMid: "0", sdpMLineIndex: 0 });
 
 beforeAll(async () => {
-  stack = await startInstitutions({ count: 1, allow: () => [], janus: true, calls: () => ({ limits: LIMITS }) });
+  // No Janus sessions made ahead (sfu.warmSessions): the tests below count the sessions in Janus
+  // a socket opens and leaves (the pool's own are tested in sfu.test.ts).
+  stack = await startInstitutions({ count: 1, allow: () => [], janus: true, calls: () => ({ limits: LIMITS }), sfu: () => ({ warmSessions: 0 }) });
   A = stack.institutions[0]!;
   [alice, bob] = await Promise.all([user("alice"), user("bob")]);
   bot = new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken);
