@@ -211,7 +211,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // PARLEY_BENCH_TRACE: when the host's client sent and got media keys (its log), on the knock's clock.
       const hostKeys: string[] = [];
       const onHostLog = (m: { text(): string }) => {
-        if (knockAt !== undefined && /media key|let in|arrival|about to join/.test(m.text())) hostKeys.push(`${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 200)}`);
+        if (knockAt !== undefined && /\[parley:(e2ee|chat|crypto)\]/.test(m.text())) hostKeys.push(`${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 200)}`);
       };
       if (trace) hostPage.on("console", onHostLog);
       page.on("console", (m) => {
