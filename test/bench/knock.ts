@@ -31,12 +31,11 @@ const enc = encodeURIComponent;
 const ADMIT_DELAY_MS = Number(process.env.PARLEY_BENCH_ADMIT_DELAY_MS ?? 0);
 const PROFILE = !!process.env.PARLEY_BENCH_PROFILE;
 
-/** The first remote frame decoded (on the page's open connections) and decrypted (beyond `decryptedBefore`). */
 /**
  * The page-clock time of the first remote frame presented after `after` (the client's
  * `remote-painted` mark, a frame that came through decryption), as the page itself tells it (a
  * PerformanceObserver): nothing polls the page or its E2EE worker meanwhile, which a person's
- * browser does not have either (the polling took the knocker's busy page 20-60 ms a frame).
+ * browser does not have either (docs/join.md, ninth pass).
  */
 async function paintedAfter(page: Page, after: number, timeoutMs = 30_000): Promise<number> {
   return page.evaluate(
@@ -252,6 +251,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
             throw err;
           });
       });
+      const seenAt = performance.now();
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (process.env.PARLEY_BENCH_TRACE) {
@@ -261,7 +261,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       }
       if (knockAt === undefined) throw new Error("the client never knocked");
       await assertDecrypted(page, 0);
-      seenMs.push(performance.now() - knockAt);
+      seenMs.push(seenAt - knockAt);
       knockMs.push(painted - (await knockSentAt(page)));
       if (cdp) {
         const { profile } = await cdp.send("Profiler.stop");

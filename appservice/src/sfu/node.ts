@@ -47,7 +47,7 @@ export interface SfuNodeOptions {
 }
 
 /** Handles a participant uses: its publisher and its subscriber. */
-export const WARM_HANDLES = 2;
+const WARM_HANDLES = 2;
 
 export type NodeState = "connecting" | "up" | "down" | "stopped";
 

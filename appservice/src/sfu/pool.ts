@@ -42,7 +42,7 @@ export interface NodeHealth {
   rooms: number;
   /** Participant sessions Parley holds on the node. */
   participants: number;
-  /** Plugin handles of those sessions. */
+  /** Plugin handles of those sessions (with those attached ahead that a participant has not used). */
   handles: number;
   /** Sessions open ahead for the next participants (sfu.warmSessions), not counted above. */
   warm: number;
