@@ -58,6 +58,32 @@ describe("JanusSession", () => {
     expect(handle.detached).toBe(true);
   });
 
+  it("hands out handles attached ahead once each, without a round trip; another plugin's, an opaque id's, or one more attaches anew", async () => {
+    const session = await JanusSession.create(transport, { keepaliveMs: 1_000_000 });
+    await session.attachAhead("janus.plugin.videoroom", 2);
+    expect(session.handleCount).toBe(2);
+    const attaches = () => kinds().filter((k) => k === "attach").length;
+    expect(attaches()).toBe(2);
+    // Two at once get the two spares, and Janus hears nothing.
+    const [a, b] = await Promise.all([session.attach("janus.plugin.videoroom"), session.attach("janus.plugin.videoroom")]);
+    expect(a.id).not.toBe(b.id);
+    expect(attaches()).toBe(2);
+    await session.attach("janus.plugin.echotest");
+    await session.attach("janus.plugin.videoroom");
+    expect(attaches()).toBe(4);
+    await session.attachAhead("janus.plugin.videoroom", 1);
+    await session.attach("janus.plugin.videoroom", { opaqueId: "x" });
+    expect(janus.received.at(-1)).toMatchObject({ janus: "attach", opaque_id: "x" });
+    expect(attaches()).toBe(6);
+    // The spare left is still there for the next attach; destroy detaches it with the rest.
+    const last = await session.attach("janus.plugin.videoroom");
+    expect(attaches()).toBe(6);
+    expect(session.handleCount).toBe(6);
+    await session.destroy();
+    expect(last.detached).toBe(true);
+    expect(session.handleCount).toBe(0);
+  });
+
   it("claims itself onto a new transport and routes events from there", async () => {
     const session = await JanusSession.create(transport, { keepaliveMs: 1_000_000 });
     const handle = await session.attach("janus.plugin.videoroom");
