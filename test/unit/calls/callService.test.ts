@@ -107,6 +107,18 @@ afterEach(async () => {
 const join = (token: string, server: string, room = MEETING) => service.join({ openIdToken: token, serverName: server, room });
 const codeOf = async (p: Promise<unknown>) => p.then(() => "ok", (e: ParleyError) => e.errcode);
 
+/**
+ * A leave heard of in a transaction between `userId`'s grant ahead and its hello (after
+ * `beforeLeave`) ends the session: its hello admits nothing, and its token opens nothing.
+ */
+async function leaveBeforeHelloEnds(svc: CallService, token: string, server: string, userId: string, beforeLeave: () => void = () => undefined): Promise<void> {
+  const grant = await svc.join({ openIdToken: token, serverName: server, room: MEETING, ahead: true });
+  beforeLeave();
+  svc.evict(MEETING, userId, "leave");
+  await svc.admitHolder(grant.session);
+  expect(() => svc.attach(grant.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+}
+
 describe("join", () => {
   it("grants a session with ICE servers to a joined member, by room id or alias", async () => {
     const grant = await join("alice-token", "a.example");
@@ -449,11 +461,7 @@ describe("a grant asked ahead (from the pre-join)", () => {
       reads = countMembershipReads();
       await counting.admitHolder(early.session);
       expect(reads.count()).toBe(0);
-      // A leave heard of in a transaction between the grant and the hello ends the session.
-      const left = await counting.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
-      counting.evict(MEETING, BOB, "leave");
-      await counting.admitHolder(left.session);
-      expect(() => counting.attach(left.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+      await leaveBeforeHelloEnds(counting, "bob-token", "b.example", BOB);
     } finally {
       reads?.restore();
       counting.stop();
@@ -520,11 +528,7 @@ describe("a grant asked ahead (from the pre-join)", () => {
       expect(reads.count()).toBe(before);
       // ...and a leave after that join still ends the session before its hello.
       members.set(`${MEETING}|${ALICE}`, "invite");
-      const again = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
-      wait.memberJoined(MEETING, ALICE);
-      wait.evict(MEETING, ALICE, "leave");
-      await wait.admitHolder(again.session);
-      expect(() => wait.attach(again.session, () => undefined)).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+      await leaveBeforeHelloEnds(wait, "alice-token", "a.example", ALICE, () => wait.memberJoined(MEETING, ALICE));
     } finally {
       reads?.restore();
       wait.stop();
