@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, printTimeline, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, paintedAfter, printTimeline, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -168,7 +168,7 @@ try {
     await firstFrame(page, hostSide.page);
     const seen = performance.now();
     // The tile paints its first frame by itself; the poll above may see the frame decoded first.
-    await page.waitForFunction(() => performance.getEntriesByName("parley:remote-painted").length > 0, undefined, { timeout: 10_000 });
+    await paintedAfter(page, 0, 10_000);
     const timeline = await joinTimeline(page);
     if (traced) {
       // Where the page's Join mark falls on the requests' clock (ms from the click).

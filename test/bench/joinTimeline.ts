@@ -23,6 +23,36 @@ export async function joinTimeline(page: Page): Promise<Record<string, number>> 
   });
 }
 
+/**
+ * The page-clock time of the first remote frame presented after `after` (the client's
+ * `remote-painted` mark, a frame that came through decryption), as the page itself tells it (a
+ * PerformanceObserver): nothing polls the page or its E2EE worker meanwhile, which a person's
+ * browser does not have either (docs/join.md, ninth pass). Rejects after `timeoutMs`.
+ */
+export async function paintedAfter(page: Page, after: number, timeoutMs = 30_000): Promise<number> {
+  return page.evaluate(
+    ({ after, timeoutMs }) =>
+      new Promise<number>((resolve, reject) => {
+        const find = (entries: PerformanceEntryList) => entries.find((m) => m.name === "parley:remote-painted" && m.startTime > after);
+        const already = find(performance.getEntriesByType("mark"));
+        if (already) return resolve(already.startTime);
+        const observer = new PerformanceObserver((list) => {
+          const m = find(list.getEntries());
+          if (!m) return;
+          observer.disconnect();
+          clearTimeout(timer);
+          resolve(m.startTime);
+        });
+        observer.observe({ type: "mark" });
+        const timer = setTimeout(() => {
+          observer.disconnect();
+          reject(new Error(`no remote frame painted within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }),
+    { after, timeoutMs },
+  );
+}
+
 /** Prints each step's p50 over the samples, in the order the steps happen. */
 export function printTimeline(label: string, samples: Record<string, number>[], firstFrame: number[]): void {
   const steps = new Map<string, number[]>();

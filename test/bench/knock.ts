@@ -18,7 +18,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { joinTimeline, printTimeline, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, paintedAfter, printTimeline, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -30,36 +30,6 @@ const enc = encodeURIComponent;
  */
 const ADMIT_DELAY_MS = Number(process.env.PARLEY_BENCH_ADMIT_DELAY_MS ?? 0);
 const PROFILE = !!process.env.PARLEY_BENCH_PROFILE;
-
-/**
- * The page-clock time of the first remote frame presented after `after` (the client's
- * `remote-painted` mark, a frame that came through decryption), as the page itself tells it (a
- * PerformanceObserver): nothing polls the page or its E2EE worker meanwhile, which a person's
- * browser does not have either (docs/join.md, ninth pass).
- */
-async function paintedAfter(page: Page, after: number, timeoutMs = 30_000): Promise<number> {
-  return page.evaluate(
-    ({ after, timeoutMs }) =>
-      new Promise<number>((resolve, reject) => {
-        const find = (entries: PerformanceEntryList) => entries.find((m) => m.name === "parley:remote-painted" && m.startTime > after);
-        const already = find(performance.getEntriesByType("mark"));
-        if (already) return resolve(already.startTime);
-        const observer = new PerformanceObserver((list) => {
-          const m = find(list.getEntries());
-          if (!m) return;
-          observer.disconnect();
-          clearTimeout(timer);
-          resolve(m.startTime);
-        });
-        observer.observe({ type: "mark" });
-        const timer = setTimeout(() => {
-          observer.disconnect();
-          reject(new Error(`no remote frame painted within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }),
-    { after, timeoutMs },
-  );
-}
 
 /** When the page sent its knock (its resource timing, on the page's clock). */
 async function knockSentAt(page: Page): Promise<number> {
