@@ -1,7 +1,7 @@
 // Letting a device's Matrix client go: its crypto (the OlmMachine) is freed only after the sync
 // loop stopped processing and the feed's own crypto calls settled, never under them (Rust crypto
 // then throws "null pointer passed to rust"); the device's next client waits for that.
-import { ClientEvent, Filter, Method, SyncState, type MatrixClient } from "matrix-js-sdk";
+import { ClientEvent, Filter, MatrixEvent, Method, PushRuleActionName, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
 import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
 import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/chat.ts";
@@ -187,6 +187,18 @@ describe("holdDeviceKeysUpload and deviceKeysUploadSettled (a room join kept cle
     } finally {
       vi.unstubAllGlobals();
     }
+  });
+});
+
+describe("newClient", () => {
+  it("computes no push actions for the events a sync brings (Parley notifies nothing by them)", () => {
+    const client = newClient({ homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" }, getLogger("test"));
+    // A rule every event matches, which would notify.
+    client.pushRules = { global: { override: [{ rule_id: "all", default: false, enabled: true, conditions: [], actions: [PushRuleActionName.Notify] }] } };
+    const ev = new MatrixEvent({ type: "m.room.message", room_id: "!r:hs", sender: "@b:hs.example", event_id: "$e", content: { body: "hi" } });
+    expect(client.getPushActionsForEvent(ev)).toBeNull();
+    expect(client.getPushActionsForEvent(ev, true)).toBeNull();
+    expect(ev.getPushActions()).toBeNull();
   });
 });
 
