@@ -24,3 +24,24 @@ export const realTimers: Timers = {
   setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
   clearTimeout: (h) => globalThis.clearTimeout(h as ReturnType<typeof setTimeout>),
 };
+
+/** At most `perMinute` takes in any minute (a sliding window over `now`). */
+export class MinuteBudget {
+  private taken: number[] = [];
+  private readonly perMinute: number;
+  private readonly now: () => number;
+
+  constructor(perMinute: number, now: () => number = () => Date.now()) {
+    this.perMinute = perMinute;
+    this.now = now;
+  }
+
+  /** One take, or false when this minute's are spent. */
+  take(): boolean {
+    const now = this.now();
+    this.taken = this.taken.filter((t) => now - t < 60_000);
+    if (this.taken.length >= this.perMinute) return false;
+    this.taken.push(now);
+    return true;
+  }
+}

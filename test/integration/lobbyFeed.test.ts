@@ -115,6 +115,8 @@ describe("the room's feed during a knock", () => {
     // In the lobby: the sync runs and the keys are up; the room-bound part waits for the join.
     await feed.whenSyncing();
     await feed.whenKeysUploaded();
+    // Keys may come in already (a key sent at the admission can come before the sync showing the join).
+    await feed.whenKeysCanFlow();
     expect(await keysOf(bob, b.deviceId)).toBeDefined();
     expect(started).toBe(false);
     expect(keysCanTravel).toBe(false);
@@ -173,6 +175,61 @@ describe("the room's feed during a knock", () => {
       w2.restore();
     }
     await hostCrypto.waitForDevices([{ userId: carl.b.userId, deviceId: carl.b.deviceId }, { userId: dora.b.userId, deviceId: dora.b.deviceId }]);
+  }, 120_000);
+
+  it("a device in the call looks a knocker's devices up at the knock, before any admission, at most knockPreparesPerMinute a minute", async () => {
+    const { roomId, alias, host } = await meeting("lobby-prepare");
+    // Another user of A in the call (the host's device runs a crypto client of its own here), with
+    // the feed the web client runs in a call: the call's key share listens on it.
+    const a = await A.registerUser("hana");
+    await enter(new TestUser(A.synapse.clientUrl, a.userId, a.accessToken), alias);
+    const session = { homeserverUrl: A.synapse.clientUrl, userId: a.userId, deviceId: a.deviceId, accessToken: a.accessToken };
+    const hostHttp = new MatrixHttp(session.homeserverUrl, session.accessToken);
+    const hostFeed = new SyncedRoomFeed(session, hostHttp, roomId, { crypto: true, knockPreparesPerMinute: 1 });
+    feeds.push(hostFeed);
+    await hostFeed.start();
+    hostFeed.keyTransport().onKeys(() => undefined);
+    const members = hostFeed.callMembers();
+    const knocks: string[] = [];
+    members.onRoomMembership!((userId, membership) => void (membership === "knock" && knocks.push(userId)));
+    const known = async (userId: string) => (await members.knownDevicesOf!(userId)).map((d) => d.deviceId);
+    const queried: string[] = []; // the users the host's device asked the keys of
+    const real = globalThis.fetch;
+    globalThis.fetch = (input, init) => {
+      const url = input instanceof Request ? input.url : String(input);
+      if (url.startsWith(A.synapse.clientUrl) && /\/keys\/(query|claim)/.test(url) && typeof init?.body === "string") queried.push(init.body);
+      return real(input, init);
+    };
+    try {
+      /** A user of B whose device's keys are up (the web client's lobby feed) before they knock. */
+      const knockWithKeysUp = async (localpart: string) => {
+        const b = await B.registerUser(localpart);
+        const s = { homeserverUrl: B.synapse.clientUrl, userId: b.userId, deviceId: b.deviceId, accessToken: b.accessToken };
+        const feed = new SyncedRoomFeed(s, new MatrixHttp(s.homeserverUrl, s.accessToken), roomId, { crypto: true, knocking: true });
+        feeds.push(feed);
+        void feed.start().catch(() => undefined);
+        await feed.whenKeysUploaded();
+        await new TestUser(B.synapse.clientUrl, b.userId, b.accessToken).request(Method.Post, `/knock/${enc(alias)}`, {}, { server_name: A.serverName });
+        return b;
+      };
+      const fay = await knockWithKeysUp("fay");
+      await waitFor("fay's device known to the host's crypto", async () => ((await known(fay.userId)).includes(fay.deviceId) ? true : undefined), 20_000);
+      expect((await host.stateEvent(roomId, "m.room.member", fay.userId))?.membership).toBe("knock"); // nobody let her in
+
+      // The minute's one preparation is spent: the next knock is looked up only when let in.
+      const gus = await knockWithKeysUp("gus");
+      await waitFor("gus's knock seen by the host's feed", async () => (knocks.includes(gus.userId) ? true : undefined), 20_000);
+      // A sync round later (the host's own message back in its feed), a preparation would have asked.
+      const echoed = new Promise<void>((resolve) => hostFeed.events.on("message", (m) => m.body === "after gus" && resolve()));
+      await host.send(roomId, "after gus");
+      await echoed;
+      expect(queried.some((body) => body.includes(gus.userId))).toBe(false);
+      expect(await known(gus.userId)).toEqual([]);
+      await host.invite(roomId, gus.userId);
+      await waitFor("gus's device known once let in", async () => ((await known(gus.userId)).includes(gus.deviceId) ? true : undefined), 20_000);
+    } finally {
+      globalThis.fetch = real;
+    }
   }, 120_000);
 
   it("stops in the lobby: its start ends, refused as closed", async () => {

@@ -26,6 +26,7 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
+import { MinuteBudget } from "../timers.ts";
 import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, warmSyncStartup, type RustCryptoInternals } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
@@ -77,6 +78,12 @@ export const KEYS_UPLOAD_WAIT_MS = 3000;
 const MAX_HISTORY = 200;
 /** Users one preparation of Olm sessions covers (a large call's first key claims the rest). */
 const MAX_PREPARED_USERS = 100;
+/**
+ * Knockers a device in the call prepares Olm sessions with at their knock, per minute (a key
+ * query and a one-time-key claim each, over federation for a remote user); a knock past it is
+ * prepared when let in, as before.
+ */
+export const KNOCK_PREPARES_PER_MINUTE = 20;
 
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
@@ -131,14 +138,16 @@ export class SyncedRoomFeed implements RoomFeed {
    * start now, and the device's keys go up (the join is run through `joining`); the rest waits
    * for the room's join, seen in this feed's own sync (the room's history and members load then).
    * Let in, the feed is the room's without a first sync of its own, and the others can have Olm
-   * sessions with the device before its call begins.
+   * sessions with the device before its call begins. `knockPreparesPerMinute`: knockers whose
+   * Olm sessions a device in the call makes at their knock (KNOCK_PREPARES_PER_MINUTE).
    */
-  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean; knocking?: boolean } = {}) {
+  constructor(session: MatrixSession, http: MatrixHttp, roomId: string, opts: { crypto?: boolean; knocking?: boolean; knockPreparesPerMinute?: number } = {}) {
     this.session = session;
     this.http = http;
     this.roomId = roomId;
     this.crypto = opts.crypto ?? false;
     this.knocking = opts.knocking ?? false;
+    this.knockBudget = new MinuteBudget(opts.knockPreparesPerMinute ?? KNOCK_PREPARES_PER_MINUTE);
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
     this.keysUp.catch(() => undefined);
     this.joinSeen.catch(() => undefined);
@@ -209,21 +218,17 @@ export class SyncedRoomFeed implements RoomFeed {
   /**
    * Resolves once the call's media keys can come in before the room's first sync is processed
    * (on a busy page 100-400 ms after its response arrived) and before this device's keys are
-   * uploaded (on a quick Join, up to 250 ms after it): the crypto up (a knock let in: the room's
-   * join seen too). A key that came in the first sync waits in the backlog; keys go out once this
-   * device's keys are up (`keyTransport().send` waits for them: the others authenticate our key
-   * messages by them); whom to send them to (the call's memberships) comes with the sync, as a
-   * change of `callMembers`. Rejects if the feed cannot start.
+   * uploaded (on a quick Join, up to 250 ms after it): the crypto up. A key that came in the
+   * first sync waits in the backlog; keys go out once this device's keys are up
+   * (`keyTransport().send` waits for them: the others authenticate our key messages by them); whom
+   * to send them to (the call's memberships) comes with the sync, as a change of `callMembers`.
+   * A knock let in does not wait for its sync to show the room joined either: the call starts
+   * once the room's join is done on the homeserver, and the host's key sent at the admission often
+   * comes in a sync before the one that shows the join (it waited 100-170 ms in the backlog).
+   * Rejects if the feed cannot start.
    */
   whenKeysCanFlow(): Promise<void> {
-    const ready = (async () => {
-      if (this.knocking) {
-        await this.whenSyncing();
-        await this.joinSeen;
-      }
-      await (this.crypto ? this.cryptoUp : this.started);
-    })();
-    return Promise.race([ready, this.started]);
+    return Promise.race([this.crypto ? this.cryptoUp : this.started, this.started]);
   }
 
   private starting: Promise<void> | undefined;
@@ -265,6 +270,11 @@ export class SyncedRoomFeed implements RoomFeed {
       const admitted = change?.membership === "invite" && change.previous === "knock";
       const joiner = change?.membership === "join" || admitted ? change.userId : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
       if (joiner) this.prepareOlm([joiner]);
+      // Someone knocked while this device is in the call: their devices looked up and Olm
+      // sessions made now, so that the key sent if they are let in needs neither round trip.
+      else if (change?.membership === "knock" && change.previous !== "knock" && this.keyListeners.size > 0 && this.knockBudget.take()) {
+        this.prepareOlm([change.userId], true);
+      }
       this.onEvent(ev, true);
     });
     const membersChanged = () => this.refreshMembers();
@@ -346,6 +356,9 @@ export class SyncedRoomFeed implements RoomFeed {
     this.prepareOlm(this.callMembers().devices().map((d) => d.userId));
   }
 
+  /** Knockers whose Olm sessions are prepared at their knock (KNOCK_PREPARES_PER_MINUTE). */
+  private readonly knockBudget: MinuteBudget;
+
   /** Users whose Olm sessions are being prepared now. */
   private readonly preparing = new Set<string>();
 
@@ -355,7 +368,7 @@ export class SyncedRoomFeed implements RoomFeed {
    * claimed, nothing sent. The first media key to them then needs neither round trip (two
    * federation round trips each for a remote user). Best effort: sending does both anyway.
    */
-  private prepareOlm(users: string[]): void {
+  private prepareOlm(users: string[], track = false): void {
     const client = this.client;
     const internals = client?.getCrypto() as unknown as RustCryptoInternals | undefined;
     const ids = [...new Set(users)].filter((u) => u !== this.session.userId && !this.preparing.has(u)).slice(0, MAX_PREPARED_USERS);
@@ -363,7 +376,8 @@ export class SyncedRoomFeed implements RoomFeed {
     for (const u of ids) this.preparing.add(u);
     void this.usingCrypto(async () => {
       const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-      if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
+      // (A knocker is not tracked by itself even in an encrypted room: not a member.)
+      if (track || !client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
       await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
       const userIds = () => ids.map((u) => new UserId(u));
       await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
@@ -551,6 +565,12 @@ export class SyncedRoomFeed implements RoomFeed {
         };
         client.on(RoomEvent.Timeline, listener);
         return () => void client.off(RoomEvent.Timeline, listener);
+      },
+      knownDevicesOf: async (userId) => {
+        const crypto = this.client?.getCrypto();
+        if (!crypto) return [];
+        const known = await this.usingCrypto(crypto.getUserDeviceInfo([userId], false));
+        return [...(known.get(userId)?.keys() ?? [])].map((deviceId) => ({ userId, deviceId }));
       },
       devicesOf: async (userId) => {
         // Asked of the homeserver itself: Rust crypto's own list of a user it has just begun to

@@ -52,7 +52,7 @@
 // and each is used for sending after `useDelayMs`.
 import { getLogger } from "../../log.ts";
 import { markStep } from "../../timeline.ts";
-import { realTimers, type Timers } from "../../timers.ts";
+import { MinuteBudget, realTimers, type Timers } from "../../timers.ts";
 import { MEDIA_KEY_LENGTH, ratchetMediaKey } from "./frameCrypto.ts";
 import { participantId } from "./cipher.ts";
 import { HeldKeys, MAX_KEYS_PER_SENDER, type HeldKeyLimits } from "./heldKeys.ts";
@@ -130,6 +130,9 @@ export interface CallMembersPort {
   onRoomMembership?(fn: (userId: string, membership: string, previous: string | undefined) => void): () => void;
   /** The user's devices as their homeserver lists them (asked for if not known here). */
   devicesOf?(userId: string): Promise<DeviceRef[]>;
+  /** The user's devices this device's crypto knows now (none asked for: empty for a user it does
+   *  not track). A knocker's, looked up when the knock came (SyncedRoomFeed). */
+  knownDevicesOf?(userId: string): Promise<DeviceRef[]>;
 }
 
 /** Devices of one user let in from the lobby that are sent the key early (more are left to their join). */
@@ -288,8 +291,8 @@ export class ParticipantKeyShare {
   private readonly arrivals = new Map<string, { sent: boolean }>();
   /** Members that left while still in the SFU's list: not answered at arrival until they leave it. */
   private readonly departing = new Set<string>();
-  /** When the announcements answered in the last minute came. */
-  private prejoinAnswers: number[] = [];
+  /** The early answers (announcements, admissions) of the last minute. */
+  private readonly prejoinAnswers: MinuteBudget;
   private prejoinFloodLogged = false;
   private readonly log = getLogger("e2ee");
   /** The newest key: sent, and used for sending now or once its switch comes (`useTimer`). */
@@ -326,6 +329,7 @@ export class ParticipantKeyShare {
     this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts, roster: opts.roster ?? null };
     this.held = new HeldKeys(() => this.o.now(), opts.heldLimits);
     this.prejoinLimits = { ...PREJOIN_LIMITS, ...opts.prejoinLimits };
+    this.prejoinAnswers = new MinuteBudget(this.prejoinLimits.perMinute, () => this.o.now());
   }
 
   start(): void {
@@ -551,15 +555,12 @@ export class ParticipantKeyShare {
 
   /** One early answer (an announcement, an admission) out of `perMinute`: false when they are spent. */
   private takeEarlyAnswer(): boolean {
-    const now = this.o.now();
-    this.prejoinAnswers = this.prejoinAnswers.filter((t) => now - t < 60_000);
-    if (this.prejoinAnswers.length >= this.prejoinLimits.perMinute) {
+    if (!this.prejoinAnswers.take()) {
       if (!this.prejoinFloodLogged) this.log.warn("ignoring devices about to join: too many this minute", { limit: this.prejoinLimits.perMinute });
       this.prejoinFloodLogged = true;
       return false;
     }
     this.prejoinFloodLogged = false;
-    this.prejoinAnswers.push(now);
     return true;
   }
 
@@ -599,14 +600,29 @@ export class ParticipantKeyShare {
    */
   private async answerAdmitted(userId: string, round: number): Promise<void> {
     if (!this.admitted.has(userId) || this.userInCall(userId)) return void this.admitted.delete(userId);
-    const listed = await this.o.members.devicesOf!(userId).catch((err: unknown) => {
+    const fresh = this.o.members.devicesOf!(userId).catch((err: unknown) => {
       this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
       return [] as DeviceRef[];
     });
-    const own = listed.filter((d) => d.userId === userId);
-    const devices = own.slice(0, MAX_ADMITTED_DEVICES).filter((d) => !this.answeredRecently(deviceKey(d)));
-    for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
-    await this.answerEarly(devices, "media key sent to a user let in from the lobby");
+    // The devices known here since the knock (their Olm sessions made then) are sent the key
+    // without waiting for the listing, a federation round trip for a remote user; the listing
+    // still names any device whose keys went up since.
+    let answered = 0;
+    const answer = async (listed: DeviceRef[]) => {
+      const own = listed.filter((d) => d.userId === userId);
+      const devices = own
+        .slice(0, MAX_ADMITTED_DEVICES)
+        .filter((d) => !this.answeredRecently(deviceKey(d)))
+        .slice(0, MAX_ADMITTED_DEVICES - answered);
+      answered += devices.length;
+      for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
+      await this.answerEarly(devices, "media key sent to a user let in from the lobby");
+      return own;
+    };
+    if (round === 0 && this.o.members.knownDevicesOf) {
+      await answer(await this.o.members.knownDevicesOf(userId).catch(() => [] as DeviceRef[]));
+    }
+    const own = await answer(await fresh);
     // Listed again only when this listing named no device: each listing is a key query (one
     // federation request for a remote user) from every device in the call.
     const delay = own.length ? undefined : ADMITTED_RELIST_MS[round];

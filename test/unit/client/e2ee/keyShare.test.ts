@@ -37,6 +37,8 @@ function harness(
     prejoinLimits?: Partial<PrejoinLimits>;
     /** Each user's devices as their homeserver lists them (absent: the port cannot list devices). */
     devicesOf?: (userId: string) => Promise<DeviceRef[]>;
+    /** The devices the crypto knows now (absent: the port cannot tell). */
+    knownDevicesOf?: (userId: string) => Promise<DeviceRef[]>;
   } = {},
 ) {
   let members = [ME, ...initial];
@@ -83,6 +85,7 @@ function harness(
       ...(opts.joined ? { joinedToRoom: async (userId: string) => opts.joined!.has(userId) } : {}),
       onRoomMembership: (fn) => (roomListeners.push(fn), () => undefined),
       ...(opts.devicesOf ? { devicesOf: opts.devicesOf } : {}),
+      ...(opts.knownDevicesOf ? { knownDevicesOf: opts.knownDevicesOf } : {}),
     },
     roster: {
       devices: () => roster,
@@ -678,6 +681,38 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await vi.advanceTimersByTimeAsync(60_000);
     await h.roomMembership("@frank:f", "invite", "knock");
     expect(h.sent).toHaveLength(4);
+  });
+
+  it("the devices known since the knock are sent the key before the listing answers; the listing adds the rest, each device once", async () => {
+    let answerListing!: (d: DeviceRef[]) => void;
+    const h = harness([BOB], {
+      devicesOf: () => new Promise<DeviceRef[]>((resolve) => (answerListing = resolve)),
+      knownDevicesOf: async (u) => (u === ERIN.userId ? [ERIN] : []),
+    });
+    h.share.start();
+    await h.share.settled();
+    const done = h.roomMembership(ERIN.userId, "invite", "knock");
+    await vi.waitFor(() => expect(sentTo(h, ERIN)).toHaveLength(1));
+    expect(sentTo(h, ERIN)[0]!.to).toEqual([id(ERIN)]); // the listing has not answered yet
+    answerListing([ERIN, ERIN2]);
+    await done;
+    await h.share.settled();
+    expect(sentTo(h, ERIN2).map((x) => x.to)).toEqual([[id(ERIN2)]]);
+    expect(sentTo(h, ERIN)).toHaveLength(1); // not twice
+  });
+
+  it(`the known devices and the listing together: at most ${MAX_ADMITTED_DEVICES} devices of a user`, async () => {
+    const known = Array.from({ length: MAX_ADMITTED_DEVICES - 2 }, (_, i) => ({ userId: ERIN.userId, deviceId: `K${i}` }));
+    const listed = Array.from({ length: MAX_ADMITTED_DEVICES }, (_, i) => ({ userId: ERIN.userId, deviceId: `L${i}` }));
+    const h = harness([BOB], { devicesOf: async () => listed, knownDevicesOf: async () => [...known, CAROL] });
+    h.share.start();
+    await h.share.settled();
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    await h.share.settled();
+    const to = h.sent.slice(1).flatMap((x) => x.to);
+    expect(to).toHaveLength(MAX_ADMITTED_DEVICES);
+    expect(to).not.toContain(id(CAROL)); // another user's device, as the crypto knows it, is not theirs
+    expect(new Set(to).size).toBe(to.length);
   });
 
   it(`a user whose listing named no device (its keys still going up) is listed again after ${ADMITTED_RELIST_MS.join(" and ")} ms, until one is named or the user is in the call`, async () => {
