@@ -232,6 +232,25 @@ describe("the room's feed during a knock", () => {
     }
   }, 120_000);
 
+  it("a member list loaded at once is one change, not one per member", async () => {
+    const { roomId, alias, host } = await meeting("lobby-members");
+    const others = 6;
+    for (let i = 0; i < others; i++) {
+      const r = await A.registerUser(`member${i}`);
+      await enter(new TestUser(A.synapse.clientUrl, r.userId, r.accessToken), alias);
+    }
+    const { b, feed, join } = await knocker("ivy", alias, roomId);
+    const changes: number[] = [];
+    feed.events.on("members", (m) => void changes.push(m.size));
+    void feed.start().catch(() => undefined);
+    await feed.whenKeysUploaded();
+    await host.invite(roomId, b.userId);
+    await feed.joining(join);
+    await feed.whenStarted(); // the member list loaded (lazy-loaded members: all at once)
+    await waitFor("every member listed", async () => (feed.members().size >= others + 2 ? true : undefined));
+    expect(changes.length).toBeLessThan(others);
+  }, 120_000);
+
   it("stops in the lobby: its start ends, refused as closed", async () => {
     const { roomId, alias } = await meeting("lobby-gone");
     const { feed } = await knocker("erin", alias, roomId);

@@ -277,7 +277,17 @@ export class SyncedRoomFeed implements RoomFeed {
       }
       this.onEvent(ev, true);
     });
-    const membersChanged = () => this.refreshMembers();
+    // Once per burst: a member list loaded at once (lazy-loaded members, a room just joined) is
+    // one event per member, and each refresh lists every member and redraws the call's tiles.
+    let refreshQueued = false;
+    const membersChanged = () => {
+      if (refreshQueued) return;
+      refreshQueued = true;
+      queueMicrotask(() => {
+        refreshQueued = false;
+        this.refreshMembers();
+      });
+    };
     client.on(RoomStateEvent.Members, membersChanged);
     client.on(RoomMemberEvent.Name, membersChanged);
     client.on(RoomMemberEvent.Membership, membersChanged);

@@ -5,6 +5,13 @@
 import type { ChatModel } from "../state/chatModel.ts";
 import { h, type View } from "./dom.ts";
 
+/**
+ * The messages' time format, made once per page as the module loads (the meeting's page, before
+ * the pre-join): a page's first Intl.DateTimeFormat loads the locale's data, 12-15 ms on an idle
+ * machine and 40 ms on the benchmark's, which was spent inside the call screen's first drawing.
+ */
+const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
 export function chatView(chat: ChatModel): View {
   const list = h("ol", { class: "chat-list", "aria-live": "polite", "aria-relevant": "additions" });
   const input = h("textarea", { id: "chat-input", rows: 2, maxLength: 4000, placeholder: "Message the room", "aria-label": "Message" });
@@ -28,7 +35,6 @@ export function chatView(chat: ChatModel): View {
   });
 
   const rendered = new Map<string, HTMLElement>();
-  const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
   const off = chat.state.subscribe((s) => {
     el.hidden = !s.open;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
