@@ -82,13 +82,28 @@ export class MeetingModel {
         this.state.set({ stage: "confirm", target });
         return;
       }
+    } catch (err) {
+      return this.refused(target, err, null);
+    }
+    // The devices open now, beside the room's opening: the pre-join that follows, or the lobby
+    // when the join is refused and the user asks to join, shows their preview with them. (A
+    // knock's preview came 200-370 ms after the knock, and a person let in before it waited.)
+    const devices = this.services.lobbyPrejoin?.() ?? null;
+    if (devices) void devices.start();
+    try {
       const room = await this.services.openRoom(target);
       markStep("room-opened");
-      this.toPrejoin(room);
+      this.toPrejoin(room, devices);
     } catch (err) {
-      if (this.services.knock && err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return this.toKnock(target, this.services.knock, err);
-      this.state.set({ stage: "error", target, message: toClientError(err, "room").human });
+      return this.refused(target, err, devices);
     }
+  }
+
+  /** Opening failed: asked to join when the join was refused (with the devices opening), else the error. */
+  private refused(target: string, err: unknown, devices: PrejoinModel | null): Promise<void> | void {
+    if (this.services.knock && err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return this.toKnock(target, this.services.knock, err, devices);
+    devices?.dispose();
+    this.state.set({ stage: "error", target, message: toClientError(err, "room").human });
   }
 
   /** The user said yes to a new meeting: opening it creates it. */
@@ -165,11 +180,11 @@ export class MeetingModel {
   }
 
   /** The join was refused: ask to join (a knock) and wait for a host; let in, the meeting opens again. */
-  private async toKnock(target: string, port: KnockPort, refusal: ParleyClientError): Promise<void> {
+  private async toKnock(target: string, port: KnockPort, refusal: ParleyClientError, opened: PrejoinModel | null = null): Promise<void> {
     const knock = new KnockModel(target, port, () => void this.admitted(knock));
-    const prejoin = this.services.lobbyPrejoin?.() ?? null;
+    const prejoin = opened ?? this.services.lobbyPrejoin?.() ?? null;
     this.state.set({ stage: "knock", target, knock, prejoin, joinWhenAdmitted: false, admitted: false });
-    if (prejoin) void prejoin.start();
+    if (prejoin && !opened) void prejoin.start();
     const offKnock = knock.state.subscribe((k) => {
       const s = this.knockStage(knock);
       // Asking is not possible (banned, invite-only, locked): the preview stops.
@@ -228,10 +243,11 @@ export class MeetingModel {
     return s.stage === "knock" && s.knock === knock ? s : null;
   }
 
-  private toPrejoin(room: RoomSummary): void {
-    const prejoin = this.services.prejoin(room);
+  /** The pre-join for `room`; `opened`: with the devices already opening (open()). */
+  private toPrejoin(room: RoomSummary, opened: PrejoinModel | null = null): void {
+    const prejoin = this.services.prejoin(room, opened ?? undefined);
     this.showPrejoin(room, prejoin);
-    void prejoin.start();
+    if (!opened) void prejoin.start();
   }
 
   private showPrejoin(room: RoomSummary, prejoin: PrejoinModel): void {

@@ -181,7 +181,8 @@ describe("MeetingModel: asking to join", () => {
     const { m, openRoom, prejoin, lobby, call } = meeting(p);
     await m.open();
     expect(m.state.get()).toMatchObject({ stage: "knock", prejoin: lobby, joinWhenAdmitted: false, admitted: false });
-    expect(lobby.start).toHaveBeenCalledTimes(1); // the camera starts with the wait, with its preview
+    expect(lobby.start).toHaveBeenCalledTimes(1); // the camera started as the room was opened, and goes on in the wait
+    expect(openRoom.mock.invocationCallOrder[0]).toBeGreaterThan(lobby.start.mock.invocationCallOrder[0]!);
     let joined!: (r: RoomSummary) => void;
     openRoom.mockImplementationOnce(() => new Promise((r) => (joined = r)));
     answer("invited");

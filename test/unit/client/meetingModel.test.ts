@@ -69,6 +69,44 @@ describe("MeetingModel", () => {
     expect(m.state.get().stage).toBe("prejoin");
   });
 
+  it("opens the devices beside the room's opening; the pre-join goes on with them, not opened again", async () => {
+    const { s, prejoin } = services();
+    const early = { ...prejoin, start: vi.fn(async () => undefined), dispose: vi.fn() };
+    let opened!: (r: RoomSummary) => void;
+    const kept: (PrejoinModel | undefined)[] = [];
+    const m = new MeetingModel("#meet-demo:x", {
+      ...s,
+      openRoom: () => new Promise((r) => (opened = r)),
+      lobbyPrejoin: () => early as unknown as PrejoinModel,
+      prejoin: (_room, k) => (kept.push(k), k ?? (prejoin as unknown as PrejoinModel)),
+    });
+    const opening = m.open();
+    await tick();
+    expect(m.state.get().stage).toBe("opening");
+    expect(early.start).toHaveBeenCalledTimes(1); // the camera starts while the room opens
+    opened(ROOM);
+    await opening;
+    expect(m.state.get()).toMatchObject({ stage: "prejoin", prejoin: early });
+    expect(kept).toEqual([early]);
+    expect(early.start).toHaveBeenCalledTimes(1);
+    expect(prejoin.start).not.toHaveBeenCalled();
+    expect(early.dispose).not.toHaveBeenCalled();
+  });
+
+  it("closes the devices it opened when the room cannot be opened, and opens none before a new meeting is confirmed", async () => {
+    const early = { start: vi.fn(async () => undefined), dispose: vi.fn() };
+    const lobbyPrejoin = vi.fn(() => early as unknown as PrejoinModel);
+    const failing = new MeetingModel("#x:y", services({ openRoom: async () => Promise.reject(new ParleyClientError("M_NOT_FOUND", "room")), lobbyPrejoin }).s);
+    await failing.open();
+    expect(failing.state.get().stage).toBe("error");
+    expect(early.dispose).toHaveBeenCalledTimes(1);
+    lobbyPrejoin.mockClear();
+    const asking = new MeetingModel("#meet-new:x", services({ isNewMeeting: async () => true, lobbyPrejoin }).s);
+    await asking.open();
+    expect(asking.state.get().stage).toBe("confirm");
+    expect(lobbyPrejoin).not.toHaveBeenCalled();
+  });
+
   it("says why a room can't be opened", async () => {
     const { s } = services({ openRoom: async () => Promise.reject(new ParleyClientError("M_FORBIDDEN", "room")) });
     const m = new MeetingModel("#x:y", s);
