@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, paintedAfter, printTimeline, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, longTasksAfterJoin, paintedAfter, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -113,6 +113,7 @@ async function signIn(browser: Browser, link: string, user: { userId: string; pa
   page.on("console", (m) => lines.push(`${new Date().toISOString().slice(11, 23)} ${m.type()}: ${m.text().slice(0, 500)}`));
   if (opts.relay) await forceRelay(page);
   await trackPeerConnections(page);
+  await recordLongTasks(page);
   await page.goto(link);
   await signInToMeeting(page, user);
   // Devices open in pre-join, as a person waits for their preview before joining.
@@ -150,6 +151,8 @@ try {
   // by polling getStats over CDP every 20 ms (the EchoTest page polled its own every 100 ms).
   const polledMs: number[] = [];
   const timelines: Record<string, number>[] = [];
+  /** The joiner's main thread in long tasks from its Join to its first frame. */
+  const busyMs: number[] = [];
   // Direct and relay-only joins alternate, so both see the same machine load over the run.
   for (let i = 0; i < JOINS * 2; i++) {
     const relay = i % 2 === 1;
@@ -168,8 +171,9 @@ try {
     await firstFrame(page, hostSide.page);
     const seen = performance.now();
     // The tile paints its first frame by itself; the poll above may see the frame decoded first.
-    await paintedAfter(page, 0, 10_000);
+    const painted = await paintedAfter(page, 0, 10_000);
     const timeline = await joinTimeline(page);
+    if (!relay) busyMs.push((await longTasksAfterJoin(page, painted)).ms);
     if (traced) {
       // Where the page's Join mark falls on the requests' clock (ms from the click).
       const joinAt = await page.evaluate(() => performance.timeOrigin + (performance.getEntriesByName("parley:join").at(-1)?.startTime ?? NaN));
@@ -237,6 +241,7 @@ try {
   bench("polled_join_vs_echotest_p50_ratio", percentile(polledMs, 50) / percentile(echoPolledMs, 50), "x");
   console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
   printTimeline("join", timelines, polledMs);
+  console.log(`the joiner's main thread in long tasks (50 ms or more) from Join to its first frame: p50 ${percentile(busyMs, 50).toFixed(0)} ms (per join: ${busyMs.map((b) => b.toFixed(0)).join(", ")})`);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the
   // EchoTest's Janus stop first (left running, they took a core from the knock's browsers and

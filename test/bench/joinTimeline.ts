@@ -53,6 +53,37 @@ export async function paintedAfter(page: Page, after: number, timeoutMs = 30_000
   );
 }
 
+/**
+ * Records the page's long tasks (its main thread busy 50 ms or more at a stretch) from its first
+ * document on, for `longTasksAfterJoin`. Call before the page loads.
+ */
+export async function recordLongTasks(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const w = window as unknown as { __parleyLongTasks: [number, number][] };
+    w.__parleyLongTasks = [];
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) w.__parleyLongTasks.push([e.startTime, e.duration]);
+    }).observe({ type: "longtask", buffered: true });
+  });
+}
+
+/** The long tasks' time (and count) between the page's last Join and `until` (page clock). */
+export async function longTasksAfterJoin(page: Page, until: number): Promise<{ ms: number; count: number }> {
+  return page.evaluate((until) => {
+    const join = performance.getEntriesByName("parley:join", "mark").at(-1)?.startTime ?? until;
+    const tasks = (window as unknown as { __parleyLongTasks?: [number, number][] }).__parleyLongTasks ?? [];
+    let ms = 0;
+    let count = 0;
+    for (const [start, duration] of tasks) {
+      const overlap = Math.min(start + duration, until) - Math.max(start, join);
+      if (overlap <= 0) continue;
+      ms += overlap;
+      count++;
+    }
+    return { ms, count };
+  }, until);
+}
+
 /** Prints each step's p50 over the samples, in the order the steps happen. */
 export function printTimeline(label: string, samples: Record<string, number>[], firstFrame: number[]): void {
   const steps = new Map<string, number[]>();
