@@ -151,6 +151,10 @@ describe("meeting governance", () => {
     const answered = awaitAdmission(new MatrixHttp(B.synapse.clientUrl, bob.client.getAccessToken()!), roomId, { signal: AbortSignal.timeout(30_000), onInvite: { userId: bob.userId, invited: (s) => void told.push(s.call) } });
     expect(await moderate(aliceWs, { action: "admit", user_id: bob.userId })).toMatchObject({ type: "result" });
     expect(await answered).toBe("invited");
+    // Every device in the call hears of the admission from the invite's transaction (let_in), a
+    // participant too; dave, let in by the policy before anyone watched, was told the same way.
+    for (const ws of [aliceWs, carolWs]) await ws.push("bob let in", (p) => p.type === "let_in" && p.user_id === bob.userId);
+    expect(aliceWs.pushes.some((p) => p.type === "let_in" && p.user_id === dave.userId)).toBe(true);
     const announced = (await alice.stateEvent(roomId, "org.parley.call"))!;
     expect(told).toEqual([{ api: announced.api, sender: A.botUserId }]);
     await waitFor("bob invited", async () => ((await membershipOf(bob.userId)) === "invite" ? true : undefined));

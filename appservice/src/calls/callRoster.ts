@@ -33,7 +33,10 @@ export type CallPush =
   | { type: "speakers"; talking: string[]; recent: string[] }
   | { type: "videos"; videos: { feed: string; layer: 0 | 1 | 2 }[] }
   // A device in the pre-join (its session granted ahead, its keys up): send it the media key now.
-  | { type: "arriving"; user_id: string; device_id: string };
+  | { type: "arriving"; user_id: string; device_id: string }
+  // A user let in from the lobby (invited after their knock), told at once: each device sends
+  // their devices its media key once its own homeserver confirms the invite (keyShare.ts).
+  | { type: "let_in"; user_id: string };
 
 export interface CallClient {
   push(event: CallPush): void;

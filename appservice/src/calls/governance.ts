@@ -302,7 +302,13 @@ export class Governance {
       await this.autoAdmit(roomId, k.userId);
       return;
     }
-    if (this.removeKnock(roomId, k.userId)) this.notify(roomId);
+    if (this.removeKnock(roomId, k.userId)) {
+      this.notify(roomId);
+      // Let in: the devices in the call hear it from this transaction, not at their next sync
+      // (100-300 ms later on a busy page), and send the user's devices their media keys once
+      // their own homeserver confirms the invite. Nothing a member of the room does not see.
+      if (membership === "invite") this.deps.seats.pushEach(roomId, () => ({ type: "let_in", user_id: k.userId }));
+    }
     if (!(await this.isAliasMeeting(roomId)) || k.userId === this.deps.homeserver.botUserId) return;
     if (membership === "join") await this.inRoomOrder(roomId, () => this.maybeMakeHost(roomId, k.userId));
     else if (membership === "leave" || membership === "ban") await this.inRoomOrder(roomId, () => this.maybePromote(roomId));

@@ -566,6 +566,13 @@ export class SyncedRoomFeed implements RoomFeed {
         const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
         return (content as { membership?: unknown } | undefined)?.membership === "join";
       },
+      invitedToRoom: async (userId) => {
+        const client = this.client;
+        if (!client) return false;
+        // Asked of the homeserver every time: the member loaded here may still be the knock.
+        const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
+        return (content as { membership?: unknown } | undefined)?.membership === "invite";
+      },
       onRoomMembership: (fn) => {
         const client = this.client;
         if (!client) return () => undefined;
@@ -577,10 +584,17 @@ export class SyncedRoomFeed implements RoomFeed {
         return () => void client.off(RoomEvent.Timeline, listener);
       },
       knownDevicesOf: async (userId) => {
-        const crypto = this.client?.getCrypto();
-        if (!crypto) return [];
-        const known = await this.usingCrypto(crypto.getUserDeviceInfo([userId], false));
-        return [...(known.get(userId)?.keys() ?? [])].map((deviceId) => ({ userId, deviceId }));
+        // As the machine knows them now: not after a key query under way (matrix-js-sdk's
+        // getUserDeviceInfo waits up to a second for one; the invite's sync starts one).
+        const machine = (this.client?.getCrypto() as unknown as RustCryptoInternals | undefined)?.olmMachine;
+        if (!machine?.getUserDevices) return [];
+        const [user] = await rustUserIds([userId]);
+        const devices = await this.usingCrypto(machine.getUserDevices(user));
+        try {
+          return devices.keys().map((id) => ({ userId, deviceId: id.toString() }));
+        } finally {
+          devices.free();
+        }
       },
       devicesOf: async (userId) => {
         // Asked of the homeserver itself: Rust crypto's own list of a user it has just begun to

@@ -43,6 +43,8 @@ export interface RustCryptoInternals {
     trackedUsers?: () => Promise<Set<{ toString(): string }>>;
     /** A key query for these users now, tracked or not (the request to send; its answer updates their devices). */
     queryKeysForUsers?: (users: unknown[]) => unknown;
+    /** The user's devices as the machine knows them; without a timeout, at once (a pending key query not awaited). */
+    getUserDevices?: (user: unknown) => Promise<{ keys(): { toString(): string }[]; free(): void }>;
   };
   /** Sends one of the machine's requests and hands it the answer. */
   outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown): Promise<void> };

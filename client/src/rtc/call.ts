@@ -327,6 +327,9 @@ export class CallConnection {
       case "arriving":
         this.o.transforms.arriving?.({ userId: p.user_id, deviceId: p.device_id });
         return;
+      case "let_in":
+        this.o.transforms.letIn?.(p.user_id);
+        return;
       case "renegotiate":
         void this.restartMedia(`the server asked (${p.reason || "no reason given"})`);
         return;

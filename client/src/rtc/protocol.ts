@@ -82,6 +82,8 @@ export type Push =
   | { type: "evicted"; errcode: string; error: string; by?: string; reason?: string }
   /** A device in the pre-join (its session granted ahead, its keys up): its media keys may go now. */
   | { type: "arriving"; user_id: string; device_id: string }
+  /** A user let in from the lobby (invited after their knock), as the server's homeserver told it. */
+  | { type: "let_in"; user_id: string }
   | ViewPush
   | GovernancePush;
 
@@ -166,6 +168,11 @@ const PUSHES: Record<Push["type"], (m: R, errors: string[]) => Push | undefined>
   arriving: (m, errors) => {
     if (isUserId(m.user_id) && typeof m.device_id === "string" && m.device_id && m.device_id.length <= 255) return { type: "arriving", user_id: m.user_id, device_id: m.device_id };
     errors.push("arriving needs user_id and device_id");
+    return undefined;
+  },
+  let_in: (m, errors) => {
+    if (isUserId(m.user_id)) return { type: "let_in", user_id: m.user_id };
+    errors.push("let_in needs user_id");
     return undefined;
   },
   ...GOVERNANCE_PUSHES,

@@ -32,6 +32,8 @@ export interface MediaTransformHook {
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
   /** A device in the pre-join, as the server announces it (its session granted ahead): keys may go to it now. */
   arriving?(device: PublishingDevice): void;
+  /** A user let in from the lobby, as the server tells it: keys may go to them once their invite is confirmed. */
+  letIn?(userId: string): void;
   /** The server's participant list changed: the devices in the call's media (with a device id), publishing or not yet. */
   participants?(devices: PublishingDevice[]): void;
 }

@@ -164,6 +164,21 @@ describe("the lobby", () => {
     expect(g.waiting(ROOM).map((w) => w.user_id)).toEqual(["@_parley_g1:a.example"]);
   });
 
+  it("a knock's invite (let in, by anyone) is told to every device in the call at once; no other invite, and nothing for a knock that left", async () => {
+    const g = governance();
+    seated = ["@host:a.example", "@p1:a.example"];
+    await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "leave");
+    await g.onMembership(ROOM, fact("@bob:b.example"), "invite");
+    await g.onMembership(ROOM, fact("@carol:b.example"), "invite"); // never knocked
+    await g.onMembership(ROOM, fact("@eve:b.example"), "invite"); // knocked, but left the lobby first
+    expect(pushes.filter(([, p]) => p.type === "let_in")).toEqual([
+      ["@host:a.example", { type: "let_in", user_id: "@bob:b.example" }],
+      ["@p1:a.example", { type: "let_in", user_id: "@bob:b.example" }],
+    ]);
+  });
+
   it("only those who may admit are shown the lobby", async () => {
     setPl({ "@host:a.example": 100 });
     const g = governance();

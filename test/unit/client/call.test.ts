@@ -432,6 +432,7 @@ describe("CallConnection and E2EE", () => {
   function e2eeSetup(onHello: () => Promise<void>) {
     const rosters: { userId: string; deviceId: string }[][] = [];
     const arriving: { userId: string; deviceId: string }[] = [];
+    const letIn: string[] = [];
     const call = new CallConnection({
       callApi: "http://127.0.0.11:9",
       room: "!r:x",
@@ -439,7 +440,7 @@ describe("CallConnection and E2EE", () => {
       local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
       peerFactory,
       join: async () => GRANT,
-      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d) },
+      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d), letIn: (u) => void letIn.push(u) },
       onHello,
       socketFactory: (url) => {
         socket = new FakeSocket(url);
@@ -447,7 +448,7 @@ describe("CallConnection and E2EE", () => {
         return socket;
       },
     });
-    return { call, rosters, arriving };
+    return { call, rosters, arriving, letIn };
   }
 
   it("hands the frame transforms the devices the server announces in the pre-join; a malformed announcement is dropped", async () => {
@@ -457,6 +458,15 @@ describe("CallConnection and E2EE", () => {
     socket.receive({ type: "arriving", user_id: "not a user", device_id: "X" });
     socket.receive({ type: "arriving", user_id: "@c:y", device_id: "" });
     expect(arriving).toEqual([{ userId: "@b:y", deviceId: "BDEV" }]);
+  });
+
+  it("hands the frame transforms the users the server says were let in; a malformed one is dropped", async () => {
+    const { call, letIn } = e2eeSetup(async () => undefined);
+    await call.start();
+    socket.receive({ type: "let_in", user_id: "@e:y" });
+    socket.receive({ type: "let_in", user_id: "nobody" });
+    socket.receive({ type: "let_in" });
+    expect(letIn).toEqual(["@e:y"]);
   });
 
   it("publishes only once the key mode is set (what onHello returns has settled)", async () => {

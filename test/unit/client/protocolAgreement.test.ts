@@ -68,6 +68,8 @@ const PUSHES: CallPush[] = [
   ...SERVER_REACTIONS.map((emoji): CallPush => ({ type: "reaction", user_id: "@b:y", emoji })),
   { type: "meeting", access: "institution", locked: true, guests: false, ended: { by: "@h:x", at: 9 }, you: { role: "cohost", can: ["mute", "admit"] } },
   { type: "lobby", waiting: [KNOCK] },
+  { type: "arriving", user_id: "@c:z", device_id: "CDEV" },
+  { type: "let_in", user_id: "@c:z" },
 ];
 
 // `view` is the last-N request (issue 10): the client's requests parse with the server's schema.

@@ -112,6 +112,9 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   {type:"arriving", user_id, device_id}   a device in the pre-join (its session granted ahead,
  *                                        its keys up: POST /_parley/v1/calls/arriving): the
  *                                        devices in the call may send it their media keys now
+ *   {type:"let_in", user_id}   a user invited after their knock (let in from the lobby), as the
+ *                              homeserver's transaction tells it: each device confirms the invite
+ *                              with its own homeserver, then sends the user's devices its media key
  *   {type:"videos", videos: [{feed, layer}]}   exactly the remote videos the server forwards to
  *                                        this viewer now, in selection order, and their simulcast
  *                                        layer (0 low, 1 medium, 2 high); others get no video

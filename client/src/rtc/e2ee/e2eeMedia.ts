@@ -27,6 +27,8 @@ export interface E2eeMediaEvents extends Record<string, unknown> {
   roster: undefined;
   /** A device in the pre-join, as the server announced it. */
   arriving: { userId: string; deviceId: string };
+  /** A user let in from the lobby, as the server told it. */
+  letIn: { userId: string };
 }
 
 /**
@@ -108,6 +110,11 @@ export class E2eeMedia implements MediaTransformHook {
   /** A device in the pre-join, as the server announced it: the key share may send it the key. */
   arriving(device: PublishingDevice): void {
     this.events.emit("arriving", { userId: device.userId, deviceId: device.deviceId });
+  }
+
+  /** A user let in from the lobby, as the server told it: the key share may send them the key once it confirmed the invite. */
+  letIn(userId: string): void {
+    this.events.emit("letIn", { userId });
   }
 
   /** The devices publishing media in the call, as the SFU's participant list last said. */

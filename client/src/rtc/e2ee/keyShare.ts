@@ -28,7 +28,11 @@
 // the same rules and bounds as an announcement, so the key exchange runs beside their room join
 // instead of after it (a knocker's device cannot announce itself: it sees none of the room's state
 // until it has joined; its Parley client has Parley announce it once its keys are up, the
-// `arriving` push, answered the same way). Matrix shares room keys with invited users the same way. A user sent a key
+// `arriving` push, answered the same way). Matrix shares room keys with invited users the same way.
+// The admission is heard from the invite's membership event in this device's sync, or earlier from
+// the call's Parley (the `let_in` push, from its homeserver's transaction), which is not taken on
+// its word: this device's own homeserver must say the user is invited before a key goes. Either
+// way once per admission. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
 // makes this device rotate, as a member's leave does.
 //
@@ -133,6 +137,9 @@ export interface CallMembersPort {
   /** The user's devices this device's crypto knows now (none asked for: empty for a user it does
    *  not track). A knocker's, looked up when the knock came (SyncedRoomFeed). */
   knownDevicesOf?(userId: string): Promise<DeviceRef[]>;
+  /** Whether the user is invited to the room as this user's homeserver sees it now (asked of it).
+   *  Absent: a let-in the server tells waits for the invite's own membership event. */
+  invitedToRoom?(userId: string): Promise<boolean>;
 }
 
 /** Devices of one user let in from the lobby that are sent the key early (more are left to their join). */
@@ -150,6 +157,8 @@ export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onCha
   arrived?(): DeviceRef[];
   /** Devices in the pre-join, as the server announces them (their session granted ahead, their keys up). */
   onArriving?(fn: (device: DeviceRef) => void): () => void;
+  /** Users let in from the lobby, as the server tells it from its homeserver's transaction (`let_in`). */
+  onLetIn?(fn: (userId: string) => void): () => void;
 }
 
 export interface KeySink {
@@ -287,6 +296,8 @@ export class ParticipantKeyShare {
    * at most `prejoinLimits.devices`, the oldest forgotten first.
    */
   private readonly admitted = new Set<string>();
+  /** Users the server said were let in, whose invite this device's homeserver is being asked about. */
+  private readonly confirming = new Set<string>();
   /** Devices answered at their arrival in the SFU's list, not members yet; `sent`: a key went to it. */
   private readonly arrivals = new Map<string, { sent: boolean }>();
   /** Members that left while still in the SFU's list: not answered at arrival until they leave it. */
@@ -347,6 +358,7 @@ export class ParticipantKeyShare {
     );
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(live(() => this.onRoster())));
     if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving(live((d) => this.onServerPrejoin(d))));
+    if (this.o.roster?.onLetIn) this.unsubscribe.push(this.o.roster.onLetIn(live((u) => this.onServerLetIn(u))));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin(live((from, content) => this.onPrejoin(from, content))));
     if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership(live((user, membership, previous) => this.onRoomMembership(user, membership, previous))));
     if (this.o.transport.onDevicesUpdated) this.unsubscribe.push(this.o.transport.onDevicesUpdated(live((users) => this.onDevicesUpdated(users))));
@@ -571,14 +583,7 @@ export class ParticipantKeyShare {
    */
   private onRoomMembership(userId: string, membership: string, previous: string | undefined): void {
     if (userId === this.o.self.userId) return;
-    if (membership === "invite" && previous === "knock") {
-      if (!this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
-      this.admitted.delete(userId);
-      this.admitted.add(userId);
-      keepNewest(this.admitted, this.prejoinLimits.devices);
-      this.enqueue(() => this.answerAdmitted(userId, 0));
-      return;
-    }
+    if (membership === "invite" && previous === "knock") return this.letIn(userId);
     this.admitted.delete(userId); // joined (their join's own path from here), or gone
     if (membership !== "leave" && membership !== "ban") return;
     const theirs = ofUser(userId);
@@ -591,6 +596,38 @@ export class ParticipantKeyShare {
     // (Whichever key they were sent: a key ratcheted since derives from it.)
     this.log.info("a user sent the media key before joining left the room: rotating", { user: userId, devices: early.length });
     this.enqueue(() => this.rotate("leave", false));
+  }
+
+  /**
+   * A user let in from the lobby, from the invite's own membership event or from the server (once
+   * confirmed): their devices are sent the key, once for this admission (the other of the two
+   * ways to hear of it finds them admitted already).
+   */
+  private letIn(userId: string): void {
+    if (this.admitted.has(userId) || !this.o.members.devicesOf || !this.takeEarlyAnswer()) return;
+    this.admitted.add(userId);
+    keepNewest(this.admitted, this.prejoinLimits.devices);
+    this.enqueue(() => this.answerAdmitted(userId, 0));
+  }
+
+  /**
+   * The call's Parley says a user was let in (its homeserver's transaction, usually well before
+   * this page's sync shows the invite). Parley is not trusted with that: this device's own
+   * homeserver must say the user is invited (a state read) before any key goes; if it does not
+   * yet, the invite's membership event does it when it comes.
+   */
+  private onServerLetIn(userId: string): void {
+    const invited = this.o.members.invitedToRoom;
+    if (userId === this.o.self.userId || this.admitted.has(userId) || !invited || this.confirming.has(userId)) return;
+    // At most prejoinLimits.devices reads in flight: the server cannot make this device ask its homeserver more.
+    if (this.confirming.size >= this.prejoinLimits.devices) return;
+    this.confirming.add(userId);
+    void invited(userId)
+      .then((yes) => {
+        if (yes && !this.stopped) this.letIn(userId);
+      })
+      .catch((err: unknown) => this.log.debug("could not confirm a user let in", { user: userId, err: String(err) }))
+      .finally(() => this.confirming.delete(userId));
   }
 
   /**

@@ -39,6 +39,8 @@ function harness(
     devicesOf?: (userId: string) => Promise<DeviceRef[]>;
     /** The devices the crypto knows now (absent: the port cannot tell). */
     knownDevicesOf?: (userId: string) => Promise<DeviceRef[]>;
+    /** Whether this device's homeserver says the user is invited (absent: the port cannot tell). */
+    invitedToRoom?: (userId: string) => Promise<boolean>;
   } = {},
 ) {
   let members = [ME, ...initial];
@@ -48,6 +50,7 @@ function harness(
   const memberListeners: (() => void)[] = [];
   const rosterListeners: (() => void)[] = [];
   const arrivingListeners: ((d: DeviceRef) => void)[] = [];
+  const letInListeners: ((userId: string) => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const devicesListeners: ((users: string[]) => void)[] = [];
@@ -86,12 +89,14 @@ function harness(
       onRoomMembership: (fn) => (roomListeners.push(fn), () => undefined),
       ...(opts.devicesOf ? { devicesOf: opts.devicesOf } : {}),
       ...(opts.knownDevicesOf ? { knownDevicesOf: opts.knownDevicesOf } : {}),
+      ...(opts.invitedToRoom ? { invitedToRoom: opts.invitedToRoom } : {}),
     },
     roster: {
       devices: () => roster,
       arrived: () => arrived,
       onChange: (fn) => (rosterListeners.push(fn), () => undefined),
       onArriving: (fn) => (arrivingListeners.push(fn), () => undefined),
+      onLetIn: (fn) => (letInListeners.push(fn), () => undefined),
     },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
@@ -147,6 +152,12 @@ function harness(
     /** The crypto learned `users`' devices anew; resolves once the share reacted. */
     devicesUpdated: async (users: string[]) => {
       devicesListeners.forEach((l) => l(users));
+      await share.settled();
+    },
+    /** The server says `userId` was let in (`let_in`); resolves once the share confirmed it and reacted. */
+    serverLetIn: async (userId: string) => {
+      letInListeners.forEach((l) => l(userId));
+      for (let i = 0; i < 5; i++) await Promise.resolve(); // the homeserver's answer
       await share.settled();
     },
     /** The room's timeline shows `userId`'s membership change; resolves once the share reacted. */
@@ -613,6 +624,49 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     return h;
   };
 
+  it("the server's let_in sends the key once this device's homeserver confirms the invite; the invite's own event then sends nothing more", async () => {
+    const listed: string[] = [];
+    const asked: string[] = [];
+    const h = harness([BOB], {
+      devicesOf: async (u) => (listed.push(u), erinsDevices(u)),
+      invitedToRoom: async (u) => (asked.push(u), u === ERIN.userId),
+    });
+    h.share.start();
+    await h.share.settled();
+    await h.serverLetIn(ERIN.userId);
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN), id(ERIN2)], index: 0, key: h.sent[0]!.key }]);
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    await h.serverLetIn(ERIN.userId); // told twice: nothing asked again
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    expect([listed, asked]).toEqual([[ERIN.userId], [ERIN.userId]]);
+  });
+
+  it("a let_in the homeserver does not confirm (not invited there, or not yet) sends nothing; the invite's own event still does; its own user is ignored", async () => {
+    const h = harness([BOB], { devicesOf: erinsDevices, invitedToRoom: async () => false });
+    h.share.start();
+    await h.share.settled();
+    await h.serverLetIn(ERIN.userId);
+    await h.serverLetIn(ME.userId);
+    expect(sentTo(h, ERIN)).toEqual([]);
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    // Without a way to ask (the widget), the server's word is not taken.
+    const blind = harness([BOB], { devicesOf: erinsDevices });
+    blind.share.start();
+    await blind.share.settled();
+    await blind.serverLetIn(ERIN.userId);
+    expect(blind.sent).toHaveLength(1);
+  });
+
+  it("asks its homeserver about at most prejoinLimits.devices users let in at once", async () => {
+    const asked: string[] = [];
+    const h = harness([BOB], { devicesOf: erinsDevices, invitedToRoom: (u) => (asked.push(u), new Promise<boolean>(() => undefined)), prejoinLimits: { devices: 2 } });
+    h.share.start();
+    await h.share.settled();
+    for (const u of ["@a:x", "@b:x", "@c:x", "@a:x"]) await h.serverLetIn(u);
+    expect(asked).toEqual(["@a:x", "@b:x"]);
+  });
+
   it("an invite after a knock sends every device of the user the key in use; the join then needs no ratchet", async () => {
     const h = harness([BOB], { graceMs: 5000, devicesOf: erinsDevices });
     h.share.start();
@@ -671,16 +725,19 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await h.share.settled();
     await h.roomMembership(ERIN.userId, "invite", "knock");
     expect(h.sent.at(-1)!.to).toHaveLength(MAX_ADMITTED_DEVICES);
-    // The same admission again within repeatMs: the devices just sent the key get nothing more.
+    // The same admission told again (the server's let_in, then the invite's own event): one admission,
+    // nothing more sent, no answer spent.
     await h.roomMembership(ERIN.userId, "invite", "knock");
     expect(h.sent).toHaveLength(2);
     await h.announce(CAROL);
     expect(h.sent).toHaveLength(3);
-    await h.roomMembership("@frank:f", "invite", "knock"); // the fourth early answer this minute
-    expect(h.sent).toHaveLength(3);
-    await vi.advanceTimersByTimeAsync(60_000);
     await h.roomMembership("@frank:f", "invite", "knock");
     expect(h.sent).toHaveLength(4);
+    await h.roomMembership("@gina:g", "invite", "knock"); // the fourth early answer this minute
+    expect(h.sent).toHaveLength(4);
+    await vi.advanceTimersByTimeAsync(60_000);
+    await h.roomMembership("@gina:g", "invite", "knock");
+    expect(h.sent).toHaveLength(5);
   });
 
   it("the devices known since the knock are sent the key before the listing answers; the listing adds the rest, each device once", async () => {
