@@ -72,8 +72,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   /**
    * The call's Parley tells the devices in the call that this device is about to join, once the
    * grant asked ahead came and this device's keys are up (`arriving`): they send it their media
-   * keys then, with no Olm message of this device's to wait for. Not once `shown` is aborted (the
-   * call started: its hello tells the call).
+   * keys then, with no Olm message of this device's to wait for. A call started before the keys
+   * were up (a quick Join) still says it: the devices that could not encrypt to the device at its
+   * hello (unknown to their crypto then) send their keys again at once, not after their next sync
+   * shows its new keys. Not once `shown` is aborted (another pre-join, or the meeting closed).
    */
   const announceArrival = (api: string, roomId: string, feed: SyncedRoomFeed, shown: AbortSignal) => {
     void (async () => {
@@ -85,17 +87,22 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   };
   /** The invite that let this user in from the lobby, as its stripped state shows the room (knock.ts inviteState). */
   let letIn: { roomId: string; state: InviteState } | undefined;
-  /** Ends the pre-join's announcement (not sent once the call has started). */
+  /** Ends the pre-join's Olm announcement (not sent once the call has started). */
   let prejoinShown: AbortController | undefined;
+  /** Ends the arrival's announcement through Parley (not once another pre-join began). */
+  let arrivalShown: AbortController | undefined;
   /** A new pre-join (or a knock let in): the previous one's announcements end. */
-  const newPrejoin = (): AbortSignal => {
+  const newPrejoin = (): { shown: AbortSignal; arrival: AbortSignal } => {
     prejoinShown?.abort();
+    arrivalShown?.abort();
     prejoinShown = new AbortController();
-    return prejoinShown.signal;
+    arrivalShown = new AbortController();
+    return { shown: prejoinShown.signal, arrival: arrivalShown.signal };
   };
   return {
     dispose: () => {
       prejoinShown?.abort();
+      arrivalShown?.abort();
       warm?.feed.stop();
       warm = undefined;
     },
@@ -132,8 +139,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
           if (!state.call) return;
           warmGrant(state.call, roomId);
           const host = trust.decide(state.call);
-          const shown = newPrejoin();
-          if (isTrusted(host)) announceArrival(host.api, roomId, feed, shown);
+          const { arrival } = newPrejoin();
+          if (isTrusted(host)) announceArrival(host.api, roomId, feed, arrival);
         };
         return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited } });
       },
@@ -149,7 +156,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // The call's devices hear that this one is about to join and send it their media keys now:
       // those the grant asked ahead lists as soon as the device's keys are up, not only once the
       // room's first sync shows its members (after a quick Join).
-      const shown = newPrejoin();
+      const { shown, arrival } = newPrejoin();
       warmJoin();
       warmGrant(room.call, room.roomId);
       const host = trust.decide(room.call);
@@ -157,13 +164,15 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       const feed = feedFor(room.roomId);
       void feed.announcePrejoin(shown, { callState: room.callContent, devices: grant.then((g) => g?.devices ?? null) });
       // The call's Parley tells the devices in the call too.
-      if (isTrusted(host)) announceArrival(host.api, room.roomId, feed, shown);
+      if (isTrusted(host)) announceArrival(host.api, room.roomId, feed, arrival);
       const consent = { host: room.host, confirm: () => trust.confirm(room.call) };
       if (!kept) return new PrejoinModel(browserMediaPort(), consent);
       kept.setConsent(consent);
       return kept;
     },
     call: (room, local) => {
+      // (The pre-join's Olm announcement ends here: the hello tells the call. Its arrival through
+      // Parley goes on: see announceArrival.)
       prejoinShown?.abort();
       const host = trust.decide(room.call);
       const feed = feedFor(room.roomId);

@@ -177,7 +177,8 @@ try {
     if (traced) {
       // Where the page's Join mark falls on the requests' clock (ms from the click).
       const joinAt = await page.evaluate(() => performance.timeOrigin + (performance.getEntriesByName("parley:join").at(-1)?.startTime ?? NaN));
-      console.log(`join ${i / 2 + 1}: first frame seen by the poll at ${(seen - t0).toFixed(0)} ms from the click, the page's Join at ${(joinAt - performance.timeOrigin - t0).toFixed(0)} ms; page marks from its Join: ${JSON.stringify(timeline)}\n${traced.stop().join("\n")}\n${hostKeys.join("\n")}`);
+      const joinerKeys = (consoles.get(page) ?? []).filter((l) => /\[parley:(e2ee|chat)\]/.test(l));
+      console.log(`join ${i / 2 + 1}: first frame seen by the poll at ${(seen - t0).toFixed(0)} ms from the click, the page's Join at ${(joinAt - performance.timeOrigin - t0).toFixed(0)} ms; page marks from its Join: ${JSON.stringify(timeline)}\n${traced.stop().join("\n")}\n${hostKeys.join("\n")}\nthe joiner's key log:\n${joinerKeys.join("\n")}`);
       hostSide.page.off("console", onHostLog);
     }
     (relay ? relayMs : parleyMs).push(timeline["remote-painted"]!);

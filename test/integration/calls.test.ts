@@ -105,7 +105,8 @@ describe("joining a call", () => {
     // The same again (a retry, a second tab): answered, not pushed again.
     expect((await arriving({ session: early.json.session, device_id: "BOBDEV" })).status).toBe(200);
     // Not a session granted ahead, an unknown one, a malformed body: refused with their errcodes.
-    expect(await arriving({ session: plain.json.session, device_id: "X" })).toEqual({ status: 200, json: {} }); // held: its hello told the call
+    // In the call already: only the device its hello named (its keys up after its hello).
+    expect(await arriving({ session: plain.json.session, device_id: "X" })).toMatchObject({ status: 403, json: { errcode: "M_FORBIDDEN" } });
     const other = await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId });
     expect(await arriving({ session: other.json.session, device_id: "X" })).toMatchObject({ status: 403, json: { errcode: "M_FORBIDDEN" } });
     expect(await arriving({ session: "nope", device_id: "X" })).toMatchObject({ status: 401, json: { errcode: "M_UNKNOWN_TOKEN" } });
@@ -114,7 +115,12 @@ describe("joining a call", () => {
     expect(await arriving({ session: "x".repeat(257), device_id: "X" })).toMatchObject({ status: 400, json: { errcode: "M_BAD_JSON" } });
     const bobWs = await SignallingClient.open(signallingUrl(A));
     await bobWs.request({ type: "hello", session: early.json.session, device_id: "BOBDEV" });
-    expect(aliceWs.pushes.filter((p) => p.type === "arriving")).toHaveLength(1);
+    expect((await arriving({ session: early.json.session, device_id: "BOBDEV" })).status).toBe(200); // announced already
+    expect(await arriving({ session: plain.json.session, device_id: "ALICEDEV" })).toEqual({ status: 200, json: {} });
+    expect(await bobWs.push("alice's device, its keys up after its hello", (p) => p.type === "arriving")).toMatchObject({ user_id: alice.userId, device_id: "ALICEDEV" });
+    expect((await arriving({ session: plain.json.session, device_id: "ALICEDEV" })).status).toBe(200); // once
+    expect(aliceWs.pushes.filter((p) => p.type === "arriving" && p.user_id === bob.userId)).toHaveLength(1);
+    expect(bobWs.pushes.filter((p) => p.type === "arriving")).toHaveLength(1);
     bobWs.close();
     aliceWs.close();
   });

@@ -374,12 +374,15 @@ export class CallService {
    * false after (or once the session is held: its hello told the call). Unknown or expired:
    * M_UNKNOWN_TOKEN; a session not granted ahead: M_FORBIDDEN.
    */
-  arriving(token: string): { session: CallSession; first: boolean } {
+  arriving(token: string, deviceId: string): { session: CallSession; first: boolean } {
     const key = this.keyOf(token);
     const session = this.sessions.get(key);
     if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-    if (this.held.has(key)) return { session, first: false };
-    if (!this.admitAtHello.has(key)) throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
+    if (this.held.has(key)) {
+      // In the call already (its hello named the device), its keys up only now: the call's devices
+      // that could not encrypt to it at its hello send it their keys again (the device it named only).
+      if (this.deviceOf.get(key) !== deviceId) throw new ParleyError("M_FORBIDDEN", "not the device this session's hello named");
+    } else if (!this.admitAtHello.has(key)) throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
     const first = !this.announced.has(key);
     this.announced.add(key);
     return { session, first };

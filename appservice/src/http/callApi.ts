@@ -80,14 +80,15 @@ export function callApiRouter(calls: CallService, opts: CallApiOptions): Router 
     }
   });
   // The pre-join's device, its keys up: the call's devices send it their media keys before its
-  // Join (docs/join.md, "Keys at arrival, keys before the first sync"). The session token is the proof.
+  // Join (docs/join.md, "Keys at arrival, keys before the first sync"); or a device in the call
+  // whose keys went up after its hello. The session token is the proof.
   router.post("/_parley/v1/calls/arriving", (req, res) => {
     const parsed = arrivingBody.safeParse(req.body);
     if (!parsed.success) {
       return sendError(res, new ParleyError("M_BAD_JSON", `expected {session, device_id}: ${parsed.error.issues.map((i) => i.path.join(".")).join(", ")}`));
     }
     try {
-      const { session, first } = calls.arriving(parsed.data.session);
+      const { session, first } = calls.arriving(parsed.data.session, parsed.data.device_id);
       if (first) opts.onArriving?.(session, parsed.data.device_id);
       res.json({});
     } catch (err) {

@@ -376,15 +376,20 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(later.devices).toEqual([]);
   });
 
-  it("announces its device once (arriving); a plain grant, a held or unknown session, none", async () => {
+  it("announces its device once (arriving): from the pre-join, or once in the call its hello's device only; a plain grant before its hello or an unknown session, none", async () => {
     const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
     const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
-    expect(s.arriving(early.session)).toMatchObject({ first: true, session: { userId: BOB, roomId: MEETING } });
-    expect(s.arriving(early.session).first).toBe(false);
-    expect(() => s.arriving(plain.session)).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN" }));
-    expect(() => s.arriving("unknown")).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+    expect(s.arriving(early.session, "BDEV")).toMatchObject({ first: true, session: { userId: BOB, roomId: MEETING } });
+    expect(s.arriving(early.session, "BDEV").first).toBe(false);
+    s.attach(early.session, () => undefined, "BDEV");
+    expect(s.arriving(early.session, "BDEV").first).toBe(false); // announced already: once per session
+    expect(() => s.arriving(plain.session, "ADEV")).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN" }));
+    expect(() => s.arriving("unknown", "ADEV")).toThrow(expect.objectContaining({ errcode: "M_UNKNOWN_TOKEN" }));
+    // In the call (its keys went up after its hello): the device its hello named, once.
     s.attach(plain.session, () => undefined, "ADEV");
-    expect(s.arriving(plain.session).first).toBe(false); // held: its hello told the call
+    expect(() => s.arriving(plain.session, "OTHER")).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN" }));
+    expect(s.arriving(plain.session, "ADEV")).toMatchObject({ first: true, session: { userId: ALICE } });
+    expect(s.arriving(plain.session, "ADEV").first).toBe(false);
   });
 
   it("lists at most MAX_GRANT_DEVICES devices", async () => {

@@ -110,8 +110,9 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   {type:"speakers", talking, recent}   who talks now, and the speakers most recent first
  *                                        (at most 50), on change, coalesced (docs/large-meetings.md)
  *   {type:"arriving", user_id, device_id}   a device in the pre-join (its session granted ahead,
- *                                        its keys up: POST /_parley/v1/calls/arriving): the
- *                                        devices in the call may send it their media keys now
+ *                                        its keys up: POST /_parley/v1/calls/arriving), or in the
+ *                                        call with its keys up only after its hello: the devices
+ *                                        in the call may send it their media keys now (again)
  *   {type:"let_in", user_id}   a user invited after their knock (let in from the lobby), as the
  *                              homeserver's transaction tells it: each device confirms the invite
  *                              with its own homeserver, then sends the user's devices its media key

@@ -539,7 +539,12 @@ export class ParticipantKeyShare {
    */
   private onServerPrejoin(device: DeviceRef): void {
     const id = deviceKey(device);
-    if (id === deviceKey(this.o.self) || !device.deviceId || this.reachedRecently(id)) return;
+    if (id === deviceKey(this.o.self) || !device.deviceId) return;
+    // A device the key did not reach (unknown to the crypto then: its keys went up after its
+    // hello, on a quick Join) says its keys are up now: sent again at once, as when the crypto
+    // learns its devices by itself (after this device's next sync and a key query).
+    if (this.undelivered.has(id)) return this.onDevicesUpdated([device.userId]);
+    if (this.reachedRecently(id)) return;
     if (!this.takeEarlyAnswer()) return;
     this.rememberPrejoin(id, { at: this.o.now(), index: -1 });
     const d = { userId: device.userId, deviceId: device.deviceId };

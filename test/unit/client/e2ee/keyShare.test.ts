@@ -1020,6 +1020,20 @@ describe("ParticipantKeyShare: a device the server announces in the pre-join", (
     expect(many.map((d) => sentTo(h, d).length)).toEqual([1, 0, 0]); // Dave's refusal took one of the two
   });
 
+  it("a device in the call the key did not reach (its keys up only after its hello) is sent it again when the server says its keys are up", async () => {
+    const unreachable = new Set([id(DAVE)]);
+    const h = harness([BOB], { joined: new Set([DAVE.userId]), unreachable });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, DAVE], [DAVE]); // its hello, publishing: answered at its arrival, not reached
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    unreachable.clear(); // its keys went up
+    await h.serverArriving(DAVE);
+    expect(sentTo(h, DAVE)).toEqual([{ to: [id(DAVE)], index: 0, key: h.sent[0]!.key }, { to: [id(DAVE)], index: 0, key: h.sent[0]!.key }]);
+    await h.serverArriving(DAVE); // reached now: nothing more
+    expect(sentTo(h, DAVE)).toHaveLength(2);
+  });
+
   it("a key that did not reach it is sent again at its arrival in the call", async () => {
     const h = harness([BOB], { joined: new Set([DAVE.userId]), unreachable: new Set([id(DAVE)]) });
     h.share.start();
