@@ -369,6 +369,12 @@ export class SyncedRoomFeed implements RoomFeed {
   /** Knockers whose Olm sessions are prepared at their knock (KNOCK_PREPARES_PER_MINUTE). */
   private readonly knockBudget: MinuteBudget;
 
+  /** The user's membership of the room as this user's homeserver says it now (undefined: none, or no answer). */
+  private async membershipOnServer(userId: string): Promise<unknown> {
+    const content = await this.client?.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
+    return (content as { membership?: unknown } | undefined)?.membership;
+  }
+
   /** Users whose Olm sessions are being prepared now. */
   private readonly preparing = new Set<string>();
 
@@ -559,20 +565,13 @@ export class SyncedRoomFeed implements RoomFeed {
         );
       },
       joinedToRoom: async (userId) => {
-        const client = this.client;
-        const loaded = client?.getRoom(this.roomId)?.getMember(userId)?.membership;
-        if (loaded !== undefined || !client) return loaded === "join";
+        const loaded = this.client?.getRoom(this.roomId)?.getMember(userId)?.membership;
+        if (loaded !== undefined || !this.client) return loaded === "join";
         // Not loaded (lazy members): ask the homeserver, which knows.
-        const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
-        return (content as { membership?: unknown } | undefined)?.membership === "join";
+        return (await this.membershipOnServer(userId)) === "join";
       },
-      invitedToRoom: async (userId) => {
-        const client = this.client;
-        if (!client) return false;
-        // Asked of the homeserver every time: the member loaded here may still be the knock.
-        const content = await client.getStateEvent(this.roomId, "m.room.member", userId).catch(() => undefined);
-        return (content as { membership?: unknown } | undefined)?.membership === "invite";
-      },
+      // Asked of the homeserver every time: the member loaded here may still be the knock.
+      invitedToRoom: async (userId) => (await this.membershipOnServer(userId)) === "invite",
       onRoomMembership: (fn) => {
         const client = this.client;
         if (!client) return () => undefined;
