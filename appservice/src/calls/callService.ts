@@ -370,9 +370,10 @@ export class CallService {
   /**
    * A session granted ahead names the Matrix device that will hold it, its keys up: the call is
    * told (by the caller: the seats' `arriving` push), so that the devices in it send that device
-   * their media keys during its pre-join (docs/join.md). Once per session: true the first time,
-   * false after (or once the session is held: its hello told the call). Unknown or expired:
-   * M_UNKNOWN_TOKEN; a session not granted ahead: M_FORBIDDEN.
+   * their media keys during its pre-join (docs/join.md); a session held already (in the call)
+   * names the device its hello named, its keys up only after the hello. Once per session: true the
+   * first time, false after. Unknown or expired: M_UNKNOWN_TOKEN; a session neither granted ahead
+   * nor held, or a held one naming another device: M_FORBIDDEN.
    */
   arriving(token: string, deviceId: string): { session: CallSession; first: boolean } {
     const key = this.keyOf(token);

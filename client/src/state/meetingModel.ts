@@ -68,6 +68,9 @@ export class MeetingModel {
   private readonly services: MeetingServices;
   /** The user said yes to creating this meeting. */
   private createConfirmed = false;
+  /** Devices opened beside the room's opening, until the pre-join or the lobby takes them. */
+  private opening: PrejoinModel | null = null;
+  private disposed = false;
 
   constructor(target: string, services: MeetingServices) {
     this.services = services;
@@ -90,13 +93,27 @@ export class MeetingModel {
     // knock's preview came 200-370 ms after the knock, and a person let in before it waited.)
     const devices = this.services.lobbyPrejoin?.() ?? null;
     if (devices) void devices.start();
+    this.opening = devices;
+    let room: RoomSummary;
     try {
-      const room = await this.services.openRoom(target);
-      markStep("room-opened");
-      this.toPrejoin(room, devices);
+      room = await this.services.openRoom(target);
     } catch (err) {
+      if (this.tookBack(devices)) return;
       return this.refused(target, err, devices);
     }
+    if (this.tookBack(devices)) return;
+    markStep("room-opened");
+    this.toPrejoin(room, devices);
+  }
+
+  /** The room's opening ended: true (and its devices closed) when the meeting was closed meanwhile. */
+  private tookBack(devices: PrejoinModel | null): boolean {
+    // (dispose() closed them already if they were still this opening's.)
+    const mine = this.opening === devices;
+    if (mine) this.opening = null;
+    if (!this.disposed) return false;
+    if (mine) devices?.dispose();
+    return true;
   }
 
   /** Opening failed: asked to join when the join was refused (with the devices opening), else the error. */
@@ -170,6 +187,9 @@ export class MeetingModel {
 
   dispose(): void {
     const s = this.state.get();
+    this.disposed = true;
+    this.opening?.dispose();
+    this.opening = null;
     this.services.dispose?.();
     if (s.stage === "prejoin") s.prejoin.dispose();
     if (s.stage === "call") s.call.dispose();

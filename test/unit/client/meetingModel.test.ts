@@ -107,6 +107,22 @@ describe("MeetingModel", () => {
     expect(lobbyPrejoin).not.toHaveBeenCalled();
   });
 
+  it("closed while the room opens: the devices opened for it close, and no pre-join follows", async () => {
+    const early = { start: vi.fn(async () => undefined), dispose: vi.fn() };
+    let opened!: (r: RoomSummary) => void;
+    const { s, prejoin } = services({ openRoom: () => new Promise((r) => (opened = r)), lobbyPrejoin: () => early as unknown as PrejoinModel });
+    const m = new MeetingModel("#meet-demo:x", s);
+    const opening = m.open();
+    await tick();
+    m.dispose();
+    expect(early.dispose).toHaveBeenCalledTimes(1);
+    opened(ROOM);
+    await opening;
+    expect(m.state.get().stage).toBe("opening");
+    expect(prejoin.start).not.toHaveBeenCalled();
+    expect(early.dispose).toHaveBeenCalledTimes(1);
+  });
+
   it("says why a room can't be opened", async () => {
     const { s } = services({ openRoom: async () => Promise.reject(new ParleyClientError("M_FORBIDDEN", "room")) });
     const m = new MeetingModel("#x:y", s);
