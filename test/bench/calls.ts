@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -173,7 +173,7 @@ try {
     // The tile paints its first frame by itself; the poll above may see the frame decoded first.
     const painted = await paintedAfter(page, 0, 10_000);
     const timeline = await joinTimeline(page);
-    if (!relay) busyMs.push((await longTasksAfterJoin(page, painted)).ms);
+    if (!relay) busyMs.push(await longTasksAfterJoin(page, painted));
     if (traced) {
       // Where the page's Join mark falls on the requests' clock (ms from the click).
       const joinAt = await page.evaluate(() => performance.timeOrigin + (performance.getEntriesByName("parley:join").at(-1)?.startTime ?? NaN));
@@ -242,7 +242,7 @@ try {
   bench("polled_join_vs_echotest_p50_ratio", percentile(polledMs, 50) / percentile(echoPolledMs, 50), "x");
   console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
   printTimeline("join", timelines, polledMs);
-  console.log(`the joiner's main thread in long tasks (50 ms or more) from Join to its first frame: p50 ${percentile(busyMs, 50).toFixed(0)} ms (per join: ${busyMs.map((b) => b.toFixed(0)).join(", ")})`);
+  printLongTasks("joiner", busyMs);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the
   // EchoTest's Janus stop first (left running, they took a core from the knock's browsers and

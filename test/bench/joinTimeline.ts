@@ -67,21 +67,18 @@ export async function recordLongTasks(page: Page): Promise<void> {
   });
 }
 
-/** The long tasks' time (and count) between the page's last Join and `until` (page clock). */
-export async function longTasksAfterJoin(page: Page, until: number): Promise<{ ms: number; count: number }> {
+/** The long tasks' time (ms) between the page's last Join and `until` (page clock). */
+export async function longTasksAfterJoin(page: Page, until: number): Promise<number> {
   return page.evaluate((until) => {
     const join = performance.getEntriesByName("parley:join", "mark").at(-1)?.startTime ?? until;
     const tasks = (window as unknown as { __parleyLongTasks?: [number, number][] }).__parleyLongTasks ?? [];
-    let ms = 0;
-    let count = 0;
-    for (const [start, duration] of tasks) {
-      const overlap = Math.min(start + duration, until) - Math.max(start, join);
-      if (overlap <= 0) continue;
-      ms += overlap;
-      count++;
-    }
-    return { ms, count };
+    return tasks.reduce((ms, [start, duration]) => ms + Math.max(0, Math.min(start + duration, until) - Math.max(start, join)), 0);
   }, until);
+}
+
+/** Prints the p50 (and each sample) of `longTasksAfterJoin` over the joins of `who`. */
+export function printLongTasks(who: string, busyMs: number[]): void {
+  console.log(`the ${who}'s main thread in long tasks (50 ms or more) from Join to its first frame: p50 ${percentile(busyMs, 50).toFixed(0)} ms (per join: ${busyMs.map((b) => b.toFixed(0)).join(", ")})`);
 }
 
 /** Prints each step's p50 over the samples, in the order the steps happen. */

@@ -18,7 +18,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -225,8 +225,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
           });
       });
       const seenAt = performance.now();
-      const busy = await longTasksAfterJoin(page, painted);
-      busyMs.push(busy.ms);
+      busyMs.push(await longTasksAfterJoin(page, painted));
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (process.env.PARLEY_BENCH_TRACE) {
@@ -307,7 +306,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     printTimeline("federated join", fedJoins, joinMs);
     console.log(`Join pressed beside the wait ("Join when let in") in ${joinedFromLobby} of ${samples} knocks, in the pre-join after being let in in the others`);
     console.log(`video frames held for their key and released at the knocker's join: p50 ${percentile(released, 50)} (per join: ${released.join(", ")})`);
-    console.log(`the knocker's main thread in long tasks (50 ms or more) from Join to its first frame: p50 ${percentile(busyMs, 50).toFixed(0)} ms (per join: ${busyMs.map((b) => b.toFixed(0)).join(", ")})`);
+    printLongTasks("knocker", busyMs);
     bench("baseline_knock_invite_join_p50", b50, "ms");
     const j50 = percentile(joinMs, 50);
     bench("federated_join_to_first_frame_p50", j50, "ms");
