@@ -9,7 +9,9 @@ import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
 import { mediaFlowing, watchDecodedFrames } from "../support/browser.ts";
 import { everyoneFlowing, resetCounts, startThreePersonCall, type ThreePersonCall } from "../support/faults.ts";
-import { waitFor } from "../support/matrix.ts";
+import { callSession, seated } from "../support/callStack.ts";
+import { TestUser, waitFor } from "../support/matrix.ts";
+import type { Answer } from "../support/signalling.ts";
 import { metric } from "../support/metrics.ts";
 
 let call: ThreePersonCall;
@@ -29,6 +31,15 @@ async function janusFeeds(inst: Institution): Promise<string[]> {
   } finally {
     await sfu.stop();
   }
+}
+
+/** The call's room (A's store: the one active call). */
+async function callRoom(inst: Institution): Promise<string> {
+  const store = new SqliteStore(inst.parley.config.store.path);
+  const roomId = (await store.activeCalls())[0]?.roomId;
+  await store.close();
+  if (!roomId) throw new Error("no active call");
+  return roomId;
 }
 
 const peerConnections = (page: Page) => page.evaluate(() => (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.length);
@@ -81,4 +92,46 @@ describe("a Parley restart during a call", () => {
       expect(await janusFeeds(A)).toEqual(feeds);
     }, 120_000);
   }
+
+  it("a forced mute and a raised hand outlive a restart: the muted cannot unmute, a reconnect is told, the host can allow", async () => {
+    const { A, users } = call;
+    const roomId = await callRoom(A);
+    const as = async (user: { userId: string; accessToken: string }) => seated(A, await callSession(A, new TestUser(A.synapse.clientUrl, user.userId, user.accessToken), roomId));
+    // Alice hosts (the first to join): she mutes Carol's microphone, over a second seat of hers.
+    const host = await as(users.alice);
+    expect(await host.request({ type: "moderate", action: { action: "mute", user_id: users.carol.userId, kind: "audio" } })).toMatchObject({ type: "result" });
+    await call.pages.carol.getByTestId("forced-mute-notice").waitFor({ state: "visible", timeout: 15_000 });
+    await call.pages.bob.getByTestId("raise-hand").click();
+    await host.push("Bob's hand up", (p) => p.type === "participants" && handOf(p, users.bob.userId) !== null);
+    host.close();
+    await waitFor("the host's second seat gone", async () => ((await metric(A, "parley_participant_sessions")) === 3 ? true : undefined), 30_000);
+
+    await A.parley.kill9();
+    await A.parley.restart();
+    await waitFor("three seats reattached", async () => ((await metric(A, "parley_participant_sessions")) === 3 ? true : undefined), 30_000);
+
+    // A new seat of Carol's (a reconnect) is told who muted her, and may not unmute herself.
+    const carol = await as(users.carol);
+    expect(await carol.push("Carol told of her forced mute", (p) => p.type === "moderated")).toMatchObject({ kind: "audio", muted: true, by: users.alice.userId });
+    expect(await carol.request({ type: "mute", kind: "audio", muted: false })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    const list = await carol.push("the participant list", (p) => p.type === "participants" && handOf(p, users.bob.userId) !== undefined);
+    expect(handOf(list, users.bob.userId)).not.toBeNull();
+    expect(participantOf(list, users.carol.userId)?.forced).toEqual({ audio: true, video: false });
+    carol.close();
+
+    // The host allows her again: the restarted Parley lifts the block it did not make.
+    const again = await as(users.alice);
+    expect(await again.request({ type: "moderate", action: { action: "allow", user_id: users.carol.userId, kind: "audio" } })).toMatchObject({ type: "result" });
+    await call.pages.carol.getByTestId("forced-mute-notice").waitFor({ state: "hidden", timeout: 15_000 });
+    expect(await call.pages.carol.locator("#call-mic").isDisabled()).toBe(false);
+    again.close();
+  }, 120_000);
 });
+
+type Listed = { user_id: string; hand?: number | null; forced?: { audio: boolean; video: boolean } };
+const participantOf = (push: Answer, userId: string) => (push.participants as Listed[] | undefined)?.find((p) => p.user_id === userId);
+/** A user's raised hand in a participant list (null: down; undefined: not listed). */
+const handOf = (push: Answer, userId: string) => {
+  const p = participantOf(push, userId);
+  return p ? (p.hand ?? null) : undefined;
+};

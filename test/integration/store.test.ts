@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { forPostgres, PostgresStore } from "../../appservice/src/store/postgres.ts";
 import { listMigrations } from "../../appservice/src/store/rows.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
-import type { NewGuest, Store } from "../../appservice/src/store/store.ts";
+import { ERASED_USER, type NewGuest, type Store } from "../../appservice/src/store/store.ts";
 import { startPostgres, type PostgresHandle } from "../../scripts/stack/postgres.ts";
 
 let server: PostgresHandle;
@@ -388,6 +388,39 @@ describe.each(backends)("store on $name", (backend) => {
     });
   });
 
+  describe("call moderation kept for a restart (docs/resilience.md)", () => {
+    const none = { forcedAudioBy: null, forcedVideoBy: null, shareStopped: false, handAt: null };
+    const muted = { callId: "c1", userId: "@b:x", ...none, forcedAudioBy: "@a:x", updatedAt: 1000 };
+    it("a user's moderation is recorded, changed, seen by another instance, and goes when nothing is left in it", async () => {
+      const [one, two] = [await open(), await open()];
+      await one.saveModeration(muted);
+      await one.saveModeration({ ...muted, userId: "@c:x", handAt: 900, updatedAt: 1100 });
+      await one.saveModeration({ ...muted, forcedVideoBy: "@d:x", shareStopped: true, updatedAt: 1200 });
+      expect(await two.moderation()).toEqual([
+        { ...muted, userId: "@c:x", handAt: 900, updatedAt: 1100 },
+        { ...muted, forcedVideoBy: "@d:x", shareStopped: true, updatedAt: 1200 },
+      ]);
+      await two.saveModeration({ ...muted, ...none, updatedAt: 1300 });
+      expect((await one.moderation()).map((r) => r.userId)).toEqual(["@c:x"]);
+    });
+
+    it("a call's rows go with the call, the others stay", async () => {
+      const store = await open();
+      await store.saveModeration(muted);
+      await store.saveModeration({ ...muted, callId: "c2" });
+      await store.forgetCallModeration("c1");
+      expect((await store.moderation()).map((r) => r.callId)).toEqual(["c2"]);
+    });
+
+    it("erasing a user removes their rows, and a mute they forced on someone else names nobody", async () => {
+      const store = await open();
+      await store.saveModeration(muted); // @a:x muted @b:x
+      await store.saveModeration({ ...muted, userId: "@a:x", handAt: 1000 });
+      await store.eraseUser("@a:x", [], { at: 2000, guestDeactivated: false });
+      expect(await store.moderation()).toEqual([{ ...muted, forcedAudioBy: ERASED_USER }]);
+    });
+  });
+
   describe("used OpenID tokens", () => {
     it("a hash is claimed once until it expires", async () => {
       const store = await open();
@@ -548,7 +581,7 @@ describe("PostgreSQL migrations", () => {
     await c.connect();
     try {
       const tables = await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
-      expect(tables.rows.map((r) => r.tablename)).toEqual(["appservice_txn", "audit_event", "call", "call_seat", "erasure", "guest", "meeting_alias", "openid_token_used", "parley_schema", "processed_event"]);
+      expect(tables.rows.map((r) => r.tablename)).toEqual(["appservice_txn", "audit_event", "call", "call_moderation", "call_seat", "erasure", "guest", "meeting_alias", "openid_token_used", "parley_schema", "processed_event"]);
       expect((await c.query("SELECT * FROM parley_schema")).rowCount).toBe(1);
     } finally {
       await c.end();

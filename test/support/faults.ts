@@ -12,6 +12,8 @@ export interface ThreePersonCall {
   B: Institution;
   browser: Browser;
   pages: { alice: Page; bob: Page; carol: Page };
+  /** Their accounts (Alice and Carol of A, Bob of B). */
+  users: Record<"alice" | "bob" | "carol", { userId: string; accessToken: string }>;
   /** Every page, for checks over all of them. */
   all: Page[];
   /** The call's meeting alias (hosted by A). */
@@ -75,6 +77,7 @@ export async function startThreePersonCall(o: { slug: string; stack?: Omit<Stack
       B,
       browser,
       pages: { alice: alicePage, bob: bobPage, carol: carolPage },
+      users: { alice, bob, carol },
       all: [alicePage, bobPage, carolPage],
       alias,
       counts,

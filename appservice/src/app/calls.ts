@@ -22,12 +22,12 @@ import { getLogger } from "../log.ts";
 import type { CallMetrics } from "../http/callMetrics.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { readTurnSecret } from "../turn/credentials.ts";
-import type { SeatStore } from "../store/store.ts";
+import type { ModerationStore, SeatStore } from "../store/store.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
 export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission" | "recorder"> {
   homeserver: CallServiceDeps["homeserver"] & RoomStateReader & GovernanceDeps["homeserver"];
-  store: CallServiceDeps["store"] & GovernanceDeps["store"] & SeatStore;
+  store: CallServiceDeps["store"] & GovernanceDeps["store"] & SeatStore & ModerationStore;
   crypto: BotCrypto | undefined;
   /** Counts governance actions (metrics); optional. */
   observeGovernance?: GovernanceDeps["observe"];
@@ -122,6 +122,12 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
     onSeat: observe?.seat,
     observeE2ee: observe?.e2ee,
+    // Forced mutes, stopped shares and raised hands outlive a restart too: docs/resilience.md.
+    recordModeration: {
+      save: (record) => deps.store.saveModeration(record),
+      forget: (callId) => deps.store.forgetCallModeration(callId),
+      failed: (err) => log.warn({ err }, "call moderation not recorded; a restart would forget it"),
+    },
     media: {
       lastN: media.lastN,
       layerKbps: media.layerKbps,
@@ -233,8 +239,13 @@ async function resumeSessions(store: CallsDeps["store"], ports: SfuPorts, seats:
   const log = getLogger("app.calls");
   const active = await store.activeCalls();
   for (const call of active) if (call.sfu) ports.adoptRoom?.(call.sfu, call.callId);
-  const records = await store.seats();
   const live = new Set(active.map((c) => c.callId));
+  // Moderation first: the restored members' roster shows it, and their seats' pushes replay it.
+  const moderation = await store.moderation();
+  const ended = [...new Set(moderation.filter((r) => !live.has(r.callId)).map((r) => r.callId))];
+  await Promise.all(ended.map((callId) => store.forgetCallModeration(callId)));
+  seats.media.moderation.restore(moderation.filter((r) => live.has(r.callId)));
+  const records = await store.seats();
   const kept: typeof records = [];
   const stale: typeof records = [];
   for (const r of records) (live.has(r.callId) && (r.expiresAt === null || r.expiresAt > now) ? kept : stale).push(r);

@@ -9,7 +9,7 @@ import type { CallSession } from "./callService.ts";
 import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
 import { admitE2ee, type E2eeObserver } from "./e2eeAdmission.ts";
 import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuMediaSnapshot, TrickleTarget } from "./ports.ts";
-import { Moderation, type ModerationConfig } from "./moderation.ts";
+import { Moderation, type ModerationConfig, type ModerationRecorder } from "./moderation.ts";
 import type { Role } from "./roles.ts";
 import { SingleFlight } from "./singleFlight.ts";
 import type { SfuRoomRecord } from "../store/store.ts";
@@ -58,6 +58,8 @@ export interface CallMediaDeps {
   observeE2ee?: E2eeObserver | undefined;
   /** Records what a restarted Parley needs of the seat's member (null: it has no SFU session); optional. */
   recordMember?: ((seat: Seat, record: MemberRecord | null) => void) | undefined;
+  /** Records the calls' moderation for a restarted Parley; optional. */
+  recordModeration?: ModerationRecorder | undefined;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
@@ -73,7 +75,7 @@ export class CallMedia {
 
   constructor(deps: CallMediaDeps) {
     this.deps = deps;
-    this.moderation = new Moderation(deps.moderation, { roster: () => this.roster, clock: deps.clock });
+    this.moderation = new Moderation(deps.moderation, { roster: () => this.roster, clock: deps.clock, recorder: deps.recordModeration });
     this.roster = new CallRoster<Seat>((callId, m) => {
       const role = deps.roleOf?.(m.seat.session.roomId, m.userId);
       return {

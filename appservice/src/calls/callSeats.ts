@@ -11,7 +11,7 @@ import { CallMedia, type MemberRecord, type Seat } from "./callMedia.ts";
 import { TAKEN_OVER, type CallService, type SessionCloser, type SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomKeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
-import type { ModerationConfig } from "./moderation.ts";
+import type { ModerationConfig, ModerationRecorder } from "./moderation.ts";
 import type { Clock, SfuMedia } from "./ports.ts";
 import type { Role } from "./roles.ts";
 import type { KeyDevice } from "./provisionedKeys.ts";
@@ -71,6 +71,8 @@ export interface CallSeatsDeps {
   onSeat?: ((what: "joined" | SeatEnd) => void) | undefined;
   /** Told of each end-to-end encryption check (metrics); optional. */
   observeE2ee?: E2eeObserver | undefined;
+  /** Records the calls' moderation for a restarted Parley (docs/resilience.md); optional. */
+  recordModeration?: ModerationRecorder | undefined;
 }
 
 interface SeatState extends Seat {
@@ -105,6 +107,7 @@ export class CallSeats {
       mediaFailed: (what, err) => this.log.warn({ err, what }, "large-meeting media choice not applied"),
       observeE2ee: deps.observeE2ee,
       recordMember: (seat, record) => deps.calls.recordMedia(seat.session, record && JSON.stringify(record)),
+      recordModeration: deps.recordModeration,
     });
   }
 

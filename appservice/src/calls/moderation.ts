@@ -4,8 +4,16 @@
 // the same way until the client shows its camera again. Forced mutes belong to the user in the
 // call: every seat of theirs, and every later publish (a reconnect), gets them. Raised hands and
 // reactions live here too. Permission checks are the caller's (governance.ts).
+//
+// Forced mutes, stopped shares and raised hands outlive a Parley restart (docs/resilience.md):
+// each change is recorded (per call and user, in the order made), read back by the next process
+// before its seats are restored, and forgotten with the call. Janus keeps its `moderate` blocks
+// across the restart; without the record the next process would let the muted unmute themselves
+// (their client, told nothing forced, asks), and leave a reconnect's new streams unblocked.
 import { ParleyError } from "../errors.ts";
+import type { ModerationRecord } from "../store/store.ts";
 import type { CallPush, CallRoster, Member } from "./callRoster.ts";
+import { InOrder } from "./inOrder.ts";
 import { TokenBucket, type RateLimit } from "./rateLimit.ts";
 import type { Clock } from "./ports.ts";
 
@@ -17,6 +25,13 @@ export const REACTIONS = ["👍", "👏", "😂", "❤️", "🎉", "😮", "�
 export interface ModerationConfig {
   /** Reactions per user per call (sustained per minute, and at once). */
   reactions: RateLimit;
+}
+
+/** Where moderation is recorded for a restarted Parley (the store); its failures are reported, not thrown. */
+export interface ModerationRecorder {
+  save(record: ModerationRecord): Promise<void>;
+  forget(callId: string): Promise<void>;
+  failed?(err: unknown): void;
 }
 
 interface CallState {
@@ -35,10 +50,48 @@ export class Moderation<S> {
   private readonly clock: Clock;
   private readonly cfg: ModerationConfig;
 
-  constructor(cfg: ModerationConfig, deps: { roster: () => CallRoster<S>; clock: Clock }) {
+  private readonly recorder: ModerationRecorder | undefined;
+  /** Records per call, in the order the changes were made. */
+  private readonly recording = new InOrder<string>();
+
+  constructor(cfg: ModerationConfig, deps: { roster: () => CallRoster<S>; clock: Clock; recorder?: ModerationRecorder | undefined }) {
     this.cfg = cfg;
     this.roster = deps.roster;
     this.clock = deps.clock;
+    this.recorder = deps.recorder;
+  }
+
+  /** Records the user's moderation in the call as it is now (nothing left in it: the row goes). */
+  private record(callId: string, userId: string): void {
+    const recorder = this.recorder;
+    if (!recorder) return;
+    const s = this.calls.get(callId);
+    const forced = s?.forced.get(userId);
+    const record: ModerationRecord = {
+      callId,
+      userId,
+      forcedAudioBy: forced?.audio ? (s?.forcedBy.get(`${userId}|audio`) ?? "") : null,
+      forcedVideoBy: forced?.video ? (s?.forcedBy.get(`${userId}|video`) ?? "") : null,
+      shareStopped: s?.shareStopped.has(userId) ?? false,
+      handAt: s?.hands.get(userId) ?? null,
+      updatedAt: this.clock.now(),
+    };
+    void this.recording.run(callId, () => recorder.save(record)).catch((err: unknown) => recorder.failed?.(err));
+  }
+
+  /**
+   * What an earlier process recorded (docs/resilience.md), before its seats are restored: forced
+   * mutes (and by whom), stopped shares and raised hands hold again.
+   */
+  restore(records: readonly ModerationRecord[]): void {
+    for (const r of records) {
+      const s = this.state(r.callId);
+      if (r.forcedAudioBy !== null || r.forcedVideoBy !== null) s.forced.set(r.userId, { audio: r.forcedAudioBy !== null, video: r.forcedVideoBy !== null });
+      if (r.forcedAudioBy !== null) s.forcedBy.set(`${r.userId}|audio`, r.forcedAudioBy);
+      if (r.forcedVideoBy !== null) s.forcedBy.set(`${r.userId}|video`, r.forcedVideoBy);
+      if (r.shareStopped) s.shareStopped.add(r.userId);
+      if (r.handAt !== null) s.hands.set(r.userId, r.handAt);
+    }
   }
 
   private state(callId: string): CallState {
@@ -63,6 +116,7 @@ export class Moderation<S> {
     else s.forced.delete(userId);
     if (muted) s.forcedBy.set(`${userId}|${kind}`, by);
     else s.forcedBy.delete(`${userId}|${kind}`);
+    this.record(callId, userId);
     const members = this.roster().membersOf(callId, userId);
     for (const m of members) {
       // A stopped share keeps the video blocked even when a forced video mute is lifted.
@@ -95,6 +149,7 @@ export class Moderation<S> {
     const sharing = this.roster().membersOf(callId, userId).filter((m) => m.videoSource === "screen");
     if (sharing.length === 0) return 0;
     this.state(callId).shareStopped.add(userId);
+    this.record(callId, userId);
     for (const m of sharing) {
       await m.media.moderate("video", true);
       m.client.push({ type: "stop_share", by });
@@ -115,6 +170,7 @@ export class Moderation<S> {
     if (!s?.shareStopped.has(member.userId)) return;
     if (source === "screen") return void (await member.media.moderate("video", true));
     s.shareStopped.delete(member.userId);
+    this.record(callId, member.userId);
     if (!this.forcedOf(callId, member.userId).video) await member.media.moderate("video", false);
   }
 
@@ -132,6 +188,7 @@ export class Moderation<S> {
     const hands = this.state(callId).hands;
     if (raised) hands.set(userId, hands.get(userId) ?? this.clock.now());
     else hands.delete(userId);
+    this.record(callId, userId);
     this.roster().broadcast(callId);
   }
 
@@ -147,6 +204,8 @@ export class Moderation<S> {
   /** The call ended: nothing of it stays. */
   forget(callId: string): void {
     this.calls.delete(callId);
+    const recorder = this.recorder;
+    if (recorder) void this.recording.run(callId, () => recorder.forget(callId)).catch((err: unknown) => recorder.failed?.(err));
   }
 
   /** Calls with moderation state (tests: a closed call leaves none). */

@@ -6,8 +6,8 @@
 // instances counting at once cannot both take the last place.
 import pg from "pg";
 import { getLogger } from "../log.ts";
-import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
-import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
+import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toModeration, toSeat, type Migration, type Row } from "./rows.ts";
+import { ERASED_USER, moderationEmpty, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type ModerationRecord, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export interface PostgresStoreOptions {
   /** postgres://user@host:port/database (no password in it: see `password`). */
@@ -265,6 +265,26 @@ export class PostgresStore implements Store {
     return (await this.all("SELECT * FROM call_seat ORDER BY updated_at")).map(toSeat);
   }
 
+  async saveModeration(r: ModerationRecord): Promise<void> {
+    if (moderationEmpty(r)) {
+      await this.changes("DELETE FROM call_moderation WHERE call_id = $1 AND user_id = $2", [r.callId, r.userId]);
+      return;
+    }
+    await this.changes(
+      `INSERT INTO call_moderation (call_id, user_id, forced_audio_by, forced_video_by, share_stopped, hand_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (call_id, user_id) DO UPDATE SET forced_audio_by = excluded.forced_audio_by, forced_video_by = excluded.forced_video_by,
+         share_stopped = excluded.share_stopped, hand_at = excluded.hand_at, updated_at = excluded.updated_at`,
+      [r.callId, r.userId, r.forcedAudioBy, r.forcedVideoBy, r.shareStopped ? 1 : 0, r.handAt, r.updatedAt],
+    );
+  }
+  async forgetCallModeration(callId: string): Promise<void> {
+    await this.changes("DELETE FROM call_moderation WHERE call_id = $1", [callId]);
+  }
+  async moderation(): Promise<ModerationRecord[]> {
+    return (await this.all("SELECT * FROM call_moderation ORDER BY updated_at")).map(toModeration);
+  }
+
   async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
     return this.tx(async (c) => {
       await c.query("DELETE FROM openid_token_used WHERE expires_at <= $1", [now]);
@@ -367,6 +387,9 @@ export class PostgresStore implements Store {
       await run("UPDATE call SET ended_by = $1 WHERE ended_by = $2", [ERASED_USER, userId]);
       await run("DELETE FROM guest WHERE user_id = $1", [userId]);
       await run("DELETE FROM call_seat WHERE user_id = $1", [userId]);
+      await run("DELETE FROM call_moderation WHERE user_id = $1", [userId]);
+      await run("UPDATE call_moderation SET forced_audio_by = $1 WHERE forced_audio_by = $2", [ERASED_USER, userId]);
+      await run("UPDATE call_moderation SET forced_video_by = $1 WHERE forced_video_by = $2", [ERASED_USER, userId]);
       await c.query("INSERT INTO erasure (erased_at, rows_removed, guest_deactivated) VALUES ($1, $2, $3)", [erasure.at, rows, erasure.guestDeactivated ? 1 : 0]);
       return rows;
     });

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import type { AliasRecord, AuditEvent, CallRecord, ErasureRecord, GuestRecord, GuestState, SeatRecord } from "./store.ts";
+import type { AliasRecord, AuditEvent, CallRecord, ErasureRecord, GuestRecord, GuestState, ModerationRecord, SeatRecord } from "./store.ts";
 
 /** The one numbered list of migrations, written in SQL both backends take (see postgres.ts). */
 export const MIGRATIONS_DIR = path.join(import.meta.dirname, "migrations");
@@ -90,6 +90,16 @@ export const toErasure = (r: Row): ErasureRecord => ({
   erasedAt: r.erased_at as number,
   rowsRemoved: r.rows_removed as number,
   guestDeactivated: Number(r.guest_deactivated) === 1,
+});
+
+export const toModeration = (r: Row): ModerationRecord => ({
+  callId: r.call_id as string,
+  userId: r.user_id as string,
+  forcedAudioBy: (r.forced_audio_by as string | null) ?? null,
+  forcedVideoBy: (r.forced_video_by as string | null) ?? null,
+  shareStopped: Number(r.share_stopped) === 1,
+  handAt: r.hand_at === null ? null : Number(r.hand_at),
+  updatedAt: Number(r.updated_at),
 });
 
 export const toSeat = (r: Row): SeatRecord => ({

@@ -3,8 +3,8 @@
 import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toSeat, type Migration, type Row } from "./rows.ts";
-import { ERASED_USER, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
+import { listMigrations, probeTxnId, refuseNewer, toAlias, toAudit, toCall, toErasure, toGuest, toModeration, toSeat, type Migration, type Row } from "./rows.ts";
+import { ERASED_USER, moderationEmpty, type AliasRecord, type AuditEvent, type CallRecord, type ErasureRecord, type GuestRecord, type GuestState, type ModerationRecord, type NewCall, type NewGuest, type PurgeCounts, type SeatRecord, type Store } from "./store.ts";
 
 export { listMigrations } from "./rows.ts";
 
@@ -187,6 +187,27 @@ export class SqliteStore implements Store {
     return (this.db.prepare("SELECT * FROM call_seat ORDER BY updated_at").all() as Row[]).map(toSeat);
   }
 
+  async saveModeration(r: ModerationRecord): Promise<void> {
+    if (moderationEmpty(r)) {
+      this.db.prepare("DELETE FROM call_moderation WHERE call_id = ? AND user_id = ?").run(r.callId, r.userId);
+      return;
+    }
+    this.db
+      .prepare(
+        `INSERT INTO call_moderation (call_id, user_id, forced_audio_by, forced_video_by, share_stopped, hand_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (call_id, user_id) DO UPDATE SET forced_audio_by = excluded.forced_audio_by, forced_video_by = excluded.forced_video_by,
+           share_stopped = excluded.share_stopped, hand_at = excluded.hand_at, updated_at = excluded.updated_at`,
+      )
+      .run(r.callId, r.userId, r.forcedAudioBy, r.forcedVideoBy, r.shareStopped ? 1 : 0, r.handAt, r.updatedAt);
+  }
+  async forgetCallModeration(callId: string): Promise<void> {
+    this.db.prepare("DELETE FROM call_moderation WHERE call_id = ?").run(callId);
+  }
+  async moderation(): Promise<ModerationRecord[]> {
+    return (this.db.prepare("SELECT * FROM call_moderation ORDER BY updated_at").all() as Row[]).map(toModeration);
+  }
+
   async claimOpenIdToken(hash: string, expiresAt: number, now: number): Promise<boolean> {
     return this.db.transaction(() => {
       this.db.prepare("DELETE FROM openid_token_used WHERE expires_at <= ?").run(now);
@@ -294,6 +315,9 @@ export class SqliteStore implements Store {
       run("UPDATE call SET ended_by = ? WHERE ended_by = ?", ERASED_USER, userId);
       run("DELETE FROM guest WHERE user_id = ?", userId);
       run("DELETE FROM call_seat WHERE user_id = ?", userId);
+      run("DELETE FROM call_moderation WHERE user_id = ?", userId);
+      run("UPDATE call_moderation SET forced_audio_by = ? WHERE forced_audio_by = ?", ERASED_USER, userId);
+      run("UPDATE call_moderation SET forced_video_by = ? WHERE forced_video_by = ?", ERASED_USER, userId);
       this.db
         .prepare("INSERT INTO erasure (erased_at, rows_removed, guest_deactivated) VALUES (?, ?, ?)")
         .run(erasure.at, rows, erasure.guestDeactivated ? 1 : 0);

@@ -97,6 +97,35 @@ export interface SeatStore {
   seats(): Promise<SeatRecord[]>;
 }
 
+/**
+ * What moderators did to a user in a call, as a restarted Parley needs it (docs/resilience.md):
+ * who forced each mute (null: not forced), whether their screen share was stopped, when their
+ * hand went up (epoch ms; null: down).
+ */
+export interface ModerationRecord {
+  callId: string;
+  userId: string;
+  forcedAudioBy: string | null;
+  forcedVideoBy: string | null;
+  shareStopped: boolean;
+  handAt: number | null;
+  updatedAt: number;
+}
+
+export interface ModerationStore {
+  /** Records the user's moderation in the call; a record with nothing left in it deletes the row. */
+  saveModeration(record: ModerationRecord): Promise<void>;
+  /** Forgets every row of the call (it ended). */
+  forgetCallModeration(callId: string): Promise<void>;
+  /** Every row, oldest change first. */
+  moderation(): Promise<ModerationRecord[]>;
+}
+
+/** Whether a moderation record holds nothing (its row goes). */
+export function moderationEmpty(r: Pick<ModerationRecord, "forcedAudioBy" | "forcedVideoBy" | "shareStopped" | "handAt">): boolean {
+  return r.forcedAudioBy === null && r.forcedVideoBy === null && !r.shareStopped && r.handAt === null;
+}
+
 /** OpenID tokens already used for a join, by hash (never the token itself). */
 export interface OpenIdTokenStore {
   /**
@@ -205,7 +234,8 @@ export interface PersonalDataStore {
   callsOf(userId: string): Promise<CallRecord[]>;
   /**
    * One transaction: events only about the user (any of `auditIds`) are deleted, and where an event
-   * or a call also names someone else the user's id is replaced by ERASED_USER; the guest row goes;
+   * or a call also names someone else the user's id is replaced by ERASED_USER (so is a mute they
+   * forced on someone else); the guest row, their call sessions and their moderation rows go;
    * an erasure row (without the id) records it. Returns the rows removed or rewritten.
    */
   eraseUser(userId: string, auditIds: readonly string[], erasure: { at: number; guestDeactivated: boolean }): Promise<number>;
@@ -214,7 +244,7 @@ export interface PersonalDataStore {
   erasures(): Promise<ErasureRecord[]>;
 }
 
-export interface Store extends TransactionStore, AliasStore, CallStore, SeatStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
+export interface Store extends TransactionStore, AliasStore, CallStore, SeatStore, ModerationStore, OpenIdTokenStore, GuestStore, PersonalDataStore {
   /**
    * Writes a row and deletes it again in one committed transaction (the health check): resolves
    * when the store takes writes, rejects when it does not (read-only file or replica, disk full,

@@ -1,7 +1,8 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { CallRoster, type CallPush, type Member } from "../../../appservice/src/calls/callRoster.ts";
-import { Moderation } from "../../../appservice/src/calls/moderation.ts";
+import { Moderation, type ModerationRecorder } from "../../../appservice/src/calls/moderation.ts";
 import type { SfuMediaSession } from "../../../appservice/src/calls/ports.ts";
+import { moderationEmpty, type ModerationRecord } from "../../../appservice/src/store/store.ts";
 
 class FakeMedia {
   readonly blocks: string[] = [];
@@ -117,5 +118,96 @@ describe("moderation at the SFU", () => {
     moderation.forget("call");
     expect(moderation.size()).toBe(0);
     expect(moderation.forcedOf("call", "@bob:b")).toEqual({ audio: false, video: false });
+  });
+});
+
+describe("moderation kept across a Parley restart (docs/resilience.md)", () => {
+  /** A store answering each write after the next ones were asked (out of order, if nothing kept the order). */
+  function slowStore() {
+    const rows = new Map<string, ModerationRecord>();
+    const log: string[] = [];
+    let delay = 30;
+    const later = () => new Promise<void>((r) => setTimeout(r, (delay = Math.max(1, delay - 10))));
+    return {
+      rows,
+      log,
+      recorder: {
+        save: async (r: ModerationRecord) => {
+          await later();
+          log.push(`save ${r.userId}`);
+          if (moderationEmpty(r)) rows.delete(`${r.callId}|${r.userId}`);
+          else rows.set(`${r.callId}|${r.userId}`, r);
+        },
+        forget: async (callId: string) => {
+          await later();
+          log.push(`forget ${callId}`);
+          for (const k of [...rows.keys()]) if (k.startsWith(`${callId}|`)) rows.delete(k);
+        },
+      },
+    };
+  }
+  const settle = () => new Promise((r) => setTimeout(r, 100));
+  const recordedTo = (recorder: ModerationRecorder) => new Moderation({ reactions: { perMinute: 60, burst: 2 } }, { roster: () => roster, clock: { now: () => now }, recorder });
+
+  it("each change is recorded in the order made; a user with nothing left has no row; the call's rows go with it", async () => {
+    const store = slowStore();
+    moderation = recordedTo(store.recorder);
+    member("s1", "@bob:b", "screen");
+    await moderation.setForced("call", "@bob:b", "audio", true, "@host:a");
+    await moderation.stopShare("call", "@bob:b", "@cohost:a");
+    moderation.raiseHand("call", "@eve:b", true);
+    moderation.raiseHand("call", "@eve:b", false);
+    await settle();
+    expect([...store.rows.values()]).toEqual([
+      { callId: "call", userId: "@bob:b", forcedAudioBy: "@host:a", forcedVideoBy: null, shareStopped: true, handAt: null, updatedAt: 1000 },
+    ]);
+    expect(store.log).toEqual(["save @bob:b", "save @bob:b", "save @eve:b", "save @eve:b"]);
+    moderation.raiseHand("call", "@eve:b", true);
+    moderation.forget("call");
+    await settle();
+    expect(store.rows.size).toBe(0);
+    expect(store.log.slice(-2)).toEqual(["save @eve:b", "forget call"]);
+  });
+
+  it("a restarted Parley's moderation holds again: the mute is forced (and by whom), a reconnect is blocked, the hand is up, the share stays stopped", async () => {
+    const store = slowStore();
+    moderation = recordedTo(store.recorder);
+    member("s1", "@bob:b", "screen");
+    await moderation.setForced("call", "@bob:b", "audio", true, "@host:a");
+    await moderation.stopShare("call", "@bob:b", "@host:a");
+    now = 1500;
+    moderation.raiseHand("call", "@eve:b", true);
+    await settle();
+
+    // The next process: nothing in memory, the store's rows read back before any seat.
+    pushes = new Map();
+    roster = new CallRoster<string>((callId, m) => ({ hand: moderation.handOf(callId, m.userId), forced: moderation.forcedOf(callId, m.userId) }));
+    moderation = recordedTo(store.recorder);
+    moderation.restore([...store.rows.values()]);
+    expect(moderation.forcedOf("call", "@bob:b")).toEqual({ audio: true, video: false });
+    expect(() => moderation.assertMayUnmute("call", "@bob:b", "audio", false)).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN" }));
+    expect(moderation.handOf("call", "@eve:b")).toBe(1500);
+    const told: CallPush[] = [];
+    moderation.replay("call", "@bob:b", (p) => told.push(p));
+    expect(told).toEqual([{ type: "moderated", kind: "audio", muted: true, by: "@host:a" }]);
+    const reconnect = member("s2", "@bob:b", "screen");
+    await moderation.onPublished(reconnect, "call");
+    expect(reconnect.media.blocks).toEqual(["audio:block", "video:block"]);
+    await moderation.onSource(reconnect, "call", "camera");
+    expect(reconnect.media.blocks.at(-1)).toBe("video:unblock");
+    // Allowed again after the restart: the row says so too.
+    await moderation.setForced("call", "@bob:b", "audio", false, "@host:a");
+    await settle();
+    expect(store.rows.has("call|@bob:b")).toBe(false);
+  });
+
+  it("a store that fails is reported, and moderation goes on in memory", async () => {
+    const failures: unknown[] = [];
+    moderation = recordedTo({ save: () => Promise.reject(new Error("disk full")), forget: async () => undefined, failed: (err) => failures.push(err) });
+    member("s1", "@bob:b");
+    await moderation.setForced("call", "@bob:b", "video", true, "@host:a");
+    await settle();
+    expect(failures).toEqual([new Error("disk full")]);
+    expect(moderation.forcedOf("call", "@bob:b").video).toBe(true);
   });
 });

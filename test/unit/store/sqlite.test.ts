@@ -49,7 +49,7 @@ describe("migrations", () => {
     expect(store.schemaVersion).toBe(listMigrations().length);
     const tables = (store.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[])
       .map((r) => r.name);
-    expect(tables).toEqual(["appservice_txn", "audit_event", "call", "call_seat", "erasure", "guest", "meeting_alias", "openid_token_used", "processed_event"]);
+    expect(tables).toEqual(["appservice_txn", "audit_event", "call", "call_moderation", "call_seat", "erasure", "guest", "meeting_alias", "openid_token_used", "processed_event"]);
     expect(store.db.pragma("journal_mode", { simple: true })).toBe("wal");
   });
 
