@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -115,7 +115,7 @@ async function signIn(browser: Browser, link: string, user: { userId: string; pa
   await trackPeerConnections(page);
   await recordLongTasks(page);
   await page.goto(link);
-  await signInToMeeting(page, user);
+  await signInToMeeting(page, user, { typeMs: SIGN_IN_TYPE_MS });
   // Devices open in pre-join, as a person waits for their preview before joining.
   await page.waitForFunction(() => {
     const v = document.querySelector<HTMLVideoElement>(".preview-video");
@@ -240,7 +240,7 @@ try {
   bench("polled_join_click_to_first_frame_p50", percentile(polledMs, 50), "ms");
   bench("polled_baseline_echotest_first_frame_p50", percentile(echoPolledMs, 50), "ms");
   bench("polled_join_vs_echotest_p50_ratio", percentile(polledMs, 50) / percentile(echoPolledMs, 50), "x");
-  console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
+  console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; ${signInPace()}, Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
   printTimeline("join", timelines, polledMs);
   printLongTasks("joiner", busyMs);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the

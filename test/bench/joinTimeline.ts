@@ -122,3 +122,19 @@ export function traceRequests(pages: [string, Page][]): { start(t0: number): voi
     },
   };
 }
+
+/**
+ * How the benchmarks' users sign in: they type their user name and password, a key every
+ * SIGN_IN_TYPE_MS ms (60: 1000 characters a minute, faster than a quick typist's 300-400), so a
+ * sign-in takes about two seconds, as a person's does, and the device's crypto store readies
+ * while it is typed (deviceCrypto.ts, readyNextDevice). PARLEY_BENCH_SIGN_IN_TYPE_MS=0 fills the
+ * form at once, as the benchmarks did until 1 December: a sign-in within milliseconds of the
+ * page's load, which left the crypto's start on the way of a Join pressed at once.
+ */
+const typed = Number(process.env.PARLEY_BENCH_SIGN_IN_TYPE_MS ?? 60);
+export const SIGN_IN_TYPE_MS: number | undefined = Number.isFinite(typed) && typed > 0 ? typed : undefined;
+
+/** The sign-in's pace, as the benchmarks' sample lines say it. */
+export function signInPace(): string {
+  return SIGN_IN_TYPE_MS === undefined ? "sign-in filled at once" : `sign-in typed (a key every ${SIGN_IN_TYPE_MS} ms)`;
+}

@@ -13,12 +13,12 @@ import path from "node:path";
 import { Method } from "matrix-js-sdk";
 import type { Browser, Page } from "playwright-core";
 import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
-import { e2eeStats, joinThroughClient, signedInUser, trackPeerConnections } from "../support/browser.ts";
+import { e2eeStats, joinThroughClient, signedInUser, trackPeerConnections, typeSignIn } from "../support/browser.ts";
 import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, traceRequests } from "./joinTimeline.ts";
+import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -198,8 +198,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         if (sent) marks.keyOut ??= performance.now() - knockAt;
       });
       await page.goto(`${B.parley.url}/#/call/${enc(alias)}`);
-      await page.getByLabel("User").fill(knocker.userId);
-      await page.getByLabel("Password").fill(knocker.password);
+      await typeSignIn(page, knocker, SIGN_IN_TYPE_MS);
       await page.getByRole("button", { name: "Sign in", exact: true }).click();
       // A person presses Join once their preview shows (as join_to_first_remote_frame models it),
       // the time until then in the measure: the preview shows beside the wait, where Join is
@@ -304,7 +303,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     for (const [k, v] of Object.entries(timeline)) console.log(`knock timeline: ${k} at ${percentile(v, 50).toFixed(0)} ms (p50 from the knock)`);
     printTimeline("knocker's call join", knockJoins, knockFrames);
     printTimeline("federated join", fedJoins, joinMs);
-    console.log(`Join pressed beside the wait ("Join when let in") in ${joinedFromLobby} of ${samples} knocks, in the pre-join after being let in in the others`);
+    console.log(`${signInPace()}; Join pressed beside the wait ("Join when let in") in ${joinedFromLobby} of ${samples} knocks, in the pre-join after being let in in the others`);
     console.log(`video frames held for their key and released at the knocker's join: p50 ${percentile(released, 50)} (per join: ${released.join(", ")})`);
     printLongTasks("knocker", busyMs);
     bench("baseline_knock_invite_join_p50", b50, "ms");

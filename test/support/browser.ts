@@ -208,15 +208,30 @@ export async function joinThroughClient(
 
 /**
  * On a meeting link's sign-in form: signs in and waits for the pre-join. The first visitor of a
- * meeting of the serving Parley's is asked whether to create it, and says yes.
+ * meeting of the serving Parley's is asked whether to create it, and says yes. `typeMs`: the user
+ * name and password are typed a key every `typeMs` ms, as a person types them (typeSignIn),
+ * rather than filled at once.
  */
-export async function signInToMeeting(page: Page, user: { userId: string; password: string }): Promise<void> {
-  await page.getByLabel("User").fill(user.userId);
-  await page.getByLabel("Password").fill(user.password);
+export async function signInToMeeting(page: Page, user: { userId: string; password: string }, opts: { typeMs?: number } = {}): Promise<void> {
+  await typeSignIn(page, user, opts.typeMs);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.locator("#prejoin-join, #meeting-create").first().waitFor({ timeout: 30_000 });
   if (await page.locator("#meeting-create").isVisible()) await page.locator("#meeting-create").click();
   await page.locator("#prejoin-join").waitFor({ timeout: 30_000 });
+}
+
+/**
+ * Fills the sign-in form's user name and password: at once, or a key every `typeMs` ms. A
+ * benchmark that times what a person sees types them: the page readies the device's crypto store
+ * while its user types (client/src/matrix/deviceCrypto.ts, readyNextDevice), and a form filled
+ * within milliseconds of the page's load times a sign-in no person makes.
+ */
+export async function typeSignIn(page: Page, user: { userId: string; password: string }, typeMs?: number): Promise<void> {
+  for (const [label, text] of [["User", user.userId], ["Password", user.password]] as const) {
+    const field = page.getByLabel(label);
+    if (typeMs === undefined) await field.fill(text);
+    else await field.pressSequentially(text, { delay: typeMs });
+  }
 }
 
 /** Per live peer connection of the page: the type of every local ICE candidate and of the selected pair's local one. */
