@@ -151,6 +151,10 @@ describe("the bot's absence and !meet end", () => {
     const ws = await SignallingClient.open(`${A.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`);
     expect(await ws.request({ type: "hello", session: json.session, device_id: "ALICEDEV" })).toMatchObject({ type: "result" });
     const callId = (await A.parleyStore().activeCall(roomId))!.callId;
+    // A raised hand is the call's moderation, recorded for a restart: it goes with the call.
+    expect(await ws.request({ type: "hand", raised: true })).toMatchObject({ type: "result" });
+    const handRows = async () => (await A.parleyStore().moderation()).filter((r) => r.callId === callId).length;
+    await waitFor("the hand recorded", async () => ((await handRows()) === 1 ? true : undefined));
 
     await alice.kick(roomId, A.botUserId, "no bots here");
     const closed = await ws.closed;
@@ -160,6 +164,7 @@ describe("the bot's absence and !meet end", () => {
     expect(last.endedAt).not.toBeNull();
     expect(await A.parleyStore().activeCall(roomId)).toBeUndefined();
     expect((await joinCall(alice, roomId)).status).toBe(404);
+    await waitFor("the call's moderation forgotten", async () => ((await handRows()) === 0 ? true : undefined));
   });
 });
 

@@ -127,7 +127,11 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       policy,
       clock: { now: () => Date.now() },
       ids,
-      onCallEnded: (call) => calls.endCall(call),
+      // (`!meet end`, the bot removed: the call's moderation goes with it, as after a host's end.)
+      onCallEnded: async (call) => {
+        await calls.endCall(call);
+        callParts.seats.media.forgetCall(call.callId);
+      },
       note: (what, details) => log.info(details, what),
       observe: (what, label) => {
         if (what === "room_created") metrics.roomsCreated.inc({ origin: label });
