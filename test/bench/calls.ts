@@ -5,8 +5,9 @@
 //   node test/bench/calls.ts [--joins 20] [--knocks 5]
 // Then knock to first frame (knock.ts) on a two-institution stack of its own.
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Browser, Page } from "playwright-core";
@@ -36,6 +37,7 @@ const GAP_MS = Number(process.env.PARLEY_BENCH_JOIN_GAP_MS ?? 0);
 // PARLEY_BENCH_METRICS=1: after the joins, the mean time of each kind of Parley's Janus requests
 // (from Parley's own parley_janus_request_seconds histogram).
 const METRICS = !!process.env.PARLEY_BENCH_METRICS;
+const PROFILE = !!process.env.PARLEY_BENCH_PROFILE;
 
 
 /** The mean time of the Janus requests on a join's way, from Parley's own metrics. */
@@ -167,8 +169,25 @@ try {
       if (/media key/.test(m.text())) hostKeys.push(`${(performance.now() - t0).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 160)}`);
     };
     if (traced) hostSide.page.on("console", onHostLog);
+    // PARLEY_BENCH_PROFILE=1: the joiner's page's CPU profile from just before its Join to its
+    // first frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
+    const cdp = PROFILE && !relay ? await context.newCDPSession(page) : null;
+    let profiledFrom = 0;
+    if (cdp) {
+      await cdp.send("Profiler.enable");
+      await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
+      await cdp.send("Profiler.start");
+      profiledFrom = performance.now();
+    }
+    const clickedAt = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page, hostSide.page);
+    if (cdp) {
+      const { profile } = await cdp.send("Profiler.stop");
+      const file = path.join(tmpdir(), `parley-join-${i / 2 + 1}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      console.log(`the joiner's CPU profile: ${file} (Join clicked ${(clickedAt - profiledFrom).toFixed(0)} ms into it)`);
+    }
     const seen = performance.now();
     // The tile paints its first frame by itself; the poll above may see the frame decoded first.
     const painted = await paintedAfter(page, 0, 10_000);
