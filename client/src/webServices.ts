@@ -1,6 +1,6 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
-import { SyncedRoomFeed } from "./matrix/chat.ts";
+import { SyncedRoomFeed } from "./matrix/roomFeed.ts";
 import { prepareDeviceCrypto } from "./matrix/deviceCrypto.ts";
 import { guardedOpenId, isTrusted, type CallAnnouncement, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
@@ -29,7 +29,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // The feed lasts as long as the meeting: a call left and joined again finds it running (its
   // keys, its Olm sessions, its sync). Closing the meeting stops it.
   // A knock waiting in the lobby starts it too: its sync, crypto and keys in the lobby, the
-  // room-bound rest once the room is joined (chat.ts).
+  // room-bound rest once the room is joined (roomFeed.ts).
   let warm: { roomId: string; feed: SyncedRoomFeed } | undefined;
   const feedFor = (roomId: string, knocking = false) => {
     if (warm?.roomId !== roomId) {

@@ -5,7 +5,7 @@
 // admission is), and is deactivated a second after it leaves, or after it is denied.
 import "fake-indexeddb/auto";
 import { Method } from "matrix-js-sdk";
-import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
+import { SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { homeserverMembershipTransport, MembershipManager } from "../../client/src/matrix/membership.ts";
 import { homeserverOpenId } from "../../client/src/matrix/openid.ts";

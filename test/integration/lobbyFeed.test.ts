@@ -9,7 +9,7 @@
 import "fake-indexeddb/auto";
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
+import { SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
 import { isDeviceKeysUpload } from "../../client/src/matrix/deviceCrypto.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { joinRoom } from "../../client/src/matrix/rooms.ts";

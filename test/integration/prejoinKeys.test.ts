@@ -7,7 +7,7 @@
 import "fake-indexeddb/auto";
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { SyncedRoomFeed } from "../../client/src/matrix/chat.ts";
+import { SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { buildMembershipContent, CALL_MEMBER_EVENT, homeserverMembershipTransport, membershipStateKey } from "../../client/src/matrix/membership.ts";
 import { setLogLevel } from "../../client/src/log.ts";

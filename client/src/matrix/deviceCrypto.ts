@@ -1,6 +1,6 @@
 // This device's Matrix client with its Rust crypto (vodozemac) started before any room is known:
 // as soon as a meeting opens, while the room is joined or the knock waits in the lobby. The
-// room's feed (chat.ts) takes it over and starts its sync; until then nothing room-bound happens
+// room's feed (roomFeed.ts) takes it over and starts its sync; until then nothing room-bound happens
 // (no sync, no filter, no membership).
 //
 // The device's keys are not uploaded here but by the feed: once the room is joined, or, for a
@@ -156,7 +156,7 @@ export function deviceKeysUploaded(client: MatrixClient): Promise<void> {
  * start asks one request after another before its first /sync: the server's versions (which
  * the client keeps) and the push rules (handed to the sync's first ask for them). In the join
  * benchmark's traces the first sync went out 300 ms after the crypto was up, behind those and the
- * filter (which the room's feed uploads itself: chat.ts). A failed ask is asked again by the sync.
+ * filter (which the room's feed uploads itself: roomFeed.ts). A failed ask is asked again by the sync.
  */
 export function warmSyncStartup(client: MatrixClient): MatrixClient {
   void client.getVersions().catch(() => undefined);

@@ -1,5 +1,5 @@
 // The in-call chat and member list as a port: the room's messages and who is in it, fed by a
-// sync loop (chat.ts, matrix-js-sdk) or by Element through the widget API (widget.ts).
+// sync loop (roomFeed.ts, matrix-js-sdk) or by Element through the widget API (widget.ts).
 import type { ParleyClientError } from "../errors.ts";
 import type { Emitter } from "../state/store.ts";
 

@@ -339,7 +339,7 @@ export class WidgetSession {
         human: "Your Matrix app didn't tell Parley which device it is, and encrypted calls need that. Update your Matrix app, then rejoin.",
       });
     }
-    // chat.ts carries matrix-js-sdk (~235 kB gzipped) that the widget needs nowhere else: loaded
+    // roomFeed.ts carries matrix-js-sdk (~235 kB gzipped) that the widget needs nowhere else: loaded
     // with the first call, not with the page.
     const members = new WidgetCallMembers(this, liveCallDevices);
     await members.start();

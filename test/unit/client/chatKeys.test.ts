@@ -2,7 +2,7 @@
 // the device the content claims.
 import type { MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { MAX_QUERIED_USERS, olmKeyMessage, sendToDevices } from "../../../client/src/matrix/chat.ts";
+import { MAX_QUERIED_USERS, olmKeyMessage, sendToDevices } from "../../../client/src/matrix/roomFeed.ts";
 import { CALL_KEYS_EVENT } from "../../../client/src/rtc/e2ee/keyShare.ts";
 
 const content = { member: { claimed_device_id: "ALICEDEV" }, keys: { index: 0, key: "AA" } };

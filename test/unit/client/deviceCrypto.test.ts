@@ -4,7 +4,7 @@
 import { ClientEvent, Filter, MatrixEvent, Method, PushRuleActionName, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
 import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
-import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/chat.ts";
+import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/roomFeed.ts";
 import { getLogger } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
