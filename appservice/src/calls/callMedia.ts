@@ -241,6 +241,9 @@ export class CallMedia {
     this.roster.add(callId, member);
     this.large.joined(callId, member, { adopted: true });
     if (record.subscribed.length) this.subscribedNow(member, record.subscribed);
+    // The user's forced mutes (restored first) block its streams again: Janus kept them, unless
+    // the previous process stopped between recording a mute and asking Janus for it.
+    if (record.published) await this.moderation.onPublished(member, callId).catch(() => undefined);
     this.roster.broadcast(callId);
     return true;
   }

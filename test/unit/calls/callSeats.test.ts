@@ -89,7 +89,9 @@ class FakeMedia implements SfuMediaSession {
     this.prepared.push(feeds.map((f) => `${f.feed}/${f.substream}`));
   }
   async answer() {}
-  async moderate() {}
+  async moderate(kind: string, blocked: boolean) {
+    this.calls.push(`moderate ${kind} ${blocked ? "block" : "unblock"}`);
+  }
   async trickle(_t: string, c: unknown) {
     this.trickles.push(c);
   }
@@ -450,6 +452,15 @@ describe("a Parley restart (docs/resilience.md)", () => {
     // The adopted session serves the seat's requests.
     await seats.media.trickle(seat, "publisher", candidate);
     expect([...sfu.open_].at(-1)!.trickles).toEqual([candidate]);
+  });
+
+  it("a forced mute restored with the moderation blocks the adopted session's stream again (Janus may not have had it)", async () => {
+    const { feedId } = await published();
+    sfu.adoptable.add(feedId);
+    process();
+    seats.media.moderation.restore([{ callId: (await store.seats())[0]!.callId, userId: ALICE, forcedAudioBy: "@host:b.example", forcedVideoBy: null, shareStopped: false, handAt: null, updatedAt: 1 }]);
+    await seats.restore(await store.seats(), 30_000, 1_000);
+    expect([...sfu.open_].at(-1)!.calls).toEqual(["moderate audio block"]); // the adopted one (the old process's published)
   });
 
   it("a session whose client does not come back within the grace ends: its SFU session closes, its record goes", async () => {
