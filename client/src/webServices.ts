@@ -108,8 +108,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     isNewMeeting,
     openRoom: async (target) => {
-      // A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off the join.
-      const join = () => joinRoom(http, target, serverNameOf(session.userId));
+      // A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off
+      // the join. Let in from the lobby: the invited room is joined by its id.
+      const invited = letIn?.roomId;
+      const join = () => joinRoom(http, target, serverNameOf(session.userId), undefined, invited ? { roomId: invited } : {});
       const roomId = await (warm ? warm.feed.joining(join) : join());
       const invite = letIn?.roomId === roomId ? letIn.state : undefined;
       letIn = undefined;

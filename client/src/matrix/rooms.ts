@@ -84,12 +84,18 @@ export async function joinRoom(
   target: string,
   ownServer: string | null = null,
   sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+  opts: { roomId?: string } = {},
 ): Promise<string> {
-  const via = viaServers(target);
+  // A room whose id is known already (the invite that let the user in from the lobby) is joined
+  // by it, through the alias's server: the user's homeserver then asks nothing about the alias
+  // over federation first (one round trip to the meeting's server less, on a knock's way in).
+  const server = opts.roomId ? serverOfTarget(target) : null;
+  const via = server ? [server] : viaServers(target);
+  const joined = opts.roomId ?? target;
   let res: { room_id?: unknown };
   for (let attempt = 0; ; attempt++) {
     try {
-      res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(target)}`, { body: {}, query: { server_name: via, via }, context: "room" });
+      res = await http.request<{ room_id?: unknown }>("POST", `/join/${enc(joined)}`, { body: {}, query: { server_name: via, via }, context: "room" });
       break;
     } catch (err) {
       if (isJoinRace(err) && attempt < JOIN_RACE_RETRIES) {

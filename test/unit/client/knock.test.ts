@@ -79,6 +79,16 @@ describe("knocking", () => {
     await joinRoom(hs.http, "!r:b.example");
     expect(hs.seen[0]!.url.searchParams.getAll("via")).toEqual(["b.example"]);
   });
+
+  it("let in, joins the invited room by its id through the alias's server: no alias lookup first", async () => {
+    const hs = homeserver();
+    hs.on("/_matrix/client/v3/join/!v12room", { status: 200, body: { room_id: "!v12room" } });
+    expect(await joinRoom(hs.http, "#meet-board:a.example", "b.example", undefined, { roomId: "!v12room" })).toBe("!v12room");
+    expect(hs.seen).toHaveLength(1);
+    expect(hs.seen[0]!.url.pathname).toBe("/_matrix/client/v3/join/!v12room");
+    expect(hs.seen[0]!.url.searchParams.getAll("via")).toEqual(["a.example"]);
+    expect(hs.seen[0]!.url.searchParams.getAll("server_name")).toEqual(["a.example"]);
+  });
 });
 
 describe("the answer in a sync response", () => {
