@@ -31,14 +31,13 @@ import { parseArgs } from "node:util";
 import { Method, RoomStateEvent, type MatrixEvent } from "matrix-js-sdk";
 import { setLogLevel } from "../../client/src/log.ts";
 import { buildMembershipContent, CALL_MEMBER_EVENT, liveCallDevices, membershipStateKey } from "../../client/src/matrix/membership.ts";
-import { FrameCipher, participantId, type KeyMode } from "../../client/src/rtc/e2ee/cipher.ts";
+import { participantId, type KeyMode } from "../../client/src/rtc/e2ee/cipher.ts";
 import {
   CALL_KEYS_EVENT,
   ParticipantKeyShare,
   ProvisionedKeys,
   type CallMembersPort,
   type DeviceRef,
-  type KeySink,
   type KeyTransport,
   type RotationEvent,
 } from "../../client/src/rtc/e2ee/keyShare.ts";
@@ -46,6 +45,7 @@ import { startInstitutions, type Institution } from "../../scripts/stack/institu
 import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
+import { RecordingSink } from "./e2eeSink.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({
@@ -91,90 +91,6 @@ async function until(what: string, missing: () => string[], timeoutMs: number): 
     if (m.length === 0) return;
     if (Date.now() > deadline) throw new Error(`${what}: not done within ${timeoutMs} ms; missing (${m.length}): ${m.slice(0, 8).join("; ")}`);
     await sleep(20);
-  }
-}
-
-interface Held {
-  key: Uint8Array;
-  /** When the key was derived into the cipher (performance.now()). */
-  at: number;
-}
-
-/**
- * A device's KeySink as the E2EE worker is one: a real FrameCipher fed in order, each call
- * recorded with the time its key was derived and in the ring. Provisioned call keys count as
- * the device's own keys (it sends with them).
- */
-class RecordingSink implements KeySink {
-  readonly cipher: FrameCipher;
-  readonly own = new Map<number, Held & { usedAt?: number }>();
-  /** Remote participants' keys: participant -> index -> key. */
-  readonly received = new Map<string, Map<number, Held>>();
-  latestOwn: number | undefined;
-  private chain: Promise<void> = Promise.resolve();
-
-  constructor(self: string, mode: KeyMode) {
-    this.cipher = new FrameCipher({ self, mode });
-  }
-
-  private queue(op: () => Promise<void> | void): void {
-    this.chain = this.chain.then(op).catch((err: unknown) => check(false, `cipher: ${String(err)}`));
-  }
-
-  /** Resolves when every key handed over so far is in the cipher. */
-  idle(): Promise<void> {
-    return this.chain;
-  }
-
-  private ownSet(index: number, key: Uint8Array, use: boolean): void {
-    const at = now();
-    this.own.set(index, { key, at, ...(use ? { usedAt: at } : {}) });
-    this.latestOwn = index;
-  }
-
-  setOwnKey(index: number, key: Uint8Array, use: boolean): void {
-    this.queue(async () => {
-      await this.cipher.setOwnKey(index, key, use);
-      this.ownSet(index, key, use);
-    });
-  }
-
-  setCallKey(index: number, key: Uint8Array, use: boolean): void {
-    this.queue(async () => {
-      await this.cipher.setCallKey(index, key, use);
-      this.ownSet(index, key, use);
-    });
-  }
-
-  useOwnKey(index: number): void {
-    this.queue(() => {
-      this.cipher.useOwnKey(index);
-      const own = this.own.get(index);
-      if (own) own.usedAt = now();
-    });
-  }
-
-  setKey(participant: string, index: number, key: Uint8Array): void {
-    this.queue(async () => {
-      await this.cipher.setKey(participant, index, key);
-      const byIndex = this.received.get(participant) ?? new Map<number, Held>();
-      byIndex.set(index, { key, at: now() });
-      this.received.set(participant, byIndex);
-    });
-  }
-
-  forget(participant: string): void {
-    this.queue(() => {
-      this.cipher.forget(participant);
-      this.received.delete(participant);
-    });
-  }
-
-  /** The key this device sends with now, if it has switched to its latest one. */
-  sending(): (Held & { index: number; usedAt: number }) | undefined {
-    const index = this.latestOwn;
-    const own = index === undefined ? undefined : this.own.get(index);
-    return index !== undefined && own?.usedAt !== undefined && this.cipher.ownKeyIndex === index ? { ...own, index, usedAt: own.usedAt } : undefined;
   }
 }
 
@@ -338,7 +254,7 @@ function participantMode(roomId: string, callApi: string): ModeRun {
   const membership = (d: Device) => buildMembershipContent({ deviceId: d.ref.deviceId, callApi, roomId, createdTs: Date.now() });
 
   async function joinOne(d: Device): Promise<Member> {
-    const sink = new RecordingSink(d.id, "participant");
+    const sink = new RecordingSink(d.id, "participant", (what) => check(false, what));
     const share = new ParticipantKeyShare({
       roomId,
       self: d.ref,
@@ -456,7 +372,7 @@ function provisionedMode(inst: Institution, roomId: string): ModeRun {
   const sockets = new Map<Member, { ws: SignallingClient; keys: ProvisionedKeys }>();
 
   async function joinOne(d: Device): Promise<Member> {
-    const sink = new RecordingSink(d.id, "provisioned");
+    const sink = new RecordingSink(d.id, "provisioned", (what) => check(false, what));
     const keys = new ProvisionedKeys({ roomId, bot, transport: olmKeyTransport(d, { count: 0 }), sink, useDelayMs: USE_DELAY_MS });
     keys.start();
     const token = await d.c.client.getOpenIdToken();
