@@ -5,9 +5,8 @@
 //   node test/bench/calls.ts [--joins 20] [--knocks 5]
 // Then knock to first frame (knock.ts) on a two-institution stack of its own.
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Browser, Page } from "playwright-core";
@@ -19,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
+import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -37,7 +36,6 @@ const GAP_MS = Number(process.env.PARLEY_BENCH_JOIN_GAP_MS ?? 0);
 // PARLEY_BENCH_METRICS=1: after the joins, the mean time of each kind of Parley's Janus requests
 // (from Parley's own parley_janus_request_seconds histogram).
 const METRICS = !!process.env.PARLEY_BENCH_METRICS;
-const PROFILE = !!process.env.PARLEY_BENCH_PROFILE;
 
 
 /** The mean time of the Janus requests on a join's way, from Parley's own metrics. */
@@ -171,24 +169,12 @@ try {
     if (traced) hostSide.page.on("console", onHostLog);
     // PARLEY_BENCH_PROFILE=1: the joiner's page's CPU profile from just before its Join to its
     // first frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
-    const cdp = PROFILE && !relay ? await context.newCDPSession(page) : null;
-    let profiledFrom = 0;
-    if (cdp) {
-      await cdp.send("Profiler.enable");
-      await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
-      await cdp.send("Profiler.start");
-      profiledFrom = performance.now();
-    }
+    const profile = relay ? null : await cpuProfile(page, 200);
     const clickedAt = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page, hostSide.page);
-    if (cdp) {
-      const { profile } = await cdp.send("Profiler.stop");
-      const file = path.join(tmpdir(), `parley-join-${i / 2 + 1}.cpuprofile`);
-      writeFileSync(file, JSON.stringify(profile));
-      console.log(`the joiner's CPU profile: ${file} (Join clicked ${(clickedAt - profiledFrom).toFixed(0)} ms into it)`);
-    }
     const seen = performance.now();
+    if (profile) console.log(`the joiner's CPU profile: ${await profile.save(`parley-join-${i / 2 + 1}`)} (Join clicked ${(clickedAt - profile.from).toFixed(0)} ms into it)`);
     // The tile paints its first frame by itself; the poll above may see the frame decoded first.
     const painted = await paintedAfter(page, 0, 10_000);
     const timeline = await joinTimeline(page);

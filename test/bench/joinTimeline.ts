@@ -1,5 +1,8 @@
 // Where a join's time goes: the client marks each step (client/src/timeline.ts) and these read
 // the marks from the page and print their medians.
+import { writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { Page, Request } from "playwright-core";
 import { percentile } from "./lib.ts";
 
@@ -137,4 +140,26 @@ export const SIGN_IN_TYPE_MS: number | undefined = Number.isFinite(typed) && typ
 /** The sign-in's pace, as the benchmarks' sample lines say it. */
 export function signInPace(): string {
   return SIGN_IN_TYPE_MS === undefined ? "sign-in filled at once" : `sign-in typed (a key every ${SIGN_IN_TYPE_MS} ms)`;
+}
+
+/**
+ * PARLEY_BENCH_PROFILE=1: the page's CPU profile from now, sampled every `intervalUs`, saved as a
+ * .cpuprofile file for Chromium's DevTools (Performance panel) in the temporary directory. Null
+ * without the variable. `from`: when it started (this process's performance.now()), for offsets.
+ */
+export async function cpuProfile(page: Page, intervalUs: number): Promise<{ from: number; save(name: string): Promise<string> } | null> {
+  if (!process.env.PARLEY_BENCH_PROFILE) return null;
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: intervalUs });
+  await cdp.send("Profiler.start");
+  return {
+    from: performance.now(),
+    async save(name) {
+      const { profile } = await cdp.send("Profiler.stop");
+      const file = path.join(tmpdir(), `${name}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      return file;
+    },
+  };
 }

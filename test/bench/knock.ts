@@ -7,9 +7,6 @@
 // every 20 ms for a decoded frame; that polling loaded the knocker's busy page. Baseline in the
 // same run: the same knock, invite and join through plain client-server calls (the host's client
 // and the knocker's each long-polling /sync), no Parley, no media.
-import { writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { Method } from "matrix-js-sdk";
 import type { Browser, Page } from "playwright-core";
 import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
@@ -18,7 +15,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
+import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -29,7 +26,6 @@ const enc = encodeURIComponent;
  * `knock_admitted_to_first_frame_p50`. Default 0: the issue's benchmark.
  */
 const ADMIT_DELAY_MS = Number(process.env.PARLEY_BENCH_ADMIT_DELAY_MS ?? 0);
-const PROFILE = !!process.env.PARLEY_BENCH_PROFILE;
 
 /** When the page sent its knock (its resource timing, on the page's clock). */
 async function knockSentAt(page: Page): Promise<number> {
@@ -148,14 +144,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await recordLongTasks(page);
       // PARLEY_BENCH_PROFILE=1: the knocker's page's CPU profile from its first page to its first
       // frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
-      const cdp = PROFILE ? await context.newCDPSession(page) : null;
-      let profiledFrom = 0;
-      if (cdp) {
-        await cdp.send("Profiler.enable");
-        await cdp.send("Profiler.setSamplingInterval", { interval: 500 });
-        await cdp.send("Profiler.start");
-        profiledFrom = performance.now();
-      }
+      const profile = await cpuProfile(page, 500);
       let knockAt: number | undefined;
       // PARLEY_BENCH_TRACE=1: every request of the knocker's page from the knock on (ms from the knock).
       const trace = process.env.PARLEY_BENCH_TRACE ? traceRequests([["", page], ["host", hostPage]]) : null;
@@ -236,11 +225,9 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await assertDecrypted(page, 0);
       seenMs.push(seenAt - knockAt);
       knockMs.push(painted - (await knockSentAt(page)));
-      if (cdp) {
-        const { profile } = await cdp.send("Profiler.stop");
-        const file = path.join(tmpdir(), `parley-knock-${i}.cpuprofile`);
-        writeFileSync(file, JSON.stringify(profile));
-        console.log(`the knocker's CPU profile: ${file} (the knock ${(knockAt - profiledFrom).toFixed(0)} ms into it, Join clicked ${(clickedAt - profiledFrom).toFixed(0)} ms)`);
+      if (profile) {
+        const file = await profile.save(`parley-knock-${i}`);
+        console.log(`the knocker's CPU profile: ${file} (the knock ${(knockAt - profile.from).toFixed(0)} ms into it, Join clicked ${(clickedAt - profile.from).toFixed(0)} ms)`);
       }
       knockJoins.push(await joinTimeline(page));
       // The call join's own timeline runs from the page's Join (pressed in the pre-join, or the
