@@ -148,13 +148,18 @@ describe("moderation kept across a Parley restart (docs/resilience.md)", () => {
   }
   const settle = () => new Promise((r) => setTimeout(r, 100));
   const recordedTo = (recorder: ModerationRecorder) => new Moderation({ reactions: { perMinute: 60, burst: 2 } }, { roster: () => roster, clock: { now: () => now }, recorder });
-
-  it("each change is recorded in the order made; a user with nothing left has no row; the call's rows go with it", async () => {
+  /** Moderation recorded to a slow store, where Bob shares his screen: a host mutes his microphone and stops his share. */
+  async function bobMutedAndStopped() {
     const store = slowStore();
     moderation = recordedTo(store.recorder);
     member("s1", "@bob:b", "screen");
     await moderation.setForced("call", "@bob:b", "audio", true, "@host:a");
-    await moderation.stopShare("call", "@bob:b", "@cohost:a");
+    await moderation.stopShare("call", "@bob:b", "@host:a");
+    return store;
+  }
+
+  it("each change is recorded in the order made; a user with nothing left has no row; the call's rows go with it", async () => {
+    const store = await bobMutedAndStopped();
     moderation.raiseHand("call", "@eve:b", true);
     moderation.raiseHand("call", "@eve:b", false);
     await settle();
@@ -170,11 +175,7 @@ describe("moderation kept across a Parley restart (docs/resilience.md)", () => {
   });
 
   it("a restarted Parley's moderation holds again: the mute is forced (and by whom), a reconnect is blocked, the hand is up, the share stays stopped", async () => {
-    const store = slowStore();
-    moderation = recordedTo(store.recorder);
-    member("s1", "@bob:b", "screen");
-    await moderation.setForced("call", "@bob:b", "audio", true, "@host:a");
-    await moderation.stopShare("call", "@bob:b", "@host:a");
+    const store = await bobMutedAndStopped();
     now = 1500;
     moderation.raiseHand("call", "@eve:b", true);
     await settle();
