@@ -203,9 +203,10 @@ export class Moderation<S> {
 
   /** The call ended: nothing of it stays. */
   forget(callId: string): void {
-    this.calls.delete(callId);
+    // A call with no moderation has no rows either (rows are written from, and restored into, this state).
+    const had = this.calls.delete(callId);
     const recorder = this.recorder;
-    if (recorder) void this.recording.run(callId, () => recorder.forget(callId)).catch((err: unknown) => recorder.failed?.(err));
+    if (had && recorder) void this.recording.run(callId, () => recorder.forget(callId)).catch((err: unknown) => recorder.failed?.(err));
   }
 
   /** Calls with moderation state (tests: a closed call leaves none). */

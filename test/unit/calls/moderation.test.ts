@@ -169,6 +169,7 @@ describe("moderation kept across a Parley restart (docs/resilience.md)", () => {
     expect(store.log).toEqual(["save @bob:b", "save @bob:b", "save @eve:b", "save @eve:b"]);
     moderation.raiseHand("call", "@eve:b", true);
     moderation.forget("call");
+    moderation.forget("another call"); // none of its own: nothing to write
     await settle();
     expect(store.rows.size).toBe(0);
     expect(store.log.slice(-2)).toEqual(["save @eve:b", "forget call"]);
