@@ -22,7 +22,7 @@ import { getLogger } from "../log.ts";
 import type { CallMetrics } from "../http/callMetrics.ts";
 import { createSfu, type Sfu } from "../sfu/index.ts";
 import { readTurnSecret } from "../turn/credentials.ts";
-import type { ModerationStore, SeatStore } from "../store/store.ts";
+import type { CallRecord, ModerationStore, SeatStore } from "../store/store.ts";
 import { sfuPorts, type SfuPorts } from "./sfuPorts.ts";
 
 export interface CallsDeps extends Omit<CallServiceDeps, "sfu" | "homeserver" | "admission" | "recorder"> {
@@ -47,6 +47,8 @@ export interface RunningCalls {
   readonly governance: Governance;
   readonly sfu: Sfu | undefined;
   readonly provisioned: ProvisionedKeyService | undefined;
+  /** Ends an ended call's sessions (`message`, `by`: what they are told) and forgets its moderation. */
+  endCall(call: Pick<CallRecord, "callId" | "sfu">, message?: string, by?: string): Promise<void>;
   /** Opens the signalling socket on the (listening) HTTP server; stop() closes it. */
   attach(server: Server): { stop(): Promise<void> };
   stop(): Promise<void>;
@@ -139,6 +141,10 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       largeCall: media.largeCall,
     },
   });
+  const endCall: RunningCalls["endCall"] = async (call, message, by) => {
+    await calls.endCall(call, message, by);
+    seats.media.forgetCall(call.callId);
+  };
   const governance = (late.governance = new Governance(
     {
       domain: config.homeserver.domain,
@@ -157,10 +163,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       clock: deps.clock,
       moderation: seats.media.moderation,
       seats,
-      endCall: async (call) => {
-        await calls.endCall(call, call.endedBy ? `the meeting was ended by ${call.endedBy}` : undefined, call.endedBy ?? undefined);
-        seats.media.forgetCall(call.callId);
-      },
+      endCall: (call) => endCall(call, call.endedBy ? `the meeting was ended by ${call.endedBy}` : undefined, call.endedBy ?? undefined),
       ...(deps.observeGovernance ? { observe: deps.observeGovernance } : {}),
       ...(deps.audit ? { audit: deps.audit } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
@@ -208,6 +211,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     governance,
     sfu,
     provisioned,
+    endCall,
     attach(server) {
       const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media), ...governanceHandlers(governance, seats.media) }, {
         socketsPerAddress: limits.socketsPerAddress,

@@ -128,10 +128,7 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
       clock: { now: () => Date.now() },
       ids,
       // (`!meet end`, the bot removed: the call's moderation goes with it, as after a host's end.)
-      onCallEnded: async (call) => {
-        await calls.endCall(call);
-        callParts.seats.media.forgetCall(call.callId);
-      },
+      onCallEnded: (call) => callParts.endCall(call),
       note: (what, details) => log.info(details, what),
       observe: (what, label) => {
         if (what === "room_created") metrics.roomsCreated.inc({ origin: label });
