@@ -6,6 +6,7 @@ import type { RoomSummary } from "./matrix/rooms.ts";
 import type { RoomFeed } from "./matrix/timeline.ts";
 import { CallConnection } from "./rtc/call.ts";
 import type { CallGrant } from "./rtc/callApi.ts";
+import type { SocketLike } from "./rtc/signalling.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
@@ -30,6 +31,8 @@ export interface CallWiring {
   openId: OpenIdProvider;
   /** The grant the pre-join asked for ahead (the standalone client's); none: the join asks. */
   grantAhead?: () => CallGrant | null | Promise<CallGrant | null>;
+  /** The signalling socket the pre-join opened ahead (on standby), if any. */
+  socketAhead?: (url: string) => SocketLike | null;
   membership: MembershipTransport;
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;
@@ -69,6 +72,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     room: room.roomId,
     openId: w.openId,
     ...(w.grantAhead ? { grantAhead: w.grantAhead } : {}),
+    ...(w.socketAhead ? { socketAhead: w.socketAhead } : {}),
     local: () => vm!.outgoing(),
     transforms: encryption?.media ?? w.transforms ?? noTransforms,
     deviceId: w.deviceId,

@@ -11,7 +11,8 @@ import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
-import { announceArriving, grantAhead, joinCall, type GrantAhead } from "./rtc/callApi.ts";
+import { announceArriving, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
+import { StandbySocket } from "./rtc/signalling.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
@@ -64,10 +65,33 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     }
     return ahead.grant;
   };
+  // And the signalling socket, opened on standby once that grant is in: Join's hello then goes
+  // out at once, with no socket to open on a page busy drawing the call (docs/join.md, twelfth pass).
+  let standby: { key: string; socket?: StandbySocket } | undefined;
+  const standbyFor = (api: string, roomId: string) => {
+    const key = `${api}|${roomId}`;
+    if (standby?.key === key) return;
+    standby?.socket?.close();
+    const mine: NonNullable<typeof standby> = { key };
+    standby = mine;
+    void grantFor(api, roomId)
+      .peek()
+      .then((g) => {
+        if (g && standby === mine) mine.socket = new StandbySocket(signallingUrl(api, g.signalling), g.session);
+      });
+  };
+  /** The standby socket for `url`, once (null if none is open for it); what is left is closed. */
+  const takeStandby = (url: string) => {
+    const s = standby;
+    standby = undefined;
+    return s?.socket?.take(url) ?? null;
+  };
   /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
   const warmGrant = (call: CallAnnouncement | null, roomId: string) => {
     const host = trust.decide(call);
-    if (isTrusted(host)) grantFor(host.api, roomId).warm();
+    if (!isTrusted(host)) return;
+    grantFor(host.api, roomId).warm();
+    standbyFor(host.api, roomId);
   };
   /**
    * The call's Parley tells the devices in the call that this device is about to join, once the
@@ -105,6 +129,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       arrivalShown?.abort();
       warm?.feed.stop();
       warm = undefined;
+      standby?.socket?.close();
+      standby = undefined;
     },
     isNewMeeting,
     openRoom: async (target) => {
@@ -193,6 +219,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
                 const g = grantFor(host.api, room.roomId);
                 return g.takeNow() ?? g.take();
               },
+              socketAhead: takeStandby,
             }
           : {}),
         membership,

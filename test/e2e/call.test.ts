@@ -2,7 +2,7 @@
 // of A opens a meeting in A's web client, a user of B joins it from B's web client through
 // federation; media both ways through A's Janus; screen share; leave; Janus killed mid-call.
 // Runs inside scripts/isolated.sh (npm test does that), so media stays on 127.77.0.1.
-import type { Browser, Page } from "playwright-core";
+import type { Browser, Page, WebSocket } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { hasOpusDtx } from "../../client/src/rtc/sdp.ts";
@@ -14,6 +14,8 @@ let browser: Browser;
 let alicePage: Page, bobPage: Page;
 let alias: string;
 let failed = false;
+/** Bob's page's signalling sockets: where to, opened before his Join, closed since. */
+const bobSockets: { url: string; beforeJoin: boolean; closed: boolean }[] = [];
 
 const tileNames = (page: Page) => page.locator(".grid .tile .tile-name").allInnerTexts();
 
@@ -29,8 +31,23 @@ beforeAll(async () => {
   const [alice, bob] = await Promise.all([signedInUser(A, "alice", "Alice Aardvark"), signedInUser(B, "bob", "Bob Badger")]);
   alias = A.alias("e2e-call");
   alicePage = await joinWith(browser, `${A.parley.url}/#/call/${encodeURIComponent(alias)}`, alice);
-  // Bob uses his own institution's client and homeserver; the call is hosted by A.
-  bobPage = await joinWith(browser, `${B.parley.url}/#/call/${encodeURIComponent(alias)}`, bob);
+  // Bob uses his own institution's client and homeserver; the call is hosted by A. His page's
+  // signalling sockets are recorded; Join is pressed once his pre-join has opened one (standby).
+  let joinPressed = false;
+  const signalling = (ws: WebSocket) => ws.url().endsWith("/_parley/v1/signal");
+  bobPage = await joinWith(browser, `${B.parley.url}/#/call/${encodeURIComponent(alias)}`, bob, {
+    beforeOpen: async (page) =>
+      void page.on("websocket", (ws) => {
+        if (!signalling(ws)) return;
+        const seen = { url: ws.url(), beforeJoin: !joinPressed, closed: false };
+        bobSockets.push(seen);
+        ws.on("close", () => (seen.closed = true));
+      }),
+    beforeJoin: async (page) => {
+      if (!bobSockets.length) await page.waitForEvent("websocket", { predicate: signalling, timeout: 30_000 });
+      joinPressed = true;
+    },
+  });
 }, 180_000);
 
 afterEach((ctx) => {
@@ -51,6 +68,10 @@ describe("a call across two institutions", () => {
     expect(a.audioEnergy).toBeGreaterThan(0);
     expect(b.videoFramesDecoded).toBeGreaterThan(0);
     expect(b.audioEnergy).toBeGreaterThan(0);
+  });
+
+  it("Bob's call speaks over the one signalling socket his pre-join opened to A's Parley on standby", () => {
+    expect(bobSockets).toEqual([{ url: `${A.parley.url.replace(/^http/, "ws")}/_parley/v1/signal`, beforeJoin: true, closed: false }]);
   });
 
   it("both sides say the call is encrypted end to end: every incoming stream decrypts", async () => {

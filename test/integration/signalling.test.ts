@@ -157,6 +157,22 @@ describe("one session, one socket, one person", () => {
     await waitFor("bob's participants to leave Janus", async () => ((await janusParticipants(A, room))?.length === 0 ? true : undefined));
     await bob.join(roomId);
   });
+
+  it("a socket on standby (the pre-join's) seats nobody, outlives the hello timeout, and seats at its real hello", async () => {
+    const session = await callSession(A, alice, roomId);
+    const room = await sfuRoom(roomId);
+    const ws = await SignallingClient.open(signallingUrl(A));
+    expect(await ws.request({ type: "hello", session, standby: true })).toMatchObject({ type: "result", standby: true, user_id: alice.userId, room_id: roomId });
+    await new Promise((r) => setTimeout(r, LIMITS.helloTimeoutSeconds * 1000 + 300));
+    expect(ws.pushes).toEqual([]);
+    expect(await janusParticipants(A, room)).toEqual([]);
+    expect(await ws.request({ type: "hello", session, device_id: "ALICEPC" })).toMatchObject({ type: "result", user_id: alice.userId, resumed: false });
+    expect(await ws.request({ type: "publish", jsep: audioOffer(), e2ee: true })).toMatchObject({ type: "result" });
+    expect(await janusParticipants(A, room)).toEqual([alice.userId]);
+    ws.close();
+    await ws.closed;
+    await waitFor("alice's participant to leave Janus", async () => ((await janusParticipants(A, room))?.length === 0 ? true : undefined));
+  });
 });
 
 describe("provisioned keys", () => {

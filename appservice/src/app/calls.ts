@@ -216,6 +216,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       const opened = attachSignalling(server, seats, { ...sessionHandlers, ...mediaHandlers(seats.media), ...governanceHandlers(governance, seats.media) }, {
         socketsPerAddress: limits.socketsPerAddress,
         helloTimeoutMs: limits.helloTimeoutSeconds * 1000,
+        standbyMs: limits.standbySeconds * 1000,
         messagesPerSecond: limits.messagesPerSecond,
         messageBurst: limits.messageBurst,
       }, observe?.signalling);

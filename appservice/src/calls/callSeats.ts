@@ -149,6 +149,16 @@ export class CallSeats {
     }
   }
 
+  /**
+   * A standby hello (the pre-join's socket, opened ahead): the live session of `token` and how long
+   * it has left (Infinity once held), seating nobody. Its real hello is checked again in `open`.
+   */
+  standby(token: string): { userId: string; roomId: string; callId: string; key: string; lifeMs: number } {
+    const s = this.deps.calls.session(token);
+    if (!s) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    return { userId: s.userId, roomId: s.roomId, callId: s.callId, key: s.key, lifeMs: s.expiresAt - this.deps.clock.now() };
+  }
+
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
   /** `resumed`: the seat took over the SFU session its client had before a Parley restart (nothing to renegotiate). */
   async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean }> {

@@ -356,6 +356,10 @@ export const configSchema = z
             helloTimeoutSeconds: z.int().min(1).max(600).default(10).meta({
               description: "A signalling socket that has not sent a valid hello within this time is closed",
             }),
+            standbySeconds: z.int().min(1).max(3600).default(300).meta({
+              description:
+                "A signalling socket opened ahead from the pre-join (hello with standby: its session checked, nobody seated) waits this long for its real hello at Join, at most as long as its session's grant, then is closed",
+            }),
             invitedJoinWaitMs: z.int().min(0).max(10_000).default(3000).meta({
               description:
                 "A user let in from the lobby (invited) whose hello comes before their room join has reached this homeserver over federation (their own homeserver answers the join first): how long the hello waits for it, re-reading the membership, before it is refused",

@@ -11,7 +11,7 @@ import { joinCall, signallingUrl, type CallGrant } from "./callApi.ts";
 import { sampleMedia, type MediaSample } from "./mediaHealth.ts";
 import type { FeedId, GovernanceRequest, HelloResult, Participant, Push, ViewRequest } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
-import { SignallingClient, type SocketFactory } from "./signalling.ts";
+import { SignallingClient, type SocketFactory, type SocketLike } from "./signalling.ts";
 import { Subscriber, type RemoteFeed } from "./subscriber.ts";
 import { browserPeerFactory, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
@@ -67,14 +67,16 @@ export interface CallConnectionOptions {
   /** The server's hello, before any media is sent; media waits for what it returns (the E2EE key mode). */
   onHello?: (hello: HelloResult) => void | Promise<void>;
   socketFactory?: SocketFactory;
+  /** The signalling socket opened ahead (the pre-join's standby), if any: the first hello goes out on it. */
+  socketAhead?: (url: string) => SocketLike | null;
   timers?: Timers;
   join?: typeof joinCall;
 }
 
 export class CallConnection {
   readonly state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
-  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello" | "grantAhead">> &
-    Pick<CallConnectionOptions, "socketFactory" | "deviceId" | "onHello" | "grantAhead">;
+  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead">> &
+    Pick<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead">;
   private readonly log = getLogger("call");
   private grant: CallGrant | null = null;
   private signalling: SignallingClient | null = null;
@@ -121,6 +123,7 @@ export class CallConnection {
         url: signallingUrl(this.o.callApi, grant.signalling),
         session: async (renew) => (renew ? (await this.freshGrant()).session : (this.grant ?? grant).session),
         socketFactory: this.o.socketFactory,
+        socketAhead: this.o.socketAhead,
         timers: this.o.timers,
         ...(this.o.deviceId ? { deviceId: this.o.deviceId } : {}),
       });

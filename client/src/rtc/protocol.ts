@@ -21,7 +21,7 @@ export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLin
 export type Target = "publisher" | "subscriber";
 
 export type ClientRequest =
-  | { type: "hello"; session: string; device_id?: string }
+  | { type: "hello"; session: string; device_id?: string; standby?: boolean }
   | { type: "ping" }
   | { type: "publish"; jsep: Jsep<"offer">; simulcast?: boolean; e2ee?: boolean }
   | { type: "subscribe"; feeds: { feed: FeedId; mid?: string }[]; e2ee?: boolean }

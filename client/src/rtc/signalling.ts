@@ -23,6 +23,7 @@ export interface SocketLike {
 export type SocketFactory = (url: string) => SocketLike;
 
 const OPEN = 1;
+const browserSocket: SocketFactory = (url) => new WebSocket(url) as unknown as SocketLike;
 /** 4000 + HTTP status: the server ended the session on purpose; reconnecting would not help. */
 const SESSION_ENDED = new Set([4401, 4403, 4404, 4410]);
 
@@ -55,6 +56,8 @@ export interface SignallingOptions {
   /** This client's Matrix device, declared in hello (others address media keys to it). */
   deviceId?: string;
   socketFactory?: SocketFactory;
+  /** A socket opened ahead for `url` (the pre-join's StandbySocket), used by the first open if it gives one. */
+  socketAhead?: (url: string) => SocketLike | null;
   timers?: Timers;
   backoff?: Partial<Backoff>;
   requestTimeoutMs?: number;
@@ -92,10 +95,13 @@ export class SignallingClient {
   private stopped = false;
   /** The server forgot or expired our session: ask for a new one at the next hello. */
   private renewNext = false;
+  /** `socketAhead` is asked once, by the first open. */
+  private aheadTaken = false;
 
   constructor(opts: SignallingOptions) {
     this.o = {
-      socketFactory: (url) => new WebSocket(url) as unknown as SocketLike,
+      socketFactory: browserSocket,
+      socketAhead: () => null,
       timers: realTimers,
       requestTimeoutMs: 10_000,
       pingEveryMs: 15_000,
@@ -169,8 +175,11 @@ export class SignallingClient {
     const phase = this.state.get().phase;
     this.state.update({ phase: phase === "idle" || phase === "connecting" ? "connecting" : "reconnecting" });
     let socket: SocketLike;
+    // The first socket may be one opened ahead (open already: its hello goes out now, in this task).
+    const ahead = this.aheadTaken ? null : this.o.socketAhead(this.o.url);
+    this.aheadTaken = true;
     try {
-      socket = this.o.socketFactory(this.o.url);
+      socket = ahead ?? this.o.socketFactory(this.o.url);
     } catch (err) {
       this.log.warn("could not open the signalling socket", { err: String(err) });
       return this.lost();
@@ -184,6 +193,7 @@ export class SignallingClient {
       this.socket = null;
       this.onClose(ev.code, ev.reason);
     };
+    if (socket.readyState === OPEN) void this.hello(socket);
   }
 
   private async hello(socket: SocketLike): Promise<void> {
@@ -228,10 +238,11 @@ export class SignallingClient {
     } catch {
       return this.log.warn("signalling message is not JSON");
     }
-    if ((m.type === "result" || m.type === "error") && typeof m.id === "number") {
-      const p = this.pending.get(m.id);
+    // (An answer to no request of ours, such as a standby hello's, is dropped.)
+    if ((m.type === "result" || m.type === "error") && m.id !== undefined) {
+      const p = typeof m.id === "number" ? this.pending.get(m.id) : undefined;
       if (!p) return;
-      this.pending.delete(m.id);
+      this.pending.delete(m.id as number);
       this.o.timers.clearTimeout(p.timer);
       if (m.type === "result") p.resolve(m);
       else {
@@ -334,6 +345,70 @@ export class SignallingClient {
       this.o.timers.clearTimeout(p.timer);
       this.pending.delete(id);
       p.reject(new ParleyClientError("CLOSED", "signalling", { detail: `${p.type}: ${why}` }));
+    }
+  }
+}
+
+/**
+ * The pre-join's signalling socket, opened ahead once the call's grant is in, with a `standby`
+ * hello: the server checks the session, seats nobody, and keeps the socket for the real hello
+ * (calls.limits.standbySeconds). At Join the call takes it (`take`) and says its hello at once,
+ * instead of opening a socket on a page busy drawing the call (25-80 ms here; docs/join.md).
+ * Closed by the server (standby over, session gone) or refused, it is simply not used.
+ */
+export class StandbySocket {
+  private socket: SocketLike | null;
+  readonly url: string;
+
+  constructor(url: string, session: string, factory: SocketFactory = browserSocket) {
+    this.url = url;
+    let socket: SocketLike | null = null;
+    try {
+      socket = factory(url);
+    } catch {
+      // no socket ahead: Join opens one
+    }
+    this.socket = socket;
+    if (!socket) return;
+    socket.onopen = () => socket.send(JSON.stringify({ type: "hello", id: "standby", session, standby: true }));
+    socket.onmessage = (ev) => {
+      // Refused (an unknown session, a full server): the socket is of no use to the call.
+      let m: unknown;
+      try {
+        m = JSON.parse(String(ev.data));
+      } catch {
+        m = null;
+      }
+      if ((m as { type?: unknown } | null)?.type !== "result") this.close();
+    };
+    socket.onerror = () => undefined;
+    socket.onclose = () => {
+      if (this.socket === socket) this.socket = null;
+    };
+  }
+
+  /** The socket for `url`, once, while it is opening or open (its handlers the taker's to set); else null. */
+  take(url: string): SocketLike | null {
+    const s = this.socket;
+    if (!s || url !== this.url || s.readyState > OPEN) {
+      this.close();
+      return null;
+    }
+    this.socket = null;
+    s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    return s;
+  }
+
+  /** Not used after all (another pre-join, the meeting closed). */
+  close(): void {
+    const s = this.socket;
+    this.socket = null;
+    if (!s) return;
+    s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    try {
+      s.close(1000, "not joining");
+    } catch {
+      // already closed
     }
   }
 }

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import type { Push } from "../../../client/src/rtc/protocol.ts";
-import { SignallingClient } from "../../../client/src/rtc/signalling.ts";
+import { SignallingClient, StandbySocket } from "../../../client/src/rtc/signalling.ts";
 import { FakeSocket, tick } from "./fakes.ts";
 
 const HELLO = { user_id: "@a:x", room_id: "!r:x", call_id: "c1" };
@@ -226,5 +226,105 @@ describe("SignallingClient", () => {
     expect(s.closedWith?.code).toBe(1000);
     await vi.advanceTimersByTimeAsync(10_000);
     expect(FakeSocket.all).toHaveLength(1);
+  });
+});
+
+describe("the pre-join's socket on standby", () => {
+  const URL = "ws://127.0.0.1:1/_parley/v1/signal";
+  /** A standby socket whose server answered its standby hello. */
+  const standingBy = () => {
+    const standby = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
+    const s = FakeSocket.last();
+    s.open();
+    s.receive({ type: "result", id: s.lastSent("hello").id, standby: true, ...HELLO });
+    return { standby, s };
+  };
+
+  it("says a standby hello with its session as soon as it opens", () => {
+    const { s } = standingBy();
+    expect(s.sent).toEqual([{ type: "hello", id: "standby", session: "s0", standby: true }]);
+    expect(s.closedWith).toBeNull();
+  });
+
+  it("is taken by the call's first open: the real hello goes out on it at once, with no socket of its own", async () => {
+    const { standby, s } = standingBy();
+    const { c } = client({ socketAhead: (url) => standby.take(url) });
+    const connected = c.connect();
+    await tick();
+    expect(FakeSocket.all).toEqual([s]);
+    expect(s.lastSent("hello")).toMatchObject({ type: "hello", session: "s1" });
+    expect(s.lastSent("hello")).not.toHaveProperty("standby");
+    s.answer("hello", HELLO);
+    await expect(connected).resolves.toEqual(HELLO);
+    // Once: the socket is the call's now.
+    expect(standby.take(URL)).toBeNull();
+  });
+
+  it("a socket still opening is taken too; its hello is the call's, not a standby one", async () => {
+    const standby = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
+    const { c } = client({ socketAhead: (url) => standby.take(url) });
+    void c.connect();
+    const s = FakeSocket.last();
+    expect(FakeSocket.all).toEqual([s]);
+    s.open();
+    await tick();
+    expect(s.sent).toEqual([expect.objectContaining({ type: "hello", session: "s1" })]);
+  });
+
+  it("the standby hello's late answer reaches the call's client and is dropped there", async () => {
+    const standby = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
+    const s = FakeSocket.last();
+    s.open();
+    const { c } = client({ socketAhead: (url) => standby.take(url) });
+    const connected = c.connect();
+    await tick();
+    s.receive({ type: "result", id: "standby", standby: true, ...HELLO });
+    s.answer("hello", { ...HELLO, call_id: "c2" });
+    await expect(connected).resolves.toEqual({ ...HELLO, call_id: "c2" });
+  });
+
+  it("is not used once refused, closed by the server, or for another address: the call opens its own", async () => {
+    const refused = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
+    const r = FakeSocket.last();
+    r.open();
+    r.receive({ type: "error", id: "standby", errcode: "M_UNKNOWN_TOKEN", error: "unknown" });
+    expect(r.closedWith?.code).toBe(1000);
+    expect(refused.take(URL)).toBeNull();
+
+    const timedOut = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
+    const t = FakeSocket.last();
+    t.open();
+    t.drop(4408, "no hello");
+    expect(timedOut.take(URL)).toBeNull();
+
+    const { standby, s } = standingBy();
+    expect(standby.take("ws://127.0.0.1:2/_parley/v1/signal")).toBeNull();
+    expect(s.closedWith?.code).toBe(1000);
+
+    const { c } = client({ socketAhead: () => null });
+    void c.connect();
+    expect(FakeSocket.last().sent).toEqual([]);
+    expect(FakeSocket.all).toHaveLength(4);
+  });
+
+  it("is asked for once: a reconnect opens a socket of its own", async () => {
+    const { standby } = standingBy();
+    const socketAhead = vi.fn((url: string) => standby.take(url));
+    const { c } = client({ socketAhead });
+    void c.connect();
+    await tick();
+    FakeSocket.last().answer("hello", HELLO);
+    await tick();
+    FakeSocket.last().drop(1006);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(FakeSocket.all).toHaveLength(2);
+    expect(socketAhead).toHaveBeenCalledTimes(1);
+  });
+
+  it("close() closes it (another pre-join, the meeting left)", () => {
+    const { standby, s } = standingBy();
+    standby.close();
+    expect(s.closedWith).toEqual({ code: 1000, reason: "not joining" });
+    expect(standby.take(URL)).toBeNull();
   });
 });

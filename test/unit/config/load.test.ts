@@ -75,7 +75,7 @@ describe("parseConfig", () => {
         joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },
         idleEndSeconds: 300,
-        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, invitedJoinWaitMs: 3000, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
+        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, standbySeconds: 300, invitedJoinWaitMs: 3000, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
       },
       guests: {
         mode: "off",
@@ -168,6 +168,14 @@ describe("parseConfig", () => {
     expect(parseConfig({ ...minimal(), sfu: { deadNodeSeconds: 0.5 } }).sfu.deadNodeSeconds).toBe(0.5);
     expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 0.4 } })).toEqual(["sfu.deadNodeSeconds: Too small: expected number to be >=0.5"]);
     expect(problemsOf({ ...minimal(), sfu: { deadNodeSeconds: 301 } })).toEqual(["sfu.deadNodeSeconds: Too big: expected number to be <=300"]);
+  });
+
+  it("bounds how long a standby signalling socket waits for its hello (calls.limits.standbySeconds)", () => {
+    const limits = (standbySeconds: number) => ({ ...minimal(), calls: { limits: { standbySeconds } } });
+    expect(parseConfig(limits(1)).calls.limits.standbySeconds).toBe(1);
+    expect(parseConfig(limits(3600)).calls.limits.standbySeconds).toBe(3600);
+    expect(problemsOf(limits(3601))).toEqual(["calls.limits.standbySeconds: Too big: expected number to be <=3600"]);
+    expect(problemsOf(limits(0))).toEqual(["calls.limits.standbySeconds: Too small: expected number to be >=1"]);
   });
 
   it("bounds the Janus sessions kept open ahead per node (sfu.warmSessions)", () => {

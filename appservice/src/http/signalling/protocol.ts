@@ -56,7 +56,8 @@ export const viewMessage = z.object({
 
 export const clientMessage = z.discriminatedUnion("type", [
   // device_id: the Matrix device the client runs as; others address their media keys to it.
-  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256), device_id: z.string().min(1).max(255).optional() }),
+  // standby: the pre-join's socket, opened ahead; nobody is seated until a hello without it.
+  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256), device_id: z.string().min(1).max(255).optional(), standby: z.boolean().optional() }),
   z.object({ type: z.literal("ping"), id }),
   // e2ee: the client's frames are end-to-end encrypted (publish) / it decrypts them (subscribe, answer).
   z.object({ type: z.literal("publish"), id, jsep: jsep("offer"), simulcast: z.boolean().optional(), e2ee: z.boolean().optional() }),
@@ -94,6 +95,10 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  * Server -> client. Every request is answered by {type:"result", id, ...} or
  * {type:"error", id?, errcode, error}. Results:
  *   hello       -> {user_id, room_id, call_id, e2ee: {required, keys: "participant"|"provisioned", bot}}
+ *   hello with standby: true -> {standby: true, user_id, room_id, call_id}: a socket opened ahead
+ *                  (the pre-join's). The session is checked, nobody is seated, and the socket may
+ *                  wait (calls.limits.standbySeconds, at most its grant's life) for the real hello,
+ *                  sent at Join on it. One per session: a newer standby closes the older (4403).
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)
@@ -123,7 +128,8 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                                      another socket's hello took it over); the socket closes
  *                                      with 4000 + HTTP status (4403, 4401, 4404)
  *   {type:"error", errcode, error}     unsolicited, then closed: M_MISSING_TOKEN (no hello within
- *                                      calls.limits.helloTimeoutSeconds; 4408), M_LIMIT_EXCEEDED
+ *                                      calls.limits.helloTimeoutSeconds, or after a standby hello
+ *                                      within standbySeconds; 4408), M_LIMIT_EXCEEDED
  *                                      (calls.limits.socketsPerAddress, or messagesPerSecond past
  *                                      messageBurst; 4429); a socket whose messages failed
  *                                      ERRORS_BEFORE_HELLO times before its hello is closed with

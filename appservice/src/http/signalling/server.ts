@@ -43,6 +43,8 @@ export interface SignallingLimits {
   socketsPerAddress: number;
   /** A socket without a successful hello by then is closed. */
   helloTimeoutMs: number;
+  /** A standby socket (hello with standby) without its real hello by then (or its session's end) is closed. */
+  standbyMs: number;
   /** Messages per socket per second, sustained, and at once above that; faster closes the socket. */
   messagesPerSecond: number;
   messageBurst: number;
@@ -65,6 +67,8 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
   // A frame past twice the largest message is not even read (the socket is closed, 1009).
   const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * MAX_MESSAGE_BYTES });
   const perAddress = new Map<string, number>();
+  /** The standby socket of each session (by its key): one each, a newer one closes the older. */
+  const standbys = new Map<string, () => void>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (new URL(req.url ?? "/", "http://x").pathname !== SIGNALLING_PATH) return;
     wss.handleUpgrade(req, socket, head, (ws) => serve(ws, req.socket.remoteAddress ?? ""));
@@ -93,16 +97,23 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
     perAddress.set(address, open);
     ws.on("close", () => {
       clearTimeout(helloTimer);
+      leaveStandby();
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left > 0) perAddress.set(address, left);
       else perAddress.delete(address);
       if (conn.seat) seats.closed(conn.seat);
     });
     ws.on("error", (err) => log.warn({ err }, "signalling socket error"));
-    const helloTimer = setTimeout(
+    let helloTimer = setTimeout(
       () => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${limits.helloTimeoutMs} ms`), 4408),
       limits.helloTimeoutMs,
     );
+    /** This socket's standby (a hello with standby: true), until its real hello or its close. */
+    let standby: { key: string; replaced: () => void } | undefined;
+    const leaveStandby = () => {
+      if (standby && standbys.get(standby.key) === standby.replaced) standbys.delete(standby.key);
+      standby = undefined;
+    };
     if (open > limits.socketsPerAddress) {
       return shut(new ParleyError("M_LIMIT_EXCEEDED", `at most ${limits.socketsPerAddress} signalling sockets per address`));
     }
@@ -110,6 +121,8 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
     let helloPending = false;
     const hello: Handler<"hello"> = async (_conn, message) => {
       if (conn.seat || helloPending) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
+      if (message.standby) return standBy(message.session);
+      leaveStandby();
       helloPending = true;
       try {
         const { seat, e2ee, resumed } = await seats.open(
@@ -135,6 +148,24 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       } finally {
         helloPending = false;
       }
+    };
+
+    /**
+     * The pre-join's socket, opened ahead so that Join's hello goes out at once: the session is
+     * checked, nobody is seated, and the socket waits for its real hello up to `standbyMs` (or the
+     * session's grant, if shorter). Synchronous: a real hello right behind it finds it done.
+     */
+    const standBy = (token: string) => {
+      if (standby) throw new ParleyError("M_FORBIDDEN", "this socket is on standby already");
+      const s = seats.standby(token);
+      const replaced = () => shut(new ParleyError("M_FORBIDDEN", "a newer standby socket took this session"));
+      standbys.get(s.key)?.();
+      standbys.set(s.key, replaced);
+      standby = { key: s.key, replaced };
+      clearTimeout(helloTimer);
+      const waitMs = Math.max(0, Math.min(limits.standbyMs, s.lifeMs));
+      helloTimer = setTimeout(() => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${waitMs} ms of standby`), 4408), waitMs);
+      return { standby: true, user_id: s.userId, room_id: s.roomId, call_id: s.callId };
     };
 
     ws.on("message", async (data, isBinary) => {

@@ -1,0 +1,116 @@
+// The signalling socket's standby (the pre-join's socket, opened ahead): the session checked and
+// nobody seated, its wait bounded by the standby limit and by the session's own life, one standby
+// socket per session, and the real hello on it seating as any hello does. The seats are a fake
+// here (the real stack's path is in test/integration/signalling.test.ts); the socket is real.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { CallSeats } from "../../../appservice/src/calls/callSeats.ts";
+import { ParleyError } from "../../../appservice/src/errors.ts";
+import { attachSignalling, sessionHandlers, SIGNALLING_PATH, type SignallingServer } from "../../../appservice/src/http/signalling/server.ts";
+import { SignallingClient } from "../../support/signalling.ts";
+
+const LIMITS = { socketsPerAddress: 8, helloTimeoutMs: 150, standbyMs: 500, messagesPerSecond: 50, messageBurst: 200 };
+const SESSION = { userId: "@bob:x", roomId: "!r:x", callId: "c1" };
+
+let server: Server;
+let signalling: SignallingServer;
+let url: string;
+/** Life left in each known session (ms); unknown tokens are refused. */
+let life: Map<string, number>;
+let opened: string[];
+
+beforeEach(async () => {
+  life = new Map([["s1", 60_000], ["short", 200]]);
+  opened = [];
+  const seats = {
+    standby: (token: string) => {
+      const lifeMs = life.get(token);
+      if (lifeMs === undefined) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+      return { ...SESSION, key: `k-${token}`, lifeMs };
+    },
+    open: async (_client: unknown, token: string) => {
+      if (!life.has(token)) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+      opened.push(token);
+      return { seat: { session: { ...SESSION, token, key: `k-${token}` } }, e2ee: { required: true, keys: "participant", bot: "@bot:x" }, resumed: false };
+    },
+    closed: vi.fn(),
+  } as unknown as CallSeats;
+  server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  signalling = attachSignalling(server, seats, sessionHandlers, LIMITS);
+  url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}${SIGNALLING_PATH}`;
+});
+
+afterEach(async () => {
+  await signalling.close();
+  await new Promise((r) => server.close(r));
+});
+
+const standingBy = async (session = "s1") => {
+  const ws = await SignallingClient.open(url);
+  const answer = await ws.request({ type: "hello", session, standby: true });
+  return { ws, answer };
+};
+
+describe("a standby hello", () => {
+  it("is answered with the session's call and seats nobody; the socket outlives the hello timeout", async () => {
+    const { ws, answer } = await standingBy();
+    expect(answer).toMatchObject({ type: "result", standby: true, user_id: "@bob:x", room_id: "!r:x", call_id: "c1" });
+    expect(opened).toEqual([]);
+    await new Promise((r) => setTimeout(r, LIMITS.helloTimeoutMs + 200));
+    expect(await ws.request({ type: "ping" })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
+    ws.close();
+  });
+
+  it("then the real hello on the same socket seats the session, and the standby limit no longer applies", async () => {
+    const { ws } = await standingBy();
+    expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result", call_id: "c1", resumed: false });
+    expect(opened).toEqual(["s1"]);
+    await new Promise((r) => setTimeout(r, LIMITS.standbyMs + 200));
+    expect(await ws.request({ type: "ping" })).toMatchObject({ type: "result", pong: true });
+    ws.close();
+  });
+
+  it("waits at most standbyMs for the real hello, then the socket is closed (4408)", async () => {
+    const { ws } = await standingBy();
+    const at = Date.now();
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4408);
+    expect(closed.at - at).toBeGreaterThanOrEqual(LIMITS.standbyMs - 100);
+    expect(ws.pushes).toContainEqual(expect.objectContaining({ type: "error", errcode: "M_MISSING_TOKEN" }));
+  });
+
+  it("waits no longer than its session lives", async () => {
+    const { ws } = await standingBy("short");
+    const at = Date.now();
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4408);
+    expect(closed.at - at).toBeLessThan(LIMITS.standbyMs - 200);
+  });
+
+  it("one standby socket per session: a newer one closes the older (4403)", async () => {
+    const first = await standingBy();
+    const second = await standingBy();
+    expect((await first.ws.closed).code).toBe(4403);
+    expect(first.ws.pushes).toContainEqual(expect.objectContaining({ errcode: "M_FORBIDDEN", error: "a newer standby socket took this session" }));
+    // The newer one is the session's: it seats.
+    expect(await second.ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result" });
+    second.ws.close();
+  });
+
+  it("an unknown session is refused; a second standby on one socket is refused", async () => {
+    const ws = await SignallingClient.open(url);
+    expect(await ws.request({ type: "hello", session: "made-up", standby: true })).toMatchObject({ type: "error", errcode: "M_UNKNOWN_TOKEN" });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "result", standby: true });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    ws.close();
+  });
+
+  it("is refused on a socket that is seated already", async () => {
+    const ws = await SignallingClient.open(url);
+    expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result" });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    ws.close();
+  });
+});
