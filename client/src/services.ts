@@ -39,6 +39,8 @@ export interface CallWiring {
   transforms?: MediaTransformHook;
   /** Where media keys travel (Olm to-device) and who is in the call; none: no E2EE from here. */
   keys?: () => Promise<KeyChannel>;
+  /** The room's join, when the call starts before it answers (let in from the lobby): the membership waits for it. */
+  roomJoined?: Promise<unknown>;
   /** What the call membership waits for: this device's keys on the homeserver (default: `keys`). */
   keysUploaded?: () => Promise<void>;
   onStage?: (inCall: boolean) => void;
@@ -90,6 +92,8 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   const membership = {
     join: async () => {
       await (w.keysUploaded ?? w.keys)?.().catch(() => undefined);
+      // (A join that fails ends the call: meetingModel.ts. Its state event would be refused.)
+      await w.roomJoined;
       await manager.join();
     },
     leave: () => manager.leave(),

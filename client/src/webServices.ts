@@ -109,6 +109,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       if (!shown.aborted) await announceArriving(api, g.session, session.deviceId);
     })().catch(() => undefined);
   };
+  /** Joins the meeting's room (its id). A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off the join. */
+  const joinTarget = (target: string, invited?: string): Promise<string> => {
+    const join = () => joinRoom(http, target, serverNameOf(session.userId), undefined, invited ? { roomId: invited } : {});
+    return warm ? warm.feed.joining(join) : join();
+  };
   /** The invite that let this user in from the lobby, as its stripped state shows the room (knock.ts inviteState). */
   let letIn: { roomId: string; state: InviteState } | undefined;
   /** Ends the pre-join's Olm announcement (not sent once the call has started). */
@@ -134,11 +139,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     isNewMeeting,
     openRoom: async (target) => {
-      // A feed already running (a knock's, whose keys went up in the lobby) keeps its uploads off
-      // the join. Let in from the lobby: the invited room is joined by its id.
-      const invited = letIn?.roomId;
-      const join = () => joinRoom(http, target, serverNameOf(session.userId), undefined, invited ? { roomId: invited } : {});
-      const roomId = await (warm ? warm.feed.joining(join) : join());
+      // Let in from the lobby: the invited room is joined by its id.
+      const roomId = await joinTarget(target, letIn?.roomId);
       const invite = letIn?.roomId === roomId ? letIn.state : undefined;
       letIn = undefined;
       // Let in from the lobby: the room as its invite showed it, when that announces the call
@@ -147,6 +149,13 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // (callEncryption.ts); the rest is what the page shows.
       if (invite?.call) return summaryOf(invite.events, roomId, target, trust, session.userId);
       return roomSummary(http, roomId, target, trust, session.userId);
+    },
+    // Let in with the call announced: the room as its invite showed it now, the join beside it.
+    letInRoom: (target) => {
+      const invite = letIn;
+      if (!invite?.state.call) return null;
+      letIn = undefined;
+      return { room: summaryOf(invite.state.events, invite.roomId, target, trust, session.userId), joined: joinTarget(target, invite.roomId) };
     },
     knock: {
       preview: (target) => previewRoom(http, target),
@@ -198,7 +207,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       kept.setConsent(consent);
       return kept;
     },
-    call: (room, local) => {
+    call: (room, local, joined) => {
       // (The pre-join's Olm announcement ends here: the hello tells the call. Its arrival through
       // Parley goes on: see announceArrival.)
       prejoinShown?.abort();
@@ -225,6 +234,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         membership,
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),
+        ...(joined ? { roomJoined: joined } : {}),
         // The key exchange starts before the room's first sync is processed: the host's key that
         // came in it (or in the pre-join) is used as soon as the SFU shows the host publishing.
         // The synced room's key mode is checked against the one read at open when it comes.

@@ -6,6 +6,7 @@
 // holder: a second socket saying hello with a session takes it over and the first is ended.
 import { setTimeout as sleep } from "node:timers/promises";
 import { ParleyError } from "../errors.ts";
+import { getLogger } from "../log.ts";
 import type { AliasStore, CallRecord, CallStore, SeatRecord, SfuRoomRecord } from "../store/store.ts";
 import { iceForSession, type IceServer, type TurnGrantConfig } from "../turn/credentials.ts";
 import type { FederationPolicy } from "./policy.ts";
@@ -98,8 +99,16 @@ export interface CallServiceConfig {
   sessionsPerUserPerCall: number;
   /** Sessions in one call at most (absent: no limit of Parley's own). */
   sessionsPerCall?: number;
-  /** How long the hello of an invited user's session granted ahead waits for their room join to reach the homeserver (absent: not at all). */
+  /** How long after its hello an invited user's session granted ahead waits for their room join to reach the homeserver (absent or 0: the hello needs the join). */
   invitedJoinWaitMs?: number;
+}
+
+/** A session admitted again at its hello (CallService.admitAtHello). */
+interface AdmitAtHello {
+  knownJoined: boolean;
+  /** Its hello went on while its user was invited: their join is awaited (CallService.awaitJoin). */
+  joinDue?: boolean;
+  wake?: () => void;
 }
 
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
@@ -107,6 +116,7 @@ const ROOM_ALIAS = /^#[^\s:]+:\S+$/;
 const SERVER_NAME = /^[A-Za-z0-9.\-[\]:]+$/;
 
 export class CallService {
+  private readonly log = getLogger("calls.sessions");
   private readonly sessions = new Map<string, CallSession>();
   private readonly closers = new Map<string, SessionCloser>();
   private readonly expiryTimers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -116,10 +126,10 @@ export class CallService {
    * user joined to the room (at the grant), or whose join came in a transaction since (`memberJoined`), whose
    * hello does not read the membership again (a leave, kick or ban since reaches Parley in a
    * transaction and ends the session, as it would a held one: `evict`); one granted while
-   * invited (let in from the lobby) waits for the join; `wake`, while its hello waits, ends that
-   * wait when the join comes (`memberJoined`), not at the next read of the membership.
+   * invited (let in from the lobby) goes on at its hello and then awaits the join (`joinDue`);
+   * `wake` ends a pause of that wait when the join comes (`memberJoined`), not at the next read.
    */
-  private readonly admitAtHello = new Map<string, { knownJoined: boolean; wake?: () => void }>();
+  private readonly admitAtHello = new Map<string, AdmitAtHello>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
   private readonly held = new Set<string>();
   /** The Matrix device each held session's client declared at its hello (none: not listed). */
@@ -179,33 +189,53 @@ export class CallService {
   async admitHolder(token: string): Promise<void> {
     const key = this.keyOf(token);
     const s = this.sessions.get(key);
-    if (!s || !this.admitAtHello.has(key)) return;
+    const admit = this.admitAtHello.get(key);
+    if (!s || !admit || admit.joinDue) return;
     try {
-      // A user let in from the lobby says hello as soon as their own homeserver has answered
-      // their room join, and a homeserver already in the room answers before it has sent the
-      // join here: while they are invited, their membership is read again (after 25 ms,
-      // doubling, 250 ms at most apart) for invitedJoinWaitMs in all, and the join's own
-      // transaction from the homeserver ends the wait at once (the read after a pause came up
-      // to a whole pause late: 50-200 ms of a knocker's join in the benchmark's traces).
-      const joined = async () => {
-        for (let waited = 0, pause = 25; ; waited += pause, pause = Math.min(pause * 2, 250)) {
-          const membership = await this.deps.homeserver.getMembership(s.roomId, s.userId);
-          if (membership === "join") return;
-          if (membership !== "invite" || waited >= (this.cfg.invitedJoinWaitMs ?? 0) || !this.sessions.has(key)) {
-            throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
-          }
-          // Woken by the join: the homeserver's word in a transaction is the read's (a leave,
-          // kick or ban after it comes the same way, and evicts).
-          if (await this.joinOrPause(key, pause)) return;
-        }
-      };
-      const membership = this.admitAtHello.get(key)?.knownJoined ? undefined : joined();
-      await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
+      // A user let in from the lobby (invited) says hello as soon as their grant is in, while
+      // their own homeserver is still joining the room over federation: the invite is the hosts'
+      // admission, so the hello goes on, and their join has invitedJoinWaitMs to reach this
+      // homeserver, or the session ends (awaitJoin). A join seen in a transaction since the grant
+      // (`memberJoined`) spares the read: a leave, kick or ban after it comes the same way, and evicts.
+      const membership = admit.knownJoined ? "join" : this.deps.homeserver.getMembership(s.roomId, s.userId);
+      const [now] = await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
+      const waits = now === "invite" && !admit.knownJoined && (this.cfg.invitedJoinWaitMs ?? 0) > 0;
+      if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
+      if (waits) return this.awaitJoin(key, s, admit);
       this.admitAtHello.delete(key);
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
     }
+  }
+
+  /**
+   * An invited user's session went on at its hello: their room join must reach this homeserver
+   * within invitedJoinWaitMs, or the session ends (M_FORBIDDEN; nobody stays in a call without
+   * joining its room). Their join's transaction ends the wait at once (`memberJoined`); between
+   * transactions the membership is read again after 25 ms, doubling, at most 250 ms apart.
+   */
+  private awaitJoin(key: string, s: CallSession, admit: AdmitAtHello): void {
+    admit.joinDue = true;
+    const limit = this.cfg.invitedJoinWaitMs ?? 0;
+    void (async () => {
+      for (let waited = 0, pause = 25; !admit.knownJoined; waited += pause, pause = Math.min(pause * 2, 250)) {
+        if (await this.joinOrPause(key, Math.min(pause, Math.max(1, limit - waited)))) break;
+        if (this.admitAtHello.get(key) !== admit) return; // ended meanwhile (a leave, the call's end)
+        const membership = await this.deps.homeserver.getMembership(s.roomId, s.userId);
+        if (membership === "join") break;
+        if (this.admitAtHello.get(key) !== admit) return;
+        if (membership !== "invite" || waited + pause >= limit) {
+          this.log.info({ userId: s.userId, roomId: s.roomId, membership, waitedMs: waited + pause }, "let in but not joined; session ended");
+          const message = membership === "invite" ? `${s.userId} did not join ${s.roomId} within ${limit} ms of their hello` : `${s.userId} is not joined to ${s.roomId}`;
+          return this.end(key, { errcode: "M_FORBIDDEN", message });
+        }
+      }
+      if (this.admitAtHello.get(key) === admit) this.admitAtHello.delete(key);
+    })().catch((err: unknown) => {
+      this.log.warn({ err, userId: s.userId, roomId: s.roomId }, "membership not read; session ended");
+      if (this.admitAtHello.get(key) === admit) this.end(key, { errcode: "M_FORBIDDEN", message: `${s.userId} is not joined to ${s.roomId}` });
+    });
   }
 
   /**

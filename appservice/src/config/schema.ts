@@ -362,7 +362,7 @@ export const configSchema = z
             }),
             invitedJoinWaitMs: z.int().min(0).max(10_000).default(3000).meta({
               description:
-                "A user let in from the lobby (invited) whose hello comes before their room join has reached this homeserver over federation (their own homeserver answers the join first): how long the hello waits for it, re-reading the membership, before it is refused",
+                "A user let in from the lobby (invited) is in the call from their hello on, while their own homeserver joins the room over federation: how long after the hello their join may take to reach this homeserver before their session ends (0: the hello needs the join)",
             }),
             iceCandidatesBeforeMedia: z.int().min(1).max(10_000).default(100).meta({
               description: "ICE candidates a socket may send before its publish/subscribe exists; more get M_LIMIT_EXCEEDED",

@@ -437,7 +437,7 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(presence).toEqual([`-${BOB}`]);
   });
 
-  it("may be had by a user let in from the lobby (invited) while they join the room; its hello needs the join", async () => {
+  it("may be had by a user let in from the lobby (invited) while they join the room; with no wait configured, its hello needs the join", async () => {
     members.set(`${MEETING}|${BOB}`, "invite");
     await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
     const early = await s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
@@ -473,58 +473,74 @@ describe("a grant asked ahead (from the pre-join)", () => {
     }
   });
 
-  it("the hello of a user let in waits a while for their room join to arrive over federation, not longer", async () => {
+  it("the hello of a user let in goes on at once; their join has invitedJoinWaitMs to arrive, or the session ends", async () => {
     const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 400 });
     try {
+      // The join lands 100 ms after the hello: the session goes on.
       members.set(`${MEETING}|${BOB}`, "invite");
       const early = await wait.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
-      // The join lands 100 ms after the hello: the hello goes through.
-      setTimeout(() => members.set(`${MEETING}|${BOB}`, "join"), 100);
+      const t0 = performance.now();
       await wait.admitHolder(early.session);
-      // Never joined: refused once the wait is over (400 ms of pauses), and the session ends.
+      expect(performance.now() - t0).toBeLessThan(100);
+      const bobEnded: unknown[] = [];
+      wait.attach(early.session, (r) => bobEnded.push(r));
+      setTimeout(() => members.set(`${MEETING}|${BOB}`, "join"), 100);
+      // Never joined: ended once the wait is over, with the reason.
       members.set(`${MEETING}|${ALICE}`, "invite");
       const alice = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
-      const t0 = performance.now();
-      await expect(wait.admitHolder(alice.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${ALICE} is not joined to ${MEETING}` });
-      expect(performance.now() - t0).toBeGreaterThanOrEqual(400);
+      await wait.admitHolder(alice.session);
+      const aliceEnded: unknown[] = [];
+      wait.attach(alice.session, (r) => aliceEnded.push(r));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(aliceEnded).toEqual([]);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(aliceEnded).toEqual([{ errcode: "M_FORBIDDEN", message: `${ALICE} did not join ${MEETING} within 400 ms of their hello` }]);
       expect(wait.session(alice.session)).toBeUndefined();
-      // Not invited (gone, or knocking again): no wait at all.
+      expect(bobEnded).toEqual([]);
+      expect(wait.session(early.session)?.userId).toBe(BOB);
+      // Not invited at its hello (gone, or knocking again): refused at once.
       members.set(`${MEETING}|${ALICE}`, "invite");
       const again = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
       members.set(`${MEETING}|${ALICE}`, "leave");
-      const t1 = performance.now();
-      await expect(wait.admitHolder(again.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
-      expect(performance.now() - t1).toBeLessThan(400);
+      await expect(wait.admitHolder(again.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${ALICE} is not joined to ${MEETING}` });
+      expect(wait.session(again.session)).toBeUndefined();
+      // Invited, then gone while the join is awaited: ended then, as any leave ends a session.
+      members.set(`${MEETING}|${ALICE}`, "invite");
+      const gone = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+      await wait.admitHolder(gone.session);
+      const goneEnded: unknown[] = [];
+      wait.attach(gone.session, (r) => goneEnded.push(r));
+      members.set(`${MEETING}|${ALICE}`, "leave");
+      await new Promise((r) => setTimeout(r, 150));
+      expect(goneEnded).toEqual([{ errcode: "M_FORBIDDEN", message: `${ALICE} is not joined to ${MEETING}` }]);
     } finally {
       wait.stop();
     }
   });
 
-  it("the hello of a user let in goes on as soon as their join's transaction comes, not at the next read", async () => {
-    const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 5000 });
+  it("the awaited join of a user let in is taken from its transaction, not the next read", async () => {
+    const wait = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 600 });
     let reads: MembershipReads | undefined;
     try {
       members.set(`${MEETING}|${BOB}`, "invite");
       const early = await wait.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true });
       reads = countMembershipReads();
-      const hello = wait.admitHolder(early.session);
-      // The pauses between reads (25, 50, 100, 200 ms...) are well past; the join of another
-      // user or room wakes nothing.
+      await wait.admitHolder(early.session);
+      const ended: unknown[] = [];
+      wait.attach(early.session, (r) => ended.push(r));
+      // The pauses between reads (25, 50, 100 ms...) pass; the join of another user or room
+      // wakes nothing.
       await new Promise((r) => setTimeout(r, 200));
-      const readsBefore = reads.count();
       wait.memberJoined(MEETING, ALICE);
       wait.memberJoined("!other:a.example", BOB);
-      const t0 = performance.now();
+      const readsBefore = reads.count();
+      // Bob's own homeserver still says "invite" to a read; the transaction is its word.
       wait.memberJoined(MEETING, BOB);
-      await hello;
-      // The wake admits without another read (the next pause would have been 200-250 ms).
-      expect(performance.now() - t0).toBeLessThan(100);
+      await new Promise((r) => setTimeout(r, 700));
+      expect(ended).toEqual([]);
       expect(reads.count()).toBe(readsBefore);
-      expect(() => wait.attach(early.session, () => undefined)).not.toThrow();
-      // Nothing waits any more: a join now wakes no one, and leaves nothing behind.
-      wait.memberJoined(MEETING, BOB);
-      expect([...(wait as unknown as { admitAtHello: Map<string, { wake?: unknown }> }).admitAtHello.values()].some((a) => a.wake)).toBe(false);
-      // A join that came before the hello: the hello reads nothing.
+      expect([...(wait as unknown as { admitAtHello: Map<string, unknown> }).admitAtHello.keys()]).toEqual([]);
+      // A join that came before the hello: the hello reads nothing, and nothing is awaited.
       members.set(`${MEETING}|${ALICE}`, "invite");
       const alice = await wait.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
       wait.memberJoined(MEETING, ALICE);

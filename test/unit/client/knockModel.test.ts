@@ -159,15 +159,16 @@ describe("MeetingModel: asking to join", () => {
     return { canJoin, start: vi.fn(async () => undefined), settled: vi.fn(async () => undefined), handOff: vi.fn(() => off), dispose: vi.fn() };
   }
 
-  function meeting(knock?: KnockPort, opts: { lobby?: boolean; canJoin?: boolean } = {}) {
+  function meeting(knock?: KnockPort, opts: { lobby?: boolean; canJoin?: boolean; letIn?: MeetingServices["letInRoom"] } = {}) {
     const lobby = fakePrejoin(opts.canJoin);
     const fresh = fakePrejoin();
     const openRoom = vi.fn<MeetingServices["openRoom"]>(async () => Promise.reject(FORBIDDEN));
     const prejoin = vi.fn((_room: RoomSummary, kept?: PrejoinModel) => (kept ?? fresh) as unknown as PrejoinModel);
     const joinCall = vi.fn(async () => undefined);
-    const call = vi.fn((): ActiveCall => ({ vm: { join: joinCall }, chat: { start: vi.fn(async () => undefined) }, dispose: vi.fn() }) as unknown as ActiveCall);
+    const call = vi.fn((_room: RoomSummary, _local: unknown, _joined?: Promise<unknown>): ActiveCall => ({ vm: { join: joinCall }, chat: { start: vi.fn(async () => undefined) }, dispose: vi.fn() }) as unknown as ActiveCall);
     const services: MeetingServices = {
       openRoom,
+      ...(opts.letIn ? { letInRoom: opts.letIn } : {}),
       prejoin,
       call,
       ...(opts.lobby === false ? {} : { lobbyPrejoin: () => lobby as unknown as PrejoinModel }),
@@ -213,7 +214,7 @@ describe("MeetingModel: asking to join", () => {
     expect(m.state.get().stage).toBe("call");
     expect(lobby.settled).toHaveBeenCalled();
     expect(lobby.handOff).toHaveBeenCalledTimes(1);
-    expect(call).toHaveBeenCalledWith(ROOM, lobby.handOff.mock.results[0]!.value);
+    expect(call).toHaveBeenCalledWith(ROOM, lobby.handOff.mock.results[0]!.value, undefined);
     expect(joinCall).toHaveBeenCalledTimes(1);
   });
 
@@ -232,6 +233,89 @@ describe("MeetingModel: asking to join", () => {
     await tick(10);
     expect(m.state.get().stage).toBe("call");
     expect(call).toHaveBeenCalledTimes(1);
+  });
+
+  /** A let-in whose invite announces the call: the room at once, its join answered when the test says. */
+  function letInEarly() {
+    let joinedAs!: (roomId: string) => void;
+    let refuse!: (err: unknown) => void;
+    const joined = new Promise<string>((resolve, reject) => ((joinedAs = resolve), (refuse = reject)));
+    const letIn = vi.fn<NonNullable<MeetingServices["letInRoom"]>>(() => ({ room: ROOM, joined }));
+    return { letIn, joinedAs: (id = ROOM.roomId) => joinedAs(id), refuse: (err: unknown) => refuse(err) };
+  }
+
+  it("'Join when let in', the call announced by the invite: the call starts at the let-in, beside the room's join, and its membership waits for it", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, openRoom, lobby, call, joinCall } = meeting(p, { letIn: early.letIn });
+    await m.open();
+    await m.join();
+    answer("invited");
+    await tick(10);
+    // In the call before the room's join answered: nothing read, nothing joined again.
+    expect(m.state.get().stage).toBe("call");
+    expect(early.letIn).toHaveBeenCalledWith("#board:x");
+    expect(openRoom).toHaveBeenCalledTimes(1); // the refused first opening only
+    expect(call).toHaveBeenCalledWith(ROOM, lobby.handOff.mock.results[0]!.value, expect.any(Promise));
+    expect(joinCall).toHaveBeenCalledTimes(1);
+    const joined = call.mock.calls[0]![2]!;
+    let settled = false;
+    void joined.then(() => (settled = true));
+    await tick(10);
+    expect(settled).toBe(false); // what the membership waits for
+    early.joinedAs();
+    await tick(10);
+    expect(settled).toBe(true);
+    expect(m.state.get().stage).toBe("call");
+  });
+
+  it("a room join that fails after the call started ends that call: refused, the meeting asks again; otherwise the error shows", async () => {
+    for (const [err, stage] of [[FORBIDDEN, "knock"], [new ParleyClientError("M_UNKNOWN", "room"), "error"]] as const) {
+      const { p, answer } = port();
+      const early = letInEarly();
+      const { m, openRoom, call } = meeting(p, { letIn: early.letIn });
+      await m.open();
+      await m.join();
+      answer("invited");
+      await tick(10);
+      expect(m.state.get().stage).toBe("call");
+      early.refuse(err);
+      await tick(10);
+      expect(call.mock.results[0]!.value.dispose).toHaveBeenCalledTimes(1);
+      expect(m.state.get().stage).toBe(stage);
+      if (stage === "knock") expect(openRoom).toHaveBeenCalledTimes(2); // opened again, from the start
+    }
+  });
+
+  it("a join that lands in another room than the invite's (the alias moved) ends the early call too", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, call } = meeting(p, { letIn: early.letIn });
+    await m.open();
+    await m.join();
+    answer("invited");
+    await tick(10);
+    early.joinedAs("!other:x");
+    await tick(10);
+    expect(call.mock.results[0]!.value.dispose).toHaveBeenCalledTimes(1);
+    expect(m.state.get().stage).toBe("error");
+  });
+
+  it("let in without 'Join when let in': the invite's join is used for the pre-join, and the call waits for Join", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, openRoom, call } = meeting(p, { letIn: early.letIn });
+    await m.open();
+    answer("invited");
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true });
+    early.joinedAs();
+    await tick(10);
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(openRoom).toHaveBeenCalledTimes(1);
+    expect(call).not.toHaveBeenCalled();
+    await m.join();
+    expect(call).toHaveBeenCalledWith(ROOM, expect.anything(), undefined);
   });
 
   it("'Join when let in' stops at the pre-join when the call's host must be asked about first", async () => {
