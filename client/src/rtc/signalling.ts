@@ -331,13 +331,7 @@ export class SignallingClient {
   private dropSocket(code: number, reason: string): void {
     const s = this.socket;
     this.socket = null;
-    if (!s) return;
-    s.onopen = s.onmessage = s.onerror = s.onclose = null;
-    try {
-      s.close(code, reason);
-    } catch {
-      // already closed
-    }
+    if (s) closeQuietly(s, code, reason);
   }
 
   private rejectPending(why: string): void {
@@ -403,12 +397,16 @@ export class StandbySocket {
   close(): void {
     const s = this.socket;
     this.socket = null;
-    if (!s) return;
-    s.onopen = s.onmessage = s.onerror = s.onclose = null;
-    try {
-      s.close(1000, "not joining");
-    } catch {
-      // already closed
-    }
+    if (s) closeQuietly(s, 1000, "not joining");
+  }
+}
+
+/** Closes a socket whose events nobody is to hear any more. */
+function closeQuietly(s: SocketLike, code: number, reason: string): void {
+  s.onopen = s.onmessage = s.onerror = s.onclose = null;
+  try {
+    s.close(code, reason);
+  } catch {
+    // already closed
   }
 }
