@@ -168,7 +168,7 @@ export class CallService {
     const membership = await homeserver.getMembership(roomId, userId);
     const ahead = req.ahead === true;
     // Let in from the lobby (invited after a knock) and joining the room now: the client asks its
-    // grant ahead beside that join, and the hello, which comes after it, needs the join.
+    // grant ahead beside that join; its hello may come before the join reaches here (awaitJoin).
     if (membership !== "join" && !(ahead && membership === "invite")) throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
     // A user holding a session in the room's call reconnecting is not someone new.
     await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
