@@ -11,7 +11,7 @@ import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
-import { announceArriving, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
+import { announceArriving, DEFAULT_SIGNALLING_PATH, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
 import { StandbySocket } from "./rtc/signalling.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
@@ -65,26 +65,25 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     }
     return ahead.grant;
   };
-  // And the signalling socket, opened on standby once that grant is in: Join's hello then goes
-  // out at once, with no socket to open on a page busy drawing the call (docs/join.md, twelfth pass).
-  let standby: { key: string; socket?: StandbySocket } | undefined;
+  // And the signalling socket, opened beside that grant and put on standby with its session: Join's
+  // hello then goes out at once, with no socket to open on a page busy drawing the call
+  // (docs/join.md, twelfth pass). Opened at Parley's usual path; a grant naming another closes it.
+  let standby: { key: string; socket: StandbySocket } | undefined;
   const standbyFor = (api: string, roomId: string) => {
     const key = `${api}|${roomId}`;
     if (standby?.key === key) return;
-    standby?.socket?.close();
-    const mine: NonNullable<typeof standby> = { key };
-    standby = mine;
-    void grantFor(api, roomId)
+    standby?.socket.close();
+    const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
+    const session = grantFor(api, roomId)
       .peek()
-      .then((g) => {
-        if (g && standby === mine) mine.socket = new StandbySocket(signallingUrl(api, g.signalling), g.session);
-      });
+      .then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
+    standby = { key, socket: new StandbySocket(url, session) };
   };
   /** The standby socket for `url`, once (null if none is open for it); what is left is closed. */
   const takeStandby = (url: string) => {
     const s = standby;
     standby = undefined;
-    return s?.socket?.take(url) ?? null;
+    return s?.socket.take(url) ?? null;
   };
   /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
   const warmGrant = (call: CallAnnouncement | null, roomId: string) => {
@@ -134,7 +133,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       arrivalShown?.abort();
       warm?.feed.stop();
       warm = undefined;
-      standby?.socket?.close();
+      standby?.socket.close();
       standby = undefined;
     },
     isNewMeeting,

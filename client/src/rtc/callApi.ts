@@ -118,6 +118,9 @@ export function grantAhead(ask: () => Promise<CallGrant>, now: () => number = ()
   return askedAhead(ask, (grant, at, t) => t - at < (grant.expiresAt - at) * AHEAD_USABLE_SHARE, now);
 }
 
+/** The signalling socket's path as Parley serves it unless configured otherwise (a grant says which). */
+export const DEFAULT_SIGNALLING_PATH = "/_parley/v1/signal";
+
 /** ws(s)://host of the call API + the signalling path. */
 export function signallingUrl(callApi: string, path: string): string {
   const u = new URL(path, callApi.replace(/\/+$/, "") + "/");

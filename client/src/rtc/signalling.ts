@@ -344,17 +344,19 @@ export class SignallingClient {
 }
 
 /**
- * The pre-join's signalling socket, opened ahead once the call's grant is in, with a `standby`
- * hello: the server checks the session, seats nobody, and keeps the socket for the real hello
- * (calls.limits.standbySeconds). At Join the call takes it (`take`) and says its hello at once,
- * instead of opening a socket on a page busy drawing the call (25-80 ms here; docs/join.md).
- * Closed by the server (standby over, session gone) or refused, it is simply not used.
+ * The pre-join's signalling socket, opened ahead as the call's grant is asked, with a `standby`
+ * hello once the grant's session is in: the server checks the session, seats nobody, and keeps
+ * the socket for the real hello (calls.limits.standbySeconds). At Join the call takes it (`take`)
+ * and says its hello at once, instead of opening a socket on a page busy drawing the call (25-80
+ * ms here; docs/join.md), even when Join comes before the grant (a knock let in). No session
+ * (the grant refused, or for another socket), closed by the server (standby over, session gone)
+ * or refused, it is simply not used.
  */
 export class StandbySocket {
   private socket: SocketLike | null;
   readonly url: string;
 
-  constructor(url: string, session: string, factory: SocketFactory = browserSocket) {
+  constructor(url: string, session: string | Promise<string | null>, factory: SocketFactory = browserSocket) {
     this.url = url;
     let socket: SocketLike | null = null;
     try {
@@ -364,7 +366,25 @@ export class StandbySocket {
     }
     this.socket = socket;
     if (!socket) return;
-    socket.onopen = () => socket.send(JSON.stringify({ type: "hello", id: "standby", session, standby: true }));
+    // The standby hello, once the socket is open and the session known (in either order), and
+    // only while nobody has taken the socket.
+    let token = typeof session === "string" ? session : undefined;
+    const standBy = () => {
+      if (this.socket === socket && token !== undefined && socket.readyState === OPEN) {
+        socket.send(JSON.stringify({ type: "hello", id: "standby", session: token, standby: true }));
+      }
+    };
+    socket.onopen = standBy;
+    if (typeof session !== "string") {
+      void session.then(
+        (t) => {
+          if (t === null) return this.socket === socket ? this.close() : undefined;
+          token = t;
+          standBy();
+        },
+        () => (this.socket === socket ? this.close() : undefined),
+      );
+    }
     socket.onmessage = (ev) => {
       // Refused (an unknown session, a full server): the socket is of no use to the call.
       let m: unknown;

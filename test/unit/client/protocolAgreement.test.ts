@@ -4,6 +4,8 @@
 import { describe, expect, it } from "vitest";
 import { REACTIONS as SERVER_REACTIONS } from "../../../appservice/src/calls/moderation.ts";
 import { clientMessage } from "../../../appservice/src/http/signalling/protocol.ts";
+import { SIGNALLING_PATH } from "../../../appservice/src/http/signalling/server.ts";
+import { DEFAULT_SIGNALLING_PATH } from "../../../client/src/rtc/callApi.ts";
 import { REACTIONS, type GovernanceRequest } from "../../../client/src/rtc/governanceProtocol.ts";
 import { parsePush, type ClientRequest } from "../../../client/src/rtc/protocol.ts";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
@@ -13,6 +15,7 @@ const SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n";
 
 const MEDIA: ClientRequest[] = [
   { type: "hello", session: "s", device_id: "D" },
+  { type: "hello", session: "s", standby: true },
   { type: "ping" },
   { type: "publish", jsep: { type: "offer", sdp: SDP }, simulcast: true, e2ee: true },
   { type: "subscribe", feeds: [{ feed: 1, mid: "0" }], e2ee: true },
@@ -47,6 +50,10 @@ const GOVERNANCE: GovernanceRequest[] = [
 describe("the client's requests parse with the server's schema", () => {
   it("offers exactly the reactions the server accepts", () => {
     expect([...REACTIONS]).toEqual([...SERVER_REACTIONS]);
+  });
+
+  it("opens its standby socket at the path the server serves", () => {
+    expect(DEFAULT_SIGNALLING_PATH).toBe(SIGNALLING_PATH);
   });
 
   it.each(MEDIA.map((m, i) => [`${m.type} #${i}`, m] as const))("%s", (_, m) => {

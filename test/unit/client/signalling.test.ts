@@ -321,6 +321,53 @@ describe("the pre-join's socket on standby", () => {
     expect(socketAhead).toHaveBeenCalledTimes(1);
   });
 
+  it("opened before its session is known: the standby hello waits for both the socket and the session, in either order", async () => {
+    let give!: (s: string | null) => void;
+    const first = new StandbySocket(URL, new Promise<string | null>((r) => (give = r)), (url) => new FakeSocket(url));
+    const a = FakeSocket.last();
+    a.open();
+    await tick();
+    expect(a.sent).toEqual([]);
+    give("s0");
+    await tick();
+    expect(a.sent).toEqual([{ type: "hello", id: "standby", session: "s0", standby: true }]);
+    expect(first.take(URL)).toBe(a);
+
+    const second = new StandbySocket(URL, Promise.resolve("s0"), (url) => new FakeSocket(url));
+    const b = FakeSocket.last();
+    await tick();
+    expect(b.sent).toEqual([]);
+    b.open();
+    expect(b.sent).toEqual([{ type: "hello", id: "standby", session: "s0", standby: true }]);
+    second.close();
+  });
+
+  it("no session for it (the grant refused or naming another socket): closed, not used", async () => {
+    for (const session of [Promise.resolve(null), Promise.reject(new Error("refused"))]) {
+      const standby = new StandbySocket(URL, session, (url) => new FakeSocket(url));
+      const s = FakeSocket.last();
+      s.open();
+      await tick();
+      expect(s.sent).toEqual([]);
+      expect(s.closedWith?.code).toBe(1000);
+      expect(standby.take(URL)).toBeNull();
+    }
+  });
+
+  it("taken by a Join before its session came (a knock let in): no standby hello, the call's own hello on it", async () => {
+    let give!: (s: string | null) => void;
+    const standby = new StandbySocket(URL, new Promise<string | null>((r) => (give = r)), (url) => new FakeSocket(url));
+    const s = FakeSocket.last();
+    s.open();
+    const { c } = client({ socketAhead: (url) => standby.take(url) });
+    void c.connect();
+    await tick();
+    give("s0");
+    await tick();
+    expect(s.sent).toEqual([expect.objectContaining({ type: "hello", session: "s1" })]);
+    expect(s.closedWith).toBeNull();
+  });
+
   it("close() closes it (another pre-join, the meeting left)", () => {
     const { standby, s } = standingBy();
     standby.close();
