@@ -106,6 +106,8 @@ export interface CallServiceConfig {
 /** A session admitted again at its hello (CallService.admitAtHello). */
 interface AdmitAtHello {
   knownJoined: boolean;
+  /** Granted while invited (let in from the lobby): a leave, kick or ban since ends it by its transaction. */
+  knownInvited?: boolean;
   /** Its hello went on while its user was invited: their join is awaited (CallService.awaitJoin). */
   joinDue?: boolean;
   wake?: () => void;
@@ -177,7 +179,7 @@ export class CallService {
     const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
     const grant = this.grant(userId, call, ttlMs);
     if (!ahead) return grant;
-    this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: membership === "join" });
+    this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: membership === "join", knownInvited: membership === "invite" });
     return { ...grant, devices: this.devicesIn(call.callId) };
   }
 
@@ -196,10 +198,12 @@ export class CallService {
       // their own homeserver is still joining the room over federation: the invite is the hosts'
       // admission, so the hello goes on, and their join has invitedJoinWaitMs to reach this
       // homeserver, or the session ends (awaitJoin). A join seen in a transaction since the grant
-      // (`memberJoined`) spares the read: a leave, kick or ban after it comes the same way, and evicts.
-      const membership = admit.knownJoined ? "join" : this.deps.homeserver.getMembership(s.roomId, s.userId);
+      // (`memberJoined`) spares the read, and so does the invite the grant saw, when the join may
+      // follow the hello: a leave, kick or ban after either comes the same way, and evicts.
+      const joinMayFollow = (this.cfg.invitedJoinWaitMs ?? 0) > 0;
+      const membership = admit.knownJoined ? "join" : admit.knownInvited && joinMayFollow ? "invite" : this.deps.homeserver.getMembership(s.roomId, s.userId);
       const [now] = await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
-      const waits = now === "invite" && !admit.knownJoined && (this.cfg.invitedJoinWaitMs ?? 0) > 0;
+      const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
       if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
       if (waits) return this.awaitJoin(key, s, admit);
       this.admitAtHello.delete(key);
