@@ -51,9 +51,12 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   };
   // The call's grant too, from a call API the user trusts already (docs/join.md, "The grant in
   // the pre-join"): Join then starts at the signalling socket. Its OpenID token is the prefetched
-  // one; another is fetched for a join that cannot use this grant (too old, refused).
-  let ahead: { key: string; grant: GrantAhead } | undefined;
-  const grantFor = (api: string, roomId: string) => {
+  // one; another is fetched for a join that cannot use this grant (too old, refused). And the
+  // signalling socket, opened beside that grant and put on standby with its session: Join's hello
+  // then goes out at once, with no socket to open on a page busy drawing the call (docs/join.md,
+  // twelfth pass). Opened at Parley's usual path; a grant naming another closes it.
+  let ahead: { key: string; grant: GrantAhead; socket?: StandbySocket } | undefined;
+  const aheadFor = (api: string, roomId: string) => {
     const key = `${api}|${roomId}`;
     if (ahead?.key !== key) {
       const ask = async () => {
@@ -61,29 +64,24 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         openId.warm();
         return joinCall(api, { openid_token: token, room: roomId, ahead: true });
       };
+      ahead?.socket?.close();
       ahead = { key, grant: grantAhead(ask) };
     }
-    return ahead.grant;
+    return ahead;
   };
-  // And the signalling socket, opened beside that grant and put on standby with its session: Join's
-  // hello then goes out at once, with no socket to open on a page busy drawing the call
-  // (docs/join.md, twelfth pass). Opened at Parley's usual path; a grant naming another closes it.
-  let standby: { key: string; socket: StandbySocket } | undefined;
+  const grantFor = (api: string, roomId: string) => aheadFor(api, roomId).grant;
   const standbyFor = (api: string, roomId: string) => {
-    const key = `${api}|${roomId}`;
-    if (standby?.key === key) return;
-    standby?.socket.close();
+    const a = aheadFor(api, roomId);
+    if (a.socket) return;
     const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
-    const session = grantFor(api, roomId)
-      .peek()
-      .then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
-    standby = { key, socket: new StandbySocket(url, session) };
+    const session = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
+    a.socket = new StandbySocket(url, session);
   };
   /** The standby socket for `url`, once (null if none is open for it); what is left is closed. */
   const takeStandby = (url: string) => {
-    const s = standby;
-    standby = undefined;
-    return s?.socket.take(url) ?? null;
+    const socket = ahead?.socket;
+    if (ahead) delete ahead.socket;
+    return socket?.take(url) ?? null;
   };
   /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
   const warmGrant = (call: CallAnnouncement | null, roomId: string) => {
@@ -133,8 +131,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       arrivalShown?.abort();
       warm?.feed.stop();
       warm = undefined;
-      standby?.socket.close();
-      standby = undefined;
+      ahead?.socket?.close();
+      if (ahead) delete ahead.socket;
     },
     isNewMeeting,
     openRoom: async (target) => {
