@@ -252,13 +252,16 @@ export class MeetingModel {
     if (!s.prejoin) return void this.open();
     this.state.set({ ...s, admitted: true });
     const early = this.services.letInRoom?.(s.target) ?? null;
-    if (early && s.joinWhenAdmitted) {
-      const prejoin = this.services.prejoin(early.room, s.prejoin);
-      if (prejoin.canJoin) return this.joinBesideRoomJoin(knock, early, prejoin);
+    const joined = early?.joined.then((roomId) => sameRoom(early.room, roomId));
+    // The pre-join made for the invite's room ("Join when let in"), kept for after the join when it cannot join yet.
+    let made: PrejoinModel | undefined;
+    if (early && joined && s.joinWhenAdmitted) {
+      made = this.services.prejoin(early.room, s.prejoin);
+      if (made.canJoin) return this.joinBesideRoomJoin(knock, early.room, joined, made);
     }
     let room: RoomSummary;
     try {
-      room = early ? await early.joined.then((roomId) => sameRoom(early.room, roomId)) : await this.services.openRoom(s.target);
+      room = joined ? await joined : await this.services.openRoom(s.target);
     } catch (err) {
       if (!this.knockStage(knock)) return;
       // Refused after all (the invite taken back): ask again, from the start.
@@ -270,7 +273,7 @@ export class MeetingModel {
     const now = this.knockStage(knock);
     if (!now) return;
     if (!now.prejoin) return this.toPrejoin(room);
-    const prejoin = this.services.prejoin(room, now.prejoin);
+    const prejoin = made ?? this.services.prejoin(room, now.prejoin);
     if (!now.joinWhenAdmitted || !prejoin.canJoin) return this.showPrejoin(room, prejoin);
     markStep("join");
     await prejoin.settled();
@@ -279,14 +282,13 @@ export class MeetingModel {
   }
 
   /** "Join when let in", the room's join under way (admitted above): the call starts now. */
-  private async joinBesideRoomJoin(knock: KnockModel, early: { room: RoomSummary; joined: Promise<string> }, prejoin: PrejoinModel): Promise<void> {
+  private async joinBesideRoomJoin(knock: KnockModel, room: RoomSummary, joined: Promise<RoomSummary>, prejoin: PrejoinModel): Promise<void> {
     markStep("join");
-    const joined = early.joined.then((roomId) => sameRoom(early.room, roomId));
     joined.catch(() => undefined); // (handled below, once the call is on)
     await prejoin.settled();
     const s = this.knockStage(knock);
     if (!s) return;
-    const call = this.startCall(s.target, early.room, prejoin, joined);
+    const call = this.startCall(s.target, room, prejoin, joined);
     try {
       await joined;
       markStep("room-opened");

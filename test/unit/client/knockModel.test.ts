@@ -330,6 +330,24 @@ describe("MeetingModel: asking to join", () => {
     expect(call).not.toHaveBeenCalled();
   });
 
+  it("'Join when let in', the call announced by the invite but its host still to be asked about: the pre-join once the room is joined, made once", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, openRoom, prejoin, lobby, call } = meeting(p, { canJoin: false, letIn: early.letIn });
+    await m.open();
+    await m.join();
+    answer("invited");
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true });
+    expect(call).not.toHaveBeenCalled();
+    early.joinedAs();
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "prejoin", prejoin: lobby });
+    expect(prejoin.mock.calls).toEqual([[ROOM, lobby]]);
+    expect(openRoom).toHaveBeenCalledTimes(1); // the refused first opening only
+    expect(call).not.toHaveBeenCalled();
+  });
+
   it("'Join when let in' holds only while waiting: not before the knock is out, and not after a cancel", async () => {
     const { p } = port();
     const { m } = meeting(p);
