@@ -144,6 +144,19 @@ describe("meeting governance", () => {
     // A participant is not shown the lobby.
     expect(carolWs.pushes.some((p) => p.type === "lobby")).toBe(false);
     expect((await joinCall(A, { openid_token: await bob.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });
+    // Asked from the lobby (ahead), a grant is given (calls.limits.lobbyGrantsPerCall): no TURN
+    // credentials, no devices, and nothing it opens while Bob only knocks. Its hello is refused
+    // (and ends it), its device is not announced; a standby socket may wait on another.
+    const lobbyGrant = async () => joinCall(A, { openid_token: await bob.openIdToken(), room: roomId, ahead: true });
+    const [refusedAtHello, lobbyAsked] = await Promise.all([lobbyGrant(), lobbyGrant()]);
+    expect(lobbyAsked).toMatchObject({ status: 200, json: { ice_servers: [], devices: [] } });
+    const refusedWs = await SignallingClient.open(signallingUrl(A));
+    expect(await refusedWs.request({ type: "hello", session: refusedAtHello.json.session })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN", error: `${bob.userId} is not let in to ${roomId} yet` });
+    refusedWs.close();
+    const arriving = await fetch(`${A.parley.url}/_parley/v1/calls/arriving`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ session: lobbyAsked.json.session, device_id: "BOBDEV" }) });
+    expect([arriving.status, ((await arriving.json()) as { errcode?: string }).errcode]).toEqual([403, "M_FORBIDDEN"]);
+    const lobbyWs = await SignallingClient.open(signallingUrl(A));
+    expect(await lobbyWs.request({ type: "hello", session: lobbyAsked.json.session, standby: true })).toMatchObject({ type: "result", standby: true, user_id: bob.userId });
 
     // Bob's client waits for the answer as the web client does; the invite's stripped state names
     // the call API (Synapse's room_prejoin_state), so it asks its grant beside its room join.
@@ -168,21 +181,37 @@ describe("meeting governance", () => {
     const soonWs = await SignallingClient.open(signallingUrl(A));
     const helloAt = Date.now();
     expect(await soonWs.request({ type: "hello", session: beforeJoin.json.session })).toMatchObject({ type: "result", user_id: bob.userId });
+    // The lobby's grant, let in: its hello on the socket that stood by goes on, with its ICE servers.
+    const lobbyHello = await lobbyWs.request({ type: "hello", session: lobbyAsked.json.session });
+    expect(lobbyHello).toMatchObject({ type: "result", user_id: bob.userId, ice_servers: expect.any(Array), ice_transport_policy: "all" });
     expect(await membershipOf(bob.userId)).toBe("invite");
     await waitFor("bob's invite reached B", async () => (await errcodeOf(bob.join(roomId, [A.serverName]))) === "ok" || undefined);
     bobWs = await seated(A, early.json.session as string);
     // Joined in time: the session seated before the join is still there past the wait.
     await new Promise((r) => setTimeout(r, Math.max(0, helloAt + 3000 + 300 - Date.now())));
-    expect(await soonWs.request({ type: "ping" })).toMatchObject({ type: "result", pong: true });
-    soonWs.close();
+    for (const ws of [soonWs, lobbyWs]) {
+      expect(await ws.request({ type: "ping" })).toMatchObject({ type: "result", pong: true });
+      ws.close();
+    }
     await aliceWs.push("the lobby empty again", (p) => p.type === "lobby" && (p.waiting as unknown[]).length === 0);
   });
 
   it("a denied user is not let in and gets no call session", async () => {
     await knock(erin);
     await aliceWs.push("erin in the lobby", (p) => p.type === "lobby" && (p.waiting as { user_id: string }[]).some((w) => w.user_id === erin.userId));
+    const lobby = await joinCall(A, { openid_token: await erin.openIdToken(), room: roomId, ahead: true });
+    expect(lobby.status).toBe(200);
     expect(await moderate(aliceWs, { action: "deny", user_id: erin.userId })).toMatchObject({ type: "result" });
     await waitFor("erin's knock turned down", async () => ((await membershipOf(erin.userId)) === "leave" ? true : undefined));
+    // The grant she asked from the lobby ended with the deny's transaction.
+    await waitFor("erin's lobby grant ended", async () => {
+      const ws = await SignallingClient.open(signallingUrl(A));
+      try {
+        return (await ws.request({ type: "hello", session: lobby.json.session, standby: true })).errcode === "M_UNKNOWN_TOKEN" || undefined;
+      } finally {
+        ws.close();
+      }
+    });
     expect(await errcodeOf(erin.join(roomId, [A.serverName]))).toBe("M_FORBIDDEN");
     expect((await joinCall(A, { openid_token: await erin.openIdToken(), room: roomId })).json).toMatchObject({ errcode: "M_FORBIDDEN" });
     // Admitting someone who is not waiting is refused.

@@ -81,6 +81,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       sessionsPerUserPerCall: limits.sessionsPerUserPerCall,
       sessionsPerCall: limits.sessionsPerCall,
       invitedJoinWaitMs: limits.invitedJoinWaitMs,
+      lobbyGrantsPerCall: limits.lobbyGrantsPerCall,
     },
     {
       ...deps,

@@ -8,7 +8,7 @@ import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
 import { CallMedia, type MemberRecord, type Seat } from "./callMedia.ts";
-import { TAKEN_OVER, type CallService, type SessionCloser, type SessionEndReason } from "./callService.ts";
+import { TAKEN_OVER, type CallService, type IceAtHello, type SessionCloser, type SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomKeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
 import type { ModerationConfig, ModerationRecorder } from "./moderation.ts";
@@ -161,13 +161,14 @@ export class CallSeats {
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
   /** `resumed`: the seat took over the SFU session its client had before a Parley restart (nothing to renegotiate). */
-  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean }> {
+  /** `ice`: a session granted in the lobby gets its ICE servers (TURN credentials) here, not in its grant. */
+  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello }> {
     const { calls } = this.deps;
     const known = calls.session(token);
     if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
     // A session granted from the pre-join passes the meeting's admission now (locked or ended since?).
     const keyMode = this.deps.keyMode ?? ((roomId: string) => readKeyMode(this.deps.rooms, roomId));
-    const [mode] = await Promise.all([keyMode(known.roomId), calls.admitHolder(token)]);
+    const [mode, ice] = await Promise.all([keyMode(known.roomId), calls.admitHolder(token)]);
     // The session may have ended while the room state was read.
     const session = calls.session(token);
     if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
@@ -212,7 +213,7 @@ export class CallSeats {
         keys.join(session.callId, session.roomId, seat, { userId: session.userId, deviceId });
       }
     }
-    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed };
+    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed, ...(ice ? { ice } : {}) };
   }
 
   /** Whether the seat's session is live and still held by this seat. */

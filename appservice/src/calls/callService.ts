@@ -101,6 +101,8 @@ export interface CallServiceConfig {
   sessionsPerCall?: number;
   /** How long after its hello an invited user's session granted ahead waits for their room join to reach the homeserver (absent or 0: the hello needs the join). */
   invitedJoinWaitMs?: number;
+  /** Sessions granted to knockers waiting in one call's lobby at most (absent or 0: a knocker gets no grant before the let-in). */
+  lobbyGrantsPerCall?: number;
 }
 
 /** A session admitted again at its hello (CallService.admitAtHello). */
@@ -110,8 +112,13 @@ interface AdmitAtHello {
   knownInvited?: boolean;
   /** Its hello went on while its user was invited: their join is awaited (CallService.awaitJoin). */
   joinDue?: boolean;
+  /** Granted while knocking (the lobby grant): no hello, no announcement until the invite (`knownInvited`). */
+  lobby?: boolean;
   wake?: () => void;
 }
+
+/** What a hello of a session granted in the lobby gets that its grant did not: the ICE servers (TURN credentials). */
+export type IceAtHello = ReturnType<typeof iceForSession>;
 
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
 const ROOM_ALIAS = /^#[^\s:]+:\S+$/;
@@ -171,9 +178,12 @@ export class CallService {
     const ahead = req.ahead === true;
     // Let in from the lobby (invited after a knock) and joining the room now: the client asks its
     // grant ahead beside that join; its hello may come before the join reaches here (awaitJoin).
-    if (membership !== "join" && !(ahead && membership === "invite")) throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
+    // Still knocking: a lobby grant, if this Parley gives them (lobbyGrant).
+    const lobby = ahead && membership === "knock" && (this.cfg.lobbyGrantsPerCall ?? 0) > 0;
+    if (membership !== "join" && !(ahead && membership === "invite") && !lobby) throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
     // A user holding a session in the room's call reconnecting is not someone new.
     await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
+    if (lobby) return this.lobbyGrant(userId, roomId);
     const call = await this.callFor(roomId, userId);
     // Waiting for its hello, a grant asked ahead lives no longer than its TURN credential.
     const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
@@ -184,29 +194,58 @@ export class CallService {
   }
 
   /**
+   * A knocker's grant, asked from the lobby (docs/governance.md, "A grant in the lobby"): their
+   * OpenID check done while they wait, so that once let in their hello goes out at once. It opens
+   * nothing before the invite: its hello and its device's announcement are refused while its user
+   * only knocks, a deny (the knock's leave) ends it, and it carries neither TURN credentials nor
+   * the call's devices (the hello after the let-in gets the credentials). Only for a call someone
+   * is in (it starts no call and keeps none alive), at most `lobbyGrantsPerCall` at once.
+   */
+  private async lobbyGrant(userId: string, roomId: string): Promise<JoinGrant> {
+    const limit = this.cfg.lobbyGrantsPerCall ?? 0;
+    const call = await this.deps.store.activeCall(roomId);
+    if (!call?.sfu || !this.hasHolder(call.callId)) throw new ParleyError("M_NOT_FOUND", "nobody is in this meeting's call yet; ask again once let in");
+    const waiting = [...this.admitAtHello].filter(([key, a]) => a.lobby && this.sessions.get(key)?.callId === call.callId).length;
+    if (waiting >= limit) throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${limit} sessions wait in this call's lobby; ask again once let in`);
+    const ttlMs = this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
+    const grant = this.grant(userId, call, ttlMs);
+    this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: false, lobby: true });
+    return { ...grant, iceServers: [], iceTransportPolicy: "all", devices: [] };
+  }
+
+  /**
    * Before a session's first holder: a session granted ahead passes the admission now, as a join
    * would, its user joined to the room (a refused one ends, so its token opens nothing). Other
    * sessions pass as they are.
    */
-  async admitHolder(token: string): Promise<void> {
+  async admitHolder(token: string): Promise<IceAtHello | undefined> {
     const key = this.keyOf(token);
     const s = this.sessions.get(key);
     const admit = this.admitAtHello.get(key);
-    if (!s || !admit || admit.joinDue) return;
+    if (!s || !admit || admit.joinDue) return undefined;
     try {
       // A user let in from the lobby (invited) says hello as soon as their grant is in, while
       // their own homeserver is still joining the room over federation: the invite is the hosts'
       // admission, so the hello goes on, and their join has invitedJoinWaitMs to reach this
       // homeserver, or the session ends (awaitJoin). A join seen in a transaction since the grant
-      // (`memberJoined`) spares the read, and so does the invite the grant saw, when the join may
-      // follow the hello: a leave, kick or ban after either comes the same way, and evicts.
+      // (`memberJoined`) spares the read, and so does the invite the grant saw (or, for a lobby
+      // grant, the invite's transaction), when the join may follow the hello: a leave, kick or
+      // ban after either comes the same way, and evicts.
       const joinMayFollow = (this.cfg.invitedJoinWaitMs ?? 0) > 0;
       const membership = admit.knownJoined ? "join" : admit.knownInvited && joinMayFollow ? "invite" : this.deps.homeserver.getMembership(s.roomId, s.userId);
       const [now] = await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
       const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
-      if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", `${s.userId} is not joined to ${s.roomId}`);
-      if (waits) return this.awaitJoin(key, s, admit);
-      this.admitAtHello.delete(key);
+      if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? `${s.userId} is not let in to ${s.roomId} yet` : `${s.userId} is not joined to ${s.roomId}`);
+      let ice: IceAtHello | undefined;
+      if (admit.lobby) {
+        // Out of the lobby: a session of the call like any other from here.
+        this.refuseIfFull(s.callId, key);
+        admit.lobby = false;
+        ice = iceForSession(this.cfg, token, this.deps.clock.now());
+      }
+      if (waits) this.awaitJoin(key, s, admit);
+      else this.admitAtHello.delete(key);
+      return ice;
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
@@ -299,11 +338,35 @@ export class CallService {
     return { ...call, sfu: room };
   }
 
+  /** The call is full (sessionsPerCall, sessions in its lobby not counted; nor `except`): M_LIMIT_EXCEEDED. */
+  private refuseIfFull(callId: string, except?: string): void {
+    const limit = this.cfg.sessionsPerCall;
+    if (limit === undefined) return;
+    let n = 0;
+    for (const [key, s] of this.sessions) if (s.callId === callId && key !== except && !this.inLobby(key)) n++;
+    if (n >= limit) throw new ParleyError("M_LIMIT_EXCEEDED", `the call is full: at most ${limit} participants' devices`);
+  }
+
+  /** Whether a transaction since the grant said the session's user is invited or joined. */
+  private letInKnown(key: string): boolean {
+    const admit = this.admitAtHello.get(key);
+    return !!admit && (admit.knownInvited === true || admit.knownJoined);
+  }
+
+  /** A session granted in the lobby whose hello has not come yet (lobbyGrant). */
+  private inLobby(key: string): boolean {
+    return this.admitAtHello.get(key)?.lobby === true;
+  }
+
+  /** Whether someone holds a session in the call (is in it, not only granted). */
+  private hasHolder(callId: string): boolean {
+    for (const key of this.held) if (this.sessions.get(key)?.callId === callId) return true;
+    return false;
+  }
+
   private grant(userId: string, call: CallRecord, ttlMs: number): JoinGrant {
+    this.refuseIfFull(call.callId);
     const inCall = [...this.sessions.values()].filter((s) => s.callId === call.callId);
-    if (this.cfg.sessionsPerCall !== undefined && inCall.length >= this.cfg.sessionsPerCall) {
-      throw new ParleyError("M_LIMIT_EXCEEDED", `the call is full: at most ${this.cfg.sessionsPerCall} participants' devices`);
-    }
     const held = inCall.filter((s) => s.userId === userId).length;
     if (held >= this.cfg.sessionsPerUserPerCall) {
       throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${this.cfg.sessionsPerUserPerCall} sessions per user in a call; close one first`);
@@ -417,7 +480,12 @@ export class CallService {
       // In the call already (its hello named the device), its keys up only now: the call's devices
       // that could not encrypt to it at its hello send it their keys again (the device it named only).
       if (this.deviceOf.get(key) !== deviceId) throw new ParleyError("M_FORBIDDEN", "not the device this session's hello named");
-    } else if (!this.admitAtHello.has(key)) throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
+    } else if (!this.admitAtHello.has(key)) {
+      throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
+    } else if (this.inLobby(key) && !this.letInKnown(key)) {
+      // A knocker's device is nobody's business in the call until a host lets them in.
+      throw new ParleyError("M_FORBIDDEN", `${session.userId} is not let in to ${session.roomId} yet`);
+    }
     const first = !this.announced.has(key);
     this.announced.add(key);
     return { session, first };
@@ -488,10 +556,17 @@ export class CallService {
   /**
    * A leave, kick or ban: every session of that user in that room ends now. Returns how many. An
    * invite takes nothing away: an invited user (never a joined one) holds at most a grant asked
-   * ahead for the room join it is making, whose hello needs that join.
+   * ahead for the room join it is making (its hello awaits that join), or one asked from the
+   * lobby, which the invite lets in. A knock (again: a note for the hosts) takes nothing away either.
    */
   evict(roomId: string, userId: string, membership: string, cause: { by?: string | undefined; reason?: string | undefined } = {}): number {
-    if (membership === "invite") return 0;
+    // Let in from the lobby: a grant asked there may say hello now, its user's device be announced.
+    if (membership === "invite") {
+      this.letIn(roomId, userId);
+      return 0;
+    }
+    // Knocking again (a new reason): the grant asked in the lobby stands.
+    if (membership === "knock") return 0;
     let ended = 0;
     for (const s of [...this.sessions.values()]) {
       if (s.roomId === roomId && s.userId === userId) {
@@ -501,6 +576,14 @@ export class CallService {
       }
     }
     return ended;
+  }
+
+  /** A knocker's invite reached Parley in a transaction: their lobby grants are let in (no read at their hello). */
+  private letIn(roomId: string, userId: string): void {
+    for (const [key, admit] of this.admitAtHello) {
+      const s = this.sessions.get(key);
+      if (admit.lobby && s?.roomId === roomId && s.userId === userId) admit.knownInvited = true;
+    }
   }
 
   /**
@@ -526,6 +609,8 @@ export class CallService {
    */
   async endIdle(call: CallRecord): Promise<void> {
     if (this.occupied(call.callId) || this.sfuRoomCreation.running(call.roomId)) return;
+    // Knockers' grants (which do not occupy it) go with its SFU room: they ask again once let in.
+    for (const [key, s] of [...this.sessions]) if (s.callId === call.callId && this.inLobby(key)) this.end(key, { errcode: "M_NOT_FOUND", message: "the call has ended" });
     if (call.origin === "alias") await this.deps.store.endCall(call.roomId, { by: "idle", at: this.deps.clock.now(), eventId: null });
     if (call.sfu) {
       await this.deps.store.setCallSfu(call.callId, null);
@@ -533,9 +618,9 @@ export class CallService {
     }
   }
 
-  /** Whether the call has a live session (granted, or held by a socket). */
+  /** Whether the call has a live session (granted, or held by a socket; a knocker's grant in the lobby is not one). */
   occupied(callId: string): boolean {
-    for (const s of this.sessions.values()) if (s.callId === callId) return true;
+    for (const [key, s] of this.sessions) if (s.callId === callId && !this.inLobby(key)) return true;
     return false;
   }
 

@@ -364,6 +364,10 @@ export const configSchema = z
               description:
                 "A user let in from the lobby (invited) is in the call from their hello on, while their own homeserver joins the room over federation: how long after the hello their join may take to reach this homeserver before their session ends (0: the hello needs the join)",
             }),
+            lobbyGrantsPerCall: z.int().min(0).max(10_000).default(20).meta({
+              description:
+                "Knockers waiting in one call's lobby who may hold a call session asked from the lobby (their OpenID check done while they wait, so that once let in their call starts at once; seated only once invited, no TURN credentials until then); more are refused M_LIMIT_EXCEEDED and ask once let in (0: nobody gets a session before the let-in)",
+            }),
             iceCandidatesBeforeMedia: z.int().min(1).max(10_000).default(100).meta({
               description: "ICE candidates a socket may send before its publish/subscribe exists; more get M_LIMIT_EXCEEDED",
             }),

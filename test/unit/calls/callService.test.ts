@@ -586,3 +586,111 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(s.session(plain.session)?.userId).toBe(ALICE);
   });
 });
+
+describe("a grant asked from the lobby (still knocking)", () => {
+  const TURN = { urls: ["turn:127.0.0.1:3478"], secret: "s", ttlSeconds: 300, relayOnly: false };
+  let s: CallService;
+  const lobbyService = (lobbyGrantsPerCall: number, sessionsPerCall = 5) =>
+    makeService({ sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], turn: TURN, sessionsPerUserPerCall: 3, sessionsPerCall, invitedJoinWaitMs: 400, lobbyGrantsPerCall });
+  const ahead = (svc: CallService, token = "bob-token", server = "b.example") => svc.join({ openIdToken: token, serverName: server, room: MEETING, ahead: true });
+  /** Alice in the call: a held session. */
+  const aliceIn = async (svc: CallService) => {
+    const g = await svc.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    const closer = () => undefined;
+    svc.attach(g.session, closer, "ALICEDEV");
+    return { grant: g, leave: () => svc.detach(g.session, closer) };
+  };
+  beforeEach(() => {
+    s = lobbyService(2);
+    members.set(`${MEETING}|${BOB}`, "knock");
+  });
+  afterEach(() => s.stop());
+
+  it("is given to a knocker only for a call someone is in, asked ahead, without TURN credentials or the call's devices; none when lobbyGrantsPerCall is 0", async () => {
+    await expect(ahead(s)).rejects.toMatchObject({ errcode: "M_NOT_FOUND", message: expect.stringContaining("nobody is in this meeting's call yet") });
+    await aliceIn(s);
+    const g = await ahead(s);
+    expect(g).toMatchObject({ iceServers: [], iceTransportPolicy: "all", devices: [] });
+    // Not asked ahead (a Join), or from a Parley that gives none: no grant while knocking.
+    await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    const off = lobbyService(0);
+    try {
+      await aliceIn(off);
+      await expect(ahead(off)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not joined to ${MEETING}` });
+    } finally {
+      off.stop();
+    }
+  });
+
+  it("opens nothing before the invite: its device is not announced, and its hello is refused and ends it", async () => {
+    await aliceIn(s);
+    const g = await ahead(s);
+    expect(() => s.arriving(g.session, "BOBDEV")).toThrow(expect.objectContaining({ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` }));
+    // Knocking again (a note for the hosts) keeps it; its hello while knocking ends it.
+    expect(s.evict(MEETING, BOB, "knock")).toBe(0);
+    await expect(s.admitHolder(g.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` });
+    expect(s.session(g.session)).toBeUndefined();
+    // A deny (the knock's leave) ends one that waits.
+    const denied = await ahead(s);
+    expect(s.evict(MEETING, BOB, "leave")).toBe(1);
+    expect(s.session(denied.session)).toBeUndefined();
+  });
+
+  it("once the invite's transaction came: its device is announced, its hello goes on with the ICE servers (TURN credentials) it lacked, reading no membership, and its join is awaited", async () => {
+    await aliceIn(s);
+    const g = await ahead(s);
+    members.set(`${MEETING}|${BOB}`, "invite");
+    expect(s.evict(MEETING, BOB, "invite")).toBe(0);
+    expect(s.arriving(g.session, "BOBDEV")).toMatchObject({ first: true });
+    const reads = countMembershipReads();
+    let ice;
+    try {
+      ice = await s.admitHolder(g.session);
+      expect(reads.count()).toBe(0);
+    } finally {
+      reads.restore();
+    }
+    expect(ice?.iceServers).toEqual([{ urls: "stun:stun.a.example" }, { urls: TURN.urls, username: expect.any(String), credential: expect.any(String) }]);
+    const ended: unknown[] = [];
+    s.attach(g.session, (r) => ended.push(r), "BOBDEV");
+    // Never joined: ended once invitedJoinWaitMs is over, as any invited user's session.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(ended).toEqual([{ errcode: "M_FORBIDDEN", message: `${BOB} did not join ${MEETING} within 400 ms of their hello` }]);
+    // A hello before the invite's transaction reads the membership: invited by then, it goes on.
+    members.set(`${MEETING}|${BOB}`, "knock");
+    const early = await ahead(s);
+    members.set(`${MEETING}|${BOB}`, "join");
+    expect((await s.admitHolder(early.session))?.iceServers).toHaveLength(2);
+    // A plain grant's hello gets no ICE servers: its grant had them.
+    const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
+    expect(await s.admitHolder(plain.session)).toBeUndefined();
+  });
+
+  it("at most lobbyGrantsPerCall wait in a call's lobby; they neither fill the call nor keep it from going idle", async () => {
+    s.stop();
+    s = lobbyService(2, 3);
+    await aliceIn(s);
+    const waiting = await ahead(s);
+    await ahead(s);
+    await expect(ahead(s)).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", message: "at most 2 sessions wait in this call's lobby; ask again once let in" });
+    // Alice's two more devices fill the call (3): the lobby's two are not counted...
+    for (let i = 0; i < 2; i++) await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
+    expect(await codeOf(s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING }))).toBe("M_LIMIT_EXCEEDED");
+    // ...until one of them is let in and says hello to the full call.
+    members.set(`${MEETING}|${BOB}`, "invite");
+    s.evict(MEETING, BOB, "invite");
+    await expect(s.admitHolder(waiting.session)).rejects.toMatchObject({ errcode: "M_LIMIT_EXCEEDED", message: expect.stringContaining("the call is full") });
+  });
+
+  it("does not keep an empty call from going idle, and ends with its SFU room", async () => {
+    const alice = await aliceIn(s);
+    const g = await ahead(s);
+    const call = (await store.activeCall(MEETING))!;
+    expect(s.occupied(call.callId)).toBe(true);
+    alice.leave();
+    expect(s.occupied(call.callId)).toBe(false);
+    await s.endIdle(call);
+    expect(sfu.destroyed).toEqual([call.sfu!.room]);
+    expect(s.session(g.session)).toBeUndefined();
+  });
+});

@@ -75,7 +75,7 @@ describe("parseConfig", () => {
         joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },
         idleEndSeconds: 300,
-        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, standbySeconds: 300, invitedJoinWaitMs: 3000, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
+        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, standbySeconds: 300, invitedJoinWaitMs: 3000, lobbyGrantsPerCall: 20, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
       },
       guests: {
         mode: "off",
@@ -176,6 +176,14 @@ describe("parseConfig", () => {
     expect(parseConfig(limits(3600)).calls.limits.standbySeconds).toBe(3600);
     expect(problemsOf(limits(3601))).toEqual(["calls.limits.standbySeconds: Too big: expected number to be <=3600"]);
     expect(problemsOf(limits(0))).toEqual(["calls.limits.standbySeconds: Too small: expected number to be >=1"]);
+  });
+
+  it("bounds the grants knockers may hold in one call's lobby (calls.limits.lobbyGrantsPerCall; 0 turns them off)", () => {
+    const limits = (lobbyGrantsPerCall: number) => ({ ...minimal(), calls: { limits: { lobbyGrantsPerCall } } });
+    expect(parseConfig(limits(0)).calls.limits.lobbyGrantsPerCall).toBe(0);
+    expect(parseConfig(limits(10_000)).calls.limits.lobbyGrantsPerCall).toBe(10_000);
+    expect(problemsOf(limits(10_001))).toEqual(["calls.limits.lobbyGrantsPerCall: Too big: expected number to be <=10000"]);
+    expect(problemsOf(limits(-1))).toEqual(["calls.limits.lobbyGrantsPerCall: Too small: expected number to be >=0"]);
   });
 
   it("bounds the Janus sessions kept open ahead per node (sfu.warmSessions)", () => {

@@ -125,7 +125,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       leaveStandby();
       helloPending = true;
       try {
-        const { seat, e2ee, resumed } = await seats.open(
+        const { seat, e2ee, resumed, ice } = await seats.open(
           {
             push: (event) => conn.send(event),
             ended: (reason: SessionEndReason) =>
@@ -144,7 +144,9 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         const s = seat.session;
         log.info({ userId: s.userId, roomId: s.roomId, callId: s.callId, resumed }, "signalling session open");
         // resumed: the media the client had before a Parley restart is this seat's (nothing to publish again).
-        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed };
+        // ice: a session granted in the lobby gets its ICE servers now that it is let in.
+        const iceFields = ice ? { ice_servers: ice.iceServers, ice_transport_policy: ice.iceTransportPolicy } : {};
+        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields };
       } finally {
         helloPending = false;
       }
