@@ -1,11 +1,11 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/roomFeed.ts";
-import { prepareDeviceCrypto } from "./matrix/deviceCrypto.ts";
+import { prepareDeviceCrypto, uploadDeviceKeysAhead } from "./matrix/deviceCrypto.ts";
 import { guardedOpenId, isTrusted, type CallAnnouncement, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { awaitAdmission, knockRoom, previewRoom, withdrawKnock, type InviteState } from "./matrix/knock.ts";
+import { awaitAdmission, knockRoom, linkServer, previewRoom, withdrawKnock, type InviteState } from "./matrix/knock.ts";
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
@@ -72,7 +72,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   const grantFor = (api: string, roomId: string) => aheadFor(api, roomId).grant;
   const standbyFor = (api: string, roomId: string) => {
     const a = aheadFor(api, roomId);
-    if (a.socket) return;
+    if (a.socket?.alive) return; // (one refused or closed, a lobby grant's, is opened again)
     const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
     const session = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
     a.socket = new StandbySocket(url, session);
@@ -111,6 +111,10 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     const join = () => joinRoom(http, target, serverNameOf(session.userId), undefined, invited ? { roomId: invited } : {});
     return warm ? warm.feed.joining(join) : join();
   };
+  /** Where each meeting link's alias resolved in its preview (as the alias's own server says). */
+  const previewed = new Map<string, string>();
+  /** The server each room's knock went through: the one that answered it with the knock's stripped state. */
+  const knockedVia = new Map<string, string>();
   /** The invite that let this user in from the lobby, as its stripped state shows the room (knock.ts inviteState). */
   let letIn: { roomId: string; state: InviteState } | undefined;
   /** Ends the pre-join's Olm announcement (not sent once the call has started). */
@@ -155,8 +159,24 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       return { room: summaryOf(invite.state.events, invite.roomId, target, trust, session.userId), joined: joinTarget(target, invite.roomId) };
     },
     knock: {
-      preview: (target) => previewRoom(http, target),
-      knock: (target, reason) => knockRoom(http, target, reason),
+      preview: async (target) => {
+        // Asked only once the room's join was refused: the device's keys may go up now.
+        uploadDeviceKeysAhead(session);
+        const p = await previewRoom(http, target);
+        if (p.kind === "summary" && target.startsWith("#")) previewed.set(target, p.roomId);
+        return p;
+      },
+      // Through the server the link names (the alias's, or the room id's), by room id: that server
+      // answers the knock, so the call it announces in the knock's stripped state counts when it
+      // vouches for its sender (knock.ts knockCall). Otherwise as the homeserver routes it.
+      knock: async (target, reason) => {
+        const server = linkServer(target);
+        const room = target.startsWith("#") ? previewed.get(target) : target;
+        if (!server || !room) return knockRoom(http, target, reason);
+        const roomId = await knockRoom(http, room, reason, [server]);
+        knockedVia.set(roomId, server);
+        return roomId;
+      },
       // The wait in the lobby is time for the room's sync loop and crypto, and for the device's
       // keys: let in, the room's join arrives in a sync already running, and the others can make
       // Olm sessions with the device as soon as it joins (the join keeps clear of the upload).
@@ -176,7 +196,13 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
           const { arrival } = newPrejoin();
           if (isTrusted(host)) announceArrival(host.api, roomId, feed, arrival);
         };
-        return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited } });
+        // Still knocking, the call's grant is asked (and its socket opened) from the lobby when the
+        // knock's stripped state announces a call API the user trusts already: Parley checks the
+        // OpenID token now and seats the session only once the user is let in (a lobby grant,
+        // docs/governance.md), so that the call starts at its hello when the invite comes.
+        const via = knockedVia.get(roomId);
+        const onKnock = via ? { onKnock: { server: via, knocking: (call: CallAnnouncement) => warmGrant(call, roomId) } } : {};
+        return awaitAdmission(http, roomId, { signal, onInvite: { userId: session.userId, invited }, ...onKnock });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },

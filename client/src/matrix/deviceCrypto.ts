@@ -3,8 +3,9 @@
 // room's feed (roomFeed.ts) takes it over and starts its sync; until then nothing room-bound happens
 // (no sync, no filter, no membership).
 //
-// The device's keys are not uploaded here but by the feed: once the room is joined, or, for a
-// knock, while it waits in the lobby, where the room's join then never overlaps the upload
+// The device's keys go up once the room is joined (by the feed), or, for a knock, as the knock is
+// prepared (uploadDeviceKeysAhead, here: the room's join was refused, and the next comes only once
+// let in), at the latest while it waits in the lobby (by the feed): the room's join never overlaps the upload
 // (SyncedRoomFeed.joining: the join waits for an upload in flight, and holds back one that would
 // start, holdDeviceKeysUpload). A device whose keys go up during its user's join to the meeting's
 // room can be missed by the meeting's server for good: that server fetches the user's device
@@ -348,6 +349,21 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
     if (prepared === p && !p.taken) prepared = undefined;
   });
   prepared = p;
+}
+
+/**
+ * A knock is being prepared (the room's join was refused: no join of this user is under way, and
+ * the next comes only once let in): the prepared device's keys go up now rather than once the
+ * lobby's feed starts (100-250 ms after the knock), so that the devices in the call find the
+ * device when they look the knocker up at the knock, and make their Olm sessions with it then
+ * (roomFeed.ts): the media key at the let-in then needs no key query or one-time-key claim.
+ * Best effort: the feed uploads them anyway.
+ */
+export function uploadDeviceKeysAhead(session: MatrixSession): void {
+  const p = prepared?.key === keyOf(session) ? prepared : undefined;
+  if (!p || p.taken) return;
+  const upload = () => (p.client.getCrypto() as unknown as RustCryptoInternals | undefined)?.outgoingRequestsManager?.doProcessOutgoingRequests?.();
+  void p.ready.then(upload).catch((err: unknown) => log.debug("could not upload the device's keys ahead", { err: String(err) }));
 }
 
 /**

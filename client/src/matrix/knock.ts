@@ -20,10 +20,16 @@ export type RoomPreview =
 
 export type Admission = "invited" | "joined" | "declined";
 
+/** The server a meeting link names: an alias's (`#name:server`), or a room id's own (`!opaque:server`, before room v12). */
+export function linkServer(target: string): string | null {
+  const colon = target.indexOf(":");
+  return (target.startsWith("#") || target.startsWith("!")) && colon > 0 && colon < target.length - 1 ? target.slice(colon + 1) : null;
+}
+
 /** Servers to reach a room id through (`!opaque:server` before room v12); an alias resolves by itself. */
 export function viaServers(target: string): string[] {
-  const colon = target.indexOf(":");
-  return target.startsWith("!") && colon > 0 ? [target.slice(colon + 1)] : [];
+  const server = target.startsWith("!") ? linkServer(target) : null;
+  return server ? [server] : [];
 }
 
 /** GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (Matrix 1.15, MSC3266). */
@@ -47,11 +53,11 @@ export async function previewRoom(http: MatrixHttp, target: string): Promise<Roo
   return { kind: "summary", roomId: r.room_id, name: str(r.name) ?? str(r.canonical_alias), joinRule: str(r.join_rule), membership: str(r.membership) };
 }
 
-/** POST /knock/{roomIdOrAlias}; resolves with the room id. */
-export async function knockRoom(http: MatrixHttp, target: string, reason: string): Promise<string> {
+/** POST /knock/{roomIdOrAlias} through `via` (a room id's own server by default); resolves with the room id. */
+export async function knockRoom(http: MatrixHttp, target: string, reason: string, via: string[] = viaServers(target)): Promise<string> {
   const res = await http.request<{ room_id?: unknown }>("POST", `/knock/${enc(target)}`, {
     body: reason ? { reason } : {},
-    query: { server_name: viaServers(target), via: viaServers(target) },
+    query: { server_name: via, via },
     context: "room",
   });
   if (typeof res.room_id !== "string") throw new ParleyClientError("BAD_RESPONSE", "room", { detail: "knock without room_id" });
@@ -111,6 +117,22 @@ export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: 
   return { call: null, events: others };
 }
 
+/**
+ * The call API the room announces in the knock's stripped state (`knock_state`), counted only
+ * when its sender is a user of `server`, the server the knock went through (which answered it
+ * with that state): as for an invite (inviteState), a server vouches for its own users only.
+ */
+export function knockCall(res: { rooms?: SyncRooms }, roomId: string, server: string): CallAnnouncement | null {
+  const knock = res.rooms?.knock?.[roomId] as { knock_state?: { events?: unknown } } | undefined;
+  const events = Array.isArray(knock?.knock_state?.events) ? (knock.knock_state.events as unknown[]) : [];
+  for (const e of events) {
+    const ev = e as Partial<StateEvent> | null;
+    if (ev?.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
+    return serverNameOf(ev.sender) === server ? { api: ev.content.api, sender: ev.sender } : null;
+  }
+  return null;
+}
+
 /** Only this room, and as little of it as the homeserver allows. */
 export function waitFilter(roomId: string): string {
   const none = { not_types: ["*"] };
@@ -128,6 +150,8 @@ export interface WaitOptions {
   pollMs?: number;
   /** Invited: the room as the invite's stripped state shows it to `userId` (inviteState), before the answer returns. */
   onInvite?: { userId: string; invited: (state: InviteState) => void };
+  /** Still knocking: the call the knock's stripped state announces (knockCall, vouched for by `server`), once. */
+  onKnock?: { server: string; knocking: (call: CallAnnouncement) => void };
 }
 
 /**
@@ -141,6 +165,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
   const filter = waitFilter(roomId);
   let since: string | undefined;
   let failures = 0;
+  let knockSeen = false;
   for (;;) {
     if (o.signal.aborted) throw aborted();
     let res: { next_batch?: unknown; rooms?: SyncRooms };
@@ -167,6 +192,15 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       }
     }
     if (answer) return answer;
+    const call = o.onKnock && !knockSeen ? knockCall(res, roomId, o.onKnock.server) : null;
+    if (call) {
+      knockSeen = true;
+      try {
+        o.onKnock!.knocking(call);
+      } catch {
+        // a hint, as the invite's
+      }
+    }
     if (typeof res.next_batch === "string") since = res.next_batch;
   }
 }

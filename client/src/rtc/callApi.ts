@@ -4,6 +4,7 @@ import { askedAhead, type AskedAhead } from "../ahead.ts";
 import { ParleyClientError } from "../errors.ts";
 import { errorFromResponse, type FetchFn } from "../matrix/http.ts";
 import type { OpenIdToken } from "../matrix/openid.ts";
+import { parseIcePolicy, parseIceServers } from "./protocol.ts";
 
 export interface CallGrant {
   session: string;
@@ -38,25 +39,13 @@ export function parseGrant(raw: unknown): CallGrant {
   if (typeof r.session !== "string" || !r.session) throw bad("no session");
   if (typeof r.signalling !== "string" || !r.signalling.startsWith("/")) throw bad("signalling must be a path");
   if (typeof r.room_id !== "string") throw bad("no room_id");
-  const ice = Array.isArray(r.ice_servers) ? r.ice_servers : [];
-  const iceServers: RTCIceServer[] = [];
-  for (const s of ice as Record<string, unknown>[]) {
-    const urls = s?.urls;
-    if (typeof urls !== "string" && !(Array.isArray(urls) && urls.every((u) => typeof u === "string"))) continue;
-    iceServers.push({
-      urls: urls as string | string[],
-      ...(typeof s.username === "string" ? { username: s.username } : {}),
-      ...(typeof s.credential === "string" ? { credential: s.credential } : {}),
-    });
-  }
   return {
     session: r.session,
     expiresAt: typeof r.expires_at === "number" ? r.expires_at : 0,
     callId: typeof r.call_id === "string" ? r.call_id : "",
     roomId: r.room_id,
-    iceServers,
-    // Only "relay" narrows anything; an unknown word must not widen or break the connection.
-    iceTransportPolicy: r.ice_transport_policy === "relay" ? "relay" : "all",
+    iceServers: parseIceServers(r.ice_servers),
+    iceTransportPolicy: parseIcePolicy(r.ice_transport_policy),
     signalling: r.signalling,
     ...(r.devices === undefined ? {} : { devices: grantDevices(r.devices) }),
   };

@@ -64,6 +64,8 @@ export interface HelloResult {
   e2ee?: E2eeInfo;
   /** The server took over this client's media from before a Parley restart: nothing to publish again. */
   resumed?: boolean;
+  /** A session granted in the lobby (a knocker's): the ICE servers its grant did not carry, now that it is let in. */
+  ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy };
 }
 export interface PublishResult {
   jsep: Jsep<"answer">;
@@ -193,10 +195,31 @@ function parseE2ee(v: unknown): E2eeInfo | undefined {
   return { required: v.required, keys: v.keys === "provisioned" ? "provisioned" : "participant", bot: typeof v.bot === "string" ? v.bot : "" };
 }
 
+/** ICE servers as the call API gives them (a grant's or a hello's `ice_servers`): well-formed entries only. */
+export function parseIceServers(raw: unknown): RTCIceServer[] {
+  const servers: RTCIceServer[] = [];
+  for (const s of (Array.isArray(raw) ? raw : []) as Record<string, unknown>[]) {
+    const urls = s?.urls;
+    if (typeof urls !== "string" && !(Array.isArray(urls) && urls.every((u) => typeof u === "string"))) continue;
+    servers.push({
+      urls: urls as string | string[],
+      ...(typeof s.username === "string" ? { username: s.username } : {}),
+      ...(typeof s.credential === "string" ? { credential: s.credential } : {}),
+    });
+  }
+  return servers;
+}
+
+/** Only "relay" narrows anything; an unknown word must not widen or break the connection. */
+export function parseIcePolicy(raw: unknown): RTCIceTransportPolicy {
+  return raw === "relay" ? "relay" : "all";
+}
+
 export function parseHello(v: R): HelloResult | null {
   if (typeof v.user_id !== "string" || typeof v.room_id !== "string" || typeof v.call_id !== "string") return null;
   const e2ee = parseE2ee(v.e2ee);
-  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}), ...(v.resumed === true ? { resumed: true } : {}) };
+  const ice = Array.isArray(v.ice_servers) ? { iceServers: parseIceServers(v.ice_servers), iceTransportPolicy: parseIcePolicy(v.ice_transport_policy) } : undefined;
+  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}), ...(v.resumed === true ? { resumed: true } : {}), ...(ice ? { ice } : {}) };
 }
 
 export function parsePublishResult(v: R): PublishResult | null {

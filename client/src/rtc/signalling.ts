@@ -401,6 +401,11 @@ export class StandbySocket {
     };
   }
 
+  /** Whether the socket is still there for the taking (not refused, closed or taken). */
+  get alive(): boolean {
+    return this.socket !== null && this.socket.readyState <= OPEN;
+  }
+
   /** The socket for `url`, once, while it is opening or open (its handlers the taker's to set); else null. */
   take(url: string): SocketLike | null {
     const s = this.socket;

@@ -200,6 +200,15 @@ describe("CallConnection", () => {
     }
   });
 
+  it("a grant asked in the lobby (no ICE servers) takes the ones its hello brings, a malformed entry left out", async () => {
+    const turn = { urls: ["turn:127.0.0.1:3478?transport=udp"], username: "1800000000:abc", credential: "c2VjcmV0" };
+    handlers.hello = () => ({ user_id: "@a:x", room_id: "!r:x", call_id: "c", ice_servers: [turn, { urls: 7 }, null], ice_transport_policy: "relay" });
+    const { call } = setup({}, vi.fn(async () => ({ ...GRANT, iceServers: [] })));
+    await call.start();
+    await vi.waitFor(() => expect(sent("publish")).toHaveLength(1));
+    for (const pc of FakePeer.all) expect(pc.config).toMatchObject({ iceServers: [turn], iceTransportPolicy: "relay" });
+  });
+
   it("subscribes to the others while its own publish is still unanswered, and never to its own feed", async () => {
     handlers.publish = () => undefined; // answer by hand, late
     const { call } = setup();

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { MatrixHttp } from "../../../client/src/matrix/http.ts";
-import { admissionIn, awaitAdmission, inviteState, knockRoom, previewRoom, viaServers, withdrawKnock, type InviteState } from "../../../client/src/matrix/knock.ts";
+import { admissionIn, awaitAdmission, inviteState, knockCall, knockRoom, linkServer, previewRoom, viaServers, withdrawKnock, type InviteState } from "../../../client/src/matrix/knock.ts";
 import { joinRoom, summaryOf } from "../../../client/src/matrix/rooms.ts";
 import type { CallAnnouncement, CallHost } from "../../../client/src/matrix/callTrust.ts";
 import { tick } from "./fakes.ts";
@@ -64,6 +64,17 @@ describe("knocking", () => {
     expect(hs.seen[0]!.url.searchParams.getAll("server_name")).toEqual(["b.example"]);
     await withdrawKnock(hs.http, "!r:b.example");
     expect(hs.seen[1]).toMatchObject({ method: "POST", body: {} });
+  });
+
+  it("names the server a meeting link names (an alias's, a room id's), and knocks through the one it is given", async () => {
+    expect(linkServer("#meet-x:b.example")).toBe("b.example");
+    expect(linkServer("!abc:b.example:8448")).toBe("b.example:8448");
+    expect([linkServer("!opaqueV12id"), linkServer("#nope"), linkServer("#x:"), linkServer("@u:b.example")]).toEqual([null, null, null, null]);
+    const hs = homeserver();
+    hs.on("/_matrix/client/v3/knock/!opaqueV12id", { status: 200, body: { room_id: "!opaqueV12id" } });
+    expect(await knockRoom(hs.http, "!opaqueV12id", "", ["a.example"])).toBe("!opaqueV12id");
+    expect(hs.seen[0]!.url.searchParams.getAll("server_name")).toEqual(["a.example"]);
+    expect(hs.seen[0]!.url.searchParams.getAll("via")).toEqual(["a.example"]);
   });
 
   it("reports a refused knock with the homeserver's code (a locked meeting)", async () => {
@@ -145,6 +156,25 @@ describe("the call API an invite announces", () => {
   });
 });
 
+describe("the call API a knock's stripped state announces", () => {
+  const call = { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } };
+  const knock = (events: unknown) => ({ rooms: { knock: { "!r:x": { knock_state: { events } } } } });
+
+  it("is the org.parley.call there when its sender is a user of the server the knock went through", () => {
+    expect(knockCall(knock([{ type: "m.room.name", state_key: "", content: { name: "x" } }, call]), "!r:x", "a")).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+  });
+
+  it("is none when another server's user sent it (that server answered nothing: it cannot vouch), or none is there", () => {
+    expect(knockCall(knock([call]), "!r:x", "c")).toBeNull();
+    // The first well-formed announcement decides: a forged one first hides a true one after it.
+    expect(knockCall(knock([{ ...call, sender: "@bot:c", content: { api: "https://evil.c" } }, call]), "!r:x", "a")).toBeNull();
+    expect(knockCall(knock([{ ...call, state_key: "x" }, { ...call, content: { api: 7 } }, null, 7]), "!r:x", "a")).toBeNull();
+    expect(knockCall(knock("nope"), "!r:x", "a")).toBeNull();
+    expect(knockCall(knock([call]), "!other:x", "a")).toBeNull();
+    expect(knockCall({ rooms: { invite: { "!r:x": { invite_state: { events: [call] } } } } }, "!r:x", "a")).toBeNull();
+  });
+});
+
 describe("a room's summary from an invite's stripped state", () => {
   const ME = "@me:b";
   it("names the room, its call, its key mode's content and the invited user's name as the invite shows them", () => {
@@ -189,6 +219,25 @@ describe("waiting for a host", () => {
     expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
     hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { join: { "!r:x": {} } } } });
     await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onInvite });
+    expect(told).toHaveLength(1);
+  });
+
+  it("tells the knock's call announcement once while knocking, vouched for by the server the knock went through", async () => {
+    const hs = homeserver();
+    const told: unknown[] = [];
+    const state = { knock_state: { events: [{ type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } }] } };
+    hs.on(
+      SYNC,
+      { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": state } } } },
+      { status: 200, body: { next_batch: "s2", rooms: { knock: { "!r:x": state } } } },
+      { status: 200, body: { next_batch: "s3", rooms: { invite: { "!r:x": {} } } } },
+    );
+    const onKnock = { server: "a", knocking: (c: CallAnnouncement) => void told.push(c) };
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onKnock })).toBe("invited");
+    expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
+    // Through another server: nothing told.
+    hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": state } } } }, { status: 200, body: { next_batch: "s2", rooms: { leave: { "!r:x": {} } } } });
+    expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onKnock: { ...onKnock, server: "c" } })).toBe("declined");
     expect(told).toHaveLength(1);
   });
 

@@ -286,15 +286,19 @@ describe("the pre-join's socket on standby", () => {
   it("is not used once refused, closed by the server, or for another address: the call opens its own", async () => {
     const refused = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
     const r = FakeSocket.last();
+    expect(refused.alive).toBe(true); // opening
     r.open();
     r.receive({ type: "error", id: "standby", errcode: "M_UNKNOWN_TOKEN", error: "unknown" });
     expect(r.closedWith?.code).toBe(1000);
+    expect(refused.alive).toBe(false); // a new one is opened in its place (webServices.ts)
     expect(refused.take(URL)).toBeNull();
 
     const timedOut = new StandbySocket(URL, "s0", (url) => new FakeSocket(url));
     const t = FakeSocket.last();
     t.open();
+    expect(timedOut.alive).toBe(true);
     t.drop(4408, "no hello");
+    expect(timedOut.alive).toBe(false);
     expect(timedOut.take(URL)).toBeNull();
 
     const { standby, s } = standingBy();
