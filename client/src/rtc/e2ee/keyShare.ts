@@ -559,6 +559,15 @@ export class ParticipantKeyShare {
     await this.answerEarly([device], "media key sent to a user let in from the lobby");
   }
 
+  /**
+   * Device `id`, remembered as it was taken up (an announcement, an arrival) and then not sent
+   * the key (its user not joined), is not "answered recently": a let-in heard after this (a
+   * knocker's device announced, or in the SFU's list, as its invite comes) still sends it the key.
+   */
+  private forgetUnanswered(id: string): void {
+    if (this.prejoined.get(id)?.index === -1) this.prejoined.delete(id);
+  }
+
   /** Whether device `id` was answered early less than `repeatMs` ago. */
   private answeredRecently(id: string): boolean {
     const last = this.prejoined.get(id);
@@ -693,7 +702,10 @@ export class ParticipantKeyShare {
     if (this.inCall(id) || this.sharedWith.has(id)) return; // its join is under way: the ordinary path
     const joined = this.o.members.joinedToRoom;
     if (!joined) return;
-    if (!(await joined(device.userId))) return void this.log.warn("a pre-join announcement came from a user not joined to the room", { from: id });
+    if (!(await joined(device.userId))) {
+      this.forgetUnanswered(id);
+      return void this.log.warn("a pre-join announcement came from a user not joined to the room", { from: id });
+    }
     await this.answerEarly([device], "media key sent to a device about to join");
   }
 
@@ -762,6 +774,7 @@ export class ParticipantKeyShare {
     if (this.arrivals.get(id) !== entry || this.others().has(id) || this.sharedWith.has(id)) return;
     if (!(await this.o.members.joinedToRoom!(device.userId))) {
       this.arrivals.delete(id);
+      this.forgetUnanswered(id);
       return void this.log.warn("a device in the call's media belongs to a user not joined to the room", { device: id });
     }
     if (this.arrivals.get(id) !== entry) return;

@@ -836,6 +836,22 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     expect(sentTo(j, ERIN2)).toHaveLength(1);
   });
 
+  it("a knocker's device named by Parley, or in the SFU's list, before this device heard the let-in is sent the key at the let-in", async () => {
+    // Granted in the lobby, the knocker's device is announced and says hello as its invite comes,
+    // which may reach this device before the invite does: not joined then, so not answered, and
+    // not "answered recently" either.
+    for (const before of ["arriving", "arrived"] as const) {
+      const h = harness([BOB], { devicesOf: async () => [ERIN], joined: new Set() });
+      h.share.start();
+      await h.share.settled();
+      if (before === "arriving") await h.serverArriving(ERIN);
+      else await h.setArrived([BOB, ERIN], [BOB]);
+      expect(sentTo(h, ERIN)).toEqual([]);
+      await h.roomMembership(ERIN.userId, "invite", "knock");
+      expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN)], index: 0, key: expect.any(String) }]);
+    }
+  });
+
   it("remembers at most prejoinLimits.devices users let in: the oldest's device named by Parley is then answered as a pre-join (not joined: nothing)", async () => {
     const FRANK = { userId: "@frank:f", deviceId: "F1" };
     const GUS = { userId: "@gus:g", deviceId: "G1" };
