@@ -291,6 +291,18 @@ export class Governance {
   }
 
   /**
+   * A knock answered through Parley (its invite or kick done): it leaves the lobby now, not when
+   * the transaction brings the membership back (by then a user let in may be in the call already,
+   * their grant asked from the lobby), and the devices in the call hear of a let-in now (`let_in`,
+   * which each confirms with its own homeserver). The transaction then finds nothing to do.
+   */
+  private answered(roomId: string, userId: string, admitted: boolean): void {
+    if (!this.removeKnock(roomId, userId)) return;
+    this.notify(roomId);
+    if (admitted) this.deps.seats.pushEach(roomId, () => ({ type: "let_in", user_id: userId }));
+  }
+
+  /**
    * A membership changed (from a transaction). A knock joins the lobby (and, in an *institution*
    * meeting, a user of this or a trusted server is invited at once); anything else leaves it. A
    * local user joining an alias meeting may become its host; a host leaving may promote a co-host.
@@ -484,6 +496,7 @@ export class Governance {
         if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"));
         this.decision(knock.since)(a.action === "admit" ? "admitted" : "denied", "host");
+        this.answered(actor.roomId, a.user_id, a.action === "admit");
         return {};
       }
       case "admit_all": {
@@ -492,6 +505,7 @@ export class Governance {
         for (const w of waiting) {
           await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"));
           this.decision(w.since)("admitted", "host");
+          this.answered(actor.roomId, w.user_id, true);
         }
         return { admitted: waiting.length };
       }

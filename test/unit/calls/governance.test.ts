@@ -179,6 +179,26 @@ describe("the lobby", () => {
     ]);
   });
 
+  it("a knock answered through Parley leaves the lobby and is told to the call at the answer; its transaction then tells nothing again", async () => {
+    setPl({ "@host:a.example": 100, "@co:a.example": 50 });
+    const g = governance();
+    seated = ["@host:a.example", "@p1:a.example"];
+    await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    await g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" });
+    await g.act(actor("@co:a.example"), { action: "deny", user_id: "@eve:b.example" });
+    expect(g.waiting(ROOM)).toEqual([]);
+    const letIn = () => pushes.filter(([, p]) => p.type === "let_in");
+    expect(letIn()).toEqual([
+      ["@host:a.example", { type: "let_in", user_id: "@bob:b.example" }],
+      ["@p1:a.example", { type: "let_in", user_id: "@bob:b.example" }],
+    ]);
+    const lobbyPushes = pushes.length;
+    await g.onMembership(ROOM, fact("@bob:b.example"), "invite");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "leave");
+    expect(pushes).toHaveLength(lobbyPushes);
+  });
+
   it("only those who may admit are shown the lobby", async () => {
     setPl({ "@host:a.example": 100 });
     const g = governance();
@@ -220,10 +240,13 @@ describe("host actions", () => {
     await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
     await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
     await g.act(actor("@co:a.example"), { action: "deny", user_id: "@eve:b.example" });
-    expect(await g.act(actor("@co:a.example"), { action: "admit_all" })).toEqual({ admitted: 2 });
-    expect(hs.acts.map(([a, u]) => `${a} ${u}`)).toEqual(["kick @eve:b.example", "invite @bob:b.example", "invite @eve:b.example"]);
+    // Denied, Eve left the lobby then (not at her kick's transaction): admitting all does not invite her.
+    expect(g.waiting(ROOM).map((w) => w.user_id)).toEqual(["@bob:b.example"]);
+    expect(await g.act(actor("@co:a.example"), { action: "admit_all" })).toEqual({ admitted: 1 });
+    expect(hs.acts.map(([a, u]) => `${a} ${u}`)).toEqual(["kick @eve:b.example", "invite @bob:b.example"]);
     hs.state.set("org.parley.call", { sender: BOT, content: { locked: true } });
-    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    await g.onMembership(ROOM, fact("@zed:b.example"), "knock");
+    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@zed:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
   });
 
   it("tells the metrics of each knock decided, by a host or by the policy, with its wait; counts the knocks waiting", async () => {
