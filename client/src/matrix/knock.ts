@@ -103,18 +103,11 @@ export interface InviteState {
  */
 export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: string): InviteState {
   const invite = res.rooms?.invite?.[roomId] as { invite_state?: { events?: unknown } } | undefined;
-  const events = (Array.isArray(invite?.invite_state?.events) ? (invite.invite_state.events as unknown[]) : []).filter(
-    (e): e is StateEvent => typeof e === "object" && e !== null && !Array.isArray(e),
-  );
+  const events = strippedEvents(invite?.invite_state?.events);
   const inviter = events.find((e) => e.type === "m.room.member" && e.state_key === userId && e.content?.membership === "invite")?.sender;
-  const inviterServer = typeof inviter === "string" ? serverNameOf(inviter) : null;
   const others = events.filter((e) => e.type !== CALL_STATE_EVENT);
-  for (const ev of events) {
-    if (ev.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
-    if (!inviterServer || serverNameOf(ev.sender) !== inviterServer) break;
-    return { call: { api: ev.content.api, sender: ev.sender }, events: [...others, ev] };
-  }
-  return { call: null, events: others };
+  const vouched = vouchedCall(events, typeof inviter === "string" ? serverNameOf(inviter) : null);
+  return vouched ? { call: vouched.call, events: [...others, vouched.event] } : { call: null, events: others };
 }
 
 /**
@@ -124,11 +117,23 @@ export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: 
  */
 export function knockCall(res: { rooms?: SyncRooms }, roomId: string, server: string): CallAnnouncement | null {
   const knock = res.rooms?.knock?.[roomId] as { knock_state?: { events?: unknown } } | undefined;
-  const events = Array.isArray(knock?.knock_state?.events) ? (knock.knock_state.events as unknown[]) : [];
-  for (const e of events) {
-    const ev = e as Partial<StateEvent> | null;
-    if (ev?.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
-    return serverNameOf(ev.sender) === server ? { api: ev.content.api, sender: ev.sender } : null;
+  return vouchedCall(strippedEvents(knock?.knock_state?.events), server)?.call ?? null;
+}
+
+/** A stripped state's events, objects only. */
+function strippedEvents(raw: unknown): StateEvent[] {
+  return (Array.isArray(raw) ? (raw as unknown[]) : []).filter((e): e is StateEvent => typeof e === "object" && e !== null && !Array.isArray(e));
+}
+
+/**
+ * The stripped state's first well-formed `org.parley.call` and the call it announces, if its
+ * sender is a user of `server` (the one that vouches: null, nobody does); else null. The first
+ * decides: a forged one before a true one hides it.
+ */
+function vouchedCall(events: StateEvent[], server: string | null): { call: CallAnnouncement; event: StateEvent } | null {
+  for (const ev of events) {
+    if (ev.type !== CALL_STATE_EVENT || ev.state_key !== "" || typeof ev.sender !== "string" || typeof ev.content?.api !== "string") continue;
+    return server && serverNameOf(ev.sender) === server ? { call: { api: ev.content.api, sender: ev.sender }, event: ev } : null;
   }
   return null;
 }
