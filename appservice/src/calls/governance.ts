@@ -291,10 +291,10 @@ export class Governance {
   }
 
   /**
-   * A knock answered through Parley (its invite or kick done): it leaves the lobby now, not when
-   * the transaction brings the membership back (by then a user let in may be in the call already,
-   * their grant asked from the lobby), and the devices in the call hear of a let-in now (`let_in`,
-   * which each confirms with its own homeserver). The transaction then finds nothing to do.
+   * A knock answered: it leaves the lobby, and the devices in the call hear of a let-in (`let_in`,
+   * which each confirms with its own homeserver). Answered through Parley, at its invite or kick,
+   * not when the transaction brings the membership back (by then a user let in may be in the call
+   * already, their grant asked from the lobby); the transaction then finds nothing to do.
    */
   private answered(roomId: string, userId: string, admitted: boolean): void {
     if (!this.removeKnock(roomId, userId)) return;
@@ -314,13 +314,11 @@ export class Governance {
       await this.autoAdmit(roomId, k.userId);
       return;
     }
-    if (this.removeKnock(roomId, k.userId)) {
-      this.notify(roomId);
-      // Let in: the devices in the call hear it from this transaction, not at their next sync
-      // (100-300 ms later on a busy page), and send the user's devices their media keys once
-      // their own homeserver confirms the invite. Nothing a member of the room does not see.
-      if (membership === "invite") this.deps.seats.pushEach(roomId, () => ({ type: "let_in", user_id: k.userId }));
-    }
+    // Answered (in Element, or by the policy; one answered through Parley has left already): let
+    // in, the devices in the call hear it from this transaction, not at their next sync (100-300
+    // ms later on a busy page), and send the user's devices their media keys once their own
+    // homeserver confirms the invite. Nothing a member of the room does not see.
+    this.answered(roomId, k.userId, membership === "invite");
     if (!(await this.isAliasMeeting(roomId)) || k.userId === this.deps.homeserver.botUserId) return;
     if (membership === "join") await this.inRoomOrder(roomId, () => this.maybeMakeHost(roomId, k.userId));
     else if (membership === "leave" || membership === "ban") await this.inRoomOrder(roomId, () => this.maybePromote(roomId));
