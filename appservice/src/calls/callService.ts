@@ -185,9 +185,7 @@ export class CallService {
     await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
     if (lobby) return this.lobbyGrant(userId, roomId);
     const call = await this.callFor(roomId, userId);
-    // Waiting for its hello, a grant asked ahead lives no longer than its TURN credential.
-    const ttlMs = ahead && this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
-    const grant = this.grant(userId, call, ttlMs);
+    const grant = this.grant(userId, call, ahead ? this.aheadTtlMs() : this.cfg.sessionTtlMs);
     if (!ahead) return grant;
     this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: membership === "join", knownInvited: membership === "invite" });
     return { ...grant, devices: this.devicesIn(call.callId) };
@@ -207,8 +205,7 @@ export class CallService {
     if (!call?.sfu || !this.hasHolder(call.callId)) throw new ParleyError("M_NOT_FOUND", "nobody is in this meeting's call yet; ask again once let in");
     const waiting = [...this.admitAtHello].filter(([key, a]) => a.lobby && this.sessions.get(key)?.callId === call.callId).length;
     if (waiting >= limit) throw new ParleyError("M_LIMIT_EXCEEDED", `at most ${limit} sessions wait in this call's lobby; ask again once let in`);
-    const ttlMs = this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
-    const grant = this.grant(userId, call, ttlMs);
+    const grant = this.grant(userId, call, this.aheadTtlMs());
     this.admitAtHello.set(this.keyOf(grant.session), { knownJoined: false, lobby: true });
     return { ...grant, iceServers: [], iceTransportPolicy: "all", devices: [] };
   }
@@ -336,6 +333,11 @@ export class CallService {
     const room = await sfu.createRoom(call.callId);
     await store.setCallSfu(call.callId, room);
     return { ...call, sfu: room };
+  }
+
+  /** Waiting for its hello, a grant asked ahead (from the pre-join or the lobby) lives no longer than a TURN credential. */
+  private aheadTtlMs(): number {
+    return this.cfg.turn ? Math.min(this.cfg.sessionTtlMs, this.cfg.turn.ttlSeconds * 1000) : this.cfg.sessionTtlMs;
   }
 
   /** The call is full (sessionsPerCall, sessions in its lobby not counted; nor `except`): M_LIMIT_EXCEEDED. */
