@@ -51,7 +51,7 @@ export interface CallKeys {
 }
 
 export interface CallSeatsDeps {
-  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia">;
+  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia" | "whenEnded">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
   /** The room's key mode for a hello, from state read lately (governance's); absent: read now. */
@@ -152,11 +152,14 @@ export class CallSeats {
   /**
    * A standby hello (the pre-join's socket, opened ahead): the live session of `token` and how long
    * it has left (Infinity once held), seating nobody. Its real hello is checked again in `open`.
+   * `ended` is told if the session ends first (a deny of a lobby grant, an eviction, its expiry)
+   * until `release` (the real hello, or the socket's close).
    */
-  standby(token: string): { userId: string; roomId: string; callId: string; key: string; lifeMs: number } {
+  standby(token: string, ended: SessionCloser): { userId: string; roomId: string; callId: string; key: string; lifeMs: number; release: () => void } {
     const s = this.deps.calls.session(token);
     if (!s) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-    return { userId: s.userId, roomId: s.roomId, callId: s.callId, key: s.key, lifeMs: s.expiresAt - this.deps.clock.now() };
+    const lifeMs = s.expiresAt - this.deps.clock.now();
+    return { userId: s.userId, roomId: s.roomId, callId: s.callId, key: s.key, lifeMs, release: this.deps.calls.whenEnded(s.key, ended) };
   }
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */

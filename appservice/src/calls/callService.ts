@@ -55,6 +55,8 @@ export interface SessionEndReason {
 }
 
 export const TAKEN_OVER: SessionEndReason = { errcode: "M_FORBIDDEN", message: "session taken over by another connection" };
+/** A session's holder went away (its socket closed): what those watching it are told. */
+const HOLDER_GONE: SessionEndReason = { errcode: "M_UNKNOWN_TOKEN", message: "the session ended with its connection" };
 
 /**
  * Sessions recorded in the store, so that a restarted Parley still knows them and their clients
@@ -114,6 +116,8 @@ interface AdmitAtHello {
   joinDue?: boolean;
   /** Granted while knocking (the lobby grant): no hello, no announcement until the invite (`knownInvited`). */
   lobby?: boolean;
+  /** Restored from the store, never held: whether its grant carried ICE servers is not known (a lobby grant's did not). */
+  restored?: boolean;
   wake?: () => void;
 }
 
@@ -145,6 +149,8 @@ export class CallService {
   private readonly deviceOf = new Map<string, string>();
   /** Sessions granted ahead whose device was announced to the call (`arriving`: once each). */
   private readonly announced = new Set<string>();
+  /** Told when the session ends, without holding it (`whenEnded`: a standby socket). */
+  private readonly watchers = new Map<string, Set<SessionCloser>>();
   private readonly sfuRoomCreation = new SingleFlight<string, CallRecord>();
   private readonly recording = new InOrder<string>();
   private readonly cfg: CallServiceConfig;
@@ -233,13 +239,15 @@ export class CallService {
       const [now] = await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
       const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
       if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? `${s.userId} is not let in to ${s.roomId} yet` : `${s.userId} is not joined to ${s.roomId}`);
-      let ice: IceAtHello | undefined;
-      if (admit.lobby) {
+      const fromLobby = admit.lobby === true;
+      if (fromLobby) {
         // Out of the lobby: a session of the call like any other from here.
         this.refuseIfFull(s.callId, key);
         admit.lobby = false;
-        ice = iceForSession(this.cfg, token, this.deps.clock.now());
       }
+      // A lobby grant carried no ICE servers; nor, perhaps, one restored after a restart (the
+      // store does not say whether it was asked from the lobby): its hello brings them.
+      const ice = fromLobby || admit.restored ? iceForSession(this.cfg, token, this.deps.clock.now()) : undefined;
       if (waits) this.awaitJoin(key, s, admit);
       else this.admitAtHello.delete(key);
       return ice;
@@ -412,7 +420,7 @@ export class CallService {
     this.sessions.set(key, session);
     this.closers.set(key, closer);
     if (record.expiresAt === null) this.held.add(key);
-    else this.admitAtHello.set(key, { knownJoined: false });
+    else this.admitAtHello.set(key, { knownJoined: false, restored: true });
     this.expireIn(key, graceMs);
     return session;
   }
@@ -510,10 +518,30 @@ export class CallService {
     return false;
   }
 
-  /** Drops a session and its holder; the user's last held one in the room ending is told. */
-  private forget(key: string): void {
+  /**
+   * `told` once if the session of `key` ends (a deny of its lobby grant, an eviction, its expiry,
+   * its holder gone) before the returned function is called: a socket on standby for it closes
+   * then, not at its own timer. A session already gone is told at once.
+   */
+  whenEnded(key: string, told: SessionCloser): () => void {
+    if (!this.sessions.has(key)) {
+      told({ errcode: "M_UNKNOWN_TOKEN", message: "unknown or expired session; join again" });
+      return () => undefined;
+    }
+    const set = this.watchers.get(key) ?? new Set<SessionCloser>();
+    this.watchers.set(key, set.add(told));
+    return () => {
+      set.delete(told);
+      if (!set.size && this.watchers.get(key) === set) this.watchers.delete(key);
+    };
+  }
+
+  /** Drops a session and its holder; the user's last held one in the room ending is told, and so is whoever watches it. */
+  private forget(key: string, reason: SessionEndReason = HOLDER_GONE): void {
     const s = this.sessions.get(key);
     if (!s) return;
+    const watchers = this.watchers.get(key);
+    this.watchers.delete(key);
     const held = this.held.delete(key);
     this.deviceOf.delete(key);
     this.announced.delete(key);
@@ -523,11 +551,12 @@ export class CallService {
     const recorder = this.deps.recorder;
     if (recorder) void this.recording.run(key, () => recorder.forget(key)).catch((err: unknown) => this.deps.recordFailed?.(err));
     if (held && !this.present(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
+    for (const told of watchers ?? []) told(reason);
   }
 
-  private end(key: string, reason: Parameters<SessionCloser>[0]): void {
+  private end(key: string, reason: SessionEndReason): void {
     const closer = this.closers.get(key);
-    this.forget(key);
+    this.forget(key, reason);
     this.closers.delete(key);
     clearTimeout(this.expiryTimers.get(key));
     this.expiryTimers.delete(key);
@@ -650,5 +679,6 @@ export class CallService {
     this.admitAtHello.clear();
     this.announced.clear();
     this.deviceOf.clear();
+    this.watchers.clear();
   }
 }

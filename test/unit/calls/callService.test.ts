@@ -437,6 +437,23 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(presence).toEqual([`-${BOB}`]);
   });
 
+  it("restored from the store after a restart, a grant never held gets its ICE servers at its hello (it may have been a lobby grant, which carried none); a held one does not", async () => {
+    const TURN = { urls: ["turn:127.0.0.1:3478"], secret: "s", ttlSeconds: 300, relayOnly: true };
+    const svc = makeService({ sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], turn: TURN, sessionsPerUserPerCall: 3 });
+    try {
+      const closer = () => undefined;
+      const base = { userId: BOB, roomId: MEETING, callId: "c1" };
+      svc.restore({ ...base, tokenHash: "granted", expiresAt: now + 30_000 }, closer, 30_000);
+      svc.restore({ ...base, tokenHash: "held", expiresAt: null }, closer, 30_000);
+      const ice = await svc.admitHolder("granted");
+      expect(ice?.iceTransportPolicy).toBe("relay");
+      expect(ice?.iceServers).toEqual(expect.arrayContaining([expect.objectContaining({ urls: TURN.urls, username: expect.any(String), credential: expect.any(String) })]));
+      expect(await svc.admitHolder("held")).toBeUndefined();
+    } finally {
+      svc.stop();
+    }
+  });
+
   it("may be had by a user let in from the lobby (invited) while they join the room; with no wait configured, its hello needs the join", async () => {
     members.set(`${MEETING}|${BOB}`, "invite");
     await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
@@ -451,10 +468,12 @@ describe("a grant asked ahead (from the pre-join)", () => {
     await s.admitHolder(again.session);
     s.attach(again.session, () => undefined);
     expect(presence).toEqual([`+${BOB}`]);
-    // Knocking, or gone: no grant at all, ahead or not.
+    // Knocking (this Parley gives no lobby grants), or gone: no grant at all, ahead or not.
     for (const m of ["knock", "leave", "ban"]) {
-      members.set(`${MEETING}|${EVE}`, m);
-      await expect(s.join({ openIdToken: "eve-token", serverName: "evil.example", room: MEETING, ahead: true })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+      members.set(`${MEETING}|${BOB}`, m);
+      const refused = { errcode: "M_FORBIDDEN", message: `${BOB} is not joined to ${MEETING}` };
+      await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true })).rejects.toMatchObject(refused);
+      await expect(s.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING })).rejects.toMatchObject(refused);
     }
   });
 
@@ -664,6 +683,24 @@ describe("a grant asked from the lobby (still knocking)", () => {
     // A plain grant's hello gets no ICE servers: its grant had them.
     const plain = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING, ahead: true });
     expect(await s.admitHolder(plain.session)).toBeUndefined();
+  });
+
+  it("whoever watches it without holding it (its standby socket) is told at the deny, once; not after letting go", async () => {
+    await aliceIn(s);
+    const g = await ahead(s);
+    const key = s.session(g.session)!.key;
+    const told: unknown[] = [];
+    s.whenEnded(key, (r) => told.push(r));
+    const release = s.whenEnded(key, (r) => told.push(["released", r]));
+    release();
+    expect(s.evict(MEETING, BOB, "knock")).toBe(0);
+    expect(told).toEqual([]);
+    expect(s.evict(MEETING, BOB, "leave", { by: ALICE, reason: "not today" })).toBe(1);
+    expect(told).toEqual([{ errcode: "M_FORBIDDEN", message: "membership is now leave", by: ALICE, reason: "not today" }]);
+    // A session gone already is told at once.
+    const gone: unknown[] = [];
+    s.whenEnded(key, (r) => gone.push(r));
+    expect(gone).toEqual([{ errcode: "M_UNKNOWN_TOKEN", message: "unknown or expired session; join again" }]);
   });
 
   it("at most lobbyGrantsPerCall wait in a call's lobby; they neither fill the call nor keep it from going idle", async () => {

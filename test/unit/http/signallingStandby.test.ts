@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallSeats } from "../../../appservice/src/calls/callSeats.ts";
+import type { SessionCloser } from "../../../appservice/src/calls/callService.ts";
 import { ParleyError } from "../../../appservice/src/errors.ts";
 import { attachSignalling, sessionHandlers, SIGNALLING_PATH, type SignallingServer } from "../../../appservice/src/http/signalling/server.ts";
 import { SignallingClient } from "../../support/signalling.ts";
@@ -19,15 +20,19 @@ let url: string;
 /** Life left in each known session (ms); unknown tokens are refused. */
 let life: Map<string, number>;
 let opened: string[];
+/** What each standby socket would be told at its session's end, until it let go (its real hello, its close). */
+let watching: Map<string, SessionCloser>;
 
 beforeEach(async () => {
   life = new Map([["s1", 60_000], ["short", 200]]);
   opened = [];
+  watching = new Map();
   const seats = {
-    standby: (token: string) => {
+    standby: (token: string, ended: SessionCloser) => {
       const lifeMs = life.get(token);
       if (lifeMs === undefined) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
-      return { ...SESSION, key: `k-${token}`, lifeMs };
+      watching.set(token, ended);
+      return { ...SESSION, key: `k-${token}`, lifeMs, release: () => watching.get(token) === ended && watching.delete(token) };
     },
     open: async (_client: unknown, token: string) => {
       if (!life.has(token)) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
@@ -65,8 +70,11 @@ describe("a standby hello", () => {
 
   it("then the real hello on the same socket seats the session, and the standby limit no longer applies", async () => {
     const { ws } = await standingBy();
+    expect(watching.has("s1")).toBe(true);
     expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result", call_id: "c1", resumed: false });
     expect(opened).toEqual(["s1"]);
+    // Seated: the socket no longer waits on the session's end as a standby (its seat does).
+    expect(watching.has("s1")).toBe(false);
     await new Promise((r) => setTimeout(r, LIMITS.standbyMs + 200));
     expect(await ws.request({ type: "ping" })).toMatchObject({ type: "result", pong: true });
     ws.close();
@@ -87,6 +95,20 @@ describe("a standby hello", () => {
     const closed = await ws.closed;
     expect(closed.code).toBe(4408);
     expect(closed.at - at).toBeLessThan(LIMITS.standbyMs - 200);
+  });
+
+  it("is closed as soon as its session ends (a knocker denied, an eviction), not at its timer; a closed one lets go of the session", async () => {
+    const { ws } = await standingBy();
+    const at = Date.now();
+    watching.get("s1")!({ errcode: "M_FORBIDDEN", message: "membership is now leave" });
+    const closed = await ws.closed;
+    expect(closed.code).toBe(4403);
+    expect(closed.at - at).toBeLessThan(LIMITS.standbyMs - 200);
+    expect(ws.pushes).toContainEqual(expect.objectContaining({ type: "error", errcode: "M_FORBIDDEN", error: "membership is now leave" }));
+    const other = await standingBy();
+    other.ws.close();
+    await other.ws.closed;
+    await vi.waitFor(() => expect(watching.has("s1")).toBe(false));
   });
 
   it("one standby socket per session: a newer one closes the older (4403)", async () => {

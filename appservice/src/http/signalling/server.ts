@@ -109,9 +109,10 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       limits.helloTimeoutMs,
     );
     /** This socket's standby (a hello with standby: true), until its real hello or its close. */
-    let standby: { key: string; replaced: () => void } | undefined;
+    let standby: { key: string; replaced: () => void; release: () => void } | undefined;
     const leaveStandby = () => {
       if (standby && standbys.get(standby.key) === standby.replaced) standbys.delete(standby.key);
+      standby?.release();
       standby = undefined;
     };
     if (open > limits.socketsPerAddress) {
@@ -159,11 +160,12 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
      */
     const standBy = (token: string) => {
       if (standby) throw new ParleyError("M_FORBIDDEN", "this socket is on standby already");
-      const s = seats.standby(token);
+      // The session ending first (a knocker denied, an eviction, its expiry) closes the socket now.
+      const s = seats.standby(token, (reason) => shut(new ParleyError(reason.errcode, reason.message)));
       const replaced = () => shut(new ParleyError("M_FORBIDDEN", "a newer standby socket took this session"));
       standbys.get(s.key)?.();
       standbys.set(s.key, replaced);
-      standby = { key: s.key, replaced };
+      standby = { key: s.key, replaced, release: s.release };
       clearTimeout(helloTimer);
       const waitMs = Math.max(0, Math.min(limits.standbyMs, s.lifeMs));
       helloTimer = setTimeout(() => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${waitMs} ms of standby`), 4408), waitMs);
