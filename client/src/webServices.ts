@@ -12,6 +12,7 @@ import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { announceArriving, DEFAULT_SIGNALLING_PATH, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
+import { warmE2eeWorker } from "./rtc/e2ee/e2eeMedia.ts";
 import { StandbySocket } from "./rtc/signalling.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
@@ -42,12 +43,14 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     return warm.feed;
   };
   // What the join asks of the homeserver first is asked when the pre-join shows: the OpenID token
-  // (one, used by the next join) and whether delayed events exist (the membership's first request).
+  // (one, used by the next join) and whether delayed events exist (the membership's first request);
+  // and the call's E2EE worker is started.
   const openId = prefetchingOpenId(homeserverOpenId(http, session.userId));
   const membership = homeserverMembershipTransport(http);
   const warmJoin = () => {
     openId.warm();
     void membership.supportsDelayed();
+    warmE2eeWorker();
   };
   // The call's grant too, from a call API the user trusts already (docs/join.md, "The grant in
   // the pre-join"): Join then starts at the signalling socket. Its OpenID token is the prefetched

@@ -116,8 +116,10 @@ interface AdmitAtHello {
   joinDue?: boolean;
   /** Granted while knocking (the lobby grant): no hello, no announcement until the invite (`knownInvited`). */
   lobby?: boolean;
-  /** Restored from the store, never held: whether its grant carried ICE servers is not known (a lobby grant's did not). */
+  /** Restored from the store: whether its grant carried ICE servers is not known (a lobby grant's did not). */
   restored?: boolean;
+  /** Restored, and held before the restart: in the call already (no admission again), its membership read if the homeserver answers. */
+  wasHeld?: boolean;
   wake?: () => void;
 }
 
@@ -235,8 +237,9 @@ export class CallService {
       // grant, the invite's transaction), when the join may follow the hello: a leave, kick or
       // ban after either comes the same way, and evicts.
       const joinMayFollow = (this.cfg.invitedJoinWaitMs ?? 0) > 0;
-      const membership = admit.knownJoined ? "join" : admit.knownInvited && joinMayFollow ? "invite" : this.deps.homeserver.getMembership(s.roomId, s.userId);
-      const [now] = await Promise.all([membership, this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true)]);
+      const membership = admit.knownJoined ? "join" : admit.knownInvited && joinMayFollow ? "invite" : admit.wasHeld ? this.stillMember(s) : this.deps.homeserver.getMembership(s.roomId, s.userId);
+      const admission = admit.wasHeld ? undefined : this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true);
+      const [now] = await Promise.all([membership, admission]);
       const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
       if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? `${s.userId} is not let in to ${s.roomId} yet` : `${s.userId} is not joined to ${s.roomId}`);
       const fromLobby = admit.lobby === true;
@@ -254,6 +257,22 @@ export class CallService {
     } catch (err) {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
+    }
+  }
+
+  /**
+   * The membership of a user whose session was held before a Parley restart, read at its client's
+   * hello again: a leave or kick whose transaction has not reached this process yet refuses it,
+   * and an invite (their join was awaited) awaits the join again. If the homeserver does not
+   * answer, the previous process's admission stands (a restart during a homeserver outage must
+   * not end the calls: the leave's transaction still comes and evicts).
+   */
+  private async stillMember(s: CallSession): Promise<string | undefined> {
+    try {
+      return await this.deps.homeserver.getMembership(s.roomId, s.userId);
+    } catch (err) {
+      this.log.warn({ err, userId: s.userId, roomId: s.roomId }, "membership not read at a restored session's hello; it goes on");
+      return "join";
     }
   }
 
@@ -411,8 +430,8 @@ export class CallService {
   /**
    * A session an earlier Parley process recorded: live again, held by `closer` (what releases
    * what the session still has, its SFU session) until its client says hello again or
-   * `graceMs` passes. A held one's presence was told already; one never held (a grant waiting for
-   * its hello, `expiresAt` set) is admitted at its hello, as a grant asked ahead is.
+   * `graceMs` passes. A held one's presence was told already; either kind (held, or a grant
+   * waiting for its hello, `expiresAt` set) is admitted at its hello, as a grant asked ahead is.
    */
   restore(record: Pick<SeatRecord, "tokenHash" | "userId" | "roomId" | "callId" | "expiresAt">, closer: SessionCloser, graceMs: number): CallSession {
     const key = record.tokenHash;
@@ -420,7 +439,11 @@ export class CallService {
     this.sessions.set(key, session);
     this.closers.set(key, closer);
     if (record.expiresAt === null) this.held.add(key);
-    else this.admitAtHello.set(key, { knownJoined: false, restored: true });
+    // Admitted again at its hello, held before or not: the previous process may have been waiting
+    // for an invited user's join (awaitJoin), which nothing recorded, and a leave may not have
+    // reached this one yet. The hello reads the membership: joined goes on, invited waits for the
+    // join again, anything else is refused.
+    this.admitAtHello.set(key, { knownJoined: false, restored: true, wasHeld: record.expiresAt === null });
     this.expireIn(key, graceMs);
     return session;
   }

@@ -437,7 +437,47 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(presence).toEqual([`-${BOB}`]);
   });
 
-  it("restored from the store after a restart, a grant never held gets its ICE servers at its hello (it may have been a lobby grant, which carried none); a held one does not", async () => {
+  it("restored from the store after a restart, a held session's hello reads the membership: gone is refused; invited (the previous process waited for the join) waits for the join again", async () => {
+    const svc = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3, invitedJoinWaitMs: 300 });
+    try {
+      const ended: Record<string, unknown[]> = { left: [], invited: [], joined: [] };
+      const base = { roomId: MEETING, callId: "c1", expiresAt: null };
+      members.set(`${MEETING}|${EVE}`, "leave");
+      members.set(`${MEETING}|${BOB}`, "invite");
+      svc.restore({ ...base, userId: EVE, tokenHash: "left" }, (r) => ended.left!.push(r), 30_000);
+      svc.restore({ ...base, userId: BOB, tokenHash: "invited" }, (r) => ended.invited!.push(r), 30_000);
+      svc.restore({ ...base, userId: ALICE, tokenHash: "joined" }, (r) => ended.joined!.push(r), 30_000);
+      await expect(svc.admitHolder("left")).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${EVE} is not joined to ${MEETING}` });
+      expect(svc.session("left")).toBeUndefined();
+      await svc.admitHolder("invited");
+      await svc.admitHolder("joined");
+      await new Promise((r) => setTimeout(r, 600));
+      expect(ended.invited).toEqual([{ errcode: "M_FORBIDDEN", message: `${BOB} did not join ${MEETING} within 300 ms of their hello` }]);
+      expect(svc.session("joined")).toBeDefined();
+      expect(ended.joined).toEqual([]);
+    } finally {
+      svc.stop();
+    }
+  });
+
+  it("restored from the store after a restart, a held session goes on at its hello when the homeserver does not answer; a grant never held does not", async () => {
+    const svc = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3 }, {
+      homeserver: { resolveAlias: async () => undefined, getMembership: async () => Promise.reject(new ParleyError("M_UNAVAILABLE", "homeserver down")) },
+    });
+    try {
+      const base = { userId: BOB, roomId: MEETING, callId: "c1" };
+      svc.restore({ ...base, tokenHash: "held", expiresAt: null }, () => undefined, 30_000);
+      svc.restore({ ...base, tokenHash: "granted", expiresAt: now + 30_000 }, () => undefined, 30_000);
+      await svc.admitHolder("held");
+      expect(svc.session("held")).toBeDefined();
+      await expect(svc.admitHolder("granted")).rejects.toMatchObject({ errcode: "M_UNAVAILABLE" });
+      expect(svc.session("granted")).toBeUndefined();
+    } finally {
+      svc.stop();
+    }
+  });
+
+  it("restored from the store after a restart, a session's hello brings its ICE servers (a grant never held may have been a lobby grant, which carried none)", async () => {
     const TURN = { urls: ["turn:127.0.0.1:3478"], secret: "s", ttlSeconds: 300, relayOnly: true };
     const svc = makeService({ sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], turn: TURN, sessionsPerUserPerCall: 3 });
     try {
@@ -448,7 +488,7 @@ describe("a grant asked ahead (from the pre-join)", () => {
       const ice = await svc.admitHolder("granted");
       expect(ice?.iceTransportPolicy).toBe("relay");
       expect(ice?.iceServers).toEqual(expect.arrayContaining([expect.objectContaining({ urls: TURN.urls, username: expect.any(String), credential: expect.any(String) })]));
-      expect(await svc.admitHolder("held")).toBeUndefined();
+      expect((await svc.admitHolder("held"))?.iceTransportPolicy).toBe("relay");
     } finally {
       svc.stop();
     }

@@ -47,8 +47,27 @@ export function browserTransformApi(): { scriptTransform: ScriptTransformCtor | 
   return null;
 }
 
-export function createE2eeWorker(): WorkerLike {
+function newE2eeWorker(): WorkerLike {
   return new Worker(new URL("./worker.ts", import.meta.url), { type: "module", name: "parley-e2ee" }) as unknown as WorkerLike;
+}
+
+/** The next call's worker, started while the pre-join shows (warmE2eeWorker); it holds no key until a call takes it. */
+let spareWorker: WorkerLike | undefined;
+
+/**
+ * Starts the next call's E2EE worker now, when this browser can transform frames: its script
+ * fetched, compiled and running before Join (on a busy 2-core machine, 150-200 ms of the join's
+ * path otherwise, beside the peer connections). One at most; the next call takes it.
+ */
+export function warmE2eeWorker(): void {
+  if (!spareWorker && browserTransformApi()) spareWorker = newE2eeWorker();
+}
+
+/** A worker for one call: the one warmed for it, or a new one. Never shared: each call's keys stay in its own. */
+export function createE2eeWorker(): WorkerLike {
+  const worker = spareWorker ?? newE2eeWorker();
+  spareWorker = undefined;
+  return worker;
 }
 
 export class E2eeMedia implements MediaTransformHook {
