@@ -126,6 +126,10 @@ interface AdmitAtHello {
 /** What a hello of a session granted in the lobby gets that its grant did not: the ICE servers (TURN credentials). */
 export type IceAtHello = ReturnType<typeof iceForSession>;
 
+/** Why a user may not hold a session of the room's call: not joined (or, knocking, not let in yet). */
+const notJoined = (userId: string, roomId: string) => `${userId} is not joined to ${roomId}`;
+const notLetIn = (userId: string, roomId: string) => `${userId} is not let in to ${roomId} yet`;
+
 const ROOM_ID = /^![^\s:]+(:\S+)?$/;
 const ROOM_ALIAS = /^#[^\s:]+:\S+$/;
 const SERVER_NAME = /^[A-Za-z0-9.\-[\]:]+$/;
@@ -188,7 +192,7 @@ export class CallService {
     // grant ahead beside that join; its hello may come before the join reaches here (awaitJoin).
     // Still knocking: a lobby grant, if this Parley gives them (lobbyGrant).
     const lobby = ahead && membership === "knock" && (this.cfg.lobbyGrantsPerCall ?? 0) > 0;
-    if (membership !== "join" && !(ahead && membership === "invite") && !lobby) throw new ParleyError("M_FORBIDDEN", `${userId} is not joined to ${roomId}`);
+    if (membership !== "join" && !(ahead && membership === "invite") && !lobby) throw new ParleyError("M_FORBIDDEN", notJoined(userId, roomId));
     // A user holding a session in the room's call reconnecting is not someone new.
     await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
     if (lobby) return this.lobbyGrant(userId, roomId);
@@ -241,7 +245,7 @@ export class CallService {
       const admission = admit.wasHeld ? undefined : this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true);
       const [now] = await Promise.all([membership, admission]);
       const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
-      if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? `${s.userId} is not let in to ${s.roomId} yet` : `${s.userId} is not joined to ${s.roomId}`);
+      if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? notLetIn(s.userId, s.roomId) : notJoined(s.userId, s.roomId));
       const fromLobby = admit.lobby === true;
       if (fromLobby) {
         // Out of the lobby: a session of the call like any other from here.
@@ -294,14 +298,14 @@ export class CallService {
         if (this.admitAtHello.get(key) !== admit) return;
         if (membership !== "invite" || waited + pause >= limit) {
           this.log.info({ userId: s.userId, roomId: s.roomId, membership, waitedMs: waited + pause }, "let in but not joined; session ended");
-          const message = membership === "invite" ? `${s.userId} did not join ${s.roomId} within ${limit} ms of their hello` : `${s.userId} is not joined to ${s.roomId}`;
+          const message = membership === "invite" ? `${s.userId} did not join ${s.roomId} within ${limit} ms of their hello` : notJoined(s.userId, s.roomId);
           return this.end(key, { errcode: "M_FORBIDDEN", message });
         }
       }
       if (this.admitAtHello.get(key) === admit) this.admitAtHello.delete(key);
     })().catch((err: unknown) => {
       this.log.warn({ err, userId: s.userId, roomId: s.roomId }, "membership not read; session ended");
-      if (this.admitAtHello.get(key) === admit) this.end(key, { errcode: "M_FORBIDDEN", message: `${s.userId} is not joined to ${s.roomId}` });
+      if (this.admitAtHello.get(key) === admit) this.end(key, { errcode: "M_FORBIDDEN", message: notJoined(s.userId, s.roomId) });
     });
   }
 
@@ -517,7 +521,7 @@ export class CallService {
       throw new ParleyError("M_FORBIDDEN", "only a session granted ahead (from the pre-join) announces its device");
     } else if (this.inLobby(key) && !this.letInKnown(key)) {
       // A knocker's device is nobody's business in the call until a host lets them in.
-      throw new ParleyError("M_FORBIDDEN", `${session.userId} is not let in to ${session.roomId} yet`);
+      throw new ParleyError("M_FORBIDDEN", notLetIn(session.userId, session.roomId));
     }
     const first = !this.announced.has(key);
     this.announced.add(key);
