@@ -141,6 +141,8 @@ async function run(config: ParleyConfig, life: Lifecycle, log: Logger): Promise<
   const evict = (roomId: string, userId: string, membership: string, cause: MembershipCause = {}) => {
     // The bot kicks and bans for hosts: the eviction names the host who asked.
     const by = (cause.by === homeserver.botUserId && governance.actorOf(roomId, userId)) || cause;
+    // A knock answered leaves the lobby first: the invite lets the knocker's lobby grant in just below.
+    governance.answeredOnArrival(roomId, userId, membership);
     const ended = calls.evict(roomId, userId, membership, by);
     if (ended) {
       log.info({ roomId, userId, membership, ended }, "sessions ended by a membership change");

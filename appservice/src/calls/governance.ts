@@ -106,6 +106,13 @@ export class Governance {
   private readonly cache = new Map<string, RoomFacts>();
   private readonly loading = new Map<string, Promise<RoomFacts>>();
   private readonly lobbies = new Map<string, Map<string, LobbyEntry>>();
+  /**
+   * Knockers whose answer (an invite, a leave, a ban) was seen as its transaction arrived, before
+   * the transactions queued ahead of it were processed (`answeredOnArrival`), by room and user: a
+   * knock of theirs the queue still holds is older than that answer, and is not put back in the
+   * lobby. Cleared when the queue reaches a membership of theirs that is not a knock.
+   */
+  private readonly answeredEarly = new Set<string>();
   private readonly lobbySeeded = new Map<string, Promise<void>>();
   /** Who asked the bot to remove or ban a user ("room|user" -> actor), until the eviction reads it. */
   private readonly actedFor = new Map<string, { by: string; reason: string | undefined }>();
@@ -296,6 +303,19 @@ export class Governance {
    * not when the transaction brings the membership back (by then a user let in may be in the call
    * already, their grant asked from the lobby); the transaction then finds nothing to do.
    */
+  /**
+   * A membership change seen as its transaction arrived (the homeserver's push, not yet its place
+   * in the queue; CallService lets a lobby grant in at the same moment): a knock answered leaves
+   * the lobby and the let-in is pushed now, not once the transactions ahead of it are processed.
+   * Otherwise a user let in could be in the call while the hosts still saw them waiting.
+   */
+  answeredOnArrival(roomId: string, userId: string, membership: string): void {
+    if (membership !== "invite" && membership !== "leave" && membership !== "ban") return;
+    if (!this.lobbies.get(roomId)?.has(userId)) return;
+    this.answeredEarly.add(`${roomId}|${userId}`);
+    this.answered(roomId, userId, membership === "invite");
+  }
+
   private answered(roomId: string, userId: string, admitted: boolean): void {
     if (!this.removeKnock(roomId, userId)) return;
     this.notify(roomId);
@@ -308,12 +328,16 @@ export class Governance {
    * local user joining an alias meeting may become its host; a host leaving may promote a co-host.
    */
   async onMembership(roomId: string, k: RoomMemberFacts, membership: string): Promise<void> {
+    const early = `${roomId}|${k.userId}`;
     if (membership === "knock") {
+      // (An older knock, a note for the hosts say, behind an answer seen on arrival: answered already.)
+      if (this.answeredEarly.has(early)) return;
       this.addKnock(roomId, k);
       this.notify(roomId);
       await this.autoAdmit(roomId, k.userId);
       return;
     }
+    this.answeredEarly.delete(early);
     // Answered (in Element, or by the policy; one answered through Parley has left already): let
     // in, the devices in the call hear it from this transaction, not at their next sync (100-300
     // ms later on a busy page), and send the user's devices their media keys once their own
@@ -566,5 +590,6 @@ export class Governance {
     this.cache.delete(roomId);
     this.lobbies.delete(roomId);
     this.lobbySeeded.delete(roomId);
+    for (const key of this.answeredEarly) if (key.startsWith(`${roomId}|`)) this.answeredEarly.delete(key);
   }
 }

@@ -179,6 +179,30 @@ describe("the lobby", () => {
     ]);
   });
 
+  it("a knock answered in a transaction leaves the lobby as the transaction arrives; an older knock still queued does not put it back", async () => {
+    const g = governance();
+    seated = ["@host:a.example"];
+    await g.onMembership(ROOM, fact("@bob:b.example"), "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    // Invited (Bob) and denied (Eve), seen on arrival while a transaction with an older knock of each (a note) is still queued.
+    g.answeredOnArrival(ROOM, "@bob:b.example", "invite");
+    g.answeredOnArrival(ROOM, "@eve:b.example", "leave");
+    g.answeredOnArrival(ROOM, "@carol:b.example", "invite"); // never knocked: nothing
+    expect(g.waiting(ROOM)).toEqual([]);
+    expect(pushes.filter(([, p]) => p.type === "let_in")).toEqual([["@host:a.example", { type: "let_in", user_id: "@bob:b.example" }]]);
+    await g.onMembership(ROOM, { ...fact("@bob:b.example"), reason: "a note" }, "knock");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    expect(g.waiting(ROOM)).toEqual([]);
+    // The queue reaches the answers themselves: nothing told again.
+    const told = pushes.length;
+    await g.onMembership(ROOM, fact("@bob:b.example"), "invite");
+    await g.onMembership(ROOM, fact("@eve:b.example"), "leave");
+    expect(pushes).toHaveLength(told);
+    // A knock after them is a new one.
+    await g.onMembership(ROOM, fact("@eve:b.example"), "knock");
+    expect(g.waiting(ROOM).map((w) => w.user_id)).toEqual(["@eve:b.example"]);
+  });
+
   it("a knock answered through Parley leaves the lobby and is told to the call at the answer; its transaction then tells nothing again", async () => {
     setPl({ "@host:a.example": 100, "@co:a.example": 50 });
     const g = governance();
