@@ -298,12 +298,6 @@ export class Governance {
   }
 
   /**
-   * A knock answered: it leaves the lobby, and the devices in the call hear of a let-in (`let_in`,
-   * which each confirms with its own homeserver). Answered through Parley, at its invite or kick,
-   * not when the transaction brings the membership back (by then a user let in may be in the call
-   * already, their grant asked from the lobby); the transaction then finds nothing to do.
-   */
-  /**
    * A membership change seen as its transaction arrived (the homeserver's push, not yet its place
    * in the queue; CallService lets a lobby grant in at the same moment): a knock answered leaves
    * the lobby and the let-in is pushed now, not once the transactions ahead of it are processed.
@@ -316,6 +310,12 @@ export class Governance {
     this.answered(roomId, userId, membership === "invite");
   }
 
+  /**
+   * A knock answered: it leaves the lobby, and the devices in the call hear of a let-in (`let_in`,
+   * which each confirms with its own homeserver). Answered through Parley, at its invite or kick,
+   * not when the transaction brings the membership back (by then a user let in may be in the call
+   * already, their grant asked from the lobby); the transaction then finds nothing to do.
+   */
   private answered(roomId: string, userId: string, admitted: boolean): void {
     if (!this.removeKnock(roomId, userId)) return;
     this.notify(roomId);
