@@ -84,9 +84,12 @@ describe("last-N from the browser's layout", () => {
     expect((await mediaFlowing(alice)).audioEnergy).toBeGreaterThan(0);
     await alice.locator('[data-testid="page-next"]').click();
     await expect.poll(() => alice.locator('[data-testid="page-label"]').innerText()).toBe("Page 2 of 2");
-    // The agreed `view` has no page: the server keeps forwarding its first choice, so this page's
-    // remote shows an avatar (docs/large-calls-client.md, "Known gap").
-    expect(await remoteVideosOn(alice)).toBe(0);
+    // The agreed `view` has no page: the server keeps forwarding one video of its own choice
+    // (docs/large-calls-client.md, "Known gap"), never both. Which one follows the speakers: the
+    // fake microphones beep, so on a slow machine it was once this page's remote, whose tile then
+    // shows its video (a CI run on 1 December). Either way one video, at most one tile showing it.
+    await expect.poll(() => decodingVideos(alice), { timeout: 10_000 }).toBe(1);
+    expect(await remoteVideosOn(alice)).toBeLessThanOrEqual(1);
   });
 
   it("a large window brings both videos back", async () => {
