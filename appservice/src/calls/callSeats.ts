@@ -164,7 +164,7 @@ export class CallSeats {
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
   /** `resumed`: the seat took over the SFU session its client had before a Parley restart (nothing to renegotiate). */
-  /** `ice`: a session granted in the lobby gets its ICE servers (TURN credentials) here, not in its grant. */
+  /** `ice`: a session granted in the lobby, or restored after a restart, gets its ICE servers (TURN credentials) here. */
   async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello }> {
     const { calls } = this.deps;
     const known = calls.session(token);

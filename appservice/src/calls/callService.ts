@@ -123,7 +123,7 @@ interface AdmitAtHello {
   wake?: () => void;
 }
 
-/** What a hello of a session granted in the lobby gets that its grant did not: the ICE servers (TURN credentials). */
+/** What the hello of a session granted in the lobby (or restored after a restart) gets that its grant may not have had: the ICE servers (TURN credentials). */
 export type IceAtHello = ReturnType<typeof iceForSession>;
 
 /** Why a user may not hold a session of the room's call: not joined (or, knocking, not let in yet). */

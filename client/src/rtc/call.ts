@@ -146,7 +146,7 @@ export class CallConnection {
       if (hello.e2ee?.required && !this.o.transforms.e2ee) {
         throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "the call requires E2EE; no frame transforms here" });
       }
-      // Granted in the lobby: the ICE servers come with the hello, now that the user is let in.
+      // Granted in the lobby (or restored by a restarted Parley): the ICE servers come with the hello.
       if (hello.ice && this.grant) this.grant = { ...this.grant, ...hello.ice };
       await this.o.onHello?.(hello);
       markStep("e2ee-ready");

@@ -95,8 +95,9 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  * Server -> client. Every request is answered by {type:"result", id, ...} or
  * {type:"error", id?, errcode, error}. Results:
  *   hello       -> {user_id, room_id, call_id, e2ee: {required, keys: "participant"|"provisioned", bot}}
- *                  and, for a session granted in the lobby (a knocker's, docs/governance.md), its
- *                  {ice_servers, ice_transport_policy}, which its grant did not carry
+ *                  and, for a session granted in the lobby (a knocker's, docs/governance.md) or restored after a
+ *                  Parley restart, its {ice_servers, ice_transport_policy}, which its grant did not
+ *                  carry (or may not have)
  *   hello with standby: true -> {standby: true, user_id, room_id, call_id}: a socket opened ahead
  *                  (the pre-join's). The session is checked, nobody is seated, and the socket may
  *                  wait (calls.limits.standbySeconds, at most its grant's life) for the real hello,

@@ -145,7 +145,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         const s = seat.session;
         log.info({ userId: s.userId, roomId: s.roomId, callId: s.callId, resumed }, "signalling session open");
         // resumed: the media the client had before a Parley restart is this seat's (nothing to publish again).
-        // ice: a session granted in the lobby gets its ICE servers now that it is let in.
+        // ice: a session granted in the lobby (or restored after a restart) gets its ICE servers here.
         const iceFields = ice ? { ice_servers: ice.iceServers, ice_transport_policy: ice.iceTransportPolicy } : {};
         return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields };
       } finally {
