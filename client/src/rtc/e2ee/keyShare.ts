@@ -151,6 +151,9 @@ export const MAX_ADMITTED_DEVICES = 8;
  */
 export const ADMITTED_RELIST_MS = [250, 750] as const;
 
+/** KeyShareOptions.confirmEarlyMs by default. */
+export const CONFIRM_EARLY_MS = 2000;
+
 /** The devices publishing media in the call, from the SFU's participant list (same shape). */
 export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onChange"> {
   /** Every device in the call's media, publishing or not yet. Absent: nobody is sent a key at arrival. */
@@ -185,6 +188,13 @@ export interface KeyShareOptions {
   useDelayMs?: number;
   /** A key that could not reach a member device is sent again after this (doubling, up to 10 s). */
   retryMs?: number;
+  /**
+   * A joiner that holds the current key from before its join (announced, arrived, let in) is sent
+   * it once more this much later, not at its join: that second message would otherwise come in
+   * the same sync as the first, and the joiner's crypto decrypts a sync's to-device messages
+   * before it hands any of them over (one Olm decryption more before its first picture).
+   */
+  confirmEarlyMs?: number;
   random?: () => Uint8Array;
   /** Bounds of the keys held for senders not in the call (defaults in heldKeys.ts). */
   heldLimits?: Partial<HeldKeyLimits>;
@@ -330,6 +340,8 @@ export class ParticipantKeyShare {
   /** Member devices the current key could not reach yet (their keys were not downloadable yet). */
   private readonly undelivered = new Map<string, DeviceRef>();
   private retryTimer: unknown;
+  /** Pending confirmLater sends. */
+  private readonly confirmTimers = new Set<unknown>();
   private retryDelay = 0;
   private stopped = false;
   /** Serialises membership reactions so rotations never interleave. */
@@ -337,7 +349,7 @@ export class ParticipantKeyShare {
   onRotated: ((e: RotationEvent) => void) | null = null;
 
   constructor(opts: KeyShareOptions) {
-    this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, random: generateMediaKey, ...opts, roster: opts.roster ?? null };
+    this.o = { timers: realTimers, now: () => Date.now(), graceMs: 10_000, useDelayMs: 1000, retryMs: 1000, confirmEarlyMs: CONFIRM_EARLY_MS, random: generateMediaKey, ...opts, roster: opts.roster ?? null };
     this.held = new HeldKeys(() => this.o.now(), opts.heldLimits);
     this.prejoinLimits = { ...PREJOIN_LIMITS, ...opts.prejoinLimits };
     this.prejoinAnswers = new MinuteBudget(this.prejoinLimits.perMinute, () => this.o.now());
@@ -369,6 +381,8 @@ export class ParticipantKeyShare {
     this.stopped = true;
     this.o.timers.clearTimeout(this.useTimer);
     this.o.timers.clearTimeout(this.retryTimer);
+    for (const t of this.confirmTimers) this.o.timers.clearTimeout(t);
+    this.confirmTimers.clear();
     for (const u of this.unsubscribe.splice(0)) u();
   }
 
@@ -444,14 +458,36 @@ export class ParticipantKeyShare {
       this.log.info("media key shared with joiners", { index: c.index, devices: joined.length });
       this.heldBy(c.index, joined);
       await this.shareInUse(joined, c);
-      // Again to a device sent this key before its join: a homeserver accepting a to-device
-      // message is no proof its device could read it (a browser suite run lost one sent at the
-      // joiner's arrival over federation, and the joiner never decrypted that sender).
-      await this.deliver(joined, c.index, c.key);
+      const late = joined.filter((d) => !early.has(deviceKey(d)));
+      if (late.length) await this.deliver(late, c.index, c.key);
+      // Again to a device sent this key before its join, later: a homeserver accepting a
+      // to-device message is no proof its device could read it (a browser suite run lost one sent
+      // at the joiner's arrival over federation, and the joiner never decrypted that sender).
+      this.confirmLater(joined.filter((d) => early.has(deviceKey(d))));
       this.onRotated?.({ index: c.index, sentTo: joined.length, reason: "join" });
       return;
     }
     return this.ratchet(joined);
+  }
+
+  /**
+   * Sends the current key again, after `confirmEarlyMs`, to those of `devices` still sharing it:
+   * joiners that held the key from before their join (see onMembers). Whatever the key is by
+   * then: one ratcheted since derives from a key they may never have read.
+   */
+  private confirmLater(devices: DeviceRef[]): void {
+    if (!devices.length) return;
+    const timer = this.o.timers.setTimeout(() => {
+      this.confirmTimers.delete(timer);
+      this.enqueue(async () => {
+        const c = this.current;
+        const still = devices.filter((d) => this.sharedWith.has(deviceKey(d)));
+        if (this.stopped || !c || !still.length) return;
+        this.log.info("media key sent again to joiners that held it before their join", { index: c.index, devices: still.length });
+        await this.deliver(still, c.index, c.key);
+      });
+    }, this.o.confirmEarlyMs);
+    this.confirmTimers.add(timer);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
+  CONFIRM_EARLY_MS,
   CALL_KEYS_EVENT,
   keyContent,
   ParticipantKeyShare,
@@ -676,6 +677,8 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     // Joining 10 s later (older than the grace period, within validMs): the key they hold, no ratchet.
     await vi.advanceTimersByTimeAsync(10_000);
     await h.setMembers([BOB, ERIN]);
+    expect(sentTo(h, ERIN)).toHaveLength(1); // not again at the join itself: in the same sync, it would delay the first
+    await vi.advanceTimersByTimeAsync(CONFIRM_EARLY_MS);
     expect(sentTo(h, ERIN).at(-1)).toMatchObject({ to: [id(ERIN)], index: 0 }); // the same key again
     expect(h.sink.calls).not.toContain("own 1 use");
   });
@@ -936,11 +939,46 @@ describe("ParticipantKeyShare: a device at its arrival in the SFU's list", () =>
     // Its membership comes 6 s on (older than the grace period): it holds the key in use, no ratchet.
     await vi.advanceTimersByTimeAsync(6000);
     await h.setMembers([BOB, DAVE]);
+    expect(sentTo(h, DAVE).map((x) => x.index)).toEqual([0]);
+    await vi.advanceTimersByTimeAsync(CONFIRM_EARLY_MS - 1);
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
     expect(sentTo(h, DAVE).map((x) => x.index)).toEqual([0, 0]);
     expect(h.sink.calls).not.toContain("own 1 use");
     // A member from here: a member's leave rotates; the SFU's list changing again sends nothing.
     await h.setArrived([BOB, DAVE], [BOB, DAVE]);
     expect(sentTo(h, DAVE)).toHaveLength(2);
+  });
+
+  it("the key again after the join goes only to joiners still sharing it, never after stop, and a joiner that held nothing gets it at once", async () => {
+    const CAROL2 = { userId: "@carol:c", deviceId: "C2" };
+    const h = harness([BOB], { joined: new Set([DAVE.userId, MALLORY.userId]) });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, DAVE, MALLORY], [BOB]);
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    expect(sentTo(h, MALLORY)).toHaveLength(1);
+    // Both join with a device that held nothing before: that one is sent the key at once.
+    await h.setMembers([BOB, DAVE, MALLORY, CAROL2]);
+    expect(sentTo(h, CAROL2)).toEqual([{ to: [id(CAROL2)], index: 0, key: h.sent[0]!.key }]);
+    expect(sentTo(h, DAVE)).toHaveLength(1);
+    // Mallory leaves before the confirmation: the rotation sends the new key to those who remain only.
+    await h.setMembers([BOB, DAVE, CAROL2]);
+    const afterLeave = sentTo(h, DAVE).length;
+    await vi.advanceTimersByTimeAsync(CONFIRM_EARLY_MS);
+    expect(sentTo(h, MALLORY)).toHaveLength(1);
+    // Dave is sent the key current at the confirmation (the leave's), once more.
+    expect(sentTo(h, DAVE)).toHaveLength(afterLeave + 1);
+    expect(sentTo(h, DAVE).at(-1)!.index).toBe(1);
+
+    const h2 = harness([BOB], { joined: new Set([DAVE.userId]) });
+    h2.share.start();
+    await h2.share.settled();
+    await h2.setArrived([BOB, DAVE], [BOB]);
+    await h2.setMembers([BOB, DAVE]);
+    h2.share.stop();
+    await vi.advanceTimersByTimeAsync(CONFIRM_EARLY_MS);
+    expect(sentTo(h2, DAVE)).toHaveLength(1);
   });
 
   it("after the grace period the key is ratcheted for it, as for a joiner; it is sent even once it publishes", async () => {
