@@ -482,7 +482,7 @@ export class CallViewModel {
     const media = this.state.get().media;
     if (s.phase === "reconnecting") patch.notice = media === "flowing" || media === "quiet" ? null : "Connection lost. Reconnecting…";
     else if (prev.phase === "reconnecting" && s.phase === "connected") patch.notice = null;
-    this.state.update(patch);
+    this.state.patch(patch);
     this.rebuild();
   }
 
@@ -586,7 +586,7 @@ export class CallViewModel {
       });
     }
     const present = new Set(call.remotes.map((r) => r.key));
-    this.state.update({
+    this.state.patch({
       tiles,
       talking,
       activeSpeaker: activeSpeaker(this.speakers, (k) => present.has(k)),

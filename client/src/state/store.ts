@@ -29,12 +29,41 @@ export class Store<T> {
     this.set((current) => ({ ...current, ...patch }));
   }
 
+  /**
+   * Shallow-merges a patch, and notifies only if a field changed as data (samePlain): a view model
+   * rebuilt from scratch on every input (a push, a sample, a member) redraws nothing when the
+   * rebuild came out the same.
+   */
+  patch(patch: Partial<T>): void {
+    const current = this.value as Record<string, unknown>;
+    if (Object.entries(patch).every(([k, v]) => samePlain(current[k], v))) return;
+    this.update(patch);
+  }
+
   /** Calls `listener` on every change (and once now when `immediate`); returns the unsubscribe. */
   subscribe(listener: Listener<T>, immediate = false): () => void {
     this.listeners.add(listener);
     if (immediate) listener(this.value, this.value);
     return () => this.listeners.delete(listener);
   }
+}
+
+/**
+ * Whether `a` and `b` are the same as data: arrays and plain objects by their contents, anything
+ * else (numbers, strings, a MediaStream, a track) by identity.
+ */
+export function samePlain(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((x, i) => samePlain(x, b[i]));
+  if (!isPlain(a) || !isPlain(b)) return false;
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && samePlain(a[k], b[k]));
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== "object" || v === null) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
 }
 
 /** A typed event emitter for the I/O seams (signalling pushes, media tracks, timeline events). */

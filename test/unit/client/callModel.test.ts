@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { SpeakerSelector } from "../../../client/src/rtc/speaker.ts";
 import { initialsOf } from "../../../client/src/state/callModel.ts";
-import { Store } from "../../../client/src/state/store.ts";
+import { samePlain, Store } from "../../../client/src/state/store.ts";
 import type { EncryptionState } from "../../../client/src/rtc/e2ee/callEncryption.ts";
 import { remote, setup } from "./callFakes.ts";
 import { FakeTrack, tick } from "./fakes.ts";
@@ -186,5 +186,46 @@ describe("CallViewModel: the key mode in the call header", () => {
     expect(vm.state.get().e2ee?.keys).toBe("Keys: each participant");
     encryption.update({ mode: "provisioned", bot: "@parley:b.example" });
     expect(vm.state.get().e2ee?.keys).toBe("Keys: provisioned by @parley:b.example");
+  });
+});
+
+describe("CallViewModel: a rebuild that comes out the same", () => {
+  it("notifies nobody (the call's views redraw only on a change), and a real change still notifies", async () => {
+    const { vm, call } = setup();
+    await vm.join();
+    call.state.update({ remotes: [remote("7", "@b:y")] });
+    await tick();
+    let notified = 0;
+    vm.state.subscribe(() => notified++);
+    // The call's state replaced by an equal copy (a push that changed nothing this view shows).
+    call.state.update({ remotes: [remote("7", "@b:y")] });
+    await tick();
+    expect(notified).toBe(0);
+    call.state.update({ remotes: [remote("7", "@b:y", { muted: { audio: true, video: false } })] });
+    await tick();
+    expect(notified).toBe(1);
+    expect(vm.state.get().tiles[1]!.audioMuted).toBe(true);
+  });
+});
+
+describe("Store.patch and samePlain", () => {
+  it("merges only a patch that changes something as data; objects that are not plain data compare by identity", () => {
+    const track = new FakeTrack("video");
+    const s = new Store<{ a: number; list: { k: string; t: unknown }[]; m: Map<string, number> }>({ a: 1, list: [{ k: "x", t: track }], m: new Map() });
+    const seen: unknown[] = [];
+    s.subscribe((v) => seen.push(v));
+    s.patch({ a: 1, list: [{ k: "x", t: track }] });
+    expect(seen).toHaveLength(0);
+    s.patch({ list: [{ k: "x", t: new FakeTrack("video") }] }); // another track: a change
+    expect(seen).toHaveLength(1);
+    s.patch({ m: new Map() }); // a Map is not plain data: a new one is a change
+    expect(seen).toHaveLength(2);
+    s.patch({ list: [] });
+    expect(s.get().list).toEqual([]);
+    expect(seen).toHaveLength(3);
+    expect(samePlain({ a: [1, { b: null }] }, { a: [1, { b: null }] })).toBe(true);
+    expect(samePlain({ a: 1 }, { a: 1, b: undefined })).toBe(false);
+    expect(samePlain([1, 2], [2, 1])).toBe(false);
+    expect(samePlain(Number.NaN, Number.NaN)).toBe(true);
   });
 });
