@@ -247,6 +247,9 @@ try {
   bench("polled_join_vs_echotest_p50_ratio", percentile(polledMs, 50) / percentile(echoPolledMs, 50), "x");
   console.log(`samples: ${JOINS} Parley joins, ${JOINS} relay-only Parley joins, ${JOINS} EchoTest joins; ${signInPace()}, Join pressed ${DWELL_MS} ms after the preview played${GAP_MS ? `, ${GAP_MS} ms between a leave and the next join` : ""}`);
   printTimeline("join", timelines, polledMs);
+  // Each join's figure, in the order taken: a run's p50 moves by 100-500 ms on a 2-core machine,
+  // so A/B comparisons pool these over several runs of each variant.
+  console.log(`join samples (ms): ${parleyMs.map((v) => v.toFixed(0)).join(" ")}; EchoTest samples (ms): ${echoMs.map((v) => v.toFixed(0)).join(" ")}`);
   printLongTasks("joiner", busyMs);
   // The knock runs on its own two institutions, on an otherwise idle machine like the joins: the
   // host's call above (a page publishing and encrypting media), its homeserver and Janus, and the
