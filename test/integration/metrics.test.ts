@@ -1,11 +1,13 @@
 // Parley's call metrics against the real stack (Synapse, Janus, Parley): a participant joining a
-// call shows in the scrape as an active call, a seated session, a Janus session on a reachable
-// node and the signalling messages it sent; leaving takes the gauges back down and counts why.
+// call shows in the scrape (its pre-join's socket on standby first) as an active call, a seated
+// session, a Janus session on a reachable node and the signalling messages it sent; leaving takes
+// the gauges back down and counts why.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
-import { audioOffer, callSession, joinCall, seated } from "../support/callStack.ts";
+import { audioOffer, callSession, joinCall, signallingUrl } from "../support/callStack.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import { metric } from "../support/metrics.ts";
+import { SignallingClient } from "../support/signalling.ts";
 
 let stack: Stack;
 let A: Institution;
@@ -45,7 +47,15 @@ describe("metrics of a call", () => {
     expect(refused.status).toBe(404);
     expect(await metric(A, "parley_call_join_refusals_total", { errcode: "M_NOT_FOUND" })).toBe(1);
 
-    const ws = await seated(A, await callSession(A, alice, roomId), "ALICEDEV");
+    // The pre-join's socket on standby first: counted as a socket and as standby, seating nobody.
+    const session = await callSession(A, alice, roomId);
+    const ws = await SignallingClient.open(signallingUrl(A));
+    expect(await ws.request({ type: "hello", session, standby: true })).toMatchObject({ type: "result", standby: true });
+    expect(await metric(A, "parley_signalling_standby_sockets")).toBe(1);
+    expect(await metric(A, "parley_signalling_sockets")).toBe(1);
+    expect(await metric(A, "parley_participant_sessions")).toBe(0);
+    expect(await ws.request({ type: "hello", session, device_id: "ALICEDEV" })).toMatchObject({ type: "result" });
+    expect(await metric(A, "parley_signalling_standby_sockets")).toBe(0);
     expect(await ws.request({ type: "publish", jsep: audioOffer(), e2ee: true })).toMatchObject({ type: "result" });
     await until("parley_participant_sessions", 1);
     expect(await metric(A, "parley_calls_active")).toBe(1);
@@ -53,7 +63,7 @@ describe("metrics of a call", () => {
     expect(await metric(A, "parley_participant_joins_total")).toBe(1);
     expect(await metric(A, "parley_call_sessions_count")).toBe(1);
     expect(await metric(A, "parley_signalling_sockets")).toBe(1);
-    expect(await metric(A, "parley_signalling_messages_total", { type: "hello" })).toBe(1);
+    expect(await metric(A, "parley_signalling_messages_total", { type: "hello" })).toBe(2); // the standby's and the real one
     expect(await metric(A, "parley_signalling_messages_total", { type: "publish" })).toBe(1);
     expect(await metric(A, "parley_e2ee_admissions_total", { role: "publish", outcome: "encrypted" })).toBe(1);
     expect(await metric(A, "parley_janus_up", { node })).toBe(1);

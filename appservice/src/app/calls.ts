@@ -197,6 +197,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     largeCalls: () => seats.media.large.largeCalls(),
     waitingKnocks: () => governance.waitingKnocks(),
     sockets: () => signalling?.connections() ?? 0,
+    standbySockets: () => signalling?.standbys() ?? 0,
     janusNodes: () => (sfu?.health() ?? []).map((n) => ({ id: n.id, up: n.state === "up", sessions: n.participants, handles: n.handles, rooms: n.rooms })),
   });
   const closeSignalling = async () => {

@@ -26,6 +26,8 @@ export interface CallSources {
   waitingKnocks(): number;
   /** Open signalling sockets (with or without a seat). */
   sockets(): number;
+  /** Of those, the sockets on standby (a pre-join's, waiting for its Join). */
+  standbySockets(): number;
   /** Per configured Janus node: up, and the sessions and handles Parley holds there. */
   janusNodes(): { id: string; up: boolean; sessions: number; handles: number; rooms: number }[];
 }
@@ -74,6 +76,7 @@ export function createCallMetrics(registry: Registry): CallMetrics {
   gauge("parley_large_calls", "Calls in large-call mode (members at or past meetings.media.largeCall.from)", (s) => s.largeCalls());
   gauge("parley_lobby_waiting", "Knocks waiting in meeting lobbies", (s) => s.waitingKnocks());
   gauge("parley_signalling_sockets", "Open signalling WebSockets", (s) => s.sockets());
+  gauge("parley_signalling_standby_sockets", "Signalling WebSockets on standby: a pre-join's socket waiting for its Join (counted in parley_signalling_sockets too)", (s) => s.standbySockets());
   new Histogram({
     name: "parley_call_sessions",
     help: "Seated sessions per call, a snapshot taken at each scrape (not cumulative: use histogram_quantile without rate)",

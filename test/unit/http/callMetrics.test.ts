@@ -92,7 +92,7 @@ describe("gauges read at scrape time", () => {
     expect(await sample("parley_calls_active")).toBe(0);
     expect(await sample("parley_janus_up", { node: "janus-1" })).toBeUndefined();
     const now: Omit<CallSources, "seatsPerCall" | "janusNodes"> & { seats: number[]; up: boolean } = {
-      occupiedCalls: () => 2, largeCalls: () => 1, waitingKnocks: () => 3, sockets: () => 7, seats: [1, 4, 12], up: true,
+      occupiedCalls: () => 2, largeCalls: () => 1, waitingKnocks: () => 3, sockets: () => 7, standbySockets: () => 2, seats: [1, 4, 12], up: true,
     };
     metrics.calls.watch({
       ...now,
@@ -104,6 +104,7 @@ describe("gauges read at scrape time", () => {
     expect(await sample("parley_large_calls")).toBe(1);
     expect(await sample("parley_lobby_waiting")).toBe(3);
     expect(await sample("parley_signalling_sockets")).toBe(7);
+    expect(await sample("parley_signalling_standby_sockets")).toBe(2);
     expect(await sample("parley_janus_up", { node: "janus-1" })).toBe(1);
     expect(await sample("parley_janus_sessions", { node: "janus-1" })).toBe(5);
     expect(await sample("parley_janus_handles", { node: "janus-1" })).toBe(9);

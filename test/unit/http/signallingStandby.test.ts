@@ -71,8 +71,10 @@ describe("a standby hello", () => {
   it("then the real hello on the same socket seats the session, and the standby limit no longer applies", async () => {
     const { ws } = await standingBy();
     expect(watching.has("s1")).toBe(true);
+    expect(signalling.standbys()).toBe(1);
     expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result", call_id: "c1", resumed: false });
     expect(opened).toEqual(["s1"]);
+    expect(signalling.standbys()).toBe(0); // (parley_signalling_standby_sockets)
     // Seated: the socket no longer waits on the session's end as a standby (its seat does).
     expect(watching.has("s1")).toBe(false);
     await new Promise((r) => setTimeout(r, LIMITS.standbyMs + 200));
@@ -109,12 +111,14 @@ describe("a standby hello", () => {
     other.ws.close();
     await other.ws.closed;
     await vi.waitFor(() => expect(watching.has("s1")).toBe(false));
+    expect(signalling.standbys()).toBe(0);
   });
 
   it("one standby socket per session: a newer one closes the older (4403)", async () => {
     const first = await standingBy();
     const second = await standingBy();
     expect((await first.ws.closed).code).toBe(4403);
+    expect(signalling.standbys()).toBe(1);
     expect(first.ws.pushes).toContainEqual(expect.objectContaining({ errcode: "M_FORBIDDEN", error: "a newer standby socket took this session" }));
     // The newer one is the session's: it seats.
     expect(await second.ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result" });

@@ -58,6 +58,8 @@ export interface SignallingObserver {
 
 export interface SignallingServer {
   connections(): number;
+  /** Sockets on standby: a pre-join's socket whose session is checked, waiting for its real hello. */
+  standbys(): number;
   close(): Promise<void>;
 }
 
@@ -214,6 +216,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
 
   return {
     connections: () => wss.clients.size,
+    standbys: () => standbys.size,
     close: async () => {
       server.off("upgrade", onUpgrade);
       for (const ws of wss.clients) ws.close(1001, "server stopping");
