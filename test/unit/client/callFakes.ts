@@ -7,7 +7,7 @@ import type { CallSnapshot, RemoteParticipant } from "../../../client/src/rtc/ca
 import type { EncryptionState } from "../../../client/src/rtc/e2ee/callEncryption.ts";
 import type { MediaSample } from "../../../client/src/rtc/mediaHealth.ts";
 import type { GovernanceRequest, Push } from "../../../client/src/rtc/protocol.ts";
-import { CallViewModel, type CallMediaPort, type CallPort } from "../../../client/src/state/callModel.ts";
+import { CallViewModel, type CallMediaPort, type CallPort, type Tile } from "../../../client/src/state/callModel.ts";
 import { Emitter, Store } from "../../../client/src/state/store.ts";
 import { asTrack, FakeTrack } from "./fakes.ts";
 
@@ -102,3 +102,25 @@ export const remote = (key: string, userId: string, over: Partial<RemoteParticip
   key, feed: Number(key), userId, deviceId: "DEV", muted: { audio: false, video: false }, screen: false, media: null, ...over,
 });
 
+
+/** A tile as the call's view model makes them: video on, `local` for this device's own. */
+export const fakeTile = (key: string, over: Partial<Tile> = {}): Tile => ({
+  key,
+  feed: key === "local" ? null : key,
+  userId: `@${key}:x`,
+  name: key,
+  initials: key,
+  avatarUrl: null,
+  stream: null,
+  localVideo: null,
+  videoOn: true,
+  cameraOn: true,
+  layer: null,
+  audioMuted: false,
+  speaking: false,
+  local: key === "local",
+  screen: false,
+  undecryptable: false,
+  stale: false,
+  ...over,
+});

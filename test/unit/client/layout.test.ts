@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import type { Tile } from "../../../client/src/state/callModel.ts";
 import { gridPageSize, LayoutModel, layoutOrder, tileWidth } from "../../../client/src/state/layoutModel.ts";
+import { fakeTile } from "./callFakes.ts";
 
 describe("tileWidth", () => {
   it("fills the stage with one tile, limited by height", () => {
@@ -30,26 +31,7 @@ describe("gridPageSize", () => {
   });
 });
 
-const tile = (key: string, over: Partial<Tile> = {}): Tile => ({
-  key,
-  feed: key === "local" ? null : key,
-  userId: `@${key}:x`,
-  name: key,
-  initials: key,
-  avatarUrl: null,
-  stream: null,
-  localVideo: null,
-  videoOn: true,
-  cameraOn: true,
-  layer: null,
-  audioMuted: false,
-  speaking: false,
-  local: key === "local",
-  screen: false,
-  undecryptable: false,
-  stale: false,
-  ...over,
-});
+const tile = fakeTile;
 const call = (n: number, over: Record<string, Partial<Tile>> = {}) => ({
   tiles: [tile("local"), ...Array.from({ length: n }, (_, i) => tile(String(i + 1), over[String(i + 1)]))],
   activeSpeaker: null as string | null,
