@@ -87,13 +87,12 @@ export function tilesView(call: ActiveCall): TilesView {
     const v = e.video as FrameVideo;
     if (!v.requestVideoFrameCallback) return void (e.painted = true);
     e.painted = false;
-    let presentedOnce = false;
     const painted = (presented: boolean) => {
       clearTimeout(fallback);
-      // The join's timeline (timeline.ts): the tile's first remote picture on screen, also when it
-      // comes after FIRST_FRAME_MS (the video was shown by then: a slow machine's first join).
-      if (presented && !presentedOnce && !local && e.videoOn) markStep("remote-painted");
-      presentedOnce ||= presented;
+      // The join's timeline (timeline.ts, once per join): the tile's first remote picture on screen
+      // (one frame callback per request), also when it comes after FIRST_FRAME_MS (the video was
+      // shown by then: a slow machine's first join).
+      if (presented && !local && e.videoOn) markStep("remote-painted");
       if (e.painted || !e.videoOn) return;
       e.painted = true;
       showVideo(e);

@@ -102,7 +102,6 @@ export const remote = (key: string, userId: string, over: Partial<RemoteParticip
   key, feed: Number(key), userId, deviceId: "DEV", muted: { audio: false, video: false }, screen: false, media: null, ...over,
 });
 
-
 /** A tile as the call's view model makes them: video on, `local` for this device's own. */
 export const fakeTile = (key: string, over: Partial<Tile> = {}): Tile => ({
   key,
