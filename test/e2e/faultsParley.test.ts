@@ -1,13 +1,13 @@
 // Parley restarts (a crash, an upgrade) during a three-person federated call (docs/resilience.md):
-// the browsers' media never stops (frames decoded keep growing on every inbound video), nobody
-// publishes again (no new peer connection, the same feeds in Janus), and every client's
-// signalling reattaches to the restarted Parley by itself.
+// the browsers' media never stops (packets keep arriving on every inbound video while Parley is
+// down, frames decode again after), nobody publishes again (no new peer connection, the same
+// feeds in Janus), and every client's signalling reattaches to the restarted Parley by itself.
 import type { Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Institution } from "../../scripts/stack/institutions.ts";
 import { createSfu } from "../../appservice/src/sfu/index.ts";
 import { SqliteStore } from "../../appservice/src/store/sqlite.ts";
-import { mediaFlowing, watchDecodedFrames } from "../support/browser.ts";
+import { mediaFlowing, videoPackets, watchDecodedFrames } from "../support/browser.ts";
 import { everyoneFlowing, resetCounts, startThreePersonCall, type ThreePersonCall } from "../support/faults.ts";
 import { callSession, seated } from "../support/callStack.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
@@ -42,6 +42,12 @@ async function callRoom(inst: Institution): Promise<string> {
   return roomId;
 }
 
+/** Every page still receives packets on each of its (at least two) remote videos since `since`. */
+async function allGrew(since: Record<string, number>[]): Promise<boolean> {
+  const now = await Promise.all(pages.map(videoPackets));
+  return since.every((d, i) => Object.keys(d).length >= 2 && Object.entries(d).every(([ssrc, n]) => (now[i]![ssrc] ?? 0) > n));
+}
+
 const peerConnections = (page: Page) => page.evaluate(() => (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.length);
 
 describe("a Parley restart during a call", () => {
@@ -68,25 +74,32 @@ describe("a Parley restart during a call", () => {
       resetCounts(call);
       const watches = await Promise.all(pages.map(watchDecodedFrames));
       if (how === "SIGKILL") await A.parley.kill9();
-      await A.parley.restart(); // SIGTERM when still running; resolves once /health is ok
+      else await A.parley.process.stop(); // SIGTERM, and its exit
+      // With Parley gone, Janus goes on forwarding: every remote video's packets keep arriving at
+      // every page (Janus 1.1.2 ends the sessions of a closed control socket unless it may reclaim
+      // them: the media would stop here, and stay stopped until a reconnect).
+      // Twice in a row, so that a teardown just after the first reading cannot pass.
+      for (const round of ["first", "second"]) {
+        const since = await Promise.all(pages.map(videoPackets));
+        await waitFor(`every video's packets arriving while Parley is down (${round} reading)`, async () => ((await allGrew(since)) ? true : undefined), 15_000);
+      }
+      expect(A.parley.process.hasExited).toBe(true);
+      await A.parley.restart(); // resolves once /health is ok
       // Every client's signalling is back: three seats held again.
       await waitFor("three seats reattached", async () => ((await metric(A, "parley_participant_sessions")) === 3 ? true : undefined), 30_000);
       await Promise.all(pages.map((p) => mediaFlowing(p, 10_000)));
       const gaps = await Promise.all(watches.map((w) => w.stop()));
       console.log(
         `[faults] Parley ${how}: longest stretch per page without a received video packet (ms): ${gaps.map((g) => g.maxPacketGapMs).join(", ")}; ` +
-          `without a decoded frame: ${gaps.map((g) => g.maxGapMs).join(", ")}`,
+          `without a decoded frame: ${gaps.map((g) => g.maxGapMs).join(", ")}; the pages' own longest stall: ${gaps.map((g) => g.maxTickMs).join(", ")}`,
       );
-      for (const g of gaps) {
-        expect(g.videos).toBeGreaterThanOrEqual(2);
-        // Janus kept forwarding every remote video: media that stops stays stopped until a
-        // reconnect (the checks below say none happened), seconds. Not a speed target: Parley's
-        // start takes a core for 3-4 s beside three Chromium pages on this two-core machine
-        // (docs/resilience.md), and the senders' encoders and the pages' decoders stall with it
-        // (gaps of 150-600 ms, once 1008 ms in a CI run); a quiet call shows ~100 ms. The packet
-        // gap is read here, the decoded-frame gap printed beside it; bench:faults measures both.
-        expect(g.maxPacketGapMs).toBeLessThan(1500);
-      }
+      // The gaps are printed, not bounded: they move with the machine's load (Parley's start takes a
+      // core for 3-4 s beside three Chromium pages on this two-core machine; the senders' encoders,
+      // the pages' samplers and decoders stall with it: 150-600 ms mostly, 1008 ms and 1687 ms in
+      // two CI runs). That media never stopped is asserted above, while Parley was down, and by
+      // what follows: no reconnect (the same peer connections, no media restart, the same feeds).
+      // bench:faults measures the gaps against a quiet call's.
+      for (const g of gaps) expect(g.videos).toBeGreaterThanOrEqual(2);
       expect(await Promise.all(pages.map(peerConnections))).toEqual(pcs);
       expect([...call.counts.values()].map((c) => c.restarts)).toEqual([0, 0, 0]);
       expect(await janusFeeds(A)).toEqual(feeds);

@@ -252,19 +252,33 @@ export async function iceCandidateTypes(page: Page): Promise<{ gathered: string[
   });
 }
 
+/** Packets received so far on each inbound video of the page (by SSRC; closed connections left out). */
+export function videoPackets(page: Page): Promise<Record<string, number>> {
+  return page.evaluate(async () => {
+    const out: Record<string, number> = {};
+    for (const pc of (window as unknown as { __parleyPcs: RTCPeerConnection[] }).__parleyPcs.filter((p) => p.connectionState !== "closed")) {
+      (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") out[String(s.ssrc)] = Number(s.packetsReceived ?? 0);
+      });
+    }
+    return out;
+  });
+}
+
 /**
  * Starts watching every inbound video of the page (by SSRC): `stop` answers the longest time (ms)
  * any of them went without a newly decoded frame (`maxGapMs`) and without a newly received packet
  * (`maxPacketGapMs`), up to now, and how many were watched. Packets are counted on the network
  * side: a page whose main thread or decoder is starved for a while (a loaded two-core machine,
  * where the servers restart beside the browsers) still sees them arrive, so the packet gap is
- * what the SFU did, the frame gap what the person saw.
+ * what the SFU did, the frame gap what the person saw. `maxTickMs` is the sampler's own longest
+ * interval (100 ms asked): a page starved that long reads every gap at least that long.
  */
-export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; maxPacketGapMs: number; videos: number }> }> {
+export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<{ maxGapMs: number; maxPacketGapMs: number; maxTickMs: number; videos: number }> }> {
   await page.evaluate(() => {
     type Last = { count: number; at: number };
-    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number } } };
-    const gaps = { timer: 0, frames: new Map<string, Last>(), packets: new Map<string, Last>(), max: { frames: 0, packets: 0 } };
+    const w = window as unknown as { __parleyPcs: RTCPeerConnection[]; __gaps?: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number; tick: number }; tickAt: number } };
+    const gaps = { timer: 0, frames: new Map<string, Last>(), packets: new Map<string, Last>(), max: { frames: 0, packets: 0, tick: 0 }, tickAt: performance.now() };
     w.__gaps = gaps;
     const note = (kind: "frames" | "packets", key: string, count: number, now: number) => {
       const prev = gaps[kind].get(key);
@@ -273,6 +287,8 @@ export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<
     };
     gaps.timer = window.setInterval(async () => {
       const now = performance.now();
+      gaps.max.tick = Math.max(gaps.max.tick, now - gaps.tickAt);
+      gaps.tickAt = now;
       for (const pc of w.__parleyPcs.filter((p) => p.connectionState !== "closed")) {
         (await pc.getStats()).forEach((s: Record<string, unknown>) => {
           if (s.type !== "inbound-rtp" || s.kind !== "video") return;
@@ -286,7 +302,7 @@ export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<
     stop: () =>
       page.evaluate(() => {
         type Last = { at: number };
-        const gaps = (window as unknown as { __gaps: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number } } }).__gaps;
+        const gaps = (window as unknown as { __gaps: { timer: number; frames: Map<string, Last>; packets: Map<string, Last>; max: { frames: number; packets: number; tick: number } } }).__gaps;
         clearInterval(gaps.timer);
         // A video that stopped for good (its peer connection closed: a republish) counts until now.
         const now = performance.now();
@@ -294,6 +310,7 @@ export async function watchDecodedFrames(page: Page): Promise<{ stop(): Promise<
         return {
           maxGapMs: Math.round(Math.max(gaps.max.frames, until(gaps.frames))),
           maxPacketGapMs: Math.round(Math.max(gaps.max.packets, until(gaps.packets))),
+          maxTickMs: Math.round(gaps.max.tick),
           videos: gaps.frames.size,
         };
       }),
