@@ -8,6 +8,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { joinThroughClient as joinWith, launchChromium, mediaFlowing, sentHeight, signedInUser } from "../support/browser.ts";
+import { everyoneFlowing } from "../support/faults.ts";
 
 let stack: Stack;
 let A: Institution;
@@ -57,7 +58,12 @@ beforeAll(async () => {
   const users = await Promise.all([signedInUser(A, "alice", "Alice Aardvark"), signedInUser(A, "bob", "Bob Badger"), signedInUser(A, "carol", "Carol Crow")]);
   const link = `${A.parley.url}/#/call/${encodeURIComponent(A.alias("e2e-lastn"))}`;
   for (const u of users) pages.push(await joinWith(browser, link, u));
-}, 180_000);
+  // The call is up before last-N is tried: every page decodes (and decrypts) every remote video and
+  // voice. The third joiner's media key reaches the others after its Olm sessions are made, which
+  // took over 20 s on a loaded two-core machine (a CI run on 1 December; its send waited on the
+  // new device's key uploads and claims, each Synapse request then taking 1-4 s).
+  await everyoneFlowing({ all: pages }, 60_000);
+}, 240_000);
 
 afterEach((ctx) => {
   if (ctx.task.result?.state === "fail") failed = true;
