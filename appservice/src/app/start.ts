@@ -26,7 +26,7 @@ import { startCalls } from "./calls.ts";
 import { startGuests } from "./guests.ts";
 import { appserviceRouter, type MembershipCause } from "../matrix/appserviceHttp.ts";
 import { MatrixHomeserver } from "../matrix/homeserver.ts";
-import { botUserId } from "../matrix/registration.ts";
+import { botUserId } from "../matrix/botUser.ts";
 import type { RawEvent } from "../matrix/events.ts";
 import { EventRouter } from "../matrix/router.ts";
 import { AuditLog } from "../privacy/auditLog.ts";

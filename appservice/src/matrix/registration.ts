@@ -5,10 +5,6 @@ import type { ParleyConfig } from "../config/schema.ts";
 
 const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-export function botUserId(config: ParleyConfig): string {
-  return `@${config.appservice.botLocalpart}:${config.homeserver.domain}`;
-}
-
 export function buildRegistration(config: ParleyConfig): Record<string, unknown> {
   const { appservice: as, homeserver: hs, meetings } = config;
   const domain = escapeRegex(hs.domain);

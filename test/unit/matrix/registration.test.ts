@@ -2,7 +2,8 @@ import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../../appservice/src/config/load.ts";
 import type { ParleyConfig } from "../../../appservice/src/config/schema.ts";
-import { botUserId, buildRegistration, registrationYaml } from "../../../appservice/src/matrix/registration.ts";
+import { botUserId } from "../../../appservice/src/matrix/botUser.ts";
+import { buildRegistration, registrationYaml } from "../../../appservice/src/matrix/registration.ts";
 
 const AS = "a1".repeat(32);
 const HS = "b2".repeat(32);

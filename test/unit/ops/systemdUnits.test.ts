@@ -43,6 +43,18 @@ describe("deploy/systemd units", () => {
     expect(longRunning.map((s) => s.file).sort()).toEqual(["parley-coturn.service", "parley-janus.service", "parley.service"]);
   });
 
+  it("parley.service keeps Node's compile cache in its own cache directory, where restarts find it", () => {
+    const text = readFileSync(path.join(DIR, "parley.service"), "utf8");
+    const service = parseUnit(text)["Service"]!;
+    const env = [...text.matchAll(/^Environment=(.*)$/gm)].flatMap((m) => m[1]!.split(/\s+/));
+    const cache = env.find((e) => e.startsWith("NODE_COMPILE_CACHE="))?.slice("NODE_COMPILE_CACHE=".length);
+    // Under ProtectSystem=strict only the unit's own directories are writable, and PrivateTmp=
+    // empties /tmp at every start: the cache must live in CacheDirectory=.
+    expect(service["CacheDirectory"]).toBe("parley");
+    expect(cache).toMatch(/^\/var\/cache\/parley\//);
+    expect(env).not.toContain("NODE_DISABLE_COMPILE_CACHE=1");
+  });
+
   it.each(longRunning.map((s) => [s.file, s.unit] as const))("%s restarts on failure, after a delay, and gives up only on a crash loop", (_file, unit) => {
     const service = unit["Service"]!;
     expect(["on-failure", "always"]).toContain(service["Restart"]);
