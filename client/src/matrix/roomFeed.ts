@@ -736,9 +736,14 @@ async function sendKeyQueriesNow(internals: RustCryptoInternals): Promise<void> 
   const loop = internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
   if (!machine?.outgoingRequests || !processor) return void (await loop);
   void loop?.catch(() => undefined);
-  const { KeysQueryRequest } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-  const queries = (await machine.outgoingRequests()).filter((r) => r instanceof KeysQueryRequest);
-  await Promise.all(queries.map((q) => processor.makeOutgoingRequest(q).catch((err: unknown) => getLogger("chat").debug("a key query failed", { err: String(err) }))));
+  try {
+    const { KeysQueryRequest } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+    const queries = (await machine.outgoingRequests()).filter((r) => r instanceof KeysQueryRequest);
+    await Promise.all(queries.map((q) => processor.makeOutgoingRequest(q)));
+  } catch (err) {
+    // Left to the loop, started above: the send goes on as it would have after it.
+    getLogger("chat").debug("a key query failed", { err: String(err) });
+  }
 }
 
 /** Rust crypto's ids for these users, each once, the first `max` of them. */

@@ -137,6 +137,16 @@ describe("sendToDevices", () => {
       expect(f.sent).toHaveLength(2);
     });
 
+    it("a machine that cannot list its requests leaves the query to the loop, and the send goes on", async () => {
+      const f = await busyClient(["unknown-carol", "ok"]);
+      const machine = (f.client.getCrypto() as unknown as { olmMachine: Record<string, unknown> }).olmMachine;
+      machine.outgoingRequests = async () => {
+        throw new Error("the crypto store is closed");
+      };
+      expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
+      expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
+    });
+
     it("users newly tracked for a room that is not encrypted get the machine's key query at once, not after a pass of the loop", async () => {
       const f = await busyClient(["ok"]);
       expect(await sendToDevices(f.client, [BOB, CAROL], {}, true)).toEqual([]);
