@@ -46,8 +46,6 @@ export interface RustCryptoInternals {
     queryKeysForUsers?: (users: unknown[]) => unknown;
     /** The user's devices as the machine knows them; without a timeout, at once (a pending key query not awaited). */
     getUserDevices?: (user: unknown) => Promise<{ keys(): { toString(): string }[]; free(): void }>;
-    /** The requests the machine wants sent now (key upload and queries, to-device, ...), as matrix-js-sdk's loop takes them. */
-    outgoingRequests?: () => Promise<unknown[]>;
   };
   /** Sends one of the machine's requests and hands it the answer. */
   outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown): Promise<void> };

@@ -718,32 +718,7 @@ async function trackUsers(internals: RustCryptoInternals, users: string[]): Prom
   const fresh = users.filter((u) => !tracked?.has(u));
   if (!fresh.length) return;
   await machine.updateTrackedUsers(await rustUserIds(fresh));
-  if (tracked) await sendKeyQueriesNow(internals);
-}
-
-/**
- * Sends the machine's pending key queries now, by themselves, and starts matrix-js-sdk's
- * outgoing-requests loop without waiting for it. That loop sends every pending request one after
- * the other (key uploads, claims, to-device batches) and answers a caller after a whole pass
- * begun after its call: on a busy page, waiting for it held a new device's first media key
- * 16-22 s (the third page of a three-person call on the slow two-core machine, 1 December). The
- * loop is started first: the machine's latest query is the one whose answer marks its users up
- * to date (and the encryption waits for that), and this one is asked for after it.
- */
-async function sendKeyQueriesNow(internals: RustCryptoInternals): Promise<void> {
-  const machine = internals.olmMachine;
-  const processor = internals.outgoingRequestProcessor;
-  const loop = internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
-  if (!machine?.outgoingRequests || !processor) return void (await loop);
-  void loop?.catch(() => undefined);
-  try {
-    const { KeysQueryRequest } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-    const queries = (await machine.outgoingRequests()).filter((r) => r instanceof KeysQueryRequest);
-    await Promise.all(queries.map((q) => processor.makeOutgoingRequest(q)));
-  } catch (err) {
-    // Left to the loop, started above: the send goes on as it would have after it.
-    getLogger("chat").debug("a key query failed", { err: String(err) });
-  }
+  if (tracked) await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
 }
 
 /** Rust crypto's ids for these users, each once, the first `max` of them. */
@@ -808,12 +783,8 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
       // users, who are tracked already (a device whose keys went up after its user was first
       // queried: a knocker let in, a joiner's fresh device). Their homeserver's device-list
       // update comes to our sync later (over federation, a transaction away): the second try
-      // asks for those users' keys now, beside the queries the machine has pending (sent by
-      // themselves on the second try; the last waits for matrix-js-sdk's whole loop).
-      await Promise.all([
-        attempt === 1 ? sendKeyQueriesNow(internals) : internals.outgoingRequestsManager?.doProcessOutgoingRequests?.(),
-        attempt === 1 ? queryKeysNow(internals, pending.map((d) => d.userId)) : undefined,
-      ]);
+      // asks for those users' keys now, beside the queries the machine has pending.
+      await Promise.all([internals.outgoingRequestsManager?.doProcessOutgoingRequests?.(), attempt === 1 ? queryKeysNow(internals, pending.map((d) => d.userId)) : undefined]);
       if (attempt > 1) await new Promise((r) => setTimeout(r, 200 * (attempt - 1)));
     }
     let batch: Awaited<ReturnType<typeof crypto.encryptToDeviceMessages>>;

@@ -27,15 +27,8 @@ describe("olmKeyMessage", () => {
   });
 });
 
-// The key query's user ids and the machine's request classes (the real ones need the wasm module
-// loaded, as the browser has it).
+// The key query's user ids (the real ones need the wasm module loaded, as the browser has it).
 vi.mock("@matrix-org/matrix-sdk-crypto-wasm", () => ({
-  KeysQueryRequest: class {
-    readonly id: string;
-    constructor(id: string) {
-      this.id = id;
-    }
-  },
   UserId: class {
     readonly id: string;
     constructor(id: string) {
@@ -101,58 +94,6 @@ describe("sendToDevices", () => {
     const known = fakeClient(["ok"]);
     await sendToDevices(known.client, [BOB, CAROL], {}, false);
     expect(known.queried).toEqual([]);
-  });
-
-  describe("with the machine's own pending requests", () => {
-    /** A client whose matrix-js-sdk loop never finishes a pass (a busy page), with one key query and one upload pending. */
-    async function busyClient(results: ("ok" | "unknown-carol")[]) {
-      const { KeysQueryRequest } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-      const f = fakeClient(results);
-      const crypto = f.client.getCrypto() as unknown as Record<string, Record<string, unknown>>;
-      const sent: unknown[] = [];
-      const query = new KeysQueryRequest("q1", "{}");
-      const upload = { id: "u1", type: "keys-upload" };
-      let tracked = new Set<string>([BOB.userId]);
-      crypto.outgoingRequestsManager!.doProcessOutgoingRequests = () => new Promise<void>(() => undefined);
-      Object.assign(crypto.olmMachine!, {
-        outgoingRequests: async () => [upload, query],
-        trackedUsers: async () => tracked,
-        updateTrackedUsers: async (users: { toString(): string }[]) => void (tracked = new Set([...tracked, ...users.map(String)])),
-      });
-      const make = crypto.outgoingRequestProcessor!.makeOutgoingRequest as (r: unknown) => Promise<void>;
-      crypto.outgoingRequestProcessor!.makeOutgoingRequest = async (r: unknown) => {
-        sent.push(r);
-        if (!(r instanceof KeysQueryRequest)) await make(r);
-      };
-      return { ...f, sent, query };
-    }
-
-    it("a second try sends the machine's pending key query by itself, not after a pass of matrix-js-sdk's loop", async () => {
-      const f = await busyClient(["unknown-carol", "ok"]);
-      expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
-      expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
-      // The machine's query, and the one for Carol's keys; never the key upload (the loop's to send).
-      expect(f.sent[0]).toBe(f.query);
-      expect(f.queried).toEqual([[CAROL.userId]]);
-      expect(f.sent).toHaveLength(2);
-    });
-
-    it("a machine that cannot list its requests leaves the query to the loop, and the send goes on", async () => {
-      const f = await busyClient(["unknown-carol", "ok"]);
-      const machine = (f.client.getCrypto() as unknown as { olmMachine: Record<string, unknown> }).olmMachine;
-      machine.outgoingRequests = async () => {
-        throw new Error("the crypto store is closed");
-      };
-      expect(await sendToDevices(f.client, [BOB, CAROL], {}, false)).toEqual([]);
-      expect(f.queued).toEqual([["BDEV"], ["CDEV"]]);
-    });
-
-    it("users newly tracked for a room that is not encrypted get the machine's key query at once, not after a pass of the loop", async () => {
-      const f = await busyClient(["ok"]);
-      expect(await sendToDevices(f.client, [BOB, CAROL], {}, true)).toEqual([]);
-      expect(f.sent).toEqual([f.query]);
-      expect(f.queued).toEqual([["BDEV", "CDEV"]]);
-    });
   });
 
   it(`asks the keys of at most MAX_QUERIED_USERS (${MAX_QUERIED_USERS}) users at once, each once`, async () => {
