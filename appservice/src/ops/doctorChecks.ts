@@ -14,6 +14,7 @@ import { postgresOptions } from "../store/open.ts";
 import { connectionConfig } from "../store/postgres.ts";
 import type { ParleyConfig } from "../config/schema.ts";
 import { blockedReason } from "../matrix/addressGuard.ts";
+import { botUserId } from "../matrix/botUser.ts";
 import { JanusSession } from "../sfu/session.ts";
 import { JanusTransport } from "../sfu/transport.ts";
 import { VIDEOROOM_PLUGIN, VideoRoomAdmin } from "../sfu/videoroom.ts";
@@ -142,9 +143,7 @@ export function homeserverChecks(config: ParleyConfig, limits: DoctorLimits): Ch
       id: "bot",
       async run() {
         if (!reachable) return [{ check: "bot", status: "skip", message: "homeserver not reachable" }];
-        // As matrix/registration.ts's botUserId, which would load the bridge library (and its
-        // deprecation warnings on stderr) into a command cron runs.
-        const bot = `@${config.appservice.botLocalpart}:${config.homeserver.domain}`;
+        const bot = botUserId(config);
         const res = await fetchWithTimeout(`${base}/_matrix/client/v3/account/whoami?user_id=${encodeURIComponent(bot)}`, { headers: auth }, limits.requestTimeoutMs);
         const body = await jsonOf(res);
         if (res.ok && body["user_id"] === bot) return [{ check: "bot", status: "ok", message: `the homeserver answers whoami as ${bot}` }];
