@@ -23,7 +23,8 @@ describe("Janus SIGKILLed and restarted at once", () => {
   });
 
   it(`every stream flows again in every browser, ${TRIALS} times in a row`, async () => {
-    await everyoneFlowing(call);
+    // The fresh call up first (60 s, as faultsParley and lastN: a third joiner's key can take 20-30 s on a loaded machine).
+    await everyoneFlowing(call, 60_000);
     for (let trial = 1; trial <= TRIALS; trial++) {
       resetCounts(call);
       const before = await streamsNow(call);
@@ -62,7 +63,8 @@ describe("a Janus node dies for good, a second one is configured", () => {
   });
 
   it("the call moves to the live node: every stream flows again there and the store names it", async () => {
-    await everyoneFlowing(call);
+    // The fresh call up first (60 s, as faultsParley and lastN: a third joiner's key can take 20-30 s on a loaded machine).
+    await everyoneFlowing(call, 60_000);
     const store = call.A.parleyStore();
     const [before] = (await store.activeCalls()).filter((c) => c.sfu);
     expect(before).toBeDefined();
