@@ -7,6 +7,7 @@ import type { RoomFeed } from "./matrix/timeline.ts";
 import { CallConnection } from "./rtc/call.ts";
 import type { CallGrant } from "./rtc/callApi.ts";
 import type { SocketLike } from "./rtc/signalling.ts";
+import type { Subscriber } from "./rtc/subscriber.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { CallEncryption, type KeyChannel } from "./rtc/e2ee/callEncryption.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia } from "./rtc/e2ee/e2eeMedia.ts";
@@ -33,6 +34,10 @@ export interface CallWiring {
   grantAhead?: () => CallGrant | null | Promise<CallGrant | null>;
   /** The signalling socket the pre-join opened ahead (on standby), if any. */
   socketAhead?: (url: string) => SocketLike | null;
+  /** The subscription the pre-join answered on that socket, if any (CallConnectionOptions.subscriberAhead). */
+  subscriberAhead?: () => Subscriber | null;
+  /** The call's E2EE made in the pre-join (that subscription's receivers went to it), if any: used instead of a new one. */
+  e2eeMedia?: () => E2eeMedia | null;
   membership: MembershipTransport;
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;
@@ -53,8 +58,12 @@ export interface CallWiring {
 /** The call's E2EE, when this browser can transform frames and there is a key channel. */
 function callEncryption(room: RoomSummary, w: CallWiring): CallEncryption | null {
   const api = browserTransformApi();
-  if (!api || !w.keys) return null;
-  const media = new E2eeMedia({ userId: w.userId, deviceId: w.deviceId, worker: createE2eeWorker(), scriptTransform: api.scriptTransform });
+  const made = w.e2eeMedia?.() ?? null;
+  if (!api || !w.keys) {
+    made?.dispose();
+    return null;
+  }
+  const media = made ?? new E2eeMedia({ userId: w.userId, deviceId: w.deviceId, worker: createE2eeWorker(), scriptTransform: api.scriptTransform });
   return new CallEncryption(media, {
     roomId: room.roomId,
     userId: w.userId,
@@ -75,6 +84,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     openId: w.openId,
     ...(w.grantAhead ? { grantAhead: w.grantAhead } : {}),
     ...(w.socketAhead ? { socketAhead: w.socketAhead } : {}),
+    ...(w.subscriberAhead ? { subscriberAhead: w.subscriberAhead } : {}),
     local: () => vm!.outgoing(),
     transforms: encryption?.media ?? w.transforms ?? noTransforms,
     deviceId: w.deviceId,

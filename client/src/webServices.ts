@@ -12,8 +12,10 @@ import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
 import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { announceArriving, DEFAULT_SIGNALLING_PATH, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
-import { warmE2eeWorker } from "./rtc/e2ee/e2eeMedia.ts";
+import { browserTransformApi, createE2eeWorker, E2eeMedia, warmE2eeWorker } from "./rtc/e2ee/e2eeMedia.ts";
+import { keyModeFromCallState } from "./rtc/e2ee/keyMode.ts";
 import { StandbySocket } from "./rtc/signalling.ts";
+import { PrejoinSubscription } from "./rtc/prejoinMedia.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
 import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
@@ -58,7 +60,18 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
   // signalling socket, opened beside that grant and put on standby with its session: Join's hello
   // then goes out at once, with no socket to open on a page busy drawing the call (docs/join.md,
   // twelfth pass). Opened at Parley's usual path; a grant naming another closes it.
-  let ahead: { key: string; grant: GrantAhead; socket?: StandbySocket } | undefined;
+  let ahead: { key: string; grant: GrantAhead; socket?: StandbySocket; media?: PrejoinSubscription; e2ee?: E2eeMedia } | undefined;
+  /** Drops what the pre-join made ahead for its call and no call took. */
+  const dropAhead = (a: typeof ahead) => {
+    a?.socket?.close();
+    a?.media?.close();
+    a?.e2ee?.dispose();
+    if (a) {
+      delete a.socket;
+      delete a.media;
+      delete a.e2ee;
+    }
+  };
   const aheadFor = (api: string, roomId: string) => {
     const key = `${api}|${roomId}`;
     if (ahead?.key !== key) {
@@ -67,18 +80,39 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
         openId.warm();
         return joinCall(api, { openid_token: token, room: roomId, ahead: true });
       };
-      ahead?.socket?.close();
+      dropAhead(ahead);
       ahead = { key, grant: grantAhead(ask) };
     }
     return ahead;
   };
   const grantFor = (api: string, roomId: string) => aheadFor(api, roomId).grant;
-  const standbyFor = (api: string, roomId: string) => {
+  /** `callContent`: the room's org.parley.call as the pre-join read it (its key mode); absent, no media connection is made ahead. */
+  const standbyFor = (api: string, roomId: string, callContent?: unknown) => {
     const a = aheadFor(api, roomId);
     if (a.socket?.alive) return; // (one refused or closed, a lobby grant's, is opened again)
     const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
-    const session = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
-    a.socket = new StandbySocket(url, session);
+    const token = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
+    // The media connection too (docs/join.md, seventeenth pass): the subscription to the call's
+    // feeds, answered and connected here, paused in the SFU until Join. Its receivers go to the
+    // call's own E2EE (made now, taken by the call at Join) as it is answered. Only with frame
+    // transforms that need no peer configuration (RTCRtpScriptTransform), and a key mode read.
+    const scriptTransform = browserTransformApi()?.scriptTransform;
+    const mode = callContent === undefined ? null : keyModeFromCallState(callContent);
+    a.media?.close();
+    delete a.media;
+    if (scriptTransform && mode && !("error" in mode)) {
+      a.media = new PrejoinSubscription(async () => {
+        const g = await a.grant.peek();
+        if (!g || ahead !== a) return null;
+        if (!a.e2ee) {
+          a.e2ee = new E2eeMedia({ userId: session.userId, deviceId: session.deviceId, worker: createE2eeWorker(), scriptTransform });
+          a.e2ee.setMode(mode.keys);
+        }
+        return { iceServers: g.iceServers, iceTransportPolicy: g.iceTransportPolicy, transforms: a.e2ee };
+      });
+    }
+    a.socket = new StandbySocket(url, token, undefined, a.media);
+    a.media?.bind(a.socket);
   };
   /** The standby socket for `url`, once (null if none is open for it); what is left is closed. */
   const takeStandby = (url: string) => {
@@ -86,12 +120,24 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     if (ahead) delete ahead.socket;
     return socket?.take(url) ?? null;
   };
+  /** The subscription answered on the standby socket (asked in the task that takes the socket), once. */
+  const takePrepared = () => {
+    const media = ahead?.media;
+    if (ahead) delete ahead.media;
+    return media?.take() ?? null;
+  };
+  /** The call's E2EE made in the pre-join (the prepared subscription's receivers went to it), once. */
+  const takeE2ee = () => {
+    const e2ee = ahead?.e2ee;
+    if (ahead) delete ahead.e2ee;
+    return e2ee ?? null;
+  };
   /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
-  const warmGrant = (call: CallAnnouncement | null, roomId: string) => {
+  const warmGrant = (call: CallAnnouncement | null, roomId: string, callContent?: unknown) => {
     const host = trust.decide(call);
     if (!isTrusted(host)) return;
     grantFor(host.api, roomId).warm();
-    standbyFor(host.api, roomId);
+    standbyFor(host.api, roomId, callContent);
   };
   /**
    * The call's Parley tells the devices in the call that this device is about to join, once the
@@ -138,8 +184,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       arrivalShown?.abort();
       warm?.feed.stop();
       warm = undefined;
-      ahead?.socket?.close();
-      if (ahead) delete ahead.socket;
+      dropAhead(ahead);
     },
     isNewMeeting,
     openRoom: async (target) => {
@@ -221,7 +266,7 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       // room's first sync shows its members (after a quick Join).
       const { shown, arrival } = newPrejoin();
       warmJoin();
-      warmGrant(room.call, room.roomId);
+      warmGrant(room.call, room.roomId, room.callContent ?? null);
       const host = trust.decide(room.call);
       const grant = isTrusted(host) ? grantFor(host.api, room.roomId).peek() : Promise.resolve(null);
       const feed = feedFor(room.roomId);
@@ -255,6 +300,8 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
                 return g.takeNow() ?? g.take();
               },
               socketAhead: takeStandby,
+              subscriberAhead: takePrepared,
+              e2eeMedia: takeE2ee,
             }
           : {}),
         membership,

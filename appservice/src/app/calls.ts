@@ -121,6 +121,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
     requireE2ee,
     clock: deps.clock,
     moderation: { reactions: { perMinute: g.reactionsPerMinute, burst: g.reactionBurst } },
+    preparedPerCall: limits.prejoinSubscriptionsPerCall,
     roleOf: (roomId, userId) => late.governance?.roleOf(roomId, userId),
     onSeated: async (roomId, userId, push) => late.governance?.onSeated(roomId, userId, push),
     onSeat: observe?.seat,

@@ -199,10 +199,19 @@ function mediaSession(
       // A failure (a feed gone meanwhile) leaves it to the client's own subscribe.
       prepared = { key: feedsKey(refs)!, joined: participant.joinAsSubscriber(refs, privateId).catch(() => undefined) };
     },
-    async subscribe(feeds) {
+    async subscribe(feeds, subscribeOpts) {
       const refs = feeds.map((f) => ({ feed: String(f.feed), mid: f.mid, substream: f.substream }));
       if (!subscriber) {
         const joined = (await takePrepared(refs)) ?? (await sfuCall("subscribing", () => participant.joinAsSubscriber(refs, privateId)));
+        // Janus's `join` takes no per-stream `send`; a `configure` before `start` does, and `start`
+        // keeps it (it only unpauses the subscription as a whole).
+        if (subscribeOpts?.paused && joined.streams.length) {
+          const s = joined.subscriber;
+          await sfuCall("pausing", () => s.configure(joined.streams.map((st) => ({ mid: st.mid, send: false })))).catch(async (err: unknown) => {
+            await s.leave().catch(() => undefined);
+            throw err;
+          });
+        }
         subscriber = wireSubscriber(joined.subscriber);
         await flush("subscriber", subscriber);
         return { offerSdp: joined.offer.sdp ?? "", streams: subscribed(joined.streams) };

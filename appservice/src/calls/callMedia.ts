@@ -60,6 +60,31 @@ export interface CallMediaDeps {
   recordMember?: ((seat: Seat, record: MemberRecord | null) => void) | undefined;
   /** Records the calls' moderation for a restarted Parley; optional. */
   recordModeration?: ModerationRecorder | undefined;
+  /** Pre-join subscriptions a call may hold at once (docs/join.md); absent: DEFAULT_PREPARED_PER_CALL, 0: none. */
+  preparedPerCall?: number | undefined;
+}
+
+/** Pre-join subscriptions per call unless configured (calls.limits.prejoinSubscriptionsPerCall). */
+export const DEFAULT_PREPARED_PER_CALL = 20;
+
+/**
+ * A pre-join's subscription (docs/join.md, "The media connection made in the pre-join"), made on
+ * its standby socket: the SFU's offer for every feed of the call, each m-line made not to forward
+ * before the offer left, so the client can answer and connect (ICE, DTLS) before Join while
+ * nobody's media reaches it. Its real hello seats it (`seatPrepared`) and it forwards from then
+ * on; otherwise it is closed (the socket's close, the standby's end, the session's).
+ */
+export interface PreparedMedia {
+  readonly sessionKey: string;
+  readonly offerSdp: string;
+  /** The m-lines of the offer, each with its feed's owner (as a subscribe's answer gives them). */
+  readonly streams: (Feeds[number] & { user_id: string; device_id: string })[];
+  /** The client's answer (the SFU's `start`): nothing is forwarded yet. */
+  answer(sdp: string, e2ee: boolean | undefined): Promise<void>;
+  trickle(candidate: IceCandidate | null): Promise<void>;
+  /** Whether the client's answer was taken and the SFU session is still there (waits for an answer under way). */
+  settled(answering: Promise<unknown> | undefined): Promise<boolean>;
+  close(): Promise<void>;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
@@ -72,6 +97,8 @@ export class CallMedia {
   private readonly deps: CallMediaDeps;
   /** Each member's whole subscription, as the SFU last reported it. */
   private readonly subscriptions = new WeakMap<Member<Seat>, MemberRecord["subscribed"]>();
+  /** Pre-join subscriptions open per call (at most preparedPerCall). */
+  private readonly preparing = new Map<string, number>();
 
   constructor(deps: CallMediaDeps) {
     this.deps = deps;
@@ -101,6 +128,78 @@ export class CallMedia {
    */
   warm(seat: Seat): void {
     void this.memberOf(seat).catch(() => undefined);
+  }
+
+  /**
+   * A pre-join's subscription to the call's feeds now, paused (see PreparedMedia); undefined when
+   * there is nothing to subscribe to, the call has no SFU room, the call holds `preparedPerCall`
+   * already, or the SFU refused (the client subscribes at Join as without). `live`: whether the
+   * standby still wants it (else it is closed as it comes).
+   */
+  async prepare(session: CallSession, live: () => boolean): Promise<PreparedMedia | undefined> {
+    const { callId, userId } = session;
+    const limit = this.deps.preparedPerCall ?? DEFAULT_PREPARED_PER_CALL;
+    const open = this.preparing.get(callId) ?? 0;
+    const feeds = this.roster.members(callId).filter((m) => m.streams.length > 0);
+    if (open >= limit || feeds.length === 0) return undefined;
+    this.preparing.set(callId, open + 1);
+    let counted = true;
+    const uncount = () => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.preparing.get(callId) ?? 1) - 1;
+      if (n > 0) this.preparing.set(callId, n);
+      else this.preparing.delete(callId);
+    };
+    let prepared: Prepared | undefined;
+    let media: SfuMediaSession | undefined;
+    try {
+      const room = await this.deps.sfuRoomOf(callId);
+      if (!room || !live()) return void uncount();
+      media = await this.deps.sfu.open(room, userId, (reason) => prepared?.lost(reason));
+      const { offerSdp, streams } = await media.subscribe(feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER })), { paused: true });
+      if (!offerSdp || !live()) {
+        uncount();
+        await media.close();
+        return undefined;
+      }
+      prepared = new Prepared(session.key, media, { sdp: offerSdp, raw: streams, streams: this.withOwners(session.callId, streams) }, this.deps, uncount);
+      return prepared;
+    } catch {
+      uncount();
+      await media?.close().catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /**
+   * The seat's real hello came on the standby socket that holds `prepared`, answered: its SFU
+   * session is the seat's member's now, in the roster like any joiner's, and it forwards from
+   * now on: every audio m-line, and the videos its viewer chooses (each resumed with a key frame
+   * asked of its publisher). The client's receivers had its call's transforms from its answer.
+   * False (and `prepared` closed) when it cannot be: another session's, not answered, lost, or
+   * the seat has media already.
+   */
+  seatPrepared(seat: Seat, prepared: PreparedMedia): boolean {
+    const p = prepared as Prepared;
+    const { callId, userId } = seat.session;
+    if (p.sessionKey !== seat.session.key || !p.usable || !this.deps.live(seat) || this.roster.get(callId, seat)) {
+      void p.close();
+      return false;
+    }
+    const media = p.handOver((reason) => this.lost(callId, media, reason));
+    const member: Member<Seat> = {
+      seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
+    };
+    this.roster.add(callId, member);
+    this.large.joined(callId, member);
+    // Every m-line was made paused: the viewer resumes the videos it chooses.
+    this.subscribedNow(member, p.rawStreams, new Set(p.rawStreams.map((s) => s.mid)));
+    const audio = p.rawStreams.filter((s) => s.kind === "audio").map((s) => ({ mid: s.mid, send: true }));
+    if (audio.length) void media.configureVideos?.(audio)?.catch((err: unknown) => this.deps.mediaFailed?.("pre-join audio resume", err));
+    this.record(member);
+    this.roster.broadcast(callId);
+    return true;
   }
 
   /** The call ended: its moderation state goes with it. */
@@ -264,9 +363,10 @@ export class CallMedia {
     return true;
   }
 
-  private subscribedNow(member: Member<Seat>, streams: MemberRecord["subscribed"]): void {
+  /** `paused`: m-lines the SFU was told not to forward when they were made (a pre-join's). */
+  private subscribedNow(member: Member<Seat>, streams: MemberRecord["subscribed"], paused?: ReadonlySet<string>): void {
     this.subscriptions.set(member, streams.map((s) => ({ mid: s.mid, kind: s.kind, feed: s.feed })));
-    this.large.subscribed(member.seat.session.callId, member.seat, streams);
+    this.large.subscribed(member.seat.session.callId, member.seat, streams, paused);
     this.record(member);
   }
 
@@ -344,7 +444,88 @@ export class CallMedia {
     return member;
   }
 
-  private withOwners(seat: Seat, streams: Feeds) {
-    return streams.map((s) => ({ ...s, ...this.roster.ownerOfFeed(seat.session.callId, s.feed) }));
+  private withOwners(seat: Seat | string, streams: Feeds) {
+    const callId = typeof seat === "string" ? seat : seat.session.callId;
+    return streams.map((s) => ({ ...s, ...this.roster.ownerOfFeed(callId, s.feed) }));
+  }
+}
+
+/** A pre-join's subscription until its seat takes it or it is closed (see PreparedMedia). */
+class Prepared implements PreparedMedia {
+  readonly sessionKey: string;
+  readonly offerSdp: string;
+  /** The m-lines as the SFU gave them. */
+  readonly rawStreams: Feeds;
+  readonly streams: PreparedMedia["streams"];
+  private media: SfuMediaSession | undefined;
+  private answered = false;
+  private gone = false;
+  private onLost: ((reason: string) => void) | undefined;
+  private readonly deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee">;
+  private readonly uncount: () => void;
+
+  constructor(
+    sessionKey: string,
+    media: SfuMediaSession,
+    offer: { sdp: string; raw: Feeds; streams: PreparedMedia["streams"] },
+    deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee">,
+    uncount: () => void,
+  ) {
+    this.sessionKey = sessionKey;
+    this.media = media;
+    this.offerSdp = offer.sdp;
+    this.rawStreams = offer.raw;
+    this.streams = offer.streams;
+    this.deps = deps;
+    this.uncount = uncount;
+  }
+
+  /** Answered, and neither closed, lost nor handed over. */
+  get usable(): boolean {
+    return this.answered && !this.gone && this.media !== undefined;
+  }
+
+  async answer(sdp: string, e2ee: boolean | undefined): Promise<void> {
+    admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
+    const media = this.media;
+    if (!media || this.gone) throw new ParleyError("M_NOT_FOUND", "the prepared subscription is gone; subscribe once seated");
+    if (this.answered) throw new ParleyError("M_INVALID_PARAM", "the prepared subscription is answered already");
+    await media.answer(sdp);
+    this.answered = true;
+  }
+
+  async trickle(candidate: IceCandidate | null): Promise<void> {
+    const media = this.media;
+    if (!media || this.gone) throw new ParleyError("M_NOT_FOUND", "the prepared subscription is gone; subscribe once seated");
+    await media.trickle("subscriber", candidate);
+  }
+
+  async settled(answering: Promise<unknown> | undefined): Promise<boolean> {
+    if (answering) await answering.catch(() => undefined);
+    return this.usable;
+  }
+
+  /** The SFU lost the session: before the hand-over it is only closed; after, the seat's (`onLost`). */
+  lost(reason: string): void {
+    if (this.onLost) return this.onLost(reason);
+    void this.close();
+  }
+
+  /** The SFU session is the seat's from now on (its loss told to `onLost`); closing this no longer closes it. */
+  handOver(onLost: (reason: string) => void): SfuMediaSession {
+    const media = this.media!;
+    this.media = undefined;
+    this.onLost = onLost;
+    this.uncount();
+    return media;
+  }
+
+  async close(): Promise<void> {
+    if (this.gone) return;
+    this.gone = true;
+    const media = this.media;
+    this.media = undefined;
+    this.uncount();
+    await media?.close().catch(() => undefined);
   }
 }

@@ -7,7 +7,7 @@
 import { ParleyError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import type { CallClient } from "./callRoster.ts";
-import { CallMedia, type MemberRecord, type Seat } from "./callMedia.ts";
+import { CallMedia, type MemberRecord, type PreparedMedia, type Seat } from "./callMedia.ts";
 import { TAKEN_OVER, type CallService, type IceAtHello, type SessionCloser, type SessionEndReason } from "./callService.ts";
 import { readKeyMode, type KeyMode, type RoomKeyMode, type RoomStateReader } from "./callState.ts";
 import type { CallPush } from "./callRoster.ts";
@@ -51,7 +51,7 @@ export interface CallKeys {
 }
 
 export interface CallSeatsDeps {
-  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia" | "whenEnded">;
+  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia" | "whenEnded" | "grantedInLobby">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
   /** The room's key mode for a hello, from state read lately (governance's); absent: read now. */
@@ -73,6 +73,14 @@ export interface CallSeatsDeps {
   observeE2ee?: E2eeObserver | undefined;
   /** Records the calls' moderation for a restarted Parley (docs/resilience.md); optional. */
   recordModeration?: ModerationRecorder | undefined;
+  /** Pre-join subscriptions a call may hold at once (calls.limits.prejoinSubscriptionsPerCall); optional. */
+  preparedPerCall?: number | undefined;
+}
+
+/** A standby socket's pre-join subscription, handed to its real hello: the SFU's, and the client's answer if one is under way. */
+export interface PreparedAtHello {
+  media: Promise<PreparedMedia | undefined>;
+  answering: Promise<unknown> | undefined;
 }
 
 interface SeatState extends Seat {
@@ -108,6 +116,7 @@ export class CallSeats {
       observeE2ee: deps.observeE2ee,
       recordMember: (seat, record) => deps.calls.recordMedia(seat.session, record && JSON.stringify(record)),
       recordModeration: deps.recordModeration,
+      preparedPerCall: deps.preparedPerCall,
     });
   }
 
@@ -162,19 +171,48 @@ export class CallSeats {
     return { userId: s.userId, roomId: s.roomId, callId: s.callId, key: s.key, lifeMs, release: this.deps.calls.whenEnded(s.key, ended) };
   }
 
+  /**
+   * The pre-join's subscription of a standby socket's session (CallMedia.prepare): none for a
+   * session gone, or one waiting in the lobby (nobody's media until let in). `live`: whether the
+   * standby still wants it.
+   */
+  async prepare(token: string, live: () => boolean): Promise<PreparedMedia | undefined> {
+    const s = this.deps.calls.session(token);
+    if (!s || this.deps.calls.grantedInLobby(token)) return undefined;
+    return this.media.prepare(s, () => live() && this.deps.calls.session(token) !== undefined);
+  }
+
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */
   /** `resumed`: the seat took over the SFU session its client had before a Parley restart (nothing to renegotiate). */
   /** `ice`: a session granted in the lobby, or restored after a restart, gets its ICE servers (TURN credentials) here. */
-  async open(client: SeatClient, token: string, deviceId: string | undefined): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello }> {
+  /** `prepared`: the standby's pre-join subscription on this socket, seated with it if answered (`prepared` in the result), else closed. */
+  async open(
+    client: SeatClient,
+    token: string,
+    deviceId: string | undefined,
+    prepared?: PreparedAtHello,
+  ): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello; prepared?: boolean }> {
     const { calls } = this.deps;
+    const closePrepared = () => void prepared?.media.then((p) => p?.close());
     const known = calls.session(token);
-    if (!known) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    if (!known) {
+      closePrepared();
+      throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    }
     // A session granted from the pre-join passes the meeting's admission now (locked or ended since?).
     const keyMode = this.deps.keyMode ?? ((roomId: string) => readKeyMode(this.deps.rooms, roomId));
-    const [mode, ice] = await Promise.all([keyMode(known.roomId), calls.admitHolder(token)]);
+    const settled = prepared ? prepared.media.then(async (p) => (p && (await p.settled(prepared.answering)) ? p : undefined)) : Promise.resolve(undefined);
+    const [mode, ice, ready] = await Promise.all([keyMode(known.roomId), calls.admitHolder(token), settled]).catch((err: unknown) => {
+      closePrepared();
+      throw err;
+    });
     // The session may have ended while the room state was read.
     const session = calls.session(token);
-    if (!session) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    if (!session) {
+      closePrepared();
+      throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
+    }
+    if (!ready) closePrepared();
     const seat: SeatState = {
       session,
       deviceId: deviceId ?? "",
@@ -197,9 +235,12 @@ export class CallSeats {
     if (!seats) this.byRoom.set(session.roomId, (seats = new Set()));
     seats.add(seat);
     this.deps.onSeat?.("joined");
-    // The seat's SFU session opens now, before any request needs it (the participant list is
-    // pushed once it has: after the hello's answer, since the SFU answers after this returns).
-    this.media.warm(seat);
+    // The pre-join's subscription, answered, is the seat's media (still paused); or the seat's SFU
+    // session opens now, before any request needs it (the participant list is pushed once it
+    // has: after the hello's answer, since the SFU answers after this returns).
+    const seatedPrepared = !resumed && ready !== undefined && this.media.seatPrepared(seat, ready);
+    if (ready && resumed) void ready.close();
+    if (!seatedPrepared) this.media.warm(seat);
     // After the hello's answer (sent once this returns): forced mutes that still hold, and by whom.
     setImmediate(() => {
       if (!seat.ended) this.media.moderation.replay(session.callId, session.userId, (p) => client.push(p));
@@ -216,7 +257,7 @@ export class CallSeats {
         keys.join(session.callId, session.roomId, seat, { userId: session.userId, deviceId });
       }
     }
-    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed, ...(ice ? { ice } : {}) };
+    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed, ...(ice ? { ice } : {}), ...(seatedPrepared ? { prepared: true } : {}) };
   }
 
   /** Whether the seat's session is live and still held by this seat. */

@@ -545,6 +545,11 @@ export class CallService {
     return false;
   }
 
+  /** Whether the session of `token` was granted in the lobby and its user is not let in yet (nobody's media). */
+  grantedInLobby(token: string): boolean {
+    return this.inLobby(this.keyOf(token));
+  }
+
   /**
    * `told` once if the session of `key` ends (a deny of its lobby grant, an eviction, its expiry,
    * its holder gone) before the returned function is called: a socket on standby for it closes

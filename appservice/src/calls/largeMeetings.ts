@@ -113,8 +113,8 @@ export class LargeMeetings<S> {
   }
 
   /** The seat's whole subscription now. */
-  subscribed(callId: string, seat: S, streams: readonly { mid: string; feed: string | number; kind: "audio" | "video" }[]): void {
-    this.calls.get(callId)?.viewers.subscribed(seat, streams.map((s) => ({ mid: s.mid, feed: String(s.feed), kind: s.kind })));
+  subscribed(callId: string, seat: S, streams: readonly { mid: string; feed: string | number; kind: "audio" | "video" }[], paused?: ReadonlySet<string>): void {
+    this.calls.get(callId)?.viewers.subscribed(seat, streams.map((s) => ({ mid: s.mid, feed: String(s.feed), kind: s.kind })), paused);
   }
 
   view(callId: string, seat: S, view: ViewRequest): void {

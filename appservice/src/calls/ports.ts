@@ -159,8 +159,13 @@ export interface SfuMediaSession {
     opts: { simulcast: boolean; onUp: () => void },
   ): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
   /** No offer when nothing changed (every feed was subscribed already). `substream`: the simulcast
-   *  layer a new video m-line starts on (absent: the SFU's default, the highest). */
-  subscribe(feeds: { feed: string | number; mid?: string | undefined; substream?: 0 | 1 | 2 | undefined }[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
+   *  layer a new video m-line starts on (absent: the SFU's default, the highest). `paused` (the
+   *  first subscription only): every m-line is made not to forward before the offer is returned,
+   *  so nothing flows once answered until `configureVideos` resumes it (a pre-join's, docs/join.md). */
+  subscribe(
+    feeds: { feed: string | number; mid?: string | undefined; substream?: 0 | 1 | 2 | undefined }[],
+    opts?: { paused?: boolean },
+  ): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   unsubscribe(feeds: (string | number)[]): Promise<{ offerSdp?: string | undefined; streams: (MediaStreamInfo & { feed: string | number })[] }>;
   /**
    * Makes the subscription to whole `feeds` before anyone asks (the seat's hello): the first

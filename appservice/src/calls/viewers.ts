@@ -168,11 +168,14 @@ export class CallViewers<K> {
   }
 
   /** The viewer's whole subscription now (after a subscribe / unsubscribe). */
-  subscribed(key: K, streams: readonly { mid: string; feed: FeedId; kind: "audio" | "video" }[]): void {
+  subscribed(key: K, streams: readonly { mid: string; feed: FeedId; kind: "audio" | "video" }[], paused?: ReadonlySet<string>): void {
     const v = this.viewers.get(key);
     if (!v) return;
     v.mids = new Map(streams.filter((s) => s.kind === "video").map((s) => [s.mid, s.feed]));
     for (const mid of [...v.applied.keys()]) if (!v.mids.has(mid)) dropMid(v, mid);
+    // M-lines the SFU was told not to forward when they were made (a pre-join's subscription):
+    // the chosen ones resume as any paused one does, with the usual key frame limits.
+    for (const mid of paused ?? []) if (v.mids.has(mid) && !v.applied.has(mid)) v.applied.set(mid, { send: false, layer: SUBSCRIBED.layer });
     this.schedule(key);
   }
 

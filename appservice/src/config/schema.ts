@@ -360,6 +360,10 @@ export const configSchema = z
               description:
                 "A signalling socket opened ahead from the pre-join (hello with standby: its session checked, nobody seated) waits this long for its real hello at Join, at most as long as its session's grant, then is closed",
             }),
+            prejoinSubscriptionsPerCall: z.int().min(0).max(MAX_SESSIONS_PER_CALL).default(20).meta({
+              description:
+                "Standby sockets in one call whose subscription to the call's media is made in the pre-join (a Janus session each, every stream paused until Join, so that Join finds the media connected: docs/join.md); past this, a pre-join subscribes at Join (0: never ahead)",
+            }),
             invitedJoinWaitMs: z.int().min(0).max(10_000).default(3000).meta({
               description:
                 "A user let in from the lobby (invited) is in the call from their hello on, while their own homeserver joins the room over federation: how long after the hello their join may take to reach this homeserver before their session ends (0: the hello needs the join)",

@@ -69,14 +69,20 @@ export interface CallConnectionOptions {
   socketFactory?: SocketFactory;
   /** The signalling socket opened ahead (the pre-join's standby), if any: the first hello goes out on it. */
   socketAhead?: (url: string) => SocketLike | null;
+  /**
+   * The subscription answered on that socket in the pre-join (prejoinMedia.ts), asked in the task
+   * that takes the socket: used if the hello says the server seated it (`prepared`), else closed.
+   * Its receivers must have gone to this call's `transforms` (the same E2EE worker) at its answer.
+   */
+  subscriberAhead?: () => Subscriber | null;
   timers?: Timers;
   join?: typeof joinCall;
 }
 
 export class CallConnection {
   readonly state = new Store<CallSnapshot>({ phase: "idle", error: null, roomId: null, ownFeed: null, remotes: [] });
-  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead">> &
-    Pick<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead">;
+  private readonly o: Required<Omit<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead" | "subscriberAhead">> &
+    Pick<CallConnectionOptions, "socketFactory" | "socketAhead" | "deviceId" | "onHello" | "grantAhead" | "subscriberAhead">;
   private readonly log = getLogger("call");
   private grant: CallGrant | null = null;
   private signalling: SignallingClient | null = null;
@@ -110,6 +116,7 @@ export class CallConnection {
 
   async start(): Promise<void> {
     this.state.update({ phase: "joining", error: null });
+    let prepared: Subscriber | null = null;
     try {
       // A grant already here is taken without a pause: the socket opens in this same task
       // (before the page draws the call screen), not after it.
@@ -141,8 +148,14 @@ export class CallConnection {
         if (s.phase === "reconnecting") this.state.update({ phase: "reconnecting" });
         if (s.phase === "closed" && s.error) this.fail(s.error);
       });
+      // (In this task, as connect() takes the standby socket: no answer goes out on it in between.)
+      prepared = this.o.subscriberAhead?.() ?? null;
       const hello = await signalling.connect();
       markStep("hello");
+      if (!hello.prepared) {
+        prepared?.close();
+        prepared = null;
+      }
       if (hello.e2ee?.required && !this.o.transforms.e2ee) {
         throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "the call requires E2EE; no frame transforms here" });
       }
@@ -150,10 +163,11 @@ export class CallConnection {
       if (hello.ice && this.grant) this.grant = { ...this.grant, ...hello.ice };
       await this.o.onHello?.(hello);
       markStep("e2ee-ready");
-      if (this.ended) return;
-      await this.startMedia();
+      if (this.ended) return void prepared?.close();
+      await this.startMedia(prepared);
       if (!this.ended) this.state.update({ phase: "connected" });
     } catch (err) {
+      prepared?.close();
       this.fail(toClientError(err, "join"));
       throw this.state.get().error;
     }
@@ -225,17 +239,24 @@ export class CallConnection {
     return this.grant;
   }
 
-  private async startMedia(): Promise<void> {
+  /** `ahead`: the subscription seated from the pre-join at the hello (forwarding since), taken over here. */
+  private async startMedia(ahead: Subscriber | null = null): Promise<void> {
     const signalling = this.signalling!;
     const generation = ++this.generation;
     const iceServers = this.grant?.iceServers ?? [];
     const iceTransportPolicy = this.grant?.iceTransportPolicy ?? "all";
     const common = { signalling, iceServers, iceTransportPolicy, peerFactory: this.o.peerFactory, transforms: this.o.transforms };
     const publisher = new Publisher(common);
-    const subscriber = new Subscriber(common);
+    const subscriber = ahead ?? new Subscriber(common);
     this.publisher = publisher;
     this.subscriber = subscriber;
     subscriber.events.on("feeds", () => this.refreshRemotes());
+    if (ahead) {
+      // Its receivers have this call's transforms since its answer; the server forwards since the hello.
+      ahead.adopt(signalling);
+      for (const f of ahead.current().values()) this.subscribed.set(String(f.feed), f.feed);
+      if (ahead.peer?.connectionState === "connected") markStep("subscriber-connected");
+    }
     // Both transceivers are published even without a device, so a camera can be turned on later.
     const local = this.o.local();
     const publishing = (async () => {

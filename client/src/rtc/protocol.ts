@@ -21,7 +21,7 @@ export type CandidateInit = { candidate: string; sdpMid?: string | null; sdpMLin
 export type Target = "publisher" | "subscriber";
 
 export type ClientRequest =
-  | { type: "hello"; session: string; device_id?: string; standby?: boolean }
+  | { type: "hello"; session: string; device_id?: string; standby?: boolean; prepare?: boolean }
   | { type: "ping" }
   | { type: "publish"; jsep: Jsep<"offer">; simulcast?: boolean; e2ee?: boolean }
   | { type: "subscribe"; feeds: { feed: FeedId; mid?: string }[]; e2ee?: boolean }
@@ -66,6 +66,8 @@ export interface HelloResult {
   resumed?: boolean;
   /** A session granted in the lobby (a knocker's): the ICE servers its grant did not carry, now that it is let in. */
   ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy };
+  /** The subscription answered on the standby socket is this seat's, forwarding from now on (docs/join.md). */
+  prepared?: boolean;
 }
 export interface PublishResult {
   jsep: Jsep<"answer">;
@@ -219,7 +221,15 @@ export function parseHello(v: R): HelloResult | null {
   if (typeof v.user_id !== "string" || typeof v.room_id !== "string" || typeof v.call_id !== "string") return null;
   const e2ee = parseE2ee(v.e2ee);
   const ice = Array.isArray(v.ice_servers) ? { iceServers: parseIceServers(v.ice_servers), iceTransportPolicy: parseIcePolicy(v.ice_transport_policy) } : undefined;
-  return { user_id: v.user_id, room_id: v.room_id, call_id: v.call_id, ...(e2ee ? { e2ee } : {}), ...(v.resumed === true ? { resumed: true } : {}), ...(ice ? { ice } : {}) };
+  return {
+    user_id: v.user_id,
+    room_id: v.room_id,
+    call_id: v.call_id,
+    ...(e2ee ? { e2ee } : {}),
+    ...(v.resumed === true ? { resumed: true } : {}),
+    ...(ice ? { ice } : {}),
+    ...(v.prepared === true ? { prepared: true } : {}),
+  };
 }
 
 export function parsePublishResult(v: R): PublishResult | null {

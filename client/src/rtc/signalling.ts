@@ -9,6 +9,7 @@ import { markStep } from "../timeline.ts";
 import { Emitter, Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { parseHello, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
+import type { Requester } from "./publisher.ts";
 
 /** The part of WebSocket we use (a fake in unit tests). */
 export interface SocketLike {
@@ -343,6 +344,14 @@ export class SignallingClient {
   }
 }
 
+/** What a standby socket may be asked to prepare: the pre-join's subscription (docs/join.md). */
+export interface StandbyPrepare {
+  /** The server's `prepared` push: its offer (answer it with `request` on this socket), every m-line paused. */
+  onPrepared(push: { jsep: { type: "offer"; sdp: string }; streams: unknown[] }): void;
+  /** The socket went away before the call took it (refused, closed by the server, or `close`d). */
+  onGone(): void;
+}
+
 /**
  * The pre-join's signalling socket, opened ahead as the call's grant is asked, with a `standby`
  * hello once the grant's session is in: the server checks the session, seats nobody, and keeps
@@ -350,14 +359,22 @@ export class SignallingClient {
  * and says its hello at once, instead of opening a socket on a page busy drawing the call (25-80
  * ms here; docs/join.md), even when Join comes before the grant (a knock let in). No session
  * (the grant refused, or for another socket), closed by the server (standby over, session gone)
- * or refused, it is simply not used.
+ * or refused, it is simply not used. With `prepare`, the hello asks for the pre-join's
+ * subscription too: its offer comes in a `prepared` push, and its answer and candidates go out on
+ * this socket (`request`) until the call takes it.
  */
-export class StandbySocket {
+export class StandbySocket implements Requester {
   private socket: SocketLike | null;
   readonly url: string;
+  private readonly prepare: StandbyPrepare | undefined;
+  private readonly pending = new Map<string, { resolve(r: Result): void; reject(e: ParleyClientError): void }>();
+  private nextId = 1;
+  /** An answer to the prepared subscription went out on this socket (the server then seats it at the real hello). */
+  answerSent = false;
 
-  constructor(url: string, session: string | Promise<string | null>, factory: SocketFactory = browserSocket) {
+  constructor(url: string, session: string | Promise<string | null>, factory: SocketFactory = browserSocket, prepare?: StandbyPrepare) {
     this.url = url;
+    this.prepare = prepare;
     let socket: SocketLike | null = null;
     try {
       socket = factory(url);
@@ -365,13 +382,16 @@ export class StandbySocket {
       // no socket ahead: Join opens one
     }
     this.socket = socket;
-    if (!socket) return;
+    if (!socket) {
+      prepare?.onGone();
+      return;
+    }
     // The standby hello, once the socket is open and the session known (in either order), and
     // only while nobody has taken the socket.
     let token = typeof session === "string" ? session : undefined;
     const standBy = () => {
       if (this.socket === socket && token !== undefined && socket.readyState === OPEN) {
-        socket.send(JSON.stringify({ type: "hello", id: "standby", session: token, standby: true }));
+        socket.send(JSON.stringify({ type: "hello", id: "standby", session: token, standby: true, ...(prepare ? { prepare: true } : {}) }));
       }
     };
     socket.onopen = standBy;
@@ -386,24 +406,52 @@ export class StandbySocket {
       );
     }
     socket.onmessage = (ev) => {
-      // Refused (an unknown session, a full server): the socket is of no use to the call.
-      let m: unknown;
+      let m: Result | null;
       try {
-        m = JSON.parse(String(ev.data));
+        m = JSON.parse(String(ev.data)) as Result | null;
       } catch {
         m = null;
       }
-      if ((m as { type?: unknown } | null)?.type !== "result") this.close();
+      if (m === null || typeof m !== "object") return this.close();
+      const mine = typeof m.id === "string" ? this.pending.get(m.id) : undefined;
+      if (mine && (m.type === "result" || m.type === "error")) {
+        this.pending.delete(m.id as string);
+        if (m.type === "result") mine.resolve(m);
+        else mine.reject(new ParleyClientError(asErrCode(m.errcode), "signalling", { detail: `standby: ${String(m.errcode)} ${String(m.error ?? "")}`.trim() }));
+        return;
+      }
+      if (m.type === "prepared" && prepare && isOffer(m.jsep) && Array.isArray(m.streams)) return prepare.onPrepared({ jsep: m.jsep, streams: m.streams });
+      // Refused (an unknown session, a full server): the socket is of no use to the call.
+      if (m.type !== "result") this.close();
     };
     socket.onerror = () => undefined;
     socket.onclose = () => {
-      if (this.socket === socket) this.socket = null;
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.settlePending();
+      prepare?.onGone();
     };
   }
 
   /** Whether the socket is still there for the taking (not refused, closed or taken). */
   get alive(): boolean {
     return this.socket !== null && this.socket.readyState <= OPEN;
+  }
+
+  /**
+   * A request on the standby (the prepared subscription's answer and candidates): refused once
+   * the socket is taken or gone; answered by the server, or with nothing when the call takes the
+   * socket first (its hello's `prepared` then says whether the answer counted).
+   */
+  request(message: ClientRequest): Promise<Result> {
+    const s = this.socket;
+    if (!s || s.readyState !== OPEN) return Promise.reject(new ParleyClientError("CLOSED", "signalling", { detail: `${message.type} on a standby socket gone or taken` }));
+    const id = `standby-${this.nextId++}`;
+    if (message.type === "answer") this.answerSent = true;
+    return new Promise<Result>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      s.send(JSON.stringify({ ...message, id }));
+    });
   }
 
   /** The socket for `url`, once, while it is opening or open (its handlers the taker's to set); else null. */
@@ -415,6 +463,7 @@ export class StandbySocket {
     }
     this.socket = null;
     s.onopen = s.onmessage = s.onerror = s.onclose = null;
+    this.settlePending();
     return s;
   }
 
@@ -422,8 +471,20 @@ export class StandbySocket {
   close(): void {
     const s = this.socket;
     this.socket = null;
+    this.settlePending();
     if (s) closeQuietly(s, 1000, "not joining");
+    if (s) this.prepare?.onGone();
   }
+
+  /** Requests of the standby still unanswered are answered with nothing: their answers go to whoever has the socket now. */
+  private settlePending(): void {
+    for (const p of this.pending.values()) p.resolve({});
+    this.pending.clear();
+  }
+}
+
+function isOffer(v: unknown): v is { type: "offer"; sdp: string } {
+  return typeof v === "object" && v !== null && (v as { type?: unknown }).type === "offer" && typeof (v as { sdp?: unknown }).sdp === "string";
 }
 
 /** Closes a socket whose events nobody is to hear any more. */

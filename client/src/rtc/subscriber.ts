@@ -44,7 +44,7 @@ export interface SubscriberOptions {
 
 export class Subscriber {
   readonly events = new Emitter<{ feeds: ReadonlyMap<string, RemoteFeed> }>();
-  private readonly o: Required<SubscriberOptions>;
+  private o: Required<SubscriberOptions>;
   private readonly log = getLogger("subscriber");
   private pc: RTCPeerConnection | null = null;
   private mids = new Map<string, SubscribedStream>();
@@ -57,6 +57,25 @@ export class Subscriber {
 
   constructor(opts: SubscriberOptions) {
     this.o = { transforms: noTransforms, iceTransportPolicy: "all", ...opts };
+  }
+
+  /**
+   * The SFU's offer made before anyone asked (the standby's `prepared` push, every m-line paused):
+   * answered as a subscribe's, so that ICE and DTLS are up before Join.
+   */
+  prepared(raw: Record<string, unknown>): Promise<void> {
+    return this.enqueue(() => this.apply(raw, {})).then(() => undefined);
+  }
+
+  /**
+   * The call takes this (prepared) subscriber: its requests go on the call's signalling from now
+   * on. Its receivers went to the transforms at its answer: Chromium runs a receiver's frames
+   * through a transform set after its stream was made (here, at negotiation) only from its next
+   * stream, so the call's transforms must be the ones it was made with.
+   */
+  adopt(signalling: Requester): void {
+    this.o = { ...this.o, signalling };
+    this.syncTracks();
   }
 
   /** Resolves with the feeds now subscribed: the server leaves out a feed that is gone. */

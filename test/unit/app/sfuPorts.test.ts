@@ -186,4 +186,29 @@ describe("a subscription prepared at hello (docs/join.md)", () => {
     await unclaimed.close();
     expect(s.left).toEqual([1]);
   });
+
+  it("a paused first subscription (a pre-join's) has every m-line told not to forward before its offer is returned; a refused pause leaves it", async () => {
+    const configured: unknown[] = [];
+    let refuse = false;
+    const subscriber = {
+      onSubstream: () => () => undefined, trickle: async () => undefined, leave: async () => void configured.push("left"),
+      configure: async (r: unknown) => {
+        configured.push(r);
+        if (refuse) throw new Error("videoroom error 453");
+      },
+    };
+    const participant = {
+      participantId: "p1", closed: false, onLost: () => () => undefined, close: async () => undefined,
+      joinAsSubscriber: async () => ({ subscriber, offer: { type: "offer", sdp: "offer" }, streams: [{ type: "audio", mid: "0", feed_id: "f1" }, { type: "video", mid: "1", feed_id: "f1" }] }),
+    } as unknown as SfuParticipant;
+    const media = await sfuPorts({ openParticipant: async () => participant } as unknown as Sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+    expect(await media.subscribe([{ feed: "f1", substream: 1 }], { paused: true })).toMatchObject({ offerSdp: "offer" });
+    expect(configured).toEqual([[{ mid: "0", send: false }, { mid: "1", send: false }]]);
+    // Later subscriptions are updates, not paused ones (the seat's viewer decides what they forward).
+    refuse = true;
+    configured.length = 0;
+    const other = await sfuPorts({ openParticipant: async () => participant } as unknown as Sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
+    await expect(other.subscribe([{ feed: "f1" }], { paused: true })).rejects.toThrow();
+    expect(configured.at(-1)).toBe("left");
+  });
 });

@@ -20,6 +20,8 @@ const BOT = "@parley:a.example";
 /** An SFU whose open() answers when the test says so; it counts what is open. */
 class FakeSfu implements SfuRooms, SfuMedia {
   opened = 0;
+  /** Publishers send video too, and subscriptions carry each feed's audio m-line too (else audio published, video subscribed: the older tests'). */
+  audio = false;
   open_ = new Set<FakeMedia>();
   lose: ((reason: string) => void)[] = [];
   gate: Promise<void> = Promise.resolve();
@@ -67,18 +69,30 @@ class FakeMedia implements SfuMediaSession {
   async publish(_sdp: string, opts: { onUp: () => void }) {
     this.calls.push("publish");
     setTimeout(opts.onUp, 0);
-    return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }] };
+    const video = this.sfu.audio ? [{ mid: "1", kind: "video" as const }] : [];
+    return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }, ...video] };
   }
   /** Feeds of each subscribe, in order; `noSuchFeed` makes the next one fail as Janus does. */
   readonly subscribed: string[][] = [];
   readonly substreams: (number | undefined)[] = [];
   noSuchFeed = 0;
-  async subscribe(feeds: { feed: string | number; substream?: number | undefined }[]) {
-    this.calls.push("subscribe");
+  async subscribe(feeds: { feed: string | number; substream?: number | undefined }[], opts?: { paused?: boolean }) {
+    this.calls.push(opts?.paused ? "subscribe paused" : "subscribe");
     this.subscribed.push(feeds.map((f) => String(f.feed)));
     this.substreams.push(...feeds.map((f) => f.substream));
     if (this.noSuchFeed > 0 && this.noSuchFeed--) throw new ParleyError("M_NOT_FOUND", "subscribing: that feed is no longer published");
-    return { offerSdp: "v=0 offer", streams: feeds.map((f) => ({ feed: f.feed, mid: `v-${f.feed}`, kind: "video" as const })) };
+    return {
+      offerSdp: "v=0 offer",
+      streams: feeds.flatMap((f) => [
+        ...(this.sfu.audio ? [{ feed: f.feed, mid: `a-${f.feed}`, kind: "audio" as const }] : []),
+        { feed: f.feed, mid: `v-${f.feed}`, kind: "video" as const },
+      ]),
+    };
+  }
+  /** Each configure of subscribed m-lines (pause, resume, layer), as `mid:send`. */
+  readonly configured: string[] = [];
+  async configureVideos(changes: { mid: string; send?: boolean }[]) {
+    this.configured.push(...changes.map((c) => `${c.mid}:${c.send}`));
   }
   async unsubscribe() {
     return { streams: [] };
@@ -88,7 +102,11 @@ class FakeMedia implements SfuMediaSession {
   prepareSubscription(feeds: { feed: string | number; substream?: number | undefined }[]) {
     this.prepared.push(feeds.map((f) => `${f.feed}/${f.substream}`));
   }
-  async answer() {}
+  readonly answers: string[] = [];
+  async answer(sdp: string) {
+    this.calls.push("answer");
+    this.answers.push(sdp);
+  }
   async moderate(kind: string, blocked: boolean) {
     this.calls.push(`moderate ${kind} ${blocked ? "block" : "unblock"}`);
   }
@@ -309,6 +327,128 @@ describe("a seat", () => {
     await new Promise((r) => setTimeout(r, 0));
     expect(sfu.open_.size).toBe(0);
     expect(client.pushes.at(-1)).toEqual({ type: "renegotiate", reason: "media session lost" });
+  });
+});
+
+describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
+  /** Alice's first device in the call, publishing, announced. */
+  async function publisherIn() {
+    const client = new Client();
+    const { seat } = await seats.open(client, await session(), "DEVA");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await vi.waitFor(() => expect(client.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ streams: [{ mid: "0" }, { mid: "1" }] }] }));
+    return { client, seat, media: [...sfu.open_][0]! };
+  }
+  const live = () => true;
+  beforeEach(() => {
+    sfu.audio = true;
+  });
+
+  it("is made paused for every announced feed, outside the roster; answered, the real hello seats it on the same SFU session and it forwards", async () => {
+    const host = await publisherIn();
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    expect(prepared.streams.map((s) => ({ mid: s.mid, user_id: s.user_id, device_id: s.device_id }))).toEqual([
+      { mid: `a-${host.media.feedId}`, user_id: ALICE, device_id: "DEVA" },
+      { mid: `v-${host.media.feedId}`, user_id: ALICE, device_id: "DEVA" },
+    ]);
+    const early = [...sfu.open_].at(-1)!;
+    expect(early.calls).toEqual(["subscribe paused"]);
+    // Nobody sees a pre-join: the host was told of no newcomer.
+    const toldHost = host.client.pushes.length;
+    await prepared.answer("v=0 answer", true);
+    await prepared.trickle(candidate);
+    expect(early.trickles).toEqual([candidate]);
+    expect(host.client.pushes.length).toBe(toldHost);
+    expect(early.configured).toEqual([]);
+    const joiner = new Client();
+    const opened = await seats.open(joiner, token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    expect(opened.prepared).toBe(true);
+    expect(sfu.opened).toBe(2); // no third SFU session: the seat's is the prepared one
+    expect(seats.media.roster.get(opened.seat.session.callId, opened.seat)?.media).toBe(early);
+    // It forwards from the hello: the audio at once, the video as its viewer chooses it (a resume).
+    await vi.waitFor(() => expect(early.configured.sort()).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    await vi.waitFor(() => expect(host.client.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ device_id: "DEVA" }, { device_id: "DEVB" }] }));
+    // Its later subscribe is the seat's like any other (the feed is subscribed already).
+    expect(early.calls).toEqual(["subscribe paused", "answer"]);
+  });
+
+  it("not answered by the hello, it is closed and the seat opens its own SFU session, as without", async () => {
+    await publisherIn();
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    const early = [...sfu.open_].at(-1)!;
+    const opened = await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    expect(opened.prepared).toBeUndefined();
+    expect(sfu.open_.has(early)).toBe(false);
+    await vi.waitFor(() => expect(sfu.opened).toBe(3));
+    await expect(prepared.answer("v=0 late", true)).rejects.toMatchObject({ errcode: "M_NOT_FOUND" });
+  });
+
+  it("a hello right behind the answer waits for it; an answer the SFU refused leaves nothing seated", async () => {
+    await publisherIn();
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    const early = [...sfu.open_].at(-1)!;
+    let release!: () => void;
+    const slow = new Promise<void>((r) => (release = r));
+    early.answer = async () => {
+      await slow;
+      throw new ParleyError("M_UNKNOWN", "answering: refused");
+    };
+    const answering = prepared.answer("v=0", true);
+    const opening = seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering });
+    release();
+    await expect(answering).rejects.toMatchObject({ errcode: "M_UNKNOWN" });
+    expect((await opening).prepared).toBeUndefined();
+    expect(sfu.open_.has(early)).toBe(false);
+  });
+
+  it("an answer must declare end-to-end encryption; another session's hello does not take it", async () => {
+    await publisherIn();
+    const [token, other] = [await session(), await session()];
+    const prepared = (await seats.prepare(token, live))!;
+    const early = [...sfu.open_].at(-1)!;
+    await expect(prepared.answer("v=0", undefined)).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    expect(early.answers).toEqual([]);
+    await prepared.answer("v=0", true);
+    expect((await seats.open(new Client(), other, "DEVC", { media: Promise.resolve(prepared), answering: undefined })).prepared).toBeUndefined();
+    expect(sfu.open_.has(early)).toBe(false);
+  });
+
+  it("none for a call without feeds, a session gone, a knocker in the lobby, or past prejoinSubscriptionsPerCall; a closed one frees its place", async () => {
+    const token = await session();
+    expect(await seats.prepare(token, live)).toBeUndefined(); // nobody publishes yet
+    await publisherIn();
+    expect(await seats.prepare("no-such-session", live)).toBeUndefined();
+    const lobby = vi.spyOn(calls, "grantedInLobby").mockReturnValue(true);
+    expect(await seats.prepare(token, live)).toBeUndefined();
+    lobby.mockRestore();
+    expect(await seats.prepare(token, () => false)).toBeUndefined(); // the standby went meanwhile
+    seats = new CallSeats({ ...SEAT_BASICS, calls, sfu, rooms: { stateEvent: async () => undefined }, keys: undefined, botUserId: BOT, requireE2ee: true, preparedPerCall: 1 });
+    // (The limit counts this CallSeats' own; the publisher is another's: a fresh one publishes here.)
+    const c = new Client();
+    const { seat } = await seats.open(c, await session(), "DEVA2");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await vi.waitFor(() => expect(c.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ streams: [{ mid: "0" }, { mid: "1" }] }] }));
+    const before = sfu.open_.size;
+    const first = (await seats.prepare(token, live))!;
+    expect(first).toBeDefined();
+    expect(await seats.prepare(await session(), live)).toBeUndefined();
+    expect(sfu.open_.size).toBe(before + 1);
+    await first.close();
+    expect(sfu.open_.size).toBe(before);
+    expect(await seats.prepare(await session(), live)).toBeDefined();
+  });
+
+  it("the SFU losing it before the hello closes it: the hello seats nothing from it", async () => {
+    await publisherIn();
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    await prepared.answer("v=0", true);
+    sfu.lose.at(-1)!("media session lost");
+    await new Promise((r) => setTimeout(r, 0));
+    expect((await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined })).prepared).toBeUndefined();
   });
 });
 

@@ -16,6 +16,7 @@ const SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n";
 const MEDIA: ClientRequest[] = [
   { type: "hello", session: "s", device_id: "D" },
   { type: "hello", session: "s", standby: true },
+  { type: "hello", session: "s", standby: true, prepare: true },
   { type: "ping" },
   { type: "publish", jsep: { type: "offer", sdp: SDP }, simulcast: true, e2ee: true },
   { type: "subscribe", feeds: [{ feed: 1, mid: "0" }], e2ee: true },

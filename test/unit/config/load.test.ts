@@ -75,7 +75,7 @@ describe("parseConfig", () => {
         joinRateLimit: { perMinute: 60, burst: 20 },
         e2ee: { required: true, keys: "participant", provisionedRooms: [] },
         idleEndSeconds: 300,
-        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, standbySeconds: 300, invitedJoinWaitMs: 3000, lobbyGrantsPerCall: 20, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
+        limits: { sessionsPerCall: 100, sessionsPerUserPerCall: 10, socketsPerAddress: 64, helloTimeoutSeconds: 10, standbySeconds: 300, prejoinSubscriptionsPerCall: 20, invitedJoinWaitMs: 3000, lobbyGrantsPerCall: 20, iceCandidatesBeforeMedia: 100, messagesPerSecond: 50, messageBurst: 200 },
       },
       guests: {
         mode: "off",

@@ -5,7 +5,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { CallSeats } from "../../../appservice/src/calls/callSeats.ts";
+import type { CallSeats, PreparedAtHello } from "../../../appservice/src/calls/callSeats.ts";
 import type { SessionCloser } from "../../../appservice/src/calls/callService.ts";
 import { ParleyError } from "../../../appservice/src/errors.ts";
 import { attachSignalling, sessionHandlers, SIGNALLING_PATH, type SignallingServer } from "../../../appservice/src/http/signalling/server.ts";
@@ -22,11 +22,43 @@ let life: Map<string, number>;
 let opened: string[];
 /** What each standby socket would be told at its session's end, until it let go (its real hello, its close). */
 let watching: Map<string, SessionCloser>;
+/** The pre-join subscriptions made (prepare), what each was asked, and what each hello was handed. */
+let prepared: FakePrepared[];
+let handed: (PreparedAtHello | undefined)[];
+/** What the next prepare gives: a subscription, or none (nothing to subscribe to). */
+let prepareGives: "offer" | "none";
+/** Holds each prepare until released (a prepare still under way when the socket goes). */
+let prepareGate: Promise<void>;
+
+class FakePrepared {
+  readonly sessionKey = "k-s1";
+  readonly offerSdp = "v=0 prepared offer";
+  readonly streams = [{ feed: "p1", mid: "0", kind: "audio" as const, type: "audio", user_id: "@alice:x", device_id: "A" }];
+  readonly log: string[] = [];
+  closed = false;
+  async answer(sdp: string, e2ee: boolean | undefined) {
+    await new Promise((r) => setTimeout(r, 50)); // the SFU's start takes a moment: a hello behind it waits
+    this.log.push(`answer ${sdp} e2ee=${e2ee}`);
+  }
+  async trickle(c: unknown) {
+    this.log.push(`trickle ${JSON.stringify(c)}`);
+  }
+  async settled() {
+    return true;
+  }
+  async close() {
+    this.closed = true;
+  }
+}
 
 beforeEach(async () => {
   life = new Map([["s1", 60_000], ["short", 200]]);
   opened = [];
   watching = new Map();
+  prepared = [];
+  handed = [];
+  prepareGives = "offer";
+  prepareGate = Promise.resolve();
   const seats = {
     standby: (token: string, ended: SessionCloser) => {
       const lifeMs = life.get(token);
@@ -34,10 +66,22 @@ beforeEach(async () => {
       watching.set(token, ended);
       return { ...SESSION, key: `k-${token}`, lifeMs, release: () => watching.get(token) === ended && watching.delete(token) };
     },
-    open: async (_client: unknown, token: string) => {
+    open: async (_client: unknown, token: string, _device: unknown, fromStandby?: PreparedAtHello) => {
+      handed.push(fromStandby);
       if (!life.has(token)) throw new ParleyError("M_UNKNOWN_TOKEN", "unknown or expired session; join again");
       opened.push(token);
-      return { seat: { session: { ...SESSION, token, key: `k-${token}` } }, e2ee: { required: true, keys: "participant", bot: "@bot:x" }, resumed: false };
+      // Seated with it if it was answered by now (the hello waited for an answer under way).
+      const p = fromStandby && (await fromStandby.media);
+      await fromStandby?.answering?.catch(() => undefined);
+      const seated = p !== undefined && (p as unknown as FakePrepared).log.some((l) => l.startsWith("answer"));
+      return { seat: { session: { ...SESSION, token, key: `k-${token}` } }, e2ee: { required: true, keys: "participant", bot: "@bot:x" }, resumed: false, ...(seated ? { prepared: true } : {}) };
+    },
+    prepare: async (_token: string, wanted: () => boolean) => {
+      await prepareGate;
+      if (prepareGives === "none" || !wanted()) return undefined;
+      const p = new FakePrepared();
+      prepared.push(p);
+      return p;
     },
     closed: vi.fn(),
   } as unknown as CallSeats;
@@ -138,5 +182,69 @@ describe("a standby hello", () => {
     expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result" });
     expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
     ws.close();
+  });
+});
+
+describe("a standby hello with prepare (the pre-join's subscription, docs/join.md)", () => {
+  const preparing = async () => {
+    const ws = await SignallingClient.open(url);
+    expect(await ws.request({ type: "hello", session: "s1", standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
+    return ws;
+  };
+  const candidate = { candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host", sdpMid: "0", sdpMLineIndex: 0 };
+
+  it("pushes the SFU's offer; the socket takes its answer and candidates, nothing else, and the real hello seats it", async () => {
+    const ws = await preparing();
+    expect(await ws.push("prepared", (p) => p.type === "prepared")).toMatchObject({ jsep: { type: "offer", sdp: "v=0 prepared offer" }, streams: [{ mid: "0", user_id: "@alice:x" }] });
+    expect(await ws.request({ type: "publish", jsep: { type: "offer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
+    expect(await ws.request({ type: "trickle", target: "publisher", candidate })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
+    expect(await ws.request({ type: "trickle", target: "subscriber", candidate })).toMatchObject({ type: "result" });
+    // The answer and the hello back to back: the hello is handed the answer under way, and waits for it.
+    ws.send({ type: "answer", id: "a", jsep: { type: "answer", sdp: "v=0 answer" }, e2ee: true });
+    expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result", prepared: true });
+    expect(ws.pushes).toContainEqual(expect.objectContaining({ type: "result", id: "a" }));
+    expect(prepared[0]!.log).toEqual([`trickle ${JSON.stringify(candidate)}`, "answer v=0 answer e2ee=true"]);
+    expect(handed.at(-1)?.answering).toBeDefined();
+    expect(prepared[0]!.closed).toBe(false); // the seat's now
+    ws.close();
+  });
+
+  it("without prepare, or with nothing to subscribe to, there is nothing to answer", async () => {
+    const plain = await SignallingClient.open(url);
+    expect(await plain.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "result" });
+    expect(await plain.request({ type: "answer", jsep: { type: "answer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
+    expect(prepared).toEqual([]);
+    plain.close();
+    await plain.closed;
+    prepareGives = "none";
+    const ws = await preparing();
+    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_NOT_FOUND" });
+    expect(ws.pushes.some((p) => p.type === "prepared")).toBe(false);
+    // The real hello is handed nothing to seat.
+    expect(await ws.request({ type: "hello", session: "s1" })).not.toHaveProperty("prepared");
+    ws.close();
+  });
+
+  it("is closed with its socket, or when the standby ends; one still being made then is closed as it comes, never pushed", async () => {
+    const ws = await preparing();
+    await ws.push("prepared", (p) => p.type === "prepared");
+    ws.close();
+    await vi.waitFor(() => expect(prepared[0]!.closed).toBe(true));
+    // Its session ending closes the socket, and so the subscription.
+    const ended = await preparing();
+    await ended.push("prepared", (p) => p.type === "prepared");
+    watching.get("s1")!({ errcode: "M_FORBIDDEN", message: "membership is now leave" });
+    await ended.closed;
+    await vi.waitFor(() => expect(prepared[1]!.closed).toBe(true));
+    // Still being made when the socket goes: the prepare is told it is not wanted.
+    let release!: () => void;
+    prepareGate = new Promise((r) => (release = r));
+    const late = await preparing();
+    late.close();
+    await late.closed;
+    release();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(prepared).toHaveLength(2);
+    expect(late.pushes.some((p) => p.type === "prepared")).toBe(false);
   });
 });

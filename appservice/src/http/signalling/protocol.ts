@@ -57,7 +57,15 @@ export const viewMessage = z.object({
 export const clientMessage = z.discriminatedUnion("type", [
   // device_id: the Matrix device the client runs as; others address their media keys to it.
   // standby: the pre-join's socket, opened ahead; nobody is seated until a hello without it.
-  z.object({ type: z.literal("hello"), id, session: z.string().min(1).max(256), device_id: z.string().min(1).max(255).optional(), standby: z.boolean().optional() }),
+  // prepare (with standby): the pre-join's subscription to the call's media is made on this socket, paused (docs/join.md).
+  z.object({
+    type: z.literal("hello"),
+    id,
+    session: z.string().min(1).max(256),
+    device_id: z.string().min(1).max(255).optional(),
+    standby: z.boolean().optional(),
+    prepare: z.boolean().optional(),
+  }),
   z.object({ type: z.literal("ping"), id }),
   // e2ee: the client's frames are end-to-end encrypted (publish) / it decrypts them (subscribe, answer).
   z.object({ type: z.literal("publish"), id, jsep: jsep("offer"), simulcast: z.boolean().optional(), e2ee: z.boolean().optional() }),
@@ -102,6 +110,13 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                  (the pre-join's). The session is checked, nobody is seated, and the socket may
  *                  wait (calls.limits.standbySeconds, at most its grant's life) for the real hello,
  *                  sent at Join on it. One per session: a newer standby closes the older (4403).
+ *   hello with standby and prepare: true -> as above; then, when the call has feeds and a
+ *                  pre-join subscription may be made (calls.limits.prejoinSubscriptionsPerCall; not
+ *                  in the lobby), the push {type:"prepared", jsep: {type:"offer", sdp}, streams:
+ *                  SubscribedStream[]}: every m-line made paused in the SFU. On standby the socket
+ *                  takes `answer` to it and `trickle` (target subscriber), nothing else. The real
+ *                  hello on the same socket seats the subscription if it was answered (its result
+ *                  says `prepared: true`), and it forwards from then on; otherwise it is closed
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)

@@ -6,7 +6,7 @@
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import type { Seat } from "../../calls/callMedia.ts";
+import type { PreparedMedia, Seat } from "../../calls/callMedia.ts";
 import type { CallSeats } from "../../calls/callSeats.ts";
 import type { SessionEndReason } from "../../calls/callService.ts";
 import { TokenBucket } from "../../calls/rateLimit.ts";
@@ -110,11 +110,18 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       () => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${limits.helloTimeoutMs} ms`), 4408),
       limits.helloTimeoutMs,
     );
-    /** This socket's standby (a hello with standby: true), until its real hello or its close. */
-    let standby: { key: string; replaced: () => void; release: () => void } | undefined;
-    const leaveStandby = () => {
+    /**
+     * This socket's standby (a hello with standby: true), until its real hello or its close; with
+     * the pre-join's subscription it asked for (`prepare`) and the client's answer to it, if any.
+     */
+    let standby:
+      | { key: string; replaced: () => void; release: () => void; prepared?: Promise<PreparedMedia | undefined>; answering?: Promise<unknown> }
+      | undefined;
+    /** Ends the standby; its pre-join subscription is closed unless `keep` (its real hello takes it). */
+    const leaveStandby = (keep = false) => {
       if (standby && standbys.get(standby.key) === standby.replaced) standbys.delete(standby.key);
       standby?.release();
+      if (!keep) void standby?.prepared?.then((p) => p?.close());
       standby = undefined;
     };
     if (open > limits.socketsPerAddress) {
@@ -124,11 +131,12 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
     let helloPending = false;
     const hello: Handler<"hello"> = async (_conn, message) => {
       if (conn.seat || helloPending) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
-      if (message.standby) return standBy(message.session);
-      leaveStandby();
+      if (message.standby) return standBy(message.session, message.prepare === true);
+      const prepared = standby?.prepared ? { media: standby.prepared, answering: standby.answering } : undefined;
+      leaveStandby(true);
       helloPending = true;
       try {
-        const { seat, e2ee, resumed, ice } = await seats.open(
+        const { seat, e2ee, resumed, ice, prepared: seatedPrepared } = await seats.open(
           {
             push: (event) => conn.send(event),
             ended: (reason: SessionEndReason) =>
@@ -139,6 +147,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
           },
           message.session,
           message.device_id,
+          prepared,
         );
         conn.seat = seat;
         clearTimeout(helloTimer);
@@ -149,7 +158,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         // resumed: the media the client had before a Parley restart is this seat's (nothing to publish again).
         // ice: a session granted in the lobby (or restored after a restart) gets its ICE servers here.
         const iceFields = ice ? { ice_servers: ice.iceServers, ice_transport_policy: ice.iceTransportPolicy } : {};
-        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields };
+        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields, ...(seatedPrepared ? { prepared: true } : {}) };
       } finally {
         helloPending = false;
       }
@@ -160,7 +169,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
      * checked, nobody is seated, and the socket waits for its real hello up to `standbyMs` (or the
      * session's grant, if shorter). Synchronous: a real hello right behind it finds it done.
      */
-    const standBy = (token: string) => {
+    const standBy = (token: string, prepare: boolean) => {
       if (standby) throw new ParleyError("M_FORBIDDEN", "this socket is on standby already");
       // The session ending first (a knocker denied, an eviction, its expiry) closes the socket now.
       const s = seats.standby(token, (reason) => shut(new ParleyError(reason.errcode, reason.message)));
@@ -171,7 +180,46 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       clearTimeout(helloTimer);
       const waitMs = Math.max(0, Math.min(limits.standbyMs, s.lifeMs));
       helloTimer = setTimeout(() => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${waitMs} ms of standby`), 4408), waitMs);
+      if (prepare) {
+        const mine = standby;
+        const wanted = () => standby === mine && ws.readyState === ws.OPEN;
+        // After the standby's answer (sent once this returns): the SFU's offer, when it comes.
+        mine.prepared = seats.prepare(token, wanted).then(async (p) => {
+          if (p && !wanted()) return void (await p.close());
+          if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams });
+          return p;
+        });
+      }
       return { standby: true, user_id: s.userId, room_id: s.roomId, call_id: s.callId };
+    };
+
+    /**
+     * The standby's pre-join subscription: its answer and its candidates, nothing else. The
+     * answer is noted before anything is awaited, so that a real hello right behind it waits for it.
+     */
+    const standbyMedia = (message: ClientMessage): (() => Promise<Record<string, unknown> | void>) | undefined => {
+      const s = standby;
+      if (!s?.prepared) return undefined;
+      const prepared = s.prepared;
+      const none = () => new ParleyError("M_NOT_FOUND", "no subscription was prepared on this socket");
+      if (message.type === "answer") {
+        const answering = (async () => {
+          const p = await prepared;
+          if (!p) throw none();
+          await p.answer(message.jsep.sdp, message.e2ee);
+        })();
+        answering.catch(() => undefined); // (its request reports it)
+        s.answering = answering;
+        return () => answering;
+      }
+      if (message.type === "trickle" && message.target === "subscriber") {
+        return async () => {
+          const p = await prepared;
+          if (!p) throw none();
+          await p.trickle(message.candidate);
+        };
+      }
+      return undefined;
     };
 
     ws.on("message", async (data, isBinary) => {
@@ -195,12 +243,13 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         return fail(new ParleyError("M_BAD_JSON", detail), msgId);
       }
       const message = parsed.data;
-      if (message.type !== "hello" && !conn.seat) {
+      const onStandby = conn.seat ? undefined : standbyMedia(message);
+      if (message.type !== "hello" && !conn.seat && !onStandby) {
         return fail(new ParleyError("M_MISSING_TOKEN", "send hello with your session first"), msgId);
       }
       const userId = conn.seat?.session.userId;
       conn.log.debug({ type: message.type, userId }, "signalling message");
-      const handler = message.type === "hello" ? hello : (handlers[message.type] as Handler<typeof message.type> | undefined);
+      const handler = onStandby ? () => onStandby() : message.type === "hello" ? hello : (handlers[message.type] as Handler<typeof message.type> | undefined);
       if (!handler) return fail(new ParleyError("M_UNRECOGNIZED", `${message.type} is not supported here`), msgId);
       observe?.message(message.type);
       try {

@@ -1,0 +1,100 @@
+// The media connection made in the pre-join, on the real stack (Synapse, Janus 1.1.2, Parley;
+// docs/join.md, seventeenth pass): a standby socket asking for it gets Janus's offer for the
+// call's feeds, answers it and connects, and Janus forwards nothing to it (each m-line was told
+// not to before the offer left) while nobody in the call is told of it; its real hello seats it
+// and the media flows, with no second subscription. A synthetic (werift) publisher and viewer.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
+import { callSession, seated, signallingUrl } from "../support/callStack.ts";
+import { TestUser, waitFor } from "../support/matrix.ts";
+import { SignallingClient } from "../support/signalling.ts";
+import { SyntheticPublisher, SyntheticViewer } from "../support/synthetic.ts";
+
+let stack: Stack;
+let A: Institution;
+let failed = false;
+const closers: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  stack = await startInstitutions({ count: 1, allow: () => [], janus: true });
+  A = stack.institutions[0]!;
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === "fail") failed = true;
+});
+
+afterAll(async () => {
+  for (const close of closers.reverse()) await close();
+  await stack?.stop({ keep: failed || undefined });
+});
+
+async function member(name: string, roomId?: string): Promise<{ user: TestUser; roomId: string }> {
+  const u = await A.registerUser(name);
+  const user = new TestUser(A.synapse.clientUrl, u.userId, u.accessToken);
+  return { user, roomId: await user.join(roomId ?? A.alias("prejoin")) };
+}
+
+describe("the pre-join's subscription through Janus", () => {
+  it("connects before Join with nothing forwarded and nobody told; the real hello seats it and the media flows on it", async () => {
+    const host = await member("ann-prejoin");
+    const hostWs = await seated(A, await callSession(A, host.user, host.roomId), "ANNDEV");
+    closers.push(() => hostWs.close());
+    const publisher = new SyntheticPublisher();
+    closers.push(() => publisher.close());
+    await publisher.publish(hostWs);
+    await hostWs.push("ann's feed announced", (p) => p.type === "participants" && (p.participants as { streams: unknown[] }[]).some((x) => x.streams.length === 2), 30_000);
+
+    const vic = await member("vic-prejoin", host.roomId);
+    const session = await callSession(A, vic.user, vic.roomId);
+    const ws = await SignallingClient.open(signallingUrl(A));
+    closers.push(() => ws.close());
+    expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
+    const offered = await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
+    expect(offered.streams).toEqual([
+      expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId, device_id: "ANNDEV" }),
+      expect.objectContaining({ feed: publisher.feed, kind: "video", user_id: host.user.userId, device_id: "ANNDEV" }),
+    ]);
+    const viewer = new SyntheticViewer();
+    closers.push(() => viewer.pc.close());
+    await viewer.answer(ws, offered);
+    await waitFor("the pre-join's connection up (ICE, DTLS)", async () => viewer.pc.connectionState === "connected" || undefined, 20_000);
+    // Connected, and nothing forwarded: Janus was told not to before the offer left.
+    const before = await viewer.flow(2000);
+    expect([...before.values()]).toEqual([0, 0]);
+    expect(viewer.packets.size).toBe(0);
+    // Nobody in the call was told of a newcomer.
+    const announced = (p: { type: string; participants?: unknown }) => p.type === "participants" && (p.participants as { user_id: string }[]).some((x) => x.user_id === vic.user.userId);
+    expect(hostWs.pushes.some(announced)).toBe(false);
+
+    // Join: the real hello on the same socket seats it, and it forwards.
+    expect(await ws.request({ type: "hello", session, device_id: "VICDEV" })).toMatchObject({ type: "result", prepared: true });
+    await hostWs.push("vic in the call", announced, 10_000);
+    const flowing = await waitFor("audio and video flowing on the pre-join's connection", async () => {
+      const f = await viewer.flow(1000);
+      return [...f.values()].every((n) => n > 5) ? f : undefined;
+    }, 20_000);
+    expect(flowing.size).toBe(2);
+  });
+
+  it("not answered by the real hello, it is closed and the seat subscribes as without", async () => {
+    const guest = await member("eve-prejoin");
+    const session = await callSession(A, guest.user, guest.roomId);
+    const ws = await SignallingClient.open(signallingUrl(A));
+    closers.push(() => ws.close());
+    expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result" });
+    await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
+    const hello = await ws.request({ type: "hello", session, device_id: "EVEDEV" });
+    expect(hello).toMatchObject({ type: "result" });
+    expect(hello).not.toHaveProperty("prepared");
+    const list = await ws.push("the participant list", (p) => p.type === "participants", 10_000);
+    const feed = (list.participants as { feed_id: string; streams: unknown[] }[]).find((x) => x.streams.length > 0)!.feed_id;
+    const viewer = new SyntheticViewer();
+    closers.push(() => viewer.pc.close());
+    await viewer.subscribe(ws, [String(feed)]);
+    await waitFor("media on the seat's own subscription", async () => {
+      const f = await viewer.flow(1000);
+      return [...f.values()].every((n) => n > 5) || undefined;
+    }, 20_000);
+  });
+});

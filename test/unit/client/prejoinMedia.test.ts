@@ -1,0 +1,172 @@
+// The media connection made in the pre-join (client/src/rtc/prejoinMedia.ts, docs/join.md): the
+// standby socket asks for the subscription, its offer is answered on that socket with the call's
+// own transforms on the receivers, and at Join the call takes socket and subscriber together;
+// the hello's `prepared` decides whether the call uses it or subscribes as without.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { CallConnection } from "../../../client/src/rtc/call.ts";
+import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
+import { PrejoinSubscription } from "../../../client/src/rtc/prejoinMedia.ts";
+import { StandbySocket } from "../../../client/src/rtc/signalling.ts";
+import type { MediaTransformHook, ReceiverInfo } from "../../../client/src/rtc/transforms.ts";
+import { FakeSocket, tick } from "./fakes.ts";
+import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
+
+const URL = "ws://127.0.0.11:9/_parley/v1/signal";
+const GRANT: CallGrant = { session: "s1", expiresAt: 0, callId: "c", roomId: "!r:x", iceServers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "p" }], iceTransportPolicy: "relay", signalling: "/_parley/v1/signal" };
+const HOST = { user_id: "@b:y", device_id: "BDEV", feed_id: 7, streams: [{ mid: "0", kind: "audio" }, { mid: "1", kind: "video" }], muted: { audio: false, video: false } };
+const PREPARED_STREAMS = [
+  { feed: 7, mid: "0", kind: "audio", user_id: "@b:y", device_id: "BDEV" },
+  { feed: 7, mid: "1", kind: "video", user_id: "@b:y", device_id: "BDEV" },
+];
+
+/** The call's transforms: which receivers went to them, and when. */
+function transforms(): MediaTransformHook & { attached: ReceiverInfo[] } {
+  const attached: ReceiverInfo[] = [];
+  return { e2ee: true, attached, attachReceiver: (_r, info) => void attached.push(info) };
+}
+
+/** A pre-join's standby socket asking for the subscription; the server side is the test's. */
+function prejoin(hook = transforms()) {
+  const media = new PrejoinSubscription(async () => ({ iceServers: GRANT.iceServers, iceTransportPolicy: GRANT.iceTransportPolicy, transforms: hook }), peerFactory);
+  const standby = new StandbySocket(URL, "s1", (url) => new FakeSocket(url), media);
+  media.bind(standby);
+  const s = FakeSocket.last();
+  s.open();
+  s.receive({ type: "result", id: "standby", standby: true, user_id: "@a:x", room_id: "!r:x", call_id: "c" });
+  return { media, standby, s, hook };
+}
+
+/** The server's `prepared` push, answered by the page (the answer's result is left to the test). */
+async function offered(s: FakeSocket) {
+  s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS });
+  await vi.waitFor(() => expect(s.sent.some((m) => m.type === "answer")).toBe(true));
+}
+
+/** Serves the call's requests on the (taken) socket: hello says `prepared` as given. */
+function serveCall(s: FakeSocket, prepared: boolean) {
+  const requests: Record<string, unknown>[] = [];
+  const send = s.send.bind(s);
+  s.send = (data: string) => {
+    send(data);
+    const m = JSON.parse(data) as Record<string, unknown>;
+    if (typeof m.id !== "number") return;
+    requests.push(m);
+    queueMicrotask(() => {
+      const answer: Record<string, Record<string, unknown>> = {
+        hello: { user_id: "@a:x", room_id: "!r:x", call_id: "c", ...(prepared ? { prepared: true } : {}) },
+        publish: { jsep: { type: "answer", sdp: "v=0\r\npublisher answer" }, feed_id: 100 },
+        subscribe: { jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS },
+      };
+      s.receive({ type: "result", id: m.id, ...(answer[m.type as string] ?? {}) });
+      if (m.type === "hello") s.receive({ type: "participants", participants: [HOST] });
+    });
+  };
+  return requests;
+}
+
+function callFor(p: ReturnType<typeof prejoin>) {
+  return new CallConnection({
+    callApi: "http://127.0.0.11:9",
+    room: "!r:x",
+    openId: async () => ({ access_token: "o", token_type: "Bearer", matrix_server_name: "x", expires_in: 60 }),
+    grantAhead: () => GRANT,
+    local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
+    peerFactory,
+    transforms: p.hook,
+    socketAhead: (url) => p.standby.take(url),
+    subscriberAhead: () => p.media.take(),
+    socketFactory: (url) => new FakeSocket(url),
+  });
+}
+
+beforeEach(() => {
+  FakeSocket.all = [];
+  FakePeer.all = [];
+  vi.stubGlobal("MediaStream", FakeMediaStream);
+});
+afterEach(() => vi.unstubAllGlobals());
+
+describe("the pre-join's subscription", () => {
+  it("is asked with the standby hello, answered on the standby socket with the grant's ICE servers and the call's transforms on every receiver", async () => {
+    const { s, hook } = prejoin();
+    expect(s.sent[0]).toEqual({ type: "hello", id: "standby", session: "s1", standby: true, prepare: true });
+    await offered(s);
+    const pc = FakePeer.all[0]!;
+    expect(pc.config).toMatchObject({ iceServers: GRANT.iceServers, iceTransportPolicy: "relay", bundlePolicy: "max-bundle" });
+    expect(s.sent.find((m) => m.type === "answer")).toMatchObject({ jsep: { type: "answer" }, e2ee: true });
+    // The transforms before any frame can come: at the answer, not at Join.
+    expect(hook.attached.map((r) => `${r.kind} ${r.userId}|${r.deviceId}`)).toEqual(["audio @b:y|BDEV", "video @b:y|BDEV"]);
+    pc.candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host");
+    await tick();
+    expect(s.sent.filter((m) => m.type === "trickle")).toEqual([expect.objectContaining({ target: "subscriber", candidate: expect.objectContaining({ candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host" }) })]);
+  });
+
+  it("taken at Join with the socket and seated by the hello: the call subscribes to nothing more and shows the host from its connection", async () => {
+    const p = prejoin();
+    await offered(p.s);
+    const pc = FakePeer.all[0]!;
+    const requests = serveCall(p.s, true);
+    const call = callFor(p);
+    await call.start();
+    await vi.waitFor(() => expect(call.state.get().remotes).toMatchObject([{ feed: 7, userId: "@b:y" }]));
+    // (Its own media published, muted as in the pre-join.)
+    expect(requests.map((m) => m.type)).toEqual(["hello", "publish", "mute", "mute"]);
+    expect(call.state.get().remotes[0]!.media?.video).not.toBeNull();
+    // One subscriber peer connection (the pre-join's), one publisher.
+    expect(FakePeer.all.filter((x) => x !== pc)).toHaveLength(1);
+    expect(pc.closed).toBe(false);
+    // Its requests are the call's now: a candidate found later goes on the call's signalling.
+    pc.candidate("candidate:2 1 udp 1 127.0.0.1 10 typ host");
+    await tick();
+    expect(requests.at(-1)).toMatchObject({ type: "trickle", target: "subscriber" });
+    await call.leave();
+    expect(pc.closed).toBe(true);
+  });
+
+  it("a hello that does not say `prepared` (the server closed it): the pre-join's connection is closed and the call subscribes as without", async () => {
+    const p = prejoin();
+    await offered(p.s);
+    const early = FakePeer.all[0]!;
+    const requests = serveCall(p.s, false);
+    const call = callFor(p);
+    await call.start();
+    await vi.waitFor(() => expect(requests.map((m) => m.type)).toContain("subscribe"));
+    expect(early.closed).toBe(true);
+    await call.leave();
+  });
+
+  it("Join before its answer went out: nothing of it is taken, and nothing more goes out on the socket for it", async () => {
+    const p = prejoin();
+    const subscriber = p.media;
+    p.s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS });
+    // (The answer is still being made: the peer connection exists, nothing is sent yet.)
+    expect(subscriber.take()).toBeNull();
+    expect(p.standby.take(URL)).toBe(p.s);
+    await tick();
+    await tick();
+    expect(p.s.sent.filter((m) => m.type === "answer")).toEqual([]);
+    expect(FakePeer.all.every((pc) => pc.closed)).toBe(true);
+  });
+
+  it("the server closing the standby socket closes the pre-join's connection", async () => {
+    const p = prejoin();
+    await offered(p.s);
+    p.s.drop(4408, "no hello");
+    expect(FakePeer.all[0]!.closed).toBe(true);
+    expect(p.media.take()).toBeNull();
+  });
+
+  it("an answer's result that comes after the call took the socket is the call's client's to drop; the answer counts as sent", async () => {
+    const p = prejoin();
+    await offered(p.s);
+    const answer = p.s.sent.find((m) => m.type === "answer")!;
+    expect(typeof answer.id).toBe("string");
+    const requests = serveCall(p.s, true);
+    const call = callFor(p);
+    await call.start();
+    p.s.receive({ type: "result", id: answer.id });
+    expect(requests.map((m) => m.type)).not.toContain("subscribe");
+    expect(call.state.get().phase).toBe("connected");
+    await call.leave();
+  });
+});
