@@ -91,6 +91,12 @@ export function printTimeline(label: string, samples: Record<string, number>[], 
   const rows = [...steps].map(([k, v]) => [k, percentile(v, 50)] as const).sort((a, b) => a[1] - b[1]);
   rows.push(["first-frame", percentile(firstFrame, 50)]);
   console.log(`${label} timeline (p50 ms from Join): ${rows.map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
+  // The joins whose subscription was the one made in the pre-join (docs/join.md, seventeenth pass):
+  // a Join pressed before its answer went out subscribes at Join instead.
+  const painted = (with_: boolean) => samples.filter((s) => ("prepared-media" in s) === with_ && s["remote-painted"] !== undefined).map((s) => s["remote-painted"]!);
+  const [on, off] = [painted(true), painted(false)];
+  const p50 = (v: number[]) => (v.length ? `${percentile(v, 50).toFixed(0)} ms` : "none");
+  console.log(`${label}s on the pre-join's media connection: ${on.length} of ${samples.length}; picture p50 ${p50(on)} on it, ${p50(off)} without`);
 }
 
 /**

@@ -191,11 +191,15 @@ export class CallMedia {
     const member: Member<Seat> = {
       seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
     };
+    // A feed that left during the pre-join is out of the subscription (Janus dropped its m-lines,
+    // and a configure naming one is refused as a whole); the client unsubscribes it.
+    const announced = new Set(this.roster.members(callId).filter((m) => m.streams.length > 0).map((m) => String(m.media.feedId)));
+    const streams = p.rawStreams.filter((s) => announced.has(String(s.feed)));
     this.roster.add(callId, member);
     this.large.joined(callId, member);
     // Every m-line was made paused: the viewer resumes the videos it chooses.
-    this.subscribedNow(member, p.rawStreams, new Set(p.rawStreams.map((s) => s.mid)));
-    const audio = p.rawStreams.filter((s) => s.kind === "audio").map((s) => ({ mid: s.mid, send: true }));
+    this.subscribedNow(member, streams, new Set(streams.map((s) => s.mid)));
+    const audio = streams.filter((s) => s.kind === "audio").map((s) => ({ mid: s.mid, send: true }));
     if (audio.length) void media.configureVideos?.(audio)?.catch((err: unknown) => this.deps.mediaFailed?.("pre-join audio resume", err));
     this.record(member);
     this.roster.broadcast(callId);

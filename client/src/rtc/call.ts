@@ -254,6 +254,7 @@ export class CallConnection {
     if (ahead) {
       // Its receivers have this call's transforms since its answer; the server forwards since the hello.
       ahead.adopt(signalling);
+      markStep("prepared-media");
       for (const f of ahead.current().values()) this.subscribed.set(String(f.feed), f.feed);
       if (ahead.peer?.connectionState === "connected") markStep("subscriber-connected");
     }

@@ -441,6 +441,25 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     expect(await seats.prepare(await session(), live)).toBeDefined();
   });
 
+  it("a feed that left during the pre-join is not resumed (a configure naming its gone m-lines would be refused whole)", async () => {
+    const host = await publisherIn();
+    const other = new Client();
+    const { seat: leaving } = await seats.open(other, await session(), "DEVC");
+    await seats.media.publish(leaving, { sdp: "v=0", simulcast: false, e2ee: true });
+    const leavingFeed = [...sfu.open_].at(-1)!.feedId;
+    await vi.waitFor(() => expect(host.client.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ streams: [{}, {}] }, { streams: [{}, {}] }] }));
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    const early = [...sfu.open_].at(-1)!;
+    expect(prepared.streams.map((s) => String(s.feed))).toEqual([host.media.feedId, host.media.feedId, leavingFeed, leavingFeed]);
+    await prepared.answer("v=0", true);
+    seats.closed(leaving);
+    expect((await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined })).prepared).toBe(true);
+    await vi.waitFor(() => expect(early.configured.sort()).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(early.configured.some((c) => c.includes(leavingFeed))).toBe(false);
+  });
+
   it("the SFU losing it before the hello closes it: the hello seats nothing from it", async () => {
     await publisherIn();
     const token = await session();
