@@ -25,8 +25,8 @@ let watching: Map<string, SessionCloser>;
 /** The pre-join subscriptions made (prepare), what each was asked, and what each hello was handed. */
 let prepared: FakePrepared[];
 let handed: (PreparedAtHello | undefined)[];
-/** What the next prepare gives: a subscription, or none (nothing to subscribe to). */
-let prepareGives: "offer" | "none";
+/** What the next prepare gives: a subscription, none (nothing to subscribe to), or a failure. */
+let prepareGives: "offer" | "none" | "throw";
 /** Holds each prepare until released (a prepare still under way when the socket goes). */
 let prepareGate: Promise<void>;
 
@@ -78,6 +78,7 @@ beforeEach(async () => {
     },
     prepare: async (_token: string, wanted: () => boolean) => {
       await prepareGate;
+      if (prepareGives === "throw") throw new Error("the SFU is gone");
       if (prepareGives === "none" || !wanted()) return undefined;
       const p = new FakePrepared();
       prepared.push(p);
@@ -209,20 +210,23 @@ describe("a standby hello with prepare (the pre-join's subscription, docs/join.m
     ws.close();
   });
 
-  it("without prepare, or with nothing to subscribe to, there is nothing to answer", async () => {
+  it("without prepare, with nothing to subscribe to, or when it could not be made, there is nothing to answer", async () => {
     const plain = await SignallingClient.open(url);
     expect(await plain.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "result" });
     expect(await plain.request({ type: "answer", jsep: { type: "answer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
     expect(prepared).toEqual([]);
     plain.close();
     await plain.closed;
-    prepareGives = "none";
-    const ws = await preparing();
-    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_NOT_FOUND" });
-    expect(ws.pushes.some((p) => p.type === "prepared")).toBe(false);
-    // The real hello is handed nothing to seat.
-    expect(await ws.request({ type: "hello", session: "s1" })).not.toHaveProperty("prepared");
-    ws.close();
+    for (const gives of ["none", "throw"] as const) {
+      prepareGives = gives;
+      const ws = await preparing();
+      expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_NOT_FOUND" });
+      expect(ws.pushes.some((p) => p.type === "prepared")).toBe(false);
+      // The real hello is handed nothing to seat.
+      expect(await ws.request({ type: "hello", session: "s1" })).not.toHaveProperty("prepared");
+      ws.close();
+      await ws.closed;
+    }
   });
 
   it("is closed with its socket, or when the standby ends; one still being made then is closed as it comes, never pushed", async () => {

@@ -184,11 +184,14 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         const mine = standby;
         const wanted = () => standby === mine && ws.readyState === ws.OPEN;
         // After the standby's answer (sent once this returns): the SFU's offer, when it comes.
-        mine.prepared = seats.prepare(token, wanted).then(async (p) => {
-          if (p && !wanted()) return void (await p.close());
-          if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams });
-          return p;
-        });
+        mine.prepared = seats
+          .prepare(token, wanted)
+          .then(async (p) => {
+            if (p && !wanted()) return void (await p.close());
+            if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams });
+            return p;
+          })
+          .catch((err: unknown) => void log.warn({ err }, "pre-join subscription not made"));
       }
       return { standby: true, user_id: s.userId, room_id: s.roomId, call_id: s.callId };
     };
