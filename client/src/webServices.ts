@@ -114,24 +114,18 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     a.socket = new StandbySocket(url, token, undefined, a.media);
     a.media?.bind(a.socket);
   };
+  /** What the pre-join made ahead for the call, handed over once: the call's from then on. */
+  const takeAhead = <K extends "socket" | "media" | "e2ee">(k: K): NonNullable<typeof ahead>[K] | undefined => {
+    const made = ahead?.[k];
+    if (ahead) delete ahead[k];
+    return made;
+  };
   /** The standby socket for `url`, once (null if none is open for it); what is left is closed. */
-  const takeStandby = (url: string) => {
-    const socket = ahead?.socket;
-    if (ahead) delete ahead.socket;
-    return socket?.take(url) ?? null;
-  };
+  const takeStandby = (url: string) => takeAhead("socket")?.take(url) ?? null;
   /** The subscription answered on the standby socket (asked in the task that takes the socket), once. */
-  const takePrepared = () => {
-    const media = ahead?.media;
-    if (ahead) delete ahead.media;
-    return media?.take() ?? null;
-  };
+  const takePrepared = () => takeAhead("media")?.take() ?? null;
   /** The call's E2EE made in the pre-join (the prepared subscription's receivers went to it), once. */
-  const takeE2ee = () => {
-    const e2ee = ahead?.e2ee;
-    if (ahead) delete ahead.e2ee;
-    return e2ee ?? null;
-  };
+  const takeE2ee = () => takeAhead("e2ee") ?? null;
   /** The call's grant asked now, if the call API `call` names is one the user trusts already. */
   const warmGrant = (call: CallAnnouncement | null, roomId: string, callContent?: unknown) => {
     const host = trust.decide(call);

@@ -140,7 +140,7 @@ export class CallMedia {
     const { callId, userId } = session;
     const limit = this.deps.preparedPerCall ?? DEFAULT_PREPARED_PER_CALL;
     const open = this.preparing.get(callId) ?? 0;
-    const feeds = this.roster.members(callId).filter((m) => m.streams.length > 0);
+    const feeds = this.announced(callId);
     if (open >= limit || feeds.length === 0) return undefined;
     this.preparing.set(callId, open + 1);
     let counted = true;
@@ -182,18 +182,16 @@ export class CallMedia {
    */
   seatPrepared(seat: Seat, prepared: PreparedMedia): boolean {
     const p = prepared as Prepared;
-    const { callId, userId } = seat.session;
+    const { callId } = seat.session;
     if (p.sessionKey !== seat.session.key || !p.usable || !this.deps.live(seat) || this.roster.get(callId, seat)) {
       void p.close();
       return false;
     }
     const media = p.handOver((reason) => this.lost(callId, media, reason));
-    const member: Member<Seat> = {
-      seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
-    };
+    const member = newMember(seat, media);
     // A feed that left during the pre-join is out of the subscription (Janus dropped its m-lines,
     // and a configure naming one is refused as a whole); the client unsubscribes it.
-    const announced = new Set(this.roster.members(callId).filter((m) => m.streams.length > 0).map((m) => String(m.media.feedId)));
+    const announced = new Set(this.announced(callId).map((m) => String(m.media.feedId)));
     const streams = p.rawStreams.filter((s) => announced.has(String(s.feed)));
     this.roster.add(callId, member);
     this.large.joined(callId, member);
@@ -248,7 +246,7 @@ export class CallMedia {
     const member = await this.memberOf(seat);
     const callId = seat.session.callId;
     for (let attempt = 1; ; attempt++) {
-      const announced = new Set(this.roster.members(callId).filter((m) => m.streams.length > 0).map((m) => String(m.media.feedId)));
+      const announced = new Set(this.announced(callId).map((m) => String(m.media.feedId)));
       const present = feeds.filter((f) => announced.has(String(f.feed)));
       if (present.length === 0) return { streams: [] };
       try {
@@ -433,9 +431,7 @@ export class CallMedia {
       await media.close();
       throw new ParleyError("M_FORBIDDEN", "this session has ended or moved to another connection");
     }
-    const member: Member<Seat> = {
-      seat, userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
-    };
+    const member = newMember(seat, media);
     this.roster.add(callId, member);
     this.large.joined(callId, member);
     this.record(member);
@@ -443,15 +439,27 @@ export class CallMedia {
     this.roster.broadcast(callId);
     // ...and will ask for every one of them: the SFU makes that subscription's offer meanwhile
     // (docs/join.md, "The subscription made at hello"). Nothing flows before the client answers it.
-    const feeds = this.roster.members(callId).filter((m) => m !== member && m.streams.length > 0);
+    const feeds = this.announced(callId).filter((m) => m !== member);
     if (feeds.length) media.prepareSubscription?.(feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER })));
     return member;
+  }
+
+  /** The call's members whose streams are announced (the SFU has their media): what may be subscribed to. */
+  private announced(callId: string): Member<Seat>[] {
+    return this.roster.members(callId).filter((m) => m.streams.length > 0);
   }
 
   private withOwners(seat: Seat | string, streams: Feeds) {
     const callId = typeof seat === "string" ? seat : seat.session.callId;
     return streams.map((s) => ({ ...s, ...this.roster.ownerOfFeed(callId, s.feed) }));
   }
+}
+
+/** A seat's member as it enters the roster with its SFU session: nothing published, nothing muted. */
+function newMember(seat: Seat, media: SfuMediaSession): Member<Seat> {
+  return {
+    seat, userId: seat.session.userId, deviceId: seat.deviceId, client: seat.client, media, streams: [], published: false, videoSource: "camera", muted: { audio: false, video: false },
+  };
 }
 
 /** A pre-join's subscription until its seat takes it or it is closed (see PreparedMedia). */

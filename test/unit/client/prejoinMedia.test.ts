@@ -64,6 +64,17 @@ function serveCall(s: FakeSocket, prepared: boolean) {
   return requests;
 }
 
+/** A pre-join whose offer was answered, then Join: the call started on its socket, the hello saying `prepared` as given. */
+async function joinedAfterAnswer(prepared: boolean) {
+  const p = prejoin();
+  await offered(p.s);
+  const pc = FakePeer.all[0]!;
+  const requests = serveCall(p.s, prepared);
+  const call = callFor(p);
+  await call.start();
+  return { p, pc, requests, call };
+}
+
 function callFor(p: ReturnType<typeof prejoin>) {
   return new CallConnection({
     callApi: "http://127.0.0.11:9",
@@ -102,12 +113,7 @@ describe("the pre-join's subscription", () => {
   });
 
   it("taken at Join with the socket and seated by the hello: the call subscribes to nothing more and shows the host from its connection", async () => {
-    const p = prejoin();
-    await offered(p.s);
-    const pc = FakePeer.all[0]!;
-    const requests = serveCall(p.s, true);
-    const call = callFor(p);
-    await call.start();
+    const { pc, requests, call } = await joinedAfterAnswer(true);
     await vi.waitFor(() => expect(call.state.get().remotes).toMatchObject([{ feed: 7, userId: "@b:y" }]));
     // (Its own media published, muted as in the pre-join.)
     expect(requests.map((m) => m.type)).toEqual(["hello", "publish", "mute", "mute"]);
@@ -124,12 +130,7 @@ describe("the pre-join's subscription", () => {
   });
 
   it("a hello that does not say `prepared` (the server closed it): the pre-join's connection is closed and the call subscribes as without", async () => {
-    const p = prejoin();
-    await offered(p.s);
-    const early = FakePeer.all[0]!;
-    const requests = serveCall(p.s, false);
-    const call = callFor(p);
-    await call.start();
+    const { pc: early, requests, call } = await joinedAfterAnswer(false);
     await vi.waitFor(() => expect(requests.map((m) => m.type)).toContain("subscribe"));
     expect(early.closed).toBe(true);
     await call.leave();
@@ -157,13 +158,9 @@ describe("the pre-join's subscription", () => {
   });
 
   it("an answer's result that comes after the call took the socket is the call's client's to drop; the answer counts as sent", async () => {
-    const p = prejoin();
-    await offered(p.s);
+    const { p, requests, call } = await joinedAfterAnswer(true);
     const answer = p.s.sent.find((m) => m.type === "answer")!;
     expect(typeof answer.id).toBe("string");
-    const requests = serveCall(p.s, true);
-    const call = callFor(p);
-    await call.start();
     p.s.receive({ type: "result", id: answer.id });
     expect(requests.map((m) => m.type)).not.toContain("subscribe");
     expect(call.state.get().phase).toBe("connected");
