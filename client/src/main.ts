@@ -7,7 +7,7 @@ import { finishSso, getLoginFlows, newSsoNonce, normalizeHomeserverUrl, password
 import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTrust.ts";
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
-import { deleteCryptoStore, nextDeviceId, nextDeviceSignedIn, preloadCryptoCode, readyNextDevice } from "./matrix/deviceCrypto.ts";
+import { deleteCryptoStore, prepareCryptoBeforeSignIn, preloadCryptoCode, readyNextDevice, signInOnNextDevice } from "./matrix/deviceCrypto.ts";
 import { isNewMeeting } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
@@ -84,11 +84,8 @@ async function boot(root: HTMLElement): Promise<void> {
     login: {
       normalize: normalizeHomeserverUrl,
       flows: (hs) => getLoginFlows(new MatrixHttp(hs)),
-      password: async (hs, user, password) => {
-        const session = await passwordLogin(new MatrixHttp(hs), user, password, nextDeviceId());
-        nextDeviceSignedIn(session.deviceId);
-        return session;
-      },
+      password: (hs, user, password) => signInOnNextDevice((deviceId) => passwordLogin(new MatrixHttp(hs), user, password, deviceId), logout),
+      expect: (hs, userId) => prepareCryptoBeforeSignIn(new MatrixHttp(hs).baseUrl, userId),
       startSso: (hs, idp) => {
         const nonce = newSsoNonce();
         sessions.savePendingSso({ homeserverUrl: hs, returnHash: location.hash, nonce });

@@ -182,6 +182,11 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
     },
     isNewMeeting,
     openRoom: async (target) => {
+      // A meeting of the user's own server (its alias there): that server is in the room already
+      // (the meeting's bot is), so the join is its own, with no federation on the way, and the
+      // race deviceCrypto.ts tells of cannot happen: the device's keys go up at once, beside the
+      // join, not once the room's feed starts after it (300-500 ms later on a slow machine).
+      if (target.startsWith("#") && linkServer(target) === serverNameOf(session.userId)) uploadDeviceKeysAhead(session);
       // Let in from the lobby: the invited room is joined by its id.
       const roomId = await joinTarget(target, letIn?.roomId);
       const invite = letIn?.roomId === roomId ? letIn.state : undefined;

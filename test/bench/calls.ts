@@ -105,9 +105,10 @@ async function markVideoArrival(page: Page): Promise<void> {
   });
 }
 
-async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean } = {}) {
+async function signIn(browser: Browser, link: string, user: { userId: string; password: string }, opts: { relay?: boolean; onPage?: (page: Page) => void } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
+  opts.onPage?.(page);
   const lines: string[] = [];
   consoles.set(page, lines);
   page.on("console", (m) => lines.push(`${new Date().toISOString().slice(11, 23)} ${m.type()}: ${m.text().slice(0, 500)}`));
@@ -156,8 +157,10 @@ try {
   // Direct and relay-only joins alternate, so both see the same machine load over the run.
   for (let i = 0; i < JOINS * 2; i++) {
     const relay = i % 2 === 1;
-    const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay });
-    const traced = !relay && process.env.PARLEY_BENCH_TRACE ? traceRequests([["joiner", page], ["host", hostSide.page]]) : null;
+    let traced = null as ReturnType<typeof traceRequests> | null;
+    // (Traced from the page's first request: PARLEY_BENCH_TRACE_BEFORE_MS shows the pre-join's.)
+    const onPage = (p: Page) => void (traced = traceRequests([["joiner", p], ["host", hostSide.page]]));
+    const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay, ...(!relay && process.env.PARLEY_BENCH_TRACE ? { onPage } : {}) });
     if (traced) await markVideoArrival(page);
     const t0 = performance.now();
     traced?.start(t0);

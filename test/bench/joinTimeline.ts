@@ -104,17 +104,17 @@ export function printTimeline(label: string, samples: Record<string, number>[], 
  * as "begin -> end ms  label METHOD path" from t0 (a request begun before t0 has a negative begin),
  * in the order they began: to see which of them a step waits for.
  */
-export function traceRequests(pages: [string, Page][]): { start(t0: number): void; stop(): string[] } {
-  const lines: { at: number; line: string }[] = [];
+export function traceRequests(pages: [string, Page][], beforeMs = Number(process.env.PARLEY_BENCH_TRACE_BEFORE_MS ?? 0)): { start(t0: number): void; stop(): string[] } {
+  const done: { at: number; end: number; line: string }[] = [];
   const began = new Map<Request, number>();
   let t0 = Infinity;
   const offs = pages.map(([label, page]) => {
     const onRequest = (r: Request) => began.set(r, performance.now());
     const onFinished = (r: Request) => {
       const at = began.get(r);
-      if (at === undefined || performance.now() < t0) return;
+      if (at === undefined) return;
       const path = new URL(r.url()).pathname.replace(/^\/_matrix\/client\/v3/, "").slice(0, 90);
-      lines.push({ at, line: `${(at - t0).toFixed(0).padStart(6)} -> ${(performance.now() - t0).toFixed(0).padStart(6)} ms  ${label ? `${label.padEnd(6)} ` : ""}${r.method()} ${path}` });
+      done.push({ at, end: performance.now(), line: `${label ? `${label.padEnd(6)} ` : ""}${r.method()} ${path}` });
     };
     page.on("request", onRequest);
     page.on("requestfinished", onFinished);
@@ -127,7 +127,11 @@ export function traceRequests(pages: [string, Page][]): { start(t0: number): voi
     start: (at) => void (t0 = at),
     stop: () => {
       for (const off of offs) off();
-      return lines.sort((a, b) => a.at - b.at).map((l) => l.line);
+      // Those finished after the click, and PARLEY_BENCH_TRACE_BEFORE_MS before it (the pre-join's).
+      return done
+        .filter((r) => r.end >= t0 - beforeMs)
+        .sort((a, b) => a.at - b.at)
+        .map((r) => `${(r.at - t0).toFixed(0).padStart(6)} -> ${(r.end - t0).toFixed(0).padStart(6)} ms  ${r.line}`);
     },
   };
 }

@@ -3,20 +3,24 @@
 // room's feed (roomFeed.ts) takes it over and starts its sync; until then nothing room-bound happens
 // (no sync, no filter, no membership).
 //
-// The device's keys go up once the room is joined (by the feed), or, for a knock, as the knock is
-// prepared (uploadDeviceKeysAhead, here: the room's join was refused, and the next comes only once
-// let in), at the latest while it waits in the lobby (by the feed): the room's join never overlaps the upload
-// (SyncedRoomFeed.joining: the join waits for an upload in flight, and holds back one that would
-// start, holdDeviceKeysUpload). A device whose keys go up during its user's join to the meeting's
-// room can be missed by the meeting's server for good: that server fetches the user's device
-// list as the join reaches it (the upload not yet in), and the user's homeserver sends
-// device-list updates only to servers its user shares a room with, which it does only once the
-// join is done on its side; the update for the upload went nowhere, and the other server's users
-// never encrypt to the device (seen: every media key from one sender lost, 1 run in 7, when the
-// keys went up as the meeting opened). Before the join, or after it, the list is right: the
-// meeting's server fetches it afresh at the join (it caches the lists of users it shares a room
-// with only, and refetches when one rejoins: checked against Synapse 1.163), and an upload after
-// the join is announced to it.
+// The device's keys go up at once for a meeting of the user's own server (its alias there:
+// webServices.ts openRoom): that server is in the room already, so the join involves no other
+// server and the race below cannot happen. Otherwise they go up once the room is joined (by the
+// feed), or, for a knock, as the knock is prepared (uploadDeviceKeysAhead, here: the room's join
+// was refused, and the next comes only once let in), at the latest while it waits in the lobby
+// (by the feed): the room's join never overlaps the upload (SyncedRoomFeed.joining: the join
+// waits for an upload in flight, and holds back one that would start, holdDeviceKeysUpload). A
+// device whose keys go up during its user's join to another server's meeting room can be missed
+// by that server for good: it fetches the user's device list as the join reaches it (the upload
+// not yet in), and the user's homeserver sends device-list updates only to servers its user
+// shares a room with, which it does only once the join is done on its side; the update for the
+// upload went nowhere, and the other server's users never encrypt to the device (seen: every
+// media key from one sender lost, 1 run in 7, when the keys went up as the meeting opened).
+// Before the join, or after it, the list is right: the meeting's server fetches it afresh at the
+// join (it caches the lists of users it shares a room with only, and refetches when one rejoins:
+// checked against Synapse 1.163), and an upload after the join is announced to it. A join to a
+// room the user's server is in already is committed there first and sent on after: the other
+// servers fetch the list once the join reaches them, or are told of an upload after it.
 //
 // One per page and device, never two at once: two OlmMachines opening the same empty store
 // together would each make an identity for the device. So the first feed of the device takes the
@@ -172,7 +176,19 @@ export function warmSyncStartup(client: MatrixClient): MatrixClient {
   return client;
 }
 
-export function newClient(session: MatrixSession, log: Logger): MatrixClient {
+/** `init` with the session's token, unless it carries one. */
+function withToken(init: RequestInit | undefined, token: string): RequestInit {
+  const headers = new Headers(init?.headers);
+  if (!headers.has("Authorization")) headers.set("Authorization", `Bearer ${token}`);
+  return { ...init, headers };
+}
+
+/**
+ * `authorized`: a device whose session is not known yet (its crypto started before the sign-in,
+ * prepareCryptoBeforeSignIn): every request of the client waits for the session's access token
+ * and goes with it.
+ */
+export function newClient(session: MatrixSession, log: Logger, authorized?: Promise<string>): MatrixClient {
   let uploaded!: () => void;
   const seen = new Promise<void>((resolve) => (uploaded = resolve));
   let hold: Promise<void> | undefined;
@@ -185,6 +201,7 @@ export function newClient(session: MatrixSession, log: Logger): MatrixClient {
     timelineSupport: false,
     logger: sdkLogger(log),
     fetchFn: async (input, init) => {
+      if (authorized) init = withToken(init, await authorized);
       const keysUpload = isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init);
       if (keysUpload && hold) await hold;
       const answer = globalThis.fetch(input, init);
@@ -331,18 +348,143 @@ interface Prepared {
 let prepared: Prepared | undefined;
 const keyOf = (s: MatrixSession) => `${s.userId}|${s.deviceId}|${s.accessToken}`;
 
+/**
+ * The next sign-in's device with its crypto started before the sign-in: the user id known from
+ * the form (prepareCryptoBeforeSignIn), its requests waiting for the session.
+ */
+interface EarlyDevice {
+  homeserverUrl: string;
+  userId: string;
+  deviceId: string;
+  client: MatrixClient;
+  /** Crypto started. */
+  ready: Promise<void>;
+  /** The session's access token: the client's requests go with it from now on (never, for a device given up). */
+  authorize(token: string): void;
+}
+let early: EarlyDevice | undefined;
+
+/**
+ * The sign-in's user id is known (the password being typed) and its homeserver too: the crypto of
+ * the device the sign-in will make (readyNextDevice) starts now, its Olm account made for that
+ * user, not once /login has answered. On a slow machine that start took 700-950 ms after /login
+ * (docs/join.md, eighteenth pass), and the device's keys, its first sync and so the call's first
+ * media key waited for it. Nothing leaves the page before the sign-in: the client's requests (the
+ * key backup's check) wait for the session, and the keys go up only once a meeting's room is
+ * joined, as for any device. The same user again: nothing new. Another user id (the form edited):
+ * that device's store holds the first one's account, so the device is given up (its store
+ * deleted once its crypto has let go) and another made ready. None without a device made ready
+ * (signed in already, or no meeting link).
+ */
+export function prepareCryptoBeforeSignIn(homeserverUrl: string, userId: string): void {
+  const next = nextDevice;
+  if (!next) return;
+  if (early?.deviceId === next.deviceId) {
+    if (early.userId === userId && early.homeserverUrl === homeserverUrl) return;
+    giveUpEarlyDevice();
+    return prepareCryptoBeforeSignIn(homeserverUrl, userId);
+  }
+  let authorize!: (token: string) => void;
+  const authorized = new Promise<string>((resolve) => (authorize = resolve));
+  const client = newClient({ homeserverUrl, userId, deviceId: next.deviceId, accessToken: "" }, log, authorized);
+  const ready = (async () => {
+    markStep("crypto-prepare");
+    await preloadCryptoCode();
+    markStep("crypto-code");
+    await next.store;
+    await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(next.deviceId) });
+    markStep("crypto-prepared");
+  })();
+  ready.catch((err: unknown) => log.warn("could not prepare the next device's crypto", { err: String(err) }));
+  early = { homeserverUrl, userId, deviceId: next.deviceId, client, ready, authorize };
+}
+
+/**
+ * Whether a session may be this page's: false if its device is the one whose crypto started
+ * before the sign-in for another user id (the homeserver's canonical id differs from the form's:
+ * that store holds the other id's account). The caller signs that device out and signs in again
+ * with the next one (giveUpEarlyDevice).
+ */
+export function fitsEarlyDevice(session: MatrixSession): boolean {
+  return early?.deviceId !== session.deviceId || early.userId === session.userId;
+}
+
+/**
+ * The device whose crypto started before the sign-in is given up: its store is deleted once its
+ * crypto has let go, and another device is made ready for the next sign-in. Its requests waiting
+ * for a session never go (failed, the key backup's check would go on into the freed crypto).
+ */
+export function giveUpEarlyDevice(): void {
+  const e = early;
+  if (!e) return;
+  early = undefined;
+  void settledWithin(e.ready, RELEASE_WAIT_MS).then(() => {
+    e.client.stopClient();
+    deleteCryptoStore(e.deviceId);
+  });
+  const next = nextDevice;
+  if (next?.deviceId !== e.deviceId) return;
+  nextDevice = undefined;
+  readyNextDevice(next.storage);
+}
+
+/**
+ * A sign-in on the device made ready for it (`signIn` gets its id). If the homeserver's id for the
+ * user is not the one the form gave (its case), the device's crypto, started for that one, holds
+ * the wrong account: that device is signed out and given up, and the sign-in made again with the
+ * next one.
+ */
+export async function signInOnNextDevice(signIn: (deviceId: string | undefined) => Promise<MatrixSession>, signOut: (s: MatrixSession) => Promise<void>): Promise<MatrixSession> {
+  let session = await signIn(nextDeviceId());
+  if (!fitsEarlyDevice(session)) {
+    await signOut(session).catch(() => undefined);
+    giveUpEarlyDevice();
+    session = await signIn(nextDeviceId());
+  }
+  nextDeviceSignedIn(session.deviceId);
+  return session;
+}
+
+/** The device whose crypto started before the sign-in, if the session is its (and it is taken now). */
+function takeEarlyDevice(session: MatrixSession): EarlyDevice | undefined {
+  const e = early;
+  if (e?.deviceId !== session.deviceId || e.userId !== session.userId) return undefined;
+  early = undefined;
+  return e;
+}
+
 /** Starts this device's crypto now (once per page and device; later calls return at once). */
 export function prepareDeviceCrypto(session: MatrixSession): void {
   if (prepared?.key === keyOf(session)) return;
+  const e = takeEarlyDevice(session);
+  if (e && e.homeserverUrl === session.homeserverUrl) {
+    // Started before the sign-in: the session's token from now on.
+    e.client.setAccessToken(session.accessToken);
+    e.authorize(session.accessToken);
+    nextDeviceSignedIn(session.deviceId);
+    if (nextDevice?.deviceId === session.deviceId) nextDevice = undefined;
+    adopt(session, warmSyncStartup(e.client), e.ready);
+    return;
+  }
+  // Started before the sign-in with another homeserver address (the login's well-known named
+  // another): the account in its store is right, its client is not; a new one opens the store
+  // once the first has let it go.
+  if (e) log.debug("the device's crypto started before the sign-in for another homeserver address", { was: e.homeserverUrl, is: session.homeserverUrl });
+  const before = e ? settledWithin(e.ready, RELEASE_WAIT_MS).then(() => e.client.stopClient()) : undefined;
   const client = warmSyncStartup(newClient(session, log));
   const ready = (async () => {
     markStep("crypto-prepare");
     await preloadCryptoCode(); // (from the meeting link's page load, usually under way already)
     markStep("crypto-code");
     await claimNextDevice(session.deviceId);
+    await before;
     await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(session.deviceId) });
     markStep("crypto-prepared");
   })();
+  adopt(session, client, ready);
+}
+
+function adopt(session: MatrixSession, client: MatrixClient, ready: Promise<void>): void {
   const p: Prepared = { key: keyOf(session), client, ready, taken: false };
   ready.catch((err: unknown) => {
     log.warn("could not prepare this device's crypto", { err: String(err) });

@@ -15,6 +15,8 @@ export interface LoginPort {
   startSso(homeserverUrl: string, idpId: string | undefined): void;
   /** The homeserver of a server name (.well-known), or a ParleyClientError that names the server. */
   discover(serverName: string): Promise<string>;
+  /** The sign-in will most likely be this user's at this homeserver: the device may get ready for it. */
+  expect?(homeserverUrl: string, userId: string): void;
 }
 
 /** The meeting a sign-in leads to (the page was opened by its link), and who hosts it. */
@@ -41,6 +43,26 @@ export function serverToDiscover(user: string, ctx: { serverName: string; homese
   const server = serverNameOf(user);
   if (!server || ctx.homeserverChosen || server.toLowerCase() === ctx.serverName.toLowerCase()) return null;
   return server;
+}
+
+/**
+ * The user id a password sign-in will have, when the form tells it before /login answers: a bare
+ * user name or an id of this Parley's server, at the homeserver in the form (not one the user
+ * typed, whose server name is unknown, nor another server's, found only by discovery). Its user
+ * name lower-cased, as homeservers register them (a homeserver's canonical id in another case
+ * shows at the sign-in: LoginPort.password). Null otherwise, and for what is no Matrix user name.
+ */
+export function expectedUserId(user: string, ctx: { serverName: string; homeserverChosen: boolean }): string | null {
+  const u = user.trim();
+  if (ctx.homeserverChosen || !u) return null;
+  let name = u;
+  if (u.startsWith("@")) {
+    const server = serverNameOf(u);
+    if (!server || server.toLowerCase() !== ctx.serverName.toLowerCase()) return null;
+    name = u.slice(1, u.indexOf(":"));
+  }
+  name = name.toLowerCase();
+  return /^[a-z0-9._=\-/+]+$/.test(name) ? `@${name}:${ctx.serverName}` : null;
 }
 
 export interface LoginState {
@@ -105,6 +127,12 @@ export class LoginModel {
       if (this.flowsFor !== url) return;
       this.state.update({ flows: null, checking: false, error: toClientError(err, "login").human });
     }
+  }
+
+  /** The password is being typed (or the user changed after it): the device may get ready for the user the form names. */
+  expectUser(user: string): void {
+    const userId = expectedUserId(user, { serverName: this.serverName, homeserverChosen: this.homeserverChosen });
+    if (userId) this.port.expect?.(this.state.get().homeserver, userId);
   }
 
   async signInWithPassword(user: string, password: string): Promise<void> {

@@ -38,6 +38,9 @@ export function loginView(model: LoginModel): View {
     void model.signInWithPassword(user.value, password.value);
   });
   homeserver.addEventListener("change", () => void model.chooseHomeserver(homeserver.value));
+  // While the password is typed, the device the sign-in will make gets ready for the user named.
+  password.addEventListener("input", () => model.expectUser(user.value));
+  user.addEventListener("change", () => password.value && model.expectUser(user.value));
 
   let ssoKey = "";
   const off = model.state.subscribe((s) => {

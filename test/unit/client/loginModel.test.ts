@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import { normalizeHomeserverUrl } from "../../../client/src/matrix/login.ts";
-import { LoginModel, serverToDiscover, type LoginPort } from "../../../client/src/state/loginModel.ts";
+import { expectedUserId, LoginModel, serverToDiscover, type LoginPort } from "../../../client/src/state/loginModel.ts";
 import "./fakes.ts";
 
 function port(over: Partial<LoginPort> = {}): LoginPort {
@@ -107,5 +107,32 @@ describe("serverToDiscover", () => {
   });
   it("does not when the user typed the homeserver's address", () => {
     expect(serverToDiscover("@bob:b.example", { ...ctx, homeserverChosen: true })).toBeNull();
+  });
+});
+
+describe("expectedUserId (the user a sign-in will have, known before /login answers)", () => {
+  const ctx = { serverName: "a.example:8448", homeserverChosen: false };
+  it("is a bare name's or this server's id, its user name lower-cased as homeservers register them", () => {
+    expect(expectedUserId(" alice ", ctx)).toBe("@alice:a.example:8448");
+    expect(expectedUserId("Alice", ctx)).toBe("@alice:a.example:8448");
+    expect(expectedUserId("@Alice.B=c-d/e+f_1:A.example:8448", ctx)).toBe("@alice.b=c-d/e+f_1:a.example:8448");
+  });
+  it("is none for another server's id (found by discovery), an address the user typed, or what is no user name", () => {
+    expect(expectedUserId("@bob:b.example", ctx)).toBeNull();
+    expect(expectedUserId("alice", { ...ctx, homeserverChosen: true })).toBeNull();
+    expect(expectedUserId("@alice", ctx)).toBeNull();
+    expect(expectedUserId("alice@example.org", ctx)).toBeNull();
+    expect(expectedUserId("al ice", ctx)).toBeNull();
+    expect(expectedUserId("", ctx)).toBeNull();
+  });
+  it("is what the model tells the port, with the homeserver in the form, while the password is typed", async () => {
+    const expect_ = vi.fn();
+    const m = new LoginModel(port({ expect: expect_ }), HERE, () => undefined);
+    m.expectUser("alice");
+    m.expectUser("@bob:elsewhere");
+    expect(expect_.mock.calls).toEqual([["http://hs", "@alice:hs"]]);
+    await m.chooseHomeserver("http://other");
+    m.expectUser("alice");
+    expect(expect_).toHaveBeenCalledTimes(1);
   });
 });
