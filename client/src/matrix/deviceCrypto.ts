@@ -387,14 +387,7 @@ export function prepareCryptoBeforeSignIn(homeserverUrl: string, userId: string)
   let authorize!: (token: string) => void;
   const authorized = new Promise<string>((resolve) => (authorize = resolve));
   const client = newClient({ homeserverUrl, userId, deviceId: next.deviceId, accessToken: "" }, log, authorized);
-  const ready = (async () => {
-    markStep("crypto-prepare");
-    await preloadCryptoCode();
-    markStep("crypto-code");
-    await next.store;
-    await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(next.deviceId) });
-    markStep("crypto-prepared");
-  })();
+  const ready = startCrypto(client, next.deviceId, () => next.store);
   ready.catch((err: unknown) => log.warn("could not prepare the next device's crypto", { err: String(err) }));
   early = { homeserverUrl, userId, deviceId: next.deviceId, client, ready, authorize };
 }
@@ -418,10 +411,7 @@ export function giveUpEarlyDevice(): void {
   const e = early;
   if (!e) return;
   early = undefined;
-  void settledWithin(e.ready, RELEASE_WAIT_MS).then(() => {
-    e.client.stopClient();
-    deleteCryptoStore(e.deviceId);
-  });
+  void releaseDeviceClient(e.client, [e.ready]).then(() => deleteCryptoStore(e.deviceId));
   const next = nextDevice;
   if (next?.deviceId !== e.deviceId) return;
   nextDevice = undefined;
@@ -461,8 +451,7 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
     // Started before the sign-in: the session's token from now on.
     e.client.setAccessToken(session.accessToken);
     e.authorize(session.accessToken);
-    nextDeviceSignedIn(session.deviceId);
-    if (nextDevice?.deviceId === session.deviceId) nextDevice = undefined;
+    void claimNextDevice(session.deviceId); // (its store opened before its crypto started)
     adopt(session, warmSyncStartup(e.client), e.ready);
     return;
   }
@@ -470,18 +459,26 @@ export function prepareDeviceCrypto(session: MatrixSession): void {
   // another): the account in its store is right, its client is not; a new one opens the store
   // once the first has let it go.
   if (e) log.debug("the device's crypto started before the sign-in for another homeserver address", { was: e.homeserverUrl, is: session.homeserverUrl });
-  const before = e ? settledWithin(e.ready, RELEASE_WAIT_MS).then(() => e.client.stopClient()) : undefined;
+  const before = e ? releaseDeviceClient(e.client, [e.ready]) : undefined;
   const client = warmSyncStartup(newClient(session, log));
-  const ready = (async () => {
-    markStep("crypto-prepare");
-    await preloadCryptoCode(); // (from the meeting link's page load, usually under way already)
-    markStep("crypto-code");
+  adopt(session, client, startCrypto(client, session.deviceId, async () => {
     await claimNextDevice(session.deviceId);
     await before;
-    await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(session.deviceId) });
-    markStep("crypto-prepared");
-  })();
-  adopt(session, client, ready);
+  }));
+}
+
+/**
+ * Starts a device client's Rust crypto on the device's store, once `opened` (the store ready, a
+ * client let go before it): the crypto's code loaded meanwhile (from the meeting link's page
+ * load, usually under way already).
+ */
+async function startCrypto(client: MatrixClient, deviceId: string, opened: () => Promise<void>): Promise<void> {
+  markStep("crypto-prepare");
+  await preloadCryptoCode();
+  markStep("crypto-code");
+  await opened();
+  await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(deviceId) });
+  markStep("crypto-prepared");
 }
 
 function adopt(session: MatrixSession, client: MatrixClient, ready: Promise<void>): void {
