@@ -145,18 +145,29 @@ function mediaSession(
   const talking = (t: boolean) => {
     for (const l of talkingListeners) l(t);
   };
+  // What Janus's talk detection last said. Janus changes its own state only on audio packets and
+  // says only changes: after a gap in the audio (below), it still holds this state, and when the
+  // packets come back it says nothing more if they are as loud as before.
+  let janusTalking = false;
   const wirePublisher = (p: Publisher, onUp: () => void) => {
     p.onPeer((e) => {
       if (e.kind === "webrtcup") up.webrtcUp(onUp);
       if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
       // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
       if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
+      // The audio is back: Janus's state is what it was before the gap (a stalled sender that was
+      // talking is talking again, with no new `talking` event from Janus to say so).
+      if (e.kind === "media" && e.info.receiving && e.info.type === "audio" && janusTalking) talking(true);
       if (e.kind === "hangup" || e.kind === "detached") {
         up.cancel();
+        janusTalking = false;
         talking(false);
       }
     });
-    p.onTalking((e) => talking(e.talking));
+    p.onTalking((e) => {
+      janusTalking = e.talking;
+      talking(e.talking);
+    });
   };
   if (adopted?.publisher) {
     // Its media is up and announced already: nothing more to announce.

@@ -88,6 +88,26 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
     expect(seen).toEqual([true, false, true, false]);
   });
 
+  it("audio back after a gap restores what Janus's talk detection last said: Janus says nothing new when the packets are as loud as before", async () => {
+    const s = recordingSfu();
+    const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
+    const seen: boolean[] = [];
+    media.onTalking!((t) => seen.push(t));
+    await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    const audio = (receiving: boolean) => s.peer({ kind: "media", info: { type: "audio", receiving } });
+    audio(true); // the first packets: nobody talked yet
+    s.talk({ talking: true, mid: "0", level: 20 });
+    audio(false); // the sender stalls mid-sentence
+    audio(true); // and goes on talking: Janus's state is still "talking"
+    s.talk({ talking: false, mid: "0", level: 80 });
+    audio(false);
+    audio(true); // silent before the gap: nothing to restore
+    s.talk({ talking: true, mid: "0", level: 20 });
+    s.peer({ kind: "hangup", reason: "DTLS alert" });
+    audio(true); // a new PeerConnection's first packets: Janus starts over, not talking
+    expect(seen).toEqual([true, false, true, false, false, true, false]);
+  });
+
   it("video choices go to the subscriber as one configure; the bitrate cap to the publisher; nothing before the handles exist", async () => {
     const s = recordingSfu();
     const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
