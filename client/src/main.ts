@@ -8,7 +8,7 @@ import { CallTrust, HostConsents, type CallTrustSettings } from "./matrix/callTr
 import { createGuest, guestMode } from "./matrix/guest.ts";
 import { MatrixHttp } from "./matrix/http.ts";
 import { deleteCryptoStore, prepareCryptoBeforeSignIn, preloadCryptoCode, readyNextDevice, signInOnNextDevice } from "./matrix/deviceCrypto.ts";
-import { isNewMeeting } from "./matrix/meetingInfo.ts";
+import { isNewMeeting, isOwnMeetingAlias } from "./matrix/meetingInfo.ts";
 import { meetingTarget, type ClientSettings } from "./matrix/rooms.ts";
 import { safeStorage, SessionStore } from "./matrix/session.ts";
 import { webMeetingServices } from "./webServices.ts";
@@ -94,7 +94,13 @@ async function boot(root: HTMLElement): Promise<void> {
       discover: (serverName) => findHomeserver(serverName, { insecureLoopback: settings.callTrust.insecureLoopback }),
     },
     guests: { mode: () => guestMode(location.origin), create: (name, meeting) => createGuest(location.origin, name, meeting) },
-    meeting: (session) => webMeetingServices(session, trust, (target) => isNewMeeting(target, { settings, apiBase: location.origin })),
+    meeting: (session) =>
+      webMeetingServices(
+        session,
+        trust,
+        (target) => isNewMeeting(target, { settings, apiBase: location.origin }),
+        (target) => isOwnMeetingAlias(target, settings),
+      ),
     meetingTarget: (input) => meetingTarget(input, settings),
     navigate: (hash) => {
       location.hash = hash;

@@ -21,7 +21,16 @@ import { wireCall } from "./services.ts";
 import type { MeetingServices } from "./state/meetingModel.ts";
 import { PrejoinModel } from "./state/prejoinModel.ts";
 
-export function webMeetingServices(session: MatrixSession, trust: CallTrust, isNewMeeting: (target: string) => Promise<boolean>): MeetingServices {
+/**
+ * `isOwnMeeting`: whether a link names one of this Parley's own meetings (an alias of its
+ * namespace), whose call this Parley hosts (meetingInfo.ts isOwnMeetingAlias).
+ */
+export function webMeetingServices(
+  session: MatrixSession,
+  trust: CallTrust,
+  isNewMeeting: (target: string) => Promise<boolean>,
+  isOwnMeeting: (target: string) => boolean = () => false,
+): MeetingServices {
   // A meeting is opening: the device's crypto starts and its keys go up while the room is joined
   // (or the knock waits in the lobby), not when the pre-join shows.
   prepareDeviceCrypto(session);
@@ -189,6 +198,13 @@ export function webMeetingServices(session: MatrixSession, trust: CallTrust, isN
       if (target.startsWith("#") && linkServer(target) === serverNameOf(session.userId)) uploadDeviceKeysAhead(session);
       // Let in from the lobby: the invited room is joined by its id.
       const roomId = await joinTarget(target, letIn?.roomId);
+      // One of this Parley's own meetings: its call is hosted here, at the origin that served this
+      // page (trusted as such, callTrust.ts), so its grant is asked as soon as the room is joined,
+      // beside the room's state reads below (120-250 ms before the pre-join would ask it). The
+      // grant gates the device's `arriving`, and so when the call's devices send it their media
+      // keys. Should the room announce another call API, the pre-join asks that one instead.
+      const here = isOwnMeeting(target) ? trust.decide(null) : null;
+      if (here && isTrusted(here)) grantFor(here.api, roomId).warm();
       const invite = letIn?.roomId === roomId ? letIn.state : undefined;
       letIn = undefined;
       // Let in from the lobby: the room as its invite showed it, when that announces the call

@@ -159,8 +159,15 @@ try {
     const relay = i % 2 === 1;
     let traced = null as ReturnType<typeof traceRequests> | null;
     // (Traced from the page's first request: PARLEY_BENCH_TRACE_BEFORE_MS shows the pre-join's.)
-    const onPage = (p: Page) => void (traced = traceRequests([["joiner", p], ["host", hostSide.page]]));
-    const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay, ...(!relay && process.env.PARLEY_BENCH_TRACE ? { onPage } : {}) });
+    // PARLEY_BENCH_PROFILE=page: the joiner's CPU profile from its page's opening (the sign-in and
+    // the pre-join too), not from just before its Join.
+    let fromPage: ReturnType<typeof cpuProfile> | undefined;
+    const onPage = (p: Page) => {
+      if (process.env.PARLEY_BENCH_TRACE) traced = traceRequests([["joiner", p], ["host", hostSide.page]]);
+      if (process.env.PARLEY_BENCH_PROFILE === "page") fromPage = cpuProfile(p, 200);
+    };
+    const early = !relay && (process.env.PARLEY_BENCH_TRACE || process.env.PARLEY_BENCH_PROFILE === "page");
+    const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay, ...(early ? { onPage } : {}) });
     if (traced) await markVideoArrival(page);
     const t0 = performance.now();
     traced?.start(t0);
@@ -172,7 +179,7 @@ try {
     if (traced) hostSide.page.on("console", onHostLog);
     // PARLEY_BENCH_PROFILE=1: the joiner's page's CPU profile from just before its Join to its
     // first frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
-    const profile = relay ? null : await cpuProfile(page, 200);
+    const profile = relay ? null : ((await fromPage) ?? (await cpuProfile(page, 200)));
     const clickedAt = performance.now();
     await page.locator("#prejoin-join").click();
     await firstFrame(page, hostSide.page);

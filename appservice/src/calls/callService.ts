@@ -186,15 +186,20 @@ export class CallService {
     const roomId = ROOM_ID.test(req.room) ? req.room : await homeserver.resolveAlias(req.room);
     if (!roomId) throw new ParleyError("M_NOT_FOUND", `no room ${req.room}`);
     if (!(await this.isCallRoom(roomId))) throw new ParleyError("M_NOT_FOUND", "no call is running in this room; start one with !meet");
-    const membership = await homeserver.getMembership(roomId, userId);
     const ahead = req.ahead === true;
+    // Asked ahead (from a pre-join or the lobby), the admission reads the room's facts beside the
+    // membership: it changes nothing then (no restart of an ended meeting), and its refusal counts
+    // only once the membership has passed, as when asked after it.
+    const admittedAhead = ahead ? this.deps.admission?.(roomId, userId, this.present(roomId, userId), true) : undefined;
+    admittedAhead?.catch(() => undefined);
+    const membership = await homeserver.getMembership(roomId, userId);
     // Let in from the lobby (invited after a knock) and joining the room now: the client asks its
     // grant ahead beside that join; its hello may come before the join reaches here (awaitJoin).
     // Still knocking: a lobby grant, if this Parley gives them (lobbyGrant).
     const lobby = ahead && membership === "knock" && (this.cfg.lobbyGrantsPerCall ?? 0) > 0;
     if (membership !== "join" && !(ahead && membership === "invite") && !lobby) throw new ParleyError("M_FORBIDDEN", notJoined(userId, roomId));
     // A user holding a session in the room's call reconnecting is not someone new.
-    await this.deps.admission?.(roomId, userId, this.present(roomId, userId), ahead);
+    await (ahead ? admittedAhead : this.deps.admission?.(roomId, userId, this.present(roomId, userId), false));
     if (lobby) return this.lobbyGrant(userId, roomId);
     const call = await this.callFor(roomId, userId);
     const grant = this.grant(userId, call, ahead ? this.aheadTtlMs() : this.cfg.sessionTtlMs);

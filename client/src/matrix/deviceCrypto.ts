@@ -199,6 +199,11 @@ export function newClient(session: MatrixSession, log: Logger, authorized?: Prom
     userId: session.userId,
     deviceId: session.deviceId,
     timelineSupport: false,
+    // Parley's calls are its own (MatrixRTC memberships, Janus): none of matrix-js-sdk's legacy
+    // 1:1 and group calls. Without this its call event handler goes through every sync's events
+    // (evaluateEventBuffer: 80 ms of a joiner's main thread in the sync that brings the host's
+    // media key, in a CPU profile of the quick Join) and it asks the homeserver for TURN servers.
+    disableVoip: true,
     logger: sdkLogger(log),
     fetchFn: async (input, init) => {
       if (authorized) init = withToken(init, await authorized);

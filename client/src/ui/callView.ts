@@ -9,7 +9,7 @@
 //   + tilesView.ts
 import type { ActiveCall } from "../state/meetingModel.ts";
 import { chatView } from "./chatView.ts";
-import { h, icon, setToggle, type View } from "./dom.ts";
+import { h, icon, setText, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 import { meetingControls } from "./meetingControls.ts";
 import { tilesView } from "./tilesView.ts";
@@ -68,40 +68,41 @@ export function callView(call: ActiveCall, roomName: string, actions: { onLeave:
   const canShare = typeof navigator.mediaDevices?.getDisplayMedia === "function";
 
   const offVm = vm.state.subscribe((s) => {
-    status.textContent = statusText(s.phase, s.media);
+    setText(status, statusText(s.phase, s.media));
     status.dataset.phase = s.phase;
     status.dataset.media = s.media ?? "";
-    e2ee.textContent = s.e2ee ? s.e2ee.text : "Not encrypted";
+    setText(e2ee, s.e2ee ? s.e2ee.text : "Not encrypted");
     e2ee.dataset.state = s.e2ee?.state ?? "off";
     e2ee.dataset.mode = s.e2ee?.mode ?? "";
-    keys.textContent = s.e2ee?.keys ?? "";
+    setText(keys, s.e2ee?.keys ?? "");
     keys.hidden = !s.e2ee;
     keys.dataset.mode = s.e2ee?.mode ?? "";
-    banner.textContent = s.notice ?? "";
+    setText(banner, s.notice ?? "");
     banner.hidden = !s.notice;
-    errorText.textContent = s.error ?? "";
+    setText(errorText, s.error ?? "");
     errorBox.hidden = !s.error;
     const over = s.phase === "failed" || s.phase === "ended";
     micBtn.hidden = camBtn.hidden = over;
     screenBtn.hidden = over || !canShare;
     for (const t of [...controls.tools, controls.endForAll]) t.classList.toggle("over", over);
-    forced.textContent = s.forcedNotice ? `${s.forcedNotice}. You can turn it back on once a host allows it.` : "";
+    setText(forced, s.forcedNotice ? `${s.forcedNotice}. You can turn it back on once a host allows it.` : "");
     forced.hidden = !s.forcedNotice || over;
-    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
+    // Forced off by a host, the button says who did it, not what a click would do.
+    const micAction = s.forced.audio ? `Muted by ${s.forced.audio}` : s.micOn ? "Mute your microphone" : "Unmute your microphone";
+    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: s.micOn ? ICONS.mic : ICONS.micOff, action: micAction });
     micBtn.classList.toggle("off", !s.micOn);
     micBtn.disabled = s.busy.mic || !!s.forced.audio;
-    if (s.forced.audio) micBtn.title = `Muted by ${s.forced.audio}`;
-    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: icon(s.cameraOn ? ICONS.camera : ICONS.cameraOff), action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
+    const camAction = s.forced.video ? `Camera turned off by ${s.forced.video}` : s.cameraOn ? "Turn your camera off" : "Turn your camera on";
+    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: s.cameraOn ? ICONS.camera : ICONS.cameraOff, action: camAction });
     camBtn.classList.toggle("off", !s.cameraOn);
     camBtn.disabled = s.busy.camera || !!s.forced.video;
-    if (s.forced.video) camBtn.title = `Camera turned off by ${s.forced.video}`;
-    setToggle(screenBtn, { pressed: s.sharing, label: s.sharing ? "Stop sharing" : "Share screen", icon: icon(ICONS.screen), action: s.sharing ? "Stop sharing your screen" : "Share your screen" });
+    setToggle(screenBtn, { pressed: s.sharing, label: s.sharing ? "Stop sharing" : "Share screen", icon: ICONS.screen, action: s.sharing ? "Stop sharing your screen" : "Share your screen" });
     screenBtn.disabled = s.busy.screen || s.phase !== "connected" || (!s.sharing && !!s.forced.video);
   }, true);
 
 
   const offChat = chat.state.subscribe((c) => {
-    setToggle(chatBtn, { pressed: c.open, label: "Chat", icon: icon(ICONS.chat), action: c.open ? "Hide the chat" : "Show the chat" });
+    setToggle(chatBtn, { pressed: c.open, label: "Chat", icon: ICONS.chat, action: c.open ? "Hide the chat" : "Show the chat" });
     chatBadge.textContent = c.unread ? String(c.unread) : "";
     chatBadge.hidden = !c.unread;
     chatBtn.append(chatBadge);

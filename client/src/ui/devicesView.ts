@@ -5,7 +5,7 @@
 //   device-mic       <select> of microphones
 //   device-camera    <select> of cameras
 import type { CallDevicesModel } from "../state/callDevices.ts";
-import { fillSelect, h, icon, setToggle, type View } from "./dom.ts";
+import { fillSelect, h, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 
 export function devicesView(devices: CallDevicesModel): View {
@@ -21,7 +21,7 @@ export function devicesView(devices: CallDevicesModel): View {
   const el = h("div", { class: "popover-anchor" }, button, popover);
   const off = devices.state.subscribe((s) => {
     popover.hidden = !s.open;
-    setToggle(button, { pressed: s.open, label: "Devices", icon: icon(ICONS.tune), action: s.open ? "Close the device choice" : "Choose microphone and camera" });
+    setToggle(button, { pressed: s.open, label: "Devices", icon: ICONS.tune, action: s.open ? "Close the device choice" : "Choose microphone and camera" });
     fillSelect(mic, s.devices.audioinput, s.audioDeviceId, "No microphone found");
     fillSelect(camera, s.devices.videoinput, s.videoDeviceId, "No camera found");
   }, true);

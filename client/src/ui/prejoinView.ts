@@ -3,8 +3,11 @@ import type { CallHost } from "../matrix/callTrust.ts";
 import type { RoomSummary } from "../matrix/rooms.ts";
 import { LevelMeter } from "../rtc/speaker.ts";
 import type { PrejoinModel } from "../state/prejoinModel.ts";
-import { fillSelect, h, icon, setToggle, type View } from "./dom.ts";
+import { fillSelect, h, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
+
+/** How often the pre-join's microphone meter moves (a dozen times a second is enough to see a voice). */
+const METER_EVERY_MS = 80;
 
 export function prejoinView(model: PrejoinModel, room: RoomSummary, onJoin: () => void, userName: string): View {
   const join = h("button", { type: "button", class: "primary join", id: "prejoin-join", onclick: () => model.canJoin && onJoin() }, "Join call");
@@ -59,11 +62,20 @@ export function prejoinParts(model: PrejoinModel, userName: string, canJoin: (ye
   let meterTrack: MediaStreamTrack | null = null;
   let levelMeter: LevelMeter | null = null;
   let raf = 0;
-  const draw = () => {
-    const level = levelMeter && model.state.get().micOn ? levelMeter.level() : 0;
-    meterFill.style.width = `${Math.round(level * 100)}%`;
-    meter.setAttribute("aria-valuenow", String(Math.round(level * 100)));
+  // The meter moves at most every METER_EVERY_MS, and only when its level changed: at every frame
+  // it was a style and layout pass 60 times a second, on the page that makes the call's media
+  // connection, runs its first sync and decrypts the media keys while the preview shows.
+  let drawnAt = -Infinity;
+  let shown = -1;
+  const draw = (now: number) => {
     raf = requestAnimationFrame(draw);
+    if (now - drawnAt < METER_EVERY_MS) return;
+    drawnAt = now;
+    const level = Math.round((levelMeter && model.state.get().micOn ? levelMeter.level() : 0) * 100);
+    if (level === shown) return;
+    shown = level;
+    meterFill.style.width = `${level}%`;
+    meter.setAttribute("aria-valuenow", String(level));
   };
   raf = requestAnimationFrame(draw);
 
@@ -80,9 +92,9 @@ export function prejoinParts(model: PrejoinModel, userName: string, canJoin: (ye
   };
 
   const off = model.state.subscribe((s) => {
-    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: icon(s.micOn ? ICONS.mic : ICONS.micOff), action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
+    setToggle(micBtn, { pressed: s.micOn, label: "Microphone", icon: s.micOn ? ICONS.mic : ICONS.micOff, action: s.micOn ? "Mute your microphone" : "Unmute your microphone" });
     micBtn.classList.toggle("off", !s.micOn);
-    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: icon(s.cameraOn ? ICONS.camera : ICONS.cameraOff), action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
+    setToggle(camBtn, { pressed: s.cameraOn, label: "Camera", icon: s.cameraOn ? ICONS.camera : ICONS.cameraOff, action: s.cameraOn ? "Turn your camera off" : "Turn your camera on" });
     camBtn.classList.toggle("off", !s.cameraOn);
     micBtn.disabled = s.starting.audio;
     camBtn.disabled = s.starting.video;

@@ -8,7 +8,7 @@
 import { REACTIONS, type Reaction } from "../rtc/governanceProtocol.ts";
 import type { GovernanceModel } from "../state/governanceModel.ts";
 import type { ShownReaction } from "../state/reactionsModel.ts";
-import { h, icon, keyed, setToggle, type View } from "./dom.ts";
+import { h, keyed, setToggle, type View } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 
 const NAMES: Record<Reaction, [string, string]> = {
@@ -42,7 +42,7 @@ export function reactionsView(g: GovernanceModel): View & { button: HTMLButtonEl
   );
   const setOpen = (open: boolean) => {
     picker.hidden = !open;
-    setToggle(button, { pressed: open, label: "React", icon: icon(ICONS.smile), action: open ? "Close the reactions" : "Send a reaction" });
+    setToggle(button, { pressed: open, label: "React", icon: ICONS.smile, action: open ? "Close the reactions" : "Send a reaction" });
   };
   setOpen(false);
   button.addEventListener("click", () => setOpen(picker.hidden));

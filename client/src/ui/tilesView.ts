@@ -18,7 +18,7 @@
 import type { Tile } from "../state/callModel.ts";
 import type { PlacedTile } from "../state/layoutModel.ts";
 import type { ActiveCall } from "../state/meetingModel.ts";
-import { h, hueOf, icon, setToggle } from "./dom.ts";
+import { h, hueOf, icon, setAttr, setToggle } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 import { markStep } from "../timeline.ts";
 
@@ -130,16 +130,20 @@ export function tilesView(call: ActiveCall): TilesView {
     e.root.style.width = `${p.width}px`;
     if (t.layer === null) delete e.root.dataset.layer;
     else e.root.dataset.layer = String(t.layer);
-    e.root.setAttribute(
+    // Text and attributes written only when they change: every store update renders every tile
+    // shown, and a text written again is a text node replaced and laid out again.
+    setAttr(
+      e.root,
       "aria-label",
       `${t.name}${p.pinned ? ", pinned" : ""}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}${t.undecryptable ? ", media can't be decrypted" : ""}${t.stale ? ", media not arriving" : ""}`,
     );
-    e.name.textContent = t.name;
+    if (e.name.textContent !== t.name) e.name.textContent = t.name;
     e.muted.hidden = !t.audioMuted;
     if (e.pin) {
-      e.pin.setAttribute("aria-pressed", String(p.pinned));
-      e.pin.title = p.pinned ? `Unpin ${t.name}` : `Pin ${t.name}`;
-      e.pin.setAttribute("aria-label", e.pin.title);
+      const title = p.pinned ? `Unpin ${t.name}` : `Pin ${t.name}`;
+      setAttr(e.pin, "aria-pressed", String(p.pinned));
+      setAttr(e.pin, "title", title);
+      setAttr(e.pin, "aria-label", title);
     }
     if (t.local) {
       if (e.localTrack !== t.localVideo) {
@@ -182,13 +186,14 @@ export function tilesView(call: ActiveCall): TilesView {
     if (current.length !== ordered.length || ordered.some((n, i) => current[i] !== n)) grid.replaceChildren(...ordered);
     grid.classList.toggle("speaker", s.mode === "speaker");
     pager.hidden = s.pages <= 1;
-    pageLabel.textContent = `Page ${s.page + 1} of ${s.pages}`;
+    const label = `Page ${s.page + 1} of ${s.pages}`;
+    if (pageLabel.textContent !== label) pageLabel.textContent = label;
     prev.disabled = s.page === 0;
     next.disabled = s.page >= s.pages - 1;
     setToggle(toggle, {
       pressed: s.mode === "speaker",
       label: s.mode === "speaker" ? "Speaker" : "Grid",
-      icon: icon(s.mode === "speaker" ? ICONS.speakerView : ICONS.grid),
+      icon: s.mode === "speaker" ? ICONS.speakerView : ICONS.grid,
       action: s.mode === "speaker" ? "Show everyone in a grid" : "Show the speaker large",
     });
     markHands();

@@ -360,6 +360,36 @@ describe("a grant asked ahead (from the pre-join)", () => {
     expect(presence).toEqual([`+${BOB}`]);
   });
 
+  it("reads its admission beside the membership, not after it; a refused non-member still hears that it is not joined", async () => {
+    // The membership read is held until the admission has begun: asked one after the other, as a
+    // plain grant's are, this grant would never come.
+    let admitted!: () => void;
+    const admissionBegun = new Promise<void>((r) => (admitted = r));
+    const svc = makeService({ sessionTtlMs: 60_000, iceServers: [], sessionsPerUserPerCall: 3 }, {
+      homeserver: {
+        resolveAlias: async () => undefined,
+        getMembership: async (roomId, userId) => (await admissionBegun, members.get(`${roomId}|${userId}`)),
+      },
+      admission: async (_roomId, userId, _inCall, ahead) => {
+        admissions.push(`${userId} ahead=${ahead}`);
+        admitted();
+        if (refuse) throw new ParleyError("M_FORBIDDEN", refuse);
+      },
+    });
+    try {
+      await expect(svc.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true })).resolves.toMatchObject({ session: expect.any(String) });
+      // Refused by the admission (a locked meeting) and not joined either: the membership's answer counts first, as before.
+      refuse = "this meeting is locked";
+      members.delete(`${MEETING}|${BOB}`);
+      await expect(svc.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true })).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: expect.stringMatching(/not joined|is not in/) });
+      members.set(`${MEETING}|${BOB}`, "join");
+      await expect(svc.join({ openIdToken: "bob-token", serverName: "b.example", room: MEETING, ahead: true })).rejects.toMatchObject({ message: "this meeting is locked" });
+      expect(admissions).toEqual([`${BOB} ahead=true`, `${BOB} ahead=true`, `${BOB} ahead=true`]);
+    } finally {
+      svc.stop();
+    }
+  });
+
   it("lists the devices in the call (sessions held, with a declared device), a plain grant none; at most MAX_GRANT_DEVICES", async () => {
     const first = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
     const noDevice = await s.join({ openIdToken: "alice-token", serverName: "a.example", room: MEETING });
