@@ -149,10 +149,13 @@ function mediaSession(
   // says only changes: after a gap in the audio (below), it still holds this state, and when the
   // packets come back it says nothing more if they are as loud as before.
   let janusTalking = false;
+  /** Audio packets arriving (Janus's `media` events for audio); none after a hangup. */
+  let audioFlowing = true;
   const wirePublisher = (p: Publisher, onUp: () => void) => {
     p.onPeer((e) => {
       if (e.kind === "webrtcup") up.webrtcUp(onUp);
       if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
+      if (e.kind === "media" && e.info.type === "audio") audioFlowing = e.info.receiving;
       // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
       if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
       // The audio is back: Janus's state is what it was before the gap (a stalled sender that was
@@ -161,6 +164,7 @@ function mediaSession(
       if (e.kind === "hangup" || e.kind === "detached") {
         up.cancel();
         janusTalking = false;
+        audioFlowing = false;
         talking(false);
       }
     });
@@ -264,6 +268,7 @@ function mediaSession(
       talkingListeners.add(listener);
       return () => talkingListeners.delete(listener);
     },
+    talkingNow: () => janusTalking && audioFlowing,
     onLayer(listener) {
       layerListeners.add(listener);
       return () => layerListeners.delete(listener);

@@ -139,7 +139,13 @@ export class LargeMeetings<S> {
     if (!call) return;
     const members = this.deps.members(callId);
     // Janus stops its talk detection for a muted stream without a stopped-talking: Parley stops it.
-    for (const m of members) if (this.audioMuted(callId, m)) call.speakers.silenced(feedOf(m));
+    // A muted feed stops talking; one unmuted that Janus still holds as talking talks again (Janus
+    // skips a muted stream's audio without ending its state, and says nothing when it comes back
+    // as loud: docs/large-meetings.md).
+    for (const m of members) {
+      if (this.audioMuted(callId, m)) call.speakers.silenced(feedOf(m));
+      else if (m.media.talkingNow?.()) call.speakers.talking(feedOf(m));
+    }
     call.viewers.invalidate();
     this.bitrate.apply(
       members.map((m) => ({ key: m.media, published: m.published, setBitrate: (b: number) => m.media.setBitrate?.(b) ?? Promise.resolve() })),

@@ -184,6 +184,12 @@ export interface SfuMediaSession {
   close(): Promise<void>;
   /** Large meetings (docs/large-meetings.md): the SFU's talking / stopped-talking of this participant's audio. */
   onTalking?(listener: (talking: boolean) => void): () => void;
+  /**
+   * Whether the SFU's talk detection holds this publisher as talking now, its audio arriving. It
+   * keeps that state while the stream is muted and says nothing when the stream comes back as
+   * loud as it left: an unmuted feed talking again is known by this, not by an event.
+   */
+  talkingNow?(): boolean;
   /** Pauses, resumes or switches the simulcast layer of subscribed video m-lines, in one request, without renegotiation. */
   configureVideos?(changes: { mid: string; send?: boolean; substream?: 0 | 1 | 2 }[]): Promise<void>;
   /** The simulcast layer the SFU now forwards on a subscribed video m-line (on each switch). */

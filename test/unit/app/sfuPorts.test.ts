@@ -96,15 +96,20 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
     await media.publish("v=0", { simulcast: false, onUp: () => undefined });
     const audio = (receiving: boolean) => s.peer({ kind: "media", info: { type: "audio", receiving } });
     audio(true); // the first packets: nobody talked yet
+    expect(media.talkingNow!()).toBe(false);
     s.talk({ talking: true, mid: "0", level: 20 });
+    expect(media.talkingNow!()).toBe(true);
     audio(false); // the sender stalls mid-sentence
+    expect(media.talkingNow!()).toBe(false); // Janus still holds "talking", but nothing arrives
     audio(true); // and goes on talking: Janus's state is still "talking"
+    expect(media.talkingNow!()).toBe(true);
     s.talk({ talking: false, mid: "0", level: 80 });
     audio(false);
     audio(true); // silent before the gap: nothing to restore
     s.talk({ talking: true, mid: "0", level: 20 });
     s.peer({ kind: "hangup", reason: "DTLS alert" });
     audio(true); // a new PeerConnection's first packets: Janus starts over, not talking
+    expect(media.talkingNow!()).toBe(false);
     expect(seen).toEqual([true, false, true, false, false, true, false]);
   });
 

@@ -9,6 +9,8 @@ class FakeMedia {
   readonly configures: unknown[][] = [];
   readonly bitrates: number[] = [];
   talk: ((t: boolean) => void) | undefined;
+  /** What the SFU's talk detection holds now (talkingNow). */
+  sfuTalking = false;
   readonly feedId: string;
   constructor(feedId: string) {
     this.feedId = feedId;
@@ -16,6 +18,9 @@ class FakeMedia {
   onTalking(l: (t: boolean) => void) {
     this.talk = l;
     return () => (this.talk = undefined);
+  }
+  talkingNow() {
+    return this.sfuTalking;
   }
   async configureVideos(changes: unknown[]) {
     this.configures.push(changes);
@@ -140,6 +145,32 @@ describe("large meetings, per call", () => {
     forced = { audio: true, video: false };
     roster.broadcast("call");
     a.media.talk!(true);
+    time.advance(1000);
+    await settle();
+    expect(speakersOf("b").at(-1)).toMatchObject({ talking: [] });
+  });
+
+  it("unmuted while Janus still holds it as talking (it says nothing more when the audio comes back as loud), a participant talks again", async () => {
+    const a = member("a");
+    member("b");
+    a.media.sfuTalking = true;
+    a.media.talk!(true);
+    await settle();
+    expect(speakersOf("b").at(-1)).toMatchObject({ talking: ["f-a"] });
+    a.muted.audio = true; // muted mid-word: Janus skips the stream's audio and keeps "talking"
+    roster.broadcast("call");
+    time.advance(1000);
+    await settle();
+    expect(speakersOf("b").at(-1)).toMatchObject({ talking: [] });
+    a.muted.audio = false; // unmuted, talking at once: no event from Janus
+    roster.broadcast("call");
+    time.advance(1000);
+    await settle();
+    expect(speakersOf("b").at(-1)).toMatchObject({ talking: ["f-a"] });
+    // Unmuted silent: Janus's next window ends its state (stopped-talking), and nothing brings it back.
+    a.media.sfuTalking = false;
+    a.media.talk!(false);
+    roster.broadcast("call");
     time.advance(1000);
     await settle();
     expect(speakersOf("b").at(-1)).toMatchObject({ talking: [] });
