@@ -155,12 +155,14 @@ function mediaSession(
     p.onPeer((e) => {
       if (e.kind === "webrtcup") up.webrtcUp(onUp);
       if (e.kind === "media" && e.info.receiving && e.info.type) up.receiving(e.info.type, publishedMids, onUp);
-      if (e.kind === "media" && e.info.type === "audio") audioFlowing = e.info.receiving;
-      // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
-      if (e.kind === "media" && !e.info.receiving && e.info.type === "audio") talking(false);
-      // The audio is back: Janus's state is what it was before the gap (a stalled sender that was
-      // talking is talking again, with no new `talking` event from Janus to say so).
-      if (e.kind === "media" && e.info.receiving && e.info.type === "audio" && janusTalking) talking(true);
+      if (e.kind === "media" && e.info.type === "audio") {
+        audioFlowing = e.info.receiving;
+        // No audio packets for Janus's no_media_timer: whatever talk detection said, nobody talks.
+        if (!e.info.receiving) talking(false);
+        // The audio is back: Janus's state is what it was before the gap (a stalled sender that was
+        // talking is talking again, with no new `talking` event from Janus to say so).
+        else if (janusTalking) talking(true);
+      }
       if (e.kind === "hangup" || e.kind === "detached") {
         up.cancel();
         janusTalking = false;

@@ -138,10 +138,9 @@ export class LargeMeetings<S> {
     const call = this.calls.get(callId);
     if (!call) return;
     const members = this.deps.members(callId);
-    // Janus stops its talk detection for a muted stream without a stopped-talking: Parley stops it.
-    // A muted feed stops talking; one unmuted that Janus still holds as talking talks again (Janus
-    // skips a muted stream's audio without ending its state, and says nothing when it comes back
-    // as loud: docs/large-meetings.md).
+    // Janus stops its talk detection for a muted stream without a stopped-talking, keeping its
+    // state: Parley stops a muted feed, and one unmuted that Janus still holds as talking talks
+    // again (Janus says nothing when it comes back as loud: docs/large-meetings.md).
     for (const m of members) {
       if (this.audioMuted(callId, m)) call.speakers.silenced(feedOf(m));
       else if (m.media.talkingNow?.()) call.speakers.talking(feedOf(m));

@@ -18,7 +18,7 @@
 import type { Tile } from "../state/callModel.ts";
 import type { PlacedTile } from "../state/layoutModel.ts";
 import type { ActiveCall } from "../state/meetingModel.ts";
-import { h, hueOf, icon, setAttr, setToggle } from "./dom.ts";
+import { h, hueOf, icon, setAttr, setText, setToggle } from "./dom.ts";
 import { ICONS } from "./icons.ts";
 import { markStep } from "../timeline.ts";
 
@@ -137,7 +137,7 @@ export function tilesView(call: ActiveCall): TilesView {
       "aria-label",
       `${t.name}${p.pinned ? ", pinned" : ""}${t.screen ? ", sharing screen" : ""}${t.audioMuted ? ", muted" : ""}${t.speaking ? ", speaking" : ""}${t.undecryptable ? ", media can't be decrypted" : ""}${t.stale ? ", media not arriving" : ""}`,
     );
-    if (e.name.textContent !== t.name) e.name.textContent = t.name;
+    setText(e.name, t.name);
     e.muted.hidden = !t.audioMuted;
     if (e.pin) {
       const title = p.pinned ? `Unpin ${t.name}` : `Pin ${t.name}`;
@@ -186,8 +186,7 @@ export function tilesView(call: ActiveCall): TilesView {
     if (current.length !== ordered.length || ordered.some((n, i) => current[i] !== n)) grid.replaceChildren(...ordered);
     grid.classList.toggle("speaker", s.mode === "speaker");
     pager.hidden = s.pages <= 1;
-    const label = `Page ${s.page + 1} of ${s.pages}`;
-    if (pageLabel.textContent !== label) pageLabel.textContent = label;
+    setText(pageLabel, `Page ${s.page + 1} of ${s.pages}`);
     prev.disabled = s.page === 0;
     next.disabled = s.page >= s.pages - 1;
     setToggle(toggle, {

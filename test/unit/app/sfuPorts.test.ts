@@ -74,12 +74,18 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
     expect(s.calls.at(-1)).toMatchObject({ what: "publish", arg: { opusDtx: true, e2ee: true } });
   });
 
-  it("passes the publisher's talking on, and takes lost audio (or a hangup) as stopped talking", async () => {
+  /** A published media session whose talking (as the ports pass it on) is recorded in `seen`. */
+  async function publishedHearingTalk() {
     const s = recordingSfu();
     const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
     const seen: boolean[] = [];
     media.onTalking!((t) => seen.push(t));
     await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    return { s, media, seen };
+  }
+
+  it("passes the publisher's talking on, and takes lost audio (or a hangup) as stopped talking", async () => {
+    const { s, seen } = await publishedHearingTalk();
     s.talk({ talking: true, mid: "0", level: 20 });
     s.peer({ kind: "media", info: { type: "video", receiving: false } });
     s.peer({ kind: "media", info: { type: "audio", receiving: false } });
@@ -89,11 +95,7 @@ describe("sfuPorts for large meetings (docs/large-meetings.md)", () => {
   });
 
   it("audio back after a gap restores what Janus's talk detection last said: Janus says nothing new when the packets are as loud as before", async () => {
-    const s = recordingSfu();
-    const media = await sfuPorts(s.sfu, opts).open({ node: "n", room: "r", secret: "s" }, "@a:x", () => undefined);
-    const seen: boolean[] = [];
-    media.onTalking!((t) => seen.push(t));
-    await media.publish("v=0", { simulcast: false, onUp: () => undefined });
+    const { s, media, seen } = await publishedHearingTalk();
     const audio = (receiving: boolean) => s.peer({ kind: "media", info: { type: "audio", receiving } });
     audio(true); // the first packets: nobody talked yet
     expect(media.talkingNow!()).toBe(false);
