@@ -95,7 +95,9 @@ async function joinAfterInvite(user: TestUser, roomId: string, via: string): Pro
 }
 
 export async function benchKnock(browser: Browser, samples: number, joinP50: number): Promise<void> {
-  const stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: true });
+  // PARLEY_BENCH_LOG_LEVEL=debug: both Parleys log at that level (kept with PARLEY_KEEP_STACK=1).
+  const logLevel = process.env.PARLEY_BENCH_LOG_LEVEL;
+  const stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: true, ...(logLevel ? { logLevel } : {}) });
   try {
     const [A, B] = stack.institutions as [Institution, Institution];
     const host = await signedInUser(A, "host", "Host");
@@ -200,8 +202,9 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const inLobby = await page.locator('[data-testid="lobby-join"]').isVisible();
       await join.first().click();
       if (inLobby) joinedFromLobby++;
-      const painted = await paintedAfter(page, 0).catch((err: unknown) => {
-        console.log(`the knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
+      // Not painted: what the knocker's page said and where it stands, then the failure.
+      const explain = (what: string) => (err: unknown) => {
+        console.log(`${what} failed. The knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
         return page
           .evaluate(() => ({
             screen: ["[data-testid=lobby-join]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q)),
@@ -211,7 +214,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
           .then(() => {
             throw err;
           });
-      });
+      };
+      const painted = await paintedAfter(page, 0).catch(explain("The knock"));
       const seenAt = performance.now();
       busyMs.push(await longTasksAfterJoin(page, painted));
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
@@ -248,7 +252,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const before = await page.evaluate(() => performance.now());
       const clicked = performance.now();
       await page.locator("#prejoin-join").click();
-      await paintedAfter(page, before);
+      await paintedAfter(page, before).catch(explain("The join again after the knock"));
       joinSeenMs.push(performance.now() - clicked);
       await assertDecrypted(page, decrypted);
       // From the page's Join (its click handler) to the frame painted, as join_to_first_remote_frame.

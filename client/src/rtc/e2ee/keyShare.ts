@@ -435,6 +435,9 @@ export class ParticipantKeyShare {
     const arrived = new Set((this.o.roster?.arrived?.() ?? []).map(deviceKey));
     for (const k of left) {
       if (arrived.has(k)) this.departing.add(k); // its SFU leave may come after: no arrival key meanwhile
+      // Whatever it was answered before it joined went out of use with this leave: back within
+      // repeatMs ("Join again"), its arrival or announcement is answered again, not ignored.
+      this.prejoined.delete(k);
       if (publishing.has(k)) continue; // still sending media: its key still decrypts it
       this.o.sink.forget(k);
       this.held.add(k, this.applied.get(k) ?? []);

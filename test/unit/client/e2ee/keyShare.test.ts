@@ -1097,3 +1097,47 @@ describe("ParticipantKeyShare: a device the server announces in the pre-join", (
     expect(sentTo(h, DAVE)).toHaveLength(2);
   });
 });
+
+describe("ParticipantKeyShare: a knocker let in who leaves and joins again at once", () => {
+  const ERIN = { userId: "@erin:e", deviceId: "EDEV" };
+  const sentTo = (h: ReturnType<typeof harness>, d: DeviceRef) => h.sent.filter((x) => x.to.includes(id(d)));
+  // The knock benchmark's "Join again" 1-2 s after the call it was let into: the device's let-in
+  // answer is seconds old (within repeatMs), and the key it was sent went out of use at its leave.
+  // Seen: the host never sent the joiner a key, whose media stayed undecryptable.
+  const cases = [true, false].flatMap((member) =>
+    (["membership", "list"] as const).flatMap((leftFirst) => (["list", "announcement", "arriving", "membership"] as const).map((back) => ({ member, leftFirst, back }))),
+  );
+  for (const { member, leftFirst, back } of cases) {
+    it(`gets the key made at its leave (${member ? "a member" : "a key sender only"}, its ${leftFirst} gone first, back by its ${back})`, async () => {
+      const joined = new Set<string>();
+      const h = harness([], { devicesOf: async () => [ERIN], joined });
+      h.share.start();
+      await h.share.settled();
+      await h.setArrived([ERIN], []); // its hello, before this device heard the let-in
+      await h.roomMembership(ERIN.userId, "invite", "knock");
+      expect(sentTo(h, ERIN).at(-1)).toMatchObject({ index: 0 });
+      joined.add(ERIN.userId);
+      await h.setArrived([ERIN], [ERIN]);
+      await h.roomMembership(ERIN.userId, "join", "invite");
+      h.receive(ERIN, keyContent(ROOM, ERIN, 0, new Uint8Array(32).fill(9), 1));
+      await h.share.settled();
+      if (member) await h.setMembers([ERIN]);
+      // Leaves the call (not the room): a new key, not sent to it.
+      if (leftFirst === "membership") {
+        await h.setMembers([]);
+        await h.setArrived([], []);
+      } else {
+        await h.setArrived([], []);
+        await h.setMembers([]);
+      }
+      expect(h.sink.calls).toContain("own 1");
+      expect(sentTo(h, ERIN).map((s) => s.index)).not.toContain(1);
+      await vi.advanceTimersByTimeAsync(1500); // back within repeatMs
+      if (back === "list") await h.setArrived([ERIN], [ERIN]);
+      else if (back === "announcement") await h.announce(ERIN);
+      else if (back === "arriving") await h.serverArriving(ERIN);
+      else await h.setMembers([ERIN]);
+      expect(sentTo(h, ERIN).at(-1)).toMatchObject({ index: 1 });
+    });
+  }
+});
