@@ -14,6 +14,7 @@ import { e2eeStats, joinThroughClient, signedInUser, trackPeerConnections, typeS
 import { callSession, seated } from "../support/callStack.ts";
 import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
+import { LOG_LEVEL_KEY } from "../../client/src/log.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
 import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
@@ -95,14 +96,23 @@ async function joinAfterInvite(user: TestUser, roomId: string, via: string): Pro
 }
 
 export async function benchKnock(browser: Browser, samples: number, joinP50: number): Promise<void> {
-  // PARLEY_BENCH_LOG_LEVEL=debug: both Parleys log at that level (kept with PARLEY_KEEP_STACK=1).
+  // PARLEY_BENCH_LOG_LEVEL=debug: both Parleys (kept with PARLEY_KEEP_STACK=1) and every page's
+  // client (client/src/log.ts) log at that level; the host's own lines are printed as they come.
   const logLevel = process.env.PARLEY_BENCH_LOG_LEVEL;
+  const pageLogLevel = async (page: Page) => {
+    if (logLevel) await page.addInitScript(([key, level]) => localStorage.setItem(key, level), [LOG_LEVEL_KEY, logLevel] as const);
+  };
   const stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: true, ...(logLevel ? { logLevel } : {}) });
   try {
     const [A, B] = stack.institutions as [Institution, Institution];
     const host = await signedInUser(A, "host", "Host");
     const alias = A.alias("knock-bench");
-    const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host);
+    const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host, { beforeOpen: pageLogLevel });
+    if (logLevel) {
+      hostPage.on("console", (m) => {
+        if (/^\[parley:(crypto|chat|call|signalling)\]/.test(m.text())) console.log(`${new Date().toISOString().slice(11, 23)} host ${m.type()}: ${m.text().slice(0, 300)}`);
+      });
+    }
     const hostUser = new TestUser(A.synapse.clientUrl, host.userId, host.accessToken);
     const roomId = (await hostUser.resolveAlias(alias))!;
     // The host's own client admits every knock the lobby shows.
@@ -140,6 +150,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const knocker = await signedInUser(B, `knocker${i}`, `Knocker ${i}`);
       const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
       const page = await context.newPage();
+      await pageLogLevel(page);
       await trackPeerConnections(page);
       // Every request of the sign-in, the lobby and the call stays in the page's resource timing.
       await page.addInitScript(() => performance.setResourceTimingBufferSize(100_000));
