@@ -6,19 +6,22 @@ export type Level = "debug" | "info" | "warn" | "error";
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 /** The page's storage key that sets the level (for a person or a benchmark looking into a call: "debug"). */
 export const LOG_LEVEL_KEY = "parley.logLevel";
-let threshold: Level = levelFrom(globalThis.localStorage) ?? "info";
+let threshold: Level = levelFrom(() => globalThis.localStorage) ?? "info";
 
 export function setLogLevel(level: Level): void {
   threshold = level;
 }
 
-/** The level `storage` names under LOG_LEVEL_KEY, if it names one (no storage, or none: undefined). */
-export function levelFrom(storage: Pick<Storage, "getItem"> | undefined): Level | undefined {
+/**
+ * The level the storage `storage()` gives names under LOG_LEVEL_KEY, if it names one (no storage,
+ * or no level: undefined). A getter: in a sandboxed frame (a widget) reading `localStorage` at all throws.
+ */
+export function levelFrom(storage: () => Pick<Storage, "getItem"> | undefined): Level | undefined {
   try {
-    const v = storage?.getItem(LOG_LEVEL_KEY);
+    const v = storage()?.getItem(LOG_LEVEL_KEY);
     return v && Object.hasOwn(ORDER, v) ? (v as Level) : undefined;
   } catch {
-    return undefined; // storage refused (a sandboxed frame)
+    return undefined;
   }
 }
 
