@@ -105,6 +105,8 @@ export interface CallServiceConfig {
   invitedJoinWaitMs?: number;
   /** Sessions granted to knockers waiting in one call's lobby at most (absent or 0: a knocker gets no grant before the let-in). */
   lobbyGrantsPerCall?: number;
+  /** How long a lobby grant's hello waits for its user's invite to reach this homeserver (absent: LET_IN_WAIT_MS). */
+  letInWaitMs?: number;
 }
 
 /** A session admitted again at its hello (CallService.admitAtHello). */
@@ -125,6 +127,13 @@ interface AdmitAtHello {
 
 /** What the hello of a session granted in the lobby (or restored after a restart) gets that its grant may not have had: the ICE servers (TURN credentials). */
 export type IceAtHello = ReturnType<typeof iceForSession>;
+
+/**
+ * How long a lobby grant's hello waits for its user's invite to reach this homeserver when it comes
+ * first (CallService.awaitLetIn): the invite is this homeserver's own, sent over federation before
+ * it is stored here (620 ms seen in the knock benchmark).
+ */
+export const LET_IN_WAIT_MS = 2000;
 
 /** Why a user may not hold a session of the room's call: not joined (or, knocking, not let in yet). */
 const notJoined = (userId: string, roomId: string) => `${userId} is not joined to ${roomId}`;
@@ -248,7 +257,8 @@ export class CallService {
       const joinMayFollow = (this.cfg.invitedJoinWaitMs ?? 0) > 0;
       const membership = admit.knownJoined ? "join" : admit.knownInvited && joinMayFollow ? "invite" : admit.wasHeld ? this.stillMember(s) : this.deps.homeserver.getMembership(s.roomId, s.userId);
       const admission = admit.wasHeld ? undefined : this.deps.admission?.(s.roomId, s.userId, this.present(s.roomId, s.userId), false, true);
-      const [now] = await Promise.all([membership, admission]);
+      let [now] = await Promise.all([membership, admission]);
+      if (admit.lobby && now === "knock") now = await this.awaitLetIn(key, s, admit);
       const waits = now === "invite" && !admit.knownJoined && joinMayFollow;
       if (now !== "join" && !waits) throw new ParleyError("M_FORBIDDEN", admit.lobby && now === "knock" ? notLetIn(s.userId, s.roomId) : notJoined(s.userId, s.roomId));
       const fromLobby = admit.lobby === true;
@@ -267,6 +277,31 @@ export class CallService {
       this.end(key, { errcode: "M_UNKNOWN_TOKEN", message: "session refused at its hello" });
       throw err;
     }
+  }
+
+  /**
+   * A lobby grant's hello while this homeserver still says "knock". Its client says hello once its
+   * own homeserver shows the invite, and that can be before this one has stored it: a host's
+   * admission invites over federation first (in the knock benchmark the invite took 620 ms here,
+   * and the let-in knocker's hello came 200 ms before it was done; refused, that knocker never got
+   * into the call). So the hello waits for the invite's transaction (`letIn`) or a read that shows
+   * it, 25 ms after the first read and then twice as long each time (at most 250 ms apart), up to
+   * `letInWaitMs` (LET_IN_WAIT_MS) in all; it returns the membership as last seen. A deny meanwhile ends the
+   * session, and the caller refuses it.
+   */
+  private async awaitLetIn(key: string, s: CallSession, admit: AdmitAtHello): Promise<string | undefined> {
+    const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
+    let now: string | undefined = "knock";
+    for (let waited = 0, pause = 25; waited < limit; waited += pause, pause = Math.min(pause * 2, 250)) {
+      await this.joinOrPause(key, Math.min(pause, limit - waited));
+      if (this.admitAtHello.get(key) !== admit) return now;
+      if (admit.knownJoined) return "join";
+      if (admit.knownInvited) return "invite";
+      now = await this.deps.homeserver.getMembership(s.roomId, s.userId);
+      if (now !== "knock") return now;
+    }
+    this.log.info({ userId: s.userId, roomId: s.roomId, waitedMs: limit }, "a lobby grant's hello: still knocking; refused");
+    return now;
   }
 
   /**
@@ -584,7 +619,9 @@ export class CallService {
     this.announced.delete(key);
     this.closers.delete(key);
     this.sessions.delete(key);
+    const admit = this.admitAtHello.get(key);
     this.admitAtHello.delete(key);
+    admit?.wake?.(); // a hello or a join waiting on it learns at once that it ended
     const recorder = this.deps.recorder;
     if (recorder) void this.recording.run(key, () => recorder.forget(key)).catch((err: unknown) => this.deps.recordFailed?.(err));
     if (held && !this.present(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
@@ -650,7 +687,9 @@ export class CallService {
   private letIn(roomId: string, userId: string): void {
     for (const [key, admit] of this.admitAtHello) {
       const s = this.sessions.get(key);
-      if (admit.lobby && s?.roomId === roomId && s.userId === userId) admit.knownInvited = true;
+      if (!admit.lobby || s?.roomId !== roomId || s.userId !== userId) continue;
+      admit.knownInvited = true;
+      admit.wake?.(); // a hello waiting for this invite (awaitLetIn)
     }
   }
 

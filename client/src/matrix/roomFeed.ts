@@ -536,6 +536,7 @@ export class SyncedRoomFeed implements RoomFeed {
     if (!key) return;
     if (this.keyListeners.size === 0) {
       markStep("key-early"); // before the call: a key for the pre-join (or a first sync's)
+      this.log.debug("a media key kept until a call takes keys", { from: `${key.from.userId}|${key.from.deviceId ?? ""}` });
       this.keyBacklog.push(key);
       this.keyBacklog.splice(0, Math.max(0, this.keyBacklog.length - 256));
       return;

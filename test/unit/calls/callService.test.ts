@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CallService, MAX_GRANT_DEVICES, type CallServiceConfig, type CallServiceDeps, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
+import { CallService, LET_IN_WAIT_MS, MAX_GRANT_DEVICES, type CallServiceConfig, type CallServiceDeps, type SessionCloser } from "../../../appservice/src/calls/callService.ts";
 import { FederationPolicy } from "../../../appservice/src/calls/policy.ts";
 import type { OpenIdVerifier, SfuRooms } from "../../../appservice/src/calls/ports.ts";
 import { ParleyError } from "../../../appservice/src/errors.ts";
@@ -678,9 +678,11 @@ describe("a grant asked ahead (from the pre-join)", () => {
 
 describe("a grant asked from the lobby (still knocking)", () => {
   const TURN = { urls: ["turn:127.0.0.1:3478"], secret: "s", ttlSeconds: 300, relayOnly: false };
+  /** letInWaitMs here (the default, LET_IN_WAIT_MS, is longer). */
+  const LET_IN_WAIT = 300;
   let s: CallService;
-  const lobbyService = (lobbyGrantsPerCall: number, sessionsPerCall = 5) =>
-    makeService({ sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], turn: TURN, sessionsPerUserPerCall: 3, sessionsPerCall, invitedJoinWaitMs: 400, lobbyGrantsPerCall });
+  const lobbyService = (lobbyGrantsPerCall: number, sessionsPerCall = 5, letInWaitMs = LET_IN_WAIT) =>
+    makeService({ sessionTtlMs: 60_000, iceServers: [{ urls: "stun:stun.a.example" }], turn: TURN, sessionsPerUserPerCall: 3, sessionsPerCall, invitedJoinWaitMs: 400, lobbyGrantsPerCall, letInWaitMs });
   const ahead = (svc: CallService, token = "bob-token", server = "b.example") => svc.join({ openIdToken: token, serverName: server, room: MEETING, ahead: true });
   /** Alice in the call: a held session. */
   const aliceIn = async (svc: CallService) => {
@@ -708,6 +710,49 @@ describe("a grant asked from the lobby (still knocking)", () => {
       await expect(ahead(off)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not joined to ${MEETING}` });
     } finally {
       off.stop();
+    }
+  });
+
+  it("a hello as its user is let in, before this homeserver has stored the invite, waits for it: its transaction, or a read that shows it", async () => {
+    await aliceIn(s);
+    // The invite's transaction comes 100 ms after the hello: it goes on, with no further read.
+    const g = await ahead(s);
+    const hello = s.admitHolder(g.session);
+    await new Promise((r) => setTimeout(r, 100));
+    members.set(`${MEETING}|${BOB}`, "invite");
+    expect(s.evict(MEETING, BOB, "invite")).toBe(0);
+    expect((await hello)?.iceServers).toHaveLength(2);
+    expect(s.session(g.session)).toBeDefined();
+    // No transaction (or a later one): a read shows the invite.
+    members.set(`${MEETING}|${BOB}`, "knock");
+    const read = await ahead(s);
+    const second = s.admitHolder(read.session);
+    await new Promise((r) => setTimeout(r, 100));
+    members.set(`${MEETING}|${BOB}`, "join");
+    expect((await second)?.iceServers).toHaveLength(2);
+  });
+
+  it(`a hello while still knocking is refused after letInWaitMs (${LET_IN_WAIT} ms here), and at once by a deny meanwhile`, async () => {
+    expect(LET_IN_WAIT_MS).toBe(2000);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const started = Date.now();
+    await expect(s.admitHolder(g.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(LET_IN_WAIT - 5);
+    expect(s.session(g.session)).toBeUndefined();
+    // Denied while its hello waits (its reads 250 ms apart by then): refused then, not at its next read.
+    const long = lobbyService(2, 5, 5000);
+    try {
+      await aliceIn(long);
+      const denied = await ahead(long);
+      const hello = long.admitHolder(denied.session);
+      await new Promise((r) => setTimeout(r, 420));
+      const at = Date.now();
+      expect(long.evict(MEETING, BOB, "leave")).toBe(1);
+      await expect(hello).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+      expect(Date.now() - at).toBeLessThan(150);
+    } finally {
+      long.stop();
     }
   });
 

@@ -357,7 +357,12 @@ export class ParticipantKeyShare {
 
   start(): void {
     // A stopped share takes nothing more, whether or not a port's unsubscribe took effect.
-    const live = <A extends unknown[]>(fn: (...args: A) => void) => (...args: A) => void (this.stopped || fn(...args));
+    const live =
+      <A extends unknown[]>(fn: (...args: A) => void) =>
+      (...args: A) => {
+        if (this.stopped) return void this.log.debug("a stopped key share ignored a change");
+        fn(...args);
+      };
     this.unsubscribe.push(this.o.transport.onKeys(live((from, content) => this.onKeys(from, content))));
     this.unsubscribe.push(
       this.o.members.onChange(
@@ -622,6 +627,7 @@ export class ParticipantKeyShare {
   private takeEarlyAnswer(): boolean {
     if (!this.prejoinAnswers.take()) {
       if (!this.prejoinFloodLogged) this.log.warn("ignoring devices about to join: too many this minute", { limit: this.prejoinLimits.perMinute });
+      else this.log.debug("ignored a device about to join: too many this minute");
       this.prejoinFloodLogged = true;
       return false;
     }
