@@ -286,8 +286,9 @@ export class CallService {
    * and the let-in knocker's hello came 200 ms before it was done; refused, that knocker never got
    * into the call). So the hello waits for the invite's transaction (`letIn`) or a read that shows
    * it, 25 ms after the first read and then twice as long each time (at most 250 ms apart), up to
-   * `letInWaitMs` (LET_IN_WAIT_MS) in all; it returns the membership as last seen. A deny meanwhile ends the
-   * session, and the caller refuses it.
+   * `letInWaitMs` (LET_IN_WAIT_MS) in all, and returns the membership as last seen. A deny
+   * meanwhile ends the session (and wakes this), and the caller refuses it. A knocker not let in
+   * holds its hello no longer than that, with at most lobbyGrantsPerCall such grants per call.
    */
   private async awaitLetIn(key: string, s: CallSession, admit: AdmitAtHello): Promise<string | undefined> {
     const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
