@@ -292,17 +292,42 @@ export class CallService {
    */
   private async awaitLetIn(key: string, s: CallSession, admit: AdmitAtHello): Promise<string | undefined> {
     const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
-    let now: string | undefined = "knock";
-    for (let waited = 0, pause = 25; waited < limit; waited += pause, pause = Math.min(pause * 2, 250)) {
-      await this.joinOrPause(key, Math.min(pause, limit - waited));
-      if (this.admitAtHello.get(key) !== admit) return now;
-      if (admit.knownJoined) return "join";
-      if (admit.knownInvited) return "invite";
-      now = await this.deps.homeserver.getMembership(s.roomId, s.userId);
-      if (now !== "knock") return now;
+    const known = () => (admit.knownJoined ? "join" : admit.knownInvited ? "invite" : undefined);
+    const seen = await this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
+    if (!seen) return "knock"; // ended meanwhile (a deny): refused by the caller
+    if (seen.membership === "knock") this.log.info({ userId: s.userId, roomId: s.roomId, waitedMs: seen.waitedMs }, "a lobby grant's hello: still knocking; refused");
+    return seen.membership;
+  }
+
+  /**
+   * The session's membership watched while its hello or its join waits, for up to `limitMs`
+   * (`membership` until then): a transaction that settles it wakes the wait (`known` then says
+   * what it showed); between transactions it is read 25 ms after the start, then twice as long
+   * each time (at most 250 ms apart), until a read is `settled`. Returns the membership as last
+   * known and the time waited; null if the session ended meanwhile (its end wakes the wait).
+   */
+  private async watchMembership(
+    key: string,
+    s: CallSession,
+    admit: AdmitAtHello,
+    limitMs: number,
+    membership: string | undefined,
+    known: () => string | undefined,
+    settled: (membership: string | undefined) => boolean,
+  ): Promise<{ membership: string | undefined; waitedMs: number } | null> {
+    let waited = 0;
+    for (let pause = 25; waited < limitMs; pause = Math.min(pause * 2, 250)) {
+      const step = Math.min(pause, limitMs - waited);
+      await this.pauseUnlessWoken(key, step);
+      waited += step;
+      if (this.admitAtHello.get(key) !== admit) return null;
+      const told = known();
+      if (told !== undefined) return { membership: told, waitedMs: waited };
+      membership = await this.deps.homeserver.getMembership(s.roomId, s.userId);
+      if (this.admitAtHello.get(key) !== admit) return null;
+      if (settled(membership)) break;
     }
-    this.log.info({ userId: s.userId, roomId: s.roomId, waitedMs: limit }, "a lobby grant's hello: still knocking; refused");
-    return now;
+    return { membership, waitedMs: waited };
   }
 
   /**
@@ -331,19 +356,13 @@ export class CallService {
     admit.joinDue = true;
     const limit = this.cfg.invitedJoinWaitMs ?? 0;
     void (async () => {
-      for (let waited = 0, pause = 25; !admit.knownJoined; waited += pause, pause = Math.min(pause * 2, 250)) {
-        if (await this.joinOrPause(key, Math.min(pause, Math.max(1, limit - waited)))) break;
-        if (this.admitAtHello.get(key) !== admit) return; // ended meanwhile (a leave, the call's end)
-        const membership = await this.deps.homeserver.getMembership(s.roomId, s.userId);
-        if (membership === "join") break;
-        if (this.admitAtHello.get(key) !== admit) return;
-        if (membership !== "invite" || waited + pause >= limit) {
-          this.log.info({ userId: s.userId, roomId: s.roomId, membership, waitedMs: waited + pause }, "let in but not joined; session ended");
-          const message = membership === "invite" ? `${s.userId} did not join ${s.roomId} within ${limit} ms of their hello` : notJoined(s.userId, s.roomId);
-          return this.end(key, { errcode: "M_FORBIDDEN", message });
-        }
-      }
-      if (this.admitAtHello.get(key) === admit) this.admitAtHello.delete(key);
+      const seen = await this.watchMembership(key, s, admit, limit, "invite", () => (admit.knownJoined ? "join" : undefined), (m) => m !== "invite");
+      if (!seen) return; // ended meanwhile (a leave, the call's end)
+      const { membership, waitedMs } = seen;
+      if (membership === "join") return void this.admitAtHello.delete(key);
+      this.log.info({ userId: s.userId, roomId: s.roomId, membership, waitedMs }, "let in but not joined; session ended");
+      const message = membership === "invite" ? `${s.userId} did not join ${s.roomId} within ${limit} ms of their hello` : notJoined(s.userId, s.roomId);
+      this.end(key, { errcode: "M_FORBIDDEN", message });
     })().catch((err: unknown) => {
       this.log.warn({ err, userId: s.userId, roomId: s.roomId }, "membership not read; session ended");
       if (this.admitAtHello.get(key) === admit) this.end(key, { errcode: "M_FORBIDDEN", message: notJoined(s.userId, s.roomId) });
@@ -364,14 +383,14 @@ export class CallService {
     }
   }
 
-  /** True if the session's user joined (`memberJoined`) within `ms`; false when `ms` passed first. */
-  private async joinOrPause(key: string, ms: number): Promise<boolean> {
+  /** Waits `ms`, or less if the session's wait is woken first: its user's join or invite came in a transaction (`memberJoined`, `letIn`), or the session ended. */
+  private async pauseUnlessWoken(key: string, ms: number): Promise<void> {
     const admit = this.admitAtHello.get(key);
-    if (!admit) return sleep(ms, false);
+    if (!admit) return sleep(ms);
     const timer = new AbortController();
-    const woken = new Promise<true>((resolve) => (admit.wake = () => resolve(true)));
+    const woken = new Promise<void>((resolve) => (admit.wake = resolve));
     try {
-      return await Promise.race([woken, sleep(ms, false, { signal: timer.signal })]);
+      await Promise.race([woken, sleep(ms, undefined, { signal: timer.signal })]);
     } finally {
       timer.abort();
       delete admit.wake;
