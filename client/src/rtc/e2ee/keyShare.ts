@@ -32,7 +32,9 @@
 // The admission is heard from the invite's membership event in this device's sync, or earlier from
 // the call's Parley (the `let_in` push, from its homeserver's transaction), which is not taken on
 // its word: this device's own homeserver must say the user is invited before a key goes. Either
-// way once per admission. A user sent a key
+// way once per admission. Until their join reaches this device, such a user's devices in the
+// call's media (a hello let through as the invite came, often before this device heard of it)
+// and their key sent to this device are answered as a joined user's are. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
 // makes this device rotate, as a member's leave does.
 //
@@ -600,7 +602,7 @@ export class ParticipantKeyShare {
   /** A device of a user let in from the lobby, named by the call's Parley: sent the key now (joined since: as a pre-join). */
   private async answerLetIn(device: DeviceRef): Promise<void> {
     if (!this.admitted.has(device.userId)) return this.answerPrejoin(deviceKey(device), device);
-    await this.answerEarly([device], "media key sent to a user let in from the lobby");
+    await this.answerEarly([device], "media key sent to a user let in from the lobby", true);
   }
 
   /**
@@ -695,7 +697,10 @@ export class ParticipantKeyShare {
    * that were not listed yet, while the user is still only invited and not in the call.
    */
   private async answerAdmitted(userId: string, round: number): Promise<void> {
-    if (!this.admitted.has(userId) || this.userInCall(userId)) return void this.admitted.delete(userId);
+    // A member device: their join's own path from here. A device already publishing (its hello
+    // let through as its invite came, before this device heard of the admission) is answered here:
+    // its user is only invited, which the pre-join, arrival and key-sender paths do not answer.
+    if (!this.admitted.has(userId) || this.userIsMember(userId)) return void this.admitted.delete(userId);
     const fresh = this.o.members.devicesOf!(userId).catch((err: unknown) => {
       this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
       return [] as DeviceRef[];
@@ -712,7 +717,7 @@ export class ParticipantKeyShare {
         .slice(0, MAX_ADMITTED_DEVICES - answered);
       answered += devices.length;
       for (const d of devices) this.rememberPrejoin(deviceKey(d), { at: this.o.now(), index: -1 });
-      await this.answerEarly(devices, "media key sent to a user let in from the lobby");
+      await this.answerEarly(devices, "media key sent to a user let in from the lobby", true);
       return own;
     };
     if (round === 0 && this.o.members.knownDevicesOf) {
@@ -728,9 +733,9 @@ export class ParticipantKeyShare {
     }, delay);
   }
 
-  /** Whether any device of `userId` is in the call (a member, or publishing). */
-  private userInCall(userId: string): boolean {
-    return [...this.others().keys(), ...this.publishing()].some(ofUser(userId));
+  /** Whether any device of `userId` is a member of the call. */
+  private userIsMember(userId: string): boolean {
+    return [...this.others().keys()].some(ofUser(userId));
   }
 
   private rememberPrejoin(id: string, entry: { at: number; index: number }): void {
@@ -761,7 +766,8 @@ export class ParticipantKeyShare {
    */
   private async answerEarly(devices: DeviceRef[], what: string, publishingToo = false): Promise<DeviceRef[]> {
     // A device publishing already is answered by the key it sends (shareWithKeySender), except
-    // one answered for its arrival: it may start publishing while its user's room join is checked.
+    // one answered for its arrival (it may start publishing while its user's room join is checked)
+    // or let in from the lobby (it may start publishing before this device hears of the admission).
     const inCall = (id: string) => (publishingToo ? this.others().has(id) : this.inCall(id));
     const waiting = () => devices.filter((d) => !inCall(deviceKey(d)) && !this.sharedWith.has(deviceKey(d)) && this.prejoined.has(deviceKey(d)));
     if (this.stopped || !this.current || !waiting().length) return [];
@@ -774,6 +780,14 @@ export class ParticipantKeyShare {
     if (!to.length) return [];
     for (const d of to) this.rememberPrejoin(deviceKey(d), { at: this.prejoined.get(deviceKey(d))!.at, index: c.index });
     this.heldBy(c.index, to);
+    // One publishing already (let in): its leave from the SFU's list before it becomes a member
+    // rotates the key, as for a device answered at its arrival (answerArrivals).
+    const publishing = this.publishing();
+    for (const d of to.filter((d) => publishing.has(deviceKey(d)))) {
+      const entry = this.arrivals.get(deviceKey(d));
+      if (entry) entry.sent = true;
+      else this.arrivals.set(deviceKey(d), { sent: true });
+    }
     this.log.info(what, { to: to.map(deviceKey), index: c.index });
     // A leave's new key waiting for its switch: the key in use too, where a joiner would get it.
     await this.shareInUse(to, c);
@@ -817,7 +831,8 @@ export class ParticipantKeyShare {
   /** Sends the current key to a device that arrived in the SFU's list, if its user is joined to the room. */
   private async answerArrival(id: string, device: DeviceRef, entry: { sent: boolean }): Promise<void> {
     if (this.arrivals.get(id) !== entry || this.others().has(id) || this.sharedWith.has(id)) return;
-    if (!(await this.o.members.joinedToRoom!(device.userId))) {
+    // (A user let in from the lobby, confirmed by this device's homeserver, is only invited yet.)
+    if (!this.admitted.has(device.userId) && !(await this.o.members.joinedToRoom!(device.userId))) {
       this.arrivals.delete(id);
       this.forgetUnanswered(id);
       return void this.log.warn("a device in the call's media belongs to a user not joined to the room", { device: id });
@@ -928,7 +943,10 @@ export class ParticipantKeyShare {
   private async shareWithKeySender(id: string, device: DeviceRef): Promise<void> {
     const joined = this.o.members.joinedToRoom;
     if (!joined || this.sharedWith.has(id) || this.others().has(id) || !this.publishing().has(id)) return;
-    if (!(await joined(device.userId))) return void this.log.warn("a publisher's key came from a user not joined to the room", { from: id });
+    // (A user let in from the lobby, confirmed by this device's homeserver, is only invited yet.)
+    if (!this.admitted.has(device.userId) && !(await joined(device.userId))) {
+      return void this.log.warn("a publisher's key came from a user not joined to the room", { from: id });
+    }
     if (this.stopped || this.sharedWith.has(id) || !this.publishing().has(id)) return;
     this.keySenders.set(id, device);
     if (!this.current) return;

@@ -855,6 +855,59 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     }
   });
 
+  // Seen in the knock benchmark: the knocker's hello was let through as its invite came, and its
+  // device was publishing before the host heard of the admission. Each path skipped it (the let-in
+  // as "publishing: answered by the key it sends", the arrival and the key sender as "not joined":
+  // its user only invited), so its key waited for its room join to reach the host's sync.
+  it("a knocker's device publishing before this device heard the let-in is sent the key at the let-in; not one of a user only invited", async () => {
+    for (const how of ["server", "invite"] as const) {
+      const h = harness([BOB], { devicesOf: async () => [ERIN], joined: new Set(), invitedToRoom: async (u) => u === ERIN.userId });
+      h.share.start();
+      await h.share.settled();
+      await h.setArrived([BOB, ERIN, DAVE_], [BOB, ERIN, DAVE_]);
+      expect(sentTo(h, ERIN)).toEqual([]);
+      if (how === "server") await h.serverLetIn(ERIN.userId);
+      else await h.roomMembership(ERIN.userId, "invite", "knock");
+      expect(sentTo(h, ERIN), how).toEqual([{ to: [id(ERIN)], index: 0, key: expect.any(String) }]);
+      // Dave is invited without a knock: in the SFU's list, still nothing.
+      await h.roomMembership(DAVE_.userId, "invite", undefined);
+      h.receive(DAVE_, keyContent(ROOM, DAVE_, 0, new Uint8Array(32).fill(7), 1));
+      await h.share.settled();
+      expect(sentTo(h, DAVE_), how).toEqual([]);
+    }
+  });
+
+  it("a device of a user let in that reaches the SFU's list publishing, or whose key comes first, is sent the key then", async () => {
+    for (const how of ["list", "key"] as const) {
+      // The let-in's listing named none of their devices yet.
+      const h = harness([BOB], { devicesOf: async () => [], joined: new Set() });
+      h.share.start();
+      await h.share.settled();
+      await h.roomMembership(ERIN.userId, "invite", "knock");
+      expect(sentTo(h, ERIN)).toEqual([]);
+      if (how === "list") await h.setArrived([BOB, ERIN], [BOB, ERIN]);
+      else {
+        h.setRoster([BOB, ERIN]); // publishing; not in the list of arrivals (a list without them)
+        h.receive(ERIN, keyContent(ROOM, ERIN, 0, new Uint8Array(32).fill(9), 1));
+        await h.share.settled();
+      }
+      expect(sentTo(h, ERIN), how).toEqual([{ to: [id(ERIN)], index: 0, key: expect.any(String) }]);
+    }
+  });
+
+  it("a device of a user let in, sent the key while publishing, that leaves the SFU's list before its membership makes this device rotate", async () => {
+    const h = harness([BOB], { devicesOf: async () => [ERIN], joined: new Set() });
+    h.share.start();
+    await h.share.settled();
+    await h.setArrived([BOB, ERIN], [BOB, ERIN]);
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    await h.setArrived([BOB], [BOB]); // removed by a host, say: evicted from the SFU
+    expect(h.sink.calls).toContain("own 1");
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(BOB)], index: 1 });
+    expect(sentTo(h, ERIN).map((s) => s.index)).not.toContain(1);
+  });
+
   it("remembers at most prejoinLimits.devices users let in: the oldest's device named by Parley is then answered as a pre-join (not joined: nothing)", async () => {
     const FRANK = { userId: "@frank:f", deviceId: "F1" };
     const GUS = { userId: "@gus:g", deviceId: "G1" };
