@@ -446,6 +446,8 @@ export class CallConnection {
   private fail(error: ParleyClientError): void {
     if (this.ended) return;
     this.ended = true;
+    // (A refused hello, an eviction, a socket given up on: the screen says it, the log says why.)
+    this.log.warn("the call ended", { code: error.code, context: error.context, detail: error.detail });
     this.o.timers.clearTimeout(this.restartTimer);
     this.signalling?.close();
     this.closeMedia();

@@ -1,5 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
+import { setLogLevel } from "../../../client/src/log.ts";
 import { CallConnection, type CallConnectionOptions, type LocalTracks } from "../../../client/src/rtc/call.ts";
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
@@ -354,6 +355,19 @@ describe("CallConnection", () => {
     expect(call.state.get().phase).toBe("connected");
     expect(sent("view")).toHaveLength(2);
     views.stop();
+    warn.mockRestore();
+  });
+
+  it("a refused hello ends the call with the server's reason on screen and in the log", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    setLogLevel("warn");
+    onTestFinished(() => setLogLevel("error"));
+    handlers.hello = () => new ParleyClientError("M_FORBIDDEN", "signalling", { detail: "not let in" });
+    const { call } = setup();
+    await expect(call.start()).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    expect(call.state.get()).toMatchObject({ phase: "failed", error: { code: "M_FORBIDDEN" } });
+    expect(call.state.get().error?.human).toBeTruthy();
+    expect(warn).toHaveBeenCalledWith("[parley:call] the call ended", expect.objectContaining({ code: "M_FORBIDDEN", detail: expect.stringContaining("not let in") }));
     warn.mockRestore();
   });
 
