@@ -29,7 +29,10 @@ export const CHROMIUM_ARGS = [
  */
 export async function launchChromium(opts: { trustCertificates?: string[] } = {}): Promise<Browser> {
   const spki = await Promise.all((opts.trustCertificates ?? []).map(async (file) => spkiHash(await fs.readFile(file))));
-  const args = spki.length ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki.join(",")}`] : CHROMIUM_ARGS;
+  const args = [...CHROMIUM_ARGS];
+  const fps = process.env.PARLEY_FAKE_CAMERA_FPS;
+  if (fps) args[args.indexOf("--use-fake-device-for-media-stream")] = `--use-fake-device-for-media-stream=fps=${fps}`;
+  if (spki.length) args.push(`--ignore-certificate-errors-spki-list=${spki.join(",")}`);
   return chromium.launch({ executablePath: process.env.PARLEY_CHROMIUM_BIN ?? "/usr/bin/chromium", args });
 }
 
