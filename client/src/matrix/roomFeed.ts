@@ -390,6 +390,8 @@ export class SyncedRoomFeed implements RoomFeed {
     const ids = [...new Set(users)].filter((u) => u !== this.session.userId && !this.preparing.has(u)).slice(0, MAX_PREPARED_USERS);
     if (!client || !internals?.keyClaimManager || !ids.length) return;
     for (const u of ids) this.preparing.add(u);
+    const started = performance.now();
+    this.log.debug("preparing Olm sessions", { users: ids });
     void this.usingCrypto(async () => {
       const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
       // (A knocker is not tracked by itself even in an encrypted room: not a member.)
@@ -397,6 +399,7 @@ export class SyncedRoomFeed implements RoomFeed {
       await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
       const userIds = () => ids.map((u) => new UserId(u));
       await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
+      this.log.debug("Olm sessions prepared", { users: ids, ms: Math.round(performance.now() - started) });
     })
       .catch((err: unknown) => this.log.debug("could not prepare Olm sessions", { err: String(err) }))
       .finally(() => {
