@@ -40,7 +40,7 @@
 //
 // In the call's media: a device the SFU's participant list shows (Parley admitted its session at
 // its hello, its user checked by OpenID; the device is the client's claim) whose user is joined to
-// the room is sent the current key then, by the same rules and bounds as an announcement, about
+// the room (or let in from the lobby, above) is sent the current key then, by the same rules and bounds as an announcement, about
 // the time its membership is sent rather than once it has reached this device's sync (150-300 ms
 // later on a quick Join). The list only chooses when: the key still goes, Olm-encrypted, only to
 // a device its own user's homeserver lists, of a user joined to the room, as the membership path
@@ -698,8 +698,8 @@ export class ParticipantKeyShare {
    */
   private async answerAdmitted(userId: string, round: number): Promise<void> {
     // A member device: their join's own path from here. A device already publishing (its hello
-    // let through as its invite came, before this device heard of the admission) is answered here:
-    // its user is only invited, which the pre-join, arrival and key-sender paths do not answer.
+    // let through as its invite came, before this device heard of the admission) is answered here
+    // too: its arrival, taken up before the admission was heard, found its user only invited.
     if (!this.admitted.has(userId) || this.userIsMember(userId)) return void this.admitted.delete(userId);
     const fresh = this.o.members.devicesOf!(userId).catch((err: unknown) => {
       this.log.debug("could not list the devices of a user let in", { user: userId, err: String(err) });
@@ -828,7 +828,7 @@ export class ParticipantKeyShare {
     }
   }
 
-  /** Sends the current key to a device that arrived in the SFU's list, if its user is joined to the room. */
+  /** Sends the current key to a device that arrived in the SFU's list, if its user is joined to the room or let in from the lobby. */
   private async answerArrival(id: string, device: DeviceRef, entry: { sent: boolean }): Promise<void> {
     if (this.arrivals.get(id) !== entry || this.others().has(id) || this.sharedWith.has(id)) return;
     // (A user let in from the lobby, confirmed by this device's homeserver, is only invited yet.)
@@ -939,7 +939,7 @@ export class ParticipantKeyShare {
   }
 
   /** A publisher whose membership we have not seen sent us its key: it gets ours if its user is
-   *  joined to the room (else it could be anyone the hosting server lists). */
+   *  joined to the room or let in from the lobby (else it could be anyone the hosting server lists). */
   private async shareWithKeySender(id: string, device: DeviceRef): Promise<void> {
     const joined = this.o.members.joinedToRoom;
     if (!joined || this.sharedWith.has(id) || this.others().has(id) || !this.publishing().has(id)) return;
