@@ -9,7 +9,7 @@ import { awaitAdmission, knockRoom, linkServer, previewRoom, withdrawKnock, type
 import { AvatarCache, homeserverThumbnails } from "./matrix/media.ts";
 import { homeserverMembershipTransport } from "./matrix/membership.ts";
 import { homeserverOpenId, prefetchingOpenId } from "./matrix/openid.ts";
-import { joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
+import { CALL_STATE_EVENT, joinRoom, roomSummary, summaryOf } from "./matrix/rooms.ts";
 import type { MatrixSession } from "./matrix/session.ts";
 import { announceArriving, DEFAULT_SIGNALLING_PATH, grantAhead, joinCall, signallingUrl, type GrantAhead } from "./rtc/callApi.ts";
 import { browserTransformApi, createE2eeWorker, E2eeMedia, warmE2eeWorker } from "./rtc/e2ee/e2eeMedia.ts";
@@ -98,28 +98,42 @@ export function webMeetingServices(
   /** `callContent`: the room's org.parley.call as the pre-join read it (its key mode); absent, no media connection is made ahead. */
   const standbyFor = (api: string, roomId: string, callContent?: unknown) => {
     const a = aheadFor(api, roomId);
-    if (a.socket?.alive) return; // (one refused or closed, a lobby grant's, is opened again)
-    const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
-    const token = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
     // The media connection too (docs/join.md, seventeenth pass): the subscription to the call's
     // feeds, answered and connected here, paused in the SFU until Join. Its receivers go to the
     // call's own E2EE (made now, taken by the call at Join) as it is answered. Only with frame
     // transforms that need no peer configuration (RTCRtpScriptTransform), and a key mode read.
     const scriptTransform = browserTransformApi()?.scriptTransform;
     const mode = callContent === undefined ? null : keyModeFromCallState(callContent);
+    const media = () =>
+      scriptTransform && mode && !("error" in mode)
+        ? new PrejoinSubscription(async () => {
+            const g = await a.grant.peek();
+            if (!g || ahead !== a) return null;
+            if (!a.e2ee) {
+              a.e2ee = new E2eeMedia({ userId: session.userId, deviceId: session.deviceId, worker: createE2eeWorker(), scriptTransform });
+              a.e2ee.setMode(mode.keys);
+            }
+            return { iceServers: g.iceServers, iceTransportPolicy: g.iceTransportPolicy, transforms: a.e2ee };
+          })
+        : undefined;
+    if (a.socket?.alive) {
+      // One open stays (one refused or closed is opened again). A lobby grant's, opened while
+      // knocking (no media for a knocker), asks for the media connection on the same socket once
+      // the invite shows the call's key mode (docs/join.md, twenty-second pass).
+      if (a.media) return;
+      const later = media();
+      if (later && a.socket.prepareNow(later)) {
+        a.media = later;
+        later.bind(a.socket);
+      }
+      return;
+    }
+    const url = signallingUrl(api, DEFAULT_SIGNALLING_PATH);
+    const token = a.grant.peek().then((g) => (g && signallingUrl(api, g.signalling) === url ? g.session : null));
     a.media?.close();
     delete a.media;
-    if (scriptTransform && mode && !("error" in mode)) {
-      a.media = new PrejoinSubscription(async () => {
-        const g = await a.grant.peek();
-        if (!g || ahead !== a) return null;
-        if (!a.e2ee) {
-          a.e2ee = new E2eeMedia({ userId: session.userId, deviceId: session.deviceId, worker: createE2eeWorker(), scriptTransform });
-          a.e2ee.setMode(mode.keys);
-        }
-        return { iceServers: g.iceServers, iceTransportPolicy: g.iceTransportPolicy, transforms: a.e2ee };
-      });
-    }
+    const made = media();
+    if (made) a.media = made;
     a.socket = new StandbySocket(url, token, undefined, a.media);
     a.media?.bind(a.socket);
   };
@@ -254,7 +268,10 @@ export function webMeetingServices(
         const invited = (state: InviteState) => {
           letIn = { roomId, state };
           if (!state.call) return;
-          warmGrant(state.call, roomId);
+          // With the call's announcement as the invite shows it (vouched for: its key mode), the
+          // lobby's standby socket gives way to one that asks for the pre-join's media connection
+          // (a knocker's grant gets one once let in): a Join after the let-in finds it connected.
+          warmGrant(state.call, roomId, callContentOf(state));
           const host = trust.decide(state.call);
           const { arrival } = newPrejoin();
           if (isTrusted(host)) announceArrival(host.api, roomId, feed, arrival);
@@ -340,4 +357,9 @@ export function webMeetingServices(
       });
     },
   };
+}
+
+/** The call's announcement in an invite's stripped state (vouched for, inviteState), its content; undefined if none. */
+function callContentOf(state: InviteState): unknown {
+  return state.events.find((e) => e.type === CALL_STATE_EVENT && e.state_key === "")?.content;
 }

@@ -5,7 +5,8 @@
 // and the media flows, with no second subscription. A synthetic (werift) publisher and viewer.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
-import { callSession, seated, signallingUrl } from "../support/callStack.ts";
+import { Method } from "matrix-js-sdk";
+import { callSession, joinCall, seated, signallingUrl } from "../support/callStack.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import { SignallingClient } from "../support/signalling.ts";
 import { SyntheticPublisher, SyntheticViewer } from "../support/synthetic.ts";
@@ -75,6 +76,62 @@ describe("the pre-join's subscription through Janus", () => {
       return [...f.values()].every((n) => n > 5) ? f : undefined;
     }, 20_000);
     expect(flowing.size).toBe(2);
+  });
+
+  it("a knocker's lobby socket asks for it at the invite: made once let in (not before), with the ICE servers the lobby grant lacked, and seated by the hello", async () => {
+    // Ann hosts an invite-only meeting (the first local user to join is its host) and publishes.
+    const alias = A.alias("prejoin-lobby");
+    const host = await member("ann-lobby", alias);
+    const hostWs = await seated(A, await callSession(A, host.user, host.roomId), "ANNDEV");
+    closers.push(() => hostWs.close());
+    await hostWs.push("ann the host", (p) => p.type === "meeting" && (p.you as { role?: string } | undefined)?.role === "host", 20_000);
+    expect(await hostWs.request({ type: "moderate", action: { action: "settings", access: "invited" } })).toMatchObject({ type: "result", access: "invited" });
+    const publisher = new SyntheticPublisher();
+    closers.push(() => publisher.close());
+    await publisher.publish(hostWs);
+    await hostWs.push("ann's feed announced", (p) => p.type === "participants" && (p.participants as { streams: unknown[] }[]).some((x) => x.streams.length === 2), 30_000);
+
+    // Kim knocks and asks her grant from the lobby; her socket stands by without media.
+    const u = await A.registerUser("kim-lobby");
+    const kim = new TestUser(A.synapse.clientUrl, u.userId, u.accessToken);
+    await kim.request(Method.Post, `/knock/${encodeURIComponent(alias)}`, {});
+    await hostWs.push("kim in the lobby", (p) => p.type === "lobby" && (p.waiting as { user_id: string }[]).some((w) => w.user_id === kim.userId), 10_000);
+    const grant = await joinCall(A, { openid_token: await kim.openIdToken(), room: host.roomId, ahead: true });
+    expect(grant).toMatchObject({ status: 200, json: { ice_servers: [] } });
+    const session = grant.json.session as string;
+    const ws = await SignallingClient.open(signallingUrl(A));
+    closers.push(() => ws.close());
+    expect(await ws.request({ type: "hello", session, standby: true })).toMatchObject({ type: "result", standby: true, user_id: kim.userId });
+    // Asked while still knocking: nothing is made (the wait for the let-in runs out, calls LET_IN_WAIT_MS).
+    const early = await SignallingClient.open(signallingUrl(A));
+    closers.push(() => early.close());
+    const other = await joinCall(A, { openid_token: await kim.openIdToken(), room: host.roomId, ahead: true });
+    expect(await early.request({ type: "hello", session: other.json.session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(early.pushes.some((p) => p.type === "prepared")).toBe(false);
+    early.close();
+
+    // Let in: her client, seeing the invite, asks on the same socket; the offer comes with ICE servers.
+    expect(await hostWs.request({ type: "moderate", action: { action: "admit", user_id: kim.userId } })).toMatchObject({ type: "result" });
+    expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
+    const offered = await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
+    expect(offered).toMatchObject({ ice_servers: expect.arrayContaining([expect.objectContaining({ urls: expect.anything() })]), ice_transport_policy: "all" });
+    expect(offered.streams).toEqual([
+      expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId }),
+      expect.objectContaining({ feed: publisher.feed, kind: "video", user_id: host.user.userId }),
+    ]);
+    const viewer = new SyntheticViewer();
+    closers.push(() => viewer.pc.close());
+    await viewer.answer(ws, offered);
+    await waitFor("the pre-join's connection up (ICE, DTLS)", async () => viewer.pc.connectionState === "connected" || undefined, 20_000);
+    expect([...(await viewer.flow(1000)).values()]).toEqual([0, 0]);
+    // Join (her room join beside it): the hello seats it, and the media flows on it.
+    await kim.join(host.roomId);
+    expect(await ws.request({ type: "hello", session, device_id: "KIMDEV" })).toMatchObject({ type: "result", prepared: true });
+    await waitFor("audio and video flowing on the pre-join's connection", async () => {
+      const f = await viewer.flow(1000);
+      return [...f.values()].every((n) => n > 5) || undefined;
+    }, 20_000);
   });
 
   it("not answered by the real hello, it is closed and the seat subscribes as without", async () => {

@@ -5,7 +5,7 @@
 // session (Janus takes no new DTLS peer on a live handle); a session the SFU lost (Janus
 // restarted) is forgotten and the client told to renegotiate.
 import { ParleyError } from "../errors.ts";
-import type { CallSession } from "./callService.ts";
+import type { CallSession, IceAtHello } from "./callService.ts";
 import { CallRoster, withSource, type CallClient, type Member, type VideoSource } from "./callRoster.ts";
 import { admitE2ee, type E2eeObserver } from "./e2eeAdmission.ts";
 import type { Clock, IceCandidate, MediaStreamInfo, SfuMedia, SfuMediaSession, SfuMediaSnapshot, TrickleTarget } from "./ports.ts";
@@ -85,6 +85,8 @@ export interface PreparedMedia {
   /** Whether the client's answer was taken and the SFU session is still there (waits for an answer under way). */
   settled(answering: Promise<unknown> | undefined): Promise<boolean>;
   close(): Promise<void>;
+  /** A lobby grant's (let in): the ICE servers its grant did not carry, sent with the offer (CallSeats.prepare). */
+  ice?: IceAtHello;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];

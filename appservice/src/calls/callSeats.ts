@@ -51,7 +51,7 @@ export interface CallKeys {
 }
 
 export interface CallSeatsDeps {
-  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia" | "whenEnded" | "grantedInLobby">;
+  calls: Pick<CallService, "session" | "admitHolder" | "attach" | "detach" | "holds" | "sfuRoomOf" | "restore" | "recordMedia" | "whenEnded" | "grantedInLobby" | "letInForMedia">;
   sfu: SfuMedia;
   rooms: RoomStateReader;
   /** The room's key mode for a hello, from state read lately (governance's); absent: read now. */
@@ -173,13 +173,24 @@ export class CallSeats {
 
   /**
    * The pre-join's subscription of a standby socket's session (CallMedia.prepare): none for a
-   * session gone, or one waiting in the lobby (nobody's media until let in). `live`: whether the
-   * standby still wants it.
+   * session gone, or one waiting in the lobby (nobody's media until let in: a lobby grant's waits
+   * for the let-in, CallService.letInForMedia). `live`: whether the standby still wants it.
    */
   async prepare(token: string, live: () => boolean): Promise<PreparedMedia | undefined> {
     const s = this.deps.calls.session(token);
-    if (!s || this.deps.calls.grantedInLobby(token)) return undefined;
-    return this.media.prepare(s, () => live() && this.deps.calls.session(token) !== undefined);
+    if (!s) return undefined;
+    // A knocker's grant: only once let in (its client asks when the invite shows on its own
+    // homeserver, perhaps before this one has it), and only while the standby still wants it. Its
+    // offer carries the ICE servers its grant did not.
+    let ice: IceAtHello | undefined;
+    if (this.deps.calls.grantedInLobby(token)) {
+      const letIn = await this.deps.calls.letInForMedia(token);
+      if (!letIn || !live()) return undefined;
+      ice = letIn.ice;
+    }
+    const prepared = await this.media.prepare(s, () => live() && this.deps.calls.session(token) !== undefined);
+    if (prepared && ice) prepared.ice = ice;
+    return prepared;
   }
 
   /** hello: the seat of `token` for this client, taking the session over from any other socket. */

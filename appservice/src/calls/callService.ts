@@ -122,7 +122,13 @@ interface AdmitAtHello {
   restored?: boolean;
   /** Restored, and held before the restart: in the call already (no admission again), its membership read if the homeserver answers. */
   wasHeld?: boolean;
-  wake?: () => void;
+  /** The waits on this grant (its hello's, its standby's pre-join subscription's): woken by its user's join or invite in a transaction, the let-in of its hello, or its end. */
+  wakers?: Set<() => void>;
+}
+
+/** Wakes every wait on `admit` (pauseUnlessWoken). */
+function wake(admit: AdmitAtHello | undefined): void {
+  for (const w of admit?.wakers ?? []) w();
 }
 
 /** What the hello of a session granted in the lobby (or restored after a restart) gets that its grant may not have had: the ICE servers (TURN credentials). */
@@ -155,7 +161,7 @@ export class CallService {
    * hello does not read the membership again (a leave, kick or ban since reaches Parley in a
    * transaction and ends the session, as it would a held one: `evict`); one granted while
    * invited (let in from the lobby) goes on at its hello and then awaits the join (`joinDue`);
-   * `wake` ends a pause of that wait when the join comes (`memberJoined`), not at the next read.
+   * its `wakers` end a pause of that wait when the join comes (`memberJoined`), not at the next read.
    */
   private readonly admitAtHello = new Map<string, AdmitAtHello>();
   /** Sessions held by a socket (or restored as held): a user's presence in the call. */
@@ -266,6 +272,7 @@ export class CallService {
         // Out of the lobby: a session of the call like any other from here.
         this.refuseIfFull(s.callId, key);
         admit.lobby = false;
+        wake(admit); // a pre-join subscription waiting for the let-in (letInForMedia)
       }
       // A lobby grant carried no ICE servers; nor, perhaps, one restored after a restart (the
       // store does not say whether it was asked from the lobby): its hello brings them.
@@ -379,7 +386,7 @@ export class CallService {
       const s = this.sessions.get(key);
       if (s?.roomId !== roomId || s.userId !== userId) continue;
       admit.knownJoined = true;
-      admit.wake?.();
+      wake(admit);
     }
   }
 
@@ -388,12 +395,14 @@ export class CallService {
     const admit = this.admitAtHello.get(key);
     if (!admit) return sleep(ms);
     const timer = new AbortController();
-    const woken = new Promise<void>((resolve) => (admit.wake = resolve));
+    let waker: () => void = () => undefined;
+    const woken = new Promise<void>((resolve) => (waker = resolve));
+    (admit.wakers ??= new Set()).add(waker);
     try {
       await Promise.race([woken, sleep(ms, undefined, { signal: timer.signal })]);
     } finally {
       timer.abort();
-      delete admit.wake;
+      admit.wakers.delete(waker);
     }
   }
 
@@ -611,6 +620,32 @@ export class CallService {
   }
 
   /**
+   * Whether the pre-join subscription asked on a lobby grant's standby socket may be made: once its
+   * user is let in, as its hello would be (docs/governance.md, "A grant in the lobby"). Its client
+   * asks for it when its own homeserver shows the invite, which can be before this one has stored
+   * it (the invite goes over federation first), so it waits for the invite's transaction, the
+   * let-in of the grant's hello, or a read that shows the invite or the join, as the hello does
+   * (awaitLetIn: at most `letInWaitMs`). False when still knocking then, or the session ended (a
+   * deny) or said its hello meanwhile (the hello's own wait decides): null. A grant not asked from
+   * the lobby: yes while it lives. Yes for a lobby grant comes with the ICE servers (TURN
+   * credentials) its grant did not carry, as its hello would get them: the subscription's peer
+   * connection needs them before that hello.
+   */
+  async letInForMedia(token: string): Promise<{ ice?: IceAtHello } | null> {
+    const key = this.keyOf(token);
+    const s = this.sessions.get(key);
+    const admit = this.admitAtHello.get(key);
+    if (!s) return null;
+    if (!admit?.lobby) return {};
+    const ice = () => ({ ice: iceForSession(this.cfg, token, this.deps.clock.now()) });
+    if (admit.knownInvited || admit.knownJoined) return ice();
+    const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
+    const known = () => (admit.knownJoined ? "join" : admit.knownInvited || !admit.lobby ? "invite" : undefined);
+    const seen = await this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
+    return seen !== null && (seen.membership === "invite" || seen.membership === "join") ? ice() : null;
+  }
+
+  /**
    * `told` once if the session of `key` ends (a deny of its lobby grant, an eviction, its expiry,
    * its holder gone) before the returned function is called: a socket on standby for it closes
    * then, not at its own timer. A session already gone is told at once.
@@ -641,7 +676,7 @@ export class CallService {
     this.sessions.delete(key);
     const admit = this.admitAtHello.get(key);
     this.admitAtHello.delete(key);
-    admit?.wake?.(); // a hello or a join waiting on it learns at once that it ended
+    wake(admit); // a hello or a join waiting on it learns at once that it ended
     const recorder = this.deps.recorder;
     if (recorder) void this.recording.run(key, () => recorder.forget(key)).catch((err: unknown) => this.deps.recordFailed?.(err));
     if (held && !this.present(s.roomId, s.userId)) this.deps.onPresence?.(s.roomId, s.userId, false, s.callId);
@@ -709,7 +744,7 @@ export class CallService {
       const s = this.sessions.get(key);
       if (!admit.lobby || s?.roomId !== roomId || s.userId !== userId) continue;
       admit.knownInvited = true;
-      admit.wake?.(); // a hello waiting for this invite (awaitLetIn)
+      wake(admit); // a hello (awaitLetIn) or a pre-join subscription (letInForMedia) waiting for this invite
     }
   }
 

@@ -40,21 +40,23 @@ export class PrejoinSubscription implements StandbyPrepare {
     this.socket = socket;
   }
 
-  onPrepared(push: { jsep: { type: "offer"; sdp: string }; streams: unknown[] }): void {
+  onPrepared(push: Parameters<StandbyPrepare["onPrepared"]>[0]): void {
     if (this.subscriber || this.done) return;
     void (async () => {
       const peer = await this.peer().catch(() => null);
       const socket = this.socket;
       if (!peer || !socket || this.subscriber || this.done || !socket.alive) return;
+      // A knocker's grant carried no ICE servers: its offer brings them, once let in.
+      const ice = push.ice ?? peer;
       const subscriber = new Subscriber({
         signalling: socket,
-        iceServers: peer.iceServers,
-        iceTransportPolicy: peer.iceTransportPolicy,
+        iceServers: ice.iceServers,
+        iceTransportPolicy: ice.iceTransportPolicy,
         peerFactory: this.peerFactory,
         transforms: peer.transforms,
       });
       this.subscriber = subscriber;
-      await subscriber.prepared(push as Record<string, unknown>);
+      await subscriber.prepared({ jsep: push.jsep, streams: push.streams });
     })().catch((err: unknown) => {
       this.log.warn("the pre-join's subscription was not answered", { err: String(err) });
       this.close();

@@ -8,7 +8,7 @@ import { getLogger } from "../log.ts";
 import { markStep } from "../timeline.ts";
 import { Emitter, Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
-import { parseHello, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
+import { parseHello, parseIcePolicy, parseIceServers, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
 import type { Requester } from "./publisher.ts";
 
 /** The part of WebSocket we use (a fake in unit tests). */
@@ -346,8 +346,11 @@ export class SignallingClient {
 
 /** What a standby socket may be asked to prepare: the pre-join's subscription (docs/join.md). */
 export interface StandbyPrepare {
-  /** The server's `prepared` push: its offer (answer it with `request` on this socket), every m-line paused. */
-  onPrepared(push: { jsep: { type: "offer"; sdp: string }; streams: unknown[] }): void;
+  /**
+   * The server's `prepared` push: its offer (answer it with `request` on this socket), every m-line
+   * paused; `ice`: the ICE servers a lobby grant's session (let in) gets with it, its grant having had none.
+   */
+  onPrepared(push: { jsep: { type: "offer"; sdp: string }; streams: unknown[]; ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy } }): void;
   /** The socket went away before the call took it (refused, closed by the server, or `close`d). */
   onGone(): void;
 }
@@ -366,7 +369,9 @@ export interface StandbyPrepare {
 export class StandbySocket implements Requester {
   private socket: SocketLike | null;
   readonly url: string;
-  private readonly prepare: StandbyPrepare | undefined;
+  private prepare: StandbyPrepare | undefined;
+  /** The session the standby hello went out with (undefined: not sent yet). */
+  private standbySession: string | undefined;
   private readonly pending = new Map<string, { resolve(r: Result): void; reject(e: ParleyClientError): void }>();
   private nextId = 1;
   /** An answer to the prepared subscription went out on this socket (the server then seats it at the real hello). */
@@ -390,8 +395,9 @@ export class StandbySocket implements Requester {
     // only while nobody has taken the socket.
     let token = typeof session === "string" ? session : undefined;
     const standBy = () => {
-      if (this.socket === socket && token !== undefined && socket.readyState === OPEN) {
-        socket.send(JSON.stringify({ type: "hello", id: "standby", session: token, standby: true, ...(prepare ? { prepare: true } : {}) }));
+      if (this.socket === socket && token !== undefined && socket.readyState === OPEN && this.standbySession === undefined) {
+        this.standbySession = token;
+        socket.send(JSON.stringify({ type: "hello", id: "standby", session: token, standby: true, ...(this.prepare ? { prepare: true } : {}) }));
       }
     };
     socket.onopen = standBy;
@@ -420,7 +426,10 @@ export class StandbySocket implements Requester {
         else mine.reject(new ParleyClientError(asErrCode(m.errcode), "signalling", { detail: `standby: ${String(m.errcode)} ${String(m.error ?? "")}`.trim() }));
         return;
       }
-      if (m.type === "prepared" && prepare && isOffer(m.jsep) && Array.isArray(m.streams)) return prepare.onPrepared({ jsep: m.jsep, streams: m.streams });
+      if (m.type === "prepared" && this.prepare && isOffer(m.jsep) && Array.isArray(m.streams)) {
+        const ice = Array.isArray(m.ice_servers) ? { ice: { iceServers: parseIceServers(m.ice_servers), iceTransportPolicy: parseIcePolicy(m.ice_transport_policy) } } : {};
+        return this.prepare.onPrepared({ jsep: m.jsep, streams: m.streams, ...ice });
+      }
       // Refused (an unknown session, a full server): the socket is of no use to the call.
       if (m.type !== "result") this.close();
     };
@@ -429,8 +438,22 @@ export class StandbySocket implements Requester {
       if (this.socket !== socket) return;
       this.socket = null;
       this.settlePending();
-      prepare?.onGone();
+      this.prepare?.onGone();
     };
+  }
+
+  /**
+   * Asks for the pre-join's subscription on a socket opened without (a knocker's lobby grant: no
+   * media before the let-in): with the standby hello if it has not gone out yet, else with a
+   * second standby hello saying `prepare` (the server makes it once the user is let in). False
+   * (nothing asked) if this socket asked already, or is gone or taken.
+   */
+  prepareNow(prepare: StandbyPrepare): boolean {
+    const s = this.socket;
+    if (this.prepare || !s || s.readyState > OPEN) return false;
+    this.prepare = prepare;
+    if (this.standbySession !== undefined) s.send(JSON.stringify({ type: "hello", id: "standby-prepare", session: this.standbySession, standby: true, prepare: true }));
+    return true;
   }
 
   /** Whether the socket is still there for the taking (not refused, closed or taken). */

@@ -62,13 +62,31 @@ export type MeetingState =
   | { stage: "confirm"; target: string }
   /**
    * Asking to join. `prejoin`: the preview beside the wait (none once asking is not possible);
-   * `joinWhenAdmitted`: the user pressed "Join when let in"; `admitted`: let in, the room opening.
+   * `joinWhenAdmitted`: the user pressed "Join when let in"; `admitted`: let in, the room opening;
+   * `letIn`: the room as the invite showed it, its join under way, and the pre-join made for it
+   * (a Join pressed now starts the call beside that join); `starting`: the call is starting so.
    */
-  | { stage: "knock"; target: string; knock: KnockModel; prejoin: PrejoinModel | null; joinWhenAdmitted: boolean; admitted: boolean }
+  | {
+      stage: "knock";
+      target: string;
+      knock: KnockModel;
+      prejoin: PrejoinModel | null;
+      joinWhenAdmitted: boolean;
+      admitted: boolean;
+      letIn?: LetIn;
+      starting?: boolean;
+    }
   | { stage: "prejoin"; target: string; room: RoomSummary; prejoin: PrejoinModel }
   | { stage: "call"; target: string; room: RoomSummary; call: ActiveCall }
   | { stage: "left"; target: string; room: RoomSummary; reason: string | null }
   | { stage: "error"; target: string; message: string };
+
+/** Let in from the lobby with the call announced: the invite's room, its join under way, and the pre-join made for it. */
+interface LetIn {
+  room: RoomSummary;
+  joined: Promise<RoomSummary>;
+  prejoin: PrejoinModel;
+}
 
 export class MeetingModel {
   readonly state: Store<MeetingState>;
@@ -144,8 +162,11 @@ export class MeetingModel {
   async join(): Promise<void> {
     const before = this.state.get();
     if (before.stage === "knock") {
+      // Let in, the room's join under way: the call starts now, beside it, as when Join was
+      // pressed before the let-in (docs/join.md, twenty-second pass).
+      if (this.startBesideRoomJoin(before.knock)) return;
       // Waiting, or let in while the room opens: the call starts once it has.
-      if (before.prejoin && !before.joinWhenAdmitted && before.knock.state.get().status === "waiting") this.state.set({ ...before, joinWhenAdmitted: true });
+      if (before.prejoin && !before.joinWhenAdmitted && !before.starting && before.knock.state.get().status === "waiting") this.state.set({ ...before, joinWhenAdmitted: true });
       return;
     }
     if (before.stage !== "prejoin") return;
@@ -250,20 +271,19 @@ export class MeetingModel {
     const s = this.knockStage(knock);
     if (!s || s.admitted) return;
     if (!s.prejoin) return void this.open();
-    this.state.set({ ...s, admitted: true });
     const early = this.services.letInRoom?.(s.target) ?? null;
     const joined = early?.joined.then((roomId) => sameRoom(early.room, roomId));
-    // The pre-join made for the invite's room ("Join when let in"), kept for after the join when it cannot join yet.
-    let made: PrejoinModel | undefined;
-    if (early && joined && s.joinWhenAdmitted) {
-      made = this.services.prejoin(early.room, s.prejoin);
-      if (made.canJoin) return this.joinBesideRoomJoin(knock, early.room, joined, made);
-    }
+    joined?.catch(() => undefined); // (handled below, or by the call started beside it)
+    // The pre-join made for the invite's room, kept for after the join when it cannot join yet.
+    const made = early && joined ? this.services.prejoin(early.room, s.prejoin) : undefined;
+    this.state.set({ ...s, admitted: true, ...(early && joined && made ? { letIn: { room: early.room, joined, prejoin: made } } : {}) });
+    if (s.joinWhenAdmitted && this.startBesideRoomJoin(knock)) return;
     let room: RoomSummary;
     try {
       room = joined ? await joined : await this.services.openRoom(s.target);
     } catch (err) {
-      if (!this.knockStage(knock)) return;
+      const k = this.knockStage(knock);
+      if (!k || k.starting) return; // (a call started beside the join reports it)
       // Refused after all (the invite taken back): ask again, from the start.
       if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open();
       this.state.set({ stage: "error", target: s.target, message: toClientError(err, "room").human });
@@ -271,7 +291,7 @@ export class MeetingModel {
     }
     markStep("room-opened");
     const now = this.knockStage(knock);
-    if (!now) return;
+    if (!now || now.starting) return; // (a call started beside the join: its own from here)
     if (!now.prejoin) return this.toPrejoin(room);
     const prejoin = made ?? this.services.prejoin(room, now.prejoin);
     if (!now.joinWhenAdmitted || !prejoin.canJoin) return this.showPrejoin(room, prejoin);
@@ -281,10 +301,22 @@ export class MeetingModel {
     this.startCall(s.target, room, prejoin);
   }
 
-  /** "Join when let in", the room's join under way (admitted above): the call starts now. */
-  private async joinBesideRoomJoin(knock: KnockModel, room: RoomSummary, joined: Promise<RoomSummary>, prejoin: PrejoinModel): Promise<void> {
+  /**
+   * Let in with the room's join under way (admitted above) and Join pressed, before or now: the
+   * call starts beside that join. False (nothing started) when it cannot: not let in so, started
+   * already, or the pre-join must ask about the call's host first.
+   */
+  private startBesideRoomJoin(knock: KnockModel): boolean {
+    const s = this.knockStage(knock);
+    if (!s?.letIn || s.starting || !s.prejoin || !s.letIn.prejoin.canJoin) return false;
+    this.state.set({ ...s, joinWhenAdmitted: true, starting: true });
+    void this.joinBesideRoomJoin(knock, s.letIn);
+    return true;
+  }
+
+  /** The call started beside the room's join (startBesideRoomJoin). */
+  private async joinBesideRoomJoin(knock: KnockModel, { room, joined, prejoin }: LetIn): Promise<void> {
     markStep("join");
-    joined.catch(() => undefined); // (handled below, once the call is on)
     await prejoin.settled();
     const s = this.knockStage(knock);
     if (!s) return;

@@ -416,14 +416,31 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     expect(sfu.open_.has(early)).toBe(false);
   });
 
-  it("none for a call without feeds, a session gone, a knocker in the lobby, or past prejoinSubscriptionsPerCall; a closed one frees its place", async () => {
+  it("none for a call without feeds, a session gone, a knocker in the lobby not let in, or past prejoinSubscriptionsPerCall; a closed one frees its place", async () => {
     const token = await session();
     expect(await seats.prepare(token, live)).toBeUndefined(); // nobody publishes yet
     await publisherIn();
     expect(await seats.prepare("no-such-session", live)).toBeUndefined();
+    // A knocker's grant: made only once let in (CallService.letInForMedia), and only if the standby still wants it then.
+    const opened = sfu.opened;
     const lobby = vi.spyOn(calls, "grantedInLobby").mockReturnValue(true);
+    const letIn = vi.spyOn(calls, "letInForMedia").mockResolvedValue(null);
     expect(await seats.prepare(token, live)).toBeUndefined();
+    let wanted = true;
+    letIn.mockImplementation(async () => {
+      wanted = false; // the real hello came while it waited
+      return {};
+    });
+    expect(await seats.prepare(token, () => wanted)).toBeUndefined();
+    expect(sfu.opened).toBe(opened);
+    const ice = { iceServers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }], iceTransportPolicy: "all" as const };
+    letIn.mockResolvedValue({ ice });
+    const letInPrepared = (await seats.prepare(token, live))!;
+    expect(letInPrepared.ice).toEqual(ice); // sent with its offer: its grant carried none
+    expect(letIn).toHaveBeenCalledWith(token);
+    await letInPrepared.close();
     lobby.mockRestore();
+    letIn.mockRestore();
     expect(await seats.prepare(token, () => false)).toBeUndefined(); // the standby went meanwhile
     seats = new CallSeats({ ...SEAT_BASICS, calls, sfu, rooms: { stateEvent: async () => undefined }, keys: undefined, botUserId: BOT, requireE2ee: true, preparedPerCall: 1 });
     // (The limit counts this CallSeats' own; the publisher is another's: a fresh one publishes here.)

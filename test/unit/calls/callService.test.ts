@@ -800,6 +800,78 @@ describe("a grant asked from the lobby (still knocking)", () => {
     expect(await s.admitHolder(plain.session)).toBeUndefined();
   });
 
+  it("its pre-join subscription waits for the let-in as its hello does: the invite's transaction, a read, or its hello's let-in; refused after letInWaitMs or at a deny", async () => {
+    s.stop();
+    s = lobbyService(5);
+    await aliceIn(s);
+    // The invite's transaction comes 100 ms after the ask: yes, with no wait for the next read.
+    const g = await ahead(s);
+    const asked = s.letInForMedia(g.session);
+    await new Promise((r) => setTimeout(r, 100));
+    members.set(`${MEETING}|${BOB}`, "invite");
+    expect(s.evict(MEETING, BOB, "invite")).toBe(0);
+    // With the ICE servers (TURN credentials) the lobby grant did not carry, as its hello would get them.
+    expect((await asked)?.ice?.iceServers).toEqual([{ urls: "stun:stun.a.example" }, { urls: TURN.urls, username: expect.any(String), credential: expect.any(String) }]);
+    expect(await s.letInForMedia(g.session)).toMatchObject({ ice: { iceServers: expect.any(Array) } }); // known now: at once
+    // A read that shows the invite.
+    members.set(`${MEETING}|${BOB}`, "knock");
+    const read = await ahead(s);
+    const byRead = s.letInForMedia(read.session);
+    await new Promise((r) => setTimeout(r, 60));
+    members.set(`${MEETING}|${BOB}`, "invite");
+    expect(await byRead).toMatchObject({ ice: {} });
+    s.evict(MEETING, BOB, "leave"); // (at most sessionsPerUserPerCall: these two go)
+    // Still knocking: no, after letInWaitMs.
+    members.set(`${MEETING}|${BOB}`, "knock");
+    const knocking = await ahead(s);
+    let started = Date.now();
+    expect(await s.letInForMedia(knocking.session)).toBeNull();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(LET_IN_WAIT - 5);
+    // Denied while it waits: no, at once. A session gone or unknown: no.
+    const denied = await ahead(s);
+    const waiting = s.letInForMedia(denied.session);
+    await new Promise((r) => setTimeout(r, 60));
+    started = Date.now();
+    expect(s.evict(MEETING, BOB, "leave")).toBeGreaterThanOrEqual(1);
+    expect(await waiting).toBeNull();
+    expect(Date.now() - started).toBeLessThan(150);
+    expect(await s.letInForMedia("no-such-session")).toBeNull();
+    // A grant not asked from the lobby: yes while it lives (its grant had the ICE servers).
+    expect(await s.letInForMedia((await aliceIn(s)).grant.session)).toEqual({});
+  });
+
+  it("its pre-join subscription and its hello waiting together are both woken by the invite's transaction", async () => {
+    s.stop();
+    s = lobbyService(2, 5, 5000);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const media = s.letInForMedia(g.session);
+    const hello = s.admitHolder(g.session);
+    // Both in their reads' longer pauses (250 ms apart by then): the transaction wakes both now.
+    await new Promise((r) => setTimeout(r, 420));
+    members.set(`${MEETING}|${BOB}`, "invite");
+    const at = Date.now();
+    expect(s.evict(MEETING, BOB, "invite")).toBe(0);
+    expect(await media).toMatchObject({ ice: {} });
+    expect((await hello)?.iceServers).toHaveLength(2);
+    expect(Date.now() - at).toBeLessThan(100);
+  });
+
+  it("its pre-join subscription waiting when its hello is let in by a read is woken by that let-in", async () => {
+    s.stop();
+    s = lobbyService(2, 5, 5000);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const media = s.letInForMedia(g.session);
+    await new Promise((r) => setTimeout(r, 420));
+    // Its hello comes now and reads the invite at once; the subscription's next read is up to 250 ms away.
+    members.set(`${MEETING}|${BOB}`, "invite");
+    const at = Date.now();
+    await s.admitHolder(g.session);
+    expect(await media).toMatchObject({ ice: {} });
+    expect(Date.now() - at).toBeLessThan(100);
+  });
+
   it("whoever watches it without holding it (its standby socket) is told at the deny, once; not after letting go", async () => {
     await aliceIn(s);
     const g = await ahead(s);

@@ -318,6 +318,49 @@ describe("MeetingModel: asking to join", () => {
     expect(call).toHaveBeenCalledWith(ROOM, expect.anything(), undefined);
   });
 
+  it("Join pressed once let in with the call announced, the room's join under way: the call starts now, beside that join, once", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, openRoom, prejoin, lobby, call, joinCall } = meeting(p, { letIn: early.letIn });
+    await m.open();
+    answer("invited");
+    await tick(10);
+    expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true, joinWhenAdmitted: false });
+    expect(call).not.toHaveBeenCalled();
+    await m.join();
+    await m.join(); // pressed twice: one call
+    await tick(10);
+    // In the call before the room's join answered, as with "Join when let in" pressed before the let-in.
+    expect(m.state.get().stage).toBe("call");
+    expect(call).toHaveBeenCalledTimes(1);
+    expect(call).toHaveBeenCalledWith(ROOM, lobby.handOff.mock.results[0]!.value, expect.any(Promise));
+    expect(joinCall).toHaveBeenCalledTimes(1);
+    early.joinedAs();
+    await tick(10);
+    // The join's answer moves nothing more: no pre-join shown, no second call, nothing opened again.
+    expect(m.state.get().stage).toBe("call");
+    expect(call).toHaveBeenCalledTimes(1);
+    expect(prejoin.mock.calls).toEqual([[ROOM, lobby]]);
+    expect(openRoom).toHaveBeenCalledTimes(1);
+  });
+
+  it("Join pressed once let in, the room's join then refused: the call started beside it ends and the meeting asks again, once", async () => {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const { m, openRoom, call } = meeting(p, { letIn: early.letIn });
+    await m.open();
+    answer("invited");
+    await tick(10);
+    await m.join();
+    await tick(10);
+    expect(m.state.get().stage).toBe("call");
+    early.refuse(FORBIDDEN);
+    await tick(10);
+    expect(call.mock.results[0]!.value.dispose).toHaveBeenCalledTimes(1);
+    expect(m.state.get().stage).toBe("knock");
+    expect(openRoom).toHaveBeenCalledTimes(2); // opened again from the start, once
+  });
+
   it("'Join when let in' stops at the pre-join when the call's host must be asked about first", async () => {
     const { p, answer } = port();
     const { m, openRoom, call } = meeting(p, { canJoin: false });

@@ -112,6 +112,22 @@ describe("the pre-join's subscription", () => {
     expect(s.sent.filter((m) => m.type === "trickle")).toEqual([expect.objectContaining({ target: "subscriber", candidate: expect.objectContaining({ candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host" }) })]);
   });
 
+  it("a knocker let in: its lobby socket asks once the invite shows the call, and the ICE servers its offer brings are the connection's (the lobby grant had none)", async () => {
+    const hook = transforms();
+    const media = new PrejoinSubscription(async () => ({ iceServers: [], iceTransportPolicy: "all", transforms: hook }), peerFactory);
+    const standby = new StandbySocket(URL, "s1", (url) => new FakeSocket(url));
+    const s = FakeSocket.last();
+    s.open();
+    s.receive({ type: "result", id: "standby", standby: true, user_id: "@a:x", room_id: "!r:x", call_id: "c" });
+    expect(s.sent).toEqual([{ type: "hello", id: "standby", session: "s1", standby: true }]);
+    expect(standby.prepareNow(media)).toBe(true);
+    media.bind(standby);
+    expect(s.sent.at(-1)).toEqual({ type: "hello", id: "standby-prepare", session: "s1", standby: true, prepare: true });
+    s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS, ice_servers: GRANT.iceServers, ice_transport_policy: "relay" });
+    await vi.waitFor(() => expect(s.sent.some((m) => m.type === "answer")).toBe(true));
+    expect(FakePeer.all[0]!.config).toMatchObject({ iceServers: GRANT.iceServers, iceTransportPolicy: "relay" });
+  });
+
   it("taken at Join with the socket and seated by the hello: the call subscribes to nothing more and shows the host from its connection", async () => {
     const { pc, requests, call } = await joinedAfterAnswer(true);
     await vi.waitFor(() => expect(call.state.get().remotes).toMatchObject([{ feed: 7, userId: "@b:y" }]));

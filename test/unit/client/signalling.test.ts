@@ -372,6 +372,39 @@ describe("the pre-join's socket on standby", () => {
     expect(s.closedWith).toBeNull();
   });
 
+  it("opened without media (a knocker's lobby socket), asks for the pre-join's subscription on the same socket once: with its standby hello if still to go, else a second one", async () => {
+    const prepare = () => ({ onPrepared: vi.fn(), onGone: vi.fn() });
+    // Its standby hello out already: a second one, with the same session and prepare.
+    const { standby, s } = standingBy();
+    const media = prepare();
+    expect(standby.prepareNow(media)).toBe(true);
+    expect(s.sent.at(-1)).toEqual({ type: "hello", id: "standby-prepare", session: "s0", standby: true, prepare: true });
+    s.receive({ type: "result", id: "standby-prepare", standby: true, ...HELLO });
+    const offer = { type: "offer", sdp: "v=0" };
+    s.receive({ type: "prepared", jsep: offer, streams: [], ice_servers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }, { nonsense: 1 }], ice_transport_policy: "relay" });
+    expect(media.onPrepared).toHaveBeenCalledWith({ jsep: offer, streams: [], ice: { iceServers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }], iceTransportPolicy: "relay" } });
+    expect(s.closedWith).toBeNull();
+    // Once: a second ask sends nothing.
+    expect(standby.prepareNow(prepare())).toBe(false);
+    expect(s.sent.filter((m) => m.type === "hello")).toHaveLength(2);
+    // Its close tells the subscription.
+    standby.close();
+    expect(media.onGone).toHaveBeenCalled();
+
+    // Still opening (or its session still to come): the standby hello itself says prepare, nothing else goes out.
+    let give!: (t: string | null) => void;
+    const opening = new StandbySocket(URL, new Promise<string | null>((r) => (give = r)), (url) => new FakeSocket(url));
+    const o = FakeSocket.last();
+    expect(opening.prepareNow(prepare())).toBe(true);
+    o.open();
+    give("s0");
+    await tick();
+    expect(o.sent).toEqual([{ type: "hello", id: "standby", session: "s0", standby: true, prepare: true }]);
+    // Taken or gone: nothing asked.
+    expect(opening.take(URL)).toBe(o);
+    expect(opening.prepareNow(prepare())).toBe(false);
+  });
+
   it("close() closes it (another pre-join, the meeting left)", () => {
     const { standby, s } = standingBy();
     standby.close();

@@ -26,7 +26,7 @@ let watching: Map<string, SessionCloser>;
 let prepared: FakePrepared[];
 let handed: (PreparedAtHello | undefined)[];
 /** What the next prepare gives: a subscription, none (nothing to subscribe to), or a failure. */
-let prepareGives: "offer" | "none" | "throw";
+let prepareGives: "offer" | "lobby" | "none" | "throw";
 /** Holds each prepare until released (a prepare still under way when the socket goes). */
 let prepareGate: Promise<void>;
 
@@ -36,6 +36,7 @@ class FakePrepared {
   readonly streams = [{ feed: "p1", mid: "0", kind: "audio" as const, type: "audio", user_id: "@alice:x", device_id: "A" }];
   readonly log: string[] = [];
   closed = false;
+  ice?: { iceServers: { urls: string[]; username: string; credential: string }[]; iceTransportPolicy: "relay" };
   async answer(sdp: string, e2ee: boolean | undefined) {
     await new Promise((r) => setTimeout(r, 50)); // the SFU's start takes a moment: a hello behind it waits
     this.log.push(`answer ${sdp} e2ee=${e2ee}`);
@@ -81,6 +82,7 @@ beforeEach(async () => {
       if (prepareGives === "throw") throw new Error("the SFU is gone");
       if (prepareGives === "none" || !wanted()) return undefined;
       const p = new FakePrepared();
+      if (prepareGives === "lobby") p.ice = { iceServers: [{ urls: ["turn:127.0.0.1:3478"], username: "u", credential: "c" }], iceTransportPolicy: "relay" };
       prepared.push(p);
       return p;
     },
@@ -207,6 +209,36 @@ describe("a standby hello with prepare (the pre-join's subscription, docs/join.m
     expect(prepared[0]!.log).toEqual([`trickle ${JSON.stringify(candidate)}`, "answer v=0 answer e2ee=true"]);
     expect(handed.at(-1)?.answering).toBeDefined();
     expect(prepared[0]!.closed).toBe(false); // the seat's now
+    expect(prepared[0]!.ice).toBeUndefined();
+    expect(ws.pushes.find((p) => p.type === "prepared")).not.toHaveProperty("ice_servers"); // its grant had them
+    ws.close();
+  });
+
+  it("a lobby grant's (let in) carries the ICE servers its grant did not", async () => {
+    prepareGives = "lobby";
+    const ws = await preparing();
+    expect(await ws.push("prepared", (p) => p.type === "prepared")).toMatchObject({
+      jsep: { type: "offer" },
+      ice_servers: [{ urls: ["turn:127.0.0.1:3478"], username: "u", credential: "c" }],
+      ice_transport_policy: "relay",
+    });
+    ws.close();
+  });
+
+  it("a standby without prepare (a knocker's lobby socket) asks for it once more with its session, once; any other second standby hello is refused", async () => {
+    const ws = await SignallingClient.open(url);
+    expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "result", standby: true });
+    expect(prepared).toEqual([]);
+    // Another session, or no prepare: refused (the socket stays on standby for s1).
+    expect(await ws.request({ type: "hello", session: "short", standby: true, prepare: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true, prepare: true })).toMatchObject({ type: "result", standby: true, user_id: "@bob:x" });
+    expect(await ws.push("prepared", (p) => p.type === "prepared")).toMatchObject({ jsep: { type: "offer", sdp: "v=0 prepared offer" } });
+    expect(await ws.request({ type: "hello", session: "s1", standby: true, prepare: true })).toMatchObject({ type: "error", errcode: "M_FORBIDDEN" });
+    expect(prepared).toHaveLength(1);
+    // It is the standby's like one asked at once: answered, the real hello seats it.
+    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0 answer" }, e2ee: true })).toMatchObject({ type: "result" });
+    expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result", prepared: true });
     ws.close();
   });
 

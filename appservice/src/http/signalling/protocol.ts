@@ -111,9 +111,13 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                  wait (calls.limits.standbySeconds, at most its grant's life) for the real hello,
  *                  sent at Join on it. One per session: a newer standby closes the older (4403).
  *   hello with standby and prepare: true -> as above; then, when the call has feeds and a
- *                  pre-join subscription may be made (calls.limits.prejoinSubscriptionsPerCall; not
- *                  in the lobby), the push {type:"prepared", jsep: {type:"offer", sdp}, streams:
- *                  SubscribedStream[]}: every m-line made paused in the SFU. On standby the socket
+ *                  pre-join subscription may be made (calls.limits.prejoinSubscriptionsPerCall; a
+ *                  lobby grant's once let in: it waits for the let-in as its hello would), the push
+ *                  {type:"prepared", jsep: {type:"offer", sdp}, streams: SubscribedStream[]}, with a
+ *                  lobby grant's {ice_servers, ice_transport_policy}: every m-line made paused in the SFU.
+ *                  A socket on standby without prepare may say it once more, with prepare and the
+ *                  same session (a knocker's lobby standby, once its client saw the invite);
+ *                  any other second hello on standby is M_FORBIDDEN. On standby the socket
  *                  takes `answer` to it and `trickle` (target subscriber), nothing else. The real
  *                  hello on the same socket seats the subscription if it was answered (its result
  *                  says `prepared: true`), and it forwards from then on; otherwise it is closed

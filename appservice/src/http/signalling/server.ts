@@ -115,7 +115,17 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
      * the pre-join's subscription it asked for (`prepare`) and the client's answer to it, if any.
      */
     let standby:
-      | { key: string; replaced: () => void; release: () => void; prepared?: Promise<PreparedMedia | undefined>; answering?: Promise<unknown> }
+      | {
+          key: string;
+          token: string;
+          userId: string;
+          roomId: string;
+          callId: string;
+          replaced: () => void;
+          release: () => void;
+          prepared?: Promise<PreparedMedia | undefined>;
+          answering?: Promise<unknown>;
+        }
       | undefined;
     /** Ends the standby; its pre-join subscription is closed unless `keep` (its real hello takes it). */
     const leaveStandby = (keep = false) => {
@@ -170,30 +180,39 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
      * session's grant, if shorter). Synchronous: a real hello right behind it finds it done.
      */
     const standBy = (token: string, prepare: boolean) => {
-      if (standby) throw new ParleyError("M_FORBIDDEN", "this socket is on standby already");
+      if (standby) {
+        // Asked again with prepare, for the same session, none asked before: a knocker's lobby
+        // standby (no media while knocking) once its client saw the invite. Nothing else.
+        if (!prepare || standby.prepared || standby.token !== token) throw new ParleyError("M_FORBIDDEN", "this socket is on standby already");
+        prepareOn(standby);
+        return { standby: true, user_id: standby.userId, room_id: standby.roomId, call_id: standby.callId };
+      }
       // The session ending first (a knocker denied, an eviction, its expiry) closes the socket now.
       const s = seats.standby(token, (reason) => shut(new ParleyError(reason.errcode, reason.message)));
       const replaced = () => shut(new ParleyError("M_FORBIDDEN", "a newer standby socket took this session"));
       standbys.get(s.key)?.();
       standbys.set(s.key, replaced);
-      standby = { key: s.key, replaced, release: s.release };
+      standby = { key: s.key, token, userId: s.userId, roomId: s.roomId, callId: s.callId, replaced, release: s.release };
       clearTimeout(helloTimer);
       const waitMs = Math.max(0, Math.min(limits.standbyMs, s.lifeMs));
       helloTimer = setTimeout(() => shut(new ParleyError("M_MISSING_TOKEN", `no hello within ${waitMs} ms of standby`), 4408), waitMs);
-      if (prepare) {
-        const mine = standby;
-        const wanted = () => standby === mine && ws.readyState === ws.OPEN;
-        // After the standby's answer (sent once this returns): the SFU's offer, when it comes.
-        mine.prepared = seats
-          .prepare(token, wanted)
-          .then(async (p) => {
-            if (p && !wanted()) return void (await p.close());
-            if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams });
-            return p;
-          })
-          .catch((err: unknown) => void log.warn({ err }, "pre-join subscription not made"));
-      }
+      if (prepare) prepareOn(standby);
       return { standby: true, user_id: s.userId, room_id: s.roomId, call_id: s.callId };
+    };
+
+    /** The standby's pre-join subscription, asked now; after the standby's answer (sent once this returns), the SFU's offer when it comes. */
+    const prepareOn = (mine: NonNullable<typeof standby>) => {
+      const wanted = () => standby === mine && ws.readyState === ws.OPEN;
+      mine.prepared = seats
+        .prepare(mine.token, wanted)
+        .then(async (p) => {
+          if (p && !wanted()) return void (await p.close());
+          // A lobby grant's (let in) carries the ICE servers its grant did not: its peer connection is made before the hello.
+          const ice = p?.ice ? { ice_servers: p.ice.iceServers, ice_transport_policy: p.ice.iceTransportPolicy } : {};
+          if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams, ...ice });
+          return p;
+        })
+        .catch((err: unknown) => void log.warn({ err }, "pre-join subscription not made"));
     };
 
     /**
