@@ -110,7 +110,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host, { beforeOpen: pageLogLevel });
     if (logLevel) {
       hostPage.on("console", (m) => {
-        if (/^\[parley:(crypto|chat|call|signalling)\]/.test(m.text())) console.log(`${new Date().toISOString().slice(11, 23)} host ${m.type()}: ${m.text().slice(0, 300)}`);
+        // (With the MatrixRTC session's own lines: whose call membership the host's client takes or ignores.)
+        if (/^\[(parley:(crypto|chat|call|signalling)|MatrixRTCSession|CallMembership)/.test(m.text())) console.log(`${new Date().toISOString().slice(11, 23)} host ${m.type()}: ${m.text().slice(0, 300)}`);
       });
     }
     const hostUser = new TestUser(A.synapse.clientUrl, host.userId, host.accessToken);

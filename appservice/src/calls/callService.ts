@@ -625,9 +625,9 @@ export class CallService {
    * asks for it when its own homeserver shows the invite, which can be before this one has stored
    * it (the invite goes over federation first), so it waits for the invite's transaction, the
    * let-in of the grant's hello, or a read that shows the invite or the join, as the hello does
-   * (awaitLetIn: at most `letInWaitMs`). False when still knocking then, or the session ended (a
-   * deny) or said its hello meanwhile (the hello's own wait decides): null. A grant not asked from
-   * the lobby: yes while it lives. Yes for a lobby grant comes with the ICE servers (TURN
+   * (awaitLetIn: at most `letInWaitMs`). No (null) when still knocking then, when the session
+   * ended (a deny), or when its hello was let in and seated it meanwhile. A grant not asked from
+   * the lobby: yes (`{}`) while it lives. Yes for a lobby grant comes with the ICE servers (TURN
    * credentials) its grant did not carry, as its hello would get them: the subscription's peer
    * connection needs them before that hello.
    */
