@@ -298,12 +298,21 @@ export class CallService {
    * holds its hello no longer than that, with at most lobbyGrantsPerCall such grants per call.
    */
   private async awaitLetIn(key: string, s: CallSession, admit: AdmitAtHello): Promise<string | undefined> {
-    const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
-    const known = () => (admit.knownJoined ? "join" : admit.knownInvited ? "invite" : undefined);
-    const seen = await this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
+    const seen = await this.watchLetIn(key, s, admit);
     if (!seen) return "knock"; // ended meanwhile (a deny): refused by the caller
     if (seen.membership === "knock") this.log.info({ userId: s.userId, roomId: s.roomId, waitedMs: seen.waitedMs }, "a lobby grant's hello: still knocking; refused");
     return seen.membership;
+  }
+
+  /**
+   * A lobby grant's wait for its user's let-in (its hello's, awaitLetIn, and its pre-join
+   * subscription's, letInForMedia), up to `letInWaitMs`: the invite's or the join's transaction,
+   * the let-in of its hello (`lobby` cleared), or a read that no longer says "knock".
+   */
+  private watchLetIn(key: string, s: CallSession, admit: AdmitAtHello): ReturnType<CallService["watchMembership"]> {
+    const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
+    const known = () => (admit.knownJoined ? "join" : admit.knownInvited || !admit.lobby ? "invite" : undefined);
+    return this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
   }
 
   /**
@@ -639,9 +648,7 @@ export class CallService {
     if (!admit?.lobby) return {};
     const ice = () => ({ ice: iceForSession(this.cfg, token, this.deps.clock.now()) });
     if (admit.knownInvited || admit.knownJoined) return ice();
-    const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
-    const known = () => (admit.knownJoined ? "join" : admit.knownInvited || !admit.lobby ? "invite" : undefined);
-    const seen = await this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
+    const seen = await this.watchLetIn(key, s, admit);
     return seen !== null && (seen.membership === "invite" || seen.membership === "join") ? ice() : null;
   }
 

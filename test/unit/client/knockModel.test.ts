@@ -244,6 +244,17 @@ describe("MeetingModel: asking to join", () => {
     return { letIn, joinedAs: (id = ROOM.roomId) => joinedAs(id), refuse: (err: unknown) => refuse(err) };
   }
 
+  /** Let in (no "Join when let in"), the call announced by the invite: the room's join still under way. */
+  async function letInJoinPending() {
+    const { p, answer } = port();
+    const early = letInEarly();
+    const meet = meeting(p, { letIn: early.letIn });
+    await meet.m.open();
+    answer("invited");
+    await tick(10);
+    return { ...meet, early };
+  }
+
   it("'Join when let in', the call announced by the invite: the call starts at the let-in, beside the room's join, and its membership waits for it", async () => {
     const { p, answer } = port();
     const early = letInEarly();
@@ -302,12 +313,7 @@ describe("MeetingModel: asking to join", () => {
   });
 
   it("let in without 'Join when let in': the invite's join is used for the pre-join, and the call waits for Join", async () => {
-    const { p, answer } = port();
-    const early = letInEarly();
-    const { m, openRoom, call } = meeting(p, { letIn: early.letIn });
-    await m.open();
-    answer("invited");
-    await tick(10);
+    const { m, openRoom, call, early } = await letInJoinPending();
     expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true });
     early.joinedAs();
     await tick(10);
@@ -319,12 +325,7 @@ describe("MeetingModel: asking to join", () => {
   });
 
   it("Join pressed once let in with the call announced, the room's join under way: the call starts now, beside that join, once", async () => {
-    const { p, answer } = port();
-    const early = letInEarly();
-    const { m, openRoom, prejoin, lobby, call, joinCall } = meeting(p, { letIn: early.letIn });
-    await m.open();
-    answer("invited");
-    await tick(10);
+    const { m, openRoom, prejoin, lobby, call, joinCall, early } = await letInJoinPending();
     expect(m.state.get()).toMatchObject({ stage: "knock", admitted: true, joinWhenAdmitted: false });
     expect(call).not.toHaveBeenCalled();
     await m.join();
@@ -345,12 +346,7 @@ describe("MeetingModel: asking to join", () => {
   });
 
   it("Join pressed once let in, the room's join then refused: the call started beside it ends and the meeting asks again, once", async () => {
-    const { p, answer } = port();
-    const early = letInEarly();
-    const { m, openRoom, call } = meeting(p, { letIn: early.letIn });
-    await m.open();
-    answer("invited");
-    await tick(10);
+    const { m, openRoom, call, early } = await letInJoinPending();
     await m.join();
     await tick(10);
     expect(m.state.get().stage).toBe("call");
