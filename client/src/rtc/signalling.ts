@@ -253,8 +253,12 @@ export class SignallingClient {
       return;
     }
     if (m.type === "error") return this.log.warn("signalling error without a request", { errcode: m.errcode, error: m.error });
+    // The pre-join's offer, pushed as this socket's call hello was on its way (the call took the
+    // standby socket before the offer came, as when a knocker's call starts at the let-in): the
+    // server drops that subscription at the hello, and the call subscribes by itself.
+    if (m.type === "prepared") return this.log.debug("a pre-join offer crossed the call's hello: not the call's");
     const parsed = parsePush(m);
-    if ("errors" in parsed) return this.log.warn("ignoring a malformed push", { errors: parsed.errors });
+    if ("errors" in parsed) return this.log.warn("ignoring a malformed push", { type: String(m.type).slice(0, 40), errors: parsed.errors.join("; ").slice(0, 300) });
     if (parsed.push.type === "evicted") {
       const code = asErrCode(parsed.push.errcode);
       if (code === "M_UNKNOWN_TOKEN") return this.renew(parsed.push.error);

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParleyClientError } from "../../../client/src/errors.ts";
 import type { Push } from "../../../client/src/rtc/protocol.ts";
+import { setLogLevel } from "../../../client/src/log.ts";
 import { SignallingClient, StandbySocket } from "../../../client/src/rtc/signalling.ts";
 import { FakeSocket, tick } from "./fakes.ts";
 
@@ -86,12 +87,23 @@ describe("SignallingClient", () => {
     expect(await p).toBe("TIMEOUT");
   });
 
-  it("hands parsed pushes to listeners and drops malformed ones", async () => {
+  it("hands parsed pushes to listeners and drops malformed ones (saying which), and a pre-join offer that crossed the hello quietly", async () => {
     const { c } = client();
     void c.connect();
     const s = await accept();
     const pushes: Push[] = [];
     c.events.on("push", (p) => pushes.push(p));
+    const warned = vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    const told = vi.spyOn(console, "debug").mockImplementation(() => undefined);
+    setLogLevel("debug"); // (fakes.ts keeps the loggers quiet)
+    s.receive({ type: "prepared", jsep: { type: "offer", sdp: "v=0" }, streams: [] });
+    expect(warned).not.toHaveBeenCalled();
+    expect(told).toHaveBeenCalledWith("[parley:signalling] a pre-join offer crossed the call's hello: not the call's");
+    s.receive({ type: "nonsense" });
+    expect(warned).toHaveBeenCalledWith("[parley:signalling] ignoring a malformed push", { type: "nonsense", errors: "unknown push type nonsense" });
+    warned.mockRestore();
+    told.mockRestore();
+    setLogLevel("error");
     s.receive({ type: "participants", participants: [{ user_id: "@b:y", device_id: "BDEV", feed_id: 7, streams: [{ mid: "0", kind: "audio" }], muted: { audio: true } }] });
     s.receive({ type: "participants", participants: "nope" });
     s.receive({ type: "trickle", target: "subscriber", candidate: null });

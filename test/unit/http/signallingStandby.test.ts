@@ -261,6 +261,28 @@ describe("a standby hello with prepare (the pre-join's subscription, docs/join.m
     }
   });
 
+  it("a real hello before any answer neither waits for the subscription nor is handed it: one still being made, or pushed and not answered, is closed", async () => {
+    // Still being made (a knocker's let-in still being checked) when the call's hello comes.
+    let release!: () => void;
+    prepareGate = new Promise((r) => (release = r));
+    const early = await preparing();
+    expect(await early.request({ type: "hello", session: "s1" })).toMatchObject({ type: "result" });
+    expect(handed.at(-1)).toBeUndefined();
+    release();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(prepared).toEqual([]); // not wanted any more: never made, never pushed
+    expect(early.pushes.some((p) => p.type === "prepared")).toBe(false);
+    early.close();
+    await early.closed;
+    // Pushed, its offer crossing the hello: not answered, so not the call's.
+    const crossed = await preparing();
+    await crossed.push("prepared", (p) => p.type === "prepared");
+    expect(await crossed.request({ type: "hello", session: "s1" })).not.toHaveProperty("prepared");
+    expect(handed.at(-1)).toBeUndefined();
+    await vi.waitFor(() => expect(prepared[0]!.closed).toBe(true));
+    crossed.close();
+  });
+
   it("is closed with its socket, or when the standby ends; one still being made then is closed as it comes, never pushed", async () => {
     const ws = await preparing();
     await ws.push("prepared", (p) => p.type === "prepared");

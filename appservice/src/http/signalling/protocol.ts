@@ -119,8 +119,10 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                  same session (a knocker's lobby standby, once its client saw the invite);
  *                  any other second hello on standby is M_FORBIDDEN. On standby the socket
  *                  takes `answer` to it and `trickle` (target subscriber), nothing else. The real
- *                  hello on the same socket seats the subscription if it was answered (its result
- *                  says `prepared: true`), and it forwards from then on; otherwise it is closed
+ *                  hello on the same socket seats the subscription if its answer came before the
+ *                  hello (its result says `prepared: true`), and it forwards from then on; otherwise
+ *                  it is closed, and the hello does not wait for one still being made (an offer
+ *                  pushed as the hello was on its way is not the call's)
  *   publish     -> {jsep: {type:"answer", sdp}, feed_id}
  *   subscribe   -> {jsep: {type:"offer", sdp}, streams: SubscribedStream[]}   (then send `answer`)
  *   unsubscribe -> {jsep?: {type:"offer", sdp}, streams}                       (renegotiation offer)

@@ -142,8 +142,12 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
     const hello: Handler<"hello"> = async (_conn, message) => {
       if (conn.seat || helloPending) throw new ParleyError("M_FORBIDDEN", "this socket already has a session");
       if (message.standby) return standBy(message.session, message.prepare === true);
-      const prepared = standby?.prepared ? { media: standby.prepared, answering: standby.answering } : undefined;
-      leaveStandby(true);
+      // The pre-join's subscription is the call's only if its answer came first on this socket (the
+      // client takes it for the call only then). One not answered (its offer crossed this hello, as
+      // when a knocker's call starts at the let-in, or still being made) is closed as it comes,
+      // and the hello does not wait for it.
+      const prepared = standby?.prepared && standby.answering ? { media: standby.prepared, answering: standby.answering } : undefined;
+      leaveStandby(prepared !== undefined);
       helloPending = true;
       try {
         const { seat, e2ee, resumed, ice, prepared: seatedPrepared } = await seats.open(
