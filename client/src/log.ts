@@ -12,6 +12,11 @@ export function setLogLevel(level: Level): void {
   threshold = level;
 }
 
+/** Whether lines at `level` are written now (work done only for a log line can be skipped). */
+export function logsAt(level: Level): boolean {
+  return ORDER[level] >= ORDER[threshold];
+}
+
 /**
  * The level the storage `storage()` gives names under LOG_LEVEL_KEY, if it names one (no storage,
  * or no level: undefined). A getter: in a sandboxed frame (a widget) reading `localStorage` at all throws.

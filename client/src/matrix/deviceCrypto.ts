@@ -36,7 +36,7 @@
 // (Olm preparation, key sends, decryption, encrypted sends) are done.
 import { ClientEvent, createClient, SyncState, type MatrixClient } from "matrix-js-sdk";
 import type { Logger as SdkLogger } from "matrix-js-sdk/lib/logger.js";
-import { getLogger, type Logger } from "../log.ts";
+import { getLogger, logsAt, type Logger } from "../log.ts";
 import { markStep } from "../timeline.ts";
 import type { KeyValueStorage, MatrixSession } from "./session.ts";
 
@@ -55,6 +55,46 @@ export interface RustCryptoInternals {
   outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown): Promise<void> };
   /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
   keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
+}
+
+/**
+ * The crypto calls a debug log traces (traceCryptoCalls): the Olm machine's, the key claims, the
+ * outgoing requests and their HTTP requests, each once as it starts and once as it ends.
+ */
+const TRACED_MACHINE_CALLS = ["receiveSyncChanges", "outgoingRequests", "markRequestAsSent", "getMissingSessions", "encryptToDeviceEvent", "getUserDevices", "updateTrackedUsers", "queryKeysForUsers", "decryptRoomEvent"];
+
+/**
+ * At debug level only: every traced crypto call of this client is logged as it starts and as it
+ * ends (with its time), so that a call that never ends (the sync loop stalled behind it) shows
+ * in the log as one without its end. Nothing is wrapped at any other level.
+ */
+export function traceCryptoCalls(client: MatrixClient, log: Logger): void {
+  if (!logsAt("debug")) return;
+  const internals = client.getCrypto() as unknown as (RustCryptoInternals & Record<string, unknown>) | undefined;
+  if (!internals) return;
+  let calls = 0;
+  const trace = (owner: unknown, names: string[], prefix: string) => {
+    const o = owner as Record<string, unknown> | undefined;
+    if (!o) return;
+    for (const name of names) {
+      const original = o[name];
+      if (typeof original !== "function") continue;
+      o[name] = (...args: unknown[]) => {
+        const call = `${prefix}${name} #${++calls}`;
+        const started = performance.now();
+        log.debug(`crypto call ${call}`);
+        const out: unknown = original.apply(o, args);
+        const end = (how: string) => () => log.debug(`crypto call ${call} ${how}`, { ms: Math.round(performance.now() - started) });
+        if (out instanceof Promise) out.then(end("done"), end("failed"));
+        return out;
+      };
+    }
+  };
+  trace(internals.olmMachine, TRACED_MACHINE_CALLS, "");
+  trace(internals, ["processSyncChanges", "onSyncCompleted", "onCryptoEvent"], "sync.");
+  trace(internals.keyClaimManager, ["ensureSessionsForUsers"], "keyClaim.");
+  trace(internals.outgoingRequestsManager, ["doProcessOutgoingRequests"], "outgoing.");
+  trace(internals.outgoingRequestProcessor, ["makeOutgoingRequest"], "http.");
 }
 
 /** matrix-js-sdk's sync loop, to stop it without freeing the crypto (not public API). */

@@ -3,9 +3,9 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Filter, MatrixEvent, Method, PushRuleActionName, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, traceCryptoCalls, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
 import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/roomFeed.ts";
-import { getLogger } from "../../../client/src/log.ts";
+import { getLogger, setLogLevel } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
 import { tick } from "./fakes.ts";
 
@@ -277,6 +277,53 @@ describe("the sync's start, asked ahead (warmSyncStartup, seedFilter)", () => {
       expect(sent).toEqual(["POST /_matrix/client/v3/user/%40b%3Ahs.example/filter"]);
     } finally {
       vi.unstubAllGlobals();
+    }
+  });
+});
+
+describe("traceCryptoCalls (a debug log's account of the crypto calls)", () => {
+  /** A client whose crypto has a machine call that ends when the test says, and one that never ends. */
+  function tracedClient() {
+    let finish!: () => void;
+    const machine = {
+      receiveSyncChanges: vi.fn(() => new Promise<void>((r) => (finish = r))),
+      getUserDevices: vi.fn(() => new Promise<never>(() => undefined)),
+    };
+    const crypto = { olmMachine: machine, processSyncChanges: vi.fn(async () => []) };
+    return { client: { getCrypto: () => crypto } as unknown as MatrixClient, machine, crypto, finish: () => finish() };
+  }
+
+  it("logs each call as it starts and as it ends, at debug level: a call that never ends shows without its end", async () => {
+    const lines: string[] = [];
+    const log = { debug: (m: string) => lines.push(m), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
+    setLogLevel("debug");
+    try {
+      const { client, machine, crypto, finish } = tracedClient();
+      const original = machine.receiveSyncChanges;
+      traceCryptoCalls(client, log);
+      const synced = machine.receiveSyncChanges();
+      void machine.getUserDevices();
+      await crypto.processSyncChanges();
+      expect(lines).toEqual(["crypto call receiveSyncChanges #1", "crypto call getUserDevices #2", "crypto call sync.processSyncChanges #3", "crypto call sync.processSyncChanges #3 done"]);
+      finish();
+      await synced;
+      expect(lines.at(-1)).toBe("crypto call receiveSyncChanges #1 done");
+      expect(lines.filter((l) => l.startsWith("crypto call getUserDevices"))).toEqual(["crypto call getUserDevices #2"]); // never ended
+      expect(original).toHaveBeenCalledTimes(1); // the call itself, unchanged
+    } finally {
+      setLogLevel("error");
+    }
+  });
+
+  it("wraps nothing at any other level", () => {
+    setLogLevel("info");
+    try {
+      const { client, machine } = tracedClient();
+      const original = machine.receiveSyncChanges;
+      traceCryptoCalls(client, getLogger("test"));
+      expect(machine.receiveSyncChanges).toBe(original);
+    } finally {
+      setLogLevel("error");
     }
   });
 });
