@@ -8,7 +8,7 @@
 // same run: the same knock, invite and join through plain client-server calls (the host's client
 // and the knocker's each long-polling /sync), no Parley, no media.
 import { Method } from "matrix-js-sdk";
-import type { Browser, Page } from "playwright-core";
+import type { Browser, Locator, Page } from "playwright-core";
 import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
 import { e2eeStats, joinThroughClient, signedInUser, trackPeerConnections, typeSignIn } from "../support/browser.ts";
 import { callSession, seated } from "../support/callStack.ts";
@@ -27,6 +27,34 @@ const enc = encodeURIComponent;
  * `knock_admitted_to_first_frame_p50`. Default 0: the issue's benchmark.
  */
 const ADMIT_DELAY_MS = Number(process.env.PARLEY_BENCH_ADMIT_DELAY_MS ?? 0);
+/** The host's page lines kept for a failed knock (PARLEY_BENCH_HOST_LOG_LEVEL), a few seconds of them at debug. */
+const HOST_LOG_KEPT = 5000;
+
+/** Presses after the first that a Join may take before the benchmark goes on without it. */
+const JOIN_PRESSES_AGAIN = 2;
+/** How long the page has to take a Join press (its handler marks it at once). */
+const JOIN_TAKEN_WITHIN_MS = 1000;
+
+/**
+ * Presses Join until the page takes it, as a person would press again: a press that lands as
+ * the screen changes under it (the lobby's "Join now" giving way to the pre-join's "Join call"
+ * when the room opens after the let-in) makes no click at all, as the press and the release
+ * reach different elements. Taken: a `join` mark after the press (the call starting), or "Join
+ * when let in" armed. Returns how many presses it took after the first.
+ */
+async function pressJoin(page: Page, join: Locator): Promise<number> {
+  for (let again = 0; ; again++) {
+    const before = await page.evaluate(() => performance.now());
+    await join.first().click();
+    const taken = await page
+      .waitForFunction((t) => performance.getEntriesByName("parley:join").some((m) => m.startTime >= t) || !!document.querySelector('[data-testid="lobby-join-armed"]'), before, { timeout: JOIN_TAKEN_WITHIN_MS })
+      .then(
+        () => true,
+        () => false,
+      );
+    if (taken || again >= JOIN_PRESSES_AGAIN) return again;
+  }
+}
 
 /** When the page sent its knock (its resource timing, on the page's clock). */
 async function knockSentAt(page: Page): Promise<number> {
@@ -107,7 +135,37 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const [A, B] = stack.institutions as [Institution, Institution];
     const host = await signedInUser(A, "host", "Host");
     const alias = A.alias("knock-bench");
-    const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host, { beforeOpen: pageLogLevel });
+    // PARLEY_BENCH_HOST_LOG_LEVEL=debug: the host's page alone logs at that level, into a record
+    // the page keeps (its last HOST_LOG_KEPT lines, on the page's own clock), read back and
+    // printed only when a knock paints nothing: what the host's client did with that knocker,
+    // without slowing the knockers' pages or printing every sample.
+    const hostLogLevel = process.env.PARLEY_BENCH_HOST_LOG_LEVEL;
+    const hostBeforeOpen = async (page: Page) => {
+      await pageLogLevel(page);
+      if (!hostLogLevel) return;
+      await page.addInitScript(([key, level]) => localStorage.setItem(key, level), [LOG_LEVEL_KEY, hostLogLevel] as const);
+      await page.addInitScript((kept) => {
+        const lines: string[] = [];
+        (globalThis as { parleyBenchLog?: string[] }).parleyBenchLog = lines;
+        const text = (a: unknown) => {
+          if (typeof a === "string") return a;
+          try {
+            return JSON.stringify(a);
+          } catch {
+            return String(a);
+          }
+        };
+        for (const level of ["debug", "info", "warn", "error", "log"] as const) {
+          const original = console[level].bind(console);
+          console[level] = (...args: unknown[]) => {
+            lines.push(`${new Date().toISOString().slice(11, 23)} ${level}: ${args.map(text).join(" ").slice(0, 400)}`);
+            lines.splice(0, Math.max(0, lines.length - kept));
+            original(...args);
+          };
+        }
+      }, HOST_LOG_KEPT);
+    };
+    const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host, { beforeOpen: hostBeforeOpen });
     if (logLevel) {
       hostPage.on("console", (m) => {
         // (With the MatrixRTC session's own lines: whose call membership the host's client takes or ignores.)
@@ -155,6 +213,21 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await trackPeerConnections(page);
       // Every request of the sign-in, the lobby and the call stays in the page's resource timing.
       await page.addInitScript(() => performance.setResourceTimingBufferSize(100_000));
+      // What each click reached (page clock, the button, its state, the screen then), printed if
+      // the knock paints nothing: a Join that went nowhere shows here.
+      await page.addInitScript(() => {
+        const clicks: string[] = [];
+        (globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks = clicks;
+        document.addEventListener(
+          "click",
+          (e) => {
+            const b = (e.target as Element | null)?.closest?.("button");
+            const screen = ["[data-testid=lobby-join]", "[data-testid=lobby-admitted]", "[data-testid=lobby-join-armed]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q));
+            clicks.push(`${performance.now().toFixed(0)}: ${b ? `${b.id || b.dataset.testid || "?"} "${b.textContent ?? ""}"${b.disabled ? " disabled" : ""}` : "not a button"} on ${screen.join(",")}`);
+          },
+          true,
+        );
+      });
       await recordLongTasks(page);
       // PARLEY_BENCH_PROFILE=1: the knocker's page's CPU profile from its first page to its first
       // frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
@@ -212,17 +285,25 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (knockAt !== undefined) marks.preview = performance.now() - knockAt;
       const clickedAt = performance.now();
       const inLobby = await page.locator('[data-testid="lobby-join"]').isVisible();
-      await join.first().click();
+      const pressedAgain = await pressJoin(page, join);
+      if (pressedAgain) console.log(`knock ${i}: Join pressed ${pressedAgain + 1} times (the screen changed under the press)`);
       if (inLobby) joinedFromLobby++;
       // Not painted: what the knocker's page said and where it stands, then the failure.
       const explain = (what: string) => (err: unknown) => {
-        console.log(`${what} failed. The knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
+        console.log(`${what} failed (${new Date().toISOString().slice(11, 23)}). The knocker's log:\n${keyLog.join("\n")}\nthe knocker's page, last lines:\n${pageLog.join("\n")}`);
+        const fromHost = hostLogLevel
+          ? hostPage
+              .evaluate(() => (globalThis as { parleyBenchLog?: string[] }).parleyBenchLog ?? [])
+              .then((lines) => console.log(`the host's page, its last ${lines.length} lines:\n${lines.join("\n")}`), (e: unknown) => console.log(`the host's page could not be read: ${String(e)}`))
+          : Promise.resolve();
         return page
           .evaluate(() => ({
             screen: ["[data-testid=lobby-join]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q)),
             marks: performance.getEntriesByType("mark").map((m) => `${m.name}@${m.startTime.toFixed(0)}`),
+            clicks: (globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks ?? [],
           }))
           .then((where) => console.log(`the knocker's page shows ${JSON.stringify(where)}`), () => undefined)
+          .then(() => fromHost)
           .then(() => {
             throw err;
           });
