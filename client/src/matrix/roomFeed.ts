@@ -265,16 +265,8 @@ export class SyncedRoomFeed implements RoomFeed {
 
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
-      // Someone joined the room, was let in from the lobby, or joined the call: their devices' Olm sessions now.
-      const change = membershipChange(ev);
-      const admitted = change?.membership === "invite" && change.previous === "knock";
-      const joiner = change?.membership === "join" || admitted ? change.userId : ev.getType() === CALL_MEMBER_EVENT ? ev.getSender() : undefined;
-      if (joiner) this.prepareOlm([joiner]);
-      // Someone knocked while this device is in the call: their devices looked up and Olm
-      // sessions made now, so that the key sent if they are let in needs neither round trip.
-      else if (change?.membership === "knock" && change.previous !== "knock" && this.keyListeners.size > 0 && this.knockBudget.take()) {
-        this.prepareOlm([change.userId], true);
-      }
+      const prepare = olmPreparation(ev, { live: this.live, inCall: this.keyListeners.size > 0 });
+      if (prepare && (!prepare.track || this.knockBudget.take())) this.prepareOlm([prepare.userId], prepare.track);
       this.onEvent(ev, true);
     });
     // Once per burst: a member list loaded at once (lazy-loaded members, a room just joined) is
@@ -364,8 +356,16 @@ export class SyncedRoomFeed implements RoomFeed {
     this.refreshMembers();
     markStep("feed-started");
     // The call's devices: our first media key to them goes out without a key query or claim.
+    // From here on, each joiner as its event comes (olmPreparation).
+    this.live = true;
     this.prepareOlm(this.callMembers().devices().map((d) => d.userId));
   }
+
+  /**
+   * The room's history is read (the first sync, or the one that shows a knocker's join): from
+   * here, a joiner's event is one happening now, and its Olm sessions are prepared as it comes.
+   */
+  private live = false;
 
   /** Knockers whose Olm sessions are prepared at their knock (KNOCK_PREPARES_PER_MINUTE). */
   private readonly knockBudget: MinuteBudget;
@@ -703,6 +703,28 @@ export class SyncedRoomFeed implements RoomFeed {
 }
 
 /** A room membership event's change: whose, to what, from what (`unsigned.prev_content`); null for any other event. */
+/**
+ * Whose Olm sessions a room event asks this device to prepare now (their keys queried, a one-time
+ * key claimed: the media key to them then needs neither round trip), null for none. Someone who
+ * joined the room, was let in from the lobby, or joined the call; someone who knocked, while this
+ * device is in the call (`track`: a knocker is no member, so not tracked by itself). Only `live`:
+ * the events of the room's history (the first sync's timeline, or the one a knocker's join brings,
+ * 50 events of people who came and went) ask nothing; those in the call then are prepared at once
+ * when the feed has started. Each prepared one holds matrix-js-sdk's one-at-a-time key claims: a
+ * knocker's "Join again" sent its pre-join announcement 1.3-1.6 s late behind eight such claims
+ * for people long gone (docs/join.md, twenty-third pass).
+ */
+export function olmPreparation(ev: MatrixEvent, o: { live: boolean; inCall: boolean }): { userId: string; track: boolean } | null {
+  if (!o.live) return null;
+  const change = membershipChange(ev);
+  const admitted = change?.membership === "invite" && change.previous === "knock";
+  if (change?.membership === "join" || admitted) return { userId: change.userId, track: false };
+  const sender = ev.getSender();
+  if (ev.getType() === CALL_MEMBER_EVENT && sender) return { userId: sender, track: false };
+  if (change?.membership === "knock" && change.previous !== "knock" && o.inCall) return { userId: change.userId, track: true };
+  return null;
+}
+
 function membershipChange(ev: MatrixEvent): { userId: string; membership: string; previous: string | undefined } | null {
   const userId = ev.getStateKey();
   const membership = ev.getContent().membership;
