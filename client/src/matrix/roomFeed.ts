@@ -702,7 +702,6 @@ export class SyncedRoomFeed implements RoomFeed {
   }
 }
 
-/** A room membership event's change: whose, to what, from what (`unsigned.prev_content`); null for any other event. */
 /**
  * Whose Olm sessions a room event asks this device to prepare now (their keys queried, a one-time
  * key claimed: the media key to them then needs neither round trip), null for none. Someone who
@@ -725,6 +724,7 @@ export function olmPreparation(ev: MatrixEvent, o: { live: boolean; inCall: bool
   return null;
 }
 
+/** A room membership event's change: whose, to what, from what (`unsigned.prev_content`); null for any other event. */
 function membershipChange(ev: MatrixEvent): { userId: string; membership: string; previous: string | undefined } | null {
   const userId = ev.getStateKey();
   const membership = ev.getContent().membership;
