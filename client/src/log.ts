@@ -41,7 +41,7 @@ export function getLogger(name: string): Logger {
   const at =
     (level: Level) =>
     (msg: string, ctx?: Record<string, unknown>): void => {
-      if (ORDER[level] < ORDER[threshold]) return;
+      if (!logsAt(level)) return;
       const line = `[parley:${name}] ${msg}`;
       const fn = level === "debug" ? console.debug : level === "info" ? console.info : level === "warn" ? console.warn : console.error;
       if (ctx === undefined) fn(line);

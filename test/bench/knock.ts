@@ -30,6 +30,9 @@ const ADMIT_DELAY_MS = Number(process.env.PARLEY_BENCH_ADMIT_DELAY_MS ?? 0);
 /** The host's page lines kept for a failed knock (PARLEY_BENCH_HOST_LOG_LEVEL), a few seconds of them at debug. */
 const HOST_LOG_KEPT = 5000;
 
+/** What a knocker's page may show (the lobby's Join, let in, armed; the pre-join's Join; the call), as a failed knock reports it. */
+const KNOCK_SCREENS = ["[data-testid=lobby-join]", "[data-testid=lobby-admitted]", "[data-testid=lobby-join-armed]", "#prejoin-join", ".call"];
+
 /** Presses after the first that a Join may take before the benchmark goes on without it. */
 const JOIN_PRESSES_AGAIN = 2;
 /** How long the page has to take a Join press (its handler marks it at once). */
@@ -127,8 +130,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
   // PARLEY_BENCH_LOG_LEVEL=debug: both Parleys (kept with PARLEY_KEEP_STACK=1) and every page's
   // client (client/src/log.ts) log at that level; the host's own lines are printed as they come.
   const logLevel = process.env.PARLEY_BENCH_LOG_LEVEL;
-  const pageLogLevel = async (page: Page) => {
-    if (logLevel) await page.addInitScript(([key, level]) => localStorage.setItem(key, level), [LOG_LEVEL_KEY, logLevel] as const);
+  const pageLogLevel = async (page: Page, level = logLevel) => {
+    if (level) await page.addInitScript(([key, level]) => localStorage.setItem(key, level), [LOG_LEVEL_KEY, level] as const);
   };
   const stack = await startInstitutions({ count: 2, allow: (i, hosts) => hosts.filter((_, j) => j !== i), janus: true, ...(logLevel ? { logLevel } : {}) });
   try {
@@ -143,7 +146,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const hostBeforeOpen = async (page: Page) => {
       await pageLogLevel(page);
       if (!hostLogLevel) return;
-      await page.addInitScript(([key, level]) => localStorage.setItem(key, level), [LOG_LEVEL_KEY, hostLogLevel] as const);
+      await pageLogLevel(page, hostLogLevel);
       await page.addInitScript((kept) => {
         const lines: string[] = [];
         (globalThis as { parleyBenchLog?: string[] }).parleyBenchLog = lines;
@@ -215,19 +218,19 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await page.addInitScript(() => performance.setResourceTimingBufferSize(100_000));
       // What each click reached (page clock, the button, its state, the screen then), printed if
       // the knock paints nothing: a Join that went nowhere shows here.
-      await page.addInitScript(() => {
+      await page.addInitScript((screens) => {
         const clicks: string[] = [];
         (globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks = clicks;
         document.addEventListener(
           "click",
           (e) => {
             const b = (e.target as Element | null)?.closest?.("button");
-            const screen = ["[data-testid=lobby-join]", "[data-testid=lobby-admitted]", "[data-testid=lobby-join-armed]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q));
+            const screen = screens.filter((q) => !!document.querySelector(q));
             clicks.push(`${performance.now().toFixed(0)}: ${b ? `${b.id || b.dataset.testid || "?"} "${b.textContent ?? ""}"${b.disabled ? " disabled" : ""}` : "not a button"} on ${screen.join(",")}`);
           },
           true,
         );
-      });
+      }, KNOCK_SCREENS);
       await recordLongTasks(page);
       // PARLEY_BENCH_PROFILE=1: the knocker's page's CPU profile from its first page to its first
       // frame, as a .cpuprofile file for Chromium's DevTools (Performance panel).
@@ -297,11 +300,11 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
               .then((lines) => console.log(`the host's page, its last ${lines.length} lines:\n${lines.join("\n")}`), (e: unknown) => console.log(`the host's page could not be read: ${String(e)}`))
           : Promise.resolve();
         return page
-          .evaluate(() => ({
-            screen: ["[data-testid=lobby-join]", "#prejoin-join", ".call"].filter((q) => !!document.querySelector(q)),
+          .evaluate((screens) => ({
+            screen: screens.filter((q) => !!document.querySelector(q)),
             marks: performance.getEntriesByType("mark").map((m) => `${m.name}@${m.startTime.toFixed(0)}`),
             clicks: (globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks ?? [],
-          }))
+          }), KNOCK_SCREENS)
           .then((where) => console.log(`the knocker's page shows ${JSON.stringify(where)}`), () => undefined)
           .then(() => fromHost)
           .then(() => {
