@@ -118,6 +118,29 @@ export interface MembershipOptions {
   expiresMs?: number;
 }
 
+/**
+ * The membership writes of one state event (a device's, in one room), in the order they were
+ * asked. A call's leave and the next call's join on the same device are two managers writing the
+ * same state key, and the room keeps whichever the homeserver takes last: a leave still on its way
+ * (behind its own call's membership, 0.6 s on a busy homeserver) once landed after the next call's
+ * membership, and the device was out of the call it had just joined (the others sent it no key).
+ * Each write waits for the answer to the one before it.
+ */
+const lanes = new Map<string, Promise<void>>();
+
+function inLane<T>(lane: string, step: () => Promise<T>): Promise<T> {
+  const run = (lanes.get(lane) ?? Promise.resolve()).then(step);
+  const tail = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  lanes.set(lane, tail);
+  void tail.then(() => {
+    if (lanes.get(lane) === tail) lanes.delete(lane);
+  });
+  return run;
+}
+
 export class MembershipManager {
   readonly status = new Store<MembershipStatus>({ joined: false, delayedLeave: false, lastError: null });
   private readonly o: Required<Omit<MembershipOptions, "timers">> & { timers: Timers };
@@ -129,6 +152,9 @@ export class MembershipManager {
   private restartTimer: unknown;
   private refreshTimer: unknown;
   private active = false;
+  /** Left (or left before joining): this manager publishes nothing more. */
+  private ended = false;
+  private readonly lane: string;
 
   constructor(opts: MembershipOptions) {
     this.o = {
@@ -139,6 +165,7 @@ export class MembershipManager {
       ...opts,
     };
     this.stateKey = membershipStateKey(opts.userId, opts.deviceId);
+    this.lane = `${opts.roomId}\u0000${this.stateKey}`;
   }
 
   get eventStateKey(): string {
@@ -151,43 +178,53 @@ export class MembershipManager {
    * path; one request less in front of it is 20-130 ms here). A tab that dies between the two
    * requests leaves the membership to its expiry, as a homeserver without delayed events does.
    * The homeserver does not cancel a delayed event for a state event of its own sender (MSC4140),
-   * so the order in which the two arrive does not matter.
+   * so the order in which the two arrive does not matter. Both go out once this device's earlier
+   * writes to the same state event (a previous call's leave) are answered (inLane). Nothing is
+   * published once the manager has left.
    */
   async join(): Promise<void> {
-    if (this.active) return;
+    if (this.active || this.ended) return;
     this.active = true;
     this.createdTs = this.o.timers.now();
     this.expires = this.o.expiresMs;
-    await Promise.all([this.scheduleDelayedLeave(), this.sendMembership().then(() => markStep("membership"))]);
+    await inLane(this.lane, () => Promise.all([this.scheduleDelayedLeave(), this.sendMembership().then(() => markStep("membership"))]));
+    if (!this.active) return; // left meanwhile: the leave follows in the lane
     this.status.update({ joined: true, lastError: null });
     this.armRestart();
     this.armRefresh();
   }
 
-  /** Ends the membership: fires the delayed leave now, or writes {} directly. Never throws. */
+  /**
+   * Ends the membership: fires the delayed leave now, or writes {} directly. Never throws. Asked
+   * while the join is on its way, it follows the join (and fires the leave the join scheduled);
+   * asked before join(), nothing is published at all.
+   */
   async leave(): Promise<void> {
+    this.ended = true;
     if (!this.active) return;
     this.active = false;
     this.o.timers.clearTimeout(this.restartTimer);
     this.o.timers.clearTimeout(this.refreshTimer);
-    const delayId = this.delayId;
-    this.delayId = null;
-    try {
-      if (delayId) {
-        try {
-          await this.o.transport.updateDelayed(delayId, "send");
-          return;
-        } catch (err) {
-          this.log.warn("sending the delayed leave failed; writing it directly", { err: String(err) });
+    await inLane(this.lane, async () => {
+      const delayId = this.delayId;
+      this.delayId = null;
+      try {
+        if (delayId) {
+          try {
+            await this.o.transport.updateDelayed(delayId, "send");
+            return;
+          } catch (err) {
+            this.log.warn("sending the delayed leave failed; writing it directly", { err: String(err) });
+          }
         }
+        await this.o.transport.sendState(this.o.roomId, CALL_MEMBER_EVENT, this.stateKey, {});
+      } catch (err) {
+        this.log.warn("could not remove the call membership", { err: String(err) });
+        this.status.update({ lastError: String(err) });
+      } finally {
+        this.status.update({ joined: false, delayedLeave: false });
       }
-      await this.o.transport.sendState(this.o.roomId, CALL_MEMBER_EVENT, this.stateKey, {});
-    } catch (err) {
-      this.log.warn("could not remove the call membership", { err: String(err) });
-      this.status.update({ lastError: String(err) });
-    } finally {
-      this.status.update({ joined: false, delayedLeave: false });
-    }
+    });
   }
 
   private content() {
@@ -235,8 +272,11 @@ export class MembershipManager {
         // The leave already fired (we were unreachable for longer than the delay): join again.
         this.log.info("delayed leave had fired; publishing the membership again");
         try {
-          await this.scheduleDelayedLeave();
-          if (this.active) await this.sendMembership();
+          await inLane(this.lane, async () => {
+            if (!this.active) return;
+            await this.scheduleDelayedLeave();
+            if (this.active) await this.sendMembership();
+          });
         } catch (e) {
           this.status.update({ lastError: String(e) });
         }
@@ -254,7 +294,9 @@ export class MembershipManager {
     this.refreshTimer = this.o.timers.setTimeout(async () => {
       if (!this.active) return;
       this.expires += this.o.expiresMs;
-      await this.sendMembership().catch((err) => this.status.update({ lastError: String(err) }));
+      await inLane(this.lane, async () => {
+        if (this.active) await this.sendMembership();
+      }).catch((err) => this.status.update({ lastError: String(err) }));
       this.armRefresh();
     }, Math.max(0, at - this.o.timers.now()));
   }

@@ -41,6 +41,7 @@ export interface CallPort {
 
 export interface MembershipPort {
   join(): Promise<void>;
+  /** May come while join() is on its way: the leave then follows it; before it, nothing is published. */
   leave(): Promise<void>;
 }
 
@@ -143,7 +144,11 @@ export class CallViewModel {
   private readonly mediaWatch: MediaWatch | null;
   private mediaVerdict: MediaVerdict | null = null;
   private readonly offs: (() => void)[] = [];
-  private membershipJoined = false;
+  /**
+   * The membership was asked for (its join may still be on its way): a leave now must follow it,
+   * or the membership it publishes stays in the room after the call (the port orders the two).
+   */
+  private membershipAsked = false;
   private disposed = false;
 
   constructor(opts: CallViewModelOptions) {
@@ -204,11 +209,10 @@ export class CallViewModel {
   async join(): Promise<void> {
     // The MatrixRTC membership goes out while the call connects: the others' devices send their
     // media keys as soon as they see it, so a late joiner decrypts sooner.
+    this.membershipAsked = !!this.o.membership;
     const membership = this.o.membership
       ? this.o.membership.join().then(
-          () => {
-            this.membershipJoined = true;
-          },
+          () => undefined,
           (err: unknown) => {
             this.state.update({
               notice: `Others using other Matrix apps may not see you in the call: ${toClientError(err, "room").human}`,
@@ -443,8 +447,8 @@ export class CallViewModel {
   }
 
   private async leaveMembership(): Promise<void> {
-    if (!this.membershipJoined || !this.o.membership) return;
-    this.membershipJoined = false;
+    if (!this.membershipAsked || !this.o.membership) return;
+    this.membershipAsked = false;
     await this.o.membership.leave().catch(() => undefined);
   }
 

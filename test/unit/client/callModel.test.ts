@@ -130,6 +130,20 @@ describe("CallViewModel", () => {
     expect(vm.state.get().error).toBe("You were removed from the call.");
   });
 
+  it("takes back a membership whose join is still on its way when the call is left (the port orders the two)", async () => {
+    const { vm, membership } = setup();
+    let published!: () => void;
+    membership.join.mockImplementationOnce(() => new Promise<undefined>((r) => (published = () => r(undefined))));
+    const joined = vm.join();
+    await tick();
+    const left = vm.leave();
+    await tick();
+    expect(membership.leave).toHaveBeenCalledOnce(); // not only once the join is answered
+    published();
+    await Promise.all([joined, left]);
+    expect(membership.leave).toHaveBeenCalledOnce();
+  });
+
   it("leaves: call, membership, and every track stopped", async () => {
     const { vm, call, membership, audio, camera } = setup();
     await vm.join();

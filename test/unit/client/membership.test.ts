@@ -65,12 +65,12 @@ function fakeTransport(opts: { delayed?: boolean } = {}) {
   return t;
 }
 
-function manager(transport: MembershipTransport) {
+function manager(transport: MembershipTransport, deviceId = "D1") {
   return new MembershipManager({
     transport,
     roomId: "!r:x",
     userId: "@a:x",
-    deviceId: "D1",
+    deviceId,
     callApi: "https://p.x",
     delayMs: 30_000,
     restartEveryMs: 10_000,
@@ -176,6 +176,47 @@ describe("MembershipManager", () => {
     await m.leave();
     expect(t.calls.map((c) => c.op)).toEqual(["sendState", "sendState"]);
     expect(t.calls[1]!.args[3]).toEqual({});
+  });
+
+  it("sends a call's leave asked while its join is on its way after that join, and the next call's join after the leave (one device)", async () => {
+    // Seen: the leave of a call left at once overtook nothing of its own, but landed after the
+    // next call's membership on the same device, and the room kept the leave.
+    const t = fakeTransport();
+    const answers: (() => void)[] = [];
+    t.sendState = (...args) => {
+      t.calls.push({ op: "sendState", args });
+      return new Promise<void>((r) => answers.push(r));
+    };
+    // (A device of its own: the order is kept per room and device, across managers.)
+    const first = manager(t, "D2");
+    const firstJoin = first.join();
+    await tick();
+    const firstLeave = first.leave();
+    const second = manager(t, "D2");
+    const secondJoin = second.join();
+    await tick();
+    expect(t.calls.map((c) => c.op)).toEqual(["sendState", "schedule"]); // nothing more before the homeserver answers
+    answers.shift()!();
+    await firstJoin;
+    await firstLeave;
+    await tick();
+    // The leave the join scheduled, fired; then the next call's membership.
+    expect(t.calls.map((c) => c.op)).toEqual(["sendState", "schedule", "send", "sendState", "schedule"]);
+    expect(t.calls[2]!.args).toEqual(["d1", "send"]);
+    expect(first.status.get().joined).toBe(false);
+    answers.shift()!();
+    await secondJoin;
+    expect(second.status.get()).toEqual({ joined: true, delayedLeave: true, lastError: null });
+    await second.leave();
+  });
+
+  it("publishes nothing when left before it joined", async () => {
+    const t = fakeTransport();
+    const m = manager(t);
+    await m.leave();
+    await m.join();
+    expect(t.calls).toEqual([]);
+    expect(m.status.get().joined).toBe(false);
   });
 
   it("extends `expires` before the membership goes stale", async () => {
