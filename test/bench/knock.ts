@@ -8,7 +8,7 @@
 // same run: the same knock, invite and join through plain client-server calls (the host's client
 // and the knocker's each long-polling /sync), no Parley, no media.
 import { Method } from "matrix-js-sdk";
-import type { Browser, Locator, Page } from "playwright-core";
+import type { Browser, Locator, Page, Request } from "playwright-core";
 import { startInstitutions, type Institution } from "../../scripts/stack/institutions.ts";
 import { e2eeStats, joinThroughClient, signedInUser, trackPeerConnections, typeSignIn } from "../support/browser.ts";
 import { callSession, seated } from "../support/callStack.ts";
@@ -169,6 +169,23 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       }, HOST_LOG_KEPT);
     };
     const hostPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${enc(alias)}`, host, { beforeOpen: hostBeforeOpen });
+    // With the host's log: its last /sync requests as the browser saw them (sent, answered or
+    // still out), to tell a sync loop stalled on the page from a long poll the homeserver holds.
+    const hostSyncs: { sent: string; done?: string; request: Request }[] = [];
+    if (hostLogLevel) {
+      const clock = () => new Date().toISOString().slice(11, 23);
+      hostPage.on("request", (request) => {
+        if (!/\/_matrix\/client\/v3\/sync\b/.test(request.url())) return;
+        hostSyncs.push({ sent: clock(), request });
+        hostSyncs.splice(0, Math.max(0, hostSyncs.length - 10));
+      });
+      const settled = (how: string) => (request: Request) => {
+        const sync = hostSyncs.find((s) => s.request === request);
+        if (sync) sync.done = `${how} ${clock()}`;
+      };
+      hostPage.on("requestfinished", settled("answered"));
+      hostPage.on("requestfailed", settled("failed"));
+    }
     if (logLevel) {
       hostPage.on("console", (m) => {
         // (With the MatrixRTC session's own lines: whose call membership the host's client takes or ignores.)
@@ -298,6 +315,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
           ? hostPage
               .evaluate(() => (globalThis as { parleyBenchLog?: string[] }).parleyBenchLog ?? [])
               .then((lines) => console.log(`the host's page, its last ${lines.length} lines:\n${lines.join("\n")}`), (e: unknown) => console.log(`the host's page could not be read: ${String(e)}`))
+              .then(() => console.log(`the host's last /sync requests:\n${hostSyncs.map((s) => `sent ${s.sent}, ${s.done ?? "still out"}: ${new URL(s.request.url()).searchParams.get("since") ?? "(first)"}`).join("\n")}`))
           : Promise.resolve();
         return page
           .evaluate((screens) => ({

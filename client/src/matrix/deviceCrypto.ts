@@ -59,9 +59,11 @@ export interface RustCryptoInternals {
 
 /**
  * The crypto calls a debug log traces (traceCryptoCalls): the Olm machine's, the key claims, the
- * outgoing requests and their HTTP requests, each once as it starts and once as it ends.
+ * outgoing requests and their HTTP requests, and a device's to-device encryption (matrix-js-sdk's
+ * encryptToDeviceMessages encrypts through the Device getDevice gives), each once as it starts and
+ * once as it ends.
  */
-const TRACED_MACHINE_CALLS = ["receiveSyncChanges", "outgoingRequests", "markRequestAsSent", "getMissingSessions", "encryptToDeviceEvent", "getUserDevices", "updateTrackedUsers", "queryKeysForUsers", "decryptRoomEvent"];
+const TRACED_MACHINE_CALLS = ["receiveSyncChanges", "outgoingRequests", "markRequestAsSent", "getMissingSessions", "encryptToDeviceEvent", "getDevice", "getUserDevices", "updateTrackedUsers", "queryKeysForUsers", "decryptRoomEvent"];
 
 /**
  * At debug level only: every traced crypto call of this client is logged as it starts and as it
@@ -84,9 +86,10 @@ export function traceCryptoCalls(client: MatrixClient, log: Logger): void {
         const started = performance.now();
         log.debug(`crypto call ${call}`);
         const out: unknown = original.apply(o, args);
+        if (!(out instanceof Promise)) return out;
         const end = (how: string) => () => log.debug(`crypto call ${call} ${how}`, { ms: Math.round(performance.now() - started) });
-        if (out instanceof Promise) out.then(end("done"), end("failed"));
-        return out;
+        out.then(end("done"), end("failed"));
+        return name === "getDevice" ? out.then((device: unknown) => (trace(device, ["encryptToDeviceEvent"], "device."), device)) : out;
       };
     }
   };

@@ -315,6 +315,25 @@ describe("traceCryptoCalls (a debug log's account of the crypto calls)", () => {
     }
   });
 
+  it("traces a device's to-device encryption (the Device getDevice gives)", async () => {
+    const lines: string[] = [];
+    const log = { debug: (m: string) => lines.push(m), info: vi.fn(), warn: vi.fn(), error: vi.fn() };
+    setLogLevel("debug");
+    try {
+      const device = { encryptToDeviceEvent: vi.fn(async () => "{}") };
+      const original = device.encryptToDeviceEvent;
+      const machine = { getDevice: vi.fn(async () => device) };
+      traceCryptoCalls({ getCrypto: () => ({ olmMachine: machine }) } as unknown as MatrixClient, log);
+      const got = await machine.getDevice();
+      expect(got).toBe(device);
+      expect(await got.encryptToDeviceEvent()).toBe("{}");
+      expect(original).toHaveBeenCalledTimes(1);
+      expect(lines).toEqual(["crypto call getDevice #1", "crypto call getDevice #1 done", "crypto call device.encryptToDeviceEvent #2", "crypto call device.encryptToDeviceEvent #2 done"]);
+    } finally {
+      setLogLevel("error");
+    }
+  });
+
   it("wraps nothing at any other level", () => {
     setLogLevel("info");
     try {
