@@ -1,6 +1,6 @@
 // Composition of one call: the concrete network and media services behind the call view model's
 // ports, shared by the standalone app (webServices.ts) and the Element widget (widget.ts).
-import { MembershipManager, type MembershipTransport } from "./matrix/membership.ts";
+import { MembershipManager, type MembershipTransport, type OwnMembershipView } from "./matrix/membership.ts";
 import type { OpenIdProvider } from "./matrix/openid.ts";
 import type { RoomSummary } from "./matrix/rooms.ts";
 import type { RoomFeed } from "./matrix/timeline.ts";
@@ -39,6 +39,8 @@ export interface CallWiring {
   /** The call's E2EE made in the pre-join (that subscription's receivers went to it), if any: used instead of a new one. */
   e2eeMedia?: () => E2eeMedia | null;
   membership: MembershipTransport;
+  /** The room's call memberships as this page syncs them: a membership the room loses during the call is published again. */
+  observed?: OwnMembershipView;
   feed: RoomFeed;
   avatars: (mxc: string) => Promise<string | null>;
   transforms?: MediaTransformHook;
@@ -96,6 +98,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     userId: w.userId,
     deviceId: w.deviceId,
     callApi: w.callApi,
+    ...(w.observed ? { observed: w.observed } : {}),
   });
   // With E2EE, announce the device only once its keys are uploaded (the others encrypt to it at
   // once): not after the room's first sync, which a quick Join comes before.

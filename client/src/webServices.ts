@@ -337,6 +337,7 @@ export function webMeetingServices(
             }
           : {}),
         membership,
+        observed: feed.callMembers(),
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),
         ...(joined ? { roomJoined: joined } : {}),

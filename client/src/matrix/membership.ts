@@ -105,8 +105,25 @@ export interface MembershipStatus {
   lastError: string | null;
 }
 
+/** The room's live call memberships as this client's sync has them (the feed's view). */
+export interface OwnMembershipView {
+  devices(): { userId: string; deviceId: string }[];
+  onChange(fn: () => void): () => void;
+}
+
+/** The least time between two republishes of a membership the room lost (ms). */
+export const REPUBLISH_MIN_INTERVAL_MS = 5_000;
+
 export interface MembershipOptions {
   transport: MembershipTransport;
+  /**
+   * Where the manager sees its own membership in the room: once seen, a membership that goes
+   * away while the call is on is published again (at most every `republishMinIntervalMs`). What
+   * removes it: a delayed leave of an earlier page of this device (a tab that crashed or was
+   * reloaded, its leave fired by the homeserver up to `delayMs` later), or anyone's write.
+   */
+  observed?: OwnMembershipView;
+  republishMinIntervalMs?: number;
   roomId: string;
   userId: string;
   deviceId: string;
@@ -143,7 +160,7 @@ function inLane<T>(lane: string, step: () => Promise<T>): Promise<T> {
 
 export class MembershipManager {
   readonly status = new Store<MembershipStatus>({ joined: false, delayedLeave: false, lastError: null });
-  private readonly o: Required<Omit<MembershipOptions, "timers">> & { timers: Timers };
+  private readonly o: Required<Omit<MembershipOptions, "timers" | "observed">> & Pick<MembershipOptions, "observed"> & { timers: Timers };
   private readonly log = getLogger("membership");
   private readonly stateKey: string;
   private delayId: string | null = null;
@@ -155,6 +172,9 @@ export class MembershipManager {
   /** Left (or left before joining): this manager publishes nothing more. */
   private ended = false;
   private readonly lane: string;
+  private unwatch: (() => void) | null = null;
+  private republishTimer: unknown;
+  private lastRepublish = -Infinity;
 
   constructor(opts: MembershipOptions) {
     this.o = {
@@ -162,6 +182,7 @@ export class MembershipManager {
       delayMs: 30_000,
       restartEveryMs: 10_000,
       expiresMs: MEMBERSHIP_EXPIRES_MS,
+      republishMinIntervalMs: REPUBLISH_MIN_INTERVAL_MS,
       ...opts,
     };
     this.stateKey = membershipStateKey(opts.userId, opts.deviceId);
@@ -192,6 +213,39 @@ export class MembershipManager {
     this.status.update({ joined: true, lastError: null });
     this.armRestart();
     this.armRefresh();
+    this.watch();
+  }
+
+  /** Publishes the membership again when the room loses it after it was seen there (the option's doc). */
+  private watch(): void {
+    const view = this.o.observed;
+    if (!view) return;
+    const mine = () => view.devices().some((d) => d.userId === this.o.userId && d.deviceId === this.o.deviceId);
+    let seen = mine();
+    this.unwatch = view.onChange(() => {
+      if (!this.active) return;
+      if (mine()) {
+        seen = true;
+        return;
+      }
+      if (!seen) return; // ours has not come back in the sync yet
+      seen = false;
+      this.republishSoon();
+    });
+  }
+
+  private republishSoon(): void {
+    if (this.republishTimer !== undefined) return;
+    const wait = Math.max(0, this.lastRepublish + this.o.republishMinIntervalMs - this.o.timers.now());
+    this.republishTimer = this.o.timers.setTimeout(() => {
+      this.republishTimer = undefined;
+      if (!this.active) return;
+      this.lastRepublish = this.o.timers.now();
+      this.log.info("the room lost this device's call membership; publishing it again");
+      void inLane(this.lane, async () => {
+        if (this.active) await this.sendMembership();
+      }).catch((err: unknown) => this.status.update({ lastError: String(err) }));
+    }, wait);
   }
 
   /**
@@ -205,6 +259,10 @@ export class MembershipManager {
     this.active = false;
     this.o.timers.clearTimeout(this.restartTimer);
     this.o.timers.clearTimeout(this.refreshTimer);
+    this.o.timers.clearTimeout(this.republishTimer);
+    this.republishTimer = undefined;
+    this.unwatch?.();
+    this.unwatch = null;
     await inLane(this.lane, async () => {
       const delayId = this.delayId;
       this.delayId = null;

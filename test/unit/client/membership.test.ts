@@ -219,6 +219,73 @@ describe("MembershipManager", () => {
     expect(m.status.get().joined).toBe(false);
   });
 
+  describe("a membership the room loses during the call", () => {
+    /** The room's memberships as the page's sync has them: the test says which devices are in. */
+    function room() {
+      const fns = new Set<() => void>();
+      let inRoom: { userId: string; deviceId: string }[] = [];
+      return {
+        view: { devices: () => inRoom, onChange: (fn: () => void) => (fns.add(fn), () => void fns.delete(fn)) },
+        set(devices: string[]) {
+          inRoom = devices.map((deviceId) => ({ userId: "@a:x", deviceId }));
+          for (const fn of fns) fn();
+        },
+        listeners: () => fns.size,
+      };
+    }
+    const watched = (t: MembershipTransport, view: ReturnType<typeof room>["view"]) =>
+      new MembershipManager({ transport: t, roomId: "!r:x", userId: "@a:x", deviceId: "D3", callApi: "https://p.x", observed: view, republishMinIntervalMs: 5_000 });
+    const sends = (t: ReturnType<typeof fakeTransport>) => t.calls.filter((c) => c.op === "sendState").length;
+
+    it("is published again once it was seen and is gone (a crashed page's delayed leave), not before it was seen", async () => {
+      const t = fakeTransport();
+      const r = room();
+      const m = watched(t, r.view);
+      await m.join();
+      r.set(["OTHER"]); // ours not in the sync yet: nothing to put back
+      await vi.advanceTimersByTimeAsync(1);
+      expect(sends(t)).toBe(1);
+      r.set(["OTHER", "D3"]);
+      r.set(["OTHER"]); // gone
+      await vi.advanceTimersByTimeAsync(1);
+      expect(sends(t)).toBe(2);
+      expect(t.calls.at(-1)!.args[3]).toMatchObject({ device_id: "D3", created_ts: 5_000_000 });
+      await m.leave();
+    });
+
+    it("is published again at most once every republishMinIntervalMs", async () => {
+      const t = fakeTransport();
+      const r = room();
+      const m = watched(t, r.view);
+      await m.join();
+      r.set(["D3"]);
+      r.set([]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(sends(t)).toBe(2);
+      r.set(["D3"]);
+      r.set([]); // lost again at once: waits for the interval
+      await vi.advanceTimersByTimeAsync(4_900);
+      expect(sends(t)).toBe(2);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(sends(t)).toBe(3);
+      await m.leave();
+    });
+
+    it("is left alone after the leave, and the room is no longer watched", async () => {
+      const t = fakeTransport();
+      const r = room();
+      const m = watched(t, r.view);
+      await m.join();
+      r.set(["D3"]);
+      expect(r.listeners()).toBe(1);
+      await m.leave();
+      expect(r.listeners()).toBe(0);
+      r.set([]);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(t.calls.map((c) => c.op)).toEqual(["sendState", "schedule", "send"]);
+    });
+  });
+
   it("extends `expires` before the membership goes stale", async () => {
     const t = fakeTransport({ delayed: false });
     await manager(t).join();
