@@ -149,6 +149,58 @@ describe("media keys: only the Olm sender's device, and the mode the room names"
     }
   });
 
+  it("a Leave while the call's membership is still on its way, then Join again: the room keeps the new membership, and the device gets the keys again", async () => {
+    // Erin's first membership is held in her browser until her next call has started: the leave
+    // of the first call must reach the room before the second call's membership (one state event
+    // per device), or the room keeps the leave and nobody sends the device a key again.
+    const erin = await signedInUser(A, "erin", "Erin Ermine");
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let heldNow!: () => void;
+    const held = new Promise<void>((r) => (heldNow = r));
+    let holding = true;
+    /** Erin's writes to her membership answered: memberships, scheduled leaves, fired leaves. */
+    const writes: string[] = [];
+    const erinPage = await joinThroughClient(browser, `${A.parley.url}/#/call/${encodeURIComponent(A.alias("keys-call"))}`, erin, {
+      beforeOpen: async (page) => {
+        await page.route(`**/state/${encodeURIComponent(CALL_MEMBER_EVENT)}/**`, async (route) => {
+          if (holding && route.request().method() === "PUT" && (route.request().postData() ?? "").includes("device_id")) {
+            holding = false;
+            heldNow();
+            await released;
+          }
+          await route.continue();
+        });
+        page.on("requestfinished", (r) => {
+          const membership = r.method() === "PUT" && r.url().includes(`/state/${CALL_MEMBER_EVENT}/`);
+          const fired = r.method() === "POST" && r.url().includes("/delayed_events/") && (r.postData() ?? "").includes('"send"');
+          if (membership || fired) writes.push(`${r.method()} ${r.url().replace(/^.*\/(state|delayed_events)\//, "$1/")} ${r.postData()?.slice(0, 40) ?? ""}`);
+        });
+      },
+    });
+    try {
+      await held;
+      await erinPage.locator("#call-leave").click();
+      await erinPage.getByRole("button", { name: "Join again" }).click();
+      await erinPage.locator("#prejoin-join").click({ timeout: 30_000 });
+      await erinPage.locator('.call-status[data-phase="connected"]').waitFor({ timeout: 30_000 });
+      release();
+      // Five writes in all, whatever their order: each call's leave scheduled and membership, the first call's leave fired.
+      const deadline = Date.now() + 30_000;
+      while (writes.length < 5 && Date.now() < deadline) await sleep(100);
+      expect(writes.length, writes.join("\n")).toBeGreaterThanOrEqual(5);
+      const erinDevice = await deviceOf(erinPage);
+      const aliceUser = new TestUser(A.synapse.clientUrl, alice.userId, alice.accessToken);
+      const kept = await aliceUser.stateEvent(roomId, CALL_MEMBER_EVENT, membershipStateKey(erin.userId, erinDevice));
+      expect(kept).toMatchObject({ device_id: erinDevice });
+      // And the others' keys reach her again: their media decrypts on her page.
+      await mediaFlowing(erinPage);
+    } finally {
+      release();
+      await erinPage.context().close();
+    }
+  });
+
   it("a room whose state names provisioned keys gets them, though the hosting server's hello says participant keys", async () => {
     const alias = A.alias("keys-provisioned");
     await announceCallE2ee(A, alias, { keys: "provisioned", bot: A.botUserId });

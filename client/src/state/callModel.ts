@@ -342,7 +342,10 @@ export class CallViewModel {
   async leave(): Promise<void> {
     this.stopLevels();
     this.mediaWatch?.stop();
-    await Promise.all([this.o.call.leave(), this.leaveMembership()]);
+    // The membership's leave goes on behind: the screen waits neither for the homeserver nor for
+    // a join still on its way, and the port keeps the leave before a next call's join.
+    void this.leaveMembership();
+    await this.o.call.leave();
     this.stopAll();
     this.rebuild();
   }
