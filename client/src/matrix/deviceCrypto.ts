@@ -63,7 +63,7 @@ export interface RustCryptoInternals {
  * encryptToDeviceMessages encrypts through the Device getDevice gives), each once as it starts and
  * once as it ends.
  */
-const TRACED_MACHINE_CALLS = ["receiveSyncChanges", "outgoingRequests", "markRequestAsSent", "getMissingSessions", "encryptToDeviceEvent", "getDevice", "getUserDevices", "updateTrackedUsers", "queryKeysForUsers", "decryptRoomEvent"];
+const TRACED_MACHINE_CALLS = ["receiveSyncChanges", "outgoingRequests", "markRequestAsSent", "getMissingSessions", "getDevice", "getUserDevices", "updateTrackedUsers", "queryKeysForUsers", "decryptRoomEvent"];
 
 /**
  * At debug level only: every traced crypto call of this client is logged as it starts and as it

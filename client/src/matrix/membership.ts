@@ -242,10 +242,15 @@ export class MembershipManager {
       if (!this.active) return;
       this.lastRepublish = this.o.timers.now();
       this.log.info("the room lost this device's call membership; publishing it again");
-      void inLane(this.lane, async () => {
-        if (this.active) await this.sendMembership();
-      }).catch((err: unknown) => this.status.update({ lastError: String(err) }));
+      void this.publishAgain();
     }, wait);
+  }
+
+  /** The membership written again, in the lane, while the call is on (a republish, a refresh); its error kept in the status. */
+  private publishAgain(): Promise<void> {
+    return inLane(this.lane, async () => {
+      if (this.active) await this.sendMembership();
+    }).catch((err: unknown) => this.status.update({ lastError: String(err) }));
   }
 
   /**
@@ -352,9 +357,7 @@ export class MembershipManager {
     this.refreshTimer = this.o.timers.setTimeout(async () => {
       if (!this.active) return;
       this.expires += this.o.expiresMs;
-      await inLane(this.lane, async () => {
-        if (this.active) await this.sendMembership();
-      }).catch((err) => this.status.update({ lastError: String(err) }));
+      await this.publishAgain();
       this.armRefresh();
     }, Math.max(0, at - this.o.timers.now()));
   }

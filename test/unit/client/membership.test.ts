@@ -233,15 +233,18 @@ describe("MembershipManager", () => {
         listeners: () => fns.size,
       };
     }
-    const watched = (t: MembershipTransport, view: ReturnType<typeof room>["view"]) =>
-      new MembershipManager({ transport: t, roomId: "!r:x", userId: "@a:x", deviceId: "D3", callApi: "https://p.x", observed: view, republishMinIntervalMs: 5_000 });
+    /** A manager of device D3 watching the room, joined. */
+    async function joinedWatching() {
+      const t = fakeTransport();
+      const r = room();
+      const m = new MembershipManager({ transport: t, roomId: "!r:x", userId: "@a:x", deviceId: "D3", callApi: "https://p.x", observed: r.view, republishMinIntervalMs: 5_000 });
+      await m.join();
+      return { t, r, m };
+    }
     const sends = (t: ReturnType<typeof fakeTransport>) => t.calls.filter((c) => c.op === "sendState").length;
 
     it("is published again once it was seen and is gone (a crashed page's delayed leave), not before it was seen", async () => {
-      const t = fakeTransport();
-      const r = room();
-      const m = watched(t, r.view);
-      await m.join();
+      const { t, r, m } = await joinedWatching();
       r.set(["OTHER"]); // ours not in the sync yet: nothing to put back
       await vi.advanceTimersByTimeAsync(1);
       expect(sends(t)).toBe(1);
@@ -254,10 +257,7 @@ describe("MembershipManager", () => {
     });
 
     it("is published again at most once every republishMinIntervalMs", async () => {
-      const t = fakeTransport();
-      const r = room();
-      const m = watched(t, r.view);
-      await m.join();
+      const { t, r, m } = await joinedWatching();
       r.set(["D3"]);
       r.set([]);
       await vi.advanceTimersByTimeAsync(1);
@@ -272,10 +272,7 @@ describe("MembershipManager", () => {
     });
 
     it("is left alone after the leave, and the room is no longer watched", async () => {
-      const t = fakeTransport();
-      const r = room();
-      const m = watched(t, r.view);
-      await m.join();
+      const { t, r, m } = await joinedWatching();
       r.set(["D3"]);
       expect(r.listeners()).toBe(1);
       await m.leave();
