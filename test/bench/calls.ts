@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
+import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests, watchKeyFrames } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -169,7 +169,10 @@ try {
     const early = !relay && (process.env.PARLEY_BENCH_TRACE || process.env.PARLEY_BENCH_PROFILE === "page");
     const { context, page } = await signIn(browser, link, { userId: guest.userId, password }, { relay, ...(early ? { onPage } : {}) });
     if (traced) await markVideoArrival(page);
+    // (Traced: the key frames asked and sent on both sides, to tell where the first picture waits.)
+    const frames = traced ? await Promise.all([watchKeyFrames(page, "joiner"), watchKeyFrames(hostSide.page, "host")]) : [];
     const t0 = performance.now();
+    const t0Epoch = Date.now();
     traced?.start(t0);
     // PARLEY_BENCH_TRACE: when the host's client sent and got media keys (its log), on the same clock.
     const hostKeys: string[] = [];
@@ -193,7 +196,7 @@ try {
       // Where the page's Join mark falls on the requests' clock (ms from the click).
       const joinAt = await page.evaluate(() => performance.timeOrigin + (performance.getEntriesByName("parley:join").at(-1)?.startTime ?? NaN));
       const joinerKeys = (consoles.get(page) ?? []).filter((l) => /\[parley:(e2ee|chat)\]/.test(l));
-      console.log(`join ${i / 2 + 1}: first frame seen by the poll at ${(seen - t0).toFixed(0)} ms from the click, the page's Join at ${(joinAt - performance.timeOrigin - t0).toFixed(0)} ms; page marks from its Join: ${JSON.stringify(timeline)}\n${traced.stop().join("\n")}\n${hostKeys.join("\n")}\nthe joiner's key log:\n${joinerKeys.join("\n")}`);
+      console.log(`join ${i / 2 + 1}: first frame seen by the poll at ${(seen - t0).toFixed(0)} ms from the click, the page's Join at ${(joinAt - performance.timeOrigin - t0).toFixed(0)} ms; page marks from its Join: ${JSON.stringify(timeline)}\n${[...traced.stop(), ...(await Promise.all(frames.map((f) => f.stop(t0Epoch)))).flat()].sort((a, b) => parseInt(a) - parseInt(b)).join("\n")}\n${hostKeys.join("\n")}\nthe joiner's key log:\n${joinerKeys.join("\n")}`);
       hostSide.page.off("console", onHostLog);
     }
     (relay ? relayMs : parleyMs).push(timeline["remote-painted"]!);

@@ -173,3 +173,51 @@ export async function cpuProfile(page: Page, intervalUs: number): Promise<{ from
     },
   };
 }
+
+/**
+ * PARLEY_BENCH_TRACE=1: the video key-frame traffic of a page's peer connections while traced,
+ * polled every 5 ms: each rise of a sender's key frame requests received (`pliCount`,
+ * `firCount`) and key frames encoded (per simulcast layer), and of a receiver's requests sent
+ * and its first packets and key frames. stop() gives the lines on `start`'s clock (epoch ms),
+ * to tell a key frame asked late from one asked and not answered.
+ */
+export async function watchKeyFrames(page: Page, label: string): Promise<{ stop(t0Epoch: number): Promise<string[]> }> {
+  await page.evaluate(() => {
+    const w = window as unknown as { __parleyPcs?: RTCPeerConnection[]; __kf?: { lines: [number, string][]; on: boolean } };
+    const kf = { lines: [] as [number, string][], on: true };
+    w.__kf = kf;
+    const last = new Map<string, number>();
+    const poll = async () => {
+      if (!kf.on) return;
+      for (const pc of (w.__parleyPcs ?? []).filter((p) => p.connectionState !== "closed")) {
+        (await pc.getStats()).forEach((s: Record<string, unknown>) => {
+          if (s.kind !== "video" || (s.type !== "outbound-rtp" && s.type !== "inbound-rtp")) return;
+          const fields = s.type === "outbound-rtp" ? ["pliCount", "firCount", "keyFramesEncoded"] : ["pliCount", "firCount", "packetsReceived", "keyFramesDecoded"];
+          for (const f of fields) {
+            const id = `${s.type === "outbound-rtp" ? `out ${String(s.rid ?? "")}` : `in ${String(s.mid ?? "")}`} ${f}`;
+            const v = Number(s[f] ?? 0);
+            const before = last.get(`${String(s.id)} ${f}`);
+            last.set(`${String(s.id)} ${f}`, v);
+            // A sender's first sample sets its counts; after it each rise is logged (a receiver's
+            // packets only on their first).
+            const from = before ?? (s.type === "outbound-rtp" ? v : 0);
+            if (v <= from || (f === "packetsReceived" && from > 0)) continue;
+            kf.lines.push([Date.now(), `${id} ${from} -> ${v}`]);
+          }
+        });
+      }
+      setTimeout(() => void poll(), 5);
+    };
+    void poll();
+  });
+  return {
+    stop: async (t0Epoch) => {
+      const lines = await page.evaluate(() => {
+        const w = window as unknown as { __kf?: { lines: [number, string][]; on: boolean } };
+        if (w.__kf) w.__kf.on = false;
+        return w.__kf?.lines ?? [];
+      });
+      return lines.map(([at, line]) => `${(at - t0Epoch).toFixed(0).padStart(6)} ms  ${label.padEnd(6)} ${line}`);
+    },
+  };
+}
