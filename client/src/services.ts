@@ -6,6 +6,7 @@ import type { RoomSummary } from "./matrix/rooms.ts";
 import type { RoomFeed } from "./matrix/timeline.ts";
 import { CallConnection } from "./rtc/call.ts";
 import type { CallGrant } from "./rtc/callApi.ts";
+import type { Push } from "./rtc/protocol.ts";
 import type { SocketLike } from "./rtc/signalling.ts";
 import type { Subscriber } from "./rtc/subscriber.ts";
 import { browserMediaPort } from "./rtc/devices.ts";
@@ -55,6 +56,8 @@ export interface CallWiring {
   shareLink?: string;
   /** The feed is someone else's (it outlives this call): the call does not stop it. */
   keepFeed?: boolean;
+  /** The lobby's knockers as the call's Parley lists them to a host: this device readies its Olm sessions with them now. */
+  knockers?: (userIds: string[]) => void;
 }
 
 /** The call's E2EE, when this browser can transform frames and there is a key channel. */
@@ -72,6 +75,17 @@ function callEncryption(room: RoomSummary, w: CallWiring): CallEncryption | null
     deviceId: w.deviceId,
     channel: w.keys,
     ...(room.callContent !== undefined ? { roomState: room.callContent } : {}),
+  });
+}
+
+/**
+ * The knockers of each `lobby` push (Parley's lobby, which a host's socket hears of as the knock
+ * reaches Parley, before the knock's event is in this page's sync) handed to `knockers`: the
+ * feed's Olm preparation (roomFeed.ts prepareKnockers). Returns the unsubscribe.
+ */
+export function knockersFromLobby(call: { onPush(fn: (p: Push) => void): () => void }, knockers: (userIds: string[]) => void): () => void {
+  return call.onPush((p) => {
+    if (p.type === "lobby" && p.waiting.length) knockers(p.waiting.map((e) => e.user_id));
   });
 }
 
@@ -126,6 +140,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
   const offLayout = call.state.subscribe((s) => layout.setCall(s), true);
   const views = new ViewReporter({ call: connection, layout: layout.state });
   const online = () => call.networkBack();
+  const offLobby = w.knockers ? knockersFromLobby(connection, w.knockers) : undefined;
   // Closing the tab: fire the delayed leave if there is one (best effort; it fires by itself later).
   const pagehide = () => void membership.leave();
   globalThis.addEventListener?.("online", online);
@@ -140,6 +155,7 @@ export function wireCall(room: RoomSummary, local: LocalMediaHandoff, w: CallWir
     dispose: () => {
       views.stop();
       offLayout();
+      offLobby?.();
       globalThis.removeEventListener?.("online", online);
       globalThis.removeEventListener?.("pagehide", pagehide);
       devices.dispose();

@@ -338,6 +338,7 @@ export function webMeetingServices(
           : {}),
         membership,
         observed: feed.callMembers(),
+        knockers: (userIds) => feed.prepareKnockers(userIds),
         feed,
         keysUploaded: () => feed.whenKeysUploaded(),
         ...(joined ? { roomJoined: joined } : {}),

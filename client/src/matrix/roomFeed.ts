@@ -84,6 +84,41 @@ const MAX_PREPARED_USERS = 100;
  * prepared when let in, as before.
  */
 export const KNOCK_PREPARES_PER_MINUTE = 20;
+/** A knocker prepared for is not prepared again (its knock seen a second time) for this long. */
+export const KNOCK_PREPARED_FOR_MS = 60_000;
+
+/**
+ * Which knockers a device in the call prepares Olm sessions with now: each once per
+ * KNOCK_PREPARED_FOR_MS however often its knock is seen (the lobby's push, then the knock's event
+ * in the sync; a lobby push lists everyone still waiting), and at most `perMinute` a minute. It
+ * remembers at most `perMinute` knockers (only those taken in the last minute and a bit).
+ */
+export class KnockerPreparations {
+  private readonly budget: MinuteBudget;
+  private readonly taken = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly forMs: number;
+
+  constructor(perMinute: number, now: () => number = () => Date.now(), forMs = KNOCK_PREPARED_FOR_MS) {
+    this.budget = new MinuteBudget(perMinute, now);
+    this.now = now;
+    this.forMs = forMs;
+  }
+
+  /** Whether to prepare `userId` now (and, if so, counts it). */
+  take(userId: string): boolean {
+    const now = this.now();
+    for (const [u, at] of this.taken) if (now - at >= this.forMs) this.taken.delete(u);
+    if (this.taken.has(userId) || !this.budget.take()) return false;
+    this.taken.set(userId, now);
+    return true;
+  }
+
+  /** Knockers remembered now (tests: bounded). */
+  get size(): number {
+    return this.taken.size;
+  }
+}
 
 export class SyncedRoomFeed implements RoomFeed {
   readonly events = new Emitter<RoomFeedEvents>();
@@ -147,7 +182,7 @@ export class SyncedRoomFeed implements RoomFeed {
     this.roomId = roomId;
     this.crypto = opts.crypto ?? false;
     this.knocking = opts.knocking ?? false;
-    this.knockBudget = new MinuteBudget(opts.knockPreparesPerMinute ?? KNOCK_PREPARES_PER_MINUTE);
+    this.knockers = new KnockerPreparations(opts.knockPreparesPerMinute ?? KNOCK_PREPARES_PER_MINUTE);
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
     this.keysUp.catch(() => undefined);
     this.joinSeen.catch(() => undefined);
@@ -266,7 +301,8 @@ export class SyncedRoomFeed implements RoomFeed {
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
       if (room?.roomId !== this.roomId || toStartOfTimeline) return;
       const prepare = olmPreparation(ev, { live: this.live, inCall: this.keyListeners.size > 0 });
-      if (prepare && (!prepare.track || this.knockBudget.take())) this.prepareOlm([prepare.userId], prepare.track);
+      if (prepare?.track) this.prepareKnocker(prepare.userId);
+      else if (prepare) this.prepareOlm([prepare.userId]);
       this.onEvent(ev, true);
     });
     // Once per burst: a member list loaded at once (lazy-loaded members, a room just joined) is
@@ -367,8 +403,27 @@ export class SyncedRoomFeed implements RoomFeed {
    */
   private live = false;
 
-  /** Knockers whose Olm sessions are prepared at their knock (KNOCK_PREPARES_PER_MINUTE). */
-  private readonly knockBudget: MinuteBudget;
+  /** Knockers whose Olm sessions are prepared at their knock (KNOCK_PREPARES_PER_MINUTE), each once. */
+  private readonly knockers: KnockerPreparations;
+
+  /**
+   * Knockers as the call's Parley lists them in its lobby (its `lobby` push to a host, on the
+   * signalling socket): their Olm sessions are prepared now, as their knock's event in this
+   * room's sync would have them prepared (olmPreparation), but before that sync is even
+   * processed: the push comes as the knock reaches Parley, and a host's page took 130 ms more to
+   * start the key query from the sync (docs/join.md, twenty-fifth pass). Only while in the call,
+   * within the same KNOCK_PREPARES_PER_MINUTE; each knocker once per KNOCK_PREPARED_FOR_MS,
+   * whichever of the two saw the knock first. A push that names someone who did not knock
+   * costs only a key query and a one-time-key claim, within that budget.
+   */
+  prepareKnockers(userIds: readonly string[]): void {
+    if (this.keyListeners.size === 0) return;
+    for (const u of userIds.slice(0, KNOCK_PREPARES_PER_MINUTE)) this.prepareKnocker(u);
+  }
+
+  private prepareKnocker(userId: string): void {
+    if (this.knockers.take(userId)) this.prepareOlm([userId], true);
+  }
 
   /** The user's membership of the room as this user's homeserver says it now (undefined: none, or no answer). */
   private async membershipOnServer(userId: string): Promise<unknown> {
