@@ -102,7 +102,13 @@ export class MeetingModel {
     this.state = new Store<MeetingState>({ stage: "opening", target });
   }
 
-  async open(): Promise<void> {
+  /**
+   * Opens the meeting's room: the pre-join, or asking to join when refused. `join`: the user
+   * pressed Join already (a call started at the let-in whose room join was refused after all, as
+   * Synapse does for a moment after a knock's invite): the room opened now, the call starts again
+   * without a second Join (once the pre-join may start it); refused again, the user asks again.
+   */
+  async open(join = false): Promise<void> {
     const target = this.state.get().target;
     this.state.set({ stage: "opening", target });
     try {
@@ -129,6 +135,8 @@ export class MeetingModel {
     if (this.tookBack(devices)) return;
     markStep("room-opened");
     this.toPrejoin(room, devices);
+    const s = this.state.get();
+    if (join && s.stage === "prejoin" && s.prejoin.canJoin) await this.join();
   }
 
   /** The room's opening ended: true (and its devices closed) when the meeting was closed meanwhile. */
@@ -284,8 +292,8 @@ export class MeetingModel {
     } catch (err) {
       const k = this.knockStage(knock);
       if (!k || k.starting) return; // (a call started beside the join reports it)
-      // Refused after all (the invite taken back): ask again, from the start.
-      if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open();
+      // Refused after all (the invite taken back): open again from the start, "Join when let in" standing.
+      if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open(k.joinWhenAdmitted);
       this.state.set({ stage: "error", target: s.target, message: toClientError(err, "room").human });
       return;
     }
@@ -328,8 +336,9 @@ export class MeetingModel {
       const now = this.state.get();
       if (now.stage !== "call" || now.call !== call) return; // left meanwhile
       call.dispose();
-      // Refused after all (the invite taken back): ask again, from the start.
-      if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open();
+      // Refused after all (the invite taken back, or a homeserver's join race that outlasted
+      // joinRoom's retries): open again from the start; the Join pressed stands.
+      if (err instanceof ParleyClientError && err.code === "M_FORBIDDEN") return void this.open(true);
       this.state.set({ stage: "error", target: s.target, message: toClientError(err, "room").human });
     }
   }

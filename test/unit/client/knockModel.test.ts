@@ -357,6 +357,49 @@ describe("MeetingModel: asking to join", () => {
     expect(openRoom).toHaveBeenCalledTimes(2); // opened again from the start, once
   });
 
+  it("Join pressed once let in, the room's join refused but the room then opens (a join race outlasting the retries): the call starts again without a second Join", async () => {
+    const { m, openRoom, call, early } = await letInJoinPending();
+    await m.join();
+    await tick(10);
+    expect(m.state.get().stage).toBe("call");
+    openRoom.mockResolvedValueOnce(ROOM); // the user is in the room by now
+    early.refuse(new ParleyClientError("M_FORBIDDEN", "room", { detail: "duplicate auth_events" }));
+    await tick(10);
+    expect(call.mock.results[0]!.value.dispose).toHaveBeenCalledTimes(1);
+    expect(openRoom).toHaveBeenCalledTimes(2);
+    // Not left at the pre-join: the Join pressed stands.
+    expect(m.state.get().stage).toBe("call");
+    expect(call).toHaveBeenCalledTimes(2);
+    expect(call.mock.calls[1]![0]).toBe(ROOM);
+  });
+
+  it("the same with 'Join when let in' and no call in the invite; but a plain let-in whose join is refused, then opens, stops at the pre-join", async () => {
+    for (const joinWhenLetIn of [true, false]) {
+      const { p, answer } = port();
+      const { m, openRoom, call } = meeting(p);
+      await m.open();
+      if (joinWhenLetIn) await m.join(); // "Join when let in"
+      openRoom.mockRejectedValueOnce(FORBIDDEN).mockResolvedValueOnce(ROOM);
+      answer("invited");
+      await tick(10);
+      expect(openRoom).toHaveBeenCalledTimes(3); // refused, let in and refused after all, opened
+      expect(m.state.get().stage).toBe(joinWhenLetIn ? "call" : "prejoin");
+      expect(call).toHaveBeenCalledTimes(joinWhenLetIn ? 1 : 0);
+    }
+  });
+
+  it("a Join that stands across the reopening waits for a pre-join that may start the call (its host still to be asked about)", async () => {
+    const { m, openRoom, call, early, lobby } = await letInJoinPending();
+    await m.join();
+    await tick(10);
+    lobby.canJoin = false; // the devices opened again with the room (the lobby's kind)
+    openRoom.mockResolvedValueOnce(ROOM);
+    early.refuse(FORBIDDEN);
+    await tick(10);
+    expect(m.state.get().stage).toBe("prejoin");
+    expect(call).toHaveBeenCalledTimes(1);
+  });
+
   it("'Join when let in' stops at the pre-join when the call's host must be asked about first", async () => {
     const { p, answer } = port();
     const { m, openRoom, call } = meeting(p, { canJoin: false });
