@@ -154,8 +154,9 @@ export function signInPace(): string {
 
 /**
  * PARLEY_BENCH_PROFILE=1: the page's CPU profile from now, sampled every `intervalUs`, saved as a
- * .cpuprofile file for Chromium's DevTools (Performance panel) in the temporary directory. Null
- * without the variable. `from`: when it started (this process's performance.now()), for offsets.
+ * .cpuprofile file for Chromium's DevTools (Performance panel) in the temporary directory, with the
+ * page's marks (ms into the profile) beside it in a .marks.json file (a mark made twice: its
+ * last). Null without the variable. `from`: when it started (this process's performance.now()).
  */
 export async function cpuProfile(page: Page, intervalUs: number): Promise<{ from: number; save(name: string): Promise<string> } | null> {
   if (!process.env.PARLEY_BENCH_PROFILE) return null;
@@ -163,12 +164,17 @@ export async function cpuProfile(page: Page, intervalUs: number): Promise<{ from
   await cdp.send("Profiler.enable");
   await cdp.send("Profiler.setSamplingInterval", { interval: intervalUs });
   await cdp.send("Profiler.start");
+  const from = performance.now();
+  // The page's clock as the profile starts: its marks are written beside it on the profile's clock.
+  const pageFrom = await page.evaluate(() => performance.now());
   return {
-    from: performance.now(),
+    from,
     async save(name) {
       const { profile } = await cdp.send("Profiler.stop");
       const file = path.join(tmpdir(), `${name}.cpuprofile`);
       writeFileSync(file, JSON.stringify(profile));
+      const marks = await page.evaluate(() => performance.getEntriesByType("mark").map((m) => [m.name, m.startTime] as const)).catch(() => []);
+      writeFileSync(path.join(tmpdir(), `${name}.marks.json`), JSON.stringify(Object.fromEntries(marks.map(([n, t]) => [n, Math.round(t - pageFrom)]))));
       return file;
     },
   };
