@@ -683,6 +683,18 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     expect(h.sink.calls).not.toContain("own 1 use");
   });
 
+  it("a second admission racing the first (invited again: Parley's and a host's) keeps them let in: the key still goes", async () => {
+    const h = harness([BOB], { devicesOf: erinsDevices });
+    h.share.start();
+    await h.share.settled();
+    // Both invites in the same sync, before the first admission's answer has run.
+    await Promise.all([h.roomMembership(ERIN.userId, "invite", "knock"), h.roomMembership(ERIN.userId, "invite", "invite")]);
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN), id(ERIN2)], index: 0, key: h.sent[0]!.key }]);
+    // Taken back before the join: the key goes out of use, as after a single admission.
+    await h.roomMembership(ERIN.userId, "leave", "invite");
+    expect(h.sink.calls).toContain("own 1");
+  });
+
   it("a key older than the grace period is ratcheted for them first, as for a joiner", async () => {
     const h = harness([BOB], { graceMs: 5000, devicesOf: erinsDevices });
     h.share.start();
