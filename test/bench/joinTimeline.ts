@@ -184,8 +184,8 @@ export async function cpuProfile(page: Page, intervalUs: number): Promise<{ from
  * PARLEY_BENCH_TRACE=1: the video key-frame traffic of a page's peer connections while traced,
  * polled every 5 ms: each rise of a sender's key frame requests received (`pliCount`,
  * `firCount`) and key frames encoded (per simulcast layer), and of a receiver's requests sent
- * and its first packets and key frames. stop() gives the lines on `start`'s clock (epoch ms),
- * to tell a key frame asked late from one asked and not answered.
+ * and its first packets and key frames. stop(t0Epoch) gives the lines in ms from `t0Epoch` (an
+ * epoch time, the trace's start), to tell a key frame asked late from one asked and not answered.
  */
 export async function watchKeyFrames(page: Page, label: string): Promise<{ stop(t0Epoch: number): Promise<string[]> }> {
   await page.evaluate(() => {

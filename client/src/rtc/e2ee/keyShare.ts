@@ -645,9 +645,10 @@ export class ParticipantKeyShare {
   private onRoomMembership(userId: string, membership: string, previous: string | undefined): void {
     if (userId === this.o.self.userId) return;
     if (membership === "invite" && previous === "knock") return this.letIn(userId);
-    // Invited again (a second admission racing the first: Parley's and a host's, or two hosts'):
-    // still let in, not gone. Dropping them here left the first admission's key unsent.
-    if (membership === "invite" && previous === "invite") return;
+    // Only a join or a departure ends an admission. An invite again (a second admission racing
+    // the first: Parley's and a host's, or two hosts') leaves it as it is: dropping them on it
+    // left the first admission's key unsent.
+    if (membership !== "join" && membership !== "leave" && membership !== "ban") return;
     this.admitted.delete(userId); // joined (their join's own path from here), or gone
     if (membership !== "leave" && membership !== "ban") return;
     const theirs = ofUser(userId);
