@@ -1,8 +1,10 @@
 // The media connection made in the pre-join, on the real stack (Synapse, Janus 1.1.2, Parley;
 // docs/join.md, seventeenth pass): a standby socket asking for it gets Janus's offer for the
-// call's feeds, answers it and connects, and Janus forwards nothing to it (each m-line was told
+// call's audio, answers it and connects, and Janus forwards nothing to it (each m-line was told
 // not to before the offer left) while nobody in the call is told of it; its real hello seats it
-// and the media flows, with no second subscription. A synthetic (werift) publisher and viewer.
+// and the media flows, with no second connection. The videos the offer held back (twenty-sixth
+// pass) come in a second offer once the connection is up, answered on the standby, or handed
+// over by the hello that crossed it. A synthetic (werift) publisher and viewer.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { Method } from "matrix-js-sdk";
@@ -44,7 +46,8 @@ describe("the pre-join's subscription through Janus", () => {
     const publisher = new SyntheticPublisher();
     closers.push(() => publisher.close());
     await publisher.publish(hostWs);
-    await hostWs.push("ann's feed announced", (p) => p.type === "participants" && (p.participants as { streams: unknown[] }[]).some((x) => x.streams.length === 2), 30_000);
+    const list = await hostWs.push("ann's feed announced", (p) => p.type === "participants" && (p.participants as { streams: unknown[] }[]).some((x) => x.streams.length === 2), 30_000);
+    const annVideo = (list.participants as { streams: { mid: string; kind: string }[] }[]).flatMap((x) => x.streams).find((st) => st.kind === "video")!.mid;
 
     const vic = await member("vic-prejoin", host.roomId);
     const session = await callSession(A, vic.user, vic.roomId);
@@ -52,30 +55,41 @@ describe("the pre-join's subscription through Janus", () => {
     closers.push(() => ws.close());
     expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
     const offered = await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
-    expect(offered.streams).toEqual([
-      expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId, device_id: "ANNDEV" }),
-      expect.objectContaining({ feed: publisher.feed, kind: "video", user_id: host.user.userId, device_id: "ANNDEV" }),
-    ]);
+    // Ann's audio; her video held back, for the seat to subscribe to at Join.
+    expect(offered.streams).toEqual([expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId, device_id: "ANNDEV" })]);
+    expect(offered.held).toEqual([{ feed: publisher.feed, mid: annVideo }]);
     const viewer = new SyntheticViewer();
     closers.push(() => viewer.pc.close());
     await viewer.answer(ws, offered);
     await waitFor("the pre-join's connection up (ICE, DTLS)", async () => viewer.pc.connectionState === "connected" || undefined, 20_000);
-    // Connected, and nothing forwarded: Janus was told not to before the offer left.
+    // Connected: the held video comes in a second offer, answered on the standby too.
+    const videos = await ws.push("the held video's offer", (p) => p.type === "prepared" && p !== offered, 20_000);
+    expect(videos.streams).toEqual([
+      expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId, device_id: "ANNDEV" }),
+      expect.objectContaining({ feed: publisher.feed, kind: "video", user_id: host.user.userId, device_id: "ANNDEV" }),
+    ]);
+    await viewer.answer(ws, videos);
+    // Nothing forwarded: Janus was told not to before each offer left.
     const before = await viewer.flow(2000);
     expect([...before.values()]).toEqual([0, 0]);
     expect(viewer.packets.size).toBe(0);
+    // Nothing more is the standby's to subscribe to.
+    expect(await ws.request({ type: "subscribe", e2ee: true, feeds: offered.held as { feed: string; mid: string }[] })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
     // Nobody in the call was told of a newcomer.
     const announced = (p: { type: string; participants?: unknown }) => p.type === "participants" && (p.participants as { user_id: string }[]).some((x) => x.user_id === vic.user.userId);
     expect(hostWs.pushes.some(announced)).toBe(false);
 
     // Join: the real hello on the same socket seats it, and it forwards.
-    expect(await ws.request({ type: "hello", session, device_id: "VICDEV" })).toMatchObject({ type: "result", prepared: true });
+    const hello = await ws.request({ type: "hello", session, device_id: "VICDEV" });
+    expect(hello).toMatchObject({ type: "result", prepared: true });
+    expect(hello).not.toHaveProperty("prepared_update"); // (answered on the standby)
     await hostWs.push("vic in the call", announced, 10_000);
     const flowing = await waitFor("audio and video flowing on the pre-join's connection", async () => {
       const f = await viewer.flow(1000);
       return [...f.values()].every((n) => n > 5) ? f : undefined;
     }, 20_000);
     expect(flowing.size).toBe(2);
+    expect(viewer.pc.getTransceivers()).toHaveLength(2); // one connection, no m-line twice
   });
 
   it("a knocker's lobby socket asks for it at the invite: made once let in (not before), with the ICE servers the lobby grant lacked, and seated by the hello", async () => {
@@ -116,18 +130,21 @@ describe("the pre-join's subscription through Janus", () => {
     expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
     const offered = await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
     expect(offered).toMatchObject({ ice_servers: expect.arrayContaining([expect.objectContaining({ urls: expect.anything() })]), ice_transport_policy: "all" });
-    expect(offered.streams).toEqual([
-      expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId }),
-      expect.objectContaining({ feed: publisher.feed, kind: "video", user_id: host.user.userId }),
-    ]);
+    expect(offered.streams).toEqual([expect.objectContaining({ feed: publisher.feed, kind: "audio", user_id: host.user.userId })]);
+    expect(offered.held).toEqual([{ feed: publisher.feed, mid: expect.any(String) }]);
     const viewer = new SyntheticViewer();
     closers.push(() => viewer.pc.close());
     await viewer.answer(ws, offered);
     await waitFor("the pre-join's connection up (ICE, DTLS)", async () => viewer.pc.connectionState === "connected" || undefined, 20_000);
-    expect([...(await viewer.flow(1000)).values()]).toEqual([0, 0]);
-    // Join (her room join beside it): the hello seats it, and the media flows on it.
+    expect([...(await viewer.flow(1000)).values()]).toEqual([0]);
+    // The held video's offer comes, and Join crosses it (not answered on the standby): the hello hands it over.
+    const videos = await ws.push("the held video's offer", (p) => p.type === "prepared" && p !== offered, 20_000);
     await kim.join(host.roomId);
-    expect(await ws.request({ type: "hello", session, device_id: "KIMDEV" })).toMatchObject({ type: "result", prepared: true });
+    const hello = await ws.request({ type: "hello", session, device_id: "KIMDEV" });
+    expect(hello).toMatchObject({ type: "result", prepared: true, prepared_update: { jsep: { type: "offer", sdp: (videos.jsep as { sdp: string }).sdp }, streams: videos.streams } });
+    // Answered as the call's: the video flows on the same connection, the audio since the hello.
+    await viewer.answer(ws, hello.prepared_update as Record<string, unknown>);
+    expect(viewer.pc.getTransceivers()).toHaveLength(2);
     await waitFor("audio and video flowing on the pre-join's connection", async () => {
       const f = await viewer.flow(1000);
       return [...f.values()].every((n) => n > 5) || undefined;

@@ -108,9 +108,14 @@ function mediaSession(
   let publisher: Publisher | undefined;
   let privateId: number | undefined = adopted?.publisher?.privateId;
   const layerListeners = new Set<(mid: string, layer: 0 | 1 | 2) => void>();
+  /** Told when the subscriber's connection is up (Janus's webrtcup, sent after its setup_media). */
+  const subscriberUpListeners = new Set<() => void>();
   const wireSubscriber = (s: Subscriber): Subscriber => {
     s.onSubstream((mid, layer) => {
       for (const l of layerListeners) l(mid, layer);
+    });
+    s.onPeer((e) => {
+      if (e.kind === "webrtcup") for (const l of [...subscriberUpListeners]) l();
     });
     return s;
   };
@@ -234,7 +239,8 @@ function mediaSession(
         return { offerSdp: joined.offer.sdp ?? "", streams: subscribed(joined.streams) };
       }
       const s = subscriber;
-      const update = await sfuCall("subscribing", () => s.subscribe(refs));
+      // Paused here: each new m-line is made not forwarding by the `subscribe` itself (per stream).
+      const update = await sfuCall("subscribing", () => s.subscribe(subscribeOpts?.paused ? refs.map((r) => ({ ...r, send: false as const })) : refs));
       // No offer: nothing to renegotiate (every feed asked for was subscribed already).
       return { offerSdp: update.offer?.sdp, streams: subscribed(update.streams) };
     },
@@ -275,6 +281,10 @@ function mediaSession(
       layerListeners.add(listener);
       return () => layerListeners.delete(listener);
     },
+    onSubscriberUp(listener) {
+      subscriberUpListeners.add(listener);
+      return () => subscriberUpListeners.delete(listener);
+    },
     async configureVideos(changes) {
       const s = subscriber;
       if (!s || changes.length === 0) return;
@@ -289,6 +299,7 @@ function mediaSession(
       if (closed) return;
       talkingListeners.clear();
       layerListeners.clear();
+      subscriberUpListeners.clear();
       closed = true;
       up.cancel();
       const unclaimed = prepared && (await prepared.joined);

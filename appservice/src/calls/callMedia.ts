@@ -69,27 +69,49 @@ export const DEFAULT_PREPARED_PER_CALL = 20;
 
 /**
  * A pre-join's subscription (docs/join.md, "The media connection made in the pre-join"), made on
- * its standby socket: the SFU's offer for every feed of the call, each m-line made not to forward
+ * its standby socket: the SFU's offer for the call's feeds, each m-line made not to forward
  * before the offer left, so the client can answer and connect (ICE, DTLS) before Join while
  * nobody's media reaches it. Its real hello seats it (`seatPrepared`) and it forwards from then
  * on; otherwise it is closed (the socket's close, the standby's end, the session's).
+ *
+ * The offer holds the feeds' audio m-lines only (all of them when no feed has audio): Janus
+ * 1.1.2 asks every video publisher of a subscription for a key frame when it connects, paused
+ * or not, and the publisher's encoder, which takes one request per 300 ms, then ignored the
+ * request of the Join that came within 300 ms of it (docs/join.md, twenty-sixth pass). The
+ * videos are `held`. Once the connection is up (after that request), they are added to it,
+ * paused, and that renegotiation's offer is pushed on the standby (`onUpdate`) for the client
+ * to answer there. A hello before its answer is handed the offer (`seatPrepared`) for the
+ * client to answer as the call's; a hello before the connection was up leaves the videos to
+ * the seat's first subscribe naming exactly some of them. Either way the videos added resume
+ * as their viewer chooses once the client has answered for them, not before.
  */
 export interface PreparedMedia {
   readonly sessionKey: string;
   readonly offerSdp: string;
   /** The m-lines of the offer, each with its feed's owner (as a subscribe's answer gives them). */
   readonly streams: (Feeds[number] & { user_id: string; device_id: string })[];
+  /** The feeds' video m-lines (their publishers' mids) left out of the offer, for the seat to subscribe to at Join. */
+  readonly held: HeldStream[];
   /** The client's answer (the SFU's `start`): nothing is forwarded yet. */
   answer(sdp: string, e2ee: boolean | undefined): Promise<void>;
   trickle(candidate: IceCandidate | null): Promise<void>;
-  /** Whether the client's answer was taken and the SFU session is still there (waits for an answer under way). */
+  /** Whether the client's answer was taken and the SFU session is still there (waits for an answer, or the held videos' renegotiation, under way). */
   settled(answering: Promise<unknown> | undefined): Promise<boolean>;
+  /** Where the held videos' offer goes while the subscription is on standby (the socket pushes it). */
+  onUpdate?: (offer: { sdp: string; streams: PreparedMedia["streams"] }) => void;
   close(): Promise<void>;
   /** A lobby grant's (let in): the ICE servers its grant did not carry, sent with the offer (CallSeats.prepare). */
   ice?: IceAtHello;
 }
 
 type Feeds = (MediaStreamInfo & { feed: string | number })[];
+
+/** A publisher's m-line a pre-join's offer left out (PreparedMedia). */
+export interface HeldStream {
+  feed: string | number;
+  mid: string;
+}
+const heldKey = (feed: string | number, mid: string): string => `${String(feed)}\u0000${mid}`;
 
 export class CallMedia {
   readonly roster: CallRoster<Seat>;
@@ -101,6 +123,10 @@ export class CallMedia {
   private readonly subscriptions = new WeakMap<Member<Seat>, MemberRecord["subscribed"]>();
   /** Pre-join subscriptions open per call (at most preparedPerCall). */
   private readonly preparing = new Map<string, number>();
+  /** A seated pre-join's held videos (PreparedMedia) not subscribed yet, by heldKey. */
+  private readonly held = new WeakMap<Member<Seat>, Set<string>>();
+  /** A subscribe of held videos whose offer the client has yet to answer: what the viewer learns then. */
+  private readonly afterAnswer = new WeakMap<Member<Seat>, { streams: Feeds; paused: Set<string> }>();
 
   constructor(deps: CallMediaDeps) {
     this.deps = deps;
@@ -159,13 +185,17 @@ export class CallMedia {
       const room = await this.deps.sfuRoomOf(callId);
       if (!room || !live()) return void uncount();
       media = await this.deps.sfu.open(room, userId, (reason) => prepared?.lost(reason));
-      const { offerSdp, streams } = await media.subscribe(feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER })), { paused: true });
+      const audio = feeds.flatMap((m) => m.streams.filter((s) => s.kind === "audio").map((s) => ({ feed: m.media.feedId, mid: s.mid })));
+      const held = audio.length ? feeds.flatMap((m) => m.streams.filter((s) => s.kind !== "audio").map((s) => ({ feed: m.media.feedId, mid: s.mid }))) : [];
+      const asked = audio.length ? audio : feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER }));
+      const { offerSdp, streams } = await media.subscribe(asked, { paused: true });
       if (!offerSdp || !live()) {
         uncount();
         await media.close();
         return undefined;
       }
-      prepared = new Prepared(session.key, media, { sdp: offerSdp, raw: streams, streams: this.withOwners(session.callId, streams) }, this.deps, uncount);
+      const owners = (raw: Feeds) => this.withOwners(session.callId, raw);
+      prepared = new Prepared(session.key, media, { sdp: offerSdp, raw: streams, held }, { ...this.deps, owners }, uncount);
       return prepared;
     } catch {
       uncount();
@@ -180,30 +210,36 @@ export class CallMedia {
    * now on: every audio m-line, and the videos its viewer chooses (each resumed with a key frame
    * asked of its publisher). The client's receivers had its call's transforms from its answer.
    * False (and `prepared` closed) when it cannot be: another session's, not answered, lost, or
-   * the seat has media already.
+   * the seat has media already. `update`: the held videos' offer the client has not answered
+   * (its hello crossed it): the hello's result hands it over, and its answer is the call's.
    */
-  seatPrepared(seat: Seat, prepared: PreparedMedia): boolean {
+  seatPrepared(seat: Seat, prepared: PreparedMedia): false | { update?: { sdp: string; streams: PreparedMedia["streams"] } } {
     const p = prepared as Prepared;
     const { callId } = seat.session;
     if (p.sessionKey !== seat.session.key || !p.usable || !this.deps.live(seat) || this.roster.get(callId, seat)) {
       void p.close();
       return false;
     }
+    const { update, answered: answeredStreams, held: stillHeld } = p.state();
     const media = p.handOver((reason) => this.lost(callId, media, reason));
     const member = newMember(seat, media);
     // A feed that left during the pre-join is out of the subscription (Janus dropped its m-lines,
     // and a configure naming one is refused as a whole); the client unsubscribes it.
     const announced = new Set(this.announced(callId).map((m) => String(m.media.feedId)));
-    const streams = p.rawStreams.filter((s) => announced.has(String(s.feed)));
+    const present = (raw: Feeds) => raw.filter((s) => announced.has(String(s.feed)));
+    const streams = present(answeredStreams);
     this.roster.add(callId, member);
     this.large.joined(callId, member);
     // Every m-line was made paused: the viewer resumes the videos it chooses.
     this.subscribedNow(member, streams, new Set(streams.map((s) => s.mid)));
+    if (update) this.afterAnswer.set(member, { streams: present(update.raw), paused: new Set(update.raw.map((s) => s.mid)) });
+    const held = stillHeld.filter((h) => announced.has(String(h.feed)));
+    if (held.length) this.held.set(member, new Set(held.map((h) => heldKey(h.feed, h.mid))));
     const audio = streams.filter((s) => s.kind === "audio").map((s) => ({ mid: s.mid, send: true }));
     if (audio.length) void media.configureVideos?.(audio)?.catch((err: unknown) => this.deps.mediaFailed?.("pre-join audio resume", err));
     this.record(member);
     this.roster.broadcast(callId);
-    return true;
+    return update ? { update: { sdp: update.sdp, streams: this.withOwners(callId, update.raw) } } : {};
   }
 
   /** The call ended: its moderation state goes with it. */
@@ -251,9 +287,22 @@ export class CallMedia {
       const announced = new Set(this.announced(callId).map((m) => String(m.media.feedId)));
       const present = feeds.filter((f) => announced.has(String(f.feed)));
       if (present.length === 0) return { streams: [] };
+      // The videos a pre-join held back (PreparedMedia), asked for at Join: added paused, each
+      // resumed as its viewer chooses once the client has the m-line (its answer), so that the key
+      // frame asked with the resume is not forwarded before the client can take it.
+      const held = this.held.get(member);
+      const asksHeld = held !== undefined && present.every((f) => f.mid !== undefined && held.has(heldKey(f.feed, f.mid)));
       try {
-        const { offerSdp, streams } = await member.media.subscribe(present.map((f) => ({ ...f, substream: FIRST_LAYER })));
-        this.subscribedNow(member, streams);
+        const before = new Set((this.subscriptions.get(member) ?? []).map((s) => s.mid));
+        const { offerSdp, streams } = await member.media.subscribe(present.map((f) => ({ ...f, substream: FIRST_LAYER })), asksHeld ? { paused: true } : undefined);
+        // An earlier one's videos not answered yet (a client out of turn) stay paused until chosen.
+        const pending = this.afterAnswer.get(member);
+        this.afterAnswer.delete(member);
+        if (asksHeld) for (const f of present) held.delete(heldKey(f.feed, f.mid!));
+        const added = streams.filter((s) => !before.has(s.mid)).map((s) => s.mid);
+        const paused = new Set([...(pending?.paused ?? []), ...(asksHeld ? added : [])]);
+        if (asksHeld && offerSdp) this.afterAnswer.set(member, { streams, paused });
+        else this.subscribedNow(member, streams, paused);
         return { offerSdp, streams: this.withOwners(seat, streams) };
       } catch (err) {
         if (attempt >= 2 || !(err instanceof ParleyError && err.errcode === "M_NOT_FOUND")) throw err;
@@ -267,13 +316,21 @@ export class CallMedia {
     const member = this.roster.get(seat.session.callId, seat);
     if (!member) return { streams: [] };
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
-    this.subscribedNow(member, streams);
+    // Held videos still waiting for their answer stay paused (the viewer resumes them, as chosen).
+    const pending = this.afterAnswer.get(member);
+    this.afterAnswer.delete(member);
+    this.subscribedNow(member, streams, pending?.paused);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
   async answer(seat: Seat, sdp: string, e2ee: boolean | undefined): Promise<void> {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
-    await (await this.memberOf(seat)).media.answer(sdp);
+    const member = await this.memberOf(seat);
+    await member.media.answer(sdp);
+    const pending = this.afterAnswer.get(member);
+    if (!pending || this.roster.get(seat.session.callId, seat) !== member) return;
+    this.afterAnswer.delete(member);
+    this.subscribedNow(member, pending.streams, pending.paused);
   }
 
   async trickle(seat: Seat, target: TrickleTarget, candidate: IceCandidate | null): Promise<void> {
@@ -362,6 +419,10 @@ export class CallMedia {
     this.large.moved(callId, old, member);
     const subscribed = this.subscriptions.get(old);
     if (subscribed) this.subscriptions.set(member, subscribed);
+    const held = this.held.get(old);
+    if (held) this.held.set(member, held);
+    const pending = this.afterAnswer.get(old);
+    if (pending) this.afterAnswer.set(member, pending);
     this.record(member);
     this.roster.broadcast(callId);
     return true;
@@ -468,30 +529,44 @@ function newMember(seat: Seat, media: SfuMediaSession): Member<Seat> {
 class Prepared implements PreparedMedia {
   readonly sessionKey: string;
   readonly offerSdp: string;
-  /** The m-lines as the SFU gave them. */
-  readonly rawStreams: Feeds;
   readonly streams: PreparedMedia["streams"];
+  readonly held: HeldStream[];
+  onUpdate?: PreparedMedia["onUpdate"];
+  ice?: IceAtHello;
+  /** The m-lines as the SFU gave them, as far as the client answered for them. */
+  private answeredStreams: Feeds;
+  /** The held videos' renegotiation: under way at the SFU, then its offer until answered. */
+  private updating: Promise<void> | undefined;
+  private update: { sdp: string; raw: Feeds } | undefined;
+  private addedHeld = false;
   private media: SfuMediaSession | undefined;
   private answered = false;
   private gone = false;
+  /** A hello came for it (`settled`): no renegotiation starts any more. */
+  private seating = false;
   private onLost: ((reason: string) => void) | undefined;
-  private readonly deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee">;
+  private readonly offUp: (() => void) | undefined;
+  private readonly deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee"> & { owners: (raw: Feeds) => PreparedMedia["streams"] };
   private readonly uncount: () => void;
 
   constructor(
     sessionKey: string,
     media: SfuMediaSession,
-    offer: { sdp: string; raw: Feeds; streams: PreparedMedia["streams"] },
-    deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee">,
+    offer: { sdp: string; raw: Feeds; held: HeldStream[] },
+    deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee"> & { owners: (raw: Feeds) => PreparedMedia["streams"] },
     uncount: () => void,
   ) {
     this.sessionKey = sessionKey;
     this.media = media;
     this.offerSdp = offer.sdp;
-    this.rawStreams = offer.raw;
-    this.streams = offer.streams;
+    this.answeredStreams = offer.raw;
+    this.streams = deps.owners(offer.raw);
+    this.held = offer.held;
     this.deps = deps;
     this.uncount = uncount;
+    // Janus tells the connection up after its setup_media asked the subscription's video
+    // publishers for key frames (none: the videos are held), so they are added then.
+    if (offer.held.length) this.offUp = media.onSubscriberUp?.(() => this.addHeld());
   }
 
   /** Answered, and neither closed, lost nor handed over. */
@@ -499,13 +574,31 @@ class Prepared implements PreparedMedia {
     return this.answered && !this.gone && this.media !== undefined;
   }
 
+  /** What the seat takes over: the m-lines answered for, the held videos' offer not answered, the videos still held. */
+  state(): { answered: Feeds; update: { sdp: string; raw: Feeds } | undefined; held: HeldStream[] } {
+    return { answered: this.answeredStreams, update: this.update, held: this.addedHeld ? [] : this.held };
+  }
+
   async answer(sdp: string, e2ee: boolean | undefined): Promise<void> {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     const media = this.media;
     if (!media || this.gone) throw new ParleyError("M_NOT_FOUND", "the prepared subscription is gone; subscribe once seated");
-    if (this.answered) throw new ParleyError("M_INVALID_PARAM", "the prepared subscription is answered already");
-    await media.answer(sdp);
-    this.answered = true;
+    if (!this.answered) {
+      await media.answer(sdp);
+      this.answered = true;
+      return;
+    }
+    // The held videos' offer (once): its answer, like a subscribe's.
+    const update = this.update;
+    if (!update) throw new ParleyError("M_INVALID_PARAM", "the prepared subscription is answered already");
+    this.update = undefined;
+    try {
+      await media.answer(sdp);
+    } catch (err) {
+      this.update = update; // (still to answer: a hello waiting for this hands it to the call)
+      throw err;
+    }
+    this.answeredStreams = update.raw;
   }
 
   async trickle(candidate: IceCandidate | null): Promise<void> {
@@ -515,8 +608,29 @@ class Prepared implements PreparedMedia {
   }
 
   async settled(answering: Promise<unknown> | undefined): Promise<boolean> {
+    this.seating = true;
     if (answering) await answering.catch(() => undefined);
+    if (this.updating) await this.updating;
     return this.usable;
+  }
+
+  /**
+   * The connection is up: the held videos are added, paused (no key frame asked), and their
+   * offer goes to `onUpdate`. Not once a hello came for it (the seat's first subscribe adds
+   * them); one that fails leaves them held.
+   */
+  private addHeld(): void {
+    if (!this.answered) return; // (an up before the answer: not this subscription's connection)
+    this.offUp?.();
+    const media = this.media;
+    if (this.updating || !media || this.gone || this.seating) return;
+    this.updating = (async () => {
+      const { offerSdp, streams } = await media.subscribe(this.held.map((h) => ({ ...h, substream: FIRST_LAYER })), { paused: true });
+      this.addedHeld = true;
+      if (!offerSdp) return;
+      this.update = { sdp: offerSdp, raw: streams };
+      this.onUpdate?.({ sdp: offerSdp, streams: this.deps.owners(streams) });
+    })().catch(() => undefined);
   }
 
   /** The SFU lost the session: before the hand-over it is only closed; after, the seat's (`onLost`). */
@@ -528,6 +642,7 @@ class Prepared implements PreparedMedia {
   /** The SFU session is the seat's from now on (its loss told to `onLost`); closing this no longer closes it. */
   handOver(onLost: (reason: string) => void): SfuMediaSession {
     const media = this.media!;
+    this.offUp?.();
     this.media = undefined;
     this.onLost = onLost;
     this.uncount();
@@ -537,6 +652,7 @@ class Prepared implements PreparedMedia {
   async close(): Promise<void> {
     if (this.gone) return;
     this.gone = true;
+    this.offUp?.();
     const media = this.media;
     this.media = undefined;
     this.uncount();

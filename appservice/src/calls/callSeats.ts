@@ -202,7 +202,7 @@ export class CallSeats {
     token: string,
     deviceId: string | undefined,
     prepared?: PreparedAtHello,
-  ): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello; prepared?: boolean }> {
+  ): Promise<{ seat: Seat; e2ee: E2eeInfo; resumed: boolean; ice?: IceAtHello; prepared?: boolean; preparedUpdate?: { sdp: string; streams: PreparedMedia["streams"] } }> {
     const { calls } = this.deps;
     const closePrepared = () => void prepared?.media.then((p) => p?.close());
     const known = calls.session(token);
@@ -249,7 +249,7 @@ export class CallSeats {
     // The pre-join's subscription, answered, is the seat's media (still paused); or the seat's SFU
     // session opens now, before any request needs it (the participant list is pushed once it
     // has: after the hello's answer, since the SFU answers after this returns).
-    const seatedPrepared = !resumed && ready !== undefined && this.media.seatPrepared(seat, ready);
+    const seatedPrepared = !resumed && ready !== undefined ? this.media.seatPrepared(seat, ready) : false;
     if (ready && resumed) void ready.close();
     if (!seatedPrepared) this.media.warm(seat);
     // After the hello's answer (sent once this returns): forced mutes that still hold, and by whom.
@@ -268,7 +268,8 @@ export class CallSeats {
         keys.join(session.callId, session.roomId, seat, { userId: session.userId, deviceId });
       }
     }
-    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed, ...(ice ? { ice } : {}), ...(seatedPrepared ? { prepared: true } : {}) };
+    const seated = seatedPrepared ? { prepared: true, ...(seatedPrepared.update ? { preparedUpdate: seatedPrepared.update } : {}) } : {};
+    return { seat, e2ee: { required: this.deps.requireE2ee, keys: mode.keys, bot }, resumed, ...(ice ? { ice } : {}), ...seated };
   }
 
   /** Whether the seat's session is live and still held by this seat. */

@@ -159,9 +159,9 @@ export interface SfuMediaSession {
     opts: { simulcast: boolean; onUp: () => void },
   ): Promise<{ answerSdp: string; streams: MediaStreamInfo[] }>;
   /** No offer when nothing changed (every feed was subscribed already). `substream`: the simulcast
-   *  layer a new video m-line starts on (absent: the SFU's default, the highest). `paused` (the
-   *  first subscription only): every m-line is made not to forward before the offer is returned,
-   *  so nothing flows once answered until `configureVideos` resumes it (a pre-join's, docs/join.md). */
+   *  layer a new video m-line starts on (absent: the SFU's default, the highest). `paused`: every
+   *  new m-line is made not to forward before the offer is returned, so nothing flows on it once
+   *  answered until `configureVideos` resumes it (a pre-join's, and the videos it held back: docs/join.md). */
   subscribe(
     feeds: { feed: string | number; mid?: string | undefined; substream?: 0 | 1 | 2 | undefined }[],
     opts?: { paused?: boolean },
@@ -194,6 +194,11 @@ export interface SfuMediaSession {
   configureVideos?(changes: { mid: string; send?: boolean; substream?: 0 | 1 | 2 }[]): Promise<void>;
   /** The simulcast layer the SFU now forwards on a subscribed video m-line (on each switch). */
   onLayer?(listener: (mid: string, layer: 0 | 1 | 2) => void): () => void;
+  /**
+   * The subscription's connection is up (ICE, DTLS), told after the SFU asked its video
+   * publishers for key frames as it does then: an m-line added later is not asked for one.
+   */
+  onSubscriberUp?(listener: () => void): () => void;
   /** Caps the published bitrate (bit/s) the SFU asks the browser for. */
   setBitrate?(bitsPerSecond: number): Promise<void>;
 }

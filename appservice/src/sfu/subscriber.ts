@@ -18,6 +18,11 @@ export interface StreamRef {
   mid?: string | undefined;
   /** The simulcast substream a new video m-line starts on (Janus's default: 2, the highest). */
   substream?: 0 | 1 | 2 | undefined;
+  /**
+   * false: the m-line is made not forwarding (a `subscribe` takes it per stream, and asks its
+   * publisher for no key frame, unlike a `configure` that resumes one). Janus's `join` ignores it.
+   */
+  send?: false | undefined;
 }
 
 /** A subscriber m-line to drop: by publisher feed (and its mid) or by the subscriber's own mid. */
@@ -110,5 +115,10 @@ export class VideoRoomSubscriber extends VideoRoomHandle {
 }
 
 function streamBody(s: StreamRef): Record<string, unknown> {
-  return { feed: s.feed, ...(s.mid !== undefined ? { mid: s.mid } : {}), ...(s.substream !== undefined ? { substream: s.substream } : {}) };
+  return {
+    feed: s.feed,
+    ...(s.mid !== undefined ? { mid: s.mid } : {}),
+    ...(s.substream !== undefined ? { substream: s.substream } : {}),
+    ...(s.send === false ? { send: false } : {}),
+  };
 }

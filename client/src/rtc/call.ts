@@ -164,6 +164,10 @@ export class CallConnection {
       await this.o.onHello?.(hello);
       markStep("e2ee-ready");
       if (this.ended) return void prepared?.close();
+      // The held videos' offer this hello crossed: the call answers it (before anything else of it).
+      if (prepared && hello.preparedUpdate) {
+        void prepared.renegotiated(hello.preparedUpdate).then(() => markStep("held-answered-at-hello"), () => undefined);
+      }
       await this.startMedia(prepared);
       if (!this.ended) this.state.update({ phase: "connected" });
     } catch (err) {
@@ -274,8 +278,10 @@ export class CallConnection {
       this.refreshRemotes();
     })();
     // The others' media does not wait for ours: subscribing runs beside publishing (the feed this
-    // device publishes is never among the feeds with streams before its publish has answered).
-    await Promise.all([publishing, this.syncFeeds()]);
+    // device publishes is never among the feeds with streams before its publish has answered),
+    // and so do the videos the pre-join's subscription held back.
+    const held = ahead ? ahead.subscribeHeld().then((asked) => asked && markStep("held-subscribed")) : undefined;
+    await Promise.all([publishing, this.syncFeeds(), held]);
     this.watchPeer(subscriber.peer, generation, "subscriber");
   }
 

@@ -6,7 +6,13 @@
 // standby (the hello's `prepared`), and it forwards from then on. Its receivers have the call's
 // own transforms from the answer on (the call's E2EE worker, made for it in the pre-join, its key
 // mode read from the room). Nothing is forwarded before: the pre-join receives no one's media.
+// The offer holds the call's audio (docs/join.md, twenty-sixth pass: a video m-line connected in
+// the pre-join made its publisher's encoder ignore the key frame request of a Join within the
+// next 300 ms). Once connected, the server adds the videos it held back, paused, and pushes that
+// renegotiation's offer (a second `prepared`), answered here; a Join that crossed it gets the
+// offer with its hello, and one before it subscribes to them beside the publish.
 import { getLogger } from "../log.ts";
+import { markStep } from "../timeline.ts";
 import type { StandbyPrepare, StandbySocket } from "./signalling.ts";
 import { Subscriber } from "./subscriber.ts";
 import { browserPeerFactory, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
@@ -41,7 +47,15 @@ export class PrejoinSubscription implements StandbyPrepare {
   }
 
   onPrepared(push: Parameters<StandbyPrepare["onPrepared"]>[0]): void {
-    if (this.subscriber || this.done) return;
+    if (this.done) return;
+    if (this.subscriber) {
+      // The second: the held videos, added once connected (answered here, or at Join if the call took the socket first).
+      void this.subscriber.renegotiated({ jsep: push.jsep, streams: push.streams }).then(
+        () => markStep("held-answered"),
+        (err: unknown) => this.log.warn("the pre-join's videos were not answered on the standby", { err: String(err) }),
+      );
+      return;
+    }
     void (async () => {
       const peer = await this.peer().catch(() => null);
       const socket = this.socket;
@@ -56,7 +70,7 @@ export class PrejoinSubscription implements StandbyPrepare {
         transforms: peer.transforms,
       });
       this.subscriber = subscriber;
-      await subscriber.prepared({ jsep: push.jsep, streams: push.streams });
+      await subscriber.prepared({ jsep: push.jsep, streams: push.streams }, push.held);
     })().catch((err: unknown) => {
       this.log.warn("the pre-join's subscription was not answered", { err: String(err) });
       this.close();

@@ -42,6 +42,18 @@ export interface SubscribedStream {
   device_id: string;
 }
 
+/** A video m-line a pre-join's subscription left out (its publisher's mid), subscribed at Join (prejoinMedia.ts). */
+export interface HeldStream {
+  feed: FeedId;
+  mid: string;
+}
+
+/** A `prepared` push's `held`: what is not a {feed, mid} is left out. */
+export function parseHeld(v: unknown): HeldStream[] {
+  if (!Array.isArray(v)) return [];
+  return v.flatMap((h: unknown) => (isObj(h) && isFeed(h.feed) && typeof h.mid === "string" ? [{ feed: h.feed, mid: h.mid }] : []));
+}
+
 export interface Participant extends GovernanceFields {
   user_id: string;
   device_id: string;
@@ -68,6 +80,11 @@ export interface HelloResult {
   ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy };
   /** The subscription answered on the standby socket is this seat's, forwarding from now on (docs/join.md). */
   prepared?: boolean;
+  /**
+   * The held videos' offer pushed on the standby, which this hello crossed: the subscription's
+   * renegotiation for the call to answer (kept raw: a subscribe result's fields, parsed where applied).
+   */
+  preparedUpdate?: R;
 }
 export interface PublishResult {
   jsep: Jsep<"answer">;
@@ -229,6 +246,7 @@ export function parseHello(v: R): HelloResult | null {
     ...(v.resumed === true ? { resumed: true } : {}),
     ...(ice ? { ice } : {}),
     ...(v.prepared === true ? { prepared: true } : {}),
+    ...(v.prepared === true && isObj(v.prepared_update) ? { preparedUpdate: v.prepared_update } : {}),
   };
 }
 

@@ -8,7 +8,7 @@ import { getLogger } from "../log.ts";
 import { markStep } from "../timeline.ts";
 import { Emitter, Store } from "../state/store.ts";
 import { realTimers, type Timers } from "../timers.ts";
-import { parseHello, parseIcePolicy, parseIceServers, parsePush, type ClientRequest, type HelloResult, type Push } from "./protocol.ts";
+import { parseHeld, parseHello, parseIcePolicy, parseIceServers, parsePush, type ClientRequest, type HeldStream, type HelloResult, type Push } from "./protocol.ts";
 import type { Requester } from "./publisher.ts";
 
 /** The part of WebSocket we use (a fake in unit tests). */
@@ -352,9 +352,16 @@ export class SignallingClient {
 export interface StandbyPrepare {
   /**
    * The server's `prepared` push: its offer (answer it with `request` on this socket), every m-line
-   * paused; `ice`: the ICE servers a lobby grant's session (let in) gets with it, its grant having had none.
+   * paused; `held`: the video m-lines the offer left out (their publishers' mids), for the call to
+   * subscribe to at Join; `ice`: the ICE servers a lobby grant's session (let in) gets with it, its
+   * grant having had none.
    */
-  onPrepared(push: { jsep: { type: "offer"; sdp: string }; streams: unknown[]; ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy } }): void;
+  onPrepared(push: {
+    jsep: { type: "offer"; sdp: string };
+    streams: unknown[];
+    held: HeldStream[];
+    ice?: { iceServers: RTCIceServer[]; iceTransportPolicy: RTCIceTransportPolicy };
+  }): void;
   /** The socket went away before the call took it (refused, closed by the server, or `close`d). */
   onGone(): void;
 }
@@ -432,7 +439,7 @@ export class StandbySocket implements Requester {
       }
       if (m.type === "prepared" && this.prepare && isOffer(m.jsep) && Array.isArray(m.streams)) {
         const ice = Array.isArray(m.ice_servers) ? { ice: { iceServers: parseIceServers(m.ice_servers), iceTransportPolicy: parseIcePolicy(m.ice_transport_policy) } } : {};
-        return this.prepare.onPrepared({ jsep: m.jsep, streams: m.streams, ...ice });
+        return this.prepare.onPrepared({ jsep: m.jsep, streams: m.streams, held: parseHeld(m.held), ...ice });
       }
       // Refused (an unknown session, a full server): the socket is of no use to the call.
       if (m.type !== "result") this.close();

@@ -5,9 +5,12 @@ import { ParleyClientError } from "../errors.ts";
 import { getLogger } from "../log.ts";
 import { markStep } from "../timeline.ts";
 import { Emitter } from "../state/store.ts";
-import { parseSubscribeResult, type CandidateInit, type FeedId, type Jsep, type SubscribedStream } from "./protocol.ts";
+import { parseSubscribeResult, type CandidateInit, type FeedId, type HeldStream, type Jsep, type SubscribedStream } from "./protocol.ts";
 import type { Requester } from "./publisher.ts";
 import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
+
+/** Feeds (or m-lines) one subscribe may name (the server's limit). */
+export const SUBSCRIBE_FEEDS_MAX = 64;
 
 export interface RemoteFeed {
   feed: FeedId;
@@ -54,6 +57,10 @@ export class Subscriber {
   private localCandidates: CandidateInit[] | null = [];
   private remoteCandidates: CandidateInit[] = [];
   private closed = false;
+  /** The video m-lines its prepared offer left out, until the call subscribes to them (`subscribeHeld`). */
+  private held: HeldStream[] = [];
+  /** The last offer whose answer the server took. */
+  private answeredOffer: string | null = null;
 
   constructor(opts: SubscriberOptions) {
     this.o = { transforms: noTransforms, iceTransportPolicy: "all", ...opts };
@@ -61,10 +68,49 @@ export class Subscriber {
 
   /**
    * The SFU's offer made before anyone asked (the standby's `prepared` push, every m-line paused):
-   * answered as a subscribe's, so that ICE and DTLS are up before Join.
+   * answered as a subscribe's, so that ICE and DTLS are up before Join. `held`: the videos it left
+   * out, for the call to subscribe to once it has taken this subscriber (`subscribeHeld`).
    */
-  prepared(raw: Record<string, unknown>): Promise<void> {
+  prepared(raw: Record<string, unknown>, held: HeldStream[] = []): Promise<void> {
+    this.held = held;
     return this.enqueue(() => this.apply(raw, {})).then(() => undefined);
+  }
+
+  /**
+   * The server's renegotiation of the prepared subscription: the videos it held back, added
+   * (paused) once the connection was up, pushed on the standby (or handed over by the hello it
+   * crossed). Answered as a subscribe's; the videos are no longer the call's to subscribe to.
+   */
+  renegotiated(raw: Record<string, unknown>): Promise<void> {
+    this.held = [];
+    const sdp = (raw.jsep as { sdp?: unknown } | undefined)?.sdp;
+    // The same offer twice (pushed, then handed over by the hello): answered once.
+    return this.enqueue(() => (sdp !== undefined && sdp === this.answeredOffer ? Promise.resolve() : this.apply(raw, {}))).then(() => undefined);
+  }
+
+  /**
+   * The call's subscribe to the videos its prepared offer held back (docs/join.md, twenty-sixth
+   * pass), each m-line by its publisher's mid, at most SUBSCRIBE_FEEDS_MAX a request; once. The
+   * server resumes the ones its viewer chooses when the answer is in. False: none was held.
+   */
+  subscribeHeld(): Promise<boolean> {
+    const held = this.held;
+    this.held = [];
+    if (held.length === 0) return Promise.resolve(false);
+    const chunks: HeldStream[][] = [];
+    for (let i = 0; i < held.length; i += SUBSCRIBE_FEEDS_MAX) chunks.push(held.slice(i, i + SUBSCRIBE_FEEDS_MAX));
+    return Promise.all(
+      chunks.map((chunk) =>
+        this.enqueue(async () => {
+          const raw = await this.o.signalling.request({
+            type: "subscribe",
+            feeds: chunk.map((h) => ({ feed: h.feed, mid: h.mid })),
+            ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
+          });
+          await this.apply(raw, {});
+        }),
+      ),
+    ).then(() => true);
   }
 
   /**
@@ -173,6 +219,7 @@ export class Subscriber {
     this.localCandidates = null;
     for (const c of queued ?? []) this.sendCandidate(c);
     await answered;
+    this.answeredOffer = offer.sdp;
     for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
   }
 

@@ -35,6 +35,7 @@ function recordingSfu() {
   };
   const subscriber = {
     onSubstream: (l: (mid: string, layer: 0 | 1 | 2) => void) => (substream.push(l), () => undefined),
+    onPeer: () => () => undefined,
     configure: async (r: unknown) => void calls.push({ what: "subscriber.configure", arg: r }),
     trickle: async () => undefined,
     leave: async () => undefined,
@@ -162,7 +163,7 @@ describe("a subscription prepared at hello (docs/join.md)", () => {
         const n = joins.push({ refs, privateId });
         if (n === 1) await gate;
         if (n === 1 && opts.failFirst) throw new Error("428 no such feed");
-        const subscriber = { onSubstream: () => () => undefined, trickle: async () => undefined, leave: async () => void left.push(n) };
+        const subscriber = { onSubstream: () => () => undefined, onPeer: () => () => undefined, trickle: async () => undefined, leave: async () => void left.push(n) };
         return { subscriber, offer: { type: "offer", sdp: `offer-${n}` }, streams: [{ type: "video", mid: "0", feed_id: "f1" }] };
       },
     } as unknown as SfuParticipant;
@@ -217,12 +218,15 @@ describe("a subscription prepared at hello (docs/join.md)", () => {
   it("a paused first subscription (a pre-join's) has every m-line told not to forward before its offer is returned; a refused pause leaves it", async () => {
     const configured: unknown[] = [];
     let refuse = false;
+    const peer: ((e: { kind: string }) => void)[] = [];
     const subscriber = {
       onSubstream: () => () => undefined, trickle: async () => undefined, leave: async () => void configured.push("left"),
+      onPeer: (l: (e: { kind: string }) => void) => (peer.push(l), () => undefined),
       configure: async (r: unknown) => {
         configured.push(r);
         if (refuse) throw new Error("videoroom error 453");
       },
+      subscribe: async (r: unknown) => (configured.push({ subscribe: r }), { offer: { type: "offer", sdp: "offer 2" }, streams: [] }),
     };
     const participant = {
       participantId: "p1", closed: false, onLost: () => () => undefined, close: async () => undefined,
@@ -231,6 +235,19 @@ describe("a subscription prepared at hello (docs/join.md)", () => {
     const media = await sfuPorts({ openParticipant: async () => participant } as unknown as Sfu, { requireE2ee: true, maxEarlyCandidates: 3 }).open(room, "@a:x", () => undefined);
     expect(await media.subscribe([{ feed: "f1", substream: 1 }], { paused: true })).toMatchObject({ offerSdp: "offer" });
     expect(configured).toEqual([[{ mid: "0", send: false }, { mid: "1", send: false }]]);
+    // Its connection up (after Janus asked the publishers for key frames): the listeners hear it, once each time.
+    const up: string[] = [];
+    const off = media.onSubscriberUp!(() => up.push("up"));
+    for (const l of peer) l({ kind: "media" });
+    for (const l of peer) l({ kind: "webrtcup" });
+    off();
+    for (const l of peer) l({ kind: "webrtcup" });
+    expect(up).toEqual(["up"]);
+    // A paused update makes each new m-line not forwarding in the subscribe itself.
+    expect(await media.subscribe([{ feed: "f2", mid: "1" }], { paused: true })).toMatchObject({ offerSdp: "offer 2" });
+    expect(configured.at(-1)).toEqual({ subscribe: [{ feed: "f2", mid: "1", send: false }] });
+    await media.subscribe([{ feed: "f3" }]);
+    expect(configured.at(-1)).toEqual({ subscribe: [{ feed: "f3" }] });
     // Later subscriptions are updates, not paused ones (the seat's viewer decides what they forward).
     refuse = true;
     configured.length = 0;

@@ -22,6 +22,8 @@ class FakeSfu implements SfuRooms, SfuMedia {
   opened = 0;
   /** Publishers send video too, and subscriptions carry each feed's audio m-line too (else audio published, video subscribed: the older tests'). */
   audio = false;
+  /** Publishers send video only (no audio m-line at all). */
+  videoOnly = false;
   open_ = new Set<FakeMedia>();
   lose: ((reason: string) => void)[] = [];
   gate: Promise<void> = Promise.resolve();
@@ -56,6 +58,15 @@ class FakeSfu implements SfuRooms, SfuMedia {
 class FakeMedia implements SfuMediaSession {
   readonly feedId: string;
   readonly trickles: unknown[] = [];
+  /** Listening for the subscription's connection (`up()` tells them, as Janus's webrtcup). */
+  private readonly upListeners = new Set<() => void>();
+  onSubscriberUp(l: () => void) {
+    this.upListeners.add(l);
+    return () => void this.upListeners.delete(l);
+  }
+  up() {
+    for (const l of [...this.upListeners]) l();
+  }
   private readonly sfu: FakeSfu;
   constructor(sfu: FakeSfu, feedId: string) {
     this.sfu = sfu;
@@ -69,25 +80,25 @@ class FakeMedia implements SfuMediaSession {
   async publish(_sdp: string, opts: { onUp: () => void }) {
     this.calls.push("publish");
     setTimeout(opts.onUp, 0);
-    const video = this.sfu.audio ? [{ mid: "1", kind: "video" as const }] : [];
-    return { answerSdp: "v=0 answer", streams: [{ mid: "0", kind: "audio" as const }, ...video] };
+    const video = this.sfu.audio || this.sfu.videoOnly ? [{ mid: "1", kind: "video" as const }] : [];
+    const audio = this.sfu.videoOnly ? [] : [{ mid: "0", kind: "audio" as const }];
+    return { answerSdp: "v=0 answer", streams: [...audio, ...video] };
   }
   /** Feeds of each subscribe, in order; `noSuchFeed` makes the next one fail as Janus does. */
   readonly subscribed: string[][] = [];
   readonly substreams: (number | undefined)[] = [];
   noSuchFeed = 0;
-  async subscribe(feeds: { feed: string | number; substream?: number | undefined }[], opts?: { paused?: boolean }) {
+  /** What the subscription holds now, by its mids (a subscribe adds to it). */
+  readonly subscription = new Map<string, { feed: string | number; mid: string; kind: "audio" | "video" }>();
+  async subscribe(feeds: { feed: string | number; mid?: string | undefined; substream?: number | undefined }[], opts?: { paused?: boolean }) {
     this.calls.push(opts?.paused ? "subscribe paused" : "subscribe");
-    this.subscribed.push(feeds.map((f) => String(f.feed)));
+    this.subscribed.push(feeds.map((f) => (f.mid === undefined ? String(f.feed) : `${f.feed}/${f.mid}`)));
     this.substreams.push(...feeds.map((f) => f.substream));
     if (this.noSuchFeed > 0 && this.noSuchFeed--) throw new ParleyError("M_NOT_FOUND", "subscribing: that feed is no longer published");
-    return {
-      offerSdp: "v=0 offer",
-      streams: feeds.flatMap((f) => [
-        ...(this.sfu.audio ? [{ feed: f.feed, mid: `a-${f.feed}`, kind: "audio" as const }] : []),
-        { feed: f.feed, mid: `v-${f.feed}`, kind: "video" as const },
-      ]),
-    };
+    // A publisher's mid 0 is its audio, 1 its video (publish); a whole feed is both (audio if `audio`).
+    const kinds = (mid: string | undefined): ("audio" | "video")[] => (mid === "0" ? ["audio"] : mid === "1" ? ["video"] : this.sfu.audio ? ["audio", "video"] : ["video"]);
+    for (const f of feeds) for (const kind of kinds(f.mid)) this.subscription.set(`${kind[0]}-${f.feed}`, { feed: f.feed, mid: `${kind[0]}-${f.feed}`, kind });
+    return { offerSdp: "v=0 offer", streams: [...this.subscription.values()] };
   }
   /** Each configure of subscribed m-lines (pause, resume, layer), as `mid:send`. */
   readonly configured: string[] = [];
@@ -340,20 +351,30 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     return { client, seat, media: [...sfu.open_][0]! };
   }
   const live = () => true;
+  /** Alice publishing, and a pre-join's subscription to her feed, made (not answered): its SFU session is `early`. */
+  async function preparedFor() {
+    const host = await publisherIn();
+    const token = await session();
+    const prepared = (await seats.prepare(token, live))!;
+    return { host, token, prepared, early: [...sfu.open_].at(-1)! };
+  }
   beforeEach(() => {
     sfu.audio = true;
+    sfu.videoOnly = false;
   });
 
-  it("is made paused for every announced feed, outside the roster; answered, the real hello seats it on the same SFU session and it forwards", async () => {
+  it("is made paused for every announced feed's audio, outside the roster; answered, the real hello seats it on the same SFU session and it forwards", async () => {
     const host = await publisherIn();
     const token = await session();
     const prepared = (await seats.prepare(token, live))!;
     expect(prepared.streams.map((s) => ({ mid: s.mid, user_id: s.user_id, device_id: s.device_id }))).toEqual([
       { mid: `a-${host.media.feedId}`, user_id: ALICE, device_id: "DEVA" },
-      { mid: `v-${host.media.feedId}`, user_id: ALICE, device_id: "DEVA" },
     ]);
+    // The video is held back (docs/join.md, twenty-sixth pass): the seat subscribes to it at Join.
+    expect(prepared.held).toEqual([{ feed: host.media.feedId, mid: "1" }]);
     const early = [...sfu.open_].at(-1)!;
     expect(early.calls).toEqual(["subscribe paused"]);
+    expect(early.subscribed).toEqual([[`${host.media.feedId}/0`]]);
     // Nobody sees a pre-join: the host was told of no newcomer.
     const toldHost = host.client.pushes.length;
     await prepared.answer("v=0 answer", true);
@@ -366,11 +387,104 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     expect(opened.prepared).toBe(true);
     expect(sfu.opened).toBe(2); // no third SFU session: the seat's is the prepared one
     expect(seats.media.roster.get(opened.seat.session.callId, opened.seat)?.media).toBe(early);
-    // It forwards from the hello: the audio at once, the video as its viewer chooses it (a resume).
-    await vi.waitFor(() => expect(early.configured.sort()).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    // It forwards from the hello: the audio at once.
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`]));
     await vi.waitFor(() => expect(host.client.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ device_id: "DEVA" }, { device_id: "DEVB" }] }));
-    // Its later subscribe is the seat's like any other (the feed is subscribed already).
     expect(early.calls).toEqual(["subscribe paused", "answer"]);
+    // The held video, subscribed by its publisher's mid: added paused, and nothing resumed before
+    // the client's answer (the key frame asked with the resume would reach no m-line).
+    const held = await seats.media.subscribe(opened.seat, [{ feed: host.media.feedId, mid: "1" }], true);
+    expect(held.offerSdp).toBeDefined();
+    expect(held.streams.map((s) => s.mid)).toEqual([`a-${host.media.feedId}`, `v-${host.media.feedId}`]);
+    expect(early.calls).toEqual(["subscribe paused", "answer", "subscribe paused"]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(early.configured).toEqual([`a-${host.media.feedId}:true`]);
+    // Answered: the viewer chooses it, and it resumes.
+    await seats.media.answer(opened.seat, "v=0 answer 2", true);
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    // Held once: the same m-line asked again is a subscribe like any other (not paused).
+    await seats.media.subscribe(opened.seat, [{ feed: host.media.feedId, mid: "1" }], true);
+    expect(early.calls.at(-1)).toBe("subscribe");
+  });
+
+  it("connected on standby, its held videos are added paused and their offer pushed; answered there, the hello seats it whole and the chosen video resumes at once", async () => {
+    const { host, token, prepared, early } = await preparedFor();
+    const offers: { sdp: string; streams: { mid: string; user_id: string }[] }[] = [];
+    prepared.onUpdate = (o) => offers.push(o);
+    early.up(); // (not answered yet: nothing; the SFU is not up before an answer anyway)
+    await prepared.answer("v=0 answer", true);
+    early.up();
+    await vi.waitFor(() => expect(offers).toHaveLength(1));
+    early.up(); // once
+    expect(early.calls).toEqual(["subscribe paused", "answer", "subscribe paused"]);
+    expect(early.subscribed.at(-1)).toEqual([`${host.media.feedId}/1`]);
+    expect(offers[0]!.streams.map((s) => `${s.mid} ${s.user_id}`)).toEqual([`a-${host.media.feedId} ${ALICE}`, `v-${host.media.feedId} ${ALICE}`]);
+    // Its answer, on the standby; a third one is refused.
+    await prepared.answer("v=0 answer 2", true);
+    await expect(prepared.answer("v=0 answer 3", true)).rejects.toMatchObject({ errcode: "M_INVALID_PARAM" });
+    expect(early.configured).toEqual([]);
+    const opened = await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    expect(opened).toMatchObject({ prepared: true });
+    expect(opened).not.toHaveProperty("preparedUpdate");
+    await vi.waitFor(() => expect(early.configured.sort()).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    // Nothing held any more: the same m-line asked again is a subscribe like any other.
+    await seats.media.subscribe(opened.seat, [{ feed: host.media.feedId, mid: "1" }], true);
+    expect(early.calls.at(-1)).toBe("subscribe");
+  });
+
+  it("a hello that crossed the held videos' offer is handed it; the video resumes once the call answers it, not before", async () => {
+    const { host, token, prepared, early } = await preparedFor();
+    let pushed = 0;
+    prepared.onUpdate = () => void pushed++;
+    await prepared.answer("v=0 answer", true);
+    // The hello arrives while the SFU is still making the renegotiation: it waits for it.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const subscribe = early.subscribe.bind(early);
+    early.subscribe = async (...a: Parameters<typeof subscribe>) => (await gate, subscribe(...a));
+    early.up();
+    const opening = seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    release();
+    const opened = await opening;
+    expect(pushed).toBe(1); // (pushed on the standby, which the socket no longer sends: the hello carries it)
+    expect(opened.preparedUpdate?.streams.map((s) => s.mid)).toEqual([`a-${host.media.feedId}`, `v-${host.media.feedId}`]);
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`]));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(early.configured).toEqual([`a-${host.media.feedId}:true`]);
+    await seats.media.answer(opened.seat, "v=0 answer 2", true);
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+  });
+
+  it("connected only after the hello came: nothing is added on standby, the seat subscribes to the held videos", async () => {
+    const { host, token, prepared, early } = await preparedFor();
+    await prepared.answer("v=0 answer", true);
+    const opened = await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    early.up();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(early.calls).toEqual(["subscribe paused", "answer"]);
+    await seats.media.subscribe(opened.seat, [{ feed: host.media.feedId, mid: "1" }], true);
+    expect(early.calls.at(-1)).toBe("subscribe paused");
+  });
+
+  it("a subscribe naming anything not held is not paused, held m-lines included", async () => {
+    const { host, token, prepared, early } = await preparedFor();
+    await prepared.answer("v=0 answer", true);
+    const opened = await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    expect(opened.prepared).toBe(true);
+    await seats.media.subscribe(opened.seat, [{ feed: host.media.feedId, mid: "1" }, { feed: host.media.feedId, mid: "0" }], true);
+    expect(early.calls.at(-1)).toBe("subscribe");
+  });
+
+  it("with no feed's audio (none published), the offer holds every m-line and nothing is held", async () => {
+    sfu.videoOnly = true;
+    const client = new Client();
+    const { seat } = await seats.open(client, await session(), "DEVA");
+    await seats.media.publish(seat, { sdp: "v=0", simulcast: false, e2ee: true });
+    await vi.waitFor(() => expect(client.pushes.at(-1)).toMatchObject({ type: "participants", participants: [{ streams: [{ mid: "1" }] }] }));
+    const host = { media: [...sfu.open_][0]! };
+    const prepared = (await seats.prepare(await session(), live))!;
+    expect(prepared.held).toEqual([]);
+    expect([...sfu.open_].at(-1)!.subscribed).toEqual([[host.media.feedId]]);
   });
 
   it("not answered by the hello, it is closed and the seat opens its own SFU session, as without", async () => {
@@ -468,11 +582,18 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     const token = await session();
     const prepared = (await seats.prepare(token, live))!;
     const early = [...sfu.open_].at(-1)!;
-    expect(prepared.streams.map((s) => String(s.feed))).toEqual([host.media.feedId, host.media.feedId, leavingFeed, leavingFeed]);
+    expect(prepared.streams.map((s) => String(s.feed))).toEqual([host.media.feedId, leavingFeed]);
+    expect(prepared.held.map((h) => String(h.feed))).toEqual([host.media.feedId, leavingFeed]);
     await prepared.answer("v=0", true);
     seats.closed(leaving);
-    expect((await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined })).prepared).toBe(true);
-    await vi.waitFor(() => expect(early.configured.sort()).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
+    const opened = await seats.open(new Client(), token, "DEVB", { media: Promise.resolve(prepared), answering: undefined });
+    expect(opened.prepared).toBe(true);
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`]));
+    // Its held videos, the gone one's included (the client asks for what it was told): only the present one is subscribed.
+    await seats.media.subscribe(opened.seat, prepared.held, true);
+    expect(early.subscribed.at(-1)).toEqual([`${host.media.feedId}/1`]);
+    await seats.media.answer(opened.seat, "v=0", true);
+    await vi.waitFor(() => expect(early.configured).toEqual([`a-${host.media.feedId}:true`, `v-${host.media.feedId}:true`]));
     await new Promise((r) => setTimeout(r, 20));
     expect(early.configured.some((c) => c.includes(leavingFeed))).toBe(false);
   });

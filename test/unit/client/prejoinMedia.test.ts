@@ -43,7 +43,7 @@ async function offered(s: FakeSocket) {
 }
 
 /** Serves the call's requests on the (taken) socket: hello says `prepared` as given. */
-function serveCall(s: FakeSocket, prepared: boolean) {
+function serveCall(s: FakeSocket, prepared: boolean, hello: Record<string, unknown> = {}) {
   const requests: Record<string, unknown>[] = [];
   const send = s.send.bind(s);
   s.send = (data: string) => {
@@ -53,7 +53,7 @@ function serveCall(s: FakeSocket, prepared: boolean) {
     requests.push(m);
     queueMicrotask(() => {
       const answer: Record<string, Record<string, unknown>> = {
-        hello: { user_id: "@a:x", room_id: "!r:x", call_id: "c", ...(prepared ? { prepared: true } : {}) },
+        hello: { user_id: "@a:x", room_id: "!r:x", call_id: "c", ...(prepared ? { prepared: true } : {}), ...hello },
         publish: { jsep: { type: "answer", sdp: "v=0\r\npublisher answer" }, feed_id: 100 },
         subscribe: { jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS },
       };
@@ -143,6 +143,63 @@ describe("the pre-join's subscription", () => {
     expect(requests.at(-1)).toMatchObject({ type: "trickle", target: "subscriber" });
     await call.leave();
     expect(pc.closed).toBe(true);
+  });
+
+  it("its held videos (the offer was the host's audio) are subscribed at Join on the call's socket, by their publishers' mids, and answered", async () => {
+    const p = prejoin();
+    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
+    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }, { feed: 7 }, "x"] });
+    await vi.waitFor(() => expect(p.s.sent.some((m) => m.type === "answer")).toBe(true));
+    const pc = FakePeer.all[0]!;
+    // Nothing asked on the standby: the videos wait for the call.
+    expect(p.s.sent.map((m) => m.type)).toEqual(["hello", "answer"]);
+    const requests = serveCall(p.s, true);
+    const call = callFor(p);
+    await call.start();
+    // Only the well-formed one, once.
+    expect(requests.filter((m) => m.type === "subscribe")).toEqual([{ type: "subscribe", id: expect.any(Number), feeds: [{ feed: 7, mid: "1" }], e2ee: true }]);
+    await vi.waitFor(() => expect(requests.filter((m) => m.type === "answer")).toHaveLength(1));
+    await vi.waitFor(() => expect(call.state.get().remotes[0]?.media?.video).toBeTruthy());
+    expect(FakePeer.all.filter((x) => x !== pc)).toHaveLength(1); // no second subscriber connection
+    await call.leave();
+  });
+
+  it("the held videos' offer pushed once connected is answered on the standby: the call asks for nothing more", async () => {
+    const p = prejoin();
+    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
+    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }] });
+    await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(1));
+    p.s.receive({ type: "result", id: p.s.sent.find((m) => m.type === "answer")!.id });
+    p.s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS });
+    await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(2));
+    p.s.receive({ type: "result", id: p.s.sent.filter((m) => m.type === "answer")[1]!.id });
+    const pc = FakePeer.all[0]!;
+    expect(pc.getTransceivers()).toHaveLength(2);
+    // (A hello handing the same offer over, as if it had crossed it: it was answered already.)
+    const requests = serveCall(p.s, true, { prepared_update: { jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS } });
+    const call = callFor(p);
+    await call.start();
+    await vi.waitFor(() => expect(call.state.get().remotes[0]?.media?.video).toBeTruthy());
+    await tick();
+    expect(requests.map((m) => m.type)).toEqual(["hello", "publish", "mute", "mute"]);
+    await call.leave();
+  });
+
+  it("a hello that crossed the held videos' offer hands it over: answered once, on the call's socket", async () => {
+    const p = prejoin();
+    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
+    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }] });
+    await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(1));
+    // The server's hello result carries it (as CallSeats does when its answer had not come).
+    const update = { jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS };
+    const requests = serveCall(p.s, true, { prepared_update: update });
+    const call = callFor(p);
+    await call.start();
+    await vi.waitFor(() => expect(call.state.get().remotes[0]?.media?.video).toBeTruthy());
+    const types = requests.map((m) => m.type);
+    expect(types.filter((t) => t === "answer")).toHaveLength(1);
+    expect(types).not.toContain("subscribe");
+    await call.leave();
   });
 
   it("a hello that does not say `prepared` (the server closed it): the pre-join's connection is closed and the call subscribes as without", async () => {

@@ -393,8 +393,8 @@ describe("the pre-join's socket on standby", () => {
     expect(s.sent.at(-1)).toEqual({ type: "hello", id: "standby-prepare", session: "s0", standby: true, prepare: true });
     s.receive({ type: "result", id: "standby-prepare", standby: true, ...HELLO });
     const offer = { type: "offer", sdp: "v=0" };
-    s.receive({ type: "prepared", jsep: offer, streams: [], ice_servers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }, { nonsense: 1 }], ice_transport_policy: "relay" });
-    expect(media.onPrepared).toHaveBeenCalledWith({ jsep: offer, streams: [], ice: { iceServers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }], iceTransportPolicy: "relay" } });
+    s.receive({ type: "prepared", jsep: offer, streams: [], held: [{ feed: 3, mid: "1" }], ice_servers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }, { nonsense: 1 }], ice_transport_policy: "relay" });
+    expect(media.onPrepared).toHaveBeenCalledWith({ jsep: offer, streams: [], held: [{ feed: 3, mid: "1" }], ice: { iceServers: [{ urls: "turn:127.0.0.1:3478", username: "u", credential: "c" }], iceTransportPolicy: "relay" } });
     expect(s.closedWith).toBeNull();
     // Once: a second ask sends nothing.
     expect(standby.prepareNow(prepare())).toBe(false);

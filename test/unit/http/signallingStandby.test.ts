@@ -34,6 +34,11 @@ class FakePrepared {
   readonly sessionKey = "k-s1";
   readonly offerSdp = "v=0 prepared offer";
   readonly streams = [{ feed: "p1", mid: "0", kind: "audio" as const, type: "audio", user_id: "@alice:x", device_id: "A" }];
+  /** The video its offer left out (a CallMedia prepare holds the videos back). */
+  readonly held = [{ feed: "p1", mid: "1" }];
+  onUpdate?: (offer: { sdp: string; streams: unknown[] }) => void;
+  /** The seat's hello is handed the held videos' offer (CallMedia's, when its hello crossed it). */
+  updateAtHello = false;
   readonly log: string[] = [];
   closed = false;
   ice?: { iceServers: { urls: string[]; username: string; credential: string }[]; iceTransportPolicy: "relay" };
@@ -74,8 +79,10 @@ beforeEach(async () => {
       // Seated with it if it was answered by now (the hello waited for an answer under way).
       const p = fromStandby && (await fromStandby.media);
       await fromStandby?.answering?.catch(() => undefined);
-      const seated = p !== undefined && (p as unknown as FakePrepared).log.some((l) => l.startsWith("answer"));
-      return { seat: { session: { ...SESSION, token, key: `k-${token}` } }, e2ee: { required: true, keys: "participant", bot: "@bot:x" }, resumed: false, ...(seated ? { prepared: true } : {}) };
+      const fake = p as unknown as FakePrepared | undefined;
+      const seated = fake !== undefined && fake.log.some((l) => l.startsWith("answer"));
+      const update = seated && fake.updateAtHello ? { preparedUpdate: { sdp: "v=0 held", streams: [{ feed: "p1", mid: "1", kind: "video" }] } } : {};
+      return { seat: { session: { ...SESSION, token, key: `k-${token}` } }, e2ee: { required: true, keys: "participant", bot: "@bot:x" }, resumed: false, ...(seated ? { prepared: true } : {}), ...update };
     },
     prepare: async (_token: string, wanted: () => boolean) => {
       await prepareGate;
@@ -198,7 +205,11 @@ describe("a standby hello with prepare (the pre-join's subscription, docs/join.m
 
   it("pushes the SFU's offer; the socket takes its answer and candidates, nothing else, and the real hello seats it", async () => {
     const ws = await preparing();
-    expect(await ws.push("prepared", (p) => p.type === "prepared")).toMatchObject({ jsep: { type: "offer", sdp: "v=0 prepared offer" }, streams: [{ mid: "0", user_id: "@alice:x" }] });
+    expect(await ws.push("prepared", (p) => p.type === "prepared")).toMatchObject({
+      jsep: { type: "offer", sdp: "v=0 prepared offer" },
+      streams: [{ mid: "0", user_id: "@alice:x" }],
+      held: [{ feed: "p1", mid: "1" }],
+    });
     expect(await ws.request({ type: "publish", jsep: { type: "offer", sdp: "v=0" } })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
     expect(await ws.request({ type: "trickle", target: "publisher", candidate })).toMatchObject({ type: "error", errcode: "M_MISSING_TOKEN" });
     expect(await ws.request({ type: "trickle", target: "subscriber", candidate })).toMatchObject({ type: "result" });
@@ -211,6 +222,30 @@ describe("a standby hello with prepare (the pre-join's subscription, docs/join.m
     expect(prepared[0]!.closed).toBe(false); // the seat's now
     expect(prepared[0]!.ice).toBeUndefined();
     expect(ws.pushes.find((p) => p.type === "prepared")).not.toHaveProperty("ice_servers"); // its grant had them
+    ws.close();
+  });
+
+  it("the held videos' offer is a second `prepared` while on standby, answered there; none after the hello, whose result carries one it crossed", async () => {
+    const ws = await preparing();
+    await ws.push("prepared", (p) => p.type === "prepared");
+    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0 answer" }, e2ee: true })).toMatchObject({ type: "result" });
+    const p = prepared[0]!;
+    p.onUpdate!({ sdp: "v=0 held", streams: [{ feed: "p1", mid: "1", kind: "video", user_id: "@alice:x", device_id: "A" }] });
+    const second = await ws.push("the held videos' offer", (m) => m.type === "prepared" && (m.jsep as { sdp: string }).sdp === "v=0 held");
+    expect(second).toEqual({ type: "prepared", jsep: { type: "offer", sdp: "v=0 held" }, streams: [{ feed: "p1", mid: "1", kind: "video", user_id: "@alice:x", device_id: "A" }] });
+    expect(await ws.request({ type: "answer", jsep: { type: "answer", sdp: "v=0 answer 2" }, e2ee: true })).toMatchObject({ type: "result" });
+    expect(p.log).toEqual(["answer v=0 answer e2ee=true", "answer v=0 answer 2 e2ee=true"]);
+    p.updateAtHello = true;
+    expect(await ws.request({ type: "hello", session: "s1" })).toMatchObject({
+      type: "result",
+      prepared: true,
+      prepared_update: { jsep: { type: "offer", sdp: "v=0 held" }, streams: [{ feed: "p1", mid: "1" }] },
+    });
+    // After the hello, an offer made for the standby is not pushed (the hello carried it).
+    const pushes = ws.pushes.length;
+    p.onUpdate!({ sdp: "v=0 late", streams: [] });
+    await new Promise((r) => setTimeout(r, 30));
+    expect(ws.pushes.slice(pushes).some((m) => m.type === "prepared")).toBe(false);
     ws.close();
   });
 

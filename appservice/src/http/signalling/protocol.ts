@@ -113,8 +113,13 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *   hello with standby and prepare: true -> as above; then, when the call has feeds and a
  *                  pre-join subscription may be made (calls.limits.prejoinSubscriptionsPerCall; a
  *                  lobby grant's once let in: it waits for the let-in as its hello would), the push
- *                  {type:"prepared", jsep: {type:"offer", sdp}, streams: SubscribedStream[]}, with a
- *                  lobby grant's {ice_servers, ice_transport_policy}: every m-line made paused in the SFU.
+ *                  {type:"prepared", jsep: {type:"offer", sdp}, streams: SubscribedStream[],
+ *                  held?: {feed, mid}[]}, with a lobby grant's {ice_servers, ice_transport_policy}:
+ *                  every m-line made paused in the SFU. The offer holds the feeds' audio (all their
+ *                  m-lines when none has audio); `held` names the video m-lines left out (their
+ *                  publishers' mids), which the seated client subscribes to at Join (a subscribe
+ *                  naming exactly some of them, each {feed, mid}: added paused, resumed as chosen
+ *                  once answered).
  *                  A socket on standby without prepare may say it once more, with prepare and the
  *                  same session (a knocker's lobby standby, once its client saw the invite);
  *                  any other second hello on standby is M_FORBIDDEN. On standby the socket

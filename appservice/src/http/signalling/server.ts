@@ -150,7 +150,7 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       leaveStandby(prepared !== undefined);
       helloPending = true;
       try {
-        const { seat, e2ee, resumed, ice, prepared: seatedPrepared } = await seats.open(
+        const { seat, e2ee, resumed, ice, prepared: seatedPrepared, preparedUpdate } = await seats.open(
           {
             push: (event) => conn.send(event),
             ended: (reason: SessionEndReason) =>
@@ -172,7 +172,9 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
         // resumed: the media the client had before a Parley restart is this seat's (nothing to publish again).
         // ice: a session granted in the lobby (or restored after a restart) gets its ICE servers here.
         const iceFields = ice ? { ice_servers: ice.iceServers, ice_transport_policy: ice.iceTransportPolicy } : {};
-        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields, ...(seatedPrepared ? { prepared: true } : {}) };
+        // prepared_update: the held videos' offer pushed on the standby that its hello crossed (the call answers it).
+        const update = preparedUpdate ? { prepared_update: { jsep: { type: "offer", sdp: preparedUpdate.sdp }, streams: preparedUpdate.streams } } : {};
+        return { user_id: s.userId, room_id: s.roomId, call_id: s.callId, e2ee, resumed, ...iceFields, ...(seatedPrepared ? { prepared: true } : {}), ...update };
       } finally {
         helloPending = false;
       }
@@ -213,7 +215,13 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
           if (p && !wanted()) return void (await p.close());
           // A lobby grant's (let in) carries the ICE servers its grant did not: its peer connection is made before the hello.
           const ice = p?.ice ? { ice_servers: p.ice.iceServers, ice_transport_policy: p.ice.iceTransportPolicy } : {};
-          if (p) conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams, ...ice });
+          const held = p?.held.length ? { held: p.held } : {};
+          if (!p) return p;
+          conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams, ...held, ...ice });
+          // The held videos' offer, once the connection is up: a second `prepared` (while on standby).
+          p.onUpdate = (offer) => {
+            if (wanted()) conn.send({ type: "prepared", jsep: { type: "offer", sdp: offer.sdp }, streams: offer.streams });
+          };
           return p;
         })
         .catch((err: unknown) => void log.warn({ err }, "pre-join subscription not made"));
