@@ -218,8 +218,8 @@ export class Subscriber {
     const queued = this.localCandidates;
     this.localCandidates = null;
     for (const c of queued ?? []) this.sendCandidate(c);
-    await answered;
-    this.answeredOffer = offer.sdp;
+    // (A standby request the call's socket took over resolves with nothing: not known to be taken.)
+    if ((await answered).type === "result") this.answeredOffer = offer.sdp;
     for (const c of this.remoteCandidates.splice(0)) await this.addRemoteCandidate(c);
   }
 
