@@ -78,9 +78,8 @@ export class SyntheticViewer {
   /** Subscriber mid -> feed and kind (from the subscribe result). */
   readonly streams = new Map<string, { feed: string; kind: string }>();
 
-  /** Subscribes to whole feeds, or to m-lines of them (`{feed, mid}`: the publisher's mid). */
-  async subscribe(ws: SignallingClient, feeds: (string | { feed: string | number; mid: string })[]): Promise<void> {
-    const res = await ws.request({ type: "subscribe", e2ee: true, feeds: feeds.map((feed) => (typeof feed === "string" ? { feed } : feed)) });
+  async subscribe(ws: SignallingClient, feeds: string[]): Promise<void> {
+    const res = await ws.request({ type: "subscribe", e2ee: true, feeds: feeds.map((feed) => ({ feed })) });
     if (res.type !== "result") throw new Error(`subscribe refused: ${JSON.stringify(res)}`);
     await this.answer(ws, res);
   }

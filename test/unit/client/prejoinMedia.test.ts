@@ -7,6 +7,7 @@ import { CallConnection } from "../../../client/src/rtc/call.ts";
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { PrejoinSubscription } from "../../../client/src/rtc/prejoinMedia.ts";
 import { StandbySocket } from "../../../client/src/rtc/signalling.ts";
+import { SUBSCRIBE_FEEDS_MAX } from "../../../client/src/rtc/subscriber.ts";
 import type { MediaTransformHook, ReceiverInfo } from "../../../client/src/rtc/transforms.ts";
 import { FakeSocket, tick } from "./fakes.ts";
 import { FakeMediaStream, FakePeer, offerFor, peerFactory } from "./peers.ts";
@@ -40,6 +41,15 @@ function prejoin(hook = transforms()) {
 async function offered(s: FakeSocket) {
   s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS });
   await vi.waitFor(() => expect(s.sent.some((m) => m.type === "answer")).toBe(true));
+}
+
+/** A pre-join whose offer held the host's audio only (the video `held`), answered by the page. */
+async function offeredAudio(held: unknown[] = [{ feed: 7, mid: "1" }]) {
+  const p = prejoin();
+  const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
+  p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held });
+  await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(1));
+  return p;
 }
 
 /** Serves the call's requests on the (taken) socket: hello says `prepared` as given. */
@@ -146,10 +156,7 @@ describe("the pre-join's subscription", () => {
   });
 
   it("its held videos (the offer was the host's audio) are subscribed at Join on the call's socket, by their publishers' mids, and answered", async () => {
-    const p = prejoin();
-    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
-    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }, { feed: 7 }, "x"] });
-    await vi.waitFor(() => expect(p.s.sent.some((m) => m.type === "answer")).toBe(true));
+    const p = await offeredAudio([{ feed: 7, mid: "1" }, { feed: 7 }, "x"]);
     const pc = FakePeer.all[0]!;
     // Nothing asked on the standby: the videos wait for the call.
     expect(p.s.sent.map((m) => m.type)).toEqual(["hello", "answer"]);
@@ -164,11 +171,20 @@ describe("the pre-join's subscription", () => {
     await call.leave();
   });
 
+  it("more held videos than one subscribe may name: asked in requests of at most SUBSCRIBE_FEEDS_MAX", async () => {
+    const held = Array.from({ length: SUBSCRIBE_FEEDS_MAX + 1 }, (_, i) => ({ feed: 100 + i, mid: "1" }));
+    const p = await offeredAudio(held);
+    const requests = serveCall(p.s, true);
+    const call = callFor(p);
+    await call.start();
+    const asked = requests.filter((m) => m.type === "subscribe").map((m) => m.feeds as unknown[]);
+    expect(asked.map((f) => f.length)).toEqual([SUBSCRIBE_FEEDS_MAX, 1]);
+    expect(asked.flat()).toEqual(held);
+    await call.leave();
+  });
+
   it("the held videos' offer pushed once connected is answered on the standby: the call asks for nothing more", async () => {
-    const p = prejoin();
-    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
-    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }] });
-    await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(1));
+    const p = await offeredAudio();
     p.s.receive({ type: "result", id: p.s.sent.find((m) => m.type === "answer")!.id });
     p.s.receive({ type: "prepared", jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS });
     await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(2));
@@ -186,10 +202,7 @@ describe("the pre-join's subscription", () => {
   });
 
   it("a hello that crossed the held videos' offer hands it over: answered once, on the call's socket", async () => {
-    const p = prejoin();
-    const audio = PREPARED_STREAMS.filter((x) => x.kind === "audio");
-    p.s.receive({ type: "prepared", jsep: offerFor(audio), streams: audio, held: [{ feed: 7, mid: "1" }] });
-    await vi.waitFor(() => expect(p.s.sent.filter((m) => m.type === "answer")).toHaveLength(1));
+    const p = await offeredAudio();
     // The server's hello result carries it (as CallSeats does when its answer had not come).
     const update = { jsep: offerFor(PREPARED_STREAMS), streams: PREPARED_STREAMS };
     const requests = serveCall(p.s, true, { prepared_update: update });

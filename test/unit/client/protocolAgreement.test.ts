@@ -6,6 +6,7 @@ import { REACTIONS as SERVER_REACTIONS } from "../../../appservice/src/calls/mod
 import { clientMessage } from "../../../appservice/src/http/signalling/protocol.ts";
 import { SIGNALLING_PATH } from "../../../appservice/src/http/signalling/server.ts";
 import { DEFAULT_SIGNALLING_PATH } from "../../../client/src/rtc/callApi.ts";
+import { SUBSCRIBE_FEEDS_MAX } from "../../../client/src/rtc/subscriber.ts";
 import { REACTIONS, type GovernanceRequest } from "../../../client/src/rtc/governanceProtocol.ts";
 import { parsePush, type ClientRequest } from "../../../client/src/rtc/protocol.ts";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
@@ -55,6 +56,12 @@ describe("the client's requests parse with the server's schema", () => {
 
   it("opens its standby socket at the path the server serves", () => {
     expect(DEFAULT_SIGNALLING_PATH).toBe(SIGNALLING_PATH);
+  });
+
+  it("names at most as many m-lines in one subscribe as the server takes (SUBSCRIBE_FEEDS_MAX)", () => {
+    const feeds = (n: number) => Array.from({ length: n }, (_, i) => ({ feed: i, mid: "1" }));
+    expect(clientMessage.safeParse({ type: "subscribe", id: 1, feeds: feeds(SUBSCRIBE_FEEDS_MAX) }).success).toBe(true);
+    expect(clientMessage.safeParse({ type: "subscribe", id: 1, feeds: feeds(SUBSCRIBE_FEEDS_MAX + 1) }).success).toBe(false);
   });
 
   it.each(MEDIA.map((m, i) => [`${m.type} #${i}`, m] as const))("%s", (_, m) => {

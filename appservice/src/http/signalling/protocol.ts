@@ -117,13 +117,17 @@ export type MessageOf<T extends ClientMessage["type"]> = Extract<ClientMessage, 
  *                  held?: {feed, mid}[]}, with a lobby grant's {ice_servers, ice_transport_policy}:
  *                  every m-line made paused in the SFU. The offer holds the feeds' audio (all their
  *                  m-lines when none has audio); `held` names the video m-lines left out (their
- *                  publishers' mids), which the seated client subscribes to at Join (a subscribe
- *                  naming exactly some of them, each {feed, mid}: added paused, resumed as chosen
- *                  once answered).
+ *                  publishers' mids). Once its connection is up they are added, paused, and a
+ *                  second `prepared` {jsep, streams} carries that renegotiation's offer, answered
+ *                  on the standby like the first. A real hello that crossed it gets it in its
+ *                  result (`prepared_update`: {jsep, streams}), answered as the call's; one that
+ *                  came before the connection was up leaves the held m-lines to the seated client
+ *                  (a subscribe naming only some of them, each {feed, mid}, once: added paused).
+ *                  Either way they resume as the viewer chooses once answered.
  *                  A socket on standby without prepare may say it once more, with prepare and the
  *                  same session (a knocker's lobby standby, once its client saw the invite);
  *                  any other second hello on standby is M_FORBIDDEN. On standby the socket
- *                  takes `answer` to it and `trickle` (target subscriber), nothing else. The real
+ *                  takes `answer` to them and `trickle` (target subscriber), nothing else. The real
  *                  hello on the same socket seats the subscription if its answer came before the
  *                  hello (its result says `prepared: true`), and it forwards from then on; otherwise
  *                  it is closed, and the hello does not wait for one still being made (an offer

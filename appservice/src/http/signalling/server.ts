@@ -212,11 +212,11 @@ export function attachSignalling(server: Server, seats: CallSeats, handlers: Han
       mine.prepared = seats
         .prepare(mine.token, wanted)
         .then(async (p) => {
-          if (p && !wanted()) return void (await p.close());
-          // A lobby grant's (let in) carries the ICE servers its grant did not: its peer connection is made before the hello.
-          const ice = p?.ice ? { ice_servers: p.ice.iceServers, ice_transport_policy: p.ice.iceTransportPolicy } : {};
-          const held = p?.held.length ? { held: p.held } : {};
           if (!p) return p;
+          if (!wanted()) return void (await p.close());
+          // A lobby grant's (let in) carries the ICE servers its grant did not: its peer connection is made before the hello.
+          const ice = p.ice ? { ice_servers: p.ice.iceServers, ice_transport_policy: p.ice.iceTransportPolicy } : {};
+          const held = p.held.length ? { held: p.held } : {};
           conn.send({ type: "prepared", jsep: { type: "offer", sdp: p.offerSdp }, streams: p.streams, ...held, ...ice });
           // The held videos' offer, once the connection is up: a second `prepared` (while on standby).
           p.onUpdate = (offer) => {
