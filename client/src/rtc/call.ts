@@ -12,7 +12,7 @@ import { sampleMedia, type MediaSample } from "./mediaHealth.ts";
 import type { FeedId, GovernanceRequest, HelloResult, Participant, Push, ViewRequest } from "./protocol.ts";
 import { Publisher } from "./publisher.ts";
 import { SignallingClient, type SocketFactory, type SocketLike } from "./signalling.ts";
-import { Subscriber, type RemoteFeed } from "./subscriber.ts";
+import { chunksOf, Subscriber, SUBSCRIBE_FEEDS_MAX, type RemoteFeed } from "./subscriber.ts";
 import { browserPeerFactory, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
 export type CallPhase = "idle" | "joining" | "connected" | "reconnecting" | "ended" | "failed";
@@ -399,38 +399,53 @@ export class CallConnection {
         const added = [...wanted].filter(([k]) => !this.subscribed.has(k));
         if (gone.length) {
           for (const [k] of gone) this.subscribed.delete(k);
-          await subscriber.unsubscribe(gone.map(([, f]) => f)).catch((err) => this.log.warn("unsubscribe failed", { err: String(err) }));
-        }
-        if (added.length) {
-          for (const [k, f] of added) this.subscribed.set(k, f);
-          try {
-            markStep("subscribe");
-            const now = await subscriber.subscribe(added.map(([, f]) => f));
-            markStep("subscribed");
-            this.subscribeFailures = 0;
-            // A feed gone before the server saw the request is left out: the next participant
-            // list that still holds it subscribes again.
-            for (const [k] of added) if (!now.has(k)) this.subscribed.delete(k);
-          } catch (err) {
-            for (const [k] of added) this.subscribed.delete(k);
-            this.log.warn("subscribe failed", { err: String(err) });
-            if (!(err instanceof ParleyClientError) || err.code === "CLOSED") break;
-            // A feed can vanish or not be ready yet between the participant list and our request:
-            // try the subscription again a few times before restarting all media.
-            if (++this.subscribeFailures <= 3) {
-              this.o.timers.setTimeout(() => void this.syncFeeds(), 1000 * this.subscribeFailures);
-            } else {
-              this.subscribeFailures = 0;
-              this.scheduleRestart("a subscription kept failing", 1000);
-            }
-            break;
+          // At most SUBSCRIBE_FEEDS_MAX feeds a request (the server's limit), in order.
+          for (const chunk of chunksOf(gone, SUBSCRIBE_FEEDS_MAX)) {
+            await subscriber.unsubscribe(chunk.map(([, f]) => f)).catch((err) => this.log.warn("unsubscribe failed", { err: String(err) }));
           }
         }
+        for (const [k, f] of added) this.subscribed.set(k, f);
+        if (added.length && !(await this.subscribeAdded(subscriber, added))) break;
       } while (this.resyncWanted);
     })().finally(() => {
       this.syncing = null;
     });
     return this.syncing;
+  }
+
+  /**
+   * Subscribes to the feeds `added` (just put in `subscribed`), at most SUBSCRIBE_FEEDS_MAX a
+   * request (the server's limit), in order. False when a request failed: its feeds and those after
+   * it are taken out of `subscribed` again (tried again later, or all media restarted); the feeds
+   * of the requests before it stay, subscribed.
+   */
+  private async subscribeAdded(subscriber: Subscriber, added: [string, FeedId][]): Promise<boolean> {
+    markStep("subscribe");
+    const chunks = chunksOf(added, SUBSCRIBE_FEEDS_MAX);
+    for (const [i, chunk] of chunks.entries()) {
+      try {
+        const now = await subscriber.subscribe(chunk.map(([, f]) => f));
+        markStep("subscribed");
+        this.subscribeFailures = 0;
+        // A feed gone before the server saw the request is left out: the next participant
+        // list that still holds it subscribes again.
+        for (const [k] of chunk) if (!now.has(k)) this.subscribed.delete(k);
+      } catch (err) {
+        for (const [k] of chunks.slice(i).flat()) this.subscribed.delete(k);
+        this.log.warn("subscribe failed", { err: String(err) });
+        if (!(err instanceof ParleyClientError) || err.code === "CLOSED") return false;
+        // A feed can vanish or not be ready yet between the participant list and our request:
+        // try the subscription again a few times before restarting all media.
+        if (++this.subscribeFailures <= 3) {
+          this.o.timers.setTimeout(() => void this.syncFeeds(), 1000 * this.subscribeFailures);
+        } else {
+          this.subscribeFailures = 0;
+          this.scheduleRestart("a subscription kept failing", 1000);
+        }
+        return false;
+      }
+    }
+    return true;
   }
 
   private refreshRemotes(): void {

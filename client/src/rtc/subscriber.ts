@@ -9,8 +9,15 @@ import { parseSubscribeResult, type CandidateInit, type FeedId, type HeldStream,
 import type { Requester } from "./publisher.ts";
 import { closePeer, noTransforms, type MediaTransformHook, type PeerFactory } from "./transforms.ts";
 
-/** Feeds (or m-lines) one subscribe may name (the server's limit). */
+/** Feeds (or m-lines) one subscribe or unsubscribe may name (the server's limit). */
 export const SUBSCRIBE_FEEDS_MAX = 64;
+
+/** `items` in runs of at most `size`, in order. */
+export function chunksOf<T>(items: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
+  return chunks;
+}
 
 export interface RemoteFeed {
   feed: FeedId;
@@ -97,10 +104,8 @@ export class Subscriber {
     const held = this.held;
     this.held = [];
     if (held.length === 0) return Promise.resolve(false);
-    const chunks: HeldStream[][] = [];
-    for (let i = 0; i < held.length; i += SUBSCRIBE_FEEDS_MAX) chunks.push(held.slice(i, i + SUBSCRIBE_FEEDS_MAX));
     return Promise.all(
-      chunks.map((chunk) =>
+      chunksOf(held, SUBSCRIBE_FEEDS_MAX).map((chunk) =>
         this.enqueue(async () => {
           const raw = await this.o.signalling.request({
             type: "subscribe",

@@ -4,7 +4,7 @@ import { setLogLevel } from "../../../client/src/log.ts";
 import { CallConnection, type CallConnectionOptions, type LocalTracks } from "../../../client/src/rtc/call.ts";
 import type { CallGrant } from "../../../client/src/rtc/callApi.ts";
 import { SIMULCAST_ENCODINGS } from "../../../client/src/rtc/publisher.ts";
-import { applyStreams } from "../../../client/src/rtc/subscriber.ts";
+import { applyStreams, SUBSCRIBE_FEEDS_MAX } from "../../../client/src/rtc/subscriber.ts";
 import { ViewReporter } from "../../../client/src/rtc/view.ts";
 import type { ViewReport } from "../../../client/src/state/layoutModel.ts";
 import { Store } from "../../../client/src/state/store.ts";
@@ -249,6 +249,38 @@ describe("CallConnection", () => {
     await vi.waitFor(() => expect(sent("unsubscribe")).toHaveLength(1));
     expect(sent("unsubscribe")[0]).toMatchObject({ feeds: [7] });
     await vi.waitFor(() => expect(call.state.get().remotes.map((r) => r.key)).toEqual(["8"]));
+  });
+
+  it("more publishing feeds than one request may name: subscribed, then unsubscribed, SUBSCRIBE_FEEDS_MAX at most a request, on one connection", async () => {
+    const { call } = setup();
+    await call.start();
+    const many = Array.from({ length: 2 * SUBSCRIBE_FEEDS_MAX + 2 }, (_, i) => ({ ...REMOTE, feed_id: 1000 + i }));
+    socket.receive({ type: "participants", participants: many });
+    await vi.waitFor(() => expect(sent("answer")).toHaveLength(3));
+    expect(sent("subscribe").map((m) => (m.feeds as unknown[]).length)).toEqual([SUBSCRIBE_FEEDS_MAX, SUBSCRIBE_FEEDS_MAX, 2]);
+    expect(sent("subscribe").flatMap((m) => (m.feeds as { feed: number }[]).map((f) => f.feed))).toEqual(many.map((p) => p.feed_id));
+    await vi.waitFor(() => expect(call.state.get().remotes.filter((r) => r.media)).toHaveLength(many.length));
+    expect(FakePeer.all).toHaveLength(2); // publisher + one subscriber
+    socket.receive({ type: "participants", participants: [] });
+    await vi.waitFor(() => expect(sent("unsubscribe")).toHaveLength(3));
+    expect(sent("unsubscribe").map((m) => (m.feeds as unknown[]).length)).toEqual([SUBSCRIBE_FEEDS_MAX, SUBSCRIBE_FEEDS_MAX, 2]);
+  });
+
+  it("a refused request of several keeps the feeds of the ones before it: only its own and later feeds are asked again", async () => {
+    const { call } = setup();
+    await call.start();
+    const subscribe = handlers.subscribe!;
+    let requests = 0;
+    handlers.subscribe = (m) => (++requests === 2 ? new ParleyClientError("M_UNKNOWN", "signalling", { detail: "busy" }) : subscribe(m));
+    const many = Array.from({ length: SUBSCRIBE_FEEDS_MAX + 3 }, (_, i) => ({ ...REMOTE, feed_id: 2000 + i }));
+    socket.receive({ type: "participants", participants: many });
+    await vi.waitFor(() => expect(sent("subscribe")).toHaveLength(2));
+    await tick();
+    socket.receive({ type: "participants", participants: many });
+    await vi.waitFor(() => expect(sent("subscribe")).toHaveLength(3));
+    expect((sent("subscribe")[2]!.feeds as { feed: number }[]).map((f) => f.feed)).toEqual(many.slice(SUBSCRIBE_FEEDS_MAX).map((p) => p.feed_id));
+    await vi.waitFor(() => expect(call.state.get().remotes.filter((r) => r.media)).toHaveLength(many.length));
+    expect(sent("unsubscribe")).toHaveLength(0);
   });
 
   it("passes the server's candidates to the right peer connection", async () => {
