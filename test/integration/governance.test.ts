@@ -171,6 +171,12 @@ describe("meeting governance", () => {
     const announced = (await alice.stateEvent(roomId, "org.parley.call"))!;
     expect(told).toEqual([{ api: announced.api, sender: A.botUserId }]);
     await waitFor("bob invited", async () => ((await membershipOf(bob.userId)) === "invite" ? true : undefined));
+    // The invite carries the profile Bob's knock stated (Parley passes it on; A's homeserver asks B nothing for it).
+    const bobKnock = (await alice.client.getStateEvent(roomId, "m.room.member", bob.userId).catch(() => undefined)) as Record<string, unknown> | undefined;
+    expect(bobKnock).toMatchObject({ membership: "invite", reason: `admitted by ${alice.userId}` });
+    const bobProfile = await bob.client.getProfileInfo(bob.userId);
+    expect(bobProfile.displayname).toEqual(expect.any(String));
+    expect(bobKnock?.displayname).toBe(bobProfile.displayname);
     // Let in, not joined yet: a grant asked ahead is given, a plain one is not; a hello before the
     // room's join goes on (the invite is the host's admission), and the join then has
     // calls.limits.invitedJoinWaitMs (3 s here) to reach A (the end at that limit: callService.test.ts).

@@ -11,7 +11,7 @@ import type { CallPush } from "./callRoster.ts";
 import type { Kind, Moderation } from "./moderation.ts";
 import { serverOf, ServerSet } from "./policy.ts";
 import { GUEST_MARK } from "./guests.ts";
-import type { Clock, Homeserver, RoomMemberFacts } from "./ports.ts";
+import type { Clock, Homeserver, InviteProfile, RoomMemberFacts } from "./ports.ts";
 import { HOST_LEVEL, RoomPower, type Action, type Role } from "./roles.ts";
 
 export interface GovernanceConfig {
@@ -106,6 +106,8 @@ export class Governance {
   private readonly cache = new Map<string, RoomFacts>();
   private readonly loading = new Map<string, Promise<RoomFacts>>();
   private readonly lobbies = new Map<string, Map<string, LobbyEntry>>();
+  /** Each waiting knock's own profile ("room|user"), as its invite carries it (`inviteProfile`). */
+  private readonly knockProfiles = new Map<string, InviteProfile>();
   /**
    * Knockers whose answer (an invite, a leave, a ban) was seen as its transaction arrived, before
    * the transactions queued ahead of it were processed (`answeredOnArrival`), by room and user: a
@@ -288,11 +290,15 @@ export class Governance {
       reason: k.reason ? k.reason.slice(0, 500) : null,
       since: k.since,
     });
+    const profile = inviteProfile(k);
+    if (profile) this.knockProfiles.set(`${roomId}|${k.userId}`, profile);
+    else this.knockProfiles.delete(`${roomId}|${k.userId}`);
   }
 
   private removeKnock(roomId: string, userId: string): boolean {
     const lobby = this.lobbies.get(roomId);
     const had = lobby?.delete(userId) ?? false;
+    this.knockProfiles.delete(`${roomId}|${userId}`);
     if (lobby?.size === 0) this.lobbies.delete(roomId);
     return had;
   }
@@ -368,7 +374,7 @@ export class Governance {
     if (settings.locked) return;
     const admit = settings.access === "open" || (settings.access === "institution" && this.trusted.hasUser(userId));
     if (!admit) return;
-    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
+    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution", this.knockProfiles.get(`${roomId}|${userId}`));
     this.deps.observe?.("auto_admit", "ok");
     decided("admitted", "auto");
     this.audit({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
@@ -516,7 +522,8 @@ export class Governance {
         const knock = this.lobbies.get(actor.roomId)?.get(a.user_id);
         if (!knock) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
         if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
-        await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"));
+        const profile = a.action === "admit" ? this.knockProfiles.get(`${actor.roomId}|${a.user_id}`) : undefined;
+        await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"), profile);
         this.decision(knock.since)(a.action === "admit" ? "admitted" : "denied", "host");
         this.answered(actor.roomId, a.user_id, a.action === "admit");
         return {};
@@ -525,7 +532,7 @@ export class Governance {
         if (facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         const waiting = this.waiting(actor.roomId);
         for (const w of waiting) {
-          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"));
+          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"), this.knockProfiles.get(`${actor.roomId}|${w.user_id}`));
           this.decision(w.since)("admitted", "host");
           this.answered(actor.roomId, w.user_id, true);
         }
@@ -592,4 +599,24 @@ export class Governance {
     this.lobbySeeded.delete(roomId);
     for (const key of this.answeredEarly) if (key.startsWith(`${roomId}|`)) this.answeredEarly.delete(key);
   }
+}
+
+/** Longest display name an invite takes from a knock (Synapse's own limit for a profile's). */
+export const INVITE_DISPLAY_NAME_MAX = 256;
+/** Longest avatar URL an invite takes from a knock. */
+export const INVITE_AVATAR_URL_MAX = 1000;
+
+/**
+ * The profile a knock states, for its invite to carry: its display name (at most
+ * INVITE_DISPLAY_NAME_MAX characters) and its avatar, an mxc:// URL of at most
+ * INVITE_AVATAR_URL_MAX. Undefined when it states no usable name: the homeserver then looks the
+ * profile up itself, as for any invite. (Another server's knock content is taken only within
+ * those bounds, never as it came.)
+ */
+export function inviteProfile(k: Pick<RoomMemberFacts, "displayName" | "avatarUrl">): InviteProfile | undefined {
+  const name = k.displayName;
+  if (typeof name !== "string" || !name.trim() || name.length > INVITE_DISPLAY_NAME_MAX) return undefined;
+  const avatar = k.avatarUrl;
+  const usable = typeof avatar === "string" && avatar.startsWith("mxc://") && avatar.length <= INVITE_AVATAR_URL_MAX;
+  return { displayName: name, ...(usable ? { avatarUrl: avatar } : {}) };
 }

@@ -65,6 +65,16 @@ export interface RoomMemberFacts {
 
 export type MembershipAct = "invite" | "kick" | "ban";
 
+/**
+ * The profile an invite's membership carries (`displayname`, `avatar_url`), as the user's own
+ * knock stated it. Given, the homeserver does not ask the user's server for it (Synapse: two
+ * federation profile queries, one for each it lacks, before the invite can go).
+ */
+export interface InviteProfile {
+  displayName: string;
+  avatarUrl?: string | undefined;
+}
+
 export interface Homeserver {
   readonly botUserId: string;
   /** Creates a meeting room with its alias; throws RoomAliasInUseError if the alias exists,
@@ -96,8 +106,8 @@ export interface Homeserver {
   removeWidget(roomId: string, widgetId: string): Promise<void>;
   /** The room's members with this membership (the bot must be joined). */
   members(roomId: string, membership: "join" | "knock" | "invite"): Promise<RoomMemberFacts[]>;
-  /** Invites, kicks or bans a user as the bot, with a reason (naming who asked for it). */
-  membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string): Promise<void>;
+  /** Invites, kicks or bans a user as the bot, with a reason (naming who asked for it); an invite with the profile their knock stated, if known. */
+  membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string, profile?: InviteProfile): Promise<void>;
 }
 
 export interface Clock {

@@ -1,7 +1,7 @@
 // The bot's view of its homeserver (the Homeserver port of calls/), over matrix-js-sdk's HTTP
 // layer. No sync loop: everything the bot learns arrives in appservice transactions.
 import { createClient, Method, MatrixError, type MatrixClient } from "matrix-js-sdk";
-import type { Homeserver, MeetingRoomSpec, MembershipAct, Notice, RoomMemberFacts, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
+import type { Homeserver, InviteProfile, MeetingRoomSpec, MembershipAct, Notice, RoomMemberFacts, StateEventFacts, WidgetSpec } from "../calls/ports.ts";
 import { creatorsArePrivileged, MODERATE_EVENT, RoomPower } from "../calls/roles.ts";
 import { ParleyError } from "../errors.ts";
 import { OutcomeUnknownError, RoomAliasInUseError } from "../calls/ports.ts";
@@ -231,7 +231,16 @@ export class MatrixHomeserver implements Homeserver {
     });
   }
 
-  async membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string): Promise<void> {
+  async membershipAct(roomId: string, act: MembershipAct, userId: string, reason: string, profile?: InviteProfile): Promise<void> {
+    if (act === "invite" && profile) {
+      // The invite as its membership event, with the profile the user's knock stated: Synapse
+      // fills in only what the content lacks (update_membership), so it asks the user's server
+      // for neither (a user without an avatar: for that one only) before the invite can go. The
+      // same act as POST /invite otherwise (the same checks, the same event).
+      const content = { membership: "invite", reason, displayname: profile.displayName, ...(profile.avatarUrl ? { avatar_url: profile.avatarUrl } : {}) };
+      await this.request(Method.Put, `/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`, content);
+      return;
+    }
     await this.request(Method.Post, `/rooms/${enc(roomId)}/${act}`, { user_id: userId, reason });
   }
 

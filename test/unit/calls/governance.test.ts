@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { Governance, HELLO_FACTS_MAX_AGE_MS, type GovernanceConfig, type GovernanceDeps } from "../../../appservice/src/calls/governance.ts";
+import { Governance, HELLO_FACTS_MAX_AGE_MS, INVITE_AVATAR_URL_MAX, INVITE_DISPLAY_NAME_MAX, inviteProfile, type GovernanceConfig, type GovernanceDeps } from "../../../appservice/src/calls/governance.ts";
 import type { CallPush } from "../../../appservice/src/calls/callRoster.ts";
-import type { MembershipAct, RoomMemberFacts, StateEventFacts } from "../../../appservice/src/calls/ports.ts";
+import type { InviteProfile, MembershipAct, RoomMemberFacts, StateEventFacts } from "../../../appservice/src/calls/ports.ts";
 import type { CallRecord } from "../../../appservice/src/store/store.ts";
 
 const BOT = "@parley:a.example";
@@ -12,6 +12,8 @@ class FakeHomeserver {
   state = new Map<string, StateEventFacts>();
   members_: Record<string, RoomMemberFacts[]> = { join: [], knock: [], invite: [] };
   acts: [MembershipAct, string, string][] = [];
+  /** The profile each act was given ("act user" -> profile). */
+  profiles = new Map<string, InviteProfile | undefined>();
   puts: [string, Record<string, unknown>][] = [];
   /** Resolves each state read only when released (concurrency tests). */
   gate: Promise<void> | undefined;
@@ -26,8 +28,9 @@ class FakeHomeserver {
   async members(_room: string, membership: "join" | "knock" | "invite"): Promise<RoomMemberFacts[]> {
     return this.members_[membership] ?? [];
   }
-  async membershipAct(_room: string, act: MembershipAct, userId: string, reason: string): Promise<void> {
+  async membershipAct(_room: string, act: MembershipAct, userId: string, reason: string, profile?: InviteProfile): Promise<void> {
     this.acts.push([act, userId, reason]);
+    this.profiles.set(`${act} ${userId}`, profile);
   }
   async removeWidget(): Promise<void> {}
 }
@@ -271,6 +274,38 @@ describe("host actions", () => {
     hs.state.set("org.parley.call", { sender: BOT, content: { locked: true } });
     await g.onMembership(ROOM, fact("@zed:b.example"), "knock");
     await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@zed:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+  });
+
+  it("an invite carries the profile the user's own knock stated (the homeserver asks their server nothing), within bounds", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "invited" } });
+    const g = governance();
+    const knock = (userId: string, displayName: string | undefined, avatarUrl?: string): RoomMemberFacts => ({ ...fact(userId), displayName, avatarUrl });
+    await g.onMembership(ROOM, knock("@bob:b.example", "Bob", "mxc://b.example/face"), "knock");
+    await g.onMembership(ROOM, knock("@eve:b.example", "Eve", "https://elsewhere.example/face.png"), "knock");
+    await g.onMembership(ROOM, knock("@zed:b.example", undefined), "knock");
+    await g.onMembership(ROOM, knock("@max:b.example", "x".repeat(INVITE_DISPLAY_NAME_MAX + 1)), "knock");
+    await g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" });
+    await g.act(actor("@co:a.example"), { action: "admit_all" });
+    expect(Object.fromEntries(hs.profiles)).toEqual({
+      "invite @bob:b.example": { displayName: "Bob", avatarUrl: "mxc://b.example/face" },
+      "invite @eve:b.example": { displayName: "Eve" }, // not an mxc:// avatar: left for the homeserver to look up
+      "invite @zed:b.example": undefined, // no name stated: the homeserver looks the profile up
+      "invite @max:b.example": undefined, // a name over the limit: not taken
+    });
+    // A deny (a kick) carries none; an auto-admitted knock carries its own.
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "institution" } });
+    await g.onMembership(ROOM, knock("@dave:a.example", "Dave"), "knock");
+    expect(hs.profiles.get("invite @dave:a.example")).toEqual({ displayName: "Dave" });
+    await g.onMembership(ROOM, knock("@ann:b.example", "Ann"), "knock");
+    await g.act(actor("@co:a.example"), { action: "deny", user_id: "@ann:b.example" });
+    expect(hs.profiles.get("kick @ann:b.example")).toBeUndefined();
+  });
+
+  it("inviteProfile takes a knock's name and mxc:// avatar only within their limits", () => {
+    expect(inviteProfile({ displayName: "Bob", avatarUrl: "mxc://b/x" })).toEqual({ displayName: "Bob", avatarUrl: "mxc://b/x" });
+    expect(inviteProfile({ displayName: "  ", avatarUrl: "mxc://b/x" })).toBeUndefined();
+    expect(inviteProfile({ displayName: "x".repeat(INVITE_DISPLAY_NAME_MAX), avatarUrl: undefined })).toEqual({ displayName: "x".repeat(INVITE_DISPLAY_NAME_MAX) });
+    expect(inviteProfile({ displayName: "Bob", avatarUrl: `mxc://b/${"x".repeat(INVITE_AVATAR_URL_MAX)}` })).toEqual({ displayName: "Bob" });
   });
 
   it("tells the metrics of each knock decided, by a host or by the policy, with its wait; counts the knocks waiting", async () => {
