@@ -196,6 +196,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     const roomId = (await hostUser.resolveAlias(alias))!;
     // The host's own client admits every knock the lobby shows.
     const ws = await seated(A, await callSession(A, hostUser, roomId));
+    // Host once Parley has made them so (their room join's transaction, later on a slow stack).
+    await ws.push("the host's role", (p) => p.type === "meeting" && (p.you as { role?: string } | undefined)?.role === "host", 30_000);
     const settings = await ws.request({ type: "moderate", action: { action: "settings", access: "invited" } });
     if (settings.type !== "result") throw new Error(`settings refused: ${JSON.stringify(settings)}`);
     const admitted = new Set<string>();
@@ -255,6 +257,28 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       let knockAt: number | undefined;
       // PARLEY_BENCH_TRACE=1: every request of the knocker's page from the knock on (ms from the knock).
       const trace = process.env.PARLEY_BENCH_TRACE ? traceRequests([["", page], ["host", hostPage]]) : null;
+      // Traced: each /sync response as the page's fetch got it (page clock), with what it carried.
+      if (trace) {
+        await page.addInitScript(() => {
+          const original = window.fetch.bind(window);
+          window.fetch = async (...args: Parameters<typeof fetch>) => {
+            const res = await original(...args);
+            const url = typeof args[0] === "string" ? args[0] : args[0] instanceof URL ? args[0].href : args[0].url;
+            if (url.includes("/sync")) {
+              const at = performance.now();
+              void res
+                .clone()
+                .json()
+                .then((j: { to_device?: { events?: unknown[] }; rooms?: { join?: object; invite?: object } }) => {
+                  const what = `td${j.to_device?.events?.length ?? 0}${j.rooms?.invite ? "+invite" : ""}${j.rooms?.join ? "+join" : ""}`;
+                  performance.mark(`parley:sync-in:${what}`, { startTime: at });
+                })
+                .catch(() => undefined);
+            }
+            return res;
+          };
+        });
+      }
       // Where the time goes: the knock, the room join once let in, the pre-join, the call join.
       const marks: Record<string, number> = {};
       page.on("request", (r) => {
@@ -333,8 +357,19 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       const seenAt = performance.now();
       busyMs.push(await longTasksAfterJoin(page, painted));
       // PARLEY_BENCH_KEYLOG=1: the knocker's log (ms from the knock) for every sample.
+      if (process.env.PARLEY_BENCH_KEYLOG) console.log(`knock ${i} by ${knocker.userId} sent at ${new Date(performance.timeOrigin + (knockAt ?? 0)).toISOString()} (wall clock)`);
       if (process.env.PARLEY_BENCH_KEYLOG) console.log(`the knocker's log (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms):\n${keyLog.join("\n")}`);
       if (process.env.PARLEY_BENCH_TRACE) {
+        // On the page's own clock, from its knock request: each /sync (sent, answered, size) and each mark.
+        const pageView = await page.evaluate(() => {
+          const knock = performance.getEntriesByType("resource").find((r) => r.name.includes("/knock/"))?.startTime ?? 0;
+          const syncs = (performance.getEntriesByType("resource") as PerformanceResourceTiming[])
+            .filter((r) => r.name.includes("/sync") && r.startTime >= knock)
+            .map((r) => `${(r.startTime - knock).toFixed(0)}->${(r.responseEnd - knock).toFixed(0)} (${r.encodedBodySize} B)`);
+          const marks = performance.getEntriesByType("mark").filter((m) => m.name.startsWith("parley:") && m.startTime >= knock).map((m) => `${m.name.slice(7)}@${(m.startTime - knock).toFixed(0)}`);
+          return `syncs: ${syncs.join(", ")}\nmarks: ${marks.join(" ")}`;
+        });
+        console.log(`the knocker's page from its knock request:\n${pageView}`);
         const marks = await joinTimeline(page);
         console.log(`the knocker's requests (join clicked at ${(clickedAt - (knockAt ?? 0)).toFixed(0)} ms, frame at ${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms; page marks from Join: ${JSON.stringify(marks)}):\n${trace?.stop().join("\n")}\n${hostKeys.join("\n")}`);
         hostPage.off("console", onHostLog);
