@@ -598,6 +598,7 @@ export class Governance {
     this.lobbies.delete(roomId);
     this.lobbySeeded.delete(roomId);
     for (const key of this.answeredEarly) if (key.startsWith(`${roomId}|`)) this.answeredEarly.delete(key);
+    for (const key of this.knockProfiles.keys()) if (key.startsWith(`${roomId}|`)) this.knockProfiles.delete(key);
   }
 }
 
