@@ -185,8 +185,9 @@ export class CallMedia {
       const room = await this.deps.sfuRoomOf(callId);
       if (!room || !live()) return void uncount();
       media = await this.deps.sfu.open(room, userId, (reason) => prepared?.lost(reason));
-      const audio = feeds.flatMap((m) => m.streams.filter((s) => s.kind === "audio").map((s) => ({ feed: m.media.feedId, mid: s.mid })));
-      const held = audio.length ? feeds.flatMap((m) => m.streams.filter((s) => s.kind !== "audio").map((s) => ({ feed: m.media.feedId, mid: s.mid }))) : [];
+      const mlines = (audio: boolean) => feeds.flatMap((m) => m.streams.filter((s) => (s.kind === "audio") === audio).map((s) => ({ feed: m.media.feedId, mid: s.mid })));
+      const audio = mlines(true);
+      const held = audio.length ? mlines(false) : [];
       const asked = audio.length ? audio : feeds.map((m) => ({ feed: m.media.feedId, substream: FIRST_LAYER }));
       const { offerSdp, streams } = await media.subscribe(asked, { paused: true });
       if (!offerSdp || !live()) {
@@ -296,8 +297,7 @@ export class CallMedia {
         const before = new Set((this.subscriptions.get(member) ?? []).map((s) => s.mid));
         const { offerSdp, streams } = await member.media.subscribe(present.map((f) => ({ ...f, substream: FIRST_LAYER })), asksHeld ? { paused: true } : undefined);
         // An earlier one's videos not answered yet (a client out of turn) stay paused until chosen.
-        const pending = this.afterAnswer.get(member);
-        this.afterAnswer.delete(member);
+        const pending = this.takeAfterAnswer(member);
         if (asksHeld) for (const f of present) held.delete(heldKey(f.feed, f.mid!));
         const added = streams.filter((s) => !before.has(s.mid)).map((s) => s.mid);
         const paused = new Set([...(pending?.paused ?? []), ...(asksHeld ? added : [])]);
@@ -317,9 +317,7 @@ export class CallMedia {
     if (!member) return { streams: [] };
     const { offerSdp, streams } = await member.media.unsubscribe(feeds);
     // Held videos still waiting for their answer stay paused (the viewer resumes them, as chosen).
-    const pending = this.afterAnswer.get(member);
-    this.afterAnswer.delete(member);
-    this.subscribedNow(member, streams, pending?.paused);
+    this.subscribedNow(member, streams, this.takeAfterAnswer(member)?.paused);
     return { offerSdp, streams: this.withOwners(seat, streams) };
   }
 
@@ -327,10 +325,16 @@ export class CallMedia {
     admitE2ee(this.deps.requireE2ee, e2ee, "subscribe", this.deps.observeE2ee);
     const member = await this.memberOf(seat);
     await member.media.answer(sdp);
-    const pending = this.afterAnswer.get(member);
-    if (!pending || this.roster.get(seat.session.callId, seat) !== member) return;
-    this.afterAnswer.delete(member);
+    if (!this.afterAnswer.has(member) || this.roster.get(seat.session.callId, seat) !== member) return;
+    const pending = this.takeAfterAnswer(member)!;
     this.subscribedNow(member, pending.streams, pending.paused);
+  }
+
+  /** The held videos' subscribe waiting for the client's answer, no longer waiting. */
+  private takeAfterAnswer(member: Member<Seat>): { streams: Feeds; paused: Set<string> } | undefined {
+    const pending = this.afterAnswer.get(member);
+    this.afterAnswer.delete(member);
+    return pending;
   }
 
   async trickle(seat: Seat, target: TrickleTarget, candidate: IceCandidate | null): Promise<void> {
@@ -525,6 +529,9 @@ function newMember(seat: Seat, media: SfuMediaSession): Member<Seat> {
   };
 }
 
+/** What a pre-join's subscription needs of its call: the E2EE check of its answer, and its m-lines' owners. */
+type PreparedDeps = Pick<CallMediaDeps, "requireE2ee" | "observeE2ee"> & { owners: (raw: Feeds) => PreparedMedia["streams"] };
+
 /** A pre-join's subscription until its seat takes it or it is closed (see PreparedMedia). */
 class Prepared implements PreparedMedia {
   readonly sessionKey: string;
@@ -546,14 +553,14 @@ class Prepared implements PreparedMedia {
   private seating = false;
   private onLost: ((reason: string) => void) | undefined;
   private readonly offUp: (() => void) | undefined;
-  private readonly deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee"> & { owners: (raw: Feeds) => PreparedMedia["streams"] };
+  private readonly deps: PreparedDeps;
   private readonly uncount: () => void;
 
   constructor(
     sessionKey: string,
     media: SfuMediaSession,
     offer: { sdp: string; raw: Feeds; held: HeldStream[] },
-    deps: Pick<CallMediaDeps, "requireE2ee" | "observeE2ee"> & { owners: (raw: Feeds) => PreparedMedia["streams"] },
+    deps: PreparedDeps,
     uncount: () => void,
   ) {
     this.sessionKey = sessionKey;

@@ -295,6 +295,11 @@ export class Governance {
     else this.knockProfiles.delete(`${roomId}|${k.userId}`);
   }
 
+  /** The profile a waiting knock stated, for its invite (undefined: none usable, or not waiting). */
+  private knockProfileOf(roomId: string, userId: string): InviteProfile | undefined {
+    return this.knockProfiles.get(`${roomId}|${userId}`);
+  }
+
   private removeKnock(roomId: string, userId: string): boolean {
     const lobby = this.lobbies.get(roomId);
     const had = lobby?.delete(userId) ?? false;
@@ -374,7 +379,7 @@ export class Governance {
     if (settings.locked) return;
     const admit = settings.access === "open" || (settings.access === "institution" && this.trusted.hasUser(userId));
     if (!admit) return;
-    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution", this.knockProfiles.get(`${roomId}|${userId}`));
+    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution", this.knockProfileOf(roomId, userId));
     this.deps.observe?.("auto_admit", "ok");
     decided("admitted", "auto");
     this.audit({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
@@ -522,7 +527,7 @@ export class Governance {
         const knock = this.lobbies.get(actor.roomId)?.get(a.user_id);
         if (!knock) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
         if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
-        const profile = a.action === "admit" ? this.knockProfiles.get(`${actor.roomId}|${a.user_id}`) : undefined;
+        const profile = a.action === "admit" ? this.knockProfileOf(actor.roomId, a.user_id) : undefined;
         await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"), profile);
         this.decision(knock.since)(a.action === "admit" ? "admitted" : "denied", "host");
         this.answered(actor.roomId, a.user_id, a.action === "admit");
@@ -532,7 +537,7 @@ export class Governance {
         if (facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         const waiting = this.waiting(actor.roomId);
         for (const w of waiting) {
-          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"), this.knockProfiles.get(`${actor.roomId}|${w.user_id}`));
+          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"), this.knockProfileOf(actor.roomId, w.user_id));
           this.decision(w.since)("admitted", "host");
           this.answered(actor.roomId, w.user_id, true);
         }

@@ -399,10 +399,7 @@ export class CallConnection {
         const added = [...wanted].filter(([k]) => !this.subscribed.has(k));
         if (gone.length) {
           for (const [k] of gone) this.subscribed.delete(k);
-          // At most SUBSCRIBE_FEEDS_MAX feeds a request (the server's limit), in order.
-          for (const chunk of chunksOf(gone, SUBSCRIBE_FEEDS_MAX)) {
-            await subscriber.unsubscribe(chunk.map(([, f]) => f)).catch((err) => this.log.warn("unsubscribe failed", { err: String(err) }));
-          }
+          await subscriber.unsubscribe(gone.map(([, f]) => f)).catch((err) => this.log.warn("unsubscribe failed", { err: String(err) }));
         }
         for (const [k, f] of added) this.subscribed.set(k, f);
         if (added.length && !(await this.subscribeAdded(subscriber, added))) break;

@@ -104,18 +104,7 @@ export class Subscriber {
     const held = this.held;
     this.held = [];
     if (held.length === 0) return Promise.resolve(false);
-    return Promise.all(
-      chunksOf(held, SUBSCRIBE_FEEDS_MAX).map((chunk) =>
-        this.enqueue(async () => {
-          const raw = await this.o.signalling.request({
-            type: "subscribe",
-            feeds: chunk.map((h) => ({ feed: h.feed, mid: h.mid })),
-            ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
-          });
-          await this.apply(raw, {});
-        }),
-      ),
-    ).then(() => true);
+    return Promise.all(chunksOf(held, SUBSCRIBE_FEEDS_MAX).map((chunk) => this.enqueue(() => this.subscribeNow(chunk.map((h) => ({ feed: h.feed, mid: h.mid })))))).then(() => true);
   }
 
   /**
@@ -129,24 +118,34 @@ export class Subscriber {
     this.syncTracks();
   }
 
-  /** Resolves with the feeds now subscribed: the server leaves out a feed that is gone. */
+  /**
+   * Resolves with the feeds now subscribed: the server leaves out a feed that is gone. At most
+   * SUBSCRIBE_FEEDS_MAX feeds: the call sends more in several (CallConnection.subscribeAdded, which
+   * keeps those a refused request did not reach apart).
+   */
   subscribe(feeds: FeedId[]): Promise<Set<string>> {
     return this.enqueue(async () => {
-      const raw = await this.o.signalling.request({
-        type: "subscribe",
-        feeds: feeds.map((feed) => ({ feed })),
-        ...(this.o.transforms.e2ee ? { e2ee: true } : {}),
-      });
-      await this.apply(raw, {});
+      await this.subscribeNow(feeds.map((feed) => ({ feed })));
       return new Set([...this.mids.values()].map((s) => String(s.feed)));
     }).then((subscribed) => subscribed ?? new Set<string>());
   }
 
+  /** Unsubscribes, in requests of at most SUBSCRIBE_FEEDS_MAX feeds (the server's limit), in order. */
   unsubscribe(feeds: FeedId[]): Promise<void> {
-    return this.enqueue(async () => {
-      const raw = await this.o.signalling.request({ type: "unsubscribe", feeds });
-      await this.apply(raw, { removed: feeds });
-    });
+    return Promise.all(
+      chunksOf(feeds, SUBSCRIBE_FEEDS_MAX).map((chunk) =>
+        this.enqueue(async () => {
+          const raw = await this.o.signalling.request({ type: "unsubscribe", feeds: chunk });
+          await this.apply(raw, { removed: chunk });
+        }),
+      ),
+    ).then(() => undefined);
+  }
+
+  /** One subscribe request and its renegotiation (in the queue). */
+  private async subscribeNow(feeds: { feed: FeedId; mid?: string }[]): Promise<void> {
+    const raw = await this.o.signalling.request({ type: "subscribe", feeds, ...(this.o.transforms.e2ee ? { e2ee: true } : {}) });
+    await this.apply(raw, {});
   }
 
   async addRemoteCandidate(candidate: CandidateInit): Promise<void> {
