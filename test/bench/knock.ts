@@ -1,9 +1,10 @@
 // Knock to first frame (part of `npm run bench:calls`): a user of B asks to join A's *invited*
-// meeting from B's Parley client; A's host, seated over signalling, admits each knock as soon as
-// the lobby shows it; the measure runs from the knock request leaving B's page to B's first
-// decrypted remote frame painted (the pre-join's Join pressed as soon as it shows), both on the
-// page's own clock: its resource timing and the client's `remote-painted` mark, as
-// join_to_first_remote_frame (calls.ts). Until 1 December the benchmark polled the page's stats
+// meeting from B's Parley client; A's host client (its page in the call) admits each knock as soon
+// as its lobby shows it, pressing "Let in" (until 4 December a second signalling connection of the
+// host's admitted, an act the host's page did not know as its own). The measure runs from the
+// knock request leaving B's page to B's first decrypted remote frame painted (the pre-join's Join
+// pressed as soon as it shows), both on the page's own clock: its resource timing and the
+// client's `remote-painted` mark, as join_to_first_remote_frame (calls.ts). Until 1 December the benchmark polled the page's stats
 // every 20 ms for a decoded frame; that polling loaded the knocker's busy page. Baseline in the
 // same run: the same knock, invite and join through plain client-server calls (the host's client
 // and the knocker's each long-polling /sync), no Parley, no media.
@@ -194,26 +195,48 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
     }
     const hostUser = new TestUser(A.synapse.clientUrl, host.userId, host.accessToken);
     const roomId = (await hostUser.resolveAlias(alias))!;
-    // The host's own client admits every knock the lobby shows.
+    // A second seat of the host's, over signalling: the meeting's settings, and when the lobby
+    // showed each knock and let it go (Parley's lobby pushes).
     const ws = await seated(A, await callSession(A, hostUser, roomId));
     // Host once Parley has made them so (their room join's transaction, later on a slow stack).
     await ws.push("the host's role", (p) => p.type === "meeting" && (p.you as { role?: string } | undefined)?.role === "host", 30_000);
     const settings = await ws.request({ type: "moderate", action: { action: "settings", access: "invited" } });
     if (settings.type !== "result") throw new Error(`settings refused: ${JSON.stringify(settings)}`);
-    const admitted = new Set<string>();
-    // When the host's client saw each knock in the lobby, and when Parley answered its admit.
+    // The host's page admits every knock its lobby shows: its people panel open, "Let in" pressed
+    // as the row appears (after PARLEY_BENCH_ADMIT_DELAY_MS), the press's time kept (wall clock).
+    await hostPage.getByTestId("people").click();
+    await hostPage.evaluate((delayMs) => {
+      const pressed: Record<string, number> = {};
+      (globalThis as { parleyBenchAdmits?: Record<string, number> }).parleyBenchAdmits = pressed;
+      const look = () => {
+        for (const b of document.querySelectorAll<HTMLButtonElement>('button[data-testid^="admit-@"]')) {
+          const userId = b.dataset.testid!.slice("admit-".length);
+          if (userId in pressed) continue;
+          pressed[userId] = 0;
+          const press = () => {
+            pressed[userId] = performance.timeOrigin + performance.now();
+            b.click();
+          };
+          if (delayMs > 0) setTimeout(press, delayMs);
+          else press();
+        }
+      };
+      new MutationObserver(look).observe(document.body, { subtree: true, childList: true });
+      look();
+    }, ADMIT_DELAY_MS);
+    /** When the host's page pressed "Let in" for `userId`, on the benchmark's clock. */
+    const hostPressed = async (userId: string) => {
+      const wall = await hostPage.evaluate((u) => (globalThis as { parleyBenchAdmits?: Record<string, number> }).parleyBenchAdmits?.[u], userId);
+      return wall ? wall - performance.timeOrigin : undefined;
+    };
+    // When the lobby showed each knock, and when it let it go (Parley's answer to the admit: the invite sent).
     const hostSaw = new Map<string, number>();
     const hostAdmitted = new Map<string, number>();
-    const admitter = setInterval(() => {
+    const watcher = setInterval(() => {
       const lobby = [...ws.pushes].reverse().find((p: Answer) => p.type === "lobby");
-      for (const w of (lobby?.waiting ?? []) as { user_id: string }[]) {
-        if (admitted.has(w.user_id)) continue;
-        admitted.add(w.user_id);
-        hostSaw.set(w.user_id, performance.now());
-        const admit = () => void ws.request({ type: "moderate", action: { action: "admit", user_id: w.user_id } }).then(() => hostAdmitted.set(w.user_id, performance.now()));
-        if (ADMIT_DELAY_MS > 0) setTimeout(admit, ADMIT_DELAY_MS);
-        else admit();
-      }
+      const waiting = new Set(((lobby?.waiting ?? []) as { user_id: string }[]).map((w) => w.user_id));
+      for (const u of waiting) if (!hostSaw.has(u)) hostSaw.set(u, performance.now());
+      for (const u of hostSaw.keys()) if (!waiting.has(u) && !hostAdmitted.has(u)) hostAdmitted.set(u, performance.now());
     }, 10);
 
     const knockMs: number[] = [];
@@ -387,8 +410,9 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // room opened after "Join when let in"): its first frame too.
       knockFrames.push(knockJoins.at(-1)!["remote-painted"]!);
       released.push((await e2eeStats(page)).released);
-      const saw = hostSaw.get(knocker.userId), done = hostAdmitted.get(knocker.userId);
+      const saw = hostSaw.get(knocker.userId), pressed = await hostPressed(knocker.userId), done = hostAdmitted.get(knocker.userId);
       if (saw !== undefined) marks.hostSawKnock = saw - knockAt;
+      if (pressed !== undefined) marks.hostPressedLetIn = pressed - knockAt;
       if (done !== undefined) marks.hostAdmitDone = done - knockAt;
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
@@ -410,7 +434,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await page.locator("#call-leave").click();
       await context.close();
     }
-    clearInterval(admitter);
+    clearInterval(watcher);
 
     // Baseline: plain client-server calls.
     const baselineMs: number[] = [];

@@ -187,6 +187,8 @@ export class CallConnection {
     const s = this.signalling;
     if (!s || this.ended) throw new ParleyClientError("CLOSED", "signalling", { detail: `${request.type} outside a call` });
     await s.request(request);
+    // This device's own admit, done: its keys need not wait for its homeserver's word on the invite.
+    if (request.type === "moderate" && request.action.action === "admit") this.o.transforms.letIn?.(request.action.user_id, "self");
   }
 
   /** Tells the server (and so everyone) about a mute; the track itself is handled by the caller. */
@@ -361,7 +363,7 @@ export class CallConnection {
         this.o.transforms.arriving?.({ userId: p.user_id, deviceId: p.device_id });
         return;
       case "let_in":
-        this.o.transforms.letIn?.(p.user_id);
+        this.o.transforms.letIn?.(p.user_id, "server");
         return;
       case "renegotiate":
         void this.restartMedia(`the server asked (${p.reason || "no reason given"})`);

@@ -13,6 +13,9 @@ export interface ReceiverInfo {
   mid: string;
 }
 
+/** Who said a user was let in from the lobby: the server's push, or this device's own admit. */
+export type LetInBy = "server" | "self";
+
 /** A device in the call, from the SFU's participant list. */
 export interface PublishingDevice {
   userId: string;
@@ -32,8 +35,12 @@ export interface MediaTransformHook {
   receiverReassigned?(receiver: RTCRtpReceiver, info: ReceiverInfo): void;
   /** A device in the pre-join, as the server announces it (its session granted ahead): keys may go to it now. */
   arriving?(device: PublishingDevice): void;
-  /** A user let in from the lobby, as the server tells it: keys may go to them once their invite is confirmed. */
-  letIn?(userId: string): void;
+  /**
+   * A user let in from the lobby. `server`: as the server tells it (`let_in`), keys may go to them
+   * once their invite is confirmed; `self`: by this device's own admit, which the server answered
+   * done (the act is this user's own: nothing to confirm).
+   */
+  letIn?(userId: string, by: LetInBy): void;
   /** The server's participant list changed: the devices in the call's media (with a device id), publishing or not yet. */
   participants?(devices: PublishingDevice[]): void;
 }

@@ -495,7 +495,7 @@ describe("CallConnection and E2EE", () => {
       local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
       peerFactory,
       join: async () => GRANT,
-      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d), letIn: (u) => void letIn.push(u) },
+      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d), letIn: (u, by) => void letIn.push(`${u} ${by}`) },
       onHello,
       socketFactory: (url) => {
         socket = new FakeSocket(url);
@@ -521,7 +521,18 @@ describe("CallConnection and E2EE", () => {
     socket.receive({ type: "let_in", user_id: "@e:y" });
     socket.receive({ type: "let_in", user_id: "nobody" });
     socket.receive({ type: "let_in" });
-    expect(letIn).toEqual(["@e:y"]);
+    expect(letIn).toEqual(["@e:y server"]);
+  });
+
+  it("tells the frame transforms of a user this device's own admit let in once the server answered it done; not of a refused admit or another act", async () => {
+    const { call, letIn } = e2eeSetup(async () => undefined);
+    await call.start();
+    handlers.moderate = (m) => ((m.action as { user_id?: string }).user_id === "@no:y" ? new ParleyClientError("M_FORBIDDEN", "signalling", { detail: "locked" }) : {});
+    await call.send({ type: "moderate", action: { action: "admit", user_id: "@e:y" } });
+    await expect(call.send({ type: "moderate", action: { action: "admit", user_id: "@no:y" } })).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    await call.send({ type: "moderate", action: { action: "deny", user_id: "@f:y" } });
+    await call.send({ type: "moderate", action: { action: "admit_all" } });
+    expect(letIn).toEqual(["@e:y self"]);
   });
 
   it("publishes only once the key mode is set (what onHello returns has settled)", async () => {

@@ -143,7 +143,7 @@ export class CallEncryption {
           arrived: () => this.media.arrived(),
           onChange: (fn) => this.media.events.on("roster", () => fn()),
           onArriving: (fn) => this.media.events.on("arriving", fn),
-          onLetIn: (fn) => this.media.events.on("letIn", (e) => fn(e.userId)),
+          onLetIn: (fn) => this.media.events.on("letIn", (e) => fn(e.userId, e.by)),
         },
         ...(this.o.graceMs === undefined ? {} : { graceMs: this.o.graceMs }),
       });

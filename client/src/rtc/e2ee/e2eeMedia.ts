@@ -4,7 +4,7 @@
 // and keeps each remote participant's decryption health for the UI.
 import { markStep } from "../../timeline.ts";
 import { Emitter } from "../../state/store.ts";
-import type { MediaTransformHook, PublishingDevice, ReceiverInfo } from "../transforms.ts";
+import type { LetInBy, MediaTransformHook, PublishingDevice, ReceiverInfo } from "../transforms.ts";
 import { participantId, type CipherStatus, type DecryptState, type KeyMode, type MediaKind } from "./cipher.ts";
 import type { FromWorker, ToWorker, TransformOptions } from "./workerProtocol.ts";
 
@@ -27,8 +27,8 @@ export interface E2eeMediaEvents extends Record<string, unknown> {
   roster: undefined;
   /** A device in the pre-join, as the server announced it. */
   arriving: { userId: string; deviceId: string };
-  /** A user let in from the lobby, as the server told it. */
-  letIn: { userId: string };
+  /** A user let in from the lobby, as the server told it or by this device's own admit. */
+  letIn: { userId: string; by: LetInBy };
 }
 
 /**
@@ -131,9 +131,9 @@ export class E2eeMedia implements MediaTransformHook {
     this.events.emit("arriving", { userId: device.userId, deviceId: device.deviceId });
   }
 
-  /** A user let in from the lobby, as the server told it: the key share may send them the key once it confirmed the invite. */
-  letIn(userId: string): void {
-    this.events.emit("letIn", { userId });
+  /** A user let in from the lobby: the key share may send them the key (once it confirmed the invite, when the server told it). */
+  letIn(userId: string, by: LetInBy): void {
+    this.events.emit("letIn", { userId, by });
   }
 
   /** The devices publishing media in the call, as the SFU's participant list last said. */

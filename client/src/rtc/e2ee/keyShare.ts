@@ -31,8 +31,9 @@
 // `arriving` push, answered the same way). Matrix shares room keys with invited users the same way.
 // The admission is heard from the invite's membership event in this device's sync, or earlier from
 // the call's Parley (the `let_in` push, from its homeserver's transaction), which is not taken on
-// its word: this device's own homeserver must say the user is invited before a key goes. Either
-// way once per admission. Until their join reaches this device, such a user's devices in the
+// its word: this device's own homeserver must say the user is invited before a key goes. A host's
+// own admit from this device, once Parley answers it done, is its own act and needs no such read.
+// Any way once per admission. Until their join reaches this device, such a user's devices in the
 // call's media (a hello let through as the invite came, often before this device heard of it)
 // and their key sent to this device are answered as a joined user's are. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
@@ -63,6 +64,7 @@ import { MEDIA_KEY_LENGTH, ratchetMediaKey } from "./frameCrypto.ts";
 import { participantId } from "./cipher.ts";
 import { HeldKeys, MAX_KEYS_PER_SENDER, type HeldKeyLimits } from "./heldKeys.ts";
 import { generateMediaKey } from "./keyRing.ts";
+import type { LetInBy } from "../transforms.ts";
 
 export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
 /** Olm-encrypted to-device type of a device in the pre-join, to the call's member devices. */
@@ -162,8 +164,11 @@ export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onCha
   arrived?(): DeviceRef[];
   /** Devices in the pre-join, as the server announces them (their session granted ahead, their keys up). */
   onArriving?(fn: (device: DeviceRef) => void): () => void;
-  /** Users let in from the lobby, as the server tells it from its homeserver's transaction (`let_in`). */
-  onLetIn?(fn: (userId: string) => void): () => void;
+  /**
+   * Users let in from the lobby: `server`, as the call's Parley tells it from its homeserver's
+   * transaction (`let_in`); `self`, by this device's own admit, which Parley answered done.
+   */
+  onLetIn?(fn: (userId: string, by: LetInBy) => void): () => void;
 }
 
 export interface KeySink {
@@ -377,7 +382,7 @@ export class ParticipantKeyShare {
     );
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(live(() => this.onRoster())));
     if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving(live((d) => this.onServerPrejoin(d))));
-    if (this.o.roster?.onLetIn) this.unsubscribe.push(this.o.roster.onLetIn(live((u) => this.onServerLetIn(u))));
+    if (this.o.roster?.onLetIn) this.unsubscribe.push(this.o.roster.onLetIn(live((u, by) => (by === "self" ? this.onOwnLetIn(u) : this.onServerLetIn(u)))));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin(live((from, content) => this.onPrejoin(from, content))));
     if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership(live((user, membership, previous) => this.onRoomMembership(user, membership, previous))));
     if (this.o.transport.onDevicesUpdated) this.unsubscribe.push(this.o.transport.onDevicesUpdated(live((users) => this.onDevicesUpdated(users))));
@@ -673,6 +678,18 @@ export class ParticipantKeyShare {
     this.admitted.add(userId);
     keepNewest(this.admitted, this.prejoinLimits.devices);
     this.enqueue(() => this.answerAdmitted(userId, 0));
+  }
+
+  /**
+   * This device's own admit of a user, answered done by the call's Parley: their devices are sent
+   * the key now, without asking the homeserver first. The host chose to let this user in; the
+   * read-back (12-240 ms under load, on the knocker's critical path) would only confirm Parley's
+   * word on an act this device asked for. (The devices are still its homeserver's listing and the
+   * key still Olm-encrypted; a removal before their join still rotates the key.)
+   */
+  private onOwnLetIn(userId: string): void {
+    if (userId === this.o.self.userId) return;
+    this.letIn(userId);
   }
 
   /**

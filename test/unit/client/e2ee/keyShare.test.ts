@@ -51,7 +51,7 @@ function harness(
   const memberListeners: (() => void)[] = [];
   const rosterListeners: (() => void)[] = [];
   const arrivingListeners: ((d: DeviceRef) => void)[] = [];
-  const letInListeners: ((userId: string) => void)[] = [];
+  const letInListeners: ((userId: string, by: "server" | "self") => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const devicesListeners: ((users: string[]) => void)[] = [];
@@ -157,8 +157,13 @@ function harness(
     },
     /** The server says `userId` was let in (`let_in`); resolves once the share confirmed it and reacted. */
     serverLetIn: async (userId: string) => {
-      letInListeners.forEach((l) => l(userId));
+      letInListeners.forEach((l) => l(userId, "server"));
       for (let i = 0; i < 5; i++) await Promise.resolve(); // the homeserver's answer
+      await share.settled();
+    },
+    /** This device's own admit of `userId`, answered done by the server; resolves once the share reacted. */
+    ownLetIn: async (userId: string) => {
+      letInListeners.forEach((l) => l(userId, "self"));
       await share.settled();
     },
     /** The room's timeline shows `userId`'s membership change; resolves once the share reacted. */
@@ -657,6 +662,27 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     await blind.share.settled();
     await blind.serverLetIn(ERIN.userId);
     expect(blind.sent).toHaveLength(1);
+  });
+
+  it("this device's own admit, answered done, sends the key at once without asking its homeserver; the server's let_in and the invite's event then send nothing more; its own user is ignored", async () => {
+    const asked: string[] = [];
+    // A homeserver that never answers: the own admit must not wait for it.
+    const h = harness([BOB], { devicesOf: erinsDevices, invitedToRoom: (u) => (asked.push(u), new Promise<boolean>(() => undefined)) });
+    h.share.start();
+    await h.share.settled();
+    await h.ownLetIn(ME.userId);
+    expect(h.sent).toHaveLength(1); // the start's key to Bob only
+    await h.ownLetIn(ERIN.userId);
+    expect(sentTo(h, ERIN)).toEqual([{ to: [id(ERIN), id(ERIN2)], index: 0, key: h.sent[0]!.key }]);
+    expect(asked).toEqual([]);
+    await h.serverLetIn(ERIN.userId);
+    await h.roomMembership(ERIN.userId, "invite", "knock");
+    await h.ownLetIn(ERIN.userId);
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    expect(asked).toEqual([]);
+    // Taken back before their join (a removal): the key they were sent goes out of use.
+    await h.roomMembership(ERIN.userId, "leave", "invite");
+    expect(h.sink.calls).toContain("own 1");
   });
 
   it("asks its homeserver about at most prejoinLimits.devices users let in at once", async () => {
