@@ -13,6 +13,7 @@ import { SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
 import { isDeviceKeysUpload } from "../../client/src/matrix/deviceCrypto.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { joinRoom } from "../../client/src/matrix/rooms.ts";
+import { awaitAdmission } from "../../client/src/matrix/knock.ts";
 import { setLogLevel } from "../../client/src/log.ts";
 import { startInstitutions, type Institution, type Stack } from "../../scripts/stack/institutions.ts";
 import { CryptoClient } from "../support/cryptoClient.ts";
@@ -250,6 +251,28 @@ describe("the room's feed during a knock", () => {
     await waitFor("every member listed", async () => (feed.members().size >= others + 2 ? true : undefined));
     expect(changes.length).toBeLessThan(others);
   }, 120_000);
+
+  it("the lobby's wait reads the answer from the feed's sync: one initial sync of its own (acknowledging no to-device message), no long-poll", async () => {
+    const { roomId, alias, host } = await meeting("lobby-one-loop");
+    const { b, feed } = await knocker("fred", alias, roomId);
+    void feed.start().catch(() => undefined);
+    // The wait's own requests, apart from the feed's (which go through its matrix-js-sdk client).
+    const own: URL[] = [];
+    const http = new MatrixHttp(B.synapse.clientUrl, b.accessToken, async (input, init) => {
+      const res = await fetch(input, init);
+      own.push(new URL(String(input))); // once answered
+      return res;
+    });
+    const tap = { onResponse: (fn: (status: number, body: unknown) => void) => feed.onSyncResponse(fn), running: feed.whenStarted() };
+    const waiting = awaitAdmission(http, roomId, { signal: new AbortController().signal, tap });
+    await feed.whenSyncing();
+    // Invited only once the wait's own first sync has answered (still knocking): the answer must come from the feed.
+    await waitFor("the wait's first sync answered", async () => (own.length ? true : undefined));
+    await host.invite(roomId, b.userId);
+    expect(await waiting).toBe("invited");
+    const syncs = own.filter((u) => u.pathname.endsWith("/sync"));
+    expect(syncs.map((u) => [u.searchParams.get("since"), u.searchParams.get("timeout")])).toEqual([[null, "0"]]);
+  }, 60_000);
 
   it("stops in the lobby: its start ends, refused as closed", async () => {
     const { roomId, alias } = await meeting("lobby-gone");

@@ -173,6 +173,27 @@ export function isDeviceKeysUpload(url: string, init: { method?: string; body?: 
 const deviceKeysSeen = new WeakMap<MatrixClient, Promise<void>>();
 const uploadHolds = new WeakMap<MatrixClient, (until: Promise<void>) => void>();
 const uploadsInFlight = new WeakMap<MatrixClient, () => Promise<void>>();
+const syncTaps = new WeakMap<MatrixClient, Set<SyncResponseListener>>();
+
+/** A /sync response of a client's loop: its HTTP status and its body as JSON (null if it had none). */
+export type SyncResponseListener = (status: number, body: unknown) => void;
+
+/** Whether a request is a client-server /sync. */
+export function isSyncRequest(url: string): boolean {
+  return /\/_matrix\/client\/(v3|r0)\/sync(\?|$)/.test(url);
+}
+
+/**
+ * Hands `fn` every /sync response of this client's loop from now on (its body parsed a second
+ * time, off matrix-js-sdk's copy; only while someone listens). For the lobby's wait, which reads
+ * the knock's answer from the device's one loop (knock.ts says why there must be one).
+ */
+export function tapSyncResponses(client: MatrixClient, fn: SyncResponseListener): () => void {
+  const taps = syncTaps.get(client);
+  if (!taps) return () => undefined;
+  taps.add(fn);
+  return () => void taps.delete(fn);
+}
 
 /**
  * Holds this client's device-keys upload (a /keys/upload carrying `device_keys`) until `until`
@@ -236,6 +257,7 @@ export function newClient(session: MatrixSession, log: Logger, authorized?: Prom
   const seen = new Promise<void>((resolve) => (uploaded = resolve));
   let hold: Promise<void> | undefined;
   let inFlight: Promise<unknown> | undefined;
+  const taps = new Set<SyncResponseListener>();
   const client = createClient({
     baseUrl: session.homeserverUrl,
     accessToken: session.accessToken,
@@ -256,6 +278,15 @@ export function newClient(session: MatrixSession, log: Logger, authorized?: Prom
       if (keysUpload) inFlight = answer;
       const res = await answer;
       if (res.ok && keysUpload) uploaded();
+      if (taps.size && isSyncRequest(input instanceof Request ? input.url : String(input))) {
+        void res
+          .clone()
+          .json()
+          .catch(() => null)
+          .then((body: unknown) => {
+            for (const tap of [...taps]) tap(res.status, body);
+          });
+      }
       return res;
     },
   });
@@ -266,6 +297,7 @@ export function newClient(session: MatrixSession, log: Logger, authorized?: Prom
   // the result optionally (`?.tweaks`); nothing is cached on the event.
   client.getPushActionsForEvent = () => null;
   deviceKeysSeen.set(client, seen);
+  syncTaps.set(client, taps);
   uploadHolds.set(client, (until) => (hold = until));
   uploadsInFlight.set(client, async () => {
     for (let seen: Promise<unknown> | undefined; inFlight && inFlight !== seen; ) {

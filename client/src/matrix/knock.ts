@@ -3,7 +3,14 @@
 // /sync for the answer: an invite (a host let us in, or the meeting's server invites institution
 // users at once) or a leave (a host declined: the knock was kicked, or banned). Withdrawing the
 // knock is leaving the room.
-import { ParleyClientError } from "../errors.ts";
+//
+// One sync loop per device while waiting: the homeserver deletes a device's to-device messages up
+// to the `since` of any of its syncs, so a second loop that ignores them (this wait's own) would
+// acknowledge messages the crypto's loop (the room's feed, already running in the lobby) may not
+// have had yet: a media key sent as the knock is answered could be lost. With the feed's loop to
+// listen to (`tap`), the wait reads the answer from its responses and makes only its first,
+// initial sync itself (no `since`: it acknowledges nothing), for the state before it listened.
+import { ParleyClientError, type ClientErrCode } from "../errors.ts";
 import { pause, realTimers, type Timers } from "../timers.ts";
 import type { CallAnnouncement } from "./callTrust.ts";
 import { serverNameOf } from "./discovery.ts";
@@ -148,8 +155,21 @@ export function waitFilter(roomId: string): string {
   });
 }
 
+/** The /sync responses of a loop this device runs already (the room's feed): the wait listens instead of polling. */
+export interface SyncTap {
+  /** Calls `fn` with each /sync response from now on (its HTTP status and body); returns the unsubscribe. */
+  onResponse(fn: (status: number, body: unknown) => void): () => void;
+  /** Rejects if that loop is not going to run (its start failed, or it stopped): the wait then polls itself. */
+  running: Promise<unknown>;
+}
+
+/** What a failed /sync says that ends the wait rather than being retried (an expired sign-in, a refusal). */
+const FATAL_SYNC_ERRORS: ReadonlySet<string> = new Set<ClientErrCode>(["M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN"]);
+
 export interface WaitOptions {
   signal: AbortSignal;
+  /** A sync loop of this device already running: its responses carry the answer (see the top of this file). */
+  tap?: SyncTap;
   timers?: Timers;
   /** How long one /sync waits for news. */
   pollMs?: number;
@@ -171,25 +191,12 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
   let since: string | undefined;
   let failures = 0;
   let knockSeen = false;
-  for (;;) {
-    if (o.signal.aborted) throw aborted();
-    let res: { next_batch?: unknown; rooms?: SyncRooms };
-    try {
-      res = await http.request("GET", "/sync", {
-        query: { filter, since, timeout: since ? pollMs : 0 },
-        timeoutMs: pollMs + 15_000,
-        signal: o.signal,
-        context: "room",
-      });
-      failures = 0;
-    } catch (err) {
-      if (o.signal.aborted) throw aborted();
-      if (err instanceof ParleyClientError && (err.code === "M_UNKNOWN_TOKEN" || err.code === "M_MISSING_TOKEN" || err.code === "M_FORBIDDEN")) throw err;
-      await pause(timers, Math.min(30_000, 1000 * 2 ** failures++), o.signal); // an abort ends the loop at its top
-      continue;
-    }
+  let invitedSeen = false;
+  /** The answer a response holds, if any; the invite's and the knock's hints are given once each. */
+  const read = (res: { rooms?: SyncRooms }): Admission | null => {
     const answer = admissionIn(res, roomId);
-    if (answer === "invited" && o.onInvite) {
+    if (answer === "invited" && o.onInvite && !invitedSeen) {
+      invitedSeen = true;
       try {
         o.onInvite.invited(inviteState(res, roomId, o.onInvite.userId));
       } catch {
@@ -206,8 +213,70 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
         // a hint, as the invite's
       }
     }
-    if (typeof res.next_batch === "string") since = res.next_batch;
+    return null;
+  };
+  // Listened to before the first sync below: nothing the other loop gets meanwhile is missed.
+  let tapped = o.tap ? listen(o.tap, read, o.signal) : null;
+  try {
+    for (;;) {
+      if (o.signal.aborted) throw aborted();
+      let res: { next_batch?: unknown; rooms?: SyncRooms };
+      try {
+        res = await http.request("GET", "/sync", {
+          query: { filter, since, timeout: since ? pollMs : 0 },
+          timeoutMs: pollMs + 15_000,
+          signal: o.signal,
+          context: "room",
+        });
+        failures = 0;
+      } catch (err) {
+        if (o.signal.aborted) throw aborted();
+        if (err instanceof ParleyClientError && FATAL_SYNC_ERRORS.has(err.code)) throw err;
+        await pause(timers, Math.min(30_000, 1000 * 2 ** failures++), o.signal); // an abort ends the loop at its top
+        continue;
+      }
+      const answer = read(res);
+      if (answer) return answer;
+      if (typeof res.next_batch === "string") since = res.next_batch;
+      if (tapped) {
+        // The state before listening is known: from here on the other loop's responses.
+        const heard = await tapped.answer;
+        if (heard) return heard;
+        tapped.off(); // that loop is not running: this wait polls on from its own sync
+        tapped = null;
+      }
+    }
+  } finally {
+    tapped?.off();
   }
+}
+
+/**
+ * The answer the tapped loop's responses bring (null if that loop is not running); rejects when
+ * one says the sign-in expired or was refused, or when the wait is aborted.
+ */
+function listen(tap: SyncTap, read: (res: { rooms?: SyncRooms }) => Admission | null, signal: AbortSignal): { answer: Promise<Admission | null>; off: () => void } {
+  let off: () => void = () => undefined;
+  const answer = new Promise<Admission | null>((resolve, reject) => {
+    const stop = tap.onResponse((status, body) => {
+      const b = body && typeof body === "object" ? (body as { rooms?: SyncRooms; errcode?: unknown; error?: unknown }) : {};
+      if (status >= 200 && status < 300) {
+        const a = read(b);
+        if (a) resolve(a);
+      } else if (typeof b.errcode === "string" && FATAL_SYNC_ERRORS.has(b.errcode)) {
+        reject(new ParleyClientError(b.errcode as ClientErrCode, "room", { status, ...(typeof b.error === "string" ? { detail: b.error } : {}) }));
+      }
+    });
+    const onAbort = () => reject(aborted());
+    signal.addEventListener("abort", onAbort, { once: true });
+    tap.running.catch(() => resolve(null));
+    off = () => {
+      stop();
+      signal.removeEventListener("abort", onAbort);
+    };
+  });
+  answer.catch(() => undefined); // awaited only once the first sync is done
+  return { answer, off };
 }
 
 const aborted = () => new ParleyClientError("CLOSED", "room", { detail: "stopped waiting for the knock's answer" });

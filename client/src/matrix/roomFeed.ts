@@ -27,7 +27,7 @@ import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
 import { MinuteBudget } from "../timers.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals } from "./deviceCrypto.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals, type SyncResponseListener } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { participantId } from "../rtc/e2ee/cipher.ts";
@@ -212,6 +212,35 @@ export class SyncedRoomFeed implements RoomFeed {
     }
   }
 
+  private readonly syncListeners = new Set<SyncResponseListener>();
+  private syncTapOff: (() => void) | null = null;
+
+  /**
+   * Calls `fn` with each /sync response of this feed's loop from now on (a loop not started yet:
+   * from its first): the lobby's wait reads the knock's answer here (knock.ts). Returns the unsubscribe.
+   */
+  onSyncResponse(fn: SyncResponseListener): () => void {
+    this.syncListeners.add(fn);
+    this.updateSyncTap();
+    return () => {
+      this.syncListeners.delete(fn);
+      this.updateSyncTap();
+    };
+  }
+
+  /** The client's responses are tapped (a second parse of each) only while someone listens. */
+  private updateSyncTap(): void {
+    const want = this.syncListeners.size > 0 && !!this.client;
+    if (want && !this.syncTapOff) {
+      this.syncTapOff = tapSyncResponses(this.client!, (status, body) => {
+        for (const l of [...this.syncListeners]) l(status, body);
+      });
+    } else if (!want && this.syncTapOff) {
+      this.syncTapOff();
+      this.syncTapOff = null;
+    }
+  }
+
   /** Resolves once the sync loop runs (its first sync done): for a knocking feed, before the join. */
   whenSyncing(): Promise<void> {
     return this.syncing;
@@ -296,6 +325,7 @@ export class SyncedRoomFeed implements RoomFeed {
     const uploaded = this.uploadFilter(filter);
     const { client, cryptoStarted } = this.crypto ? await takeDeviceClient(this.session, this.log) : { client: warmSyncStartup(newClient(this.session, this.log)), cryptoStarted: false };
     this.client = client;
+    this.updateSyncTap(); // before its first sync
     if (this.joinHold) holdDeviceKeysUpload(client, this.joinHold); // a join already under way (joining)
 
     client.on(RoomEvent.Timeline, (ev: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
@@ -469,6 +499,7 @@ export class SyncedRoomFeed implements RoomFeed {
     this.joinSeenReject(new ParleyClientError("CLOSED", "chat", { detail: "stopped before the room was joined" }));
     const client = this.client;
     this.client = null;
+    this.updateSyncTap();
     this.events.clear();
     if (client) void releaseDeviceClient(client, this.cryptoWork);
   }

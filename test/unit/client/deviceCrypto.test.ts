@@ -3,7 +3,7 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Filter, MatrixEvent, Method, PushRuleActionName, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, newClient, newDeviceId, releaseDeviceClient, traceCryptoCalls, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, isSyncRequest, newClient, newDeviceId, releaseDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
 import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/roomFeed.ts";
 import { getLogger, setLogLevel } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
@@ -199,6 +199,35 @@ describe("newClient", () => {
     expect(client.getPushActionsForEvent(ev)).toBeNull();
     expect(client.getPushActionsForEvent(ev, true)).toBeNull();
     expect(ev.getPushActions()).toBeNull();
+  });
+
+  it("hands its /sync responses (status and body) to those who tap them, only while they do; matrix-js-sdk still reads each whole", async () => {
+    const bodies = [{ next_batch: "s1", rooms: { invite: { "!r:x": {} } } }, { errcode: "M_UNKNOWN_TOKEN" }, { next_batch: "s3" }];
+    const statuses = [200, 401, 200];
+    vi.stubGlobal("fetch", async (url: URL) =>
+      String(url).includes("/sync") ? new Response(JSON.stringify(bodies.shift()), { status: statuses.shift()! }) : new Response(JSON.stringify({ one_time_key_counts: {} }), { status: 200 }),
+    );
+    try {
+      const client = newClient({ homeserverUrl: "https://hs.example", accessToken: "tok", userId: "@a:hs.example", deviceId: "DEV" }, getLogger("test"));
+      const heard: [number, unknown][] = [];
+      const off = tapSyncResponses(client, (status, body) => void heard.push([status, body]));
+      const sync = () => client.http.authedRequest<{ next_batch?: string }>(Method.Get, "/sync", { since: "s0" });
+      expect(await sync()).toEqual({ next_batch: "s1", rooms: { invite: { "!r:x": {} } } });
+      await client.http.authedRequest(Method.Post, "/keys/upload", undefined, {}); // not a sync: not handed
+      await expect(sync()).rejects.toThrow();
+      await tick();
+      off();
+      await sync();
+      await tick();
+      expect(heard).toEqual([
+        [200, { next_batch: "s1", rooms: { invite: { "!r:x": {} } } }],
+        [401, { errcode: "M_UNKNOWN_TOKEN" }],
+      ]);
+      expect(isSyncRequest("https://hs/_matrix/client/v3/sync?since=s1")).toBe(true);
+      expect(isSyncRequest("https://hs/_matrix/client/v3/keys/query")).toBe(false);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });
 

@@ -274,3 +274,92 @@ describe("waiting for a host", () => {
     expect(hs.seen).toHaveLength(2);
   });
 });
+
+describe("waiting for a host with the room's feed running (one sync loop for the device)", () => {
+  /** A sync loop already running: its responses are handed to whoever listens. */
+  function feedLoop() {
+    const listeners = new Set<(status: number, body: unknown) => void>();
+    let fail!: (err: unknown) => void;
+    const running = new Promise<void>((_, reject) => (fail = reject));
+    running.catch(() => undefined);
+    return {
+      tap: { onResponse: (fn: (status: number, body: unknown) => void) => (listeners.add(fn), () => void listeners.delete(fn)), running },
+      respond: (status: number, body: unknown) => [...listeners].forEach((l) => l(status, body)),
+      listening: () => listeners.size,
+      fail: () => fail(new Error("the feed could not start")),
+    };
+  }
+  const knocking = { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": {} } } } } as const;
+
+  it("makes only its first, initial sync (no since: it acknowledges no to-device message) and reads the answer from the feed's responses", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, knocking);
+    const feed = feedLoop();
+    const waiting = awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, tap: feed.tap });
+    await vi.waitFor(() => expect(hs.seen).toHaveLength(1));
+    await tick();
+    feed.respond(200, { next_batch: "f2", to_device: { events: [{ type: "m.room.encrypted" }] } });
+    feed.respond(200, { next_batch: "f3", rooms: { invite: { "!r:x": {} } } });
+    expect(await waiting).toBe("invited");
+    expect(hs.seen.map((r) => [r.url.searchParams.get("since"), r.url.searchParams.get("timeout")])).toEqual([[null, "0"]]);
+    expect(feed.listening()).toBe(0);
+  });
+
+  it("misses no answer the feed got while its own first sync was out; the invite's hint is given once", async () => {
+    let answer!: () => void;
+    const gate = new Promise<void>((r) => (answer = r));
+    const stripped = [
+      { type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } },
+      { type: "m.room.member", state_key: "@me:b", sender: "@parley:a", content: { membership: "invite" } },
+    ];
+    const invite = { next_batch: "s1", rooms: { invite: { "!r:x": { invite_state: { events: stripped } } } } };
+    // Its own sync answers only after the feed's response carried the invite (both carry it).
+    const fetchFn = async () => (await gate, new Response(JSON.stringify(invite), { status: 200 }));
+    const feed = feedLoop();
+    const told: unknown[] = [];
+    const waiting = awaitAdmission(new MatrixHttp("https://hs.example", "tok", fetchFn), "!r:x", {
+      signal: new AbortController().signal,
+      tap: feed.tap,
+      onInvite: { userId: "@me:b", invited: (st: InviteState) => void told.push(st.call) },
+    });
+    feed.respond(200, invite);
+    answer();
+    expect(await waiting).toBe("invited");
+    expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
+  });
+
+  it("polls on by itself from its own sync when the feed's loop is not running; a feed's expired sign-in ends the wait", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, knocking, { status: 200, body: { next_batch: "s2", rooms: { leave: { "!r:x": {} } } } });
+    const feed = feedLoop();
+    const waiting = awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, tap: feed.tap });
+    await vi.waitFor(() => expect(hs.seen).toHaveLength(1));
+    feed.fail();
+    expect(await waiting).toBe("declined");
+    expect(hs.seen.map((r) => r.url.searchParams.get("since"))).toEqual([null, "s1"]);
+    expect(feed.listening()).toBe(0);
+
+    hs.on(SYNC, knocking);
+    const other = feedLoop();
+    const expired = awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, tap: other.tap });
+    expired.catch(() => undefined);
+    other.respond(502, "bad gateway"); // retried by the feed's own loop: not the end
+    other.respond(401, { errcode: "M_UNKNOWN_TOKEN", error: "expired" });
+    await expect(expired).rejects.toMatchObject({ code: "M_UNKNOWN_TOKEN", status: 401 });
+    expect(other.listening()).toBe(0);
+  });
+
+  it("stops at once when the user cancels while it listens", async () => {
+    const hs = homeserver();
+    hs.on(SYNC, knocking);
+    const feed = feedLoop();
+    const stop = new AbortController();
+    const waiting = awaitAdmission(hs.http, "!r:x", { signal: stop.signal, tap: feed.tap });
+    await vi.waitFor(() => expect(hs.seen).toHaveLength(1));
+    await tick();
+    stop.abort();
+    await expect(waiting).rejects.toMatchObject({ code: "CLOSED" });
+    expect(feed.listening()).toBe(0);
+    expect(hs.seen).toHaveLength(1);
+  });
+});
