@@ -186,9 +186,16 @@ export class CallConnection {
   async send(request: GovernanceRequest | ViewRequest): Promise<void> {
     const s = this.signalling;
     if (!s || this.ended) throw new ParleyClientError("CLOSED", "signalling", { detail: `${request.type} outside a call` });
-    await s.request(request);
-    // This device's own admit, done: its keys need not wait for its homeserver's word on the invite.
-    if (request.type === "moderate" && request.action.action === "admit") this.o.transforms.letIn?.(request.action.user_id, "self");
+    // This device's own admit: its media key goes to the user beside the server's invite, not
+    // after it (the host's own act: nothing to wait for); a refusal takes the key back.
+    const admitting = request.type === "moderate" && request.action.action === "admit" ? request.action.user_id : null;
+    if (admitting) this.o.transforms.letIn?.(admitting, "self");
+    try {
+      await s.request(request);
+    } catch (err) {
+      if (admitting) this.o.transforms.letInRefused?.(admitting);
+      throw err;
+    }
   }
 
   /** Tells the server (and so everyone) about a mute; the track itself is handled by the caller. */

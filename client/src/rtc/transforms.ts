@@ -37,10 +37,12 @@ export interface MediaTransformHook {
   arriving?(device: PublishingDevice): void;
   /**
    * A user let in from the lobby. `server`: as the server tells it (`let_in`), keys may go to them
-   * once their invite is confirmed; `self`: by this device's own admit, which the server answered
-   * done (the act is this user's own: nothing to confirm).
+   * once their invite is confirmed; `self`: by this device's own admit, as it is asked of the
+   * server (the act is this user's own: nothing to confirm; a refusal comes as letInRefused).
    */
   letIn?(userId: string, by: LetInBy): void;
+  /** The server refused this device's own admit of `userId` (told as letIn `self` before). */
+  letInRefused?(userId: string): void;
   /** The server's participant list changed: the devices in the call's media (with a device id), publishing or not yet. */
   participants?(devices: PublishingDevice[]): void;
 }

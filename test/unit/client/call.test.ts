@@ -488,6 +488,7 @@ describe("CallConnection and E2EE", () => {
     const rosters: { userId: string; deviceId: string }[][] = [];
     const arriving: { userId: string; deviceId: string }[] = [];
     const letIn: string[] = [];
+    const refused: string[] = [];
     const call = new CallConnection({
       callApi: "http://127.0.0.11:9",
       room: "!r:x",
@@ -495,7 +496,7 @@ describe("CallConnection and E2EE", () => {
       local: () => ({ audio: null, video: null, muted: { audio: true, video: true } }),
       peerFactory,
       join: async () => GRANT,
-      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d), letIn: (u, by) => void letIn.push(`${u} ${by}`) },
+      transforms: { participants: (devices) => void rosters.push(devices), arriving: (d) => void arriving.push(d), letIn: (u, by) => void letIn.push(`${u} ${by}`), letInRefused: (u) => void refused.push(u) },
       onHello,
       socketFactory: (url) => {
         socket = new FakeSocket(url);
@@ -503,7 +504,7 @@ describe("CallConnection and E2EE", () => {
         return socket;
       },
     });
-    return { call, rosters, arriving, letIn };
+    return { call, rosters, arriving, letIn, refused };
   }
 
   it("hands the frame transforms the devices the server announces in the pre-join; a malformed announcement is dropped", async () => {
@@ -524,15 +525,23 @@ describe("CallConnection and E2EE", () => {
     expect(letIn).toEqual(["@e:y server"]);
   });
 
-  it("tells the frame transforms of a user this device's own admit let in once the server answered it done; not of a refused admit or another act", async () => {
-    const { call, letIn } = e2eeSetup(async () => undefined);
+  it("tells the frame transforms of a user this device's own admit lets in as it asks the server (before the answer), and of a refusal; nothing for another act", async () => {
+    const { call, letIn, refused } = e2eeSetup(async () => undefined);
     await call.start();
-    handlers.moderate = (m) => ((m.action as { user_id?: string }).user_id === "@no:y" ? new ParleyClientError("M_FORBIDDEN", "signalling", { detail: "locked" }) : {});
+    const toldBeforeAnswer: string[][] = [];
+    handlers.moderate = (m) => {
+      toldBeforeAnswer.push([...letIn]);
+      return (m.action as { user_id?: string }).user_id === "@no:y" ? new ParleyClientError("M_FORBIDDEN", "signalling", { detail: "locked" }) : {};
+    };
     await call.send({ type: "moderate", action: { action: "admit", user_id: "@e:y" } });
+    expect(toldBeforeAnswer).toEqual([["@e:y self"]]);
+    expect(refused).toEqual([]);
     await expect(call.send({ type: "moderate", action: { action: "admit", user_id: "@no:y" } })).rejects.toMatchObject({ code: "M_FORBIDDEN" });
+    expect(refused).toEqual(["@no:y"]);
     await call.send({ type: "moderate", action: { action: "deny", user_id: "@f:y" } });
     await call.send({ type: "moderate", action: { action: "admit_all" } });
-    expect(letIn).toEqual(["@e:y self"]);
+    expect(letIn).toEqual(["@e:y self", "@no:y self"]);
+    expect(refused).toEqual(["@no:y"]);
   });
 
   it("publishes only once the key mode is set (what onHello returns has settled)", async () => {

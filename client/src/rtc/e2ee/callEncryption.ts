@@ -144,6 +144,7 @@ export class CallEncryption {
           onChange: (fn) => this.media.events.on("roster", () => fn()),
           onArriving: (fn) => this.media.events.on("arriving", fn),
           onLetIn: (fn) => this.media.events.on("letIn", (e) => fn(e.userId, e.by)),
+          onLetInRefused: (fn) => this.media.events.on("letInRefused", (e) => fn(e.userId)),
         },
         ...(this.o.graceMs === undefined ? {} : { graceMs: this.o.graceMs }),
       });

@@ -29,6 +29,8 @@ export interface E2eeMediaEvents extends Record<string, unknown> {
   arriving: { userId: string; deviceId: string };
   /** A user let in from the lobby, as the server told it or by this device's own admit. */
   letIn: { userId: string; by: LetInBy };
+  /** This device's own admit of a user, refused by the server. */
+  letInRefused: { userId: string };
 }
 
 /**
@@ -134,6 +136,11 @@ export class E2eeMedia implements MediaTransformHook {
   /** A user let in from the lobby: the key share may send them the key (once it confirmed the invite, when the server told it). */
   letIn(userId: string, by: LetInBy): void {
     this.events.emit("letIn", { userId, by });
+  }
+
+  /** The server refused this device's own admit of a user: the key share takes back the key it sent them. */
+  letInRefused(userId: string): void {
+    this.events.emit("letInRefused", { userId });
   }
 
   /** The devices publishing media in the call, as the SFU's participant list last said. */

@@ -32,8 +32,9 @@
 // The admission is heard from the invite's membership event in this device's sync, or earlier from
 // the call's Parley (the `let_in` push, from its homeserver's transaction), which is not taken on
 // its word: this device's own homeserver must say the user is invited before a key goes. A host's
-// own admit from this device, once Parley answers it done, is its own act and needs no such read.
-// Any way once per admission. Until their join reaches this device, such a user's devices in the
+// own admit from this device is its own act: the key goes as it is asked of Parley, beside the
+// invite, with no such read; a refusal of it takes the key back out of use (a rotation). Any way
+// once per admission. Until their join reaches this device, such a user's devices in the
 // call's media (a hello let through as the invite came, often before this device heard of it)
 // and their key sent to this device are answered as a joined user's are. A user sent a key
 // early who then leaves the room without joining the call (an admission taken back, a removal)
@@ -166,9 +167,11 @@ export interface CallRosterPort extends Pick<CallMembersPort, "devices" | "onCha
   onArriving?(fn: (device: DeviceRef) => void): () => void;
   /**
    * Users let in from the lobby: `server`, as the call's Parley tells it from its homeserver's
-   * transaction (`let_in`); `self`, by this device's own admit, which Parley answered done.
+   * transaction (`let_in`); `self`, by this device's own admit, as it is asked of Parley.
    */
   onLetIn?(fn: (userId: string, by: LetInBy) => void): () => void;
+  /** This device's own admit of a user, refused by Parley. */
+  onLetInRefused?(fn: (userId: string) => void): () => void;
 }
 
 export interface KeySink {
@@ -383,6 +386,7 @@ export class ParticipantKeyShare {
     if (this.o.roster) this.unsubscribe.push(this.o.roster.onChange(live(() => this.onRoster())));
     if (this.o.roster?.onArriving) this.unsubscribe.push(this.o.roster.onArriving(live((d) => this.onServerPrejoin(d))));
     if (this.o.roster?.onLetIn) this.unsubscribe.push(this.o.roster.onLetIn(live((u, by) => (by === "self" ? this.onOwnLetIn(u) : this.onServerLetIn(u)))));
+    if (this.o.roster?.onLetInRefused) this.unsubscribe.push(this.o.roster.onLetInRefused(live((u) => this.onOwnLetInRefused(u))));
     if (this.o.transport.onPrejoin) this.unsubscribe.push(this.o.transport.onPrejoin(live((from, content) => this.onPrejoin(from, content))));
     if (this.o.members.onRoomMembership) this.unsubscribe.push(this.o.members.onRoomMembership(live((user, membership, previous) => this.onRoomMembership(user, membership, previous))));
     if (this.o.transport.onDevicesUpdated) this.unsubscribe.push(this.o.transport.onDevicesUpdated(live((users) => this.onDevicesUpdated(users))));
@@ -656,6 +660,16 @@ export class ParticipantKeyShare {
     if (membership !== "join" && membership !== "leave" && membership !== "ban") return;
     this.admitted.delete(userId); // joined (their join's own path from here), or gone
     if (membership !== "leave" && membership !== "ban") return;
+    this.enqueue(() => this.takeBackEarlyKey(userId, "a user sent the media key before joining left the room: rotating"));
+  }
+
+  /**
+   * A user sent the key early (let in, announced, arrived) who is not joining now (gone from the
+   * room, or this device's admission of them refused), none of their devices in the call: the key
+   * goes out of use (a rotation, as for a leave). Run in the queue, after any answer to them
+   * already under way.
+   */
+  private async takeBackEarlyKey(userId: string, why: string): Promise<void> {
     const theirs = ofUser(userId);
     const early = [...this.prejoined].filter(([id, p]) => theirs(id) && p.index >= 0 && !this.inCall(id));
     if (!early.length) return;
@@ -664,8 +678,8 @@ export class ParticipantKeyShare {
       this.arrivals.delete(id);
     }
     // (Whichever key they were sent: a key ratcheted since derives from it.)
-    this.log.info("a user sent the media key before joining left the room: rotating", { user: userId, devices: early.length });
-    this.enqueue(() => this.rotate("leave", false));
+    this.log.info(why, { user: userId, devices: early.length });
+    await this.rotate("leave", false);
   }
 
   /**
@@ -681,15 +695,24 @@ export class ParticipantKeyShare {
   }
 
   /**
-   * This device's own admit of a user, answered done by the call's Parley: their devices are sent
-   * the key now, without asking the homeserver first. The host chose to let this user in; the
-   * read-back (12-240 ms under load, on the knocker's critical path) would only confirm Parley's
-   * word on an act this device asked for. (The devices are still its homeserver's listing and the
-   * key still Olm-encrypted; a removal before their join still rotates the key.)
+   * This device's own admit of a user, as it asks Parley for it: their devices are sent the key
+   * now, beside Parley's invite (a federation round trip) rather than after it, and without asking
+   * the homeserver first. The host chose to let this user in; waiting for the invite and reading it
+   * back (300-500 ms under load, on the knocker's critical path) would only confirm an act this
+   * device asked for. The devices are still its homeserver's listing and the key still
+   * Olm-encrypted. Should Parley refuse the admit (the meeting locked meanwhile, the knock
+   * withdrawn), onOwnLetInRefused takes the key back out of use; a removal before their join
+   * rotates it as ever.
    */
   private onOwnLetIn(userId: string): void {
     if (userId === this.o.self.userId) return;
     this.letIn(userId);
+  }
+
+  /** Parley refused this device's own admit of a user: no key more for them, and the key they may have been sent goes out of use. */
+  private onOwnLetInRefused(userId: string): void {
+    if (userId === this.o.self.userId || !this.admitted.delete(userId)) return;
+    this.enqueue(() => this.takeBackEarlyKey(userId, "an admission this device asked for was refused: rotating the key its user was sent"));
   }
 
   /**

@@ -52,6 +52,7 @@ function harness(
   const rosterListeners: (() => void)[] = [];
   const arrivingListeners: ((d: DeviceRef) => void)[] = [];
   const letInListeners: ((userId: string, by: "server" | "self") => void)[] = [];
+  const refusedListeners: ((userId: string) => void)[] = [];
   const keyListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const prejoinListeners: ((from: KeySender, c: unknown) => void)[] = [];
   const devicesListeners: ((users: string[]) => void)[] = [];
@@ -98,6 +99,7 @@ function harness(
       onChange: (fn) => (rosterListeners.push(fn), () => undefined),
       onArriving: (fn) => (arrivingListeners.push(fn), () => undefined),
       onLetIn: (fn) => (letInListeners.push(fn), () => undefined),
+      onLetInRefused: (fn) => (refusedListeners.push(fn), () => undefined),
     },
     random: () => new Uint8Array(32).fill(++n),
     graceMs: opts.graceMs ?? 10_000,
@@ -161,9 +163,14 @@ function harness(
       for (let i = 0; i < 5; i++) await Promise.resolve(); // the homeserver's answer
       await share.settled();
     },
-    /** This device's own admit of `userId`, answered done by the server; resolves once the share reacted. */
+    /** This device's own admit of `userId`, as it asks the server; resolves once the share reacted. */
     ownLetIn: async (userId: string) => {
       letInListeners.forEach((l) => l(userId, "self"));
+      await share.settled();
+    },
+    /** The server refused this device's admit of `userId`; resolves once the share reacted. */
+    ownLetInRefused: async (userId: string) => {
+      refusedListeners.forEach((l) => l(userId));
       await share.settled();
     },
     /** The room's timeline shows `userId`'s membership change; resolves once the share reacted. */
@@ -664,7 +671,7 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     expect(blind.sent).toHaveLength(1);
   });
 
-  it("this device's own admit, answered done, sends the key at once without asking its homeserver; the server's let_in and the invite's event then send nothing more; its own user is ignored", async () => {
+  it("this device's own admit sends the key at once without asking its homeserver; the server's let_in and the invite's event then send nothing more; its own user is ignored", async () => {
     const asked: string[] = [];
     // A homeserver that never answers: the own admit must not wait for it.
     const h = harness([BOB], { devicesOf: erinsDevices, invitedToRoom: (u) => (asked.push(u), new Promise<boolean>(() => undefined)) });
@@ -683,6 +690,32 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     // Taken back before their join (a removal): the key they were sent goes out of use.
     await h.roomMembership(ERIN.userId, "leave", "invite");
     expect(h.sink.calls).toContain("own 1");
+  });
+
+  it("a refusal of this device's own admit takes the key its user was sent out of use (a rotation) and ends their relisting; a refusal of nothing sent rotates nothing", async () => {
+    const listed: string[] = [];
+    // Erin's devices are not listed yet at the admission: relisted after ADMITTED_RELIST_MS, unless refused first.
+    let erinUp = false;
+    const h = harness([BOB], { devicesOf: async (u) => (listed.push(u), u === ERIN.userId && erinUp ? [ERIN] : []) });
+    h.share.start();
+    await h.share.settled();
+    await h.ownLetIn(ERIN.userId);
+    await h.ownLetInRefused(ERIN.userId);
+    expect(h.sink.calls).not.toContain("own 1"); // nothing went to Erin: nothing to take back
+    erinUp = true;
+    await vi.advanceTimersByTimeAsync(ADMITTED_RELIST_MS[0] + ADMITTED_RELIST_MS[1]);
+    expect(listed).toEqual([ERIN.userId]); // no relisting after the refusal
+    expect(sentTo(h, ERIN)).toEqual([]);
+
+    await h.ownLetIn(ERIN.userId);
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    await h.ownLetInRefused(ERIN.userId);
+    expect(h.sink.calls).toContain("own 1");
+    expect(h.sent.at(-1)).toMatchObject({ to: [id(BOB)], index: 1 }); // the new key to Bob only
+    // A refusal told twice, or of another device's act, does nothing more.
+    await h.ownLetInRefused(ERIN.userId);
+    await h.ownLetInRefused(DAVE_.userId);
+    expect(h.sink.calls.filter((c) => c.startsWith("own 2"))).toEqual([]);
   });
 
   it("asks its homeserver about at most prejoinLimits.devices users let in at once", async () => {
