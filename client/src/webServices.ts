@@ -1,7 +1,7 @@
 // The standalone app's meeting services: the user's own homeserver over the C-S API, a
 // matrix-js-sdk sync loop for chat and members, authenticated media for avatars.
 import { SyncedRoomFeed } from "./matrix/roomFeed.ts";
-import { prepareDeviceCrypto, uploadDeviceKeysAhead, type SyncResponseListener } from "./matrix/deviceCrypto.ts";
+import { prepareDeviceCrypto, uploadDeviceKeysAhead } from "./matrix/deviceCrypto.ts";
 import { guardedOpenId, isTrusted, type CallAnnouncement, type CallTrust } from "./matrix/callTrust.ts";
 import { serverNameOf } from "./matrix/discovery.ts";
 import { MatrixHttp } from "./matrix/http.ts";
@@ -283,8 +283,7 @@ export function webMeetingServices(
         const via = knockedVia.get(roomId);
         const onKnock = via ? { onKnock: { server: via, knocking: (call: CallAnnouncement) => warmGrant(call, roomId) } } : {};
         // The answer comes in the feed's own sync (one loop for the device: knock.ts says why).
-        const tap = { onResponse: (fn: SyncResponseListener) => feed.onSyncResponse(fn), running: feed.whenStarted() };
-        return awaitAdmission(http, roomId, { signal, tap, onInvite: { userId: session.userId, invited }, ...onKnock });
+        return awaitAdmission(http, roomId, { signal, tap: feed.syncTap(), onInvite: { userId: session.userId, invited }, ...onKnock });
       },
       withdraw: (roomId) => withdrawKnock(http, roomId),
     },

@@ -263,8 +263,7 @@ describe("the room's feed during a knock", () => {
       own.push(new URL(String(input))); // once answered
       return res;
     });
-    const tap = { onResponse: (fn: (status: number, body: unknown) => void) => feed.onSyncResponse(fn), running: feed.whenStarted() };
-    const waiting = awaitAdmission(http, roomId, { signal: new AbortController().signal, tap });
+    const waiting = awaitAdmission(http, roomId, { signal: new AbortController().signal, tap: feed.syncTap() });
     await feed.whenSyncing();
     // Invited only once the wait's own first sync has answered (still knocking): the answer must come from the feed.
     await waitFor("the wait's first sync answered", async () => (own.length ? true : undefined));

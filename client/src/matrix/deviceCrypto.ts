@@ -272,13 +272,14 @@ export function newClient(session: MatrixSession, log: Logger, authorized?: Prom
     logger: sdkLogger(log),
     fetchFn: async (input, init) => {
       if (authorized) init = withToken(init, await authorized);
-      const keysUpload = isDeviceKeysUpload(input instanceof Request ? input.url : String(input), init);
+      const url = input instanceof Request ? input.url : String(input);
+      const keysUpload = isDeviceKeysUpload(url, init);
       if (keysUpload && hold) await hold;
       const answer = globalThis.fetch(input, init);
       if (keysUpload) inFlight = answer;
       const res = await answer;
       if (res.ok && keysUpload) uploaded();
-      if (taps.size && isSyncRequest(input instanceof Request ? input.url : String(input))) {
+      if (taps.size && isSyncRequest(url)) {
         void res
           .clone()
           .json()

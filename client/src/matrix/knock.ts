@@ -14,7 +14,7 @@ import { ParleyClientError, type ClientErrCode } from "../errors.ts";
 import { pause, realTimers, type Timers } from "../timers.ts";
 import type { CallAnnouncement } from "./callTrust.ts";
 import { serverNameOf } from "./discovery.ts";
-import { enc, type MatrixHttp } from "./http.ts";
+import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import { CALL_STATE_EVENT, type StateEvent } from "./rooms.ts";
 
 /** What the homeserver says of a room before joining it. */
@@ -259,13 +259,15 @@ function listen(tap: SyncTap, read: (res: { rooms?: SyncRooms }) => Admission | 
   let off: () => void = () => undefined;
   const answer = new Promise<Admission | null>((resolve, reject) => {
     const stop = tap.onResponse((status, body) => {
-      const b = body && typeof body === "object" ? (body as { rooms?: SyncRooms; errcode?: unknown; error?: unknown }) : {};
+      const b = body && typeof body === "object" ? (body as Record<string, unknown>) : undefined;
       if (status >= 200 && status < 300) {
-        const a = read(b);
+        const a = read(b ?? {});
         if (a) resolve(a);
-      } else if (typeof b.errcode === "string" && FATAL_SYNC_ERRORS.has(b.errcode)) {
-        reject(new ParleyClientError(b.errcode as ClientErrCode, "room", { status, ...(typeof b.error === "string" ? { detail: b.error } : {}) }));
+        return;
       }
+      // Read as this wait's own request reads a failed answer.
+      const err = errorFromResponse(status, b, "room");
+      if (FATAL_SYNC_ERRORS.has(err.code)) reject(err);
     });
     const onAbort = () => reject(aborted());
     signal.addEventListener("abort", onAbort, { once: true });

@@ -35,6 +35,7 @@ import { keyModeFromCallState } from "../rtc/e2ee/keyMode.ts";
 import { CALL_KEYS_EVENT, CALL_PREJOIN_EVENT, prejoinContent, type CallMembersPort, type DeviceRef, type KeySender, type KeyTransport } from "../rtc/e2ee/keyShare.ts";
 import { CALL_MEMBER_EVENT, liveCallDevices } from "./membership.ts";
 import { CALL_STATE_EVENT } from "./rooms.ts";
+import type { SyncTap } from "./knock.ts";
 import { ENCRYPTED_CHAT_REASON, toChatMessage, type ChatMessage, type RoomFeed, type RoomFeedEvents, type RoomMember, type SendCheck } from "./timeline.ts";
 
 export function syncFilterDefinition(roomId: string) {
@@ -226,6 +227,11 @@ export class SyncedRoomFeed implements RoomFeed {
       this.syncListeners.delete(fn);
       this.updateSyncTap();
     };
+  }
+
+  /** This feed's loop as the lobby's wait listens to it (knock.ts SyncTap): its responses, and its start. */
+  syncTap(): SyncTap {
+    return { onResponse: (fn) => this.onSyncResponse(fn), running: this.whenStarted() };
   }
 
   /** The client's responses are tapped (a second parse of each) only while someone listens. */
