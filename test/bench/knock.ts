@@ -45,6 +45,11 @@ const JOIN_TAKEN_WITHIN_MS = 1000;
  * when the room opens after the let-in) makes no click at all, as the press and the release
  * reach different elements. Taken: a `join` mark after the press (the call starting), or "Join
  * when let in" armed. Returns how many presses it took after the first.
+ *
+ * Where each press reached the page shows as `joinPressLanded` in the knock timeline, beside
+ * `joinPressed` (asked for): the knocker's page, busy as the let-in comes, takes it 150-600 ms
+ * later. A press made in the page (the button's own click, as the host's "Let in") took as long
+ * (docs/join.md, twenty-ninth pass): it is the page's main thread, not Playwright's checks.
  */
 async function pressJoin(page: Page, join: Locator): Promise<number> {
   for (let again = 0; ; again++) {
@@ -390,7 +395,8 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
             .filter((r) => r.name.includes("/sync") && r.startTime >= knock)
             .map((r) => `${(r.startTime - knock).toFixed(0)}->${(r.responseEnd - knock).toFixed(0)} (${r.encodedBodySize} B)`);
           const marks = performance.getEntriesByType("mark").filter((m) => m.name.startsWith("parley:") && m.startTime >= knock).map((m) => `${m.name.slice(7)}@${(m.startTime - knock).toFixed(0)}`);
-          return `syncs: ${syncs.join(", ")}\nmarks: ${marks.join(" ")}`;
+          const clicks = ((globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks ?? []).map((c) => c.replace(/^(\d+)/, (t) => (Number(t) - knock).toFixed(0)));
+          return `syncs: ${syncs.join(", ")}\nmarks: ${marks.join(" ")}\nclicks: ${clicks.join("; ")}`;
         });
         console.log(`the knocker's page from its knock request:\n${pageView}`);
         const marks = await joinTimeline(page);
@@ -414,6 +420,15 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       if (saw !== undefined) marks.hostSawKnock = saw - knockAt;
       if (pressed !== undefined) marks.hostPressedLetIn = pressed - knockAt;
       if (done !== undefined) marks.hostAdmitDone = done - knockAt;
+      // The knocker's Join: as asked for (this benchmark's clock) and as it reached the page (the
+      // page's own click, on its clock; both from the knock).
+      marks.joinPressed = clickedAt - knockAt;
+      const landed = await page.evaluate(() => {
+        const knock = performance.getEntriesByType("resource").find((r) => r.name.includes("/knock/"))?.startTime ?? 0;
+        const click = ((globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks ?? []).find((c) => /: (lobby-join|prejoin-join) /.test(c));
+        return click ? Number(click.split(":")[0]) - knock : null;
+      });
+      if (landed !== null) marks.joinPressLanded = landed;
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).

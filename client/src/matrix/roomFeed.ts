@@ -27,7 +27,7 @@ import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
 import { MinuteBudget } from "../timers.ts";
-import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals, type SyncResponseListener } from "./deviceCrypto.ts";
+import { claimsAfterIncoming, cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals, type SyncResponseListener } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { participantId } from "../rtc/e2ee/cipher.ts";
@@ -366,6 +366,7 @@ export class SyncedRoomFeed implements RoomFeed {
     if (this.crypto) {
       if (!cryptoStarted) await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(this.session.deviceId) });
       markStep("feed-crypto");
+      claimsAfterIncoming(client, this.log);
       traceCryptoCalls(client, this.log);
       if (this.stopped) throw this.stoppedWhileStarting(client);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
