@@ -9,6 +9,8 @@
 //   B unmutes and the audio returns;
 // - a removed participant's page says who removed them; a kicked device gets no later media key
 //   while a newcomer does;
+// - a host's own admit that Parley refuses (the meeting locked meanwhile): the media key the
+//   host's page sent as it asked goes out of use (a newcomer's key is another one);
 // - a guest joins by link, waits in the lobby, is admitted, decrypts media, and is deactivated
 //   after leaving;
 // - end for everyone ends every page's call.
@@ -22,6 +24,7 @@ import { callSession, seated } from "../support/callStack.ts";
 import { CryptoClient } from "../support/cryptoClient.ts";
 import { TestUser, waitFor } from "../support/matrix.ts";
 import type { SignallingClient } from "../support/signalling.ts";
+import { MEDIA_KEY_LENGTH, ratchetMediaKey } from "../../client/src/rtc/e2ee/frameCrypto.ts";
 
 let stack: Stack;
 let A: Institution, B: Institution;
@@ -58,6 +61,45 @@ async function energyOver(page: Page, ms: number): Promise<number> {
   const before = (await inboundStats(page)).audioEnergy;
   await page.waitForTimeout(ms);
   return (await inboundStats(page)).audioEnergy - before;
+}
+
+/**
+ * A user of A in the meeting's room with a device (CryptoClient) holding a call membership: the
+ * browsers send their media keys to it.
+ */
+async function callDevice(localpart: string) {
+  const reg = await A.registerUser(localpart);
+  const u = testUser(A, reg);
+  await u.request(Method.Post, `/knock/${enc(alias)}`, {});
+  await waitFor(`${localpart} invited`, async () => ((await membershipOf(u.userId)) === "invite" ? true : undefined));
+  await u.join(roomId);
+  const client = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: reg.userId, accessToken: reg.accessToken, deviceId: reg.deviceId });
+  await u.request(Method.Put, `/rooms/${enc(roomId)}/state/org.matrix.msc3401.call.member/${enc(`_${reg.userId}_${client.deviceId}`)}`, {
+    application: "m.call", call_id: "", scope: "m.room", device_id: client.deviceId, expires: 3_600_000,
+    focus_active: { type: "livekit", focus_selection: "oldest_membership" }, foci_preferred: [], membershipID: client.deviceId,
+  });
+  return { u, client };
+}
+
+/** A media key as a to-device message of MatrixRTC's shape carries it ({keys: {index, key}, ...}). */
+type MediaKey = { index: number; key: string };
+const mediaKeyOf = (m: { content: Record<string, unknown> }) => m.content.keys as MediaKey;
+
+/**
+ * Fails if `given` is one of the keys `held`, or one ratcheted from one of them up to its index
+ * (a join ratchets the key in use: its holder could derive that one, so only a new key counts).
+ */
+async function expectNotDerivable(held: MediaKey[], given: MediaKey): Promise<void> {
+  expect(held.length).toBeGreaterThan(0);
+  for (const h of held) {
+    let k = new Uint8Array(Buffer.from(h.key, "base64"));
+    expect(k.length).toBe(MEDIA_KEY_LENGTH);
+    for (let i = h.index; ; i = (i + 1) % 256) {
+      expect(Buffer.from(k).toString("base64"), `key ${given.index} derived from key ${h.index}`).not.toBe(given.key);
+      if (i === given.index) break;
+      k = await ratchetMediaKey(k);
+    }
+  }
 }
 
 beforeAll(async () => {
@@ -149,33 +191,56 @@ describe("meeting governance in the browser", () => {
   });
 
   it("a kicked device gets no later media key, while a newcomer does", async () => {
-    const device = async (localpart: string) => {
-      const reg = await A.registerUser(localpart);
-      const u = testUser(A, reg);
-      await u.request(Method.Post, `/knock/${enc(alias)}`, {});
-      await waitFor(`${localpart} invited`, async () => ((await membershipOf(u.userId)) === "invite" ? true : undefined));
-      await u.join(roomId);
-      const client = await CryptoClient.start({ baseUrl: A.synapse.clientUrl, userId: reg.userId, accessToken: reg.accessToken, deviceId: reg.deviceId });
-      // A call membership: the browsers send their media keys to this device.
-      await u.request(Method.Put, `/rooms/${enc(roomId)}/state/org.matrix.msc3401.call.member/${enc(`_${reg.userId}_${client.deviceId}`)}`, {
-        application: "m.call", call_id: "", scope: "m.room", device_id: client.deviceId, expires: 3_600_000,
-        focus_active: { type: "livekit", focus_selection: "oldest_membership" }, foci_preferred: [], membershipID: client.deviceId,
-      });
-      return { u, client };
-    };
-    // MatrixRTC's to-device shape: {keys: {index, key}, ...}.
-    const keysOf = (m: { content: Record<string, unknown> }) => [(m.content.keys as { key?: string } | undefined)?.key];
-    const dave = await device("dave");
-    await dave.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
+    const dave = await callDevice("dave");
+    const first = await dave.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
     await testUser(A, alice).kick(roomId, dave.u.userId);
-    const frank = await device("frank");
+    const frank = await callDevice("frank");
     // The key the newcomer gets from A's page is one made after the kick (a leave rotates): the
-    // kicked device must not hold it.
-    const fresh = keysOf(await frank.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000));
-    expect(fresh.length).toBeGreaterThan(0);
-    const daveKeys = dave.client.pendingToDevice(KEYS).filter((m) => m.sender === alice.userId).flatMap(keysOf);
-    for (const k of fresh) expect(daveKeys).not.toContain(k);
+    // kicked device must not hold it, nor any it could ratchet to it.
+    const fresh = mediaKeyOf(await frank.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000));
+    const daveKeys = [first, ...dave.client.pendingToDevice(KEYS).filter((m) => m.sender === alice.userId)].map(mediaKeyOf);
+    await expectNotDerivable(daveKeys, fresh);
     await Promise.all([dave.client.stop(), frank.client.stop()]);
+  });
+
+  it("a host's own admit that Parley refuses (the meeting locked meanwhile): the key its page sent early goes out of use", async () => {
+    // Gina of B knocks with a device of her own (its keys up, as a Parley client's are before its knock).
+    const reg = await B.registerUser("gina");
+    const gina = await CryptoClient.start({ baseUrl: B.synapse.clientUrl, userId: reg.userId, accessToken: reg.accessToken, deviceId: reg.deviceId });
+    // Alice's other seat (a host's second device, over signalling) locks the meeting.
+    const aliceWs = await seated(A, await callSession(A, testUser(A, alice), roomId));
+    try {
+      await testUser(B, reg).request(Method.Post, `/knock/${enc(alias)}`, {});
+      await waitFor("gina's knock", async () => ((await membershipOf(reg.userId)) === "knock" ? true : undefined));
+      if (!(await alicePage.getByTestId("people-panel").isVisible())) await alicePage.getByTestId("people").click();
+      const admit = alicePage.getByTestId(`admit-${reg.userId}`);
+      await admit.waitFor({ timeout: 30_000 });
+      // Locked after the knock showed; her page still offers "Let in" (Parley decides).
+      expect(await aliceWs.request({ type: "moderate", action: { action: "settings", locked: true } })).toMatchObject({ type: "result" });
+      const refusedLog = alicePage.waitForEvent("console", { predicate: (m) => m.text().includes("an admission this device asked for was refused"), timeout: 30_000 });
+      // The rotation (a leave's): its new key is logged as made.
+      const rotatedLog = alicePage.waitForEvent("console", { predicate: (m) => /new media key .*reason: leave/.test(m.text()), timeout: 30_000 });
+      await admit.click();
+      // Her page sent its key to Gina's device as it asked (its own admit), then heard the refusal.
+      const early = await gina.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
+      await refusedLog;
+      await rotatedLog;
+      expect(await membershipOf(reg.userId)).toBe("knock");
+      // Unlocked (a locked room takes no knock, not even a local one's): the key a newcomer gets
+      // from Alice's page now is neither Gina's nor one ratcheted from it (which she could derive).
+      expect(await aliceWs.request({ type: "moderate", action: { action: "settings", locked: false } })).toMatchObject({ type: "result" });
+      const ivy = await callDevice("ivy");
+      const fresh = await ivy.client.nextToDevice(KEYS, (m) => m.sender === alice.userId, 30_000);
+      await expectNotDerivable([early, ...gina.pendingToDevice(KEYS).filter((m) => m.sender === alice.userId)].map(mediaKeyOf), mediaKeyOf(fresh));
+      // Sent away (the guest's knock below finds only its own in the lobby).
+      expect(await aliceWs.request({ type: "moderate", action: { action: "deny", user_id: reg.userId } })).toMatchObject({ type: "result" });
+      await ivy.client.stop();
+    } finally {
+      // (The suite goes on in this meeting: unlocked again whatever failed.)
+      await aliceWs.request({ type: "moderate", action: { action: "settings", locked: false } });
+      aliceWs.close();
+      await gina.stop();
+    }
   });
 
   it("a guest joins by link, waits in the lobby, is admitted, decrypts media, and is deactivated after leaving", async () => {
