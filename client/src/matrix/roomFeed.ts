@@ -718,9 +718,10 @@ export class SyncedRoomFeed implements RoomFeed {
       knownDevicesOf: (userId) => this.knownDevicesOf(userId),
       devicesOf: async (userId) => {
         // A knocker whose keys this device asked for at their knock, moments ago: that answer,
-        // once stored, is as fresh as another listing, which would only be a second key query
-        // over federation beside it, answered first as often as not, and then a third (the send
-        // finding the device not yet stored). None stored (or no such query): the homeserver's.
+        // once stored, stands for another listing, which would be a second key query over
+        // federation beside it, answered first as often as not, and then a third (the send
+        // finding the device not yet stored). A device they added since is answered at its own
+        // arrival in the call, as any joiner's. None stored (or no such query): the homeserver's.
         const asked = this.knockerQueries.get(userId);
         if (asked && performance.now() - asked.at < KNOCKER_QUERY_FRESH_MS) {
           await asked.done;
