@@ -85,9 +85,6 @@ const MAX_PREPARED_USERS = 100;
  * prepared when let in, as before.
  */
 export const KNOCK_PREPARES_PER_MINUTE = 20;
-
-/** A knocker's key query asked at their knock stands for a listing of their devices this long after (devicesOf). */
-export const KNOCKER_QUERY_FRESH_MS = 10_000;
 /** A knocker prepared for is not prepared again (its knock seen a second time) for this long. */
 export const KNOCK_PREPARED_FOR_MS = 60_000;
 
@@ -474,29 +471,13 @@ export class SyncedRoomFeed implements RoomFeed {
   /** Users whose Olm sessions are being prepared now. */
   private readonly preparing = new Set<string>();
 
-  /** The key query asked for each knocker at their knock (prepareOlm), newest last, at most KNOCK_PREPARES_PER_MINUTE. */
-  private readonly knockerQueries = new Map<string, { at: number; done: Promise<void> }>();
-
-  /** A user's devices as the machine knows them now: not after a key query under way (matrix-js-sdk's getUserDeviceInfo waits up to a second for one; the invite's sync starts one). */
-  private async knownDevicesOf(userId: string): Promise<DeviceRef[]> {
-    const machine = (this.client?.getCrypto() as unknown as RustCryptoInternals | undefined)?.olmMachine;
-    if (!machine?.getUserDevices) return [];
-    const [user] = await rustUserIds([userId]);
-    const devices = await this.usingCrypto(machine.getUserDevices(user));
-    try {
-      return devices.keys().map((id) => ({ userId, deviceId: id.toString() }));
-    } finally {
-      devices.free();
-    }
-  }
-
   /**
    * Makes Olm sessions with these users' devices now, as Element does before a message is typed
    * (matrix-js-sdk's prepareToEncrypt): their keys queried, a one-time key of each device
    * claimed, nothing sent. The first media key to them then needs neither round trip (two
    * federation round trips each for a remote user). Best effort: sending does both anyway.
    */
-  private prepareOlm(users: string[], knockers = false): void {
+  private prepareOlm(users: string[], track = false): void {
     const client = this.client;
     const internals = client?.getCrypto() as unknown as RustCryptoInternals | undefined;
     const ids = [...new Set(users)].filter((u) => u !== this.session.userId && !this.preparing.has(u)).slice(0, MAX_PREPARED_USERS);
@@ -504,27 +485,11 @@ export class SyncedRoomFeed implements RoomFeed {
     for (const u of ids) this.preparing.add(u);
     const started = performance.now();
     this.log.debug("preparing Olm sessions", { users: ids });
-    // Knockers' keys are asked for at once, outside the machine's request loop, and they are not
-    // tracked: a loop in the middle of a round (a sync's requests) took the query 130 ms later on
-    // a busy host's page, after tracking them had written to the store (75 ms), and the claim then
-    // waited for the loop's query (docs/join.md, twenty-ninth pass). Let in, they are tracked as
-    // the room's members; never let in, nothing follows their devices. A let-in's listing of
-    // their devices (devicesOf) takes this query's answer.
-    const asked = knockers ? queryKeysNow(internals, ids) : null;
-    if (asked) {
-      for (const u of ids) {
-        this.knockerQueries.delete(u); // (newest last)
-        this.knockerQueries.set(u, { at: started, done: asked });
-      }
-      for (const u of this.knockerQueries.keys()) if (this.knockerQueries.size > KNOCK_PREPARES_PER_MINUTE) this.knockerQueries.delete(u);
-    }
     void this.usingCrypto(async () => {
       const { UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
-      if (asked) await asked;
-      else {
-        if (!client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
-        await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
-      }
+      // (A knocker is not tracked by itself even in an encrypted room: not a member.)
+      if (track || !client.getRoom(this.roomId)?.hasEncryptionStateEvent()) await trackUsers(internals, ids);
+      await internals.outgoingRequestsManager?.doProcessOutgoingRequests?.();
       const userIds = () => ids.map((u) => new UserId(u));
       await internals.keyClaimManager?.ensureSessionsForUsers(sdkLogger(this.log), userIds());
       this.log.debug("Olm sessions prepared", { users: ids, ms: Math.round(performance.now() - started) });
@@ -715,19 +680,20 @@ export class SyncedRoomFeed implements RoomFeed {
         client.on(RoomEvent.Timeline, listener);
         return () => void client.off(RoomEvent.Timeline, listener);
       },
-      knownDevicesOf: (userId) => this.knownDevicesOf(userId),
-      devicesOf: async (userId) => {
-        // A knocker whose keys this device asked for at their knock, moments ago: that answer,
-        // once stored, stands for another listing, which would be a second key query over
-        // federation beside it, answered first as often as not, and then a third (the send
-        // finding the device not yet stored). A device they added since is answered at its own
-        // arrival in the call, as any joiner's. None stored (or no such query): the homeserver's.
-        const asked = this.knockerQueries.get(userId);
-        if (asked && performance.now() - asked.at < KNOCKER_QUERY_FRESH_MS) {
-          await asked.done;
-          const known = await this.knownDevicesOf(userId);
-          if (known.length) return known;
+      knownDevicesOf: async (userId) => {
+        // As the machine knows them now: not after a key query under way (matrix-js-sdk's
+        // getUserDeviceInfo waits up to a second for one; the invite's sync starts one).
+        const machine = (this.client?.getCrypto() as unknown as RustCryptoInternals | undefined)?.olmMachine;
+        if (!machine?.getUserDevices) return [];
+        const [user] = await rustUserIds([userId]);
+        const devices = await this.usingCrypto(machine.getUserDevices(user));
+        try {
+          return devices.keys().map((id) => ({ userId, deviceId: id.toString() }));
+        } finally {
+          devices.free();
         }
+      },
+      devicesOf: async (userId) => {
         // Asked of the homeserver itself: Rust crypto's own list of a user it has just begun to
         // track (an invited member of an encrypted room) is empty until its key query ran.
         const res = await this.http.request<{ device_keys?: Record<string, Record<string, unknown>> }>("POST", "/keys/query", { body: { device_keys: { [userId]: [] } } });
