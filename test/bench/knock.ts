@@ -424,11 +424,10 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // page's own click, on its clock; both from the knock).
       marks.joinPressed = clickedAt - knockAt;
       const landed = await page.evaluate(() => {
-        const knock = performance.getEntriesByType("resource").find((r) => r.name.includes("/knock/"))?.startTime ?? 0;
         const click = ((globalThis as { parleyBenchClicks?: string[] }).parleyBenchClicks ?? []).find((c) => /: (lobby-join|prejoin-join) /.test(c));
-        return click ? Number(click.split(":")[0]) - knock : null;
+        return click ? Number(click.split(":")[0]) : null;
       });
-      if (landed !== null) marks.joinPressLanded = landed;
+      if (landed !== null) marks.joinPressLanded = landed - (await knockSentAt(page));
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).
