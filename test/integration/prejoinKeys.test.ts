@@ -95,6 +95,64 @@ function keysReaching(feed: SyncedRoomFeed) {
   return got;
 }
 
+/**
+ * The one-time keys of `userId`'s device held back at the fetch until `release()`, its device keys
+ * not: Rust crypto sends both in the device's first /keys/upload, and Synapse stores the device
+ * keys first, so a key query and claim in between find the device with no one-time key (the race
+ * the kept logs of a failed run showed: the host's claim reached B 8 ms before the knocker's
+ * upload answered). Here that upload goes as two, its device keys alone first (`deviceKeysUp`),
+ * then the whole of it once released. `claim` resolves with the first answer to a /keys/claim
+ * asking for that user. Every feed of this file fetches through globalThis.fetch.
+ */
+function holdOneTimeKeys(userId: string) {
+  const original = globalThis.fetch;
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let uploaded!: () => void;
+  const up = new Promise<void>((r) => (uploaded = r));
+  let deviceKeys!: () => void;
+  const deviceKeysUp = new Promise<void>((r) => (deviceKeys = r));
+  let claimed!: (answer: { one_time_keys?: Record<string, Record<string, unknown>> }) => void;
+  const claim = new Promise<Parameters<typeof claimed>[0]>((r) => (claimed = r));
+  let held = 0;
+  globalThis.fetch = async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = input instanceof Request ? input.url : String(input);
+    const body = typeof init?.body === "string" ? init.body : "";
+    if (/\/keys\/upload(\?|$)/.test(url) && body.includes(JSON.stringify(userId))) {
+      const upload = JSON.parse(body) as { device_keys?: unknown; one_time_keys?: object; fallback_keys?: object };
+      const oneTimeKeys = Object.keys(upload.one_time_keys ?? {}).length + Object.keys(upload.fallback_keys ?? {}).length > 0;
+      if (!oneTimeKeys) {
+        const res = await original(input, init);
+        if (res.ok && upload.device_keys) deviceKeys();
+        return res;
+      }
+      held++;
+      if (upload.device_keys) {
+        const alone = await original(input, { ...init, body: JSON.stringify({ device_keys: upload.device_keys }) });
+        if (!alone.ok) return alone;
+        deviceKeys();
+      }
+      await released;
+      const res = await original(input, init);
+      uploaded();
+      return res;
+    }
+    const res = await original(input, init);
+    if (/\/keys\/claim(\?|$)/.test(url) && body.includes(JSON.stringify(userId))) void res.clone().json().then(claimed, () => undefined);
+    return res;
+  };
+  return {
+    claim,
+    deviceKeysUp,
+    held: () => held,
+    release: async () => {
+      release();
+      await up;
+    },
+    restore: () => void (globalThis.fetch = original),
+  };
+}
+
 const b64 = (s: string) => Buffer.from(s.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("base64");
 
 describe("media keys in the pre-join", () => {
@@ -226,5 +284,43 @@ describe("media keys in the pre-join", () => {
     const ownBefore = call.own.length;
     await call.host.kick(call.roomId, e.userId, "changed my mind");
     await waitFor("the host's new media key", async () => (call.own.length > ownBefore ? true : undefined), 20_000);
+  }, 120_000);
+
+  it("a knocker claimed before its one-time keys went up (the host's preparation at the knock) still gets the host's key when let in", async () => {
+    const call = await hostedCall("lobby-otk");
+    await call.host.request(Method.Put, `/rooms/${encodeURIComponent(call.roomId)}/state/m.room.join_rules/`, { join_rule: "knock" });
+    const g = await B.registerUser("gwen");
+    const gwen = new TestUser(B.synapse.clientUrl, g.userId, g.accessToken);
+    // Gwen's device keys go up, her one-time keys are held back: the host's claim for her device,
+    // at her knock, comes back without a key (the race this test makes certain; it was 1 in 6).
+    const otks = holdOneTimeKeys(g.userId);
+    try {
+      const session = { homeserverUrl: B.synapse.clientUrl, userId: g.userId, deviceId: g.deviceId, accessToken: g.accessToken };
+      const feed = new SyncedRoomFeed(session, new MatrixHttp(session.homeserverUrl, session.accessToken), call.roomId, { crypto: true, knocking: true });
+      feeds.push(feed);
+      void feed.start().catch(() => undefined);
+      await otks.deviceKeysUp;
+      const got = keysReaching(feed);
+      await gwen.request(Method.Post, `/knock/${encodeURIComponent(call.alias)}`, {}, { server_name: A.serverName });
+      let answer: Awaited<typeof otks.claim> | undefined;
+      void otks.claim.then((a) => (answer = a));
+      await waitFor("the host's claim for Gwen's device", async () => answer, 20_000);
+      expect(answer!.one_time_keys?.[g.userId]?.[g.deviceId]).toBeUndefined();
+      expect(otks.held()).toBe(1);
+      await otks.release();
+
+      // Let in (Parley's own invite may have come already: an institution meeting, B trusted).
+      const membershipOf = async () => (await call.host.stateEvent(call.roomId, "m.room.member", g.userId))?.membership;
+      await call.host.invite(call.roomId, g.userId).catch(async (err: unknown) => {
+        if ((await membershipOf()) !== "invite") throw err;
+      });
+      // Within 10 s: Rust crypto alone claims a device whose claim came back empty again only after
+      // 15 s (the key then came at 17 s); Parley claims it again after 1 s (keyClaims.ts), 2.6 s here.
+      const key = await waitFor("the host's media key on Gwen's device", async () => got.find((k) => k.from.userId === call.a.userId), 10_000);
+      expect(key.from.deviceId).toBe(call.a.deviceId);
+      expect(b64(key.content.keys.key)).toBe(call.own.at(-1)!.key);
+    } finally {
+      otks.restore();
+    }
   }, 120_000);
 });

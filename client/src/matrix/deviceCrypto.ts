@@ -50,54 +50,13 @@ export interface RustCryptoInternals {
     queryKeysForUsers?: (users: unknown[]) => unknown;
     /** The user's devices as the machine knows them; without a timeout, at once (a pending key query not awaited). */
     getUserDevices?: (user: unknown) => Promise<{ keys(): { toString(): string }[]; free(): void }>;
+    /** One device as the machine knows it (undefined: unknown); it encrypts to-device messages once an Olm session with it exists. */
+    getDevice?: (user: unknown, device: unknown) => Promise<{ encryptToDeviceEvent(type: string, content: unknown): Promise<string>; free(): void } | undefined>;
   };
   /** Sends one of the machine's requests and hands it the answer. */
   outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown): Promise<void> };
   /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
   keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
-}
-
-/** The longest a one-time-key claim waits for the encrypted to-device messages of a sync being taken in (claimsAfterIncoming). */
-export const CLAIM_WAITS_FOR_INCOMING_MS = 1000;
-
-/**
- * A one-time-key claim (the start of a new Olm session, matrix-js-sdk's KeyClaimManager, asked by
- * every to-device encryption and by our own preparation) waits while the device's crypto takes in
- * a sync that carries encrypted to-device messages. One of them may be a pre-key message from the
- * very device the claim is for: a host's media key to the knocker it lets in, while the knocker's
- * page sends its own key to that host at its arrival in the call. Taken in first, that message
- * makes the session both ways, and the claim is not needed. Claimed first, the claim's answer
- * and the message's decryption both write the device's Olm state to its store, and the message
- * waited for the claim: on a busy knocker's page the host's key came out of its sync 260-510 ms
- * after the sync answered (docs/join.md, twenty-ninth pass). A claim waits at most `waitMs`.
- */
-export function claimsAfterIncoming(client: MatrixClient, log?: Logger, waitMs = CLAIM_WAITS_FOR_INCOMING_MS): void {
-  const internals = client.getCrypto() as unknown as (RustCryptoInternals & { processSyncChanges?: (changes: { toDeviceEvents?: { type?: unknown }[] }) => Promise<unknown> }) | undefined;
-  const claims = internals?.keyClaimManager;
-  const process = internals?.processSyncChanges;
-  if (!internals || !claims || typeof process !== "function") return;
-  const incoming = new Set<Promise<unknown>>();
-  internals.processSyncChanges = (changes) => {
-    const out = process.call(internals, changes);
-    if (changes.toDeviceEvents?.some((e) => e.type === "m.room.encrypted")) {
-      const taken = out.then(
-        () => undefined,
-        () => undefined,
-      );
-      incoming.add(taken);
-      void taken.then(() => incoming.delete(taken));
-    }
-    return out;
-  };
-  const claim = claims.ensureSessionsForUsers;
-  claims.ensureSessionsForUsers = async (logger, users) => {
-    if (incoming.size) {
-      const started = performance.now();
-      await settledWithin(Promise.all(incoming), waitMs);
-      log?.debug("a key claim waited for the to-device messages being taken in", { ms: Math.round(performance.now() - started) });
-    }
-    return claim.call(claims, logger, users);
-  };
 }
 
 /**

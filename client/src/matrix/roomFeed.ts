@@ -27,7 +27,8 @@ import { getLogger } from "../log.ts";
 import { Emitter } from "../state/store.ts";
 import { markStep } from "../timeline.ts";
 import { MinuteBudget } from "../timers.ts";
-import { claimsAfterIncoming, cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals, type SyncResponseListener } from "./deviceCrypto.ts";
+import { claimsAfterIncoming, claimsRetrySooner } from "./keyClaims.ts";
+import { cryptoStorePrefix, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, newClient, releaseDeviceClient, sdkLogger, settledWithin, takeDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup, type RustCryptoInternals, type SyncResponseListener } from "./deviceCrypto.ts";
 import { enc, errorFromResponse, type MatrixHttp } from "./http.ts";
 import type { MatrixSession } from "./session.ts";
 import { participantId } from "../rtc/e2ee/cipher.ts";
@@ -367,6 +368,7 @@ export class SyncedRoomFeed implements RoomFeed {
       if (!cryptoStarted) await client.initRustCrypto({ cryptoDatabasePrefix: cryptoStorePrefix(this.session.deviceId) });
       markStep("feed-crypto");
       claimsAfterIncoming(client, this.log);
+      claimsRetrySooner(client, await import("@matrix-org/matrix-sdk-crypto-wasm"), this.log);
       traceCryptoCalls(client, this.log);
       if (this.stopped) throw this.stoppedWhileStarting(client);
       client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.onToDevice(m));
@@ -883,6 +885,29 @@ function toDeviceMap(messages: { userId: string; deviceId: string; payload: Reco
 }
 
 /**
+ * Olm-encrypts `content` for each device it can (a known device with an Olm session), one by one:
+ * a device it cannot is left out, not a failure of the rest (as in matrix-js-sdk's own batch).
+ */
+async function encryptEach(internals: RustCryptoInternals, type: string, devices: DeviceRef[], content: Record<string, unknown>): Promise<{ eventType: string; batch: { userId: string; deviceId: string; payload: Record<string, unknown> }[] }> {
+  const { DeviceId, UserId } = await import("@matrix-org/matrix-sdk-crypto-wasm");
+  const machine = internals.olmMachine;
+  const encrypted = await Promise.all(
+    devices.map(async ({ userId, deviceId }) => {
+      const device = await machine?.getDevice?.(new UserId(userId), new DeviceId(deviceId)).catch(() => undefined);
+      if (!device) return undefined;
+      try {
+        return { userId, deviceId, payload: JSON.parse(await device.encryptToDeviceEvent(type, content)) as Record<string, unknown> };
+      } catch {
+        return undefined; // no Olm session yet
+      } finally {
+        device.free();
+      }
+    }),
+  );
+  return { eventType: "m.room.encrypted", batch: encrypted.filter((e) => e !== undefined) };
+}
+
+/**
  * Olm-encrypts `content` for each device and sends it; returns the devices it could not reach,
  * for the caller to try again later (a send the homeserver refuses throws, reaching nobody).
  *
@@ -911,12 +936,14 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
     try {
       batch = await crypto.encryptToDeviceMessages(type, pending, content);
     } catch (err) {
-      // A device that became known between matrix-js-sdk's one-time-key claim and the encryption
-      // (its keys query answered in between: a device whose membership came right after its keys
-      // went up) has no Olm session yet, and the whole batch throws ("does not have a valid Olm
-      // session"). The next attempt claims for it; after the last, all are tried again later.
-      getLogger("chat").debug("encrypting a media key failed; trying again", { attempt, err: String(err) });
-      continue;
+      // One device without an Olm session throws the whole batch ("does not have a valid Olm
+      // session"): a device that became known between matrix-js-sdk's one-time-key claim and the
+      // encryption (its keys query answered in between: a device whose membership came right after
+      // its keys went up), or one whose claim brought no key (its one-time keys not up yet:
+      // keyClaims.ts). The others are encrypted one by one now, not held back with it; the next
+      // attempt claims for those left, and after the last they are tried again later.
+      getLogger("chat").debug("encrypting a media key failed; encrypting device by device", { attempt, err: String(err) });
+      batch = await encryptEach(internals, type, pending, content);
     }
     // Sent at once, not through matrix-js-sdk's to-device queue, which sends one batch at a time
     // (a media key waited 30-60 ms behind another batch on a busy page). A failed send throws:

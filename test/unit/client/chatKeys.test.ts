@@ -28,8 +28,8 @@ describe("olmKeyMessage", () => {
 });
 
 // The key query's user ids (the real ones need the wasm module loaded, as the browser has it).
-vi.mock("@matrix-org/matrix-sdk-crypto-wasm", () => ({
-  UserId: class {
+const { FakeId } = vi.hoisted(() => ({
+  FakeId: class {
     readonly id: string;
     constructor(id: string) {
       this.id = id;
@@ -39,6 +39,7 @@ vi.mock("@matrix-org/matrix-sdk-crypto-wasm", () => ({
     }
   },
 }));
+vi.mock("@matrix-org/matrix-sdk-crypto-wasm", () => ({ UserId: FakeId, DeviceId: FakeId }));
 
 describe("sendToDevices", () => {
   const BOB = { userId: "@bob:b", deviceId: "BDEV" };
@@ -110,5 +111,63 @@ describe("sendToDevices", () => {
     expect(f.queued).toEqual([["BDEV", "B2", "CDEV"]]);
     const failing = fakeClient(["ok"], true);
     await expect(sendToDevices(failing.client, [BOB], {}, false)).rejects.toThrow(/homeserver failed/);
+  });
+});
+
+describe("sendToDevices: one device without an Olm session (its one-time keys not up when claimed)", () => {
+  /** A crypto with Olm sessions with the devices in `sessions` only, and a client recording what it sends. */
+  function sessionsClient(sessions: Set<string>, onQueries: () => void = () => undefined) {
+    const sent: Record<string, Record<string, unknown>>[] = [];
+    const batches = vi.fn(async (_type: string, devices: { userId: string; deviceId: string }[], payload: unknown) => {
+      const missing = devices.find((d) => !sessions.has(`${d.userId}|${d.deviceId}`));
+      if (missing) throw new Error(`device ${missing.deviceId} does not have a valid Olm session`);
+      return { eventType: "m.room.encrypted", batch: devices.map((d) => ({ ...d, payload: { ciphertext: JSON.stringify(payload) } })) };
+    });
+    const crypto = {
+      encryptToDeviceMessages: batches,
+      outgoingRequestsManager: { doProcessOutgoingRequests: async () => onQueries() },
+      olmMachine: {
+        getDevice: async (user: { toString(): string }, device: { toString(): string }) => {
+          const id = `${user.toString()}|${device.toString()}`;
+          return {
+            encryptToDeviceEvent: async (_type: string, content: unknown) => {
+              if (!sessions.has(id)) throw new Error("does not have a valid Olm session");
+              return JSON.stringify({ ciphertext: JSON.stringify(content) });
+            },
+            free: () => undefined,
+          };
+        },
+      },
+    };
+    const client = {
+      getCrypto: () => crypto,
+      sendToDevice: vi.fn(async (_type: string, map: Map<string, Map<string, Record<string, unknown>>>) => {
+        sent.push(Object.fromEntries([...map].map(([u, ds]) => [u, Object.fromEntries(ds)])));
+        return {};
+      }),
+    };
+    return { client: client as unknown as MatrixClient, sent, batches };
+  }
+
+  it("sends to every device it has a session with, and returns only the device without one", async () => {
+    const { client, sent } = sessionsClient(new Set(["@bob:b|BOB", "@carol:a|CAROL"]));
+    const devices = [
+      { userId: "@bob:b", deviceId: "BOB" },
+      { userId: "@erin:b", deviceId: "ERIN" },
+      { userId: "@carol:a", deviceId: "CAROL" },
+    ];
+    const missing = await sendToDevices(client, devices, { keys: { index: 1, key: "k" } }, false);
+    expect(missing).toEqual([{ userId: "@erin:b", deviceId: "ERIN" }]);
+    // Bob and Carol got it in the first send, not after the retries.
+    expect(Object.keys(sent[0]!).sort()).toEqual(["@bob:b", "@carol:a"]);
+    expect(sent.flatMap((m) => Object.keys(m))).not.toContain("@erin:b");
+  });
+
+  it("a device whose session comes in a later attempt is sent it then, once", async () => {
+    const sessions = new Set(["@bob:b|BOB"]);
+    // The second attempt runs the machine's pending requests first: Erin's keys and claim come in.
+    const { client, sent } = sessionsClient(sessions, () => sessions.add("@erin:b|ERIN"));
+    expect(await sendToDevices(client, [{ userId: "@bob:b", deviceId: "BOB" }, { userId: "@erin:b", deviceId: "ERIN" }], { k: 1 }, false)).toEqual([]);
+    expect(sent.map((m) => Object.keys(m))).toEqual([["@bob:b"], ["@erin:b"]]);
   });
 });

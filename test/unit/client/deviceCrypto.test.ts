@@ -3,7 +3,7 @@
 // then throws "null pointer passed to rust"); the device's next client waits for that.
 import { ClientEvent, Filter, MatrixEvent, Method, PushRuleActionName, SyncState, type MatrixClient } from "matrix-js-sdk";
 import { describe, expect, it, vi } from "vitest";
-import { claimsAfterIncoming, deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, isSyncRequest, newClient, newDeviceId, releaseDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
+import { deviceKeysUploaded, deviceKeysUploadSettled, holdDeviceKeysUpload, isDeviceKeysUpload, isSyncRequest, newClient, newDeviceId, releaseDeviceClient, tapSyncResponses, traceCryptoCalls, warmSyncStartup } from "../../../client/src/matrix/deviceCrypto.ts";
 import { seedFilter, syncFilterDefinition } from "../../../client/src/matrix/roomFeed.ts";
 import { getLogger, setLogLevel } from "../../../client/src/log.ts";
 import { Emitter } from "../../../client/src/state/store.ts";
@@ -373,84 +373,5 @@ describe("traceCryptoCalls (a debug log's account of the crypto calls)", () => {
     } finally {
       setLogLevel("error");
     }
-  });
-});
-
-describe("claimsAfterIncoming (a claim waits for the encrypted to-device messages being taken in)", () => {
-  /** A crypto whose sync processing ends when the test says, and whose claims are recorded. */
-  function claimingClient() {
-    const order: string[] = [];
-    const finishers: (() => void)[] = [];
-    const claims = { ensureSessionsForUsers: vi.fn(async (_logger: unknown, users: unknown[]) => void order.push(`claim ${String(users)}`)) };
-    const crypto = {
-      keyClaimManager: claims,
-      processSyncChanges: vi.fn((changes: { toDeviceEvents: { type: string }[] }) => {
-        order.push(`sync ${changes.toDeviceEvents.map((e) => e.type).join(",") || "-"}`);
-        return new Promise<unknown[]>((r) => finishers.push(() => (order.push("sync done"), r([]))));
-      }),
-    };
-    const client = { getCrypto: () => crypto } as unknown as MatrixClient;
-    return { client, crypto, claims, order, finish: () => finishers.shift()!() };
-  }
-  const logger = {} as never;
-
-  it("holds a claim until the sync carrying an encrypted message is taken in", async () => {
-    const { client, crypto, claims, order, finish } = claimingClient();
-    const original = claims.ensureSessionsForUsers;
-    claimsAfterIncoming(client);
-    const synced = crypto.processSyncChanges({ toDeviceEvents: [{ type: "m.room.encrypted" }] });
-    const claimed = claims.ensureSessionsForUsers(logger, ["@host:a"]);
-    await tick();
-    expect(order).toEqual(["sync m.room.encrypted"]);
-    finish();
-    await synced;
-    await claimed;
-    expect(order).toEqual(["sync m.room.encrypted", "sync done", "claim @host:a"]);
-    expect(original).toHaveBeenCalledTimes(1);
-  });
-
-  it("does not hold a claim for a sync without encrypted to-device messages, nor once the sync is in", async () => {
-    const { client, crypto, claims, order, finish } = claimingClient();
-    claimsAfterIncoming(client);
-    void crypto.processSyncChanges({ toDeviceEvents: [] });
-    void crypto.processSyncChanges({ toDeviceEvents: [{ type: "m.dummy" }] });
-    await claims.ensureSessionsForUsers(logger, ["@a:a"]);
-    expect(order).toEqual(["sync -", "sync m.dummy", "claim @a:a"]);
-    finish();
-    finish();
-    const encrypted = crypto.processSyncChanges({ toDeviceEvents: [{ type: "m.room.encrypted" }] });
-    finish();
-    await encrypted;
-    await claims.ensureSessionsForUsers(logger, ["@b:a"]);
-    expect(order.at(-1)).toBe("claim @b:a");
-  });
-
-  it("holds a claim at most the wait given: a sync that never ends does not stop claims", async () => {
-    vi.useFakeTimers();
-    try {
-      const { client, crypto, claims, order } = claimingClient();
-      claimsAfterIncoming(client, undefined, 1000);
-      void crypto.processSyncChanges({ toDeviceEvents: [{ type: "m.room.encrypted" }] });
-      const claimed = claims.ensureSessionsForUsers(logger, ["@host:a"]);
-      await vi.advanceTimersByTimeAsync(999);
-      expect(order).toEqual(["sync m.room.encrypted"]);
-      await vi.advanceTimersByTimeAsync(1);
-      await claimed;
-      expect(order).toEqual(["sync m.room.encrypted", "claim @host:a"]);
-    } finally {
-      vi.useRealTimers();
-    }
-  });
-
-  it("a failed sync processing still lets the claim go, and its failure reaches the sync", async () => {
-    const claim = vi.fn(async (_logger: unknown, _users: unknown[]) => undefined);
-    const claims = { ensureSessionsForUsers: claim };
-    const crypto = { keyClaimManager: claims, processSyncChanges: vi.fn((_changes: unknown) => Promise.reject(new Error("store closed"))) };
-    claimsAfterIncoming({ getCrypto: () => crypto } as unknown as MatrixClient);
-    const synced = crypto.processSyncChanges({ toDeviceEvents: [{ type: "m.room.encrypted" }] } as never);
-    const claimed = claims.ensureSessionsForUsers(logger, []);
-    await expect(synced).rejects.toThrow("store closed");
-    await claimed;
-    expect(claim).toHaveBeenCalledTimes(1);
   });
 });

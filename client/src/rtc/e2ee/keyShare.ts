@@ -956,11 +956,22 @@ export class ParticipantKeyShare {
     });
   }
 
+  /**
+   * Devices the key did not reach get it again: members, and devices answered early with this
+   * very key (let in from the lobby, announced, arrived) within the pre-join's `validMs`. A
+   * device let in whose Olm session could not be made at once (its one-time keys not up yet when
+   * claimed) otherwise waited for its join, or for its keys to change, for any key at all.
+   */
   private async retry(): Promise<void> {
     const members = this.targets();
-    const targets = [...this.undelivered].filter(([k]) => members.has(k)).map(([, d]) => d);
+    const c = this.current;
+    const early = (k: string) => {
+      const p = this.prejoined.get(k);
+      return !!c && p?.index === c.index && this.o.now() - p.at < this.prejoinLimits.validMs;
+    };
+    const targets = [...this.undelivered].filter(([k]) => members.has(k) || early(k)).map(([, d]) => d);
     this.undelivered.clear();
-    if (targets.length && this.current) await this.deliver(targets, this.current.index, this.current.key);
+    if (targets.length && c) await this.deliver(targets, c.index, c.key);
   }
 
   private onKeys(from: KeySender, content: unknown): void {

@@ -10,6 +10,7 @@ import {
   parseKeyContent,
   ProvisionedKeys,
   ADMITTED_RELIST_MS,
+  PREJOIN_LIMITS,
   MAX_ADMITTED_DEVICES,
   type CallKeyContent,
   type DeviceRef,
@@ -1014,6 +1015,30 @@ describe("ParticipantKeyShare: a user let in from the lobby", () => {
     // Reached now: a later update sends nothing more.
     await h.devicesUpdated([ERIN.userId]);
     expect(sentTo(h, ERIN)).toHaveLength(2);
+  });
+
+  it("a device of a user let in that the key did not reach (no Olm session yet: its one-time keys were not up when claimed) is sent it again by the retry, while that key is in use and the answer is young", async () => {
+    const unreachable = new Set([id(ERIN)]);
+    const h = await erinLetIn(unreachable);
+    expect(sentTo(h, ERIN)).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1000); // the first retry: still no session
+    await h.share.settled();
+    expect(sentTo(h, ERIN)).toHaveLength(2);
+    unreachable.clear(); // its keys up, a claim brings one
+    await vi.advanceTimersByTimeAsync(2000);
+    await h.share.settled();
+    expect(sentTo(h, ERIN)).toEqual([0, 1, 2].map(() => ({ to: [id(ERIN)], index: 0, key: h.sent[0]!.key })));
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(sentTo(h, ERIN)).toHaveLength(3); // delivered: no more
+  });
+
+  it("the retry stops sending to a device let in that it cannot reach once the answer is older than the pre-join's validMs", async () => {
+    const h = await erinLetIn(new Set([id(ERIN)]));
+    await vi.advanceTimersByTimeAsync(PREJOIN_LIMITS.validMs + 20_000);
+    const sends = sentTo(h, ERIN).length;
+    expect(sends).toBeGreaterThan(2);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sentTo(h, ERIN)).toHaveLength(sends);
   });
 
   it("a device answered early whose key is no longer the one in use is not sent it again on a devices update (its membership brings the current one)", async () => {
