@@ -8,6 +8,13 @@ import { getLogger } from "../log.ts";
 
 export const CALL_KEYS_EVENT = "io.element.call.encryption_keys";
 
+/**
+ * A key that could not reach some devices (their keys not downloadable yet, no Olm session: a
+ * one-time-key claim that came back empty, or the homeserver refusing the send) is sent again
+ * to those still in the call after each of these waits, until a newer key supersedes it.
+ */
+export const PROVISIONED_KEY_RESEND_MS: readonly number[] = [1000, 2000, 4000, 8000, 16000];
+
 export interface KeyDevice {
   userId: string;
   deviceId: string;
@@ -26,6 +33,8 @@ export interface ProvisionedKeyOptions {
   now?: () => number;
   /** Membership changes closer together than this make one rotation. */
   coalesceMs?: number;
+  /** The waits before each resend of a key to the devices it did not reach (PROVISIONED_KEY_RESEND_MS). */
+  resendMs?: readonly number[];
   /** Told of every rotation (metrics, benchmarks). */
   onRotated?: ((e: { callId: string; index: number; devices: number; unreachable: number }) => void) | undefined;
 }
@@ -35,7 +44,9 @@ interface CallKeys {
   members: Map<object, KeyDevice>;
   index: number;
   timer: ReturnType<typeof setTimeout> | undefined;
-  /** Rotations of one call run one after the other. */
+  /** The next resend of the current key to devices it did not reach. */
+  resend: ReturnType<typeof setTimeout> | undefined;
+  /** Rotations (and resends) of one call run one after the other. */
   chain: Promise<void>;
 }
 
@@ -45,13 +56,13 @@ export class ProvisionedKeyService {
   private readonly o: Required<Omit<ProvisionedKeyOptions, "onRotated">> & Pick<ProvisionedKeyOptions, "onRotated">;
 
   constructor(opts: ProvisionedKeyOptions) {
-    this.o = { now: () => Date.now(), coalesceMs: 50, ...opts };
+    this.o = { now: () => Date.now(), coalesceMs: 50, resendMs: PROVISIONED_KEY_RESEND_MS, ...opts };
   }
 
   /** A device joined the call (its signalling session said hello with a device id). */
   join(callId: string, roomId: string, member: object, device: KeyDevice): void {
     let call = this.calls.get(callId);
-    if (!call) this.calls.set(callId, (call = { roomId, members: new Map(), index: -1, timer: undefined, chain: Promise.resolve() }));
+    if (!call) this.calls.set(callId, (call = { roomId, members: new Map(), index: -1, timer: undefined, resend: undefined, chain: Promise.resolve() }));
     call.members.set(member, device);
     this.schedule(callId, call);
   }
@@ -62,6 +73,7 @@ export class ProvisionedKeyService {
     if (!call?.members.delete(member)) return;
     if (call.members.size === 0) {
       clearTimeout(call.timer);
+      clearTimeout(call.resend);
       this.calls.delete(callId);
       return;
     }
@@ -74,12 +86,17 @@ export class ProvisionedKeyService {
   }
 
   stop(): void {
-    for (const call of this.calls.values()) clearTimeout(call.timer);
+    for (const call of this.calls.values()) {
+      clearTimeout(call.timer);
+      clearTimeout(call.resend);
+    }
     this.calls.clear();
   }
 
   private schedule(callId: string, call: CallKeys): void {
     clearTimeout(call.timer);
+    clearTimeout(call.resend); // the next key goes to every member
+    call.resend = undefined;
     call.timer = setTimeout(() => {
       call.timer = undefined;
       call.chain = call.chain.then(() => this.rotate(callId, call)).catch((err) => this.log.warn({ err, callId }, "call key not sent"));
@@ -102,11 +119,53 @@ export class ProvisionedKeyService {
       session: { application: "m.call", call_id: "", scope: "m.room" },
       sent_ts: this.o.now(),
     };
-    const outcome = await this.o.sender.sendToDevices(CALL_KEYS_EVENT, devices, content);
-    if (outcome.unreachable.length) {
-      this.log.warn({ callId, unreachable: outcome.unreachable.map((d) => `${d.userId}|${d.deviceId}`) }, "call key could not be sent to some devices");
-    }
+    const outcome = await this.send(callId, devices, content);
     this.log.info({ callId, index: call.index, devices: outcome.sent.length }, "call key rotated");
     this.o.onRotated?.({ callId, index: call.index, devices: outcome.sent.length, unreachable: outcome.unreachable.length });
+    this.scheduleResend(callId, call, call.index, content, outcome.unreachable, 0);
+  }
+
+  /** Sends the key; a send that fails outright reached nobody. */
+  private async send(callId: string, devices: KeyDevice[], content: Record<string, unknown>): Promise<{ sent: KeyDevice[]; unreachable: KeyDevice[] }> {
+    try {
+      const outcome = await this.o.sender.sendToDevices(CALL_KEYS_EVENT, devices, content);
+      if (outcome.unreachable.length) {
+        this.log.warn({ callId, unreachable: outcome.unreachable.map(deviceKey) }, "call key could not be sent to some devices");
+      }
+      return outcome;
+    } catch (err) {
+      this.log.warn({ err, callId, devices: devices.length }, "call key not sent");
+      return { sent: [], unreachable: devices };
+    }
+  }
+
+  /**
+   * The key at `index` goes again to the devices it missed that are still in the call, after
+   * resendMs[`round`], unless a newer key went to everyone meanwhile (a rotation cancels this).
+   */
+  private scheduleResend(callId: string, call: CallKeys, index: number, content: Record<string, unknown>, missed: KeyDevice[], round: number): void {
+    if (!missed.length) return;
+    const wait = this.o.resendMs[round];
+    if (wait === undefined) {
+      this.log.warn({ callId, index, devices: missed.map(deviceKey) }, "call key given up for some devices until the next rotation");
+      return;
+    }
+    clearTimeout(call.resend);
+    call.resend = setTimeout(() => {
+      call.resend = undefined;
+      call.chain = call.chain
+        .then(async () => {
+          if (this.calls.get(callId) !== call || call.index !== index) return;
+          const members = new Set([...call.members.values()].map(deviceKey));
+          const still = missed.filter((d) => members.has(deviceKey(d)));
+          if (!still.length) return;
+          const outcome = await this.send(callId, still, { ...content, sent_ts: this.o.now() });
+          if (outcome.sent.length) this.log.info({ callId, index, devices: outcome.sent.length }, "call key sent again to devices it had missed");
+          if (this.calls.get(callId) === call && call.index === index) this.scheduleResend(callId, call, index, content, outcome.unreachable, round + 1);
+        })
+        .catch((err) => this.log.warn({ err, callId }, "call key not sent again"));
+    }, wait);
   }
 }
+
+const deviceKey = (d: KeyDevice) => `${d.userId}|${d.deviceId}`;

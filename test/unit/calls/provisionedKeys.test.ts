@@ -1,11 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { CALL_KEYS_EVENT, ProvisionedKeyService, type KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
+import { CALL_KEYS_EVENT, PROVISIONED_KEY_RESEND_MS, ProvisionedKeyService, type KeyDevice } from "../../../appservice/src/calls/provisionedKeys.ts";
 
 const A = { userId: "@a:x", deviceId: "ADEV" };
 const B = { userId: "@b:y", deviceId: "BDEV" };
 const C = { userId: "@c:z", deviceId: "CDEV" };
 
-function harness() {
+/** `unreachable`: device ids a send does not reach; `failing.left`: sends that fail outright (they reach nobody). */
+function harness(unreachable = new Set<string>(), failing = { left: 0 }) {
   const sends: { type: string; to: string[]; index: number; key: string; content: Record<string, unknown> }[] = [];
   let n = 0;
   const svc = new ProvisionedKeyService({
@@ -15,7 +16,8 @@ function harness() {
       sendToDevices: async (type: string, devices: KeyDevice[], content: Record<string, unknown>) => {
         const keys = content.keys as { index: number; key: string };
         sends.push({ type, to: devices.map((d) => d.deviceId), index: keys.index, key: keys.key, content });
-        return { sent: devices, unreachable: [] };
+        if (failing.left > 0 && failing.left--) throw new Error("M_UNKNOWN: the homeserver failed");
+        return { sent: devices.filter((d) => !unreachable.has(d.deviceId)), unreachable: devices.filter((d) => unreachable.has(d.deviceId)) };
       },
     },
     random: () => new Uint8Array(32).fill(++n),
@@ -101,5 +103,75 @@ describe("ProvisionedKeyService", () => {
     await vi.advanceTimersByTimeAsync(50);
     await svc.settled("call2");
     expect(sends.map((s) => [s.content.room_id, s.to])).toEqual([["!s:x", ["BDEV"]]]);
+  });
+
+  it("sends the same key again to a device it did not reach (no Olm session yet), once reachable; the others are not sent it again", async () => {
+    const unreachable = new Set(["BDEV"]);
+    const { svc, sends } = harness(unreachable);
+    const [ca, cb] = [{}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends.map((s) => s.to)).toEqual([["ADEV", "BDEV"]]);
+    await vi.advanceTimersByTimeAsync(PROVISIONED_KEY_RESEND_MS[0]!); // still no session
+    await svc.settled("call1");
+    unreachable.clear();
+    await vi.advanceTimersByTimeAsync(PROVISIONED_KEY_RESEND_MS[1]!);
+    await svc.settled("call1");
+    expect(sends.map((s) => [s.to, s.index, s.key])).toEqual([0, 1, 2].map((i) => [i === 0 ? ["ADEV", "BDEV"] : ["BDEV"], 0, sends[0]!.key]));
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sends).toHaveLength(3); // reached: no more
+  });
+
+  it(`gives a device up after ${PROVISIONED_KEY_RESEND_MS.length} resends, until the next rotation; a rotation ends the resends of the key before it`, async () => {
+    const { svc, sends } = harness(new Set(["BDEV"]));
+    const [ca, cb, cc] = [{}, {}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50);
+    await vi.advanceTimersByTimeAsync(PROVISIONED_KEY_RESEND_MS.reduce((a, b) => a + b, 0) + 60_000);
+    await svc.settled("call1");
+    expect(sends).toHaveLength(1 + PROVISIONED_KEY_RESEND_MS.length);
+    expect(sends.slice(1).every((s) => s.index === 0 && s.to.join() === "BDEV")).toBe(true);
+
+    // A new rotation (Carol joins) goes to everyone; Bob's resends are of the new key only.
+    svc.join("call1", "!r:x", cc, C);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends.at(-1)).toMatchObject({ index: 1, to: ["ADEV", "BDEV", "CDEV"] });
+    svc.join("call1", "!r:x", {}, { userId: "@d:x", deviceId: "DDEV" }); // and another, before Bob's first resend
+    await vi.advanceTimersByTimeAsync(50);
+    await vi.advanceTimersByTimeAsync(PROVISIONED_KEY_RESEND_MS[0]!);
+    await svc.settled("call1");
+    expect(sends.filter((s) => s.index === 1)).toHaveLength(1);
+    expect(sends.at(-1)).toMatchObject({ index: 2, to: ["BDEV"] });
+  });
+
+  it("a send that fails outright goes again to every device; nothing goes after stop", async () => {
+    const failing = { left: 1 };
+    const { svc, sends } = harness(new Set(), failing);
+    const [ca, cb] = [{}, {}];
+    svc.join("call1", "!r:x", ca, A);
+    svc.join("call1", "!r:x", cb, B);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(PROVISIONED_KEY_RESEND_MS[0]!);
+    await svc.settled("call1");
+    expect(sends.map((s) => [s.to, s.index])).toEqual([
+      [["ADEV", "BDEV"], 0],
+      [["ADEV", "BDEV"], 0],
+    ]);
+    // Failing again, then the service stops: nothing is sent after it.
+    failing.left = 1;
+    svc.join("call1", "!r:x", {}, C);
+    await vi.advanceTimersByTimeAsync(50);
+    await svc.settled("call1");
+    expect(sends.at(-1)).toMatchObject({ index: 1, to: ["ADEV", "BDEV", "CDEV"] });
+    const before = sends.length;
+    svc.stop();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sends).toHaveLength(before);
   });
 });
