@@ -110,7 +110,7 @@ export class ProvisionedKeyService {
     // (leave() is synchronous at eviction) is not among the recipients of this key.
     if (this.calls.get(callId) !== call || call.members.size === 0) return;
     call.index = (call.index + 1) % 256;
-    const devices = [...new Map([...call.members.values()].map((d) => [`${d.userId}|${d.deviceId}`, d])).values()];
+    const devices = [...new Map([...call.members.values()].map((d) => [deviceKey(d), d])).values()];
     const key = Buffer.from(this.o.random()).toString("base64");
     const content = {
       keys: { index: call.index, key },

@@ -50,11 +50,13 @@ export interface RustCryptoInternals {
     queryKeysForUsers?: (users: unknown[]) => unknown;
     /** The user's devices as the machine knows them; without a timeout, at once (a pending key query not awaited). */
     getUserDevices?: (user: unknown) => Promise<{ keys(): { toString(): string }[]; free(): void }>;
+    /** Hands the machine the answer to one of its requests (by the request's id). */
+    markRequestAsSent?: (id: string, type: number, response: string) => Promise<unknown>;
     /** One device as the machine knows it (undefined: unknown); it encrypts to-device messages once an Olm session with it exists. */
     getDevice?: (user: unknown, device: unknown) => Promise<{ encryptToDeviceEvent(type: string, content: unknown): Promise<string>; free(): void } | undefined>;
   };
   /** Sends one of the machine's requests and hands it the answer. */
-  outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown): Promise<void> };
+  outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown, ...rest: unknown[]): Promise<void> };
   /** Claims one-time keys for the users' devices that have no Olm session yet (queued, one at a time). */
   keyClaimManager?: { ensureSessionsForUsers(logger: SdkLogger, users: unknown[]): Promise<void> };
 }

@@ -7,6 +7,7 @@
 //   after Rust crypto's 15 s (claimsRetrySooner).
 import type { MatrixClient } from "matrix-js-sdk";
 import type { Logger } from "../log.ts";
+import { participantId } from "../rtc/e2ee/cipher.ts";
 import { realTimers, type Timers } from "../timers.ts";
 import { settledWithin, type RustCryptoInternals } from "./deviceCrypto.ts";
 
@@ -53,20 +54,16 @@ export function claimsAfterIncoming(client: MatrixClient, log?: Logger, waitMs =
   };
 }
 
-/** A device whose one-time-key claim came back without a key is first claimed again after this (CLAIM_RETRY). */
-export const EMPTY_CLAIM_RETRY_FIRST_MS = 1000;
-/** ... doubling with each claim that comes back without one, up to this (Rust crypto's own ceiling). */
-export const EMPTY_CLAIM_RETRY_MAX_MS = 15 * 60_000;
-/** Devices whose claims came back without a key, remembered at most (the oldest forgotten first). */
-export const EMPTY_CLAIM_DEVICES = 1000;
-
 export interface ClaimRetryLimits {
+  /** A device whose one-time-key claim came back without a key is first claimed again after this... */
   firstMs: number;
+  /** ... doubling with each claim that comes back without one, up to this (Rust crypto's own ceiling). */
   maxMs: number;
+  /** Devices whose claims came back without a key, remembered at most (the oldest forgotten first). */
   devices: number;
 }
 
-export const CLAIM_RETRY: ClaimRetryLimits = { firstMs: EMPTY_CLAIM_RETRY_FIRST_MS, maxMs: EMPTY_CLAIM_RETRY_MAX_MS, devices: EMPTY_CLAIM_DEVICES };
+export const CLAIM_RETRY: ClaimRetryLimits = { firstMs: 1000, maxMs: 15 * 60_000, devices: 1000 };
 
 /**
  * When a device may be claimed again after claims that came back without a one-time key for it:
@@ -85,13 +82,13 @@ export class EmptyClaimBackoff {
 
   /** Whether the device is still waiting out its last empty claim. */
   waiting(userId: string, deviceId: string): boolean {
-    const f = this.failed.get(key(userId, deviceId));
+    const f = this.failed.get(participantId(userId, deviceId));
     return !!f && this.now() < f.until;
   }
 
   /** The claim came back without a key for the device: returns how long until it is claimed again. */
   emptied(userId: string, deviceId: string): number {
-    const k = key(userId, deviceId);
+    const k = participantId(userId, deviceId);
     const failures = (this.failed.get(k)?.failures ?? 0) + 1;
     const ms = Math.min(this.limits.firstMs * 2 ** Math.min(failures - 1, 30), this.limits.maxMs);
     this.failed.delete(k);
@@ -102,11 +99,9 @@ export class EmptyClaimBackoff {
 
   /** The claim brought a key for the device. */
   claimed(userId: string, deviceId: string): void {
-    this.failed.delete(key(userId, deviceId));
+    this.failed.delete(participantId(userId, deviceId));
   }
 }
-
-const key = (userId: string, deviceId: string) => `${userId}|${deviceId}`;
 
 /** What claimsRetrySooner needs of matrix-sdk-crypto-wasm (the module, or a fake in unit tests). */
 export interface ClaimWasm {
@@ -118,12 +113,6 @@ interface ClaimRequest {
   readonly id: string;
   readonly body: string;
   readonly type: number;
-}
-
-/** The Olm machine's hand-in of a request's answer, and the processor that sends requests (not public API). */
-interface ClaimInternals {
-  olmMachine?: { markRequestAsSent?: (id: string, type: number, response: string) => Promise<unknown> };
-  outgoingRequestProcessor?: { makeOutgoingRequest(request: unknown, ...rest: unknown[]): Promise<void> };
 }
 
 /** `{ user: { device: algorithm } }`, as a claim asks and answers. */
@@ -157,7 +146,7 @@ const serverOf = (userId: string) => userId.slice(userId.indexOf(":") + 1);
  * (EmptyClaimBackoff), and a claim asked meanwhile leaves it out.
  */
 export function claimsRetrySooner(client: MatrixClient, wasm: ClaimWasm, log?: Logger, limits: ClaimRetryLimits = CLAIM_RETRY, timers: Pick<Timers, "now"> = realTimers): EmptyClaimBackoff | undefined {
-  const internals = client.getCrypto() as unknown as ClaimInternals | undefined;
+  const internals = client.getCrypto() as unknown as RustCryptoInternals | undefined;
   const processor = internals?.outgoingRequestProcessor;
   const machine = internals?.olmMachine;
   const mark = machine?.markRequestAsSent;
@@ -175,7 +164,7 @@ export function claimsRetrySooner(client: MatrixClient, wasm: ClaimWasm, log?: L
     asked.set(r.id, { all, sent });
     try {
       if (sent.length === all.length) return await send.call(processor, request, ...rest);
-      log?.debug("a key claim leaves out devices whose last claim brought no key", { devices: all.filter((x) => !sent.includes(x)).map(([u, d]) => key(u, d)) });
+      log?.debug("a key claim leaves out devices whose last claim brought no key", { devices: all.filter((x) => !sent.includes(x)).map(([u, d]) => participantId(u, d)) });
       if (!sent.length) return;
       const keep: DeviceMap = {};
       for (const [u, d] of sent) (keep[u] ??= {})[d] = body.one_time_keys![u]![d];
@@ -193,14 +182,14 @@ export function claimsRetrySooner(client: MatrixClient, wasm: ClaimWasm, log?: L
     } catch {
       // (the machine says what is wrong with it)
     }
-    const got = new Set(devicesIn(answer.one_time_keys).map(([u, d]) => key(u, d)));
+    const got = new Set(devicesIn(answer.one_time_keys).map(([u, d]) => participantId(u, d)));
     const failedServers = new Set(Object.keys(answer.failures ?? {}));
-    const unanswered = ([u, d]: [string, string]) => !got.has(key(u, d)) && !failedServers.has(serverOf(u));
-    for (const [u, d] of claim.sent) if (got.has(key(u, d))) backoff.claimed(u, d);
+    const unanswered = ([u, d]: [string, string]) => !got.has(participantId(u, d)) && !failedServers.has(serverOf(u));
+    for (const [u, d] of claim.sent) if (got.has(participantId(u, d))) backoff.claimed(u, d);
     const empty = claim.sent.filter(unanswered);
     if (empty.length) {
       const retryIn = empty.map(([u, d]) => backoff.emptied(u, d));
-      log?.info("no one-time key for some devices: claiming again soon", { devices: empty.map(([u, d]) => key(u, d)), ms: Math.min(...retryIn) });
+      log?.info("no one-time key for some devices: claiming again soon", { devices: empty.map(([u, d]) => participantId(u, d)), ms: Math.min(...retryIn) });
     }
     // Under the claim's own id only when the machine would record no failure from it: every
     // device it asked for answered (or on a failed server). A device left out is as unanswered to it.
