@@ -271,6 +271,7 @@ export function webMeetingServices(
           // With the call's announcement as the invite shows it (vouched for: its key mode), the
           // lobby's standby socket gives way to one that asks for the pre-join's media connection
           // (a knocker's grant gets one once let in): a Join after the let-in finds it connected.
+          // (Asked in the lobby already when the knock's stripped state named the key mode.)
           warmGrant(state.call, roomId, callContentOf(state));
           const host = trust.decide(state.call);
           const { arrival } = newPrejoin();
@@ -281,7 +282,11 @@ export function webMeetingServices(
         // OpenID token now and seats the session only once the user is let in (a lobby grant,
         // docs/governance.md), so that the call starts at its hello when the invite comes.
         const via = knockedVia.get(roomId);
-        const onKnock = via ? { onKnock: { server: via, knocking: (call: CallAnnouncement) => warmGrant(call, roomId) } } : {};
+        // With the call's key mode as that state shows it, the standby asks for the pre-join's
+        // media connection at once: Parley makes it, paused, once a host lets the user in (as
+        // the invite goes out), so that it is connected when the invite shows here
+        // (docs/governance.md, "Media ready in the lobby").
+        const onKnock = via ? { onKnock: { server: via, knocking: (call: CallAnnouncement, content: unknown) => warmGrant(call, roomId, content) } } : {};
         // The answer comes in the feed's own sync (one loop for the device: knock.ts says why).
         return awaitAdmission(http, roomId, { signal, tap: feed.syncTap(), onInvite: { userId: session.userId, invited }, ...onKnock });
       },

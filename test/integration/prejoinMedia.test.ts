@@ -92,7 +92,7 @@ describe("the pre-join's subscription through Janus", () => {
     expect(viewer.pc.getTransceivers()).toHaveLength(2); // one connection, no m-line twice
   });
 
-  it("a knocker's lobby socket asks for it at the invite: made once let in (not before), with the ICE servers the lobby grant lacked, and seated by the hello", async () => {
+  it("a knocker's lobby socket asks for it in the lobby or at the invite: made once a host lets them in (not before), with the ICE servers the lobby grant lacked, and seated by the hello", async () => {
     // Ann hosts an invite-only meeting (the first local user to join is its host) and publishes.
     const alias = A.alias("prejoin-lobby");
     const host = await member("ann-lobby", alias);
@@ -116,17 +116,21 @@ describe("the pre-join's subscription through Janus", () => {
     const ws = await SignallingClient.open(signallingUrl(A));
     closers.push(() => ws.close());
     expect(await ws.request({ type: "hello", session, standby: true })).toMatchObject({ type: "result", standby: true, user_id: kim.userId });
-    // Asked while still knocking: nothing is made (the wait for the let-in runs out, calls LET_IN_WAIT_MS).
+    // Asked while still knocking (the knock's stripped state named the key mode): nothing is made,
+    // past the membership reads too (calls LET_IN_WAIT_MS); it waits on for the let-in.
     const early = await SignallingClient.open(signallingUrl(A));
     closers.push(() => early.close());
     const other = await joinCall(A, { openid_token: await kim.openIdToken(), room: host.roomId, ahead: true });
     expect(await early.request({ type: "hello", session: other.json.session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
     await new Promise((r) => setTimeout(r, 2500));
     expect(early.pushes.some((p) => p.type === "prepared")).toBe(false);
-    early.close();
 
-    // Let in: her client, seeing the invite, asks on the same socket; the offer comes with ICE servers.
+    // Let in: the socket that asked in the lobby gets its offer (with ICE servers) as the host's
+    // admit goes out; her client, seeing the invite, asks on the other socket.
     expect(await hostWs.request({ type: "moderate", action: { action: "admit", user_id: kim.userId } })).toMatchObject({ type: "result" });
+    const lobbyOffer = await early.push("the offer asked in the lobby", (p) => p.type === "prepared", 20_000);
+    expect(lobbyOffer).toMatchObject({ ice_servers: expect.arrayContaining([expect.objectContaining({ urls: expect.anything() })]), streams: [expect.objectContaining({ feed: publisher.feed, kind: "audio" })] });
+    early.close();
     expect(await ws.request({ type: "hello", session, standby: true, prepare: true })).toMatchObject({ type: "result", standby: true });
     const offered = await ws.push("the prepared offer", (p) => p.type === "prepared", 20_000);
     expect(offered).toMatchObject({ ice_servers: expect.arrayContaining([expect.objectContaining({ urls: expect.anything() })]), ice_transport_policy: "all" });

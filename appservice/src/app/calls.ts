@@ -170,6 +170,7 @@ export async function startCalls(config: ParleyConfig, deps: CallsDeps): Promise
       ...(deps.audit ? { audit: deps.audit } : {}),
       ...(deps.onMeetingEnded ? { onMeetingEnded: deps.onMeetingEnded } : {}),
       observeLobby: observe?.lobby,
+      letIn: { ahead: (roomId, userId) => calls.letInAhead(roomId, userId), failed: (roomId, userId) => calls.letInFailed(roomId, userId) },
     },
   ));
 

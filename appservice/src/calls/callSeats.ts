@@ -184,7 +184,7 @@ export class CallSeats {
     // offer carries the ICE servers its grant did not.
     let ice: IceAtHello | undefined;
     if (this.deps.calls.grantedInLobby(token)) {
-      const letIn = await this.deps.calls.letInForMedia(token);
+      const letIn = await this.deps.calls.letInForMedia(token, live);
       if (!letIn || !live()) return undefined;
       ice = letIn.ice;
     }

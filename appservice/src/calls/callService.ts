@@ -118,6 +118,12 @@ interface AdmitAtHello {
   joinDue?: boolean;
   /** Granted while knocking (the lobby grant): no hello, no announcement until the invite (`knownInvited`). */
   lobby?: boolean;
+  /**
+   * A lobby grant whose user a host admitted through Parley, the invite still on its way
+   * (`letInAhead`): its standby's pre-join subscription may be made now, paused; its hello and its
+   * device's announcement still wait for the invite.
+   */
+  admitting?: boolean;
   /** Restored from the store: whether its grant carried ICE servers is not known (a lobby grant's did not). */
   restored?: boolean;
   /** Restored, and held before the restart: in the call already (no admission again), its membership read if the homeserver answers. */
@@ -140,6 +146,13 @@ export type IceAtHello = ReturnType<typeof iceForSession>;
  * it is stored here (620 ms seen in the knock benchmark).
  */
 export const LET_IN_WAIT_MS = 2000;
+
+/**
+ * How often a lobby grant's pre-join subscription, asked in the lobby and still waiting once
+ * LET_IN_WAIT_MS of reads have shown a knock, checks that its standby socket still wants it (the
+ * let-in itself wakes it at once; this bounds how long a wait outlives a closed socket).
+ */
+export const LOBBY_MEDIA_CHECK_MS = 1000;
 
 /** Why a user may not hold a session of the room's call: not joined (or, knocking, not let in yet). */
 const notJoined = (userId: string, roomId: string) => `${userId} is not joined to ${roomId}`;
@@ -309,9 +322,10 @@ export class CallService {
    * subscription's, letInForMedia), up to `letInWaitMs`: the invite's or the join's transaction,
    * the let-in of its hello (`lobby` cleared), or a read that no longer says "knock".
    */
-  private watchLetIn(key: string, s: CallSession, admit: AdmitAtHello): ReturnType<CallService["watchMembership"]> {
+  private watchLetIn(key: string, s: CallSession, admit: AdmitAtHello, media = false): ReturnType<CallService["watchMembership"]> {
     const limit = this.cfg.letInWaitMs ?? LET_IN_WAIT_MS;
-    const known = () => (admit.knownJoined ? "join" : admit.knownInvited || !admit.lobby ? "invite" : undefined);
+    // (A host's admit ahead of its invite counts for the paused media, not for the hello.)
+    const known = () => (admit.knownJoined ? "join" : admit.knownInvited || !admit.lobby || (media && admit.admitting) ? "invite" : undefined);
     return this.watchMembership(key, s, admit, limit, "knock", known, (m) => m !== "knock");
   }
 
@@ -634,22 +648,72 @@ export class CallService {
    * asks for it when its own homeserver shows the invite, which can be before this one has stored
    * it (the invite goes over federation first), so it waits for the invite's transaction, the
    * let-in of the grant's hello, or a read that shows the invite or the join, as the hello does
-   * (awaitLetIn: at most `letInWaitMs`). No (null) when still knocking then, when the session
-   * ended (a deny), or when its hello was let in and seated it meanwhile. A grant not asked from
-   * the lobby: yes (`{}`) while it lives. Yes for a lobby grant comes with the ICE servers (TURN
-   * credentials) its grant did not carry, as its hello would get them: the subscription's peer
-   * connection needs them before that hello.
+   * (awaitLetIn: at most `letInWaitMs`). Asked from the lobby itself (the knock's stripped state
+   * named the call's key mode), it waits on past those reads for the let-in's events only
+   * (letInLater), the admit of a host through Parley among them (`letInAhead`): the media is then
+   * made and connected, paused, while the invite crosses federation. No (null) when the session
+   * ended (a deny), its standby is gone (`live`), or its hello was let in and seated it
+   * meanwhile. A grant not asked from the lobby: yes (`{}`) while it lives. Yes for a lobby grant
+   * comes with the ICE servers (TURN credentials) its grant did not carry, as its hello would get
+   * them: the subscription's peer connection needs them before that hello.
    */
-  async letInForMedia(token: string): Promise<{ ice?: IceAtHello } | null> {
+  async letInForMedia(token: string, live: () => boolean = () => true): Promise<{ ice?: IceAtHello } | null> {
     const key = this.keyOf(token);
     const s = this.sessions.get(key);
     const admit = this.admitAtHello.get(key);
     if (!s) return null;
     if (!admit?.lobby) return {};
     const ice = () => ({ ice: iceForSession(this.cfg, token, this.deps.clock.now()) });
-    if (admit.knownInvited || admit.knownJoined) return ice();
-    const seen = await this.watchLetIn(key, s, admit);
-    return seen !== null && (seen.membership === "invite" || seen.membership === "join") ? ice() : null;
+    if (admit.knownInvited || admit.knownJoined || admit.admitting) return ice();
+    const seen = await this.watchLetIn(key, s, admit, true);
+    if (seen === null) return null;
+    if (seen.membership === "invite" || seen.membership === "join") return ice();
+    // Still knocking: asked from the lobby (docs/governance.md, "Media ready in the lobby"). It
+    // waits on for the let-in itself, read no more: a host's admit through Parley, the invite's
+    // or join's transaction, or the let-in of its hello wakes it.
+    return (await this.letInLater(key, admit, live)) ? ice() : null;
+  }
+
+  /**
+   * A lobby grant's pre-join subscription waiting past its reads for its user's let-in: true once
+   * let in (`admitting` included: the subscription is paused until the hello, which needs the
+   * invite), false once the session ends, its hello was let in without it, or `live` says its
+   * standby is gone (checked every LOBBY_MEDIA_CHECK_MS).
+   */
+  private async letInLater(key: string, admit: AdmitAtHello, live: () => boolean): Promise<boolean> {
+    for (;;) {
+      if (this.admitAtHello.get(key) !== admit || !admit.lobby || !live()) return false;
+      if (admit.knownInvited || admit.knownJoined || admit.admitting) return true;
+      await this.pauseUnlessWoken(key, LOBBY_MEDIA_CHECK_MS);
+    }
+  }
+
+  /**
+   * A host admits `userId` through Parley (Governance, before its invite goes out over
+   * federation): their lobby grants' pre-join subscriptions are made now, so that the media is
+   * connected, paused, when the invite reaches them. Nothing is forwarded and no hello is let in
+   * before the invite is this homeserver's.
+   */
+  letInAhead(roomId: string, userId: string): void {
+    for (const [key, admit] of this.admitAtHello) {
+      const s = this.sessions.get(key);
+      if (!admit.lobby || s?.roomId !== roomId || s.userId !== userId) continue;
+      admit.admitting = true;
+      wake(admit);
+    }
+  }
+
+  /**
+   * That admission's invite failed: their lobby grants admitted ahead end (with any subscription
+   * made for them), unless the invite reached Parley meanwhile. The user is still knocking; their
+   * client asks again.
+   */
+  letInFailed(roomId: string, userId: string): void {
+    for (const [key, admit] of [...this.admitAtHello]) {
+      const s = this.sessions.get(key);
+      if (!admit.lobby || !admit.admitting || admit.knownInvited || admit.knownJoined || s?.roomId !== roomId || s.userId !== userId) continue;
+      this.end(key, { errcode: "M_FORBIDDEN", message: notLetIn(userId, roomId) });
+    }
   }
 
   /**

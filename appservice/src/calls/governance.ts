@@ -79,6 +79,12 @@ export interface GovernanceDeps {
   audit?: (event: { action: string; roomId: string; callId?: string; actor?: string; target?: string; outcome?: string; details?: Record<string, unknown> }) => void;
   /** Counts actions by outcome (metrics); optional. */
   observe?: (action: Action | "auto_admit" | "host_assigned" | "host_promoted", outcome: "ok" | "refused") => void;
+  /**
+   * The call's sessions told of an admission as its invite goes out (`ahead`: the knocker's
+   * paused pre-join media may be made while the invite crosses federation) and of that invite's
+   * failure (`failed`); optional (CallService.letInAhead, letInFailed).
+   */
+  letIn?: { ahead(roomId: string, userId: string): void; failed(roomId: string, userId: string): void };
   /** Told of each knock decided, by a host or by the access policy, and how long it waited (metrics); optional. */
   observeLobby?: ((decision: "admitted" | "denied", by: "host" | "auto", waitedMs: number) => void) | undefined;
 }
@@ -369,6 +375,20 @@ export class Governance {
     return next;
   }
 
+  /**
+   * A knocker let in: invited with the knock's own profile. Their call sessions hear of it as the
+   * invite goes out (its paused media made meanwhile), and of its failure.
+   */
+  private async invite(roomId: string, userId: string, why: string): Promise<void> {
+    this.deps.letIn?.ahead(roomId, userId);
+    try {
+      await this.deps.homeserver.membershipAct(roomId, "invite", userId, why, this.knockProfileOf(roomId, userId));
+    } catch (err) {
+      this.deps.letIn?.failed(roomId, userId);
+      throw err;
+    }
+  }
+
   /** A knock Parley answers itself: in an *institution* meeting, one from this or a trusted
    *  server; in an *open* one that knocks (external users exist), anyone's. Never an external
    *  user's or a guest's, never while locked. */
@@ -379,7 +399,7 @@ export class Governance {
     if (settings.locked) return;
     const admit = settings.access === "open" || (settings.access === "institution" && this.trusted.hasUser(userId));
     if (!admit) return;
-    await this.deps.homeserver.membershipAct(roomId, "invite", userId, settings.access === "open" ? "an open meeting" : "a member of the institution", this.knockProfileOf(roomId, userId));
+    await this.invite(roomId, userId, settings.access === "open" ? "an open meeting" : "a member of the institution");
     this.deps.observe?.("auto_admit", "ok");
     decided("admitted", "auto");
     this.audit({ audit: "auto_admit", roomId, target: userId }, "knock admitted: institution member");
@@ -527,8 +547,8 @@ export class Governance {
         const knock = this.lobbies.get(actor.roomId)?.get(a.user_id);
         if (!knock) throw new ParleyError("M_NOT_FOUND", `${a.user_id} is not waiting in the lobby`);
         if (a.action === "admit" && facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
-        const profile = a.action === "admit" ? this.knockProfileOf(actor.roomId, a.user_id) : undefined;
-        await homeserver.membershipAct(actor.roomId, a.action === "admit" ? "invite" : "kick", a.user_id, reason(a.action === "admit" ? "admitted" : "declined"), profile);
+        if (a.action === "admit") await this.invite(actor.roomId, a.user_id, reason("admitted"));
+        else await homeserver.membershipAct(actor.roomId, "kick", a.user_id, reason("declined"));
         this.decision(knock.since)(a.action === "admit" ? "admitted" : "denied", "host");
         this.answered(actor.roomId, a.user_id, a.action === "admit");
         return {};
@@ -537,7 +557,7 @@ export class Governance {
         if (facts.settings.locked) refuse("the meeting is locked: unlock it to admit anyone");
         const waiting = this.waiting(actor.roomId);
         for (const w of waiting) {
-          await homeserver.membershipAct(actor.roomId, "invite", w.user_id, reason("admitted"), this.knockProfileOf(actor.roomId, w.user_id));
+          await this.invite(actor.roomId, w.user_id, reason("admitted"));
           this.decision(w.since)("admitted", "host");
           this.answered(actor.roomId, w.user_id, true);
         }

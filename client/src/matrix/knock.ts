@@ -123,8 +123,14 @@ export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: 
  * with that state): as for an invite (inviteState), a server vouches for its own users only.
  */
 export function knockCall(res: { rooms?: SyncRooms }, roomId: string, server: string): CallAnnouncement | null {
+  return knockedCall(res, roomId, server)?.call ?? null;
+}
+
+/** knockCall with the announcement's content (the call's key mode, read as from an invite's: callEncryption.ts). */
+export function knockedCall(res: { rooms?: SyncRooms }, roomId: string, server: string): { call: CallAnnouncement; content: unknown } | null {
   const knock = res.rooms?.knock?.[roomId] as { knock_state?: { events?: unknown } } | undefined;
-  return vouchedCall(strippedEvents(knock?.knock_state?.events), server)?.call ?? null;
+  const vouched = vouchedCall(strippedEvents(knock?.knock_state?.events), server);
+  return vouched ? { call: vouched.call, content: vouched.event.content } : null;
 }
 
 /** A stripped state's events, objects only. */
@@ -175,8 +181,8 @@ export interface WaitOptions {
   pollMs?: number;
   /** Invited: the room as the invite's stripped state shows it to `userId` (inviteState), before the answer returns. */
   onInvite?: { userId: string; invited: (state: InviteState) => void };
-  /** Still knocking: the call the knock's stripped state announces (knockCall, vouched for by `server`), once. */
-  onKnock?: { server: string; knocking: (call: CallAnnouncement) => void };
+  /** Still knocking: the call the knock's stripped state announces (knockCall, vouched for by `server`) and its content, once. */
+  onKnock?: { server: string; knocking: (call: CallAnnouncement, content: unknown) => void };
 }
 
 /**
@@ -204,11 +210,11 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       }
     }
     if (answer) return answer;
-    const call = o.onKnock && !knockSeen ? knockCall(res, roomId, o.onKnock.server) : null;
-    if (call) {
+    const known = o.onKnock && !knockSeen ? knockedCall(res, roomId, o.onKnock.server) : null;
+    if (known) {
       knockSeen = true;
       try {
-        o.onKnock!.knocking(call);
+        o.onKnock!.knocking(known.call, known.content);
       } catch {
         // a hint, as the invite's
       }

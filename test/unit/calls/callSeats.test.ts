@@ -551,7 +551,7 @@ describe("a pre-join's subscription (docs/join.md, seventeenth pass)", () => {
     letIn.mockResolvedValue({ ice });
     const letInPrepared = (await seats.prepare(token, live))!;
     expect(letInPrepared.ice).toEqual(ice); // sent with its offer: its grant carried none
-    expect(letIn).toHaveBeenCalledWith(token);
+    expect(letIn).toHaveBeenCalledWith(token, live); // (its wait past the reads ends once the standby is gone)
     await letInPrepared.close();
     lobby.mockRestore();
     letIn.mockRestore();

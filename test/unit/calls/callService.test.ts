@@ -800,7 +800,7 @@ describe("a grant asked from the lobby (still knocking)", () => {
     expect(await s.admitHolder(plain.session)).toBeUndefined();
   });
 
-  it("its pre-join subscription waits for the let-in as its hello does: the invite's transaction, a read, or its hello's let-in; refused after letInWaitMs or at a deny", async () => {
+  it("its pre-join subscription waits for the let-in as its hello does: the invite's transaction, a read, or its hello's let-in; refused once its standby is gone or at a deny", async () => {
     s.stop();
     s = lobbyService(5);
     await aliceIn(s);
@@ -821,12 +821,16 @@ describe("a grant asked from the lobby (still knocking)", () => {
     members.set(`${MEETING}|${BOB}`, "invite");
     expect(await byRead).toMatchObject({ ice: {} });
     s.evict(MEETING, BOB, "leave"); // (at most sessionsPerUserPerCall: these two go)
-    // Still knocking: no, after letInWaitMs.
+    // Still knocking after letInWaitMs: it waits on while its standby wants it; no once that is gone.
     members.set(`${MEETING}|${BOB}`, "knock");
     const knocking = await ahead(s);
+    let standby = true;
     let started = Date.now();
-    expect(await s.letInForMedia(knocking.session)).toBeNull();
-    expect(Date.now() - started).toBeGreaterThanOrEqual(LET_IN_WAIT - 5);
+    const stillKnocking = s.letInForMedia(knocking.session, () => standby);
+    await new Promise((r) => setTimeout(r, LET_IN_WAIT + 200));
+    standby = false;
+    expect(await stillKnocking).toBeNull();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(LET_IN_WAIT + 195);
     // Denied while it waits: no, at once. A session gone or unknown: no.
     const denied = await ahead(s);
     const waiting = s.letInForMedia(denied.session);
@@ -838,6 +842,56 @@ describe("a grant asked from the lobby (still knocking)", () => {
     expect(await s.letInForMedia("no-such-session")).toBeNull();
     // A grant not asked from the lobby: yes while it lives (its grant had the ICE servers).
     expect(await s.letInForMedia((await aliceIn(s)).grant.session)).toEqual({});
+  });
+
+  it("asked from the lobby, its pre-join subscription waits past letInWaitMs, reading no more, for a host's admit through Parley: made at once; its hello still waits for the invite", async () => {
+    s.stop();
+    s = lobbyService(2);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const media = s.letInForMedia(g.session);
+    await new Promise((r) => setTimeout(r, LET_IN_WAIT + 100));
+    const reads = countMembershipReads();
+    try {
+      await new Promise((r) => setTimeout(r, 600));
+      expect(reads.count()).toBe(0); // past its reads: only the let-in's events wake it
+    } finally {
+      reads.restore();
+    }
+    // Another user's admit, or another room's, is not this one's.
+    s.letInAhead(MEETING, "@carol:b.example");
+    s.letInAhead("!other:a.example", BOB);
+    const at = Date.now();
+    s.letInAhead(MEETING, BOB);
+    expect(await media).toMatchObject({ ice: { iceServers: expect.any(Array) } });
+    expect(Date.now() - at).toBeLessThan(100);
+    expect(await s.letInForMedia(g.session)).toMatchObject({ ice: {} }); // admitted ahead: at once
+    // The hello is not let in by the admit alone: still knocking here, it is refused.
+    await expect(s.admitHolder(g.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` });
+  });
+
+  it("an admit whose invite failed ends the lobby grants it let in ahead, not one whose invite came meanwhile", async () => {
+    s.stop();
+    s = lobbyService(3);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const key = s.session(g.session)!.key;
+    const told: unknown[] = [];
+    s.whenEnded(key, (r) => told.push(r));
+    // Failed with no admit ahead: nothing ends.
+    s.letInFailed(MEETING, BOB);
+    expect(s.session(g.session)).toBeDefined();
+    s.letInAhead(MEETING, BOB);
+    s.letInFailed(MEETING, BOB);
+    expect(s.session(g.session)).toBeUndefined();
+    expect(told).toEqual([{ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` }]);
+    // Its invite's transaction came first: the grant stands.
+    const invited = await ahead(s);
+    s.letInAhead(MEETING, BOB);
+    members.set(`${MEETING}|${BOB}`, "invite");
+    s.evict(MEETING, BOB, "invite");
+    s.letInFailed(MEETING, BOB);
+    expect(s.session(invited.session)).toBeDefined();
   });
 
   it("its pre-join subscription and its hello waiting together are both woken by the invite's transaction", async () => {

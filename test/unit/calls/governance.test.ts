@@ -276,6 +276,28 @@ describe("host actions", () => {
     await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@zed:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
   });
 
+  it("the call's sessions hear of an admission as its invite goes out, before it is answered, and of its failure; a deny or a refused admit tells them nothing", async () => {
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "invited" } });
+    const told: string[] = [];
+    const g = governance(CFG, { letIn: { ahead: (room, u) => void told.push(`ahead ${u}`), failed: (room, u) => void told.push(`failed ${u}`) } });
+    const act = hs.membershipAct.bind(hs);
+    let refuse = false;
+    hs.membershipAct = async (room, a, userId, reason, profile) => {
+      told.push(`${a} ${userId}`);
+      if (refuse) throw new Error("federation unreachable");
+      return act(room, a, userId, reason, profile);
+    };
+    for (const u of ["@bob:b.example", "@eve:b.example", "@zed:b.example", "@max:b.example"]) await g.onMembership(ROOM, fact(u), "knock");
+    await g.act(actor("@co:a.example"), { action: "admit", user_id: "@bob:b.example" });
+    await g.act(actor("@co:a.example"), { action: "deny", user_id: "@eve:b.example" });
+    refuse = true;
+    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@zed:b.example" })).rejects.toThrow("federation unreachable");
+    refuse = false;
+    hs.state.set("org.parley.call", { sender: BOT, content: { access: "invited", locked: true } });
+    await expect(g.act(actor("@co:a.example"), { action: "admit", user_id: "@max:b.example" })).rejects.toMatchObject({ errcode: "M_FORBIDDEN" });
+    expect(told).toEqual(["ahead @bob:b.example", "invite @bob:b.example", "kick @eve:b.example", "ahead @zed:b.example", "invite @zed:b.example", "failed @zed:b.example"]);
+  });
+
   it("an invite carries the profile the user's own knock stated (the homeserver asks their server nothing), within bounds", async () => {
     hs.state.set("org.parley.call", { sender: BOT, content: { access: "invited" } });
     const g = governance();

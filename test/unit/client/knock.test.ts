@@ -222,19 +222,20 @@ describe("waiting for a host", () => {
     expect(told).toHaveLength(1);
   });
 
-  it("tells the knock's call announcement once while knocking, vouched for by the server the knock went through", async () => {
+  it("tells the knock's call announcement and its content once while knocking, vouched for by the server the knock went through", async () => {
     const hs = homeserver();
     const told: unknown[] = [];
-    const state = { knock_state: { events: [{ type: "org.parley.call", state_key: "", sender: "@parley:a", content: { api: "https://parley.a" } }] } };
+    const content = { api: "https://parley.a", e2ee: { keys: "participant" } };
+    const state = { knock_state: { events: [{ type: "org.parley.call", state_key: "", sender: "@parley:a", content }] } };
     hs.on(
       SYNC,
       { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": state } } } },
       { status: 200, body: { next_batch: "s2", rooms: { knock: { "!r:x": state } } } },
       { status: 200, body: { next_batch: "s3", rooms: { invite: { "!r:x": {} } } } },
     );
-    const onKnock = { server: "a", knocking: (c: CallAnnouncement) => void told.push(c) };
+    const onKnock = { server: "a", knocking: (c: CallAnnouncement, body: unknown) => void told.push([c, body]) };
     expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onKnock })).toBe("invited");
-    expect(told).toEqual([{ api: "https://parley.a", sender: "@parley:a" }]);
+    expect(told).toEqual([[{ api: "https://parley.a", sender: "@parley:a" }, content]]);
     // Through another server: nothing told.
     hs.on(SYNC, { status: 200, body: { next_batch: "s1", rooms: { knock: { "!r:x": state } } } }, { status: 200, body: { next_batch: "s2", rooms: { leave: { "!r:x": {} } } } });
     expect(await awaitAdmission(hs.http, "!r:x", { signal: new AbortController().signal, onKnock: { ...onKnock, server: "c" } })).toBe("declined");
