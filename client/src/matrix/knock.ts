@@ -118,16 +118,13 @@ export function inviteState(res: { rooms?: SyncRooms }, roomId: string, userId: 
 }
 
 /**
- * The call API the room announces in the knock's stripped state (`knock_state`), counted only
- * when its sender is a user of `server`, the server the knock went through (which answered it
- * with that state): as for an invite (inviteState), a server vouches for its own users only.
+ * The call API the room announces in the knock's stripped state (`knock_state`), with the
+ * announcement's content (the call's key mode, read as from an invite's: callEncryption.ts),
+ * counted only when its sender is a user of `server`, the server the knock went through (which
+ * answered it with that state): as for an invite (inviteState), a server vouches for its own
+ * users only.
  */
-export function knockCall(res: { rooms?: SyncRooms }, roomId: string, server: string): CallAnnouncement | null {
-  return knockedCall(res, roomId, server)?.call ?? null;
-}
-
-/** knockCall with the announcement's content (the call's key mode, read as from an invite's: callEncryption.ts). */
-export function knockedCall(res: { rooms?: SyncRooms }, roomId: string, server: string): { call: CallAnnouncement; content: unknown } | null {
+export function knockCall(res: { rooms?: SyncRooms }, roomId: string, server: string): { call: CallAnnouncement; content: unknown } | null {
   const knock = res.rooms?.knock?.[roomId] as { knock_state?: { events?: unknown } } | undefined;
   const vouched = vouchedCall(strippedEvents(knock?.knock_state?.events), server);
   return vouched ? { call: vouched.call, content: vouched.event.content } : null;
@@ -210,7 +207,7 @@ export async function awaitAdmission(http: MatrixHttp, roomId: string, o: WaitOp
       }
     }
     if (answer) return answer;
-    const known = o.onKnock && !knockSeen ? knockedCall(res, roomId, o.onKnock.server) : null;
+    const known = o.onKnock && !knockSeen ? knockCall(res, roomId, o.onKnock.server) : null;
     if (known) {
       knockSeen = true;
       try {

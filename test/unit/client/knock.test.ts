@@ -161,7 +161,7 @@ describe("the call API a knock's stripped state announces", () => {
   const knock = (events: unknown) => ({ rooms: { knock: { "!r:x": { knock_state: { events } } } } });
 
   it("is the org.parley.call there when its sender is a user of the server the knock went through", () => {
-    expect(knockCall(knock([{ type: "m.room.name", state_key: "", content: { name: "x" } }, call]), "!r:x", "a")).toEqual({ api: "https://parley.a", sender: "@parley:a" });
+    expect(knockCall(knock([{ type: "m.room.name", state_key: "", content: { name: "x" } }, call]), "!r:x", "a")).toEqual({ call: { api: "https://parley.a", sender: "@parley:a" }, content: call.content });
   });
 
   it("is none when another server's user sent it (that server answered nothing: it cannot vouch), or none is there", () => {
