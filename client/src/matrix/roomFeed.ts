@@ -550,7 +550,7 @@ export class SyncedRoomFeed implements RoomFeed {
         const client = this.client;
         if (!client?.getCrypto()) throw new ParleyClientError("E2EE_UNSUPPORTED", "join", { detail: "no Matrix crypto for media keys" });
         const missing = await this.usingCrypto(sendToDevices(client, devices, content as unknown as Record<string, unknown>, !client.getRoom(this.roomId)?.hasEncryptionStateEvent()));
-        if (missing.length) this.log.info("media key not delivered yet: devices unknown to Matrix crypto", { devices: missing.map((d) => `${d.userId}|${d.deviceId}`) });
+        if (missing.length) this.log.info("media key not delivered yet: devices unknown to Matrix crypto", { devices: missing.map((d) => participantId(d.userId, d.deviceId)) });
         return missing;
       },
       onKeys: (fn) => {
@@ -949,8 +949,8 @@ export async function sendToDevices(client: MatrixClient, devices: DeviceRef[], 
     // (a media key waited 30-60 ms behind another batch on a busy page). A failed send throws:
     // the caller sends the key again later (keyShare.ts), as the queue would have retried it.
     if (batch.batch.length) await client.sendToDevice(batch.eventType, toDeviceMap(batch.batch));
-    const reached = new Set(batch.batch.map((b) => `${b.userId}|${b.deviceId}`));
-    pending = pending.filter((d) => !reached.has(`${d.userId}|${d.deviceId}`));
+    const reached = new Set(batch.batch.map((b) => participantId(b.userId, b.deviceId)));
+    pending = pending.filter((d) => !reached.has(participantId(d.userId, d.deviceId)));
   }
   return pending;
 }
