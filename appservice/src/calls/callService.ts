@@ -878,7 +878,10 @@ export class CallService {
     this.sessions.clear();
     this.closers.clear();
     this.held.clear();
+    // Waits on a grant (a hello's, a lobby subscription's) end now, not at their next check.
+    const waiting = [...this.admitAtHello.values()];
     this.admitAtHello.clear();
+    for (const admit of waiting) wake(admit);
     this.announced.clear();
     this.deviceOf.clear();
     this.watchers.clear();

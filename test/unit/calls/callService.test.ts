@@ -870,6 +870,19 @@ describe("a grant asked from the lobby (still knocking)", () => {
     await expect(s.admitHolder(g.session)).rejects.toMatchObject({ errcode: "M_FORBIDDEN", message: `${BOB} is not let in to ${MEETING} yet` });
   });
 
+  it("asked from the lobby and waiting past its reads, its pre-join subscription ends at once when the service stops", async () => {
+    s.stop();
+    s = lobbyService(2);
+    await aliceIn(s);
+    const g = await ahead(s);
+    const media = s.letInForMedia(g.session);
+    await new Promise((r) => setTimeout(r, LET_IN_WAIT + 100));
+    const at = Date.now();
+    s.stop();
+    expect(await media).toBeNull();
+    expect(Date.now() - at).toBeLessThan(100);
+  });
+
   it("an admit whose invite failed ends the lobby grants it let in ahead, not one whose invite came meanwhile", async () => {
     s.stop();
     s = lobbyService(3);
