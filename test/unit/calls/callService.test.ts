@@ -844,13 +844,19 @@ describe("a grant asked from the lobby (still knocking)", () => {
     expect(await s.letInForMedia((await aliceIn(s)).grant.session)).toEqual({});
   });
 
-  it("asked from the lobby, its pre-join subscription waits past letInWaitMs, reading no more, for a host's admit through Parley: made at once; its hello still waits for the invite", async () => {
+  /** A lobby grant whose pre-join subscription, asked in the lobby, waits past its reads (letInWaitMs). */
+  const waitingPastReads = async () => {
     s.stop();
     s = lobbyService(2);
     await aliceIn(s);
     const g = await ahead(s);
     const media = s.letInForMedia(g.session);
     await new Promise((r) => setTimeout(r, LET_IN_WAIT + 100));
+    return { g, media };
+  };
+
+  it("asked from the lobby, its pre-join subscription waits past letInWaitMs, reading no more, for a host's admit through Parley: made at once; its hello still waits for the invite", async () => {
+    const { g, media } = await waitingPastReads();
     const reads = countMembershipReads();
     try {
       await new Promise((r) => setTimeout(r, 600));
@@ -871,12 +877,7 @@ describe("a grant asked from the lobby (still knocking)", () => {
   });
 
   it("asked from the lobby and waiting past its reads, its pre-join subscription ends at once when the service stops", async () => {
-    s.stop();
-    s = lobbyService(2);
-    await aliceIn(s);
-    const g = await ahead(s);
-    const media = s.letInForMedia(g.session);
-    await new Promise((r) => setTimeout(r, LET_IN_WAIT + 100));
+    const { media } = await waitingPastReads();
     const at = Date.now();
     s.stop();
     expect(await media).toBeNull();
