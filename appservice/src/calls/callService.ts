@@ -132,6 +132,11 @@ interface AdmitAtHello {
   wakers?: Set<() => void>;
 }
 
+/** Whether a lobby grant's pre-join subscription may be made: its user invited, joined, or admitted ahead of the invite. */
+function mediaLetIn(admit: AdmitAtHello): boolean {
+  return admit.knownInvited === true || admit.knownJoined || admit.admitting === true;
+}
+
 /** Wakes every wait on `admit` (pauseUnlessWoken). */
 function wake(admit: AdmitAtHello | undefined): void {
   for (const w of admit?.wakers ?? []) w();
@@ -664,7 +669,7 @@ export class CallService {
     if (!s) return null;
     if (!admit?.lobby) return {};
     const ice = () => ({ ice: iceForSession(this.cfg, token, this.deps.clock.now()) });
-    if (admit.knownInvited || admit.knownJoined || admit.admitting) return ice();
+    if (mediaLetIn(admit)) return ice();
     const seen = await this.watchLetIn(key, s, admit, true);
     if (seen === null) return null;
     if (seen.membership === "invite" || seen.membership === "join") return ice();
@@ -683,7 +688,7 @@ export class CallService {
   private async letInLater(key: string, admit: AdmitAtHello, live: () => boolean): Promise<boolean> {
     for (;;) {
       if (this.admitAtHello.get(key) !== admit || !admit.lobby || !live()) return false;
-      if (admit.knownInvited || admit.knownJoined || admit.admitting) return true;
+      if (mediaLetIn(admit)) return true;
       await this.pauseUnlessWoken(key, LOBBY_MEDIA_CHECK_MS);
     }
   }
@@ -695,9 +700,7 @@ export class CallService {
    * before the invite is this homeserver's.
    */
   letInAhead(roomId: string, userId: string): void {
-    for (const [key, admit] of this.admitAtHello) {
-      const s = this.sessions.get(key);
-      if (!admit.lobby || s?.roomId !== roomId || s.userId !== userId) continue;
+    for (const [, admit] of this.lobbyGrantsOf(roomId, userId)) {
       admit.admitting = true;
       wake(admit);
     }
@@ -709,10 +712,16 @@ export class CallService {
    * client asks again.
    */
   letInFailed(roomId: string, userId: string): void {
-    for (const [key, admit] of [...this.admitAtHello]) {
+    for (const [key, admit] of [...this.lobbyGrantsOf(roomId, userId)]) {
+      if (admit.admitting && !admit.knownInvited && !admit.knownJoined) this.end(key, { errcode: "M_FORBIDDEN", message: notLetIn(userId, roomId) });
+    }
+  }
+
+  /** The grants of `userId` in `roomId`'s call still waiting in its lobby (not let in at a hello). */
+  private *lobbyGrantsOf(roomId: string, userId: string): Generator<[string, AdmitAtHello]> {
+    for (const [key, admit] of this.admitAtHello) {
       const s = this.sessions.get(key);
-      if (!admit.lobby || !admit.admitting || admit.knownInvited || admit.knownJoined || s?.roomId !== roomId || s.userId !== userId) continue;
-      this.end(key, { errcode: "M_FORBIDDEN", message: notLetIn(userId, roomId) });
+      if (admit.lobby && s?.roomId === roomId && s.userId === userId) yield [key, admit];
     }
   }
 
@@ -811,9 +820,7 @@ export class CallService {
 
   /** A knocker's invite reached Parley in a transaction: their lobby grants are let in (no read at their hello). */
   private letIn(roomId: string, userId: string): void {
-    for (const [key, admit] of this.admitAtHello) {
-      const s = this.sessions.get(key);
-      if (!admit.lobby || s?.roomId !== roomId || s.userId !== userId) continue;
+    for (const [, admit] of this.lobbyGrantsOf(roomId, userId)) {
       admit.knownInvited = true;
       wake(admit); // a hello (awaitLetIn) or a pre-join subscription (letInForMedia) waiting for this invite
     }
