@@ -97,6 +97,10 @@ export function printTimeline(label: string, samples: Record<string, number>[], 
   const [on, off] = [painted(true), painted(false)];
   const p50 = (v: number[]) => (v.length ? `${percentile(v, 50).toFixed(0)} ms` : "none");
   console.log(`${label}s on the pre-join's media connection: ${on.length} of ${samples.length}; picture p50 ${p50(on)} on it, ${p50(off)} without`);
+  // Each sample's last steps (the p50s above can hide one slow step in a few samples).
+  const tail = ["key-out", "key-in", "held-released", "decrypted", "remote-painted"];
+  const each = samples.map((s) => tail.filter((k) => s[k] !== undefined).map((k) => `${k} ${s[k]!.toFixed(0)}`).join(" "));
+  console.log(`${label}, each (ms from Join): ${each.join("; ")}`);
 }
 
 /**

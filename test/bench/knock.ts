@@ -334,6 +334,21 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         if (knockAt !== undefined && /\[parley:(e2ee|chat|crypto)\]/.test(m.text())) hostKeys.push(`${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 200)}`);
       };
       if (trace) hostPage.on("console", onHostLog);
+      // PARLEY_BENCH_KEYLOG: both pages' key lines from the Leave before the rejoin below to its frame.
+      let rejoinAt: number | undefined = undefined;
+      const rejoinLog: string[] = [];
+      const onRejoinLog = (who: string) => (m: { text(): string }) => {
+        if (rejoinAt !== undefined && /\[parley:(e2ee|call|crypto|chat)\]/.test(m.text())) rejoinLog.push(`${(performance.now() - rejoinAt).toFixed(0).padStart(6)} ms  ${who}  ${m.text().slice(0, 240)}`);
+      };
+      const onHostRejoinLog = onRejoinLog("host   ");
+      if (process.env.PARLEY_BENCH_KEYLOG) {
+        hostPage.on("console", onHostRejoinLog);
+        page.on("console", onRejoinLog("knocker"));
+        page.on("requestfinished", (r) => {
+          const path = new URL(r.url()).pathname;
+          if (rejoinAt !== undefined && /\/(sync|sendToDevice|keys|join|members|state)\b/.test(path)) rejoinLog.push(`${(performance.now() - rejoinAt).toFixed(0).padStart(6)} ms  knocker  done ${r.method()} ${path.replace(/^\/_matrix\/client\/v3/, "").slice(0, 80)}`);
+        });
+      }
       page.on("console", (m) => {
         // (Not matrix-js-sdk's own debug chatter, which would push Parley's lines out.)
         if (m.type() !== "debug") pageLog.push(`${(performance.now() - (knockAt ?? 0)).toFixed(0)} ms: ${m.type()}: ${m.text().slice(0, 300)}`);
@@ -431,6 +446,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       for (const [k, v] of Object.entries(marks)) (timeline[k] ??= []).push(v);
       // One join of this same user into this call, now admitted: hang up, join again from the
       // pre-join once its devices are open (as join_to_first_remote_frame measures a local one).
+      rejoinAt = performance.now();
       await page.locator("#call-leave").click();
       await page.getByRole("button", { name: "Join again" }).click();
       await page.locator("#prejoin-join").waitFor();
@@ -441,6 +457,10 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       await page.locator("#prejoin-join").click();
       await paintedAfter(page, before).catch(explain("The join again after the knock"));
       joinSeenMs.push(performance.now() - clicked);
+      if (process.env.PARLEY_BENCH_KEYLOG) {
+        hostPage.off("console", onHostRejoinLog);
+        console.log(`the join again by ${knocker.userId} (ms from its Leave click; Join clicked at ${(clicked - rejoinAt!).toFixed(0)} ms):\n${rejoinLog.join("\n")}`);
+      }
       await assertDecrypted(page, decrypted);
       // From the page's Join (its click handler) to the frame painted, as join_to_first_remote_frame.
       fedJoins.push(await joinTimeline(page));

@@ -322,6 +322,12 @@ export class ParticipantKeyShare {
   private readonly arrivals = new Map<string, { sent: boolean }>();
   /** Members that left while still in the SFU's list: not answered at arrival until they leave it. */
   private readonly departing = new Set<string>();
+  /**
+   * Devices answered early some other way (an admission, an announcement) seen in the SFU's list,
+   * not members yet (a subset of `prejoined`): their leaving that list ends what they were answered,
+   * as a gone arrival's does.
+   */
+  private readonly earlyInMedia = new Set<string>();
   /** The early answers (announcements, admissions) of the last minute. */
   private readonly prejoinAnswers: MinuteBudget;
   private prejoinFloodLogged = false;
@@ -855,8 +861,22 @@ export class ParticipantKeyShare {
       this.arrivals.delete(id);
       this.prejoined.delete(id);
     }
-    if (gone.some(([, a]) => a.sent)) {
-      this.log.info("a device sent the media key at its arrival left the call before its membership came: rotating", { devices: gone.length });
+    // Answered before it reached the list (let in, announced): that session's leave is a leave
+    // too. The device's next call starts with no key (seen: a knocker's "Join again", its first
+    // call's membership never here, waited 2 s for the key its old session had been sent).
+    const goneEarly: string[] = [];
+    for (const id of this.earlyInMedia) {
+      if (here.has(id)) continue;
+      this.earlyInMedia.delete(id);
+      const p = this.prejoined.get(id);
+      // A member by now, or sharing this device's key as a publisher: its leave is onMembers'.
+      if (!p || members.has(id) || this.sharedWith.has(id)) continue;
+      this.prejoined.delete(id);
+      if (p.index >= 0) goneEarly.push(id);
+    }
+    for (const id of here) if (this.prejoined.has(id) && !this.arrivals.has(id) && !members.has(id) && !this.sharedWith.has(id)) this.earlyInMedia.add(id);
+    if (gone.some(([, a]) => a.sent) || goneEarly.length) {
+      this.log.info("a device sent the media key before its membership came left the call: rotating", { devices: gone.length + goneEarly.length });
       this.enqueue(() => this.rotate("leave", false));
     }
     if (!this.o.members.joinedToRoom) return;
