@@ -9,7 +9,7 @@
 import "fake-indexeddb/auto";
 import { Method } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
+import { OWN_JOIN_WAIT_MS, SyncedRoomFeed } from "../../client/src/matrix/roomFeed.ts";
 import { isDeviceKeysUpload } from "../../client/src/matrix/deviceCrypto.ts";
 import { MatrixHttp } from "../../client/src/matrix/http.ts";
 import { joinRoom } from "../../client/src/matrix/rooms.ts";
@@ -271,6 +271,34 @@ describe("the room's feed during a knock", () => {
     expect(await waiting).toBe("invited");
     const syncs = own.filter((u) => u.pathname.endsWith("/sync"));
     expect(syncs.map((u) => [u.searchParams.get("since"), u.searchParams.get("timeout")])).toEqual([[null, "0"]]);
+  }, 60_000);
+
+  // A knocker's call starts beside its room's join, and the host's device shows in the call's
+  // media before that join is in: B would not tell the knocker the host's membership then.
+  it("asked whether a member is joined before its own join, answers once that join is in; with no join, no, after OWN_JOIN_WAIT_MS", async () => {
+    const { a, roomId, alias } = await meeting("lobby-ask");
+    const { b, feed, join } = await knocker("kim", alias, roomId);
+    void feed.start().catch(() => undefined);
+    await feed.whenSyncing();
+    // Let in through Parley (a host's admit there): the invite is the bot's, and its stripped
+    // state names none of the others' memberships.
+    await new TestUser(A.synapse.clientUrl, A.botUserId, A.parley.config.appservice.asToken).invite(roomId, b.userId);
+    let answer: boolean | undefined;
+    const asked = feed.callMembers().joinedToRoom!(a.userId).then((yes) => (answer = yes));
+    // B refuses the read (not in the room yet): the answer waits for the join, not "no".
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(answer).toBeUndefined();
+    await feed.joining(join);
+    await asked;
+    expect(answer).toBe(true);
+
+    // Never let in: no, once the wait is over (and not before).
+    const stranger = await knocker("jack", alias, roomId);
+    void stranger.feed.start().catch(() => undefined);
+    await stranger.feed.whenSyncing();
+    const t0 = performance.now();
+    expect(await stranger.feed.callMembers().joinedToRoom!(a.userId)).toBe(false);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(OWN_JOIN_WAIT_MS - 50);
   }, 60_000);
 
   it("stops in the lobby: its start ends, refused as closed", async () => {

@@ -76,6 +76,12 @@ export const MAX_PREJOIN_DEVICES = 100;
 /** The longest a room join waits for an upload of the device's keys in flight (SyncedRoomFeed.joining). */
 export const KEYS_UPLOAD_WAIT_MS = 3000;
 
+/**
+ * The longest a question about another user's membership waits for this device's own join, when
+ * its homeserver would not answer before it (SyncedRoomFeed.callMembers' joinedToRoom).
+ */
+export const OWN_JOIN_WAIT_MS = 5000;
+
 /** Messages a feed keeps for the next chat that opens on it. */
 const MAX_HISTORY = 200;
 /** Users one preparation of Olm sessions covers (a large call's first key claims the rest). */
@@ -168,6 +174,9 @@ export class SyncedRoomFeed implements RoomFeed {
     this.joinSeenResolve = resolve;
     this.joinSeenReject = reject;
   });
+  private ownJoinResolve!: () => void;
+  /** Resolves when this user's join of the room has answered (`joining`) or its sync shows it joined. */
+  private readonly ownJoin = new Promise<void>((resolve) => (this.ownJoinResolve = resolve));
 
   /**
    * `crypto`: run matrix-js-sdk's Rust crypto (vodozemac), for media keys over Olm. `knocking`:
@@ -188,6 +197,7 @@ export class SyncedRoomFeed implements RoomFeed {
     this.started.catch(() => undefined); // start() reports the failure; waiters see it too
     this.keysUp.catch(() => undefined);
     this.joinSeen.catch(() => undefined);
+    void this.joinSeen.then(() => this.ownJoinResolve(), () => undefined);
   }
 
   private syncingResolve!: () => void;
@@ -207,7 +217,9 @@ export class SyncedRoomFeed implements RoomFeed {
     if (client) holdDeviceKeysUpload(client, held);
     try {
       if (client) await settledWithin(deviceKeysUploadSettled(client), KEYS_UPLOAD_WAIT_MS);
-      return await join();
+      const joined = await join();
+      this.ownJoinResolve();
+      return joined;
     } finally {
       release();
       if (this.joinHold === held) this.joinHold = null;
@@ -668,6 +680,14 @@ export class SyncedRoomFeed implements RoomFeed {
         const loaded = this.client?.getRoom(this.roomId)?.getMember(userId)?.membership;
         if (loaded !== undefined || !this.client) return loaded === "join";
         // Not loaded (lazy members): ask the homeserver, which knows.
+        const answer = await this.membershipOnServer(userId);
+        if (answer !== undefined || this.client?.getRoom(this.roomId)?.getMyMembership() === "join") return answer === "join";
+        // No answer while this user is not in the room yet (a knocker let in, its call started
+        // beside its room's join: its homeserver shows a room's state only to those in it). Asked
+        // again once that join is in, within OWN_JOIN_WAIT_MS. (Before: the host's device in the
+        // call's media was taken for a stranger's, and this device's key went to it only once its
+        // sync showed the host's membership, 300-700 ms later.)
+        await settledWithin(this.ownJoin, OWN_JOIN_WAIT_MS);
         return (await this.membershipOnServer(userId)) === "join";
       },
       // Asked of the homeserver every time: the member loaded here may still be the knock.
