@@ -681,7 +681,7 @@ export class SyncedRoomFeed implements RoomFeed {
         if (loaded !== undefined || !this.client) return loaded === "join";
         // Not loaded (lazy members): ask the homeserver, which knows.
         const answer = await this.membershipOnServer(userId);
-        if (answer !== undefined || this.client?.getRoom(this.roomId)?.getMyMembership() === "join") return answer === "join";
+        if (answer !== undefined || !this.client || this.client.getRoom(this.roomId)?.getMyMembership() === "join") return answer === "join";
         // No answer while this user is not in the room yet (a knocker let in, its call started
         // beside its room's join: its homeserver shows a room's state only to those in it). Asked
         // again once that join is in, within OWN_JOIN_WAIT_MS. (Before: the host's device in the
