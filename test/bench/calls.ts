@@ -18,7 +18,7 @@ import { generateSelfSignedCert } from "../../scripts/stack/tls.ts";
 import { inboundStats, launchChromium, signInToMeeting, trackPeerConnections } from "../support/browser.ts";
 import { metric } from "../support/metrics.ts";
 import { benchKnock } from "./knock.ts";
-import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests, watchKeyFrames } from "./joinTimeline.ts";
+import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceLine, traceRequests, watchKeyFrames } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const { values } = parseArgs({ options: { joins: { type: "string", default: "20" }, knocks: { type: "string", default: "5" } } });
@@ -177,7 +177,7 @@ try {
     // PARLEY_BENCH_TRACE: when the host's client sent and got media keys (its log), on the same clock.
     const hostKeys: string[] = [];
     const onHostLog = (m: { text(): string }) => {
-      if (/media key/.test(m.text())) hostKeys.push(`${(performance.now() - t0).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 160)}`);
+      if (/media key/.test(m.text())) hostKeys.push(traceLine(t0, performance.now(), "host ", m.text().slice(0, 160)));
     };
     if (traced) hostSide.page.on("console", onHostLog);
     // PARLEY_BENCH_PROFILE=1: the joiner's page's CPU profile from just before its Join to its

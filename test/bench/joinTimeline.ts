@@ -80,6 +80,11 @@ export async function longTasksAfterJoin(page: Page, until: number): Promise<num
 }
 
 /** Prints the p50 (and each sample) of `longTasksAfterJoin` over the joins of `who`. */
+/** One line of a trace: when (`at`, in ms from `t0`, right-aligned), who, and what. */
+export function traceLine(t0: number, at: number, who: string, text: string): string {
+  return `${(at - t0).toFixed(0).padStart(6)} ms  ${who}  ${text}`;
+}
+
 export function printLongTasks(who: string, busyMs: number[]): void {
   console.log(`the ${who}'s main thread in long tasks (50 ms or more) from Join to its first frame: p50 ${percentile(busyMs, 50).toFixed(0)} ms (per join: ${busyMs.map((b) => b.toFixed(0)).join(", ")})`);
 }

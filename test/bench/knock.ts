@@ -17,7 +17,7 @@ import { TestUser } from "../support/matrix.ts";
 import type { Answer } from "../support/signalling.ts";
 import { LOG_LEVEL_KEY } from "../../client/src/log.ts";
 import { JOIN_RACE_RETRIES } from "../../client/src/matrix/rooms.ts";
-import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceRequests } from "./joinTimeline.ts";
+import { cpuProfile, joinTimeline, longTasksAfterJoin, paintedAfter, printLongTasks, printTimeline, recordLongTasks, SIGN_IN_TYPE_MS, signInPace, traceLine, traceRequests } from "./joinTimeline.ts";
 import { bench, percentile } from "./lib.ts";
 
 const enc = encodeURIComponent;
@@ -331,14 +331,14 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
       // PARLEY_BENCH_TRACE: when the host's client sent and got media keys (its log), on the knock's clock.
       const hostKeys: string[] = [];
       const onHostLog = (m: { text(): string }) => {
-        if (knockAt !== undefined && /\[parley:(e2ee|chat|crypto)\]/.test(m.text())) hostKeys.push(`${(performance.now() - knockAt).toFixed(0).padStart(6)} ms  host   ${m.text().slice(0, 200)}`);
+        if (knockAt !== undefined && /\[parley:(e2ee|chat|crypto)\]/.test(m.text())) hostKeys.push(traceLine(knockAt, performance.now(), "host ", m.text().slice(0, 200)));
       };
       if (trace) hostPage.on("console", onHostLog);
       // PARLEY_BENCH_KEYLOG: both pages' key lines from the Leave before the rejoin below to its frame.
       let rejoinAt: number | undefined = undefined;
       const rejoinLog: string[] = [];
       const onRejoinLog = (who: string) => (m: { text(): string }) => {
-        if (rejoinAt !== undefined && /\[parley:(e2ee|call|crypto|chat)\]/.test(m.text())) rejoinLog.push(`${(performance.now() - rejoinAt).toFixed(0).padStart(6)} ms  ${who}  ${m.text().slice(0, 240)}`);
+        if (rejoinAt !== undefined && /\[parley:(e2ee|call|crypto|chat)\]/.test(m.text())) rejoinLog.push(traceLine(rejoinAt, performance.now(), who, m.text().slice(0, 240)));
       };
       const onHostRejoinLog = onRejoinLog("host   ");
       if (process.env.PARLEY_BENCH_KEYLOG) {
@@ -346,7 +346,7 @@ export async function benchKnock(browser: Browser, samples: number, joinP50: num
         page.on("console", onRejoinLog("knocker"));
         page.on("requestfinished", (r) => {
           const path = new URL(r.url()).pathname;
-          if (rejoinAt !== undefined && /\/(sync|sendToDevice|keys|join|members|state)\b/.test(path)) rejoinLog.push(`${(performance.now() - rejoinAt).toFixed(0).padStart(6)} ms  knocker  done ${r.method()} ${path.replace(/^\/_matrix\/client\/v3/, "").slice(0, 80)}`);
+          if (rejoinAt !== undefined && /\/(sync|sendToDevice|keys|join|members|state)\b/.test(path)) rejoinLog.push(traceLine(rejoinAt, performance.now(), "knocker", `done ${r.method()} ${path.replace(/^\/_matrix\/client\/v3/, "").slice(0, 80)}`));
         });
       }
       page.on("console", (m) => {
