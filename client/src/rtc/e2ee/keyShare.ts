@@ -864,17 +864,17 @@ export class ParticipantKeyShare {
     // Answered before it reached the list (let in, announced): that session's leave is a leave
     // too. The device's next call starts with no key (seen: a knocker's "Join again", its first
     // call's membership never here, waited 2 s for the key its old session had been sent).
+    // (Not a member by now, nor sharing this device's key as a publisher: those leaves are onMembers'.)
+    const earlyOnly = (id: string) => this.prejoined.has(id) && !members.has(id) && !this.sharedWith.has(id);
     const goneEarly: string[] = [];
     for (const id of this.earlyInMedia) {
       if (here.has(id)) continue;
       this.earlyInMedia.delete(id);
-      const p = this.prejoined.get(id);
-      // A member by now, or sharing this device's key as a publisher: its leave is onMembers'.
-      if (!p || members.has(id) || this.sharedWith.has(id)) continue;
+      if (!earlyOnly(id)) continue;
+      if (this.prejoined.get(id)!.index >= 0) goneEarly.push(id);
       this.prejoined.delete(id);
-      if (p.index >= 0) goneEarly.push(id);
     }
-    for (const id of here) if (this.prejoined.has(id) && !this.arrivals.has(id) && !members.has(id) && !this.sharedWith.has(id)) this.earlyInMedia.add(id);
+    for (const id of here) if (earlyOnly(id) && !this.arrivals.has(id)) this.earlyInMedia.add(id);
     if (gone.some(([, a]) => a.sent) || goneEarly.length) {
       this.log.info("a device sent the media key before its membership came left the call: rotating", { devices: gone.length + goneEarly.length });
       this.enqueue(() => this.rotate("leave", false));
